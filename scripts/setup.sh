@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything Switchyard needs, idempotently: Debian packages for the kernel interfaces we
+# shell out to, then npm dependencies, then the TypeScript build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian package → why we need it.
+apt_packages=(
+  iproute2   # ip netns/link/route, ip -batch: the lab
+  iptables   # iptables-restore (nf_tables and legacy): netfilter backend
+  ipset      # ipset restore/swap: IP sets for iptables
+  nftables   # nft -f: nftables backend
+  conntrack  # conntrack -L/-E: flows and state checks on netfilter
+  iperf3     # bench throughput
+  procps     # ps/pgrep used by lab cleanup
+)
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install Debian packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: building"
+npm run --silent build
