@@ -1,0 +1,9 @@
+import type { Command } from 'commander';
+
+/** Each CLI command lives in its own file and registers itself on the program. */
+export type RegisterCommand = (program: Command) => void;
+
+// Keep one line per command file; order is the order in `switchyard --help`.
+export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = [
+  () => import('./bench.js'),
+];
