@@ -1,0 +1,37 @@
+/** Options and results of the calculation layer shared by the CLI, the lab and tests. */
+import type { IR, Protocol } from '../ir/types.js';
+
+export interface CalcOptions {
+  /**
+   * Number of nodes when pods do not name them all (default 2, as `lab up`). Nodes named by
+   * `spec.nodeName` always exist; generated ones are `node-1`, `node-2`, ….
+   */
+  nodeCount?: number;
+  /** State of a running lab, kept stable across updates: pod → address, pod → node, service → VIP. */
+  previous?: PreviousAllocations;
+}
+
+export interface PreviousAllocations {
+  podAddresses?: Record<string, string>;
+  podNodes?: Record<string, string>;
+  serviceAddresses?: Record<string, string>;
+}
+
+/** A new connection attempt as the evaluator sees it. */
+export interface Packet {
+  src: string;
+  dst: string;
+  protocol: Protocol;
+  /** Destination port; absent for ICMP. */
+  dport?: number;
+}
+
+/** `switchyard reach --json` and `switchyard lab reach --json` share this shape. */
+export interface ReachMatrix {
+  port: number;
+  protocol: Protocol;
+  /** results[src][dst], keys `namespace/pod`, self-pairs included. */
+  results: Record<string, Record<string, boolean>>;
+}
+
+export type { IR };

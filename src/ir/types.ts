@@ -1,0 +1,154 @@
+/**
+ * The backend-neutral intermediate representation: the only thing every backend sees.
+ * Plain JSON-serialisable data with stable identifiers (derived from definitions, not contents),
+ * so an update can be diffed into "this set's members changed" rather than "everything changed".
+ */
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
+export type Direction = 'ingress' | 'egress';
+export type RuleAction = 'allow' | 'deny' | 'pass' | 'log';
+
+export interface PolicyRef {
+  kind: 'NetworkPolicy' | 'GlobalPolicy';
+  /** Set for NetworkPolicy. */
+  namespace?: string;
+  name: string;
+}
+
+export interface NamedPort {
+  name?: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+}
+
+/** A workload interface: one pod's veth. */
+export interface Endpoint {
+  /** `namespace/name` */
+  id: string;
+  namespace: string;
+  name: string;
+  node: string;
+  /** IPv4 first where the pod has one. */
+  addresses: string[];
+  labels: Record<string, string>;
+  namespaceLabels: Record<string, string>;
+  ports: NamedPort[];
+  /** Host-side interface name in the node namespace (≤ 15 chars, stable per endpoint id). */
+  hostInterface: string;
+}
+
+/**
+ * A named set of addresses as disjoint prefixes (ipBlock excepts already subtracted), so it loads
+ * unchanged into ipset hash:net, an nft interval set or an LPM trie and means the same in each.
+ */
+export interface IpSet {
+  /** Stable id from the set's definition, e.g. `sy-3f2a…`; ≤ 31 chars (ipset's limit). */
+  id: string;
+  /** What defines the members, for humans: `pods app=db in namespaces ns=x`. */
+  description: string;
+  /** Sorted, disjoint, normalised CIDRs (IPv4 and IPv6 may both appear). */
+  cidrs: string[];
+}
+
+/** (address, port) pairs of one protocol: egress to a named port resolves per destination pod. */
+export interface IpPortSet {
+  id: string;
+  description: string;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  members: { address: string; port: number }[];
+}
+
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+/**
+ * One rule. Every present field must match (AND); absent fields match anything.
+ * `peerSet`: the remote address (source for ingress, destination for egress) is in the set; a
+ * peer's selectors, ipBlock/except, nets and notNets are all resolved into that one exact set.
+ * `peerPortSet`: (remote address, destination port) is a member; always with `protocol`.
+ * `ports` only appears with a port-carrying `protocol`.
+ */
+export interface Rule {
+  /** Stable: `<policy id>/<direction>/<rule index>[.<part>]`. */
+  id: string;
+  policy: PolicyRef;
+  /** Index of the rule in the policy's ingress/egress list. */
+  ruleIndex: number;
+  action: RuleAction;
+  protocol?: Protocol;
+  ports?: PortRange[];
+  peerSet?: string;
+  peerPortSet?: string;
+}
+
+/**
+ * Everything that decides one endpoint's traffic in one direction.
+ * Evaluation: walk `globalRules` in order — `log` records and goes on, `pass` jumps to the
+ * Kubernetes tier, `allow`/`deny` decide. Then the Kubernetes tier: any matching rule in
+ * `kubernetesRules` allows; otherwise `kubernetesDefault` (deny when some NetworkPolicy selects
+ * the endpoint for this direction, allow when none does).
+ */
+export interface RuleSet {
+  endpoint: string;
+  direction: Direction;
+  globalRules: Rule[];
+  kubernetesRules: Rule[];
+  kubernetesDefault: 'allow' | 'deny';
+  /** Policies that select the endpoint for this direction, for explain and counters. */
+  globalPolicies: PolicyRef[];
+  kubernetesPolicies: PolicyRef[];
+}
+
+export interface ServiceBackend {
+  endpoint: string;
+  address: string;
+  port: number;
+}
+
+export interface ServicePortTable {
+  /** `namespace/name:port/protocol` */
+  id: string;
+  service: string;
+  portName?: string;
+  address: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  backends: ServiceBackend[];
+  affinity: { mode: 'None' } | { mode: 'ClientIP'; timeoutSeconds: number };
+}
+
+export interface Prefilter {
+  name: string;
+  /** Nodes it is installed on. */
+  nodes: string[];
+  /** Id of the IpSet with the deny-listed source CIDRs. */
+  set: string;
+}
+
+export interface Node {
+  name: string;
+  /** The node's own address on the fabric that joins node namespaces. */
+  address: string;
+}
+
+export interface IR {
+  version: 1;
+  nodes: Node[];
+  endpoints: Endpoint[];
+  ipSets: IpSet[];
+  ipPortSets: IpPortSet[];
+  /** One per endpoint and direction, sorted by endpoint then direction. */
+  ruleSets: RuleSet[];
+  services: ServicePortTable[];
+  prefilters: Prefilter[];
+}
+
+export function policyId(p: PolicyRef): string {
+  return p.kind === 'NetworkPolicy' ? `np:${p.namespace ?? ''}/${p.name}` : `gp:${p.name}`;
+}
+
+export function policyLabel(p: PolicyRef): string {
+  return p.kind === 'NetworkPolicy' ? `NetworkPolicy ${p.namespace ?? ''}/${p.name}` : `GlobalPolicy ${p.name}`;
+}

@@ -1,0 +1,279 @@
+/**
+ * Manifests → validated Model. Every problem is collected (not just the first) and reported as
+ * file:line: Kind namespace/name: field: message; when there is any, no model is returned.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { z } from 'zod';
+import { formatCidr, parseCidr } from '../util/ip.js';
+import {
+  implicitDefaultNamespace,
+  toGlobalPolicy,
+  toNamespace,
+  toNetworkPolicy,
+  toPod,
+  toService,
+  DEFAULT_NAMESPACE,
+} from './convert.js';
+import { expandManifestPaths, readManifestDocuments, type ManifestDocument } from './documents.js';
+import { formatPath, ManifestError, type ManifestIssue } from './errors.js';
+import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
+import { emptyModel, type Model, type SourceRef } from './types.js';
+
+const NAMESPACED_KINDS = new Set(['Pod', 'Service', 'NetworkPolicy']);
+
+export interface ManifestText {
+  file: string;
+  text: string;
+}
+
+interface Located {
+  doc: ManifestDocument;
+  kind: string;
+  object: string;
+}
+
+function objectName(value: Record<string, unknown>, kind: string): string {
+  const meta = (value.metadata ?? {}) as Record<string, unknown>;
+  const name = typeof meta.name === 'string' ? meta.name : '<unnamed>';
+  if (!NAMESPACED_KINDS.has(kind)) return name;
+  const ns = typeof meta.namespace === 'string' ? meta.namespace : DEFAULT_NAMESPACE;
+  return `${ns}/${name}`;
+}
+
+function zodMessage(issue: z.core.$ZodIssue, doc: ManifestDocument): { path: PropertyKey[]; message: string }[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => ({ path: [...issue.path, k], message: `unknown field '${k}'` }));
+  }
+  if (issue.code === 'invalid_type' && valueAt(doc.value, issue.path) === undefined) {
+    return [{ path: issue.path, message: 'required field is missing' }];
+  }
+  if (issue.code === 'invalid_value' && issue.values.length === 1) {
+    return [{ path: issue.path, message: `must be ${JSON.stringify(issue.values[0])}` }];
+  }
+  if (issue.code === 'invalid_value') {
+    return [{ path: issue.path, message: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}` }];
+  }
+  if (issue.code === 'invalid_union') {
+    return [{ path: issue.path, message: `invalid value ${JSON.stringify(valueAt(doc.value, issue.path))}` }];
+  }
+  return [{ path: issue.path, message: issue.message }];
+}
+
+function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let v = value;
+  for (const k of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssue[]): string[] {
+  const rel = raw.spec.file;
+  if (!rel) return [];
+  const path = resolve(dirname(loc.doc.file), rel);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    issues.push({
+      file: loc.doc.file,
+      line: loc.doc.lineOf(['spec', 'file']),
+      kind: loc.kind,
+      object: loc.object,
+      field: 'spec.file',
+      message: `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+    });
+    return [];
+  }
+  const out: string[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const entry = (lines[i] as string).replace(/#.*/, '').trim();
+    if (entry === '') continue;
+    const cidr = parseCidr(entry.includes('/') ? entry : entry.includes(':') ? `${entry}/128` : `${entry}/32`);
+    if (!cidr) {
+      issues.push({
+        file: path,
+        line: i + 1,
+        kind: loc.kind,
+        object: loc.object,
+        field: 'spec.file',
+        message: `'${entry}' is not a valid CIDR or address`,
+      });
+      continue;
+    }
+    out.push(formatCidr(cidr));
+  }
+  return out;
+}
+
+function addToModel(model: Model, raw: unknown, loc: Located, source: SourceRef, issues: ManifestIssue[]): void {
+  switch (loc.kind) {
+    case 'Namespace':
+      model.namespaces.push(toNamespace(raw as never, source));
+      break;
+    case 'Pod':
+      model.pods.push(toPod(raw as never, source));
+      break;
+    case 'Service':
+      model.services.push(toService(raw as never, source));
+      break;
+    case 'NetworkPolicy':
+      model.networkPolicies.push(toNetworkPolicy(raw as never, source));
+      break;
+    case 'GlobalPolicy':
+      model.globalPolicies.push(toGlobalPolicy(raw as never, source));
+      break;
+    case 'Prefilter': {
+      const p = raw as RawPrefilter;
+      const inline = (p.spec.cidrs ?? []).map((c) => formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>));
+      const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
+      model.prefilters.push({ name: p.metadata.name, cidrs, source, ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}) });
+      break;
+    }
+  }
+}
+
+/** Checks that need the whole input: duplicates, references between objects, address clashes. */
+function crossValidate(model: Model, locate: Map<object, Located>, issues: ManifestIssue[]): void {
+  const issueAt = (obj: object, path: PropertyKey[], message: string): void => {
+    const loc = locate.get(obj) as Located;
+    issues.push({
+      file: loc.doc.file,
+      line: loc.doc.lineOf(path),
+      kind: loc.kind,
+      object: loc.object,
+      field: formatPath(path),
+      message,
+    });
+  };
+  const unique = <T extends object>(items: T[], key: (t: T) => string, what: string): void => {
+    const seen = new Map<string, T>();
+    for (const item of items) {
+      const k = key(item);
+      const first = seen.get(k);
+      if (first) {
+        const src = locate.get(first) as Located;
+        issueAt(item, ['metadata', 'name'], `duplicate ${what} '${k}' (first defined at ${src.doc.file}:${src.doc.lineOf(['metadata', 'name'])})`);
+      } else seen.set(k, item);
+    }
+  };
+  unique(model.namespaces, (n) => n.name, 'Namespace');
+  unique(model.pods, (p) => `${p.namespace}/${p.name}`, 'Pod');
+  unique(model.services, (s) => `${s.namespace}/${s.name}`, 'Service');
+  unique(model.networkPolicies, (p) => `${p.namespace}/${p.name}`, 'NetworkPolicy');
+  unique(model.globalPolicies, (p) => p.name, 'GlobalPolicy');
+  unique(model.prefilters, (p) => p.name, 'Prefilter');
+
+  const namespaces = new Set(model.namespaces.map((n) => n.name));
+  for (const obj of [...model.pods, ...model.services, ...model.networkPolicies]) {
+    if (!namespaces.has(obj.namespace)) {
+      issueAt(obj, ['metadata', 'namespace'], `namespace '${obj.namespace}' is not defined (add a Namespace manifest)`);
+    }
+  }
+
+  const owners = new Map<string, string>();
+  for (const pod of model.pods) {
+    pod.ips.forEach((ip, i) => {
+      const owner = owners.get(ip);
+      if (owner) issueAt(pod, ['status', i === 0 ? 'podIP' : 'podIPs'], `address ${ip} is already used by pod ${owner}`);
+      else owners.set(ip, `${pod.namespace}/${pod.name}`);
+    });
+    const names = new Set<string>();
+    for (const port of pod.ports) {
+      if (port.name === undefined) continue;
+      if (names.has(port.name)) issueAt(pod, ['spec', 'containers'], `port name '${port.name}' is used twice in the pod`);
+      names.add(port.name);
+    }
+  }
+  for (const svc of model.services) {
+    if (!svc.clusterIP) continue;
+    const owner = owners.get(svc.clusterIP);
+    if (owner) issueAt(svc, ['spec', 'clusterIP'], `address ${svc.clusterIP} is already used by ${owner}`);
+    else owners.set(svc.clusterIP, `service ${svc.namespace}/${svc.name}`);
+  }
+}
+
+export function validateManifestTexts(texts: readonly ManifestText[]): { model?: Model; issues: ManifestIssue[] } {
+  const issues: ManifestIssue[] = [];
+  const model = emptyModel();
+  const locate = new Map<object, Located>();
+  for (const { file, text } of texts) {
+    const read = readManifestDocuments(file, text);
+    issues.push(...read.issues);
+    for (const doc of read.documents) {
+      const value = doc.value;
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        issues.push({ file, line: doc.lineOf([]), field: '', message: 'a manifest must be a mapping with apiVersion and kind' });
+        continue;
+      }
+      const v = value as Record<string, unknown>;
+      const kind = typeof v.kind === 'string' ? v.kind : undefined;
+      const key = `${String(v.apiVersion)}/${String(kind)}` as KindKey;
+      const schema = kindSchemas[key];
+      if (!kind || !schema) {
+        const known = Object.keys(kindSchemas).join(', ');
+        issues.push({
+          file,
+          line: doc.lineOf(kind ? ['kind'] : []),
+          ...(kind ? { kind, object: objectName(v, kind) } : {}),
+          field: kind ? 'kind' : 'apiVersion',
+          message: kind
+            ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
+            : 'missing apiVersion/kind',
+        });
+        continue;
+      }
+      const loc: Located = { doc, kind, object: objectName(v, kind) };
+      const parsed = schema.safeParse(value);
+      if (!parsed.success) {
+        for (const zi of parsed.error.issues) {
+          for (const { path, message } of zodMessage(zi, doc)) {
+            issues.push({ file, line: doc.lineOf(path), kind, object: loc.object, field: formatPath(path), message });
+          }
+        }
+        continue;
+      }
+      const before = countObjects(model);
+      addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues);
+      const added = lastAdded(model, before);
+      if (added) locate.set(added, loc);
+    }
+  }
+  if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE)) model.namespaces.push(implicitDefaultNamespace());
+  crossValidate(model, locate, issues);
+  return issues.length > 0 ? { issues } : { model, issues };
+}
+
+function countObjects(m: Model): number[] {
+  return [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters].map((a) => a.length);
+}
+
+function lastAdded(m: Model, before: number[]): object | undefined {
+  const lists: object[][] = [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters];
+  for (let i = 0; i < lists.length; i++) {
+    const list = lists[i] as object[];
+    if (list.length > (before[i] as number)) return list[list.length - 1];
+  }
+  return undefined;
+}
+
+export function validateManifests(paths: readonly string[]): { model?: Model; issues: ManifestIssue[]; files: string[] } {
+  const files = expandManifestPaths(paths);
+  return { ...validateManifestTexts(files.map((file) => ({ file, text: readFileSync(file, 'utf8') }))), files };
+}
+
+/** Loads and validates; throws ManifestError listing every problem. */
+export function loadManifests(paths: readonly string[]): Model {
+  const { model, issues } = validateManifests(paths);
+  if (!model) throw new ManifestError(issues);
+  return model;
+}
+
+export function loadManifestTexts(texts: readonly ManifestText[]): Model {
+  const { model, issues } = validateManifestTexts(texts);
+  if (!model) throw new ManifestError(issues);
+  return model;
+}

@@ -1,0 +1,324 @@
+/**
+ * zod schemas for every accepted manifest kind. NetworkPolicy and the switchyard kinds are strict
+ * (an unknown field is an error: a typo like `ingres` must not silently allow traffic); Pod, Service
+ * and Namespace carry many fields we do not use (images, resources), so only their metadata and the
+ * parts we read are checked.
+ */
+import { z } from 'zod';
+import { parseAddress, parseCidr } from '../util/ip.js';
+import {
+  dns1123LabelError,
+  dns1123SubdomainError,
+  labelKeyError,
+  labelValueError,
+  portNameError,
+} from './names.js';
+
+function refineWith(check: (v: string) => string | undefined) {
+  return (v: string, ctx: z.core.$RefinementCtx<string>): void => {
+    const e = check(v);
+    if (e) ctx.addIssue({ code: 'custom', message: e });
+  };
+}
+
+const labelsSchema = z.record(z.string(), z.string()).superRefine((labels, ctx) => {
+  for (const [k, v] of Object.entries(labels)) {
+    const e = labelKeyError(k) ?? labelValueError(v);
+    if (e) ctx.addIssue({ code: 'custom', message: e, path: [k] });
+  }
+});
+
+/** ObjectMeta: the fields a real manifest carries; anything else is a typo. */
+const metadataFields = {
+  labels: labelsSchema.optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+  uid: z.string().optional(),
+  resourceVersion: z.string().optional(),
+  generation: z.number().optional(),
+  creationTimestamp: z.union([z.string(), z.null()]).optional(),
+  generateName: z.string().optional(),
+  finalizers: z.array(z.string()).optional(),
+  ownerReferences: z.array(z.unknown()).optional(),
+  managedFields: z.array(z.unknown()).optional(),
+};
+
+export const namespacedMetadata = z.strictObject({
+  name: z.string().superRefine(refineWith(dns1123SubdomainError)),
+  namespace: z.string().superRefine(refineWith(dns1123LabelError)).optional(),
+  ...metadataFields,
+});
+
+export const clusterMetadata = z.strictObject({
+  name: z.string().superRefine(refineWith(dns1123SubdomainError)),
+  ...metadataFields,
+});
+
+const namespaceMetadata = z.strictObject({
+  name: z.string().superRefine(refineWith(dns1123LabelError)),
+  ...metadataFields,
+});
+
+export const labelSelectorSchema = z.strictObject({
+  matchLabels: labelsSchema.optional(),
+  matchExpressions: z
+    .array(
+      z
+        .strictObject({
+          key: z.string().superRefine(refineWith(labelKeyError)),
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: z.array(z.string().superRefine(refineWith(labelValueError))).optional(),
+        })
+        .superRefine((req, ctx) => {
+          const n = req.values?.length ?? 0;
+          if ((req.operator === 'In' || req.operator === 'NotIn') && n === 0)
+            ctx.addIssue({ code: 'custom', path: ['values'], message: `operator ${req.operator} needs values` });
+          if ((req.operator === 'Exists' || req.operator === 'DoesNotExist') && n > 0)
+            ctx.addIssue({ code: 'custom', path: ['values'], message: `operator ${req.operator} takes no values` });
+        }),
+    )
+    .optional(),
+});
+
+const protocolSchema = z.enum(['TCP', 'UDP', 'SCTP']);
+const portNumber = z.number().int().min(1, 'port must be 1-65535').max(65535, 'port must be 1-65535');
+const portName = z.string().superRefine(refineWith(portNameError));
+
+const cidrSchema = z.string().superRefine((v, ctx) => {
+  if (!parseCidr(v)) ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid CIDR (a.b.c.d/n or x::/n)` });
+});
+const ipSchema = z.string().superRefine((v, ctx) => {
+  if (!parseAddress(v)) ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid IP address` });
+});
+
+const ipBlockSchema = z
+  .strictObject({ cidr: cidrSchema, except: z.array(cidrSchema).optional() })
+  .superRefine((b, ctx) => {
+    const outer = parseCidr(b.cidr);
+    if (!outer) return;
+    (b.except ?? []).forEach((e, i) => {
+      const inner = parseCidr(e);
+      if (!inner) return;
+      if (inner.family !== outer.family || inner.prefix <= outer.prefix || !sameNetwork(outer, inner))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['except', i],
+          message: `except ${e} must be a strict subset of cidr ${b.cidr}`,
+        });
+    });
+  });
+
+function sameNetwork(outer: NonNullable<ReturnType<typeof parseCidr>>, inner: typeof outer): boolean {
+  const bits = outer.family === 4 ? 32 : 128;
+  const shift = BigInt(bits - outer.prefix);
+  return outer.base >> shift === inner.base >> shift;
+}
+
+const peerFields = {
+  podSelector: labelSelectorSchema.optional(),
+  namespaceSelector: labelSelectorSchema.optional(),
+  ipBlock: ipBlockSchema.optional(),
+};
+
+function checkPeerShape(p: { podSelector?: unknown; namespaceSelector?: unknown; ipBlock?: unknown }, ctx: z.core.$RefinementCtx<unknown>, extra = false): void {
+  const selectors = p.podSelector !== undefined || p.namespaceSelector !== undefined;
+  if (p.ipBlock !== undefined && selectors)
+    ctx.addIssue({ code: 'custom', path: ['ipBlock'], message: 'ipBlock cannot be combined with podSelector or namespaceSelector' });
+  if (!extra && p.ipBlock === undefined && !selectors)
+    ctx.addIssue({ code: 'custom', message: 'a peer needs podSelector, namespaceSelector or ipBlock' });
+}
+
+const networkPolicyPeerSchema = z.strictObject(peerFields).superRefine((p, ctx) => checkPeerShape(p, ctx));
+
+const policyPortSchema = z
+  .strictObject({
+    protocol: protocolSchema.optional(),
+    port: z.union([portNumber, portName]).optional(),
+    endPort: portNumber.optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.endPort === undefined) return;
+    if (typeof p.port !== 'number')
+      ctx.addIssue({ code: 'custom', path: ['endPort'], message: 'endPort needs a numeric port' });
+    else if (p.endPort < p.port)
+      ctx.addIssue({ code: 'custom', path: ['endPort'], message: `endPort ${p.endPort} is below port ${p.port}` });
+  });
+
+const networkPolicyRule = (peerKey: 'from' | 'to') =>
+  z.strictObject({
+    [peerKey]: z.array(networkPolicyPeerSchema).optional(),
+    ports: z.array(policyPortSchema).optional(),
+  }) as z.ZodType<{ from?: RawPeer[]; to?: RawPeer[]; ports?: RawPolicyPort[] }>;
+
+export type RawSelector = z.infer<typeof labelSelectorSchema>;
+export type RawPolicyPort = z.infer<typeof policyPortSchema>;
+export interface RawPeer {
+  podSelector?: RawSelector;
+  namespaceSelector?: RawSelector;
+  ipBlock?: { cidr: string; except?: string[] };
+  nets?: string[];
+  notNets?: string[];
+}
+
+export const networkPolicySchema = z.strictObject({
+  apiVersion: z.literal('networking.k8s.io/v1'),
+  kind: z.literal('NetworkPolicy'),
+  metadata: namespacedMetadata,
+  spec: z.strictObject({
+    podSelector: labelSelectorSchema,
+    policyTypes: z.array(z.enum(['Ingress', 'Egress'])).optional(),
+    ingress: z.array(networkPolicyRule('from')).optional(),
+    egress: z.array(networkPolicyRule('to')).optional(),
+  }),
+  status: z.unknown().optional(),
+});
+
+const containerPortSchema = z.looseObject({
+  name: portName.optional(),
+  containerPort: portNumber,
+  protocol: protocolSchema.optional(),
+});
+
+export const podSchema = z.strictObject({
+  apiVersion: z.literal('v1'),
+  kind: z.literal('Pod'),
+  metadata: namespacedMetadata,
+  spec: z
+    .looseObject({
+      nodeName: z.string().superRefine(refineWith(dns1123SubdomainError)).optional(),
+      containers: z.array(z.looseObject({ name: z.string().optional(), ports: z.array(containerPortSchema).optional() })).optional(),
+    })
+    .optional(),
+  status: z
+    .looseObject({
+      podIP: ipSchema.optional(),
+      podIPs: z.array(z.strictObject({ ip: ipSchema })).optional(),
+    })
+    .optional(),
+});
+
+export const namespaceSchema = z.strictObject({
+  apiVersion: z.literal('v1'),
+  kind: z.literal('Namespace'),
+  metadata: namespaceMetadata,
+  spec: z.unknown().optional(),
+  status: z.unknown().optional(),
+});
+
+export const serviceSchema = z.strictObject({
+  apiVersion: z.literal('v1'),
+  kind: z.literal('Service'),
+  metadata: namespacedMetadata,
+  spec: z.looseObject({
+    type: z.enum(['ClusterIP']).optional(),
+    clusterIP: z.union([ipSchema, z.literal('None')]).optional(),
+    selector: labelsSchema.optional(),
+    ports: z
+      .array(
+        z.strictObject({
+          name: portName.optional(),
+          port: portNumber,
+          targetPort: z.union([portNumber, portName]).optional(),
+          protocol: protocolSchema.optional(),
+        }),
+      )
+      .min(1, 'a Service needs at least one port'),
+    sessionAffinity: z.enum(['None', 'ClientIP']).optional(),
+    sessionAffinityConfig: z
+      .strictObject({
+        clientIP: z.strictObject({ timeoutSeconds: z.number().int().min(1).max(86400).optional() }).optional(),
+      })
+      .optional(),
+  }),
+  status: z.unknown().optional(),
+});
+
+const globalPeerSchema = z
+  .strictObject({
+    ...peerFields,
+    nets: z.array(cidrSchema).optional(),
+    notNets: z.array(cidrSchema).optional(),
+  })
+  .superRefine((p, ctx) => {
+    checkPeerShape(p, ctx, true);
+    if (Object.keys(p).length === 0)
+      ctx.addIssue({ code: 'custom', message: 'a peer needs podSelector, namespaceSelector, ipBlock, nets or notNets' });
+  });
+
+const globalRuleSchema = z
+  .strictObject({
+    action: z.enum(['Allow', 'Deny', 'Pass', 'Log']),
+    protocol: z.enum(['TCP', 'UDP', 'SCTP', 'ICMP']).optional(),
+    ports: z.array(policyPortSchema).optional(),
+    from: z.array(globalPeerSchema).optional(),
+    to: z.array(globalPeerSchema).optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.protocol === 'ICMP' && r.ports && r.ports.length > 0)
+      ctx.addIssue({ code: 'custom', path: ['ports'], message: 'ports cannot be used with protocol ICMP' });
+    (r.ports ?? []).forEach((p, i) => {
+      if (r.protocol && p.protocol && p.protocol !== r.protocol)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ports', i, 'protocol'],
+          message: `port protocol ${p.protocol} contradicts the rule's protocol ${r.protocol}`,
+        });
+    });
+  });
+
+export const globalPolicySchema = z.strictObject({
+  apiVersion: z.literal('switchyard.dev/v1alpha1'),
+  kind: z.literal('GlobalPolicy'),
+  metadata: clusterMetadata,
+  spec: z
+    .strictObject({
+      order: z.number().finite(),
+      selector: labelSelectorSchema.optional(),
+      namespaceSelector: labelSelectorSchema.optional(),
+      types: z.array(z.enum(['Ingress', 'Egress'])).optional(),
+      ingress: z.array(globalRuleSchema).optional(),
+      egress: z.array(globalRuleSchema).optional(),
+    })
+    .superRefine((s, ctx) => {
+      (s.ingress ?? []).forEach((r, i) => {
+        if (r.to) ctx.addIssue({ code: 'custom', path: ['ingress', i, 'to'], message: 'ingress rules take from, not to' });
+      });
+      (s.egress ?? []).forEach((r, i) => {
+        if (r.from) ctx.addIssue({ code: 'custom', path: ['egress', i, 'from'], message: 'egress rules take to, not from' });
+      });
+    }),
+});
+
+export const prefilterSchema = z.strictObject({
+  apiVersion: z.literal('switchyard.dev/v1alpha1'),
+  kind: z.literal('Prefilter'),
+  metadata: clusterMetadata,
+  spec: z
+    .strictObject({
+      nodes: z.array(z.string().superRefine(refineWith(dns1123SubdomainError))).optional(),
+      cidrs: z.array(cidrSchema).optional(),
+      file: z.string().min(1).optional(),
+    })
+    .superRefine((s, ctx) => {
+      if (!s.cidrs?.length && !s.file)
+        ctx.addIssue({ code: 'custom', message: 'a Prefilter needs cidrs, file, or both' });
+    }),
+});
+
+export type RawNetworkPolicy = z.infer<typeof networkPolicySchema>;
+export type RawPod = z.infer<typeof podSchema>;
+export type RawNamespace = z.infer<typeof namespaceSchema>;
+export type RawService = z.infer<typeof serviceSchema>;
+export type RawGlobalPolicy = z.infer<typeof globalPolicySchema>;
+export type RawPrefilter = z.infer<typeof prefilterSchema>;
+
+/** Accepted apiVersion/kind pairs → schema. */
+export const kindSchemas = {
+  'v1/Namespace': namespaceSchema,
+  'v1/Pod': podSchema,
+  'v1/Service': serviceSchema,
+  'networking.k8s.io/v1/NetworkPolicy': networkPolicySchema,
+  'switchyard.dev/v1alpha1/GlobalPolicy': globalPolicySchema,
+  'switchyard.dev/v1alpha1/Prefilter': prefilterSchema,
+} as const;
+
+export type KindKey = keyof typeof kindSchemas;

@@ -1,0 +1,159 @@
+/**
+ * The validated desired state. Everything here is plain data, already defaulted the way the
+ * Kubernetes API server would (policyTypes, protocols, the namespace name label), so calc never
+ * needs to know YAML or defaults.
+ */
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type GlobalProtocol = Protocol | 'ICMP';
+
+/** Where an object came from, for error messages and `explain`. */
+export interface SourceRef {
+  file: string;
+  line: number;
+}
+
+export type Labels = Readonly<Record<string, string>>;
+
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  values: string[];
+}
+
+/** An empty selector (no labels, no expressions) selects everything. */
+export interface LabelSelector {
+  matchLabels: Record<string, string>;
+  matchExpressions: LabelSelectorRequirement[];
+}
+
+export interface Namespace {
+  name: string;
+  labels: Labels;
+  source: SourceRef;
+}
+
+export interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol: Protocol;
+}
+
+export interface Pod {
+  namespace: string;
+  name: string;
+  labels: Labels;
+  nodeName?: string;
+  ports: ContainerPort[];
+  /** From status.podIP/podIPs; empty when the lab allocates the address. */
+  ips: string[];
+  source: SourceRef;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  targetPort: number | string;
+  protocol: Protocol;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  clusterIP?: string;
+  /** undefined = no selector (endpoints come from EndpointSlices). */
+  selector?: Labels;
+  ports: ServicePort[];
+  sessionAffinity: 'None' | 'ClientIP';
+  affinityTimeoutSeconds: number;
+  source: SourceRef;
+}
+
+export interface IpBlock {
+  cidr: string;
+  except: string[];
+}
+
+/** One NetworkPolicyPeer; for GlobalPolicy also nets/notNets. Set fields are ANDed. */
+export interface Peer {
+  podSelector?: LabelSelector;
+  namespaceSelector?: LabelSelector;
+  ipBlock?: IpBlock;
+  nets?: string[];
+  notNets?: string[];
+}
+
+export interface PolicyPort {
+  protocol: Protocol;
+  /** undefined = every port of the protocol. */
+  port?: number | string;
+  endPort?: number;
+}
+
+export interface NetworkPolicyRule {
+  /** undefined = every peer (missing or empty `from`/`to`). */
+  peers?: Peer[];
+  /** undefined = every port and protocol (missing or empty `ports`). */
+  ports?: PolicyPort[];
+}
+
+export type PolicyType = 'Ingress' | 'Egress';
+
+export interface NetworkPolicy {
+  namespace: string;
+  name: string;
+  podSelector: LabelSelector;
+  policyTypes: PolicyType[];
+  ingress: NetworkPolicyRule[];
+  egress: NetworkPolicyRule[];
+  source: SourceRef;
+}
+
+export type GlobalAction = 'Allow' | 'Deny' | 'Pass' | 'Log';
+
+export interface GlobalRule {
+  action: GlobalAction;
+  /** undefined = any protocol. */
+  protocol?: GlobalProtocol;
+  /** undefined = any port; only with TCP/UDP/SCTP. */
+  ports?: PolicyPort[];
+  /** undefined = every peer. */
+  peers?: Peer[];
+}
+
+export interface GlobalPolicy {
+  name: string;
+  order: number;
+  selector: LabelSelector;
+  namespaceSelector?: LabelSelector;
+  types: PolicyType[];
+  ingress: GlobalRule[];
+  egress: GlobalRule[];
+  source: SourceRef;
+}
+
+export interface Prefilter {
+  name: string;
+  /** undefined = every node. */
+  nodes?: string[];
+  /** Normalised CIDRs (inline plus those read from `file`). */
+  cidrs: string[];
+  source: SourceRef;
+}
+
+export interface Model {
+  namespaces: Namespace[];
+  pods: Pod[];
+  services: Service[];
+  networkPolicies: NetworkPolicy[];
+  globalPolicies: GlobalPolicy[];
+  prefilters: Prefilter[];
+}
+
+export function emptyModel(): Model {
+  return { namespaces: [], pods: [], services: [], networkPolicies: [], globalPolicies: [], prefilters: [] };
+}
+
+export function podKey(p: { namespace: string; name: string }): string {
+  return `${p.namespace}/${p.name}`;
+}
