@@ -5,5 +5,9 @@ export type RegisterCommand = (program: Command) => void;
 
 // Keep one line per command file; order is the order in `switchyard --help`.
 export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = [
+  () => import('./validate.js'),
+  () => import('./explain.js'),
+  () => import('./reach.js'),
+  () => import('./compile.js'),
   () => import('./bench.js'),
 ];

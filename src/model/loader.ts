@@ -244,6 +244,8 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
   }
   if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE)) model.namespaces.push(implicitDefaultNamespace());
   crossValidate(model, locate, issues);
+  const order = new Map(texts.map((t, i) => [t.file, i]));
+  issues.sort((a, b) => (order.get(a.file) ?? -1) - (order.get(b.file) ?? -1) || a.line - b.line);
   return issues.length > 0 ? { issues } : { model, issues };
 }
 

@@ -1,0 +1,52 @@
+/**
+ * The project's address plan. Only 198.18.0.0/15 (RFC 2544 benchmarking space) is ever used:
+ * pods 198.18.0.0/16 minus the infrastructure /24 at its top, services 198.19.0.0/16.
+ */
+import { cidrContains, formatAddress, parseAddress, parseCidr, type Address, type Cidr } from '../util/ip.js';
+
+function cidr(s: string): Cidr {
+  return parseCidr(s) as Cidr;
+}
+
+export const PROJECT_RANGE = cidr('198.18.0.0/15');
+export const PROJECT_RANGE_V6 = cidr('fd00:5957::/32');
+export const POD_RANGE = cidr('198.18.0.0/16');
+/** Node fabric addresses and lab-external test hosts; never given to pods. */
+export const INFRA_RANGE = cidr('198.18.255.0/24');
+export const SERVICE_RANGE = cidr('198.19.0.0/16');
+
+/** First host offset handed out in a range (skips .0 and .1 for readability). */
+const FIRST_OFFSET = 2n;
+
+export function isPodAddress(ip: string): boolean {
+  const a = parseAddress(ip);
+  return !!a && cidrContains(POD_RANGE, a) && !cidrContains(INFRA_RANGE, a);
+}
+
+/**
+ * Hands out the lowest free addresses of `range` in request order, never one in `used` or
+ * `reserved`. Throws when the range is exhausted.
+ */
+export function allocateAddresses(range: Cidr, count: number, used: ReadonlySet<string>, reserved?: Cidr): string[] {
+  const out: string[] = [];
+  const size = 1n << BigInt(32 - range.prefix);
+  for (let off = FIRST_OFFSET; off < size - 1n && out.length < count; off++) {
+    const a: Address = { family: range.family, value: range.base + off };
+    if (reserved && cidrContains(reserved, a)) continue;
+    const text = formatAddress(a);
+    if (!used.has(text)) out.push(text);
+  }
+  if (out.length < count) {
+    throw new Error(
+      `address range ${formatAddress({ family: range.family, value: range.base })}/${range.prefix} is exhausted ` +
+        `(${count - out.length} more addresses needed)`,
+    );
+  }
+  return out;
+}
+
+/** Fabric address of the i-th node (0-based, in sorted node order). */
+export function nodeFabricAddress(index: number): string {
+  if (index > 200) throw new Error('at most 200 nodes fit the infrastructure range');
+  return formatAddress({ family: 4, value: INFRA_RANGE.base + BigInt(index + 1) });
+}

@@ -1,0 +1,60 @@
+/** Model → IR: the whole calculation, pure and deterministic (input order never matters). */
+import type { IR, Prefilter } from '../ir/types.js';
+import type { Model } from '../model/types.js';
+import type { CalcOptions } from './api.js';
+import { nodeFabricAddress } from './addresses.js';
+import { buildEndpoints } from './endpoints.js';
+import { nodeNames, placePods } from './placement.js';
+import { buildRuleSets } from './policy.js';
+import { buildServices } from './services.js';
+import { setId, SetRegistry } from './sets.js';
+
+export const DEFAULT_NODE_COUNT = 2;
+
+export function buildIR(model: Model, opts: CalcOptions = {}): IR {
+  const nodeCount = opts.nodeCount ?? DEFAULT_NODE_COUNT;
+  const nodes = nodeNames(model.pods, nodeCount, opts.previous?.podNodes);
+  const placement = placePods(model.pods, nodes, opts.previous?.podNodes);
+  const endpoints = buildEndpoints(model, placement, opts.previous?.podAddresses);
+  const sets = new SetRegistry(endpoints);
+  const ruleSets = buildRuleSets(model, endpoints, sets);
+  const prefilters: Prefilter[] = [...model.prefilters]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map((p) => ({
+      name: p.name,
+      nodes: p.nodes ? nodes.filter((n) => p.nodes?.includes(n)) : [...nodes],
+      set: sets.cidrSet(setId(`prefilter:${p.name}`, 'sy-pf-'), `prefilter ${p.name}`, p.cidrs),
+    }));
+  return {
+    version: 1,
+    nodes: nodes.map((name, i) => ({ name, address: nodeFabricAddress(i) })),
+    endpoints,
+    ipSets: sets.allIpSets(),
+    ipPortSets: sets.allPortSets(),
+    ruleSets,
+    services: buildServices(model, endpoints, opts.previous?.serviceAddresses),
+    prefilters,
+  };
+}
+
+/** The slice of the IR one node installs: its endpoints' rule sets and what they reference. */
+export function irForNode(ir: IR, node: string): IR {
+  const local = new Set(ir.endpoints.filter((e) => e.node === node).map((e) => e.id));
+  const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
+  const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
+  const ipIds = new Set<string>(prefilters.map((p) => p.set));
+  const portIds = new Set<string>();
+  for (const rs of ruleSets) {
+    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
+      if (r.peerSet) ipIds.add(r.peerSet);
+      if (r.peerPortSet) portIds.add(r.peerPortSet);
+    }
+  }
+  return {
+    ...ir,
+    ruleSets,
+    prefilters,
+    ipSets: ir.ipSets.filter((s) => ipIds.has(s.id)),
+    ipPortSets: ir.ipPortSets.filter((s) => portIds.has(s.id)),
+  };
+}

@@ -1,0 +1,155 @@
+/**
+ * Peers → exact address sets, deduplicated by definition. A set's id comes from what defines it
+ * (selectors, blocks, the policy namespace), not from its members, so a label change that alters
+ * membership updates the set in place instead of renaming it.
+ */
+import { createHash } from 'node:crypto';
+import type { Endpoint, IpPortSet, IpSet } from '../ir/types.js';
+import type { Peer } from '../model/types.js';
+import {
+  cidrContains,
+  cidrSetDifference,
+  cidrUnion,
+  formatCidr,
+  hostCidr,
+  parseAddress,
+  parseCidr,
+  type Address,
+  type Cidr,
+} from '../util/ip.js';
+import { selectorMatches, selectorText } from './selectors.js';
+
+const UNIVERSE: Cidr[] = [parseCidr('0.0.0.0/0') as Cidr, parseCidr('::/0') as Cidr];
+
+function cidrs(list: readonly string[]): Cidr[] {
+  return list.map((c) => parseCidr(c) as Cidr);
+}
+
+function intersect(a: Cidr[], b: Cidr[]): Cidr[] {
+  return cidrSetDifference(a, cidrSetDifference(a, b));
+}
+
+export function setId(definition: string, prefix = 'sy-'): string {
+  return prefix + createHash('sha256').update(definition).digest('hex').slice(0, 12);
+}
+
+/** Pods a peer's selectors pick; `policyNamespace` scopes a bare podSelector (NetworkPolicy). */
+function selectedEndpoints(peer: Peer, endpoints: readonly Endpoint[], policyNamespace?: string): Endpoint[] {
+  return endpoints.filter((ep) => {
+    if (peer.namespaceSelector) {
+      if (!selectorMatches(peer.namespaceSelector, ep.namespaceLabels)) return false;
+    } else if (policyNamespace !== undefined && ep.namespace !== policyNamespace) return false;
+    return !peer.podSelector || selectorMatches(peer.podSelector, ep.labels);
+  });
+}
+
+/** The exact addresses one peer stands for: its fields ANDed, notNets removed. */
+export function peerCidrs(peer: Peer, endpoints: readonly Endpoint[], policyNamespace?: string): Cidr[] {
+  const constraints: Cidr[][] = [];
+  if (peer.podSelector || peer.namespaceSelector) {
+    const addrs = selectedEndpoints(peer, endpoints, policyNamespace).flatMap((ep) => ep.addresses);
+    constraints.push(cidrUnion(addrs.map((a) => hostCidr(parseAddress(a) as Address))));
+  }
+  if (peer.ipBlock) constraints.push(cidrSetDifference(cidrs([peer.ipBlock.cidr]), cidrs(peer.ipBlock.except)));
+  if (peer.nets) constraints.push(cidrUnion(cidrs(peer.nets)));
+  let result = constraints.length === 0 ? UNIVERSE : (constraints[0] as Cidr[]);
+  for (const c of constraints.slice(1)) result = intersect(result, c);
+  if (peer.notNets) result = cidrSetDifference(result, cidrs(peer.notNets));
+  return result;
+}
+
+export function peerDescription(peer: Peer, policyNamespace?: string): string {
+  const parts: string[] = [];
+  if (peer.podSelector || peer.namespaceSelector) {
+    const pods = `pods ${peer.podSelector ? selectorText(peer.podSelector) : '{}'}`;
+    const ns = peer.namespaceSelector
+      ? ` in namespaces ${selectorText(peer.namespaceSelector)}`
+      : policyNamespace !== undefined
+        ? ` in namespace ${policyNamespace}`
+        : '';
+    parts.push(pods + ns);
+  }
+  if (peer.ipBlock)
+    parts.push(
+      `ipBlock ${peer.ipBlock.cidr}${peer.ipBlock.except.length ? ` except ${peer.ipBlock.except.join(',')}` : ''}`,
+    );
+  if (peer.nets) parts.push(`nets ${peer.nets.join(',')}`);
+  if (peer.notNets) parts.push(`notNets ${peer.notNets.join(',')}`);
+  return parts.join(' and ');
+}
+
+/** Collects the sets rules reference; identical definitions share one set. */
+export class SetRegistry {
+  private readonly ipSets = new Map<string, IpSet>();
+  private readonly portSets = new Map<string, IpPortSet>();
+
+  constructor(private readonly endpoints: readonly Endpoint[]) {}
+
+  /** Set of addresses matching any of `peers`. */
+  peerSet(peers: readonly Peer[], policyNamespace?: string): { id: string; cidrs: Cidr[] } {
+    const definition = JSON.stringify({ peers, ns: scopeOf(peers, policyNamespace) });
+    const id = setId(definition);
+    const existing = this.ipSets.get(id);
+    if (existing) return { id, cidrs: cidrs(existing.cidrs) };
+    const members = cidrUnion(peers.flatMap((p) => peerCidrs(p, this.endpoints, policyNamespace)));
+    this.ipSets.set(id, {
+      id,
+      description: peers.map((p) => peerDescription(p, policyNamespace)).join(' | '),
+      cidrs: members.map(formatCidr),
+    });
+    return { id, cidrs: members };
+  }
+
+  /**
+   * (address, port) of every pod inside `peerCidrs` (any pod when undefined) that exposes one of
+   * `names` on `protocol`: how egress to a named port resolves per destination pod.
+   */
+  namedPortSet(
+    peerSetId: string | undefined,
+    peerCidrList: readonly Cidr[] | undefined,
+    protocol: IpPortSet['protocol'],
+    names: readonly string[],
+  ): string {
+    const sortedNames = [...new Set(names)].sort();
+    const id = setId(JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames }), 'sy-p');
+    if (this.portSets.has(id)) return id;
+    const members: IpPortSet['members'] = [];
+    for (const ep of this.endpoints) {
+      for (const address of ep.addresses) {
+        const a = parseAddress(address) as Address;
+        if (peerCidrList && !peerCidrList.some((c) => cidrContains(c, a))) continue;
+        for (const p of ep.ports) {
+          if (p.protocol === protocol && p.name !== undefined && sortedNames.includes(p.name))
+            members.push({ address, port: p.port });
+        }
+      }
+    }
+    members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
+    this.portSets.set(id, {
+      id,
+      description: `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`,
+      protocol,
+      members,
+    });
+    return id;
+  }
+
+  /** A set defined directly by CIDRs (prefilters). */
+  cidrSet(id: string, description: string, list: readonly string[]): string {
+    this.ipSets.set(id, { id, description, cidrs: cidrUnion(cidrs(list)).map(formatCidr) });
+    return id;
+  }
+
+  allIpSets(): IpSet[] {
+    return [...this.ipSets.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  allPortSets(): IpPortSet[] {
+    return [...this.portSets.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+}
+
+/** A bare podSelector is scoped to the policy's namespace; other peers are not. */
+function scopeOf(peers: readonly Peer[], policyNamespace?: string): string | undefined {
+  return peers.some((p) => p.podSelector && !p.namespaceSelector) ? policyNamespace : undefined;
+}

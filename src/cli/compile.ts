@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+import { buildIR, irForNode } from '../calc/index.js';
+import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
+import { loadBackend } from '../dataplane/registry.js';
+import { CliError, printJson } from './output.js';
+import { loadModelOrFail, parseNodeCount } from './manifests.js';
+
+export function register(program: Command): void {
+  program
+    .command('compile')
+    .description('print what a backend would install (ir: the backend-neutral IR as JSON)')
+    .argument('<paths...>', 'manifest files or directories')
+    .option('--backend <name>', `ir, ${BACKEND_NAMES.join(', ')}`, 'ir')
+    .option('--node <name>', 'only this node (default: every node)')
+    .option('--nodes <n>', 'nodes to spread unplaced pods over', parseNodeCount)
+    .action(async (paths: string[], opts: { backend: string; node?: string; nodes?: number }) => {
+      if (opts.backend !== 'ir' && !BACKEND_NAMES.includes(opts.backend as BackendName))
+        throw new CliError(`--backend must be ir, ${BACKEND_NAMES.join(', ')}; not '${opts.backend}'`, 2);
+      const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
+      const nodes = ir.nodes.map((n) => n.name);
+      if (opts.node && !nodes.includes(opts.node))
+        throw new CliError(`no node '${opts.node}' (nodes: ${nodes.join(', ')})`, 2);
+      if (opts.backend === 'ir') return printJson(opts.node ? irForNode(ir, opts.node) : ir);
+      const backend = await loadBackend(opts.backend as BackendName);
+      const out = (opts.node ? [opts.node] : nodes).map((node) => {
+        const plan = backend.render(ir, node);
+        return `# ${plan.backend} plan for node ${node}\n${plan.text.trimEnd()}\n`;
+      });
+      process.stdout.write(out.join('\n'));
+    });
+}

@@ -1,0 +1,33 @@
+import { formatIssue, validateManifests, type Model } from '../model/index.js';
+import { CliError } from './output.js';
+
+/** Loads manifests for a command, turning validation problems into one CLI error listing all of them. */
+export function loadModelOrFail(paths: readonly string[]): Model {
+  if (paths.length === 0) throw new CliError('no manifest files given', 2);
+  let result;
+  try {
+    result = validateManifests(paths);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  if (!result.model) throw new CliError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
+  return result.model;
+}
+
+export function parseNodeCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 200) throw new CliError(`--nodes must be a whole number from 1 to 200, not '${v}'`, 2);
+  return n;
+}
+
+export function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new CliError(`port must be 1-65535, not '${v}'`, 2);
+  return n;
+}
+
+export function parseProtocol(v: string): 'TCP' | 'UDP' | 'SCTP' {
+  const p = v.toUpperCase();
+  if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP') throw new CliError(`--protocol must be TCP, UDP or SCTP, not '${v}'`, 2);
+  return p;
+}

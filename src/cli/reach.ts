@@ -1,0 +1,22 @@
+import type { Command } from 'commander';
+import { buildIR, reachMatrix } from '../calc/index.js';
+import { loadModelOrFail, parseNodeCount, parsePort, parseProtocol } from './manifests.js';
+import { formatReachGrid, printJson } from './output.js';
+
+export function register(program: Command): void {
+  program
+    .command('reach')
+    .description('the pod×pod matrix the reference evaluator predicts for new connections')
+    .argument('<paths...>', 'manifest files or directories')
+    .option('--port <port>', 'destination port', parsePort, 80)
+    .option('--protocol <protocol>', 'TCP, UDP or SCTP', parseProtocol, 'TCP' as const)
+    .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
+    .option('--json', 'machine-readable matrix (same shape as `lab reach --json`)')
+    .action((paths: string[], opts: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; nodes?: number; json?: boolean }) => {
+      const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
+      const matrix = reachMatrix(ir, opts.port, opts.protocol);
+      if (opts.json) return printJson(matrix);
+      process.stdout.write(`${opts.protocol}/${opts.port}  (. = allowed, X = denied)\n`);
+      process.stdout.write(formatReachGrid(matrix.results) + '\n');
+    });
+}
