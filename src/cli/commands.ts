@@ -5,6 +5,7 @@ export type RegisterCommand = (program: Command) => void;
 
 // Keep one line per command file; order is the order in `switchyard --help`.
 export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = [
+  () => import('./demo.js'),
   () => import('./validate.js'),
   () => import('./explain.js'),
   () => import('./reach.js'),
