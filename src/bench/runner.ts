@@ -9,15 +9,23 @@ export interface BenchReport {
   scenarios: BenchScenarioResult[];
 }
 
-export async function runBench(names: string[], opts: { quick: boolean; progress: boolean }): Promise<BenchReport> {
+export async function runBench(
+  names: string[],
+  opts: { quick: boolean; progress: boolean },
+): Promise<BenchReport> {
   const scenarios: BenchScenarioResult[] = [];
   for (const name of names) {
     const load = scenarioLoaders[name];
-    if (!load) throw new Error(`unknown bench scenario '${name}' (known: ${Object.keys(scenarioLoaders).join(', ')})`);
+    if (!load)
+      throw new Error(`unknown bench scenario '${name}' (known: ${Object.keys(scenarioLoaders).join(', ')})`);
     const scenario = await load();
     const bar = opts.progress
       ? new cliProgress.SingleBar(
-          { format: `${name.padEnd(18)} {bar} {value}/{total} {label}`, hideCursor: true, clearOnComplete: true },
+          {
+            format: `${name.padEnd(18)} {bar} {value}/{total} {label}`,
+            hideCursor: true,
+            clearOnComplete: true,
+          },
           cliProgress.Presets.shades_classic,
         )
       : undefined;

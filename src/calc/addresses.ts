@@ -27,7 +27,12 @@ export function isPodAddress(ip: string): boolean {
  * Hands out the lowest free addresses of `range` in request order, never one in `used` or
  * `reserved`. Throws when the range is exhausted.
  */
-export function allocateAddresses(range: Cidr, count: number, used: ReadonlySet<string>, reserved?: Cidr): string[] {
+export function allocateAddresses(
+  range: Cidr,
+  count: number,
+  used: ReadonlySet<string>,
+  reserved?: Cidr,
+): string[] {
   const out: string[] = [];
   const size = 1n << BigInt(32 - range.prefix);
   for (let off = FIRST_OFFSET; off < size - 1n && out.length < count; off++) {

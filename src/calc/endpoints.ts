@@ -38,10 +38,16 @@ export function buildEndpoints(
       namespace: pod.namespace,
       name: pod.name,
       node: placement.get(id) as string,
-      addresses: [...(addresses.get(id) as string[])].sort((a, b) => Number(a.includes(':')) - Number(b.includes(':'))),
+      addresses: [...(addresses.get(id) as string[])].sort(
+        (a, b) => Number(a.includes(':')) - Number(b.includes(':')),
+      ),
       labels: { ...pod.labels },
       namespaceLabels: { ...(nsLabels.get(pod.namespace) ?? {}) },
-      ports: pod.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.containerPort, protocol: p.protocol })),
+      ports: pod.ports.map((p) => ({
+        ...(p.name ? { name: p.name } : {}),
+        port: p.containerPort,
+        protocol: p.protocol,
+      })),
       hostInterface: hostInterfaceName(id),
     };
   });

@@ -46,7 +46,11 @@ export class Oracle {
   private readonly ruleSets = new Map<string, RuleSet>();
 
   constructor(readonly ir: IR) {
-    for (const s of ir.ipSets) this.sets.set(s.id, s.cidrs.map((c) => parseCidr(c) as Cidr));
+    for (const s of ir.ipSets)
+      this.sets.set(
+        s.id,
+        s.cidrs.map((c) => parseCidr(c) as Cidr),
+      );
     for (const s of ir.ipPortSets) this.portSets.set(s.id, s.members);
     for (const rs of ir.ruleSets) this.ruleSets.set(`${rs.endpoint}|${rs.direction}`, rs);
   }
@@ -88,7 +92,13 @@ export class Oracle {
   }
 
   /** One endpoint's verdict for one direction; `remote` is the other end of the connection. */
-  evaluateSide(endpoint: string, direction: Direction, remote: string, protocol: Protocol, dport?: number): SideVerdict {
+  evaluateSide(
+    endpoint: string,
+    direction: Direction,
+    remote: string,
+    protocol: Protocol,
+    dport?: number,
+  ): SideVerdict {
     const ruleSet = this.ruleSet(endpoint, direction);
     const logged: Rule[] = [];
     const base = { endpoint, direction, logged, ruleSet };
@@ -139,7 +149,13 @@ export class Oracle {
       if (prefilter) return { allowed: false, decidedAt: 'prefilter', prefilter, ...sides, ...ids };
     }
     const ingress = this.evaluateSide(dst.id, 'ingress', packet.src, packet.protocol, packet.dport);
-    return { allowed: ingress.allowed, decidedAt: ingress.allowed ? 'allowed' : 'ingress', ...sides, ingress, ...ids };
+    return {
+      allowed: ingress.allowed,
+      decidedAt: ingress.allowed ? 'allowed' : 'ingress',
+      ...sides,
+      ingress,
+      ...ids,
+    };
   }
 }
 

@@ -114,7 +114,12 @@ export function explain(
   const oracle = new Oracle(ir);
   const src = resolveEndpointOrAddress(ir, q.from);
   const dst = resolveEndpointOrAddress(ir, q.to);
-  const v = oracle.evaluate({ src, dst, protocol: q.protocol, ...(q.port !== undefined ? { dport: q.port } : {}) });
+  const v = oracle.evaluate({
+    src,
+    dst,
+    protocol: q.protocol,
+    ...(q.port !== undefined ? { dport: q.port } : {}),
+  });
   const end = (given: string, address: string, id?: string) => {
     const ep = id ? oracle.endpointById(id) : undefined;
     return { given, address, ...(ep ? { endpoint: ep.id, node: ep.node } : {}) };

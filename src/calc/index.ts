@@ -4,4 +4,10 @@ export { evaluate, Oracle, type SideVerdict, type Verdict, type SideReason } fro
 export { reachMatrix } from './reach.js';
 export { selectorMatches, selectorText } from './selectors.js';
 export * from './addresses.js';
-export { explain, resolveEndpointOrAddress, type Explanation, type SideExplanation, type RuleRef } from './explain.js';
+export {
+  explain,
+  resolveEndpointOrAddress,
+  type Explanation,
+  type SideExplanation,
+  type RuleRef,
+} from './explain.js';

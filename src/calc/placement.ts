@@ -4,7 +4,11 @@
  */
 import { podKey, type Pod } from '../model/types.js';
 
-export function nodeNames(pods: readonly Pod[], nodeCount: number, previous: Record<string, string> = {}): string[] {
+export function nodeNames(
+  pods: readonly Pod[],
+  nodeCount: number,
+  previous: Record<string, string> = {},
+): string[] {
   const named = new Set<string>();
   for (const p of pods) if (p.nodeName) named.add(p.nodeName);
   for (const n of Object.values(previous)) named.add(n);
@@ -16,7 +20,11 @@ export function nodeNames(pods: readonly Pod[], nodeCount: number, previous: Rec
   return nodes.sort();
 }
 
-export function placePods(pods: readonly Pod[], nodes: readonly string[], previous: Record<string, string> = {}): Map<string, string> {
+export function placePods(
+  pods: readonly Pod[],
+  nodes: readonly string[],
+  previous: Record<string, string> = {},
+): Map<string, string> {
   const placement = new Map<string, string>();
   const load = new Map<string, number>(nodes.map((n) => [n, 0]));
   const sorted = [...pods].sort((a, b) => (podKey(a) < podKey(b) ? -1 : 1));

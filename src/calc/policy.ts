@@ -16,12 +16,18 @@ export function globalPolicySelects(gp: GlobalPolicy, ep: Endpoint, direction: D
 }
 
 export function networkPolicySelects(np: NetworkPolicy, ep: Endpoint, direction: Direction): boolean {
-  return np.namespace === ep.namespace && np.policyTypes.includes(TYPE[direction]) && selectorMatches(np.podSelector, ep.labels);
+  return (
+    np.namespace === ep.namespace &&
+    np.policyTypes.includes(TYPE[direction]) &&
+    selectorMatches(np.podSelector, ep.labels)
+  );
 }
 
 /** Global policies in evaluation order: `order` ascending, then name. */
 export function orderedGlobalPolicies(model: Model): GlobalPolicy[] {
-  return [...model.globalPolicies].sort((a, b) => a.order - b.order || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return [...model.globalPolicies].sort(
+    (a, b) => a.order - b.order || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  );
 }
 
 function byName<T extends { namespace: string; name: string }>(a: T, b: T): number {

@@ -47,7 +47,9 @@ export function buildServices(
             ? p.targetPort
             : ep.ports.find((cp) => cp.name === p.targetPort && cp.protocol === p.protocol)?.port;
         const address = ep.addresses.find((a) => !a.includes(':'));
-        return target === undefined || address === undefined ? [] : [{ endpoint: ep.id, address, port: target }];
+        return target === undefined || address === undefined
+          ? []
+          : [{ endpoint: ep.id, address, port: target }];
       }),
       affinity:
         s.sessionAffinity === 'ClientIP'

@@ -12,6 +12,7 @@ import {
   cidrUnion,
   formatCidr,
   hostCidr,
+  normalizeCidrList,
   parseAddress,
   parseCidr,
   type Address,
@@ -50,7 +51,8 @@ export function peerCidrs(peer: Peer, endpoints: readonly Endpoint[], policyName
     const addrs = selectedEndpoints(peer, endpoints, policyNamespace).flatMap((ep) => ep.addresses);
     constraints.push(cidrUnion(addrs.map((a) => hostCidr(parseAddress(a) as Address))));
   }
-  if (peer.ipBlock) constraints.push(cidrSetDifference(cidrs([peer.ipBlock.cidr]), cidrs(peer.ipBlock.except)));
+  if (peer.ipBlock)
+    constraints.push(cidrSetDifference(cidrs([peer.ipBlock.cidr]), cidrs(peer.ipBlock.except)));
   if (peer.nets) constraints.push(cidrUnion(cidrs(peer.nets)));
   let result = constraints.length === 0 ? UNIVERSE : (constraints[0] as Cidr[]);
   for (const c of constraints.slice(1)) result = intersect(result, c);
@@ -136,7 +138,7 @@ export class SetRegistry {
 
   /** A set defined directly by CIDRs (prefilters). */
   cidrSet(id: string, description: string, list: readonly string[]): string {
-    this.ipSets.set(id, { id, description, cidrs: cidrUnion(cidrs(list)).map(formatCidr) });
+    this.ipSets.set(id, { id, description, cidrs: normalizeCidrList(list) });
     return id;
   }
 

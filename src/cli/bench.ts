@@ -7,7 +7,9 @@ import type { BenchScenarioResult } from '../bench/types.js';
 
 function renderScenario(s: BenchScenarioResult): string {
   const best =
-    s.better === 'lower' ? Math.min(...s.rows.map((r) => r.median)) : Math.max(...s.rows.map((r) => r.median));
+    s.better === 'lower'
+      ? Math.min(...s.rows.map((r) => r.median))
+      : Math.max(...s.rows.map((r) => r.median));
   const fmt = (n: number): string => (Math.abs(n) >= 100 ? n.toFixed(0) : n.toPrecision(3));
   const rows = s.rows.map((r) => [
     r.backend,

@@ -6,8 +6,10 @@ import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 
 function sideLines(s: SideExplanation): string[] {
   const lines = [`  ${s.text}`];
-  if (s.globalPolicies.length) lines.push(`    global policies selecting ${s.endpoint}: ${s.globalPolicies.join(', ')}`);
-  if (s.networkPolicies.length) lines.push(`    network policies selecting ${s.endpoint}: ${s.networkPolicies.join(', ')}`);
+  if (s.globalPolicies.length)
+    lines.push(`    global policies selecting ${s.endpoint}: ${s.globalPolicies.join(', ')}`);
+  if (s.networkPolicies.length)
+    lines.push(`    network policies selecting ${s.endpoint}: ${s.networkPolicies.join(', ')}`);
   if (s.rule?.source) lines.push(`    rule ${s.rule.id} (${s.rule.source})`);
   if (s.passedBy) lines.push(`    passed by ${s.passedBy.policy} rule ${s.passedBy.ruleIndex}`);
   for (const l of s.logged) lines.push(`    logged by ${l.policy} rule ${l.ruleIndex}`);
@@ -17,7 +19,9 @@ function sideLines(s: SideExplanation): string[] {
 export function register(program: Command): void {
   program
     .command('explain')
-    .description('why a new connection is allowed or denied: which policies select each end and which rule decided')
+    .description(
+      'why a new connection is allowed or denied: which policies select each end and which rule decided',
+    )
     .argument('<paths...>', 'manifest files or directories')
     .requiredOption('--from <pod|address>', 'source: namespace/pod or an address outside the cluster')
     .requiredOption('--to <pod|address>', 'destination: namespace/pod or an address outside the cluster')
@@ -33,7 +37,8 @@ export function register(program: Command): void {
         const protocol = opts.protocol.toUpperCase();
         if (!['TCP', 'UDP', 'SCTP', 'ICMP'].includes(protocol))
           throw new CliError(`--protocol must be TCP, UDP, SCTP or ICMP, not '${opts.protocol}'`, 2);
-        if (protocol !== 'ICMP' && opts.port === undefined) throw new CliError(`--port is needed for ${protocol}`, 2);
+        if (protocol !== 'ICMP' && opts.port === undefined)
+          throw new CliError(`--port is needed for ${protocol}`, 2);
         const model = loadModelOrFail(paths);
         const ir = buildIR(model, opts.nodes ? { nodeCount: opts.nodes } : {});
         let result;
@@ -48,15 +53,20 @@ export function register(program: Command): void {
           throw new CliError((e as Error).message, 2);
         }
         if (opts.json) return printJson(result);
-        const lines = [result.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`)];
+        const lines = [
+          result.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`),
+        ];
         const fmt = (e: typeof result.from): string =>
           e.endpoint ? `${e.endpoint} (${e.address} on ${e.node})` : `${e.address} (outside the cluster)`;
         lines.push(`  from ${fmt(result.from)} to ${fmt(result.to)}`);
         if (result.egress) lines.push(...sideLines(result.egress));
-        else if (result.decidedAt !== 'same-pod') lines.push('  egress: source is outside the cluster, no egress policy applies');
-        if (result.prefilter) lines.push(`  prefilter ${result.prefilter} drops ${result.from.address} at ${result.to.node}`);
+        else if (result.decidedAt !== 'same-pod')
+          lines.push('  egress: source is outside the cluster, no egress policy applies');
+        if (result.prefilter)
+          lines.push(`  prefilter ${result.prefilter} drops ${result.from.address} at ${result.to.node}`);
         if (result.ingress) lines.push(...sideLines(result.ingress));
-        else if (result.decidedAt === 'allowed') lines.push('  ingress: destination is outside the cluster, no ingress policy applies');
+        else if (result.decidedAt === 'allowed')
+          lines.push('  ingress: destination is outside the cluster, no ingress policy applies');
         process.stdout.write(lines.join('\n') + '\n');
       },
     );

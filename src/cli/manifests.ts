@@ -16,7 +16,8 @@ export function loadModelOrFail(paths: readonly string[]): Model {
 
 export function parseNodeCount(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 200) throw new CliError(`--nodes must be a whole number from 1 to 200, not '${v}'`, 2);
+  if (!Number.isInteger(n) || n < 1 || n > 200)
+    throw new CliError(`--nodes must be a whole number from 1 to 200, not '${v}'`, 2);
   return n;
 }
 
@@ -28,6 +29,7 @@ export function parsePort(v: string): number {
 
 export function parseProtocol(v: string): 'TCP' | 'UDP' | 'SCTP' {
   const p = v.toUpperCase();
-  if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP') throw new CliError(`--protocol must be TCP, UDP or SCTP, not '${v}'`, 2);
+  if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP')
+    throw new CliError(`--protocol must be TCP, UDP or SCTP, not '${v}'`, 2);
   return p;
 }

@@ -1,6 +1,8 @@
 /** Renders rows as an aligned text table for humans; `--json` output bypasses this. */
 export function formatTable(headers: readonly string[], rows: readonly (readonly unknown[])[]): string {
-  const cells = [headers, ...rows].map((row) => row.map((c) => (c === undefined || c === null ? '' : String(c))));
+  const cells = [headers, ...rows].map((row) =>
+    row.map((c) => (c === undefined || c === null ? '' : String(c))),
+  );
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string =>
     r
@@ -30,6 +32,9 @@ export class CliError extends Error {
 export function formatReachGrid(results: Record<string, Record<string, boolean>>): string {
   const sources = Object.keys(results);
   const dests = [...new Set(sources.flatMap((s) => Object.keys(results[s] ?? {})))];
-  const rows = sources.map((s) => [s, ...dests.map((d) => (results[s]?.[d] === undefined ? '?' : results[s]?.[d] ? '.' : 'X'))]);
+  const rows = sources.map((s) => [
+    s,
+    ...dests.map((d) => (results[s]?.[d] === undefined ? '?' : results[s]?.[d] ? '.' : 'X')),
+  ]);
   return formatTable(['from \\ to', ...dests], rows);
 }

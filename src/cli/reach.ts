@@ -12,11 +12,16 @@ export function register(program: Command): void {
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', parseProtocol, 'TCP' as const)
     .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
     .option('--json', 'machine-readable matrix (same shape as `lab reach --json`)')
-    .action((paths: string[], opts: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; nodes?: number; json?: boolean }) => {
-      const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
-      const matrix = reachMatrix(ir, opts.port, opts.protocol);
-      if (opts.json) return printJson(matrix);
-      process.stdout.write(`${opts.protocol}/${opts.port}  (. = allowed, X = denied)\n`);
-      process.stdout.write(formatReachGrid(matrix.results) + '\n');
-    });
+    .action(
+      (
+        paths: string[],
+        opts: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; nodes?: number; json?: boolean },
+      ) => {
+        const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
+        const matrix = reachMatrix(ir, opts.port, opts.protocol);
+        if (opts.json) return printJson(matrix);
+        process.stdout.write(`${opts.protocol}/${opts.port}  (. = allowed, X = denied)\n`);
+        process.stdout.write(formatReachGrid(matrix.results) + '\n');
+      },
+    );
 }

@@ -33,7 +33,12 @@ const APT_PACKAGE: Record<string, string> = {
 };
 
 /** Runs `cmd args…` in `netns`, feeding `input` on stdin. Resolves with the result; never throws on exit code. */
-export function runInNetns(netns: string, cmd: string, args: readonly string[], input?: string): Promise<ToolResult> {
+export function runInNetns(
+  netns: string,
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+): Promise<ToolResult> {
   if (!netns || !netns.startsWith('sy-')) {
     return Promise.reject(new Error(`refusing to run ${cmd} outside a project namespace (got '${netns}')`));
   }
@@ -49,7 +54,11 @@ export function runInNetns(netns: string, cmd: string, args: readonly string[], 
     child.on('close', (code) => {
       const stderr = Buffer.concat(err).toString();
       if (code !== 0 && /exec of ".*" failed: No such file/.test(stderr)) {
-        return reject(new Error(`${cmd} not found: install the ${APT_PACKAGE[cmd] ?? cmd} package (apt-get install ${APT_PACKAGE[cmd] ?? cmd})`));
+        return reject(
+          new Error(
+            `${cmd} not found: install the ${APT_PACKAGE[cmd] ?? cmd} package (apt-get install ${APT_PACKAGE[cmd] ?? cmd})`,
+          ),
+        );
       }
       resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr });
     });
@@ -59,7 +68,12 @@ export function runInNetns(netns: string, cmd: string, args: readonly string[], 
 }
 
 /** Like runInNetns, but throws ToolError on a non-zero exit. */
-export async function runInNetnsOrThrow(netns: string, cmd: string, args: readonly string[], input?: string): Promise<ToolResult> {
+export async function runInNetnsOrThrow(
+  netns: string,
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+): Promise<ToolResult> {
   const r = await runInNetns(netns, cmd, args, input);
   if (r.code !== 0) throw new ToolError(cmd, r);
   return r;
@@ -71,6 +85,7 @@ export function scriptContext(script: string, line: number): string {
   const from = Math.max(1, line - 2);
   const to = Math.min(lines.length, line + 2);
   const out: string[] = [];
-  for (let i = from; i <= to; i++) out.push(`${i === line ? '>' : ' '} ${String(i).padStart(5)} | ${lines[i - 1] ?? ''}`);
+  for (let i = from; i <= to; i++)
+    out.push(`${i === line ? '>' : ' '} ${String(i).padStart(5)} | ${lines[i - 1] ?? ''}`);
   return out.join('\n');
 }

@@ -150,5 +150,7 @@ export function policyId(p: PolicyRef): string {
 }
 
 export function policyLabel(p: PolicyRef): string {
-  return p.kind === 'NetworkPolicy' ? `NetworkPolicy ${p.namespace ?? ''}/${p.name}` : `GlobalPolicy ${p.name}`;
+  return p.kind === 'NetworkPolicy'
+    ? `NetworkPolicy ${p.namespace ?? ''}/${p.name}`
+    : `GlobalPolicy ${p.name}`;
 }

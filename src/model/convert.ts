@@ -53,7 +53,10 @@ function toPeer(raw: RawPeer): Peer {
   return peer;
 }
 
-function toPorts(raw: RawPolicyPort[] | undefined, defaultProtocol: PolicyPort['protocol'] = 'TCP'): PolicyPort[] | undefined {
+function toPorts(
+  raw: RawPolicyPort[] | undefined,
+  defaultProtocol: PolicyPort['protocol'] = 'TCP',
+): PolicyPort[] | undefined {
   if (!raw || raw.length === 0) return undefined;
   return raw.map((p) => {
     const port: PolicyPort = { protocol: p.protocol ?? defaultProtocol };
@@ -67,7 +70,11 @@ function toPeers(raw: RawPeer[] | undefined): Peer[] | undefined {
   return raw && raw.length > 0 ? raw.map(toPeer) : undefined;
 }
 
-function toNetworkPolicyRule(raw: { from?: RawPeer[]; to?: RawPeer[]; ports?: RawPolicyPort[] }): NetworkPolicyRule {
+function toNetworkPolicyRule(raw: {
+  from?: RawPeer[];
+  to?: RawPeer[];
+  ports?: RawPolicyPort[];
+}): NetworkPolicyRule {
   const rule: NetworkPolicyRule = {};
   const peers = toPeers(raw.from ?? raw.to);
   const ports = toPorts(raw.ports);
@@ -165,7 +172,10 @@ export function toGlobalPolicy(raw: RawGlobalPolicy, source: SourceRef): GlobalP
   const egress = (raw.spec.egress ?? []).map(toGlobalRule);
   const types: PolicyType[] = raw.spec.types
     ? [...new Set(raw.spec.types)]
-    : [...(ingress.length > 0 || egress.length === 0 ? (['Ingress'] as const) : []), ...(egress.length > 0 ? (['Egress'] as const) : [])];
+    : [
+        ...(ingress.length > 0 || egress.length === 0 ? (['Ingress'] as const) : []),
+        ...(egress.length > 0 ? (['Egress'] as const) : []),
+      ];
   const policy: GlobalPolicy = {
     name: raw.metadata.name,
     order: raw.spec.order,

@@ -46,7 +46,9 @@ function lineLocator(doc: Document, counter: LineCounter): (path: readonly Prope
     best = lineAt(node) ?? best;
     for (const key of path) {
       if (isMap(node)) {
-        const pair = node.items.find((it) => (isNode(it.key) ? String(it.key.toJSON()) : String(it.key)) === String(key));
+        const pair = node.items.find(
+          (it) => (isNode(it.key) ? String(it.key.toJSON()) : String(it.key)) === String(key),
+        );
         if (!pair) break;
         // Point at the key itself: that is where a wrong value or an unknown field is written.
         best = lineAt(pair.key) ?? best;
@@ -76,7 +78,12 @@ export function readManifestDocuments(
   for (const doc of Array.isArray(docs) ? docs : [docs]) {
     if (doc.errors.length > 0) {
       for (const e of doc.errors) {
-        issues.push({ file, line: counter.linePos(e.pos[0]).line, field: '', message: `YAML: ${e.message.split('\n')[0]}` });
+        issues.push({
+          file,
+          line: counter.linePos(e.pos[0]).line,
+          field: '',
+          message: `YAML: ${e.message.split('\n')[0]}`,
+        });
       }
       continue;
     }

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
-import { formatCidr, parseCidr } from '../util/ip.js';
+import { formatCidr, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
 import {
   implicitDefaultNamespace,
   toGlobalPolicy,
@@ -41,7 +41,10 @@ function objectName(value: Record<string, unknown>, kind: string): string {
   return `${ns}/${name}`;
 }
 
-function zodMessage(issue: z.core.$ZodIssue, doc: ManifestDocument): { path: PropertyKey[]; message: string }[] {
+function zodMessage(
+  issue: z.core.$ZodIssue,
+  doc: ManifestDocument,
+): { path: PropertyKey[]; message: string }[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((k) => ({ path: [...issue.path, k], message: `unknown field '${k}'` }));
   }
@@ -52,7 +55,12 @@ function zodMessage(issue: z.core.$ZodIssue, doc: ManifestDocument): { path: Pro
     return [{ path: issue.path, message: `must be ${JSON.stringify(issue.values[0])}` }];
   }
   if (issue.code === 'invalid_value') {
-    return [{ path: issue.path, message: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}` }];
+    return [
+      {
+        path: issue.path,
+        message: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`,
+      },
+    ];
   }
   if (issue.code === 'invalid_union') {
     return [{ path: issue.path, message: `invalid value ${JSON.stringify(valueAt(doc.value, issue.path))}` }];
@@ -92,7 +100,12 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   for (let i = 0; i < lines.length; i++) {
     const entry = (lines[i] as string).replace(/#.*/, '').trim();
     if (entry === '') continue;
-    const cidr = parseCidr(entry.includes('/') ? entry : entry.includes(':') ? `${entry}/128` : `${entry}/32`);
+    const v4 = parseIpv4CidrRange(entry);
+    if (v4) {
+      out.push(entry);
+      continue;
+    }
+    const cidr = parseCidr(entry.includes('/') ? entry : `${entry}/128`);
     if (!cidr) {
       issues.push({
         file: path,
@@ -109,7 +122,13 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   return out;
 }
 
-function addToModel(model: Model, raw: unknown, loc: Located, source: SourceRef, issues: ManifestIssue[]): void {
+function addToModel(
+  model: Model,
+  raw: unknown,
+  loc: Located,
+  source: SourceRef,
+  issues: ManifestIssue[],
+): void {
   switch (loc.kind) {
     case 'Namespace':
       model.namespaces.push(toNamespace(raw as never, source));
@@ -128,9 +147,16 @@ function addToModel(model: Model, raw: unknown, loc: Located, source: SourceRef,
       break;
     case 'Prefilter': {
       const p = raw as RawPrefilter;
-      const inline = (p.spec.cidrs ?? []).map((c) => formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>));
+      const inline = (p.spec.cidrs ?? []).map((c) =>
+        formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>),
+      );
       const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
-      model.prefilters.push({ name: p.metadata.name, cidrs, source, ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}) });
+      model.prefilters.push({
+        name: p.metadata.name,
+        cidrs,
+        source,
+        ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}),
+      });
       break;
     }
   }
@@ -156,7 +182,11 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
       const first = seen.get(k);
       if (first) {
         const src = locate.get(first) as Located;
-        issueAt(item, ['metadata', 'name'], `duplicate ${what} '${k}' (first defined at ${src.doc.file}:${src.doc.lineOf(['metadata', 'name'])})`);
+        issueAt(
+          item,
+          ['metadata', 'name'],
+          `duplicate ${what} '${k}' (first defined at ${src.doc.file}:${src.doc.lineOf(['metadata', 'name'])})`,
+        );
       } else seen.set(k, item);
     }
   };
@@ -170,7 +200,11 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   const namespaces = new Set(model.namespaces.map((n) => n.name));
   for (const obj of [...model.pods, ...model.services, ...model.networkPolicies]) {
     if (!namespaces.has(obj.namespace)) {
-      issueAt(obj, ['metadata', 'namespace'], `namespace '${obj.namespace}' is not defined (add a Namespace manifest)`);
+      issueAt(
+        obj,
+        ['metadata', 'namespace'],
+        `namespace '${obj.namespace}' is not defined (add a Namespace manifest)`,
+      );
     }
   }
 
@@ -178,13 +212,19 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   for (const pod of model.pods) {
     pod.ips.forEach((ip, i) => {
       const owner = owners.get(ip);
-      if (owner) issueAt(pod, ['status', i === 0 ? 'podIP' : 'podIPs'], `address ${ip} is already used by pod ${owner}`);
+      if (owner)
+        issueAt(
+          pod,
+          ['status', i === 0 ? 'podIP' : 'podIPs'],
+          `address ${ip} is already used by pod ${owner}`,
+        );
       else owners.set(ip, `${pod.namespace}/${pod.name}`);
     });
     const names = new Set<string>();
     for (const port of pod.ports) {
       if (port.name === undefined) continue;
-      if (names.has(port.name)) issueAt(pod, ['spec', 'containers'], `port name '${port.name}' is used twice in the pod`);
+      if (names.has(port.name))
+        issueAt(pod, ['spec', 'containers'], `port name '${port.name}' is used twice in the pod`);
       names.add(port.name);
     }
   }
@@ -196,7 +236,10 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   }
 }
 
-export function validateManifestTexts(texts: readonly ManifestText[]): { model?: Model; issues: ManifestIssue[] } {
+export function validateManifestTexts(texts: readonly ManifestText[]): {
+  model?: Model;
+  issues: ManifestIssue[];
+} {
   const issues: ManifestIssue[] = [];
   const model = emptyModel();
   const locate = new Map<object, Located>();
@@ -206,7 +249,12 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
     for (const doc of read.documents) {
       const value = doc.value;
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-        issues.push({ file, line: doc.lineOf([]), field: '', message: 'a manifest must be a mapping with apiVersion and kind' });
+        issues.push({
+          file,
+          line: doc.lineOf([]),
+          field: '',
+          message: 'a manifest must be a mapping with apiVersion and kind',
+        });
         continue;
       }
       const v = value as Record<string, unknown>;
@@ -215,6 +263,22 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
       const schema = kindSchemas[key];
       if (!kind || !schema) {
         const known = Object.keys(kindSchemas).join(', ');
+        // A known kind under a wrong apiVersion: the apiVersion is the mistake, point at it.
+        const suffix = `/${kind ?? ''}`;
+        const versions = Object.keys(kindSchemas)
+          .filter((k) => k.endsWith(suffix))
+          .map((k) => k.slice(0, -suffix.length));
+        if (kind && versions.length > 0) {
+          issues.push({
+            file,
+            line: doc.lineOf(['apiVersion']),
+            kind,
+            object: objectName(v, kind),
+            field: 'apiVersion',
+            message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
+          });
+          continue;
+        }
         issues.push({
           file,
           line: doc.lineOf(kind ? ['kind'] : []),
@@ -231,7 +295,14 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
       if (!parsed.success) {
         for (const zi of parsed.error.issues) {
           for (const { path, message } of zodMessage(zi, doc)) {
-            issues.push({ file, line: doc.lineOf(path), kind, object: loc.object, field: formatPath(path), message });
+            issues.push({
+              file,
+              line: doc.lineOf(path),
+              kind,
+              object: loc.object,
+              field: formatPath(path),
+              message,
+            });
           }
         }
         continue;
@@ -242,7 +313,8 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
       if (added) locate.set(added, loc);
     }
   }
-  if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE)) model.namespaces.push(implicitDefaultNamespace());
+  if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
+    model.namespaces.push(implicitDefaultNamespace());
   crossValidate(model, locate, issues);
   const order = new Map(texts.map((t, i) => [t.file, i]));
   issues.sort((a, b) => (order.get(a.file) ?? -1) - (order.get(b.file) ?? -1) || a.line - b.line);
@@ -250,11 +322,20 @@ export function validateManifestTexts(texts: readonly ManifestText[]): { model?:
 }
 
 function countObjects(m: Model): number[] {
-  return [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters].map((a) => a.length);
+  return [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters].map(
+    (a) => a.length,
+  );
 }
 
 function lastAdded(m: Model, before: number[]): object | undefined {
-  const lists: object[][] = [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters];
+  const lists: object[][] = [
+    m.namespaces,
+    m.pods,
+    m.services,
+    m.networkPolicies,
+    m.globalPolicies,
+    m.prefilters,
+  ];
   for (let i = 0; i < lists.length; i++) {
     const list = lists[i] as object[];
     if (list.length > (before[i] as number)) return list[list.length - 1];
@@ -262,9 +343,16 @@ function lastAdded(m: Model, before: number[]): object | undefined {
   return undefined;
 }
 
-export function validateManifests(paths: readonly string[]): { model?: Model; issues: ManifestIssue[]; files: string[] } {
+export function validateManifests(paths: readonly string[]): {
+  model?: Model;
+  issues: ManifestIssue[];
+  files: string[];
+} {
   const files = expandManifestPaths(paths);
-  return { ...validateManifestTexts(files.map((file) => ({ file, text: readFileSync(file, 'utf8') }))), files };
+  return {
+    ...validateManifestTexts(files.map((file) => ({ file, text: readFileSync(file, 'utf8') }))),
+    files,
+  };
 }
 
 /** Loads and validates; throws ManifestError listing every problem. */

@@ -71,9 +71,17 @@ export const labelSelectorSchema = z.strictObject({
         .superRefine((req, ctx) => {
           const n = req.values?.length ?? 0;
           if ((req.operator === 'In' || req.operator === 'NotIn') && n === 0)
-            ctx.addIssue({ code: 'custom', path: ['values'], message: `operator ${req.operator} needs values` });
+            ctx.addIssue({
+              code: 'custom',
+              path: ['values'],
+              message: `operator ${req.operator} needs values`,
+            });
           if ((req.operator === 'Exists' || req.operator === 'DoesNotExist') && n > 0)
-            ctx.addIssue({ code: 'custom', path: ['values'], message: `operator ${req.operator} takes no values` });
+            ctx.addIssue({
+              code: 'custom',
+              path: ['values'],
+              message: `operator ${req.operator} takes no values`,
+            });
         }),
     )
     .optional(),
@@ -84,7 +92,8 @@ const portNumber = z.number().int().min(1, 'port must be 1-65535').max(65535, 'p
 const portName = z.string().superRefine(refineWith(portNameError));
 
 const cidrSchema = z.string().superRefine((v, ctx) => {
-  if (!parseCidr(v)) ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid CIDR (a.b.c.d/n or x::/n)` });
+  if (!parseCidr(v))
+    ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid CIDR (a.b.c.d/n or x::/n)` });
 });
 const ipSchema = z.string().superRefine((v, ctx) => {
   if (!parseAddress(v)) ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid IP address` });
@@ -119,10 +128,18 @@ const peerFields = {
   ipBlock: ipBlockSchema.optional(),
 };
 
-function checkPeerShape(p: { podSelector?: unknown; namespaceSelector?: unknown; ipBlock?: unknown }, ctx: z.core.$RefinementCtx<unknown>, extra = false): void {
+function checkPeerShape(
+  p: { podSelector?: unknown; namespaceSelector?: unknown; ipBlock?: unknown },
+  ctx: z.core.$RefinementCtx<unknown>,
+  extra = false,
+): void {
   const selectors = p.podSelector !== undefined || p.namespaceSelector !== undefined;
   if (p.ipBlock !== undefined && selectors)
-    ctx.addIssue({ code: 'custom', path: ['ipBlock'], message: 'ipBlock cannot be combined with podSelector or namespaceSelector' });
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ipBlock'],
+      message: 'ipBlock cannot be combined with podSelector or namespaceSelector',
+    });
   if (!extra && p.ipBlock === undefined && !selectors)
     ctx.addIssue({ code: 'custom', message: 'a peer needs podSelector, namespaceSelector or ipBlock' });
 }
@@ -140,7 +157,11 @@ const policyPortSchema = z
     if (typeof p.port !== 'number')
       ctx.addIssue({ code: 'custom', path: ['endPort'], message: 'endPort needs a numeric port' });
     else if (p.endPort < p.port)
-      ctx.addIssue({ code: 'custom', path: ['endPort'], message: `endPort ${p.endPort} is below port ${p.port}` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['endPort'],
+        message: `endPort ${p.endPort} is below port ${p.port}`,
+      });
   });
 
 const networkPolicyRule = (peerKey: 'from' | 'to') =>
@@ -185,7 +206,9 @@ export const podSchema = z.strictObject({
   spec: z
     .looseObject({
       nodeName: z.string().superRefine(refineWith(dns1123SubdomainError)).optional(),
-      containers: z.array(z.looseObject({ name: z.string().optional(), ports: z.array(containerPortSchema).optional() })).optional(),
+      containers: z
+        .array(z.looseObject({ name: z.string().optional(), ports: z.array(containerPortSchema).optional() }))
+        .optional(),
     })
     .optional(),
   status: z
@@ -225,7 +248,9 @@ export const serviceSchema = z.strictObject({
     sessionAffinity: z.enum(['None', 'ClientIP']).optional(),
     sessionAffinityConfig: z
       .strictObject({
-        clientIP: z.strictObject({ timeoutSeconds: z.number().int().min(1).max(86400).optional() }).optional(),
+        clientIP: z
+          .strictObject({ timeoutSeconds: z.number().int().min(1).max(86400).optional() })
+          .optional(),
       })
       .optional(),
   }),
@@ -241,7 +266,10 @@ const globalPeerSchema = z
   .superRefine((p, ctx) => {
     checkPeerShape(p, ctx, true);
     if (Object.keys(p).length === 0)
-      ctx.addIssue({ code: 'custom', message: 'a peer needs podSelector, namespaceSelector, ipBlock, nets or notNets' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'a peer needs podSelector, namespaceSelector, ipBlock, nets or notNets',
+      });
   });
 
 const globalRuleSchema = z
@@ -280,10 +308,20 @@ export const globalPolicySchema = z.strictObject({
     })
     .superRefine((s, ctx) => {
       (s.ingress ?? []).forEach((r, i) => {
-        if (r.to) ctx.addIssue({ code: 'custom', path: ['ingress', i, 'to'], message: 'ingress rules take from, not to' });
+        if (r.to)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ingress', i, 'to'],
+            message: 'ingress rules take from, not to',
+          });
       });
       (s.egress ?? []).forEach((r, i) => {
-        if (r.from) ctx.addIssue({ code: 'custom', path: ['egress', i, 'from'], message: 'egress rules take to, not from' });
+        if (r.from)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['egress', i, 'from'],
+            message: 'egress rules take to, not from',
+          });
       });
     }),
 });

@@ -136,7 +136,7 @@ export interface Prefilter {
   name: string;
   /** undefined = every node. */
   nodes?: string[];
-  /** Normalised CIDRs (inline plus those read from `file`). */
+  /** Validated CIDRs or addresses as written (inline plus `file`); calc normalises them. */
   cidrs: string[];
   source: SourceRef;
 }

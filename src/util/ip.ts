@@ -35,7 +35,11 @@ function parseV6(s: string): bigint {
   const v4Tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (v4Tail?.[1]) {
     const v = parseV4(v4Tail[1]);
-    text = text.slice(0, -v4Tail[1].length) + ((v >> 16n) & 0xffffn).toString(16) + ':' + (v & 0xffffn).toString(16);
+    text =
+      text.slice(0, -v4Tail[1].length) +
+      ((v >> 16n) & 0xffffn).toString(16) +
+      ':' +
+      (v & 0xffffn).toString(16);
   }
   const [head = '', tail] = text.split('::');
   const headParts = head === '' ? [] : head.split(':');
@@ -60,7 +64,7 @@ export function formatAddress(a: Address): string {
   // RFC 5952: compress the longest run (≥2) of zero hextets.
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (hextets[i] !== 0) {
       i++;
       continue;
@@ -203,4 +207,71 @@ export function nthAddress(c: Cidr, offset: bigint): Address {
 
 export function cidrSize(c: Cidr): bigint {
   return 1n << BigInt(BITS[c.family] - c.prefix);
+}
+
+/**
+ * Fast path for large IPv4 lists (prefilters of 1M entries): plain numbers instead of bigints.
+ * Returns the CIDR as [first, last] addresses, or undefined when `s` is not an IPv4 CIDR.
+ */
+export function parseIpv4CidrRange(s: string): [number, number] | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(s);
+  if (!m) return undefined;
+  const octets = [m[1], m[2], m[3], m[4]].map(Number);
+  if (octets.some((o) => (o as number) > 255)) return undefined;
+  const prefix = m[5] === undefined ? 32 : Number(m[5]);
+  if (prefix > 32) return undefined;
+  const value =
+    (((octets[0] as number) * 256 + (octets[1] as number)) * 256 + (octets[2] as number)) * 256 +
+    (octets[3] as number);
+  const size = 2 ** (32 - prefix);
+  const first = value - (value % size);
+  return [first, first + size - 1];
+}
+
+function formatIpv4(n: number): string {
+  return `${Math.floor(n / 16777216) % 256}.${Math.floor(n / 65536) % 256}.${Math.floor(n / 256) % 256}.${n % 256}`;
+}
+
+/** Union of IPv4 ranges as the fewest aligned prefixes, sorted; numbers only. */
+function ipv4RangesToCidrs(ranges: [number, number][]): string[] {
+  ranges.sort((a, b) => a[0] - b[0]);
+  const out: string[] = [];
+  let cur: [number, number] | undefined;
+  const flush = (r: [number, number]): void => {
+    let start = r[0];
+    while (start <= r[1]) {
+      let size = 1;
+      while (size < 2 ** 32 && start % (size * 2) === 0 && start + size * 2 - 1 <= r[1]) size *= 2;
+      out.push(`${formatIpv4(start)}/${32 - Math.log2(size)}`);
+      start += size;
+    }
+  };
+  for (const r of ranges) {
+    if (cur && r[0] <= cur[1] + 1) cur[1] = Math.max(cur[1], r[1]);
+    else {
+      if (cur) flush(cur);
+      cur = [r[0], r[1]];
+    }
+  }
+  if (cur) flush(cur);
+  return out;
+}
+
+/**
+ * Normalises a list of CIDR strings (either family) into the fewest disjoint prefixes, sorted
+ * (IPv4 first). Same result as cidrUnion, fast for million-entry IPv4 lists.
+ */
+export function normalizeCidrList(list: readonly string[]): string[] {
+  const v4: [number, number][] = [];
+  const other: Cidr[] = [];
+  for (const s of list) {
+    const r = parseIpv4CidrRange(s);
+    if (r) v4.push(r);
+    else {
+      const c = parseCidr(s);
+      if (!c) throw new Error(`invalid CIDR '${s}'`);
+      other.push(c);
+    }
+  }
+  return [...ipv4RangesToCidrs(v4), ...cidrUnion(other).map(formatCidr)];
 }

@@ -20,7 +20,13 @@ const src = { file: 'generated.yaml', line: 1 };
 const NAMESPACES = ['x', 'y', 'z'] as const;
 const POD_NAMES = ['a', 'b', 'c', 'd'] as const;
 
-const labelPair = fc.constantFrom<[string, string]>(['pod', 'a'], ['pod', 'b'], ['app', 'web'], ['app', 'db'], ['tier', 'x']);
+const labelPair = fc.constantFrom<[string, string]>(
+  ['pod', 'a'],
+  ['pod', 'b'],
+  ['app', 'web'],
+  ['app', 'db'],
+  ['tier', 'x'],
+);
 
 export const selectorArb: fc.Arbitrary<LabelSelector> = fc.record({
   matchLabels: fc.array(labelPair, { maxLength: 2 }).map((pairs) => Object.fromEntries(pairs)),
@@ -43,8 +49,8 @@ export const selectorArb: fc.Arbitrary<LabelSelector> = fc.record({
 
 const nsSelectorArb: fc.Arbitrary<LabelSelector> = fc.oneof(
   fc.constantFrom(...NAMESPACES).map((n) => ({ matchLabels: { ns: n }, matchExpressions: [] })),
-  fc.constant({ matchLabels: { team: 'blue' }, matchExpressions: [] }),
-  fc.constant({ matchLabels: {}, matchExpressions: [] }),
+  fc.constant<LabelSelector>({ matchLabels: { team: 'blue' }, matchExpressions: [] }),
+  fc.constant<LabelSelector>({ matchLabels: {}, matchExpressions: [] }),
 );
 
 // Pods are allocated from 198.18.0.2 upwards, so these blocks and excepts cut through real pods.
@@ -58,19 +64,31 @@ const ipBlockArb = fc
 const peerArb: fc.Arbitrary<Peer> = fc.oneof(
   selectorArb.map((podSelector) => ({ podSelector })),
   nsSelectorArb.map((namespaceSelector) => ({ namespaceSelector })),
-  fc.tuple(selectorArb, nsSelectorArb).map(([podSelector, namespaceSelector]) => ({ podSelector, namespaceSelector })),
+  fc
+    .tuple(selectorArb, nsSelectorArb)
+    .map(([podSelector, namespaceSelector]) => ({ podSelector, namespaceSelector })),
   ipBlockArb.map((ipBlock) => ({ ipBlock })),
 );
 
 const portArb: fc.Arbitrary<PolicyPort> = fc.oneof(
   fc.record({ protocol: fc.constantFrom('TCP' as const, 'UDP' as const), port: fc.constantFrom(80, 81) }),
-  fc.record({ protocol: fc.constant('TCP' as const), port: fc.constant(79), endPort: fc.constantFrom(80, 81) }),
-  fc.record({ protocol: fc.constantFrom('TCP' as const, 'UDP' as const), port: fc.constantFrom('http', 'metrics') }),
+  fc.record({
+    protocol: fc.constant('TCP' as const),
+    port: fc.constant(79),
+    endPort: fc.constantFrom(80, 81),
+  }),
+  fc.record({
+    protocol: fc.constantFrom('TCP' as const, 'UDP' as const),
+    port: fc.constantFrom('http', 'metrics'),
+  }),
   fc.record({ protocol: fc.constantFrom('TCP' as const, 'UDP' as const) }),
 );
 
 const ruleArb: fc.Arbitrary<NetworkPolicyRule> = fc
-  .tuple(fc.option(fc.array(peerArb, { minLength: 1, maxLength: 2 })), fc.option(fc.array(portArb, { minLength: 1, maxLength: 2 })))
+  .tuple(
+    fc.option(fc.array(peerArb, { minLength: 1, maxLength: 2 })),
+    fc.option(fc.array(portArb, { minLength: 1, maxLength: 2 })),
+  )
   .map(([peers, ports]) => ({ ...(peers ? { peers } : {}), ...(ports ? { ports } : {}) }));
 
 export function networkPolicyArb(name: string): fc.Arbitrary<NetworkPolicy> {
@@ -145,17 +163,23 @@ export const modelArb: fc.Arbitrary<Model> = fc
       })
       .chain((keys) => fc.tuple(...keys.map(([n, p]) => podArb(n, p)))),
     blueNamespaces: fc.subarray([...NAMESPACES]),
-    policies: fc.array(fc.integer(), { maxLength: 3 }).chain((ks) => fc.tuple(...ks.map((_, i) => networkPolicyArb(`np${i}`)))),
-    globals: fc.array(fc.integer(), { maxLength: 2 }).chain((ks) => fc.tuple(...ks.map((_, i) => globalPolicyArb(`gp${i}`)))),
+    policies: fc
+      .array(fc.integer(), { maxLength: 3 })
+      .chain((ks) => fc.tuple(...ks.map((_, i) => networkPolicyArb(`np${i}`)))),
+    globals: fc
+      .array(fc.integer(), { maxLength: 2 })
+      .chain((ks) => fc.tuple(...ks.map((_, i) => globalPolicyArb(`gp${i}`)))),
   })
   .map((r) => ({
-    namespaces: NAMESPACES.map(
-      (n): Namespace => ({
-        name: n,
-        labels: { ns: n, 'kubernetes.io/metadata.name': n, ...(r.blueNamespaces.includes(n) ? { team: 'blue' } : {}) },
-        source: src,
-      }),
-    ),
+    namespaces: NAMESPACES.map((n): Namespace => ({
+      name: n,
+      labels: {
+        ns: n,
+        'kubernetes.io/metadata.name': n,
+        ...(r.blueNamespaces.includes(n) ? { team: 'blue' } : {}),
+      },
+      source: src,
+    })),
     pods: r.pods,
     services: [],
     networkPolicies: r.policies,

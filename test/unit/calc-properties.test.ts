@@ -74,7 +74,8 @@ describe('calculation properties', () => {
             if (newlySelected(src, 'egress')) continue;
             for (const dst of before.endpoints) {
               if (newlySelected(dst, 'ingress')) continue;
-              if (m.results[src.id]?.[dst.id]) expect(ma[i]?.results[src.id]?.[dst.id], `${src.id} → ${dst.id}`).toBe(true);
+              if (m.results[src.id]?.[dst.id])
+                expect(ma[i]?.results[src.id]?.[dst.id], `${src.id} → ${dst.id}`).toBe(true);
             }
           }
         }

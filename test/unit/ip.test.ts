@@ -58,9 +58,9 @@ describe('set algebra on prefixes', () => {
   });
 
   it('merges adjacent and nested prefixes', () => {
-    expect(cidrUnion([cidr('198.18.0.0/25'), cidr('198.18.0.128/25'), cidr('198.18.0.5/32')]).map(formatCidr)).toEqual([
-      '198.18.0.0/24',
-    ]);
+    expect(
+      cidrUnion([cidr('198.18.0.0/25'), cidr('198.18.0.128/25'), cidr('198.18.0.5/32')]).map(formatCidr),
+    ).toEqual(['198.18.0.0/24']);
   });
 
   // Exhaustive check over a /24: membership of every address in the result equals the definition.
@@ -70,16 +70,20 @@ describe('set algebra on prefixes', () => {
 
   it('difference is exact, disjoint and sorted (property)', () => {
     fc.assert(
-      fc.property(fc.array(smallCidr, { maxLength: 5 }), fc.array(smallCidr, { maxLength: 5 }), (inc, exc) => {
-        const out = cidrSetDifference(inc, exc);
-        for (let h = 0; h < 256; h++) {
-          const a = parseAddress(`198.18.0.${h}`)!;
-          const expected = inc.some((c) => cidrContains(c, a)) && !exc.some((c) => cidrContains(c, a));
-          const hits = out.filter((c) => cidrContains(c, a)).length;
-          expect(hits).toBe(expected ? 1 : 0);
-        }
-        for (let i = 1; i < out.length; i++) expect(out[i - 1]!.base < out[i]!.base).toBe(true);
-      }),
+      fc.property(
+        fc.array(smallCidr, { maxLength: 5 }),
+        fc.array(smallCidr, { maxLength: 5 }),
+        (inc, exc) => {
+          const out = cidrSetDifference(inc, exc);
+          for (let h = 0; h < 256; h++) {
+            const a = parseAddress(`198.18.0.${h}`)!;
+            const expected = inc.some((c) => cidrContains(c, a)) && !exc.some((c) => cidrContains(c, a));
+            const hits = out.filter((c) => cidrContains(c, a)).length;
+            expect(hits).toBe(expected ? 1 : 0);
+          }
+          for (let i = 1; i < out.length; i++) expect(out[i - 1]!.base < out[i]!.base).toBe(true);
+        },
+      ),
       { numRuns: 2000 },
     );
   });
