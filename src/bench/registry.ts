@@ -1,7 +1,9 @@
 import type { BenchScenario } from './types.js';
 
 /** Every scenario `switchyard bench` knows, loaded lazily so one scenario's deps don't slow the others. */
-export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {};
+export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {
+  'bpf-maps': async () => (await import('./scenarios/bpf-maps.js')).scenario,
+};
 
 export function scenarioNames(): string[] {
   return Object.keys(scenarioLoaders);

@@ -141,7 +141,8 @@ export function toService(raw: RawService, source: SourceRef): Service {
 export function toNetworkPolicy(raw: RawNetworkPolicy, source: SourceRef): NetworkPolicy {
   const ingress = (raw.spec.ingress ?? []).map(toNetworkPolicyRule);
   const egress = (raw.spec.egress ?? []).map(toNetworkPolicyRule);
-  const policyTypes: PolicyType[] = raw.spec.policyTypes
+  // As SetDefaults_NetworkPolicy: an empty list is defaulted like a missing one.
+  const policyTypes: PolicyType[] = raw.spec.policyTypes?.length
     ? [...new Set(raw.spec.policyTypes)]
     : egress.length > 0
       ? ['Ingress', 'Egress']

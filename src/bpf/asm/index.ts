@@ -1,0 +1,43 @@
+export { Assembler, AsmError, type AssembledProgram, type Operand } from './builder.js';
+export { disassemble, formatInstruction, type DisassembleOptions } from './disasm.js';
+export { HELPERS, helperId, helperName, type HelperName } from './helpers.js';
+export {
+  decodeInstructions,
+  encodeInstructions,
+  FP,
+  INSN_SIZE,
+  isRegister,
+  ldImm64Value,
+  R0,
+  R1,
+  R2,
+  R3,
+  R4,
+  R5,
+  R6,
+  R7,
+  R8,
+  R9,
+  R10,
+  REGISTERS,
+  slotCount,
+  totalSlots,
+  type Instruction,
+  type MapReference,
+  type Register,
+} from './instruction.js';
+export {
+  AluOp,
+  AtomicOp,
+  InsnClass,
+  JmpOp,
+  Mode,
+  PseudoCall,
+  PseudoLoad,
+  Size,
+  Source,
+  type AluOpName,
+  type AtomicOpName,
+  type ConditionalJump,
+  type SizeName,
+} from './opcodes.js';

@@ -1,0 +1,109 @@
+/**
+ * A TypeScript eBPF toolkit on the raw bpf(2) syscall: build programs with the assembler, load
+ * them, attach them with links, talk to maps through codecs, read ring buffers, pin objects.
+ * It knows nothing about policy.
+ */
+export * from './asm/index.js';
+export * as codecs from './codecs.js';
+export type { Codec, CodecValue, StructCodec } from './codecs.js';
+export {
+  ATTACH_TYPES,
+  AttachFlags,
+  LINK_TYPES,
+  MAP_TYPES,
+  MapFlags,
+  PROGRAM_TYPES,
+  ProgramFlags,
+  TcAction,
+  UpdateFlags,
+  XdpAction,
+  XdpFlags,
+  type AttachType,
+  type MapType,
+  type ProgramType,
+  type UpdateMode,
+} from './constants.js';
+export {
+  BpfBusyError,
+  BpfCapacityError,
+  BpfError,
+  BpfExistsError,
+  BpfInvalidArgumentError,
+  BpfNotFoundError,
+  BpfPermissionError,
+  BpfUnsupportedError,
+  errnoName,
+  UnsupportedFeatureError,
+  VerifierError,
+} from './errors.js';
+export { parseCpuList, possibleCpuCount } from './cpus.js';
+export {
+  BpfMap,
+  MapBase,
+  MapOfMaps,
+  PerCpuMap,
+  readMapInfo,
+  RingBufMap,
+  sumValues,
+  type MapInfo,
+  type MapOfMapsSpec,
+  type MapSpec,
+  type PerCpuMapSpec,
+  type PerCpuMapType,
+  type PlainMapType,
+} from './maps.js';
+export {
+  instructionSlots,
+  Program,
+  readProgramInfo,
+  type ProgramInfo,
+  type ProgramSpec,
+  type TestRunOptions,
+  type TestRunResult,
+} from './programs.js';
+export {
+  attachCgroup,
+  attachTcx,
+  attachTracepoint,
+  attachXdp,
+  ensureTracefs,
+  Link,
+  queryTcx,
+  readLinkInfo,
+  resolveIfindex,
+  tracepointId,
+  type CgroupAttachType,
+  type InterfaceTarget,
+  type LinkInfo,
+  type TcxTarget,
+  type XdpMode,
+} from './links.js';
+export {
+  BPFFS_ROOT,
+  ensureBpffs,
+  isBpffsMounted,
+  isPinned,
+  listPins,
+  openPinnedFd,
+  PIN_ROOT,
+  pinFd,
+  pinPath,
+  pinScopeDir,
+  removePinScope,
+  unpin,
+  type PinKind,
+} from './pins.js';
+export { RingBufReader, type RecordHandler } from './ringbuf.js';
+export { netnsPath, openNetns, withNetns } from './netns.js';
+export {
+  ALL_FEATURES,
+  probeFeature,
+  probeFeatures,
+  requireFeatures,
+  type FeatureName,
+  type FeatureStatus,
+} from './features.js';
+export { parseVerifierLog, type VerifierFinding } from './verifier.js';
+export { BpfObject } from './object.js';
+export { closeFd, triggerGetppid } from './sys.js';
+export type { ProgQueryResult } from './commands.js';

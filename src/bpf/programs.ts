@@ -1,0 +1,354 @@
+import { Attr, ATTR_SIZE, ProgLoadAttr, syncAttr, TestRunAttr } from './attr.js';
+import type { AssembledProgram } from './asm/builder.js';
+import { disassemble } from './asm/disasm.js';
+import {
+  encodeInstructions,
+  INSN_SIZE,
+  totalSlots,
+  type Instruction,
+  type MapReference,
+} from './asm/instruction.js';
+import { context, getFdById, objInfo, scratchLayout, tryBpf } from './commands.js';
+import {
+  ATTACH_TYPES,
+  BpfCommand,
+  checkObjectName,
+  OBJ_NAME_LEN,
+  PROGRAM_TYPES,
+  type AttachType,
+  type ProgramType,
+} from './constants.js';
+import { bpfError, errnoName, VerifierError } from './errors.js';
+import type { MapBase } from './maps.js';
+import { BpfObject } from './object.js';
+import { openPinnedFd } from './pins.js';
+import { NativeBlock, rawBpfAsync, type SyscallResult } from './sys.js';
+import { listingExcerpt, parseVerifierLog } from './verifier.js';
+
+export interface ProgramSpec {
+  /** Up to 15 characters; shows in bpftool and error messages. */
+  name?: string;
+  type: ProgramType;
+  /** Required by hooks that check it at load time: cgroup sock_addr hooks, tcx, XDP links. */
+  expectedAttachType?: AttachType;
+  /** Default 'GPL': several helpers (ringbuf, trace) are only offered to GPL-compatible programs. */
+  license?: string;
+  instructions: AssembledProgram | readonly Instruction[];
+  /** Maps the instructions name in ldMap/ldMapValue, resolved to fds here. */
+  maps?: Readonly<Record<string, MapBase>>;
+  /** BPF_F_* program flags. */
+  flags?: number;
+  /** Verifier log level used when a load fails (1 = instructions; 2 = also states). */
+  logLevel?: 1 | 2;
+}
+
+export interface ProgramInfo {
+  type: number;
+  typeName: string;
+  id: number;
+  /** The kernel's 8-byte hash of the translated program, hex. */
+  tag: string;
+  name: string;
+  translatedBytes: number;
+  jitedBytes: number;
+  mapIds: number;
+  verifiedInstructions: number;
+}
+
+export interface TestRunOptions {
+  /** Packet bytes (XDP/tc need at least an Ethernet header). */
+  data?: Buffer;
+  /** Room for the output packet; defaults to the input size plus 256 bytes. */
+  dataOutSize?: number;
+  /** Runs the program this many times; durationNs is the average per run. */
+  repeat?: number;
+  /** Context input (struct xdp_md, __sk_buff, ...). */
+  context?: Buffer;
+  contextOutSize?: number;
+  flags?: number;
+  cpu?: number;
+}
+
+export interface TestRunResult {
+  /** The program's return value (sign-extended: tcx's TCX_NEXT is -1). */
+  retval: number;
+  /** Average nanoseconds per run, as measured by the kernel. */
+  durationNs: number;
+  dataOut: Buffer;
+  contextOut: Buffer | undefined;
+}
+
+const programTypeNames = new Map<number, string>(Object.entries(PROGRAM_TYPES).map(([n, id]) => [id, n]));
+
+const LOG_START = 64 * 1024;
+const LOG_MAX = 64 * 1024 * 1024;
+const ENOSPC = 28;
+
+function instructionsOf(program: AssembledProgram | readonly Instruction[]): readonly Instruction[] {
+  return 'instructions' in program ? program.instructions : program;
+}
+
+function resolveMaps(spec: ProgramSpec): (ref: MapReference) => number {
+  return (ref) => {
+    const map = spec.maps?.[ref.name];
+    if (!map) {
+      const known = Object.keys(spec.maps ?? {});
+      throw new Error(
+        `program '${spec.name ?? ''}' uses map '${ref.name}' but spec.maps ${known.length ? `has only ${known.join(', ')}` : 'is empty'}`,
+      );
+    }
+    return map.fd;
+  };
+}
+
+/** A loaded program. Attach it with the functions in links.ts; test it with testRun. */
+export class Program extends BpfObject {
+  readonly type: number;
+  readonly name: string;
+
+  /**
+   * Loads a program. Without a log first (fast path); if the kernel refuses, loads again with a
+   * verifier log, growing the buffer on ENOSPC, and throws VerifierError with the reason and
+   * the failing instruction marked in the listing.
+   */
+  static load(spec: ProgramSpec): Program {
+    const instructions = instructionsOf(spec.instructions);
+    const name = checkObjectName(spec.name ?? '', 'program');
+    const subject = `program '${name}' (${spec.type})`;
+    const code = encodeInstructions(instructions, resolveMaps(spec));
+    const license = Buffer.from(`${spec.license ?? 'GPL'}\0`, 'utf8');
+
+    const attempt = (
+      logBlock: NativeBlock | undefined,
+      logLevel: number,
+    ): { result: number; trueSize: number } => {
+      const { block, offsets } = scratchLayout([code.length, license.length]);
+      const [insnsOff = 0, licenseOff = 0] = offsets;
+      code.copy(block.buffer, insnsOff);
+      license.copy(block.buffer, licenseOff);
+      const attr = syncAttr
+        .reset()
+        .u32(ProgLoadAttr.progType, PROGRAM_TYPES[spec.type])
+        .u32(ProgLoadAttr.insnCnt, code.length / INSN_SIZE)
+        .u64(ProgLoadAttr.insns, block.address + BigInt(insnsOff))
+        .u64(ProgLoadAttr.license, block.address + BigInt(licenseOff))
+        .u32(ProgLoadAttr.progFlags, spec.flags ?? 0)
+        .name(ProgLoadAttr.progName, name, OBJ_NAME_LEN)
+        .u32(
+          ProgLoadAttr.expectedAttachType,
+          spec.expectedAttachType ? ATTACH_TYPES[spec.expectedAttachType] : 0,
+        )
+        .u32(ProgLoadAttr.logTrueSize, 0);
+      if (logBlock) {
+        logBlock.buffer.fill(0, 0, 1);
+        attr
+          .u32(ProgLoadAttr.logLevel, logLevel)
+          .u32(ProgLoadAttr.logSize, logBlock.size)
+          .u64(ProgLoadAttr.logBuf, logBlock.address);
+      }
+      const result = tryBpf(BpfCommand.PROG_LOAD, attr);
+      return { result, trueSize: attr.readU32(ProgLoadAttr.logTrueSize) };
+    };
+
+    const first = attempt(undefined, 0);
+    if (first.result >= 0) return new Program(first.result, spec.type, name);
+    const firstCode = errnoName(-first.result);
+    if (firstCode === 'EPERM' || firstCode === 'EBADF' || firstCode === 'EFAULT' || firstCode === 'ENOMEM')
+      throw bpfError(-first.result, context(BpfCommand.PROG_LOAD, subject));
+
+    let logSize = LOG_START;
+    for (;;) {
+      const logBlock = new NativeBlock(logSize);
+      try {
+        const retry = attempt(logBlock, spec.logLevel ?? 1);
+        if (retry.result >= 0) return new Program(retry.result, spec.type, name);
+        if (retry.result === -ENOSPC && logSize < LOG_MAX) {
+          logSize = Math.min(LOG_MAX, Math.max(logSize * 4, retry.trueSize + 1));
+          continue;
+        }
+        const end = logBlock.buffer.indexOf(0);
+        const log = logBlock.buffer.toString('utf8', 0, end < 0 ? logBlock.size : end);
+        if (!log.trim()) throw bpfError(-retry.result, context(BpfCommand.PROG_LOAD, subject));
+        const finding = parseVerifierLog(log);
+        const listing = disassemble(spec.instructions, { mark: finding.instructionIndex });
+        throw new VerifierError(-retry.result, context(BpfCommand.PROG_LOAD, subject), {
+          ...finding,
+          log,
+          listing,
+          excerpt: listingExcerpt(listing),
+        });
+      } finally {
+        logBlock.free();
+      }
+    }
+  }
+
+  /** Adopts a program fd (takes ownership). */
+  static fromFd(fd: number): Program {
+    const info = readProgramInfo(fd);
+    return new Program(fd, info.type, info.name);
+  }
+
+  static fromPin(path: string): Program {
+    return Program.fromFd(openPinnedFd(path));
+  }
+
+  static fromId(id: number): Program {
+    return Program.fromFd(getFdById(BpfCommand.PROG_GET_FD_BY_ID, id, `program id ${id}`));
+  }
+
+  private constructor(fd: number, type: ProgramType | number, name: string) {
+    super(fd);
+    this.type = typeof type === 'number' ? type : PROGRAM_TYPES[type];
+    this.name = name;
+  }
+
+  get typeName(): string {
+    return programTypeNames.get(this.type) ?? `type ${this.type}`;
+  }
+
+  get description(): string {
+    return `program '${this.name}' (${this.typeName})`;
+  }
+
+  info(): ProgramInfo {
+    return readProgramInfo(this.fd);
+  }
+
+  get id(): number {
+    return this.info().id;
+  }
+
+  /** BPF_PROG_TEST_RUN: runs the program in the kernel on `data` without attaching it. */
+  testRun(options: TestRunOptions = {}): TestRunResult {
+    const layout = testRunLayout(options);
+    const { block, offsets } = scratchLayout(layout.sizes);
+    const attr = fillTestRun(syncAttr.reset(), this.fd, options, layout, block, offsets);
+    const result = tryBpf(BpfCommand.PROG_TEST_RUN, attr);
+    return finishTestRun(result, attr, layout, block, offsets, this.description);
+  }
+
+  /**
+   * testRun on a worker thread: the main thread stays free (to drain a ring buffer the program
+   * writes to, for instance) while a long `repeat` runs.
+   */
+  async testRunAsync(options: TestRunOptions = {}): Promise<TestRunResult> {
+    const layout = testRunLayout(options);
+    const offsets: number[] = [];
+    let end = 0;
+    for (const size of layout.sizes) {
+      offsets.push(end);
+      end += Math.ceil(Math.max(size, 1) / 8) * 8;
+    }
+    const block = new NativeBlock(end);
+    const attr = new Attr();
+    try {
+      fillTestRun(attr, this.fd, options, layout, block, offsets);
+      const result: SyscallResult = await rawBpfAsync(BpfCommand.PROG_TEST_RUN, attr.block, ATTR_SIZE);
+      return finishTestRun(result, attr, layout, block, offsets, this.description);
+    } finally {
+      attr.block.free();
+      block.free();
+    }
+  }
+}
+
+interface TestRunLayout {
+  data: Buffer;
+  dataOutSize: number;
+  ctx: Buffer | undefined;
+  ctxOutSize: number;
+  sizes: number[];
+}
+
+function testRunLayout(options: TestRunOptions): TestRunLayout {
+  const data = options.data ?? Buffer.alloc(0);
+  const dataOutSize = options.dataOutSize ?? data.length + 256;
+  const ctx = options.context;
+  const ctxOutSize = options.contextOutSize ?? (ctx ? ctx.length : 0);
+  return {
+    data,
+    dataOutSize,
+    ctx,
+    ctxOutSize,
+    sizes: [data.length, dataOutSize, ctx?.length ?? 0, ctxOutSize],
+  };
+}
+
+function fillTestRun(
+  attr: Attr,
+  fd: number,
+  options: TestRunOptions,
+  layout: TestRunLayout,
+  block: NativeBlock,
+  offsets: number[],
+): Attr {
+  const [dataIn = 0, dataOut = 0, ctxIn = 0, ctxOut = 0] = offsets;
+  layout.data.copy(block.buffer, dataIn);
+  if (layout.ctx) layout.ctx.copy(block.buffer, ctxIn);
+  attr
+    .u32(TestRunAttr.progFd, fd)
+    .u32(TestRunAttr.repeat, options.repeat ?? 1)
+    .u32(TestRunAttr.flags, options.flags ?? 0)
+    .u32(TestRunAttr.cpu, options.cpu ?? 0);
+  if (layout.data.length > 0)
+    attr
+      .u32(TestRunAttr.dataSizeIn, layout.data.length)
+      .u64(TestRunAttr.dataIn, block.address + BigInt(dataIn));
+  if (layout.dataOutSize > 0)
+    attr
+      .u32(TestRunAttr.dataSizeOut, layout.dataOutSize)
+      .u64(TestRunAttr.dataOut, block.address + BigInt(dataOut));
+  if (layout.ctx)
+    attr.u32(TestRunAttr.ctxSizeIn, layout.ctx.length).u64(TestRunAttr.ctxIn, block.address + BigInt(ctxIn));
+  if (layout.ctxOutSize > 0)
+    attr
+      .u32(TestRunAttr.ctxSizeOut, layout.ctxOutSize)
+      .u64(TestRunAttr.ctxOut, block.address + BigInt(ctxOut));
+  return attr;
+}
+
+function finishTestRun(
+  result: number,
+  attr: Attr,
+  layout: TestRunLayout,
+  block: NativeBlock,
+  offsets: number[],
+  subject: string,
+): TestRunResult {
+  if (result < 0) throw bpfError(-result, context(BpfCommand.PROG_TEST_RUN, subject));
+  const [, dataOut = 0, , ctxOut = 0] = offsets;
+  const outSize = Math.min(attr.readU32(TestRunAttr.dataSizeOut), layout.dataOutSize);
+  const ctxSize = Math.min(attr.readU32(TestRunAttr.ctxSizeOut), layout.ctxOutSize);
+  return {
+    retval: attr.readU32(TestRunAttr.retval) | 0,
+    durationNs: attr.readU32(TestRunAttr.duration),
+    dataOut: Buffer.from(block.buffer.subarray(dataOut, dataOut + outSize)),
+    contextOut:
+      layout.ctxOutSize > 0 ? Buffer.from(block.buffer.subarray(ctxOut, ctxOut + ctxSize)) : undefined,
+  };
+}
+
+/** struct bpf_prog_info, the fields up to verified_insns. */
+export function readProgramInfo(fd: number): ProgramInfo {
+  const info = objInfo(fd, 224, `program fd ${fd}`);
+  const type = info.readUInt32LE(0);
+  const nameBytes = info.subarray(64, 80);
+  const end = nameBytes.indexOf(0);
+  return {
+    type,
+    typeName: programTypeNames.get(type) ?? `type ${type}`,
+    id: info.readUInt32LE(4),
+    tag: info.subarray(8, 16).toString('hex'),
+    translatedBytes: info.readUInt32LE(20),
+    jitedBytes: info.readUInt32LE(16),
+    mapIds: info.readUInt32LE(52),
+    name: nameBytes.toString('utf8', 0, end < 0 ? 16 : end),
+    verifiedInstructions: info.readUInt32LE(216),
+  };
+}
+
+/** Instruction count of a program (slots), for checks before loading. */
+export function instructionSlots(program: AssembledProgram | readonly Instruction[]): number {
+  return totalSlots(instructionsOf(program));
+}
