@@ -171,7 +171,8 @@ function toGlobalRule(raw: NonNullable<RawGlobalPolicy['spec']['ingress']>[numbe
 export function toGlobalPolicy(raw: RawGlobalPolicy, source: SourceRef): GlobalPolicy {
   const ingress = (raw.spec.ingress ?? []).map(toGlobalRule);
   const egress = (raw.spec.egress ?? []).map(toGlobalRule);
-  const types: PolicyType[] = raw.spec.types
+  // Defaulted like NetworkPolicy.policyTypes: an empty list means "not given".
+  const types: PolicyType[] = raw.spec.types?.length
     ? [...new Set(raw.spec.types)]
     : [
         ...(ingress.length > 0 || egress.length === 0 ? (['Ingress'] as const) : []),

@@ -317,7 +317,9 @@ export function validateManifestTexts(texts: readonly ManifestText[]): {
     model.namespaces.push(implicitDefaultNamespace());
   crossValidate(model, locate, issues);
   const order = new Map(texts.map((t, i) => [t.file, i]));
-  issues.sort((a, b) => (order.get(a.file) ?? -1) - (order.get(b.file) ?? -1) || a.line - b.line);
+  // Lists a manifest points to (Prefilter files) are not inputs themselves: their issues go last.
+  const rank = (f: string): number => order.get(f) ?? Number.MAX_SAFE_INTEGER;
+  issues.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line);
   return issues.length > 0 ? { issues } : { model, issues };
 }
 
