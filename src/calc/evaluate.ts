@@ -29,8 +29,14 @@ export interface Verdict {
   allowed: boolean;
   /** Which stage decided a denial (or 'allowed'). */
   decidedAt: 'prefilter' | 'egress' | 'ingress' | 'same-pod' | 'allowed';
-  /** Name of the prefilter that dropped the packet. */
+  /** Name of the prefilter that dropped the packet (or its replies). */
   prefilter?: string;
+  /**
+   * The prefilter dropped the replies, not the request: it deny-lists sources statelessly
+   * (before conntrack, as XDP and the raw table do), so replies from a listed address never
+   * reach a client on another node.
+   */
+  prefilterReply?: boolean;
   egress?: SideVerdict;
   ingress?: SideVerdict;
   srcEndpoint?: string;
@@ -141,7 +147,7 @@ export class Oracle {
       if (!egress.allowed) return { allowed: false, decidedAt: 'egress', egress, ...ids };
     }
     const sides = egress ? { egress } : {};
-    if (!dst) return { allowed: true, decidedAt: 'allowed', ...sides, ...ids };
+    if (!dst) return { ...this.replyVerdict(src, dst, packet), ...sides, ...ids };
 
     // The prefilter sits where the fabric enters the destination node: pods on the same node bypass it.
     if (!src || src.node !== dst.node) {
@@ -149,13 +155,21 @@ export class Oracle {
       if (prefilter) return { allowed: false, decidedAt: 'prefilter', prefilter, ...sides, ...ids };
     }
     const ingress = this.evaluateSide(dst.id, 'ingress', packet.src, packet.protocol, packet.dport);
-    return {
-      allowed: ingress.allowed,
-      decidedAt: ingress.allowed ? 'allowed' : 'ingress',
-      ...sides,
-      ingress,
-      ...ids,
-    };
+    if (!ingress.allowed) return { allowed: false, decidedAt: 'ingress', ...sides, ingress, ...ids };
+    return { ...this.replyVerdict(src, dst, packet), ...sides, ingress, ...ids };
+  }
+
+  /** Replies cross the fabric into the client's node when the server is elsewhere. */
+  private replyVerdict(
+    src: Endpoint | undefined,
+    dst: Endpoint | undefined,
+    packet: Packet,
+  ): Pick<Verdict, 'allowed' | 'decidedAt' | 'prefilter' | 'prefilterReply'> {
+    if (src && (!dst || dst.node !== src.node)) {
+      const prefilter = this.prefilterDrop(src.node, packet.dst);
+      if (prefilter) return { allowed: false, decidedAt: 'prefilter', prefilter, prefilterReply: true };
+    }
+    return { allowed: true, decidedAt: 'allowed' };
   }
 }
 

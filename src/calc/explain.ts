@@ -35,6 +35,7 @@ export interface Explanation {
   allowed: boolean;
   decidedAt: Verdict['decidedAt'];
   prefilter?: string;
+  prefilterReply?: boolean;
   egress?: SideExplanation;
   ingress?: SideExplanation;
   summary: string;
@@ -133,7 +134,9 @@ export function explain(
       summary = `${what}: allowed (a pod talking to itself never leaves its network namespace)`;
       break;
     case 'prefilter':
-      summary = `${what}: denied by Prefilter ${v.prefilter} before any policy`;
+      summary = v.prefilterReply
+        ? `${what}: denied: Prefilter ${v.prefilter} drops the replies from ${dst} where they enter ${oracle.endpointById(v.srcEndpoint ?? '')?.node ?? 'the node'}`
+        : `${what}: denied by Prefilter ${v.prefilter} before any policy`;
       break;
     default:
       summary = `${what}: ${v.allowed ? 'allowed' : 'denied'}`;
@@ -146,6 +149,7 @@ export function explain(
     allowed: v.allowed,
     decidedAt: v.decidedAt,
     ...(v.prefilter ? { prefilter: v.prefilter } : {}),
+    ...(v.prefilterReply ? { prefilterReply: true } : {}),
     ...(egress ? { egress } : {}),
     ...(ingress ? { ingress } : {}),
     summary,

@@ -62,7 +62,7 @@ export function register(program: Command): void {
         if (result.egress) lines.push(...sideLines(result.egress));
         else if (result.decidedAt !== 'same-pod')
           lines.push('  egress: source is outside the cluster, no egress policy applies');
-        if (result.prefilter)
+        if (result.prefilter && !result.prefilterReply)
           lines.push(`  prefilter ${result.prefilter} drops ${result.from.address} at ${result.to.node}`);
         if (result.ingress) lines.push(...sideLines(result.ingress));
         else if (result.decidedAt === 'allowed')

@@ -611,10 +611,15 @@ describe('Prefilter', () => {
     expect(c.verdict('shop/client', 'shop/db', 'TCP', 5432).allowed).toBe(true);
     // ...but it does cross it to reach shop/web on node-a.
     expect(c.verdict('shop/client', 'shop/web', 'TCP', 80).decidedAt).toBe('prefilter');
-    // Unlisted sources and listed destinations are not affected.
+    // Unlisted sources are not affected, nor a listed destination on the client's own node.
     expect(c.allowed(OUTSIDE_OTHER, 'shop/db', 'TCP', 5432)).toBe(true);
     expect(c.allowed('shop/web', 'other/client', 'TCP', 80)).toBe(true);
-    expect(c.allowed('shop/web', OUTSIDE, 'TCP', 80)).toBe(true);
+    // A listed destination across the fabric: the request leaves, but its replies are listed
+    // sources entering shop/web's node, and the stateless prefilter drops them.
+    const reply = c.verdict('shop/web', OUTSIDE, 'TCP', 80);
+    expect(reply.allowed).toBe(false);
+    expect(reply.decidedAt).toBe('prefilter');
+    expect(reply.prefilterReply).toBe(true);
     // A listed pod leaving the cluster never enters a node from the fabric.
     expect(c.allowed('other/client', OUTSIDE_OTHER, 'TCP', 443)).toBe(true);
   });

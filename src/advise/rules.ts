@@ -1,0 +1,270 @@
+/**
+ * One rule per concern. A rule reads the workload and, where a bench scenario measured the
+ * question, the numbers; it says which mechanism to use, why, and what was measured. Thresholds
+ * are where the measured curves of this project's benches cross or where a documented limitation
+ * starts, and each is named here so a test can pin it.
+ */
+import { EvidenceBook, formatComparison, type Evidence } from './evidence.js';
+import { kernelAtLeast, type Workload } from './workload.js';
+
+export type Choice = 'ebpf' | 'iptables' | 'nftables' | 'any' | 'proxy' | 'mesh' | 'wireguard';
+
+export interface Recommendation {
+  concern: string;
+  choice: Choice;
+  /** One sentence a reader acts on. */
+  advice: string;
+  reasons: string[];
+  evidence: Evidence[];
+  /** False when no bench in this run measured the question and the rule fell back on documented behaviour. */
+  measured: boolean;
+  /**
+   * How much this concern weighs in choosing one backend: 1 for a need or a measured win, less
+   * for a preference ("as fast, and simpler"), so a preference never outvotes a need.
+   */
+  weight: number;
+}
+
+export interface AdviseContext {
+  workload: Workload;
+  evidence: EvidenceBook;
+  /** Kernel release to judge feature support by. */
+  kernel: string;
+}
+
+type Rule = (ctx: AdviseContext) => Recommendation | undefined;
+
+/** tcx (link-based tc attach) arrived in 6.6; the eBPF backend attaches policy with it. */
+export const EBPF_MIN_KERNEL: [number, number] = [6, 6];
+/** Up to here a linear iptables chain is as fast as the alternatives and simplest to read and debug. */
+export const SMALL_RULESET = 50;
+/** From here kube-proxy-style per-service chains dominate connection setup cost. */
+export const MANY_SERVICES = 1000;
+/** Two backends within this factor count as equal, and the tie goes to the priority. */
+export const TIE_FACTOR = 1.2;
+
+export function ebpfSupported(kernel: string): boolean {
+  return kernelAtLeast(kernel, ...EBPF_MIN_KERNEL);
+}
+
+/** Weight of a vote that only says "simpler, and fast enough". */
+export const PREFERENCE_WEIGHT = 0.5;
+
+const rec = (
+  r: Omit<Recommendation, 'evidence' | 'measured' | 'weight'> &
+    Partial<Pick<Recommendation, 'evidence' | 'measured' | 'weight'>>,
+): Recommendation => ({
+  evidence: [],
+  measured: false,
+  weight: 1,
+  ...r,
+});
+
+export const l7Rule: Rule = ({ workload }) =>
+  workload.l7Rules
+    ? rec({
+        concern: 'L7 policy',
+        choice: 'proxy',
+        advice:
+          'Enforce HTTP/gRPC rules in a proxy such as Envoy; keep Switchyard (any backend) for L3/L4 underneath.',
+        reasons: [
+          'L7 rules need the reassembled byte stream and protocol parsers; eBPF programs see packets, are bounded by the verifier, and cannot buffer a request.',
+          'netfilter has no L7 parsers either: this job belongs in neither kernel mechanism.',
+        ],
+      })
+    : undefined;
+
+export const meshRule: Rule = ({ workload }) =>
+  workload.serviceMesh
+    ? rec({
+        concern: 'service-mesh control',
+        choice: 'mesh',
+        advice:
+          'Use a service mesh (Envoy-based such as Istio, or Linkerd) for mTLS, retries and traffic splitting.',
+        reasons: [
+          "Retries, per-request routing and certificate rotation are user-space proxy work, not a packet filter's.",
+        ],
+      })
+    : undefined;
+
+export const encryptionRule: Rule = ({ workload }) =>
+  workload.encryption
+    ? rec({
+        concern: 'encryption',
+        choice: 'wireguard',
+        advice: 'Encrypt with WireGuard (or IPsec) in the kernel, not in eBPF.',
+        reasons: [
+          'eBPF has no helpers for bulk per-packet encryption; the kernel crypto behind WireGuard/IPsec is faster and audited.',
+          'Switchyard policy still applies to the inner (pod) addresses on any backend.',
+        ],
+      })
+    : undefined;
+
+export const kernelRule: Rule = ({ kernel }) =>
+  ebpfSupported(kernel)
+    ? undefined
+    : rec({
+        concern: 'kernel support',
+        choice: 'nftables',
+        advice: `Kernel ${kernel} is older than ${EBPF_MIN_KERNEL.join('.')}: use a netfilter backend.`,
+        reasons: [
+          `The eBPF backend attaches policy with tcx links, which need Linux ${EBPF_MIN_KERNEL.join('.')} or later.`,
+        ],
+      });
+
+export const policyRule: Rule = ({ workload, evidence }) => {
+  const rules = workload.rulesPerEndpoint;
+  const small = rules <= SMALL_RULESET;
+  const simplicityFirst = workload.priority === 'simplicity';
+  const c = evidence.compare('policy', { rules });
+  if (c) {
+    const tie = c.ranking.filter((r) => r.behind <= TIE_FACTOR).map((r) => r.backend);
+    const simple = small && simplicityFirst && tie.includes('iptables');
+    return rec({
+      concern: 'policy enforcement',
+      choice: (simple ? 'iptables' : c.best) as Choice,
+      advice: simple
+        ? `With ~${rules} rules per endpoint iptables is as fast as the rest (within ${TIE_FACTOR}x) and the simplest to operate.`
+        : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
+      reasons: [`measured per-packet cost: ${formatComparison(c, 'ns/packet')}`],
+      evidence: c.evidence,
+      measured: true,
+      weight: tie.length > 1 ? PREFERENCE_WEIGHT : 1,
+    });
+  }
+  return rec({
+    concern: 'policy enforcement',
+    choice: small ? (simplicityFirst ? 'iptables' : 'any') : 'nftables',
+    advice: small
+      ? `With ~${rules} rules per endpoint any backend is fast enough${simplicityFirst ? '; iptables is the simplest' : ''}.`
+      : `At ~${rules} rules per endpoint avoid linear iptables chains: nftables sets/maps or eBPF.`,
+    reasons: ['not measured in this run: run `switchyard bench policy` for numbers'],
+    weight: small ? PREFERENCE_WEIGHT : 1,
+  });
+};
+
+export const setUpdateRule: Rule = ({ workload, evidence }) => {
+  if (workload.setUpdatesPerSecond === 0 && workload.addressesPerSet < 1000) return undefined;
+  const c = evidence.compare('set-update', { size: workload.addressesPerSet });
+  if (!c) {
+    return rec({
+      concern: 'IP-set updates',
+      choice: 'any',
+      advice: 'Large or churning address sets: measure with `switchyard bench set-update` before choosing.',
+      reasons: ['not measured in this run'],
+    });
+  }
+  const slowest = c.ranking[c.ranking.length - 1];
+  const allKeepUp = slowest !== undefined && slowest.median >= 10 * workload.setUpdatesPerSecond;
+  return rec({
+    concern: 'IP-set updates',
+    choice: allKeepUp ? 'any' : (c.best as Choice),
+    advice: allKeepUp
+      ? `Every backend absorbs ${workload.setUpdatesPerSecond} updates/s with 10x headroom; let other concerns decide.`
+      : `${c.best} keeps up best with ${workload.setUpdatesPerSecond} set updates/s on ${workload.addressesPerSet}-address sets.`,
+    reasons: [`measured update rate: ${formatComparison(c, 'updates/s')}`],
+    evidence: c.evidence,
+    measured: true,
+  });
+};
+
+export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
+  if (workload.services === 0) return undefined;
+  const c = evidence.compare('services', { services: workload.services });
+  const many = workload.services >= MANY_SERVICES;
+  if (c) {
+    const choice = (
+      !ebpfSupported(kernel) && c.best === 'ebpf' ? (c.ranking[1]?.backend ?? 'nftables') : c.best
+    ) as Choice;
+    return rec({
+      concern: 'service load balancing',
+      choice,
+      advice:
+        choice === 'ebpf'
+          ? `eBPF connect-time balancing: the backend is chosen once per connection, no per-packet NAT, flat in the number of services.`
+          : `${choice} sets up connections fastest at ${workload.services} services.`,
+      reasons: [`measured new-connection rate: ${formatComparison(c, 'conn/s')}`],
+      evidence: c.evidence,
+      measured: true,
+    });
+  }
+  return rec({
+    concern: 'service load balancing',
+    choice: many && ebpfSupported(kernel) ? 'ebpf' : 'any',
+    advice: many
+      ? 'Many services: eBPF connect-time balancing avoids kube-proxy-style chains that grow with every service.'
+      : 'Few services: every backend balances them cheaply.',
+    reasons: ['not measured in this run: run `switchyard bench services`'],
+  });
+};
+
+export const prefilterRule: Rule = ({ workload, evidence, kernel }) => {
+  if (workload.prefilterEntries === 0) return undefined;
+  const c = evidence.compare('prefilter', { cidrs: workload.prefilterEntries });
+  const flood = workload.floodPacketsPerSecond;
+  if (c) {
+    const best = c.ranking[0];
+    const rawTable = c.ranking.find((r) => r.backend !== 'ebpf');
+    const rawKeepsUp = rawTable !== undefined && flood > 0 && rawTable.median >= 2 * flood;
+    const choice = (
+      rawKeepsUp || !ebpfSupported(kernel) ? (rawTable?.backend ?? 'iptables') : (best?.backend ?? 'ebpf')
+    ) as Choice;
+    return rec({
+      concern: 'DDoS prefilter',
+      choice,
+      advice:
+        choice === 'ebpf'
+          ? 'Drop deny-listed sources at XDP, before the stack allocates anything.'
+          : `The raw table drops ${flood} pps with room to spare; XDP is not needed at this rate.`,
+      reasons: [`measured drop rate with ${workload.prefilterEntries} CIDRs: ${formatComparison(c, 'pps')}`],
+      evidence: c.evidence,
+      measured: true,
+    });
+  }
+  return rec({
+    concern: 'DDoS prefilter',
+    choice: ebpfSupported(kernel) ? 'ebpf' : 'iptables',
+    advice: 'XDP drops before socket buffers are allocated; the raw table drops after.',
+    reasons: ['not measured in this run: run `switchyard bench prefilter`'],
+  });
+};
+
+export const observabilityRule: Rule = ({ workload, evidence, kernel }) => {
+  if (!workload.flowLogs && !workload.processContext) return undefined;
+  if (workload.processContext) {
+    return rec({
+      concern: 'flow records',
+      choice: ebpfSupported(kernel) ? 'ebpf' : 'any',
+      advice: ebpfSupported(kernel)
+        ? 'Process context (pid, comm) needs eBPF socket hooks: netfilter logs packets, not the process that sent them.'
+        : 'Process context needs eBPF, which this kernel cannot run for Switchyard; netfilter gives flows without it.',
+      reasons: ['NFLOG and conntrack events carry addresses and ports only'],
+    });
+  }
+  const c = evidence.compare('observe', { flows: 'on' });
+  return rec({
+    concern: 'flow records',
+    choice: 'any',
+    advice:
+      'Flow logs without process context work on every backend (ringbuf on eBPF, NFLOG/conntrack on netfilter).',
+    reasons: c
+      ? [`measured throughput with flow records on: ${formatComparison(c, 'Gbit/s')}`]
+      : ['not measured in this run'],
+    evidence: c?.evidence ?? [],
+    measured: !!c,
+  });
+};
+
+export const RULES: readonly Rule[] = [
+  kernelRule,
+  l7Rule,
+  meshRule,
+  encryptionRule,
+  policyRule,
+  setUpdateRule,
+  servicesRule,
+  prefilterRule,
+  observabilityRule,
+];
+
+export { EvidenceBook };

@@ -1,0 +1,59 @@
+/**
+ * What the advisor needs to know about a workload. Written by hand as YAML/JSON, or derived from
+ * manifests (counts of endpoints, policies, set sizes, services, prefilter entries).
+ */
+import { z } from 'zod';
+
+export const workloadSchema = z.strictObject({
+  /** Pods on one node. */
+  endpoints: z.number().int().min(0).default(10),
+  /** Policies (NetworkPolicy + GlobalPolicy) selecting a typical endpoint. */
+  policiesPerEndpoint: z.number().int().min(0).default(1),
+  /** Rules evaluated for a typical endpoint and direction. */
+  rulesPerEndpoint: z.number().int().min(0).default(5),
+  /** Addresses in the largest IP set a rule references. */
+  addressesPerSet: z.number().int().min(0).default(10),
+  /** IP-set membership changes per second (pod churn, threat feeds). */
+  setUpdatesPerSecond: z.number().min(0).default(0),
+  services: z.number().int().min(0).default(0),
+  /** New connections per second on the node. */
+  connectionsPerSecond: z.number().min(0).default(100),
+  /** Deny-listed CIDRs dropped before conntrack. */
+  prefilterEntries: z.number().int().min(0).default(0),
+  /** Expected attack rate at the prefilter, packets per second. */
+  floodPacketsPerSecond: z.number().min(0).default(0),
+  /** HTTP/gRPC-aware rules (paths, methods, headers). */
+  l7Rules: z.boolean().default(false),
+  /** mTLS, retries, traffic splitting between service versions. */
+  serviceMesh: z.boolean().default(false),
+  /** Encrypt pod traffic on the wire. */
+  encryption: z.boolean().default(false),
+  flowLogs: z.boolean().default(false),
+  /** Flow records must name the process (pid, comm) that opened the connection. */
+  processContext: z.boolean().default(false),
+  /** What matters most when backends tie. */
+  priority: z.enum(['latency', 'cpu', 'simplicity']).default('simplicity'),
+  /** Kernel release, e.g. "6.1.0"; default: the running kernel. */
+  kernel: z
+    .string()
+    .regex(/^\d+\.\d+/, 'kernel must look like 6.1 or 6.1.0')
+    .optional(),
+});
+
+export type Workload = z.infer<typeof workloadSchema>;
+export type WorkloadInput = z.input<typeof workloadSchema>;
+
+export function parseWorkload(input: unknown): Workload {
+  return workloadSchema.parse(input);
+}
+
+/** "6.1.0-18-amd64" → [6, 1] */
+export function kernelVersion(release: string): [number, number] {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+export function kernelAtLeast(release: string, major: number, minor: number): boolean {
+  const [a, b] = kernelVersion(release);
+  return a > major || (a === major && b >= minor);
+}

@@ -1,0 +1,233 @@
+/** Table-driven: each advisor rule, with and without measurements, and the overall choice. */
+import { describe, expect, it } from 'vitest';
+import { advise, parseWorkload, workloadFromIR, type WorkloadInput } from '../../src/advise/index.js';
+import type { BenchReport } from '../../src/bench/runner.js';
+import type { BenchScenarioResult } from '../../src/bench/types.js';
+import { buildIR } from '../../src/calc/index.js';
+import { loadManifests } from '../../src/model/index.js';
+
+const NEW_KERNEL = '6.18.0';
+const OLD_KERNEL = '5.15.0';
+
+function scenario(
+  name: string,
+  unit: string,
+  better: 'lower' | 'higher',
+  rows: [backend: string, params: Record<string, number | string>, median: number][],
+): BenchScenarioResult {
+  return {
+    name,
+    unit,
+    better,
+    rows: rows.map(([backend, params, median]) => ({
+      backend,
+      params,
+      median,
+      p10: median,
+      p90: median,
+      samples: [median],
+    })),
+  };
+}
+
+function report(...scenarios: BenchScenarioResult[]): BenchReport {
+  return { machine: { kernel: NEW_KERNEL, cpus: 2, node: 'v20' }, scenarios };
+}
+
+// Shapes of the curves the benches produce: iptables linear in rules, nft/eBPF flat.
+const policyBench = scenario('policy', 'ns/packet', 'lower', [
+  ['iptables', { rules: 10 }, 90],
+  ['nftables', { rules: 10 }, 95],
+  ['ebpf', { rules: 10 }, 85],
+  ['iptables', { rules: 1000 }, 4000],
+  ['nftables', { rules: 1000 }, 600],
+  ['ebpf', { rules: 1000 }, 300],
+]);
+const servicesBench = scenario('services', 'conn/s', 'higher', [
+  ['iptables', { services: 10000 }, 3000],
+  ['nftables', { services: 10000 }, 5000],
+  ['ebpf', { services: 10000 }, 9000],
+]);
+const setBench = scenario('set-update', 'updates/s', 'higher', [
+  ['iptables', { size: 100000 }, 40000],
+  ['nftables', { size: 100000 }, 20000],
+  ['ebpf', { size: 100000 }, 300000],
+]);
+const prefilterBench = scenario('prefilter', 'pps', 'higher', [
+  ['iptables', { cidrs: 100000 }, 900000],
+  ['ebpf', { cidrs: 100000 }, 5000000],
+]);
+
+interface Row {
+  name: string;
+  workload: WorkloadInput;
+  report?: BenchReport;
+  concern: string;
+  choice: string;
+  measured?: boolean;
+  backend?: string;
+}
+
+const rows: Row[] = [
+  { name: 'L7 rules go to a proxy', workload: { l7Rules: true }, concern: 'L7 policy', choice: 'proxy' },
+  {
+    name: 'service-mesh control goes to a mesh',
+    workload: { serviceMesh: true },
+    concern: 'service-mesh control',
+    choice: 'mesh',
+  },
+  {
+    name: 'per-packet crypto goes to WireGuard',
+    workload: { encryption: true },
+    concern: 'encryption',
+    choice: 'wireguard',
+  },
+  {
+    name: 'an old kernel rules eBPF out',
+    workload: { kernel: OLD_KERNEL, services: 20000 },
+    concern: 'kernel support',
+    choice: 'nftables',
+    // 20k services: nftables' verdict map beats iptables' per-service chains.
+    backend: 'nftables',
+  },
+  {
+    name: 'small rule sets: iptables is as fast and simpler (measured)',
+    workload: { rulesPerEndpoint: 10 },
+    report: report(policyBench),
+    concern: 'policy enforcement',
+    choice: 'iptables',
+    measured: true,
+    backend: 'iptables',
+  },
+  {
+    name: 'large rule sets: the measured fastest wins',
+    workload: { rulesPerEndpoint: 800, priority: 'latency' },
+    report: report(policyBench),
+    concern: 'policy enforcement',
+    choice: 'ebpf',
+    measured: true,
+    backend: 'ebpf',
+  },
+  {
+    name: 'large rule sets without numbers: avoid linear chains',
+    workload: { rulesPerEndpoint: 800 },
+    concern: 'policy enforcement',
+    choice: 'nftables',
+    measured: false,
+  },
+  {
+    name: 'many services: eBPF connect-time balancing (measured)',
+    workload: { services: 10000 },
+    report: report(servicesBench),
+    concern: 'service load balancing',
+    choice: 'ebpf',
+    measured: true,
+    backend: 'ebpf',
+  },
+  {
+    name: 'few services without numbers: any backend',
+    workload: { services: 20 },
+    concern: 'service load balancing',
+    choice: 'any',
+  },
+  {
+    name: 'fast-churning large sets: the fastest updater',
+    workload: { addressesPerSet: 100000, setUpdatesPerSecond: 5000 },
+    report: report(setBench),
+    concern: 'IP-set updates',
+    choice: 'ebpf',
+    measured: true,
+  },
+  {
+    name: 'slow set churn: every backend keeps up',
+    workload: { addressesPerSet: 100000, setUpdatesPerSecond: 10 },
+    report: report(setBench),
+    concern: 'IP-set updates',
+    choice: 'any',
+    measured: true,
+  },
+  {
+    name: 'a flood the raw table cannot absorb: XDP',
+    workload: { prefilterEntries: 100000, floodPacketsPerSecond: 2000000 },
+    report: report(prefilterBench),
+    concern: 'DDoS prefilter',
+    choice: 'ebpf',
+    measured: true,
+  },
+  {
+    name: 'a small flood the raw table absorbs: no XDP needed',
+    workload: { prefilterEntries: 100000, floodPacketsPerSecond: 100000 },
+    report: report(prefilterBench),
+    concern: 'DDoS prefilter',
+    choice: 'iptables',
+    measured: true,
+  },
+  {
+    name: 'process context in flow records needs eBPF',
+    workload: { flowLogs: true, processContext: true },
+    concern: 'flow records',
+    choice: 'ebpf',
+    backend: 'ebpf',
+  },
+  {
+    name: 'plain flow logs work everywhere',
+    workload: { flowLogs: true },
+    concern: 'flow records',
+    choice: 'any',
+  },
+];
+
+describe('advise rules', () => {
+  it.each(rows)('$name', (row) => {
+    const a = advise(parseWorkload({ kernel: NEW_KERNEL, ...row.workload }), row.report);
+    const r = a.recommendations.find((x) => x.concern === row.concern);
+    expect(r, `no recommendation for ${row.concern}: ${JSON.stringify(a.recommendations)}`).toBeDefined();
+    expect(r?.choice).toBe(row.choice);
+    if (row.measured !== undefined) expect(r?.measured).toBe(row.measured);
+    if (row.measured) {
+      expect(r?.evidence.length).toBeGreaterThan(1);
+      expect(r?.reasons.join(' ')).toMatch(/measured/);
+    }
+    if (row.backend) expect(a.backend).toBe(row.backend);
+  });
+
+  it('reads the nearest measured parameter (800 rules → the 1000-rule rows)', () => {
+    const a = advise(parseWorkload({ kernel: NEW_KERNEL, rulesPerEndpoint: 800 }), report(policyBench));
+    const r = a.recommendations.find((x) => x.concern === 'policy enforcement');
+    expect(r?.evidence.every((e) => e.params.rules === 1000)).toBe(true);
+  });
+
+  it('never picks eBPF on a kernel without tcx, even when eBPF measured best', () => {
+    const a = advise(
+      parseWorkload({ kernel: OLD_KERNEL, services: 10000, processContext: true }),
+      report(servicesBench),
+    );
+    expect(a.backend).not.toBe('ebpf');
+    expect(a.recommendations.find((r) => r.concern === 'service load balancing')?.choice).toBe('nftables');
+  });
+
+  it('with nothing to separate the backends, the priority decides', () => {
+    expect(advise(parseWorkload({ kernel: NEW_KERNEL, priority: 'simplicity' })).backend).toBe('iptables');
+    expect(advise(parseWorkload({ kernel: NEW_KERNEL, priority: 'latency' })).backend).toBe('ebpf');
+  });
+
+  it('lists jobs for something other than a packet filter separately and names them in the summary', () => {
+    const a = advise(parseWorkload({ kernel: NEW_KERNEL, l7Rules: true, encryption: true }));
+    expect(a.elsewhere.map((e) => e.choice).sort()).toEqual(['proxy', 'wireguard']);
+    expect(a.summary).toMatch(/L7 policy → proxy/);
+  });
+
+  it('rejects a bad workload field by name', () => {
+    expect(() => parseWorkload({ services: -1 })).toThrow(/services/);
+    expect(() => parseWorkload({ servces: 3 })).toThrow(/servces/);
+  });
+
+  it('derives a workload from manifests', () => {
+    const ir = buildIR(loadManifests(['examples/walkthrough', 'examples/global']));
+    const w = workloadFromIR(ir);
+    // 198.18.200.0/24 and 198.18.201.0/24 merge into one /23; plus one host entry.
+    expect(w.prefilterEntries).toBe(2);
+    expect(w.flowLogs).toBe(true);
+    expect(w.rulesPerEndpoint).toBeGreaterThan(0);
+  });
+});
