@@ -11,3 +11,4 @@ export {
   type SideExplanation,
   type RuleRef,
 } from './explain.js';
+export { servedPorts, servesPort } from './serving.js';

@@ -1,8 +1,12 @@
 import type { IR, Protocol } from '../ir/types.js';
 import type { ReachMatrix } from './api.js';
 import { Oracle } from './evaluate.js';
+import { servesPort } from './serving.js';
 
-/** The pod×pod matrix the evaluator predicts for new connections to `port`/`protocol`. */
+/**
+ * The pod×pod matrix of new connections to `port`/`protocol` that would be established: policy
+ * allows them (the evaluator) and the destination serves the port.
+ */
 export function reachMatrix(ir: IR, port: number, protocol: Protocol): ReachMatrix {
   const oracle = new Oracle(ir);
   const results: ReachMatrix['results'] = {};
@@ -14,6 +18,7 @@ export function reachMatrix(ir: IR, port: number, protocol: Protocol): ReachMatr
       row[dst.id] =
         srcAddr !== undefined &&
         dstAddr !== undefined &&
+        servesPort(dst, port, protocol) &&
         oracle.evaluate({ src: srcAddr, dst: dstAddr, protocol, dport: port }).allowed;
     }
     results[src.id] = row;

@@ -10,5 +10,7 @@ export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = 
   () => import('./explain.js'),
   () => import('./reach.js'),
   () => import('./compile.js'),
+  () => import('./lab.js'),
   () => import('./bench.js'),
+  () => import('./advise.js'),
 ];

@@ -6,9 +6,12 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildIR, explain, reachMatrix } from '../calc/index.js';
-import { formatIssue, loadManifests, validateManifests } from '../model/index.js';
-import { formatReachGrid } from './output.js';
+import { buildIR, explain, reachMatrix, type ReachMatrix } from '../calc/index.js';
+import type { BackendName } from '../dataplane/backend.js';
+import { availableBackends, loadBackend } from '../dataplane/registry.js';
+import { allLabSummaries, converge, labDown, measureReach } from '../lab/index.js';
+import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
+import { formatReachGrid, formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
 
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -84,6 +87,118 @@ function policySteps(): DemoStep[] {
   ];
 }
 
+/** The lab the demo creates and always removes; refuses to touch a lab of the same name it did not make. */
+const DEMO_LAB = 'demotour';
+const PROBES = [
+  { port: 80, protocol: 'TCP' as const },
+  { port: 8080, protocol: 'TCP' as const },
+  { port: 5432, protocol: 'TCP' as const },
+];
+
+function disagreements(predicted: ReachMatrix, measured: ReachMatrix): string[] {
+  const out: string[] = [];
+  for (const [src, row] of Object.entries(predicted.results))
+    for (const [dst, want] of Object.entries(row))
+      if (measured.results[src]?.[dst] !== want) out.push(`${src} → ${dst} predicted ${want}`);
+  return out;
+}
+
+function labSteps(model: Model, files: string[]): DemoStep[] {
+  const backends = availableBackends();
+  const rows: (string | number)[][] = [];
+  let last: { backend: string; nodes: { name: string; netns: string }[] } | undefined;
+  const steps: DemoStep[] = [
+    {
+      title: 'Bring up a lab: 2 nodes and 4 pods as network namespaces, probe servers on every declared port',
+      command: `switchyard lab up examples/walkthrough examples/global --name ${DEMO_LAB}`,
+      run: async () => {
+        if (allLabSummaries().some((l) => l.name === DEMO_LAB))
+          throw new Error(
+            `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
+          );
+        const r = await converge({ name: DEMO_LAB, model, files, mode: 'up', backend: 'none' });
+        const pods = (r.state.topology?.pods ?? []).map((p) => `${p.id} on ${p.node} at ${p.address}`);
+        return [
+          `up in ${r.durationMs.toFixed(0)} ms, no policy enforced yet:`,
+          ...pods.map((p) => `  ${p}`),
+        ].join('\n');
+      },
+    },
+  ];
+  for (const backend of backends) {
+    steps.push({
+      title: `Enforce the same policies with ${backend} and measure every pair with real connections`,
+      command: `switchyard lab apply examples/walkthrough examples/global --name ${DEMO_LAB} --backend ${backend} && switchyard lab reach --name ${DEMO_LAB} --port 5432`,
+      run: async () => {
+        const r = await converge({ name: DEMO_LAB, model, files, mode: 'apply', backend });
+        const ir = r.state.ir;
+        const lines: string[] = [];
+        let agree = 0;
+        let total = 0;
+        let reachMs = 0;
+        for (const probe of PROBES) {
+          const predicted = reachMatrix(ir, probe.port, probe.protocol);
+          const measured = await measureReach(DEMO_LAB, probe);
+          reachMs += measured.durationMs;
+          const diff = disagreements(predicted, measured.matrix);
+          total += Object.values(predicted.results).reduce((n, row) => n + Object.keys(row).length, 0);
+          agree +=
+            Object.values(predicted.results).reduce((n, row) => n + Object.keys(row).length, 0) - diff.length;
+          lines.push(...diff.map((d) => `  MISMATCH ${probe.protocol}/${probe.port}: ${d}`));
+          if (probe.port === 5432)
+            lines.unshift(
+              `measured ${probe.protocol}/${probe.port}:`,
+              formatReachGrid(measured.matrix.results),
+            );
+        }
+        rows.push([
+          backend,
+          `${r.durationMs.toFixed(0)} ms`,
+          `${agree}/${total}`,
+          `${reachMs.toFixed(0)} ms`,
+        ]);
+        last = { backend, nodes: r.state.topology?.nodes ?? [] };
+        lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
+        return lines.join('\n');
+      },
+    });
+  }
+  steps.push(
+    {
+      title: 'Side by side: every backend gave the verdicts the reference evaluator predicted',
+      command: '(summary of the steps above)',
+      run: () => formatTable(['backend', 'apply', 'pairs agreeing', 'reach measured in'], rows),
+    },
+    {
+      title: 'Counters read from the kernel: which rule let the packets through',
+      command: `switchyard lab counters --name ${DEMO_LAB}`,
+      run: async () => {
+        if (!last) return 'no backend registered';
+        const backend = await loadBackend(last.backend as BackendName);
+        const counters: (string | number)[][] = [];
+        for (const node of last.nodes) {
+          const target = { scope: DEMO_LAB, node: node.name, netns: node.netns };
+          for (const c of await backend.counters(target))
+            if (c.packets > 0 && c.endpoint)
+              counters.push([node.name, c.endpoint, c.direction ?? '', c.rule, c.packets]);
+        }
+        return (
+          `${last.backend}:\n` + formatTable(['node', 'endpoint', 'direction', 'rule', 'packets'], counters)
+        );
+      },
+    },
+    {
+      title: 'Clean up: namespaces, cgroups, pins, probe servers',
+      command: `switchyard lab down --name ${DEMO_LAB}`,
+      run: async () => {
+        await labDown(DEMO_LAB);
+        return 'removed';
+      },
+    },
+  );
+  return steps;
+}
+
 export async function runDemo(steps: DemoStep[]): Promise<void> {
   const started = Date.now();
   for (const [i, step] of steps.entries()) {
@@ -98,7 +213,20 @@ export function register(program: Command): void {
   program
     .command('demo')
     .description('a guided tour: validate, explain, predict, then enforce in a lab and compare')
-    .action(async () => {
-      await runDemo(policySteps());
+    .option('--no-lab', 'only the steps that need no root (no namespaces, no kernel changes)')
+    .action(async (opts: { lab: boolean }) => {
+      const steps = policySteps();
+      const root = process.getuid?.() === 0;
+      if (opts.lab && root) {
+        const files = [join(EXAMPLES_DIR, 'walkthrough'), join(EXAMPLES_DIR, 'global')];
+        steps.push(...labSteps(loadManifests(files), files));
+      }
+      try {
+        await runDemo(steps);
+      } finally {
+        if (opts.lab && root && allLabSummaries().some((l) => l.name === DEMO_LAB)) await labDown(DEMO_LAB);
+      }
+      if (opts.lab && !root)
+        process.stdout.write('\n(run as root to see the lab steps: real namespaces and packets)\n');
     });
 }

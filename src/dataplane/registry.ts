@@ -1,7 +1,10 @@
 import type { Backend, BackendName } from './backend.js';
 
 /** Backends load lazily: the eBPF one pulls in koffi, the netfilter ones only shell out. One line each. */
-const loaders: Partial<Record<BackendName, () => Promise<Backend>>> = {};
+const loaders: Partial<Record<BackendName, () => Promise<Backend>>> = {
+  nftables: async () => (await import('./nftables/index.js')).nftablesBackend,
+  iptables: async () => (await import('./iptables/index.js')).iptablesBackend,
+};
 
 export function availableBackends(): BackendName[] {
   return Object.keys(loaders) as BackendName[];

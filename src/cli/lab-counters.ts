@@ -1,0 +1,59 @@
+/**
+ * `switchyard lab counters`: per-rule packet and byte counters read from the kernel of every node
+ * of a running lab, through the Backend interface (so any backend that implements counters works).
+ */
+import type { Command } from 'commander';
+import type { BackendName, RuleCounter } from '../dataplane/backend.js';
+import { loadBackend } from '../dataplane/registry.js';
+import { DEFAULT_LAB } from '../lab/names.js';
+import { readState } from '../lab/state.js';
+import { CliError, formatTable, printJson } from './output.js';
+
+export interface NodeCounters {
+  node: string;
+  counters: RuleCounter[];
+}
+
+export function registerLabCounters(lab: Command): void {
+  lab
+    .command('counters')
+    .description("per-rule packet and byte counters from each node's kernel")
+    .option('--name <lab>', 'lab name', DEFAULT_LAB)
+    .option('--node <name>', 'only this node')
+    .option('--matched', 'only rules that counted at least one packet')
+    .option('--json', 'machine-readable: [{node, counters: [{rule, endpoint, direction, packets, bytes}]}]')
+    .action(async (opts: { name: string; node?: string; matched?: boolean; json?: boolean }) => {
+      const state = readState(opts.name);
+      if (!state) throw new CliError(`no lab '${opts.name}' (start one with 'switchyard lab up FILES')`);
+      if (state.backend === 'none')
+        throw new CliError(
+          `lab '${opts.name}' runs without a backend: nothing installs rules, so nothing counts`,
+        );
+      const nodes = state.topology?.nodes ?? [];
+      if (nodes.length === 0)
+        throw new CliError(`lab '${opts.name}' has no nodes yet (status: ${state.status})`);
+      const selected = opts.node ? nodes.filter((n) => n.name === opts.node) : nodes;
+      if (opts.node && selected.length === 0)
+        throw new CliError(
+          `lab '${opts.name}' has no node '${opts.node}' (nodes: ${nodes.map((n) => n.name).join(', ')})`,
+          2,
+        );
+      const backend = await loadBackend(state.backend as BackendName);
+      const result: NodeCounters[] = await Promise.all(
+        selected.map(async (n) => ({
+          node: n.name,
+          counters: await backend.counters({ scope: state.name, node: n.name, netns: n.netns }),
+        })),
+      );
+      if (opts.json) return printJson(result);
+      const rows = result.flatMap((r) =>
+        r.counters
+          .filter((c) => !opts.matched || c.packets > 0)
+          .map((c) => [r.node, c.endpoint ?? '-', c.direction ?? '-', c.rule, c.packets, c.bytes]),
+      );
+      process.stdout.write(`${state.backend} counters of lab ${state.name}\n`);
+      process.stdout.write(
+        formatTable(['node', 'endpoint', 'direction', 'rule', 'packets', 'bytes'], rows) + '\n',
+      );
+    });
+}

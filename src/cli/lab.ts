@@ -1,0 +1,278 @@
+import cliProgress from 'cli-progress';
+import { Command, Option } from 'commander';
+import type { CleanupReport, LabDetail, LabPod, Progress } from '../lab/index.js';
+import { registerLabCounters } from './lab-counters.js';
+import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
+
+// src/lab pulls in koffi; load it only when a lab command actually runs.
+const lab = (): Promise<typeof import('../lab/index.js')> => import('../lab/index.js');
+
+const BACKENDS = ['none', 'iptables', 'nftables', 'ebpf'] as const;
+type BackendOption = (typeof BACKENDS)[number];
+
+function nameOption(): Option {
+  return new Option('--name <lab>', 'lab name (lower-case letters, digits, -)').default('demo');
+}
+
+async function checkedName(name: string): Promise<string> {
+  const error = (await lab()).labNameError(name);
+  if (error) throw new CliError(error, 2);
+  return name;
+}
+
+function parseLabProtocol(v: string): 'TCP' | 'UDP' {
+  const p = v.toUpperCase();
+  if (p !== 'TCP' && p !== 'UDP') throw new CliError(`--protocol must be TCP or UDP, not '${v}'`, 2);
+  return p;
+}
+
+function parseTimeout(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 10 || n > 60_000)
+    throw new CliError(`--timeout must be 10-60000 ms, not '${v}'`, 2);
+  return n;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, ...v.split(',').filter(Boolean)];
+}
+
+/** A progress bar on stderr when it is a terminal; silence otherwise (CI logs, pipes). */
+function progressBar(): Progress | undefined {
+  if (process.stderr.isTTY !== true) return undefined;
+  const bar = new cliProgress.SingleBar(
+    {
+      format: 'lab {label} {bar} {value}/{total}',
+      hideCursor: true,
+      clearOnComplete: true,
+      stream: process.stderr,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let active = false;
+  let value = 0;
+  return {
+    phase(label, total) {
+      if (active) bar.stop();
+      value = 0;
+      bar.start(total, 0, { label: label.padEnd(16) });
+      active = true;
+    },
+    tick() {
+      if (active) bar.update(++value);
+    },
+    done() {
+      if (active) bar.stop();
+      active = false;
+    },
+  };
+}
+
+function podTable(pods: readonly LabPod[]): string {
+  return formatTable(
+    ['POD', 'NODE', 'ADDRESS', 'NETNS', 'PORTS'],
+    pods.map((p) => [
+      p.id,
+      p.node,
+      p.address,
+      p.netns,
+      p.ports.map((x) => `${x.port}/${x.protocol}`).join(' '),
+    ]),
+  );
+}
+
+async function upOrApply(
+  mode: 'up' | 'apply',
+  files: string[],
+  opts: { name: string; backend?: BackendOption; nodes?: number },
+): Promise<void> {
+  const name = await checkedName(opts.name);
+  const model = loadModelOrFail(files);
+  const l = await lab();
+  const progress = progressBar();
+  let result;
+  try {
+    result = await l.converge({
+      name,
+      model,
+      files,
+      mode,
+      ...(opts.backend ? { backend: opts.backend } : {}),
+      ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(progress ? { progress } : {}),
+    });
+  } finally {
+    progress?.done();
+  }
+  const t = result.state.topology;
+  const pods = t?.pods ?? [];
+  const changes = [
+    result.rebuilt ? 'rebuilt an interrupted lab' : '',
+    result.added.length ? `+${result.added.length} pods` : '',
+    result.removed.length ? `-${result.removed.length} pods` : '',
+    result.nodesAdded.length ? `+${result.nodesAdded.length} nodes` : '',
+    result.nodesRemoved.length ? `-${result.nodesRemoved.length} nodes` : '',
+    result.backendChange ? `backend ${result.backendChange.from} → ${result.backendChange.to}` : '',
+  ].filter(Boolean);
+  process.stdout.write(
+    `lab ${name}: ${pods.length} pods on ${t?.nodes.length ?? 0} nodes, backend ${result.state.backend}, ` +
+      `probe server pid ${result.state.probe?.pid ?? '-'} (${changes.join(', ') || 'no changes'}; ${result.durationMs} ms)\n\n`,
+  );
+  process.stdout.write(podTable(pods) + '\n');
+}
+
+function cleanupLine(r: CleanupReport): string {
+  const parts = [
+    `${r.netns.length} namespaces`,
+    r.processes.length ? `processes ${r.processes.join(',')}` : '',
+    r.cgroups ? 'cgroups' : '',
+    r.pins ? 'pins' : '',
+    r.stateDir ? 'state' : '',
+  ].filter(Boolean);
+  const nothing = r.netns.length === 0 && !r.processes.length && !r.cgroups && !r.pins && !r.stateDir;
+  return `lab ${r.lab}: ${nothing ? 'nothing to remove' : `removed ${parts.join(', ')}`}`;
+}
+
+function printDetail(d: LabDetail): void {
+  process.stdout.write(
+    `lab ${d.name}: ${d.status}, backend ${d.backend ?? '-'}, probe server ` +
+      `${d.probeServer ? `pid ${d.probeServer.pid} ${d.probeServer.running ? 'running' : 'NOT running'}` : 'none'}\n`,
+  );
+  if (d.missingNetns.length > 0) {
+    process.stdout.write(`missing namespaces (run 'lab up' to rebuild): ${d.missingNetns.join(', ')}\n`);
+  }
+  process.stdout.write(
+    '\n' +
+      formatTable(
+        ['NODE', 'NETNS', 'FABRIC ADDRESS', 'PODS'],
+        d.nodeList.map((n) => [n.name, n.netns, n.address, n.pods]),
+      ) +
+      '\n\n' +
+      podTable(d.podList) +
+      '\n',
+  );
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('lab')
+    .description('nodes and pods as network namespaces on this machine, with probe servers and real traffic');
+
+  cmd
+    .command('up')
+    .description('create (or converge) a lab from manifests and start its probe servers')
+    .argument('<files...>', 'manifest files or directories')
+    .addOption(nameOption())
+    .addOption(new Option('--backend <backend>', 'policy backend').choices(BACKENDS).default('none'))
+    .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over (default 2)', parseNodeCount)
+    .action((files: string[], opts: { name: string; backend: BackendOption; nodes?: number }) =>
+      upOrApply('up', files, opts),
+    );
+
+  cmd
+    .command('apply')
+    .description("change a running lab's desired state, touching only the difference")
+    .argument('<files...>', 'manifest files or directories')
+    .addOption(nameOption())
+    .action((files: string[], opts: { name: string }) => upOrApply('apply', files, opts));
+
+  cmd
+    .command('reach')
+    .description('measure the pod×pod matrix with real connections from inside each pod')
+    .addOption(nameOption())
+    .option('--port <port>', 'destination port', parsePort, 80)
+    .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
+    .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
+    .option('--timeout <ms>', 'per-connection timeout', parseTimeout)
+    .option('--json', 'machine-readable matrix (same shape as `switchyard reach --json`)')
+    .action(
+      async (opts: {
+        name: string;
+        port: number;
+        protocol: 'TCP' | 'UDP';
+        from?: string[];
+        timeout?: number;
+        json?: boolean;
+      }) => {
+        const name = await checkedName(opts.name);
+        const r = await (
+          await lab()
+        ).measureReach(name, {
+          port: opts.port,
+          protocol: opts.protocol,
+          ...(opts.from ? { from: opts.from } : {}),
+          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+        });
+        if (opts.json) return printJson(r.matrix);
+        process.stdout.write(
+          `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
+        );
+        process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
+      },
+    );
+
+  cmd
+    .command('exec')
+    .description("run a command inside a pod's network namespace and cgroup")
+    .usage('[--name <lab>] <namespace/pod> -- <command...>')
+    .argument('<pod>', 'namespace/name')
+    .argument('<command...>', 'command and arguments (after --)')
+    .addOption(nameOption())
+    .action(async (pod: string, command: string[], opts: { name: string }) => {
+      const name = await checkedName(opts.name);
+      process.exitCode = await (await lab()).labExec(name, pod, command);
+    });
+
+  cmd
+    .command('status')
+    .description('labs on this machine; with --name, one lab in detail')
+    .option('--name <lab>', 'show this lab in detail')
+    .option('--json', 'machine-readable')
+    .action(async (opts: { name?: string; json?: boolean }) => {
+      const l = await lab();
+      if (opts.name) {
+        const name = await checkedName(opts.name);
+        const d = l.labSummary(name);
+        if (d.status === 'unreadable')
+          throw new CliError(`lab '${name}' does not exist (or its state is unreadable)`);
+        return opts.json ? printJson(d) : printDetail(d);
+      }
+      const labs = l.allLabSummaries();
+      if (opts.json) return printJson({ labs });
+      if (labs.length === 0) return void process.stdout.write('no labs\n');
+      process.stdout.write(
+        formatTable(
+          ['LAB', 'STATUS', 'BACKEND', 'NODES', 'PODS', 'PROBE SERVER', 'MISSING NETNS'],
+          labs.map((s) => [
+            s.name,
+            s.status,
+            s.backend ?? '-',
+            s.nodes,
+            s.pods,
+            s.probeServer ? `${s.probeServer.pid} ${s.probeServer.running ? 'running' : 'DEAD'}` : '-',
+            s.missingNetns.length,
+          ]),
+        ) + '\n',
+      );
+    });
+
+  cmd
+    .command('down')
+    .description('remove a lab and everything it made (also what a crashed run left)')
+    .addOption(nameOption())
+    .option('--all', 'remove every lab on this machine, found by state files and by name')
+    .action(async (opts: { name: string; all?: boolean }) => {
+      const l = await lab();
+      const reports = opts.all ? await l.labDownAll() : [await l.labDown(await checkedName(opts.name))];
+      if (reports.length === 0) process.stdout.write('no labs\n');
+      for (const r of reports) {
+        process.stdout.write(cleanupLine(r) + '\n');
+        for (const n of r.notes) process.stderr.write(`  note: ${n}\n`);
+      }
+      const problems = reports.flatMap((r) => r.problems.map((p) => `lab ${r.lab}: ${p}`));
+      if (problems.length > 0) throw new CliError(problems.join('\n'));
+    });
+
+  registerLabCounters(cmd);
+}

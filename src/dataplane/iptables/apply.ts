@@ -1,0 +1,244 @@
+/**
+ * Applies a node plan so that, at every moment, the kernel holds either the old rules or the new
+ * ones:
+ *   1. one ipset restore: changed sets built complete under temporary names (new sets created
+ *      empty), then swapped in, each atomically — the temporary names now hold the old members;
+ *   2. iptables-restore --noflush per family (IPv4 and IPv6 side by side), only the changed
+ *      chains; obsolete chains are deleted in the same table transaction once nothing refers to them;
+ *   3. the old members and obsolete sets destroyed.
+ * A failure in 1–2 undoes what already happened (tables committed earlier are restored from the
+ * iptables-save snapshot taken first, sets swapped back) and raises ApplyError with the failing
+ * line of the script that failed.
+ */
+import { performance } from 'node:perf_hooks';
+import { ApplyError, type ApplyResult } from '../backend.js';
+import { runInNetns, scriptContext, type ToolResult } from '../exec.js';
+import { diffPlan, type PlanDiff, type TableDiff } from './diff.js';
+import {
+  destroySets,
+  failingLine,
+  readKernelState,
+  tool,
+  type IptablesMode,
+  type KernelState,
+} from './kernel.js';
+import { FAMILIES, tmpSetName } from './names.js';
+import type { NodePlan } from './plan.js';
+import { destroyScript, fillScript, swapScript } from './render-sets.js';
+import { restoreScript, type TableChange } from './script.js';
+
+/** `ipset` (build and swap), `iptables` or `ip6tables` (all tables of that family). */
+export type ScriptStage = string;
+
+export interface ApplyOptions {
+  mode: IptablesMode;
+  /** Test hook: rewrites a script right before it runs (to prove a broken plan changes nothing). */
+  transformScript?: (stage: ScriptStage, script: string) => string;
+}
+
+interface ScriptRun {
+  script: string;
+  result: ToolResult;
+}
+
+async function runScript(
+  netns: string,
+  opts: ApplyOptions,
+  stage: ScriptStage,
+  cmd: string,
+  args: string[],
+  script: string,
+): Promise<ScriptRun> {
+  const text = opts.transformScript ? opts.transformScript(stage, script) : script;
+  return { script: text, result: await runInNetns(netns, cmd, args, text) };
+}
+
+/**
+ * iptables-nft checks jump targets when the table commits and then reports the COMMIT line; the
+ * error quotes the culprit ("Chain 'X' does not exist"), so point at the rule of that table
+ * section that names it instead.
+ */
+export function culpritLine(script: string, line: number | undefined, stderr: string): number | undefined {
+  const lines = script.split('\n');
+  if (line === undefined || lines[line - 1]?.trim() !== 'COMMIT') return line;
+  const quoted = /'([^']+)'/.exec(stderr)?.[1];
+  if (!quoted) return line;
+  for (let i = line - 2; i >= 0 && !lines[i]?.startsWith('*'); i--) {
+    if (` ${lines[i] ?? ''} `.includes(` ${quoted} `)) return i + 1;
+  }
+  return line;
+}
+
+function failure(what: string, run: ScriptRun, extra = ''): ApplyError {
+  const line = culpritLine(run.script, failingLine(run.result.stderr), run.result.stderr);
+  const context = line !== undefined ? `\n${scriptContext(run.script, line)}` : '';
+  return new ApplyError(
+    `iptables: ${what} failed${line !== undefined ? ` at line ${line}` : ''}; the previous rules are still in force${extra}`,
+    'iptables',
+    `${run.result.stderr.trim() || run.result.stdout.trim()}${context}`,
+  );
+}
+
+function restoreArgs(): string[] {
+  // -w: legacy iptables serialises on a host-wide lock, shared with every other namespace.
+  return ['--noflush', '-w', '10'];
+}
+
+/** The change that puts a committed table back as the snapshot had it. */
+function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
+  const saved = kernel.tables.get(applied.key);
+  const before = saved?.chains ?? new Map<string, { args: string }[]>();
+  const touched = [...applied.change.write.map((c) => c.name), ...applied.change.deleteChains];
+  return {
+    write: touched
+      .filter((n) => before.has(n))
+      .map((n) => ({ name: n, rules: (before.get(n) ?? []).map((r) => r.args) })),
+    deleteChains: applied.change.write.map((c) => c.name).filter((n) => !before.has(n)),
+    insertJumps: applied.change.deleteJumps,
+    deleteJumps: applied.change.insertJumps,
+  };
+}
+
+async function undoSets(netns: string, diff: PlanDiff, swapped: number): Promise<string[]> {
+  const problems: string[] = [];
+  // A set that did not exist before is destroyed below rather than swapped back.
+  const back = swapScript(diff.sets.slice(0, swapped).filter((s) => !diff.missingSets.has(s.name)));
+  if (back) {
+    const r = await runInNetns(netns, 'ipset', ['restore'], back);
+    if (r.code !== 0) problems.push(`swapping sets back failed: ${r.stderr.trim()}`);
+  }
+  const failed = await destroySets(netns, [...diff.sets.map((s) => tmpSetName(s.name)), ...diff.missingSets]);
+  for (const [name, why] of failed) problems.push(`could not destroy ${name}: ${why}`);
+  return problems;
+}
+
+async function undoTables(
+  netns: string,
+  opts: ApplyOptions,
+  kernel: KernelState,
+  committed: TableDiff[],
+): Promise<string[]> {
+  const problems: string[] = [];
+  for (const t of [...committed].reverse()) {
+    const script = restoreScript(t.table, undoChange(kernel, t));
+    const r = await runInNetns(netns, tool(opts.mode, t.family, 'restore'), restoreArgs(), script);
+    if (r.code !== 0) problems.push(`restoring ${t.key} failed: ${r.stderr.trim()}`);
+  }
+  return problems;
+}
+
+function rollbackNote(problems: string[]): string {
+  return problems.length ? `\nROLLBACK INCOMPLETE, the node may hold a mix:\n  ${problems.join('\n  ')}` : '';
+}
+
+/** Tables of one family whose COMMIT precedes the failing line: iptables-restore commits per table. */
+function committedBefore(script: string, line: number | undefined, tables: TableDiff[]): TableDiff[] {
+  if (line === undefined) return [];
+  const out: TableDiff[] = [];
+  let current: string | undefined;
+  script.split('\n').forEach((text, i) => {
+    if (text.startsWith('*')) current = text.slice(1).trim();
+    else if (text.trim() === 'COMMIT' && i + 1 < line) {
+      const t = tables.find((d) => d.table === current);
+      if (t) out.push(t);
+    }
+  });
+  return out;
+}
+
+export async function applyPlan(
+  netns: string,
+  next: NodePlan,
+  previous: NodePlan | undefined,
+  opts: ApplyOptions,
+): Promise<ApplyResult> {
+  const started = performance.now();
+  const kernel = await readKernelState(netns, opts.mode);
+  const diff = diffPlan(next, previous, kernel);
+  const changed: string[] = [];
+
+  // Sets: build under temporary names, then swap; one ipset restore stops at its first error.
+  // After a swap the temporary name holds the old members, referenced by nothing (swap exchanges
+  // references too). They go in the same run when no later step can fail and need them back:
+  // for a set that did not exist before (its old members are nothing), or when no table changes.
+  const setsOnly = diff.tables.length === 0;
+  const fill = fillScript(diff.sets, diff.missingSets, diff.leftoverTmpSets);
+  const tmps = diff.sets.map((s) => tmpSetName(s.name));
+  let lateTmps = tmps;
+  if (fill) {
+    const swap = swapScript(diff.sets);
+    const early = diff.sets
+      .filter((s) => setsOnly || diff.missingSets.has(s.name))
+      .map((s) => tmpSetName(s.name));
+    const fillLines = fill.split('\n').length - 1;
+    const swapLines = swap.split('\n').length - 1;
+    const run = await runScript(
+      netns,
+      opts,
+      'ipset',
+      'ipset',
+      ['restore'],
+      fill + swap + destroyScript(early),
+    );
+    const line = failingLine(run.result.stderr) ?? 0;
+    if (run.result.code !== 0 && line <= fillLines + swapLines) {
+      const problems = await undoSets(netns, diff, Math.max(0, line - fillLines - 1));
+      throw failure('ipset restore', run, rollbackNote(problems));
+    }
+    // A failed destroy is retried with the rest at the end.
+    if (run.result.code === 0) lateTmps = tmps.filter((n) => !early.includes(n));
+    for (const s of diff.sets) changed.push(`ipset ${s.name}`);
+  }
+
+  // Tables: one iptables-restore per family, both families at once (independent kernel objects).
+  const families = FAMILIES.map((family) => diff.tables.filter((t) => t.family === family)).filter(
+    (l) => l.length,
+  );
+  const runs = await Promise.all(
+    families.map(async (tables) => {
+      const family = (tables[0] as TableDiff).family;
+      const script = tables.map((t) => restoreScript(t.table, t.change)).join('');
+      const cmd = tool(opts.mode, family, 'restore');
+      return {
+        tables,
+        cmd,
+        run: await runScript(
+          netns,
+          opts,
+          family === 4 ? 'iptables' : 'ip6tables',
+          cmd,
+          restoreArgs(),
+          script,
+        ),
+      };
+    }),
+  );
+  const failed = runs.filter((r) => r.run.result.code !== 0);
+  if (failed.length > 0) {
+    const committed = runs.flatMap((r) =>
+      r.run.result.code === 0
+        ? r.tables
+        : committedBefore(r.run.script, failingLine(r.run.result.stderr), r.tables),
+    );
+    const problems = [
+      ...(await undoTables(netns, opts, kernel, committed)),
+      ...(await undoSets(netns, diff, diff.sets.length)),
+    ];
+    const first = failed[0] as (typeof failed)[number];
+    throw failure(first.cmd, first.run, rollbackNote(problems));
+  }
+  for (const t of diff.tables) {
+    for (const c of t.change.write) changed.push(`${t.key} ${c.name}`);
+    for (const n of t.change.deleteChains) changed.push(`${t.key} ${n} (deleted)`);
+    for (const j of t.change.insertJumps) changed.push(`${t.key} ${j.builtin} jump (inserted)`);
+    for (const j of t.change.deleteJumps) changed.push(`${t.key} ${j.builtin} jump (deleted)`);
+  }
+
+  // Old members and sets no rule uses any more; a failure here leaves a harmless unused set that
+  // the next apply tries again, so it is reported rather than raised.
+  const obsolete = [...lateTmps, ...diff.obsoleteSets];
+  const notDestroyed = obsolete.length ? await destroySets(netns, obsolete) : new Map<string, string>();
+  for (const n of diff.obsoleteSets) if (!notDestroyed.has(n)) changed.push(`ipset ${n} (destroyed)`);
+  for (const [n, why] of notDestroyed) changed.push(`ipset ${n} (not destroyed: ${why})`);
+  return { changed, durationMs: performance.now() - started };
+}

@@ -1,0 +1,91 @@
+/**
+ * What an apply has to write: the new plan against the previous one (content, chain by chain and
+ * set by set) and against the kernel (existence: a chain or set the kernel lacks is written even
+ * if the previous plan had it; anything of ours the new plan lacks is deleted).
+ */
+import { SET_PREFIX, TMP_SUFFIX } from './names.js';
+import type { KernelState } from './kernel.js';
+import type { ChainSpec, NodePlan, SetSpec, TableName } from './plan.js';
+import { tableKey } from './plan.js';
+import { sameSetContent } from './render-sets.js';
+import { isEmptyChange, type TableChange } from './script.js';
+import type { Family } from './names.js';
+
+export interface TableDiff {
+  key: string;
+  family: Family;
+  table: TableName;
+  change: TableChange;
+}
+
+export interface PlanDiff {
+  /** Sets whose members are (re)loaded. */
+  sets: SetSpec[];
+  /** Of those, the ones the kernel does not have yet. */
+  missingSets: Set<string>;
+  /** Ours in the kernel but not in the plan: destroyed after the rules stop using them. */
+  obsoleteSets: string[];
+  /** Temporary sets left by an interrupted apply. */
+  leftoverTmpSets: string[];
+  tables: TableDiff[];
+}
+
+function sameRules(a: ChainSpec | undefined, b: ChainSpec): boolean {
+  return !!a && a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
+}
+
+export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel: KernelState): PlanDiff {
+  const prevSets = new Map((previous?.sets ?? []).map((s) => [s.name, s]));
+  const nextNames = new Set(next.sets.map((s) => s.name));
+  const sets = next.sets.filter((s) => {
+    const prev = prevSets.get(s.name);
+    return !prev || !kernel.sets.has(s.name) || !sameSetContent(prev, s);
+  });
+  const ours = [...kernel.sets].filter((n) => n.startsWith(SET_PREFIX));
+  const leftoverTmpSets = ours.filter((n) => n.endsWith(TMP_SUFFIX));
+  const obsoleteSets = ours.filter((n) => !n.endsWith(TMP_SUFFIX) && !nextNames.has(n));
+
+  const prevTables = new Map((previous?.tables ?? []).map((t) => [tableKey(t.family, t.table), t]));
+  const nextTables = new Map(next.tables.map((t) => [tableKey(t.family, t.table), t]));
+  // IPv4 before IPv6, raw before filter: only for a stable, readable order; tables are independent.
+  const rank = (k: string): number => (k.startsWith('ip6') ? 2 : 0) + (k.endsWith('/raw') ? 0 : 1);
+  const keys = [...new Set([...nextTables.keys(), ...kernel.tables.keys()])].sort(
+    (a, b) => rank(a) - rank(b),
+  );
+  const tables: TableDiff[] = [];
+  for (const key of keys) {
+    const plan = nextTables.get(key);
+    const saved = kernel.tables.get(key);
+    const family = (plan?.family ?? saved?.family) as Family;
+    const table = (plan?.table ?? saved?.table) as TableName;
+    const prevChains = new Map((prevTables.get(key)?.chains ?? []).map((c) => [c.name, c]));
+    const nextChainNames = new Set((plan?.chains ?? []).map((c) => c.name));
+    const write = (plan?.chains ?? []).filter(
+      (c) => !saved?.chains.has(c.name) || !sameRules(prevChains.get(c.name), c),
+    );
+    const deleteChains = [...(saved?.chains.keys() ?? [])].filter((n) => !nextChainNames.has(n));
+    const wanted = new Set((plan?.jumps ?? []).map((j) => `${j.builtin} ${targetOf(j.rule)}`));
+    const present = new Set<string>();
+    const deleteJumps: TableChange['deleteJumps'] = [];
+    for (const j of saved?.jumps ?? []) {
+      const id = `${j.builtin} ${j.target}`;
+      // A duplicate (say, from a hand-run command) goes too: one entry point per hook.
+      if (!wanted.has(id) || present.has(id)) deleteJumps.push({ builtin: j.builtin, rule: j.rule });
+      else present.add(id);
+    }
+    const insertJumps = (plan?.jumps ?? []).filter((j) => !present.has(`${j.builtin} ${targetOf(j.rule)}`));
+    const change: TableChange = { write, deleteChains, insertJumps, deleteJumps };
+    if (!isEmptyChange(change)) tables.push({ key, family, table, change });
+  }
+  return {
+    sets,
+    missingSets: new Set(sets.filter((s) => !kernel.sets.has(s.name)).map((s) => s.name)),
+    obsoleteSets,
+    leftoverTmpSets,
+    tables,
+  };
+}
+
+function targetOf(rule: string): string {
+  return / -[jg] (\S+)$/.exec(` ${rule}`)?.[1] ?? rule;
+}

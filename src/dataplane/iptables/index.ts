@@ -1,0 +1,130 @@
+/**
+ * The iptables + ipset backend. Mode: `nft` (iptables over nf_tables, Debian's default) or
+ * `legacy` (x_tables), from, in order: the constructor option, setIptablesMode() (the CLI's
+ * `--iptables-mode`), the SWITCHYARD_IPTABLES environment variable, `nft`.
+ */
+import { existsSync } from 'node:fs';
+import type { IR } from '../../ir/types.js';
+import {
+  ApplyError,
+  type ApplyResult,
+  type Backend,
+  type NodeTarget,
+  type RenderedPlan,
+  type RuleCounter,
+} from '../backend.js';
+import { runInNetns } from '../exec.js';
+import { applyPlan, type ScriptStage } from './apply.js';
+import { countersFromSaved } from './counters.js';
+import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
+import { FAMILIES } from './names.js';
+import { planForNode, planText } from './render.js';
+import { restoreScript } from './script.js';
+
+export type { IptablesMode } from './kernel.js';
+export { isIptablesMode } from './kernel.js';
+
+export const IPTABLES_MODE_ENV = 'SWITCHYARD_IPTABLES';
+
+let modeOverride: IptablesMode | undefined;
+
+/** For CLIs exposing `--iptables-mode`; `undefined` goes back to the environment/default. */
+export function setIptablesMode(mode: IptablesMode | undefined): void {
+  modeOverride = mode;
+}
+
+export function iptablesModeFromEnv(): IptablesMode {
+  const value = process.env[IPTABLES_MODE_ENV];
+  if (value === undefined || value === '') return 'nft';
+  if (!isIptablesMode(value))
+    throw new Error(`${IPTABLES_MODE_ENV} must be 'nft' or 'legacy', not '${value}'`);
+  return value;
+}
+
+export interface IptablesBackendOptions {
+  mode?: IptablesMode;
+  /** Test hook: rewrites a script right before apply runs it (stage `ipset`, `iptables` or `ip6tables`). */
+  transformScript?: (stage: ScriptStage, script: string) => string;
+}
+
+export class IptablesBackend implements Backend {
+  readonly name = 'iptables' as const;
+
+  constructor(private readonly options: IptablesBackendOptions = {}) {}
+
+  get mode(): IptablesMode {
+    return this.options.mode ?? modeOverride ?? iptablesModeFromEnv();
+  }
+
+  render(ir: IR, node: string): RenderedPlan {
+    return { backend: 'iptables', node, text: planText(planForNode(ir, node), this.mode) };
+  }
+
+  async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    let next;
+    let prev;
+    try {
+      next = planForNode(ir, target.node);
+      prev = previous ? planForNode(previous, target.node) : undefined;
+    } catch (e) {
+      throw new ApplyError(
+        `iptables: cannot render node ${target.node}: ${(e as Error).message}`,
+        'iptables',
+      );
+    }
+    return applyPlan(target.netns, next, prev, {
+      mode: this.mode,
+      ...(this.options.transformScript ? { transformScript: this.options.transformScript } : {}),
+    });
+  }
+
+  /**
+   * Our jumps, chains (both families, both iptables flavours: a lab may have switched modes) and
+   * sets go; a namespace that no longer exists has nothing to remove.
+   */
+  async remove(target: NodeTarget): Promise<void> {
+    if (!existsSync(`/run/netns/${target.netns}`)) return;
+    for (const mode of [this.mode, otherMode(this.mode)]) {
+      for (const family of FAMILIES) {
+        for (const t of await saveTables(target.netns, mode, family)) {
+          const script = restoreScript(t.table, {
+            write: [],
+            deleteChains: [...t.chains.keys()],
+            insertJumps: [],
+            deleteJumps: t.jumps,
+          });
+          const r = await runInNetns(
+            target.netns,
+            tool(mode, family, 'restore'),
+            ['--noflush', '-w', '10'],
+            script,
+          );
+          if (r.code !== 0)
+            throw new ApplyError(
+              `iptables: removing from ${target.netns} failed`,
+              'iptables',
+              `${r.stderr.trim()}\n${script}`,
+            );
+        }
+      }
+    }
+    const failed = await destroySets(target.netns, [...(await listSets(target.netns))]);
+    if (failed.size > 0)
+      throw new ApplyError(
+        `iptables: could not destroy ipsets in ${target.netns}`,
+        'iptables',
+        [...failed].map(([n, why]) => `${n}: ${why}`).join('\n'),
+      );
+  }
+
+  async counters(target: NodeTarget): Promise<RuleCounter[]> {
+    const tables = await Promise.all(FAMILIES.map((f) => saveTables(target.netns, this.mode, f, true)));
+    return countersFromSaved(tables.flat());
+  }
+}
+
+function otherMode(mode: IptablesMode): IptablesMode {
+  return mode === 'nft' ? 'legacy' : 'nft';
+}
+
+export const iptablesBackend = new IptablesBackend();

@@ -1,0 +1,128 @@
+/**
+ * Kernel object names and fixed values of the iptables backend. Everything it creates is prefixed
+ * (`SY-` chains, `sy-` sets) so apply, counters and remove can find exactly its own objects and
+ * never touch anyone else's.
+ */
+import { createHash } from 'node:crypto';
+import type { Direction } from '../../ir/types.js';
+
+export type Family = 4 | 6;
+export const FAMILIES: readonly Family[] = [4, 6];
+
+export const CHAIN_PREFIX = 'SY-';
+export const SET_PREFIX = 'sy-';
+
+/** Jumped to from FORWARD: dispatch by pod interface, then accept what policy marked. */
+export const FORWARD_CHAIN = 'SY-FORWARD';
+/** Jumped to from INPUT: traffic from a pod to the node itself is the pod's egress too. */
+export const INPUT_CHAIN = 'SY-INPUT';
+/** `-i <pod veth>` → the pod's egress chain. */
+export const FROM_WL_CHAIN = 'SY-FROM-WL';
+/** `-o <pod veth>` → the pod's ingress chain. */
+export const TO_WL_CHAIN = 'SY-TO-WL';
+/**
+ * Reached with `-g`: sets the accept mark and falls off its end, which returns to whoever *jumped*
+ * to the current chain. That makes "mark and return" one rule wherever it is used.
+ */
+export const ALLOW_CHAIN = 'SY-ALLOW';
+/** raw PREROUTING: deny-listed sources from the fabric, before conntrack. */
+export const PREFILTER_CHAIN = 'SY-PREFILTER';
+
+/**
+ * Accept mark (felix uses the same bit for the same job). A packet from one local pod to another
+ * crosses FORWARD once, so the egress verdict cannot ACCEPT outright or the destination's ingress
+ * chain would never run: each endpoint chain sets this bit and returns, and SY-FORWARD accepts
+ * marked packets after both dispatch chains ran.
+ */
+export const ACCEPT_MARK = '0x10000';
+
+export const NFLOG_GROUP = 1;
+
+/** iptables chain names are at most 28 characters. */
+const MAX_CHAIN = 28;
+/** ipset names are at most 31 characters. */
+const MAX_SET = 31;
+/** xt_comment stores at most 255 characters. */
+const MAX_COMMENT = 255;
+/** NFLOG prefixes are at most 63 characters (64 with the terminating NUL). */
+const MAX_NFLOG_PREFIX = 63;
+
+export const TMP_SUFFIX = '-tmp';
+const V6_SUFFIX = '-v6';
+
+function hash(text: string, length: number): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, length);
+}
+
+/** Per-endpoint hash: 12 hex digits keep `SY-FWG-<hash>` at 19 characters. */
+export function endpointHash(endpointId: string): string {
+  return hash(endpointId, 12);
+}
+
+/**
+ * The endpoint's chain for one direction: `SY-FW-…` holds traffic *from* the workload (its egress
+ * policy), `SY-TW-…` traffic *to* it (ingress); the `G` variants hold the global tier.
+ */
+export function endpointChain(endpointId: string, direction: Direction, tier: 'main' | 'global'): string {
+  const base = direction === 'egress' ? 'SY-FW' : 'SY-TW';
+  const name = `${base}${tier === 'global' ? 'G' : ''}-${endpointHash(endpointId)}`;
+  if (name.length > MAX_CHAIN) throw new Error(`chain name ${name} is longer than ${MAX_CHAIN}`);
+  return name;
+}
+
+/** What an endpoint chain's name says about it, for counters (which only see the kernel). */
+export function parseEndpointChain(
+  chain: string,
+): { hash: string; direction: Direction; tier: 'main' | 'global' } | undefined {
+  const m = /^SY-(FW|TW)(G?)-([0-9a-f]{12})$/.exec(chain);
+  if (!m) return undefined;
+  return {
+    hash: m[3] as string,
+    direction: m[1] === 'FW' ? 'egress' : 'ingress',
+    tier: m[2] ? 'global' : 'main',
+  };
+}
+
+/**
+ * ipset name of an IR set in one family. IR ids are already `sy-…` and short; IPv6 members go to
+ * a twin set because an ipset holds one family only. Over-long names (never produced by calc today)
+ * fall back to a hash so the temporary `-tmp` name still fits.
+ */
+export function ipsetName(irId: string, family: Family): string {
+  const name = family === 4 ? irId : irId + V6_SUFFIX;
+  if (name.startsWith(SET_PREFIX) && name.length + TMP_SUFFIX.length <= MAX_SET) return name;
+  return `${SET_PREFIX}${hash(irId, 16)}${family === 4 ? '' : V6_SUFFIX}`;
+}
+
+export function tmpSetName(name: string): string {
+  return name + TMP_SUFFIX;
+}
+
+/** A comment that fits xt_comment; ids longer than that keep their head and a hash of the whole. */
+export function commentText(text: string): string {
+  if (text.length <= MAX_COMMENT) return text;
+  return `${text.slice(0, MAX_COMMENT - 13)}~${hash(text, 12)}`;
+}
+
+export function nflogPrefix(ruleId: string): string {
+  if (ruleId.length <= MAX_NFLOG_PREFIX) return ruleId;
+  return `${ruleId.slice(0, MAX_NFLOG_PREFIX - 9)}~${hash(ruleId, 8)}`;
+}
+
+/** Comments of the synthetic rules counters report. */
+export const DEFAULT_DENY_COMMENT = 'default-deny';
+export const DEFAULT_ALLOW_COMMENT = 'default-allow';
+
+/** Counter id of an endpoint's Kubernetes-tier default (RuleCounter contract). */
+export function defaultRuleId(endpointId: string, direction: Direction): string {
+  return `${endpointId}/${direction}/default`;
+}
+
+export function prefilterRuleId(name: string): string {
+  return `prefilter/${name}`;
+}
+
+/** Double-quoted for iptables-restore; ids never contain quotes or backslashes (DNS names). */
+export function quote(text: string): string {
+  return `"${text.replace(/["\\]/g, '')}"`;
+}

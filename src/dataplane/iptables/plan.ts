@@ -1,0 +1,51 @@
+/**
+ * The iptables backend's plan for one node: the ipsets and, per family and table, the chains with
+ * their rules. Apply diffs two plans chain by chain and set by set, so this is data, not text.
+ */
+import type { Family } from './names.js';
+
+export type TableName = 'filter' | 'raw';
+
+export interface SetSpec {
+  /** Kernel name (`sy-…`, `…-v6` for the IPv6 twin). */
+  name: string;
+  /** IR set it comes from. */
+  irId: string;
+  type: 'hash:net' | 'hash:ip,port';
+  family: Family;
+  /** Entries exactly as `ipset add` takes them. */
+  members: string[];
+  description: string;
+}
+
+export interface ChainSpec {
+  name: string;
+  /** Rule arguments after `-A <chain> `, in order. */
+  rules: string[];
+}
+
+/** A rule in a built-in chain that enters ours; inserted once, first in the chain. */
+export interface JumpSpec {
+  builtin: 'FORWARD' | 'INPUT' | 'PREROUTING';
+  /** Rule arguments, as for ChainSpec rules. */
+  rule: string;
+}
+
+export interface TablePlan {
+  family: Family;
+  table: TableName;
+  /** Dependency order does not matter to iptables-restore (declarations come first). */
+  chains: ChainSpec[];
+  jumps: JumpSpec[];
+}
+
+export interface NodePlan {
+  node: string;
+  sets: SetSpec[];
+  /** Only tables with at least one chain. */
+  tables: TablePlan[];
+}
+
+export function tableKey(family: Family, table: TableName): string {
+  return `${family === 4 ? 'iptables' : 'ip6tables'}/${table}`;
+}

@@ -1,0 +1,266 @@
+/**
+ * IR rule sets → iptables chains, laid out like Calico felix:
+ *
+ *   FORWARD → SY-FORWARD: clear the accept mark, SY-FROM-WL (`-i <veth> -g SY-FW-<ep>`, the pod's
+ *   egress), SY-TO-WL (`-o <veth> -g SY-TW-<ep>`, the destination pod's ingress), then ACCEPT what
+ *   the endpoint chains marked. INPUT → SY-INPUT does the same for pod → node traffic (egress
+ *   only: the node is not an endpoint). Node → pod traffic (OUTPUT) is not policed, as in Calico,
+ *   where the host always reaches its local workloads (kubelet probes). An endpoint chain accepts conntrack ESTABLISHED/RELATED, drops
+ *   INVALID, runs the global tier (its own chain: Allow = mark and return, Deny = DROP,
+ *   Pass = RETURN into the Kubernetes tier, Log = NFLOG and continue), then the Kubernetes tier
+ *   (any rule marks and returns) and finally the tier default.
+ *
+ * Every policy rule carries its IR rule id as a comment so counters map back to it.
+ */
+import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../../ir/types.js';
+import {
+  ACCEPT_MARK,
+  ALLOW_CHAIN,
+  commentText,
+  DEFAULT_ALLOW_COMMENT,
+  DEFAULT_DENY_COMMENT,
+  endpointChain,
+  FAMILIES,
+  FORWARD_CHAIN,
+  FROM_WL_CHAIN,
+  INPUT_CHAIN,
+  ipsetName,
+  NFLOG_GROUP,
+  nflogPrefix,
+  PREFILTER_CHAIN,
+  prefilterRuleId,
+  quote,
+  TO_WL_CHAIN,
+  type Family,
+} from './names.js';
+import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
+
+/** xt_multiport holds 15 ports; a range takes two of them. */
+export const MULTIPORT_SLOTS = 15;
+
+const JUMP_COMMENT = `-m comment --comment ${quote('switchyard')}`;
+const CT_RULES = [
+  '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+  '-m conntrack --ctstate INVALID -j DROP',
+];
+const CLEAR_MARK = `-j MARK --set-xmark 0x0/${ACCEPT_MARK}`;
+const IF_MARKED = `-m mark --mark ${ACCEPT_MARK}/${ACCEPT_MARK}`;
+const GOTO_ALLOW = `-g ${ALLOW_CHAIN}`;
+
+function comment(text: string): string {
+  return `-m comment --comment ${quote(commentText(text))}`;
+}
+
+function protocolMatch(protocol: Protocol, family: Family): string {
+  if (protocol === 'ICMP') return family === 4 ? '-p icmp' : '-p ipv6-icmp';
+  return `-p ${protocol.toLowerCase()}`;
+}
+
+/** Port ranges packed into as few multiport matches as fit (a single entry uses the plain match). */
+export function portMatches(
+  protocol: Protocol,
+  ranges: readonly { first: number; last: number }[],
+): string[] {
+  const chunks: string[][] = [];
+  let current: string[] = [];
+  let used = 0;
+  for (const r of ranges) {
+    const entry = r.first === r.last ? `${r.first}` : `${r.first}:${r.last}`;
+    const slots = r.first === r.last ? 1 : 2;
+    if (used + slots > MULTIPORT_SLOTS) {
+      chunks.push(current);
+      current = [];
+      used = 0;
+    }
+    current.push(entry);
+    used += slots;
+  }
+  if (current.length) chunks.push(current);
+  const proto = protocol.toLowerCase();
+  return chunks.map((c) =>
+    c.length === 1 ? `-m ${proto} --dport ${c[0]}` : `-m multiport --dports ${c.join(',')}`,
+  );
+}
+
+interface RenderContext {
+  family: Family;
+  sets: ReadonlyMap<string, SetSpec>;
+}
+
+/**
+ * The set of an IR id in this family, or undefined when the family has no members. IPv4 sets
+ * always exist; an IPv6 twin only when the IR set has IPv6 members, so a rule that needs a missing
+ * twin can never match in IPv6 and is left out of that table.
+ */
+function familySet(ctx: RenderContext, irId: string): string | undefined {
+  const name = ipsetName(irId, ctx.family);
+  if (ctx.sets.has(name)) return name;
+  if (ctx.family === 4) throw new Error(`IR references unknown set ${irId}`);
+  return undefined;
+}
+
+/** Match strings for one IR rule (several when its ports need more than one multiport), or none. */
+function ruleMatches(ctx: RenderContext, rule: Rule, direction: Direction): string[] {
+  const parts: string[] = [];
+  if (rule.protocol) parts.push(protocolMatch(rule.protocol, ctx.family));
+  const remote = direction === 'ingress' ? 'src' : 'dst';
+  if (rule.peerSet !== undefined) {
+    const set = familySet(ctx, rule.peerSet);
+    if (!set) return [];
+    parts.push(`-m set --match-set ${set} ${remote}`);
+  }
+  if (rule.peerPortSet !== undefined) {
+    const set = familySet(ctx, rule.peerPortSet);
+    if (!set) return [];
+    parts.push(`-m set --match-set ${set} ${remote},dst`);
+  }
+  const head = parts.join(' ');
+  const tail = comment(rule.id);
+  if (rule.ports && rule.protocol && rule.protocol !== 'ICMP') {
+    return portMatches(rule.protocol, rule.ports).map((p) => [head, p, tail].filter(Boolean).join(' '));
+  }
+  return [[head, tail].filter(Boolean).join(' ')];
+}
+
+function globalTarget(rule: Rule): string {
+  switch (rule.action) {
+    case 'allow':
+      return GOTO_ALLOW;
+    case 'deny':
+      return '-j DROP';
+    case 'pass':
+      return '-j RETURN';
+    case 'log':
+      return `-j NFLOG --nflog-group ${NFLOG_GROUP} --nflog-prefix ${quote(nflogPrefix(rule.id))}`;
+  }
+}
+
+/**
+ * Neighbour discovery from a pod to its node (never forwarded): without it IPv6 does not work at
+ * all, and no policy means to cut it. Router advertisements from pods stay subject to policy.
+ */
+const ND_RULES = ['router-solicitation', 'neighbour-solicitation', 'neighbour-advertisement'].map(
+  (t) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j ACCEPT`,
+);
+
+function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
+  const main = endpointChain(rs.endpoint, rs.direction, 'main');
+  const rules = [...CT_RULES, ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : []), CLEAR_MARK];
+  const out: ChainSpec[] = [];
+  if (rs.globalRules.length > 0) {
+    const global = endpointChain(rs.endpoint, rs.direction, 'global');
+    const globalRules = rs.globalRules.flatMap((r) =>
+      ruleMatches(ctx, r, rs.direction).map((m) => `${m} ${globalTarget(r)}`),
+    );
+    out.push({ name: global, rules: globalRules });
+    rules.push(`-j ${global}`, `${IF_MARKED} -j RETURN`);
+  }
+  // Kubernetes rules only allow (union semantics): order among them does not matter.
+  for (const r of rs.kubernetesRules) {
+    for (const m of ruleMatches(ctx, r, rs.direction)) rules.push(`${m} ${GOTO_ALLOW}`);
+  }
+  rules.push(
+    rs.kubernetesDefault === 'deny'
+      ? `${comment(DEFAULT_DENY_COMMENT)} -j DROP`
+      : `${comment(DEFAULT_ALLOW_COMMENT)} ${GOTO_ALLOW}`,
+  );
+  return [{ name: main, rules }, ...out];
+}
+
+function localEndpoints(ir: IR, node: string): Endpoint[] {
+  return ir.endpoints.filter((e) => e.node === node).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function filterTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan {
+  const endpoints = localEndpoints(nodeIr, node);
+  const ruleSets = new Map(nodeIr.ruleSets.map((rs) => [`${rs.endpoint}|${rs.direction}`, rs]));
+  const chains: ChainSpec[] = [
+    {
+      name: FORWARD_CHAIN,
+      rules: [
+        // A mark set anywhere else must never smuggle a packet past policy.
+        CLEAR_MARK,
+        `-j ${FROM_WL_CHAIN}`,
+        `-j ${TO_WL_CHAIN}`,
+        `${IF_MARKED} ${comment('policy accepted')} -j ACCEPT`,
+      ],
+    },
+    {
+      name: INPUT_CHAIN,
+      rules: [CLEAR_MARK, `-j ${FROM_WL_CHAIN}`, `${IF_MARKED} ${comment('policy accepted')} -j ACCEPT`],
+    },
+    {
+      name: FROM_WL_CHAIN,
+      rules: endpoints.map(
+        (e) => `-i ${e.hostInterface} ${comment(e.id)} -g ${endpointChain(e.id, 'egress', 'main')}`,
+      ),
+    },
+    {
+      name: TO_WL_CHAIN,
+      rules: endpoints.map(
+        (e) => `-o ${e.hostInterface} ${comment(e.id)} -g ${endpointChain(e.id, 'ingress', 'main')}`,
+      ),
+    },
+    { name: ALLOW_CHAIN, rules: [`-j MARK --set-xmark ${ACCEPT_MARK}/${ACCEPT_MARK}`] },
+  ];
+  for (const e of endpoints) {
+    for (const direction of ['egress', 'ingress'] as const) {
+      const rs = ruleSets.get(`${e.id}|${direction}`);
+      if (!rs) throw new Error(`IR has no ${direction} rule set for local endpoint ${e.id}`);
+      chains.push(...endpointChains(ctx, rs));
+    }
+  }
+  const names = new Set<string>();
+  for (const c of chains) {
+    if (names.has(c.name)) throw new Error(`two endpoints map to chain ${c.name}`);
+    names.add(c.name);
+  }
+  return {
+    family: ctx.family,
+    table: 'filter',
+    chains,
+    jumps: [
+      { builtin: 'FORWARD', rule: `${JUMP_COMMENT} -j ${FORWARD_CHAIN}` },
+      { builtin: 'INPUT', rule: `${JUMP_COMMENT} -j ${INPUT_CHAIN}` },
+    ],
+  };
+}
+
+/**
+ * Sources on a deny-list are dropped where they enter from the fabric. Anything entering from one
+ * of this node's pod veths (or loopback) did not cross the fabric and returns untouched: the same
+ * rule as the evaluator's "pods on the same node are not prefiltered", without depending on how
+ * the fabric interface is named.
+ */
+function rawTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan | undefined {
+  const drops: string[] = [];
+  for (const p of nodeIr.prefilters) {
+    const set = familySet(ctx, p.set);
+    if (set) drops.push(`-m set --match-set ${set} src ${comment(prefilterRuleId(p.name))} -j DROP`);
+  }
+  if (drops.length === 0) return undefined;
+  const rules = [
+    '-i lo -j RETURN',
+    ...localEndpoints(nodeIr, node).map((e) => `-i ${e.hostInterface} -j RETURN`),
+    ...drops,
+  ];
+  return {
+    family: ctx.family,
+    table: 'raw',
+    chains: [{ name: PREFILTER_CHAIN, rules }],
+    jumps: [{ builtin: 'PREROUTING', rule: `${JUMP_COMMENT} -j ${PREFILTER_CHAIN}` }],
+  };
+}
+
+/** Both families: IPv6 is enforced with the same chains over the IPv6 twins of the sets. */
+export function renderTables(nodeIr: IR, node: string, sets: readonly SetSpec[]): TablePlan[] {
+  const index = new Map(sets.map((s) => [s.name, s]));
+  const out: TablePlan[] = [];
+  for (const family of FAMILIES) {
+    const ctx: RenderContext = { family, sets: index };
+    const raw = rawTable(ctx, nodeIr, node);
+    if (raw) out.push(raw);
+    out.push(filterTable(ctx, nodeIr, node));
+  }
+  return out;
+}

@@ -1,0 +1,117 @@
+/**
+ * IR sets → ipsets, and the `ipset restore` scripts that load them. An IR set becomes a hash:net
+ * (IpSet) or hash:ip,port (IpPortSet) of family inet, plus an inet6 twin when it has IPv6 members.
+ * The IPv4 set always exists, even empty, so a label change that fills it only rewrites the set.
+ */
+import type { IR } from '../../ir/types.js';
+import { ipsetName, tmpSetName, type Family } from './names.js';
+import type { SetSpec } from './plan.js';
+
+function familyOf(address: string): Family {
+  return address.includes(':') ? 6 : 4;
+}
+
+/** hash:net cannot store a zero-length prefix: the whole space is its two halves. */
+function netEntries(cidr: string): string[] {
+  if (cidr === '0.0.0.0/0') return ['0.0.0.0/1', '128.0.0.0/1'];
+  if (cidr === '::/0') return ['::/1', '8000::/1'];
+  return [cidr];
+}
+
+export function renderSets(nodeIr: IR): SetSpec[] {
+  const out: SetSpec[] = [];
+  for (const s of nodeIr.ipSets) {
+    for (const family of [4, 6] as const) {
+      const members = s.cidrs.filter((c) => familyOf(c) === family).flatMap(netEntries);
+      if (family === 6 && members.length === 0) continue;
+      out.push({
+        name: ipsetName(s.id, family),
+        irId: s.id,
+        type: 'hash:net',
+        family,
+        members,
+        description: s.description,
+      });
+    }
+  }
+  for (const s of nodeIr.ipPortSets) {
+    const proto = s.protocol.toLowerCase();
+    for (const family of [4, 6] as const) {
+      const members = s.members
+        .filter((m) => familyOf(m.address) === family)
+        .map((m) => `${m.address},${proto}:${m.port}`);
+      if (family === 6 && members.length === 0) continue;
+      out.push({
+        name: ipsetName(s.id, family),
+        irId: s.id,
+        type: 'hash:ip,port',
+        family,
+        members,
+        description: s.description,
+      });
+    }
+  }
+  const names = new Set<string>();
+  for (const s of out) {
+    if (names.has(s.name)) throw new Error(`two IR sets map to ipset ${s.name}`);
+    names.add(s.name);
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** ipset's default maxelem is 65536; prefilter lists may hold up to a million entries. */
+function maxElem(count: number): number {
+  let n = 65536;
+  while (n < count) n *= 2;
+  return n;
+}
+
+/** Sized up front: growing a hash set rehashes it, which dominates loading a large deny-list. */
+function hashSize(count: number): number {
+  let n = 1024;
+  while (n * 4 < count) n *= 2;
+  return n;
+}
+
+export function createLine(spec: SetSpec, name: string): string {
+  const n = spec.members.length;
+  return `create ${name} ${spec.type} family ${spec.family === 4 ? 'inet' : 'inet6'} hashsize ${hashSize(n)} maxelem ${maxElem(n)}`;
+}
+
+export function sameSetContent(a: SetSpec, b: SetSpec): boolean {
+  return (
+    a.type === b.type &&
+    a.family === b.family &&
+    a.members.length === b.members.length &&
+    a.members.every((m, i) => m === b.members[i])
+  );
+}
+
+/**
+ * Phase 1: every changed set is built complete under its temporary name; sets the kernel does not
+ * have yet are created empty under their real name so phase 2 can swap into them. Nothing that
+ * rules reference changes in this phase.
+ */
+export function fillScript(
+  changed: readonly SetSpec[],
+  missing: ReadonlySet<string>,
+  leftovers: readonly string[],
+): string {
+  const lines: string[] = leftovers.map((n) => `destroy ${n}`);
+  for (const s of changed) {
+    const tmp = tmpSetName(s.name);
+    lines.push(createLine(s, tmp));
+    for (const m of s.members) lines.push(`add ${tmp} ${m}`);
+    if (missing.has(s.name)) lines.push(createLine(s, s.name));
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
+
+/** Phase 2: each swap is atomic per set; after it the temporary name holds the old members. */
+export function swapScript(changed: readonly SetSpec[]): string {
+  return changed.map((s) => `swap ${tmpSetName(s.name)} ${s.name}\n`).join('');
+}
+
+export function destroyScript(names: readonly string[]): string {
+  return names.map((n) => `destroy ${n}\n`).join('');
+}

@@ -1,0 +1,45 @@
+/**
+ * One node's plan, and its text for `switchyard compile`: the scripts a first apply on an empty
+ * node namespace runs, in the order it runs them (IPv4 and IPv6 tables run side by side). Later
+ * applies run the same scripts restricted to what changed, and keep the old members of a changed
+ * set until the rules are in (see apply.ts).
+ */
+import { irForNode } from '../../calc/build.js';
+import type { IR } from '../../ir/types.js';
+import { tool } from './kernel.js';
+import { tmpSetName } from './names.js';
+import type { NodePlan } from './plan.js';
+import { destroyScript, fillScript, renderSets, swapScript } from './render-sets.js';
+import { renderTables } from './render-rules.js';
+import { restoreScript } from './script.js';
+import type { IptablesMode } from './kernel.js';
+
+export function planForNode(ir: IR, node: string): NodePlan {
+  const nodeIr = irForNode(ir, node);
+  const sets = renderSets(nodeIr);
+  return { node, sets, tables: renderTables(nodeIr, node, sets) };
+}
+
+export function planText(plan: NodePlan, mode: IptablesMode): string {
+  const out: string[] = [];
+  const setNames = new Set(plan.sets.map((s) => s.name));
+  if (plan.sets.length) {
+    out.push('# ipset restore  (build each set under a temporary name, swap it in, drop the old members)');
+    for (const s of plan.sets) out.push(`# ${s.name}: ${s.description}`);
+    out.push(fillScript(plan.sets, setNames, []).trimEnd());
+    out.push(swapScript(plan.sets).trimEnd());
+    out.push(destroyScript(plan.sets.map((s) => tmpSetName(s.name))).trimEnd());
+  }
+  for (const t of plan.tables) {
+    out.push(`# ${tool(mode, t.family, 'restore')} --noflush -w 10`);
+    out.push(
+      restoreScript(t.table, {
+        write: t.chains,
+        deleteChains: [],
+        insertJumps: t.jumps,
+        deleteJumps: [],
+      }).trimEnd(),
+    );
+  }
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,67 @@
+/**
+ * `nft -j -t list table inet switchyard` → RuleCounter per (rule comment, endpoint, direction).
+ * -t leaves set elements out, so a 1M-entry prefilter does not slow a counter read. The endpoint
+ * of a per-endpoint chain comes from its default rule's comment (`<endpoint>/<direction>/default`),
+ * which every Kubernetes-tier chain ends with.
+ */
+import type { Direction } from '../../ir/types.js';
+import type { RuleCounter } from '../backend.js';
+import { parseEndpointChain } from './names.js';
+
+interface JsonRule {
+  chain: string;
+  comment?: string;
+  expr: Record<string, unknown>[];
+}
+
+function rulesOf(json: string): JsonRule[] {
+  const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
+  const out: JsonRule[] = [];
+  for (const item of doc.nftables ?? []) {
+    const rule = item.rule as JsonRule | undefined;
+    if (rule && typeof rule.chain === 'string' && Array.isArray(rule.expr)) out.push(rule);
+  }
+  return out;
+}
+
+function counterOf(rule: JsonRule): { packets: number; bytes: number } | undefined {
+  for (const e of rule.expr) {
+    const c = e.counter as { packets?: number; bytes?: number } | undefined;
+    if (c) return { packets: c.packets ?? 0, bytes: c.bytes ?? 0 };
+  }
+  return undefined;
+}
+
+export function parseCounters(json: string): RuleCounter[] {
+  const rules = rulesOf(json);
+  // Interface → endpoint id, learnt from the default rules.
+  const endpoints = new Map<string, string>();
+  for (const r of rules) {
+    const chain = parseEndpointChain(r.chain);
+    const m = r.comment ? /^(.+)\/(ingress|egress)\/default$/.exec(r.comment) : null;
+    if (chain && m) endpoints.set(chain.hostInterface, m[1] as string);
+  }
+  const totals = new Map<string, RuleCounter>();
+  for (const r of rules) {
+    const counter = counterOf(r);
+    if (!r.comment || !counter) continue;
+    const chain = parseEndpointChain(r.chain);
+    const endpoint = chain ? endpoints.get(chain.hostInterface) : undefined;
+    const direction: Direction | undefined = chain?.direction;
+    const key = `${r.comment}|${endpoint ?? ''}|${direction ?? ''}`;
+    const seen = totals.get(key);
+    if (seen) {
+      // One IR rule spans an nft rule per address family.
+      seen.packets += counter.packets;
+      seen.bytes += counter.bytes;
+    } else {
+      totals.set(key, {
+        rule: r.comment,
+        ...(endpoint !== undefined ? { endpoint } : {}),
+        ...(direction !== undefined ? { direction } : {}),
+        ...counter,
+      });
+    }
+  }
+  return [...totals.values()];
+}

@@ -1,0 +1,112 @@
+/**
+ * previous NftRuleset → next as one incremental transaction: only changed sets, maps and chains
+ * are written (sets and maps by element delta, chains by flush and refill), vanished ones deleted.
+ * Returns undefined when a change cannot be expressed incrementally (an object's declaration
+ * changed); the caller then writes the full table, which is just as atomic.
+ */
+import { TABLE_REF } from './names.js';
+import { chainRules, declareChain, declareSet, elementLines } from './render.js';
+import type { NftChain, NftRuleset, NftSet } from './ruleset.js';
+
+export interface IncrementalPlan {
+  script: string;
+  /** `set:NAME`, `map:NAME`, `chain:NAME` of every object written or deleted. */
+  changed: string[];
+}
+
+function byName<T extends { name: string }>(items: readonly T[]): Map<string, T> {
+  return new Map(items.map((i) => [i.name, i]));
+}
+
+function mapKey(element: string): string {
+  return element.slice(0, element.indexOf(' : '));
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Element delta; for maps an element whose verdict changed is deleted by key and added again. */
+function setDelta(prev: NftSet, next: NftSet): string[] {
+  const before = new Set(prev.elements);
+  const after = new Set(next.elements);
+  const removed = prev.elements.filter((e) => !after.has(e));
+  const added = next.elements.filter((e) => !before.has(e));
+  if (removed.length === 0 && added.length === 0) return [];
+  // Refilling is cheaper than a delta that touches most of the set anyway.
+  if (removed.length + added.length >= next.elements.length && next.elements.length > 0)
+    return [`flush ${next.kind} ${TABLE_REF} ${next.name}`, ...elementLines('add', next, next.elements)];
+  const del = next.kind === 'map' ? removed.map(mapKey) : removed;
+  return [...elementLines('delete', next, del), ...elementLines('add', next, added)];
+}
+
+export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPlan | undefined {
+  const changed: string[] = [];
+  const lines: string[] = [
+    `# switchyard nftables update for node ${next.node}: one atomic transaction (nft -f)`,
+  ];
+  const prevSets = byName([...prev.sets, ...prev.maps]);
+  const nextSets = byName([...next.sets, ...next.maps]);
+  const prevChains = byName(prev.chains);
+  const nextChains = byName(next.chains);
+
+  for (const [name, p] of prevSets) {
+    const n = nextSets.get(name);
+    if (n && (n.spec !== p.spec || n.kind !== p.kind)) return undefined;
+  }
+  for (const [name, p] of prevChains) {
+    const n = nextChains.get(name);
+    if (n && (n.spec !== p.spec || n.base !== p.base)) return undefined;
+  }
+
+  // 1. New sets and set member changes: rules below may reference them.
+  for (const set of next.sets) {
+    const p = prevSets.get(set.name);
+    if (!p) {
+      lines.push(...declareSet(set), ...elementLines('add', set, set.elements));
+      changed.push(`set:${set.name}`);
+    } else {
+      const delta = setDelta(p, set);
+      if (delta.length > 0) {
+        lines.push(...delta);
+        changed.push(`set:${set.name}`);
+      }
+    }
+  }
+  // 2. Chains: declare new ones first so jumps between them resolve, then refill what changed.
+  for (const chain of next.chains) if (!prevChains.has(chain.name)) lines.push(declareChain(chain));
+  for (const chain of next.chains) {
+    const p = prevChains.get(chain.name);
+    if (p && sameList(p.rules, chain.rules)) continue;
+    if (p) lines.push(`flush chain ${TABLE_REF} ${chain.name}`);
+    lines.push(...chainRules(chain));
+    changed.push(`chain:${chain.name}`);
+  }
+  // 3. Dispatch maps, now that every chain they name exists.
+  for (const map of next.maps) {
+    const p = prevSets.get(map.name);
+    if (!p) {
+      lines.push(...declareSet(map), ...elementLines('add', map, map.elements));
+      changed.push(`map:${map.name}`);
+    } else {
+      const delta = setDelta(p, map);
+      if (delta.length > 0) {
+        lines.push(...delta);
+        changed.push(`map:${map.name}`);
+      }
+    }
+  }
+  // 4. Deletions, last: nothing may still reference a chain or set when it goes.
+  const goneChains: NftChain[] = prev.chains.filter((c) => !nextChains.has(c.name));
+  for (const c of goneChains) lines.push(`flush chain ${TABLE_REF} ${c.name}`);
+  for (const c of goneChains) {
+    lines.push(`delete chain ${TABLE_REF} ${c.name}`);
+    changed.push(`chain:${c.name}`);
+  }
+  for (const s of [...prev.maps, ...prev.sets]) {
+    if (nextSets.has(s.name)) continue;
+    lines.push(`delete ${s.kind} ${TABLE_REF} ${s.name}`);
+    changed.push(`${s.kind}:${s.name}`);
+  }
+  return { script: lines.join('\n') + '\n', changed };
+}

@@ -1,0 +1,312 @@
+/**
+ * One node's slice of the IR → the objects of `table inet switchyard` (sets, verdict maps, chains
+ * with their rules as nft text). Pure. Both the full script and the incremental diff are printed
+ * from this one structure, so what `compile` shows and what an update installs cannot drift apart.
+ */
+import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
+import {
+  defaultRuleId,
+  dispatchMap,
+  ESTABLISHED_RULE_ID,
+  familySet,
+  FORWARD_CHAIN,
+  INPUT_CHAIN,
+  INVALID_RULE_ID,
+  kubernetesChain,
+  NFLOG_GROUP,
+  PREFILTER_CHAIN,
+  prefilterRuleId,
+  quoted,
+  safeName,
+  tierChain,
+  WORKLOAD_IFACES_SET,
+  type Family,
+} from './names.js';
+
+export interface NftSet {
+  kind: 'set' | 'map';
+  name: string;
+  /** The declaration body: `{ type ipv4_addr; flags interval; }`. */
+  spec: string;
+  /** Element texts in a deterministic order; for maps `key : verdict`. */
+  elements: string[];
+  /** Printed as a `#` line above the set: what defines the members. */
+  note?: string;
+}
+
+export interface NftChain {
+  name: string;
+  /** Declaration body; base chains carry their hook here. */
+  spec: string;
+  base: boolean;
+  rules: string[];
+  note?: string;
+}
+
+export interface NftRuleset {
+  node: string;
+  sets: NftSet[];
+  maps: NftSet[];
+  /** Regular chains in endpoint order, then base chains. */
+  chains: NftChain[];
+}
+
+const L4: Record<'TCP' | 'UDP' | 'SCTP', string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
+
+function familyOf(address: string): Family {
+  return address.includes(':') ? 'v6' : 'v4';
+}
+
+/** Families an IR set needs nft sets for: IPv4 always (so a rule's shape does not depend on membership), IPv6 when present. */
+function familiesOf(addresses: readonly string[]): Family[] {
+  return addresses.some((a) => familyOf(a) === 'v6') ? ['v4', 'v6'] : ['v4'];
+}
+
+const ADDR_TYPE: Record<Family, string> = { v4: 'ipv4_addr', v6: 'ipv6_addr' };
+const ADDR_MATCH: Record<Family, string> = { v4: 'ip', v6: 'ip6' };
+
+class RuleRenderer {
+  private readonly ipFamilies = new Map<string, Family[]>();
+  private readonly portFamilies = new Map<string, Family[]>();
+
+  constructor(ipSets: readonly IpSet[], portSets: readonly IpPortSet[]) {
+    for (const s of ipSets) this.ipFamilies.set(s.id, familiesOf(s.cidrs));
+    for (const s of portSets) this.portFamilies.set(s.id, familiesOf(s.members.map((m) => m.address)));
+  }
+
+  private families(map: Map<string, Family[]>, id: string): Family[] {
+    const f = map.get(id);
+    if (!f) throw new Error(`IR references unknown set ${id}`);
+    return f;
+  }
+
+  /**
+   * The match part of one IR rule, one text per address family it needs. A rule without address
+   * sets matches both families in one nft rule (the inet table sees IPv4 and IPv6 alike); a rule
+   * with sets becomes one nft rule per family, all with the same comment so counters add up.
+   */
+  matches(rule: Rule, direction: Direction): string[] {
+    const remote = direction === 'egress' ? 'daddr' : 'saddr';
+    let families: (Family | 'any')[] = ['any'];
+    if (rule.peerSet !== undefined || rule.peerPortSet !== undefined) {
+      const sets = [
+        ...(rule.peerSet !== undefined ? [this.families(this.ipFamilies, rule.peerSet)] : []),
+        ...(rule.peerPortSet !== undefined ? [this.families(this.portFamilies, rule.peerPortSet)] : []),
+      ];
+      families = (['v4', 'v6'] as const).filter((f) => sets.every((s) => s.includes(f)));
+    }
+    return families.map((family) => {
+      const parts: string[] = [];
+      if (rule.protocol === 'ICMP') {
+        parts.push(
+          family === 'v4'
+            ? 'meta l4proto icmp'
+            : family === 'v6'
+              ? 'meta l4proto ipv6-icmp'
+              : 'meta l4proto { icmp, ipv6-icmp }',
+        );
+      } else if (rule.protocol !== undefined) parts.push(`meta l4proto ${L4[rule.protocol]}`);
+      if (rule.ports !== undefined) {
+        const ports = rule.ports.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}-${p.last}`));
+        parts.push(`th dport ${ports.length === 1 ? ports[0] : `{ ${ports.join(', ')} }`}`);
+      }
+      if (family !== 'any') {
+        if (rule.peerSet !== undefined)
+          parts.push(`${ADDR_MATCH[family]} ${remote} @${familySet(rule.peerSet, family)}`);
+        if (rule.peerPortSet !== undefined)
+          parts.push(`${ADDR_MATCH[family]} ${remote} . th dport @${familySet(rule.peerPortSet, family)}`);
+      }
+      return parts.join(' ');
+    });
+  }
+}
+
+function withMatch(match: string, rest: string): string {
+  return match ? `${match} ${rest}` : rest;
+}
+
+/** The global tier: `allow` returns to the base chain (the other side's chain still runs), `pass` and falling off go to the Kubernetes tier. */
+function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer): NftChain {
+  const k8s = kubernetesChain(rs.direction, ep.hostInterface);
+  const rules: string[] = [];
+  for (const rule of rs.globalRules) {
+    const comment = `comment ${quoted(rule.id)}`;
+    const action =
+      rule.action === 'allow'
+        ? 'return'
+        : rule.action === 'deny'
+          ? 'drop'
+          : rule.action === 'pass'
+            ? `goto ${k8s}`
+            : `log prefix ${quoted(`sy ${rule.id} `)} group ${NFLOG_GROUP}`;
+    for (const m of r.matches(rule, rs.direction)) rules.push(withMatch(m, `counter ${action} ${comment}`));
+  }
+  rules.push(`counter goto ${k8s}`);
+  return {
+    name: tierChain(rs.direction, ep.hostInterface),
+    spec: '',
+    base: false,
+    rules,
+    note: `${ep.id} ${rs.direction}: global tier, policies: ${rs.globalPolicies.length}`,
+  };
+}
+
+/** The Kubernetes tier: any match allows (`return`), then the default, counted under `<endpoint>/<direction>/default`. */
+function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer): NftChain {
+  const rules: string[] = [];
+  for (const rule of rs.kubernetesRules) {
+    for (const m of r.matches(rule, rs.direction))
+      rules.push(withMatch(m, `counter return comment ${quoted(rule.id)}`));
+  }
+  const verdict = rs.kubernetesDefault === 'deny' ? ' drop' : '';
+  rules.push(`counter${verdict} comment ${quoted(defaultRuleId(ep.id, rs.direction))}`);
+  return {
+    name: kubernetesChain(rs.direction, ep.hostInterface),
+    spec: '',
+    base: false,
+    rules,
+    note: `${ep.id} ${rs.direction}: Kubernetes tier, policies: ${rs.kubernetesPolicies.length}, default ${rs.kubernetesDefault}`,
+  };
+}
+
+function addressSets(ir: IR): NftSet[] {
+  const out: NftSet[] = [];
+  for (const s of ir.ipSets) {
+    for (const family of familiesOf(s.cidrs)) {
+      out.push({
+        kind: 'set',
+        name: familySet(s.id, family),
+        spec: `{ type ${ADDR_TYPE[family]}; flags interval; }`,
+        elements: s.cidrs.filter((c) => familyOf(c) === family),
+        note: `${s.id}: ${s.description}`,
+      });
+    }
+  }
+  for (const s of ir.ipPortSets) {
+    for (const family of familiesOf(s.members.map((m) => m.address))) {
+      out.push({
+        kind: 'set',
+        name: familySet(s.id, family),
+        spec: `{ type ${ADDR_TYPE[family]} . inet_service; }`,
+        elements: s.members
+          .filter((m) => familyOf(m.address) === family)
+          .map((m) => `${m.address} . ${m.port}`),
+        note: `${s.id}: ${s.description} (${s.protocol})`,
+      });
+    }
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+function baseChain(name: string, hook: string, priority: string, rules: string[], note: string): NftChain {
+  return {
+    name,
+    spec: `{ type filter hook ${hook} priority ${priority}; policy accept; }`,
+    base: true,
+    rules,
+    note,
+  };
+}
+
+/**
+ * Builds the node's ruleset from `ir` (whole or already sliced with irForNode). Endpoints of other
+ * nodes contribute only set members; nothing outside pod veths and the fabric prefilter is touched.
+ */
+export function buildRuleset(ir: IR, node: string): NftRuleset {
+  const local = ir.endpoints.filter((e) => e.node === node);
+  const byId = new Map(local.map((e) => [e.id, e]));
+  const renderer = new RuleRenderer(ir.ipSets, ir.ipPortSets);
+  const used = new Set<string>();
+  const chains: NftChain[] = [];
+  const dispatch: Record<Direction, string[]> = { egress: [], ingress: [] };
+
+  for (const rs of ir.ruleSets) {
+    const ep = byId.get(rs.endpoint);
+    if (!ep) continue;
+    for (const rule of [...rs.globalRules, ...rs.kubernetesRules]) {
+      if (rule.peerSet !== undefined) used.add(rule.peerSet);
+      if (rule.peerPortSet !== undefined) used.add(rule.peerPortSet);
+    }
+    chains.push(globalTier(rs, ep, renderer), kubernetesTier(rs, ep, renderer));
+    dispatch[rs.direction].push(
+      `${quoted(safeName(ep.hostInterface))} : jump ${tierChain(rs.direction, ep.hostInterface)}`,
+    );
+  }
+
+  const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
+  for (const p of prefilters) used.add(p.set);
+  const sets = addressSets({
+    ...ir,
+    ipSets: ir.ipSets.filter((s) => used.has(s.id)),
+    ipPortSets: ir.ipPortSets.filter((s) => used.has(s.id)),
+  });
+  sets.push({
+    kind: 'set',
+    name: WORKLOAD_IFACES_SET,
+    spec: '{ type ifname; }',
+    elements: local.map((e) => quoted(safeName(e.hostInterface))).sort(),
+    note: 'host-side pod veths of this node',
+  });
+
+  const maps: NftSet[] = (['egress', 'ingress'] as const).map((direction) => ({
+    kind: 'map',
+    name: dispatchMap(direction),
+    spec: '{ type ifname : verdict; }',
+    elements: dispatch[direction].sort(),
+    note: `${direction === 'egress' ? 'iifname' : 'oifname'} → the endpoint's ${direction} chain`,
+  }));
+
+  const established = [
+    `ct state established,related counter accept comment ${quoted(ESTABLISHED_RULE_ID)}`,
+    `ct state invalid counter drop comment ${quoted(INVALID_RULE_ID)}`,
+  ];
+  if (prefilters.length > 0) {
+    const rules = [`iifname "lo" counter return`, `iifname @${WORKLOAD_IFACES_SET} counter return`];
+    const setFamilies = new Map(sets.map((s) => [s.name, true]));
+    for (const p of prefilters) {
+      for (const family of ['v4', 'v6'] as const) {
+        const name = familySet(p.set, family);
+        if (setFamilies.has(name))
+          rules.push(
+            `${ADDR_MATCH[family]} saddr @${name} counter drop comment ${quoted(prefilterRuleId(p.name))}`,
+          );
+      }
+    }
+    chains.push(
+      baseChain(
+        PREFILTER_CHAIN,
+        'prerouting',
+        'raw',
+        rules,
+        'prefilter: deny-listed sources from the fabric, before conntrack',
+      ),
+    );
+  }
+  chains.push(
+    baseChain(
+      INPUT_CHAIN,
+      'input',
+      'filter',
+      [
+        `iifname != @${WORKLOAD_IFACES_SET} counter return`,
+        ...established,
+        // Neighbour discovery is what makes IPv6 work at all; no policy can mean to cut it.
+        'icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } counter accept',
+        `counter iifname vmap @${dispatchMap('egress')}`,
+      ],
+      'pods talking to the node itself: their egress rules',
+    ),
+    baseChain(
+      FORWARD_CHAIN,
+      'forward',
+      'filter',
+      [
+        ...established,
+        `counter iifname vmap @${dispatchMap('egress')}`,
+        `counter oifname vmap @${dispatchMap('ingress')}`,
+      ],
+      'pod traffic: egress of the sending pod, then ingress of the receiving pod',
+    ),
+  );
+  return { node, sets, maps, chains };
+}

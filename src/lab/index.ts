@@ -1,0 +1,11 @@
+/** The lab: nodes and pods as network namespaces on one machine, with probes and real traffic. */
+export { converge, type ConvergeOptions, type ConvergeResult } from './converge.js';
+export { labDown, labDownAll, destroyLab, type CleanupReport } from './down.js';
+export { measureReach, DEFAULT_PROBE_TIMEOUT_MS, type ReachOptions, type ReachResult } from './reach.js';
+export { labExec } from './exec.js';
+export { labSummary, allLabSummaries, type LabSummary, type LabDetail } from './status.js';
+export { LabError } from './errors.js';
+export { DEFAULT_LAB, checkLabName, labNameError } from './names.js';
+export type { Progress } from './progress.js';
+export type { LabState, LabBackend } from './state.js';
+export type { LabPod, LabNode, Topology } from './topology.js';

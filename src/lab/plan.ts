@@ -1,0 +1,221 @@
+/**
+ * The difference between two topologies as `ip` batch lines per namespace, plus the pod ends to
+ * configure over netlink. Pure: the exact commands a change runs are unit-tested, and pods that
+ * did not change never appear in them.
+ */
+import {
+  FABRIC_BRIDGE,
+  FABRIC_PREFIX_LENGTH,
+  HOST_VETH_MAC,
+  NODE_FABRIC_INTERFACE,
+  POD_INTERFACE,
+} from './names.js';
+import type { LabNode, LabPod, Topology } from './topology.js';
+
+export interface NamespaceBatch {
+  netns: string;
+  lines: string[];
+}
+
+/** The pod end of a veth to configure (see configureEndpointInterface). */
+export interface PodSide {
+  netns: string;
+  address: string;
+}
+
+export interface NamespaceSysctls {
+  netns: string;
+  entries: [string, string][];
+}
+
+export interface KernelPlan {
+  /** Pods whose namespaces go: removed, or recreated because their node or address changed. */
+  removedPods: LabPod[];
+  addedPods: LabPod[];
+  removedNodes: LabNode[];
+  addedNodes: LabNode[];
+  createFabric: boolean;
+  /**
+   * Links of leaving pods and nodes, deleted explicitly: a namespace dies asynchronously, and its
+   * veth peers with it, so a recreated pod could otherwise find its old host interface still there.
+   * Run with -force: a link may already be gone.
+   */
+  unplug: NamespaceBatch[];
+  deleteNetns: string[];
+  createNetns: string[];
+  fabric: NamespaceBatch | undefined;
+  /** Routes to remote pods that no longer exist or moved (-force: the route may be gone already). */
+  staleRoutes: NamespaceBatch[];
+  nodes: NamespaceBatch[];
+  sysctls: NamespaceSysctls[];
+  /**
+   * Pod ends to configure: address/32, a link route to 169.254.1.1 and the default via it (Calico's
+   * trick: a link-scoped next hop the host side answers for by proxy ARP), plus a permanent
+   * neighbour entry so the first packet never waits for ARP.
+   */
+  pods: PodSide[];
+  /** Whether the probe server's view (pods, namespaces, ports) changed. */
+  probesChanged: boolean;
+}
+
+function needsRecreate(prev: LabPod, next: LabPod, removedNodes: ReadonlySet<string>): boolean {
+  return (
+    prev.node !== next.node ||
+    prev.address !== next.address ||
+    prev.hostInterface !== next.hostInterface ||
+    prev.netns !== next.netns ||
+    removedNodes.has(prev.node)
+  );
+}
+
+/** address → next hop (the owning node's fabric address) for pods not on `node`. */
+function remoteRoutes(t: Topology, node: string): Map<string, string> {
+  const via = new Map(t.nodes.map((n) => [n.name, n.address]));
+  const out = new Map<string, string>();
+  for (const p of t.pods) if (p.node !== node) out.set(p.address, via.get(p.node) as string);
+  return out;
+}
+
+function plugPodLines(p: LabPod): string[] {
+  return [
+    `link add ${p.hostInterface} address ${HOST_VETH_MAC} type veth peer name ${POD_INTERFACE} netns ${p.netns}`,
+    // No IPv6 link-local chatter on lab links: flow logs and counters see only probe traffic.
+    `link set ${p.hostInterface} addrgenmode none`,
+    `link set ${p.hostInterface} up`,
+    `route replace ${p.address}/32 dev ${p.hostInterface} scope link`,
+  ];
+}
+
+export function planChanges(prev: Topology | undefined, next: Topology): KernelPlan {
+  const prevNodes = new Map((prev?.nodes ?? []).map((n) => [n.name, n]));
+  const nextNodes = new Map(next.nodes.map((n) => [n.name, n]));
+  const removedNodes = (prev?.nodes ?? []).filter((n) => !nextNodes.has(n.name));
+  const addedNodes = next.nodes.filter((n) => !prevNodes.has(n.name));
+  const removedNodeNames = new Set(removedNodes.map((n) => n.name));
+
+  const prevPods = new Map((prev?.pods ?? []).map((p) => [p.id, p]));
+  const nextPods = new Map(next.pods.map((p) => [p.id, p]));
+  const removedPods: LabPod[] = [];
+  const addedPods: LabPod[] = [];
+  for (const p of prev?.pods ?? []) {
+    const n = nextPods.get(p.id);
+    if (!n || needsRecreate(p, n, removedNodeNames)) removedPods.push(p);
+  }
+  for (const p of next.pods) {
+    const o = prevPods.get(p.id);
+    if (!o || needsRecreate(o, p, removedNodeNames)) addedPods.push(p);
+  }
+
+  const createFabric = prev === undefined;
+  const unplug: NamespaceBatch[] = [];
+  const fabricUnplug = removedNodes.map((n) => `link del ${n.fabricPeer}`);
+  if (!createFabric && fabricUnplug.length > 0) unplug.push({ netns: next.fabricNetns, lines: fabricUnplug });
+  for (const n of prev?.nodes ?? []) {
+    if (removedNodeNames.has(n.name)) continue;
+    const lines = removedPods.filter((p) => p.node === n.name).map((p) => `link del ${p.hostInterface}`);
+    if (lines.length > 0) unplug.push({ netns: n.netns, lines });
+  }
+
+  const fabricLines: string[] = [];
+  if (createFabric) {
+    fabricLines.push(
+      'link set lo up',
+      `link add ${FABRIC_BRIDGE} type bridge`,
+      `link set ${FABRIC_BRIDGE} addrgenmode none`,
+      `link set ${FABRIC_BRIDGE} up`,
+    );
+  }
+  for (const n of addedNodes) {
+    fabricLines.push(
+      `link add ${n.fabricPeer} type veth peer name ${NODE_FABRIC_INTERFACE} netns ${n.netns}`,
+      `link set ${n.fabricPeer} addrgenmode none`,
+      `link set ${n.fabricPeer} master ${FABRIC_BRIDGE}`,
+      `link set ${n.fabricPeer} up`,
+    );
+  }
+
+  const staleRoutes: NamespaceBatch[] = [];
+  const nodes: NamespaceBatch[] = [];
+  const sysctls: NamespaceSysctls[] = [];
+  for (const n of next.nodes) {
+    const old = prevNodes.get(n.name);
+    const readdressed = old !== undefined && old.address !== n.address;
+    const lines: string[] = [];
+    const entries: [string, string][] = [];
+    if (!old) {
+      lines.push(
+        'link set lo up',
+        `link set ${NODE_FABRIC_INTERFACE} addrgenmode none`,
+        `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+        `link set ${NODE_FABRIC_INTERFACE} up`,
+      );
+      entries.push(['net/ipv4/ip_forward', '1']);
+    } else if (readdressed) {
+      lines.push(
+        `addr flush dev ${NODE_FABRIC_INTERFACE}`,
+        `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+      );
+    }
+    for (const p of addedPods.filter((p) => p.node === n.name)) {
+      lines.push(...plugPodLines(p));
+      entries.push(
+        [`net/ipv4/conf/${p.hostInterface}/proxy_arp`, '1'],
+        // The default 0.8 s random delay of proxied ARP answers would stall first packets.
+        [`net/ipv4/neigh/${p.hostInterface}/proxy_delay`, '0'],
+      );
+    }
+    const want = remoteRoutes(next, n.name);
+    // A readdressed node lost its connected fabric route and every route through it.
+    const had = old && !readdressed && prev ? remoteRoutes(prev, n.name) : new Map<string, string>();
+    for (const [address, via] of want) {
+      if (had.get(address) !== via)
+        lines.push(`route replace ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`);
+    }
+    const stale = [...had].filter(([address]) => !want.has(address));
+    if (stale.length > 0) {
+      staleRoutes.push({
+        netns: n.netns,
+        lines: stale.map(
+          ([address, via]) => `route del ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`,
+        ),
+      });
+    }
+    if (lines.length > 0) nodes.push({ netns: n.netns, lines });
+    if (entries.length > 0) sysctls.push({ netns: n.netns, entries });
+  }
+
+  const probeView = (t: Topology | undefined): string =>
+    JSON.stringify((t?.pods ?? []).map((p) => [p.id, p.netns, p.ports]).sort());
+  return {
+    removedPods,
+    addedPods,
+    removedNodes,
+    addedNodes,
+    createFabric,
+    unplug,
+    deleteNetns: [...removedPods.map((p) => p.netns), ...removedNodes.map((n) => n.netns)],
+    createNetns: [
+      ...(createFabric ? [next.fabricNetns] : []),
+      ...addedNodes.map((n) => n.netns),
+      ...addedPods.map((p) => p.netns),
+    ],
+    fabric: fabricLines.length > 0 ? { netns: next.fabricNetns, lines: fabricLines } : undefined,
+    staleRoutes,
+    nodes,
+    sysctls,
+    pods: addedPods.map((p) => ({ netns: p.netns, address: p.address })),
+    probesChanged: probeView(prev) !== probeView(next) || addedPods.length > 0,
+  };
+}
+
+export function planIsEmpty(p: KernelPlan): boolean {
+  return (
+    p.removedPods.length === 0 &&
+    p.addedPods.length === 0 &&
+    p.removedNodes.length === 0 &&
+    p.addedNodes.length === 0 &&
+    p.nodes.length === 0 &&
+    p.staleRoutes.length === 0 &&
+    !p.createFabric
+  );
+}

@@ -1,0 +1,60 @@
+/** What the CLI and a lab's probe server say to each other, and what a probe finds out. */
+import { join } from 'node:path';
+
+export interface ProbePort {
+  port: number;
+  protocol: 'TCP' | 'UDP';
+}
+
+export interface ProbePodConfig {
+  /** `namespace/name`: what the server answers with. */
+  id: string;
+  netns: string;
+  /** The pod's cgroup: sockets are created from inside it, so they carry it. */
+  cgroup: string;
+  ports: ProbePort[];
+}
+
+export interface ProbeServerConfig {
+  lab: string;
+  pods: ProbePodConfig[];
+}
+
+export type ControlRequest = { op: 'ping' } | { op: 'reload' };
+
+export interface ControlResponse {
+  ok: boolean;
+  pods?: number;
+  sockets?: number;
+  /** Per-pod problems of a reload (the other pods are served). */
+  errors?: string[];
+  error?: string;
+}
+
+/** Marks a probe server's command line so cleanup can find one whose pid was never recorded. */
+export const SERVER_MARK = '--switchyard-probe-server';
+
+export function probeConfigPath(labDir: string): string {
+  return join(labDir, 'probe.json');
+}
+
+export function controlSocketPath(labDir: string): string {
+  return join(labDir, 'probe.sock');
+}
+
+export function probeLogPath(labDir: string): string {
+  return join(labDir, 'probe.log');
+}
+
+export interface ProbeTarget {
+  id: string;
+  address: string;
+}
+
+export interface ProbeOutcome {
+  ok: boolean;
+  /** The `namespace/name` the server answered with. */
+  answer?: string;
+  error?: string;
+  ms: number;
+}

@@ -1,0 +1,86 @@
+/**
+ * The pod×pod reach matrix measured with real connections from inside each source pod's namespace
+ * and cgroup, every pair at once.
+ */
+import type { ReachMatrix } from '../calc/index.js';
+import { join } from 'node:path';
+import { requireRoot } from '../netns/index.js';
+import { LabError } from './errors.js';
+import { checkLabName } from './names.js';
+import { isProbeServer } from './probe/control.js';
+import { probeMatrix } from './probe/prober.js';
+import type { ProbeOutcome } from './probe/protocol.js';
+import { readState, type LabState } from './state.js';
+import type { LabPod } from './topology.js';
+
+export interface ReachOptions {
+  port: number;
+  protocol: 'TCP' | 'UDP';
+  /** Source pods (`namespace/name`); default every pod. */
+  from?: string[];
+  /** Per connection attempt. */
+  timeoutMs?: number;
+}
+
+export interface ReachResult {
+  matrix: ReachMatrix;
+  /** results[src][dst] with the answering pod, errors and timings. */
+  details: Record<string, Record<string, ProbeOutcome>>;
+  durationMs: number;
+}
+
+export const DEFAULT_PROBE_TIMEOUT_MS = 1000;
+
+export function readyState(name: string): LabState & { topology: NonNullable<LabState['topology']> } {
+  checkLabName(name);
+  const state = readState(name);
+  if (!state)
+    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
+  if (state.status !== 'ready' || !state.topology) {
+    throw new LabError(
+      `lab '${name}' is ${state.status} (interrupted?): run 'switchyard lab up' again or 'lab down'`,
+    );
+  }
+  return state as LabState & { topology: NonNullable<LabState['topology']> };
+}
+
+export function findPod(
+  state: LabState & { topology: NonNullable<LabState['topology']> },
+  id: string,
+): LabPod {
+  const key = id.includes('/') ? id : `default/${id}`;
+  const pod = state.topology.pods.find((p) => p.id === key);
+  if (!pod) {
+    const known = state.topology.pods.map((p) => p.id);
+    throw new LabError(
+      `lab '${state.name}' has no pod '${id}' (pods: ${known.slice(0, 20).join(', ')}${known.length > 20 ? ', …' : ''})`,
+    );
+  }
+  return pod;
+}
+
+export async function measureReach(name: string, opts: ReachOptions): Promise<ReachResult> {
+  requireRoot('switchyard lab reach');
+  const started = performance.now();
+  const state = readyState(name);
+  if (!state.probe || !isProbeServer(state.probe.pid, name)) {
+    throw new LabError(`the probe server of lab '${name}' is not running: 'switchyard lab up' restarts it`);
+  }
+  const pods = state.topology.pods;
+  const sources = opts.from && opts.from.length > 0 ? opts.from.map((id) => findPod(state, id)) : pods;
+  const results = await probeMatrix({
+    protocol: opts.protocol,
+    port: opts.port,
+    timeoutMs: opts.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
+    sources: sources.map((p) => ({ id: p.id, netns: p.netns, cgroup: join(state.cgroupRoot, p.slug) })),
+    targets: pods.map((p) => ({ id: p.id, address: p.address })),
+  });
+  const matrix: ReachMatrix = { port: opts.port, protocol: opts.protocol, results: {} };
+  const details: ReachResult['details'] = {};
+  sources.forEach((src) => {
+    const r = results[src.id] ?? {};
+    details[src.id] = r;
+    matrix.results[src.id] = Object.fromEntries(pods.map((d) => [d.id, r[d.id]?.ok === true]));
+  });
+  return { matrix, details, durationMs: Math.round(performance.now() - started) };
+}

@@ -1,0 +1,186 @@
+/**
+ * One JSON state file per lab under /run/switchyard/labs/<name>/ (tmpfs: gone after a reboot,
+ * together with the namespaces it describes). It is written before the kernel is touched, so
+ * even a run killed half-way leaves a record of every name it may have made.
+ */
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PreviousAllocations } from '../calc/index.js';
+import type { BackendName } from '../dataplane/backend.js';
+import type { IR } from '../ir/types.js';
+import type { Model } from '../model/index.js';
+import { LabError } from './errors.js';
+import { labNameError, STATE_ROOT } from './names.js';
+import type { Topology } from './topology.js';
+
+export type LabBackend = 'none' | BackendName;
+export type LabStatus = 'creating' | 'applying' | 'ready' | 'removing';
+
+export interface ProbeServerInfo {
+  pid: number;
+  socket: string;
+  startedAt: string;
+}
+
+export interface LabState {
+  version: 1;
+  name: string;
+  status: LabStatus;
+  createdAt: string;
+  updatedAt: string;
+  backend: LabBackend;
+  nodeCount: number;
+  /** Manifests of the last up/apply. */
+  files: string[];
+  model: Model;
+  ir: IR;
+  /** What the backend last applied successfully: its `previous` on the next apply. */
+  backendIR?: IR;
+  /** Passed back as CalcOptions.previous so addresses and placement survive updates. */
+  allocations: PreviousAllocations;
+  /** What is in the kernel (undefined until the first run completes). */
+  topology?: Topology;
+  /** What a run in progress is building: with `topology`, every name the lab may own. */
+  target?: Topology;
+  /** `<cgroup2 mount>/switchyard/<lab>` */
+  cgroupRoot: string;
+  probe?: ProbeServerInfo;
+}
+
+export function labDir(name: string): string {
+  return join(STATE_ROOT, name);
+}
+
+export function statePath(name: string): string {
+  return join(labDir(name), 'state.json');
+}
+
+/**
+ * Allocations worth keeping for `model`: those of pods and services still in it. A removed pod's
+ * node must not outlive it (calc keeps every node named by a previous placement).
+ */
+export function allocationsFor(previous: PreviousAllocations, model: Model): PreviousAllocations {
+  const pods = new Set(model.pods.map((p) => `${p.namespace}/${p.name}`));
+  const services = new Set(model.services.map((s) => `${s.namespace}/${s.name}`));
+  const keep = (r: Record<string, string> | undefined, ids: Set<string>): Record<string, string> =>
+    Object.fromEntries(Object.entries(r ?? {}).filter(([id]) => ids.has(id)));
+  return {
+    podAddresses: keep(previous.podAddresses, pods),
+    podNodes: keep(previous.podNodes, pods),
+    serviceAddresses: keep(previous.serviceAddresses, services),
+  };
+}
+
+export function allocationsOf(ir: IR): PreviousAllocations {
+  const podAddresses: Record<string, string> = {};
+  const podNodes: Record<string, string> = {};
+  const serviceAddresses: Record<string, string> = {};
+  for (const e of ir.endpoints) {
+    const a = e.addresses[0];
+    if (a) podAddresses[e.id] = a;
+    podNodes[e.id] = e.node;
+  }
+  for (const s of ir.services) serviceAddresses[s.service] ??= s.address;
+  return { podAddresses, podNodes, serviceAddresses };
+}
+
+export function readState(name: string): LabState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(statePath(name), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    const state = JSON.parse(text) as LabState;
+    if (state.version !== 1 || state.name !== name) throw new Error('unexpected content');
+    return state;
+  } catch (e) {
+    throw new LabError(
+      `the state file ${statePath(name)} is unreadable (${(e as Error).message}); ` +
+        `'switchyard lab down --name ${name}' removes the lab by its names`,
+    );
+  }
+}
+
+/** Atomic: a crash leaves the old file or the new one, never half of one. */
+export function writeState(state: LabState): void {
+  mkdirSync(labDir(state.name), { recursive: true });
+  const path = statePath(state.name);
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 1) + '\n');
+  renameSync(tmp, path);
+}
+
+/** Lab names with a state directory. */
+export function stateLabs(): string[] {
+  try {
+    return readdirSync(STATE_ROOT, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && labNameError(d.name) === undefined)
+      .map((d) => d.name)
+      .sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+export function removeLabDir(name: string): void {
+  rmSync(labDir(name), { recursive: true, force: true });
+}
+
+/** Running (a zombie waiting for its parent to reap it counts as dead). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Serialises changes to one lab across processes. The lock file holds the owner's pid; a lock
+ * whose owner died (a killed `lab up`) is taken over.
+ */
+export async function withLabLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(labDir(name), { recursive: true });
+  const path = join(labDir(name), 'lock');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let owner = Number.NaN;
+      try {
+        owner = Number(readFileSync(path, 'utf8').trim());
+      } catch {
+        // released meanwhile: try again
+      }
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+        throw new LabError(`lab '${name}' is busy: another switchyard process (pid ${owner}) is changing it`);
+      }
+      if (attempt > 3) throw new LabError(`cannot take the lock ${path}`);
+      rmSync(path, { force: true });
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(path, { force: true });
+    // A lab that never got a state file (bad input, say) leaves no directory behind.
+    try {
+      rmdirSync(labDir(name));
+    } catch {
+      // not empty: a real lab
+    }
+  }
+}

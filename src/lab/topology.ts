@@ -1,0 +1,126 @@
+/**
+ * IR → the lab's shape: which namespaces exist, how they are named and addressed. Pure, so the
+ * plan (and its names) can be checked without root.
+ */
+import { INFRA_RANGE, isPodAddress, POD_RANGE, servedPorts } from '../calc/index.js';
+import type { Endpoint, IR } from '../ir/types.js';
+import { formatCidr } from '../util/ip.js';
+import { LabError } from './errors.js';
+import { fabricNetns, fabricPeerName, netnsPrefix, nodeSlug, podSlug, SlugAllocator } from './names.js';
+
+export interface LabPort {
+  port: number;
+  protocol: 'TCP' | 'UDP';
+}
+
+export interface LabNode {
+  name: string;
+  slug: string;
+  netns: string;
+  /** Address on the fabric (from IR Node.address). */
+  address: string;
+  /** The node's link as seen in the fabric namespace. */
+  fabricPeer: string;
+}
+
+export interface LabPod {
+  /** `namespace/name` */
+  id: string;
+  namespace: string;
+  name: string;
+  node: string;
+  /** Namespace name without `sy-<lab>-`; also the pod's cgroup directory. */
+  slug: string;
+  netns: string;
+  address: string;
+  hostInterface: string;
+  /** What the probe server listens on. */
+  ports: LabPort[];
+}
+
+export interface Topology {
+  lab: string;
+  fabricNetns: string;
+  nodes: LabNode[];
+  pods: LabPod[];
+}
+
+/** Probe servers answer on every port the pod serves (see servedPorts), except SCTP, which they cannot. */
+export function probePorts(e: Endpoint): LabPort[] {
+  const seen = new Map<string, LabPort>();
+  for (const p of servedPorts(e)) {
+    if (p.protocol === 'SCTP') continue;
+    seen.set(`${p.port}/${p.protocol}`, { port: p.port, protocol: p.protocol });
+  }
+  return [...seen.values()].sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : 1));
+}
+
+function podAddress(e: Endpoint): string {
+  const v6 = e.addresses.find((a) => a.includes(':'));
+  if (v6)
+    throw new LabError(
+      `pod ${e.id}: IPv6 address ${v6} is not supported by the lab (IPv4 pod addresses only)`,
+    );
+  const v4 = e.addresses[0];
+  if (!v4) throw new LabError(`pod ${e.id} has no address`);
+  if (!isPodAddress(v4)) {
+    throw new LabError(
+      `pod ${e.id}: address ${v4} (status.podIP) is outside the lab's pod range ${formatCidr(POD_RANGE)} ` +
+        `(${formatCidr(INFRA_RANGE)} is reserved for nodes); remove status.podIP or pick an address in range`,
+    );
+  }
+  return v4;
+}
+
+export function buildTopology(lab: string, ir: IR, previous?: Topology): Topology {
+  const prefix = netnsPrefix(lab);
+  const prevNodes = new Map((previous?.nodes ?? []).map((n) => [n.name, n]));
+  const prevPods = new Map((previous?.pods ?? []).map((p) => [p.id, p]));
+  const slugs = new SlugAllocator(['fabric']);
+  // Names in use keep their slug; only then do newcomers pick theirs.
+  for (const n of ir.nodes) {
+    const prev = prevNodes.get(n.name);
+    if (prev) slugs.keep(prev.slug);
+  }
+  for (const e of ir.endpoints) {
+    const prev = prevPods.get(e.id);
+    if (prev) slugs.keep(prev.slug);
+  }
+  const nodes: LabNode[] = ir.nodes.map((n) => {
+    const slug = prevNodes.get(n.name)?.slug ?? slugs.assign(`node:${n.name}`, nodeSlug(n.name));
+    return {
+      name: n.name,
+      slug,
+      netns: prefix + slug,
+      address: n.address,
+      fabricPeer: fabricPeerName(n.name),
+    };
+  });
+  const nodeNames = new Set(nodes.map((n) => n.name));
+  const owners = new Map<string, string>();
+  const pods: LabPod[] = ir.endpoints.map((e) => {
+    if (!nodeNames.has(e.node)) throw new LabError(`pod ${e.id} is placed on unknown node '${e.node}'`);
+    const address = podAddress(e);
+    const clash = owners.get(address);
+    if (clash) throw new LabError(`pods ${clash} and ${e.id} both have address ${address}`);
+    owners.set(address, e.id);
+    const slug = prevPods.get(e.id)?.slug ?? slugs.assign(`pod:${e.id}`, podSlug(e.namespace, e.name));
+    return {
+      id: e.id,
+      namespace: e.namespace,
+      name: e.name,
+      node: e.node,
+      slug,
+      netns: prefix + slug,
+      address,
+      hostInterface: e.hostInterface,
+      ports: probePorts(e),
+    };
+  });
+  return { lab, fabricNetns: fabricNetns(lab), nodes, pods };
+}
+
+/** Every namespace name of a topology, fabric first. */
+export function topologyNetns(t: Topology): string[] {
+  return [t.fabricNetns, ...t.nodes.map((n) => n.netns), ...t.pods.map((p) => p.netns)];
+}

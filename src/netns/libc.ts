@@ -1,0 +1,76 @@
+import koffi from 'koffi';
+
+/**
+ * The few libc calls that must run synchronously on the calling thread: setns(2) changes only that
+ * thread's namespace, and a socket's namespace is fixed when socket(2) runs, so both have to happen
+ * on the same thread without yielding to the event loop in between. Kept separate from src/bpf's
+ * binding so the lab does not depend on the eBPF toolkit.
+ */
+export interface Libc {
+  open(path: string, flags: number): number;
+  close(fd: number): number;
+  setns(fd: number, nstype: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  setsockopt(fd: number, level: number, name: number, value: Buffer, len: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
+  listen(fd: number, backlog: number): number;
+  connect(fd: number, addr: Buffer, len: number): number;
+  send(fd: number, data: Buffer, len: number, flags: number): number;
+  recv(fd: number, buf: Buffer, len: number, flags: number): number;
+  ifNameToIndex(name: string): number;
+  strerror(errnum: number): string;
+}
+
+export const O_RDONLY = 0;
+export const O_CLOEXEC = 0o2000000;
+export const CLONE_NEWNET = 0x40000000;
+export const AF_INET = 2;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const EINPROGRESS = 115;
+export const MSG_DONTWAIT = 0x40;
+
+let cached: Libc | undefined;
+let strerror: ((errnum: number) => string) | undefined;
+
+export function libc(): Libc {
+  if (cached) return cached;
+  if (process.platform !== 'linux') throw new Error('network namespaces need Linux');
+  const lib = koffi.load('libc.so.6');
+  const fn = <T>(decl: string): T => lib.func(decl) as T;
+  strerror = fn<(errnum: number) => string>('const char *strerror(int errnum)');
+  cached = {
+    open: fn('int open(const char *path, int flags)'),
+    close: fn('int close(int fd)'),
+    setns: fn('int setns(int fd, int nstype)'),
+    socket: fn('int socket(int domain, int type, int protocol)'),
+    setsockopt: fn('int setsockopt(int fd, int level, int name, void *value, uint32_t len)'),
+    bind: fn('int bind(int fd, void *addr, uint32_t len)'),
+    listen: fn('int listen(int fd, int backlog)'),
+    connect: fn('int connect(int fd, void *addr, uint32_t len)'),
+    send: fn('long send(int fd, void *data, size_t len, int flags)'),
+    recv: fn('long recv(int fd, void *buf, size_t len, int flags)'),
+    ifNameToIndex: fn('unsigned int if_nametoindex(const char *name)'),
+    strerror: (errnum: number) => strerror?.(errnum) ?? `errno ${errnum}`,
+  };
+  return cached;
+}
+
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+export function errnoText(errno: number): string {
+  return strerror?.(errno) ?? `errno ${errno}`;
+}
+
+/** Throws `what: <strerror(errno)>` when a libc call returned -1. */
+export function check(result: number, what: string): number {
+  if (result >= 0) return result;
+  const errno = koffi.errno();
+  throw Object.assign(new Error(`${what}: ${errnoText(errno)}`), { errno });
+}
