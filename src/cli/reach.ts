@@ -20,7 +20,9 @@ export function register(program: Command): void {
         const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
         const matrix = reachMatrix(ir, opts.port, opts.protocol);
         if (opts.json) return printJson(matrix);
-        process.stdout.write(`${opts.protocol}/${opts.port} predicted  (. = connects, X = denied by policy or port not served)\n`);
+        process.stdout.write(
+          `${opts.protocol}/${opts.port} predicted  (. = connects, X = denied by policy or port not served)\n`,
+        );
         process.stdout.write(formatReachGrid(matrix.results) + '\n');
       },
     );
