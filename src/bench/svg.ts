@@ -14,21 +14,30 @@ function escape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-function paramsLabel(params: Record<string, string | number>): string {
-  const entries = Object.entries(params);
+function paramsLabel(params: Record<string, string | number>, shared: ReadonlySet<string>): string {
+  const entries = Object.entries(params).filter(([k, v]) => !shared.has(`${k}=${v}`));
   return entries.length === 0 ? 'all' : entries.map(([k, v]) => `${k}=${v}`).join(' ');
+}
+
+/** Parameters every row has with the same value say nothing about a group: they go in the title. */
+function sharedParams(s: BenchScenarioResult): Set<string> {
+  const [first, ...rest] = s.rows.map((r) => new Set(Object.entries(r.params).map(([k, v]) => `${k}=${v}`)));
+  return new Set([...(first ?? [])].filter((kv) => rest.every((r) => r.has(kv))));
 }
 
 function niceNumber(n: number): string {
   const a = Math.abs(n);
-  if (a >= 1e9) return `${(n / 1e9).toPrecision(3)}G`;
-  if (a >= 1e6) return `${(n / 1e6).toPrecision(3)}M`;
-  if (a >= 1e3) return `${(n / 1e3).toPrecision(3)}k`;
-  return a >= 1 || a === 0 ? n.toPrecision(3).replace(/\.?0+$/, '') : n.toPrecision(2);
+  const short = (x: number): string => String(parseFloat(x.toPrecision(3)));
+  if (a >= 1e9) return `${short(n / 1e9)}G`;
+  if (a >= 1e6) return `${short(n / 1e6)}M`;
+  if (a >= 1e3) return `${short(n / 1e3)}k`;
+  return short(n);
 }
 
 export function scenarioSvg(s: BenchScenarioResult): string {
-  const groups = [...new Set(s.rows.map((r) => paramsLabel(r.params)))];
+  const shared = sharedParams(s);
+  const label = (params: Record<string, string | number>): string => paramsLabel(params, shared);
+  const groups = [...new Set(s.rows.map((r) => label(r.params)))];
   const backends = [...new Set(s.rows.map((r) => r.backend))];
   const values = s.rows.flatMap((r) => [r.p10, r.median, r.p90]).filter((v) => Number.isFinite(v) && v > 0);
   const max = Math.max(...values, 1e-9);
@@ -49,7 +58,7 @@ export function scenarioSvg(s: BenchScenarioResult): string {
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${MARGIN.left}" y="22" font-size="14" font-weight="bold">${escape(s.name)}: ${escape(s.unit)} (${s.better} is better)</text>`,
+    `<text x="${MARGIN.left}" y="22" font-size="14" font-weight="bold">${escape(s.name)}: ${escape(s.unit)} (${s.better} is better)${shared.size ? ` · ${escape([...shared].join(' '))}` : ''}</text>`,
   );
   const ticks = log
     ? Array.from({ length: Math.floor(hi) - Math.ceil(lo) + 1 }, (_, i) => 10 ** (Math.ceil(lo) + i))
@@ -67,7 +76,7 @@ export function scenarioSvg(s: BenchScenarioResult): string {
   groups.forEach((g, gi) => {
     const gx = MARGIN.left + gi * groupW + (groupW - barW * backends.length) / 2;
     backends.forEach((b, bi) => {
-      const row = s.rows.find((r) => r.backend === b && paramsLabel(r.params) === g);
+      const row = s.rows.find((r) => r.backend === b && label(r.params) === g);
       if (!row || !Number.isFinite(row.median)) return;
       const x = gx + bi * barW;
       const top = y(row.median);
@@ -77,8 +86,12 @@ export function scenarioSvg(s: BenchScenarioResult): string {
         `<line x1="${(x + barW / 2 - 1).toFixed(1)}" x2="${(x + barW / 2 - 1).toFixed(1)}" y1="${y(row.p10).toFixed(1)}" y2="${y(row.p90).toFixed(1)}" stroke="#222"/>`,
       );
     });
+    const cx = (MARGIN.left + gi * groupW + groupW / 2).toFixed(1);
+    const lines = g
+      .split(' ')
+      .map((l, i) => `<tspan x="${cx}" dy="${i === 0 ? 0 : 12}">${escape(l)}</tspan>`);
     parts.push(
-      `<text x="${(MARGIN.left + gi * groupW + groupW / 2).toFixed(1)}" y="${MARGIN.top + plotH + 16}" text-anchor="middle">${escape(g)}</text>`,
+      `<text x="${cx}" y="${MARGIN.top + plotH + 16}" text-anchor="middle">${lines.join('')}</text>`,
     );
   });
   parts.push(
