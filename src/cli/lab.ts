@@ -1,6 +1,7 @@
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { CleanupReport, LabDetail, LabPod, Progress } from '../lab/index.js';
+import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
@@ -275,4 +276,5 @@ export function register(program: Command): void {
     });
 
   registerLabCounters(cmd);
+  registerLabConntrack(cmd);
 }

@@ -4,6 +4,7 @@ import type { Backend, BackendName } from './backend.js';
 const loaders: Partial<Record<BackendName, () => Promise<Backend>>> = {
   nftables: async () => (await import('./nftables/index.js')).nftablesBackend,
   iptables: async () => (await import('./iptables/index.js')).iptablesBackend,
+  ebpf: async () => (await import('./ebpf/index.js')).ebpfBackend,
 };
 
 export function availableBackends(): BackendName[] {

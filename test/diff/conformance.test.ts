@@ -1,6 +1,6 @@
 /**
  * The upstream Kubernetes network-policy e2e scenarios (x/y/z, ports 80/81, TCP and UDP; see
- * test/fixtures/netpol-e2e/cases.ts) through the real lab and each netfilter backend: for every
+ * test/fixtures/netpol-e2e/cases.ts) through the real lab and each backend: for every
  * case, `lab up` converges the lab to the case's manifests (so consecutive cases exercise each
  * backend's incremental apply), `lab reach` measures every probe's 9×9 matrix with real packets,
  * and the result must equal both the upstream expectation and the reference evaluator.
@@ -23,7 +23,7 @@ import {
 import { describeKernel } from '../support/kernel.js';
 import { applyEdits, compareTables, formatReport, XYZ_PODS } from '../support/reachability.js';
 
-const BACKENDS: readonly BackendName[] = ['iptables', 'nftables'];
+const BACKENDS: readonly BackendName[] = ['iptables', 'nftables', 'ebpf'];
 const NODES = 2;
 
 function title(c: NetpolCase): string {
@@ -33,16 +33,16 @@ function title(c: NetpolCase): string {
 for (const backend of BACKENDS) {
   if (!availableBackends().includes(backend)) {
     if (process.env.CI === 'true') {
-      describe(`netfilter conformance: ${backend}`, () => {
+      describe(`conformance: ${backend}`, () => {
         it('is registered', () => {
           throw new Error(`CI=true but backend '${backend}' is not registered in src/dataplane/registry.ts`);
         });
       });
-    } else describe.skip(`netfilter conformance: ${backend} (not registered)`, () => undefined);
+    } else describe.skip(`conformance: ${backend} (not registered)`, () => undefined);
     continue;
   }
 
-  describeKernel(`netfilter conformance: ${backend}`, () => {
+  describeKernel(`conformance: ${backend}`, () => {
     const lab = `conf-${backend}`;
     let labUp = false;
 

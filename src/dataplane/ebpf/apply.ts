@@ -1,0 +1,486 @@
+/**
+ * Applying one node: make the kernel match the IR, touching only the difference.
+ *
+ *   1. generate every program; load those whose code (or hook, or maps) changed — a verifier
+ *      rejection stops here, before anything in force was touched;
+ *   2. add set members and prefilter entries (old programs never look at new set indices, and a
+ *      member both IRs share stays put);
+ *   3. swap programs: BPF_LINK_UPDATE on the pinned tcx link (atomic, no gap), or a new link
+ *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
+ *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots;
+ *   5. prefilter XDP links on the fabric-facing interfaces;
+ *   6. write the node's description (meta) and collect conntrack garbage.
+ */
+import { existsSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  attachTcx,
+  attachXdp,
+  ensureBpffs,
+  isPinned,
+  Link,
+  PerCpuMap,
+  Program,
+  VerifierError,
+  withNetns,
+  type AssembledProgram,
+  type Instruction,
+} from '../../bpf/index.js';
+import type { IR } from '../../ir/types.js';
+import { ApplyError, type ApplyResult, type NodeTarget } from '../backend.js';
+import { collectGarbage } from './conntrack.js';
+import { checkNetns, fabricInterfaces, listInterfaces, type NetnsInterface } from './iface.js';
+import { MAP } from './layout.js';
+import {
+  closeNodeMaps,
+  counterSlotsFor,
+  createNodeMaps,
+  mapIds,
+  mapPinPath,
+  MAP_SPECS,
+  openPinnedMaps,
+  pinNodeMaps,
+  programMaps,
+  type NodeMaps,
+} from './maps.js';
+import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
+import { allocate, nodeView, type Allocation, type NodeView } from './node.js';
+import { hookFor, nodeDir, tcxLinkPin, xdpLinkPin } from './paths.js';
+import {
+  prefilterEntries,
+  prefilterHash,
+  prefilterProgram,
+  PREFILTER_MIN_CAPACITY,
+  PREFILTER_PROGRAM_NAME,
+} from './prefilter.js';
+import { policyProgram, programHash, type GeneratedProgram } from './program.js';
+import {
+  addSetMembers,
+  applyPrefilterSync,
+  planPrefilterSync,
+  planSetSync,
+  removeSetMembers,
+} from './sync.js';
+
+export interface ApplyOptions {
+  /** Test hook: replaces a generated program's instructions before it is loaded. */
+  mutateProgram?: (generated: GeneratedProgram) => AssembledProgram | readonly Instruction[];
+}
+
+interface PlannedHook {
+  state: HookState;
+  generated: GeneratedProgram;
+  instructions: AssembledProgram | readonly Instruction[];
+  linkPath: string;
+  reload: boolean;
+}
+
+function fail(message: string, detail?: string): never {
+  throw new ApplyError(`eBPF: ${message}`, 'ebpf', detail);
+}
+
+function describeError(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Replaces a pinned map with a bigger one (programs are reloaded against it: its id changes). */
+function grownCounters(maps: NodeMaps, dir: string, slots: number): void {
+  const spec = MAP_SPECS[MAP.counters];
+  const bigger = PerCpuMap.create({
+    type: spec.type,
+    name: 'sy_counters',
+    key: spec.key,
+    value: spec.value,
+    maxEntries: slots,
+  });
+  const path = mapPinPath(dir, MAP.counters);
+  rmSync(`${path}-next`, { force: true });
+  bigger.pin(`${path}-next`);
+  renameSync(`${path}-next`, path);
+  maps.counters.close();
+  maps.counters = bigger;
+}
+
+function loadPolicy(hook: PlannedHook, maps: NodeMaps): Program {
+  const { generated } = hook;
+  try {
+    return Program.load({
+      name: generated.name,
+      type: 'sched_cls',
+      expectedAttachType: hookFor(generated.direction) === 'ingress' ? 'tcx_ingress' : 'tcx_egress',
+      instructions: hook.instructions,
+      maps: programMaps(maps),
+    });
+  } catch (e) {
+    const what = `the ${generated.direction} program of ${generated.endpoint} (${generated.name})`;
+    if (e instanceof VerifierError)
+      fail(
+        `the verifier rejected ${what}; the programs in force are unchanged`,
+        `${e.message}\n--- verifier log ---\n${e.log.trimEnd()}`,
+      );
+    fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`);
+  }
+}
+
+/**
+ * Swaps the program on the hook's pinned link when that link still sits on this interface (no
+ * gap, no change of place in the tcx chain); otherwise attaches a new link first in the chain
+ * and pins it for the next apply or an agent.
+ */
+function swapTcx(target: NodeTarget, hook: PlannedHook, program: Program): void {
+  if (isPinned(hook.linkPath)) {
+    const link = Link.fromPin(hook.linkPath);
+    try {
+      if (link.info().ifindex === hook.state.ifindex) {
+        link.update(program);
+        return;
+      }
+      // The interface was recreated: the old link is defunct.
+      link.detach();
+    } catch {
+      // update refused (link gone with its interface): replace it below
+    } finally {
+      link.close();
+    }
+  }
+  rmSync(hook.linkPath, { force: true });
+  const link = withNetns(target.netns, () =>
+    attachTcx(program, { ifname: hook.state.ifname, direction: hookFor(hook.state.direction), before: true }),
+  );
+  try {
+    link.pin(hook.linkPath);
+  } finally {
+    link.close();
+  }
+}
+
+/** Detaches and unpins a link (its interface may be gone already). */
+function dropLink(path: string): void {
+  if (!isPinned(path)) return;
+  try {
+    const link = Link.fromPin(path);
+    try {
+      link.detach();
+    } catch {
+      // defunct: its interface went with a namespace
+    } finally {
+      link.close();
+    }
+  } finally {
+    rmSync(path, { force: true });
+  }
+}
+
+function planHooks(
+  view: NodeView,
+  alloc: Allocation,
+  interfaces: ReadonlyMap<string, NetnsInterface>,
+  dir: string,
+  meta: NodeMeta | undefined,
+  mapsChanged: boolean,
+  opts: ApplyOptions,
+): PlannedHook[] {
+  const endpoints = new Map(view.endpoints.map((e) => [e.id, e]));
+  return view.ruleSets.map((rs) => {
+    const ep = endpoints.get(rs.endpoint);
+    const iface = ep ? interfaces.get(ep.hostInterface) : undefined;
+    if (!ep || !iface) throw new Error(`no interface for ${rs.endpoint}`);
+    const generated = policyProgram(rs, alloc);
+    const instructions = opts.mutateProgram ? opts.mutateProgram(generated) : generated.program;
+    const hash = programHash(instructions);
+    const before = meta?.hooks.find((h) => h.endpoint === rs.endpoint && h.direction === rs.direction);
+    const linkPath = tcxLinkPin(dir, ep.hostInterface, hookFor(rs.direction));
+    const state: HookState = {
+      endpoint: rs.endpoint,
+      direction: rs.direction,
+      ifname: ep.hostInterface,
+      ifindex: iface.ifindex,
+      hash,
+      programName: generated.name,
+    };
+    const reload =
+      mapsChanged ||
+      !before ||
+      before.hash !== hash ||
+      before.ifindex !== iface.ifindex ||
+      before.ifname !== ep.hostInterface ||
+      !isPinned(linkPath);
+    return { state, generated, instructions, linkPath, reload };
+  });
+}
+
+/** Zeroes counters of slots that start or stop counting something. */
+function resetSlots(maps: NodeMaps, slots: readonly number[]): void {
+  const zero = Array.from({ length: maps.counters.cpus }, () => ({ packets: 0, bytes: 0 }));
+  const inRange = slots.filter((slot) => slot < maps.counters.info.maxEntries);
+  if (inRange.length > 0) maps.counters.updateBatch(inRange.map((slot) => [slot, zero] as const));
+}
+
+function changedSlots(
+  before: Allocation | undefined,
+  after: Allocation,
+): { fresh: number[]; freed: number[] } {
+  const old = before?.slots ?? {};
+  const now = new Set(Object.values(after.slots));
+  const had = new Map(Object.entries(old));
+  const fresh = Object.entries(after.slots)
+    .filter(([key, slot]) => had.get(key) !== slot)
+    .map(([, slot]) => slot);
+  const freed = Object.values(old).filter((slot) => !now.has(slot));
+  return { fresh, freed };
+}
+
+interface PrefilterOutcome {
+  state: PrefilterState | undefined;
+  changed: string[];
+}
+
+function applyPrefilter(
+  target: NodeTarget,
+  view: NodeView,
+  previous: IR | undefined,
+  maps: NodeMaps,
+  dir: string,
+  meta: NodeMeta | undefined,
+  interfaces: readonly NetnsInterface[],
+  mapsChanged: boolean,
+): PrefilterOutcome {
+  const before = meta?.prefilter;
+  const changed: string[] = [];
+  const lists = view.prefilters;
+  const pods = new Set(view.endpoints.map((e) => e.hostInterface));
+  const fabric = lists.length > 0 ? fabricInterfaces(interfaces, view.address, pods) : [];
+
+  // Links on interfaces that are no longer (or not the same) fabric interfaces go first.
+  for (const old of before?.interfaces ?? []) {
+    if (!fabric.some((f) => f.ifname === old.ifname && f.ifindex === old.ifindex)) {
+      dropLink(xdpLinkPin(dir, old.ifname));
+      changed.push(`xdp:${old.ifname}`);
+    }
+  }
+  if (lists.length === 0) {
+    if (before) {
+      const all = [...maps.pfTrie.keys()];
+      maps.pfTrie.deleteBatch(all);
+      changed.push('prefilter');
+    }
+    return { state: undefined, changed };
+  }
+
+  const hash = prefilterHash(lists);
+  if (!before || before.hash !== hash) {
+    const desired = prefilterEntries(lists);
+    // Million-entry lists: diff against what the previous IR put there when the trie is known to
+    // hold exactly that, instead of reading the whole trie back.
+    const prevLists = previous ? nodeView(previous, target.node).prefilters : undefined;
+    const known =
+      before && prevLists && prefilterHash(prevLists) === before.hash
+        ? prefilterEntries(prevLists)
+        : undefined;
+    applyPrefilterSync(maps.pfTrie, planPrefilterSync(maps.pfTrie, desired, known));
+    for (const l of lists) {
+      if (before?.lists.find((b) => b.index === l.index)?.name !== l.name)
+        maps.pfCounters.update(l.index, { packets: 0, bytes: 0 });
+    }
+    changed.push(...lists.map((l) => `prefilter:${l.name}`));
+  }
+
+  let program: Program | undefined;
+  try {
+    for (const iface of fabric) {
+      const path = xdpLinkPin(dir, iface.ifname);
+      const kept = before?.interfaces.some((b) => b.ifname === iface.ifname && b.ifindex === iface.ifindex);
+      if (kept && isPinned(path) && !mapsChanged) continue;
+      program ??= Program.load({
+        name: PREFILTER_PROGRAM_NAME,
+        type: 'xdp',
+        expectedAttachType: 'xdp',
+        instructions: prefilterProgram(),
+        maps: programMaps(maps),
+      });
+      if (kept && isPinned(path)) {
+        const link = Link.fromPin(path);
+        try {
+          link.update(program);
+        } finally {
+          link.close();
+        }
+      } else {
+        dropLink(path);
+        const loaded = program;
+        const link = withNetns(target.netns, () => attachXdp(loaded, { ifname: iface.ifname }));
+        try {
+          link.pin(path);
+        } finally {
+          link.close();
+        }
+      }
+      changed.push(`xdp:${iface.ifname}`);
+    }
+  } finally {
+    program?.close();
+  }
+  return {
+    state: {
+      hash,
+      lists: lists.map((l) => ({ name: l.name, index: l.index })),
+      interfaces: fabric.map((f) => ({ ifname: f.ifname, ifindex: f.ifindex })),
+      capacity: maps.pfTrie.info.maxEntries,
+    },
+    changed,
+  };
+}
+
+export async function applyNode(
+  target: NodeTarget,
+  ir: IR,
+  previous: IR | undefined,
+  opts: ApplyOptions = {},
+): Promise<ApplyResult> {
+  const started = performance.now();
+  let view: NodeView;
+  try {
+    checkNetns(target.netns);
+    view = nodeView(ir, target.node);
+  } catch (e) {
+    fail(`cannot render node ${target.node}: ${describeError(e)}`);
+  }
+  const prefilterSize = view.prefilters.reduce((n, p) => n + p.cidrs.length, 0);
+  let interfaces: NetnsInterface[];
+  try {
+    interfaces = listInterfaces(target.netns);
+  } catch (e) {
+    fail(`cannot list the interfaces of ${target.netns}: ${describeError(e)}`);
+  }
+  const byName = new Map(interfaces.map((i) => [i.ifname, i]));
+  const missing = view.endpoints.filter((e) => !byName.has(e.hostInterface));
+  if (missing.length > 0)
+    fail(
+      `node ${target.node}: host interfaces missing in ${target.netns}: ` +
+        missing.map((e) => `${e.hostInterface} (${e.id})`).join(', '),
+    );
+
+  ensureBpffs();
+  const dir = nodeDir(target.scope, target.node);
+  const meta = readMeta(dir);
+  const alloc = allocate(view, meta?.alloc);
+  const highestSlot = Math.max(0, ...Object.values(alloc.slots));
+  const changed: string[] = [];
+
+  let maps: NodeMaps;
+  try {
+    const pinned = openPinnedMaps(dir);
+    if (pinned) maps = pinned;
+    else {
+      maps = createNodeMaps({ counterSlots: counterSlotsFor(highestSlot), prefilterCapacity: prefilterSize });
+      try {
+        pinNodeMaps(maps, dir);
+      } catch (e) {
+        closeNodeMaps(maps);
+        throw e;
+      }
+      changed.push('maps');
+    }
+  } catch (e) {
+    fail(`cannot create or open the maps of node ${target.node} under ${dir}: ${describeError(e)}`);
+  }
+
+  try {
+    if (maps.counters.info.maxEntries <= highestSlot) {
+      grownCounters(maps, dir, counterSlotsFor(highestSlot));
+      changed.push('map:counters');
+    }
+    if (maps.pfTrie.info.maxEntries < prefilterSize)
+      fail(
+        `node ${target.node}: prefilter lists hold ${prefilterSize} prefixes, the trie ${maps.pfTrie.info.maxEntries}; ` +
+          `remove the node's dataplane and apply again to recreate it (at least ${Math.max(prefilterSize, PREFILTER_MIN_CAPACITY)})`,
+      );
+    const ids = mapIds(maps);
+    const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
+
+    // 1. generate, load what changed
+    let hooks: PlannedHook[];
+    try {
+      hooks = planHooks(view, alloc, byName, dir, meta, mapsChanged, opts);
+    } catch (e) {
+      fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`);
+    }
+    const loaded = new Map<PlannedHook, Program>();
+    try {
+      for (const hook of hooks) if (hook.reload) loaded.set(hook, loadPolicy(hook, maps));
+
+      // 2. additions
+      const setPlan = planSetSync(maps, view, alloc);
+      if (addSetMembers(maps, setPlan) > 0) changed.push('ipsets');
+      const slots = changedSlots(meta?.alloc, alloc);
+      // A new map is all zeroes already.
+      if (!changed.includes('maps')) resetSlots(maps, slots.fresh);
+
+      // 3. swap
+      for (const [hook, program] of loaded) {
+        try {
+          swapTcx(target, hook, program);
+        } catch (e) {
+          fail(
+            `cannot attach the ${hook.state.direction} program of ${hook.state.endpoint} on ${hook.state.ifname}: ${describeError(e)}`,
+          );
+        }
+        changed.push(`program:${hook.state.endpoint}/${hook.state.direction}`);
+      }
+
+      // 4. departures and removals
+      for (const old of meta?.hooks ?? []) {
+        const stays = hooks.some(
+          (h) =>
+            h.state.endpoint === old.endpoint &&
+            h.state.direction === old.direction &&
+            h.state.ifname === old.ifname,
+        );
+        if (!stays) {
+          dropLink(tcxLinkPin(dir, old.ifname, hookFor(old.direction)));
+          changed.push(`detached:${old.endpoint}/${old.direction}`);
+        }
+      }
+      if (removeSetMembers(maps, setPlan) > 0 && !changed.includes('ipsets')) changed.push('ipsets');
+      resetSlots(maps, slots.freed);
+
+      // 5. prefilter
+      const pf = applyPrefilter(target, view, previous, maps, dir, meta, interfaces, mapsChanged);
+      changed.push(...pf.changed);
+
+      // 6. description, garbage
+      writeMeta(dir, {
+        version: 1,
+        scope: target.scope,
+        node: target.node,
+        alloc,
+        counterSlots: maps.counters.info.maxEntries,
+        hooks: hooks.map((h) => h.state),
+        ...(pf.state ? { prefilter: pf.state } : {}),
+        mapIds: ids,
+        appliedAt: new Date().toISOString(),
+      });
+      collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
+    } finally {
+      for (const program of loaded.values()) program.close();
+    }
+  } finally {
+    closeNodeMaps(maps);
+  }
+  return { changed, durationMs: performance.now() - started };
+}
+
+/** Detaches every link of the node and removes its pins (and the scope directory once empty). */
+export function removeNode(target: NodeTarget): void {
+  const dir = nodeDir(target.scope, target.node);
+  const links = join(dir, 'links');
+  if (existsSync(links)) for (const name of readdirSync(links)) dropLink(join(links, name));
+  rmSync(dir, { recursive: true, force: true });
+  const scopeDir = dirname(dir);
+  try {
+    if (existsSync(scopeDir) && readdirSync(scopeDir).length === 0) rmdirSync(scopeDir);
+  } catch {
+    // another node of the scope is being written meanwhile
+  }
+}

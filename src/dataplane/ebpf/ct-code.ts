@@ -1,0 +1,222 @@
+/**
+ * The conntrack part of a policy program. Before policy: the packet's own key (a later packet of
+ * a connection that was allowed through this hook), then the reversed key with the other
+ * direction (a reply), then, for ICMP errors, the connection the error is about (netfilter's
+ * RELATED). Hits pass without policy, as netfilter's ESTABLISHED,RELATED rule does; ICMP replies
+ * and errors that belong to nothing are dropped, as netfilter drops INVALID. After policy allows:
+ * the new entry.
+ *
+ * Entries carry their own expiry (now + the timeout of their state), so the data path never
+ * needs a timeout table and garbage collection only compares two numbers.
+ */
+import { R0, R1, R2, R3, R4, R5, R6, R9, R10, type Assembler, type Register } from '../../bpf/index.js';
+import type { Direction } from '../../ir/types.js';
+import {
+  CT_FLAG_REPLIED,
+  CT_STATE,
+  CT_TIMEOUT_S,
+  ctKey,
+  ctValue,
+  DIR,
+  FRAME,
+  IPPROTO,
+  MAP,
+  NS_PER_S,
+  SKB,
+  TCP_FLAG,
+  TCX,
+} from './layout.js';
+
+const K = ctKey.offsets;
+const V = ctValue.offsets;
+
+export const CT_LABELS = { policy: 'policy', invalid: 'fail_invalid', pass: 'pass' } as const;
+
+/** ICMP types that report on another packet (unreachable, source quench, redirect, time exceeded, parameter problem). */
+const ICMP_ERRORS = [3, 4, 5, 11, 12];
+/** ICMP answers: only valid as part of a connection (echo, timestamp, info, address mask replies). */
+const ICMP_REPLIES = [0, 14, 16, 18];
+
+/** out = timeout in ns of the state in `state` (unknown states get the UDP timeout). */
+export function emitTimeout(asm: Assembler, state: Register, out: Register, prefix: string): void {
+  const done = `${prefix}_tmo`;
+  for (const [name, value] of Object.entries(CT_STATE) as [keyof typeof CT_STATE, number][]) {
+    asm.mov64(out, CT_TIMEOUT_S[name]).jeq(state, value, done);
+  }
+  asm.mov64(out, CT_TIMEOUT_S.udp).label(done).mul64(out, NS_PER_S);
+}
+
+/** r0 = entry: refresh it, advance the TCP state, pass. */
+function emitTouch(asm: Assembler, reply: boolean, prefix: string): void {
+  const p = prefix;
+  asm
+    .ldxdw(R2, R10, FRAME.now)
+    .stx('dw', R0, V.lastSeen, R2)
+    .mov64(R1, 1)
+    .atomicAdd('dw', R0, V.packets, R1)
+    .ldxw(R1, R6, SKB.len)
+    .atomicAdd('dw', R0, V.bytes, R1);
+  if (reply) asm.ldxb(R1, R0, V.flags).or64(R1, CT_FLAG_REPLIED).stx('b', R0, V.flags, R1);
+  asm
+    .ldxb(R3, R0, V.state)
+    .jne(R9, IPPROTO.TCP, `${p}_expiry`)
+    .ldxw(R1, R10, FRAME.l4info)
+    .jset(R1, TCP_FLAG.RST, `${p}_rst`)
+    .jset(R1, TCP_FLAG.FIN, `${p}_fin`);
+  if (reply) {
+    // The answer to a SYN: the connection is up.
+    asm.jne(R3, CT_STATE.synSent, `${p}_expiry`).mov64(R3, CT_STATE.established).ja(`${p}_store`);
+  } else asm.ja(`${p}_expiry`);
+  asm
+    .label(`${p}_rst`)
+    .mov64(R3, CT_STATE.closed)
+    .ja(`${p}_store`)
+    .label(`${p}_fin`)
+    .jge(R3, CT_STATE.closing, `${p}_expiry`)
+    .mov64(R3, CT_STATE.closing)
+    .label(`${p}_store`)
+    .stx('b', R0, V.state, R3)
+    .label(`${p}_expiry`);
+  emitTimeout(asm, R3, R1, p);
+  asm.add64(R1, R2).stx('dw', R0, V.expires, R1).exitWith(TCX.NEXT);
+}
+
+/** Jumps to `miss` unless r0 is a live entry (the time is in FRAME.now). */
+function emitLive(asm: Assembler, miss: string): void {
+  asm.jeq(R0, 0, miss).ldxdw(R1, R0, V.expires).ldxdw(R2, R10, FRAME.now).jgt(R2, R1, miss);
+}
+
+function emitLookup(asm: Assembler, keyOffset: number): void {
+  asm.ldMap(R1, MAP.conntrack).mov64(R2, R10).add64(R2, keyOffset).call('map_lookup_elem');
+}
+
+/** Emits the lookups; falls through to CT_LABELS.policy for packets that start something new. */
+export function emitConntrackLookup(asm: Assembler, direction: Direction): void {
+  const rk = FRAME.reverseKey;
+  const k = FRAME.key;
+  const other = direction === 'ingress' ? DIR.egress : DIR.ingress;
+  asm.call('ktime_get_ns').stx('dw', R10, FRAME.now, R0);
+
+  emitLookup(asm, k);
+  emitLive(asm, 'ct_reverse');
+  // A SYN on a closing tuple is a new connection reusing the ports: judge it afresh.
+  asm
+    .jne(R9, IPPROTO.TCP, 'ct_fwd')
+    .ldxw(R1, R10, FRAME.l4info)
+    .and64(R1, TCP_FLAG.SYN | TCP_FLAG.ACK)
+    .jne(R1, TCP_FLAG.SYN, 'ct_fwd')
+    .ldxb(R1, R0, V.state)
+    .jge(R1, CT_STATE.closing, 'ct_reverse')
+    .label('ct_fwd');
+  emitTouch(asm, false, 'ct_fwd');
+
+  asm
+    .label('ct_reverse')
+    .ldxw(R1, R10, k + K.ifindex)
+    .stx('w', R10, rk + K.ifindex, R1)
+    .st('b', R10, rk + K.dir, other)
+    .stx('b', R10, rk + K.proto, R9)
+    .st('h', R10, rk + K.pad, 0)
+    .ldxw(R1, R10, k + K.saddr)
+    .stx('w', R10, rk + K.daddr, R1)
+    .ldxw(R1, R10, k + K.daddr)
+    .stx('w', R10, rk + K.saddr, R1)
+    .ldxh(R1, R10, k + K.sport)
+    .stx('h', R10, rk + K.dport, R1)
+    .ldxh(R1, R10, k + K.dport)
+    .stx('h', R10, rk + K.sport, R1);
+  emitLookup(asm, rk);
+  emitLive(asm, 'ct_icmp');
+  emitTouch(asm, true, 'ct_rev');
+
+  asm.label('ct_icmp').jne(R9, IPPROTO.ICMP, CT_LABELS.policy).ldxw(R1, R10, FRAME.l4info);
+  for (const t of ICMP_ERRORS) asm.jeq(R1, t, 'ct_related');
+  for (const t of ICMP_REPLIES) asm.jeq(R1, t, CT_LABELS.invalid);
+  asm.ja(CT_LABELS.policy);
+
+  // The error quotes the offending packet's IP header and first 8 bytes. That packet travelled
+  // the other way through this hook, so its entry is under the other direction, tuple as quoted.
+  const inner = 8; // ICMP header
+  asm
+    .label('ct_related')
+    .ldxw(R2, R6, SKB.data)
+    .ldxw(R3, R6, SKB.dataEnd)
+    .ldxw(R4, R10, FRAME.l4offset)
+    .and64(R4, 0x7f)
+    .add64(R2, R4)
+    .mov64(R4, R2)
+    .add64(R4, inner + 20 + 8)
+    .jgt(R4, R3, CT_LABELS.invalid)
+    .ldxb(R4, R2, inner)
+    .jne(R4, 0x45, CT_LABELS.invalid)
+    .ldxb(R4, R2, inner + 9)
+    .stx('b', R10, rk + K.proto, R4)
+    .ldxw(R5, R2, inner + 12)
+    .stx('w', R10, rk + K.saddr, R5)
+    .ldxw(R5, R2, inner + 16)
+    .stx('w', R10, rk + K.daddr, R5)
+    .st('w', R10, rk + K.sport, 0)
+    .jeq(R4, IPPROTO.ICMP, 'ct_rel_icmp')
+    .jeq(R4, IPPROTO.TCP, 'ct_rel_ports')
+    .jeq(R4, IPPROTO.UDP, 'ct_rel_ports')
+    .jeq(R4, IPPROTO.SCTP, 'ct_rel_ports')
+    .ja('ct_rel_lookup')
+    .label('ct_rel_ports')
+    .ldxh(R5, R2, inner + 20)
+    .stx('h', R10, rk + K.sport, R5)
+    .ldxh(R5, R2, inner + 22)
+    .stx('h', R10, rk + K.dport, R5)
+    .ja('ct_rel_lookup')
+    .label('ct_rel_icmp')
+    .ldxb(R5, R2, inner + 20)
+    .jne(R5, 8, 'ct_rel_lookup')
+    .ldxh(R5, R2, inner + 24)
+    .stx('h', R10, rk + K.sport, R5)
+    .stx('h', R10, rk + K.dport, R5)
+    .label('ct_rel_lookup');
+  emitLookup(asm, rk);
+  emitLive(asm, CT_LABELS.invalid);
+  asm.exitWith(TCX.NEXT);
+}
+
+/** Placed at the allow label: records the allowed packet's connection, then passes it. */
+export function emitConntrackCreate(asm: Assembler): void {
+  const v = FRAME.value;
+  asm
+    .jne(R9, IPPROTO.TCP, 'ct_new_other')
+    .ldxw(R1, R10, FRAME.l4info)
+    // A RST opens nothing.
+    .jset(R1, TCP_FLAG.RST, CT_LABELS.pass)
+    .and64(R1, TCP_FLAG.SYN | TCP_FLAG.ACK)
+    .mov64(R3, CT_STATE.synSent)
+    .jeq(R1, TCP_FLAG.SYN, 'ct_new_store')
+    // Picked up mid-stream (netfilter's loose TCP tracking does the same).
+    .mov64(R3, CT_STATE.established)
+    .ja('ct_new_store')
+    .label('ct_new_other')
+    .mov64(R3, CT_STATE.udp)
+    .jne(R9, IPPROTO.ICMP, 'ct_new_store')
+    .mov64(R3, CT_STATE.icmp)
+    .label('ct_new_store')
+    .st('dw', R10, v + V.state, 0) // state, flags and padding
+    .stx('b', R10, v + V.state, R3)
+    .ldxdw(R2, R10, FRAME.now)
+    .stx('dw', R10, v + V.created, R2)
+    .stx('dw', R10, v + V.lastSeen, R2);
+  emitTimeout(asm, R3, R1, 'ct_new');
+  asm
+    .add64(R1, R2)
+    .stx('dw', R10, v + V.expires, R1)
+    .st('dw', R10, v + V.packets, 1)
+    .ldxw(R1, R6, SKB.len)
+    .stx('dw', R10, v + V.bytes, R1)
+    .ldMap(R1, MAP.conntrack)
+    .mov64(R2, R10)
+    .add64(R2, FRAME.key)
+    .mov64(R3, R10)
+    .add64(R3, v)
+    .mov64(R4, 0)
+    .call('map_update_elem')
+    .label(CT_LABELS.pass)
+    .exitWith(TCX.NEXT);
+}

@@ -1,0 +1,166 @@
+/**
+ * Byte layouts shared by the generated programs and the user-space code that reads and writes the
+ * same maps: one definition, so a program and its loader can never disagree about an offset.
+ */
+import { codecs } from '../../bpf/index.js';
+
+/** struct __sk_buff fields the policy programs read (include/uapi/linux/bpf.h). */
+export const SKB = {
+  len: 0,
+  ingressIfindex: 36,
+  ifindex: 40,
+  data: 76,
+  dataEnd: 80,
+  /** sizeof(struct __sk_buff) up to and including ifindex: enough context for PROG_TEST_RUN. */
+  testContextSize: 48,
+} as const;
+
+/** struct xdp_md. */
+export const XDP_MD = { data: 0, dataEnd: 4 } as const;
+
+export const ETH_HLEN = 14;
+export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, SCTP: 132 } as const;
+export const PROTOCOL_NUMBERS: Record<'TCP' | 'UDP' | 'SCTP' | 'ICMP', number> = IPPROTO;
+export const PROTOCOL_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+
+/** EtherTypes as a little-endian 16-bit load of the network-order field sees them. */
+export const ETHERTYPE_AS_LOADED = { ipv4: 0x0008, arp: 0x0608, ipv6: 0xdd86 } as const;
+
+export const TCP_FLAG = { FIN: 0x01, SYN: 0x02, RST: 0x04, ACK: 0x10 } as const;
+
+/** tcx verdicts: NEXT lets later programs of the chain see an allowed packet. */
+export const TCX = { NEXT: -1, SHOT: 2 } as const;
+
+/** Policy direction of a program, as stored in conntrack keys. */
+export const DIR = { ingress: 0, egress: 1 } as const;
+
+/**
+ * Conntrack key: the hook (host veth ifindex + policy direction) and the 5-tuple as the packet
+ * that created the entry carried it. Keying by hook keeps the two endpoints of a same-node
+ * connection apart: A's egress approval must not stand in for B's ingress policy.
+ */
+export const ctKey = codecs.struct({
+  ifindex: codecs.u32,
+  dir: codecs.u8,
+  proto: codecs.u8,
+  pad: codecs.u16,
+  saddr: codecs.ipv4,
+  daddr: codecs.ipv4,
+  sport: codecs.be16,
+  dport: codecs.be16,
+});
+export type CtKey = codecs.CodecValue<typeof ctKey>;
+
+/** Conntrack value; times are bpf_ktime_get_ns (CLOCK_MONOTONIC), as process.hrtime.bigint(). */
+export const ctValue = codecs.struct({
+  created: codecs.u64,
+  lastSeen: codecs.u64,
+  expires: codecs.u64,
+  packets: codecs.u64,
+  bytes: codecs.u64,
+  state: codecs.u8,
+  flags: codecs.u8,
+  pad: codecs.u16,
+  pad2: codecs.u32,
+});
+export type CtValue = codecs.CodecValue<typeof ctValue>;
+
+export const CT_STATE = {
+  synSent: 1,
+  established: 2,
+  closing: 3,
+  closed: 4,
+  udp: 5,
+  icmp: 6,
+} as const;
+export type CtStateName = keyof typeof CT_STATE;
+export const CT_STATE_NAMES: Record<number, CtStateName> = Object.fromEntries(
+  Object.entries(CT_STATE).map(([name, value]) => [value, name as CtStateName]),
+);
+
+/** Seconds an entry lives after its last packet, per state. FIN/RST make it short-lived. */
+export const CT_TIMEOUT_S: Record<CtStateName, number> = {
+  synSent: 60,
+  established: 7200,
+  closing: 30,
+  closed: 10,
+  udp: 60,
+  icmp: 30,
+};
+
+export const NS_PER_S = 1_000_000_000;
+
+/** Set when a packet of the reverse direction has been seen. */
+export const CT_FLAG_REPLIED = 0x01;
+
+/**
+ * LPM trie key of the per-node IP-set trie: {prefixlen, set index, address}. The set index is
+ * always matched in full (prefixlen = 32 + CIDR length), so one trie holds every set and a
+ * membership change is a map update.
+ */
+export const setLpmKey = codecs.struct({
+  prefixlen: codecs.u32,
+  set: codecs.u32,
+  addr: codecs.ipv4,
+});
+export type SetLpmKey = codecs.CodecValue<typeof setLpmKey>;
+
+/** IP-port set membership: exact (set, address, destination port in host order). */
+export const portSetKey = codecs.struct({
+  set: codecs.u32,
+  addr: codecs.ipv4,
+  port: codecs.u16,
+  pad: codecs.u16,
+});
+export type PortSetKey = codecs.CodecValue<typeof portSetKey>;
+
+export const counterValue = codecs.struct({ packets: codecs.u64n, bytes: codecs.u64n });
+export type CounterValue = codecs.CodecValue<typeof counterValue>;
+
+/** What a Log rule sends through the ring buffer. */
+export const logEvent = codecs.struct({
+  ts: codecs.u64,
+  slot: codecs.u32,
+  ifindex: codecs.u32,
+  saddr: codecs.ipv4,
+  daddr: codecs.ipv4,
+  sport: codecs.be16,
+  dport: codecs.be16,
+  proto: codecs.u8,
+  dir: codecs.u8,
+  pad: codecs.u16,
+  len: codecs.u32,
+});
+export type LogEvent = codecs.CodecValue<typeof logEvent>;
+
+/** Stack frame of a policy program (fp-relative, each area aligned for its widest field). */
+export const FRAME = {
+  key: -24,
+  reverseKey: -48,
+  value: -96,
+  now: -104,
+  /** TCP flags, or the ICMP type. */
+  l4info: -108,
+  /** Offset of the L4 header from the start of the frame. */
+  l4offset: -112,
+} as const;
+
+/**
+ * Per-program counter slots for packets a program refuses to judge (fail closed): IPv6 (until
+ * policy programs parse it), IPv4 fragments, malformed or non-IP frames other than ARP, and ICMP
+ * replies or errors that belong to no connection (netfilter's INVALID).
+ */
+export const FAIL_CLOSED = ['ipv6', 'fragment', 'malformed', 'invalid'] as const;
+export type FailClosedReason = (typeof FAIL_CLOSED)[number];
+
+/** Symbolic map names the generated code refers to (resolved to fds at load time). */
+export const MAP = {
+  conntrack: 'ct',
+  ipSets: 'ipsets',
+  portSets: 'portsets',
+  counters: 'counters',
+  events: 'events',
+  prefilter: 'pf_trie',
+  prefilterCounters: 'pf_counters',
+} as const;
+export type MapName = (typeof MAP)[keyof typeof MAP];

@@ -1,0 +1,338 @@
+/**
+ * The per-node maps: their shapes, creating or reopening them from their pins, and bringing
+ * their contents to what the IR wants by difference (adds before the program swap, removals
+ * after, so neither the old nor the new programs ever see a set without a member both agree on).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  BpfMap,
+  codecs,
+  MapFlags,
+  PerCpuMap,
+  RingBufMap,
+  type Codec,
+  type MapBase,
+  type PerCpuMapType,
+  type PlainMapType,
+} from '../../bpf/index.js';
+import {
+  counterValue,
+  ctKey,
+  ctValue,
+  MAP,
+  portSetKey,
+  setLpmKey,
+  type CounterValue,
+  type CtKey,
+  type CtValue,
+  type PortSetKey,
+  type SetLpmKey,
+} from './layout.js';
+import { isIpv4, type Allocation, type NodeView } from './node.js';
+import { PREFILTER_MIN_CAPACITY } from './prefilter.js';
+
+export const CT_CAPACITY = 65536;
+export const SET_CAPACITY = 1 << 20;
+export const PORT_SET_CAPACITY = 65536;
+/**
+ * Counter slots a node's array starts with: every rule of every local endpoint and direction
+ * has one. Per-CPU arrays allocate every slot up front, so the array grows (by recreation) only
+ * when a node needs more.
+ */
+export const COUNTER_SLOTS = 8192;
+export const PREFILTER_LISTS = 256;
+export const EVENTS_BYTES = 256 * 1024;
+
+export interface NodeMaps {
+  ct: BpfMap<CtKey, CtValue>;
+  ipSets: BpfMap<SetLpmKey, number>;
+  portSets: BpfMap<PortSetKey, number>;
+  counters: PerCpuMap<number, CounterValue>;
+  events: RingBufMap;
+  pfTrie: BpfMap<string, number>;
+  pfCounters: PerCpuMap<number, CounterValue>;
+}
+
+interface PlainSpec<K, V> {
+  kind: 'plain';
+  type: PlainMapType;
+  key: Codec<K>;
+  value: Codec<V>;
+  maxEntries: number;
+}
+interface PerCpuSpec<K, V> {
+  kind: 'percpu';
+  type: PerCpuMapType;
+  key: Codec<K>;
+  value: Codec<V>;
+  maxEntries: number;
+}
+
+/** Shapes by symbolic name (the name programs use), for `compile` and for creation. */
+export const MAP_SPECS = {
+  [MAP.conntrack]: {
+    kind: 'plain',
+    type: 'lru_hash',
+    key: ctKey,
+    value: ctValue,
+    maxEntries: CT_CAPACITY,
+  } satisfies PlainSpec<CtKey, CtValue>,
+  [MAP.ipSets]: {
+    kind: 'plain',
+    type: 'lpm_trie',
+    key: setLpmKey,
+    value: codecs.u32,
+    maxEntries: SET_CAPACITY,
+  } satisfies PlainSpec<SetLpmKey, number>,
+  [MAP.portSets]: {
+    kind: 'plain',
+    type: 'hash',
+    key: portSetKey,
+    value: codecs.u32,
+    maxEntries: PORT_SET_CAPACITY,
+  } satisfies PlainSpec<PortSetKey, number>,
+  [MAP.counters]: {
+    kind: 'percpu',
+    type: 'percpu_array',
+    key: codecs.u32,
+    value: counterValue,
+    maxEntries: COUNTER_SLOTS,
+  } satisfies PerCpuSpec<number, CounterValue>,
+  [MAP.prefilter]: {
+    kind: 'plain',
+    type: 'lpm_trie',
+    key: codecs.ipv4LpmKey,
+    value: codecs.u32,
+    maxEntries: PREFILTER_MIN_CAPACITY,
+  } satisfies PlainSpec<string, number>,
+  [MAP.prefilterCounters]: {
+    kind: 'percpu',
+    type: 'percpu_array',
+    key: codecs.u32,
+    value: counterValue,
+    maxEntries: PREFILTER_LISTS,
+  } satisfies PerCpuSpec<number, CounterValue>,
+} as const;
+
+export const MAP_PURPOSE: Record<string, string> = {
+  [MAP.conntrack]: 'conntrack: hook + 5-tuple → state, expiry, packets',
+  [MAP.ipSets]: 'IP sets: {prefixlen, set index, address} → 1',
+  [MAP.portSets]: 'IP-port sets: {set index, address, port} → 1',
+  [MAP.counters]: 'per-rule counters: slot → {packets, bytes} per CPU',
+  [MAP.events]: 'Log rule events (ring buffer)',
+  [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
+  [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
+};
+
+/** Kernel object names (the symbolic names are what programs and pins use). */
+function kernelName(symbolic: string): string {
+  return `sy_${symbolic}`.slice(0, 15);
+}
+
+function plain<K, V>(spec: PlainSpec<K, V>, name: string, maxEntries?: number): BpfMap<K, V> {
+  return BpfMap.create({
+    type: spec.type,
+    name: kernelName(name),
+    key: spec.key,
+    value: spec.value,
+    maxEntries: maxEntries ?? spec.maxEntries,
+    // Set members come and go with pods: allocate them as they come (LRU maps must preallocate).
+    ...(spec.type === 'hash' ? { flags: MapFlags.NO_PREALLOC } : {}),
+  });
+}
+
+function perCpu<K, V>(spec: PerCpuSpec<K, V>, name: string, maxEntries?: number): PerCpuMap<K, V> {
+  return PerCpuMap.create({
+    type: spec.type,
+    name: kernelName(name),
+    key: spec.key,
+    value: spec.value,
+    maxEntries: maxEntries ?? spec.maxEntries,
+  });
+}
+
+export interface MapSizes {
+  /** Counter slots (slot 0 is never used). */
+  counterSlots?: number;
+  /** Conntrack entries (an LRU hash preallocates them all). */
+  conntrackCapacity?: number;
+  prefilterCapacity?: number;
+}
+
+/** Slots for counters numbered up to `highest`, with room to grow before the next recreation. */
+export function counterSlotsFor(highest: number): number {
+  let size = COUNTER_SLOTS;
+  while (size <= highest) size *= 2;
+  return size;
+}
+
+/** Fresh unpinned maps (tests, or a first apply before pinning). */
+export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
+  const s = MAP_SPECS;
+  const opened: MapBase[] = [];
+  const track = <M extends MapBase>(m: M): M => {
+    opened.push(m);
+    return m;
+  };
+  try {
+    return {
+      ct: track(plain(s[MAP.conntrack], MAP.conntrack, sizes.conntrackCapacity)),
+      ipSets: track(plain(s[MAP.ipSets], MAP.ipSets)),
+      portSets: track(plain(s[MAP.portSets], MAP.portSets)),
+      counters: track(perCpu(s[MAP.counters], MAP.counters, sizes.counterSlots)),
+      events: track(RingBufMap.create({ name: kernelName(MAP.events), size: EVENTS_BYTES })),
+      pfTrie: track(
+        plain(
+          s[MAP.prefilter],
+          MAP.prefilter,
+          Math.max(sizes.prefilterCapacity ?? 0, PREFILTER_MIN_CAPACITY),
+        ),
+      ),
+      pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
+    };
+  } catch (e) {
+    for (const m of opened) m.close();
+    throw e;
+  }
+}
+
+const FIELDS: Record<keyof NodeMaps, string> = {
+  ct: MAP.conntrack,
+  ipSets: MAP.ipSets,
+  portSets: MAP.portSets,
+  counters: MAP.counters,
+  events: MAP.events,
+  pfTrie: MAP.prefilter,
+  pfCounters: MAP.prefilterCounters,
+};
+
+/** Symbolic name → map, as Program.load wants it. */
+export function programMaps(maps: NodeMaps): Record<string, MapBase> {
+  const out: Record<string, MapBase> = {};
+  for (const [field, name] of Object.entries(FIELDS) as [keyof NodeMaps, string][]) out[name] = maps[field];
+  return out;
+}
+
+export function closeNodeMaps(maps: NodeMaps): void {
+  for (const field of Object.keys(FIELDS) as (keyof NodeMaps)[]) maps[field].close();
+}
+
+export function mapPinPath(nodeDir: string, symbolic: string): string {
+  return join(nodeDir, 'maps', symbolic);
+}
+
+/** Reopens every map from its pin; undefined when any is missing (a first apply). */
+export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
+  const path = (name: string): string => mapPinPath(nodeDir, name);
+  if (Object.values(FIELDS).some((name) => !existsSync(path(name)))) return undefined;
+  const s = MAP_SPECS;
+  const opened: MapBase[] = [];
+  const track = <M extends MapBase>(m: M): M => {
+    opened.push(m);
+    return m;
+  };
+  try {
+    return {
+      ct: track(BpfMap.fromPin(path(MAP.conntrack), s[MAP.conntrack].key, s[MAP.conntrack].value)),
+      ipSets: track(BpfMap.fromPin(path(MAP.ipSets), s[MAP.ipSets].key, s[MAP.ipSets].value)),
+      portSets: track(BpfMap.fromPin(path(MAP.portSets), s[MAP.portSets].key, s[MAP.portSets].value)),
+      counters: track(PerCpuMap.fromPin(path(MAP.counters), s[MAP.counters].key, s[MAP.counters].value)),
+      events: track(RingBufMap.fromPin(path(MAP.events))),
+      pfTrie: track(BpfMap.fromPin(path(MAP.prefilter), s[MAP.prefilter].key, s[MAP.prefilter].value)),
+      pfCounters: track(
+        PerCpuMap.fromPin(
+          path(MAP.prefilterCounters),
+          s[MAP.prefilterCounters].key,
+          s[MAP.prefilterCounters].value,
+        ),
+      ),
+    };
+  } catch (e) {
+    for (const m of opened) m.close();
+    throw e;
+  }
+}
+
+export function pinNodeMaps(maps: NodeMaps, nodeDir: string): void {
+  for (const [field, name] of Object.entries(FIELDS) as [keyof NodeMaps, string][])
+    maps[field].pin(mapPinPath(nodeDir, name));
+}
+
+/** Map ids by symbolic name: programs loaded against other ids must be reloaded. */
+export function mapIds(maps: NodeMaps): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [field, name] of Object.entries(FIELDS) as [keyof NodeMaps, string][])
+    out[name] = maps[field].info.id;
+  return out;
+}
+
+// ---- contents ---------------------------------------------------------------------------------
+
+export function setEntryId(k: SetLpmKey): string {
+  return `${k.set}|${k.addr}/${k.prefixlen - 32}`;
+}
+
+export function portEntryId(k: PortSetKey): string {
+  return `${k.set}|${k.addr}|${k.port}`;
+}
+
+/** Trie keys the node's IP sets need (IPv4 members; the programs parse IPv4 only). */
+export function desiredSetEntries(view: NodeView, alloc: Allocation): Map<string, SetLpmKey> {
+  const out = new Map<string, SetLpmKey>();
+  for (const s of view.ipSets) {
+    const set = alloc.sets[s.id];
+    if (set === undefined) throw new Error(`no index for set ${s.id}`);
+    for (const cidr of s.cidrs.filter(isIpv4)) {
+      const { address, prefixLength } = codecs.parseIpv4Cidr(cidr);
+      const key = { prefixlen: 32 + prefixLength, set, addr: codecs.formatIpv4(address) };
+      out.set(setEntryId(key), key);
+    }
+  }
+  return out;
+}
+
+export function desiredPortEntries(view: NodeView, alloc: Allocation): Map<string, PortSetKey> {
+  const out = new Map<string, PortSetKey>();
+  for (const s of view.ipPortSets) {
+    const set = alloc.portSets[s.id];
+    if (set === undefined) throw new Error(`no index for IP-port set ${s.id}`);
+    for (const m of s.members) {
+      if (!isIpv4(m.address)) continue;
+      const key = { set, addr: m.address, port: m.port, pad: 0 };
+      out.set(portEntryId(key), key);
+    }
+  }
+  return out;
+}
+
+export interface Difference<K> {
+  add: K[];
+  remove: K[];
+}
+
+export function difference<K>(
+  current: ReadonlyMap<string, K>,
+  desired: ReadonlyMap<string, K>,
+): Difference<K> {
+  return {
+    add: [...desired].filter(([id]) => !current.has(id)).map(([, k]) => k),
+    remove: [...current].filter(([id]) => !desired.has(id)).map(([, k]) => k),
+  };
+}
+
+/** Every key of a map, by id. */
+export function readKeys<K>(map: BpfMap<K, number>, id: (k: K) => string): Map<string, K> {
+  const out = new Map<string, K>();
+  for (const key of map.keys()) out.set(id(key), key);
+  return out;
+}
+
+/** Every entry; batch reads where the map type has them. */
+export function readEntries<K, V>(map: BpfMap<K, V>): [K, V][] {
+  try {
+    return map.lookupBatch();
+  } catch {
+    return [...map.entries()];
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * One node's share of the IR, and the numbers the generated code uses for it: IP-set indices and
+ * counter slots. Numbers are allocated stably (what exists keeps its number) so that a membership
+ * change is a map update and a program reload never sees another set under an old index.
+ */
+import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
+import { FAIL_CLOSED } from './layout.js';
+
+export interface PrefilterList {
+  name: string;
+  /** Position in IR order: the first list containing an address is the one that drops it. */
+  index: number;
+  setId: string;
+  /** IPv4 CIDRs only: the XDP prefilter parses IPv4 (IPv6 passes to the policy programs, which drop it). */
+  cidrs: string[];
+}
+
+export interface NodeView {
+  node: string;
+  /** Fabric address of the node (where its XDP prefilter goes). */
+  address: string | undefined;
+  /** Endpoints on this node, sorted by id. */
+  endpoints: Endpoint[];
+  /** Rule sets of local endpoints in IR order (endpoint, then direction). */
+  ruleSets: RuleSet[];
+  /** IP sets referenced by local rules. */
+  ipSets: IpSet[];
+  ipPortSets: IpPortSet[];
+  prefilters: PrefilterList[];
+}
+
+export function byId<T extends { id: string }>(a: T, b: T): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+export function isIpv4(address: string): boolean {
+  return !address.includes(':');
+}
+
+/** The IR slice one node installs (the dataplane does not depend on calc, so it slices itself). */
+export function nodeView(ir: IR, node: string): NodeView {
+  const endpoints = ir.endpoints.filter((e) => e.node === node).sort(byId);
+  const local = new Set(endpoints.map((e) => e.id));
+  const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
+  const setIds = new Set<string>();
+  const portSetIds = new Set<string>();
+  for (const rs of ruleSets) {
+    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
+      if (r.peerSet !== undefined) setIds.add(r.peerSet);
+      if (r.peerPortSet !== undefined) portSetIds.add(r.peerPortSet);
+    }
+  }
+  for (const id of setIds)
+    if (!ir.ipSets.some((s) => s.id === id)) throw new Error(`IR references unknown IP set ${id}`);
+  for (const id of portSetIds)
+    if (!ir.ipPortSets.some((s) => s.id === id)) throw new Error(`IR references unknown IP-port set ${id}`);
+  const sets = new Map(ir.ipSets.map((s) => [s.id, s]));
+  const prefilters = ir.prefilters
+    .filter((p) => p.nodes.includes(node))
+    .map((p, index) => {
+      const set = sets.get(p.set);
+      if (!set) throw new Error(`prefilter ${p.name} references unknown IP set ${p.set}`);
+      return { name: p.name, index, setId: p.set, cidrs: set.cidrs.filter(isIpv4) };
+    });
+  return {
+    node,
+    address: ir.nodes.find((n) => n.name === node)?.address,
+    endpoints,
+    ruleSets,
+    ipSets: ir.ipSets.filter((s) => setIds.has(s.id)).sort(byId),
+    ipPortSets: ir.ipPortSets.filter((s) => portSetIds.has(s.id)).sort(byId),
+    prefilters,
+  };
+}
+
+/** What a counter slot counts. */
+export interface SlotOwner {
+  endpoint: string;
+  direction: Direction;
+  /** IR rule id, or `<endpoint>/<direction>/default`, or `<endpoint>/<direction>/fail-closed/<reason>`. */
+  rule: string;
+}
+
+export interface Allocation {
+  /** IP set id → index (≥ 1) in the node's set trie. */
+  sets: Record<string, number>;
+  /** IP-port set id → index (≥ 1). */
+  portSets: Record<string, number>;
+  /** Slot key (see slotKey) → slot (≥ 1) in the node's counter array. */
+  slots: Record<string, number>;
+}
+
+export const EMPTY_ALLOCATION: Allocation = { sets: {}, portSets: {}, slots: {} };
+
+export function defaultRuleId(endpoint: string, direction: Direction): string {
+  return `${endpoint}/${direction}/default`;
+}
+
+export function failClosedRuleId(endpoint: string, direction: Direction, reason: string): string {
+  return `${endpoint}/${direction}/fail-closed/${reason}`;
+}
+
+export function slotKey(owner: SlotOwner): string {
+  return `${owner.endpoint}|${owner.direction}|${owner.rule}`;
+}
+
+export function parseSlotKey(key: string): SlotOwner {
+  const [endpoint = '', direction = 'ingress', ...rest] = key.split('|');
+  return { endpoint, direction: direction as Direction, rule: rest.join('|') };
+}
+
+/** Every counter a rule set needs, in program order. */
+export function slotOwners(rs: RuleSet): SlotOwner[] {
+  const base = { endpoint: rs.endpoint, direction: rs.direction };
+  const rule = (r: Rule): SlotOwner => ({ ...base, rule: r.id });
+  return [
+    ...FAIL_CLOSED.map((reason) => ({ ...base, rule: failClosedRuleId(rs.endpoint, rs.direction, reason) })),
+    ...rs.globalRules.map(rule),
+    ...rs.kubernetesRules.map(rule),
+    { ...base, rule: defaultRuleId(rs.endpoint, rs.direction) },
+  ];
+}
+
+/**
+ * Keeps the numbers of what still exists; newcomers take the lowest free numbers in order. A
+ * number freed by this very update is not handed out again until the next one: the programs
+ * still running until the swap give it its old meaning. The result lists keys in `wanted` order
+ * (program order for slots: counters read back in it).
+ */
+function stable(wanted: readonly string[], previous: Record<string, number>): Record<string, number> {
+  const kept = new Map<string, number>();
+  const wantedKeys = new Set(wanted);
+  const used = new Set<number>(
+    Object.entries(previous)
+      .filter(([key]) => !wantedKeys.has(key))
+      .map(([, n]) => n),
+  );
+  for (const key of wanted) {
+    const n = previous[key];
+    if (n !== undefined && !used.has(n)) {
+      kept.set(key, n);
+      used.add(n);
+    }
+  }
+  const out: Record<string, number> = {};
+  let next = 1;
+  for (const key of wanted) {
+    let n = kept.get(key);
+    if (n === undefined) {
+      while (used.has(next)) next++;
+      n = next;
+      used.add(n);
+    }
+    out[key] = n;
+  }
+  return out;
+}
+
+export function allocate(view: NodeView, previous: Allocation = EMPTY_ALLOCATION): Allocation {
+  const slotKeys = view.ruleSets.flatMap((rs) => slotOwners(rs).map(slotKey));
+  if (new Set(slotKeys).size !== slotKeys.length)
+    throw new Error(`node ${view.node}: two rules of one rule set share an id`);
+  return {
+    sets: stable(
+      view.ipSets.map((s) => s.id),
+      previous.sets,
+    ),
+    portSets: stable(
+      view.ipPortSets.map((s) => s.id),
+      previous.portSets,
+    ),
+    slots: stable(slotKeys, previous.slots),
+  };
+}

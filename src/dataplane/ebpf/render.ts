@@ -1,0 +1,128 @@
+/**
+ * `switchyard compile --backend ebpf`: the maps with a summary of their contents, then every
+ * generated program as a disassembly listing, exactly the instructions a first apply on an empty
+ * node loads (later applies keep the set indices and counter slots already in use, so their
+ * numbers may differ). Pure: no kernel, maps appear by name.
+ */
+import { disassemble } from '../../bpf/index.js';
+import type { IR, Rule, RuleSet } from '../../ir/types.js';
+import { MAP } from './layout.js';
+import { COUNTER_SLOTS, CT_CAPACITY, EVENTS_BYTES, MAP_PURPOSE, MAP_SPECS } from './maps.js';
+import { allocate, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
+import { hookFor } from './paths.js';
+import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
+import { policyProgram } from './program.js';
+
+const SHOWN = 6;
+
+function some(items: readonly string[]): string {
+  if (items.length === 0) return '(empty)';
+  const head = items.slice(0, SHOWN).join(', ');
+  return items.length > SHOWN ? `${head}, … (+${items.length - SHOWN} more)` : head;
+}
+
+function indent(text: string, by = '    '): string {
+  return text
+    .split('\n')
+    .map((l) => (l ? by + l : l))
+    .join('\n');
+}
+
+function mapLines(view: NodeView, alloc: Allocation): string[] {
+  const out = ['# maps (one set per node, pinned under <scope>/<node>/maps/)'];
+  const row = (name: string, type: string, key: number, value: number, max: string): string =>
+    `#   ${name.padEnd(12)} ${type.padEnd(13)} key ${String(key).padStart(2)} B  value ${String(value).padStart(2)} B  max ${max.padEnd(8)} ${MAP_PURPOSE[name] ?? ''}`;
+  for (const [name, spec] of Object.entries(MAP_SPECS)) {
+    const max =
+      name === MAP.counters
+        ? String(Math.max(COUNTER_SLOTS, Object.keys(alloc.slots).length + 1))
+        : name === MAP.conntrack
+          ? String(CT_CAPACITY)
+          : String(spec.maxEntries);
+    out.push(row(name, spec.type, spec.key.size, spec.value.size, max));
+  }
+  out.push(row(MAP.events, 'ringbuf', 0, 0, `${EVENTS_BYTES / 1024} KiB`));
+
+  out.push('#', '# IP sets in ipsets (set index: members)');
+  if (view.ipSets.length === 0) out.push('#   (none)');
+  for (const s of view.ipSets) {
+    const v4 = s.cidrs.filter(isIpv4);
+    const skipped = s.cidrs.length - v4.length;
+    out.push(
+      `#   set ${alloc.sets[s.id]} ${s.id} (${s.description}): ${v4.length} prefixes${skipped ? ` (+${skipped} IPv6, not loaded)` : ''}: ${some(v4)}`,
+    );
+  }
+  out.push('#', '# IP-port sets in portsets');
+  if (view.ipPortSets.length === 0) out.push('#   (none)');
+  for (const s of view.ipPortSets) {
+    const members = s.members.filter((m) => isIpv4(m.address)).map((m) => `${m.address}:${m.port}`);
+    out.push(
+      `#   set ${alloc.portSets[s.id]} ${s.id} ${s.protocol} (${s.description}): ${members.length} members: ${some(members)}`,
+    );
+  }
+  out.push('#', '# counter slots');
+  for (const [key, slot] of Object.entries(alloc.slots)) {
+    const owner = parseSlotKey(key);
+    out.push(`#   ${String(slot).padStart(5)}  ${owner.endpoint} ${owner.direction}  ${owner.rule}`);
+  }
+  out.push('#', '# prefilter lists in pf_trie (XDP on the fabric-facing interface)');
+  if (view.prefilters.length === 0) out.push('#   (none: no XDP program on this node)');
+  else {
+    const entries = prefilterEntries(view.prefilters);
+    for (const l of view.prefilters)
+      out.push(`#   list ${l.index} ${l.name}: ${l.cidrs.length} prefixes: ${some(l.cidrs)}`);
+    out.push(`#   trie entries after merging overlaps: ${entries.size}`);
+  }
+  return out;
+}
+
+function ruleText(r: Rule): string {
+  const parts: string[] = [r.action];
+  if (r.protocol) parts.push(r.protocol);
+  if (r.ports)
+    parts.push(
+      `ports ${r.ports.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}-${p.last}`)).join(',')}`,
+    );
+  if (r.peerSet) parts.push(`peer in ${r.peerSet}`);
+  if (r.peerPortSet) parts.push(`(peer, port) in ${r.peerPortSet}`);
+  return `${r.id}: ${parts.join(' ')}`;
+}
+
+function programLines(rs: RuleSet, alloc: Allocation, ifname: string): string[] {
+  const g = policyProgram(rs, alloc);
+  const count = g.program.instructions.length;
+  const out = [
+    '',
+    `# program ${g.name}: ${rs.endpoint} ${rs.direction} policy, tcx ${hookFor(rs.direction)} on ${ifname} (${count} instructions, maps ${g.maps.join(', ')})`,
+    `#   global tier: ${rs.globalRules.length === 0 ? '(none)' : ''}`,
+    ...rs.globalRules.map((r) => `#     ${ruleText(r)}`),
+    `#   kubernetes tier: ${rs.kubernetesRules.length === 0 ? '(none)' : ''}`,
+    ...rs.kubernetesRules.map((r) => `#     ${ruleText(r)}`),
+    `#   default: ${rs.kubernetesDefault}`,
+    indent(disassemble(g.program)),
+  ];
+  return out;
+}
+
+export function renderNode(ir: IR, node: string): string {
+  const view = nodeView(ir, node);
+  const alloc = allocate(view);
+  const ifnames = new Map(view.endpoints.map((e) => [e.id, e.hostInterface]));
+  const lines = [
+    `# eBPF dataplane of node ${node}: ${view.endpoints.length} endpoints, ${view.ruleSets.length} policy programs` +
+      `${view.prefilters.length ? ', 1 XDP prefilter' : ''} (generated at run time, loaded through bpf(2))`,
+    '# pins: /sys/fs/bpf/switchyard/<scope>/<node>/{maps,links}/',
+    '#',
+    ...mapLines(view, alloc),
+  ];
+  for (const rs of view.ruleSets) lines.push(...programLines(rs, alloc, ifnames.get(rs.endpoint) ?? '?'));
+  if (view.prefilters.length > 0) {
+    const program = prefilterProgram();
+    lines.push(
+      '',
+      `# program ${PREFILTER_PROGRAM_NAME}: XDP on the fabric-facing interface (${program.instructions.length} instructions)`,
+      indent(disassemble(program)),
+    );
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,73 @@
+/**
+ * Map contents by difference. The kernel is read, not trusted to match what was written last:
+ * a half-finished earlier apply or a set index reused after a crash is repaired on the way.
+ * Additions go in before programs are swapped and removals after (see apply.ts).
+ */
+import type { BpfMap } from '../../bpf/index.js';
+import type { PortSetKey, SetLpmKey } from './layout.js';
+import {
+  desiredPortEntries,
+  desiredSetEntries,
+  difference,
+  portEntryId,
+  readEntries,
+  readKeys,
+  setEntryId,
+  type Difference,
+  type NodeMaps,
+} from './maps.js';
+import type { Allocation, NodeView } from './node.js';
+
+export interface SetSync {
+  sets: Difference<SetLpmKey>;
+  ports: Difference<PortSetKey>;
+}
+
+export function planSetSync(maps: NodeMaps, view: NodeView, alloc: Allocation): SetSync {
+  return {
+    sets: difference(readKeys(maps.ipSets, setEntryId), desiredSetEntries(view, alloc)),
+    ports: difference(readKeys(maps.portSets, portEntryId), desiredPortEntries(view, alloc)),
+  };
+}
+
+export function addSetMembers(maps: NodeMaps, plan: SetSync): number {
+  const sets = maps.ipSets.updateBatch(plan.sets.add.map((k) => [k, 1] as const));
+  const ports = maps.portSets.updateBatch(plan.ports.add.map((k) => [k, 1] as const));
+  return sets + ports;
+}
+
+export function removeSetMembers(maps: NodeMaps, plan: SetSync): number {
+  let removed = 0;
+  // Tries and hashes refuse a batch delete at the first absent key; one by one is exact.
+  for (const k of plan.sets.remove) if (maps.ipSets.delete(k)) removed++;
+  removed += maps.portSets.deleteBatch(plan.ports.remove);
+  return removed;
+}
+
+export interface PrefilterSync {
+  /** New prefixes, or prefixes whose list changed. */
+  upsert: [string, number][];
+  remove: string[];
+}
+
+/**
+ * What turns the trie into `desired`. `known` is what the trie holds when the caller knows it
+ * (the contents it wrote last, for million-entry lists); otherwise the trie is read.
+ */
+export function planPrefilterSync(
+  trie: BpfMap<string, number>,
+  desired: ReadonlyMap<string, number>,
+  known?: ReadonlyMap<string, number>,
+): PrefilterSync {
+  const current = known ?? new Map(readEntries(trie));
+  const upsert: [string, number][] = [];
+  for (const [cidr, list] of desired) if (current.get(cidr) !== list) upsert.push([cidr, list]);
+  const remove: string[] = [];
+  for (const cidr of current.keys()) if (!desired.has(cidr)) remove.push(cidr);
+  return { upsert, remove };
+}
+
+export function applyPrefilterSync(trie: BpfMap<string, number>, plan: PrefilterSync): void {
+  if (plan.upsert.length > 0) trie.updateBatch(plan.upsert);
+  for (const cidr of plan.remove) trie.delete(cidr);
+}
