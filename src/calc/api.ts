@@ -9,6 +9,11 @@ export interface CalcOptions {
   nodeCount?: number;
   /** State of a running lab, kept stable across updates: pod → address, pod → node, service → VIP. */
   previous?: PreviousAllocations;
+  /**
+   * Pods ready to serve (`namespace/name`); when given, only these back Services, as Kubernetes
+   * only routes to ready endpoints. Policy is unaffected. Default: every pod is ready.
+   */
+  readyPods?: ReadonlySet<string>;
 }
 
 export interface PreviousAllocations {

@@ -32,7 +32,7 @@ export function buildIR(model: Model, opts: CalcOptions = {}): IR {
     ipSets: sets.allIpSets(),
     ipPortSets: sets.allPortSets(),
     ruleSets,
-    services: buildServices(model, endpoints, opts.previous?.serviceAddresses),
+    services: buildServices(model, endpoints, opts.previous?.serviceAddresses, opts.readyPods),
     prefilters,
   };
 }

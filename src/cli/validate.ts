@@ -17,6 +17,7 @@ export function register(program: Command): void {
           [model.namespaces.length, 'namespaces'],
           [model.pods.length, 'pods'],
           [model.services.length, 'services'],
+          [model.endpointSlices.length, 'endpoint slices'],
           [model.networkPolicies.length, 'network policies'],
           [model.globalPolicies.length, 'global policies'],
           [model.prefilters.length, 'prefilters'],

@@ -4,6 +4,7 @@
  * policyTypes = Ingress (+ Egress when the egress list is non-empty).
  */
 import type {
+  EndpointSlice,
   GlobalPolicy,
   GlobalRule,
   LabelSelector,
@@ -17,7 +18,9 @@ import type {
   Service,
   SourceRef,
 } from './types.js';
+import { SERVICE_NAME_LABEL } from './schemas.js';
 import type {
+  RawEndpointSlice,
   RawGlobalPolicy,
   RawNamespace,
   RawNetworkPolicy,
@@ -189,4 +192,27 @@ export function toGlobalPolicy(raw: RawGlobalPolicy, source: SourceRef): GlobalP
   };
   if (raw.spec.namespaceSelector) policy.namespaceSelector = toSelector(raw.spec.namespaceSelector);
   return policy;
+}
+
+export function toEndpointSlice(raw: RawEndpointSlice, source: SourceRef): EndpointSlice {
+  const namespace = raw.metadata.namespace ?? DEFAULT_NAMESPACE;
+  return {
+    namespace,
+    name: raw.metadata.name,
+    serviceName: raw.metadata.labels?.[SERVICE_NAME_LABEL] ?? '',
+    ports: (raw.ports ?? []).map((p) => ({
+      ...(p.name ? { name: p.name } : {}),
+      port: p.port,
+      protocol: p.protocol ?? 'TCP',
+    })),
+    endpoints: raw.endpoints.map((e) => ({
+      addresses: [...e.addresses],
+      // The API treats a missing `ready` as ready.
+      ready: e.conditions?.ready !== false,
+      ...(e.targetRef?.kind === 'Pod' && e.targetRef.name
+        ? { pod: `${e.targetRef.namespace ?? namespace}/${e.targetRef.name}` }
+        : {}),
+    })),
+    source,
+  };
 }

@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { formatCidr, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
 import {
   implicitDefaultNamespace,
+  toEndpointSlice,
   toGlobalPolicy,
   toNamespace,
   toNetworkPolicy,
@@ -20,7 +21,7 @@ import { formatPath, ManifestError, type ManifestIssue } from './errors.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
 import { emptyModel, type Model, type SourceRef } from './types.js';
 
-const NAMESPACED_KINDS = new Set(['Pod', 'Service', 'NetworkPolicy']);
+const NAMESPACED_KINDS = new Set(['Pod', 'Service', 'NetworkPolicy', 'EndpointSlice']);
 
 export interface ManifestText {
   file: string;
@@ -122,43 +123,46 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   return out;
 }
 
+/** Adds the converted object to the model and returns it (for locating later issues). */
 function addToModel(
   model: Model,
   raw: unknown,
   loc: Located,
   source: SourceRef,
   issues: ManifestIssue[],
-): void {
+): object {
+  const push = <T extends object>(list: T[], item: T): T => {
+    list.push(item);
+    return item;
+  };
   switch (loc.kind) {
     case 'Namespace':
-      model.namespaces.push(toNamespace(raw as never, source));
-      break;
+      return push(model.namespaces, toNamespace(raw as never, source));
     case 'Pod':
-      model.pods.push(toPod(raw as never, source));
-      break;
+      return push(model.pods, toPod(raw as never, source));
     case 'Service':
-      model.services.push(toService(raw as never, source));
-      break;
+      return push(model.services, toService(raw as never, source));
+    case 'EndpointSlice':
+      return push(model.endpointSlices, toEndpointSlice(raw as never, source));
     case 'NetworkPolicy':
-      model.networkPolicies.push(toNetworkPolicy(raw as never, source));
-      break;
+      return push(model.networkPolicies, toNetworkPolicy(raw as never, source));
     case 'GlobalPolicy':
-      model.globalPolicies.push(toGlobalPolicy(raw as never, source));
-      break;
+      return push(model.globalPolicies, toGlobalPolicy(raw as never, source));
     case 'Prefilter': {
       const p = raw as RawPrefilter;
       const inline = (p.spec.cidrs ?? []).map((c) =>
         formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>),
       );
       const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
-      model.prefilters.push({
+      return push(model.prefilters, {
         name: p.metadata.name,
         cidrs,
         source,
         ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}),
       });
-      break;
     }
+    default:
+      throw new Error(`no converter for kind ${loc.kind}`);
   }
 }
 
@@ -194,11 +198,12 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   unique(model.pods, (p) => `${p.namespace}/${p.name}`, 'Pod');
   unique(model.services, (s) => `${s.namespace}/${s.name}`, 'Service');
   unique(model.networkPolicies, (p) => `${p.namespace}/${p.name}`, 'NetworkPolicy');
+  unique(model.endpointSlices, (p) => `${p.namespace}/${p.name}`, 'EndpointSlice');
   unique(model.globalPolicies, (p) => p.name, 'GlobalPolicy');
   unique(model.prefilters, (p) => p.name, 'Prefilter');
 
   const namespaces = new Set(model.namespaces.map((n) => n.name));
-  for (const obj of [...model.pods, ...model.services, ...model.networkPolicies]) {
+  for (const obj of [...model.pods, ...model.services, ...model.networkPolicies, ...model.endpointSlices]) {
     if (!namespaces.has(obj.namespace)) {
       issueAt(
         obj,
@@ -227,6 +232,22 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
         issueAt(pod, ['spec', 'containers'], `port name '${port.name}' is used twice in the pod`);
       names.add(port.name);
     }
+  }
+  const services = new Map(model.services.map((s) => [`${s.namespace}/${s.name}`, s]));
+  for (const slice of model.endpointSlices) {
+    const svc = services.get(`${slice.namespace}/${slice.serviceName}`);
+    if (!svc)
+      issueAt(
+        slice,
+        ['metadata', 'labels'],
+        `no Service ${slice.namespace}/${slice.serviceName} for this EndpointSlice`,
+      );
+    else if (svc.selector)
+      issueAt(
+        slice,
+        ['metadata', 'labels'],
+        `Service ${slice.namespace}/${slice.serviceName} has a selector: its endpoints come from the pods it selects`,
+      );
   }
   for (const svc of model.services) {
     if (!svc.clusterIP) continue;
@@ -307,10 +328,7 @@ export function validateManifestTexts(texts: readonly ManifestText[]): {
         }
         continue;
       }
-      const before = countObjects(model);
-      addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues);
-      const added = lastAdded(model, before);
-      if (added) locate.set(added, loc);
+      locate.set(addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues), loc);
     }
   }
   if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
@@ -321,28 +339,6 @@ export function validateManifestTexts(texts: readonly ManifestText[]): {
   const rank = (f: string): number => order.get(f) ?? Number.MAX_SAFE_INTEGER;
   issues.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line);
   return issues.length > 0 ? { issues } : { model, issues };
-}
-
-function countObjects(m: Model): number[] {
-  return [m.namespaces, m.pods, m.services, m.networkPolicies, m.globalPolicies, m.prefilters].map(
-    (a) => a.length,
-  );
-}
-
-function lastAdded(m: Model, before: number[]): object | undefined {
-  const lists: object[][] = [
-    m.namespaces,
-    m.pods,
-    m.services,
-    m.networkPolicies,
-    m.globalPolicies,
-    m.prefilters,
-  ];
-  for (let i = 0; i < lists.length; i++) {
-    const list = lists[i] as object[];
-    if (list.length > (before[i] as number)) return list[list.length - 1];
-  }
-  return undefined;
 }
 
 export function validateManifests(paths: readonly string[]): {

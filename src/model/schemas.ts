@@ -342,6 +342,67 @@ export const prefilterSchema = z.strictObject({
     }),
 });
 
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export const endpointSliceSchema = z
+  .strictObject({
+    apiVersion: z.literal('discovery.k8s.io/v1'),
+    kind: z.literal('EndpointSlice'),
+    metadata: namespacedMetadata,
+    addressType: z.enum(['IPv4', 'IPv6']),
+    ports: z
+      .array(
+        z.strictObject({
+          name: z.string().optional(),
+          port: portNumber,
+          protocol: protocolSchema.optional(),
+          appProtocol: z.string().optional(),
+        }),
+      )
+      .optional(),
+    endpoints: z.array(
+      z.strictObject({
+        addresses: z.array(ipSchema).min(1, 'an endpoint needs at least one address'),
+        conditions: z
+          .strictObject({
+            ready: z.boolean().optional(),
+            serving: z.boolean().optional(),
+            terminating: z.boolean().optional(),
+          })
+          .optional(),
+        targetRef: z
+          .looseObject({
+            kind: z.string().optional(),
+            name: z.string().optional(),
+            namespace: z.string().optional(),
+          })
+          .optional(),
+        nodeName: z.string().optional(),
+        zone: z.string().optional(),
+        hostname: z.string().optional(),
+      }),
+    ),
+  })
+  .superRefine((slice, ctx) => {
+    if (!slice.metadata.labels?.[SERVICE_NAME_LABEL])
+      ctx.addIssue({
+        code: 'custom',
+        path: ['metadata', 'labels'],
+        message: `an EndpointSlice needs the label ${SERVICE_NAME_LABEL} naming its Service`,
+      });
+    slice.endpoints.forEach((e, i) =>
+      e.addresses.forEach((a, j) => {
+        if (a.includes(':') !== (slice.addressType === 'IPv6'))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['endpoints', i, 'addresses', j],
+            message: `${a} is not an ${slice.addressType} address (addressType)`,
+          });
+      }),
+    );
+  });
+
+export type RawEndpointSlice = z.infer<typeof endpointSliceSchema>;
 export type RawNetworkPolicy = z.infer<typeof networkPolicySchema>;
 export type RawPod = z.infer<typeof podSchema>;
 export type RawNamespace = z.infer<typeof namespaceSchema>;
@@ -355,6 +416,7 @@ export const kindSchemas = {
   'v1/Pod': podSchema,
   'v1/Service': serviceSchema,
   'networking.k8s.io/v1/NetworkPolicy': networkPolicySchema,
+  'discovery.k8s.io/v1/EndpointSlice': endpointSliceSchema,
   'switchyard.dev/v1alpha1/GlobalPolicy': globalPolicySchema,
   'switchyard.dev/v1alpha1/Prefilter': prefilterSchema,
 } as const;

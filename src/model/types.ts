@@ -69,6 +69,17 @@ export interface Service {
   source: SourceRef;
 }
 
+/** Endpoints of a Service without a selector (discovery.k8s.io/v1 EndpointSlice). */
+export interface EndpointSlice {
+  namespace: string;
+  name: string;
+  /** From the kubernetes.io/service-name label. */
+  serviceName: string;
+  ports: { name?: string; port: number; protocol: Protocol }[];
+  endpoints: { addresses: string[]; ready: boolean; pod?: string }[];
+  source: SourceRef;
+}
+
 export interface IpBlock {
   cidr: string;
   except: string[];
@@ -145,13 +156,22 @@ export interface Model {
   namespaces: Namespace[];
   pods: Pod[];
   services: Service[];
+  endpointSlices: EndpointSlice[];
   networkPolicies: NetworkPolicy[];
   globalPolicies: GlobalPolicy[];
   prefilters: Prefilter[];
 }
 
 export function emptyModel(): Model {
-  return { namespaces: [], pods: [], services: [], networkPolicies: [], globalPolicies: [], prefilters: [] };
+  return {
+    namespaces: [],
+    pods: [],
+    services: [],
+    endpointSlices: [],
+    networkPolicies: [],
+    globalPolicies: [],
+    prefilters: [],
+  };
 }
 
 export function podKey(p: { namespace: string; name: string }): string {

@@ -182,6 +182,7 @@ export const modelArb: fc.Arbitrary<Model> = fc
     })),
     pods: r.pods,
     services: [],
+    endpointSlices: [],
     networkPolicies: r.policies,
     globalPolicies: r.globals,
     prefilters: [],

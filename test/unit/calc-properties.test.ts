@@ -44,6 +44,7 @@ describe('calculation properties', () => {
           namespaces: shuffled(model.namespaces, seed),
           pods: shuffled(model.pods, seed + 1),
           services: shuffled(model.services, seed + 2),
+          endpointSlices: shuffled(model.endpointSlices, seed + 6),
           networkPolicies: shuffled(model.networkPolicies, seed + 3),
           globalPolicies: shuffled(model.globalPolicies, seed + 4),
           prefilters: shuffled(model.prefilters, seed + 5),
