@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# Fails if anything Switchyard creates is still in the kernel: tests and demos must clean up.
+# Lists what Switchyard has in the kernel (namespaces, pins, cgroups), and fails on what a test run
+# left behind. Usage:
+#   leftovers.sh --list            print the current objects, one per line
+#   leftovers.sh [BEFORE_FILE]     fail if objects exist that are not in BEFORE_FILE (a --list taken
+#                                  before the run: what was already there is not this run's doing),
+#                                  or if the ROOT namespace has any switchyard rule (always fatal)
 set -u
+
+list() {
+  ip netns list 2>/dev/null | awk '{print "netns " $1}' | grep -E '^netns sy-' || true
+  [ -d /sys/fs/bpf/switchyard ] && find /sys/fs/bpf/switchyard -mindepth 1 -maxdepth 1 -printf 'pin %p\n' 2>/dev/null
+  for cg in /sys/fs/cgroup/switchyard /sys/fs/cgroup/unified/switchyard; do
+    [ -d "$cg" ] && find "$cg" -mindepth 1 -maxdepth 1 -type d -printf 'cgroup %p\n' 2>/dev/null
+  done
+  return 0
+}
+
+if [ "${1:-}" = "--list" ]; then list | sort; exit 0; fi
+
 problems=0
-ns=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^sy-' || true)
-if [ -n "$ns" ]; then echo "leftover network namespaces: $ns" >&2; problems=1; fi
-if [ -d /sys/fs/bpf/switchyard ] && [ -n "$(ls -A /sys/fs/bpf/switchyard 2>/dev/null)" ]; then
-  echo "leftover pins under /sys/fs/bpf/switchyard" >&2; problems=1
+before="${1:-/dev/null}"
+new=$(comm -13 <(sort "$before") <(list | sort))
+if [ -n "$new" ]; then
+  echo "left behind by this run:" >&2
+  echo "$new" | sed 's/^/  /' >&2
+  problems=1
 fi
-for cg in /sys/fs/cgroup/switchyard /sys/fs/cgroup/unified/switchyard; do
-  if [ -d "$cg" ] && [ -n "$(find "$cg" -mindepth 1 -type d 2>/dev/null | head -1)" ]; then
-    echo "leftover cgroups under $cg" >&2; problems=1
-  fi
-done
 if command -v iptables-save >/dev/null && iptables-save 2>/dev/null | grep -qE '(SY-|sy-)'; then
   echo "ROOT namespace has switchyard iptables rules" >&2; problems=1
 fi
 if command -v nft >/dev/null && nft list tables 2>/dev/null | grep -q switchyard; then
   echo "ROOT namespace has an nft table switchyard" >&2; problems=1
+fi
+if ip -d link show 2>/dev/null | grep -qE 'prog/xdp|xdpgeneric|xdpdrv'; then
+  echo "an XDP program is attached in the ROOT namespace" >&2; problems=1
 fi
 exit "$problems"

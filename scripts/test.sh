@@ -10,6 +10,7 @@ echo "== lint"; npx eslint . --max-warnings=0
 echo "== format"; npx prettier --check . --log-level=warn
 
 mkdir -p .switchyard
+bash scripts/leftovers.sh --list > .switchyard/kernel-before.txt
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.switchyard/test-results.json "$@" || status=$?
 
@@ -18,5 +19,5 @@ node -e '
   const r = JSON.parse(require("fs").readFileSync(".switchyard/test-results.json", "utf8"));
   console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
 ' || true
-bash scripts/leftovers.sh || status=1
+bash scripts/leftovers.sh .switchyard/kernel-before.txt || status=1
 exit "$status"
