@@ -10,8 +10,11 @@ export function nodeNames(
   previous: Record<string, string> = {},
 ): string[] {
   const named = new Set<string>();
-  for (const p of pods) if (p.nodeName) named.add(p.nodeName);
-  for (const n of Object.values(previous)) named.add(n);
+  for (const p of pods) {
+    // A node survives an update through the pods still on it, not through pods that are gone.
+    const node = p.nodeName ?? previous[podKey(p)];
+    if (node) named.add(node);
+  }
   const nodes = [...named].sort();
   for (let i = 1; nodes.length < nodeCount; i++) {
     const name = `node-${i}`;

@@ -3,7 +3,7 @@
  * that did not change keep their namespace, address and probe sockets.
  */
 import { join } from 'node:path';
-import { buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
+import { buildIR, DEFAULT_NODE_COUNT, type CalcOptions } from '../calc/index.js';
 import type { Backend } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import type { IR } from '../ir/types.js';
@@ -17,7 +17,6 @@ import { reloadIfRunning, syncProbeServer, writeProbeConfig } from './probe/cont
 import { silentProgress, type Progress } from './progress.js';
 import { buildPart, tearDownPart } from './realize.js';
 import {
-  allocationsFor,
   allocationsOf,
   labDir,
   readState,
@@ -60,11 +59,17 @@ function missingNetns(t: Topology): string[] {
   return topologyNetns(t).filter((n) => !present.has(n));
 }
 
-function buildIROrFail(model: Model, nodeCount: number, prev: LabState | undefined): IR {
+function buildIROrFail(
+  model: Model,
+  nodeCount: number,
+  prev: LabState | undefined,
+  extra: Omit<CalcOptions, 'nodeCount'> = {},
+): IR {
   try {
     return buildIR(model, {
       nodeCount,
-      ...(prev ? { previous: allocationsFor(prev.allocations, model) } : {}),
+      ...(prev ? { previous: prev.allocations } : {}),
+      ...extra,
     });
   } catch (e) {
     throw new LabError((e as Error).message);
@@ -188,7 +193,14 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
 
     progress.phase('probe server', 1);
     writeProbeConfig(dir, name, cgroupRoot, topology.pods);
-    state.probe = await syncProbeServer(dir, name, state.probe);
+    const synced = await syncProbeServer(dir, name, state.probe);
+    state.probe = synced.info;
+    // A pod is ready once its probe server listens: only ready pods back services (same
+    // allocations, so nothing else in the IR moves).
+    state.ir = buildIROrFail(opts.model, nodeCount, undefined, {
+      previous: allocationsOf(ir),
+      readyPods: synced.serving,
+    });
     progress.tick();
     state.status = 'ready';
     state.topology = topology;
@@ -197,8 +209,8 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
 
     if (backend) {
       progress.phase(`${backend.name} policy`, 1);
-      await applyBackend(backend, name, topology, ir, state.backendIR);
-      state.backendIR = ir;
+      await applyBackend(backend, name, topology, state.ir, state.backendIR);
+      state.backendIR = state.ir;
       writeState(state);
       progress.tick();
     }

@@ -55,22 +55,6 @@ export function statePath(name: string): string {
   return join(labDir(name), 'state.json');
 }
 
-/**
- * Allocations worth keeping for `model`: those of pods and services still in it. A removed pod's
- * node must not outlive it (calc keeps every node named by a previous placement).
- */
-export function allocationsFor(previous: PreviousAllocations, model: Model): PreviousAllocations {
-  const pods = new Set(model.pods.map((p) => `${p.namespace}/${p.name}`));
-  const services = new Set(model.services.map((s) => `${s.namespace}/${s.name}`));
-  const keep = (r: Record<string, string> | undefined, ids: Set<string>): Record<string, string> =>
-    Object.fromEntries(Object.entries(r ?? {}).filter(([id]) => ids.has(id)));
-  return {
-    podAddresses: keep(previous.podAddresses, pods),
-    podNodes: keep(previous.podNodes, pods),
-    serviceAddresses: keep(previous.serviceAddresses, services),
-  };
-}
-
 export function allocationsOf(ir: IR): PreviousAllocations {
   const podAddresses: Record<string, string> = {};
   const podNodes: Record<string, string> = {};
