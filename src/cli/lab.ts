@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import type { CleanupReport, LabDetail, LabPod, Progress } from '../lab/index.js';
 import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
+import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
 
@@ -277,4 +278,5 @@ export function register(program: Command): void {
 
   registerLabCounters(cmd);
   registerLabConntrack(cmd);
+  registerLabProbe(cmd);
 }

@@ -3,6 +3,12 @@ export { converge, type ConvergeOptions, type ConvergeResult } from './converge.
 export { labDown, labDownAll, destroyLab, type CleanupReport } from './down.js';
 export { measureReach, DEFAULT_PROBE_TIMEOUT_MS, type ReachOptions, type ReachResult } from './reach.js';
 export { labExec } from './exec.js';
+export {
+  probeService,
+  DEFAULT_PROBE_CONCURRENCY,
+  type ServiceProbeOptions,
+  type ServiceProbeResult,
+} from './probe-service.js';
 export { labSummary, allLabSummaries, type LabSummary, type LabDetail } from './status.js';
 export { LabError } from './errors.js';
 export { DEFAULT_LAB, checkLabName, labNameError } from './names.js';

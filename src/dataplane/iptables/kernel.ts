@@ -44,7 +44,7 @@ export interface KernelState {
 }
 
 const BUILTINS = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
-const TABLES = new Set<string>(['filter', 'raw']);
+const TABLES = new Set<string>(['filter', 'raw', 'nat']);
 
 /** Target chain of a rule (`-j X` or `-g X`), if it is one of ours. */
 export function ourTarget(args: string): string | undefined {
@@ -52,7 +52,7 @@ export function ourTarget(args: string): string | undefined {
   return m?.[1];
 }
 
-/** Parses `iptables-save [-c]` output: our chains of the filter and raw tables. */
+/** Parses `iptables-save [-c]` output: our chains of the filter, raw and nat tables. */
 export function parseSave(text: string, family: Family): SavedTable[] {
   const tables: SavedTable[] = [];
   let current: SavedTable | undefined;
@@ -83,7 +83,10 @@ export function parseSave(text: string, family: Family): SavedTable[] {
       current.chains.set(chain, list);
     } else if (BUILTINS.has(chain)) {
       const target = ourTarget(rule.args);
-      if (target && (chain === 'FORWARD' || chain === 'INPUT' || chain === 'PREROUTING'))
+      if (
+        target &&
+        (chain === 'FORWARD' || chain === 'INPUT' || chain === 'PREROUTING' || chain === 'OUTPUT')
+      )
         current.jumps.push({ builtin: chain, rule: rule.args, target });
     }
   }

@@ -28,6 +28,11 @@ export const ALLOW_CHAIN = 'SY-ALLOW';
 /** raw PREROUTING: deny-listed sources from the fabric, before conntrack. */
 export const PREFILTER_CHAIN = 'SY-PREFILTER';
 
+/** nat PREROUTING and OUTPUT: `-d VIP -p P --dport N` → the service port's chain. */
+export const SERVICES_CHAIN = 'SY-SERVICES';
+/** filter FORWARD, INPUT and OUTPUT: service ports without backends and undefined ports of a VIP. */
+export const SERVICES_REJECT_CHAIN = 'SY-SVC-REJECT';
+
 /**
  * Accept mark (felix uses the same bit for the same job). A packet from one local pod to another
  * crosses FORWARD once, so the egress verdict cannot ACCEPT outright or the destination's ingress
@@ -68,6 +73,24 @@ export function endpointChain(endpointId: string, direction: Direction, tier: 'm
   const name = `${base}${tier === 'global' ? 'G' : ''}-${endpointHash(endpointId)}`;
   if (name.length > MAX_CHAIN) throw new Error(`chain name ${name} is longer than ${MAX_CHAIN}`);
   return name;
+}
+
+/** A service port's chain (`SY-SVC-…`, kube-proxy's KUBE-SVC-…): picks one backend. */
+export function serviceChain(tableId: string): string {
+  return `SY-SVC-${hash(tableId, 16)}`;
+}
+
+/**
+ * One backend of one service port (`SY-SEP-…`): DNATs to it. Keyed by the backend's address and
+ * port too, so a backend that moves gets a new chain (and a fresh affinity list).
+ */
+export function serviceEndpointChain(
+  tableId: string,
+  endpoint: string,
+  address: string,
+  port: number,
+): string {
+  return `SY-SEP-${hash(`${tableId}|${endpoint}|${address}:${port}`, 16)}`;
 }
 
 /** What an endpoint chain's name says about it, for counters (which only see the kernel). */

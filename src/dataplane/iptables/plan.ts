@@ -4,7 +4,7 @@
  */
 import type { Family } from './names.js';
 
-export type TableName = 'filter' | 'raw';
+export type TableName = 'filter' | 'raw' | 'nat';
 
 export interface SetSpec {
   /** Kernel name (`sy-…`, `…-v6` for the IPv6 twin). */
@@ -26,7 +26,7 @@ export interface ChainSpec {
 
 /** A rule in a built-in chain that enters ours; inserted once, first in the chain. */
 export interface JumpSpec {
-  builtin: 'FORWARD' | 'INPUT' | 'PREROUTING';
+  builtin: 'FORWARD' | 'INPUT' | 'PREROUTING' | 'OUTPUT';
   /** Rule arguments, as for ChainSpec rules. */
   rule: string;
 }

@@ -34,6 +34,7 @@ import {
   type Family,
 } from './names.js';
 import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
+import { natTable, serviceRejectChain } from './render-services.js';
 
 /** xt_multiport holds 15 ports; a range takes two of them. */
 export const MULTIPORT_SLOTS = 15;
@@ -260,7 +261,20 @@ export function renderTables(nodeIr: IR, node: string, sets: readonly SetSpec[])
     const ctx: RenderContext = { family, sets: index };
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
-    out.push(filterTable(ctx, nodeIr, node));
+    const filter = filterTable(ctx, nodeIr, node);
+    // Services are IPv4 (calc allocates them from 198.19.0.0/16): the IPv6 tables have none.
+    const reject = family === 4 ? serviceRejectChain(nodeIr) : undefined;
+    // Its jumps come last so they are inserted last, i.e. first in the chain: SY-FORWARD accepts
+    // what policy marked, and a packet to a VIP must be rejected before that.
+    if (reject)
+      out.push({
+        ...filter,
+        chains: [...filter.chains, reject.chain],
+        jumps: [...filter.jumps, ...reject.jumps],
+      });
+    else out.push(filter);
+    const nat = family === 4 ? natTable(nodeIr) : undefined;
+    if (nat) out.push(nat);
   }
   return out;
 }

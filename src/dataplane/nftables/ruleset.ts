@@ -4,6 +4,7 @@
  * from this one structure, so what `compile` shows and what an update installs cannot drift apart.
  */
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
+import { serviceObjects } from './services.js';
 import {
   defaultRuleId,
   dispatchMap,
@@ -308,5 +309,13 @@ export function buildRuleset(ir: IR, node: string): NftRuleset {
       'pod traffic: egress of the sending pod, then ingress of the receiving pod',
     ),
   );
-  return { node, sets, maps, chains };
+  const services = serviceObjects(ir);
+  const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
+  const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];
+  return {
+    node,
+    sets: [...sets, ...services.sets],
+    maps: [...maps, ...services.maps],
+    chains: [...regular, ...base],
+  };
 }

@@ -126,6 +126,12 @@ async function startServer(labDir: string, lab: string): Promise<ProbeServerInfo
   return { pid, socket: controlSocketPath(labDir), startedAt: new Date().toISOString() };
 }
 
+export interface SyncedProbeServer {
+  info: ProbeServerInfo;
+  /** Pods whose probe sockets are open (`namespace/name`): ready to back services. */
+  serving: Set<string>;
+}
+
 /**
  * Makes the probe server serve exactly the config on disk: starts it when it is not running,
  * then reloads. Per-pod failures are reported as errors.
@@ -134,12 +140,12 @@ export async function syncProbeServer(
   labDir: string,
   lab: string,
   current: ProbeServerInfo | undefined,
-): Promise<ProbeServerInfo> {
+): Promise<SyncedProbeServer> {
   const running = current && isAlive(current.pid) && isProbeServer(current.pid, lab) ? current : undefined;
   const info = running ?? (await startServer(labDir, lab));
   const r = await controlRequest(labDir, { op: 'reload' });
   if (!r.ok) throw new LabError(`probe server: ${r.error ?? (r.errors ?? []).join('; ')}`);
-  return info;
+  return { info, serving: new Set(r.serving ?? []) };
 }
 
 /** Drops sockets of pods about to go, so their namespaces can actually be freed. */

@@ -26,6 +26,8 @@ export interface ControlResponse {
   ok: boolean;
   pods?: number;
   sockets?: number;
+  /** Pods whose sockets are open after a reload: the lab's ready pods. */
+  serving?: string[];
   /** Per-pod problems of a reload (the other pods are served). */
   errors?: string[];
   error?: string;

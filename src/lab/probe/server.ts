@@ -116,7 +116,13 @@ function reload(): ControlResponse {
   log(
     `serving ${open.size} pods, ${sockets} sockets${errors.length ? `; errors: ${errors.join('; ')}` : ''}`,
   );
-  return { ok: errors.length === 0, pods: open.size, sockets, ...(errors.length ? { errors } : {}) };
+  return {
+    ok: errors.length === 0,
+    pods: open.size,
+    sockets,
+    serving: [...open.keys()].sort(),
+    ...(errors.length ? { errors } : {}),
+  };
 }
 
 function handle(line: string): ControlResponse {

@@ -1,0 +1,94 @@
+/**
+ * `switchyard lab probe`: many new connections from one pod to an address or service port, and
+ * how many each backend answered, with failures and latency percentiles.
+ */
+import { Option, type Command } from 'commander';
+import { CliError, formatTable, printJson } from './output.js';
+
+const MAX_COUNT = 1_000_000;
+
+function parseCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_COUNT)
+    throw new CliError(`--count must be 1-${MAX_COUNT}, not '${v}'`, 2);
+  return n;
+}
+
+function parseConcurrency(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 2000)
+    throw new CliError(`--concurrency must be 1-2000, not '${v}'`, 2);
+  return n;
+}
+
+function parseTimeout(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 10 || n > 60_000)
+    throw new CliError(`--timeout must be 10-60000 ms, not '${v}'`, 2);
+  return n;
+}
+
+interface ProbeCliOptions {
+  name: string;
+  from: string;
+  to: string;
+  protocol: 'TCP' | 'UDP';
+  count: number;
+  concurrency?: number;
+  timeout?: number;
+  json?: boolean;
+}
+
+export function registerLabProbe(lab: Command): void {
+  lab
+    .command('probe')
+    .description('open many new connections from a pod to an address or service and count who answers')
+    .requiredOption('--from <pod>', 'source pod namespace/name')
+    .requiredOption('--to <target>', 'IP:PORT or svc/NAMESPACE/NAME:PORT')
+    .addOption(
+      new Option('--protocol <protocol>', 'TCP or UDP')
+        .choices(['TCP', 'UDP', 'tcp', 'udp'])
+        .default('TCP')
+        .argParser((v) => v.toUpperCase()),
+    )
+    .option(
+      '--count <n>',
+      'connections (TCP) or request/answer exchanges on fresh sockets (UDP)',
+      parseCount,
+      1000,
+    )
+    .option('--concurrency <n>', 'probes in flight at once (default 200)', parseConcurrency)
+    .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeout)
+    .option('--json', 'machine-readable: {from, to, protocol, count, answered, failures, latencyMs}')
+    .addOption(new Option('--name <lab>', 'lab name').default('demo'))
+    .action(async (opts: ProbeCliOptions) => {
+      // src/lab pulls in koffi: load it only when the command runs.
+      const l = await import('../lab/index.js');
+      const error = l.labNameError(opts.name);
+      if (error) throw new CliError(error, 2);
+      const r = await l.probeService(opts.name, {
+        from: opts.from,
+        to: opts.to,
+        protocol: opts.protocol,
+        count: opts.count,
+        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+      });
+      if (opts.json) return printJson(r);
+      process.stdout.write(
+        `${r.count} ${r.protocol} probes ${r.from} → ${r.to} in ${r.durationMs} ms (${r.rate}/s): ` +
+          `${r.count - r.failures} answered, ${r.failures} failed\n\n`,
+      );
+      const rows = Object.entries(r.answered).map(([pod, n]) => [
+        pod,
+        n,
+        `${((100 * n) / r.count).toFixed(1)}%`,
+      ]);
+      for (const [why, n] of Object.entries(r.errors))
+        rows.push([`(failed: ${why})`, n, `${((100 * n) / r.count).toFixed(1)}%`]);
+      process.stdout.write(formatTable(['ANSWERED BY', 'PROBES', 'SHARE'], rows) + '\n\n');
+      process.stdout.write(
+        `latency ms: p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}\n`,
+      );
+    });
+}
