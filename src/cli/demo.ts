@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { buildIR, explain, reachMatrix, type ReachMatrix } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
 import { availableBackends, loadBackend } from '../dataplane/registry.js';
-import { allLabSummaries, converge, labDown, measureReach } from '../lab/index.js';
+import { allLabSummaries, converge, labDown, measureReach, probeService } from '../lab/index.js';
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
 import { formatReachGrid, formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
@@ -89,6 +89,8 @@ function policySteps(): DemoStep[] {
 
 /** The lab the demo creates and always removes; refuses to touch a lab of the same name it did not make. */
 const DEMO_LAB = 'demotour';
+const SERVICE = 'svc/web/web:80';
+const SERVICE_PROBES = 300;
 const PROBES = [
   { port: 80, protocol: 'TCP' as const },
   { port: 8080, protocol: 'TCP' as const },
@@ -109,8 +111,8 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
   let last: { backend: string; nodes: { name: string; netns: string }[] } | undefined;
   const steps: DemoStep[] = [
     {
-      title: 'Bring up a lab: 2 nodes and 4 pods as network namespaces, probe servers on every declared port',
-      command: `switchyard lab up examples/walkthrough examples/global --name ${DEMO_LAB}`,
+      title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
+      command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB}`,
       run: async () => {
         if (allLabSummaries().some((l) => l.name === DEMO_LAB))
           throw new Error(
@@ -127,8 +129,8 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
   ];
   for (const backend of backends) {
     steps.push({
-      title: `Enforce the same policies with ${backend} and measure every pair with real connections`,
-      command: `switchyard lab apply examples/walkthrough examples/global --name ${DEMO_LAB} --backend ${backend} && switchyard lab reach --name ${DEMO_LAB} --port 5432`,
+      title: `Enforce the same policies and services with ${backend}; measure every pair and the service with real connections`,
+      command: `switchyard lab apply … --backend ${backend} && switchyard lab reach --port 5432 && switchyard lab probe --from outside/client --to ${SERVICE} --count ${SERVICE_PROBES}`,
       run: async () => {
         const r = await converge({ name: DEMO_LAB, model, files, mode: 'apply', backend });
         const ir = r.state.ir;
@@ -151,11 +153,24 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
               formatReachGrid(measured.matrix.results),
             );
         }
+        const svc = await probeService(DEMO_LAB, {
+          from: 'outside/client',
+          to: SERVICE,
+          count: SERVICE_PROBES,
+        });
+        const spread = Object.entries(svc.answered)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([pod, n]) => `${pod.split('/')[1]} ${n}`)
+          .join(', ');
+        lines.push(
+          `service ${SERVICE} from outside/client, ${SERVICE_PROBES} connections: ${spread}; ${svc.failures} failed; p50 ${svc.latencyMs.p50} ms`,
+        );
         rows.push([
           backend,
           `${r.durationMs.toFixed(0)} ms`,
           `${agree}/${total}`,
           `${reachMs.toFixed(0)} ms`,
+          spread,
         ]);
         last = { backend, nodes: r.state.topology?.nodes ?? [] };
         lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
@@ -165,9 +180,11 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
   }
   steps.push(
     {
-      title: 'Side by side: every backend gave the verdicts the reference evaluator predicted',
+      title:
+        'Side by side: the verdicts the reference evaluator predicted on every backend, and the service spread',
       command: '(summary of the steps above)',
-      run: () => formatTable(['backend', 'apply', 'pairs agreeing', 'reach measured in'], rows),
+      run: () =>
+        formatTable(['backend', 'apply', 'pairs agreeing', 'reach measured in', 'service spread'], rows),
     },
     {
       title: 'Counters read from the kernel: which rule let the packets through',
@@ -218,7 +235,7 @@ export function register(program: Command): void {
       const steps = policySteps();
       const root = process.getuid?.() === 0;
       if (opts.lab && root) {
-        const files = [join(EXAMPLES_DIR, 'walkthrough'), join(EXAMPLES_DIR, 'global')];
+        const files = ['walkthrough', 'global', 'services'].map((d) => join(EXAMPLES_DIR, d));
         steps.push(...labSteps(loadManifests(files), files));
       }
       try {
