@@ -9,7 +9,8 @@
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
  *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots;
  *   5. prefilter XDP links on the fabric-facing interfaces;
- *   6. write the node's description (meta) and collect conntrack garbage.
+ *   6. write the node's description (meta) and collect conntrack garbage;
+ *   7. the scope's connect-time load balancer (services.ts), idempotent across nodes.
  */
 import { existsSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -55,6 +56,7 @@ import {
   PREFILTER_PROGRAM_NAME,
 } from './prefilter.js';
 import { policyProgram, programHash, type GeneratedProgram } from './program.js';
+import { applyServices, removeServices, SERVICES_DIR } from './services.js';
 import {
   addSetMembers,
   applyPrefilterSync,
@@ -468,6 +470,12 @@ export async function applyNode(
   } finally {
     closeNodeMaps(maps);
   }
+  // 7. connect-time load balancing: shared by the scope's nodes, so the first apply syncs it.
+  try {
+    changed.push(...applyServices(target.scope, ir));
+  } catch (e) {
+    fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`);
+  }
   return { changed, durationMs: performance.now() - started };
 }
 
@@ -478,6 +486,9 @@ export function removeNode(target: NodeTarget): void {
   if (existsSync(links)) for (const name of readdirSync(links)) dropLink(join(links, name));
   rmSync(dir, { recursive: true, force: true });
   const scopeDir = dirname(dir);
+  // The load balancer serves every node of the scope: it goes with the last one.
+  if (existsSync(scopeDir) && readdirSync(scopeDir).every((n) => n === SERVICES_DIR))
+    removeServices(target.scope);
   try {
     if (existsSync(scopeDir) && readdirSync(scopeDir).length === 0) rmdirSync(scopeDir);
   } catch {

@@ -1,0 +1,93 @@
+/**
+ * Byte layouts of the connect-time load balancer's maps, shared by the generated cgroup
+ * sock_addr programs and the user-space sync: one definition, so offsets cannot disagree.
+ */
+import { codecs } from '../../bpf/index.js';
+
+/** struct bpf_sock_addr fields the programs use (include/uapi/linux/bpf.h). */
+export const SOCK_ADDR = {
+  userIp4: 4,
+  /** The port in network order in the low 16 bits; written as a whole u32. */
+  userPort: 24,
+  protocol: 36,
+} as const;
+
+/** Map names the programs reference (resolved to fds at load time). */
+export const SVC_MAP = {
+  services: 'svc',
+  backends: 'svc_backends',
+  affinity: 'svc_affinity',
+  revnat: 'svc_revnat',
+} as const;
+
+/**
+ * Service key: {VIP, port, IP protocol}. A key with port 0 and protocol 0 marks the address as a
+ * VIP at all, so a connect to a port the service does not define is refused instead of leaking
+ * to the network.
+ */
+export const svcKey = codecs.struct({
+  vip: codecs.ipv4,
+  port: codecs.be16,
+  proto: codecs.u8,
+  pad: codecs.u8,
+});
+export type SvcKey = codecs.CodecValue<typeof svcKey>;
+
+/** count = 0: no ready backend (connects are refused). affinity: ClientIP timeout in seconds, 0 = none. */
+export const svcValue = codecs.struct({
+  count: codecs.u32,
+  id: codecs.u32,
+  affinity: codecs.u32,
+  flags: codecs.u32,
+});
+export type SvcValue = codecs.CodecValue<typeof svcValue>;
+
+/** flags of a VIP marker entry. */
+export const SVC_FLAG_VIP = 1;
+
+export const backendKey = codecs.struct({ id: codecs.u32, slot: codecs.u32 });
+export type BackendKey = codecs.CodecValue<typeof backendKey>;
+
+export const backendValue = codecs.struct({ addr: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
+export type BackendValue = codecs.CodecValue<typeof backendValue>;
+
+/**
+ * ClientIP affinity is keyed by the client's network namespace cookie: in connect4 the source
+ * address is usually not bound yet, and a pod is one namespace with one address, so the netns
+ * identifies the client exactly as its address would (Cilium does the same).
+ */
+export const affinityKey = codecs.struct({ netns: codecs.u64, id: codecs.u32, pad: codecs.u32 });
+export type AffinityKey = codecs.CodecValue<typeof affinityKey>;
+
+/** The chosen backend by slot and by value: a hit counts only if the slot still holds it. */
+export const affinityValue = codecs.struct({
+  slot: codecs.u32,
+  addr: codecs.ipv4,
+  port: codecs.be16,
+  pad: codecs.u16,
+  lastSeen: codecs.u64,
+});
+export type AffinityValue = codecs.CodecValue<typeof affinityValue>;
+
+/**
+ * Reverse translation for recvmsg4 and getpeername4: {socket cookie, backend} → service. Written
+ * by connect4 and sendmsg4 when they rewrite a destination.
+ */
+export const revnatKey = codecs.struct({
+  cookie: codecs.u64,
+  addr: codecs.ipv4,
+  port: codecs.be16,
+  pad: codecs.u16,
+});
+export type RevnatKey = codecs.CodecValue<typeof revnatKey>;
+
+export const revnatValue = codecs.struct({ vip: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
+export type RevnatValue = codecs.CodecValue<typeof revnatValue>;
+
+export const SVC_CAPACITY = {
+  /** Service ports plus one marker per VIP. */
+  services: 65536,
+  backends: 262144,
+  affinity: 65536,
+  revnat: 262144,
+} as const;

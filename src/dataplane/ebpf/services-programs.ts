@@ -1,0 +1,277 @@
+/**
+ * The connect-time load balancer: cgroup sock_addr programs that rewrite a socket's destination
+ * once (connect, or each unconnected sendmsg) instead of translating every packet, so there is
+ * neither per-packet NAT nor NAT conntrack:
+ *
+ *   connect4, sendmsg4   VIP:port/proto → backend (uniform random, or the client's affinity);
+ *                        a VIP with an undefined port, or a port without backends: refused
+ *                        (return 0 → EPERM); anything else passes untouched. Records the
+ *                        translation under the socket's cookie for the reverse direction.
+ *   recvmsg4             an unconnected UDP reply from a backend appears to come from the VIP
+ *   getpeername4         the application sees the VIP as its peer
+ *
+ * The programs hold no service data: every service lives in maps, so endpoint changes are map
+ * updates and the programs never reload. Code depends on nothing, so generation is deterministic.
+ */
+import {
+  Assembler,
+  R0,
+  R1,
+  R2,
+  R3,
+  R4,
+  R6,
+  R7,
+  R8,
+  R9,
+  R10,
+  type AssembledProgram,
+  type CgroupAttachType,
+} from '../../bpf/index.js';
+import {
+  affinityKey,
+  affinityValue,
+  backendKey,
+  backendValue,
+  revnatKey,
+  revnatValue,
+  SOCK_ADDR,
+  SVC_MAP,
+  svcKey,
+  svcValue,
+} from './services-layout.js';
+import { programHash } from './program.js';
+
+export type ServiceHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
+
+export interface ServiceProgram {
+  hook: ServiceHook;
+  /** Kernel name (15 chars max). */
+  name: string;
+  attachType: CgroupAttachType;
+  program: AssembledProgram;
+}
+
+export const SERVICE_HOOKS: readonly ServiceHook[] = ['connect4', 'sendmsg4', 'recvmsg4', 'getpeername4'];
+
+const ATTACH: Record<ServiceHook, CgroupAttachType> = {
+  connect4: 'cgroup_inet4_connect',
+  sendmsg4: 'cgroup_udp4_sendmsg',
+  recvmsg4: 'cgroup_udp4_recvmsg',
+  getpeername4: 'cgroup_inet4_getpeername',
+};
+
+const NAMES: Record<ServiceHook, string> = {
+  connect4: 'sy_svc_conn4',
+  sendmsg4: 'sy_svc_send4',
+  recvmsg4: 'sy_svc_recv4',
+  getpeername4: 'sy_svc_peer4',
+};
+
+/** Stack frame of the forward programs (offsets from r10, each area 8-aligned). */
+const FRAME = {
+  svcKey: -8,
+  affKey: -24,
+  revKey: -40,
+  revValue: -48,
+  backendKey: -56,
+  affValue: -80,
+} as const;
+
+const NS_PER_SECOND = 1_000_000_000;
+
+const sk = svcKey.offsets;
+const sv = svcValue.offsets;
+const bk = backendKey.offsets;
+const bv = backendValue.offsets;
+const ak = affinityKey.offsets;
+const av = affinityValue.offsets;
+const rk = revnatKey.offsets;
+const rv = revnatValue.offsets;
+
+/**
+ * connect4 and sendmsg4. Registers: r6 ctx, r7 service id, r8 backend count, r9 affinity
+ * timeout (s). The affinity key is on the stack only when r9 != 0, and only then is it read.
+ */
+function forwardProgram(): AssembledProgram {
+  const f = FRAME;
+  const asm = new Assembler()
+    .mov64(R6, R1)
+    .ldxw(R2, R6, SOCK_ADDR.userIp4)
+    .stx('w', R10, f.svcKey + sk.vip, R2)
+    .ldxw(R2, R6, SOCK_ADDR.userPort)
+    .stx('h', R10, f.svcKey + sk.port, R2)
+    .ldxw(R2, R6, SOCK_ADDR.protocol)
+    .stx('b', R10, f.svcKey + sk.proto, R2)
+    .st('b', R10, f.svcKey + sk.pad, 0)
+    .ldMap(R1, SVC_MAP.services)
+    .mov64(R2, R10)
+    .add64(R2, f.svcKey)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'not_service_port')
+    .ldxw(R7, R0, sv.id)
+    .ldxw(R8, R0, sv.count)
+    .ldxw(R9, R0, sv.affinity)
+    .jeq(R8, 0, 'refuse')
+    .jeq(R9, 0, 'pick');
+
+  // ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it.
+  asm
+    .mov64(R1, R6)
+    .call('get_netns_cookie')
+    .stx('dw', R10, f.affKey + ak.netns, R0)
+    .stx('w', R10, f.affKey + ak.id, R7)
+    .st('w', R10, f.affKey + ak.pad, 0)
+    .ldMap(R1, SVC_MAP.affinity)
+    .mov64(R2, R10)
+    .add64(R2, f.affKey)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'pick')
+    .ldxw(R2, R0, av.slot)
+    .stx('w', R10, f.affValue + av.slot, R2)
+    .ldxw(R2, R0, av.addr)
+    .stx('w', R10, f.affValue + av.addr, R2)
+    .ldxh(R2, R0, av.port)
+    .stx('h', R10, f.affValue + av.port, R2)
+    .ldxdw(R2, R0, av.lastSeen)
+    .stx('dw', R10, f.affValue + av.lastSeen, R2)
+    .call('ktime_get_ns')
+    .ldxdw(R1, R10, f.affValue + av.lastSeen)
+    .sub64(R0, R1)
+    .mov64(R2, R9)
+    .mul64(R2, NS_PER_SECOND)
+    .jgt(R0, R2, 'pick')
+    .ldxw(R2, R10, f.affValue + av.slot)
+    .jge(R2, R8, 'pick')
+    .stx('w', R10, f.backendKey + bk.id, R7)
+    .stx('w', R10, f.backendKey + bk.slot, R2)
+    .ldMap(R1, SVC_MAP.backends)
+    .mov64(R2, R10)
+    .add64(R2, f.backendKey)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'pick')
+    .ldxw(R2, R0, bv.addr)
+    .ldxw(R3, R10, f.affValue + av.addr)
+    .jne(R2, R3, 'pick')
+    .ldxh(R2, R0, bv.port)
+    .ldxh(R3, R10, f.affValue + av.port)
+    .jne(R2, R3, 'pick')
+    .ja('chosen');
+
+  // Uniform choice: count > 0 was checked above.
+  asm
+    .label('pick')
+    .call('get_prandom_u32')
+    .alu32('mod', R0, R8)
+    .stx('w', R10, f.backendKey + bk.id, R7)
+    .stx('w', R10, f.backendKey + bk.slot, R0)
+    .ldMap(R1, SVC_MAP.backends)
+    .mov64(R2, R10)
+    .add64(R2, f.backendKey)
+    .call('map_lookup_elem')
+    // A slot below count is always filled (the sync writes slots before raising count).
+    .jeq(R0, 0, 'refuse');
+
+  // r0: the backend. Rewrite the destination; stage the reverse key and the affinity value.
+  asm
+    .label('chosen')
+    .ldxw(R2, R0, bv.addr)
+    .stx('w', R6, SOCK_ADDR.userIp4, R2)
+    .stx('w', R10, f.revKey + rk.addr, R2)
+    .stx('w', R10, f.affValue + av.addr, R2)
+    .ldxh(R2, R0, bv.port)
+    .stx('w', R6, SOCK_ADDR.userPort, R2)
+    .stx('h', R10, f.revKey + rk.port, R2)
+    .stx('h', R10, f.affValue + av.port, R2)
+    .st('h', R10, f.revKey + rk.pad, 0)
+    .jeq(R9, 0, 'revnat')
+    .ldxw(R2, R10, f.backendKey + bk.slot)
+    .stx('w', R10, f.affValue + av.slot, R2)
+    .st('h', R10, f.affValue + av.pad, 0)
+    .st('w', R10, f.affValue + av.pad + 2, 0) // C padding before lastSeen
+    .call('ktime_get_ns')
+    .stx('dw', R10, f.affValue + av.lastSeen, R0)
+    .ldMap(R1, SVC_MAP.affinity)
+    .mov64(R2, R10)
+    .add64(R2, f.affKey)
+    .mov64(R3, R10)
+    .add64(R3, f.affValue)
+    .mov64(R4, 0)
+    .call('map_update_elem');
+
+  // {socket cookie, backend} → service, for recvmsg4 and getpeername4.
+  asm
+    .label('revnat')
+    .mov64(R1, R6)
+    .call('get_socket_cookie')
+    .stx('dw', R10, f.revKey + rk.cookie, R0)
+    .ldxw(R2, R10, f.svcKey + sk.vip)
+    .stx('w', R10, f.revValue + rv.vip, R2)
+    .ldxh(R2, R10, f.svcKey + sk.port)
+    .stx('h', R10, f.revValue + rv.port, R2)
+    .st('h', R10, f.revValue + rv.pad, 0)
+    .ldMap(R1, SVC_MAP.revnat)
+    .mov64(R2, R10)
+    .add64(R2, f.revKey)
+    .mov64(R3, R10)
+    .add64(R3, f.revValue)
+    .mov64(R4, 0)
+    .call('map_update_elem')
+    .exitWith(1);
+
+  // Not a service port: refused if the address is a VIP (its marker), else none of our business.
+  asm
+    .label('not_service_port')
+    .st('h', R10, f.svcKey + sk.port, 0)
+    .st('b', R10, f.svcKey + sk.proto, 0)
+    .ldMap(R1, SVC_MAP.services)
+    .mov64(R2, R10)
+    .add64(R2, f.svcKey)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'pass')
+    .label('refuse')
+    .exitWith(0)
+    .label('pass')
+    .exitWith(1);
+  return asm.assemble();
+}
+
+/** recvmsg4 and getpeername4: a backend address the socket was sent to shows as the VIP. */
+function reverseProgram(): AssembledProgram {
+  const key = -16;
+  return new Assembler()
+    .mov64(R6, R1)
+    .call('get_socket_cookie')
+    .stx('dw', R10, key + rk.cookie, R0)
+    .ldxw(R2, R6, SOCK_ADDR.userIp4)
+    .stx('w', R10, key + rk.addr, R2)
+    .ldxw(R2, R6, SOCK_ADDR.userPort)
+    .stx('h', R10, key + rk.port, R2)
+    .st('h', R10, key + rk.pad, 0)
+    .ldMap(R1, SVC_MAP.revnat)
+    .mov64(R2, R10)
+    .add64(R2, key)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'out')
+    .ldxw(R2, R0, rv.vip)
+    .stx('w', R6, SOCK_ADDR.userIp4, R2)
+    .ldxh(R2, R0, rv.port)
+    .stx('w', R6, SOCK_ADDR.userPort, R2)
+    .label('out')
+    .exitWith(1) // recvmsg4 and getpeername4 must return 1
+    .assemble();
+}
+
+export function serviceProgram(hook: ServiceHook): ServiceProgram {
+  const program = hook === 'connect4' || hook === 'sendmsg4' ? forwardProgram() : reverseProgram();
+  return { hook, name: NAMES[hook], attachType: ATTACH[hook], program };
+}
+
+export function servicePrograms(): ServiceProgram[] {
+  return SERVICE_HOOKS.map(serviceProgram);
+}
+
+/** Short hash of a program's code: part of its link's pin name, so a code change is noticed. */
+export function serviceProgramHash(p: ServiceProgram): string {
+  return programHash(p.program).slice(0, 12);
+}

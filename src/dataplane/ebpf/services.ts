@@ -1,0 +1,294 @@
+/**
+ * Connect-time load balancing for a scope (a lab): one shared set of service maps and four cgroup
+ * sock_addr programs, attached once with bpf_links at the scope's cgroup root
+ * `<cgroup2 mount>/switchyard/<scope>`, which holds every pod's cgroup. Services are
+ * cluster-wide, so there is nothing per node here: every node's apply calls applyServices, the
+ * first brings the maps to the IR and the others find nothing to do. Pins:
+ *
+ *     /sys/fs/bpf/switchyard/<scope>/_services/maps/{svc,svc_backends,svc_affinity,svc_revnat}
+ *     /sys/fs/bpf/switchyard/<scope>/_services/links/<hook>-<code hash>
+ *
+ * `_services` starts with a character no node directory can start with (see paths.ts).
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  attachCgroup,
+  BpfMap,
+  ensureBpffs,
+  isPinned,
+  Link,
+  pinScopeDir,
+  Program,
+  type MapBase,
+} from '../../bpf/index.js';
+import type { IR } from '../../ir/types.js';
+import {
+  affinityKey,
+  affinityValue,
+  backendKey,
+  backendValue,
+  revnatKey,
+  revnatValue,
+  SVC_CAPACITY,
+  SVC_MAP,
+  svcKey,
+  svcValue,
+  type AffinityKey,
+  type AffinityValue,
+  type RevnatKey,
+  type RevnatValue,
+} from './services-layout.js';
+import { serviceProgramHash, servicePrograms, type ServiceProgram } from './services-programs.js';
+import {
+  applyServiceSync,
+  desiredServices,
+  planServiceSync,
+  planSize,
+  readServices,
+  type ServiceMaps,
+} from './services-sync.js';
+
+export const SERVICES_DIR = '_services';
+
+export interface AllServiceMaps extends ServiceMaps {
+  affinity: BpfMap<AffinityKey, AffinityValue>;
+  revnat: BpfMap<RevnatKey, RevnatValue>;
+}
+
+export function servicesDir(scope: string): string {
+  return join(pinScopeDir(scope), SERVICES_DIR);
+}
+
+/** The cgroup2 directory the programs attach to; hooks there cover every cgroup below it. */
+export function serviceCgroup(scope: string, mounts = readFileSync('/proc/mounts', 'utf8')): string {
+  const line = mounts.split('\n').find((l) => l.split(' ')[2] === 'cgroup2');
+  const mount = line?.split(' ')[1]?.replace(/\\040/g, ' ');
+  if (!mount) throw new Error('no cgroup2 file system is mounted: connect-time load balancing needs one');
+  return join(mount, 'switchyard', scope);
+}
+
+function mapPath(dir: string, name: string): string {
+  return join(dir, 'maps', name);
+}
+
+function linkDir(dir: string): string {
+  return join(dir, 'links');
+}
+
+function createMaps(): AllServiceMaps {
+  const created: MapBase[] = [];
+  const make = <K, V>(m: BpfMap<K, V>): BpfMap<K, V> => {
+    created.push(m);
+    return m;
+  };
+  try {
+    return {
+      services: make(
+        BpfMap.create({
+          type: 'hash',
+          name: SVC_MAP.services,
+          key: svcKey,
+          value: svcValue,
+          maxEntries: SVC_CAPACITY.services,
+        }),
+      ),
+      backends: make(
+        BpfMap.create({
+          type: 'hash',
+          name: SVC_MAP.backends,
+          key: backendKey,
+          value: backendValue,
+          maxEntries: SVC_CAPACITY.backends,
+        }),
+      ),
+      affinity: make(
+        BpfMap.create({
+          type: 'lru_hash',
+          name: SVC_MAP.affinity,
+          key: affinityKey,
+          value: affinityValue,
+          maxEntries: SVC_CAPACITY.affinity,
+        }),
+      ),
+      revnat: make(
+        BpfMap.create({
+          type: 'lru_hash',
+          name: SVC_MAP.revnat,
+          key: revnatKey,
+          value: revnatValue,
+          maxEntries: SVC_CAPACITY.revnat,
+        }),
+      ),
+    };
+  } catch (e) {
+    for (const m of created) m.close();
+    throw e;
+  }
+}
+
+function mapList(maps: AllServiceMaps): [string, MapBase][] {
+  return [
+    [SVC_MAP.services, maps.services],
+    [SVC_MAP.backends, maps.backends],
+    [SVC_MAP.affinity, maps.affinity],
+    [SVC_MAP.revnat, maps.revnat],
+  ];
+}
+
+export function closeServiceMaps(maps: AllServiceMaps): void {
+  for (const [, m] of mapList(maps)) m.close();
+}
+
+/** The pinned maps, or undefined when any is missing. */
+export function openServiceMaps(scope: string): AllServiceMaps | undefined {
+  const dir = servicesDir(scope);
+  const names = Object.values(SVC_MAP);
+  if (!names.every((n) => isPinned(mapPath(dir, n)))) return undefined;
+  return {
+    services: BpfMap.fromPin(mapPath(dir, SVC_MAP.services), svcKey, svcValue),
+    backends: BpfMap.fromPin(mapPath(dir, SVC_MAP.backends), backendKey, backendValue),
+    affinity: BpfMap.fromPin(mapPath(dir, SVC_MAP.affinity), affinityKey, affinityValue),
+    revnat: BpfMap.fromPin(mapPath(dir, SVC_MAP.revnat), revnatKey, revnatValue),
+  };
+}
+
+/** Detaches a pinned link and removes its pin (its cgroup may be gone already). */
+function dropLink(path: string): void {
+  try {
+    const link = Link.fromPin(path);
+    try {
+      link.detach();
+    } catch {
+      // defunct: its cgroup was removed
+    } finally {
+      link.close();
+    }
+  } finally {
+    rmSync(path, { force: true });
+  }
+}
+
+/**
+ * Makes the hook run `p`: nothing when its link already runs this code against these maps, an
+ * atomic BPF_LINK_UPDATE of the pinned link when the code (or the maps) changed, else a new link.
+ */
+function ensureLink(
+  dir: string,
+  cgroup: string,
+  p: ServiceProgram,
+  maps: AllServiceMaps,
+  reload: boolean,
+): boolean {
+  const links = linkDir(dir);
+  const want = join(links, `${p.hook}-${serviceProgramHash(p)}`);
+  const pinned = existsSync(links) ? readdirSync(links).filter((n) => n.startsWith(`${p.hook}-`)) : [];
+  if (!reload && pinned.length === 1 && isPinned(want)) return false;
+  const program = Program.load({
+    name: p.name,
+    type: 'cgroup_sock_addr',
+    expectedAttachType: p.attachType,
+    instructions: p.program,
+    maps: Object.fromEntries(mapList(maps)),
+  });
+  try {
+    const [current, ...extra] = pinned.map((n) => join(links, n));
+    for (const e of extra) dropLink(e);
+    if (current) {
+      const link = Link.fromPin(current);
+      let updated = false;
+      try {
+        link.update(program);
+        updated = true;
+      } catch {
+        link.detach(); // its cgroup was recreated: attach anew below
+      } finally {
+        link.close();
+      }
+      if (updated) {
+        if (current !== want) renameSync(current, want);
+        return true;
+      }
+      rmSync(current, { force: true });
+    }
+    mkdirSync(links, { recursive: true });
+    const link = attachCgroup(program, { cgroup, attachType: p.attachType });
+    try {
+      link.pin(want);
+    } finally {
+      link.close();
+    }
+    return true;
+  } finally {
+    program.close();
+  }
+}
+
+/** Brings the scope's load balancer to the IR; returns what changed (empty when nothing did). */
+export function applyServices(scope: string, ir: IR): string[] {
+  const desired = desiredServices(ir);
+  const dir = servicesDir(scope);
+  if (desired.ports.length === 0) {
+    if (!existsSync(dir)) return [];
+    removeServices(scope);
+    return ['services:removed'];
+  }
+  ensureBpffs();
+  const changed: string[] = [];
+  let maps = openServiceMaps(scope);
+  let fresh = false;
+  if (!maps) {
+    // Links of a previous set of maps would keep running against those: replaced below.
+    maps = createMaps();
+    fresh = true;
+    try {
+      mkdirSync(join(dir, 'maps'), { recursive: true });
+      for (const [name, m] of mapList(maps)) {
+        rmSync(mapPath(dir, name), { force: true });
+        m.pin(mapPath(dir, name));
+      }
+    } catch (e) {
+      closeServiceMaps(maps);
+      throw e;
+    }
+    changed.push('services:maps');
+  }
+  try {
+    const plan = planServiceSync(readServices(maps), desired);
+    if (planSize(plan) > 0) {
+      applyServiceSync(maps, plan);
+      changed.push('services');
+    }
+    const cgroup = serviceCgroup(scope);
+    mkdirSync(cgroup, { recursive: true });
+    for (const p of servicePrograms())
+      if (ensureLink(dir, cgroup, p, maps, fresh)) changed.push(`services:program:${p.hook}`);
+  } finally {
+    closeServiceMaps(maps);
+  }
+  return changed;
+}
+
+/** Detaches the load balancer's links and removes its pins. */
+export function removeServices(scope: string): void {
+  const dir = servicesDir(scope);
+  const links = linkDir(dir);
+  if (existsSync(links)) for (const name of readdirSync(links)) dropLink(join(links, name));
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Program ids of the attached hooks, by hook (for tests and `compile`-like listings). */
+export function serviceProgramIds(scope: string): Record<string, number> {
+  const links = linkDir(servicesDir(scope));
+  const out: Record<string, number> = {};
+  if (!existsSync(links)) return out;
+  for (const name of readdirSync(links).sort()) {
+    const link = Link.fromPin(join(links, name));
+    try {
+      out[name.split('-')[0] ?? name] = link.info().programId;
+    } finally {
+      link.close();
+    }
+  }
+  return out;
+}
