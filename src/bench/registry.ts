@@ -5,6 +5,13 @@ export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {
   lab: async () => (await import('./scenarios/lab.js')).scenario,
   'bpf-maps': async () => (await import('./scenarios/bpf-maps.js')).scenario,
   'netfilter-update': async () => (await import('./scenarios/netfilter-update.js')).scenario,
+  services: async () => (await import('./scenarios/services.js')).scenario,
+  policy: async () => (await import('./scenarios/policy.js')).scenario,
+  'set-update': async () => (await import('./scenarios/set-update.js')).scenario,
+  prefilter: async () => (await import('./scenarios/prefilter.js')).scenario,
+  redirect: async () => (await import('./scenarios/redirect.js')).scenario,
+  throughput: async () => (await import('./scenarios/throughput.js')).scenario,
+  'throughput-cpu': async () => (await import('./scenarios/throughput.js')).cpuScenario,
 };
 
 export function scenarioNames(): string[] {
