@@ -1,10 +1,7 @@
+import { percentile } from '../util/stats.js';
 import type { BenchRow } from './types.js';
 
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.round((p / 100) * (sorted.length - 1))));
-  return sorted[idx] as number;
-}
+export { percentile };
 
 /** Summarises repeated measurements of one configuration into a row. */
 export function summarize(backend: string, params: BenchRow['params'], samples: number[]): BenchRow {

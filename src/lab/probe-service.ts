@@ -12,6 +12,7 @@ import { probeMatrix } from './probe/prober.js';
 import type { ProbeOutcome } from './probe/protocol.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, findPod, readyState } from './reach.js';
 import type { LabState } from './state.js';
+import { percentile } from '../util/stats.js';
 
 export interface ServiceProbeOptions {
   /** Source pod `namespace/name`. */
@@ -78,13 +79,6 @@ export function resolveTarget(
   return { address: table.address, port };
 }
 
-/** Nearest-rank percentile of sorted values. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
-}
-
 /** Tallies outcomes; pure, so the CLI's numbers can be checked without root. */
 export function summarise(outcomes: readonly ProbeOutcome[]): {
   answered: Record<string, number>;
@@ -114,10 +108,11 @@ export function summarise(outcomes: readonly ProbeOutcome[]): {
     answered: sortedAnswered,
     failures,
     errors,
+    // No answers, no latencies: report 0 so the JSON stays numeric.
     latencyMs: {
-      p50: percentile(latencies, 50),
-      p90: percentile(latencies, 90),
-      p99: percentile(latencies, 99),
+      p50: latencies.length ? percentile(latencies, 50) : 0,
+      p90: latencies.length ? percentile(latencies, 90) : 0,
+      p99: latencies.length ? percentile(latencies, 99) : 0,
     },
   };
 }

@@ -1,6 +1,7 @@
 /** `lab probe`'s pure parts: target resolution against the IR, tallies and percentiles. */
 import { describe, expect, it } from 'vitest';
-import { percentile, resolveTarget, summarise } from '../../src/lab/probe-service.js';
+import { resolveTarget, summarise } from '../../src/lab/probe-service.js';
+import { percentile } from '../../src/util/stats.js';
 import { servicesIR } from './netfilter-services-fixture.js';
 
 const ir = servicesIR();
@@ -35,7 +36,8 @@ describe('lab probe', () => {
     expect(s.failures).toBe(2);
     expect(s.errors).toEqual({ ECONNREFUSED: 1, 'no answer': 1 });
     expect(s.latencyMs).toEqual({ p50: 2, p90: 3, p99: 3 });
-    expect(percentile([], 50)).toBe(0);
+    expect(percentile([], 50)).toBeNaN();
+    expect(summarise([]).latencyMs).toEqual({ p50: 0, p90: 0, p99: 0 });
     expect(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90)).toBe(9);
   });
 });
