@@ -42,6 +42,13 @@ export const SMALL_RULESET = 50;
 export const MANY_SERVICES = 1000;
 /** Two backends within this factor count as equal, and the tie goes to the priority. */
 export const TIE_FACTOR = 1.2;
+/**
+ * Extra per-packet cost that does not matter: 1 µs is 10% of a core at 100k packets per second,
+ * more than one node's pods usually push, so a simpler backend within it is fast enough.
+ */
+export const NEGLIGIBLE_NS_PER_PACKET = 1000;
+/** Measured capacity at least this many times the workload's need means every backend keeps up. */
+export const HEADROOM = 10;
 
 export function ebpfSupported(kernel: string): boolean {
   return kernelAtLeast(kernel, ...EBPF_MIN_KERNEL);
@@ -119,17 +126,22 @@ export const policyRule: Rule = ({ workload, evidence }) => {
   const c = evidence.compare('policy', { rules });
   if (c) {
     const tie = c.ranking.filter((r) => r.behind <= TIE_FACTOR).map((r) => r.backend);
-    const simple = small && simplicityFirst && tie.includes('iptables');
+    const iptables = c.ranking.find((r) => r.backend === 'iptables');
+    const extra = iptables && c.ranking[0] ? iptables.median - c.ranking[0].median : Number.POSITIVE_INFINITY;
+    const simple =
+      small && simplicityFirst && (tie.includes('iptables') || extra <= NEGLIGIBLE_NS_PER_PACKET);
     return rec({
       concern: 'policy enforcement',
       choice: (simple ? 'iptables' : c.best) as Choice,
       advice: simple
-        ? `With ~${rules} rules per endpoint iptables is as fast as the rest (within ${TIE_FACTOR}x) and the simplest to operate.`
+        ? extra > 0
+          ? `With ~${rules} rules per endpoint iptables costs ${extra.toFixed(0)} ns/packet more than ${c.best}: negligible (under ${NEGLIGIBLE_NS_PER_PACKET} ns), and it is the simplest to operate.`
+          : `With ~${rules} rules per endpoint iptables is as fast as the rest and the simplest to operate.`
         : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
       reasons: [`measured per-packet cost: ${formatComparison(c, 'ns/packet')}`],
       evidence: c.evidence,
       measured: true,
-      weight: tie.length > 1 ? PREFERENCE_WEIGHT : 1,
+      weight: tie.length > 1 || simple ? PREFERENCE_WEIGHT : 1,
     });
   }
   return rec({
@@ -155,7 +167,7 @@ export const setUpdateRule: Rule = ({ workload, evidence }) => {
     });
   }
   const slowest = c.ranking[c.ranking.length - 1];
-  const allKeepUp = slowest !== undefined && slowest.median >= 10 * workload.setUpdatesPerSecond;
+  const allKeepUp = slowest !== undefined && slowest.median >= HEADROOM * workload.setUpdatesPerSecond;
   return rec({
     concern: 'IP-set updates',
     choice: allKeepUp ? 'any' : (c.best as Choice),
@@ -172,6 +184,17 @@ export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
   if (workload.services === 0) return undefined;
   const c = evidence.compare('services', { services: workload.services });
   const many = workload.services >= MANY_SERVICES;
+  const slowest = c?.ranking[c.ranking.length - 1];
+  if (c && !many && slowest && slowest.median >= HEADROOM * workload.connectionsPerSecond) {
+    return rec({
+      concern: 'service load balancing',
+      choice: 'any',
+      advice: `With ${workload.services} services every backend sets up connections at ${HEADROOM}x your ${workload.connectionsPerSecond}/s or more; let other concerns decide.`,
+      reasons: [`measured new-connection rate: ${formatComparison(c, 'conn/s')}`],
+      evidence: c.evidence,
+      measured: true,
+    });
+  }
   if (c) {
     const choice = (
       !ebpfSupported(kernel) && c.best === 'ebpf' ? (c.ranking[1]?.backend ?? 'nftables') : c.best

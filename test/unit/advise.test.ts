@@ -125,6 +125,48 @@ const rows: Row[] = [
     backend: 'ebpf',
   },
   {
+    name: 'small rule sets: iptables when its extra cost is under 1 µs per packet, even outside the tie',
+    workload: { rulesPerEndpoint: 10 },
+    report: report(
+      scenario('policy', 'ns/packet', 'lower', [
+        ['iptables', { rules: 10 }, 2368],
+        ['nftables', { rules: 10 }, 1810],
+        ['ebpf', { rules: 10 }, 1712],
+      ]),
+    ),
+    concern: 'policy enforcement',
+    choice: 'iptables',
+    measured: true,
+    backend: 'iptables',
+  },
+  {
+    name: 'small rule sets: not iptables when its extra cost is over 1 µs per packet',
+    workload: { rulesPerEndpoint: 50 },
+    report: report(
+      scenario('policy', 'ns/packet', 'lower', [
+        ['iptables', { rules: 50 }, 5000],
+        ['ebpf', { rules: 50 }, 2500],
+      ]),
+    ),
+    concern: 'policy enforcement',
+    choice: 'ebpf',
+    measured: true,
+  },
+  {
+    name: 'few services that every backend sets up with headroom: any (measured)',
+    workload: { services: 20, connectionsPerSecond: 100 },
+    report: report(
+      scenario('services', 'conn/s', 'higher', [
+        ['iptables', { services: 100 }, 8785],
+        ['nftables', { services: 100 }, 10304],
+        ['ebpf', { services: 100 }, 5993],
+      ]),
+    ),
+    concern: 'service load balancing',
+    choice: 'any',
+    measured: true,
+  },
+  {
     name: 'few services without numbers: any backend',
     workload: { services: 20 },
     concern: 'service load balancing',
