@@ -64,6 +64,7 @@ import {
   planSetSync,
   removeSetMembers,
 } from './sync.js';
+import { dropPinnedLink } from './pinned-link.js';
 
 export interface ApplyOptions {
   /** Test hook: replaces a generated program's instructions before it is loaded. */
@@ -157,23 +158,6 @@ function swapTcx(target: NodeTarget, hook: PlannedHook, program: Program): void 
   }
 }
 
-/** Detaches and unpins a link (its interface may be gone already). */
-function dropLink(path: string): void {
-  if (!isPinned(path)) return;
-  try {
-    const link = Link.fromPin(path);
-    try {
-      link.detach();
-    } catch {
-      // defunct: its interface went with a namespace
-    } finally {
-      link.close();
-    }
-  } finally {
-    rmSync(path, { force: true });
-  }
-}
-
 function planHooks(
   view: NodeView,
   alloc: Allocation,
@@ -257,7 +241,7 @@ function applyPrefilter(
   // Links on interfaces that are no longer (or not the same) fabric interfaces go first.
   for (const old of before?.interfaces ?? []) {
     if (!fabric.some((f) => f.ifname === old.ifname && f.ifindex === old.ifindex)) {
-      dropLink(xdpLinkPin(dir, old.ifname));
+      dropPinnedLink(xdpLinkPin(dir, old.ifname));
       changed.push(`xdp:${old.ifname}`);
     }
   }
@@ -309,7 +293,7 @@ function applyPrefilter(
           link.close();
         }
       } else {
-        dropLink(path);
+        dropPinnedLink(path);
         const loaded = program;
         const link = withNetns(target.netns, () => attachXdp(loaded, { ifname: iface.ifname }));
         try {
@@ -440,7 +424,7 @@ export async function applyNode(
             h.state.ifname === old.ifname,
         );
         if (!stays) {
-          dropLink(tcxLinkPin(dir, old.ifname, hookFor(old.direction)));
+          dropPinnedLink(tcxLinkPin(dir, old.ifname, hookFor(old.direction)));
           changed.push(`detached:${old.endpoint}/${old.direction}`);
         }
       }
@@ -483,7 +467,7 @@ export async function applyNode(
 export function removeNode(target: NodeTarget): void {
   const dir = nodeDir(target.scope, target.node);
   const links = join(dir, 'links');
-  if (existsSync(links)) for (const name of readdirSync(links)) dropLink(join(links, name));
+  if (existsSync(links)) for (const name of readdirSync(links)) dropPinnedLink(join(links, name));
   rmSync(dir, { recursive: true, force: true });
   const scopeDir = dirname(dir);
   // The load balancer serves every node of the scope: it goes with the last one.

@@ -48,6 +48,7 @@ import {
   readServices,
   type ServiceMaps,
 } from './services-sync.js';
+import { dropPinnedLink } from './pinned-link.js';
 
 export const SERVICES_DIR = '_services';
 
@@ -153,22 +154,6 @@ export function openServiceMaps(scope: string): AllServiceMaps | undefined {
   };
 }
 
-/** Detaches a pinned link and removes its pin (its cgroup may be gone already). */
-function dropLink(path: string): void {
-  try {
-    const link = Link.fromPin(path);
-    try {
-      link.detach();
-    } catch {
-      // defunct: its cgroup was removed
-    } finally {
-      link.close();
-    }
-  } finally {
-    rmSync(path, { force: true });
-  }
-}
-
 /**
  * Makes the hook run `p`: nothing when its link already runs this code against these maps, an
  * atomic BPF_LINK_UPDATE of the pinned link when the code (or the maps) changed, else a new link.
@@ -193,7 +178,7 @@ function ensureLink(
   });
   try {
     const [current, ...extra] = pinned.map((n) => join(links, n));
-    for (const e of extra) dropLink(e);
+    for (const e of extra) dropPinnedLink(e);
     if (current) {
       const link = Link.fromPin(current);
       let updated = false;
@@ -273,7 +258,7 @@ export function applyServices(scope: string, ir: IR): string[] {
 export function removeServices(scope: string): void {
   const dir = servicesDir(scope);
   const links = linkDir(dir);
-  if (existsSync(links)) for (const name of readdirSync(links)) dropLink(join(links, name));
+  if (existsSync(links)) for (const name of readdirSync(links)) dropPinnedLink(join(links, name));
   rmSync(dir, { recursive: true, force: true });
 }
 
