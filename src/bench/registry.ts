@@ -12,6 +12,8 @@ export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {
   redirect: async () => (await import('./scenarios/redirect.js')).scenario,
   throughput: async () => (await import('./scenarios/throughput.js')).scenario,
   'throughput-cpu': async () => (await import('./scenarios/throughput.js')).cpuScenario,
+  observe: async () => (await import('./scenarios/observe.js')).scenario,
+  agent: async () => (await import('./scenarios/agent.js')).scenario,
 };
 
 export function scenarioNames(): string[] {

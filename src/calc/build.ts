@@ -1,7 +1,7 @@
 /** Model → IR: the whole calculation, pure and deterministic (input order never matters). */
 import type { IR, Prefilter } from '../ir/types.js';
 import type { Model } from '../model/types.js';
-import type { CalcOptions } from './api.js';
+import type { CalcOptions, PreviousAllocations } from './api.js';
 import { nodeFabricAddress } from './addresses.js';
 import { buildEndpoints } from './endpoints.js';
 import { nodeNames, placePods } from './placement.js';
@@ -57,4 +57,18 @@ export function irForNode(ir: IR, node: string): IR {
     ipSets: ir.ipSets.filter((s) => ipIds.has(s.id)),
     ipPortSets: ir.ipPortSets.filter((s) => portIds.has(s.id)),
   };
+}
+
+/** What an IR allocated (addresses, placement, service VIPs), to keep them stable on the next build. */
+export function allocationsOf(ir: IR): PreviousAllocations {
+  const podAddresses: Record<string, string> = {};
+  const podNodes: Record<string, string> = {};
+  const serviceAddresses: Record<string, string> = {};
+  for (const e of ir.endpoints) {
+    const a = e.addresses[0];
+    if (a) podAddresses[e.id] = a;
+    podNodes[e.id] = e.node;
+  }
+  for (const s of ir.services) serviceAddresses[s.service] ??= s.address;
+  return { podAddresses, podNodes, serviceAddresses };
 }

@@ -11,6 +11,9 @@ export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = 
   () => import('./reach.js'),
   () => import('./compile.js'),
   () => import('./lab.js'),
+  () => import('./agent.js'),
+  () => import('./flows.js'),
+  () => import('./node.js'),
   () => import('./bench.js'),
   () => import('./advise.js'),
 ];

@@ -11,6 +11,7 @@ import type { BackendName } from '../dataplane/backend.js';
 import { availableBackends, loadBackend } from '../dataplane/registry.js';
 import { allLabSummaries, converge, labDown, measureReach, probeService } from '../lab/index.js';
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
+import { agentSteps } from './demo-agent.js';
 import { formatReachGrid, formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
 
@@ -204,8 +205,9 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
         );
       },
     },
+    ...agentSteps(DEMO_LAB, () => last?.backend as BackendName | undefined),
     {
-      title: 'Clean up: namespaces, cgroups, pins, probe servers',
+      title: 'Clean up: agents, namespaces, cgroups, pins, probe servers',
       command: `switchyard lab down --name ${DEMO_LAB}`,
       run: async () => {
         await labDown(DEMO_LAB);

@@ -87,7 +87,7 @@ function podTable(pods: readonly LabPod[]): string {
 async function upOrApply(
   mode: 'up' | 'apply',
   files: string[],
-  opts: { name: string; backend?: BackendOption; nodes?: number },
+  opts: { name: string; backend?: BackendOption; nodes?: number; agents?: boolean },
 ): Promise<void> {
   const name = await checkedName(opts.name);
   const model = loadModelOrFail(files);
@@ -102,6 +102,7 @@ async function upOrApply(
       mode,
       ...(opts.backend ? { backend: opts.backend } : {}),
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(opts.agents === false ? { agents: false } : {}),
       ...(progress ? { progress } : {}),
     });
   } finally {
@@ -119,7 +120,7 @@ async function upOrApply(
   ].filter(Boolean);
   process.stdout.write(
     `lab ${name}: ${pods.length} pods on ${t?.nodes.length ?? 0} nodes, backend ${result.state.backend}, ` +
-      `probe server pid ${result.state.probe?.pid ?? '-'} (${changes.join(', ') || 'no changes'}; ${result.durationMs} ms)\n\n`,
+      `probe server pid ${result.state.probe?.pid ?? '-'}${result.state.agents && result.state.backend !== 'none' ? `, ${t?.nodes.length ?? 0} agents` : ''} (${changes.join(', ') || 'no changes'}; ${result.durationMs} ms)\n\n`,
   );
   process.stdout.write(podTable(pods) + '\n');
 }
@@ -168,8 +169,10 @@ export function register(program: Command): void {
     .addOption(nameOption())
     .addOption(new Option('--backend <backend>', 'policy backend').choices(BACKENDS).default('none'))
     .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over (default 2)', parseNodeCount)
-    .action((files: string[], opts: { name: string; backend: BackendOption; nodes?: number }) =>
-      upOrApply('up', files, opts),
+    .option('--no-agents', 'apply the backend once from the CLI instead of running one agent per node')
+    .action(
+      (files: string[], opts: { name: string; backend: BackendOption; nodes?: number; agents: boolean }) =>
+        upOrApply('up', files, opts),
     );
 
   cmd

@@ -9,6 +9,7 @@ import { loadBackend } from '../dataplane/registry.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
 import { cgroup2Mount, ensureCgroup, listNetns, requireRoot, requireTools } from '../netns/index.js';
+import { stopLabAgents, syncLabAgents, writeDesired } from './agents.js';
 import { destroyLab } from './down.js';
 import { LabError } from './errors.js';
 import { CGROUP_DIR, checkLabName } from './names.js';
@@ -38,6 +39,11 @@ export interface ConvergeOptions {
   /** Default: the lab's current node count, else calc's default. */
   nodeCount?: number;
   progress?: Progress;
+  /**
+   * Run one agent per node that keeps the dataplane in sync (default: as before, else true).
+   * Without agents the lab applies the backend itself, once.
+   */
+  agents?: boolean;
 }
 
 export interface ConvergeResult {
@@ -120,6 +126,8 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     }
     const backendName = opts.backend ?? prev?.backend ?? 'none';
     const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
+    const wantAgents = opts.agents ?? prev?.agents ?? true;
+    const agents = backendName !== 'none' && wantAgents;
     // Load first: an unavailable backend is reported before anything in the kernel changes.
     const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
     const ir = buildIROrFail(opts.model, nodeCount, prev);
@@ -171,6 +179,8 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
       target: topology,
       cgroupRoot,
       ...(prev?.probe && !rebuilt ? { probe: prev.probe } : {}),
+      agents: wantAgents,
+      revision: (prev?.revision ?? 0) + 1,
     };
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.
     writeState(state);
@@ -187,6 +197,8 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
       );
       await reloadIfRunning(dir, name, state.probe);
     }
+    // Agents that would keep the old dataplane alive (or fight the lab applying it) go first.
+    if (prev && (prev.backend !== backendName || !agents)) await stopLabAgents(name);
     if (prev && current && prev.backend !== backendName) await removeOldBackend(prev.backend, name, current);
     await tearDownPart(plan, cgroupRoot);
     await buildPart(plan, cgroupRoot, progress);
@@ -207,7 +219,19 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     delete state.target;
     writeState(state);
 
-    if (backend) {
+    if (backend && agents) {
+      progress.phase(`${backend.name} policy (agents)`, 1);
+      writeDesired(name, {
+        revision: String(state.revision),
+        ir: state.ir,
+        model: opts.model,
+        cgroups: Object.fromEntries(topology.pods.map((p) => [p.id, join(cgroupRoot, p.slug)])),
+      });
+      await syncLabAgents(name, topology.nodes, backend.name, String(state.revision));
+      state.backendIR = state.ir;
+      writeState(state);
+      progress.tick();
+    } else if (backend) {
       progress.phase(`${backend.name} policy`, 1);
       await applyBackend(backend, name, topology, state.ir, state.backendIR);
       state.backendIR = state.ir;

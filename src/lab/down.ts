@@ -10,8 +10,9 @@ import {
   requireRoot,
   requireTools,
 } from '../netns/index.js';
+import { stopLabAgents, stopOrphanAgents } from './agents.js';
 import { discoverLabs, ownedByPrefix } from './discover.js';
-import { CGROUP_DIR, checkLabName, PIN_ROOT } from './names.js';
+import { CGROUP_DIR, checkLabName, PIN_ROOT, STATE_ROOT } from './names.js';
 import { findProbeServers, isProbeServer, stopProcess } from './probe/control.js';
 import {
   isAlive,
@@ -107,8 +108,10 @@ export async function destroyLab(
 ): Promise<CleanupReport> {
   const state = stateOrUndefined(lab);
   const problems: string[] = [];
+  // Agents first: they would repair what removeBackend takes away.
+  const agents = await stopLabAgents(lab);
   const notes = state ? await removeBackend(lab, state) : [];
-  const processes = await killProcesses(lab, state);
+  const processes = [...agents, ...(await killProcesses(lab, state))];
   const mount = cgroupMountOrUndefined();
   const cgroupRoot = state?.cgroupRoot ?? (mount ? join(mount, CGROUP_DIR, lab) : undefined);
   const hadCgroups = cgroupRoot !== undefined && existsSync(cgroupRoot);
@@ -179,5 +182,17 @@ export async function labDownAll(): Promise<CleanupReport[]> {
       });
     }
   }
+  const orphans = await stopOrphanAgents(STATE_ROOT);
+  if (orphans.length > 0)
+    reports.push({
+      lab: '(agents of labs already gone)',
+      netns: [],
+      processes: orphans,
+      cgroups: false,
+      pins: false,
+      stateDir: false,
+      problems: [],
+      notes: [],
+    });
   return reports;
 }

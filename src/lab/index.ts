@@ -15,3 +15,5 @@ export { DEFAULT_LAB, checkLabName, labNameError } from './names.js';
 export type { Progress } from './progress.js';
 export type { LabState, LabBackend } from './state.js';
 export type { LabPod, LabNode, Topology } from './topology.js';
+export { agentStateDir, desiredDir, labAgents, findAgents, type AgentProcess } from './agents.js';
+export { stateLabs } from './state.js';

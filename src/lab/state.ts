@@ -6,6 +6,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PreviousAllocations } from '../calc/index.js';
+export { allocationsOf } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
@@ -45,6 +46,10 @@ export interface LabState {
   /** `<cgroup2 mount>/switchyard/<lab>` */
   cgroupRoot: string;
   probe?: ProbeServerInfo;
+  /** Whether one agent per node keeps the backend in sync (else the lab applies it itself); none run without a backend. */
+  agents?: boolean;
+  /** Bumped by every up/apply: the desired-state revision the agents must report in force. */
+  revision?: number;
 }
 
 export function labDir(name: string): string {
@@ -53,19 +58,6 @@ export function labDir(name: string): string {
 
 export function statePath(name: string): string {
   return join(labDir(name), 'state.json');
-}
-
-export function allocationsOf(ir: IR): PreviousAllocations {
-  const podAddresses: Record<string, string> = {};
-  const podNodes: Record<string, string> = {};
-  const serviceAddresses: Record<string, string> = {};
-  for (const e of ir.endpoints) {
-    const a = e.addresses[0];
-    if (a) podAddresses[e.id] = a;
-    podNodes[e.id] = e.node;
-  }
-  for (const s of ir.services) serviceAddresses[s.service] ??= s.address;
-  return { podAddresses, podNodes, serviceAddresses };
 }
 
 export function readState(name: string): LabState | undefined {

@@ -46,6 +46,8 @@ describeKernel('switchyard lab with --backend iptables', () => {
       files,
       mode: 'up',
       backend: 'iptables',
+      // The test also drives the backend directly; an agent would repair what it changes.
+      agents: false,
     });
     console.log(`lab up x/y/z --backend iptables: ${r.durationMs} ms (namespaces, probes and policy)`);
     const measured = await measureReach(LAB, { port: 80, protocol: 'TCP' });

@@ -98,7 +98,7 @@ describe('ebpf render', () => {
     expect(listing).toContain('if r8 < 0x1770 goto'); // 6000…
     expect(listing).toContain('if r8 > 0x177a goto'); // …6010
     expect(listing).toContain('<sub_in_set>');
-    expect(listing).toContain('<sub_log>');
+    expect(listing).toContain('<sub_event>');
     expect(listing).toContain('call ringbuf_output#130');
     expect(listing).toContain('r1 = map[ct]');
     expect(listing).toContain('r1 = map[ipsets]');

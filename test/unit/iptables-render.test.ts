@@ -12,7 +12,7 @@ import { failingLine, parseSave, type KernelState } from '../../src/dataplane/ip
 import { endpointChain } from '../../src/dataplane/iptables/names.js';
 import type { NodePlan, TablePlan } from '../../src/dataplane/iptables/plan.js';
 import { tableKey } from '../../src/dataplane/iptables/plan.js';
-import { planForNode } from '../../src/dataplane/iptables/render.js';
+import { planForNode as renderPlan } from '../../src/dataplane/iptables/render.js';
 import { MULTIPORT_SLOTS, portMatches } from '../../src/dataplane/iptables/render-rules.js';
 import { culpritLine } from '../../src/dataplane/iptables/apply.js';
 import { restoreScript } from '../../src/dataplane/iptables/script.js';
@@ -26,6 +26,9 @@ import {
   prefilter,
   type Manifest,
 } from '../support/manifests.js';
+
+// The layout tests read the policy rules without flow logs; 'flow logs' below covers those.
+const planForNode = (ir: IR, node: string): NodePlan => renderPlan(ir, node, { flowLogs: false });
 
 const WEB = { labels: { app: 'web' }, node: 'node-a', ports: [{ name: 'http', containerPort: 80 }] };
 
@@ -510,5 +513,28 @@ describe('iptables apply errors', () => {
     expect(culpritLine(script, 5, stderr)).toBe(4);
     expect(culpritLine(script, 3, stderr)).toBe(3);
     expect(culpritLine(script, 5, 'other failure')).toBe(5);
+  });
+});
+
+describe('iptables render: flow logs (default)', () => {
+  const ir = irOf([DENY_DB]);
+  const plan = renderPlan(ir, 'node-a');
+
+  it('logs each decision under the shared hashlimit; over it the same verdict, counted apart', () => {
+    const rules = chain(plan, endpointChain('shop/db', 'ingress', 'main'));
+    const i = rules.findIndex((r) => r.includes('--hashlimit-above') && r.includes('default-deny'));
+    expect(rules.slice(i, i + 3)).toEqual([
+      '-m hashlimit --hashlimit-above 2000/sec --hashlimit-burst 500 --hashlimit-name sy-flowlog -m comment --comment "default-deny" -j SY-FLOWLOG-DROP',
+      '-j NFLOG --nflog-group 1 --nflog-prefix "sy D shop/db/ingress/default" --nflog-size 64 --nflog-threshold 16',
+      '-m comment --comment "default-deny" -j DROP',
+    ]);
+    expect(chain(plan, 'SY-FLOWLOG-DROP')).toEqual(['-j DROP']);
+    expect(chain(plan, 'SY-FLOWLOG-ALLOW')).toEqual(['-j MARK --set-xmark 0x10000/0x10000']);
+  });
+
+  it('with flowLogs: false renders none of it', () => {
+    const off = planForNode(ir, 'node-a');
+    const all = off.tables.flatMap((t) => t.chains.flatMap((c) => [c.name, ...c.rules])).join('\n');
+    expect(all).not.toMatch(/FLOWLOG|hashlimit|sy [AD] /);
   });
 });

@@ -14,7 +14,9 @@ import type { IR } from '../../src/ir/types.js';
 import { networkPolicy } from '../support/manifests.js';
 import { dualStack, guardrails, irOf, xyz } from '../kernel/nftables-scenarios.js';
 
-const backend = createNftablesBackend();
+// The structure tests read the policy rules without flow logs; 'flow logs' below covers those.
+const backend = createNftablesBackend({ flowLogs: false });
+const withFlowLogs = createNftablesBackend();
 const full = irOf([...xyz(), ...guardrails()]);
 
 function script(ir: IR, node = 'node-1'): string {
@@ -356,5 +358,39 @@ describe('nftables apply errors and counters', () => {
       ]),
     );
     expect(counters).toHaveLength(6);
+  });
+});
+
+describe('nftables render: flow logs (default)', () => {
+  const ir = irOf([...xyz(), ...guardrails()]);
+  const text = withFlowLogs.render(ir, 'node-1').text;
+
+  it('declares the shared rate limit and the not-logged counter', () => {
+    expect(text).toContain(
+      'add limit inet switchyard flowlog-over { rate over 2000/second burst 500 packets; }',
+    );
+    expect(text).toContain('add counter inet switchyard flowlog-lost\n');
+  });
+
+  it('gives every deciding rule an over-limit twin, then the logged rule, with one comment', () => {
+    const rules = text.split('\n').filter((l) => l.includes('comment "x/a/ingress/default"'));
+    expect(rules).toEqual([
+      expect.stringMatching(
+        /limit name "flowlog-over" counter counter name "flowlog-lost" (drop|return) comment "x\/a\/ingress\/default"$/,
+      ),
+      expect.stringMatching(
+        /counter log prefix "sy [AD] x\/a\/ingress\/default " group 1 snaplen 64 queue-threshold 16 (drop )?comment "x\/a\/ingress\/default"$/,
+      ),
+    ]);
+    // Log rules keep their own prefix and are not doubled.
+    expect(
+      text.split('\n').filter((l) => l.includes('log prefix "sy gp:audit/ingress/0 "')).length,
+    ).toBeGreaterThan(0);
+    expect(text).not.toContain('flowlog-over" counter counter name "flowlog-lost" comment');
+  });
+
+  it('with flowLogs: false renders neither', () => {
+    const off = backend.render(ir, 'node-1').text;
+    expect(off).not.toMatch(/flowlog|sy [AD] /);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Applying one node: make the kernel match the IR, touching only the difference.
  *
+ *   0. write the node's switches (flow events on or off) to its config map: no reload;
  *   1. generate every program; load those whose code (or hook, or maps) changed — a verifier
  *      rejection stops here, before anything in force was touched;
  *   2. add set members and prefilter entries (old programs never look at new set indices, and a
@@ -43,6 +44,7 @@ import {
   openPinnedMaps,
   pinNodeMaps,
   programMaps,
+  writeNodeConfig,
   type NodeMaps,
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
@@ -67,6 +69,12 @@ import {
 import { dropPinnedLink } from './pinned-link.js';
 
 export interface ApplyOptions {
+  /**
+   * Flow events (a ring buffer record per new connection allowed and per packet denied) for the
+   * agent's flow log; default true. A switch in the node's config map: flipping it reloads
+   * nothing. Log rules' events are sent either way.
+   */
+  flowLogs?: boolean;
   /** Test hook: replaces a generated program's instructions before it is loaded. */
   mutateProgram?: (generated: GeneratedProgram) => AssembledProgram | readonly Instruction[];
 }
@@ -382,6 +390,9 @@ export async function applyNode(
         `node ${target.node}: prefilter lists hold ${prefilterSize} prefixes, the trie ${maps.pfTrie.info.maxEntries}; ` +
           `remove the node's dataplane and apply again to recreate it (at least ${Math.max(prefilterSize, PREFILTER_MIN_CAPACITY)})`,
       );
+    // Before any program is loaded: a new node's programs start with the switches they should have.
+    if (writeNodeConfig(maps, { flowEvents: opts.flowLogs ?? true }) && !changed.includes('maps'))
+      changed.push('config');
     const ids = mapIds(maps);
     const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
 

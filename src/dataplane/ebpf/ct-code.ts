@@ -179,8 +179,11 @@ export function emitConntrackLookup(asm: Assembler, direction: Direction): void 
   asm.exitWith(TCX.NEXT);
 }
 
-/** Placed at the allow label: records the allowed packet's connection, then passes it. */
-export function emitConntrackCreate(asm: Assembler): void {
+/**
+ * Placed at the allow label: records the allowed packet's connection, then passes it.
+ * `afterCreate` is emitted once the entry is written (a RST, which opens nothing, skips it).
+ */
+export function emitConntrackCreate(asm: Assembler, afterCreate?: () => void): void {
   const v = FRAME.value;
   asm
     .jne(R9, IPPROTO.TCP, 'ct_new_other')
@@ -216,7 +219,7 @@ export function emitConntrackCreate(asm: Assembler): void {
     .mov64(R3, R10)
     .add64(R3, v)
     .mov64(R4, 0)
-    .call('map_update_elem')
-    .label(CT_LABELS.pass)
-    .exitWith(TCX.NEXT);
+    .call('map_update_elem');
+  afterCreate?.();
+  asm.label(CT_LABELS.pass).exitWith(TCX.NEXT);
 }

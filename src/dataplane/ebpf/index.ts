@@ -2,7 +2,8 @@
  * The eBPF backend: per endpoint and direction a policy program generated from the IR with the
  * toolkit's assembler (no clang), attached with tcx links on the host side of the pod's veth;
  * per node an LRU conntrack map, one LPM trie of IP sets, per-rule per-CPU counters, a ring
- * buffer for Log rules and an XDP prefilter on the fabric-facing interface. See docs/ebpf.md.
+ * buffer for flow events (Log rules; allowed connections and denied packets unless
+ * `flowLogs: false`) and an XDP prefilter on the fabric-facing interface. See docs/ebpf.md.
  */
 import type { IR } from '../../ir/types.js';
 import type { ApplyResult, Backend, NodeTarget, RenderedPlan, RuleCounter } from '../backend.js';

@@ -117,8 +117,20 @@ export type PortSetKey = codecs.CodecValue<typeof portSetKey>;
 export const counterValue = codecs.struct({ packets: codecs.u64n, bytes: codecs.u64n });
 export type CounterValue = codecs.CodecValue<typeof counterValue>;
 
-/** What a Log rule sends through the ring buffer. */
-export const logEvent = codecs.struct({
+/** What a flow event says happened: a Log rule matched, a new connection was allowed, a packet denied. */
+export const EVENT_VERDICT = { log: 0, allow: 1, deny: 2 } as const;
+export type EventVerdictName = keyof typeof EVENT_VERDICT;
+export const EVENT_VERDICT_NAMES: Record<number, EventVerdictName> = { 0: 'log', 1: 'allow', 2: 'deny' };
+
+/**
+ * A ring buffer record of the policy programs: a Log rule's match (always), and with flow events
+ * on (NODE_CONFIG_FLAG.flowEvents) a new connection allowed or a packet denied. `slot` is the
+ * counter slot of the deciding rule (its default or fail-closed slot included), which names the
+ * endpoint, direction and rule through the node's slot table; `ifindex` is the skb's (the host
+ * veth); `dir` the policy direction (0 ingress, 1 egress). Addresses and ports are as the packet
+ * carried them, zero where parsing had not reached them (fail-closed IPv6, malformed).
+ */
+export const flowEvent = codecs.struct({
   ts: codecs.u64,
   slot: codecs.u32,
   ifindex: codecs.u32,
@@ -128,10 +140,22 @@ export const logEvent = codecs.struct({
   dport: codecs.be16,
   proto: codecs.u8,
   dir: codecs.u8,
-  pad: codecs.u16,
+  /** EVENT_VERDICT. */
+  verdict: codecs.u16,
   len: codecs.u32,
 });
-export type LogEvent = codecs.CodecValue<typeof logEvent>;
+export type FlowEvent = codecs.CodecValue<typeof flowEvent>;
+/** The record's earlier name (it was only sent by Log rules). */
+export const logEvent = flowEvent;
+export type LogEvent = FlowEvent;
+
+/** The node's run-time switches: one array element the programs read directly (no helper call). */
+export const nodeConfig = codecs.struct({ flags: codecs.u32, pad: codecs.u32 });
+export type NodeConfig = codecs.CodecValue<typeof nodeConfig>;
+export const NODE_CONFIG_FLAG = {
+  /** Allow (new connection) and deny events in the ring buffer. Log rules' events do not depend on it. */
+  flowEvents: 0x1,
+} as const;
 
 /** Stack frame of a policy program (fp-relative, each area aligned for its widest field). */
 export const FRAME = {
@@ -143,6 +167,8 @@ export const FRAME = {
   l4info: -108,
   /** Offset of the L4 header from the start of the frame. */
   l4offset: -112,
+  /** Counter slot of the rule that decided (u32), for the allow tail's event. */
+  slot: -116,
 } as const;
 
 /**
@@ -162,5 +188,7 @@ export const MAP = {
   events: 'events',
   prefilter: 'pf_trie',
   prefilterCounters: 'pf_counters',
+  config: 'config',
+  eventsLost: 'events_lost',
 } as const;
 export type MapName = (typeof MAP)[keyof typeof MAP];

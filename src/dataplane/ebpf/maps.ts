@@ -21,9 +21,12 @@ import {
   ctKey,
   ctValue,
   MAP,
+  NODE_CONFIG_FLAG,
+  nodeConfig,
   portSetKey,
   setLpmKey,
   type CounterValue,
+  type NodeConfig,
   type CtKey,
   type CtValue,
   type PortSetKey,
@@ -52,6 +55,10 @@ export interface NodeMaps {
   events: RingBufMap;
   pfTrie: BpfMap<string, number>;
   pfCounters: PerCpuMap<number, CounterValue>;
+  /** One element: the node's run-time switches (flow events). */
+  config: BpfMap<number, NodeConfig>;
+  /** One element per CPU: ring buffer records the programs could not send (buffer full). */
+  eventsLost: PerCpuMap<number, bigint>;
 }
 
 interface PlainSpec<K, V> {
@@ -113,6 +120,20 @@ export const MAP_SPECS = {
     value: counterValue,
     maxEntries: PREFILTER_LISTS,
   } satisfies PerCpuSpec<number, CounterValue>,
+  [MAP.config]: {
+    kind: 'plain',
+    type: 'array',
+    key: codecs.u32,
+    value: nodeConfig,
+    maxEntries: 1,
+  } satisfies PlainSpec<number, NodeConfig>,
+  [MAP.eventsLost]: {
+    kind: 'percpu',
+    type: 'percpu_array',
+    key: codecs.u32,
+    value: codecs.u64,
+    maxEntries: 1,
+  } satisfies PerCpuSpec<number, bigint>,
 } as const;
 
 export const MAP_PURPOSE: Record<string, string> = {
@@ -120,7 +141,9 @@ export const MAP_PURPOSE: Record<string, string> = {
   [MAP.ipSets]: 'IP sets: {prefixlen, set index, address} → 1',
   [MAP.portSets]: 'IP-port sets: {set index, address, port} → 1',
   [MAP.counters]: 'per-rule counters: slot → {packets, bytes} per CPU',
-  [MAP.events]: 'Log rule events (ring buffer)',
+  [MAP.events]: 'flow events: Log rules, new connections allowed, packets denied (ring buffer)',
+  [MAP.config]: 'node switches: flags (bit 0: flow events on)',
+  [MAP.eventsLost]: 'events the full ring buffer refused, per CPU',
   [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
   [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
 };
@@ -190,6 +213,8 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
         ),
       ),
       pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
+      config: track(plain(s[MAP.config], MAP.config)),
+      eventsLost: track(perCpu(s[MAP.eventsLost], MAP.eventsLost)),
     };
   } catch (e) {
     for (const m of opened) m.close();
@@ -205,7 +230,12 @@ const FIELDS: Record<keyof NodeMaps, string> = {
   events: MAP.events,
   pfTrie: MAP.prefilter,
   pfCounters: MAP.prefilterCounters,
+  config: MAP.config,
+  eventsLost: MAP.eventsLost,
 };
+
+/** Maps added after the first layout: a node pinned without them gets them at its next apply. */
+const LATER: readonly (keyof NodeMaps)[] = ['config', 'eventsLost'];
 
 /** Symbolic name → map, as Program.load wants it. */
 export function programMaps(maps: NodeMaps): Record<string, MapBase> {
@@ -222,14 +252,27 @@ export function mapPinPath(nodeDir: string, symbolic: string): string {
   return join(nodeDir, 'maps', symbolic);
 }
 
-/** Reopens every map from its pin; undefined when any is missing (a first apply). */
+/**
+ * Reopens every map from its pin; undefined when any is missing (a first apply). Maps a newer
+ * version added (LATER) are created and pinned when absent, so a node applied by an older version
+ * keeps its conntrack table and counters (its programs are reloaded: the map ids changed).
+ */
 export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
   const path = (name: string): string => mapPinPath(nodeDir, name);
-  if (Object.values(FIELDS).some((name) => !existsSync(path(name)))) return undefined;
+  const required = (Object.entries(FIELDS) as [keyof NodeMaps, string][])
+    .filter(([field]) => !LATER.includes(field))
+    .map(([, name]) => name);
+  if (required.some((name) => !existsSync(path(name)))) return undefined;
   const s = MAP_SPECS;
   const opened: MapBase[] = [];
   const track = <M extends MapBase>(m: M): M => {
     opened.push(m);
+    return m;
+  };
+  const orCreate = <M extends MapBase>(name: string, open: () => M, create: () => M): M => {
+    if (existsSync(path(name))) return track(open());
+    const m = track(create());
+    m.pin(path(name));
     return m;
   };
   try {
@@ -247,11 +290,37 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
           s[MAP.prefilterCounters].value,
         ),
       ),
+      config: orCreate(
+        MAP.config,
+        () => BpfMap.fromPin(path(MAP.config), s[MAP.config].key, s[MAP.config].value),
+        () => plain(s[MAP.config], MAP.config),
+      ),
+      eventsLost: orCreate(
+        MAP.eventsLost,
+        () => PerCpuMap.fromPin(path(MAP.eventsLost), s[MAP.eventsLost].key, s[MAP.eventsLost].value),
+        () => perCpu(s[MAP.eventsLost], MAP.eventsLost),
+      ),
     };
   } catch (e) {
     for (const m of opened) m.close();
     throw e;
   }
+}
+
+/**
+ * Writes the node's switches (a map update: the programs read it per packet, none is reloaded).
+ * Returns whether they changed.
+ */
+export function writeNodeConfig(maps: NodeMaps, opts: { flowEvents: boolean }): boolean {
+  const flags = opts.flowEvents ? NODE_CONFIG_FLAG.flowEvents : 0;
+  if (maps.config.lookup(0)?.flags === flags) return false;
+  maps.config.update(0, { flags, pad: 0 });
+  return true;
+}
+
+/** Ring buffer records lost so far (summed over CPUs). */
+export function readEventsLost(map: PerCpuMap<number, bigint>): bigint {
+  return (map.lookup(0) ?? []).reduce((sum, v) => sum + v, 0n);
 }
 
 export function pinNodeMaps(maps: NodeMaps, nodeDir: string): void {

@@ -3,10 +3,13 @@
  *
  *   parse → conntrack (established, reply, related: pass) → fail-closed exits
  *   → [ingress: node-originated: allow] → global tier → Kubernetes tier → default
- *   → allow (new conntrack entry, TCX_NEXT) | deny (SHOT)
+ *   → allow (new conntrack entry, flow event, TCX_NEXT) | deny (flow event, SHOT)
  *
- * followed by the bpf-to-bpf subprograms the rules call (count, set
- * membership, IP-port membership, log event). Maps are referenced by name; they become fds only
+ * followed by the bpf-to-bpf subprograms the rules call (count, set membership, IP-port
+ * membership, ring buffer event). Flow events (allow: one per new connection; deny: one per
+ * dropped packet, fail-closed drops included) are sent only while the node's config array has
+ * NODE_CONFIG_FLAG.flowEvents set; Log rules' events always. The established/reply fast path
+ * sends none. Maps are referenced by name; they become fds only
  * when the program is loaded, so generating a program needs no kernel.
  */
 import { createHash } from 'node:crypto';
@@ -20,13 +23,27 @@ import {
   R6,
   R7,
   R8,
+  R9,
   R10,
   type AssembledProgram,
   type Instruction,
 } from '../../bpf/index.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
 import { CT_LABELS, emitConntrackCreate, emitConntrackLookup } from './ct-code.js';
-import { FAIL_CLOSED, logEvent, MAP, setLpmKey, SKB, TCX, ctKey, type FailClosedReason } from './layout.js';
+import {
+  EVENT_VERDICT,
+  FAIL_CLOSED,
+  flowEvent,
+  FRAME,
+  MAP,
+  NODE_CONFIG_FLAG,
+  nodeConfig,
+  setLpmKey,
+  SKB,
+  TCX,
+  ctKey,
+  type FailClosedReason,
+} from './layout.js';
 import { defaultRuleId, failClosedRuleId, slotKey, type Allocation } from './node.js';
 import { emitParse, PARSE_LABELS } from './parse.js';
 import { RuleEmitter, SUBPROGRAMS, type RuleNumbers, type Subprogram } from './rules.js';
@@ -118,21 +135,28 @@ function emitInPortSetSub(asm: Assembler): void {
     .exitWith(0);
 }
 
-/** r1 = slot, r2 = conntrack key (caller's stack), r3 = bytes: a Log rule's ring buffer event. */
-function emitLogSub(asm: Assembler): void {
+/**
+ * r1 = slot, r2 = conntrack key (caller's stack), r3 = ctx, r4 = verdict (EVENT_VERDICT): one
+ * ring buffer record (flowEvent). When the ring buffer is full (the reader is behind), the record
+ * is counted in the per-CPU `events_lost` array instead.
+ */
+function emitEventSub(asm: Assembler): void {
   const ev = -40;
-  const e = logEvent.offsets;
+  const lostKey = -44;
+  const e = flowEvent.offsets;
   const k = ctKey.offsets;
   asm
-    .label(SUBPROGRAMS.log)
+    .label(SUBPROGRAMS.event)
     .mov64(R6, R1)
     .mov64(R7, R2)
     .mov64(R8, R3)
+    .mov64(R9, R4)
     .call('ktime_get_ns')
     .stx('dw', R10, ev + e.ts, R0)
     .stx('w', R10, ev + e.slot, R6)
-    .stx('w', R10, ev + e.len, R8)
-    .ldxw(R1, R7, k.ifindex)
+    .ldxw(R1, R8, SKB.len)
+    .stx('w', R10, ev + e.len, R1)
+    .ldxw(R1, R8, SKB.ifindex)
     .stx('w', R10, ev + e.ifindex, R1)
     .ldxw(R1, R7, k.saddr)
     .stx('w', R10, ev + e.saddr, R1)
@@ -146,21 +170,49 @@ function emitLogSub(asm: Assembler): void {
     .stx('b', R10, ev + e.proto, R1)
     .ldxb(R1, R7, k.dir)
     .stx('b', R10, ev + e.dir, R1)
-    .st('h', R10, ev + e.pad, 0)
+    .stx('h', R10, ev + e.verdict, R9)
     .ldMap(R1, MAP.events)
     .mov64(R2, R10)
     .add64(R2, ev)
-    .mov64(R3, logEvent.size)
+    .mov64(R3, flowEvent.size)
     .mov64(R4, 0)
     .call('ringbuf_output')
+    .jeq(R0, 0, 'event_out')
+    .st('w', R10, lostKey, 0)
+    .ldMap(R1, MAP.eventsLost)
+    .mov64(R2, R10)
+    .add64(R2, lostKey)
+    .call('map_lookup_elem')
+    .jeq(R0, 0, 'event_out')
+    .ldxdw(R1, R0, 0)
+    .add64(R1, 1)
+    .stx('dw', R0, 0, R1)
+    .label('event_out')
     .exitWith(0);
+}
+
+/**
+ * r1 = slot of the deciding rule: the flow event of `verdict` when the node's config turns flow
+ * events on (read straight from the config array, no helper call), then on to `done`.
+ */
+function emitFlowEvent(asm: Assembler, verdict: number, done: string): void {
+  asm
+    .ldMapValue(R2, MAP.config, nodeConfig.offsets.flags)
+    .ldxw(R2, R2, 0)
+    .and64(R2, NODE_CONFIG_FLAG.flowEvents)
+    .jeq(R2, 0, done)
+    .mov64(R2, R10)
+    .add64(R2, FRAME.key)
+    .mov64(R3, R6)
+    .mov64(R4, verdict)
+    .callLocal(SUBPROGRAMS.event);
 }
 
 const SUBPROGRAM_EMITTERS: Record<Subprogram, (asm: Assembler) => void> = {
   [SUBPROGRAMS.count]: emitCountSub,
   [SUBPROGRAMS.inSet]: emitInSetSub,
   [SUBPROGRAMS.inPortSet]: emitInPortSetSub,
-  [SUBPROGRAMS.log]: emitLogSub,
+  [SUBPROGRAMS.event]: emitEventSub,
 };
 
 export interface GeneratedProgram {
@@ -183,24 +235,41 @@ export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram 
   // whatever the number of rules.
   asm.label(PARSE_LABELS.nonIp).exitWith(TCX.NEXT);
   for (const reason of FAIL_CLOSED) {
+    const slot = numbers.slot(failClosedRuleId(rs.endpoint, rs.direction, reason));
     asm.label(FAIL_LABELS[reason]);
-    asm.mov64(R1, numbers.slot(failClosedRuleId(rs.endpoint, rs.direction, reason))).ldxw(R2, R6, SKB.len);
-    asm.callLocal(SUBPROGRAMS.count).exitWith(TCX.SHOT);
+    asm.mov64(R1, slot).ldxw(R2, R6, SKB.len).callLocal(SUBPROGRAMS.count);
+    asm.mov64(R1, slot).ja('fail_closed');
   }
+  asm.label('fail_closed');
+  emitFlowEvent(asm, EVENT_VERDICT.deny, 'fail_shot');
+  asm.label('fail_shot').exitWith(TCX.SHOT);
 
   asm.label(CT_LABELS.policy);
 
   const rules = new RuleEmitter(asm);
   if (rs.direction === 'ingress') {
     // From the node's own stack (skb_iif 0), not forwarded: the node reaches its pods, as in
-    // netfilter, where OUTPUT is not policed. The entry still lets the pod's replies back.
+    // netfilter, where OUTPUT is not policed. The entry still lets the pod's replies back. r1 = 0
+    // is the allow tail's slot: no flow event.
     asm.ldxw(R1, R6, SKB.ingressIfindex).jeq(R1, 0, rules.far('allow'));
   }
   rules.globalTier(rs, numbers);
   rules.kubernetesTier(rs, numbers);
-  if (rules.place('allow')) emitConntrackCreate(asm);
-  if (rules.place('deny')) asm.exitWith(TCX.SHOT);
+  // Both tails start with the deciding rule's slot in r1.
+  if (rules.place('allow')) {
+    asm.stx('w', R10, FRAME.slot, R1);
+    emitConntrackCreate(asm, () => {
+      asm.ldxw(R1, R10, FRAME.slot).jeq(R1, 0, CT_LABELS.pass);
+      emitFlowEvent(asm, EVENT_VERDICT.allow, CT_LABELS.pass);
+    });
+  }
+  if (rules.place('deny')) {
+    emitFlowEvent(asm, EVENT_VERDICT.deny, 'deny_shot');
+    asm.label('deny_shot').exitWith(TCX.SHOT);
+  }
 
+  rules.calls.add(SUBPROGRAMS.count);
+  rules.calls.add(SUBPROGRAMS.event);
   rules.calls.add(SUBPROGRAMS.count);
   for (const sub of Object.values(SUBPROGRAMS)) if (rules.calls.has(sub)) SUBPROGRAM_EMITTERS[sub](asm);
 

@@ -1,22 +1,25 @@
 /**
  * Rule codegen: straight-line code per rule, in the order the IR evaluates them (global tier,
  * then the Kubernetes tier, then its default). A rule is a run of checks that each jump to the
- * rule's end on a mismatch; what follows the checks is the match: count, then the action.
+ * rule's end on a mismatch; what follows the checks is the match: count, then the action. A
+ * deciding action jumps to the shared allow or deny tail with the rule's counter slot in r1, which
+ * the tails put in their flow event.
  *
  * Two verifier constraints shape it. Dead code is rejected, so nothing is emitted after a rule
  * that always matches and always decides (and labels nobody jumps to are not placed). Jump
  * offsets are 16 bits, so jumps to the shared tails (allow, deny, the Kubernetes tier) go
  * through islands of `goto`s placed every few thousand instructions.
  */
-import { R0, R1, R2, R3, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
 import type { Rule, RuleSet } from '../../ir/types.js';
-import { FRAME, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
+import { EVENT_VERDICT, FRAME, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
 
 export const SUBPROGRAMS = {
   count: 'sub_count',
   inSet: 'sub_in_set',
   inPortSet: 'sub_in_portset',
-  log: 'sub_log',
+  /** A ring buffer event: Log rules always, allow/deny tails when flow events are on. */
+  event: 'sub_event',
 } as const;
 export type Subprogram = (typeof SUBPROGRAMS)[keyof typeof SUBPROGRAMS];
 
@@ -90,6 +93,14 @@ export class RuleEmitter {
     this.call(SUBPROGRAMS.count);
   }
 
+  /**
+   * Jumps to the allow or deny tail with the deciding rule's slot in r1 (nothing between here and
+   * the tail touches r1: islands are plain jumps). The tails put it in their flow event.
+   */
+  private decide(target: 'allow' | 'deny', slot: number): void {
+    this.asm.mov64(R1, slot).ja(this.far(target));
+  }
+
   /** A rule that can never match (ICMP with ports, an empty port list): no code at all. */
   private static never(rule: Rule): boolean {
     if (rule.ports !== undefined && rule.ports.length === 0) return true;
@@ -158,17 +169,18 @@ export class RuleEmitter {
               .mov64(R1, numbers.slot(rule.id))
               .mov64(R2, R10)
               .add64(R2, FRAME.key)
-              .ldxw(R3, R6, SKB.len);
-            this.call(SUBPROGRAMS.log);
+              .mov64(R3, R6)
+              .mov64(R4, EVENT_VERDICT.log);
+            this.call(SUBPROGRAMS.event);
             break;
           case 'pass':
             this.asm.ja(this.far('k8s'));
             break;
           case 'allow':
-            this.asm.ja(this.far('allow'));
+            this.decide('allow', numbers.slot(rule.id));
             break;
           case 'deny':
-            this.asm.ja(this.far('deny'));
+            this.decide('deny', numbers.slot(rule.id));
             break;
         }
       });
@@ -183,13 +195,13 @@ export class RuleEmitter {
     for (const rule of rs.kubernetesRules) {
       if (!this.reachable) return;
       if (RuleEmitter.never(rule)) continue;
-      const conditional = this.rule(rule, numbers, () => this.asm.ja(this.far('allow')));
+      const conditional = this.rule(rule, numbers, () => this.decide('allow', numbers.slot(rule.id)));
       if (!conditional) this.reachable = false;
       this.maybeIsland();
     }
     if (!this.reachable) return;
     this.count(numbers.defaultSlot);
-    this.asm.ja(this.far(rs.kubernetesDefault === 'deny' ? 'deny' : 'allow'));
+    this.decide(rs.kubernetesDefault === 'deny' ? 'deny' : 'allow', numbers.defaultSlot);
     this.reachable = false;
   }
 }

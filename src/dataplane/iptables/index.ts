@@ -18,6 +18,7 @@ import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { FAMILIES } from './names.js';
+import type { NodePlan } from './plan.js';
 import { planForNode, planText } from './render.js';
 import { restoreScript } from './script.js';
 
@@ -43,6 +44,11 @@ export function iptablesModeFromEnv(): IptablesMode {
 
 export interface IptablesBackendOptions {
   mode?: IptablesMode;
+  /**
+   * Flow logs: NFLOG (group 1, rate-limited) of every denied packet and of the first packet of
+   * every allowed connection, prefixed `sy D <rule>` / `sy A <rule>`. Default true.
+   */
+  flowLogs?: boolean;
   /** Test hook: rewrites a script right before apply runs it (stage `ipset`, `iptables` or `ip6tables`). */
   transformScript?: (stage: ScriptStage, script: string) => string;
 }
@@ -57,15 +63,19 @@ export class IptablesBackend implements Backend {
   }
 
   render(ir: IR, node: string): RenderedPlan {
-    return { backend: 'iptables', node, text: planText(planForNode(ir, node), this.mode) };
+    return { backend: 'iptables', node, text: planText(this.plan(ir, node), this.mode) };
+  }
+
+  private plan(ir: IR, node: string): NodePlan {
+    return planForNode(ir, node, { flowLogs: this.options.flowLogs ?? true });
   }
 
   async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
     let next;
     let prev;
     try {
-      next = planForNode(ir, target.node);
-      prev = previous ? planForNode(previous, target.node) : undefined;
+      next = this.plan(ir, target.node);
+      prev = previous ? this.plan(previous, target.node) : undefined;
     } catch (e) {
       throw new ApplyError(
         `iptables: cannot render node ${target.node}: ${(e as Error).message}`,

@@ -43,6 +43,24 @@ export const ACCEPT_MARK = '0x10000';
 
 export const NFLOG_GROUP = 1;
 
+/**
+ * Flow logs (NFLOG of every deciding rule's packets, see render-rules.ts): one shared token bucket
+ * per family (xt_hashlimit without a mode, found again by name) bounds what reaches NFLOG; packets
+ * over it take these chains instead, whose single rule's counter is the "not logged" count.
+ */
+export const FLOWLOG_ALLOW_CHAIN = 'SY-FLOWLOG-ALLOW';
+export const FLOWLOG_DROP_CHAIN = 'SY-FLOWLOG-DROP';
+export const FLOWLOG_HASHLIMIT = 'sy-flowlog';
+export const FLOWLOG_RATE = '2000/sec';
+export const FLOWLOG_BURST = 500;
+/** Bytes of each packet copied into the NFLOG message: IPv4/IPv6 header and ports. */
+export const FLOWLOG_SNAPLEN = 64;
+/** Messages the kernel batches before sending (flushed after the reader's timeout anyway). */
+export const FLOWLOG_THRESHOLD = 16;
+/** NFLOG prefix heads of flow-log messages: `sy A <rule>` (allowed), `sy D <rule>` (denied). */
+export const FLOWLOG_ALLOW_HEAD = 'sy A ';
+export const FLOWLOG_DENY_HEAD = 'sy D ';
+
 /** iptables chain names are at most 28 characters. */
 const MAX_CHAIN = 28;
 /** ipset names are at most 31 characters. */
@@ -127,9 +145,20 @@ export function commentText(text: string): string {
   return `${text.slice(0, MAX_COMMENT - 13)}~${hash(text, 12)}`;
 }
 
+function fitPrefix(head: string, ruleId: string): string {
+  const room = MAX_NFLOG_PREFIX - head.length;
+  if (ruleId.length <= room) return head + ruleId;
+  return `${head}${ruleId.slice(0, room - 9)}~${hash(ruleId, 8)}`;
+}
+
+/** A Log rule's NFLOG prefix: the bare rule id (hashed to fit). */
 export function nflogPrefix(ruleId: string): string {
-  if (ruleId.length <= MAX_NFLOG_PREFIX) return ruleId;
-  return `${ruleId.slice(0, MAX_NFLOG_PREFIX - 9)}~${hash(ruleId, 8)}`;
+  return fitPrefix('', ruleId);
+}
+
+/** A flow log's NFLOG prefix: `sy A <id>` / `sy D <id>`, hashed to fit 63 characters. */
+export function flowLogPrefix(verdict: 'allow' | 'deny', ruleId: string): string {
+  return fitPrefix(verdict === 'allow' ? FLOWLOG_ALLOW_HEAD : FLOWLOG_DENY_HEAD, ruleId);
 }
 
 /** Comments of the synthetic rules counters report. */

@@ -19,8 +19,17 @@ import {
   commentText,
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
+  defaultRuleId,
   endpointChain,
   FAMILIES,
+  FLOWLOG_ALLOW_CHAIN,
+  FLOWLOG_BURST,
+  FLOWLOG_DROP_CHAIN,
+  FLOWLOG_HASHLIMIT,
+  FLOWLOG_RATE,
+  FLOWLOG_SNAPLEN,
+  FLOWLOG_THRESHOLD,
+  flowLogPrefix,
   FORWARD_CHAIN,
   FROM_WL_CHAIN,
   INPUT_CHAIN,
@@ -83,9 +92,15 @@ export function portMatches(
   );
 }
 
+export interface RenderOptions {
+  /** NFLOG every deciding rule's packets (rate-limited; see decision()). Default true. */
+  flowLogs?: boolean;
+}
+
 interface RenderContext {
   family: Family;
   sets: ReadonlyMap<string, SetSpec>;
+  flowLogs: boolean;
 }
 
 /**
@@ -100,7 +115,10 @@ function familySet(ctx: RenderContext, irId: string): string | undefined {
   return undefined;
 }
 
-/** Match strings for one IR rule (several when its ports need more than one multiport), or none. */
+/**
+ * Match strings for one IR rule (several when its ports need more than one multiport), or none;
+ * without the comment, which decision() places.
+ */
 function ruleMatches(ctx: RenderContext, rule: Rule, direction: Direction): string[] {
   const parts: string[] = [];
   if (rule.protocol) parts.push(protocolMatch(rule.protocol, ctx.family));
@@ -116,11 +134,56 @@ function ruleMatches(ctx: RenderContext, rule: Rule, direction: Direction): stri
     parts.push(`-m set --match-set ${set} ${remote},dst`);
   }
   const head = parts.join(' ');
-  const tail = comment(rule.id);
   if (rule.ports && rule.protocol && rule.protocol !== 'ICMP') {
-    return portMatches(rule.protocol, rule.ports).map((p) => [head, p, tail].filter(Boolean).join(' '));
+    return portMatches(rule.protocol, rule.ports).map((p) => [head, p].filter(Boolean).join(' '));
   }
-  return [[head, tail].filter(Boolean).join(' ')];
+  return [head];
+}
+
+function line(...parts: string[]): string {
+  return parts.filter(Boolean).join(' ');
+}
+
+const OVER_LIMIT = `-m hashlimit --hashlimit-above ${FLOWLOG_RATE} --hashlimit-burst ${FLOWLOG_BURST} --hashlimit-name ${FLOWLOG_HASHLIMIT}`;
+
+/**
+ * The rules of one deciding match (`target` allows or drops). With flow logs, three rules:
+ *
+ *   1. over the shared rate limit: the same verdict through SY-FLOWLOG-ALLOW / SY-FLOWLOG-DROP,
+ *      whose counters say how many decisions went unlogged (same comment: counted for the rule);
+ *   2. NFLOG `sy A|D <rule id>` (no comment: counters never see it; NFLOG does not terminate);
+ *   3. the verdict itself, as without flow logs.
+ *
+ * xt_hashlimit consumes a token from the one bucket whenever it does not match, so rule 1 lets
+ * exactly the under-limit packets through to rule 2. Only new connections reach policy chains
+ * (established ones are accepted first), so "allowed" means the first packet of a connection.
+ */
+function decision(
+  ctx: RenderContext,
+  match: string,
+  commentId: string,
+  verdict: 'allow' | 'deny',
+  ruleId: string,
+  target: string,
+): string[] {
+  const plain = line(match, comment(commentId), target);
+  if (!ctx.flowLogs) return [plain];
+  const over = verdict === 'allow' ? `-g ${FLOWLOG_ALLOW_CHAIN}` : `-j ${FLOWLOG_DROP_CHAIN}`;
+  return [
+    line(match, OVER_LIMIT, comment(commentId), over),
+    line(
+      match,
+      `-j NFLOG --nflog-group ${NFLOG_GROUP} --nflog-prefix ${quote(flowLogPrefix(verdict, ruleId))}`,
+      `--nflog-size ${FLOWLOG_SNAPLEN} --nflog-threshold ${FLOWLOG_THRESHOLD}`,
+    ),
+    plain,
+  ];
+}
+
+function globalRules(ctx: RenderContext, rule: Rule, match: string): string[] {
+  if (rule.action === 'allow' || rule.action === 'deny')
+    return decision(ctx, match, rule.id, rule.action, rule.id, globalTarget(rule));
+  return [line(match, comment(rule.id), globalTarget(rule))];
 }
 
 function globalTarget(rule: Rule): string {
@@ -150,20 +213,22 @@ function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   const out: ChainSpec[] = [];
   if (rs.globalRules.length > 0) {
     const global = endpointChain(rs.endpoint, rs.direction, 'global');
-    const globalRules = rs.globalRules.flatMap((r) =>
-      ruleMatches(ctx, r, rs.direction).map((m) => `${m} ${globalTarget(r)}`),
+    const tier = rs.globalRules.flatMap((r) =>
+      ruleMatches(ctx, r, rs.direction).flatMap((m) => globalRules(ctx, r, m)),
     );
-    out.push({ name: global, rules: globalRules });
+    out.push({ name: global, rules: tier });
     rules.push(`-j ${global}`, `${IF_MARKED} -j RETURN`);
   }
   // Kubernetes rules only allow (union semantics): order among them does not matter.
   for (const r of rs.kubernetesRules) {
-    for (const m of ruleMatches(ctx, r, rs.direction)) rules.push(`${m} ${GOTO_ALLOW}`);
+    for (const m of ruleMatches(ctx, r, rs.direction))
+      rules.push(...decision(ctx, m, r.id, 'allow', r.id, GOTO_ALLOW));
   }
+  const defaultId = defaultRuleId(rs.endpoint, rs.direction);
   rules.push(
-    rs.kubernetesDefault === 'deny'
-      ? `${comment(DEFAULT_DENY_COMMENT)} -j DROP`
-      : `${comment(DEFAULT_ALLOW_COMMENT)} ${GOTO_ALLOW}`,
+    ...(rs.kubernetesDefault === 'deny'
+      ? decision(ctx, '', DEFAULT_DENY_COMMENT, 'deny', defaultId, '-j DROP')
+      : decision(ctx, '', DEFAULT_ALLOW_COMMENT, 'allow', defaultId, GOTO_ALLOW)),
   );
   return [{ name: main, rules }, ...out];
 }
@@ -203,6 +268,13 @@ function filterTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan {
       ),
     },
     { name: ALLOW_CHAIN, rules: [`-j MARK --set-xmark ${ACCEPT_MARK}/${ACCEPT_MARK}`] },
+    // Decisions over the flow-log rate limit: the same verdicts, counted here as not logged.
+    ...(ctx.flowLogs
+      ? [
+          { name: FLOWLOG_ALLOW_CHAIN, rules: [`-j MARK --set-xmark ${ACCEPT_MARK}/${ACCEPT_MARK}`] },
+          { name: FLOWLOG_DROP_CHAIN, rules: ['-j DROP'] },
+        ]
+      : []),
   ];
   for (const e of endpoints) {
     for (const direction of ['egress', 'ingress'] as const) {
@@ -254,11 +326,16 @@ function rawTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan | und
 }
 
 /** Both families: IPv6 is enforced with the same chains over the IPv6 twins of the sets. */
-export function renderTables(nodeIr: IR, node: string, sets: readonly SetSpec[]): TablePlan[] {
+export function renderTables(
+  nodeIr: IR,
+  node: string,
+  sets: readonly SetSpec[],
+  options: RenderOptions = {},
+): TablePlan[] {
   const index = new Map(sets.map((s) => [s.name, s]));
   const out: TablePlan[] = [];
   for (const family of FAMILIES) {
-    const ctx: RenderContext = { family, sets: index };
+    const ctx: RenderContext = { family, sets: index, flowLogs: options.flowLogs ?? true };
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);

@@ -10,14 +10,14 @@ import { tool } from './kernel.js';
 import { tmpSetName } from './names.js';
 import type { NodePlan } from './plan.js';
 import { destroyScript, fillScript, renderSets, swapScript } from './render-sets.js';
-import { renderTables } from './render-rules.js';
+import { renderTables, type RenderOptions } from './render-rules.js';
 import { restoreScript } from './script.js';
 import type { IptablesMode } from './kernel.js';
 
-export function planForNode(ir: IR, node: string): NodePlan {
+export function planForNode(ir: IR, node: string, options: RenderOptions = {}): NodePlan {
   const nodeIr = irForNode(ir, node);
   const sets = renderSets(nodeIr);
-  return { node, sets, tables: renderTables(nodeIr, node, sets) };
+  return { node, sets, tables: renderTables(nodeIr, node, sets, options) };
 }
 
 export function planText(plan: NodePlan, mode: IptablesMode): string {

@@ -26,8 +26,9 @@ function rulesOf(json: string): JsonRule[] {
 
 function counterOf(rule: JsonRule): { packets: number; bytes: number } | undefined {
   for (const e of rule.expr) {
-    const c = e.counter as { packets?: number; bytes?: number } | undefined;
-    if (c) return { packets: c.packets ?? 0, bytes: c.bytes ?? 0 };
+    // `counter name "…"` (a named counter, shared) shows as a string: not this rule's own.
+    const c = e.counter as { packets?: number; bytes?: number } | string | undefined;
+    if (c && typeof c === 'object') return { packets: c.packets ?? 0, bytes: c.bytes ?? 0 };
   }
   return undefined;
 }
@@ -64,4 +65,14 @@ export function parseCounters(json: string): RuleCounter[] {
     }
   }
   return [...totals.values()];
+}
+
+/** Packets of the named flow-log counter (`nft -j list counter inet switchyard flowlog-lost`). */
+export function parseNamedCounter(json: string): number {
+  const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
+  for (const item of doc.nftables ?? []) {
+    const c = item.counter as { packets?: number } | undefined;
+    if (c && typeof c === 'object') return c.packets ?? 0;
+  }
+  return 0;
 }

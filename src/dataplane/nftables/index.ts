@@ -22,12 +22,17 @@ import { renderFull } from './render.js';
 import { buildRuleset, type NftRuleset } from './ruleset.js';
 
 export interface NftablesOptions {
+  /**
+   * Flow logs: NFLOG (group 1, rate-limited) of every denied packet and of the first packet of
+   * every allowed connection, prefixed `sy D <rule> ` / `sy A <rule> `. Default true.
+   */
+  flowLogs?: boolean;
   /** Test hook: rewrites every script just before nft sees it (e.g. to append a broken line). */
   mutateScript?: (script: string) => string;
 }
 
-function rulesetFor(ir: IR, node: string): NftRuleset {
-  return buildRuleset(irForNode(ir, node), node);
+function rulesetFor(ir: IR, node: string, flowLogs: boolean): NftRuleset {
+  return buildRuleset(irForNode(ir, node), node, { flowLogs });
 }
 
 /**
@@ -37,14 +42,14 @@ function rulesetFor(ir: IR, node: string): NftRuleset {
  */
 const applied = new WeakMap<IR, Map<string, NftRuleset>>();
 
-function previousRuleset(previous: IR, node: string): NftRuleset {
-  return applied.get(previous)?.get(node) ?? rulesetFor(previous, node);
+function previousRuleset(previous: IR, node: string, flowLogs: boolean): NftRuleset {
+  return applied.get(previous)?.get(`${node}|${flowLogs}`) ?? rulesetFor(previous, node, flowLogs);
 }
 
-function remember(ir: IR, node: string, rs: NftRuleset): void {
+function remember(ir: IR, node: string, flowLogs: boolean, rs: NftRuleset): void {
   let byNode = applied.get(ir);
   if (!byNode) applied.set(ir, (byNode = new Map()));
-  byNode.set(node, rs);
+  byNode.set(`${node}|${flowLogs}`, rs);
 }
 
 function allObjects(rs: NftRuleset): string[] {
@@ -58,6 +63,7 @@ function allObjects(rs: NftRuleset): string[] {
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
   const mutate = opts.mutateScript ?? ((s: string) => s);
+  const flowLogs = opts.flowLogs ?? true;
 
   async function applyFull(target: NodeTarget, next: NftRuleset): Promise<string[]> {
     await runScript(target.netns, mutate(renderFull(next)), `ruleset for node ${target.node}`);
@@ -68,13 +74,15 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     name: 'nftables',
 
     render(ir: IR, node: string): RenderedPlan {
-      return { backend: 'nftables', node, text: renderFull(rulesetFor(ir, node)) };
+      return { backend: 'nftables', node, text: renderFull(rulesetFor(ir, node, flowLogs)) };
     },
 
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       const start = performance.now();
-      const next = rulesetFor(ir, target.node);
-      const plan = previous ? diffRulesets(previousRuleset(previous, target.node), next) : undefined;
+      const next = rulesetFor(ir, target.node, flowLogs);
+      const plan = previous
+        ? diffRulesets(previousRuleset(previous, target.node, flowLogs), next)
+        : undefined;
       let changed: string[];
       if (!plan) changed = await applyFull(target, next);
       else if (plan.changed.length === 0) changed = [];
@@ -89,7 +97,7 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
           changed = await applyFull(target, next);
         }
       }
-      remember(ir, target.node, next);
+      remember(ir, target.node, flowLogs, next);
       return { changed, durationMs: performance.now() - start };
     },
 

@@ -16,6 +16,20 @@ export const PREFILTER_CHAIN = 'prefilter';
 export const WORKLOAD_IFACES_SET = 'workload-ifaces';
 export const NFLOG_GROUP = 1;
 
+/**
+ * Flow logs (see ruleset.ts): one shared token bucket, a named `limit … rate over` object, sends
+ * decisions over the rate past the logging rule; the named counter on that path is what was not
+ * logged.
+ */
+export const FLOWLOG_LIMIT = 'flowlog-over';
+export const FLOWLOG_COUNTER = 'flowlog-lost';
+export const FLOWLOG_RATE = '2000/second';
+export const FLOWLOG_BURST = 500;
+/** Bytes of each packet copied into the NFLOG message: IP header and ports. */
+export const FLOWLOG_SNAPLEN = 64;
+/** Messages the kernel batches before sending (flushed after the reader's timeout anyway). */
+export const FLOWLOG_THRESHOLD = 16;
+
 /** Chain-name prefix per direction, as Calico names them: from-workload = egress, to-workload = ingress. */
 export function directionPrefix(direction: Direction): 'fw' | 'tw' {
   return direction === 'egress' ? 'fw' : 'tw';
@@ -74,7 +88,21 @@ export function safeName(id: string): string {
 
 /** nft keeps at most 127 bytes of a comment or log prefix; quotes cannot be escaped inside one. */
 export function quoted(text: string, max = 127): string {
+  return `"${sanitized(text, max)}"`;
+}
+
+/** What quoted() puts between the quotes. */
+export function sanitized(text: string, max = 127): string {
   let s = text.replace(/["\\\n\r]/g, '_');
   while (Buffer.byteLength(s) > max) s = s.slice(0, -1);
-  return `"${s}"`;
+  return s;
+}
+
+/**
+ * The NFLOG prefix of a rule, as the kernel delivers it: `sy <id> ` for Log rules, `sy A <id> `
+ * for allow and `sy D <id> ` for deny flow logs (cut at 127 bytes, like every nft string).
+ */
+export function logPrefix(kind: 'log' | 'allow' | 'deny', ruleId: string): string {
+  const head = kind === 'log' ? 'sy ' : kind === 'allow' ? 'sy A ' : 'sy D ';
+  return sanitized(`${head}${ruleId} `);
 }

@@ -16,7 +16,10 @@ export function elementLines(verb: 'add' | 'delete', set: NftSet, elements: read
 }
 
 export function declareSet(set: NftSet): string[] {
-  return [...(set.note ? [`# ${set.note}`] : []), `add ${set.kind} ${TABLE_REF} ${set.name} ${set.spec}`];
+  return [
+    ...(set.note ? [`# ${set.note}`] : []),
+    `add ${set.kind} ${TABLE_REF} ${set.name}${set.spec ? ` ${set.spec}` : ''}`,
+  ];
 }
 
 export function declareChain(chain: NftChain): string {

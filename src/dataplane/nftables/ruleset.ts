@@ -10,10 +10,17 @@ import {
   dispatchMap,
   ESTABLISHED_RULE_ID,
   familySet,
+  FLOWLOG_BURST,
+  FLOWLOG_COUNTER,
+  FLOWLOG_LIMIT,
+  FLOWLOG_RATE,
+  FLOWLOG_SNAPLEN,
+  FLOWLOG_THRESHOLD,
   FORWARD_CHAIN,
   INPUT_CHAIN,
   INVALID_RULE_ID,
   kubernetesChain,
+  logPrefix,
   NFLOG_GROUP,
   PREFILTER_CHAIN,
   prefilterRuleId,
@@ -25,7 +32,8 @@ import {
 } from './names.js';
 
 export interface NftSet {
-  kind: 'set' | 'map';
+  /** `limit` and `counter` are named stateful objects (no elements). */
+  kind: 'set' | 'map' | 'limit' | 'counter';
   name: string;
   /** The declaration body: `{ type ipv4_addr; flags interval; }`. */
   spec: string;
@@ -126,20 +134,76 @@ function withMatch(match: string, rest: string): string {
   return match ? `${match} ${rest}` : rest;
 }
 
+export interface RulesetOptions {
+  /** NFLOG every deciding rule's packets (rate-limited; see decision()). Default true. */
+  flowLogs?: boolean;
+}
+
+/**
+ * One deciding match (`verdict`: `return` allows, `drop` denies, '' falls off the chain = allow).
+ * With flow logs, two rules with the same counter and comment (so counters add up to the packets
+ * that matched): first the packets over the shared rate limit (the named `limit … rate over`
+ * object takes a token from every packet it does not match), counted again in the named counter
+ * that reports what was not logged; then the rest, logged to NFLOG with `sy A|D <rule id> `.
+ * Only new connections reach policy chains (established ones are accepted first), so an allowed
+ * connection is logged by its first packet.
+ */
+function decision(
+  flowLogs: boolean,
+  match: string,
+  kind: 'allow' | 'deny',
+  ruleId: string,
+  verdict: string,
+  comment: string,
+): string[] {
+  const tail = `${verdict ? `${verdict} ` : ''}comment ${quoted(comment)}`;
+  if (!flowLogs) return [withMatch(match, `counter ${tail}`)];
+  const log = `log prefix "${logPrefix(kind, ruleId)}" group ${NFLOG_GROUP} snaplen ${FLOWLOG_SNAPLEN} queue-threshold ${FLOWLOG_THRESHOLD}`;
+  return [
+    withMatch(
+      match,
+      `limit name "${FLOWLOG_LIMIT}" counter counter name "${FLOWLOG_COUNTER}" ${verdict || 'return'} comment ${quoted(comment)}`,
+    ),
+    withMatch(match, `counter ${log} ${tail}`),
+  ];
+}
+
+/** The named limit and counter the flow-log rules share. */
+function flowLogObjects(): NftSet[] {
+  return [
+    {
+      kind: 'limit',
+      name: FLOWLOG_LIMIT,
+      spec: `{ rate over ${FLOWLOG_RATE} burst ${FLOWLOG_BURST} packets; }`,
+      elements: [],
+      note: 'flow logs: decisions beyond this rate are not sent to NFLOG',
+    },
+    {
+      kind: 'counter',
+      name: FLOWLOG_COUNTER,
+      spec: '',
+      elements: [],
+      note: 'flow logs: decisions not logged (over the rate limit)',
+    },
+  ];
+}
+
 /** The global tier: `allow` returns to the base chain (the other side's chain still runs), `pass` and falling off go to the Kubernetes tier. */
-function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer): NftChain {
+function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolean): NftChain {
   const k8s = kubernetesChain(rs.direction, ep.hostInterface);
   const rules: string[] = [];
   for (const rule of rs.globalRules) {
+    if (rule.action === 'allow' || rule.action === 'deny') {
+      const verdict = rule.action === 'allow' ? 'return' : 'drop';
+      for (const m of r.matches(rule, rs.direction))
+        rules.push(...decision(flowLogs, m, rule.action, rule.id, verdict, rule.id));
+      continue;
+    }
     const comment = `comment ${quoted(rule.id)}`;
     const action =
-      rule.action === 'allow'
-        ? 'return'
-        : rule.action === 'deny'
-          ? 'drop'
-          : rule.action === 'pass'
-            ? `goto ${k8s}`
-            : `log prefix ${quoted(`sy ${rule.id} `)} group ${NFLOG_GROUP}`;
+      rule.action === 'pass'
+        ? `goto ${k8s}`
+        : `log prefix "${logPrefix('log', rule.id)}" group ${NFLOG_GROUP}`;
     for (const m of r.matches(rule, rs.direction)) rules.push(withMatch(m, `counter ${action} ${comment}`));
   }
   rules.push(`counter goto ${k8s}`);
@@ -153,14 +217,18 @@ function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer): NftChain {
 }
 
 /** The Kubernetes tier: any match allows (`return`), then the default, counted under `<endpoint>/<direction>/default`. */
-function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer): NftChain {
+function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolean): NftChain {
   const rules: string[] = [];
   for (const rule of rs.kubernetesRules) {
     for (const m of r.matches(rule, rs.direction))
-      rules.push(withMatch(m, `counter return comment ${quoted(rule.id)}`));
+      rules.push(...decision(flowLogs, m, 'allow', rule.id, 'return', rule.id));
   }
-  const verdict = rs.kubernetesDefault === 'deny' ? ' drop' : '';
-  rules.push(`counter${verdict} comment ${quoted(defaultRuleId(ep.id, rs.direction))}`);
+  const id = defaultRuleId(ep.id, rs.direction);
+  rules.push(
+    ...(rs.kubernetesDefault === 'deny'
+      ? decision(flowLogs, '', 'deny', id, 'drop', id)
+      : decision(flowLogs, '', 'allow', id, '', id)),
+  );
   return {
     name: kubernetesChain(rs.direction, ep.hostInterface),
     spec: '',
@@ -213,7 +281,8 @@ function baseChain(name: string, hook: string, priority: string, rules: string[]
  * Builds the node's ruleset from `ir` (whole or already sliced with irForNode). Endpoints of other
  * nodes contribute only set members; nothing outside pod veths and the fabric prefilter is touched.
  */
-export function buildRuleset(ir: IR, node: string): NftRuleset {
+export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {}): NftRuleset {
+  const flowLogs = options.flowLogs ?? true;
   const local = ir.endpoints.filter((e) => e.node === node);
   const byId = new Map(local.map((e) => [e.id, e]));
   const renderer = new RuleRenderer(ir.ipSets, ir.ipPortSets);
@@ -228,7 +297,7 @@ export function buildRuleset(ir: IR, node: string): NftRuleset {
       if (rule.peerSet !== undefined) used.add(rule.peerSet);
       if (rule.peerPortSet !== undefined) used.add(rule.peerPortSet);
     }
-    chains.push(globalTier(rs, ep, renderer), kubernetesTier(rs, ep, renderer));
+    chains.push(globalTier(rs, ep, renderer, flowLogs), kubernetesTier(rs, ep, renderer, flowLogs));
     dispatch[rs.direction].push(
       `${quoted(safeName(ep.hostInterface))} : jump ${tierChain(rs.direction, ep.hostInterface)}`,
     );
@@ -248,6 +317,7 @@ export function buildRuleset(ir: IR, node: string): NftRuleset {
     elements: local.map((e) => quoted(safeName(e.hostInterface))).sort(),
     note: 'host-side pod veths of this node',
   });
+  if (flowLogs) sets.push(...flowLogObjects());
 
   const maps: NftSet[] = (['egress', 'ingress'] as const).map((direction) => ({
     kind: 'map',

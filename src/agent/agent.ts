@@ -1,0 +1,351 @@
+/**
+ * One node's agent: keeps the kernel equal to the desired state.
+ *
+ *   start:    adopt what a previous agent left (same IR, same kernel fingerprint → touch nothing),
+ *             else apply the difference, else apply everything;
+ *   changes:  the source is watched; changes are debounced and applied incrementally;
+ *   drift:    every `reconcileMs` the kernel's fingerprint is compared with the one recorded after
+ *             the last apply; a difference is repaired with a full apply and counted.
+ *
+ * All kernel work runs one job at a time. On stop the dataplane stays in force (that is the
+ * point); `uninstall()` is what removes it.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from 'pino';
+import type { Backend, NodeTarget } from '../dataplane/backend.js';
+import {
+  kernelFingerprint,
+  prepareRepair,
+  watchKernelChanges,
+  type ChangeWatch,
+} from '../dataplane/fingerprint.js';
+import type { IR } from '../ir/types.js';
+import type { DesiredSource, DesiredState } from './desired.js';
+import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
+
+export type ApplyMode = 'adopted' | 'incremental' | 'full' | 'repair';
+
+export interface AgentError {
+  at: string;
+  stage: 'source' | 'apply' | 'drift';
+  /** Revision the error is about (for `apply`). */
+  revision?: string;
+  message: string;
+}
+
+export interface AgentStatus {
+  node: string;
+  backend: Backend['name'];
+  netns: string;
+  scope: string;
+  pid: number;
+  source: string;
+  startedAt: string;
+  /** Revision in force (undefined before the first successful apply). */
+  revision?: string;
+  /** Latest revision read from the source. */
+  desiredRevision?: string;
+  lastApply?: { at: string; mode: ApplyMode; durationMs: number; changed: number; revision: string };
+  /** Set while the newest desired revision could not be applied (the previous state is in force). */
+  lastError?: AgentError;
+  repairs: number;
+  errors: number;
+  /** Last time the kernel was confirmed equal to what was applied. */
+  checkedAt?: string;
+}
+
+export interface AgentHooks {
+  onApplied?(mode: ApplyMode, seconds: number, desired: DesiredState): void;
+  onRepair?(): void;
+  onError?(stage: AgentError['stage']): void;
+}
+
+/** How the agent reads the kernel; the real one by default (tests substitute their own). */
+export interface KernelAccess {
+  fingerprint(backend: Backend, target: NodeTarget): Promise<string>;
+  prepareRepair(backend: Backend, target: NodeTarget): Promise<string[]>;
+  watch(backend: Backend, target: NodeTarget, onChange: () => void): Promise<ChangeWatch | undefined>;
+}
+
+const REAL_KERNEL: KernelAccess = {
+  fingerprint: kernelFingerprint,
+  prepareRepair,
+  watch: watchKernelChanges,
+};
+
+export interface AgentOptions {
+  kernel?: KernelAccess;
+  target: NodeTarget;
+  backend: Backend;
+  source: DesiredSource;
+  stateDir: string;
+  logger: Logger;
+  reconcileMs?: number;
+  debounceMs?: number;
+  hooks?: AgentHooks;
+}
+
+function nodeSlice(ir: IR, node: string): unknown {
+  // What this node's dataplane depends on; changes elsewhere in the cluster still reach it through
+  // sets and services, which are compared whole.
+  return {
+    ...ir,
+    ruleSets: ir.ruleSets.filter((rs) => ir.endpoints.some((e) => e.id === rs.endpoint && e.node === node)),
+  };
+}
+
+export class Agent {
+  readonly status: AgentStatus;
+  private applied: AppliedRecord | undefined;
+  private desired: DesiredState | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private stopWatch: (() => void) | undefined;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private debounceTimer: NodeJS.Timeout | undefined;
+  private driftTimer: NodeJS.Timeout | undefined;
+  private kernelWatch: ChangeWatch | undefined;
+  private stopped = false;
+  private readonly log: Logger;
+  private readonly kernel: KernelAccess;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.logger;
+    this.kernel = opts.kernel ?? REAL_KERNEL;
+    this.status = {
+      node: opts.target.node,
+      backend: opts.backend.name,
+      netns: opts.target.netns,
+      scope: opts.target.scope,
+      pid: process.pid,
+      source: opts.source.description,
+      startedAt: new Date().toISOString(),
+      repairs: 0,
+      errors: 0,
+    };
+  }
+
+  get target(): NodeTarget {
+    return this.opts.target;
+  }
+
+  /** The desired state last read (even when it could not be applied). */
+  get desiredState(): DesiredState | undefined {
+    return this.desired;
+  }
+
+  /** The IR in force. */
+  get appliedIR(): IR | undefined {
+    return this.applied?.ir;
+  }
+
+  /** Runs `job` after every job queued before it; errors are the job's own business. */
+  private enqueue(job: () => Promise<void>): Promise<void> {
+    const next = this.queue.then(job, job);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async start(): Promise<void> {
+    const recorded = readApplied(this.opts.stateDir);
+    if (
+      recorded &&
+      recorded.backend === this.opts.backend.name &&
+      recorded.node === this.opts.target.node &&
+      recorded.netns === this.opts.target.netns
+    )
+      this.applied = recorded;
+    await this.enqueue(() => this.sync(true));
+    this.stopWatch = this.opts.source.watch(() => this.changed());
+    try {
+      this.kernelWatch = await this.kernel.watch(this.opts.backend, this.opts.target, () =>
+        this.kernelChanged(),
+      );
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'no change events from the kernel: polling only');
+    }
+    // Link state has no change events: eBPF is polled often (cheap syscalls); netfilter mostly
+    // hears of changes from the ruleset monitor, and polls for what it cannot see (ipset members).
+    const every =
+      this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.name === 'ebpf' ? 250 : 500);
+    this.reconcileTimer = setInterval(() => void this.enqueue(() => this.checkDrift()), every);
+  }
+
+  private kernelChanged(): void {
+    if (this.stopped) return;
+    // Our own applies show up here too; the check after them finds the fingerprint as recorded.
+    clearTimeout(this.driftTimer);
+    this.driftTimer = setTimeout(() => void this.enqueue(() => this.checkDrift()), 30);
+  }
+
+  private changed(): void {
+    if (this.stopped) return;
+    clearTimeout(this.debounceTimer);
+    this.debounceTimer = setTimeout(
+      () => void this.enqueue(() => this.sync(false)),
+      this.opts.debounceMs ?? 50,
+    );
+  }
+
+  /** Re-reads the source now (the API's `sync`). */
+  syncNow(): Promise<void> {
+    return this.enqueue(() => this.sync(false));
+  }
+
+  private fail(stage: AgentError['stage'], message: string, revision?: string): void {
+    this.status.errors++;
+    this.status.lastError = {
+      at: new Date().toISOString(),
+      stage,
+      ...(revision ? { revision } : {}),
+      message,
+    };
+    this.opts.hooks?.onError?.(stage);
+    this.log.error({ stage, revision }, message);
+  }
+
+  private async sync(starting: boolean): Promise<void> {
+    if (this.stopped) return;
+    let desired: DesiredState;
+    try {
+      desired = await this.opts.source.read();
+    } catch (e) {
+      this.fail('source', (e as Error).message);
+      return;
+    }
+    this.desired = desired;
+    this.status.desiredRevision = desired.revision;
+    const node = this.opts.target.node;
+    if (!desired.ir.nodes.some((n) => n.name === node)) {
+      this.fail(
+        'source',
+        `node '${node}' is not in the desired state (nodes: ${desired.ir.nodes.map((n) => n.name).join(', ')})`,
+      );
+      return;
+    }
+    const applied = this.applied;
+    const sameState =
+      applied !== undefined && isDeepStrictEqual(nodeSlice(applied.ir, node), nodeSlice(desired.ir, node));
+    if (!starting && sameState && applied) {
+      if (applied.revision !== desired.revision) this.record(desired, applied.fingerprint);
+      this.status.revision = desired.revision;
+      delete this.status.lastError;
+      return;
+    }
+    let mode: ApplyMode;
+    if (!applied) mode = 'full';
+    else {
+      let fingerprint: string | undefined;
+      try {
+        fingerprint = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'cannot read the dataplane; applying everything');
+      }
+      const untouched = fingerprint === applied.fingerprint;
+      mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
+    }
+    await this.apply(desired, mode);
+  }
+
+  private async apply(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
+    const started = performance.now();
+    let changed = 0;
+    if (mode !== 'adopted') {
+      try {
+        if (mode === 'repair' || mode === 'full')
+          await this.kernel.prepareRepair(this.opts.backend, this.opts.target);
+        const previous = mode === 'incremental' ? this.applied?.ir : undefined;
+        const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
+        changed = r.changed.length;
+      } catch (e) {
+        this.fail(mode === 'repair' ? 'drift' : 'apply', (e as Error).message, desired.revision);
+        return false;
+      }
+    }
+    let fingerprint: string;
+    try {
+      fingerprint = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+    } catch (e) {
+      this.fail(
+        'drift',
+        `applied, but cannot read the dataplane back: ${(e as Error).message}`,
+        desired.revision,
+      );
+      return false;
+    }
+    this.record(desired, fingerprint);
+    const durationMs = Math.round(performance.now() - started);
+    this.status.lastApply = {
+      at: new Date().toISOString(),
+      mode,
+      durationMs,
+      changed,
+      revision: desired.revision,
+    };
+    this.status.checkedAt = this.status.lastApply.at;
+    delete this.status.lastError;
+    this.opts.hooks?.onApplied?.(mode, durationMs / 1000, desired);
+    this.log.info(
+      { mode, revision: desired.revision, durationMs, changed },
+      `dataplane ${mode === 'adopted' ? 'adopted as is' : 'applied'}`,
+    );
+    return true;
+  }
+
+  private record(desired: DesiredState, fingerprint: string): void {
+    const t = this.opts.target;
+    this.applied = {
+      version: 1,
+      node: t.node,
+      netns: t.netns,
+      scope: t.scope,
+      backend: this.opts.backend.name,
+      revision: desired.revision,
+      fingerprint,
+      appliedAt: new Date().toISOString(),
+      ir: desired.ir,
+    };
+    this.status.revision = desired.revision;
+    writeApplied(this.opts.stateDir, this.applied);
+  }
+
+  private async checkDrift(): Promise<void> {
+    const applied = this.applied;
+    if (this.stopped || !applied) return;
+    let now: string;
+    try {
+      now = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+    } catch (e) {
+      this.fail('drift', `cannot read the dataplane: ${(e as Error).message}`);
+      return;
+    }
+    if (now === applied.fingerprint) {
+      this.status.checkedAt = new Date().toISOString();
+      return;
+    }
+    this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
+    const desired: DesiredState = { revision: applied.revision, ir: applied.ir };
+    if (await this.apply(desired, 'repair')) {
+      this.status.repairs++;
+      this.opts.hooks?.onRepair?.();
+    }
+  }
+
+  /** Stops watching and checking; the dataplane stays as it is. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.stopWatch?.();
+    clearInterval(this.reconcileTimer);
+    clearTimeout(this.debounceTimer);
+    clearTimeout(this.driftTimer);
+    this.kernelWatch?.stop();
+    await this.queue;
+  }
+
+  /** Removes everything the backend installed for this node, and the record of it. */
+  async uninstall(): Promise<void> {
+    await this.stop();
+    await this.opts.backend.remove(this.opts.target);
+    forgetApplied(this.opts.stateDir);
+    this.applied = undefined;
+  }
+}

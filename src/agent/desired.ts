@@ -1,0 +1,36 @@
+/**
+ * Desired state as the agent sees it: the IR of the whole cluster (the agent applies its node's
+ * slice), plus what only some sources know — the model behind it (for explain), and which
+ * cgroup each pod runs in (for process context on flows).
+ */
+import type { IR } from '../ir/types.js';
+import type { Model } from '../model/index.js';
+
+export interface DesiredState {
+  /** Changes whenever the state does; agents report the revision they have in force. */
+  revision: string;
+  ir: IR;
+  model?: Model;
+  /** Pod id → cgroup v2 directory. */
+  cgroups?: Record<string, string>;
+}
+
+/** Where desired state comes from (a directory today; etcd next). */
+export interface DesiredSource {
+  /** For logs and status: `dir:/path`. */
+  readonly description: string;
+  /** The current desired state; throws SourceError when it cannot be used (the last good one stays in force). */
+  read(): Promise<DesiredState>;
+  /** Calls `onChange` (possibly more than once) after the state may have changed; returns a stop function. */
+  watch(onChange: () => void): () => void;
+}
+
+export class SourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SourceError';
+  }
+}
+
+/** File name of a compiled desired state in a source directory (what `lab up` writes for its agents). */
+export const DESIRED_FILE = 'desired.json';

@@ -1,0 +1,108 @@
+/**
+ * A watched directory as the desired state: either a compiled `desired.json` (what the lab writes
+ * for its agents: the IR with addresses the lab allocated, the model and the pods' cgroups), or
+ * Kubernetes YAML manifests, which the agent turns into the IR itself (addresses it allocated
+ * before stay put).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { buildIR, type PreviousAllocations } from '../calc/index.js';
+import { formatIssue, validateManifests } from '../model/index.js';
+import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
+
+const MANIFEST = /\.(ya?ml|json)$/;
+/** fs.watch misses events on some file systems and after renames: a cheap listing check backs it up. */
+const POLL_MS = 1000;
+
+export interface DirectorySourceOptions {
+  /** Nodes to spread pods without spec.nodeName over (manifest directories only). */
+  nodeCount?: number;
+  /** Allocations of the state in force, so addresses survive updates. */
+  previous?: () => PreviousAllocations | undefined;
+}
+
+export class DirectorySource implements DesiredSource {
+  readonly description: string;
+
+  constructor(
+    readonly dir: string,
+    private readonly opts: DirectorySourceOptions = {},
+  ) {
+    this.description = `dir:${dir}`;
+  }
+
+  private manifestFiles(): string[] {
+    return readdirSync(this.dir)
+      .filter((n) => MANIFEST.test(n) && n !== DESIRED_FILE && !n.startsWith('.'))
+      .sort()
+      .map((n) => join(this.dir, n));
+  }
+
+  /** Names, sizes and modification times: changes whenever a file is written or renamed into place. */
+  private signature(): string {
+    try {
+      return readdirSync(this.dir)
+        .sort()
+        .map((n) => {
+          const s = statSync(join(this.dir, n), { bigint: true });
+          return `${n}:${s.size}:${s.mtimeNs}:${s.ino}`;
+        })
+        .join('|');
+    } catch {
+      return 'unreadable';
+    }
+  }
+
+  async read(): Promise<DesiredState> {
+    if (!existsSync(this.dir)) throw new SourceError(`source directory ${this.dir} does not exist`);
+    const compiled = join(this.dir, DESIRED_FILE);
+    if (existsSync(compiled)) {
+      let state: DesiredState;
+      try {
+        state = JSON.parse(readFileSync(compiled, 'utf8')) as DesiredState;
+      } catch (e) {
+        throw new SourceError(`${compiled}: not valid JSON: ${(e as Error).message}`);
+      }
+      if (typeof state.revision !== 'string' || state.ir?.version !== 1)
+        throw new SourceError(`${compiled}: expected {revision, ir} with an IR of version 1`);
+      return state;
+    }
+    const files = this.manifestFiles();
+    if (files.length === 0) throw new SourceError(`no manifests (*.yaml, *.yml, *.json) in ${this.dir}`);
+    const result = validateManifests(files);
+    if (!result.model)
+      throw new SourceError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
+    const hash = createHash('sha256');
+    for (const f of files) hash.update(f).update(readFileSync(f));
+    const previous = this.opts.previous?.();
+    const ir = buildIR(result.model, {
+      ...(this.opts.nodeCount ? { nodeCount: this.opts.nodeCount } : {}),
+      ...(previous ? { previous } : {}),
+    });
+    return { revision: hash.digest('hex').slice(0, 16), ir, model: result.model };
+  }
+
+  watch(onChange: () => void): () => void {
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(this.dir, () => onChange());
+      watcher.on('error', () => undefined);
+    } catch {
+      // polling below still notices changes
+    }
+    let last = this.signature();
+    const timer = setInterval(() => {
+      const now = this.signature();
+      if (now !== last) {
+        last = now;
+        onChange();
+      }
+    }, POLL_MS);
+    timer.unref();
+    return () => {
+      watcher?.close();
+      clearInterval(timer);
+    };
+  }
+}

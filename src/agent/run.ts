@@ -1,0 +1,172 @@
+/**
+ * `switchyard agent`: the daemon. Wires the desired-state source, the reconcile loop, flow
+ * sources, metrics and the local API together, and runs until SIGTERM/SIGINT. Stopping leaves
+ * the dataplane in force; a new agent adopts it.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { pino, type Logger } from 'pino';
+import { allocationsOf } from '../calc/index.js';
+import type { BackendName, NodeTarget } from '../dataplane/backend.js';
+import { loadBackend } from '../dataplane/registry.js';
+import { runInNetns } from '../dataplane/exec.js';
+import { FlowTable } from '../observe/flows.js';
+import { AgentMetrics } from '../observe/metrics.js';
+import { RuleCatalog } from '../observe/rules.js';
+import { Agent } from './agent.js';
+import { startApi, startMetricsListener, type ApiServers } from './api.js';
+import { DirectorySource } from './dir-source.js';
+import { startObservers, type Observers } from './observers.js';
+import { apiSocket } from './paths.js';
+
+export interface RunAgentOptions {
+  node: string;
+  backend: BackendName;
+  netns: string;
+  scope: string;
+  source: string;
+  stateDir: string;
+  /** Nodes to spread unplaced pods over, for manifest directories. */
+  nodeCount?: number;
+  /** Also serve the API on 127.0.0.1:PORT, behind `token`. */
+  listen?: { host: string; port: number; token: string };
+  metrics?: { host: string; port: number };
+  flows: boolean;
+  reconcileMs?: number;
+  logger?: Logger;
+}
+
+export interface RunningAgent {
+  agent: Agent;
+  flows: FlowTable;
+  socket: string;
+  stop(): Promise<void>;
+}
+
+export function createLogger(name: string): Logger {
+  const pretty = process.stdout.isTTY;
+  return pino({
+    name,
+    level: process.env.SWITCHYARD_LOG_LEVEL ?? 'info',
+    ...(pretty
+      ? { transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } }
+      : {}),
+  });
+}
+
+async function conntrackEntries(backend: BackendName, target: NodeTarget): Promise<number> {
+  if (backend === 'ebpf') {
+    const { readConntrack } = await import('../dataplane/ebpf/index.js');
+    return readConntrack(target).length;
+  }
+  const r = await runInNetns(target.netns, 'conntrack', ['-C']);
+  return Number(r.stdout.trim()) || 0;
+}
+
+export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
+  const logger = opts.logger ?? createLogger(`agent ${opts.node}`);
+  const target: NodeTarget = { scope: opts.scope, node: opts.node, netns: opts.netns };
+  const backend = await loadBackend(opts.backend, { flowLogs: opts.flows });
+  mkdirSync(opts.stateDir, { recursive: true });
+
+  let catalog = new RuleCatalog(undefined);
+  let cgroupPods = new Map<string, string>();
+  const flows = new FlowTable({
+    node: opts.node,
+    policyOf: (rule) => catalog.policyOf(rule),
+    podOfCgroup: (id) => cgroupPods.get(id),
+  });
+  const metrics = new AgentMetrics(
+    {
+      counters: () => backend.counters(target),
+      conntrackEntries: () => conntrackEntries(opts.backend, target),
+      flowStats: () => flows.stats(),
+      describeRule: (rule) => catalog.describe(rule),
+    },
+    { node: opts.node, backend: opts.backend },
+  );
+  const localCgroups = (): string[] => {
+    const desired = agent.desiredState;
+    const local = new Set(desired?.ir.endpoints.filter((e) => e.node === opts.node).map((e) => e.id));
+    return Object.entries(desired?.cgroups ?? {})
+      .filter(([pod]) => local.has(pod))
+      .map(([, path]) => path);
+  };
+  let observers: Observers | undefined;
+  const source = new DirectorySource(opts.source, {
+    ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
+    previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
+  });
+  const agent: Agent = new Agent({
+    target,
+    backend,
+    source,
+    stateDir: opts.stateDir,
+    logger,
+    ...(opts.reconcileMs ? { reconcileMs: opts.reconcileMs } : {}),
+    hooks: {
+      onApplied: (mode, seconds, desired) => {
+        metrics.applyDuration.observe({ mode }, seconds);
+        catalog = new RuleCatalog(desired.ir);
+        void import('../observe/process-tracer.js').then(({ cgroupId }) => {
+          const next = new Map<string, string>();
+          for (const [pod, path] of Object.entries(desired.cgroups ?? {})) {
+            try {
+              next.set(String(cgroupId(path)), pod);
+            } catch {
+              // the pod's cgroup is not there (yet)
+            }
+          }
+          cgroupPods = next;
+          observers?.refresh();
+        });
+      },
+      onRepair: () => metrics.repairs.inc(),
+      onError: (stage) => metrics.errors.inc({ stage }),
+    },
+  });
+  const socket = apiSocket(opts.stateDir);
+  const servers: ApiServers[] = [];
+  try {
+    await agent.start();
+    if (opts.flows) {
+      observers = await startObservers({
+        target,
+        backend: opts.backend,
+        sink: flows,
+        logger,
+        ir: () => agent.appliedIR,
+        cgroups: localCgroups,
+      });
+      logger.info({ sources: observers.running() }, 'flow sources running');
+    }
+    servers.push(
+      await startApi({ agent, flows, metrics }, { socket, ...(opts.listen ? { tcp: opts.listen } : {}) }),
+    );
+    if (opts.metrics) servers.push(await startMetricsListener(metrics, opts.metrics));
+  } catch (e) {
+    await observers?.stop();
+    await Promise.all(servers.map((s) => s.close()));
+    await agent.stop();
+    throw e;
+  }
+  logger.info({ socket, source: source.description, netns: opts.netns }, 'agent running');
+  return {
+    agent,
+    flows,
+    socket,
+    stop: async () => {
+      await Promise.all(servers.map((s) => s.close()));
+      await observers?.stop();
+      await agent.stop();
+    },
+  };
+}
+
+/** `switchyard agent --uninstall`: removes the node's dataplane and the agent's record. */
+export async function uninstallAgent(
+  opts: Pick<RunAgentOptions, 'node' | 'backend' | 'netns' | 'scope' | 'stateDir'>,
+): Promise<void> {
+  const backend = await loadBackend(opts.backend);
+  await backend.remove({ scope: opts.scope, node: opts.node, netns: opts.netns });
+  rmSync(opts.stateDir, { recursive: true, force: true });
+}

@@ -1,0 +1,499 @@
+/**
+ * What flow records cost: throughput with flow records on vs off, per backend, in one run.
+ * Target: at most 5% on eBPF.
+ *
+ * Each backend gets its own lab (two nodes, a client pod on node-1, a server pod on node-2, so
+ * traffic crosses the fabric and both nodes enforce: the client's egress and the server's ingress
+ * policies allow exactly this pair on TCP 80 and 5201). The lab itself runs no backend; per turn
+ * a real `switchyard agent` process per node is started on the lab's compiled desired state,
+ * after the node's dataplane and the agent's record were removed, so every turn is a full apply:
+ *
+ *   flows off: `switchyard agent --no-flows`: the backend built with flowLogs false (no ring
+ *              buffer events on eBPF, no NFLOG rules on netfilter) and no event sources;
+ *   flows on:  `switchyard agent`: flowLogs true and the agent's sources consuming (ring buffer
+ *              + conntrack map on eBPF, NFLOG + conntrack events on netfilter, the process tracer)
+ *              into its FlowTable, exactly as a node runs it.
+ *
+ * So the only difference between the two sides is the flow flag of the same agent, and the cost
+ * includes the kernel producing events and the agent consuming them on the same 2 cores.
+ * Workloads, one after the other in each turn: bulk = one iperf3 TCP stream client → server
+ * (samples: 1-second intervals after the first); connections = batches of 200 concurrent short
+ * TCP connections client → server:80 (the lab's probe server answers and closes; samples: one
+ * rate per batch after a warm-up batch). Turns interleave off/on per backend in ABBA order across
+ * rounds. Rows are % of the flows-off median of the same backend and workload; absolute figures,
+ * the agents' CPU and the events recorded/lost while on are in the notes.
+ */
+import type { ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { AgentStatus } from '../../agent/agent.js';
+import { agentRequest } from '../../agent/client.js';
+import type { BackendName } from '../../dataplane/backend.js';
+import { availableBackends } from '../../dataplane/registry.js';
+import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
+import { converge, labDown, type LabPod, type LabState } from '../../lab/index.js';
+import { validateManifestTexts, type Model } from '../../model/index.js';
+import {
+  currentCgroup,
+  moveToCgroup,
+  requireTool,
+  spawnInNetns,
+  startConnects,
+  type Connecting,
+} from '../../netns/index.js';
+import type { FlowStats } from '../../observe/flows.js';
+import { summarize } from '../stats.js';
+import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import {
+  agentFlowSources,
+  cpuSeconds,
+  resetNode,
+  spawnAgent,
+  stopAgent,
+  waitForAgent,
+  type AgentHandle,
+} from './agent.js';
+
+export interface ObserveOptions {
+  /** Rounds; each runs every backend once with flows off and once on (ABBA across rounds). */
+  rounds: number;
+  bulkSeconds: number;
+  /** Connection batches per turn, after one warm-up batch. */
+  connectionBatches: number;
+  backends?: readonly BackendName[];
+  /** Lab name prefix (default bob<pid>: "bench observe"); a lab per backend gets `-<b>` appended. */
+  labPrefix?: string;
+}
+
+export function observeOptions(quick: boolean): ObserveOptions {
+  return quick
+    ? { rounds: 2, bulkSeconds: 3, connectionBatches: 6 }
+    : { rounds: 4, bulkSeconds: 8, connectionBatches: 20 };
+}
+
+export const TARGET_EBPF_COST = 0.05;
+const ORDER: readonly BackendName[] = ['iptables', 'nftables', 'ebpf'];
+const IPERF_PORT = 5201;
+const PROBE_PORT = 80;
+const BATCH = 200;
+const CONNECT_TIMEOUT_MS = 2000;
+const REVISION = 'observe';
+const SYNC_TIMEOUT_MS = 120_000;
+
+const MANIFESTS = `apiVersion: v1
+kind: Namespace
+metadata: { name: bench, labels: { ns: bench } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: bench, labels: { app: client } }
+spec: { nodeName: node-1, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: server, namespace: bench, labels: { app: server } }
+spec: { nodeName: node-2, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: server-from-client, namespace: bench }
+spec:
+  podSelector: { matchLabels: { app: server } }
+  ingress:
+    - from: [{ podSelector: { matchLabels: { app: client } } }]
+      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: client-to-server, namespace: bench }
+spec:
+  podSelector: { matchLabels: { app: client } }
+  policyTypes: [Egress]
+  egress:
+    - to: [{ podSelector: { matchLabels: { app: server } } }]
+      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
+`;
+
+function model(): Model {
+  const { model: m, issues } = validateManifestTexts([{ file: 'observe.yaml', text: MANIFESTS }]);
+  if (!m) throw new Error(`observe model is invalid: ${issues.map((i) => i.message).join('; ')}`);
+  return m;
+}
+
+type Flows = 'off' | 'on';
+type Workload = 'bulk' | 'connections';
+
+interface BackendLab {
+  backend: BackendName;
+  lab: string;
+  state: LabState;
+  client: LabPod;
+  server: LabPod;
+  cgroup: (p: LabPod) => string;
+}
+
+export interface TurnData {
+  backend: BackendName;
+  flows: Flows;
+  round: number;
+  gbps: number[];
+  connRates: number[];
+  connFailed: number;
+  /** CPU seconds both agents used over each workload, and its duration. */
+  agentCpu: Record<Workload, { cpuSeconds: number; seconds: number }>;
+  /** Flow counters of both agents at the end of the turn (on only). */
+  flowStats?: { events: number; lost: number; rateLimited: number; flows: number };
+  sources?: string[];
+}
+
+export interface ObserveData {
+  options: ObserveOptions;
+  turns: TurnData[];
+}
+
+function exited(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    child.on('error', () => resolve(-1));
+    child.on('close', (code) => resolve(code ?? -1));
+  });
+}
+
+async function iperfServer(lab: BackendLab): Promise<ChildProcess> {
+  const child = spawnInNetns({
+    netns: lab.server.netns,
+    cgroup: lab.cgroup(lab.server),
+    argv: [requireTool('iperf3'), '-s', '-1', '-p', String(IPERF_PORT), '--forceflush'],
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('iperf3 server did not start within 5 s')), 5000);
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('Server listening')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`iperf3 server exited (${code}) before listening`));
+    });
+  }).catch((e: unknown) => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    throw e;
+  });
+  return child;
+}
+
+/** One iperf3 stream; Gbit/s of each 1-second interval after the first. */
+async function bulk(lab: BackendLab, seconds: number): Promise<number[]> {
+  const srv = await iperfServer(lab);
+  try {
+    const child = spawnInNetns({
+      netns: lab.client.netns,
+      cgroup: lab.cgroup(lab.client),
+      argv: [
+        requireTool('iperf3'),
+        ...['-c', lab.server.address, '-p', String(IPERF_PORT), '-t', String(seconds), '-i', '1', '-J'],
+      ],
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const code = await exited(child);
+    const report = JSON.parse(out || '{}') as {
+      error?: string;
+      intervals?: { sum: { seconds: number; bits_per_second: number } }[];
+    };
+    if (code !== 0 || report.error) throw new Error(`iperf3 client failed (${code}): ${report.error ?? ''}`);
+    const gbps = (report.intervals ?? [])
+      .slice(1)
+      .filter((i) => i.sum.seconds > 0.5)
+      .map((i) => i.sum.bits_per_second / 1e9);
+    if (gbps.length === 0) throw new Error('iperf3 reported no interval after the first');
+    return gbps;
+  } finally {
+    if (srv.exitCode === null) srv.kill('SIGKILL');
+    await exited(srv);
+  }
+}
+
+function established(fd: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = new net.Socket({ fd, readable: true, writable: true });
+    let done = false;
+    const finish = (ok: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => finish(false), CONNECT_TIMEOUT_MS);
+    // The write completes once the handshake has.
+    sock.write('\n', (err) => finish(!err));
+    sock.on('error', () => finish(false));
+  });
+}
+
+/** A batch of concurrent connects from the client pod (its netns and cgroup): established per second. */
+async function connectionBatch(lab: BackendLab, home: string): Promise<{ rate: number; failed: number }> {
+  const targets = Array.from({ length: BATCH }, () => ({
+    address: lab.server.address,
+    port: PROBE_PORT,
+    protocol: 'TCP' as const,
+  }));
+  const start = performance.now();
+  moveToCgroup(lab.cgroup(lab.client), process.pid);
+  let connecting: Connecting[];
+  try {
+    connecting = startConnects(lab.client.netns, targets);
+  } finally {
+    moveToCgroup(home, process.pid);
+  }
+  const results = await Promise.all(
+    connecting.map((c) => ('error' in c ? Promise.resolve(false) : established(c.fd))),
+  );
+  const ok = results.filter(Boolean).length;
+  return { rate: ok / ((performance.now() - start) / 1000), failed: BATCH - ok };
+}
+
+async function setUpLab(backend: BackendName, prefix: string): Promise<BackendLab> {
+  const lab = `${prefix}-${backend[0] ?? 'x'}`;
+  await labDown(lab);
+  const m = model();
+  const r = await converge({ name: lab, model: m, files: [], mode: 'up', backend: 'none', nodeCount: 2 });
+  const pods = r.state.topology?.pods ?? [];
+  const client = pods.find((p) => p.id === 'bench/client');
+  const server = pods.find((p) => p.id === 'bench/server');
+  if (!client || !server) throw new Error('observe lab has no bench/client or bench/server');
+  if (client.node === server.node) throw new Error('observe lab placed client and server on one node');
+  writeDesired(lab, {
+    revision: REVISION,
+    ir: r.state.ir,
+    model: m,
+    cgroups: Object.fromEntries(pods.map((p) => [p.id, join(r.state.cgroupRoot, p.slug)])),
+  });
+  return { backend, lab, state: r.state, client, server, cgroup: (p) => join(r.state.cgroupRoot, p.slug) };
+}
+
+async function startAgents(lab: BackendLab, flows: Flows): Promise<AgentHandle[]> {
+  const handles: AgentHandle[] = [];
+  try {
+    for (const node of lab.state.topology?.nodes ?? []) {
+      const stateDir = agentStateDir(lab.lab, node.name);
+      await resetNode(lab.backend, { scope: lab.lab, node: node.name, netns: node.netns }, stateDir);
+      handles.push(
+        spawnAgent({
+          lab: lab.lab,
+          node: node.name,
+          netns: node.netns,
+          backend: lab.backend,
+          source: desiredDir(lab.lab),
+          stateDir,
+          flows: flows === 'on',
+        }),
+      );
+    }
+    await Promise.all(
+      handles.map((h) =>
+        waitForAgent(h, (s) => s.revision === REVISION && s.lastApply !== undefined, SYNC_TIMEOUT_MS),
+      ),
+    );
+  } catch (e) {
+    await Promise.all(handles.map(stopAgent));
+    throw e;
+  }
+  return handles;
+}
+
+async function turn(
+  lab: BackendLab,
+  flows: Flows,
+  round: number,
+  opts: ObserveOptions,
+  home: string,
+): Promise<TurnData> {
+  const agents = await startAgents(lab, flows);
+  try {
+    const agentCpu = (): number => agents.reduce((sum, h) => sum + cpuSeconds(h.pid), 0);
+    const cpu0 = agentCpu();
+    const t0 = performance.now();
+    const gbps = await bulk(lab, opts.bulkSeconds);
+    const cpu1 = agentCpu();
+    const t1 = performance.now();
+    await connectionBatch(lab, home); // warm-up
+    const connRates: number[] = [];
+    let connFailed = 0;
+    const t2 = performance.now();
+    const cpu2 = agentCpu();
+    for (let b = 0; b < opts.connectionBatches; b++) {
+      const r = await connectionBatch(lab, home);
+      connRates.push(r.rate);
+      connFailed += r.failed;
+    }
+    const cpu3 = agentCpu();
+    const t3 = performance.now();
+    const data: TurnData = {
+      backend: lab.backend,
+      flows,
+      round,
+      gbps,
+      connRates,
+      connFailed,
+      agentCpu: {
+        bulk: { cpuSeconds: cpu1 - cpu0, seconds: (t1 - t0) / 1000 },
+        connections: { cpuSeconds: cpu3 - cpu2, seconds: (t3 - t2) / 1000 },
+      },
+    };
+    if (flows === 'on') {
+      // The agents poll conntrack once a second: let the last connections' totals arrive.
+      await new Promise((r) => setTimeout(r, 1100));
+      const stats = await Promise.all(
+        agents.map(
+          async (h) =>
+            (
+              await agentRequest<AgentStatus & { flows: FlowStats }>(h.socket, '/v1/status', {
+                timeoutMs: 10_000,
+              })
+            ).flows,
+        ),
+      );
+      data.flowStats = {
+        events: stats.reduce((n, s) => n + s.events, 0),
+        lost: stats.reduce((n, s) => n + Object.values(s.lost).reduce((a, b) => a + b, 0), 0),
+        rateLimited: stats.reduce((n, s) => n + s.rateLimited, 0),
+        flows: stats.reduce((n, s) => n + s.flows, 0),
+      };
+      data.sources = [...new Set(agents.flatMap((h) => agentFlowSources(h) ?? []))];
+    }
+    return data;
+  } finally {
+    await Promise.all(agents.map(stopAgent));
+  }
+}
+
+export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): Promise<ObserveData> {
+  requireTool('iperf3');
+  const wanted = opts.backends ?? ORDER;
+  const names = ORDER.filter((n) => wanted.includes(n) && availableBackends().includes(n));
+  ctx.progress.total(names.length * (1 + 2 * opts.rounds));
+  const prefix = opts.labPrefix ?? `bob${process.pid % 100_000}`;
+  const labs: BackendLab[] = [];
+  const turns: TurnData[] = [];
+  const home = currentCgroup();
+  try {
+    for (const b of names) {
+      labs.push(await setUpLab(b, prefix));
+      ctx.progress.tick(`${b} lab`);
+    }
+    for (let round = 0; round < opts.rounds; round++) {
+      // ABBA: off then on in even rounds, on then off in odd ones, so a drift in the machine's
+      // load over a round pair hits both sides alike.
+      const modes: Flows[] = round % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      for (const lab of labs) {
+        for (const flows of modes) {
+          turns.push(await turn(lab, flows, round, opts, home));
+          ctx.progress.tick(`${lab.backend} flows ${flows} ${round + 1}/${opts.rounds}`);
+        }
+      }
+    }
+  } finally {
+    for (const lab of labs) await labDown(lab.lab);
+  }
+  return { options: opts, turns };
+}
+
+const median = (xs: readonly number[]): number => (xs.length ? summarize('', {}, [...xs]).median : NaN);
+
+export interface ObserveCost {
+  backend: BackendName;
+  workload: Workload;
+  off: number;
+  on: number;
+  /** 1 - on/off. */
+  cost: number;
+}
+
+export function observeCosts(data: ObserveData): ObserveCost[] {
+  const out: ObserveCost[] = [];
+  for (const backend of [...new Set(data.turns.map((t) => t.backend))]) {
+    for (const workload of ['bulk', 'connections'] as const) {
+      const pick = (flows: Flows): number[] =>
+        data.turns
+          .filter((t) => t.backend === backend && t.flows === flows)
+          .flatMap((t) => (workload === 'bulk' ? t.gbps : t.connRates));
+      const off = median(pick('off'));
+      const on = median(pick('on'));
+      out.push({ backend, workload, off, on, cost: 1 - on / off });
+    }
+  }
+  return out;
+}
+
+export function observeResult(data: ObserveData): BenchScenarioResult {
+  const rows: BenchRow[] = [];
+  const notes: string[] = [];
+  const costs = observeCosts(data);
+  for (const c of costs) {
+    for (const flows of ['off', 'on'] as const) {
+      const samples = data.turns
+        .filter((t) => t.backend === c.backend && t.flows === flows)
+        .flatMap((t) => (c.workload === 'bulk' ? t.gbps : t.connRates))
+        .map((v) => (100 * v) / c.off);
+      rows.push(summarize(c.backend, { workload: c.workload, flows }, samples));
+    }
+  }
+  const o = data.options;
+  notes.push(
+    `per backend a lab of 2 nodes (client pod on node-1, server pod on node-2, egress and ingress policies allowing TCP ${PROBE_PORT} and ${IPERF_PORT}); ` +
+      'per turn one `switchyard agent` per node after the dataplane was removed: flows off = `--no-flows` (backend with flowLogs false, no event sources), ' +
+      'flows on = the default agent (flowLogs true, its event sources and the process tracer feeding its flow table); ' +
+      `${o.rounds} rounds, off/on in ABBA order; bulk = one iperf3 TCP stream for ${o.bulkSeconds} s (1-s intervals after the first); ` +
+      `connections = ${o.connectionBatches} batches of ${BATCH} concurrent connects to the server's probe port (after one warm-up batch), rate per batch`,
+    'rows are % of the same backend and workload with flows off (median of its samples = 100); cost = 1 - on/off of the medians',
+  );
+  for (const c of costs) {
+    const unit = c.workload === 'bulk' ? 'Gbit/s' : 'conn/s';
+    const fmt = (v: number): string => (c.workload === 'bulk' ? v.toFixed(2) : v.toFixed(0));
+    const cpu = (flows: Flows): string => {
+      const ts = data.turns.filter((t) => t.backend === c.backend && t.flows === flows);
+      const s = ts.reduce((n, t) => n + t.agentCpu[c.workload].cpuSeconds, 0);
+      const d = ts.reduce((n, t) => n + t.agentCpu[c.workload].seconds, 0);
+      return `${((100 * s) / d).toFixed(0)}%`;
+    };
+    const target =
+      c.backend === 'ebpf'
+        ? `; target ≤ ${TARGET_EBPF_COST * 100}%: ${c.cost <= TARGET_EBPF_COST ? 'PASS' : 'FAIL'}`
+        : '';
+    const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
+    notes.push(
+      `${c.backend} ${c.workload}: off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}; ` +
+        `both agents' CPU ${cpu('off')} of a core off, ${cpu('on')} on`,
+    );
+  }
+  for (const backend of [...new Set(data.turns.map((t) => t.backend))]) {
+    const on = data.turns.filter((t) => t.backend === backend && t.flows === 'on');
+    const sum = (f: (s: NonNullable<TurnData['flowStats']>) => number): number =>
+      on.reduce((n, t) => n + (t.flowStats ? f(t.flowStats) : 0), 0);
+    const connections = on.reduce((n, t) => n + t.connRates.length * BATCH + BATCH, 0);
+    const failed = data.turns.filter((t) => t.backend === backend).reduce((n, t) => n + t.connFailed, 0);
+    notes.push(
+      `${backend} flows on: ${sum((s) => s.events)} events recorded, ${sum((s) => s.lost)} lost in the kernel or dropped by a source, ` +
+        `${sum((s) => s.rateLimited)} refused by the flow table's rate limit, ${sum((s) => s.flows)} flows in the tables at the end of the turns ` +
+        `(${on.length} turns, ~${connections} connections + iperf3); sources: ${[...new Set(on.flatMap((t) => t.sources ?? []))].join(', ') || 'none reported'}` +
+        (failed > 0 ? `; ${failed} connects failed over all turns` : ''),
+    );
+  }
+  return { name: 'observe', unit: '% of flows-off', better: 'higher', rows, notes };
+}
+
+export const scenario: BenchScenario = {
+  name: 'observe',
+  description:
+    'throughput (bulk TCP and connection rate) with flow records on vs off per backend, a real agent per node (target: ≤ 5% cost on eBPF)',
+  run: async (ctx) => observeResult(await measureObserve(ctx, observeOptions(ctx.quick))),
+};

@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import type { BackendName } from '../dataplane/backend.js';
+import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
+import { parseNodeCount } from './manifests.js';
+import { CliError } from './output.js';
+
+interface AgentFlags {
+  node: string;
+  backend: BackendName;
+  netns: string;
+  scope: string;
+  source?: string;
+  stateDir?: string;
+  nodes?: number;
+  listen?: string;
+  tokenFile?: string;
+  metrics?: string;
+  flows: boolean;
+  reconcileMs?: number;
+  uninstall?: boolean;
+}
+
+function parseInterval(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 50 || n > 60_000)
+    throw new CliError(`--reconcile-ms must be 50-60000, not '${v}'`, 2);
+  return n;
+}
+
+function readToken(file: string | undefined): string {
+  if (!file) throw new CliError('--listen needs --token-file: the TCP API is never open without a token', 2);
+  const token = readFileSync(file, 'utf8').trim();
+  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
+  return token;
+}
+
+async function run(flags: AgentFlags): Promise<void> {
+  if (!flags.netns.startsWith('sy-'))
+    throw new CliError(`--netns must name a project namespace (sy-…), not '${flags.netns}'`, 2);
+  const { loopbackAddress } = await import('../agent/api.js');
+  const { runAgent, uninstallAgent } = await import('../agent/run.js');
+  const stateDir = flags.stateDir ?? defaultStateDir(flags.scope, flags.node);
+  const base = { node: flags.node, backend: flags.backend, netns: flags.netns, scope: flags.scope, stateDir };
+  if (flags.uninstall) {
+    await uninstallAgent(base);
+    process.stdout.write(`removed the ${flags.backend} dataplane of node ${flags.node} and ${stateDir}\n`);
+    return;
+  }
+  if (!flags.source) throw new CliError('--source DIR is required (a directory of manifests, watched)', 2);
+  let agentLoopback: ReturnType<typeof loopbackAddress> | undefined;
+  let metricsLoopback: ReturnType<typeof loopbackAddress> | undefined;
+  try {
+    if (flags.listen) agentLoopback = loopbackAddress(flags.listen, '--listen');
+    if (flags.metrics) metricsLoopback = loopbackAddress(flags.metrics, '--metrics');
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
+  const running = await runAgent({
+    ...base,
+    source: flags.source,
+    flows: flags.flows,
+    ...(flags.nodes ? { nodeCount: flags.nodes } : {}),
+    ...(flags.reconcileMs ? { reconcileMs: flags.reconcileMs } : {}),
+    ...(agentLoopback ? { listen: { ...agentLoopback, token: readToken(flags.tokenFile) } } : {}),
+    ...(metricsLoopback ? { metrics: metricsLoopback } : {}),
+  });
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      // The dataplane stays in force: stopping an agent never drops traffic.
+      void running.stop().then(resolve, resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+export function register(program: Command): void {
+  program
+    .command('agent')
+    .description(
+      "keep one node's dataplane equal to the desired state in a directory: adopt, apply changes, repair drift, serve flows, metrics and an API",
+    )
+    .requiredOption(
+      '--node <name>',
+      'the node this agent is for (as in the IR: spec.nodeName or node-1, node-2, …)',
+    )
+    .addOption(
+      new Option('--backend <backend>', 'dataplane backend')
+        .choices(['iptables', 'nftables', 'ebpf'])
+        .makeOptionMandatory(),
+    )
+    .requiredOption('--netns <name>', "the node's network namespace (sy-…)")
+    .option('--scope <name>', 'pin and cgroup scope (a lab name for lab agents)', 'agent')
+    .option('--source <dir>', 'desired state: a directory of manifests (or a compiled desired.json), watched')
+    .option(
+      '--state-dir <dir>',
+      'where the agent keeps its record and API socket (default /run/switchyard/agents/<scope>/<node>)',
+    )
+    .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over', parseNodeCount)
+    .option('--listen <address>', 'also serve the API on 127.0.0.1:PORT (needs --token-file)')
+    .option('--token-file <file>', 'bearer token for --listen')
+    .option('--metrics <address>', 'serve Prometheus metrics on 127.0.0.1:PORT')
+    .option(
+      '--no-flows',
+      'no flow records (the dataplane reports no verdicts; for measuring what flows cost)',
+    )
+    .option(
+      '--reconcile-ms <ms>',
+      'how often the dataplane is polled for drift (default: 250 eBPF, 1000 with nf_tables change events, 500 otherwise)',
+      parseInterval,
+    )
+    .option('--uninstall', "remove the node's dataplane and the agent's record, then exit")
+    .addOption(new Option(AGENT_MARK, 'marks lab-started agents').hideHelp())
+    .action((flags: AgentFlags) => run(flags));
+}

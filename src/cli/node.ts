@@ -1,0 +1,133 @@
+import type { Command } from 'commander';
+import { agentRequest } from '../agent/client.js';
+import type { AgentStatus } from '../agent/agent.js';
+import type { Explanation } from '../calc/explain.js';
+import type { FlowStats } from '../observe/flows.js';
+import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
+import { parsePort } from './manifests.js';
+import { formatTable, printJson } from './output.js';
+
+interface Flags extends AgentTargetOptions {
+  json?: boolean;
+}
+
+function targetOptions(cmd: Command): Command {
+  return cmd
+    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--node <name>', 'only this node')
+    .option('--socket <path>', "an agent's API socket")
+    .option('--json', 'machine-readable');
+}
+
+async function ask<T>(flags: Flags, path: string): Promise<{ node: string; answer: T }[]> {
+  return Promise.all(
+    resolveAgents(flags).map(async (a) => ({ node: a.node, answer: await agentRequest<T>(a.socket, path) })),
+  );
+}
+
+type Status = AgentStatus & { flows: FlowStats };
+
+async function status(flags: Flags): Promise<void> {
+  const all = await ask<Status>(flags, '/v1/status');
+  if (flags.json) return printJson(all.map((a) => a.answer));
+  const rows = all.map(({ answer: s }) => [
+    s.node,
+    s.backend,
+    s.pid,
+    s.revision ?? '-',
+    s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
+    s.repairs,
+    s.errors,
+    s.flows.flows,
+    s.flows.rateLimited + Object.values(s.flows.lost).reduce((x, y) => x + y, 0),
+    s.lastError ? `${s.lastError.stage}: ${s.lastError.message.split('\n')[0] ?? ''}` : 'ok',
+  ]);
+  process.stdout.write(
+    formatTable(
+      ['NODE', 'BACKEND', 'PID', 'REVISION', 'LAST APPLY', 'REPAIRS', 'ERRORS', 'FLOWS', 'DROPPED', 'STATE'],
+      rows,
+    ) + '\n',
+  );
+}
+
+interface EndpointView {
+  id: string;
+  addresses: string[];
+  labels: Record<string, string>;
+  interface: string;
+  ingress: { networkPolicies: string[]; globalPolicies: string[]; default: string };
+  egress: { networkPolicies: string[]; globalPolicies: string[]; default: string };
+}
+
+async function endpoints(flags: Flags): Promise<void> {
+  const all = await ask<EndpointView[]>(flags, '/v1/endpoints');
+  if (flags.json) return printJson(all.flatMap((a) => a.answer.map((e) => ({ node: a.node, ...e }))));
+  const side = (s: EndpointView['ingress']): string =>
+    [...s.globalPolicies, ...s.networkPolicies].join(', ') || `none (${s.default})`;
+  const rows = all.flatMap(({ node, answer }) =>
+    answer.map((e) => [
+      node,
+      e.id,
+      e.addresses.join(','),
+      Object.entries(e.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
+      side(e.ingress),
+      side(e.egress),
+    ]),
+  );
+  process.stdout.write(
+    formatTable(['NODE', 'POD', 'ADDRESS', 'LABELS', 'INGRESS POLICIES', 'EGRESS POLICIES'], rows) + '\n',
+  );
+}
+
+interface PolicyView {
+  policy: string;
+  directions: string[];
+  selects: string[];
+  rules: string[];
+}
+
+async function policies(flags: Flags): Promise<void> {
+  const all = await ask<PolicyView[]>(flags, '/v1/policies');
+  if (flags.json) return printJson(all.flatMap((a) => a.answer.map((p) => ({ node: a.node, ...p }))));
+  const rows = all.flatMap(({ node, answer }) =>
+    answer.map((p) => [node, p.policy, p.directions.join(','), p.selects.join(', '), p.rules.length]),
+  );
+  process.stdout.write(formatTable(['NODE', 'POLICY', 'DIRECTIONS', 'SELECTS', 'RULES'], rows) + '\n');
+}
+
+async function explainVia(
+  flags: Flags & { from: string; to: string; port?: number; protocol: string },
+): Promise<void> {
+  const q = new URLSearchParams({ from: flags.from, to: flags.to, protocol: flags.protocol });
+  if (flags.port) q.set('port', String(flags.port));
+  const agent = resolveAgents(flags)[0];
+  if (!agent) return;
+  const first = { answer: await agentRequest<Explanation>(agent.socket, `/v1/explain?${q.toString()}`) };
+  if (flags.json) return printJson(first.answer);
+  process.stdout.write(`${first.answer.summary}\n`);
+  for (const s of [first.answer.egress, first.answer.ingress]) if (s) process.stdout.write(`  ${s.text}\n`);
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('node').description("ask a node's agent: status, endpoints, policies, explain");
+  targetOptions(
+    cmd.command('status').description('what each agent has in force, repairs, errors, flow counters'),
+  ).action((f: Flags) => status(f));
+  targetOptions(
+    cmd.command('endpoints').description("the node's pods, labels and the policies selecting them"),
+  ).action((f: Flags) => endpoints(f));
+  targetOptions(cmd.command('policies').description('policies that select a pod on the node')).action(
+    (f: Flags) => policies(f),
+  );
+  targetOptions(
+    cmd
+      .command('explain')
+      .description('which rule decides a connection, as the agent sees the desired state')
+      .requiredOption('--from <pod|address>', 'source')
+      .requiredOption('--to <pod|address>', 'destination')
+      .option('--port <port>', 'destination port', parsePort)
+      .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP'),
+  ).action((f: Flags & { from: string; to: string; port?: number; protocol: string }) => explainVia(f));
+}

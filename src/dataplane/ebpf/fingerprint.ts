@@ -1,0 +1,85 @@
+/**
+ * What a node's eBPF dataplane looks like from the outside: which pins exist, and for every
+ * pinned link the program it runs and whether it is still attached. Equal fingerprints mean
+ * nobody detached, replaced or unpinned anything in between. Map contents are not part of it:
+ * conntrack and counters change with every packet.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Link, type LinkInfo } from '../../bpf/index.js';
+import type { NodeTarget } from '../backend.js';
+import { nodeDir } from './paths.js';
+import { dropPinnedLink } from './pinned-link.js';
+import { servicesDir } from './services.js';
+
+function pinnedLinks(dir: string): string[] {
+  const links = join(dir, 'links');
+  return existsSync(links) ? readdirSync(links).map((n) => join(links, n)) : [];
+}
+
+function pinnedMaps(dir: string): string[] {
+  const maps = join(dir, 'maps');
+  return existsSync(maps) ? readdirSync(maps).map((n) => join(maps, n)) : [];
+}
+
+function linkInfo(path: string): LinkInfo | undefined {
+  try {
+    const link = Link.fromPin(path);
+    try {
+      return link.info();
+    } finally {
+      link.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** A link whose interface or cgroup went away, or that someone detached, still has its pin. */
+function attached(info: LinkInfo | undefined): boolean {
+  if (!info) return false;
+  if (info.ifindex !== undefined) return info.ifindex !== 0;
+  if (info.cgroupId !== undefined) return info.cgroupId !== 0n;
+  return true;
+}
+
+function dirs(target: NodeTarget): string[] {
+  return [nodeDir(target.scope, target.node), servicesDir(target.scope)];
+}
+
+/**
+ * The scope's service programs are shared by every node of the scope and each node's agent
+ * re-applies them, so another node's agent may swap their programs for identical ones: for those
+ * links only presence and attachment count.
+ */
+export function ebpfFingerprint(target: NodeTarget): string {
+  const h = createHash('sha256');
+  const [own, shared] = dirs(target);
+  for (const dir of [own, shared]) {
+    if (!dir) continue;
+    for (const path of pinnedMaps(dir).sort()) h.update(`map ${path}\n`);
+    for (const path of pinnedLinks(dir).sort()) {
+      const info = linkInfo(path);
+      const program = dir === own ? (info?.programId ?? '-') : 'shared';
+      h.update(`link ${path} program=${program} attached=${attached(info)}\n`);
+    }
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Before a repair: drops pinned links that no longer hold their hook, so the next apply attaches
+ * fresh ones instead of updating a link that goes nowhere.
+ */
+export function dropDetachedLinks(target: NodeTarget): string[] {
+  const dropped: string[] = [];
+  for (const dir of dirs(target)) {
+    for (const path of pinnedLinks(dir)) {
+      if (attached(linkInfo(path))) continue;
+      dropPinnedLink(path);
+      dropped.push(path);
+    }
+  }
+  return dropped;
+}

@@ -1,0 +1,239 @@
+/**
+ * A lab runs one agent per node, as a real cluster runs one per host: `lab up` and `lab apply`
+ * write the desired state (the IR with the addresses the lab allocated, the model, the pods'
+ * cgroups) to the lab's `desired/` directory, and wait until every node's agent reports that
+ * revision in force, or the error that kept it out.
+ */
+import { spawn } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AgentStatus } from '../agent/agent.js';
+import { agentRequest } from '../agent/client.js';
+import { DESIRED_FILE, type DesiredState } from '../agent/desired.js';
+import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
+import type { BackendName } from '../dataplane/backend.js';
+import { LabError } from './errors.js';
+import { labDir, isAlive } from './state.js';
+
+export interface LabAgentNode {
+  name: string;
+  netns: string;
+}
+
+export interface AgentProcess {
+  pid: number;
+  scope: string;
+  node: string;
+  backend: string;
+  source: string;
+}
+
+const START_TIMEOUT_MS = 60_000;
+const APPLY_TIMEOUT_MS = 180_000;
+
+export function desiredDir(lab: string): string {
+  return join(labDir(lab), 'desired');
+}
+
+export function agentStateDir(lab: string, node: string): string {
+  return join(labDir(lab), 'agents', node);
+}
+
+/** The CLI launcher agents run from (src/lab and dist/lab both sit two levels below it). */
+function cliEntry(): string {
+  const path = fileURLToPath(new URL('../../bin/switchyard', import.meta.url));
+  if (!existsSync(path)) throw new LabError(`switchyard's launcher not found at ${path}`);
+  return path;
+}
+
+function argValue(argv: string[], flag: string): string {
+  const i = argv.indexOf(flag);
+  return i >= 0 ? (argv[i + 1] ?? '') : '';
+}
+
+function parentPid(pid: string): number {
+  try {
+    // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Every agent process on the machine, by its command line. An agent's child between fork and
+ * exec still shows the agent's command line: processes whose parent is an agent are not agents.
+ */
+export function findAgents(): AgentProcess[] {
+  const out: AgentProcess[] = [];
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!argv.includes(AGENT_MARK)) continue;
+    parents.set(Number(entry), parentPid(entry));
+    out.push({
+      pid: Number(entry),
+      scope: argValue(argv, '--scope'),
+      node: argValue(argv, '--node'),
+      backend: argValue(argv, '--backend'),
+      source: argValue(argv, '--source'),
+    });
+  }
+  return out.filter((a) => !parents.has(parents.get(a.pid) ?? 0));
+}
+
+export function labAgents(lab: string): AgentProcess[] {
+  const source = desiredDir(lab);
+  return findAgents().filter((a) => a.scope === lab && a.source === source);
+}
+
+async function stopPids(pids: number[], signal: NodeJS.Signals): Promise<void> {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone already
+    }
+  }
+  const deadline = Date.now() + 5000;
+  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  for (const pid of pids.filter(isAlive)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/** Stops agents (SIGTERM: they leave the dataplane in force), all of the lab's or those `keep` rejects. */
+export async function stopLabAgents(
+  lab: string,
+  keep: (a: AgentProcess) => boolean = () => false,
+): Promise<number[]> {
+  const pids = labAgents(lab)
+    .filter((a) => !keep(a))
+    .map((a) => a.pid);
+  await stopPids(pids, 'SIGTERM');
+  return pids;
+}
+
+/** Agents whose lab no longer exists (its state directory is gone): what a crash can leave. */
+export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
+  const pids = findAgents()
+    .filter((a) => a.source.startsWith(`${labsRoot}${sep}`) && !existsSync(a.source))
+    .map((a) => a.pid);
+  await stopPids(pids, 'SIGKILL');
+  return pids;
+}
+
+export function writeDesired(lab: string, state: DesiredState): void {
+  const dir = desiredDir(lab);
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, DESIRED_FILE);
+  writeFileSync(`${path}.tmp`, JSON.stringify(state));
+  renameSync(`${path}.tmp`, path);
+}
+
+function logTail(stateDir: string): string {
+  try {
+    return readFileSync(agentLog(stateDir), 'utf8').trim().split('\n').slice(-8).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function startAgent(lab: string, node: LabAgentNode, backend: BackendName): number {
+  const stateDir = agentStateDir(lab, node.name);
+  mkdirSync(stateDir, { recursive: true });
+  const log = openSync(agentLog(stateDir), 'a');
+  const args = [
+    cliEntry(),
+    'agent',
+    AGENT_MARK,
+    '--node',
+    node.name,
+    '--backend',
+    backend,
+    '--netns',
+    node.netns,
+    '--scope',
+    lab,
+    '--source',
+    desiredDir(lab),
+    '--state-dir',
+    stateDir,
+  ];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  closeSync(log);
+  if (child.pid === undefined) throw new LabError(`cannot start the agent of node ${node.name}`);
+  child.unref();
+  return child.pid;
+}
+
+/**
+ * Makes the lab's agents exactly one per node with `backend` (agents of other backends or of
+ * nodes that left are stopped), then waits until each has `revision` in force.
+ */
+export async function syncLabAgents(
+  lab: string,
+  nodes: readonly LabAgentNode[],
+  backend: BackendName,
+  revision: string,
+): Promise<void> {
+  const wanted = new Map(nodes.map((n) => [n.name, n]));
+  await stopLabAgents(lab, (a) => a.backend === backend && wanted.get(a.node)?.netns !== undefined);
+  const running = new Map(labAgents(lab).map((a) => [a.node, a.pid]));
+  const pids = new Map<string, number>();
+  for (const n of nodes) pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend));
+  await Promise.all(nodes.map((n) => waitForRevision(lab, n.name, pids.get(n.name) ?? 0, revision)));
+}
+
+async function waitForRevision(lab: string, node: string, pid: number, revision: string): Promise<void> {
+  const stateDir = agentStateDir(lab, node);
+  const socket = apiSocket(stateDir);
+  const started = Date.now();
+  let answered = false;
+  for (;;) {
+    if (!isAlive(pid)) {
+      const tail = logTail(stateDir);
+      throw new LabError(`the agent of node ${node} exited${tail ? `:\n${tail}` : ''}`);
+    }
+    try {
+      const s = await agentRequest<AgentStatus>(socket, '/v1/status', { timeoutMs: 5000 });
+      answered = true;
+      if (s.revision === revision && s.desiredRevision === revision && !s.lastError) return;
+      if (s.lastError && s.desiredRevision === revision && (s.lastError.revision ?? revision) === revision)
+        throw new LabError(
+          `the ${s.backend} backend failed on node ${node}: ${s.lastError.message}\n` +
+            `(the previous state stays in force; fix the cause and run 'switchyard lab apply')`,
+        );
+    } catch (e) {
+      if (e instanceof LabError) throw e;
+      // not listening yet (first sync still running)
+    }
+    const limit = answered ? APPLY_TIMEOUT_MS : START_TIMEOUT_MS + APPLY_TIMEOUT_MS;
+    if (Date.now() - started > limit)
+      throw new LabError(
+        `the agent of node ${node} did not put revision ${revision} in force within ${limit / 1000} s`,
+      );
+    await new Promise((r) => setTimeout(r, 15));
+  }
+}

@@ -1,0 +1,261 @@
+/**
+ * Kernel events → flow records. Verdicts open (or add to) a flow, conntrack totals fill in the
+ * packets and bytes of allowed connections, process events attach who opened them. Bounded on
+ * every side so a flood cannot take the agent down: a token bucket caps events per second
+ * (the rest are counted as dropped), and the table keeps only the most recently active flows.
+ */
+import type { Direction } from '../ir/types.js';
+import type {
+  ConnectionEvent,
+  EventSink,
+  KernelEvent,
+  ProcessEvent,
+  Verdict,
+  VerdictEvent,
+} from './events.js';
+
+export interface FlowProcess {
+  pid: number;
+  comm: string;
+  cgroupId: string;
+  /** The pod whose cgroup it is. */
+  pod?: string;
+}
+
+export interface Flow {
+  key: string;
+  node: string;
+  firstSeen: string;
+  lastSeen: string;
+  protocol: string;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  direction: Direction;
+  endpoint?: string;
+  verdict: Verdict;
+  rule: string;
+  /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
+  policy?: string;
+  packets: number;
+  bytes: number;
+  process?: FlowProcess;
+}
+
+export interface FlowFilter {
+  pod?: string;
+  verdict?: Verdict;
+  /** Substring of the policy label or rule id. */
+  policy?: string;
+}
+
+export interface FlowStats {
+  /** Kernel events taken in. */
+  events: number;
+  /** Events refused by the rate limit. */
+  rateLimited: number;
+  /** Events the kernel side could not deliver, by where they were lost. */
+  lost: Record<string, number>;
+  flows: number;
+  evicted: number;
+}
+
+export interface FlowTableOptions {
+  node: string;
+  /** Flows kept (least recently active go first). */
+  capacity?: number;
+  /** Sustained events per second taken in; bursts up to one second's worth. */
+  maxEventsPerSecond?: number;
+  /** Policy label of a rule id, when it belongs to a policy. */
+  policyOf?: (rule: string) => string | undefined;
+  podOfCgroup?: (cgroupId: string) => string | undefined;
+  now?: () => number;
+}
+
+const PROTOCOLS: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+const PENDING_PROCESS_MS = 30_000;
+const PENDING_PROCESS_MAX = 4096;
+
+function tupleKey(protocol: number, src: string, sport: number, dst: string, dport: number): string {
+  return `${protocol}|${src}|${sport}|${dst}|${dport}`;
+}
+
+export function matchesFilter(f: Flow, filter: FlowFilter): boolean {
+  if (filter.verdict && f.verdict !== filter.verdict) return false;
+  if (filter.pod && f.endpoint !== filter.pod && f.process?.pod !== filter.pod) return false;
+  if (filter.policy && !(f.policy?.includes(filter.policy) || f.rule.includes(filter.policy))) return false;
+  return true;
+}
+
+export class FlowTable implements EventSink {
+  private readonly flows = new Map<string, Flow>();
+  /** 5-tuple → keys of flows with that tuple (a same-node connection has an egress and an ingress flow). */
+  private readonly byTuple = new Map<string, Set<string>>();
+  private readonly tupleOfKey = new Map<string, string>();
+  private readonly pendingProcess = new Map<string, { at: number; process: FlowProcess }>();
+  private readonly listeners = new Set<(f: Flow) => void>();
+  private readonly capacity: number;
+  private readonly rate: number;
+  private readonly now: () => number;
+  private tokens: number;
+  private refilledAt: number;
+  private readonly counts: FlowStats = { events: 0, rateLimited: 0, lost: {}, flows: 0, evicted: 0 };
+
+  constructor(private readonly opts: FlowTableOptions) {
+    this.capacity = opts.capacity ?? 10_000;
+    this.rate = opts.maxEventsPerSecond ?? 20_000;
+    this.now = opts.now ?? Date.now;
+    this.tokens = this.rate;
+    this.refilledAt = this.now();
+  }
+
+  private admit(): boolean {
+    const now = this.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.refilledAt) * this.rate) / 1000);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  event(e: KernelEvent): void {
+    if (!this.admit()) {
+      this.counts.rateLimited++;
+      return;
+    }
+    this.counts.events++;
+    if (e.kind === 'verdict') this.verdict(e);
+    else if (e.kind === 'connection') this.connection(e);
+    else this.process(e);
+  }
+
+  lost(count: number, where: string): void {
+    if (count > 0) this.counts.lost[where] = (this.counts.lost[where] ?? 0) + count;
+  }
+
+  private touch(f: Flow): void {
+    // Re-inserting keeps the map ordered by last activity, so eviction takes the stalest.
+    this.flows.delete(f.key);
+    this.flows.set(f.key, f);
+    for (const l of this.listeners) l(f);
+  }
+
+  private verdict(e: VerdictEvent): void {
+    const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
+    const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}`;
+    const at = new Date(e.time).toISOString();
+    let f = this.flows.get(key);
+    if (f) {
+      f.packets++;
+      f.bytes += e.bytes;
+      f.lastSeen = at;
+    } else {
+      const policy = this.opts.policyOf?.(e.rule);
+      f = {
+        key,
+        node: this.opts.node,
+        firstSeen: at,
+        lastSeen: at,
+        protocol: PROTOCOLS[e.protocol] ?? String(e.protocol),
+        src: e.src,
+        sport: e.sport,
+        dst: e.dst,
+        dport: e.dport,
+        direction: e.direction,
+        ...(e.endpoint ? { endpoint: e.endpoint } : {}),
+        verdict: e.verdict,
+        rule: e.rule,
+        ...(policy ? { policy } : {}),
+        packets: 1,
+        bytes: e.bytes,
+      };
+      let keys = this.byTuple.get(tuple);
+      if (!keys) this.byTuple.set(tuple, (keys = new Set()));
+      keys.add(key);
+      this.tupleOfKey.set(key, tuple);
+      const pending = this.pendingProcess.get(tuple);
+      if (pending) f.process = pending.process;
+      this.evict();
+    }
+    this.touch(f);
+  }
+
+  private connection(e: ConnectionEvent): void {
+    const keys = this.byTuple.get(tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport));
+    if (!keys) return;
+    const at = new Date(e.time).toISOString();
+    for (const key of keys) {
+      const f = this.flows.get(key);
+      if (!f || f.verdict !== 'allow') continue;
+      // Conntrack counts the whole connection; never go below what verdicts already counted.
+      f.packets = Math.max(f.packets, e.packets);
+      f.bytes = Math.max(f.bytes, e.bytes);
+      f.lastSeen = at;
+      this.touch(f);
+    }
+  }
+
+  private process(e: ProcessEvent): void {
+    const pod = this.opts.podOfCgroup?.(e.cgroupId);
+    const process: FlowProcess = { pid: e.pid, comm: e.comm, cgroupId: e.cgroupId, ...(pod ? { pod } : {}) };
+    const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
+    // The process event may come before the verdict (tracepoint at SYN_SENT) or after it.
+    this.pendingProcess.set(tuple, { at: this.now(), process });
+    this.prunePending();
+    for (const key of this.byTuple.get(tuple) ?? []) {
+      const f = this.flows.get(key);
+      if (!f) continue;
+      f.process = process;
+      this.touch(f);
+    }
+  }
+
+  private prunePending(): void {
+    const cutoff = this.now() - PENDING_PROCESS_MS;
+    for (const [k, v] of this.pendingProcess) {
+      if (v.at >= cutoff && this.pendingProcess.size <= PENDING_PROCESS_MAX) break;
+      this.pendingProcess.delete(k);
+    }
+  }
+
+  private evict(): void {
+    while (this.flows.size >= this.capacity) {
+      const oldest = this.flows.keys().next();
+      if (oldest.done) return;
+      this.remove(oldest.value);
+      this.counts.evicted++;
+    }
+  }
+
+  private remove(key: string): void {
+    this.flows.delete(key);
+    const tuple = this.tupleOfKey.get(key);
+    this.tupleOfKey.delete(key);
+    if (tuple === undefined) return;
+    const keys = this.byTuple.get(tuple);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byTuple.delete(tuple);
+  }
+
+  /** Most recent first. */
+  list(filter: FlowFilter = {}, limit = 1000): Flow[] {
+    const out: Flow[] = [];
+    const all = [...this.flows.values()];
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
+      const f = all[i];
+      if (f && matchesFilter(f, filter)) out.push({ ...f });
+    }
+    return out;
+  }
+
+  /** Calls `listener` with every flow created or updated from now on; returns the unsubscribe function. */
+  subscribe(listener: (f: Flow) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  stats(): FlowStats {
+    return { ...this.counts, lost: { ...this.counts.lost }, flows: this.flows.size };
+  }
+}

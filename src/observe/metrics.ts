@@ -1,0 +1,150 @@
+/**
+ * The agent's Prometheus metrics. Rule counters and conntrack size are read from the kernel when
+ * scraped (the kernel already keeps them; copying them on a timer would only add staleness);
+ * everything the agent does itself is counted as it happens.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RuleCounter } from '../dataplane/backend.js';
+import type { FlowStats } from './flows.js';
+
+export interface RuleDescription {
+  policy: string;
+  action: string;
+}
+
+export interface MetricsSources {
+  counters: () => Promise<RuleCounter[]>;
+  conntrackEntries: () => Promise<number>;
+  flowStats: () => FlowStats;
+  /** Policy and action of a counter's rule id (defaults and fail-closed drops included). */
+  describeRule: (rule: string) => RuleDescription;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly applyDuration: Histogram<'mode'>;
+  readonly repairs: Counter;
+  readonly errors: Counter<'stage'>;
+
+  constructor(sources: MetricsSources, labels: { node: string; backend: string }) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels(labels);
+    collectDefaultMetrics({ register: this.registry, prefix: 'switchyard_agent_' });
+
+    this.applyDuration = new Histogram({
+      name: 'switchyard_apply_duration_seconds',
+      help: 'Time to make the dataplane equal to the desired state',
+      labelNames: ['mode'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.repairs = new Counter({
+      name: 'switchyard_reconcile_repairs_total',
+      help: 'Times the dataplane was found changed behind the agent and restored',
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'switchyard_reconcile_errors_total',
+      help: 'Failed applies, repairs and drift checks',
+      labelNames: ['stage'],
+      registers,
+    });
+
+    let scrape: Promise<RuleCounter[]> | undefined;
+    // One kernel read per scrape, shared by the packet and byte series.
+    const counters = (): Promise<RuleCounter[]> =>
+      (scrape ??= sources.counters().finally(() => (scrape = undefined)));
+    const ruleLabels = ['rule', 'policy', 'action', 'endpoint', 'direction'] as const;
+    const fill = async (
+      metric: Counter<(typeof ruleLabels)[number]>,
+      field: 'packets' | 'bytes',
+    ): Promise<void> => {
+      metric.reset();
+      for (const c of await counters()) {
+        if (c.rule.startsWith('prefilter/')) continue;
+        const d = sources.describeRule(c.rule);
+        metric.inc(
+          {
+            rule: c.rule,
+            policy: d.policy,
+            action: d.action,
+            endpoint: c.endpoint ?? '',
+            direction: c.direction ?? '',
+          },
+          c[field],
+        );
+      }
+    };
+    new Counter({
+      name: 'switchyard_rule_packets_total',
+      help: 'Packets that matched a policy rule, by the action it took',
+      labelNames: ruleLabels,
+      registers,
+      async collect() {
+        await fill(this, 'packets');
+      },
+    });
+    new Counter({
+      name: 'switchyard_rule_bytes_total',
+      help: 'Bytes that matched a policy rule, by the action it took',
+      labelNames: ruleLabels,
+      registers,
+      async collect() {
+        await fill(this, 'bytes');
+      },
+    });
+    new Counter({
+      name: 'switchyard_prefilter_drops_total',
+      help: 'Packets dropped by a prefilter deny-list',
+      labelNames: ['prefilter'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const c of await counters())
+          if (c.rule.startsWith('prefilter/'))
+            this.inc({ prefilter: c.rule.slice('prefilter/'.length) }, c.packets);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_conntrack_entries',
+      help: 'Connections the dataplane tracks on this node',
+      registers,
+      async collect() {
+        this.set(await sources.conntrackEntries());
+      },
+    });
+    new Counter({
+      name: 'switchyard_flow_events_dropped_total',
+      help: 'Flow events not recorded: lost in the kernel (full buffer, kernel rate limit) or refused by the agent rate limit',
+      labelNames: ['where'],
+      registers,
+      collect() {
+        this.reset();
+        const s = sources.flowStats();
+        this.inc({ where: 'agent rate limit' }, s.rateLimited);
+        for (const [where, n] of Object.entries(s.lost)) this.inc({ where }, n);
+      },
+    });
+    new Counter({
+      name: 'switchyard_flow_events_total',
+      help: 'Flow events taken in',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.flowStats().events);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_flows',
+      help: 'Flows in the agent table',
+      registers,
+      collect() {
+        this.set(sources.flowStats().flows);
+      },
+    });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

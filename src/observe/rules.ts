@@ -1,0 +1,35 @@
+/** Rule ids (IR ids and the synthetic ones counters and flows use) → the policy and action behind them. */
+import { policyLabel, type IR, type Rule } from '../ir/types.js';
+import type { RuleDescription } from './metrics.js';
+
+const DEFAULT = /^(.+)\/(ingress|egress)\/default$/;
+const FAIL_CLOSED = /\/(ingress|egress)\/fail-closed\/[^/]+$/;
+
+export class RuleCatalog {
+  private readonly rules = new Map<string, Rule>();
+  private readonly defaults = new Map<string, 'allow' | 'deny'>();
+
+  constructor(ir: IR | undefined) {
+    for (const rs of ir?.ruleSets ?? []) {
+      for (const r of [...rs.globalRules, ...rs.kubernetesRules]) this.rules.set(r.id, r);
+      this.defaults.set(`${rs.endpoint}/${rs.direction}/default`, rs.kubernetesDefault);
+    }
+  }
+
+  /** Label of the policy a rule belongs to; undefined for defaults, fail-closed drops and prefilters. */
+  policyOf(id: string): string | undefined {
+    const r = this.rules.get(id);
+    return r ? policyLabel(r.policy) : undefined;
+  }
+
+  describe(id: string): RuleDescription {
+    const r = this.rules.get(id);
+    if (r) return { policy: policyLabel(r.policy), action: r.action };
+    if (id.startsWith('prefilter/'))
+      return { policy: `Prefilter ${id.slice('prefilter/'.length)}`, action: 'deny' };
+    if (FAIL_CLOSED.test(id)) return { policy: 'fail-closed', action: 'deny' };
+    const d = DEFAULT.exec(id);
+    if (d) return { policy: 'default', action: this.defaults.get(id) ?? 'deny' };
+    return { policy: '', action: '' };
+  }
+}

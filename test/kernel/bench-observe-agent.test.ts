@@ -1,0 +1,136 @@
+/**
+ * The `observe` and `agent` bench scenarios against the real kernel, with tiny parameters: real
+ * agent processes per node, flows on and off, and an agent syncing a generated cluster. Asserts
+ * shapes and sane values (flows really recorded when on, throughput on both sides, a finished
+ * sync, a resident agent), never absolute performance (shared machines).
+ */
+import { describe, expect, it } from 'vitest';
+import { scenarioLoaders } from '../../src/bench/registry.js';
+import {
+  agentScaleResult,
+  clusterSpec,
+  ebpfVerdict,
+  measureAgentScale,
+} from '../../src/bench/scenarios/agent.js';
+import { measureObserve, observeCosts, observeResult } from '../../src/bench/scenarios/observe.js';
+import type { BenchContext } from '../../src/bench/types.js';
+import { listNetns } from '../../src/netns/index.js';
+import { describeKernel } from '../support/kernel.js';
+
+const TAG = String(process.pid % 10_000);
+
+function context(): BenchContext & { ticks: number } {
+  const ctx = {
+    quick: true,
+    ticks: 0,
+    progress: {
+      total: (): void => undefined,
+      tick: (): void => {
+        ctx.ticks++;
+      },
+    },
+  };
+  return ctx;
+}
+
+describe('observe and agent bench scenarios', () => {
+  it('are registered under their names', async () => {
+    for (const name of ['observe', 'agent']) {
+      const load = scenarioLoaders[name];
+      expect(load, name).toBeDefined();
+      expect((await (load as () => Promise<{ name: string }>)()).name).toBe(name);
+    }
+  });
+
+  it('generates a cluster where every pod is selected by P policies and local pods are spread', () => {
+    const spec = clusterSpec({ endpoints: 1000, localPods: 10, policiesPerPod: 10 });
+    expect(spec.pods).toHaveLength(1000);
+    expect(spec.local).toHaveLength(10);
+    expect(new Set(spec.local.map((p) => p.ns)).size).toBe(10);
+    expect(spec.policiesPerNamespace).toBe(20);
+    // Policy k selects app values k…k+4 (mod 10): each app value is in exactly 10 of the 20 windows.
+    for (let app = 0; app < 10; app++) {
+      const selecting = Array.from({ length: 20 }, (_, k) => k).filter((k) => (app - k + 20) % 10 < 5);
+      expect(selecting).toHaveLength(10);
+    }
+  });
+});
+
+describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
+  it('observe: flows on and off per backend, events recorded when on', { timeout: 120_000 }, async () => {
+    const ctx = context();
+    const data = await measureObserve(ctx, {
+      rounds: 1,
+      bulkSeconds: 2,
+      connectionBatches: 2,
+      backends: ['ebpf', 'nftables'],
+      labPrefix: `bobt${TAG}`,
+    });
+    expect(ctx.ticks).toBe(2 * 3);
+    const r = observeResult(data);
+    expect(r.name).toBe('observe');
+    expect(r.unit).toBe('% of flows-off');
+    expect(r.rows.map((row) => `${row.backend} ${row.params.workload} ${row.params.flows}`).sort()).toEqual([
+      'ebpf bulk off',
+      'ebpf bulk on',
+      'ebpf connections off',
+      'ebpf connections on',
+      'nftables bulk off',
+      'nftables bulk on',
+      'nftables connections off',
+      'nftables connections on',
+    ]);
+    for (const c of observeCosts(data)) {
+      expect(c.off, `${c.backend} ${c.workload} off`).toBeGreaterThan(0);
+      expect(c.on, `${c.backend} ${c.workload} on`).toBeGreaterThan(0);
+      expect(Number.isFinite(c.cost)).toBe(true);
+    }
+    for (const t of data.turns) {
+      expect(t.gbps.length).toBeGreaterThan(0);
+      expect(t.connRates).toHaveLength(2);
+      if (t.flows === 'on') {
+        expect(t.flowStats?.events, `${t.backend} events`).toBeGreaterThan(0);
+        expect(t.flowStats?.flows).toBeGreaterThan(0);
+      } else expect(t.flowStats).toBeUndefined();
+    }
+    expect(r.notes?.some((n) => /ebpf (bulk|connections): .* target ≤ 5%: (PASS|FAIL)/.test(n))).toBe(true);
+    expect(listNetns().filter((n) => n.startsWith(`sy-bobt${TAG}`))).toEqual([]);
+  });
+
+  it(
+    'agent: a real agent syncs a generated cluster; sync time, label change and RSS',
+    { timeout: 120_000 },
+    async () => {
+      const ctx = context();
+      const data = await measureAgentScale(ctx, {
+        points: [{ endpoints: 300, backends: ['ebpf'] }],
+        localPods: 4,
+        policiesPerPod: 4,
+        repetitions: 1,
+        updates: 1,
+        lab: `bagt${TAG}`,
+      });
+      expect(ctx.ticks).toBe(2);
+      const [point] = data.points;
+      expect(point?.spec).toMatchObject({ endpoints: 300, localPods: 4, namespaces: 3, policies: 24 });
+      const [s] = point?.samples ?? [];
+      expect(s?.backend).toBe('ebpf');
+      expect(s?.fullSyncMs).toBeGreaterThan(0);
+      expect(s?.applyMs).toBeGreaterThanOrEqual(0);
+      expect(s?.buildMs).toBeGreaterThanOrEqual(0);
+      expect(s?.changed).toBeGreaterThan(0);
+      expect(s?.updateMs).toHaveLength(1);
+      expect(s?.updateModes).toEqual(['incremental']);
+      expect(s?.rssAfterSyncMiB).toBeGreaterThan(0);
+      expect(s?.hwmMiB).toBeGreaterThanOrEqual(s?.rssAfterSyncMiB ?? Infinity);
+      const r = agentScaleResult(data);
+      expect(r.rows.map((row) => `${row.backend} ${row.params.op}`)).toEqual([
+        'ebpf full sync',
+        'ebpf label change',
+      ]);
+      expect(ebpfVerdict(data)?.endpoints).toBe(300);
+      expect(r.notes?.some((n) => /full sync under 5 s: (PASS|FAIL)/.test(n))).toBe(true);
+      expect(listNetns().filter((n) => n.startsWith(`sy-bagt${TAG}`))).toEqual([]);
+    },
+  );
+});

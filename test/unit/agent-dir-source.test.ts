@@ -1,0 +1,229 @@
+/** DirectorySource: a watched directory of manifests (or a compiled desired.json) as desired state. */
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { buildIR } from '../../src/calc/index.js';
+import { SourceError, type DesiredState } from '../../src/agent/desired.js';
+import { DirectorySource } from '../../src/agent/dir-source.js';
+import { modelOf, namespace, networkPolicy, pod, toYaml, type Manifest } from '../support/manifests.js';
+
+const BASE: Manifest[] = [
+  namespace('shop'),
+  pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.1.1' }),
+  pod('shop', 'db', { labels: { app: 'db' }, ip: '198.18.1.2' }),
+];
+
+function allowWeb(port: number): Manifest {
+  return networkPolicy('shop', 'db-allow-web', {
+    podSelector: { matchLabels: { app: 'db' } },
+    ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port }] }],
+  });
+}
+
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sy-dirsource-'));
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function sourceError(source: DirectorySource): Promise<SourceError> {
+  const e: unknown = await source.read().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(SourceError);
+  return e as SourceError;
+}
+
+describe('DirectorySource: manifests', () => {
+  it('describes itself as dir:<path>', () => {
+    expect(new DirectorySource(dir).description).toBe(`dir:${dir}`);
+  });
+
+  it('turns the YAML manifests into the model and the IR, on two nodes by default', async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    writeFileSync(join(dir, 'policy.yml'), toYaml([allowWeb(5432)]));
+    const state = await new DirectorySource(dir).read();
+    expect(state.revision).toMatch(/^[0-9a-f]{16}$/);
+    expect(state.model?.pods.map((p) => `${p.namespace}/${p.name}`).sort()).toEqual(['shop/db', 'shop/web']);
+    expect(state.model?.networkPolicies.map((p) => p.name)).toEqual(['db-allow-web']);
+    expect(state.ir.version).toBe(1);
+    expect(state.ir.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2']);
+    expect(state.ir.endpoints.map((e) => e.id).sort()).toEqual(['shop/db', 'shop/web']);
+    const dbIngress = state.ir.ruleSets.find((r) => r.endpoint === 'shop/db' && r.direction === 'ingress');
+    expect(dbIngress?.kubernetesRules.map((r) => r.id)).toEqual(['np:shop/db-allow-web/ingress/0']);
+    expect(dbIngress?.kubernetesDefault).toBe('deny');
+  });
+
+  it('spreads pods over nodeCount nodes when asked', async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    const state = await new DirectorySource(dir, { nodeCount: 3 }).read();
+    expect(state.ir.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2', 'node-3']);
+  });
+
+  it('keeps the addresses of the state in force (previous allocations)', async () => {
+    writeFileSync(
+      join(dir, 'pods.yaml'),
+      toYaml([namespace('shop'), pod('shop', 'web'), pod('shop', 'db', { node: 'node-2' })]),
+    );
+    const fresh = await new DirectorySource(dir).read();
+    const webFresh = fresh.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses;
+    const pinned = await new DirectorySource(dir, {
+      previous: () => ({ podAddresses: { 'shop/web': '198.18.77.7' } }),
+    }).read();
+    expect(pinned.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses).toEqual(['198.18.77.7']);
+    expect(webFresh).not.toEqual(['198.18.77.7']);
+  });
+
+  it('keeps the revision while nothing changes, and changes it when a file does', async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(5432)]));
+    const source = new DirectorySource(dir);
+    const r1 = (await source.read()).revision;
+    expect((await source.read()).revision).toBe(r1);
+
+    // The same content written again, and files that are not manifests, change nothing.
+    writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(5432)]));
+    writeFileSync(join(dir, 'README.txt'), 'notes\n');
+    writeFileSync(join(dir, '.hidden.yaml'), 'not: [valid');
+    expect((await source.read()).revision).toBe(r1);
+
+    writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(5433)]));
+    const r2 = (await source.read()).revision;
+    expect(r2).not.toBe(r1);
+
+    // Back to the first content: the first revision again (content, not time).
+    writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(5432)]));
+    expect((await source.read()).revision).toBe(r1);
+
+    // A file added or renamed is a change.
+    writeFileSync(join(dir, 'more.yaml'), toYaml([namespace('other')]));
+    const r3 = (await source.read()).revision;
+    expect(new Set([r1, r2, r3]).size).toBe(3);
+    rmSync(join(dir, 'more.yaml'));
+    writeFileSync(join(dir, 'zz-more.yaml'), toYaml([namespace('other')]));
+    expect((await source.read()).revision).not.toBe(r3);
+  });
+
+  it('refuses invalid manifests with a SourceError naming the file', async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    writeFileSync(
+      join(dir, 'broken.yaml'),
+      toYaml([
+        networkPolicy('shop', 'bad', {
+          podSelector: { matchLabels: { app: 'db' } },
+          ingress: [{ ports: [{ port: 70000 }] }],
+        }),
+      ]),
+    );
+    const e = await sourceError(new DirectorySource(dir));
+    expect(e.message).toMatch(/^invalid manifests:/);
+    expect(e.message).toContain(join(dir, 'broken.yaml'));
+    expect(e.message).not.toContain('pods.yaml');
+  });
+
+  it('refuses YAML that does not parse, naming the file', async () => {
+    writeFileSync(join(dir, 'bad.yaml'), 'kind: Pod\nmetadata: { name: [unclosed\n');
+    const e = await sourceError(new DirectorySource(dir));
+    expect(e.message).toContain('bad.yaml');
+  });
+
+  it('refuses an empty directory, and one without manifests', async () => {
+    const source = new DirectorySource(dir);
+    expect((await sourceError(source)).message).toMatch(/no manifests/);
+    writeFileSync(join(dir, 'README.md'), '# nothing\n');
+    expect((await sourceError(source)).message).toMatch(/no manifests/);
+  });
+
+  it('refuses a directory that does not exist', async () => {
+    const e = await sourceError(new DirectorySource(join(dir, 'missing')));
+    expect(e.message).toContain(join(dir, 'missing'));
+  });
+});
+
+describe('DirectorySource: desired.json', () => {
+  it('takes a compiled desired state as is, ahead of any manifests', async () => {
+    const model = modelOf([...BASE, allowWeb(5432)]);
+    const ir = buildIR(model);
+    const desired: DesiredState = {
+      revision: 'lab-7',
+      ir,
+      model,
+      cgroups: { 'shop/web': '/sys/fs/cgroup/sy/web' },
+    };
+    writeFileSync(join(dir, 'desired.json'), JSON.stringify(desired));
+    writeFileSync(join(dir, 'pods.yaml'), toYaml([namespace('elsewhere')]));
+    const state = await new DirectorySource(dir).read();
+    expect(state).toEqual(JSON.parse(JSON.stringify(desired)));
+    expect(state.revision).toBe('lab-7');
+  });
+
+  it('refuses a desired.json that is not JSON, or not {revision, ir} of version 1', async () => {
+    const source = new DirectorySource(dir);
+    const path = join(dir, 'desired.json');
+    writeFileSync(path, '{ nope');
+    let e = await sourceError(source);
+    expect(e.message).toContain(path);
+    expect(e.message).toMatch(/not valid JSON/);
+
+    const ir = buildIR(modelOf(BASE));
+    writeFileSync(path, JSON.stringify({ ir }));
+    e = await sourceError(source);
+    expect(e.message).toContain(path);
+    expect(e.message).toMatch(/revision/);
+
+    writeFileSync(path, JSON.stringify({ revision: 'r1', ir: { ...ir, version: 2 } }));
+    expect((await sourceError(source)).message).toContain(path);
+
+    writeFileSync(path, JSON.stringify({ revision: 'r1' }));
+    expect((await sourceError(source)).message).toContain(path);
+  });
+});
+
+describe('DirectorySource: watch', () => {
+  it('calls back after a file is written, and not after stop', async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    const source = new DirectorySource(dir);
+    let calls = 0;
+    const stop = source.watch(() => calls++);
+    try {
+      // Nothing happens on its own (the poll sees the same listing).
+      await new Promise((r) => setTimeout(r, 1300));
+      expect(calls).toBe(0);
+      writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(5432)]));
+      await vi.waitFor(() => expect(calls).toBeGreaterThan(0), { timeout: 3000, interval: 20 });
+    } finally {
+      stop();
+    }
+    // Let in-flight events settle, then nothing more may arrive.
+    await new Promise((r) => setTimeout(r, 100));
+    const after = calls;
+    writeFileSync(join(dir, 'policy.yaml'), toYaml([allowWeb(9999)]));
+    writeFileSync(join(dir, 'desired.json'), '{}');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(calls).toBe(after);
+  });
+
+  it('notices a desired.json renamed into place (as the lab writes it)', async () => {
+    const staging = mkdtempSync(join(tmpdir(), 'sy-dirsource-staging-'));
+    const source = new DirectorySource(dir);
+    let calls = 0;
+    const stop = source.watch(() => calls++);
+    try {
+      const ir = buildIR(modelOf(BASE));
+      writeFileSync(join(staging, 'desired.json'), JSON.stringify({ revision: 'r9', ir }));
+      expect(calls).toBe(0);
+      renameSync(join(staging, 'desired.json'), join(dir, 'desired.json'));
+      await vi.waitFor(() => expect(calls).toBeGreaterThan(0), { timeout: 3000, interval: 20 });
+      expect((await source.read()).revision).toBe('r9');
+    } finally {
+      stop();
+      rmSync(staging, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,479 @@
+/**
+ * Agent: start (adopt / incremental / full), changes from the source, drift repair, errors, stop
+ * and uninstall — with a fake backend and fake kernel access, and a DirectorySource over a
+ * temporary directory holding a desired.json.
+ */
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Agent, type AgentOptions, type KernelAccess } from '../../src/agent/agent.js';
+import { DirectorySource } from '../../src/agent/dir-source.js';
+import { appliedPath, readApplied } from '../../src/agent/store.js';
+import { buildIR } from '../../src/calc/index.js';
+import type { ApplyResult, Backend, NodeTarget } from '../../src/dataplane/backend.js';
+import type { IR } from '../../src/ir/types.js';
+import { modelOf, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
+
+const TARGET: NodeTarget = { scope: 'unit', node: 'node-2', netns: 'unit-node-2' };
+
+/** shop/web on node-1, shop/db on node-2; with a port, db takes ingress from web on it only. */
+function irFor(port?: number, extra: Manifest[] = []): IR {
+  return buildIR(
+    modelOf([
+      namespace('shop'),
+      pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.1.1', node: 'node-1' }),
+      pod('shop', 'db', { labels: { app: 'db' }, ip: '198.18.1.2', node: 'node-2' }),
+      ...(port === undefined
+        ? []
+        : [
+            networkPolicy('shop', 'db-allow-web', {
+              podSelector: { matchLabels: { app: 'db' } },
+              ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port }] }],
+            }),
+          ]),
+      ...extra,
+    ]),
+  );
+}
+
+interface ApplyCall {
+  ir: IR;
+  previous: IR | undefined;
+}
+
+class FakeBackend implements Backend {
+  readonly name = 'nftables' as const;
+  readonly applies: ApplyCall[] = [];
+  removes = 0;
+  failWith: string | undefined;
+
+  render(_ir: IR, node: string) {
+    return { backend: this.name, node, text: '' };
+  }
+
+  apply(_target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    this.applies.push({ ir, previous });
+    if (this.failWith) return Promise.reject(new Error(this.failWith));
+    return Promise.resolve({ changed: ['table inet switchyard'], durationMs: 1 });
+  }
+
+  remove(): Promise<void> {
+    this.removes++;
+    return Promise.resolve();
+  }
+
+  counters() {
+    return Promise.resolve([]);
+  }
+}
+
+class FakeKernel implements KernelAccess {
+  fp = 'fp-1';
+  repairsPrepared = 0;
+  watchers: (() => void)[] = [];
+  watchStops = 0;
+
+  fingerprint(): Promise<string> {
+    return Promise.resolve(this.fp);
+  }
+
+  prepareRepair(): Promise<string[]> {
+    this.repairsPrepared++;
+    return Promise.resolve([]);
+  }
+
+  watch(_b: Backend, _t: NodeTarget, onChange: () => void) {
+    this.watchers.push(onChange);
+    return Promise.resolve({ stop: () => void this.watchStops++ });
+  }
+}
+
+const silent = pino({ level: 'silent' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let sourceDir: string;
+let stateDir: string;
+const agents: Agent[] = [];
+
+beforeEach(() => {
+  sourceDir = mkdtempSync(join(tmpdir(), 'sy-agent-src-'));
+  stateDir = mkdtempSync(join(tmpdir(), 'sy-agent-state-'));
+});
+
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop();
+  rmSync(sourceDir, { recursive: true, force: true });
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+function writeDesired(revision: string, ir: IR): void {
+  writeFileSync(join(sourceDir, 'desired.json'), JSON.stringify({ revision, ir }));
+}
+
+function agent(backend: Backend, kernel: KernelAccess, opts: Partial<AgentOptions> = {}): Agent {
+  const a = new Agent({
+    target: TARGET,
+    backend,
+    kernel,
+    source: new DirectorySource(sourceDir),
+    stateDir,
+    logger: silent,
+    reconcileMs: 50,
+    debounceMs: 30,
+    ...opts,
+  });
+  agents.push(a);
+  return a;
+}
+
+/** JSON round trip: what applied.json and desired.json hold. */
+function plain<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+describe('Agent: start', () => {
+  it('applies everything on first start and records it in applied.json', async () => {
+    const ir = irFor(5432);
+    writeDesired('r1', ir);
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    expect(readApplied(stateDir)).toBeUndefined();
+    await a.start();
+
+    expect(backend.applies).toHaveLength(1);
+    expect(backend.applies[0]?.ir).toEqual(plain(ir));
+    expect(backend.applies[0]?.previous).toBeUndefined();
+    expect(kernel.repairsPrepared).toBe(1);
+    expect(a.status).toMatchObject({
+      node: 'node-2',
+      backend: 'nftables',
+      netns: 'unit-node-2',
+      scope: 'unit',
+      source: `dir:${sourceDir}`,
+      revision: 'r1',
+      desiredRevision: 'r1',
+      repairs: 0,
+      errors: 0,
+      lastApply: { mode: 'full', changed: 1, revision: 'r1' },
+    });
+    expect(a.status.lastError).toBeUndefined();
+    expect(a.appliedIR).toEqual(plain(ir));
+
+    const record = readApplied(stateDir);
+    expect(record).toMatchObject({
+      version: 1,
+      node: 'node-2',
+      netns: 'unit-node-2',
+      scope: 'unit',
+      backend: 'nftables',
+      revision: 'r1',
+      fingerprint: 'fp-1',
+    });
+    expect(record?.ir).toEqual(plain(ir));
+  });
+
+  it('adopts what a previous agent left when desired state and fingerprint are the same', async () => {
+    writeDesired('r1', irFor(5432));
+    const first = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a1 = agent(first, kernel);
+    await a1.start();
+    await a1.stop();
+    expect(first.applies).toHaveLength(1);
+
+    const second = new FakeBackend();
+    const a2 = agent(second, kernel);
+    await a2.start();
+    expect(second.applies).toEqual([]);
+    expect(kernel.repairsPrepared).toBe(1);
+    expect(a2.status.lastApply).toMatchObject({ mode: 'adopted', revision: 'r1', changed: 0 });
+    expect(a2.status.revision).toBe('r1');
+    expect(readApplied(stateDir)?.fingerprint).toBe('fp-1');
+  });
+
+  it('applies the difference (previous = the recorded IR) when the state changed but the kernel did not', async () => {
+    const ir1 = irFor(5432);
+    const ir2 = irFor(8080);
+    writeDesired('r1', ir1);
+    const kernel = new FakeKernel();
+    const a1 = agent(new FakeBackend(), kernel);
+    await a1.start();
+    await a1.stop();
+
+    writeDesired('r2', ir2);
+    const backend = new FakeBackend();
+    const a2 = agent(backend, kernel);
+    await a2.start();
+    expect(backend.applies).toHaveLength(1);
+    expect(backend.applies[0]?.ir).toEqual(plain(ir2));
+    expect(backend.applies[0]?.previous).toEqual(plain(ir1));
+    expect(a2.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r2' });
+    expect(kernel.repairsPrepared).toBe(1);
+    expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', ir: plain(ir2) });
+  });
+
+  it('applies everything when the kernel is not as the previous agent left it', async () => {
+    const ir = irFor(5432);
+    writeDesired('r1', ir);
+    const kernel = new FakeKernel();
+    const a1 = agent(new FakeBackend(), kernel);
+    await a1.start();
+    await a1.stop();
+
+    kernel.fp = 'fp-rebooted';
+    const backend = new FakeBackend();
+    const a2 = agent(backend, kernel);
+    await a2.start();
+    expect(backend.applies).toHaveLength(1);
+    expect(backend.applies[0]?.previous).toBeUndefined();
+    expect(a2.status.lastApply?.mode).toBe('full');
+    expect(kernel.repairsPrepared).toBe(2);
+    expect(readApplied(stateDir)?.fingerprint).toBe('fp-rebooted');
+  });
+
+  it('does not adopt a record of another node', async () => {
+    writeDesired('r1', irFor(5432));
+    const kernel = new FakeKernel();
+    const a1 = agent(new FakeBackend(), kernel, {
+      target: { ...TARGET, node: 'node-1', netns: 'unit-node-1' },
+    });
+    await a1.start();
+    await a1.stop();
+    const backend = new FakeBackend();
+    const a2 = agent(backend, kernel);
+    await a2.start();
+    expect(backend.applies).toHaveLength(1);
+    expect(a2.status.lastApply?.mode).toBe('full');
+  });
+
+  it('reports a desired state without its node as a source error and applies nothing', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel(), { target: { ...TARGET, node: 'node-9' } });
+    await a.start();
+    expect(backend.applies).toEqual([]);
+    expect(a.status.lastError).toMatchObject({ stage: 'source' });
+    expect(a.status.lastError?.message).toContain('node-9');
+    expect(a.status.revision).toBeUndefined();
+  });
+});
+
+describe('Agent: drift', () => {
+  it('repairs a dataplane changed behind it within a few reconcile periods, once', async () => {
+    const ir = irFor(5432);
+    writeDesired('r1', ir);
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    await a.start();
+    await sleep(200);
+    // Checks that find the kernel as recorded change nothing.
+    expect(backend.applies).toHaveLength(1);
+    expect(a.status.repairs).toBe(0);
+
+    kernel.fp = 'fp-tampered';
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000, interval: 10 });
+    expect(a.status.lastApply).toMatchObject({ mode: 'repair', revision: 'r1' });
+    expect(backend.applies).toHaveLength(2);
+    expect(backend.applies[1]?.ir).toEqual(plain(ir));
+    expect(backend.applies[1]?.previous).toBeUndefined();
+    expect(kernel.repairsPrepared).toBe(2);
+    expect(readApplied(stateDir)?.fingerprint).toBe('fp-tampered');
+
+    // The repaired state is the new reference: no further repairs.
+    await sleep(300);
+    expect(a.status.repairs).toBe(1);
+    expect(backend.applies).toHaveLength(2);
+  });
+
+  it('reports a failed repair as a drift error and keeps trying', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const hooks = { repairs: 0, errors: [] as string[] };
+    const a = agent(backend, kernel, {
+      hooks: { onRepair: () => hooks.repairs++, onError: (s) => hooks.errors.push(s) },
+    });
+    await a.start();
+    backend.failWith = 'nft: busy';
+    kernel.fp = 'fp-tampered';
+    await vi.waitFor(() => expect(backend.applies.length).toBeGreaterThanOrEqual(3), { timeout: 2000 });
+    expect(a.status.repairs).toBe(0);
+    expect(a.status.lastError).toMatchObject({ stage: 'drift', message: 'nft: busy', revision: 'r1' });
+    expect(hooks.errors.every((s) => s === 'drift')).toBe(true);
+
+    backend.failWith = undefined;
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000 });
+    expect(hooks.repairs).toBe(1);
+    await vi.waitFor(() => expect(a.status.lastError).toBeUndefined(), { timeout: 2000 });
+  });
+
+  it("uses the kernel access's change watch: a change event triggers a check before the next period", async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel, { reconcileMs: 60_000 });
+    await a.start();
+    expect(kernel.watchers).toHaveLength(1);
+    kernel.fp = 'fp-tampered';
+    for (const w of kernel.watchers) w();
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000 });
+    await a.stop();
+    expect(kernel.watchStops).toBe(1);
+  });
+});
+
+describe('Agent: changes and errors', () => {
+  it('picks up a new desired.json through the watch, debounced into one incremental apply', async () => {
+    const ir1 = irFor(5432);
+    writeDesired('r1', ir1);
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel(), { debounceMs: 250 });
+    await a.start();
+    expect(backend.applies).toHaveLength(1);
+
+    // Writes closer together than the debounce period: only the last one is applied.
+    writeDesired('r2', irFor(1001));
+    await sleep(40);
+    writeDesired('r3', irFor(1002));
+    await sleep(40);
+    const ir4 = irFor(1003);
+    writeDesired('r4', ir4);
+    await vi.waitFor(() => expect(a.status.revision).toBe('r4'), { timeout: 3000, interval: 10 });
+    // Wait out the polling fallback too: it may call back again, but nothing is left to apply.
+    await sleep(1200);
+    expect(backend.applies).toHaveLength(2);
+    expect(backend.applies[1]?.ir).toEqual(plain(ir4));
+    expect(backend.applies[1]?.previous).toEqual(plain(ir1));
+    expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r4' });
+    expect(readApplied(stateDir)?.revision).toBe('r4');
+  });
+
+  it('records a new revision of the same state without applying', async () => {
+    const ir = irFor(5432);
+    writeDesired('r1', ir);
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel());
+    await a.start();
+    writeDesired('r1b', ir);
+    await a.syncNow();
+    expect(a.status.revision).toBe('r1b');
+    expect(backend.applies).toHaveLength(1);
+    expect(readApplied(stateDir)?.revision).toBe('r1b');
+  });
+
+  it('keeps the previous state in force when an apply fails, reports it, and the next good revision clears it', async () => {
+    const ir1 = irFor(5432);
+    writeDesired('r1', ir1);
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel());
+    await a.start();
+
+    backend.failWith = 'nft: syntax error';
+    writeDesired('r2', irFor(8080));
+    await a.syncNow();
+    expect(a.status.lastError).toMatchObject({
+      stage: 'apply',
+      revision: 'r2',
+      message: 'nft: syntax error',
+    });
+    expect(a.status.revision).toBe('r1');
+    expect(a.status.desiredRevision).toBe('r2');
+    expect(a.status.errors).toBeGreaterThanOrEqual(1);
+    expect(a.status.lastApply).toMatchObject({ mode: 'full', revision: 'r1' });
+    expect(a.appliedIR).toEqual(plain(ir1));
+    expect(readApplied(stateDir)?.revision).toBe('r1');
+
+    backend.failWith = undefined;
+    const ir3 = irFor(9090);
+    writeDesired('r3', ir3);
+    await a.syncNow();
+    expect(a.status.lastError).toBeUndefined();
+    expect(a.status.revision).toBe('r3');
+    expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r3' });
+    expect(backend.applies.at(-1)?.previous).toEqual(plain(ir1));
+    expect(readApplied(stateDir)?.revision).toBe('r3');
+  });
+
+  it('reports a failed first apply without a revision in force', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    backend.failWith = 'no nft binary';
+    const a = agent(backend, new FakeKernel(), { reconcileMs: 60_000 });
+    await a.start();
+    expect(a.status.revision).toBeUndefined();
+    expect(a.status.lastError).toMatchObject({ stage: 'apply', revision: 'r1', message: 'no nft binary' });
+    expect(readApplied(stateDir)).toBeUndefined();
+  });
+
+  it('reports an unreadable source as a source error and keeps the state in force', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel());
+    await a.start();
+    writeFileSync(join(sourceDir, 'desired.json'), '{ broken');
+    await a.syncNow();
+    expect(a.status.lastError).toMatchObject({ stage: 'source' });
+    expect(a.status.lastError?.message).toContain('desired.json');
+    expect(a.status.revision).toBe('r1');
+    expect(backend.applies).toHaveLength(1);
+  });
+
+  it('calls the hooks with the mode and the desired state applied', async () => {
+    writeDesired('r1', irFor(5432));
+    const applied: [string, string][] = [];
+    const a = agent(new FakeBackend(), new FakeKernel(), {
+      hooks: { onApplied: (mode, seconds, desired) => applied.push([mode, desired.revision]) },
+    });
+    await a.start();
+    writeDesired('r2', irFor(8080));
+    await a.syncNow();
+    expect(applied).toEqual([
+      ['full', 'r1'],
+      ['incremental', 'r2'],
+    ]);
+  });
+});
+
+describe('Agent: stop and uninstall', () => {
+  it('stop() stops watching and checking: no applies or repairs after it', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    await a.start();
+    await a.stop();
+    writeDesired('r2', irFor(8080));
+    kernel.fp = 'fp-tampered';
+    await sleep(1300);
+    expect(backend.applies).toHaveLength(1);
+    expect(a.status.repairs).toBe(0);
+    expect(a.status.revision).toBe('r1');
+    expect(backend.removes).toBe(0);
+    // The dataplane stays in force, and so does its record.
+    expect(readApplied(stateDir)?.revision).toBe('r1');
+  });
+
+  it('uninstall() removes the dataplane and the record', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const a = agent(backend, new FakeKernel());
+    await a.start();
+    expect(existsSync(appliedPath(stateDir))).toBe(true);
+    await a.uninstall();
+    expect(backend.removes).toBe(1);
+    expect(existsSync(appliedPath(stateDir))).toBe(false);
+    expect(readApplied(stateDir)).toBeUndefined();
+    expect(a.appliedIR).toBeUndefined();
+
+    // A later agent starts from scratch.
+    const next = new FakeBackend();
+    const a2 = agent(next, new FakeKernel());
+    await a2.start();
+    expect(next.applies).toHaveLength(1);
+    expect(a2.status.lastApply?.mode).toBe('full');
+  });
+});

@@ -1,0 +1,222 @@
+/** AgentMetrics over fake sources: what a Prometheus scrape of an agent shows. */
+import { describe, expect, it } from 'vitest';
+import type { RuleCounter } from '../../src/dataplane/backend.js';
+import type { FlowStats } from '../../src/observe/flows.js';
+import { AgentMetrics, type RuleDescription } from '../../src/observe/metrics.js';
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Prometheus text exposition → samples (comments skipped). */
+function samples(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparsable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
+      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, '$1');
+    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+function find(all: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
+  return all.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+function value(all: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const found = find(all, name, labels);
+  if (found.length > 1) throw new Error(`${found.length} samples of ${name} ${JSON.stringify(labels)}`);
+  return found[0]?.value;
+}
+
+const DESCRIPTIONS: Record<string, RuleDescription> = {
+  'np:shop/db-allow-web/ingress/0': { policy: 'NetworkPolicy shop/db-allow-web', action: 'allow' },
+  'gp:deny-bad/ingress/0': { policy: 'GlobalPolicy deny-bad', action: 'deny' },
+  'shop/db/ingress/default': { policy: 'default', action: 'deny' },
+};
+
+function fakeSources() {
+  const state = {
+    counters: [
+      {
+        rule: 'np:shop/db-allow-web/ingress/0',
+        endpoint: 'shop/db',
+        direction: 'ingress',
+        packets: 12,
+        bytes: 3400,
+      },
+      { rule: 'gp:deny-bad/ingress/0', endpoint: 'shop/db', direction: 'ingress', packets: 5, bytes: 300 },
+      { rule: 'shop/db/ingress/default', endpoint: 'shop/db', direction: 'ingress', packets: 2, bytes: 120 },
+      { rule: 'prefilter/blocklist', packets: 9, bytes: 540 },
+      { rule: 'prefilter/tor-exits', packets: 1, bytes: 60 },
+    ] as RuleCounter[],
+    conntrack: 42,
+    flowStats: {
+      events: 1000,
+      rateLimited: 17,
+      lost: { 'ring buffer': 3, nflog: 4 },
+      flows: 55,
+      evicted: 6,
+    } as FlowStats,
+    counterReads: 0,
+    describeCalls: [] as string[],
+  };
+  const metrics = new AgentMetrics(
+    {
+      counters: () => {
+        state.counterReads++;
+        return Promise.resolve(state.counters.map((c) => ({ ...c })));
+      },
+      conntrackEntries: () => Promise.resolve(state.conntrack),
+      flowStats: () => state.flowStats,
+      describeRule: (rule) => {
+        state.describeCalls.push(rule);
+        return DESCRIPTIONS[rule] ?? { policy: '', action: '' };
+      },
+    },
+    { node: 'node-2', backend: 'nftables' },
+  );
+  return { metrics, state };
+}
+
+describe('AgentMetrics', () => {
+  it('exposes rule packets and bytes with rule, policy, action, endpoint and direction labels', async () => {
+    const { metrics } = fakeSources();
+    const all = samples(await metrics.text());
+    expect(
+      find(all, 'switchyard_rule_packets_total', { rule: 'np:shop/db-allow-web/ingress/0' })[0]?.labels,
+    ).toEqual({
+      rule: 'np:shop/db-allow-web/ingress/0',
+      policy: 'NetworkPolicy shop/db-allow-web',
+      action: 'allow',
+      endpoint: 'shop/db',
+      direction: 'ingress',
+      node: 'node-2',
+      backend: 'nftables',
+    });
+    const rules: [string, string, string, number, number][] = [
+      ['np:shop/db-allow-web/ingress/0', 'NetworkPolicy shop/db-allow-web', 'allow', 12, 3400],
+      ['gp:deny-bad/ingress/0', 'GlobalPolicy deny-bad', 'deny', 5, 300],
+      ['shop/db/ingress/default', 'default', 'deny', 2, 120],
+    ];
+    for (const [rule, policy, action, packets, bytes] of rules) {
+      expect(value(all, 'switchyard_rule_packets_total', { rule, policy, action }), rule).toBe(packets);
+      expect(value(all, 'switchyard_rule_bytes_total', { rule, policy, action }), rule).toBe(bytes);
+    }
+    expect(find(all, 'switchyard_rule_packets_total')).toHaveLength(3);
+    expect(find(all, 'switchyard_rule_bytes_total')).toHaveLength(3);
+  });
+
+  it('keeps prefilter drops out of the rule series, in their own counter', async () => {
+    const { metrics, state } = fakeSources();
+    const all = samples(await metrics.text());
+    expect(all.filter((s) => s.labels.rule?.startsWith('prefilter/'))).toEqual([]);
+    expect(value(all, 'switchyard_prefilter_drops_total', { prefilter: 'blocklist' })).toBe(9);
+    expect(value(all, 'switchyard_prefilter_drops_total', { prefilter: 'tor-exits' })).toBe(1);
+    expect(find(all, 'switchyard_prefilter_drops_total')).toHaveLength(2);
+    expect(state.describeCalls.filter((r) => r.startsWith('prefilter/'))).toEqual([]);
+  });
+
+  it('shows the conntrack gauge, flow counters and flow table size', async () => {
+    const { metrics } = fakeSources();
+    const all = samples(await metrics.text());
+    expect(value(all, 'switchyard_conntrack_entries')).toBe(42);
+    expect(value(all, 'switchyard_flow_events_total')).toBe(1000);
+    expect(value(all, 'switchyard_flows')).toBe(55);
+  });
+
+  it('counts dropped flow events by where, the agent rate limit included', async () => {
+    const { metrics } = fakeSources();
+    const all = samples(await metrics.text());
+    expect(value(all, 'switchyard_flow_events_dropped_total', { where: 'agent rate limit' })).toBe(17);
+    expect(value(all, 'switchyard_flow_events_dropped_total', { where: 'ring buffer' })).toBe(3);
+    expect(value(all, 'switchyard_flow_events_dropped_total', { where: 'nflog' })).toBe(4);
+    expect(find(all, 'switchyard_flow_events_dropped_total')).toHaveLength(3);
+  });
+
+  it('reads the kernel at every scrape: values are the current ones, not accumulated', async () => {
+    const { metrics, state } = fakeSources();
+    await metrics.text();
+    state.counters = [
+      {
+        rule: 'np:shop/db-allow-web/ingress/0',
+        endpoint: 'shop/db',
+        direction: 'ingress',
+        packets: 20,
+        bytes: 5000,
+      },
+      { rule: 'prefilter/blocklist', packets: 11, bytes: 660 },
+    ];
+    state.conntrack = 7;
+    state.flowStats = { events: 1500, rateLimited: 20, lost: { 'ring buffer': 3 }, flows: 60, evicted: 6 };
+    const all = samples(await metrics.text());
+    expect(value(all, 'switchyard_rule_packets_total', { rule: 'np:shop/db-allow-web/ingress/0' })).toBe(20);
+    expect(value(all, 'switchyard_rule_bytes_total', { rule: 'np:shop/db-allow-web/ingress/0' })).toBe(5000);
+    // Rules the kernel no longer reports disappear.
+    expect(find(all, 'switchyard_rule_packets_total')).toHaveLength(1);
+    expect(find(all, 'switchyard_prefilter_drops_total')).toEqual([
+      expect.objectContaining({ labels: expect.objectContaining({ prefilter: 'blocklist' }), value: 11 }),
+    ]);
+    expect(value(all, 'switchyard_conntrack_entries')).toBe(7);
+    expect(value(all, 'switchyard_flow_events_total')).toBe(1500);
+    expect(value(all, 'switchyard_flow_events_dropped_total', { where: 'agent rate limit' })).toBe(20);
+    expect(find(all, 'switchyard_flow_events_dropped_total')).toHaveLength(2);
+  });
+
+  it('reads the kernel counters once per scrape for packets, bytes and prefilters', async () => {
+    const { metrics, state } = fakeSources();
+    await metrics.text();
+    expect(state.counterReads).toBe(1);
+    await metrics.text();
+    expect(state.counterReads).toBe(2);
+  });
+
+  it('records apply durations in the histogram by mode', async () => {
+    const { metrics } = fakeSources();
+    let all = samples(await metrics.text());
+    expect(find(all, 'switchyard_apply_duration_seconds_count')).toEqual([]);
+    metrics.applyDuration.observe({ mode: 'full' }, 0.02);
+    metrics.applyDuration.observe({ mode: 'full' }, 3);
+    metrics.applyDuration.observe({ mode: 'incremental' }, 0.004);
+    all = samples(await metrics.text());
+    expect(value(all, 'switchyard_apply_duration_seconds_count', { mode: 'full' })).toBe(2);
+    expect(value(all, 'switchyard_apply_duration_seconds_sum', { mode: 'full' })).toBeCloseTo(3.02);
+    expect(value(all, 'switchyard_apply_duration_seconds_bucket', { mode: 'full', le: '0.01' })).toBe(0);
+    expect(value(all, 'switchyard_apply_duration_seconds_bucket', { mode: 'full', le: '0.025' })).toBe(1);
+    expect(value(all, 'switchyard_apply_duration_seconds_bucket', { mode: 'full', le: '5' })).toBe(2);
+    expect(value(all, 'switchyard_apply_duration_seconds_bucket', { mode: 'full', le: '+Inf' })).toBe(2);
+    expect(value(all, 'switchyard_apply_duration_seconds_bucket', { mode: 'incremental', le: '0.005' })).toBe(
+      1,
+    );
+    expect(value(all, 'switchyard_apply_duration_seconds_count', { mode: 'full' })).toBe(2);
+  });
+
+  it('counts repairs and errors by stage', async () => {
+    const { metrics } = fakeSources();
+    metrics.repairs.inc();
+    metrics.repairs.inc();
+    metrics.errors.inc({ stage: 'apply' });
+    const all = samples(await metrics.text());
+    expect(value(all, 'switchyard_reconcile_repairs_total')).toBe(2);
+    expect(value(all, 'switchyard_reconcile_errors_total', { stage: 'apply' })).toBe(1);
+  });
+
+  it('has the default process metrics under the agent prefix, labelled with node and backend', async () => {
+    const { metrics } = fakeSources();
+    const text = await metrics.text();
+    const all = samples(text);
+    const rss = find(all, 'switchyard_agent_process_resident_memory_bytes');
+    expect(rss).toHaveLength(1);
+    expect(rss[0]?.value).toBeGreaterThan(0);
+    expect(rss[0]?.labels).toMatchObject({ node: 'node-2', backend: 'nftables' });
+    expect(text).toContain('# TYPE switchyard_agent_process_cpu_seconds_total counter');
+    // Every series carries the agent's labels.
+    expect(all.filter((s) => s.labels.node !== 'node-2' || s.labels.backend !== 'nftables')).toEqual([]);
+  });
+});
