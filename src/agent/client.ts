@@ -22,6 +22,7 @@ export function agentRequest<T>(
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: socket, path, method: opts.method ?? 'GET' }, (res) => {
       const chunks: Buffer[] = [];
+      res.on('error', (e) => reject(new AgentUnreachable(socket, e.message)));
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');

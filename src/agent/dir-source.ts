@@ -18,6 +18,12 @@ const POLL_MS = 1000;
 export interface DirectorySourceOptions {
   /** Nodes to spread pods without spec.nodeName over (manifest directories only). */
   nodeCount?: number;
+  /**
+   * The agent's node (manifest directories only): the IR then holds rule sets for this node's
+   * endpoints alone (every endpoint, set member and service stays), which is all its dataplane
+   * installs and a fraction of the cluster's rules to build and keep.
+   */
+  node?: string;
   /** Allocations of the state in force, so addresses survive updates. */
   previous?: () => PreviousAllocations | undefined;
 }
@@ -78,6 +84,7 @@ export class DirectorySource implements DesiredSource {
     const previous = this.opts.previous?.();
     const ir = buildIR(result.model, {
       ...(this.opts.nodeCount ? { nodeCount: this.opts.nodeCount } : {}),
+      ...(this.opts.node !== undefined ? { node: this.opts.node } : {}),
       ...(previous ? { previous } : {}),
     });
     return { revision: hash.digest('hex').slice(0, 16), ir, model: result.model };

@@ -94,6 +94,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   let observers: Observers | undefined;
   const source = new DirectorySource(opts.source, {
     ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
+    node: opts.node,
     previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
   });
   const agent: Agent = new Agent({

@@ -14,6 +14,12 @@ export interface CalcOptions {
    * only routes to ready endpoints. Policy is unaffected. Default: every pod is ready.
    */
   readyPods?: ReadonlySet<string>;
+  /**
+   * Build only what this node installs: rule sets of its endpoints, the sets they reference and
+   * the prefilters it carries (the result equals `irForNode(buildIR(model), node)`). Endpoints,
+   * nodes and services stay whole: they are cluster-wide (sets, service backends, explain).
+   */
+  node?: string;
 }
 
 export interface PreviousAllocations {

@@ -17,15 +17,14 @@ export function buildIR(model: Model, opts: CalcOptions = {}): IR {
   const placement = placePods(model.pods, nodes, opts.previous?.podNodes);
   const endpoints = buildEndpoints(model, placement, opts.previous?.podAddresses);
   const sets = new SetRegistry(endpoints);
-  const ruleSets = buildRuleSets(model, endpoints, sets);
-  const prefilters: Prefilter[] = [...model.prefilters]
-    .sort((a, b) => (a.name < b.name ? -1 : 1))
-    .map((p) => ({
-      name: p.name,
-      nodes: p.nodes ? nodes.filter((n) => p.nodes?.includes(n)) : [...nodes],
-      set: sets.cidrSet(setId(`prefilter:${p.name}`, 'sy-pf-'), `prefilter ${p.name}`, p.cidrs),
-    }));
-  return {
+  const node = opts.node;
+  const ruleSets = buildRuleSets(
+    model,
+    node === undefined ? endpoints : endpoints.filter((e) => e.node === node),
+    sets,
+  );
+  const prefilters = buildPrefilters(model, nodes, sets, node);
+  const ir: IR = {
     version: 1,
     nodes: nodes.map((name, i) => ({ name, address: nodeFabricAddress(i) })),
     endpoints,
@@ -34,6 +33,62 @@ export function buildIR(model: Model, opts: CalcOptions = {}): IR {
     ruleSets,
     services: buildServices(model, endpoints, opts.previous?.serviceAddresses, opts.readyPods),
     prefilters,
+  };
+  // A rule can resolve to nothing (a named port no local pod has) after its set was made: slicing
+  // keeps exactly the sets the node's rules and prefilters reference, as irForNode does.
+  return node === undefined ? ir : irForNode(ir, node);
+}
+
+function buildPrefilters(
+  model: Model,
+  nodes: readonly string[],
+  sets: SetRegistry,
+  node: string | undefined,
+): Prefilter[] {
+  return [...model.prefilters]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .flatMap((p) => {
+      const on = p.nodes ? nodes.filter((n) => p.nodes?.includes(n)) : [...nodes];
+      if (node !== undefined && !on.includes(node)) return [];
+      return [
+        {
+          name: p.name,
+          nodes: on,
+          set: sets.cidrSet(setId(`prefilter:${p.name}`, 'sy-pf-'), `prefilter ${p.name}`, p.cidrs),
+        },
+      ];
+    });
+}
+
+/**
+ * `ir` with the rule sets of `endpointIds` and every prefilter, computed from `model` when `ir` is
+ * a node's slice without them (an agent's IR, see CalcOptions.node): what the evaluator needs to
+ * decide traffic of any endpoint. Returns `ir` itself when nothing is missing.
+ */
+export function withRuleSetsOf(model: Model, ir: IR, endpointIds: readonly string[]): IR {
+  const have = new Set(ir.ruleSets.map((rs) => rs.endpoint));
+  const wanted = new Set(endpointIds.filter((id) => !have.has(id)));
+  const missing = ir.endpoints.filter((e) => wanted.has(e.id));
+  const prefiltersComplete = ir.prefilters.length >= model.prefilters.length;
+  if (missing.length === 0 && prefiltersComplete) return ir;
+  const sets = new SetRegistry(ir.endpoints);
+  const ruleSets = [...ir.ruleSets, ...buildRuleSets(model, missing, sets)];
+  const prefilters = prefiltersComplete
+    ? ir.prefilters
+    : buildPrefilters(
+        model,
+        ir.nodes.map((n) => n.name),
+        sets,
+        undefined,
+      );
+  const known = new Set(ir.ipSets.map((s) => s.id));
+  const knownPorts = new Set(ir.ipPortSets.map((s) => s.id));
+  return {
+    ...ir,
+    ruleSets,
+    prefilters,
+    ipSets: [...ir.ipSets, ...sets.allIpSets().filter((s) => !known.has(s.id))],
+    ipPortSets: [...ir.ipPortSets, ...sets.allPortSets().filter((s) => !knownPorts.has(s.id))],
   };
 }
 

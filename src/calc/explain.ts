@@ -3,6 +3,7 @@ import type { IR, PolicyRef, Protocol, Rule } from '../ir/types.js';
 import { policyLabel } from '../ir/types.js';
 import type { Model } from '../model/types.js';
 import { parseAddress } from '../util/ip.js';
+import { withRuleSetsOf } from './build.js';
 import { Oracle, type SideVerdict, type Verdict } from './evaluate.js';
 
 export interface RuleRef {
@@ -112,9 +113,17 @@ export function explain(
   ir: IR,
   q: { from: string; to: string; protocol: Protocol; port?: number },
 ): Explanation {
-  const oracle = new Oracle(ir);
   const src = resolveEndpointOrAddress(ir, q.from);
   const dst = resolveEndpointOrAddress(ir, q.to);
+  // An agent's IR holds only its node's rule sets: those of the pods asked about come from the model.
+  const involved = ir.endpoints.filter((e) => e.addresses.includes(src) || e.addresses.includes(dst));
+  const oracle = new Oracle(
+    withRuleSetsOf(
+      model,
+      ir,
+      involved.map((e) => e.id),
+    ),
+  );
   const v = oracle.evaluate({
     src,
     dst,

@@ -38,9 +38,16 @@ function byName<T extends { namespace: string; name: string }>(a: T, b: T): numb
 
 export function buildRuleSets(model: Model, endpoints: readonly Endpoint[], sets: SetRegistry): RuleSet[] {
   const globals = orderedGlobalPolicies(model);
-  const networkPolicies = [...model.networkPolicies].sort(byName);
+  // A NetworkPolicy only ever selects pods of its own namespace: look at those alone.
+  const byNamespace = new Map<string, NetworkPolicy[]>();
+  for (const np of [...model.networkPolicies].sort(byName)) {
+    const list = byNamespace.get(np.namespace);
+    if (list) list.push(np);
+    else byNamespace.set(np.namespace, [np]);
+  }
   const out: RuleSet[] = [];
   for (const ep of endpoints) {
+    const networkPolicies = byNamespace.get(ep.namespace) ?? [];
     for (const direction of ['egress', 'ingress'] as const) {
       const globalRules: Rule[] = [];
       const globalRefs: PolicyRef[] = [];

@@ -84,22 +84,39 @@ export function peerDescription(peer: Peer, policyNamespace?: string): string {
 export class SetRegistry {
   private readonly ipSets = new Map<string, IpSet>();
   private readonly portSets = new Map<string, IpPortSet>();
+  /** Members of the peer sets as parsed prefixes, by set id. */
+  private readonly peerMembers = new Map<string, Cidr[]>();
+  /** Ids of the named-port sets by definition (hashing it is the costly part of a repeat). */
+  private readonly portSetIds = new Map<string, string>();
+  /**
+   * Peer lists already resolved, by identity and policy namespace: every endpoint a policy
+   * selects asks for the same lists, and the definition's JSON and hash need computing once.
+   */
+  private readonly resolved = new WeakMap<readonly Peer[], Map<string | undefined, { id: string; cidrs: Cidr[] }>>();
 
   constructor(private readonly endpoints: readonly Endpoint[]) {}
 
-  /** Set of addresses matching any of `peers`. */
+  /** Set of addresses matching any of `peers`. The returned prefixes are shared: do not modify them. */
   peerSet(peers: readonly Peer[], policyNamespace?: string): { id: string; cidrs: Cidr[] } {
+    let byNamespace = this.resolved.get(peers);
+    if (!byNamespace) this.resolved.set(peers, (byNamespace = new Map()));
+    const known = byNamespace.get(policyNamespace);
+    if (known) return known;
     const definition = JSON.stringify({ peers, ns: scopeOf(peers, policyNamespace) });
     const id = setId(definition);
-    const existing = this.ipSets.get(id);
-    if (existing) return { id, cidrs: cidrs(existing.cidrs) };
-    const members = cidrUnion(peers.flatMap((p) => peerCidrs(p, this.endpoints, policyNamespace)));
-    this.ipSets.set(id, {
-      id,
-      description: peers.map((p) => peerDescription(p, policyNamespace)).join(' | '),
-      cidrs: members.map(formatCidr),
-    });
-    return { id, cidrs: members };
+    let members = this.peerMembers.get(id);
+    if (!members) {
+      members = cidrUnion(peers.flatMap((p) => peerCidrs(p, this.endpoints, policyNamespace)));
+      this.peerMembers.set(id, members);
+      this.ipSets.set(id, {
+        id,
+        description: peers.map((p) => peerDescription(p, policyNamespace)).join(' | '),
+        cidrs: members.map(formatCidr),
+      });
+    }
+    const result = { id, cidrs: members };
+    byNamespace.set(policyNamespace, result);
+    return result;
   }
 
   /**
@@ -113,7 +130,11 @@ export class SetRegistry {
     names: readonly string[],
   ): string {
     const sortedNames = [...new Set(names)].sort();
-    const id = setId(JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames }), 'sy-p');
+    const definition = JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames });
+    const known = this.portSetIds.get(definition);
+    if (known !== undefined) return known;
+    const id = setId(definition, 'sy-p');
+    this.portSetIds.set(definition, id);
     if (this.portSets.has(id)) return id;
     const members: IpPortSet['members'] = [];
     for (const ep of this.endpoints) {

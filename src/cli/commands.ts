@@ -13,6 +13,7 @@ export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = 
   () => import('./lab.js'),
   () => import('./agent.js'),
   () => import('./flows.js'),
+  () => import('./console.js'),
   () => import('./node.js'),
   () => import('./bench.js'),
   () => import('./advise.js'),

@@ -21,6 +21,7 @@ import { BpfMap, PerCpuMap, RingBufMap, RingBufReader, codecs } from '../bpf/ind
 import { watchReadable, type ReadableWatch } from '../bpf/sys.js';
 import type { NodeTarget } from '../dataplane/backend.js';
 import {
+  CT_STATE,
   ctKey,
   ctValue,
   EVENT_VERDICT_NAMES,
@@ -55,6 +56,8 @@ export const LOST_RATE_LIMIT = 'ebpf rate limit';
 export const LOST_UNRESOLVED = 'ebpf unresolved slot';
 
 const DEFAULT_POLL_MS = 1000;
+/** The conntrack read may take at most 1/20 of the time between reads. */
+const CONNECTION_POLL_DUTY = 20;
 const DEFAULT_RETRY_MS = 500;
 const DEFAULT_MAX_EVENTS_PER_SECOND = 50_000;
 /** Records consumed per wakeup before yielding to the event loop. */
@@ -87,6 +90,8 @@ interface Opened {
 interface Connection {
   packets: number;
   bytes: number;
+  /** Its end was reported already (TCP closed: totals are final). */
+  ended?: boolean;
   event: Omit<ConnectionEvent, 'time' | 'phase' | 'packets' | 'bytes'>;
 }
 
@@ -125,6 +130,7 @@ class EbpfEventSource implements EventSource {
   private clockOffsetMs = 0;
   private lostSeen = 0n;
   private connections = new Map<string, Connection>();
+  private nextConnectionPoll = 0;
   private tokens: number;
   private tokensAt = 0;
   private rateDropped = 0;
@@ -390,7 +396,15 @@ class EbpfEventSource implements EventSource {
       this.refreshMeta();
       this.syncClock();
       this.reportLost();
-      this.pollConnections();
+      // Reading the conntrack map costs in proportion to its size (thousands of short
+      // connections a second leave tens of thousands of closed entries): keep it under
+      // 1/CONNECTION_POLL_DUTY of a core by spacing the reads out as the map grows.
+      const now = performance.now();
+      if (now >= this.nextConnectionPoll) {
+        this.pollConnections();
+        const took = performance.now() - now;
+        this.nextConnectionPoll = now + Math.max(this.pollMs, took * CONNECTION_POLL_DUTY) - 1;
+      }
     } catch {
       // The pins went away between the check and the read: the next poll sees it.
     }
@@ -424,7 +438,10 @@ class EbpfEventSource implements EventSource {
       const packets = Number(v.packets);
       const bytes = Number(v.bytes);
       const known = this.connections.get(id);
-      if (known && known.packets === packets && known.bytes === bytes) continue;
+      if (known?.ended || (known && known.packets === packets && known.bytes === bytes)) continue;
+      // A closed TCP connection's totals are final: report its end now, once, rather than an
+      // update now and the end when the entry expires.
+      const ended = v.state === CT_STATE.closed;
       const ported = k.proto === IPPROTO.TCP || k.proto === IPPROTO.UDP || k.proto === IPPROTO.SCTP;
       const c: Connection = known ?? {
         packets,
@@ -440,13 +457,14 @@ class EbpfEventSource implements EventSource {
       };
       c.packets = packets;
       c.bytes = bytes;
+      c.ended = ended;
       this.connections.set(id, c);
-      this.emitConnection(c, 'update');
+      this.emitConnection(c, ended ? 'end' : 'update');
     }
     for (const [id, c] of this.connections) {
       if (seen.has(id)) continue;
       this.connections.delete(id);
-      this.emitConnection(c, 'end');
+      if (!c.ended) this.emitConnection(c, 'end');
     }
   }
 

@@ -43,6 +43,14 @@ export interface Flow {
   process?: FlowProcess;
 }
 
+/** A flow as kept: times as numbers, turned into ISO strings only when someone looks. */
+type FlowRecord = Omit<Flow, 'firstSeen' | 'lastSeen'> & { first: number; last: number };
+
+function view(r: FlowRecord): Flow {
+  const { first, last, ...rest } = r;
+  return { ...rest, firstSeen: new Date(first).toISOString(), lastSeen: new Date(last).toISOString() };
+}
+
 export interface FlowFilter {
   pod?: string;
   verdict?: Verdict;
@@ -89,7 +97,7 @@ export function matchesFilter(f: Flow, filter: FlowFilter): boolean {
 }
 
 export class FlowTable implements EventSink {
-  private readonly flows = new Map<string, Flow>();
+  private readonly flows = new Map<string, FlowRecord>();
   /** 5-tuple → keys of flows with that tuple (a same-node connection has an egress and an ingress flow). */
   private readonly byTuple = new Map<string, Set<string>>();
   private readonly tupleOfKey = new Map<string, string>();
@@ -134,29 +142,30 @@ export class FlowTable implements EventSink {
     if (count > 0) this.counts.lost[where] = (this.counts.lost[where] ?? 0) + count;
   }
 
-  private touch(f: Flow): void {
+  private touch(f: FlowRecord): void {
     // Re-inserting keeps the map ordered by last activity, so eviction takes the stalest.
     this.flows.delete(f.key);
     this.flows.set(f.key, f);
-    for (const l of this.listeners) l(f);
+    if (this.listeners.size === 0) return;
+    const shown = view(f);
+    for (const l of this.listeners) l(shown);
   }
 
   private verdict(e: VerdictEvent): void {
     const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}`;
-    const at = new Date(e.time).toISOString();
     let f = this.flows.get(key);
     if (f) {
       f.packets++;
       f.bytes += e.bytes;
-      f.lastSeen = at;
+      f.last = e.time;
     } else {
       const policy = this.opts.policyOf?.(e.rule);
       f = {
         key,
         node: this.opts.node,
-        firstSeen: at,
-        lastSeen: at,
+        first: e.time,
+        last: e.time,
         protocol: PROTOCOLS[e.protocol] ?? String(e.protocol),
         src: e.src,
         sport: e.sport,
@@ -184,14 +193,13 @@ export class FlowTable implements EventSink {
   private connection(e: ConnectionEvent): void {
     const keys = this.byTuple.get(tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport));
     if (!keys) return;
-    const at = new Date(e.time).toISOString();
     for (const key of keys) {
       const f = this.flows.get(key);
       if (!f || f.verdict !== 'allow') continue;
       // Conntrack counts the whole connection; never go below what verdicts already counted.
       f.packets = Math.max(f.packets, e.packets);
       f.bytes = Math.max(f.bytes, e.bytes);
-      f.lastSeen = at;
+      f.last = e.time;
       this.touch(f);
     }
   }
@@ -243,8 +251,10 @@ export class FlowTable implements EventSink {
     const out: Flow[] = [];
     const all = [...this.flows.values()];
     for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
-      const f = all[i];
-      if (f && matchesFilter(f, filter)) out.push({ ...f });
+      const r = all[i];
+      if (!r) continue;
+      const f = view(r);
+      if (matchesFilter(f, filter)) out.push(f);
     }
     return out;
   }

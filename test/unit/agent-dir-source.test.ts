@@ -60,6 +60,22 @@ describe('DirectorySource: manifests', () => {
     expect(dbIngress?.kubernetesDefault).toBe('deny');
   });
 
+  it("builds only the agent's node's rule sets when given its node, keeping every endpoint", async () => {
+    writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
+    writeFileSync(join(dir, 'policy.yml'), toYaml([allowWeb(5432)]));
+    const whole = await new DirectorySource(dir).read();
+    const node = whole.ir.endpoints.find((e) => e.id === 'shop/db')?.node as string;
+    const state = await new DirectorySource(dir, { node }).read();
+    expect(state.revision).toBe(whole.revision);
+    expect(state.ir.endpoints).toEqual(whole.ir.endpoints);
+    expect(state.ir.ruleSets.map((r) => `${r.endpoint} ${r.direction}`)).toEqual([
+      'shop/db egress',
+      'shop/db ingress',
+    ]);
+    expect(state.ir.ruleSets).toEqual(whole.ir.ruleSets.filter((r) => r.endpoint === 'shop/db'));
+    expect(state.ir.ipSets).toEqual(whole.ir.ipSets);
+  });
+
   it('spreads pods over nodeCount nodes when asked', async () => {
     writeFileSync(join(dir, 'pods.yaml'), toYaml(BASE));
     const state = await new DirectorySource(dir, { nodeCount: 3 }).read();

@@ -45,7 +45,7 @@ export const PORT_SET_CAPACITY = 65536;
  */
 export const COUNTER_SLOTS = 8192;
 export const PREFILTER_LISTS = 256;
-export const EVENTS_BYTES = 256 * 1024;
+export const EVENTS_BYTES = 1024 * 1024;
 
 export interface NodeMaps {
   ct: BpfMap<CtKey, CtValue>;

@@ -1,0 +1,79 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { resolveAgents } from './agent-target.js';
+import { CliError } from './output.js';
+
+interface ConsoleFlags {
+  lab?: string;
+  socket?: string;
+  listen: string;
+  tokenFile?: string;
+  bench?: string;
+}
+
+function readToken(file: string): string {
+  const token = readFileSync(file, 'utf8').trim();
+  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
+  return token;
+}
+
+async function run(flags: ConsoleFlags): Promise<void> {
+  const { loopbackAddress } = await import('../agent/api.js');
+  let address;
+  try {
+    address = loopbackAddress(flags.listen, '--listen');
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
+  const first = resolveAgents(flags);
+  const { stateLabs } = await import('../lab/state.js');
+  // Without --lab, the lab whose agents these are (the reach page and the advisor need it).
+  const lab =
+    flags.lab ??
+    (flags.socket
+      ? undefined
+      : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
+  const { generateToken } = await import('../console/auth.js');
+  const { startConsole } = await import('../console/server.js');
+  const token = flags.tokenFile ? readToken(flags.tokenFile) : generateToken();
+  const server = await startConsole({
+    host: address.host,
+    port: address.port,
+    token,
+    agents: () => resolveAgents({ ...flags, ...(lab ? { lab } : {}) }),
+    ...(lab ? { lab } : {}),
+    ...(flags.bench ? { benchFile: flags.bench } : {}),
+  });
+  const link = flags.tokenFile ? server.url : `${server.url}?token=${token}`;
+  process.stdout.write(
+    `switchyard console${lab ? ` for lab ${lab}` : ''} (${first.length} agent${first.length === 1 ? '' : 's'}): ${link}\n` +
+      (flags.tokenFile ? `token: the one in ${flags.tokenFile} (append ?token=… once)\n` : '') +
+      'Ctrl-C to stop\n',
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void server.close().then(resolve, resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+export function register(program: Command): void {
+  program
+    .command('console')
+    .description(
+      "web console on 127.0.0.1: endpoints and policies, live flows with explanations, the lab's reach matrix, bench charts",
+    )
+    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--socket <path>', "one agent's API socket instead")
+    .option('--listen <address>', 'loopback address and port to serve on', '127.0.0.1:9470')
+    .option('--token-file <file>', 'bearer token (default: a new one, printed in the link)')
+    .option(
+      '--bench <file>',
+      'bench results to chart (`switchyard bench --json FILE`; default docs/benchmarks/results.json)',
+    )
+    .action((flags: ConsoleFlags) => run(flags));
+}

@@ -1,0 +1,82 @@
+/**
+ * The console's browser bundle: built by `npm run build` (esbuild, web/ → dist/console/static/),
+ * served from disk with a strict Content-Security-Policy; nothing is fetched from elsewhere.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type http from 'node:http';
+import { fileURLToPath } from 'node:url';
+
+const ASSETS: Record<string, string> = {
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+};
+
+export const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/** dist/console/static, from the compiled module (dist/console) or from the sources (src/console). */
+export function staticDir(): string | undefined {
+  const candidates = [
+    new URL('./static/', import.meta.url),
+    new URL('../../dist/console/static/', import.meta.url),
+  ];
+  return candidates.map((u) => fileURLToPath(u)).find((dir) => existsSync(`${dir}app.js`));
+}
+
+export function securityHeaders(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    'content-security-policy': CSP,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+    'x-frame-options': 'DENY',
+    'cache-control': 'no-store',
+    ...extra,
+  };
+}
+
+/** The page every route of the single-page app loads; `mode` tells it which API to use. */
+export function shellHtml(mode: 'console' | 'agent', title: string): string {
+  const esc = title.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="switchyard-mode" content="${mode}">
+<title>${esc}</title>
+<link rel="stylesheet" href="/app.css">
+<script type="module" src="/app.js"></script>
+</head>
+<body><div id="app"></div></body>
+</html>
+`;
+}
+
+/**
+ * Answers GET `/` (the shell) and the bundle's files; false for any other path. Callers check
+ * the token first.
+ */
+export function serveConsoleAsset(
+  pathname: string,
+  res: http.ServerResponse,
+  opts: { mode: 'console' | 'agent'; title: string },
+): boolean {
+  if (pathname === '/' || pathname === '/index.html') {
+    res.writeHead(200, securityHeaders({ 'content-type': 'text/html; charset=utf-8' }));
+    res.end(shellHtml(opts.mode, opts.title));
+    return true;
+  }
+  const name = pathname.slice(1);
+  const type = ASSETS[name];
+  if (!type) return false;
+  const dir = staticDir();
+  if (!dir) {
+    res.writeHead(503, { 'content-type': 'text/plain' });
+    res.end("the console's bundle is not built: run `npm run build`\n");
+    return true;
+  }
+  res.writeHead(200, securityHeaders({ 'content-type': type }));
+  res.end(readFileSync(`${dir}${name}`));
+  return true;
+}

@@ -1,0 +1,228 @@
+/** Live flows: the recent ones, then every update streamed (server-sent events), filterable. */
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { get, type Endpoint, type Flow, type Merged, type NodeError } from '../api.js';
+import { href } from '../route.js';
+import { NodeErrors, Problem, useApi } from './common.js';
+
+const MAX_FLOWS = 5000;
+const SHOWN = 300;
+
+type Filter = { pod: string; verdict: string; policy: string };
+
+/** The agent's own filter (src/observe/flows.ts matchesFilter), applied in the browser. */
+function matches(f: Flow, filter: Filter): boolean {
+  if (filter.verdict && f.verdict !== filter.verdict) return false;
+  if (filter.pod && f.endpoint !== filter.pod && f.process?.pod !== filter.pod) return false;
+  if (filter.policy && !(f.policy?.includes(filter.policy) || f.rule.includes(filter.policy))) return false;
+  return true;
+}
+
+const id = (f: Flow): string => `${f.node}|${f.key}`;
+
+export function FlowsPage({ params }: { params: URLSearchParams }) {
+  const filter: Filter = {
+    pod: params.get('pod') ?? '',
+    verdict: params.get('verdict') ?? '',
+    policy: params.get('policy') ?? '',
+  };
+  const [flows, setFlows] = useState(() => new Map<string, Flow>());
+  const [fresh, setFresh] = useState(() => new Set<string>());
+  const [live, setLive] = useState<'connecting' | 'live' | 'reconnecting'>('connecting');
+  const [errors, setErrors] = useState<NodeError[]>([]);
+  const [error, setError] = useState<string>();
+  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
+
+  const podOf = useMemo(() => {
+    const m = new Map<string, string>();
+    for (const e of eps.data?.items ?? []) for (const a of e.addresses) m.set(a, e.id);
+    return m;
+  }, [eps.data]);
+
+  useEffect(() => {
+    let closed = false;
+    const source = new EventSource('/api/flows/stream');
+    let pending: Flow[] = [];
+    // Apply events at most every 100 ms: a burst re-renders once.
+    const flush = setInterval(() => {
+      if (pending.length === 0) return;
+      const batch = pending;
+      pending = [];
+      setFlows((old) => {
+        const next = new Map(old);
+        for (const f of batch) {
+          next.delete(id(f));
+          next.set(id(f), f);
+        }
+        while (next.size > MAX_FLOWS) next.delete(next.keys().next().value as string);
+        return next;
+      });
+      setFresh(new Set(batch.map(id)));
+    }, 100);
+    source.addEventListener('open', () => setLive('live'));
+    source.addEventListener('error', () => !closed && setLive('reconnecting'));
+    source.addEventListener('flow', (e) =>
+      pending.push(JSON.parse((e as MessageEvent<string>).data) as Flow),
+    );
+    source.addEventListener('node-error', (e) =>
+      setErrors((old) => [...old.slice(-4), JSON.parse((e as MessageEvent<string>).data) as NodeError]),
+    );
+    get<Merged<Flow>>('/api/flows?limit=1000').then(
+      (r) => {
+        setFlows((old) => {
+          const next = new Map<string, Flow>();
+          for (const f of [...r.items].reverse()) next.set(id(f), f);
+          for (const [k, f] of old) next.set(k, f);
+          return next;
+        });
+        if (r.errors.length) setErrors(r.errors);
+      },
+      (e: Error) => setError(e.message),
+    );
+    return () => {
+      closed = true;
+      clearInterval(flush);
+      source.close();
+    };
+  }, []);
+
+  const setFilter = (change: Partial<Filter>): void => {
+    const next = { ...filter, ...change };
+    location.hash = href('flows', next);
+  };
+
+  const all = [...flows.values()].reverse();
+  const shown = all.filter((f) => matches(f, filter));
+  const name = (addr: string, port: number) => {
+    const pod = podOf.get(addr);
+    return (
+      <span title={`${addr}:${port}`}>
+        {pod ? <b>{pod}</b> : <span class="mono">{addr}</span>}
+        <span class="muted">:{port}</span>
+      </span>
+    );
+  };
+  const pods = [...new Set((eps.data?.items ?? []).map((e) => e.id))].sort();
+  return (
+    <section>
+      <h1>
+        Flows{' '}
+        <span class={`live ${live}`} data-testid="live">
+          {live}
+        </span>
+      </h1>
+      <form class="filters" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          pod
+          <select
+            name="pod"
+            value={filter.pod}
+            onChange={(e) => setFilter({ pod: (e.target as HTMLSelectElement).value })}
+          >
+            <option value="">all</option>
+            {pods.map((p) => (
+              <option value={p}>{p}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          verdict
+          <select
+            name="verdict"
+            value={filter.verdict}
+            onChange={(e) => setFilter({ verdict: (e.target as HTMLSelectElement).value })}
+          >
+            <option value="">all</option>
+            <option value="allow">allow</option>
+            <option value="deny">deny</option>
+            <option value="log">log</option>
+          </select>
+        </label>
+        <label>
+          policy
+          <input
+            name="policy"
+            type="search"
+            placeholder="policy or rule id contains…"
+            value={filter.policy}
+            onChange={(e) => setFilter({ policy: (e.target as HTMLInputElement).value })}
+          />
+        </label>
+        <span class="muted">
+          {shown.length} of {all.length} flows
+        </span>
+      </form>
+      {error && <Problem>{error}</Problem>}
+      <NodeErrors errors={errors} />
+      <table class="grid-table flows" data-testid="flows">
+        <thead>
+          <tr>
+            <th>time</th>
+            <th>node</th>
+            <th>proto</th>
+            <th>source</th>
+            <th>destination</th>
+            <th>decided at</th>
+            <th>verdict</th>
+            <th>decided by</th>
+            <th class="num">pkts</th>
+            <th class="num">bytes</th>
+            <th>process</th>
+          </tr>
+        </thead>
+        <tbody>
+          {shown.slice(0, SHOWN).map((f) => (
+            <tr
+              key={id(f)}
+              class={`${f.verdict} ${fresh.has(id(f)) ? 'fresh' : ''}`}
+              data-verdict={f.verdict}
+              data-src={f.src}
+              data-dst={f.dst}
+              data-dport={f.dport}
+              data-endpoint={f.endpoint ?? ''}
+            >
+              <td class="mono small">{f.lastSeen.slice(11, 23)}</td>
+              <td>{f.node}</td>
+              <td>{f.protocol}</td>
+              <td>{name(f.src, f.sport)}</td>
+              <td>{name(f.dst, f.dport)}</td>
+              <td>
+                {f.endpoint ?? '—'} <span class="muted">{f.direction}</span>
+              </td>
+              <td>
+                <span class={`verdict ${f.verdict}`}>{f.verdict}</span>
+              </td>
+              <td>
+                {f.policy ? <b>{f.policy}</b> : null} <span class="mono small muted">{f.rule}</span>
+                {f.verdict === 'deny' && (
+                  <a
+                    class="why"
+                    data-testid="why"
+                    href={href('explain', {
+                      from: podOf.get(f.src) ?? f.src,
+                      to: podOf.get(f.dst) ?? f.dst,
+                      port: f.protocol === 'ICMP' ? undefined : f.dport,
+                      protocol: f.protocol,
+                      node: f.node,
+                      rule: f.rule,
+                    })}
+                  >
+                    why?
+                  </a>
+                )}
+              </td>
+              <td class="num">{f.packets}</td>
+              <td class="num">{f.bytes}</td>
+              <td class="small">{f.process ? `${f.process.comm}[${f.process.pid}]` : ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {shown.length === 0 && (
+        <p class="muted">
+          No flows yet{filter.pod || filter.verdict || filter.policy ? ' match the filter' : ''}: they appear
+          here as the dataplane decides.
+        </p>
+      )}
+    </section>
+  );
+}
