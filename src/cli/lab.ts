@@ -148,8 +148,8 @@ function printDetail(d: LabDetail): void {
   process.stdout.write(
     '\n' +
       formatTable(
-        ['NODE', 'NETNS', 'FABRIC ADDRESS', 'PODS'],
-        d.nodeList.map((n) => [n.name, n.netns, n.address, n.pods]),
+        ['NODE', 'NETNS', 'FABRIC ADDRESS', 'PODS', 'AGENT'],
+        d.nodeList.map((n) => [n.name, n.netns, n.address, n.pods, n.agent ? `pid ${n.agent}` : '-']),
       ) +
       '\n\n' +
       podTable(d.podList) +

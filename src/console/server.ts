@@ -156,6 +156,12 @@ function readBench(opts: ConsoleOptions): { file: string; report: BenchReport } 
   return { file, report };
 }
 
+const ADVISOR_SCENARIOS = ['policy', 'set-update', 'services', 'prefilter', 'observe'];
+const rank = (name: string): number => {
+  const i = ADVISOR_SCENARIOS.indexOf(name);
+  return i < 0 ? ADVISOR_SCENARIOS.length : i;
+};
+
 async function bench(opts: ConsoleOptions): Promise<unknown> {
   const { file, report } = readBench(opts);
   let workloadFrom = 'defaults';
@@ -171,13 +177,16 @@ async function bench(opts: ConsoleOptions): Promise<unknown> {
   return {
     file,
     machine: report.machine,
-    scenarios: report.scenarios.map((s) => ({
-      name: s.name,
-      unit: s.unit,
-      better: s.better,
-      backends: [...new Set(s.rows.map((r) => r.backend))],
-      notes: s.notes ?? [],
-    })),
+    // The scenarios the advisor reads first, then the rest as the file orders them.
+    scenarios: [...report.scenarios]
+      .sort((a, b) => rank(a.name) - rank(b.name))
+      .map((s) => ({
+        name: s.name,
+        unit: s.unit,
+        better: s.better,
+        backends: [...new Set(s.rows.map((r) => r.backend))],
+        notes: s.notes ?? [],
+      })),
     workloadFrom,
     workload,
     advice: advise(workload, report),

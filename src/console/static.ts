@@ -45,6 +45,7 @@ export function shellHtml(mode: 'console' | 'agent', title: string): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="switchyard-mode" content="${mode}">
 <title>${esc}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/app.css">
 <script type="module" src="/app.js"></script>
 </head>

@@ -1,4 +1,5 @@
 import { listNetns } from '../netns/index.js';
+import { labAgents } from './agents.js';
 import { isProbeServer } from './probe/control.js';
 import { readState, stateLabs, type LabBackend, type LabStatus } from './state.js';
 import { topologyNetns, type LabPod } from './topology.js';
@@ -16,7 +17,8 @@ export interface LabSummary {
 }
 
 export interface LabDetail extends LabSummary {
-  nodeList: { name: string; netns: string; address: string; pods: number }[];
+  /** `agent` is the pid of the node's agent, when one runs. */
+  nodeList: { name: string; netns: string; address: string; pods: number; agent?: number }[];
   podList: LabPod[];
 }
 
@@ -31,6 +33,7 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
     return { name, status: 'unreadable', nodes: 0, pods: 0, missingNetns: [], nodeList: [], podList: [] };
   const t = state.topology ?? state.target;
   const probe = state.probe;
+  const agents = new Map(labAgents(name).map((a) => [a.node, a.pid]));
   return {
     name,
     status: state.status,
@@ -45,6 +48,7 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
       netns: n.netns,
       address: n.address,
       pods: (t?.pods ?? []).filter((p) => p.node === n.name).length,
+      ...(agents.has(n.name) ? { agent: agents.get(n.name) } : {}),
     })),
     podList: t?.pods ?? [],
   };

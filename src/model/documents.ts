@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { isMap, isNode, isSeq, LineCounter, parseAllDocuments, type Document } from 'yaml';
 import type { ManifestIssue } from './errors.js';
+import { fastParseDocuments } from './fast-yaml.js';
 
 export interface ManifestDocument {
   file: string;
@@ -70,6 +71,32 @@ function lineLocator(doc: Document, counter: LineCounter): (path: readonly Prope
 export function readManifestDocuments(
   file: string,
   text: string = readFileSync(file, 'utf8'),
+): { documents: ManifestDocument[]; issues: ManifestIssue[] } {
+  const fast = fastParseDocuments(text);
+  if (fast) {
+    // Lines of fields are only asked for when something is wrong: the yaml library's syntax tree
+    // of the file is then built once, on demand, and its documents line up with these one to one
+    // (both leave the same empty documents out and read the same values).
+    let full: ManifestDocument[] | undefined;
+    const documents = fast.map(
+      ({ value, line }, i): ManifestDocument => ({
+        file,
+        value,
+        lineOf: (path) => {
+          if (path.length === 0) return line;
+          full ??= parseDocuments(file, text).documents;
+          return full[i]?.lineOf(path) ?? line;
+        },
+      }),
+    );
+    return { documents, issues: [] };
+  }
+  return parseDocuments(file, text);
+}
+
+function parseDocuments(
+  file: string,
+  text: string,
 ): { documents: ManifestDocument[]; issues: ManifestIssue[] } {
   const counter = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });

@@ -56,6 +56,8 @@ export const LOST_RATE_LIMIT = 'ebpf rate limit';
 export const LOST_UNRESOLVED = 'ebpf unresolved slot';
 
 const DEFAULT_POLL_MS = 1000;
+/** How often the ring buffer is drained (records come without wakeups). */
+const DRAIN_MS = 50;
 /** The conntrack read may take at most 1/20 of the time between reads. */
 const CONNECTION_POLL_DUTY = 20;
 const DEFAULT_RETRY_MS = 500;
@@ -82,6 +84,7 @@ interface Opened {
   ct: BpfMap<CtKey, CtValue>;
   lost: PerCpuMap<number, bigint>;
   watch?: ReadableWatch;
+  drainTimer?: NodeJS.Timeout;
   /** Inodes of the pins this was opened from: a different inode means the node was recreated. */
   eventsIno: number;
   ctIno: number;
@@ -221,7 +224,9 @@ class EbpfEventSource implements EventSource {
     this.connections.clear();
     const opened = this.opened;
     opened.watch = watchReadable(opened.events.fd, () => this.onReadable());
-    // Records written before the watch produced their wakeup already.
+    // The programs write without waking readers (BPF_RB_NO_WAKEUP): drain on a timer instead.
+    opened.drainTimer = setInterval(() => this.onReadable(), DRAIN_MS);
+    opened.drainTimer.unref?.();
     this.onReadable();
     return true;
   }
@@ -230,6 +235,7 @@ class EbpfEventSource implements EventSource {
     const o = this.opened;
     if (!o) return;
     this.opened = undefined;
+    clearInterval(o.drainTimer);
     o.watch?.close();
     o.reader.close();
     o.events.close();

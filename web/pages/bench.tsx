@@ -25,9 +25,12 @@ export function BenchPage() {
             />
             {s.notes.length > 0 && (
               <figcaption>
-                {s.notes.map((n) => (
-                  <div>{n}</div>
-                ))}
+                <details>
+                  <summary>how it was measured ({s.notes.length} notes)</summary>
+                  {s.notes.map((n) => (
+                    <div>{n}</div>
+                  ))}
+                </details>
               </figcaption>
             )}
           </figure>

@@ -8,10 +8,12 @@ function Side({ side }: { side: SideInfo }) {
   return (
     <div class="side">
       <Chips values={policies} kind="policy" />
-      <span class={`default ${side.default}`} title="what the Kubernetes tier does when no rule matches">
-        default {side.default}
+      <span class="small">
+        <span class={`default ${side.default}`} title="what the Kubernetes tier does when no rule matches">
+          default {side.default}
+        </span>
+        <span class="muted"> · {side.rules} rules</span>
       </span>
-      <span class="muted"> · {side.rules} rules</span>
     </div>
   );
 }

@@ -191,8 +191,9 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
               <td>
                 <span class={`verdict ${f.verdict}`}>{f.verdict}</span>
               </td>
-              <td>
-                {f.policy ? <b>{f.policy}</b> : null} <span class="mono small muted">{f.rule}</span>
+              <td class="decided">
+                {f.policy ? <b>{f.policy}</b> : <span class="muted">default</span>}
+                <span class="mono small muted rule-id">{f.rule}</span>
                 {f.verdict === 'deny' && (
                   <a
                     class="why"
