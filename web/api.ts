@@ -167,11 +167,59 @@ export class ApiError extends Error {
   }
 }
 
-export async function get<T>(path: string): Promise<T> {
+async function fetchJson<T>(path: string): Promise<T> {
   const res = await fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' } });
   const body = (await res.json().catch(() => ({ error: res.statusText }))) as T & { error?: string };
   if (!res.ok) throw new ApiError(res.status, body.error ?? res.statusText);
   return body;
+}
+
+/**
+ * `console`: served by `switchyard console` (every node of a lab, the reach matrix, bench);
+ * `agent`: served by one agent's `--listen` port, which has only its own node's /v1 API.
+ */
+export const MODE: 'console' | 'agent' =
+  document.querySelector<HTMLMetaElement>('meta[name="switchyard-mode"]')?.content === 'agent'
+    ? 'agent'
+    : 'console';
+
+let agentNode: Promise<AgentStatus> | undefined;
+const agentStatus = (): Promise<AgentStatus> => (agentNode ??= fetchJson<AgentStatus>('/v1/status'));
+
+/** The agent's own API, in the console API's shapes. */
+async function fromAgent(path: string): Promise<unknown> {
+  const [route = '', search = ''] = path.split('?');
+  const q = search ? `?${search}` : '';
+  const { node } = await agentStatus();
+  switch (route) {
+    case '/api/info':
+      return { agents: [await fetchJson<AgentStatus>('/v1/status')], errors: [], bench: false };
+    case '/api/endpoints':
+      return {
+        items: (await fetchJson<Endpoint[]>('/v1/endpoints')).map((e) => ({ ...e, node })),
+        errors: [],
+      };
+    case '/api/policies':
+      return {
+        items: (await fetchJson<Policy[]>('/v1/policies')).map((p) => ({ ...p, nodes: [node] })),
+        errors: [],
+      };
+    case '/api/flows':
+      return { items: (await fetchJson<{ flows: Flow[] }>(`/v1/flows${q}`)).flows, errors: [] };
+    case '/api/explain':
+      return fetchJson(`/v1/explain${q}`);
+    default:
+      throw new ApiError(404, 'this page needs `switchyard console` (the agent serves only its own node)');
+  }
+}
+
+export function get<T>(path: string): Promise<T> {
+  return MODE === 'agent' ? (fromAgent(path) as Promise<T>) : fetchJson<T>(path);
+}
+
+/** Where live flows stream from (server-sent events named `flow`). */
+export function flowStreamUrl(): string {
+  return MODE === 'agent' ? '/v1/flows?follow=1' : '/api/flows/stream';
 }
 
 export function query(params: Record<string, string | number | undefined>): string {

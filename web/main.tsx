@@ -1,7 +1,7 @@
 /** The console's single-page app: hash routes, one component per page. */
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { get, type Info } from './api.js';
+import { get, MODE, type Info } from './api.js';
 import { BenchPage } from './pages/bench.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ExplainPage } from './pages/explain.js';
@@ -10,13 +10,13 @@ import { ReachPage } from './pages/reach.js';
 import { href, parseHash, type Route } from './route.js';
 import './style.css';
 
-const PAGES: { id: string; title: string }[] = [
+const PAGES: { id: string; title: string; lab?: boolean }[] = [
   { id: 'endpoints', title: 'Endpoints' },
   { id: 'flows', title: 'Flows' },
   { id: 'explain', title: 'Explain' },
-  { id: 'reach', title: 'Reach matrix' },
-  { id: 'bench', title: 'Benchmarks' },
-];
+  { id: 'reach', title: 'Reach matrix', lab: true },
+  { id: 'bench', title: 'Benchmarks', lab: true },
+].filter((p) => MODE === 'console' || !p.lab);
 
 function Header({ info, route }: { info?: Info; route: Route }) {
   const lab = info?.lab;

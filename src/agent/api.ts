@@ -17,6 +17,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { explain } from '../calc/index.js';
+import { COOKIE, cookieValue } from '../console/auth.js';
+import { serveAgentConsole } from '../console/static.js';
 import { policyId, policyLabel, type PolicyRef, type Protocol } from '../ir/types.js';
 import { matchesFilter, type Flow, type FlowFilter, type FlowTable } from '../observe/flows.js';
 import type { AgentMetrics } from '../observe/metrics.js';
@@ -218,13 +220,18 @@ function handler(ctx: ApiContext, token?: string): http.RequestListener {
   return (req, res) => {
     if (token !== undefined) {
       const url = new URL(req.url ?? '/', 'http://agent');
-      const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? url.searchParams.get('token');
+      const given =
+        req.headers.authorization?.replace(/^Bearer\s+/i, '') ??
+        url.searchParams.get('token') ??
+        cookieValue(req.headers.cookie, COOKIE);
       if (!sameToken(given ?? '', token)) {
         res.writeHead(401, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: 'a valid token is required (Authorization: Bearer …)' }));
         return;
       }
     }
+    // The web console's pages for this node (src/console), on the TCP listener only.
+    if (token !== undefined && serveAgentConsole(req, res, token, ctx.agent.target.node)) return;
     route(ctx, req, res).catch((e: unknown) => {
       const status = e instanceof HttpError ? e.status : 500;
       if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' });

@@ -92,7 +92,10 @@ export class SetRegistry {
    * Peer lists already resolved, by identity and policy namespace: every endpoint a policy
    * selects asks for the same lists, and the definition's JSON and hash need computing once.
    */
-  private readonly resolved = new WeakMap<readonly Peer[], Map<string | undefined, { id: string; cidrs: Cidr[] }>>();
+  private readonly resolved = new WeakMap<
+    readonly Peer[],
+    Map<string | undefined, { id: string; cidrs: Cidr[] }>
+  >();
 
   constructor(private readonly endpoints: readonly Endpoint[]) {}
 

@@ -17,6 +17,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { advise, parseWorkload, workloadFromIR } from '../advise/index.js';
 import type { BenchReport } from '../bench/runner.js';
@@ -175,7 +176,7 @@ async function bench(opts: ConsoleOptions): Promise<unknown> {
   }
   const workload = parseWorkload(input);
   return {
-    file,
+    file: relative(process.cwd(), file).startsWith('..') ? file : relative(process.cwd(), file),
     machine: report.machine,
     // The scenarios the advisor reads first, then the rest as the file orders them.
     scenarios: [...report.scenarios]

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type http from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { sessionCookie } from './auth.js';
 
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
@@ -80,4 +81,29 @@ export function serveConsoleAsset(
   res.writeHead(200, securityHeaders({ 'content-type': type }));
   res.end(readFileSync(`${dir}${name}`));
   return true;
+}
+
+/**
+ * The agent's TCP listener (`switchyard agent --listen`) serves the same pages for its own node
+ * (endpoints, flows, explain). Called after the agent checked the token: a `?token=` on a page is
+ * traded for the session cookie (so EventSource works), then the shell and bundle are served.
+ * False for anything else (the API).
+ */
+export function serveAgentConsole(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  token: string,
+  node: string,
+): boolean {
+  if (req.method !== 'GET') return false;
+  const url = new URL(req.url ?? '/', 'http://agent');
+  const page = url.pathname === '/' || url.pathname === '/index.html';
+  if (!page && !ASSETS[url.pathname.slice(1)]) return false;
+  if (page && url.searchParams.has('token')) {
+    url.searchParams.delete('token');
+    res.writeHead(303, { 'set-cookie': sessionCookie(token), location: `${url.pathname}${url.search}` });
+    res.end();
+    return true;
+  }
+  return serveConsoleAsset(url.pathname, res, { mode: 'agent', title: `Switchyard · ${node}` });
 }

@@ -78,17 +78,15 @@ export function readManifestDocuments(
     // of the file is then built once, on demand, and its documents line up with these one to one
     // (both leave the same empty documents out and read the same values).
     let full: ManifestDocument[] | undefined;
-    const documents = fast.map(
-      ({ value, line }, i): ManifestDocument => ({
-        file,
-        value,
-        lineOf: (path) => {
-          if (path.length === 0) return line;
-          full ??= parseDocuments(file, text).documents;
-          return full[i]?.lineOf(path) ?? line;
-        },
-      }),
-    );
+    const documents = fast.map(({ value, line }, i): ManifestDocument => ({
+      file,
+      value,
+      lineOf: (path) => {
+        if (path.length === 0) return line;
+        full ??= parseDocuments(file, text).documents;
+        return full[i]?.lineOf(path) ?? line;
+      },
+    }));
     return { documents, issues: [] };
   }
   return parseDocuments(file, text);

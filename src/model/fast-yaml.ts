@@ -36,7 +36,8 @@ const NULL = /^(?:~|[Nn]ull|NULL)$/;
 const BOOL = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/;
 const INT = /^[-+]?[0-9]+$/;
 /** Other core-schema scalars (octal, hex, float, inf, nan): left to the yaml library. */
-const OTHER_NUMERIC = /^(?:0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)$/;
+const OTHER_NUMERIC =
+  /^(?:0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)$/;
 /** A plain key we read: it resolves to itself (a string), never to null, a boolean or a number. */
 const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_./-]*/;
 /** First character of a plain scalar we read (YAML indicators are left to the library). */

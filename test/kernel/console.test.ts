@@ -8,7 +8,7 @@
  * committed under docs/).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js';
@@ -24,7 +24,8 @@ import { describeKernel } from '../support/kernel.js';
 import { cliOk, REPO } from './lab-harness.js';
 
 const LAB = 'wcc';
-const FILES = [join(REPO, 'examples', 'walkthrough'), join(REPO, 'examples', 'global')];
+// Relative, as a user types them: explanations show them as the policies' source.
+const FILES = ['walkthrough', 'global'].map((d) => relative(process.cwd(), join(REPO, 'examples', d)));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TOKEN = 'console-test-token-0123456789';
 const BENCH = join(REPO, 'docs', 'benchmarks', 'results.json');
@@ -179,8 +180,13 @@ describeBrowser(
       // Some allowed and logged traffic too, then every flow, unfiltered.
       await measureReach(LAB, { port: 8080, protocol: 'TCP', timeoutMs: 300 });
       await measureReach(LAB, { port: 80, protocol: 'TCP', timeoutMs: 300 });
-      await measureReach(LAB, { port: 5432, protocol: 'TCP', from: ['outside/client', 'shop/frontend'], timeoutMs: 300 });
-    await page.goto(`${server.url}#/flows`);
+      await measureReach(LAB, {
+        port: 5432,
+        protocol: 'TCP',
+        from: ['outside/client', 'shop/frontend'],
+        timeoutMs: 300,
+      });
+      await page.goto(`${server.url}#/flows`);
       await page.waitForSelector('[data-testid=flows] tr[data-verdict=allow]');
       await page.waitForTimeout(1600); // let the "new row" highlight fade before the picture
       await shot(page, 'flows');

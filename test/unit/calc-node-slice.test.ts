@@ -27,7 +27,12 @@ const prefiltersArb: fc.Arbitrary<Prefilter[]> = fc
     { maxLength: 3 },
   )
   .map((ps) =>
-    ps.map((p, i) => ({ name: `pf${i}`, cidrs: p.cidrs, source: src, ...(p.nodes ? { nodes: p.nodes } : {}) })),
+    ps.map((p, i) => ({
+      name: `pf${i}`,
+      cidrs: p.cidrs,
+      source: src,
+      ...(p.nodes ? { nodes: p.nodes } : {}),
+    })),
   );
 
 const sliceModelArb = fc

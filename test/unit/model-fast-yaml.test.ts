@@ -227,7 +227,30 @@ describe('fast manifest reader', () => {
   });
 
   it('agrees with the yaml library on damaged text (accepted only when valid and identical)', () => {
-    const damage = fc.constantFrom(' ', '  ', '\n', ':', ': ', '- ', '#', ' #', "'", '"', '{', '}', '[', ']', ',', '---\n', '&', '*', '!', '|', '\t', 'x');
+    const damage = fc.constantFrom(
+      ' ',
+      '  ',
+      '\n',
+      ':',
+      ': ',
+      '- ',
+      '#',
+      ' #',
+      "'",
+      '"',
+      '{',
+      '}',
+      '[',
+      ']',
+      ',',
+      '---\n',
+      '&',
+      '*',
+      '!',
+      '|',
+      '\t',
+      'x',
+    );
     fc.assert(
       fc.property(
         fc.array(docArb, { minLength: 1, maxLength: 2 }),

@@ -1,6 +1,6 @@
 /** Live flows: the recent ones, then every update streamed (server-sent events), filterable. */
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { get, type Endpoint, type Flow, type Merged, type NodeError } from '../api.js';
+import { flowStreamUrl, get, type Endpoint, type Flow, type Merged, type NodeError } from '../api.js';
 import { href } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
@@ -40,7 +40,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
 
   useEffect(() => {
     let closed = false;
-    const source = new EventSource('/api/flows/stream');
+    const source = new EventSource(flowStreamUrl());
     let pending: Flow[] = [];
     // Apply events at most every 100 ms: a burst re-renders once.
     const flush = setInterval(() => {
@@ -90,7 +90,10 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
     location.hash = href('flows', next);
   };
 
-  const all = [...flows.values()].reverse();
+  // Newest connection first; a flow whose counters change keeps its row (no reshuffling).
+  const all = [...flows.values()].sort((a, b) =>
+    a.firstSeen === b.firstSeen ? id(a).localeCompare(id(b)) : a.firstSeen < b.firstSeen ? 1 : -1,
+  );
   const shown = all.filter((f) => matches(f, filter));
   const name = (addr: string, port: number) => {
     const pod = podOf.get(addr);
@@ -161,7 +164,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
             <th>proto</th>
             <th>source</th>
             <th>destination</th>
-            <th>decided at</th>
+            <th>endpoint</th>
             <th>verdict</th>
             <th>decided by</th>
             <th class="num">pkts</th>
@@ -180,7 +183,9 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
               data-dport={f.dport}
               data-endpoint={f.endpoint ?? ''}
             >
-              <td class="mono small">{f.lastSeen.slice(11, 23)}</td>
+              <td class="mono small" title={`first ${f.firstSeen}, last ${f.lastSeen}`}>
+                {f.firstSeen.slice(11, 23)}
+              </td>
               <td>{f.node}</td>
               <td>{f.protocol}</td>
               <td>{name(f.src, f.sport)}</td>
