@@ -23,6 +23,9 @@ import type { IR } from '../ir/types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
 
+/** Ruleset events this soon after an apply are taken as the apply's own. */
+const OWN_CHANGES_MS = 200;
+
 export type ApplyMode = 'adopted' | 'incremental' | 'full' | 'repair';
 
 export interface AgentError {
@@ -104,6 +107,8 @@ export class Agent {
   private debounceTimer: NodeJS.Timeout | undefined;
   private driftTimer: NodeJS.Timeout | undefined;
   private kernelWatch: ChangeWatch | undefined;
+  private applying = false;
+  private appliedAt = Number.NEGATIVE_INFINITY;
   private stopped = false;
   private readonly log: Logger;
   private readonly kernel: KernelAccess;
@@ -172,7 +177,9 @@ export class Agent {
 
   private kernelChanged(): void {
     if (this.stopped) return;
-    // Our own applies show up here too; the check after them finds the fingerprint as recorded.
+    // Our own applies show up here too: events during one, or just after it (the monitor is a
+    // separate process), are ours; the periodic poll still covers that short window.
+    if (this.applying || performance.now() - this.appliedAt < OWN_CHANGES_MS) return;
     clearTimeout(this.driftTimer);
     this.driftTimer = setTimeout(() => void this.enqueue(() => this.checkDrift()), 30);
   }
@@ -182,7 +189,7 @@ export class Agent {
     clearTimeout(this.debounceTimer);
     this.debounceTimer = setTimeout(
       () => void this.enqueue(() => this.sync(false)),
-      this.opts.debounceMs ?? 50,
+      this.opts.debounceMs ?? 20,
     );
   }
 
@@ -247,6 +254,16 @@ export class Agent {
   }
 
   private async apply(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
+    this.applying = true;
+    try {
+      return await this.applyNow(desired, mode);
+    } finally {
+      this.applying = false;
+      this.appliedAt = performance.now();
+    }
+  }
+
+  private async applyNow(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
     const started = performance.now();
     let changed = 0;
     if (mode !== 'adopted') {

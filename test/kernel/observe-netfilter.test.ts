@@ -203,6 +203,8 @@ for (const backendName of ['iptables', 'nftables'] as const) {
     it('with flowLogs: false only the Log rule reports', async () => {
       await backendWith(false).apply(target, ir);
       try {
+        // NFLOG batches messages (flushed within 100 ms): let the earlier tests' ones arrive first.
+        await sleep(400);
         events.length = 0;
         await measureReach(LAB, { port: 80, protocol: 'TCP', from: ['x/b', 'x/c'], timeoutMs: 500 });
         await until(() => verdicts((e) => e.verdict === 'log').length >= 2, 5000);
