@@ -23,6 +23,9 @@ import type { IR } from '../ir/types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
 
+/** Drift polls use at most 1/POLL_DUTY of a core. */
+const POLL_DUTY = 20;
+
 /** Ruleset events this soon after an apply are taken as the apply's own. */
 const OWN_CHANGES_MS = 200;
 
@@ -172,7 +175,22 @@ export class Agent {
     // hears of changes from the ruleset monitor, and polls for what it cannot see (ipset members).
     const every =
       this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.name === 'ebpf' ? 250 : 500);
-    this.reconcileTimer = setInterval(() => void this.enqueue(() => this.checkDrift()), every);
+    this.schedulePoll(every);
+  }
+
+  /**
+   * The next drift poll. Reading a big ruleset back costs more: the pause after a poll is at least
+   * POLL_DUTY times what the poll took, so checking never takes more than 1/POLL_DUTY of a core.
+   */
+  private schedulePoll(every: number, delay = every): void {
+    if (this.stopped) return;
+    this.reconcileTimer = setTimeout(() => {
+      void this.enqueue(async () => {
+        const started = performance.now();
+        await this.checkDrift();
+        this.schedulePoll(every, Math.max(every, (performance.now() - started) * POLL_DUTY));
+      });
+    }, delay);
   }
 
   private kernelChanged(): void {
@@ -351,7 +369,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     this.stopWatch?.();
-    clearInterval(this.reconcileTimer);
+    clearTimeout(this.reconcileTimer);
     clearTimeout(this.debounceTimer);
     clearTimeout(this.driftTimer);
     this.kernelWatch?.stop();

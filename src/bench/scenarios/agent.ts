@@ -599,7 +599,7 @@ export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
   }
   notes.push(
     'full sync = spawn of `switchyard agent` → its API answers with the first apply done (fresh state directory, node dataplane removed before); ' +
-      "label change = one local pod's label flipped in its file → the new revision in force (debounce 50 ms, every manifest re-read, IR rebuilt, incremental apply)",
+      "label change = one local pod's label flipped in its file → the new revision in force (debounce 20 ms, every manifest re-read, IR rebuilt, incremental apply)",
   );
   notes.push(...targetVerdicts(data));
   return { name: 'agent', unit: 'ms', better: 'lower', rows, notes };
