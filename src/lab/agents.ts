@@ -5,16 +5,7 @@
  * revision in force, or the error that kept it out.
  */
 import { spawn } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../agent/agent.js';
@@ -22,6 +13,7 @@ import { agentRequest } from '../agent/client.js';
 import { DESIRED_FILE, type DesiredState } from '../agent/desired.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
+import { argValue, findMarkedProcesses } from '../netns/processes.js';
 import { LabError } from './errors.js';
 import { labDir, isAlive } from './state.js';
 
@@ -56,47 +48,15 @@ function cliEntry(): string {
   return path;
 }
 
-function argValue(argv: string[], flag: string): string {
-  const i = argv.indexOf(flag);
-  return i >= 0 ? (argv[i + 1] ?? '') : '';
-}
-
-function parentPid(pid: string): number {
-  try {
-    // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Every agent process on the machine, by its command line. An agent's child between fork and
- * exec still shows the agent's command line: processes whose parent is an agent are not agents.
- */
+/** Every agent process on the machine, by its command line. */
 export function findAgents(): AgentProcess[] {
-  const out: AgentProcess[] = [];
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (!argv.includes(AGENT_MARK)) continue;
-    parents.set(Number(entry), parentPid(entry));
-    out.push({
-      pid: Number(entry),
-      scope: argValue(argv, '--scope'),
-      node: argValue(argv, '--node'),
-      backend: argValue(argv, '--backend'),
-      source: argValue(argv, '--source'),
-    });
-  }
-  return out.filter((a) => !parents.has(parents.get(a.pid) ?? 0));
+  return findMarkedProcesses(AGENT_MARK).map(({ pid, argv }) => ({
+    pid,
+    scope: argValue(argv, '--scope'),
+    node: argValue(argv, '--node'),
+    backend: argValue(argv, '--backend'),
+    source: argValue(argv, '--source'),
+  }));
 }
 
 export function labAgents(lab: string): AgentProcess[] {

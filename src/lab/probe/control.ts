@@ -1,8 +1,9 @@
 /** The CLI's side of the probe server: config, start, reload, find and stop. */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { argValue, findMarkedProcesses } from '../../netns/processes.js';
 import { LabError } from '../errors.js';
 import { isAlive, type ProbeServerInfo } from '../state.js';
 import type { Topology } from '../topology.js';
@@ -76,17 +77,9 @@ export function isProbeServer(pid: number, lab: string): boolean {
 /** Probe server processes on the machine, by their command line: `lab` → pids. */
 export function findProbeServers(): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (!argv.includes(SERVER_MARK)) continue;
-    const lab = argv[argv.indexOf('--lab') + 1];
-    if (lab) out.set(lab, [...(out.get(lab) ?? []), Number(entry)]);
+  for (const { pid, argv } of findMarkedProcesses(SERVER_MARK)) {
+    const lab = argValue(argv, '--lab');
+    if (lab) out.set(lab, [...(out.get(lab) ?? []), pid]);
   }
   return out;
 }
