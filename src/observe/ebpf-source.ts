@@ -21,7 +21,6 @@ import { BpfMap, PerCpuMap, RingBufMap, RingBufReader, codecs } from '../bpf/ind
 import { watchReadable, type ReadableWatch } from '../bpf/sys.js';
 import type { NodeTarget } from '../dataplane/backend.js';
 import {
-  CT_STATE,
   ctKey,
   ctValue,
   EVENT_VERDICT_NAMES,
@@ -93,8 +92,6 @@ interface Opened {
 interface Connection {
   packets: number;
   bytes: number;
-  /** Its end was reported already (TCP closed: totals are final). */
-  ended?: boolean;
   event: Omit<ConnectionEvent, 'time' | 'phase' | 'packets' | 'bytes'>;
 }
 
@@ -444,10 +441,7 @@ class EbpfEventSource implements EventSource {
       const packets = Number(v.packets);
       const bytes = Number(v.bytes);
       const known = this.connections.get(id);
-      if (known?.ended || (known && known.packets === packets && known.bytes === bytes)) continue;
-      // A closed TCP connection's totals are final: report its end now, once, rather than an
-      // update now and the end when the entry expires.
-      const ended = v.state === CT_STATE.closed;
+      if (known && known.packets === packets && known.bytes === bytes) continue;
       const ported = k.proto === IPPROTO.TCP || k.proto === IPPROTO.UDP || k.proto === IPPROTO.SCTP;
       const c: Connection = known ?? {
         packets,
@@ -463,14 +457,13 @@ class EbpfEventSource implements EventSource {
       };
       c.packets = packets;
       c.bytes = bytes;
-      c.ended = ended;
       this.connections.set(id, c);
-      this.emitConnection(c, ended ? 'end' : 'update');
+      this.emitConnection(c, 'update');
     }
     for (const [id, c] of this.connections) {
       if (seen.has(id)) continue;
       this.connections.delete(id);
-      if (!c.ended) this.emitConnection(c, 'end');
+      this.emitConnection(c, 'end');
     }
   }
 
