@@ -104,10 +104,10 @@ async function explainVia(
   if (flags.port) q.set('port', String(flags.port));
   const agent = resolveAgents(flags)[0];
   if (!agent) return;
-  const first = { answer: await agentRequest<Explanation>(agent.socket, `/v1/explain?${q.toString()}`) };
-  if (flags.json) return printJson(first.answer);
-  process.stdout.write(`${first.answer.summary}\n`);
-  for (const s of [first.answer.egress, first.answer.ingress]) if (s) process.stdout.write(`  ${s.text}\n`);
+  const answer = await agentRequest<Explanation>(agent.socket, `/v1/explain?${q.toString()}`);
+  if (flags.json) return printJson(answer);
+  process.stdout.write(`${answer.summary}\n`);
+  for (const s of [answer.egress, answer.ingress]) if (s) process.stdout.write(`  ${s.text}\n`);
 }
 
 export function register(program: Command): void {
