@@ -236,7 +236,8 @@ for (const backendName of ['iptables', 'nftables'] as const) {
       );
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      await new Promise((resolve) => child.on('exit', resolve));
+      // 'close', not 'exit': the count on stdout may still be in flight when the process exits.
+      await new Promise((resolve) => child.on('close', resolve));
       const sent = Number(out.trim());
       expect(Date.now() - started).toBeLessThan(5000);
       expect(sent).toBeGreaterThan(count * 0.9);
