@@ -94,10 +94,8 @@ export interface AgentOptions {
 function nodeSlice(ir: IR, node: string): unknown {
   // What this node's dataplane depends on; changes elsewhere in the cluster still reach it through
   // sets and services, which are compared whole.
-  return {
-    ...ir,
-    ruleSets: ir.ruleSets.filter((rs) => ir.endpoints.some((e) => e.id === rs.endpoint && e.node === node)),
-  };
+  const local = new Set(ir.endpoints.filter((e) => e.node === node).map((e) => e.id));
+  return { ...ir, ruleSets: ir.ruleSets.filter((rs) => local.has(rs.endpoint)) };
 }
 
 export class Agent {
