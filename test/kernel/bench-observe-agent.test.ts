@@ -13,25 +13,13 @@ import {
   measureAgentScale,
 } from '../../src/bench/scenarios/agent.js';
 import { measureObserve, observeCosts, observeResult } from '../../src/bench/scenarios/observe.js';
-import type { BenchContext } from '../../src/bench/types.js';
 import { listNetns } from '../../src/netns/index.js';
+import { quickContext } from '../support/bench.js';
 import { describeKernel } from '../support/kernel.js';
 
 const TAG = String(process.pid % 10_000);
 
-function context(): BenchContext & { ticks: number } {
-  const ctx = {
-    quick: true,
-    ticks: 0,
-    progress: {
-      total: (): void => undefined,
-      tick: (): void => {
-        ctx.ticks++;
-      },
-    },
-  };
-  return ctx;
-}
+const context = quickContext;
 
 describe('observe and agent bench scenarios', () => {
   it('are registered under their names', async () => {

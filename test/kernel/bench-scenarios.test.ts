@@ -16,25 +16,14 @@ import {
   throughputCpuResult,
   throughputResult,
 } from '../../src/bench/scenarios/throughput.js';
-import type { BenchContext, BenchScenarioResult } from '../../src/bench/types.js';
+import type { BenchScenarioResult } from '../../src/bench/types.js';
 import { listNetns } from '../../src/netns/index.js';
+import { quickContext } from '../support/bench.js';
 import { describeKernel } from '../support/kernel.js';
 
 const PID_TAG = String(process.pid % 100_000);
 
-function context(): BenchContext & { ticks: number } {
-  const ctx = {
-    quick: true,
-    ticks: 0,
-    progress: {
-      total: (): void => undefined,
-      tick: (): void => {
-        ctx.ticks++;
-      },
-    },
-  };
-  return ctx;
-}
+const context = quickContext;
 
 /** Shape every scenario result must have: unit, direction, finite positive figures, ≥ 1 sample per row. */
 function expectShape(r: BenchScenarioResult, name: string, unit: string, better: 'lower' | 'higher'): void {
