@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lists what Switchyard has in the kernel (namespaces, pins, cgroups), and fails on what a test run
+# Lists what Switchyard has in the kernel (namespaces, pins, cgroups) and the processes it starts
+# detached (agents, etcd), and fails on what a test run
 # left behind. Usage:
 #   leftovers.sh --list            print the current objects, one per line
 #   leftovers.sh [BEFORE_FILE]     fail if objects exist that are not in BEFORE_FILE (a --list taken
@@ -10,6 +11,9 @@ set -u
 list() {
   ip netns list 2>/dev/null | awk '{print "netns " $1}' | grep -E '^netns sy-' || true
   [ -d /sys/fs/bpf/switchyard ] && find /sys/fs/bpf/switchyard -mindepth 1 -maxdepth 1 -printf 'pin %p\n' 2>/dev/null
+  # Processes a lab starts detached: agents (marked on their command line) and cluster etcds.
+  pgrep -f -- '--switchyard-agent' 2>/dev/null | grep -vx "$$" | awk '{print "process agent " $1}'
+  pgrep -a -x etcd 2>/dev/null | grep -oE -- '--name sy-[a-z0-9-]+' | sed 's/^--name /process etcd /'
   for cg in /sys/fs/cgroup/switchyard /sys/fs/cgroup/unified/switchyard; do
     [ -d "$cg" ] && find "$cg" -mindepth 1 -maxdepth 1 -type d -printf 'cgroup %p\n' 2>/dev/null
   done

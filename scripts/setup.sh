@@ -13,6 +13,7 @@ apt_packages=(
   conntrack  # conntrack -L/-E: flows and state checks on netfilter
   iperf3     # bench throughput
   procps     # ps/pgrep used by lab cleanup
+  etcd-server  # cluster mode: the datastore agents watch
   chromium   # the web console's browser test (playwright-core drives it; nothing is downloaded)
 )
 

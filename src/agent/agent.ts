@@ -26,6 +26,10 @@ import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './
 /** Drift polls use at most 1/POLL_DUTY of a core. */
 const POLL_DUTY = 20;
 
+/** Failed applies are retried after RETRY_MIN_MS, doubling up to RETRY_MAX_MS. */
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5000;
+
 /** Ruleset events this soon after an apply are taken as the apply's own. */
 const OWN_CHANGES_MS = 200;
 
@@ -46,6 +50,8 @@ export interface AgentStatus {
   scope: string;
   pid: number;
   source: string;
+  /** The source's own counters (etcd: connected, lists, resumes, compactions, events, revision). */
+  sourceStats?: Readonly<Record<string, number | boolean | undefined>>;
   startedAt: string;
   /** Revision in force (undefined before the first successful apply). */
   revision?: string;
@@ -91,11 +97,28 @@ export interface AgentOptions {
   hooks?: AgentHooks;
 }
 
-function nodeSlice(ir: IR, node: string): unknown {
-  // What this node's dataplane depends on; changes elsewhere in the cluster still reach it through
-  // sets and services, which are compared whole.
+/**
+ * What this node's dataplane depends on: its endpoints' rule sets and the sets those rules (and
+ * prefilters) name; endpoints, nodes and services are compared whole. A change elsewhere in the
+ * cluster (a policy for another node's pods, with its own new peer set) leaves it equal, and
+ * costs this node no kernel work.
+ */
+export function nodeSlice(ir: IR, node: string): unknown {
   const local = new Set(ir.endpoints.filter((e) => e.node === node).map((e) => e.id));
-  return { ...ir, ruleSets: ir.ruleSets.filter((rs) => local.has(rs.endpoint)) };
+  const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
+  const sets = new Set(ir.prefilters.map((p) => p.set));
+  const portSets = new Set<string>();
+  for (const rs of ruleSets)
+    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
+      if (r.peerSet) sets.add(r.peerSet);
+      if (r.peerPortSet) portSets.add(r.peerPortSet);
+    }
+  return {
+    ...ir,
+    ruleSets,
+    ipSets: ir.ipSets.filter((s) => sets.has(s.id)),
+    ipPortSets: ir.ipPortSets.filter((s) => portSets.has(s.id)),
+  };
 }
 
 export class Agent {
@@ -107,6 +130,8 @@ export class Agent {
   private reconcileTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
   private driftTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 0;
   private kernelWatch: ChangeWatch | undefined;
   private applying = false;
   private appliedAt = Number.NEGATIVE_INFINITY;
@@ -124,6 +149,7 @@ export class Agent {
       scope: opts.target.scope,
       pid: process.pid,
       source: opts.source.description,
+      ...(opts.source.stats ? { sourceStats: opts.source.stats } : {}),
       startedAt: new Date().toISOString(),
       repairs: 0,
       errors: 0,
@@ -249,7 +275,10 @@ export class Agent {
     const sameState =
       applied !== undefined && isDeepStrictEqual(nodeSlice(applied.ir, node), nodeSlice(desired.ir, node));
     if (!starting && sameState && applied) {
-      if (applied.revision !== desired.revision) this.record(desired, applied.fingerprint);
+      // The IR in force stays the one the kernel was built from (the desired one may hold sets
+      // this node never installed): the next incremental apply diffs against what is there.
+      if (applied.revision !== desired.revision)
+        this.record({ ...desired, ir: applied.ir }, applied.fingerprint);
       this.status.revision = desired.revision;
       delete this.status.lastError;
       return;
@@ -266,7 +295,19 @@ export class Agent {
       const untouched = fingerprint === applied.fingerprint;
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
-    await this.apply(desired, mode);
+    if (await this.apply(desired, mode)) this.retryMs = 0;
+    else this.retryLater();
+  }
+
+  /**
+   * A failed apply is tried again, backing off: what made it fail (an interface not created yet,
+   * a busy lock) often goes away without a new desired state to wake the agent.
+   */
+  private retryLater(): void {
+    if (this.stopped) return;
+    this.retryMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryMs * 2));
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.changed(), this.retryMs);
   }
 
   private async apply(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
@@ -305,7 +346,9 @@ export class Agent {
       );
       return false;
     }
-    this.record(desired, fingerprint);
+    // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
+    const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
+    this.record(inForce, fingerprint);
     const durationMs = Math.round(performance.now() - started);
     this.status.lastApply = {
       at: new Date().toISOString(),
@@ -370,6 +413,7 @@ export class Agent {
     clearTimeout(this.reconcileTimer);
     clearTimeout(this.debounceTimer);
     clearTimeout(this.driftTimer);
+    clearTimeout(this.retryTimer);
     this.kernelWatch?.stop();
     await this.queue;
   }

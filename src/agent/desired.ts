@@ -15,7 +15,7 @@ export interface DesiredState {
   cgroups?: Record<string, string>;
 }
 
-/** Where desired state comes from (a directory today; etcd next). */
+/** Where desired state comes from: a directory (dir-source.ts) or etcd (etcd-source.ts). */
 export interface DesiredSource {
   /** For logs and status: `dir:/path`. */
   readonly description: string;
@@ -23,6 +23,8 @@ export interface DesiredSource {
   read(): Promise<DesiredState>;
   /** Calls `onChange` (possibly more than once) after the state may have changed; returns a stop function. */
   watch(onChange: () => void): () => void;
+  /** Live counters of the source's own (etcd: connected, lists, resumes, compactions), shown in status. */
+  readonly stats?: Readonly<Record<string, number | boolean | undefined>>;
 }
 
 export class SourceError extends Error {

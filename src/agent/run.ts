@@ -14,15 +14,23 @@ import { AgentMetrics } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
 import { Agent } from './agent.js';
 import { startApi, startMetricsListener, type ApiServers } from './api.js';
+import type { DesiredSource } from './desired.js';
 import { DirectorySource } from './dir-source.js';
+import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
 import { apiSocket } from './paths.js';
+
+/** `etcd:http://HOST:PORT` names etcd; anything else is a directory. */
+export function isEtcdSource(source: string): boolean {
+  return source.startsWith('etcd:');
+}
 
 export interface RunAgentOptions {
   node: string;
   backend: BackendName;
   netns: string;
   scope: string;
+  /** A directory, or `etcd:http://HOST:PORT`. */
   source: string;
   stateDir: string;
   /** Nodes to spread unplaced pods over, for manifest directories. */
@@ -92,11 +100,13 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
       .map(([, path]) => path);
   };
   let observers: Observers | undefined;
-  const source = new DirectorySource(opts.source, {
-    ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
-    node: opts.node,
-    previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
-  });
+  const source: DesiredSource = isEtcdSource(opts.source)
+    ? new EtcdSource(opts.source, { node: opts.node, stateDir: opts.stateDir, logger })
+    : new DirectorySource(opts.source, {
+        ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
+        node: opts.node,
+        previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
+      });
   const agent: Agent = new Agent({
     target,
     backend,

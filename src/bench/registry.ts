@@ -14,6 +14,7 @@ export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {
   'throughput-cpu': async () => (await import('./scenarios/throughput.js')).cpuScenario,
   observe: async () => (await import('./scenarios/observe.js')).scenario,
   agent: async () => (await import('./scenarios/agent.js')).scenario,
+  cluster: async () => (await import('./scenarios/cluster.js')).scenario,
 };
 
 export function scenarioNames(): string[] {

@@ -47,7 +47,19 @@ async function run(flags: AgentFlags): Promise<void> {
     process.stdout.write(`removed the ${flags.backend} dataplane of node ${flags.node} and ${stateDir}\n`);
     return;
   }
-  if (!flags.source) throw new CliError('--source DIR is required (a directory of manifests, watched)', 2);
+  if (!flags.source)
+    throw new CliError(
+      '--source is required: a directory of manifests (watched), or etcd:http://HOST:PORT',
+      2,
+    );
+  if (flags.source.startsWith('etcd:')) {
+    const { parseEtcdUrl } = await import('../datastore/etcd.js');
+    try {
+      parseEtcdUrl(flags.source);
+    } catch (e) {
+      throw new CliError(`--source: ${(e as Error).message}`, 2);
+    }
+  }
   let agentLoopback: ReturnType<typeof loopbackAddress> | undefined;
   let metricsLoopback: ReturnType<typeof loopbackAddress> | undefined;
   try {
@@ -94,7 +106,10 @@ export function register(program: Command): void {
     )
     .requiredOption('--netns <name>', "the node's network namespace (sy-…)")
     .option('--scope <name>', 'pin and cgroup scope (a lab name for lab agents)', 'agent')
-    .option('--source <dir>', 'desired state: a directory of manifests (or a compiled desired.json), watched')
+    .option(
+      '--source <dir|etcd:URL>',
+      'desired state: a directory of manifests (or a compiled desired.json), or etcd:http://HOST:PORT; watched',
+    )
     .option(
       '--state-dir <dir>',
       'where the agent keeps its record and API socket (default /run/switchyard/agents/<scope>/<node>)',

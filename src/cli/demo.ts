@@ -12,6 +12,7 @@ import { availableBackends, loadBackend } from '../dataplane/registry.js';
 import { allLabSummaries, converge, labDown, measureReach, probeService } from '../lab/index.js';
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
 import { agentSteps } from './demo-agent.js';
+import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
 import { formatReachGrid, formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
 
@@ -239,11 +240,13 @@ export function register(program: Command): void {
       if (opts.lab && root) {
         const files = ['walkthrough', 'global', 'services'].map((d) => join(EXAMPLES_DIR, d));
         steps.push(...labSteps(loadManifests(files), files));
+        if (availableBackends().includes('ebpf')) steps.push(...clusterSteps());
       }
       try {
         await runDemo(steps);
       } finally {
-        if (opts.lab && root && allLabSummaries().some((l) => l.name === DEMO_LAB)) await labDown(DEMO_LAB);
+        for (const lab of [DEMO_LAB, DEMO_CLUSTER])
+          if (opts.lab && root && allLabSummaries().some((l) => l.name === lab)) await labDown(lab);
       }
       if (opts.lab && !root)
         process.stdout.write('\n(run as root to see the lab steps: real namespaces and packets)\n');

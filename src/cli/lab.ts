@@ -41,7 +41,7 @@ function collect(v: string, prev: string[] = []): string[] {
 }
 
 /** A progress bar on stderr when it is a terminal; silence otherwise (CI logs, pipes). */
-function progressBar(): Progress | undefined {
+export function progressBar(): Progress | undefined {
   if (process.stderr.isTTY !== true) return undefined;
   const bar = new cliProgress.SingleBar(
     {
@@ -71,7 +71,7 @@ function progressBar(): Progress | undefined {
   };
 }
 
-function podTable(pods: readonly LabPod[]): string {
+export function podTable(pods: readonly LabPod[]): string {
   return formatTable(
     ['POD', 'NODE', 'ADDRESS', 'NETNS', 'PORTS'],
     pods.map((p) => [
@@ -125,7 +125,7 @@ async function upOrApply(
   process.stdout.write(podTable(pods) + '\n');
 }
 
-function cleanupLine(r: CleanupReport): string {
+export function cleanupLine(r: CleanupReport): string {
   const parts = [
     `${r.netns.length} namespaces`,
     r.processes.length ? `processes ${r.processes.join(',')}` : '',

@@ -13,8 +13,10 @@ import { agentRequest } from '../agent/client.js';
 import { DESIRED_FILE, type DesiredState } from '../agent/desired.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
+import { cgroup2Mount, ensureCgroup } from '../netns/index.js';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
 import { LabError } from './errors.js';
+import { AGENTS_CGROUP, CGROUP_DIR } from './names.js';
 import { labDir, isAlive } from './state.js';
 
 export interface LabAgentNode {
@@ -32,6 +34,8 @@ export interface AgentProcess {
 
 const START_TIMEOUT_MS = 60_000;
 const APPLY_TIMEOUT_MS = 180_000;
+/** How long an etcd-fed agent's failure may last before the lab reports it (it retries meanwhile). */
+const ERROR_GRACE_MS = 10_000;
 
 export function desiredDir(lab: string): string {
   return join(labDir(lab), 'desired');
@@ -59,9 +63,18 @@ export function findAgents(): AgentProcess[] {
   }));
 }
 
+/** Agents of `lab`: started with its scope, watching its desired directory or an etcd. */
 export function labAgents(lab: string): AgentProcess[] {
-  const source = desiredDir(lab);
-  return findAgents().filter((a) => a.scope === lab && a.source === source);
+  const dir = desiredDir(lab);
+  return findAgents().filter((a) => a.scope === lab && (a.source === dir || a.source.startsWith('etcd:')));
+}
+
+/**
+ * Each lab agent runs in a cgroup of its own, so a fault test can cut exactly one node's agent
+ * off from etcd (src/lab/partition.ts) without touching anything else.
+ */
+export function agentCgroup(lab: string, node: string): string {
+  return join(cgroup2Mount(), CGROUP_DIR, lab, AGENTS_CGROUP, node);
 }
 
 async function stopPids(pids: number[], signal: NodeJS.Signals): Promise<void> {
@@ -120,7 +133,7 @@ function logTail(stateDir: string): string {
   }
 }
 
-function startAgent(lab: string, node: LabAgentNode, backend: BackendName): number {
+function startAgent(lab: string, node: LabAgentNode, backend: BackendName, source: string): number {
   const stateDir = agentStateDir(lab, node.name);
   mkdirSync(stateDir, { recursive: true });
   const log = openSync(agentLog(stateDir), 'a');
@@ -137,11 +150,22 @@ function startAgent(lab: string, node: LabAgentNode, backend: BackendName): numb
     '--scope',
     lab,
     '--source',
-    desiredDir(lab),
+    source,
     '--state-dir',
     stateDir,
   ];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  const cgroup = agentCgroup(lab, node.name);
+  ensureCgroup(cgroup);
+  // The shell joins the cgroup and then becomes the agent: every socket the agent opens is made
+  // inside it (a cgroup's socket programs see only sockets created there).
+  const child = spawn(
+    '/bin/sh',
+    ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), process.execPath, ...args],
+    {
+      detached: true,
+      stdio: ['ignore', log, log],
+    },
+  );
   closeSync(log);
   if (child.pid === undefined) throw new LabError(`cannot start the agent of node ${node.name}`);
   child.unref();
@@ -157,16 +181,57 @@ export async function syncLabAgents(
   nodes: readonly LabAgentNode[],
   backend: BackendName,
   revision: string,
+  source: string = desiredDir(lab),
+  /** Nodes whose agents cannot hear of the revision (cut off from etcd): not waited for. */
+  unreachable: readonly string[] = [],
 ): Promise<void> {
   const wanted = new Map(nodes.map((n) => [n.name, n]));
-  await stopLabAgents(lab, (a) => a.backend === backend && wanted.get(a.node)?.netns !== undefined);
+  await stopLabAgents(
+    lab,
+    (a) => a.backend === backend && a.source === source && wanted.get(a.node)?.netns !== undefined,
+  );
   const running = new Map(labAgents(lab).map((a) => [a.node, a.pid]));
   const pids = new Map<string, number>();
-  for (const n of nodes) pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend));
-  await Promise.all(nodes.map((n) => waitForRevision(lab, n.name, pids.get(n.name) ?? 0, revision)));
+  for (const n of nodes) pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend, source));
+  // Agents watching etcd may have seen the write before the lab built what it needs (a new pod's
+  // interface): ask them to try again now, and give their failures a moment to clear.
+  const fromEtcd = source.startsWith('etcd:');
+  if (fromEtcd)
+    await Promise.all(
+      [...running.keys()].map((node) =>
+        agentRequest(apiSocket(agentStateDir(lab, node)), '/v1/sync', {
+          method: 'POST',
+          timeoutMs: 5000,
+        }).catch(() => undefined),
+      ),
+    );
+  await Promise.all(
+    nodes
+      .filter((n) => !unreachable.includes(n.name))
+      .map((n) =>
+        waitForRevision(lab, n.name, pids.get(n.name) ?? 0, revision, fromEtcd ? ERROR_GRACE_MS : 0),
+      ),
+  );
 }
 
-async function waitForRevision(lab: string, node: string, pid: number, revision: string): Promise<void> {
+/**
+ * Whether `have` is `wanted` or newer. Revisions count up (the lab's, and etcd's, where an agent
+ * may already be past the write it is waited for).
+ */
+function reached(have: string | undefined, wanted: string): boolean {
+  if (have === wanted) return true;
+  if (have === undefined || !/^\d+$/.test(have) || !/^\d+$/.test(wanted)) return false;
+  return Number(have) >= Number(wanted);
+}
+
+export async function waitForRevision(
+  lab: string,
+  node: string,
+  pid: number,
+  revision: string,
+  graceMs = 0,
+): Promise<void> {
+  let failingSince: number | undefined;
   const stateDir = agentStateDir(lab, node);
   const socket = apiSocket(stateDir);
   const started = Date.now();
@@ -179,8 +244,13 @@ async function waitForRevision(lab: string, node: string, pid: number, revision:
     try {
       const s = await agentRequest<AgentStatus>(socket, '/v1/status', { timeoutMs: 5000 });
       answered = true;
-      if (s.revision === revision && s.desiredRevision === revision && !s.lastError) return;
-      if (s.lastError && s.desiredRevision === revision && (s.lastError.revision ?? revision) === revision)
+      if (reached(s.revision, revision) && reached(s.desiredRevision, revision) && !s.lastError) return;
+      const failing =
+        s.lastError !== undefined &&
+        reached(s.desiredRevision, revision) &&
+        reached(s.lastError.revision ?? revision, revision);
+      failingSince = failing ? (failingSince ?? Date.now()) : undefined;
+      if (s.lastError && failingSince !== undefined && Date.now() - failingSince >= graceMs)
         throw new LabError(
           `the ${s.backend} backend failed on node ${node}: ${s.lastError.message}\n` +
             `(the previous state stays in force; fix the cause and run 'switchyard lab apply')`,

@@ -44,6 +44,11 @@ export interface ConvergeOptions {
    * Without agents the lab applies the backend itself, once.
    */
   agents?: boolean;
+  /**
+   * Cluster mode: the model was read from this etcd at `revision`, and the agents watch it there
+   * (the lab only builds namespaces, links and probes, and waits for the agents).
+   */
+  cluster?: { etcd: string; revision: number; unreachable?: readonly string[] };
 }
 
 export interface ConvergeResult {
@@ -124,9 +129,18 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     if (opts.mode === 'apply' && !prev) {
       throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
     }
+    if (prev?.cluster && !opts.cluster)
+      throw new LabError(
+        `lab '${name}' is a cluster: its desired state lives in etcd; change it with ` +
+          `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --name ${name}' first)`,
+      );
+    if (opts.cluster && (opts.backend ?? prev?.backend ?? 'none') === 'none')
+      throw new LabError(
+        'a cluster needs a policy backend for its agents (--backend iptables|nftables|ebpf)',
+      );
     const backendName = opts.backend ?? prev?.backend ?? 'none';
     const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
-    const wantAgents = opts.agents ?? prev?.agents ?? true;
+    const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
     const agents = backendName !== 'none' && wantAgents;
     // Load first: an unavailable backend is reported before anything in the kernel changes.
     const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
@@ -180,7 +194,8 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
       cgroupRoot,
       ...(prev?.probe && !rebuilt ? { probe: prev.probe } : {}),
       agents: wantAgents,
-      revision: (prev?.revision ?? 0) + 1,
+      revision: opts.cluster ? opts.cluster.revision : (prev?.revision ?? 0) + 1,
+      ...(opts.cluster ? { cluster: { etcd: opts.cluster.etcd } } : {}),
     };
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.
     writeState(state);
@@ -219,7 +234,20 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     delete state.target;
     writeState(state);
 
-    if (backend && agents) {
+    if (backend && opts.cluster) {
+      progress.phase(`${backend.name} policy (agents, etcd)`, 1);
+      await syncLabAgents(
+        name,
+        topology.nodes,
+        backend.name,
+        String(opts.cluster.revision),
+        `etcd:${opts.cluster.etcd}`,
+        opts.cluster.unreachable ?? [],
+      );
+      state.backendIR = state.ir;
+      writeState(state);
+      progress.tick();
+    } else if (backend && agents) {
       progress.phase(`${backend.name} policy (agents)`, 1);
       writeDesired(name, {
         revision: String(state.revision),

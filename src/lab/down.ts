@@ -12,6 +12,7 @@ import {
 } from '../netns/index.js';
 import { stopLabAgents, stopOrphanAgents } from './agents.js';
 import { discoverLabs, ownedByPrefix } from './discover.js';
+import { stopEtcd, stopOrphanEtcd } from './etcd.js';
 import { CGROUP_DIR, checkLabName, PIN_ROOT, STATE_ROOT } from './names.js';
 import { findProbeServers, isProbeServer, stopProcess } from './probe/control.js';
 import {
@@ -98,7 +99,7 @@ async function removeBackend(lab: string, state: LabState): Promise<string[]> {
 }
 
 /**
- * Removes everything of one lab: backend state, probe server and any process in its cgroups,
+ * Removes everything of one lab: backend state, etcd, probe server and any process in its cgroups,
  * namespaces (from the state file and by the `sy-<lab>-` prefix), pins, cgroups and the state
  * directory. Works without a state file.
  */
@@ -110,8 +111,9 @@ export async function destroyLab(
   const problems: string[] = [];
   // Agents first: they would repair what removeBackend takes away.
   const agents = await stopLabAgents(lab);
+  const etcd = await stopEtcd(lab);
   const notes = state ? await removeBackend(lab, state) : [];
-  const processes = [...agents, ...(await killProcesses(lab, state))];
+  const processes = [...agents, ...etcd, ...(await killProcesses(lab, state))];
   const mount = cgroupMountOrUndefined();
   const cgroupRoot = state?.cgroupRoot ?? (mount ? join(mount, CGROUP_DIR, lab) : undefined);
   const hadCgroups = cgroupRoot !== undefined && existsSync(cgroupRoot);
@@ -182,10 +184,10 @@ export async function labDownAll(): Promise<CleanupReport[]> {
       });
     }
   }
-  const orphans = await stopOrphanAgents(STATE_ROOT);
+  const orphans = [...(await stopOrphanAgents(STATE_ROOT)), ...(await stopOrphanEtcd())];
   if (orphans.length > 0)
     reports.push({
-      lab: '(agents of labs already gone)',
+      lab: '(agents and etcd of labs already gone)',
       netns: [],
       processes: orphans,
       cgroups: false,

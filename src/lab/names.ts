@@ -24,6 +24,8 @@ export const FABRIC_PREFIX_LENGTH = 24;
 export const STATE_ROOT = '/run/switchyard/labs';
 export const PIN_ROOT = '/sys/fs/bpf/switchyard';
 export const CGROUP_DIR = 'switchyard';
+/** Under a lab's cgroup: one cgroup per node's agent (pods' cgroups never take this name). */
+export const AGENTS_CGROUP = 'agents';
 
 export function labNameError(name: string): string | undefined {
   if (name.length === 0) return 'lab name must not be empty';

@@ -50,6 +50,8 @@ export interface LabState {
   agents?: boolean;
   /** Bumped by every up/apply: the desired-state revision the agents must report in force. */
   revision?: number;
+  /** Cluster mode: the agents watch this etcd (started by `cluster up`) instead of `desired/`. */
+  cluster?: { etcd: string };
 }
 
 export function labDir(name: string): string {

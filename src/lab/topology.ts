@@ -6,7 +6,15 @@ import { INFRA_RANGE, isPodAddress, POD_RANGE, servedPorts } from '../calc/index
 import type { Endpoint, IR } from '../ir/types.js';
 import { formatCidr } from '../util/ip.js';
 import { LabError } from './errors.js';
-import { fabricNetns, fabricPeerName, netnsPrefix, nodeSlug, podSlug, SlugAllocator } from './names.js';
+import {
+  AGENTS_CGROUP,
+  fabricNetns,
+  fabricPeerName,
+  netnsPrefix,
+  nodeSlug,
+  podSlug,
+  SlugAllocator,
+} from './names.js';
 
 export interface LabPort {
   port: number;
@@ -76,7 +84,7 @@ export function buildTopology(lab: string, ir: IR, previous?: Topology): Topolog
   const prefix = netnsPrefix(lab);
   const prevNodes = new Map((previous?.nodes ?? []).map((n) => [n.name, n]));
   const prevPods = new Map((previous?.pods ?? []).map((p) => [p.id, p]));
-  const slugs = new SlugAllocator(['fabric']);
+  const slugs = new SlugAllocator(['fabric', AGENTS_CGROUP]);
   // Names in use keep their slug; only then do newcomers pick theirs.
   for (const n of ir.nodes) {
     const prev = prevNodes.get(n.name);

@@ -1,6 +1,14 @@
 export * from './types.js';
 export * from './errors.js';
-export { loadManifests, loadManifestTexts, validateManifests, validateManifestTexts } from './loader.js';
+export {
+  loadManifests,
+  loadManifestTexts,
+  validateManifestDocuments,
+  validateManifests,
+  validateManifestTexts,
+} from './loader.js';
+export type { ManifestDocument } from './documents.js';
+export { readManifestDocuments } from './documents.js';
 export type { ManifestText } from './loader.js';
 export { expandManifestPaths } from './documents.js';
 export { NAMESPACE_NAME_LABEL, DEFAULT_NAMESPACE } from './convert.js';

@@ -261,80 +261,103 @@ export function validateManifestTexts(texts: readonly ManifestText[]): {
   model?: Model;
   issues: ManifestIssue[];
 } {
-  const issues: ManifestIssue[] = [];
-  const model = emptyModel();
-  const locate = new Map<object, Located>();
+  const readIssues: ManifestIssue[] = [];
+  const documents: ManifestDocument[] = [];
   for (const { file, text } of texts) {
     const read = readManifestDocuments(file, text);
-    issues.push(...read.issues);
-    for (const doc of read.documents) {
-      const value = doc.value;
-      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    readIssues.push(...read.issues);
+    documents.push(...read.documents);
+  }
+  return validateManifestDocuments(
+    documents,
+    readIssues,
+    texts.map((t) => t.file),
+  );
+}
+
+/**
+ * Validates documents already read (from files, or objects kept in a datastore) as one input.
+ * `files` orders the issues (default: the order documents name them in).
+ */
+export function validateManifestDocuments(
+  documents: readonly ManifestDocument[],
+  readIssues: readonly ManifestIssue[] = [],
+  files: readonly string[] = [...new Set(documents.map((d) => d.file))],
+): {
+  model?: Model;
+  issues: ManifestIssue[];
+} {
+  const issues: ManifestIssue[] = [...readIssues];
+  const model = emptyModel();
+  const locate = new Map<object, Located>();
+  for (const doc of documents) {
+    const file = doc.file;
+    const value = doc.value;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      issues.push({
+        file,
+        line: doc.lineOf([]),
+        field: '',
+        message: 'a manifest must be a mapping with apiVersion and kind',
+      });
+      continue;
+    }
+    const v = value as Record<string, unknown>;
+    const kind = typeof v.kind === 'string' ? v.kind : undefined;
+    const key = `${String(v.apiVersion)}/${String(kind)}` as KindKey;
+    const schema = kindSchemas[key];
+    if (!kind || !schema) {
+      const known = Object.keys(kindSchemas).join(', ');
+      // A known kind under a wrong apiVersion: the apiVersion is the mistake, point at it.
+      const suffix = `/${kind ?? ''}`;
+      const versions = Object.keys(kindSchemas)
+        .filter((k) => k.endsWith(suffix))
+        .map((k) => k.slice(0, -suffix.length));
+      if (kind && versions.length > 0) {
         issues.push({
           file,
-          line: doc.lineOf([]),
-          field: '',
-          message: 'a manifest must be a mapping with apiVersion and kind',
+          line: doc.lineOf(['apiVersion']),
+          kind,
+          object: objectName(v, kind),
+          field: 'apiVersion',
+          message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
         });
         continue;
       }
-      const v = value as Record<string, unknown>;
-      const kind = typeof v.kind === 'string' ? v.kind : undefined;
-      const key = `${String(v.apiVersion)}/${String(kind)}` as KindKey;
-      const schema = kindSchemas[key];
-      if (!kind || !schema) {
-        const known = Object.keys(kindSchemas).join(', ');
-        // A known kind under a wrong apiVersion: the apiVersion is the mistake, point at it.
-        const suffix = `/${kind ?? ''}`;
-        const versions = Object.keys(kindSchemas)
-          .filter((k) => k.endsWith(suffix))
-          .map((k) => k.slice(0, -suffix.length));
-        if (kind && versions.length > 0) {
+      issues.push({
+        file,
+        line: doc.lineOf(kind ? ['kind'] : []),
+        ...(kind ? { kind, object: objectName(v, kind) } : {}),
+        field: kind ? 'kind' : 'apiVersion',
+        message: kind
+          ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
+          : 'missing apiVersion/kind',
+      });
+      continue;
+    }
+    const loc: Located = { doc, kind, object: objectName(v, kind) };
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      for (const zi of parsed.error.issues) {
+        for (const { path, message } of zodMessage(zi, doc)) {
           issues.push({
             file,
-            line: doc.lineOf(['apiVersion']),
+            line: doc.lineOf(path),
             kind,
-            object: objectName(v, kind),
-            field: 'apiVersion',
-            message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
+            object: loc.object,
+            field: formatPath(path),
+            message,
           });
-          continue;
         }
-        issues.push({
-          file,
-          line: doc.lineOf(kind ? ['kind'] : []),
-          ...(kind ? { kind, object: objectName(v, kind) } : {}),
-          field: kind ? 'kind' : 'apiVersion',
-          message: kind
-            ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
-            : 'missing apiVersion/kind',
-        });
-        continue;
       }
-      const loc: Located = { doc, kind, object: objectName(v, kind) };
-      const parsed = schema.safeParse(value);
-      if (!parsed.success) {
-        for (const zi of parsed.error.issues) {
-          for (const { path, message } of zodMessage(zi, doc)) {
-            issues.push({
-              file,
-              line: doc.lineOf(path),
-              kind,
-              object: loc.object,
-              field: formatPath(path),
-              message,
-            });
-          }
-        }
-        continue;
-      }
-      locate.set(addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues), loc);
+      continue;
     }
+    locate.set(addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues), loc);
   }
   if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
     model.namespaces.push(implicitDefaultNamespace());
   crossValidate(model, locate, issues);
-  const order = new Map(texts.map((t, i) => [t.file, i]));
+  const order = new Map(files.map((f, i) => [f, i]));
   // Lists a manifest points to (Prefilter files) are not inputs themselves: their issues go last.
   const rank = (f: string): number => order.get(f) ?? Number.MAX_SAFE_INTEGER;
   issues.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line);

@@ -1,0 +1,236 @@
+/**
+ * Desired state from etcd, informer style: list once, then follow a watch from that revision,
+ * keeping every object in memory and on disk.
+ *
+ * - The cache is written to the agent's state directory after each change it reads, so a
+ *   restarted agent starts from it (even while etcd is down) and resumes watching from the
+ *   revision it had, instead of listing everything again.
+ * - A watch whose revision was compacted away cannot resume: the source lists again.
+ * - When etcd is unreachable the last state read stays the desired state; the watch keeps
+ *   reconnecting and catches up from its revision.
+ *
+ * The agent's slice: every object is read (peers' addresses and service backends come from pods
+ * anywhere), but the IR built from them holds rule sets for this node's endpoints only.
+ */
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
+import { storedDocument } from '../datastore/documents.js';
+import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../datastore/etcd.js';
+import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
+import { formatIssue, validateManifestDocuments } from '../model/index.js';
+import { SourceError, type DesiredSource, type DesiredState } from './desired.js';
+
+export const ETCD_CACHE_FILE = 'etcd-cache.json';
+const RETRY_MS = 500;
+
+interface Cache {
+  /** The revision of the newest change in the cache (the store's revision when listed). */
+  revision: number;
+  objects: Map<string, string>;
+  cluster: ClusterConfig;
+}
+
+interface CacheFile {
+  version: 1;
+  url: string;
+  revision: number;
+  cluster: ClusterConfig;
+  objects: [string, string][];
+}
+
+export interface EtcdSourceOptions {
+  node: string;
+  stateDir: string;
+  logger?: Logger;
+}
+
+/** What the source has done, for status and tests. */
+export type EtcdSourceStats = {
+  lists: number;
+  /** Starts that resumed from the cache on disk instead of listing. */
+  resumes: number;
+  /** Watches lost to compaction (each followed by a list). */
+  compactions: number;
+  events: number;
+  connected: boolean;
+  revision?: number;
+};
+
+export class EtcdSource implements DesiredSource {
+  readonly description: string;
+  readonly stats: EtcdSourceStats = { lists: 0, resumes: 0, compactions: 0, events: 0, connected: false };
+  private readonly store: EtcdStore;
+  private cache: Cache | undefined;
+  private fromDisk = false;
+  private built: { revision: number; state: DesiredState } | undefined;
+  private persisted = -1;
+  private notify: (() => void) | undefined;
+  private cancelWatch: (() => void) | undefined;
+  private watching = false;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    url: string,
+    private readonly opts: EtcdSourceOptions,
+  ) {
+    this.store = new EtcdStore(url);
+    this.description = `etcd:${this.store.url}`;
+  }
+
+  private get cachePath(): string {
+    return join(this.opts.stateDir, ETCD_CACHE_FILE);
+  }
+
+  private loadCache(): Cache | undefined {
+    if (!existsSync(this.cachePath)) return undefined;
+    try {
+      const file = JSON.parse(readFileSync(this.cachePath, 'utf8')) as CacheFile;
+      if (file.version !== 1 || file.url !== this.store.url) return undefined;
+      return { revision: file.revision, objects: new Map(file.objects), cluster: file.cluster };
+    } catch {
+      return undefined;
+    }
+  }
+
+  private saveCache(cache: Cache): void {
+    if (this.persisted === cache.revision) return;
+    const file: CacheFile = {
+      version: 1,
+      url: this.store.url,
+      revision: cache.revision,
+      cluster: cache.cluster,
+      objects: [...cache.objects],
+    };
+    writeFileSync(`${this.cachePath}.tmp`, JSON.stringify(file));
+    renameSync(`${this.cachePath}.tmp`, this.cachePath);
+    this.persisted = cache.revision;
+  }
+
+  private async list(): Promise<Cache> {
+    const snap = await this.store.snapshot();
+    this.stats.lists++;
+    const objects = new Map([...snap.objects].map(([k, o]) => [k, o.value]));
+    this.cache = { revision: snap.revision, objects, cluster: snap.cluster };
+    this.fromDisk = false;
+    this.opts.logger?.info({ revision: snap.revision, objects: objects.size }, 'listed the desired state');
+    return this.cache;
+  }
+
+  async read(): Promise<DesiredState> {
+    if (!this.cache) {
+      this.cache = this.loadCache();
+      this.fromDisk = this.cache !== undefined;
+    }
+    const cache =
+      this.cache ??
+      (await this.list().catch((e: Error) => {
+        throw new SourceError(e.message);
+      }));
+    if (this.built?.revision === cache.revision) return this.built.state;
+    const documents = [...cache.objects].map(([key, value]) => storedDocument(key, value));
+    const { model, issues } = validateManifestDocuments(documents);
+    if (!model)
+      throw new SourceError(
+        `the desired state at revision ${cache.revision} is invalid:\n${issues.map(formatIssue).join('\n')}`,
+      );
+    const ir = buildIR(model, {
+      nodeCount: cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
+      node: this.opts.node,
+    });
+    const state: DesiredState = { revision: String(cache.revision), ir, model };
+    this.built = { revision: cache.revision, state };
+    this.stats.revision = cache.revision;
+    this.saveCache(cache);
+    return state;
+  }
+
+  watch(onChange: () => void): () => void {
+    this.notify = onChange;
+    void this.follow();
+    return () => {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      this.cancelWatch?.();
+      this.store.close();
+    };
+  }
+
+  /** Lists if it has to, then watches from the cache's revision; retries until stopped. */
+  private async follow(): Promise<void> {
+    if (this.stopped || this.watching) return;
+    this.watching = true;
+    try {
+      let cache = this.cache;
+      let listed = false;
+      if (cache && this.fromDisk) {
+        // A cache from before a restart is only good if this is the store it came from.
+        const now = await this.store.snapshotRevision();
+        if (now < cache.revision) cache = undefined;
+        else this.stats.resumes++;
+        this.fromDisk = false;
+      }
+      if (!cache) {
+        cache = await this.list();
+        listed = true;
+      }
+      const cancel = await this.store.watch(cache.revision, {
+        onChanges: (changes) => this.applyChanges(changes),
+        onLost: (reason) => this.lost(reason),
+        onConnection: (up, reason) => {
+          this.stats.connected = up;
+          if (up) return;
+          this.opts.logger?.warn({ reason }, 'lost etcd: keeping the last desired state');
+          // etcd3 would resume this watch from the newest revision it was told about, which can
+          // be past events not delivered yet; a new watch from the cache's own revision cannot.
+          this.restartWatch();
+        },
+      });
+      this.stats.connected = true;
+      if (this.stopped) cancel();
+      else this.cancelWatch = cancel;
+      if (listed) this.notify?.();
+    } catch (e) {
+      this.watching = false;
+      this.opts.logger?.warn({ err: (e as Error).message }, 'cannot follow etcd yet: retrying');
+      if (!this.stopped) this.retryTimer = setTimeout(() => void this.follow(), RETRY_MS);
+    }
+  }
+
+  private applyChanges(changes: readonly Change[]): void {
+    const cache = this.cache;
+    if (!cache) return;
+    for (const c of changes) {
+      if (c.key.startsWith(OBJECTS_PREFIX)) {
+        if (c.type === 'put' && c.value !== undefined) cache.objects.set(c.key, c.value);
+        else cache.objects.delete(c.key);
+      } else if (c.key === CLUSTER_KEY && c.value !== undefined) {
+        cache.cluster = parseCluster(c.value);
+      }
+      // Only revisions of changes seen: a watch response's header may run ahead of its events.
+      cache.revision = Math.max(cache.revision, c.modRevision);
+    }
+    this.stats.events += changes.length;
+    this.notify?.();
+  }
+
+  private restartWatch(): void {
+    this.cancelWatch?.();
+    this.cancelWatch = undefined;
+    this.watching = false;
+    clearTimeout(this.retryTimer);
+    if (!this.stopped) this.retryTimer = setTimeout(() => void this.follow(), RETRY_MS);
+  }
+
+  private lost(reason: string): void {
+    this.stats.compactions++;
+    this.opts.logger?.warn({ reason }, 'the watch cannot resume (compacted): listing again');
+    this.cancelWatch?.();
+    this.cancelWatch = undefined;
+    this.watching = false;
+    this.cache = undefined;
+    void this.follow();
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * `switchyard cluster …`: the lab in cluster mode. A real etcd holds the desired state, one
+ * agent per node watches it; `switchyard apply/get --lab NAME` write and read it. The fault
+ * commands (cut/heal a node, kill/restart etcd) are what the fault tests and the demo use.
+ */
+import { Command, Option } from 'commander';
+import { cleanupLine, podTable, progressBar } from './lab.js';
+import { parseNodeCount } from './manifests.js';
+import { CliError, formatTable, printJson } from './output.js';
+
+const BACKENDS = ['iptables', 'nftables', 'ebpf'] as const;
+
+const cluster = (): Promise<typeof import('../lab/cluster.js')> => import('../lab/cluster.js');
+
+function nameOption(): Option {
+  return new Option('--name <lab>', 'cluster (lab) name').default('cluster');
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('cluster').description('lab nodes sharing desired state through a real etcd');
+
+  cmd
+    .command('up')
+    .description(
+      'start etcd, write the manifests to it (they become the whole state), build the lab, one agent per node',
+    )
+    .argument('<paths...>', 'YAML files or directories')
+    .addOption(nameOption())
+    .option('--nodes <n>', 'nodes to spread pods over (default: kept, else 2)', parseNodeCount)
+    .addOption(
+      new Option('--backend <backend>', 'policy backend of the agents').choices(BACKENDS).default('ebpf'),
+    )
+    .option('--json', 'machine-readable result')
+    .action(
+      async (
+        paths: string[],
+        opts: { name: string; nodes?: number; backend: (typeof BACKENDS)[number]; json?: boolean },
+      ) => {
+        const c = await cluster();
+        const progress = opts.json ? undefined : progressBar();
+        let r;
+        try {
+          r = await c.clusterUp({
+            name: opts.name,
+            files: paths,
+            backend: opts.backend,
+            ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+            ...(progress ? { progress } : {}),
+          });
+        } finally {
+          progress?.done();
+        }
+        const t = r.lab.state.topology;
+        if (opts.json) {
+          printJson({
+            name: opts.name,
+            etcd: r.etcd.clientUrl,
+            revision: r.write.revision,
+            backend: opts.backend,
+            nodes: t?.nodes.map((n) => n.name) ?? [],
+            pods: t?.pods.length ?? 0,
+            durationMs: r.lab.durationMs,
+          });
+          return;
+        }
+        process.stdout.write(
+          `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (pid ${r.etcd.pid}, revision ${r.write.revision}), ` +
+            `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${opts.backend} agents watching etcd ` +
+            `(${r.lab.durationMs} ms)\n\n${podTable(t?.pods ?? [])}\n\n` +
+            `change it:  switchyard apply FILES --lab ${opts.name}\nread it:    switchyard get pods --lab ${opts.name}\n`,
+        );
+      },
+    );
+
+  cmd
+    .command('down')
+    .description('stop the agents and etcd, remove the lab and its data')
+    .addOption(nameOption())
+    .action(async (opts: { name: string }) => {
+      const { labDown } = await import('../lab/index.js');
+      const r = await labDown(opts.name);
+      process.stdout.write(cleanupLine(r) + '\n');
+      if (r.problems.length > 0) throw new CliError(r.problems.join('\n'));
+    });
+
+  cmd
+    .command('status')
+    .description("etcd, and each node's agent: pid, revision in force, connection to etcd, cut off or not")
+    .addOption(nameOption())
+    .option('--json', 'machine-readable result')
+    .action(async (opts: { name: string; json?: boolean }) => {
+      const c = await cluster();
+      const s = await c.clusterDetail(opts.name);
+      if (opts.json) {
+        printJson(s);
+        return;
+      }
+      process.stdout.write(
+        `cluster ${s.name}: etcd ${s.etcd.url} ${s.etcd.running ? `pid ${s.etcd.pid}` : 'NOT RUNNING'}` +
+          `${s.etcd.revision !== undefined ? `, revision ${s.etcd.revision}` : ''}\n\n`,
+      );
+      process.stdout.write(
+        formatTable(
+          ['NODE', 'AGENT', 'REVISION', 'ETCD', 'CUT OFF', 'LAST ERROR'],
+          s.nodes.map((n) => [
+            n.node,
+            n.agentPid ?? 'not running',
+            n.revision ?? '-',
+            n.connected === undefined ? '-' : n.connected ? 'connected' : 'disconnected',
+            n.cutOff ? 'yes' : 'no',
+            n.lastError ?? '',
+          ]),
+        ) + '\n',
+      );
+    });
+
+  cmd
+    .command('cut')
+    .description("cut one node's agent off from etcd (its packets to etcd are dropped in the kernel)")
+    .argument('<node>', 'node name')
+    .addOption(nameOption())
+    .action(async (node: string, opts: { name: string }) => {
+      await (await cluster()).partitionNode(opts.name, node);
+      process.stdout.write(`node ${node}: cut off from etcd (heal with 'switchyard cluster heal ${node}')\n`);
+    });
+
+  cmd
+    .command('heal')
+    .description('reconnect a node cut off from etcd')
+    .argument('<node>', 'node name')
+    .addOption(nameOption())
+    .action(async (node: string, opts: { name: string }) => {
+      const was = await (await cluster()).healNode(opts.name, node);
+      process.stdout.write(`node ${node}: ${was ? 'healed' : 'was not cut off'}\n`);
+    });
+
+  const etcd = cmd.command('etcd').description("stop or start the cluster's etcd (fault drills)");
+  etcd
+    .command('kill')
+    .description('SIGKILL etcd, as a crash would')
+    .addOption(nameOption())
+    .action(async (opts: { name: string }) => {
+      await (await cluster()).killClusterEtcd(opts.name);
+      process.stdout.write('etcd killed; agents keep enforcing what they have\n');
+    });
+  etcd
+    .command('start')
+    .description('start etcd again (same address and data)')
+    .addOption(nameOption())
+    .action(async (opts: { name: string }) => {
+      const info = await (await cluster()).restartClusterEtcd(opts.name);
+      process.stdout.write(`etcd running: ${info.clientUrl} (pid ${info.pid})\n`);
+    });
+}

@@ -1,0 +1,249 @@
+/**
+ * `switchyard apply --etcd`: manifests into the datastore, all or nothing.
+ *
+ * The files are validated together with what is stored (a Pod may live in a Namespace applied
+ * last week), addresses and nodes are allocated the way the lab does (kept for objects that had
+ * them), and every object is written in one transaction that only commits if no other writer got
+ * in between; otherwise the whole thing is read, validated and allocated again.
+ *
+ * What is stored is complete: a Pod carries its node and address, a Service its cluster IP, a
+ * Prefilter its CIDRs. Agents never allocate, so every node computes the same addresses.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { allocationsOf, buildIR, DEFAULT_NODE_COUNT, type PreviousAllocations } from '../calc/index.js';
+import {
+  DEFAULT_NAMESPACE,
+  expandManifestPaths,
+  ManifestError,
+  readManifestDocuments,
+  validateManifestDocuments,
+  type ManifestDocument,
+  type ManifestIssue,
+  type Model,
+} from '../model/index.js';
+import { storedDocument } from './documents.js';
+import { DatastoreError, type EtcdStore, type Snapshot } from './etcd.js';
+import { formatRef, objectKey, refOf, type ObjectRef } from './keys.js';
+
+const MAX_ATTEMPTS = 20;
+
+/**
+ * After losing the race to another writer: wait a random, growing while, so writers that all
+ * read the same revision do not all read and collide again in lockstep (without it, with N
+ * writers at once the last one needs N attempts).
+ */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * Math.min(500, 5 * 2 ** attempt)));
+}
+
+export interface ApplyOptions {
+  /** Remove stored objects the files do not name: the files become the whole desired state. */
+  prune?: boolean;
+}
+
+export interface WriteResult {
+  /** The store's revision with the write in it (agents report it once in force). */
+  revision: number;
+  created: string[];
+  configured: string[];
+  unchanged: string[];
+  deleted: string[];
+  attempts: number;
+}
+
+interface Incoming {
+  key: string;
+  ref: ObjectRef;
+  doc: ManifestDocument;
+}
+
+function readFiles(paths: readonly string[]): Incoming[] {
+  let files: string[];
+  try {
+    files = expandManifestPaths(paths);
+  } catch (e) {
+    throw new DatastoreError((e as Error).message);
+  }
+  if (files.length === 0) throw new DatastoreError(`no manifests in ${paths.join(', ')}`);
+  const issues: ManifestIssue[] = [];
+  const incoming: Incoming[] = [];
+  for (const file of files) {
+    const read = readManifestDocuments(file);
+    issues.push(...read.issues);
+    for (const doc of read.documents) {
+      if (doc.value === null) continue;
+      const ref = refOf(doc.value);
+      // Without a kind and name the validator says what is missing; the key only has to be unique.
+      const key = ref ? objectKey(ref) : `?${file}#${incoming.length}`;
+      incoming.push({ key, ref: ref ?? { kind: '?', name: '?' }, doc });
+    }
+  }
+  if (issues.length > 0) throw new ManifestError(issues);
+  return incoming;
+}
+
+/** The stored value of an incoming manifest: the manifest, plus what was allocated for it. */
+function materialize(item: Incoming, model: Model, alloc: ReturnType<typeof allocationsOf>): string {
+  const value = structuredClone(item.doc.value) as Record<string, Record<string, unknown> | undefined>;
+  const id = `${item.ref.namespace}/${item.ref.name}`;
+  if (item.ref.kind === 'Pod') {
+    const spec = (value.spec ??= {});
+    const node = alloc.podNodes?.[id];
+    if (spec.nodeName === undefined && node) spec.nodeName = node;
+    const status = (value.status ??= {});
+    const address = alloc.podAddresses?.[id];
+    if (status.podIP === undefined && status.podIPs === undefined && address) status.podIP = address;
+  } else if (item.ref.kind === 'Service') {
+    const spec = (value.spec ??= {});
+    const address = alloc.serviceAddresses?.[id];
+    if (spec.clusterIP === undefined && address) spec.clusterIP = address;
+  } else if (item.ref.kind === 'Prefilter') {
+    // A file next to the manifest is not next to the agents: store the CIDRs themselves.
+    const spec = (value.spec ??= {});
+    const prefilter = model.prefilters.find((p) => p.name === item.ref.name);
+    if (prefilter && spec.file !== undefined) {
+      delete spec.file;
+      spec.cidrs = prefilter.cidrs;
+    }
+  }
+  return JSON.stringify(value);
+}
+
+/** What stored objects were given, so re-applying a manifest without them keeps them. */
+function storedAllocations(snapshot: Snapshot): PreviousAllocations {
+  const podAddresses: Record<string, string> = {};
+  const podNodes: Record<string, string> = {};
+  const serviceAddresses: Record<string, string> = {};
+  for (const o of snapshot.objects.values()) {
+    const v = storedDocument(o.key, o.value).value as {
+      kind?: string;
+      metadata?: { name?: string; namespace?: string };
+      spec?: { nodeName?: string; clusterIP?: string };
+      status?: { podIP?: string };
+    };
+    const id = `${v.metadata?.namespace ?? DEFAULT_NAMESPACE}/${v.metadata?.name}`;
+    if (v.kind === 'Pod') {
+      if (v.status?.podIP) podAddresses[id] = v.status.podIP;
+      if (v.spec?.nodeName) podNodes[id] = v.spec.nodeName;
+    } else if (v.kind === 'Service' && v.spec?.clusterIP && v.spec.clusterIP !== 'None')
+      serviceAddresses[id] = v.spec.clusterIP;
+  }
+  return { podAddresses, podNodes, serviceAddresses };
+}
+
+function sameJson(a: string, b: string): boolean {
+  return a === b || isDeepStrictEqual(JSON.parse(a), JSON.parse(b));
+}
+
+interface Plan {
+  puts: Map<string, string>;
+  deletes: string[];
+  created: string[];
+  configured: string[];
+  unchanged: string[];
+  deleted: string[];
+}
+
+/** Validates `desired` (stored documents merged with the change) and works out the writes. */
+function plan(
+  snapshot: Snapshot,
+  documents: ManifestDocument[],
+  incoming: readonly Incoming[],
+  deletes: readonly string[],
+): Plan {
+  const { model, issues } = validateManifestDocuments(documents);
+  if (!model) throw new ManifestError(issues);
+  let alloc: ReturnType<typeof allocationsOf>;
+  try {
+    alloc = allocationsOf(
+      buildIR(model, {
+        nodeCount: snapshot.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
+        previous: storedAllocations(snapshot),
+      }),
+    );
+  } catch (e) {
+    throw new DatastoreError((e as Error).message);
+  }
+  const out: Plan = {
+    puts: new Map(),
+    deletes: [...deletes],
+    created: [],
+    configured: [],
+    unchanged: [],
+    deleted: [],
+  };
+  for (const item of incoming) {
+    const value = materialize(item, model, alloc);
+    const stored = snapshot.objects.get(item.key);
+    const name = formatRef(item.ref);
+    if (stored && sameJson(stored.value, value)) out.unchanged.push(name);
+    else {
+      out.puts.set(item.key, value);
+      (stored ? out.configured : out.created).push(name);
+    }
+  }
+  return out;
+}
+
+async function writeLoop(
+  store: EtcdStore,
+  change: (snapshot: Snapshot) => { documents: ManifestDocument[]; incoming: Incoming[]; deletes: string[] },
+): Promise<WriteResult> {
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const snapshot = await store.snapshot();
+    const { documents, incoming, deletes } = change(snapshot);
+    const p = plan(snapshot, documents, incoming, deletes);
+    for (const key of p.deletes) {
+      const ref = storedDocument(key, snapshot.objects.get(key)?.value ?? '{}').value;
+      p.deleted.push(formatRef(refOf(ref) ?? { kind: '?', name: key }));
+    }
+    const result = (revision: number): WriteResult => ({
+      revision,
+      created: p.created,
+      configured: p.configured,
+      unchanged: p.unchanged,
+      deleted: p.deleted,
+      attempts: attempt,
+    });
+    if (p.puts.size === 0 && p.deletes.length === 0) return result(snapshot.revision);
+    const revision = await store.commit(snapshot.sequence, p.puts, p.deletes);
+    if (revision !== undefined) return result(revision);
+    if (attempt < MAX_ATTEMPTS) await backoff(attempt);
+  }
+  throw new DatastoreError(
+    `etcd at ${store.url}: other writers changed the desired state ${MAX_ATTEMPTS} times while this one was ` +
+      `being validated; nothing was written, try again`,
+  );
+}
+
+/** Creates or replaces the objects in `paths` (with `prune`, removes every other object too). */
+export async function applyManifests(
+  store: EtcdStore,
+  paths: readonly string[],
+  opts: ApplyOptions = {},
+): Promise<WriteResult> {
+  const incoming = readFiles(paths);
+  const incomingKeys = new Set(incoming.map((i) => i.key));
+  return writeLoop(store, (snapshot) => {
+    const kept = [...snapshot.objects.values()].filter((o) => !incomingKeys.has(o.key));
+    const deletes = opts.prune ? kept.map((o) => o.key) : [];
+    const stay = opts.prune ? [] : kept;
+    return {
+      documents: [...stay.map((o) => storedDocument(o.key, o.value)), ...incoming.map((i) => i.doc)],
+      incoming,
+      deletes,
+    };
+  });
+}
+
+/** Removes objects; what is left must still be valid (a Namespace in use cannot go). */
+export async function deleteObjects(store: EtcdStore, refs: readonly ObjectRef[]): Promise<WriteResult> {
+  const keys = new Set(refs.map(objectKey));
+  return writeLoop(store, (snapshot) => {
+    const missing = refs.filter((r) => !snapshot.objects.has(objectKey(r)));
+    if (missing.length > 0)
+      throw new DatastoreError(`not found: ${missing.map(formatRef).join(', ')} (nothing was deleted)`);
+    const stay = [...snapshot.objects.values()].filter((o) => !keys.has(o.key));
+    return { documents: stay.map((o) => storedDocument(o.key, o.value)), incoming: [], deletes: [...keys] };
+  });
+}
