@@ -30,6 +30,7 @@ export interface AgentProcess {
   node: string;
   backend: string;
   source: string;
+  stateDir: string;
 }
 
 const START_TIMEOUT_MS = 60_000;
@@ -58,6 +59,7 @@ export function findAgents(): AgentProcess[] {
     pid,
     scope: argValue(argv, '--scope'),
     node: argValue(argv, '--node'),
+    stateDir: argValue(argv, '--state-dir'),
     backend: argValue(argv, '--backend'),
     source: argValue(argv, '--source'),
   }));
@@ -110,8 +112,10 @@ export async function stopLabAgents(
 
 /** Agents whose lab no longer exists (its state directory is gone): what a crash can leave. */
 export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
+  // A lab agent's source (desired/) or, watching etcd, its state directory lies in the lab's.
+  const gone = (path: string): boolean => path.startsWith(`${labsRoot}${sep}`) && !existsSync(path);
   const pids = findAgents()
-    .filter((a) => a.source.startsWith(`${labsRoot}${sep}`) && !existsSync(a.source))
+    .filter((a) => gone(a.source) || (a.source.startsWith('etcd:') && gone(a.stateDir)))
     .map((a) => a.pid);
   await stopPids(pids, 'SIGKILL');
   return pids;
