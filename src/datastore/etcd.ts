@@ -70,7 +70,8 @@ export function parseEtcdUrl(url: string): string {
 }
 
 function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  // gRPC appends an empty "Resolution note:" to connection errors: noise for a reader.
+  return (e instanceof Error ? e.message : String(e)).replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 function revisionOf(s: string | number | undefined): number {
