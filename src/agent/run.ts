@@ -3,7 +3,7 @@
  * sources, metrics and the local API together, and runs until SIGTERM/SIGINT. Stopping leaves
  * the dataplane in force; a new agent adopts it.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { allocationsOf } from '../calc/index.js';
 import type { BackendName, NodeTarget } from '../dataplane/backend.js';
@@ -14,7 +14,7 @@ import { AgentMetrics } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
 import { Agent } from './agent.js';
 import { startApi, startMetricsListener, type ApiServers } from './api.js';
-import type { DesiredSource } from './desired.js';
+import type { DesiredSource, DesiredState } from './desired.js';
 import { DirectorySource } from './dir-source.js';
 import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
@@ -35,6 +35,11 @@ export interface RunAgentOptions {
   stateDir: string;
   /** Nodes to spread unplaced pods over, for manifest directories. */
   nodeCount?: number;
+  /**
+   * JSON `{pod: cgroup directory}` for sources that do not carry it (etcd): a lab writes it next
+   * to the pods it builds; re-read when it changes.
+   */
+  cgroupsFile?: string;
   /** Also serve the API on 127.0.0.1:PORT, behind `token`. */
   listen?: { host: string; port: number; token: string };
   metrics?: { host: string; port: number };
@@ -48,6 +53,14 @@ export interface RunningAgent {
   flows: FlowTable;
   socket: string;
   stop(): Promise<void>;
+}
+
+function readCgroupsFile(path: string): Record<string, string> {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, string>;
+  } catch {
+    return {};
+  }
 }
 
 export function createLogger(name: string): Logger {
@@ -92,12 +105,30 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     },
     { node: opts.node, backend: opts.backend },
   );
+  /** Pod → cgroup: from the desired state, or (etcd knows no cgroups) from `cgroupsFile`. */
+  const podCgroups = (desired: DesiredState | undefined): Record<string, string> =>
+    desired?.cgroups ?? (opts.cgroupsFile ? readCgroupsFile(opts.cgroupsFile) : {});
   const localCgroups = (): string[] => {
     const desired = agent.desiredState;
     const local = new Set(desired?.ir.endpoints.filter((e) => e.node === opts.node).map((e) => e.id));
-    return Object.entries(desired?.cgroups ?? {})
+    return Object.entries(podCgroups(desired))
       .filter(([pod]) => local.has(pod))
       .map(([, path]) => path);
+  };
+  /** The flow table's cgroup id → pod map, and the cgroups the process tracer follows. */
+  const refreshCgroups = (desired: DesiredState | undefined): void => {
+    void import('../observe/process-tracer.js').then(({ cgroupId }) => {
+      const next = new Map<string, string>();
+      for (const [pod, path] of Object.entries(podCgroups(desired))) {
+        try {
+          next.set(String(cgroupId(path)), pod);
+        } catch {
+          // the pod's cgroup is not there (yet)
+        }
+      }
+      cgroupPods = next;
+      observers?.refresh();
+    });
   };
   let observers: Observers | undefined;
   const source: DesiredSource = isEtcdSource(opts.source)
@@ -118,18 +149,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
       onApplied: (mode, seconds, desired) => {
         metrics.applyDuration.observe({ mode }, seconds);
         catalog = new RuleCatalog(desired.ir);
-        void import('../observe/process-tracer.js').then(({ cgroupId }) => {
-          const next = new Map<string, string>();
-          for (const [pod, path] of Object.entries(desired.cgroups ?? {})) {
-            try {
-              next.set(String(cgroupId(path)), pod);
-            } catch {
-              // the pod's cgroup is not there (yet)
-            }
-          }
-          cgroupPods = next;
-          observers?.refresh();
-        });
+        refreshCgroups(desired);
       },
       onRepair: () => metrics.repairs.inc(),
       onError: (stage) => metrics.errors.inc({ stage }),
@@ -160,12 +180,16 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     await agent.stop();
     throw e;
   }
+  const cgroupsFile = opts.cgroupsFile;
+  if (cgroupsFile)
+    watchFile(cgroupsFile, { interval: 1000, persistent: false }, () => refreshCgroups(agent.desiredState));
   logger.info({ socket, source: source.description, netns: opts.netns }, 'agent running');
   return {
     agent,
     flows,
     socket,
     stop: async () => {
+      if (cgroupsFile) unwatchFile(cgroupsFile);
       await Promise.all(servers.map((s) => s.close()));
       await observers?.stop();
       await agent.stop();

@@ -18,6 +18,7 @@ interface AgentFlags {
   metrics?: string;
   flows: boolean;
   reconcileMs?: number;
+  cgroups?: string;
   uninstall?: boolean;
 }
 
@@ -72,6 +73,7 @@ async function run(flags: AgentFlags): Promise<void> {
     ...base,
     source: flags.source,
     flows: flags.flows,
+    ...(flags.cgroups ? { cgroupsFile: flags.cgroups } : {}),
     ...(flags.nodes ? { nodeCount: flags.nodes } : {}),
     ...(flags.reconcileMs ? { reconcileMs: flags.reconcileMs } : {}),
     ...(agentLoopback ? { listen: { ...agentLoopback, token: readToken(flags.tokenFile) } } : {}),
@@ -126,6 +128,10 @@ export function register(program: Command): void {
       '--reconcile-ms <ms>',
       'how often the dataplane is polled for drift (default: 250 eBPF, 1000 with nf_tables change events, 500 otherwise)',
       parseInterval,
+    )
+    .option(
+      '--cgroups <file>',
+      'JSON {pod: cgroup directory}, for process context on flows when the source has none (etcd)',
     )
     .option('--uninstall', "remove the node's dataplane and the agent's record, then exit")
     .addOption(new Option(AGENT_MARK, 'marks lab-started agents').hideHelp())

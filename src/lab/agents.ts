@@ -121,6 +121,17 @@ export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
   return pids;
 }
 
+/** Pod → cgroup of a cluster lab's pods: etcd does not know them, the lab writes them here. */
+export function cgroupsFile(lab: string): string {
+  return join(labDir(lab), 'cgroups.json');
+}
+
+export function writeCgroups(lab: string, cgroups: Record<string, string>): void {
+  const path = cgroupsFile(lab);
+  writeFileSync(`${path}.tmp`, JSON.stringify(cgroups));
+  renameSync(`${path}.tmp`, path);
+}
+
 export function writeDesired(lab: string, state: DesiredState): void {
   const dir = desiredDir(lab);
   mkdirSync(dir, { recursive: true });
@@ -158,6 +169,7 @@ function startAgent(lab: string, node: LabAgentNode, backend: BackendName, sourc
     '--state-dir',
     stateDir,
   ];
+  if (source.startsWith('etcd:')) args.push('--cgroups', cgroupsFile(lab));
   const cgroup = agentCgroup(lab, node.name);
   ensureCgroup(cgroup);
   // The shell joins the cgroup and then becomes the agent: every socket the agent opens is made

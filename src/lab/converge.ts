@@ -9,7 +9,7 @@ import { loadBackend } from '../dataplane/registry.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
 import { cgroup2Mount, ensureCgroup, listNetns, requireRoot, requireTools } from '../netns/index.js';
-import { stopLabAgents, syncLabAgents, writeDesired } from './agents.js';
+import { stopLabAgents, syncLabAgents, writeCgroups, writeDesired } from './agents.js';
 import { destroyLab } from './down.js';
 import { LabError } from './errors.js';
 import { CGROUP_DIR, checkLabName } from './names.js';
@@ -234,8 +234,10 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     delete state.target;
     writeState(state);
 
+    const cgroups = Object.fromEntries(topology.pods.map((p) => [p.id, join(cgroupRoot, p.slug)]));
     if (backend && opts.cluster) {
       progress.phase(`${backend.name} policy (agents, etcd)`, 1);
+      writeCgroups(name, cgroups);
       await syncLabAgents(
         name,
         topology.nodes,
@@ -253,7 +255,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
         revision: String(state.revision),
         ir: state.ir,
         model: opts.model,
-        cgroups: Object.fromEntries(topology.pods.map((p) => [p.id, join(cgroupRoot, p.slug)])),
+        cgroups,
       });
       await syncLabAgents(name, topology.nodes, backend.name, String(state.revision));
       state.backendIR = state.ir;

@@ -32,6 +32,7 @@ import {
 } from '../../src/lab/cluster.js';
 import { labDown, measureReach } from '../../src/lab/index.js';
 import { readState } from '../../src/lab/state.js';
+import type { Flow } from '../../src/observe/flows.js';
 import { describeKernel } from '../support/kernel.js';
 import { namespace, networkPolicy, pod, toYaml, type Manifest } from '../support/manifests.js';
 import { cli } from './lab-harness.js';
@@ -196,6 +197,22 @@ describeKernel('cluster faults (ebpf): etcd down, an agent down, a node cut off'
   afterAll(async () => {
     await labDown(lab);
   }, 60_000);
+
+  it('flows of etcd-fed agents name the pod process that connected', async () => {
+    await reach(lab, shard('s2'));
+    const flows = await waitFor(
+      'a flow with process context on node-1',
+      () =>
+        agentRequest<{ flows: Flow[] }>(
+          apiSocket(agentStateDir(lab, 'node-1')),
+          '/v1/flows?pod=scale/client-1&limit=50',
+        ),
+      (r) => r.flows.some((f) => f.process?.pod === 'scale/client-1'),
+      5000,
+    );
+    const f = flows.flows.find((x) => x.process?.pod === 'scale/client-1');
+    expect(f?.process?.pid).toBeGreaterThan(0);
+  }, 30_000);
 
   it('etcd killed: agents keep enforcing, writes fail, acknowledged writes survive, agents catch up', async () => {
     // Acknowledged just before the crash: must be there after it.
