@@ -34,5 +34,12 @@ export class SourceError extends Error {
   }
 }
 
+/** `etcd:http://HOST:PORT` names an etcd as the source; anything else is a directory. */
+export const ETCD_SOURCE_PREFIX = 'etcd:';
+
+export function isEtcdSource(source: string): boolean {
+  return source.startsWith(ETCD_SOURCE_PREFIX);
+}
+
 /** File name of a compiled desired state in a source directory (what `lab up` writes for its agents). */
 export const DESIRED_FILE = 'desired.json';

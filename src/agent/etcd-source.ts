@@ -20,7 +20,7 @@ import { storedDocument } from '../datastore/documents.js';
 import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../datastore/etcd.js';
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
 import { formatIssue, validateManifestDocuments } from '../model/index.js';
-import { SourceError, type DesiredSource, type DesiredState } from './desired.js';
+import { ETCD_SOURCE_PREFIX, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 
 export const ETCD_CACHE_FILE = 'etcd-cache.json';
 const RETRY_MS = 500;
@@ -77,7 +77,7 @@ export class EtcdSource implements DesiredSource {
     private readonly opts: EtcdSourceOptions,
   ) {
     this.store = new EtcdStore(url);
-    this.description = `etcd:${this.store.url}`;
+    this.description = `${ETCD_SOURCE_PREFIX}${this.store.url}`;
   }
 
   private get cachePath(): string {

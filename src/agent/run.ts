@@ -14,16 +14,11 @@ import { AgentMetrics } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
 import { Agent } from './agent.js';
 import { startApi, startMetricsListener, type ApiServers } from './api.js';
-import type { DesiredSource, DesiredState } from './desired.js';
+import { isEtcdSource, type DesiredSource, type DesiredState } from './desired.js';
 import { DirectorySource } from './dir-source.js';
 import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
 import { apiSocket } from './paths.js';
-
-/** `etcd:http://HOST:PORT` names etcd; anything else is a directory. */
-export function isEtcdSource(source: string): boolean {
-  return source.startsWith('etcd:');
-}
 
 export interface RunAgentOptions {
   node: string;

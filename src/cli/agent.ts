@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { BackendName } from '../dataplane/backend.js';
+import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
 import { CliError } from './output.js';
@@ -53,7 +54,7 @@ async function run(flags: AgentFlags): Promise<void> {
       '--source is required: a directory of manifests (watched), or etcd:http://HOST:PORT',
       2,
     );
-  if (flags.source.startsWith('etcd:')) {
+  if (isEtcdSource(flags.source)) {
     const { parseEtcdUrl } = await import('../datastore/etcd.js');
     try {
       parseEtcdUrl(flags.source);

@@ -90,7 +90,7 @@ export function register(program: Command): void {
     .option('--json', 'machine-readable result')
     .action(async (opts: { name: string; json?: boolean }) => {
       const c = await cluster();
-      const s = await c.clusterDetail(opts.name);
+      const s = await c.clusterStatus(opts.name);
       if (opts.json) {
         printJson(s);
         return;

@@ -11,7 +11,7 @@ import { EtcdStore } from '../datastore/etcd.js';
 import { listObjects } from '../datastore/read.js';
 import {
   clusterApply,
-  clusterDetail,
+  clusterStatus,
   clusterEtcd,
   clusterUp,
   healNode,
@@ -103,7 +103,7 @@ export function clusterSteps(): DemoStep[] {
         const r = await clusterApply(DEMO_CLUSTER, [change]);
         const ms = Math.round(performance.now() - started);
         const during = await clientReachesDb();
-        const status = await clusterDetail(DEMO_CLUSTER);
+        const status = await clusterStatus(DEMO_CLUSTER);
         return [
           `outside/client → shop/db:5432 before: ${verdict(before)}`,
           `cut off ${node} (cgroup programs drop its agent's packets to etcd), wrote revision ${r.write.revision}: ` +

@@ -10,7 +10,7 @@ import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
-import { DESIRED_FILE, type DesiredState } from '../agent/desired.js';
+import { DESIRED_FILE, isEtcdSource, type DesiredState } from '../agent/desired.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
 import { cgroup2Mount, ensureCgroup } from '../netns/index.js';
@@ -68,7 +68,7 @@ export function findAgents(): AgentProcess[] {
 /** Agents of `lab`: started with its scope, watching its desired directory or an etcd. */
 export function labAgents(lab: string): AgentProcess[] {
   const dir = desiredDir(lab);
-  return findAgents().filter((a) => a.scope === lab && (a.source === dir || a.source.startsWith('etcd:')));
+  return findAgents().filter((a) => a.scope === lab && (a.source === dir || isEtcdSource(a.source)));
 }
 
 /**
@@ -115,7 +115,7 @@ export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
   // A lab agent's source (desired/) or, watching etcd, its state directory lies in the lab's.
   const gone = (path: string): boolean => path.startsWith(`${labsRoot}${sep}`) && !existsSync(path);
   const pids = findAgents()
-    .filter((a) => gone(a.source) || (a.source.startsWith('etcd:') && gone(a.stateDir)))
+    .filter((a) => gone(a.source) || (isEtcdSource(a.source) && gone(a.stateDir)))
     .map((a) => a.pid);
   await stopPids(pids, 'SIGKILL');
   return pids;
@@ -169,7 +169,7 @@ function startAgent(lab: string, node: LabAgentNode, backend: BackendName, sourc
     '--state-dir',
     stateDir,
   ];
-  if (source.startsWith('etcd:')) args.push('--cgroups', cgroupsFile(lab));
+  if (isEtcdSource(source)) args.push('--cgroups', cgroupsFile(lab));
   const cgroup = agentCgroup(lab, node.name);
   ensureCgroup(cgroup);
   // The shell joins the cgroup and then becomes the agent: every socket the agent opens is made
@@ -211,7 +211,7 @@ export async function syncLabAgents(
   for (const n of nodes) pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend, source));
   // Agents watching etcd may have seen the write before the lab built what it needs (a new pod's
   // interface): ask them to try again now, and give their failures a moment to clear.
-  const fromEtcd = source.startsWith('etcd:');
+  const fromEtcd = isEtcdSource(source);
   if (fromEtcd)
     await Promise.all(
       [...running.keys()].map((node) =>
@@ -240,7 +240,7 @@ function reached(have: string | undefined, wanted: string): boolean {
   return Number(have) >= Number(wanted);
 }
 
-export async function waitForRevision(
+async function waitForRevision(
   lab: string,
   node: string,
   pid: number,

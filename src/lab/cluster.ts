@@ -203,7 +203,7 @@ export interface ClusterStatus {
 }
 
 /** `cluster status`: etcd, and what each node's agent says about itself. */
-export async function clusterDetail(name: string): Promise<ClusterStatus> {
+export async function clusterStatus(name: string): Promise<ClusterStatus> {
   const etcd = clusterEtcd(name);
   const state = readState(name);
   const agents = new Map(labAgents(name).map((a) => [a.node, a.pid]));

@@ -3,6 +3,7 @@
  * that did not change keep their namespace, address and probe sockets.
  */
 import { join } from 'node:path';
+import { ETCD_SOURCE_PREFIX } from '../agent/desired.js';
 import { buildIR, DEFAULT_NODE_COUNT, type CalcOptions } from '../calc/index.js';
 import type { Backend } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
@@ -134,11 +135,11 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
         `lab '${name}' is a cluster: its desired state lives in etcd; change it with ` +
           `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --name ${name}' first)`,
       );
-    if (opts.cluster && (opts.backend ?? prev?.backend ?? 'none') === 'none')
+    const backendName = opts.backend ?? prev?.backend ?? 'none';
+    if (opts.cluster && backendName === 'none')
       throw new LabError(
         'a cluster needs a policy backend for its agents (--backend iptables|nftables|ebpf)',
       );
-    const backendName = opts.backend ?? prev?.backend ?? 'none';
     const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
     const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
     const agents = backendName !== 'none' && wantAgents;
@@ -243,7 +244,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
         topology.nodes,
         backend.name,
         String(opts.cluster.revision),
-        `etcd:${opts.cluster.etcd}`,
+        `${ETCD_SOURCE_PREFIX}${opts.cluster.etcd}`,
         opts.cluster.unreachable ?? [],
       );
       state.backendIR = state.ir;
