@@ -23,7 +23,9 @@ import { formatIssue, validateManifestDocuments } from '../model/index.js';
 import { ETCD_SOURCE_PREFIX, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 
 export const ETCD_CACHE_FILE = 'etcd-cache.json';
+/** Following etcd again after a failure: after RETRY_MS, doubling up to RETRY_MAX_MS. */
 const RETRY_MS = 500;
+const RETRY_MAX_MS = 5000;
 
 interface Cache {
   /** The revision of the newest change in the cache (the store's revision when listed). */
@@ -71,6 +73,7 @@ export class EtcdSource implements DesiredSource {
   private watching = false;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 0;
 
   constructor(
     url: string,
@@ -194,9 +197,14 @@ export class EtcdSource implements DesiredSource {
       if (listed) this.notify?.();
     } catch (e) {
       this.watching = false;
-      this.opts.logger?.warn({ err: (e as Error).message }, 'cannot follow etcd yet: retrying');
-      if (!this.stopped) this.retryTimer = setTimeout(() => void this.follow(), RETRY_MS);
+      // Once per outage at warn level: etcd may stay away for a long time.
+      const log = this.retryMs === 0 ? this.opts.logger?.warn : this.opts.logger?.debug;
+      log?.call(this.opts.logger, { err: (e as Error).message }, 'cannot follow etcd yet: retrying');
+      this.retryMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MS, this.retryMs * 2));
+      if (!this.stopped) this.retryTimer = setTimeout(() => void this.follow(), this.retryMs);
+      return;
     }
+    this.retryMs = 0;
   }
 
   private applyChanges(changes: readonly Change[]): void {
