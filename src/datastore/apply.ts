@@ -23,7 +23,7 @@ import {
 } from '../model/index.js';
 import { storedDocument } from './documents.js';
 import { DatastoreError, type EtcdStore, type Snapshot } from './etcd.js';
-import { formatRef, objectKey, refOf, type ObjectRef } from './keys.js';
+import { formatRef, objectKey, parseObjectKey, refOf, type ObjectRef } from './keys.js';
 
 const MAX_ATTEMPTS = 20;
 
@@ -193,10 +193,7 @@ async function writeLoop(
     const snapshot = await store.snapshot();
     const { documents, incoming, deletes } = change(snapshot);
     const p = plan(snapshot, documents, incoming, deletes);
-    for (const key of p.deletes) {
-      const ref = storedDocument(key, snapshot.objects.get(key)?.value ?? '{}').value;
-      p.deleted.push(formatRef(refOf(ref) ?? { kind: '?', name: key }));
-    }
+    for (const key of p.deletes) p.deleted.push(formatRef(parseObjectKey(key) ?? { kind: '?', name: key }));
     const result = (revision: number): WriteResult => ({
       revision,
       created: p.created,

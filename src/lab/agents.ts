@@ -5,7 +5,7 @@
  * revision in force, or the error that kept it out.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../agent/agent.js';
@@ -15,6 +15,7 @@ import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
 import { cgroup2Mount, ensureCgroup } from '../netns/index.js';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
+import { logTail, stopProcesses } from './detached.js';
 import { LabError } from './errors.js';
 import { AGENTS_CGROUP, CGROUP_DIR } from './names.js';
 import { labDir, isAlive } from './state.js';
@@ -79,25 +80,6 @@ export function agentCgroup(lab: string, node: string): string {
   return join(cgroup2Mount(), CGROUP_DIR, lab, AGENTS_CGROUP, node);
 }
 
-async function stopPids(pids: number[], signal: NodeJS.Signals): Promise<void> {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // gone already
-    }
-  }
-  const deadline = Date.now() + 5000;
-  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  for (const pid of pids.filter(isAlive)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
-}
-
 /** Stops agents (SIGTERM: they leave the dataplane in force), all of the lab's or those `keep` rejects. */
 export async function stopLabAgents(
   lab: string,
@@ -106,7 +88,7 @@ export async function stopLabAgents(
   const pids = labAgents(lab)
     .filter((a) => !keep(a))
     .map((a) => a.pid);
-  await stopPids(pids, 'SIGTERM');
+  await stopProcesses(pids, 'SIGTERM');
   return pids;
 }
 
@@ -117,7 +99,7 @@ export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
   const pids = findAgents()
     .filter((a) => gone(a.source) || (isEtcdSource(a.source) && gone(a.stateDir)))
     .map((a) => a.pid);
-  await stopPids(pids, 'SIGKILL');
+  await stopProcesses(pids, 'SIGKILL');
   return pids;
 }
 
@@ -138,14 +120,6 @@ export function writeDesired(lab: string, state: DesiredState): void {
   const path = join(dir, DESIRED_FILE);
   writeFileSync(`${path}.tmp`, JSON.stringify(state));
   renameSync(`${path}.tmp`, path);
-}
-
-function logTail(stateDir: string): string {
-  try {
-    return readFileSync(agentLog(stateDir), 'utf8').trim().split('\n').slice(-8).join('\n');
-  } catch {
-    return '';
-  }
 }
 
 function startAgent(lab: string, node: LabAgentNode, backend: BackendName, source: string): number {
@@ -254,7 +228,7 @@ async function waitForRevision(
   let answered = false;
   for (;;) {
     if (!isAlive(pid)) {
-      const tail = logTail(stateDir);
+      const tail = logTail(agentLog(stateDir), 8);
       throw new LabError(`the agent of node ${node} exited${tail ? `:\n${tail}` : ''}`);
     }
     try {

@@ -8,6 +8,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, w
 import { createServer } from 'node:net';
 import { basename, join, sep } from 'node:path';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
+import { logTail, stopProcesses } from './detached.js';
 import { LabError } from './errors.js';
 import { STATE_ROOT } from './names.js';
 import { isAlive, labDir } from './state.js';
@@ -110,22 +111,9 @@ function labEtcdPids(lab: string): number[] {
   return [...pids];
 }
 
+/** Signals and waits until the processes are gone (SIGKILL after 5 s). */
 async function signalAndWait(pids: number[], signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-  const send = (pid: number, s: NodeJS.Signals): void => {
-    try {
-      process.kill(pid, s);
-    } catch {
-      // gone already
-    }
-  };
-  for (const pid of pids) send(pid, signal);
-  let deadline = Date.now() + STOP_TIMEOUT_MS;
-  while (pids.some(isAlive) && Date.now() < deadline) await sleep(20);
-  if (!pids.some(isAlive)) return;
-  for (const pid of pids.filter(isAlive)) send(pid, 'SIGKILL');
-  deadline = Date.now() + STOP_TIMEOUT_MS;
-  while (pids.some(isAlive) && Date.now() < deadline) await sleep(20);
-  const left = pids.filter(isAlive);
+  const left = await stopProcesses(pids, signal, STOP_TIMEOUT_MS);
   if (left.length > 0) throw new LabError(`etcd (pid ${left.join(', ')}) did not exit after SIGKILL`);
 }
 
@@ -179,14 +167,6 @@ async function healthy(clientUrl: string): Promise<boolean> {
     return res.ok && body.health === 'true';
   } catch {
     return false;
-  }
-}
-
-function logTail(lab: string): string {
-  try {
-    return readFileSync(logPath(lab), 'utf8').trim().split('\n').slice(-10).join('\n');
-  } catch {
-    return '';
   }
 }
 
@@ -287,7 +267,7 @@ export async function startEtcd(
       ? `did not become healthy at ${clientUrl} within ${START_TIMEOUT_MS / 1000} s (killed it)`
       : `exited before becoming healthy at ${clientUrl}`;
     await signalAndWait([pid], 'SIGKILL');
-    const tail = logTail(lab);
+    const tail = logTail(logPath(lab));
     throw new LabError(`etcd of lab '${lab}' ${why}${tail ? `; the end of ${logPath(lab)}:\n${tail}` : ''}`);
   }
   const info: EtcdInfo = { lab, pid, clientUrl, peerUrl, dataDir: data, startedAt: new Date().toISOString() };

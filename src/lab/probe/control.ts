@@ -4,6 +4,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { argValue, findMarkedProcesses } from '../../netns/processes.js';
+import { logTail } from '../detached.js';
 import { LabError } from '../errors.js';
 import { isAlive, type ProbeServerInfo } from '../state.js';
 import type { Topology } from '../topology.js';
@@ -84,14 +85,6 @@ export function findProbeServers(): Map<string, number[]> {
   return out;
 }
 
-function logTail(labDir: string): string {
-  try {
-    return readFileSync(probeLogPath(labDir), 'utf8').trim().split('\n').slice(-10).join('\n');
-  } catch {
-    return '';
-  }
-}
-
 async function startServer(labDir: string, lab: string): Promise<ProbeServerInfo> {
   const log = openSync(probeLogPath(labDir), 'a');
   const child = spawn(process.execPath, [probeScript('server'), SERVER_MARK, '--lab', lab, '--dir', labDir], {
@@ -112,7 +105,8 @@ async function startServer(labDir: string, lab: string): Promise<ProbeServerInfo
     }
     if (!isAlive(pid) || Date.now() > deadline) {
       stopProcess(pid);
-      throw new LabError(`the probe server did not start${logTail(labDir) ? `:\n${logTail(labDir)}` : ''}`);
+      const tail = logTail(probeLogPath(labDir));
+      throw new LabError(`the probe server did not start${tail ? `:\n${tail}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, 25));
   }
