@@ -12,14 +12,10 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import type { Backend, NodeTarget } from '../dataplane/backend.js';
-import {
-  kernelFingerprint,
-  prepareRepair,
-  watchKernelChanges,
-  type ChangeWatch,
-} from '../dataplane/fingerprint.js';
+import type { Backend, ChangeWatch, NodeTarget } from '../dataplane/backend.js';
+import { irForNode } from '../ir/slice.js';
 import type { IR } from '../ir/types.js';
+import { errorMessage } from '../util/errors.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
 
@@ -72,21 +68,7 @@ export interface AgentHooks {
   onError?(stage: AgentError['stage']): void;
 }
 
-/** How the agent reads the kernel; the real one by default (tests substitute their own). */
-export interface KernelAccess {
-  fingerprint(backend: Backend, target: NodeTarget): Promise<string>;
-  prepareRepair(backend: Backend, target: NodeTarget): Promise<string[]>;
-  watch(backend: Backend, target: NodeTarget, onChange: () => void): Promise<ChangeWatch | undefined>;
-}
-
-const REAL_KERNEL: KernelAccess = {
-  fingerprint: kernelFingerprint,
-  prepareRepair,
-  watch: watchKernelChanges,
-};
-
 export interface AgentOptions {
-  kernel?: KernelAccess;
   target: NodeTarget;
   backend: Backend;
   source: DesiredSource;
@@ -95,30 +77,6 @@ export interface AgentOptions {
   reconcileMs?: number;
   debounceMs?: number;
   hooks?: AgentHooks;
-}
-
-/**
- * What this node's dataplane depends on: its endpoints' rule sets and the sets those rules (and
- * prefilters) name; endpoints, nodes and services are compared whole. A change elsewhere in the
- * cluster (a policy for another node's pods, with its own new peer set) leaves it equal, and
- * costs this node no kernel work.
- */
-export function nodeSlice(ir: IR, node: string): unknown {
-  const local = new Set(ir.endpoints.filter((e) => e.node === node).map((e) => e.id));
-  const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
-  const sets = new Set(ir.prefilters.map((p) => p.set));
-  const portSets = new Set<string>();
-  for (const rs of ruleSets)
-    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
-      if (r.peerSet) sets.add(r.peerSet);
-      if (r.peerPortSet) portSets.add(r.peerPortSet);
-    }
-  return {
-    ...ir,
-    ruleSets,
-    ipSets: ir.ipSets.filter((s) => sets.has(s.id)),
-    ipPortSets: ir.ipPortSets.filter((s) => portSets.has(s.id)),
-  };
 }
 
 export class Agent {
@@ -137,11 +95,9 @@ export class Agent {
   private appliedAt = Number.NEGATIVE_INFINITY;
   private stopped = false;
   private readonly log: Logger;
-  private readonly kernel: KernelAccess;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.logger;
-    this.kernel = opts.kernel ?? REAL_KERNEL;
     this.status = {
       node: opts.target.node,
       backend: opts.backend.name,
@@ -189,16 +145,13 @@ export class Agent {
     await this.enqueue(() => this.sync(true));
     this.stopWatch = this.opts.source.watch(() => this.changed());
     try {
-      this.kernelWatch = await this.kernel.watch(this.opts.backend, this.opts.target, () =>
-        this.kernelChanged(),
-      );
+      this.kernelWatch = await this.opts.backend.watchChanges(this.opts.target, () => this.kernelChanged());
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'no change events from the kernel: polling only');
+      this.log.warn({ err: errorMessage(e) }, 'no change events from the kernel: polling only');
     }
-    // Link state has no change events: eBPF is polled often (cheap syscalls); netfilter mostly
-    // hears of changes from the ruleset monitor, and polls for what it cannot see (ipset members).
-    const every =
-      this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.name === 'ebpf' ? 250 : 500);
+    // With change events, polls only catch what the events cannot show; without, the backend says
+    // how often reading its state back is worth it.
+    const every = this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.driftPollMs);
     this.schedulePoll(every);
   }
 
@@ -258,7 +211,7 @@ export class Agent {
     try {
       desired = await this.opts.source.read();
     } catch (e) {
-      this.fail('source', (e as Error).message);
+      this.fail('source', errorMessage(e));
       return;
     }
     this.desired = desired;
@@ -273,7 +226,7 @@ export class Agent {
     }
     const applied = this.applied;
     const sameState =
-      applied !== undefined && isDeepStrictEqual(nodeSlice(applied.ir, node), nodeSlice(desired.ir, node));
+      applied !== undefined && isDeepStrictEqual(irForNode(applied.ir, node), irForNode(desired.ir, node));
     if (!starting && sameState && applied) {
       // The IR in force stays the one the kernel was built from (the desired one may hold sets
       // this node never installed): the next incremental apply diffs against what is there.
@@ -288,9 +241,9 @@ export class Agent {
     else {
       let fingerprint: string | undefined;
       try {
-        fingerprint = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+        fingerprint = await this.opts.backend.fingerprint(this.opts.target);
       } catch (e) {
-        this.log.warn({ err: (e as Error).message }, 'cannot read the dataplane; applying everything');
+        this.log.warn({ err: errorMessage(e) }, 'cannot read the dataplane; applying everything');
       }
       const untouched = fingerprint === applied.fingerprint;
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
@@ -325,25 +278,20 @@ export class Agent {
     let changed = 0;
     if (mode !== 'adopted') {
       try {
-        if (mode === 'repair' || mode === 'full')
-          await this.kernel.prepareRepair(this.opts.backend, this.opts.target);
+        if (mode === 'repair' || mode === 'full') await this.opts.backend.prepareRepair(this.opts.target);
         const previous = mode === 'incremental' ? this.applied?.ir : undefined;
         const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
         changed = r.changed.length;
       } catch (e) {
-        this.fail(mode === 'repair' ? 'drift' : 'apply', (e as Error).message, desired.revision);
+        this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision);
         return false;
       }
     }
     let fingerprint: string;
     try {
-      fingerprint = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+      fingerprint = await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
-      this.fail(
-        'drift',
-        `applied, but cannot read the dataplane back: ${(e as Error).message}`,
-        desired.revision,
-      );
+      this.fail('drift', `applied, but cannot read the dataplane back: ${errorMessage(e)}`, desired.revision);
       return false;
     }
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
@@ -389,9 +337,9 @@ export class Agent {
     if (this.stopped || !applied) return;
     let now: string;
     try {
-      now = await this.kernel.fingerprint(this.opts.backend, this.opts.target);
+      now = await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
-      this.fail('drift', `cannot read the dataplane: ${(e as Error).message}`);
+      this.fail('drift', `cannot read the dataplane: ${errorMessage(e)}`);
       return;
     }
     if (now === applied.fingerprint) {

@@ -1,14 +1,15 @@
 /**
- * The kernel event sources an agent runs for its backend: the policy programs' ring buffer on
- * eBPF, NFLOG and conntrack events on netfilter, and on every backend the process tracer for
+ * The kernel event sources an agent runs: its backend's flow source (whatever the dataplane
+ * reports verdicts and connections through) and, on every backend, the process tracer for
  * connections opened by the node's pods. A source that cannot start is logged and left out:
  * flows are an aid, enforcement does not depend on them.
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { BackendName, NodeTarget } from '../dataplane/backend.js';
+import type { Backend, NodeTarget } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
-import type { EventSink, EventSource } from '../observe/events.js';
+import type { EventSink, EventSource } from '../dataplane/events.js';
+import { errorMessage } from '../util/errors.js';
 
 export interface Observers {
   /** After every apply: pods (and so cgroups to trace) may have changed. */
@@ -19,7 +20,7 @@ export interface Observers {
 
 export interface ObserverOptions {
   target: NodeTarget;
-  backend: BackendName;
+  backend: Backend;
   sink: EventSink;
   logger: Logger;
   ir: () => IR | undefined;
@@ -37,24 +38,11 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
       await source.start(opts.sink);
       sources.push(source);
     } catch (e) {
-      opts.logger.warn({ source: source?.name, err: (e as Error).message }, 'flow source not started');
+      opts.logger.warn({ source: source?.name, err: errorMessage(e) }, 'flow source not started');
     }
   };
 
-  if (opts.backend === 'ebpf') {
-    await tryStart(async () =>
-      (await import('../observe/ebpf-source.js')).createEbpfEventSource(opts.target),
-    );
-  } else {
-    const backend = opts.backend;
-    await tryStart(async () =>
-      (await import('../observe/netfilter-source.js')).createNetfilterEventSource({
-        target: opts.target,
-        backend,
-        ir: opts.ir,
-      }),
-    );
-  }
+  await tryStart(async () => opts.backend.flowSource(opts.target, { ir: opts.ir }));
   await tryStart(async () => {
     const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
     const tracer = createProcessTracer({
@@ -73,7 +61,7 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
       try {
         refreshTracer?.();
       } catch (e) {
-        opts.logger.warn({ err: (e as Error).message }, 'cannot update the traced cgroups');
+        opts.logger.warn({ err: errorMessage(e) }, 'cannot update the traced cgroups');
       }
     },
     stop: async () => {

@@ -6,9 +6,9 @@
 import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { allocationsOf } from '../calc/index.js';
-import type { BackendName, NodeTarget } from '../dataplane/backend.js';
+import type { Backend, BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
-import { runInNetns } from '../dataplane/exec.js';
+import type { IR } from '../ir/types.js';
 import { FlowTable } from '../observe/flows.js';
 import { AgentMetrics } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
@@ -69,70 +69,102 @@ export function createLogger(name: string): Logger {
   });
 }
 
-async function conntrackEntries(backend: BackendName, target: NodeTarget): Promise<number> {
-  if (backend === 'ebpf') {
-    const { readConntrack } = await import('../dataplane/ebpf/index.js');
-    return readConntrack(target).length;
+/** Pod → cgroup directory, and the flow table's cgroup id → pod map built from it. */
+class PodCgroups {
+  pods = new Map<string, string>();
+
+  constructor(
+    private readonly node: string,
+    private readonly cgroupsFile: string | undefined,
+  ) {}
+
+  /** From the desired state, or (etcd knows no cgroups) from `cgroupsFile`. */
+  all(desired: DesiredState | undefined): Record<string, string> {
+    return desired?.cgroups ?? (this.cgroupsFile ? readCgroupsFile(this.cgroupsFile) : {});
   }
-  const r = await runInNetns(target.netns, 'conntrack', ['-C']);
-  return Number(r.stdout.trim()) || 0;
+
+  /** cgroup directories of this node's pods (what the process tracer follows). */
+  local(desired: DesiredState | undefined): string[] {
+    const local = new Set(desired?.ir.endpoints.filter((e) => e.node === this.node).map((e) => e.id));
+    return Object.entries(this.all(desired))
+      .filter(([pod]) => local.has(pod))
+      .map(([, path]) => path);
+  }
+
+  async refresh(desired: DesiredState | undefined): Promise<void> {
+    const { cgroupId } = await import('../observe/process-tracer.js');
+    const next = new Map<string, string>();
+    for (const [pod, path] of Object.entries(this.all(desired))) {
+      try {
+        next.set(String(cgroupId(path)), pod);
+      } catch {
+        // the pod's cgroup is not there (yet)
+      }
+    }
+    this.pods = next;
+  }
+}
+
+function desiredSource(opts: RunAgentOptions, logger: Logger, applied: () => Agent): DesiredSource {
+  return isEtcdSource(opts.source)
+    ? new EtcdSource(opts.source, { node: opts.node, stateDir: opts.stateDir, logger })
+    : new DirectorySource(opts.source, {
+        ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
+        node: opts.node,
+        previous: () => {
+          const ir = applied().appliedIR;
+          return ir ? allocationsOf(ir) : undefined;
+        },
+      });
+}
+
+/** Refuses to run a backend the kernel cannot carry, saying what it lacks. */
+async function requireSupport(backend: Backend): Promise<void> {
+  const support = await backend.checkSupport();
+  if (!support.supported)
+    throw new Error(`the ${backend.name} backend cannot run here: ${support.missing.join('; ')}`);
+}
+
+interface Observability {
+  flows: FlowTable;
+  metrics: AgentMetrics;
+  cgroups: PodCgroups;
+  /** A new rule catalogue for what was applied (names the policy of each rule in flows). */
+  catalogue(ir: IR): void;
+}
+
+function observability(opts: RunAgentOptions, backend: Backend, target: NodeTarget): Observability {
+  let catalog = new RuleCatalog(undefined);
+  const cgroups = new PodCgroups(opts.node, opts.cgroupsFile);
+  const flows = new FlowTable({
+    node: opts.node,
+    policyOf: (rule) => catalog.policyOf(rule),
+    podOfCgroup: (id) => cgroups.pods.get(id),
+  });
+  const metrics = new AgentMetrics(
+    {
+      counters: () => backend.counters(target),
+      conntrackEntries: () => backend.conntrack(target).count(),
+      flowStats: () => flows.stats(),
+      describeRule: (rule) => catalog.describe(rule),
+    },
+    { node: opts.node, backend: opts.backend },
+  );
+  return { flows, metrics, cgroups, catalogue: (ir) => (catalog = new RuleCatalog(ir)) };
 }
 
 export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   const logger = opts.logger ?? createLogger(`agent ${opts.node}`);
   const target: NodeTarget = { scope: opts.scope, node: opts.node, netns: opts.netns };
   const backend = await loadBackend(opts.backend, { flowLogs: opts.flows });
+  await requireSupport(backend);
   mkdirSync(opts.stateDir, { recursive: true });
 
-  let catalog = new RuleCatalog(undefined);
-  let cgroupPods = new Map<string, string>();
-  const flows = new FlowTable({
-    node: opts.node,
-    policyOf: (rule) => catalog.policyOf(rule),
-    podOfCgroup: (id) => cgroupPods.get(id),
-  });
-  const metrics = new AgentMetrics(
-    {
-      counters: () => backend.counters(target),
-      conntrackEntries: () => conntrackEntries(opts.backend, target),
-      flowStats: () => flows.stats(),
-      describeRule: (rule) => catalog.describe(rule),
-    },
-    { node: opts.node, backend: opts.backend },
-  );
-  /** Pod → cgroup: from the desired state, or (etcd knows no cgroups) from `cgroupsFile`. */
-  const podCgroups = (desired: DesiredState | undefined): Record<string, string> =>
-    desired?.cgroups ?? (opts.cgroupsFile ? readCgroupsFile(opts.cgroupsFile) : {});
-  const localCgroups = (): string[] => {
-    const desired = agent.desiredState;
-    const local = new Set(desired?.ir.endpoints.filter((e) => e.node === opts.node).map((e) => e.id));
-    return Object.entries(podCgroups(desired))
-      .filter(([pod]) => local.has(pod))
-      .map(([, path]) => path);
-  };
-  /** The flow table's cgroup id → pod map, and the cgroups the process tracer follows. */
-  const refreshCgroups = (desired: DesiredState | undefined): void => {
-    void import('../observe/process-tracer.js').then(({ cgroupId }) => {
-      const next = new Map<string, string>();
-      for (const [pod, path] of Object.entries(podCgroups(desired))) {
-        try {
-          next.set(String(cgroupId(path)), pod);
-        } catch {
-          // the pod's cgroup is not there (yet)
-        }
-      }
-      cgroupPods = next;
-      observers?.refresh();
-    });
-  };
+  const obs = observability(opts, backend, target);
   let observers: Observers | undefined;
-  const source: DesiredSource = isEtcdSource(opts.source)
-    ? new EtcdSource(opts.source, { node: opts.node, stateDir: opts.stateDir, logger })
-    : new DirectorySource(opts.source, {
-        ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
-        node: opts.node,
-        previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
-      });
+  const refreshCgroups = (desired: DesiredState | undefined): void =>
+    void obs.cgroups.refresh(desired).then(() => observers?.refresh());
+  const source = desiredSource(opts, logger, () => agent);
   const agent: Agent = new Agent({
     target,
     backend,
@@ -142,12 +174,12 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     ...(opts.reconcileMs ? { reconcileMs: opts.reconcileMs } : {}),
     hooks: {
       onApplied: (mode, seconds, desired) => {
-        metrics.applyDuration.observe({ mode }, seconds);
-        catalog = new RuleCatalog(desired.ir);
+        obs.metrics.applyDuration.observe({ mode }, seconds);
+        obs.catalogue(desired.ir);
         refreshCgroups(desired);
       },
-      onRepair: () => metrics.repairs.inc(),
-      onError: (stage) => metrics.errors.inc({ stage }),
+      onRepair: () => obs.metrics.repairs.inc(),
+      onError: (stage) => obs.metrics.errors.inc({ stage }),
     },
   });
   const socket = apiSocket(opts.stateDir);
@@ -157,14 +189,15 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     if (opts.flows) {
       observers = await startObservers({
         target,
-        backend: opts.backend,
-        sink: flows,
+        backend,
+        sink: obs.flows,
         logger,
         ir: () => agent.appliedIR,
-        cgroups: localCgroups,
+        cgroups: () => obs.cgroups.local(agent.desiredState),
       });
       logger.info({ sources: observers.running() }, 'flow sources running');
     }
+    const { flows, metrics } = obs;
     servers.push(
       await startApi({ agent, flows, metrics }, { socket, ...(opts.listen ? { tcp: opts.listen } : {}) }),
     );
@@ -181,7 +214,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   logger.info({ socket, source: source.description, netns: opts.netns }, 'agent running');
   return {
     agent,
-    flows,
+    flows: obs.flows,
     socket,
     stop: async () => {
       if (cgroupsFile) unwatchFile(cgroupsFile);

@@ -1,4 +1,5 @@
 /** Model → IR: the whole calculation, pure and deterministic (input order never matters). */
+import { irForNode } from '../ir/slice.js';
 import type { IR, Prefilter } from '../ir/types.js';
 import type { Model } from '../model/types.js';
 import type { CalcOptions, PreviousAllocations } from './api.js';
@@ -89,28 +90,6 @@ export function withRuleSetsOf(model: Model, ir: IR, endpointIds: readonly strin
     prefilters,
     ipSets: [...ir.ipSets, ...sets.allIpSets().filter((s) => !known.has(s.id))],
     ipPortSets: [...ir.ipPortSets, ...sets.allPortSets().filter((s) => !knownPorts.has(s.id))],
-  };
-}
-
-/** The slice of the IR one node installs: its endpoints' rule sets and what they reference. */
-export function irForNode(ir: IR, node: string): IR {
-  const local = new Set(ir.endpoints.filter((e) => e.node === node).map((e) => e.id));
-  const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
-  const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
-  const ipIds = new Set<string>(prefilters.map((p) => p.set));
-  const portIds = new Set<string>();
-  for (const rs of ruleSets) {
-    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
-      if (r.peerSet) ipIds.add(r.peerSet);
-      if (r.peerPortSet) portIds.add(r.peerPortSet);
-    }
-  }
-  return {
-    ...ir,
-    ruleSets,
-    prefilters,
-    ipSets: ir.ipSets.filter((s) => ipIds.has(s.id)),
-    ipPortSets: ir.ipPortSets.filter((s) => portIds.has(s.id)),
   };
 }
 

@@ -1,5 +1,5 @@
 export type { CalcOptions, Packet, PreviousAllocations, ReachMatrix } from './api.js';
-export { allocationsOf, buildIR, irForNode, withRuleSetsOf, DEFAULT_NODE_COUNT } from './build.js';
+export { allocationsOf, buildIR, withRuleSetsOf, DEFAULT_NODE_COUNT } from './build.js';
 export { evaluate, Oracle, type SideVerdict, type Verdict, type SideReason } from './evaluate.js';
 export { reachMatrix } from './reach.js';
 export { selectorMatches, selectorText } from './selectors.js';

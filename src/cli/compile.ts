@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { buildIR, irForNode } from '../calc/index.js';
+import { buildIR } from '../calc/index.js';
+import { irForNode } from '../ir/slice.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { CliError, printJson } from './output.js';

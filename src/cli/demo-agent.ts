@@ -6,10 +6,8 @@
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
 import { apiSocket } from '../agent/paths.js';
-import { Link } from '../bpf/index.js';
 import type { BackendName } from '../dataplane/backend.js';
-import { nodeDir, tcxLinkPin } from '../dataplane/ebpf/paths.js';
-import { runInNetnsOrThrow } from '../dataplane/exec.js';
+import { loadBackend } from '../dataplane/registry.js';
 import { agentStateDir, labAgents, measureReach } from '../lab/index.js';
 import { readState } from '../lab/state.js';
 import { syncLabAgents } from '../lab/agents.js';
@@ -33,24 +31,13 @@ function nodeOfPod(lab: string, pod: string): { name: string; netns: string } {
 }
 
 /** Something an operator (or a rogue script) might do: remove the policy from one pod. */
-async function tamper(lab: string, backend: BackendName): Promise<string> {
+async function tamper(lab: string, backendName: BackendName): Promise<string> {
+  const state = readState(lab);
   const node = nodeOfPod(lab, VICTIM);
-  if (backend === 'nftables') {
-    await runInNetnsOrThrow(node.netns, 'nft', ['delete', 'table', 'inet', 'switchyard']);
-    return `nft delete table inet switchyard   (in ${node.netns})`;
-  }
-  if (backend === 'iptables') {
-    const saved = await runInNetnsOrThrow(node.netns, 'iptables-save', ['-t', 'filter']);
-    const jump = saved.stdout.split('\n').find((l) => /^-A FORWARD .*-j SY-/.test(l)) ?? '';
-    await runInNetnsOrThrow(node.netns, 'iptables', ['-t', 'filter', '-D', ...jump.slice(3).split(' ')]);
-    return `iptables -D ${jump.slice(3)}   (in ${node.netns})`;
-  }
-  const ep = readState(lab)?.ir.endpoints.find((e) => e.id === VICTIM);
-  const pin = tcxLinkPin(nodeDir(lab, node.name), ep?.hostInterface ?? '', 'egress');
-  const link = Link.fromPin(pin);
-  link.detach();
-  link.close();
-  return `detach the tcx link of ${VICTIM}'s ingress policy (${pin})`;
+  const endpoint = state?.ir.endpoints.find((e) => e.id === VICTIM);
+  if (!endpoint) throw new Error(`pod ${VICTIM} is not in lab ${lab}`);
+  const backend = await loadBackend(backendName);
+  return backend.tamper({ scope: lab, node: node.name, netns: node.netns }, endpoint);
 }
 
 async function until<T>(fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
@@ -63,100 +50,106 @@ async function until<T>(fn: () => Promise<T | undefined>, timeoutMs: number): Pr
   return undefined;
 }
 
+async function agentTable(lab: string): Promise<string> {
+  const rows = [];
+  for (const a of labAgents(lab).sort((x, y) => (x.node < y.node ? -1 : 1))) {
+    const s = await statusOf(lab, a.node);
+    rows.push([
+      s.node,
+      s.backend,
+      s.pid,
+      s.revision ?? '-',
+      s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
+      s.repairs,
+    ]);
+  }
+  return formatTable(['node', 'backend', 'pid', 'revision', 'last apply', 'repairs'], rows);
+}
+
+async function tamperAndWatchRepair(lab: string, b: BackendName | undefined): Promise<string> {
+  if (!b) return 'no backend';
+  const node = nodeOfPod(lab, VICTIM);
+  const before = await statusOf(lab, node.name);
+  const started = Date.now();
+  const what = await tamper(lab, b);
+  const after = await until(async () => {
+    const s = await statusOf(lab, node.name);
+    return s.repairs > before.repairs ? s : undefined;
+  }, 10_000);
+  const denied = await measureReach(lab, {
+    port: 5432,
+    protocol: 'TCP',
+    from: ['outside/client'],
+    timeoutMs: 500,
+  });
+  return [
+    `tampered: ${what}`,
+    after
+      ? `repaired by the agent of ${node.name} ${Date.parse(after.lastApply?.at ?? '') - started} ms later (repairs: ${after.repairs})`
+      : 'NOT repaired within 10 s',
+    `outside/client → ${VICTIM}:5432 ${denied.matrix.results['outside/client']?.[VICTIM] ? 'REACHED (policy lost!)' : 'denied again'}`,
+  ].join('\n');
+}
+
+async function killAndAdopt(lab: string, b: BackendName | undefined): Promise<string> {
+  const node = nodeOfPod(lab, VICTIM);
+  const victim = labAgents(lab).find((a) => a.node === node.name);
+  if (!victim || !b) return 'no agent';
+  process.kill(victim.pid, 'SIGKILL');
+  const without = await measureReach(lab, { port: 5432, protocol: 'TCP', timeoutMs: 500 });
+  const allowed = Object.values(without.matrix.results).filter((row) => row[VICTIM]).length;
+  const state = readState(lab);
+  await syncLabAgents(lab, state?.topology?.nodes ?? [], b, String(state?.revision));
+  const s = await statusOf(lab, node.name);
+  return [
+    `agent pid ${victim.pid} killed; with no agent, ${allowed} pod(s) still reach ${VICTIM}:5432 as the policy says`,
+    `new agent pid ${s.pid}: ${s.lastApply?.mode ?? '?'} in ${s.lastApply?.durationMs ?? '?'} ms, ${s.lastApply?.changed ?? '?'} objects changed`,
+  ].join('\n');
+}
+
+async function recentFlows(lab: string): Promise<string> {
+  await measureReach(lab, {
+    port: 5432,
+    protocol: 'TCP',
+    from: ['outside/client', 'shop/backend'],
+    timeoutMs: 500,
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const flows: Flow[] = [];
+  for (const a of labAgents(lab)) {
+    const r = await agentRequest<{ flows: Flow[] }>(
+      apiSocket(agentStateDir(lab, a.node)),
+      `/v1/flows?pod=${encodeURIComponent(VICTIM)}&limit=8`,
+    );
+    flows.push(...r.flows);
+  }
+  flows.sort((x, y) => (x.lastSeen < y.lastSeen ? 1 : -1));
+  return formatTable(FLOW_HEADERS, flows.slice(0, 8).map(flowRow));
+}
+
 export function agentSteps(lab: string, backend: () => BackendName | undefined): DemoStep[] {
   return [
     {
       title: 'One agent per node keeps the kernel equal to the desired state',
       command: `switchyard node status --lab ${lab}`,
-      run: async () => {
-        const rows = [];
-        for (const a of labAgents(lab).sort((x, y) => (x.node < y.node ? -1 : 1))) {
-          const s = await statusOf(lab, a.node);
-          rows.push([
-            s.node,
-            s.backend,
-            s.pid,
-            s.revision ?? '-',
-            s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
-            s.repairs,
-          ]);
-        }
-        return formatTable(['node', 'backend', 'pid', 'revision', 'last apply', 'repairs'], rows);
-      },
+      run: () => agentTable(lab),
     },
     {
       title: 'Change the dataplane behind the agent: it notices and repairs it',
       command: '(tamper with one node, then: switchyard node status)',
-      run: async () => {
-        const b = backend();
-        if (!b) return 'no backend';
-        const node = nodeOfPod(lab, VICTIM);
-        const before = await statusOf(lab, node.name);
-        const started = Date.now();
-        const what = await tamper(lab, b);
-        const after = await until(async () => {
-          const s = await statusOf(lab, node.name);
-          return s.repairs > before.repairs ? s : undefined;
-        }, 10_000);
-        const denied = await measureReach(lab, {
-          port: 5432,
-          protocol: 'TCP',
-          from: ['outside/client'],
-          timeoutMs: 500,
-        });
-        return [
-          `tampered: ${what}`,
-          after
-            ? `repaired by the agent of ${node.name} ${Date.parse(after.lastApply?.at ?? '') - started} ms later (repairs: ${after.repairs})`
-            : 'NOT repaired within 10 s',
-          `outside/client → ${VICTIM}:5432 ${denied.matrix.results['outside/client']?.[VICTIM] ? 'REACHED (policy lost!)' : 'denied again'}`,
-        ].join('\n');
-      },
+      run: () => tamperAndWatchRepair(lab, backend()),
     },
     {
       title:
         'Kill an agent with SIGKILL: traffic keeps its policy; the next agent adopts the kernel state untouched',
       command: `kill -9 <agent of ${VICTIM}'s node>; switchyard lab apply …`,
-      run: async () => {
-        const b = backend();
-        const node = nodeOfPod(lab, VICTIM);
-        const victim = labAgents(lab).find((a) => a.node === node.name);
-        if (!victim || !b) return 'no agent';
-        process.kill(victim.pid, 'SIGKILL');
-        const without = await measureReach(lab, { port: 5432, protocol: 'TCP', timeoutMs: 500 });
-        const allowed = Object.values(without.matrix.results).filter((row) => row[VICTIM]).length;
-        const state = readState(lab);
-        await syncLabAgents(lab, state?.topology?.nodes ?? [], b, String(state?.revision));
-        const s = await statusOf(lab, node.name);
-        return [
-          `agent pid ${victim.pid} killed; with no agent, ${allowed} pod(s) still reach ${VICTIM}:5432 as the policy says`,
-          `new agent pid ${s.pid}: ${s.lastApply?.mode ?? '?'} in ${s.lastApply?.durationMs ?? '?'} ms, ${s.lastApply?.changed ?? '?'} objects changed`,
-        ].join('\n');
-      },
+      run: () => killAndAdopt(lab, backend()),
     },
     {
       title:
         'Flows: every denied connection with the rule that decided, allowed ones with their policy and process',
       command: `switchyard flows --lab ${lab} --pod ${VICTIM} --limit 8`,
-      run: async () => {
-        await measureReach(lab, {
-          port: 5432,
-          protocol: 'TCP',
-          from: ['outside/client', 'shop/backend'],
-          timeoutMs: 500,
-        });
-        await new Promise((r) => setTimeout(r, 300));
-        const flows: Flow[] = [];
-        for (const a of labAgents(lab)) {
-          const r = await agentRequest<{ flows: Flow[] }>(
-            apiSocket(agentStateDir(lab, a.node)),
-            `/v1/flows?pod=${encodeURIComponent(VICTIM)}&limit=8`,
-          );
-          flows.push(...r.flows);
-        }
-        flows.sort((x, y) => (x.lastSeen < y.lastSeen ? 1 : -1));
-        return formatTable(FLOW_HEADERS, flows.slice(0, 8).map(flowRow));
-      },
+      run: () => recentFlows(lab),
     },
   ];
 }

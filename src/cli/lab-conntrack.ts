@@ -1,25 +1,27 @@
 /**
- * `switchyard lab conntrack`: the eBPF backend's connection table of every node of a running lab,
- * read from the pinned LRU map (netfilter backends keep theirs in the kernel's own conntrack,
- * which `conntrack -L` inside a node namespace shows).
+ * `switchyard lab conntrack`: the connection table of every node of a running lab, as its backend
+ * keeps it: the eBPF backend's pinned LRU map (with the hook and endpoint that admitted each
+ * connection, and garbage collection), or the netfilter backends' kernel conntrack of each node
+ * namespace.
  */
 import type { Command } from 'commander';
+import type { ConntrackEntry, ConntrackGc } from '../dataplane/backend.js';
+import { loadBackend } from '../dataplane/registry.js';
 import { DEFAULT_LAB } from '../lab/names.js';
 import { readState } from '../lab/state.js';
 import { CliError, formatTable, printJson } from './output.js';
-import type { ConntrackEntry, GcResult } from '../dataplane/ebpf/index.js';
 
 export interface NodeConntrack {
   node: string;
   /** Present with --gc: what collection removed before the table was read. */
-  gc?: GcResult;
+  gc?: ConntrackGc;
   entries: ConntrackEntry[];
 }
 
 export function registerLabConntrack(lab: Command): void {
   lab
     .command('conntrack')
-    .description("the eBPF backend's connection tracking table, per node")
+    .description("the backend's connection tracking table, per node")
     .option('--name <lab>', 'lab name', DEFAULT_LAB)
     .option('--node <name>', 'only this node')
     .option('--gc', 'collect garbage first (expired entries, entries of pods that are gone)')
@@ -28,11 +30,6 @@ export function registerLabConntrack(lab: Command): void {
       const state = readState(opts.name);
       if (!state)
         throw new CliError(`no lab '${opts.name}' (start one with 'switchyard lab up FILES --backend ebpf')`);
-      if (state.backend !== 'ebpf')
-        throw new CliError(
-          `lab '${opts.name}' runs the ${state.backend} backend, whose connections are in each node namespace's ` +
-            `kernel conntrack ('ip netns exec <node netns> conntrack -L' shows them)`,
-        );
       const nodes = state.topology?.nodes ?? [];
       const selected = opts.node ? nodes.filter((n) => n.name === opts.node) : nodes;
       if (opts.node && selected.length === 0)
@@ -40,12 +37,17 @@ export function registerLabConntrack(lab: Command): void {
           `lab '${opts.name}' has no node '${opts.node}' (nodes: ${nodes.map((n) => n.name).join(', ')})`,
           2,
         );
-      const ebpf = await import('../dataplane/ebpf/index.js');
-      const result: NodeConntrack[] = selected.map((n) => {
-        const target = { scope: state.name, node: n.name, netns: n.netns };
-        const gc = opts.gc ? ebpf.collectConntrackGarbage(target) : undefined;
-        return { node: n.name, ...(gc ? { gc } : {}), entries: ebpf.readConntrack(target) };
-      });
+      if (state.backend === 'none')
+        throw new CliError(`lab '${opts.name}' runs no backend (start it with --backend)`);
+      const backend = await loadBackend(state.backend);
+      const result: NodeConntrack[] = [];
+      for (const n of selected) {
+        const table = backend.conntrack({ scope: state.name, node: n.name, netns: n.netns });
+        if (opts.gc && !table.collectGarbage)
+          throw new CliError(`--gc: the ${table.description} expires its entries itself`, 2);
+        const gc = opts.gc ? await table.collectGarbage?.() : undefined;
+        result.push({ node: n.name, ...(gc ? { gc } : {}), entries: await table.list() });
+      }
       if (opts.json) return printJson(result);
       for (const r of result) {
         if (r.gc)
@@ -56,17 +58,17 @@ export function registerLabConntrack(lab: Command): void {
       const rows = result.flatMap((r) =>
         r.entries.map((e) => [
           r.node,
-          e.endpoint ?? `ifindex ${e.ifindex}`,
-          e.direction,
+          e.endpoint ?? (e.ifindex !== undefined ? `ifindex ${e.ifindex}` : '-'),
+          e.direction ?? '-',
           e.protocol,
           `${e.src}:${e.sport}`,
           `${e.dst}:${e.dport}`,
           e.state + (e.replied ? '' : ' (unreplied)'),
-          e.ageSeconds.toFixed(1),
-          e.idleSeconds.toFixed(1),
+          e.ageSeconds?.toFixed(1) ?? '-',
+          e.idleSeconds?.toFixed(1) ?? '-',
           e.expiresInSeconds < 0 ? 'expired' : e.expiresInSeconds.toFixed(0),
-          e.packets,
-          e.bytes,
+          e.packets ?? '-',
+          e.bytes ?? '-',
         ]),
       );
       process.stdout.write(`conntrack of lab ${state.name} (${rows.length} entries)\n`);

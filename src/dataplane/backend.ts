@@ -1,9 +1,14 @@
 /**
- * The contract between the IR and a kernel mechanism. A backend renders one node's slice of the IR
- * into a plan (text a human can read: `switchyard compile`), and applies a plan atomically inside
- * that node's network namespace: on any failure the previous state stays in force.
+ * The contract between the IR and a kernel mechanism: the whole driver of one dataplane. A backend
+ * renders one node's slice of the IR into a plan (text a human can read: `switchyard compile`),
+ * applies it atomically inside that node's network namespace (on any failure the previous state
+ * stays in force), and is the only code that knows how its kernel objects look: it reads them back
+ * for drift, repairs them, reports their changes, decodes their flow events and conntrack, and
+ * says what the kernel lacks to run it. The agent, observe, lab, cli and bench hold a Backend and
+ * never ask which one it is.
  */
-import type { IR } from '../ir/types.js';
+import type { Direction, Endpoint, IR } from '../ir/types.js';
+import type { EventSource } from './events.js';
 
 export type BackendName = 'iptables' | 'nftables' | 'ebpf';
 export const BACKEND_NAMES: readonly BackendName[] = ['iptables', 'nftables', 'ebpf'];
@@ -39,6 +44,66 @@ export interface ApplyResult {
   durationMs: number;
 }
 
+/** A running watch of kernel change events; stop() ends it. */
+export interface ChangeWatch {
+  stop(): void;
+}
+
+export interface FlowSourceOptions {
+  /** The IR the node currently runs (a backend that encodes rules in its events decodes through it). */
+  ir: () => IR | undefined;
+  /** How often connection totals and loss counters are read (ms); the backend's default otherwise. */
+  pollMs?: number;
+}
+
+/** One tracked connection, as any backend's conntrack reports it. */
+export interface ConntrackEntry {
+  protocol: string;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  state: string;
+  /** The reply direction has been seen. */
+  replied: boolean;
+  /** Negative once expired (awaiting collection). */
+  expiresInSeconds: number;
+  /** Policy direction that admitted it, and its endpoint, where the backend tracks per hook. */
+  direction?: Direction;
+  endpoint?: string;
+  ifindex?: number;
+  ifname?: string;
+  ageSeconds?: number;
+  idleSeconds?: number;
+  /** Where the backend counts them (netfilter only with nf_conntrack_acct on). */
+  packets?: number;
+  bytes?: number;
+}
+
+export interface ConntrackGc {
+  scanned: number;
+  expired: number;
+  orphaned: number;
+}
+
+/** A node's connection tracking table as its backend keeps it. */
+export interface ConntrackView {
+  /** What keeps the table, for humans: `kernel conntrack`, `eBPF LRU map`. */
+  readonly description: string;
+  count(): Promise<number>;
+  /** Entries, oldest first where the backend knows their age. */
+  list(): Promise<ConntrackEntry[]>;
+  /** Removes expired and orphaned entries, where the table is the backend's own to collect. */
+  collectGarbage?(): Promise<ConntrackGc>;
+}
+
+/** What the running kernel offers this backend, from feature probes (never from the version number). */
+export interface SupportReport {
+  supported: boolean;
+  /** One capability statement per missing feature: "this kernel lacks tcx (Linux 6.6+)". */
+  missing: string[];
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** Pure: the plan for one node. */
@@ -48,6 +113,31 @@ export interface Backend {
   /** Removes everything this backend installed for the node. */
   remove(target: NodeTarget): Promise<void>;
   counters(target: NodeTarget): Promise<RuleCounter[]>;
+
+  /**
+   * A digest of what this backend installed for the node, read from the kernel (never from what
+   * it meant to write). The agent records it after every apply; a different one later is drift.
+   */
+  fingerprint(target: NodeTarget): Promise<string>;
+  /** Gets a drifted dataplane ready for a full apply; returns what it removed. */
+  prepareRepair(target: NodeTarget): Promise<string[]>;
+  /**
+   * Calls `onChange` soon after the kernel objects change, so drift is noticed in milliseconds;
+   * undefined where the kernel has no such events (polling covers those).
+   */
+  watchChanges(target: NodeTarget, onChange: () => void): Promise<ChangeWatch | undefined>;
+  /** How often the agent polls the fingerprint when there is no change watch (ms). */
+  readonly driftPollMs: number;
+  /** The node's flow events: verdicts naming the deciding rule, and connection totals. */
+  flowSource(target: NodeTarget, opts: FlowSourceOptions): EventSource;
+  conntrack(target: NodeTarget): ConntrackView;
+  /** Which kernel features this backend needs and which the running kernel lacks. */
+  checkSupport(): Promise<SupportReport>;
+  /**
+   * Changes the node's dataplane behind the agent's back, as an operator or a stray script might,
+   * so that `endpoint` loses its policy; returns the equivalent command. For drills and the demo.
+   */
+  tamper(target: NodeTarget, endpoint: Endpoint): Promise<string>;
 }
 
 /** Error from a failed apply; the previous state is still in force. */
@@ -56,8 +146,9 @@ export class ApplyError extends Error {
     message: string,
     readonly backend: BackendName,
     readonly detail?: string,
+    options?: ErrorOptions,
   ) {
-    super(detail ? `${message}\n${detail}` : message);
+    super(detail ? `${message}\n${detail}` : message, options);
     this.name = 'ApplyError';
   }
 }

@@ -3,6 +3,8 @@
  * namespace. Refuses an empty namespace name: that would mean the root namespace, which we never touch.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 export interface ToolResult {
   code: number;
@@ -88,4 +90,12 @@ export function scriptContext(script: string, line: number): string {
   for (let i = from; i <= to; i++)
     out.push(`${i === line ? '>' : ' '} ${String(i).padStart(5)} | ${lines[i - 1] ?? ''}`);
   return out.join('\n');
+}
+
+/** The tools among `names` that are not on PATH, each with the Debian package that brings it. */
+export function missingTools(names: readonly string[]): string[] {
+  const dirs = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').filter(Boolean);
+  return names
+    .filter((name) => !dirs.some((d) => existsSync(join(d, name))))
+    .map((name) => `this machine lacks ${name} (apt-get install ${APT_PACKAGE[name] ?? name})`);
 }

@@ -12,7 +12,7 @@ import type {
   ProcessEvent,
   Verdict,
   VerdictEvent,
-} from './events.js';
+} from '../dataplane/events.js';
 
 export interface FlowProcess {
   pid: number;

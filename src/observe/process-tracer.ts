@@ -17,7 +17,7 @@ import {
   RingBufReader,
   type Link,
 } from '../bpf/index.js';
-import type { EventSink, EventSource, ProcessEvent } from './events.js';
+import type { EventSink, EventSource, ProcessEvent } from '../dataplane/events.js';
 import {
   allowedKey,
   allowedValue,

@@ -4,7 +4,8 @@
  * each probe's measured pod×pod matrix compared pair by pair with the reference evaluator.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildIR, irForNode, reachMatrix } from '../../src/calc/index.js';
+import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { irForNode } from '../../src/ir/slice.js';
 import { loadBackend } from '../../src/dataplane/registry.js';
 import type { Backend } from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';

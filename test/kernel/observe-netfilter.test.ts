@@ -18,8 +18,8 @@ import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, measureReach, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
-import type { ConnectionEvent, EventSource, KernelEvent, VerdictEvent } from '../../src/observe/events.js';
-import { createNetfilterEventSource } from '../../src/observe/netfilter-source.js';
+import type { ConnectionEvent, EventSource, KernelEvent, VerdictEvent } from '../../src/dataplane/events.js';
+import { loadBackend } from '../../src/dataplane/registry.js';
 import { globalPolicy, namespace, networkPolicy, pod, toYaml } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
 
@@ -119,13 +119,9 @@ for (const backendName of ['iptables', 'nftables'] as const) {
       const node = state.topology?.nodes[0];
       if (!node) throw new Error('lab has no node');
       target = { scope: LAB, node: node.name, netns: node.netns };
-      source = createNetfilterEventSource({
-        target,
-        backend: backendName,
-        ir: () => ir,
-        lostIntervalMs: 200,
-      });
-      await source.start({
+      const running = (await loadBackend(backendName)).flowSource(target, { ir: () => ir, pollMs: 200 });
+      source = running;
+      await running.start({
         event: (e) => events.push(e),
         lost: (count, where) => lost.push({ count, where }),
       });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BpfNotFoundError, Link, Program } from '../../src/bpf/index.js';
 import { CGROUP_DIR } from '../../src/lab/names.js';
 import { cgroup2Mount, inNetnsArgv, removeCgroupTree } from '../../src/netns/index.js';
-import type { KernelEvent, ProcessEvent } from '../../src/observe/events.js';
+import type { KernelEvent, ProcessEvent } from '../../src/dataplane/events.js';
 import { readTracepointFormat, setStateLayout } from '../../src/observe/process-program.js';
 import { cgroupId, createProcessTracer, type ProcessTracer } from '../../src/observe/process-tracer.js';
 import { describeKernel } from '../support/kernel.js';

@@ -9,14 +9,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Agent, type KernelAccess } from '../../src/agent/agent.js';
+import { Agent } from '../../src/agent/agent.js';
 import { loopbackAddress, startApi, type ApiServers } from '../../src/agent/api.js';
 import { agentRequest, agentStream } from '../../src/agent/client.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { buildIR } from '../../src/calc/index.js';
-import type { ApplyResult, Backend, NodeTarget, RuleCounter } from '../../src/dataplane/backend.js';
+import type {
+  ApplyResult,
+  Backend,
+  ConntrackView,
+  NodeTarget,
+  RuleCounter,
+  SupportReport,
+} from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';
-import type { VerdictEvent } from '../../src/observe/events.js';
+import type { EventSource, VerdictEvent } from '../../src/dataplane/events.js';
 import { FlowTable, type Flow, type FlowStats } from '../../src/observe/flows.js';
 import { AgentMetrics } from '../../src/observe/metrics.js';
 import { RuleCatalog } from '../../src/observe/rules.js';
@@ -77,13 +84,30 @@ class FakeBackend implements Backend {
       { rule: 'prefilter/blocklist', packets: 6, bytes: 360 },
     ]);
   }
+  // The kernel never drifts here and has no change events.
+  readonly driftPollMs = 500;
+  fingerprint(): Promise<string> {
+    return Promise.resolve('fp-1');
+  }
+  prepareRepair(): Promise<string[]> {
+    return Promise.resolve([]);
+  }
+  watchChanges(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  flowSource(): EventSource {
+    throw new Error('this test feeds the flow table itself');
+  }
+  conntrack(): ConntrackView {
+    return { description: 'none', count: () => Promise.resolve(0), list: () => Promise.resolve([]) };
+  }
+  checkSupport(): Promise<SupportReport> {
+    return Promise.resolve({ supported: true, missing: [] });
+  }
+  tamper(): Promise<string> {
+    return Promise.resolve('');
+  }
 }
-
-const kernel: KernelAccess = {
-  fingerprint: () => Promise.resolve('fp-1'),
-  prepareRepair: () => Promise.resolve([]),
-  watch: () => Promise.resolve(undefined),
-};
 
 let sourceDir: string;
 let stateDir: string;
@@ -159,7 +183,6 @@ beforeAll(async () => {
   agent = new Agent({
     target: TARGET,
     backend,
-    kernel,
     source: new DirectorySource(sourceDir),
     stateDir,
     logger: pino({ level: 'silent' }),

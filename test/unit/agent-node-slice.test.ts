@@ -4,8 +4,8 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { nodeSlice } from '../../src/agent/agent.js';
 import { buildIR } from '../../src/calc/index.js';
+import { irForNode } from '../../src/ir/slice.js';
 import { modelOf, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
 
 const PODS: Manifest[] = [
@@ -24,7 +24,7 @@ const admit = (target: string, from: string): Manifest =>
 
 const ir = (policies: Manifest[]) => buildIR(modelOf([...PODS, ...policies]), { nodeCount: 2 });
 const same = (a: ReturnType<typeof ir>, b: ReturnType<typeof ir>, node: string): boolean =>
-  isDeepStrictEqual(nodeSlice(a, node), nodeSlice(b, node));
+  isDeepStrictEqual(irForNode(a, node), irForNode(b, node));
 
 describe('agent node slice', () => {
   it("a new peer set for another node's pod leaves this node's slice equal", () => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Agent, type AgentOptions, type KernelAccess } from '../../src/agent/agent.js';
+import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { appliedPath, readApplied } from '../../src/agent/store.js';
 import { buildIR } from '../../src/calc/index.js';
@@ -43,7 +43,8 @@ interface ApplyCall {
   previous: IR | undefined;
 }
 
-class FakeBackend implements Backend {
+/** The policy half of the driver: what it was asked to apply. */
+class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove' | 'counters'> {
   readonly name = 'nftables' as const;
   readonly applies: ApplyCall[] = [];
   removes = 0;
@@ -69,7 +70,8 @@ class FakeBackend implements Backend {
   }
 }
 
-class FakeKernel implements KernelAccess {
+/** The read-back half: what the kernel looks like; one instance outlives an agent restart. */
+class FakeKernel {
   fp = 'fp-1';
   repairsPrepared = 0;
   watchers: (() => void)[] = [];
@@ -84,7 +86,7 @@ class FakeKernel implements KernelAccess {
     return Promise.resolve([]);
   }
 
-  watch(_b: Backend, _t: NodeTarget, onChange: () => void) {
+  watch(onChange: () => void) {
     this.watchers.push(onChange);
     return Promise.resolve({ stop: () => void this.watchStops++ });
   }
@@ -112,11 +114,33 @@ function writeDesired(revision: string, ir: IR): void {
   writeFileSync(join(sourceDir, 'desired.json'), JSON.stringify({ revision, ir }));
 }
 
-function agent(backend: Backend, kernel: KernelAccess, opts: Partial<AgentOptions> = {}): Agent {
+/** One driver from the two halves, as a real backend is both. */
+function driver(backend: FakeBackend, kernel: FakeKernel): Backend {
+  return {
+    name: backend.name,
+    render: (ir, node) => backend.render(ir, node),
+    apply: (target, ir, previous) => backend.apply(target, ir, previous),
+    remove: () => backend.remove(),
+    counters: () => backend.counters(),
+    fingerprint: () => kernel.fingerprint(),
+    prepareRepair: () => kernel.prepareRepair(),
+    watchChanges: (_target, onChange) => kernel.watch(onChange),
+    driftPollMs: 500,
+    flowSource: () => {
+      throw new Error('no flows in this test');
+    },
+    conntrack: () => {
+      throw new Error('no conntrack in this test');
+    },
+    checkSupport: () => Promise.resolve({ supported: true, missing: [] }),
+    tamper: () => Promise.resolve(''),
+  };
+}
+
+function agent(backend: FakeBackend, kernel: FakeKernel, opts: Partial<AgentOptions> = {}): Agent {
   const a = new Agent({
     target: TARGET,
-    backend,
-    kernel,
+    backend: driver(backend, kernel),
     source: new DirectorySource(sourceDir),
     stateDir,
     logger: silent,

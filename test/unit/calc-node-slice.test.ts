@@ -4,7 +4,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { buildIR, explain, irForNode } from '../../src/calc/index.js';
+import { buildIR, explain } from '../../src/calc/index.js';
+import { irForNode } from '../../src/ir/slice.js';
 import type { IR } from '../../src/ir/types.js';
 import { loadManifests, type Model, type Prefilter } from '../../src/model/index.js';
 import { NETPOL_E2E_CASES, caseManifestPaths } from '../fixtures/netpol-e2e/cases.js';

@@ -7,11 +7,11 @@ import {
   allocateAddresses,
   buildIR,
   INFRA_RANGE,
-  irForNode,
   isPodAddress,
   POD_RANGE,
   SERVICE_RANGE,
 } from '../../src/calc/index.js';
+import { irForNode } from '../../src/ir/slice.js';
 import type { IR, Rule } from '../../src/ir/types.js';
 import {
   cidrContains,

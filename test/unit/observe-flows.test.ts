@@ -3,7 +3,7 @@
  * Time is controlled through the `now` option; event times are explicit.
  */
 import { describe, expect, it } from 'vitest';
-import type { ConnectionEvent, ProcessEvent, Verdict, VerdictEvent } from '../../src/observe/events.js';
+import type { ConnectionEvent, ProcessEvent, Verdict, VerdictEvent } from '../../src/dataplane/events.js';
 import { FlowTable, type Flow, type FlowTableOptions } from '../../src/observe/flows.js';
 
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);

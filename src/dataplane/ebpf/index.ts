@@ -5,14 +5,58 @@
  * buffer for flow events (Log rules; allowed connections and denied packets unless
  * `flowLogs: false`) and an XDP prefilter on the fabric-facing interface. See docs/ebpf.md.
  */
-import type { IR } from '../../ir/types.js';
-import type { ApplyResult, Backend, NodeTarget, RenderedPlan, RuleCounter } from '../backend.js';
+import { Link, probeFeatures, type FeatureName } from '../../bpf/index.js';
+import type { Endpoint, IR } from '../../ir/types.js';
+import type {
+  ApplyResult,
+  Backend,
+  ConntrackView,
+  NodeTarget,
+  RenderedPlan,
+  RuleCounter,
+  SupportReport,
+} from '../backend.js';
 import { applyNode, removeNode, type ApplyOptions } from './apply.js';
+import { collectConntrackGarbage, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
+import { dropDetachedLinks, ebpfFingerprint } from './fingerprint.js';
+import { createEbpfEventSource } from './flow-source.js';
+import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
 
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
+
+/** What the backend cannot run without: tcx links, ring buffer flow events, LPM tries of IP sets. */
+const REQUIRED_FEATURES: readonly FeatureName[] = ['tcx', 'ringbuf', 'lpm_trie'];
+
+function ebpfConntrack(target: NodeTarget): ConntrackView {
+  return {
+    description: `eBPF LRU conntrack map of node ${target.node}`,
+    count: async () => readConntrack(target).length,
+    list: async () => readConntrack(target),
+    collectGarbage: async () => collectConntrackGarbage(target),
+  };
+}
+
+async function checkSupport(): Promise<SupportReport> {
+  const missing = Object.entries(probeFeatures(REQUIRED_FEATURES))
+    .filter(([, status]) => !status.available)
+    .map(([name, status]) => `this kernel lacks ${name} (Linux ${status.since}+): ${status.detail}`);
+  return { supported: missing.length === 0, missing };
+}
+
+/** Detaches the tcx link of the endpoint's ingress policy (on the host veth's egress hook). */
+async function tamper(target: NodeTarget, endpoint: Endpoint): Promise<string> {
+  const pin = tcxLinkPin(nodeDir(target.scope, target.node), endpoint.hostInterface, 'egress');
+  const link = Link.fromPin(pin);
+  try {
+    link.detach();
+  } finally {
+    link.close();
+  }
+  return `detach the tcx link of ${endpoint.id}'s ingress policy (${pin})`;
+}
 
 export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
   return {
@@ -29,6 +73,16 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     async counters(target: NodeTarget): Promise<RuleCounter[]> {
       return readCounters(target);
     },
+    fingerprint: async (target) => ebpfFingerprint(target),
+    prepareRepair: async (target) => dropDetachedLinks(target),
+    // Link state has no change events; reading it back is a few cheap syscalls, so poll often.
+    watchChanges: async () => undefined,
+    driftPollMs: 250,
+    flowSource: (target, o) =>
+      createEbpfEventSource(target, o.pollMs !== undefined ? { connectionPollMs: o.pollMs } : {}),
+    conntrack: ebpfConntrack,
+    checkSupport,
+    tamper,
   };
 }
 

@@ -3,6 +3,8 @@
  * counter slots. Numbers are allocated stably (what exists keeps its number) so that a membership
  * change is a map update and a program reload never sees another set under an old index.
  */
+import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
+import { localEndpointIds, referencedSets } from '../../ir/slice.js';
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
 import { FAIL_CLOSED } from './layout.js';
 
@@ -37,19 +39,12 @@ export function isIpv4(address: string): boolean {
   return !address.includes(':');
 }
 
-/** The IR slice one node installs (the dataplane does not depend on calc, so it slices itself). */
+/** The IR slice one node installs, with the numbering inputs the generated code needs. */
 export function nodeView(ir: IR, node: string): NodeView {
   const endpoints = ir.endpoints.filter((e) => e.node === node).sort(byId);
-  const local = new Set(endpoints.map((e) => e.id));
+  const local = localEndpointIds(ir, node);
   const ruleSets = ir.ruleSets.filter((rs) => local.has(rs.endpoint));
-  const setIds = new Set<string>();
-  const portSetIds = new Set<string>();
-  for (const rs of ruleSets) {
-    for (const r of [...rs.globalRules, ...rs.kubernetesRules]) {
-      if (r.peerSet !== undefined) setIds.add(r.peerSet);
-      if (r.peerPortSet !== undefined) portSetIds.add(r.peerPortSet);
-    }
-  }
+  const { ipSets: setIds, ipPortSets: portSetIds } = referencedSets(ruleSets);
   for (const id of setIds)
     if (!ir.ipSets.some((s) => s.id === id)) throw new Error(`IR references unknown IP set ${id}`);
   for (const id of portSetIds)
@@ -92,13 +87,8 @@ export interface Allocation {
 
 export const EMPTY_ALLOCATION: Allocation = { sets: {}, portSets: {}, slots: {} };
 
-export function defaultRuleId(endpoint: string, direction: Direction): string {
-  return `${endpoint}/${direction}/default`;
-}
-
-export function failClosedRuleId(endpoint: string, direction: Direction, reason: string): string {
-  return `${endpoint}/${direction}/fail-closed/${reason}`;
-}
+// Rule ids are the IR's convention; re-exported for the program generator.
+export { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 
 export function slotKey(owner: SlotOwner): string {
   return `${owner.endpoint}|${owner.direction}|${owner.rule}`;

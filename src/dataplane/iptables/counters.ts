@@ -3,13 +3,13 @@
  * is read: the dispatch rules' comments name each endpoint chain's endpoint, and each policy rule's
  * comment is its IR rule id (rules split over several multiport matches add up).
  */
+import { defaultRuleId } from '../../ir/rule-ids.js';
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
 import type { SavedRule, SavedTable } from './kernel.js';
 import {
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
-  defaultRuleId,
   FLOWLOG_ALLOW_CHAIN,
   FLOWLOG_DROP_CHAIN,
   FROM_WL_CHAIN,

@@ -4,20 +4,29 @@
  * `--iptables-mode`), the SWITCHYARD_IPTABLES environment variable, `nft`.
  */
 import { existsSync } from 'node:fs';
-import type { IR } from '../../ir/types.js';
+import type { Endpoint, IR } from '../../ir/types.js';
 import {
   ApplyError,
   type ApplyResult,
   type Backend,
+  type ChangeWatch,
+  type ConntrackView,
+  type FlowSourceOptions,
   type NodeTarget,
   type RenderedPlan,
   type RuleCounter,
+  type SupportReport,
 } from '../backend.js';
-import { runInNetns } from '../exec.js';
+import type { EventSource } from '../events.js';
+import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { kernelConntrack } from '../netfilter/conntrack.js';
+import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
+import { iptablesFingerprint } from './fingerprint.js';
+import { iptablesFlowSource } from './flow-log.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
-import { FAMILIES } from './names.js';
+import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
 import { planForNode, planText } from './render.js';
 import { restoreScript } from './script.js';
@@ -55,6 +64,8 @@ export interface IptablesBackendOptions {
 
 export class IptablesBackend implements Backend {
   readonly name = 'iptables' as const;
+  /** ipset members have no change events even where the ruleset has: polled at this pace. */
+  readonly driftPollMs = 500;
 
   constructor(private readonly options: IptablesBackendOptions = {}) {}
 
@@ -130,6 +141,47 @@ export class IptablesBackend implements Backend {
   async counters(target: NodeTarget): Promise<RuleCounter[]> {
     const tables = await Promise.all(FAMILIES.map((f) => saveTables(target.netns, this.mode, f, true)));
     return countersFromSaved(tables.flat());
+  }
+
+  fingerprint(target: NodeTarget): Promise<string> {
+    return iptablesFingerprint(target.netns, this.mode);
+  }
+
+  /** A full restore rewrites every chain and set: nothing to clear first. */
+  async prepareRepair(): Promise<string[]> {
+    return [];
+  }
+
+  /** The nf_tables flavour has ruleset events; legacy x_tables has none (polling covers it). */
+  async watchChanges(target: NodeTarget, onChange: () => void): Promise<ChangeWatch | undefined> {
+    return this.mode === 'legacy' ? undefined : watchRulesetChanges(target, onChange);
+  }
+
+  flowSource(target: NodeTarget, opts: FlowSourceOptions): EventSource {
+    return iptablesFlowSource(target, () => this.mode, opts.ir, opts.pollMs);
+  }
+
+  conntrack(target: NodeTarget): ConntrackView {
+    return kernelConntrack(target);
+  }
+
+  async checkSupport(): Promise<SupportReport> {
+    const mode = this.mode;
+    const missing = missingTools([tool(mode, 4, 'restore'), tool(mode, 6, 'restore'), 'ipset', 'conntrack']);
+    return { supported: missing.length === 0, missing };
+  }
+
+  /** Deletes the FORWARD jump into our chains: every endpoint of the node loses its policy. */
+  async tamper(target: NodeTarget, _endpoint: Endpoint): Promise<string> {
+    const saved = await runInNetnsOrThrow(target.netns, tool(this.mode, 4, 'save'), ['-t', 'filter']);
+    const jump = saved.stdout
+      .split('\n')
+      .find((l) => l.startsWith('-A FORWARD ') && l.includes(`-j ${CHAIN_PREFIX}`));
+    if (!jump) throw new Error(`no jump into our chains in ${target.netns}: nothing to tamper with`);
+    const rule = jump.slice('-A '.length);
+    const script = `*filter\n-D ${rule}\nCOMMIT\n`;
+    await runInNetnsOrThrow(target.netns, tool(this.mode, 4, 'restore'), ['--noflush', '-w', '10'], script);
+    return `iptables -D ${rule}   (in ${target.netns})`;
   }
 }
 

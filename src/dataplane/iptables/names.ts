@@ -165,15 +165,6 @@ export function flowLogPrefix(verdict: 'allow' | 'deny', ruleId: string): string
 export const DEFAULT_DENY_COMMENT = 'default-deny';
 export const DEFAULT_ALLOW_COMMENT = 'default-allow';
 
-/** Counter id of an endpoint's Kubernetes-tier default (RuleCounter contract). */
-export function defaultRuleId(endpointId: string, direction: Direction): string {
-  return `${endpointId}/${direction}/default`;
-}
-
-export function prefilterRuleId(name: string): string {
-  return `prefilter/${name}`;
-}
-
 /** Double-quoted for iptables-restore; ids never contain quotes or backslashes (DNS names). */
 export function quote(text: string): string {
   return `"${text.replace(/["\\]/g, '')}"`;

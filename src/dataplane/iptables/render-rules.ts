@@ -12,6 +12,7 @@
  *
  * Every policy rule carries its IR rule id as a comment so counters map back to it.
  */
+import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../../ir/types.js';
 import {
   ACCEPT_MARK,
@@ -19,7 +20,6 @@ import {
   commentText,
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
-  defaultRuleId,
   endpointChain,
   FAMILIES,
   FLOWLOG_ALLOW_CHAIN,
@@ -37,7 +37,6 @@ import {
   NFLOG_GROUP,
   nflogPrefix,
   PREFILTER_CHAIN,
-  prefilterRuleId,
   quote,
   TO_WL_CHAIN,
   type Family,

@@ -4,7 +4,7 @@
  * applies run the same scripts restricted to what changed, and keep the old members of a changed
  * set until the rules are in (see apply.ts).
  */
-import { irForNode } from '../../calc/build.js';
+import { irForNode } from '../../ir/slice.js';
 import type { IR } from '../../ir/types.js';
 import { tool } from './kernel.js';
 import { tmpSetName } from './names.js';

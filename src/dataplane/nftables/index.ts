@@ -3,7 +3,7 @@
  * `nft -f` transaction (the whole table the first time, only what changed afterwards).
  */
 import { performance } from 'node:perf_hooks';
-import { irForNode } from '../../calc/build.js';
+import { irForNode } from '../../ir/slice.js';
 import type { IR } from '../../ir/types.js';
 import {
   ApplyError,
@@ -13,10 +13,14 @@ import {
   type RenderedPlan,
   type RuleCounter,
 } from '../backend.js';
-import { runInNetns } from '../exec.js';
+import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { kernelConntrack } from '../netfilter/conntrack.js';
+import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { runScript, tableExists } from './apply.js';
 import { parseCounters } from './counters.js';
 import { diffRulesets } from './diff.js';
+import { nftablesFingerprint } from './fingerprint.js';
+import { nftablesFlowSource } from './flow-log.js';
 import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
 import { buildRuleset, type NftRuleset } from './ruleset.js';
@@ -119,6 +123,23 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
         throw new Error(`nft list table ${FAMILY} ${TABLE} in ${target.netns} failed: ${r.stderr.trim()}`);
       }
       return parseCounters(r.stdout);
+    },
+
+    fingerprint: (target) => nftablesFingerprint(target.netns),
+    // A full apply writes the whole table in one transaction: nothing to clear first.
+    prepareRepair: async () => [],
+    watchChanges: async (target, onChange) => watchRulesetChanges(target, onChange),
+    driftPollMs: 500,
+    flowSource: (target, o) => nftablesFlowSource(target, o.ir, o.pollMs),
+    conntrack: (target) => kernelConntrack(target),
+    async checkSupport() {
+      const missing = missingTools(['nft', 'conntrack']);
+      return { supported: missing.length === 0, missing };
+    },
+    /** Deletes the whole table: every endpoint of the node loses its policy. */
+    async tamper(target) {
+      await runInNetnsOrThrow(target.netns, 'nft', ['delete', 'table', FAMILY, TABLE]);
+      return `nft delete table ${FAMILY} ${TABLE}   (in ${target.netns})`;
     },
   };
 }

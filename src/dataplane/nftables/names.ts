@@ -65,15 +65,6 @@ export function familySet(setId: string, family: Family): string {
   return `${safeName(setId)}-${family}`;
 }
 
-/** Synthetic counter ids, matching the RuleCounter contract. */
-export function defaultRuleId(endpoint: string, direction: Direction): string {
-  return `${endpoint}/${direction}/default`;
-}
-
-export function prefilterRuleId(name: string): string {
-  return `prefilter/${name}`;
-}
-
 export const ESTABLISHED_RULE_ID = 'conntrack/established';
 export const INVALID_RULE_ID = 'conntrack/invalid';
 

@@ -3,10 +3,10 @@
  * with their rules as nft text). Pure. Both the full script and the incremental diff are printed
  * from this one structure, so what `compile` shows and what an update installs cannot drift apart.
  */
+import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
 import { serviceObjects } from './services.js';
 import {
-  defaultRuleId,
   dispatchMap,
   ESTABLISHED_RULE_ID,
   familySet,
@@ -23,7 +23,6 @@ import {
   logPrefix,
   NFLOG_GROUP,
   PREFILTER_CHAIN,
-  prefilterRuleId,
   quoted,
   safeName,
   tierChain,

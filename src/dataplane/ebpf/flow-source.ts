@@ -17,9 +17,9 @@
  * rest comes on the next turn), and a token bucket caps the events handed to the sink.
  */
 import { statSync } from 'node:fs';
-import { BpfMap, PerCpuMap, RingBufMap, RingBufReader, codecs } from '../bpf/index.js';
-import { watchReadable, type ReadableWatch } from '../bpf/sys.js';
-import type { NodeTarget } from '../dataplane/backend.js';
+import { BpfMap, PerCpuMap, RingBufMap, RingBufReader, codecs } from '../../bpf/index.js';
+import { watchReadable, type ReadableWatch } from '../../bpf/sys.js';
+import type { NodeTarget } from '../backend.js';
 import {
   ctKey,
   ctValue,
@@ -30,13 +30,13 @@ import {
   type CtKey,
   type CtValue,
   type FlowEvent,
-} from '../dataplane/ebpf/layout.js';
-import { EVENTS_BYTES, mapPinPath, readEntries } from '../dataplane/ebpf/maps.js';
-import { readMeta, type NodeMeta } from '../dataplane/ebpf/meta.js';
-import { parseSlotKey, type SlotOwner } from '../dataplane/ebpf/node.js';
-import { metaPin, nodeDir } from '../dataplane/ebpf/paths.js';
-import type { Direction } from '../ir/types.js';
-import type { ConnectionEvent, EventSink, EventSource, VerdictEvent } from './events.js';
+} from './layout.js';
+import { EVENTS_BYTES, mapPinPath, readEntries } from './maps.js';
+import { readMeta, type NodeMeta } from './meta.js';
+import { parseSlotKey, type SlotOwner } from './node.js';
+import { metaPin, nodeDir } from './paths.js';
+import type { Direction } from '../../ir/types.js';
+import type { ConnectionEvent, EventSink, EventSource, VerdictEvent } from '../events.js';
 
 export interface EbpfEventSourceOptions {
   /** How often the conntrack map and the lost counter are read (ms); default 1000. */

@@ -9,10 +9,10 @@
  * accounting counts them at the node; src/dst/sport/dport are the original direction's.
  */
 import type { ChildProcess } from 'node:child_process';
-import { runInNetns } from '../dataplane/exec.js';
-import { spawnInNetns } from '../netns/spawn.js';
-import { writeSysctls } from '../netns/sysctl.js';
-import type { ConnectionEvent } from './events.js';
+import { runInNetns } from '../exec.js';
+import { spawnInNetns } from '../../netns/spawn.js';
+import { writeSysctls } from '../../netns/sysctl.js';
+import type { ConnectionEvent } from '../events.js';
 
 export interface ConntrackEventOptions {
   /** Project namespace (`sy-…`). */

@@ -12,9 +12,9 @@
  *
  * Little-endian hosts (x86_64, arm64) for the netlink header; nfnetlink payloads are big-endian.
  */
-import { watchReadable, type ReadableWatch } from '../bpf/sys.js';
-import { check, lastErrno, libc, SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET } from '../netns/libc.js';
-import { withNetns } from '../netns/setns.js';
+import { watchReadable, type ReadableWatch } from '../../bpf/sys.js';
+import { check, lastErrno, libc, SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET } from '../../netns/libc.js';
+import { withNetns } from '../../netns/setns.js';
 
 const AF_NETLINK = 16;
 const AF_UNSPEC = 0;
