@@ -1,4 +1,5 @@
 /** Rule ids (IR ids and the synthetic ones counters and flows use) → the policy and action behind them. */
+import { defaultRuleId, prefilterOfRule } from '../ir/rule-ids.js';
 import { policyLabel, type IR, type Rule } from '../ir/types.js';
 import type { RuleDescription } from './metrics.js';
 
@@ -12,7 +13,7 @@ export class RuleCatalog {
   constructor(ir: IR | undefined) {
     for (const rs of ir?.ruleSets ?? []) {
       for (const r of [...rs.globalRules, ...rs.kubernetesRules]) this.rules.set(r.id, r);
-      this.defaults.set(`${rs.endpoint}/${rs.direction}/default`, rs.kubernetesDefault);
+      this.defaults.set(defaultRuleId(rs.endpoint, rs.direction), rs.kubernetesDefault);
     }
   }
 
@@ -25,8 +26,8 @@ export class RuleCatalog {
   describe(id: string): RuleDescription {
     const r = this.rules.get(id);
     if (r) return { policy: policyLabel(r.policy), action: r.action };
-    if (id.startsWith('prefilter/'))
-      return { policy: `Prefilter ${id.slice('prefilter/'.length)}`, action: 'deny' };
+    const prefilter = prefilterOfRule(id);
+    if (prefilter !== undefined) return { policy: `Prefilter ${prefilter}`, action: 'deny' };
     if (FAIL_CLOSED.test(id)) return { policy: 'fail-closed', action: 'deny' };
     const d = DEFAULT.exec(id);
     if (d) return { policy: 'default', action: this.defaults.get(id) ?? 'deny' };

@@ -8,10 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { agentRequest } from '../../src/agent/client.js';
 import { apiSocket } from '../../src/agent/paths.js';
-import { Link } from '../../src/bpf/index.js';
 import { BACKEND_NAMES, type BackendName } from '../../src/dataplane/backend.js';
-import { nodeDir, tcxLinkPin } from '../../src/dataplane/ebpf/paths.js';
-import { runInNetnsOrThrow } from '../../src/dataplane/exec.js';
+import { loadBackend } from '../../src/dataplane/registry.js';
 import { converge, labDown, measureReach } from '../../src/lab/index.js';
 import { agentStateDir, labAgents, syncLabAgents } from '../../src/lab/agents.js';
 import { readState } from '../../src/lab/state.js';
@@ -55,24 +53,13 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
   }
 }
 
-/** Changes the dataplane behind the agent's back so that client → backend would pass. */
-async function breakDataplane(backend: BackendName, lab: string): Promise<void> {
+/** The backend's own drift drill on the node of shop/backend: client → backend would pass. */
+async function breakDataplane(backendName: BackendName, lab: string): Promise<string> {
   const node = nodeOf(lab, 'shop/backend');
-  if (backend === 'nftables') {
-    await runInNetnsOrThrow(node.netns, 'nft', ['delete', 'table', 'inet', 'switchyard']);
-  } else if (backend === 'iptables') {
-    const saved = await runInNetnsOrThrow(node.netns, 'iptables-save', ['-t', 'filter']);
-    const jump = saved.stdout.split('\n').find((l) => /^-A FORWARD .*-j SY-/.test(l));
-    if (!jump) throw new Error(`no jump into our chains:\n${saved.stdout}`);
-    await runInNetnsOrThrow(node.netns, 'iptables', ['-t', 'filter', '-D', ...jump.slice(3).split(' ')]);
-  } else {
-    const state = readState(lab);
-    const ep = state?.ir.endpoints.find((e) => e.id === 'shop/backend');
-    if (!ep) throw new Error('no endpoint');
-    const link = Link.fromPin(tcxLinkPin(nodeDir(lab, node.name), ep.hostInterface, 'egress'));
-    link.detach();
-    link.close();
-  }
+  const endpoint = readState(lab)?.ir.endpoints.find((e) => e.id === 'shop/backend');
+  if (!endpoint) throw new Error('no endpoint shop/backend');
+  const backend = await loadBackend(backendName);
+  return backend.tamper({ scope: lab, node: node.name, netns: node.netns }, endpoint);
 }
 
 describeKernel('agent: one per lab node, on every backend', () => {
@@ -115,11 +102,27 @@ describeKernel('agent: one per lab node, on every backend', () => {
         expect(await reaches(lab, 'shop/frontend', 'shop/backend', 8080)).toBe(true);
       });
 
+      it("lists a connection just made in the backend's conntrack view", async () => {
+        expect(await reaches(lab, 'shop/frontend', 'shop/backend', 8080)).toBe(true);
+        const node = nodeOf(lab, 'shop/backend');
+        const frontend = readState(lab)?.ir.endpoints.find((e) => e.id === 'shop/frontend');
+        const table = (await loadBackend(backend)).conntrack({
+          scope: lab,
+          node: node.name,
+          netns: node.netns,
+        });
+        const entries = await table.list();
+        expect(await table.count()).toBeGreaterThanOrEqual(1);
+        expect(
+          entries.some((e) => e.dport === 8080 && e.src === frontend?.addresses[0] && e.protocol === 'TCP'),
+        ).toBe(true);
+      });
+
       it('repairs drift within about a second and counts it', async () => {
         const node = nodeOf(lab, 'shop/backend');
         const before = await status(lab, node.name);
         const broken = Date.now();
-        await breakDataplane(backend, lab);
+        console.log(`${backend}: tampered: ${await breakDataplane(backend, lab)}`);
         const repaired = await until('a repair', async () => {
           const s = await status(lab, node.name);
           return s.repairs > before.repairs ? s : undefined;

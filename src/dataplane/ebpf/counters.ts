@@ -3,6 +3,7 @@
  * back to IR rule ids through the slot table the node's description keeps. Prefilter drops come
  * from their own array. Fail-closed slots are listed only once they have counted something.
  */
+import { prefilterRuleId } from '../../ir/rule-ids.js';
 import { codecs, PerCpuMap } from '../../bpf/index.js';
 import type { NodeTarget, RuleCounter } from '../backend.js';
 import { counterValue, MAP, type CounterValue } from './layout.js';
@@ -44,7 +45,7 @@ export function readCounters(target: NodeTarget): RuleCounter[] {
       const values = sums(pf);
       for (const list of meta.prefilter.lists) {
         const v = values.get(list.index) ?? { packets: 0, bytes: 0 };
-        out.push({ rule: `prefilter/${list.name}`, ...v });
+        out.push({ rule: prefilterRuleId(list.name), ...v });
       }
     } finally {
       pf.close();

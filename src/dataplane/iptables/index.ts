@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { Endpoint, IR } from '../../ir/types.js';
+import { errorMessage } from '../../util/errors.js';
 import {
   ApplyError,
   type ApplyResult,
@@ -89,8 +90,10 @@ export class IptablesBackend implements Backend {
       prev = previous ? this.plan(previous, target.node) : undefined;
     } catch (e) {
       throw new ApplyError(
-        `iptables: cannot render node ${target.node}: ${(e as Error).message}`,
+        `iptables: cannot render node ${target.node}: ${errorMessage(e)}`,
         'iptables',
+        undefined,
+        { cause: e },
       );
     }
     return applyPlan(target.netns, next, prev, {

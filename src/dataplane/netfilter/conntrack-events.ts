@@ -12,6 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { runInNetns } from '../exec.js';
 import { spawnInNetns } from '../../netns/spawn.js';
 import { writeSysctls } from '../../netns/sysctl.js';
+import { errorMessage } from '../../util/errors.js';
 import type { ConnectionEvent } from '../events.js';
 
 export interface ConntrackEventOptions {
@@ -127,7 +128,8 @@ export async function startConntrackEvents(opts: ConntrackEventOptions): Promise
     writeSysctls(opts.netns, [['net/netfilter/nf_conntrack_acct', '1']]);
   } catch (e) {
     const r = await runInNetns(opts.netns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_acct=1']);
-    if (r.code !== 0) throw new Error(`cannot enable conntrack accounting: ${(e as Error).message}`);
+    if (r.code !== 0)
+      throw new Error(`cannot enable conntrack accounting: ${errorMessage(e)}`, { cause: e });
   }
   const child = spawnInNetns({
     netns: opts.netns,
