@@ -40,6 +40,11 @@ function setDelta(prev: NftSet, next: NftSet): string[] {
   return [...elementLines('delete', next, del), ...elementLines('add', next, added)];
 }
 
+/** Lines that make `prev` (absent: a new one) equal to `next`; empty when they already are. */
+function setUpdate(prev: NftSet | undefined, next: NftSet): string[] {
+  return prev ? setDelta(prev, next) : [...declareSet(next), ...elementLines('add', next, next.elements)];
+}
+
 export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPlan | undefined {
   const changed: string[] = [];
   const lines: string[] = [
@@ -61,17 +66,10 @@ export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPla
 
   // 1. New sets and set member changes: rules below may reference them.
   for (const set of next.sets) {
-    const p = prevSets.get(set.name);
-    if (!p) {
-      lines.push(...declareSet(set), ...elementLines('add', set, set.elements));
-      changed.push(`set:${set.name}`);
-    } else {
-      const delta = setDelta(p, set);
-      if (delta.length > 0) {
-        lines.push(...delta);
-        changed.push(`set:${set.name}`);
-      }
-    }
+    const update = setUpdate(prevSets.get(set.name), set);
+    if (update.length === 0) continue;
+    lines.push(...update);
+    changed.push(`set:${set.name}`);
   }
   // 2. Chains: declare new ones first so jumps between them resolve, then refill what changed.
   for (const chain of next.chains) if (!prevChains.has(chain.name)) lines.push(declareChain(chain));
@@ -84,17 +82,10 @@ export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPla
   }
   // 3. Dispatch maps, now that every chain they name exists.
   for (const map of next.maps) {
-    const p = prevSets.get(map.name);
-    if (!p) {
-      lines.push(...declareSet(map), ...elementLines('add', map, map.elements));
-      changed.push(`map:${map.name}`);
-    } else {
-      const delta = setDelta(p, map);
-      if (delta.length > 0) {
-        lines.push(...delta);
-        changed.push(`map:${map.name}`);
-      }
-    }
+    const update = setUpdate(prevSets.get(map.name), map);
+    if (update.length === 0) continue;
+    lines.push(...update);
+    changed.push(`map:${map.name}`);
   }
   // 4. Deletions, last: nothing may still reference a chain or set when it goes.
   const goneChains: NftChain[] = prev.chains.filter((c) => !nextChains.has(c.name));
