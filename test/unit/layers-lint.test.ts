@@ -27,102 +27,131 @@ function lint(file: string, code: string, knownViolations: KnownViolation[] = []
   return messages.map((m) => m.message);
 }
 
+/** File, specifier, the one message the rule reports. */
+const WRONG: Array<[string, string, string]> = [
+  [
+    'src/observe/ebpf-source.ts',
+    '../dataplane/ebpf/maps.js',
+    'src/observe may not import src/dataplane/ebpf: observe is backend-neutral',
+  ],
+  [
+    'src/dataplane/iptables/render.ts',
+    '../../calc/build.js',
+    'src/dataplane/iptables may not import src/calc: a backend builds on the IR alone: it imports ir, bpf, netns, util, the contract src/dataplane/*.ts',
+  ],
+  [
+    'src/dataplane/backend.ts',
+    '../agent/agent.js',
+    'src/dataplane may not import src/agent: agent is a layer above dataplane',
+  ],
+  [
+    'src/util/ip.ts',
+    '../model/types.js',
+    'src/util may not import src/model: util is a floor folder: it imports nothing of the project but util',
+  ],
+  [
+    'src/bpf/maps.ts',
+    '../netns/index.js',
+    'src/bpf may not import src/netns: bpf is a floor folder: it imports nothing of the project but util',
+  ],
+  [
+    'src/dataplane/ebpf/apply.ts',
+    '../iptables/names.js',
+    'src/dataplane/ebpf may not import src/dataplane/iptables: a backend never imports another backend',
+  ],
+  [
+    'src/dataplane/ebpf/apply.ts',
+    '../netfilter/tables.js',
+    'src/dataplane/ebpf may not import src/dataplane/netfilter: src/dataplane/netfilter is the shared kit of the iptables and nftables backends only',
+  ],
+  [
+    'src/dataplane/nftables/apply.ts',
+    '../registry.js',
+    'src/dataplane/nftables may not import src/dataplane/registry.ts: the registry loads the backends, so a backend never imports it',
+  ],
+  [
+    'src/dataplane/fingerprint.ts',
+    './registry.js',
+    'src/dataplane may not import src/dataplane/registry.ts: the contract files sit below the backends and the registry above them',
+  ],
+  [
+    'src/cli/lab-conntrack.ts',
+    '../dataplane/ebpf/index.js',
+    "src/cli may not import src/dataplane/ebpf: a backend's files are its own: use the Backend contract (src/dataplane/backend.ts, registry.ts)",
+  ],
+  [
+    'src/dataplane/registry.ts',
+    './ebpf/index.js',
+    'src/dataplane/registry.ts may not import src/dataplane/ebpf: the registry loads backends lazily, with import()',
+  ],
+  [
+    'src/datastore/read.ts',
+    '../agent/store.js',
+    'src/datastore may not import src/agent: agent and datastore share a layer and only agent → datastore is allowed (the etcd source reads the key layout)',
+  ],
+  [
+    'src/console/server.ts',
+    '../cli/output.js',
+    'src/console may not import src/cli: cli and console share a layer and only cli → console is allowed (`switchyard console` starts the console server)',
+  ],
+  [
+    'src/agent/api.ts',
+    '../console/auth.js',
+    'src/agent may not import src/console: console is a layer above agent',
+  ],
+  ['src/agent/run.ts', '../lab/index.js', 'src/agent may not import src/lab: lab is a layer above agent'],
+  [
+    'src/advise/evidence.ts',
+    '../bench/runner.js',
+    'src/advise may not import src/bench: bench results are read through src/bench/results.ts',
+  ],
+  [
+    'src/console/server.ts',
+    '../bench/runner.js',
+    'src/console may not import src/bench: the console reads bench results through src/bench/results.ts (and draws them with src/bench/svg.ts)',
+  ],
+  [
+    'web/pages/flows.tsx',
+    '../../src/observe/flows.js',
+    'web may not import src/observe: web runs in the browser: it may only `import type` from src/',
+  ],
+  [
+    'src/plugins/x.ts',
+    '../util/ip.js',
+    'src/plugins may not import src/util: src/plugins is not in the layer table (eslint-rules/layers-table.js, docs/architecture.md)',
+  ],
+];
+
+/** File, specifier: imports the rule lets pass. */
+const ALLOWED: Array<[string, string]> = [
+  ['src/observe/ebpf-source.ts', '../dataplane/backend.js'],
+  ['src/observe/ebpf-source.ts', '../bpf/maps.js'],
+  ['src/dataplane/ebpf/apply.ts', '../../bpf/maps.js'],
+  ['src/dataplane/ebpf/apply.ts', '../backend.js'],
+  ['src/dataplane/ebpf/apply.ts', '../../ir/types.js'],
+  ['src/dataplane/ebpf/apply.ts', './layout.js'],
+  ['src/dataplane/nftables/apply.ts', '../netfilter/tables.js'],
+  ['src/dataplane/iptables/apply.ts', '../exec.js'],
+  ['src/bench/scenarios/policy.ts', '../../dataplane/ebpf/program.js'],
+  ['src/agent/etcd-source.ts', '../datastore/keys.js'],
+  ['src/cli/console.ts', '../console/server.js'],
+  ['src/advise/evidence.ts', '../bench/results.js'],
+  ['src/console/server.ts', '../bench/results.js'],
+  ['src/console/server.ts', '../bench/svg.js'],
+  ['src/lab/agents.ts', '../agent/run.js'],
+  ['src/calc/build.ts', '../ir/types.js'],
+  ['src/model/loader.ts', '../util/ip.js'],
+  ['src/bpf/maps.ts', '../util/ip.js'],
+  ['src/netns/run.ts', '../util/stats.js'],
+  ['test/unit/x.test.ts', '../../src/dataplane/ebpf/maps.js'],
+  ['src/calc/build.ts', 'zod'],
+  ['src/calc/build.ts', 'node:fs'],
+];
+
 const importOf = (spec: string): string => `import { x } from '${spec}';\nexport const y = x;\n`;
 
 describe('layers lint: wrong imports fail', () => {
-  it.each([
-    [
-      'src/observe/ebpf-source.ts',
-      '../dataplane/ebpf/maps.js',
-      'src/observe may not import src/dataplane/ebpf: observe is backend-neutral',
-    ],
-    [
-      'src/dataplane/iptables/render.ts',
-      '../../calc/build.js',
-      'src/dataplane/iptables may not import src/calc: a backend builds on the IR alone: it imports ir, bpf, netns, util, the contract src/dataplane/*.ts',
-    ],
-    [
-      'src/dataplane/backend.ts',
-      '../agent/agent.js',
-      'src/dataplane may not import src/agent: agent is a layer above dataplane',
-    ],
-    [
-      'src/util/ip.ts',
-      '../model/types.js',
-      'src/util may not import src/model: util is a floor folder: it imports nothing of the project but util',
-    ],
-    [
-      'src/bpf/maps.ts',
-      '../netns/index.js',
-      'src/bpf may not import src/netns: bpf is a floor folder: it imports nothing of the project but util',
-    ],
-    [
-      'src/dataplane/ebpf/apply.ts',
-      '../iptables/names.js',
-      'src/dataplane/ebpf may not import src/dataplane/iptables: a backend never imports another backend',
-    ],
-    [
-      'src/dataplane/ebpf/apply.ts',
-      '../netfilter/tables.js',
-      'src/dataplane/ebpf may not import src/dataplane/netfilter: src/dataplane/netfilter is the shared kit of the iptables and nftables backends only',
-    ],
-    [
-      'src/dataplane/nftables/apply.ts',
-      '../registry.js',
-      'src/dataplane/nftables may not import src/dataplane/registry.ts: the registry loads the backends, so a backend never imports it',
-    ],
-    [
-      'src/dataplane/fingerprint.ts',
-      './registry.js',
-      'src/dataplane may not import src/dataplane/registry.ts: the contract files sit below the backends and the registry above them',
-    ],
-    [
-      'src/cli/lab-conntrack.ts',
-      '../dataplane/ebpf/index.js',
-      "src/cli may not import src/dataplane/ebpf: a backend's files are its own: use the Backend contract (src/dataplane/backend.ts, registry.ts)",
-    ],
-    [
-      'src/dataplane/registry.ts',
-      './ebpf/index.js',
-      'src/dataplane/registry.ts may not import src/dataplane/ebpf: the registry loads backends lazily, with import()',
-    ],
-    [
-      'src/datastore/read.ts',
-      '../agent/store.js',
-      'src/datastore may not import src/agent: agent and datastore share a layer and only agent → datastore is allowed (the etcd source reads the key layout)',
-    ],
-    [
-      'src/console/server.ts',
-      '../cli/output.js',
-      'src/console may not import src/cli: cli and console share a layer and only cli → console is allowed (`switchyard console` starts the console server)',
-    ],
-    [
-      'src/agent/api.ts',
-      '../console/auth.js',
-      'src/agent may not import src/console: console is a layer above agent',
-    ],
-    ['src/agent/run.ts', '../lab/index.js', 'src/agent may not import src/lab: lab is a layer above agent'],
-    [
-      'src/advise/evidence.ts',
-      '../bench/runner.js',
-      'src/advise may not import src/bench: bench results are read through src/bench/results.ts',
-    ],
-    [
-      'src/console/server.ts',
-      '../bench/runner.js',
-      'src/console may not import src/bench: the console reads bench results through src/bench/results.ts (and draws them with src/bench/svg.ts)',
-    ],
-    [
-      'web/pages/flows.tsx',
-      '../../src/observe/flows.js',
-      'web may not import src/observe: web runs in the browser: it may only `import type` from src/',
-    ],
-    [
-      'src/plugins/x.ts',
-      '../util/ip.js',
-      'src/plugins may not import src/util: src/plugins is not in the layer table (eslint-rules/layers-table.js, docs/architecture.md)',
-    ],
-  ])('%s → %s', (file, spec, message) => {
+  it.each(WRONG)('%s → %s', (file, spec, message) => {
     expect(lint(file, importOf(spec))).toEqual([message]);
   });
 
@@ -144,30 +173,7 @@ describe('layers lint: wrong imports fail', () => {
 });
 
 describe('layers lint: allowed imports pass', () => {
-  it.each([
-    ['src/observe/ebpf-source.ts', '../dataplane/backend.js'],
-    ['src/observe/ebpf-source.ts', '../bpf/maps.js'],
-    ['src/dataplane/ebpf/apply.ts', '../../bpf/maps.js'],
-    ['src/dataplane/ebpf/apply.ts', '../backend.js'],
-    ['src/dataplane/ebpf/apply.ts', '../../ir/types.js'],
-    ['src/dataplane/ebpf/apply.ts', './layout.js'],
-    ['src/dataplane/nftables/apply.ts', '../netfilter/tables.js'],
-    ['src/dataplane/iptables/apply.ts', '../exec.js'],
-    ['src/bench/scenarios/policy.ts', '../../dataplane/ebpf/program.js'],
-    ['src/agent/etcd-source.ts', '../datastore/keys.js'],
-    ['src/cli/console.ts', '../console/server.js'],
-    ['src/advise/evidence.ts', '../bench/results.js'],
-    ['src/console/server.ts', '../bench/results.js'],
-    ['src/console/server.ts', '../bench/svg.js'],
-    ['src/lab/agents.ts', '../agent/run.js'],
-    ['src/calc/build.ts', '../ir/types.js'],
-    ['src/model/loader.ts', '../util/ip.js'],
-    ['src/bpf/maps.ts', '../util/ip.js'],
-    ['src/netns/run.ts', '../util/stats.js'],
-    ['test/unit/x.test.ts', '../../src/dataplane/ebpf/maps.js'],
-    ['src/calc/build.ts', 'zod'],
-    ['src/calc/build.ts', 'node:fs'],
-  ])('%s → %s', (file, spec) => {
+  it.each(ALLOWED)('%s → %s', (file, spec) => {
     expect(lint(file, importOf(spec))).toEqual([]);
   });
 
