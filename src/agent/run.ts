@@ -5,7 +5,6 @@
  */
 import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { pino, type Logger } from 'pino';
-import { allocationsOf } from '../calc/index.js';
 import type { BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { runInNetns } from '../dataplane/exec.js';
@@ -131,7 +130,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     : new DirectorySource(opts.source, {
         ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
         node: opts.node,
-        previous: () => (agent.appliedIR ? allocationsOf(agent.appliedIR) : undefined),
+        stateDir: opts.stateDir,
       });
   const agent: Agent = new Agent({
     target,
