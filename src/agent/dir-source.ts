@@ -1,17 +1,30 @@
 /**
  * A watched directory as the desired state: either a compiled `desired.json` (what the lab writes
  * for its agents: the IR with addresses the lab allocated, the model and the pods' cgroups), or
- * Kubernetes YAML manifests, which the agent turns into the IR itself (addresses it allocated
- * before stay put).
+ * Kubernetes YAML manifests, which the agent allocates and turns into the IR itself. Its
+ * allocations are kept in its state directory, so addresses and placement stay put across
+ * updates and restarts.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import {
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  watch,
+  writeFileSync,
+  type FSWatcher,
+} from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
-import { buildIR, type PreviousAllocations } from '../calc/index.js';
-import { formatIssue, validateManifests } from '../model/index.js';
+import { allocate, buildIR, type Allocations } from '../calc/index.js';
+import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 
 const MANIFEST = /\.(ya?ml|json)$/;
+/** In the agent's state directory: the allocations of the manifests read last. */
+export const ALLOCATIONS_FILE = 'allocations.json';
 /** fs.watch misses events on some file systems and after renames: a cheap listing check backs it up. */
 const POLL_MS = 1000;
 
@@ -24,12 +37,16 @@ export interface DirectorySourceOptions {
    * installs and a fraction of the cluster's rules to build and keep.
    */
   node?: string;
-  /** Allocations of the state in force, so addresses survive updates. */
-  previous?: () => PreviousAllocations | undefined;
+  /**
+   * Where the allocations of the manifests read last are kept (ALLOCATIONS_FILE), so pods keep
+   * their node and address across updates and agent restarts. Without it, only in memory.
+   */
+  stateDir?: string;
 }
 
 export class DirectorySource implements DesiredSource {
   readonly description: string;
+  private allocations: Partial<Allocations> | undefined;
 
   constructor(
     readonly dir: string,
@@ -63,17 +80,10 @@ export class DirectorySource implements DesiredSource {
   async read(): Promise<DesiredState> {
     if (!existsSync(this.dir)) throw new SourceError(`source directory ${this.dir} does not exist`);
     const compiled = join(this.dir, DESIRED_FILE);
-    if (existsSync(compiled)) {
-      let state: DesiredState;
-      try {
-        state = JSON.parse(readFileSync(compiled, 'utf8')) as DesiredState;
-      } catch (e) {
-        throw new SourceError(`${compiled}: not valid JSON: ${(e as Error).message}`);
-      }
-      if (typeof state.revision !== 'string' || state.ir?.version !== 1)
-        throw new SourceError(`${compiled}: expected {revision, ir} with an IR of version 1`);
-      return state;
-    }
+    return existsSync(compiled) ? readCompiled(compiled) : this.readManifests();
+  }
+
+  private readManifests(): DesiredState {
     const files = this.manifestFiles();
     if (files.length === 0) throw new SourceError(`no manifests (*.yaml, *.yml, *.json) in ${this.dir}`);
     const result = validateManifests(files);
@@ -81,13 +91,25 @@ export class DirectorySource implements DesiredSource {
       throw new SourceError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
     const hash = createHash('sha256');
     for (const f of files) hash.update(f).update(readFileSync(f));
-    const previous = this.opts.previous?.();
-    const ir = buildIR(result.model, {
-      ...(this.opts.nodeCount ? { nodeCount: this.opts.nodeCount } : {}),
+    const ir = buildIR(result.model, this.allocate(result.model), {
       ...(this.opts.node !== undefined ? { node: this.opts.node } : {}),
-      ...(previous ? { previous } : {}),
     });
     return { revision: hash.digest('hex').slice(0, 16), ir, model: result.model };
+  }
+
+  /** Allocates `model` keeping what the manifests read last were given, and keeps the result. */
+  private allocate(model: Model): Allocations {
+    const path = this.opts.stateDir === undefined ? undefined : join(this.opts.stateDir, ALLOCATIONS_FILE);
+    this.allocations ??= path === undefined ? {} : readAllocations(path);
+    const next = allocate(model, this.allocations, {
+      ...(this.opts.nodeCount ? { nodeCount: this.opts.nodeCount } : {}),
+    });
+    if (path !== undefined && !isDeepStrictEqual(next, this.allocations)) {
+      writeFileSync(`${path}.tmp`, JSON.stringify(next));
+      renameSync(`${path}.tmp`, path);
+    }
+    this.allocations = next;
+    return next;
   }
 
   watch(onChange: () => void): () => void {
@@ -111,5 +133,27 @@ export class DirectorySource implements DesiredSource {
       watcher?.close();
       clearInterval(timer);
     };
+  }
+}
+
+function readCompiled(path: string): DesiredState {
+  let state: DesiredState;
+  try {
+    state = JSON.parse(readFileSync(path, 'utf8')) as DesiredState;
+  } catch (e) {
+    throw new SourceError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof state.revision !== 'string' || state.ir?.version !== 1)
+    throw new SourceError(`${path}: expected {revision, ir} with an IR of version 1`);
+  return state;
+}
+
+/** None yet, or unreadable (a torn write cannot happen, a hand edit can): allocate afresh. */
+function readAllocations(path: string): Partial<Allocations> {
+  try {
+    const value = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    return typeof value === 'object' && value !== null ? (value as Partial<Allocations>) : {};
+  } catch {
+    return {};
   }
 }

@@ -15,7 +15,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
+import { allocate, buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
 import { storedDocument } from '../datastore/documents.js';
 import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../datastore/etcd.js';
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
@@ -139,10 +139,11 @@ export class EtcdSource implements DesiredSource {
       throw new SourceError(
         `the desired state at revision ${cache.revision} is invalid:\n${issues.map(formatIssue).join('\n')}`,
       );
-    const ir = buildIR(model, {
-      nodeCount: cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
-      node: this.opts.node,
-    });
+    // Stored pods carry their node and address and services their cluster IP (`switchyard apply`
+    // allocated them), so this only reads them back and lists the nodes; it is deterministic, so
+    // an object stored without them would still come out the same on every node.
+    const allocations = allocate(model, {}, { nodeCount: cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT });
+    const ir = buildIR(model, allocations, { node: this.opts.node });
     const state: DesiredState = { revision: String(cache.revision), ir, model };
     this.built = { revision: cache.revision, state };
     this.stats.revision = cache.revision;

@@ -5,7 +5,6 @@
  */
 import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { pino, type Logger } from 'pino';
-import { allocationsOf } from '../calc/index.js';
 import type { Backend, BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import type { IR } from '../ir/types.js';
@@ -105,16 +104,13 @@ class PodCgroups {
   }
 }
 
-function desiredSource(opts: RunAgentOptions, logger: Logger, applied: () => Agent): DesiredSource {
+function desiredSource(opts: RunAgentOptions, logger: Logger): DesiredSource {
   return isEtcdSource(opts.source)
     ? new EtcdSource(opts.source, { node: opts.node, stateDir: opts.stateDir, logger })
     : new DirectorySource(opts.source, {
         ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
         node: opts.node,
-        previous: () => {
-          const ir = applied().appliedIR;
-          return ir ? allocationsOf(ir) : undefined;
-        },
+        stateDir: opts.stateDir,
       });
 }
 
@@ -164,7 +160,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   let observers: Observers | undefined;
   const refreshCgroups = (desired: DesiredState | undefined): void =>
     void obs.cgroups.refresh(desired).then(() => observers?.refresh());
-  const source = desiredSource(opts, logger, () => agent);
+  const source = desiredSource(opts, logger);
   const agent: Agent = new Agent({
     target,
     backend,

@@ -1,14 +1,8 @@
 /** Options and results of the calculation layer shared by the CLI, the lab and tests. */
 import type { IR, Protocol } from '../ir/types.js';
 
-export interface CalcOptions {
-  /**
-   * Number of nodes when pods do not name them all (default 2, as `lab up`). Nodes named by
-   * `spec.nodeName` always exist; generated ones are `node-1`, `node-2`, ….
-   */
-  nodeCount?: number;
-  /** State of a running lab, kept stable across updates: pod → address, pod → node, service → VIP. */
-  previous?: PreviousAllocations;
+/** What buildIR builds beyond the model and its allocations. */
+export interface BuildOptions {
   /**
    * Pods ready to serve (`namespace/name`); when given, only these back Services, as Kubernetes
    * only routes to ready endpoints. Policy is unaffected. Default: every pod is ready.
@@ -16,16 +10,10 @@ export interface CalcOptions {
   readyPods?: ReadonlySet<string>;
   /**
    * Build only what this node installs: rule sets of its endpoints, the sets they reference and
-   * the prefilters it carries (the result equals `irForNode(buildIR(model), node)`). Endpoints,
-   * nodes and services stay whole: they are cluster-wide (sets, service backends, explain).
+   * the prefilters it carries (the result equals `irForNode(buildIR(model, allocations), node)`).
+   * Endpoints, nodes and services stay whole: they are cluster-wide (sets, service backends, explain).
    */
   node?: string;
-}
-
-export interface PreviousAllocations {
-  podAddresses?: Record<string, string>;
-  podNodes?: Record<string, string>;
-  serviceAddresses?: Record<string, string>;
 }
 
 /** A new connection attempt as the evaluator sees it. */

@@ -1,22 +1,21 @@
-/** Model → IR: the whole calculation, pure and deterministic (input order never matters). */
+/**
+ * Model + allocations → IR: the whole calculation, pure and deterministic (input order never
+ * matters). It allocates nothing: every pod and service needs its allocation (see allocate.ts).
+ */
 import { irForNode } from '../ir/slice.js';
 import type { IR, Prefilter } from '../ir/types.js';
 import type { Model } from '../model/types.js';
-import type { CalcOptions, PreviousAllocations } from './api.js';
+import type { BuildOptions } from './api.js';
 import { nodeFabricAddress } from './addresses.js';
+import type { Allocations } from './allocate.js';
 import { buildEndpoints } from './endpoints.js';
-import { nodeNames, placePods } from './placement.js';
 import { buildRuleSets } from './policy.js';
 import { buildServices } from './services.js';
 import { setId, SetRegistry } from './sets.js';
 
-export const DEFAULT_NODE_COUNT = 2;
-
-export function buildIR(model: Model, opts: CalcOptions = {}): IR {
-  const nodeCount = opts.nodeCount ?? DEFAULT_NODE_COUNT;
-  const nodes = nodeNames(model.pods, nodeCount, opts.previous?.podNodes);
-  const placement = placePods(model.pods, nodes, opts.previous?.podNodes);
-  const endpoints = buildEndpoints(model, placement, opts.previous?.podAddresses);
+export function buildIR(model: Model, allocations: Allocations, opts: BuildOptions = {}): IR {
+  const nodes = allocations.nodes;
+  const endpoints = buildEndpoints(model, allocations);
   const sets = new SetRegistry(endpoints);
   const node = opts.node;
   const ruleSets = buildRuleSets(
@@ -32,7 +31,7 @@ export function buildIR(model: Model, opts: CalcOptions = {}): IR {
     ipSets: sets.allIpSets(),
     ipPortSets: sets.allPortSets(),
     ruleSets,
-    services: buildServices(model, endpoints, opts.previous?.serviceAddresses, opts.readyPods),
+    services: buildServices(model, endpoints, allocations.serviceAddresses, opts.readyPods),
     prefilters,
   };
   // A rule can resolve to nothing (a named port no local pod has) after its set was made: slicing
@@ -63,7 +62,7 @@ function buildPrefilters(
 
 /**
  * `ir` with the rule sets of `endpointIds` and every prefilter, computed from `model` when `ir` is
- * a node's slice without them (an agent's IR, see CalcOptions.node): what the evaluator needs to
+ * a node's slice without them (an agent's IR, see BuildOptions.node): what the evaluator needs to
  * decide traffic of any endpoint. Returns `ir` itself when nothing is missing.
  */
 export function withRuleSetsOf(model: Model, ir: IR, endpointIds: readonly string[]): IR {
@@ -91,18 +90,4 @@ export function withRuleSetsOf(model: Model, ir: IR, endpointIds: readonly strin
     ipSets: [...ir.ipSets, ...sets.allIpSets().filter((s) => !known.has(s.id))],
     ipPortSets: [...ir.ipPortSets, ...sets.allPortSets().filter((s) => !knownPorts.has(s.id))],
   };
-}
-
-/** What an IR allocated (addresses, placement, service VIPs), to keep them stable on the next build. */
-export function allocationsOf(ir: IR): PreviousAllocations {
-  const podAddresses: Record<string, string> = {};
-  const podNodes: Record<string, string> = {};
-  const serviceAddresses: Record<string, string> = {};
-  for (const e of ir.endpoints) {
-    const a = e.addresses[0];
-    if (a) podAddresses[e.id] = a;
-    podNodes[e.id] = e.node;
-  }
-  for (const s of ir.services) serviceAddresses[s.service] ??= s.address;
-  return { podAddresses, podNodes, serviceAddresses };
 }

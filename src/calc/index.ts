@@ -1,5 +1,12 @@
-export type { CalcOptions, Packet, PreviousAllocations, ReachMatrix } from './api.js';
-export { allocationsOf, buildIR, withRuleSetsOf, DEFAULT_NODE_COUNT } from './build.js';
+export type { BuildOptions, Packet, ReachMatrix } from './api.js';
+export {
+  allocate,
+  DEFAULT_NODE_COUNT,
+  MissingAllocationError,
+  type AllocateOptions,
+  type Allocations,
+} from './allocate.js';
+export { buildIR, withRuleSetsOf } from './build.js';
 export { evaluate, Oracle, type SideVerdict, type Verdict, type SideReason } from './evaluate.js';
 export { reachMatrix } from './reach.js';
 export { selectorMatches, selectorText } from './selectors.js';

@@ -1,7 +1,7 @@
-/** Services → per-port tables of virtual address and backends (targetPort names resolved per pod). */
+/** Services → per-port tables of (allocated) virtual address and backends (targetPort names resolved per pod). */
 import type { Endpoint, ServiceBackend, ServicePortTable } from '../ir/types.js';
 import type { EndpointSlice, Model, ServicePort } from '../model/types.js';
-import { allocateAddresses, SERVICE_RANGE } from './addresses.js';
+import { MissingAllocationError } from './allocate.js';
 
 /**
  * Backends of a Service without a selector: the ready endpoints of its EndpointSlices whose port
@@ -35,29 +35,17 @@ function sliceBackends(
 export function buildServices(
   model: Model,
   endpoints: readonly Endpoint[],
-  previous: Record<string, string> = {},
+  serviceAddresses: Readonly<Record<string, string>>,
   readyPods?: ReadonlySet<string>,
 ): ServicePortTable[] {
   const isReady = (id: string): boolean => !readyPods || readyPods.has(id);
   const services = [...model.services].sort((a, b) =>
     `${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1,
   );
-  const used = new Set(services.flatMap((s) => (s.clusterIP ? [s.clusterIP] : [])));
-  const vip = new Map<string, string>();
-  const needing: string[] = [];
-  for (const s of services) {
-    const key = `${s.namespace}/${s.name}`;
-    const prev = previous[key];
-    if (s.clusterIP) vip.set(key, s.clusterIP);
-    else if (prev && !used.has(prev)) {
-      vip.set(key, prev);
-      used.add(prev);
-    } else needing.push(key);
-  }
-  allocateAddresses(SERVICE_RANGE, needing.length, used).forEach((a, i) => vip.set(needing[i] as string, a));
-
   return services.flatMap((s) => {
     const key = `${s.namespace}/${s.name}`;
+    const address = s.clusterIP ?? serviceAddresses[key];
+    if (address === undefined) throw new MissingAllocationError(`service ${key} has no cluster IP`);
     const selected = s.selector
       ? endpoints.filter(
           (ep) =>
@@ -73,7 +61,7 @@ export function buildServices(
       id: `${key}:${p.port}/${p.protocol}`,
       service: key,
       ...(p.name ? { portName: p.name } : {}),
-      address: vip.get(key) as string,
+      address,
       port: p.port,
       protocol: p.protocol,
       backends: [

@@ -6,7 +6,7 @@ import { advise, parseWorkload, workloadFromIR, type Advice } from '../advise/in
 import type { BenchReport } from '../bench/runner.js';
 import { runBench } from '../bench/runner.js';
 import { scenarioNames } from '../bench/registry.js';
-import { buildIR } from '../calc/index.js';
+import { allocate, buildIR } from '../calc/index.js';
 import { loadModelOrFail } from './manifests.js';
 import { CliError, formatTable, printJson } from './output.js';
 
@@ -58,7 +58,8 @@ export function register(program: Command): void {
     .option('--json', 'machine-readable advice')
     .action(
       async (opts: { workload?: string; manifests?: string[]; bench?: string | boolean; json?: boolean }) => {
-        const fromManifests = opts.manifests ? workloadFromIR(buildIR(loadModelOrFail(opts.manifests))) : {};
+        const model = opts.manifests ? loadModelOrFail(opts.manifests) : undefined;
+        const fromManifests = model ? workloadFromIR(buildIR(model, allocate(model))) : {};
         const given = opts.workload ? readWorkload(opts.workload) : {};
         let workload;
         try {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildIR } from '../calc/index.js';
+import { allocate, buildIR } from '../calc/index.js';
 import { irForNode } from '../ir/slice.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
@@ -17,7 +17,8 @@ export function register(program: Command): void {
     .action(async (paths: string[], opts: { backend: string; node?: string; nodes?: number }) => {
       if (opts.backend !== 'ir' && !BACKEND_NAMES.includes(opts.backend as BackendName))
         throw new CliError(`--backend must be ir, ${BACKEND_NAMES.join(', ')}; not '${opts.backend}'`, 2);
-      const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
+      const model = loadModelOrFail(paths);
+      const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
       const nodes = ir.nodes.map((n) => n.name);
       if (opts.node && !nodes.includes(opts.node))
         throw new CliError(`no node '${opts.node}' (nodes: ${nodes.join(', ')})`, 2);

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildIR, explain, reachMatrix, type ReachMatrix } from '../calc/index.js';
+import { allocate, buildIR, explain, reachMatrix, type ReachMatrix } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
 import { availableBackends, loadBackend } from '../dataplane/registry.js';
 import { allLabSummaries, converge, labDown, measureReach, probeService } from '../lab/index.js';
@@ -72,7 +72,7 @@ function policySteps(): DemoStep[] {
       command: `switchyard explain ${rel(walkthrough)} ${rel(guardrails)} --from outside/client --to shop/db --port 5432`,
       run: () => {
         const model = loadManifests([walkthrough, guardrails]);
-        const ir = buildIR(model);
+        const ir = buildIR(model, allocate(model));
         return ['outside/client', 'shop/backend']
           .map((from) => {
             const e = explain(model, ir, { from, to: 'shop/db', protocol: 'TCP', port: 5432 });
@@ -84,7 +84,10 @@ function policySteps(): DemoStep[] {
     {
       title: 'The reach matrix the reference evaluator predicts (the oracle every backend is tested against)',
       command: `switchyard reach ${rel(walkthrough)} --port 8080`,
-      run: () => formatReachGrid(reachMatrix(buildIR(loadManifests([walkthrough])), 8080, 'TCP').results),
+      run: () => {
+        const model = loadManifests([walkthrough]);
+        return formatReachGrid(reachMatrix(buildIR(model, allocate(model)), 8080, 'TCP').results);
+      },
     },
   ];
 }

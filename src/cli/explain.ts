@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildIR, explain, type SideExplanation } from '../calc/index.js';
+import { allocate, buildIR, explain, type SideExplanation } from '../calc/index.js';
 import type { Protocol } from '../ir/types.js';
 import { CliError, printJson } from './output.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
@@ -40,7 +40,7 @@ export function register(program: Command): void {
         if (protocol !== 'ICMP' && opts.port === undefined)
           throw new CliError(`--port is needed for ${protocol}`, 2);
         const model = loadModelOrFail(paths);
-        const ir = buildIR(model, opts.nodes ? { nodeCount: opts.nodes } : {});
+        const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
         let result;
         try {
           result = explain(model, ir, {

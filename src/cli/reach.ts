@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildIR, reachMatrix } from '../calc/index.js';
+import { allocate, buildIR, reachMatrix } from '../calc/index.js';
 import { loadModelOrFail, parseNodeCount, parsePort, parseProtocol } from './manifests.js';
 import { formatReachGrid, printJson } from './output.js';
 
@@ -17,7 +17,8 @@ export function register(program: Command): void {
         paths: string[],
         opts: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; nodes?: number; json?: boolean },
       ) => {
-        const ir = buildIR(loadModelOrFail(paths), opts.nodes ? { nodeCount: opts.nodes } : {});
+        const model = loadModelOrFail(paths);
+        const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
         const matrix = reachMatrix(ir, opts.port, opts.protocol);
         if (opts.json) return printJson(matrix);
         process.stdout.write(

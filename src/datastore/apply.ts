@@ -2,15 +2,16 @@
  * `switchyard apply --etcd`: manifests into the datastore, all or nothing.
  *
  * The files are validated together with what is stored (a Pod may live in a Namespace applied
- * last week), addresses and nodes are allocated the way the lab does (kept for objects that had
- * them), and every object is written in one transaction that only commits if no other writer got
- * in between; otherwise the whole thing is read, validated and allocated again.
+ * last week), addresses and nodes are allocated the way the lab does (calc's allocate(), kept
+ * for objects that had them; no IR is built), and every object is written in one transaction
+ * that only commits if no other writer got in between; otherwise the whole thing is read,
+ * validated and allocated again.
  *
  * What is stored is complete: a Pod carries its node and address, a Service its cluster IP, a
- * Prefilter its CIDRs. Agents never allocate, so every node computes the same addresses.
+ * Prefilter its CIDRs. Agents only read those allocations, so every node sees the same addresses.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { allocationsOf, buildIR, DEFAULT_NODE_COUNT, type PreviousAllocations } from '../calc/index.js';
+import { allocate, DEFAULT_NODE_COUNT, type Allocations } from '../calc/index.js';
 import {
   DEFAULT_NAMESPACE,
   expandManifestPaths,
@@ -83,19 +84,19 @@ function readFiles(paths: readonly string[]): Incoming[] {
 }
 
 /** The stored value of an incoming manifest: the manifest, plus what was allocated for it. */
-function materialize(item: Incoming, model: Model, alloc: ReturnType<typeof allocationsOf>): string {
+function materialize(item: Incoming, model: Model, alloc: Allocations): string {
   const value = structuredClone(item.doc.value) as Record<string, Record<string, unknown> | undefined>;
   const id = `${item.ref.namespace}/${item.ref.name}`;
   if (item.ref.kind === 'Pod') {
     const spec = (value.spec ??= {});
-    const node = alloc.podNodes?.[id];
+    const node = alloc.podNodes[id];
     if (spec.nodeName === undefined && node) spec.nodeName = node;
     const status = (value.status ??= {});
-    const address = alloc.podAddresses?.[id];
+    const address = alloc.podAddresses[id];
     if (status.podIP === undefined && status.podIPs === undefined && address) status.podIP = address;
   } else if (item.ref.kind === 'Service') {
     const spec = (value.spec ??= {});
-    const address = alloc.serviceAddresses?.[id];
+    const address = alloc.serviceAddresses[id];
     if (spec.clusterIP === undefined && address) spec.clusterIP = address;
   } else if (item.ref.kind === 'Prefilter') {
     // A file next to the manifest is not next to the agents: store the CIDRs themselves.
@@ -110,7 +111,7 @@ function materialize(item: Incoming, model: Model, alloc: ReturnType<typeof allo
 }
 
 /** What stored objects were given, so re-applying a manifest without them keeps them. */
-function storedAllocations(snapshot: Snapshot): PreviousAllocations {
+function storedAllocations(snapshot: Snapshot): Partial<Allocations> {
   const podAddresses: Record<string, string> = {};
   const podNodes: Record<string, string> = {};
   const serviceAddresses: Record<string, string> = {};
@@ -153,16 +154,13 @@ function plan(
 ): Plan {
   const { model, issues } = validateManifestDocuments(documents);
   if (!model) throw new ManifestError(issues);
-  let alloc: ReturnType<typeof allocationsOf>;
+  let alloc: Allocations;
   try {
-    alloc = allocationsOf(
-      buildIR(model, {
-        nodeCount: snapshot.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
-        previous: storedAllocations(snapshot),
-      }),
-    );
+    alloc = allocate(model, storedAllocations(snapshot), {
+      nodeCount: snapshot.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
+    });
   } catch (e) {
-    throw new DatastoreError((e as Error).message);
+    throw new DatastoreError((e as Error).message, { cause: e });
   }
   const out: Plan = {
     puts: new Map(),

@@ -14,8 +14,8 @@ import { CLUSTER_KEY, OBJECTS_PREFIX, PREFIX, SEQUENCE_KEY } from './keys.js';
 const CALL_TIMEOUT_MS = 5000;
 
 export class DatastoreError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'DatastoreError';
   }
 }

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { ETCD_SOURCE_PREFIX } from '../agent/desired.js';
-import { buildIR, DEFAULT_NODE_COUNT, type CalcOptions } from '../calc/index.js';
+import { allocate, buildIR, DEFAULT_NODE_COUNT, type Allocations, type BuildOptions } from '../calc/index.js';
 import type { Backend } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import type { IR } from '../ir/types.js';
@@ -18,15 +18,7 @@ import { planChanges, type KernelPlan } from './plan.js';
 import { reloadIfRunning, syncProbeServer, writeProbeConfig } from './probe/control.js';
 import { silentProgress, type Progress } from './progress.js';
 import { buildPart, tearDownPart } from './realize.js';
-import {
-  allocationsOf,
-  labDir,
-  readState,
-  withLabLock,
-  writeState,
-  type LabBackend,
-  type LabState,
-} from './state.js';
+import { labDir, readState, withLabLock, writeState, type LabBackend, type LabState } from './state.js';
 import { buildTopology, topologyNetns, type Topology } from './topology.js';
 
 export interface ConvergeOptions {
@@ -71,20 +63,20 @@ function missingNetns(t: Topology): string[] {
   return topologyNetns(t).filter((n) => !present.has(n));
 }
 
-function buildIROrFail(
-  model: Model,
-  nodeCount: number,
-  prev: LabState | undefined,
-  extra: Omit<CalcOptions, 'nodeCount'> = {},
-): IR {
+/** Allocations for `model`, keeping what the lab's last run allocated. */
+function allocateOrFail(model: Model, nodeCount: number, prev: LabState | undefined): Allocations {
   try {
-    return buildIR(model, {
-      nodeCount,
-      ...(prev ? { previous: prev.allocations } : {}),
-      ...extra,
-    });
+    return allocate(model, prev?.allocations ?? {}, { nodeCount });
   } catch (e) {
-    throw new LabError((e as Error).message);
+    throw new LabError((e as Error).message, { cause: e });
+  }
+}
+
+function buildIROrFail(model: Model, allocations: Allocations, opts: BuildOptions = {}): IR {
+  try {
+    return buildIR(model, allocations, opts);
+  } catch (e) {
+    throw new LabError((e as Error).message, { cause: e });
   }
 }
 
@@ -118,6 +110,211 @@ async function removeOldBackend(
   for (const n of topology.nodes) await old.remove({ scope: lab, node: n.name, netns: n.netns });
 }
 
+/** What a run changes, checked before anything in the kernel does. */
+interface Request {
+  name: string;
+  prev: LabState | undefined;
+  backendName: LabBackend;
+  nodeCount: number;
+  /** Whether agents keep the backend in sync (asked for; none run without a backend). */
+  wantAgents: boolean;
+  agents: boolean;
+  backend: Backend | undefined;
+}
+
+async function checkRequest(opts: ConvergeOptions, name: string): Promise<Request> {
+  const prev = readState(name);
+  if (opts.mode === 'apply' && !prev) {
+    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
+  }
+  if (prev?.cluster && !opts.cluster)
+    throw new LabError(
+      `lab '${name}' is a cluster: its desired state lives in etcd; change it with ` +
+        `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --name ${name}' first)`,
+    );
+  const backendName = opts.backend ?? prev?.backend ?? 'none';
+  if (opts.cluster && backendName === 'none')
+    throw new LabError('a cluster needs a policy backend for its agents (--backend iptables|nftables|ebpf)');
+  const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
+  const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
+  // Load first: an unavailable backend is reported before anything in the kernel changes.
+  const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
+  return {
+    name,
+    prev,
+    backendName,
+    nodeCount,
+    wantAgents,
+    agents: backendName !== 'none' && wantAgents,
+    backend,
+  };
+}
+
+/** The kernel's way from what the last run left to `topology`. */
+interface KernelChange {
+  /** The lab's kernel state was missing or half-built: it is rebuilt from scratch. */
+  rebuilt: boolean;
+  /** What is in the kernel to diff against (none when rebuilt or new). */
+  current: Topology | undefined;
+  topology: Topology;
+  plan: KernelPlan;
+}
+
+/**
+ * Plans the kernel change. A run that died half-way, or namespaces that vanished, cannot be
+ * diffed against: that lab is removed to start over (keeping allocations, so addresses stay).
+ */
+async function prepareKernelChange(req: Request, ir: IR, progress: Progress): Promise<KernelChange> {
+  const { name, prev } = req;
+  const rebuilt =
+    prev !== undefined &&
+    (prev.status !== 'ready' || !prev.topology || missingNetns(prev.topology).length > 0);
+  const current = rebuilt ? undefined : prev?.topology;
+  const topology = buildTopology(name, ir, prev?.topology ?? prev?.target);
+  const plan = planChanges(current, topology);
+  if (rebuilt) {
+    progress.phase('removing the broken lab', 1);
+    const report = await destroyLab(name, { keepStateDir: true });
+    if (report.problems.length > 0)
+      throw new LabError(`cannot clean lab '${name}': ${report.problems.join('; ')}`);
+    progress.tick();
+  }
+  refuseForeignNetns(name, plan);
+  return { rebuilt, current, topology, plan };
+}
+
+/**
+ * Someone else's namespace under one of our names (another lab whose name shares our prefix,
+ * another tool): refuse before recording it as ours.
+ */
+function refuseForeignNetns(name: string, plan: KernelPlan): void {
+  const present = new Set(listNetns());
+  const deleting = new Set(plan.deleteNetns);
+  const clash = plan.createNetns.filter((n) => present.has(n) && !deleting.has(n));
+  if (clash.length > 0) {
+    throw new LabError(
+      `network namespace ${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ' …' : ''} already exists but is not ` +
+        `part of lab '${name}' (another lab or tool uses the name): pick another --name, or remove it ` +
+        `('switchyard lab down --name ${name}' removes what an earlier run of this lab left)`,
+    );
+  }
+}
+
+function initialState(
+  opts: ConvergeOptions,
+  req: Request,
+  change: KernelChange,
+  allocations: Allocations,
+  ir: IR,
+  cgroupRoot: string,
+): LabState {
+  const { prev, backendName } = req;
+  const { current, rebuilt } = change;
+  const now = new Date().toISOString();
+  return {
+    version: 1,
+    name: req.name,
+    status: current ? 'applying' : 'creating',
+    createdAt: current && prev ? prev.createdAt : now,
+    updatedAt: now,
+    backend: backendName,
+    nodeCount: req.nodeCount,
+    files: opts.files,
+    model: opts.model,
+    ir,
+    ...(current && prev?.backendIR && prev.backend === backendName ? { backendIR: prev.backendIR } : {}),
+    allocations,
+    ...(current ? { topology: current } : {}),
+    target: change.topology,
+    cgroupRoot,
+    ...(prev?.probe && !rebuilt ? { probe: prev.probe } : {}),
+    agents: req.wantAgents,
+    revision: opts.cluster ? opts.cluster.revision : (prev?.revision ?? 0) + 1,
+    ...(opts.cluster ? { cluster: { etcd: opts.cluster.etcd } } : {}),
+  };
+}
+
+/** Namespaces, links and routes: leaving pods first (probes and agents let go of them), then arrivals. */
+async function changeKernel(
+  req: Request,
+  change: KernelChange,
+  state: LabState,
+  progress: Progress,
+): Promise<void> {
+  const { name, prev, backendName } = req;
+  const { plan, current } = change;
+  const dir = labDir(name);
+  if (plan.removedPods.length > 0 && current) {
+    const leaving = new Set(plan.removedPods.map((p) => p.id));
+    writeProbeConfig(
+      dir,
+      name,
+      state.cgroupRoot,
+      current.pods.filter((p) => !leaving.has(p.id)),
+    );
+    await reloadIfRunning(dir, name, state.probe);
+  }
+  // Agents that would keep the old dataplane alive (or fight the lab applying it) go first.
+  if (prev && (prev.backend !== backendName || !req.agents)) await stopLabAgents(name);
+  if (prev && current && prev.backend !== backendName) await removeOldBackend(prev.backend, name, current);
+  await tearDownPart(plan, state.cgroupRoot);
+  await buildPart(plan, state.cgroupRoot, progress);
+}
+
+/**
+ * Probe servers for every pod. A pod is ready once its probe server listens: only ready pods back
+ * services (same allocations, so nothing else in the IR moves).
+ */
+async function startProbes(
+  opts: ConvergeOptions,
+  state: LabState,
+  topology: Topology,
+  progress: Progress,
+): Promise<void> {
+  progress.phase('probe server', 1);
+  const dir = labDir(state.name);
+  writeProbeConfig(dir, state.name, state.cgroupRoot, topology.pods);
+  const synced = await syncProbeServer(dir, state.name, state.probe);
+  state.probe = synced.info;
+  state.ir = buildIROrFail(opts.model, state.allocations, { readyPods: synced.serving });
+  progress.tick();
+}
+
+/** Policy in force: through the agents (etcd or `desired/`), or applied by the lab itself. */
+async function applyPolicy(
+  opts: ConvergeOptions,
+  req: Request,
+  state: LabState,
+  topology: Topology,
+  progress: Progress,
+): Promise<void> {
+  const { backend, name } = req;
+  if (!backend) return;
+  const cgroups = Object.fromEntries(topology.pods.map((p) => [p.id, join(state.cgroupRoot, p.slug)]));
+  if (opts.cluster) {
+    progress.phase(`${backend.name} policy (agents, etcd)`, 1);
+    writeCgroups(name, cgroups);
+    await syncLabAgents(
+      name,
+      topology.nodes,
+      backend.name,
+      String(opts.cluster.revision),
+      `${ETCD_SOURCE_PREFIX}${opts.cluster.etcd}`,
+      opts.cluster.unreachable ?? [],
+    );
+  } else if (req.agents) {
+    progress.phase(`${backend.name} policy (agents)`, 1);
+    writeDesired(name, { revision: String(state.revision), ir: state.ir, model: opts.model, cgroups });
+    await syncLabAgents(name, topology.nodes, backend.name, String(state.revision));
+  } else {
+    progress.phase(`${backend.name} policy`, 1);
+    await applyBackend(backend, name, topology, state.ir, state.backendIR);
+  }
+  state.backendIR = state.ir;
+  writeState(state);
+  progress.tick();
+}
+
 export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
   const started = performance.now();
   const name = checkLabName(opts.name);
@@ -126,150 +323,24 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
   const cgroupRoot = join(cgroup2Mount(), CGROUP_DIR, name);
   const progress = opts.progress ?? silentProgress;
   return withLabLock(name, async () => {
-    const prev = readState(name);
-    if (opts.mode === 'apply' && !prev) {
-      throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
-    }
-    if (prev?.cluster && !opts.cluster)
-      throw new LabError(
-        `lab '${name}' is a cluster: its desired state lives in etcd; change it with ` +
-          `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --name ${name}' first)`,
-      );
-    const backendName = opts.backend ?? prev?.backend ?? 'none';
-    if (opts.cluster && backendName === 'none')
-      throw new LabError(
-        'a cluster needs a policy backend for its agents (--backend iptables|nftables|ebpf)',
-      );
-    const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
-    const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
-    const agents = backendName !== 'none' && wantAgents;
-    // Load first: an unavailable backend is reported before anything in the kernel changes.
-    const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
-    const ir = buildIROrFail(opts.model, nodeCount, prev);
-
-    // A run that died half-way, or namespaces that vanished, cannot be diffed against: start over
-    // (keeping allocations, so addresses stay what they were).
-    const rebuilt =
-      prev !== undefined &&
-      (prev.status !== 'ready' || !prev.topology || missingNetns(prev.topology).length > 0);
-    const current = rebuilt ? undefined : prev?.topology;
-    const topology = buildTopology(name, ir, prev?.topology ?? prev?.target);
-    const plan: KernelPlan = planChanges(current, topology);
-    if (rebuilt) {
-      progress.phase('removing the broken lab', 1);
-      const report = await destroyLab(name, { keepStateDir: true });
-      if (report.problems.length > 0)
-        throw new LabError(`cannot clean lab '${name}': ${report.problems.join('; ')}`);
-      progress.tick();
-    }
-
-    // Someone else's namespace under one of our names (another lab whose name shares our prefix,
-    // another tool): refuse before recording it as ours.
-    const present = new Set(listNetns());
-    const deleting = new Set(plan.deleteNetns);
-    const clash = plan.createNetns.filter((n) => present.has(n) && !deleting.has(n));
-    if (clash.length > 0) {
-      throw new LabError(
-        `network namespace ${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ' …' : ''} already exists but is not ` +
-          `part of lab '${name}' (another lab or tool uses the name): pick another --name, or remove it ` +
-          `('switchyard lab down --name ${name}' removes what an earlier run of this lab left)`,
-      );
-    }
-
-    const now = new Date().toISOString();
-    const state: LabState = {
-      version: 1,
-      name,
-      status: current ? 'applying' : 'creating',
-      createdAt: current && prev ? prev.createdAt : now,
-      updatedAt: now,
-      backend: backendName,
-      nodeCount,
-      files: opts.files,
-      model: opts.model,
-      ir,
-      ...(current && prev?.backendIR && prev.backend === backendName ? { backendIR: prev.backendIR } : {}),
-      allocations: allocationsOf(ir),
-      ...(current ? { topology: current } : {}),
-      target: topology,
-      cgroupRoot,
-      ...(prev?.probe && !rebuilt ? { probe: prev.probe } : {}),
-      agents: wantAgents,
-      revision: opts.cluster ? opts.cluster.revision : (prev?.revision ?? 0) + 1,
-      ...(opts.cluster ? { cluster: { etcd: opts.cluster.etcd } } : {}),
-    };
+    const req = await checkRequest(opts, name);
+    const allocations = allocateOrFail(opts.model, req.nodeCount, req.prev);
+    const ir = buildIROrFail(opts.model, allocations);
+    const change = await prepareKernelChange(req, ir, progress);
+    const state = initialState(opts, req, change, allocations, ir, cgroupRoot);
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.
     writeState(state);
     ensureCgroup(cgroupRoot);
-
-    const dir = labDir(name);
-    if (plan.removedPods.length > 0 && current) {
-      const leaving = new Set(plan.removedPods.map((p) => p.id));
-      writeProbeConfig(
-        dir,
-        name,
-        cgroupRoot,
-        current.pods.filter((p) => !leaving.has(p.id)),
-      );
-      await reloadIfRunning(dir, name, state.probe);
-    }
-    // Agents that would keep the old dataplane alive (or fight the lab applying it) go first.
-    if (prev && (prev.backend !== backendName || !agents)) await stopLabAgents(name);
-    if (prev && current && prev.backend !== backendName) await removeOldBackend(prev.backend, name, current);
-    await tearDownPart(plan, cgroupRoot);
-    await buildPart(plan, cgroupRoot, progress);
-
-    progress.phase('probe server', 1);
-    writeProbeConfig(dir, name, cgroupRoot, topology.pods);
-    const synced = await syncProbeServer(dir, name, state.probe);
-    state.probe = synced.info;
-    // A pod is ready once its probe server listens: only ready pods back services (same
-    // allocations, so nothing else in the IR moves).
-    state.ir = buildIROrFail(opts.model, nodeCount, undefined, {
-      previous: allocationsOf(ir),
-      readyPods: synced.serving,
-    });
-    progress.tick();
+    await changeKernel(req, change, state, progress);
+    await startProbes(opts, state, change.topology, progress);
     state.status = 'ready';
-    state.topology = topology;
+    state.topology = change.topology;
     delete state.target;
     writeState(state);
-
-    const cgroups = Object.fromEntries(topology.pods.map((p) => [p.id, join(cgroupRoot, p.slug)]));
-    if (backend && opts.cluster) {
-      progress.phase(`${backend.name} policy (agents, etcd)`, 1);
-      writeCgroups(name, cgroups);
-      await syncLabAgents(
-        name,
-        topology.nodes,
-        backend.name,
-        String(opts.cluster.revision),
-        `${ETCD_SOURCE_PREFIX}${opts.cluster.etcd}`,
-        opts.cluster.unreachable ?? [],
-      );
-      state.backendIR = state.ir;
-      writeState(state);
-      progress.tick();
-    } else if (backend && agents) {
-      progress.phase(`${backend.name} policy (agents)`, 1);
-      writeDesired(name, {
-        revision: String(state.revision),
-        ir: state.ir,
-        model: opts.model,
-        cgroups,
-      });
-      await syncLabAgents(name, topology.nodes, backend.name, String(state.revision));
-      state.backendIR = state.ir;
-      writeState(state);
-      progress.tick();
-    } else if (backend) {
-      progress.phase(`${backend.name} policy`, 1);
-      await applyBackend(backend, name, topology, state.ir, state.backendIR);
-      state.backendIR = state.ir;
-      writeState(state);
-      progress.tick();
-    }
+    await applyPolicy(opts, req, state, change.topology, progress);
     progress.done();
+    const { plan, rebuilt } = change;
+    const { prev, backendName } = req;
     return {
       state,
       rebuilt,

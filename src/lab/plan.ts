@@ -86,39 +86,66 @@ function plugPodLines(p: LabPod): string[] {
   ];
 }
 
-export function planChanges(prev: Topology | undefined, next: Topology): KernelPlan {
+interface NodeDiff {
+  prevNodes: Map<string, LabNode>;
+  removedNodes: LabNode[];
+  addedNodes: LabNode[];
+  removedNodeNames: Set<string>;
+}
+
+function diffNodes(prev: Topology | undefined, next: Topology): NodeDiff {
   const prevNodes = new Map((prev?.nodes ?? []).map((n) => [n.name, n]));
   const nextNodes = new Map(next.nodes.map((n) => [n.name, n]));
   const removedNodes = (prev?.nodes ?? []).filter((n) => !nextNodes.has(n.name));
   const addedNodes = next.nodes.filter((n) => !prevNodes.has(n.name));
-  const removedNodeNames = new Set(removedNodes.map((n) => n.name));
+  return { prevNodes, removedNodes, addedNodes, removedNodeNames: new Set(removedNodes.map((n) => n.name)) };
+}
 
+/** Pods that go and pods that come; a pod that must be recreated is in both. */
+function diffPods(
+  prev: Topology | undefined,
+  next: Topology,
+  removedNodes: ReadonlySet<string>,
+): { removedPods: LabPod[]; addedPods: LabPod[] } {
   const prevPods = new Map((prev?.pods ?? []).map((p) => [p.id, p]));
   const nextPods = new Map(next.pods.map((p) => [p.id, p]));
   const removedPods: LabPod[] = [];
   const addedPods: LabPod[] = [];
   for (const p of prev?.pods ?? []) {
     const n = nextPods.get(p.id);
-    if (!n || needsRecreate(p, n, removedNodeNames)) removedPods.push(p);
+    if (!n || needsRecreate(p, n, removedNodes)) removedPods.push(p);
   }
   for (const p of next.pods) {
     const o = prevPods.get(p.id);
-    if (!o || needsRecreate(o, p, removedNodeNames)) addedPods.push(p);
+    if (!o || needsRecreate(o, p, removedNodes)) addedPods.push(p);
   }
+  return { removedPods, addedPods };
+}
 
-  const createFabric = prev === undefined;
+/** Links of leaving nodes (in the fabric) and leaving pods (on nodes that stay). */
+function unplugBatches(
+  prev: Topology | undefined,
+  next: Topology,
+  nodes: NodeDiff,
+  removedPods: readonly LabPod[],
+): NamespaceBatch[] {
   const unplug: NamespaceBatch[] = [];
-  const fabricUnplug = removedNodes.map((n) => `link del ${n.fabricPeer}`);
-  if (!createFabric && fabricUnplug.length > 0) unplug.push({ netns: next.fabricNetns, lines: fabricUnplug });
+  const fabricUnplug = nodes.removedNodes.map((n) => `link del ${n.fabricPeer}`);
+  if (prev !== undefined && fabricUnplug.length > 0)
+    unplug.push({ netns: next.fabricNetns, lines: fabricUnplug });
   for (const n of prev?.nodes ?? []) {
-    if (removedNodeNames.has(n.name)) continue;
+    if (nodes.removedNodeNames.has(n.name)) continue;
     const lines = removedPods.filter((p) => p.node === n.name).map((p) => `link del ${p.hostInterface}`);
     if (lines.length > 0) unplug.push({ netns: n.netns, lines });
   }
+  return unplug;
+}
 
-  const fabricLines: string[] = [];
+/** The bridge (on a new lab) and the fabric ends of arriving nodes. */
+function fabricLines(createFabric: boolean, addedNodes: readonly LabNode[]): string[] {
+  const lines: string[] = [];
   if (createFabric) {
-    fabricLines.push(
+    lines.push(
       'link set lo up',
       `link add ${FABRIC_BRIDGE} type bridge`,
       `link set ${FABRIC_BRIDGE} addrgenmode none`,
@@ -126,36 +153,52 @@ export function planChanges(prev: Topology | undefined, next: Topology): KernelP
     );
   }
   for (const n of addedNodes) {
-    fabricLines.push(
+    lines.push(
       `link add ${n.fabricPeer} type veth peer name ${NODE_FABRIC_INTERFACE} netns ${n.netns}`,
       `link set ${n.fabricPeer} addrgenmode none`,
       `link set ${n.fabricPeer} master ${FABRIC_BRIDGE}`,
       `link set ${n.fabricPeer} up`,
     );
   }
+  return lines;
+}
 
-  const staleRoutes: NamespaceBatch[] = [];
-  const nodes: NamespaceBatch[] = [];
-  const sysctls: NamespaceSysctls[] = [];
+/** A node's own setup: a new node is brought up, a readdressed one gets its new fabric address. */
+function nodeAddressLines(old: LabNode | undefined, n: LabNode): string[] {
+  if (!old) {
+    return [
+      'link set lo up',
+      `link set ${NODE_FABRIC_INTERFACE} addrgenmode none`,
+      `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+      `link set ${NODE_FABRIC_INTERFACE} up`,
+    ];
+  }
+  if (old.address === n.address) return [];
+  return [
+    `addr flush dev ${NODE_FABRIC_INTERFACE}`,
+    `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+  ];
+}
+
+interface NodeChanges {
+  staleRoutes: NamespaceBatch[];
+  nodes: NamespaceBatch[];
+  sysctls: NamespaceSysctls[];
+}
+
+/** Per node of `next`: its setup, its arriving pods' host ends, and routes to remote pods. */
+function nodeChanges(
+  prev: Topology | undefined,
+  next: Topology,
+  prevNodes: ReadonlyMap<string, LabNode>,
+  addedPods: readonly LabPod[],
+): NodeChanges {
+  const out: NodeChanges = { staleRoutes: [], nodes: [], sysctls: [] };
   for (const n of next.nodes) {
     const old = prevNodes.get(n.name);
     const readdressed = old !== undefined && old.address !== n.address;
-    const lines: string[] = [];
-    const entries: [string, string][] = [];
-    if (!old) {
-      lines.push(
-        'link set lo up',
-        `link set ${NODE_FABRIC_INTERFACE} addrgenmode none`,
-        `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
-        `link set ${NODE_FABRIC_INTERFACE} up`,
-      );
-      entries.push(['net/ipv4/ip_forward', '1']);
-    } else if (readdressed) {
-      lines.push(
-        `addr flush dev ${NODE_FABRIC_INTERFACE}`,
-        `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
-      );
-    }
+    const lines = nodeAddressLines(old, n);
+    const entries: [string, string][] = old ? [] : [['net/ipv4/ip_forward', '1']];
     for (const p of addedPods.filter((p) => p.node === n.name)) {
       lines.push(...plugPodLines(p));
       entries.push(
@@ -173,17 +216,25 @@ export function planChanges(prev: Topology | undefined, next: Topology): KernelP
     }
     const stale = [...had].filter(([address]) => !want.has(address));
     if (stale.length > 0) {
-      staleRoutes.push({
+      out.staleRoutes.push({
         netns: n.netns,
         lines: stale.map(
           ([address, via]) => `route del ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`,
         ),
       });
     }
-    if (lines.length > 0) nodes.push({ netns: n.netns, lines });
-    if (entries.length > 0) sysctls.push({ netns: n.netns, entries });
+    if (lines.length > 0) out.nodes.push({ netns: n.netns, lines });
+    if (entries.length > 0) out.sysctls.push({ netns: n.netns, entries });
   }
+  return out;
+}
 
+export function planChanges(prev: Topology | undefined, next: Topology): KernelPlan {
+  const nodeDiff = diffNodes(prev, next);
+  const { removedNodes, addedNodes } = nodeDiff;
+  const { removedPods, addedPods } = diffPods(prev, next, nodeDiff.removedNodeNames);
+  const createFabric = prev === undefined;
+  const fabric = fabricLines(createFabric, addedNodes);
   const probeView = (t: Topology | undefined): string =>
     JSON.stringify((t?.pods ?? []).map((p) => [p.id, p.netns, p.ports]).sort());
   return {
@@ -192,17 +243,15 @@ export function planChanges(prev: Topology | undefined, next: Topology): KernelP
     removedNodes,
     addedNodes,
     createFabric,
-    unplug,
+    unplug: unplugBatches(prev, next, nodeDiff, removedPods),
     deleteNetns: [...removedPods.map((p) => p.netns), ...removedNodes.map((n) => n.netns)],
     createNetns: [
       ...(createFabric ? [next.fabricNetns] : []),
       ...addedNodes.map((n) => n.netns),
       ...addedPods.map((p) => p.netns),
     ],
-    fabric: fabricLines.length > 0 ? { netns: next.fabricNetns, lines: fabricLines } : undefined,
-    staleRoutes,
-    nodes,
-    sysctls,
+    fabric: fabric.length > 0 ? { netns: next.fabricNetns, lines: fabric } : undefined,
+    ...nodeChanges(prev, next, nodeDiff.prevNodes, addedPods),
     pods: addedPods.map((p) => ({ netns: p.netns, address: p.address })),
     probesChanged: probeView(prev) !== probeView(next) || addedPods.length > 0,
   };

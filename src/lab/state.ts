@@ -5,8 +5,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PreviousAllocations } from '../calc/index.js';
-export { allocationsOf } from '../calc/index.js';
+import type { Allocations } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
@@ -37,8 +36,12 @@ export interface LabState {
   ir: IR;
   /** What the backend last applied successfully: its `previous` on the next apply. */
   backendIR?: IR;
-  /** Passed back as CalcOptions.previous so addresses and placement survive updates. */
-  allocations: PreviousAllocations;
+  /**
+   * What calc's allocate() gave the model (nodes, placement, addresses, service VIPs): passed back
+   * in on the next up/apply so addresses and placement survive updates, and the IR is built from
+   * it. A lab from before `nodes` was recorded lacks it (allocate never reads it).
+   */
+  allocations: Allocations;
   /** What is in the kernel (undefined until the first run completes). */
   topology?: Topology;
   /** What a run in progress is building: with `topology`, every name the lab may own. */

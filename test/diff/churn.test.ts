@@ -9,7 +9,7 @@
  * not involve x/b or y/b, and the oracle confirms their verdicts are the same in every state.
  */
 import { afterAll, expect, it } from 'vitest';
-import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { reachMatrix } from '../../src/calc/index.js';
 import type { BackendName } from '../../src/dataplane/backend.js';
 import { availableBackends } from '../../src/dataplane/registry.js';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { probeMatrix } from '../../src/lab/probe/prober.js';
 import { readyState } from '../../src/lab/reach.js';
 import { loadManifestTexts, type Model } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
+import { compileIR } from '../support/manifests.js';
 
 const UPDATES = Number(process.env.SWITCHYARD_CHURN_UPDATES ?? 500);
 const VARIANTS = 3;
@@ -86,7 +87,7 @@ for (const backend of ['iptables', 'nftables', 'ebpf'] as BackendName[]) {
       if (!availableBackends().includes(backend)) throw new Error(`backend ${backend} is not registered`);
       // The probed pairs really are stable: the oracle agrees in every state the churn visits.
       for (let step = 0; step < 2 * VARIANTS; step++) {
-        const m = reachMatrix(buildIR(model(step)), 80, 'TCP').results;
+        const m = reachMatrix(compileIR(model(step)), 80, 'TCP').results;
         for (const [s, d] of ALWAYS_ALLOWED) expect(m[s]?.[d], `step ${step} ${s}→${d}`).toBe(true);
         for (const [s, d] of ALWAYS_DENIED) expect(m[s]?.[d], `step ${step} ${s}→${d}`).toBe(false);
       }
@@ -162,7 +163,7 @@ for (const backend of ['iptables', 'nftables', 'ebpf'] as BackendName[]) {
 
       // The churned pair really changed during the run: the final state matches the oracle.
       const final = await measureReach(lab, { port: 80, protocol: 'TCP' });
-      expect(final.matrix.results).toEqual(reachMatrix(buildIR(model(UPDATES)), 80, 'TCP').results);
+      expect(final.matrix.results).toEqual(reachMatrix(compileIR(model(UPDATES)), 80, 'TCP').results);
     }, 420_000);
   });
 }

@@ -9,13 +9,14 @@
  */
 import fc from 'fast-check';
 import { afterAll, expect, it } from 'vitest';
-import { buildIR, Oracle, type SideVerdict } from '../../src/calc/index.js';
+import { Oracle, type SideVerdict } from '../../src/calc/index.js';
 import type { Direction, Endpoint, IR, Protocol, RuleSet } from '../../src/ir/types.js';
 import type { Model } from '../../src/model/types.js';
 import { defaultRuleId, slotKey } from '../../src/dataplane/ebpf/node.js';
 import { modelArb } from '../support/arbitraries.js';
 import { describeKernel } from '../support/kernel.js';
 import { frame, NodeHarness, type FrameSpec, type Verdict } from './ebpf-frames.js';
+import { compileIR } from '../support/manifests.js';
 
 const RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_RUNS ?? 150);
 /** Around the 198.18.0.0/24–/29 blocks and /30 excepts the arbitraries cut through the pods. */
@@ -204,7 +205,7 @@ describeKernel('ebpf: generated programs agree with the reference evaluator (PRO
   it('gives the evaluator verdict for every packet of the grid, counts the deciding rule, tracks replies', () => {
     fc.assert(
       fc.property(modelArb, fc.array(shapeArb, { minLength: 8, maxLength: 8 }), (model, shapes) => {
-        const ir = buildIR(model);
+        const ir = compileIR(model);
         const oracle = new Oracle(ir);
         tally.models++;
         for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally);
@@ -224,8 +225,8 @@ describeKernel('ebpf: generated programs agree with the reference evaluator (PRO
         fc.array(shapeArb, { minLength: 8, maxLength: 8 }),
         (first, next, shapes) => {
           const model = next(first);
-          const before = buildIR(first);
-          const ir = buildIR(model);
+          const before = compileIR(first);
+          const ir = compileIR(model);
           const oracle = new Oracle(ir);
           tally.models++;
           for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally, before);

@@ -23,7 +23,7 @@ import {
   withNetns,
   type Instruction,
 } from '../../src/bpf/index.js';
-import { buildIR, reachMatrix, type ReachMatrix } from '../../src/calc/index.js';
+import { allocate, buildIR, reachMatrix, type ReachMatrix } from '../../src/calc/index.js';
 import { ApplyError, type NodeTarget } from '../../src/dataplane/backend.js';
 import {
   collectConntrackGarbage,
@@ -233,7 +233,8 @@ spec:
     expect(measured.results['x/b']?.['x/a']).toBe(true);
     // The backend's own share of the relabel, back and forth.
     const prev = state.ir;
-    const back = buildIR(loadManifests([MODEL, policy]), { previous: state.allocations });
+    const backModel = loadManifests([MODEL, policy]);
+    const back = buildIR(backModel, allocate(backModel, state.allocations));
     let ms = 0;
     for (const t of targets()) ms += (await ebpfBackend.apply(t, back, prev)).durationMs;
     for (const t of targets()) ms += (await ebpfBackend.apply(t, prev, back)).durationMs;

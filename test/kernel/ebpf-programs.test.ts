@@ -6,13 +6,20 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Assembler, Program, RingBufReader, TcAction } from '../../src/bpf/index.js';
-import { buildIR } from '../../src/calc/index.js';
 import { collectGarbage, monotonicNs } from '../../src/dataplane/ebpf/conntrack.js';
 import { CT_STATE, ctValue, logEvent, type CtKey, type CtValue } from '../../src/dataplane/ebpf/layout.js';
 import { failClosedRuleId, slotKey } from '../../src/dataplane/ebpf/node.js';
 import type { IR, Rule, RuleSet } from '../../src/ir/types.js';
 import { describeKernel } from '../support/kernel.js';
-import { globalPolicy, modelOf, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
+import {
+  globalPolicy,
+  modelOf,
+  namespace,
+  networkPolicy,
+  pod,
+  type Manifest,
+  compileIR,
+} from '../support/manifests.js';
 import { ethernet, frame, ipPacket, NodeHarness, skbContext, type FrameSpec } from './ebpf-frames.js';
 
 const A = '198.18.0.10';
@@ -21,7 +28,7 @@ const C = '198.18.0.12';
 
 /** x/a, x/b, x/c on one node; x/a's ingress admits x/b on TCP 80 (and UDP 53), x/a's egress is open. */
 function cluster(extra: Manifest[] = []): IR {
-  return buildIR(
+  return compileIR(
     modelOf([
       namespace('x'),
       pod('x', 'a', { labels: { pod: 'a' }, ip: A, node: 'n1' }),

@@ -9,12 +9,12 @@
  */
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { allocate, buildIR, reachMatrix } from '../../src/calc/index.js';
 import type { IR, Protocol } from '../../src/ir/types.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
-import { networkPolicy, toYaml } from '../support/manifests.js';
+import { networkPolicy, toYaml, compileIR } from '../support/manifests.js';
 import { HeldConnection, inNs, IptLab } from './iptables-lab.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,7 +43,7 @@ function mismatches(
 describeKernel('iptables backend on x/y/z (nft mode)', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'sy-ipt-'));
   const backend = new IptablesBackend({ mode: 'nft' });
-  const ir = buildIR(loadManifests([MODEL, ALLOW_FROM_X]));
+  const ir = compileIR(loadManifests([MODEL, ALLOW_FROM_X]));
   const lab = new IptLab('pol', ir);
   let current = ir;
 
@@ -98,11 +98,9 @@ describeKernel('iptables backend on x/y/z (nft mode)', () => {
   });
 
   it('rewrites only the set a label change affects, and enforces the new membership', async () => {
-    const before = buildIR(loadManifests([MODEL, FROM_UPDATED]), { previous: { podNodes: nodesOf(ir) } });
+    const before = onNodesOf(ir, [MODEL, FROM_UPDATED]);
     await applyAll(before, current);
-    const after = buildIR(loadManifests([MODEL_XB_UPDATED, FROM_UPDATED]), {
-      previous: { podNodes: nodesOf(ir) },
-    });
+    const after = onNodesOf(ir, [MODEL_XB_UPDATED, FROM_UPDATED]);
     const { ms, changed } = await applyAll(after, before);
     console.log(
       `iptables: incremental apply of one label change took ${ms.toFixed(0)} ms: ${JSON.stringify(changed)}`,
@@ -128,7 +126,7 @@ describeKernel('iptables backend on x/y/z (nft mode)', () => {
         denyFile,
         toYaml([networkPolicy('z', 'deny-all', { podSelector: {}, policyTypes: ['Ingress'] })]),
       );
-      const deny = buildIR(loadManifests([MODEL, denyFile]), { previous: { podNodes: nodesOf(ir) } });
+      const deny = onNodesOf(ir, [MODEL, denyFile]);
       await applyAll(deny, current);
       expect(await held.roundTrip()).toBe(true);
       expect(
@@ -156,4 +154,10 @@ describeKernel('iptables backend on x/y/z (nft mode)', () => {
 
 function nodesOf(ir: IR): Record<string, string> {
   return Object.fromEntries(ir.endpoints.map((e) => [e.id, e.node]));
+}
+
+/** The IR of `files` with every pod on its node in `ir` (the lab's namespaces stay where they are). */
+function onNodesOf(ir: IR, files: string[]): IR {
+  const model = loadManifests(files);
+  return buildIR(model, allocate(model, { podNodes: nodesOf(ir) }));
 }

@@ -7,14 +7,13 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
 import { checkScript } from '../../src/dataplane/nftables/apply.js';
 import { nftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { loadManifests } from '../../src/model/index.js';
 import { NETPOL_E2E_DIR } from '../fixtures/netpol-e2e/cases.js';
-import { prefilter } from '../support/manifests.js';
+import { prefilter, compileIR } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
 import { addNetns, delNetns } from './nftables-lab.js';
 import { dualStack, guardrails, irOf, xyz } from './nftables-scenarios.js';
@@ -30,10 +29,10 @@ function bigPrefilter(n: number): IR {
 }
 
 const scenarios: [string, () => IR][] = [
-  ['examples/xyz', () => buildIR(loadManifests([join(ROOT, 'examples/xyz')]))],
+  ['examples/xyz', () => compileIR(loadManifests([join(ROOT, 'examples/xyz')]))],
   [
     'examples/walkthrough + global',
-    () => buildIR(loadManifests([join(ROOT, 'examples/walkthrough'), join(ROOT, 'examples/global')])),
+    () => compileIR(loadManifests([join(ROOT, 'examples/walkthrough'), join(ROOT, 'examples/global')])),
   ],
   ['guardrails', () => irOf([...xyz(), ...guardrails()])],
   ['dual stack', () => irOf(dualStack())],
@@ -44,7 +43,7 @@ const scenarios: [string, () => IR][] = [
     .map((f): [string, () => IR] => [
       `netpol-e2e/${f}`,
       () =>
-        buildIR(loadManifests([join(NETPOL_E2E_DIR, '..', 'xyz', 'model.yaml'), join(NETPOL_E2E_DIR, f)])),
+        compileIR(loadManifests([join(NETPOL_E2E_DIR, '..', 'xyz', 'model.yaml'), join(NETPOL_E2E_DIR, f)])),
     ]),
 ];
 

@@ -4,7 +4,7 @@
  * each probe's measured pod×pod matrix compared pair by pair with the reference evaluator.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { reachMatrix } from '../../src/calc/index.js';
 import { irForNode } from '../../src/ir/slice.js';
 import { loadBackend } from '../../src/dataplane/registry.js';
 import type { Backend } from '../../src/dataplane/backend.js';
@@ -13,6 +13,7 @@ import { loadManifests } from '../../src/model/index.js';
 import { caseManifestPaths, NETPOL_E2E_CASES } from '../fixtures/netpol-e2e/cases.js';
 import { describeKernel } from '../support/kernel.js';
 import { matrixDiff, NftLab } from './nftables-lab.js';
+import { compileIR } from '../support/manifests.js';
 
 const TAG = String(process.pid % 10000);
 
@@ -23,7 +24,7 @@ describeKernel('nftables: upstream netpol scenarios with real packets', () => {
 
   beforeAll(async () => {
     backend = await loadBackend('nftables');
-    const base = buildIR(
+    const base = compileIR(
       loadManifests(caseManifestPaths({ name: 'model', context: '', policies: [], probes: [] })),
     );
     lab = new NftLab(TAG, base);
@@ -37,7 +38,7 @@ describeKernel('nftables: upstream netpol scenarios with real packets', () => {
     if (probes.length === 0) continue;
     it(`${c.context} / ${c.name}${c.step ? ` [${c.step}]` : ''}`, async () => {
       const l = lab as NftLab;
-      const ir = buildIR(loadManifests(caseManifestPaths(c)));
+      const ir = compileIR(loadManifests(caseManifestPaths(c)));
       expect(ir.endpoints.map((e) => [e.id, e.addresses, e.node])).toEqual(
         l.ir.endpoints.map((e) => [e.id, e.addresses, e.node]),
       );

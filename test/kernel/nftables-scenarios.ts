@@ -3,7 +3,6 @@
  * model's; the policies exercise every part of a rule set: Log, Pass, Allow and Deny in the global
  * tier, the Kubernetes tier with its default, named ports, ranges, ICMP, SCTP and a prefilter.
  */
-import { buildIR } from '../../src/calc/index.js';
 import type { IR } from '../../src/ir/types.js';
 import {
   globalPolicy,
@@ -14,6 +13,7 @@ import {
   modelOf,
   type Manifest,
   type PodOptions,
+  compileIR,
 } from '../support/manifests.js';
 
 const PORTS: PodOptions['ports'] = [
@@ -102,7 +102,7 @@ export function guardrails(): Manifest[] {
 }
 
 export function irOf(manifests: readonly Manifest[]): IR {
-  return buildIR(modelOf(manifests));
+  return compileIR(modelOf(manifests));
 }
 
 /** Dual-stack pods (IPv4 + fd00:5957::/32) with peers that resolve to both families. */

@@ -24,8 +24,15 @@ import type { ConnectionEvent, EventSource, KernelEvent, VerdictEvent } from '..
 import { createEbpfEventSource, LOST_RING_BUFFER } from '../../src/dataplane/ebpf/flow-source.js';
 import { FIXTURES_DIR } from '../fixtures/netpol-e2e/cases.js';
 import { describeKernel } from '../support/kernel.js';
-import { globalPolicy, modelOf, namespace, networkPolicy, pod, toYaml } from '../support/manifests.js';
-import { buildIR } from '../../src/calc/index.js';
+import {
+  globalPolicy,
+  modelOf,
+  namespace,
+  networkPolicy,
+  pod,
+  toYaml,
+  compileIR,
+} from '../support/manifests.js';
 import { frame, NodeHarness, skbContext } from './ebpf-frames.js';
 
 const LAB = `ebf-${process.pid % 10000}`;
@@ -375,7 +382,7 @@ describeKernel('observe: cost of flow events (PROG_TEST_RUN)', () => {
   it('measures a denied packet with flow events off and on', () => {
     const A = '198.18.0.10';
     const B = '198.18.0.11';
-    const ir = buildIR(
+    const ir = compileIR(
       modelOf([
         namespace('x'),
         pod('x', 'a', { labels: { pod: 'a' }, ip: A, node: 'n1' }),

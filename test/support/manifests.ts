@@ -4,7 +4,14 @@
  */
 import { expect } from 'vitest';
 import { stringify } from 'yaml';
-import { buildIR, evaluate, type CalcOptions, type Verdict } from '../../src/calc/index.js';
+import {
+  allocate,
+  buildIR,
+  evaluate,
+  type AllocateOptions,
+  type BuildOptions,
+  type Verdict,
+} from '../../src/calc/index.js';
 import type { IR, Protocol } from '../../src/ir/types.js';
 import { formatIssue, validateManifestTexts, type ManifestIssue, type Model } from '../../src/model/index.js';
 
@@ -79,14 +86,27 @@ export function modelOf(manifests: readonly Manifest[], file = 'cluster.yaml'): 
   return model;
 }
 
+/**
+ * The IR of a model with no stored state behind it (what `switchyard compile` does): allocated
+ * afresh, then built.
+ */
+export function compileIR(model: Model, opts: AllocateOptions & BuildOptions = {}): IR {
+  const { nodeCount, ...build } = opts;
+  return buildIR(model, allocate(model, {}, nodeCount === undefined ? {} : { nodeCount }), build);
+}
+
 /** A compiled model plus shorthands for asking the reference evaluator about pods and addresses. */
 export class Cluster {
   readonly model: Model;
   readonly ir: IR;
 
-  constructor(manifests: readonly Manifest[], opts: CalcOptions = {}, file = 'cluster.yaml') {
+  constructor(
+    manifests: readonly Manifest[],
+    opts: AllocateOptions & BuildOptions = {},
+    file = 'cluster.yaml',
+  ) {
     this.model = modelOf(manifests, file);
-    this.ir = buildIR(this.model, opts);
+    this.ir = compileIR(this.model, opts);
   }
 
   /** `namespace/pod` → its first address; anything else is taken as an address already. */

@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR, type WorkloadInput } from '../../src/advise/index.js';
 import type { BenchReport } from '../../src/bench/runner.js';
 import type { BenchScenarioResult } from '../../src/bench/types.js';
-import { buildIR } from '../../src/calc/index.js';
 import { loadManifests } from '../../src/model/index.js';
+import { compileIR } from '../support/manifests.js';
 
 const NEW_KERNEL = '6.18.0';
 const OLD_KERNEL = '5.15.0';
@@ -265,7 +265,7 @@ describe('advise rules', () => {
   });
 
   it('derives a workload from manifests', () => {
-    const ir = buildIR(loadManifests(['examples/walkthrough', 'examples/global']));
+    const ir = compileIR(loadManifests(['examples/walkthrough', 'examples/global']));
     const w = workloadFromIR(ir);
     // 198.18.200.0/24 and 198.18.201.0/24 merge into one /23; plus one host entry.
     expect(w.prefilterEntries).toBe(2);

@@ -13,7 +13,6 @@ import { Agent } from '../../src/agent/agent.js';
 import { loopbackAddress, startApi, type ApiServers } from '../../src/agent/api.js';
 import { agentRequest, agentStream } from '../../src/agent/client.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
-import { buildIR } from '../../src/calc/index.js';
 import type {
   ApplyResult,
   Backend,
@@ -27,7 +26,7 @@ import type { EventSource, VerdictEvent } from '../../src/dataplane/events.js';
 import { FlowTable, type Flow, type FlowStats } from '../../src/observe/flows.js';
 import { AgentMetrics } from '../../src/observe/metrics.js';
 import { RuleCatalog } from '../../src/observe/rules.js';
-import { globalPolicy, modelOf, namespace, networkPolicy, pod } from '../support/manifests.js';
+import { globalPolicy, modelOf, namespace, networkPolicy, pod, compileIR } from '../support/manifests.js';
 
 const TARGET: NodeTarget = { scope: 'unit', node: 'node-2', netns: 'unit-node-2' };
 const TOKEN = 'sekrit-token-123';
@@ -56,7 +55,7 @@ const MODEL = modelOf([
     ingress: [{ action: 'Deny', from: [{ nets: ['203.0.113.0/24'] }] }],
   }),
 ]);
-const IR_ = buildIR(MODEL);
+const IR_ = compileIR(MODEL);
 
 class FakeBackend implements Backend {
   readonly name = 'nftables' as const;

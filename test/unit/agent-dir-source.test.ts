@@ -1,12 +1,19 @@
 /** DirectorySource: a watched directory of manifests (or a compiled desired.json) as desired state. */
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { SourceError, type DesiredState } from '../../src/agent/desired.js';
-import { DirectorySource } from '../../src/agent/dir-source.js';
-import { modelOf, namespace, networkPolicy, pod, toYaml, type Manifest } from '../support/manifests.js';
+import { ALLOCATIONS_FILE, DirectorySource } from '../../src/agent/dir-source.js';
+import {
+  modelOf,
+  namespace,
+  networkPolicy,
+  pod,
+  toYaml,
+  type Manifest,
+  compileIR,
+} from '../support/manifests.js';
 
 const BASE: Manifest[] = [
   namespace('shop'),
@@ -82,18 +89,55 @@ describe('DirectorySource: manifests', () => {
     expect(state.ir.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2', 'node-3']);
   });
 
-  it('keeps the addresses of the state in force (previous allocations)', async () => {
-    writeFileSync(
-      join(dir, 'pods.yaml'),
-      toYaml([namespace('shop'), pod('shop', 'web'), pod('shop', 'db', { node: 'node-2' })]),
-    );
-    const fresh = await new DirectorySource(dir).read();
-    const webFresh = fresh.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses;
-    const pinned = await new DirectorySource(dir, {
-      previous: () => ({ podAddresses: { 'shop/web': '198.18.77.7' } }),
-    }).read();
-    expect(pinned.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses).toEqual(['198.18.77.7']);
-    expect(webFresh).not.toEqual(['198.18.77.7']);
+  it('keeps the allocations in its state directory: addresses survive updates and restarts', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'sy-dirsource-state-'));
+    try {
+      writeFileSync(
+        join(dir, 'pods.yaml'),
+        toYaml([namespace('shop'), pod('shop', 'web'), pod('shop', 'db')]),
+      );
+      const first = await new DirectorySource(dir, { stateDir }).read();
+      const addressesOf = (s: DesiredState): Record<string, string[]> =>
+        Object.fromEntries(s.ir.endpoints.map((e) => [e.id, e.addresses]));
+      const before = addressesOf(first);
+      expect(JSON.parse(readFileSync(join(stateDir, ALLOCATIONS_FILE), 'utf8'))).toMatchObject({
+        podAddresses: { 'shop/web': before['shop/web']?.[0], 'shop/db': before['shop/db']?.[0] },
+      });
+      // `shop/api` sorts first: allocated afresh it would take db's address.
+      writeFileSync(
+        join(dir, 'pods.yaml'),
+        toYaml([namespace('shop'), pod('shop', 'api'), pod('shop', 'web'), pod('shop', 'db')]),
+      );
+      const restarted = addressesOf(await new DirectorySource(dir, { stateDir }).read());
+      expect(restarted['shop/web']).toEqual(before['shop/web']);
+      expect(restarted['shop/db']).toEqual(before['shop/db']);
+      const fresh = addressesOf(await new DirectorySource(dir).read());
+      expect(fresh['shop/db']).not.toEqual(before['shop/db']);
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes the allocations it finds in its state directory', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'sy-dirsource-state-'));
+    try {
+      writeFileSync(
+        join(dir, 'pods.yaml'),
+        toYaml([namespace('shop'), pod('shop', 'web'), pod('shop', 'db', { node: 'node-2' })]),
+      );
+      writeFileSync(
+        join(stateDir, ALLOCATIONS_FILE),
+        JSON.stringify({ podAddresses: { 'shop/web': '198.18.77.7' } }),
+      );
+      const pinned = await new DirectorySource(dir, { stateDir }).read();
+      expect(pinned.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses).toEqual(['198.18.77.7']);
+      // Unreadable allocations are no allocations: allocated afresh.
+      writeFileSync(join(stateDir, ALLOCATIONS_FILE), '{not json');
+      const fresh = await new DirectorySource(dir, { stateDir }).read();
+      expect(fresh.ir.endpoints.find((e) => e.id === 'shop/web')?.addresses).not.toEqual(['198.18.77.7']);
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 
   it('keeps the revision while nothing changes, and changes it when a file does', async () => {
@@ -165,7 +209,7 @@ describe('DirectorySource: manifests', () => {
 describe('DirectorySource: desired.json', () => {
   it('takes a compiled desired state as is, ahead of any manifests', async () => {
     const model = modelOf([...BASE, allowWeb(5432)]);
-    const ir = buildIR(model);
+    const ir = compileIR(model);
     const desired: DesiredState = {
       revision: 'lab-7',
       ir,
@@ -187,7 +231,7 @@ describe('DirectorySource: desired.json', () => {
     expect(e.message).toContain(path);
     expect(e.message).toMatch(/not valid JSON/);
 
-    const ir = buildIR(modelOf(BASE));
+    const ir = compileIR(modelOf(BASE));
     writeFileSync(path, JSON.stringify({ ir }));
     e = await sourceError(source);
     expect(e.message).toContain(path);
@@ -231,7 +275,7 @@ describe('DirectorySource: watch', () => {
     let calls = 0;
     const stop = source.watch(() => calls++);
     try {
-      const ir = buildIR(modelOf(BASE));
+      const ir = compileIR(modelOf(BASE));
       writeFileSync(join(staging, 'desired.json'), JSON.stringify({ revision: 'r9', ir }));
       expect(calls).toBe(0);
       renameSync(join(staging, 'desired.json'), join(dir, 'desired.json'));

@@ -4,9 +4,8 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { irForNode } from '../../src/ir/slice.js';
-import { modelOf, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
+import { modelOf, namespace, networkPolicy, pod, type Manifest, compileIR } from '../support/manifests.js';
 
 const PODS: Manifest[] = [
   namespace('app'),
@@ -22,7 +21,7 @@ const admit = (target: string, from: string): Manifest =>
     ingress: [{ from: [{ podSelector: { matchLabels: { role: from } } }] }],
   });
 
-const ir = (policies: Manifest[]) => buildIR(modelOf([...PODS, ...policies]), { nodeCount: 2 });
+const ir = (policies: Manifest[]) => compileIR(modelOf([...PODS, ...policies]), { nodeCount: 2 });
 const same = (a: ReturnType<typeof ir>, b: ReturnType<typeof ir>, node: string): boolean =>
   isDeepStrictEqual(irForNode(a, node), irForNode(b, node));
 
@@ -43,7 +42,7 @@ describe('agent node slice', () => {
 
   it('a member joining a set a local rule names changes the slice, even from another node', () => {
     const before = ir([admit('b', 'client')]);
-    const more = buildIR(
+    const more = compileIR(
       modelOf([
         ...PODS,
         pod('app', 'c2', { labels: { role: 'client' }, node: 'node-2', ip: '198.18.0.13' }),

@@ -11,16 +11,15 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { appliedPath, readApplied } from '../../src/agent/store.js';
-import { buildIR } from '../../src/calc/index.js';
 import type { ApplyResult, Backend, NodeTarget } from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';
-import { modelOf, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
+import { modelOf, namespace, networkPolicy, pod, type Manifest, compileIR } from '../support/manifests.js';
 
 const TARGET: NodeTarget = { scope: 'unit', node: 'node-2', netns: 'unit-node-2' };
 
 /** shop/web on node-1, shop/db on node-2; with a port, db takes ingress from web on it only. */
 function irFor(port?: number, extra: Manifest[] = []): IR {
-  return buildIR(
+  return compileIR(
     modelOf([
       namespace('shop'),
       pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.1.1', node: 'node-1' }),

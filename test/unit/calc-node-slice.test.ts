@@ -1,15 +1,17 @@
 /**
- * buildIR(model, { node }) builds only what one node installs (what an agent needs): it must be
- * exactly irForNode(buildIR(model), node), and explain on it must answer as on the whole IR.
+ * buildIR(model, allocations, { node }) builds only what one node installs (what an agent needs):
+ * it must be exactly irForNode(buildIR(model, allocations), node), and explain on it must answer
+ * as on the whole IR.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { buildIR, explain } from '../../src/calc/index.js';
+import { explain } from '../../src/calc/index.js';
 import { irForNode } from '../../src/ir/slice.js';
 import type { IR } from '../../src/ir/types.js';
 import { loadManifests, type Model, type Prefilter } from '../../src/model/index.js';
 import { NETPOL_E2E_CASES, caseManifestPaths } from '../fixtures/netpol-e2e/cases.js';
 import { modelArb } from '../support/arbitraries.js';
+import { compileIR } from '../support/manifests.js';
 
 const TOTAL_RUNS = Number(process.env.SWITCHYARD_PROPERTY_RUNS ?? 102_000);
 const runs = (share: number): number => Math.max(100, Math.round(TOTAL_RUNS * share));
@@ -41,9 +43,9 @@ const sliceModelArb = fc
   .map(([model, prefilters, nodeCount]) => ({ model: { ...model, prefilters }, nodeCount }));
 
 function expectSlicesEqual(model: Model, opts: { nodeCount?: number } = {}): void {
-  const whole = buildIR(model, opts);
+  const whole = compileIR(model, opts);
   for (const node of [...whole.nodes.map((n) => n.name), 'node-absent']) {
-    const sliced = buildIR(model, { ...opts, node });
+    const sliced = compileIR(model, { ...opts, node });
     expect(JSON.stringify(sliced), node).toBe(JSON.stringify(irForNode(whole, node)));
   }
 }
@@ -80,8 +82,8 @@ describe('buildIR for one node', () => {
   it('keeps every endpoint, node and service, and explains any pair as the whole IR does', () => {
     fc.assert(
       fc.property(sliceModelArb, ({ model, nodeCount }) => {
-        const whole = buildIR(model, { nodeCount });
-        const sliced = buildIR(model, { nodeCount, node: 'node-1' });
+        const whole = compileIR(model, { nodeCount });
+        const sliced = compileIR(model, { nodeCount, node: 'node-1' });
         expect(sliced.endpoints).toEqual(whole.endpoints);
         expect(sliced.nodes).toEqual(whole.nodes);
         expect(sliced.services).toEqual(whole.services);

@@ -4,11 +4,12 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { reachMatrix } from '../../src/calc/index.js';
 import { networkPolicySelects } from '../../src/calc/policy.js';
 import type { Endpoint, IR } from '../../src/ir/types.js';
 import type { Model } from '../../src/model/types.js';
 import { modelArb, networkPolicyArb } from '../support/arbitraries.js';
+import { compileIR } from '../support/manifests.js';
 
 const TOTAL_RUNS = Number(process.env.SWITCHYARD_PROPERTY_RUNS ?? 102_000);
 const runs = (share: number): number => Math.max(100, Math.round(TOTAL_RUNS * share));
@@ -26,7 +27,7 @@ describe('calculation properties', () => {
   it('is deterministic: the same model gives the same IR', () => {
     fc.assert(
       fc.property(modelArb, (model) => {
-        expect(buildIR(model)).toEqual(buildIR(structuredClone(model)));
+        expect(compileIR(model)).toEqual(compileIR(structuredClone(model)));
       }),
       { numRuns: runs(0.2) },
     );
@@ -49,8 +50,8 @@ describe('calculation properties', () => {
           globalPolicies: shuffled(model.globalPolicies, seed + 4),
           prefilters: shuffled(model.prefilters, seed + 5),
         };
-        const a = buildIR(model);
-        const b = buildIR(other);
+        const a = compileIR(model);
+        const b = compileIR(other);
         expect(b).toEqual(a);
         expect(matrices(b)).toEqual(matrices(a));
       }),
@@ -61,8 +62,8 @@ describe('calculation properties', () => {
   it('adding an allow-only NetworkPolicy never removes an allowed pair of already-selected pods', () => {
     fc.assert(
       fc.property(modelArb, networkPolicyArb('added'), (model, added) => {
-        const before = buildIR(model);
-        const after = buildIR({ ...model, networkPolicies: [...model.networkPolicies, added] });
+        const before = compileIR(model);
+        const after = compileIR({ ...model, networkPolicies: [...model.networkPolicies, added] });
         // A pod the new policy selects for the first time in a direction goes from "no policy"
         // to default deny there: that is a documented loss, so those pods are excluded.
         const newlySelected = (ep: Endpoint, direction: 'ingress' | 'egress'): boolean =>

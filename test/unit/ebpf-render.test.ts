@@ -6,7 +6,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { disassemble } from '../../src/bpf/index.js';
-import { buildIR } from '../../src/calc/index.js';
 import { createEbpfBackend } from '../../src/dataplane/ebpf/index.js';
 import { desiredSetEntries } from '../../src/dataplane/ebpf/maps.js';
 import { allocate, nodeView, type NodeView } from '../../src/dataplane/ebpf/node.js';
@@ -21,6 +20,7 @@ import {
   pod,
   prefilter,
   type Manifest,
+  compileIR,
 } from '../support/manifests.js';
 
 function cluster(labelsOfB: Record<string, string> = { app: 'web' }): Manifest[] {
@@ -59,7 +59,7 @@ function cluster(labelsOfB: Record<string, string> = { app: 'web' }): Manifest[]
   ];
 }
 
-const ir = (labelsOfB?: Record<string, string>): IR => buildIR(modelOf(cluster(labelsOfB)));
+const ir = (labelsOfB?: Record<string, string>): IR => compileIR(modelOf(cluster(labelsOfB)));
 
 describe('ebpf render', () => {
   const backend = createEbpfBackend();

@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildIR, explain, Oracle } from '../../src/calc/index.js';
+import { explain, Oracle } from '../../src/calc/index.js';
 import type { PolicyRef } from '../../src/ir/types.js';
 import { validateManifestTexts, formatIssue } from '../../src/model/index.js';
 import {
@@ -28,6 +28,7 @@ import {
   pod,
   prefilter,
   type Manifest,
+  compileIR,
 } from '../support/manifests.js';
 
 const OUTSIDE = '198.18.255.200';
@@ -560,7 +561,7 @@ spec:
 `;
   const { model, issues } = validateManifestTexts([{ file: FILE, text }]);
   if (!model) throw new Error(issues.map(formatIssue).join('\n'));
-  const ir = buildIR(model);
+  const ir = compileIR(model);
   const guardLine = lineContaining(text, 'apiVersion: switchyard.dev/v1alpha1', 2);
   const auditLine = lineContaining(text, 'apiVersion: switchyard.dev/v1alpha1', 1);
 

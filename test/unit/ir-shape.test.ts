@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  allocate,
   allocateAddresses,
   buildIR,
   INFRA_RANGE,
@@ -30,6 +31,7 @@ import {
   prefilter,
   service,
   type Manifest,
+  compileIR,
 } from '../support/manifests.js';
 
 function allRules(ir: IR): Rule[] {
@@ -121,7 +123,7 @@ const shopManifests = (bLabels: Record<string, string> = { app: 'b' }): Manifest
 
 describe('IpSets', () => {
   it('rules with the same peers share one set (same id), across policies', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     const p1 = rulesOf(ir, 'p1');
     const p2 = rulesOf(ir, 'p2');
     expect(p1.length).toBeGreaterThan(0);
@@ -145,8 +147,8 @@ describe('IpSets', () => {
   });
 
   it('set ids stay the same when a label change alters membership; the members change', () => {
-    const before = buildIR(modelOf(shopManifests({ app: 'b' })));
-    const after = buildIR(modelOf(shopManifests({ app: 'x' })));
+    const before = compileIR(modelOf(shopManifests({ app: 'b' })));
+    const after = compileIR(modelOf(shopManifests({ app: 'x' })));
     const idBefore = rulesOf(before, 'p1')[0]?.peerSet;
     const idAfter = rulesOf(after, 'p1')[0]?.peerSet;
     expect(idBefore).toBeDefined();
@@ -158,14 +160,14 @@ describe('IpSets', () => {
   });
 
   it('every set id fits ipset names (≤ 31 characters)', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     expect(ir.ipSets.length).toBeGreaterThan(3);
     expect(ir.ipPortSets.length).toBeGreaterThan(0);
     for (const s of [...ir.ipSets, ...ir.ipPortSets]) expect(s.id.length, s.id).toBeLessThanOrEqual(31);
   });
 
   it('cidrs in every IpSet are normalised, sorted and disjoint', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     const withSeveral = ir.ipSets.filter((s) => s.cidrs.length > 1);
     expect(withSeveral.length).toBeGreaterThan(1);
     for (const s of ir.ipSets) {
@@ -190,7 +192,7 @@ describe('IpSets', () => {
   });
 
   it('ipBlock except ranges are subtracted in the set itself', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     const egress = rulesOf(ir, 'egress-http');
     expect(egress.length).toBeGreaterThan(0);
     const members = setOf(ir, egress[0]?.peerSet).map(cidr);
@@ -204,7 +206,7 @@ describe('IpSets', () => {
 
 describe('irForNode', () => {
   it('carries only that node’s endpoints’ rule sets and exactly the sets they reference', () => {
-    const ir = buildIR(modelOf(shopManifests()), { nodeCount: 2 });
+    const ir = compileIR(modelOf(shopManifests()), { nodeCount: 2 });
     expect(ir.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2']);
     const idsSeen = new Set<string>();
     for (const node of ir.nodes.map((n) => n.name)) {
@@ -231,7 +233,7 @@ describe('irForNode', () => {
   });
 
   it('carries only the prefilters installed on that node', () => {
-    const ir = buildIR(
+    const ir = compileIR(
       modelOf([
         pod('default', 'a', { node: 'n1' }),
         pod('default', 'b', { node: 'n2' }),
@@ -253,7 +255,7 @@ describe('endpoints', () => {
   };
 
   it('host interface names are at most 15 characters and unique', () => {
-    const ir = buildIR(modelOf(many(300)));
+    const ir = compileIR(modelOf(many(300)));
     const names = ir.endpoints.map((e) => e.hostInterface);
     expect(names).toHaveLength(300);
     for (const n of names) {
@@ -264,14 +266,14 @@ describe('endpoints', () => {
   });
 
   it('host interface names are stable for an endpoint whatever else changes', () => {
-    const one = buildIR(modelOf(many(5)));
-    const two = buildIR(modelOf(many(9)), { nodeCount: 4 });
+    const one = compileIR(modelOf(many(5)));
+    const two = compileIR(modelOf(many(9)), { nodeCount: 4 });
     for (const e of one.endpoints)
       expect(two.endpoints.find((x) => x.id === e.id)?.hostInterface).toBe(e.hostInterface);
   });
 
   it('allocates pod addresses from 198.18.0.0/16, never the infrastructure /24, without duplicates', () => {
-    const ir = buildIR(modelOf(many(50)));
+    const ir = compileIR(modelOf(many(50)));
     const addrs = ir.endpoints.flatMap((e) => e.addresses);
     expect(addrs).toHaveLength(50);
     expect(new Set(addrs).size).toBe(50);
@@ -292,7 +294,7 @@ describe('endpoints', () => {
   });
 
   it('honours status.podIP and never allocates an address a pod already declares', () => {
-    const ir = buildIR(
+    const ir = compileIR(
       modelOf([
         pod('default', 'a'),
         pod('default', 'b', { ip: '198.18.0.2' }),
@@ -309,34 +311,32 @@ describe('endpoints', () => {
   });
 
   it('keeps previous addresses stable when pods are added before them', () => {
-    const first = buildIR(modelOf([pod('default', 'm'), pod('default', 'n')]));
+    const first = compileIR(modelOf([pod('default', 'm'), pod('default', 'n')]));
     const previous = Object.fromEntries(first.endpoints.map((e) => [e.id, e.addresses[0] as string]));
-    const second = buildIR(modelOf([pod('default', 'a'), pod('default', 'm'), pod('default', 'n')]), {
-      previous: { podAddresses: previous },
-    });
+    const grown = modelOf([pod('default', 'a'), pod('default', 'm'), pod('default', 'n')]);
+    const second = buildIR(grown, allocate(grown, { podAddresses: previous }));
     for (const [id, a] of Object.entries(previous))
       expect(second.endpoints.find((e) => e.id === id)?.addresses).toEqual([a]);
     const fresh = second.endpoints.find((e) => e.id === 'default/a')?.addresses[0];
     expect(fresh).toBeDefined();
     expect(Object.values(previous)).not.toContain(fresh);
     // Without `previous`, `a` sorts first and would take m's address: the option is what keeps it.
-    const unpinned = buildIR(modelOf([pod('default', 'a'), pod('default', 'm'), pod('default', 'n')]));
+    const unpinned = compileIR(modelOf([pod('default', 'a'), pod('default', 'm'), pod('default', 'n')]));
     expect(unpinned.endpoints.find((e) => e.id === 'default/m')?.addresses).not.toEqual([
       previous['default/m'],
     ]);
   });
 
   it('a declared podIP wins over another pod’s previous address', () => {
-    const ir = buildIR(modelOf([pod('default', 'old'), pod('default', 'new', { ip: '198.18.0.9' })]), {
-      previous: { podAddresses: { 'default/old': '198.18.0.9' } },
-    });
+    const model = modelOf([pod('default', 'old'), pod('default', 'new', { ip: '198.18.0.9' })]);
+    const ir = buildIR(model, allocate(model, { podAddresses: { 'default/old': '198.18.0.9' } }));
     const addr = Object.fromEntries(ir.endpoints.map((e) => [e.name, e.addresses[0]]));
     expect(addr.new).toBe('198.18.0.9');
     expect(addr.old).not.toBe('198.18.0.9');
   });
 
   it('endpoints carry namespace labels, including kubernetes.io/metadata.name', () => {
-    const ir = buildIR(
+    const ir = compileIR(
       modelOf([namespace('shop', { team: 'shop' }), pod('shop', 'web', { labels: { app: 'web' } })]),
     );
     expect(ir.endpoints[0]).toMatchObject({
@@ -351,7 +351,7 @@ describe('placement', () => {
   it('spreads unplaced pods evenly over the generated nodes', () => {
     const pods = ['a', 'b', 'c', 'd', 'e', 'f'].map((n) => pod('default', n));
     for (const nodeCount of [1, 2, 3]) {
-      const ir = buildIR(modelOf(pods), { nodeCount });
+      const ir = compileIR(modelOf(pods), { nodeCount });
       expect(ir.nodes.map((n) => n.name)).toEqual(
         Array.from({ length: nodeCount }, (_, i) => `node-${i + 1}`),
       );
@@ -362,7 +362,7 @@ describe('placement', () => {
   });
 
   it('honours spec.nodeName, creating that node even beyond nodeCount', () => {
-    const ir = buildIR(
+    const ir = compileIR(
       modelOf([
         pod('default', 'pinned', { node: 'worker-7' }),
         pod('default', 'also-pinned', { node: 'worker-7' }),
@@ -374,7 +374,7 @@ describe('placement', () => {
     expect(ir.nodes.map((n) => n.name)).toEqual(['worker-7']);
     expect(ir.endpoints.every((e) => e.node === 'worker-7')).toBe(true);
 
-    const two = buildIR(
+    const two = compileIR(
       modelOf([pod('default', 'pinned', { node: 'worker-7' }), pod('default', 'x'), pod('default', 'y')]),
       { nodeCount: 2 },
     );
@@ -386,15 +386,14 @@ describe('placement', () => {
   });
 
   it('keeps previous placements', () => {
-    const ir = buildIR(modelOf([pod('default', 'a'), pod('default', 'b')]), {
-      nodeCount: 2,
-      previous: { podNodes: { 'default/a': 'node-2', 'default/b': 'node-2' } },
-    });
+    const model = modelOf([pod('default', 'a'), pod('default', 'b')]);
+    const previous = { podNodes: { 'default/a': 'node-2', 'default/b': 'node-2' } };
+    const ir = buildIR(model, allocate(model, previous, { nodeCount: 2 }));
     expect(ir.endpoints.map((e) => e.node)).toEqual(['node-2', 'node-2']);
   });
 
   it('gives nodes fabric addresses in the infrastructure /24', () => {
-    const ir = buildIR(modelOf([pod('default', 'a')]), { nodeCount: 3 });
+    const ir = compileIR(modelOf([pod('default', 'a')]), { nodeCount: 3 });
     const addrs = ir.nodes.map((n) => n.address);
     expect(new Set(addrs).size).toBe(3);
     for (const a of addrs) expect(cidrContains(INFRA_RANGE, addr(a))).toBe(true);
@@ -433,7 +432,7 @@ describe('services', () => {
   ];
 
   it('allocates VIPs from 198.19.0.0/16, honours clusterIP and never hands it out again', () => {
-    const ir = buildIR(modelOf(svcManifests()));
+    const ir = compileIR(modelOf(svcManifests()));
     const vip = Object.fromEntries(ir.services.map((s) => [s.service, s.address]));
     expect(vip['shop/fixed']).toBe('198.19.0.2');
     const addresses = [...new Set(ir.services.map((s) => s.address))];
@@ -444,7 +443,7 @@ describe('services', () => {
   });
 
   it('resolves a named targetPort per backend pod and skips pods without that name', () => {
-    const ir = buildIR(modelOf(svcManifests()));
+    const ir = compileIR(modelOf(svcManifests()));
     const web = ir.services.find((s) => s.service === 'shop/api' && s.port === 80);
     expect(web).toMatchObject({ id: 'shop/api:80/TCP', portName: 'web', protocol: 'TCP' });
     expect(web?.backends).toEqual([
@@ -467,9 +466,9 @@ describe('services', () => {
   });
 
   it('keeps previous VIPs stable', () => {
-    const ir = buildIR(modelOf(svcManifests()), {
-      previous: { serviceAddresses: { 'other/auto': '198.19.7.7', 'shop/api': '198.19.7.8' } },
-    });
+    const model = modelOf(svcManifests());
+    const previous = { serviceAddresses: { 'other/auto': '198.19.7.7', 'shop/api': '198.19.7.8' } };
+    const ir = buildIR(model, allocate(model, previous));
     const vip = Object.fromEntries(ir.services.map((s) => [s.service, s.address]));
     expect(vip['other/auto']).toBe('198.19.7.7');
     expect(vip['shop/api']).toBe('198.19.7.8');
@@ -478,7 +477,7 @@ describe('services', () => {
 
 describe('shape and determinism', () => {
   it('has one rule set per endpoint and direction, sorted by endpoint then direction', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     const keys = ir.ruleSets.map((rs) => `${rs.endpoint}|${rs.direction}`);
     const expected = ir.endpoints.flatMap((e) => [`${e.id}|egress`, `${e.id}|ingress`]);
     expect(keys).toEqual(expected);
@@ -486,7 +485,7 @@ describe('shape and determinism', () => {
   });
 
   it('every set a rule references exists', () => {
-    const ir = buildIR(modelOf(shopManifests()));
+    const ir = compileIR(modelOf(shopManifests()));
     const ip = new Set(ir.ipSets.map((s) => s.id));
     const port = new Set(ir.ipPortSets.map((s) => s.id));
     for (const r of allRules(ir)) {
@@ -498,8 +497,8 @@ describe('shape and determinism', () => {
 
   it('does not depend on the order of the input manifests', () => {
     const manifests = shopManifests();
-    const forward = buildIR(modelOf(manifests));
-    const backward = buildIR(modelOf([...manifests].reverse()));
+    const forward = compileIR(modelOf(manifests));
+    const backward = compileIR(modelOf([...manifests].reverse()));
     expect(JSON.stringify(backward)).toBe(JSON.stringify(forward));
   });
 });

@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { LabError } from '../../src/lab/errors.js';
 import { planChanges, planIsEmpty } from '../../src/lab/plan.js';
 import { buildTopology, type Topology } from '../../src/lab/topology.js';
-import { allocationsOf } from '../../src/lab/state.js';
+import { allocate, buildIR } from '../../src/calc/index.js';
 import type { Model } from '../../src/model/index.js';
-import { modelOf, namespace, pod, type Manifest } from '../support/manifests.js';
+import { modelOf, namespace, pod, type Manifest, compileIR } from '../support/manifests.js';
 
 const ports = [
   { name: 'serve-80-tcp', containerPort: 80, protocol: 'TCP' as const },
@@ -24,14 +23,14 @@ function xy(extra: Manifest[] = [], skip: string[] = []): Model {
 
 /** Topology after an update, as `lab apply` computes it (previous allocations passed back). */
 function next(prev: Topology, model: Model, prevModel: Model): Topology {
-  const prevIR = buildIR(prevModel, { nodeCount: 2 });
-  const ir = buildIR(model, { nodeCount: 2, previous: allocationsOf(prevIR) });
+  const previous = allocate(prevModel, {}, { nodeCount: 2 });
+  const ir = buildIR(model, allocate(model, previous, { nodeCount: 2 }));
   return buildTopology('demo', ir, prev);
 }
 
 describe('lab topology', () => {
   it('names namespaces sy-<lab>-…, spreads pods over the nodes and gives fabric addresses', () => {
-    const t = buildTopology('demo', buildIR(xy(), { nodeCount: 2 }));
+    const t = buildTopology('demo', compileIR(xy(), { nodeCount: 2 }));
     expect(t.fabricNetns).toBe('sy-demo-fabric');
     expect(t.nodes.map((n) => [n.name, n.netns, n.address])).toEqual([
       ['node-1', 'sy-demo-node-1', '198.18.255.1'],
@@ -60,30 +59,30 @@ describe('lab topology', () => {
         ],
       }),
     ]);
-    const t = buildTopology('demo', buildIR(m));
+    const t = buildTopology('demo', compileIR(m));
     expect(t.pods.find((p) => p.name === 'bare')?.ports).toEqual([{ port: 80, protocol: 'TCP' }]);
     expect(t.pods.find((p) => p.name === 'sctp')?.ports).toEqual([{ port: 7, protocol: 'UDP' }]);
   });
 
   it('refuses a status.podIP outside the pod range with a clear error', () => {
     const m = modelOf([namespace('x'), pod('x', 'a', { ip: '10.1.2.3' })]);
-    expect(() => buildTopology('demo', buildIR(m))).toThrow(LabError);
-    expect(() => buildTopology('demo', buildIR(m))).toThrow(
+    expect(() => buildTopology('demo', compileIR(m))).toThrow(LabError);
+    expect(() => buildTopology('demo', compileIR(m))).toThrow(
       /x\/a: address 10\.1\.2\.3 \(status\.podIP\) is outside .*198\.18\.0\.0\/16/,
     );
     const infra = modelOf([namespace('x'), pod('x', 'a', { ip: '198.18.255.9' })]);
-    expect(() => buildTopology('demo', buildIR(infra))).toThrow(/reserved for nodes/);
+    expect(() => buildTopology('demo', compileIR(infra))).toThrow(/reserved for nodes/);
   });
 
   it('honours status.podIP', () => {
     const m = modelOf([namespace('x'), pod('x', 'a', { ip: '198.18.7.7' })]);
-    expect(buildTopology('demo', buildIR(m)).pods[0]?.address).toBe('198.18.7.7');
+    expect(buildTopology('demo', compileIR(m)).pods[0]?.address).toBe('198.18.7.7');
   });
 });
 
 describe('lab plan', () => {
   const base = xy();
-  const t0 = buildTopology('demo', buildIR(base, { nodeCount: 2 }));
+  const t0 = buildTopology('demo', compileIR(base, { nodeCount: 2 }));
 
   it('creates everything from nothing: namespaces, fabric, nodes, pods', () => {
     const p = planChanges(undefined, t0);

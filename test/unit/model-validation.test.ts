@@ -17,8 +17,7 @@ import {
   type ManifestIssue,
   type Model,
 } from '../../src/model/index.js';
-import { buildIR } from '../../src/calc/index.js';
-import { expectIssue, lineContaining } from '../support/manifests.js';
+import { expectIssue, lineContaining, compileIR } from '../support/manifests.js';
 
 const FILE = 'manifests/cluster.yaml';
 
@@ -1050,7 +1049,7 @@ spec:
       expect(issues).toEqual([]);
       expect(model?.prefilters).toHaveLength(1);
       // Compiled, the list is the normalised union of the inline and the file entries.
-      const ir = buildIR(model as Model);
+      const ir = compileIR(model as Model);
       const setId = ir.prefilters[0]?.set;
       expect(ir.ipSets.find((s) => s.id === setId)?.cidrs).toEqual([
         '198.18.200.0/24',

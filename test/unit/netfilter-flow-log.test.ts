@@ -4,14 +4,13 @@
  * fallback decoder alike; and kernel conntrack lines become backend-neutral entries.
  */
 import { describe, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { iptablesNflogCodec } from '../../src/dataplane/iptables/flow-log.js';
 import { parseConntrackEntry } from '../../src/dataplane/netfilter/conntrack.js';
 import { prefixMap } from '../../src/dataplane/netfilter/flow-source.js';
 import { nftablesNflogCodec } from '../../src/dataplane/nftables/flow-log.js';
-import { globalPolicy, modelOf, namespace, networkPolicy, pod } from '../support/manifests.js';
+import { compileIR, globalPolicy, modelOf, namespace, networkPolicy, pod } from '../support/manifests.js';
 
-const IR_ = buildIR(
+const IR_ = compileIR(
   modelOf([
     namespace('shop'),
     pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.1.1', node: 'node-1' }),

@@ -1,10 +1,9 @@
 /** A small IR with services for the netfilter service unit tests: three web backends, affinity, no endpoints. */
-import { buildIR } from '../../src/calc/index.js';
 import type { IR } from '../../src/ir/types.js';
-import { modelOf, namespace, pod, service } from '../support/manifests.js';
+import { modelOf, namespace, pod, service, compileIR } from '../support/manifests.js';
 
 export function servicesIR(): IR {
-  return buildIR(
+  return compileIR(
     modelOf([
       namespace('x'),
       pod('x', 'a', { labels: { role: 'client' } }),

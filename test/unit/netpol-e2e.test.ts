@@ -25,7 +25,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { buildIR, reachMatrix } from '../../src/calc/index.js';
+import { reachMatrix } from '../../src/calc/index.js';
 import { loadManifests } from '../../src/model/index.js';
 import {
   caseManifestPaths,
@@ -41,6 +41,7 @@ import {
   XYZ_PODS,
   type TruthTable,
 } from '../support/reachability.js';
+import { compileIR } from '../support/manifests.js';
 
 function title(c: NetpolCase): string {
   return c.step ? `${c.name} [${c.step}]` : c.name;
@@ -90,7 +91,7 @@ for (const context of contexts()) {
         for (const probe of c.probes) {
           it(`${probe.port}/${probe.protocol}`, () => {
             const model = loadManifests(caseManifestPaths(c));
-            const ir = buildIR(model);
+            const ir = compileIR(model);
             const matrix = reachMatrix(ir, probe.port, probe.protocol);
             const observed: TruthTable = matrix.results;
 

@@ -1,16 +1,15 @@
 /** RuleCatalog: rule ids (IR ids and the synthetic ones of counters and flows) → policy and action. */
 import { describe, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { RuleCatalog } from '../../src/observe/rules.js';
-import { globalPolicy, modelOf, namespace, networkPolicy, pod } from '../support/manifests.js';
+import { globalPolicy, modelOf, namespace, networkPolicy, pod, compileIR } from '../support/manifests.js';
 
 /**
  * shop/web (node-1) and shop/db (node-2); db takes ingress from web on 5432 only (default deny);
  * a global policy denies 203.0.113.0/24 into every pod and logs egress to 198.51.100.0/24.
  */
 function ir(): IR {
-  return buildIR(
+  return compileIR(
     modelOf([
       namespace('shop'),
       pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.1.1', node: 'node-1' }),

@@ -1,7 +1,7 @@
 /** Service tables: selectors, named target ports, readiness, and EndpointSlices for selector-less services. */
 import { describe, expect, it } from 'vitest';
-import { buildIR } from '../../src/calc/index.js';
 import { formatIssue, loadManifestTexts, validateManifestTexts } from '../../src/model/index.js';
+import { compileIR } from '../support/manifests.js';
 
 const base = `
 apiVersion: v1
@@ -61,7 +61,7 @@ const load = (text: string) => loadManifestTexts([{ file: 'svc.yaml', text }]);
 
 describe('service tables', () => {
   it('resolves a named targetPort per selected pod', () => {
-    const ir = buildIR(load(base));
+    const ir = compileIR(load(base));
     const web = ir.services.find((s) => s.service === 'x/web');
     expect(web?.address).toMatch(/^198\.19\./);
     expect(web?.backends).toEqual([
@@ -71,14 +71,14 @@ describe('service tables', () => {
   });
 
   it('routes only to ready pods when readiness is known', () => {
-    const ir = buildIR(load(base), { readyPods: new Set(['x/b', 'x/c']) });
+    const ir = compileIR(load(base), { readyPods: new Set(['x/b', 'x/c']) });
     expect(ir.services.find((s) => s.service === 'x/web')?.backends.map((b) => b.endpoint)).toEqual(['x/b']);
     // Policy is not about readiness: x/a still has its rule sets.
     expect(ir.ruleSets.filter((rs) => rs.endpoint === 'x/a')).toHaveLength(2);
   });
 
   it('takes the endpoints of a selector-less service from its EndpointSlices', () => {
-    const ir = buildIR(load(base + '---' + slice()));
+    const ir = compileIR(load(base + '---' + slice()));
     const legacy = ir.services.find((s) => s.service === 'x/legacy');
     expect(legacy?.address).toBe('198.19.7.7');
     // Not-ready endpoints are skipped; a pod's address is named by the pod; others by address.
@@ -86,7 +86,7 @@ describe('service tables', () => {
       { endpoint: 'x/c', address: '198.18.0.12', port: 15432 },
       { endpoint: '198.18.9.10', address: '198.18.9.10', port: 15432 },
     ]);
-    const notReady = buildIR(load(base + '---' + slice()), { readyPods: new Set(['x/a']) });
+    const notReady = compileIR(load(base + '---' + slice()), { readyPods: new Set(['x/a']) });
     expect(notReady.services.find((s) => s.service === 'x/legacy')?.backends.map((b) => b.endpoint)).toEqual([
       '198.18.9.10',
     ]);
@@ -94,7 +94,7 @@ describe('service tables', () => {
 
   it('matches slice ports by name and protocol', () => {
     const udp = slice().replace('protocol: TCP }]\nendpoints', 'protocol: UDP }]\nendpoints');
-    const ir = buildIR(load(base + '---' + udp));
+    const ir = compileIR(load(base + '---' + udp));
     expect(ir.services.find((s) => s.service === 'x/legacy')?.backends).toEqual([]);
   });
 });

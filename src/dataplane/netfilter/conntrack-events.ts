@@ -128,8 +128,7 @@ export async function startConntrackEvents(opts: ConntrackEventOptions): Promise
     writeSysctls(opts.netns, [['net/netfilter/nf_conntrack_acct', '1']]);
   } catch (e) {
     const r = await runInNetns(opts.netns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_acct=1']);
-    if (r.code !== 0)
-      throw new Error(`cannot enable conntrack accounting: ${errorMessage(e)}`, { cause: e });
+    if (r.code !== 0) throw new Error(`cannot enable conntrack accounting: ${errorMessage(e)}`, { cause: e });
   }
   const child = spawnInNetns({
     netns: opts.netns,
