@@ -2,9 +2,8 @@
 import { useState } from 'preact/hooks';
 import {
   query,
-  type Endpoint,
+  type EndpointsResponse,
   type Explanation,
-  type Merged,
   type RuleRef,
   type SideExplanation,
 } from '../api.js';
@@ -70,7 +69,7 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
   const x = useApi<Explanation>(
     ready ? `/api/explain${query({ ...q, node: params.get('node') ?? undefined })}` : undefined,
   );
-  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
+  const eps = useApi<EndpointsResponse>('/api/endpoints');
   const [form, setForm] = useState(q);
   const submit = (e: Event): void => {
     e.preventDefault();

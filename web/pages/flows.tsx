@@ -1,6 +1,13 @@
 /** Live flows: the recent ones, then every update streamed (server-sent events), filterable. */
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { flowStreamUrl, get, type Endpoint, type Flow, type Merged, type NodeError } from '../api.js';
+import {
+  flowStreamUrl,
+  get,
+  type EndpointsResponse,
+  type Flow,
+  type Merged,
+  type NodeError,
+} from '../api.js';
 import { href } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
@@ -30,7 +37,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
   const [live, setLive] = useState<'connecting' | 'live' | 'reconnecting'>('connecting');
   const [errors, setErrors] = useState<NodeError[]>([]);
   const [error, setError] = useState<string>();
-  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
+  const eps = useApi<EndpointsResponse>('/api/endpoints');
 
   const podOf = useMemo(() => {
     const m = new Map<string, string>();
