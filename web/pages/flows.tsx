@@ -26,6 +26,32 @@ function matches(f: Flow, filter: Filter): boolean {
 
 const id = (f: Flow): string => `${f.node}|${f.key}`;
 
+const VERDICTS = ['allow', 'deny', 'log'];
+
+/** One filter chosen from a list, `all` (empty) first. */
+function FilterSelect(props: {
+  name: keyof Filter;
+  value: string;
+  choices: readonly string[];
+  onChange: (value: string) => void;
+}) {
+  return (
+    <label>
+      {props.name}
+      <select
+        name={props.name}
+        value={props.value}
+        onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}
+      >
+        <option value="">all</option>
+        {props.choices.map((c) => (
+          <option value={c}>{c}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
 export function FlowsPage({ params }: { params: URLSearchParams }) {
   const filter: Filter = {
     pod: params.get('pod') ?? '',
@@ -121,32 +147,13 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
         </span>
       </h1>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          pod
-          <select
-            name="pod"
-            value={filter.pod}
-            onChange={(e) => setFilter({ pod: (e.target as HTMLSelectElement).value })}
-          >
-            <option value="">all</option>
-            {pods.map((p) => (
-              <option value={p}>{p}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          verdict
-          <select
-            name="verdict"
-            value={filter.verdict}
-            onChange={(e) => setFilter({ verdict: (e.target as HTMLSelectElement).value })}
-          >
-            <option value="">all</option>
-            <option value="allow">allow</option>
-            <option value="deny">deny</option>
-            <option value="log">log</option>
-          </select>
-        </label>
+        <FilterSelect name="pod" value={filter.pod} choices={pods} onChange={(pod) => setFilter({ pod })} />
+        <FilterSelect
+          name="verdict"
+          value={filter.verdict}
+          choices={VERDICTS}
+          onChange={(verdict) => setFilter({ verdict })}
+        />
         <label>
           policy
           <input
