@@ -27,6 +27,7 @@ import { errorMessage } from '../util/errors.js';
 import {
   checkAccess,
   HttpError,
+  isLoopbackName,
   openEventStream,
   redirectWithSessionCookie,
   securityHeaders,
@@ -63,7 +64,6 @@ export const DEFAULT_BENCH_FILE = fileURLToPath(
   new URL('../../docs/benchmarks/results.json', import.meta.url),
 );
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 const FLOW_FILTERS = ['pod', 'verdict', 'policy'];
 
 function filterQuery(q: URLSearchParams): URLSearchParams {
@@ -313,7 +313,7 @@ function handler(opts: ConsoleOptions, port: () => number): http.RequestListener
 }
 
 export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer> {
-  if (!LOOPBACK.test(opts.host))
+  if (!isLoopbackName(opts.host))
     throw new Error(`the console serves only on a loopback address, not '${opts.host}'`);
   if (opts.token.length < 16) throw new Error('the console token must be 16 characters at least');
   let port = opts.port;

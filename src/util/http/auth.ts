@@ -67,7 +67,12 @@ export interface BoundAddress {
   port: number;
 }
 
-const LOOPBACK_NAME = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/i;
+const LOOPBACK_NAME = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]|::1)$/i;
+
+/** 127.x.x.x, localhost or ::1 (bracketed or not): names that cannot leave the host. */
+export function isLoopbackName(name: string): boolean {
+  return LOOPBACK_NAME.test(name);
+}
 
 /**
  * Whether a Host header names this listener: a loopback name or address, or the bound address,
@@ -80,7 +85,7 @@ export function allowedHost(host: string | undefined, bound: BoundAddress): bool
   const port = m[2] === undefined ? 80 : Number(m[2]);
   if (port !== bound.port) return false;
   const boundName = (bound.host.includes(':') ? `[${bound.host}]` : bound.host).toLowerCase();
-  return LOOPBACK_NAME.test(name) || name === boundName;
+  return isLoopbackName(name) || name === boundName;
 }
 
 /** Why a request is refused, as the status and message to answer with. */
