@@ -11,8 +11,6 @@ const KNOWN_VIOLATIONS = [
   { file: 'src/advise/advise.ts', import: '../bench/runner.js' },
   { file: 'src/advise/evidence.ts', import: '../bench/runner.js' },
   { file: 'src/advise/evidence.ts', import: '../bench/types.js' },
-  { file: 'src/agent/api.ts', import: '../console/auth.js' },
-  { file: 'src/agent/api.ts', import: '../console/static.js' },
   { file: 'src/console/server.ts', import: '../bench/runner.js' },
 ];
 

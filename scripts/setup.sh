@@ -14,6 +14,7 @@ apt_packages=(
   iperf3     # bench throughput
   procps     # ps/pgrep used by lab cleanup
   etcd-server  # cluster mode: the datastore agents watch
+  etcd-client  # etcdctl: the etcd process test reads and writes keys with the standard client
   chromium   # the web console's browser test (playwright-core drives it; nothing is downloaded)
 )
 

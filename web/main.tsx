@@ -1,7 +1,7 @@
 /** The console's single-page app: hash routes, one component per page. */
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { get, MODE, type Info } from './api.js';
+import { get, MODE, type InfoResponse } from './api.js';
 import { BenchPage } from './pages/bench.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ExplainPage } from './pages/explain.js';
@@ -18,7 +18,7 @@ const PAGES: { id: string; title: string; lab?: boolean }[] = [
   { id: 'bench', title: 'Benchmarks', lab: true },
 ].filter((p) => MODE === 'console' || !p.lab);
 
-function Header({ info, route }: { info?: Info; route: Route }) {
+function Header({ info, route }: { info?: InfoResponse; route: Route }) {
   const lab = info?.lab;
   return (
     <header>
@@ -58,14 +58,14 @@ function Header({ info, route }: { info?: Info; route: Route }) {
 
 function App() {
   const [route, setRoute] = useState(parseHash);
-  const [info, setInfo] = useState<Info>();
+  const [info, setInfo] = useState<InfoResponse>();
   useEffect(() => {
     const onHash = (): void => setRoute(parseHash());
     addEventListener('hashchange', onHash);
     return () => removeEventListener('hashchange', onHash);
   }, []);
   useEffect(() => {
-    const load = (): void => void get<Info>('/api/info').then(setInfo, () => undefined);
+    const load = (): void => void get<InfoResponse>('/api/info').then(setInfo, () => undefined);
     load();
     const timer = setInterval(load, 5000);
     return () => clearInterval(timer);

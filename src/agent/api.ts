@@ -1,8 +1,9 @@
 /**
  * The agent's local API: JSON over HTTP on a unix socket (file mode 0600: root only), and
- * optionally on 127.0.0.1 behind a bearer token (`Authorization: Bearer`, or `?token=` for
- * browsers' EventSource, which cannot set headers). The CLI (`switchyard flows`, `switchyard node`)
- * and the lab talk to it.
+ * optionally on 127.0.0.1 behind a bearer token (`Authorization: Bearer`, the session cookie, or
+ * `?token=` for browsers' EventSource, which cannot set headers) and a Host header naming loopback
+ * (src/util/http/auth.ts: no DNS rebinding). The CLI (`switchyard flows`, `switchyard node`), the
+ * console and the lab talk to it; what each endpoint answers is in ./api-types.ts.
  *
  *   GET  /v1/status        what is in force, errors, repairs, flow counters
  *   GET  /v1/endpoints     this node's pods, their labels, the policies selecting them
@@ -13,30 +14,45 @@
  *   POST /v1/sync          re-read the desired state now
  *   GET  /metrics          Prometheus text
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { explain } from '../calc/index.js';
-import { COOKIE, cookieValue } from '../console/auth.js';
-import { serveAgentConsole } from '../console/static.js';
 import { policyId, policyLabel, type PolicyRef, type Protocol } from '../ir/types.js';
 import { matchesFilter, type Flow, type FlowFilter, type FlowTable } from '../observe/flows.js';
 import type { AgentMetrics } from '../observe/metrics.js';
+import {
+  checkAccess,
+  HttpError,
+  isShellPath,
+  isWebAppPath,
+  openEventStream,
+  redirectWithSessionCookie,
+  sendEvent,
+  sendFailure,
+  sendError,
+  sendJson,
+  serveWebApp,
+  type BoundAddress,
+} from '../util/http/index.js';
+import { errorMessage } from '../util/errors.js';
 import type { Agent } from './agent.js';
+import type {
+  EndpointInfo,
+  EndpointSide,
+  EndpointsResponse,
+  Explanation,
+  FlowsResponse,
+  PoliciesResponse,
+  PolicyInfo,
+  StatusResponse,
+  SyncResponse,
+} from './api-types.js';
 
 export interface ApiContext {
   agent: Agent;
   flows: FlowTable;
   metrics: AgentMetrics;
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const VERDICTS = new Set(['allow', 'deny', 'log']);
@@ -54,14 +70,14 @@ function flowFilter(q: URLSearchParams): FlowFilter {
   };
 }
 
-function endpoints(ctx: ApiContext): unknown[] {
+function endpoints(ctx: ApiContext): EndpointsResponse {
   const ir = ctx.agent.appliedIR;
   if (!ir) return [];
   const node = ctx.agent.target.node;
   return ir.endpoints
     .filter((e) => e.node === node)
-    .map((e) => {
-      const side = (direction: 'ingress' | 'egress'): unknown => {
+    .map((e): EndpointInfo => {
+      const side = (direction: 'ingress' | 'egress'): EndpointSide => {
         const rs = ir.ruleSets.find((r) => r.endpoint === e.id && r.direction === direction);
         return {
           globalPolicies: (rs?.globalPolicies ?? []).map(policyLabel),
@@ -83,14 +99,18 @@ function endpoints(ctx: ApiContext): unknown[] {
     });
 }
 
-function policies(ctx: ApiContext): unknown[] {
+interface FoundPolicy {
+  ref: PolicyRef;
+  selects: Set<string>;
+  directions: Set<string>;
+  rules: Set<string>;
+}
+
+function policies(ctx: ApiContext): PoliciesResponse {
   const ir = ctx.agent.appliedIR;
   if (!ir) return [];
   const local = new Set(ir.endpoints.filter((e) => e.node === ctx.agent.target.node).map((e) => e.id));
-  const found = new Map<
-    string,
-    { ref: PolicyRef; selects: Set<string>; directions: Set<string>; rules: Set<string> }
-  >();
+  const found = new Map<string, FoundPolicy>();
   for (const rs of ir.ruleSets) {
     if (!local.has(rs.endpoint)) continue;
     for (const ref of [...rs.globalPolicies, ...rs.kubernetesPolicies]) {
@@ -104,7 +124,7 @@ function policies(ctx: ApiContext): unknown[] {
     }
   }
   return [...found.values()]
-    .map((p) => ({
+    .map((p): PolicyInfo => ({
       policy: policyLabel(p.ref),
       kind: p.ref.kind,
       ...(p.ref.namespace ? { namespace: p.ref.namespace } : {}),
@@ -116,7 +136,7 @@ function policies(ctx: ApiContext): unknown[] {
     .sort((a, b) => (a.policy < b.policy ? -1 : 1));
 }
 
-function explainQuery(ctx: ApiContext, q: URLSearchParams): unknown {
+function explainQuery(ctx: ApiContext, q: URLSearchParams): Explanation {
   const desired = ctx.agent.desiredState;
   const ir = ctx.agent.appliedIR;
   if (!desired?.model || !ir)
@@ -140,23 +160,18 @@ function explainQuery(ctx: ApiContext, q: URLSearchParams): unknown {
       ...(port ? { port } : {}),
     });
   } catch (e) {
-    throw new HttpError(400, (e as Error).message);
+    throw new HttpError(400, errorMessage(e), { cause: e });
   }
 }
 
 function streamFlows(ctx: ApiContext, filter: FlowFilter, res: http.ServerResponse): void {
-  res.writeHead(200, {
-    'content-type': 'text/event-stream',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-  });
-  res.write(': switchyard flows\n\n');
+  openEventStream(res, 'switchyard flows');
   const pending = new Map<string, Flow>();
   const unsubscribe = ctx.flows.subscribe((f) => {
     if (matchesFilter(f, filter)) pending.set(f.key, f);
   });
   const timer = setInterval(() => {
-    for (const f of pending.values()) res.write(`event: flow\ndata: ${JSON.stringify(f)}\n\n`);
+    for (const f of pending.values()) sendEvent(res, 'flow', f);
     pending.clear();
   }, STREAM_FLUSH_MS);
   const close = (): void => {
@@ -167,76 +182,96 @@ function streamFlows(ctx: ApiContext, filter: FlowFilter, res: http.ServerRespon
   res.on('error', close);
 }
 
-async function route(ctx: ApiContext, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://agent');
-  const q = url.searchParams;
-  const json = (value: unknown): void => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(value));
+function flows(ctx: ApiContext, q: URLSearchParams, res: http.ServerResponse): void {
+  const filter = flowFilter(q);
+  if (q.get('follow') === '1' || q.get('follow') === 'true') return streamFlows(ctx, filter, res);
+  const limit = Number(q.get('limit') ?? 1000);
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new HttpError(400, 'limit must be a positive whole number');
+  const body: FlowsResponse = {
+    node: ctx.agent.target.node,
+    flows: ctx.flows.list(filter, limit),
+    stats: ctx.flows.stats(),
   };
+  sendJson(res, body);
+}
+
+type Endpoint = (ctx: ApiContext, q: URLSearchParams, res: http.ServerResponse) => void | Promise<void>;
+
+/** `METHOD /path` → what answers it. */
+const ROUTES: Record<string, Endpoint> = {
+  'GET /v1/status': (ctx, _q, res) => {
+    const body: StatusResponse = { ...ctx.agent.status, flows: ctx.flows.stats() };
+    sendJson(res, body);
+  },
+  'GET /v1/endpoints': (ctx, _q, res) => sendJson(res, endpoints(ctx)),
+  'GET /v1/policies': (ctx, _q, res) => sendJson(res, policies(ctx)),
+  'GET /v1/flows': flows,
+  'GET /v1/explain': (ctx, q, res) => sendJson(res, explainQuery(ctx, q)),
+  'POST /v1/sync': async (ctx, _q, res) => {
+    await ctx.agent.syncNow();
+    const body: SyncResponse = ctx.agent.status;
+    sendJson(res, body);
+  },
+  'GET /metrics': async (ctx, _q, res) => {
+    const text = await ctx.metrics.text();
+    res.writeHead(200, { 'content-type': ctx.metrics.registry.contentType });
+    res.end(text);
+  },
+};
+
+async function route(
+  ctx: ApiContext,
+  req: http.IncomingMessage,
+  url: URL,
+  res: http.ServerResponse,
+): Promise<void> {
   const key = `${req.method ?? 'GET'} ${url.pathname}`;
-  switch (key) {
-    case 'GET /v1/status':
-      return json({ ...ctx.agent.status, flows: ctx.flows.stats() });
-    case 'GET /v1/endpoints':
-      return json(endpoints(ctx));
-    case 'GET /v1/policies':
-      return json(policies(ctx));
-    case 'GET /v1/flows': {
-      const filter = flowFilter(q);
-      if (q.get('follow') === '1' || q.get('follow') === 'true') return streamFlows(ctx, filter, res);
-      const limit = Number(q.get('limit') ?? 1000);
-      if (!Number.isInteger(limit) || limit < 1)
-        throw new HttpError(400, 'limit must be a positive whole number');
-      return json({
-        node: ctx.agent.target.node,
-        flows: ctx.flows.list(filter, limit),
-        stats: ctx.flows.stats(),
-      });
-    }
-    case 'GET /v1/explain':
-      return json(explainQuery(ctx, q));
-    case 'POST /v1/sync':
-      await ctx.agent.syncNow();
-      return json(ctx.agent.status);
-    case 'GET /metrics': {
-      const text = await ctx.metrics.text();
-      res.writeHead(200, { 'content-type': ctx.metrics.registry.contentType });
-      res.end(text);
-      return;
-    }
-    default:
-      throw new HttpError(404, `no such endpoint: ${key}`);
+  const endpoint = ROUTES[key];
+  if (!endpoint) throw new HttpError(404, `no such endpoint: ${key}`);
+  await endpoint(ctx, url.searchParams, res);
+}
+
+/** The browser-facing TCP listener's token and where it is bound (for the Host check). */
+interface TcpAccess {
+  token: string;
+  bound: () => BoundAddress;
+}
+
+/**
+ * The web console's pages for this node (web/, in `agent` mode), on the TCP listener only; a
+ * `?token=` on a page is traded for the session cookie (so EventSource works). False for anything
+ * else (the API).
+ */
+function servePages(
+  ctx: ApiContext,
+  req: http.IncomingMessage,
+  url: URL,
+  res: http.ServerResponse,
+  token: string,
+): boolean {
+  if (req.method !== 'GET' || !isWebAppPath(url.pathname)) return false;
+  if (isShellPath(url.pathname) && url.searchParams.has('token')) {
+    redirectWithSessionCookie(res, url, token);
+    return true;
   }
+  return serveWebApp(url.pathname, res, { mode: 'agent', title: `Switchyard · ${ctx.agent.target.node}` });
 }
 
-function sameToken(given: string, token: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
-}
-
-function handler(ctx: ApiContext, token?: string): http.RequestListener {
+function handler(ctx: ApiContext, tcp?: TcpAccess): http.RequestListener {
   return (req, res) => {
-    if (token !== undefined) {
-      const url = new URL(req.url ?? '/', 'http://agent');
-      const given =
-        req.headers.authorization?.replace(/^Bearer\s+/i, '') ??
-        url.searchParams.get('token') ??
-        cookieValue(req.headers.cookie, COOKIE);
-      if (!sameToken(given ?? '', token)) {
-        res.writeHead(401, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'a valid token is required (Authorization: Bearer …)' }));
-        return;
-      }
+    const url = new URL(req.url ?? '/', 'http://agent');
+    if (tcp) {
+      const access = checkAccess(req, url, {
+        token: tcp.token,
+        bound: tcp.bound(),
+        who: 'the agent',
+        unauthorized: 'a valid token is required (Authorization: Bearer …)',
+      });
+      if (typeof access !== 'string') return sendError(res, access.status, access.message);
+      if (servePages(ctx, req, url, res, tcp.token)) return;
     }
-    // The web console's pages for this node (src/console), on the TCP listener only.
-    if (token !== undefined && serveAgentConsole(req, res, token, ctx.agent.target.node)) return;
-    route(ctx, req, res).catch((e: unknown) => {
-      const status = e instanceof HttpError ? e.status : 500;
-      if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: (e as Error).message }));
-    });
+    route(ctx, req, url, res).catch((e: unknown) => sendFailure(res, e));
   };
 }
 
@@ -276,7 +311,13 @@ export async function startApi(
   chmodSync(opts.socket, 0o600);
   servers.push(local);
   if (opts.tcp) {
-    const remote = http.createServer(handler(ctx, opts.tcp.token));
+    const { host, token } = opts.tcp;
+    const remote: http.Server = http.createServer(
+      handler(ctx, {
+        token,
+        bound: (): BoundAddress => ({ host, port: (remote.address() as AddressInfo).port }),
+      }),
+    );
     await listen(remote, opts.tcp);
     servers.push(remote);
   }
@@ -313,7 +354,7 @@ export async function startMetricsListener(
       })
       .catch((e: unknown) => {
         res.writeHead(500);
-        res.end(`${(e as Error).message}\n`);
+        res.end(`${errorMessage(e)}\n`);
       });
   });
   await listen(server, address);

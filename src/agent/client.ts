@@ -2,14 +2,16 @@
 import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { errorMessage } from '../util/errors.js';
+import type { AgentAnswers, ErrorResponse, Flow } from './api-types.js';
 import { AGENTS_ROOT, apiSocket } from './paths.js';
 
 export class AgentUnreachable extends Error {
   constructor(
     readonly socket: string,
-    cause: string,
+    cause: unknown,
   ) {
-    super(`no agent answers on ${socket}: ${cause}`);
+    super(`no agent answers on ${socket}: ${errorMessage(cause)}`, { cause });
     this.name = 'AgentUnreachable';
   }
 }
@@ -22,7 +24,7 @@ export function agentRequest<T>(
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: socket, path, method: opts.method ?? 'GET' }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('error', (e) => reject(new AgentUnreachable(socket, e.message)));
+      res.on('error', (e) => reject(new AgentUnreachable(socket, e)));
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
@@ -33,15 +35,43 @@ export function agentRequest<T>(
           body = text;
         }
         if ((res.statusCode ?? 500) >= 400) {
-          const message = (body as { error?: string }).error ?? text;
+          const message = (body as Partial<ErrorResponse>).error ?? text;
           reject(new Error(`agent at ${socket}: ${message}`));
         } else resolve(body as T);
       });
     });
     req.setTimeout(opts.timeoutMs ?? 10_000, () => req.destroy(new Error('timed out')));
-    req.on('error', (e) => reject(new AgentUnreachable(socket, e.message)));
+    req.on('error', (e) => reject(new AgentUnreachable(socket, e)));
     req.end();
   });
+}
+
+/**
+ * `path` (a key of {@link AgentAnswers}, with `query` appended) answered as its type says; POST
+ * for /v1/sync.
+ */
+export function askAgent<P extends keyof AgentAnswers>(
+  socket: string,
+  path: P,
+  opts: { query?: URLSearchParams; timeoutMs?: number } = {},
+): Promise<AgentAnswers[P]> {
+  const search = opts.query?.toString();
+  return agentRequest<AgentAnswers[P]>(socket, search ? `${path}?${search}` : path, {
+    method: path === '/v1/sync' ? 'POST' : 'GET',
+    ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+  });
+}
+
+/** Follows the agent's flows (`query`: pod, verdict, policy) until the stream ends or `signal` aborts. */
+export function followAgentFlows(
+  socket: string,
+  query: URLSearchParams,
+  onFlow: (flow: Flow) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const q = new URLSearchParams(query);
+  q.set('follow', '1');
+  return agentStream(socket, `/v1/flows?${q.toString()}`, (data) => onFlow(data as Flow), signal);
 }
 
 /** Follows `path` as server-sent events, calling `onEvent` with each `data:` payload parsed; resolves when the stream ends. */
@@ -77,7 +107,7 @@ export function agentStream(
       res.on('end', () => resolve());
       res.on('error', () => resolve());
     });
-    req.on('error', (e) => (signal?.aborted ? resolve() : reject(new AgentUnreachable(socket, e.message))));
+    req.on('error', (e) => (signal?.aborted ? resolve() : reject(new AgentUnreachable(socket, e))));
     req.end();
   });
 }

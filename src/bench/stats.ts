@@ -1,7 +1,7 @@
-import { percentile } from '../util/stats.js';
+import { median, percentile } from '../util/stats.js';
 import type { BenchRow } from './types.js';
 
-export { percentile };
+export { median, percentile };
 
 /** Summarises repeated measurements of one configuration into a row. */
 export function summarize(backend: string, params: BenchRow['params'], samples: number[]): BenchRow {

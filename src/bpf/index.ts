@@ -94,7 +94,8 @@ export {
   type PinKind,
 } from './pins.js';
 export { RingBufReader, type RecordHandler } from './ringbuf.js';
-export { netnsPath, openNetns, withNetns } from './netns.js';
+export { netnsPath } from '../netns/namespaces.js';
+export { openNetns, withNetns } from '../netns/setns.js';
 export {
   ALL_FEATURES,
   probeFeature,

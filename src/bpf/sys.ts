@@ -1,7 +1,8 @@
 import koffi from 'koffi';
+import { loadLibc } from '../netns/libc.js';
 
 /**
- * The only module that talks to libc. Everything else sees plain numbers, Buffers and native
+ * The only module of src/bpf that talks to libc (opened once, by src/netns/libc.ts). Everything else sees plain numbers, Buffers and native
  * blocks with known addresses, so the rest of src/bpf can be read without knowing koffi.
  */
 
@@ -25,7 +26,6 @@ interface Libc {
   close: NativeFunction;
   mmap: NativeFunction;
   munmap: NativeFunction;
-  setns: NativeFunction;
   ifNameToIndex: NativeFunction;
   mount: NativeFunction;
   getppid: NativeFunction;
@@ -39,7 +39,7 @@ function libc(): Libc {
   if (cachedLibc) return cachedLibc;
   if (process.platform !== 'linux') throw new Error('src/bpf needs Linux (bpf(2) is a Linux syscall)');
   const nr = syscallNumbers();
-  const lib = koffi.load('libc.so.6');
+  const lib = loadLibc();
   // glibc's syscall() is variadic, but on x86_64 and arm64 it is an assembly stub that only moves
   // integer registers, so fixed-arity declarations are ABI-compatible and skip koffi's per-call
   // variadic type parsing (map operations are on the benchmark's hot path).
@@ -56,7 +56,6 @@ function libc(): Libc {
     close: lib.func('int close(int fd)'),
     mmap: lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
     munmap: lib.func('int munmap(void *addr, size_t length)'),
-    setns: lib.func('int setns(int fd, int nstype)'),
     ifNameToIndex: lib.func('unsigned int if_nametoindex(const char *name)'),
     mount: lib.func(
       'int mount(const char *source, const char *target, const char *fstype, ulong flags, const char *data)',
@@ -198,11 +197,6 @@ export class Mapping {
     libc().munmap(this.pointer, this.length);
     this.pointer = null;
   }
-}
-
-export function rawSetns(fd: number, nstype: number): SyscallResult {
-  const result = Number(libc().setns(fd, nstype));
-  return result < 0 ? -lastErrno() : result;
 }
 
 /** if_nametoindex(3) in the calling thread's network namespace; 0 when absent. */

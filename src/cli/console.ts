@@ -33,7 +33,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
     (flags.socket
       ? undefined
       : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
-  const { generateToken } = await import('../console/auth.js');
+  const { generateToken } = await import('../util/http/auth.js');
   const { startConsole } = await import('../console/server.js');
   const token = flags.tokenFile ? readToken(flags.tokenFile) : generateToken();
   const server = await startConsole({

@@ -2,70 +2,53 @@
  * Fan-out to a lab's agents (one per node) over their unix sockets, merging what they answer.
  * A node that does not answer is reported beside the others' data, never hides it.
  */
-import { agentRequest, agentStream } from '../agent/client.js';
-import type { Flow } from '../observe/flows.js';
+import type { AgentAnswers, Explanation, Flow, StatusResponse } from '../agent/api-types.js';
+import { askAgent, followAgentFlows } from '../agent/client.js';
+import { errorMessage } from '../util/errors.js';
+import type { Merged, NodeEndpoint, NodeError, NodePolicy } from './api-types.js';
+
+export type { Merged, NodeError };
 
 export interface AgentRef {
   node: string;
   socket: string;
 }
 
-export interface NodeError {
-  node: string;
-  error: string;
-}
-
-export interface Merged<T> {
-  items: T[];
-  errors: NodeError[];
-}
-
-async function each<T>(
+async function each<P extends keyof AgentAnswers>(
   agents: AgentRef[],
-  path: string,
-): Promise<{ ok: [AgentRef, T][]; errors: NodeError[] }> {
+  path: P,
+  query?: URLSearchParams,
+): Promise<{ ok: [AgentRef, AgentAnswers[P]][]; errors: NodeError[] }> {
   const settled = await Promise.allSettled(
-    agents.map((a) => agentRequest<T>(a.socket, path, { timeoutMs: 5000 })),
+    agents.map((a) => askAgent(a.socket, path, { timeoutMs: 5000, ...(query ? { query } : {}) })),
   );
-  const ok: [AgentRef, T][] = [];
+  const ok: [AgentRef, AgentAnswers[P]][] = [];
   const errors: NodeError[] = [];
   settled.forEach((s, i) => {
     const a = agents[i] as AgentRef;
     if (s.status === 'fulfilled') ok.push([a, s.value]);
-    else errors.push({ node: a.node, error: (s.reason as Error).message });
+    else errors.push({ node: a.node, error: errorMessage(s.reason) });
   });
   return { ok, errors };
 }
 
-export async function statuses(
-  agents: AgentRef[],
-): Promise<Merged<Record<string, unknown> & { node: string }>> {
-  const { ok, errors } = await each<Record<string, unknown>>(agents, '/v1/status');
+export async function statuses(agents: AgentRef[]): Promise<Merged<StatusResponse>> {
+  const { ok, errors } = await each(agents, '/v1/status');
   return { items: ok.map(([a, s]) => ({ ...s, node: a.node })), errors };
 }
 
-export async function endpoints(agents: AgentRef[]): Promise<Merged<Record<string, unknown>>> {
-  const { ok, errors } = await each<Record<string, unknown>[]>(agents, '/v1/endpoints');
+export async function endpoints(agents: AgentRef[]): Promise<Merged<NodeEndpoint>> {
+  const { ok, errors } = await each(agents, '/v1/endpoints');
   const items = ok
-    .flatMap(([a, list]) => list.map((e): Record<string, unknown> => ({ ...e, node: a.node })))
-    .sort((x, y) => String(x.id).localeCompare(String(y.id)));
+    .flatMap(([a, list]) => list.map((e): NodeEndpoint => ({ ...e, node: a.node })))
+    .sort((x, y) => x.id.localeCompare(y.id));
   return { items, errors };
 }
 
-interface AgentPolicy {
-  policy: string;
-  kind: string;
-  namespace?: string;
-  name: string;
-  directions: string[];
-  selects: string[];
-  rules: string[];
-}
-
 /** One entry per policy, with the pods it selects on every node. */
-export async function policies(agents: AgentRef[]): Promise<Merged<AgentPolicy & { nodes: string[] }>> {
-  const { ok, errors } = await each<AgentPolicy[]>(agents, '/v1/policies');
-  const merged = new Map<string, AgentPolicy & { nodes: string[] }>();
+export async function policies(agents: AgentRef[]): Promise<Merged<NodePolicy>> {
+  const { ok, errors } = await each(agents, '/v1/policies');
+  const merged = new Map<string, NodePolicy>();
   const union = (a: string[], b: string[]): string[] => [...new Set([...a, ...b])].sort();
   for (const [a, list] of ok) {
     for (const p of list) {
@@ -91,7 +74,7 @@ export async function flows(
 ): Promise<Merged<Flow>> {
   const q = new URLSearchParams(query);
   q.set('limit', String(limit));
-  const { ok, errors } = await each<{ flows: Flow[] }>(agents, `/v1/flows?${q.toString()}`);
+  const { ok, errors } = await each(agents, '/v1/flows', q);
   const items = ok
     .flatMap(([, r]) => r.flows)
     .sort((a, b) => (a.lastSeen < b.lastSeen ? 1 : -1))
@@ -104,12 +87,12 @@ export async function explain(
   agents: AgentRef[],
   node: string | undefined,
   query: URLSearchParams,
-): Promise<unknown> {
+): Promise<Explanation> {
   const ordered = [...agents.filter((a) => a.node === node), ...agents.filter((a) => a.node !== node)];
   let last: unknown = new Error('no agent is running');
   for (const a of ordered) {
     try {
-      return await agentRequest(a.socket, `/v1/explain?${query.toString()}`);
+      return await askAgent(a.socket, '/v1/explain', { query });
     } catch (e) {
       last = e;
       // An agent that cannot explain (no model) or is down: try the next one.
@@ -129,13 +112,11 @@ export function followFlows(
   onError: (e: NodeError) => void,
   signal: AbortSignal,
 ): void {
-  const q = new URLSearchParams(query);
-  q.set('follow', '1');
   const following = new Set<string>();
   const follow = (a: AgentRef): void => {
     following.add(a.socket);
-    agentStream(a.socket, `/v1/flows?${q.toString()}`, (data) => onFlow(data as Flow), signal)
-      .catch((e: unknown) => onError({ node: a.node, error: (e as Error).message }))
+    followAgentFlows(a.socket, query, onFlow, signal)
+      .catch((e: unknown) => onError({ node: a.node, error: errorMessage(e) }))
       .finally(() => following.delete(a.socket));
   };
   const check = (): void => {

@@ -23,10 +23,23 @@ import { advise, parseWorkload, workloadFromIR } from '../advise/index.js';
 import type { BenchReport } from '../bench/runner.js';
 import { scenarioSvg } from '../bench/svg.js';
 import { reachMatrix } from '../calc/index.js';
+import { errorMessage } from '../util/errors.js';
+import {
+  checkAccess,
+  HttpError,
+  isLoopbackName,
+  openEventStream,
+  redirectWithSessionCookie,
+  securityHeaders,
+  sendError,
+  sendEvent,
+  sendFailure,
+  sendJson,
+  serveWebApp,
+} from '../util/http/index.js';
 import * as fanout from './agents.js';
 import type { AgentRef } from './agents.js';
-import { authenticate, loopbackHost, sessionCookie } from './auth.js';
-import { securityHeaders, serveConsoleAsset } from './static.js';
+import type { BenchResponse, InfoResponse, LabInfo, ReachResponse } from './api-types.js';
 
 export interface ConsoleOptions {
   host: string;
@@ -51,16 +64,6 @@ export const DEFAULT_BENCH_FILE = fileURLToPath(
   new URL('../../docs/benchmarks/results.json', import.meta.url),
 );
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 const FLOW_FILTERS = ['pod', 'verdict', 'policy'];
 
 function filterQuery(q: URLSearchParams): URLSearchParams {
@@ -93,39 +96,38 @@ function servedPorts(
   return [...seen.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
 }
 
-async function info(opts: ConsoleOptions): Promise<unknown> {
+async function labInfo(name: string): Promise<LabInfo> {
+  const s = (await labState()).readState(name);
+  if (!s) return { name, status: 'not up' };
+  return {
+    name: s.name,
+    status: s.status,
+    backend: s.backend,
+    revision: s.revision,
+    nodes: s.topology?.nodes.map((n) => n.name) ?? [],
+    pods: s.topology?.pods.map((p) => ({ id: p.id, node: p.node, address: p.address })) ?? [],
+    ports: servedPorts(s.topology?.pods ?? []),
+  };
+}
+
+async function info(opts: ConsoleOptions): Promise<InfoResponse> {
   let agents: AgentRef[] = [];
   let agentError: string | undefined;
   try {
     agents = opts.agents();
   } catch (e) {
-    agentError = (e as Error).message;
+    agentError = errorMessage(e);
   }
   const status = await fanout.statuses(agents);
-  let labInfo: unknown;
-  if (opts.lab) {
-    const s = (await labState()).readState(opts.lab);
-    labInfo = s
-      ? {
-          name: s.name,
-          status: s.status,
-          backend: s.backend,
-          revision: s.revision,
-          nodes: s.topology?.nodes.map((n) => n.name) ?? [],
-          pods: s.topology?.pods.map((p) => ({ id: p.id, node: p.node, address: p.address })) ?? [],
-          ports: servedPorts(s.topology?.pods ?? []),
-        }
-      : { name: opts.lab, status: 'not up' };
-  }
   return {
-    lab: labInfo,
+    ...(opts.lab ? { lab: await labInfo(opts.lab) } : {}),
     agents: status.items,
     errors: [...status.errors, ...(agentError ? [{ node: '-', error: agentError }] : [])],
     bench: existsSync(opts.benchFile ?? DEFAULT_BENCH_FILE),
   };
 }
 
-async function reach(opts: ConsoleOptions, q: URLSearchParams): Promise<unknown> {
+async function reach(opts: ConsoleOptions, q: URLSearchParams): Promise<ReachResponse> {
   const state = await readyLab(opts.lab);
   const port = Number(q.get('port') ?? servedPorts(state.topology.pods)[0]?.port ?? 80);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new HttpError(400, 'port must be 1-65535');
@@ -150,7 +152,7 @@ function readBench(opts: ConsoleOptions): { file: string; report: BenchReport } 
   try {
     report = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
   } catch (e) {
-    throw new HttpError(404, `no bench results in ${file}: ${(e as Error).message}`);
+    throw new HttpError(404, `no bench results in ${file}: ${errorMessage(e)}`, { cause: e });
   }
   if (!Array.isArray(report.scenarios))
     throw new HttpError(422, `${file} is not a bench report (no scenarios)`);
@@ -163,7 +165,7 @@ const rank = (name: string): number => {
   return i < 0 ? ADVISOR_SCENARIOS.length : i;
 };
 
-async function bench(opts: ConsoleOptions): Promise<unknown> {
+async function bench(opts: ConsoleOptions): Promise<BenchResponse> {
   const { file, report } = readBench(opts);
   let workloadFrom = 'defaults';
   let input = {};
@@ -194,139 +196,124 @@ async function bench(opts: ConsoleOptions): Promise<unknown> {
   };
 }
 
-async function route(
-  opts: ConsoleOptions,
-  url: URL,
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-): Promise<void> {
-  const q = url.searchParams;
-  const json = (value: unknown): void => {
-    res.writeHead(200, securityHeaders({ 'content-type': 'application/json' }));
-    res.end(JSON.stringify(value));
-  };
-  const agents = (): AgentRef[] => {
-    try {
-      return opts.agents();
-    } catch (e) {
-      throw new HttpError(503, (e as Error).message);
-    }
-  };
-  switch (url.pathname) {
-    case '/api/info':
-      return json(await info(opts));
-    case '/api/endpoints':
-      return json(await fanout.endpoints(agents()));
-    case '/api/policies':
-      return json(await fanout.policies(agents()));
-    case '/api/flows': {
-      const limit = Number(q.get('limit') ?? 500);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
-        throw new HttpError(400, 'limit must be 1-10000');
-      return json(await fanout.flows(agents(), filterQuery(q), limit));
-    }
-    case '/api/flows/stream': {
-      res.writeHead(
-        200,
-        securityHeaders({
-          'content-type': 'text/event-stream',
-          'cache-control': 'no-cache',
-          connection: 'keep-alive',
-        }),
-      );
-      res.write(': switchyard console flows\n\n');
-      const abort = new AbortController();
-      const send = (event: string, data: unknown): void => {
-        if (!res.writableEnded) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-      };
-      fanout.followFlows(
-        opts.agents,
-        filterQuery(q),
-        (f) => send('flow', f),
-        (e) => send('node-error', e),
-        abort.signal,
-      );
-      const heartbeat = setInterval(() => res.write(': ping\n\n'), 15_000);
-      const stop = (): void => {
-        clearInterval(heartbeat);
-        abort.abort();
-      };
-      req.on('close', stop);
-      res.on('error', stop);
-      return;
-    }
-    case '/api/explain': {
-      const forward = new URLSearchParams();
-      for (const k of ['from', 'to', 'port', 'protocol']) {
-        const v = q.get(k);
-        if (v) forward.set(k, v);
-      }
-      try {
-        return json(await fanout.explain(agents(), q.get('node') ?? undefined, forward));
-      } catch (e) {
-        throw new HttpError(400, (e as Error).message);
-      }
-    }
-    case '/api/reach':
-      return json(await reach(opts, q));
-    case '/api/bench':
-      return json(await bench(opts));
-    case '/api/bench/chart': {
-      const { report } = readBench(opts);
-      const s = report.scenarios.find((x) => x.name === q.get('scenario'));
-      if (!s) throw new HttpError(404, `no scenario '${q.get('scenario') ?? ''}' in the bench results`);
-      res.writeHead(200, {
-        ...securityHeaders({ 'content-type': 'image/svg+xml' }),
-        'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'",
-      });
-      res.end(scenarioSvg(s));
-      return;
-    }
-    default:
-      if (
-        serveConsoleAsset(url.pathname, res, {
-          mode: 'console',
-          title: `Switchyard console${opts.lab ? ` · ${opts.lab}` : ''}`,
-        })
-      )
-        return;
-      throw new HttpError(404, `no such page: ${url.pathname}`);
+/** What a handler gets: the options, the request's query, the request and the response. */
+interface Call {
+  opts: ConsoleOptions;
+  q: URLSearchParams;
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+}
+
+const json = (res: http.ServerResponse, value: unknown): void => sendJson(res, value, securityHeaders());
+
+/** The agents to ask; none known (a lab being rebuilt) is a 503. */
+function agentsOf(opts: ConsoleOptions): AgentRef[] {
+  try {
+    return opts.agents();
+  } catch (e) {
+    throw new HttpError(503, errorMessage(e), { cause: e });
   }
+}
+
+async function flows({ opts, q, res }: Call): Promise<void> {
+  const limit = Number(q.get('limit') ?? 500);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+    throw new HttpError(400, 'limit must be 1-10000');
+  json(res, await fanout.flows(agentsOf(opts), filterQuery(q), limit));
+}
+
+/** Every agent's flows, live, until the browser goes away. */
+function flowStream({ opts, q, req, res }: Call): void {
+  openEventStream(res, 'switchyard console flows', securityHeaders());
+  const abort = new AbortController();
+  fanout.followFlows(
+    opts.agents,
+    filterQuery(q),
+    (f) => sendEvent(res, 'flow', f),
+    (e) => sendEvent(res, 'node-error', e),
+    abort.signal,
+  );
+  const heartbeat = setInterval(() => res.write(': ping\n\n'), 15_000);
+  const stop = (): void => {
+    clearInterval(heartbeat);
+    abort.abort();
+  };
+  req.on('close', stop);
+  res.on('error', stop);
+}
+
+async function explainPair({ opts, q, res }: Call): Promise<void> {
+  const forward = new URLSearchParams();
+  for (const k of ['from', 'to', 'port', 'protocol']) {
+    const v = q.get(k);
+    if (v) forward.set(k, v);
+  }
+  try {
+    json(res, await fanout.explain(agentsOf(opts), q.get('node') ?? undefined, forward));
+  } catch (e) {
+    throw new HttpError(400, errorMessage(e), { cause: e });
+  }
+}
+
+function benchChart({ opts, q, res }: Call): void {
+  const { report } = readBench(opts);
+  const s = report.scenarios.find((x) => x.name === q.get('scenario'));
+  if (!s) throw new HttpError(404, `no scenario '${q.get('scenario') ?? ''}' in the bench results`);
+  res.writeHead(200, {
+    ...securityHeaders({ 'content-type': 'image/svg+xml' }),
+    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'",
+  });
+  res.end(scenarioSvg(s));
+}
+
+/** Path → what answers it (GET); anything else is a page of the web app, or 404. */
+const ROUTES: Record<string, (call: Call) => void | Promise<void>> = {
+  '/api/info': async ({ opts, res }) => json(res, await info(opts)),
+  '/api/endpoints': async ({ opts, res }) => json(res, await fanout.endpoints(agentsOf(opts))),
+  '/api/policies': async ({ opts, res }) => json(res, await fanout.policies(agentsOf(opts))),
+  '/api/flows': flows,
+  '/api/flows/stream': flowStream,
+  '/api/explain': explainPair,
+  '/api/reach': async ({ opts, q, res }) => json(res, await reach(opts, q)),
+  '/api/bench': async ({ opts, res }) => json(res, await bench(opts)),
+  '/api/bench/chart': benchChart,
+};
+
+async function route(call: Call, pathname: string): Promise<void> {
+  const handle = ROUTES[pathname];
+  if (handle) return handle(call);
+  const title = `Switchyard console${call.opts.lab ? ` · ${call.opts.lab}` : ''}`;
+  if (!serveWebApp(pathname, call.res, { mode: 'console', title }))
+    throw new HttpError(404, `no such page: ${pathname}`);
 }
 
 function handler(opts: ConsoleOptions, port: () => number): http.RequestListener {
   return (req, res) => {
-    const fail = (status: number, message: string): void => {
-      if (!res.headersSent) res.writeHead(status, securityHeaders({ 'content-type': 'application/json' }));
-      res.end(JSON.stringify({ error: message }));
-    };
-    if (!loopbackHost(req.headers.host, port()))
-      return fail(421, 'the console answers only to 127.0.0.1/localhost');
-    if (req.method !== 'GET' && req.method !== 'HEAD') return fail(405, 'the console is read-only (GET)');
+    const fail = (status: number, message: string): void =>
+      sendError(res, status, message, securityHeaders());
     const url = new URL(req.url ?? '/', 'http://console');
-    const how = authenticate(req, url, opts.token);
-    if (!how) {
-      res.setHeader('www-authenticate', 'Bearer realm="switchyard console"');
-      return fail(401, 'a valid token is required: open the link `switchyard console` printed');
+    const access = checkAccess(req, url, {
+      token: opts.token,
+      bound: { host: opts.host, port: port() },
+      who: 'the console',
+      unauthorized: 'a valid token is required: open the link `switchyard console` printed',
+    });
+    if (typeof access !== 'string') {
+      if (access.status === 401) res.setHeader('www-authenticate', 'Bearer realm="switchyard console"');
+      return fail(access.status, access.message);
     }
-    if (how === 'query' && !url.pathname.startsWith('/api/')) {
-      // Trade the token in the address bar for an HttpOnly cookie (EventSource and <img> send it).
-      url.searchParams.delete('token');
-      res.writeHead(303, {
-        'set-cookie': sessionCookie(opts.token),
-        location: `${url.pathname}${url.search}`,
-      });
-      res.end();
-      return;
-    }
-    route(opts, url, req, res).catch((e: unknown) =>
-      fail(e instanceof HttpError ? e.status : 500, (e as Error).message),
+    if (req.method !== 'GET' && req.method !== 'HEAD') return fail(405, 'the console is read-only (GET)');
+    // Trade the token in the address bar for an HttpOnly cookie (EventSource and <img> send it).
+    if (access === 'query' && !url.pathname.startsWith('/api/'))
+      return redirectWithSessionCookie(res, url, opts.token);
+    route({ opts, q: url.searchParams, req, res }, url.pathname).catch((e: unknown) =>
+      sendFailure(res, e, securityHeaders()),
     );
   };
 }
 
 export async function startConsole(opts: ConsoleOptions): Promise<ConsoleServer> {
-  if (!LOOPBACK.test(opts.host))
+  if (!isLoopbackName(opts.host))
     throw new Error(`the console serves only on a loopback address, not '${opts.host}'`);
   if (opts.token.length < 16) throw new Error('the console token must be 16 characters at least');
   let port = opts.port;

@@ -29,6 +29,7 @@ import {
 import { cgroup2Mount } from '../netns/index.js';
 import { LabError } from './errors.js';
 import { CGROUP_DIR, checkLabName, PIN_ROOT } from './names.js';
+import { IPPROTO_TCP } from '../util/protocols.js';
 
 type Direction = 'egress' | 'ingress';
 const DIRECTIONS: readonly Direction[] = ['egress', 'ingress'];
@@ -42,7 +43,6 @@ const PASS = 1;
 
 /** 127.0.0.1 as the little-endian u32 an ldxw of the four address bytes yields. */
 const LOOPBACK_LE = 0x0100007f;
-const IPPROTO_TCP = 6;
 
 /** Where an ldxh of a big-endian u16 on this little-endian host puts its bytes. */
 function bytesSwapped16(value: number): number {

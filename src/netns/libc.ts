@@ -1,10 +1,10 @@
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 
 /**
  * The few libc calls that must run synchronously on the calling thread: setns(2) changes only that
  * thread's namespace, and a socket's namespace is fixed when socket(2) runs, so both have to happen
- * on the same thread without yielding to the event loop in between. Kept separate from src/bpf's
- * binding so the lab does not depend on the eBPF toolkit.
+ * on the same thread without yielding to the event loop in between. `loadLibc` is the one place
+ * libc is opened: src/bpf and the benches declare their own calls on the handle it returns.
  */
 export interface Libc {
   open(path: string, flags: number): number;
@@ -34,13 +34,21 @@ export const SO_REUSEADDR = 2;
 export const EINPROGRESS = 115;
 export const MSG_DONTWAIT = 0x40;
 
+let handle: LibraryHandle | undefined;
 let cached: Libc | undefined;
 let strerror: ((errnum: number) => string) | undefined;
+
+/** libc, opened on first use (importing a module that may call it never needs it). */
+export function loadLibc(): LibraryHandle {
+  if (process.platform !== 'linux') throw new Error(`libc calls need Linux, not ${process.platform}`);
+  handle ??= koffi.load('libc.so.6');
+  return handle;
+}
 
 export function libc(): Libc {
   if (cached) return cached;
   if (process.platform !== 'linux') throw new Error('network namespaces need Linux');
-  const lib = koffi.load('libc.so.6');
+  const lib = loadLibc();
   const fn = <T>(decl: string): T => lib.func(decl) as T;
   strerror = fn<(errnum: number) => string>('const char *strerror(int errnum)');
   cached = {

@@ -5,7 +5,9 @@ import { ipBatch } from './ipbatch.js';
 /** Where `ip netns` keeps named namespaces (bind mounts of /proc/PID/ns/net). */
 export const NETNS_DIR = '/run/netns';
 
+/** Path of a named namespace as `ip netns add` creates it; a name that could leave the directory is refused. */
 export function netnsPath(name: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new Error(`invalid network namespace name '${name}'`);
   return join(NETNS_DIR, name);
 }
 

@@ -6,6 +6,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { check, libc, SOCK_CLOEXEC } from './libc.js';
+import { ackErrno, NLM_F_ACK, netlinkAttribute as attr, netlinkRequest, packStruct } from './netlink.js';
 import { withNetns } from './setns.js';
 
 const AF_NETLINK = 16;
@@ -14,9 +15,6 @@ const AF_INET6 = 10;
 const SOCK_RAW = 3;
 const NETLINK_ROUTE = 0;
 
-const NLMSG_ERROR = 2;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
@@ -46,23 +44,12 @@ const NUD_PERMANENT = 0x80;
 /** lo is always the first interface of a namespace. */
 const LOOPBACK_INDEX = 1;
 
-function attr(type: number, data: Buffer): Buffer {
-  const len = 4 + data.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  data.copy(out, 4);
-  return out;
-}
-
 function u8(v: number): Buffer {
   return Buffer.from([v]);
 }
 
 function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
+  return packStruct(4, [[0, 'u32', v]]);
 }
 
 function ipv4(a: string): Buffer {
@@ -77,32 +64,35 @@ function mac(m: string): Buffer {
   return Buffer.from(bytes);
 }
 
+/** struct ifinfomsg (family AF_UNSPEC). */
 function ifinfo(index: number, flags: number, change: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeInt32LE(index, 4);
-  b.writeUInt32LE(flags, 8);
-  b.writeUInt32LE(change, 12);
-  return b;
+  return packStruct(16, [
+    [4, 'i32', index],
+    [8, 'u32', flags],
+    [12, 'u32', change],
+  ]);
 }
 
+/** struct ifaddrmsg. */
 function ifaddr(prefixLength: number, index: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt8(AF_INET, 0);
-  b.writeUInt8(prefixLength, 1);
-  b.writeUInt32LE(index, 4);
-  return b;
+  return packStruct(8, [
+    [0, 'u8', AF_INET],
+    [1, 'u8', prefixLength],
+    [4, 'u32', index],
+  ]);
 }
 
 function rtmsg(dstLength: number, scope: number): Buffer {
   return Buffer.from([AF_INET, dstLength, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0, 0, 0, 0]);
 }
 
+/** struct ndmsg. */
 function ndmsg(index: number, state: number): Buffer {
-  const b = Buffer.alloc(12);
-  b.writeUInt8(AF_INET, 0);
-  b.writeInt32LE(index, 4);
-  b.writeUInt16LE(state, 8);
-  return b;
+  return packStruct(12, [
+    [0, 'u8', AF_INET],
+    [4, 'i32', index],
+    [8, 'u16', state],
+  ]);
 }
 
 interface Request {
@@ -124,29 +114,14 @@ class RouteSocket {
   /** Sends one request and waits for the kernel's acknowledgement; a refusal throws with errno's text. */
   request(r: Request): void {
     const c = libc();
-    const body = Buffer.concat(r.body);
-    const msg = Buffer.alloc(16 + body.length);
     const seq = ++this.seq;
-    msg.writeUInt32LE(msg.length, 0);
-    msg.writeUInt16LE(r.type, 4);
-    msg.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK | r.flags, 6);
-    msg.writeUInt32LE(seq, 8);
-    body.copy(msg, 16);
+    const msg = netlinkRequest(r.type, NLM_F_ACK | r.flags, seq, Buffer.concat(r.body));
     check(c.send(this.fd, msg, msg.length, 0), `netlink send (${r.what})`);
     for (;;) {
       const n = check(c.recv(this.fd, this.reply, this.reply.length, 0), `netlink receive (${r.what})`);
-      for (let off = 0; off + 16 <= n;) {
-        const len = this.reply.readUInt32LE(off);
-        const type = this.reply.readUInt16LE(off + 4);
-        const replySeq = this.reply.readUInt32LE(off + 8);
-        if (type === NLMSG_ERROR && replySeq === seq) {
-          const errno = -this.reply.readInt32LE(off + 16);
-          if (errno === 0) return;
-          throw Object.assign(new Error(`${r.what}: ${c.strerror(errno)}`), { errno });
-        }
-        if (len < 16) break;
-        off += (len + 3) & ~3;
-      }
+      const errno = ackErrno(this.reply, n, seq);
+      if (errno === 0) return;
+      if (errno !== undefined) throw Object.assign(new Error(`${r.what}: ${c.strerror(errno)}`), { errno });
     }
   }
 

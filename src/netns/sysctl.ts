@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { errorMessage } from '../util/errors.js';
 import { withNetns } from './setns.js';
 
 /**
@@ -13,7 +14,7 @@ export function writeSysctls(netns: string, entries: readonly (readonly [string,
       try {
         writeFileSync(`/proc/sys/${key}`, value);
       } catch (e) {
-        throw new Error(`cannot set ${key}=${value} in ${netns}: ${(e as Error).message}`);
+        throw new Error(`cannot set ${key}=${value} in ${netns}: ${errorMessage(e)}`, { cause: e });
       }
     }
   });

@@ -13,6 +13,7 @@ import type {
   Verdict,
   VerdictEvent,
 } from '../dataplane/events.js';
+import { PROTOCOL_NAMES as PROTOCOLS } from '../util/protocols.js';
 
 export interface FlowProcess {
   pid: number;
@@ -81,7 +82,6 @@ export interface FlowTableOptions {
   now?: () => number;
 }
 
-const PROTOCOLS: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 const PENDING_PROCESS_MS = 30_000;
 const PENDING_PROCESS_MAX = 4096;
 

@@ -25,6 +25,7 @@ import {
   R10,
   type AssembledProgram,
 } from '../bpf/index.js';
+import { IPPROTO_TCP } from '../util/protocols.js';
 
 export const TRACEPOINT = { category: 'sock', name: 'inet_sock_set_state' } as const;
 
@@ -33,7 +34,6 @@ export const TCP_ESTABLISHED = 1;
 export const TCP_SYN_SENT = 2;
 export const TCP_CLOSE = 7;
 const AF_INET = 2;
-const IPPROTO_TCP = 6;
 
 export interface TracepointField {
   offset: number;

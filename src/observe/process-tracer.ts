@@ -31,6 +31,7 @@ import {
   TRACEPOINT,
   type ProcessRecord,
 } from './process-program.js';
+import { IPPROTO_TCP } from '../util/protocols.js';
 
 /** cgroup v2 id of a cgroup directory: its inode number (what bpf_get_current_cgroup_id returns). */
 export function cgroupId(path: string): bigint {
@@ -56,7 +57,6 @@ export type ProcessTracer = EventSource & {
 export const PROCESS_TRACER_NAME = 'process tracer';
 
 const MAX_ALLOWED = 4096;
-const IPPROTO_TCP = 6;
 
 export function toProcessEvent(record: ProcessRecord, time = Date.now()): ProcessEvent {
   return {

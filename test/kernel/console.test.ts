@@ -15,7 +15,7 @@ import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js
 import { socketsIn } from '../../src/agent/client.js';
 import type { BenchReport } from '../../src/bench/runner.js';
 import { startConsole, type ConsoleServer } from '../../src/console/server.js';
-import { staticDir } from '../../src/console/static.js';
+import { staticDir } from '../../src/util/http/static.js';
 import { converge, labDown, measureReach } from '../../src/lab/index.js';
 import { agentStateDir } from '../../src/lab/agents.js';
 import { readState } from '../../src/lab/state.js';
@@ -112,7 +112,7 @@ describeBrowser(
           req.end();
         }, reject);
       });
-      expect(rebound).toBe(421);
+      expect(rebound).toBe(403);
       await expect(
         startConsole({ host: '0.0.0.0', port: 0, token: TOKEN, agents: () => [] }),
       ).rejects.toThrow(/loopback/);

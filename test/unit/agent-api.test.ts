@@ -468,6 +468,37 @@ describe('agent API over TCP', () => {
     const notFound = await raw(tcp(), '/v1/nothing', { authorization: `Bearer ${TOKEN}` });
     expect(notFound.status).toBe(404);
   });
+
+  it('refuses a foreign Host header even with the token (DNS rebinding)', async () => {
+    const rebound = await raw(tcp(), '/v1/status', {
+      authorization: `Bearer ${TOKEN}`,
+      host: `evil.example:${tcpPort}`,
+    });
+    expect(rebound.status).toBe(403);
+    expect(rebound.body).not.toContain('rev-1');
+    const page = await raw(tcp(), `/?token=${TOKEN}`, { host: `evil.example:${tcpPort}` });
+    expect(page.status).toBe(403);
+    expect(page.headers['set-cookie']).toBeUndefined();
+    const wrongPort = await raw(tcp(), '/v1/status', {
+      authorization: `Bearer ${TOKEN}`,
+      host: `127.0.0.1:${tcpPort + 1}`,
+    });
+    expect(wrongPort.status).toBe(403);
+    const named = await raw(tcp(), '/v1/status', {
+      authorization: `Bearer ${TOKEN}`,
+      host: `localhost:${tcpPort}`,
+    });
+    expect(named.status).toBe(200);
+  });
+
+  it('trades ?token= on a page for the session cookie, which then opens the API', async () => {
+    const page = await raw(tcp(), `/?token=${TOKEN}&x=1`);
+    expect(page.status).toBe(303);
+    expect(page.headers.location).toBe('/?x=1');
+    const cookie = String(page.headers['set-cookie']?.[0]).split(';')[0] as string;
+    expect(cookie).toMatch(/^switchyard_console=/);
+    expect((await raw(tcp(), '/v1/status', { cookie })).status).toBe(200);
+  });
 });
 
 describe('startApi lifecycle', () => {

@@ -1,9 +1,9 @@
 /** The latest bench results as charts, the advisor's recommendation beside them. */
-import type { Bench } from '../api.js';
+import type { BenchResponse } from '../api.js';
 import { Problem, useApi } from './common.js';
 
 export function BenchPage() {
-  const b = useApi<Bench>('/api/bench');
+  const b = useApi<BenchResponse>('/api/bench');
   if (b.error) return <Problem>{b.error}</Problem>;
   if (!b.data) return <p class="muted">loading…</p>;
   const { advice } = b.data;

@@ -1,9 +1,9 @@
 /** The node's pods with their labels and the policies that select them, then the policies. */
-import type { Endpoint, Merged, Policy, SideInfo } from '../api.js';
+import type { EndpointSide, EndpointsResponse, PoliciesResponse } from '../api.js';
 import { href } from '../route.js';
 import { Chips, NodeErrors, Problem, useApi } from './common.js';
 
-function Side({ side }: { side: SideInfo }) {
+function Side({ side }: { side: EndpointSide }) {
   const policies = [...side.globalPolicies, ...side.networkPolicies];
   return (
     <div class="side">
@@ -19,8 +19,8 @@ function Side({ side }: { side: SideInfo }) {
 }
 
 export function EndpointsPage() {
-  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
-  const pols = useApi<Merged<Policy>>('/api/policies');
+  const eps = useApi<EndpointsResponse>('/api/endpoints');
+  const pols = useApi<PoliciesResponse>('/api/policies');
   return (
     <section>
       <h1>Endpoints</h1>

@@ -2,9 +2,8 @@
 import { useState } from 'preact/hooks';
 import {
   query,
-  type Endpoint,
+  type EndpointsResponse,
   type Explanation,
-  type Merged,
   type RuleRef,
   type SideExplanation,
 } from '../api.js';
@@ -48,6 +47,22 @@ function Side({ side }: { side: SideExplanation }) {
 }
 
 /** Whether the rule the dataplane recorded is the one the evaluator names. */
+/** A connection's end: a pod (suggested from the `pods` datalist) or an address. */
+function PeerInput(props: { name: 'from' | 'to'; value: string; onInput: (e: Event) => void }) {
+  return (
+    <label>
+      {props.name}{' '}
+      <input
+        name={props.name}
+        list="pods"
+        value={props.value}
+        onInput={props.onInput}
+        placeholder="ns/pod or address"
+      />
+    </label>
+  );
+}
+
 function agrees(x: Explanation, rule: string): boolean {
   return [x.egress, x.ingress].some(
     (s) =>
@@ -70,7 +85,7 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
   const x = useApi<Explanation>(
     ready ? `/api/explain${query({ ...q, node: params.get('node') ?? undefined })}` : undefined,
   );
-  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
+  const eps = useApi<EndpointsResponse>('/api/endpoints');
   const [form, setForm] = useState(q);
   const submit = (e: Event): void => {
     e.preventDefault();
@@ -87,26 +102,8 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
             <option value={e.id} />
           ))}
         </datalist>
-        <label>
-          from{' '}
-          <input
-            name="from"
-            list="pods"
-            value={form.from}
-            onInput={field('from')}
-            placeholder="ns/pod or address"
-          />
-        </label>
-        <label>
-          to{' '}
-          <input
-            name="to"
-            list="pods"
-            value={form.to}
-            onInput={field('to')}
-            placeholder="ns/pod or address"
-          />
-        </label>
+        <PeerInput name="from" value={form.from} onInput={field('from')} />
+        <PeerInput name="to" value={form.to} onInput={field('to')} />
         <label>
           port <input name="port" size={6} value={form.port} onInput={field('port')} />
         </label>

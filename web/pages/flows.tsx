@@ -1,6 +1,13 @@
 /** Live flows: the recent ones, then every update streamed (server-sent events), filterable. */
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { flowStreamUrl, get, type Endpoint, type Flow, type Merged, type NodeError } from '../api.js';
+import {
+  flowStreamUrl,
+  get,
+  type EndpointsResponse,
+  type Flow,
+  type Merged,
+  type NodeError,
+} from '../api.js';
 import { href } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
@@ -19,6 +26,32 @@ function matches(f: Flow, filter: Filter): boolean {
 
 const id = (f: Flow): string => `${f.node}|${f.key}`;
 
+const VERDICTS = ['allow', 'deny', 'log'];
+
+/** One filter chosen from a list, `all` (empty) first. */
+function FilterSelect(props: {
+  name: keyof Filter;
+  value: string;
+  choices: readonly string[];
+  onChange: (value: string) => void;
+}) {
+  return (
+    <label>
+      {props.name}
+      <select
+        name={props.name}
+        value={props.value}
+        onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}
+      >
+        <option value="">all</option>
+        {props.choices.map((c) => (
+          <option value={c}>{c}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
 export function FlowsPage({ params }: { params: URLSearchParams }) {
   const filter: Filter = {
     pod: params.get('pod') ?? '',
@@ -30,7 +63,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
   const [live, setLive] = useState<'connecting' | 'live' | 'reconnecting'>('connecting');
   const [errors, setErrors] = useState<NodeError[]>([]);
   const [error, setError] = useState<string>();
-  const eps = useApi<Merged<Endpoint>>('/api/endpoints');
+  const eps = useApi<EndpointsResponse>('/api/endpoints');
 
   const podOf = useMemo(() => {
     const m = new Map<string, string>();
@@ -114,32 +147,13 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
         </span>
       </h1>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          pod
-          <select
-            name="pod"
-            value={filter.pod}
-            onChange={(e) => setFilter({ pod: (e.target as HTMLSelectElement).value })}
-          >
-            <option value="">all</option>
-            {pods.map((p) => (
-              <option value={p}>{p}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          verdict
-          <select
-            name="verdict"
-            value={filter.verdict}
-            onChange={(e) => setFilter({ verdict: (e.target as HTMLSelectElement).value })}
-          >
-            <option value="">all</option>
-            <option value="allow">allow</option>
-            <option value="deny">deny</option>
-            <option value="log">log</option>
-          </select>
-        </label>
+        <FilterSelect name="pod" value={filter.pod} choices={pods} onChange={(pod) => setFilter({ pod })} />
+        <FilterSelect
+          name="verdict"
+          value={filter.verdict}
+          choices={VERDICTS}
+          onChange={(verdict) => setFilter({ verdict })}
+        />
         <label>
           policy
           <input

@@ -1,14 +1,14 @@
 /** The lab's pod×pod matrix measured with real connections, beside what the evaluator predicts. */
 import { useState } from 'preact/hooks';
-import { query, type Info, type Reach } from '../api.js';
+import { query, type InfoResponse, type ReachResponse } from '../api.js';
 import { href } from '../route.js';
 import { Problem, useApi } from './common.js';
 
-export function ReachPage({ params, info }: { params: URLSearchParams; info?: Info }) {
+export function ReachPage({ params, info }: { params: URLSearchParams; info?: InfoResponse }) {
   const ports = info?.lab?.ports ?? [];
   const port = params.get('port') ?? String(ports[0]?.port ?? '');
   const protocol = params.get('protocol') ?? ports.find((p) => String(p.port) === port)?.protocol ?? 'TCP';
-  const r = useApi<Reach>(port ? `/api/reach${query({ port, protocol })}` : undefined);
+  const r = useApi<ReachResponse>(port ? `/api/reach${query({ port, protocol })}` : undefined);
   const [custom, setCustom] = useState('');
   if (info && !info.lab)
     return <Problem>The console was started without a lab: the reach matrix needs one (--lab NAME).</Problem>;

@@ -45,7 +45,7 @@ import { availableBackends, loadBackend } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
 import { validateManifestTexts, type Model } from '../../model/index.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -550,8 +550,6 @@ export async function measureAgentScale(
   for (const point of options.points) points.push(await measurePoint(ctx, options, point, lab));
   return { options, points };
 }
-
-const median = (xs: readonly number[]): number => summarize('', {}, [...xs]).median;
 
 export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
   const rows: BenchRow[] = [];

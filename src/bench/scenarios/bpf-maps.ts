@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Assembler, BpfMap, codecs, Program, XdpAction, type Codec } from '../../bpf/index.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario } from '../types.js';
 
 /**
@@ -134,11 +134,6 @@ function measureEmptyXdp(
     kernelNs.map((ns) => 1e9 / ns),
   );
   return { row, kernelNs, wallNs };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 export const scenario: BenchScenario = {

@@ -38,7 +38,7 @@ import { agentStateDir } from '../../lab/agents.js';
 import { clusterEtcd, clusterUp } from '../../lab/cluster.js';
 import { labDown } from '../../lab/index.js';
 import { spawnInNetns } from '../../netns/index.js';
-import { percentile, summarize } from '../stats.js';
+import { median, percentile, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
 
 export interface ClusterBenchOptions {
@@ -642,13 +642,7 @@ export function clusterResult(data: ClusterBenchData): BenchScenarioResult {
     const fig = clusterFigures(run);
     const allowMs = run.samples.filter((s) => s.to === 'allow').flatMap((s) => s.flipMs ?? []);
     const denyMs = run.samples.filter((s) => s.to === 'deny').flatMap((s) => s.flipMs ?? []);
-    const med = (xs: number[]): string =>
-      f0(
-        percentile(
-          [...xs].sort((a, b) => a - b),
-          50,
-        ),
-      );
+    const med = (xs: number[]): string => f0(median(xs));
     const writes = run.samples.map((s) => s.writeMs);
     const targetApply = run.samples.flatMap((s) => s.applyMs[run.targetNode] ?? []);
     const mismatch = run.samples.reduce((n, s) => n + s.baselineMismatch, 0);

@@ -43,7 +43,7 @@ import {
   type Connecting,
 } from '../../netns/index.js';
 import type { FlowStats } from '../../observe/flows.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
 import {
   agentFlowSources,
@@ -406,8 +406,6 @@ export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): P
   }
   return { options: opts, turns };
 }
-
-const median = (xs: readonly number[]): number => (xs.length ? summarize('', {}, [...xs]).median : NaN);
 
 export interface ObserveCost {
   backend: BackendName;

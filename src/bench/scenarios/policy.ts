@@ -22,9 +22,10 @@ import { policyProgram } from '../../dataplane/ebpf/program.js';
 import { addSetMembers, planSetSync } from '../../dataplane/ebpf/sync.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import type { IR, IpSet, PolicyRef, Rule, RuleSet } from '../../ir/types.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
-import { buildFrame, intToIpv4, IPPROTO_TCP, MIN_FRAME } from './support/frames.js';
+import { buildFrame, intToIpv4, MIN_FRAME } from './support/frames.js';
+import { IPPROTO_TCP } from '../../util/protocols.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC, type BenchPod } from './support/topology.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll } from './support/turns.js';
 
@@ -221,11 +222,6 @@ function measureTestRun(rules: number, opts: PolicyOptions, ctx: BenchContext): 
   } finally {
     closeNodeMaps(maps);
   }
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise<BenchScenarioResult> {

@@ -15,10 +15,11 @@ import { closeNodeMaps, createNodeMaps } from '../../dataplane/ebpf/maps.js';
 import { prefilterProgram, PREFILTER_PROGRAM_NAME } from '../../dataplane/ebpf/prefilter.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import type { IR } from '../../ir/types.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
 import { denyList, firstAddress } from './support/cidrs.js';
-import { buildFrame, IPPROTO_UDP, MIN_FRAME } from './support/frames.js';
+import { buildFrame, MIN_FRAME } from './support/frames.js';
+import { IPPROTO_UDP } from '../../util/protocols.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC } from './support/topology.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll } from './support/turns.js';
 
@@ -166,11 +167,6 @@ function measureTestRun(
   } finally {
     closeNodeMaps(maps);
   }
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 export async function runPrefilter(ctx: BenchContext, opts: PrefilterOptions): Promise<BenchScenarioResult> {

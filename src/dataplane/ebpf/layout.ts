@@ -19,9 +19,7 @@ export const SKB = {
 export const XDP_MD = { data: 0, dataEnd: 4 } as const;
 
 export const ETH_HLEN = 14;
-export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17, SCTP: 132 } as const;
-export const PROTOCOL_NUMBERS: Record<'TCP' | 'UDP' | 'SCTP' | 'ICMP', number> = IPPROTO;
-export const PROTOCOL_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+export { IPPROTO, PROTOCOL_NAMES, PROTOCOL_NUMBERS } from '../../util/protocols.js';
 
 /** EtherTypes as a little-endian 16-bit load of the network-order field sees them. */
 export const ETHERTYPE_AS_LOADED = { ipv4: 0x0008, arp: 0x0608, ipv6: 0xdd86 } as const;

@@ -13,6 +13,7 @@ import koffi from 'koffi';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { check, libc } from '../../../netns/libc.js';
+import { loadLibc } from '../../../netns/libc.js';
 import { withNetns } from '../../../netns/setns.js';
 import { NativeBlock } from '../../../bpf/sys.js';
 
@@ -40,7 +41,7 @@ let native: Native | undefined;
 
 function bindings(): Native {
   if (native) return native;
-  const lib = koffi.load('libc.so.6');
+  const lib = loadLibc();
   native = {
     sendmmsg: lib.func(
       'int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)',

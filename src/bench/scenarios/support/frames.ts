@@ -4,9 +4,8 @@
  * header checksum before netfilter sees it, and conntrack calls a TCP segment with a wrong
  * checksum INVALID, which would send it down another branch of the policy than the one measured.
  */
+import { IPPROTO_TCP, IPPROTO_UDP } from '../../../util/protocols.js';
 
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 /** Smallest Ethernet frame without the FCS: every packet of a flood has this size. */
 export const MIN_FRAME = 60;
 

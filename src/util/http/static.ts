@@ -1,11 +1,12 @@
 /**
- * The console's browser bundle: built by `npm run build` (esbuild, web/ → dist/console/static/),
- * served from disk with a strict Content-Security-Policy; nothing is fetched from elsewhere.
+ * The browser console's pages: one shell page for every route of the single-page app and the
+ * bundle `npm run build` makes (esbuild, web/ → dist/console/static/), served from disk with a
+ * strict Content-Security-Policy; nothing is fetched from elsewhere. Both `switchyard console`
+ * and an agent's `--listen` port serve them (the page's `mode` tells it which API to use).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import type http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { sessionCookie } from './auth.js';
 
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
@@ -16,11 +17,13 @@ export const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
   "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/** dist/console/static, from the compiled module (dist/console) or from the sources (src/console). */
+export type WebAppMode = 'console' | 'agent';
+
+/** dist/console/static, from the compiled module (dist/util/http) or from the sources (src/util/http). */
 export function staticDir(): string | undefined {
   const candidates = [
-    new URL('./static/', import.meta.url),
-    new URL('../../dist/console/static/', import.meta.url),
+    new URL('../../console/static/', import.meta.url),
+    new URL('../../../dist/console/static/', import.meta.url),
   ];
   return candidates.map((u) => fileURLToPath(u)).find((dir) => existsSync(`${dir}app.js`));
 }
@@ -36,8 +39,8 @@ export function securityHeaders(extra: Record<string, string> = {}): Record<stri
   };
 }
 
-/** The page every route of the single-page app loads; `mode` tells it which API to use. */
-export function shellHtml(mode: 'console' | 'agent', title: string): string {
+/** The page every route of the single-page app loads. */
+export function shellHtml(mode: WebAppMode, title: string): string {
   const esc = title.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
   return `<!doctype html>
 <html lang="en">
@@ -55,16 +58,25 @@ export function shellHtml(mode: 'console' | 'agent', title: string): string {
 `;
 }
 
+export function isShellPath(pathname: string): boolean {
+  return pathname === '/' || pathname === '/index.html';
+}
+
+/** The shell or a file of the bundle. */
+export function isWebAppPath(pathname: string): boolean {
+  return isShellPath(pathname) || ASSETS[pathname.slice(1)] !== undefined;
+}
+
 /**
  * Answers GET `/` (the shell) and the bundle's files; false for any other path. Callers check
  * the token first.
  */
-export function serveConsoleAsset(
+export function serveWebApp(
   pathname: string,
   res: http.ServerResponse,
-  opts: { mode: 'console' | 'agent'; title: string },
+  opts: { mode: WebAppMode; title: string },
 ): boolean {
-  if (pathname === '/' || pathname === '/index.html') {
+  if (isShellPath(pathname)) {
     res.writeHead(200, securityHeaders({ 'content-type': 'text/html; charset=utf-8' }));
     res.end(shellHtml(opts.mode, opts.title));
     return true;
@@ -81,29 +93,4 @@ export function serveConsoleAsset(
   res.writeHead(200, securityHeaders({ 'content-type': type }));
   res.end(readFileSync(`${dir}${name}`));
   return true;
-}
-
-/**
- * The agent's TCP listener (`switchyard agent --listen`) serves the same pages for its own node
- * (endpoints, flows, explain). Called after the agent checked the token: a `?token=` on a page is
- * traded for the session cookie (so EventSource works), then the shell and bundle are served.
- * False for anything else (the API).
- */
-export function serveAgentConsole(
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  token: string,
-  node: string,
-): boolean {
-  if (req.method !== 'GET') return false;
-  const url = new URL(req.url ?? '/', 'http://agent');
-  const page = url.pathname === '/' || url.pathname === '/index.html';
-  if (!page && !ASSETS[url.pathname.slice(1)]) return false;
-  if (page && url.searchParams.has('token')) {
-    url.searchParams.delete('token');
-    res.writeHead(303, { 'set-cookie': sessionCookie(token), location: `${url.pathname}${url.search}` });
-    res.end();
-    return true;
-  }
-  return serveConsoleAsset(url.pathname, res, { mode: 'agent', title: `Switchyard · ${node}` });
 }

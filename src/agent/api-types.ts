@@ -1,0 +1,217 @@
+/**
+ * The JSON the agent's API answers (src/agent/api.ts), endpoint by endpoint: the one description
+ * of it that the server, its clients (src/console, the CLI) and the browser console (web/, with
+ * `import type`) share. The server builds its answers as these types, so a change to what it
+ * sends that the readers have not heard of fails to compile. Self-contained on purpose: web/
+ * typechecks this file without Node's types, so it imports nothing.
+ */
+
+export type Verdict = 'allow' | 'deny' | 'log';
+export type Direction = 'ingress' | 'egress';
+export type ProtocolName = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
+
+/** Every error: an HTTP status of 400 or more with this body. */
+export interface ErrorResponse {
+  error: string;
+}
+
+// --- GET /v1/status, POST /v1/sync -------------------------------------------------------------
+
+export interface AgentError {
+  at: string;
+  stage: 'source' | 'apply' | 'drift';
+  /** Revision the error is about (for `apply`). */
+  revision?: string;
+  message: string;
+}
+
+export interface LastApply {
+  at: string;
+  mode: 'adopted' | 'incremental' | 'full' | 'repair';
+  durationMs: number;
+  changed: number;
+  revision: string;
+}
+
+/** What the agent has in force (POST /v1/sync answers this once the re-read is applied). */
+export interface AgentStatus {
+  node: string;
+  backend: string;
+  netns: string;
+  scope: string;
+  pid: number;
+  source: string;
+  /** The source's own counters (etcd: connected, lists, resumes, compactions, events, revision). */
+  sourceStats?: Readonly<Record<string, number | boolean | undefined>>;
+  startedAt: string;
+  /** Revision in force (undefined before the first successful apply). */
+  revision?: string;
+  /** Latest revision read from the source. */
+  desiredRevision?: string;
+  lastApply?: LastApply;
+  /** Set while the newest desired revision could not be applied (the previous state is in force). */
+  lastError?: AgentError;
+  repairs: number;
+  errors: number;
+  /** Last time the kernel was confirmed equal to what was applied. */
+  checkedAt?: string;
+}
+
+export interface FlowStats {
+  /** Kernel events taken in. */
+  events: number;
+  /** Events refused by the rate limit. */
+  rateLimited: number;
+  /** Events the kernel side could not deliver, by where they were lost. */
+  lost: Record<string, number>;
+  flows: number;
+  evicted: number;
+}
+
+/** GET /v1/status */
+export interface StatusResponse extends AgentStatus {
+  flows: FlowStats;
+}
+
+/** POST /v1/sync */
+export type SyncResponse = AgentStatus;
+
+// --- GET /v1/endpoints ---------------------------------------------------------------------------
+
+/** One direction of an endpoint: the policies selecting it and what happens to the rest. */
+export interface EndpointSide {
+  globalPolicies: string[];
+  networkPolicies: string[];
+  default: 'allow' | 'deny';
+  rules: number;
+}
+
+export interface EndpointInfo {
+  /** `namespace/pod`. */
+  id: string;
+  addresses: string[];
+  labels: Record<string, string>;
+  namespaceLabels: Record<string, string>;
+  ports: { name?: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[];
+  interface: string;
+  ingress: EndpointSide;
+  egress: EndpointSide;
+}
+
+/** GET /v1/endpoints: this node's pods. */
+export type EndpointsResponse = EndpointInfo[];
+
+// --- GET /v1/policies ----------------------------------------------------------------------------
+
+export interface PolicyInfo {
+  /** `NetworkPolicy ns/name` or `GlobalPolicy name`. */
+  policy: string;
+  kind: string;
+  namespace?: string;
+  name: string;
+  directions: string[];
+  /** Pods of this node it selects. */
+  selects: string[];
+  rules: string[];
+}
+
+/** GET /v1/policies: policies selecting a pod on this node. */
+export type PoliciesResponse = PolicyInfo[];
+
+// --- GET /v1/flows -------------------------------------------------------------------------------
+
+export interface FlowProcess {
+  pid: number;
+  comm: string;
+  cgroupId: string;
+  /** The pod whose cgroup it is. */
+  pod?: string;
+}
+
+export interface Flow {
+  key: string;
+  node: string;
+  firstSeen: string;
+  lastSeen: string;
+  protocol: string;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  direction: Direction;
+  endpoint?: string;
+  verdict: Verdict;
+  rule: string;
+  /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
+  policy?: string;
+  packets: number;
+  bytes: number;
+  process?: FlowProcess;
+}
+
+/** GET /v1/flows. With `follow=1` the answer is server-sent events named `flow` instead, each a {@link Flow}. */
+export interface FlowsResponse {
+  node: string;
+  flows: Flow[];
+  stats: FlowStats;
+}
+
+// --- GET /v1/explain -----------------------------------------------------------------------------
+
+export interface RuleRef {
+  id: string;
+  policy: string;
+  ruleIndex: number;
+  action: string;
+  /** file:line of the policy manifest. */
+  source?: string;
+}
+
+export interface SideExplanation {
+  endpoint: string;
+  direction: Direction;
+  allowed: boolean;
+  reason: string;
+  globalPolicies: string[];
+  networkPolicies: string[];
+  rule?: RuleRef;
+  passedBy?: RuleRef;
+  logged: RuleRef[];
+  text: string;
+}
+
+export interface ExplainPeer {
+  given: string;
+  address: string;
+  endpoint?: string;
+  node?: string;
+}
+
+/** GET /v1/explain: which rule decides a connection. */
+export interface Explanation {
+  from: ExplainPeer;
+  to: ExplainPeer;
+  protocol: ProtocolName;
+  port?: number;
+  allowed: boolean;
+  decidedAt: string;
+  prefilter?: string;
+  prefilterReply?: boolean;
+  egress?: SideExplanation;
+  ingress?: SideExplanation;
+  summary: string;
+}
+
+// --- All of it -----------------------------------------------------------------------------------
+
+/** Each endpoint's path and what it answers, for typed clients (`askAgent` in ./client.ts). */
+export interface AgentAnswers {
+  '/v1/status': StatusResponse;
+  '/v1/endpoints': EndpointsResponse;
+  '/v1/policies': PoliciesResponse;
+  '/v1/flows': FlowsResponse;
+  '/v1/explain': Explanation;
+  '/v1/sync': SyncResponse;
+  /** Prometheus text. */
+  '/metrics': string;
+}
