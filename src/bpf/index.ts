@@ -33,6 +33,7 @@ export {
   BpfPermissionError,
   BpfUnsupportedError,
   errnoName,
+  MissingKernelFeatureError,
   UnsupportedFeatureError,
   VerifierError,
 } from './errors.js';
@@ -97,6 +98,8 @@ export { RingBufReader, type RecordHandler } from './ringbuf.js';
 export { netnsPath, openNetns, withNetns } from './netns.js';
 export {
   ALL_FEATURES,
+  explainFailure,
+  needing,
   probeFeature,
   probeFeatures,
   requireFeatures,
