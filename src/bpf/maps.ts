@@ -296,9 +296,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
   updateBatch(entries: Iterable<readonly [K, Stored]>, mode: UpdateMode = 'any', batchSize = 4096): number {
     const keySize = this.info.keySize;
     let written = 0;
-    let pending: (readonly [K, Stored])[] = [];
-    const flush = (): void => {
-      if (pending.length === 0) return;
+    inBatches(entries, batchSize, (pending) => {
       const { block, offsets } = scratchLayout([pending.length * keySize, pending.length * this.valueBytes]);
       const [keysOff = 0, valuesOff = 0] = offsets;
       pending.forEach(([key, value], i) => {
@@ -316,13 +314,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
       });
       if (result < 0) this.fail(-result, 'BPF_MAP_UPDATE_BATCH', `after ${written + count} elements`);
       written += count;
-      pending = [];
-    };
-    for (const entry of entries) {
-      pending.push(entry);
-      if (pending.length >= batchSize) flush();
-    }
-    flush();
+    });
     return written;
   }
 
@@ -330,9 +322,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
   deleteBatch(keys: Iterable<K>, batchSize = 4096): number {
     const keySize = this.info.keySize;
     let deleted = 0;
-    let pending: K[] = [];
-    const flush = (): void => {
-      if (pending.length === 0) return;
+    inBatches(keys, batchSize, (pending) => {
       const { block } = scratchLayout([pending.length * keySize]);
       pending.forEach((key, i) => this.keyCodec.encode(key, block.buffer, i * keySize));
       const { result, count } = mapBatch(BpfCommand.MAP_DELETE_BATCH, {
@@ -350,15 +340,22 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
         for (const key of pending.slice(count + 1)) if (this.delete(key)) deleted++;
       } else if (result < 0) this.fail(-result, 'BPF_MAP_DELETE_BATCH', `after ${deleted + count} elements`);
       else deleted += count;
-      pending = [];
-    };
-    for (const key of keys) {
-      pending.push(key);
-      if (pending.length >= batchSize) flush();
-    }
-    flush();
+    });
     return deleted;
   }
+}
+
+/** Hands `items` to `flush` in arrays of at most `size` (none empty). */
+function inBatches<T>(items: Iterable<T>, size: number, flush: (batch: T[]) => void): void {
+  let pending: T[] = [];
+  for (const item of items) {
+    pending.push(item);
+    if (pending.length >= size) {
+      flush(pending);
+      pending = [];
+    }
+  }
+  if (pending.length > 0) flush(pending);
 }
 
 export type PlainMapType = 'hash' | 'lru_hash' | 'array' | 'lpm_trie';

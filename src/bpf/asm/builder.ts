@@ -203,13 +203,7 @@ export class Assembler {
 
   /** dst = *(size *)(src + offset) */
   ldx(size: SizeName, dst: Register, src: Register, offset: number): this {
-    return this.emit({
-      opcode: InsnClass.LDX | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: src.reg,
-      offset: offset16(offset, 'load offset'),
-      imm: 0,
-    });
+    return this.memory(InsnClass.LDX, size, dst.reg, src.reg, offset16(offset, 'load offset'), 0);
   }
   ldxb(dst: Register, src: Register, offset: number): this {
     return this.ldx('b', dst, src, offset);
@@ -226,24 +220,13 @@ export class Assembler {
 
   /** *(size *)(dst + offset) = src */
   stx(size: SizeName, dst: Register, offset: number, src: Register): this {
-    return this.emit({
-      opcode: InsnClass.STX | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: src.reg,
-      offset: offset16(offset, 'store offset'),
-      imm: 0,
-    });
+    return this.memory(InsnClass.STX, size, dst.reg, src.reg, offset16(offset, 'store offset'), 0);
   }
 
   /** *(size *)(dst + offset) = imm */
   st(size: SizeName, dst: Register, offset: number, imm: number): this {
-    return this.emit({
-      opcode: InsnClass.ST | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: 0,
-      offset: offset16(offset, 'store offset'),
-      imm: imm32(imm, 'store immediate'),
-    });
+    const value = imm32(imm, 'store immediate');
+    return this.memory(InsnClass.ST, size, dst.reg, 0, offset16(offset, 'store offset'), value);
   }
 
   /**
@@ -442,6 +425,12 @@ export class Assembler {
     return this.ldx(size, via, src, srcOffset).stx(size, dst, dstOffset, via);
   }
 
+  /** Goes to the label of the first case `reg` equals (in the order given), else to `otherwise`. */
+  dispatch(reg: Register, cases: readonly (readonly [number, string])[], otherwise?: string): this {
+    for (const [value, label] of cases) this.jeq(reg, value, label);
+    return otherwise === undefined ? this : this.ja(otherwise);
+  }
+
   /** *(u64 *)(ptr + offset) += by, through `via`: a plain add, for per-CPU values only. */
   addToU64(ptr: Register, offset: number, by: Operand, via: Register): this {
     return this.ldxdw(via, ptr, offset).add64(via, by).stx('dw', ptr, offset, via);
@@ -496,6 +485,10 @@ export class Assembler {
     }
     this.instructions.push(insn);
     return this;
+  }
+
+  private memory(cls: number, size: SizeName, dst: number, src: number, offset: number, imm: number): this {
+    return this.emit({ opcode: cls | Mode.MEM | sizeCode[size], dst, src, offset, imm });
   }
 
   private endian(order: number, dst: Register, bits: 16 | 32 | 64): this {

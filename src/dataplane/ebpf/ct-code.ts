@@ -176,11 +176,16 @@ function emitRelatedLookup(asm: Assembler): void {
     .copy('w', R10, rk + K.saddr, R2, inner + 12, R5)
     .copy('w', R10, rk + K.daddr, R2, inner + 16, R5)
     .st('w', R10, rk + K.sport, 0)
-    .jeq(R4, IPPROTO.ICMP, 'ct_rel_icmp')
-    .jeq(R4, IPPROTO.TCP, 'ct_rel_ports')
-    .jeq(R4, IPPROTO.UDP, 'ct_rel_ports')
-    .jeq(R4, IPPROTO.SCTP, 'ct_rel_ports')
-    .ja('ct_rel_lookup')
+    .dispatch(
+      R4,
+      [
+        [IPPROTO.ICMP, 'ct_rel_icmp'],
+        [IPPROTO.TCP, 'ct_rel_ports'],
+        [IPPROTO.UDP, 'ct_rel_ports'],
+        [IPPROTO.SCTP, 'ct_rel_ports'],
+      ],
+      'ct_rel_lookup',
+    )
     .label('ct_rel_ports')
     .copy('h', R10, rk + K.sport, R2, inner + 20, R5)
     .copy('h', R10, rk + K.dport, R2, inner + 22, R5)

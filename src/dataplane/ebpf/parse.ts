@@ -92,16 +92,20 @@ function emitTransport(asm: Assembler): void {
   asm
     .comment('transport: TCP, UDP, SCTP ports; ICMP type')
     .mov64(R8, 0)
-    .jeq(R9, IPPROTO.TCP, 'parse_tcp')
-    .jeq(R9, IPPROTO.UDP, 'parse_ports')
-    .jeq(R9, IPPROTO.SCTP, 'parse_ports')
-    .jeq(R9, IPPROTO.ICMP, 'parse_icmp')
-    .ja('parsed')
+    .dispatch(
+      R9,
+      [
+        [IPPROTO.TCP, 'parse_tcp'],
+        [IPPROTO.UDP, 'parse_ports'],
+        [IPPROTO.SCTP, 'parse_ports'],
+        [IPPROTO.ICMP, 'parse_icmp'],
+      ],
+      'parsed',
+    )
     .label('parse_tcp')
     .comment('TCP: the flags byte')
     .checkBounds(R2, 14, R3, R4, L.malformed)
-    .ldxb(R4, R2, 13)
-    .stx('b', R10, FRAME.l4info, R4)
+    .copy('b', R10, FRAME.l4info, R2, 13, R4)
     .label('parse_ports')
     .comment('the ports; r8 = destination port in host order')
     .checkBounds(R2, 8, R3, R4, L.malformed)
@@ -111,10 +115,9 @@ function emitTransport(asm: Assembler): void {
     .be(R8, 16)
     .ja('parsed')
     .label('parse_icmp')
-    .comment('ICMP: the type')
+    .comment('ICMP: the type (r4)')
     .checkBounds(R2, 8, R3, R4, L.malformed)
-    .ldxb(R4, R2, 0)
-    .stx('b', R10, FRAME.l4info, R4)
+    .copy('b', R10, FRAME.l4info, R2, 0, R4)
     // Echo request and reply are tracked by their identifier, in both port fields so that the
     // reversed key of a reply is the request's key.
     .jeq(R4, 8, 'parse_echo')
