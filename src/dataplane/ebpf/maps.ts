@@ -154,7 +154,11 @@ function kernelName(symbolic: string): string {
 }
 
 /** A spec as the kernel gets it: its kernel name, and the size asked for instead of the default. */
-function sized<S extends { maxEntries: number }>(spec: S, name: string, maxEntries?: number): S & { name: string } {
+function sized<S extends { maxEntries: number }>(
+  spec: S,
+  name: string,
+  maxEntries?: number,
+): S & { name: string } {
   return { ...spec, name: kernelName(name), maxEntries: maxEntries ?? spec.maxEntries };
 }
 
