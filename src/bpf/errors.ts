@@ -155,6 +155,10 @@ export class VerifierError extends BpfError {
   readonly log: string;
   /** Disassembly with the failing instruction marked by `-->`. */
   readonly listing: string;
+  /** What the generated code at that instruction does (its `Assembler.comment`), when known. */
+  readonly doing: string | undefined;
+  /** One line: which program, where, and the verifier's reason. */
+  readonly summary: string;
 
   constructor(
     errno: number,
@@ -165,15 +169,24 @@ export class VerifierError extends BpfError {
       log: string;
       listing: string;
       excerpt: string;
+      doing?: string;
     },
   ) {
     super(errno, context, 'verifier rejected the program');
     const where = report.instructionIndex === undefined ? '' : ` at instruction ${report.instructionIndex}`;
-    this.message = `${context.subject ?? 'program'} rejected by the verifier${where}: ${report.reason}\n${report.excerpt}`;
+    const doing = report.doing ? ` (${report.doing})` : '';
+    this.summary = `${context.subject ?? 'program'} rejected by the verifier${where}${doing}: ${report.reason}`;
+    this.message = `${this.summary}\n${report.excerpt}`;
     this.reason = report.reason;
     this.instructionIndex = report.instructionIndex;
     this.log = report.log;
     this.listing = report.listing;
+    this.doing = report.doing;
+  }
+
+  /** The message with the whole verifier log after it, for when the excerpt is not enough. */
+  withLog(): string {
+    return `${this.message}\n--- verifier log ---\n${this.log.trimEnd()}`;
   }
 }
 
@@ -182,8 +195,26 @@ export class UnsupportedFeatureError extends Error {
   constructor(
     readonly feature: string,
     detail: string,
+    options?: ErrorOptions,
   ) {
-    super(`kernel feature '${feature}' is not available: ${detail}`);
-    this.name = 'UnsupportedFeatureError';
+    super(`kernel feature '${feature}' is not available: ${detail}`, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * A load, attach or map creation failed because the running kernel lacks a feature: says so in
+ * those words ("this kernel (6.1.0) lacks tcx (needs Linux 6.6)"); the kernel's own error, an
+ * errno or a verifier rejection, is the `cause`.
+ */
+export class MissingKernelFeatureError extends UnsupportedFeatureError {
+  constructor(
+    feature: string,
+    readonly kernel: string,
+    readonly since: string,
+    cause: unknown,
+  ) {
+    super(feature, `needs Linux ${since}`, { cause });
+    this.message = `this kernel (${kernel}) lacks ${feature} (needs Linux ${since})`;
   }
 }

@@ -4,7 +4,7 @@ import { Assembler } from './asm/builder.js';
 import { R0, R1, R2 } from './asm/instruction.js';
 import { linkCreate, mapCreate } from './commands.js';
 import { ATTACH_TYPES, MAP_TYPES, MapFlags } from './constants.js';
-import { BpfError, UnsupportedFeatureError, VerifierError } from './errors.js';
+import { BpfError, MissingKernelFeatureError, UnsupportedFeatureError, VerifierError } from './errors.js';
 import { Program } from './programs.js';
 import { closeFd, pageSize } from './sys.js';
 
@@ -119,14 +119,64 @@ const PROBES: Record<FeatureName, () => { available: boolean; detail: string }> 
 };
 
 const cache = new Map<FeatureName, FeatureStatus>();
+/** Probes under way: a probe's own failure must not be explained by probing again. */
+const probing = new Set<FeatureName>();
 
 export function probeFeature(name: FeatureName): FeatureStatus {
   let status = cache.get(name);
   if (!status) {
-    status = { ...PROBES[name](), since: SINCE[name] };
+    probing.add(name);
+    try {
+      status = { ...PROBES[name](), since: SINCE[name] };
+    } finally {
+      probing.delete(name);
+    }
     cache.set(name, status);
   }
   return status;
+}
+
+/** Errnos the kernel answers with when it does not know a type, flag or attach point. */
+const MISSING_FEATURE_CODES = new Set(['EINVAL', 'EOPNOTSUPP', 'ENOTSUPP', 'E2BIG']);
+
+/** Helpers whose absence from the kernel is one of the features probed here. */
+const HELPER_FEATURES: Readonly<Record<string, FeatureName>> = {
+  bpf_redirect_peer: 'redirect_peer',
+  bpf_ringbuf_output: 'ringbuf',
+  bpf_ringbuf_reserve: 'ringbuf',
+};
+
+/** The feature a verifier rejection shows missing: a helper it does not know. */
+function featureOfRejection(err: VerifierError): FeatureName | undefined {
+  const helper = /unknown func (bpf_\w+)#/.exec(err.reason)?.[1];
+  return helper ? HELPER_FEATURES[helper] : undefined;
+}
+
+/**
+ * What a failed load, attach or map creation means when the running kernel lacks `feature` (for a
+ * verifier rejection: the feature of the helper it did not know): a MissingKernelFeatureError
+ * saying so, with the kernel's error as its cause. Any other error comes back as it was. Probes
+ * only for the errors a missing feature produces.
+ */
+export function explainFailure(err: unknown, feature?: FeatureName): unknown {
+  const missing =
+    err instanceof VerifierError
+      ? featureOfRejection(err)
+      : err instanceof BpfError && MISSING_FEATURE_CODES.has(err.code)
+        ? feature
+        : undefined;
+  if (!missing || probing.has(missing)) return err;
+  const status = probeFeature(missing);
+  return status.available ? err : new MissingKernelFeatureError(missing, release(), status.since, err);
+}
+
+/** Runs `action`; if it fails because the kernel lacks `feature`, throws the error that says so. */
+export function needing<T>(feature: FeatureName, action: () => T): T {
+  try {
+    return action();
+  } catch (err) {
+    throw explainFailure(err, feature);
+  }
 }
 
 export const ALL_FEATURES: readonly FeatureName[] = ['btf', 'lpm_trie', 'ringbuf', 'redirect_peer', 'tcx'];

@@ -33,6 +33,7 @@ export {
   BpfPermissionError,
   BpfUnsupportedError,
   errnoName,
+  MissingKernelFeatureError,
   UnsupportedFeatureError,
   VerifierError,
 } from './errors.js';
@@ -98,6 +99,8 @@ export { netnsPath } from '../netns/namespaces.js';
 export { openNetns, withNetns } from '../netns/setns.js';
 export {
   ALL_FEATURES,
+  explainFailure,
+  needing,
   probeFeature,
   probeFeatures,
   requireFeatures,

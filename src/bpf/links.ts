@@ -12,6 +12,7 @@ import {
 } from './commands.js';
 import { ATTACH_TYPES, AttachFlags, BpfCommand, LINK_TYPES, XdpFlags, type AttachType } from './constants.js';
 import { bpfError } from './errors.js';
+import { needing } from './features.js';
 import { BpfObject } from './object.js';
 import { openPinnedFd } from './pins.js';
 import type { Program } from './programs.js';
@@ -153,16 +154,19 @@ export function attachTcx(program: Program, target: TcxTarget): Link {
     (target.before !== undefined ? AttachFlags.BEFORE : 0) |
     (target.after !== undefined ? AttachFlags.AFTER : 0);
   const label = `tcx ${target.direction} link on ${describeInterface(target, ifindex)}`;
-  const fd = linkCreate(
-    {
-      progFd: program.fd,
-      target: ifindex,
-      attachType,
-      flags,
-      relative: order.relative,
-      expectedRevision: target.expectedRevision,
-    },
-    `${program.description} -> ${label}`,
+  // Kernels before 6.6 refuse the attach type with a bare EINVAL: say that tcx is what they lack.
+  const fd = needing('tcx', () =>
+    linkCreate(
+      {
+        progFd: program.fd,
+        target: ifindex,
+        attachType,
+        flags,
+        relative: order.relative,
+        expectedRevision: target.expectedRevision,
+      },
+      `${program.description} -> ${label}`,
+    ),
   );
   return Link.fromFd(fd, label);
 }

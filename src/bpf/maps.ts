@@ -20,6 +20,7 @@ import {
 } from './constants.js';
 import { possibleCpuCount } from './cpus.js';
 import { bpfError } from './errors.js';
+import { needing, type FeatureName } from './features.js';
 import { BpfObject } from './object.js';
 import { openPinnedFd } from './pins.js';
 import { closeFd, scratch, type NativeBlock } from './sys.js';
@@ -44,8 +45,6 @@ const mapTypeNames = new Map<number, string>(Object.entries(MAP_TYPES).map(([nam
 export function readMapInfo(fd: number): MapInfo {
   const info = objInfo(fd, 88, `map fd ${fd}`);
   const type = info.readUInt32LE(0);
-  const nameBytes = info.subarray(24, 40);
-  const end = nameBytes.indexOf(0);
   return {
     type,
     typeName: mapTypeNames.get(type) ?? `type ${type}`,
@@ -54,7 +53,7 @@ export function readMapInfo(fd: number): MapInfo {
     valueSize: info.readUInt32LE(12),
     maxEntries: info.readUInt32LE(16),
     flags: info.readUInt32LE(20),
-    name: nameBytes.toString('utf8', 0, end < 0 ? 16 : end),
+    name: cString(info.subarray(24, 40)),
   };
 }
 
@@ -126,10 +125,31 @@ function createFd(
   innerMapFd?: number,
 ): number {
   const subject = `map '${name ?? ''}' (${type})`;
-  return mapCreate(
-    { mapType: MAP_TYPES[type], keySize, valueSize, maxEntries, flags, innerMapFd, name },
-    subject,
-  );
+  const create = (): number =>
+    mapCreate({ mapType: MAP_TYPES[type], keySize, valueSize, maxEntries, flags, innerMapFd, name }, subject);
+  const feature = MAP_TYPE_FEATURES[type];
+  return feature ? needing(feature, create) : create();
+}
+
+/** Map types newer than the oldest kernels: a refusal to create one is explained by a probe. */
+const MAP_TYPE_FEATURES: Partial<Record<MapType, FeatureName>> = { lpm_trie: 'lpm_trie', ringbuf: 'ringbuf' };
+
+/** Checks that an adopted fd's map fits the codecs (closing the fd if not) and returns its info. */
+function adoptFd(fd: number, keySize: number, valueSize: number, what: string): MapInfo {
+  const info = readMapInfo(fd);
+  try {
+    checkShape(info, keySize, valueSize, what);
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+  return info;
+}
+
+/** A NUL-terminated name field of a kernel info struct. */
+export function cString(bytes: Buffer): string {
+  const end = bytes.indexOf(0);
+  return bytes.toString('utf8', 0, end < 0 ? bytes.length : end);
 }
 
 /** Typed access to keys and values through codecs, for both plain and per-CPU maps. */
@@ -276,9 +296,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
   updateBatch(entries: Iterable<readonly [K, Stored]>, mode: UpdateMode = 'any', batchSize = 4096): number {
     const keySize = this.info.keySize;
     let written = 0;
-    let pending: (readonly [K, Stored])[] = [];
-    const flush = (): void => {
-      if (pending.length === 0) return;
+    inBatches(entries, batchSize, (pending) => {
       const { block, offsets } = scratchLayout([pending.length * keySize, pending.length * this.valueBytes]);
       const [keysOff = 0, valuesOff = 0] = offsets;
       pending.forEach(([key, value], i) => {
@@ -296,13 +314,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
       });
       if (result < 0) this.fail(-result, 'BPF_MAP_UPDATE_BATCH', `after ${written + count} elements`);
       written += count;
-      pending = [];
-    };
-    for (const entry of entries) {
-      pending.push(entry);
-      if (pending.length >= batchSize) flush();
-    }
-    flush();
+    });
     return written;
   }
 
@@ -310,9 +322,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
   deleteBatch(keys: Iterable<K>, batchSize = 4096): number {
     const keySize = this.info.keySize;
     let deleted = 0;
-    let pending: K[] = [];
-    const flush = (): void => {
-      if (pending.length === 0) return;
+    inBatches(keys, batchSize, (pending) => {
       const { block } = scratchLayout([pending.length * keySize]);
       pending.forEach((key, i) => this.keyCodec.encode(key, block.buffer, i * keySize));
       const { result, count } = mapBatch(BpfCommand.MAP_DELETE_BATCH, {
@@ -330,15 +340,22 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
         for (const key of pending.slice(count + 1)) if (this.delete(key)) deleted++;
       } else if (result < 0) this.fail(-result, 'BPF_MAP_DELETE_BATCH', `after ${deleted + count} elements`);
       else deleted += count;
-      pending = [];
-    };
-    for (const key of keys) {
-      pending.push(key);
-      if (pending.length >= batchSize) flush();
-    }
-    flush();
+    });
     return deleted;
   }
+}
+
+/** Hands `items` to `flush` in arrays of at most `size` (none empty). */
+function inBatches<T>(items: Iterable<T>, size: number, flush: (batch: T[]) => void): void {
+  let pending: T[] = [];
+  for (const item of items) {
+    pending.push(item);
+    if (pending.length >= size) {
+      flush(pending);
+      pending = [];
+    }
+  }
+  if (pending.length > 0) flush(pending);
 }
 
 export type PlainMapType = 'hash' | 'lru_hash' | 'array' | 'lpm_trie';
@@ -364,14 +381,7 @@ export class BpfMap<K, V> extends KeyedMap<K, V, V> {
 
   /** Adopts an fd (the map takes ownership); codec sizes must match the map's. */
   static fromFd<K, V>(fd: number, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
-    const info = readMapInfo(fd);
-    try {
-      checkShape(info, key.size, value.size, 'BpfMap.fromFd');
-    } catch (err) {
-      closeFd(fd);
-      throw err;
-    }
-    return new BpfMap(fd, key, value, info);
+    return new BpfMap(fd, key, value, adoptFd(fd, key.size, value.size, 'BpfMap.fromFd'));
   }
 
   static fromPin<K, V>(path: string, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
@@ -438,14 +448,7 @@ export class PerCpuMap<K, V> extends KeyedMap<K, V, V[]> {
   }
 
   static fromFd<K, V>(fd: number, key: Codec<K>, value: Codec<V>): PerCpuMap<K, V> {
-    const info = readMapInfo(fd);
-    try {
-      checkShape(info, key.size, value.size, 'PerCpuMap.fromFd');
-    } catch (err) {
-      closeFd(fd);
-      throw err;
-    }
-    return new PerCpuMap(fd, key, value, info);
+    return new PerCpuMap(fd, key, value, adoptFd(fd, key.size, value.size, 'PerCpuMap.fromFd'));
   }
 
   static fromPin<K, V>(path: string, key: Codec<K>, value: Codec<V>): PerCpuMap<K, V> {

@@ -1,6 +1,6 @@
 import { Attr, ATTR_SIZE, ProgLoadAttr, syncAttr, TestRunAttr } from './attr.js';
 import type { AssembledProgram } from './asm/builder.js';
-import { disassemble } from './asm/disasm.js';
+import { commentAt, disassemble } from './asm/disasm.js';
 import {
   encodeInstructions,
   INSN_SIZE,
@@ -18,8 +18,9 @@ import {
   type AttachType,
   type ProgramType,
 } from './constants.js';
-import { bpfError, errnoName, VerifierError } from './errors.js';
-import type { MapBase } from './maps.js';
+import { bpfError, errnoName, VerifierError, type ErrorContext } from './errors.js';
+import { explainFailure } from './features.js';
+import { cString, type MapBase } from './maps.js';
 import { BpfObject } from './object.js';
 import { openPinnedFd } from './pins.js';
 import { NativeBlock, rawBpfAsync, type SyscallResult } from './sys.js';
@@ -101,6 +102,31 @@ function resolveMaps(spec: ProgramSpec): (ref: MapReference) => number {
   };
 }
 
+/**
+ * The verifier's rejection of `program`: its reason, the listing with the failing instruction
+ * marked, and what the generator said that code does (the comment in force there).
+ */
+function rejection(
+  errno: number,
+  where: ErrorContext,
+  program: AssembledProgram | readonly Instruction[],
+  log: string,
+): VerifierError {
+  const finding = parseVerifierLog(log);
+  const listing = disassemble(program, { mark: finding.instructionIndex });
+  const doing =
+    'instructions' in program && finding.instructionIndex !== undefined
+      ? commentAt(program, finding.instructionIndex)
+      : undefined;
+  return new VerifierError(errno, where, {
+    ...finding,
+    log,
+    listing,
+    excerpt: listingExcerpt(listing),
+    ...(doing ? { doing } : {}),
+  });
+}
+
 /** A loaded program. Attach it with the functions in links.ts; test it with testRun. */
 export class Program extends BpfObject {
   readonly type: number;
@@ -166,17 +192,12 @@ export class Program extends BpfObject {
           logSize = Math.min(LOG_MAX, Math.max(logSize * 4, retry.trueSize + 1));
           continue;
         }
-        const end = logBlock.buffer.indexOf(0);
-        const log = logBlock.buffer.toString('utf8', 0, end < 0 ? logBlock.size : end);
+        const log = cString(logBlock.buffer);
         if (!log.trim()) throw bpfError(-retry.result, context(BpfCommand.PROG_LOAD, subject));
-        const finding = parseVerifierLog(log);
-        const listing = disassemble(spec.instructions, { mark: finding.instructionIndex });
-        throw new VerifierError(-retry.result, context(BpfCommand.PROG_LOAD, subject), {
-          ...finding,
-          log,
-          listing,
-          excerpt: listingExcerpt(listing),
-        });
+        // A helper this kernel does not know is a feature it lacks: say which.
+        throw explainFailure(
+          rejection(-retry.result, context(BpfCommand.PROG_LOAD, subject), spec.instructions, log),
+        );
       } finally {
         logBlock.free();
       }
@@ -333,8 +354,6 @@ function finishTestRun(
 export function readProgramInfo(fd: number): ProgramInfo {
   const info = objInfo(fd, 224, `program fd ${fd}`);
   const type = info.readUInt32LE(0);
-  const nameBytes = info.subarray(64, 80);
-  const end = nameBytes.indexOf(0);
   return {
     type,
     typeName: programTypeNames.get(type) ?? `type ${type}`,
@@ -343,7 +362,7 @@ export function readProgramInfo(fd: number): ProgramInfo {
     translatedBytes: info.readUInt32LE(20),
     jitedBytes: info.readUInt32LE(16),
     mapIds: info.readUInt32LE(52),
-    name: nameBytes.toString('utf8', 0, end < 0 ? 16 : end),
+    name: cString(info.subarray(64, 80)),
     verifiedInstructions: info.readUInt32LE(216),
   };
 }

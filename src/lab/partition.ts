@@ -65,8 +65,7 @@ function partitionProgram(direction: Direction, port: number): AssembledProgram 
     new Assembler()
       .mov64(R6, R1)
       .mov64(R2, 0)
-      .mov64(R3, R10)
-      .add64(R3, ip)
+      .stackAddress(R3, ip)
       .mov64(R4, 20)
       .call('skb_load_bytes')
       .jne(R0, 0, 'pass') // shorter than an IPv4 header: not ours
@@ -87,8 +86,7 @@ function partitionProgram(direction: Direction, port: number): AssembledProgram 
       // IP options push the TCP header out: it starts at IHL * 4.
       .lsh64(R2, 2)
       .mov64(R1, R6)
-      .mov64(R3, R10)
-      .add64(R3, ports)
+      .stackAddress(R3, ports)
       .mov64(R4, 4)
       .call('skb_load_bytes')
       .jne(R0, 0, 'pass')

@@ -137,21 +137,18 @@ export type ProcessRecord = codecs.CodecValue<typeof processRecord>;
 /** Map names the program refers to. */
 export const MAPS = { allowed: 'allowed', pending: 'pending', events: 'events', lost: 'lost' } as const;
 
+/** Stack of the tracepoint program (offsets from r10). */
+const STACK = { key: -8, value: -48, pendingKey: -56, record: -72, lostKey: -76 } as const;
+
 /**
  * The tracepoint program. r6 = ctx, r7 = oldstate, r8 = newstate, later r7 = pending entry.
  * Stack: [-8] a u64 key; [-48, -16) the pending value; [-56] the pending key; [-72, -24) the
  * record (built only on the leave path, where the pending value area is unused).
  */
 export function processProgram(f: SetStateLayout): AssembledProgram {
-  const key = -8;
-  const value = -48;
-  const pendingKeySlot = -56;
-  const record = -72;
-  const lostKey = -76;
-  const v = pendingValue.offsets;
-  const r = processRecord.offsets;
   if (pendingValue.size !== 32 || processRecord.size !== 48) throw new Error('process record layout changed');
   const asm = new Assembler()
+    .comment('IPv4 TCP only: SYN_SENT entered (connect) or left (source port known)')
     .mov64(R6, R1)
     .ldxh(R2, R6, f.protocol)
     .jne(R2, IPPROTO_TCP, 'out')
@@ -161,84 +158,72 @@ export function processProgram(f: SetStateLayout): AssembledProgram {
     .ldxw(R8, R6, f.newstate)
     .jeq(R8, TCP_SYN_SENT, 'enter')
     .jeq(R7, TCP_SYN_SENT, 'leave')
-    .ja('out')
+    .ja('out');
+  emitEnter(asm, f);
+  emitLeave(asm, f);
+  asm.label('out').exitWith(0);
+  return asm.assemble();
+}
 
-    // connect(): in the caller's context. Only processes in an allowed cgroup.
+/** connect(): in the caller's context. Only processes in an allowed cgroup. */
+function emitEnter(asm: Assembler, f: SetStateLayout): void {
+  const { key, value, pendingKey } = STACK;
+  const v = pendingValue.offsets;
+  asm
     .label('enter')
+    .comment('connect: remember cgroup, pid and command of an allowed cgroup under the socket')
     .call('get_current_cgroup_id')
     .stx('dw', R10, key, R0)
     .stx('dw', R10, value + v.cgroup, R0)
-    .ldMap(R1, MAPS.allowed)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
+    .mapLookup(MAPS.allowed, key)
     .jeq(R0, 0, 'out')
     .call('get_current_pid_tgid')
     .rsh64(R0, 32)
     .stx('w', R10, value + v.pid, R0)
     .st('w', R10, value + v.pad, 0)
-    .mov64(R1, R10)
-    .add64(R1, value + v.comm)
+    .stackAddress(R1, value + v.comm)
     .mov64(R2, 16)
     .call('get_current_comm')
-    .ldxdw(R1, R6, f.skaddr)
-    .stx('dw', R10, pendingKeySlot, R1)
-    .ldMap(R1, MAPS.pending)
-    .mov64(R2, R10)
-    .add64(R2, pendingKeySlot)
-    .mov64(R3, R10)
-    .add64(R3, value)
-    .mov64(R4, 0) // BPF_ANY: a reused socket address replaces a stale entry
-    .call('map_update_elem')
-    .ja('out')
+    .copy('dw', R10, pendingKey, R6, f.skaddr, R1)
+    // BPF_ANY: a reused socket address replaces a stale entry
+    .mapUpdate(MAPS.pending, pendingKey, value)
+    .ja('out');
+}
 
-    // SYN_SENT → anything: the source port is set now; report and forget.
+/** SYN_SENT → anything: the source port is set now; report and forget. */
+function emitLeave(asm: Assembler, f: SetStateLayout): void {
+  const { key, record, lostKey } = STACK;
+  const v = pendingValue.offsets;
+  const r = processRecord.offsets;
+  asm
     .label('leave')
-    .ldxdw(R1, R6, f.skaddr)
-    .stx('dw', R10, key, R1)
-    .ldMap(R1, MAPS.pending)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
+    .comment('source port known: the record of the pending connect into the ring buffer')
+    .copy('dw', R10, key, R6, f.skaddr, R1)
+    .mapLookup(MAPS.pending, key)
     .jeq(R0, 0, 'out')
     .mov64(R7, R0)
-    .ldxdw(R1, R7, v.cgroup)
-    .stx('dw', R10, record + r.cgroup, R1)
-    .ldxw(R1, R7, v.pid)
-    .stx('w', R10, record + r.pid, R1)
-    .ldxw(R1, R6, f.saddr)
-    .stx('w', R10, record + r.saddr, R1)
-    .ldxw(R1, R6, f.daddr)
-    .stx('w', R10, record + r.daddr, R1)
-    .ldxh(R1, R6, f.sport)
-    .stx('h', R10, record + r.sport, R1)
-    .ldxh(R1, R6, f.dport)
-    .stx('h', R10, record + r.dport, R1)
+    .copy('dw', R10, record + r.cgroup, R7, v.cgroup, R1)
+    .copy('w', R10, record + r.pid, R7, v.pid, R1)
+    .copy('w', R10, record + r.saddr, R6, f.saddr, R1)
+    .copy('w', R10, record + r.daddr, R6, f.daddr, R1)
+    .copy('h', R10, record + r.sport, R6, f.sport, R1)
+    .copy('h', R10, record + r.dport, R6, f.dport, R1)
     .stx('w', R10, record + r.newstate, R8);
-  for (let i = 0; i < 16; i += 4) asm.ldxw(R1, R7, v.comm + i).stx('w', R10, record + r.comm + i, R1);
+  for (let i = 0; i < 16; i += 4) asm.copy('w', R10, record + r.comm + i, R7, v.comm + i, R1);
   asm
     .st('w', R10, record + r.comm + 16, 0) // tail padding
     .ldMap(R1, MAPS.events)
-    .mov64(R2, R10)
-    .add64(R2, record)
+    .stackAddress(R2, record)
     .mov64(R3, processRecord.size)
     .mov64(R4, 0)
     .call('ringbuf_output')
     .jeq(R0, 0, 'forget')
+    .comment('the ring buffer is full: count the record as lost')
     .st('w', R10, lostKey, 0)
-    .ldMap(R1, MAPS.lost)
-    .mov64(R2, R10)
-    .add64(R2, lostKey)
-    .call('map_lookup_elem')
+    .mapLookup(MAPS.lost, lostKey)
     .jeq(R0, 0, 'forget')
     .mov64(R1, 1)
     .atomicAdd('dw', R0, 0, R1)
     .label('forget')
-    .ldMap(R1, MAPS.pending)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_delete_elem')
-    .label('out')
-    .exitWith(0);
-  return asm.assemble();
+    .mapDelete(MAPS.pending, key);
 }

@@ -38,6 +38,23 @@ describeKernel('bpf: verifier errors', () => {
     expect(err.code).toBe('EACCES');
   });
 
+  it('names what the rejected code does, from the comment in force at the failing instruction', () => {
+    const program = new Assembler()
+      .comment('read the packet pointers')
+      .ldxw(R2, R1, 0)
+      .ldxw(R3, R1, 4)
+      .comment('the EtherType, bounds never checked')
+      .ldxh(R0, R2, 12)
+      .exitWith(XdpAction.PASS)
+      .assemble();
+    const err = rejection(() => Program.load({ name: 'commented', type: 'xdp', instructions: program }));
+    expect(err.doing).toBe('the EtherType, bounds never checked');
+    expect(err.summary).toContain('at instruction 2 (the EtherType, bounds never checked)');
+    expect(err.message).toContain(
+      '; the EtherType, bounds never checked\n-->   2: (69) r0 = *(u16 *)(r2 +12)',
+    );
+  });
+
   it('reports an unchecked packet read at the instruction that makes it', () => {
     const program = new Assembler()
       .ldxw(R2, R1, 0) // data

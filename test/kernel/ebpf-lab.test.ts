@@ -20,7 +20,9 @@ import {
   R0,
   R10,
   TcAction,
+  VerifierError,
   withNetns,
+  type AssembledProgram,
   type Instruction,
 } from '../../src/bpf/index.js';
 import { allocate, buildIR, reachMatrix, type ReachMatrix } from '../../src/calc/index.js';
@@ -32,6 +34,7 @@ import {
   readConntrack,
 } from '../../src/dataplane/ebpf/index.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
+import type { GeneratedProgram } from '../../src/dataplane/ebpf/program.js';
 import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, measureReach, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
@@ -247,16 +250,22 @@ spec:
     const xa = pod('x/a');
     const target = targets().find((t) => t.node === xa.node) as NodeTarget;
     const bad = new Assembler().ldxdw(R0, R10, 8).assemble().instructions[0] as Instruction;
-    const broken = createEbpfBackend({
-      mutateProgram: (g) =>
-        g.endpoint === 'x/a' && g.direction === 'ingress' ? [bad, ...g.program.instructions] : g.program,
-    });
-    const error = await broken.apply(target, state.ir, state.ir).catch((e: unknown) => e);
+    const mutateProgram = (g: GeneratedProgram): readonly Instruction[] | AssembledProgram =>
+      g.endpoint === 'x/a' && g.direction === 'ingress' ? [bad, ...g.program.instructions] : g.program;
+    const error = await createEbpfBackend({ mutateProgram })
+      .apply(target, state.ir, state.ir)
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ApplyError);
     const message = (error as ApplyError).message;
     expect(message).toMatch(/verifier rejected the ingress program of x\/a/);
     expect(message).toMatch(/invalid (read from )?stack/);
-    expect(message).toMatch(/--- verifier log ---/);
+    // The reason and the listing around the instruction by default; the whole log on request.
+    expect(message).not.toMatch(/--- verifier log ---/);
+    expect((error as ApplyError).cause).toBeInstanceOf(VerifierError);
+    const verbose = await createEbpfBackend({ mutateProgram, verifierLog: true })
+      .apply(target, state.ir, state.ir)
+      .catch((e: unknown) => e);
+    expect((verbose as ApplyError).message).toMatch(/--- verifier log ---/);
     expect(programIds()).toEqual(before);
     const measured = await measure(80, 'TCP');
     expect(diff(reachMatrix(state.ir, 80, 'TCP'), measured)).toEqual([]);

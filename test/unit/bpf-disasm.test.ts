@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Assembler } from '../../src/bpf/asm/builder.js';
-import { disassemble } from '../../src/bpf/asm/disasm.js';
+import { commentAt, disassemble } from '../../src/bpf/asm/disasm.js';
 import { encodeInstructions, R0, R1, R2, R3, R4, R6, R10 } from '../../src/bpf/asm/instruction.js';
 
 describe('bpf disassembler', () => {
@@ -93,6 +93,76 @@ describe('bpf disassembler', () => {
       'r0 = *(u16 *)skb[r1 + 2]',
       '*(u16 *)(r10 -2) = r1',
       'w1 = -w1',
+      'exit',
+    ]);
+  });
+
+  it('prints comments as `; text` lines after the labels of their instruction, and keeps them out of the code', () => {
+    const build = (withComments: boolean) => {
+      const asm = new Assembler();
+      if (withComments) asm.comment('look the key up');
+      asm.mapLookup('deny', -4).label('out');
+      if (withComments) asm.comment('drop').comment('twice said');
+      asm.exitWith(1);
+      if (withComments) asm.comment('nothing follows: dropped');
+      return asm.assemble();
+    };
+    const commented = build(true);
+    expect(commented.instructions).toEqual(build(false).instructions);
+    expect(commented.comments).toEqual(
+      new Map([
+        [0, ['look the key up']],
+        [5, ['drop', 'twice said']],
+      ]),
+    );
+    expect(disassemble(commented).split('\n')).toEqual([
+      '; look the key up',
+      '      0: (18) r1 = map[deny]',
+      '      2: (bf) r2 = r10',
+      '      3: (07) r2 += -4',
+      '      4: (85) call map_lookup_elem#1',
+      'out:',
+      '; drop',
+      '; twice said',
+      '      5: (b7) r0 = 1',
+      '      6: (95) exit',
+    ]);
+    expect(commentAt(commented, 3)).toBe('look the key up');
+    expect(commentAt(commented, 6)).toBe('twice said');
+    expect(commentAt(build(false), 6)).toBeUndefined();
+  });
+
+  it('names recurring sequences: bounds check, copy, update, dispatch, per-CPU add', () => {
+    const text = disassemble(
+      new Assembler()
+        .checkBounds(R2, 14, R3, R4, 'out')
+        .copy('h', R10, -8, R2, 12, R4)
+        .mapUpdate('m', -8, -16)
+        .dispatch(R4, [[6, 'out']], 'out')
+        .addToU64(R0, 8, R6, R1)
+        .label('out')
+        .exit()
+        .assemble(),
+    );
+    expect(text.split('\n').map((line) => line.slice(14))).toEqual([
+      'r4 = r2',
+      'r4 += 14',
+      'if r4 > r3 goto pc+15 <out>',
+      'r4 = *(u16 *)(r2 +12)',
+      '*(u16 *)(r10 -8) = r4',
+      'r1 = map[m]',
+      'r2 = r10',
+      'r2 += -8',
+      'r3 = r10',
+      'r3 += -16',
+      'r4 = 0',
+      'call map_update_elem#2',
+      'if r4 == 0x6 goto pc+4 <out>',
+      'goto pc+3 <out>',
+      'r1 = *(u64 *)(r0 +8)',
+      'r1 += r6',
+      '*(u64 *)(r0 +8) = r1',
+      '',
       'exit',
     ]);
   });

@@ -170,6 +170,47 @@ describe('ebpf render', () => {
     });
   });
 
+  it('comments every block and rule, so the listing reads like the policy (and the code stays the same)', () => {
+    const text = backend.render(ir(), 'n1').text;
+    const start = text.indexOf('shop/db ingress policy');
+    const db = text.slice(start, text.indexOf('# program', start));
+    const comments = db
+      .split('\n')
+      .filter((l) => l.startsWith('    ; '))
+      .map((l) => l.slice(6));
+    const expected = [
+      'parse: clear the conntrack key, then Ethernet',
+      "conntrack: the time, then this packet's own connection",
+      'fail closed (fragment): count in slot',
+      'global tier: rules in order, Log goes on, Pass skips to Kubernetes',
+      'rule gp:guard/ingress/0: log TCP ports 22 (counter slot',
+      'rule gp:guard/ingress/1: deny peer in ',
+      'rule gp:guard/ingress/2: pass peer in ',
+      'rule gp:guard/ingress/3: deny (counter slot',
+      'Kubernetes tier: any matching rule allows',
+      'allow: record the connection in conntrack, flow event, pass',
+      'deny: flow event, drop',
+      'subprogram count(slot r1, bytes r2)',
+    ];
+    const at = expected.map((e) => comments.findIndex((c) => c.startsWith(e)));
+    expect(at.filter((i) => i < 0).map((_, k) => expected[k])).toEqual([]);
+    expect([...at].sort((x, y) => x - y)).toEqual(at);
+    expect(comments.some((c) => /^rule np:shop\/db-from-web\/ingress\/0: allow TCP ports 5432/.test(c))).toBe(
+      true,
+    );
+    // Comments live beside the code: the listing without them is the instructions alone.
+    const view = nodeView(ir(), 'n1');
+    const rs = view.ruleSets.find((r) => r.endpoint === 'shop/db' && r.direction === 'ingress');
+    const g = policyProgram(rs as NonNullable<typeof rs>, allocate(view));
+    expect(g.program.comments?.size).toBeGreaterThan(10);
+    const bare = disassemble(g.program, { comments: new Map() });
+    expect(
+      disassemble(g.program)
+        .split('\n')
+        .filter((l) => !l.startsWith('; ')),
+    ).toEqual(bare.split('\n'));
+  });
+
   it('emits listings the disassembler reads back (every jump resolved to a label)', () => {
     const view = nodeView(ir(), 'n1');
     const alloc = allocate(view);

@@ -2,6 +2,11 @@ import { helperId, type HelperName } from './helpers.js';
 import {
   isRegister,
   R0,
+  R1,
+  R2,
+  R3,
+  R4,
+  R10,
   slotCount,
   type Instruction,
   type MapReference,
@@ -36,6 +41,11 @@ export interface AssembledProgram {
   readonly labels: ReadonlyMap<string, number>;
   /** Names of the maps the program refers to, in first-use order. */
   readonly mapNames: readonly string[];
+  /**
+   * Slot index → what the code from there on does (`Assembler.comment`), for listings and
+   * verifier errors. Not part of the bytecode.
+   */
+  readonly comments?: ReadonlyMap<number, readonly string[]>;
 }
 
 export class AsmError extends Error {
@@ -78,6 +88,9 @@ export class Assembler {
   private readonly instructions: PendingInstruction[] = [];
   private readonly labelIndex = new Map<string, number>();
   private pendingLabels: string[] = [];
+  /** Instruction index → comments; kept beside the code so they never change the bytecode. */
+  private readonly commentIndex = new Map<number, string[]>();
+  private pendingComments: string[] = [];
 
   /** Names the next instruction emitted. */
   label(name: string): this {
@@ -85,6 +98,15 @@ export class Assembler {
     if (this.labelIndex.has(name) || this.pendingLabels.includes(name))
       throw new AsmError(`label '${name}' defined twice`);
     this.pendingLabels.push(name);
+    return this;
+  }
+
+  /**
+   * Says in words what the next instructions do; disassembly prints it as a `; text` line before
+   * the next instruction emitted. A comment no instruction follows is dropped.
+   */
+  comment(text: string): this {
+    this.pendingComments.push(text);
     return this;
   }
 
@@ -169,37 +191,19 @@ export class Assembler {
 
   /** Converts the low `bits` of dst to big-endian (network order) on this little-endian host. */
   be(dst: Register, bits: 16 | 32 | 64): this {
-    return this.emit({
-      opcode: InsnClass.ALU | AluOp.end | Endian.be,
-      dst: dst.reg,
-      src: 0,
-      offset: 0,
-      imm: bits,
-    });
+    return this.endian(Endian.be, dst, bits);
   }
 
   /** Truncates dst to `bits` in little-endian order (a zero-extension on this host). */
   le(dst: Register, bits: 16 | 32 | 64): this {
-    return this.emit({
-      opcode: InsnClass.ALU | AluOp.end | Endian.le,
-      dst: dst.reg,
-      src: 0,
-      offset: 0,
-      imm: bits,
-    });
+    return this.endian(Endian.le, dst, bits);
   }
 
   // ---- memory --------------------------------------------------------------------------------
 
   /** dst = *(size *)(src + offset) */
   ldx(size: SizeName, dst: Register, src: Register, offset: number): this {
-    return this.emit({
-      opcode: InsnClass.LDX | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: src.reg,
-      offset: offset16(offset, 'load offset'),
-      imm: 0,
-    });
+    return this.memory(InsnClass.LDX, size, dst.reg, src.reg, offset16(offset, 'load offset'), 0);
   }
   ldxb(dst: Register, src: Register, offset: number): this {
     return this.ldx('b', dst, src, offset);
@@ -216,24 +220,13 @@ export class Assembler {
 
   /** *(size *)(dst + offset) = src */
   stx(size: SizeName, dst: Register, offset: number, src: Register): this {
-    return this.emit({
-      opcode: InsnClass.STX | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: src.reg,
-      offset: offset16(offset, 'store offset'),
-      imm: 0,
-    });
+    return this.memory(InsnClass.STX, size, dst.reg, src.reg, offset16(offset, 'store offset'), 0);
   }
 
   /** *(size *)(dst + offset) = imm */
   st(size: SizeName, dst: Register, offset: number, imm: number): this {
-    return this.emit({
-      opcode: InsnClass.ST | Mode.MEM | sizeCode[size],
-      dst: dst.reg,
-      src: 0,
-      offset: offset16(offset, 'store offset'),
-      imm: imm32(imm, 'store immediate'),
-    });
+    const value = imm32(imm, 'store immediate');
+    return this.memory(InsnClass.ST, size, dst.reg, 0, offset16(offset, 'store offset'), value);
   }
 
   /**
@@ -265,24 +258,12 @@ export class Assembler {
 
   /** Legacy packet load for socket filters: r0 = *(size *)skb[imm]. */
   ldAbs(size: Exclude<SizeName, 'dw'>, imm: number): this {
-    return this.emit({
-      opcode: InsnClass.LD | Mode.ABS | sizeCode[size],
-      dst: 0,
-      src: 0,
-      offset: 0,
-      imm: imm32(imm, 'offset'),
-    });
+    return this.legacyLoad(Mode.ABS, size, 0, imm);
   }
 
   /** Legacy packet load for socket filters: r0 = *(size *)skb[src + imm]. */
   ldInd(size: Exclude<SizeName, 'dw'>, src: Register, imm: number): this {
-    return this.emit({
-      opcode: InsnClass.LD | Mode.IND | sizeCode[size],
-      dst: 0,
-      src: src.reg,
-      offset: 0,
-      imm: imm32(imm, 'offset'),
-    });
+    return this.legacyLoad(Mode.IND, size, src.reg, imm);
   }
 
   /** dst = a 64-bit constant (two instruction slots). */
@@ -398,6 +379,63 @@ export class Assembler {
     return this.mov64(R0, value).exit();
   }
 
+  // ---- recurring sequences -------------------------------------------------------------------
+
+  /** dst = r10 + offset: a pointer to a stack slot (map keys and values live on the stack). */
+  stackAddress(dst: Register, offset: number): this {
+    return this.mov64(dst, R10).add64(dst, offset);
+  }
+
+  /** r0 = bpf_map_lookup_elem(map, r10 + keyOffset): the value, or 0 when the key is absent. */
+  mapLookup(map: string, keyOffset: number): this {
+    return this.ldMap(R1, map).stackAddress(R2, keyOffset).call('map_lookup_elem');
+  }
+
+  /** bpf_map_update_elem(map, r10 + keyOffset, r10 + valueOffset, flags); flags 0 is BPF_ANY. */
+  mapUpdate(map: string, keyOffset: number, valueOffset: number, flags = 0): this {
+    return this.ldMap(R1, map)
+      .stackAddress(R2, keyOffset)
+      .stackAddress(R3, valueOffset)
+      .mov64(R4, flags)
+      .call('map_update_elem');
+  }
+
+  /** bpf_map_delete_elem(map, r10 + keyOffset). */
+  mapDelete(map: string, keyOffset: number): this {
+    return this.ldMap(R1, map).stackAddress(R2, keyOffset).call('map_delete_elem');
+  }
+
+  /**
+   * The bounds check the verifier wants before a packet read: goes to `outOfBounds` unless
+   * `length` bytes from `start` end at or before `end`. Clobbers `scratch`.
+   */
+  checkBounds(start: Register, length: number, end: Register, scratch: Register, outOfBounds: string): this {
+    return this.mov64(scratch, start).add64(scratch, length).jgt(scratch, end, outOfBounds);
+  }
+
+  /** *(size *)(dst + dstOffset) = *(size *)(src + srcOffset), through register `via`. */
+  copy(
+    size: SizeName,
+    dst: Register,
+    dstOffset: number,
+    src: Register,
+    srcOffset: number,
+    via: Register,
+  ): this {
+    return this.ldx(size, via, src, srcOffset).stx(size, dst, dstOffset, via);
+  }
+
+  /** Goes to the label of the first case `reg` equals (in the order given), else to `otherwise`. */
+  dispatch(reg: Register, cases: readonly (readonly [number, string])[], otherwise?: string): this {
+    for (const [value, label] of cases) this.jeq(reg, value, label);
+    return otherwise === undefined ? this : this.ja(otherwise);
+  }
+
+  /** *(u64 *)(ptr + offset) += by, through `via`: a plain add, for per-CPU values only. */
+  addToU64(ptr: Register, offset: number, by: Operand, via: Register): this {
+    return this.ldxdw(via, ptr, offset).add64(via, by).stx('dw', ptr, offset, via);
+  }
+
   /** Resolves labels into offsets. The builder can keep growing afterwards. */
   assemble(): AssembledProgram {
     if (this.pendingLabels.length > 0)
@@ -412,6 +450,8 @@ export class Assembler {
     }
     const labels = new Map<string, number>();
     for (const [name, index] of this.labelIndex) labels.set(name, slots[index] as number);
+    const comments = new Map<number, readonly string[]>();
+    for (const [index, texts] of this.commentIndex) comments.set(slots[index] as number, [...texts]);
 
     const mapNames: string[] = [];
     const instructions = this.instructions.map((insn, index): Instruction => {
@@ -433,14 +473,42 @@ export class Assembler {
         target: pendingTarget.label,
       };
     });
-    return { instructions, labels, mapNames };
+    return { instructions, labels, mapNames, comments };
   }
 
   private emit(insn: PendingInstruction): this {
     for (const name of this.pendingLabels) this.labelIndex.set(name, this.instructions.length);
     this.pendingLabels = [];
+    if (this.pendingComments.length > 0) {
+      this.commentIndex.set(this.instructions.length, this.pendingComments);
+      this.pendingComments = [];
+    }
     this.instructions.push(insn);
     return this;
+  }
+
+  private memory(cls: number, size: SizeName, dst: number, src: number, offset: number, imm: number): this {
+    return this.emit({ opcode: cls | Mode.MEM | sizeCode[size], dst, src, offset, imm });
+  }
+
+  private endian(order: number, dst: Register, bits: 16 | 32 | 64): this {
+    return this.emit({
+      opcode: InsnClass.ALU | AluOp.end | order,
+      dst: dst.reg,
+      src: 0,
+      offset: 0,
+      imm: bits,
+    });
+  }
+
+  private legacyLoad(mode: number, size: Exclude<SizeName, 'dw'>, src: number, imm: number): this {
+    return this.emit({
+      opcode: InsnClass.LD | mode | sizeCode[size],
+      dst: 0,
+      src,
+      offset: 0,
+      imm: imm32(imm, 'offset'),
+    });
   }
 
   private alu(cls: number, op: AluOpName, dst: Register, src: Operand): this {

@@ -21,8 +21,12 @@ import {
  * complaint read the same way:
  *
  *     xdp_main:
+ *     ; load the packet pointer
  *          0: (61) r2 = *(u32 *)(r1 +0)
  *          1: (15) if r2 == 0x0 goto pc+1 <pass>
+ *
+ * Comments (`Assembler.comment`) come out as `; text` lines, where the kernel prints the source
+ * line a BTF line info names.
  */
 
 export interface DisassembleOptions {
@@ -32,6 +36,8 @@ export interface DisassembleOptions {
   mark?: number;
   /** Names for map fds when disassembling raw bytes. */
   mapNames?: ReadonlyMap<number, string>;
+  /** Slot index → comments printed before it (default: an assembled program's own). */
+  comments?: ReadonlyMap<number, readonly string[]>;
 }
 
 const ALU_SYMBOLS: Record<number, string> = {
@@ -180,6 +186,14 @@ export function formatInstruction(
   }
 }
 
+/** The comment in force at `slot`: the last one placed at or before it. */
+export function commentAt(program: AssembledProgram, slot: number): string | undefined {
+  let best: number | undefined;
+  for (const at of program.comments?.keys() ?? [])
+    if (at <= slot && (best === undefined || at > best)) best = at;
+  return best === undefined ? undefined : program.comments?.get(best)?.at(-1);
+}
+
 function isAssembled(value: unknown): value is AssembledProgram {
   return typeof value === 'object' && value !== null && 'instructions' in value && 'labels' in value;
 }
@@ -191,10 +205,12 @@ export function disassemble(
 ): string {
   let instructions: readonly Instruction[];
   let labels = options.labels;
+  let comments = options.comments;
   if (Buffer.isBuffer(program)) instructions = decodeInstructions(program);
   else if (isAssembled(program)) {
     instructions = program.instructions;
     labels ??= program.labels;
+    comments ??= program.comments;
   } else instructions = program;
 
   const labelsBySlot = new Map<number, string[]>();
@@ -209,6 +225,7 @@ export function disassemble(
   let slot = 0;
   for (const insn of instructions) {
     for (const name of labelsBySlot.get(slot) ?? []) lines.push(`${name}:`);
+    for (const text of comments?.get(slot) ?? []) lines.push(`; ${text}`);
     const marker = options.mark === slot ? '-->' : '   ';
     const opcode = insn.opcode.toString(16).padStart(2, '0');
     lines.push(

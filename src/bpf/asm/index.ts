@@ -1,5 +1,5 @@
 export { Assembler, AsmError, type AssembledProgram, type Operand } from './builder.js';
-export { disassemble, formatInstruction, type DisassembleOptions } from './disasm.js';
+export { commentAt, disassemble, formatInstruction, type DisassembleOptions } from './disasm.js';
 export { HELPERS, helperId, helperName, type HelperName } from './helpers.js';
 export {
   decodeInstructions,

@@ -77,6 +77,11 @@ export interface ApplyOptions {
   flowLogs?: boolean;
   /** Test hook: replaces a generated program's instructions before it is loaded. */
   mutateProgram?: (generated: GeneratedProgram) => AssembledProgram | readonly Instruction[];
+  /**
+   * The whole verifier log in the error of a rejected program; default: the verifier's reason
+   * and the listing around the instruction it stopped at (the log stays on the error's cause).
+   */
+  verifierLog?: boolean;
 }
 
 interface PlannedHook {
@@ -87,8 +92,11 @@ interface PlannedHook {
   reload: boolean;
 }
 
-function fail(message: string, detail?: string): never {
-  throw new ApplyError(`eBPF: ${message}`, 'ebpf', detail);
+/** Throws the backend's error; `cause` keeps the kernel's own (errno, verifier, missing feature). */
+function fail(message: string, detail?: string, cause?: unknown): never {
+  const error = new ApplyError(`eBPF: ${message}`, 'ebpf', detail);
+  if (cause !== undefined) error.cause = cause;
+  throw error;
 }
 
 function describeError(e: unknown): string {
@@ -113,7 +121,7 @@ function grownCounters(maps: NodeMaps, dir: string, slots: number): void {
   maps.counters = bigger;
 }
 
-function loadPolicy(hook: PlannedHook, maps: NodeMaps): Program {
+function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions): Program {
   const { generated } = hook;
   try {
     return Program.load({
@@ -128,9 +136,10 @@ function loadPolicy(hook: PlannedHook, maps: NodeMaps): Program {
     if (e instanceof VerifierError)
       fail(
         `the verifier rejected ${what}; the programs in force are unchanged`,
-        `${e.message}\n--- verifier log ---\n${e.log.trimEnd()}`,
+        opts.verifierLog ? e.withLog() : e.message,
+        e,
       );
-    fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`);
+    fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`, undefined, e);
   }
 }
 
@@ -159,11 +168,7 @@ function swapTcx(target: NodeTarget, hook: PlannedHook, program: Program): void 
   const link = withNetns(target.netns, () =>
     attachTcx(program, { ifname: hook.state.ifname, direction: hookFor(hook.state.direction), before: true }),
   );
-  try {
-    link.pin(hook.linkPath);
-  } finally {
-    link.close();
-  }
+  pinLink(link, hook.linkPath);
 }
 
 function planHooks(
@@ -230,6 +235,14 @@ interface PrefilterOutcome {
   changed: string[];
 }
 
+interface PrefilterContext {
+  target: NodeTarget;
+  maps: NodeMaps;
+  dir: string;
+  before: PrefilterState | undefined;
+  changed: string[];
+}
+
 function applyPrefilter(
   target: NodeTarget,
   view: NodeView,
@@ -240,81 +253,22 @@ function applyPrefilter(
   interfaces: readonly NetnsInterface[],
   mapsChanged: boolean,
 ): PrefilterOutcome {
-  const before = meta?.prefilter;
-  const changed: string[] = [];
+  const pc: PrefilterContext = { target, maps, dir, before: meta?.prefilter, changed: [] };
   const lists = view.prefilters;
   const pods = new Set(view.endpoints.map((e) => e.hostInterface));
   const fabric = lists.length > 0 ? fabricInterfaces(interfaces, view.address, pods) : [];
 
-  // Links on interfaces that are no longer (or not the same) fabric interfaces go first.
-  for (const old of before?.interfaces ?? []) {
-    if (!fabric.some((f) => f.ifname === old.ifname && f.ifindex === old.ifindex)) {
-      dropPinnedLink(xdpLinkPin(dir, old.ifname));
-      changed.push(`xdp:${old.ifname}`);
-    }
-  }
+  dropStaleXdpLinks(pc, fabric);
   if (lists.length === 0) {
-    if (before) {
-      const all = [...maps.pfTrie.keys()];
-      maps.pfTrie.deleteBatch(all);
-      changed.push('prefilter');
+    if (pc.before) {
+      maps.pfTrie.deleteBatch([...maps.pfTrie.keys()]);
+      pc.changed.push('prefilter');
     }
-    return { state: undefined, changed };
+    return { state: undefined, changed: pc.changed };
   }
-
   const hash = prefilterHash(lists);
-  if (!before || before.hash !== hash) {
-    const desired = prefilterEntries(lists);
-    // Million-entry lists: diff against what the previous IR put there when the trie is known to
-    // hold exactly that, instead of reading the whole trie back.
-    const prevLists = previous ? nodeView(previous, target.node).prefilters : undefined;
-    const known =
-      before && prevLists && prefilterHash(prevLists) === before.hash
-        ? prefilterEntries(prevLists)
-        : undefined;
-    applyPrefilterSync(maps.pfTrie, planPrefilterSync(maps.pfTrie, desired, known));
-    for (const l of lists) {
-      if (before?.lists.find((b) => b.index === l.index)?.name !== l.name)
-        maps.pfCounters.update(l.index, { packets: 0, bytes: 0 });
-    }
-    changed.push(...lists.map((l) => `prefilter:${l.name}`));
-  }
-
-  let program: Program | undefined;
-  try {
-    for (const iface of fabric) {
-      const path = xdpLinkPin(dir, iface.ifname);
-      const kept = before?.interfaces.some((b) => b.ifname === iface.ifname && b.ifindex === iface.ifindex);
-      if (kept && isPinned(path) && !mapsChanged) continue;
-      program ??= Program.load({
-        name: PREFILTER_PROGRAM_NAME,
-        type: 'xdp',
-        expectedAttachType: 'xdp',
-        instructions: prefilterProgram(),
-        maps: programMaps(maps),
-      });
-      if (kept && isPinned(path)) {
-        const link = Link.fromPin(path);
-        try {
-          link.update(program);
-        } finally {
-          link.close();
-        }
-      } else {
-        dropPinnedLink(path);
-        const loaded = program;
-        const link = withNetns(target.netns, () => attachXdp(loaded, { ifname: iface.ifname }));
-        try {
-          link.pin(path);
-        } finally {
-          link.close();
-        }
-      }
-      changed.push(`xdp:${iface.ifname}`);
-    }
-  } finally {
-    program?.close();
-  }
+  if (!pc.before || pc.before.hash !== hash) syncPrefilterLists(pc, lists, previous);
+  attachPrefilter(pc, fabric, mapsChanged);
   return {
     state: {
       hash,
@@ -322,8 +276,106 @@ function applyPrefilter(
       interfaces: fabric.map((f) => ({ ifname: f.ifname, ifindex: f.ifindex })),
       capacity: maps.pfTrie.info.maxEntries,
     },
-    changed,
+    changed: pc.changed,
   };
+}
+
+/** Links on interfaces that are no longer (or not the same) fabric interfaces go first. */
+function dropStaleXdpLinks(pc: PrefilterContext, fabric: readonly NetnsInterface[]): void {
+  for (const old of pc.before?.interfaces ?? []) {
+    if (!fabric.some((f) => f.ifname === old.ifname && f.ifindex === old.ifindex)) {
+      dropPinnedLink(xdpLinkPin(pc.dir, old.ifname));
+      pc.changed.push(`xdp:${old.ifname}`);
+    }
+  }
+}
+
+/** The trie to the lists' entries; counters of lists that are new at their index start at zero. */
+function syncPrefilterLists(
+  pc: PrefilterContext,
+  lists: NodeView['prefilters'],
+  previous: IR | undefined,
+): void {
+  const { maps, before } = pc;
+  const desired = prefilterEntries(lists);
+  // Million-entry lists: diff against what the previous IR put there when the trie is known to
+  // hold exactly that, instead of reading the whole trie back.
+  const prevLists = previous ? nodeView(previous, pc.target.node).prefilters : undefined;
+  const known =
+    before && prevLists && prefilterHash(prevLists) === before.hash ? prefilterEntries(prevLists) : undefined;
+  applyPrefilterSync(maps.pfTrie, planPrefilterSync(maps.pfTrie, desired, known));
+  for (const l of lists) {
+    if (before?.lists.find((b) => b.index === l.index)?.name !== l.name)
+      maps.pfCounters.update(l.index, { packets: 0, bytes: 0 });
+  }
+  pc.changed.push(...lists.map((l) => `prefilter:${l.name}`));
+}
+
+/** The XDP program on every fabric interface: kept, swapped on its pinned link, or attached anew. */
+function attachPrefilter(
+  pc: PrefilterContext,
+  fabric: readonly NetnsInterface[],
+  mapsChanged: boolean,
+): void {
+  let program: Program | undefined;
+  try {
+    for (const iface of fabric) {
+      const path = xdpLinkPin(pc.dir, iface.ifname);
+      const kept = pc.before?.interfaces.some(
+        (b) => b.ifname === iface.ifname && b.ifindex === iface.ifindex,
+      );
+      if (kept && isPinned(path) && !mapsChanged) continue;
+      program ??= Program.load({
+        name: PREFILTER_PROGRAM_NAME,
+        type: 'xdp',
+        expectedAttachType: 'xdp',
+        instructions: prefilterProgram(),
+        maps: programMaps(pc.maps),
+      });
+      if (kept && isPinned(path)) updatePinnedLink(path, program);
+      else {
+        dropPinnedLink(path);
+        const loaded = program;
+        pinLink(
+          withNetns(pc.target.netns, () => attachXdp(loaded, { ifname: iface.ifname })),
+          path,
+        );
+      }
+      pc.changed.push(`xdp:${iface.ifname}`);
+    }
+  } finally {
+    program?.close();
+  }
+}
+
+function updatePinnedLink(path: string, program: Program): void {
+  const link = Link.fromPin(path);
+  try {
+    link.update(program);
+  } finally {
+    link.close();
+  }
+}
+
+/** Pins a new link for the next apply or an agent; the pin keeps it, this fd goes. */
+function pinLink(link: Link, path: string): void {
+  try {
+    link.pin(path);
+  } finally {
+    link.close();
+  }
+}
+
+/** What an apply of one node works with, once its interfaces and maps are known. */
+interface NodeApply {
+  target: NodeTarget;
+  view: NodeView;
+  interfaces: NetnsInterface[];
+  dir: string;
+  meta: NodeMeta | undefined;
+  alloc: Allocation;
+  maps: NodeMaps;
+  changed: string[];
 }
 
 export async function applyNode(
@@ -333,135 +385,15 @@ export async function applyNode(
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
   const started = performance.now();
-  let view: NodeView;
-  try {
-    checkNetns(target.netns);
-    view = nodeView(ir, target.node);
-  } catch (e) {
-    fail(`cannot render node ${target.node}: ${describeError(e)}`);
-  }
-  const prefilterSize = view.prefilters.reduce((n, p) => n + p.cidrs.length, 0);
-  let interfaces: NetnsInterface[];
-  try {
-    interfaces = listInterfaces(target.netns);
-  } catch (e) {
-    fail(`cannot list the interfaces of ${target.netns}: ${describeError(e)}`);
-  }
-  const byName = new Map(interfaces.map((i) => [i.ifname, i]));
-  const missing = view.endpoints.filter((e) => !byName.has(e.hostInterface));
-  if (missing.length > 0)
-    fail(
-      `node ${target.node}: host interfaces missing in ${target.netns}: ` +
-        missing.map((e) => `${e.hostInterface} (${e.id})`).join(', '),
-    );
-
+  const { view, interfaces } = inspectNode(target, ir);
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
   const meta = readMeta(dir);
   const alloc = allocate(view, meta?.alloc);
-  const highestSlot = Math.max(0, ...Object.values(alloc.slots));
   const changed: string[] = [];
-
-  let maps: NodeMaps;
+  const maps = openMaps(target, view, alloc, dir, changed);
   try {
-    const pinned = openPinnedMaps(dir);
-    if (pinned) maps = pinned;
-    else {
-      maps = createNodeMaps({ counterSlots: counterSlotsFor(highestSlot), prefilterCapacity: prefilterSize });
-      try {
-        pinNodeMaps(maps, dir);
-      } catch (e) {
-        closeNodeMaps(maps);
-        throw e;
-      }
-      changed.push('maps');
-    }
-  } catch (e) {
-    fail(`cannot create or open the maps of node ${target.node} under ${dir}: ${describeError(e)}`);
-  }
-
-  try {
-    if (maps.counters.info.maxEntries <= highestSlot) {
-      grownCounters(maps, dir, counterSlotsFor(highestSlot));
-      changed.push('map:counters');
-    }
-    if (maps.pfTrie.info.maxEntries < prefilterSize)
-      fail(
-        `node ${target.node}: prefilter lists hold ${prefilterSize} prefixes, the trie ${maps.pfTrie.info.maxEntries}; ` +
-          `remove the node's dataplane and apply again to recreate it (at least ${Math.max(prefilterSize, PREFILTER_MIN_CAPACITY)})`,
-      );
-    // Before any program is loaded: a new node's programs start with the switches they should have.
-    if (writeNodeConfig(maps, { flowEvents: opts.flowLogs ?? true }) && !changed.includes('maps'))
-      changed.push('config');
-    const ids = mapIds(maps);
-    const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
-
-    // 1. generate, load what changed
-    let hooks: PlannedHook[];
-    try {
-      hooks = planHooks(view, alloc, byName, dir, meta, mapsChanged, opts);
-    } catch (e) {
-      fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`);
-    }
-    const loaded = new Map<PlannedHook, Program>();
-    try {
-      for (const hook of hooks) if (hook.reload) loaded.set(hook, loadPolicy(hook, maps));
-
-      // 2. additions
-      const setPlan = planSetSync(maps, view, alloc);
-      if (addSetMembers(maps, setPlan) > 0) changed.push('ipsets');
-      const slots = changedSlots(meta?.alloc, alloc);
-      // A new map is all zeroes already.
-      if (!changed.includes('maps')) resetSlots(maps, slots.fresh);
-
-      // 3. swap
-      for (const [hook, program] of loaded) {
-        try {
-          swapTcx(target, hook, program);
-        } catch (e) {
-          fail(
-            `cannot attach the ${hook.state.direction} program of ${hook.state.endpoint} on ${hook.state.ifname}: ${describeError(e)}`,
-          );
-        }
-        changed.push(`program:${hook.state.endpoint}/${hook.state.direction}`);
-      }
-
-      // 4. departures and removals
-      for (const old of meta?.hooks ?? []) {
-        const stays = hooks.some(
-          (h) =>
-            h.state.endpoint === old.endpoint &&
-            h.state.direction === old.direction &&
-            h.state.ifname === old.ifname,
-        );
-        if (!stays) {
-          dropPinnedLink(tcxLinkPin(dir, old.ifname, hookFor(old.direction)));
-          changed.push(`detached:${old.endpoint}/${old.direction}`);
-        }
-      }
-      if (removeSetMembers(maps, setPlan) > 0 && !changed.includes('ipsets')) changed.push('ipsets');
-      resetSlots(maps, slots.freed);
-
-      // 5. prefilter
-      const pf = applyPrefilter(target, view, previous, maps, dir, meta, interfaces, mapsChanged);
-      changed.push(...pf.changed);
-
-      // 6. description, garbage
-      writeMeta(dir, {
-        version: 1,
-        scope: target.scope,
-        node: target.node,
-        alloc,
-        counterSlots: maps.counters.info.maxEntries,
-        hooks: hooks.map((h) => h.state),
-        ...(pf.state ? { prefilter: pf.state } : {}),
-        mapIds: ids,
-        appliedAt: new Date().toISOString(),
-      });
-      collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
-    } finally {
-      for (const program of loaded.values()) program.close();
-    }
+    applyPrograms({ target, view, interfaces, dir, meta, alloc, maps, changed }, previous, opts);
   } finally {
     closeNodeMaps(maps);
   }
@@ -469,9 +401,181 @@ export async function applyNode(
   try {
     changed.push(...applyServices(target.scope, ir));
   } catch (e) {
-    fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`);
+    fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`, undefined, e);
   }
   return { changed, durationMs: performance.now() - started };
+}
+
+/** The node's slice of the IR and the interfaces of its namespace; every endpoint must have one. */
+function inspectNode(target: NodeTarget, ir: IR): { view: NodeView; interfaces: NetnsInterface[] } {
+  let view: NodeView;
+  try {
+    checkNetns(target.netns);
+    view = nodeView(ir, target.node);
+  } catch (e) {
+    fail(`cannot render node ${target.node}: ${describeError(e)}`, undefined, e);
+  }
+  let interfaces: NetnsInterface[];
+  try {
+    interfaces = listInterfaces(target.netns);
+  } catch (e) {
+    fail(`cannot list the interfaces of ${target.netns}: ${describeError(e)}`, undefined, e);
+  }
+  const names = new Set(interfaces.map((i) => i.ifname));
+  const missing = view.endpoints.filter((e) => !names.has(e.hostInterface));
+  if (missing.length > 0)
+    fail(
+      `node ${target.node}: host interfaces missing in ${target.netns}: ` +
+        missing.map((e) => `${e.hostInterface} (${e.id})`).join(', '),
+    );
+  return { view, interfaces };
+}
+
+function highestSlotOf(alloc: Allocation): number {
+  return Math.max(0, ...Object.values(alloc.slots));
+}
+
+function prefilterSizeOf(view: NodeView): number {
+  return view.prefilters.reduce((n, p) => n + p.cidrs.length, 0);
+}
+
+/** The node's pinned maps, created and pinned on its first apply. */
+function openMaps(
+  target: NodeTarget,
+  view: NodeView,
+  alloc: Allocation,
+  dir: string,
+  changed: string[],
+): NodeMaps {
+  try {
+    const pinned = openPinnedMaps(dir);
+    if (pinned) return pinned;
+    const maps = createNodeMaps({
+      counterSlots: counterSlotsFor(highestSlotOf(alloc)),
+      prefilterCapacity: prefilterSizeOf(view),
+    });
+    try {
+      pinNodeMaps(maps, dir);
+    } catch (e) {
+      closeNodeMaps(maps);
+      throw e;
+    }
+    changed.push('maps');
+    return maps;
+  } catch (e) {
+    fail(
+      `cannot create or open the maps of node ${target.node} under ${dir}: ${describeError(e)}`,
+      undefined,
+      e,
+    );
+  }
+}
+
+/** Counters big enough for every slot, a trie big enough for the lists, the node's switches. */
+function prepareMaps(n: NodeApply, opts: ApplyOptions): void {
+  const { target, maps, dir, changed } = n;
+  const highestSlot = highestSlotOf(n.alloc);
+  const prefilterSize = prefilterSizeOf(n.view);
+  if (maps.counters.info.maxEntries <= highestSlot) {
+    grownCounters(maps, dir, counterSlotsFor(highestSlot));
+    changed.push('map:counters');
+  }
+  if (maps.pfTrie.info.maxEntries < prefilterSize)
+    fail(
+      `node ${target.node}: prefilter lists hold ${prefilterSize} prefixes, the trie ${maps.pfTrie.info.maxEntries}; ` +
+        `remove the node's dataplane and apply again to recreate it (at least ${Math.max(prefilterSize, PREFILTER_MIN_CAPACITY)})`,
+    );
+  // Before any program is loaded: a new node's programs start with the switches they should have.
+  if (writeNodeConfig(maps, { flowEvents: opts.flowLogs ?? true }) && !changed.includes('maps'))
+    changed.push('config');
+}
+
+/** Steps 1 to 6 on the open maps. */
+function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOptions): void {
+  const { target, maps, changed, meta, alloc } = n;
+  prepareMaps(n, opts);
+  const ids = mapIds(maps);
+  const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
+
+  // 1. generate, load what changed
+  let hooks: PlannedHook[];
+  try {
+    const byName = new Map(n.interfaces.map((i) => [i.ifname, i]));
+    hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts);
+  } catch (e) {
+    fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`, undefined, e);
+  }
+  const loaded = new Map<PlannedHook, Program>();
+  try {
+    for (const hook of hooks) if (hook.reload) loaded.set(hook, loadPolicy(hook, maps, opts));
+
+    // 2. additions
+    const setPlan = planSetSync(maps, n.view, alloc);
+    if (addSetMembers(maps, setPlan) > 0) changed.push('ipsets');
+    const slots = changedSlots(meta?.alloc, alloc);
+    // A new map is all zeroes already.
+    if (!changed.includes('maps')) resetSlots(maps, slots.fresh);
+
+    // 3. swap
+    swapAll(n, loaded);
+
+    // 4. departures and removals
+    detachDeparted(n, hooks);
+    if (removeSetMembers(maps, setPlan) > 0 && !changed.includes('ipsets')) changed.push('ipsets');
+    resetSlots(maps, slots.freed);
+
+    // 5. prefilter
+    const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces, mapsChanged);
+    changed.push(...pf.changed);
+
+    // 6. description, garbage
+    writeMeta(n.dir, {
+      version: 1,
+      scope: target.scope,
+      node: target.node,
+      alloc,
+      counterSlots: maps.counters.info.maxEntries,
+      hooks: hooks.map((h) => h.state),
+      ...(pf.state ? { prefilter: pf.state } : {}),
+      mapIds: ids,
+      appliedAt: new Date().toISOString(),
+    });
+    collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
+  } finally {
+    for (const program of loaded.values()) program.close();
+  }
+}
+
+function swapAll(n: NodeApply, loaded: ReadonlyMap<PlannedHook, Program>): void {
+  for (const [hook, program] of loaded) {
+    try {
+      swapTcx(n.target, hook, program);
+    } catch (e) {
+      // describeError says what the kernel lacks when that is why (MissingKernelFeatureError).
+      fail(
+        `cannot attach the ${hook.state.direction} program of ${hook.state.endpoint} on ${hook.state.ifname}: ${describeError(e)}`,
+        undefined,
+        e,
+      );
+    }
+    n.changed.push(`program:${hook.state.endpoint}/${hook.state.direction}`);
+  }
+}
+
+/** Detaches the hooks of endpoints (or interfaces) that are gone. */
+function detachDeparted(n: NodeApply, hooks: readonly PlannedHook[]): void {
+  for (const old of n.meta?.hooks ?? []) {
+    const stays = hooks.some(
+      (h) =>
+        h.state.endpoint === old.endpoint &&
+        h.state.direction === old.direction &&
+        h.state.ifname === old.ifname,
+    );
+    if (!stays) {
+      dropPinnedLink(tcxLinkPin(n.dir, old.ifname, hookFor(old.direction)));
+      n.changed.push(`detached:${old.endpoint}/${old.direction}`);
+    }
+  }
 }
 
 /** Detaches every link of the node and removes its pins (and the scope directory once empty). */

@@ -87,85 +87,108 @@ function emitLive(asm: Assembler, miss: string): void {
 }
 
 function emitLookup(asm: Assembler, keyOffset: number): void {
-  asm.ldMap(R1, MAP.conntrack).mov64(R2, R10).add64(R2, keyOffset).call('map_lookup_elem');
+  asm.mapLookup(MAP.conntrack, keyOffset);
 }
 
 /** Emits the lookups; falls through to CT_LABELS.policy for packets that start something new. */
 export function emitConntrackLookup(asm: Assembler, direction: Direction): void {
-  const rk = FRAME.reverseKey;
-  const k = FRAME.key;
-  const other = direction === 'ingress' ? DIR.egress : DIR.ingress;
-  asm.call('ktime_get_ns').stx('dw', R10, FRAME.now, R0);
+  asm
+    .comment("conntrack: the time, then this packet's own connection")
+    .call('ktime_get_ns')
+    .stx('dw', R10, FRAME.now, R0);
+  emitForwardLookup(asm);
+  emitReverseLookup(asm, direction === 'ingress' ? DIR.egress : DIR.ingress);
+  emitIcmpClass(asm);
+  emitRelatedLookup(asm);
+}
 
-  emitLookup(asm, k);
+/** A later packet of a connection allowed through this hook: refresh it and pass. */
+function emitForwardLookup(asm: Assembler): void {
+  emitLookup(asm, FRAME.key);
   emitLive(asm, 'ct_reverse');
   // A SYN on a closing tuple is a new connection reusing the ports: judge it afresh.
   asm
+    .comment('a SYN on a closing connection starts a new one: judge it afresh')
     .jne(R9, IPPROTO.TCP, 'ct_fwd')
     .ldxw(R1, R10, FRAME.l4info)
     .and64(R1, TCP_FLAG.SYN | TCP_FLAG.ACK)
     .jne(R1, TCP_FLAG.SYN, 'ct_fwd')
     .ldxb(R1, R0, V.state)
     .jge(R1, CT_STATE.closing, 'ct_reverse')
-    .label('ct_fwd');
+    .label('ct_fwd')
+    .comment('established: refresh the entry, advance the TCP state, pass');
   emitTouch(asm, false, 'ct_fwd');
+}
 
+/** A reply: the reversed key under the other direction (`other`). Refresh it and pass. */
+function emitReverseLookup(asm: Assembler, other: number): void {
+  const rk = FRAME.reverseKey;
+  const k = FRAME.key;
   asm
     .label('ct_reverse')
-    .ldxw(R1, R10, k + K.ifindex)
-    .stx('w', R10, rk + K.ifindex, R1)
+    .comment('a reply? the reversed key, other direction')
+    .copy('w', R10, rk + K.ifindex, R10, k + K.ifindex, R1)
     .st('b', R10, rk + K.dir, other)
     .stx('b', R10, rk + K.proto, R9)
     .st('h', R10, rk + K.pad, 0)
-    .ldxw(R1, R10, k + K.saddr)
-    .stx('w', R10, rk + K.daddr, R1)
-    .ldxw(R1, R10, k + K.daddr)
-    .stx('w', R10, rk + K.saddr, R1)
-    .ldxh(R1, R10, k + K.sport)
-    .stx('h', R10, rk + K.dport, R1)
-    .ldxh(R1, R10, k + K.dport)
-    .stx('h', R10, rk + K.sport, R1);
+    .copy('w', R10, rk + K.daddr, R10, k + K.saddr, R1)
+    .copy('w', R10, rk + K.saddr, R10, k + K.daddr, R1)
+    .copy('h', R10, rk + K.dport, R10, k + K.sport, R1)
+    .copy('h', R10, rk + K.sport, R10, k + K.dport, R1);
   emitLookup(asm, rk);
   emitLive(asm, 'ct_icmp');
+  asm.comment('reply: refresh the entry (replied), advance the TCP state, pass');
   emitTouch(asm, true, 'ct_rev');
+}
 
-  asm.label('ct_icmp').jne(R9, IPPROTO.ICMP, CT_LABELS.policy).ldxw(R1, R10, FRAME.l4info);
+/** ICMP errors look for the connection they are about; answers without a connection are invalid. */
+function emitIcmpClass(asm: Assembler): void {
+  asm
+    .label('ct_icmp')
+    .comment('ICMP: errors are related to a connection, replies without one are invalid')
+    .jne(R9, IPPROTO.ICMP, CT_LABELS.policy)
+    .ldxw(R1, R10, FRAME.l4info);
   for (const t of ICMP_ERRORS) asm.jeq(R1, t, 'ct_related');
   for (const t of ICMP_REPLIES) asm.jeq(R1, t, CT_LABELS.invalid);
   asm.ja(CT_LABELS.policy);
+}
 
-  // The error quotes the offending packet's IP header and first 8 bytes. That packet travelled
-  // the other way through this hook, so its entry is under the other direction, tuple as quoted.
+/**
+ * The error quotes the offending packet's IP header and first 8 bytes. That packet travelled
+ * the other way through this hook, so its entry is under the other direction, tuple as quoted.
+ */
+function emitRelatedLookup(asm: Assembler): void {
+  const rk = FRAME.reverseKey;
   const inner = 8; // ICMP header
   asm
     .label('ct_related')
+    .comment('ICMP error: the connection of the quoted packet (RELATED), else invalid')
     .ldxw(R2, R6, SKB.data)
     .ldxw(R3, R6, SKB.dataEnd)
     .ldxw(R4, R10, FRAME.l4offset)
     .and64(R4, 0x7f)
     .add64(R2, R4)
-    .mov64(R4, R2)
-    .add64(R4, inner + 20 + 8)
-    .jgt(R4, R3, CT_LABELS.invalid)
+    .checkBounds(R2, inner + 20 + 8, R3, R4, CT_LABELS.invalid)
     .ldxb(R4, R2, inner)
     .jne(R4, 0x45, CT_LABELS.invalid)
     .ldxb(R4, R2, inner + 9)
     .stx('b', R10, rk + K.proto, R4)
-    .ldxw(R5, R2, inner + 12)
-    .stx('w', R10, rk + K.saddr, R5)
-    .ldxw(R5, R2, inner + 16)
-    .stx('w', R10, rk + K.daddr, R5)
+    .copy('w', R10, rk + K.saddr, R2, inner + 12, R5)
+    .copy('w', R10, rk + K.daddr, R2, inner + 16, R5)
     .st('w', R10, rk + K.sport, 0)
-    .jeq(R4, IPPROTO.ICMP, 'ct_rel_icmp')
-    .jeq(R4, IPPROTO.TCP, 'ct_rel_ports')
-    .jeq(R4, IPPROTO.UDP, 'ct_rel_ports')
-    .jeq(R4, IPPROTO.SCTP, 'ct_rel_ports')
-    .ja('ct_rel_lookup')
+    .dispatch(
+      R4,
+      [
+        [IPPROTO.ICMP, 'ct_rel_icmp'],
+        [IPPROTO.TCP, 'ct_rel_ports'],
+        [IPPROTO.UDP, 'ct_rel_ports'],
+        [IPPROTO.SCTP, 'ct_rel_ports'],
+      ],
+      'ct_rel_lookup',
+    )
     .label('ct_rel_ports')
-    .ldxh(R5, R2, inner + 20)
-    .stx('h', R10, rk + K.sport, R5)
-    .ldxh(R5, R2, inner + 22)
-    .stx('h', R10, rk + K.dport, R5)
+    .copy('h', R10, rk + K.sport, R2, inner + 20, R5)
+    .copy('h', R10, rk + K.dport, R2, inner + 22, R5)
     .ja('ct_rel_lookup')
     .label('ct_rel_icmp')
     .ldxb(R5, R2, inner + 20)
@@ -186,6 +209,7 @@ export function emitConntrackLookup(asm: Assembler, direction: Direction): void 
 export function emitConntrackCreate(asm: Assembler, afterCreate?: () => void): void {
   const v = FRAME.value;
   asm
+    .comment("the new connection's entry: its first state, times and counts")
     .jne(R9, IPPROTO.TCP, 'ct_new_other')
     .ldxw(R1, R10, FRAME.l4info)
     // A RST opens nothing.
@@ -213,13 +237,7 @@ export function emitConntrackCreate(asm: Assembler, afterCreate?: () => void): v
     .st('dw', R10, v + V.packets, 1)
     .ldxw(R1, R6, SKB.len)
     .stx('dw', R10, v + V.bytes, R1)
-    .ldMap(R1, MAP.conntrack)
-    .mov64(R2, R10)
-    .add64(R2, FRAME.key)
-    .mov64(R3, R10)
-    .add64(R3, v)
-    .mov64(R4, 0)
-    .call('map_update_elem');
+    .mapUpdate(MAP.conntrack, FRAME.key, v);
   afterCreate?.();
-  asm.label(CT_LABELS.pass).exitWith(TCX.NEXT);
+  asm.label(CT_LABELS.pass).comment('pass').exitWith(TCX.NEXT);
 }

@@ -153,26 +153,25 @@ function kernelName(symbolic: string): string {
   return `sy_${symbolic}`.slice(0, 15);
 }
 
+/** A spec as the kernel gets it: its kernel name, and the size asked for instead of the default. */
+function sized<S extends { maxEntries: number }>(
+  spec: S,
+  name: string,
+  maxEntries?: number,
+): S & { name: string } {
+  return { ...spec, name: kernelName(name), maxEntries: maxEntries ?? spec.maxEntries };
+}
+
 function plain<K, V>(spec: PlainSpec<K, V>, name: string, maxEntries?: number): BpfMap<K, V> {
   return BpfMap.create({
-    type: spec.type,
-    name: kernelName(name),
-    key: spec.key,
-    value: spec.value,
-    maxEntries: maxEntries ?? spec.maxEntries,
+    ...sized(spec, name, maxEntries),
     // Set members come and go with pods: allocate them as they come (LRU maps must preallocate).
     ...(spec.type === 'hash' ? { flags: MapFlags.NO_PREALLOC } : {}),
   });
 }
 
 function perCpu<K, V>(spec: PerCpuSpec<K, V>, name: string, maxEntries?: number): PerCpuMap<K, V> {
-  return PerCpuMap.create({
-    type: spec.type,
-    name: kernelName(name),
-    key: spec.key,
-    value: spec.value,
-    maxEntries: maxEntries ?? spec.maxEntries,
-  });
+  return PerCpuMap.create(sized(spec, name, maxEntries));
 }
 
 export interface MapSizes {

@@ -22,9 +22,24 @@ const IP = ETH_HLEN;
 
 /** Emits the parser; r1 holds the context on entry. */
 export function emitParse(asm: Assembler, direction: Direction): void {
+  emitEthernet(asm);
+  emitIpv4(asm);
+  emitTransport(asm);
+  asm
+    .label('parsed')
+    .comment(`parsed: complete the conntrack key (interface, direction ${direction}); r7 = remote address`)
+    .copy('w', R10, FRAME.key + K.ifindex, R6, SKB.ifindex, R4)
+    .st('b', R10, FRAME.key + K.dir, DIR[direction])
+    // The remote end: the source of traffic toward the pod, the destination of traffic from it.
+    .ldxw(R7, R10, FRAME.key + (direction === 'ingress' ? K.saddr : K.daddr));
+}
+
+/** r2 = data, r3 = data_end; the EtherType decides: IPv4 goes on, ARP passes, the rest fails closed. */
+function emitEthernet(asm: Assembler): void {
   const key = FRAME.key;
   const L = PARSE_LABELS;
   asm
+    .comment('parse: clear the conntrack key, then Ethernet')
     .mov64(R6, R1)
     .st('dw', R10, key, 0)
     .st('dw', R10, key + 8, 0)
@@ -32,17 +47,21 @@ export function emitParse(asm: Assembler, direction: Direction): void {
     .st('w', R10, FRAME.l4info, 0)
     .ldxw(R2, R6, SKB.data)
     .ldxw(R3, R6, SKB.dataEnd)
-    .mov64(R4, R2)
-    .add64(R4, ETH_HLEN)
-    .jgt(R4, R3, L.malformed)
+    .checkBounds(R2, ETH_HLEN, R3, R4, L.malformed)
     .ldxh(R5, R2, 12)
     .jeq(R5, ETHERTYPE_AS_LOADED.arp, L.nonIp)
     .jeq(R5, ETHERTYPE_AS_LOADED.ipv6, L.ipv6)
     // Other EtherTypes (VLAN tags, LLDP, …) are not routed anyway; refusing them keeps policy tight.
-    .jne(R5, ETHERTYPE_AS_LOADED.ipv4, L.malformed)
-    .mov64(R4, R2)
-    .add64(R4, IP + 20)
-    .jgt(R4, R3, L.malformed)
+    .jne(R5, ETHERTYPE_AS_LOADED.ipv4, L.malformed);
+}
+
+/** The IPv4 header: version, length, no fragment; protocol and addresses into the key; r2 = L4 header. */
+function emitIpv4(asm: Assembler): void {
+  const key = FRAME.key;
+  const L = PARSE_LABELS;
+  asm
+    .comment('IPv4 header: version 4, IHL >= 5, not a fragment')
+    .checkBounds(R2, IP + 20, R3, R4, L.malformed)
     .ldxb(R5, R2, IP)
     .mov64(R4, R5)
     .and64(R4, 0xf0)
@@ -56,55 +75,56 @@ export function emitParse(asm: Assembler, direction: Direction): void {
     .be(R4, 16)
     .and64(R4, 0x3fff)
     .jne(R4, 0, L.fragment)
+    .comment('protocol (r9) and addresses into the conntrack key')
     .ldxb(R9, R2, IP + 9)
     .stx('b', R10, key + K.proto, R9)
-    .ldxw(R4, R2, IP + 12)
-    .stx('w', R10, key + K.saddr, R4)
-    .ldxw(R4, R2, IP + 16)
-    .stx('w', R10, key + K.daddr, R4)
+    .copy('w', R10, key + K.saddr, R2, IP + 12, R4)
+    .copy('w', R10, key + K.daddr, R2, IP + 16, R4)
     .add64(R5, ETH_HLEN)
     .stx('w', R10, FRAME.l4offset, R5)
-    .add64(R2, R5)
+    .add64(R2, R5);
+}
+
+/** Ports (r8, host order), TCP flags or the ICMP type into FRAME.l4info; echo ids as ports. */
+function emitTransport(asm: Assembler): void {
+  const key = FRAME.key;
+  const L = PARSE_LABELS;
+  asm
+    .comment('transport: TCP, UDP, SCTP ports; ICMP type')
     .mov64(R8, 0)
-    .jeq(R9, IPPROTO.TCP, 'parse_tcp')
-    .jeq(R9, IPPROTO.UDP, 'parse_ports')
-    .jeq(R9, IPPROTO.SCTP, 'parse_ports')
-    .jeq(R9, IPPROTO.ICMP, 'parse_icmp')
-    .ja('parsed')
+    .dispatch(
+      R9,
+      [
+        [IPPROTO.TCP, 'parse_tcp'],
+        [IPPROTO.UDP, 'parse_ports'],
+        [IPPROTO.SCTP, 'parse_ports'],
+        [IPPROTO.ICMP, 'parse_icmp'],
+      ],
+      'parsed',
+    )
     .label('parse_tcp')
-    .mov64(R4, R2)
-    .add64(R4, 14)
-    .jgt(R4, R3, L.malformed)
-    .ldxb(R4, R2, 13)
-    .stx('b', R10, FRAME.l4info, R4)
+    .comment('TCP: the flags byte')
+    .checkBounds(R2, 14, R3, R4, L.malformed)
+    .copy('b', R10, FRAME.l4info, R2, 13, R4)
     .label('parse_ports')
-    .mov64(R4, R2)
-    .add64(R4, 8)
-    .jgt(R4, R3, L.malformed)
-    .ldxh(R4, R2, 0)
-    .stx('h', R10, key + K.sport, R4)
+    .comment('the ports; r8 = destination port in host order')
+    .checkBounds(R2, 8, R3, R4, L.malformed)
+    .copy('h', R10, key + K.sport, R2, 0, R4)
     .ldxh(R8, R2, 2)
     .stx('h', R10, key + K.dport, R8)
     .be(R8, 16)
     .ja('parsed')
     .label('parse_icmp')
-    .mov64(R4, R2)
-    .add64(R4, 8)
-    .jgt(R4, R3, L.malformed)
-    .ldxb(R4, R2, 0)
-    .stx('b', R10, FRAME.l4info, R4)
+    .comment('ICMP: the type (r4)')
+    .checkBounds(R2, 8, R3, R4, L.malformed)
+    .copy('b', R10, FRAME.l4info, R2, 0, R4)
     // Echo request and reply are tracked by their identifier, in both port fields so that the
     // reversed key of a reply is the request's key.
     .jeq(R4, 8, 'parse_echo')
     .jne(R4, 0, 'parsed')
     .label('parse_echo')
+    .comment('echo request or reply: the identifier in both port fields')
     .ldxh(R4, R2, 4)
     .stx('h', R10, key + K.sport, R4)
-    .stx('h', R10, key + K.dport, R4)
-    .label('parsed')
-    .ldxw(R4, R6, SKB.ifindex)
-    .stx('w', R10, key + K.ifindex, R4)
-    .st('b', R10, key + K.dir, DIR[direction])
-    // The remote end: the source of traffic toward the pod, the destination of traffic from it.
-    .ldxw(R7, R10, key + (direction === 'ingress' ? K.saddr : K.daddr));
+    .stx('h', R10, key + K.dport, R4);
 }

@@ -21,6 +21,7 @@ import {
 } from '../../bpf/index.js';
 import { ETH_HLEN, ETHERTYPE_AS_LOADED, MAP, XDP_MD } from './layout.js';
 import type { PrefilterList } from './node.js';
+import { emitCountPacket } from './emit.js';
 
 export const PREFILTER_PROGRAM_NAME = 'sy_prefilter';
 
@@ -30,43 +31,28 @@ export const PREFILTER_MIN_CAPACITY = 1 << 20;
 export function prefilterProgram(): AssembledProgram {
   const key = -8;
   const slot = -12;
-  return new Assembler()
+  const asm = new Assembler()
+    .comment('prefilter: an IPv4 packet whose source is on a deny-list is dropped')
     .mov64(R6, R1)
     .ldxw(R2, R6, XDP_MD.data)
     .ldxw(R3, R6, XDP_MD.dataEnd)
-    .mov64(R4, R2)
-    .add64(R4, ETH_HLEN + 20)
-    .jgt(R4, R3, 'pass')
+    .checkBounds(R2, ETH_HLEN + 20, R3, R4, 'pass')
     .ldxh(R5, R2, 12)
     .jne(R5, ETHERTYPE_AS_LOADED.ipv4, 'pass')
+    .comment('look the source address up in the deny-lists trie (value: the first list with it)')
     .ldxw(R5, R2, ETH_HLEN + 12)
     .st('w', R10, key, 32)
     .stx('w', R10, key + 4, R5)
     .mov64(R7, R3)
     .sub64(R7, R2) // frame length, for the byte counter
-    .ldMap(R1, MAP.prefilter)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
+    .mapLookup(MAP.prefilter, key)
     .jeq(R0, 0, 'pass')
-    .ldxw(R1, R0, 0)
-    .stx('w', R10, slot, R1)
-    .ldMap(R1, MAP.prefilterCounters)
-    .mov64(R2, R10)
-    .add64(R2, slot)
-    .call('map_lookup_elem')
-    .jeq(R0, 0, 'drop')
-    .ldxdw(R1, R0, 0)
-    .add64(R1, 1)
-    .stx('dw', R0, 0, R1)
-    .ldxdw(R1, R0, 8)
-    .add64(R1, R7)
-    .stx('dw', R0, 8, R1)
-    .label('drop')
-    .exitWith(XdpAction.DROP)
-    .label('pass')
-    .exitWith(XdpAction.PASS)
-    .assemble();
+    .comment("listed: count the drop in the list's counter")
+    .copy('w', R10, slot, R0, 0, R1)
+    .mapLookup(MAP.prefilterCounters, slot)
+    .jeq(R0, 0, 'drop');
+  emitCountPacket(asm, R7);
+  return asm.label('drop').exitWith(XdpAction.DROP).label('pass').exitWith(XdpAction.PASS).assemble();
 }
 
 interface Interval {

@@ -30,6 +30,7 @@ import {
 } from '../../bpf/index.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
 import { CT_LABELS, emitConntrackCreate, emitConntrackLookup } from './ct-code.js';
+import { emitCountPacket } from './emit.js';
 import {
   EVENT_VERDICT,
   FAIL_CLOSED,
@@ -38,6 +39,7 @@ import {
   MAP,
   NODE_CONFIG_FLAG,
   nodeConfig,
+  portSetKey,
   setLpmKey,
   SKB,
   TCX,
@@ -83,21 +85,13 @@ function numbersFor(rs: RuleSet, alloc: Allocation): RuleNumbers {
 function emitCountSub(asm: Assembler): void {
   asm
     .label(SUBPROGRAMS.count)
+    .comment('subprogram count(slot r1, bytes r2): one packet more in the per-CPU counter of the slot')
     .mov64(R6, R2)
     .stx('w', R10, -4, R1)
-    .ldMap(R1, MAP.counters)
-    .mov64(R2, R10)
-    .add64(R2, -4)
-    .call('map_lookup_elem')
-    .jeq(R0, 0, 'count_out')
-    .ldxdw(R1, R0, 0)
-    .add64(R1, 1)
-    .stx('dw', R0, 0, R1)
-    .ldxdw(R1, R0, 8)
-    .add64(R1, R6)
-    .stx('dw', R0, 8, R1)
-    .label('count_out')
-    .exitWith(0);
+    .mapLookup(MAP.counters, -4)
+    .jeq(R0, 0, 'count_out');
+  emitCountPacket(asm, R6);
+  asm.label('count_out').exitWith(0);
 }
 
 /** r1 = set index, r2 = address: 1 when the address is in the set (longest prefix of the node trie). */
@@ -106,36 +100,30 @@ function emitInSetSub(asm: Assembler): void {
   const o = setLpmKey.offsets;
   asm
     .label(SUBPROGRAMS.inSet)
+    .comment('subprogram in_set(set r1, address r2): 1 when the node trie has the address in the set')
     .st('w', R10, key + o.prefixlen, 64)
     .stx('w', R10, key + o.set, R1)
-    .stx('w', R10, key + o.addr, R2)
-    .ldMap(R1, MAP.ipSets)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
-    .jeq(R0, 0, 'in_set_no')
-    .exitWith(1)
-    .label('in_set_no')
-    .exitWith(0);
+    .stx('w', R10, key + o.addr, R2);
+  emitLookupAnswer(asm, MAP.ipSets, key, 'in_set_no');
+}
+
+/** The answer of a membership subprogram: 1 when the key at `key` is in `map`, else 0. */
+function emitLookupAnswer(asm: Assembler, map: string, key: number, miss: string): void {
+  asm.mapLookup(map, key).jeq(R0, 0, miss).exitWith(1).label(miss).exitWith(0);
 }
 
 /** r1 = set index, r2 = address, r3 = port (host order): 1 when (address, port) is a member. */
 function emitInPortSetSub(asm: Assembler): void {
   const key = -12;
+  const o = portSetKey.offsets;
   asm
     .label(SUBPROGRAMS.inPortSet)
-    .stx('w', R10, key, R1)
-    .stx('w', R10, key + 4, R2)
-    .stx('h', R10, key + 8, R3)
-    .st('h', R10, key + 10, 0)
-    .ldMap(R1, MAP.portSets)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
-    .jeq(R0, 0, 'in_portset_no')
-    .exitWith(1)
-    .label('in_portset_no')
-    .exitWith(0);
+    .comment('subprogram in_portset(set r1, address r2, port r3): 1 when (address, port) is in the set')
+    .stx('w', R10, key + o.set, R1)
+    .stx('w', R10, key + o.addr, R2)
+    .stx('h', R10, key + o.port, R3)
+    .st('h', R10, key + o.pad, 0);
+  emitLookupAnswer(asm, MAP.portSets, key, 'in_portset_no');
 }
 
 /**
@@ -150,6 +138,7 @@ function emitEventSub(asm: Assembler): void {
   const k = ctKey.offsets;
   asm
     .label(SUBPROGRAMS.event)
+    .comment('subprogram event(slot r1, key r2, ctx r3, verdict r4): a flow event into the ring buffer')
     .mov64(R6, R1)
     .mov64(R7, R2)
     .mov64(R8, R3)
@@ -157,41 +146,28 @@ function emitEventSub(asm: Assembler): void {
     .call('ktime_get_ns')
     .stx('dw', R10, ev + e.ts, R0)
     .stx('w', R10, ev + e.slot, R6)
-    .ldxw(R1, R8, SKB.len)
-    .stx('w', R10, ev + e.len, R1)
-    .ldxw(R1, R8, SKB.ifindex)
-    .stx('w', R10, ev + e.ifindex, R1)
-    .ldxw(R1, R7, k.saddr)
-    .stx('w', R10, ev + e.saddr, R1)
-    .ldxw(R1, R7, k.daddr)
-    .stx('w', R10, ev + e.daddr, R1)
-    .ldxh(R1, R7, k.sport)
-    .stx('h', R10, ev + e.sport, R1)
-    .ldxh(R1, R7, k.dport)
-    .stx('h', R10, ev + e.dport, R1)
-    .ldxb(R1, R7, k.proto)
-    .stx('b', R10, ev + e.proto, R1)
-    .ldxb(R1, R7, k.dir)
-    .stx('b', R10, ev + e.dir, R1)
+    .copy('w', R10, ev + e.len, R8, SKB.len, R1)
+    .copy('w', R10, ev + e.ifindex, R8, SKB.ifindex, R1)
+    .copy('w', R10, ev + e.saddr, R7, k.saddr, R1)
+    .copy('w', R10, ev + e.daddr, R7, k.daddr, R1)
+    .copy('h', R10, ev + e.sport, R7, k.sport, R1)
+    .copy('h', R10, ev + e.dport, R7, k.dport, R1)
+    .copy('b', R10, ev + e.proto, R7, k.proto, R1)
+    .copy('b', R10, ev + e.dir, R7, k.dir, R1)
     .stx('h', R10, ev + e.verdict, R9)
     .ldMap(R1, MAP.events)
-    .mov64(R2, R10)
-    .add64(R2, ev)
+    .stackAddress(R2, ev)
     .mov64(R3, flowEvent.size)
     // No wakeup per record: the reader drains on a short timer, so a connection flood costs
     // no extra context switches.
     .mov64(R4, BPF_RB_NO_WAKEUP)
     .call('ringbuf_output')
     .jeq(R0, 0, 'event_out')
+    .comment('the ring buffer is full (the reader is behind): count the event as lost')
     .st('w', R10, lostKey, 0)
-    .ldMap(R1, MAP.eventsLost)
-    .mov64(R2, R10)
-    .add64(R2, lostKey)
-    .call('map_lookup_elem')
+    .mapLookup(MAP.eventsLost, lostKey)
     .jeq(R0, 0, 'event_out')
-    .ldxdw(R1, R0, 0)
-    .add64(R1, 1)
-    .stx('dw', R0, 0, R1)
+    .addToU64(R0, 0, 1, R1)
     .label('event_out')
     .exitWith(0);
 }
@@ -202,12 +178,12 @@ function emitEventSub(asm: Assembler): void {
  */
 function emitFlowEvent(asm: Assembler, verdict: number, done: string): void {
   asm
+    .comment('flow events on (node config)? then the event of the deciding rule')
     .ldMapValue(R2, MAP.config, nodeConfig.offsets.flags)
     .ldxw(R2, R2, 0)
     .and64(R2, NODE_CONFIG_FLAG.flowEvents)
     .jeq(R2, 0, done)
-    .mov64(R2, R10)
-    .add64(R2, FRAME.key)
+    .stackAddress(R2, FRAME.key)
     .mov64(R3, R6)
     .mov64(R4, verdict)
     .callLocal(SUBPROGRAMS.event);
@@ -229,6 +205,36 @@ export interface GeneratedProgram {
   maps: readonly string[];
 }
 
+/** The exits parse and conntrack jump to: non-IP passes, each fail-closed reason counts and drops. */
+function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers): void {
+  asm.label(PARSE_LABELS.nonIp).comment('not IP (ARP): pass').exitWith(TCX.NEXT);
+  for (const reason of FAIL_CLOSED) {
+    const slot = numbers.slot(failClosedRuleId(rs.endpoint, rs.direction, reason));
+    asm.label(FAIL_LABELS[reason]).comment(`fail closed (${reason}): count in slot ${slot}, then drop`);
+    asm.mov64(R1, slot).ldxw(R2, R6, SKB.len).callLocal(SUBPROGRAMS.count);
+    asm.mov64(R1, slot).ja('fail_closed');
+  }
+  asm.label('fail_closed');
+  emitFlowEvent(asm, EVENT_VERDICT.deny, 'fail_shot');
+  asm.label('fail_shot').exitWith(TCX.SHOT);
+}
+
+/** The allow and deny tails the rules jump to, both with the deciding rule's slot in r1. */
+function emitVerdictTails(asm: Assembler, rules: RuleEmitter): void {
+  if (rules.place('allow')) {
+    asm.comment('allow: record the connection in conntrack, flow event, pass').stx('w', R10, FRAME.slot, R1);
+    emitConntrackCreate(asm, () => {
+      asm.ldxw(R1, R10, FRAME.slot).jeq(R1, 0, CT_LABELS.pass);
+      emitFlowEvent(asm, EVENT_VERDICT.allow, CT_LABELS.pass);
+    });
+  }
+  if (rules.place('deny')) {
+    asm.comment('deny: flow event, drop');
+    emitFlowEvent(asm, EVENT_VERDICT.deny, 'deny_shot');
+    asm.label('deny_shot').exitWith(TCX.SHOT);
+  }
+}
+
 /** The policy program of one rule set, with numbers from `alloc`. Pure. */
 export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram {
   const asm = new Assembler();
@@ -238,16 +244,7 @@ export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram 
 
   // The exits parse and conntrack jump to come before the rules, so those jumps stay short
   // whatever the number of rules.
-  asm.label(PARSE_LABELS.nonIp).exitWith(TCX.NEXT);
-  for (const reason of FAIL_CLOSED) {
-    const slot = numbers.slot(failClosedRuleId(rs.endpoint, rs.direction, reason));
-    asm.label(FAIL_LABELS[reason]);
-    asm.mov64(R1, slot).ldxw(R2, R6, SKB.len).callLocal(SUBPROGRAMS.count);
-    asm.mov64(R1, slot).ja('fail_closed');
-  }
-  asm.label('fail_closed');
-  emitFlowEvent(asm, EVENT_VERDICT.deny, 'fail_shot');
-  asm.label('fail_shot').exitWith(TCX.SHOT);
+  emitFailClosedExits(asm, rs, numbers);
 
   asm.label(CT_LABELS.policy);
 
@@ -256,26 +253,17 @@ export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram 
     // From the node's own stack (skb_iif 0), not forwarded: the node reaches its pods, as in
     // netfilter, where OUTPUT is not policed. The entry still lets the pod's replies back. r1 = 0
     // is the allow tail's slot: no flow event.
-    asm.ldxw(R1, R6, SKB.ingressIfindex).jeq(R1, 0, rules.far('allow'));
+    asm
+      .comment("from the node's own stack (not forwarded): allow")
+      .ldxw(R1, R6, SKB.ingressIfindex)
+      .jeq(R1, 0, rules.far('allow'));
   }
   rules.globalTier(rs, numbers);
   rules.kubernetesTier(rs, numbers);
-  // Both tails start with the deciding rule's slot in r1.
-  if (rules.place('allow')) {
-    asm.stx('w', R10, FRAME.slot, R1);
-    emitConntrackCreate(asm, () => {
-      asm.ldxw(R1, R10, FRAME.slot).jeq(R1, 0, CT_LABELS.pass);
-      emitFlowEvent(asm, EVENT_VERDICT.allow, CT_LABELS.pass);
-    });
-  }
-  if (rules.place('deny')) {
-    emitFlowEvent(asm, EVENT_VERDICT.deny, 'deny_shot');
-    asm.label('deny_shot').exitWith(TCX.SHOT);
-  }
+  emitVerdictTails(asm, rules);
 
   rules.calls.add(SUBPROGRAMS.count);
   rules.calls.add(SUBPROGRAMS.event);
-  rules.calls.add(SUBPROGRAMS.count);
   for (const sub of Object.values(SUBPROGRAMS)) if (rules.calls.has(sub)) SUBPROGRAM_EMITTERS[sub](asm);
 
   const program = asm.assemble();

@@ -5,13 +5,14 @@
  * numbers may differ). Pure: no kernel, maps appear by name.
  */
 import { disassemble } from '../../bpf/index.js';
-import type { IR, Rule, RuleSet } from '../../ir/types.js';
+import type { IR, RuleSet } from '../../ir/types.js';
 import { MAP } from './layout.js';
 import { COUNTER_SLOTS, CT_CAPACITY, EVENTS_BYTES, MAP_PURPOSE, MAP_SPECS } from './maps.js';
 import { allocate, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
 import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
 import { policyProgram } from './program.js';
+import { describeRule } from './rules.js';
 
 const SHOWN = 6;
 
@@ -76,18 +77,6 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
   return out;
 }
 
-function ruleText(r: Rule): string {
-  const parts: string[] = [r.action];
-  if (r.protocol) parts.push(r.protocol);
-  if (r.ports)
-    parts.push(
-      `ports ${r.ports.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}-${p.last}`)).join(',')}`,
-    );
-  if (r.peerSet) parts.push(`peer in ${r.peerSet}`);
-  if (r.peerPortSet) parts.push(`(peer, port) in ${r.peerPortSet}`);
-  return `${r.id}: ${parts.join(' ')}`;
-}
-
 function programLines(rs: RuleSet, alloc: Allocation, ifname: string): string[] {
   const g = policyProgram(rs, alloc);
   const count = g.program.instructions.length;
@@ -95,9 +84,9 @@ function programLines(rs: RuleSet, alloc: Allocation, ifname: string): string[] 
     '',
     `# program ${g.name}: ${rs.endpoint} ${rs.direction} policy, tcx ${hookFor(rs.direction)} on ${ifname} (${count} instructions, maps ${g.maps.join(', ')})`,
     `#   global tier: ${rs.globalRules.length === 0 ? '(none)' : ''}`,
-    ...rs.globalRules.map((r) => `#     ${ruleText(r)}`),
+    ...rs.globalRules.map((r) => `#     ${describeRule(r)}`),
     `#   kubernetes tier: ${rs.kubernetesRules.length === 0 ? '(none)' : ''}`,
-    ...rs.kubernetesRules.map((r) => `#     ${ruleText(r)}`),
+    ...rs.kubernetesRules.map((r) => `#     ${describeRule(r)}`),
     `#   default: ${rs.kubernetesDefault}`,
     indent(disassemble(g.program)),
   ];

@@ -10,7 +10,7 @@
  * offsets are 16 bits, so jumps to the shared tails (allow, deny, the Kubernetes tier) go
  * through islands of `goto`s placed every few thousand instructions.
  */
-import { R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R4, R6, R7, R8, R9, type Assembler } from '../../bpf/index.js';
 import type { Rule, RuleSet } from '../../ir/types.js';
 import { EVENT_VERDICT, FRAME, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
 
@@ -32,6 +32,19 @@ export interface RuleNumbers {
   /** Counter slot of a rule (by IR rule id) of this rule set. */
   slot(ruleId: string): number;
   defaultSlot: number;
+}
+
+/** A rule in words, as listings show it: `<id>: deny TCP ports 5432 peer in <set>`. */
+export function describeRule(r: Rule): string {
+  const parts: string[] = [r.action];
+  if (r.protocol) parts.push(r.protocol);
+  if (r.ports)
+    parts.push(
+      `ports ${r.ports.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}-${p.last}`)).join(',')}`,
+    );
+  if (r.peerSet) parts.push(`peer in ${r.peerSet}`);
+  if (r.peerPortSet) parts.push(`(peer, port) in ${r.peerPortSet}`);
+  return `${r.id}: ${parts.join(' ')}`;
 }
 
 /** Instructions between islands; far below the 32767 a 16-bit offset reaches. */
@@ -75,7 +88,7 @@ export class RuleEmitter {
   private maybeIsland(): void {
     if (this.asm.length - this.islandStart < ISLAND_SPACING || !this.reachable) return;
     const past = `island${this.island}_end`;
-    this.asm.ja(past);
+    this.asm.comment('island: relays to the shared tails, out of reach of 16-bit jumps').ja(past);
     const from = this.island;
     this.island++;
     for (const t of this.routed) this.asm.label(`${t}~${from}`).ja(`${t}~${this.island}`);
@@ -115,6 +128,7 @@ export class RuleEmitter {
     const asm = this.asm;
     const n = this.ruleNumber++;
     const next = `r${n}_next`;
+    asm.comment(`rule ${describeRule(rule)} (counter slot ${numbers.slot(rule.id)})`);
     let conditional = false;
     if (rule.protocol !== undefined) {
       asm.jne(R9, PROTOCOL_NUMBERS[rule.protocol], next);
@@ -158,6 +172,8 @@ export class RuleEmitter {
 
   /** The global tier: Log records and goes on, Pass jumps to the Kubernetes tier, Allow/Deny decide. */
   globalTier(rs: RuleSet, numbers: RuleNumbers): void {
+    if (rs.globalRules.length > 0)
+      this.asm.comment('global tier: rules in order, Log goes on, Pass skips to Kubernetes');
     for (const rule of rs.globalRules) {
       if (!this.reachable) return;
       if (RuleEmitter.never(rule)) continue;
@@ -167,8 +183,7 @@ export class RuleEmitter {
           case 'log':
             this.asm
               .mov64(R1, numbers.slot(rule.id))
-              .mov64(R2, R10)
-              .add64(R2, FRAME.key)
+              .stackAddress(R2, FRAME.key)
               .mov64(R3, R6)
               .mov64(R4, EVENT_VERDICT.log);
             this.call(SUBPROGRAMS.event);
@@ -192,6 +207,7 @@ export class RuleEmitter {
   /** The Kubernetes tier (any match allows) and its default. */
   kubernetesTier(rs: RuleSet, numbers: RuleNumbers): void {
     this.place('k8s');
+    this.asm.comment('Kubernetes tier: any matching rule allows');
     for (const rule of rs.kubernetesRules) {
       if (!this.reachable) return;
       if (RuleEmitter.never(rule)) continue;
@@ -200,6 +216,9 @@ export class RuleEmitter {
       this.maybeIsland();
     }
     if (!this.reachable) return;
+    this.asm.comment(
+      `no rule matched: default ${rs.kubernetesDefault} (counter slot ${numbers.defaultSlot})`,
+    );
     this.count(numbers.defaultSlot);
     this.decide(rs.kubernetesDefault === 'deny' ? 'deny' : 'allow', numbers.defaultSlot);
     this.reachable = false;

@@ -19,7 +19,6 @@ import {
   R1,
   R2,
   R3,
-  R4,
   R6,
   R7,
   R8,
@@ -94,47 +93,55 @@ const rv = revnatValue.offsets;
  * timeout (s). The affinity key is on the stack only when r9 != 0, and only then is it read.
  */
 function forwardProgram(): AssembledProgram {
+  const asm = new Assembler();
+  emitServiceLookup(asm);
+  emitAffinityHit(asm);
+  emitUniformPick(asm);
+  emitRewrite(asm);
+  emitRevnatRecord(asm);
+  emitNotServicePort(asm);
+  return asm.assemble();
+}
+
+/** The {VIP, port, protocol} of the destination: a service port goes on, with r7..r9 set. */
+function emitServiceLookup(asm: Assembler): void {
   const f = FRAME;
-  const asm = new Assembler()
+  asm
+    .comment('a service port? look {destination address, port, protocol} up')
     .mov64(R6, R1)
-    .ldxw(R2, R6, SOCK_ADDR.userIp4)
-    .stx('w', R10, f.svcKey + sk.vip, R2)
+    .copy('w', R10, f.svcKey + sk.vip, R6, SOCK_ADDR.userIp4, R2)
+    // bpf_sock_addr fields are read whole (u32), then stored at the key's width.
     .ldxw(R2, R6, SOCK_ADDR.userPort)
     .stx('h', R10, f.svcKey + sk.port, R2)
     .ldxw(R2, R6, SOCK_ADDR.protocol)
     .stx('b', R10, f.svcKey + sk.proto, R2)
     .st('b', R10, f.svcKey + sk.pad, 0)
-    .ldMap(R1, SVC_MAP.services)
-    .mov64(R2, R10)
-    .add64(R2, f.svcKey)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'not_service_port')
+    .comment('service: r7 = id, r8 = backend count (0: refuse), r9 = affinity timeout (0: none)')
     .ldxw(R7, R0, sv.id)
     .ldxw(R8, R0, sv.count)
     .ldxw(R9, R0, sv.affinity)
     .jeq(R8, 0, 'refuse')
     .jeq(R9, 0, 'pick');
+}
 
-  // ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it.
+/** ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it. */
+function emitAffinityHit(asm: Assembler): void {
+  const f = FRAME;
   asm
+    .comment("ClientIP affinity: the client netns's remembered backend, if fresh and still in its slot")
     .mov64(R1, R6)
     .call('get_netns_cookie')
     .stx('dw', R10, f.affKey + ak.netns, R0)
     .stx('w', R10, f.affKey + ak.id, R7)
     .st('w', R10, f.affKey + ak.pad, 0)
-    .ldMap(R1, SVC_MAP.affinity)
-    .mov64(R2, R10)
-    .add64(R2, f.affKey)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.affinity, f.affKey)
     .jeq(R0, 0, 'pick')
-    .ldxw(R2, R0, av.slot)
-    .stx('w', R10, f.affValue + av.slot, R2)
-    .ldxw(R2, R0, av.addr)
-    .stx('w', R10, f.affValue + av.addr, R2)
-    .ldxh(R2, R0, av.port)
-    .stx('h', R10, f.affValue + av.port, R2)
-    .ldxdw(R2, R0, av.lastSeen)
-    .stx('dw', R10, f.affValue + av.lastSeen, R2)
+    .copy('w', R10, f.affValue + av.slot, R0, av.slot, R2)
+    .copy('w', R10, f.affValue + av.addr, R0, av.addr, R2)
+    .copy('h', R10, f.affValue + av.port, R0, av.port, R2)
+    .copy('dw', R10, f.affValue + av.lastSeen, R0, av.lastSeen, R2)
     .call('ktime_get_ns')
     .ldxdw(R1, R10, f.affValue + av.lastSeen)
     .sub64(R0, R1)
@@ -145,10 +152,7 @@ function forwardProgram(): AssembledProgram {
     .jge(R2, R8, 'pick')
     .stx('w', R10, f.backendKey + bk.id, R7)
     .stx('w', R10, f.backendKey + bk.slot, R2)
-    .ldMap(R1, SVC_MAP.backends)
-    .mov64(R2, R10)
-    .add64(R2, f.backendKey)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.backends, f.backendKey)
     .jeq(R0, 0, 'pick')
     .ldxw(R2, R0, bv.addr)
     .ldxw(R3, R10, f.affValue + av.addr)
@@ -157,24 +161,29 @@ function forwardProgram(): AssembledProgram {
     .ldxh(R3, R10, f.affValue + av.port)
     .jne(R2, R3, 'pick')
     .ja('chosen');
+}
 
-  // Uniform choice: count > 0 was checked above.
+/** Uniform choice: count > 0 was checked before. */
+function emitUniformPick(asm: Assembler): void {
+  const f = FRAME;
   asm
     .label('pick')
+    .comment('pick a backend slot uniformly at random')
     .call('get_prandom_u32')
     .alu32('mod', R0, R8)
     .stx('w', R10, f.backendKey + bk.id, R7)
     .stx('w', R10, f.backendKey + bk.slot, R0)
-    .ldMap(R1, SVC_MAP.backends)
-    .mov64(R2, R10)
-    .add64(R2, f.backendKey)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.backends, f.backendKey)
     // A slot below count is always filled (the sync writes slots before raising count).
     .jeq(R0, 0, 'refuse');
+}
 
-  // r0: the backend. Rewrite the destination; stage the reverse key and the affinity value.
+/** r0: the backend. Rewrite the destination; stage the reverse key and the affinity value. */
+function emitRewrite(asm: Assembler): void {
+  const f = FRAME;
   asm
     .label('chosen')
+    .comment('r0 = the backend: rewrite the destination to it')
     .ldxw(R2, R0, bv.addr)
     .stx('w', R6, SOCK_ADDR.userIp4, R2)
     .stx('w', R10, f.revKey + rk.addr, R2)
@@ -185,73 +194,61 @@ function forwardProgram(): AssembledProgram {
     .stx('h', R10, f.affValue + av.port, R2)
     .st('h', R10, f.revKey + rk.pad, 0)
     .jeq(R9, 0, 'revnat')
-    .ldxw(R2, R10, f.backendKey + bk.slot)
-    .stx('w', R10, f.affValue + av.slot, R2)
+    .comment('affinity: remember the backend for the client')
+    .copy('w', R10, f.affValue + av.slot, R10, f.backendKey + bk.slot, R2)
     .st('h', R10, f.affValue + av.pad, 0)
     .st('w', R10, f.affValue + av.pad + 2, 0) // C padding before lastSeen
     .call('ktime_get_ns')
     .stx('dw', R10, f.affValue + av.lastSeen, R0)
-    .ldMap(R1, SVC_MAP.affinity)
-    .mov64(R2, R10)
-    .add64(R2, f.affKey)
-    .mov64(R3, R10)
-    .add64(R3, f.affValue)
-    .mov64(R4, 0)
-    .call('map_update_elem');
+    .mapUpdate(SVC_MAP.affinity, f.affKey, f.affValue);
+}
 
-  // {socket cookie, backend} → service, for recvmsg4 and getpeername4.
+/** {socket cookie, backend} → service, for recvmsg4 and getpeername4. */
+function emitRevnatRecord(asm: Assembler): void {
+  const f = FRAME;
   asm
     .label('revnat')
+    .comment('{socket cookie, backend} → service, for replies and getpeername')
     .mov64(R1, R6)
     .call('get_socket_cookie')
     .stx('dw', R10, f.revKey + rk.cookie, R0)
-    .ldxw(R2, R10, f.svcKey + sk.vip)
-    .stx('w', R10, f.revValue + rv.vip, R2)
-    .ldxh(R2, R10, f.svcKey + sk.port)
-    .stx('h', R10, f.revValue + rv.port, R2)
+    .copy('w', R10, f.revValue + rv.vip, R10, f.svcKey + sk.vip, R2)
+    .copy('h', R10, f.revValue + rv.port, R10, f.svcKey + sk.port, R2)
     .st('h', R10, f.revValue + rv.pad, 0)
-    .ldMap(R1, SVC_MAP.revnat)
-    .mov64(R2, R10)
-    .add64(R2, f.revKey)
-    .mov64(R3, R10)
-    .add64(R3, f.revValue)
-    .mov64(R4, 0)
-    .call('map_update_elem')
+    .mapUpdate(SVC_MAP.revnat, f.revKey, f.revValue)
     .exitWith(1);
+}
 
-  // Not a service port: refused if the address is a VIP (its marker), else none of our business.
+/** Not a service port: refused if the address is a VIP (its marker), else none of our business. */
+function emitNotServicePort(asm: Assembler): void {
+  const f = FRAME;
   asm
     .label('not_service_port')
+    .comment('not a service port: refuse if the address is a VIP at all, else pass')
     .st('h', R10, f.svcKey + sk.port, 0)
     .st('b', R10, f.svcKey + sk.proto, 0)
-    .ldMap(R1, SVC_MAP.services)
-    .mov64(R2, R10)
-    .add64(R2, f.svcKey)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'pass')
     .label('refuse')
+    .comment('refuse: the connect or send fails with EPERM')
     .exitWith(0)
     .label('pass')
     .exitWith(1);
-  return asm.assemble();
 }
 
 /** recvmsg4 and getpeername4: a backend address the socket was sent to shows as the VIP. */
 function reverseProgram(): AssembledProgram {
   const key = -16;
   return new Assembler()
+    .comment('a backend this socket was sent to by a VIP? show the VIP instead')
     .mov64(R6, R1)
     .call('get_socket_cookie')
     .stx('dw', R10, key + rk.cookie, R0)
-    .ldxw(R2, R6, SOCK_ADDR.userIp4)
-    .stx('w', R10, key + rk.addr, R2)
+    .copy('w', R10, key + rk.addr, R6, SOCK_ADDR.userIp4, R2)
     .ldxw(R2, R6, SOCK_ADDR.userPort)
     .stx('h', R10, key + rk.port, R2)
     .st('h', R10, key + rk.pad, 0)
-    .ldMap(R1, SVC_MAP.revnat)
-    .mov64(R2, R10)
-    .add64(R2, key)
-    .call('map_lookup_elem')
+    .mapLookup(SVC_MAP.revnat, key)
     .jeq(R0, 0, 'out')
     .ldxw(R2, R0, rv.vip)
     .stx('w', R6, SOCK_ADDR.userIp4, R2)
