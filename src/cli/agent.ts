@@ -5,6 +5,7 @@ import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
 import { CliError } from './output.js';
+import { errorMessage } from '../util/error-message.js';
 
 interface AgentFlags {
   node: string;
@@ -59,7 +60,7 @@ async function run(flags: AgentFlags): Promise<void> {
     try {
       parseEtcdUrl(flags.source);
     } catch (e) {
-      throw new CliError(`--source: ${(e as Error).message}`, 2);
+      throw new CliError(`--source: ${errorMessage(e)}`, 2, { cause: e });
     }
   }
   let agentLoopback: ReturnType<typeof loopbackAddress> | undefined;
@@ -68,7 +69,7 @@ async function run(flags: AgentFlags): Promise<void> {
     if (flags.listen) agentLoopback = loopbackAddress(flags.listen, '--listen');
     if (flags.metrics) metricsLoopback = loopbackAddress(flags.metrics, '--metrics');
   } catch (e) {
-    throw new CliError((e as Error).message, 2);
+    throw new CliError(errorMessage(e), 2, { cause: e });
   }
   const running = await runAgent({
     ...base,

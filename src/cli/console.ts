@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { resolveAgents } from './agent-target.js';
 import { CliError } from './output.js';
+import { errorMessage } from '../util/error-message.js';
 
 interface ConsoleFlags {
   lab?: string;
@@ -23,7 +24,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
   try {
     address = loopbackAddress(flags.listen, '--listen');
   } catch (e) {
-    throw new CliError((e as Error).message, 2);
+    throw new CliError(errorMessage(e), 2, { cause: e });
   }
   const first = resolveAgents(flags);
   const { stateLabs } = await import('../lab/state.js');

@@ -24,6 +24,7 @@ import { readState } from '../lab/state.js';
 import type { DemoStep } from './demo.js';
 import { formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
+import { errorMessage } from '../util/error-message.js';
 
 export const DEMO_CLUSTER = 'democlu';
 
@@ -142,7 +143,7 @@ export function clusterSteps(): DemoStep[] {
         try {
           await applyManifests(store, [change], { prune: false });
         } catch (e) {
-          refused = (e as Error).message.split('\n')[0]?.slice(0, 110) ?? '';
+          refused = errorMessage(e).split('\n')[0]?.slice(0, 110) ?? '';
         }
         await restartClusterEtcd(DEMO_CLUSTER);
         let kept = false;
