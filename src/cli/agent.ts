@@ -1,10 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { BackendName } from '../dataplane/backend.js';
 import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
+import { integerIn } from './options.js';
 import { CliError } from './output.js';
+import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/error-message.js';
 
 interface AgentFlags {
@@ -24,18 +25,11 @@ interface AgentFlags {
   uninstall?: boolean;
 }
 
-function parseInterval(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 50 || n > 60_000)
-    throw new CliError(`--reconcile-ms must be 50-60000, not '${v}'`, 2);
-  return n;
-}
+const parseInterval = integerIn('--reconcile-ms', 50, 60_000);
 
 function readToken(file: string | undefined): string {
   if (!file) throw new CliError('--listen needs --token-file: the TCP API is never open without a token', 2);
-  const token = readFileSync(file, 'utf8').trim();
-  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
-  return token;
+  return readTokenFile(file);
 }
 
 async function run(flags: AgentFlags): Promise<void> {
@@ -81,16 +75,8 @@ async function run(flags: AgentFlags): Promise<void> {
     ...(agentLoopback ? { listen: { ...agentLoopback, token: readToken(flags.tokenFile) } } : {}),
     ...(metricsLoopback ? { metrics: metricsLoopback } : {}),
   });
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      // The dataplane stays in force: stopping an agent never drops traffic.
-      void running.stop().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  // The dataplane stays in force: stopping an agent never drops traffic.
+  await untilStopSignal(() => running.stop());
 }
 
 export function register(program: Command): void {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { resolveAgents } from './agent-target.js';
 import { CliError } from './output.js';
+import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/error-message.js';
 
 interface ConsoleFlags {
@@ -10,12 +10,6 @@ interface ConsoleFlags {
   listen: string;
   tokenFile?: string;
   bench?: string;
-}
-
-function readToken(file: string): string {
-  const token = readFileSync(file, 'utf8').trim();
-  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
-  return token;
 }
 
 async function run(flags: ConsoleFlags): Promise<void> {
@@ -36,7 +30,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
       : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
   const { generateToken } = await import('../console/auth.js');
   const { startConsole } = await import('../console/server.js');
-  const token = flags.tokenFile ? readToken(flags.tokenFile) : generateToken();
+  const token = flags.tokenFile ? readTokenFile(flags.tokenFile) : generateToken();
   const server = await startConsole({
     host: address.host,
     port: address.port,
@@ -51,15 +45,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
       (flags.tokenFile ? `token: the one in ${flags.tokenFile} (append ?token=… once)\n` : '') +
       'Ctrl-C to stop\n',
   );
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      void server.close().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilStopSignal(() => server.close());
 }
 
 export function register(program: Command): void {

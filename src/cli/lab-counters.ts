@@ -7,6 +7,7 @@ import type { BackendName, RuleCounter } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { DEFAULT_LAB } from '../lab/names.js';
 import { readState } from '../lab/state.js';
+import { selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 export interface NodeCounters {
@@ -32,12 +33,7 @@ export function registerLabCounters(lab: Command): void {
       const nodes = state.topology?.nodes ?? [];
       if (nodes.length === 0)
         throw new CliError(`lab '${opts.name}' has no nodes yet (status: ${state.status})`);
-      const selected = opts.node ? nodes.filter((n) => n.name === opts.node) : nodes;
-      if (opts.node && selected.length === 0)
-        throw new CliError(
-          `lab '${opts.name}' has no node '${opts.node}' (nodes: ${nodes.map((n) => n.name).join(', ')})`,
-          2,
-        );
+      const selected = selectLabNodes(opts.name, nodes, opts.node);
       const backend = await loadBackend(state.backend as BackendName);
       const result: NodeCounters[] = await Promise.all(
         selected.map(async (n) => ({

@@ -5,6 +5,7 @@ import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { parseTimeoutMs } from './options.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
 
 // src/lab pulls in koffi; load it only when a lab command actually runs.
@@ -27,13 +28,6 @@ function parseLabProtocol(v: string): 'TCP' | 'UDP' {
   const p = v.toUpperCase();
   if (p !== 'TCP' && p !== 'UDP') throw new CliError(`--protocol must be TCP or UDP, not '${v}'`, 2);
   return p;
-}
-
-function parseTimeout(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 10 || n > 60_000)
-    throw new CliError(`--timeout must be 10-60000 ms, not '${v}'`, 2);
-  return n;
 }
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -189,7 +183,7 @@ export function register(program: Command): void {
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
     .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
-    .option('--timeout <ms>', 'per-connection timeout', parseTimeout)
+    .option('--timeout <ms>', 'per-connection timeout', parseTimeoutMs)
     .option('--json', 'machine-readable matrix (same shape as `switchyard reach --json`)')
     .action(
       async (opts: {
