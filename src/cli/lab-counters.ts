@@ -5,9 +5,8 @@
 import type { Command } from 'commander';
 import type { BackendName, RuleCounter } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
-import { DEFAULT_LAB } from '../lab/names.js';
 import { readState } from '../lab/state.js';
-import { selectLabNodes } from './lab-nodes.js';
+import { labNodeOptions, selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 export interface NodeCounters {
@@ -16,11 +15,9 @@ export interface NodeCounters {
 }
 
 export function registerLabCounters(lab: Command): void {
-  lab
-    .command('counters')
-    .description("per-rule packet and byte counters from each node's kernel")
-    .option('--name <lab>', 'lab name', DEFAULT_LAB)
-    .option('--node <name>', 'only this node')
+  labNodeOptions(
+    lab.command('counters').description("per-rule packet and byte counters from each node's kernel"),
+  )
     .option('--matched', 'only rules that counted at least one packet')
     .option('--json', 'machine-readable: [{node, counters: [{rule, endpoint, direction, packets, bytes}]}]')
     .action(async (opts: { name: string; node?: string; matched?: boolean; json?: boolean }) => {
