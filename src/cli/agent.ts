@@ -1,10 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { BackendName } from '../dataplane/backend.js';
 import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
+import { integerIn } from './options.js';
 import { CliError } from './output.js';
+import { readTokenFile, untilStopSignal } from './serving.js';
+import { errorMessage } from '../util/error-message.js';
 
 interface AgentFlags {
   node: string;
@@ -23,18 +25,11 @@ interface AgentFlags {
   uninstall?: boolean;
 }
 
-function parseInterval(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 50 || n > 60_000)
-    throw new CliError(`--reconcile-ms must be 50-60000, not '${v}'`, 2);
-  return n;
-}
+const parseInterval = integerIn('--reconcile-ms', 50, 60_000);
 
 function readToken(file: string | undefined): string {
   if (!file) throw new CliError('--listen needs --token-file: the TCP API is never open without a token', 2);
-  const token = readFileSync(file, 'utf8').trim();
-  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
-  return token;
+  return readTokenFile(file);
 }
 
 async function run(flags: AgentFlags): Promise<void> {
@@ -59,7 +54,7 @@ async function run(flags: AgentFlags): Promise<void> {
     try {
       parseEtcdUrl(flags.source);
     } catch (e) {
-      throw new CliError(`--source: ${(e as Error).message}`, 2);
+      throw new CliError(`--source: ${errorMessage(e)}`, 2, { cause: e });
     }
   }
   let agentLoopback: ReturnType<typeof loopbackAddress> | undefined;
@@ -68,7 +63,7 @@ async function run(flags: AgentFlags): Promise<void> {
     if (flags.listen) agentLoopback = loopbackAddress(flags.listen, '--listen');
     if (flags.metrics) metricsLoopback = loopbackAddress(flags.metrics, '--metrics');
   } catch (e) {
-    throw new CliError((e as Error).message, 2);
+    throw new CliError(errorMessage(e), 2, { cause: e });
   }
   const running = await runAgent({
     ...base,
@@ -80,16 +75,8 @@ async function run(flags: AgentFlags): Promise<void> {
     ...(agentLoopback ? { listen: { ...agentLoopback, token: readToken(flags.tokenFile) } } : {}),
     ...(metricsLoopback ? { metrics: metricsLoopback } : {}),
   });
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      // The dataplane stays in force: stopping an agent never drops traffic.
-      void running.stop().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  // The dataplane stays in force: stopping an agent never drops traffic.
+  await untilStopSignal(() => running.stop());
 }
 
 export function register(program: Command): void {

@@ -4,6 +4,7 @@
  * commands (cut/heal a node, kill/restart etcd) are what the fault tests and the demo use.
  */
 import { Command, Option } from 'commander';
+import type { ClusterStatus } from '../lab/cluster.js';
 import { cleanupLine, podTable, progressBar } from './lab.js';
 import { parseNodeCount } from './manifests.js';
 import { CliError, formatTable, printJson } from './output.js';
@@ -16,9 +17,52 @@ function nameOption(): Option {
   return new Option('--name <lab>', 'cluster (lab) name').default('cluster');
 }
 
-export function register(program: Command): void {
-  const cmd = program.command('cluster').description('lab nodes sharing desired state through a real etcd');
+type ClusterBackend = (typeof BACKENDS)[number];
 
+interface ClusterUpOptions {
+  name: string;
+  nodes?: number;
+  backend: ClusterBackend;
+  json?: boolean;
+}
+
+async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise<void> {
+  const c = await cluster();
+  const progress = opts.json ? undefined : progressBar();
+  let r;
+  try {
+    r = await c.clusterUp({
+      name: opts.name,
+      files: paths,
+      backend: opts.backend,
+      ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(progress ? { progress } : {}),
+    });
+  } finally {
+    progress?.done();
+  }
+  const t = r.lab.state.topology;
+  if (opts.json) {
+    printJson({
+      name: opts.name,
+      etcd: r.etcd.clientUrl,
+      revision: r.write.revision,
+      backend: opts.backend,
+      nodes: t?.nodes.map((n) => n.name) ?? [],
+      pods: t?.pods.length ?? 0,
+      durationMs: r.lab.durationMs,
+    });
+    return;
+  }
+  process.stdout.write(
+    `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (pid ${r.etcd.pid}, revision ${r.write.revision}), ` +
+      `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${opts.backend} agents watching etcd ` +
+      `(${r.lab.durationMs} ms)\n\n${podTable(t?.pods ?? [])}\n\n` +
+      `change it:  switchyard apply FILES --lab ${opts.name}\nread it:    switchyard get pods --lab ${opts.name}\n`,
+  );
+}
+
+function registerClusterUp(cmd: Command): void {
   cmd
     .command('up')
     .description(
@@ -31,47 +75,10 @@ export function register(program: Command): void {
       new Option('--backend <backend>', 'policy backend of the agents').choices(BACKENDS).default('ebpf'),
     )
     .option('--json', 'machine-readable result')
-    .action(
-      async (
-        paths: string[],
-        opts: { name: string; nodes?: number; backend: (typeof BACKENDS)[number]; json?: boolean },
-      ) => {
-        const c = await cluster();
-        const progress = opts.json ? undefined : progressBar();
-        let r;
-        try {
-          r = await c.clusterUp({
-            name: opts.name,
-            files: paths,
-            backend: opts.backend,
-            ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
-            ...(progress ? { progress } : {}),
-          });
-        } finally {
-          progress?.done();
-        }
-        const t = r.lab.state.topology;
-        if (opts.json) {
-          printJson({
-            name: opts.name,
-            etcd: r.etcd.clientUrl,
-            revision: r.write.revision,
-            backend: opts.backend,
-            nodes: t?.nodes.map((n) => n.name) ?? [],
-            pods: t?.pods.length ?? 0,
-            durationMs: r.lab.durationMs,
-          });
-          return;
-        }
-        process.stdout.write(
-          `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (pid ${r.etcd.pid}, revision ${r.write.revision}), ` +
-            `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${opts.backend} agents watching etcd ` +
-            `(${r.lab.durationMs} ms)\n\n${podTable(t?.pods ?? [])}\n\n` +
-            `change it:  switchyard apply FILES --lab ${opts.name}\nread it:    switchyard get pods --lab ${opts.name}\n`,
-        );
-      },
-    );
+    .action(clusterUpAction);
+}
 
+function registerClusterDown(cmd: Command): void {
   cmd
     .command('down')
     .description('stop the agents and etcd, remove the lab and its data')
@@ -82,38 +89,42 @@ export function register(program: Command): void {
       process.stdout.write(cleanupLine(r) + '\n');
       if (r.problems.length > 0) throw new CliError(r.problems.join('\n'));
     });
+}
 
+function printClusterStatus(s: ClusterStatus): void {
+  process.stdout.write(
+    `cluster ${s.name}: etcd ${s.etcd.url} ${s.etcd.running ? `pid ${s.etcd.pid}` : 'NOT RUNNING'}` +
+      `${s.etcd.revision !== undefined ? `, revision ${s.etcd.revision}` : ''}\n\n`,
+  );
+  process.stdout.write(
+    formatTable(
+      ['NODE', 'AGENT', 'REVISION', 'ETCD', 'CUT OFF', 'LAST ERROR'],
+      s.nodes.map((n) => [
+        n.node,
+        n.agentPid ?? 'not running',
+        n.revision ?? '-',
+        n.connected === undefined ? '-' : n.connected ? 'connected' : 'disconnected',
+        n.cutOff ? 'yes' : 'no',
+        n.lastError ?? '',
+      ]),
+    ) + '\n',
+  );
+}
+
+function registerClusterStatus(cmd: Command): void {
   cmd
     .command('status')
     .description("etcd, and each node's agent: pid, revision in force, connection to etcd, cut off or not")
     .addOption(nameOption())
     .option('--json', 'machine-readable result')
     .action(async (opts: { name: string; json?: boolean }) => {
-      const c = await cluster();
-      const s = await c.clusterStatus(opts.name);
-      if (opts.json) {
-        printJson(s);
-        return;
-      }
-      process.stdout.write(
-        `cluster ${s.name}: etcd ${s.etcd.url} ${s.etcd.running ? `pid ${s.etcd.pid}` : 'NOT RUNNING'}` +
-          `${s.etcd.revision !== undefined ? `, revision ${s.etcd.revision}` : ''}\n\n`,
-      );
-      process.stdout.write(
-        formatTable(
-          ['NODE', 'AGENT', 'REVISION', 'ETCD', 'CUT OFF', 'LAST ERROR'],
-          s.nodes.map((n) => [
-            n.node,
-            n.agentPid ?? 'not running',
-            n.revision ?? '-',
-            n.connected === undefined ? '-' : n.connected ? 'connected' : 'disconnected',
-            n.cutOff ? 'yes' : 'no',
-            n.lastError ?? '',
-          ]),
-        ) + '\n',
-      );
+      const s = await (await cluster()).clusterStatus(opts.name);
+      if (opts.json) printJson(s);
+      else printClusterStatus(s);
     });
+}
 
+function registerClusterCut(cmd: Command): void {
   cmd
     .command('cut')
     .description("cut one node's agent off from etcd (its packets to etcd are dropped in the kernel)")
@@ -123,7 +134,9 @@ export function register(program: Command): void {
       await (await cluster()).partitionNode(opts.name, node);
       process.stdout.write(`node ${node}: cut off from etcd (heal with 'switchyard cluster heal ${node}')\n`);
     });
+}
 
+function registerClusterHeal(cmd: Command): void {
   cmd
     .command('heal')
     .description('reconnect a node cut off from etcd')
@@ -133,7 +146,9 @@ export function register(program: Command): void {
       const was = await (await cluster()).healNode(opts.name, node);
       process.stdout.write(`node ${node}: ${was ? 'healed' : 'was not cut off'}\n`);
     });
+}
 
+function registerClusterEtcd(cmd: Command): void {
   const etcd = cmd.command('etcd').description("stop or start the cluster's etcd (fault drills)");
   etcd
     .command('kill')
@@ -151,4 +166,14 @@ export function register(program: Command): void {
       const info = await (await cluster()).restartClusterEtcd(opts.name);
       process.stdout.write(`etcd running: ${info.clientUrl} (pid ${info.pid})\n`);
     });
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('cluster').description('lab nodes sharing desired state through a real etcd');
+  registerClusterUp(cmd);
+  registerClusterDown(cmd);
+  registerClusterStatus(cmd);
+  registerClusterCut(cmd);
+  registerClusterHeal(cmd);
+  registerClusterEtcd(cmd);
 }

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { resolveAgents } from './agent-target.js';
 import { CliError } from './output.js';
+import { readTokenFile, untilStopSignal } from './serving.js';
+import { errorMessage } from '../util/error-message.js';
 
 interface ConsoleFlags {
   lab?: string;
@@ -11,19 +12,13 @@ interface ConsoleFlags {
   bench?: string;
 }
 
-function readToken(file: string): string {
-  const token = readFileSync(file, 'utf8').trim();
-  if (token.length < 16) throw new CliError(`the token in ${file} is too short (16 characters at least)`, 2);
-  return token;
-}
-
 async function run(flags: ConsoleFlags): Promise<void> {
   const { loopbackAddress } = await import('../agent/api.js');
   let address;
   try {
     address = loopbackAddress(flags.listen, '--listen');
   } catch (e) {
-    throw new CliError((e as Error).message, 2);
+    throw new CliError(errorMessage(e), 2, { cause: e });
   }
   const first = resolveAgents(flags);
   const { stateLabs } = await import('../lab/state.js');
@@ -35,7 +30,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
       : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
   const { generateToken } = await import('../util/http/auth.js');
   const { startConsole } = await import('../console/server.js');
-  const token = flags.tokenFile ? readToken(flags.tokenFile) : generateToken();
+  const token = flags.tokenFile ? readTokenFile(flags.tokenFile) : generateToken();
   const server = await startConsole({
     host: address.host,
     port: address.port,
@@ -50,15 +45,7 @@ async function run(flags: ConsoleFlags): Promise<void> {
       (flags.tokenFile ? `token: the one in ${flags.tokenFile} (append ?token=… once)\n` : '') +
       'Ctrl-C to stop\n',
   );
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      void server.close().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilStopSignal(() => server.close());
 }
 
 export function register(program: Command): void {

@@ -1,6 +1,7 @@
 /** Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or $SWITCHYARD_ETCD. */
 import { Option } from 'commander';
 import { CliError } from './output.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface TargetFlags {
   etcd?: string;
@@ -29,7 +30,7 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
     try {
       return parseEtcdUrl(url);
     } catch (e) {
-      throw new CliError(`${where}: ${(e as Error).message}`, 2);
+      throw new CliError(`${where}: ${errorMessage(e)}`, 2, { cause: e });
     }
   };
   if (flags.etcd) {

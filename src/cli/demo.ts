@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { allocate, buildIR, explain, reachMatrix, type ReachMatrix } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
+import type { IR } from '../ir/types.js';
 import { availableBackends, loadBackend } from '../dataplane/registry.js';
 import { allLabSummaries, converge, labDown, measureReach, probeService } from '../lab/index.js';
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
@@ -110,106 +111,126 @@ function disagreements(predicted: ReachMatrix, measured: ReachMatrix): string[] 
   return out;
 }
 
-function labSteps(model: Model, files: string[]): DemoStep[] {
-  const backends = availableBackends();
-  const rows: (string | number)[][] = [];
-  let last: { backend: string; nodes: { name: string; netns: string }[] } | undefined;
-  const steps: DemoStep[] = [
-    {
-      title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
-      command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB}`,
-      run: async () => {
-        if (allLabSummaries().some((l) => l.name === DEMO_LAB))
-          throw new Error(
-            `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
-          );
-        const r = await converge({ name: DEMO_LAB, model, files, mode: 'up', backend: 'none' });
-        const pods = (r.state.topology?.pods ?? []).map((p) => `${p.id} on ${p.node} at ${p.address}`);
-        return [
-          `up in ${r.durationMs.toFixed(0)} ms, no policy enforced yet:`,
-          ...pods.map((p) => `  ${p}`),
-        ].join('\n');
-      },
-    },
-  ];
-  for (const backend of backends) {
-    steps.push({
-      title: `Enforce the same policies and services with ${backend}; measure every pair and the service with real connections`,
-      command: `switchyard lab apply … --backend ${backend} && switchyard lab reach --port 5432 && switchyard lab probe --from outside/client --to ${SERVICE} --count ${SERVICE_PROBES}`,
-      run: async () => {
-        const r = await converge({ name: DEMO_LAB, model, files, mode: 'apply', backend });
-        const ir = r.state.ir;
-        const lines: string[] = [];
-        let agree = 0;
-        let total = 0;
-        let reachMs = 0;
-        for (const probe of PROBES) {
-          const predicted = reachMatrix(ir, probe.port, probe.protocol);
-          const measured = await measureReach(DEMO_LAB, probe);
-          reachMs += measured.durationMs;
-          const diff = disagreements(predicted, measured.matrix);
-          total += Object.values(predicted.results).reduce((n, row) => n + Object.keys(row).length, 0);
-          agree +=
-            Object.values(predicted.results).reduce((n, row) => n + Object.keys(row).length, 0) - diff.length;
-          lines.push(...diff.map((d) => `  MISMATCH ${probe.protocol}/${probe.port}: ${d}`));
-          if (probe.port === 5432)
-            lines.unshift(
-              `measured ${probe.protocol}/${probe.port}:`,
-              formatReachGrid(measured.matrix.results),
-            );
-        }
-        const svc = await probeService(DEMO_LAB, {
-          from: 'outside/client',
-          to: SERVICE,
-          count: SERVICE_PROBES,
-        });
-        const spread = Object.entries(svc.answered)
-          .sort(([a], [b]) => (a < b ? -1 : 1))
-          .map(([pod, n]) => `${pod.split('/')[1]} ${n}`)
-          .join(', ');
-        lines.push(
-          `service ${SERVICE} from outside/client, ${SERVICE_PROBES} connections: ${spread}; ${svc.failures} failed; p50 ${svc.latencyMs.p50} ms`,
+/** What the backend steps leave for the summary and counters steps after them. */
+interface LabTour {
+  rows: (string | number)[][];
+  last?: { backend: string; nodes: { name: string; netns: string }[] };
+}
+
+function labUpStep(model: Model, files: string[]): DemoStep {
+  return {
+    title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
+    command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB}`,
+    run: async () => {
+      if (allLabSummaries().some((l) => l.name === DEMO_LAB))
+        throw new Error(
+          `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
         );
-        rows.push([
-          backend,
-          `${r.durationMs.toFixed(0)} ms`,
-          `${agree}/${total}`,
-          `${reachMs.toFixed(0)} ms`,
-          spread,
-        ]);
-        last = { backend, nodes: r.state.topology?.nodes ?? [] };
-        lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
-        return lines.join('\n');
-      },
-    });
+      const r = await converge({ name: DEMO_LAB, model, files, mode: 'up', backend: 'none' });
+      const pods = (r.state.topology?.pods ?? []).map((p) => `${p.id} on ${p.node} at ${p.address}`);
+      return [
+        `up in ${r.durationMs.toFixed(0)} ms, no policy enforced yet:`,
+        ...pods.map((p) => `  ${p}`),
+      ].join('\n');
+    },
+  };
+}
+
+/** Measures every probe port and compares with the prediction; the 5432 grid goes first. */
+async function compareReach(
+  ir: IR,
+): Promise<{ lines: string[]; agree: number; total: number; reachMs: number }> {
+  const lines: string[] = [];
+  let agree = 0;
+  let total = 0;
+  let reachMs = 0;
+  for (const probe of PROBES) {
+    const predicted = reachMatrix(ir, probe.port, probe.protocol);
+    const measured = await measureReach(DEMO_LAB, probe);
+    reachMs += measured.durationMs;
+    const diff = disagreements(predicted, measured.matrix);
+    const pairs = Object.values(predicted.results).reduce((n, row) => n + Object.keys(row).length, 0);
+    total += pairs;
+    agree += pairs - diff.length;
+    lines.push(...diff.map((d) => `  MISMATCH ${probe.protocol}/${probe.port}: ${d}`));
+    if (probe.port === 5432)
+      lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix.results));
   }
-  steps.push(
+  return { lines, agree, total, reachMs };
+}
+
+/** Probes the service from outside/client: the answering pods and counts, and the summary line. */
+async function serviceSpread(): Promise<{ spread: string; line: string }> {
+  const svc = await probeService(DEMO_LAB, { from: 'outside/client', to: SERVICE, count: SERVICE_PROBES });
+  const spread = Object.entries(svc.answered)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([pod, n]) => `${pod.split('/')[1]} ${n}`)
+    .join(', ');
+  return {
+    spread,
+    line: `service ${SERVICE} from outside/client, ${SERVICE_PROBES} connections: ${spread}; ${svc.failures} failed; p50 ${svc.latencyMs.p50} ms`,
+  };
+}
+
+function backendStep(model: Model, files: string[], backend: BackendName, tour: LabTour): DemoStep {
+  return {
+    title: `Enforce the same policies and services with ${backend}; measure every pair and the service with real connections`,
+    command: `switchyard lab apply … --backend ${backend} && switchyard lab reach --port 5432 && switchyard lab probe --from outside/client --to ${SERVICE} --count ${SERVICE_PROBES}`,
+    run: async () => {
+      const r = await converge({ name: DEMO_LAB, model, files, mode: 'apply', backend });
+      const { lines, agree, total, reachMs } = await compareReach(r.state.ir);
+      const svc = await serviceSpread();
+      lines.push(svc.line);
+      tour.rows.push([
+        backend,
+        `${r.durationMs.toFixed(0)} ms`,
+        `${agree}/${total}`,
+        `${reachMs.toFixed(0)} ms`,
+        svc.spread,
+      ]);
+      tour.last = { backend, nodes: r.state.topology?.nodes ?? [] };
+      lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
+      return lines.join('\n');
+    },
+  };
+}
+
+function countersStep(tour: LabTour): DemoStep {
+  return {
+    title: 'Counters read from the kernel: which rule let the packets through',
+    command: `switchyard lab counters --name ${DEMO_LAB}`,
+    run: async () => {
+      const last = tour.last;
+      if (!last) return 'no backend registered';
+      const backend = await loadBackend(last.backend as BackendName);
+      const counters: (string | number)[][] = [];
+      for (const node of last.nodes) {
+        const target = { scope: DEMO_LAB, node: node.name, netns: node.netns };
+        for (const c of await backend.counters(target))
+          if (c.packets > 0 && c.endpoint)
+            counters.push([node.name, c.endpoint, c.direction ?? '', c.rule, c.packets]);
+      }
+      return (
+        `${last.backend}:\n` + formatTable(['node', 'endpoint', 'direction', 'rule', 'packets'], counters)
+      );
+    },
+  };
+}
+
+function labSteps(model: Model, files: string[]): DemoStep[] {
+  const tour: LabTour = { rows: [] };
+  return [
+    labUpStep(model, files),
+    ...availableBackends().map((backend) => backendStep(model, files, backend, tour)),
     {
       title:
         'Side by side: the verdicts the reference evaluator predicted on every backend, and the service spread',
       command: '(summary of the steps above)',
       run: () =>
-        formatTable(['backend', 'apply', 'pairs agreeing', 'reach measured in', 'service spread'], rows),
+        formatTable(['backend', 'apply', 'pairs agreeing', 'reach measured in', 'service spread'], tour.rows),
     },
-    {
-      title: 'Counters read from the kernel: which rule let the packets through',
-      command: `switchyard lab counters --name ${DEMO_LAB}`,
-      run: async () => {
-        if (!last) return 'no backend registered';
-        const backend = await loadBackend(last.backend as BackendName);
-        const counters: (string | number)[][] = [];
-        for (const node of last.nodes) {
-          const target = { scope: DEMO_LAB, node: node.name, netns: node.netns };
-          for (const c of await backend.counters(target))
-            if (c.packets > 0 && c.endpoint)
-              counters.push([node.name, c.endpoint, c.direction ?? '', c.rule, c.packets]);
-        }
-        return (
-          `${last.backend}:\n` + formatTable(['node', 'endpoint', 'direction', 'rule', 'packets'], counters)
-        );
-      },
-    },
-    ...agentSteps(DEMO_LAB, () => last?.backend as BackendName | undefined),
+    countersStep(tour),
+    ...agentSteps(DEMO_LAB, () => tour.last?.backend as BackendName | undefined),
     {
       title: 'Clean up: agents, namespaces, cgroups, pins, probe servers',
       command: `switchyard lab down --name ${DEMO_LAB}`,
@@ -218,8 +239,7 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
         return 'removed';
       },
     },
-  );
-  return steps;
+  ];
 }
 
 export async function runDemo(steps: DemoStep[]): Promise<void> {

@@ -3,6 +3,7 @@ import { allocate, buildIR, explain, type SideExplanation } from '../calc/index.
 import type { Protocol } from '../ir/types.js';
 import { CliError, printJson } from './output.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { errorMessage } from '../util/error-message.js';
 
 function sideLines(s: SideExplanation): string[] {
   const lines = [`  ${s.text}`];
@@ -50,7 +51,7 @@ export function register(program: Command): void {
             ...(opts.port !== undefined ? { port: opts.port } : {}),
           });
         } catch (e) {
-          throw new CliError((e as Error).message, 2);
+          throw new CliError(errorMessage(e), 2, { cause: e });
         }
         if (opts.json) return printJson(result);
         const lines = [

@@ -3,6 +3,7 @@ import { Option } from 'commander';
 import { agentRequest, agentStream } from '../agent/client.js';
 import type { Flow, FlowStats } from '../observe/flows.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
+import { integerIn } from './options.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 interface FlowFlags extends AgentTargetOptions {
@@ -65,12 +66,7 @@ export const FLOW_HEADERS = [
   'PROCESS',
 ];
 
-function parseLimit(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 100_000)
-    throw new CliError(`--limit must be 1-100000, not '${v}'`, 2);
-  return n;
-}
+const parseLimit = integerIn('--limit', 1, 100_000);
 
 function parseSeconds(v: string): number {
   const n = Number(v);

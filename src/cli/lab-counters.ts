@@ -5,8 +5,8 @@
 import type { Command } from 'commander';
 import type { BackendName, RuleCounter } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
-import { DEFAULT_LAB } from '../lab/names.js';
 import { readState } from '../lab/state.js';
+import { labNodeOptions, selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 export interface NodeCounters {
@@ -15,11 +15,9 @@ export interface NodeCounters {
 }
 
 export function registerLabCounters(lab: Command): void {
-  lab
-    .command('counters')
-    .description("per-rule packet and byte counters from each node's kernel")
-    .option('--name <lab>', 'lab name', DEFAULT_LAB)
-    .option('--node <name>', 'only this node')
+  labNodeOptions(
+    lab.command('counters').description("per-rule packet and byte counters from each node's kernel"),
+  )
     .option('--matched', 'only rules that counted at least one packet')
     .option('--json', 'machine-readable: [{node, counters: [{rule, endpoint, direction, packets, bytes}]}]')
     .action(async (opts: { name: string; node?: string; matched?: boolean; json?: boolean }) => {
@@ -32,12 +30,7 @@ export function registerLabCounters(lab: Command): void {
       const nodes = state.topology?.nodes ?? [];
       if (nodes.length === 0)
         throw new CliError(`lab '${opts.name}' has no nodes yet (status: ${state.status})`);
-      const selected = opts.node ? nodes.filter((n) => n.name === opts.node) : nodes;
-      if (opts.node && selected.length === 0)
-        throw new CliError(
-          `lab '${opts.name}' has no node '${opts.node}' (nodes: ${nodes.map((n) => n.name).join(', ')})`,
-          2,
-        );
+      const selected = selectLabNodes(opts.name, nodes, opts.node);
       const backend = await loadBackend(state.backend as BackendName);
       const result: NodeCounters[] = await Promise.all(
         selected.map(async (n) => ({

@@ -3,30 +3,13 @@
  * how many each backend answered, with failures and latency percentiles.
  */
 import { Option, type Command } from 'commander';
+import { integerIn, parseTimeoutMs } from './options.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 const MAX_COUNT = 1_000_000;
 
-function parseCount(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_COUNT)
-    throw new CliError(`--count must be 1-${MAX_COUNT}, not '${v}'`, 2);
-  return n;
-}
-
-function parseConcurrency(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 2000)
-    throw new CliError(`--concurrency must be 1-2000, not '${v}'`, 2);
-  return n;
-}
-
-function parseTimeout(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 10 || n > 60_000)
-    throw new CliError(`--timeout must be 10-60000 ms, not '${v}'`, 2);
-  return n;
-}
+const parseCount = integerIn('--count', 1, MAX_COUNT);
+const parseConcurrency = integerIn('--concurrency', 1, 2000);
 
 interface ProbeCliOptions {
   name: string;
@@ -58,7 +41,7 @@ export function registerLabProbe(lab: Command): void {
       1000,
     )
     .option('--concurrency <n>', 'probes in flight at once (default 200)', parseConcurrency)
-    .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeout)
+    .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeoutMs)
     .option('--json', 'machine-readable: {from, to, protocol, count, answered, failures, latencyMs}')
     .addOption(new Option('--name <lab>', 'lab name').default('demo'))
     .action(async (opts: ProbeCliOptions) => {

@@ -1,10 +1,11 @@
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
-import type { CleanupReport, LabDetail, LabPod, Progress } from '../lab/index.js';
+import type { CleanupReport, LabDetail, LabPod, LabSummary, Progress } from '../lab/index.js';
 import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { parseTimeoutMs } from './options.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
 
 // src/lab pulls in koffi; load it only when a lab command actually runs.
@@ -27,13 +28,6 @@ function parseLabProtocol(v: string): 'TCP' | 'UDP' {
   const p = v.toUpperCase();
   if (p !== 'TCP' && p !== 'UDP') throw new CliError(`--protocol must be TCP or UDP, not '${v}'`, 2);
   return p;
-}
-
-function parseTimeout(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 10 || n > 60_000)
-    throw new CliError(`--timeout must be 10-60000 ms, not '${v}'`, 2);
-  return n;
 }
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -157,11 +151,7 @@ function printDetail(d: LabDetail): void {
   );
 }
 
-export function register(program: Command): void {
-  const cmd = program
-    .command('lab')
-    .description('nodes and pods as network namespaces on this machine, with probe servers and real traffic');
-
+function registerLabUp(cmd: Command): void {
   cmd
     .command('up')
     .description('create (or converge) a lab from manifests and start its probe servers')
@@ -174,14 +164,44 @@ export function register(program: Command): void {
       (files: string[], opts: { name: string; backend: BackendOption; nodes?: number; agents: boolean }) =>
         upOrApply('up', files, opts),
     );
+}
 
+function registerLabApply(cmd: Command): void {
   cmd
     .command('apply')
     .description("change a running lab's desired state, touching only the difference")
     .argument('<files...>', 'manifest files or directories')
     .addOption(nameOption())
     .action((files: string[], opts: { name: string }) => upOrApply('apply', files, opts));
+}
 
+interface ReachCliOptions {
+  name: string;
+  port: number;
+  protocol: 'TCP' | 'UDP';
+  from?: string[];
+  timeout?: number;
+  json?: boolean;
+}
+
+async function reachAction(opts: ReachCliOptions): Promise<void> {
+  const name = await checkedName(opts.name);
+  const r = await (
+    await lab()
+  ).measureReach(name, {
+    port: opts.port,
+    protocol: opts.protocol,
+    ...(opts.from ? { from: opts.from } : {}),
+    ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+  });
+  if (opts.json) return printJson(r.matrix);
+  process.stdout.write(
+    `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
+  );
+  process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
+}
+
+function registerLabReach(cmd: Command): void {
   cmd
     .command('reach')
     .description('measure the pod×pod matrix with real connections from inside each pod')
@@ -189,34 +209,12 @@ export function register(program: Command): void {
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
     .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
-    .option('--timeout <ms>', 'per-connection timeout', parseTimeout)
+    .option('--timeout <ms>', 'per-connection timeout', parseTimeoutMs)
     .option('--json', 'machine-readable matrix (same shape as `switchyard reach --json`)')
-    .action(
-      async (opts: {
-        name: string;
-        port: number;
-        protocol: 'TCP' | 'UDP';
-        from?: string[];
-        timeout?: number;
-        json?: boolean;
-      }) => {
-        const name = await checkedName(opts.name);
-        const r = await (
-          await lab()
-        ).measureReach(name, {
-          port: opts.port,
-          protocol: opts.protocol,
-          ...(opts.from ? { from: opts.from } : {}),
-          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
-        });
-        if (opts.json) return printJson(r.matrix);
-        process.stdout.write(
-          `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
-        );
-        process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
-      },
-    );
+    .action(reachAction);
+}
 
+function registerLabExec(cmd: Command): void {
   cmd
     .command('exec')
     .description("run a command inside a pod's network namespace and cgroup")
@@ -228,7 +226,27 @@ export function register(program: Command): void {
       const name = await checkedName(opts.name);
       process.exitCode = await (await lab()).labExec(name, pod, command);
     });
+}
 
+function printLabList(labs: readonly LabSummary[]): void {
+  if (labs.length === 0) return void process.stdout.write('no labs\n');
+  process.stdout.write(
+    formatTable(
+      ['LAB', 'STATUS', 'BACKEND', 'NODES', 'PODS', 'PROBE SERVER', 'MISSING NETNS'],
+      labs.map((s) => [
+        s.name,
+        s.status,
+        s.backend ?? '-',
+        s.nodes,
+        s.pods,
+        s.probeServer ? `${s.probeServer.pid} ${s.probeServer.running ? 'running' : 'DEAD'}` : '-',
+        s.missingNetns.length,
+      ]),
+    ) + '\n',
+  );
+}
+
+function registerLabStatus(cmd: Command): void {
   cmd
     .command('status')
     .description('labs on this machine; with --name, one lab in detail')
@@ -245,23 +263,11 @@ export function register(program: Command): void {
       }
       const labs = l.allLabSummaries();
       if (opts.json) return printJson({ labs });
-      if (labs.length === 0) return void process.stdout.write('no labs\n');
-      process.stdout.write(
-        formatTable(
-          ['LAB', 'STATUS', 'BACKEND', 'NODES', 'PODS', 'PROBE SERVER', 'MISSING NETNS'],
-          labs.map((s) => [
-            s.name,
-            s.status,
-            s.backend ?? '-',
-            s.nodes,
-            s.pods,
-            s.probeServer ? `${s.probeServer.pid} ${s.probeServer.running ? 'running' : 'DEAD'}` : '-',
-            s.missingNetns.length,
-          ]),
-        ) + '\n',
-      );
+      printLabList(labs);
     });
+}
 
+function registerLabDown(cmd: Command): void {
   cmd
     .command('down')
     .description('remove a lab and everything it made (also what a crashed run left)')
@@ -278,7 +284,18 @@ export function register(program: Command): void {
       const problems = reports.flatMap((r) => r.problems.map((p) => `lab ${r.lab}: ${p}`));
       if (problems.length > 0) throw new CliError(problems.join('\n'));
     });
+}
 
+export function register(program: Command): void {
+  const cmd = program
+    .command('lab')
+    .description('nodes and pods as network namespaces on this machine, with probe servers and real traffic');
+  registerLabUp(cmd);
+  registerLabApply(cmd);
+  registerLabReach(cmd);
+  registerLabExec(cmd);
+  registerLabStatus(cmd);
+  registerLabDown(cmd);
   registerLabCounters(cmd);
   registerLabConntrack(cmd);
   registerLabProbe(cmd);

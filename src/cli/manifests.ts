@@ -1,5 +1,6 @@
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { CliError } from './output.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** Loads manifests for a command, turning validation problems into one CLI error listing all of them. */
 export function loadModelOrFail(paths: readonly string[]): Model {
@@ -8,7 +9,7 @@ export function loadModelOrFail(paths: readonly string[]): Model {
   try {
     result = validateManifests(paths);
   } catch (e) {
-    throw new CliError((e as Error).message);
+    throw new CliError(errorMessage(e), 1, { cause: e });
   }
   if (!result.model) throw new CliError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
   return result.model;

@@ -3,6 +3,7 @@ import { agentRequest } from '../agent/client.js';
 import type { AgentStatus } from '../agent/agent.js';
 import type { Explanation } from '../calc/explain.js';
 import type { FlowStats } from '../observe/flows.js';
+import { agentStatusCells } from './agent-status.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
 import { parsePort } from './manifests.js';
 import { formatTable, printJson } from './output.js';
@@ -31,12 +32,7 @@ async function status(flags: Flags): Promise<void> {
   const all = await ask<Status>(flags, '/v1/status');
   if (flags.json) return printJson(all.map((a) => a.answer));
   const rows = all.map(({ answer: s }) => [
-    s.node,
-    s.backend,
-    s.pid,
-    s.revision ?? '-',
-    s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
-    s.repairs,
+    ...agentStatusCells(s),
     s.errors,
     s.flows.flows,
     s.flows.rateLimited + Object.values(s.flows.lost).reduce((x, y) => x + y, 0),

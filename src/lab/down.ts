@@ -25,6 +25,7 @@ import {
   type LabState,
 } from './state.js';
 import { topologyNetns } from './topology.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface CleanupReport {
   lab: string;
@@ -88,7 +89,7 @@ async function removeBackend(lab: string, state: LabState): Promise<string[]> {
       try {
         await backend.remove({ scope: lab, node: n.name, netns: n.netns });
       } catch (e) {
-        problems.push(`${state.backend} on ${n.name}: ${(e as Error).message}`);
+        problems.push(`${state.backend} on ${n.name}: ${errorMessage(e)}`);
       }
     }
     // Namespaces and pins go below anyway; a failed remove is worth a note, not a stop.
@@ -135,7 +136,7 @@ export async function destroyLab(
     try {
       rmSync(pins, { recursive: true, force: true });
     } catch (e) {
-      problems.push(`cannot remove pins ${pins}: ${(e as Error).message}`);
+      problems.push(`cannot remove pins ${pins}: ${errorMessage(e)}`);
     }
   }
   const hadState = existsSync(statePath(lab));
@@ -179,7 +180,7 @@ export async function labDownAll(): Promise<CleanupReport[]> {
         cgroups: false,
         pins: false,
         stateDir: false,
-        problems: [(e as Error).message],
+        problems: [errorMessage(e)],
         notes: [],
       });
     }

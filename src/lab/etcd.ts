@@ -4,12 +4,13 @@
  * `--name sy-<lab>` on its command line, so a crashed `lab up` leaves nothing `lab down` misses.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { basename, join, sep } from 'node:path';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
 import { logTail, stopProcesses } from './detached.js';
 import { LabError } from './errors.js';
+import { readFileIfExists, writeJsonAtomic } from './json-file.js';
 import { STATE_ROOT } from './names.js';
 import { isAlive, labDir } from './state.js';
 
@@ -53,13 +54,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 export function readEtcdInfo(lab: string): EtcdInfo | undefined {
-  let text: string;
-  try {
-    text = readFileSync(infoPath(lab), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
+  const text = readFileIfExists(infoPath(lab));
+  if (text === undefined) return undefined;
   try {
     const info = JSON.parse(text) as EtcdInfo;
     return info.lab === lab ? info : undefined;
@@ -69,10 +65,7 @@ export function readEtcdInfo(lab: string): EtcdInfo | undefined {
 }
 
 function writeEtcdInfo(info: EtcdInfo): void {
-  const path = infoPath(info.lab);
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(info, null, 1) + '\n');
-  renameSync(tmp, path);
+  writeJsonAtomic(infoPath(info.lab), info);
 }
 
 function cmdline(pid: number): string[] {
@@ -186,39 +179,9 @@ function etcdEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
 }
 
-/**
- * Starts the lab's etcd, or returns the one already running and healthy. Ports are those given,
- * else those of the last run (its data dir remembers its peer URL), else free ones.
- */
-export async function startEtcd(
-  lab: string,
-  opts: { clientPort?: number; peerPort?: number } = {},
-): Promise<EtcdInfo> {
-  const previous = readEtcdInfo(lab);
-  if (previous && isLabEtcd(previous.pid, lab)) {
-    if (await waitHealthy(previous.pid, previous.clientUrl, START_TIMEOUT_MS)) return previous;
-    await signalAndWait([previous.pid], 'SIGKILL');
-    throw new LabError(`the etcd of lab '${lab}' (pid ${previous.pid}) did not become healthy; killed it`);
-  }
-  // One without a record (a run that died before writing etcd.json) would hold the ports and data.
-  await signalAndWait(labEtcdPids(lab), 'SIGKILL');
-
-  const portOf = (url: string | undefined): number | undefined =>
-    url === undefined ? undefined : Number(new URL(url).port) || undefined;
-  let clientPort = opts.clientPort ?? portOf(previous?.clientUrl);
-  let peerPort = opts.peerPort ?? portOf(previous?.peerUrl);
-  if (clientPort === undefined || peerPort === undefined) {
-    const [a, b] = await freePorts(2);
-    clientPort ??= a;
-    peerPort ??= b === clientPort ? a : b;
-  }
-  const clientUrl = `http://${HOST}:${clientPort}`;
-  const peerUrl = `http://${HOST}:${peerPort}`;
-  const name = memberName(lab);
-  const data = dataDir(lab);
-  mkdirSync(etcdDir(lab), { recursive: true });
-
-  const args = [
+/** etcd's command line: one member on loopback, sized for `switchyard apply`'s big transactions. */
+function etcdArgs(name: string, data: string, clientUrl: string, peerUrl: string): string[] {
+  return [
     '--name',
     name,
     '--data-dir',
@@ -248,6 +211,25 @@ export async function startEtcd(
     '--initial-cluster-state',
     'new',
   ];
+}
+
+/** The ports given, else those of the last run (its data dir remembers its peer URL), else free ones. */
+async function choosePorts(
+  opts: { clientPort?: number; peerPort?: number },
+  previous: EtcdInfo | undefined,
+): Promise<{ clientPort: number; peerPort: number }> {
+  const portOf = (url: string | undefined): number | undefined =>
+    url === undefined ? undefined : Number(new URL(url).port) || undefined;
+  const clientPort = opts.clientPort ?? portOf(previous?.clientUrl);
+  const peerPort = opts.peerPort ?? portOf(previous?.peerUrl);
+  if (clientPort !== undefined && peerPort !== undefined) return { clientPort, peerPort };
+  const [a, b] = (await freePorts(2)) as [number, number];
+  const client = clientPort ?? a;
+  return { clientPort: client, peerPort: peerPort ?? (b === client ? a : b) };
+}
+
+/** Starts etcd detached, its output appended to the lab's etcd.log; returns its pid. */
+function spawnEtcd(lab: string, args: string[]): number {
   const log = openSync(logPath(lab), 'a');
   let pid: number | undefined;
   try {
@@ -261,15 +243,44 @@ export async function startEtcd(
   }
   if (pid === undefined)
     throw new LabError(`cannot start etcd ('${ETCD_BINARY}' not found? see scripts/setup.sh)`);
+  return pid;
+}
 
-  if (!(await waitHealthy(pid, clientUrl, START_TIMEOUT_MS))) {
-    const why = isAlive(pid)
-      ? `did not become healthy at ${clientUrl} within ${START_TIMEOUT_MS / 1000} s (killed it)`
-      : `exited before becoming healthy at ${clientUrl}`;
-    await signalAndWait([pid], 'SIGKILL');
-    const tail = logTail(logPath(lab));
-    throw new LabError(`etcd of lab '${lab}' ${why}${tail ? `; the end of ${logPath(lab)}:\n${tail}` : ''}`);
+/** Waits until the new etcd is healthy; otherwise kills it and throws with the end of its log. */
+async function awaitHealthyOrKill(lab: string, pid: number, clientUrl: string): Promise<void> {
+  if (await waitHealthy(pid, clientUrl, START_TIMEOUT_MS)) return;
+  const why = isAlive(pid)
+    ? `did not become healthy at ${clientUrl} within ${START_TIMEOUT_MS / 1000} s (killed it)`
+    : `exited before becoming healthy at ${clientUrl}`;
+  await signalAndWait([pid], 'SIGKILL');
+  const tail = logTail(logPath(lab));
+  throw new LabError(`etcd of lab '${lab}' ${why}${tail ? `; the end of ${logPath(lab)}:\n${tail}` : ''}`);
+}
+
+/**
+ * Starts the lab's etcd, or returns the one already running and healthy. Ports are those given,
+ * else those of the last run (its data dir remembers its peer URL), else free ones.
+ */
+export async function startEtcd(
+  lab: string,
+  opts: { clientPort?: number; peerPort?: number } = {},
+): Promise<EtcdInfo> {
+  const previous = readEtcdInfo(lab);
+  if (previous && isLabEtcd(previous.pid, lab)) {
+    if (await waitHealthy(previous.pid, previous.clientUrl, START_TIMEOUT_MS)) return previous;
+    await signalAndWait([previous.pid], 'SIGKILL');
+    throw new LabError(`the etcd of lab '${lab}' (pid ${previous.pid}) did not become healthy; killed it`);
   }
+  // One without a record (a run that died before writing etcd.json) would hold the ports and data.
+  await signalAndWait(labEtcdPids(lab), 'SIGKILL');
+
+  const { clientPort, peerPort } = await choosePorts(opts, previous);
+  const clientUrl = `http://${HOST}:${clientPort}`;
+  const peerUrl = `http://${HOST}:${peerPort}`;
+  const data = dataDir(lab);
+  mkdirSync(etcdDir(lab), { recursive: true });
+  const pid = spawnEtcd(lab, etcdArgs(memberName(lab), data, clientUrl, peerUrl));
+  await awaitHealthyOrKill(lab, pid, clientUrl);
   const info: EtcdInfo = { lab, pid, clientUrl, peerUrl, dataDir: data, startedAt: new Date().toISOString() };
   writeEtcdInfo(info);
   return info;

@@ -123,6 +123,23 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   return out;
 }
 
+function push<T extends object>(list: T[], item: T): T {
+  list.push(item);
+  return item;
+}
+
+type Converter = (model: Model, raw: never, source: SourceRef) => object;
+
+/** Kinds whose converted object goes straight into one list of the model. */
+const CONVERTERS: Readonly<Record<string, Converter>> = {
+  Namespace: (m, raw, source) => push(m.namespaces, toNamespace(raw, source)),
+  Pod: (m, raw, source) => push(m.pods, toPod(raw, source)),
+  Service: (m, raw, source) => push(m.services, toService(raw, source)),
+  EndpointSlice: (m, raw, source) => push(m.endpointSlices, toEndpointSlice(raw, source)),
+  NetworkPolicy: (m, raw, source) => push(m.networkPolicies, toNetworkPolicy(raw, source)),
+  GlobalPolicy: (m, raw, source) => push(m.globalPolicies, toGlobalPolicy(raw, source)),
+};
+
 /** Adds the converted object to the model and returns it (for locating later issues). */
 function addToModel(
   model: Model,
@@ -131,44 +148,27 @@ function addToModel(
   source: SourceRef,
   issues: ManifestIssue[],
 ): object {
-  const push = <T extends object>(list: T[], item: T): T => {
-    list.push(item);
-    return item;
-  };
-  switch (loc.kind) {
-    case 'Namespace':
-      return push(model.namespaces, toNamespace(raw as never, source));
-    case 'Pod':
-      return push(model.pods, toPod(raw as never, source));
-    case 'Service':
-      return push(model.services, toService(raw as never, source));
-    case 'EndpointSlice':
-      return push(model.endpointSlices, toEndpointSlice(raw as never, source));
-    case 'NetworkPolicy':
-      return push(model.networkPolicies, toNetworkPolicy(raw as never, source));
-    case 'GlobalPolicy':
-      return push(model.globalPolicies, toGlobalPolicy(raw as never, source));
-    case 'Prefilter': {
-      const p = raw as RawPrefilter;
-      const inline = (p.spec.cidrs ?? []).map((c) =>
-        formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>),
-      );
-      const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
-      return push(model.prefilters, {
-        name: p.metadata.name,
-        cidrs,
-        source,
-        ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}),
-      });
-    }
-    default:
-      throw new Error(`no converter for kind ${loc.kind}`);
-  }
+  const convert = CONVERTERS[loc.kind];
+  if (convert) return convert(model, raw as never, source);
+  if (loc.kind !== 'Prefilter') throw new Error(`no converter for kind ${loc.kind}`);
+  const p = raw as RawPrefilter;
+  const inline = (p.spec.cidrs ?? []).map((c) =>
+    formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>),
+  );
+  const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
+  return push(model.prefilters, {
+    name: p.metadata.name,
+    cidrs,
+    source,
+    ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}),
+  });
 }
 
-/** Checks that need the whole input: duplicates, references between objects, address clashes. */
-function crossValidate(model: Model, locate: Map<object, Located>, issues: ManifestIssue[]): void {
-  const issueAt = (obj: object, path: PropertyKey[], message: string): void => {
+/** Reports an issue at a field of a converted object, located through the document it came from. */
+type IssueAt = (obj: object, path: PropertyKey[], message: string) => void;
+
+function issueReporter(locate: Map<object, Located>, issues: ManifestIssue[]): IssueAt {
+  return (obj, path, message) => {
     const loc = locate.get(obj) as Located;
     issues.push({
       file: loc.doc.file,
@@ -179,6 +179,10 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
       message,
     });
   };
+}
+
+/** Each object is defined once per kind; later definitions point at the first. */
+function checkUnique(model: Model, locate: Map<object, Located>, issueAt: IssueAt): void {
   const unique = <T extends object>(items: T[], key: (t: T) => string, what: string): void => {
     const seen = new Map<string, T>();
     for (const item of items) {
@@ -201,7 +205,9 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   unique(model.endpointSlices, (p) => `${p.namespace}/${p.name}`, 'EndpointSlice');
   unique(model.globalPolicies, (p) => p.name, 'GlobalPolicy');
   unique(model.prefilters, (p) => p.name, 'Prefilter');
+}
 
+function checkNamespacesDefined(model: Model, issueAt: IssueAt): void {
   const namespaces = new Set(model.namespaces.map((n) => n.name));
   for (const obj of [...model.pods, ...model.services, ...model.networkPolicies, ...model.endpointSlices]) {
     if (!namespaces.has(obj.namespace)) {
@@ -212,7 +218,10 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
       );
     }
   }
+}
 
+/** Pod addresses are unique, and so are port names within a pod; returns who owns each address. */
+function checkPods(model: Model, issueAt: IssueAt): Map<string, string> {
   const owners = new Map<string, string>();
   for (const pod of model.pods) {
     pod.ips.forEach((ip, i) => {
@@ -233,6 +242,11 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
       names.add(port.name);
     }
   }
+  return owners;
+}
+
+/** An EndpointSlice belongs to a Service without a selector (one with a selector takes its pods). */
+function checkEndpointSlices(model: Model, issueAt: IssueAt): void {
   const services = new Map(model.services.map((s) => [`${s.namespace}/${s.name}`, s]));
   for (const slice of model.endpointSlices) {
     const svc = services.get(`${slice.namespace}/${slice.serviceName}`);
@@ -249,12 +263,26 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
         `Service ${slice.namespace}/${slice.serviceName} has a selector: its endpoints come from the pods it selects`,
       );
   }
+}
+
+/** A cluster IP is nobody else's address. */
+function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: IssueAt): void {
   for (const svc of model.services) {
     if (!svc.clusterIP) continue;
     const owner = owners.get(svc.clusterIP);
     if (owner) issueAt(svc, ['spec', 'clusterIP'], `address ${svc.clusterIP} is already used by ${owner}`);
     else owners.set(svc.clusterIP, `service ${svc.namespace}/${svc.name}`);
   }
+}
+
+/** Checks that need the whole input: duplicates, references between objects, address clashes. */
+function crossValidate(model: Model, locate: Map<object, Located>, issues: ManifestIssue[]): void {
+  const issueAt = issueReporter(locate, issues);
+  checkUnique(model, locate, issueAt);
+  checkNamespacesDefined(model, issueAt);
+  const owners = checkPods(model, issueAt);
+  checkEndpointSlices(model, issueAt);
+  checkClusterIps(model, owners, issueAt);
 }
 
 export function validateManifestTexts(texts: readonly ManifestText[]): {
@@ -275,6 +303,73 @@ export function validateManifestTexts(texts: readonly ManifestText[]): {
   );
 }
 
+/** A document whose apiVersion/kind pair has no schema: points at the apiVersion when only that is wrong. */
+function unknownKindIssue(
+  doc: ManifestDocument,
+  v: Record<string, unknown>,
+  kind: string | undefined,
+): ManifestIssue {
+  const known = Object.keys(kindSchemas).join(', ');
+  const suffix = `/${kind ?? ''}`;
+  const versions = Object.keys(kindSchemas)
+    .filter((k) => k.endsWith(suffix))
+    .map((k) => k.slice(0, -suffix.length));
+  if (kind && versions.length > 0)
+    return {
+      file: doc.file,
+      line: doc.lineOf(['apiVersion']),
+      kind,
+      object: objectName(v, kind),
+      field: 'apiVersion',
+      message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
+    };
+  return {
+    file: doc.file,
+    line: doc.lineOf(kind ? ['kind'] : []),
+    ...(kind ? { kind, object: objectName(v, kind) } : {}),
+    field: kind ? 'kind' : 'apiVersion',
+    message: kind
+      ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
+      : 'missing apiVersion/kind',
+  };
+}
+
+/** One document checked against its kind's schema: the parsed object and where it is, or its issues. */
+function parseDocument(doc: ManifestDocument): { loc: Located; data: unknown } | { issues: ManifestIssue[] } {
+  const file = doc.file;
+  const value = doc.value;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return {
+      issues: [
+        {
+          file,
+          line: doc.lineOf([]),
+          field: '',
+          message: 'a manifest must be a mapping with apiVersion and kind',
+        },
+      ],
+    };
+  const v = value as Record<string, unknown>;
+  const kind = typeof v.kind === 'string' ? v.kind : undefined;
+  const schema = kindSchemas[`${String(v.apiVersion)}/${String(kind)}` as KindKey];
+  if (!kind || !schema) return { issues: [unknownKindIssue(doc, v, kind)] };
+  const loc: Located = { doc, kind, object: objectName(v, kind) };
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return { loc, data: parsed.data };
+  return {
+    issues: parsed.error.issues.flatMap((zi) =>
+      zodMessage(zi, doc).map(({ path, message }) => ({
+        file,
+        line: doc.lineOf(path),
+        kind,
+        object: loc.object,
+        field: formatPath(path),
+        message,
+      })),
+    ),
+  };
+}
+
 /**
  * Validates documents already read (from files, or objects kept in a datastore) as one input.
  * `files` orders the issues (default: the order documents name them in).
@@ -291,68 +386,13 @@ export function validateManifestDocuments(
   const model = emptyModel();
   const locate = new Map<object, Located>();
   for (const doc of documents) {
-    const file = doc.file;
-    const value = doc.value;
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      issues.push({
-        file,
-        line: doc.lineOf([]),
-        field: '',
-        message: 'a manifest must be a mapping with apiVersion and kind',
-      });
+    const checked = parseDocument(doc);
+    if ('issues' in checked) {
+      issues.push(...checked.issues);
       continue;
     }
-    const v = value as Record<string, unknown>;
-    const kind = typeof v.kind === 'string' ? v.kind : undefined;
-    const key = `${String(v.apiVersion)}/${String(kind)}` as KindKey;
-    const schema = kindSchemas[key];
-    if (!kind || !schema) {
-      const known = Object.keys(kindSchemas).join(', ');
-      // A known kind under a wrong apiVersion: the apiVersion is the mistake, point at it.
-      const suffix = `/${kind ?? ''}`;
-      const versions = Object.keys(kindSchemas)
-        .filter((k) => k.endsWith(suffix))
-        .map((k) => k.slice(0, -suffix.length));
-      if (kind && versions.length > 0) {
-        issues.push({
-          file,
-          line: doc.lineOf(['apiVersion']),
-          kind,
-          object: objectName(v, kind),
-          field: 'apiVersion',
-          message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
-        });
-        continue;
-      }
-      issues.push({
-        file,
-        line: doc.lineOf(kind ? ['kind'] : []),
-        ...(kind ? { kind, object: objectName(v, kind) } : {}),
-        field: kind ? 'kind' : 'apiVersion',
-        message: kind
-          ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
-          : 'missing apiVersion/kind',
-      });
-      continue;
-    }
-    const loc: Located = { doc, kind, object: objectName(v, kind) };
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) {
-      for (const zi of parsed.error.issues) {
-        for (const { path, message } of zodMessage(zi, doc)) {
-          issues.push({
-            file,
-            line: doc.lineOf(path),
-            kind,
-            object: loc.object,
-            field: formatPath(path),
-            message,
-          });
-        }
-      }
-      continue;
-    }
-    locate.set(addToModel(model, parsed.data, loc, { file, line: doc.lineOf([]) }, issues), loc);
+    const { loc, data } = checked;
+    locate.set(addToModel(model, data, loc, { file: doc.file, line: doc.lineOf([]) }, issues), loc);
   }
   if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
     model.namespaces.push(implicitDefaultNamespace());

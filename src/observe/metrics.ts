@@ -20,6 +20,111 @@ export interface MetricsSources {
   describeRule: (rule: string) => RuleDescription;
 }
 
+type Registers = Registry[];
+
+const RULE_LABELS = ['rule', 'policy', 'action', 'endpoint', 'direction'] as const;
+
+/**
+ * Series read from the kernel when scraped: rule packets and bytes, prefilter drops, conntrack
+ * size. The rule counters are read once per scrape, shared by the packet and byte series.
+ */
+function registerKernelMetrics(registers: Registers, sources: MetricsSources): void {
+  let scrape: Promise<RuleCounter[]> | undefined;
+  const counters = (): Promise<RuleCounter[]> =>
+    (scrape ??= sources.counters().finally(() => (scrape = undefined)));
+  const fill = async (
+    metric: Counter<(typeof RULE_LABELS)[number]>,
+    field: 'packets' | 'bytes',
+  ): Promise<void> => {
+    metric.reset();
+    for (const c of await counters()) {
+      if (c.rule.startsWith('prefilter/')) continue;
+      const d = sources.describeRule(c.rule);
+      metric.inc(
+        {
+          rule: c.rule,
+          policy: d.policy,
+          action: d.action,
+          endpoint: c.endpoint ?? '',
+          direction: c.direction ?? '',
+        },
+        c[field],
+      );
+    }
+  };
+  new Counter({
+    name: 'switchyard_rule_packets_total',
+    help: 'Packets that matched a policy rule, by the action it took',
+    labelNames: RULE_LABELS,
+    registers,
+    async collect() {
+      await fill(this, 'packets');
+    },
+  });
+  new Counter({
+    name: 'switchyard_rule_bytes_total',
+    help: 'Bytes that matched a policy rule, by the action it took',
+    labelNames: RULE_LABELS,
+    registers,
+    async collect() {
+      await fill(this, 'bytes');
+    },
+  });
+  new Counter({
+    name: 'switchyard_prefilter_drops_total',
+    help: 'Packets dropped by a prefilter deny-list',
+    labelNames: ['prefilter'],
+    registers,
+    async collect() {
+      this.reset();
+      for (const c of await counters())
+        if (c.rule.startsWith('prefilter/'))
+          this.inc({ prefilter: c.rule.slice('prefilter/'.length) }, c.packets);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_conntrack_entries',
+    help: 'Connections the dataplane tracks on this node',
+    registers,
+    async collect() {
+      this.set(await sources.conntrackEntries());
+    },
+  });
+}
+
+/** The flow table's own counters: events taken in, events dropped and where, flows held. */
+function registerFlowMetrics(registers: Registers, sources: MetricsSources): void {
+  new Counter({
+    name: 'switchyard_flow_events_dropped_total',
+    help: 'Flow events not recorded: lost in the kernel (full buffer, kernel rate limit) or refused by the agent rate limit',
+    labelNames: ['where'],
+    registers,
+    collect() {
+      this.reset();
+      const s = sources.flowStats();
+      this.inc({ where: 'agent rate limit' }, s.rateLimited);
+      for (const [where, n] of Object.entries(s.lost)) this.inc({ where }, n);
+    },
+  });
+  new Counter({
+    name: 'switchyard_flow_events_total',
+    help: 'Flow events taken in',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(sources.flowStats().events);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_flows',
+    help: 'Flows in the agent table',
+    registers,
+    collect() {
+      this.set(sources.flowStats().flows);
+    },
+  });
+}
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly applyDuration: Histogram<'mode'>;
@@ -50,98 +155,8 @@ export class AgentMetrics {
       registers,
     });
 
-    let scrape: Promise<RuleCounter[]> | undefined;
-    // One kernel read per scrape, shared by the packet and byte series.
-    const counters = (): Promise<RuleCounter[]> =>
-      (scrape ??= sources.counters().finally(() => (scrape = undefined)));
-    const ruleLabels = ['rule', 'policy', 'action', 'endpoint', 'direction'] as const;
-    const fill = async (
-      metric: Counter<(typeof ruleLabels)[number]>,
-      field: 'packets' | 'bytes',
-    ): Promise<void> => {
-      metric.reset();
-      for (const c of await counters()) {
-        if (c.rule.startsWith('prefilter/')) continue;
-        const d = sources.describeRule(c.rule);
-        metric.inc(
-          {
-            rule: c.rule,
-            policy: d.policy,
-            action: d.action,
-            endpoint: c.endpoint ?? '',
-            direction: c.direction ?? '',
-          },
-          c[field],
-        );
-      }
-    };
-    new Counter({
-      name: 'switchyard_rule_packets_total',
-      help: 'Packets that matched a policy rule, by the action it took',
-      labelNames: ruleLabels,
-      registers,
-      async collect() {
-        await fill(this, 'packets');
-      },
-    });
-    new Counter({
-      name: 'switchyard_rule_bytes_total',
-      help: 'Bytes that matched a policy rule, by the action it took',
-      labelNames: ruleLabels,
-      registers,
-      async collect() {
-        await fill(this, 'bytes');
-      },
-    });
-    new Counter({
-      name: 'switchyard_prefilter_drops_total',
-      help: 'Packets dropped by a prefilter deny-list',
-      labelNames: ['prefilter'],
-      registers,
-      async collect() {
-        this.reset();
-        for (const c of await counters())
-          if (c.rule.startsWith('prefilter/'))
-            this.inc({ prefilter: c.rule.slice('prefilter/'.length) }, c.packets);
-      },
-    });
-    new Gauge({
-      name: 'switchyard_conntrack_entries',
-      help: 'Connections the dataplane tracks on this node',
-      registers,
-      async collect() {
-        this.set(await sources.conntrackEntries());
-      },
-    });
-    new Counter({
-      name: 'switchyard_flow_events_dropped_total',
-      help: 'Flow events not recorded: lost in the kernel (full buffer, kernel rate limit) or refused by the agent rate limit',
-      labelNames: ['where'],
-      registers,
-      collect() {
-        this.reset();
-        const s = sources.flowStats();
-        this.inc({ where: 'agent rate limit' }, s.rateLimited);
-        for (const [where, n] of Object.entries(s.lost)) this.inc({ where }, n);
-      },
-    });
-    new Counter({
-      name: 'switchyard_flow_events_total',
-      help: 'Flow events taken in',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(sources.flowStats().events);
-      },
-    });
-    new Gauge({
-      name: 'switchyard_flows',
-      help: 'Flows in the agent table',
-      registers,
-      collect() {
-        this.set(sources.flowStats().flows);
-      },
-    });
+    registerKernelMetrics(registers, sources);
+    registerFlowMetrics(registers, sources);
   }
 
   text(): Promise<string> {

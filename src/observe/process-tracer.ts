@@ -86,91 +86,112 @@ interface Running {
   sink: EventSink;
 }
 
+/** Rewrites the allowed-cgroup map to `wanted`. */
+function refreshAllowed(allowed: BpfMap<bigint, number>, cgroupIds: () => Iterable<bigint>): void {
+  const wanted = new Set(cgroupIds());
+  if (wanted.size > MAX_ALLOWED)
+    throw new Error(`process tracer: ${wanted.size} cgroups exceed the limit of ${MAX_ALLOWED}`);
+  // Add first, then remove: a cgroup in both the old and the new set is never missing.
+  for (const id of wanted) allowed.update(id, 1);
+  for (const id of [...allowed.keys()]) if (!wanted.has(id)) allowed.delete(id);
+}
+
+/** Tells the sink how many records the kernel lost since the last report. */
+function reportLost(r: Running): void {
+  const total = r.lost.lookup(0) ?? 0;
+  if (total > r.reportedLost) {
+    r.sink.lost(total - r.reportedLost, PROCESS_TRACER_NAME);
+    r.reportedLost = total;
+  }
+}
+
+/** Closes whatever of a (possibly half-started) tracer exists, the link before the program and maps. */
+function release(r: Partial<Running>): void {
+  if (r.timer) clearInterval(r.timer);
+  r.reader?.close();
+  r.link?.close();
+  r.program?.close();
+  r.events?.close();
+  r.lost?.close();
+  r.pending?.close();
+  r.allowed?.close();
+}
+
+/** Creates the program's maps into `r` (so a failure part way can release what exists). */
+function createMaps(r: Partial<Running>, opts: ProcessTracerOptions): void {
+  r.allowed = BpfMap.create({
+    type: 'hash',
+    name: 'sy_prc_allowed',
+    key: allowedKey,
+    value: allowedValue,
+    maxEntries: MAX_ALLOWED,
+  });
+  r.pending = BpfMap.create({
+    type: 'lru_hash',
+    name: 'sy_prc_pending',
+    key: pendingKey,
+    value: pendingValue,
+    maxEntries: opts.maxPending ?? 16384,
+  });
+  r.events = RingBufMap.create({ name: 'sy_prc_events', size: opts.ringBytes ?? 1 << 18 });
+  r.lost = BpfMap.create({
+    type: 'array',
+    name: 'sy_prc_lost',
+    key: codecs.u32,
+    value: codecs.u64n,
+    maxEntries: 1,
+  });
+}
+
+/** Maps, program, tracepoint link, ring reader and lost-counter poll; on failure, releases what it made. */
+function startTracing(
+  opts: ProcessTracerOptions,
+  sink: EventSink,
+  layout: ReturnType<typeof setStateLayout>,
+): Running {
+  const r: Partial<Running> = { sink, reportedLost: 0 };
+  try {
+    createMaps(r, opts);
+    const maps = r as Running;
+    refreshAllowed(maps.allowed, opts.cgroupIds);
+    r.program = Program.load({
+      name: 'sy_prc_connect',
+      type: 'tracepoint',
+      instructions: processProgram(layout),
+      maps: {
+        [MAPS.allowed]: maps.allowed,
+        [MAPS.pending]: maps.pending,
+        [MAPS.events]: maps.events,
+        [MAPS.lost]: maps.lost,
+      },
+    });
+    r.reader = new RingBufReader(maps.events);
+    r.link = attachTracepoint(r.program, TRACEPOINT);
+    const full = r as Running;
+    r.reader.start((data, offset, length) => {
+      if (length < processRecord.size) return;
+      sink.event(toProcessEvent(processRecord.decode(data, offset)));
+    });
+    r.timer = setInterval(() => reportLost(full), opts.lostPollMs ?? 1000);
+    r.timer.unref();
+    return full;
+  } catch (err) {
+    release(r);
+    throw err;
+  }
+}
+
 export function createProcessTracer(opts: ProcessTracerOptions): ProcessTracer {
   let running: Running | undefined;
-
-  const refresh = (allowed: BpfMap<bigint, number>): void => {
-    const wanted = new Set(opts.cgroupIds());
-    if (wanted.size > MAX_ALLOWED)
-      throw new Error(`process tracer: ${wanted.size} cgroups exceed the limit of ${MAX_ALLOWED}`);
-    // Add first, then remove: a cgroup in both the old and the new set is never missing.
-    for (const id of wanted) allowed.update(id, 1);
-    for (const id of [...allowed.keys()]) if (!wanted.has(id)) allowed.delete(id);
-  };
-
-  const reportLost = (r: Running): void => {
-    const total = r.lost.lookup(0) ?? 0;
-    if (total > r.reportedLost) {
-      r.sink.lost(total - r.reportedLost, PROCESS_TRACER_NAME);
-      r.reportedLost = total;
-    }
-  };
-
-  const release = (r: Partial<Running>): void => {
-    if (r.timer) clearInterval(r.timer);
-    r.reader?.close();
-    r.link?.close();
-    r.program?.close();
-    r.events?.close();
-    r.lost?.close();
-    r.pending?.close();
-    r.allowed?.close();
-  };
-
   return {
     name: PROCESS_TRACER_NAME,
 
     start(sink: EventSink): Promise<void> {
       if (running) return Promise.reject(new Error('process tracer: already started'));
       const layout = setStateLayout(readTracepointFormat(TRACEPOINT.category, TRACEPOINT.name));
-      const r: Partial<Running> = { sink, reportedLost: 0 };
       try {
-        r.allowed = BpfMap.create({
-          type: 'hash',
-          name: 'sy_prc_allowed',
-          key: allowedKey,
-          value: allowedValue,
-          maxEntries: MAX_ALLOWED,
-        });
-        r.pending = BpfMap.create({
-          type: 'lru_hash',
-          name: 'sy_prc_pending',
-          key: pendingKey,
-          value: pendingValue,
-          maxEntries: opts.maxPending ?? 16384,
-        });
-        r.events = RingBufMap.create({ name: 'sy_prc_events', size: opts.ringBytes ?? 1 << 18 });
-        r.lost = BpfMap.create({
-          type: 'array',
-          name: 'sy_prc_lost',
-          key: codecs.u32,
-          value: codecs.u64n,
-          maxEntries: 1,
-        });
-        refresh(r.allowed);
-        r.program = Program.load({
-          name: 'sy_prc_connect',
-          type: 'tracepoint',
-          instructions: processProgram(layout),
-          maps: {
-            [MAPS.allowed]: r.allowed,
-            [MAPS.pending]: r.pending,
-            [MAPS.events]: r.events,
-            [MAPS.lost]: r.lost,
-          },
-        });
-        r.reader = new RingBufReader(r.events);
-        r.link = attachTracepoint(r.program, TRACEPOINT);
-        const full = r as Running;
-        r.reader.start((data, offset, length) => {
-          if (length < processRecord.size) return;
-          sink.event(toProcessEvent(processRecord.decode(data, offset)));
-        });
-        r.timer = setInterval(() => reportLost(full), opts.lostPollMs ?? 1000);
-        r.timer.unref();
-        running = full;
+        running = startTracing(opts, sink, layout);
       } catch (err) {
-        release(r);
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       }
       return Promise.resolve();
@@ -194,7 +215,7 @@ export function createProcessTracer(opts: ProcessTracerOptions): ProcessTracer {
     },
 
     refreshCgroups(): void {
-      if (running) refresh(running.allowed);
+      if (running) refreshAllowed(running.allowed, opts.cgroupIds);
     },
   };
 }

@@ -16,6 +16,7 @@ import {
   type Connecting,
 } from '../../netns/index.js';
 import type { ProbeOutcome, ProbeTarget } from './protocol.js';
+import { errorMessage } from '../../util/error-message.js';
 
 export interface ProbeSource {
   id: string;
@@ -133,7 +134,7 @@ export async function probeMatrix(run: ProbeRun): Promise<Record<string, Record<
           watching = watch(c.fd, run.timeoutMs);
         } catch (e) {
           closeFd(c.fd);
-          watching = Promise.resolve({ ok: false, error: (e as Error).message, ms: 0 });
+          watching = Promise.resolve({ ok: false, error: errorMessage(e), ms: 0 });
         }
         pending.push(watching.then((o) => void (row[target.id] = o)));
       });

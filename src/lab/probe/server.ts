@@ -16,6 +16,7 @@ import {
   type ProbePodConfig,
   type ProbeServerConfig,
 } from './protocol.js';
+import { errorMessage } from '../../util/error-message.js';
 
 interface OpenPod {
   /** Namespace identity + ports: a change of either means new sockets. */
@@ -57,7 +58,7 @@ function serve(p: ProbePodConfig): OpenPod {
     moveToCgroup(p.cgroup, process.pid);
     moved = true;
   } catch (e) {
-    log(`pod ${p.id}: cannot join cgroup ${p.cgroup}: ${(e as Error).message}`);
+    log(`pod ${p.id}: cannot join cgroup ${p.cgroup}: ${errorMessage(e)}`);
   }
   try {
     fds = openListeners(p.netns, p.ports);
@@ -109,7 +110,7 @@ function reload(): ControlResponse {
     try {
       open.set(p.id, serve(p));
     } catch (e) {
-      errors.push(`${p.id}: ${(e as Error).message}`);
+      errors.push(`${p.id}: ${errorMessage(e)}`);
     }
   }
   const sockets = [...open.values()].reduce((n, p) => n + p.sockets, 0);
@@ -132,7 +133,7 @@ function handle(line: string): ControlResponse {
     if (req.op === 'reload') return reload();
     return { ok: false, error: `unknown request ${line}` };
   } catch (e) {
-    return { ok: false, error: (e as Error).message };
+    return { ok: false, error: errorMessage(e) };
   }
 }
 
@@ -155,7 +156,7 @@ function main(): void {
     try {
       reload();
     } catch (e) {
-      log(`reload failed: ${(e as Error).message}`);
+      log(`reload failed: ${errorMessage(e)}`);
     }
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => process.exit(0));

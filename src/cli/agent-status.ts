@@ -1,0 +1,14 @@
+/** An agent's status as table cells, the same in `switchyard node status` and the demo. */
+import type { AgentStatus } from '../agent/agent.js';
+
+/** Node, backend, pid, revision in force, last apply and repairs. */
+export function agentStatusCells(s: AgentStatus): (string | number)[] {
+  return [
+    s.node,
+    s.backend,
+    s.pid,
+    s.revision ?? '-',
+    s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
+    s.repairs,
+  ];
+}
