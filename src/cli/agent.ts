@@ -6,7 +6,7 @@ import { parseNodeCount } from './manifests.js';
 import { integerIn } from './options.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 interface AgentFlags {
   node: string;

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { resolveAgents } from './agent-target.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 interface ConsoleFlags {
   lab?: string;

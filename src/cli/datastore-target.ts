@@ -1,7 +1,7 @@
 /** Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or $SWITCHYARD_ETCD. */
 import { Option } from 'commander';
 import { CliError } from './output.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 export interface TargetFlags {
   etcd?: string;

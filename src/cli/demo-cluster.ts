@@ -24,7 +24,7 @@ import { readState } from '../lab/state.js';
 import type { DemoStep } from './demo.js';
 import { formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 export const DEMO_CLUSTER = 'democlu';
 

@@ -3,7 +3,7 @@ import { allocate, buildIR, explain, type SideExplanation } from '../calc/index.
 import type { Protocol } from '../ir/types.js';
 import { CliError, printJson } from './output.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 function sideLines(s: SideExplanation): string[] {
   const lines = [`  ${s.text}`];

@@ -1,6 +1,6 @@
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { CliError } from './output.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 /** Loads manifests for a command, turning validation problems into one CLI error listing all of them. */
 export function loadModelOrFail(paths: readonly string[]): Model {

@@ -25,7 +25,7 @@ import {
   type LabState,
 } from './state.js';
 import { topologyNetns } from './topology.js';
-import { errorMessage } from '../util/error-message.js';
+import { errorMessage } from '../util/errors.js';
 
 export interface CleanupReport {
   lab: string;

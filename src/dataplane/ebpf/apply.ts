@@ -94,9 +94,7 @@ interface PlannedHook {
 
 /** Throws the backend's error; `cause` keeps the kernel's own (errno, verifier, missing feature). */
 function fail(message: string, detail?: string, cause?: unknown): never {
-  const error = new ApplyError(`eBPF: ${message}`, 'ebpf', detail);
-  if (cause !== undefined) error.cause = cause;
-  throw error;
+  throw new ApplyError(`eBPF: ${message}`, 'ebpf', detail, cause !== undefined ? { cause } : undefined);
 }
 
 function describeError(e: unknown): string {

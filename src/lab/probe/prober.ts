@@ -16,7 +16,7 @@ import {
   type Connecting,
 } from '../../netns/index.js';
 import type { ProbeOutcome, ProbeTarget } from './protocol.js';
-import { errorMessage } from '../../util/error-message.js';
+import { errorMessage } from '../../util/errors.js';
 
 export interface ProbeSource {
   id: string;

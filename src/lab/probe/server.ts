@@ -16,7 +16,7 @@ import {
   type ProbePodConfig,
   type ProbeServerConfig,
 } from './protocol.js';
-import { errorMessage } from '../../util/error-message.js';
+import { errorMessage } from '../../util/errors.js';
 
 interface OpenPod {
   /** Namespace identity + ports: a change of either means new sockets. */
