@@ -1,6 +1,6 @@
 /** Per-concern recommendations → one backend to run, plus what belongs outside the packet filter. */
 import { release } from 'node:os';
-import type { BenchReport } from '../bench/runner.js';
+import type { BenchReport } from '../bench/results.js';
 import { EvidenceBook } from './evidence.js';
 import { ebpfSupported, RULES, type Choice, type Recommendation } from './rules.js';
 import type { Workload } from './workload.js';

@@ -1,5 +1,5 @@
 import { percentile } from '../util/stats.js';
-import type { BenchRow } from './types.js';
+import type { BenchRow } from './results.js';
 
 export { percentile };
 

@@ -1,21 +1,4 @@
-/** One measured configuration of one backend in a scenario. */
-export interface BenchRow {
-  backend: string;
-  params: Record<string, string | number>;
-  median: number;
-  p10: number;
-  p90: number;
-  samples: number[];
-}
-
-export interface BenchScenarioResult {
-  name: string;
-  unit: string;
-  /** Whether a lower figure is better (latency, ns/packet) or a higher one (rates). */
-  better: 'lower' | 'higher';
-  rows: BenchRow[];
-  notes?: string[];
-}
+import type { BenchScenarioResult } from './results.js';
 
 export interface BenchContext {
   quick: boolean;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ZodError } from 'zod';
 import { advise, parseWorkload, workloadFromIR, type Advice } from '../advise/index.js';
-import type { BenchReport } from '../bench/runner.js';
+import type { BenchReport } from '../bench/results.js';
 import { runBench } from '../bench/runner.js';
 import { scenarioNames } from '../bench/registry.js';
 import { buildIR } from '../calc/index.js';

@@ -13,7 +13,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js';
 import { socketsIn } from '../../src/agent/client.js';
-import type { BenchReport } from '../../src/bench/runner.js';
+import type { BenchReport } from '../../src/bench/results.js';
 import { startConsole, type ConsoleServer } from '../../src/console/server.js';
 import { staticDir } from '../../src/console/static.js';
 import { converge, labDown, measureReach } from '../../src/lab/index.js';

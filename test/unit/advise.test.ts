@@ -1,8 +1,8 @@
 /** Table-driven: each advisor rule, with and without measurements, and the overall choice. */
 import { describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR, type WorkloadInput } from '../../src/advise/index.js';
-import type { BenchReport } from '../../src/bench/runner.js';
-import type { BenchScenarioResult } from '../../src/bench/types.js';
+import type { BenchReport } from '../../src/bench/results.js';
+import type { BenchScenarioResult } from '../../src/bench/results.js';
 import { buildIR } from '../../src/calc/index.js';
 import { loadManifests } from '../../src/model/index.js';
 

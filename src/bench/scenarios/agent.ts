@@ -46,7 +46,8 @@ import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
 import { validateManifestTexts, type Model } from '../../model/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 // ---------------------------------------------------------------------------------------------
 // Agent processes (shared with the observe scenario)

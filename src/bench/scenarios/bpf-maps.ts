@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { Assembler, BpfMap, codecs, Program, XdpAction, type Codec } from '../../bpf/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario } from '../types.js';
+import type { BenchRow } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 /**
  * How fast Node can drive BPF maps through bpf(2): single-element calls against the batch

@@ -39,7 +39,8 @@ import { clusterEtcd, clusterUp } from '../../lab/cluster.js';
 import { labDown } from '../../lab/index.js';
 import { spawnInNetns } from '../../netns/index.js';
 import { percentile, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 export interface ClusterBenchOptions {
   nodes: number;

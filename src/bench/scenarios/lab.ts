@@ -3,7 +3,8 @@ import { performance } from 'node:perf_hooks';
 import { converge, labDown, measureReach } from '../../lab/index.js';
 import { validateManifestTexts, type Model } from '../../model/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 /**
  * How long `lab up` takes for 27 and 100 pods (namespaces, veths, routes, cgroups, probe server),

@@ -44,7 +44,8 @@ import {
 } from '../../netns/index.js';
 import type { FlowStats } from '../../observe/flows.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import {
   agentFlowSources,
   cpuSeconds,

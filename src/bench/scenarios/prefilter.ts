@@ -16,7 +16,8 @@ import { prefilterProgram, PREFILTER_PROGRAM_NAME } from '../../dataplane/ebpf/p
 import { availableBackends } from '../../dataplane/registry.js';
 import type { IR } from '../../ir/types.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { denyList, firstAddress } from './support/cidrs.js';
 import { buildFrame, IPPROTO_UDP, MIN_FRAME } from './support/frames.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC } from './support/topology.js';

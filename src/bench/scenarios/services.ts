@@ -22,7 +22,8 @@ import { converge, labDown, type LabState } from '../../lab/index.js';
 import { validateManifestTexts, type Model } from '../../model/index.js';
 import { currentCgroup, moveToCgroup, startConnects, type Connecting } from '../../netns/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario } from '../types.js';
+import type { BenchRow } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 const LAB = 'bench-svc';
 const BACKENDS: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];

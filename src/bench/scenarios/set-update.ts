@@ -12,7 +12,8 @@ import { runInNetnsOrThrow } from '../../dataplane/exec.js';
 import { MAP } from '../../dataplane/ebpf/layout.js';
 import { MAP_SPECS } from '../../dataplane/ebpf/maps.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { distinctAddresses } from './support/cidrs.js';
 import { BenchNetns, benchTag } from './support/netns.js';
 

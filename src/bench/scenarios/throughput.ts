@@ -16,7 +16,8 @@ import { converge, labDown, type LabBackend, type LabPod } from '../../lab/index
 import { validateManifestTexts, type Model } from '../../model/index.js';
 import { requireTool, spawnInNetns } from '../../netns/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 export interface ThroughputOptions {
   seconds: number;
