@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ZodError } from 'zod';
 import { advise, parseWorkload, workloadFromIR, type Advice } from '../advise/index.js';
+import { probeCapabilities } from '../advise/probe.js';
 import type { BenchReport } from '../bench/results.js';
 import { runBench } from '../bench/runner.js';
 import { scenarioNames } from '../bench/registry.js';
@@ -80,7 +81,10 @@ export function register(program: Command): void {
             report = await runBench(available, { quick: true, progress: process.stderr.isTTY === true });
           }
         }
-        const result = advise(workload, report);
+        const capabilities = probeCapabilities();
+        if (Object.keys(capabilities).length === 0)
+          process.stderr.write('not root: kernel features not probed; every backend counts as runnable\n');
+        const result = advise(workload, report, capabilities);
         if (opts.json) return printJson({ workload, ...result });
         process.stdout.write(render(result) + '\n');
       },

@@ -20,6 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { advise, parseWorkload, workloadFromIR } from '../advise/index.js';
+import { probeCapabilities } from '../advise/probe.js';
 import { scenarioSvg, type BenchReport } from '../bench/results.js';
 import { reachMatrix } from '../calc/index.js';
 import * as fanout from './agents.js';
@@ -189,7 +190,7 @@ async function bench(opts: ConsoleOptions): Promise<unknown> {
       })),
     workloadFrom,
     workload,
-    advice: advise(workload, report),
+    advice: advise(workload, report, probeCapabilities()),
   };
 }
 

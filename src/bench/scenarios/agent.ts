@@ -253,6 +253,8 @@ export function agentScaleOptions(quick: boolean): AgentScaleOptions {
 export const TARGET_RSS_MIB = 150;
 export const TARGET_SYNC_MS = 5000;
 export const TARGET_ENDPOINTS = 10_000;
+/** The backend the sync and RSS targets are set for. */
+const TARGET_BACKEND: BackendName = 'ebpf';
 const NODE = 'node-1';
 const PODS_PER_NAMESPACE = 100;
 const PODS_PER_NODE = 100;
@@ -615,13 +617,13 @@ export interface TargetVerdict {
   rssPass: boolean;
 }
 
-/** PASS/FAIL of the eBPF targets at the largest size measured on eBPF. */
+/** PASS/FAIL of the targets at the largest size measured on the target backend (eBPF). */
 export function ebpfVerdict(data: AgentScaleData): TargetVerdict | undefined {
   const point = [...data.points]
-    .filter((p) => p.samples.some((s) => s.backend === 'ebpf'))
+    .filter((p) => p.samples.some((s) => s.backend === TARGET_BACKEND))
     .sort((a, b) => b.spec.endpoints - a.spec.endpoints)[0];
   if (!point) return undefined;
-  const ss = point.samples.filter((s) => s.backend === 'ebpf');
+  const ss = point.samples.filter((s) => s.backend === TARGET_BACKEND);
   const syncMs = median(ss.map((s) => s.fullSyncMs));
   const rssMiB = Math.max(...ss.map((s) => Math.max(s.rssAfterSyncMiB, s.rssAfterUpdatesMiB)));
   const hwmMiB = Math.max(...ss.map((s) => s.hwmMiB));
