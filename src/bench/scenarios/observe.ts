@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { AgentStatus } from '../../agent/agent.js';
 import { agentRequest } from '../../agent/client.js';
+import type { LaunchedAgent } from '../../agent/launch.js';
 import type { BackendName } from '../../dataplane/backend.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
@@ -50,11 +51,10 @@ import {
   agentFlowSources,
   cpuSeconds,
   resetNode,
-  spawnAgent,
+  startAgent,
   stopAgent,
-  waitForAgent,
-  type AgentHandle,
-} from './agent.js';
+  waitForSync,
+} from './support/agents.js';
 
 export interface ObserveOptions {
   /** Rounds; each runs every backend once with flows off and once on (ABBA across rounds). */
@@ -283,14 +283,14 @@ async function setUpLab(backend: BackendName, prefix: string): Promise<BackendLa
   return { backend, lab, state: r.state, client, server, cgroup: (p) => join(r.state.cgroupRoot, p.slug) };
 }
 
-async function startAgents(lab: BackendLab, flows: Flows): Promise<AgentHandle[]> {
-  const handles: AgentHandle[] = [];
+async function startAgents(lab: BackendLab, flows: Flows): Promise<LaunchedAgent[]> {
+  const handles: LaunchedAgent[] = [];
   try {
     for (const node of lab.state.topology?.nodes ?? []) {
       const stateDir = agentStateDir(lab.lab, node.name);
       await resetNode(lab.backend, { scope: lab.lab, node: node.name, netns: node.netns }, stateDir);
       handles.push(
-        spawnAgent({
+        startAgent({
           lab: lab.lab,
           node: node.name,
           netns: node.netns,
@@ -303,7 +303,7 @@ async function startAgents(lab: BackendLab, flows: Flows): Promise<AgentHandle[]
     }
     await Promise.all(
       handles.map((h) =>
-        waitForAgent(h, (s) => s.revision === REVISION && s.lastApply !== undefined, SYNC_TIMEOUT_MS),
+        waitForSync(h, (s) => s.revision === REVISION && s.lastApply !== undefined, SYNC_TIMEOUT_MS),
       ),
     );
   } catch (e) {
