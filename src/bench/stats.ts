@@ -15,3 +15,17 @@ export function summarize(backend: string, params: BenchRow['params'], samples: 
     samples,
   };
 }
+
+/** The nearest-rank median (the lower middle of an even count); NaN for no values. */
+export function median(values: readonly number[]): number {
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
+}
+
+/** The upper middle value (of an even count, the larger of the two); NaN for no values. */
+export function upperMedian(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}

@@ -31,8 +31,8 @@ import type { BackendName } from '../../dataplane/backend.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
-import { summarize } from '../stats.js';
+import type { Model } from '../../model/index.js';
+import { median, summarize } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
 import {
@@ -44,6 +44,7 @@ import {
   stopAgent,
   waitForSync,
 } from './support/agents.js';
+import { benchModel } from './support/manifests.js';
 
 export interface AgentScalePoint {
   endpoints: number;
@@ -66,37 +67,24 @@ export interface AgentScaleOptions {
 
 const ALL: readonly BackendName[] = ['ebpf', 'nftables', 'iptables'];
 
+export const TARGET_RSS_MIB = 150;
+export const TARGET_SYNC_MS = 5000;
+export const TARGET_ENDPOINTS = 10_000;
+/** The backend the sync and RSS targets are set for. */
+const TARGET_BACKEND: BackendName = 'ebpf';
+
 /**
  * Building the desired state grows faster than linearly with the cluster (see the notes), so
  * --quick stays at 1k endpoints, where every backend takes seconds; the full run adds the 10k of
  * the target on eBPF alone (minutes per sync on a 2-core machine today).
  */
 export function agentScaleOptions(quick: boolean): AgentScaleOptions {
-  return quick
-    ? {
-        points: [{ endpoints: 1000, backends: ALL }],
-        localPods: 20,
-        policiesPerPod: 10,
-        repetitions: 1,
-        updates: 3,
-      }
-    : {
-        points: [
-          { endpoints: 2000, backends: ALL },
-          { endpoints: 10_000, backends: ['ebpf'] },
-        ],
-        localPods: 100,
-        policiesPerPod: 10,
-        repetitions: 1,
-        updates: 2,
-      };
+  const shared = { policiesPerPod: 10, repetitions: 1 };
+  if (quick) return { ...shared, points: [{ endpoints: 1000, backends: ALL }], localPods: 20, updates: 3 };
+  const target = { endpoints: TARGET_ENDPOINTS, backends: [TARGET_BACKEND] };
+  return { ...shared, points: [{ endpoints: 2000, backends: ALL }, target], localPods: 100, updates: 2 };
 }
 
-export const TARGET_RSS_MIB = 150;
-export const TARGET_SYNC_MS = 5000;
-export const TARGET_ENDPOINTS = 10_000;
-/** The backend the sync and RSS targets are set for. */
-const TARGET_BACKEND: BackendName = 'ebpf';
 const NODE = 'node-1';
 const PODS_PER_NAMESPACE = 100;
 const PODS_PER_NODE = 100;
@@ -204,11 +192,7 @@ function localModel(spec: ClusterSpec): Model {
     ...namespaces.map((n) => `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${n}\n`),
     ...spec.local.map(podDoc),
   ];
-  const { model: m, issues } = validateManifestTexts([
-    { file: 'agent-local.yaml', text: docs.join('---\n') },
-  ]);
-  if (!m) throw new Error(`agent bench lab model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  return benchModel('agent bench lab', 'agent-local.yaml', docs);
 }
 
 export interface AgentScaleSample {
@@ -395,8 +379,6 @@ export async function measureAgentScale(
   for (const point of options.points) points.push(await measurePoint(ctx, options, point, lab));
   return { options, points };
 }
-
-const median = (xs: readonly number[]): number => summarize('', {}, [...xs]).median;
 
 export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
   const rows: BenchRow[] = [];

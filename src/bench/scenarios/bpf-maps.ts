@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Assembler, BpfMap, codecs, Program, XdpAction, type Codec } from '../../bpf/index.js';
-import { summarize } from '../stats.js';
+import { summarize, upperMedian } from '../stats.js';
 import type { BenchRow } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
 
@@ -137,11 +137,6 @@ function measureEmptyXdp(
   return { row, kernelNs, wallNs };
 }
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
-
 export const scenario: BenchScenario = {
   name: 'bpf-maps',
   description:
@@ -163,7 +158,7 @@ export const scenario: BenchScenario = {
       better: 'higher',
       rows,
       notes: [
-        `empty XDP program under BPF_PROG_TEST_RUN: ${median(xdp.kernelNs).toFixed(1)} ns/packet as the kernel measures it (${median(xdp.wallNs).toFixed(1)} ns by the wall clock over repeat=${repeat}) — the baseline for generated programs`,
+        `empty XDP program under BPF_PROG_TEST_RUN: ${upperMedian(xdp.kernelNs).toFixed(1)} ns/packet as the kernel measures it (${upperMedian(xdp.wallNs).toFixed(1)} ns by the wall clock over repeat=${repeat}) — the baseline for generated programs`,
         'single = one bpf(2) call per element through koffi; batch = BPF_MAP_UPDATE_BATCH / BPF_MAP_LOOKUP_BATCH (4096 per call); lookup batch reads the whole map',
       ],
     };

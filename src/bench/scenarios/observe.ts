@@ -24,27 +24,18 @@
  * the agents' CPU and the events recorded/lost while on are in the notes.
  */
 import type { ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { AgentStatus } from '../../agent/agent.js';
 import { agentRequest } from '../../agent/client.js';
 import type { LaunchedAgent } from '../../agent/launch.js';
 import type { BackendName } from '../../dataplane/backend.js';
-import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
 import { converge, labDown, type LabPod, type LabState } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
-import {
-  currentCgroup,
-  moveToCgroup,
-  requireTool,
-  spawnInNetns,
-  startConnects,
-  type Connecting,
-} from '../../netns/index.js';
+import type { Model } from '../../model/index.js';
+import { currentCgroup, requireTool, spawnInNetns } from '../../netns/index.js';
 import type { FlowStats } from '../../observe/flows.js';
-import { summarize } from '../stats.js';
+import { median, summarize } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
 import {
@@ -55,6 +46,9 @@ import {
   stopAgent,
   waitForSync,
 } from './support/agents.js';
+import { connectBatch } from './support/connect.js';
+import { measuredBackends } from './support/test-run.js';
+import { allowYaml, benchModel, namespaceYaml, podYaml } from './support/manifests.js';
 
 export interface ObserveOptions {
   /** Rounds; each runs every backend once with flows off and once on (ABBA across rounds). */
@@ -84,44 +78,23 @@ const CONNECT_TIMEOUT_MS = 2000;
 const REVISION = 'observe';
 const SYNC_TIMEOUT_MS = 120_000;
 
-const MANIFESTS = `apiVersion: v1
-kind: Namespace
-metadata: { name: bench, labels: { ns: bench } }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: bench, labels: { app: client } }
-spec: { nodeName: node-1, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: bench, labels: { app: server } }
-spec: { nodeName: node-2, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: { name: server-from-client, namespace: bench }
-spec:
-  podSelector: { matchLabels: { app: server } }
-  ingress:
-    - from: [{ podSelector: { matchLabels: { app: client } } }]
-      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: { name: client-to-server, namespace: bench }
-spec:
-  podSelector: { matchLabels: { app: client } }
-  policyTypes: [Egress]
-  egress:
-    - to: [{ podSelector: { matchLabels: { app: server } } }]
-      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
-`;
-
 function model(): Model {
-  const { model: m, issues } = validateManifestTexts([{ file: 'observe.yaml', text: MANIFESTS }]);
-  if (!m) throw new Error(`observe model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  const ns = 'bench';
+  const ports = [PROBE_PORT, IPERF_PORT];
+  return benchModel('observe', 'observe.yaml', [
+    namespaceYaml(ns),
+    podYaml({ ns, name: 'client', node: 'node-1', ports: [PROBE_PORT] }),
+    podYaml({ ns, name: 'server', node: 'node-2', ports: [PROBE_PORT] }),
+    allowYaml({
+      ns,
+      name: 'server-from-client',
+      pods: 'server',
+      direction: 'ingress',
+      peer: 'client',
+      ports,
+    }),
+    allowYaml({ ns, name: 'client-to-server', pods: 'client', direction: 'egress', peer: 'server', ports }),
+  ]);
 }
 
 type Flows = 'off' | 'on';
@@ -224,44 +197,13 @@ async function bulk(lab: BackendLab, seconds: number): Promise<number[]> {
   }
 }
 
-function established(fd: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = new net.Socket({ fd, readable: true, writable: true });
-    let done = false;
-    const finish = (ok: boolean): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => finish(false), CONNECT_TIMEOUT_MS);
-    // The write completes once the handshake has.
-    sock.write('\n', (err) => finish(!err));
-    sock.on('error', () => finish(false));
-  });
-}
-
 /** A batch of concurrent connects from the client pod (its netns and cgroup): established per second. */
 async function connectionBatch(lab: BackendLab, home: string): Promise<{ rate: number; failed: number }> {
-  const targets = Array.from({ length: BATCH }, () => ({
-    address: lab.server.address,
-    port: PROBE_PORT,
-    protocol: 'TCP' as const,
-  }));
-  const start = performance.now();
-  moveToCgroup(lab.cgroup(lab.client), process.pid);
-  let connecting: Connecting[];
-  try {
-    connecting = startConnects(lab.client.netns, targets);
-  } finally {
-    moveToCgroup(home, process.pid);
-  }
-  const results = await Promise.all(
-    connecting.map((c) => ('error' in c ? Promise.resolve(false) : established(c.fd))),
-  );
-  const ok = results.filter(Boolean).length;
-  return { rate: ok / ((performance.now() - start) / 1000), failed: BATCH - ok };
+  const targets = Array.from({ length: BATCH }, () => ({ address: lab.server.address, port: PROBE_PORT }));
+  const client = { netns: lab.client.netns, cgroup: lab.cgroup(lab.client) };
+  const { handshakes, ms } = await connectBatch(client, targets, home, CONNECT_TIMEOUT_MS);
+  const ok = handshakes.filter((h) => h !== undefined).length;
+  return { rate: ok / (ms / 1000), failed: BATCH - ok };
 }
 
 async function setUpLab(backend: BackendName, prefix: string): Promise<BackendLab> {
@@ -381,8 +323,7 @@ async function turn(
 
 export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): Promise<ObserveData> {
   requireTool('iperf3');
-  const wanted = opts.backends ?? ORDER;
-  const names = ORDER.filter((n) => wanted.includes(n) && availableBackends().includes(n));
+  const names = measuredBackends(ORDER, opts.backends);
   ctx.progress.total(names.length * (1 + 2 * opts.rounds));
   const prefix = opts.labPrefix ?? `bob${process.pid % 100_000}`;
   const labs: BackendLab[] = [];
@@ -409,8 +350,6 @@ export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): P
   }
   return { options: opts, turns };
 }
-
-const median = (xs: readonly number[]): number => (xs.length ? summarize('', {}, [...xs]).median : NaN);
 
 export interface ObserveCost {
   backend: BackendName;
