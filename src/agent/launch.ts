@@ -118,13 +118,14 @@ export function launchAgent(spec: AgentLaunchSpec): LaunchedAgent {
   } finally {
     closeSync(log);
   }
-  if (child.pid === undefined) throw new AgentLaunchError(`cannot start the agent of node ${spec.node}`);
-  if (spec.outlive) child.unref();
+  // Listening before anything can throw: a failed spawn reports 'error' later, and unheard it would crash.
   let code: number | undefined;
   const exited = new Promise<number>((resolve) => {
     child.on('error', () => resolve((code = -1)));
     child.on('exit', (c) => resolve((code = c ?? -1)));
   });
+  if (child.pid === undefined) throw new AgentLaunchError(`cannot start the agent of node ${spec.node}`);
+  if (spec.outlive) child.unref();
   return {
     spec,
     pid: child.pid,
