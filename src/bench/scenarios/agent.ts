@@ -34,7 +34,7 @@ import { converge, labDown, type LabState } from '../../lab/index.js';
 import type { Model } from '../../model/index.js';
 import { median, summarize } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
-import type { BenchContext, BenchScenario } from '../types.js';
+import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
 import {
   agentFlowSources,
   cpuSeconds,
@@ -474,9 +474,11 @@ function targetVerdicts(data: AgentScaleData): string[] {
   ];
 }
 
-export const scenario: BenchScenario = {
+export const scenario: BenchScenario = measuredScenario({
   name: 'agent',
   description:
     'a real agent process at 10k endpoints × 10 policies each: full sync time, one label change, RSS (targets on eBPF: < 5 s, < 150 MB)',
-  run: async (ctx) => agentScaleResult(await measureAgentScale(ctx, agentScaleOptions(ctx.quick))),
-};
+  options: agentScaleOptions,
+  measure: measureAgentScale,
+  result: agentScaleResult,
+});

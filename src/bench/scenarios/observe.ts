@@ -37,7 +37,7 @@ import { currentCgroup, requireTool, spawnInNetns } from '../../netns/index.js';
 import type { FlowStats } from '../../observe/flows.js';
 import { median, summarize } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
-import type { BenchContext, BenchScenario } from '../types.js';
+import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
 import {
   agentFlowSources,
   cpuSeconds,
@@ -432,9 +432,11 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
   return { name: 'observe', unit: '% of flows-off', better: 'higher', rows, notes };
 }
 
-export const scenario: BenchScenario = {
+export const scenario: BenchScenario = measuredScenario({
   name: 'observe',
   description:
     'throughput (bulk TCP and connection rate) with flow records on vs off per backend, a real agent per node (target: ≤ 5% cost on eBPF)',
-  run: async (ctx) => observeResult(await measureObserve(ctx, observeOptions(ctx.quick))),
-};
+  options: observeOptions,
+  measure: measureObserve,
+  result: observeResult,
+});
