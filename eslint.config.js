@@ -2,18 +2,6 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import layers from './eslint-rules/layers.js';
 
-/**
- * TEMPORARY (issue 16): imports that break the layers today and are being fixed. The layers rule lets exactly
- * these { file, import } pairs pass and reports an entry that no longer occurs, so this list can only shrink.
- * Empty it; never add to it.
- */
-const KNOWN_VIOLATIONS = [
-  { file: 'src/advise/advise.ts', import: '../bench/runner.js' },
-  { file: 'src/advise/evidence.ts', import: '../bench/runner.js' },
-  { file: 'src/advise/evidence.ts', import: '../bench/types.js' },
-  { file: 'src/console/server.ts', import: '../bench/runner.js' },
-];
-
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'bench-results/**'] },
   js.configs.recommended,
@@ -33,7 +21,7 @@ export default tseslint.config(
     files: ['src/**/*.ts', 'web/**/*.ts', 'web/**/*.tsx', 'eslint.config.js'],
     plugins: { switchyard: layers },
     rules: {
-      'switchyard/layers': ['error', { knownViolations: KNOWN_VIOLATIONS, listedIn: 'eslint.config.js' }],
+      'switchyard/layers': 'error',
     },
   },
 );

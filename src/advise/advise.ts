@@ -1,12 +1,13 @@
 /** Per-concern recommendations → one backend to run, plus what belongs outside the packet filter. */
-import { release } from 'node:os';
-import type { BenchReport } from '../bench/runner.js';
+import type { BenchReport } from '../bench/results.js';
+import type { BackendName } from '../dataplane/backend.js';
+import { ADVISED_BACKENDS, canRun, lackedFeatures, type Capabilities } from './capabilities.js';
 import { EvidenceBook } from './evidence.js';
-import { ebpfSupported, RULES, type Choice, type Recommendation } from './rules.js';
+import { RULES, type Choice, type Recommendation } from './rules.js';
 import type { Workload } from './workload.js';
 
-export type BackendChoice = 'ebpf' | 'iptables' | 'nftables';
-const BACKENDS: readonly BackendChoice[] = ['ebpf', 'iptables', 'nftables'];
+export type BackendChoice = BackendName;
+const BACKENDS = ADVISED_BACKENDS;
 const OUTSIDE: ReadonlySet<Choice> = new Set(['proxy', 'mesh', 'wireguard']);
 
 export interface Advice {
@@ -17,7 +18,8 @@ export interface Advice {
   recommendations: Recommendation[];
   /** Jobs for something other than a packet filter (proxy, mesh, WireGuard). */
   elsewhere: Recommendation[];
-  kernel: string;
+  /** Kernel features some backend needs that the probes found missing, e.g. "tcx (Linux 6.6+)". */
+  kernelLacks: string[];
   measured: boolean;
 }
 
@@ -27,9 +29,13 @@ const TIE_BREAK: Record<Workload['priority'], BackendChoice> = {
   cpu: 'ebpf',
 };
 
-export function advise(workload: Workload, report?: BenchReport): Advice {
-  const kernel = workload.kernel ?? report?.machine.kernel ?? release();
-  const ctx = { workload, evidence: new EvidenceBook(report), kernel };
+/** `capabilities`: the kernel's answers to the feature probes (src/advise/probe.ts at the edge). */
+export function advise(
+  workload: Workload,
+  report: BenchReport | undefined,
+  capabilities: Capabilities,
+): Advice {
+  const ctx = { workload, evidence: new EvidenceBook(report), capabilities };
   const recommendations = RULES.map((r) => r(ctx)).filter((r): r is Recommendation => r !== undefined);
   const elsewhere = recommendations.filter((r) => OUTSIDE.has(r.choice));
   const votes = new Map<BackendChoice, Recommendation[]>(BACKENDS.map((b) => [b, []]));
@@ -37,7 +43,7 @@ export function advise(workload: Workload, report?: BenchReport): Advice {
     if ((BACKENDS as readonly string[]).includes(r.choice)) votes.get(r.choice as BackendChoice)?.push(r);
   }
   const score = (b: BackendChoice): number => (votes.get(b) ?? []).reduce((n, r) => n + r.weight, 0);
-  const allowed = BACKENDS.filter((b) => b !== 'ebpf' || ebpfSupported(kernel));
+  const allowed = BACKENDS.filter((b) => canRun(b, capabilities));
   const tieBreak = allowed.includes(TIE_BREAK[workload.priority]) ? TIE_BREAK[workload.priority] : 'nftables';
   const backend = allowed.reduce((best, b) => {
     const diff = score(b) - score(best);
@@ -56,7 +62,7 @@ export function advise(workload: Workload, report?: BenchReport): Advice {
     decidedBy,
     recommendations,
     elsewhere,
-    kernel,
+    kernelLacks: lackedFeatures(capabilities),
     measured: recommendations.some((r) => r.measured),
   };
 }

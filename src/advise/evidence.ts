@@ -1,6 +1,5 @@
 /** Reading bench results as evidence: the rows a rule compares, and how they compare. */
-import type { BenchReport } from '../bench/runner.js';
-import type { BenchRow, BenchScenarioResult } from '../bench/types.js';
+import type { BenchReport, BenchRow, BenchScenarioResult } from '../bench/results.js';
 
 export interface Evidence {
   scenario: string;

@@ -4,8 +4,17 @@
  * are where the measured curves of this project's benches cross or where a documented limitation
  * starts, and each is named here so a test can pin it.
  */
+import {
+  ADVISED_BACKENDS,
+  canRun,
+  featureLabel,
+  hasTrait,
+  missingFeatures,
+  runnableWith,
+  type Capabilities,
+} from './capabilities.js';
 import { EvidenceBook, formatComparison, type Evidence } from './evidence.js';
-import { kernelAtLeast, type Workload } from './workload.js';
+import type { Workload } from './workload.js';
 
 export type Choice = 'ebpf' | 'iptables' | 'nftables' | 'any' | 'proxy' | 'mesh' | 'wireguard';
 
@@ -28,14 +37,12 @@ export interface Recommendation {
 export interface AdviseContext {
   workload: Workload;
   evidence: EvidenceBook;
-  /** Kernel release to judge feature support by. */
-  kernel: string;
+  /** What the kernel the advice is for can do (feature probes). */
+  capabilities: Capabilities;
 }
 
 type Rule = (ctx: AdviseContext) => Recommendation | undefined;
 
-/** tcx (link-based tc attach) arrived in 6.6; the eBPF backend attaches policy with it. */
-export const EBPF_MIN_KERNEL: [number, number] = [6, 6];
 /** Up to here a linear iptables chain is as fast as the alternatives and simplest to read and debug. */
 export const SMALL_RULESET = 50;
 /** From here kube-proxy-style per-service chains dominate connection setup cost. */
@@ -49,10 +56,6 @@ export const TIE_FACTOR = 1.2;
 export const NEGLIGIBLE_NS_PER_PACKET = 1000;
 /** Measured capacity at least this many times the workload's need means every backend keeps up. */
 export const HEADROOM = 10;
-
-export function ebpfSupported(kernel: string): boolean {
-  return kernelAtLeast(kernel, ...EBPF_MIN_KERNEL);
-}
 
 /** Weight of a vote that only says "simpler, and fast enough". */
 export const PREFERENCE_WEIGHT = 0.5;
@@ -107,17 +110,22 @@ export const encryptionRule: Rule = ({ workload }) =>
       })
     : undefined;
 
-export const kernelRule: Rule = ({ kernel }) =>
-  ebpfSupported(kernel)
-    ? undefined
-    : rec({
-        concern: 'kernel support',
-        choice: 'nftables',
-        advice: `Kernel ${kernel} is older than ${EBPF_MIN_KERNEL.join('.')}: use a netfilter backend.`,
-        reasons: [
-          `The eBPF backend attaches policy with tcx links, which need Linux ${EBPF_MIN_KERNEL.join('.')} or later.`,
-        ],
-      });
+export const kernelRule: Rule = ({ capabilities }) => {
+  const unable = ADVISED_BACKENDS.filter((b) => !canRun(b, capabilities));
+  if (unable.length === 0) return undefined;
+  const missing = [...new Set(unable.flatMap((b) => missingFeatures(b, capabilities)))];
+  return rec({
+    concern: 'kernel support',
+    choice: 'nftables',
+    advice: `This kernel lacks ${missing.map((f) => featureLabel(f, capabilities)).join(', ')}: use a netfilter backend.`,
+    reasons: unable.flatMap((b) =>
+      missingFeatures(b, capabilities).map(
+        (f) =>
+          `the ${b} backend needs ${featureLabel(f, capabilities)}; probe: ${capabilities[f]?.detail ?? 'failed'}`,
+      ),
+    ),
+  });
+};
 
 export const policyRule: Rule = ({ workload, evidence }) => {
   const rules = workload.rulesPerEndpoint;
@@ -126,17 +134,21 @@ export const policyRule: Rule = ({ workload, evidence }) => {
   const c = evidence.compare('policy', { rules });
   if (c) {
     const tie = c.ranking.filter((r) => r.behind <= TIE_FACTOR).map((r) => r.backend);
-    const iptables = c.ranking.find((r) => r.backend === 'iptables');
-    const extra = iptables && c.ranking[0] ? iptables.median - c.ranking[0].median : Number.POSITIVE_INFINITY;
+    // The backend of linear rule chains: the simplest to operate, and fast enough for few rules.
+    const simplest = c.ranking.find((r) => hasTrait(r.backend, (t) => t.linearRules));
+    const extra = simplest && c.ranking[0] ? simplest.median - c.ranking[0].median : Number.POSITIVE_INFINITY;
     const simple =
-      small && simplicityFirst && (tie.includes('iptables') || extra <= NEGLIGIBLE_NS_PER_PACKET);
+      simplest !== undefined &&
+      small &&
+      simplicityFirst &&
+      (tie.includes(simplest.backend) || extra <= NEGLIGIBLE_NS_PER_PACKET);
     return rec({
       concern: 'policy enforcement',
-      choice: (simple ? 'iptables' : c.best) as Choice,
+      choice: (simple ? simplest.backend : c.best) as Choice,
       advice: simple
         ? extra > 0
-          ? `With ~${rules} rules per endpoint iptables costs ${extra.toFixed(0)} ns/packet more than ${c.best}: negligible (under ${NEGLIGIBLE_NS_PER_PACKET} ns), and it is the simplest to operate.`
-          : `With ~${rules} rules per endpoint iptables is as fast as the rest and the simplest to operate.`
+          ? `With ~${rules} rules per endpoint ${simplest.backend} costs ${extra.toFixed(0)} ns/packet more than ${c.best}: negligible (under ${NEGLIGIBLE_NS_PER_PACKET} ns), and it is the simplest to operate.`
+          : `With ~${rules} rules per endpoint ${simplest.backend} is as fast as the rest and the simplest to operate.`
         : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
       reasons: [`measured per-packet cost: ${formatComparison(c, 'ns/packet')}`],
       evidence: c.evidence,
@@ -180,7 +192,7 @@ export const setUpdateRule: Rule = ({ workload, evidence }) => {
   });
 };
 
-export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
+export const servicesRule: Rule = ({ workload, evidence, capabilities }) => {
   if (workload.services === 0) return undefined;
   const c = evidence.compare('services', { services: workload.services });
   const many = workload.services >= MANY_SERVICES;
@@ -196,16 +208,13 @@ export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
     });
   }
   if (c) {
-    const choice = (
-      !ebpfSupported(kernel) && c.best === 'ebpf' ? (c.ranking[1]?.backend ?? 'nftables') : c.best
-    ) as Choice;
+    const choice = (c.ranking.find((r) => canRun(r.backend, capabilities))?.backend ?? 'nftables') as Choice;
     return rec({
       concern: 'service load balancing',
       choice,
-      advice:
-        choice === 'ebpf'
-          ? `eBPF connect-time balancing: the backend is chosen once per connection, no per-packet NAT, flat in the number of services.`
-          : `${choice} sets up connections fastest at ${workload.services} services.`,
+      advice: hasTrait(choice, (t) => t.serviceBalancing === 'connect-time')
+        ? `eBPF connect-time balancing: the backend is chosen once per connection, no per-packet NAT, flat in the number of services.`
+        : `${choice} sets up connections fastest at ${workload.services} services.`,
       reasons: [`measured new-connection rate: ${formatComparison(c, 'conn/s')}`],
       evidence: c.evidence,
       measured: true,
@@ -213,7 +222,7 @@ export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
   }
   return rec({
     concern: 'service load balancing',
-    choice: many && ebpfSupported(kernel) ? 'ebpf' : 'any',
+    choice: (many && runnableWith(capabilities, (t) => t.serviceBalancing === 'connect-time')) || 'any',
     advice: many
       ? 'Many services: eBPF connect-time balancing avoids kube-proxy-style chains that grow with every service.'
       : 'Few services: every backend balances them cheaply.',
@@ -221,24 +230,25 @@ export const servicesRule: Rule = ({ workload, evidence, kernel }) => {
   });
 };
 
-export const prefilterRule: Rule = ({ workload, evidence, kernel }) => {
+export const prefilterRule: Rule = ({ workload, evidence, capabilities }) => {
   if (workload.prefilterEntries === 0) return undefined;
   const c = evidence.compare('prefilter', { cidrs: workload.prefilterEntries });
   const flood = workload.floodPacketsPerSecond;
   if (c) {
     const best = c.ranking[0];
-    const rawTable = c.ranking.find((r) => r.backend !== 'ebpf');
+    const atXdp = (b: string): boolean => hasTrait(b, (t) => t.prefilterHook === 'xdp');
+    const rawTable = c.ranking.find((r) => !atXdp(r.backend));
     const rawKeepsUp = rawTable !== undefined && flood > 0 && rawTable.median >= 2 * flood;
+    const xdpRuns = runnableWith(capabilities, (t) => t.prefilterHook === 'xdp') !== undefined;
     const choice = (
-      rawKeepsUp || !ebpfSupported(kernel) ? (rawTable?.backend ?? 'iptables') : (best?.backend ?? 'ebpf')
+      rawKeepsUp || !xdpRuns ? (rawTable?.backend ?? 'iptables') : (best?.backend ?? 'ebpf')
     ) as Choice;
     return rec({
       concern: 'DDoS prefilter',
       choice,
-      advice:
-        choice === 'ebpf'
-          ? 'Drop deny-listed sources at XDP, before the stack allocates anything.'
-          : `The raw table drops ${flood} pps with room to spare; XDP is not needed at this rate.`,
+      advice: atXdp(choice)
+        ? 'Drop deny-listed sources at XDP, before the stack allocates anything.'
+        : `The raw table drops ${flood} pps with room to spare; XDP is not needed at this rate.`,
       reasons: [`measured drop rate with ${workload.prefilterEntries} CIDRs: ${formatComparison(c, 'pps')}`],
       evidence: c.evidence,
       measured: true,
@@ -246,19 +256,20 @@ export const prefilterRule: Rule = ({ workload, evidence, kernel }) => {
   }
   return rec({
     concern: 'DDoS prefilter',
-    choice: ebpfSupported(kernel) ? 'ebpf' : 'iptables',
+    choice: runnableWith(capabilities, (t) => t.prefilterHook === 'xdp') ?? 'iptables',
     advice: 'XDP drops before socket buffers are allocated; the raw table drops after.',
     reasons: ['not measured in this run: run `switchyard bench prefilter`'],
   });
 };
 
-export const observabilityRule: Rule = ({ workload, evidence, kernel }) => {
+export const observabilityRule: Rule = ({ workload, evidence, capabilities }) => {
   if (!workload.flowLogs && !workload.processContext) return undefined;
   if (workload.processContext) {
+    const withProcess = runnableWith(capabilities, (t) => t.processContext);
     return rec({
       concern: 'flow records',
-      choice: ebpfSupported(kernel) ? 'ebpf' : 'any',
-      advice: ebpfSupported(kernel)
+      choice: withProcess ?? 'any',
+      advice: withProcess
         ? 'Process context (pid, comm) needs eBPF socket hooks: netfilter logs packets, not the process that sent them.'
         : 'Process context needs eBPF, which this kernel cannot run for Switchyard; netfilter gives flows without it.',
       reasons: ['NFLOG and conntrack events carry addresses and ports only'],

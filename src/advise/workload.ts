@@ -33,11 +33,6 @@ export const workloadSchema = z.strictObject({
   processContext: z.boolean().default(false),
   /** What matters most when backends tie. */
   priority: z.enum(['latency', 'cpu', 'simplicity']).default('simplicity'),
-  /** Kernel release, e.g. "6.1.0"; default: the running kernel. */
-  kernel: z
-    .string()
-    .regex(/^\d+\.\d+/, 'kernel must look like 6.1 or 6.1.0')
-    .optional(),
 });
 
 export type Workload = z.infer<typeof workloadSchema>;
@@ -45,15 +40,4 @@ export type WorkloadInput = z.input<typeof workloadSchema>;
 
 export function parseWorkload(input: unknown): Workload {
   return workloadSchema.parse(input);
-}
-
-/** "6.1.0-18-amd64" → [6, 1] */
-export function kernelVersion(release: string): [number, number] {
-  const m = /^(\d+)\.(\d+)/.exec(release);
-  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
-}
-
-export function kernelAtLeast(release: string, major: number, minor: number): boolean {
-  const [a, b] = kernelVersion(release);
-  return a > major || (a === major && b >= minor);
 }

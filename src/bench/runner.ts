@@ -2,12 +2,8 @@ import cliProgress from 'cli-progress';
 import { release } from 'node:os';
 import { availableParallelism } from 'node:os';
 import { scenarioLoaders } from './registry.js';
-import type { BenchContext, BenchScenarioResult } from './types.js';
-
-export interface BenchReport {
-  machine: { kernel: string; cpus: number; node: string };
-  scenarios: BenchScenarioResult[];
-}
+import type { BenchReport, BenchScenarioResult } from './results.js';
+import type { BenchContext } from './types.js';
 
 export async function runBench(
   names: string[],

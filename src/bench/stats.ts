@@ -1,5 +1,5 @@
 import { median, percentile } from '../util/stats.js';
-import type { BenchRow } from './types.js';
+import type { BenchRow } from './results.js';
 
 export { median, percentile };
 
@@ -14,4 +14,10 @@ export function summarize(backend: string, params: BenchRow['params'], samples: 
     p90: percentile(sorted, 90),
     samples,
   };
+}
+
+/** The upper middle value (of an even count, the larger of the two); NaN for no values. */
+export function upperMedian(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }

@@ -1,21 +1,4 @@
-/** One measured configuration of one backend in a scenario. */
-export interface BenchRow {
-  backend: string;
-  params: Record<string, string | number>;
-  median: number;
-  p10: number;
-  p90: number;
-  samples: number[];
-}
-
-export interface BenchScenarioResult {
-  name: string;
-  unit: string;
-  /** Whether a lower figure is better (latency, ns/packet) or a higher one (rates). */
-  better: 'lower' | 'higher';
-  rows: BenchRow[];
-  notes?: string[];
-}
+import type { BenchScenarioResult } from './results.js';
 
 export interface BenchContext {
   quick: boolean;
@@ -27,4 +10,19 @@ export interface BenchScenario {
   name: string;
   description: string;
   run(ctx: BenchContext): Promise<BenchScenarioResult>;
+}
+
+/** A scenario in two steps: measure (options chosen by --quick), then read the data as a result. */
+export function measuredScenario<O, D>(s: {
+  name: string;
+  description: string;
+  options(quick: boolean): O;
+  measure(ctx: BenchContext, options: O): Promise<D>;
+  result(data: D): BenchScenarioResult;
+}): BenchScenario {
+  return {
+    name: s.name,
+    description: s.description,
+    run: async (ctx) => s.result(await s.measure(ctx, s.options(ctx.quick))),
+  };
 }

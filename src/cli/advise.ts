@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ZodError } from 'zod';
 import { advise, parseWorkload, workloadFromIR, type Advice } from '../advise/index.js';
-import type { BenchReport } from '../bench/runner.js';
+import { probeCapabilities } from '../advise/probe.js';
+import type { BenchReport } from '../bench/results.js';
 import { runBench } from '../bench/runner.js';
 import { scenarioNames } from '../bench/registry.js';
 import { allocate, buildIR } from '../calc/index.js';
@@ -81,7 +82,10 @@ export function register(program: Command): void {
             report = await runBench(available, { quick: true, progress: process.stderr.isTTY === true });
           }
         }
-        const result = advise(workload, report);
+        const capabilities = probeCapabilities();
+        if (Object.keys(capabilities).length === 0)
+          process.stderr.write('not root: kernel features not probed; every backend counts as runnable\n');
+        const result = advise(workload, report, capabilities);
         if (opts.json) return printJson({ workload, ...result });
         process.stdout.write(render(result) + '\n');
       },

@@ -3,9 +3,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBench } from '../bench/runner.js';
 import { scenarioNames } from '../bench/registry.js';
-import { scenarioSvg } from '../bench/svg.js';
+import { scenarioSvg, type BenchRow, type BenchScenarioResult } from '../bench/results.js';
 import { formatTable, printJson } from './output.js';
-import type { BenchRow, BenchScenarioResult } from '../bench/types.js';
 
 function renderScenario(s: BenchScenarioResult): string {
   // A ratio only means something between backends measured with the same parameters.

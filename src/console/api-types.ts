@@ -102,7 +102,8 @@ export interface Advice {
   decidedBy: string[];
   recommendations: Recommendation[];
   elsewhere: Recommendation[];
-  kernel: string;
+  /** Kernel features some backend needs that the probes found missing, e.g. "tcx (Linux 6.6+)". */
+  kernelLacks: string[];
   measured: boolean;
 }
 

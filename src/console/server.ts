@@ -20,8 +20,8 @@ import type { AddressInfo } from 'node:net';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { advise, parseWorkload, workloadFromIR } from '../advise/index.js';
-import type { BenchReport } from '../bench/runner.js';
-import { scenarioSvg } from '../bench/svg.js';
+import { probeCapabilities } from '../advise/probe.js';
+import { scenarioSvg, type BenchReport } from '../bench/results.js';
 import { reachMatrix } from '../calc/index.js';
 import { errorMessage } from '../util/errors.js';
 import {
@@ -192,7 +192,7 @@ async function bench(opts: ConsoleOptions): Promise<BenchResponse> {
       })),
     workloadFrom,
     workload,
-    advice: advise(workload, report),
+    advice: advise(workload, report, probeCapabilities()),
   };
 }
 

@@ -4,18 +4,17 @@
  * cgroups) to the lab's `desired/` directory, and wait until every node's agent reports that
  * revision in force, or the error that kept it out.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
 import { DESIRED_FILE, isEtcdSource, type DesiredState } from '../agent/desired.js';
+import { AgentLaunchError, launchAgent, waitForAgent, type AgentWatch } from '../agent/launch.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
-import { cgroup2Mount, ensureCgroup } from '../netns/index.js';
+import { cgroup2Mount } from '../netns/index.js';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
-import { logTail, stopProcesses } from './detached.js';
+import { stopProcesses } from './detached.js';
 import { LabError } from './errors.js';
 import { AGENTS_CGROUP, CGROUP_DIR } from './names.js';
 import { labDir, isAlive } from './state.js';
@@ -45,13 +44,6 @@ export function desiredDir(lab: string): string {
 
 export function agentStateDir(lab: string, node: string): string {
   return join(labDir(lab), 'agents', node);
-}
-
-/** The CLI launcher agents run from (src/lab and dist/lab both sit two levels below it). */
-function cliEntry(): string {
-  const path = fileURLToPath(new URL('../../bin/switchyard', import.meta.url));
-  if (!existsSync(path)) throw new LabError(`switchyard's launcher not found at ${path}`);
-  return path;
 }
 
 /** Every agent process on the machine, by its command line. */
@@ -122,44 +114,27 @@ export function writeDesired(lab: string, state: DesiredState): void {
   renameSync(`${path}.tmp`, path);
 }
 
+/** The launcher's errors (exited, timed out) as the lab's, which the CLI prints as they are. */
+function asLabError(e: unknown): unknown {
+  return e instanceof AgentLaunchError ? new LabError(e.message, { cause: e }) : e;
+}
+
 function startAgent(lab: string, node: LabAgentNode, backend: BackendName, source: string): number {
-  const stateDir = agentStateDir(lab, node.name);
-  mkdirSync(stateDir, { recursive: true });
-  const log = openSync(agentLog(stateDir), 'a');
-  const args = [
-    cliEntry(),
-    'agent',
-    AGENT_MARK,
-    '--node',
-    node.name,
-    '--backend',
-    backend,
-    '--netns',
-    node.netns,
-    '--scope',
-    lab,
-    '--source',
-    source,
-    '--state-dir',
-    stateDir,
-  ];
-  if (isEtcdSource(source)) args.push('--cgroups', cgroupsFile(lab));
-  const cgroup = agentCgroup(lab, node.name);
-  ensureCgroup(cgroup);
-  // The shell joins the cgroup and then becomes the agent: every socket the agent opens is made
-  // inside it (a cgroup's socket programs see only sockets created there).
-  const child = spawn(
-    '/bin/sh',
-    ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), process.execPath, ...args],
-    {
-      detached: true,
-      stdio: ['ignore', log, log],
-    },
-  );
-  closeSync(log);
-  if (child.pid === undefined) throw new LabError(`cannot start the agent of node ${node.name}`);
-  child.unref();
-  return child.pid;
+  try {
+    return launchAgent({
+      node: node.name,
+      netns: node.netns,
+      backend,
+      scope: lab,
+      source,
+      stateDir: agentStateDir(lab, node.name),
+      ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab) } : {}),
+      cgroup: agentCgroup(lab, node.name),
+      outlive: true,
+    }).pid;
+  } catch (e) {
+    throw asLabError(e);
+  }
 }
 
 /**
@@ -214,6 +189,26 @@ function reached(have: string | undefined, wanted: string): boolean {
   return Number(have) >= Number(wanted);
 }
 
+/** Whether the agent's status shows `revision` in force; throws once its error has lasted `graceMs`. */
+function revisionInForce(node: string, revision: string, graceMs: number): (s: AgentStatus) => boolean {
+  let failingSince: number | undefined;
+  return (s) => {
+    if (reached(s.revision, revision) && reached(s.desiredRevision, revision) && !s.lastError) return true;
+    const failing =
+      s.lastError !== undefined &&
+      reached(s.desiredRevision, revision) &&
+      reached(s.lastError.revision ?? revision, revision);
+    failingSince = failing ? (failingSince ?? Date.now()) : undefined;
+    if (s.lastError && failingSince !== undefined && Date.now() - failingSince >= graceMs)
+      throw new LabError(
+        `the ${s.backend} backend failed on node ${node}: ${s.lastError.message}\n` +
+          `(the previous state stays in force; fix the cause and run 'switchyard lab apply')`,
+      );
+    return false;
+  };
+}
+
+/** Waits for the agent of `node` (started by this or an earlier command, so watched by pid). */
 async function waitForRevision(
   lab: string,
   node: string,
@@ -221,39 +216,23 @@ async function waitForRevision(
   revision: string,
   graceMs = 0,
 ): Promise<void> {
-  let failingSince: number | undefined;
   const stateDir = agentStateDir(lab, node);
-  const socket = apiSocket(stateDir);
-  const started = Date.now();
-  let answered = false;
-  for (;;) {
-    if (!isAlive(pid)) {
-      const tail = logTail(agentLog(stateDir), 8);
-      throw new LabError(`the agent of node ${node} exited${tail ? `:\n${tail}` : ''}`);
-    }
-    try {
-      const s = await agentRequest<AgentStatus>(socket, '/v1/status', { timeoutMs: 5000 });
-      answered = true;
-      if (reached(s.revision, revision) && reached(s.desiredRevision, revision) && !s.lastError) return;
-      const failing =
-        s.lastError !== undefined &&
-        reached(s.desiredRevision, revision) &&
-        reached(s.lastError.revision ?? revision, revision);
-      failingSince = failing ? (failingSince ?? Date.now()) : undefined;
-      if (s.lastError && failingSince !== undefined && Date.now() - failingSince >= graceMs)
-        throw new LabError(
-          `the ${s.backend} backend failed on node ${node}: ${s.lastError.message}\n` +
-            `(the previous state stays in force; fix the cause and run 'switchyard lab apply')`,
-        );
-    } catch (e) {
-      if (e instanceof LabError) throw e;
-      // not listening yet (first sync still running)
-    }
-    const limit = answered ? APPLY_TIMEOUT_MS : START_TIMEOUT_MS + APPLY_TIMEOUT_MS;
-    if (Date.now() - started > limit)
-      throw new LabError(
-        `the agent of node ${node} did not put revision ${revision} in force within ${limit / 1000} s`,
-      );
-    await new Promise((r) => setTimeout(r, 15));
+  const agent: AgentWatch = {
+    pid,
+    socket: apiSocket(stateDir),
+    what: `the agent of node ${node}`,
+    log: agentLog(stateDir),
+    exitCode: () => (isAlive(pid) ? undefined : null),
+  };
+  try {
+    await waitForAgent(agent, {
+      until: revisionInForce(node, revision, graceMs),
+      goal: `put revision ${revision} in force`,
+      timeoutMs: APPLY_TIMEOUT_MS,
+      startTimeoutMs: START_TIMEOUT_MS,
+      pollMs: 15,
+    });
+  } catch (e) {
+    throw asLabError(e);
   }
 }

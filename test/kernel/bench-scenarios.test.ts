@@ -16,7 +16,7 @@ import {
   throughputCpuResult,
   throughputResult,
 } from '../../src/bench/scenarios/throughput.js';
-import type { BenchScenarioResult } from '../../src/bench/types.js';
+import type { BenchScenarioResult } from '../../src/bench/results.js';
 import { listNetns } from '../../src/netns/index.js';
 import { quickContext } from '../support/bench.js';
 import { describeKernel } from '../support/kernel.js';

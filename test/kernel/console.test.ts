@@ -12,8 +12,9 @@ import { dirname, join, relative } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js';
+import { probeCapabilities } from '../../src/advise/probe.js';
 import { socketsIn } from '../../src/agent/client.js';
-import type { BenchReport } from '../../src/bench/runner.js';
+import type { BenchReport } from '../../src/bench/results.js';
 import { startConsole, type ConsoleServer } from '../../src/console/server.js';
 import { staticDir } from '../../src/util/http/static.js';
 import { converge, labDown, measureReach } from '../../src/lab/index.js';
@@ -219,7 +220,7 @@ describeBrowser(
       const report = JSON.parse(readFileSync(BENCH, 'utf8')) as BenchReport;
       const state = readState(LAB);
       if (!state) throw new Error('no lab state');
-      const expected = advise(parseWorkload(workloadFromIR(state.ir)), report);
+      const expected = advise(parseWorkload(workloadFromIR(state.ir)), report, probeCapabilities());
       await page.goto(`${server.url}#/bench`);
       await page.waitForSelector('[data-testid=advice]');
       // Every chart image loaded (an <img> that failed has no natural width).

@@ -1,13 +1,28 @@
 /** Table-driven: each advisor rule, with and without measurements, and the overall choice. */
 import { describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR, type WorkloadInput } from '../../src/advise/index.js';
-import type { BenchReport } from '../../src/bench/runner.js';
-import type { BenchScenarioResult } from '../../src/bench/types.js';
+import type { Capabilities } from '../../src/advise/index.js';
+import type { BenchReport } from '../../src/bench/results.js';
+import type { BenchScenarioResult } from '../../src/bench/results.js';
 import { loadManifests } from '../../src/model/index.js';
 import { compileIR } from '../support/manifests.js';
 
 const NEW_KERNEL = '6.18.0';
-const OLD_KERNEL = '5.15.0';
+
+/** Made-up probe results: a kernel with every feature, and one before tcx (say 5.15). */
+const feature = (available: boolean, since: string) => ({
+  available,
+  since,
+  detail: available ? 'ok' : 'EINVAL',
+});
+const MODERN: Capabilities = {
+  btf: feature(true, '5.4 with CONFIG_DEBUG_INFO_BTF'),
+  lpm_trie: feature(true, '4.11'),
+  ringbuf: feature(true, '5.8'),
+  redirect_peer: feature(true, '5.10'),
+  tcx: feature(true, '6.6'),
+};
+const NO_TCX: Capabilities = { ...MODERN, tcx: feature(false, '6.6') };
 
 function scenario(
   name: string,
@@ -61,6 +76,7 @@ const prefilterBench = scenario('prefilter', 'pps', 'higher', [
 interface Row {
   name: string;
   workload: WorkloadInput;
+  capabilities?: Capabilities;
   report?: BenchReport;
   concern: string;
   choice: string;
@@ -84,7 +100,8 @@ const rows: Row[] = [
   },
   {
     name: 'an old kernel rules eBPF out',
-    workload: { kernel: OLD_KERNEL, services: 20000 },
+    workload: { services: 20000 },
+    capabilities: NO_TCX,
     concern: 'kernel support',
     choice: 'nftables',
     // 20k services: nftables' verdict map beats iptables' per-service chains.
@@ -221,7 +238,7 @@ const rows: Row[] = [
 
 describe('advise rules', () => {
   it.each(rows)('$name', (row) => {
-    const a = advise(parseWorkload({ kernel: NEW_KERNEL, ...row.workload }), row.report);
+    const a = advise(parseWorkload(row.workload), row.report, row.capabilities ?? MODERN);
     const r = a.recommendations.find((x) => x.concern === row.concern);
     expect(r, `no recommendation for ${row.concern}: ${JSON.stringify(a.recommendations)}`).toBeDefined();
     expect(r?.choice).toBe(row.choice);
@@ -234,29 +251,41 @@ describe('advise rules', () => {
   });
 
   it('reads the nearest measured parameter (800 rules → the 1000-rule rows)', () => {
-    const a = advise(parseWorkload({ kernel: NEW_KERNEL, rulesPerEndpoint: 800 }), report(policyBench));
+    const a = advise(parseWorkload({ rulesPerEndpoint: 800 }), report(policyBench), MODERN);
     const r = a.recommendations.find((x) => x.concern === 'policy enforcement');
     expect(r?.evidence.every((e) => e.params.rules === 1000)).toBe(true);
   });
 
   it('never picks eBPF on a kernel without tcx, even when eBPF measured best', () => {
-    const a = advise(
-      parseWorkload({ kernel: OLD_KERNEL, services: 10000, processContext: true }),
-      report(servicesBench),
-    );
+    const a = advise(parseWorkload({ services: 10000, processContext: true }), report(servicesBench), NO_TCX);
     expect(a.backend).not.toBe('ebpf');
     expect(a.recommendations.find((r) => r.concern === 'service load balancing')?.choice).toBe('nftables');
   });
 
   it('with nothing to separate the backends, the priority decides', () => {
-    expect(advise(parseWorkload({ kernel: NEW_KERNEL, priority: 'simplicity' })).backend).toBe('iptables');
-    expect(advise(parseWorkload({ kernel: NEW_KERNEL, priority: 'latency' })).backend).toBe('ebpf');
+    expect(advise(parseWorkload({ priority: 'simplicity' }), undefined, MODERN).backend).toBe('iptables');
+    expect(advise(parseWorkload({ priority: 'latency' }), undefined, MODERN).backend).toBe('ebpf');
   });
 
   it('lists jobs for something other than a packet filter separately and names them in the summary', () => {
-    const a = advise(parseWorkload({ kernel: NEW_KERNEL, l7Rules: true, encryption: true }));
+    const a = advise(parseWorkload({ l7Rules: true, encryption: true }), undefined, MODERN);
     expect(a.elsewhere.map((e) => e.choice).sort()).toEqual(['proxy', 'wireguard']);
     expect(a.summary).toMatch(/L7 policy → proxy/);
+  });
+
+  it('says what the kernel lacks, from the probes', () => {
+    const a = advise(parseWorkload({}), undefined, NO_TCX);
+    const r = a.recommendations.find((x) => x.concern === 'kernel support');
+    expect(r?.advice).toBe('This kernel lacks tcx (Linux 6.6+): use a netfilter backend.');
+    expect(r?.reasons.join(' ')).toMatch(/ebpf backend needs tcx \(Linux 6\.6\+\); probe: EINVAL/);
+    expect(a.kernelLacks).toEqual(['tcx (Linux 6.6+)']);
+    expect(advise(parseWorkload({}), undefined, MODERN).recommendations.map((x) => x.concern)).not.toContain(
+      'kernel support',
+    );
+  });
+
+  it('counts features nobody could probe (no root) as present', () => {
+    expect(advise(parseWorkload({ priority: 'latency' }), undefined, {}).backend).toBe('ebpf');
   });
 
   it('rejects a bad workload field by name', () => {

@@ -24,183 +24,27 @@
  *   memory:       VmRSS after the first sync and after the label changes, VmHWM (peak), from
  *                 /proc/<pid>/status.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  openSync,
-  closeSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../agent/agent.js';
-import { agentRequest } from '../../agent/client.js';
-import { AGENT_MARK, agentLog, apiSocket } from '../../agent/paths.js';
 import type { BackendName } from '../../dataplane/backend.js';
-import { availableBackends, loadBackend } from '../../dataplane/registry.js';
+import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
+import type { Model } from '../../model/index.js';
 import { median, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
-
-// ---------------------------------------------------------------------------------------------
-// Agent processes (shared with the observe scenario)
-
-export interface AgentSpec {
-  lab: string;
-  node: string;
-  netns: string;
-  backend: BackendName;
-  /** Source directory the agent watches. */
-  source: string;
-  stateDir: string;
-  flows: boolean;
-}
-
-export interface AgentHandle {
-  spec: AgentSpec;
-  child: ChildProcess;
-  pid: number;
-  socket: string;
-  /** Date.now() right before spawn. */
-  spawnedAt: number;
-  exited: Promise<number>;
-}
-
-/** The CLI launcher (src/bench/scenarios and dist/bench/scenarios both sit three levels below it). */
-function cliEntry(): string {
-  const path = fileURLToPath(new URL('../../../bin/switchyard', import.meta.url));
-  if (!existsSync(path)) throw new Error(`switchyard's launcher not found at ${path}`);
-  return path;
-}
-
-/**
- * Starts `switchyard agent` as its own process (the lab's agent mark and scope, so `lab down`
- * stops it if this process dies first), logging into its state directory.
- */
-export function spawnAgent(spec: AgentSpec): AgentHandle {
-  mkdirSync(spec.stateDir, { recursive: true });
-  const log = openSync(agentLog(spec.stateDir), 'a');
-  const args = [
-    cliEntry(),
-    'agent',
-    AGENT_MARK,
-    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.lab],
-    ...['--source', spec.source, '--state-dir', spec.stateDir],
-    ...(spec.flows ? [] : ['--no-flows']),
-  ];
-  const spawnedAt = Date.now();
-  const child = spawn(process.execPath, args, { stdio: ['ignore', log, log] });
-  closeSync(log);
-  if (child.pid === undefined) throw new Error(`cannot start the agent of node ${spec.node}`);
-  const exited = new Promise<number>((resolve) => {
-    child.on('error', () => resolve(-1));
-    child.on('exit', (code) => resolve(code ?? -1));
-  });
-  return { spec, child, pid: child.pid, socket: apiSocket(spec.stateDir), spawnedAt, exited };
-}
-
-export function agentLogTail(h: AgentHandle, lines = 8): string {
-  try {
-    return readFileSync(agentLog(h.spec.stateDir), 'utf8').trim().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
-}
-
-/** Flow sources the agent reported running (from its log), if it logged them. */
-export function agentFlowSources(h: AgentHandle): string[] | undefined {
-  try {
-    const text = readFileSync(agentLog(h.spec.stateDir), 'utf8');
-    for (const line of text.trim().split('\n').reverse()) {
-      if (!line.includes('flow sources running')) continue;
-      const parsed = JSON.parse(line) as { sources?: string[] };
-      return parsed.sources ?? [];
-    }
-  } catch {
-    // not JSON (a terminal's pretty log) or no log
-  }
-  return undefined;
-}
-
-class AgentFailed extends Error {}
-
-/**
- * Polls the agent's API until `done(status)` holds; throws with the log's tail when the agent exits,
- * reports an error for the desired revision, or the time runs out.
- */
-export async function waitForAgent(
-  h: AgentHandle,
-  done: (s: AgentStatus) => boolean,
-  timeoutMs: number,
-  pollMs = 20,
-): Promise<AgentStatus> {
-  const deadline = Date.now() + timeoutMs;
-  let exitCode: number | undefined;
-  void h.exited.then((c) => (exitCode = c));
-  for (;;) {
-    if (exitCode !== undefined)
-      throw new Error(
-        `the ${h.spec.backend} agent of ${h.spec.node} exited (${exitCode}):\n${agentLogTail(h)}`,
-      );
-    try {
-      const s = await agentRequest<AgentStatus>(h.socket, '/v1/status', { timeoutMs: 10_000 });
-      if (done(s)) return s;
-      if (s.lastError && s.lastError.revision !== undefined && s.lastError.revision === s.desiredRevision)
-        throw new AgentFailed(`the ${h.spec.backend} agent of ${h.spec.node} failed: ${s.lastError.message}`);
-    } catch (e) {
-      if (e instanceof AgentFailed) throw e;
-      // not listening yet: the API opens after the first sync
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `the ${h.spec.backend} agent of ${h.spec.node} did not sync within ${timeoutMs / 1000} s:\n${agentLogTail(h)}`,
-      );
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
-}
-
-/** SIGTERM (the dataplane stays), SIGKILL after 5 s. */
-export async function stopAgent(h: AgentHandle): Promise<void> {
-  if (h.child.exitCode !== null || h.child.signalCode !== null) return;
-  h.child.kill('SIGTERM');
-  const timer = setTimeout(() => h.child.kill('SIGKILL'), 5000);
-  await h.exited;
-  clearTimeout(timer);
-}
-
-/** Resident and peak memory of a process in MiB. */
-export function memoryMiB(pid: number): { rss: number; hwm: number } {
-  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
-}
-
-/** CPU seconds (user + system) a process has used. */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** Removes what any earlier agent of this node left (dataplane and record): the next sync is from scratch. */
-export async function resetNode(
-  backend: BackendName,
-  target: { scope: string; node: string; netns: string },
-  stateDir: string,
-): Promise<void> {
-  await (await loadBackend(backend)).remove(target);
-  rmSync(stateDir, { recursive: true, force: true });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The scale scenario
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
+import {
+  agentFlowSources,
+  cpuSeconds,
+  memoryMiB,
+  resetNode,
+  startAgent,
+  stopAgent,
+  waitForSync,
+} from './support/agents.js';
+import { benchModel } from './support/manifests.js';
 
 export interface AgentScalePoint {
   endpoints: number;
@@ -223,35 +67,24 @@ export interface AgentScaleOptions {
 
 const ALL: readonly BackendName[] = ['ebpf', 'nftables', 'iptables'];
 
+export const TARGET_RSS_MIB = 150;
+export const TARGET_SYNC_MS = 5000;
+export const TARGET_ENDPOINTS = 10_000;
+/** The backend the sync and RSS targets are set for. */
+const TARGET_BACKEND: BackendName = 'ebpf';
+
 /**
  * Building the desired state grows faster than linearly with the cluster (see the notes), so
  * --quick stays at 1k endpoints, where every backend takes seconds; the full run adds the 10k of
  * the target on eBPF alone (minutes per sync on a 2-core machine today).
  */
 export function agentScaleOptions(quick: boolean): AgentScaleOptions {
-  return quick
-    ? {
-        points: [{ endpoints: 1000, backends: ALL }],
-        localPods: 20,
-        policiesPerPod: 10,
-        repetitions: 1,
-        updates: 3,
-      }
-    : {
-        points: [
-          { endpoints: 2000, backends: ALL },
-          { endpoints: 10_000, backends: ['ebpf'] },
-        ],
-        localPods: 100,
-        policiesPerPod: 10,
-        repetitions: 1,
-        updates: 2,
-      };
+  const shared = { policiesPerPod: 10, repetitions: 1 };
+  if (quick) return { ...shared, points: [{ endpoints: 1000, backends: ALL }], localPods: 20, updates: 3 };
+  const target = { endpoints: TARGET_ENDPOINTS, backends: [TARGET_BACKEND] };
+  return { ...shared, points: [{ endpoints: 2000, backends: ALL }, target], localPods: 100, updates: 2 };
 }
 
-export const TARGET_RSS_MIB = 150;
-export const TARGET_SYNC_MS = 5000;
-export const TARGET_ENDPOINTS = 10_000;
 const NODE = 'node-1';
 const PODS_PER_NAMESPACE = 100;
 const PODS_PER_NODE = 100;
@@ -359,11 +192,7 @@ function localModel(spec: ClusterSpec): Model {
     ...namespaces.map((n) => `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${n}\n`),
     ...spec.local.map(podDoc),
   ];
-  const { model: m, issues } = validateManifestTexts([
-    { file: 'agent-local.yaml', text: docs.join('---\n') },
-  ]);
-  if (!m) throw new Error(`agent bench lab model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  return benchModel('agent bench lab', 'agent-local.yaml', docs);
 }
 
 export interface AgentScaleSample {
@@ -414,9 +243,9 @@ async function oneSync(
   const stateDir = agentStateDir(lab, NODE);
   const target = { scope: lab, node: NODE, netns: node.netns };
   await resetNode(backend, target, stateDir);
-  const h = spawnAgent({ lab, node: NODE, netns: node.netns, backend, source, stateDir, flows: true });
+  const h = startAgent({ lab, node: NODE, netns: node.netns, backend, source, stateDir, flows: true });
   try {
-    const s = await waitForAgent(h, (st) => st.lastApply !== undefined, SYNC_TIMEOUT_MS);
+    const s = await waitForSync(h, (st) => st.lastApply !== undefined, SYNC_TIMEOUT_MS);
     const answered = Date.now();
     const last = s.lastApply as NonNullable<AgentStatus['lastApply']>;
     const started = Date.parse(s.startedAt);
@@ -439,7 +268,7 @@ async function oneSync(
       const written = Date.now();
       renameSync(`${file}.tmp`, file);
       const before = revision;
-      const st = await waitForAgent(
+      const st = await waitForSync(
         h,
         (x) => x.revision !== before && x.lastApply !== undefined && x.lastApply.revision === x.revision,
         SYNC_TIMEOUT_MS,
@@ -612,13 +441,13 @@ export interface TargetVerdict {
   rssPass: boolean;
 }
 
-/** PASS/FAIL of the eBPF targets at the largest size measured on eBPF. */
+/** PASS/FAIL of the targets at the largest size measured on the target backend (eBPF). */
 export function ebpfVerdict(data: AgentScaleData): TargetVerdict | undefined {
   const point = [...data.points]
-    .filter((p) => p.samples.some((s) => s.backend === 'ebpf'))
+    .filter((p) => p.samples.some((s) => s.backend === TARGET_BACKEND))
     .sort((a, b) => b.spec.endpoints - a.spec.endpoints)[0];
   if (!point) return undefined;
-  const ss = point.samples.filter((s) => s.backend === 'ebpf');
+  const ss = point.samples.filter((s) => s.backend === TARGET_BACKEND);
   const syncMs = median(ss.map((s) => s.fullSyncMs));
   const rssMiB = Math.max(...ss.map((s) => Math.max(s.rssAfterSyncMiB, s.rssAfterUpdatesMiB)));
   const hwmMiB = Math.max(...ss.map((s) => s.hwmMiB));
@@ -645,9 +474,11 @@ function targetVerdicts(data: AgentScaleData): string[] {
   ];
 }
 
-export const scenario: BenchScenario = {
+export const scenario: BenchScenario = measuredScenario({
   name: 'agent',
   description:
     'a real agent process at 10k endpoints × 10 policies each: full sync time, one label change, RSS (targets on eBPF: < 5 s, < 150 MB)',
-  run: async (ctx) => agentScaleResult(await measureAgentScale(ctx, agentScaleOptions(ctx.quick))),
-};
+  options: agentScaleOptions,
+  measure: measureAgentScale,
+  result: agentScaleResult,
+});

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { Assembler, BpfMap, codecs, Program, XdpAction, type Codec } from '../../bpf/index.js';
-import { median, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario } from '../types.js';
+import { summarize, upperMedian } from '../stats.js';
+import type { BenchRow } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 
 /**
  * How fast Node can drive BPF maps through bpf(2): single-element calls against the batch
@@ -157,7 +158,7 @@ export const scenario: BenchScenario = {
       better: 'higher',
       rows,
       notes: [
-        `empty XDP program under BPF_PROG_TEST_RUN: ${median(xdp.kernelNs).toFixed(1)} ns/packet as the kernel measures it (${median(xdp.wallNs).toFixed(1)} ns by the wall clock over repeat=${repeat}) — the baseline for generated programs`,
+        `empty XDP program under BPF_PROG_TEST_RUN: ${upperMedian(xdp.kernelNs).toFixed(1)} ns/packet as the kernel measures it (${upperMedian(xdp.wallNs).toFixed(1)} ns by the wall clock over repeat=${repeat}) — the baseline for generated programs`,
         'single = one bpf(2) call per element through koffi; batch = BPF_MAP_UPDATE_BATCH / BPF_MAP_LOOKUP_BATCH (4096 per call); lookup batch reads the whole map',
       ],
     };

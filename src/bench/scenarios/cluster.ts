@@ -39,7 +39,8 @@ import { clusterEtcd, clusterUp } from '../../lab/cluster.js';
 import { labDown } from '../../lab/index.js';
 import { spawnInNetns } from '../../netns/index.js';
 import { median, percentile, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
 
 export interface ClusterBenchOptions {
   nodes: number;
@@ -663,9 +664,11 @@ export function clusterResult(data: ClusterBenchData): BenchScenarioResult {
   return { name: 'cluster', unit: 'ms apply → enforced', better: 'lower', rows, notes };
 }
 
-export const scenario: BenchScenario = {
+export const scenario: BenchScenario = measuredScenario({
   name: 'cluster',
   description:
     'apply-to-enforced: a policy written to etcd until a probe between pods on two nodes flips, and until every agent has it in force (target p99 < 1 s)',
-  run: async (ctx) => clusterResult(await measureCluster(ctx, clusterBenchOptions(ctx.quick))),
-};
+  options: clusterBenchOptions,
+  measure: measureCluster,
+  result: clusterResult,
+});

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { converge, labDown, measureReach } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
+import type { Model } from '../../model/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
+import { benchModel } from './support/manifests.js';
 
 /**
  * How long `lab up` takes for 27 and 100 pods (namespaces, veths, routes, cgroups, probe server),
@@ -30,9 +32,7 @@ function model(pods: number): Model {
         `spec:\n  containers:\n    - name: c\n      ports:\n${ports}\n`,
     );
   }
-  const { model: m, issues } = validateManifestTexts([{ file: 'bench.yaml', text: docs.join('---\n') }]);
-  if (!m) throw new Error(`bench model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  return benchModel('bench', 'bench.yaml', docs);
 }
 
 /** Peak resident memory of a process in MiB (VmHWM). */

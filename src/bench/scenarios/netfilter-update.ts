@@ -11,7 +11,8 @@ import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.j
 import { availableBackends, loadBackend } from '../../dataplane/registry.js';
 import type { Endpoint, IR, IpSet, Rule, RuleSet } from '../../ir/types.js';
 import { summarize } from '../stats.js';
-import type { BenchRow, BenchScenario } from '../types.js';
+import type { BenchRow } from '../results.js';
+import type { BenchScenario } from '../types.js';
 
 const NODE = 'bench-node';
 const RULES_PER_ENDPOINT = 50;

@@ -24,36 +24,31 @@
  * the agents' CPU and the events recorded/lost while on are in the notes.
  */
 import type { ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { AgentStatus } from '../../agent/agent.js';
 import { agentRequest } from '../../agent/client.js';
+import type { LaunchedAgent } from '../../agent/launch.js';
 import type { BackendName } from '../../dataplane/backend.js';
-import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
 import { converge, labDown, type LabPod, type LabState } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
-import {
-  currentCgroup,
-  moveToCgroup,
-  requireTool,
-  spawnInNetns,
-  startConnects,
-  type Connecting,
-} from '../../netns/index.js';
+import type { Model } from '../../model/index.js';
+import { currentCgroup, requireTool, spawnInNetns } from '../../netns/index.js';
 import type { FlowStats } from '../../observe/flows.js';
 import { median, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
 import {
   agentFlowSources,
   cpuSeconds,
   resetNode,
-  spawnAgent,
+  startAgent,
   stopAgent,
-  waitForAgent,
-  type AgentHandle,
-} from './agent.js';
+  waitForSync,
+} from './support/agents.js';
+import { connectBatch } from './support/connect.js';
+import { measuredBackends } from './support/test-run.js';
+import { allowYaml, benchModel, namespaceYaml, podYaml } from './support/manifests.js';
 
 export interface ObserveOptions {
   /** Rounds; each runs every backend once with flows off and once on (ABBA across rounds). */
@@ -73,6 +68,8 @@ export function observeOptions(quick: boolean): ObserveOptions {
 }
 
 export const TARGET_EBPF_COST = 0.05;
+/** The project's target for what flow records may cost, by backend. */
+const TARGET_COST: Partial<Record<BackendName, number>> = { ebpf: TARGET_EBPF_COST };
 const ORDER: readonly BackendName[] = ['iptables', 'nftables', 'ebpf'];
 const IPERF_PORT = 5201;
 const PROBE_PORT = 80;
@@ -81,44 +78,23 @@ const CONNECT_TIMEOUT_MS = 2000;
 const REVISION = 'observe';
 const SYNC_TIMEOUT_MS = 120_000;
 
-const MANIFESTS = `apiVersion: v1
-kind: Namespace
-metadata: { name: bench, labels: { ns: bench } }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: bench, labels: { app: client } }
-spec: { nodeName: node-1, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: bench, labels: { app: server } }
-spec: { nodeName: node-2, containers: [{ name: c, ports: [{ containerPort: ${PROBE_PORT}, protocol: TCP }] }] }
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: { name: server-from-client, namespace: bench }
-spec:
-  podSelector: { matchLabels: { app: server } }
-  ingress:
-    - from: [{ podSelector: { matchLabels: { app: client } } }]
-      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: { name: client-to-server, namespace: bench }
-spec:
-  podSelector: { matchLabels: { app: client } }
-  policyTypes: [Egress]
-  egress:
-    - to: [{ podSelector: { matchLabels: { app: server } } }]
-      ports: [{ port: ${PROBE_PORT}, protocol: TCP }, { port: ${IPERF_PORT}, protocol: TCP }]
-`;
-
 function model(): Model {
-  const { model: m, issues } = validateManifestTexts([{ file: 'observe.yaml', text: MANIFESTS }]);
-  if (!m) throw new Error(`observe model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  const ns = 'bench';
+  const ports = [PROBE_PORT, IPERF_PORT];
+  return benchModel('observe', 'observe.yaml', [
+    namespaceYaml(ns),
+    podYaml({ ns, name: 'client', node: 'node-1', ports: [PROBE_PORT] }),
+    podYaml({ ns, name: 'server', node: 'node-2', ports: [PROBE_PORT] }),
+    allowYaml({
+      ns,
+      name: 'server-from-client',
+      pods: 'server',
+      direction: 'ingress',
+      peer: 'client',
+      ports,
+    }),
+    allowYaml({ ns, name: 'client-to-server', pods: 'client', direction: 'egress', peer: 'server', ports }),
+  ]);
 }
 
 type Flows = 'off' | 'on';
@@ -221,44 +197,13 @@ async function bulk(lab: BackendLab, seconds: number): Promise<number[]> {
   }
 }
 
-function established(fd: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = new net.Socket({ fd, readable: true, writable: true });
-    let done = false;
-    const finish = (ok: boolean): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => finish(false), CONNECT_TIMEOUT_MS);
-    // The write completes once the handshake has.
-    sock.write('\n', (err) => finish(!err));
-    sock.on('error', () => finish(false));
-  });
-}
-
 /** A batch of concurrent connects from the client pod (its netns and cgroup): established per second. */
 async function connectionBatch(lab: BackendLab, home: string): Promise<{ rate: number; failed: number }> {
-  const targets = Array.from({ length: BATCH }, () => ({
-    address: lab.server.address,
-    port: PROBE_PORT,
-    protocol: 'TCP' as const,
-  }));
-  const start = performance.now();
-  moveToCgroup(lab.cgroup(lab.client), process.pid);
-  let connecting: Connecting[];
-  try {
-    connecting = startConnects(lab.client.netns, targets);
-  } finally {
-    moveToCgroup(home, process.pid);
-  }
-  const results = await Promise.all(
-    connecting.map((c) => ('error' in c ? Promise.resolve(false) : established(c.fd))),
-  );
-  const ok = results.filter(Boolean).length;
-  return { rate: ok / ((performance.now() - start) / 1000), failed: BATCH - ok };
+  const targets = Array.from({ length: BATCH }, () => ({ address: lab.server.address, port: PROBE_PORT }));
+  const client = { netns: lab.client.netns, cgroup: lab.cgroup(lab.client) };
+  const { handshakes, ms } = await connectBatch(client, targets, home, CONNECT_TIMEOUT_MS);
+  const ok = handshakes.filter((h) => h !== undefined).length;
+  return { rate: ok / (ms / 1000), failed: BATCH - ok };
 }
 
 async function setUpLab(backend: BackendName, prefix: string): Promise<BackendLab> {
@@ -280,14 +225,14 @@ async function setUpLab(backend: BackendName, prefix: string): Promise<BackendLa
   return { backend, lab, state: r.state, client, server, cgroup: (p) => join(r.state.cgroupRoot, p.slug) };
 }
 
-async function startAgents(lab: BackendLab, flows: Flows): Promise<AgentHandle[]> {
-  const handles: AgentHandle[] = [];
+async function startAgents(lab: BackendLab, flows: Flows): Promise<LaunchedAgent[]> {
+  const handles: LaunchedAgent[] = [];
   try {
     for (const node of lab.state.topology?.nodes ?? []) {
       const stateDir = agentStateDir(lab.lab, node.name);
       await resetNode(lab.backend, { scope: lab.lab, node: node.name, netns: node.netns }, stateDir);
       handles.push(
-        spawnAgent({
+        startAgent({
           lab: lab.lab,
           node: node.name,
           netns: node.netns,
@@ -300,7 +245,7 @@ async function startAgents(lab: BackendLab, flows: Flows): Promise<AgentHandle[]
     }
     await Promise.all(
       handles.map((h) =>
-        waitForAgent(h, (s) => s.revision === REVISION && s.lastApply !== undefined, SYNC_TIMEOUT_MS),
+        waitForSync(h, (s) => s.revision === REVISION && s.lastApply !== undefined, SYNC_TIMEOUT_MS),
       ),
     );
   } catch (e) {
@@ -378,8 +323,7 @@ async function turn(
 
 export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): Promise<ObserveData> {
   requireTool('iperf3');
-  const wanted = opts.backends ?? ORDER;
-  const names = ORDER.filter((n) => wanted.includes(n) && availableBackends().includes(n));
+  const names = measuredBackends(ORDER, opts.backends);
   ctx.progress.total(names.length * (1 + 2 * opts.rounds));
   const prefix = opts.labPrefix ?? `bob${process.pid % 100_000}`;
   const labs: BackendLab[] = [];
@@ -463,10 +407,9 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
       const d = ts.reduce((n, t) => n + t.agentCpu[c.workload].seconds, 0);
       return `${((100 * s) / d).toFixed(0)}%`;
     };
+    const limit = TARGET_COST[c.backend];
     const target =
-      c.backend === 'ebpf'
-        ? `; target ≤ ${TARGET_EBPF_COST * 100}%: ${c.cost <= TARGET_EBPF_COST ? 'PASS' : 'FAIL'}`
-        : '';
+      limit !== undefined ? `; target ≤ ${limit * 100}%: ${c.cost <= limit ? 'PASS' : 'FAIL'}` : '';
     const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
     notes.push(
       `${c.backend} ${c.workload}: off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}; ` +
@@ -489,9 +432,11 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
   return { name: 'observe', unit: '% of flows-off', better: 'higher', rows, notes };
 }
 
-export const scenario: BenchScenario = {
+export const scenario: BenchScenario = measuredScenario({
   name: 'observe',
   description:
     'throughput (bulk TCP and connection rate) with flow records on vs off per backend, a real agent per node (target: ≤ 5% cost on eBPF)',
-  run: async (ctx) => observeResult(await measureObserve(ctx, observeOptions(ctx.quick))),
-};
+  options: observeOptions,
+  measure: measureObserve,
+  result: observeResult,
+});

@@ -16,17 +16,18 @@ import { performance } from 'node:perf_hooks';
 import { Program } from '../../bpf/index.js';
 import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.js';
 import { SKB, TCX } from '../../dataplane/ebpf/layout.js';
-import { closeNodeMaps, createNodeMaps, programMaps } from '../../dataplane/ebpf/maps.js';
+import { programMaps, type NodeMaps } from '../../dataplane/ebpf/maps.js';
 import { allocate, nodeView } from '../../dataplane/ebpf/node.js';
 import { policyProgram } from '../../dataplane/ebpf/program.js';
 import { addSetMembers, planSetSync } from '../../dataplane/ebpf/sync.js';
-import { availableBackends } from '../../dataplane/registry.js';
 import type { IR, IpSet, PolicyRef, Rule, RuleSet } from '../../ir/types.js';
-import { median, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import { summarize, upperMedian } from '../stats.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { buildFrame, intToIpv4, MIN_FRAME } from './support/frames.js';
 import { IPPROTO_TCP } from '../../util/protocols.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC, type BenchPod } from './support/topology.js';
+import { measuredBackends, withNodeProgram } from './support/test-run.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll } from './support/turns.js';
 
 export interface PolicyOptions {
@@ -190,43 +191,38 @@ async function measureTraffic(
 function measureTestRun(rules: number, opts: PolicyOptions, ctx: BenchContext): number[] {
   const view = nodeView(policyIR(rules), NODE);
   const alloc = allocate(view);
-  const maps = createNodeMaps({ counterSlots: Math.max(64, rules + 16), conntrackCapacity: 1024 });
-  try {
+  const load = (maps: NodeMaps): Program => {
     addSetMembers(maps, planSetSync(maps, view, alloc));
     const rs = view.ruleSets.find((r) => r.direction === 'ingress');
     if (!rs) throw new Error('no ingress rule set');
     const generated = policyProgram(rs, alloc);
-    const program = Program.load({
+    return Program.load({
       name: generated.name,
       type: 'sched_cls',
       expectedAttachType: 'tcx_egress',
       instructions: generated.program,
       maps: programMaps(maps),
     });
-    try {
-      // ingress_ifindex ≠ 0: a forwarded packet, judged by policy (0 would be the node's own).
-      const context = Buffer.alloc(SKB.testContextSize);
-      context.writeUInt32LE(1, SKB.ingressIfindex);
-      const data = synFrames()[0] as Buffer;
-      const samples: number[] = [];
-      for (let rep = 0; rep < opts.repetitions; rep++) {
-        const r = program.testRun({ data, repeat: opts.testRunRepeat, context, contextOutSize: 0 });
-        if (r.retval !== TCX.SHOT) throw new Error(`policy program returned ${r.retval}, expected a drop`);
-        samples.push(r.durationNs);
-        ctx.progress.tick(`ebpf test-run ${rules} rules`);
-      }
-      return samples;
-    } finally {
-      program.close();
+  };
+  const sizes = { counterSlots: Math.max(64, rules + 16), conntrackCapacity: 1024 };
+  return withNodeProgram(sizes, load, (program) => {
+    // ingress_ifindex ≠ 0: a forwarded packet, judged by policy (0 would be the node's own).
+    const context = Buffer.alloc(SKB.testContextSize);
+    context.writeUInt32LE(1, SKB.ingressIfindex);
+    const data = synFrames()[0] as Buffer;
+    const samples: number[] = [];
+    for (let rep = 0; rep < opts.repetitions; rep++) {
+      const r = program.testRun({ data, repeat: opts.testRunRepeat, context, contextOutSize: 0 });
+      if (r.retval !== TCX.SHOT) throw new Error(`policy program returned ${r.retval}, expected a drop`);
+      samples.push(r.durationNs);
+      ctx.progress.tick(`ebpf test-run ${rules} rules`);
     }
-  } finally {
-    closeNodeMaps(maps);
-  }
+    return samples;
+  });
 }
 
 export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise<BenchScenarioResult> {
-  const wanted = opts.backends ?? ORDER;
-  const names = ORDER.filter((n) => wanted.includes(n) && availableBackends().includes(n));
+  const names = measuredBackends(ORDER, opts.backends);
   const counts = opts.baseline ? [0, ...opts.rules] : [...opts.rules];
   ctx.progress.total(
     (names.length + (names.includes('ebpf') ? 1 : 0)) * opts.rules.length * opts.repetitions,
@@ -253,8 +249,8 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
   const top = Math.max(...opts.rules);
   if (opts.baseline) {
     for (const [name, t] of traffic) {
-      const base = median(t.samples.get(0) ?? []);
-      const perRule = (median(t.samples.get(top) ?? []) - base) / top;
+      const base = upperMedian(t.samples.get(0) ?? []);
+      const perRule = (upperMedian(t.samples.get(top) ?? []) - base) / top;
       notes.push(
         `${name}: the same path with a default-deny policy of no rules costs ${base.toFixed(0)} ns/packet; from 0 to ${top} rules ≈ ${perRule.toFixed(1)} ns per rule`,
       );
@@ -264,7 +260,7 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
     `wall clock instead of on-CPU time at ${top} rules (machine load ${loadavg()[0]?.toFixed(1)} at the end): ${[
       ...traffic,
     ]
-      .map(([name, t]) => `${name} ${median(t.wall).toFixed(0)} ns/packet`)
+      .map(([name, t]) => `${name} ${upperMedian(t.wall).toFixed(0)} ns/packet`)
       .join(', ')}`,
   );
   for (const [name, t] of traffic) {

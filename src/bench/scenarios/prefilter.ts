@@ -11,16 +11,17 @@ import { performance } from 'node:perf_hooks';
 import { Program, XdpAction } from '../../bpf/index.js';
 import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.js';
 import { MAP } from '../../dataplane/ebpf/layout.js';
-import { closeNodeMaps, createNodeMaps } from '../../dataplane/ebpf/maps.js';
+import type { NodeMaps } from '../../dataplane/ebpf/maps.js';
 import { prefilterProgram, PREFILTER_PROGRAM_NAME } from '../../dataplane/ebpf/prefilter.js';
-import { availableBackends } from '../../dataplane/registry.js';
 import type { IR } from '../../ir/types.js';
-import { median, summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import { summarize, upperMedian } from '../stats.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { denyList, firstAddress } from './support/cidrs.js';
 import { buildFrame, MIN_FRAME } from './support/frames.js';
 import { IPPROTO_UDP } from '../../util/protocols.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC } from './support/topology.js';
+import { measuredBackends, withNodeProgram } from './support/test-run.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll } from './support/turns.js';
 
 export interface PrefilterOptions {
@@ -132,46 +133,40 @@ function measureTestRun(
   opts: PrefilterOptions,
   ctx: BenchContext,
 ): BenchRow {
-  const maps = createNodeMaps({ counterSlots: 16, conntrackCapacity: 16 });
-  try {
+  const load = (maps: NodeMaps): Program => {
     maps.pfTrie.updateBatch(cidrs.map((c) => [c, 0] as const));
-    const program = Program.load({
+    return Program.load({
       name: PREFILTER_PROGRAM_NAME,
       type: 'xdp',
       instructions: prefilterProgram(),
       maps: { [MAP.prefilter]: maps.pfTrie, [MAP.prefilterCounters]: maps.pfCounters },
     });
-    try {
-      // A few different sources per repetition: one repeated key would stay in cache lines a
-      // real flood from many sources does not.
-      const picks = frames.filter((_, i) => i % Math.max(1, Math.floor(frames.length / 8)) === 0).slice(0, 8);
-      const samples: number[] = [];
-      for (let rep = 0; rep < opts.repetitions; rep++) {
-        let ns = 0;
-        for (const data of picks) {
-          const r = program.testRun({
-            data: Buffer.from(data),
-            repeat: Math.ceil(opts.testRunRepeat / picks.length),
-          });
-          if (r.retval !== XdpAction.DROP)
-            throw new Error(`prefilter program returned ${r.retval} for a listed source, not XDP_DROP`);
-          ns += r.durationNs / picks.length;
-        }
-        samples.push(1e9 / Math.max(ns, 0.5));
-        ctx.progress.tick(`ebpf test-run ${rep + 1}/${opts.repetitions}`);
+  };
+  return withNodeProgram({ counterSlots: 16, conntrackCapacity: 16 }, load, (program) => {
+    // A few different sources per repetition: one repeated key would stay in cache lines a
+    // real flood from many sources does not.
+    const picks = frames.filter((_, i) => i % Math.max(1, Math.floor(frames.length / 8)) === 0).slice(0, 8);
+    const samples: number[] = [];
+    for (let rep = 0; rep < opts.repetitions; rep++) {
+      let ns = 0;
+      for (const data of picks) {
+        const r = program.testRun({
+          data: Buffer.from(data),
+          repeat: Math.ceil(opts.testRunRepeat / picks.length),
+        });
+        if (r.retval !== XdpAction.DROP)
+          throw new Error(`prefilter program returned ${r.retval} for a listed source, not XDP_DROP`);
+        ns += r.durationNs / picks.length;
       }
-      return summarize('ebpf', { cidrs: opts.cidrs, method: 'test-run', frame: MIN_FRAME }, samples);
-    } finally {
-      program.close();
+      samples.push(1e9 / Math.max(ns, 0.5));
+      ctx.progress.tick(`ebpf test-run ${rep + 1}/${opts.repetitions}`);
     }
-  } finally {
-    closeNodeMaps(maps);
-  }
+    return summarize('ebpf', { cidrs: opts.cidrs, method: 'test-run', frame: MIN_FRAME }, samples);
+  });
 }
 
 export async function runPrefilter(ctx: BenchContext, opts: PrefilterOptions): Promise<BenchScenarioResult> {
-  const wanted = opts.backends ?? ORDER;
-  const names = ORDER.filter((n) => wanted.includes(n) && availableBackends().includes(n));
+  const names = measuredBackends(ORDER, opts.backends);
   ctx.progress.total(names.length * opts.repetitions + (names.includes('ebpf') ? opts.repetitions : 0));
   const cidrs = denyList(opts.cidrs);
   const ir = prefilterIR(cidrs);
@@ -184,7 +179,7 @@ export async function runPrefilter(ctx: BenchContext, opts: PrefilterOptions): P
   for (const [name, r] of results) {
     rows.push(summarize(name, params, r.samples));
     notes.push(
-      `${name}: apply of ${opts.cidrs} CIDRs ${((applyMs.get(name) ?? 0) / 1000).toFixed(1)} s; counted ${r.counted} drops of ${r.sent} frames sent; by the wall clock ${median(r.wall).toFixed(0)} pps`,
+      `${name}: apply of ${opts.cidrs} CIDRs ${((applyMs.get(name) ?? 0) / 1000).toFixed(1)} s; counted ${r.counted} drops of ${r.sent} frames sent; by the wall clock ${upperMedian(r.wall).toFixed(0)} pps`,
     );
   }
   if (names.includes('ebpf')) rows.push(measureTestRun(cidrs, frames, opts, ctx));

@@ -36,7 +36,8 @@ import { SKB, TCX } from '../../dataplane/ebpf/layout.js';
 import { check, libc } from '../../netns/libc.js';
 import { withNetns } from '../../netns/setns.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { parseMac } from './support/frames.js';
 import { BenchNetns, benchTag } from './support/netns.js';
 import { buildNodeTopology, type BenchPod } from './support/topology.js';
@@ -213,76 +214,90 @@ function forwarded(netns: string): number {
   });
 }
 
-export async function runRedirect(ctx: BenchContext, opts: RedirectOptions): Promise<BenchScenarioResult> {
-  ctx.progress.total(opts.rounds * 2);
-  const ns = new BenchNetns(benchTag('rd'));
-  const node = ns.name('node');
-  const c = libc();
-  const fds: number[] = [];
-  const samples = { routed: [] as number[], redirect: [] as number[] };
-  let forwardedDuringRedirect = 0;
-  let forwardedDuringRouted = 0;
-  let interrupted = 0;
-  let peers: BpfMap<string, { ifindex: number; mac: Buffer; pad: number }> | undefined;
-  let program: Program | undefined;
-  try {
-    await buildNodeTopology(ns, { pods: PODS, sender: false });
-    const [a, b] = PODS as [BenchPod, BenchPod];
-    const client = connectedUdp(ns.name(a.role), CLIENT_PORT, b.address, SERVER_PORT);
-    fds.push(client);
-    const server = connectedUdp(ns.name(b.role), SERVER_PORT, a.address, CLIENT_PORT);
-    fds.push(server);
+interface RedirectData {
+  /** µs per round trip, by mode. */
+  samples: { routed: number[]; redirect: number[] };
+  /** Datagrams the node's stack forwarded during each mode's rounds. */
+  forwardedDuringRouted: number;
+  forwardedDuringRedirect: number;
+  /** Round trips left out because the scheduler interrupted their batch. */
+  interrupted: number;
+}
 
-    peers = BpfMap.create({
-      type: 'hash',
-      name: 'sy_bench_peers',
-      key: codecs.ipv4,
-      value: peerValue,
-      maxEntries: 64,
-    });
+type PeerMap = BpfMap<string, { ifindex: number; mac: Buffer; pad: number }>;
+
+/** The map of pods (address → host veth, MAC) and the tcx program that redirects by it. */
+function loadPeerRedirect(node: string): { peers: PeerMap; program: Program } {
+  const peers = BpfMap.create({
+    type: 'hash',
+    name: 'sy_bench_peers',
+    key: codecs.ipv4,
+    value: peerValue,
+    maxEntries: 64,
+  });
+  try {
     for (const pod of PODS) {
       const ifindex = withNetnsBpf(node, () => resolveIfindex({ ifname: pod.hostInterface }));
       peers.update(pod.address, { ifindex, mac: parseMac(pod.mac), pad: 0 });
     }
-    program = Program.load({
+    const program = Program.load({
       name: 'sy_bench_peer',
       type: 'sched_cls',
       expectedAttachType: 'tcx_ingress',
       instructions: redirectProgram(),
       maps: { [PEERS]: peers },
     });
-    const loaded = program;
-
-    pingPong(client, server, 200, opts.payload); // neighbours, caches, JIT
-    for (let round = 0; round < opts.rounds; round++) {
-      let before = forwarded(node);
-      const routed = pingPong(client, server, opts.roundTrips, opts.payload);
-      samples.routed.push(...routed.samples);
-      interrupted += routed.interrupted;
-      forwardedDuringRouted += forwarded(node) - before;
-      ctx.progress.tick(`routed ${round + 1}/${opts.rounds}`);
-
-      const links: Link[] = withNetnsBpf(node, () =>
-        PODS.map((p) => attachTcx(loaded, { ifname: p.hostInterface, direction: 'ingress' })),
-      );
-      try {
-        pingPong(client, server, 20, opts.payload);
-        before = forwarded(node);
-        const redirected = pingPong(client, server, opts.roundTrips, opts.payload);
-        samples.redirect.push(...redirected.samples);
-        interrupted += redirected.interrupted;
-        forwardedDuringRedirect += forwarded(node) - before;
-      } finally {
-        for (const l of links) l.close(); // the last reference: detaches
-      }
-      ctx.progress.tick(`redirect-peer ${round + 1}/${opts.rounds}`);
-    }
-  } finally {
-    for (const fd of fds) c.close(fd);
-    program?.close();
-    peers?.close();
-    await ns.destroy();
+    return { peers, program };
+  } catch (e) {
+    peers.close();
+    throw e;
   }
+}
+
+/** Rounds of routed then redirected ping-pong, the program attached only for the second half. */
+function measureRounds(
+  ctx: BenchContext,
+  opts: RedirectOptions,
+  node: string,
+  ends: { client: number; server: number },
+  program: Program,
+): RedirectData {
+  const { client, server } = ends;
+  const data: RedirectData = {
+    samples: { routed: [], redirect: [] },
+    forwardedDuringRouted: 0,
+    forwardedDuringRedirect: 0,
+    interrupted: 0,
+  };
+  pingPong(client, server, 200, opts.payload); // neighbours, caches, JIT
+  for (let round = 0; round < opts.rounds; round++) {
+    let before = forwarded(node);
+    const routed = pingPong(client, server, opts.roundTrips, opts.payload);
+    data.samples.routed.push(...routed.samples);
+    data.interrupted += routed.interrupted;
+    data.forwardedDuringRouted += forwarded(node) - before;
+    ctx.progress.tick(`routed ${round + 1}/${opts.rounds}`);
+
+    const links: Link[] = withNetnsBpf(node, () =>
+      PODS.map((p) => attachTcx(program, { ifname: p.hostInterface, direction: 'ingress' })),
+    );
+    try {
+      pingPong(client, server, 20, opts.payload);
+      before = forwarded(node);
+      const redirected = pingPong(client, server, opts.roundTrips, opts.payload);
+      data.samples.redirect.push(...redirected.samples);
+      data.interrupted += redirected.interrupted;
+      data.forwardedDuringRedirect += forwarded(node) - before;
+    } finally {
+      for (const l of links) l.close(); // the last reference: detaches
+    }
+    ctx.progress.tick(`redirect-peer ${round + 1}/${opts.rounds}`);
+  }
+  return data;
+}
+
+function redirectResult(opts: RedirectOptions, data: RedirectData): BenchScenarioResult {
+  const { samples, interrupted, forwardedDuringRouted, forwardedDuringRedirect } = data;
   if (samples.routed.length === 0 || samples.redirect.length === 0)
     throw new Error(
       `every round trip was interrupted by the scheduler (${interrupted}): the machine is too busy`,
@@ -304,6 +319,32 @@ export async function runRedirect(ctx: BenchContext, opts: RedirectOptions): Pro
       `no policy and no netfilter rules on the node in either mode; wall-clock time of a single thread, and round trips are timed in batches of ${BATCH}: a batch during which the scheduler took the thread off its CPU (schedstat) is left out: ${interrupted} of ${2 * opts.rounds * opts.roundTrips}`,
     ],
   };
+}
+
+export async function runRedirect(ctx: BenchContext, opts: RedirectOptions): Promise<BenchScenarioResult> {
+  ctx.progress.total(opts.rounds * 2);
+  const ns = new BenchNetns(benchTag('rd'));
+  const node = ns.name('node');
+  const c = libc();
+  const fds: number[] = [];
+  let redirect: { peers: PeerMap; program: Program } | undefined;
+  let data: RedirectData;
+  try {
+    await buildNodeTopology(ns, { pods: PODS, sender: false });
+    const [a, b] = PODS as [BenchPod, BenchPod];
+    const client = connectedUdp(ns.name(a.role), CLIENT_PORT, b.address, SERVER_PORT);
+    fds.push(client);
+    const server = connectedUdp(ns.name(b.role), SERVER_PORT, a.address, CLIENT_PORT);
+    fds.push(server);
+    redirect = loadPeerRedirect(node);
+    data = measureRounds(ctx, opts, node, { client, server }, redirect.program);
+  } finally {
+    for (const fd of fds) c.close(fd);
+    redirect?.program.close();
+    redirect?.peers.close();
+    await ns.destroy();
+  }
+  return redirectResult(opts, data);
 }
 
 export const scenario: BenchScenario = {

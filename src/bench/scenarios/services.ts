@@ -12,17 +12,19 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, rmdirSync } from 'node:fs';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.js';
 import { serviceCgroup } from '../../dataplane/ebpf/services.js';
 import { availableBackends, loadBackend } from '../../dataplane/registry.js';
 import type { IR, ServicePortTable } from '../../ir/types.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
-import { currentCgroup, moveToCgroup, startConnects, type Connecting } from '../../netns/index.js';
+import type { Model } from '../../model/index.js';
+import { currentCgroup } from '../../netns/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario } from '../types.js';
+import type { BenchRow } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
+import { connectBatch } from './support/connect.js';
+import { benchModel } from './support/manifests.js';
 
 const LAB = 'bench-svc';
 const BACKENDS: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
@@ -47,11 +49,7 @@ function model(services: number): Model {
       `apiVersion: v1\nkind: Service\nmetadata:\n  name: s${i}\n  namespace: b\nspec:\n  clusterIP: ${vip(i)}\n` +
         `  selector: { app: server }\n  ports: [{ port: 80, targetPort: 8080, protocol: TCP }]\n`,
     );
-  const { model: m, issues } = validateManifestTexts([
-    { file: 'bench-services.yaml', text: docs.join('---\n') },
-  ]);
-  if (!m) throw new Error(`bench model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  return benchModel('bench', 'bench-services.yaml', docs);
 }
 
 interface BatchResult {
@@ -59,25 +57,6 @@ interface BatchResult {
   failed: number;
   ms: number;
   latencies: number[];
-}
-
-function established(fd: number): Promise<number | undefined> {
-  const start = performance.now();
-  return new Promise((resolve) => {
-    const sock = new net.Socket({ fd, readable: true, writable: true });
-    let done = false;
-    const finish = (ms: number | undefined): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ms);
-    };
-    const timer = setTimeout(() => finish(undefined), CONNECT_TIMEOUT_MS);
-    // The write completes once the handshake has.
-    sock.write('\n', (err) => finish(err ? undefined : performance.now() - start));
-    sock.on('error', () => finish(undefined));
-  });
 }
 
 /** One batch of connects to random services from the client pod. */
@@ -89,20 +68,9 @@ async function batch(
   const targets = Array.from({ length: BATCH }, () => ({
     address: vip(Math.floor(Math.random() * services)),
     port: 80,
-    protocol: 'TCP' as const,
   }));
-  const start = performance.now();
-  moveToCgroup(client.cgroup, process.pid);
-  let connecting: Connecting[];
-  try {
-    connecting = startConnects(client.netns, targets);
-  } finally {
-    moveToCgroup(home, process.pid);
-  }
-  const waits = connecting.map((c) => ('error' in c ? Promise.resolve(undefined) : established(c.fd)));
-  const results = await Promise.all(waits);
-  const ms = performance.now() - start;
-  const latencies = results.filter((r): r is number => r !== undefined);
+  const { handshakes, ms } = await connectBatch(client, targets, home, CONNECT_TIMEOUT_MS);
+  const latencies = handshakes.filter((r): r is number => r !== undefined);
   return { ok: latencies.length, failed: BATCH - latencies.length, ms, latencies };
 }
 

@@ -12,7 +12,8 @@ import { runInNetnsOrThrow } from '../../dataplane/exec.js';
 import { MAP } from '../../dataplane/ebpf/layout.js';
 import { MAP_SPECS } from '../../dataplane/ebpf/maps.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
 import { distinctAddresses } from './support/cidrs.js';
 import { BenchNetns, benchTag } from './support/netns.js';
 
@@ -46,8 +47,11 @@ type Mode = 'batch' | 'single';
 
 interface Mechanism {
   backend: string;
-  /** Runs in this process (warm it up before timing), rather than as a tool process per change. */
-  warmUp: boolean;
+  /**
+   * Runs in this process (warm it up before timing; a single change is one syscall, so a sample
+   * takes many), rather than as a tool process per change.
+   */
+  inProcess: boolean;
   /** Creates the set holding `members`. */
   fill(members: readonly string[]): Promise<void>;
   add(addresses: readonly string[], mode: Mode): Promise<void>;
@@ -64,7 +68,7 @@ function ipsetMechanism(netns: string): Mechanism {
     addresses.map((a) => `${verb} ${IPSET} ${a}/32`).join('\n') + '\n';
   return {
     backend: 'iptables',
-    warmUp: false,
+    inProcess: false,
     async fill(members) {
       const maxelem = Math.max(65_536, 2 ** Math.ceil(Math.log2(members.length * 2)));
       await run(['destroy', IPSET]).catch(() => undefined);
@@ -98,7 +102,7 @@ function nftMechanism(netns: string): Mechanism {
     `${verb} element ${NFT_TABLE} ${NFT_SET} { ${addresses.join(', ')} }\n`;
   return {
     backend: 'nftables',
-    warmUp: false,
+    inProcess: false,
     async fill(members) {
       await run(
         ['-f', '-'],
@@ -151,7 +155,7 @@ function lpmMechanism(): Mechanism {
   };
   return {
     backend: 'ebpf',
-    warmUp: true,
+    inProcess: true,
     async fill(members) {
       map?.close();
       map = BpfMap.create({
@@ -194,7 +198,7 @@ async function measure(
   const fresh = distinctAddresses(count, size);
   // In-process updates get an untimed round first (JIT, map nodes); a tool is a fresh process
   // every time, and a round of nft on a 100k set costs tens of seconds.
-  if (mech.warmUp) {
+  if (mech.inProcess) {
     await mech.add(fresh, mode);
     await mech.remove(fresh, mode);
   }
@@ -234,8 +238,7 @@ export async function runSetUpdate(ctx: BenchContext, opts: SetUpdateOptions): P
         try {
           // Batch first: the advisor compares the first row of each backend.
           for (const mode of modes) {
-            const count =
-              mode === 'batch' ? opts.batch : mech.backend === 'ebpf' ? opts.singleMap : opts.singleTool;
+            const count = mode === 'batch' ? opts.batch : mech.inProcess ? opts.singleMap : opts.singleTool;
             rows.push(await measure(mech, size, mode, count, opts.repetitions, ctx));
           }
         } finally {

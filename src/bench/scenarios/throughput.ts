@@ -13,10 +13,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableBackends } from '../../dataplane/registry.js';
 import { converge, labDown, type LabBackend, type LabPod } from '../../lab/index.js';
-import { validateManifestTexts, type Model } from '../../model/index.js';
+import type { Model } from '../../model/index.js';
 import { requireTool, spawnInNetns } from '../../netns/index.js';
 import { summarize } from '../stats.js';
-import type { BenchContext, BenchRow, BenchScenario, BenchScenarioResult } from '../types.js';
+import type { BenchRow, BenchScenarioResult } from '../results.js';
+import type { BenchContext, BenchScenario } from '../types.js';
+import { allowYaml, benchModel, namespaceYaml, podYaml } from './support/manifests.js';
 
 export interface ThroughputOptions {
   seconds: number;
@@ -31,34 +33,21 @@ export function throughputOptions(quick: boolean): ThroughputOptions {
 const PORT = 5201;
 const ORDER: readonly LabBackend[] = ['none', 'iptables', 'nftables', 'ebpf'];
 
-const MANIFESTS = `apiVersion: v1
-kind: Namespace
-metadata: { name: bench, labels: { ns: bench } }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: bench, labels: { app: client } }
-spec: { containers: [{ name: c, ports: [{ containerPort: 80, protocol: TCP }] }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: bench, labels: { app: server } }
-spec: { containers: [{ name: c, ports: [{ containerPort: 80, protocol: TCP }] }] }
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: { name: iperf-from-client, namespace: bench }
-spec:
-  podSelector: { matchLabels: { app: server } }
-  ingress:
-    - from: [{ podSelector: { matchLabels: { app: client } } }]
-      ports: [{ port: ${PORT}, protocol: TCP }]
-`;
-
 function model(): Model {
-  const { model: m, issues } = validateManifestTexts([{ file: 'throughput.yaml', text: MANIFESTS }]);
-  if (!m) throw new Error(`throughput model is invalid: ${issues.map((i) => i.message).join('; ')}`);
-  return m;
+  const ns = 'bench';
+  return benchModel('throughput', 'throughput.yaml', [
+    namespaceYaml(ns),
+    podYaml({ ns, name: 'client', ports: [80] }),
+    podYaml({ ns, name: 'server', ports: [80] }),
+    allowYaml({
+      ns,
+      name: 'iperf-from-client',
+      pods: 'server',
+      direction: 'ingress',
+      peer: 'client',
+      ports: [PORT],
+    }),
+  ]);
 }
 
 interface Interval {

@@ -1,9 +1,37 @@
 /**
- * One SVG bar chart per scenario: a group per parameter set, a bar per backend at its median,
- * a whisker from p10 to p90. A hundred lines of string building instead of vega-lite plus a
- * renderer (~10 MB of dependencies) for charts this simple; the output is plain, diffable SVG.
+ * Bench results: the report `switchyard bench --json` writes and the advisor and the console
+ * read, and its chart. A leaf module (it imports nothing of the project), so a reader of results
+ * does not pull in the scenarios, the labs and the backends that produced them.
  */
-import type { BenchScenarioResult } from './types.js';
+
+/** One measured configuration of one backend in a scenario. */
+export interface BenchRow {
+  backend: string;
+  params: Record<string, string | number>;
+  median: number;
+  p10: number;
+  p90: number;
+  samples: number[];
+}
+
+export interface BenchScenarioResult {
+  name: string;
+  unit: string;
+  /** Whether a lower figure is better (latency, ns/packet) or a higher one (rates). */
+  better: 'lower' | 'higher';
+  rows: BenchRow[];
+  notes?: string[];
+}
+
+export interface BenchReport {
+  machine: { kernel: string; cpus: number; node: string };
+  scenarios: BenchScenarioResult[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart: one SVG bar chart per scenario, a group per parameter set, a bar per backend at its
+// median, a whisker from p10 to p90. A hundred lines of string building instead of vega-lite plus
+// a renderer (~10 MB of dependencies) for charts this simple; the output is plain, diffable SVG.
 
 const PALETTE = ['#4269d0', '#efb118', '#ff725c', '#6cc5b0', '#3ca951', '#ff8ab7', '#a463f2', '#97bbf5'];
 const WIDTH = 720;

@@ -1,0 +1,199 @@
+/**
+ * Starting `switchyard agent` as a process of its own, and waiting until it says what the caller
+ * waits for: the lab starts one per node (and leaves them running), the benches start them to
+ * measure a real agent. The agent is found again by its command line (AGENT_MARK, --scope), so
+ * `lab down` stops it even when whoever started it is gone.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BackendName } from '../dataplane/backend.js';
+import type { AgentStatus } from './agent.js';
+import { agentRequest } from './client.js';
+import { AGENT_MARK, agentLog, apiSocket } from './paths.js';
+
+export interface AgentLaunchSpec {
+  node: string;
+  netns: string;
+  backend: BackendName;
+  /** Scope of the kernel objects the agent owns (a lab's name). */
+  scope: string;
+  /** Where the desired state comes from: a directory, or an etcd URL. */
+  source: string;
+  stateDir: string;
+  /** Flow records (default on); off runs the agent with `--no-flows`. */
+  flows?: boolean;
+  /** Pod → cgroup file, for the process context of an etcd-fed agent (`--cgroups`). */
+  cgroupsFile?: string;
+  /**
+   * A cgroup (created if missing) the agent runs in from its first instruction: every socket it
+   * opens is made there (a cgroup's socket programs see only the sockets created in it).
+   */
+  cgroup?: string;
+  /**
+   * Keep running when this process exits (the lab's agents: `lab up` returns, they stay).
+   * Otherwise the agent is in this process's group and a Ctrl-C stops it too.
+   */
+  outlive?: boolean;
+}
+
+/** What the launcher and the waiter need of a running agent. */
+export interface AgentWatch {
+  pid: number;
+  /** The agent's API. */
+  socket: string;
+  /** For messages: "the agent of node node-1". */
+  what: string;
+  log: string;
+  /** undefined while the agent runs; once it has exited, its exit code (null: unknown). */
+  exitCode(): number | null | undefined;
+}
+
+export interface LaunchedAgent extends AgentWatch {
+  spec: AgentLaunchSpec;
+  /** Date.now() right before the spawn. */
+  spawnedAt: number;
+  /** Resolves with the exit code (-1 for a signal or a failed spawn) once the agent exits. */
+  exited: Promise<number>;
+}
+
+/** The agent exited, or did not come up or get where it was waited for in time. */
+export class AgentLaunchError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AgentLaunchError';
+  }
+}
+
+/** The CLI launcher (src/agent and dist/agent both sit two levels below it). */
+function cliEntry(): string {
+  const path = fileURLToPath(new URL('../../bin/switchyard', import.meta.url));
+  if (!existsSync(path)) throw new AgentLaunchError(`switchyard's launcher not found at ${path}`);
+  return path;
+}
+
+function agentArgs(spec: AgentLaunchSpec): string[] {
+  return [
+    cliEntry(),
+    'agent',
+    AGENT_MARK,
+    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
+    ...['--source', spec.source, '--state-dir', spec.stateDir],
+    ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
+    ...(spec.flows === false ? ['--no-flows'] : []),
+  ];
+}
+
+function spawnAgent(spec: AgentLaunchSpec, log: number): ChildProcess {
+  const options = {
+    detached: spec.outlive === true,
+    stdio: ['ignore', log, log] as ['ignore', number, number],
+  };
+  if (!spec.cgroup) return spawn(process.execPath, agentArgs(spec), options);
+  mkdirSync(spec.cgroup, { recursive: true });
+  // The shell joins the cgroup and then becomes the agent (same pid).
+  return spawn(
+    '/bin/sh',
+    [
+      '-c',
+      'echo $$ > "$0" && exec "$@"',
+      join(spec.cgroup, 'cgroup.procs'),
+      process.execPath,
+      ...agentArgs(spec),
+    ],
+    options,
+  );
+}
+
+/** Starts `switchyard agent` for one node, logging into its state directory. */
+export function launchAgent(spec: AgentLaunchSpec): LaunchedAgent {
+  mkdirSync(spec.stateDir, { recursive: true });
+  const logFile = agentLog(spec.stateDir);
+  const log = openSync(logFile, 'a');
+  const spawnedAt = Date.now();
+  let child: ChildProcess;
+  try {
+    child = spawnAgent(spec, log);
+  } finally {
+    closeSync(log);
+  }
+  // Listening before anything can throw: a failed spawn reports 'error' later, and unheard it would crash.
+  let code: number | undefined;
+  const exited = new Promise<number>((resolve) => {
+    child.on('error', () => resolve((code = -1)));
+    child.on('exit', (c) => resolve((code = c ?? -1)));
+  });
+  if (child.pid === undefined) throw new AgentLaunchError(`cannot start the agent of node ${spec.node}`);
+  if (spec.outlive) child.unref();
+  return {
+    spec,
+    pid: child.pid,
+    socket: apiSocket(spec.stateDir),
+    what: `the ${spec.backend} agent of ${spec.node}`,
+    log: logFile,
+    exitCode: () => code,
+    spawnedAt,
+    exited,
+  };
+}
+
+/** The last `lines` lines of an agent's log ('' when there is none). */
+export function agentLogTail(agent: Pick<AgentWatch, 'log'>, lines = 8): string {
+  try {
+    return readFileSync(agent.log, 'utf8').trim().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+export interface AgentWait {
+  /**
+   * True once the status is what the caller waits for; throws to give up (an error the agent
+   * reports for the revision waited for).
+   */
+  until(status: AgentStatus): boolean;
+  /** What is waited for, for the timeout's message: "sync", "put revision 7 in force". */
+  goal: string;
+  timeoutMs: number;
+  /** Extra time while the API has not answered yet (it opens after the first sync). */
+  startTimeoutMs?: number;
+  pollMs?: number;
+}
+
+const withTail = (agent: AgentWatch): string => {
+  const tail = agentLogTail(agent);
+  return tail ? `:\n${tail}` : '';
+};
+
+/**
+ * Polls the agent's status until `wait.until` holds; throws AgentLaunchError with the log's tail
+ * when the agent exits or the time runs out.
+ */
+export async function waitForAgent(agent: AgentWatch, wait: AgentWait): Promise<AgentStatus> {
+  const started = Date.now();
+  let answered = false;
+  for (;;) {
+    const code = agent.exitCode();
+    if (code !== undefined)
+      throw new AgentLaunchError(
+        `${agent.what} exited${code === null ? '' : ` (${code})`}${withTail(agent)}`,
+      );
+    let status: AgentStatus | undefined;
+    try {
+      status = await agentRequest<AgentStatus>(agent.socket, '/v1/status', { timeoutMs: 10_000 });
+    } catch {
+      // not listening yet: the API opens after the first sync
+    }
+    if (status) {
+      answered = true;
+      if (wait.until(status)) return status;
+    }
+    const limit = wait.timeoutMs + (answered ? 0 : (wait.startTimeoutMs ?? 0));
+    if (Date.now() - started > limit)
+      throw new AgentLaunchError(
+        `${agent.what} did not ${wait.goal} within ${limit / 1000} s${withTail(agent)}`,
+      );
+    await new Promise((r) => setTimeout(r, wait.pollMs ?? 20));
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Real `switchyard agent` processes for the benches that measure one (agent, observe): started
+ * with the one launcher the lab uses, waited for, measured through /proc, stopped.
+ */
+import { readFileSync, rmSync } from 'node:fs';
+import type { AgentStatus } from '../../../agent/agent.js';
+import { AgentLaunchError, launchAgent, waitForAgent, type LaunchedAgent } from '../../../agent/launch.js';
+import type { BackendName } from '../../../dataplane/backend.js';
+import { loadBackend } from '../../../dataplane/registry.js';
+import { stopProcesses } from '../../../lab/detached.js';
+
+export interface BenchAgentSpec {
+  lab: string;
+  node: string;
+  netns: string;
+  backend: BackendName;
+  /** Source directory the agent watches. */
+  source: string;
+  stateDir: string;
+  flows: boolean;
+}
+
+/**
+ * Starts an agent with the lab's scope (so `lab down` stops it if this process dies first), in
+ * this process's group (a Ctrl-C of the bench stops it too).
+ */
+export function startAgent(spec: BenchAgentSpec): LaunchedAgent {
+  const { lab, ...rest } = spec;
+  return launchAgent({ ...rest, scope: lab });
+}
+
+/**
+ * Polls the agent's API until `done(status)` holds; throws with the log's tail when the agent
+ * exits, reports an error for the desired revision, or the time runs out.
+ */
+export function waitForSync(
+  h: LaunchedAgent,
+  done: (s: AgentStatus) => boolean,
+  timeoutMs: number,
+  pollMs = 20,
+): Promise<AgentStatus> {
+  const until = (s: AgentStatus): boolean => {
+    if (done(s)) return true;
+    if (s.lastError && s.lastError.revision !== undefined && s.lastError.revision === s.desiredRevision)
+      throw new AgentLaunchError(`${h.what} failed: ${s.lastError.message}`);
+    return false;
+  };
+  return waitForAgent(h, { until, goal: 'sync', timeoutMs, pollMs });
+}
+
+/** SIGTERM (the dataplane stays), SIGKILL after 5 s. */
+export async function stopAgent(h: LaunchedAgent): Promise<void> {
+  if (h.exitCode() !== undefined) return;
+  await stopProcesses([h.pid], 'SIGTERM');
+  await h.exited;
+}
+
+/** Flow sources the agent reported running (from its log), if it logged them. */
+export function agentFlowSources(h: LaunchedAgent): string[] | undefined {
+  try {
+    const text = readFileSync(h.log, 'utf8');
+    for (const line of text.trim().split('\n').reverse()) {
+      if (!line.includes('flow sources running')) continue;
+      const parsed = JSON.parse(line) as { sources?: string[] };
+      return parsed.sources ?? [];
+    }
+  } catch {
+    // not JSON (a terminal's pretty log) or no log
+  }
+  return undefined;
+}
+
+/** Resident and peak memory of a process in MiB. */
+export function memoryMiB(pid: number): { rss: number; hwm: number } {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+/** CPU seconds (user + system) a process has used. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Removes what any earlier agent of this node left (dataplane and record): the next sync is from scratch. */
+export async function resetNode(
+  backend: BackendName,
+  target: { scope: string; node: string; netns: string },
+  stateDir: string,
+): Promise<void> {
+  await (await loadBackend(backend)).remove(target);
+  rmSync(stateDir, { recursive: true, force: true });
+}
