@@ -5,23 +5,13 @@ import { ADVISED_BACKENDS, canRun, lackedFeatures, type Capabilities } from './c
 import { EvidenceBook } from './evidence.js';
 import { RULES, type Choice, type Recommendation } from './rules.js';
 import type { Workload } from './workload.js';
+import type { Advice } from './advice.js';
+
+export type { Advice } from './advice.js';
 
 export type BackendChoice = BackendName;
 const BACKENDS = ADVISED_BACKENDS;
 const OUTSIDE: ReadonlySet<Choice> = new Set(['proxy', 'mesh', 'wireguard']);
-
-export interface Advice {
-  backend: BackendChoice;
-  summary: string;
-  /** Concerns that decided the backend, in the order they weighed. */
-  decidedBy: string[];
-  recommendations: Recommendation[];
-  /** Jobs for something other than a packet filter (proxy, mesh, WireGuard). */
-  elsewhere: Recommendation[];
-  /** Kernel features some backend needs that the probes found missing, e.g. "tcx (Linux 6.6+)". */
-  kernelLacks: string[];
-  measured: boolean;
-}
 
 const TIE_BREAK: Record<Workload['priority'], BackendChoice> = {
   simplicity: 'iptables',

@@ -1,13 +1,8 @@
 /** Reading bench results as evidence: the rows a rule compares, and how they compare. */
 import type { BenchReport, BenchRow, BenchScenarioResult } from '../bench/results.js';
+import type { Evidence } from './advice.js';
 
-export interface Evidence {
-  scenario: string;
-  backend: string;
-  params: BenchRow['params'];
-  median: number;
-  unit: string;
-}
+export type { Evidence } from './advice.js';
 
 export interface Comparison {
   /** Best backend by median, per the scenario's direction of "better". */

@@ -13,26 +13,11 @@ import {
   runnableWith,
   type Capabilities,
 } from './capabilities.js';
-import { EvidenceBook, formatComparison, type Evidence } from './evidence.js';
+import { EvidenceBook, formatComparison } from './evidence.js';
 import type { Workload } from './workload.js';
+import type { Choice, Recommendation } from './advice.js';
 
-export type Choice = 'ebpf' | 'iptables' | 'nftables' | 'any' | 'proxy' | 'mesh' | 'wireguard';
-
-export interface Recommendation {
-  concern: string;
-  choice: Choice;
-  /** One sentence a reader acts on. */
-  advice: string;
-  reasons: string[];
-  evidence: Evidence[];
-  /** False when no bench in this run measured the question and the rule fell back on documented behaviour. */
-  measured: boolean;
-  /**
-   * How much this concern weighs in choosing one backend: 1 for a need or a measured win, less
-   * for a preference ("as fast, and simpler"), so a preference never outvotes a need.
-   */
-  weight: number;
-}
+export type { Choice, Recommendation } from './advice.js';
 
 export interface AdviseContext {
   workload: Workload;

@@ -16,6 +16,7 @@ import type { Backend, ChangeWatch, NodeTarget } from '../dataplane/backend.js';
 import { irForNode } from '../ir/slice.js';
 import type { IR } from '../ir/types.js';
 import { errorMessage } from '../util/errors.js';
+import type { AgentError, AgentStatus, LastApply } from './api-types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
 
@@ -29,38 +30,9 @@ const RETRY_MAX_MS = 5000;
 /** Ruleset events this soon after an apply are taken as the apply's own. */
 const OWN_CHANGES_MS = 200;
 
-export type ApplyMode = 'adopted' | 'incremental' | 'full' | 'repair';
-
-export interface AgentError {
-  at: string;
-  stage: 'source' | 'apply' | 'drift';
-  /** Revision the error is about (for `apply`). */
-  revision?: string;
-  message: string;
-}
-
-export interface AgentStatus {
-  node: string;
-  backend: Backend['name'];
-  netns: string;
-  scope: string;
-  pid: number;
-  source: string;
-  /** The source's own counters (etcd: connected, lists, resumes, compactions, events, revision). */
-  sourceStats?: Readonly<Record<string, number | boolean | undefined>>;
-  startedAt: string;
-  /** Revision in force (undefined before the first successful apply). */
-  revision?: string;
-  /** Latest revision read from the source. */
-  desiredRevision?: string;
-  lastApply?: { at: string; mode: ApplyMode; durationMs: number; changed: number; revision: string };
-  /** Set while the newest desired revision could not be applied (the previous state is in force). */
-  lastError?: AgentError;
-  repairs: number;
-  errors: number;
-  /** Last time the kernel was confirmed equal to what was applied. */
-  checkedAt?: string;
-}
+// The status the agent keeps is exactly what its API serves: one definition, in api-types.
+export type ApplyMode = LastApply['mode'];
+export type { AgentError, AgentStatus };
 
 export interface AgentHooks {
   onApplied?(mode: ApplyMode, seconds: number, desired: DesiredState): void;

@@ -2,9 +2,15 @@
  * The JSON the agent's API answers (src/agent/api.ts), endpoint by endpoint: the one description
  * of it that the server, its clients (src/console, the CLI) and the browser console (web/, with
  * `import type`) share. The server builds its answers as these types, so a change to what it
- * sends that the readers have not heard of fails to compile. Self-contained on purpose: web/
- * typechecks this file without Node's types, so it imports nothing.
+ * sends that the readers have not heard of fails to compile. web/ typechecks this file without
+ * Node's types, so it imports only type modules that import nothing else (the flow records).
  */
+import type { Explanation } from '../calc/explanation.js';
+import type { Flow, FlowStats } from '../observe/flow-types.js';
+
+export type { ExplainPeer, Explanation, RuleRef, SideExplanation } from '../calc/explanation.js';
+
+export type { Flow, FlowProcess, FlowStats } from '../observe/flow-types.js';
 
 export type Verdict = 'allow' | 'deny' | 'log';
 export type Direction = 'ingress' | 'egress';
@@ -55,17 +61,6 @@ export interface AgentStatus {
   errors: number;
   /** Last time the kernel was confirmed equal to what was applied. */
   checkedAt?: string;
-}
-
-export interface FlowStats {
-  /** Kernel events taken in. */
-  events: number;
-  /** Events refused by the rate limit. */
-  rateLimited: number;
-  /** Events the kernel side could not deliver, by where they were lost. */
-  lost: Record<string, number>;
-  flows: number;
-  evicted: number;
 }
 
 /** GET /v1/status */
@@ -120,35 +115,6 @@ export type PoliciesResponse = PolicyInfo[];
 
 // --- GET /v1/flows -------------------------------------------------------------------------------
 
-export interface FlowProcess {
-  pid: number;
-  comm: string;
-  cgroupId: string;
-  /** The pod whose cgroup it is. */
-  pod?: string;
-}
-
-export interface Flow {
-  key: string;
-  node: string;
-  firstSeen: string;
-  lastSeen: string;
-  protocol: string;
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  direction: Direction;
-  endpoint?: string;
-  verdict: Verdict;
-  rule: string;
-  /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
-  policy?: string;
-  packets: number;
-  bytes: number;
-  process?: FlowProcess;
-}
-
 /** GET /v1/flows. With `follow=1` the answer is server-sent events named `flow` instead, each a {@link Flow}. */
 export interface FlowsResponse {
   node: string;
@@ -157,50 +123,6 @@ export interface FlowsResponse {
 }
 
 // --- GET /v1/explain -----------------------------------------------------------------------------
-
-export interface RuleRef {
-  id: string;
-  policy: string;
-  ruleIndex: number;
-  action: string;
-  /** file:line of the policy manifest. */
-  source?: string;
-}
-
-export interface SideExplanation {
-  endpoint: string;
-  direction: Direction;
-  allowed: boolean;
-  reason: string;
-  globalPolicies: string[];
-  networkPolicies: string[];
-  rule?: RuleRef;
-  passedBy?: RuleRef;
-  logged: RuleRef[];
-  text: string;
-}
-
-export interface ExplainPeer {
-  given: string;
-  address: string;
-  endpoint?: string;
-  node?: string;
-}
-
-/** GET /v1/explain: which rule decides a connection. */
-export interface Explanation {
-  from: ExplainPeer;
-  to: ExplainPeer;
-  protocol: ProtocolName;
-  port?: number;
-  allowed: boolean;
-  decidedAt: string;
-  prefilter?: string;
-  prefilterReply?: boolean;
-  egress?: SideExplanation;
-  ingress?: SideExplanation;
-  summary: string;
-}
 
 // --- All of it -----------------------------------------------------------------------------------
 

@@ -5,12 +5,9 @@
 import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../ir/types.js';
 import { cidrContains, parseAddress, parseCidr, type Address, type Cidr } from '../util/ip.js';
 import type { Packet } from './api.js';
+import type { DecidedAt, SideReason } from './explanation.js';
 
-export type SideReason =
-  | 'global-rule' // an Allow or Deny rule of a GlobalPolicy decided
-  | 'kubernetes-rule' // a NetworkPolicy rule allowed
-  | 'kubernetes-default-deny' // selected by NetworkPolicies, none allowed
-  | 'no-policy'; // nothing selects the endpoint for this direction (or all passed)
+export type { SideReason };
 
 export interface SideVerdict {
   endpoint: string;
@@ -28,7 +25,7 @@ export interface SideVerdict {
 export interface Verdict {
   allowed: boolean;
   /** Which stage decided a denial (or 'allowed'). */
-  decidedAt: 'prefilter' | 'egress' | 'ingress' | 'same-pod' | 'allowed';
+  decidedAt: DecidedAt;
   /** Name of the prefilter that dropped the packet (or its replies). */
   prefilter?: string;
   /**

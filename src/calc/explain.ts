@@ -4,43 +4,10 @@ import { policyLabel } from '../ir/types.js';
 import type { Model } from '../model/types.js';
 import { parseAddress } from '../util/ip.js';
 import { withRuleSetsOf } from './build.js';
-import { Oracle, type SideVerdict, type Verdict } from './evaluate.js';
+import { Oracle, type SideVerdict } from './evaluate.js';
+import type { Explanation, RuleRef, SideExplanation } from './explanation.js';
 
-export interface RuleRef {
-  id: string;
-  policy: string;
-  ruleIndex: number;
-  action: Rule['action'];
-  /** file:line of the policy manifest. */
-  source?: string;
-}
-
-export interface SideExplanation {
-  endpoint: string;
-  direction: 'egress' | 'ingress';
-  allowed: boolean;
-  reason: SideVerdict['reason'];
-  globalPolicies: string[];
-  networkPolicies: string[];
-  rule?: RuleRef;
-  passedBy?: RuleRef;
-  logged: RuleRef[];
-  text: string;
-}
-
-export interface Explanation {
-  from: { given: string; address: string; endpoint?: string; node?: string };
-  to: { given: string; address: string; endpoint?: string; node?: string };
-  protocol: Protocol;
-  port?: number;
-  allowed: boolean;
-  decidedAt: Verdict['decidedAt'];
-  prefilter?: string;
-  prefilterReply?: boolean;
-  egress?: SideExplanation;
-  ingress?: SideExplanation;
-  summary: string;
-}
+export type { ExplainPeer, Explanation, RuleRef, SideExplanation } from './explanation.js';
 
 function sourceOf(model: Model, p: PolicyRef): string | undefined {
   const found =

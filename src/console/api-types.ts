@@ -11,6 +11,9 @@ import type {
   ProtocolName,
   StatusResponse,
 } from '../agent/api-types.js';
+import type { Advice } from '../advise/advice.js';
+
+export type { Advice, Evidence, Recommendation } from '../advise/advice.js';
 
 /** A node whose agent did not answer: reported beside the others' data, never hiding it. */
 export interface NodeError {
@@ -79,33 +82,6 @@ export interface ReachResponse {
 }
 
 // --- GET /api/bench ------------------------------------------------------------------------------
-
-export interface Recommendation {
-  concern: string;
-  choice: string;
-  advice: string;
-  reasons: string[];
-  evidence: {
-    scenario: string;
-    backend: string;
-    params: Record<string, unknown>;
-    median: number;
-    unit: string;
-  }[];
-  measured: boolean;
-  weight: number;
-}
-
-export interface Advice {
-  backend: string;
-  summary: string;
-  decidedBy: string[];
-  recommendations: Recommendation[];
-  elsewhere: Recommendation[];
-  /** Kernel features some backend needs that the probes found missing, e.g. "tcx (Linux 6.6+)". */
-  kernelLacks: string[];
-  measured: boolean;
-}
 
 export interface BenchScenarioInfo {
   name: string;

@@ -4,7 +4,6 @@
  * every side so a flood cannot take the agent down: a token bucket caps events per second
  * (the rest are counted as dropped), and the table keeps only the most recently active flows.
  */
-import type { Direction } from '../ir/types.js';
 import type {
   ConnectionEvent,
   EventSink,
@@ -14,35 +13,9 @@ import type {
   VerdictEvent,
 } from '../dataplane/events.js';
 import { PROTOCOL_NAMES as PROTOCOLS } from '../util/protocols.js';
+import type { Flow, FlowProcess, FlowStats } from './flow-types.js';
 
-export interface FlowProcess {
-  pid: number;
-  comm: string;
-  cgroupId: string;
-  /** The pod whose cgroup it is. */
-  pod?: string;
-}
-
-export interface Flow {
-  key: string;
-  node: string;
-  firstSeen: string;
-  lastSeen: string;
-  protocol: string;
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  direction: Direction;
-  endpoint?: string;
-  verdict: Verdict;
-  rule: string;
-  /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
-  policy?: string;
-  packets: number;
-  bytes: number;
-  process?: FlowProcess;
-}
+export type { Flow, FlowProcess, FlowStats } from './flow-types.js';
 
 /** A flow as kept: times as numbers, turned into ISO strings only when someone looks. */
 type FlowRecord = Omit<Flow, 'firstSeen' | 'lastSeen'> & { first: number; last: number };
@@ -57,17 +30,6 @@ export interface FlowFilter {
   verdict?: Verdict;
   /** Substring of the policy label or rule id. */
   policy?: string;
-}
-
-export interface FlowStats {
-  /** Kernel events taken in. */
-  events: number;
-  /** Events refused by the rate limit. */
-  rateLimited: number;
-  /** Events the kernel side could not deliver, by where they were lost. */
-  lost: Record<string, number>;
-  flows: number;
-  evicted: number;
 }
 
 export interface FlowTableOptions {

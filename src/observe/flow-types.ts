@@ -1,0 +1,47 @@
+/**
+ * Flow records as the agent keeps and serves them: the one definition that the flow table, the
+ * agent's API and the browser console share. Type-only and free of Node's types, so web/ can
+ * typecheck it.
+ */
+import type { Verdict } from '../dataplane/events.js';
+import type { Direction } from '../ir/types.js';
+
+export interface FlowProcess {
+  pid: number;
+  comm: string;
+  cgroupId: string;
+  /** The pod whose cgroup it is. */
+  pod?: string;
+}
+
+export interface Flow {
+  key: string;
+  node: string;
+  firstSeen: string;
+  lastSeen: string;
+  protocol: string;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  direction: Direction;
+  endpoint?: string;
+  verdict: Verdict;
+  rule: string;
+  /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
+  policy?: string;
+  packets: number;
+  bytes: number;
+  process?: FlowProcess;
+}
+
+export interface FlowStats {
+  /** Kernel events taken in. */
+  events: number;
+  /** Events refused by the rate limit. */
+  rateLimited: number;
+  /** Events the kernel side could not deliver, by where they were lost. */
+  lost: Record<string, number>;
+  flows: number;
+  evicted: number;
+}
