@@ -146,51 +146,51 @@ function committedBefore(script: string, line: number | undefined, tables: Table
   return out;
 }
 
-export async function applyPlan(
+/**
+ * Sets: build under temporary names, then swap; one ipset restore stops at its first error.
+ * After a swap the temporary name holds the old members, referenced by nothing (swap exchanges
+ * references too). They go in the same run when no later step can fail and need them back: for a
+ * set that did not exist before (its old members are nothing), or when no table changes. Returns
+ * the temporary sets still to destroy once the tables are in.
+ */
+async function applySets(
   netns: string,
-  next: NodePlan,
-  previous: NodePlan | undefined,
+  diff: PlanDiff,
   opts: ApplyOptions,
-): Promise<ApplyResult> {
-  const started = performance.now();
-  const kernel = await readKernelState(netns, opts.mode);
-  const diff = diffPlan(next, previous, kernel);
-  const changed: string[] = [];
-
-  // Sets: build under temporary names, then swap; one ipset restore stops at its first error.
-  // After a swap the temporary name holds the old members, referenced by nothing (swap exchanges
-  // references too). They go in the same run when no later step can fail and need them back:
-  // for a set that did not exist before (its old members are nothing), or when no table changes.
+  changed: string[],
+): Promise<string[]> {
   const setsOnly = diff.tables.length === 0;
   const fill = fillScript(diff.sets, diff.missingSets, diff.leftoverTmpSets);
   const tmps = diff.sets.map((s) => tmpSetName(s.name));
-  let lateTmps = tmps;
-  if (fill) {
-    const swap = swapScript(diff.sets);
-    const early = diff.sets
-      .filter((s) => setsOnly || diff.missingSets.has(s.name))
-      .map((s) => tmpSetName(s.name));
-    const fillLines = fill.split('\n').length - 1;
-    const swapLines = swap.split('\n').length - 1;
-    const run = await runScript(
-      netns,
-      opts,
-      'ipset',
-      'ipset',
-      ['restore'],
-      fill + swap + destroyScript(early),
-    );
-    const line = failingLine(run.result.stderr) ?? 0;
-    if (run.result.code !== 0 && line <= fillLines + swapLines) {
-      const problems = await undoSets(netns, diff, Math.max(0, line - fillLines - 1));
-      throw failure('ipset restore', run, rollbackNote(problems));
-    }
-    // A failed destroy is retried with the rest at the end.
-    if (run.result.code === 0) lateTmps = tmps.filter((n) => !early.includes(n));
-    for (const s of diff.sets) changed.push(`ipset ${s.name}`);
+  if (!fill) return tmps;
+  const swap = swapScript(diff.sets);
+  const early = diff.sets
+    .filter((s) => setsOnly || diff.missingSets.has(s.name))
+    .map((s) => tmpSetName(s.name));
+  const fillLines = fill.split('\n').length - 1;
+  const swapLines = swap.split('\n').length - 1;
+  const run = await runScript(netns, opts, 'ipset', 'ipset', ['restore'], fill + swap + destroyScript(early));
+  const line = failingLine(run.result.stderr) ?? 0;
+  if (run.result.code !== 0 && line <= fillLines + swapLines) {
+    const problems = await undoSets(netns, diff, Math.max(0, line - fillLines - 1));
+    throw failure('ipset restore', run, rollbackNote(problems));
   }
+  for (const s of diff.sets) changed.push(`ipset ${s.name}`);
+  // A failed destroy is retried with the rest at the end.
+  return run.result.code === 0 ? tmps.filter((n) => !early.includes(n)) : tmps;
+}
 
-  // Tables: one iptables-restore per family, both families at once (independent kernel objects).
+/**
+ * Tables: one iptables-restore per family, both families at once (independent kernel objects).
+ * On a failure every table that did commit, and the swapped sets, go back to what they were.
+ */
+async function applyTables(
+  netns: string,
+  diff: PlanDiff,
+  kernel: KernelState,
+  opts: ApplyOptions,
+  changed: string[],
+): Promise<void> {
   const families = FAMILIES.map((family) => diff.tables.filter((t) => t.family === family)).filter(
     (l) => l.length,
   );
@@ -199,18 +199,8 @@ export async function applyPlan(
       const family = (tables[0] as TableDiff).family;
       const script = tables.map((t) => restoreScript(t.table, t.change)).join('');
       const cmd = tool(opts.mode, family, 'restore');
-      return {
-        tables,
-        cmd,
-        run: await runScript(
-          netns,
-          opts,
-          family === 4 ? 'iptables' : 'ip6tables',
-          cmd,
-          restoreArgs(),
-          script,
-        ),
-      };
+      const stage = family === 4 ? 'iptables' : 'ip6tables';
+      return { tables, cmd, run: await runScript(netns, opts, stage, cmd, restoreArgs(), script) };
     }),
   );
   const failed = runs.filter((r) => r.run.result.code !== 0);
@@ -233,6 +223,20 @@ export async function applyPlan(
     for (const j of t.change.insertJumps) changed.push(`${t.key} ${j.builtin} jump (inserted)`);
     for (const j of t.change.deleteJumps) changed.push(`${t.key} ${j.builtin} jump (deleted)`);
   }
+}
+
+export async function applyPlan(
+  netns: string,
+  next: NodePlan,
+  previous: NodePlan | undefined,
+  opts: ApplyOptions,
+): Promise<ApplyResult> {
+  const started = performance.now();
+  const kernel = await readKernelState(netns, opts.mode);
+  const diff = diffPlan(next, previous, kernel);
+  const changed: string[] = [];
+  const lateTmps = await applySets(netns, diff, opts, changed);
+  await applyTables(netns, diff, kernel, opts, changed);
 
   // Old members and sets no rule uses any more; a failure here leaves a harmless unused set that
   // the next apply tries again, so it is reported rather than raised.

@@ -4,7 +4,7 @@
  * from this one structure, so what `compile` shows and what an update installs cannot drift apart.
  */
 import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
-import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
+import type { Direction, Endpoint, IR, IpPortSet, IpSet, Prefilter, Rule, RuleSet } from '../../ir/types.js';
 import { serviceObjects } from './services.js';
 import {
   dispatchMap,
@@ -276,19 +276,17 @@ function baseChain(name: string, hook: string, priority: string, rules: string[]
   };
 }
 
-/**
- * Builds the node's ruleset from `ir` (whole or already sliced with irForNode). Endpoints of other
- * nodes contribute only set members; nothing outside pod veths and the fabric prefilter is touched.
- */
-export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {}): NftRuleset {
-  const flowLogs = options.flowLogs ?? true;
-  const local = ir.endpoints.filter((e) => e.node === node);
+/** Each local endpoint's tier chains, its dispatch entries, and the sets its rules name. */
+function endpointChains(
+  ir: IR,
+  local: readonly Endpoint[],
+  flowLogs: boolean,
+): { chains: NftChain[]; dispatch: Record<Direction, string[]>; used: Set<string> } {
   const byId = new Map(local.map((e) => [e.id, e]));
   const renderer = new RuleRenderer(ir.ipSets, ir.ipPortSets);
   const used = new Set<string>();
   const chains: NftChain[] = [];
   const dispatch: Record<Direction, string[]> = { egress: [], ingress: [] };
-
   for (const rs of ir.ruleSets) {
     const ep = byId.get(rs.endpoint);
     if (!ep) continue;
@@ -301,58 +299,48 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
       `${quoted(safeName(ep.hostInterface))} : jump ${tierChain(rs.direction, ep.hostInterface)}`,
     );
   }
+  return { chains, dispatch, used };
+}
 
-  const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
-  for (const p of prefilters) used.add(p.set);
-  const sets = addressSets({
-    ...ir,
-    ipSets: ir.ipSets.filter((s) => used.has(s.id)),
-    ipPortSets: ir.ipPortSets.filter((s) => used.has(s.id)),
-  });
-  sets.push({
-    kind: 'set',
-    name: WORKLOAD_IFACES_SET,
-    spec: '{ type ifname; }',
-    elements: local.map((e) => quoted(safeName(e.hostInterface))).sort(),
-    note: 'host-side pod veths of this node',
-  });
-  if (flowLogs) sets.push(...flowLogObjects());
-
-  const maps: NftSet[] = (['egress', 'ingress'] as const).map((direction) => ({
+function dispatchMaps(dispatch: Record<Direction, string[]>): NftSet[] {
+  return (['egress', 'ingress'] as const).map((direction) => ({
     kind: 'map',
     name: dispatchMap(direction),
     spec: '{ type ifname : verdict; }',
     elements: dispatch[direction].sort(),
     note: `${direction === 'egress' ? 'iifname' : 'oifname'} → the endpoint's ${direction} chain`,
   }));
+}
 
+/** The raw-table chain dropping deny-listed sources from the fabric, before conntrack. */
+function prefilterChain(prefilters: readonly Prefilter[], sets: readonly NftSet[]): NftChain {
+  const rules = [`iifname "lo" counter return`, `iifname @${WORKLOAD_IFACES_SET} counter return`];
+  const setNames = new Set(sets.map((s) => s.name));
+  for (const p of prefilters) {
+    for (const family of ['v4', 'v6'] as const) {
+      const name = familySet(p.set, family);
+      if (setNames.has(name))
+        rules.push(
+          `${ADDR_MATCH[family]} saddr @${name} counter drop comment ${quoted(prefilterRuleId(p.name))}`,
+        );
+    }
+  }
+  return baseChain(
+    PREFILTER_CHAIN,
+    'prerouting',
+    'raw',
+    rules,
+    'prefilter: deny-listed sources from the fabric, before conntrack',
+  );
+}
+
+/** The input and forward base chains: conntrack first, then the endpoints' dispatch maps. */
+function filterChains(): NftChain[] {
   const established = [
     `ct state established,related counter accept comment ${quoted(ESTABLISHED_RULE_ID)}`,
     `ct state invalid counter drop comment ${quoted(INVALID_RULE_ID)}`,
   ];
-  if (prefilters.length > 0) {
-    const rules = [`iifname "lo" counter return`, `iifname @${WORKLOAD_IFACES_SET} counter return`];
-    const setFamilies = new Map(sets.map((s) => [s.name, true]));
-    for (const p of prefilters) {
-      for (const family of ['v4', 'v6'] as const) {
-        const name = familySet(p.set, family);
-        if (setFamilies.has(name))
-          rules.push(
-            `${ADDR_MATCH[family]} saddr @${name} counter drop comment ${quoted(prefilterRuleId(p.name))}`,
-          );
-      }
-    }
-    chains.push(
-      baseChain(
-        PREFILTER_CHAIN,
-        'prerouting',
-        'raw',
-        rules,
-        'prefilter: deny-listed sources from the fabric, before conntrack',
-      ),
-    );
-  }
-  chains.push(
+  return [
     baseChain(
       INPUT_CHAIN,
       'input',
@@ -377,14 +365,43 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
       ],
       'pod traffic: egress of the sending pod, then ingress of the receiving pod',
     ),
-  );
+  ];
+}
+
+/**
+ * Builds the node's ruleset from `ir` (whole or already sliced with irForNode). Endpoints of other
+ * nodes contribute only set members; nothing outside pod veths and the fabric prefilter is touched.
+ */
+export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {}): NftRuleset {
+  const flowLogs = options.flowLogs ?? true;
+  const local = ir.endpoints.filter((e) => e.node === node);
+  const { chains, dispatch, used } = endpointChains(ir, local, flowLogs);
+
+  const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
+  for (const p of prefilters) used.add(p.set);
+  const sets = addressSets({
+    ...ir,
+    ipSets: ir.ipSets.filter((s) => used.has(s.id)),
+    ipPortSets: ir.ipPortSets.filter((s) => used.has(s.id)),
+  });
+  sets.push({
+    kind: 'set',
+    name: WORKLOAD_IFACES_SET,
+    spec: '{ type ifname; }',
+    elements: local.map((e) => quoted(safeName(e.hostInterface))).sort(),
+    note: 'host-side pod veths of this node',
+  });
+  if (flowLogs) sets.push(...flowLogObjects());
+
+  if (prefilters.length > 0) chains.push(prefilterChain(prefilters, sets));
+  chains.push(...filterChains());
   const services = serviceObjects(ir);
   const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
   const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];
   return {
     node,
     sets: [...sets, ...services.sets],
-    maps: [...maps, ...services.maps],
+    maps: [...dispatchMaps(dispatch), ...services.maps],
     chains: [...regular, ...base],
   };
 }
