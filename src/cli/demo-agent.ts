@@ -15,6 +15,7 @@ import type { Flow } from '../observe/flows.js';
 import type { DemoStep } from './demo.js';
 import { FLOW_HEADERS, flowRow } from './flows.js';
 import { formatTable } from './output.js';
+import { agentStatusCells } from './agent-status.js';
 
 const VICTIM = 'shop/db';
 
@@ -54,14 +55,7 @@ async function agentTable(lab: string): Promise<string> {
   const rows = [];
   for (const a of labAgents(lab).sort((x, y) => (x.node < y.node ? -1 : 1))) {
     const s = await statusOf(lab, a.node);
-    rows.push([
-      s.node,
-      s.backend,
-      s.pid,
-      s.revision ?? '-',
-      s.lastApply ? `${s.lastApply.mode} ${s.lastApply.durationMs} ms` : '-',
-      s.repairs,
-    ]);
+    rows.push(agentStatusCells(s));
   }
   return formatTable(['node', 'backend', 'pid', 'revision', 'last apply', 'repairs'], rows);
 }

@@ -7,8 +7,8 @@
 import type { Command } from 'commander';
 import type { ConntrackEntry, ConntrackGc } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
-import { DEFAULT_LAB } from '../lab/names.js';
-import { readState } from '../lab/state.js';
+import { readState, type LabState } from '../lab/state.js';
+import { labNodeOptions, selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
 export interface NodeConntrack {
@@ -18,78 +18,82 @@ export interface NodeConntrack {
   entries: ConntrackEntry[];
 }
 
+/** Each selected node's table, collected first with --gc where the backend collects its own. */
+async function readTables(
+  state: LabState,
+  nodes: readonly { name: string; netns: string }[],
+  gc: boolean,
+): Promise<NodeConntrack[]> {
+  if (state.backend === 'none')
+    throw new CliError(`lab '${state.name}' runs no backend (start it with --backend)`);
+  const backend = await loadBackend(state.backend);
+  const result: NodeConntrack[] = [];
+  for (const n of nodes) {
+    const table = backend.conntrack({ scope: state.name, node: n.name, netns: n.netns });
+    if (gc && !table.collectGarbage)
+      throw new CliError(`--gc: the ${table.description} expires its entries itself`, 2);
+    const collected = gc ? await table.collectGarbage?.() : undefined;
+    result.push({ node: n.name, ...(collected ? { gc: collected } : {}), entries: await table.list() });
+  }
+  return result;
+}
+
+function printTables(state: LabState, result: readonly NodeConntrack[]): void {
+  for (const r of result) {
+    if (r.gc)
+      process.stdout.write(
+        `node ${r.node}: collected ${r.gc.expired} expired and ${r.gc.orphaned} orphaned of ${r.gc.scanned} entries\n`,
+      );
+  }
+  const rows = result.flatMap((r) =>
+    r.entries.map((e) => [
+      r.node,
+      e.endpoint ?? (e.ifindex !== undefined ? `ifindex ${e.ifindex}` : '-'),
+      e.direction ?? '-',
+      e.protocol,
+      `${e.src}:${e.sport}`,
+      `${e.dst}:${e.dport}`,
+      e.state + (e.replied ? '' : ' (unreplied)'),
+      e.ageSeconds?.toFixed(1) ?? '-',
+      e.idleSeconds?.toFixed(1) ?? '-',
+      e.expiresInSeconds < 0 ? 'expired' : e.expiresInSeconds.toFixed(0),
+      e.packets ?? '-',
+      e.bytes ?? '-',
+    ]),
+  );
+  process.stdout.write(`conntrack of lab ${state.name} (${rows.length} entries)\n`);
+  process.stdout.write(
+    formatTable(
+      [
+        'node',
+        'endpoint',
+        'admitted by',
+        'proto',
+        'source',
+        'destination',
+        'state',
+        'age s',
+        'idle s',
+        'expires in s',
+        'packets',
+        'bytes',
+      ],
+      rows,
+    ) + '\n',
+  );
+}
+
 export function registerLabConntrack(lab: Command): void {
-  lab
-    .command('conntrack')
-    .description("the backend's connection tracking table, per node")
-    .option('--name <lab>', 'lab name', DEFAULT_LAB)
-    .option('--node <name>', 'only this node')
+  labNodeOptions(lab.command('conntrack').description("the backend's connection tracking table, per node"))
     .option('--gc', 'collect garbage first (expired entries, entries of pods that are gone)')
     .option('--json', 'machine-readable: [{node, gc?, entries: [...]}]')
     .action(async (opts: { name: string; node?: string; gc?: boolean; json?: boolean }) => {
       const state = readState(opts.name);
       if (!state)
         throw new CliError(`no lab '${opts.name}' (start one with 'switchyard lab up FILES --backend ebpf')`);
-      const nodes = state.topology?.nodes ?? [];
-      const selected = opts.node ? nodes.filter((n) => n.name === opts.node) : nodes;
-      if (opts.node && selected.length === 0)
-        throw new CliError(
-          `lab '${opts.name}' has no node '${opts.node}' (nodes: ${nodes.map((n) => n.name).join(', ')})`,
-          2,
-        );
-      if (state.backend === 'none')
-        throw new CliError(`lab '${opts.name}' runs no backend (start it with --backend)`);
-      const backend = await loadBackend(state.backend);
-      const result: NodeConntrack[] = [];
-      for (const n of selected) {
-        const table = backend.conntrack({ scope: state.name, node: n.name, netns: n.netns });
-        if (opts.gc && !table.collectGarbage)
-          throw new CliError(`--gc: the ${table.description} expires its entries itself`, 2);
-        const gc = opts.gc ? await table.collectGarbage?.() : undefined;
-        result.push({ node: n.name, ...(gc ? { gc } : {}), entries: await table.list() });
-      }
+      const nodes = selectLabNodes(opts.name, state.topology?.nodes ?? [], opts.node);
+      const result = await readTables(state, nodes, opts.gc ?? false);
       if (opts.json) return printJson(result);
-      for (const r of result) {
-        if (r.gc)
-          process.stdout.write(
-            `node ${r.node}: collected ${r.gc.expired} expired and ${r.gc.orphaned} orphaned of ${r.gc.scanned} entries\n`,
-          );
-      }
-      const rows = result.flatMap((r) =>
-        r.entries.map((e) => [
-          r.node,
-          e.endpoint ?? (e.ifindex !== undefined ? `ifindex ${e.ifindex}` : '-'),
-          e.direction ?? '-',
-          e.protocol,
-          `${e.src}:${e.sport}`,
-          `${e.dst}:${e.dport}`,
-          e.state + (e.replied ? '' : ' (unreplied)'),
-          e.ageSeconds?.toFixed(1) ?? '-',
-          e.idleSeconds?.toFixed(1) ?? '-',
-          e.expiresInSeconds < 0 ? 'expired' : e.expiresInSeconds.toFixed(0),
-          e.packets ?? '-',
-          e.bytes ?? '-',
-        ]),
-      );
-      process.stdout.write(`conntrack of lab ${state.name} (${rows.length} entries)\n`);
-      process.stdout.write(
-        formatTable(
-          [
-            'node',
-            'endpoint',
-            'admitted by',
-            'proto',
-            'source',
-            'destination',
-            'state',
-            'age s',
-            'idle s',
-            'expires in s',
-            'packets',
-            'bytes',
-          ],
-          rows,
-        ) + '\n',
-      );
+      printTables(state, result);
     });
 }

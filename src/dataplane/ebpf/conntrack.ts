@@ -6,7 +6,7 @@
  */
 import { BpfMap } from '../../bpf/index.js';
 import type { Direction } from '../../ir/types.js';
-import type { NodeTarget } from '../backend.js';
+import type { ConntrackEntry as BackendConntrackEntry, NodeTarget } from '../backend.js';
 import {
   CT_FLAG_REPLIED,
   CT_STATE_NAMES,
@@ -23,27 +23,14 @@ import { mapPinPath, readEntries } from './maps.js';
 import { readMeta, type NodeMeta } from './meta.js';
 import { nodeDir } from './paths.js';
 
-export interface ConntrackEntry {
-  ifindex: number;
-  /** Host veth and endpoint of the hook, when the node's description knows the ifindex. */
-  ifname?: string;
-  endpoint?: string;
-  /** Policy direction that admitted the connection. */
-  direction: Direction;
-  protocol: string;
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  state: string;
-  replied: boolean;
-  ageSeconds: number;
-  idleSeconds: number;
-  /** Negative once expired (awaiting collection). */
-  expiresInSeconds: number;
-  packets: number;
-  bytes: number;
-}
+/**
+ * The contract's entry, with what the eBPF table always knows: the hook (and so the direction)
+ * that admitted the connection, its age, and its own packet and byte counts.
+ */
+export type ConntrackEntry = BackendConntrackEntry &
+  Required<
+    Pick<BackendConntrackEntry, 'ifindex' | 'direction' | 'ageSeconds' | 'idleSeconds' | 'packets' | 'bytes'>
+  >;
 
 /** The clock bpf_ktime_get_ns reads (CLOCK_MONOTONIC), as libuv's hrtime also reads it. */
 export function monotonicNs(): bigint {
