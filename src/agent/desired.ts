@@ -28,8 +28,8 @@ export interface DesiredSource {
 }
 
 export class SourceError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'SourceError';
   }
 }

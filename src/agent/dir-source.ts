@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { allocate, buildIR, type Allocations } from '../calc/index.js';
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
+import { errorMessage } from '../util/errors.js';
 
 const MANIFEST = /\.(ya?ml|json)$/;
 /** In the agent's state directory: the allocations of the manifests read last. */
@@ -141,7 +142,7 @@ function readCompiled(path: string): DesiredState {
   try {
     state = JSON.parse(readFileSync(path, 'utf8')) as DesiredState;
   } catch (e) {
-    throw new SourceError(`${path}: not valid JSON: ${(e as Error).message}`);
+    throw new SourceError(`${path}: not valid JSON: ${errorMessage(e)}`, { cause: e });
   }
   if (typeof state.revision !== 'string' || state.ir?.version !== 1)
     throw new SourceError(`${path}: expected {revision, ir} with an IR of version 1`);

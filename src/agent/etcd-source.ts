@@ -21,6 +21,7 @@ import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../dat
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
 import { formatIssue, validateManifestDocuments } from '../model/index.js';
 import { ETCD_SOURCE_PREFIX, SourceError, type DesiredSource, type DesiredState } from './desired.js';
+import { errorMessage } from '../util/errors.js';
 
 export const ETCD_CACHE_FILE = 'etcd-cache.json';
 /** Following etcd again after a failure: after RETRY_MS, doubling up to RETRY_MAX_MS. */
@@ -200,7 +201,7 @@ export class EtcdSource implements DesiredSource {
       this.watching = false;
       // Once per outage at warn level: etcd may stay away for a long time.
       const log = this.retryMs === 0 ? this.opts.logger?.warn : this.opts.logger?.debug;
-      log?.call(this.opts.logger, { err: (e as Error).message }, 'cannot follow etcd yet: retrying');
+      log?.call(this.opts.logger, { err: errorMessage(e) }, 'cannot follow etcd yet: retrying');
       this.retryMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MS, this.retryMs * 2));
       if (!this.stopped) this.retryTimer = setTimeout(() => void this.follow(), this.retryMs);
       return;

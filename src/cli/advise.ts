@@ -10,6 +10,7 @@ import { scenarioNames } from '../bench/registry.js';
 import { allocate, buildIR } from '../calc/index.js';
 import { loadModelOrFail } from './manifests.js';
 import { CliError, formatTable, printJson } from './output.js';
+import { errorMessage } from '../util/errors.js';
 
 /** Scenarios whose numbers the advisor reads, in the order it weighs them. */
 const ADVICE_SCENARIOS = ['policy', 'set-update', 'services', 'prefilter', 'observe'];
@@ -18,7 +19,7 @@ function readWorkload(file: string): unknown {
   try {
     return parseYaml(readFileSync(file, 'utf8')) ?? {};
   } catch (e) {
-    throw new CliError(`${file}: ${(e as Error).message}`);
+    throw new CliError(`${file}: ${errorMessage(e)}`, 1, { cause: e });
   }
 }
 

@@ -25,6 +25,7 @@ import {
 import { storedDocument } from './documents.js';
 import { DatastoreError, type EtcdStore, type Snapshot } from './etcd.js';
 import { formatRef, objectKey, parseObjectKey, refOf, type ObjectRef } from './keys.js';
+import { errorMessage } from '../util/errors.js';
 
 const MAX_ATTEMPTS = 20;
 
@@ -63,7 +64,7 @@ function readFiles(paths: readonly string[]): Incoming[] {
   try {
     files = expandManifestPaths(paths);
   } catch (e) {
-    throw new DatastoreError((e as Error).message);
+    throw new DatastoreError(errorMessage(e), { cause: e });
   }
   if (files.length === 0) throw new DatastoreError(`no manifests in ${paths.join(', ')}`);
   const issues: ManifestIssue[] = [];
@@ -160,7 +161,7 @@ function plan(
       nodeCount: snapshot.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
     });
   } catch (e) {
-    throw new DatastoreError((e as Error).message, { cause: e });
+    throw new DatastoreError(errorMessage(e), { cause: e });
   }
   const out: Plan = {
     puts: new Map(),

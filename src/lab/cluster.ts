@@ -26,6 +26,7 @@ export const DEFAULT_CLUSTER = 'cluster';
 import { cutOff, heal, isCutOff } from './partition.js';
 import type { Progress } from './progress.js';
 import { labDir, readState } from './state.js';
+import { errorMessage } from '../util/errors.js';
 
 export interface ClusterUpOptions {
   name: string;
@@ -228,7 +229,7 @@ export async function clusterStatus(name: string): Promise<ClusterStatus> {
         if (typeof s.sourceStats?.connected === 'boolean') out.connected = s.sourceStats.connected;
         if (s.lastError) out.lastError = s.lastError.message;
       } catch (e) {
-        out.lastError = `no answer: ${(e as Error).message}`;
+        out.lastError = `no answer: ${errorMessage(e)}`;
       }
       return out;
     }),

@@ -20,6 +20,7 @@ import { silentProgress, type Progress } from './progress.js';
 import { buildPart, tearDownPart } from './realize.js';
 import { labDir, readState, withLabLock, writeState, type LabBackend, type LabState } from './state.js';
 import { buildTopology, topologyNetns, type Topology } from './topology.js';
+import { errorMessage } from '../util/errors.js';
 
 export interface ConvergeOptions {
   name: string;
@@ -68,7 +69,7 @@ function allocateOrFail(model: Model, nodeCount: number, prev: LabState | undefi
   try {
     return allocate(model, prev?.allocations ?? {}, { nodeCount });
   } catch (e) {
-    throw new LabError((e as Error).message, { cause: e });
+    throw new LabError(errorMessage(e), { cause: e });
   }
 }
 
@@ -76,7 +77,7 @@ function buildIROrFail(model: Model, allocations: Allocations, opts: BuildOption
   try {
     return buildIR(model, allocations, opts);
   } catch (e) {
-    throw new LabError((e as Error).message, { cause: e });
+    throw new LabError(errorMessage(e), { cause: e });
   }
 }
 
@@ -93,7 +94,7 @@ async function applyBackend(
       await backend.apply({ scope: lab, node: n.name, netns: n.netns }, ir, known ? previous : undefined);
     } catch (e) {
       throw new LabError(
-        `the ${backend.name} backend failed on node ${n.name}: ${(e as Error).message}\n` +
+        `the ${backend.name} backend failed on node ${n.name}: ${errorMessage(e)}\n` +
           `(the lab's namespaces and probes are up; fix the cause and run 'switchyard lab apply')`,
       );
     }

@@ -12,6 +12,7 @@ import type { Model } from '../model/index.js';
 import { LabError } from './errors.js';
 import { labNameError, STATE_ROOT } from './names.js';
 import type { Topology } from './topology.js';
+import { errorMessage } from '../util/errors.js';
 
 export type LabBackend = 'none' | BackendName;
 export type LabStatus = 'creating' | 'applying' | 'ready' | 'removing';
@@ -79,7 +80,7 @@ export function readState(name: string): LabState | undefined {
     return state;
   } catch (e) {
     throw new LabError(
-      `the state file ${statePath(name)} is unreadable (${(e as Error).message}); ` +
+      `the state file ${statePath(name)} is unreadable (${errorMessage(e)}); ` +
         `'switchyard lab down --name ${name}' removes the lab by its names`,
     );
   }

@@ -25,6 +25,7 @@ import type { BenchRow } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
 import { connectBatch } from './support/connect.js';
 import { benchModel } from './support/manifests.js';
+import { errorMessage } from '../../util/errors.js';
 
 const LAB = 'bench-svc';
 const BACKENDS: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
@@ -100,7 +101,7 @@ export async function connectionRows(
           state = (await converge({ name: LAB, model: m, files: [], mode: 'up', backend, nodeCount: 1 }))
             .state;
         } catch (e) {
-          notes.push(`${backend} N=${services}: lab apply failed: ${(e as Error).message.split('\n')[0]}`);
+          notes.push(`${backend} N=${services}: lab apply failed: ${errorMessage(e).split('\n')[0]}`);
           ctx.progress.tick(`${backend} ${services}`);
           continue;
         }
@@ -193,7 +194,7 @@ export async function syncRows(
       try {
         backend = await loadBackend(name);
       } catch (e) {
-        notes.push(`${name}: not loaded: ${(e as Error).message}`);
+        notes.push(`${name}: not loaded: ${errorMessage(e)}`);
         continue;
       }
       const scratch: number[] = [];
@@ -210,7 +211,7 @@ export async function syncRows(
         rows.push(summarize(name, { services, op: 'from scratch' }, scratch));
         rows.push(summarize(name, { services, op: 'one endpoint change' }, change));
       } catch (e) {
-        notes.push(`${name}: service sync failed: ${(e as Error).message.split('\n')[0]}`);
+        notes.push(`${name}: service sync failed: ${errorMessage(e).split('\n')[0]}`);
       } finally {
         await backend.remove(target).catch(() => undefined);
       }
