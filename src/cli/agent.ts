@@ -7,6 +7,7 @@ import { integerIn } from './options.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/errors.js';
+import { BACKEND_NAMES } from '../dataplane/backend.js';
 
 interface AgentFlags {
   node: string;
@@ -90,9 +91,7 @@ export function register(program: Command): void {
       'the node this agent is for (as in the IR: spec.nodeName or node-1, node-2, …)',
     )
     .addOption(
-      new Option('--backend <backend>', 'dataplane backend')
-        .choices(['iptables', 'nftables', 'ebpf'])
-        .makeOptionMandatory(),
+      new Option('--backend <backend>', 'dataplane backend').choices(BACKEND_NAMES).makeOptionMandatory(),
     )
     .requiredOption('--netns <name>', "the node's network namespace (sy-…)")
     .option('--scope <name>', 'pin and cgroup scope (a lab name for lab agents)', 'agent')

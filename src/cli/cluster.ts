@@ -8,8 +8,9 @@ import type { ClusterStatus } from '../lab/cluster.js';
 import { cleanupLine, podTable, progressBar } from './lab.js';
 import { parseNodeCount } from './manifests.js';
 import { CliError, formatTable, printJson } from './output.js';
+import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 
-const BACKENDS = ['iptables', 'nftables', 'ebpf'] as const;
+const BACKENDS = BACKEND_NAMES;
 
 const cluster = (): Promise<typeof import('../lab/cluster.js')> => import('../lab/cluster.js');
 
@@ -17,7 +18,7 @@ function nameOption(): Option {
   return new Option('--name <lab>', 'cluster (lab) name').default('cluster');
 }
 
-type ClusterBackend = (typeof BACKENDS)[number];
+type ClusterBackend = BackendName;
 
 interface ClusterUpOptions {
   name: string;

@@ -7,12 +7,13 @@ import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { parseTimeoutMs } from './options.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
+import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 
 // src/lab pulls in koffi; load it only when a lab command actually runs.
 const lab = (): Promise<typeof import('../lab/index.js')> => import('../lab/index.js');
 
-const BACKENDS = ['none', 'iptables', 'nftables', 'ebpf'] as const;
-type BackendOption = (typeof BACKENDS)[number];
+type BackendOption = 'none' | BackendName;
+const BACKENDS: readonly BackendOption[] = ['none', ...BACKEND_NAMES];
 
 function nameOption(): Option {
   return new Option('--name <lab>', 'lab name (lower-case letters, digits, -)').default('demo');
