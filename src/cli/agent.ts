@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import type { BackendName } from '../dataplane/backend.js';
+import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
@@ -7,7 +7,6 @@ import { integerIn } from './options.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/errors.js';
-import { BACKEND_NAMES } from '../dataplane/backend.js';
 
 interface AgentFlags {
   node: string;
