@@ -7,8 +7,19 @@ import type { Direction } from '../ir/types.js';
 
 export type Verdict = 'allow' | 'deny' | 'log';
 
+/** The addresses and ports a packet or connection carries (original direction for connections). */
+export interface PacketTuple {
+  /** IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP). */
+  protocol: number;
+  src: string;
+  dst: string;
+  /** 0 where the protocol has no ports. */
+  sport: number;
+  dport: number;
+}
+
 /** A packet a policy rule decided on (or logged): one per new allowed connection, one per denied packet. */
-export interface VerdictEvent {
+export interface VerdictEvent extends PacketTuple {
   kind: 'verdict';
   /** Milliseconds since the epoch. */
   time: number;
@@ -21,42 +32,24 @@ export interface VerdictEvent {
   /** `namespace/name` of the pod whose policy decided. */
   endpoint?: string;
   direction: Direction;
-  /** IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP). */
-  protocol: number;
-  src: string;
-  dst: string;
-  /** 0 where the protocol has no ports. */
-  sport: number;
-  dport: number;
   /** Length of the packet that carried the verdict. */
   bytes: number;
 }
 
-/** A connection's totals, when the dataplane's conntrack reports or ends it. */
-export interface ConnectionEvent {
+/** A connection's totals, when the dataplane's conntrack reports or ends it; the tuple is the original direction's. */
+export interface ConnectionEvent extends PacketTuple {
   kind: 'connection';
   time: number;
   /** `update` carries running totals; `end` the final ones. */
   phase: 'update' | 'end';
-  protocol: number;
-  /** As the original direction (the packet that created the entry) carried it. */
-  src: string;
-  dst: string;
-  sport: number;
-  dport: number;
   packets: number;
   bytes: number;
 }
 
 /** The process that opened a connection (from the socket's state changes in process context). */
-export interface ProcessEvent {
+export interface ProcessEvent extends PacketTuple {
   kind: 'process';
   time: number;
-  protocol: number;
-  src: string;
-  dst: string;
-  sport: number;
-  dport: number;
   pid: number;
   comm: string;
   /** cgroup v2 id (inode number of the cgroup directory), decimal. */

@@ -1,6 +1,6 @@
 /**
  * Building and reading netlink messages, shared by every netlink client (rtnetlink here, NFLOG in
- * src/observe). Netlink headers and attributes are in host byte order: little-endian hosts only
+ * src/dataplane/netfilter). Netlink headers and attributes are in host byte order: little-endian hosts only
  * (x86_64, arm64), like the rest of the project's native code.
  */
 

@@ -15,6 +15,8 @@
 import { watchReadable, type ReadableWatch } from '../../bpf/sys.js';
 import { check, lastErrno, libc, SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET } from '../../netns/libc.js';
 import { withNetns } from '../../netns/setns.js';
+import { ackErrno, netlinkAttribute, netlinkRequest, NLM_F_ACK, NLMSG_HDRLEN } from '../../netns/netlink.js';
+import type { PacketTuple } from '../events.js';
 
 const AF_NETLINK = 16;
 const AF_UNSPEC = 0;
@@ -27,11 +29,6 @@ const MSG_DONTWAIT = 0x40;
 const EAGAIN = 11;
 const EINTR = 4;
 const ENOBUFS = 105;
-
-const NLMSG_HDRLEN = 16;
-const NLMSG_ERROR = 2;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
 
 const NFNL_SUBSYS_ULOG = 4;
 const NFULNL_MSG_PACKET = 0;
@@ -59,7 +56,7 @@ const NFULA_SEQ = 12;
 const NLA_TYPE_MASK = 0x3fff;
 
 /** One logged packet, decoded. */
-export interface NflogPacket {
+export interface NflogPacket extends PacketTuple {
   /** Milliseconds since the epoch: NFULA_TIMESTAMP when the kernel had one, else receive time. */
   time: number;
   /** The rule's prefix, without the terminating NUL. */
@@ -69,11 +66,6 @@ export interface NflogPacket {
   hook: number;
   indev: number;
   outdev: number;
-  protocol: number;
-  src: string;
-  dst: string;
-  sport: number;
-  dport: number;
   /** The packet's length on the wire at layer 3 (from the IP header; the copy is truncated). */
   bytes: number;
 }
@@ -101,15 +93,6 @@ export interface NflogReader {
   close(): void;
 }
 
-function attr(type: number, data: Buffer): Buffer {
-  const len = 4 + data.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  data.copy(out, 4);
-  return out;
-}
-
 function be32(v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(v);
@@ -122,18 +105,17 @@ function be16(v: number): Buffer {
   return b;
 }
 
+/** An NFULNL_MSG_CONFIG request: struct nfgenmsg (family, version 0, group big-endian), then `attrs`. */
 function configMessage(seq: number, family: number, group: number, attrs: Buffer[]): Buffer {
-  const body = Buffer.concat(attrs);
-  const msg = Buffer.alloc(NLMSG_HDRLEN + 4 + body.length);
-  msg.writeUInt32LE(msg.length, 0);
-  msg.writeUInt16LE((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, 4);
-  msg.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK, 6);
-  msg.writeUInt32LE(seq, 8);
-  msg.writeUInt8(family, NLMSG_HDRLEN);
-  msg.writeUInt8(0, NLMSG_HDRLEN + 1);
-  msg.writeUInt16BE(group, NLMSG_HDRLEN + 2);
-  body.copy(msg, NLMSG_HDRLEN + 4);
-  return msg;
+  const nfgen = Buffer.alloc(4);
+  nfgen.writeUInt8(family, 0);
+  nfgen.writeUInt16BE(group, 2);
+  return netlinkRequest(
+    (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+    NLM_F_ACK,
+    seq,
+    Buffer.concat([nfgen, ...attrs]),
+  );
 }
 
 function ipv4Text(b: Buffer, off: number): string {
@@ -358,17 +340,9 @@ function configure(
       if (Date.now() > deadline) throw new Error(`nflog: no answer to ${what}`);
       continue;
     }
-    for (let off = 0; off + NLMSG_HDRLEN <= n;) {
-      const len = reply.readUInt32LE(off);
-      const type = reply.readUInt16LE(off + 4);
-      if (type === NLMSG_ERROR && reply.readUInt32LE(off + 8) === seq) {
-        const errno = -reply.readInt32LE(off + 16);
-        if (errno === 0) return;
-        throw Object.assign(new Error(`nflog ${what}: ${c.strerror(errno)}`), { errno });
-      }
-      if (len < NLMSG_HDRLEN) break;
-      off += (len + 3) & ~3;
-    }
+    const errno = ackErrno(reply, n, seq);
+    if (errno === 0) return;
+    if (errno !== undefined) throw Object.assign(new Error(`nflog ${what}: ${c.strerror(errno)}`), { errno });
   }
 }
 
@@ -399,7 +373,7 @@ export function openNflog(opts: NflogOptions): NflogReader {
         ++seq,
         family,
         0,
-        [attr(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_PF_UNBIND]))],
+        [netlinkAttribute(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_PF_UNBIND]))],
         'PF_UNBIND',
       );
       configure(
@@ -407,7 +381,7 @@ export function openNflog(opts: NflogOptions): NflogReader {
         ++seq,
         family,
         0,
-        [attr(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_PF_BIND]))],
+        [netlinkAttribute(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_PF_BIND]))],
         'PF_BIND',
       );
     }
@@ -416,7 +390,7 @@ export function openNflog(opts: NflogOptions): NflogReader {
       ++seq,
       AF_UNSPEC,
       group,
-      [attr(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_BIND]))],
+      [netlinkAttribute(NFULA_CFG_CMD, Buffer.from([NFULNL_CFG_CMD_BIND]))],
       `BIND group ${group}`,
     );
     const mode = Buffer.alloc(6);
@@ -428,11 +402,11 @@ export function openNflog(opts: NflogOptions): NflogReader {
       AF_UNSPEC,
       group,
       [
-        attr(NFULA_CFG_MODE, mode),
-        attr(NFULA_CFG_NLBUFSIZ, be32(65536)),
-        attr(NFULA_CFG_QTHRESH, be32(opts.queueThreshold ?? 16)),
-        attr(NFULA_CFG_TIMEOUT, be32(opts.flushTimeout ?? 10)),
-        attr(NFULA_CFG_FLAGS, be16(NFULNL_CFG_F_SEQ)),
+        netlinkAttribute(NFULA_CFG_MODE, mode),
+        netlinkAttribute(NFULA_CFG_NLBUFSIZ, be32(65536)),
+        netlinkAttribute(NFULA_CFG_QTHRESH, be32(opts.queueThreshold ?? 16)),
+        netlinkAttribute(NFULA_CFG_TIMEOUT, be32(opts.flushTimeout ?? 10)),
+        netlinkAttribute(NFULA_CFG_FLAGS, be16(NFULNL_CFG_F_SEQ)),
       ],
       `configure group ${group}`,
     );
