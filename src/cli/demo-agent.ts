@@ -12,7 +12,7 @@ import { agentStateDir, labAgents, measureReach } from '../lab/index.js';
 import { readState } from '../lab/state.js';
 import { syncLabAgents } from '../lab/agents.js';
 import type { Flow } from '../observe/flows.js';
-import type { DemoStep } from './demo.js';
+import type { DemoStep } from './demo-step.js';
 import { FLOW_HEADERS, flowRow } from './flows.js';
 import { formatTable } from './output.js';
 import { agentStatusCells } from './agent-status.js';

@@ -21,7 +21,7 @@ import {
 } from '../lab/cluster.js';
 import { allLabSummaries, labDown, measureReach } from '../lab/index.js';
 import { readState } from '../lab/state.js';
-import type { DemoStep } from './demo.js';
+import type { DemoStep } from './demo-step.js';
 import { formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
 import { errorMessage } from '../util/errors.js';

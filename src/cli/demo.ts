@@ -16,14 +16,9 @@ import { agentSteps } from './demo-agent.js';
 import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
 import { formatReachGrid, formatTable } from './output.js';
 import { EXAMPLES_DIR } from './paths.js';
+import type { DemoStep } from './demo-step.js';
 
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-
-export interface DemoStep {
-  title: string;
-  command: string;
-  run(): Promise<string> | string;
-}
 
 function policySteps(): DemoStep[] {
   const walkthrough = join(EXAMPLES_DIR, 'walkthrough');
