@@ -6,7 +6,7 @@
  */
 import { TABLE_REF } from './names.js';
 import { chainRules, declareChain, declareSet, elementLines } from './render.js';
-import type { NftChain, NftRuleset, NftSet } from './ruleset.js';
+import type { NftChain, NftRuleset, NftSet } from './objects.js';
 
 export interface IncrementalPlan {
   script: string;

@@ -23,7 +23,8 @@ import { nftablesFingerprint } from './fingerprint.js';
 import { nftablesFlowSource } from './flow-log.js';
 import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
-import { buildRuleset, type NftRuleset } from './ruleset.js';
+import type { NftRuleset } from './objects.js';
+import { buildRuleset } from './ruleset.js';
 
 export interface NftablesOptions {
   /**

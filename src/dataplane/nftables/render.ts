@@ -1,6 +1,6 @@
 /** NftRuleset → `nft -f` script text. Flat commands, one object per line, so an error's line names the object. */
 import { TABLE_REF } from './names.js';
-import type { NftChain, NftRuleset, NftSet } from './ruleset.js';
+import type { NftChain, NftRuleset, NftSet } from './objects.js';
 
 /** Elements per `add element` line: long enough to load 1M prefilter entries quickly, short enough to read an error. */
 export const ELEMENTS_PER_LINE = 256;

@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
 import { quoted } from './names.js';
-import type { NftChain, NftSet } from './ruleset.js';
+import type { NftChain, NftSet } from './objects.js';
 
 export const SERVICES_MAP = 'services';
 export const SERVICE_PORTS_SET = 'service-ports';
