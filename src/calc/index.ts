@@ -19,3 +19,20 @@ export {
   type RuleRef,
 } from './explain.js';
 export { servedPorts, servesPort } from './serving.js';
+export {
+  buildDecisionTable,
+  classOf,
+  lookup,
+  MAX_TABLE_ENTRIES,
+  PORT_PROTOCOLS,
+  tableSize,
+  type DecisionTable,
+  type DecisionTableBuild,
+  type DecisionTableOptions,
+  type PeerClass,
+  type PeerPrefix,
+  type PortEntry,
+  type PortProtocol,
+  type TableEntry,
+  type TableSize,
+} from './decision-table.js';

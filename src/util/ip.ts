@@ -143,6 +143,11 @@ function rangeToCidrs(r: Range): Cidr[] {
   return out;
 }
 
+/** An inclusive address range as the fewest aligned prefixes, sorted (prefix-keyed tables load these). */
+export function addressRangeToCidrs(family: Family, first: bigint, last: bigint): Cidr[] {
+  return rangeToCidrs({ family, start: first, end: last });
+}
+
 function toRanges(cidrs: readonly Cidr[]): Range[] {
   return cidrs.map((c) => ({ family: c.family, start: c.base, end: lastAddress(c) }));
 }
