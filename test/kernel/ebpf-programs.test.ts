@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Assembler, Program, RingBufReader, TcAction } from '../../src/bpf/index.js';
 import { collectGarbage, monotonicNs } from '../../src/dataplane/ebpf/conntrack.js';
 import { CT_STATE, ctValue, logEvent, type CtKey, type CtValue } from '../../src/dataplane/ebpf/layout.js';
-import { failClosedRuleId, slotKey } from '../../src/dataplane/ebpf/node.js';
+import { slotKey } from '../../src/dataplane/ebpf/node.js';
+import { failClosedRuleId } from '../../src/ir/rule-ids.js';
 import type { IR, Rule, RuleSet } from '../../src/ir/types.js';
 import { describeKernel } from '../support/kernel.js';
 import {

@@ -87,9 +87,6 @@ export interface Allocation {
 
 export const EMPTY_ALLOCATION: Allocation = { sets: {}, portSets: {}, slots: {} };
 
-// Rule ids are the IR's convention; re-exported for the program generator.
-export { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
-
 export function slotKey(owner: SlotOwner): string {
   return `${owner.endpoint}|${owner.direction}|${owner.rule}`;
 }

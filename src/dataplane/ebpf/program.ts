@@ -28,6 +28,7 @@ import {
   type AssembledProgram,
   type Instruction,
 } from '../../bpf/index.js';
+import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
 import { CT_LABELS, emitConntrackCreate, emitConntrackLookup } from './ct-code.js';
 import { emitCountPacket } from './emit.js';
@@ -46,7 +47,7 @@ import {
   ctKey,
   type FailClosedReason,
 } from './layout.js';
-import { defaultRuleId, failClosedRuleId, slotKey, type Allocation } from './node.js';
+import { slotKey, type Allocation } from './node.js';
 import { emitParse, PARSE_LABELS } from './parse.js';
 import { RuleEmitter, SUBPROGRAMS, type RuleNumbers, type Subprogram } from './rules.js';
 

@@ -3,11 +3,9 @@
  * names.ts, decoded here through the same functions) and the flow-log rate limit's overflow, which
  * the SY-FLOWLOG-ALLOW/-DROP rule counters hold.
  */
-import type { IR } from '../../ir/types.js';
 import type { NodeTarget } from '../backend.js';
-import type { EventSource } from '../events.js';
 import { runInNetns } from '../exec.js';
-import { createNetfilterEventSource, decodeFlowLogHead, type NflogCodec } from '../netfilter/flow-source.js';
+import { decodeFlowLogHead, type NflogCodec } from '../netfilter/flow-source.js';
 import { flowLogOverLimit } from './counters.js';
 import { parseSave, tool, type IptablesMode } from './kernel.js';
 import { FAMILIES, flowLogPrefix, nflogPrefix } from './names.js';
@@ -25,19 +23,4 @@ export function iptablesNflogCodec(mode: () => IptablesMode): NflogCodec {
       return total;
     },
   };
-}
-
-export function iptablesFlowSource(
-  target: NodeTarget,
-  mode: () => IptablesMode,
-  ir: () => IR | undefined,
-  pollMs?: number,
-): EventSource {
-  return createNetfilterEventSource({
-    name: 'netfilter-iptables',
-    target,
-    codec: iptablesNflogCodec(mode),
-    ir,
-    ...(pollMs !== undefined ? { lostIntervalMs: pollMs } : {}),
-  });
 }

@@ -21,11 +21,12 @@ import {
 import type { EventSource } from '../events.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
+import { netfilterFlowSource } from '../netfilter/flow-source.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint } from './fingerprint.js';
-import { iptablesFlowSource } from './flow-log.js';
+import { iptablesNflogCodec } from './flow-log.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
@@ -161,7 +162,12 @@ export class IptablesBackend implements Backend {
   }
 
   flowSource(target: NodeTarget, opts: FlowSourceOptions): EventSource {
-    return iptablesFlowSource(target, () => this.mode, opts.ir, opts.pollMs);
+    return netfilterFlowSource(
+      'netfilter-iptables',
+      target,
+      iptablesNflogCodec(() => this.mode),
+      opts,
+    );
   }
 
   conntrack(target: NodeTarget): ConntrackView {

@@ -14,7 +14,7 @@
  */
 import { defaultRuleId, directionOfRule } from '../../ir/rule-ids.js';
 import type { Direction, IR } from '../../ir/types.js';
-import type { NodeTarget } from '../backend.js';
+import type { FlowSourceOptions, NodeTarget } from '../backend.js';
 import type { EventSink, EventSource, Verdict, VerdictEvent } from '../events.js';
 import { startConntrackEvents, type ConntrackEvents } from './conntrack-events.js';
 import { openNflog, type NflogPacket, type NflogReader } from './nflog.js';
@@ -186,4 +186,20 @@ export function createNetfilterEventSource(opts: NetfilterSourceOptions): EventS
       conntrack = undefined;
     },
   };
+}
+
+/** A netfilter backend's `flowSource()`: the kit's source, decoding through the backend's codec. */
+export function netfilterFlowSource(
+  name: string,
+  target: NodeTarget,
+  codec: NflogCodec,
+  opts: FlowSourceOptions,
+): EventSource {
+  return createNetfilterEventSource({
+    name,
+    target,
+    codec,
+    ir: opts.ir,
+    ...(opts.pollMs !== undefined ? { lostIntervalMs: opts.pollMs } : {}),
+  });
 }

@@ -3,11 +3,9 @@
  * names.ts's logPrefix, decoded here) and the flow-log rate limit's overflow, which the named
  * counter `flowlog-lost` holds.
  */
-import type { IR } from '../../ir/types.js';
 import type { NodeTarget } from '../backend.js';
-import type { EventSource } from '../events.js';
 import { runInNetns } from '../exec.js';
-import { createNetfilterEventSource, decodeFlowLogHead, type NflogCodec } from '../netfilter/flow-source.js';
+import { decodeFlowLogHead, type NflogCodec } from '../netfilter/flow-source.js';
 import { parseNamedCounter } from './counters.js';
 import { FAMILY, FLOWLOG_COUNTER, logPrefix, TABLE } from './names.js';
 
@@ -28,17 +26,3 @@ export const nftablesNflogCodec: NflogCodec = {
     return r.code === 0 ? parseNamedCounter(r.stdout) : 0;
   },
 };
-
-export function nftablesFlowSource(
-  target: NodeTarget,
-  ir: () => IR | undefined,
-  pollMs?: number,
-): EventSource {
-  return createNetfilterEventSource({
-    name: 'netfilter-nftables',
-    target,
-    codec: nftablesNflogCodec,
-    ir,
-    ...(pollMs !== undefined ? { lostIntervalMs: pollMs } : {}),
-  });
-}

@@ -15,12 +15,13 @@ import {
 } from '../backend.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
+import { netfilterFlowSource } from '../netfilter/flow-source.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { runScript, tableExists } from './apply.js';
 import { parseCounters } from './counters.js';
 import { diffRulesets } from './diff.js';
 import { nftablesFingerprint } from './fingerprint.js';
-import { nftablesFlowSource } from './flow-log.js';
+import { nftablesNflogCodec } from './flow-log.js';
 import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
 import type { NftRuleset } from './objects.js';
@@ -131,7 +132,7 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     prepareRepair: async () => [],
     watchChanges: async (target, onChange) => watchRulesetChanges(target, onChange),
     driftPollMs: 500,
-    flowSource: (target, o) => nftablesFlowSource(target, o.ir, o.pollMs),
+    flowSource: (target, o) => netfilterFlowSource('netfilter-nftables', target, nftablesNflogCodec, o),
     conntrack: (target) => kernelConntrack(target),
     async checkSupport() {
       const missing = missingTools(['nft', 'conntrack']);
