@@ -1,4 +1,5 @@
 /** Options and results of the calculation layer shared by the CLI, the lab and tests. */
+import type { PolicyMode } from '../ir/decision-table.js';
 import type { IR, Protocol } from '../ir/types.js';
 
 /** What buildIR builds beyond the model and its allocations. */
@@ -14,6 +15,12 @@ export interface BuildOptions {
    * Endpoints, nodes and services stay whole: they are cluster-wide (sets, service backends, explain).
    */
   node?: string;
+  /**
+   * `table` resolves each rule set into a decision table where it fits `maxTableEntries`
+   * (default MAX_TABLE_ENTRIES); `walk` (the default) leaves backends to walk the rules.
+   */
+  policyMode?: PolicyMode;
+  maxTableEntries?: number;
 }
 
 /** A new connection attempt as the evaluator sees it. */

@@ -8,6 +8,7 @@ import type { Model } from '../model/types.js';
 import type { BuildOptions } from './api.js';
 import { nodeFabricAddress } from './addresses.js';
 import type { Allocations } from './allocate.js';
+import { withDecisionTables } from './decision-table.js';
 import { buildEndpoints } from './endpoints.js';
 import { buildRuleSets } from './policy.js';
 import { buildServices } from './services.js';
@@ -36,7 +37,13 @@ export function buildIR(model: Model, allocations: Allocations, opts: BuildOptio
   };
   // A rule can resolve to nothing (a named port no local pod has) after its set was made: slicing
   // keeps exactly the sets the node's rules and prefilters reference, as irForNode does.
-  return node === undefined ? ir : irForNode(ir, node);
+  const sliced = node === undefined ? ir : irForNode(ir, node);
+  return opts.policyMode === 'table'
+    ? withDecisionTables(
+        sliced,
+        opts.maxTableEntries === undefined ? {} : { maxEntries: opts.maxTableEntries },
+      )
+    : sliced;
 }
 
 function buildPrefilters(

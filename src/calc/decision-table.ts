@@ -10,8 +10,21 @@
  * per protocol and port range) is computed by walking the rules once per port segment; atoms with
  * identical rows share a class, so the table grows with the distinct behaviours, not the sets.
  */
+import {
+  MAX_PORT,
+  MAX_TABLE_ENTRIES,
+  PORT_PROTOCOLS,
+  tableSize,
+  type DecisionTable,
+  type PeerClass,
+  type PeerPrefix,
+  type PortEntry,
+  type PortProtocol,
+  type TableEntry,
+  type TableOverflow,
+} from '../ir/decision-table.js';
 import { defaultRuleId } from '../ir/rule-ids.js';
-import type { Direction, IR, IpPortSet, PortRange, Protocol, Rule, RuleSet } from '../ir/types.js';
+import type { IR, IpPortSet, PortRange, Protocol, Rule, RuleSet } from '../ir/types.js';
 import {
   addressRangeToCidrs,
   familyBits,
@@ -21,71 +34,12 @@ import {
   type Address,
   type Family,
 } from '../util/ip.js';
-import type { SideReason } from './explanation.js';
-
-/** Cilium's default policy map size: a table beyond it is left to the rule walk. */
-export const MAX_TABLE_ENTRIES = 16384;
-
-export type PortProtocol = 'TCP' | 'UDP' | 'SCTP';
-export const PORT_PROTOCOLS: readonly PortProtocol[] = ['TCP', 'UDP', 'SCTP'];
-const MAX_PORT = 65535;
-
-/** What the rule walk concludes for one packet, with the ids a backend counts and logs under. */
-export interface TableEntry {
-  verdict: 'allow' | 'deny';
-  /** The deciding rule's id, or `defaultRuleId(endpoint, direction)` when the default decides. */
-  rule: string;
-  reason: SideReason;
-  /** Ids of the Log rules that fire on the way, in order. */
-  logged: string[];
-  /** Id of the Pass rule that handed the packet to the Kubernetes tier. */
-  passedBy?: string;
-}
-
-/** An entry for the destination ports `first`–`last` (inclusive). */
-export interface PortEntry extends TableEntry {
-  first: number;
-  last: number;
-}
-
-/** Everything one class of remote addresses gets. */
-export interface PeerClass {
-  id: number;
-  /** Per port protocol: disjoint, sorted, adjacent-distinct ranges covering 0–65535. */
-  ports: Record<PortProtocol, PortEntry[]>;
-  /** ICMP carries no port: one entry. */
-  icmp: TableEntry;
-}
-
-/** A remote prefix and its class. */
-export interface PeerPrefix {
-  cidr: string;
-  classId: number;
-}
-
-export interface DecisionTable {
-  endpoint: string;
-  direction: Direction;
-  /**
-   * Disjoint exact CIDRs, IPv4 then IPv6, each sorted by address: loads as-is into an LPM trie or
-   * an interval set. An address under no prefix is class 0 ("rest").
-   */
-  prefixes: PeerPrefix[];
-  /** `classes[i].id === i`; class 0 is the rest. */
-  classes: PeerClass[];
-}
-
-export interface TableSize {
-  prefixes: number;
-  entries: number;
-}
 
 /**
  * Either the table, or how large it would have been: past `maxEntries` the caller keeps the
  * rule walk (a table that does not fit the backend's map is worse than no table).
  */
-export type DecisionTableBuild =
-  { ok: true; table: DecisionTable } | { ok: false; overflow: TableSize & { maxEntries: number } };
+export type DecisionTableBuild = { ok: true; table: DecisionTable } | { ok: false; overflow: TableOverflow };
 
 export interface DecisionTableOptions {
   /** Default MAX_TABLE_ENTRIES. */
@@ -142,13 +96,45 @@ export function buildDecisionTable(
   return size.entries > maxEntries ? { ok: false, overflow: { ...size, maxEntries } } : { ok: true, table };
 }
 
-/** Prefixes as a backend loads them; entries as one per class, protocol and port range. */
-export function tableSize(table: DecisionTable): TableSize {
-  const entries = table.classes.reduce(
-    (n, c) => n + 1 + PORT_PROTOCOLS.reduce((m, p) => m + c.ports[p].length, 0),
-    0,
-  );
-  return { prefixes: table.prefixes.length, entries };
+/**
+ * `ir` with a decision table on every rule set that fits `maxEntries` (and the overflow on those
+ * that do not, which keep the rule walk). Endpoints with the same rules share one construction:
+ * only the default rule's id, which names the endpoint, differs between their tables.
+ */
+export function withDecisionTables(ir: IR, opts: DecisionTableOptions = {}): IR {
+  const built = new Map<string, { build: DecisionTableBuild; endpoint: string }>();
+  const ruleSets = ir.ruleSets.map((rs): RuleSet => {
+    const { table: _table, tableOverflow: _overflow, ...walk } = rs;
+    const key = JSON.stringify([rs.direction, rs.kubernetesDefault, rs.globalRules, rs.kubernetesRules]);
+    let known = built.get(key);
+    if (!known) {
+      known = { build: buildDecisionTable(ir, walk, opts), endpoint: rs.endpoint };
+      built.set(key, known);
+    }
+    const { build } = known;
+    if (!build.ok) return { ...walk, tableOverflow: build.overflow };
+    const table =
+      known.endpoint === rs.endpoint ? build.table : relabelled(build.table, known.endpoint, rs.endpoint);
+    return { ...walk, table };
+  });
+  return { ...ir, policyMode: 'table', ruleSets };
+}
+
+/** `table` as built for `from`, for an endpoint `to` with the same rules. */
+function relabelled(table: DecisionTable, from: string, to: string): DecisionTable {
+  const fromDefault = defaultRuleId(from, table.direction);
+  const toDefault = defaultRuleId(to, table.direction);
+  const entry = <E extends TableEntry>(e: E): E => (e.rule === fromDefault ? { ...e, rule: toDefault } : e);
+  return {
+    endpoint: to,
+    direction: table.direction,
+    prefixes: table.prefixes,
+    classes: table.classes.map((c) => ({
+      id: c.id,
+      icmp: entry(c.icmp),
+      ports: Object.fromEntries(PORT_PROTOCOLS.map((p) => [p, c.ports[p].map(entry)])) as PeerClass['ports'],
+    })),
+  };
 }
 
 function referencedPortSets(ir: IR, rules: readonly Rule[]): IpPortSet[] {
@@ -394,67 +380,4 @@ function sameEntry(a: TableEntry, b: TableEntry): boolean {
     a.logged.length === b.logged.length &&
     a.logged.every((id, i) => id === b.logged[i])
   );
-}
-
-/** Prefixes as sorted numeric intervals per family, parsed once per table for `lookup`. */
-const intervalCache = new WeakMap<
-  DecisionTable,
-  Map<Family, { start: bigint; end: bigint; classId: number }[]>
->();
-
-function intervalsOf(table: DecisionTable): Map<Family, { start: bigint; end: bigint; classId: number }[]> {
-  const cached = intervalCache.get(table);
-  if (cached) return cached;
-  const out = new Map<Family, { start: bigint; end: bigint; classId: number }[]>([
-    [4, []],
-    [6, []],
-  ]);
-  for (const p of table.prefixes) {
-    const c = parseCidr(p.cidr);
-    if (!c) throw new Error(`decision table holds an invalid prefix '${p.cidr}'`);
-    const size = 1n << BigInt(familyBits(c.family) - c.prefix);
-    out.get(c.family)?.push({ start: c.base, end: c.base + size - 1n, classId: p.classId });
-  }
-  intervalCache.set(table, out);
-  return out;
-}
-
-/** The class of a remote address: binary search over the sorted, disjoint prefixes. */
-export function classOf(table: DecisionTable, remote: string): number {
-  const a = parseAddress(remote);
-  if (!a) throw new Error(`invalid address ${remote}`);
-  const list = intervalsOf(table).get(a.family) ?? [];
-  let lo = 0;
-  let hi = list.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const iv = list[mid] as { start: bigint; end: bigint; classId: number };
-    if (a.value < iv.start) hi = mid - 1;
-    else if (a.value > iv.end) lo = mid + 1;
-    else return iv.classId;
-  }
-  return 0;
-}
-
-/**
- * The entry deciding a packet, with `Oracle.evaluateSide`'s inputs. A port protocol needs a
- * destination port (a backend always has one); ICMP ignores it.
- */
-export function lookup(table: DecisionTable, remote: string, protocol: Protocol, dport?: number): TableEntry {
-  const cls = table.classes[classOf(table, remote)];
-  if (!cls) throw new Error(`decision table of ${table.endpoint} lacks a class for ${remote}`);
-  if (protocol === 'ICMP') return cls.icmp;
-  if (dport === undefined || !Number.isInteger(dport) || dport < 0 || dport > MAX_PORT)
-    throw new RangeError(`${protocol} lookup needs a destination port 0–${MAX_PORT}, got ${String(dport)}`);
-  const entries = cls.ports[protocol];
-  let lo = 0;
-  let hi = entries.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if ((entries[mid] as PortEntry).first <= dport) lo = mid;
-    else hi = mid - 1;
-  }
-  const entry = entries[lo];
-  if (!entry) throw new Error(`decision table of ${table.endpoint} has no ${protocol} entries`);
-  return entry;
 }

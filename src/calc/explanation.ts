@@ -5,11 +5,9 @@
  */
 import type { Direction, Protocol, RuleAction } from '../ir/types.js';
 
-export type SideReason =
-  | 'global-rule' // an Allow or Deny rule of a GlobalPolicy decided
-  | 'kubernetes-rule' // a NetworkPolicy rule allowed
-  | 'kubernetes-default-deny' // selected by NetworkPolicies, none allowed
-  | 'no-policy'; // nothing selects the endpoint for this direction (or all passed)
+import type { DecisionReason } from '../ir/decision-table.js';
+
+export type SideReason = DecisionReason;
 
 /** Which stage decided a denial (or 'allowed'). */
 export type DecidedAt = 'prefilter' | 'egress' | 'ingress' | 'same-pod' | 'allowed';

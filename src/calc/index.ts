@@ -21,18 +21,7 @@ export {
 export { servedPorts, servesPort } from './serving.js';
 export {
   buildDecisionTable,
-  classOf,
-  lookup,
-  MAX_TABLE_ENTRIES,
-  PORT_PROTOCOLS,
-  tableSize,
-  type DecisionTable,
+  withDecisionTables,
   type DecisionTableBuild,
   type DecisionTableOptions,
-  type PeerClass,
-  type PeerPrefix,
-  type PortEntry,
-  type PortProtocol,
-  type TableEntry,
-  type TableSize,
 } from './decision-table.js';

@@ -3,6 +3,7 @@
  * Plain JSON-serialisable data with stable identifiers (derived from definitions, not contents),
  * so an update can be diffed into "this set's members changed" rather than "everything changed".
  */
+import type { DecisionTable, PolicyMode, TableOverflow } from './decision-table.js';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
 export type Direction = 'ingress' | 'egress';
@@ -99,6 +100,10 @@ export interface RuleSet {
   /** Policies that select the endpoint for this direction, for explain and counters. */
   globalPolicies: PolicyRef[];
   kubernetesPolicies: PolicyRef[];
+  /** The rules as one lookup (table mode, when it fits the bound). */
+  table?: DecisionTable;
+  /** Table mode was asked for but the table exceeds the bound: the rules are walked. */
+  tableOverflow?: TableOverflow;
 }
 
 export interface ServiceBackend {
@@ -135,6 +140,8 @@ export interface Node {
 
 export interface IR {
   version: 1;
+  /** How rule sets are decided; absent means `walk` (every rule set without a table). */
+  policyMode?: PolicyMode;
   nodes: Node[];
   endpoints: Endpoint[];
   ipSets: IpSet[];

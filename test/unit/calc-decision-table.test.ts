@@ -6,17 +6,16 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { buildDecisionTable, Oracle } from '../../src/calc/index.js';
 import {
-  buildDecisionTable,
   classOf,
   lookup,
   MAX_TABLE_ENTRIES,
-  Oracle,
   PORT_PROTOCOLS,
   tableSize,
   type DecisionTable,
   type TableEntry,
-} from '../../src/calc/index.js';
+} from '../../src/ir/decision-table.js';
 import { defaultRuleId } from '../../src/ir/rule-ids.js';
 import type { IR, Protocol, RuleSet } from '../../src/ir/types.js';
 import { loadManifests } from '../../src/model/index.js';
@@ -394,6 +393,27 @@ describe('decision table: merging and size', () => {
     });
   });
 
+  it('in table mode every rule set carries its table, or its overflow and the rule walk', () => {
+    const policies = [
+      globalPolicy('ports', {
+        order: 1,
+        ingress: [{ action: 'Deny', protocol: 'TCP', ports: [{ port: 1 }, { port: 3 }] }],
+      }),
+    ];
+    const c = cluster(policies);
+    expect(c.ir.policyMode).toBeUndefined();
+    expect(c.ir.ruleSets.every((rs) => rs.table === undefined)).toBe(true);
+    const tabled = compileIR(c.model, { policyMode: 'table' });
+    expect(tabled.policyMode).toBe('table');
+    for (const rs of tabled.ruleSets) expect(rs.table).toEqual(tableOf(c.ir, rs));
+    const bounded = compileIR(c.model, { policyMode: 'table', maxTableEntries: 7 });
+    const db = bounded.ruleSets.find((rs) => rs.endpoint === 'shop/db' && rs.direction === 'ingress');
+    expect(db?.table).toBeUndefined();
+    expect(db?.tableOverflow).toEqual({ prefixes: 0, entries: 8, maxEntries: 7 });
+    const egress = bounded.ruleSets.find((rs) => rs.endpoint === 'shop/db' && rs.direction === 'egress');
+    expect(egress?.table).toBeDefined();
+  });
+
   it('lookup needs a destination port for TCP, UDP and SCTP', () => {
     const { table } = setup([], 'shop/db');
     expect(() => lookup(table, OUTSIDE, 'TCP')).toThrow(RangeError);
@@ -542,12 +562,13 @@ type Lookup = typeof lookup;
 
 /** Throws (through expect) at the first packet where `look` and the Oracle disagree. */
 function agreesOnModel(model: Model, probes: readonly ProbeValue[], look: Lookup): void {
-  const ir = compileIR(model);
+  // Table mode as buildIR does it: endpoints with the same rules share one construction.
+  const ir = compileIR(model, { policyMode: 'table' });
   const oracle = new Oracle(ir);
   for (const rs of ir.ruleSets) {
-    const built = buildDecisionTable(ir, rs);
-    expect(built.ok).toBe(true);
-    if (!built.ok) return;
+    expect(rs.tableOverflow).toBeUndefined();
+    const built = { table: rs.table as DecisionTable };
+    expect(built.table?.endpoint).toBe(rs.endpoint);
     const addresses = edgeAddresses(ir, rs);
     const ports = edgePorts(ir, rs);
     const check = (remote: string, protocol: Protocol, dport?: number): void => {

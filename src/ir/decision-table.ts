@@ -1,0 +1,153 @@
+/**
+ * The decision table as the IR carries it: one endpoint's ordered rules for one direction,
+ * resolved ahead of time (by calc) into (peer class × protocol × destination-port range) →
+ * verdict, so a backend answers with one prefix lookup and one port lookup instead of walking the
+ * rules. `lookup` here is the table's meaning; calc proves it equal to the rule walk.
+ */
+import { familyBits, parseAddress, parseCidr, type Family } from '../util/ip.js';
+import type { Direction, Protocol } from './types.js';
+
+/** Why a side decided as it did (the explain vocabulary). */
+export type DecisionReason =
+  | 'global-rule' // an Allow or Deny rule of a GlobalPolicy decided
+  | 'kubernetes-rule' // a NetworkPolicy rule allowed
+  | 'kubernetes-default-deny' // selected by NetworkPolicies, none allowed
+  | 'no-policy'; // nothing selects the endpoint for this direction (or all passed)
+
+/** Cilium's default policy map size: a table beyond it is left to the rule walk. */
+export const MAX_TABLE_ENTRIES = 16384;
+
+export type PortProtocol = 'TCP' | 'UDP' | 'SCTP';
+export const PORT_PROTOCOLS: readonly PortProtocol[] = ['TCP', 'UDP', 'SCTP'];
+export const MAX_PORT = 65535;
+
+/** What the rule walk concludes for one packet, with the ids a backend counts and logs under. */
+export interface TableEntry {
+  verdict: 'allow' | 'deny';
+  /** The deciding rule's id, or `defaultRuleId(endpoint, direction)` when the default decides. */
+  rule: string;
+  reason: DecisionReason;
+  /** Ids of the Log rules that fire on the way, in order. */
+  logged: string[];
+  /** Id of the Pass rule that handed the packet to the Kubernetes tier. */
+  passedBy?: string;
+}
+
+/** An entry for the destination ports `first`–`last` (inclusive). */
+export interface PortEntry extends TableEntry {
+  first: number;
+  last: number;
+}
+
+/** Everything one class of remote addresses gets. */
+export interface PeerClass {
+  id: number;
+  /** Per port protocol: disjoint, sorted, adjacent-distinct ranges covering 0–65535. */
+  ports: Record<PortProtocol, PortEntry[]>;
+  /** ICMP carries no port: one entry. */
+  icmp: TableEntry;
+}
+
+/** A remote prefix and its class. */
+export interface PeerPrefix {
+  cidr: string;
+  classId: number;
+}
+
+export interface DecisionTable {
+  endpoint: string;
+  direction: Direction;
+  /**
+   * Disjoint exact CIDRs, IPv4 then IPv6, each sorted by address: loads as-is into an LPM trie or
+   * an interval set. An address under no prefix is class 0 ("rest").
+   */
+  prefixes: PeerPrefix[];
+  /** `classes[i].id === i`; class 0 is the rest. */
+  classes: PeerClass[];
+}
+
+export interface TableSize {
+  prefixes: number;
+  entries: number;
+}
+
+/** A table that would have exceeded the bound: the endpoint keeps the rule walk. */
+export interface TableOverflow extends TableSize {
+  maxEntries: number;
+}
+
+/** `table`: rule sets carry a decision table where it fits; `walk`: backends walk the rules. */
+export type PolicyMode = 'table' | 'walk';
+export const POLICY_MODES: readonly PolicyMode[] = ['table', 'walk'];
+
+/** Prefixes as a backend loads them; entries as one per class, protocol and port range. */
+export function tableSize(table: DecisionTable): TableSize {
+  const entries = table.classes.reduce(
+    (n, c) => n + 1 + PORT_PROTOCOLS.reduce((m, p) => m + c.ports[p].length, 0),
+    0,
+  );
+  return { prefixes: table.prefixes.length, entries };
+}
+
+/** Prefixes as sorted numeric intervals per family, parsed once per table for `lookup`. */
+const intervalCache = new WeakMap<
+  DecisionTable,
+  Map<Family, { start: bigint; end: bigint; classId: number }[]>
+>();
+
+function intervalsOf(table: DecisionTable): Map<Family, { start: bigint; end: bigint; classId: number }[]> {
+  const cached = intervalCache.get(table);
+  if (cached) return cached;
+  const out = new Map<Family, { start: bigint; end: bigint; classId: number }[]>([
+    [4, []],
+    [6, []],
+  ]);
+  for (const p of table.prefixes) {
+    const c = parseCidr(p.cidr);
+    if (!c) throw new Error(`decision table holds an invalid prefix '${p.cidr}'`);
+    const size = 1n << BigInt(familyBits(c.family) - c.prefix);
+    out.get(c.family)?.push({ start: c.base, end: c.base + size - 1n, classId: p.classId });
+  }
+  intervalCache.set(table, out);
+  return out;
+}
+
+/** The class of a remote address: binary search over the sorted, disjoint prefixes. */
+export function classOf(table: DecisionTable, remote: string): number {
+  const a = parseAddress(remote);
+  if (!a) throw new Error(`invalid address ${remote}`);
+  const list = intervalsOf(table).get(a.family) ?? [];
+  let lo = 0;
+  let hi = list.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const iv = list[mid] as { start: bigint; end: bigint; classId: number };
+    if (a.value < iv.start) hi = mid - 1;
+    else if (a.value > iv.end) lo = mid + 1;
+    else return iv.classId;
+  }
+  return 0;
+}
+
+/**
+ * The entry deciding a packet, with `Oracle.evaluateSide`'s inputs. A port protocol needs a
+ * destination port (a backend always has one); ICMP ignores it.
+ */
+export function lookup(table: DecisionTable, remote: string, protocol: Protocol, dport?: number): TableEntry {
+  const cls = table.classes[classOf(table, remote)];
+  if (!cls) throw new Error(`decision table of ${table.endpoint} lacks a class for ${remote}`);
+  if (protocol === 'ICMP') return cls.icmp;
+  if (dport === undefined || !Number.isInteger(dport) || dport < 0 || dport > MAX_PORT)
+    throw new RangeError(`${protocol} lookup needs a destination port 0–${MAX_PORT}, got ${String(dport)}`);
+  const entries = cls.ports[protocol];
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if ((entries[mid] as PortEntry).first <= dport) lo = mid;
+    else hi = mid - 1;
+  }
+  const entry = entries[lo];
+  if (!entry) throw new Error(`decision table of ${table.endpoint} has no ${protocol} entries`);
+  return entry;
+}
