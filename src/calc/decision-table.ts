@@ -132,6 +132,7 @@ function relabelled(table: DecisionTable, from: string, to: string): DecisionTab
     classes: table.classes.map((c) => ({
       id: c.id,
       icmp: entry(c.icmp),
+      other: entry(c.other),
       ports: Object.fromEntries(PORT_PROTOCOLS.map((p) => [p, c.ports[p].map(entry)])) as PeerClass['ports'],
     })),
   };
@@ -278,7 +279,16 @@ function rowFor(ctx: Context, sig: Signature): Omit<PeerClass, 'id'> {
   >;
   // Every rule applicable to ICMP has no port constraint (ports and port sets never match it).
   const icmp = decide(ctx.ruleSet, (r) => applicable(ctx, r, sig, 'ICMP') !== undefined);
-  return { ports, icmp };
+  // Any other IP protocol (GRE, ESP, …): only rules that name no protocol, port or port set.
+  const other = decide(
+    ctx.ruleSet,
+    (r) =>
+      r.protocol === undefined &&
+      r.ports === undefined &&
+      r.peerPortSet === undefined &&
+      (r.peerSet === undefined || sig.sets.has(r.peerSet)),
+  );
+  return { ports, icmp, other };
 }
 
 /**

@@ -46,6 +46,11 @@ export interface PeerClass {
   ports: Record<PortProtocol, PortEntry[]>;
   /** ICMP carries no port: one entry. */
   icmp: TableEntry;
+  /**
+   * Any IP protocol but TCP, UDP, SCTP and ICMP: what rules naming no protocol, port or port set
+   * decide (the walk's meaning; the reference evaluator only speaks of the four).
+   */
+  other: TableEntry;
 }
 
 /** A remote prefix and its class. */
@@ -83,7 +88,7 @@ export const POLICY_MODES: readonly PolicyMode[] = ['table', 'walk'];
 /** Prefixes as a backend loads them; entries as one per class, protocol and port range. */
 export function tableSize(table: DecisionTable): TableSize {
   const entries = table.classes.reduce(
-    (n, c) => n + 1 + PORT_PROTOCOLS.reduce((m, p) => m + c.ports[p].length, 0),
+    (n, c) => n + 2 + PORT_PROTOCOLS.reduce((m, p) => m + c.ports[p].length, 0),
     0,
   );
   return { prefixes: table.prefixes.length, entries };

@@ -117,7 +117,8 @@ describe('decision table: the rule walk', () => {
   it('an endpoint with no policy allows everything by default, in one class', () => {
     const { table, check, rs } = setup([], 'shop/db');
     expect(table.prefixes).toEqual([]);
-    expect(tableSize(table)).toEqual({ prefixes: 0, entries: 4 });
+    expect(tableSize(table)).toEqual({ prefixes: 0, entries: 5 });
+    expect(table.classes[0]?.other).toMatchObject({ verdict: 'allow', reason: 'no-policy' });
     for (const p of PROTOCOLS)
       expect(check(OUTSIDE, p, p === 'ICMP' ? undefined : 443)).toEqual({
         verdict: 'allow',
@@ -288,6 +289,25 @@ describe('decision table: port ranges and ICMP', () => {
   });
 });
 
+describe('decision table: other IP protocols', () => {
+  it('only rules naming no protocol, port or port set decide them', () => {
+    const { table } = setup(
+      [
+        globalPolicy('icmp-only', { order: 1, ingress: [{ action: 'Deny', protocol: 'ICMP' }] }),
+        globalPolicy('tcp-web', {
+          order: 2,
+          ingress: [{ action: 'Deny', protocol: 'TCP', ports: [{ port: 80 }] }],
+        }),
+        globalPolicy('anything', { order: 3, ingress: [{ action: 'Allow' }] }),
+      ],
+      'shop/db',
+    );
+    const rest = table.classes[0];
+    expect(rest?.icmp).toMatchObject({ verdict: 'deny', rule: expect.stringContaining('icmp-only') });
+    expect(rest?.other).toMatchObject({ verdict: 'allow', rule: expect.stringContaining('anything') });
+  });
+});
+
 describe('decision table: IPv6 and the ends of the address space', () => {
   it('IPv6 peers get IPv6 prefixes, sorted after IPv4', () => {
     const { table, check } = setup(
@@ -385,7 +405,7 @@ describe('decision table: merging and size', () => {
       'shop/db',
     );
     const size = tableSize(table);
-    expect(size).toEqual({ prefixes: 0, entries: 5 + 1 + 1 + 1 });
+    expect(size).toEqual({ prefixes: 0, entries: 5 + 1 + 1 + 1 + 1 });
     expect(buildDecisionTable(ir, rs, { maxEntries: size.entries })).toMatchObject({ ok: true });
     expect(buildDecisionTable(ir, rs, { maxEntries: size.entries - 1 })).toEqual({
       ok: false,
@@ -406,10 +426,10 @@ describe('decision table: merging and size', () => {
     const tabled = compileIR(c.model, { policyMode: 'table' });
     expect(tabled.policyMode).toBe('table');
     for (const rs of tabled.ruleSets) expect(rs.table).toEqual(tableOf(c.ir, rs));
-    const bounded = compileIR(c.model, { policyMode: 'table', maxTableEntries: 7 });
+    const bounded = compileIR(c.model, { policyMode: 'table', maxTableEntries: 8 });
     const db = bounded.ruleSets.find((rs) => rs.endpoint === 'shop/db' && rs.direction === 'ingress');
     expect(db?.table).toBeUndefined();
-    expect(db?.tableOverflow).toEqual({ prefixes: 0, entries: 8, maxEntries: 7 });
+    expect(db?.tableOverflow).toEqual({ prefixes: 0, entries: 9, maxEntries: 8 });
     const egress = bounded.ruleSets.find((rs) => rs.endpoint === 'shop/db' && rs.direction === 'egress');
     expect(egress?.table).toBeDefined();
   });
