@@ -3,6 +3,7 @@
  * model's; the policies exercise every part of a rule set: Log, Pass, Allow and Deny in the global
  * tier, the Kubernetes tier with its default, named ports, ranges, ICMP, SCTP and a prefilter.
  */
+import type { PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import {
   globalPolicy,
@@ -101,8 +102,9 @@ export function guardrails(): Manifest[] {
   ];
 }
 
-export function irOf(manifests: readonly Manifest[]): IR {
-  return compileIR(modelOf(manifests));
+/** The IR of the manifests; `table` gives every rule set its decision table (see docs/nftables.md). */
+export function irOf(manifests: readonly Manifest[], policyMode: PolicyMode = 'walk'): IR {
+  return compileIR(modelOf(manifests), { policyMode });
 }
 
 /** Dual-stack pods (IPv4 + fd00:5957::/32) with peers that resolve to both families. */

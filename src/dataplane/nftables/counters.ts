@@ -2,7 +2,8 @@
  * `nft -j -t list table inet switchyard` → RuleCounter per (rule comment, endpoint, direction).
  * -t leaves set elements out, so a 1M-entry prefilter does not slow a counter read. The endpoint
  * of a per-endpoint chain comes from its default rule's comment (`<endpoint>/<direction>/default`),
- * which every Kubernetes-tier chain ends with.
+ * which every Kubernetes-tier chain ends with, or, in table mode, from the entry chain's marker
+ * (`<endpoint>/<direction>/table`, on a rule without a counter, so it is never reported itself).
  */
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
@@ -39,7 +40,7 @@ export function parseCounters(json: string): RuleCounter[] {
   const endpoints = new Map<string, string>();
   for (const r of rules) {
     const chain = parseEndpointChain(r.chain);
-    const m = r.comment ? /^(.+)\/(ingress|egress)\/default$/.exec(r.comment) : null;
+    const m = r.comment ? /^(.+)\/(ingress|egress)\/(default|table)$/.exec(r.comment) : null;
     if (chain && m) endpoints.set(chain.hostInterface, m[1] as string);
   }
   const totals = new Map<string, RuleCounter>();

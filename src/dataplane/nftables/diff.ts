@@ -71,8 +71,17 @@ export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPla
     lines.push(...update);
     changed.push(`set:${set.name}`);
   }
-  // 2. Chains: declare new ones first so jumps between them resolve, then refill what changed.
+  // 2. New chains, declared before anything names them (rules, verdict map elements).
   for (const chain of next.chains) if (!prevChains.has(chain.name)) lines.push(declareChain(chain));
+  // 3. Verdict maps (dispatch, decision tables): every chain they name is declared now, and the
+  //    rules below may name a new map.
+  for (const map of next.maps) {
+    const update = setUpdate(prevSets.get(map.name), map);
+    if (update.length === 0) continue;
+    lines.push(...update);
+    changed.push(`map:${map.name}`);
+  }
+  // 4. Rules of new and changed chains.
   for (const chain of next.chains) {
     const p = prevChains.get(chain.name);
     if (p && sameList(p.rules, chain.rules)) continue;
@@ -80,21 +89,21 @@ export function diffRulesets(prev: NftRuleset, next: NftRuleset): IncrementalPla
     lines.push(...chainRules(chain));
     changed.push(`chain:${chain.name}`);
   }
-  // 3. Dispatch maps, now that every chain they name exists.
-  for (const map of next.maps) {
-    const update = setUpdate(prevSets.get(map.name), map);
-    if (update.length === 0) continue;
-    lines.push(...update);
-    changed.push(`map:${map.name}`);
-  }
-  // 4. Deletions, last: nothing may still reference a chain or set when it goes.
+  // 5. Deletions, last, in the order references allow: vanished chains are emptied (their rules
+  //    name maps and chains), then vanished maps go (their elements name chains), then the chains,
+  //    then the sets.
   const goneChains: NftChain[] = prev.chains.filter((c) => !nextChains.has(c.name));
   for (const c of goneChains) lines.push(`flush chain ${TABLE_REF} ${c.name}`);
+  for (const s of prev.maps) {
+    if (nextSets.has(s.name)) continue;
+    lines.push(`delete ${s.kind} ${TABLE_REF} ${s.name}`);
+    changed.push(`${s.kind}:${s.name}`);
+  }
   for (const c of goneChains) {
     lines.push(`delete chain ${TABLE_REF} ${c.name}`);
     changed.push(`chain:${c.name}`);
   }
-  for (const s of [...prev.maps, ...prev.sets]) {
+  for (const s of prev.sets) {
     if (nextSets.has(s.name)) continue;
     lines.push(`delete ${s.kind} ${TABLE_REF} ${s.name}`);
     changed.push(`${s.kind}:${s.name}`);

@@ -49,11 +49,43 @@ export function kubernetesChain(direction: Direction, hostInterface: string): st
   return `${tierChain(direction, hostInterface)}-k8s`;
 }
 
+/**
+ * Decision tables (table.ts): an endpoint's objects carry its entry chain's name plus a suffix.
+ * Classes and outcomes are named by a hash of what they do, so an update that leaves one alone
+ * leaves its name, its chain and its map alone.
+ */
+export function peersMap(direction: Direction, hostInterface: string, family: Family): string {
+  return `${tierChain(direction, hostInterface)}-peers-${family}`;
+}
+
+/** One class of remote addresses: its chain looks the packet's protocol and port up. */
+export function classChain(direction: Direction, hostInterface: string, key: string): string {
+  return `${tierChain(direction, hostInterface)}-class-${key}`;
+}
+
+/** The class's (protocol . destination port) → outcome map. */
+export function classPortsMap(direction: Direction, hostInterface: string, key: string): string {
+  return `${tierChain(direction, hostInterface)}-ports-${key}`;
+}
+
+/** One outcome (deciding rule, Log rules on the way, verdict): counts, logs and decides. */
+export function outcomeChain(direction: Direction, hostInterface: string, key: string): string {
+  return `${tierChain(direction, hostInterface)}-out-${key}`;
+}
+
+/**
+ * The comment on a table's entry chain, so counters learn the chain's endpoint even when no
+ * outcome counts the default rule (the walk's chains always end with it).
+ */
+export function tableMarker(endpoint: string, direction: Direction): string {
+  return `${endpoint}/${direction}/table`;
+}
+
 /** Parses a per-endpoint chain name back into interface and direction (for counters). */
 export function parseEndpointChain(
   chain: string,
 ): { hostInterface: string; direction: Direction } | undefined {
-  const m = /^(fw|tw)-(.+?)(-k8s)?$/.exec(chain);
+  const m = /^(fw|tw)-(.+?)(-k8s|-class-[0-9a-f]+|-out-[0-9a-f]+)?$/.exec(chain);
   if (!m || m[2] === 'dispatch') return undefined;
   return { hostInterface: m[2] as string, direction: m[1] === 'fw' ? 'egress' : 'ingress' };
 }

@@ -48,11 +48,12 @@ export function renderFull(rs: NftRuleset): string {
     '# address sets (IR IpSets: disjoint prefixes; IpPortSets: address . port)',
   ];
   for (const set of rs.sets) lines.push(...declareSet(set), ...elementLines('add', set, set.elements));
-  lines.push('', '# chains (declared first so every jump and goto resolves)');
+  lines.push('', '# chains (declared first so every jump, goto and verdict map element resolves)');
   for (const chain of rs.chains.filter((c) => !c.base)) lines.push(declareChain(chain));
-  for (const chain of rs.chains.filter((c) => !c.base)) lines.push(...chainRules(chain));
-  lines.push('', '# dispatch by interface');
+  lines.push('', '# verdict maps (dispatch by interface; decision tables), before the rules that name them');
   for (const map of rs.maps) lines.push(...declareSet(map), ...elementLines('add', map, map.elements));
+  lines.push('', '# rules');
+  for (const chain of rs.chains.filter((c) => !c.base)) lines.push(...chainRules(chain));
   lines.push('', '# hooks');
   for (const chain of rs.chains.filter((c) => c.base))
     lines.push(...(chain.note ? [`# ${chain.note}`] : []), declareChain(chain), ...chainRules(chain, false));

@@ -10,18 +10,10 @@ import {
   dispatchMap,
   ESTABLISHED_RULE_ID,
   familySet,
-  FLOWLOG_BURST,
-  FLOWLOG_COUNTER,
-  FLOWLOG_LIMIT,
-  FLOWLOG_RATE,
-  FLOWLOG_SNAPLEN,
-  FLOWLOG_THRESHOLD,
   FORWARD_CHAIN,
   INPUT_CHAIN,
   INVALID_RULE_ID,
   kubernetesChain,
-  logPrefix,
-  NFLOG_GROUP,
   PREFILTER_CHAIN,
   quoted,
   safeName,
@@ -30,6 +22,8 @@ import {
   type Family,
 } from './names.js';
 import type { NftChain, NftRuleset, NftSet } from './objects.js';
+import { decision, flowLogObjects, logRule, withMatch } from './decision.js';
+import { tableObjects } from './table.js';
 
 const L4: Record<'TCP' | 'UDP' | 'SCTP', string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
 
@@ -101,62 +95,9 @@ class RuleRenderer {
   }
 }
 
-function withMatch(match: string, rest: string): string {
-  return match ? `${match} ${rest}` : rest;
-}
-
 export interface RulesetOptions {
-  /** NFLOG every deciding rule's packets (rate-limited; see decision()). Default true. */
+  /** NFLOG every deciding rule's packets (rate-limited; see decision.ts). Default true. */
   flowLogs?: boolean;
-}
-
-/**
- * One deciding match (`verdict`: `return` allows, `drop` denies, '' falls off the chain = allow).
- * With flow logs, two rules with the same counter and comment (so counters add up to the packets
- * that matched): first the packets over the shared rate limit (the named `limit … rate over`
- * object takes a token from every packet it does not match), counted again in the named counter
- * that reports what was not logged; then the rest, logged to NFLOG with `sy A|D <rule id> `.
- * Only new connections reach policy chains (established ones are accepted first), so an allowed
- * connection is logged by its first packet.
- */
-function decision(
-  flowLogs: boolean,
-  match: string,
-  kind: 'allow' | 'deny',
-  ruleId: string,
-  verdict: string,
-  comment: string,
-): string[] {
-  const tail = `${verdict ? `${verdict} ` : ''}comment ${quoted(comment)}`;
-  if (!flowLogs) return [withMatch(match, `counter ${tail}`)];
-  const log = `log prefix "${logPrefix(kind, ruleId)}" group ${NFLOG_GROUP} snaplen ${FLOWLOG_SNAPLEN} queue-threshold ${FLOWLOG_THRESHOLD}`;
-  return [
-    withMatch(
-      match,
-      `limit name "${FLOWLOG_LIMIT}" counter counter name "${FLOWLOG_COUNTER}" ${verdict || 'return'} comment ${quoted(comment)}`,
-    ),
-    withMatch(match, `counter ${log} ${tail}`),
-  ];
-}
-
-/** The named limit and counter the flow-log rules share. */
-function flowLogObjects(): NftSet[] {
-  return [
-    {
-      kind: 'limit',
-      name: FLOWLOG_LIMIT,
-      spec: `{ rate over ${FLOWLOG_RATE} burst ${FLOWLOG_BURST} packets; }`,
-      elements: [],
-      note: 'flow logs: decisions beyond this rate are not sent to NFLOG',
-    },
-    {
-      kind: 'counter',
-      name: FLOWLOG_COUNTER,
-      spec: '',
-      elements: [],
-      note: 'flow logs: decisions not logged (over the rate limit)',
-    },
-  ];
 }
 
 /** The global tier: `allow` returns to the base chain (the other side's chain still runs), `pass` and falling off go to the Kubernetes tier. */
@@ -170,12 +111,12 @@ function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolea
         rules.push(...decision(flowLogs, m, rule.action, rule.id, verdict, rule.id));
       continue;
     }
-    const comment = `comment ${quoted(rule.id)}`;
-    const action =
-      rule.action === 'pass'
-        ? `goto ${k8s}`
-        : `log prefix "${logPrefix('log', rule.id)}" group ${NFLOG_GROUP}`;
-    for (const m of r.matches(rule, rs.direction)) rules.push(withMatch(m, `counter ${action} ${comment}`));
+    for (const m of r.matches(rule, rs.direction))
+      rules.push(
+        rule.action === 'pass'
+          ? withMatch(m, `counter goto ${k8s} comment ${quoted(rule.id)}`)
+          : logRule(m, rule.id),
+      );
   }
   rules.push(`counter goto ${k8s}`);
   return {
@@ -248,30 +189,41 @@ function baseChain(name: string, hook: string, priority: string, rules: string[]
   };
 }
 
-/** Each local endpoint's tier chains, its dispatch entries, and the sets its rules name. */
+/**
+ * Each local endpoint's chains (the rule walk, or its decision table when the IR carries one), the
+ * decision tables' maps, its dispatch entries, and the sets its walked rules name.
+ */
 function endpointChains(
   ir: IR,
   local: readonly Endpoint[],
   flowLogs: boolean,
-): { chains: NftChain[]; dispatch: Record<Direction, string[]>; used: Set<string> } {
+): { chains: NftChain[]; maps: NftSet[]; dispatch: Record<Direction, string[]>; used: Set<string> } {
   const byId = new Map(local.map((e) => [e.id, e]));
   const renderer = new RuleRenderer(ir.ipSets, ir.ipPortSets);
   const used = new Set<string>();
   const chains: NftChain[] = [];
+  const maps: NftSet[] = [];
   const dispatch: Record<Direction, string[]> = { egress: [], ingress: [] };
   for (const rs of ir.ruleSets) {
     const ep = byId.get(rs.endpoint);
     if (!ep) continue;
+    dispatch[rs.direction].push(
+      `${quoted(safeName(ep.hostInterface))} : jump ${tierChain(rs.direction, ep.hostInterface)}`,
+    );
+    if (rs.table) {
+      // The table resolved every set and port set already: none of them is needed here.
+      const objects = tableObjects(rs.table, ep, flowLogs);
+      chains.push(...objects.chains);
+      maps.push(...objects.maps);
+      continue;
+    }
     for (const rule of [...rs.globalRules, ...rs.kubernetesRules]) {
       if (rule.peerSet !== undefined) used.add(rule.peerSet);
       if (rule.peerPortSet !== undefined) used.add(rule.peerPortSet);
     }
     chains.push(globalTier(rs, ep, renderer, flowLogs), kubernetesTier(rs, ep, renderer, flowLogs));
-    dispatch[rs.direction].push(
-      `${quoted(safeName(ep.hostInterface))} : jump ${tierChain(rs.direction, ep.hostInterface)}`,
-    );
   }
-  return { chains, dispatch, used };
+  return { chains, maps, dispatch, used };
 }
 
 function dispatchMaps(dispatch: Record<Direction, string[]>): NftSet[] {
@@ -347,7 +299,7 @@ function filterChains(): NftChain[] {
 export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {}): NftRuleset {
   const flowLogs = options.flowLogs ?? true;
   const local = ir.endpoints.filter((e) => e.node === node);
-  const { chains, dispatch, used } = endpointChains(ir, local, flowLogs);
+  const { chains, maps, dispatch, used } = endpointChains(ir, local, flowLogs);
 
   const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
   for (const p of prefilters) used.add(p.set);
@@ -373,7 +325,7 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
   return {
     node,
     sets: [...sets, ...services.sets],
-    maps: [...dispatchMaps(dispatch), ...services.maps],
+    maps: [...dispatchMaps(dispatch), ...maps, ...services.maps],
     chains: [...regular, ...base],
   };
 }
