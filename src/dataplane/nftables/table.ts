@@ -22,7 +22,12 @@
  * chain or map at all: its prefixes point at the outcome directly.
  */
 import { createHash } from 'node:crypto';
-import { PORT_PROTOCOLS, type DecisionTable, type PeerClass, type TableEntry } from '../../ir/decision-table.js';
+import {
+  PORT_PROTOCOLS,
+  type DecisionTable,
+  type PeerClass,
+  type TableEntry,
+} from '../../ir/decision-table.js';
 import type { Endpoint } from '../../ir/types.js';
 import { decision, logRule } from './decision.js';
 import {
@@ -66,7 +71,11 @@ class TableRenderer {
   /** The chain that counts, logs and decides like `entry`. */
   private outcome(entry: TableEntry): string {
     const { verdict, rule, logged, passedBy } = entry;
-    const name = outcomeChain(this.table.direction, this.ep.hostInterface, digest([verdict, rule, logged, passedBy ?? null]));
+    const name = outcomeChain(
+      this.table.direction,
+      this.ep.hostInterface,
+      digest([verdict, rule, logged, passedBy ?? null]),
+    );
     if (this.outcomes.has(name)) return name;
     const rules = [
       ...logged.map((id) => logRule('', id)),
