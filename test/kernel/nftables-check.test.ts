@@ -1,8 +1,8 @@
 /**
  * `nft -c` (check mode: parse and validate against the kernel, commit nothing) accepts every
  * script the backend renders: the examples, every upstream netpol fixture, the global-tier,
- * dual-stack and large-prefilter scenarios, on every node. Check mode still needs a netlink
- * socket, so it runs in a throwaway namespace.
+ * dual-stack and large-prefilter scenarios, on every node, in both policy modes. Check mode still
+ * needs a netlink socket, so it runs in a throwaway namespace.
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runInNetns } from '../../src/dataplane/exec.js';
 import { checkScript } from '../../src/dataplane/nftables/apply.js';
 import { nftablesBackend } from '../../src/dataplane/nftables/index.js';
+import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { loadManifests } from '../../src/model/index.js';
 import { NETPOL_E2E_DIR } from '../fixtures/netpol-e2e/cases.js';
@@ -21,29 +22,34 @@ import { dualStack, guardrails, irOf, xyz } from './nftables-scenarios.js';
 const NETNS = `sy-nft${(process.pid % 10000) + 3}-chk`;
 const ROOT = join(NETPOL_E2E_DIR, '..', '..', '..');
 
-function bigPrefilter(n: number): IR {
+function bigPrefilter(n: number, mode: PolicyMode): IR {
   const cidrs: string[] = [];
   // Every other /32 of 198.19.0.0/16: nothing merges, n distinct elements.
   for (let i = 0; i < n; i++) cidrs.push(`198.19.${Math.floor((2 * i) / 256)}.${(2 * i) % 256}/32`);
-  return irOf([...xyz(), prefilter('big', { cidrs })]);
+  return irOf([...xyz(), prefilter('big', { cidrs })], mode);
 }
 
-const scenarios: [string, () => IR][] = [
-  ['examples/xyz', () => compileIR(loadManifests([join(ROOT, 'examples/xyz')]))],
+const scenarios = (mode: PolicyMode): [string, () => IR][] => [
+  ['examples/xyz', () => compileIR(loadManifests([join(ROOT, 'examples/xyz')]), { policyMode: mode })],
   [
     'examples/walkthrough + global',
-    () => compileIR(loadManifests([join(ROOT, 'examples/walkthrough'), join(ROOT, 'examples/global')])),
+    () =>
+      compileIR(loadManifests([join(ROOT, 'examples/walkthrough'), join(ROOT, 'examples/global')]), {
+        policyMode: mode,
+      }),
   ],
-  ['guardrails', () => irOf([...xyz(), ...guardrails()])],
-  ['dual stack', () => irOf(dualStack())],
-  ['prefilter with 30k entries', () => bigPrefilter(30_000)],
+  ['guardrails', () => irOf([...xyz(), ...guardrails()], mode)],
+  ['dual stack', () => irOf(dualStack(), mode)],
+  ['prefilter with 30k entries', () => bigPrefilter(30_000, mode)],
   ...readdirSync(NETPOL_E2E_DIR)
     .filter((f) => f.endsWith('.yaml'))
     .sort()
     .map((f): [string, () => IR] => [
       `netpol-e2e/${f}`,
       () =>
-        compileIR(loadManifests([join(NETPOL_E2E_DIR, '..', 'xyz', 'model.yaml'), join(NETPOL_E2E_DIR, f)])),
+        compileIR(loadManifests([join(NETPOL_E2E_DIR, '..', 'xyz', 'model.yaml'), join(NETPOL_E2E_DIR, f)]), {
+          policyMode: mode,
+        }),
     ]),
 ];
 
@@ -51,7 +57,9 @@ describeKernel('nftables: nft -c accepts every rendered script', () => {
   beforeAll(() => addNetns(NETNS));
   afterAll(() => delNetns(NETNS));
 
-  for (const [name, make] of scenarios) {
+  for (const [name, make] of POLICY_MODES.flatMap((mode) =>
+    scenarios(mode).map(([n, m]): [string, () => IR] => [`${n} (${mode})`, m]),
+  )) {
     it(name, async () => {
       const ir = make();
       for (const node of ir.nodes) {
