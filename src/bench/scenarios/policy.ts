@@ -293,17 +293,22 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
         const samples = t.samples.get(point(mode, rules));
         if (samples) rows.push(summarize(name, { rules, mode, method: 'traffic' }, samples));
       }
+  const refusedTestRuns: string[] = [];
   if (testRuns > 0)
     for (const rules of opts.rules)
-      rows.push(
-        summarize('ebpf', { rules, mode: 'walk', method: 'test-run' }, measureTestRun(rules, opts, ctx)),
-      );
+      try {
+        const samples = measureTestRun(rules, opts, ctx);
+        rows.push(summarize('ebpf', { rules, mode: 'walk', method: 'test-run' }, samples));
+      } catch (e) {
+        refusedTestRuns.push(`${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`);
+      }
   const notes = [
     trafficNote(opts),
     HOOKS_NOTE,
     `tables (ingress, as calc builds them; bound ${MAX_TABLE_ENTRIES} entries): ${opts.rules.map((r) => `${r} rules ${describeTable(policyIR(r, 'table'))}`).join('; ')}`,
     ...backendNotes(traffic, opts, modes),
   ];
+  for (const why of refusedTestRuns) notes.push(`ebpf test-run (walk) refused at ${why}`);
   if (testRuns > 0)
     notes.push(
       `ebpf test-run: the walk-mode program alone under PROG_TEST_RUN (kernel-timed average over ${opts.testRunRepeat} runs per sample), without the path; not comparable with the traffic rows`,
