@@ -160,7 +160,7 @@ class TableRenderer {
           spec: '',
           base: false,
           rules: entry,
-          note: `${this.ep.id} ${direction}: decision table, ${this.table.classes.length} classes, ${this.table.prefixes.length} prefixes`,
+          note: `${this.ep.id} ${direction}: decision table, classes: ${this.table.classes.length}, prefixes: ${this.table.prefixes.length}`,
         },
         ...this.classes.values(),
         ...this.outcomes.values(),
