@@ -6,6 +6,7 @@
  *   the evaluator does not speak of). `th dport` reads bytes 2–3 of whatever follows the IP
  *   header (ICMP's checksum, GRE's protocol type), so these prove the ports map's misses fall
  *   through to the right outcome;
+ * - flow records (NFLOG) naming the deciding rule and the Log rule on the way, in both modes;
  * - a one-rule change applied over and over under traffic: every packet of two flows whose verdict
  *   the change does not alter, but whose classes it rewrites, is counted on the rule that decides
  *   it (nothing falsely passed, nothing falsely dropped), and the new rule's counter moves.
@@ -13,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/calc/index.js';
 import type { RuleCounter } from '../../src/dataplane/backend.js';
+import type { KernelEvent } from '../../src/dataplane/events.js';
 import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import { classOf, POLICY_MODES } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
@@ -114,6 +116,49 @@ describeKernel('nftables: ICMP, SCTP and other protocols in both policy modes', 
           ),
         );
         expect(measured).toEqual(expected);
+      });
+
+      it('flow records name the deciding rule and the Log rule, as in the walk', async () => {
+        const l = lab as NftLab;
+        const events: KernelEvent[] = [];
+        const source = backend.flowSource(l.target('node-1'), { ir: () => ir, pollMs: 200 });
+        await source.start({ event: (e) => events.push(e), lost: () => undefined });
+        try {
+          const xa = address(ir, 'x/a');
+          // z/b → x/a TCP 80 is allowed by guard-x's Allow (y/a's would be passed on and denied); x/c → x/a UDP 80 falls to the default deny.
+          expect(
+            await l.probe(l.podNetns('z/b'), address(ir, 'z/b'), [{ host: xa, port: 80, protocol: 'TCP' }]),
+          ).toEqual([true]);
+          expect(
+            await l.probe(
+              l.podNetns('x/c'),
+              address(ir, 'x/c'),
+              [{ host: xa, port: 80, protocol: 'UDP' }],
+              200,
+            ),
+          ).toEqual([false]);
+          const seen = (verdict: string, rule: string): boolean =>
+            events.some(
+              (e) => e.kind === 'verdict' && e.verdict === verdict && e.rule === rule && e.endpoint === 'x/a',
+            );
+          const deadline = Date.now() + 5000;
+          while (
+            !(
+              seen('allow', 'gp:guard-x/ingress/2') &&
+              seen('log', 'gp:audit/ingress/0') &&
+              seen('deny', 'x/a/ingress/default')
+            ) &&
+            Date.now() < deadline
+          )
+            await new Promise((r) => setTimeout(r, 100));
+          expect([
+            seen('allow', 'gp:guard-x/ingress/2'),
+            seen('log', 'gp:audit/ingress/0'),
+            seen('deny', 'x/a/ingress/default'),
+          ]).toEqual([true, true, true]);
+        } finally {
+          await source.stop();
+        }
       });
     });
   }
