@@ -94,7 +94,7 @@ class TableRenderer {
   }
 
   /** Where a class's prefixes lead: its chain, or the outcome itself when everything decides alike. */
-  classTarget(cls: PeerClass): string {
+  private classTarget(cls: PeerClass): string {
     const other = this.outcome(cls.other);
     const icmp = this.outcome(cls.icmp);
     const elements = PORT_PROTOCOLS.flatMap((p) =>
