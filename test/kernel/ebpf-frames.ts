@@ -10,6 +10,16 @@ import { closeNodeMaps, createNodeMaps, programMaps, type NodeMaps } from '../..
 import { allocate, nodeView, type Allocation } from '../../src/dataplane/ebpf/node.js';
 import { policyProgram } from '../../src/dataplane/ebpf/program.js';
 import { addSetMembers, planSetSync, removeSetMembers } from '../../src/dataplane/ebpf/sync.js';
+import {
+  buildTables,
+  chooseTables,
+  dropTables,
+  freedTableIndices,
+  installTables,
+  planTableWrites,
+  type TableChoice,
+  type TableState,
+} from '../../src/dataplane/ebpf/tables.js';
 
 export type FrameProtocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
 
@@ -112,12 +122,16 @@ export function verdictOf(r: TestRunResult): Verdict {
 }
 
 /**
- * One node's policy programs loaded against fresh maps, filled as apply would fill them; update()
- * moves to another IR the way apply does (stable numbers, contents by difference).
+ * One node's policy programs loaded against fresh maps, filled as apply would fill them (decision
+ * tables included, for rule sets that carry one); update() moves to another IR the way apply does
+ * (stable numbers, contents by difference, changed tables swapped in whole).
  */
 export class NodeHarness {
   readonly maps: NodeMaps;
   alloc: Allocation;
+  /** Which rule sets the last update decided by table. */
+  tables: TableChoice = { tabled: new Map(), fallbacks: [] };
+  private tableStates: TableState[] = [];
   private readonly programs = new Map<string, Program>();
 
   constructor(
@@ -136,10 +150,26 @@ export class NodeHarness {
 
   update(ir: IR): void {
     const view = nodeView(ir, this.node);
-    this.alloc = allocate(view, this.alloc);
+    const before = this.alloc;
+    this.tables = chooseTables(view.ruleSets, allocate(view, before, []).slots);
+    this.alloc = allocate(view, before, [...this.tables.tabled.keys()]);
     const plan = planSetSync(this.maps, view, this.alloc);
     addSetMembers(this.maps, plan);
     removeSetMembers(this.maps, plan);
+    const writes = planTableWrites(
+      view.ruleSets,
+      this.tables,
+      this.alloc,
+      this.tableStates,
+      this.maps.tables,
+    );
+    const built = buildTables(writes.writes);
+    try {
+      this.tableStates = [...writes.kept, ...installTables(this.maps.tables, built)];
+    } finally {
+      for (const m of built.values()) m.close();
+    }
+    dropTables(this.maps.tables, freedTableIndices(before, this.alloc));
     for (const p of this.programs.values()) p.close();
     this.programs.clear();
     for (const rs of view.ruleSets) {
