@@ -24,7 +24,8 @@ import { slotKey } from '../../src/dataplane/ebpf/node.js';
 import { defaultRuleId } from '../../src/ir/rule-ids.js';
 import { modelArb } from '../support/arbitraries.js';
 import { describeKernel } from '../support/kernel.js';
-import { frame, NodeHarness, type FrameSpec, type Verdict } from './ebpf-frames.js';
+import { OfflineNode, type Verdict } from '../../src/dataplane/ebpf/offline-node.js';
+import { frame, type FrameSpec } from './ebpf-frames.js';
 import { compileIR } from '../support/manifests.js';
 
 const RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_RUNS ?? 150);
@@ -168,13 +169,13 @@ function expectedOf(oracle: Oracle, rs: RuleSet, remote: string, probe: Probe): 
   };
 }
 
-function slotOf(h: NodeHarness, rs: RuleSet, rule: string): number {
+function slotOf(h: OfflineNode, rs: RuleSet, rule: string): number {
   const slot = h.alloc.slots[slotKey({ endpoint: rs.endpoint, direction: rs.direction, rule })];
   if (slot === undefined) throw new Error(`no slot for ${rule}`);
   return slot;
 }
 
-function packets(h: NodeHarness, slot: number): number {
+function packets(h: OfflineNode, slot: number): number {
   return h.maps.counters.lookupSum(slot)?.packets ?? 0;
 }
 
@@ -200,7 +201,7 @@ function checkNode(
   if (local.length === 0) return;
   const remotes = [...new Set([...ir.endpoints.flatMap((e: Endpoint) => e.addresses), ...OUTSIDE])];
   // With `before`: built for another model first, then updated the way apply updates a node.
-  const h = new NodeHarness(before ?? ir, node);
+  const h = new OfflineNode(before ?? ir, node);
   try {
     if (before) {
       h.update(ir);
