@@ -285,8 +285,8 @@ describe('iptables table mode: objects', () => {
     const tableSets = plan.sets.filter((s) => s.versioned);
     expect(tableSets.length).toBeGreaterThan(0);
     for (const s of tableSets) {
-      expect(s.name).toMatch(/^sy-t[ei][46]-[0-9a-f]{12}-[0-9a-b]-[0-9a-f]{8}$/);
-      expect(s.name.length).toBeLessThanOrEqual(31);
+      expect(s.name).toMatch(/^sy-t[ei][46]-[0-9a-f]{10}-[0-9a-b]-[0-9a-f]{7}$/);
+      expect(`${s.name}-tmp`.length).toBeLessThanOrEqual(31);
       expect(s.type).toBe('hash:net');
     }
     const chains = plan.tables.flatMap((t) => t.chains.map((c) => c.name));

@@ -104,25 +104,28 @@ export function tableChain(endpointId: string, direction: Direction, digest: str
   return name;
 }
 
-/** 8 hex digits of a text's hash: table chain digests and table set generations. */
+/** 8 hex digits of a text's hash: the digests in table chain names. */
 export function digestOf(text: string): string {
   return hash(text, 8);
 }
 
 /**
  * A decision table's set for one family and class bit (`sy-te4-<endpoint>-<bit>-<generation>`,
- * ≤ 31 characters): the generation is a digest of the members, so new contents are always a new
- * set, filled before any rule refers to it, and the set a rule names never changes under it.
+ * 27 characters, so that `-tmp` still fits ipset's 31 when a repair swaps one): the generation is
+ * a digest of the members, so new contents are always a new set, filled before any rule refers to
+ * it, and the set a rule names never changes under it.
  */
 export function tableSetName(
   endpointId: string,
   direction: Direction,
   family: Family,
   bit: number,
-  generation: string,
+  members: readonly string[],
 ): string {
-  const name = `${SET_PREFIX}t${direction === 'egress' ? 'e' : 'i'}${family}-${endpointHash(endpointId)}-${bit.toString(16)}-${generation}`;
-  if (name.length > MAX_SET) throw new Error(`set name ${name} is longer than ${MAX_SET}`);
+  const generation = hash(members.join('\n'), 7);
+  const name = `${SET_PREFIX}t${direction === 'egress' ? 'e' : 'i'}${family}-${endpointHash(endpointId).slice(0, 10)}-${bit.toString(16)}-${generation}`;
+  if (name.length + TMP_SUFFIX.length > MAX_SET)
+    throw new Error(`set name ${name} is too long for ${MAX_SET}`);
   return name;
 }
 

@@ -191,7 +191,7 @@ export function renderTableLayout(rs: TableRuleSet, family: Family, flowLogs: bo
     const members = prefixes
       .filter((p) => ((numberOf.get(p.classId) ?? 0) >> b) & 1)
       .flatMap((p) => netEntries(p.cidr));
-    const name = tableSetName(rs.endpoint, rs.direction, family, b, digestOf(members.join('\n')));
+    const name = tableSetName(rs.endpoint, rs.direction, family, b, members);
     setOfBit.push(name);
     sets.push({
       name,
