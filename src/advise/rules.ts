@@ -112,11 +112,20 @@ export const kernelRule: Rule = ({ capabilities }) => {
   });
 };
 
+/** What the other policy mode costs per backend at the same rule count, when the run measured both. */
+function otherModeReason(evidence: EvidenceBook, rules: number, mode: 'table' | 'walk'): string[] {
+  const other = mode === 'table' ? 'walk' : 'table';
+  const c = evidence.compare('policy', { rules, mode: other, method: 'traffic' });
+  if (!c || !c.evidence.some((e) => e.params.mode === other)) return [];
+  return [`the same rules in ${other} mode: ${formatComparison(c, 'ns/packet')}`];
+}
+
 export const policyRule: Rule = ({ workload, evidence }) => {
   const rules = workload.rulesPerEndpoint;
   const small = rules <= SMALL_RULESET;
   const simplicityFirst = workload.priority === 'simplicity';
-  const c = evidence.compare('policy', { rules });
+  const mode = workload.policyMode;
+  const c = evidence.compare('policy', { rules, mode, method: 'traffic' });
   if (c) {
     const tie = c.ranking.filter((r) => r.behind <= TIE_FACTOR).map((r) => r.backend);
     // The backend of linear rule chains: the simplest to operate, and fast enough for few rules.
@@ -135,7 +144,10 @@ export const policyRule: Rule = ({ workload, evidence }) => {
           ? `With ~${rules} rules per endpoint ${simplest.backend} costs ${extra.toFixed(0)} ns/packet more than ${c.best}: negligible (under ${NEGLIGIBLE_NS_PER_PACKET} ns), and it is the simplest to operate.`
           : `With ~${rules} rules per endpoint ${simplest.backend} is as fast as the rest and the simplest to operate.`
         : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
-      reasons: [`measured per-packet cost: ${formatComparison(c, 'ns/packet')}`],
+      reasons: [
+        `measured per-packet cost${c.evidence.some((e) => e.params.mode) ? ` in ${mode} mode` : ''}: ${formatComparison(c, 'ns/packet')}`,
+        ...otherModeReason(evidence, rules, mode),
+      ],
       evidence: c.evidence,
       measured: true,
       weight: tie.length > 1 || simple ? PREFERENCE_WEIGHT : 1,

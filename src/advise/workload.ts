@@ -11,6 +11,8 @@ export const workloadSchema = z.strictObject({
   policiesPerEndpoint: z.number().int().min(0).default(1),
   /** Rules evaluated for a typical endpoint and direction. */
   rulesPerEndpoint: z.number().int().min(0).default(5),
+  /** How the dataplane decides policy (`--policy-mode`): decision tables, or walking the rules. */
+  policyMode: z.enum(['table', 'walk']).default('table'),
   /** Addresses in the largest IP set a rule references. */
   addressesPerSet: z.number().int().min(0).default(10),
   /** IP-set membership changes per second (pod churn, threat feeds). */

@@ -10,6 +10,8 @@
  * All kernel work runs one job at a time. On stop the dataplane stays in force (that is the
  * point); `uninstall()` is what removes it.
  */
+import { tableModeSummary } from '../ir/decision-table.js';
+import { localEndpointIds } from '../ir/slice.js';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import type { Backend, ChangeWatch, NodeTarget } from '../dataplane/backend.js';
@@ -278,6 +280,11 @@ export class Agent {
       revision: desired.revision,
     };
     this.status.checkedAt = this.status.lastApply.at;
+    const local = localEndpointIds(inForce.ir, this.opts.target.node);
+    this.status.policy = tableModeSummary(
+      inForce.ir.ruleSets.filter((rs) => local.has(rs.endpoint)),
+      inForce.ir.policyMode ?? 'walk',
+    );
     delete this.status.lastError;
     this.opts.hooks?.onApplied?.(mode, durationMs / 1000, desired);
     this.log.info(

@@ -5,6 +5,7 @@
  * sends that the readers have not heard of fails to compile. web/ typechecks this file without
  * Node's types, so it imports only type modules that import nothing else (the flow records).
  */
+import type { TableModeSummary } from '../ir/decision-table.js';
 import type { Explanation } from '../calc/explanation.js';
 import type { Flow, FlowStats } from '../observe/flow-types.js';
 
@@ -61,6 +62,8 @@ export interface AgentStatus {
   errors: number;
   /** Last time the kernel was confirmed equal to what was applied. */
   checkedAt?: string;
+  /** How the node's rule sets in force are decided: tables, walks, and tables over the bound. */
+  policy?: TableModeSummary;
 }
 
 /** GET /v1/status */
@@ -79,6 +82,10 @@ export interface EndpointSide {
   networkPolicies: string[];
   default: 'allow' | 'deny';
   rules: number;
+  /** A decision table (one lookup) or the rule walk decides this side. */
+  decidedBy: 'table' | 'walk';
+  /** Entries of the table, when a table decides. */
+  tableEntries?: number;
 }
 
 export interface EndpointInfo {

@@ -14,6 +14,7 @@
  *   POST /v1/sync          re-read the desired state now
  *   GET  /metrics          Prometheus text
  */
+import { tableSize } from '../ir/decision-table.js';
 import { chmodSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -84,6 +85,8 @@ function endpoints(ctx: ApiContext): EndpointsResponse {
           networkPolicies: (rs?.kubernetesPolicies ?? []).map(policyLabel),
           default: rs?.kubernetesDefault ?? 'allow',
           rules: (rs?.globalRules.length ?? 0) + (rs?.kubernetesRules.length ?? 0),
+          decidedBy: rs?.table ? 'table' : 'walk',
+          ...(rs?.table ? { tableEntries: tableSize(rs.table).entries } : {}),
         };
       };
       return {

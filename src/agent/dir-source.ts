@@ -19,6 +19,7 @@ import {
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { allocate, buildIR, type Allocations } from '../calc/index.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 import { errorMessage } from '../util/errors.js';
@@ -32,6 +33,8 @@ const POLL_MS = 1000;
 export interface DirectorySourceOptions {
   /** Nodes to spread pods without spec.nodeName over (manifest directories only). */
   nodeCount?: number;
+  /** Default DEFAULT_POLICY_MODE. */
+  policyMode?: PolicyMode;
   /**
    * The agent's node (manifest directories only): the IR then holds rule sets for this node's
    * endpoints alone (every endpoint, set member and service stays), which is all its dataplane
@@ -94,6 +97,7 @@ export class DirectorySource implements DesiredSource {
     for (const f of files) hash.update(f).update(readFileSync(f));
     const ir = buildIR(result.model, this.allocate(result.model), {
       ...(this.opts.node !== undefined ? { node: this.opts.node } : {}),
+      policyMode: this.opts.policyMode ?? DEFAULT_POLICY_MODE,
     });
     return { revision: hash.digest('hex').slice(0, 16), ir, model: result.model };
   }

@@ -16,6 +16,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { allocate, buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { storedDocument } from '../datastore/documents.js';
 import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../datastore/etcd.js';
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
@@ -47,6 +48,8 @@ export interface EtcdSourceOptions {
   node: string;
   stateDir: string;
   logger?: Logger;
+  /** Default DEFAULT_POLICY_MODE. */
+  policyMode?: PolicyMode;
 }
 
 /** What the source has done, for status and tests. */
@@ -144,7 +147,10 @@ export class EtcdSource implements DesiredSource {
     // allocated them), so this only reads them back and lists the nodes; it is deterministic, so
     // an object stored without them would still come out the same on every node.
     const allocations = allocate(model, {}, { nodeCount: cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT });
-    const ir = buildIR(model, allocations, { node: this.opts.node });
+    const ir = buildIR(model, allocations, {
+      node: this.opts.node,
+      policyMode: this.opts.policyMode ?? DEFAULT_POLICY_MODE,
+    });
     const state: DesiredState = { revision: String(cache.revision), ir, model };
     this.built = { revision: cache.revision, state };
     this.stats.revision = cache.revision;

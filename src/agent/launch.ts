@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:f
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../dataplane/backend.js';
+import type { PolicyMode } from '../ir/decision-table.js';
 import type { AgentStatus } from './agent.js';
 import { agentRequest } from './client.js';
 import { AGENT_MARK, agentLog, apiSocket } from './paths.js';
@@ -22,6 +23,8 @@ export interface AgentLaunchSpec {
   /** Where the desired state comes from: a directory, or an etcd URL. */
   source: string;
   stateDir: string;
+  /** For sources the agent compiles (etcd); default the agent's. */
+  policyMode?: PolicyMode;
   /** Flow records (default on); off runs the agent with `--no-flows`. */
   flows?: boolean;
   /** Pod → cgroup file, for the process context of an etcd-fed agent (`--cgroups`). */
@@ -81,6 +84,7 @@ function agentArgs(spec: AgentLaunchSpec): string[] {
     ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
     ...['--source', spec.source, '--state-dir', spec.stateDir],
     ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
+    ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
     ...(spec.flows === false ? ['--no-flows'] : []),
   ];
 }

@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs
 import { pino, type Logger } from 'pino';
 import type { Backend, BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
+import type { PolicyMode, TableModeSummary } from '../ir/decision-table.js';
 import type { IR } from '../ir/types.js';
 import { FlowTable } from '../observe/flows.js';
 import { AgentMetrics } from '../observe/metrics.js';
@@ -29,6 +30,8 @@ export interface RunAgentOptions {
   stateDir: string;
   /** Nodes to spread unplaced pods over, for manifest directories. */
   nodeCount?: number;
+  /** Decision tables or the rule walk, for sources the agent compiles (manifests, etcd). */
+  policyMode: PolicyMode;
   /**
    * JSON `{pod: cgroup directory}` for sources that do not carry it (etcd): a lab writes it next
    * to the pods it builds; re-read when it changes.
@@ -106,9 +109,15 @@ class PodCgroups {
 
 function desiredSource(opts: RunAgentOptions, logger: Logger): DesiredSource {
   return isEtcdSource(opts.source)
-    ? new EtcdSource(opts.source, { node: opts.node, stateDir: opts.stateDir, logger })
+    ? new EtcdSource(opts.source, {
+        node: opts.node,
+        stateDir: opts.stateDir,
+        logger,
+        policyMode: opts.policyMode,
+      })
     : new DirectorySource(opts.source, {
         ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
+        policyMode: opts.policyMode,
         node: opts.node,
         stateDir: opts.stateDir,
       });
@@ -129,7 +138,12 @@ interface Observability {
   catalogue(ir: IR): void;
 }
 
-function observability(opts: RunAgentOptions, backend: Backend, target: NodeTarget): Observability {
+function observability(
+  opts: RunAgentOptions,
+  backend: Backend,
+  target: NodeTarget,
+  policy: () => TableModeSummary | undefined,
+): Observability {
   let catalog = new RuleCatalog(undefined);
   const cgroups = new PodCgroups(opts.node, opts.cgroupsFile);
   const flows = new FlowTable({
@@ -143,6 +157,7 @@ function observability(opts: RunAgentOptions, backend: Backend, target: NodeTarg
       conntrackEntries: () => backend.conntrack(target).count(),
       flowStats: () => flows.stats(),
       describeRule: (rule) => catalog.describe(rule),
+      policy,
     },
     { node: opts.node, backend: opts.backend },
   );
@@ -156,7 +171,8 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   await requireSupport(backend);
   mkdirSync(opts.stateDir, { recursive: true });
 
-  const obs = observability(opts, backend, target);
+  // The agent is made after its observers (its hooks feed them); a scrape reads its status later.
+  const obs = observability(opts, backend, target, () => agent.status.policy);
   let observers: Observers | undefined;
   const refreshCgroups = (desired: DesiredState | undefined): void =>
     void obs.cgroups.refresh(desired).then(() => observers?.refresh());

@@ -12,3 +12,11 @@ export function agentStatusCells(s: AgentStatus): (string | number)[] {
     s.repairs,
   ];
 }
+
+/** What decides the node's rule sets: `walk`, or `table 12/13` (tables of all rule sets). */
+export function policyCell(s: AgentStatus): string {
+  const p = s.policy;
+  if (!p) return '-';
+  if (p.mode === 'walk') return 'walk';
+  return `table ${p.tables}/${p.tables + p.walked}`;
+}

@@ -3,7 +3,8 @@ import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
-import { integerIn } from './options.js';
+import { integerIn, policyModeOption } from './options.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/errors.js';
@@ -16,6 +17,7 @@ interface AgentFlags {
   source?: string;
   stateDir?: string;
   nodes?: number;
+  policyMode?: PolicyMode;
   listen?: string;
   tokenFile?: string;
   metrics?: string;
@@ -71,6 +73,7 @@ async function run(flags: AgentFlags): Promise<void> {
     flows: flags.flows,
     ...(flags.cgroups ? { cgroupsFile: flags.cgroups } : {}),
     ...(flags.nodes ? { nodeCount: flags.nodes } : {}),
+    policyMode: flags.policyMode ?? DEFAULT_POLICY_MODE,
     ...(flags.reconcileMs ? { reconcileMs: flags.reconcileMs } : {}),
     ...(agentLoopback ? { listen: { ...agentLoopback, token: readToken(flags.tokenFile) } } : {}),
     ...(metricsLoopback ? { metrics: metricsLoopback } : {}),
@@ -103,6 +106,7 @@ export function register(program: Command): void {
       'where the agent keeps its record and API socket (default /run/switchyard/agents/<scope>/<node>)',
     )
     .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over', parseNodeCount)
+    .addOption(policyModeOption(`${DEFAULT_POLICY_MODE}; a compiled desired.json brings its own`))
     .option('--listen <address>', 'also serve the API on 127.0.0.1:PORT (needs --token-file)')
     .option('--token-file <file>', 'bearer token for --listen')
     .option('--metrics <address>', 'serve Prometheus metrics on 127.0.0.1:PORT')

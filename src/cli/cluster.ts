@@ -9,6 +9,8 @@ import { cleanupLine, podTable, progressBar } from './lab.js';
 import { parseNodeCount } from './manifests.js';
 import { CliError, formatTable, printJson } from './output.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
+import { policyModeOption } from './options.js';
 
 const BACKENDS = BACKEND_NAMES;
 
@@ -24,6 +26,7 @@ interface ClusterUpOptions {
   name: string;
   nodes?: number;
   backend: ClusterBackend;
+  policyMode?: PolicyMode;
   json?: boolean;
 }
 
@@ -37,6 +40,7 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
       files: paths,
       backend: opts.backend,
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
       ...(progress ? { progress } : {}),
     });
   } finally {
@@ -49,6 +53,7 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
       etcd: r.etcd.clientUrl,
       revision: r.write.revision,
       backend: opts.backend,
+      policyMode: r.lab.state.policyMode ?? DEFAULT_POLICY_MODE,
       nodes: t?.nodes.map((n) => n.name) ?? [],
       pods: t?.pods.length ?? 0,
       durationMs: r.lab.durationMs,
@@ -75,6 +80,7 @@ function registerClusterUp(cmd: Command): void {
     .addOption(
       new Option('--backend <backend>', 'policy backend of the agents').choices(BACKENDS).default('ebpf'),
     )
+    .addOption(policyModeOption(`the cluster's current mode, else ${DEFAULT_POLICY_MODE}`))
     .option('--json', 'machine-readable result')
     .action(clusterUpAction);
 }

@@ -1,10 +1,17 @@
 import type { Command } from 'commander';
 import { allocate, buildIR } from '../calc/index.js';
+import {
+  DEFAULT_POLICY_MODE,
+  formatTableModeSummary,
+  tableModeSummary,
+  type PolicyMode,
+} from '../ir/decision-table.js';
 import { irForNode } from '../ir/slice.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { CliError, printJson } from './output.js';
 import { loadModelOrFail, parseNodeCount } from './manifests.js';
+import { policyModeOption } from './options.js';
 
 export function register(program: Command): void {
   program
@@ -14,11 +21,15 @@ export function register(program: Command): void {
     .option('--backend <name>', `ir, ${BACKEND_NAMES.join(', ')}`, 'ir')
     .option('--node <name>', 'only this node (default: every node)')
     .option('--nodes <n>', 'nodes to spread unplaced pods over', parseNodeCount)
-    .action(async (paths: string[], opts: { backend: string; node?: string; nodes?: number }) => {
+    .addOption(policyModeOption(DEFAULT_POLICY_MODE))
+    .action(async (paths: string[], opts: CompileOptions) => {
       if (opts.backend !== 'ir' && !BACKEND_NAMES.includes(opts.backend as BackendName))
         throw new CliError(`--backend must be ir, ${BACKEND_NAMES.join(', ')}; not '${opts.backend}'`, 2);
       const model = loadModelOrFail(paths);
-      const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
+      const policyMode = opts.policyMode ?? DEFAULT_POLICY_MODE;
+      const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}), {
+        policyMode,
+      });
       const nodes = ir.nodes.map((n) => n.name);
       if (opts.node && !nodes.includes(opts.node))
         throw new CliError(`no node '${opts.node}' (nodes: ${nodes.join(', ')})`, 2);
@@ -26,8 +37,16 @@ export function register(program: Command): void {
       const backend = await loadBackend(opts.backend as BackendName);
       const out = (opts.node ? [opts.node] : nodes).map((node) => {
         const plan = backend.render(ir, node);
-        return `# ${plan.backend} plan for node ${node}\n${plan.text.trimEnd()}\n`;
+        const summary = formatTableModeSummary(tableModeSummary(irForNode(ir, node).ruleSets, policyMode));
+        return `# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`;
       });
       process.stdout.write(out.join('\n'));
     });
+}
+
+interface CompileOptions {
+  backend: string;
+  node?: string;
+  nodes?: number;
+  policyMode?: PolicyMode;
 }

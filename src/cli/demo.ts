@@ -2,6 +2,7 @@
  * `switchyard demo`: what a new user should see first, end to end, in under two minutes.
  * Each step prints the command a user would type and its output; everything it creates is removed.
  */
+import { DEFAULT_POLICY_MODE, formatTableModeSummary, tableModeSummary } from '../ir/decision-table.js';
 import type { Command } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -185,6 +186,8 @@ function backendStep(model: Model, files: string[], backend: BackendName, tour: 
       ]);
       tour.last = { backend, nodes: r.state.topology?.nodes ?? [] };
       lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
+      const mode = r.state.policyMode ?? DEFAULT_POLICY_MODE;
+      lines.push(`policy decided in ${formatTableModeSummary(tableModeSummary(r.state.ir.ruleSets, mode))}`);
       return lines.join('\n');
     },
   };

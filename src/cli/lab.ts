@@ -5,9 +5,10 @@ import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
-import { parseTimeoutMs } from './options.js';
+import { parseTimeoutMs, policyModeOption } from './options.js';
 import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 
 // src/lab pulls in koffi; load it only when a lab command actually runs.
 const lab = (): Promise<typeof import('../lab/index.js')> => import('../lab/index.js');
@@ -82,7 +83,7 @@ export function podTable(pods: readonly LabPod[]): string {
 async function upOrApply(
   mode: 'up' | 'apply',
   files: string[],
-  opts: { name: string; backend?: BackendOption; nodes?: number; agents?: boolean },
+  opts: { name: string; backend?: BackendOption; nodes?: number; agents?: boolean; policyMode?: PolicyMode },
 ): Promise<void> {
   const name = await checkedName(opts.name);
   const model = loadModelOrFail(files);
@@ -97,6 +98,7 @@ async function upOrApply(
       mode,
       ...(opts.backend ? { backend: opts.backend } : {}),
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
       ...(opts.agents === false ? { agents: false } : {}),
       ...(progress ? { progress } : {}),
     });
@@ -114,7 +116,8 @@ async function upOrApply(
     result.backendChange ? `backend ${result.backendChange.from} → ${result.backendChange.to}` : '',
   ].filter(Boolean);
   process.stdout.write(
-    `lab ${name}: ${pods.length} pods on ${t?.nodes.length ?? 0} nodes, backend ${result.state.backend}, ` +
+    `lab ${name}: ${pods.length} pods on ${t?.nodes.length ?? 0} nodes, backend ${result.state.backend} ` +
+      `(${result.state.policyMode ?? DEFAULT_POLICY_MODE} mode), ` +
       `probe server pid ${result.state.probe?.pid ?? '-'}${result.state.agents && result.state.backend !== 'none' ? `, ${t?.nodes.length ?? 0} agents` : ''} (${changes.join(', ') || 'no changes'}; ${result.durationMs} ms)\n\n`,
   );
   process.stdout.write(podTable(pods) + '\n');
@@ -161,9 +164,18 @@ function registerLabUp(cmd: Command): void {
     .addOption(new Option('--backend <backend>', 'policy backend').choices(BACKENDS).default('none'))
     .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over (default 2)', parseNodeCount)
     .option('--no-agents', 'apply the backend once from the CLI instead of running one agent per node')
+    .addOption(policyModeOption(`the lab's current mode, else ${DEFAULT_POLICY_MODE}`))
     .action(
-      (files: string[], opts: { name: string; backend: BackendOption; nodes?: number; agents: boolean }) =>
-        upOrApply('up', files, opts),
+      (
+        files: string[],
+        opts: {
+          name: string;
+          backend: BackendOption;
+          nodes?: number;
+          agents: boolean;
+          policyMode?: PolicyMode;
+        },
+      ) => upOrApply('up', files, opts),
     );
 }
 
@@ -173,7 +185,10 @@ function registerLabApply(cmd: Command): void {
     .description("change a running lab's desired state, touching only the difference")
     .argument('<files...>', 'manifest files or directories')
     .addOption(nameOption())
-    .action((files: string[], opts: { name: string }) => upOrApply('apply', files, opts));
+    .addOption(policyModeOption("the lab's current mode"))
+    .action((files: string[], opts: { name: string; policyMode?: PolicyMode }) =>
+      upOrApply('apply', files, opts),
+    );
 }
 
 interface ReachCliOptions {

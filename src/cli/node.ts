@@ -3,7 +3,7 @@ import { agentRequest } from '../agent/client.js';
 import type { AgentStatus } from '../agent/agent.js';
 import type { Explanation } from '../calc/explain.js';
 import type { FlowStats } from '../observe/flows.js';
-import { agentStatusCells } from './agent-status.js';
+import { agentStatusCells, policyCell } from './agent-status.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
 import { parsePort } from './manifests.js';
 import { formatTable, printJson } from './output.js';
@@ -33,6 +33,7 @@ async function status(flags: Flags): Promise<void> {
   if (flags.json) return printJson(all.map((a) => a.answer));
   const rows = all.map(({ answer: s }) => [
     ...agentStatusCells(s),
+    policyCell(s),
     s.errors,
     s.flows.flows,
     s.flows.rateLimited + Object.values(s.flows.lost).reduce((x, y) => x + y, 0),
@@ -40,10 +41,29 @@ async function status(flags: Flags): Promise<void> {
   ]);
   process.stdout.write(
     formatTable(
-      ['NODE', 'BACKEND', 'PID', 'REVISION', 'LAST APPLY', 'REPAIRS', 'ERRORS', 'FLOWS', 'DROPPED', 'STATE'],
+      [
+        'NODE',
+        'BACKEND',
+        'PID',
+        'REVISION',
+        'LAST APPLY',
+        'REPAIRS',
+        'POLICY',
+        'ERRORS',
+        'FLOWS',
+        'DROPPED',
+        'STATE',
+      ],
       rows,
     ) + '\n',
   );
+  // A table over the bound is walked: say which, so a slow endpoint is not a mystery.
+  for (const { answer: s } of all)
+    for (const o of s.policy?.overflows ?? [])
+      process.stdout.write(
+        `${s.node}: ${o.endpoint} ${o.direction} walks its rules (its table needs ${o.entries} entries, ` +
+          `more than ${o.maxEntries})\n`,
+      );
 }
 
 interface EndpointView {

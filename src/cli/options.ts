@@ -1,4 +1,6 @@
 /** Argument parsers shared by commands, so a flag's range check and its message read the same everywhere. */
+import { Option } from 'commander';
+import { POLICY_MODES } from '../ir/decision-table.js';
 import { CliError } from './output.js';
 
 /** A parser for a whole number from min to max; the message names the flag, the range and its unit. */
@@ -13,3 +15,14 @@ export function integerIn(flag: string, min: number, max: number, unit = ''): (v
 
 /** `--timeout <ms>` of the commands that open connections in a lab. */
 export const parseTimeoutMs = integerIn('--timeout', 10, 60_000, 'ms');
+
+/**
+ * `--policy-mode table|walk`: decision tables (one lookup per packet, where a table fits the
+ * bound) or the rule walk. Without a default of its own: each command says what it falls back to.
+ */
+export function policyModeOption(fallsBackTo: string): Option {
+  return new Option(
+    '--policy-mode <mode>',
+    `decide each endpoint by a decision table or by walking its rules (default: ${fallsBackTo})`,
+  ).choices(POLICY_MODES);
+}

@@ -156,3 +156,54 @@ export function lookup(table: DecisionTable, remote: string, protocol: Protocol,
   if (!entry) throw new Error(`decision table of ${table.endpoint} has no ${protocol} entries`);
   return entry;
 }
+
+/** What `--policy-mode` means when not given. */
+export const DEFAULT_POLICY_MODE: PolicyMode = 'walk';
+
+/** How an IR's rule sets are decided: what compile, node status and the agent's metrics report. */
+export interface TableModeSummary {
+  mode: PolicyMode;
+  /** Rule sets decided by a table. */
+  tables: number;
+  /** Rule sets walked (all of them in walk mode; the overflowing ones in table mode). */
+  walked: number;
+  /** Table entries over every table (a measure of the tables' size). */
+  entries: number;
+  /** Rule sets whose table exceeded the bound, and by how much. */
+  overflows: ({ endpoint: string; direction: Direction } & TableOverflow)[];
+}
+
+export function tableModeSummary(ruleSets: readonly RuleSetTables[], mode: PolicyMode): TableModeSummary {
+  let tables = 0;
+  let entries = 0;
+  const overflows: TableModeSummary['overflows'] = [];
+  for (const rs of ruleSets) {
+    if (rs.table) {
+      tables++;
+      entries += tableSize(rs.table).entries;
+    }
+    if (rs.tableOverflow)
+      overflows.push({ endpoint: rs.endpoint, direction: rs.direction, ...rs.tableOverflow });
+  }
+  return { mode, tables, walked: ruleSets.length - tables, entries, overflows };
+}
+
+/** The part of a rule set the summary reads. */
+export interface RuleSetTables {
+  endpoint: string;
+  direction: Direction;
+  table?: DecisionTable;
+  tableOverflow?: TableOverflow;
+}
+
+/** One line for humans: `table mode: 12 rule sets as tables (340 entries), 1 walked (over the bound)`. */
+export function formatTableModeSummary(s: TableModeSummary): string {
+  if (s.mode === 'walk') return `walk mode: ${s.walked} rule sets walked`;
+  const over = s.overflows.map(
+    (o) => `${o.endpoint} ${o.direction} needs ${o.entries} entries > ${o.maxEntries}`,
+  );
+  return (
+    `table mode: ${s.tables} rule sets as tables (${s.entries} entries), ${s.walked} walked` +
+    (over.length > 0 ? ` (over the bound: ${over.join('; ')})` : '')
+  );
+}

@@ -12,6 +12,7 @@ import { DESIRED_FILE, isEtcdSource, type DesiredState } from '../agent/desired.
 import { AgentLaunchError, launchAgent, waitForAgent, type AgentWatch } from '../agent/launch.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
+import type { PolicyMode } from '../ir/decision-table.js';
 import { cgroup2Mount } from '../netns/index.js';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
 import { stopProcesses } from './detached.js';
@@ -31,6 +32,8 @@ export interface AgentProcess {
   backend: string;
   source: string;
   stateDir: string;
+  /** Its `--policy-mode` ('' when not given). */
+  policyMode: string;
 }
 
 const START_TIMEOUT_MS = 60_000;
@@ -55,6 +58,7 @@ export function findAgents(): AgentProcess[] {
     stateDir: argValue(argv, '--state-dir'),
     backend: argValue(argv, '--backend'),
     source: argValue(argv, '--source'),
+    policyMode: argValue(argv, '--policy-mode'),
   }));
 }
 
@@ -119,7 +123,13 @@ function asLabError(e: unknown): unknown {
   return e instanceof AgentLaunchError ? new LabError(e.message, { cause: e }) : e;
 }
 
-function startAgent(lab: string, node: LabAgentNode, backend: BackendName, source: string): number {
+function startAgent(
+  lab: string,
+  node: LabAgentNode,
+  backend: BackendName,
+  source: string,
+  policyMode: PolicyMode | undefined,
+): number {
   try {
     return launchAgent({
       node: node.name,
@@ -127,6 +137,7 @@ function startAgent(lab: string, node: LabAgentNode, backend: BackendName, sourc
       backend,
       scope: lab,
       source,
+      ...(policyMode ? { policyMode } : {}),
       stateDir: agentStateDir(lab, node.name),
       ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab) } : {}),
       cgroup: agentCgroup(lab, node.name),
@@ -135,6 +146,15 @@ function startAgent(lab: string, node: LabAgentNode, backend: BackendName, sourc
   } catch (e) {
     throw asLabError(e);
   }
+}
+
+export interface SyncAgentsOptions {
+  /** Default the lab's `desired/` directory. */
+  source?: string;
+  /** Nodes whose agents cannot hear of the revision (cut off from etcd): not waited for. */
+  unreachable?: readonly string[];
+  /** For agents that compile the desired state themselves (etcd); a lab's `desired/` carries its IR. */
+  policyMode?: PolicyMode;
 }
 
 /**
@@ -146,18 +166,22 @@ export async function syncLabAgents(
   nodes: readonly LabAgentNode[],
   backend: BackendName,
   revision: string,
-  source: string = desiredDir(lab),
-  /** Nodes whose agents cannot hear of the revision (cut off from etcd): not waited for. */
-  unreachable: readonly string[] = [],
+  opts: SyncAgentsOptions = {},
 ): Promise<void> {
+  const { source = desiredDir(lab), unreachable = [], policyMode } = opts;
   const wanted = new Map(nodes.map((n) => [n.name, n]));
   await stopLabAgents(
     lab,
-    (a) => a.backend === backend && a.source === source && wanted.get(a.node)?.netns !== undefined,
+    (a) =>
+      a.backend === backend &&
+      a.source === source &&
+      a.policyMode === (policyMode ?? '') &&
+      wanted.get(a.node)?.netns !== undefined,
   );
   const running = new Map(labAgents(lab).map((a) => [a.node, a.pid]));
   const pids = new Map<string, number>();
-  for (const n of nodes) pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend, source));
+  for (const n of nodes)
+    pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend, source, policyMode));
   // Agents watching etcd may have seen the write before the lab built what it needs (a new pod's
   // interface): ask them to try again now, and give their failures a moment to clear.
   const fromEtcd = isEtcdSource(source);

@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import type { BackendName } from '../dataplane/backend.js';
+import type { PolicyMode } from '../ir/decision-table.js';
 import { applyManifests, type WriteResult } from '../datastore/apply.js';
 import { storedDocument } from '../datastore/documents.js';
 import { EtcdStore } from '../datastore/etcd.js';
@@ -33,6 +34,8 @@ export interface ClusterUpOptions {
   files: string[];
   backend: BackendName;
   nodeCount?: number;
+  /** Default: the lab's current mode, else DEFAULT_POLICY_MODE. */
+  policyMode?: PolicyMode;
   progress?: Progress;
 }
 
@@ -65,7 +68,7 @@ export function clusterEtcd(name: string): EtcdInfo {
 async function convergeFromStore(
   name: string,
   store: EtcdStore,
-  opts: { mode: 'up' | 'apply'; backend?: BackendName; progress?: Progress },
+  opts: { mode: 'up' | 'apply'; backend?: BackendName; policyMode?: PolicyMode; progress?: Progress },
 ): Promise<ClusterConverge> {
   const snap = await store.snapshot();
   const documents = [...snap.objects.values()].map((o) => storedDocument(o.key, o.value));
@@ -81,6 +84,7 @@ async function convergeFromStore(
     files: [store.url],
     mode: opts.mode,
     ...(opts.backend ? { backend: opts.backend } : {}),
+    ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
     ...(snap.cluster.nodeCount ? { nodeCount: snap.cluster.nodeCount } : {}),
     ...(opts.progress ? { progress: opts.progress } : {}),
     cluster: { etcd: store.url, revision: snap.revision, unreachable },
@@ -105,6 +109,7 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterResult> 
     const done = await convergeFromStore(name, store, {
       mode: 'up',
       backend: opts.backend,
+      ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
     });
     return { etcd, write, ...done };

@@ -7,6 +7,7 @@ import { ETCD_SOURCE_PREFIX } from '../agent/desired.js';
 import { allocate, buildIR, DEFAULT_NODE_COUNT, type Allocations, type BuildOptions } from '../calc/index.js';
 import type { Backend } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
+import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
 import { cgroup2Mount, ensureCgroup, listNetns, requireRoot, requireTools } from '../netns/index.js';
@@ -32,6 +33,8 @@ export interface ConvergeOptions {
   backend?: LabBackend;
   /** Default: the lab's current node count, else calc's default. */
   nodeCount?: number;
+  /** Default: the lab's current mode, else DEFAULT_POLICY_MODE. */
+  policyMode?: PolicyMode;
   progress?: Progress;
   /**
    * Run one agent per node that keeps the dataplane in sync (default: as before, else true).
@@ -117,6 +120,7 @@ interface Request {
   prev: LabState | undefined;
   backendName: LabBackend;
   nodeCount: number;
+  policyMode: PolicyMode;
   /** Whether agents keep the backend in sync (asked for; none run without a backend). */
   wantAgents: boolean;
   agents: boolean;
@@ -137,6 +141,7 @@ async function checkRequest(opts: ConvergeOptions, name: string): Promise<Reques
   if (opts.cluster && backendName === 'none')
     throw new LabError('a cluster needs a policy backend for its agents (--backend iptables|nftables|ebpf)');
   const nodeCount = opts.nodeCount ?? prev?.nodeCount ?? DEFAULT_NODE_COUNT;
+  const policyMode = opts.policyMode ?? prev?.policyMode ?? DEFAULT_POLICY_MODE;
   const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
   // Load first: an unavailable backend is reported before anything in the kernel changes.
   const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
@@ -145,6 +150,7 @@ async function checkRequest(opts: ConvergeOptions, name: string): Promise<Reques
     prev,
     backendName,
     nodeCount,
+    policyMode,
     wantAgents,
     agents: backendName !== 'none' && wantAgents,
     backend,
@@ -220,6 +226,7 @@ function initialState(
     updatedAt: now,
     backend: backendName,
     nodeCount: req.nodeCount,
+    policyMode: req.policyMode,
     files: opts.files,
     model: opts.model,
     ir,
@@ -277,7 +284,10 @@ async function startProbes(
   writeProbeConfig(dir, state.name, state.cgroupRoot, topology.pods);
   const synced = await syncProbeServer(dir, state.name, state.probe);
   state.probe = synced.info;
-  state.ir = buildIROrFail(opts.model, state.allocations, { readyPods: synced.serving });
+  state.ir = buildIROrFail(opts.model, state.allocations, {
+    readyPods: synced.serving,
+    policyMode: state.policyMode ?? DEFAULT_POLICY_MODE,
+  });
   progress.tick();
 }
 
@@ -295,14 +305,11 @@ async function applyPolicy(
   if (opts.cluster) {
     progress.phase(`${backend.name} policy (agents, etcd)`, 1);
     writeCgroups(name, cgroups);
-    await syncLabAgents(
-      name,
-      topology.nodes,
-      backend.name,
-      String(opts.cluster.revision),
-      `${ETCD_SOURCE_PREFIX}${opts.cluster.etcd}`,
-      opts.cluster.unreachable ?? [],
-    );
+    await syncLabAgents(name, topology.nodes, backend.name, String(opts.cluster.revision), {
+      source: `${ETCD_SOURCE_PREFIX}${opts.cluster.etcd}`,
+      unreachable: opts.cluster.unreachable ?? [],
+      policyMode: req.policyMode,
+    });
   } else if (req.agents) {
     progress.phase(`${backend.name} policy (agents)`, 1);
     writeDesired(name, { revision: String(state.revision), ir: state.ir, model: opts.model, cgroups });
@@ -326,7 +333,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
   return withLabLock(name, async () => {
     const req = await checkRequest(opts, name);
     const allocations = allocateOrFail(opts.model, req.nodeCount, req.prev);
-    const ir = buildIROrFail(opts.model, allocations);
+    const ir = buildIROrFail(opts.model, allocations, { policyMode: req.policyMode });
     const change = await prepareKernelChange(req, ir, progress);
     const state = initialState(opts, req, change, allocations, ir, cgroupRoot);
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.

@@ -7,6 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, wr
 import { join } from 'node:path';
 import type { Allocations } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
+import type { PolicyMode } from '../ir/decision-table.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
 import { LabError } from './errors.js';
@@ -31,6 +32,8 @@ export interface LabState {
   updatedAt: string;
   backend: LabBackend;
   nodeCount: number;
+  /** How rule sets are decided (absent in labs from before decision tables: walk). */
+  policyMode?: PolicyMode;
   /** Manifests of the last up/apply. */
   files: string[];
   model: Model;

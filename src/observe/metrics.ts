@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RuleCounter } from '../dataplane/backend.js';
+import type { TableModeSummary } from '../ir/decision-table.js';
 import type { FlowStats } from './flows.js';
 
 export interface RuleDescription {
@@ -18,6 +19,8 @@ export interface MetricsSources {
   flowStats: () => FlowStats;
   /** Policy and action of a counter's rule id (defaults and fail-closed drops included). */
   describeRule: (rule: string) => RuleDescription;
+  /** How the rule sets in force are decided (undefined before the first apply). */
+  policy: () => TableModeSummary | undefined;
 }
 
 type Registers = Registry[];
@@ -125,6 +128,37 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
   });
 }
 
+/** Table mode at a glance: how many rule sets a table decides, their size, and overflows. */
+function registerPolicyMetrics(registers: Registers, sources: MetricsSources): void {
+  new Gauge({
+    name: 'switchyard_policy_rule_sets',
+    help: 'Endpoint rule sets (one per endpoint and direction) in force, by what decides them',
+    labelNames: ['decided_by'],
+    registers,
+    collect() {
+      const s = sources.policy();
+      this.set({ decided_by: 'table' }, s?.tables ?? 0);
+      this.set({ decided_by: 'walk' }, s?.walked ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_policy_table_entries',
+    help: 'Decision table entries in force, over all tables (before any backend encoding)',
+    registers,
+    collect() {
+      this.set(sources.policy()?.entries ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_policy_table_overflows',
+    help: 'Rule sets walked because their decision table would exceed the bound (table mode only)',
+    registers,
+    collect() {
+      this.set(sources.policy()?.overflows.length ?? 0);
+    },
+  });
+}
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly applyDuration: Histogram<'mode'>;
@@ -157,6 +191,7 @@ export class AgentMetrics {
 
     registerKernelMetrics(registers, sources);
     registerFlowMetrics(registers, sources);
+    registerPolicyMetrics(registers, sources);
   }
 
   text(): Promise<string> {

@@ -17,9 +17,11 @@ import { converge, labDown, measureReach } from '../../src/lab/index.js';
 import { probeMatrix } from '../../src/lab/probe/prober.js';
 import { readyState } from '../../src/lab/reach.js';
 import { loadManifestTexts, type Model } from '../../src/model/index.js';
-import { describeKernel } from '../support/kernel.js';
+import { describeKernel, testPolicyMode } from '../support/kernel.js';
 import { compileIR } from '../support/manifests.js';
 
+/** Decision tables unless asked otherwise: every update is then a table swap. */
+const POLICY_MODE = testPolicyMode();
 const UPDATES = Number(process.env.SWITCHYARD_CHURN_UPDATES ?? 500);
 const VARIANTS = 3;
 
@@ -76,7 +78,7 @@ function model(step: number): Model {
 }
 
 for (const backend of ['iptables', 'nftables', 'ebpf'] as BackendName[]) {
-  describeKernel(`churn under traffic: ${backend}`, () => {
+  describeKernel(`churn under traffic: ${backend} (${POLICY_MODE} mode)`, () => {
     const lab = `t-churn-${backend.slice(0, 3)}`;
     afterAll(async () => {
       await labDown(lab);
@@ -92,7 +94,16 @@ for (const backend of ['iptables', 'nftables', 'ebpf'] as BackendName[]) {
         for (const [s, d] of ALWAYS_DENIED) expect(m[s]?.[d], `step ${step} ${s}→${d}`).toBe(false);
       }
 
-      await converge({ name: lab, model: model(0), files: [], mode: 'up', backend, nodeCount: 2 });
+      const up = await converge({
+        name: lab,
+        model: model(0),
+        files: [],
+        mode: 'up',
+        backend,
+        nodeCount: 2,
+        policyMode: POLICY_MODE,
+      });
+      expect(up.state.ir.policyMode ?? 'walk').toBe(POLICY_MODE);
       // Probe with a snapshot of the topology: pods never change here, and the lab's own reach
       // refuses to run while an apply is in progress (its state then says so), which is the point.
       const state = readyState(lab);

@@ -20,10 +20,12 @@ import {
   probeExpectation,
   type NetpolCase,
 } from '../fixtures/netpol-e2e/cases.js';
-import { describeKernel } from '../support/kernel.js';
+import { describeKernel, testPolicyMode } from '../support/kernel.js';
 import { applyEdits, compareTables, formatReport, XYZ_PODS } from '../support/reachability.js';
 
 const BACKENDS: readonly BackendName[] = ['iptables', 'nftables', 'ebpf'];
+/** Decision tables unless asked otherwise (each backend's own kernel tests cover both modes). */
+const POLICY_MODE = testPolicyMode();
 const NODES = 2;
 
 function title(c: NetpolCase): string {
@@ -42,7 +44,7 @@ for (const backend of BACKENDS) {
     continue;
   }
 
-  describeKernel(`conformance: ${backend}`, () => {
+  describeKernel(`conformance: ${backend} (${POLICY_MODE} mode)`, () => {
     const lab = `conf-${backend}`;
     let labUp = false;
 
@@ -55,8 +57,17 @@ for (const backend of BACKENDS) {
         const files = caseManifestPaths(c);
         const model = loadManifests(files);
         labUp = true;
-        const { state } = await converge({ name: lab, model, files, mode: 'up', backend, nodeCount: NODES });
+        const { state } = await converge({
+          name: lab,
+          model,
+          files,
+          mode: 'up',
+          backend,
+          nodeCount: NODES,
+          policyMode: POLICY_MODE,
+        });
         const ir = state.ir;
+        expect(ir.ruleSets.every((rs) => (rs.table !== undefined) === (POLICY_MODE === 'table'))).toBe(true);
         const failures: string[] = [];
         for (const probe of c.probes) {
           const expected = applyEdits(XYZ_PODS, probeExpectation(c, probe));

@@ -98,26 +98,36 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
         updates: 1,
         lab: `bagt${TAG}`,
       });
-      expect(ctx.ticks).toBe(2);
+      expect(ctx.ticks).toBe(3);
       const [point] = data.points;
       expect(point?.spec).toMatchObject({ endpoints: 300, localPods: 4, namespaces: 3, policies: 24 });
-      const [s] = point?.samples ?? [];
-      expect(s?.backend).toBe('ebpf');
-      expect(s?.fullSyncMs).toBeGreaterThan(0);
-      expect(s?.applyMs).toBeGreaterThanOrEqual(0);
-      expect(s?.buildMs).toBeGreaterThanOrEqual(0);
-      expect(s?.changed).toBeGreaterThan(0);
-      expect(s?.updateMs).toHaveLength(1);
-      expect(s?.updateModes).toEqual(['incremental']);
-      expect(s?.rssAfterSyncMiB).toBeGreaterThan(0);
-      expect(s?.hwmMiB).toBeGreaterThanOrEqual(s?.rssAfterSyncMiB ?? Infinity);
+      expect(point?.samples.map((s) => `${s.backend} ${s.mode}`)).toEqual(['ebpf table', 'ebpf walk']);
+      for (const s of point?.samples ?? []) {
+        expect(s.fullSyncMs).toBeGreaterThan(0);
+        expect(s.applyMs).toBeGreaterThanOrEqual(0);
+        expect(s.buildMs).toBeGreaterThanOrEqual(0);
+        expect(s.changed).toBeGreaterThan(0);
+        expect(s.updateMs).toHaveLength(1);
+        expect(s.updateModes).toEqual(['incremental']);
+        expect(s.rssAfterSyncMiB).toBeGreaterThan(0);
+        expect(s.hwmMiB).toBeGreaterThanOrEqual(s.rssAfterSyncMiB);
+        // The agent reports what decides its 4 pods' 8 rule sets in the mode it was started in.
+        expect(s.policy).toMatchObject(
+          s.mode === 'table'
+            ? { mode: 'table', tables: 8, walked: 0 }
+            : { mode: 'walk', tables: 0, walked: 8 },
+        );
+      }
       const r = agentScaleResult(data);
-      expect(r.rows.map((row) => `${row.backend} ${row.params.op}`)).toEqual([
-        'ebpf full sync',
-        'ebpf label change',
+      expect(r.rows.map((row) => `${row.backend} ${String(row.params.mode)} ${row.params.op}`)).toEqual([
+        'ebpf table full sync',
+        'ebpf table label change',
+        'ebpf walk full sync',
+        'ebpf walk label change',
       ]);
       expect(ebpfVerdict(data)?.endpoints).toBe(300);
       expect(r.notes?.some((n) => /full sync under 5 s: (PASS|FAIL)/.test(n))).toBe(true);
+      expect(r.notes?.some((n) => /full sync in table mode [\d.]+× the walk's/.test(n))).toBe(true);
       expect(listNetns().filter((n) => n.startsWith(`sy-bagt${TAG}`))).toEqual([]);
     },
   );

@@ -104,7 +104,7 @@ describeKernel('bench scenarios (small parameters)', () => {
     expect(ourNamespaces()).toEqual([]);
   });
 
-  it('policy: traffic rows per backend and rule count, eBPF test-run rows', async () => {
+  it('policy: traffic rows per backend, mode and rule count, eBPF test-run rows, table sizes and apply times', async () => {
     const ctx = context();
     const r = await runPolicy(ctx, {
       rules: [10, 100],
@@ -115,7 +115,8 @@ describeKernel('bench scenarios (small parameters)', () => {
     });
     expectShape(r, 'policy', 'ns/packet', 'lower');
     for (const rules of [10, 100]) {
-      expect(backends(r, { rules, method: 'traffic' })).toEqual(['ebpf', 'iptables', 'nftables']);
+      for (const mode of ['table', 'walk'])
+        expect(backends(r, { rules, mode, method: 'traffic' })).toEqual(['ebpf', 'iptables', 'nftables']);
       expect(backends(r, { rules, method: 'test-run' })).toEqual(['ebpf']);
     }
     // More rules cost more, whatever the machine: 10x the rules is never cheaper.
@@ -124,6 +125,9 @@ describeKernel('bench scenarios (small parameters)', () => {
         (row) => row.backend === 'ebpf' && row.params.rules === rules && row.params.method === 'test-run',
       )?.median ?? Number.NaN;
     expect(ebpf(100)).toBeGreaterThan(ebpf(10));
+    expect((r.notes ?? []).join('\n')).toMatch(/tables \(ingress.*10 rules \d+ entries, \d+ prefixes/);
+    expect((r.notes ?? []).join('\n')).toMatch(/ebpf table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
+    expect((r.notes ?? []).join('\n')).not.toMatch(/refused/);
     expect(ourNamespaces()).toEqual([]);
   });
 

@@ -250,6 +250,36 @@ describe('advise rules', () => {
     if (row.backend) expect(a.backend).toBe(row.backend);
   });
 
+  it("compares backends in the workload's policy mode, and names what the other mode costs", () => {
+    const both = scenario('policy', 'ns/packet', 'lower', [
+      ['ebpf', { rules: 1000, mode: 'table', method: 'traffic' }, 2100],
+      ['iptables', { rules: 1000, mode: 'table', method: 'traffic' }, 3900],
+      ['nftables', { rules: 1000, mode: 'table', method: 'traffic' }, 3100],
+      ['ebpf', { rules: 1000, mode: 'walk', method: 'traffic' }, 44000],
+      ['iptables', { rules: 1000, mode: 'walk', method: 'traffic' }, 394000],
+      ['nftables', { rules: 1000, mode: 'walk', method: 'traffic' }, 205000],
+      ['ebpf', { rules: 1000, mode: 'walk', method: 'test-run' }, 40000],
+    ]);
+    const table = advise(
+      parseWorkload({ rulesPerEndpoint: 1000, priority: 'latency' }),
+      report(both),
+      MODERN,
+    );
+    const r = table.recommendations.find((x) => x.concern === 'policy enforcement');
+    expect(r?.choice).toBe('ebpf');
+    expect(r?.evidence.every((e) => e.params.mode === 'table' && e.params.method === 'traffic')).toBe(true);
+    expect(r?.reasons.join('\n')).toMatch(/in table mode: ebpf 2100 ns\/packet/);
+    expect(r?.reasons.join('\n')).toMatch(/in walk mode: ebpf 44\.0k/);
+    const walk = advise(
+      parseWorkload({ rulesPerEndpoint: 1000, priority: 'latency', policyMode: 'walk' }),
+      report(both),
+      MODERN,
+    );
+    const w = walk.recommendations.find((x) => x.concern === 'policy enforcement');
+    expect(w?.evidence.every((e) => e.params.mode === 'walk' && e.params.method === 'traffic')).toBe(true);
+    expect(w?.reasons.join('\n')).toMatch(/in table mode: ebpf/);
+  });
+
   it('reads the nearest measured parameter (800 rules → the 1000-rule rows)', () => {
     const a = advise(parseWorkload({ rulesPerEndpoint: 800 }), report(policyBench), MODERN);
     const r = a.recommendations.find((x) => x.concern === 'policy enforcement');

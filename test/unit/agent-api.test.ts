@@ -202,6 +202,7 @@ beforeAll(async () => {
       conntrackEntries: () => Promise.resolve(3),
       flowStats: (): FlowStats => flows.stats(),
       describeRule: (r) => catalog().describe(r),
+      policy: () => agent.status.policy,
     },
     { node: TARGET.node, backend: backend.name },
   );
@@ -254,11 +255,19 @@ describe('agent API over the unix socket', () => {
       pid: process.pid,
       lastApply: { mode: 'full', revision: 'rev-1' },
       flows: { flows: 4, lost: { 'ring buffer': 5 }, rateLimited: 0 },
+      // This node's four rule sets (db and cache, both directions), walked: the IR has no tables.
+      policy: { mode: 'walk', tables: 0, walked: 4, entries: 0, overflows: [] },
     });
   });
 
   it("GET /v1/endpoints: only this node's pods, with the policies of each direction", async () => {
-    type Side = { globalPolicies: string[]; networkPolicies: string[]; default: string; rules: number };
+    type Side = {
+      globalPolicies: string[];
+      networkPolicies: string[];
+      default: string;
+      rules: number;
+      decidedBy: string;
+    };
     const eps = await agentRequest<
       { id: string; addresses: string[]; labels: Record<string, string>; ingress: Side; egress: Side }[]
     >(socket, '/v1/endpoints');
@@ -271,14 +280,22 @@ describe('agent API over the unix socket', () => {
       networkPolicies: ['NetworkPolicy shop/db-allow-web'],
       default: 'deny',
       rules: 2,
+      decidedBy: 'walk',
     });
-    expect(db?.egress).toEqual({ globalPolicies: [], networkPolicies: [], default: 'allow', rules: 0 });
+    expect(db?.egress).toEqual({
+      globalPolicies: [],
+      networkPolicies: [],
+      default: 'allow',
+      rules: 0,
+      decidedBy: 'walk',
+    });
     const cache = eps.find((e) => e.id === 'shop/cache');
     expect(cache?.ingress).toEqual({
       globalPolicies: ['GlobalPolicy deny-bad'],
       networkPolicies: [],
       default: 'allow',
       rules: 1,
+      decidedBy: 'walk',
     });
   });
 
@@ -512,6 +529,7 @@ describe('startApi lifecycle', () => {
         conntrackEntries: () => Promise.resolve(0),
         flowStats: () => flows.stats(),
         describeRule: () => ({ policy: '', action: '' }),
+        policy: () => undefined,
       },
       { node: 'node-2', backend: 'nftables' },
     );

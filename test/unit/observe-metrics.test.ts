@@ -79,6 +79,21 @@ function fakeSources() {
         state.describeCalls.push(rule);
         return DESCRIPTIONS[rule] ?? { policy: '', action: '' };
       },
+      policy: () => ({
+        mode: 'table' as const,
+        tables: 7,
+        walked: 1,
+        entries: 240,
+        overflows: [
+          {
+            endpoint: 'shop/db',
+            direction: 'ingress' as const,
+            prefixes: 9,
+            entries: 20000,
+            maxEntries: 16384,
+          },
+        ],
+      }),
     },
     { node: 'node-2', backend: 'nftables' },
   );
@@ -129,6 +144,15 @@ describe('AgentMetrics', () => {
     expect(value(all, 'switchyard_conntrack_entries')).toBe(42);
     expect(value(all, 'switchyard_flow_events_total')).toBe(1000);
     expect(value(all, 'switchyard_flows')).toBe(55);
+  });
+
+  it('shows what decides the rule sets: tables, walks, table entries and overflows', async () => {
+    const { metrics } = fakeSources();
+    const all = samples(await metrics.text());
+    expect(value(all, 'switchyard_policy_rule_sets', { decided_by: 'table' })).toBe(7);
+    expect(value(all, 'switchyard_policy_rule_sets', { decided_by: 'walk' })).toBe(1);
+    expect(value(all, 'switchyard_policy_table_entries')).toBe(240);
+    expect(value(all, 'switchyard_policy_table_overflows')).toBe(1);
   });
 
   it('counts dropped flow events by where, the agent rate limit included', async () => {

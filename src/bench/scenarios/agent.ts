@@ -28,6 +28,13 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentStatus } from '../../agent/agent.js';
 import type { BackendName } from '../../dataplane/backend.js';
+import {
+  DEFAULT_POLICY_MODE,
+  formatTableModeSummary,
+  POLICY_MODES,
+  type PolicyMode,
+  type TableModeSummary,
+} from '../../ir/decision-table.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
@@ -63,6 +70,8 @@ export interface AgentScaleOptions {
   updates: number;
   /** Lab name (default bag<pid>: "bench agent"). */
   lab?: string;
+  /** Policy modes each backend is measured in (default both: tables next to the walk). */
+  modes?: readonly PolicyMode[];
 }
 
 const ALL: readonly BackendName[] = ['ebpf', 'nftables', 'iptables'];
@@ -70,6 +79,8 @@ const ALL: readonly BackendName[] = ['ebpf', 'nftables', 'iptables'];
 export const TARGET_RSS_MIB = 150;
 export const TARGET_SYNC_MS = 5000;
 export const TARGET_ENDPOINTS = 10_000;
+/** Issue 17: a full sync in table mode no worse than 1.5× the walk's. */
+export const TARGET_TABLE_SYNC_RATIO = 1.5;
 /** The backend the sync and RSS targets are set for. */
 const TARGET_BACKEND: BackendName = 'ebpf';
 
@@ -197,6 +208,9 @@ function localModel(spec: ClusterSpec): Model {
 
 export interface AgentScaleSample {
   backend: BackendName;
+  mode: PolicyMode;
+  /** What the agent reported in force after the first sync: tables, walks, overflows. */
+  policy?: TableModeSummary;
   endpoints: number;
   /** Spawn → first sync done and API answering. */
   fullSyncMs: number;
@@ -233,6 +247,7 @@ async function oneSync(
   lab: string,
   state: LabState,
   backend: BackendName,
+  mode: PolicyMode,
   spec: ClusterSpec,
   options: AgentScaleOptions,
   endpoints: number,
@@ -243,7 +258,16 @@ async function oneSync(
   const stateDir = agentStateDir(lab, NODE);
   const target = { scope: lab, node: NODE, netns: node.netns };
   await resetNode(backend, target, stateDir);
-  const h = startAgent({ lab, node: NODE, netns: node.netns, backend, source, stateDir, flows: true });
+  const h = startAgent({
+    lab,
+    node: NODE,
+    netns: node.netns,
+    backend,
+    source,
+    stateDir,
+    flows: true,
+    policyMode: mode,
+  });
   try {
     const s = await waitForSync(h, (st) => st.lastApply !== undefined, SYNC_TIMEOUT_MS);
     const answered = Date.now();
@@ -282,6 +306,8 @@ async function oneSync(
     const afterUpdates = memoryMiB(h.pid);
     return {
       backend,
+      mode,
+      ...(s.policy ? { policy: s.policy } : {}),
       endpoints,
       fullSyncMs: answered - h.spawnedAt,
       startMs: started - h.spawnedAt,
@@ -337,18 +363,19 @@ async function measurePoint(
     let manifestBytes = 0;
     const samples: AgentScaleSample[] = [];
     for (let rep = 0; rep < options.repetitions; rep++) {
-      for (const backend of backends) {
-        // Every run starts from the same manifests.
-        spec.local.forEach((p, i) => (p.app = appsBefore[i] as number));
-        manifestBytes = 0;
-        spec.namespaces.forEach((_, i) => {
-          const text = namespaceFile(spec, i);
-          manifestBytes += text.length;
-          writeFileSync(join(source, fileName(i)), text);
-        });
-        samples.push(await oneSync(lab, r.state, backend, spec, options, point.endpoints, source));
-        ctx.progress.tick(`${backend} ${point.endpoints} ${rep + 1}/${options.repetitions}`);
-      }
+      for (const backend of backends)
+        for (const mode of options.modes ?? POLICY_MODES) {
+          // Every run starts from the same manifests.
+          spec.local.forEach((p, i) => (p.app = appsBefore[i] as number));
+          manifestBytes = 0;
+          spec.namespaces.forEach((_, i) => {
+            const text = namespaceFile(spec, i);
+            manifestBytes += text.length;
+            writeFileSync(join(source, fileName(i)), text);
+          });
+          samples.push(await oneSync(lab, r.state, backend, mode, spec, options, point.endpoints, source));
+          ctx.progress.tick(`${backend} ${mode} ${point.endpoints} ${rep + 1}/${options.repetitions}`);
+        }
     }
     return {
       spec: {
@@ -373,7 +400,8 @@ export async function measureAgentScale(
 ): Promise<AgentScaleData> {
   const avail = (p: AgentScalePoint): number =>
     p.backends.filter((b) => availableBackends().includes(b)).length;
-  ctx.progress.total(options.points.reduce((n, p) => n + 1 + avail(p) * options.repetitions, 0));
+  const modes = (options.modes ?? POLICY_MODES).length;
+  ctx.progress.total(options.points.reduce((n, p) => n + 1 + avail(p) * modes * options.repetitions, 0));
   const lab = options.lab ?? `bag${process.pid % 100_000}`;
   const points: AgentScalePointData[] = [];
   for (const point of options.points) points.push(await measurePoint(ctx, options, point, lab));
@@ -384,20 +412,22 @@ export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
   const rows: BenchRow[] = [];
   const notes: string[] = [];
   for (const { spec, samples, labUpMs, manifestBytes } of data.points) {
-    const backends = [...new Set(samples.map((s) => s.backend))];
-    for (const b of backends) {
-      const ss = samples.filter((s) => s.backend === b);
-      const params = { endpoints: spec.endpoints, policies: data.options.policiesPerPod };
+    const runs = [...new Set(samples.map((s) => `${s.backend}/${s.mode}`))].map((k) => {
+      const [backend, mode] = k.split('/') as [BackendName, PolicyMode];
+      return { backend, mode, ss: samples.filter((s) => s.backend === backend && s.mode === mode) };
+    });
+    for (const { backend, mode, ss } of runs) {
+      const params = { endpoints: spec.endpoints, policies: data.options.policiesPerPod, mode };
       rows.push(
         summarize(
-          b,
+          backend,
           { ...params, op: 'full sync' },
           ss.map((s) => s.fullSyncMs),
         ),
       );
       rows.push(
         summarize(
-          b,
+          backend,
           { ...params, op: 'label change' },
           ss.flatMap((s) => s.updateMs),
         ),
@@ -409,20 +439,8 @@ export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
         `${(manifestBytes / 1e6).toFixed(1)} MB of YAML in ${spec.namespaces} files; the agent's node-1 holds ${spec.localPods} real pods ` +
         `(a lab, up in ${(labUpMs / 1000).toFixed(1)} s), every other pod is a remote endpoint (IP set member only)`,
     );
-    for (const b of backends) {
-      const ss = samples.filter((s) => s.backend === b);
-      const hwm = Math.max(...ss.map((s) => s.hwmMiB));
-      notes.push(
-        `${b} ${spec.endpoints}: full sync ${(median(ss.map((s) => s.fullSyncMs)) / 1000).toFixed(2)} s = process start ` +
-          `${median(ss.map((s) => s.startMs)).toFixed(0)} ms + read manifests and build the IR ${median(ss.map((s) => s.buildMs)).toFixed(0)} ms ` +
-          `+ kernel apply (with fingerprint) ${median(ss.map((s) => s.applyMs)).toFixed(0)} ms + flow sources and API; ` +
-          `${ss[0]?.changed ?? 0} kernel objects; label change: agent apply ${median(ss.flatMap((s) => s.updateApplyMs)).toFixed(0)} ms of it ` +
-          `(${[...new Set(ss.flatMap((s) => s.updateModes))].join('/')}); RSS after sync ${median(ss.map((s) => s.rssAfterSyncMiB)).toFixed(0)} MiB, ` +
-          `after the label changes ${median(ss.map((s) => s.rssAfterUpdatesMiB)).toFixed(0)} MiB, peak (VmHWM) ${hwm.toFixed(0)} MiB; ` +
-          `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
-          (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : ''),
-      );
-    }
+    for (const { backend, mode, ss } of runs) notes.push(sampleNote(backend, mode, spec.endpoints, ss));
+    notes.push(...tableVsWalk(spec.endpoints, samples));
   }
   notes.push(
     'full sync = spawn of `switchyard agent` → its API answers with the first apply done (fresh state directory, node dataplane removed before); ' +
@@ -430,6 +448,44 @@ export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
   );
   notes.push(...targetVerdicts(data));
   return { name: 'agent', unit: 'ms', better: 'lower', rows, notes };
+}
+
+function sampleNote(
+  backend: BackendName,
+  mode: PolicyMode,
+  endpoints: number,
+  ss: AgentScaleSample[],
+): string {
+  const hwm = Math.max(...ss.map((s) => s.hwmMiB));
+  const policy = ss[0]?.policy;
+  return (
+    `${backend} ${mode} ${endpoints}: full sync ${(median(ss.map((s) => s.fullSyncMs)) / 1000).toFixed(2)} s = process start ` +
+    `${median(ss.map((s) => s.startMs)).toFixed(0)} ms + read manifests and build the IR ${median(ss.map((s) => s.buildMs)).toFixed(0)} ms ` +
+    `+ kernel apply (with fingerprint) ${median(ss.map((s) => s.applyMs)).toFixed(0)} ms + flow sources and API; ` +
+    `${ss[0]?.changed ?? 0} kernel objects; label change: agent apply ${median(ss.flatMap((s) => s.updateApplyMs)).toFixed(0)} ms of it ` +
+    `(${[...new Set(ss.flatMap((s) => s.updateModes))].join('/')}); RSS after sync ${median(ss.map((s) => s.rssAfterSyncMiB)).toFixed(0)} MiB, ` +
+    `after the label changes ${median(ss.map((s) => s.rssAfterUpdatesMiB)).toFixed(0)} MiB, peak (VmHWM) ${hwm.toFixed(0)} MiB; ` +
+    `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
+    (policy ? `; ${formatTableModeSummary(policy)}` : '') +
+    (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')
+  );
+}
+
+/** Table mode's full sync against the walk's, per backend (the target: at most 1.5×). */
+function tableVsWalk(endpoints: number, samples: readonly AgentScaleSample[]): string[] {
+  const out: string[] = [];
+  for (const backend of new Set(samples.map((s) => s.backend))) {
+    const sync = (mode: PolicyMode): number =>
+      median(samples.filter((s) => s.backend === backend && s.mode === mode).map((s) => s.fullSyncMs));
+    const [table, walk] = [sync('table'), sync('walk')];
+    if (!Number.isFinite(table) || !Number.isFinite(walk) || walk <= 0) continue;
+    const ratio = table / walk;
+    out.push(
+      `${backend} ${endpoints}: full sync in table mode ${ratio.toFixed(2)}× the walk's ` +
+        `(target ≤ ${TARGET_TABLE_SYNC_RATIO}×: ${ratio <= TARGET_TABLE_SYNC_RATIO ? 'PASS' : 'MISSED'})`,
+    );
+  }
+  return out;
 }
 
 export interface TargetVerdict {
@@ -447,7 +503,11 @@ export function ebpfVerdict(data: AgentScaleData): TargetVerdict | undefined {
     .filter((p) => p.samples.some((s) => s.backend === TARGET_BACKEND))
     .sort((a, b) => b.spec.endpoints - a.spec.endpoints)[0];
   if (!point) return undefined;
-  const ss = point.samples.filter((s) => s.backend === TARGET_BACKEND);
+  // The default mode's figures (the targets were set before there was a choice).
+  const mode = point.samples.some((s) => s.mode === DEFAULT_POLICY_MODE) ? DEFAULT_POLICY_MODE : undefined;
+  const ss = point.samples.filter(
+    (s) => s.backend === TARGET_BACKEND && (mode === undefined || s.mode === mode),
+  );
   const syncMs = median(ss.map((s) => s.fullSyncMs));
   const rssMiB = Math.max(...ss.map((s) => Math.max(s.rssAfterSyncMiB, s.rssAfterUpdatesMiB)));
   const hwmMiB = Math.max(...ss.map((s) => s.hwmMiB));

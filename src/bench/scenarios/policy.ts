@@ -1,7 +1,8 @@
 /**
- * Per-packet cost of policy evaluation with 10, 100 and 1000 rules on one endpoint, every rule
- * looked at: each is "TCP port 80 from set S" and the packet is a TCP SYN to port 80 from an
- * address in no set, so it walks the whole list into the default deny.
+ * Per-packet cost of policy evaluation with 10, 100, 1000 and 10000 rules on one endpoint, in
+ * both policy modes: the rule walk, and the decision table (one lookup, whatever the rule count).
+ * The rules are what support/policy-ir.ts makes (peers with excepts, varied ports, a Deny tier);
+ * the probe SYN comes from a rule peer on a port no rule names, so the walk looks at every rule.
  *
  * Measured the same way for all three backends: each installs the policy through Backend.apply
  * in a one-node topology, a sender namespace floods the node's fabric veth with that SYN (AF_PACKET,
@@ -9,7 +10,8 @@
  * chain, nftables forward hook, eBPF tcx egress on the pod's host veth). ns/packet = the sending
  * thread's on-CPU time over a window / drops on the default-deny rule's own counter: one core
  * doing the whole path (on a veth the receive side runs in softirq on the sender's thread). The
- * eBPF program is also timed alone under PROG_TEST_RUN (the program only, no path).
+ * eBPF program is also timed alone under PROG_TEST_RUN (the program only, no path). The notes
+ * give each table's size, every apply time and the apply time of a one-rule change.
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -20,19 +22,32 @@ import { programMaps, type NodeMaps } from '../../dataplane/ebpf/maps.js';
 import { allocate, nodeView } from '../../dataplane/ebpf/node.js';
 import { policyProgram } from '../../dataplane/ebpf/program.js';
 import { addSetMembers, planSetSync } from '../../dataplane/ebpf/sync.js';
-import type { IR, IpSet, PolicyRef, Rule, RuleSet } from '../../ir/types.js';
+import { MAX_TABLE_ENTRIES, POLICY_MODES, type PolicyMode } from '../../ir/decision-table.js';
+import type { IR } from '../../ir/types.js';
+import { errorMessage } from '../../util/errors.js';
 import { summarize, upperMedian } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
-import { buildFrame, intToIpv4, MIN_FRAME } from './support/frames.js';
+import { buildFrame, MIN_FRAME } from './support/frames.js';
 import { IPPROTO_TCP } from '../../util/protocols.js';
-import { NODE_ADDRESS, NODE_MAC, SENDER_MAC, type BenchPod } from './support/topology.js';
+import {
+  describeTable,
+  policyIR,
+  POLICY_ENDPOINT,
+  POLICY_POD,
+  POLICY_PORT,
+  POLICY_SOURCE,
+  withOneRuleChanged,
+} from './support/policy-ir.js';
+import { NODE_MAC, SENDER_MAC } from './support/topology.js';
 import { measuredBackends, withNodeProgram } from './support/test-run.js';
-import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll } from './support/turns.js';
+import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll, type FloodSetup } from './support/turns.js';
 
 export interface PolicyOptions {
   /** Rules per endpoint (the advisor reads `rules`). */
   rules: readonly number[];
+  /** Both by default: decision tables next to the rule walk. */
+  modes?: readonly PolicyMode[];
   windowMs: number;
   repetitions: number;
   testRunRepeat: number;
@@ -43,153 +58,152 @@ export interface PolicyOptions {
 
 export function policyOptions(quick: boolean): PolicyOptions {
   return quick
-    ? { rules: [10, 100, 1000], windowMs: 300, repetitions: 5, testRunRepeat: 10_000, baseline: true }
-    : { rules: [10, 100, 1000], windowMs: 1000, repetitions: 9, testRunRepeat: 50_000, baseline: true };
+    ? { rules: [10, 100, 1000, 10000], windowMs: 300, repetitions: 5, testRunRepeat: 10_000, baseline: true }
+    : {
+        rules: [10, 100, 1000, 10000],
+        windowMs: 1000,
+        repetitions: 9,
+        testRunRepeat: 50_000,
+        baseline: true,
+      };
 }
 
 const NODE = BENCH_NODE;
-const ENDPOINT = 'bench/server';
-const SOURCE = '198.18.100.1';
-const POD: BenchPod = {
-  role: 'pod',
-  address: '198.18.0.2',
-  hostInterface: 'syb0000000001',
-  mac: '02:00:5e:12:00:02',
-};
-const SETS = 50;
 const ORDER: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
-const POLICY: PolicyRef = { kind: 'NetworkPolicy', namespace: 'bench', name: 'many-rules' };
 
-/** 50 sets of one /30 each in 198.18.1.0/24: none holds the flood's source. */
-function benchSets(): IpSet[] {
-  return Array.from({ length: SETS }, (_, i) => ({
-    id: `sy-bpol-${String(i).padStart(3, '0')}`,
-    description: `bench peers ${i}`,
-    cidrs: [`${intToIpv4(0xc612_0100 + i * 4)}/30`],
-  }));
-}
-
-/** One endpoint whose ingress has `rules` TCP/80 rules from sets that never hold the sender. */
-export function policyIR(rules: number): IR {
-  const sets = benchSets();
-  const kubernetesRules: Rule[] = Array.from({ length: rules }, (_, j) => ({
-    id: `np:bench/many-rules/ingress/${j}`,
-    policy: POLICY,
-    ruleIndex: j,
-    action: 'allow',
-    protocol: 'TCP',
-    ports: [{ first: 80, last: 80 }],
-    peerSet: (sets[j % SETS] as IpSet).id,
-  }));
-  const ruleSets: RuleSet[] = [
-    {
-      endpoint: ENDPOINT,
-      direction: 'egress',
-      globalRules: [],
-      kubernetesRules: [],
-      kubernetesDefault: 'allow',
-      globalPolicies: [],
-      kubernetesPolicies: [],
-    },
-    {
-      endpoint: ENDPOINT,
-      direction: 'ingress',
-      globalRules: [],
-      kubernetesRules,
-      kubernetesDefault: 'deny',
-      globalPolicies: [],
-      kubernetesPolicies: [POLICY],
-    },
-  ];
-  return {
-    version: 1,
-    nodes: [{ name: NODE, address: NODE_ADDRESS }],
-    endpoints: [
-      {
-        id: ENDPOINT,
-        namespace: 'bench',
-        name: 'server',
-        node: NODE,
-        addresses: [POD.address],
-        labels: { app: 'server' },
-        namespaceLabels: {},
-        ports: [],
-        hostInterface: POD.hostInterface,
-      },
-    ],
-    ipSets: sets,
-    ipPortSets: [],
-    ruleSets,
-    services: [],
-    prefilters: [],
-  };
-}
-
-/** TCP SYNs to the pod's port 80 from one source, 1024 source ports (distinct conntrack tuples). */
+/** TCP SYNs to the probed port from one source, 1024 source ports (distinct conntrack tuples). */
 function synFrames(): Buffer[] {
   return Array.from({ length: 1024 }, (_, i) =>
     buildFrame({
       srcMac: SENDER_MAC,
       dstMac: NODE_MAC,
-      src: SOURCE,
-      dst: POD.address,
+      src: POLICY_SOURCE,
+      dst: POLICY_POD.address,
       protocol: IPPROTO_TCP,
       sport: 20_000 + i,
-      dport: 80,
+      dport: POLICY_PORT,
     }),
   );
 }
 
 async function defaultDrops(backend: Backend, target: NodeTarget): Promise<number> {
   return (await backend.counters(target))
-    .filter((c) => c.rule === `${ENDPOINT}/ingress/default`)
+    .filter((c) => c.rule === `${POLICY_ENDPOINT}/ingress/default`)
     .reduce((sum, c) => sum + c.packets, 0);
 }
 
+/** `${mode}:${rules}` */
+type Point = string;
+const point = (mode: PolicyMode, rules: number): Point => `${mode}:${rules}`;
+
 interface TrafficResult {
-  /** ns/packet samples per rule count. */
-  samples: Map<number, number[]>;
-  /** Frames sent that the default-deny counter did not see, per rule count. */
-  uncounted: Map<number, number>;
-  /** Wall-clock ns/packet, for the notes: how much waiting for a CPU inflated it. */
+  /** ns/packet samples per mode and rule count. */
+  samples: Map<Point, number[]>;
+  /** Frames sent that the default-deny counter did not see. */
+  uncounted: Map<Point, number>;
+  /** Wall-clock ns/packet at the largest rule count in walk mode, for the notes. */
   wall: number[];
+  /** Apply times: the whole policy, and a one-rule change on top of it (ms). */
+  applyMs: Map<Point, number>;
+  changeMs: Map<Point, number>;
+  /** Policies the backend refused (the reason), by point. */
+  refused: Map<Point, string>;
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+/**
+ * Installs the policy of `rules` rules on every setup, times a one-rule change on top of it at the
+ * larger counts, and leaves the policy itself in force. Returns the setups that took it.
+ */
+async function installPolicy(
+  setups: readonly FloodSetup[],
+  out: Map<BackendName, TrafficResult>,
+  mode: PolicyMode,
+  rules: number,
+  previous: Map<FloodSetup, IR | undefined>,
+): Promise<FloodSetup[]> {
+  const ir = policyIR(rules, mode);
+  const took: FloodSetup[] = [];
+  for (const s of setups) {
+    const r = out.get(s.name) as TrafficResult;
+    try {
+      r.applyMs.set(point(mode, rules), await timed(() => s.backend.apply(s.target, ir, previous.get(s))));
+      previous.set(s, ir);
+      if (rules >= 1000) {
+        const changed = withOneRuleChanged(rules, mode);
+        r.changeMs.set(point(mode, rules), await timed(() => s.backend.apply(s.target, changed, ir)));
+        await s.backend.apply(s.target, ir, changed);
+      }
+      took.push(s);
+    } catch (e) {
+      r.refused.set(point(mode, rules), errorMessage(e).split('\n')[0] ?? '');
+      // Whatever is in force is not this policy: the next apply starts from a clean slate.
+      await s.backend.remove(s.target);
+      previous.set(s, undefined);
+    }
+  }
+  return took;
 }
 
 async function measureTraffic(
   names: readonly BackendName[],
   ruleCounts: readonly number[],
+  modes: readonly PolicyMode[],
   opts: PolicyOptions,
   ctx: BenchContext,
 ): Promise<Map<BackendName, TrafficResult>> {
   const out = new Map<BackendName, TrafficResult>(
-    names.map((n) => [n, { samples: new Map(), uncounted: new Map(), wall: [] }]),
+    names.map((n) => [
+      n,
+      {
+        samples: new Map(),
+        uncounted: new Map(),
+        wall: [],
+        applyMs: new Map(),
+        changeMs: new Map(),
+        refused: new Map(),
+      },
+    ]),
   );
-  const setups = await floodSetups('po', names, [POD], synFrames());
+  const setups = await floodSetups('po', names, [POLICY_POD], synFrames());
+  const previous = new Map<FloodSetup, IR | undefined>();
+  const top = Math.max(...ruleCounts);
   try {
-    for (const rules of ruleCounts) {
-      for (const s of setups) await s.backend.apply(s.target, policyIR(rules));
-      await floodInTurns(
-        setups,
-        opts,
-        (s) => defaultDrops(s.backend, s.target),
-        (s, w, rep) => {
-          const r = out.get(s.name) as TrafficResult;
-          r.samples.set(rules, [...(r.samples.get(rules) ?? []), (w.cpuMs * 1e6) / w.drops]);
-          r.uncounted.set(rules, (r.uncounted.get(rules) ?? 0) + Math.max(0, w.sent - w.drops));
-          if (rules === Math.max(...ruleCounts)) r.wall.push((w.wallMs * 1e6) / w.drops);
-          if (rules > 0) ctx.progress.tick(`${s.name} ${rules} rules ${rep + 1}/${opts.repetitions}`);
-        },
-      );
-    }
+    for (const mode of modes)
+      for (const rules of ruleCounts) {
+        const measured = await installPolicy(setups, out, mode, rules, previous);
+        const at = point(mode, rules);
+        await floodInTurns(
+          measured,
+          opts,
+          (s) => defaultDrops(s.backend, s.target),
+          (s, w, rep) => {
+            const r = out.get(s.name) as TrafficResult;
+            r.samples.set(at, [...(r.samples.get(at) ?? []), (w.cpuMs * 1e6) / w.drops]);
+            r.uncounted.set(at, (r.uncounted.get(at) ?? 0) + Math.max(0, w.sent - w.drops));
+            if (rules === top && mode === 'walk') r.wall.push((w.wallMs * 1e6) / w.drops);
+            if (rules > 0)
+              ctx.progress.tick(`${s.name} ${mode} ${rules} rules ${rep + 1}/${opts.repetitions}`);
+          },
+        );
+        if (rules > 0)
+          for (let i = 0; i < (setups.length - measured.length) * opts.repetitions; i++)
+            ctx.progress.tick(`${mode} ${rules} rules: refused`);
+      }
   } finally {
     await tearDownAll(setups);
   }
   return out;
 }
 
-/** The eBPF backend's generated ingress program for the endpoint, alone under PROG_TEST_RUN. */
+/** The eBPF backend's generated ingress program (walk mode) alone under PROG_TEST_RUN. */
 function measureTestRun(rules: number, opts: PolicyOptions, ctx: BenchContext): number[] {
-  const view = nodeView(policyIR(rules), NODE);
+  const view = nodeView(policyIR(rules, 'walk'), NODE);
   const alloc = allocate(view);
   const load = (maps: NodeMaps): Program => {
     addSetMembers(maps, planSetSync(maps, view, alloc));
@@ -221,61 +235,99 @@ function measureTestRun(rules: number, opts: PolicyOptions, ctx: BenchContext): 
   });
 }
 
+const HOOKS_NOTE =
+  "hooks: iptables FORWARD → SY-TO-WL → per-endpoint chain; nftables forward hook → oifname vmap → per-endpoint chain; eBPF the endpoint's ingress program on tcx egress of the host veth. Walk: one rule after another. Table: the backend's decision-table lookup (docs/ebpf.md, docs/nftables.md, docs/iptables.md)";
+
+function trafficNote(opts: PolicyOptions): string {
+  return `traffic: ${MIN_FRAME}-byte TCP SYNs to the pod's port ${POLICY_PORT} from ${POLICY_SOURCE}, inside the first rule peer's ipBlock, a port no rule names (rules: ipBlocks with an except, varied TCP/UDP ports and ranges, every tenth a Deny in a global tier ahead of the NetworkPolicy): the walk looks at every rule before the default denies; AF_PACKET sendmmsg into the node's fabric veth; ns/packet = on-CPU time of the sending thread (+ ksoftirqd) over a ${opts.windowMs} ms window / drops on the default-deny counter; backends take turns window by window, each in its own namespaces. The rows include a fixed path cost the same for every backend plus each backend's own fixed cost (netfilter: conntrack and the hook chains; eBPF: parse and conntrack map lookups)`;
+}
+
+/** Per backend: the no-rule baseline, per-rule slope, refusals, apply times and lost frames. */
+function backendNotes(
+  traffic: Map<BackendName, TrafficResult>,
+  opts: PolicyOptions,
+  modes: readonly PolicyMode[],
+): string[] {
+  const notes: string[] = [];
+  const top = Math.max(...opts.rules);
+  for (const [name, t] of traffic) {
+    for (const mode of modes) {
+      const base = upperMedian(t.samples.get(point(mode, 0)) ?? []);
+      const atTop = t.samples.get(point(mode, top));
+      if (opts.baseline && atTop)
+        notes.push(
+          `${name} ${mode}: a default-deny policy of no rules costs ${base.toFixed(0)} ns/packet; from 0 to ${top} rules ≈ ${((upperMedian(atTop) - base) / top).toFixed(1)} ns per rule`,
+        );
+      const applies = opts.rules
+        .filter((r) => t.applyMs.has(point(mode, r)))
+        .map((r) => {
+          const change = t.changeMs.get(point(mode, r));
+          return `${r} rules ${(t.applyMs.get(point(mode, r)) ?? 0).toFixed(0)} ms${change === undefined ? '' : ` (one-rule change ${change.toFixed(0)} ms)`}`;
+        });
+      if (applies.length > 0) notes.push(`${name} ${mode} apply: ${applies.join(', ')}`);
+    }
+    for (const [at, why] of t.refused)
+      notes.push(`${name} refused ${at.replace(':', ' mode, ')} rules: ${why}`);
+    const lost = [...t.uncounted.entries()].filter(([, n]) => n > 0);
+    if (lost.length > 0)
+      notes.push(
+        `${name}: frames sent but not on the default-deny counter: ${lost.map(([at, n]) => `${n} at ${at}`).join(', ')}`,
+      );
+  }
+  return notes;
+}
+
 export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise<BenchScenarioResult> {
   const names = measuredBackends(ORDER, opts.backends);
+  const modes = opts.modes ?? POLICY_MODES;
   const counts = opts.baseline ? [0, ...opts.rules] : [...opts.rules];
-  ctx.progress.total(
-    (names.length + (names.includes('ebpf') ? 1 : 0)) * opts.rules.length * opts.repetitions,
-  );
+  const testRuns = names.includes('ebpf') && modes.includes('walk') ? opts.rules.length : 0;
+  ctx.progress.total((names.length * modes.length * opts.rules.length + testRuns) * opts.repetitions);
   const started = performance.now();
-  const traffic = await measureTraffic(names, counts, opts, ctx);
+  const traffic = await measureTraffic(names, counts, modes, opts, ctx);
   const rows: BenchRow[] = [];
-  const notes: string[] = [];
-  // Traffic rows first: the advisor compares each backend's first row at a rule count.
-  for (const rules of opts.rules) {
-    for (const [name, t] of traffic) {
-      rows.push(summarize(name, { rules, method: 'traffic' }, t.samples.get(rules) ?? []));
-    }
-  }
-  if (names.includes('ebpf')) {
+  // Traffic rows first, table mode first: the advisor compares each backend's first matching row.
+  for (const mode of modes)
     for (const rules of opts.rules)
-      rows.push(summarize('ebpf', { rules, method: 'test-run' }, measureTestRun(rules, opts, ctx)));
-  }
-  notes.push(
-    `traffic: ${MIN_FRAME}-byte TCP SYNs to the pod's port 80 from a source in none of the rules' sets, AF_PACKET sendmmsg into the node's fabric veth, forwarded by the node and dropped by the endpoint's default deny after every rule was looked at; ns/packet = on-CPU time of the sending thread (+ ksoftirqd) over a ${opts.windowMs} ms window / drops on the default-deny counter; backends take turns window by window, each in its own namespaces. On a veth the whole receive/forward path runs in softirq on the sending thread, so the rows include a fixed path cost the same for every backend plus each backend's own fixed cost (netfilter: conntrack and the hook chains; eBPF: parse and conntrack map lookups)`,
-    "hooks: iptables FORWARD → SY-TO-WL → per-endpoint chain (-p tcp --dport 80 -m set per rule); nftables forward hook → oifname vmap → per-endpoint chain; eBPF the endpoint's ingress program on tcx egress of the host veth",
-    `ebpf test-run: the same generated program alone under PROG_TEST_RUN (kernel-timed average over ${opts.testRunRepeat} runs per sample), without the path (the kind of figure docs/ebpf.md quotes, there with a one-prefix set; here the set trie holds ${SETS} prefixes); not comparable with the traffic rows`,
-  );
+      for (const [name, t] of traffic) {
+        const samples = t.samples.get(point(mode, rules));
+        if (samples) rows.push(summarize(name, { rules, mode, method: 'traffic' }, samples));
+      }
+  const refusedTestRuns: string[] = [];
+  if (testRuns > 0)
+    for (const rules of opts.rules)
+      try {
+        const samples = measureTestRun(rules, opts, ctx);
+        rows.push(summarize('ebpf', { rules, mode: 'walk', method: 'test-run' }, samples));
+      } catch (e) {
+        refusedTestRuns.push(`${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`);
+      }
+  const notes = [
+    trafficNote(opts),
+    HOOKS_NOTE,
+    `tables (ingress, as calc builds them; bound ${MAX_TABLE_ENTRIES} entries): ${opts.rules.map((r) => `${r} rules ${describeTable(policyIR(r, 'table'))}`).join('; ')}`,
+    ...backendNotes(traffic, opts, modes),
+  ];
+  for (const why of refusedTestRuns) notes.push(`ebpf test-run (walk) refused at ${why}`);
+  if (testRuns > 0)
+    notes.push(
+      `ebpf test-run: the walk-mode program alone under PROG_TEST_RUN (kernel-timed average over ${opts.testRunRepeat} runs per sample), without the path; not comparable with the traffic rows`,
+    );
   const top = Math.max(...opts.rules);
-  if (opts.baseline) {
-    for (const [name, t] of traffic) {
-      const base = upperMedian(t.samples.get(0) ?? []);
-      const perRule = (upperMedian(t.samples.get(top) ?? []) - base) / top;
-      notes.push(
-        `${name}: the same path with a default-deny policy of no rules costs ${base.toFixed(0)} ns/packet; from 0 to ${top} rules ≈ ${perRule.toFixed(1)} ns per rule`,
-      );
-    }
-  }
   notes.push(
-    `wall clock instead of on-CPU time at ${top} rules (machine load ${loadavg()[0]?.toFixed(1)} at the end): ${[
+    `wall clock instead of on-CPU time at ${top} rules in walk mode (machine load ${loadavg()[0]?.toFixed(1)} at the end): ${[
       ...traffic,
     ]
       .map(([name, t]) => `${name} ${upperMedian(t.wall).toFixed(0)} ns/packet`)
       .join(', ')}`,
   );
-  for (const [name, t] of traffic) {
-    const lost = [...t.uncounted.entries()].filter(([, n]) => n > 0);
-    if (lost.length > 0)
-      notes.push(
-        `${name}: frames sent but not on the default-deny counter: ${lost.map(([r, n]) => `${n} at ${r} rules`).join(', ')}`,
-      );
-  }
   notes.push(`measured in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   return { name: 'policy', unit: 'ns/packet', better: 'lower', rows, notes };
 }
 
 export const scenario: BenchScenario = {
   name: 'policy',
-  description: 'per-packet cost of policy evaluation with 10/100/1000 rules per endpoint on every backend',
+  description:
+    'per-packet cost of policy evaluation with 10/100/1000/10000 rules per endpoint on every backend, decision tables and rule walk',
   run: (ctx) => runPolicy(ctx, policyOptions(ctx.quick)),
 };

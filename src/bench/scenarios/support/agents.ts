@@ -2,6 +2,7 @@
  * Real `switchyard agent` processes for the benches that measure one (agent, observe): started
  * with the one launcher the lab uses, waited for, measured through /proc, stopped.
  */
+import type { PolicyMode } from '../../../ir/decision-table.js';
 import { readFileSync, rmSync } from 'node:fs';
 import type { AgentStatus } from '../../../agent/agent.js';
 import { AgentLaunchError, launchAgent, waitForAgent, type LaunchedAgent } from '../../../agent/launch.js';
@@ -18,6 +19,8 @@ export interface BenchAgentSpec {
   source: string;
   stateDir: string;
   flows: boolean;
+  /** Default the agent's own. */
+  policyMode?: PolicyMode;
 }
 
 /**
