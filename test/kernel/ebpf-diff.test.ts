@@ -16,7 +16,8 @@
 import fc from 'fast-check';
 import { afterAll, expect, it } from 'vitest';
 import { Oracle } from '../../src/calc/index.js';
-import { classOf, type PolicyMode } from '../../src/ir/decision-table.js';
+import type { PolicyMode } from '../../src/ir/decision-table.js';
+import { classOf } from '../../src/ir/table-lookup.js';
 import { hookKey } from '../../src/dataplane/ebpf/node.js';
 import type { Direction, Endpoint, IR, Protocol, RuleSet } from '../../src/ir/types.js';
 import type { Model } from '../../src/model/types.js';

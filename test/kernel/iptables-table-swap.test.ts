@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
-import { lookup } from '../../src/ir/decision-table.js';
+import { lookup } from '../../src/ir/table-lookup.js';
 import type { IR } from '../../src/ir/types.js';
 import { describeKernel } from '../support/kernel.js';
 import { Cluster, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';

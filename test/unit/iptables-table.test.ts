@@ -23,7 +23,8 @@ import {
 } from '../../src/dataplane/iptables/names.js';
 import { tableKey } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
-import { lookup, PORT_PROTOCOLS, type DecisionTable } from '../../src/ir/decision-table.js';
+import { PORT_PROTOCOLS, type DecisionTable } from '../../src/ir/decision-table.js';
+import { lookup } from '../../src/ir/table-lookup.js';
 import { defaultRuleId } from '../../src/ir/rule-ids.js';
 import type { IR, RuleSet } from '../../src/ir/types.js';
 import { loadManifests } from '../../src/model/index.js';

@@ -22,14 +22,14 @@
  * whose rule did not change keeps its counters. Sets are named after a digest of their members
  * (the generation): a changed set is a new set, so the set a rule names never changes under it.
  */
-import type {
-  DecisionTable,
-  PeerClass,
-  PortEntry,
-  PortProtocol,
-  TableEntry,
+import {
+  PORT_PROTOCOLS,
+  type DecisionTable,
+  type PeerClass,
+  type PortEntry,
+  type PortProtocol,
+  type TableEntry,
 } from '../../ir/decision-table.js';
-import { PORT_PROTOCOLS } from '../../ir/decision-table.js';
 import { defaultRuleId } from '../../ir/rule-ids.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
 import { parseCidr } from '../../util/ip.js';
