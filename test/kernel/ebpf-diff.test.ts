@@ -3,26 +3,44 @@
  * feature the arbitraries know), the generated programs are loaded with their maps filled as
  * apply fills them and every packet of a grid (each local endpoint × direction × remote address
  * among the pods and outside addresses × TCP/UDP ports 79–81 and ICMP) is run through
- * BPF_PROG_TEST_RUN. The verdict must be the reference evaluator's, the counter of the rule that
- * decided must move, and conntrack must behave: an allowed packet's reply passes the opposite
- * direction's program whatever its policy, a denied packet leaves no entry.
+ * BPF_PROG_TEST_RUN. The verdict must be the reference evaluator's, the counters of the rules
+ * that decided (the deciding rule, Log rules on the way, the Pass rule) must move by exactly one,
+ * and conntrack must behave: an allowed packet's reply passes the opposite direction's program
+ * whatever its policy, a denied packet leaves no entry.
+ *
+ * Both policy modes: the rule walk, and decision tables (the IR built with policyMode 'table':
+ * one table trie per endpoint and direction, the programs never change with the rules). Table
+ * mode probes more ports (range edges, 0-adjacent and 65535), SCTP, and another IP protocol
+ * (GRE), whose expected entry is the table's own `other` (the evaluator knows four protocols).
  */
 import fc from 'fast-check';
 import { afterAll, expect, it } from 'vitest';
-import { Oracle, type SideVerdict } from '../../src/calc/index.js';
+import { Oracle } from '../../src/calc/index.js';
+import type { PolicyMode } from '../../src/ir/decision-table.js';
+import { classOf } from '../../src/ir/table-lookup.js';
+import { hookKey } from '../../src/dataplane/ebpf/node.js';
 import type { Direction, Endpoint, IR, Protocol, RuleSet } from '../../src/ir/types.js';
 import type { Model } from '../../src/model/types.js';
 import { slotKey } from '../../src/dataplane/ebpf/node.js';
 import { defaultRuleId } from '../../src/ir/rule-ids.js';
 import { modelArb } from '../support/arbitraries.js';
 import { describeKernel } from '../support/kernel.js';
-import { frame, NodeHarness, type FrameSpec, type Verdict } from './ebpf-frames.js';
+import { OfflineNode, type Verdict } from '../../src/dataplane/ebpf/offline-node.js';
+import { frame, type FrameSpec } from './ebpf-frames.js';
 import { compileIR } from '../support/manifests.js';
 
 const RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_RUNS ?? 150);
+/** Table mode: ≥ 100 000 packets through table programs (about 900 a model; 95 + 32 models leave a margin). */
+const TABLE_RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_TABLE_RUNS ?? 95);
+const GRE = 47;
 /** Around the 198.18.0.0/24–/29 blocks and /30 excepts the arbitraries cut through the pods. */
 const OUTSIDE = ['198.18.0.1', '198.18.0.5', '198.18.0.7', '198.18.0.200', '198.18.3.9', '198.19.0.5'];
-const PROBES: { protocol: Protocol; port?: number }[] = [
+/** A probe's protocol: one the evaluator knows, or another IP protocol by number. */
+interface Probe {
+  protocol: Protocol | number;
+  port?: number;
+}
+const PROBES: Probe[] = [
   { protocol: 'TCP', port: 79 },
   { protocol: 'TCP', port: 80 },
   { protocol: 'TCP', port: 81 },
@@ -30,6 +48,18 @@ const PROBES: { protocol: Protocol; port?: number }[] = [
   { protocol: 'UDP', port: 80 },
   { protocol: 'UDP', port: 81 },
   { protocol: 'ICMP' },
+];
+/** Table mode: port-prefix edges around the arbitraries' ports (79–81, 8080), SCTP, GRE. */
+const TABLE_PROBES: Probe[] = [
+  ...PROBES,
+  { protocol: 'TCP', port: 1 },
+  { protocol: 'TCP', port: 78 },
+  { protocol: 'TCP', port: 82 },
+  { protocol: 'TCP', port: 8080 },
+  { protocol: 'TCP', port: 65535 },
+  { protocol: 'UDP', port: 8080 },
+  { protocol: 'SCTP', port: 80 },
+  { protocol: GRE },
 ];
 
 /** Fields that must not change a verdict, varied per packet. */
@@ -80,7 +110,7 @@ function packetFor(
   local: string,
   remote: string,
   direction: Direction,
-  probe: { protocol: Protocol; port?: number },
+  probe: Probe,
   shape: PacketShape,
 ): FrameSpec {
   const [src, dst] = direction === 'egress' ? [local, remote] : [remote, local];
@@ -108,18 +138,50 @@ function replyOf(p: FrameSpec): FrameSpec {
   };
 }
 
-function slotOf(h: NodeHarness, rs: RuleSet, verdict: SideVerdict): number {
-  const rule = verdict.rule ? verdict.rule.id : defaultRuleId(rs.endpoint, rs.direction);
+/** What one side must conclude: the verdict and the rule ids whose counters move. */
+interface Expected {
+  allowed: boolean;
+  /** The deciding rule (or the default). */
+  rule: string;
+  /** Log rules, then the Pass rule: each counted once. */
+  alsoCounted: string[];
+  reason: string;
+}
+
+function expectedOf(oracle: Oracle, rs: RuleSet, remote: string, probe: Probe): Expected {
+  if (typeof probe.protocol === 'number') {
+    // Another IP protocol: the table's own entry (table mode only).
+    if (!rs.table) throw new Error(`no table for ${rs.endpoint} ${rs.direction}`);
+    const e = rs.table.classes[classOf(rs.table, remote)]?.other;
+    if (!e) throw new Error(`no class for ${remote}`);
+    return {
+      allowed: e.verdict === 'allow',
+      rule: e.rule,
+      alsoCounted: [...e.logged, ...(e.passedBy ? [e.passedBy] : [])],
+      reason: `table: ${e.reason}`,
+    };
+  }
+  const v = oracle.evaluateSide(rs.endpoint, rs.direction, remote, probe.protocol, probe.port);
+  return {
+    allowed: v.allowed,
+    rule: v.rule ? v.rule.id : defaultRuleId(rs.endpoint, rs.direction),
+    alsoCounted: [...v.logged.map((r) => r.id), ...(v.passedBy ? [v.passedBy.id] : [])],
+    reason: `${v.reason}${v.rule ? ` by ${v.rule.id}` : ''}`,
+  };
+}
+
+function slotOf(h: OfflineNode, rs: RuleSet, rule: string): number {
   const slot = h.alloc.slots[slotKey({ endpoint: rs.endpoint, direction: rs.direction, rule })];
   if (slot === undefined) throw new Error(`no slot for ${rule}`);
   return slot;
 }
 
-function packets(h: NodeHarness, slot: number): number {
+function packets(h: OfflineNode, slot: number): number {
   return h.maps.counters.lookupSum(slot)?.packets ?? 0;
 }
 
 interface Tally {
+  mode: PolicyMode;
   models: number;
   packets: number;
   allowed: number;
@@ -135,15 +197,22 @@ function checkNode(
   tally: Tally,
   before?: IR,
 ): void {
+  const probes = tally.mode === 'table' ? TABLE_PROBES : PROBES;
   const local = ir.endpoints.filter((e) => e.node === node);
   if (local.length === 0) return;
   const remotes = [...new Set([...ir.endpoints.flatMap((e: Endpoint) => e.addresses), ...OUTSIDE])];
   // With `before`: built for another model first, then updated the way apply updates a node.
-  const h = new NodeHarness(before ?? ir, node);
+  const h = new OfflineNode(before ?? ir, node);
   try {
     if (before) {
       h.update(ir);
       h.clearConntrack();
+    }
+    for (const rs of ir.ruleSets.filter((r) => local.some((e) => e.id === r.endpoint))) {
+      // Table mode decides every rule set by its table (these tables are far below the bounds).
+      const tabled = h.alloc.tables?.[hookKey(rs.endpoint, rs.direction)] !== undefined;
+      if (tabled !== (tally.mode === 'table'))
+        throw new Error(`${rs.endpoint} ${rs.direction}: ${tabled ? 'table' : 'walk'} in ${tally.mode} mode`);
     }
     let n = 0;
     for (const ep of local) {
@@ -151,25 +220,32 @@ function checkNode(
       for (const direction of ['ingress', 'egress'] as const) {
         const rs = oracle.ruleSet(ep.id, direction);
         for (const remote of remotes) {
-          for (const probe of PROBES) {
+          for (const probe of probes) {
             const shape = shapes[n++ % shapes.length] as PacketShape;
             const spec = packetFor(address, remote, direction, probe, shape);
-            const expected = oracle.evaluateSide(ep.id, direction, remote, probe.protocol, probe.port);
-            const slot = slotOf(h, rs, expected);
-            const before = packets(h, slot);
+            const expected = expectedOf(oracle, rs, remote, probe);
+            const counted = new Map<number, number>();
+            for (const rule of [expected.rule, ...expected.alsoCounted]) {
+              const slot = slotOf(h, rs, rule);
+              counted.set(slot, (counted.get(slot) ?? 0) + 1);
+            }
+            const counts = new Map([...counted.keys()].map((slot) => [slot, packets(h, slot)]));
             const got: Verdict = h.run(ep.id, direction, frame(spec));
             tally.packets++;
             const want: Verdict = expected.allowed ? 'pass' : 'drop';
             const fail = (what: string): never => {
               throw new Error(
-                `${what}\nendpoint ${ep.id} (${address}) ${direction}, packet ${JSON.stringify(spec)}\n` +
-                  `ebpf: ${got}, oracle: ${want} (${expected.reason}${expected.rule ? ` by ${expected.rule.id}` : ''})\n` +
+                `${what}\n${tally.mode} mode, endpoint ${ep.id} (${address}) ${direction}, packet ${JSON.stringify(spec)}\n` +
+                  `ebpf: ${got}, expected: ${want} (${expected.reason})\n` +
                   describeRuleSet(ir, rs),
               );
             };
             if (got !== want) fail('verdict differs from the reference evaluator');
-            if (packets(h, slot) !== before + 1)
-              fail(`counter slot ${slot} of the deciding rule did not move`);
+            for (const [slot, by] of counted)
+              if (packets(h, slot) !== (counts.get(slot) ?? 0) + by)
+                fail(
+                  `counter slot ${slot} (of ${expected.rule} or a Log/Pass rule on the way) did not move by ${by}`,
+                );
             const ctEmpty = h.maps.ct.keys().next().done === true;
             if (!expected.allowed) {
               tally.denied++;
@@ -195,45 +271,55 @@ function checkNode(
   }
 }
 
-describeKernel('ebpf: generated programs agree with the reference evaluator (PROG_TEST_RUN)', () => {
-  const tally: Tally = { models: 0, packets: 0, allowed: 0, denied: 0, replies: 0 };
+for (const mode of ['walk', 'table'] as const) {
+  const runs = mode === 'walk' ? RUNS : TABLE_RUNS;
+  const compile = (model: Model): IR => compileIR(model, { policyMode: mode });
 
-  afterAll(() => {
-    // The volume behind "hundreds of cases", for the CI log.
-    console.log(`ebpf-diff: ${JSON.stringify(tally)}`);
-  });
+  describeKernel(
+    `ebpf (${mode} mode): generated programs agree with the reference evaluator (PROG_TEST_RUN)`,
+    () => {
+      const tally: Tally = { mode, models: 0, packets: 0, allowed: 0, denied: 0, replies: 0 };
 
-  it('gives the evaluator verdict for every packet of the grid, counts the deciding rule, tracks replies', () => {
-    fc.assert(
-      fc.property(modelArb, fc.array(shapeArb, { minLength: 8, maxLength: 8 }), (model, shapes) => {
-        const ir = compileIR(model);
-        const oracle = new Oracle(ir);
-        tally.models++;
-        for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally);
-      }),
-      { numRuns: RUNS },
-    );
-    expect(tally.packets).toBeGreaterThan(RUNS * 50);
-    expect(tally.allowed).toBeGreaterThan(0);
-    expect(tally.denied).toBeGreaterThan(0);
-  });
+      afterAll(() => {
+        // The volume behind "hundreds of cases", for the CI log.
+        console.log(`ebpf-diff: ${JSON.stringify(tally)}`);
+        if (mode === 'table' && process.env.SWITCHYARD_EBPF_DIFF_TABLE_RUNS === undefined)
+          expect(tally.packets).toBeGreaterThanOrEqual(100_000);
+      });
 
-  it('still agrees after an incremental update from another model (stable numbers, members by difference)', () => {
-    fc.assert(
-      fc.property(
-        modelArb,
-        nextModelArb,
-        fc.array(shapeArb, { minLength: 8, maxLength: 8 }),
-        (first, next, shapes) => {
-          const model = next(first);
-          const before = compileIR(first);
-          const ir = compileIR(model);
-          const oracle = new Oracle(ir);
-          tally.models++;
-          for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally, before);
-        },
-      ),
-      { numRuns: Math.ceil(RUNS / 3) },
-    );
-  });
-});
+      it('gives the evaluator verdict for every packet of the grid, counts the deciding rule, tracks replies', () => {
+        fc.assert(
+          fc.property(modelArb, fc.array(shapeArb, { minLength: 8, maxLength: 8 }), (model, shapes) => {
+            const ir = compile(model);
+            const oracle = new Oracle(ir);
+            tally.models++;
+            for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally);
+          }),
+          { numRuns: runs },
+        );
+        expect(tally.packets).toBeGreaterThan(runs * 50);
+        expect(tally.allowed).toBeGreaterThan(0);
+        expect(tally.denied).toBeGreaterThan(0);
+      });
+
+      it('still agrees after an incremental update from another model (stable numbers, members by difference)', () => {
+        fc.assert(
+          fc.property(
+            modelArb,
+            nextModelArb,
+            fc.array(shapeArb, { minLength: 8, maxLength: 8 }),
+            (first, next, shapes) => {
+              const model = next(first);
+              const before = compile(first);
+              const ir = compile(model);
+              const oracle = new Oracle(ir);
+              tally.models++;
+              for (const node of ir.nodes) checkNode(ir, oracle, node.name, shapes, tally, before);
+            },
+          ),
+          { numRuns: Math.ceil(runs / 3) },
+        );
+      });
+    },
+  );
+}

@@ -1,16 +1,7 @@
 /**
- * Crafted Ethernet frames and a harness that loads one node's generated policy programs (with
- * their maps filled exactly as apply fills them) and runs frames through them with
- * BPF_PROG_TEST_RUN. Nothing is attached; nothing leaves the kernel call.
+ * Crafted Ethernet frames for BPF_PROG_TEST_RUN, to run through an OfflineNode
+ * (src/dataplane/ebpf/offline-node.ts): nothing is attached, nothing leaves the kernel call.
  */
-import { Program, type TestRunResult } from '../../src/bpf/index.js';
-import type { Direction, IR } from '../../src/ir/types.js';
-import { SKB, TCX } from '../../src/dataplane/ebpf/layout.js';
-import { closeNodeMaps, createNodeMaps, programMaps, type NodeMaps } from '../../src/dataplane/ebpf/maps.js';
-import { allocate, nodeView, type Allocation } from '../../src/dataplane/ebpf/node.js';
-import { policyProgram } from '../../src/dataplane/ebpf/program.js';
-import { addSetMembers, planSetSync, removeSetMembers } from '../../src/dataplane/ebpf/sync.js';
-
 export type FrameProtocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
 
 export interface FrameSpec {
@@ -91,95 +82,4 @@ export function ethernet(etherType: number, payload: Buffer): Buffer {
 
 export function frame(spec: FrameSpec): Buffer {
   return ethernet(0x0800, ipPacket(spec));
-}
-
-/**
- * __sk_buff input for PROG_TEST_RUN: a non-zero ingress_ifindex makes the packet look forwarded
- * (with 0 an ingress program treats it as the node's own traffic).
- */
-export function skbContext(ingressIfindex = 1): Buffer {
-  const ctx = Buffer.alloc(SKB.testContextSize);
-  ctx.writeUInt32LE(ingressIfindex, SKB.ingressIfindex);
-  return ctx;
-}
-
-export type Verdict = 'pass' | 'drop';
-
-export function verdictOf(r: TestRunResult): Verdict {
-  if (r.retval === TCX.NEXT) return 'pass';
-  if (r.retval === TCX.SHOT) return 'drop';
-  throw new Error(`unexpected tcx return value ${r.retval}`);
-}
-
-/**
- * One node's policy programs loaded against fresh maps, filled as apply would fill them; update()
- * moves to another IR the way apply does (stable numbers, contents by difference).
- */
-export class NodeHarness {
-  readonly maps: NodeMaps;
-  alloc: Allocation;
-  private readonly programs = new Map<string, Program>();
-
-  constructor(
-    ir: IR,
-    private readonly node: string,
-  ) {
-    this.alloc = { sets: {}, portSets: {}, slots: {} };
-    this.maps = createNodeMaps({ counterSlots: 1024, conntrackCapacity: 1024 });
-    try {
-      this.update(ir);
-    } catch (e) {
-      this.close();
-      throw e;
-    }
-  }
-
-  update(ir: IR): void {
-    const view = nodeView(ir, this.node);
-    this.alloc = allocate(view, this.alloc);
-    const plan = planSetSync(this.maps, view, this.alloc);
-    addSetMembers(this.maps, plan);
-    removeSetMembers(this.maps, plan);
-    for (const p of this.programs.values()) p.close();
-    this.programs.clear();
-    for (const rs of view.ruleSets) {
-      const g = policyProgram(rs, this.alloc);
-      this.programs.set(
-        `${rs.endpoint}|${rs.direction}`,
-        Program.load({
-          name: g.name,
-          type: 'sched_cls',
-          expectedAttachType: rs.direction === 'ingress' ? 'tcx_egress' : 'tcx_ingress',
-          instructions: g.program,
-          maps: programMaps(this.maps),
-        }),
-      );
-    }
-  }
-
-  program(endpoint: string, direction: Direction): Program {
-    const p = this.programs.get(`${endpoint}|${direction}`);
-    if (!p) throw new Error(`no program for ${endpoint} ${direction}`);
-    return p;
-  }
-
-  run(endpoint: string, direction: Direction, data: Buffer, ingressIfindex = 1): Verdict {
-    return verdictOf(
-      this.program(endpoint, direction).testRun({
-        data,
-        context: skbContext(ingressIfindex),
-        contextOutSize: 0,
-      }),
-    );
-  }
-
-  clearConntrack(): void {
-    this.maps.ct.clear();
-  }
-
-  close(): void {
-    for (const p of this.programs.values()) p.close();
-    this.programs.clear();
-    closeNodeMaps(this.maps);
-  }
 }

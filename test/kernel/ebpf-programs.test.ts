@@ -21,7 +21,8 @@ import {
   type Manifest,
   compileIR,
 } from '../support/manifests.js';
-import { ethernet, frame, ipPacket, NodeHarness, skbContext, type FrameSpec } from './ebpf-frames.js';
+import { OfflineNode, skbContext } from '../../src/dataplane/ebpf/offline-node.js';
+import { ethernet, frame, ipPacket, type FrameSpec } from './ebpf-frames.js';
 
 const A = '198.18.0.10';
 const B = '198.18.0.11';
@@ -53,21 +54,21 @@ function cluster(extra: Manifest[] = []): IR {
   );
 }
 
-function counter(h: NodeHarness, endpoint: string, direction: 'ingress' | 'egress', rule: string): number {
+function counter(h: OfflineNode, endpoint: string, direction: 'ingress' | 'egress', rule: string): number {
   const slot = h.alloc.slots[slotKey({ endpoint, direction, rule })];
   if (slot === undefined) throw new Error(`no slot for ${rule}`);
   return h.maps.counters.lookupSum(slot)?.packets ?? 0;
 }
 
-function ctEntries(h: NodeHarness): [CtKey, CtValue][] {
+function ctEntries(h: OfflineNode): [CtKey, CtValue][] {
   return [...h.maps.ct.entries()];
 }
 
 describeKernel('ebpf: policy programs on crafted frames', () => {
-  let h: NodeHarness;
+  let h: OfflineNode;
 
   beforeAll(() => {
-    h = new NodeHarness(cluster(), 'n1');
+    h = new OfflineNode(cluster(), 'n1');
   });
   afterAll(() => h?.close());
   afterEach(() => h.clearConntrack());
@@ -231,7 +232,7 @@ describeKernel('ebpf: Log rules', () => {
         ingress: [{ action: 'Log', protocol: 'TCP' }, { action: 'Pass' }],
       }),
     ]);
-    const h = new NodeHarness(ir, 'n1');
+    const h = new OfflineNode(ir, 'n1');
     const reader = new RingBufReader(h.maps.events);
     try {
       expect(
@@ -331,7 +332,7 @@ describeKernel('ebpf: program size and cost per packet', () => {
   for (const n of [0, 10, 100, 1000, 3000]) {
     it(`loads and runs a program of ${n} rules (every rule looked at, default deny)`, () => {
       const started = performance.now();
-      const h = new NodeHarness(bigIR(n), 'n1');
+      const h = new OfflineNode(bigIR(n), 'n1');
       try {
         results[`load${n}Ms`] = Math.round(performance.now() - started);
         const program = h.program('x/a', 'ingress');
@@ -356,7 +357,7 @@ describeKernel('ebpf: program size and cost per packet', () => {
   }
 
   it('measures an established connection (conntrack hit, no rule looked at)', () => {
-    const h = new NodeHarness(bigIR(1000), 'n1');
+    const h = new OfflineNode(bigIR(1000), 'n1');
     try {
       const out = frame({ src: A, dst: B, protocol: 'TCP', sport: 40000, dport: 80 });
       expect(h.run('x/a', 'egress', out)).toBe('pass');

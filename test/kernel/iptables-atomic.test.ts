@@ -7,13 +7,15 @@
  * - an invalid rule in the IPv4 script;
  * - an ipset name clash (a foreign set of another type under the name of a new set: the swap fails);
  * - an invalid set member;
- * and a failing first apply leaves nothing behind.
+ * and a failing first apply leaves nothing behind. Both policy modes: in table mode the update
+ * is a new generation of decision-table sets, built in place, and new table chains.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ApplyError } from '../../src/dataplane/backend.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
 import type { IR } from '../../src/ir/types.js';
+import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import { describeKernel } from '../support/kernel.js';
 import { Cluster, namespace, networkPolicy, pod, type Manifest } from '../support/manifests.js';
 import { inNs, IptLab } from './iptables-lab.js';
@@ -31,28 +33,36 @@ function pods(): Manifest[] {
 }
 
 /** a/one accepts only namespace a. */
-const OLD = new Cluster([
-  ...pods(),
-  networkPolicy('a', 'from-a', {
-    podSelector: { matchLabels: { app: 'one' } },
-    ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: 'a' } } }] }],
-  }),
-]).ir;
+const oldIr = (policyMode: PolicyMode): IR =>
+  new Cluster(
+    [
+      ...pods(),
+      networkPolicy('a', 'from-a', {
+        podSelector: { matchLabels: { app: 'one' } },
+        ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: 'a' } } }] }],
+      }),
+    ],
+    { policyMode },
+  ).ir;
 
 /**
  * a/one accepts only app=one pods from anywhere, and anyone on port 81: a new set, other chains in
  * both families (the port rule has no set, so it is in the IPv6 table too).
  */
-const NEW = new Cluster([
-  ...pods(),
-  networkPolicy('a', 'from-ones', {
-    podSelector: { matchLabels: { app: 'one' } },
-    ingress: [
-      { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'one' } } }] },
-      { ports: [{ port: 81 }] },
+const newIr = (policyMode: PolicyMode): IR =>
+  new Cluster(
+    [
+      ...pods(),
+      networkPolicy('a', 'from-ones', {
+        podSelector: { matchLabels: { app: 'one' } },
+        ingress: [
+          { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'one' } } }] },
+          { ports: [{ port: 81 }] },
+        ],
+      }),
     ],
-  }),
-]).ir;
+    { policyMode },
+  ).ir;
 
 const BAD_RULE = '-A SY-FORWARD -j SY-NO-SUCH-CHAIN';
 
@@ -85,130 +95,141 @@ function snapshot(netns: string, ignoreSet?: string): Snapshot {
   };
 }
 
-describeKernel('iptables apply is atomic', () => {
-  const lab = new IptLab('atom', OLD);
-  const good = new IptablesBackend({ mode: 'nft' });
-  const node1 = (): ReturnType<IptLab['target']> => lab.target('node-1');
+for (const policyMode of POLICY_MODES)
+  describeKernel(`iptables apply is atomic (${policyMode})`, () => {
+    const OLD = oldIr(policyMode);
+    const NEW = newIr(policyMode);
+    const lab = new IptLab(policyMode === 'walk' ? 'atom' : 'atomt', OLD);
+    const good = new IptablesBackend({ mode: 'nft' });
+    const node1 = (): ReturnType<IptLab['target']> => lab.target('node-1');
 
-  async function oldVerdictsHold(): Promise<void> {
-    // Old: b/one → a/one denied, a/two → a/one allowed. New would flip both.
-    const r = await lab.probe({ pod: 'b/one' }, [{ host: lab.address('a/one'), port: 80, protocol: 'TCP' }]);
-    const s = await lab.probe({ pod: 'a/two' }, [{ host: lab.address('a/one'), port: 80, protocol: 'TCP' }]);
-    expect([r[0], s[0]]).toEqual([false, true]);
-  }
-
-  async function expectUnchanged(broken: IptablesBackend, ignoreSet?: string): Promise<ApplyError> {
-    const before = snapshot(node1().netns, ignoreSet);
-    const err = await broken.apply(node1(), NEW, OLD).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(ApplyError);
-    expect(snapshot(node1().netns, ignoreSet)).toEqual(before);
-    await oldVerdictsHold();
-    return err as ApplyError;
-  }
-
-  beforeAll(async () => {
-    await lab.up([80]);
-    for (const t of lab.targets()) await good.apply(t, OLD);
-  });
-
-  afterAll(async () => {
-    await lab.down();
-  });
-
-  it('the update itself is valid (sanity)', async () => {
-    await oldVerdictsHold();
-    const plan = planForNode(NEW, 'node-1');
-    expect(plan.tables.map((t) => `${t.family}/${t.table}`)).toEqual(['4/filter', '6/filter']);
-  });
-
-  it('restores committed IPv4 tables and sets when the IPv6 script fails, naming its line', async () => {
-    const broken = new IptablesBackend({
-      mode: 'nft',
-      transformScript: (stage, s) => (stage === 'ip6tables' ? injectBeforeLastCommit(s) : s),
-    });
-    const err = await expectUnchanged(broken);
-    const line = Number(/at line (\d+)/.exec(err.message)?.[1]);
-    expect(line).toBeGreaterThan(0);
-    expect(err.message).toContain('ip6tables-nft-restore');
-    expect(err.detail).toContain(`> ${String(line).padStart(5)} | ${BAD_RULE}`);
-  });
-
-  it('changes nothing when the IPv4 script fails', async () => {
-    const broken = new IptablesBackend({
-      mode: 'nft',
-      transformScript: (stage, s) => (stage === 'iptables' ? injectBeforeLastCommit(s) : s),
-    });
-    const err = await expectUnchanged(broken);
-    expect(err.message).toContain('iptables-nft-restore');
-    expect(err.detail).toContain(`| ${BAD_RULE}`);
-  });
-
-  it('changes nothing on an ipset name clash, and leaves the foreign set alone', async () => {
-    const oldNames = new Set(planForNode(OLD, 'node-1').sets.map((s) => s.name));
-    const added = planForNode(NEW, 'node-1').sets.find((s) => !oldNames.has(s.name))?.name as string;
-    expect(added).toBeDefined();
-    inNs(node1().netns, 'ipset', ['create', added, 'hash:ip']);
-    try {
-      const err = await expectUnchanged(good, added);
-      expect(err.message).toMatch(/ipset restore failed at line \d+/);
-      expect(err.detail).toContain(`swap ${added}-tmp ${added}`);
-      expect(inNs(node1().netns, 'ipset', ['list', '-t', added])).toContain('Type: hash:ip');
-    } finally {
-      inNs(node1().netns, 'ipset', ['destroy', added]);
+    async function oldVerdictsHold(): Promise<void> {
+      // Old: b/one → a/one denied, a/two → a/one allowed. New would flip both.
+      const r = await lab.probe({ pod: 'b/one' }, [
+        { host: lab.address('a/one'), port: 80, protocol: 'TCP' },
+      ]);
+      const s = await lab.probe({ pod: 'a/two' }, [
+        { host: lab.address('a/one'), port: 80, protocol: 'TCP' },
+      ]);
+      expect([r[0], s[0]]).toEqual([false, true]);
     }
-  });
 
-  it('changes nothing when a set member is invalid', async () => {
-    const broken = new IptablesBackend({
-      mode: 'nft',
-      transformScript: (stage, s) =>
-        stage === 'ipset' ? s.replace(/^(add \S+) \S+$/m, '$1 999.1.1.1/32') : s,
+    async function expectUnchanged(broken: IptablesBackend, ignoreSet?: string): Promise<ApplyError> {
+      const before = snapshot(node1().netns, ignoreSet);
+      const err = await broken.apply(node1(), NEW, OLD).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ApplyError);
+      expect(snapshot(node1().netns, ignoreSet)).toEqual(before);
+      await oldVerdictsHold();
+      return err as ApplyError;
+    }
+
+    beforeAll(async () => {
+      await lab.up([80]);
+      for (const t of lab.targets()) await good.apply(t, OLD);
     });
-    const err = await expectUnchanged(broken);
-    expect(err.detail).toMatch(/> +\d+ \| add \S+ 999\.1\.1\.1\/32/);
-  });
 
-  it('then applies the same update for real', async () => {
-    await good.apply(node1(), NEW, OLD);
-    const r = await lab.probe({ pod: 'b/one' }, [{ host: lab.address('a/one'), port: 80, protocol: 'TCP' }]);
-    const s = await lab.probe({ pod: 'a/two' }, [{ host: lab.address('a/one'), port: 80, protocol: 'TCP' }]);
-    expect([r[0], s[0]]).toEqual([true, false]);
-  });
-
-  it('runs exactly the scripts compile prints, on a fresh namespace', async () => {
-    const t = node1();
-    await good.remove(t);
-    const ran = new Map<string, string>();
-    const recording = new IptablesBackend({
-      mode: 'nft',
-      transformScript: (stage, script) => {
-        ran.set(stage, script);
-        return script;
-      },
+    afterAll(async () => {
+      await lab.down();
     });
-    await recording.apply(t, NEW);
-    const printed = recording.render(NEW, 'node-1').text;
-    const sections = printed
-      .split(/^# (?:ipset|ip6?tables)\S* .*\n/m)
-      .slice(1)
-      .map((s) => s.replace(/^#.*\n/gm, ''));
-    expect([...ran.keys()].sort()).toEqual(['ip6tables', 'ipset', 'iptables']);
-    expect(sections).toEqual([ran.get('ipset'), ran.get('iptables'), ran.get('ip6tables')]);
-  });
 
-  it('leaves an empty namespace empty when a first apply fails', async () => {
-    const t = lab.target('node-2');
-    await good.remove(t);
-    const broken = new IptablesBackend({
-      mode: 'nft',
-      transformScript: (stage, s) => (stage === 'ip6tables' ? injectBeforeLastCommit(s) : s),
+    it('the update itself is valid (sanity)', async () => {
+      await oldVerdictsHold();
+      const plan = planForNode(NEW, 'node-1');
+      expect(plan.tables.map((t) => `${t.family}/${t.table}`)).toEqual(['4/filter', '6/filter']);
     });
-    await expect(broken.apply(t, NEW as IR)).rejects.toBeInstanceOf(ApplyError);
-    expect(inNs(t.netns, 'iptables-nft-save', [])).not.toMatch(/SY-/);
-    expect(inNs(t.netns, 'ip6tables-nft-save', [])).not.toMatch(/SY-/);
-    expect(inNs(t.netns, 'ipset', ['list', '-n'])).not.toMatch(/sy-/);
+
+    it('restores committed IPv4 tables and sets when the IPv6 script fails, naming its line', async () => {
+      const broken = new IptablesBackend({
+        mode: 'nft',
+        transformScript: (stage, s) => (stage === 'ip6tables' ? injectBeforeLastCommit(s) : s),
+      });
+      const err = await expectUnchanged(broken);
+      const line = Number(/at line (\d+)/.exec(err.message)?.[1]);
+      expect(line).toBeGreaterThan(0);
+      expect(err.message).toContain('ip6tables-nft-restore');
+      expect(err.detail).toContain(`> ${String(line).padStart(5)} | ${BAD_RULE}`);
+    });
+
+    it('changes nothing when the IPv4 script fails', async () => {
+      const broken = new IptablesBackend({
+        mode: 'nft',
+        transformScript: (stage, s) => (stage === 'iptables' ? injectBeforeLastCommit(s) : s),
+      });
+      const err = await expectUnchanged(broken);
+      expect(err.message).toContain('iptables-nft-restore');
+      expect(err.detail).toContain(`| ${BAD_RULE}`);
+    });
+
+    it('changes nothing on an ipset name clash, and leaves the foreign set alone', async () => {
+      const oldNames = new Set(planForNode(OLD, 'node-1').sets.map((s) => s.name));
+      const added = planForNode(NEW, 'node-1').sets.find((s) => !oldNames.has(s.name))?.name as string;
+      expect(added).toBeDefined();
+      inNs(node1().netns, 'ipset', ['create', added, 'hash:ip']);
+      try {
+        const err = await expectUnchanged(good, added);
+        expect(err.message).toMatch(/ipset restore failed at line \d+/);
+        expect(err.detail).toContain(`swap ${added}-tmp ${added}`);
+        expect(inNs(node1().netns, 'ipset', ['list', '-t', added])).toContain('Type: hash:ip');
+      } finally {
+        inNs(node1().netns, 'ipset', ['destroy', added]);
+      }
+    });
+
+    it('changes nothing when a set member is invalid', async () => {
+      const broken = new IptablesBackend({
+        mode: 'nft',
+        transformScript: (stage, s) =>
+          stage === 'ipset' ? s.replace(/^(add \S+) \S+$/m, '$1 999.1.1.1/32') : s,
+      });
+      const err = await expectUnchanged(broken);
+      expect(err.detail).toMatch(/> +\d+ \| add \S+ 999\.1\.1\.1\/32/);
+    });
+
+    it('then applies the same update for real', async () => {
+      await good.apply(node1(), NEW, OLD);
+      const r = await lab.probe({ pod: 'b/one' }, [
+        { host: lab.address('a/one'), port: 80, protocol: 'TCP' },
+      ]);
+      const s = await lab.probe({ pod: 'a/two' }, [
+        { host: lab.address('a/one'), port: 80, protocol: 'TCP' },
+      ]);
+      expect([r[0], s[0]]).toEqual([true, false]);
+    });
+
+    it('runs exactly the scripts compile prints, on a fresh namespace', async () => {
+      const t = node1();
+      await good.remove(t);
+      const ran = new Map<string, string>();
+      const recording = new IptablesBackend({
+        mode: 'nft',
+        transformScript: (stage, script) => {
+          ran.set(stage, script);
+          return script;
+        },
+      });
+      await recording.apply(t, NEW);
+      const printed = recording.render(NEW, 'node-1').text;
+      const sections = printed
+        .split(/^# (?:ipset|ip6?tables)\S* .*\n/m)
+        .slice(1)
+        .map((s) => s.replace(/^#.*\n/gm, ''));
+      expect([...ran.keys()].sort()).toEqual(['ip6tables', 'ipset', 'iptables']);
+      expect(sections).toEqual([ran.get('ipset'), ran.get('iptables'), ran.get('ip6tables')]);
+    });
+
+    it('leaves an empty namespace empty when a first apply fails', async () => {
+      const t = lab.target('node-2');
+      await good.remove(t);
+      const broken = new IptablesBackend({
+        mode: 'nft',
+        transformScript: (stage, s) => (stage === 'ip6tables' ? injectBeforeLastCommit(s) : s),
+      });
+      await expect(broken.apply(t, NEW as IR)).rejects.toBeInstanceOf(ApplyError);
+      expect(inNs(t.netns, 'iptables-nft-save', [])).not.toMatch(/SY-/);
+      expect(inNs(t.netns, 'ip6tables-nft-save', [])).not.toMatch(/SY-/);
+      expect(inNs(t.netns, 'ipset', ['list', '-n'])).not.toMatch(/sy-/);
+    });
   });
-});

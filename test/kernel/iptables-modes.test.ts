@@ -8,10 +8,12 @@
  * The prefilter is stateless (raw table, before conntrack, like XDP), so it also drops the
  * *replies* of a connection a pod opens towards a deny-listed address on another node; the
  * evaluator models that (Verdict.prefilterReply), and these tests check the kernel agrees.
+ * Each flavour runs in both policy modes (rule walk, decision tables).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Oracle, reachMatrix } from '../../src/calc/index.js';
 import { IptablesBackend, type IptablesMode } from '../../src/dataplane/iptables/index.js';
+import { POLICY_MODES } from '../../src/ir/decision-table.js';
 import { describeKernel } from '../support/kernel.js';
 import { Cluster, globalPolicy, namespace, networkPolicy, pod, prefilter } from '../support/manifests.js';
 import { inNs, IptLab, OUTSIDE_ADDRESS, OUTSIDE_LISTED, type Target } from './iptables-lab.js';
@@ -21,7 +23,7 @@ const PORTS = [
   { containerPort: 81, protocol: 'UDP' as const },
 ];
 
-const IR = new Cluster([
+const manifests = [
   namespace('shop', { team: 'shop' }),
   namespace('other', { team: 'other' }),
   pod('shop', 'web', { labels: { app: 'web' }, ip: '198.18.4.1', node: 'node-1', ports: PORTS }),
@@ -43,83 +45,85 @@ const IR = new Cluster([
     podSelector: { matchLabels: { app: 'db' } },
     ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port: 80 }] }],
   }),
-]).ir;
+];
 
-for (const mode of ['nft', 'legacy'] as const satisfies readonly IptablesMode[]) {
-  describeKernel(`iptables-${mode}: global tier and prefilter`, () => {
-    const lab = new IptLab(mode === 'nft' ? 'mn' : 'ml', IR);
-    const backend = new IptablesBackend({ mode });
-    const oracle = new Oracle(IR);
+for (const mode of ['nft', 'legacy'] as const satisfies readonly IptablesMode[])
+  for (const policyMode of POLICY_MODES) {
+    const IR = new Cluster(manifests, { policyMode }).ir;
+    describeKernel(`iptables-${mode}: global tier and prefilter (${policyMode})`, () => {
+      const lab = new IptLab(`m${mode === 'nft' ? 'n' : 'l'}${policyMode === 'walk' ? '' : 't'}`, IR);
+      const backend = new IptablesBackend({ mode });
+      const oracle = new Oracle(IR);
 
-    beforeAll(async () => {
-      await lab.up([80, 81]);
-      for (const t of lab.targets()) await backend.apply(t, IR);
-    });
-
-    afterAll(async () => {
-      await lab.down();
-    });
-
-    it('matches the evaluator for every pod pair', async () => {
-      for (const [port, protocol] of [
-        [80, 'TCP'],
-        [81, 'UDP'],
-      ] as const) {
-        expect(await lab.reach(port, protocol), `${protocol}/${port}`).toEqual(
-          reachMatrix(IR, port, protocol).results,
-        );
-      }
-    });
-
-    it('drops deny-listed sources from the fabric only, as the evaluator does', async () => {
-      const targets: Target[] = IR.endpoints.map((e) => ({
-        host: lab.address(e.id),
-        port: 80,
-        protocol: 'TCP',
-      }));
-      for (const source of [OUTSIDE_LISTED, OUTSIDE_ADDRESS]) {
-        const expected = targets.map(
-          (t) => oracle.evaluate({ src: source, dst: t.host, protocol: 'TCP', dport: 80 }).allowed,
-        );
-        expect(await lab.probe({ outside: source }, targets), source).toEqual(expected);
-      }
-      // The deny-listed pod reaches its neighbour on node-2 but not node-1.
-      expect(
-        await lab.probe({ pod: 'other/client' }, [
-          { host: lab.address('other/web'), port: 80, protocol: 'TCP' },
-          { host: lab.address('shop/web'), port: 80, protocol: 'TCP' },
-        ]),
-      ).toEqual([true, false]);
-      const counters = await backend.counters(lab.target('node-1'));
-      expect(counters.find((c) => c.rule === 'prefilter/blocklist')?.packets).toBeGreaterThan(0);
-      const log = counters.find((c) => c.endpoint === 'shop/db' && c.rule === 'gp:guard/ingress/0');
-      expect(log?.packets).toBeGreaterThan(0);
-    });
-
-    it('drops the replies of connections to a deny-listed pod on another node (stateless prefilter)', async () => {
-      const v = oracle.evaluate({
-        src: lab.address('shop/web'),
-        dst: lab.address('other/client'),
-        protocol: 'TCP',
-        dport: 80,
+      beforeAll(async () => {
+        await lab.up([80, 81]);
+        for (const t of lab.targets()) await backend.apply(t, IR);
       });
-      expect(v.allowed).toBe(false);
-      expect(v.prefilterReply).toBe(true);
-      expect(
-        await lab.probe({ pod: 'shop/web' }, [
-          { host: lab.address('other/client'), port: 80, protocol: 'TCP' },
-        ]),
-      ).toEqual([false]);
-    });
 
-    it(`installs into ${mode} tables and remove() clears them`, async () => {
-      const save = mode === 'nft' ? 'iptables-nft-save' : 'iptables-legacy-save';
-      const t = lab.target('node-1');
-      expect(inNs(t.netns, save, [])).toContain(':SY-PREFILTER');
-      for (const target of lab.targets()) await backend.remove(target);
-      expect(inNs(t.netns, save, [])).not.toMatch(/SY-/);
-      expect(inNs(t.netns, save.replace('iptables', 'ip6tables'), [])).not.toMatch(/SY-/);
-      expect(inNs(t.netns, 'ipset', ['list', '-n'])).not.toMatch(/sy-/);
+      afterAll(async () => {
+        await lab.down();
+      });
+
+      it('matches the evaluator for every pod pair', async () => {
+        for (const [port, protocol] of [
+          [80, 'TCP'],
+          [81, 'UDP'],
+        ] as const) {
+          expect(await lab.reach(port, protocol), `${protocol}/${port}`).toEqual(
+            reachMatrix(IR, port, protocol).results,
+          );
+        }
+      });
+
+      it('drops deny-listed sources from the fabric only, as the evaluator does', async () => {
+        const targets: Target[] = IR.endpoints.map((e) => ({
+          host: lab.address(e.id),
+          port: 80,
+          protocol: 'TCP',
+        }));
+        for (const source of [OUTSIDE_LISTED, OUTSIDE_ADDRESS]) {
+          const expected = targets.map(
+            (t) => oracle.evaluate({ src: source, dst: t.host, protocol: 'TCP', dport: 80 }).allowed,
+          );
+          expect(await lab.probe({ outside: source }, targets), source).toEqual(expected);
+        }
+        // The deny-listed pod reaches its neighbour on node-2 but not node-1.
+        expect(
+          await lab.probe({ pod: 'other/client' }, [
+            { host: lab.address('other/web'), port: 80, protocol: 'TCP' },
+            { host: lab.address('shop/web'), port: 80, protocol: 'TCP' },
+          ]),
+        ).toEqual([true, false]);
+        const counters = await backend.counters(lab.target('node-1'));
+        expect(counters.find((c) => c.rule === 'prefilter/blocklist')?.packets).toBeGreaterThan(0);
+        const log = counters.find((c) => c.endpoint === 'shop/db' && c.rule === 'gp:guard/ingress/0');
+        expect(log?.packets).toBeGreaterThan(0);
+      });
+
+      it('drops the replies of connections to a deny-listed pod on another node (stateless prefilter)', async () => {
+        const v = oracle.evaluate({
+          src: lab.address('shop/web'),
+          dst: lab.address('other/client'),
+          protocol: 'TCP',
+          dport: 80,
+        });
+        expect(v.allowed).toBe(false);
+        expect(v.prefilterReply).toBe(true);
+        expect(
+          await lab.probe({ pod: 'shop/web' }, [
+            { host: lab.address('other/client'), port: 80, protocol: 'TCP' },
+          ]),
+        ).toEqual([false]);
+      });
+
+      it(`installs into ${mode} tables and remove() clears them`, async () => {
+        const save = mode === 'nft' ? 'iptables-nft-save' : 'iptables-legacy-save';
+        const t = lab.target('node-1');
+        expect(inNs(t.netns, save, [])).toContain(':SY-PREFILTER');
+        for (const target of lab.targets()) await backend.remove(target);
+        expect(inNs(t.netns, save, [])).not.toMatch(/SY-/);
+        expect(inNs(t.netns, save.replace('iptables', 'ip6tables'), [])).not.toMatch(/SY-/);
+        expect(inNs(t.netns, 'ipset', ['list', '-n'])).not.toMatch(/sy-/);
+      });
     });
-  });
-}
+  }

@@ -33,7 +33,8 @@ import {
   toYaml,
   compileIR,
 } from '../support/manifests.js';
-import { frame, NodeHarness, skbContext } from './ebpf-frames.js';
+import { OfflineNode, skbContext } from '../../src/dataplane/ebpf/offline-node.js';
+import { frame } from './ebpf-frames.js';
 
 const LAB = `ebf-${process.pid % 10000}`;
 const MODEL = join(FIXTURES_DIR, 'xyz/model.yaml');
@@ -390,7 +391,7 @@ describeKernel('observe: cost of flow events (PROG_TEST_RUN)', () => {
         networkPolicy('x', 'deny', { podSelector: { matchLabels: { pod: 'a' } }, policyTypes: ['Ingress'] }),
       ]),
     );
-    const h = new NodeHarness(ir, 'n1');
+    const h = new OfflineNode(ir, 'n1');
     const reader = new RingBufReader(h.maps.events);
     const REPEAT = 2000;
     try {

@@ -7,9 +7,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { buildDecisionTable, Oracle } from '../../src/calc/index.js';
+import { classOf, lookup } from '../../src/ir/table-lookup.js';
 import {
-  classOf,
-  lookup,
   MAX_TABLE_ENTRIES,
   PORT_PROTOCOLS,
   tableSize,

@@ -15,13 +15,10 @@
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { Program } from '../../bpf/index.js';
 import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.js';
-import { SKB, TCX } from '../../dataplane/ebpf/layout.js';
-import { programMaps, type NodeMaps } from '../../dataplane/ebpf/maps.js';
-import { allocate, nodeView } from '../../dataplane/ebpf/node.js';
-import { policyProgram } from '../../dataplane/ebpf/program.js';
-import { addSetMembers, planSetSync } from '../../dataplane/ebpf/sync.js';
+import { TCX } from '../../dataplane/ebpf/layout.js';
+import { OfflineNode, skbContext } from '../../dataplane/ebpf/offline-node.js';
+import { measuredBackends } from './support/test-run.js';
 import { MAX_TABLE_ENTRIES, POLICY_MODES, type PolicyMode } from '../../ir/decision-table.js';
 import type { IR } from '../../ir/types.js';
 import { errorMessage } from '../../util/errors.js';
@@ -40,7 +37,6 @@ import {
   withOneRuleChanged,
 } from './support/policy-ir.js';
 import { NODE_MAC, SENDER_MAC } from './support/topology.js';
-import { measuredBackends, withNodeProgram } from './support/test-run.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll, type FloodSetup } from './support/turns.js';
 
 export interface PolicyOptions {
@@ -201,38 +197,29 @@ async function measureTraffic(
   return out;
 }
 
-/** The eBPF backend's generated ingress program (walk mode) alone under PROG_TEST_RUN. */
-function measureTestRun(rules: number, opts: PolicyOptions, ctx: BenchContext): number[] {
-  const view = nodeView(policyIR(rules, 'walk'), NODE);
-  const alloc = allocate(view);
-  const load = (maps: NodeMaps): Program => {
-    addSetMembers(maps, planSetSync(maps, view, alloc));
-    const rs = view.ruleSets.find((r) => r.direction === 'ingress');
-    if (!rs) throw new Error('no ingress rule set');
-    const generated = policyProgram(rs, alloc);
-    return Program.load({
-      name: generated.name,
-      type: 'sched_cls',
-      expectedAttachType: 'tcx_egress',
-      instructions: generated.program,
-      maps: programMaps(maps),
-    });
-  };
+/** The eBPF backend's ingress program for the endpoint alone under PROG_TEST_RUN, maps filled as apply fills them. */
+function measureTestRun(rules: number, mode: PolicyMode, opts: PolicyOptions, ctx: BenchContext): number[] {
   const sizes = { counterSlots: Math.max(64, rules + 16), conntrackCapacity: 1024 };
-  return withNodeProgram(sizes, load, (program) => {
-    // ingress_ifindex ≠ 0: a forwarded packet, judged by policy (0 would be the node's own).
-    const context = Buffer.alloc(SKB.testContextSize);
-    context.writeUInt32LE(1, SKB.ingressIfindex);
+  const node = new OfflineNode(policyIR(rules, mode), NODE, sizes);
+  try {
+    const program = node.program(POLICY_ENDPOINT, 'ingress');
     const data = synFrames()[0] as Buffer;
     const samples: number[] = [];
     for (let rep = 0; rep < opts.repetitions; rep++) {
-      const r = program.testRun({ data, repeat: opts.testRunRepeat, context, contextOutSize: 0 });
+      const r = program.testRun({
+        data,
+        repeat: opts.testRunRepeat,
+        context: skbContext(),
+        contextOutSize: 0,
+      });
       if (r.retval !== TCX.SHOT) throw new Error(`policy program returned ${r.retval}, expected a drop`);
       samples.push(r.durationNs);
-      ctx.progress.tick(`ebpf test-run ${rules} rules`);
+      ctx.progress.tick(`ebpf test-run ${mode} ${rules} rules`);
     }
     return samples;
-  });
+  } finally {
+    node.close();
+  }
 }
 
 const HOOKS_NOTE =
@@ -281,7 +268,7 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
   const names = measuredBackends(ORDER, opts.backends);
   const modes = opts.modes ?? POLICY_MODES;
   const counts = opts.baseline ? [0, ...opts.rules] : [...opts.rules];
-  const testRuns = names.includes('ebpf') && modes.includes('walk') ? opts.rules.length : 0;
+  const testRuns = names.includes('ebpf') ? opts.rules.length * modes.length : 0;
   ctx.progress.total((names.length * modes.length * opts.rules.length + testRuns) * opts.repetitions);
   const started = performance.now();
   const traffic = await measureTraffic(names, counts, modes, opts, ctx);
@@ -295,23 +282,24 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
       }
   const refusedTestRuns: string[] = [];
   if (testRuns > 0)
-    for (const rules of opts.rules)
-      try {
-        const samples = measureTestRun(rules, opts, ctx);
-        rows.push(summarize('ebpf', { rules, mode: 'walk', method: 'test-run' }, samples));
-      } catch (e) {
-        refusedTestRuns.push(`${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`);
-      }
+    for (const mode of modes)
+      for (const rules of opts.rules)
+        try {
+          const samples = measureTestRun(rules, mode, opts, ctx);
+          rows.push(summarize('ebpf', { rules, mode, method: 'test-run' }, samples));
+        } catch (e) {
+          refusedTestRuns.push(`${mode} mode, ${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`);
+        }
   const notes = [
     trafficNote(opts),
     HOOKS_NOTE,
     `tables (ingress, as calc builds them; bound ${MAX_TABLE_ENTRIES} entries): ${opts.rules.map((r) => `${r} rules ${describeTable(policyIR(r, 'table'))}`).join('; ')}`,
     ...backendNotes(traffic, opts, modes),
   ];
-  for (const why of refusedTestRuns) notes.push(`ebpf test-run (walk) refused at ${why}`);
+  for (const why of refusedTestRuns) notes.push(`ebpf test-run refused at ${why}`);
   if (testRuns > 0)
     notes.push(
-      `ebpf test-run: the walk-mode program alone under PROG_TEST_RUN (kernel-timed average over ${opts.testRunRepeat} runs per sample), without the path; not comparable with the traffic rows`,
+      `ebpf test-run: the endpoint's ingress program alone under PROG_TEST_RUN (kernel-timed average over ${opts.testRunRepeat} runs per sample), without the path; not comparable with the traffic rows`,
     );
   const top = Math.max(...opts.rules);
   notes.push(

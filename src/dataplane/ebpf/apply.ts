@@ -3,12 +3,15 @@
  *
  *   0. write the node's switches (flow events on or off) to its config map: no reload;
  *   1. generate every program; load those whose code (or hook, or maps) changed — a verifier
- *      rejection stops here, before anything in force was touched;
+ *      rejection stops here, before anything in force was touched; build the decision tables
+ *      that changed (table mode: a new trie each, not yet in force);
  *   2. add set members and prefilter entries (old programs never look at new set indices, and a
- *      member both IRs share stays put);
+ *      member both IRs share stays put); point each changed table's index at its new trie (one
+ *      atomic update per table: a rule change of a table-mode endpoint ends here, no reload);
  *   3. swap programs: BPF_LINK_UPDATE on the pinned tcx link (atomic, no gap), or a new link
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
- *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots;
+ *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots and
+ *      table indices;
  *   5. prefilter XDP links on the fabric-facing interfaces;
  *   6. write the node's description (meta) and collect conntrack garbage;
  *   7. the scope's connect-time load balancer (services.ts), idempotent across nodes.
@@ -49,6 +52,17 @@ import {
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
 import { allocate, nodeView, type Allocation, type NodeView } from './node.js';
+import {
+  buildTables,
+  chooseTables,
+  dropTables,
+  freedTableIndices,
+  installTables,
+  planTableWrites,
+  type TableBudget,
+  type TableChoice,
+  type TableFallback,
+} from './tables.js';
 import { hookFor, nodeDir, tcxLinkPin, xdpLinkPin } from './paths.js';
 import {
   prefilterEntries,
@@ -82,6 +96,8 @@ export interface ApplyOptions {
    * and the listing around the instruction it stopped at (the log stays on the error's cause).
    */
   verifierLog?: boolean;
+  /** Test hook: the node's table capacity (default NODE_TABLE_BUDGET). */
+  tableBudget?: TableBudget;
 }
 
 interface PlannedHook {
@@ -372,6 +388,8 @@ interface NodeApply {
   dir: string;
   meta: NodeMeta | undefined;
   alloc: Allocation;
+  /** Which rule sets are decided by their table. */
+  tables: TableChoice;
   maps: NodeMaps;
   changed: string[];
 }
@@ -387,11 +405,13 @@ export async function applyNode(
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
   const meta = readMeta(dir);
-  const alloc = allocate(view, meta?.alloc);
+  // Counter slots first (tables name them), then which tables fit, then their indices.
+  const tables = chooseTables(view.ruleSets, allocate(view, meta?.alloc, []).slots, opts.tableBudget);
+  const alloc = allocate(view, meta?.alloc, [...tables.tabled.keys()]);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
-    applyPrograms({ target, view, interfaces, dir, meta, alloc, maps, changed }, previous, opts);
+    applyPrograms({ target, view, interfaces, dir, meta, alloc, tables, maps, changed }, previous, opts);
   } finally {
     closeNodeMaps(maps);
   }
@@ -504,12 +524,18 @@ function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOption
     fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`, undefined, e);
   }
   const loaded = new Map<PlannedHook, Program>();
+  let built: ReturnType<typeof buildTables> = new Map();
   try {
     for (const hook of hooks) if (hook.reload) loaded.set(hook, loadPolicy(hook, maps, opts));
+    const tablePlan = planTableWrites(n.view.ruleSets, n.tables, alloc, meta?.tables ?? [], maps.tables);
+    built = buildDecisionTables(n, tablePlan.writes);
 
     // 2. additions
     const setPlan = planSetSync(maps, n.view, alloc);
     if (addSetMembers(maps, setPlan) > 0) changed.push('ipsets');
+    const installed = installTables(maps.tables, built);
+    changed.push(...installed.map((t) => `table:${t.endpoint}/${t.direction}`));
+    reportFallbacks(n);
     const slots = changedSlots(meta?.alloc, alloc);
     // A new map is all zeroes already.
     if (!changed.includes('maps')) resetSlots(maps, slots.fresh);
@@ -521,6 +547,7 @@ function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOption
     detachDeparted(n, hooks);
     if (removeSetMembers(maps, setPlan) > 0 && !changed.includes('ipsets')) changed.push('ipsets');
     resetSlots(maps, slots.freed);
+    if (dropTables(maps.tables, freedTableIndices(meta?.alloc, alloc)) > 0) changed.push('tables');
 
     // 5. prefilter
     const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces, mapsChanged);
@@ -535,13 +562,40 @@ function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOption
       counterSlots: maps.counters.info.maxEntries,
       hooks: hooks.map((h) => h.state),
       ...(pf.state ? { prefilter: pf.state } : {}),
+      tables: [...tablePlan.kept, ...installed].sort((a, b) => a.index - b.index),
+      tableFallbacks: n.tables.fallbacks,
       mapIds: ids,
       appliedAt: new Date().toISOString(),
     });
     collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
   } finally {
     for (const program of loaded.values()) program.close();
+    // Installed tries are held by the policy map now; the others were never in force.
+    for (const map of built.values()) map.close();
   }
+}
+
+/** The changed tables' tries, all built before anything in force changes (or none). */
+function buildDecisionTables(
+  n: NodeApply,
+  writes: Parameters<typeof buildTables>[0],
+): ReturnType<typeof buildTables> {
+  try {
+    return buildTables(writes);
+  } catch (e) {
+    fail(
+      `cannot write the decision tables of node ${n.target.node}: ${describeError(e)}; the policy in force is unchanged`,
+      undefined,
+      e,
+    );
+  }
+}
+
+/** Rule sets that carry a table but keep the walk on this node, reported when that changes. */
+function reportFallbacks(n: NodeApply): void {
+  const said = (f: TableFallback): string => `table-fallback:${f.endpoint}/${f.direction}: ${f.reason}`;
+  const before = new Set((n.meta?.tableFallbacks ?? []).map(said));
+  for (const f of n.tables.fallbacks) if (!before.has(said(f))) n.changed.push(said(f));
 }
 
 function swapAll(n: NodeApply, loaded: ReadonlyMap<PlannedHook, Program>): void {

@@ -2,13 +2,18 @@
  * What a node's eBPF dataplane looks like from the outside: which pins exist, and for every
  * pinned link the program it runs and whether it is still attached. Equal fingerprints mean
  * nobody detached, replaced or unpinned anything in between. Map contents are not part of it:
- * conntrack and counters change with every packet.
+ * conntrack and counters change with every packet. Decision tables are, by identity: the kernel
+ * id of the trie each table-mode hook's index points at (a rule change installs a new trie, so
+ * another id there is another table).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Link, type LinkInfo } from '../../bpf/index.js';
+import { isPinned, Link, MapOfMaps, codecs, type LinkInfo } from '../../bpf/index.js';
 import type { NodeTarget } from '../backend.js';
+import { MAP } from './layout.js';
+import { mapPinPath } from './maps.js';
+import { readMeta } from './meta.js';
 import { nodeDir } from './paths.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { servicesDir } from './services.js';
@@ -65,7 +70,26 @@ export function ebpfFingerprint(target: NodeTarget): string {
       h.update(`link ${path} program=${program} attached=${attached(info)}\n`);
     }
   }
+  if (own) for (const line of tableIdentities(own)) h.update(line);
   return h.digest('hex');
+}
+
+/** `table <index> trie=<id>` for every table index the node's description allocates. */
+function tableIdentities(dir: string): string[] {
+  const path = mapPinPath(dir, MAP.tables);
+  let indices: number[];
+  try {
+    indices = Object.values(readMeta(dir)?.alloc.tables ?? {}).sort((a, b) => a - b);
+  } catch {
+    return ['meta unreadable\n'];
+  }
+  if (indices.length === 0 || !isPinned(path)) return [];
+  const tables = MapOfMaps.fromPin(path, codecs.u32);
+  try {
+    return indices.map((i) => `table ${i} trie=${tables.innerId(i) ?? '-'}\n`);
+  } finally {
+    tables.close();
+  }
 }
 
 /**

@@ -155,6 +155,60 @@ export const NODE_CONFIG_FLAG = {
   flowEvents: 0x1,
 } as const;
 
+/**
+ * Decision tables (table mode). One LPM trie per endpoint and direction holds both lookups, told
+ * apart by the first byte of the key, so that one update of the hook's slot in the node's
+ * `policy` map swaps the whole table at once:
+ *
+ *   peer key  {prefixlen, kind 0, 0, 0, remote IPv4 address}         → {class}
+ *   port key  {prefixlen, kind 1, protocol, class, dport (BE), 0}    → {slot, pass slot, verdict, logs}
+ *
+ * Both keys are 12 bytes; the first 32 bits after prefixlen are always matched in full, so a
+ * peer key never matches a port key. Prefix lengths: 32 + the CIDR length (peer), 32 + the
+ * port prefix length 0–16 (port: a port range is stored as the prefixes that cover it).
+ */
+export const TABLE_KEY_KIND = { peer: 0, port: 1 } as const;
+/** Bits of a table key always matched in full: kind, protocol and class (or padding). */
+export const TABLE_KEY_HEADER_BITS = 32;
+/** The protocol byte of port keys for any IP protocol but TCP, UDP, SCTP and ICMP. */
+export const TABLE_OTHER_PROTOCOL = 0;
+/** Log rules a table entry can carry; more on one packet keep the endpoint on the rule walk. */
+export const TABLE_LOG_SLOTS = 8;
+
+export const tablePeerKey = codecs.struct({
+  prefixlen: codecs.u32,
+  kind: codecs.u8,
+  pad: codecs.u8,
+  pad2: codecs.u16,
+  addr: codecs.ipv4,
+});
+export type TablePeerKey = codecs.CodecValue<typeof tablePeerKey>;
+
+export const tablePortKey = codecs.struct({
+  prefixlen: codecs.u32,
+  kind: codecs.u8,
+  proto: codecs.u8,
+  class: codecs.u16,
+  port: codecs.be16,
+  pad: codecs.u16,
+});
+export type TablePortKey = codecs.CodecValue<typeof tablePortKey>;
+
+/**
+ * A table trie's value. Peer keys use `class` only; port keys the rest: the deciding rule's
+ * counter slot, the slot of the Pass rule that led to the Kubernetes tier (0: none; counted as
+ * the walk counts it), the verdict (EVENT_VERDICT.allow or .deny) and the Log rules' slots.
+ */
+export const tableValue = codecs.struct({
+  slot: codecs.u32,
+  passSlot: codecs.u32,
+  verdict: codecs.u8,
+  logCount: codecs.u8,
+  class: codecs.u16,
+  logs: codecs.array(codecs.u32, TABLE_LOG_SLOTS),
+});
+export type TableValue = codecs.CodecValue<typeof tableValue>;
+
 /** Stack frame of a policy program (fp-relative, each area aligned for its widest field). */
 export const FRAME = {
   key: -24,
@@ -167,6 +221,10 @@ export const FRAME = {
   l4offset: -112,
   /** Counter slot of the rule that decided (u32), for the allow tail's event. */
   slot: -116,
+  /** Table mode: the hook's index in the node's `policy` map of tables (u32). */
+  tableIndex: -120,
+  /** Table mode: the decision-table trie key (tablePeerKey, then tablePortKey in place). */
+  tableKey: -136,
 } as const;
 
 /**
@@ -176,6 +234,12 @@ export const FRAME = {
  */
 export const FAIL_CLOSED = ['ipv6', 'fragment', 'malformed', 'invalid'] as const;
 export type FailClosedReason = (typeof FAIL_CLOSED)[number];
+/**
+ * Table mode only: the hook's slot in the `policy` map is empty or its table answers nothing for
+ * a packet. Neither should happen (a table is installed before its program and covers every
+ * packet); if it does, the packet is dropped and counted here rather than passed.
+ */
+export const TABLE_FAIL_CLOSED = 'table';
 
 /** Symbolic map names the generated code refers to (resolved to fds at load time). */
 export const MAP = {
@@ -188,5 +252,7 @@ export const MAP = {
   prefilterCounters: 'pf_counters',
   config: 'config',
   eventsLost: 'events_lost',
+  /** Table mode: hook index → the hook's decision table (an LPM trie of its own). */
+  tables: 'policy',
 } as const;
 export type MapName = (typeof MAP)[keyof typeof MAP];

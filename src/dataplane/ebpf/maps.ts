@@ -9,6 +9,7 @@ import {
   BpfMap,
   codecs,
   MapFlags,
+  MapOfMaps,
   PerCpuMap,
   RingBufMap,
   type Codec,
@@ -34,6 +35,7 @@ import {
 } from './layout.js';
 import { isIpv4, type Allocation, type NodeView } from './node.js';
 import { PREFILTER_MIN_CAPACITY } from './prefilter.js';
+import { createTablesMap } from './tables.js';
 
 export const CT_CAPACITY = 65536;
 export const SET_CAPACITY = 1 << 20;
@@ -59,6 +61,8 @@ export interface NodeMaps {
   config: BpfMap<number, NodeConfig>;
   /** One element per CPU: ring buffer records the programs could not send (buffer full). */
   eventsLost: PerCpuMap<number, bigint>;
+  /** Table mode: hook index → the hook's decision table trie (an array of maps). */
+  tables: MapOfMaps<number>;
 }
 
 interface PlainSpec<K, V> {
@@ -146,6 +150,7 @@ export const MAP_PURPOSE: Record<string, string> = {
   [MAP.eventsLost]: 'events the full ring buffer refused, per CPU',
   [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
   [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
+  [MAP.tables]: "decision tables: hook index → the hook's table trie (table mode)",
 };
 
 /** Kernel object names (the symbolic names are what programs and pins use). */
@@ -214,6 +219,7 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
       pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
       config: track(plain(s[MAP.config], MAP.config)),
       eventsLost: track(perCpu(s[MAP.eventsLost], MAP.eventsLost)),
+      tables: track(createTablesMap(kernelName(MAP.tables))),
     };
   } catch (e) {
     for (const m of opened) m.close();
@@ -231,10 +237,11 @@ const FIELDS: Record<keyof NodeMaps, string> = {
   pfCounters: MAP.prefilterCounters,
   config: MAP.config,
   eventsLost: MAP.eventsLost,
+  tables: MAP.tables,
 };
 
 /** Maps added after the first layout: a node pinned without them gets them at its next apply. */
-const LATER: readonly (keyof NodeMaps)[] = ['config', 'eventsLost'];
+const LATER: readonly (keyof NodeMaps)[] = ['config', 'eventsLost', 'tables'];
 
 /** Symbolic name → map, as Program.load wants it. */
 export function programMaps(maps: NodeMaps): Record<string, MapBase> {
@@ -298,6 +305,11 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
         MAP.eventsLost,
         () => PerCpuMap.fromPin(path(MAP.eventsLost), s[MAP.eventsLost].key, s[MAP.eventsLost].value),
         () => perCpu(s[MAP.eventsLost], MAP.eventsLost),
+      ),
+      tables: orCreate(
+        MAP.tables,
+        () => MapOfMaps.fromPin(path(MAP.tables), codecs.u32),
+        () => createTablesMap(kernelName(MAP.tables)),
       ),
     };
   } catch (e) {

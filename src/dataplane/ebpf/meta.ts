@@ -10,6 +10,7 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { BpfMap, codecs, isPinned } from '../../bpf/index.js';
 import type { Direction } from '../../ir/types.js';
 import type { Allocation } from './node.js';
+import type { TableFallback, TableState } from './tables.js';
 import { metaPin } from './paths.js';
 
 export const META_VERSION = 1;
@@ -41,6 +42,10 @@ export interface NodeMeta {
   counterSlots: number;
   hooks: HookState[];
   prefilter?: PrefilterState;
+  /** Table mode: the decision table installed for each hook decided by one. */
+  tables?: TableState[];
+  /** Rule sets that carry a table but walk their rules on this node (capacity), and why. */
+  tableFallbacks?: TableFallback[];
   /** Map ids the programs were loaded against. */
   mapIds: Record<string, number>;
   appliedAt: string;

@@ -6,7 +6,7 @@
 import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 import { localEndpointIds, referencedSets } from '../../ir/slice.js';
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Rule, RuleSet } from '../../ir/types.js';
-import { FAIL_CLOSED } from './layout.js';
+import { FAIL_CLOSED, TABLE_FAIL_CLOSED } from './layout.js';
 
 export interface PrefilterList {
   name: string;
@@ -83,9 +83,20 @@ export interface Allocation {
   portSets: Record<string, number>;
   /** Slot key (see slotKey) → slot (≥ 1) in the node's counter array. */
   slots: Record<string, number>;
+  /**
+   * Table mode: hook key (see hookKey) → index (≥ 1) of the hook's decision table in the node's
+   * `policy` map. Absent for hooks that walk their rules (and in descriptions written before
+   * table mode).
+   */
+  tables?: Record<string, number>;
 }
 
-export const EMPTY_ALLOCATION: Allocation = { sets: {}, portSets: {}, slots: {} };
+export const EMPTY_ALLOCATION: Allocation = { sets: {}, portSets: {}, slots: {}, tables: {} };
+
+/** One policy program's hook: an endpoint and direction. */
+export function hookKey(endpoint: string, direction: Direction): string {
+  return `${endpoint}|${direction}`;
+}
 
 export function slotKey(owner: SlotOwner): string {
   return `${owner.endpoint}|${owner.direction}|${owner.rule}`;
@@ -102,6 +113,7 @@ export function slotOwners(rs: RuleSet): SlotOwner[] {
   const rule = (r: Rule): SlotOwner => ({ ...base, rule: r.id });
   return [
     ...FAIL_CLOSED.map((reason) => ({ ...base, rule: failClosedRuleId(rs.endpoint, rs.direction, reason) })),
+    ...(rs.table ? [{ ...base, rule: failClosedRuleId(rs.endpoint, rs.direction, TABLE_FAIL_CLOSED) }] : []),
     ...rs.globalRules.map(rule),
     ...rs.kubernetesRules.map(rule),
     { ...base, rule: defaultRuleId(rs.endpoint, rs.direction) },
@@ -143,7 +155,17 @@ function stable(wanted: readonly string[], previous: Record<string, number>): Re
   return out;
 }
 
-export function allocate(view: NodeView, previous: Allocation = EMPTY_ALLOCATION): Allocation {
+/**
+ * `tabled`: hook keys whose rule sets are decided by their table; default every rule set that
+ * carries one (apply narrows it to the tables that fit the node).
+ */
+export function allocate(
+  view: NodeView,
+  previous: Allocation = EMPTY_ALLOCATION,
+  tabled: readonly string[] = view.ruleSets
+    .filter((rs) => rs.table)
+    .map((rs) => hookKey(rs.endpoint, rs.direction)),
+): Allocation {
   const slotKeys = view.ruleSets.flatMap((rs) => slotOwners(rs).map(slotKey));
   if (new Set(slotKeys).size !== slotKeys.length)
     throw new Error(`node ${view.node}: two rules of one rule set share an id`);
@@ -157,5 +179,6 @@ export function allocate(view: NodeView, previous: Allocation = EMPTY_ALLOCATION
       previous.portSets,
     ),
     slots: stable(slotKeys, previous.slots),
+    tables: stable(tabled, previous.tables ?? {}),
   };
 }

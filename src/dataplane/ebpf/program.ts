@@ -3,6 +3,7 @@
  *
  *   parse → conntrack (established, reply, related: pass) → fail-closed exits
  *   → [ingress: node-originated: allow] → global tier → Kubernetes tier → default
+ *     (table mode: one decision-table lookup instead, see table-code.ts)
  *   → allow (new conntrack entry, flow event, TCX_NEXT) | deny (flow event, SHOT)
  *
  * followed by the bpf-to-bpf subprograms the rules call (count, set membership, IP-port
@@ -43,13 +44,15 @@ import {
   portSetKey,
   setLpmKey,
   SKB,
+  TABLE_FAIL_CLOSED,
   TCX,
   ctKey,
   type FailClosedReason,
 } from './layout.js';
-import { slotKey, type Allocation } from './node.js';
+import { hookKey, slotKey, type Allocation } from './node.js';
 import { emitParse, PARSE_LABELS } from './parse.js';
 import { RuleEmitter, SUBPROGRAMS, type RuleNumbers, type Subprogram } from './rules.js';
+import { emitTableDecision, TABLE_LABELS } from './table-code.js';
 
 /** bpf_ringbuf_output flag (include/uapi/linux/bpf.h). */
 const BPF_RB_NO_WAKEUP = 1;
@@ -206,12 +209,17 @@ export interface GeneratedProgram {
   maps: readonly string[];
 }
 
-/** The exits parse and conntrack jump to: non-IP passes, each fail-closed reason counts and drops. */
-function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers): void {
+/**
+ * The exits parse and conntrack (and in table mode the table lookup) jump to: non-IP passes,
+ * each fail-closed reason counts and drops.
+ */
+function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers, tabled: boolean): void {
   asm.label(PARSE_LABELS.nonIp).comment('not IP (ARP): pass').exitWith(TCX.NEXT);
-  for (const reason of FAIL_CLOSED) {
+  const exits: [string, string][] = FAIL_CLOSED.map((reason) => [reason, FAIL_LABELS[reason]]);
+  if (tabled) exits.push([TABLE_FAIL_CLOSED, TABLE_LABELS.fail]);
+  for (const [reason, label] of exits) {
     const slot = numbers.slot(failClosedRuleId(rs.endpoint, rs.direction, reason));
-    asm.label(FAIL_LABELS[reason]).comment(`fail closed (${reason}): count in slot ${slot}, then drop`);
+    asm.label(label).comment(`fail closed (${reason}): count in slot ${slot}, then drop`);
     asm.mov64(R1, slot).ldxw(R2, R6, SKB.len).callLocal(SUBPROGRAMS.count);
     asm.mov64(R1, slot).ja('fail_closed');
   }
@@ -236,16 +244,21 @@ function emitVerdictTails(asm: Assembler, rules: RuleEmitter): void {
   }
 }
 
-/** The policy program of one rule set, with numbers from `alloc`. Pure. */
+/**
+ * The policy program of one rule set, with numbers from `alloc`. Pure. A rule set with a table
+ * index in `alloc.tables` is decided by its table (the program then depends on no rule); any
+ * other walks its rules.
+ */
 export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram {
   const asm = new Assembler();
   const numbers = numbersFor(rs, alloc);
+  const tableIndex = alloc.tables?.[hookKey(rs.endpoint, rs.direction)];
   emitParse(asm, rs.direction);
   emitConntrackLookup(asm, rs.direction);
 
   // The exits parse and conntrack jump to come before the rules, so those jumps stay short
   // whatever the number of rules.
-  emitFailClosedExits(asm, rs, numbers);
+  emitFailClosedExits(asm, rs, numbers, tableIndex !== undefined);
 
   asm.label(CT_LABELS.policy);
 
@@ -259,8 +272,11 @@ export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram 
       .ldxw(R1, R6, SKB.ingressIfindex)
       .jeq(R1, 0, rules.far('allow'));
   }
-  rules.globalTier(rs, numbers);
-  rules.kubernetesTier(rs, numbers);
+  if (tableIndex !== undefined) emitTableDecision(asm, rules, tableIndex);
+  else {
+    rules.globalTier(rs, numbers);
+    rules.kubernetesTier(rs, numbers);
+  }
   emitVerdictTails(asm, rules);
 
   rules.calls.add(SUBPROGRAMS.count);

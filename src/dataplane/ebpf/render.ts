@@ -8,11 +8,12 @@ import { disassemble } from '../../bpf/index.js';
 import type { IR, RuleSet } from '../../ir/types.js';
 import { MAP } from './layout.js';
 import { COUNTER_SLOTS, CT_CAPACITY, EVENTS_BYTES, MAP_PURPOSE, MAP_SPECS } from './maps.js';
-import { allocate, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
+import { allocate, hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
 import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
 import { policyProgram } from './program.js';
 import { describeRule } from './rules.js';
+import { chooseTables, TABLE_HOOKS } from './tables.js';
 
 const SHOWN = 6;
 
@@ -43,6 +44,7 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
     out.push(row(name, spec.type, spec.key.size, spec.value.size, max));
   }
   out.push(row(MAP.events, 'ringbuf', 0, 0, `${EVENTS_BYTES / 1024} KiB`));
+  out.push(row(MAP.tables, 'array_of_maps', 4, 4, String(TABLE_HOOKS)));
 
   out.push('#', '# IP sets in ipsets (set index: members)');
   if (view.ipSets.length === 0) out.push('#   (none)');
@@ -77,12 +79,24 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
   return out;
 }
 
-function programLines(rs: RuleSet, alloc: Allocation, ifname: string): string[] {
+/** What a table-mode program's table holds, in place of the rules it no longer walks. */
+function tableLines(rs: RuleSet, alloc: Allocation, entries: number | undefined): string[] {
+  const index = alloc.tables?.[hookKey(rs.endpoint, rs.direction)];
+  if (index === undefined || !rs.table) return [];
+  const v4 = rs.table.prefixes.filter((p) => isIpv4(p.cidr)).length;
+  return [
+    `#   decision table at policy[${index}]: ${v4} IPv4 peer prefixes, ${rs.table.classes.length} classes, ` +
+      `${entries ?? '?'} trie entries (port ranges as prefixes); the rules below are not walked`,
+  ];
+}
+
+function programLines(rs: RuleSet, alloc: Allocation, ifname: string, entries?: number): string[] {
   const g = policyProgram(rs, alloc);
   const count = g.program.instructions.length;
   const out = [
     '',
     `# program ${g.name}: ${rs.endpoint} ${rs.direction} policy, tcx ${hookFor(rs.direction)} on ${ifname} (${count} instructions, maps ${g.maps.join(', ')})`,
+    ...tableLines(rs, alloc, entries),
     `#   global tier: ${rs.globalRules.length === 0 ? '(none)' : ''}`,
     ...rs.globalRules.map((r) => `#     ${describeRule(r)}`),
     `#   kubernetes tier: ${rs.kubernetesRules.length === 0 ? '(none)' : ''}`,
@@ -95,7 +109,8 @@ function programLines(rs: RuleSet, alloc: Allocation, ifname: string): string[] 
 
 export function renderNode(ir: IR, node: string): string {
   const view = nodeView(ir, node);
-  const alloc = allocate(view);
+  const tables = chooseTables(view.ruleSets, allocate(view, undefined, []).slots);
+  const alloc = allocate(view, undefined, [...tables.tabled.keys()]);
   const ifnames = new Map(view.endpoints.map((e) => [e.id, e.hostInterface]));
   const lines = [
     `# eBPF dataplane of node ${node}: ${view.endpoints.length} endpoints, ${view.ruleSets.length} policy programs` +
@@ -104,7 +119,12 @@ export function renderNode(ir: IR, node: string): string {
     '#',
     ...mapLines(view, alloc),
   ];
-  for (const rs of view.ruleSets) lines.push(...programLines(rs, alloc, ifnames.get(rs.endpoint) ?? '?'));
+  for (const f of tables.fallbacks)
+    lines.push(`# ${f.endpoint} ${f.direction}: walks its rules instead of its table (${f.reason})`);
+  for (const rs of view.ruleSets) {
+    const entries = tables.tabled.get(hookKey(rs.endpoint, rs.direction))?.entries.length;
+    lines.push(...programLines(rs, alloc, ifnames.get(rs.endpoint) ?? '?', entries));
+  }
   if (view.prefilters.length > 0) {
     const program = prefilterProgram();
     lines.push(

@@ -96,7 +96,8 @@ export class RuleEmitter {
     this.islandStart = this.asm.length;
   }
 
-  private call(sub: Subprogram): void {
+  /** Calls a subprogram (and has the program provide it). */
+  call(sub: Subprogram): void {
     this.calls.add(sub);
     this.asm.callLocal(sub);
   }

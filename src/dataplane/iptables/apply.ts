@@ -3,6 +3,8 @@
  * ones:
  *   1. one ipset restore: changed sets built complete under temporary names (new sets created
  *      empty), then swapped in, each atomically — the temporary names now hold the old members;
+ *      decision-table sets are named after their members, so a change is a new set, built in
+ *      place, and the old one is obsolete (destroyed in 3);
  *   2. iptables-restore --noflush per family (IPv4 and IPv6 side by side), only the changed
  *      chains; obsolete chains are deleted in the same table transaction once nothing refers to them;
  *   3. the old members and obsolete sets destroyed.
@@ -24,7 +26,7 @@ import {
 } from './kernel.js';
 import { FAMILIES, tmpSetName } from './names.js';
 import type { NodePlan } from './plan.js';
-import { destroyScript, fillScript, swapScript } from './render-sets.js';
+import { destroyScript, fillScript, swappedSets, swapScript } from './render-sets.js';
 import { restoreScript, type TableChange } from './script.js';
 
 /** `ipset` (build and swap), `iptables` or `ip6tables` (all tables of that family). */
@@ -101,13 +103,14 @@ function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
 
 async function undoSets(netns: string, diff: PlanDiff, swapped: number): Promise<string[]> {
   const problems: string[] = [];
+  const swappable = swappedSets(diff.sets, diff.missingSets);
   // A set that did not exist before is destroyed below rather than swapped back.
-  const back = swapScript(diff.sets.slice(0, swapped).filter((s) => !diff.missingSets.has(s.name)));
+  const back = swapScript(swappable.slice(0, swapped).filter((s) => !diff.missingSets.has(s.name)));
   if (back) {
     const r = await runInNetns(netns, 'ipset', ['restore'], back);
     if (r.code !== 0) problems.push(`swapping sets back failed: ${r.stderr.trim()}`);
   }
-  const failed = await destroySets(netns, [...diff.sets.map((s) => tmpSetName(s.name)), ...diff.missingSets]);
+  const failed = await destroySets(netns, [...swappable.map((s) => tmpSetName(s.name)), ...diff.missingSets]);
   for (const [name, why] of failed) problems.push(`could not destroy ${name}: ${why}`);
   return problems;
 }
@@ -161,10 +164,11 @@ async function applySets(
 ): Promise<string[]> {
   const setsOnly = diff.tables.length === 0;
   const fill = fillScript(diff.sets, diff.missingSets, diff.leftoverTmpSets);
-  const tmps = diff.sets.map((s) => tmpSetName(s.name));
+  const swappable = swappedSets(diff.sets, diff.missingSets);
+  const tmps = swappable.map((s) => tmpSetName(s.name));
   if (!fill) return tmps;
-  const swap = swapScript(diff.sets);
-  const early = diff.sets
+  const swap = swapScript(swappable);
+  const early = swappable
     .filter((s) => setsOnly || diff.missingSets.has(s.name))
     .map((s) => tmpSetName(s.name));
   const fillLines = fill.split('\n').length - 1;

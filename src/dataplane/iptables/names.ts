@@ -93,6 +93,42 @@ export function endpointChain(endpointId: string, direction: Direction, tier: 'm
   return name;
 }
 
+/**
+ * A chain of an endpoint's decision table (`SY-FWT-<endpoint>-<digest>`, 28 characters): named
+ * after the endpoint, direction and a digest of its own rules, so a chain whose rules did not
+ * change keeps its name (and its counters) across updates, and equal chains are one chain.
+ */
+export function tableChain(endpointId: string, direction: Direction, digest: string): string {
+  const name = `${direction === 'egress' ? 'SY-FWT' : 'SY-TWT'}-${endpointHash(endpointId)}-${digest}`;
+  if (name.length > MAX_CHAIN) throw new Error(`chain name ${name} is longer than ${MAX_CHAIN}`);
+  return name;
+}
+
+/** 8 hex digits of a text's hash: the digests in table chain names. */
+export function digestOf(text: string): string {
+  return hash(text, 8);
+}
+
+/**
+ * A decision table's set for one family and class bit (`sy-te4-<endpoint>-<bit>-<generation>`,
+ * 27 characters, so that `-tmp` still fits ipset's 31 when a repair swaps one): the generation is
+ * a digest of the members, so new contents are always a new set, filled before any rule refers to
+ * it, and the set a rule names never changes under it.
+ */
+export function tableSetName(
+  endpointId: string,
+  direction: Direction,
+  family: Family,
+  bit: number,
+  members: readonly string[],
+): string {
+  const generation = hash(members.join('\n'), 7);
+  const name = `${SET_PREFIX}t${direction === 'egress' ? 'e' : 'i'}${family}-${endpointHash(endpointId).slice(0, 10)}-${bit.toString(16)}-${generation}`;
+  if (name.length + TMP_SUFFIX.length > MAX_SET)
+    throw new Error(`set name ${name} is too long for ${MAX_SET}`);
+  return name;
+}
+
 /** A service port's chain (`SY-SVC-…`, kube-proxy's KUBE-SVC-…): picks one backend. */
 export function serviceChain(tableId: string): string {
   return `SY-SVC-${hash(tableId, 16)}`;
@@ -114,13 +150,13 @@ export function serviceEndpointChain(
 /** What an endpoint chain's name says about it, for counters (which only see the kernel). */
 export function parseEndpointChain(
   chain: string,
-): { hash: string; direction: Direction; tier: 'main' | 'global' } | undefined {
-  const m = /^SY-(FW|TW)(G?)-([0-9a-f]{12})$/.exec(chain);
-  if (!m) return undefined;
+): { hash: string; direction: Direction; tier: 'main' | 'global' | 'table' } | undefined {
+  const m = /^SY-(FW|TW)(G|T)?-([0-9a-f]{12})(-[0-9a-f]{8})?$/.exec(chain);
+  if (!m || (m[2] === 'T') !== (m[4] !== undefined)) return undefined;
   return {
     hash: m[3] as string,
     direction: m[1] === 'FW' ? 'egress' : 'ingress',
-    tier: m[2] ? 'global' : 'main',
+    tier: m[2] === 'G' ? 'global' : m[2] === 'T' ? 'table' : 'main',
   };
 }
 

@@ -16,6 +16,11 @@ export interface SetSpec {
   /** Entries exactly as `ipset add` takes them. */
   members: string[];
   description: string;
+  /**
+   * Named after its content (decision-table sets): a set the kernel lacks is built under its own
+   * name, as nothing refers to it yet; it is never refilled in place by an update.
+   */
+  versioned?: boolean;
 }
 
 export interface ChainSpec {

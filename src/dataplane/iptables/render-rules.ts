@@ -17,25 +17,16 @@ import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../../ir/
 import {
   ACCEPT_MARK,
   ALLOW_CHAIN,
-  commentText,
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
   endpointChain,
   FAMILIES,
   FLOWLOG_ALLOW_CHAIN,
-  FLOWLOG_BURST,
   FLOWLOG_DROP_CHAIN,
-  FLOWLOG_HASHLIMIT,
-  FLOWLOG_RATE,
-  FLOWLOG_SNAPLEN,
-  FLOWLOG_THRESHOLD,
-  flowLogPrefix,
   FORWARD_CHAIN,
   FROM_WL_CHAIN,
   INPUT_CHAIN,
   ipsetName,
-  NFLOG_GROUP,
-  nflogPrefix,
   PREFILTER_CHAIN,
   quote,
   TO_WL_CHAIN,
@@ -43,6 +34,8 @@ import {
 } from './names.js';
 import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
 import { natTable, serviceRejectChain } from './render-services.js';
+import { renderTableLayout, type TableLayout, type TableRuleSet } from './render-table.js';
+import { comment, decision, GOTO_ALLOW, line, logTarget, protocolMatch } from './rule-text.js';
 
 /** xt_multiport holds 15 ports; a range takes two of them. */
 export const MULTIPORT_SLOTS = 15;
@@ -54,16 +47,6 @@ const CT_RULES = [
 ];
 const CLEAR_MARK = `-j MARK --set-xmark 0x0/${ACCEPT_MARK}`;
 const IF_MARKED = `-m mark --mark ${ACCEPT_MARK}/${ACCEPT_MARK}`;
-const GOTO_ALLOW = `-g ${ALLOW_CHAIN}`;
-
-function comment(text: string): string {
-  return `-m comment --comment ${quote(commentText(text))}`;
-}
-
-function protocolMatch(protocol: Protocol, family: Family): string {
-  if (protocol === 'ICMP') return family === 4 ? '-p icmp' : '-p ipv6-icmp';
-  return `-p ${protocol.toLowerCase()}`;
-}
 
 /** Port ranges packed into as few multiport matches as fit (a single entry uses the plain match). */
 export function portMatches(
@@ -100,6 +83,8 @@ interface RenderContext {
   family: Family;
   sets: ReadonlyMap<string, SetSpec>;
   flowLogs: boolean;
+  /** Decision tables of the rule sets that have one (the others are walked). */
+  layouts: ReadonlyMap<string, TableLayout>;
 }
 
 /**
@@ -139,49 +124,9 @@ function ruleMatches(ctx: RenderContext, rule: Rule, direction: Direction): stri
   return [head];
 }
 
-function line(...parts: string[]): string {
-  return parts.filter(Boolean).join(' ');
-}
-
-const OVER_LIMIT = `-m hashlimit --hashlimit-above ${FLOWLOG_RATE} --hashlimit-burst ${FLOWLOG_BURST} --hashlimit-name ${FLOWLOG_HASHLIMIT}`;
-
-/**
- * The rules of one deciding match (`target` allows or drops). With flow logs, three rules:
- *
- *   1. over the shared rate limit: the same verdict through SY-FLOWLOG-ALLOW / SY-FLOWLOG-DROP,
- *      whose counters say how many decisions went unlogged (same comment: counted for the rule);
- *   2. NFLOG `sy A|D <rule id>` (no comment: counters never see it; NFLOG does not terminate);
- *   3. the verdict itself, as without flow logs.
- *
- * xt_hashlimit consumes a token from the one bucket whenever it does not match, so rule 1 lets
- * exactly the under-limit packets through to rule 2. Only new connections reach policy chains
- * (established ones are accepted first), so "allowed" means the first packet of a connection.
- */
-function decision(
-  ctx: RenderContext,
-  match: string,
-  commentId: string,
-  verdict: 'allow' | 'deny',
-  ruleId: string,
-  target: string,
-): string[] {
-  const plain = line(match, comment(commentId), target);
-  if (!ctx.flowLogs) return [plain];
-  const over = verdict === 'allow' ? `-g ${FLOWLOG_ALLOW_CHAIN}` : `-j ${FLOWLOG_DROP_CHAIN}`;
-  return [
-    line(match, OVER_LIMIT, comment(commentId), over),
-    line(
-      match,
-      `-j NFLOG --nflog-group ${NFLOG_GROUP} --nflog-prefix ${quote(flowLogPrefix(verdict, ruleId))}`,
-      `--nflog-size ${FLOWLOG_SNAPLEN} --nflog-threshold ${FLOWLOG_THRESHOLD}`,
-    ),
-    plain,
-  ];
-}
-
 function globalRules(ctx: RenderContext, rule: Rule, match: string): string[] {
   if (rule.action === 'allow' || rule.action === 'deny')
-    return decision(ctx, match, rule.id, rule.action, rule.id, globalTarget(rule));
+    return decision(ctx.flowLogs, match, rule.id, rule.action, rule.id, globalTarget(rule));
   return [line(match, comment(rule.id), globalTarget(rule))];
 }
 
@@ -194,7 +139,7 @@ function globalTarget(rule: Rule): string {
     case 'pass':
       return '-j RETURN';
     case 'log':
-      return `-j NFLOG --nflog-group ${NFLOG_GROUP} --nflog-prefix ${quote(nflogPrefix(rule.id))}`;
+      return logTarget(rule.id);
   }
 }
 
@@ -206,7 +151,24 @@ const ND_RULES = ['router-solicitation', 'neighbour-solicitation', 'neighbour-ad
   (t) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j ACCEPT`,
 );
 
+/** Key of a rule set's table layout in one family. */
+function layoutKey(endpoint: string, direction: Direction, family: Family): string {
+  return `${endpoint}|${direction}|${family}`;
+}
+
+/**
+ * Table mode: after conntrack, the endpoint chain goes straight into its decision table, whose
+ * every leaf allows (mark and return) or drops. No mark to clear: nothing in the table reads it.
+ */
+function tableChains(ctx: RenderContext, rs: RuleSet, layout: TableLayout): ChainSpec[] {
+  const main = endpointChain(rs.endpoint, rs.direction, 'main');
+  const rules = [...CT_RULES, ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : [])];
+  return [{ name: main, rules: [...rules, `-g ${layout.root}`] }, ...layout.chains];
+}
+
 function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
+  const layout = ctx.layouts.get(layoutKey(rs.endpoint, rs.direction, ctx.family));
+  if (layout) return tableChains(ctx, rs, layout);
   const main = endpointChain(rs.endpoint, rs.direction, 'main');
   const rules = [...CT_RULES, ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : []), CLEAR_MARK];
   const out: ChainSpec[] = [];
@@ -221,13 +183,13 @@ function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   // Kubernetes rules only allow (union semantics): order among them does not matter.
   for (const r of rs.kubernetesRules) {
     for (const m of ruleMatches(ctx, r, rs.direction))
-      rules.push(...decision(ctx, m, r.id, 'allow', r.id, GOTO_ALLOW));
+      rules.push(...decision(ctx.flowLogs, m, r.id, 'allow', r.id, GOTO_ALLOW));
   }
   const defaultId = defaultRuleId(rs.endpoint, rs.direction);
   rules.push(
     ...(rs.kubernetesDefault === 'deny'
-      ? decision(ctx, '', DEFAULT_DENY_COMMENT, 'deny', defaultId, '-j DROP')
-      : decision(ctx, '', DEFAULT_ALLOW_COMMENT, 'allow', defaultId, GOTO_ALLOW)),
+      ? decision(ctx.flowLogs, '', DEFAULT_DENY_COMMENT, 'deny', defaultId, '-j DROP')
+      : decision(ctx.flowLogs, '', DEFAULT_ALLOW_COMMENT, 'allow', defaultId, GOTO_ALLOW)),
   );
   return [{ name: main, rules }, ...out];
 }
@@ -324,17 +286,41 @@ function rawTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan | und
   };
 }
 
-/** Both families: IPv6 is enforced with the same chains over the IPv6 twins of the sets. */
+/** The decision tables of the node's rule sets that carry one, per family (see render-table.ts). */
+export function tableLayouts(
+  nodeIr: IR,
+  node: string,
+  options: RenderOptions = {},
+): Map<string, TableLayout> {
+  const local = new Set(localEndpoints(nodeIr, node).map((e) => e.id));
+  const out = new Map<string, TableLayout>();
+  for (const rs of nodeIr.ruleSets) {
+    if (!rs.table || !local.has(rs.endpoint)) continue;
+    const withTable: TableRuleSet = { ...rs, table: rs.table };
+    for (const family of FAMILIES)
+      out.set(
+        layoutKey(rs.endpoint, rs.direction, family),
+        renderTableLayout(withTable, family, options.flowLogs ?? true),
+      );
+  }
+  return out;
+}
+
+/**
+ * Both families: IPv6 is enforced with the same chains over the IPv6 twins of the sets. `sets`
+ * are the IR's (walked rule sets and prefilters); `layouts` the decision tables, with their own.
+ */
 export function renderTables(
   nodeIr: IR,
   node: string,
   sets: readonly SetSpec[],
   options: RenderOptions = {},
+  layouts: ReadonlyMap<string, TableLayout> = new Map(),
 ): TablePlan[] {
   const index = new Map(sets.map((s) => [s.name, s]));
   const out: TablePlan[] = [];
   for (const family of FAMILIES) {
-    const ctx: RenderContext = { family, sets: index, flowLogs: options.flowLogs ?? true };
+    const ctx: RenderContext = { family, sets: index, flowLogs: options.flowLogs ?? true, layouts };
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);

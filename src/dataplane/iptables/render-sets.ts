@@ -3,6 +3,7 @@
  * (IpSet) or hash:ip,port (IpPortSet) of family inet, plus an inet6 twin when it has IPv6 members.
  * The IPv4 set always exists, even empty, so a label change that fills it only rewrites the set.
  */
+import { referencedSets } from '../../ir/slice.js';
 import type { IR } from '../../ir/types.js';
 import { ipsetName, tmpSetName, type Family } from './names.js';
 import type { SetSpec } from './plan.js';
@@ -12,15 +13,22 @@ function familyOf(address: string): Family {
 }
 
 /** hash:net cannot store a zero-length prefix: the whole space is its two halves. */
-function netEntries(cidr: string): string[] {
+export function netEntries(cidr: string): string[] {
   if (cidr === '0.0.0.0/0') return ['0.0.0.0/1', '128.0.0.0/1'];
   if (cidr === '::/0') return ['::/1', '8000::/1'];
   return [cidr];
 }
 
+/**
+ * The IR's sets that the rendered rules use: those of rule sets that are walked (a rule set with
+ * a decision table has its own sets, see render-table.ts) and of prefilters.
+ */
 export function renderSets(nodeIr: IR): SetSpec[] {
+  const used = referencedSets(nodeIr.ruleSets.filter((rs) => !rs.table));
+  for (const p of nodeIr.prefilters) used.ipSets.add(p.set);
   const out: SetSpec[] = [];
   for (const s of nodeIr.ipSets) {
+    if (!used.ipSets.has(s.id)) continue;
     for (const family of [4, 6] as const) {
       const members = s.cidrs.filter((c) => familyOf(c) === family).flatMap(netEntries);
       if (family === 6 && members.length === 0) continue;
@@ -35,6 +43,7 @@ export function renderSets(nodeIr: IR): SetSpec[] {
     }
   }
   for (const s of nodeIr.ipPortSets) {
+    if (!used.ipPortSets.has(s.id)) continue;
     const proto = s.protocol.toLowerCase();
     for (const family of [4, 6] as const) {
       const members = s.members
@@ -88,9 +97,17 @@ export function sameSetContent(a: SetSpec, b: SetSpec): boolean {
 }
 
 /**
+ * A decision-table set the kernel does not have yet is built complete under its own name: no rule
+ * names it before the iptables step that follows. Every other changed set goes through `-tmp`.
+ */
+export function builtInPlace(s: SetSpec, missing: ReadonlySet<string>): boolean {
+  return s.versioned === true && missing.has(s.name);
+}
+
+/**
  * Phase 1: every changed set is built complete under its temporary name; sets the kernel does not
- * have yet are created empty under their real name so phase 2 can swap into them. Nothing that
- * rules reference changes in this phase.
+ * have yet are created empty under their real name so phase 2 can swap into them (decision-table
+ * sets are built in place). Nothing that rules reference changes in this phase.
  */
 export function fillScript(
   changed: readonly SetSpec[],
@@ -99,17 +116,22 @@ export function fillScript(
 ): string {
   const lines: string[] = leftovers.map((n) => `destroy ${n}`);
   for (const s of changed) {
-    const tmp = tmpSetName(s.name);
-    lines.push(createLine(s, tmp));
-    for (const m of s.members) lines.push(`add ${tmp} ${m}`);
-    if (missing.has(s.name)) lines.push(createLine(s, s.name));
+    const target = builtInPlace(s, missing) ? s.name : tmpSetName(s.name);
+    lines.push(createLine(s, target));
+    for (const m of s.members) lines.push(`add ${target} ${m}`);
+    if (missing.has(s.name) && target !== s.name) lines.push(createLine(s, s.name));
   }
   return lines.length ? lines.join('\n') + '\n' : '';
 }
 
+/** The changed sets phase 2 swaps (all but those built in place). */
+export function swappedSets(changed: readonly SetSpec[], missing: ReadonlySet<string>): SetSpec[] {
+  return changed.filter((s) => !builtInPlace(s, missing));
+}
+
 /** Phase 2: each swap is atomic per set; after it the temporary name holds the old members. */
-export function swapScript(changed: readonly SetSpec[]): string {
-  return changed.map((s) => `swap ${tmpSetName(s.name)} ${s.name}\n`).join('');
+export function swapScript(swapped: readonly SetSpec[]): string {
+  return swapped.map((s) => `swap ${tmpSetName(s.name)} ${s.name}\n`).join('');
 }
 
 export function destroyScript(names: readonly string[]): string {
