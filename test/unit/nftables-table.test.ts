@@ -13,12 +13,12 @@ import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { NftChain, NftRuleset } from '../../src/dataplane/nftables/objects.js';
 import { buildRuleset } from '../../src/dataplane/nftables/ruleset.js';
 import {
-  lookup,
   PORT_PROTOCOLS,
   type DecisionTable,
   type PortProtocol,
   type TableEntry,
 } from '../../src/ir/decision-table.js';
+import { lookup } from '../../src/ir/table-lookup.js';
 import type { IR, Protocol } from '../../src/ir/types.js';
 import { loadManifests } from '../../src/model/index.js';
 import { NETPOL_E2E_DIR } from '../fixtures/netpol-e2e/cases.js';
