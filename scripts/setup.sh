@@ -16,6 +16,7 @@ apt_packages=(
   etcd-server  # cluster mode: the datastore agents watch
   etcd-client  # etcdctl: the etcd process test reads and writes keys with the standard client
   chromium   # the web console's browser test (playwright-core drives it; nothing is downloaded)
+  python3-minimal  # raw-socket ICMP/SCTP/GRE senders in the nftables table-mode tests
 )
 
 missing=()
