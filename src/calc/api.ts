@@ -17,7 +17,9 @@ export interface BuildOptions {
   node?: string;
   /**
    * `table` resolves each rule set into a decision table where it fits `maxTableEntries`
-   * (default MAX_TABLE_ENTRIES); `walk` (the default) leaves backends to walk the rules.
+   * (default MAX_TABLE_ENTRIES); `walk` leaves backends to walk the rules. Absent means walk:
+   * calc stays a plain function of its inputs; the product's default (DEFAULT_POLICY_MODE, table)
+   * is applied where users meet it (CLI, lab, agent).
    */
   policyMode?: PolicyMode;
   maxTableEntries?: number;

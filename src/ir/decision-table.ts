@@ -95,7 +95,7 @@ export function tableSize(table: DecisionTable): TableSize {
 }
 
 /** What `--policy-mode` means when not given. */
-export const DEFAULT_POLICY_MODE: PolicyMode = 'walk';
+export const DEFAULT_POLICY_MODE: PolicyMode = 'table';
 
 /** How an IR's rule sets are decided: what compile, node status and the agent's metrics report. */
 export interface TableModeSummary {
