@@ -111,4 +111,29 @@ describeBuilt('switchyard CLI', () => {
     expect(local.length).toBeLessThan(all.endpoints.length);
     expect(new Set(one.ruleSets.map((r) => r.endpoint))).toEqual(new Set(local));
   });
+
+  it('compile decides by tables unless --policy-mode walk, and says which', () => {
+    const ir = JSON.parse(run('compile', 'examples/walkthrough', '--backend', 'ir').stdout) as {
+      policyMode?: string;
+      ruleSets: { table?: unknown }[];
+    };
+    expect(ir.policyMode).toBe('table');
+    expect(ir.ruleSets.every((rs) => rs.table !== undefined)).toBe(true);
+    const table = run('compile', 'examples/walkthrough', '--backend', 'nftables', '--node', 'node-1');
+    expect(table.stdout).toMatch(/^# table mode: 4 rule sets as tables \(\d+ entries\), 0 walked$/m);
+    const walk = run(
+      'compile',
+      'examples/walkthrough',
+      '--backend',
+      'nftables',
+      '--node',
+      'node-1',
+      '--policy-mode',
+      'walk',
+    );
+    expect(walk.stdout).toMatch(/^# walk mode: 4 rule sets walked$/m);
+    const bad = run('compile', 'examples/walkthrough', '--policy-mode', 'fast');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('Allowed choices are table, walk');
+  });
 });
