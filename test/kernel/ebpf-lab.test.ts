@@ -112,6 +112,8 @@ describeKernel('ebpf: real packets in the lab', () => {
       backend: 'ebpf',
       // These tests drive the backend directly; an agent would repair what they change.
       agents: false,
+      // The walk's mechanics (program swaps, set membership); ebpf-table.test.ts has the tables'.
+      policyMode: 'walk',
     });
     timings.labUpMs = performance.now() - started;
     state = result.state;

@@ -133,6 +133,7 @@ describeKernel('ebpf table mode: real packets, counters, rule changes without re
         mode: 'up',
         backend: 'ebpf',
         agents: false,
+        policyMode: 'walk',
       })
     ).state;
     applied = state.backendIR ?? state.ir;
