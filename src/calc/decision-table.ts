@@ -24,7 +24,7 @@ import {
   type TableOverflow,
 } from '../ir/decision-table.js';
 import { defaultRuleId } from '../ir/rule-ids.js';
-import type { IR, IpPortSet, PortRange, Protocol, Rule, RuleSet } from '../ir/types.js';
+import type { IR, IpPortSet, IpSet, PortRange, Protocol, Rule, RuleSet } from '../ir/types.js';
 import {
   addressRangeToCidrs,
   familyBits,
@@ -174,23 +174,45 @@ interface Span {
 /** Every interval of `family` a rule can tell apart from its neighbours. */
 function spansOf(ir: IR, rules: readonly Rule[], portSets: readonly IpPortSet[], family: Family): Span[] {
   const setIds = new Set(rules.flatMap((r) => (r.peerSet === undefined ? [] : [r.peerSet])));
+  const sets = setsById(ir);
   const spans: Span[] = [];
   for (const id of setIds) {
-    const set = ir.ipSets.find((s) => s.id === id);
+    const set = sets.get(id);
     if (!set) throw new Error(`IR references unknown set ${id}`);
-    for (const text of set.cidrs) {
-      const c = parseCidr(text);
-      if (!c) throw new Error(`set ${id} holds an invalid CIDR '${text}'`);
-      if (c.family !== family) continue;
-      const size = 1n << BigInt(familyBits(family) - c.prefix);
-      spans.push({ start: c.base, end: c.base + size - 1n, key: `s:${id}` });
-    }
+    for (const r of rangesOf(set))
+      if (r.family === family) spans.push({ start: r.start, end: r.end, key: `s:${id}` });
   }
   for (const m of portSets.flatMap((s) => s.members)) {
     const a = parseAddress(m.address);
     if (a?.family === family) spans.push({ start: a.value, end: a.value, key: `m:${addressKey(a)}` });
   }
   return spans;
+}
+
+/** Every table of an IR reads the same sets: index them once per IR, parse each once. */
+const setIndex = new WeakMap<IR, Map<string, IpSet>>();
+const setRanges = new WeakMap<IpSet, { family: Family; start: bigint; end: bigint }[]>();
+
+function setsById(ir: IR): Map<string, IpSet> {
+  let index = setIndex.get(ir);
+  if (!index) setIndex.set(ir, (index = new Map(ir.ipSets.map((s) => [s.id, s]))));
+  return index;
+}
+
+function rangesOf(set: IpSet): { family: Family; start: bigint; end: bigint }[] {
+  const known = setRanges.get(set);
+  if (known) return known;
+  const ranges = set.cidrs.map((text) => {
+    const c = parseCidr(text);
+    if (!c) throw new Error(`set ${set.id} holds an invalid CIDR '${text}'`);
+    return {
+      family: c.family,
+      start: c.base,
+      end: c.base + (1n << BigInt(familyBits(c.family) - c.prefix)) - 1n,
+    };
+  });
+  setRanges.set(set, ranges);
+  return ranges;
 }
 
 /**
@@ -231,27 +253,26 @@ function signatureOf(active: ReadonlyMap<string, number>): Signature {
  * and any atom that behaves exactly like them joins it (and needs no prefix at all).
  */
 function classify(ctx: Context, atoms: readonly Atom[]): { classes: PeerClass[]; classOfAtom: number[] } {
-  const rows = new Map<string, Omit<PeerClass, 'id'>>();
-  const rowOf = (sig: Signature): Omit<PeerClass, 'id'> => {
-    const known = rows.get(sig.key);
-    if (known) return known;
-    const row = rowFor(ctx, sig);
-    rows.set(sig.key, row);
-    return row;
-  };
-  const rest = rowOf({ key: '', sets: new Set() });
-  const classes: PeerClass[] = [{ id: 0, ...rest }];
-  const idByRow = new Map<string, number>([[JSON.stringify(rest), 0]]);
-  const classOfAtom = atoms.map((atom) => {
-    const row = rowOf(atom.signature);
-    const key = JSON.stringify(row);
-    const known = idByRow.get(key);
+  const classes: PeerClass[] = [];
+  const idByRow = new Map<string, number>();
+  // Many atoms share a signature (every member of the same sets): decide and compare its row once.
+  const idBySignature = new Map<string, number>();
+  const classOf = (sig: Signature): number => {
+    const known = idBySignature.get(sig.key);
     if (known !== undefined) return known;
-    const id = classes.length;
-    classes.push({ id, ...row });
-    idByRow.set(key, id);
+    const row = rowFor(ctx, sig);
+    const rowKey = JSON.stringify(row);
+    let id = idByRow.get(rowKey);
+    if (id === undefined) {
+      id = classes.length;
+      classes.push({ id, ...row });
+      idByRow.set(rowKey, id);
+    }
+    idBySignature.set(sig.key, id);
     return id;
-  });
+  };
+  classOf({ key: '', sets: new Set() }); // the rest is class 0
+  const classOfAtom = atoms.map((atom) => classOf(atom.signature));
   return { classes, classOfAtom };
 }
 

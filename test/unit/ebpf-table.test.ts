@@ -168,15 +168,29 @@ const slot = (rule: string): number => {
 };
 
 describe('a table as trie entries', () => {
-  it('loads IPv4 prefixes of classes other than 0, and one entry per port prefix, ICMP and other', () => {
+  it('loads IPv4 prefixes of classes other than 0; per protocol a background entry and the prefixes of the rest', () => {
     const encoding = encodeTable(table(), slot);
     if (!encoding.ok) throw new Error(encoding.reason);
     const t = encoding.table;
     expect(t.prefixes).toBe(1);
     expect(t.skippedIpv6).toBe(1);
-    const ports = (first: number, last: number): number => portRangePrefixes(first, last).length;
-    // class 0: 3 full ranges + ICMP + other; class 1: TCP 0–79, 80, 81–65535, UDP, SCTP, ICMP, other
-    expect(t.entries.length).toBe(1 + 5 + ports(0, 79) + 1 + ports(81, 65535) + 4);
+    // class 0: 3 full ranges + ICMP + other; class 1: TCP's background (the deny of 0–79 and
+    // 81–65535) and port 80, UDP, SCTP, ICMP, other: the ranges around 80 take no prefixes.
+    expect(t.entries.length).toBe(1 + 5 + 2 + 4);
+    const tcp = (port: number): number | undefined => {
+      // The trie's answer: the longest prefix of class 1's TCP rows that holds the port.
+      let best: { bits: number; slot: number } | undefined;
+      for (const e of t.entries) {
+        const k = codecs.decode(tablePortKey, e.key);
+        if (k.kind !== TABLE_KEY_KIND.port || k.class !== 1 || k.proto !== 6) continue;
+        const bits = k.prefixlen - 32;
+        const mask = bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff;
+        if ((port & mask) === (k.port & mask) && (!best || bits > best.bits))
+          best = { bits, slot: e.value.slot };
+      }
+      return best?.slot;
+    };
+    expect([0, 79, 80, 81, 65535].map(tcp)).toEqual([7, 7, 8, 7, 7]);
     const other = t.entries.find((e) => {
       const k = codecs.decode(tablePortKey, e.key);
       return k.kind === TABLE_KEY_KIND.port && k.class === 1 && k.proto === TABLE_OTHER_PROTOCOL;

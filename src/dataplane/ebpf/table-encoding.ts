@@ -4,12 +4,19 @@
  * with counter slots instead of rule ids. Pure: apply writes the result, tests read it.
  *
  * Port ranges become the fewest port prefixes that cover them exactly (as Cilium does for port
- * ranges in its policy map): LPM answers "which range holds this port" in one lookup. ICMP and
- * the other IP protocols carry no port: their entries match every port (prefix length 0).
+ * ranges in its policy map): LPM answers "which range holds this port" in one lookup. Per class
+ * and protocol the most expensive outcome is written once, for every port (see portRows). ICMP
+ * and the other IP protocols carry no port: their entries match every port (prefix length 0).
  */
 import { createHash } from 'node:crypto';
 import { codecs } from '../../bpf/index.js';
-import { MAX_PORT, PORT_PROTOCOLS, type DecisionTable, type TableEntry } from '../../ir/decision-table.js';
+import {
+  MAX_PORT,
+  PORT_PROTOCOLS,
+  type DecisionTable,
+  type PortEntry,
+  type TableEntry,
+} from '../../ir/decision-table.js';
 import {
   EVENT_VERDICT,
   IPPROTO,
@@ -105,6 +112,41 @@ export function portKey(classId: number, proto: number, prefix: PortPrefix): Tab
 /** Every port: prefix length 0 (ICMP, other protocols). */
 const ANY_PORT: PortPrefix = { value: 0, bits: 0 };
 
+/** What a counter and the walk see of an entry: equal outcomes may share one trie entry. */
+function outcomeKey(e: TableEntry): string {
+  return JSON.stringify([e.verdict, e.rule, e.passedBy ?? '', e.logged]);
+}
+
+/**
+ * One protocol's port entries as trie rows. The outcome whose ranges take the most prefixes
+ * becomes the protocol's background: one row matching every port (prefix length 0), which the
+ * longest-prefix match overrides wherever another outcome's (longer) prefix holds the port. A
+ * class that allows one port thus needs two rows, not the thirty-odd prefixes of the ranges
+ * around that port.
+ */
+function portRows(entries: readonly PortEntry[]): [PortPrefix, TableEntry][] {
+  const byOutcome = new Map<string, { entry: TableEntry; prefixes: PortPrefix[] }[]>();
+  const expanded = entries.map((e) => ({ entry: e, prefixes: portRangePrefixes(e.first, e.last) }));
+  for (const x of expanded) {
+    const key = outcomeKey(x.entry);
+    byOutcome.set(key, [...(byOutcome.get(key) ?? []), x]);
+  }
+  let background: string | undefined;
+  let most = -1;
+  for (const [key, group] of byOutcome) {
+    const count = group.reduce((n, x) => n + x.prefixes.length, 0);
+    if (count > most) [background, most] = [key, count];
+  }
+  const rows: [PortPrefix, TableEntry][] = [];
+  for (const x of expanded) {
+    if (outcomeKey(x.entry) === background) continue;
+    for (const prefix of x.prefixes) rows.push([prefix, x.entry]);
+  }
+  const first = background === undefined ? undefined : byOutcome.get(background)?.[0]?.entry;
+  if (first) rows.push([ANY_PORT, first]);
+  return rows;
+}
+
 /**
  * The trie entries of `table`, with counter slots from `slot` (IR rule id → slot). Fails when an
  * entry names more Log rules than a value holds (TABLE_LOG_SLOTS): the caller keeps the walk.
@@ -143,8 +185,7 @@ export function encodeTable(table: DecisionTable, slot: (rule: string) => number
   for (const cls of table.classes) {
     const rows: [number, PortPrefix, TableEntry][] = [];
     for (const protocol of PORT_PROTOCOLS)
-      for (const e of cls.ports[protocol])
-        for (const prefix of portRangePrefixes(e.first, e.last)) rows.push([IPPROTO[protocol], prefix, e]);
+      for (const [prefix, e] of portRows(cls.ports[protocol])) rows.push([IPPROTO[protocol], prefix, e]);
     rows.push([IPPROTO.ICMP, ANY_PORT, cls.icmp], [TABLE_OTHER_PROTOCOL, ANY_PORT, cls.other]);
     for (const [proto, prefix, e] of rows) {
       const value = valueOf(e);

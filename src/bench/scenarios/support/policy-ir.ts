@@ -9,6 +9,8 @@
 import { withDecisionTables } from '../../../calc/index.js';
 import { tableSize, type PolicyMode } from '../../../ir/decision-table.js';
 import type { IR, IpSet, PolicyRef, Rule, RuleSet } from '../../../ir/types.js';
+import { tablePortKey, tableValue } from '../../../dataplane/ebpf/layout.js';
+import { encodeTable } from '../../../dataplane/ebpf/table-encoding.js';
 import { intToIpv4 } from './frames.js';
 import { NODE_ADDRESS, type BenchPod } from './topology.js';
 import { BENCH_NODE } from './turns.js';
@@ -137,12 +139,19 @@ export function withOneRuleChanged(rules: number, mode: PolicyMode): IR {
   return mode === 'table' ? withDecisionTables(ir) : ir;
 }
 
-/** The ingress table's size, or why there is none, for the notes. */
+/**
+ * The ingress table's size, or why there is none, for the notes: entries as calc builds them, and
+ * what the eBPF backend loads of them (trie rows and their bytes; slots do not change the count).
+ */
 export function describeTable(ir: IR): string {
   const ingress = ir.ruleSets.find((rs) => rs.direction === 'ingress');
   if (ingress?.table) {
     const size = tableSize(ingress.table);
-    return `${size.entries} entries, ${size.prefixes} prefixes, ${ingress.table.classes.length} classes`;
+    const encoded = encodeTable(ingress.table, () => 1);
+    const trie = encoded.ok
+      ? `; eBPF trie ${encoded.table.entries.length} rows, ${((encoded.table.entries.length * (tablePortKey.size + tableValue.size)) / 1024).toFixed(0)} KiB of keys and values`
+      : '';
+    return `${size.entries} entries, ${size.prefixes} prefixes, ${ingress.table.classes.length} classes${trie}`;
   }
   if (ingress?.tableOverflow)
     return `over the bound (${ingress.tableOverflow.entries} entries > ${ingress.tableOverflow.maxEntries}): walked`;
