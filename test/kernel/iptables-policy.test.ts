@@ -119,7 +119,7 @@ for (const policyMode of POLICY_MODES)
         // A new generation of x/a's ingress table set (the old one, if it had one, destroyed) and
         // the chains of that table that name it; nothing of any other endpoint.
         const xa = endpointHash('x/a');
-        const set = `sy-ti4-${xa.slice(0, 10)}-0-[0-9a-f]{7}`;
+        const set = `sy-ti4-${xa.slice(0, 9)}-[0-9a-f]{2}-[0-9a-f]{7}`;
         expect(changed[xaNode]).toEqual(
           expect.arrayContaining([expect.stringMatching(new RegExp(`^ipset ${set}$`))]),
         );

@@ -24,6 +24,8 @@ export interface Outcome {
   logs: string[];
   /** Rules evaluated. */
   steps: number;
+  /** ipset lookups made (the dear part of a rule: a hash probe per prefix length in the set). */
+  lookups: number;
 }
 
 function tokens(args: string): string[] {
@@ -84,8 +86,9 @@ export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet
   const counted: string[] = [];
   const logs: string[] = [];
   let steps = 0;
+  let lookups = 0;
   const stack: { chain: string; i: number }[] = [{ chain: start, i: 0 }];
-  const done = (verdict: 'allow' | 'deny'): Outcome => ({ verdict, counted, logs, steps });
+  const done = (verdict: 'allow' | 'deny'): Outcome => ({ verdict, counted, logs, steps, lookups });
   while (stack.length > 0) {
     const frame = stack[stack.length - 1] as { chain: string; i: number };
     const rules = chains.get(frame.chain);
@@ -124,6 +127,7 @@ export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet
             next();
             const set = sets.get(next());
             if (!set) throw new Error(`unknown set in ${rule}`);
+            lookups++;
             matched = inSet(set, p, next());
           } else if (m === 'comment') {
             next();

@@ -150,7 +150,7 @@ function familyOf(address: string): 4 | 6 {
 }
 
 /** What a packet must get in table mode according to the table itself. */
-function fromLookup(table: DecisionTable, rs: RuleSet, p: Packet): Omit<Outcome, 'steps'> {
+function fromLookup(table: DecisionTable, rs: RuleSet, p: Packet): Omit<Outcome, 'steps' | 'lookups'> {
   if (p.protocol === 'GRE') throw new Error('lookup has no other protocols');
   const e = lookup(table, p.remote, p.protocol, p.dport);
   const isDefault = e.rule === defaultRuleId(rs.endpoint, rs.direction);
@@ -189,8 +189,8 @@ function agree(walk: IR, table: IR, sample?: (packets: Packet[]) => Packet[]): n
       const all = packetsFor(table, rs, dt);
       for (const p of sample ? sample(all) : all) {
         const family = familyOf(p.remote);
-        const { steps: _s, ...got } = runChain(tablePlan, family, start, p);
-        const { steps: _w, ...want } = runChain(walkPlan, family, start, p);
+        const { steps: _s, lookups: _sl, ...got } = runChain(tablePlan, family, start, p);
+        const { steps: _w, lookups: _wl, ...want } = runChain(walkPlan, family, start, p);
         const what = `${node} ${rs.endpoint} ${rs.direction} ${p.remote} ${p.protocol} ${String(p.dport)}`;
         if (JSON.stringify(got) !== JSON.stringify(want)) expect(got, `${what} (walk)`).toEqual(want);
         if (p.protocol !== 'GRE') {
@@ -282,11 +282,11 @@ describe('iptables table mode: objects', () => {
   const { table } = both(modelOf(manifests()));
   const plan = planForNode(table, 'node-a');
 
-  it('names its sets sy-t…-<bit>-<generation> and its chains SY-FWT/TWT-…, within the kernel limits', () => {
+  it('names its sets sy-t…-<level><digit>-<generation> and its chains SY-FWT/TWT-…, within the kernel limits', () => {
     const tableSets = plan.sets.filter((s) => s.versioned);
     expect(tableSets.length).toBeGreaterThan(0);
     for (const s of tableSets) {
-      expect(s.name).toMatch(/^sy-t[ei][46]-[0-9a-f]{10}-[0-9a-b]-[0-9a-f]{7}$/);
+      expect(s.name).toMatch(/^sy-t[ei][46]-[0-9a-f]{9}-[0-9a-f]{2}-[0-9a-f]{7}$/);
       expect(`${s.name}-tmp`.length).toBeLessThanOrEqual(31);
       expect(s.type).toBe('hash:net');
     }

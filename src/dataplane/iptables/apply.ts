@@ -25,7 +25,7 @@ import {
   type KernelState,
 } from './kernel.js';
 import { FAMILIES, tmpSetName } from './names.js';
-import type { NodePlan } from './plan.js';
+import type { NodePlan, TableFallback } from './plan.js';
 import { destroyScript, fillScript, swappedSets, swapScript } from './render-sets.js';
 import { restoreScript, type TableChange } from './script.js';
 
@@ -229,6 +229,16 @@ async function applyTables(
   }
 }
 
+/**
+ * Rule sets that carry a table but are walked on this node, said when that is new (as the eBPF
+ * backend says its own): `table-fallback:<endpoint>/<direction>: <reason>`.
+ */
+function reportFallbacks(next: NodePlan, previous: NodePlan | undefined, changed: string[]): void {
+  const said = (f: TableFallback): string => `table-fallback:${f.endpoint}/${f.direction}: ${f.reason}`;
+  const before = new Set((previous?.fallbacks ?? []).map(said));
+  for (const f of next.fallbacks) if (!before.has(said(f))) changed.push(said(f));
+}
+
 export async function applyPlan(
   netns: string,
   next: NodePlan,
@@ -248,5 +258,6 @@ export async function applyPlan(
   const notDestroyed = obsolete.length ? await destroySets(netns, obsolete) : new Map<string, string>();
   for (const n of diff.obsoleteSets) if (!notDestroyed.has(n)) changed.push(`ipset ${n} (destroyed)`);
   for (const [n, why] of notDestroyed) changed.push(`ipset ${n} (not destroyed: ${why})`);
+  reportFallbacks(next, previous, changed);
   return { changed, durationMs: performance.now() - started };
 }

@@ -60,6 +60,11 @@ export interface IptablesBackendOptions {
    * every allowed connection, prefixed `sy D <rule>` / `sy A <rule>`. Default true.
    */
   flowLogs?: boolean;
+  /**
+   * Test hook: the deepest chain level a decision table may reach before it is walked instead
+   * (default: what nf_tables allows, less a margin; see depth.ts).
+   */
+  maxChainLevel?: number;
   /** Test hook: rewrites a script right before apply runs it (stage `ipset`, `iptables` or `ip6tables`). */
   transformScript?: (stage: ScriptStage, script: string) => string;
 }
@@ -80,7 +85,10 @@ export class IptablesBackend implements Backend {
   }
 
   private plan(ir: IR, node: string): NodePlan {
-    return planForNode(ir, node, { flowLogs: this.options.flowLogs ?? true });
+    return planForNode(ir, node, {
+      flowLogs: this.options.flowLogs ?? true,
+      ...(this.options.maxChainLevel !== undefined ? { maxLevel: this.options.maxChainLevel } : {}),
+    });
   }
 
   async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {

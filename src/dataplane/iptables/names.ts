@@ -110,20 +110,23 @@ export function digestOf(text: string): string {
 }
 
 /**
- * A decision table's set for one family and class bit (`sy-te4-<endpoint>-<bit>-<generation>`,
- * 27 characters, so that `-tmp` still fits ipset's 31 when a repair swaps one): the generation is
- * a digest of the members, so new contents are always a new set, filled before any rule refers to
- * it, and the set a rule names never changes under it.
+ * A decision table's set for one family, class digit position and digit value
+ * (`sy-te4-<endpoint>-<level><value>-<generation>`, 27 characters, so that `-tmp` still fits
+ * ipset's 31 when a repair swaps one): the generation is a digest of the members, so new contents
+ * are always a new set, filled before any rule refers to it, and the set a rule names never
+ * changes under it.
  */
 export function tableSetName(
   endpointId: string,
   direction: Direction,
   family: Family,
-  bit: number,
+  level: number,
+  value: number,
   members: readonly string[],
 ): string {
+  if (level > 15 || value > 15) throw new Error(`class digit ${level} = ${value} does not fit a set name`);
   const generation = hash(members.join('\n'), 7);
-  const name = `${SET_PREFIX}t${direction === 'egress' ? 'e' : 'i'}${family}-${endpointHash(endpointId).slice(0, 10)}-${bit.toString(16)}-${generation}`;
+  const name = `${SET_PREFIX}t${direction === 'egress' ? 'e' : 'i'}${family}-${endpointHash(endpointId).slice(0, 9)}-${level.toString(16)}${value.toString(16)}-${generation}`;
   if (name.length + TMP_SUFFIX.length > MAX_SET)
     throw new Error(`set name ${name} is too long for ${MAX_SET}`);
   return name;

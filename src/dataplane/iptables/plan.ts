@@ -2,6 +2,7 @@
  * The iptables backend's plan for one node: the ipsets and, per family and table, the chains with
  * their rules. Apply diffs two plans chain by chain and set by set, so this is data, not text.
  */
+import type { Direction } from '../../ir/types.js';
 import type { Family } from './names.js';
 
 export type TableName = 'filter' | 'raw' | 'nat';
@@ -44,11 +45,20 @@ export interface TablePlan {
   jumps: JumpSpec[];
 }
 
+/** A rule set that carries a decision table but is walked on this node, and why. */
+export interface TableFallback {
+  endpoint: string;
+  direction: Direction;
+  reason: string;
+}
+
 export interface NodePlan {
   node: string;
   sets: SetSpec[];
   /** Only tables with at least one chain. */
   tables: TablePlan[];
+  /** Decision tables this plan walks instead (too deep for nf_tables as rendered). */
+  fallbacks: TableFallback[];
 }
 
 export function tableKey(family: Family, table: TableName): string {

@@ -77,6 +77,11 @@ export function portMatches(
 export interface RenderOptions {
   /** NFLOG every deciding rule's packets (rate-limited; see decision()). Default true. */
   flowLogs?: boolean;
+  /**
+   * Deepest chain level (base chain = 0) a decision table may reach before it is walked instead;
+   * default MAX_LEVEL (depth.ts). Lowered by tests to see the fallback on small tables.
+   */
+  maxLevel?: number;
 }
 
 interface RenderContext {

@@ -1,19 +1,23 @@
 /**
  * A rule set's decision table (table mode) → ipsets and a tree of small chains, so that a new
- * connection costs a number of rules that grows with log2(classes) + log2(port ranges) of the
- * table, never with the number of rules:
+ * connection costs a number of rules that grows with log(classes) + log(port ranges) of the
+ * table, never with the number of rules, in a tree shallow enough for nf_tables (every jump and
+ * goto counts toward its 16 levels, see depth.ts):
  *
- *   1. peer → class: the table's classes are numbered per family (0 = under no prefix) and each
- *      bit b of that number is an ipset `hash:net` holding the prefixes whose number has bit b
- *      set. A binary trie of chains tests one bit per level (`-m set --match-set <bit b> src|dst`)
- *      and ends in the class's chain. (ipset's `--map-set … --map-mark` would read the class in one
- *      lookup, but the kernel only allows it in the mangle table: the class would then be written
- *      in one iptables transaction and read in another, and an update could pair a new class
- *      number with the old tree. Everything here lives in the filter table, swapped in one commit.)
- *   2. class → protocol: `-p tcp|udp|sctp|icmp -g …`, the rest goes to the class's `other` entry;
- *   3. protocol → port range: a balanced binary search over the class's ranges
- *      (`--dport first:last -g <upper half>`, else the lower half);
- *   4. the entry's chain ("outcome"): the Log rules that fire on the way (NFLOG under their ids),
+ *   1. peer → class: the table's classes are numbered per family (0 = under no prefix) and
+ *      written in base CLASS_RADIX; for each digit position and non-zero digit value an ipset
+ *      `hash:net` holds the prefixes whose number has that digit there. A trie of chains reads one
+ *      digit per level (up to CLASS_RADIX - 1 `-m set --match-set <level, digit> src|dst` rules,
+ *      digit 0 by default) and ends in the class's chain. (ipset's `--map-set … --map-mark` would
+ *      read the class in one lookup, but the kernel only allows it in the mangle table: the class
+ *      would then be written in one iptables transaction and read in another, and an update could
+ *      pair a new class number with the old tree. Everything here lives in the filter table,
+ *      swapped in one commit.)
+ *   2. class → protocol and port range, in the class's own chain: per protocol the first level of
+ *      a PORT_RADIX-ary search over the class's ranges (`-p tcp -m tcp --dport first:last -g …`,
+ *      `-p tcp -g <last part>`), then ICMP, and the class's `other` entry for the rest; deeper
+ *      levels of the search are chains of up to PORT_RADIX - 1 range tests and a default;
+ *   3. the entry's chain ("outcome"): the Log rules that fire on the way (NFLOG under their ids),
  *      the Pass rule that handed the packet on (counted only), then the deciding rule exactly as
  *      the walk renders it (flow log, comment = rule id, `-g SY-ALLOW` or `-j DROP`).
  *
@@ -45,12 +49,21 @@ import type { ChainSpec, SetSpec } from './plan.js';
 import { netEntries } from './render-sets.js';
 import { comment, decision, GOTO_ALLOW, logTarget, protocolMatch } from './rule-text.js';
 
+/**
+ * Digit values per level of the class trie: a level costs up to CLASS_RADIX - 1 set lookups and
+ * one chain level. 4 keeps the lookups near the binary trie's (12 instead of 8 for 201 classes)
+ * at half its depth; docs/iptables.md has the measurements behind it.
+ */
+export const CLASS_RADIX = 4;
+/** Parts per level of the port search: up to PORT_RADIX - 1 range tests (cheap, native in nft). */
+export const PORT_RADIX = 4;
+
 /** What an endpoint chain needs to run its table in one family. */
 export interface TableLayout {
   /** Where the endpoint chain goes once conntrack let a new connection through. */
   root: string;
   chains: ChainSpec[];
-  /** The class-bit sets (none when every address of the family gets the same answer). */
+  /** The class-digit sets (none when every address of the family gets the same answer). */
   sets: SetSpec[];
 }
 
@@ -116,37 +129,64 @@ function portMatch(protocol: PortProtocol, first: number, last: number): string 
   return `-p ${proto} -m ${proto} --dport ${first === last ? `${first}` : `${first}:${last}`}`;
 }
 
-/** Binary search over sorted, disjoint ranges covering every port: one range test per level. */
-function portTree(ctx: Context, protocol: PortProtocol, entries: readonly PortEntry[]): string {
-  // Neighbours that render the same outcome are one range (their entries differed only in what
-  // this rendering does not show, if anything).
-  const ranges: { first: number; last: number; target: string }[] = [];
+/** `items` cut into at most `parts` runs of (nearly) equal length, in order. */
+function split<T>(items: readonly T[], parts: number): T[][] {
+  const n = Math.min(parts, items.length);
+  return Array.from({ length: n }, (_, i) =>
+    items.slice(Math.floor((i * items.length) / n), Math.floor(((i + 1) * items.length) / n)),
+  );
+}
+
+interface PortRange {
+  first: number;
+  last: number;
+  target: string;
+}
+
+/**
+ * One level of the search over sorted, disjoint ranges covering every port: a range test per
+ * part but the last, which is the default (`-p <protocol> -g …`: within its protocol, the ranges
+ * left). Returns the level's rules; a single range is just a goto its outcome.
+ */
+function portLevel(ctx: Context, protocol: PortProtocol, ranges: readonly PortRange[]): string[] {
+  if (ranges.length === 1) return [`-g ${(ranges[0] as PortRange).target}`];
+  const parts = split(ranges, PORT_RADIX);
+  const below = (part: PortRange[]): string => ctx.chains.chain(portLevel(ctx, protocol, part));
+  const rules = parts.slice(0, -1).map((part) => {
+    const first = (part[0] as PortRange).first;
+    const last = (part[part.length - 1] as PortRange).last;
+    return `${portMatch(protocol, first, last)} -g ${below(part)}`;
+  });
+  rules.push(`${protocolMatch(protocol, ctx.family)} -g ${below(parts[parts.length - 1] as PortRange[])}`);
+  return rules;
+}
+
+/** A protocol's ranges with their outcomes, neighbours that render the same outcome joined. */
+function portRanges(ctx: Context, entries: readonly PortEntry[]): PortRange[] {
+  const ranges: PortRange[] = [];
   for (const e of entries) {
     const target = outcome(ctx, e);
     const prev = ranges[ranges.length - 1];
     if (prev && prev.target === target && prev.last + 1 === e.first) prev.last = e.last;
     else ranges.push({ first: e.first, last: e.last, target });
   }
-  const node = (lo: number, hi: number): string => {
-    if (lo === hi) return (ranges[lo] as (typeof ranges)[number]).target;
-    const mid = (lo + hi + 1) >> 1;
-    const upper = portMatch(
-      protocol,
-      (ranges[mid] as (typeof ranges)[number]).first,
-      (ranges[hi] as (typeof ranges)[number]).last,
-    );
-    return ctx.chains.chain([`${upper} -g ${node(mid, hi)}`, `-g ${node(lo, mid - 1)}`]);
-  };
-  return node(0, ranges.length - 1);
+  return ranges;
 }
 
-/** A class's chain: dispatch on the protocol; anything else is the class's `other` entry. */
+/**
+ * A class's chain: per protocol the first level of its port search (no level of its own for the
+ * protocol: that would cost nf_tables depth for one comparison), ICMP, and the class's `other`
+ * entry for every other protocol. Protocols that decide like `other` everywhere are left out.
+ */
 function classChain(ctx: Context, cls: PeerClass): string {
   const other = outcome(ctx, cls.other);
   const rules: string[] = [];
   for (const p of PORT_PROTOCOLS) {
-    const target = portTree(ctx, p, cls.ports[p]);
-    if (target !== other) rules.push(`${protocolMatch(p, ctx.family)} -g ${target}`);
+    const ranges = portRanges(ctx, cls.ports[p]);
+    if (ranges.length === 1 && (ranges[0] as PortRange).target === other) continue;
+    const level = portLevel(ctx, p, ranges);
+    // A single outcome for every port comes back as a bare goto: it needs the protocol here.
+    rules.push(...level.map((r) => (r.startsWith('-g ') ? `${protocolMatch(p, ctx.family)} ${r}` : r)));
   }
   const icmp = outcome(ctx, cls.icmp);
   if (icmp !== other) rules.push(`${protocolMatch('ICMP', ctx.family)} -g ${icmp}`);
@@ -154,17 +194,21 @@ function classChain(ctx: Context, cls: PeerClass): string {
   return ctx.chains.chain(rules);
 }
 
-/** Bits needed to number `n` values 0…n-1. */
-function bitsFor(n: number): number {
-  let bits = 0;
-  while (1 << bits < n) bits++;
-  return bits;
+/** Digit positions needed to write the numbers 0…n-1 in base CLASS_RADIX. */
+function levelsFor(n: number): number {
+  let levels = 0;
+  for (let span = 1; span < n; span *= CLASS_RADIX) levels++;
+  return levels;
+}
+
+function digit(n: number, level: number): number {
+  return Math.floor(n / CLASS_RADIX ** level) % CLASS_RADIX;
 }
 
 /**
  * The table of one rule set in one family. Classes whose chains come out equal (and every class
  * without a prefix in this family) share a number; number 0 is what an address under no prefix
- * gets, so it is the one no set holds.
+ * gets, so its digits are all 0, the one digit no set holds.
  */
 export function renderTableLayout(rs: TableRuleSet, family: Family, flowLogs: boolean): TableLayout {
   const chains = new Chains(rs.endpoint, rs.direction);
@@ -183,43 +227,45 @@ export function renderTableLayout(rs: TableRuleSet, family: Family, flowLogs: bo
     if (n < 0) n = leaves.push(leaf) - 1;
     numberOf.set(id, n);
   }
-  const bits = bitsFor(leaves.length);
   const remote = rs.direction === 'ingress' ? 'src' : 'dst';
-  const sets: SetSpec[] = [];
-  const setOfBit: string[] = [];
-  for (let b = 0; b < bits; b++) {
+  const sets = new Map<string, SetSpec>();
+  /** The set of the prefixes whose number has `value` at digit `level` (made when first named). */
+  const setOf = (level: number, value: number): string => {
     const members = prefixes
-      .filter((p) => ((numberOf.get(p.classId) ?? 0) >> b) & 1)
+      .filter((p) => digit(numberOf.get(p.classId) ?? 0, level) === value)
       .flatMap((p) => netEntries(p.cidr));
-    const name = tableSetName(rs.endpoint, rs.direction, family, b, members);
-    setOfBit.push(name);
-    sets.push({
+    const name = tableSetName(rs.endpoint, rs.direction, family, level, value, members);
+    sets.set(name, {
       name,
       irId: `${rs.endpoint}/${rs.direction}`,
       type: 'hash:net',
       family,
       members,
-      description: `decision table of ${rs.endpoint} (${rs.direction}), IPv${family} class bit ${b}`,
+      description: `decision table of ${rs.endpoint} (${rs.direction}), IPv${family} class digit ${level} = ${value}`,
       versioned: true,
     });
-  }
-  // A trie over the class numbers, highest bit first; `numbers` are those still possible.
-  const trie = (numbers: number[], bit: number): string => {
+    return name;
+  };
+  // A trie over the class numbers, most significant digit first; `numbers` are those still
+  // possible. A digit value no number left has is not tested; the last value left is the default.
+  const trie = (numbers: number[], level: number): string => {
     if (numbers.length === 1) return leaves[numbers[0] as number] as string;
-    const ones = numbers.filter((n) => (n >> bit) & 1);
-    const zeros = numbers.filter((n) => !((n >> bit) & 1));
-    if (ones.length === 0) return trie(zeros, bit - 1);
-    if (zeros.length === 0) return trie(ones, bit - 1);
+    const byDigit = new Map<number, number[]>();
+    for (const n of numbers) byDigit.set(digit(n, level), [...(byDigit.get(digit(n, level)) ?? []), n]);
+    // Digit 0 (in no set) is the default whenever it is possible: it needs no lookup.
+    const values = [...byDigit.keys()].sort((a, b) => (a === 0 ? 1 : b === 0 ? -1 : a - b));
+    const fallthrough = values.pop() as number;
     return chains.chain([
-      `-m set --match-set ${setOfBit[bit] as string} ${remote} -g ${trie(ones, bit - 1)}`,
-      `-g ${trie(zeros, bit - 1)}`,
+      ...values.map(
+        (v) =>
+          `-m set --match-set ${setOf(level, v)} ${remote} -g ${trie(byDigit.get(v) as number[], level - 1)}`,
+      ),
+      `-g ${trie(byDigit.get(fallthrough) as number[], level - 1)}`,
     ]);
   };
   const root = trie(
     leaves.map((_, i) => i),
-    bits - 1,
+    levelsFor(leaves.length) - 1,
   );
-  // Sets no rule names (their bit never splits a subtree) are not created.
-  const used = new Set(chains.list.flatMap((c) => c.rules.map((r) => /--match-set (\S+)/.exec(r)?.[1])));
-  return { root, chains: chains.list, sets: sets.filter((s) => used.has(s.name)) };
+  return { root, chains: chains.list, sets: [...sets.values()] };
 }
