@@ -550,6 +550,15 @@ export class MapOfMaps<K> extends MapBase {
     this.ids.update(key, inner.fd, mode);
   }
 
+  /**
+   * Points every key at its inner map in one BPF_MAP_UPDATE_BATCH: each element is replaced
+   * atomically as with set(), and the kernel waits for running programs (an RCU grace period,
+   * milliseconds) once per batch instead of once per element.
+   */
+  setMany(entries: readonly (readonly [K, MapBase])[]): void {
+    this.ids.updateBatch(entries.map(([k, inner]) => [k, inner.fd] as const));
+  }
+
   /** The kernel id of the inner map at `key`. */
   innerId(key: K): number | undefined {
     return this.ids.lookup(key);

@@ -256,6 +256,37 @@ describeKernel('bpf: maps', () => {
     expect(byEndpoint.innerId('198.18.0.5')).toBeUndefined();
   });
 
+  it('points many indices of an array-of-maps at their inner maps in one batch', () => {
+    const template = track(
+      BpfMap.create({ type: 'hash', name: 'tmpl2', key: codecs.u32, value: codecs.u32, maxEntries: 8 }),
+    );
+    const outer = track(
+      MapOfMaps.create({
+        type: 'array_of_maps',
+        name: 'many',
+        key: codecs.u32,
+        maxEntries: 8,
+        innerTemplate: template,
+      }),
+    );
+    const inners = [1, 2, 3].map((n) =>
+      track(
+        BpfMap.create({
+          type: 'hash',
+          name: `inner_${n}`,
+          key: codecs.u32,
+          value: codecs.u32,
+          maxEntries: 8,
+        }),
+      ),
+    );
+    outer.setMany(inners.map((m, i) => [i + 1, m] as const));
+    expect([1, 2, 3].map((k) => outer.innerId(k))).toEqual(inners.map((m) => m.info.id));
+    // A batch replaces what is there, element by element.
+    outer.setMany([[2, inners[0] as BpfMap<number, number>]]);
+    expect(outer.innerId(2)).toBe(inners[0]?.info.id);
+  });
+
   it('refuses codecs that do not match a map it reopens', () => {
     const map = track(
       BpfMap.create({ type: 'hash', name: 'shape', key: codecs.u32, value: codecs.u64, maxEntries: 1 }),

@@ -192,14 +192,17 @@ export function buildTables(writes: readonly TableWrite[]): Map<TableWrite, Tabl
   }
 }
 
-/** Points each write's index at its trie (one atomic update each); returns their states. */
+/**
+ * Points each write's index at its trie, all in one batch (each index still swaps atomically; the
+ * kernel's wait for running programs happens once, not per table); returns their states.
+ */
 export function installTables(
   tables: MapOfMaps<number>,
   built: ReadonlyMap<TableWrite, MapBase>,
 ): TableState[] {
+  if (built.size > 0) tables.setMany([...built].map(([w, map]) => [w.index, map] as const));
   const out: TableState[] = [];
   for (const [w, map] of built) {
-    tables.set(w.index, map);
     out.push({
       endpoint: w.endpoint,
       direction: w.direction,
@@ -214,6 +217,7 @@ export function installTables(
 
 /** Empties the indices nothing uses any more (after the programs that read them are gone). */
 export function dropTables(tables: MapOfMaps<number>, indices: Iterable<number>): number {
+  // One by one: array_of_maps has no batch delete (ENOTSUPP); endpoints leave a few at a time.
   let dropped = 0;
   for (const index of indices) if (tables.delete(index)) dropped++;
   return dropped;
