@@ -3,6 +3,7 @@
  * manifests (counts of endpoints, policies, set sizes, services, prefilter entries).
  */
 import { z } from 'zod';
+import { DEFAULT_POLICY_MODE } from '../ir/decision-table.js';
 
 export const workloadSchema = z.strictObject({
   /** Pods on one node. */
@@ -12,7 +13,7 @@ export const workloadSchema = z.strictObject({
   /** Rules evaluated for a typical endpoint and direction. */
   rulesPerEndpoint: z.number().int().min(0).default(5),
   /** How the dataplane decides policy (`--policy-mode`): decision tables, or walking the rules. */
-  policyMode: z.enum(['table', 'walk']).default('table'),
+  policyMode: z.enum(['table', 'walk']).default(DEFAULT_POLICY_MODE),
   /** Addresses in the largest IP set a rule references. */
   addressesPerSet: z.number().int().min(0).default(10),
   /** IP-set membership changes per second (pod churn, threat feeds). */

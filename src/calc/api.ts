@@ -18,7 +18,7 @@ export interface BuildOptions {
   /**
    * `table` resolves each rule set into a decision table where it fits `maxTableEntries`
    * (default MAX_TABLE_ENTRIES); `walk` leaves backends to walk the rules. Absent means walk:
-   * calc stays a plain function of its inputs; the product's default (DEFAULT_POLICY_MODE, table)
+   * calc stays a plain function of its inputs; the product's default (DEFAULT_POLICY_MODE)
    * is applied where users meet it (CLI, lab, agent).
    */
   policyMode?: PolicyMode;

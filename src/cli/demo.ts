@@ -122,7 +122,15 @@ function labUpStep(model: Model, files: string[]): DemoStep {
         throw new Error(
           `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
         );
-      const r = await converge({ name: DEMO_LAB, model, files, mode: 'up', backend: 'none' });
+      // Decision tables, so every backend step shows them (the lab keeps the mode on apply).
+      const r = await converge({
+        name: DEMO_LAB,
+        model,
+        files,
+        mode: 'up',
+        backend: 'none',
+        policyMode: 'table',
+      });
       const pods = (r.state.topology?.pods ?? []).map((p) => `${p.id} on ${p.node} at ${p.address}`);
       return [
         `up in ${r.durationMs.toFixed(0)} ms, no policy enforced yet:`,

@@ -94,8 +94,13 @@ export function tableSize(table: DecisionTable): TableSize {
   return { prefixes: table.prefixes.length, entries };
 }
 
-/** What `--policy-mode` means when not given. */
-export const DEFAULT_POLICY_MODE: PolicyMode = 'table';
+/**
+ * What `--policy-mode` means when not given. The walk, for now: tables make the per-packet cost
+ * flat in the rule count, but each table carries its own peer prefixes, so a node of 100 pods in a
+ * 10k-pod cluster holds 480k of them (an agent of 1.7 GB, a 10 s sync; docs/benchmarks.md). Tables
+ * become the default once peers are shared node-wide (one address → identity map for all tables).
+ */
+export const DEFAULT_POLICY_MODE: PolicyMode = 'walk';
 
 /** How an IR's rule sets are decided: what compile, node status and the agent's metrics report. */
 export interface TableModeSummary {

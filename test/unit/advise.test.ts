@@ -261,7 +261,7 @@ describe('advise rules', () => {
       ['ebpf', { rules: 1000, mode: 'walk', method: 'test-run' }, 40000],
     ]);
     const table = advise(
-      parseWorkload({ rulesPerEndpoint: 1000, priority: 'latency' }),
+      parseWorkload({ rulesPerEndpoint: 1000, priority: 'latency', policyMode: 'table' }),
       report(both),
       MODERN,
     );

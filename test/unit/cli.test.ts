@@ -112,16 +112,13 @@ describeBuilt('switchyard CLI', () => {
     expect(new Set(one.ruleSets.map((r) => r.endpoint))).toEqual(new Set(local));
   });
 
-  it('compile decides by tables unless --policy-mode walk, and says which', () => {
-    const ir = JSON.parse(run('compile', 'examples/walkthrough', '--backend', 'ir').stdout) as {
-      policyMode?: string;
-      ruleSets: { table?: unknown }[];
-    };
+  it('compile walks the rules unless --policy-mode table, and says which', () => {
+    const ir = JSON.parse(
+      run('compile', 'examples/walkthrough', '--backend', 'ir', '--policy-mode', 'table').stdout,
+    ) as { policyMode?: string; ruleSets: { table?: unknown }[] };
     expect(ir.policyMode).toBe('table');
     expect(ir.ruleSets.every((rs) => rs.table !== undefined)).toBe(true);
-    const table = run('compile', 'examples/walkthrough', '--backend', 'nftables', '--node', 'node-1');
-    expect(table.stdout).toMatch(/^# table mode: 4 rule sets as tables \(\d+ entries\), 0 walked$/m);
-    const walk = run(
+    const table = run(
       'compile',
       'examples/walkthrough',
       '--backend',
@@ -129,8 +126,10 @@ describeBuilt('switchyard CLI', () => {
       '--node',
       'node-1',
       '--policy-mode',
-      'walk',
+      'table',
     );
+    expect(table.stdout).toMatch(/^# table mode: 4 rule sets as tables \(\d+ entries\), 0 walked$/m);
+    const walk = run('compile', 'examples/walkthrough', '--backend', 'nftables', '--node', 'node-1');
     expect(walk.stdout).toMatch(/^# walk mode: 4 rule sets walked$/m);
     const bad = run('compile', 'examples/walkthrough', '--policy-mode', 'fast');
     expect(bad.code).not.toBe(0);
