@@ -116,7 +116,7 @@ interface LabTour {
 function labUpStep(model: Model, files: string[]): DemoStep {
   return {
     title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
-    command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB}`,
+    command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB} --policy-mode table`,
     run: async () => {
       if (allLabSummaries().some((l) => l.name === DEMO_LAB))
         throw new Error(
