@@ -6,12 +6,13 @@
  * swap alone — the same program ids on every hook, a different verdict — and switching back to
  * the walk must be a program swap on the same links.
  */
+import { matrixDiff } from './nftables-lab.js';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Link } from '../../src/bpf/index.js';
-import { buildIR, reachMatrix, type ReachMatrix } from '../../src/calc/index.js';
+import { buildIR, reachMatrix } from '../../src/calc/index.js';
 import type { NodeTarget } from '../../src/dataplane/backend.js';
 import { createEbpfBackend } from '../../src/dataplane/ebpf/index.js';
 import { MAP } from '../../src/dataplane/ebpf/layout.js';
@@ -47,17 +48,6 @@ const AUDIT = globalPolicy('audit', {
   types: ['Ingress'],
   ingress: [{ action: 'Log', protocol: 'TCP' }, { action: 'Pass' }],
 });
-
-function mismatches(expected: ReachMatrix, measured: ReachMatrix): string[] {
-  const out: string[] = [];
-  for (const [src, row] of Object.entries(expected.results))
-    for (const [dst, want] of Object.entries(row))
-      if (measured.results[src]?.[dst] !== want)
-        out.push(
-          `${src} -> ${dst}: expected ${want ? 'allowed' : 'denied'}, measured ${want ? 'denied' : 'allowed'}`,
-        );
-  return out;
-}
 
 describeKernel('ebpf table mode: real packets, counters, rule changes without reloads', () => {
   const backend = createEbpfBackend();
@@ -103,7 +93,7 @@ describeKernel('ebpf table mode: real packets, counters, rule changes without re
 
   async function expectReach(ir: IR, port: number): Promise<void> {
     const measured = (await measureReach(LAB, { port, protocol: 'TCP', timeoutMs: PROBE_TIMEOUT_MS })).matrix;
-    expect(mismatches(reachMatrix(ir, port, 'TCP'), measured)).toEqual([]);
+    expect(matrixDiff(reachMatrix(ir, port, 'TCP'), measured)).toEqual([]);
   }
 
   async function packets(rule: string): Promise<number> {

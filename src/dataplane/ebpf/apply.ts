@@ -51,10 +51,10 @@ import {
   type NodeMaps,
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
-import { allocate, nodeView, type Allocation, type NodeView } from './node.js';
+import { nodeView, type Allocation, type NodeView } from './node.js';
 import {
   buildTables,
-  chooseTables,
+  allocateWithTables,
   dropTables,
   freedTableIndices,
   installTables,
@@ -405,9 +405,7 @@ export async function applyNode(
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
   const meta = readMeta(dir);
-  // Counter slots first (tables name them), then which tables fit, then their indices.
-  const tables = chooseTables(view.ruleSets, allocate(view, meta?.alloc, []).slots, opts.tableBudget);
-  const alloc = allocate(view, meta?.alloc, [...tables.tabled.keys()]);
+  const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
   try {

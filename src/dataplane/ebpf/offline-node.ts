@@ -9,12 +9,12 @@ import { Program, type TestRunResult } from '../../bpf/index.js';
 import type { Direction, IR } from '../../ir/types.js';
 import { SKB, TCX } from './layout.js';
 import { closeNodeMaps, createNodeMaps, programMaps, type MapSizes, type NodeMaps } from './maps.js';
-import { allocate, nodeView, type Allocation } from './node.js';
+import { nodeView, type Allocation } from './node.js';
 import { policyProgram } from './program.js';
 import { addSetMembers, planSetSync, removeSetMembers } from './sync.js';
 import {
   buildTables,
-  chooseTables,
+  allocateWithTables,
   dropTables,
   freedTableIndices,
   installTables,
@@ -72,8 +72,7 @@ export class OfflineNode {
   update(ir: IR): void {
     const view = nodeView(ir, this.node);
     const before = this.alloc;
-    this.tables = chooseTables(view.ruleSets, allocate(view, before, []).slots);
-    this.alloc = allocate(view, before, [...this.tables.tabled.keys()]);
+    ({ tables: this.tables, alloc: this.alloc } = allocateWithTables(view, before));
     const plan = planSetSync(this.maps, view, this.alloc);
     addSetMembers(this.maps, plan);
     removeSetMembers(this.maps, plan);

@@ -8,12 +8,12 @@ import { disassemble } from '../../bpf/index.js';
 import type { IR, RuleSet } from '../../ir/types.js';
 import { MAP } from './layout.js';
 import { COUNTER_SLOTS, CT_CAPACITY, EVENTS_BYTES, MAP_PURPOSE, MAP_SPECS } from './maps.js';
-import { allocate, hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
+import { hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
 import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
 import { policyProgram } from './program.js';
 import { describeRule } from './rules.js';
-import { chooseTables, TABLE_HOOKS } from './tables.js';
+import { allocateWithTables, TABLE_HOOKS } from './tables.js';
 
 const SHOWN = 6;
 
@@ -109,8 +109,7 @@ function programLines(rs: RuleSet, alloc: Allocation, ifname: string, entries?: 
 
 export function renderNode(ir: IR, node: string): string {
   const view = nodeView(ir, node);
-  const tables = chooseTables(view.ruleSets, allocate(view, undefined, []).slots);
-  const alloc = allocate(view, undefined, [...tables.tabled.keys()]);
+  const { tables, alloc } = allocateWithTables(view, undefined);
   const ifnames = new Map(view.endpoints.map((e) => [e.id, e.hostInterface]));
   const lines = [
     `# eBPF dataplane of node ${node}: ${view.endpoints.length} endpoints, ${view.ruleSets.length} policy programs` +

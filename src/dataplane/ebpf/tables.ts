@@ -17,7 +17,7 @@
 import { BpfMap, codecs, MapFlags, MapOfMaps, type MapBase } from '../../bpf/index.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
 import { tableValue, type TableValue } from './layout.js';
-import { hookKey, slotKey, type Allocation } from './node.js';
+import { allocate, hookKey, slotKey, type Allocation, type NodeView } from './node.js';
 import { encodeTable, type EncodedTable } from './table-encoding.js';
 
 /** Slots of the `policy` map (index 0 is never used). */
@@ -105,6 +105,19 @@ export interface TableBudget {
 }
 
 export const NODE_TABLE_BUDGET: TableBudget = { hooks: TABLE_HOOKS - 1, entries: NODE_TABLE_ENTRIES };
+
+/**
+ * The node's numbers with its tables: counter slots first (tables name them), then which tables
+ * fit, then an index for each of those.
+ */
+export function allocateWithTables(
+  view: NodeView,
+  before: Allocation | undefined,
+  budget: TableBudget = NODE_TABLE_BUDGET,
+): { tables: TableChoice; alloc: Allocation } {
+  const tables = chooseTables(view.ruleSets, allocate(view, before, []).slots, budget);
+  return { tables, alloc: allocate(view, before, [...tables.tabled.keys()]) };
+}
 
 /**
  * Which rule sets the node decides by table: those that carry one, encode, and fit what is left

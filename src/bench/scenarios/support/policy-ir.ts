@@ -134,8 +134,7 @@ export function withOneRuleChanged(rules: number, mode: PolicyMode): IR {
   const ir = policyIR(rules, 'walk');
   const ingress = ir.ruleSets.find((rs) => rs.direction === 'ingress') as RuleSet;
   const [first, ...rest] = ingress.kubernetesRules;
-  if (!first) return mode === 'table' ? withDecisionTables(ir) : ir;
-  ingress.kubernetesRules = [{ ...first, ports: [{ first: 6001, last: 6001 }] }, ...rest];
+  if (first) ingress.kubernetesRules = [{ ...first, ports: [{ first: 6001, last: 6001 }] }, ...rest];
   return mode === 'table' ? withDecisionTables(ir) : ir;
 }
 
