@@ -52,9 +52,15 @@ export interface ChangeWatch {
 export interface FlowSourceOptions {
   /** The IR the node currently runs (a backend that encodes rules in its events decodes through it). */
   ir: () => IR | undefined;
-  /** How often connection totals and loss counters are read (ms); the backend's default otherwise. */
+  /**
+   * How often the kernel's flow aggregates, connection totals and loss counters are drained (ms);
+   * default FLOW_INTERVAL_MS.
+   */
   pollMs?: number;
 }
+
+/** How often flow aggregates are drained from the kernel unless the agent says otherwise (ms). */
+export const FLOW_INTERVAL_MS = 1000;
 
 /** One tracked connection, as any backend's conntrack reports it. */
 export interface ConntrackEntry {

@@ -1,7 +1,9 @@
 /**
- * What the kernel tells the agent about traffic, before aggregation into flows. Every backend's
- * flow source (eBPF ring buffer, NFLOG + conntrack events) and the process tracer produce these;
- * the aggregator (flows.ts) joins them into Flow records.
+ * What the kernel tells the agent about traffic. Every backend's flow source drains counters
+ * the dataplane aggregated in the kernel (FlowCountsEvent, one per aggregate and interval); the
+ * process tracer reports who opened connections (ProcessEvent). The flow table (flows.ts) joins
+ * them into Flow records. VerdictEvent and ConnectionEvent are the per-packet / per-connection
+ * forms, kept for sources that cannot aggregate.
  */
 import type { Direction } from '../ir/types.js';
 
@@ -46,6 +48,34 @@ export interface ConnectionEvent extends PacketTuple {
   bytes: number;
 }
 
+/**
+ * Counters the dataplane aggregated in the kernel for one flow aggregate, drained once per
+ * interval: every packet, byte and new connection since the previous drain of the same aggregate
+ * (deltas, never running totals; the flow table adds them up). An aggregate is everything one
+ * rule decided for one endpoint and direction between two addresses on one protocol and
+ * destination port: the source port is not part of it (`sport` is 0).
+ */
+export interface FlowCountsEvent extends PacketTuple {
+  kind: 'counts';
+  verdict: Verdict;
+  /** As in VerdictEvent. */
+  rule: string;
+  endpoint?: string;
+  direction: Direction;
+  /**
+   * Packets and bytes the aggregate saw in this interval. Allowed aggregates: every packet of
+   * their connections in the original direction that passed the deciding hook; denied: the
+   * dropped packets; log: the packets the Log rule matched.
+   */
+  packets: number;
+  bytes: number;
+  /** New connections decided (allow/log); for deny, the dropped packets that would have opened one. */
+  connections: number;
+  /** Milliseconds since the epoch: the first and the latest packet counted in this interval. */
+  firstSeen: number;
+  lastSeen: number;
+}
+
 /** The process that opened a connection (from the socket's state changes in process context). */
 export interface ProcessEvent extends PacketTuple {
   kind: 'process';
@@ -56,9 +86,18 @@ export interface ProcessEvent extends PacketTuple {
   cgroupId: string;
 }
 
-export type KernelEvent = VerdictEvent | ConnectionEvent | ProcessEvent;
+export type KernelEvent = VerdictEvent | ConnectionEvent | ProcessEvent | FlowCountsEvent;
 
-/** Where sources deliver; `lost` reports events the kernel or a source had to drop (full buffer, rate limit). */
+/**
+ * `where` of sink.lost() for aggregates the kernel could not keep (a full aggregation map or
+ * set): the packets they would have counted are missing from every record.
+ */
+export const LOST_AGGREGATE_FULL = 'aggregation full';
+
+/**
+ * Where sources deliver; `lost` reports events the kernel or a source had to drop (full buffer,
+ * full aggregation map, rate limit), by where they were lost.
+ */
 export interface EventSink {
   event(e: KernelEvent): void;
   lost(count: number, where: string): void;

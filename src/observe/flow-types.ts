@@ -32,6 +32,11 @@ export interface Flow {
   policy?: string;
   packets: number;
   bytes: number;
+  /**
+   * New connections the record stands for: an aggregate counts every connection its rule decided
+   * between the two addresses on that port (then `sport` is 0); a per-connection record, 1.
+   */
+  connections: number;
   process?: FlowProcess;
 }
 

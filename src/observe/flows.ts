@@ -1,12 +1,15 @@
 /**
- * Kernel events → flow records. Verdicts open (or add to) a flow, conntrack totals fill in the
- * packets and bytes of allowed connections, process events attach who opened them. Bounded on
+ * Kernel events → flow records. Counters the kernel aggregated (one event per aggregate and
+ * drain) add to one record per aggregate; per-packet verdicts open (or add to) a per-connection
+ * record, conntrack totals fill in its packets and bytes; process events attach who opened them,
+ * by the full tuple or, for aggregates, by the tuple without the source port. Bounded on
  * every side so a flood cannot take the agent down: a token bucket caps events per second
  * (the rest are counted as dropped), and the table keeps only the most recently active flows.
  */
 import type {
   ConnectionEvent,
   EventSink,
+  FlowCountsEvent,
   KernelEvent,
   ProcessEvent,
   Verdict,
@@ -49,6 +52,11 @@ const PENDING_PROCESS_MAX = 4096;
 
 function tupleKey(protocol: number, src: string, sport: number, dst: string, dport: number): string {
   return `${protocol}|${src}|${sport}|${dst}|${dport}`;
+}
+
+/** The tuple an aggregate and a process event without a source port share. */
+function aggregateTupleKey(protocol: number, src: string, dst: string, dport: number): string {
+  return tupleKey(protocol, src, 0, dst, dport);
 }
 
 export function matchesFilter(f: Flow, filter: FlowFilter): boolean {
@@ -95,7 +103,8 @@ export class FlowTable implements EventSink {
       return;
     }
     this.counts.events++;
-    if (e.kind === 'verdict') this.verdict(e);
+    if (e.kind === 'counts') this.counts_(e);
+    else if (e.kind === 'verdict') this.verdict(e);
     else if (e.kind === 'connection') this.connection(e);
     else this.process(e);
   }
@@ -113,6 +122,67 @@ export class FlowTable implements EventSink {
     for (const l of this.listeners) l(shown);
   }
 
+  private counts_(e: FlowCountsEvent): void {
+    const tuple = aggregateTupleKey(e.protocol, e.src, e.dst, e.dport);
+    const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}|${e.rule}`;
+    let f = this.flows.get(key);
+    if (f) {
+      f.packets += e.packets;
+      f.bytes += e.bytes;
+      f.connections += e.connections;
+      f.first = Math.min(f.first, e.firstSeen);
+      f.last = Math.max(f.last, e.lastSeen);
+    } else {
+      f = this.open(key, tuple, e, e.firstSeen, e.lastSeen);
+      f.packets = e.packets;
+      f.bytes = e.bytes;
+      f.connections = e.connections;
+    }
+    this.touch(f);
+  }
+
+  /** A new record for `e`, indexed by `tuple` for the process join; the caller sets its counts. */
+  private open(
+    key: string,
+    tuple: string,
+    e: Pick<
+      VerdictEvent,
+      'protocol' | 'src' | 'sport' | 'dst' | 'dport' | 'direction' | 'endpoint' | 'verdict' | 'rule'
+    >,
+    first: number,
+    last: number,
+  ): FlowRecord {
+    const policy = this.opts.policyOf?.(e.rule);
+    const f: FlowRecord = {
+      key,
+      node: this.opts.node,
+      first,
+      last,
+      protocol: PROTOCOLS[e.protocol] ?? String(e.protocol),
+      src: e.src,
+      sport: e.sport,
+      dst: e.dst,
+      dport: e.dport,
+      direction: e.direction,
+      ...(e.endpoint ? { endpoint: e.endpoint } : {}),
+      verdict: e.verdict,
+      rule: e.rule,
+      ...(policy ? { policy } : {}),
+      packets: 0,
+      bytes: 0,
+      connections: 0,
+    };
+    let keys = this.byTuple.get(tuple);
+    if (!keys) this.byTuple.set(tuple, (keys = new Set()));
+    keys.add(key);
+    this.tupleOfKey.set(key, tuple);
+    const pending = this.pendingProcess.get(tuple);
+    if (pending) f.process = pending.process;
+    this.evict();
+    this.flows.set(key, f);
+    return f;
+  }
+
   private verdict(e: VerdictEvent): void {
     const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}`;
@@ -122,32 +192,10 @@ export class FlowTable implements EventSink {
       f.bytes += e.bytes;
       f.last = e.time;
     } else {
-      const policy = this.opts.policyOf?.(e.rule);
-      f = {
-        key,
-        node: this.opts.node,
-        first: e.time,
-        last: e.time,
-        protocol: PROTOCOLS[e.protocol] ?? String(e.protocol),
-        src: e.src,
-        sport: e.sport,
-        dst: e.dst,
-        dport: e.dport,
-        direction: e.direction,
-        ...(e.endpoint ? { endpoint: e.endpoint } : {}),
-        verdict: e.verdict,
-        rule: e.rule,
-        ...(policy ? { policy } : {}),
-        packets: 1,
-        bytes: e.bytes,
-      };
-      let keys = this.byTuple.get(tuple);
-      if (!keys) this.byTuple.set(tuple, (keys = new Set()));
-      keys.add(key);
-      this.tupleOfKey.set(key, tuple);
-      const pending = this.pendingProcess.get(tuple);
-      if (pending) f.process = pending.process;
-      this.evict();
+      f = this.open(key, tuple, e, e.time, e.time);
+      f.packets = 1;
+      f.bytes = e.bytes;
+      f.connections = 1;
     }
     this.touch(f);
   }
@@ -169,16 +217,24 @@ export class FlowTable implements EventSink {
   private process(e: ProcessEvent): void {
     const pod = this.opts.podOfCgroup?.(e.cgroupId);
     const process: FlowProcess = { pid: e.pid, comm: e.comm, cgroupId: e.cgroupId, ...(pod ? { pod } : {}) };
-    const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
-    // The process event may come before the verdict (tracepoint at SYN_SENT) or after it.
-    this.pendingProcess.set(tuple, { at: this.now(), process });
-    this.prunePending();
-    for (const key of this.byTuple.get(tuple) ?? []) {
-      const f = this.flows.get(key);
-      if (!f) continue;
-      f.process = process;
-      this.touch(f);
+    // Per-connection records join on the full tuple, aggregates on the tuple without the source
+    // port (a process event without one matches only aggregates). The process event may come
+    // before the flow's first counts or after them.
+    const tuples = new Set([
+      tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport),
+      aggregateTupleKey(e.protocol, e.src, e.dst, e.dport),
+    ]);
+    for (const tuple of tuples) {
+      this.pendingProcess.delete(tuple);
+      this.pendingProcess.set(tuple, { at: this.now(), process });
+      for (const key of this.byTuple.get(tuple) ?? []) {
+        const f = this.flows.get(key);
+        if (!f) continue;
+        f.process = process;
+        this.touch(f);
+      }
     }
+    this.prunePending();
   }
 
   private prunePending(): void {

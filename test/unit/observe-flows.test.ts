@@ -3,7 +3,13 @@
  * Time is controlled through the `now` option; event times are explicit.
  */
 import { describe, expect, it } from 'vitest';
-import type { ConnectionEvent, ProcessEvent, Verdict, VerdictEvent } from '../../src/dataplane/events.js';
+import type {
+  ConnectionEvent,
+  FlowCountsEvent,
+  ProcessEvent,
+  Verdict,
+  VerdictEvent,
+} from '../../src/dataplane/events.js';
 import { FlowTable, type Flow, type FlowTableOptions } from '../../src/observe/flows.js';
 
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
@@ -466,5 +472,66 @@ describe('FlowTable: subscribers and losses', () => {
     const s = flows.stats();
     s.lost['ring buffer'] = 0;
     expect(flows.stats().lost['ring buffer']).toBe(7);
+  });
+});
+
+describe('FlowTable: kernel aggregates', () => {
+  function counts(over: Partial<Omit<FlowCountsEvent, 'kind'>> = {}, t: Tuple = {}): FlowCountsEvent {
+    return {
+      kind: 'counts',
+      verdict: 'allow',
+      rule: 'np:shop/db-allow-web/ingress/0',
+      endpoint: 'shop/db',
+      direction: 'ingress',
+      packets: 10,
+      bytes: 1000,
+      connections: 2,
+      firstSeen: T0,
+      lastSeen: T0 + 900,
+      ...tuple({ sport: 0, ...t }),
+      ...over,
+    };
+  }
+
+  it('adds the deltas of each drain into one record per aggregate', () => {
+    const { flows } = table();
+    flows.event(counts());
+    flows.event(
+      counts({ packets: 5, bytes: 300, connections: 1, firstSeen: T0 + 1000, lastSeen: T0 + 1500 }),
+    );
+    const [f, ...rest] = flows.list();
+    expect(rest).toHaveLength(0);
+    expect(f).toMatchObject({ packets: 15, bytes: 1300, connections: 3, sport: 0, verdict: 'allow' });
+    expect(f?.firstSeen).toBe(new Date(T0).toISOString());
+    expect(f?.lastSeen).toBe(new Date(T0 + 1500).toISOString());
+  });
+
+  it('keeps aggregates of different rules, verdicts or ports apart', () => {
+    const { flows } = table();
+    flows.event(counts());
+    flows.event(counts({ rule: 'np:shop/other/ingress/0' }));
+    flows.event(counts({ verdict: 'deny', rule: 'shop/db/ingress/default' }));
+    flows.event(counts({}, { dport: 80 }));
+    expect(flows.list()).toHaveLength(4);
+  });
+
+  it('joins a process event without a source port to the aggregate, before or after it', () => {
+    const { flows } = table();
+    flows.event(processEvent({}, { sport: 0 }));
+    flows.event(counts());
+    flows.event(counts({}, { dport: 80 }));
+    flows.event(processEvent({ pid: 99, comm: 'wrk' }, { sport: 0, dport: 80 }));
+    const byPort = new Map(flows.list().map((f) => [f.dport, f]));
+    expect(byPort.get(5432)?.process).toMatchObject({ pid: 4242, comm: 'curl' });
+    expect(byPort.get(80)?.process).toMatchObject({ pid: 99, comm: 'wrk' });
+  });
+
+  it('tells subscribers once per drained aggregate', () => {
+    const { flows } = table();
+    const seen: Flow[] = [];
+    flows.subscribe((f) => seen.push(f));
+    flows.event(counts());
+    flows.event(counts());
+    expect(seen.map((f) => f.connections)).toEqual([2, 4]);
   });
 });
