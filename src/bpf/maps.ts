@@ -252,6 +252,23 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
    * than keys() + lookup() for large maps.
    */
   lookupBatch(batchSize = 1024): [K, Stored][] {
+    return this.batchRead(BpfCommand.MAP_LOOKUP_BATCH, 'BPF_MAP_LOOKUP_BATCH', batchSize);
+  }
+
+  /**
+   * Reads and removes the whole map with BPF_MAP_LOOKUP_AND_DELETE_BATCH (hash maps): each bucket
+   * is copied out and emptied under its lock, so a program's update lands either in what this
+   * returns or in the map afterwards. How the agent drains counters aggregated in the kernel.
+   */
+  lookupAndDeleteBatch(batchSize = 1024): [K, Stored][] {
+    return this.batchRead(
+      BpfCommand.MAP_LOOKUP_AND_DELETE_BATCH,
+      'BPF_MAP_LOOKUP_AND_DELETE_BATCH',
+      batchSize,
+    );
+  }
+
+  private batchRead(cmd: number, name: string, batchSize: number): [K, Stored][] {
     const keySize = this.info.keySize;
     const tokenSize = Math.max(keySize, 8);
     const out: [K, Stored][] = [];
@@ -265,7 +282,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
         count * this.valueBytes,
       ]);
       const [inOff = 0, outOff = 0, keysOff = 0, valuesOff = 0] = offsets;
-      const { result, count: got } = mapBatch(BpfCommand.MAP_LOOKUP_BATCH, {
+      const { result, count: got } = mapBatch(cmd, {
         fd: this.fd,
         inBatch: first ? 0n : block.address + BigInt(inOff),
         outBatch: block.address + BigInt(outOff),
@@ -279,7 +296,7 @@ abstract class KeyedMap<K, V, Stored> extends MapBase {
         count *= 2;
         continue;
       }
-      if (result < 0 && result !== -ENOENT) this.fail(-result, 'BPF_MAP_LOOKUP_BATCH');
+      if (result < 0 && result !== -ENOENT) this.fail(-result, name);
       for (let i = 0; i < got; i++) {
         out.push([
           this.keyCodec.decode(block.buffer, keysOff + i * keySize),

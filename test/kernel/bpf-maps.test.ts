@@ -230,6 +230,25 @@ describeKernel('bpf: maps', () => {
     );
   });
 
+  it('drains a per-CPU hash with lookup-and-delete batches, leaving it empty', () => {
+    const perCpu = track(
+      PerCpuMap.create({
+        type: 'percpu_hash',
+        name: 'drain',
+        key: codecs.u32,
+        value: codecs.u64,
+        maxEntries: 4096,
+      }),
+    );
+    for (let k = 0; k < 3000; k++) perCpu.update(k, BigInt(k));
+    const drained = perCpu.lookupAndDeleteBatch(256);
+    expect(drained).toHaveLength(3000);
+    expect(drained.every(([k, v]) => v.every((x) => x === BigInt(k)))).toBe(true);
+    expect(perCpu.lookupBatch()).toEqual([]);
+    perCpu.update(1, 9n);
+    expect(perCpu.lookupAndDeleteBatch().map(([k]) => k)).toEqual([1]);
+  });
+
   it('keys inner maps by hash in a hash-of-maps', () => {
     const template = track(
       BpfMap.create({ type: 'hash', name: 'tmpl', key: codecs.u32, value: codecs.u32, maxEntries: 8 }),
