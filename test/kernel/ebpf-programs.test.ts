@@ -1,13 +1,24 @@
 /**
  * The generated policy programs on hand-written frames (BPF_PROG_TEST_RUN): what fails closed and
  * is counted, the conntrack state machine (SYN → reply → FIN/RST, expiry, a SYN reusing a closed
- * tuple), ICMP replies and errors, node-originated traffic, Log events through the ring buffer,
- * garbage collection, and programs of 10 to 3000 rules — with their cost per packet.
+ * tuple), ICMP replies and errors, node-originated traffic, flow aggregates (Log rules, allowed
+ * connections with their later packets, denied packets, a full map), garbage collection, and programs of 10 to 3000 rules — with their cost per packet.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Assembler, Program, RingBufReader, TcAction } from '../../src/bpf/index.js';
+import { Assembler, Program, TcAction } from '../../src/bpf/index.js';
 import { collectGarbage, monotonicNs } from '../../src/dataplane/ebpf/conntrack.js';
-import { CT_STATE, ctValue, logEvent, type CtKey, type CtValue } from '../../src/dataplane/ebpf/layout.js';
+import { mergeCpus } from '../../src/dataplane/ebpf/flow-source.js';
+import {
+  CT_STATE,
+  ctValue,
+  FLOW_VERDICT,
+  NODE_CONFIG_FLAG,
+  type CtKey,
+  type CtValue,
+  type FlowKey,
+  type FlowValue,
+} from '../../src/dataplane/ebpf/layout.js';
+import { readFlowsLost } from '../../src/dataplane/ebpf/maps.js';
 import { slotKey } from '../../src/dataplane/ebpf/node.js';
 import { failClosedRuleId } from '../../src/ir/rule-ids.js';
 import type { IR, Rule, RuleSet } from '../../src/ir/types.js';
@@ -137,7 +148,7 @@ describeKernel('ebpf: policy programs on crafted frames', () => {
       state: CT_STATE.closed,
       flags: 1,
       pad: 0,
-      pad2: 0,
+      slot: 0,
     };
     h.maps.ct.update(key, closed);
     expect(h.run('x/a', 'ingress', frame(fromC))).toBe('pass');
@@ -201,7 +212,7 @@ describeKernel('ebpf: policy programs on crafted frames', () => {
       state: CT_STATE.udp,
       flags: 0,
       pad: 0,
-      pad2: 0,
+      slot: 0,
     });
     const key = (ifindex: number, sport: number): CtKey => ({
       ifindex,
@@ -222,8 +233,29 @@ describeKernel('ebpf: policy programs on crafted frames', () => {
   });
 });
 
-describeKernel('ebpf: Log rules', () => {
-  it('sends one ring buffer event per logged packet and goes on to the next rule', () => {
+/** The node's flow aggregates, drained (lookup and delete), CPUs merged, slots named by rule id. */
+function drainAggregates(
+  h: OfflineNode,
+): (Omit<FlowKey, 'slot' | 'pad' | 'pad2'> & FlowValue & { rule: string })[] {
+  const rules = new Map(Object.entries(h.alloc.slots).map(([key, slot]) => [slot, key.split('|')[2] ?? '']));
+  return h.maps.flows.lookupAndDeleteBatch().map(([k, values]) => {
+    const { slot, pad, pad2, ...key } = k;
+    void pad;
+    void pad2;
+    return { ...key, ...mergeCpus(values), rule: rules.get(slot) ?? `slot ${slot}` };
+  });
+}
+
+function flowsLost(h: OfflineNode): number {
+  return Number(readFlowsLost(h.maps.flowsLost));
+}
+
+function setFlows(h: OfflineNode, on: boolean): void {
+  h.maps.config.update(0, { flags: on ? NODE_CONFIG_FLAG.flowEvents : 0, pad: 0 });
+}
+
+describeKernel('ebpf: flow aggregates', () => {
+  it('Log rules add every packet they match to their aggregate, with flows on or off', () => {
     const ir = cluster([
       globalPolicy('audit', {
         order: 1,
@@ -233,27 +265,167 @@ describeKernel('ebpf: Log rules', () => {
       }),
     ]);
     const h = new OfflineNode(ir, 'n1');
-    const reader = new RingBufReader(h.maps.events);
     try {
-      expect(
-        h.run('x/a', 'ingress', frame({ src: B, dst: A, protocol: 'TCP', sport: 40001, dport: 80 })),
-      ).toBe('pass');
-      expect(
-        h.run('x/a', 'ingress', frame({ src: C, dst: A, protocol: 'TCP', sport: 40002, dport: 80 })),
-      ).toBe('drop');
+      setFlows(h, false);
+      const syn = (src: string, sport: number): Buffer =>
+        frame({ src, dst: A, protocol: 'TCP', sport, dport: 80 });
+      expect(h.run('x/a', 'ingress', syn(B, 40001))).toBe('pass');
+      expect(h.run('x/a', 'ingress', syn(C, 40002))).toBe('drop');
+      // A retransmitted SYN of the denied connection: logged again, a second attempt.
+      expect(h.run('x/a', 'ingress', syn(C, 40002))).toBe('drop');
       expect(
         h.run('x/a', 'ingress', frame({ src: C, dst: A, protocol: 'UDP', sport: 40003, dport: 53 })),
       ).toBe('drop');
-      const events: ReturnType<typeof logEvent.decode>[] = [];
-      reader.consumeDecoded(logEvent, (e) => events.push(e));
-      const slot =
-        h.alloc.slots[slotKey({ endpoint: 'x/a', direction: 'ingress', rule: 'gp:audit/ingress/0' })];
-      expect(events.map((e) => [e.saddr, e.daddr, e.sport, e.dport, e.proto, e.dir, e.slot])).toEqual([
-        [B, A, 40001, 80, 6, 0, slot],
-        [C, A, 40002, 80, 6, 0, slot],
+      const logged = drainAggregates(h).sort((x, y) => x.saddr.localeCompare(y.saddr));
+      const len = syn(B, 1).length;
+      // Flows off: the Log rule's aggregates only (it is policy), none for the allow or the denies.
+      expect(logged).toMatchObject([
+        { rule: 'gp:audit/ingress/0', verdict: FLOW_VERDICT.log, saddr: B, daddr: A, dport: 80, proto: 6 },
+        { rule: 'gp:audit/ingress/0', verdict: FLOW_VERDICT.log, saddr: C, daddr: A, dport: 80, proto: 6 },
       ]);
+      expect(logged.map((a) => [a.packets, a.bytes, a.connections])).toEqual([
+        [1, len, 1],
+        [2, 2 * len, 2],
+      ]);
+      expect(logged.every((a) => a.first > 0 && a.last >= a.first)).toBe(true);
     } finally {
-      reader.close();
+      h.close();
+    }
+  });
+
+  it("adds an allowed connection's packets in its original direction to the deciding rule's aggregate", () => {
+    const ir = cluster();
+    const ruleId = ir.ruleSets
+      .find((rs) => rs.endpoint === 'x/a' && rs.direction === 'ingress')
+      ?.kubernetesRules.find((r) => r.protocol === 'TCP')?.id as string;
+    const h = new OfflineNode(ir, 'n1');
+    try {
+      setFlows(h, true);
+      const rule = h.alloc.slots[slotKey({ endpoint: 'x/a', direction: 'ingress', rule: ruleId })];
+      expect(rule).toBeDefined();
+      const out = (flags: number, payload = 0): Buffer =>
+        frame({
+          src: B,
+          dst: A,
+          protocol: 'TCP',
+          sport: 41000,
+          dport: 80,
+          tcpFlags: flags,
+          payload: Buffer.alloc(payload),
+        });
+      const back = (flags: number): Buffer =>
+        frame({ src: A, dst: B, protocol: 'TCP', sport: 80, dport: 41000, tcpFlags: flags });
+      const original = [out(0x02), out(0x10), out(0x18, 300), out(0x18, 1000), out(0x11)];
+      const replies = [back(0x12), back(0x18), back(0x11)];
+      expect(h.run('x/a', 'ingress', original[0] as Buffer)).toBe('pass');
+      expect(h.run('x/a', 'egress', replies[0] as Buffer)).toBe('pass');
+      for (const f of original.slice(1)) expect(h.run('x/a', 'ingress', f)).toBe('pass');
+      for (const f of replies.slice(1)) expect(h.run('x/a', 'egress', f)).toBe('pass');
+
+      const aggregates = drainAggregates(h);
+      // One aggregate for the hook, rule and tuple without the source port; replies add nothing.
+      expect(aggregates).toHaveLength(1);
+      const [agg] = aggregates;
+      const bytes = (fs: Buffer[]): number => fs.reduce((n, f) => n + f.length, 0);
+      expect(agg).toMatchObject({
+        rule: ruleId,
+        verdict: FLOW_VERDICT.allow,
+        saddr: B,
+        daddr: A,
+        dport: 80,
+        proto: 6,
+        dir: 0,
+        packets: original.length,
+        bytes: bytes(original),
+        connections: 1,
+      });
+      // The conntrack entry counts both directions and names the rule.
+      const [[, ct] = []] = ctEntries(h);
+      expect(ct).toMatchObject({ packets: BigInt(original.length + replies.length), slot: rule });
+      expect(Number(ct?.bytes)).toBe(bytes(original) + bytes(replies));
+
+      // Drained since: the next packet of the connection starts the aggregate afresh, without a connection.
+      expect(h.run('x/a', 'ingress', out(0x10))).toBe('pass');
+      expect(drainAggregates(h)).toMatchObject([{ packets: 1, bytes: out(0x10).length, connections: 0 }]);
+      // Flows off: the established path leaves the map alone.
+      setFlows(h, false);
+      expect(h.run('x/a', 'ingress', out(0x10))).toBe('pass');
+      expect(drainAggregates(h)).toEqual([]);
+    } finally {
+      h.close();
+    }
+  });
+
+  it('adds dropped packets to the deny aggregate, counting the ones that would open a connection', () => {
+    const h = new OfflineNode(cluster(), 'n1');
+    try {
+      setFlows(h, true);
+      const fromC = (flags: number, sport: number): Buffer =>
+        frame({ src: C, dst: A, protocol: 'TCP', sport, dport: 80, tcpFlags: flags });
+      // Two SYNs (a retransmission looks like a new attempt), a stray ACK, a RST, another port's SYN.
+      for (const f of [fromC(0x02, 42000), fromC(0x02, 42000), fromC(0x10, 42001), fromC(0x04, 42002)])
+        expect(h.run('x/a', 'ingress', f)).toBe('drop');
+      expect(h.run('x/a', 'ingress', frame({ src: C, dst: A, protocol: 'TCP', dport: 81 }))).toBe('drop');
+      // ICMP: no port in the aggregate; every packet of another protocol would open a connection.
+      expect(h.run('x/a', 'ingress', frame({ src: C, dst: A, protocol: 'ICMP', icmpId: 99 }))).toBe('drop');
+      // IPv6 fails closed before anything is parsed: the fail-closed slot, no addresses, no connection.
+      expect(h.run('x/a', 'ingress', ethernet(0x86dd, Buffer.alloc(60)))).toBe('drop');
+      const byKey = new Map(drainAggregates(h).map((a) => [`${a.rule} ${a.saddr} ${a.proto} ${a.dport}`, a]));
+      expect(byKey.get(`x/a/ingress/default ${C} 6 80`)).toMatchObject({
+        verdict: FLOW_VERDICT.deny,
+        packets: 4,
+        connections: 2,
+        bytes: 4 * fromC(0x02, 1).length,
+      });
+      expect(byKey.get(`x/a/ingress/default ${C} 6 81`)).toMatchObject({ packets: 1, connections: 1 });
+      expect(byKey.get(`x/a/ingress/default ${C} 1 0`)).toMatchObject({ packets: 1, connections: 1 });
+      expect(byKey.get(`${failClosedRuleId('x/a', 'ingress', 'ipv6')} 0.0.0.0 0 0`)).toMatchObject({
+        verdict: FLOW_VERDICT.deny,
+        packets: 1,
+        connections: 0,
+        bytes: 74,
+      });
+      expect(byKey.size).toBe(4);
+      // The per-rule counter saw the same dropped packets.
+      expect(counter(h, 'x/a', 'ingress', 'x/a/ingress/default')).toBe(6);
+    } finally {
+      h.close();
+    }
+  });
+
+  it('counts what a full map refuses, and records again once drained', () => {
+    const h = new OfflineNode(cluster(), 'n1', {
+      counterSlots: 1024,
+      conntrackCapacity: 1024,
+      flowCapacity: 4,
+    });
+    try {
+      setFlows(h, true);
+      const to = (dport: number): Buffer => frame({ src: C, dst: A, protocol: 'UDP', dport });
+      for (let port = 1000; port < 1006; port++) expect(h.run('x/a', 'ingress', to(port))).toBe('drop');
+      // Existing aggregates keep counting while the map is full.
+      expect(h.run('x/a', 'ingress', to(1000))).toBe('drop');
+      expect(flowsLost(h)).toBe(2);
+      const kept = drainAggregates(h);
+      expect(kept).toHaveLength(4);
+      expect(kept.reduce((n, a) => n + a.packets, 0)).toBe(5);
+      expect(h.run('x/a', 'ingress', to(1005))).toBe('drop');
+      expect(drainAggregates(h)).toMatchObject([{ dport: 1005, packets: 1 }]);
+      expect(flowsLost(h)).toBe(2);
+    } finally {
+      h.close();
+    }
+  });
+
+  it("records nothing for the node's own connections to its pods", () => {
+    const h = new OfflineNode(cluster(), 'n1');
+    try {
+      setFlows(h, true);
+      const probe: FrameSpec = { src: '198.18.255.1', dst: A, protocol: 'TCP', sport: 43000, dport: 8080 };
+      expect(h.run('x/a', 'ingress', frame(probe), 0)).toBe('pass');
+      expect(h.run('x/a', 'ingress', frame({ ...probe, tcpFlags: 0x10 }), 0)).toBe('pass');
+      expect(drainAggregates(h)).toEqual([]);
+    } finally {
       h.close();
     }
   });

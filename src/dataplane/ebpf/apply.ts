@@ -1,7 +1,7 @@
 /**
  * Applying one node: make the kernel match the IR, touching only the difference.
  *
- *   0. write the node's switches (flow events on or off) to its config map: no reload;
+ *   0. write the node's switches (flow aggregates on or off) to its config map: no reload;
  *   1. generate every program; load those whose code (or hook, or maps) changed — a verifier
  *      rejection stops here, before anything in force was touched; build the decision tables
  *      that changed (table mode: a new trie each, not yet in force);
@@ -84,9 +84,9 @@ import { dropPinnedLink } from './pinned-link.js';
 
 export interface ApplyOptions {
   /**
-   * Flow events (a ring buffer record per new connection allowed and per packet denied) for the
-   * agent's flow log; default true. A switch in the node's config map: flipping it reloads
-   * nothing. Log rules' events are sent either way.
+   * Flow aggregates of allowed connections and denied packets (the `flows` map the agent drains)
+   * for its flow log; default true. A switch in the node's config map: flipping it reloads
+   * nothing. Log rules' aggregates are kept either way.
    */
   flowLogs?: boolean;
   /** Test hook: replaces a generated program's instructions before it is loaded. */

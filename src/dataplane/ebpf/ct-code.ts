@@ -18,14 +18,19 @@ import {
   ctKey,
   ctValue,
   DIR,
+  FLOW_CONNECTIONS,
+  FLOW_VERDICT,
   FRAME,
   IPPROTO,
   MAP,
+  NODE_CONFIG_FLAG,
+  nodeConfig,
   NS_PER_S,
   SKB,
   TCP_FLAG,
   TCX,
 } from './layout.js';
+import { SUBPROGRAMS } from './rules.js';
 
 const K = ctKey.offsets;
 const V = ctValue.offsets;
@@ -46,7 +51,24 @@ export function emitTimeout(asm: Assembler, state: Register, out: Register, pref
   asm.mov64(out, CT_TIMEOUT_S.udp).label(done).mul64(out, NS_PER_S);
 }
 
-/** r0 = entry: refresh it, advance the TCP state, pass. */
+/**
+ * Goes to `off` unless the node's config turns flow aggregates on: a direct load from the config
+ * array (no helper call). Clobbers r2.
+ */
+export function emitIfFlowsOn(asm: Assembler, off: string): void {
+  asm
+    .comment('flow aggregates on (node config)?')
+    .ldMapValue(R2, MAP.config, nodeConfig.offsets.flags)
+    .ldxw(R2, R2, 0)
+    .and64(R2, NODE_CONFIG_FLAG.flowEvents)
+    .jeq(R2, 0, off);
+}
+
+/**
+ * r0 = entry: refresh it, advance the TCP state, pass. A packet of the original direction (not a
+ * `reply`) also adds to the flow aggregate of the rule that allowed the connection, when flows
+ * are on and the entry names one.
+ */
 function emitTouch(asm: Assembler, reply: boolean, prefix: string): void {
   const p = prefix;
   asm
@@ -78,7 +100,20 @@ function emitTouch(asm: Assembler, reply: boolean, prefix: string): void {
     .stx('b', R0, V.state, R3)
     .label(`${p}_expiry`);
   emitTimeout(asm, R3, R1, p);
-  asm.add64(R1, R2).stx('dw', R0, V.expires, R1).exitWith(TCX.NEXT);
+  asm.add64(R1, R2).stx('dw', R0, V.expires, R1);
+  if (!reply) {
+    const pass = `${p}_pass`;
+    asm.comment("the allowing rule's flow aggregate: this packet too").ldxw(R1, R0, V.slot).jeq(R1, 0, pass);
+    emitIfFlowsOn(asm, pass);
+    asm
+      .mov64(R2, R10)
+      .mov64(R3, R6)
+      .mov64(R4, FLOW_VERDICT.allow)
+      .mov64(R5, FLOW_CONNECTIONS.none)
+      .callLocal(SUBPROGRAMS.flow)
+      .label(pass);
+  }
+  asm.exitWith(TCX.NEXT);
 }
 
 /** Jumps to `miss` unless r0 is a live entry (the time is in FRAME.now). */
@@ -225,8 +260,11 @@ export function emitConntrackCreate(asm: Assembler, afterCreate?: () => void): v
     .jne(R9, IPPROTO.ICMP, 'ct_new_store')
     .mov64(R3, CT_STATE.icmp)
     .label('ct_new_store')
-    .st('dw', R10, v + V.state, 0) // state, flags and padding
+    .st('dw', R10, v + V.state, 0) // state, flags, padding and slot
     .stx('b', R10, v + V.state, R3)
+    .comment('the deciding rule: later packets of this direction add to its flow aggregate')
+    .ldxw(R1, R10, FRAME.slot)
+    .stx('w', R10, v + V.slot, R1)
     .ldxdw(R2, R10, FRAME.now)
     .stx('dw', R10, v + V.created, R2)
     .stx('dw', R10, v + V.lastSeen, R2);

@@ -1,8 +1,8 @@
 /**
  * The eBPF backend: per endpoint and direction a policy program generated from the IR with the
  * toolkit's assembler (no clang), attached with tcx links on the host side of the pod's veth;
- * per node an LRU conntrack map, one LPM trie of IP sets, per-rule per-CPU counters, a ring
- * buffer for flow events (Log rules; allowed connections and denied packets unless
+ * per node an LRU conntrack map, one LPM trie of IP sets, per-rule per-CPU counters, a per-CPU
+ * hash of flow aggregates (Log rules; allowed connections and denied packets unless
  * `flowLogs: false`) and an XDP prefilter on the fabric-facing interface. See docs/ebpf.md.
  */
 import { Link, probeFeatures, type FeatureName } from '../../bpf/index.js';
@@ -20,7 +20,7 @@ import { applyNode, removeNode, type ApplyOptions } from './apply.js';
 import { collectConntrackGarbage, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
 import { dropDetachedLinks, ebpfFingerprint } from './fingerprint.js';
-import { createEbpfEventSource } from './flow-source.js';
+import { createEbpfFlowSource } from './flow-source.js';
 import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
 
@@ -78,8 +78,7 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     // Link state has no change events; reading it back is a few cheap syscalls, so poll often.
     watchChanges: async () => undefined,
     driftPollMs: 250,
-    flowSource: (target, o) =>
-      createEbpfEventSource(target, o.pollMs !== undefined ? { connectionPollMs: o.pollMs } : {}),
+    flowSource: (target, o) => createEbpfFlowSource(target, o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
     conntrack: ebpfConntrack,
     checkSupport,
     tamper,

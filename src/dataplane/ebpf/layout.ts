@@ -59,7 +59,11 @@ export const ctValue = codecs.struct({
   state: codecs.u8,
   flags: codecs.u8,
   pad: codecs.u16,
-  pad2: codecs.u32,
+  /**
+   * Counter slot of the rule that allowed the connection (0: none, e.g. the node's own traffic):
+   * later packets of the original direction add to that rule's flow aggregate (flowKey).
+   */
+  slot: codecs.u32,
 });
 export type CtValue = codecs.CodecValue<typeof ctValue>;
 
@@ -115,43 +119,62 @@ export type PortSetKey = codecs.CodecValue<typeof portSetKey>;
 export const counterValue = codecs.struct({ packets: codecs.u64n, bytes: codecs.u64n });
 export type CounterValue = codecs.CodecValue<typeof counterValue>;
 
-/** What a flow event says happened: a Log rule matched, a new connection was allowed, a packet denied. */
-export const EVENT_VERDICT = { log: 0, allow: 1, deny: 2 } as const;
-export type EventVerdictName = keyof typeof EVENT_VERDICT;
-export const EVENT_VERDICT_NAMES: Record<number, EventVerdictName> = { 0: 'log', 1: 'allow', 2: 'deny' };
+/** The verdict of a flow aggregate: a Log rule matched, a connection was allowed, a packet denied. */
+export const FLOW_VERDICT = { log: 0, allow: 1, deny: 2 } as const;
+export type FlowVerdictName = keyof typeof FLOW_VERDICT;
+export const FLOW_VERDICT_NAMES: Record<number, FlowVerdictName> = { 0: 'log', 1: 'allow', 2: 'deny' };
 
 /**
- * A ring buffer record of the policy programs: a Log rule's match (always), and with flow events
- * on (NODE_CONFIG_FLAG.flowEvents) a new connection allowed or a packet denied. `slot` is the
- * counter slot of the deciding rule (its default or fail-closed slot included), which names the
- * endpoint, direction and rule through the node's slot table; `ifindex` is the skb's (the host
- * veth); `dir` the policy direction (0 ingress, 1 egress). Addresses and ports are as the packet
- * carried them, zero where parsing had not reached them (fail-closed IPv6, malformed).
+ * Key of the node's `flows` map: one aggregate per hook (`ifindex` of the host veth, policy `dir`
+ * 0 ingress / 1 egress), protocol, verdict, addresses as the packet carried them, destination
+ * port (network order; 0 for protocols without ports) and the counter slot of the deciding rule
+ * (which names the endpoint, direction and rule through the node's slot table). No source port:
+ * every connection between two addresses to one port that one rule decided adds to one entry.
+ * Addresses are zero where parsing had not reached them (fail-closed IPv6, malformed).
  */
-export const flowEvent = codecs.struct({
-  ts: codecs.u64,
-  slot: codecs.u32,
+export const flowKey = codecs.struct({
   ifindex: codecs.u32,
+  dir: codecs.u8,
+  proto: codecs.u8,
+  verdict: codecs.u8,
+  pad: codecs.u8,
   saddr: codecs.ipv4,
   daddr: codecs.ipv4,
-  sport: codecs.be16,
   dport: codecs.be16,
-  proto: codecs.u8,
-  dir: codecs.u8,
-  /** EVENT_VERDICT. */
-  verdict: codecs.u16,
-  len: codecs.u32,
+  pad2: codecs.u16,
+  slot: codecs.u32,
 });
-export type FlowEvent = codecs.CodecValue<typeof flowEvent>;
-/** The record's earlier name (it was only sent by Log rules). */
-export const logEvent = flowEvent;
-export type LogEvent = FlowEvent;
+export type FlowKey = codecs.CodecValue<typeof flowKey>;
+
+/**
+ * Value of the `flows` map, one per CPU (plain adds, no atomics): packets and bytes counted, new
+ * connections, and the bpf_ktime_get_ns of the first and latest packet this CPU counted (0 while
+ * this CPU counted none).
+ */
+export const flowValue = codecs.struct({
+  packets: codecs.u64n,
+  bytes: codecs.u64n,
+  connections: codecs.u64n,
+  first: codecs.u64n,
+  last: codecs.u64n,
+});
+export type FlowValue = codecs.CodecValue<typeof flowValue>;
+
+/**
+ * What a decision adds to its aggregate's `connections`: nothing (the established path, fail-closed
+ * drops), one (the allow tail, which just created a conntrack entry), or one when the packet would
+ * open a connection if allowed (deny and Log: a TCP SYN without ACK, any packet of another protocol).
+ */
+export const FLOW_CONNECTIONS = { none: 0, one: 1, ifOpening: 2 } as const;
 
 /** The node's run-time switches: one array element the programs read directly (no helper call). */
 export const nodeConfig = codecs.struct({ flags: codecs.u32, pad: codecs.u32 });
 export type NodeConfig = codecs.CodecValue<typeof nodeConfig>;
 export const NODE_CONFIG_FLAG = {
-  /** Allow (new connection) and deny events in the ring buffer. Log rules' events do not depend on it. */
+  /**
+   * Allow and deny aggregates in the `flows` map (the decision and, for allowed connections, their
+   * later packets). Log rules' aggregates do not depend on it: they are policy.
+   */
   flowEvents: 0x1,
 } as const;
 
@@ -197,7 +220,7 @@ export type TablePortKey = codecs.CodecValue<typeof tablePortKey>;
 /**
  * A table trie's value. Peer keys use `class` only; port keys the rest: the deciding rule's
  * counter slot, the slot of the Pass rule that led to the Kubernetes tier (0: none; counted as
- * the walk counts it), the verdict (EVENT_VERDICT.allow or .deny) and the Log rules' slots.
+ * the walk counts it), the verdict (FLOW_VERDICT.allow or .deny) and the Log rules' slots.
  */
 export const tableValue = codecs.struct({
   slot: codecs.u32,
@@ -219,7 +242,7 @@ export const FRAME = {
   l4info: -108,
   /** Offset of the L4 header from the start of the frame. */
   l4offset: -112,
-  /** Counter slot of the rule that decided (u32), for the allow tail's event. */
+  /** Counter slot of the rule that decided (u32), for the allow tail's conntrack entry and aggregate. */
   slot: -116,
   /** Table mode: the hook's index in the node's `policy` map of tables (u32). */
   tableIndex: -120,
@@ -247,11 +270,13 @@ export const MAP = {
   ipSets: 'ipsets',
   portSets: 'portsets',
   counters: 'counters',
-  events: 'events',
+  /** Flow aggregates (flowKey → flowValue per CPU), drained by the agent every interval. */
+  flows: 'flows',
   prefilter: 'pf_trie',
   prefilterCounters: 'pf_counters',
   config: 'config',
-  eventsLost: 'events_lost',
+  /** Element 0, per CPU: aggregates the full `flows` map refused (a failed insert each). */
+  flowsLost: 'flows_lost',
   /** Table mode: hook index → the hook's decision table (an LPM trie of its own). */
   tables: 'policy',
 } as const;

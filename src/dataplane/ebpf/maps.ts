@@ -3,7 +3,7 @@
  * their contents to what the IR wants by difference (adds before the program swap, removals
  * after, so neither the old nor the new programs ever see a set without a member both agree on).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfMap,
@@ -11,7 +11,6 @@ import {
   MapFlags,
   MapOfMaps,
   PerCpuMap,
-  RingBufMap,
   type Codec,
   type MapBase,
   type PerCpuMapType,
@@ -21,6 +20,8 @@ import {
   counterValue,
   ctKey,
   ctValue,
+  flowKey,
+  flowValue,
   MAP,
   NODE_CONFIG_FLAG,
   nodeConfig,
@@ -30,6 +31,8 @@ import {
   type NodeConfig,
   type CtKey,
   type CtValue,
+  type FlowKey,
+  type FlowValue,
   type PortSetKey,
   type SetLpmKey,
 } from './layout.js';
@@ -47,20 +50,30 @@ export const PORT_SET_CAPACITY = 65536;
  */
 export const COUNTER_SLOTS = 8192;
 export const PREFILTER_LISTS = 256;
-export const EVENTS_BYTES = 1024 * 1024;
+/**
+ * Flow aggregates a node holds between two drains. An entry lives at most one interval (the agent
+ * drains the map every FLOW_INTERVAL_MS, 1 s), so this bounds the distinct aggregates per
+ * interval: 10 000 new connections a second from 10 000 different peers (the worst case: no two
+ * share an aggregate) make 10 000 entries at the server's hook, 20 000 when the clients are pods
+ * of the same node (their egress hook aggregates too), 40 000 with a Log rule on the way —
+ * 65 536 leaves 60% headroom over that. Not preallocated: memory follows use (about
+ * 100 B + 40 B × CPUs per entry), so the bound costs nothing until traffic needs it.
+ */
+export const FLOW_CAPACITY = 65536;
 
 export interface NodeMaps {
   ct: BpfMap<CtKey, CtValue>;
   ipSets: BpfMap<SetLpmKey, number>;
   portSets: BpfMap<PortSetKey, number>;
   counters: PerCpuMap<number, CounterValue>;
-  events: RingBufMap;
+  /** Flow aggregates, per CPU; the agent drains them (lookup and delete) every interval. */
+  flows: PerCpuMap<FlowKey, FlowValue>;
   pfTrie: BpfMap<string, number>;
   pfCounters: PerCpuMap<number, CounterValue>;
   /** One element: the node's run-time switches (flow events). */
   config: BpfMap<number, NodeConfig>;
-  /** One element per CPU: ring buffer records the programs could not send (buffer full). */
-  eventsLost: PerCpuMap<number, bigint>;
+  /** One element per CPU: aggregates the full `flows` map refused. */
+  flowsLost: PerCpuMap<number, bigint>;
   /** Table mode: hook index → the hook's decision table trie (an array of maps). */
   tables: MapOfMaps<number>;
 }
@@ -131,7 +144,16 @@ export const MAP_SPECS = {
     value: nodeConfig,
     maxEntries: 1,
   } satisfies PlainSpec<number, NodeConfig>,
-  [MAP.eventsLost]: {
+  [MAP.flows]: {
+    kind: 'percpu',
+    // A hash, not an LRU hash: a full map refuses new aggregates (and the program counts them in
+    // flows_lost) instead of silently evicting ones not drained yet.
+    type: 'percpu_hash',
+    key: flowKey,
+    value: flowValue,
+    maxEntries: FLOW_CAPACITY,
+  } satisfies PerCpuSpec<FlowKey, FlowValue>,
+  [MAP.flowsLost]: {
     kind: 'percpu',
     type: 'percpu_array',
     key: codecs.u32,
@@ -145,9 +167,9 @@ export const MAP_PURPOSE: Record<string, string> = {
   [MAP.ipSets]: 'IP sets: {prefixlen, set index, address} → 1',
   [MAP.portSets]: 'IP-port sets: {set index, address, port} → 1',
   [MAP.counters]: 'per-rule counters: slot → {packets, bytes} per CPU',
-  [MAP.events]: 'flow events: Log rules, new connections allowed, packets denied (ring buffer)',
-  [MAP.config]: 'node switches: flags (bit 0: flow events on)',
-  [MAP.eventsLost]: 'events the full ring buffer refused, per CPU',
+  [MAP.flows]: 'flow aggregates: hook, verdict, addresses, port, rule → packets, bytes, connections per CPU',
+  [MAP.config]: 'node switches: flags (bit 0: flow aggregates on)',
+  [MAP.flowsLost]: 'aggregates the full flows map refused, per CPU',
   [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
   [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
   [MAP.tables]: "decision tables: hook index → the hook's table trie (table mode)",
@@ -176,7 +198,11 @@ function plain<K, V>(spec: PlainSpec<K, V>, name: string, maxEntries?: number): 
 }
 
 function perCpu<K, V>(spec: PerCpuSpec<K, V>, name: string, maxEntries?: number): PerCpuMap<K, V> {
-  return PerCpuMap.create(sized(spec, name, maxEntries));
+  return PerCpuMap.create({
+    ...sized(spec, name, maxEntries),
+    // Flow aggregates come and go every interval: allocate them as they come.
+    ...(spec.type === 'percpu_hash' ? { flags: MapFlags.NO_PREALLOC } : {}),
+  });
 }
 
 export interface MapSizes {
@@ -185,6 +211,8 @@ export interface MapSizes {
   /** Conntrack entries (an LRU hash preallocates them all). */
   conntrackCapacity?: number;
   prefilterCapacity?: number;
+  /** Flow aggregates (default FLOW_CAPACITY). */
+  flowCapacity?: number;
 }
 
 /** Slots for counters numbered up to `highest`, with room to grow before the next recreation. */
@@ -208,7 +236,7 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
       ipSets: track(plain(s[MAP.ipSets], MAP.ipSets)),
       portSets: track(plain(s[MAP.portSets], MAP.portSets)),
       counters: track(perCpu(s[MAP.counters], MAP.counters, sizes.counterSlots)),
-      events: track(RingBufMap.create({ name: kernelName(MAP.events), size: EVENTS_BYTES })),
+      flows: track(perCpu(s[MAP.flows], MAP.flows, sizes.flowCapacity)),
       pfTrie: track(
         plain(
           s[MAP.prefilter],
@@ -218,7 +246,7 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
       ),
       pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
       config: track(plain(s[MAP.config], MAP.config)),
-      eventsLost: track(perCpu(s[MAP.eventsLost], MAP.eventsLost)),
+      flowsLost: track(perCpu(s[MAP.flowsLost], MAP.flowsLost)),
       tables: track(createTablesMap(kernelName(MAP.tables))),
     };
   } catch (e) {
@@ -232,16 +260,22 @@ const FIELDS: Record<keyof NodeMaps, string> = {
   ipSets: MAP.ipSets,
   portSets: MAP.portSets,
   counters: MAP.counters,
-  events: MAP.events,
+  flows: MAP.flows,
   pfTrie: MAP.prefilter,
   pfCounters: MAP.prefilterCounters,
   config: MAP.config,
-  eventsLost: MAP.eventsLost,
+  flowsLost: MAP.flowsLost,
   tables: MAP.tables,
 };
 
 /** Maps added after the first layout: a node pinned without them gets them at its next apply. */
-const LATER: readonly (keyof NodeMaps)[] = ['config', 'eventsLost', 'tables'];
+const LATER: readonly (keyof NodeMaps)[] = ['config', 'tables', 'flows', 'flowsLost'];
+/**
+ * Pins of maps the programs no longer use (the ring buffer of per-event flow records, before
+ * flows were aggregated in the kernel): removed when a node is opened, once its programs are
+ * about to be reloaded against the maps that replace them.
+ */
+const RETIRED = ['events', 'events_lost'];
 
 /** Symbolic name → map, as Program.load wants it. */
 export function programMaps(maps: NodeMaps): Record<string, MapBase> {
@@ -261,7 +295,8 @@ export function mapPinPath(nodeDir: string, symbolic: string): string {
 /**
  * Reopens every map from its pin; undefined when any is missing (a first apply). Maps a newer
  * version added (LATER) are created and pinned when absent, so a node applied by an older version
- * keeps its conntrack table and counters (its programs are reloaded: the map ids changed).
+ * keeps its conntrack table and counters (its programs are reloaded: the map ids changed); pins
+ * of RETIRED maps are removed (the old programs hold those maps until they are replaced).
  */
 export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
   const path = (name: string): string => mapPinPath(nodeDir, name);
@@ -282,12 +317,11 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
     return m;
   };
   try {
-    return {
+    const maps: NodeMaps = {
       ct: track(BpfMap.fromPin(path(MAP.conntrack), s[MAP.conntrack].key, s[MAP.conntrack].value)),
       ipSets: track(BpfMap.fromPin(path(MAP.ipSets), s[MAP.ipSets].key, s[MAP.ipSets].value)),
       portSets: track(BpfMap.fromPin(path(MAP.portSets), s[MAP.portSets].key, s[MAP.portSets].value)),
       counters: track(PerCpuMap.fromPin(path(MAP.counters), s[MAP.counters].key, s[MAP.counters].value)),
-      events: track(RingBufMap.fromPin(path(MAP.events))),
       pfTrie: track(BpfMap.fromPin(path(MAP.prefilter), s[MAP.prefilter].key, s[MAP.prefilter].value)),
       pfCounters: track(
         PerCpuMap.fromPin(
@@ -301,10 +335,15 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
         () => BpfMap.fromPin(path(MAP.config), s[MAP.config].key, s[MAP.config].value),
         () => plain(s[MAP.config], MAP.config),
       ),
-      eventsLost: orCreate(
-        MAP.eventsLost,
-        () => PerCpuMap.fromPin(path(MAP.eventsLost), s[MAP.eventsLost].key, s[MAP.eventsLost].value),
-        () => perCpu(s[MAP.eventsLost], MAP.eventsLost),
+      flows: orCreate(
+        MAP.flows,
+        () => PerCpuMap.fromPin(path(MAP.flows), s[MAP.flows].key, s[MAP.flows].value),
+        () => perCpu(s[MAP.flows], MAP.flows),
+      ),
+      flowsLost: orCreate(
+        MAP.flowsLost,
+        () => PerCpuMap.fromPin(path(MAP.flowsLost), s[MAP.flowsLost].key, s[MAP.flowsLost].value),
+        () => perCpu(s[MAP.flowsLost], MAP.flowsLost),
       ),
       tables: orCreate(
         MAP.tables,
@@ -312,6 +351,8 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
         () => createTablesMap(kernelName(MAP.tables)),
       ),
     };
+    for (const name of RETIRED) rmSync(path(name), { force: true });
+    return maps;
   } catch (e) {
     for (const m of opened) m.close();
     throw e;
@@ -329,8 +370,8 @@ export function writeNodeConfig(maps: NodeMaps, opts: { flowEvents: boolean }): 
   return true;
 }
 
-/** Ring buffer records lost so far (summed over CPUs). */
-export function readEventsLost(map: PerCpuMap<number, bigint>): bigint {
+/** Aggregates the full `flows` map refused so far (summed over CPUs). */
+export function readFlowsLost(map: PerCpuMap<number, bigint>): bigint {
   return (map.lookup(0) ?? []).reduce((sum, v) => sum + v, 0n);
 }
 

@@ -4,14 +4,15 @@
  *   parse → conntrack (established, reply, related: pass) → fail-closed exits
  *   → [ingress: node-originated: allow] → global tier → Kubernetes tier → default
  *     (table mode: one decision-table lookup instead, see table-code.ts)
- *   → allow (new conntrack entry, flow event, TCX_NEXT) | deny (flow event, SHOT)
+ *   → allow (new conntrack entry, flow aggregate, TCX_NEXT) | deny (flow aggregate, SHOT)
  *
  * followed by the bpf-to-bpf subprograms the rules call (count, set membership, IP-port
- * membership, ring buffer event). Flow events (allow: one per new connection; deny: one per
- * dropped packet, fail-closed drops included) are sent only while the node's config array has
- * NODE_CONFIG_FLAG.flowEvents set; Log rules' events always. The established/reply fast path
- * sends none. Maps are referenced by name; they become fds only
- * when the program is loaded, so generating a program needs no kernel.
+ * membership, flow aggregate). Every decision adds its packet to a flow aggregate in the node's
+ * `flows` map (allow: with a new connection; deny: the dropped packet, fail-closed drops
+ * included); so do the later packets of an allowed connection in its original direction (the
+ * established path in ct-code.ts). Allow and deny aggregates are written only while the node's
+ * config array has NODE_CONFIG_FLAG.flowEvents set; Log rules' always. Maps are referenced by
+ * name; they become fds only when the program is loaded, so generating a program needs no kernel.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -21,6 +22,7 @@ import {
   R2,
   R3,
   R4,
+  R5,
   R6,
   R7,
   R8,
@@ -31,20 +33,22 @@ import {
 } from '../../bpf/index.js';
 import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
-import { CT_LABELS, emitConntrackCreate, emitConntrackLookup } from './ct-code.js';
+import { CT_LABELS, emitConntrackCreate, emitConntrackLookup, emitIfFlowsOn } from './ct-code.js';
 import { emitCountPacket } from './emit.js';
 import {
-  EVENT_VERDICT,
   FAIL_CLOSED,
-  flowEvent,
+  FLOW_CONNECTIONS,
+  FLOW_VERDICT,
+  flowKey,
+  flowValue,
   FRAME,
+  IPPROTO,
   MAP,
-  NODE_CONFIG_FLAG,
-  nodeConfig,
   portSetKey,
   setLpmKey,
   SKB,
   TABLE_FAIL_CLOSED,
+  TCP_FLAG,
   TCX,
   ctKey,
   type FailClosedReason,
@@ -54,8 +58,8 @@ import { emitParse, PARSE_LABELS } from './parse.js';
 import { RuleEmitter, SUBPROGRAMS, type RuleNumbers, type Subprogram } from './rules.js';
 import { emitTableDecision, TABLE_LABELS } from './table-code.js';
 
-/** bpf_ringbuf_output flag (include/uapi/linux/bpf.h). */
-const BPF_RB_NO_WAKEUP = 1;
+/** bpf_map_update_elem flag: insert only (include/uapi/linux/bpf.h). */
+const BPF_NOEXIST = 1;
 
 const FAIL_LABELS: Record<FailClosedReason, string> = {
   ipv6: PARSE_LABELS.ipv6,
@@ -130,74 +134,117 @@ function emitInPortSetSub(asm: Assembler): void {
   emitLookupAnswer(asm, MAP.portSets, key, 'in_portset_no');
 }
 
+/** errno of a BPF_NOEXIST insert that lost the race against another CPU's insert of the same key. */
+const EEXIST = 17;
+
 /**
- * r1 = slot, r2 = conntrack key (caller's stack), r3 = ctx, r4 = verdict (EVENT_VERDICT): one
- * ring buffer record (flowEvent). When the ring buffer is full (the reader is behind), the record
- * is counted in the per-CPU `events_lost` array instead.
+ * r1 = slot of the deciding rule, r2 = the policy program's frame pointer (its conntrack key, the
+ * time and the TCP flags are read from FRAME there), r3 = ctx, r4 = verdict (FLOW_VERDICT), r5 =
+ * what to add to `connections` (FLOW_CONNECTIONS): one packet more in the flow aggregate of
+ * (hook, protocol, verdict, addresses, destination port, slot).
+ *
+ * The aggregate is looked up and, this CPU's copy being this CPU's alone, added to with plain
+ * stores. A missing aggregate (new, or drained by the agent since) is inserted with BPF_NOEXIST;
+ * when another CPU inserted the same key in the meantime (EEXIST) the packet is added to that
+ * one; any other failure (the map is full) is counted in `flows_lost`.
  */
-function emitEventSub(asm: Assembler): void {
-  const ev = -40;
-  const lostKey = -44;
-  const e = flowEvent.offsets;
-  const k = ctKey.offsets;
+function emitFlowSub(asm: Assembler): void {
+  const key = -24;
+  const value = -64;
+  const lostKey = -68;
+  const f = flowKey.offsets;
+  const v = flowValue.offsets;
+  const k = FRAME.key;
+  const ct = ctKey.offsets;
   asm
-    .label(SUBPROGRAMS.event)
-    .comment('subprogram event(slot r1, key r2, ctx r3, verdict r4): a flow event into the ring buffer')
-    .mov64(R6, R1)
-    .mov64(R7, R2)
-    .mov64(R8, R3)
-    .mov64(R9, R4)
-    .call('ktime_get_ns')
-    .stx('dw', R10, ev + e.ts, R0)
-    .stx('w', R10, ev + e.slot, R6)
-    .copy('w', R10, ev + e.len, R8, SKB.len, R1)
-    .copy('w', R10, ev + e.ifindex, R8, SKB.ifindex, R1)
-    .copy('w', R10, ev + e.saddr, R7, k.saddr, R1)
-    .copy('w', R10, ev + e.daddr, R7, k.daddr, R1)
-    .copy('h', R10, ev + e.sport, R7, k.sport, R1)
-    .copy('h', R10, ev + e.dport, R7, k.dport, R1)
-    .copy('b', R10, ev + e.proto, R7, k.proto, R1)
-    .copy('b', R10, ev + e.dir, R7, k.dir, R1)
-    .stx('h', R10, ev + e.verdict, R9)
-    .ldMap(R1, MAP.events)
-    .stackAddress(R2, ev)
-    .mov64(R3, flowEvent.size)
-    // No wakeup per record: the reader drains on a short timer, so a connection flood costs
-    // no extra context switches.
-    .mov64(R4, BPF_RB_NO_WAKEUP)
-    .call('ringbuf_output')
-    .jeq(R0, 0, 'event_out')
-    .comment('the ring buffer is full (the reader is behind): count the event as lost')
+    .label(SUBPROGRAMS.flow)
+    .comment(
+      'subprogram flow(slot r1, frame r2, ctx r3, verdict r4, connections r5): one packet more in its flow aggregate',
+    )
+    .mov64(R6, R2)
+    .mov64(R7, R3)
+    .stx('w', R10, key + f.slot, R1)
+    .stx('b', R10, key + f.verdict, R4)
+    .st('b', R10, key + f.pad, 0)
+    .st('h', R10, key + f.pad2, 0)
+    .copy('w', R10, key + f.ifindex, R7, SKB.ifindex, R1)
+    .copy('b', R10, key + f.dir, R6, k + ct.dir, R1)
+    .copy('w', R10, key + f.saddr, R6, k + ct.saddr, R1)
+    .copy('w', R10, key + f.daddr, R6, k + ct.daddr, R1)
+    .ldxb(R1, R6, k + ct.proto)
+    .stx('b', R10, key + f.proto, R1)
+    .comment('the destination port of TCP, UDP and SCTP; 0 for the rest (the ICMP echo id is no port)')
+    .mov64(R2, 0)
+    .jeq(R1, IPPROTO.TCP, 'flow_ported')
+    .jeq(R1, IPPROTO.UDP, 'flow_ported')
+    .jne(R1, IPPROTO.SCTP, 'flow_port')
+    .label('flow_ported')
+    .ldxh(R2, R6, k + ct.dport)
+    .label('flow_port')
+    .stx('h', R10, key + f.dport, R2)
+    .comment('connections (r8): as asked, or 1 for a packet that opens one (TCP: SYN without ACK or RST)')
+    .mov64(R8, R5)
+    .jne(R8, FLOW_CONNECTIONS.ifOpening, 'flow_len')
+    .mov64(R8, 1)
+    .jne(R1, IPPROTO.TCP, 'flow_len')
+    .ldxw(R2, R6, FRAME.l4info)
+    .and64(R2, TCP_FLAG.SYN | TCP_FLAG.ACK | TCP_FLAG.RST)
+    .mov64(R8, 0)
+    .jne(R2, TCP_FLAG.SYN, 'flow_len')
+    .mov64(R8, 1)
+    .label('flow_len')
+    .ldxw(R9, R7, SKB.len)
+    .mapLookup(MAP.flows, key)
+    .jne(R0, 0, 'flow_add')
+    .comment('a new aggregate: this packet alone (other CPUs start from zero)')
+    .st('dw', R10, value + v.packets, 1)
+    .stx('dw', R10, value + v.bytes, R9)
+    .stx('dw', R10, value + v.connections, R8)
+    .ldxdw(R1, R6, FRAME.now)
+    .stx('dw', R10, value + v.first, R1)
+    .stx('dw', R10, value + v.last, R1)
+    .mapUpdate(MAP.flows, key, value, BPF_NOEXIST)
+    .jeq(R0, 0, 'flow_out')
+    .jne(R0, -EEXIST, 'flow_lost')
+    .comment('another CPU inserted it first: add to it')
+    .mapLookup(MAP.flows, key)
+    .jeq(R0, 0, 'flow_lost')
+    .label('flow_add')
+    .comment("add to this CPU's copy; the first packet this CPU counts sets its first-seen")
+    .addToU64(R0, v.packets, 1, R1)
+    .addToU64(R0, v.bytes, R9, R1)
+    .addToU64(R0, v.connections, R8, R1)
+    .ldxdw(R1, R6, FRAME.now)
+    .stx('dw', R0, v.last, R1)
+    .ldxdw(R2, R0, v.first)
+    .jne(R2, 0, 'flow_out')
+    .stx('dw', R0, v.first, R1)
+    .exitWith(0)
+    .label('flow_lost')
+    .comment('the map is full (the agent is behind, or more aggregates than it holds): count it lost')
     .st('w', R10, lostKey, 0)
-    .mapLookup(MAP.eventsLost, lostKey)
-    .jeq(R0, 0, 'event_out')
+    .mapLookup(MAP.flowsLost, lostKey)
+    .jeq(R0, 0, 'flow_out')
     .addToU64(R0, 0, 1, R1)
-    .label('event_out')
+    .label('flow_out')
     .exitWith(0);
 }
 
 /**
- * r1 = slot of the deciding rule: the flow event of `verdict` when the node's config turns flow
- * events on (read straight from the config array, no helper call), then on to `done`.
+ * The flow aggregate of a decision, with the deciding rule's slot in r1, when the node's config
+ * turns flow aggregates on (read straight from the config array, no helper call); then on to
+ * `done`. FRAME.now must hold the time.
  */
-function emitFlowEvent(asm: Assembler, verdict: number, done: string): void {
-  asm
-    .comment('flow events on (node config)? then the event of the deciding rule')
-    .ldMapValue(R2, MAP.config, nodeConfig.offsets.flags)
-    .ldxw(R2, R2, 0)
-    .and64(R2, NODE_CONFIG_FLAG.flowEvents)
-    .jeq(R2, 0, done)
-    .stackAddress(R2, FRAME.key)
-    .mov64(R3, R6)
-    .mov64(R4, verdict)
-    .callLocal(SUBPROGRAMS.event);
+function emitFlowRecord(asm: Assembler, verdict: number, connections: number, done: string): void {
+  emitIfFlowsOn(asm, done);
+  asm.mov64(R2, R10).mov64(R3, R6).mov64(R4, verdict).mov64(R5, connections).callLocal(SUBPROGRAMS.flow);
 }
 
 const SUBPROGRAM_EMITTERS: Record<Subprogram, (asm: Assembler) => void> = {
   [SUBPROGRAMS.count]: emitCountSub,
   [SUBPROGRAMS.inSet]: emitInSetSub,
   [SUBPROGRAMS.inPortSet]: emitInPortSetSub,
-  [SUBPROGRAMS.event]: emitEventSub,
+  [SUBPROGRAMS.flow]: emitFlowSub,
 };
 
 export interface GeneratedProgram {
@@ -224,22 +271,35 @@ function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers, 
     asm.mov64(R1, slot).ja('fail_closed');
   }
   asm.label('fail_closed');
-  emitFlowEvent(asm, EVENT_VERDICT.deny, 'fail_shot');
+  emitIfFlowsOn(asm, 'fail_shot');
+  // Parsing may have failed before conntrack read the time.
+  asm
+    .mov64(R7, R1)
+    .call('ktime_get_ns')
+    .stx('dw', R10, FRAME.now, R0)
+    .mov64(R1, R7)
+    .mov64(R2, R10)
+    .mov64(R3, R6)
+    .mov64(R4, FLOW_VERDICT.deny)
+    .mov64(R5, FLOW_CONNECTIONS.none)
+    .callLocal(SUBPROGRAMS.flow);
   asm.label('fail_shot').exitWith(TCX.SHOT);
 }
 
 /** The allow and deny tails the rules jump to, both with the deciding rule's slot in r1. */
 function emitVerdictTails(asm: Assembler, rules: RuleEmitter): void {
   if (rules.place('allow')) {
-    asm.comment('allow: record the connection in conntrack, flow event, pass').stx('w', R10, FRAME.slot, R1);
+    asm
+      .comment('allow: record the connection in conntrack (with the slot), its aggregate, pass')
+      .stx('w', R10, FRAME.slot, R1);
     emitConntrackCreate(asm, () => {
       asm.ldxw(R1, R10, FRAME.slot).jeq(R1, 0, CT_LABELS.pass);
-      emitFlowEvent(asm, EVENT_VERDICT.allow, CT_LABELS.pass);
+      emitFlowRecord(asm, FLOW_VERDICT.allow, FLOW_CONNECTIONS.one, CT_LABELS.pass);
     });
   }
   if (rules.place('deny')) {
-    asm.comment('deny: flow event, drop');
-    emitFlowEvent(asm, EVENT_VERDICT.deny, 'deny_shot');
+    asm.comment('deny: the aggregate, drop');
+    emitFlowRecord(asm, FLOW_VERDICT.deny, FLOW_CONNECTIONS.ifOpening, 'deny_shot');
     asm.label('deny_shot').exitWith(TCX.SHOT);
   }
 }
@@ -280,7 +340,7 @@ export function policyProgram(rs: RuleSet, alloc: Allocation): GeneratedProgram 
   emitVerdictTails(asm, rules);
 
   rules.calls.add(SUBPROGRAMS.count);
-  rules.calls.add(SUBPROGRAMS.event);
+  rules.calls.add(SUBPROGRAMS.flow);
   for (const sub of Object.values(SUBPROGRAMS)) if (rules.calls.has(sub)) SUBPROGRAM_EMITTERS[sub](asm);
 
   const program = asm.assemble();

@@ -7,7 +7,7 @@
 import { disassemble } from '../../bpf/index.js';
 import type { IR, RuleSet } from '../../ir/types.js';
 import { MAP } from './layout.js';
-import { COUNTER_SLOTS, CT_CAPACITY, EVENTS_BYTES, MAP_PURPOSE, MAP_SPECS } from './maps.js';
+import { COUNTER_SLOTS, CT_CAPACITY, MAP_PURPOSE, MAP_SPECS } from './maps.js';
 import { hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
 import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
@@ -43,7 +43,6 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
           : String(spec.maxEntries);
     out.push(row(name, spec.type, spec.key.size, spec.value.size, max));
   }
-  out.push(row(MAP.events, 'ringbuf', 0, 0, `${EVENTS_BYTES / 1024} KiB`));
   out.push(row(MAP.tables, 'array_of_maps', 4, 4, String(TABLE_HOOKS)));
 
   out.push('#', '# IP sets in ipsets (set index: members)');

@@ -3,23 +3,23 @@
  * then the Kubernetes tier, then its default). A rule is a run of checks that each jump to the
  * rule's end on a mismatch; what follows the checks is the match: count, then the action. A
  * deciding action jumps to the shared allow or deny tail with the rule's counter slot in r1, which
- * the tails put in their flow event.
+ * names the flow aggregate the tails add to.
  *
  * Two verifier constraints shape it. Dead code is rejected, so nothing is emitted after a rule
  * that always matches and always decides (and labels nobody jumps to are not placed). Jump
  * offsets are 16 bits, so jumps to the shared tails (allow, deny, the Kubernetes tier) go
  * through islands of `goto`s placed every few thousand instructions.
  */
-import { R0, R1, R2, R3, R4, R6, R7, R8, R9, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
 import type { Rule, RuleSet } from '../../ir/types.js';
-import { EVENT_VERDICT, FRAME, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
+import { FLOW_CONNECTIONS, FLOW_VERDICT, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
 
 export const SUBPROGRAMS = {
   count: 'sub_count',
   inSet: 'sub_in_set',
   inPortSet: 'sub_in_portset',
-  /** A ring buffer event: Log rules always, allow/deny tails when flow events are on. */
-  event: 'sub_event',
+  /** One packet more in a flow aggregate: Log rules always; allow/deny tails and the established path when flows are on. */
+  flow: 'sub_flow',
 } as const;
 export type Subprogram = (typeof SUBPROGRAMS)[keyof typeof SUBPROGRAMS];
 
@@ -109,7 +109,7 @@ export class RuleEmitter {
 
   /**
    * Jumps to the allow or deny tail with the deciding rule's slot in r1 (nothing between here and
-   * the tail touches r1: islands are plain jumps). The tails put it in their flow event.
+   * the tail touches r1: islands are plain jumps). The tails add to that rule's flow aggregate.
    */
   private decide(target: 'allow' | 'deny', slot: number): void {
     this.asm.mov64(R1, slot).ja(this.far(target));
@@ -171,7 +171,7 @@ export class RuleEmitter {
     return conditional;
   }
 
-  /** The global tier: Log records and goes on, Pass jumps to the Kubernetes tier, Allow/Deny decide. */
+  /** The global tier: Log adds to its aggregate and goes on, Pass jumps to the Kubernetes tier, Allow/Deny decide. */
   globalTier(rs: RuleSet, numbers: RuleNumbers): void {
     if (rs.globalRules.length > 0)
       this.asm.comment('global tier: rules in order, Log goes on, Pass skips to Kubernetes');
@@ -184,10 +184,11 @@ export class RuleEmitter {
           case 'log':
             this.asm
               .mov64(R1, numbers.slot(rule.id))
-              .stackAddress(R2, FRAME.key)
+              .mov64(R2, R10)
               .mov64(R3, R6)
-              .mov64(R4, EVENT_VERDICT.log);
-            this.call(SUBPROGRAMS.event);
+              .mov64(R4, FLOW_VERDICT.log)
+              .mov64(R5, FLOW_CONNECTIONS.ifOpening);
+            this.call(SUBPROGRAMS.flow);
             break;
           case 'pass':
             this.asm.ja(this.far('k8s'));

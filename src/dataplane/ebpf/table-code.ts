@@ -7,15 +7,16 @@
  *   table = policy[index]                       (array of maps; empty: fail closed)
  *   class = table[peer key of the remote] ?: 0  (LPM; a miss is class 0, the rest)
  *   entry = table[port key of class, protocol, destination port]   (LPM; a miss: fail closed)
- *   count and send the Log rules' events, count the Pass rule, count the deciding rule,
+ *   count the Log rules and add to their aggregates, count the Pass rule, count the deciding rule,
  *   then the allow or deny tail with its slot in r1: what the walk does, in the same order.
  *
  * On entry r6 = ctx, r7 = remote address, r8 = destination port (host order), r9 = protocol;
  * r7 and r8 are reused afterwards (the tails do not read them).
  */
-import { R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
 import {
-  EVENT_VERDICT,
+  FLOW_CONNECTIONS,
+  FLOW_VERDICT,
   FRAME,
   IPPROTO,
   MAP,
@@ -77,7 +78,7 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
     .call('map_lookup_elem')
     .jeq(R0, 0, TABLE_LABELS.fail)
     .mov64(R8, R0)
-    .comment(`the entry (r8): up to ${TABLE_LOG_SLOTS} Log rules, each counted and sent, in rule order`);
+    .comment(`the entry (r8): up to ${TABLE_LOG_SLOTS} Log rules, each counted and aggregated, in rule order`);
   for (let i = 0; i < TABLE_LOG_SLOTS; i++) {
     asm
       .ldxb(R1, R8, V.logCount)
@@ -87,10 +88,11 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
     rules.call(SUBPROGRAMS.count);
     asm
       .ldxw(R1, R8, V.logs + 4 * i)
-      .stackAddress(R2, FRAME.key)
+      .mov64(R2, R10)
       .mov64(R3, R6)
-      .mov64(R4, EVENT_VERDICT.log);
-    rules.call(SUBPROGRAMS.event);
+      .mov64(R4, FLOW_VERDICT.log)
+      .mov64(R5, FLOW_CONNECTIONS.ifOpening);
+    rules.call(SUBPROGRAMS.flow);
   }
   asm
     .label('table_logged')
@@ -108,7 +110,7 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
   asm
     .ldxw(R1, R8, V.slot)
     .ldxb(R2, R8, V.verdict)
-    .jeq(R2, EVENT_VERDICT.allow, rules.far('allow'))
+    .jeq(R2, FLOW_VERDICT.allow, rules.far('allow'))
     .ja(rules.far('deny'));
   rules.reachable = false;
 }

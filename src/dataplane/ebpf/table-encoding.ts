@@ -18,7 +18,7 @@ import {
   type TableEntry,
 } from '../../ir/decision-table.js';
 import {
-  EVENT_VERDICT,
+  FLOW_VERDICT,
   IPPROTO,
   TABLE_KEY_HEADER_BITS,
   TABLE_KEY_KIND,
@@ -173,7 +173,7 @@ export function encodeTable(table: DecisionTable, slot: (rule: string) => number
     return {
       slot: slot(e.rule),
       passSlot: e.passedBy !== undefined ? slot(e.passedBy) : 0,
-      verdict: e.verdict === 'allow' ? EVENT_VERDICT.allow : EVENT_VERDICT.deny,
+      verdict: e.verdict === 'allow' ? FLOW_VERDICT.allow : FLOW_VERDICT.deny,
       logCount: e.logged.length,
       class: 0,
       logs: Array.from({ length: TABLE_LOG_SLOTS }, (_, i) => {
