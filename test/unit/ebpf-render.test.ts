@@ -74,7 +74,16 @@ describe('ebpf render', () => {
 
   it('lists maps, their contents, and one program per endpoint and direction with the rule structure', () => {
     const text = backend.render(ir(), 'n1').text;
-    for (const map of ['ct', 'ipsets', 'portsets', 'counters', 'pf_trie', 'pf_counters', 'events'])
+    for (const map of [
+      'ct',
+      'ipsets',
+      'portsets',
+      'counters',
+      'flows',
+      'flows_lost',
+      'pf_trie',
+      'pf_counters',
+    ])
       expect(text).toMatch(new RegExp(`^#   ${map} `, 'm'));
     expect(text).toMatch(/^# program sy_i_\w{8}: shop\/db ingress policy, tcx egress on sy\w+/m);
     expect(text).toMatch(/^# program sy_e_\w{8}: shop\/db egress policy, tcx ingress on sy\w+/m);
@@ -84,7 +93,7 @@ describe('ebpf render', () => {
     expect(text).toContain('gp:guard/ingress/0: log TCP ports 22');
     expect(text).toContain('#   default: deny');
 
-    // db's ingress program in order: Log (TCP 22, event), Deny (set), Pass (set), Deny, then the
+    // db's ingress program in order: Log (TCP 22, aggregate), Deny (set), Pass (set), Deny, then the
     // Kubernetes tier (named port 5432 and 6000-6010 from web) and its default.
     const start = text.indexOf('shop/db ingress policy');
     const db = text.slice(start, text.indexOf('# program', start));
@@ -98,8 +107,8 @@ describe('ebpf render', () => {
     expect(listing).toContain('if r8 < 0x1770 goto'); // 6000…
     expect(listing).toContain('if r8 > 0x177a goto'); // …6010
     expect(listing).toContain('<sub_in_set>');
-    expect(listing).toContain('<sub_event>');
-    expect(listing).toContain('call ringbuf_output#130');
+    expect(listing).toContain('<sub_flow>');
+    expect(listing).toContain('r1 = map[flows]');
     expect(listing).toContain('r1 = map[ct]');
     expect(listing).toContain('r1 = map[ipsets]');
     // The unconditional Deny ends the global tier: nothing falls through to the Kubernetes tier
@@ -188,9 +197,10 @@ describe('ebpf render', () => {
       'rule gp:guard/ingress/2: pass peer in ',
       'rule gp:guard/ingress/3: deny (counter slot',
       'Kubernetes tier: any matching rule allows',
-      'allow: record the connection in conntrack, flow event, pass',
-      'deny: flow event, drop',
+      'allow: record the connection in conntrack (with the slot), its aggregate, pass',
+      'deny: the aggregate, drop',
       'subprogram count(slot r1, bytes r2)',
+      'subprogram flow(slot r1, frame r2, ctx r3, verdict r4, connections r5)',
     ];
     const at = expected.map((e) => comments.findIndex((c) => c.startsWith(e)));
     expect(at.filter((i) => i < 0).map((_, k) => expected[k])).toEqual([]);

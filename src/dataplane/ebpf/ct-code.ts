@@ -23,14 +23,12 @@ import {
   FRAME,
   IPPROTO,
   MAP,
-  NODE_CONFIG_FLAG,
-  nodeConfig,
   NS_PER_S,
   SKB,
   TCP_FLAG,
   TCX,
 } from './layout.js';
-import { SUBPROGRAMS } from './rules.js';
+import { emitFlowCall, emitIfFlowsOn } from './emit.js';
 
 const K = ctKey.offsets;
 const V = ctValue.offsets;
@@ -49,19 +47,6 @@ export function emitTimeout(asm: Assembler, state: Register, out: Register, pref
     asm.mov64(out, CT_TIMEOUT_S[name]).jeq(state, value, done);
   }
   asm.mov64(out, CT_TIMEOUT_S.udp).label(done).mul64(out, NS_PER_S);
-}
-
-/**
- * Goes to `off` unless the node's config turns flow aggregates on: a direct load from the config
- * array (no helper call). Clobbers r2.
- */
-export function emitIfFlowsOn(asm: Assembler, off: string): void {
-  asm
-    .comment('flow aggregates on (node config)?')
-    .ldMapValue(R2, MAP.config, nodeConfig.offsets.flags)
-    .ldxw(R2, R2, 0)
-    .and64(R2, NODE_CONFIG_FLAG.flowEvents)
-    .jeq(R2, 0, off);
 }
 
 /**
@@ -105,13 +90,8 @@ function emitTouch(asm: Assembler, reply: boolean, prefix: string): void {
     const pass = `${p}_pass`;
     asm.comment("the allowing rule's flow aggregate: this packet too").ldxw(R1, R0, V.slot).jeq(R1, 0, pass);
     emitIfFlowsOn(asm, pass);
-    asm
-      .mov64(R2, R10)
-      .mov64(R3, R6)
-      .mov64(R4, FLOW_VERDICT.allow)
-      .mov64(R5, FLOW_CONNECTIONS.none)
-      .callLocal(SUBPROGRAMS.flow)
-      .label(pass);
+    emitFlowCall(asm, FLOW_VERDICT.allow, FLOW_CONNECTIONS.none);
+    asm.label(pass);
   }
   asm.exitWith(TCX.NEXT);
 }

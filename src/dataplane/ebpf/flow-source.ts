@@ -19,12 +19,7 @@
 import { statSync } from 'node:fs';
 import { PerCpuMap, codecs } from '../../bpf/index.js';
 import { FLOW_INTERVAL_MS, type NodeTarget } from '../backend.js';
-import {
-  LOST_AGGREGATE_FULL,
-  type EventSink,
-  type EventSource,
-  type FlowCountsEvent,
-} from '../events.js';
+import { LOST_AGGREGATE_FULL, type EventSink, type EventSource, type FlowCountsEvent } from '../events.js';
 import { flowKey, flowValue, FLOW_VERDICT_NAMES, MAP, type FlowKey, type FlowValue } from './layout.js';
 import { mapPinPath, readFlowsLost } from './maps.js';
 import { readMeta, type NodeMeta } from './meta.js';

@@ -27,7 +27,10 @@ import { renderNode } from './render.js';
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
 
-/** What the backend cannot run without: tcx links, ring buffer flow events, LPM tries of IP sets. */
+/**
+ * What the backend cannot run without: tcx links, LPM tries of IP sets, and ring buffers (the flow
+ * log's process tracer; flow aggregates themselves need only a per-CPU hash, Linux 4.6+).
+ */
 const REQUIRED_FEATURES: readonly FeatureName[] = ['tcx', 'ringbuf', 'lpm_trie'];
 
 function ebpfConntrack(target: NodeTarget): ConntrackView {
@@ -78,7 +81,8 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     // Link state has no change events; reading it back is a few cheap syscalls, so poll often.
     watchChanges: async () => undefined,
     driftPollMs: 250,
-    flowSource: (target, o) => createEbpfFlowSource(target, o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
+    flowSource: (target, o) =>
+      createEbpfFlowSource(target, o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
     conntrack: ebpfConntrack,
     checkSupport,
     tamper,

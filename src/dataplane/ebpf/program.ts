@@ -33,8 +33,8 @@ import {
 } from '../../bpf/index.js';
 import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
-import { CT_LABELS, emitConntrackCreate, emitConntrackLookup, emitIfFlowsOn } from './ct-code.js';
-import { emitCountPacket } from './emit.js';
+import { CT_LABELS, emitConntrackCreate, emitConntrackLookup } from './ct-code.js';
+import { emitCountPacket, emitFlowCall, emitIfFlowsOn, SUBPROGRAMS, type Subprogram } from './emit.js';
 import {
   FAIL_CLOSED,
   FLOW_CONNECTIONS,
@@ -55,7 +55,7 @@ import {
 } from './layout.js';
 import { hookKey, slotKey, type Allocation } from './node.js';
 import { emitParse, PARSE_LABELS } from './parse.js';
-import { RuleEmitter, SUBPROGRAMS, type RuleNumbers, type Subprogram } from './rules.js';
+import { RuleEmitter, type RuleNumbers } from './rules.js';
 import { emitTableDecision, TABLE_LABELS } from './table-code.js';
 
 /** bpf_map_update_elem flag: insert only (include/uapi/linux/bpf.h). */
@@ -237,7 +237,7 @@ function emitFlowSub(asm: Assembler): void {
  */
 function emitFlowRecord(asm: Assembler, verdict: number, connections: number, done: string): void {
   emitIfFlowsOn(asm, done);
-  asm.mov64(R2, R10).mov64(R3, R6).mov64(R4, verdict).mov64(R5, connections).callLocal(SUBPROGRAMS.flow);
+  emitFlowCall(asm, verdict, connections);
 }
 
 const SUBPROGRAM_EMITTERS: Record<Subprogram, (asm: Assembler) => void> = {
@@ -273,16 +273,8 @@ function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers, 
   asm.label('fail_closed');
   emitIfFlowsOn(asm, 'fail_shot');
   // Parsing may have failed before conntrack read the time.
-  asm
-    .mov64(R7, R1)
-    .call('ktime_get_ns')
-    .stx('dw', R10, FRAME.now, R0)
-    .mov64(R1, R7)
-    .mov64(R2, R10)
-    .mov64(R3, R6)
-    .mov64(R4, FLOW_VERDICT.deny)
-    .mov64(R5, FLOW_CONNECTIONS.none)
-    .callLocal(SUBPROGRAMS.flow);
+  asm.mov64(R7, R1).call('ktime_get_ns').stx('dw', R10, FRAME.now, R0).mov64(R1, R7);
+  emitFlowCall(asm, FLOW_VERDICT.deny, FLOW_CONNECTIONS.none);
   asm.label('fail_shot').exitWith(TCX.SHOT);
 }
 

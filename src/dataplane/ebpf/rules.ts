@@ -10,18 +10,10 @@
  * offsets are 16 bits, so jumps to the shared tails (allow, deny, the Kubernetes tier) go
  * through islands of `goto`s placed every few thousand instructions.
  */
-import { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R6, R7, R8, R9, type Assembler } from '../../bpf/index.js';
 import type { Rule, RuleSet } from '../../ir/types.js';
+import { emitFlowCall, SUBPROGRAMS, type Subprogram } from './emit.js';
 import { FLOW_CONNECTIONS, FLOW_VERDICT, IPPROTO, PROTOCOL_NUMBERS, SKB } from './layout.js';
-
-export const SUBPROGRAMS = {
-  count: 'sub_count',
-  inSet: 'sub_in_set',
-  inPortSet: 'sub_in_portset',
-  /** One packet more in a flow aggregate: Log rules always; allow/deny tails and the established path when flows are on. */
-  flow: 'sub_flow',
-} as const;
-export type Subprogram = (typeof SUBPROGRAMS)[keyof typeof SUBPROGRAMS];
 
 export type FarTarget = 'allow' | 'deny' | 'k8s';
 
@@ -182,13 +174,9 @@ export class RuleEmitter {
       const conditional = this.rule(rule, numbers, () => {
         switch (rule.action) {
           case 'log':
-            this.asm
-              .mov64(R1, numbers.slot(rule.id))
-              .mov64(R2, R10)
-              .mov64(R3, R6)
-              .mov64(R4, FLOW_VERDICT.log)
-              .mov64(R5, FLOW_CONNECTIONS.ifOpening);
-            this.call(SUBPROGRAMS.flow);
+            this.asm.mov64(R1, numbers.slot(rule.id));
+            emitFlowCall(this.asm, FLOW_VERDICT.log, FLOW_CONNECTIONS.ifOpening);
+            this.calls.add(SUBPROGRAMS.flow);
             break;
           case 'pass':
             this.asm.ja(this.far('k8s'));

@@ -13,7 +13,7 @@
  * On entry r6 = ctx, r7 = remote address, r8 = destination port (host order), r9 = protocol;
  * r7 and r8 are reused afterwards (the tails do not read them).
  */
-import { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
+import { R0, R1, R2, R3, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
 import {
   FLOW_CONNECTIONS,
   FLOW_VERDICT,
@@ -29,7 +29,8 @@ import {
   tablePortKey,
   tableValue,
 } from './layout.js';
-import { SUBPROGRAMS, type RuleEmitter } from './rules.js';
+import { emitFlowCall, SUBPROGRAMS } from './emit.js';
+import type { RuleEmitter } from './rules.js';
 
 export const TABLE_LABELS = { fail: 'fail_table' } as const;
 
@@ -78,7 +79,9 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
     .call('map_lookup_elem')
     .jeq(R0, 0, TABLE_LABELS.fail)
     .mov64(R8, R0)
-    .comment(`the entry (r8): up to ${TABLE_LOG_SLOTS} Log rules, each counted and aggregated, in rule order`);
+    .comment(
+      `the entry (r8): up to ${TABLE_LOG_SLOTS} Log rules, each counted and aggregated, in rule order`,
+    );
   for (let i = 0; i < TABLE_LOG_SLOTS; i++) {
     asm
       .ldxb(R1, R8, V.logCount)
@@ -86,13 +89,9 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
       .ldxw(R1, R8, V.logs + 4 * i)
       .ldxw(R2, R6, SKB.len);
     rules.call(SUBPROGRAMS.count);
-    asm
-      .ldxw(R1, R8, V.logs + 4 * i)
-      .mov64(R2, R10)
-      .mov64(R3, R6)
-      .mov64(R4, FLOW_VERDICT.log)
-      .mov64(R5, FLOW_CONNECTIONS.ifOpening);
-    rules.call(SUBPROGRAMS.flow);
+    asm.ldxw(R1, R8, V.logs + 4 * i);
+    emitFlowCall(asm, FLOW_VERDICT.log, FLOW_CONNECTIONS.ifOpening);
+    rules.calls.add(SUBPROGRAMS.flow);
   }
   asm
     .label('table_logged')
