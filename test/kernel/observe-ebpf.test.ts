@@ -5,15 +5,15 @@
  * while no source runs make one deny aggregate equal to the rule's counter, delivered by the first
  * drain of a source started later; a long connection shows up drain after drain; `flowLogs: false`
  * leaves the map untouched (no reload) while Log rules still aggregate; a full map counts and
- * reports what it refused; a source for a node without pins waits quietly and leaves nothing
- * open. Plus the cost of the aggregate update per packet (PROG_TEST_RUN).
+ * reports what it refused; a node pinned by a version with the ring buffer gets the new maps; a
+ * source for a node without pins waits quietly and leaves nothing open. Plus the cost of the aggregate update per packet (PROG_TEST_RUN).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { codecs, Link, PerCpuMap } from '../../src/bpf/index.js';
+import { codecs, Link, PerCpuMap, RingBufMap } from '../../src/bpf/index.js';
 import type { NodeTarget } from '../../src/dataplane/backend.js';
 import { createEbpfBackend } from '../../src/dataplane/ebpf/index.js';
 import {
@@ -544,6 +544,49 @@ describeKernel('observe: eBPF flow aggregates in the lab', () => {
     }
     expect(after.lost.get(LOST_AGGREGATE_FULL) ?? 0).toBe(0);
     await apply([ALLOW_B]);
+  });
+
+  it('gives a node pinned before aggregation its maps at the next apply, and drops the ring buffer pins', async () => {
+    const t = targetOf(pod('x/a').node);
+    const maps = join(nodeDir(t.scope, t.node), 'maps');
+    // What an older version left: a ring buffer and its lost counter, no flows maps.
+    for (const name of [MAP.flows, MAP.flowsLost]) rmSync(join(maps, name));
+    const ring = RingBufMap.create({ name: 'sy_events', size: 4096 });
+    const lost = PerCpuMap.create({
+      type: 'percpu_array',
+      key: codecs.u32,
+      value: codecs.u64,
+      maxEntries: 1,
+    });
+    try {
+      ring.pin(join(maps, 'events'));
+      lost.pin(join(maps, 'events_lost'));
+    } finally {
+      ring.close();
+      lost.close();
+    }
+    const before = programIds();
+    const changed = (await createEbpfBackend().apply(t, state.ir, state.ir)).changed;
+    // Every program of the node is reloaded against the new maps; the retired pins are gone.
+    expect(changed.filter((c) => c.startsWith('program:')).length).toBeGreaterThan(0);
+    const names = readdirSync(maps);
+    expect(names).toEqual(expect.arrayContaining([MAP.flows, MAP.flowsLost]));
+    expect(names).not.toContain('events');
+    expect(names).not.toContain('events_lost');
+    const after = programIds();
+    for (const link of Object.keys(before).filter((l) => l.startsWith(`${t.node}/tcx-`)))
+      expect(after[link], link).not.toBe(before[link]);
+
+    const c = new Collector();
+    const stop = await startSources(c);
+    try {
+      await measureReach(LAB, { port: 80, protocol: 'TCP', from: ['x/b'], timeoutMs: PROBE_TIMEOUT_MS });
+      await until('allow aggregates in the new map', () =>
+        c.counts().some((e) => e.verdict === 'allow' && e.endpoint === 'x/a' && e.src === pod('x/b').address),
+      );
+    } finally {
+      await stop();
+    }
   });
 
   it('waits quietly for a node without pins and leaves no fd or timer behind', async () => {
