@@ -53,6 +53,7 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
   await tryStart(async () => {
     const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
     const tracer = createProcessTracer({
+      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
       cgroupIds: () =>
         opts
           .cgroups()
