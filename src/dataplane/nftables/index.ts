@@ -21,7 +21,7 @@ import { runScript, tableExists } from './apply.js';
 import { parseCounters } from './counters.js';
 import { diffRulesets } from './diff.js';
 import { nftablesFingerprint } from './fingerprint.js';
-import { readFlowCounters } from './flow-counters.js';
+import { flowCounterReader } from './flow-counters.js';
 import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
 import type { NftRuleset } from './objects.js';
@@ -151,14 +151,16 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     watchChanges: async (target, onChange) => watchRulesetChanges(target, onChange),
     driftPollMs: 500,
     // Flow records are counted in the kernel (decision.ts) and read back once per interval.
-    flowSource: (target, o) =>
-      createAggregateSource({
+    flowSource: (target, o) => {
+      const read = flowCounterReader(target.netns);
+      return createAggregateSource({
         name: 'nftables-flow-sets',
         target,
-        read: async () => readFlowCounters(target.netns),
+        read: async () => read(),
         ir: o.ir,
         ...(o.pollMs !== undefined ? { intervalMs: o.pollMs } : {}),
-      }),
+      });
+    },
     conntrack: (target) => kernelConntrack(target),
     async checkSupport() {
       const missing = missingTools(['nft', 'conntrack']);

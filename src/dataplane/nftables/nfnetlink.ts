@@ -1,7 +1,7 @@
 /**
  * Reading counters out of nf_tables over netlink, without forking nft: the elements of one set
- * with each element's counter (an NFT_MSG_GETSETELEM dump), and one named counter object
- * (NFT_MSG_GETOBJ). `nft -j list set` costs ~150 ms of CPU for 10k elements, almost all of it
+ * with each element's counter (an NFT_MSG_GETSETELEM dump), a set's handle (NFT_MSG_GETSET) and
+ * one named counter object (NFT_MSG_GETOBJ). `nft -j list set` costs ~150 ms of CPU for 10k elements, almost all of it
  * nft parsing and printing; the dump is the same data in binary, read in a few milliseconds.
  *
  * Synchronous on purpose: a netlink dump is produced by the kernel inside each recv(2), so there
@@ -27,12 +27,17 @@ const NLM_F_DUMP = 0x300;
 const NLA_TYPE_MASK = 0x3fff;
 
 const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_NEWSET = 9;
+const NFT_MSG_GETSET = 10;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_NEWOBJ = 18;
 const NFT_MSG_GETOBJ = 19;
 const NFPROTO_INET = 1;
 
+const NFTA_SET_TABLE = 1;
+const NFTA_SET_NAME = 2;
+const NFTA_SET_HANDLE = 16;
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
@@ -49,6 +54,7 @@ const NFTA_OBJ_TABLE = 1;
 const NFTA_OBJ_NAME = 2;
 const NFTA_OBJ_TYPE = 3;
 const NFTA_OBJ_DATA = 4;
+const NFTA_OBJ_HANDLE = 6;
 const NFT_OBJECT_COUNTER = 1;
 
 /** Longest a recv may wait for the kernel before the read is given up (ms). */
@@ -166,18 +172,19 @@ export interface ParsedMessages {
   errno?: number;
   /** The ruleset changed while the kernel dumped: the parts may miss or repeat elements. */
   interrupted: boolean;
+  /** A set's or object's handle (NFT_MSG_NEWSET, NFT_MSG_NEWOBJ): unique while the kernel runs. */
+  handle?: number;
+  /** A counter object's totals (NFT_MSG_NEWOBJ). */
+  counter?: Counted;
 }
 
+const message = (type: number): number => (NFNL_SUBSYS_NFTABLES << 8) | type;
+
 /**
- * Parses the netlink messages in `buf[0, length)`: set elements go to `onElement`, counter objects
- * to `onCounter`. Pure, for the unit tests; the socket below feeds it.
+ * Parses the netlink messages in `buf[0, length)`: set elements go to `onElement`; a set's or a
+ * counter's answer is returned. Pure, for the unit tests; the socket below feeds it.
  */
-export function parseMessages(
-  buf: Buffer,
-  length: number,
-  onElement: ElementVisitor,
-  onCounter: (c: Counted) => void = () => undefined,
-): ParsedMessages {
+export function parseMessages(buf: Buffer, length: number, onElement?: ElementVisitor): ParsedMessages {
   const out: ParsedMessages = { done: false, interrupted: false };
   for (let off = 0; off + NLMSG_HDRLEN <= length;) {
     const len = buf.readUInt32LE(off);
@@ -193,19 +200,23 @@ export function parseMessages(
       const error = buf.readInt32LE(off + NLMSG_HDRLEN);
       out.done = true;
       if (error !== 0) out.errno = -error;
-    } else if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)) {
+    } else if (type === message(NFT_MSG_NEWSETELEM)) {
       for (let a = attrs, al; (al = attrLength(buf, a, end)) > 0; a = next(a, al)) {
-        if (attrType(buf, a) !== NFTA_SET_ELEM_LIST_ELEMENTS) continue;
+        if (attrType(buf, a) !== NFTA_SET_ELEM_LIST_ELEMENTS || !onElement) continue;
         for (let e = a + 4, el; (el = attrLength(buf, e, a + al)) > 0; e = next(e, el))
           if (attrType(buf, e) === NFTA_LIST_ELEM) elementAt(buf, e + 4, e + el, onElement);
       }
       if (!(flags & NLM_F_MULTI)) out.done = true;
-    } else if (type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ)) {
-      for (let a = attrs, al; (al = attrLength(buf, a, end)) > 0; a = next(a, al))
-        if (attrType(buf, a) === NFTA_OBJ_DATA) {
+    } else if (type === message(NFT_MSG_NEWSET) || type === message(NFT_MSG_NEWOBJ)) {
+      const handleType = type === message(NFT_MSG_NEWSET) ? NFTA_SET_HANDLE : NFTA_OBJ_HANDLE;
+      for (let a = attrs, al; (al = attrLength(buf, a, end)) > 0; a = next(a, al)) {
+        const t = attrType(buf, a);
+        if (t === handleType && al >= 12) out.handle = u64(buf, a + 4);
+        else if (t === NFTA_OBJ_DATA && type === message(NFT_MSG_NEWOBJ)) {
           counterAt(buf, a + 4, a + al);
-          onCounter({ packets, bytes });
+          out.counter = { packets, bytes };
         }
+      }
       if (!(flags & NLM_F_MULTI)) out.done = true;
     }
     off = next(off, len);
@@ -257,39 +268,44 @@ export class NftablesNetlink {
     c.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, timeout, timeout.length);
   }
 
+  /** Sends one request and reads until its answer is complete. */
   private exchange(
     what: string,
     type: number,
     flags: number,
     attrs: Buffer[],
-    onElement: ElementVisitor,
-    onCounter?: (c: Counted) => void,
-  ): void {
+    onElement?: ElementVisitor,
+  ): ParsedMessages {
     const c = libc();
     const seq = ++this.seq;
-    const msg = netlinkRequest(
-      (NFNL_SUBSYS_NFTABLES << 8) | type,
-      flags,
-      seq,
-      Buffer.concat([nfgenmsg(), ...attrs]),
-    );
+    const msg = netlinkRequest(message(type), flags, seq, Buffer.concat([nfgenmsg(), ...attrs]));
     check(c.send(this.fd, msg, msg.length, 0), `netlink send (${what})`);
-    let interrupted = false;
-    for (;;) {
+    const answer: ParsedMessages = { done: false, interrupted: false };
+    while (!answer.done) {
       const n = c.recv(this.fd, this.buffer, this.buffer.length, 0);
       if (n < 0) {
         const errno = lastErrno();
         if (errno === EINTR) continue;
         throw new NftablesReadError(`${what}: ${c.strerror(errno)}`, errno);
       }
-      const parsed = parseMessages(this.buffer, n, onElement, onCounter);
-      interrupted ||= parsed.interrupted;
+      const parsed = parseMessages(this.buffer, n, onElement);
       if (parsed.errno !== undefined)
         throw new NftablesReadError(`${what}: ${c.strerror(parsed.errno)}`, parsed.errno);
-      if (parsed.done) break;
+      Object.assign(answer, parsed, { interrupted: answer.interrupted || parsed.interrupted });
     }
     // Elements may be missing or repeated: a reader taking running totals must not see that.
-    if (interrupted) throw new NftablesReadError(`${what}: the ruleset changed during the dump`);
+    if (answer.interrupted) throw new NftablesReadError(`${what}: the ruleset changed during the dump`);
+    return answer;
+  }
+
+  /** The handle of `table`'s set `set` (family inet): a set deleted and added again gets a new one. */
+  setHandle(table: string, set: string): number {
+    const answer = this.exchange(`get set ${table} ${set}`, NFT_MSG_GETSET, 0, [
+      netlinkAttribute(NFTA_SET_TABLE, cstring(table)),
+      netlinkAttribute(NFTA_SET_NAME, cstring(set)),
+    ]);
+    if (answer.handle === undefined) throw new NftablesReadError(`get set ${table} ${set}: no handle`);
+    return answer.handle;
   }
 
   /**
@@ -318,23 +334,16 @@ export class NftablesNetlink {
     return out;
   }
 
-  /** The totals of `table`'s named counter `name` (family inet). */
-  counter(table: string, name: string): Counted {
-    let out: Counted | undefined;
-    this.exchange(
-      `list counter ${table} ${name}`,
-      NFT_MSG_GETOBJ,
-      0,
-      [
-        netlinkAttribute(NFTA_OBJ_TABLE, cstring(table)),
-        netlinkAttribute(NFTA_OBJ_NAME, cstring(name)),
-        netlinkAttribute(NFTA_OBJ_TYPE, be32(NFT_OBJECT_COUNTER)),
-      ],
-      () => undefined,
-      (c) => (out = c),
-    );
-    if (!out) throw new NftablesReadError(`list counter ${table} ${name}: no answer`);
-    return out;
+  /** The totals and handle of `table`'s named counter `name` (family inet). */
+  counter(table: string, name: string): Counted & { handle: number } {
+    const answer = this.exchange(`get counter ${table} ${name}`, NFT_MSG_GETOBJ, 0, [
+      netlinkAttribute(NFTA_OBJ_TABLE, cstring(table)),
+      netlinkAttribute(NFTA_OBJ_NAME, cstring(name)),
+      netlinkAttribute(NFTA_OBJ_TYPE, be32(NFT_OBJECT_COUNTER)),
+    ]);
+    if (!answer.counter || answer.handle === undefined)
+      throw new NftablesReadError(`get counter ${table} ${name}: no answer`);
+    return { ...answer.counter, handle: answer.handle };
   }
 
   close(): void {
