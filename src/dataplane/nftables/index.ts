@@ -39,11 +39,10 @@ export interface NftablesOptions {
   mutateScript?: (script: string) => string;
 }
 
-function rulesetFor(
-  ir: IR,
-  node: string,
-  options: Required<Pick<RulesetOptions, 'flowLogs'>> & RulesetOptions,
-): NftRuleset {
+/** The options a backend renders with, every one decided. */
+type Rendering = RulesetOptions & { flowLogs: boolean };
+
+function rulesetFor(ir: IR, node: string, options: Rendering): NftRuleset {
   return buildRuleset(irForNode(ir, node), node, options);
 }
 
@@ -55,19 +54,15 @@ function rulesetFor(
 const applied = new WeakMap<IR, Map<string, NftRuleset>>();
 
 /** Which rendering of an IR: the node and the options that change what is rendered. */
-function variant(node: string, options: RulesetOptions): string {
+function variant(node: string, options: Rendering): string {
   return `${node}|${options.flowLogs}|${options.flowSetSize}`;
 }
 
-function previousRuleset(
-  previous: IR,
-  node: string,
-  options: RulesetOptions & { flowLogs: boolean },
-): NftRuleset {
+function previousRuleset(previous: IR, node: string, options: Rendering): NftRuleset {
   return applied.get(previous)?.get(variant(node, options)) ?? rulesetFor(previous, node, options);
 }
 
-function remember(ir: IR, node: string, options: RulesetOptions, rs: NftRuleset): void {
+function remember(ir: IR, node: string, options: Rendering, rs: NftRuleset): void {
   let byNode = applied.get(ir);
   if (!byNode) applied.set(ir, (byNode = new Map()));
   byNode.set(variant(node, options), rs);
@@ -84,7 +79,7 @@ function allObjects(rs: NftRuleset): string[] {
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
   const mutate = opts.mutateScript ?? ((s: string) => s);
-  const rendering = {
+  const rendering: Rendering = {
     flowLogs: opts.flowLogs ?? true,
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
   };
