@@ -24,6 +24,8 @@ export interface ObserverOptions {
   sink: EventSink;
   logger: Logger;
   ir: () => IR | undefined;
+  /** How often kernel aggregates are drained (ms); the sources' default otherwise. */
+  intervalMs?: number;
   /** cgroup v2 directories of this node's pods. */
   cgroups: () => string[];
 }
@@ -42,10 +44,16 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
     }
   };
 
-  await tryStart(async () => opts.backend.flowSource(opts.target, { ir: opts.ir }));
+  await tryStart(async () =>
+    opts.backend.flowSource(opts.target, {
+      ir: opts.ir,
+      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
+    }),
+  );
   await tryStart(async () => {
     const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
     const tracer = createProcessTracer({
+      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
       cgroupIds: () =>
         opts
           .cgroups()

@@ -41,6 +41,8 @@ export interface RunAgentOptions {
   listen?: { host: string; port: number; token: string };
   metrics?: { host: string; port: number };
   flows: boolean;
+  /** How often the kernel's flow aggregates are drained (ms); default FLOW_INTERVAL_MS. */
+  flowIntervalMs?: number;
   reconcileMs?: number;
   logger?: Logger;
 }
@@ -205,6 +207,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
         sink: obs.flows,
         logger,
         ir: () => agent.appliedIR,
+        ...(opts.flowIntervalMs ? { intervalMs: opts.flowIntervalMs } : {}),
         cgroups: () => obs.cgroups.local(agent.desiredState),
       });
       logger.info({ sources: observers.running() }, 'flow sources running');

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
+import { BACKEND_NAMES, FLOW_INTERVAL_MS, type BackendName } from '../dataplane/backend.js';
 import { isEtcdSource } from '../agent/desired.js';
 import { AGENT_MARK, defaultStateDir } from '../agent/paths.js';
 import { parseNodeCount } from './manifests.js';
@@ -22,12 +22,14 @@ interface AgentFlags {
   tokenFile?: string;
   metrics?: string;
   flows: boolean;
+  flowInterval?: number;
   reconcileMs?: number;
   cgroups?: string;
   uninstall?: boolean;
 }
 
 const parseInterval = integerIn('--reconcile-ms', 50, 60_000);
+const parseFlowInterval = integerIn('--flow-interval', 100, 60_000);
 
 function readToken(file: string | undefined): string {
   if (!file) throw new CliError('--listen needs --token-file: the TCP API is never open without a token', 2);
@@ -71,6 +73,7 @@ async function run(flags: AgentFlags): Promise<void> {
     ...base,
     source: flags.source,
     flows: flags.flows,
+    ...(flags.flowInterval ? { flowIntervalMs: flags.flowInterval } : {}),
     ...(flags.cgroups ? { cgroupsFile: flags.cgroups } : {}),
     ...(flags.nodes ? { nodeCount: flags.nodes } : {}),
     policyMode: flags.policyMode ?? DEFAULT_POLICY_MODE,
@@ -113,6 +116,11 @@ export function register(program: Command): void {
     .option(
       '--no-flows',
       'no flow records (the dataplane reports no verdicts; for measuring what flows cost)',
+    )
+    .option(
+      '--flow-interval <ms>',
+      `how often flow counters aggregated in the kernel are drained into records (default ${FLOW_INTERVAL_MS})`,
+      parseFlowInterval,
     )
     .option(
       '--reconcile-ms <ms>',

@@ -6,7 +6,7 @@
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
 import { apiSocket } from '../agent/paths.js';
-import type { BackendName } from '../dataplane/backend.js';
+import { FLOW_INTERVAL_MS, type BackendName } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { agentStateDir, labAgents, measureReach } from '../lab/index.js';
 import { readState } from '../lab/state.js';
@@ -108,7 +108,8 @@ async function recentFlows(lab: string): Promise<string> {
     from: ['outside/client', 'shop/backend'],
     timeoutMs: 500,
   });
-  await new Promise((r) => setTimeout(r, 300));
+  // The agents drain the kernel's flow aggregates once per interval.
+  await new Promise((r) => setTimeout(r, FLOW_INTERVAL_MS + 300));
   const flows: Flow[] = [];
   for (const a of labAgents(lab)) {
     const r = await agentRequest<{ flows: Flow[] }>(

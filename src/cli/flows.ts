@@ -36,16 +36,23 @@ function decidedBy(f: Flow): string {
   return f.policy ? `${f.policy} (${f.rule})` : f.rule;
 }
 
+/** An aggregate (sport 0) stands for every source port: only the address is shown. */
+function sourceText(f: Flow): string {
+  return f.sport === 0 ? f.src : `${f.src}:${f.sport}`;
+}
+
 export function flowRow(f: Flow): string[] {
   return [
     f.lastSeen.slice(11, 23),
+    f.firstSeen.slice(11, 23),
     f.node,
     f.protocol,
-    `${f.src}:${f.sport}`,
+    sourceText(f),
     `${f.dst}:${f.dport}`,
     endpointText(f),
     f.verdict.toUpperCase(),
     decidedBy(f),
+    String(f.connections),
     String(f.packets),
     String(f.bytes),
     processText(f),
@@ -54,6 +61,7 @@ export function flowRow(f: Flow): string[] {
 
 export const FLOW_HEADERS = [
   'TIME',
+  'FIRST SEEN',
   'NODE',
   'PROTO',
   'SOURCE',
@@ -61,6 +69,7 @@ export const FLOW_HEADERS = [
   'ENDPOINT',
   'VERDICT',
   'DECIDED BY',
+  'CONNS',
   'PKTS',
   'BYTES',
   'PROCESS',
@@ -133,7 +142,7 @@ export function register(program: Command): void {
   program
     .command('flows')
     .description(
-      'recent flows from the agents: 5-tuple, verdict, the rule that decided, packets, bytes, process',
+      'recent flows from the agents, aggregated in the kernel: addresses, protocol and port, verdict, the rule that decided, connections, packets, bytes, process',
     )
     .option('--lab <name>', "the lab's agents (default: the only agents running)")
     .option('--node <name>', 'only this node')
@@ -142,7 +151,10 @@ export function register(program: Command): void {
     .addOption(new Option('--verdict <verdict>', 'only this verdict').choices(['allow', 'deny', 'log']))
     .option('--policy <text>', 'only flows whose policy or rule id contains this')
     .option('--limit <n>', 'most recent flows to show', parseLimit, 50)
-    .option('-f, --follow', 'stream flows as they happen (Ctrl-C to stop)')
+    .option(
+      '-f, --follow',
+      'stream flow records as the agents drain them, once per interval (Ctrl-C to stop)',
+    )
     .option('--for <seconds>', 'with --follow: stop after this long', parseSeconds)
     .option('--json', 'JSON (one object per line with --follow)')
     .action((flags: FlowFlags) => (flags.follow ? followFlows(flags) : listFlows(flags)));

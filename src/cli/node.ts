@@ -37,6 +37,7 @@ async function status(flags: Flags): Promise<void> {
     s.errors,
     s.flows.flows,
     s.flows.rateLimited + Object.values(s.flows.lost).reduce((x, y) => x + y, 0),
+    s.flows.evicted,
     s.lastError ? `${s.lastError.stage}: ${s.lastError.message.split('\n')[0] ?? ''}` : 'ok',
   ]);
   process.stdout.write(
@@ -52,11 +53,23 @@ async function status(flags: Flags): Promise<void> {
         'ERRORS',
         'FLOWS',
         'DROPPED',
+        'EVICTED',
         'STATE',
       ],
       rows,
     ) + '\n',
   );
+  // Where flow counts went missing, so DROPPED is never a bare number.
+  for (const { answer: s } of all) {
+    const where = [
+      ...Object.entries(s.flows.lost),
+      ...(s.flows.rateLimited > 0 ? [['agent rate limit', s.flows.rateLimited] as const] : []),
+    ].filter(([, n]) => n > 0);
+    if (where.length > 0)
+      process.stdout.write(
+        `${s.node}: flow counts dropped: ${where.map(([w, n]) => `${n} ${w}`).join(', ')}\n`,
+      );
+  }
   // A table over the bound is walked: say which, so a slow endpoint is not a mystery.
   for (const { answer: s } of all)
     for (const o of s.policy?.overflows ?? [])

@@ -76,7 +76,10 @@ export interface FlowCountsEvent extends PacketTuple {
   lastSeen: number;
 }
 
-/** The process that opened a connection (from the socket's state changes in process context). */
+/**
+ * The process that opened a connection (from the socket's state changes in process context), or,
+ * with sport 0, the process that opened connections from src to dst:dport in one interval.
+ */
 export interface ProcessEvent extends PacketTuple {
   kind: 'process';
   time: number;
@@ -84,6 +87,11 @@ export interface ProcessEvent extends PacketTuple {
   comm: string;
   /** cgroup v2 id (inode number of the cgroup directory), decimal. */
   cgroupId: string;
+  /**
+   * For events without a source port (sport 0, one per tuple and interval): how many connects
+   * the tuple had in the interval; pid, comm and cgroupId are those of the first of them.
+   */
+  connections?: number;
 }
 
 export type KernelEvent = VerdictEvent | ConnectionEvent | ProcessEvent | FlowCountsEvent;

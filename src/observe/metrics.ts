@@ -99,7 +99,7 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
 function registerFlowMetrics(registers: Registers, sources: MetricsSources): void {
   new Counter({
     name: 'switchyard_flow_events_dropped_total',
-    help: 'Flow events not recorded: lost in the kernel (full buffer, kernel rate limit) or refused by the agent rate limit',
+    help: 'Flow events not recorded: lost in the kernel (full aggregation map or set, full buffer) or refused by the agent rate limit',
     labelNames: ['where'],
     registers,
     collect() {
@@ -116,6 +116,15 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
     collect() {
       this.reset();
       this.inc(sources.flowStats().events);
+    },
+  });
+  new Counter({
+    name: 'switchyard_flow_records_evicted_total',
+    help: 'Flow records the agent table evicted to stay within its capacity (least recently active first)',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(sources.flowStats().evicted);
     },
   });
   new Gauge({

@@ -2,11 +2,13 @@
  * The BPF side of the process tracer: the sock:inet_sock_set_state record layout (read from
  * tracefs at run time), the maps' codecs, and the tracepoint program.
  *
- * A TCP connect() moves its socket to SYN_SENT in the calling process's context, but before the
- * kernel picks the source port (tcp_v4_connect: tcp_set_state, then inet_hash_connect). So the
- * program remembers the process at SYN_SENT (keyed by the socket's address) and reports the
- * 4-tuple when the socket leaves SYN_SENT — to ESTABLISHED, or to CLOSE when refused, timed out or
- * abandoned — which usually happens in softirq context, where "current" is somebody else.
+ * A TCP connect() moves its socket to SYN_SENT in the calling process's context. By then
+ * tcp_v4_connect has routed the connection and set the source address (bound, or chosen by the
+ * route) and the destination address and port; only the source port comes later
+ * (inet_hash_connect). Flows are aggregated without the source port, so that is all the program
+ * needs: at SYN_SENT it adds one connect to the `connectors` entry of (source, destination,
+ * protocol, destination port) and, when it creates the entry, records the process. The agent
+ * drains the map once per interval: one record per tuple and interval, however many connects.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,12 +19,10 @@ import {
   R0,
   R1,
   R2,
-  R3,
-  R4,
   R6,
   R7,
-  R8,
   R10,
+  UpdateFlags,
   type AssembledProgram,
 } from '../bpf/index.js';
 import { IPPROTO_TCP } from '../util/protocols.js';
@@ -30,9 +30,7 @@ import { IPPROTO_TCP } from '../util/protocols.js';
 export const TRACEPOINT = { category: 'sock', name: 'inet_sock_set_state' } as const;
 
 /** include/net/tcp_states.h */
-export const TCP_ESTABLISHED = 1;
 export const TCP_SYN_SENT = 2;
-export const TCP_CLOSE = 7;
 const AF_INET = 2;
 
 export interface TracepointField {
@@ -67,10 +65,7 @@ export function readTracepointFormat(category: string, name: string): string {
 
 /** Offsets of the inet_sock_set_state fields the program reads. */
 export interface SetStateLayout {
-  skaddr: number;
-  oldstate: number;
   newstate: number;
-  sport: number;
   dport: number;
   family: number;
   protocol: number;
@@ -79,10 +74,7 @@ export interface SetStateLayout {
 }
 
 const EXPECTED_SIZES: Record<keyof SetStateLayout, number> = {
-  skaddr: 8,
-  oldstate: 4,
   newstate: 4,
-  sport: 2,
   dport: 2,
   family: 2,
   protocol: 2,
@@ -111,119 +103,145 @@ export function setStateLayout(formatText: string): SetStateLayout {
 export const allowedKey = codecs.u64;
 export const allowedValue = codecs.u32;
 
-/** pending: socket address → who moved it to SYN_SENT. */
-export const pendingKey = codecs.u64;
-export const pendingValue = codecs.struct({
+/** connectors: who connects where. Addresses in network order, the port in host order (as the tracepoint has them). */
+export const connectorKey = codecs.struct({
+  saddr: codecs.ipv4,
+  daddr: codecs.ipv4,
+  dport: codecs.u16,
+  protocol: codecs.u8,
+  pad: codecs.u8,
+});
+
+/**
+ * The process that created the entry (the first connect of the interval), how many connects the
+ * tuple has had since, and when the latest was (bpf_ktime_get_ns, CLOCK_MONOTONIC).
+ */
+export const connectorValue = codecs.struct({
   cgroup: codecs.u64,
+  lastNs: codecs.u64,
+  connections: codecs.u64n,
   pid: codecs.u32,
   pad: codecs.u32,
   comm: codecs.cString(16),
 });
 
-/** The ring buffer record. Ports in host order (the tracepoint converts them). */
-export const processRecord = codecs.struct({
-  cgroup: codecs.u64,
-  pid: codecs.u32,
-  saddr: codecs.ipv4,
-  daddr: codecs.ipv4,
-  sport: codecs.u16,
-  dport: codecs.u16,
-  newstate: codecs.u32,
-  comm: codecs.cString(16),
-});
-
-export type ProcessRecord = codecs.CodecValue<typeof processRecord>;
-
-/** Map names the program refers to. */
-export const MAPS = { allowed: 'allowed', pending: 'pending', events: 'events', lost: 'lost' } as const;
-
-/** Stack of the tracepoint program (offsets from r10). */
-const STACK = { key: -8, value: -48, pendingKey: -56, record: -72, lostKey: -76 } as const;
+export type ConnectorKey = codecs.CodecValue<typeof connectorKey>;
+export type ConnectorValue = codecs.CodecValue<typeof connectorValue>;
 
 /**
- * The tracepoint program. r6 = ctx, r7 = oldstate, r8 = newstate, later r7 = pending entry.
- * Stack: [-8] a u64 key; [-48, -16) the pending value; [-56] the pending key; [-72, -24) the
- * record (built only on the leave path, where the pending value area is unused).
+ * Slots of the `counters` array. Every entry the program inserts is later either drained or
+ * evicted, so the agent tells evictions (which the kernel does not count) from these.
+ */
+export const COUNTERS = {
+  /** Entries created (a tuple's first connect since it was last drained or evicted). */
+  inserted: 0,
+  /** Connects not recorded: the map refused the new entry and no other CPU had made it. */
+  notRecorded: 1,
+  /** Connects without a source address at SYN_SENT: tcp_v4_connect sets one first, so never expected. */
+  noSourceAddress: 2,
+} as const;
+export const COUNTER_SLOTS = 3;
+
+/** Map names the program refers to. */
+export const MAPS = { allowed: 'allowed', connectors: 'connectors', counters: 'counters' } as const;
+
+/** Stack of the tracepoint program (offsets from r10). */
+const STACK = { allowedKey: -8, key: -24, value: -72, counter: -76 } as const;
+
+/**
+ * The tracepoint program. r6 = ctx, r7 = the connector entry.
+ * Stack: [-8] the allowed-map key; [-24, -12) the connector key; [-72, -24) a new entry's value;
+ * [-76] the counter slot to add 1 to.
  */
 export function processProgram(f: SetStateLayout): AssembledProgram {
-  if (pendingValue.size !== 32 || processRecord.size !== 48) throw new Error('process record layout changed');
+  if (connectorKey.size !== 12 || connectorValue.size !== 48) throw new Error('connector layout changed');
   const asm = new Assembler()
-    .comment('IPv4 TCP only: SYN_SENT entered (connect) or left (source port known)')
+    .comment("IPv4 TCP entering SYN_SENT: connect() in the caller's context")
     .mov64(R6, R1)
     .ldxh(R2, R6, f.protocol)
     .jne(R2, IPPROTO_TCP, 'out')
     .ldxh(R2, R6, f.family)
     .jne(R2, AF_INET, 'out')
-    .ldxw(R7, R6, f.oldstate)
-    .ldxw(R8, R6, f.newstate)
-    .jeq(R8, TCP_SYN_SENT, 'enter')
-    .jeq(R7, TCP_SYN_SENT, 'leave')
-    .ja('out');
-  emitEnter(asm, f);
-  emitLeave(asm, f);
+    .ldxw(R2, R6, f.newstate)
+    .jne(R2, TCP_SYN_SENT, 'out');
+  emitFilterAndKey(asm, f);
+  emitInsert(asm);
+  emitCount(asm);
+  emitBump(asm);
   asm.label('out').exitWith(0);
   return asm.assemble();
 }
 
-/** connect(): in the caller's context. Only processes in an allowed cgroup. */
-function emitEnter(asm: Assembler, f: SetStateLayout): void {
-  const { key, value, pendingKey } = STACK;
-  const v = pendingValue.offsets;
+/** Only processes in an allowed cgroup; builds the connector key (and the new value's cgroup). */
+function emitFilterAndKey(asm: Assembler, f: SetStateLayout): void {
+  const { allowedKey: allowed, key, value, counter } = STACK;
+  const k = connectorKey.offsets;
   asm
-    .label('enter')
-    .comment('connect: remember cgroup, pid and command of an allowed cgroup under the socket')
     .call('get_current_cgroup_id')
-    .stx('dw', R10, key, R0)
-    .stx('dw', R10, value + v.cgroup, R0)
-    .mapLookup(MAPS.allowed, key)
+    .stx('dw', R10, allowed, R0)
+    .stx('dw', R10, value + connectorValue.offsets.cgroup, R0)
+    .mapLookup(MAPS.allowed, allowed)
     .jeq(R0, 0, 'out')
+    .comment('saddr is set before SYN_SENT (bound, or picked by the route); 0 would be a new path')
+    .ldxw(R2, R6, f.saddr)
+    .st('w', R10, counter, COUNTERS.noSourceAddress)
+    .jeq(R2, 0, 'bump')
+    .stx('w', R10, key + k.saddr, R2)
+    .copy('w', R10, key + k.daddr, R6, f.daddr, R1)
+    .copy('h', R10, key + k.dport, R6, f.dport, R1)
+    .st('b', R10, key + k.protocol, IPPROTO_TCP)
+    .st('b', R10, key + k.pad, 0)
+    .mapLookup(MAPS.connectors, key)
+    .jne(R0, 0, 'count');
+}
+
+/**
+ * First connect of the tuple this interval: a whole entry, written once (BPF_NOEXIST), so the
+ * process fields are never torn by a concurrent writer. If another CPU made it first, count there.
+ */
+function emitInsert(asm: Assembler): void {
+  const { key, value, counter } = STACK;
+  const v = connectorValue.offsets;
+  asm
+    .comment('new entry: this process, one connect, now')
     .call('get_current_pid_tgid')
     .rsh64(R0, 32)
     .stx('w', R10, value + v.pid, R0)
     .st('w', R10, value + v.pad, 0)
+    .st('dw', R10, value + v.connections, 1)
+    .call('ktime_get_ns')
+    .stx('dw', R10, value + v.lastNs, R0)
     .stackAddress(R1, value + v.comm)
     .mov64(R2, 16)
     .call('get_current_comm')
-    .copy('dw', R10, pendingKey, R6, f.skaddr, R1)
-    // BPF_ANY: a reused socket address replaces a stale entry
-    .mapUpdate(MAPS.pending, pendingKey, value)
+    .mapUpdate(MAPS.connectors, key, value, UpdateFlags.NOEXIST)
+    .st('w', R10, counter, COUNTERS.inserted)
+    .jeq(R0, 0, 'bump')
+    .comment('EEXIST (another CPU inserted it) or no room: add to the existing entry if there is one')
+    .mapLookup(MAPS.connectors, key)
+    .st('w', R10, counter, COUNTERS.notRecorded)
+    .jeq(R0, 0, 'bump');
+}
+
+/** Another connect of a tuple already in the map: count it, keep the process that made the entry. */
+function emitCount(asm: Assembler): void {
+  const v = connectorValue.offsets;
+  asm
+    .label('count')
+    .mov64(R7, R0)
+    .mov64(R1, 1)
+    .atomicAdd('dw', R7, v.connections, R1)
+    .call('ktime_get_ns')
+    .stx('dw', R7, v.lastNs, R0)
     .ja('out');
 }
 
-/** SYN_SENT → anything: the source port is set now; report and forget. */
-function emitLeave(asm: Assembler, f: SetStateLayout): void {
-  const { key, record, lostKey } = STACK;
-  const v = pendingValue.offsets;
-  const r = processRecord.offsets;
+/** counters[the slot at STACK.counter] += 1. */
+function emitBump(asm: Assembler): void {
   asm
-    .label('leave')
-    .comment('source port known: the record of the pending connect into the ring buffer')
-    .copy('dw', R10, key, R6, f.skaddr, R1)
-    .mapLookup(MAPS.pending, key)
+    .label('bump')
+    .mapLookup(MAPS.counters, STACK.counter)
     .jeq(R0, 0, 'out')
-    .mov64(R7, R0)
-    .copy('dw', R10, record + r.cgroup, R7, v.cgroup, R1)
-    .copy('w', R10, record + r.pid, R7, v.pid, R1)
-    .copy('w', R10, record + r.saddr, R6, f.saddr, R1)
-    .copy('w', R10, record + r.daddr, R6, f.daddr, R1)
-    .copy('h', R10, record + r.sport, R6, f.sport, R1)
-    .copy('h', R10, record + r.dport, R6, f.dport, R1)
-    .stx('w', R10, record + r.newstate, R8);
-  for (let i = 0; i < 16; i += 4) asm.copy('w', R10, record + r.comm + i, R7, v.comm + i, R1);
-  asm
-    .st('w', R10, record + r.comm + 16, 0) // tail padding
-    .ldMap(R1, MAPS.events)
-    .stackAddress(R2, record)
-    .mov64(R3, processRecord.size)
-    .mov64(R4, 0)
-    .call('ringbuf_output')
-    .jeq(R0, 0, 'forget')
-    .comment('the ring buffer is full: count the record as lost')
-    .st('w', R10, lostKey, 0)
-    .mapLookup(MAPS.lost, lostKey)
-    .jeq(R0, 0, 'forget')
     .mov64(R1, 1)
-    .atomicAdd('dw', R0, 0, R1)
-    .label('forget')
-    .mapDelete(MAPS.pending, key);
+    .atomicAdd('dw', R0, 0, R1);
 }

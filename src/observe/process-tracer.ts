@@ -1,37 +1,33 @@
 /**
- * Process context for flows: which process (pid, comm, cgroup) opened a TCP connection, for
- * connections made by processes in the pods' cgroups. A tracepoint program on
- * sock:inet_sock_set_state (see process-program.ts) reports each IPv4 TCP connect() once it leaves
- * SYN_SENT, through a ring buffer.
+ * Process context for flows: which process (pid, comm, cgroup) opens TCP connections to where,
+ * for processes in the pods' cgroups. A tracepoint program on sock:inet_sock_set_state (see
+ * process-program.ts) counts each IPv4 TCP connect() in the kernel, per (source, destination,
+ * protocol, destination port) — the tuple of a flow aggregate — and this tracer drains those
+ * counters once per interval into one ProcessEvent per tuple, with source port 0. JavaScript work
+ * follows the number of distinct destinations, not the connection rate.
  *
  * Nothing is pinned: the program, maps and the (fd-based) link live as long as this process, so
  * an agent that crashes leaves nothing attached.
  */
 import { statSync } from 'node:fs';
-import {
-  attachTracepoint,
-  BpfMap,
-  codecs,
-  Program,
-  RingBufMap,
-  RingBufReader,
-  type Link,
-} from '../bpf/index.js';
+import { attachTracepoint, BpfError, BpfMap, codecs, Program, type Link } from '../bpf/index.js';
+import { FLOW_INTERVAL_MS } from '../dataplane/backend.js';
 import type { EventSink, EventSource, ProcessEvent } from '../dataplane/events.js';
 import {
   allowedKey,
   allowedValue,
+  connectorKey,
+  connectorValue,
+  COUNTER_SLOTS,
+  COUNTERS,
   MAPS,
-  pendingKey,
-  pendingValue,
   processProgram,
-  processRecord,
   readTracepointFormat,
   setStateLayout,
   TRACEPOINT,
-  type ProcessRecord,
+  type ConnectorKey,
+  type ConnectorValue,
 } from './process-program.js';
-import { IPPROTO_TCP } from '../util/protocols.js';
 
 /** cgroup v2 id of a cgroup directory: its inode number (what bpf_get_current_cgroup_id returns). */
 export function cgroupId(path: string): bigint {
@@ -41,12 +37,13 @@ export function cgroupId(path: string): bigint {
 export interface ProcessTracerOptions {
   /** Cgroup v2 ids whose processes are traced; read at start() and on every refreshCgroups(). */
   cgroupIds: () => Iterable<bigint>;
-  /** Ring buffer bytes (power of two, ≥ 4096). Default 256 KiB (≈ 4600 records). */
-  ringBytes?: number;
-  /** Connections in SYN_SENT remembered at once (LRU). Default 16384. */
-  maxPending?: number;
-  /** How often the lost-record counter is polled. Default 1000 ms. */
-  lostPollMs?: number;
+  /** How often the kernel's connect counters are drained into events (ms). Default FLOW_INTERVAL_MS. */
+  pollMs?: number;
+  /**
+   * Distinct (source, destination, protocol, destination port) tuples one interval can hold (LRU).
+   * Default 32768; see DEFAULT_MAX_CONNECTORS.
+   */
+  maxConnectors?: number;
 }
 
 export type ProcessTracer = EventSource & {
@@ -55,34 +52,63 @@ export type ProcessTracer = EventSource & {
 };
 
 export const PROCESS_TRACER_NAME = 'process tracer';
+/**
+ * `where` of sink.lost() for tuples the LRU evicted before a drain: each lost its process context
+ * (and connect count) for one interval. Counted in tuples, not connects.
+ */
+export const LOST_EVICTED = 'process tracer: evicted';
+/** `where` of sink.lost() for connects seen without a source address (see process-program.ts). */
+export const LOST_NO_SOURCE_ADDRESS = 'process tracer: no source address';
 
 const MAX_ALLOWED = 4096;
 
-export function toProcessEvent(record: ProcessRecord, time = Date.now()): ProcessEvent {
+/**
+ * An entry the LRU evicts before the drain takes its tuple's process context (and connect count)
+ * for that interval. The map must hold every tuple that pods on the node connect to within one
+ * interval: at the 10k new connections/s the agent is built for, even all to distinct tuples,
+ * that is 10k per second. The common LRU can evict early by up to 128 free entries parked per CPU,
+ * so 32768 leaves room for 10k tuples even on 128 CPUs, for 4 MiB preallocated (128 B per entry
+ * with the kernel's element header, as the map's memlock reports).
+ */
+export const DEFAULT_MAX_CONNECTORS = 32768;
+
+/** The event for one drained entry; `clockOffsetMs` turns the entry's ktime into epoch ms. */
+export function toProcessEvent(
+  key: ConnectorKey,
+  value: ConnectorValue,
+  clockOffsetMs: number,
+): ProcessEvent {
   return {
     kind: 'process',
-    time,
-    protocol: IPPROTO_TCP,
-    src: record.saddr,
-    dst: record.daddr,
-    sport: record.sport,
-    dport: record.dport,
-    pid: record.pid,
-    comm: record.comm,
-    cgroupId: record.cgroup.toString(),
+    time: Math.round(Number(value.lastNs) / 1e6 + clockOffsetMs),
+    protocol: key.protocol,
+    src: key.saddr,
+    dst: key.daddr,
+    sport: 0,
+    dport: key.dport,
+    pid: value.pid,
+    comm: value.comm,
+    cgroupId: value.cgroup.toString(),
+    connections: value.connections,
   };
+}
+
+/** Epoch ms minus CLOCK_MONOTONIC ms (bpf_ktime_get_ns and process.hrtime read the same clock). */
+function monotonicToEpochOffsetMs(): number {
+  return Date.now() - Number(process.hrtime.bigint()) / 1e6;
 }
 
 interface Running {
   allowed: BpfMap<bigint, number>;
-  pending: BpfMap<bigint, codecs.CodecValue<typeof pendingValue>>;
-  events: RingBufMap;
-  lost: BpfMap<number, number>;
+  connectors: BpfMap<ConnectorKey, ConnectorValue>;
+  counters: BpfMap<number, number>;
   program: Program;
   link: Link;
-  reader: RingBufReader;
   timer: NodeJS.Timeout;
-  reportedLost: number;
+  /** Entries drained since start. */
+  drained: number;
+  /** What sink.lost() has been told so far, by `where`. */
+  reported: Map<string, number>;
   sink: EventSink;
 }
 
@@ -96,24 +122,55 @@ function refreshAllowed(allowed: BpfMap<bigint, number>, cgroupIds: () => Iterab
   for (const id of [...allowed.keys()]) if (!wanted.has(id)) allowed.delete(id);
 }
 
-/** Tells the sink how many records the kernel lost since the last report. */
-function reportLost(r: Running): void {
-  const total = r.lost.lookup(0) ?? 0;
-  if (total > r.reportedLost) {
-    r.sink.lost(total - r.reportedLost, PROCESS_TRACER_NAME);
-    r.reportedLost = total;
+/**
+ * One event per tuple connected to since the previous drain. Lookup-and-delete empties each hash
+ * bucket under its lock, so a connect lands either in this drain or in the next one.
+ */
+function emitDrained(r: Running, entries: readonly [ConnectorKey, ConnectorValue][]): void {
+  r.drained += entries.length;
+  const offset = monotonicToEpochOffsetMs();
+  for (const [key, value] of entries) r.sink.event(toProcessEvent(key, value, offset));
+}
+
+/** Reports `total` (a running count) under `where` as far as it exceeds what was reported before. */
+function reportTotal(r: Running, where: string, total: number): void {
+  const before = r.reported.get(where) ?? 0;
+  if (total <= before) return;
+  r.sink.lost(total - before, where);
+  r.reported.set(where, total);
+}
+
+/**
+ * Drains the connect counters and reports what the kernel could not keep. `inserted` must be read
+ * before the drain: every entry it counts is then either drained by now or was evicted, so
+ * inserted − drained is a lower bound of the evictions (entries inserted during the drain and
+ * drained by it only hide evictions until the next drain counts their inserts).
+ */
+function drainAndReport(r: Running): void {
+  const inserted = r.counters.lookup(COUNTERS.inserted) ?? 0;
+  emitDrained(r, r.connectors.lookupAndDeleteBatch());
+  reportTotal(r, LOST_EVICTED, inserted - r.drained);
+  reportTotal(r, PROCESS_TRACER_NAME, r.counters.lookup(COUNTERS.notRecorded) ?? 0);
+  reportTotal(r, LOST_NO_SOURCE_ADDRESS, r.counters.lookup(COUNTERS.noSourceAddress) ?? 0);
+}
+
+/** The interval's work. */
+function tick(r: Running): void {
+  try {
+    drainAndReport(r);
+  } catch (err) {
+    // Our own maps refusing a read (ENOMEM): the entries keep counting until the next tick.
+    if (!(err instanceof BpfError)) throw err;
   }
 }
 
 /** Closes whatever of a (possibly half-started) tracer exists, the link before the program and maps. */
 function release(r: Partial<Running>): void {
   if (r.timer) clearInterval(r.timer);
-  r.reader?.close();
   r.link?.close();
   r.program?.close();
-  r.events?.close();
-  r.lost?.close();
-  r.pending?.close();
+  r.counters?.close();
+  r.connectors?.close();
   r.allowed?.close();
 }
 
@@ -126,30 +183,29 @@ function createMaps(r: Partial<Running>, opts: ProcessTracerOptions): void {
     value: allowedValue,
     maxEntries: MAX_ALLOWED,
   });
-  r.pending = BpfMap.create({
+  r.connectors = BpfMap.create({
     type: 'lru_hash',
-    name: 'sy_prc_pending',
-    key: pendingKey,
-    value: pendingValue,
-    maxEntries: opts.maxPending ?? 16384,
+    name: 'sy_prc_connect',
+    key: connectorKey,
+    value: connectorValue,
+    maxEntries: opts.maxConnectors ?? DEFAULT_MAX_CONNECTORS,
   });
-  r.events = RingBufMap.create({ name: 'sy_prc_events', size: opts.ringBytes ?? 1 << 18 });
-  r.lost = BpfMap.create({
+  r.counters = BpfMap.create({
     type: 'array',
-    name: 'sy_prc_lost',
+    name: 'sy_prc_counts',
     key: codecs.u32,
     value: codecs.u64n,
-    maxEntries: 1,
+    maxEntries: COUNTER_SLOTS,
   });
 }
 
-/** Maps, program, tracepoint link, ring reader and lost-counter poll; on failure, releases what it made. */
+/** Maps, program, tracepoint link and the drain timer; on failure, releases what it made. */
 function startTracing(
   opts: ProcessTracerOptions,
   sink: EventSink,
   layout: ReturnType<typeof setStateLayout>,
 ): Running {
-  const r: Partial<Running> = { sink, reportedLost: 0 };
+  const r: Partial<Running> = { sink, drained: 0, reported: new Map() };
   try {
     createMaps(r, opts);
     const maps = r as Running;
@@ -160,19 +216,13 @@ function startTracing(
       instructions: processProgram(layout),
       maps: {
         [MAPS.allowed]: maps.allowed,
-        [MAPS.pending]: maps.pending,
-        [MAPS.events]: maps.events,
-        [MAPS.lost]: maps.lost,
+        [MAPS.connectors]: maps.connectors,
+        [MAPS.counters]: maps.counters,
       },
     });
-    r.reader = new RingBufReader(maps.events);
     r.link = attachTracepoint(r.program, TRACEPOINT);
     const full = r as Running;
-    r.reader.start((data, offset, length) => {
-      if (length < processRecord.size) return;
-      sink.event(toProcessEvent(processRecord.decode(data, offset)));
-    });
-    r.timer = setInterval(() => reportLost(full), opts.lostPollMs ?? 1000);
+    r.timer = setInterval(() => tick(full), opts.pollMs ?? FLOW_INTERVAL_MS);
     r.timer.unref();
     return full;
   } catch (err) {
@@ -202,12 +252,9 @@ export function createProcessTracer(opts: ProcessTracerOptions): ProcessTracer {
       running = undefined;
       if (!r) return Promise.resolve();
       try {
-        // Detach first, then deliver what is still in the ring and the final lost count.
+        // Detach first, then deliver what the last partial interval counted and the final losses.
         r.link.close();
-        r.reader.consume((data, offset, length) => {
-          if (length >= processRecord.size) r.sink.event(toProcessEvent(processRecord.decode(data, offset)));
-        });
-        reportLost(r);
+        drainAndReport(r);
       } finally {
         release(r);
       }

@@ -6,7 +6,8 @@
  *   the evaluator does not speak of). `th dport` reads bytes 2–3 of whatever follows the IP
  *   header (ICMP's checksum, GRE's protocol type), so these prove the ports map's misses fall
  *   through to the right outcome;
- * - flow records (NFLOG) naming the deciding rule and the Log rule on the way, in both modes;
+ * - flow records (the counted flow sets) naming the deciding rule and the Log rule on the way, in
+ *   both modes;
  * - a one-rule change applied over and over under traffic: every packet of two flows whose verdict
  *   the change does not alter, but whose classes it rewrites, is counted on the rule that decides
  *   it (nothing falsely passed, nothing falsely dropped), and the new rule's counter moves.
@@ -140,7 +141,7 @@ describeKernel('nftables: ICMP, SCTP and other protocols in both policy modes', 
           ).toEqual([false]);
           const seen = (verdict: string, rule: string): boolean =>
             events.some(
-              (e) => e.kind === 'verdict' && e.verdict === verdict && e.rule === rule && e.endpoint === 'x/a',
+              (e) => e.kind === 'counts' && e.verdict === verdict && e.rule === rule && e.endpoint === 'x/a',
             );
           const deadline = Date.now() + 5000;
           while (

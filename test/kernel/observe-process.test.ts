@@ -2,12 +2,19 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { BpfNotFoundError, Link, Program } from '../../src/bpf/index.js';
+import { BpfNotFoundError, closeFd, Link, Program } from '../../src/bpf/index.js';
+import { getFdById } from '../../src/bpf/commands.js';
+import { BpfCommand } from '../../src/bpf/constants.js';
 import { CGROUP_DIR } from '../../src/lab/names.js';
 import { cgroup2Mount, inNetnsArgv, removeCgroupTree } from '../../src/netns/index.js';
 import type { KernelEvent, ProcessEvent } from '../../src/dataplane/events.js';
 import { readTracepointFormat, setStateLayout } from '../../src/observe/process-program.js';
-import { cgroupId, createProcessTracer, type ProcessTracer } from '../../src/observe/process-tracer.js';
+import {
+  cgroupId,
+  createProcessTracer,
+  LOST_EVICTED,
+  type ProcessTracer,
+} from '../../src/observe/process-tracer.js';
 import { describeKernel } from '../support/kernel.js';
 import { NetnsProcess, run, RUN_TAG, sleep } from './bpf-lab.js';
 
@@ -19,6 +26,8 @@ const BLACK_HOLE = '198.18.78.2';
 const OPEN_PORT = 8080;
 const CLOSED_PORT = 8081;
 const COMM = 'sy-prc-client';
+/** Drain interval of the tracer under test (short, so the tests are quick). */
+const POLL_MS = 200;
 
 const SERVER = `
 import net from 'node:net';
@@ -26,28 +35,47 @@ const { host, port } = JSON.parse(process.argv.at(-1));
 net.createServer((socket) => { socket.on('error', () => {}); socket.end('hi\\n'); }).listen(port, host, () => console.log('ready'));
 `;
 
-/** Connects once; prints its pid, the outcome and the local end (ephemeral port unless given). */
+/**
+ * Connects `count` times, one after the other, from unbound sockets (the kernel picks the source
+ * address and port), to `port` or, with `spread`, to port, port + 1, …; prints its pid, how each
+ * connect ended, and the source addresses it saw.
+ */
 const CLIENT = `
 import net from 'node:net';
-const { host, port, localAddress, localPort, giveUpMs, title } = JSON.parse(process.argv.at(-1));
+const { host, port, count, spread, giveUpMs, title } = JSON.parse(process.argv.at(-1));
 process.title = title;
-const socket = net.connect({ host, port, localAddress, localPort });
-const done = (result) => { console.log(JSON.stringify({ pid: process.pid, ...result })); socket.destroy(); };
-if (giveUpMs) setTimeout(() => done({ ok: false, error: 'gave up' }), giveUpMs);
-socket.on('connect', () => done({ ok: true, local: socket.localAddress + ':' + socket.localPort }));
-socket.on('error', (err) => done({ ok: false, error: err.code }));
+const outcomes = {};
+const localAddresses = new Set();
+const connectOnce = (i) => new Promise((resolve) => {
+  const socket = net.connect({ host, port: spread ? port + i : port });
+  let timer;
+  const done = (outcome) => {
+    if (!timer && giveUpMs) return;
+    clearTimeout(timer);
+    timer = undefined;
+    outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    socket.destroy();
+    resolve();
+  };
+  if (giveUpMs) timer = setTimeout(() => done('gave up'), giveUpMs);
+  socket.on('connect', () => { localAddresses.add(socket.localAddress); done('ok'); });
+  socket.on('error', (err) => done(err.code));
+});
+for (let i = 0; i < count; i++) await connectOnce(i);
+console.log(JSON.stringify({ pid: process.pid, outcomes, localAddresses: [...localAddresses] }));
 `;
 
 interface ClientResult {
   pid: number;
-  ok: boolean;
-  local?: string;
-  error?: string;
+  outcomes: Record<string, number>;
+  localAddresses: string[];
 }
 
-/** Open fds of this process that are BPF programs or links: fd → kind and kernel id. */
-function bpfFds(): Map<string, { kind: 'prog' | 'link'; id: number }> {
-  const out = new Map<string, { kind: 'prog' | 'link'; id: number }>();
+type BpfKind = 'prog' | 'link' | 'map';
+
+/** Open fds of this process that are BPF programs, links or maps: fd → kind and kernel id. */
+function bpfFds(): Map<string, { kind: BpfKind; id: number }> {
+  const out = new Map<string, { kind: BpfKind; id: number }>();
   for (const fd of readdirSync('/proc/self/fd')) {
     let target: string;
     let info: string;
@@ -57,20 +85,24 @@ function bpfFds(): Map<string, { kind: 'prog' | 'link'; id: number }> {
     } catch {
       continue;
     }
-    const prog = /^prog_id:\s*(\d+)/m.exec(info);
-    const link = /^link_id:\s*(\d+)/m.exec(info);
     if (!target.startsWith('anon_inode:bpf')) continue;
+    const link = /^link_id:\s*(\d+)/m.exec(info);
+    const prog = /^prog_id:\s*(\d+)/m.exec(info);
+    const map = /^map_id:\s*(\d+)/m.exec(info);
     // A link's fdinfo names its program too: link_id first.
     if (link) out.set(fd, { kind: 'link', id: Number(link[1]) });
     else if (prog) out.set(fd, { kind: 'prog', id: Number(prog[1]) });
+    else if (map) out.set(fd, { kind: 'map', id: Number(map[1]) });
   }
   return out;
 }
 
-/** Whether a program or link id still exists in the kernel. */
-function alive(kind: 'prog' | 'link', id: number): boolean {
+/** Whether a program, link or map id still exists in the kernel. */
+function alive(kind: BpfKind, id: number): boolean {
   try {
-    (kind === 'prog' ? Program.fromId(id) : Link.fromId(id)).close();
+    if (kind === 'prog') Program.fromId(id).close();
+    else if (kind === 'link') Link.fromId(id).close();
+    else closeFd(getFdById(BpfCommand.MAP_GET_FD_BY_ID, id, `map id ${id}`));
     return true;
   } catch (err) {
     if (err instanceof BpfNotFoundError) return false;
@@ -78,15 +110,18 @@ function alive(kind: 'prog' | 'link', id: number): boolean {
   }
 }
 
-describeKernel('observe: process context for TCP connections', () => {
+const sumConnections = (events: readonly ProcessEvent[]): number =>
+  events.reduce((sum, e) => sum + (e.connections ?? 0), 0);
+
+describeKernel('observe: process context for TCP connections, counted in the kernel', () => {
   let cgroupPath: string;
   let id: bigint;
   let allowedIds: bigint[] = [];
   let tracer: ProcessTracer | undefined;
   let server: NetnsProcess | undefined;
   const events: ProcessEvent[] = [];
-  const lost: number[] = [];
-  let objects: { kind: 'prog' | 'link'; id: number }[] = [];
+  const lost: { count: number; where: string }[] = [];
+  let objects: { kind: BpfKind; id: number }[] = [];
 
   beforeAll(async () => {
     if (existsSync(`/run/netns/${NETNS}`)) run('ip', ['netns', 'del', NETNS]);
@@ -119,12 +154,12 @@ describeKernel('observe: process context for TCP connections', () => {
 
     const before = bpfFds();
     allowedIds = [id];
-    tracer = createProcessTracer({ cgroupIds: () => allowedIds });
+    tracer = createProcessTracer({ cgroupIds: () => allowedIds, pollMs: POLL_MS });
     await tracer.start({
       event: (e: KernelEvent) => {
         if (e.kind === 'process') events.push(e);
       },
-      lost: (n) => lost.push(n),
+      lost: (count, where) => lost.push({ count, where }),
     });
     objects = [...bpfFds()].filter(([fd]) => !before.has(fd)).map(([, o]) => o);
   });
@@ -141,109 +176,161 @@ describeKernel('observe: process context for TCP connections', () => {
     const [file, ...rest] = inNetnsArgv({
       netns: NETNS,
       cgroup: inCgroup ? cgroupPath : undefined,
-      argv: [process.execPath, '--input-type=module', '-e', CLIENT, JSON.stringify({ title: COMM, ...args })],
+      argv: [
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        CLIENT,
+        JSON.stringify({ title: COMM, count: 1, ...args }),
+      ],
     });
     return new NetnsProcess(spawn(file as string, rest, { stdio: ['ignore', 'pipe', 'pipe'] })).result();
   }
 
-  async function eventsOf(pid: number, count = 1, timeoutMs = 5000): Promise<ProcessEvent[]> {
+  /** The events of `pid`, once their connections add up to `connections` (or the timeout passes). */
+  async function eventsOf(pid: number, connections = 1, timeoutMs = 5000): Promise<ProcessEvent[]> {
     const deadline = Date.now() + timeoutMs;
-    while (events.filter((e) => e.pid === pid).length < count && Date.now() < deadline) await sleep(10);
-    return events.filter((e) => e.pid === pid);
+    const of = () => events.filter((e) => e.pid === pid);
+    while (sumConnections(of()) < connections && Date.now() < deadline) await sleep(10);
+    return of();
   }
 
   it('reads the tracepoint layout from tracefs and rejects a layout it cannot use', () => {
     const layout = setStateLayout(readTracepointFormat('sock', 'inet_sock_set_state'));
-    expect(layout.skaddr).toBeGreaterThanOrEqual(8);
-    expect(new Set(Object.values(layout)).size).toBe(9);
-    const format = '\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n';
-    expect(() => setStateLayout(format)).toThrow(/no field 'oldstate'/);
+    expect(layout.newstate).toBeGreaterThanOrEqual(8);
+    expect(new Set(Object.values(layout)).size).toBe(6);
+    const format = '\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n';
+    expect(() => setStateLayout(format)).toThrow(/no field 'dport'/);
   });
 
-  it('attaches one program with an fd-based link', () => {
-    expect(objects.map((o) => o.kind).sort()).toEqual(['link', 'prog']);
+  it('attaches one program with an fd-based link, and its three maps', () => {
+    expect(objects.map((o) => o.kind).sort()).toEqual(['link', 'map', 'map', 'map', 'prog']);
   });
 
-  it('reports pid, comm, cgroup and the 4-tuple of a successful connect from the cgroup', async () => {
-    const result = await client({ host: SERVER_IP, port: OPEN_PORT }, true);
-    expect(result.ok).toBe(true);
-    const [, localPort] = (result.local ?? '').split(':');
-    const got = await eventsOf(result.pid);
-    expect(got).toHaveLength(1);
-    expect(got[0]).toMatchObject({
-      kind: 'process',
-      protocol: 6,
-      src: SERVER_IP,
-      dst: SERVER_IP,
-      sport: Number(localPort),
-      dport: OPEN_PORT,
-      pid: result.pid,
-      comm: COMM,
-      cgroupId: id.toString(),
-    });
-    expect(Number(localPort)).toBeGreaterThan(0);
-  });
-
-  it('reports a refused connect (SYN_SENT → CLOSE on RST)', async () => {
-    const localPort = 40000 + (process.pid % 1000);
-    const result = await client(
-      { host: SERVER_IP, port: CLOSED_PORT, localAddress: SERVER_IP, localPort },
-      true,
-    );
-    expect(result).toMatchObject({ ok: false, error: 'ECONNREFUSED' });
-    const got = await eventsOf(result.pid);
-    expect(got).toEqual([
-      expect.objectContaining({
+  it('counts 200 connects of one process into one record per interval, without the source port', async () => {
+    const n = 200;
+    const started = Date.now();
+    const result = await client({ host: SERVER_IP, port: OPEN_PORT, count: n }, true);
+    expect(result.outcomes).toEqual({ ok: n });
+    // Unbound sockets: the source address the kernel chose is the one the program saw at SYN_SENT.
+    expect(result.localAddresses).toEqual([SERVER_IP]);
+    const got = await eventsOf(result.pid, n);
+    const drains = Math.ceil((Date.now() - started) / POLL_MS) + 1;
+    expect(sumConnections(got)).toBe(n);
+    for (const e of got)
+      expect(e).toMatchObject({
+        kind: 'process',
+        protocol: 6,
         src: SERVER_IP,
         dst: SERVER_IP,
-        sport: localPort,
-        dport: CLOSED_PORT,
+        sport: 0,
+        dport: OPEN_PORT,
         pid: result.pid,
         comm: COMM,
         cgroupId: id.toString(),
-      }),
-    ]);
+      });
+    // At most one record per drain, however many connects: not one per connection.
+    expect(got.length).toBeLessThanOrEqual(drains);
+    expect(got.length).toBeLessThan(n / 10);
+    console.log(
+      `process tracer: ${n} connects → ${got.length} events over ${drains} drains of ${POLL_MS} ms ` +
+        `(${((got.length * 1000) / n).toFixed(0)} per 1000 connections)`,
+    );
   });
 
-  it('reports a connect abandoned while the SYN goes unanswered', async () => {
-    const result = await client({ host: BLACK_HOLE, port: 80, giveUpMs: 300 }, true);
-    expect(result).toMatchObject({ ok: false, error: 'gave up' });
+  it('starts a tuple afresh after a drain: the next process gets its own record', async () => {
+    const result = await client({ host: SERVER_IP, port: OPEN_PORT }, true);
     const got = await eventsOf(result.pid);
-    expect(got).toHaveLength(1);
-    expect(got[0]).toMatchObject({
-      src: LOCAL_IP,
-      dst: BLACK_HOLE,
-      dport: 80,
-      pid: result.pid,
-      comm: COMM,
-      cgroupId: id.toString(),
-    });
-    expect(got[0]?.sport).toBeGreaterThan(0);
+    expect(got).toEqual([expect.objectContaining({ pid: result.pid, dport: OPEN_PORT, connections: 1 })]);
+  });
+
+  it('attributes refused connects (SYN_SENT → CLOSE on RST)', async () => {
+    const result = await client({ host: SERVER_IP, port: CLOSED_PORT, count: 20 }, true);
+    expect(result.outcomes).toEqual({ ECONNREFUSED: 20 });
+    const got = await eventsOf(result.pid, 20);
+    expect(sumConnections(got)).toBe(20);
+    for (const e of got)
+      expect(e).toMatchObject({
+        src: SERVER_IP,
+        dst: SERVER_IP,
+        sport: 0,
+        dport: CLOSED_PORT,
+        comm: COMM,
+        cgroupId: id.toString(),
+      });
+  });
+
+  it('attributes connects abandoned while the SYN goes unanswered, from the address the route chose', async () => {
+    const result = await client({ host: BLACK_HOLE, port: 80, count: 3, giveUpMs: 100 }, true);
+    expect(result.outcomes).toEqual({ 'gave up': 3 });
+    const got = await eventsOf(result.pid, 3);
+    expect(sumConnections(got)).toBe(3);
+    for (const e of got)
+      expect(e).toMatchObject({
+        src: LOCAL_IP,
+        dst: BLACK_HOLE,
+        sport: 0,
+        dport: 80,
+        comm: COMM,
+        cgroupId: id.toString(),
+      });
   });
 
   it('ignores processes outside the allowed cgroups, and follows refreshCgroups()', async () => {
     const outside = await client({ host: SERVER_IP, port: OPEN_PORT }, false);
-    expect(outside).toMatchObject({ ok: true });
+    expect(outside.outcomes).toEqual({ ok: 1 });
 
     allowedIds = [];
     tracer?.refreshCgroups();
     const dropped = await client({ host: SERVER_IP, port: OPEN_PORT }, true);
-    expect(dropped).toMatchObject({ ok: true });
+    expect(dropped.outcomes).toEqual({ ok: 1 });
 
     allowedIds = [id];
     tracer?.refreshCgroups();
+    // Same tuple: had either earlier connect been counted, its process would own this entry.
     const readmitted = await client({ host: SERVER_IP, port: OPEN_PORT }, true);
-    expect(await eventsOf(readmitted.pid)).toHaveLength(1);
-    // Events arrive in order: by the time the last one is here, earlier ones would have been too.
+    const got = await eventsOf(readmitted.pid);
+    expect(got).toEqual([expect.objectContaining({ pid: readmitted.pid, connections: 1 })]);
     expect(events.filter((e) => e.pid === outside.pid || e.pid === dropped.pid)).toEqual([]);
   });
 
-  it('stop() detaches and frees the program and link', async () => {
+  it('reports the tuples an LRU too small for the interval evicted, and drains the rest', async () => {
+    const tuples = 400;
+    const seen: ProcessEvent[] = [];
+    const smallLost = new Map<string, number>();
+    // A second program on the same tracepoint, with a map a third the size of one interval's tuples.
+    const small = createProcessTracer({ cgroupIds: () => [id], pollMs: 60_000, maxConnectors: 128 });
+    await small.start({
+      event: (e) => void (e.kind === 'process' && seen.push(e)),
+      lost: (count, where) => smallLost.set(where, (smallLost.get(where) ?? 0) + count),
+    });
+    let result: ClientResult;
+    try {
+      result = await client({ host: SERVER_IP, port: 20000, count: tuples, spread: true }, true);
+    } finally {
+      await small.stop(); // the only drain: pollMs is longer than the test
+    }
+    expect(result.outcomes).toEqual({ ECONNREFUSED: tuples });
+    const drained = seen.filter((e) => e.pid === result.pid);
+    expect(sumConnections(drained)).toBe(drained.length); // one connect per tuple
+    expect(drained.length).toBeLessThanOrEqual(128);
+    // Every tuple is either drained with its process or reported evicted: none vanishes silently.
+    expect(smallLost).toEqual(new Map([[LOST_EVICTED, tuples - drained.length]]));
+    console.log(
+      `process tracer, 128-entry map: ${tuples} tuples → ${drained.length} drained, ${tuples - drained.length} evicted`,
+    );
+  });
+
+  it('stop() delivers the last partial interval, then frees program, link and maps', async () => {
+    const last = await client({ host: SERVER_IP, port: OPEN_PORT }, true);
     await tracer?.stop();
     tracer = undefined;
+    // Whether a drain took it before stop() or stop() did, it is here now.
+    expect(sumConnections(events.filter((e) => e.pid === last.pid))).toBe(1);
     const deadline = Date.now() + 3000;
     while (objects.some((o) => alive(o.kind, o.id)) && Date.now() < deadline) await sleep(20);
     expect(objects.filter((o) => alive(o.kind, o.id))).toEqual([]);
+    // No connect went unrecorded, and every one had its source address at SYN_SENT.
     expect(lost).toEqual([]);
   });
 });

@@ -10,6 +10,9 @@ import { nftFailure } from '../../src/dataplane/nftables/apply.js';
 import { parseCounters } from '../../src/dataplane/nftables/counters.js';
 import { diffRulesets } from '../../src/dataplane/nftables/diff.js';
 import { buildRuleset } from '../../src/dataplane/nftables/ruleset.js';
+import { FLOW_ELEMENT_TIMEOUT_S, FLOW_SET_SIZE, tagText } from '../../src/dataplane/nftables/flow-sets.js';
+import { flowChain } from '../../src/dataplane/nftables/names.js';
+import { flowRuleTag } from '../../src/dataplane/netfilter/aggregates.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy } from '../support/manifests.js';
 import { dualStack, guardrails, irOf, xyz } from '../kernel/nftables-scenarios.js';
@@ -161,7 +164,8 @@ describe('nftables render: evaluation order', () => {
 
   it('runs the global tier first and reaches the Kubernetes tier by goto (Pass, or nothing decided)', () => {
     expect(chainRules(text, `tw-${xa}`)).toEqual([
-      'counter log prefix "sy gp:audit/ingress/0 " group 1 comment "gp:audit/ingress/0"',
+      // Without flow records a Log rule only counts.
+      'counter comment "gp:audit/ingress/0"',
       expect.stringMatching(
         /^meta l4proto tcp th dport 81 ip saddr @\S+ counter drop comment "gp:guard-x\/ingress\/0"$/,
       ),
@@ -288,8 +292,16 @@ describe('nftables diff', () => {
     const plan = diffRulesets(before, buildRuleset(next, 'node-1'));
     const xa = iface(full, 'x/a');
     const xc = iface(full, 'x/c');
-    expect([...(plan?.changed ?? [])].sort()).toEqual([`chain:tw-${xa}`, `chain:tw-${xc}`]);
+    // The Log rule's flow chain goes with its last user; the flow sets stay as they are.
+    const logChain = flowChain('log', flowRuleTag('log', 'gp:audit/ingress/0'));
+    expect([...(plan?.changed ?? [])].sort()).toEqual([
+      `chain:${logChain}`,
+      `chain:tw-${xa}`,
+      `chain:tw-${xc}`,
+    ]);
     expect(plan?.script).toContain(`flush chain inet switchyard tw-${xa}\n`);
+    expect(plan?.script).toContain(`delete chain inet switchyard ${logChain}\n`);
+    expect(plan?.script).not.toMatch(/ (flows|traffic)[46]\b/);
   });
 
   it('gives up (full rewrite) when a declaration would have to change', () => {
@@ -361,36 +373,106 @@ describe('nftables apply errors and counters', () => {
   });
 });
 
-describe('nftables render: flow logs (default)', () => {
+describe('nftables render: flow records (default)', () => {
   const ir = irOf([...xyz(), ...guardrails()]);
   const text = withFlowLogs.render(ir, 'node-1').text;
+  const xa = iface(ir, 'x/a');
+  const rules = text.split('\n').filter((l) => l.startsWith('add rule'));
 
-  it('declares the shared rate limit and the not-logged counter', () => {
-    expect(text).toContain(
-      'add limit inet switchyard flowlog-over { rate over 2000/second burst 500 packets; }',
+  /** The chain a rule id's decisions with `verdict` are recorded in, checked to be rendered. */
+  function recordedIn(verdict: 'allow' | 'deny' | 'log', rule: string): string[] {
+    const tag = flowRuleTag(verdict, rule);
+    const chain = chainRules(text, flowChain(verdict, tag));
+    expect(chain, `${verdict} ${rule}`).not.toEqual([]);
+    return chain;
+  }
+
+  it('declares four counted dynamic sets, keyed with the rule tag for decisions, and the full counter', () => {
+    const decl = (name: string): string =>
+      text.split('\n').find((l) => l.startsWith(`add set inet switchyard ${name} `)) ?? '';
+    const attrs = `flags dynamic,timeout; timeout ${FLOW_ELEMENT_TIMEOUT_S}s; size ${FLOW_SET_SIZE}; counter; }`;
+    expect(decl('flows4')).toContain(
+      `{ type ipv4_addr . ipv4_addr . inet_proto . inet_service . mark; ${attrs}`,
     );
-    expect(text).toContain('add counter inet switchyard flowlog-lost\n');
+    expect(decl('flows6')).toContain(
+      `{ type ipv6_addr . ipv6_addr . inet_proto . inet_service . mark; ${attrs}`,
+    );
+    expect(decl('traffic4')).toContain(`{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; ${attrs}`);
+    expect(decl('traffic6')).toContain(`{ type ipv6_addr . ipv6_addr . inet_proto . inet_service; ${attrs}`);
+    expect(text).toContain('add counter inet switchyard flows-full\n');
+    // Nothing is logged through NFLOG any more, and nothing is rate-limited.
+    expect(text).not.toMatch(/\blog prefix|\blimit\b|flowlog/);
   });
 
-  it('gives every deciding rule an over-limit twin, then the logged rule, with one comment', () => {
-    const rules = text.split('\n').filter((l) => l.includes('comment "x/a/ingress/default"'));
-    expect(rules).toEqual([
+  it('a deciding rule counts under its id once, then its flow chain records it and decides', () => {
+    expect(chainRules(text, `tw-${xa}-k8s`)).toEqual([
       expect.stringMatching(
-        /limit name "flowlog-over" counter counter name "flowlog-lost" (drop|return) comment "x\/a\/ingress\/default"$/,
+        new RegExp(
+          `^meta l4proto tcp th dport 81 ip saddr @\\S+ counter goto flow-allow-[0-9a-f]{8} comment "np:x/from-y-on-81/ingress/0"$`,
+        ),
       ),
-      expect.stringMatching(
-        /counter log prefix "sy [AD] x\/a\/ingress\/default " group 1 snaplen 64 queue-threshold 16 (drop )?comment "x\/a\/ingress\/default"$/,
-      ),
+      `counter goto ${flowChain('deny', flowRuleTag('deny', 'x/a/ingress/default'))} comment "x/a/ingress/default"`,
     ]);
-    // Log rules keep their own prefix and are not doubled.
-    expect(
-      text.split('\n').filter((l) => l.includes('log prefix "sy gp:audit/ingress/0 "')).length,
-    ).toBeGreaterThan(0);
-    expect(text).not.toContain('flowlog-over" counter counter name "flowlog-lost" comment');
+    const tag = tagText(flowRuleTag('deny', 'x/a/ingress/default'));
+    expect(recordedIn('deny', 'x/a/ingress/default')).toEqual([
+      `meta nfproto ipv4 meta l4proto { tcp, udp, sctp } update @flows4 { ip saddr . ip daddr . meta l4proto . th dport . ${tag} } drop`,
+      `meta nfproto ipv4 meta l4proto != { tcp, udp, sctp } update @flows4 { ip saddr . ip daddr . meta l4proto . 0 . ${tag} } drop`,
+      `meta nfproto ipv6 meta l4proto { tcp, udp, sctp } update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . th dport . ${tag} } drop`,
+      `meta nfproto ipv6 meta l4proto != { tcp, udp, sctp } update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . 0 . ${tag} } drop`,
+      // A full set refuses the update, which ends that rule: the verdict comes regardless.
+      'counter name "flows-full" drop',
+    ]);
   });
 
-  it('with flowLogs: false renders neither', () => {
+  it('allows return from their flow chain, Log rules jump to theirs and come back', () => {
+    const allow = recordedIn('allow', 'np:x/from-y-on-81/ingress/0');
+    expect(allow.every((r) => r.endsWith(' return'))).toBe(true);
+    expect(chainRules(text, `fw-${xa}-k8s`)).toEqual([
+      `counter goto ${flowChain('allow', flowRuleTag('allow', 'x/a/egress/default'))} comment "x/a/egress/default"`,
+    ]);
+    expect(chainRules(text, `tw-${xa}`)[0]).toBe(
+      `counter jump ${flowChain('log', flowRuleTag('log', 'gp:audit/ingress/0'))} comment "gp:audit/ingress/0"`,
+    );
+    const log = recordedIn('log', 'gp:audit/ingress/0');
+    expect(log.slice(0, 4).every((r) => r.endsWith(' return'))).toBe(true);
+    expect(log.at(-1)).toBe('counter name "flows-full"');
+  });
+
+  it('one flow chain per verdict and rule, whatever the number of endpoints it applies to', () => {
+    const gotos = rules.flatMap((r) =>
+      [...r.matchAll(/(?:goto|jump) (flow-(?:allow|deny|log)-[0-9a-f]{8})/g)].map((m) => m[1]),
+    );
+    const declared = [...text.matchAll(/^add chain inet switchyard (flow-(?:allow|deny|log)-\S+)$/gm)].map(
+      (m) => m[1],
+    );
+    expect(new Set(gotos)).toEqual(new Set(declared));
+    expect(declared.length).toBe(new Set(declared).size);
+  });
+
+  it('records established packets of the original direction, then accepts them', () => {
+    const established = [
+      'ct state established ct direction original counter goto flow-traffic comment "conntrack/established"',
+      'ct state established,related counter accept comment "conntrack/established"',
+    ];
+    expect(chainRules(text, 'forward').slice(0, 2)).toEqual(established);
+    expect(chainRules(text, 'input').slice(1, 3)).toEqual(established);
+    expect(chainRules(text, 'flow-traffic')).toEqual([
+      'meta nfproto ipv4 meta l4proto { tcp, udp, sctp } update @traffic4 { ip saddr . ip daddr . meta l4proto . th dport } accept',
+      'meta nfproto ipv4 meta l4proto != { tcp, udp, sctp } update @traffic4 { ip saddr . ip daddr . meta l4proto . 0 } accept',
+      'meta nfproto ipv6 meta l4proto { tcp, udp, sctp } update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . th dport } accept',
+      'meta nfproto ipv6 meta l4proto != { tcp, udp, sctp } update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . 0 } accept',
+      'counter name "flows-full" accept',
+    ]);
+  });
+
+  it('a smaller set size is only a declaration', () => {
+    const small = createNftablesBackend({ flowSetSize: 4 }).render(ir, 'node-1').text;
+    expect(small).toContain(`timeout ${FLOW_ELEMENT_TIMEOUT_S}s; size 4; counter; }`);
+    expect(small.replace(/size 4;/g, `size ${FLOW_SET_SIZE};`)).toBe(text);
+  });
+
+  it('with flowLogs: false renders no set, no update and no flow chain', () => {
     const off = backend.render(ir, 'node-1').text;
-    expect(off).not.toMatch(/flowlog|sy [AD] /);
+    expect(off).not.toMatch(/\bupdate\b|flows-full|flow-|\b(flows|traffic)[46]\b|\blog\b/);
   });
 });

@@ -12,6 +12,8 @@ import { diffRulesets } from '../../src/dataplane/nftables/diff.js';
 import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { NftChain, NftRuleset } from '../../src/dataplane/nftables/objects.js';
 import { buildRuleset } from '../../src/dataplane/nftables/ruleset.js';
+import { flowChain } from '../../src/dataplane/nftables/names.js';
+import { flowRuleTag } from '../../src/dataplane/netfilter/aggregates.js';
 import {
   PORT_PROTOCOLS,
   type DecisionTable,
@@ -41,11 +43,42 @@ interface Packet {
   thDport: number;
 }
 
-/** What a packet met in the table's chains: counted comments and logs in order, and the verdict. */
+/** A flow record a packet left: the set, the port in the key and the rule tag. */
+interface Recorded {
+  set: string;
+  port: number;
+  tag: number;
+}
+
+/** What a packet met in the table's chains: counted comments, flow records in order, and the verdict. */
 interface Walked {
   counted: string[];
-  logged: string[];
+  recorded: Recorded[];
   verdict: 'allow' | 'deny';
+}
+
+const FLOW_UPDATE =
+  /^meta nfproto (ipv4|ipv6) meta l4proto (!= )?\{ tcp, udp, sctp \} update @(\w+) \{ (ip6?) saddr \. \4 daddr \. meta l4proto \. (th dport|0) \. 0x([0-9a-f]{8}) \} (return|drop)$/;
+
+/** A flow chain (decision.ts) for one packet: what it records and its verdict (`return`, `drop`, or '' off the end). */
+function recordIn(chain: NftChain, p: Packet): { recorded?: Recorded; verdict: string } {
+  const v6 = p.remote.includes(':');
+  for (const rule of chain.rules) {
+    const m = FLOW_UPDATE.exec(rule);
+    if (m) {
+      if ((m[1] === 'ipv6') !== v6 || (m[4] === 'ip6') !== v6) continue;
+      if ([6, 17, 132].includes(p.proto) === (m[2] !== undefined)) continue;
+      const port = m[5] === 'th dport' ? p.thDport : 0;
+      return {
+        recorded: { set: m[3] as string, port, tag: parseInt(m[6] as string, 16) },
+        verdict: m[7] as string,
+      };
+    }
+    const full = /^counter name "flows-full"(?: (return|drop))?$/.exec(rule);
+    if (full) throw new Error(`${chain.name}: no update rule took the packet`);
+    throw new Error(`rule shape the interpreter does not know: ${rule}`);
+  }
+  return { verdict: '' };
 }
 
 function parseAddress(text: string): bigint {
@@ -69,7 +102,7 @@ function inCidr(address: string, cidr: string): boolean {
 function walk(rs: NftRuleset, entry: string, p: Packet): Walked {
   const chains = new Map(rs.chains.map((c) => [c.name, c]));
   const maps = new Map(rs.maps.map((m) => [m.name, m]));
-  const out: Walked = { counted: [], logged: [], verdict: 'allow' };
+  const out: Walked = { counted: [], recorded: [], verdict: 'allow' };
   const lookupMap = (name: string, match: (key: string) => boolean): string | undefined => {
     const map = maps.get(name);
     if (!map) throw new Error(`no map ${name}`);
@@ -93,9 +126,18 @@ function walk(rs: NftRuleset, entry: string, p: Packet): Walked {
       } else if ((m = /^meta l4proto \{ icmp, ipv6-icmp \} goto (\S+)$/.exec(rule))) {
         if (p.proto === 1 || p.proto === 58) next = m[1];
       } else if ((m = /^goto (\S+)( comment .*)?$/.exec(rule))) next = m[1];
-      else if ((m = /^counter log prefix "sy (\S+) " group 1 comment "(.+)"$/.exec(rule))) {
-        out.logged.push(m[1] as string);
-        out.counted.push(m[2] as string);
+      else if ((m = /^counter (jump|goto) (flow-\S+) comment "(.+)"$/.exec(rule))) {
+        out.counted.push(m[3] as string);
+        const flow = chains.get(m[2] as string);
+        if (!flow) throw new Error(`no chain ${m[2]}`);
+        const { recorded, verdict } = recordIn(flow, p);
+        if (recorded) out.recorded.push(recorded);
+        if (m[1] === 'jump') {
+          if (verdict !== 'return') throw new Error(`${flow.name} does not return to its caller`);
+          continue;
+        }
+        out.verdict = verdict === 'drop' ? 'deny' : 'allow';
+        return out;
       } else if ((m = /^counter (?:(return|drop) )?comment "(.+)"$/.exec(rule))) {
         out.counted.push(m[2] as string);
         if (m[1] === undefined) continue;
@@ -110,10 +152,17 @@ function walk(rs: NftRuleset, entry: string, p: Packet): Walked {
   throw new Error('no verdict');
 }
 
-function expectedOf(e: TableEntry): Walked {
+/** What the table says a packet meets: with flow records, one per Log rule and one for the decision. */
+function expectedOf(e: TableEntry, p: Packet, flowLogs: boolean): Walked {
+  const v6 = p.remote.includes(':');
+  const record = (verdict: 'allow' | 'deny' | 'log', rule: string): Recorded => ({
+    set: v6 ? 'flows6' : 'flows4',
+    port: [6, 17, 132].includes(p.proto) ? p.thDport : 0,
+    tag: flowRuleTag(verdict, rule),
+  });
   return {
     counted: [...e.logged, ...(e.passedBy !== undefined ? [e.passedBy] : []), e.rule],
-    logged: e.logged,
+    recorded: flowLogs ? [...e.logged.map((id) => record('log', id)), record(e.verdict, e.rule)] : [],
     verdict: e.verdict,
   };
 }
@@ -148,45 +197,49 @@ function tableScenarios(): [string, IR][] {
   ];
 }
 
-describe('nftables table mode: a packet through the rendered objects decides like the table', () => {
-  for (const [name, ir] of tableScenarios()) {
-    it(name, () => {
-      let checked = 0;
-      for (const node of ir.nodes) {
-        const rs = buildRuleset(ir, node.name, { flowLogs: false });
-        for (const ruleSet of ir.ruleSets) {
-          const ep = ir.endpoints.find((e) => e.id === ruleSet.endpoint);
-          const table = ruleSet.table;
-          if (ep?.node !== node.name || !table) continue;
-          const entry = `${ruleSet.direction === 'egress' ? 'fw' : 'tw'}-${ep.hostInterface}`;
-          for (const remote of remotesOf(table)) {
-            for (const proto of PORT_PROTOCOLS) {
-              for (const port of portsOf(table)) {
-                const got = walk(rs, entry, { remote, proto: PROTO_NUMBER[proto], thDport: port });
-                expect(got, `${entry} ${remote} ${proto}/${port}`).toEqual(
-                  expectedOf(lookup(table, remote, proto, port)),
-                );
-                checked++;
+describe.each([false, true])(
+  'nftables table mode (flowLogs: %s): a packet through the rendered objects decides like the table',
+  (flowLogs) => {
+    for (const [name, ir] of tableScenarios()) {
+      it(name, () => {
+        let checked = 0;
+        for (const node of ir.nodes) {
+          const rs = buildRuleset(ir, node.name, { flowLogs });
+          for (const ruleSet of ir.ruleSets) {
+            const ep = ir.endpoints.find((e) => e.id === ruleSet.endpoint);
+            const table = ruleSet.table;
+            if (ep?.node !== node.name || !table) continue;
+            const entry = `${ruleSet.direction === 'egress' ? 'fw' : 'tw'}-${ep.hostInterface}`;
+            for (const remote of remotesOf(table)) {
+              for (const proto of PORT_PROTOCOLS) {
+                for (const port of portsOf(table)) {
+                  const packet = { remote, proto: PROTO_NUMBER[proto], thDport: port };
+                  expect(walk(rs, entry, packet), `${entry} ${remote} ${proto}/${port}`).toEqual(
+                    expectedOf(lookup(table, remote, proto, port), packet, flowLogs),
+                  );
+                  checked++;
+                }
               }
+              // ICMP's checksum sits where th dport reads: whatever it is, the ICMP entry decides.
+              // With flow records, it is keyed on port 0, not the checksum.
+              for (const checksum of [80, 81, 0xbeef]) {
+                const icmp = { remote, proto: PROTO_NUMBER.ICMP, thDport: checksum };
+                expect(walk(rs, entry, icmp)).toEqual(
+                  expectedOf(lookup(table, remote, 'ICMP' as Protocol), icmp, flowLogs),
+                );
+              }
+              // Any other protocol (GRE: bytes 2–3 are its protocol type, 0x0800): the `other` entry.
+              const cls = table.classes.find((c) => lookup(table, remote, 'ICMP') === c.icmp);
+              const gre = { remote, proto: PROTO_NUMBER.GRE, thDport: 0x0800 };
+              if (cls) expect(walk(rs, entry, gre)).toEqual(expectedOf(cls.other, gre, flowLogs));
             }
-            // ICMP's checksum sits where th dport reads: whatever it is, the ICMP entry decides.
-            for (const checksum of [80, 81, 0xbeef])
-              expect(walk(rs, entry, { remote, proto: PROTO_NUMBER.ICMP, thDport: checksum })).toEqual(
-                expectedOf(lookup(table, remote, 'ICMP' as Protocol)),
-              );
-            // Any other protocol (GRE: bytes 2–3 are its protocol type, 0x0800): the `other` entry.
-            const cls = table.classes.find((c) => lookup(table, remote, 'ICMP') === c.icmp);
-            if (cls)
-              expect(walk(rs, entry, { remote, proto: PROTO_NUMBER.GRE, thDport: 0x0800 })).toEqual(
-                expectedOf(cls.other),
-              );
           }
         }
-      }
-      expect(checked).toBeGreaterThan(0);
-    });
-  }
-});
+        expect(checked).toBeGreaterThan(0);
+      });
+    }
+  },
+);
 
 describe('nftables table mode: objects', () => {
   const ir = irOf([...xyz(), ...guardrails()], 'table');
@@ -239,14 +292,14 @@ describe('nftables table mode: objects', () => {
     }
   });
 
-  it('an outcome counts Log rules (and logs them), the Pass rule, then decides under the deciding rule', () => {
+  it('an outcome counts Log rules, the Pass rule, then decides under the deciding rule', () => {
     const outcome = text
       .split('\n')
       .filter((l) => l.startsWith(`add rule inet switchyard tw-${xa}-out-`))
       .map((l) => l.replace(/^add rule inet switchyard \S+ /, ''));
     expect(outcome).toEqual(
       expect.arrayContaining([
-        'counter log prefix "sy gp:audit/ingress/0 " group 1 comment "gp:audit/ingress/0"',
+        'counter comment "gp:audit/ingress/0"',
         'counter comment "gp:guard-x/ingress/1"',
         'counter return comment "np:x/from-y-on-81/ingress/0"',
         'counter drop comment "gp:guard-x/ingress/0"',
@@ -270,13 +323,16 @@ describe('nftables table mode: objects', () => {
     expect(rs.maps.map((m) => m.name)).toEqual(['fw-dispatch', 'tw-dispatch']);
   });
 
-  it('with flow logs, the deciding rule of an outcome logs `sy A|D <rule>` as in the walk', () => {
+  it('with flow records, the deciding rule of an outcome goes to the flow chain the walk uses', () => {
     const flow = createNftablesBackend().render(ir, 'node-1').text;
+    const chain = flowChain('deny', flowRuleTag('deny', 'x/a/ingress/default'));
     expect(flow).toMatch(
       new RegExp(
-        `add rule inet switchyard tw-${xa}-out-\\S+ counter log prefix "sy D x/a/ingress/default " group 1 snaplen 64 queue-threshold 16 drop comment "x/a/ingress/default"`,
+        `add rule inet switchyard tw-${xa}-out-\\S+ counter goto ${chain} comment "x/a/ingress/default"\n`,
       ),
     );
+    const walked = createNftablesBackend().render(irOf([...xyz(), ...guardrails()]), 'node-1').text;
+    expect(walked).toContain(`counter goto ${chain} comment "x/a/ingress/default"\n`);
   });
 });
 

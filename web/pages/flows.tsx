@@ -131,9 +131,9 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
   const name = (addr: string, port: number) => {
     const pod = podOf.get(addr);
     return (
-      <span title={`${addr}:${port}`}>
+      <span title={port ? `${addr}:${port}` : addr}>
         {pod ? <b>{pod}</b> : <span class="mono">{addr}</span>}
-        <span class="muted">:{port}</span>
+        {port !== 0 && <span class="muted">:{port}</span>}
       </span>
     );
   };
@@ -173,7 +173,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
       <table class="grid-table flows" data-testid="flows">
         <thead>
           <tr>
-            <th>time</th>
+            <th>last seen</th>
             <th>node</th>
             <th>proto</th>
             <th>source</th>
@@ -181,6 +181,9 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
             <th>endpoint</th>
             <th>verdict</th>
             <th>decided by</th>
+            <th class="num" title="new connections the record stands for">
+              conns
+            </th>
             <th class="num">pkts</th>
             <th class="num">bytes</th>
             <th>process</th>
@@ -198,7 +201,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
               data-endpoint={f.endpoint ?? ''}
             >
               <td class="mono small" title={`first ${f.firstSeen}, last ${f.lastSeen}`}>
-                {f.firstSeen.slice(11, 23)}
+                {f.lastSeen.slice(11, 23)}
               </td>
               <td>{f.node}</td>
               <td>{f.protocol}</td>
@@ -230,6 +233,7 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
                   </a>
                 )}
               </td>
+              <td class="num">{f.connections}</td>
               <td class="num">{f.packets}</td>
               <td class="num">{f.bytes}</td>
               <td class="small">{f.process ? `${f.process.comm}[${f.process.pid}]` : ''}</td>

@@ -14,31 +14,36 @@ import {
   type RuleCounter,
 } from '../backend.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { createAggregateSource } from '../netfilter/aggregates.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
-import { netfilterFlowSource } from '../netfilter/flow-source.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { runScript, tableExists } from './apply.js';
 import { parseCounters } from './counters.js';
 import { diffRulesets } from './diff.js';
 import { nftablesFingerprint } from './fingerprint.js';
-import { nftablesNflogCodec } from './flow-log.js';
+import { flowCounterReader } from './flow-counters.js';
 import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
 import type { NftRuleset } from './objects.js';
-import { buildRuleset } from './ruleset.js';
+import { buildRuleset, type RulesetOptions } from './ruleset.js';
 
 export interface NftablesOptions {
   /**
-   * Flow logs: NFLOG (group 1, rate-limited) of every denied packet and of the first packet of
-   * every allowed connection, prefixed `sy D <rule> ` / `sy A <rule> `. Default true.
+   * Flow records: every decision and the established traffic counted in the kernel's flow sets,
+   * drained by flowSource() every interval (see decision.ts, flow-sets.ts). Default true.
    */
   flowLogs?: boolean;
+  /** Elements per flow set; default FLOW_SET_SIZE (tests make it tiny to see it fill). */
+  flowSetSize?: number;
   /** Test hook: rewrites every script just before nft sees it (e.g. to append a broken line). */
   mutateScript?: (script: string) => string;
 }
 
-function rulesetFor(ir: IR, node: string, flowLogs: boolean): NftRuleset {
-  return buildRuleset(irForNode(ir, node), node, { flowLogs });
+/** The options a backend renders with, every one decided. */
+type Rendering = RulesetOptions & { flowLogs: boolean };
+
+function rulesetFor(ir: IR, node: string, options: Rendering): NftRuleset {
+  return buildRuleset(irForNode(ir, node), node, options);
 }
 
 /**
@@ -48,14 +53,19 @@ function rulesetFor(ir: IR, node: string, flowLogs: boolean): NftRuleset {
  */
 const applied = new WeakMap<IR, Map<string, NftRuleset>>();
 
-function previousRuleset(previous: IR, node: string, flowLogs: boolean): NftRuleset {
-  return applied.get(previous)?.get(`${node}|${flowLogs}`) ?? rulesetFor(previous, node, flowLogs);
+/** Which rendering of an IR: the node and the options that change what is rendered. */
+function variant(node: string, options: Rendering): string {
+  return `${node}|${options.flowLogs}|${options.flowSetSize}`;
 }
 
-function remember(ir: IR, node: string, flowLogs: boolean, rs: NftRuleset): void {
+function previousRuleset(previous: IR, node: string, options: Rendering): NftRuleset {
+  return applied.get(previous)?.get(variant(node, options)) ?? rulesetFor(previous, node, options);
+}
+
+function remember(ir: IR, node: string, options: Rendering, rs: NftRuleset): void {
   let byNode = applied.get(ir);
   if (!byNode) applied.set(ir, (byNode = new Map()));
-  byNode.set(`${node}|${flowLogs}`, rs);
+  byNode.set(variant(node, options), rs);
 }
 
 function allObjects(rs: NftRuleset): string[] {
@@ -69,7 +79,10 @@ function allObjects(rs: NftRuleset): string[] {
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
   const mutate = opts.mutateScript ?? ((s: string) => s);
-  const flowLogs = opts.flowLogs ?? true;
+  const rendering: Rendering = {
+    flowLogs: opts.flowLogs ?? true,
+    ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
+  };
 
   async function applyFull(target: NodeTarget, next: NftRuleset): Promise<string[]> {
     await runScript(target.netns, mutate(renderFull(next)), `ruleset for node ${target.node}`);
@@ -80,14 +93,14 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     name: 'nftables',
 
     render(ir: IR, node: string): RenderedPlan {
-      return { backend: 'nftables', node, text: renderFull(rulesetFor(ir, node, flowLogs)) };
+      return { backend: 'nftables', node, text: renderFull(rulesetFor(ir, node, rendering)) };
     },
 
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       const start = performance.now();
-      const next = rulesetFor(ir, target.node, flowLogs);
+      const next = rulesetFor(ir, target.node, rendering);
       const plan = previous
-        ? diffRulesets(previousRuleset(previous, target.node, flowLogs), next)
+        ? diffRulesets(previousRuleset(previous, target.node, rendering), next)
         : undefined;
       let changed: string[];
       if (!plan) changed = await applyFull(target, next);
@@ -103,7 +116,7 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
           changed = await applyFull(target, next);
         }
       }
-      remember(ir, target.node, flowLogs, next);
+      remember(ir, target.node, rendering, next);
       return { changed, durationMs: performance.now() - start };
     },
 
@@ -132,7 +145,17 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     prepareRepair: async () => [],
     watchChanges: async (target, onChange) => watchRulesetChanges(target, onChange),
     driftPollMs: 500,
-    flowSource: (target, o) => netfilterFlowSource('netfilter-nftables', target, nftablesNflogCodec, o),
+    // Flow records are counted in the kernel (decision.ts) and read back once per interval.
+    flowSource: (target, o) => {
+      const read = flowCounterReader(target.netns);
+      return createAggregateSource({
+        name: 'nftables-flow-sets',
+        target,
+        read: async () => read(),
+        ir: o.ir,
+        ...(o.pollMs !== undefined ? { intervalMs: o.pollMs } : {}),
+      });
+    },
     conntrack: (target) => kernelConntrack(target),
     async checkSupport() {
       const missing = missingTools(['nft', 'conntrack']);

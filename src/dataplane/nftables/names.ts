@@ -14,21 +14,18 @@ export const INPUT_CHAIN = 'input';
 export const PREFILTER_CHAIN = 'prefilter';
 /** Host-side pod veths of the node: the prefilter skips them (same-node traffic never crossed the fabric). */
 export const WORKLOAD_IFACES_SET = 'workload-ifaces';
-export const NFLOG_GROUP = 1;
 
 /**
- * Flow logs (see ruleset.ts): one shared token bucket, a named `limit … rate over` object, sends
- * decisions over the rate past the logging rule; the named counter on that path is what was not
- * logged.
+ * Flow records (decision.ts, flow-sets.ts): each deciding rule's own chain, named by its verdict
+ * and its 32-bit tag (`flowRuleTag`), shared by every endpoint the rule applies to. The verdict is
+ * in the name, so two rules whose tags collide can share a chain only when they also decide alike.
  */
-export const FLOWLOG_LIMIT = 'flowlog-over';
-export const FLOWLOG_COUNTER = 'flowlog-lost';
-export const FLOWLOG_RATE = '2000/second';
-export const FLOWLOG_BURST = 500;
-/** Bytes of each packet copied into the NFLOG message: IP header and ports. */
-export const FLOWLOG_SNAPLEN = 64;
-/** Messages the kernel batches before sending (flushed after the reader's timeout anyway). */
-export const FLOWLOG_THRESHOLD = 16;
+export function flowChain(verdict: 'allow' | 'deny' | 'log', tag: number): string {
+  return `flow-${verdict}-${tag.toString(16).padStart(8, '0')}`;
+}
+
+/** The established path's recording chain. */
+export const FLOW_TRAFFIC_CHAIN = 'flow-traffic';
 
 /** Chain-name prefix per direction, as Calico names them: from-workload = egress, to-workload = ingress. */
 export function directionPrefix(direction: Direction): 'fw' | 'tw' {
@@ -119,13 +116,4 @@ export function sanitized(text: string, max = 127): string {
   let s = text.replace(/["\\\n\r]/g, '_');
   while (Buffer.byteLength(s) > max) s = s.slice(0, -1);
   return s;
-}
-
-/**
- * The NFLOG prefix of a rule, as the kernel delivers it: `sy <id> ` for Log rules, `sy A <id> `
- * for allow and `sy D <id> ` for deny flow logs (cut at 127 bytes, like every nft string).
- */
-export function logPrefix(kind: 'log' | 'allow' | 'deny', ruleId: string): string {
-  const head = kind === 'log' ? 'sy ' : kind === 'allow' ? 'sy A ' : 'sy D ';
-  return sanitized(`${head}${ruleId} `);
 }

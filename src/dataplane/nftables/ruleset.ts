@@ -10,6 +10,7 @@ import {
   dispatchMap,
   ESTABLISHED_RULE_ID,
   familySet,
+  FLOW_TRAFFIC_CHAIN,
   FORWARD_CHAIN,
   INPUT_CHAIN,
   INVALID_RULE_ID,
@@ -22,7 +23,7 @@ import {
   type Family,
 } from './names.js';
 import type { NftChain, NftRuleset, NftSet } from './objects.js';
-import { decision, flowLogObjects, logRule, withMatch } from './decision.js';
+import { decisions, withMatch, type Decisions } from './decision.js';
 import { tableObjects } from './table.js';
 
 const L4: Record<'TCP' | 'UDP' | 'SCTP', string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
@@ -96,26 +97,26 @@ class RuleRenderer {
 }
 
 export interface RulesetOptions {
-  /** NFLOG every deciding rule's packets (rate-limited; see decision.ts). Default true. */
+  /** Record every decision and the established traffic in the flow sets (decision.ts). Default true. */
   flowLogs?: boolean;
+  /** Elements per flow set; default FLOW_SET_SIZE. */
+  flowSetSize?: number;
 }
 
 /** The global tier: `allow` returns to the base chain (the other side's chain still runs), `pass` and falling off go to the Kubernetes tier. */
-function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolean): NftChain {
+function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, d: Decisions): NftChain {
   const k8s = kubernetesChain(rs.direction, ep.hostInterface);
   const rules: string[] = [];
   for (const rule of rs.globalRules) {
     if (rule.action === 'allow' || rule.action === 'deny') {
-      const verdict = rule.action === 'allow' ? 'return' : 'drop';
-      for (const m of r.matches(rule, rs.direction))
-        rules.push(...decision(flowLogs, m, rule.action, rule.id, verdict, rule.id));
+      for (const m of r.matches(rule, rs.direction)) rules.push(...d.decide(m, rule.action, rule.id));
       continue;
     }
     for (const m of r.matches(rule, rs.direction))
       rules.push(
-        rule.action === 'pass'
-          ? withMatch(m, `counter goto ${k8s} comment ${quoted(rule.id)}`)
-          : logRule(m, rule.id),
+        ...(rule.action === 'pass'
+          ? [withMatch(m, `counter goto ${k8s} comment ${quoted(rule.id)}`)]
+          : d.log(m, rule.id)),
       );
   }
   rules.push(`counter goto ${k8s}`);
@@ -129,18 +130,13 @@ function globalTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolea
 }
 
 /** The Kubernetes tier: any match allows (`return`), then the default, counted under `<endpoint>/<direction>/default`. */
-function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, flowLogs: boolean): NftChain {
+function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, d: Decisions): NftChain {
   const rules: string[] = [];
   for (const rule of rs.kubernetesRules) {
-    for (const m of r.matches(rule, rs.direction))
-      rules.push(...decision(flowLogs, m, 'allow', rule.id, 'return', rule.id));
+    for (const m of r.matches(rule, rs.direction)) rules.push(...d.decide(m, 'allow', rule.id));
   }
-  const id = defaultRuleId(ep.id, rs.direction);
-  rules.push(
-    ...(rs.kubernetesDefault === 'deny'
-      ? decision(flowLogs, '', 'deny', id, 'drop', id)
-      : decision(flowLogs, '', 'allow', id, '', id)),
-  );
+  // The default allow needs no verdict: the chain's end returns to the base chain all the same.
+  rules.push(...d.decide('', rs.kubernetesDefault, defaultRuleId(ep.id, rs.direction), ''));
   return {
     name: kubernetesChain(rs.direction, ep.hostInterface),
     spec: '',
@@ -196,7 +192,7 @@ function baseChain(name: string, hook: string, priority: string, rules: string[]
 function endpointChains(
   ir: IR,
   local: readonly Endpoint[],
-  flowLogs: boolean,
+  d: Decisions,
 ): { chains: NftChain[]; maps: NftSet[]; dispatch: Record<Direction, string[]>; used: Set<string> } {
   const byId = new Map(local.map((e) => [e.id, e]));
   const renderer = new RuleRenderer(ir.ipSets, ir.ipPortSets);
@@ -212,7 +208,7 @@ function endpointChains(
     );
     if (rs.table) {
       // The table resolved every set and port set already: none of them is needed here.
-      const objects = tableObjects(rs.table, ep, flowLogs);
+      const objects = tableObjects(rs.table, ep, d);
       chains.push(...objects.chains);
       maps.push(...objects.maps);
       continue;
@@ -221,7 +217,7 @@ function endpointChains(
       if (rule.peerSet !== undefined) used.add(rule.peerSet);
       if (rule.peerPortSet !== undefined) used.add(rule.peerPortSet);
     }
-    chains.push(globalTier(rs, ep, renderer, flowLogs), kubernetesTier(rs, ep, renderer, flowLogs));
+    chains.push(globalTier(rs, ep, renderer, d), kubernetesTier(rs, ep, renderer, d));
   }
   return { chains, maps, dispatch, used };
 }
@@ -258,9 +254,18 @@ function prefilterChain(prefilters: readonly Prefilter[], sets: readonly NftSet[
   );
 }
 
-/** The input and forward base chains: conntrack first, then the endpoints' dispatch maps. */
-function filterChains(): NftChain[] {
+/**
+ * The input and forward base chains: conntrack first, then the endpoints' dispatch maps. With flow
+ * logs, established packets in their original direction are recorded (and accepted) by the
+ * traffic chain; replies and related packets are accepted as they are.
+ */
+function filterChains(flowLogs: boolean): NftChain[] {
   const established = [
+    ...(flowLogs
+      ? [
+          `ct state established ct direction original counter goto ${FLOW_TRAFFIC_CHAIN} comment ${quoted(ESTABLISHED_RULE_ID)}`,
+        ]
+      : []),
     `ct state established,related counter accept comment ${quoted(ESTABLISHED_RULE_ID)}`,
     `ct state invalid counter drop comment ${quoted(INVALID_RULE_ID)}`,
   ];
@@ -299,7 +304,13 @@ function filterChains(): NftChain[] {
 export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {}): NftRuleset {
   const flowLogs = options.flowLogs ?? true;
   const local = ir.endpoints.filter((e) => e.node === node);
-  const { chains, maps, dispatch, used } = endpointChains(ir, local, flowLogs);
+  const d = decisions({
+    flowLogs,
+    ...(options.flowSetSize !== undefined ? { flowSetSize: options.flowSetSize } : {}),
+  });
+  const { chains, maps, dispatch, used } = endpointChains(ir, local, d);
+  const flows = d.objects();
+  chains.push(...flows.chains);
 
   const prefilters = ir.prefilters.filter((p) => p.nodes.includes(node));
   for (const p of prefilters) used.add(p.set);
@@ -315,10 +326,10 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
     elements: local.map((e) => quoted(safeName(e.hostInterface))).sort(),
     note: 'host-side pod veths of this node',
   });
-  if (flowLogs) sets.push(...flowLogObjects());
+  sets.push(...flows.sets);
 
   if (prefilters.length > 0) chains.push(prefilterChain(prefilters, sets));
-  chains.push(...filterChains());
+  chains.push(...filterChains(flowLogs));
   const services = serviceObjects(ir);
   const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
   const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];

@@ -8,8 +8,9 @@
  *   …-class-<h>     meta l4proto . th dport vmap @…-ports-<h>   (protocol, port range) → outcome
  *                   meta l4proto { icmp, ipv6-icmp } goto …-out-<icmp>
  *                   goto …-out-<other>               any other protocol, and what the map left out
- *   …-out-<h>       the Log rules' counters and NFLOG, the Pass rule's counter, then the deciding
- *                   rule's counter (and flow log) and its verdict: `return` allows, `drop` denies
+ *   …-out-<h>       the Log rules' counters (and flow records), the Pass rule's counter, then the
+ *                   deciding rule's counter (and flow record) and its verdict: `return` allows,
+ *                   `drop` denies (decision.ts)
  *
  * Two lookups rather than one map keyed `address . protocol . port`: that map would need every
  * prefix times its class's port entries, which multiplies where this adds. No packet mark carries
@@ -29,7 +30,7 @@ import {
   type TableEntry,
 } from '../../ir/decision-table.js';
 import type { Endpoint } from '../../ir/types.js';
-import { decision, logRule } from './decision.js';
+import type { Decisions } from './decision.js';
 import {
   classChain,
   classPortsMap,
@@ -65,7 +66,7 @@ class TableRenderer {
   constructor(
     private readonly table: DecisionTable,
     private readonly ep: Endpoint,
-    private readonly flowLogs: boolean,
+    private readonly decisions: Decisions,
   ) {}
 
   /** The chain that counts, logs and decides like `entry`. */
@@ -78,10 +79,10 @@ class TableRenderer {
     );
     if (this.outcomes.has(name)) return name;
     const rules = [
-      ...logged.map((id) => logRule('', id)),
+      ...logged.flatMap((id) => this.decisions.log('', id)),
       // The walk counts a Pass rule when it hands the packet to the Kubernetes tier.
       ...(passedBy !== undefined ? [`counter comment ${quoted(passedBy)}`] : []),
-      ...decision(this.flowLogs, '', verdict, rule, verdict === 'allow' ? 'return' : 'drop', rule),
+      ...this.decisions.decide('', verdict, rule),
     ];
     this.outcomes.set(name, {
       name,
@@ -171,6 +172,6 @@ class TableRenderer {
 }
 
 /** The table's chains and maps for endpoint `ep` (the table's endpoint). */
-export function tableObjects(table: DecisionTable, ep: Endpoint, flowLogs: boolean): TableObjects {
-  return new TableRenderer(table, ep, flowLogs).render();
+export function tableObjects(table: DecisionTable, ep: Endpoint, decisions: Decisions): TableObjects {
+  return new TableRenderer(table, ep, decisions).render();
 }
