@@ -15,6 +15,7 @@ import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js
 import { probeCapabilities } from '../../src/advise/probe.js';
 import { socketsIn } from '../../src/agent/client.js';
 import type { BenchReport } from '../../src/bench/results.js';
+import { FLOW_INTERVAL_MS } from '../../src/dataplane/backend.js';
 import { startConsole, type ConsoleServer } from '../../src/console/server.js';
 import { staticDir } from '../../src/util/http/static.js';
 import { converge, labDown, measureReach } from '../../src/lab/index.js';
@@ -146,7 +147,7 @@ describeBrowser(
       await shot(page, 'endpoints');
     });
 
-    it('shows a denied probe in the live flow table within 2 s, linked to the policy that denied it', async () => {
+    it('shows a denied probe in the live flow table within one flow interval and 1.5 s, linked to the policy that denied it', async () => {
       await page.goto(`${server.url}#/flows?verdict=deny`);
       await page.waitForSelector('[data-testid=live].live');
       const row = `[data-testid=flows] tr[data-verdict=deny][data-src="${address('outside/client')}"][data-dst="${address('shop/db')}"][data-dport="5432"]`;
@@ -161,7 +162,8 @@ describeBrowser(
       await page.waitForSelector(row, { timeout: 5000 });
       const latencyMs = Math.round(performance.now() - started);
       console.log(`console: denied probe in the browser's flow table ${latencyMs} ms after it was sent`);
-      expect(latencyMs).toBeLessThan(2000);
+      // The agents drain the kernel's aggregates once per interval; the rest is the stream.
+      expect(latencyMs).toBeLessThan(FLOW_INTERVAL_MS + 1500);
       expect((await probe).matrix.results['outside/client']?.['shop/db']).toBe(false);
       expect(await page.textContent(row)).toContain('GlobalPolicy protect-db');
 
