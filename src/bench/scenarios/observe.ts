@@ -81,7 +81,7 @@ export interface ObserveOptions {
 
 export function observeOptions(quick: boolean): ObserveOptions {
   return quick
-    ? { rounds: 2, bulkSeconds: 3, wrkRuns: 3, connectionBatches: 3 }
+    ? { rounds: 2, bulkSeconds: 3, wrkRuns: 2, connectionBatches: 3 }
     : { rounds: 4, bulkSeconds: 8, wrkRuns: 8, connectionBatches: 20 };
 }
 
@@ -152,11 +152,17 @@ export interface WrkSample {
   errors: number;
 }
 
-/** What one workload of a turn cost: CPU seconds of both agents and of softirq (all CPUs). */
+/**
+ * What one workload of a turn cost: CPU seconds of both agents (until they caught up with it) and
+ * of softirq on all CPUs (while it ran).
+ */
 export interface WorkloadCost {
   agentSeconds: number;
   softirqSeconds: number;
+  /** Wall time of the workload itself. */
   seconds: number;
+  /** How long after the workload the agents still worked on it (see `settle`). */
+  lagSeconds: number;
   /** New connections made (0 for bulk). */
   connections: number;
 }
@@ -335,22 +341,54 @@ async function startAgents(lab: BackendLab, flows: Flows): Promise<LaunchedAgent
   return handles;
 }
 
-/** Runs `work` and measures the agents' and softirq CPU and the wall time it took. */
+function agentCpu(agents: readonly LaunchedAgent[]): number {
+  return agents.reduce((sum, h) => sum + cpuSeconds(h.pid), 0);
+}
+
+/** Agents count as caught up once both together use at most this share of a core over a window. */
+const SETTLED_SHARE = 0.1;
+const SETTLE_WINDOW_MS = 200;
+const SETTLE_MAX_MS = 5000;
+
+/**
+ * Waits until the agents have worked off what a workload left them (events still queued in ring
+ * buffers, NFLOG sockets or their own queues), at most SETTLE_MAX_MS; returns the seconds waited.
+ * So the next workload does not pay for this one's backlog, and this one's CPU is all counted.
+ */
+async function settle(agents: readonly LaunchedAgent[]): Promise<number> {
+  const start = performance.now();
+  let last = agentCpu(agents);
+  while (performance.now() - start < SETTLE_MAX_MS) {
+    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+    const now = agentCpu(agents);
+    if (now - last <= (SETTLED_SHARE * SETTLE_WINDOW_MS) / 1000) break;
+    last = now;
+  }
+  return (performance.now() - start) / 1000;
+}
+
+/**
+ * Runs `work` and measures what it cost: softirq CPU and wall time over the work itself, and the
+ * agents' CPU until they have caught up with it (`settle`), so an agent that lags behind the
+ * load is charged for all the work the load made.
+ */
 async function costed<T>(
   agents: readonly LaunchedAgent[],
   work: () => Promise<T>,
   connections: (result: T) => number,
 ): Promise<{ result: T; cost: WorkloadCost }> {
-  const agentCpu = (): number => agents.reduce((sum, h) => sum + cpuSeconds(h.pid), 0);
-  const a0 = agentCpu();
+  const a0 = agentCpu(agents);
   const s0 = softirqSeconds();
   const t0 = performance.now();
   const result = await work();
   const seconds = (performance.now() - t0) / 1000;
+  const softirq = softirqSeconds() - s0;
+  const lagSeconds = await settle(agents);
   const cost = {
-    agentSeconds: agentCpu() - a0,
-    softirqSeconds: softirqSeconds() - s0,
+    agentSeconds: agentCpu(agents) - a0,
+    softirqSeconds: softirq,
     seconds,
+    lagSeconds,
     connections: connections(result),
   };
   return { result, cost };
@@ -364,8 +402,13 @@ async function nodeClient(
   home: string,
 ): Promise<{ rates: number[]; failed: number; cost: WorkloadCost }> {
   if (batches === 0)
-    return { rates: [], failed: 0, cost: { agentSeconds: 0, softirqSeconds: 0, seconds: 0, connections: 0 } };
+    return {
+      rates: [],
+      failed: 0,
+      cost: { agentSeconds: 0, softirqSeconds: 0, seconds: 0, lagSeconds: 0, connections: 0 },
+    };
   await connectionBatch(lab, home); // warm-up
+  await settle(agents);
   const { result, cost } = await costed(
     agents,
     async () => {
@@ -394,6 +437,7 @@ async function turn(
     );
     const inFlight = opts.wrkConnections ?? WRK_CONNECTIONS;
     await wrkRun(lab, inFlight); // warm-up
+    await settle(agents);
     const w = await costed(
       agents,
       async () => {
@@ -520,6 +564,7 @@ function totalCost(turns: readonly TurnData[], workload: Workload): WorkloadCost
     agentSeconds: sum((c) => c.agentSeconds),
     softirqSeconds: sum((c) => c.softirqSeconds),
     seconds: sum((c) => c.seconds),
+    lagSeconds: sum((c) => c.lagSeconds),
     connections: sum((c) => c.connections),
   };
 }
@@ -558,7 +603,8 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
     'rows are % of the same backend and workload with flows off (median of its samples = 100); cost = 1 - on/off of the medians',
     "wrk latency: from writing the request on a fresh connection to the whole answer (wrk's clock starts once the connect completed, so the handshake is not in it); " +
       'cycle = connections in flight / conn/s (Little), the handshake, request and close of one connection; ' +
-      'CPU per 10k connections: both agents (utime+stime) and softirq of all CPUs (/proc/stat) over the measured runs, divided by the connections made',
+      "agents' CPU: both agents' utime+stime from the start of a workload until they caught up with it (at most 5 s after it), as % of a core over the workload's duration; " +
+      'softirq: the softirq column of /proc/stat (all CPUs, the whole machine) over the workload; per 10k connections = CPU seconds / connections made × 10k',
   );
   for (const c of costs) {
     const unit = c.workload === 'bulk' ? 'Gbit/s' : 'conn/s';
@@ -573,7 +619,8 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
       limit !== undefined ? `; target ≤ ${limit * 100}%: ${c.cost <= limit ? 'PASS' : 'FAIL'}` : '';
     const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
     const label = `${c.backend} ${LABEL[c.workload].workload} (${LABEL[c.workload].client})`;
-    let detail = `both agents' CPU ${core('off')} of a core off, ${core('on')} on`;
+    const lag = (side('on').lagSeconds / Math.max(1, turnsOf(c.backend, 'on').length)).toFixed(1);
+    let detail = `both agents' CPU ${core('off')} of a core off, ${core('on')} on (caught up ${lag} s after the load)`;
     if (c.workload !== 'bulk')
       detail += `; per 10k connections off: ${perTenThousandText(side('off'))}; on: ${perTenThousandText(side('on'))}`;
     if (c.workload === 'wrk') {
