@@ -98,10 +98,13 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
           expect(s.p50Ms, turn).toBeGreaterThan(0);
           expect(s.p99Ms, turn).toBeGreaterThanOrEqual(s.p50Ms);
         }
-        expect(t.cost.wrk.connections).toBe(t.wrk.reduce((n, s) => n + s.connections, 0));
-        expect(t.cost.wrk.seconds, turn).toBeGreaterThanOrEqual(2);
+        // CPU is counted over the measured runs and the warm-up run before them.
+        expect(t.cost.wrk.connections, turn).toBeGreaterThan(t.wrk.reduce((n, s) => n + s.connections, 0));
+        expect(t.cost.wrk.seconds, turn).toBeGreaterThanOrEqual(3);
         expect(t.cost.wrk.softirqSeconds, turn).toBeGreaterThanOrEqual(0);
-        expect(t.cost.node.connections, turn).toBe(2 * 200 - t.connFailed);
+        expect(t.cost.wrk.lagSeconds, turn).toBeGreaterThanOrEqual(1);
+        expect(t.nodeConnections, turn).toBeGreaterThanOrEqual(2 * 200 - t.connFailed);
+        expect(t.nodeConnections, turn).toBeLessThanOrEqual(3 * 200);
         if (t.flows === 'on') {
           expect(t.flowStats?.events, `${t.backend} events`).toBeGreaterThan(0);
           expect(t.flowStats?.flows).toBeGreaterThan(0);

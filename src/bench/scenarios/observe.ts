@@ -33,7 +33,7 @@ import { performance } from 'node:perf_hooks';
 import type { AgentStatus } from '../../agent/agent.js';
 import { agentRequest } from '../../agent/client.js';
 import type { LaunchedAgent } from '../../agent/launch.js';
-import type { BackendName } from '../../dataplane/backend.js';
+import { FLOW_INTERVAL_MS, type BackendName } from '../../dataplane/backend.js';
 import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
 import { converge, labDown, type LabPod, type LabState } from '../../lab/index.js';
 import type { Model } from '../../model/index.js';
@@ -99,6 +99,8 @@ const BATCH = 200;
 const CONNECT_TIMEOUT_MS = 2000;
 const REVISION = 'observe';
 const SYNC_TIMEOUT_MS = 120_000;
+/** The agents' flow interval (they poll or drain the kernel once per interval), plus slack. */
+const AGENT_DRAIN_MS = FLOW_INTERVAL_MS + 100;
 
 function model(): Model {
   const ns = 'bench';
@@ -123,6 +125,7 @@ type Flows = 'off' | 'on';
 /** bulk: iperf3; wrk: native connections; node: connections made by this process. */
 export type Workload = 'bulk' | 'wrk' | 'node';
 const WORKLOADS: readonly Workload[] = ['bulk', 'wrk', 'node'];
+type CostedWorkload = Exclude<Workload, 'node'>;
 /** How a workload reads in rows and notes. */
 const LABEL: Record<Workload, { workload: string; client: string }> = {
   bulk: { workload: 'bulk', client: 'iperf3' },
@@ -161,9 +164,9 @@ export interface WorkloadCost {
   softirqSeconds: number;
   /** Wall time of the workload itself. */
   seconds: number;
-  /** How long after the workload the agents still worked on it (see `settle`). */
+  /** How long after the workload the agents were quiet again (see `catchUp`). */
   lagSeconds: number;
-  /** New connections made (0 for bulk). */
+  /** New connections made, warm-ups included (0 for bulk). */
   connections: number;
 }
 
@@ -176,7 +179,13 @@ export interface TurnData {
   /** Node-client rates per batch. */
   connRates: number[];
   connFailed: number;
-  cost: Record<Workload, WorkloadCost>;
+  /** Node-client connections made, warm-up included. */
+  nodeConnections: number;
+  /**
+   * What the iperf3 and wrk workloads cost (the node client's batches are too short for CPU
+   * accounting over an agent's flow interval).
+   */
+  cost: Record<CostedWorkload, WorkloadCost>;
   /** Flow counters of both agents at the end of the turn (on only). */
   flowStats?: { events: number; lost: number; rateLimited: number; flows: number };
   sources?: string[];
@@ -351,14 +360,15 @@ const SETTLE_WINDOW_MS = 200;
 const SETTLE_MAX_MS = 5000;
 
 /**
- * Waits until the agents have worked off what a workload left them (events still queued in ring
- * buffers, NFLOG sockets or their own queues), at most SETTLE_MAX_MS; returns the seconds waited.
- * So the next workload does not pay for this one's backlog, and this one's CPU is all counted.
+ * After a workload: waits `drainMs` (the agents drain kernel counters and poll conntrack once per
+ * interval, so the work a load caused can arrive up to an interval later), then until the agents
+ * are quiet (at most SETTLE_MAX_MS); returns the seconds waited.
  */
-async function settle(agents: readonly LaunchedAgent[]): Promise<number> {
+async function catchUp(agents: readonly LaunchedAgent[], drainMs: number): Promise<number> {
   const start = performance.now();
+  if (drainMs > 0) await new Promise((r) => setTimeout(r, drainMs));
   let last = agentCpu(agents);
-  while (performance.now() - start < SETTLE_MAX_MS) {
+  while (performance.now() - start < drainMs + SETTLE_MAX_MS) {
     await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
     const now = agentCpu(agents);
     if (now - last <= (SETTLED_SHARE * SETTLE_WINDOW_MS) / 1000) break;
@@ -369,13 +379,14 @@ async function settle(agents: readonly LaunchedAgent[]): Promise<number> {
 
 /**
  * Runs `work` and measures what it cost: softirq CPU and wall time over the work itself, and the
- * agents' CPU until they have caught up with it (`settle`), so an agent that lags behind the
- * load is charged for all the work the load made.
+ * agents' CPU until they caught up with it (`catchUp`), so an agent that drains periodically or
+ * lags behind the load is charged for all the work the load made, and the next workload is not.
  */
 async function costed<T>(
   agents: readonly LaunchedAgent[],
   work: () => Promise<T>,
   connections: (result: T) => number,
+  drainMs: number,
 ): Promise<{ result: T; cost: WorkloadCost }> {
   const a0 = agentCpu(agents);
   const s0 = softirqSeconds();
@@ -383,7 +394,7 @@ async function costed<T>(
   const result = await work();
   const seconds = (performance.now() - t0) / 1000;
   const softirq = softirqSeconds() - s0;
-  const lagSeconds = await settle(agents);
+  const lagSeconds = await catchUp(agents, drainMs);
   const cost = {
     agentSeconds: agentCpu(agents) - a0,
     softirqSeconds: softirq,
@@ -398,27 +409,17 @@ async function costed<T>(
 async function nodeClient(
   lab: BackendLab,
   batches: number,
-  agents: readonly LaunchedAgent[],
   home: string,
-): Promise<{ rates: number[]; failed: number; cost: WorkloadCost }> {
-  if (batches === 0)
-    return {
-      rates: [],
-      failed: 0,
-      cost: { agentSeconds: 0, softirqSeconds: 0, seconds: 0, lagSeconds: 0, connections: 0 },
-    };
-  await connectionBatch(lab, home); // warm-up
-  await settle(agents);
-  const { result, cost } = await costed(
-    agents,
-    async () => {
-      const out: { rate: number; ok: number }[] = [];
-      for (let i = 0; i < batches; i++) out.push(await connectionBatch(lab, home));
-      return out;
-    },
-    (out) => out.reduce((sum, r) => sum + r.ok, 0),
-  );
-  return { rates: result.map((r) => r.rate), failed: result.reduce((n, r) => n + BATCH - r.ok, 0), cost };
+): Promise<{ rates: number[]; failed: number; connections: number }> {
+  if (batches === 0) return { rates: [], failed: 0, connections: 0 };
+  const warmUp = await connectionBatch(lab, home);
+  const out: { rate: number; ok: number }[] = [];
+  for (let i = 0; i < batches; i++) out.push(await connectionBatch(lab, home));
+  return {
+    rates: out.map((r) => r.rate),
+    failed: out.reduce((n, r) => n + BATCH - r.ok, 0),
+    connections: out.reduce((n, r) => n + r.ok, warmUp.ok),
+  };
 }
 
 async function turn(
@@ -430,33 +431,38 @@ async function turn(
 ): Promise<TurnData> {
   const agents = await startAgents(lab, flows);
   try {
+    // A stream makes one flow: the agents have little to catch up with.
     const b = await costed(
       agents,
       () => bulk(lab, opts.bulkSeconds),
       () => 0,
+      0,
     );
     const inFlight = opts.wrkConnections ?? WRK_CONNECTIONS;
-    await wrkRun(lab, inFlight); // warm-up
-    await settle(agents);
     const w = await costed(
       agents,
       async () => {
+        // The warm-up run's connections count for CPU (the agents still work on them during the
+        // measured runs), not for rates.
+        const warmUp = await wrkRun(lab, inFlight);
         const samples: WrkSample[] = [];
         for (let i = 0; i < opts.wrkRuns; i++) samples.push(await wrkRun(lab, inFlight));
-        return samples;
+        return { warmUp, samples };
       },
-      (samples) => samples.reduce((n, s) => n + s.connections, 0),
+      (r) => r.warmUp.connections + r.samples.reduce((n, s) => n + s.connections, 0),
+      AGENT_DRAIN_MS,
     );
-    const node = await nodeClient(lab, opts.connectionBatches, agents, home);
+    const node = await nodeClient(lab, opts.connectionBatches, home);
     const data: TurnData = {
       backend: lab.backend,
       flows,
       round,
       gbps: b.result,
-      wrk: w.result,
+      wrk: w.result.samples,
       connRates: node.rates,
       connFailed: node.failed,
-      cost: { bulk: b.cost, wrk: w.cost, node: node.cost },
+      nodeConnections: node.connections,
+      cost: { bulk: b.cost, wrk: w.cost },
     };
     if (flows === 'on') {
       // The agents poll conntrack once a second: let the last connections' totals arrive.
@@ -558,7 +564,7 @@ export function observeCosts(data: ObserveData): ObserveCost[] {
 }
 
 /** Totals of a workload's cost over the turns of one backend and side. */
-function totalCost(turns: readonly TurnData[], workload: Workload): WorkloadCost {
+function totalCost(turns: readonly TurnData[], workload: CostedWorkload): WorkloadCost {
   const sum = (f: (c: WorkloadCost) => number): number => turns.reduce((n, t) => n + f(t.cost[workload]), 0);
   return {
     agentSeconds: sum((c) => c.agentSeconds),
@@ -573,6 +579,45 @@ function totalCost(turns: readonly TurnData[], workload: Workload): WorkloadCost
 function perTenThousandText(c: WorkloadCost): string {
   const fmt = (s: number): string => `${perTenThousand(s, c.connections).toFixed(2)} s`;
   return `agents ${fmt(c.agentSeconds)}, softirq ${fmt(c.softirqSeconds)}`;
+}
+
+/** wrk's latency over a side's runs: medians of the runs' percentiles, the cycle, the errors. */
+function wrkLatencyText(data: ObserveData, backend: BackendName, flows: Flows): string {
+  const samples = data.turns.filter((t) => t.backend === backend && t.flows === flows).flatMap((t) => t.wrk);
+  const inFlight = data.options.wrkConnections ?? WRK_CONNECTIONS;
+  const rate = median(samples.map((s) => s.connPerSecond));
+  return (
+    `p50 ${median(samples.map((s) => s.p50Ms)).toFixed(2)} ms, p99 ${median(samples.map((s) => s.p99Ms)).toFixed(2)} ms, ` +
+    `cycle ${((1000 * inFlight) / rate).toFixed(2)} ms, ${samples.reduce((n, s) => n + s.errors, 0)} errors`
+  );
+}
+
+/** One backend and workload: absolute figures off → on, the cost, and what the workload cost in CPU. */
+function costNote(data: ObserveData, c: ObserveCost): string {
+  const turnsOf = (flows: Flows): TurnData[] =>
+    data.turns.filter((t) => t.backend === c.backend && t.flows === flows);
+  const bulkLoad = c.workload === 'bulk';
+  const unit = bulkLoad ? 'Gbit/s' : 'conn/s';
+  const fmt = (v: number): string => (bulkLoad ? v.toFixed(2) : v.toFixed(0));
+  const limit = c.workload === 'node' ? undefined : TARGET_COST[c.backend];
+  const target =
+    limit !== undefined ? `; target ≤ ${limit * 100}%: ${c.cost <= limit ? 'PASS' : 'FAIL'}` : '';
+  const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
+  const head =
+    `${c.backend} ${LABEL[c.workload].workload} (${LABEL[c.workload].client}): ` +
+    `off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}`;
+  if (c.workload === 'node') return head;
+  const workload = c.workload;
+  const side = (flows: Flows): WorkloadCost => totalCost(turnsOf(flows), workload);
+  const core = (flows: Flows): string =>
+    `${((100 * side(flows).agentSeconds) / side(flows).seconds).toFixed(0)}%`;
+  const lag = (side('on').lagSeconds / Math.max(1, turnsOf('on').length)).toFixed(1);
+  let detail = `both agents' CPU ${core('off')} of a core off, ${core('on')} on (quiet ${lag} s after the load)`;
+  if (workload === 'wrk')
+    detail +=
+      `; per 10k connections off: ${perTenThousandText(side('off'))}; on: ${perTenThousandText(side('on'))}` +
+      `; latency (median of the runs) off: ${wrkLatencyText(data, c.backend, 'off')}; on: ${wrkLatencyText(data, c.backend, 'on')}`;
+  return `${head}; ${detail}`;
 }
 
 export function observeResult(data: ObserveData): BenchScenarioResult {
@@ -598,56 +643,25 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
       `connections client=wrk: native load, \`wrk -t1 -c${o.wrkConnections ?? WRK_CONNECTIONS} -H 'Connection: close'\` in the client pod against nginx (1 worker, \`return 200\`) in the server pod, ` +
       `each request a new connection, ${o.wrkRuns} runs of 1 s after a warm-up run, conn/s per run` +
       (o.connectionBatches > 0
-        ? `; connections client=node: ${o.connectionBatches} batches of ${BATCH} concurrent connects from this Node.js process to the server's probe port (after one warm-up batch), rate per batch`
+        ? `; connections client=node: ${o.connectionBatches} batches of ${BATCH} concurrent connects from this Node.js process to the server's probe port (after one warm-up batch), rate per batch (no CPU figures: a few batches are shorter than the agents' flow interval)`
         : ''),
     'rows are % of the same backend and workload with flows off (median of its samples = 100); cost = 1 - on/off of the medians',
     "wrk latency: from writing the request on a fresh connection to the whole answer (wrk's clock starts once the connect completed, so the handshake is not in it); " +
       'cycle = connections in flight / conn/s (Little), the handshake, request and close of one connection; ' +
-      "agents' CPU: both agents' utime+stime from the start of a workload until they caught up with it (at most 5 s after it), as % of a core over the workload's duration; " +
-      'softirq: the softirq column of /proc/stat (all CPUs, the whole machine) over the workload; per 10k connections = CPU seconds / connections made × 10k',
+      "agents' CPU: both agents' utime+stime from the start of a workload (its warm-up included) until they are quiet again (wrk: one flow interval after it, then ≤ 10% of a core for 0.2 s; at most 5 s more), as % of a core over the workload's duration; " +
+      'softirq: the softirq column of /proc/stat (all CPUs, the whole machine) over the workload; per 10k connections = CPU seconds / connections made (warm-up included) × 10k',
   );
-  for (const c of costs) {
-    const unit = c.workload === 'bulk' ? 'Gbit/s' : 'conn/s';
-    const fmt = (v: number): string => (c.workload === 'bulk' ? v.toFixed(2) : v.toFixed(0));
-    const side = (flows: Flows): WorkloadCost => totalCost(turnsOf(c.backend, flows), c.workload);
-    const core = (flows: Flows): string => {
-      const t = side(flows);
-      return `${((100 * t.agentSeconds) / t.seconds).toFixed(0)}%`;
-    };
-    const limit = c.workload === 'node' ? undefined : TARGET_COST[c.backend];
-    const target =
-      limit !== undefined ? `; target ≤ ${limit * 100}%: ${c.cost <= limit ? 'PASS' : 'FAIL'}` : '';
-    const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
-    const label = `${c.backend} ${LABEL[c.workload].workload} (${LABEL[c.workload].client})`;
-    const lag = (side('on').lagSeconds / Math.max(1, turnsOf(c.backend, 'on').length)).toFixed(1);
-    let detail = `both agents' CPU ${core('off')} of a core off, ${core('on')} on (caught up ${lag} s after the load)`;
-    if (c.workload !== 'bulk')
-      detail += `; per 10k connections off: ${perTenThousandText(side('off'))}; on: ${perTenThousandText(side('on'))}`;
-    if (c.workload === 'wrk') {
-      const lat = (flows: Flows): string => {
-        const samples = turnsOf(c.backend, flows).flatMap((t) => t.wrk);
-        const rate = median(samples.map((s) => s.connPerSecond));
-        return (
-          `p50 ${median(samples.map((s) => s.p50Ms)).toFixed(2)} ms, p99 ${median(samples.map((s) => s.p99Ms)).toFixed(2)} ms, ` +
-          `cycle ${((1000 * (o.wrkConnections ?? WRK_CONNECTIONS)) / rate).toFixed(2)} ms, ${samples.reduce((n, s) => n + s.errors, 0)} errors`
-        );
-      };
-      detail += `; latency (median of the runs) off: ${lat('off')}; on: ${lat('on')}`;
-    }
-    notes.push(
-      `${label}: off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}; ${detail}`,
-    );
-  }
+  for (const c of costs) notes.push(costNote(data, c));
   for (const backend of [...new Set(data.turns.map((t) => t.backend))]) {
     const on = turnsOf(backend, 'on');
     const sum = (f: (s: NonNullable<TurnData['flowStats']>) => number): number =>
       on.reduce((n, t) => n + (t.flowStats ? f(t.flowStats) : 0), 0);
-    const connections = on.reduce((n, t) => n + t.cost.wrk.connections + t.cost.node.connections, 0);
+    const connections = on.reduce((n, t) => n + t.cost.wrk.connections + t.nodeConnections, 0);
     const failed = data.turns.filter((t) => t.backend === backend).reduce((n, t) => n + t.connFailed, 0);
     notes.push(
       `${backend} flows on: ${sum((s) => s.events)} events recorded, ${sum((s) => s.lost)} lost in the kernel or dropped by a source, ` +
         `${sum((s) => s.rateLimited)} refused by the flow table's rate limit, ${sum((s) => s.flows)} flows in the tables at the end of the turns ` +
-        `(${on.length} turns, ~${connections} measured connections + warm-ups + iperf3); sources: ${[...new Set(on.flatMap((t) => t.sources ?? []))].join(', ') || 'none reported'}` +
+        `(${on.length} turns, ~${connections} connections + iperf3); sources: ${[...new Set(on.flatMap((t) => t.sources ?? []))].join(', ') || 'none reported'}` +
         (failed > 0 ? `; ${failed} node-client connects failed over all turns` : ''),
     );
   }
