@@ -59,6 +59,7 @@ import {
   softirqSeconds,
   startNginx,
   wrkErrorCount,
+  WRK_CONNECTIONS,
   type NginxServer,
 } from './support/native-load.js';
 import { measuredBackends } from './support/test-run.js';
@@ -94,8 +95,6 @@ const IPERF_PORT = 5201;
 const PROBE_PORT = 80;
 /** nginx in the server pod: a port the pod does not declare, so the lab's probe server leaves it free. */
 const HTTP_PORT = 8080;
-/** wrk's connections in flight: enough to keep one wrk thread busy without queueing in the server. */
-export const WRK_CONNECTIONS = 32;
 const BATCH = 200;
 const CONNECT_TIMEOUT_MS = 2000;
 const REVISION = 'observe';

@@ -39,6 +39,7 @@ import {
   softirqSeconds,
   startNginx,
   wrkErrorCount,
+  WRK_CONNECTIONS,
   type PodPlace,
   type WrkReport,
 } from './support/native-load.js';
@@ -50,7 +51,6 @@ const BATCH = 200;
 const CONNECT_TIMEOUT_MS = 2000;
 /** nginx in the backend pod; the pod declares no port, so the lab's probe server leaves it free. */
 const TARGET_PORT = 8080;
-const WRK_CONNECTIONS = 32;
 
 /** The i-th service address: 198.19.0.0/16 from .1 on. */
 function vip(i: number): string {
