@@ -132,8 +132,9 @@ export async function startNginx(pod: PodPlace, tag: string, opts: NginxOptions)
 }
 
 /**
- * Connections wrk keeps in flight in the benches: on this 2-core machine 16–32 gave the highest
- * rate pod to pod over a bare veth (about 19k/s), more only queue in the server.
+ * Connections wrk keeps in flight in the benches. Over a bare veth pair on a 2-core machine, 4 to
+ * 16 gave the highest rate (18–19k/s) and 64 or more a lower one (queueing in the server); 32
+ * keeps wrk busy over the longer path through nodes and their dataplanes.
  */
 export const WRK_CONNECTIONS = 32;
 
