@@ -12,6 +12,8 @@ apt_packages=(
   nftables   # nft -f: nftables backend
   conntrack  # conntrack -L/-E: flows and state checks on netfilter
   iperf3     # bench throughput
+  wrk        # bench observe/services: native HTTP load, one connection per request
+  nginx-light  # bench observe/services: the native server wrk loads (started per lab, in a pod)
   procps     # ps/pgrep used by lab cleanup
   etcd-server  # cluster mode: the datastore agents watch
   etcd-client  # etcdctl: the etcd process test reads and writes keys with the standard client
@@ -30,13 +32,34 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # nginx's postinst starts a system nginx listening on port 80 in the root network namespace,
+  # which Switchyard must never touch; the benches start their own nginx inside a pod. A
+  # policy-rc.d that exits 101 tells invoke-rc.d (and deb-systemd-invoke) not to start services
+  # while installing; it is removed afterwards only if this script created it (containers often
+  # ship one of their own).
+  policy_rc=/usr/sbin/policy-rc.d
+  created_policy_rc=
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\n# switchyard setup: no service starts while installing\nexit 101\n' >"$policy_rc"
+    chmod 755 "$policy_rc"
+    created_policy_rc=1
+    trap 'if [ -n "$created_policy_rc" ]; then rm -f "$policy_rc"; fi' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$created_policy_rc" ]; then
+    rm -f "$policy_rc"
+    created_policy_rc=
+  fi
   # Debian starts a system etcd where services may start; Switchyard runs its own per lab
   # (loopback, data in its state directory), so the one this script just installed is stopped.
   if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet etcd 2>/dev/null; then
     systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+  # Nor should a reboot start the system nginx that the package enabled.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
   fi
 fi
 

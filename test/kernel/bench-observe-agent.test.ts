@@ -1,8 +1,9 @@
 /**
  * The `observe` and `agent` bench scenarios against the real kernel, with tiny parameters: real
- * agent processes per node, flows on and off, and an agent syncing a generated cluster. Asserts
- * shapes and sane values (flows really recorded when on, throughput on both sides, a finished
- * sync, a resident agent), never absolute performance (shared machines).
+ * agent processes per node, flows on and off (native wrk → nginx load and the Node.js client),
+ * and an agent syncing a generated cluster. Asserts shapes and sane values (flows really recorded
+ * when on, throughput on both sides, wrk connections without socket errors, a finished sync, a
+ * resident agent), never absolute performance (shared machines).
  */
 import { describe, expect, it } from 'vitest';
 import { scenarioLoaders } from '../../src/bench/registry.js';
@@ -45,45 +46,83 @@ describe('observe and agent bench scenarios', () => {
 });
 
 describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
-  it('observe: flows on and off per backend, events recorded when on', { timeout: 120_000 }, async () => {
-    const ctx = context();
-    const data = await measureObserve(ctx, {
-      rounds: 1,
-      bulkSeconds: 2,
-      connectionBatches: 2,
-      backends: ['ebpf', 'nftables'],
-      labPrefix: `bobt${TAG}`,
-    });
-    expect(ctx.ticks).toBe(2 * 3);
-    const r = observeResult(data);
-    expect(r.name).toBe('observe');
-    expect(r.unit).toBe('% of flows-off');
-    expect(r.rows.map((row) => `${row.backend} ${row.params.workload} ${row.params.flows}`).sort()).toEqual([
-      'ebpf bulk off',
-      'ebpf bulk on',
-      'ebpf connections off',
-      'ebpf connections on',
-      'nftables bulk off',
-      'nftables bulk on',
-      'nftables connections off',
-      'nftables connections on',
-    ]);
-    for (const c of observeCosts(data)) {
-      expect(c.off, `${c.backend} ${c.workload} off`).toBeGreaterThan(0);
-      expect(c.on, `${c.backend} ${c.workload} on`).toBeGreaterThan(0);
-      expect(Number.isFinite(c.cost)).toBe(true);
-    }
-    for (const t of data.turns) {
-      expect(t.gbps.length).toBeGreaterThan(0);
-      expect(t.connRates).toHaveLength(2);
-      if (t.flows === 'on') {
-        expect(t.flowStats?.events, `${t.backend} events`).toBeGreaterThan(0);
-        expect(t.flowStats?.flows).toBeGreaterThan(0);
-      } else expect(t.flowStats).toBeUndefined();
-    }
-    expect(r.notes?.some((n) => /ebpf (bulk|connections): .* target ≤ 5%: (PASS|FAIL)/.test(n))).toBe(true);
-    expect(listNetns().filter((n) => n.startsWith(`sy-bobt${TAG}`))).toEqual([]);
-  });
+  it(
+    'observe: flows on and off per backend, native wrk load and the node client, events recorded when on',
+    { timeout: 120_000 },
+    async () => {
+      const ctx = context();
+      const data = await measureObserve(ctx, {
+        rounds: 1,
+        bulkSeconds: 2,
+        wrkRuns: 2,
+        connectionBatches: 2,
+        backends: ['ebpf', 'nftables'],
+        labPrefix: `bobt${TAG}`,
+      });
+      expect(ctx.ticks).toBe(2 * 3);
+      const r = observeResult(data);
+      expect(r.name).toBe('observe');
+      expect(r.unit).toBe('% of flows-off');
+      const label = (row: (typeof r.rows)[number]): string =>
+        `${row.backend} ${row.params.workload} ${row.params.client} ${row.params.flows}`;
+      expect(r.rows.map(label).sort()).toEqual([
+        'ebpf bulk iperf3 off',
+        'ebpf bulk iperf3 on',
+        'ebpf connections node off',
+        'ebpf connections node on',
+        'ebpf connections wrk off',
+        'ebpf connections wrk on',
+        'nftables bulk iperf3 off',
+        'nftables bulk iperf3 on',
+        'nftables connections node off',
+        'nftables connections node on',
+        'nftables connections wrk off',
+        'nftables connections wrk on',
+      ]);
+      for (const c of observeCosts(data)) {
+        expect(c.off, `${c.backend} ${c.workload} off`).toBeGreaterThan(0);
+        expect(c.on, `${c.backend} ${c.workload} on`).toBeGreaterThan(0);
+        expect(Number.isFinite(c.cost)).toBe(true);
+      }
+      for (const t of data.turns) {
+        const turn = `${t.backend} flows ${t.flows}`;
+        expect(t.gbps.length).toBeGreaterThan(0);
+        expect(t.connRates).toHaveLength(2);
+        // Native load: every 1-s wrk run made connections through both nodes' dataplanes,
+        // without a socket error or a failed answer, and its percentiles are ordered.
+        expect(t.wrk, turn).toHaveLength(2);
+        for (const s of t.wrk) {
+          expect(s.connPerSecond, turn).toBeGreaterThan(0);
+          expect(s.connections, turn).toBeGreaterThan(0);
+          expect(s.errors, turn).toBe(0);
+          expect(s.p50Ms, turn).toBeGreaterThan(0);
+          expect(s.p99Ms, turn).toBeGreaterThanOrEqual(s.p50Ms);
+        }
+        // CPU is counted over the measured runs and the warm-up run before them.
+        expect(t.cost.wrk.connections, turn).toBeGreaterThan(t.wrk.reduce((n, s) => n + s.connections, 0));
+        expect(t.cost.wrk.seconds, turn).toBeGreaterThanOrEqual(3);
+        expect(t.cost.wrk.softirqSeconds, turn).toBeGreaterThanOrEqual(0);
+        expect(t.cost.wrk.lagSeconds, turn).toBeGreaterThanOrEqual(1);
+        expect(t.nodeConnections, turn).toBeGreaterThanOrEqual(2 * 200 - t.connFailed);
+        expect(t.nodeConnections, turn).toBeLessThanOrEqual(3 * 200);
+        if (t.flows === 'on') {
+          expect(t.flowStats?.events, `${t.backend} events`).toBeGreaterThan(0);
+          expect(t.flowStats?.flows).toBeGreaterThan(0);
+        } else expect(t.flowStats).toBeUndefined();
+      }
+      expect(r.notes?.some((n) => /ebpf connections \(wrk\): .* target ≤ 5%: (PASS|FAIL)/.test(n))).toBe(
+        true,
+      );
+      expect(
+        r.notes?.some((n) =>
+          /nftables connections \(wrk\): off \d+ conn\/s, on \d+ conn\/s.*per 10k connections off: agents [\d.]+ s, softirq [\d.]+ s.*p50 [\d.]+ ms, p99 [\d.]+ ms/.test(
+            n,
+          ),
+        ),
+      ).toBe(true);
+      expect(listNetns().filter((n) => n.startsWith(`sy-bobt${TAG}`))).toEqual([]);
+    },
+  );
 
   it(
     'agent: a real agent syncs a generated cluster; sync time, label change and RSS',
