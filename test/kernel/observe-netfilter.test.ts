@@ -1,5 +1,6 @@
 /**
- * Flow events of the netfilter backends with real packets, for iptables and nftables: a lab
+ * Flow events of the nftables backend with real packets (iptables aggregates flows in ipsets
+ * instead: observe-iptables.test.ts): a lab
  * (`sy-nfl…`, one node) with x/a accepting TCP 80 from x/b only and a GlobalPolicy logging
  * everything into namespace x; the netfilter event source on the node. Allowed connections give
  * one allow event naming the allowing rule, denied ones deny events naming the default deny, the
@@ -13,7 +14,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Backend, NodeTarget } from '../../src/dataplane/backend.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
-import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, measureReach, type LabState } from '../../src/lab/index.js';
@@ -58,9 +58,9 @@ function until(cond: () => boolean, ms: number): Promise<void> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-for (const backendName of ['iptables', 'nftables'] as const) {
+for (const backendName of ['nftables'] as const) {
   describeKernel(`flow events on ${backendName} (NFLOG + conntrack)`, () => {
-    const LAB = `nfl${backendName === 'iptables' ? 'i' : 'n'}${process.pid % 100000}`;
+    const LAB = `nfln${process.pid % 100000}`;
     let dir = '';
     let up = false;
     let state: LabState;
@@ -79,8 +79,7 @@ for (const backendName of ['iptables', 'nftables'] as const) {
       events.filter((e): e is VerdictEvent => e.kind === 'verdict' && filter(e));
     const fromTo = (e: { src: string; dst: string }, src: string, dst: string): boolean =>
       e.src === labPod(src).address && e.dst === labPod(dst).address;
-    const backendWith = (flowLogs: boolean): Backend =>
-      backendName === 'iptables' ? new IptablesBackend({ flowLogs }) : createNftablesBackend({ flowLogs });
+    const backendWith = (flowLogs: boolean): Backend => createNftablesBackend({ flowLogs });
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'sy-nfl-'));
