@@ -146,16 +146,15 @@ export class ElementLives {
     const next = new Map<string, { birth: number; life: number }>();
     const ids = elements.map((e) => {
       const key = `${e.set} ${e.member}`;
-      const timeoutS = timeouts.get(e.set) ?? 0;
-      const birth = now - (timeoutS - e.timeoutLeftS) * 1000;
+      const timeoutS = timeouts.get(e.set);
+      const birth = now - ((timeoutS ?? 0) - e.timeoutLeftS) * 1000;
       const known = this.lives.get(key);
       // The same life's birth moves by the timeout's one-second resolution; a new life's by the
-      // whole timeout (an element lives no longer than that).
-      const life = !known
-        ? 0
-        : Math.abs(birth - known.birth) * 2 > timeoutS * 1000
-          ? known.life + 1
-          : known.life;
+      // whole timeout (an element lives no longer than that). Without its set's timeout (not
+      // saved), an element is taken to live on.
+      const reborn =
+        known !== undefined && timeoutS !== undefined && Math.abs(birth - known.birth) * 2 > timeoutS * 1000;
+      const life = !known ? 0 : reborn ? known.life + 1 : known.life;
       next.set(key, known && life === known.life ? known : { birth, life });
       return life === 0 ? key : `${key} #${life}`;
     });
