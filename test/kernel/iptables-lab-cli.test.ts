@@ -101,12 +101,15 @@ for (const policyMode of POLICY_MODES)
         expect(changed).toHaveLength(1);
         expect(changed[0]).toMatch(/^ipset sy-[0-9a-f]{12}$/);
       } else {
-        // A new generation of one table's set, the old one destroyed, and that table's chains.
+        // A new generation of one table's set, the old one destroyed, and that table's chains (and
+        // the flow set of a rule that now decides for a class, or no longer does).
         expect(
           changed.filter((c) => /^ipset sy-t[ei]4-[0-9a-f]{9}-[0-9a-f]{2}-[0-9a-f]{7}$/.test(c)),
         ).toHaveLength(1);
         for (const c of changed)
-          expect(c).toMatch(/^ipset sy-t[ei]4-\S+( \(destroyed\))?$|^iptables\/filter SY-[FT]WT?-/);
+          expect(c).toMatch(
+            /^ipset sy-t[ei]4-\S+( \(destroyed\))?$|^iptables\/filter SY-[FT]WT?-|^ipset sy-flow4-[0-9a-f]{8}( \(destroyed\))?$/,
+          );
       }
     });
   });

@@ -117,14 +117,19 @@ for (const policyMode of POLICY_MODES)
       if (policyMode === 'walk') expect(changed[xaNode]).toEqual([`ipset ${setId}`]);
       else {
         // A new generation of x/a's ingress table set (the old one, if it had one, destroyed) and
-        // the chains of that table that name it; nothing of any other endpoint.
+        // the chains of that table that name it (and the flow set of a rule that now decides for a
+        // class, or no longer does); nothing of any other endpoint.
         const xa = endpointHash('x/a');
         const set = `sy-ti4-${xa.slice(0, 9)}-[0-9a-f]{2}-[0-9a-f]{7}`;
         expect(changed[xaNode]).toEqual(
           expect.arrayContaining([expect.stringMatching(new RegExp(`^ipset ${set}$`))]),
         );
         for (const c of changed[xaNode] ?? [])
-          expect(c).toMatch(new RegExp(`^ipset ${set}( \\(destroyed\\))?$|^iptables/filter SY-TWT?-${xa}`));
+          expect(c).toMatch(
+            new RegExp(
+              `^ipset ${set}( \\(destroyed\\))?$|^iptables/filter SY-TWT?-${xa}|^ipset sy-flow4-[0-9a-f]{8}( \\(destroyed\\))?$`,
+            ),
+          );
       }
       expect(changed[1 - xaNode]).toEqual([]);
       const tcp = await lab.reach(80, 'TCP');

@@ -1,8 +1,10 @@
 /**
  * A small interpreter of the rules the iptables backend renders (filter table, one endpoint
  * chain), to check rendering without a kernel: what a new connection's first packet gets, which
- * rule comments count it, what it NFLOGs, and how many rules it took. Knows only the matches and
- * targets the backend writes; anything else throws, so a new construct cannot pass unnoticed.
+ * rule comments count it, which flow sets count it, and how many rules it took. Knows only the
+ * matches and targets the backend writes; anything else throws, so a new construct cannot pass
+ * unnoticed. Flow sets start without the packet's element (it is the first of its kind) and
+ * take it when a rule adds it, unless `flowSetsFull`.
  */
 import type { NodePlan, SetSpec } from '../../src/dataplane/iptables/plan.js';
 import { parseAddress, parseCidr } from '../../src/util/ip.js';
@@ -20,8 +22,10 @@ export interface Outcome {
   verdict: 'allow' | 'deny';
   /** Comments of the rules that matched, in order (what counters add up). */
   counted: string[];
-  /** NFLOG prefixes, in order. */
-  logs: string[];
+  /** Flow sets that counted the packet (a counting match or an add), in order. */
+  aggregated: string[];
+  /** SY-FLOWFULL chains the packet went through (its flow set was full). */
+  notAggregated: string[];
   /** Rules evaluated. */
   steps: number;
   /** ipset lookups made (the dear part of a rule: a hash probe per prefix length in the set). */
@@ -77,18 +81,34 @@ const PROTO_NAMES: Record<string, Packet['protocol'][]> = {
 };
 
 /** Runs `start` (entered with -g from SY-FROM-WL / SY-TO-WL) for a packet of a new connection. */
-export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet): Outcome {
+export function runChain(
+  plan: NodePlan,
+  family: 4 | 6,
+  start: string,
+  p: Packet,
+  opts: { flowSetsFull?: boolean } = {},
+): Outcome {
   const table = plan.tables.find((t) => t.family === family && t.table === 'filter');
   if (!table) throw new Error(`no IPv${family} filter table`);
   const chains = new Map(table.chains.map((c) => [c.name, c.rules]));
   const sets = new Map(plan.sets.map((s) => [s.name, s]));
   let mark = 0;
   const counted: string[] = [];
-  const logs: string[] = [];
+  const aggregated: string[] = [];
+  const notAggregated: string[] = [];
+  /** Flow sets holding this packet's element. */
+  const holding = new Set<string>();
   let steps = 0;
   let lookups = 0;
   const stack: { chain: string; i: number }[] = [{ chain: start, i: 0 }];
-  const done = (verdict: 'allow' | 'deny'): Outcome => ({ verdict, counted, logs, steps, lookups });
+  const done = (verdict: 'allow' | 'deny'): Outcome => ({
+    verdict,
+    counted,
+    aggregated,
+    notAggregated,
+    steps,
+    lookups,
+  });
   while (stack.length > 0) {
     const frame = stack[stack.length - 1] as { chain: string; i: number };
     const rules = chains.get(frame.chain);
@@ -117,6 +137,8 @@ export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet
           if (m === 'conntrack') {
             next();
             matched = next().split(',').includes('NEW');
+            // The packet opens a connection: it has no direction but the original one.
+            if (t[i + 1] === '--ctdir') i += 2;
           } else if (m === 'tcp' || m === 'udp' || m === 'sctp') {
             if (next() !== '--dport') throw new Error(`unknown ${m} option in ${rule}`);
             matched = portIn(next(), p.dport);
@@ -124,11 +146,24 @@ export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet
             next();
             matched = portIn(next(), p.dport);
           } else if (m === 'set') {
+            const negated = t[i + 1] === '!';
+            if (negated) i++;
             next();
             const set = sets.get(next());
             if (!set) throw new Error(`unknown set in ${rule}`);
             lookups++;
-            matched = inSet(set, p, next());
+            const flags = next();
+            const updates = !(t[i + 1] === '!' && t[i + 2] === '--update-counters');
+            if (!updates) i += 2;
+            if (set.flow) {
+              if (flags !== 'src,dst,dst') throw new Error(`flow set matched with ${flags}`);
+              const has = holding.has(set.name);
+              matched = has !== negated;
+              if (has && updates) aggregated.push(set.name);
+            } else {
+              if (negated || !updates) throw new Error(`unexpected set match options in ${rule}`);
+              matched = inSet(set, p, flags);
+            }
           } else if (m === 'comment') {
             next();
             commentText = next();
@@ -166,13 +201,21 @@ export function runChain(plan: NodePlan, family: 4 | 6, start: string, p: Packet
     } else if (arg === 'MARK') {
       const [v, mask] = (rest[1] as string).split('/').map(Number) as [number, number];
       mark = (mark & ~mask) ^ v;
-    } else if (arg === 'NFLOG') {
-      logs.push(rest[rest.indexOf('--nflog-prefix') + 1] as string);
+    } else if (arg === 'SET') {
+      const set = sets.get(rest[1] as string);
+      if (rest[0] !== '--add-set' || !set?.flow || rest[2] !== 'src,dst,dst' || rest.length !== 3)
+        throw new Error(`unexpected SET target in ${rule}`);
+      // A new element's counters start with the packet that added it.
+      if (!opts.flowSetsFull && !holding.has(set.name)) {
+        holding.add(set.name);
+        aggregated.push(set.name);
+      }
     } else if (kind === '-g') {
       stack[stack.length - 1] = { chain: arg as string, i: 0 };
     } else {
       stack.push({ chain: arg as string, i: 0 });
     }
+    if (arg?.startsWith('SY-FLOWFULL-')) notAggregated.push(arg);
   }
   // Off the end of a chain entered with -g: back in SY-FORWARD, which accepts what was marked.
   return done(mark & 0x10000 ? 'allow' : 'deny');

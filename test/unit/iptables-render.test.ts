@@ -1,8 +1,9 @@
 /**
  * The iptables backend's rendering, without a kernel: chain layout (felix-style dispatch,
- * conntrack first, global tier before the Kubernetes tier, Pass = RETURN, Log = NFLOG and go on),
+ * conntrack first, global tier before the Kubernetes tier, Pass = RETURN, Log = count and go on),
  * sets (hash:net, hash:ip,port for named ports, IPv6 twins), multiport splitting, prefilter
- * placement, per-chain diffs and the parsers counters and apply rely on.
+ * placement, per-chain diffs, the parsers counters and apply rely on, and the flow sets (rules,
+ * sets, how an apply treats them, and reading them back).
  */
 import { describe, expect, it } from 'vitest';
 import { iptablesBackend } from '../../src/dataplane/iptables/index.js';
@@ -27,7 +28,7 @@ import {
   type Manifest,
 } from '../support/manifests.js';
 
-// The layout tests read the policy rules without flow logs; 'flow logs' below covers those.
+// The layout tests read the policy rules without flows; 'flows' below covers those.
 const planForNode = (ir: IR, node: string): NodePlan => renderPlan(ir, node, { flowLogs: false });
 
 const WEB = { labels: { app: 'web' }, node: 'node-a', ports: [{ name: 'http', containerPort: 80 }] };
@@ -156,11 +157,9 @@ describe('iptables render: tiers', () => {
     expect(main[jump + 2]).toContain('np:shop/db-from-web/ingress/0');
   });
 
-  it('maps Log → NFLOG (and on), Pass → RETURN, Allow → mark and return, Deny → DROP, in order', () => {
+  it('maps Log → count (and on), Pass → RETURN, Allow → mark and return, Deny → DROP, in order', () => {
     expect(global).toHaveLength(4);
-    expect(global[0]).toBe(
-      '-m comment --comment "gp:audit/ingress/0" -j NFLOG --nflog-group 1 --nflog-prefix "gp:audit/ingress/0"',
-    );
+    expect(global[0]).toBe('-m comment --comment "gp:audit/ingress/0"');
     expect(global[1]).toMatch(
       /^-m set --match-set sy-\w+ src -m comment --comment "gp:guard\/ingress\/0" -j RETURN$/,
     );
@@ -187,7 +186,7 @@ describe('iptables render: tiers', () => {
   it('uses ICMPv6 in the IPv6 table and leaves out rules whose set has no IPv6 member', () => {
     const v6 = chain(plan, endpointChain('shop/db', 'ingress', 'global'), 6);
     expect(v6).toEqual([
-      '-m comment --comment "gp:audit/ingress/0" -j NFLOG --nflog-group 1 --nflog-prefix "gp:audit/ingress/0"',
+      '-m comment --comment "gp:audit/ingress/0"',
       '-p ipv6-icmp -m comment --comment "gp:guard/ingress/1" -g SY-ALLOW',
       '-m comment --comment "gp:guard/ingress/2" -j DROP',
     ]);
@@ -513,28 +512,5 @@ describe('iptables apply errors', () => {
     expect(culpritLine(script, 5, stderr)).toBe(4);
     expect(culpritLine(script, 3, stderr)).toBe(3);
     expect(culpritLine(script, 5, 'other failure')).toBe(5);
-  });
-});
-
-describe('iptables render: flow logs (default)', () => {
-  const ir = irOf([DENY_DB]);
-  const plan = renderPlan(ir, 'node-a');
-
-  it('logs each decision under the shared hashlimit; over it the same verdict, counted apart', () => {
-    const rules = chain(plan, endpointChain('shop/db', 'ingress', 'main'));
-    const i = rules.findIndex((r) => r.includes('--hashlimit-above') && r.includes('default-deny'));
-    expect(rules.slice(i, i + 3)).toEqual([
-      '-m hashlimit --hashlimit-above 2000/sec --hashlimit-burst 500 --hashlimit-name sy-flowlog -m comment --comment "default-deny" -j SY-FLOWLOG-DROP',
-      '-j NFLOG --nflog-group 1 --nflog-prefix "sy D shop/db/ingress/default" --nflog-size 64 --nflog-threshold 16',
-      '-m comment --comment "default-deny" -j DROP',
-    ]);
-    expect(chain(plan, 'SY-FLOWLOG-DROP')).toEqual(['-j DROP']);
-    expect(chain(plan, 'SY-FLOWLOG-ALLOW')).toEqual(['-j MARK --set-xmark 0x10000/0x10000']);
-  });
-
-  it('with flowLogs: false renders none of it', () => {
-    const off = planForNode(ir, 'node-a');
-    const all = off.tables.flatMap((t) => t.chains.flatMap((c) => [c.name, ...c.rules])).join('\n');
-    expect(all).not.toMatch(/FLOWLOG|hashlimit|sy [AD] /);
   });
 });

@@ -2,7 +2,8 @@
  * Table mode of the iptables backend (render-table.ts), without a kernel. The rendered rules are
  * run by a small interpreter (iptables-interpreter.ts) for packets at every edge of every prefix
  * and port range, and must give what the rule walk's rendering gives — verdict, the rule comments
- * that count the packet (counters), the NFLOG prefixes (Log rules and flow logs) — and what the
+ * that count the packet (counters), the flow sets that aggregate it (Log rules and decisions) —
+ * and what the
  * table's `lookup` says; on hand-written policies with every feature, the examples, and random
  * models. Also: the cost of a packet does not follow the number of rules, names fit the kernel's
  * limits, and a one-rule change is a new set generation and a few new chains.
@@ -17,12 +18,12 @@ import {
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
   endpointChain,
-  flowLogPrefix,
-  nflogPrefix,
+  flowSetName,
   parseEndpointChain,
 } from '../../src/dataplane/iptables/names.js';
 import { tableKey } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
+import { flowRuleTag } from '../../src/dataplane/netfilter/aggregates.js';
 import { PORT_PROTOCOLS, type DecisionTable } from '../../src/ir/decision-table.js';
 import { lookup } from '../../src/ir/table-lookup.js';
 import { defaultRuleId } from '../../src/ir/rule-ids.js';
@@ -151,6 +152,7 @@ function familyOf(address: string): 4 | 6 {
 
 /** What a packet must get in table mode according to the table itself. */
 function fromLookup(table: DecisionTable, rs: RuleSet, p: Packet): Omit<Outcome, 'steps' | 'lookups'> {
+  const family = familyOf(p.remote);
   if (p.protocol === 'GRE') throw new Error('lookup has no other protocols');
   const e = lookup(table, p.remote, p.protocol, p.dport);
   const isDefault = e.rule === defaultRuleId(rs.endpoint, rs.direction);
@@ -158,7 +160,11 @@ function fromLookup(table: DecisionTable, rs: RuleSet, p: Packet): Omit<Outcome,
   return {
     verdict: e.verdict,
     counted: [...e.logged, ...(e.passedBy === undefined ? [] : [e.passedBy]), decided],
-    logs: [...e.logged.map(nflogPrefix), flowLogPrefix(e.verdict, e.rule)],
+    aggregated: [
+      ...e.logged.map((id) => flowSetName(family, flowRuleTag('log', id))),
+      flowSetName(family, flowRuleTag(e.verdict, e.rule)),
+    ],
+    notAggregated: [],
   };
 }
 
@@ -297,8 +303,8 @@ describe('iptables table mode: objects', () => {
       expect(c.length).toBeLessThanOrEqual(28);
       expect(parseEndpointChain(c)?.tier).toBe('table');
     }
-    // The walk's IR sets are not loaded for rule sets that have a table.
-    expect(plan.sets.filter((s) => !s.versioned)).toEqual([]);
+    // The walk's IR sets are not loaded for rule sets that have a table (only flow sets remain).
+    expect(plan.sets.filter((s) => !s.versioned && !s.flow)).toEqual([]);
   });
 
   it('prints the table sets as built in place (no -tmp, no swap) in compile output', () => {

@@ -106,6 +106,25 @@ describe('AggregateDrain', () => {
     expect(lost).toEqual([3]);
   });
 
+  it('adds a tuple’s traffic once to an aggregate that several elements decided (ICMP types)', () => {
+    const { sink, events } = collect();
+    const drain = new AggregateDrain('node-1', () => ir, sink);
+    const icmp = { ...tuple, protocol: 1, dport: 0 };
+    const tag = flowRuleTag('allow', ALLOW);
+    drain.take(
+      {
+        decisions: [
+          { id: 'echo', tag, ...icmp, packets: 1, bytes: 84 },
+          { id: 'timestamp', tag, ...icmp, packets: 1, bytes: 60 },
+        ],
+        traffic: [{ id: 't', ...icmp, packets: 10, bytes: 840 }],
+        full: 0,
+      },
+      1000,
+    );
+    expect(events.map((e) => [e.connections, e.packets, e.bytes])).toEqual([[2, 12, 984]]);
+  });
+
   it('skips elements whose tag the running IR does not name', () => {
     const { sink, events } = collect();
     const drain = new AggregateDrain('node-1', () => ir, sink);

@@ -10,8 +10,6 @@ import type { SavedRule, SavedTable } from './kernel.js';
 import {
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
-  FLOWLOG_ALLOW_CHAIN,
-  FLOWLOG_DROP_CHAIN,
   FROM_WL_CHAIN,
   parseEndpointChain,
   PREFILTER_CHAIN,
@@ -98,18 +96,4 @@ export function countersFromSaved(tables: readonly SavedTable[]): RuleCounter[] 
     const kb = `${b.endpoint ?? ''}|${b.direction ?? ''}`;
     return ka < kb ? -1 : ka > kb ? 1 : (rank.get(a) ?? 0) - (rank.get(b) ?? 0);
   });
-}
-
-/**
- * Flow-log decisions over the rate limit, i.e. not sent to NFLOG: the packets of the rules in
- * SY-FLOWLOG-ALLOW and SY-FLOWLOG-DROP (both families summed when given both).
- */
-export function flowLogOverLimit(tables: readonly SavedTable[]): number {
-  let n = 0;
-  for (const t of tables) {
-    if (t.table !== 'filter') continue;
-    for (const chain of [FLOWLOG_ALLOW_CHAIN, FLOWLOG_DROP_CHAIN])
-      for (const r of t.chains.get(chain) ?? []) n += r.packets;
-  }
-  return n;
 }

@@ -39,6 +39,9 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
   const nextNames = new Set(next.sets.map((s) => s.name));
   const sets = next.sets.filter((s) => {
     const prev = prevSets.get(s.name);
+    // A flow set's elements are the kernel's counters: only a missing set, or one whose
+    // parameters changed (then swapped for an empty one), is written.
+    if (s.flow) return !kernel.sets.has(s.name) || (prev !== undefined && !sameSetContent(prev, s));
     return !prev || !kernel.sets.has(s.name) || !sameSetContent(prev, s);
   });
   const ours = [...kernel.sets].filter((n) => n.startsWith(SET_PREFIX));

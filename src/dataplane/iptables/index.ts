@@ -21,12 +21,12 @@ import {
 import type { EventSource } from '../events.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
-import { netfilterFlowSource } from '../netfilter/flow-source.js';
+import { createAggregateSource } from '../netfilter/aggregates.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint } from './fingerprint.js';
-import { iptablesNflogCodec } from './flow-log.js';
+import { iptablesFlowReader } from './flow-counters.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
@@ -56,10 +56,13 @@ export function iptablesModeFromEnv(): IptablesMode {
 export interface IptablesBackendOptions {
   mode?: IptablesMode;
   /**
-   * Flow logs: NFLOG (group 1, rate-limited) of every denied packet and of the first packet of
-   * every allowed connection, prefixed `sy D <rule>` / `sy A <rule>`. Default true.
+   * Flows: every deciding and Log rule counts what it decides in its own ipset, the established
+   * path counts later packets per 4-tuple (rule-text.ts); flowSource() reads them every interval.
+   * Default true; false renders no flow rules or sets at all.
    */
   flowLogs?: boolean;
+  /** Test hook: elements per flow set (default FLOW_SET_MAXELEM), to see a full set at work. */
+  flowSetMaxElem?: number;
   /**
    * Test hook: the deepest chain level a decision table may reach before it is walked instead
    * (default: what nf_tables allows, less a margin; see depth.ts).
@@ -87,6 +90,7 @@ export class IptablesBackend implements Backend {
   private plan(ir: IR, node: string): NodePlan {
     return planForNode(ir, node, {
       flowLogs: this.options.flowLogs ?? true,
+      ...(this.options.flowSetMaxElem !== undefined ? { flowSetMaxElem: this.options.flowSetMaxElem } : {}),
       ...(this.options.maxChainLevel !== undefined ? { maxLevel: this.options.maxChainLevel } : {}),
     });
   }
@@ -169,13 +173,15 @@ export class IptablesBackend implements Backend {
     return this.mode === 'legacy' ? undefined : watchRulesetChanges(target, onChange);
   }
 
+  /** The flow sets' counters, read every interval and turned into aggregates (netfilter/aggregates.ts). */
   flowSource(target: NodeTarget, opts: FlowSourceOptions): EventSource {
-    return netfilterFlowSource(
-      'netfilter-iptables',
+    return createAggregateSource({
+      name: 'iptables-flow-sets',
       target,
-      iptablesNflogCodec(() => this.mode),
-      opts,
-    );
+      read: iptablesFlowReader(target.netns, () => this.mode),
+      ir: opts.ir,
+      ...(opts.pollMs !== undefined ? { intervalMs: opts.pollMs } : {}),
+    });
   }
 
   conntrack(target: NodeTarget): ConntrackView {

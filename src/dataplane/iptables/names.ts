@@ -41,25 +41,40 @@ export const SERVICES_REJECT_CHAIN = 'SY-SVC-REJECT';
  */
 export const ACCEPT_MARK = '0x10000';
 
-export const NFLOG_GROUP = 1;
+/**
+ * Flow aggregation (see rule-text.ts): every deciding rule counts what it decides in its own ipset
+ * (`sy-flow4-<tag>` / `sy-flow6-<tag>`, the tag being flowRuleTag(verdict, rule id) as 8 hex
+ * digits), the established path counts the later packets of connections in `sy-flow4-traffic` /
+ * `sy-flow6-traffic`. `l`, `o` and `w` are not hex digits: no IR set (`sy-<hex>`, `sy-p<hex>`,
+ * `sy-pf-<hex>`) can start the same way.
+ */
+export const FLOW_SET_PREFIX = 'sy-flow';
+/** Idle elements go after this long (never refreshed: a busy element is re-created, see flow-counters.ts). */
+export const FLOW_SET_TIMEOUT_S = 60;
+/**
+ * Elements per flow set: aggregates (source, destination, protocol, port) one rule decided within
+ * a timeout, or 4-tuples with established traffic. Beyond it the verdict stands and the packet is
+ * counted as not aggregated (the SY-FLOWFULL chains).
+ */
+export const FLOW_SET_MAXELEM = 65536;
+/** Initial buckets; the kernel grows the hash as elements come. */
+export const FLOW_SET_HASHSIZE = 1024;
 
 /**
- * Flow logs (NFLOG of every deciding rule's packets, see render-rules.ts): one shared token bucket
- * per family (xt_hashlimit without a mode, found again by name) bounds what reaches NFLOG; packets
- * over it take these chains instead, whose single rule's counter is the "not logged" count.
+ * Packets whose flow set was full get the verdict they were going to get through these chains
+ * (reached like the verdict: `-g` for allow, `-j` otherwise); their one rule's counter is the
+ * "not aggregated" count a flow reader reports as lost.
  */
-export const FLOWLOG_ALLOW_CHAIN = 'SY-FLOWLOG-ALLOW';
-export const FLOWLOG_DROP_CHAIN = 'SY-FLOWLOG-DROP';
-export const FLOWLOG_HASHLIMIT = 'sy-flowlog';
-export const FLOWLOG_RATE = '2000/sec';
-export const FLOWLOG_BURST = 500;
-/** Bytes of each packet copied into the NFLOG message: IPv4/IPv6 header and ports. */
-export const FLOWLOG_SNAPLEN = 64;
-/** Messages the kernel batches before sending (flushed after the reader's timeout anyway). */
-export const FLOWLOG_THRESHOLD = 16;
-/** NFLOG prefix heads of flow-log messages: `sy A <rule>` (allowed), `sy D <rule>` (denied). */
-export const FLOWLOG_ALLOW_HEAD = 'sy A ';
-export const FLOWLOG_DENY_HEAD = 'sy D ';
+export const FLOW_FULL_ALLOW_CHAIN = 'SY-FLOWFULL-ALLOW';
+export const FLOW_FULL_DROP_CHAIN = 'SY-FLOWFULL-DROP';
+export const FLOW_FULL_LOG_CHAIN = 'SY-FLOWFULL-LOG';
+export const FLOW_FULL_TRAFFIC_CHAIN = 'SY-FLOWFULL-TRAFFIC';
+export const FLOW_FULL_CHAINS = [
+  FLOW_FULL_ALLOW_CHAIN,
+  FLOW_FULL_DROP_CHAIN,
+  FLOW_FULL_LOG_CHAIN,
+  FLOW_FULL_TRAFFIC_CHAIN,
+] as const;
 
 /** iptables chain names are at most 28 characters. */
 const MAX_CHAIN = 28;
@@ -67,8 +82,6 @@ const MAX_CHAIN = 28;
 const MAX_SET = 31;
 /** xt_comment stores at most 255 characters. */
 const MAX_COMMENT = 255;
-/** NFLOG prefixes are at most 63 characters (64 with the terminating NUL). */
-const MAX_NFLOG_PREFIX = 63;
 
 export const TMP_SUFFIX = '-tmp';
 const V6_SUFFIX = '-v6';
@@ -184,20 +197,22 @@ export function commentText(text: string): string {
   return `${text.slice(0, MAX_COMMENT - 13)}~${hash(text, 12)}`;
 }
 
-function fitPrefix(head: string, ruleId: string): string {
-  const room = MAX_NFLOG_PREFIX - head.length;
-  if (ruleId.length <= room) return head + ruleId;
-  return `${head}${ruleId.slice(0, room - 9)}~${hash(ruleId, 8)}`;
+/** The flow set of one deciding rule (its tag, see flowRuleTag) in one family: `sy-flow4-0123abcd`. */
+export function flowSetName(family: Family, tag: number): string {
+  return `${FLOW_SET_PREFIX}${family}-${tag.toString(16).padStart(8, '0')}`;
 }
 
-/** A Log rule's NFLOG prefix: the bare rule id (hashed to fit). */
-export function nflogPrefix(ruleId: string): string {
-  return fitPrefix('', ruleId);
+/** The set of established traffic in one family: `sy-flow4-traffic`. */
+export function trafficSetName(family: Family): string {
+  return `${FLOW_SET_PREFIX}${family}-traffic`;
 }
 
-/** A flow log's NFLOG prefix: `sy A <id>` / `sy D <id>`, hashed to fit 63 characters. */
-export function flowLogPrefix(verdict: 'allow' | 'deny', ruleId: string): string {
-  return fitPrefix(verdict === 'allow' ? FLOWLOG_ALLOW_HEAD : FLOWLOG_DENY_HEAD, ruleId);
+/** What a flow set's name says: its family, and the rule tag of a decision set. */
+export function parseFlowSetName(name: string): { family: Family; tag?: number } | undefined {
+  const m = /^sy-flow([46])-(?:([0-9a-f]{8})|traffic)$/.exec(name);
+  if (!m) return undefined;
+  const family: Family = m[1] === '4' ? 4 : 6;
+  return m[2] !== undefined ? { family, tag: parseInt(m[2], 16) } : { family };
 }
 
 /** Comments of the synthetic rules counters report. */

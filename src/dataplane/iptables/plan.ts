@@ -12,7 +12,7 @@ export interface SetSpec {
   name: string;
   /** IR set it comes from. */
   irId: string;
-  type: 'hash:net' | 'hash:ip,port';
+  type: 'hash:net' | 'hash:ip,port' | 'hash:ip,port,ip';
   family: Family;
   /** Entries exactly as `ipset add` takes them. */
   members: string[];
@@ -22,6 +22,17 @@ export interface SetSpec {
    * name, as nothing refers to it yet; it is never refilled in place by an update.
    */
   versioned?: boolean;
+  /**
+   * A flow set (names.ts): filled and counted by the kernel, so it has no members here. Created
+   * (in place) when the kernel lacks it and otherwise left alone — never refilled, swapped or
+   * flushed by an apply, so its elements keep their counters for as long as a rule names it.
+   */
+  flow?: FlowSetParams;
+}
+
+export interface FlowSetParams {
+  timeoutS: number;
+  maxelem: number;
 }
 
 export interface ChainSpec {

@@ -7,10 +7,11 @@
  *   only: the node is not an endpoint). Node → pod traffic (OUTPUT) is not policed, as in Calico,
  *   where the host always reaches its local workloads (kubelet probes). An endpoint chain accepts conntrack ESTABLISHED/RELATED, drops
  *   INVALID, runs the global tier (its own chain: Allow = mark and return, Deny = DROP,
- *   Pass = RETURN into the Kubernetes tier, Log = NFLOG and continue), then the Kubernetes tier
+ *   Pass = RETURN into the Kubernetes tier, Log = count and continue), then the Kubernetes tier
  *   (any rule marks and returns) and finally the tier default.
  *
- * Every policy rule carries its IR rule id as a comment so counters map back to it.
+ * Every policy rule carries its IR rule id as a comment so counters map back to it. With flows on,
+ * deciding and Log rules also count what they decide in flow sets (rule-text.ts).
  */
 import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../../ir/types.js';
@@ -21,8 +22,6 @@ import {
   DEFAULT_DENY_COMMENT,
   endpointChain,
   FAMILIES,
-  FLOWLOG_ALLOW_CHAIN,
-  FLOWLOG_DROP_CHAIN,
   FORWARD_CHAIN,
   FROM_WL_CHAIN,
   INPUT_CHAIN,
@@ -35,16 +34,22 @@ import {
 import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
 import { natTable, serviceRejectChain } from './render-services.js';
 import { renderTableLayout, type TableLayout, type TableRuleSet } from './render-table.js';
-import { comment, decision, GOTO_ALLOW, line, logTarget, protocolMatch } from './rule-text.js';
+import {
+  comment,
+  conntrackRules,
+  decision,
+  flowFullChains,
+  GOTO_ALLOW,
+  line,
+  logRules,
+  protocolMatch,
+  type FlowSets,
+} from './rule-text.js';
 
 /** xt_multiport holds 15 ports; a range takes two of them. */
 export const MULTIPORT_SLOTS = 15;
 
 const JUMP_COMMENT = `-m comment --comment ${quote('switchyard')}`;
-const CT_RULES = [
-  '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
-  '-m conntrack --ctstate INVALID -j DROP',
-];
 const CLEAR_MARK = `-j MARK --set-xmark 0x0/${ACCEPT_MARK}`;
 const IF_MARKED = `-m mark --mark ${ACCEPT_MARK}/${ACCEPT_MARK}`;
 
@@ -75,8 +80,10 @@ export function portMatches(
 }
 
 export interface RenderOptions {
-  /** NFLOG every deciding rule's packets (rate-limited; see decision()). Default true. */
+  /** Aggregate flows in ipsets: what deciding and Log rules decide, and established traffic. Default true. */
   flowLogs?: boolean;
+  /** Test hook: elements per flow set (default FLOW_SET_MAXELEM), to see a full set at work. */
+  flowSetMaxElem?: number;
   /**
    * Deepest chain level (base chain = 0) a decision table may reach before it is walked instead;
    * default MAX_LEVEL (depth.ts). Lowered by tests to see the fallback on small tables.
@@ -87,7 +94,8 @@ export interface RenderOptions {
 interface RenderContext {
   family: Family;
   sets: ReadonlyMap<string, SetSpec>;
-  flowLogs: boolean;
+  /** Where flows are counted; undefined when they are off. */
+  flows: FlowSets | undefined;
   /** Decision tables of the rule sets that have one (the others are walked). */
   layouts: ReadonlyMap<string, TableLayout>;
 }
@@ -130,21 +138,15 @@ function ruleMatches(ctx: RenderContext, rule: Rule, direction: Direction): stri
 }
 
 function globalRules(ctx: RenderContext, rule: Rule, match: string): string[] {
-  if (rule.action === 'allow' || rule.action === 'deny')
-    return decision(ctx.flowLogs, match, rule.id, rule.action, rule.id, globalTarget(rule));
-  return [line(match, comment(rule.id), globalTarget(rule))];
-}
-
-function globalTarget(rule: Rule): string {
   switch (rule.action) {
     case 'allow':
-      return GOTO_ALLOW;
+      return decision(ctx.flows, match, rule.id, 'allow', rule.id, GOTO_ALLOW);
     case 'deny':
-      return '-j DROP';
+      return decision(ctx.flows, match, rule.id, 'deny', rule.id, '-j DROP');
     case 'pass':
-      return '-j RETURN';
+      return [line(match, comment(rule.id), '-j RETURN')];
     case 'log':
-      return logTarget(rule.id);
+      return logRules(ctx.flows, match, rule.id);
   }
 }
 
@@ -167,7 +169,10 @@ function layoutKey(endpoint: string, direction: Direction, family: Family): stri
  */
 function tableChains(ctx: RenderContext, rs: RuleSet, layout: TableLayout): ChainSpec[] {
   const main = endpointChain(rs.endpoint, rs.direction, 'main');
-  const rules = [...CT_RULES, ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : [])];
+  const rules = [
+    ...conntrackRules(ctx.flows),
+    ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : []),
+  ];
   return [{ name: main, rules: [...rules, `-g ${layout.root}`] }, ...layout.chains];
 }
 
@@ -175,7 +180,11 @@ function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   const layout = ctx.layouts.get(layoutKey(rs.endpoint, rs.direction, ctx.family));
   if (layout) return tableChains(ctx, rs, layout);
   const main = endpointChain(rs.endpoint, rs.direction, 'main');
-  const rules = [...CT_RULES, ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : []), CLEAR_MARK];
+  const rules = [
+    ...conntrackRules(ctx.flows),
+    ...(ctx.family === 6 && rs.direction === 'egress' ? ND_RULES : []),
+    CLEAR_MARK,
+  ];
   const out: ChainSpec[] = [];
   if (rs.globalRules.length > 0) {
     const global = endpointChain(rs.endpoint, rs.direction, 'global');
@@ -188,13 +197,13 @@ function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   // Kubernetes rules only allow (union semantics): order among them does not matter.
   for (const r of rs.kubernetesRules) {
     for (const m of ruleMatches(ctx, r, rs.direction))
-      rules.push(...decision(ctx.flowLogs, m, r.id, 'allow', r.id, GOTO_ALLOW));
+      rules.push(...decision(ctx.flows, m, r.id, 'allow', r.id, GOTO_ALLOW));
   }
   const defaultId = defaultRuleId(rs.endpoint, rs.direction);
   rules.push(
     ...(rs.kubernetesDefault === 'deny'
-      ? decision(ctx.flowLogs, '', DEFAULT_DENY_COMMENT, 'deny', defaultId, '-j DROP')
-      : decision(ctx.flowLogs, '', DEFAULT_ALLOW_COMMENT, 'allow', defaultId, GOTO_ALLOW)),
+      ? decision(ctx.flows, '', DEFAULT_DENY_COMMENT, 'deny', defaultId, '-j DROP')
+      : decision(ctx.flows, '', DEFAULT_ALLOW_COMMENT, 'allow', defaultId, GOTO_ALLOW)),
   );
   return [{ name: main, rules }, ...out];
 }
@@ -234,13 +243,8 @@ function filterTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan {
       ),
     },
     { name: ALLOW_CHAIN, rules: [`-j MARK --set-xmark ${ACCEPT_MARK}/${ACCEPT_MARK}`] },
-    // Decisions over the flow-log rate limit: the same verdicts, counted here as not logged.
-    ...(ctx.flowLogs
-      ? [
-          { name: FLOWLOG_ALLOW_CHAIN, rules: [`-j MARK --set-xmark ${ACCEPT_MARK}/${ACCEPT_MARK}`] },
-          { name: FLOWLOG_DROP_CHAIN, rules: ['-j DROP'] },
-        ]
-      : []),
+    // Packets whose flow set is full: the same verdicts, counted here as not aggregated.
+    ...(ctx.flows ? flowFullChains() : []),
   ];
   for (const e of endpoints) {
     for (const direction of ['egress', 'ingress'] as const) {
@@ -291,6 +295,10 @@ function rawTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan | und
   };
 }
 
+function flowSetsOf(options: RenderOptions, family: Family): FlowSets | undefined {
+  return (options.flowLogs ?? true) ? { family } : undefined;
+}
+
 /** The decision tables of the node's rule sets that carry one, per family (see render-table.ts). */
 export function tableLayouts(
   nodeIr: IR,
@@ -305,7 +313,7 @@ export function tableLayouts(
     for (const family of FAMILIES)
       out.set(
         layoutKey(rs.endpoint, rs.direction, family),
-        renderTableLayout(withTable, family, options.flowLogs ?? true),
+        renderTableLayout(withTable, family, flowSetsOf(options, family)),
       );
   }
   return out;
@@ -325,7 +333,7 @@ export function renderTables(
   const index = new Map(sets.map((s) => [s.name, s]));
   const out: TablePlan[] = [];
   for (const family of FAMILIES) {
-    const ctx: RenderContext = { family, sets: index, flowLogs: options.flowLogs ?? true, layouts };
+    const ctx: RenderContext = { family, sets: index, flows: flowSetsOf(options, family), layouts };
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);

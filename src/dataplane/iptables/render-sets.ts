@@ -5,8 +5,16 @@
  */
 import { referencedSets } from '../../ir/slice.js';
 import type { IR } from '../../ir/types.js';
-import { ipsetName, tmpSetName, type Family } from './names.js';
-import type { SetSpec } from './plan.js';
+import type { TaggedRule } from '../netfilter/aggregates.js';
+import {
+  FLOW_SET_HASHSIZE,
+  FLOW_SET_TIMEOUT_S,
+  ipsetName,
+  parseFlowSetName,
+  tmpSetName,
+  type Family,
+} from './names.js';
+import type { SetSpec, TablePlan } from './plan.js';
 
 function familyOf(address: string): Family {
   return address.includes(':') ? 6 : 4;
@@ -83,25 +91,64 @@ function hashSize(count: number): number {
 }
 
 export function createLine(spec: SetSpec, name: string): string {
+  const family = `family ${spec.family === 4 ? 'inet' : 'inet6'}`;
+  if (spec.flow)
+    return `create ${name} ${spec.type} ${family} hashsize ${FLOW_SET_HASHSIZE} maxelem ${spec.flow.maxelem} timeout ${spec.flow.timeoutS} counters`;
   const n = spec.members.length;
-  return `create ${name} ${spec.type} family ${spec.family === 4 ? 'inet' : 'inet6'} hashsize ${hashSize(n)} maxelem ${maxElem(n)}`;
+  return `create ${name} ${spec.type} ${family} hashsize ${hashSize(n)} maxelem ${maxElem(n)}`;
 }
 
 export function sameSetContent(a: SetSpec, b: SetSpec): boolean {
   return (
     a.type === b.type &&
     a.family === b.family &&
+    a.flow?.timeoutS === b.flow?.timeoutS &&
+    a.flow?.maxelem === b.flow?.maxelem &&
     a.members.length === b.members.length &&
     a.members.every((m, i) => m === b.members[i])
   );
 }
 
 /**
- * A decision-table set the kernel does not have yet is built complete under its own name: no rule
- * names it before the iptables step that follows. Every other changed set goes through `-tmp`.
+ * A decision-table or flow set the kernel does not have yet is built complete under its own name:
+ * no rule names it before the iptables step that follows. Every other changed set goes through
+ * `-tmp`.
  */
 export function builtInPlace(s: SetSpec, missing: ReadonlySet<string>): boolean {
-  return s.versioned === true && missing.has(s.name);
+  return (s.versioned === true || s.flow !== undefined) && missing.has(s.name);
+}
+
+/**
+ * The flow sets the rendered rules name (rule-text.ts), found in the rules themselves so that
+ * exactly those exist; `tags` describes a decision set's rule for `compile` output.
+ */
+export function flowSetSpecs(
+  tables: readonly TablePlan[],
+  tags: ReadonlyMap<number, TaggedRule>,
+  maxelem: number,
+): SetSpec[] {
+  const names = new Set<string>();
+  for (const t of tables)
+    for (const c of t.chains)
+      for (const r of c.rules)
+        for (const m of r.matchAll(/--(?:match|add)-set (sy-flow\S+)/g)) names.add(m[1] as string);
+  return [...names].sort().map((name) => {
+    const parsed = parseFlowSetName(name);
+    if (!parsed) throw new Error(`rules name flow set ${name}, which is not a flow set name`);
+    const tagged = parsed.tag !== undefined ? tags.get(parsed.tag) : undefined;
+    return {
+      name,
+      irId: 'flows',
+      type: 'hash:ip,port,ip',
+      family: parsed.family,
+      members: [],
+      description:
+        parsed.tag === undefined
+          ? 'flows: established traffic per source, destination and port'
+          : `flows: ${tagged ? `${tagged.verdict} by ${tagged.rule}` : `rule tag ${name.slice(-8)}`}`,
+      flow: { timeoutS: FLOW_SET_TIMEOUT_S, maxelem },
+    };
+  });
 }
 
 /**

@@ -17,9 +17,10 @@
  *      a PORT_RADIX-ary search over the class's ranges (`-p tcp -m tcp --dport first:last -g …`,
  *      `-p tcp -g <last part>`), then ICMP, and the class's `other` entry for the rest; deeper
  *      levels of the search are chains of up to PORT_RADIX - 1 range tests and a default;
- *   3. the entry's chain ("outcome"): the Log rules that fire on the way (NFLOG under their ids),
- *      the Pass rule that handed the packet on (counted only), then the deciding rule exactly as
- *      the walk renders it (flow log, comment = rule id, `-g SY-ALLOW` or `-j DROP`).
+ *   3. the entry's chain ("outcome"): the Log rules that fire on the way (counted, and aggregated
+ *      in their flow sets), the Pass rule that handed the packet on (counted only), then the
+ *      deciding rule exactly as the walk renders it (flow set, comment = rule id, `-g SY-ALLOW`
+ *      or `-j DROP`).
  *
  * Chains are named after a digest of their own rules (`SY-FWT-<endpoint>-<digest>`): equal
  * subtrees are one chain, and an update rewrites only the chains whose rules changed; an outcome
@@ -47,7 +48,7 @@ import {
 } from './names.js';
 import type { ChainSpec, SetSpec } from './plan.js';
 import { netEntries } from './render-sets.js';
-import { comment, decision, GOTO_ALLOW, logTarget, protocolMatch } from './rule-text.js';
+import { comment, decision, GOTO_ALLOW, logRules, protocolMatch, type FlowSets } from './rule-text.js';
 
 /**
  * Digit values per level of the class trie: a level costs up to CLASS_RADIX - 1 set lookups and
@@ -104,13 +105,13 @@ class Chains {
 interface Context {
   rs: TableRuleSet;
   family: Family;
-  flowLogs: boolean;
+  flows: FlowSets | undefined;
   chains: Chains;
 }
 
 /** The entry's own chain: Log rules, the Pass rule's count, then the decision as the walk makes it. */
 function outcome(ctx: Context, entry: TableEntry): string {
-  const rules = entry.logged.map((id) => `${comment(id)} ${logTarget(id)}`);
+  const rules = entry.logged.flatMap((id) => logRules(ctx.flows, '', id));
   // The walk counts the Pass rule that matched (its RETURN carries the rule's comment).
   if (entry.passedBy !== undefined) rules.push(comment(entry.passedBy));
   const isDefault = entry.rule === defaultRuleId(ctx.rs.endpoint, ctx.rs.direction);
@@ -120,7 +121,7 @@ function outcome(ctx: Context, entry: TableEntry): string {
       ? DEFAULT_DENY_COMMENT
       : DEFAULT_ALLOW_COMMENT;
   const target = entry.verdict === 'allow' ? GOTO_ALLOW : '-j DROP';
-  rules.push(...decision(ctx.flowLogs, '', commentId, entry.verdict, entry.rule, target));
+  rules.push(...decision(ctx.flows, '', commentId, entry.verdict, entry.rule, target));
   return ctx.chains.chain(rules);
 }
 
@@ -210,9 +211,13 @@ function digit(n: number, level: number): number {
  * without a prefix in this family) share a number; number 0 is what an address under no prefix
  * gets, so its digits are all 0, the one digit no set holds.
  */
-export function renderTableLayout(rs: TableRuleSet, family: Family, flowLogs: boolean): TableLayout {
+export function renderTableLayout(
+  rs: TableRuleSet,
+  family: Family,
+  flows: FlowSets | undefined,
+): TableLayout {
   const chains = new Chains(rs.endpoint, rs.direction);
-  const ctx: Context = { rs, family, flowLogs, chains };
+  const ctx: Context = { rs, family, flows, chains };
   const prefixes = rs.table.prefixes.filter((p) => parseCidr(p.cidr)?.family === family);
   const rest = rs.table.classes[0];
   if (!rest) throw new Error(`decision table of ${rs.endpoint} ${rs.direction} has no class 0`);

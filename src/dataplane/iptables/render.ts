@@ -6,11 +6,19 @@
  */
 import { irForNode } from '../../ir/slice.js';
 import type { IR, RuleSet } from '../../ir/types.js';
+import { ruleTags } from '../netfilter/aggregates.js';
 import { chainDepths, deepestThrough, LEVEL_MARGIN, MAX_LEVEL, NFT_MAX_LEVEL } from './depth.js';
 import { tool } from './kernel.js';
-import { endpointChain, tmpSetName } from './names.js';
+import { endpointChain, FLOW_SET_MAXELEM, tmpSetName } from './names.js';
 import type { NodePlan, TableFallback } from './plan.js';
-import { destroyScript, fillScript, renderSets, swappedSets, swapScript } from './render-sets.js';
+import {
+  destroyScript,
+  fillScript,
+  flowSetSpecs,
+  renderSets,
+  swappedSets,
+  swapScript,
+} from './render-sets.js';
 import { renderTables, tableLayouts, type RenderOptions } from './render-rules.js';
 import { restoreScript } from './script.js';
 import type { IptablesMode } from './kernel.js';
@@ -49,10 +57,14 @@ function renderPlan(nodeIr: IR, node: string, options: RenderOptions): Omit<Node
   const layouts = tableLayouts(nodeIr, node, options);
   const sets = renderSets(nodeIr);
   const tableSets = [...layouts.values()].flatMap((l) => l.sets);
+  const tables = renderTables(nodeIr, node, sets, options, layouts);
+  const flowSets = flowSetSpecs(tables, ruleTags(nodeIr), options.flowSetMaxElem ?? FLOW_SET_MAXELEM);
   return {
     node,
-    sets: [...sets, ...tableSets].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
-    tables: renderTables(nodeIr, node, sets, options, layouts),
+    sets: [...sets, ...tableSets, ...flowSets].sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    ),
+    tables,
   };
 }
 

@@ -224,10 +224,15 @@ function aggregateKey(a: Aggregate): string {
   return `${a.verdict}|${a.rule}|${a.endpoint ?? ''}|${a.direction}|${tupleKey(a)}`;
 }
 
+/**
+ * Adds `a` to the aggregates that allowed `tuple`, once per aggregate: several elements can
+ * decide one aggregate (ICMP's port is its type and code on iptables, 0 in the aggregate), and
+ * the tuple's traffic must reach it only once.
+ */
 function remember(byTuple: Map<string, Aggregate[]>, tuple: string, a: Aggregate): void {
   const list = byTuple.get(tuple);
   if (!list) byTuple.set(tuple, [a]);
-  else if (!list.includes(a)) list.push(a);
+  else if (!list.some((x) => aggregateKey(x) === aggregateKey(a))) list.push(a);
 }
 
 /** Growth of a running total since the last read; a smaller total is a new element. */

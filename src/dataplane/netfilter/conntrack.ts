@@ -5,7 +5,7 @@
  */
 import type { ConntrackEntry, ConntrackView, NodeTarget } from '../backend.js';
 import { runInNetns, runInNetnsOrThrow } from '../exec.js';
-import { parseConntrackLine } from './conntrack-events.js';
+import { parseConntrackLine } from './conntrack-line.js';
 
 /** `ipv4 2 tcp 6 431999 ESTABLISHED src=…`: protocol name, seconds left and (TCP) state. */
 const HEAD = /^\s*ipv[46]\s+\d+\s+(\S+)\s+\d+\s+(\d+)\s+(?:([A-Z_]+)\s+)?src=/;
