@@ -109,7 +109,7 @@ async function recentFlows(lab: string): Promise<string> {
     timeoutMs: 500,
   });
   // The agents drain the kernel's flow aggregates once per interval.
-  await new Promise((r) => setTimeout(r, FLOW_INTERVAL_MS + 300));
+  await new Promise((r) => setTimeout(r, 2 * FLOW_INTERVAL_MS + 300));
   const flows: Flow[] = [];
   for (const a of labAgents(lab)) {
     const r = await agentRequest<{ flows: Flow[] }>(
