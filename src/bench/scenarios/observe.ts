@@ -38,7 +38,7 @@ import { agentStateDir, desiredDir, writeDesired } from '../../lab/agents.js';
 import { converge, labDown, type LabPod, type LabState } from '../../lab/index.js';
 import type { Model } from '../../model/index.js';
 import { currentCgroup, requireTool, spawnInNetns } from '../../netns/index.js';
-import type { FlowStats } from '../../observe/flows.js';
+import type { Flow, FlowStats } from '../../observe/flows.js';
 import { median, summarize } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
@@ -188,7 +188,39 @@ export interface TurnData {
   cost: Record<CostedWorkload, WorkloadCost>;
   /** Flow counters of both agents at the end of the turn (on only). */
   flowStats?: { events: number; lost: number; rateLimited: number; flows: number };
+  /** The client pod's own connections as its node's records show them (on only). */
+  coverage?: Coverage;
   sources?: string[];
+}
+
+/**
+ * Records of the client pod's egress decisions for connections its own processes opened (wrk and
+ * iperf3 run in its cgroup; the node client does not): how many name the deciding rule and the
+ * process, weighted by the connections they stand for.
+ */
+export interface Coverage {
+  records: number;
+  connections: number;
+  withRule: number;
+  withProcess: number;
+}
+
+function coverageOf(flows: readonly Flow[], client: string): Coverage {
+  const own = flows.filter(
+    (f) =>
+      f.endpoint === client &&
+      f.direction === 'egress' &&
+      f.verdict === 'allow' &&
+      (f.dport === HTTP_PORT || f.dport === IPERF_PORT),
+  );
+  const weigh = (keep: (f: Flow) => boolean): number =>
+    own.filter(keep).reduce((n, f) => n + f.connections, 0);
+  return {
+    records: own.length,
+    connections: weigh(() => true),
+    withRule: weigh((f) => f.rule !== ''),
+    withProcess: weigh((f) => f.process !== undefined),
+  };
 }
 
 export interface ObserveData {
@@ -485,6 +517,14 @@ async function turn(
         flows: stats.reduce((sum, s) => sum + s.flows, 0),
       };
       data.sources = [...new Set(agents.flatMap((h) => agentFlowSources(h) ?? []))];
+      const flows = await Promise.all(
+        agents.map(
+          async (h) =>
+            (await agentRequest<{ flows: Flow[] }>(h.socket, '/v1/flows?limit=10000', { timeoutMs: 10_000 }))
+              .flows,
+        ),
+      );
+      data.coverage = coverageOf(flows.flat(), lab.client.id);
     }
     return data;
   } finally {
@@ -659,11 +699,27 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
       on.reduce((n, t) => n + (t.flowStats ? f(t.flowStats) : 0), 0);
     const connections = on.reduce((n, t) => n + t.cost.wrk.connections + t.nodeConnections, 0);
     const failed = data.turns.filter((t) => t.backend === backend).reduce((n, t) => n + t.connFailed, 0);
+    const cover = (f: (c: Coverage) => number): number =>
+      on.reduce((n, t) => n + (t.coverage ? f(t.coverage) : 0), 0);
+    const share = (n: number): string =>
+      `${(
+        (100 * n) /
+        Math.max(
+          1,
+          cover((c) => c.connections),
+        )
+      ).toFixed(1)}%`;
+    const wrkMade = on.reduce((n, t) => n + t.cost.wrk.connections, 0);
     notes.push(
       `${backend} flows on: ${sum((s) => s.events)} events recorded, ${sum((s) => s.lost)} lost in the kernel or dropped by a source, ` +
         `${sum((s) => s.rateLimited)} refused by the flow table's rate limit, ${sum((s) => s.flows)} flows in the tables at the end of the turns ` +
         `(${on.length} turns, ~${connections} connections + iperf3); sources: ${[...new Set(on.flatMap((t) => t.sources ?? []))].join(', ') || 'none reported'}` +
         (failed > 0 ? `; ${failed} node-client connects failed over all turns` : ''),
+    );
+    notes.push(
+      `${backend} flows on, the client pod's own connections (wrk, iperf3): ${cover((c) => c.records)} records standing for ` +
+        `${cover((c) => c.connections)} connections (wrk made ${wrkMade}, iperf3 ${on.length * 2}); deciding rule on ${share(cover((c) => c.withRule))}, ` +
+        `process on ${share(cover((c) => c.withProcess))} (target ≥ 99%)`,
     );
   }
   return { name: 'observe', unit: '% of flows-off', better: 'higher', rows, notes };
