@@ -34,10 +34,9 @@ import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
 import { startConnects } from '../../src/netns/index.js';
-import { globalPolicy, namespace, networkPolicy, pod, toYaml } from '../support/manifests.js';
+import { flowLabYaml } from './flow-lab.js';
 import { describeKernel } from '../support/kernel.js';
 
-const PORTS = [{ name: 'http', containerPort: 80, protocol: 'TCP' as const }];
 const ALLOW_RULE = 'np:x/a-from-b/ingress/0';
 const LOG_RULE = 'gp:audit-x/ingress/0';
 const DEFAULT_DENY = 'x/a/ingress/default';
@@ -181,24 +180,7 @@ for (const policyMode of ['walk', 'table'] as const satisfies readonly PolicyMod
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'sy-obi-'));
       const file = join(dir, 'lab.yaml');
-      writeFileSync(
-        file,
-        toYaml([
-          namespace('x', { ns: 'x' }),
-          pod('x', 'a', { labels: { pod: 'a' }, ports: PORTS }),
-          pod('x', 'b', { labels: { pod: 'b' }, ports: PORTS }),
-          pod('x', 'c', { labels: { pod: 'c' }, ports: PORTS }),
-          networkPolicy('x', 'a-from-b', {
-            podSelector: { matchLabels: { pod: 'a' } },
-            ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }], ports: [{ port: 80 }] }],
-          }),
-          globalPolicy('audit-x', {
-            order: 1,
-            namespaceSelector: { matchLabels: { ns: 'x' } },
-            ingress: [{ action: 'Log' }],
-          }),
-        ]),
-      );
+      writeFileSync(file, flowLabYaml());
       const result = await converge({
         name: LAB,
         model: loadManifests([file]),
