@@ -66,8 +66,8 @@ const TRAITS: Record<BackendName, BackendTraits> = {
     linearRules: false,
   },
   ebpf: {
-    // tcx links attach policy; ring buffers carry flow events; LPM tries hold every IP set.
-    requires: ['tcx', 'ringbuf', 'lpm_trie'],
+    // tcx links attach policy; LPM tries hold every IP set (flows need only a per-CPU hash).
+    requires: ['tcx', 'lpm_trie'],
     prefilterHook: 'xdp',
     serviceBalancing: 'connect-time',
     processContext: true,

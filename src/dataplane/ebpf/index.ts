@@ -28,10 +28,10 @@ export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
 
 /**
- * What the backend cannot run without: tcx links, LPM tries of IP sets, and ring buffers (the flow
- * log's process tracer; flow aggregates themselves need only a per-CPU hash, Linux 4.6+).
+ * What the backend cannot run without: tcx links and LPM tries of IP sets (flow aggregates need
+ * only a per-CPU hash, Linux 4.6+, older than tcx).
  */
-const REQUIRED_FEATURES: readonly FeatureName[] = ['tcx', 'ringbuf', 'lpm_trie'];
+const REQUIRED_FEATURES: readonly FeatureName[] = ['tcx', 'lpm_trie'];
 
 function ebpfConntrack(target: NodeTarget): ConntrackView {
   return {
