@@ -1,8 +1,11 @@
 /**
- * Building and reading netlink messages, shared by every netlink client (rtnetlink here, NFLOG in
- * src/dataplane/netfilter). Netlink headers and attributes are in host byte order: little-endian hosts only
+ * Building and reading netlink messages, shared by every netlink client (rtnetlink here, the
+ * nf_tables counter reader in src/dataplane/nftables). Netlink headers and attributes are in host byte order: little-endian hosts only
  * (x86_64, arm64), like the rest of the project's native code.
  */
+
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
 
 /** sizeof(struct nlmsghdr). */
 export const NLMSG_HDRLEN = 16;

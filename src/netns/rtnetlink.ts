@@ -6,13 +6,19 @@
  */
 import { isIPv4 } from 'node:net';
 import { check, libc, SOCK_CLOEXEC } from './libc.js';
-import { ackErrno, NLM_F_ACK, netlinkAttribute as attr, netlinkRequest, packStruct } from './netlink.js';
+import {
+  ackErrno,
+  AF_NETLINK,
+  NLM_F_ACK,
+  netlinkAttribute as attr,
+  netlinkRequest,
+  packStruct,
+  SOCK_RAW,
+} from './netlink.js';
 import { withNetns } from './setns.js';
 
-const AF_NETLINK = 16;
 const AF_INET = 2;
 const AF_INET6 = 10;
-const SOCK_RAW = 3;
 const NETLINK_ROUTE = 0;
 
 const NLM_F_REPLACE = 0x100;

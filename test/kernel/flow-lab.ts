@@ -4,6 +4,11 @@
  */
 import { globalPolicy, namespace, networkPolicy, pod, toYaml } from '../support/manifests.js';
 
+/** The rules that decide in this lab: a's allow from b, the Log rule, a's default deny. */
+export const ALLOW_RULE = 'np:x/a-from-b/ingress/0';
+export const LOG_RULE = 'gp:audit-x/ingress/0';
+export const DEFAULT_DENY = 'x/a/ingress/default';
+
 const PORTS = [{ name: 'http', containerPort: 80, protocol: 'TCP' as const }];
 
 export function flowLabYaml(): string {

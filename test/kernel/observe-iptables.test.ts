@@ -34,12 +34,9 @@ import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
 import { startConnects } from '../../src/netns/index.js';
-import { flowLabYaml } from './flow-lab.js';
+import { ALLOW_RULE, DEFAULT_DENY, flowLabYaml, LOG_RULE } from './flow-lab.js';
 import { describeKernel } from '../support/kernel.js';
 
-const ALLOW_RULE = 'np:x/a-from-b/ingress/0';
-const LOG_RULE = 'gp:audit-x/ingress/0';
-const DEFAULT_DENY = 'x/a/ingress/default';
 const CONNECTIONS = 1000;
 const BATCH = 100;
 /** Longer than any case: the only drain is the one stop() makes. */

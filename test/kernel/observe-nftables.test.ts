@@ -31,15 +31,12 @@ import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
-import { flowLabYaml } from './flow-lab.js';
+import { ALLOW_RULE, DEFAULT_DENY, flowLabYaml, LOG_RULE } from './flow-lab.js';
 import { describeKernel } from '../support/kernel.js';
 import { NftLab } from './nftables-lab.js';
 import { pings } from './nftables-raw.js';
 import { dualStack, irOf } from './nftables-scenarios.js';
 
-const ALLOW_RULE = 'np:x/a-from-b/ingress/0';
-const LOG_RULE = 'gp:audit-x/ingress/0';
-const DEFAULT_DENY = 'x/a/ingress/default';
 const POLL_MS = 200;
 
 /**

@@ -10,16 +10,20 @@
  * host order (little-endian hosts, see src/netns/netlink.ts); nf_tables payloads are big-endian.
  */
 import { check, lastErrno, libc, SOCK_CLOEXEC, SOL_SOCKET } from '../../netns/libc.js';
-import { netlinkAttribute, netlinkRequest, NLMSG_HDRLEN } from '../../netns/netlink.js';
+import {
+  AF_NETLINK,
+  netlinkAttribute,
+  netlinkRequest,
+  NLMSG_ERROR,
+  NLMSG_HDRLEN,
+  SOCK_RAW,
+} from '../../netns/netlink.js';
 import { withNetns } from '../../netns/setns.js';
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
 const NETLINK_NETFILTER = 12;
 const SO_RCVTIMEO = 20;
 const EINTR = 4;
 
-const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const NLM_F_MULTI = 0x2;
 const NLM_F_DUMP_INTR = 0x10;
