@@ -106,35 +106,48 @@ export function valueProblems(value: unknown): ValueProblem[] {
   const out: ValueProblem[] = [];
   let deep = false;
   let long = false;
-  const stack: { v: unknown; path: PropertyKey[] }[] = [{ v: value, path: [] }];
+  // Each entry links to its parent; a path is only built for a problem.
+  interface Entry {
+    v: unknown;
+    depth: number;
+    key?: PropertyKey;
+    parent?: Entry;
+  }
+  const pathOf = (e: Entry): PropertyKey[] => {
+    const path: PropertyKey[] = [];
+    for (let at: Entry | undefined = e; at?.parent; at = at.parent) path.push(at.key as PropertyKey);
+    return path.reverse();
+  };
+  const stack: Entry[] = [{ v: value, depth: 0 }];
   while (stack.length > 0 && !(deep && long)) {
-    const { v, path } = stack.pop() as { v: unknown; path: PropertyKey[] };
+    const e = stack.pop() as Entry;
+    const v = e.v;
     if (typeof v === 'string') {
       if (!long && v.length > INPUT_LIMITS.scalarChars) {
         long = true;
         out.push({
-          path,
+          path: pathOf(e),
           message: `a value of ${v.length} characters is longer than the limit of ${INPUT_LIMITS.scalarChars}: ${excerpt(v)}`,
         });
       }
       continue;
     }
     if (typeof v !== 'object' || v === null) continue;
-    if (path.length >= INPUT_LIMITS.depth) {
-      if (!deep) out.push({ path, message: tooDeep() });
+    if (e.depth >= INPUT_LIMITS.depth) {
+      if (!deep) out.push({ path: pathOf(e), message: tooDeep() });
       deep = true;
       continue;
     }
     const entries = Array.isArray(v) ? v.map((x, i) => [i, x] as const) : Object.entries(v);
-    for (const [k, x] of entries) {
-      if (typeof k === 'string' && k.length > INPUT_LIMITS.scalarChars && !long) {
+    for (const [key, x] of entries) {
+      if (typeof key === 'string' && key.length > INPUT_LIMITS.scalarChars && !long) {
         long = true;
         out.push({
-          path,
-          message: `a key of ${k.length} characters is longer than the limit of ${INPUT_LIMITS.scalarChars}`,
+          path: pathOf(e),
+          message: `a key of ${key.length} characters is longer than the limit of ${INPUT_LIMITS.scalarChars}`,
         });
       }
-      stack.push({ v: x, path: [...path, k] });
+      stack.push({ v: x, depth: e.depth + 1, key, parent: e });
     }
   }
   return out;

@@ -301,20 +301,22 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   checkClusterIps(model, owners, issueAt);
 }
 
+/** The documents and read issues of several files, in file order. */
+function readAll(reads: readonly { documents: ManifestDocument[]; issues: ManifestIssue[] }[]): {
+  documents: ManifestDocument[];
+  issues: ManifestIssue[];
+} {
+  return { documents: reads.flatMap((r) => r.documents), issues: reads.flatMap((r) => r.issues) };
+}
+
 export function validateManifestTexts(texts: readonly ManifestText[]): {
   model?: Model;
   issues: ManifestIssue[];
 } {
-  const readIssues: ManifestIssue[] = [];
-  const documents: ManifestDocument[] = [];
-  for (const { file, text } of texts) {
-    const read = readManifestDocuments(file, text);
-    readIssues.push(...read.issues);
-    documents.push(...read.documents);
-  }
+  const { documents, issues } = readAll(texts.map(({ file, text }) => readManifestDocuments(file, text)));
   return validateManifestDocuments(
     documents,
-    readIssues,
+    issues,
     texts.map((t) => t.file),
   );
 }
@@ -441,14 +443,8 @@ export function validateManifests(paths: readonly string[]): {
   files: string[];
 } {
   const files = expandManifestPaths(paths);
-  const readIssues: ManifestIssue[] = [];
-  const documents: ManifestDocument[] = [];
-  for (const file of files) {
-    const read = readManifestDocuments(file);
-    readIssues.push(...read.issues);
-    documents.push(...read.documents);
-  }
-  return { ...validateManifestDocuments(documents, readIssues, files), files };
+  const { documents, issues } = readAll(files.map((file) => readManifestDocuments(file)));
+  return { ...validateManifestDocuments(documents, issues, files), files };
 }
 
 /** Loads and validates; throws ManifestError listing every problem. */

@@ -15,7 +15,7 @@ import { loadBackend } from '../../src/dataplane/registry.js';
 import type { IR } from '../../src/ir/types.js';
 import { validateManifestTexts, formatIssue } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
-import { compileIR } from '../support/manifests.js';
+import { compileIR, namespace, pod, toYaml } from '../support/manifests.js';
 
 const NETNS = `sy-bo${randomBytes(2).toString('hex')}`;
 const dir = mkdtempSync(join(tmpdir(), 'sy-bo-pf-'));
@@ -24,26 +24,16 @@ const dir = mkdtempSync(join(tmpdir(), 'sy-bo-pf-'));
 function irWith(entries: readonly string[]): IR {
   writeFileSync(join(dir, 'list.txt'), entries.join('\n') + '\n');
   const manifest = join(dir, 'cluster.yaml');
-  const text = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  namespace: shop
-spec:
-  nodeName: node-1
----
-apiVersion: switchyard.dev/v1alpha1
-kind: Prefilter
-metadata:
-  name: blocklist
-spec:
-  file: list.txt
-`;
+  const text = toYaml([
+    namespace('shop'),
+    pod('shop', 'web', { node: 'node-1' }),
+    {
+      apiVersion: 'switchyard.dev/v1alpha1',
+      kind: 'Prefilter',
+      metadata: { name: 'blocklist' },
+      spec: { file: 'list.txt' },
+    },
+  ]);
   const { model, issues } = validateManifestTexts([{ file: manifest, text }]);
   if (!model) throw new Error(issues.map(formatIssue).join('\n'));
   return compileIR(model, { nodeCount: 1 });
