@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LabError } from '../../src/lab/errors.js';
-import { planChanges, planIsEmpty } from '../../src/lab/plan.js';
+import { planChanges, planIsEmpty, plugBatches } from '../../src/lab/plan.js';
 import { buildTopology, type Topology } from '../../src/lab/topology.js';
 import { allocate, buildIR } from '../../src/calc/index.js';
 import type { Model } from '../../src/model/index.js';
@@ -100,7 +100,20 @@ describe('lab plan', () => {
     expect(nodeBatch?.lines).toContain(
       `link add ${a.hostInterface} address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns ${a.netns}`,
     );
-    expect(nodeBatch?.lines).toContain(`route replace ${a.address}/32 dev ${a.hostInterface} scope link`);
+    // Born closed: the host end stays down and unrouted until the pod is plugged.
+    expect(nodeBatch?.lines.filter((l) => l.includes(a.hostInterface))).toEqual([
+      `link add ${a.hostInterface} address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns ${a.netns}`,
+      `link set ${a.hostInterface} addrgenmode none`,
+    ]);
+    expect(plugBatches(t0, [a.id])).toEqual([
+      {
+        netns: `sy-demo-${a.node}`,
+        lines: [
+          `link set ${a.hostInterface} up`,
+          `route replace ${a.address}/32 dev ${a.hostInterface} scope link`,
+        ],
+      },
+    ]);
     const remote = t0.pods.find((x) => x.node !== a.node);
     const remoteNode = t0.nodes.find((n) => n.name === remote?.node);
     expect(nodeBatch?.lines).toContain(
