@@ -196,7 +196,9 @@ async function prepareKernelChange(
   const damaged =
     prev !== undefined &&
     (prev.status !== 'ready' || !prev.topology || missingNetns(prev.topology).length > 0);
-  const recovery = damaged ? await recoverTopology(prev) : undefined;
+  // A lab being created or removed when its run died has nothing worth keeping.
+  const recoverable = prev?.status === 'applying' || prev?.status === 'ready';
+  const recovery = damaged && recoverable ? await recoverTopology(prev) : undefined;
   const rebuilt = damaged && !recovery;
   const current = rebuilt ? undefined : (recovery?.current ?? prev?.topology);
   const topology = buildTopology(name, ir, prev?.topology ?? prev?.target);

@@ -176,6 +176,25 @@ describe('lab plan', () => {
     expect(p.createNetns).toEqual([]);
   });
 
+  it('recovering an interrupted run writes every fabric route again and drops routes to pods it knew', () => {
+    // A killed run was adding y/c; the model no longer has it, and y/b is whole in the kernel.
+    const known = [...t0.pods.map((x) => x.address), '198.18.9.9'];
+    const p = planChanges(t0, t0, { resync: { addresses: known } });
+    expect(p.addedPods).toEqual([]);
+    expect(p.removedPods).toEqual([]);
+    for (const n of t0.nodes) {
+      const remote = t0.pods.filter((x) => x.node !== n.name);
+      const via = (x: (typeof remote)[number]): string | undefined =>
+        t0.nodes.find((o) => o.name === x.node)?.address;
+      expect(p.nodes.find((b) => b.netns === n.netns)?.lines).toEqual(
+        remote.map((x) => `route replace ${x.address}/32 via ${via(x)} dev fabric0`),
+      );
+      expect(p.staleRoutes.find((b) => b.netns === n.netns)?.lines).toEqual([
+        'route del 198.18.9.9/32 dev fabric0',
+      ]);
+    }
+  });
+
   it('moving a pod to another node recreates it', () => {
     const a = t0.pods.find((x) => x.id === 'x/a');
     const target = t0.nodes.find((n) => n.name !== a?.node)?.name;
