@@ -210,15 +210,19 @@ describeKernel('lab: new endpoints are born closed', () => {
       const prober = await startProber('cli/denied', [{ address: fresh.ip, port: PORT }]);
       // The new pod's node enforces late (its agent is paused): a pod routed before its policy is
       // in force would be open for that whole time, so the race is not left to the scheduler.
+      // (A SIGSTOPped agent also slows its node's packets under a flood, so fresh connections from
+      // `lab reach` are tried during the pause as well.)
       const agent = labAgents(LAB).find((a) => a.node === 'node-2');
       if (!agent) throw new Error('node-2 has no agent');
       process.kill(agent.pid, 'SIGSTOP');
       let code;
+      let during: Record<string, boolean> = {};
       try {
         const child = startCli(['lab', 'apply', world([...added, fresh]), '--name', LAB]);
         const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
         await until(() => readState(LAB)?.topology?.pods.some((p) => p.id === `app/${fresh.name}`) === true);
-        await sleep(400);
+        // Fresh connections too, from the lab's own prober, while the policy is late.
+        during = await reachFrom('cli/denied');
         process.kill(agent.pid, 'SIGCONT');
         code = await exited;
       } finally {
@@ -230,10 +234,12 @@ describeKernel('lab: new endpoints are born closed', () => {
       console.log(
         `${backend}: denied client → new pod: open ${openMs(report)} ms, ${report.hits.length} of ${report.attempts} connections`,
         report.failures,
+        `; while its policy was late: ${during[`app/${fresh.name}`] ? 'reachable' : 'not reachable'}`,
       );
       expect(code).toBe(0);
       expect(report.attempts).toBeGreaterThan(50);
       expect(report.hits).toEqual([]);
+      expect(during[`app/${fresh.name}`]).toBe(false);
       expect(readState(LAB)?.closed ?? []).toEqual([]);
       expect((await reachFrom('cli/allowed'))[`app/${fresh.name}`]).toBe(true);
       expect((await reachFrom('cli/denied'))[`app/${fresh.name}`]).toBe(false);
@@ -260,6 +266,7 @@ describeKernel('lab: new endpoints are born closed', () => {
       `killed apply + recovery: denied pair open ${openMs(report)} ms, ${report.hits.length} of ${report.attempts}`,
     );
     expect(out).not.toMatch(/rebuilt/);
+    expect(out).toMatch(/recovered an interrupted run in place/);
     expect(report.hits).toEqual([]);
     expect(readState(LAB)?.status).toBe('ready');
     const allowed = await reachFrom('cli/allowed');
