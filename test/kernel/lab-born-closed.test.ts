@@ -283,8 +283,11 @@ describeKernel('lab: new endpoints are born closed', () => {
     const prober = await startProber('cli/denied', [{ address: fresh.ip, port: PORT }]);
     const limit = noMoreProcesses(labAgents(LAB).map((a) => a.pid));
     let failed;
+    let during: Record<string, boolean>;
     try {
       failed = await cli(['lab', 'apply', world([...added, fresh]), '--name', LAB]);
+      // While the failure lasts (as a capacity error would), the pod must stay shut.
+      during = await reachFrom('cli/denied');
     } finally {
       limit.lift();
     }
@@ -293,8 +296,10 @@ describeKernel('lab: new endpoints are born closed', () => {
     console.log(
       `failed apply: denied client → new pod: open ${openMs(report)} ms, ${report.hits.length} of ${report.attempts}`,
       report.failures,
+      `; while the failure lasted: ${during['app/new-fail'] ? 'reachable' : 'not reachable'}`,
     );
     expect(report.hits).toEqual([]);
+    expect(during['app/new-fail']).toBe(false);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toMatch(/closed.*app\/new-fail/);
     expect(readState(LAB)?.closed).toEqual(['app/new-fail']);
