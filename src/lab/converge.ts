@@ -336,14 +336,17 @@ async function startProbes(
   progress.tick();
 }
 
+/** What putting the run's policy in force needs. */
+interface PolicyStep {
+  opts: ConvergeOptions;
+  req: Request;
+  state: LabState;
+  topology: Topology;
+  progress: Progress;
+}
+
 /** Policy in force: through the agents (etcd or `desired/`), or applied by the lab itself. */
-async function applyPolicy(
-  opts: ConvergeOptions,
-  req: Request,
-  state: LabState,
-  topology: Topology,
-  progress: Progress,
-): Promise<void> {
+async function applyPolicy({ opts, req, state, topology, progress }: PolicyStep): Promise<void> {
   const { backend, name } = req;
   if (!backend) return;
   const cgroups = Object.fromEntries(topology.pods.map((p) => [p.id, join(state.cgroupRoot, p.slug)]));
@@ -372,15 +375,10 @@ async function applyPolicy(
  * Policy in force, then the pods born closed are plugged. When the policy fails they stay closed
  * (no traffic in or out), and the error says so; the next successful apply plugs them.
  */
-async function applyPolicyThenPlug(
-  opts: ConvergeOptions,
-  req: Request,
-  state: LabState,
-  topology: Topology,
-  progress: Progress,
-): Promise<void> {
+async function applyPolicyThenPlug(step: PolicyStep): Promise<void> {
+  const { opts, state, topology } = step;
   try {
-    await applyPolicy(opts, req, state, topology, progress);
+    await applyPolicy(step);
   } catch (e) {
     const closed = state.closed ?? [];
     if (closed.length === 0) throw e;
@@ -427,7 +425,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     delete state.target;
     delete state.switchingFrom;
     writeState(state);
-    await applyPolicyThenPlug(opts, req, state, change.topology, progress);
+    await applyPolicyThenPlug({ opts, req, state, topology: change.topology, progress });
     progress.done();
     const { plan, rebuilt, recovered } = change;
     const { prev, backendName } = req;
