@@ -19,7 +19,8 @@ import type {
 import { applyNode, removeNode, type ApplyOptions } from './apply.js';
 import { collectConntrackGarbage, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
-import { dropDetachedLinks, ebpfFingerprint } from './fingerprint.js';
+import { ebpfFingerprint, prepareEbpfRepair } from './fingerprint.js';
+import { forgetContentScans } from './map-contents.js';
 import { createEbpfFlowSource } from './flow-source.js';
 import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
@@ -67,8 +68,13 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     render(ir: IR, node: string): RenderedPlan {
       return { backend: 'ebpf', node, text: renderNode(ir, node) };
     },
-    apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
-      return applyNode(target, ir, previous, opts);
+    async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+      try {
+        return await applyNode(target, ir, previous, opts);
+      } finally {
+        // What we wrote is read in full by the next fingerprint, whatever the element counts say.
+        forgetContentScans();
+      }
     },
     async remove(target: NodeTarget): Promise<void> {
       removeNode(target);
@@ -77,8 +83,9 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
       return readCounters(target);
     },
     fingerprint: async (target) => ebpfFingerprint(target),
-    prepareRepair: async (target) => dropDetachedLinks(target),
-    // Link state has no change events; reading it back is a few cheap syscalls, so poll often.
+    prepareRepair: async (target) => prepareEbpfRepair(target),
+    // Links and maps have no change events; reading them back is cheap (map-contents.ts bounds
+    // the cost of big maps), so poll often.
     watchChanges: async () => undefined,
     driftPollMs: 250,
     flowSource: (target, o) =>
