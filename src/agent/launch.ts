@@ -70,7 +70,7 @@ export class AgentLaunchError extends Error {
 }
 
 /** The CLI launcher (src/agent and dist/agent both sit two levels below it). */
-function cliEntry(): string {
+export function cliEntry(): string {
   const path = fileURLToPath(new URL('../../bin/switchyard', import.meta.url));
   if (!existsSync(path)) throw new AgentLaunchError(`switchyard's launcher not found at ${path}`);
   return path;
