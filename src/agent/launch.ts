@@ -76,15 +76,27 @@ export function cliEntry(): string {
   return path;
 }
 
+/** The flags that say which agent it is: also on its supervisor's command line (src/lab/supervisor.ts). */
+export function agentFlags(
+  spec: Pick<
+    AgentLaunchSpec,
+    'node' | 'backend' | 'netns' | 'scope' | 'source' | 'stateDir' | 'cgroupsFile' | 'policyMode'
+  >,
+): string[] {
+  return [
+    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
+    ...['--source', spec.source, '--state-dir', spec.stateDir],
+    ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
+    ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
+  ];
+}
+
 function agentArgs(spec: AgentLaunchSpec): string[] {
   return [
     cliEntry(),
     'agent',
     AGENT_MARK,
-    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
-    ...['--source', spec.source, '--state-dir', spec.stateDir],
-    ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
-    ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
+    ...agentFlags(spec),
     ...(spec.flows === false ? ['--no-flows'] : []),
   ];
 }

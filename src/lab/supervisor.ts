@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
+import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
 import { readRestarts, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
@@ -52,10 +52,7 @@ function supervisorArgs(a: SupervisedAgent): string[] {
     cliEntry(),
     'supervise-agent',
     SUPERVISOR_MARK,
-    ...['--node', a.node, '--backend', a.backend, '--netns', a.netns, '--scope', a.scope],
-    ...['--source', a.source, '--state-dir', a.stateDir],
-    ...(a.cgroupsFile ? ['--cgroups', a.cgroupsFile] : []),
-    ...(a.policyMode ? ['--policy-mode', a.policyMode] : []),
+    ...agentFlags(a),
     ...(a.cgroup ? ['--cgroup', a.cgroup] : []),
   ];
 }

@@ -80,12 +80,16 @@ describeKernel('lab agents are supervised: restarted, counted, repairing what ch
     expect(await reaches('outside/client', 'shop/backend', 8080)).toBe(false);
     const old = labAgents(LAB).find((a) => a.node === node.name);
     if (!old) throw new Error(`no agent on ${node.name}`);
+    const killed = performance.now();
     process.kill(old.pid, 'SIGKILL');
     await run('ip', ['netns', 'exec', node.netns, 'nft', 'flush', 'ruleset']);
     const restarted = await until('the agent to be restarted', async () => {
       const s = await agentRequest<AgentStatus>(apiSocket(agentStateDir(LAB, node.name)), '/v1/status');
       return s.pid !== old.pid && s.revision !== undefined ? s : undefined;
     });
+    console.log(
+      `SIGKILL → restarted agent with its revision in force: ${Math.round(performance.now() - killed)} ms`,
+    );
     expect(restarted.restarts).toBe(1);
     expect(await reaches('outside/client', 'shop/backend', 8080)).toBe(false);
     expect(await reaches('shop/frontend', 'shop/backend', 8080)).toBe(true);

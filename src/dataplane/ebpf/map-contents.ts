@@ -13,7 +13,6 @@
  * the next poll. Our own applies forget every digest (forgetContentScans).
  */
 import { createHash } from 'node:crypto';
-import { renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfMap,
@@ -28,6 +27,7 @@ import {
 } from '../../bpf/index.js';
 import { MAP } from './layout.js';
 import { mapPinPath } from './maps.js';
+import { pinReplacing } from './meta.js';
 import { SVC_MAP } from './services-layout.js';
 
 /** A map is read again after RESCAN_DUTY times its last read: at most 1/RESCAN_DUTY of a core. */
@@ -152,10 +152,7 @@ export function recordServices(dir: string): void {
   });
   try {
     map.update(0, digest);
-    const next = `${path}-next`;
-    rmSync(next, { force: true });
-    map.pin(next);
-    renameSync(next, path);
+    pinReplacing(map, path);
   } finally {
     map.close();
   }
