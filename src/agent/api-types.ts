@@ -59,6 +59,8 @@ export interface AgentStatus {
   /** Set while the newest desired revision could not be applied (the previous state is in force). */
   lastError?: AgentError;
   repairs: number;
+  /** Times the lab's supervisor started this node's agent again after it exited (0 when unsupervised). */
+  restarts?: number;
   errors: number;
   /** Last time the kernel was confirmed equal to what was applied. */
   checkedAt?: string;

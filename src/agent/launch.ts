@@ -70,10 +70,25 @@ export class AgentLaunchError extends Error {
 }
 
 /** The CLI launcher (src/agent and dist/agent both sit two levels below it). */
-function cliEntry(): string {
+export function cliEntry(): string {
   const path = fileURLToPath(new URL('../../bin/switchyard', import.meta.url));
   if (!existsSync(path)) throw new AgentLaunchError(`switchyard's launcher not found at ${path}`);
   return path;
+}
+
+/** The flags that say which agent it is: also on its supervisor's command line (src/lab/supervisor.ts). */
+export function agentFlags(
+  spec: Pick<
+    AgentLaunchSpec,
+    'node' | 'backend' | 'netns' | 'scope' | 'source' | 'stateDir' | 'cgroupsFile' | 'policyMode'
+  >,
+): string[] {
+  return [
+    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
+    ...['--source', spec.source, '--state-dir', spec.stateDir],
+    ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
+    ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
+  ];
 }
 
 function agentArgs(spec: AgentLaunchSpec): string[] {
@@ -81,10 +96,7 @@ function agentArgs(spec: AgentLaunchSpec): string[] {
     cliEntry(),
     'agent',
     AGENT_MARK,
-    ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
-    ...['--source', spec.source, '--state-dir', spec.stateDir],
-    ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
-    ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
+    ...agentFlags(spec),
     ...(spec.flows === false ? ['--no-flows'] : []),
   ];
 }

@@ -18,6 +18,7 @@ import { isEtcdSource, type DesiredSource, type DesiredState } from './desired.j
 import { DirectorySource } from './dir-source.js';
 import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
+import { readRestarts } from './restarts.js';
 import { apiSocket } from './paths.js';
 
 export interface RunAgentOptions {
@@ -196,6 +197,9 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
       onError: (stage) => obs.metrics.errors.inc({ stage }),
     },
   });
+  // Restarts by the lab's supervisor, counted across this agent's lives.
+  agent.status.restarts = readRestarts(opts.stateDir)?.restarts ?? 0;
+  obs.metrics.restarts.inc(agent.status.restarts);
   const socket = apiSocket(opts.stateDir);
   const servers: ApiServers[] = [];
   try {

@@ -38,6 +38,7 @@ export {
   VerifierError,
 } from './errors.js';
 export { parseCpuList, possibleCpuCount } from './cpus.js';
+export { mapMemlock, openMapId, openMapPin, walkMapRaw, type OpenedMap } from './map-walk.js';
 export {
   BpfMap,
   MapBase,

@@ -15,6 +15,7 @@ export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = 
   () => import('./apply.js'),
   () => import('./get.js'),
   () => import('./agent.js'),
+  () => import('./supervise.js'),
   () => import('./flows.js'),
   () => import('./console.js'),
   () => import('./node.js'),

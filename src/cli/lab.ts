@@ -143,7 +143,7 @@ export function cleanupLine(r: CleanupReport): string {
 
 function printDetail(d: LabDetail): void {
   process.stdout.write(
-    `lab ${d.name}: ${d.status}, backend ${d.backend ?? '-'}, probe server ` +
+    `lab ${d.name}: ${d.status}${d.revision !== undefined ? ` (revision ${d.revision})` : ''}, backend ${d.backend ?? '-'}, probe server ` +
       `${d.probeServer ? `pid ${d.probeServer.pid} ${d.probeServer.running ? 'running' : 'NOT running'}` : 'none'}\n`,
   );
   if (d.closed.length > 0) process.stdout.write(`${closedLine(d.closed)}\n`);
@@ -153,8 +153,17 @@ function printDetail(d: LabDetail): void {
   process.stdout.write(
     '\n' +
       formatTable(
-        ['NODE', 'NETNS', 'FABRIC ADDRESS', 'PODS', 'AGENT'],
-        d.nodeList.map((n) => [n.name, n.netns, n.address, n.pods, n.agent ? `pid ${n.agent}` : '-']),
+        ['NODE', 'NETNS', 'FABRIC ADDRESS', 'PODS', 'AGENT', 'RESTARTS', 'REVISION', 'STATE'],
+        d.nodeList.map((n) => [
+          n.name,
+          n.netns,
+          n.address,
+          n.pods,
+          n.agent ? `pid ${n.agent}` : '-',
+          n.restarts ?? '-',
+          n.revision ?? '-',
+          n.error ? `${n.state ?? ''}: ${n.error}` : (n.state ?? '-'),
+        ]),
       ) +
       '\n\n' +
       podTable(d.podList) +
@@ -279,12 +288,12 @@ function registerLabStatus(cmd: Command): void {
       const l = await lab();
       if (opts.name) {
         const name = await checkedName(opts.name);
-        const d = l.labSummary(name);
+        const d = await l.labDetail(name);
         if (d.status === 'unreadable')
           throw new CliError(`lab '${name}' does not exist (or its state is unreadable)`);
         return opts.json ? printJson(d) : printDetail(d);
       }
-      const labs = l.allLabSummaries();
+      const labs = await l.allLabStatuses();
       if (opts.json) return printJson({ labs });
       printLabList(labs);
     });

@@ -33,6 +33,7 @@ async function status(flags: Flags): Promise<void> {
   if (flags.json) return printJson(all.map((a) => a.answer));
   const rows = all.map(({ answer: s }) => [
     ...agentStatusCells(s),
+    s.restarts ?? 0,
     policyCell(s),
     s.errors,
     s.flows.flows,
@@ -49,6 +50,7 @@ async function status(flags: Flags): Promise<void> {
         'REVISION',
         'LAST APPLY',
         'REPAIRS',
+        'RESTARTS',
         'POLICY',
         'ERRORS',
         'FLOWS',

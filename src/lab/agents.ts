@@ -9,16 +9,17 @@ import { join, sep } from 'node:path';
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
 import { DESIRED_FILE, isEtcdSource, type DesiredState } from '../agent/desired.js';
-import { AgentLaunchError, launchAgent, waitForAgent, type AgentWatch } from '../agent/launch.js';
+import { AgentLaunchError, waitForAgent, type AgentWatch } from '../agent/launch.js';
 import { AGENT_MARK, agentLog, apiSocket } from '../agent/paths.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { cgroup2Mount } from '../netns/index.js';
-import { argValue, findMarkedProcesses } from '../netns/processes.js';
+import { argValue, findMarkedProcesses, type MarkedProcess } from '../netns/processes.js';
 import { stopProcesses } from './detached.js';
 import { LabError } from './errors.js';
 import { AGENTS_CGROUP, CGROUP_DIR } from './names.js';
 import { labDir, isAlive } from './state.js';
+import { launchSupervisor, SUPERVISOR_MARK } from './supervisor.js';
 
 export interface LabAgentNode {
   name: string;
@@ -49,9 +50,8 @@ export function agentStateDir(lab: string, node: string): string {
   return join(labDir(lab), 'agents', node);
 }
 
-/** Every agent process on the machine, by its command line. */
-export function findAgents(): AgentProcess[] {
-  return findMarkedProcesses(AGENT_MARK).map(({ pid, argv }) => ({
+function described({ pid, argv }: MarkedProcess): AgentProcess {
+  return {
     pid,
     scope: argValue(argv, '--scope'),
     node: argValue(argv, '--node'),
@@ -59,13 +59,32 @@ export function findAgents(): AgentProcess[] {
     backend: argValue(argv, '--backend'),
     source: argValue(argv, '--source'),
     policyMode: argValue(argv, '--policy-mode'),
-  }));
+  };
+}
+
+/** Every agent process on the machine, by its command line. */
+export function findAgents(): AgentProcess[] {
+  return findMarkedProcesses(AGENT_MARK).map(described);
+}
+
+/** Every agent supervisor on the machine (src/lab/supervisor.ts), described by its agent's flags. */
+export function findSupervisors(): AgentProcess[] {
+  return findMarkedProcesses(SUPERVISOR_MARK).map(described);
+}
+
+function ofLab(lab: string): (a: AgentProcess) => boolean {
+  const dir = desiredDir(lab);
+  return (a) => a.scope === lab && (a.source === dir || isEtcdSource(a.source));
 }
 
 /** Agents of `lab`: started with its scope, watching its desired directory or an etcd. */
 export function labAgents(lab: string): AgentProcess[] {
-  const dir = desiredDir(lab);
-  return findAgents().filter((a) => a.scope === lab && (a.source === dir || isEtcdSource(a.source)));
+  return findAgents().filter(ofLab(lab));
+}
+
+/** The supervisors of `lab`'s agents. */
+export function labSupervisors(lab: string): AgentProcess[] {
+  return findSupervisors().filter(ofLab(lab));
 }
 
 /**
@@ -76,27 +95,40 @@ export function agentCgroup(lab: string, node: string): string {
   return join(cgroup2Mount(), CGROUP_DIR, lab, AGENTS_CGROUP, node);
 }
 
-/** Stops agents (SIGTERM: they leave the dataplane in force), all of the lab's or those `keep` rejects. */
+/**
+ * Stops agents (SIGTERM: they leave the dataplane in force), all of the lab's or those `keep`
+ * rejects. Their supervisors go first, so nothing starts them again; then the agents themselves,
+ * which also finds agents whose supervisor was killed.
+ */
 export async function stopLabAgents(
   lab: string,
   keep: (a: AgentProcess) => boolean = () => false,
 ): Promise<number[]> {
+  const supervisors = labSupervisors(lab)
+    .filter((a) => !keep(a))
+    .map((a) => a.pid);
+  await stopProcesses(supervisors, 'SIGTERM');
   const pids = labAgents(lab)
     .filter((a) => !keep(a))
     .map((a) => a.pid);
   await stopProcesses(pids, 'SIGTERM');
-  return pids;
+  return [...supervisors, ...pids];
 }
 
-/** Agents whose lab no longer exists (its state directory is gone): what a crash can leave. */
+/** Agents and supervisors whose lab no longer exists (its state directory is gone): what a crash can leave. */
 export async function stopOrphanAgents(labsRoot: string): Promise<number[]> {
   // A lab agent's source (desired/) or, watching etcd, its state directory lies in the lab's.
   const gone = (path: string): boolean => path.startsWith(`${labsRoot}${sep}`) && !existsSync(path);
+  const orphan = (a: AgentProcess): boolean => gone(a.source) || (isEtcdSource(a.source) && gone(a.stateDir));
+  const supervisors = findSupervisors()
+    .filter(orphan)
+    .map((a) => a.pid);
+  await stopProcesses(supervisors, 'SIGKILL');
   const pids = findAgents()
-    .filter((a) => gone(a.source) || (isEtcdSource(a.source) && gone(a.stateDir)))
+    .filter(orphan)
     .map((a) => a.pid);
   await stopProcesses(pids, 'SIGKILL');
-  return pids;
+  return [...supervisors, ...pids];
 }
 
 /** Pod → cgroup of a cluster lab's pods: etcd does not know them, the lab writes them here. */
@@ -123,6 +155,7 @@ function asLabError(e: unknown): unknown {
   return e instanceof AgentLaunchError ? new LabError(e.message, { cause: e }) : e;
 }
 
+/** Starts the node's agent under a supervisor (src/lab/supervisor.ts); returns the supervisor's pid. */
 function startAgent(
   lab: string,
   node: LabAgentNode,
@@ -130,22 +163,17 @@ function startAgent(
   source: string,
   policyMode: PolicyMode | undefined,
 ): number {
-  try {
-    return launchAgent({
-      node: node.name,
-      netns: node.netns,
-      backend,
-      scope: lab,
-      source,
-      ...(policyMode ? { policyMode } : {}),
-      stateDir: agentStateDir(lab, node.name),
-      ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab) } : {}),
-      cgroup: agentCgroup(lab, node.name),
-      outlive: true,
-    }).pid;
-  } catch (e) {
-    throw asLabError(e);
-  }
+  return launchSupervisor({
+    node: node.name,
+    netns: node.netns,
+    backend,
+    scope: lab,
+    source,
+    ...(policyMode ? { policyMode } : {}),
+    stateDir: agentStateDir(lab, node.name),
+    ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab) } : {}),
+    cgroup: agentCgroup(lab, node.name),
+  });
 }
 
 export interface SyncAgentsOptions {
@@ -178,7 +206,9 @@ export async function syncLabAgents(
       a.policyMode === (policyMode ?? '') &&
       wanted.get(a.node)?.netns !== undefined,
   );
+  // A supervised agent is watched through its supervisor, which outlives the agent's restarts.
   const running = new Map(labAgents(lab).map((a) => [a.node, a.pid]));
+  for (const s of labSupervisors(lab)) running.set(s.node, s.pid);
   const pids = new Map<string, number>();
   for (const n of nodes)
     pids.set(n.name, running.get(n.name) ?? startAgent(lab, n, backend, source, policyMode));
@@ -207,7 +237,7 @@ export async function syncLabAgents(
  * Whether `have` is `wanted` or newer. Revisions count up (the lab's, and etcd's, where an agent
  * may already be past the write it is waited for).
  */
-function reached(have: string | undefined, wanted: string): boolean {
+export function reached(have: string | undefined, wanted: string): boolean {
   if (have === wanted) return true;
   if (have === undefined || !/^\d+$/.test(have) || !/^\d+$/.test(wanted)) return false;
   return Number(have) >= Number(wanted);

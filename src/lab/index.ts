@@ -9,7 +9,14 @@ export {
   type ServiceProbeOptions,
   type ServiceProbeResult,
 } from './probe-service.js';
-export { labSummary, allLabSummaries, type LabSummary, type LabDetail } from './status.js';
+export {
+  labSummary,
+  labDetail,
+  allLabSummaries,
+  allLabStatuses,
+  type LabSummary,
+  type LabDetail,
+} from './status.js';
 export { LabError } from './errors.js';
 export { DEFAULT_LAB, checkLabName, labNameError } from './names.js';
 export type { Progress } from './progress.js';

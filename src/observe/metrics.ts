@@ -172,6 +172,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   readonly applyDuration: Histogram<'mode'>;
   readonly repairs: Counter;
+  readonly restarts: Counter;
   readonly errors: Counter<'stage'>;
 
   constructor(sources: MetricsSources, labels: { node: string; backend: string }) {
@@ -189,6 +190,11 @@ export class AgentMetrics {
     this.repairs = new Counter({
       name: 'switchyard_reconcile_repairs_total',
       help: 'Times the dataplane was found changed behind the agent and restored',
+      registers,
+    });
+    this.restarts = new Counter({
+      name: 'switchyard_agent_restarts_total',
+      help: "Times the node's agent was started again by its supervisor after it exited",
       registers,
     });
     this.errors = new Counter({

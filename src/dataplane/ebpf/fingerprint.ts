@@ -1,10 +1,11 @@
 /**
- * What a node's eBPF dataplane looks like from the outside: which pins exist, and for every
- * pinned link the program it runs and whether it is still attached. Equal fingerprints mean
- * nobody detached, replaced or unpinned anything in between. Map contents are not part of it:
- * conntrack and counters change with every packet. Decision tables are, by identity: the kernel
- * id of the trie each table-mode hook's index points at (a rule change installs a new trie, so
- * another id there is another table).
+ * What a node's eBPF dataplane looks like from the outside: which pins exist, for every pinned
+ * link the program it runs and whether it is still attached, and the contents of every map the
+ * control plane writes (sets, prefilter, switches, each decision-table trie, the scope's services:
+ * map-contents.ts). Equal fingerprints mean nobody detached, replaced, unpinned or rewrote anything
+ * in between. Maps the programs write (conntrack, counters, flows, affinity) change with every
+ * packet and are not part of it. Decision tables count by identity too: the kernel id of the trie
+ * each table-mode hook's index points at (a rule change installs a new trie).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
@@ -13,7 +14,8 @@ import { isPinned, Link, MapOfMaps, codecs, type LinkInfo } from '../../bpf/inde
 import type { NodeTarget } from '../backend.js';
 import { MAP } from './layout.js';
 import { mapPinPath } from './maps.js';
-import { readMeta } from './meta.js';
+import { nodeContentLines, servicesContentLines, tableContent } from './map-contents.js';
+import { readMeta, writeMeta } from './meta.js';
 import { nodeDir } from './paths.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { servicesDir } from './services.js';
@@ -70,7 +72,8 @@ export function ebpfFingerprint(target: NodeTarget): string {
       h.update(`link ${path} program=${program} attached=${attached(info)}\n`);
     }
   }
-  if (own) for (const line of tableIdentities(own)) h.update(line);
+  if (own) for (const line of [...tableIdentities(own), ...nodeContentLines(own)]) h.update(line);
+  if (shared) for (const line of servicesContentLines(shared)) h.update(line);
   return h.digest('hex');
 }
 
@@ -86,7 +89,10 @@ function tableIdentities(dir: string): string[] {
   if (indices.length === 0 || !isPinned(path)) return [];
   const tables = MapOfMaps.fromPin(path, codecs.u32);
   try {
-    return indices.map((i) => `table ${i} trie=${tables.innerId(i) ?? '-'}\n`);
+    return indices.map((i) => {
+      const id = tables.innerId(i);
+      return `table ${i} trie=${id ?? '-'} ${id === undefined ? '' : tableContent(id)}\n`;
+    });
   } finally {
     tables.close();
   }
@@ -94,9 +100,35 @@ function tableIdentities(dir: string): string[] {
 
 /**
  * Before a repair: drops pinned links that no longer hold their hook, so the next apply attaches
- * fresh ones instead of updating a link that goes nowhere.
+ * fresh ones instead of updating a link that goes nowhere; and forgets which decision tables are
+ * installed, so the apply builds every table anew (a trie someone wrote to has the id and hash the
+ * description records, and would be kept as it is).
  */
-export function dropDetachedLinks(target: NodeTarget): string[] {
+export function prepareEbpfRepair(target: NodeTarget): string[] {
+  const dropped = dropDetachedLinks(target);
+  const dir = nodeDir(target.scope, target.node);
+  const meta = isPinned(join(dir, 'maps')) ? readMetaOrNothing(dir) : undefined;
+  if (meta && (meta.tables?.length || meta.prefilter)) {
+    // The prefilter's lists are synced again (the trie read back) when their hash differs.
+    writeMeta(dir, {
+      ...meta,
+      tables: [],
+      ...(meta.prefilter ? { prefilter: { ...meta.prefilter, hash: '' } } : {}),
+    });
+    dropped.push(...(meta.tables ?? []).map((t) => `table:${t.endpoint}:${t.direction}`));
+  }
+  return dropped;
+}
+
+function readMetaOrNothing(dir: string): ReturnType<typeof readMeta> {
+  try {
+    return readMeta(dir);
+  } catch {
+    return undefined;
+  }
+}
+
+function dropDetachedLinks(target: NodeTarget): string[] {
   const dropped: string[] = [];
   for (const dir of dirs(target)) {
     for (const path of pinnedLinks(dir)) {

@@ -20,7 +20,8 @@ import { checkPrefilterSize } from '../prefilter-limit.js';
 import { applyNode, removeNode, type ApplyOptions } from './apply.js';
 import { collectConntrackGarbage, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
-import { dropDetachedLinks, ebpfFingerprint } from './fingerprint.js';
+import { ebpfFingerprint, prepareEbpfRepair } from './fingerprint.js';
+import { forgetContentScans } from './map-contents.js';
 import { createEbpfFlowSource } from './flow-source.js';
 import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
@@ -70,7 +71,12 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     },
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       checkPrefilterSize('ebpf', ir, target.node);
-      return applyNode(target, ir, previous, opts);
+      try {
+        return await applyNode(target, ir, previous, opts);
+      } finally {
+        // What we wrote is read in full by the next fingerprint, whatever the element counts say.
+        forgetContentScans();
+      }
     },
     async remove(target: NodeTarget): Promise<void> {
       removeNode(target);
@@ -79,8 +85,9 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
       return readCounters(target);
     },
     fingerprint: async (target) => ebpfFingerprint(target),
-    prepareRepair: async (target) => dropDetachedLinks(target),
-    // Link state has no change events; reading it back is a few cheap syscalls, so poll often.
+    prepareRepair: async (target) => prepareEbpfRepair(target),
+    // Links and maps have no change events; reading them back is cheap (map-contents.ts bounds
+    // the cost of big maps), so poll often.
     watchChanges: async () => undefined,
     driftPollMs: 250,
     flowSource: (target, o) =>

@@ -7,7 +7,7 @@
  */
 import { renameSync, rmSync } from 'node:fs';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { BpfMap, codecs, isPinned } from '../../bpf/index.js';
+import { BpfMap, codecs, isPinned, type MapBase } from '../../bpf/index.js';
 import type { Direction } from '../../ir/types.js';
 import type { Allocation } from './node.js';
 import type { TableFallback, TableState } from './tables.js';
@@ -90,12 +90,16 @@ export function writeMeta(dir: string, meta: NodeMeta): void {
     map.updateBatch(
       Array.from({ length: count }, (_, i) => [i, all.subarray(i * CHUNK, (i + 1) * CHUNK)] as const),
     );
-    const path = metaPin(dir);
-    const next = `${path}-next`;
-    rmSync(next, { force: true });
-    map.pin(next);
-    renameSync(next, path);
+    pinReplacing(map, metaPin(dir));
   } finally {
     map.close();
   }
+}
+
+/** Pins `map` at `path`, replacing what was there in one rename: readers see the old or the new. */
+export function pinReplacing(map: MapBase, path: string): void {
+  const next = `${path}-next`;
+  rmSync(next, { force: true });
+  map.pin(next);
+  renameSync(next, path);
 }

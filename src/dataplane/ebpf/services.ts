@@ -49,6 +49,7 @@ import {
   type ServiceMaps,
 } from './services-sync.js';
 import { dropPinnedLink } from './pinned-link.js';
+import { recordServices } from './map-contents.js';
 
 export const SERVICES_DIR = '_services';
 
@@ -244,6 +245,7 @@ export function applyServices(scope: string, ir: IR): string[] {
       applyServiceSync(maps, plan);
       changed.push('services');
     }
+    recordServices(dir);
     const cgroup = serviceCgroup(scope);
     mkdirSync(cgroup, { recursive: true });
     for (const p of servicePrograms())
