@@ -202,9 +202,9 @@ export class ChaosRun {
 
   private async step(): Promise<void> {
     const x = this.rand();
-    if (x < 0.35) await this.applyChange(false);
-    else if (x < 0.5) await this.applyChange(true);
-    else if (x < 0.65) await this.killAgent();
+    if (x < 0.3) await this.applyChange(false);
+    else if (x < 0.45) await this.applyChange(true);
+    else if (x < 0.6) await this.killAgent();
     else await this.tamper();
     await sleep(300 + Math.floor(this.rand() * 700));
   }

@@ -8,8 +8,15 @@
 import { loadBackend } from '../../src/dataplane/registry.js';
 import type { BackendName, NodeTarget } from '../../src/dataplane/backend.js';
 import { runInNetns, runInNetnsOrThrow } from '../../src/dataplane/exec.js';
-import { codecs, Link, MapOfMaps } from '../../src/bpf/index.js';
-import { MAP, tablePeerKey, tableValue, type TableValue } from '../../src/dataplane/ebpf/layout.js';
+import { BpfMap, codecs, Link, MapOfMaps } from '../../src/bpf/index.js';
+import {
+  MAP,
+  setLpmKey,
+  tablePeerKey,
+  tableValue,
+  type SetLpmKey,
+  type TableValue,
+} from '../../src/dataplane/ebpf/layout.js';
 import { mapPinPath } from '../../src/dataplane/ebpf/maps.js';
 import { readMeta } from '../../src/dataplane/ebpf/meta.js';
 import { nodeDir, tcxLinkPin } from '../../src/dataplane/ebpf/paths.js';
@@ -78,14 +85,17 @@ const ruleDelete: TamperFn = async (t) => {
 };
 
 interface NftSet {
-  set?: { name: string; elem?: unknown[] };
+  set?: { name: string; type: unknown; elem?: unknown[] };
 }
 
 const nftElementAdd: TamperFn = async (t) => {
   const listed = await runInNetnsOrThrow(t.node.netns, 'nft', ['-j', 'list', 'table', 'inet', 'switchyard']);
   const items = (JSON.parse(listed.stdout) as { nftables: NftSet[] }).nftables;
   const quoted = JSON.stringify(t.allowed);
-  const set = items.find((i) => i.set && JSON.stringify(i.set.elem ?? []).includes(quoted))?.set?.name;
+  // Peer sets only: plain address sets (flow sets are concatenations).
+  const set = items.find(
+    (i) => i.set?.type === 'ipv4_addr' && JSON.stringify(i.set.elem ?? []).includes(quoted),
+  )?.set?.name;
   if (!set) return undefined;
   const element = ['inet', 'switchyard', set, `{ ${t.denied} }`];
   await runInNetnsOrThrow(t.node.netns, 'nft', ['add', 'element', ...element]);
@@ -132,7 +142,7 @@ interface MapWrite {
  * Gives D the peer class A has in every table where they differ: a new /32 entry when the trie
  * has room, else D's covering entry rewritten (tries are sized to their tables).
  */
-const mapUpdate: TamperFn = async (t) => {
+const tableMapUpdate: TamperFn = async (t) => {
   const writes: MapWrite[] = [];
   const dKey = peerKey(`${t.denied}/32`);
   withTables(t.node, (tables, indices) => {
@@ -190,6 +200,42 @@ const mapUpdate: TamperFn = async (t) => {
       }),
   };
 };
+
+/**
+ * Walk mode: puts D into every IP set of the node's `ipsets` trie that holds A (a new
+ * {set, D/32} entry), as `bpftool map update pinned …/maps/ipsets` would.
+ */
+const setMapUpdate: TamperFn = async (t) => {
+  const path = mapPinPath(nodeDir(t.node.scope, t.node.node), MAP.ipSets);
+  const withSets = <T>(fn: (m: BpfMap<SetLpmKey, number>) => T): T => {
+    const m = BpfMap.fromPin(path, setLpmKey, codecs.u32);
+    try {
+      return fn(m);
+    } finally {
+      m.close();
+    }
+  };
+  const key = (set: number): SetLpmKey => ({ prefixlen: 64, set, addr: t.denied });
+  const added = withSets((m) => {
+    const sets = new Set(
+      [...m.keys()]
+        .filter((k) => covers({ prefixlen: k.prefixlen, addr: k.addr }, t.allowed))
+        .map((k) => k.set),
+    );
+    const out = [...sets].filter((set) => m.lookup(key(set)) === undefined);
+    for (const set of out) m.update(key(set), 1);
+    return out;
+  });
+  if (added.length === 0) return undefined;
+  return {
+    kind: 'eBPF map update',
+    what: `map update pinned ${path}: ${t.denied} added to set(s) ${added.join(',')} (those holding ${t.allowed})`,
+    present: async () => withSets((m) => added.some((set) => m.lookup(key(set)) !== undefined)),
+    undo: async () => withSets((m) => void added.forEach((set) => m.delete(key(set)))),
+  };
+};
+
+const mapUpdate: TamperFn = async (t) => (await setMapUpdate(t)) ?? (await tableMapUpdate(t));
 
 function covers(key: { prefixlen: number; addr: string }, address: string): boolean {
   const bits = key.prefixlen - 32;
