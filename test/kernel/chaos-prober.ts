@@ -69,6 +69,9 @@ function tick(): void {
   setTimeout(tick, Math.max(0, origin + slot * INTERVAL_MS - performance.now()));
 }
 
+// The test reads until it stops us; a closed pipe means it is gone, and so are we.
+process.stdout.on('error', () => process.exit(0));
+
 createInterface({ input: process.stdin }).on('line', (line) => {
   const msg = JSON.parse(line) as { targets?: Target[] };
   if (msg.targets) targets = msg.targets;

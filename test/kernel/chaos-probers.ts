@@ -40,6 +40,7 @@ export class Probers {
   restarts = 0;
   private readonly running = new Map<string, Running>();
   private targets: ProbeTarget[] = [];
+  private checking = false;
 
   /** `clients`: client pod name → its network namespace. */
   constructor(private readonly clients: ReadonlyMap<string, string>) {}
@@ -92,6 +93,16 @@ export class Probers {
 
   /** Restarts probers whose client namespace is not the one they started in. */
   async checkNamespaces(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      await this.restartMoved();
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private async restartMoved(): Promise<void> {
     for (const [client, run] of this.running) {
       let inode: number;
       try {

@@ -43,6 +43,14 @@ export interface ChaosLimits {
   maxServers: number;
 }
 
+/**
+ * Cluster mode: `cluster up --etcd-members N`, writes with `apply --lab` (etcd, then the lab
+ * converges and waits for every agent), and the etcd Raft leader SIGKILLed under writes.
+ */
+export interface ClusterChaos {
+  etcdMembers: number;
+}
+
 export interface TamperResult {
   kind: string;
   what: string;
@@ -58,6 +66,8 @@ export interface TamperResult {
 export interface ChaosResult {
   backend: BackendName;
   seed: number;
+  /** Epoch ms the run began: the zero of the log's and the failures' relative times. */
+  startedAt: number;
   durationMs: number;
   verdicts: Verdicts;
   connections: number;
@@ -65,6 +75,8 @@ export interface ChaosResult {
   pods: number;
   tampers: TamperResult[];
   agentKills: { node: string; restartMs?: number }[];
+  /** Cluster mode: etcd leaders SIGKILLed, each followed by a write. */
+  etcdLeaderKills: number;
   proberStats: ProberStats[];
   proberRestarts: number;
   /** What happened when, for a failure's message (relative ms). */
@@ -105,11 +117,13 @@ export class ChaosRun {
     private readonly backend: BackendName,
     private readonly seed: number,
     private readonly limits: ChaosLimits,
+    private readonly cluster?: ClusterChaos,
   ) {
     this.rand = seededRandom(seed);
     this.result = {
       backend,
       seed,
+      startedAt: Date.now(),
       durationMs: 0,
       verdicts: { mustFail: 0, mustSucceed: 0, falsePasses: [], falseDrops: [], unjudged: 0 },
       connections: 0,
@@ -117,6 +131,7 @@ export class ChaosRun {
       pods: 0,
       tampers: [],
       agentKills: [],
+      etcdLeaderKills: 0,
       proberStats: [],
       proberRestarts: 0,
       log: [],
@@ -135,9 +150,24 @@ export class ChaosRun {
 
   async run(): Promise<ChaosResult> {
     this.t0 = Date.now();
+    this.result.startedAt = this.t0;
     this.current.allow = randomAllow(this.current.servers, this.rand);
     const file = manifestFile(manifests(this.current));
-    await cliOk(['lab', 'up', file, '--name', this.lab, '--backend', this.backend]);
+    await cliOk(
+      this.cluster
+        ? [
+            'cluster',
+            'up',
+            file,
+            '--name',
+            this.lab,
+            '--backend',
+            this.backend,
+            '--etcd-members',
+            String(this.cluster.etcdMembers),
+          ]
+        : ['lab', 'up', file, '--name', this.lab, '--backend', this.backend],
+    );
     this.revisions.push({ rev: 0, allowed: allowedPairs(this.current), start: -Infinity, end: Date.now() });
     this.note(`lab up: ${JSON.stringify(this.current.allow)}`);
     const pods = this.state().topology?.pods ?? [];
@@ -202,7 +232,8 @@ export class ChaosRun {
 
   private async step(): Promise<void> {
     const x = this.rand();
-    if (x < 0.3) await this.applyChange(false);
+    if (this.cluster && x < 0.15) await this.killEtcdLeader();
+    else if (x < 0.3) await this.applyChange(false);
     else if (x < 0.45) await this.applyChange(true);
     else if (x < 0.6) await this.killAgent();
     else await this.tamper();
@@ -233,7 +264,11 @@ export class ChaosRun {
     const added = next.servers.filter((s) => !this.current.servers.includes(s));
     this.current = next;
     const what = `rev ${entry.rev}${added.length ? ` adds ${added.join(',')}` : ''}: ${JSON.stringify(next.allow)}`;
-    const child = startCli(['lab', 'apply', file, '--name', this.lab]);
+    const child = startCli(
+      this.cluster
+        ? ['apply', file, '--lab', this.lab, '--prune']
+        : ['lab', 'apply', file, '--name', this.lab],
+    );
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const killer =
@@ -252,6 +287,15 @@ export class ChaosRun {
       this.result.applies.failed.push(`rev ${entry.rev}: exit ${code}: ${stderr.trim().slice(0, 400)}`);
       this.note(`apply ${what} FAILED: ${stderr.trim().slice(0, 200)}`);
     }
+  }
+
+  /** SIGKILLs the etcd leader, writes a new revision while the members elect another, restarts it. */
+  private async killEtcdLeader(): Promise<void> {
+    const out = await cliOk(['cluster', 'etcd', 'kill', '--leader', '--name', this.lab]);
+    this.result.etcdLeaderKills += 1;
+    this.note(`etcd leader killed: ${out.trim()}`);
+    await this.apply(this.nextRevision());
+    this.note(`etcd: ${(await cliOk(['cluster', 'etcd', 'start', '--name', this.lab])).trim()}`);
   }
 
   private pickNode(): string {
@@ -350,7 +394,7 @@ export class ChaosRun {
   }
 }
 
-/** Removes the lab whatever state the run left it in. */
+/** Removes the lab (and in cluster mode its etcd) whatever state the run left it in. */
 export async function removeLab(lab: string): Promise<void> {
   await cli(['lab', 'down', '--name', lab]);
 }
