@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { netnsInode, REPO } from './lab-harness.js';
-import type { ProbeRecord } from './chaos-model.js';
+import type { ProbeRecord } from '../support/chaos-model.js';
 import { pairKey } from './chaos-world.js';
 
 export interface ProberStats {

@@ -14,7 +14,7 @@ import {
   type ModelOptions,
   type TamperWindow,
   type Verdicts,
-} from './chaos-model.js';
+} from '../support/chaos-model.js';
 import { Probers, type ProberStats } from './chaos-probers.js';
 import { TAMPERS, type Tamper } from './chaos-tamper.js';
 import {

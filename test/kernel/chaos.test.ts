@@ -13,7 +13,7 @@ import type { BackendName } from '../../src/dataplane/backend.js';
 import { describeKernel } from '../support/kernel.js';
 import { leftovers, NOTHING_LEFT } from './lab-harness.js';
 import { ChaosRun, removeLab, type ChaosLimits, type ChaosResult, type ClusterChaos } from './chaos-run.js';
-import type { ProbeRecord } from './chaos-model.js';
+import type { ProbeRecord } from '../support/chaos-model.js';
 
 /** Driver time per backend; with lab up/down a backend takes about this plus 20 s. */
 const CHAOS_DURATION_MS = Number(process.env.CHAOS_MS ?? 75_000);

@@ -14,7 +14,8 @@
  *   connections to servers on the tampered node are neither: the tamper opens them on purpose,
  *   and how long it lasts is measured separately (the repair time).
  */
-import type { Pair } from './chaos-world.js';
+/** A client → server pair, as the chaos world names it (`cli/c0→app/s1`). */
+type Pair = string;
 
 export interface ProbeRecord {
   pair: Pair;
