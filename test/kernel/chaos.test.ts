@@ -77,7 +77,12 @@ function summary(r: ChaosResult): Record<string, unknown> {
     agentKills: r.agentKills.map((k) => `${k.node}: ${k.restartMs ?? 'never'} ms`),
     etcdLeaderKills: r.etcdLeaderKills,
     proberRestarts: r.proberRestarts,
-    probers: r.proberStats,
+    probers: r.proberStats.map(
+      (p) =>
+        `${p.launched} connections in ${(p.wallMs / 1000).toFixed(1)} s (${Math.round((p.launched * 1000) / p.wallMs)}/s), ` +
+        `launch late p50 ${p.lateMs.p50} / p99 ${p.lateMs.p99} / max ${p.lateMs.max} ms, ` +
+        `${Math.round((100 * p.cpuMs) / p.wallMs)}% of a core, ${p.maxInFlight} in flight at most`,
+    ),
   };
 }
 
@@ -109,6 +114,9 @@ async function chaos(backend: BackendName, lab: string, cluster?: ClusterChaos):
       `failures on allowed pairs after settle:\n    ${describeRecords(r.verdicts.falseDrops, r, t0)}`,
     )
     .toEqual([]);
+  // The probers kept their 10 ms pace: a prober that could not would fall ever later.
+  for (const p of r.proberStats)
+    expect.soft(p.lateMs.p50, 'prober launch lateness p50 (ms)').toBeLessThan(10);
   expect.soft(r.applies.failed, 'applies that failed').toEqual([]);
   expect.soft(r.tampers.length, 'tampers made').toBeGreaterThan(0);
   for (const t of r.tampers)
