@@ -45,22 +45,27 @@ export interface Tamper {
 
 type TamperFn = (t: TamperTarget) => Promise<Tamper | undefined>;
 
-/** The peer sets (not the flow sets) holding `address`, from `ipset save`. */
-async function ipsetsHolding(netns: string, address: string): Promise<string[]> {
+/**
+ * Peer sets (not the flow sets) that hold `allowed` and not `denied`, from `ipset save`: adding
+ * `denied` there changes the set; a set already holding both would make the tamper a no-op.
+ */
+async function ipsetsToWiden(netns: string, allowed: string, denied: string): Promise<string[]> {
   const saved = await runInNetnsOrThrow(netns, 'ipset', ['save']);
-  return saved.stdout
-    .split('\n')
-    .map((l) => l.split(' '))
-    .filter(
-      ([op, set, member]) =>
-        op === 'add' && set?.startsWith('sy-') && !set.startsWith('sy-flow') && member === address,
-    )
-    .map(([, set]) => set as string);
+  const members = new Map<string, Set<string>>();
+  for (const [op, set, member] of saved.stdout.split('\n').map((l) => l.split(' '))) {
+    if (op !== 'add' || !set?.startsWith('sy-') || set.startsWith('sy-flow') || !member) continue;
+    members.set(set, (members.get(set) ?? new Set()).add(member));
+  }
+  return [...members].filter(([, m]) => m.has(allowed) && !m.has(denied)).map(([set]) => set);
 }
 
 const ipsetAdd: TamperFn = async (t) => {
-  const sets = await ipsetsHolding(t.node.netns, t.allowed);
-  const set = sets[0];
+  const sets = await ipsetsToWiden(t.node.netns, t.allowed, t.denied);
+  const inSet = async (set: string): Promise<boolean> =>
+    (await runInNetns(t.node.netns, 'ipset', ['test', set, t.denied])).code === 0;
+  let set: string | undefined;
+  // A hash:net set may cover D with a wider prefix: only a set the kernel says lacks D will do.
+  for (const candidate of sets) if (!set && !(await inSet(candidate))) set = candidate;
   if (!set) return undefined;
   await runInNetnsOrThrow(t.node.netns, 'ipset', ['add', set, t.denied, '-exist']);
   return {
@@ -91,11 +96,18 @@ interface NftSet {
 const nftElementAdd: TamperFn = async (t) => {
   const listed = await runInNetnsOrThrow(t.node.netns, 'nft', ['-j', 'list', 'table', 'inet', 'switchyard']);
   const items = (JSON.parse(listed.stdout) as { nftables: NftSet[] }).nftables;
-  const quoted = JSON.stringify(t.allowed);
-  // Peer sets only: plain address sets (flow sets are concatenations).
-  const set = items.find(
-    (i) => i.set?.type === 'ipv4_addr' && JSON.stringify(i.set.elem ?? []).includes(quoted),
-  )?.set?.name;
+  // Peer sets only (plain address sets; flow sets are concatenations) holding A and not D.
+  const holds = (i: NftSet, address: string): boolean =>
+    JSON.stringify(i.set?.elem ?? []).includes(JSON.stringify(address));
+  const sets = items
+    .filter((i) => i.set?.type === 'ipv4_addr' && holds(i, t.allowed) && !holds(i, t.denied))
+    .map((i) => i.set?.name as string);
+  const inSet = async (set: string): Promise<boolean> =>
+    (await runInNetns(t.node.netns, 'nft', ['get', 'element', 'inet', 'switchyard', set, `{ ${t.denied} }`]))
+      .code === 0;
+  let set: string | undefined;
+  // An interval set may cover D without naming it: only a set the kernel says lacks D will do.
+  for (const candidate of sets) if (!set && !(await inSet(candidate))) set = candidate;
   if (!set) return undefined;
   const element = ['inet', 'switchyard', set, `{ ${t.denied} }`];
   await runInNetnsOrThrow(t.node.netns, 'nft', ['add', 'element', ...element]);
