@@ -41,6 +41,11 @@ export interface ChaosLimits {
   /** A SIGKILLed agent must be running again within this. */
   restartLimitMs: number;
   maxServers: number;
+  /**
+   * Least time between two SIGKILLs of one node's agent. A supervisor rightly gives up on an agent
+   * that keeps dying soon after each start (a crash loop); this test is about restarts, not that.
+   */
+  agentKillSpacingMs: number;
 }
 
 /**
@@ -109,6 +114,7 @@ export class ChaosRun {
   private targetsKey = '';
   private t0 = Date.now();
   private tamperTurn = 0;
+  private readonly lastAgentKill = new Map<string, number>();
   /** The window of each entry of result.tampers, same order. */
   private readonly tamperWindows: TamperWindow[] = [];
 
@@ -309,6 +315,8 @@ export class ChaosRun {
 
   private async killAgent(): Promise<void> {
     const node = this.pickNode();
+    if (Date.now() - (this.lastAgentKill.get(node) ?? -Infinity) < this.limits.agentKillSpacingMs) return;
+    this.lastAgentKill.set(node, Date.now());
     const pid = this.agentPid(node);
     if (pid === undefined) {
       this.note(`no agent on ${node} to kill`);

@@ -27,6 +27,7 @@ const LIMITS: ChaosLimits = {
   repairWaitMs: 3000,
   restartLimitMs: 5000,
   maxServers: 6,
+  agentKillSpacingMs: 20_000,
 };
 
 const BACKENDS: { backend: BackendName; lab: string }[] = [
