@@ -84,6 +84,8 @@ export interface ChaosResult {
   etcdLeaderKills: number;
   proberStats: ProberStats[];
   proberRestarts: number;
+  /** Every revision applied, in order (the model's input, for a failure's message). */
+  revisions: AppliedRevision[];
   /** What happened when, for a failure's message (relative ms). */
   log: string[];
 }
@@ -138,6 +140,7 @@ export class ChaosRun {
       tampers: [],
       agentKills: [],
       etcdLeaderKills: 0,
+      revisions: [],
       proberStats: [],
       proberRestarts: 0,
       log: [],
@@ -199,6 +202,7 @@ export class ChaosRun {
     r.proberRestarts = this.probers.restarts;
     r.pods = this.current.servers.length + CLIENTS.length;
     const opts: ModelOptions = { settleMs: this.limits.settleMs, slackMs: 20 };
+    r.revisions = this.revisions;
     r.verdicts = judge(this.probers.records, this.revisions, this.windows, opts);
     r.tampers.forEach((t, i) => {
       const w = this.tamperWindows[i] as TamperWindow;

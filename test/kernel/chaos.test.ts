@@ -13,7 +13,7 @@ import type { BackendName } from '../../src/dataplane/backend.js';
 import { describeKernel } from '../support/kernel.js';
 import { leftovers, NOTHING_LEFT } from './lab-harness.js';
 import { ChaosRun, removeLab, type ChaosLimits, type ChaosResult, type ClusterChaos } from './chaos-run.js';
-import type { ProbeRecord } from '../support/chaos-model.js';
+import { inForceIntervals, type ProbeRecord } from '../support/chaos-model.js';
 
 /** Driver time per backend; with lab up/down a backend takes about this plus 20 s. */
 const CHAOS_DURATION_MS = Number(process.env.CHAOS_MS ?? 75_000);
@@ -49,7 +49,13 @@ const SEED = Number(process.env.CHAOS_SEED ?? Date.now() % 1_000_000);
 function describeRecords(rs: readonly ProbeRecord[], r: ChaosResult, t0: number): string {
   return rs
     .slice(0, 8)
-    .map((p) => `${p.pair} at +${p.t - t0} ms (${p.ok ? 'connected' : p.error} in ${p.ms} ms)`)
+    .map((p) => {
+      // The revisions possibly in force while it was made, and whether each allows the pair.
+      const live = inForceIntervals(r.revisions)
+        .filter((i) => i.from <= p.t + p.ms && p.t <= i.until)
+        .map((i) => `rev ${i.rev.rev} ${i.rev.allowed.has(p.pair) ? 'allows' : 'denies'}`);
+      return `${p.pair} at +${p.t - t0} ms (${p.ok ? 'connected' : p.error} in ${p.ms} ms; ${live.join(', ')})`;
+    })
     .join('\n    ')
     .concat(
       rs.length > 8 ? `\n    … ${rs.length - 8} more` : '',
