@@ -7,7 +7,7 @@
  *
  * stdin, one JSON object a line: `{"targets":[{"id":"app/s0","address":"198.18.0.2"}]}` replaces
  * the targets (from the next attempt on). stdout: `{"id","t","ms","ok","e"?}` per attempt (`t` =
- * epoch ms at connect), and on SIGTERM a last `{"stats":…}` line: how late launches were, which
+ * epoch ms at connect, `lp` = the source port), and on SIGTERM a last `{"stats":…}` line: how late launches were, which
  * says whether the prober kept its own pace.
  */
 import net from 'node:net';
@@ -41,9 +41,13 @@ function attempt(target: Target): void {
     done = true;
     inFlight -= 1;
     clearTimeout(timer);
+    // The source port, read before the socket is gone: a false pass on a reused 5-tuple shows.
+    const lp = sock.localPort;
     sock.destroy();
     const ms = Math.round((performance.now() - started) * 10) / 10;
-    process.stdout.write(JSON.stringify({ id: target.id, t, ms, ok, ...(e ? { e } : {}) }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ id: target.id, t, ms, ok, ...(lp ? { lp } : {}), ...(e ? { e } : {}) }) + '\n',
+    );
   };
   const timer = setTimeout(() => finish(false, 'timeout'), TIMEOUT_MS);
   sock.on('connect', () => finish(true));

@@ -67,6 +67,7 @@ export class Probers {
         ms?: number;
         ok?: boolean;
         e?: string;
+        lp?: number;
         stats?: ProberStats;
       };
       if (m.stats) run.stats = m.stats;
@@ -77,6 +78,7 @@ export class Probers {
           t: m.t,
           ms: m.ms,
           ok: m.ok,
+          ...(m.lp ? { localPort: m.lp } : {}),
           ...(m.e ? { error: m.e } : {}),
         });
     });

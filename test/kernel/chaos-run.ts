@@ -12,6 +12,7 @@ import {
   judge,
   type AppliedRevision,
   type ModelOptions,
+  type ProbeRecord,
   type TamperWindow,
   type Verdicts,
 } from '../support/chaos-model.js';
@@ -86,6 +87,8 @@ export interface ChaosResult {
   proberRestarts: number;
   /** Every revision applied, in order (the model's input, for a failure's message). */
   revisions: AppliedRevision[];
+  /** Every probed connection (for a failure's message: earlier uses of the same 5-tuple). */
+  records: ProbeRecord[];
   /** What happened when, for a failure's message (relative ms). */
   log: string[];
 }
@@ -141,6 +144,7 @@ export class ChaosRun {
       agentKills: [],
       etcdLeaderKills: 0,
       revisions: [],
+      records: [],
       proberStats: [],
       proberRestarts: 0,
       log: [],
@@ -203,6 +207,7 @@ export class ChaosRun {
     r.pods = this.current.servers.length + CLIENTS.length;
     const opts: ModelOptions = { settleMs: this.limits.settleMs, slackMs: 20 };
     r.revisions = this.revisions;
+    r.records = this.probers.records;
     r.verdicts = judge(this.probers.records, this.revisions, this.windows, opts);
     r.tampers.forEach((t, i) => {
       const w = this.tamperWindows[i] as TamperWindow;

@@ -30,10 +30,13 @@ const LIMITS: ChaosLimits = {
   agentKillSpacingMs: 20_000,
 };
 
+/** CHAOS_LAB_PREFIX=<p> names the labs `<p>-ipt` …, so runs of several people do not collide. */
+const LAB_PREFIX = process.env.CHAOS_LAB_PREFIX ?? 'ch';
+
 const BACKENDS: { backend: BackendName; lab: string }[] = [
-  { backend: 'iptables', lab: 'ch-ipt' },
-  { backend: 'nftables', lab: 'ch-nft' },
-  { backend: 'ebpf', lab: 'ch-bpf' },
+  { backend: 'iptables', lab: `${LAB_PREFIX}-ipt` },
+  { backend: 'nftables', lab: `${LAB_PREFIX}-nft` },
+  { backend: 'ebpf', lab: `${LAB_PREFIX}-bpf` },
 ];
 
 /**
@@ -42,7 +45,7 @@ const BACKENDS: { backend: BackendName; lab: string }[] = [
  * once it is on main.
  */
 const CLUSTER_CHAOS_ENABLED = false;
-const CLUSTER: { backend: BackendName; lab: string } = { backend: 'ebpf', lab: 'ch-etcd' };
+const CLUSTER: { backend: BackendName; lab: string } = { backend: 'ebpf', lab: `${LAB_PREFIX}-etcd` };
 
 const SEED = Number(process.env.CHAOS_SEED ?? Date.now() % 1_000_000);
 
@@ -54,7 +57,13 @@ function describeRecords(rs: readonly ProbeRecord[], r: ChaosResult, t0: number)
       const live = inForceIntervals(r.revisions)
         .filter((i) => i.from <= p.t + p.ms && p.t <= i.until)
         .map((i) => `rev ${i.rev.rev} ${i.rev.allowed.has(p.pair) ? 'allows' : 'denies'}`);
-      return `${p.pair} at +${p.t - t0} ms (${p.ok ? 'connected' : p.error} in ${p.ms} ms; ${live.join(', ')})`;
+      // The same 5-tuple used before (a conntrack entry it may have found): port, when, how it ended.
+      const reused = r.records
+        .filter(
+          (q) => q.localPort !== undefined && q.localPort === p.localPort && q.pair === p.pair && q.t < p.t,
+        )
+        .map((q) => ` port ${q.localPort} used at +${q.t - t0} ms (${q.ok ? 'connected' : q.error})`);
+      return `${p.pair} at +${p.t - t0} ms (${p.ok ? 'connected' : p.error} in ${p.ms} ms; ${live.join(', ')})${reused.join(',')}`;
     })
     .join('\n    ')
     .concat(

@@ -26,6 +26,8 @@ export interface ProbeRecord {
   ms: number;
   ok: boolean;
   error?: string;
+  /** The client's source port, when the prober could read it. */
+  localPort?: number;
 }
 
 export interface AppliedRevision {

@@ -117,10 +117,21 @@ export function emitConntrackLookup(asm: Assembler, direction: Direction): void 
   emitRelatedLookup(asm);
 }
 
-/** A later packet of a connection allowed through this hook: refresh it and pass. */
+/**
+ * A later packet of a connection allowed through this hook: refresh it and pass. Only once the
+ * other side has answered, as netfilter counts a connection ESTABLISHED only after a reply: until
+ * then each packet is NEW and judged by the policy in force. Otherwise a client that reuses the
+ * 5-tuple of an attempt allowed earlier but never answered (a SYN timed out, the socket closed,
+ * the port free again) would pass on that stale entry after a policy change that denies it.
+ */
 function emitForwardLookup(asm: Assembler): void {
   emitLookup(asm, FRAME.key);
   emitLive(asm, 'ct_reverse');
+  asm
+    .comment('no reply seen yet: netfilter calls this NEW, so judge it afresh')
+    .ldxb(R1, R0, V.flags)
+    .and64(R1, CT_FLAG_REPLIED)
+    .jeq(R1, 0, 'ct_reverse');
   // A SYN on a closing tuple is a new connection reusing the ports: judge it afresh.
   asm
     .comment('a SYN on a closing connection starts a new one: judge it afresh')
@@ -135,12 +146,23 @@ function emitForwardLookup(asm: Assembler): void {
   emitTouch(asm, false, 'ct_fwd');
 }
 
-/** A reply: the reversed key under the other direction (`other`). Refresh it and pass. */
+/**
+ * A reply: the reversed key under the other direction (`other`). Refresh it and pass. A SYN is
+ * never a reply (netfilter finds it INVALID on an established connection): it starts one, and is
+ * judged. Otherwise an entry only the other hook holds (the SYN-ACK of a connection this hook did
+ * not see, its link detached for a moment) would let a later SYN on that 5-tuple through unjudged.
+ */
 function emitReverseLookup(asm: Assembler, other: number): void {
   const rk = FRAME.reverseKey;
   const k = FRAME.key;
   asm
     .label('ct_reverse')
+    .comment('a SYN is no reply: judge it')
+    .jne(R9, IPPROTO.TCP, 'ct_rev_key')
+    .ldxw(R1, R10, FRAME.l4info)
+    .and64(R1, TCP_FLAG.SYN | TCP_FLAG.ACK)
+    .jeq(R1, TCP_FLAG.SYN, CT_LABELS.policy)
+    .label('ct_rev_key')
     .comment('a reply? the reversed key, other direction')
     .copy('w', R10, rk + K.ifindex, R10, k + K.ifindex, R1)
     .st('b', R10, rk + K.dir, other)
