@@ -27,7 +27,32 @@ export function readRestarts(stateDir: string): RestartRecord | undefined {
 }
 
 export function writeRestarts(stateDir: string, record: RestartRecord): void {
-  const path = restartsFile(stateDir);
-  writeFileSync(`${path}.tmp`, JSON.stringify(record), { mode: 0o600 });
+  writeAtomically(restartsFile(stateDir), JSON.stringify(record));
+}
+
+function writeAtomically(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
+}
+
+/**
+ * The pid of the agent that last got ready (first sync done, API open). The supervisor reads it
+ * when an agent exits: one that never got ready is failing to start (a crash loop), one that did
+ * was running fine and is started again whatever killed it.
+ */
+export function readyFile(stateDir: string): string {
+  return join(stateDir, 'ready.pid');
+}
+
+export function writeReady(stateDir: string, pid: number): void {
+  writeAtomically(readyFile(stateDir), String(pid));
+}
+
+/** Did the agent with `pid` get ready? */
+export function wasReady(stateDir: string, pid: number): boolean {
+  try {
+    return Number(readFileSync(readyFile(stateDir), 'utf8')) === pid;
+  } catch {
+    return false;
+  }
 }

@@ -18,7 +18,7 @@ import { isEtcdSource, type DesiredSource, type DesiredState } from './desired.j
 import { DirectorySource } from './dir-source.js';
 import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
-import { readRestarts } from './restarts.js';
+import { readRestarts, writeReady } from './restarts.js';
 import { apiSocket } from './paths.js';
 
 export interface RunAgentOptions {
@@ -230,6 +230,8 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   const cgroupsFile = opts.cgroupsFile;
   if (cgroupsFile)
     watchFile(cgroupsFile, { interval: 1000, persistent: false }, () => refreshCgroups(agent.desiredState));
+  // For a supervisor: from now on an exit is no failure to start (not part of a crash loop).
+  writeReady(opts.stateDir, process.pid);
   logger.info({ socket, source: source.description, netns: opts.netns }, 'agent running');
   return {
     agent,

@@ -1,7 +1,10 @@
 /**
  * A lab agent's supervisor: one small process per node that runs the agent and starts it again
  * when it exits without being asked to (SIGKILL, a crash, the OOM killer), backing off from
- * RESTART_MIN_MS to RESTART_MAX_MS while it keeps failing. A restarted agent adopts the kernel as
+ * RESTART_MIN_MS to RESTART_MAX_MS while it keeps failing to start. An agent that got ready (it
+ * says so in its state directory, agent/restarts.ts) and was then killed is always started again
+ * after RESTART_MIN_MS: only exits before ready make a crash loop, so killing a healthy agent any
+ * number of times never makes the supervisor give up. A restarted agent adopts the kernel as
  * it finds it and then repairs what changed while it was gone. Restarts are counted in the
  * agent's state directory (agent/restarts.ts), which the agent reports in `node status` and as
  * `switchyard_agent_restarts_total`.
@@ -13,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
-import { readRestarts, writeRestarts } from '../agent/restarts.js';
+import { readRestarts, wasReady, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { argValue } from '../netns/processes.js';
@@ -23,11 +26,14 @@ export const SUPERVISOR_MARK = '--switchyard-supervisor';
 
 export const RESTART_MIN_MS = 100;
 export const RESTART_MAX_MS = 10_000;
-/** An agent that ran this long before it exited starts again after RESTART_MIN_MS. */
+/**
+ * An agent that ran this long before it exited starts again after RESTART_MIN_MS, also when it
+ * never got ready (it was stuck, not crashing).
+ */
 const STABLE_MS = 30_000;
 /**
- * Exits in a row, each soon after the start, after which the supervisor gives up (and exits, so
- * `lab up` reports the agent's error instead of waiting for its timeout).
+ * Exits in a row, each before the agent got ready, after which the supervisor gives up (and exits,
+ * so `lab up` reports the agent's error instead of waiting for its timeout).
  */
 const MAX_QUICK_EXITS = 6;
 
@@ -128,7 +134,8 @@ export async function superviseAgent(a: SupervisedAgent): Promise<number> {
       return 0;
     }
     const ran = Date.now() - started;
-    if (ran >= STABLE_MS) {
+    const ready = wasReady(a.stateDir, current.pid);
+    if (ready || ran >= STABLE_MS) {
       backoff = RESTART_MIN_MS;
       quickExits = 0;
     } else quickExits++;
@@ -138,7 +145,7 @@ export async function superviseAgent(a: SupervisedAgent): Promise<number> {
     }
     const restarts = (readRestarts(a.stateDir)?.restarts ?? 0) + 1;
     writeRestarts(a.stateDir, { restarts, lastExit: { at: new Date().toISOString(), code } });
-    say('agent exited: restarting', { code, ranMs: ran, restarts, inMs: backoff });
+    say('agent exited: restarting', { code, ranMs: ran, ready, restarts, inMs: backoff });
     await new Promise<void>((resolve) => {
       wake = resolve;
       setTimeout(resolve, backoff);

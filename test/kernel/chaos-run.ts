@@ -43,8 +43,9 @@ export interface ChaosLimits {
   restartLimitMs: number;
   maxServers: number;
   /**
-   * Least time between two SIGKILLs of one node's agent. A supervisor rightly gives up on an agent
-   * that keeps dying soon after each start (a crash loop); this test is about restarts, not that.
+   * Least time between two SIGKILLs of one node's agent: long enough for the restarted agent to
+   * get ready (a supervisor rightly gives up on an agent that keeps dying before it is ready, a
+   * crash loop; killed once ready, it is always restarted).
    */
   agentKillSpacingMs: number;
 }

@@ -27,7 +27,7 @@ const LIMITS: ChaosLimits = {
   repairWaitMs: 3000,
   restartLimitMs: 5000,
   maxServers: 6,
-  agentKillSpacingMs: 20_000,
+  agentKillSpacingMs: 3000,
 };
 
 /** CHAOS_LAB_PREFIX=<p> names the labs `<p>-ipt` …, so runs of several people do not collide. */

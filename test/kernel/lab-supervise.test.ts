@@ -20,7 +20,7 @@ import { describeKernel } from '../support/kernel.js';
 import { REPO } from './lab-harness.js';
 
 const run = promisify(execFile);
-const LAB = `drs${process.pid % 10000}`;
+const LAB = `${process.env.SUPERVISE_LAB_PREFIX ?? 'drs'}${process.pid % 10000}`;
 const FILES = [join(REPO, 'examples', 'walkthrough')];
 const CLI = join(REPO, 'bin', 'switchyard');
 
@@ -98,6 +98,27 @@ describeKernel('lab agents are supervised: restarted, counted, repairing what ch
     expect(status.find((s) => s.node === node.name)?.restarts).toBe(1);
     const metrics = await agentRequest<string>(apiSocket(agentStateDir(LAB, node.name)), '/metrics');
     expect(String(metrics)).toMatch(/^switchyard_agent_restarts_total\{[^}]*\} 1$/m);
+  });
+
+  it('keeps restarting a ready agent however often it is killed (no crash loop)', async () => {
+    const node = nodeOf('shop/backend');
+    const socket = apiSocket(agentStateDir(LAB, node.name));
+    const first = await agentRequest<AgentStatus>(socket, '/v1/status');
+    // More kills than the supervisor's crash-loop limit (6 exits before ready), each once ready.
+    const kills = 8;
+    let pid = first.pid;
+    for (let i = 0; i < kills; i++) {
+      process.kill(pid, 'SIGKILL');
+      const killed = pid;
+      const s = await until('the agent to be restarted', async () => {
+        const now = await agentRequest<AgentStatus>(socket, '/v1/status');
+        return now.pid !== killed && now.revision !== undefined ? now : undefined;
+      });
+      pid = s.pid;
+    }
+    const last = await agentRequest<AgentStatus>(socket, '/v1/status');
+    expect(last.restarts).toBe((first.restarts ?? 0) + kills);
+    expect(labSupervisors(LAB).some((s) => s.node === node.name)).toBe(true);
   });
 
   it('shows a revision the agents cannot apply as failed, with the revision in force', async () => {
