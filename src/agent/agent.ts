@@ -62,6 +62,7 @@ export class Agent {
   private reconcileTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
   private driftTimer: NodeJS.Timeout | undefined;
+  private unwatchedTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 0;
   private kernelWatch: ChangeWatch | undefined;
@@ -127,6 +128,27 @@ export class Agent {
     // how often reading its state back is worth it.
     const every = this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.driftPollMs);
     this.schedulePoll(every);
+    const unwatched = this.kernelWatch?.unwatched;
+    if (unwatched && this.opts.reconcileMs === undefined) this.scheduleUnwatchedPoll(unwatched);
+  }
+
+  /**
+   * The part of the kernel the change events miss, read on its own and often (it is cheap); a
+   * difference runs the full drift check, which repairs. The same duty limit as the full poll.
+   */
+  private scheduleUnwatchedPoll(u: NonNullable<ChangeWatch['unwatched']>, delay = u.everyMs): void {
+    if (this.stopped) return;
+    this.unwatchedTimer = setTimeout(() => {
+      void this.enqueue(async () => {
+        const started = performance.now();
+        const fingerprint = this.applied?.fingerprint;
+        const same = fingerprint === undefined || (await u.unchanged(fingerprint).catch(() => false));
+        // The pause follows what the check cost, not a repair it led to (that is no polling cost).
+        const took = performance.now() - started;
+        if (!same && !this.stopped) await this.checkDrift();
+        this.scheduleUnwatchedPoll(u, Math.max(u.everyMs, took * POLL_DUTY));
+      });
+    }, delay);
   }
 
   /**
@@ -137,9 +159,8 @@ export class Agent {
     if (this.stopped) return;
     this.reconcileTimer = setTimeout(() => {
       void this.enqueue(async () => {
-        const started = performance.now();
-        await this.checkDrift();
-        this.schedulePoll(every, Math.max(every, (performance.now() - started) * POLL_DUTY));
+        const readMs = await this.checkDrift();
+        this.schedulePoll(every, Math.max(every, readMs * POLL_DUTY));
       });
     }, delay);
   }
@@ -147,10 +168,12 @@ export class Agent {
   private kernelChanged(): void {
     if (this.stopped) return;
     // Our own applies show up here too: events during one, or just after it (the monitor is a
-    // separate process), are ours; the periodic poll still covers that short window.
-    if (this.applying || performance.now() - this.appliedAt < OWN_CHANGES_MS) return;
+    // separate process), are ours, but someone else's may be among them: check once the window
+    // is over (a check reads the kernel, so checking late misses nothing).
+    const sinceApply = performance.now() - this.appliedAt;
+    const delay = this.applying ? OWN_CHANGES_MS : Math.max(30, OWN_CHANGES_MS - sinceApply);
     clearTimeout(this.driftTimer);
-    this.driftTimer = setTimeout(() => void this.enqueue(() => this.checkDrift()), 30);
+    this.driftTimer = setTimeout(() => void this.enqueue(async () => void (await this.checkDrift())), delay);
   }
 
   private changed(): void {
@@ -311,19 +334,26 @@ export class Agent {
     writeApplied(this.opts.stateDir, this.applied);
   }
 
-  private async checkDrift(): Promise<void> {
+  /**
+   * Reads the fingerprint back and repairs when it changed; returns how long the read took (the
+   * cost a poll's pace follows: a repair after a tamper is no polling cost, and counting it would
+   * hold the next check back for seconds).
+   */
+  private async checkDrift(): Promise<number> {
     const applied = this.applied;
-    if (this.stopped || !applied) return;
+    if (this.stopped || !applied) return 0;
+    const started = performance.now();
     let now: string;
     try {
       now = await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
       this.fail('drift', `cannot read the dataplane: ${errorMessage(e)}`);
-      return;
+      return performance.now() - started;
     }
+    const readMs = performance.now() - started;
     if (now === applied.fingerprint) {
       this.status.checkedAt = new Date().toISOString();
-      return;
+      return readMs;
     }
     this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
     const desired: DesiredState = { revision: applied.revision, ir: applied.ir };
@@ -331,6 +361,7 @@ export class Agent {
       this.status.repairs++;
       this.opts.hooks?.onRepair?.();
     }
+    return readMs;
   }
 
   /** Stops watching and checking; the dataplane stays as it is. */
@@ -340,6 +371,7 @@ export class Agent {
     clearTimeout(this.reconcileTimer);
     clearTimeout(this.debounceTimer);
     clearTimeout(this.driftTimer);
+    clearTimeout(this.unwatchedTimer);
     clearTimeout(this.retryTimer);
     this.kernelWatch?.stop();
     await this.queue;

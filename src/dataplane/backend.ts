@@ -47,6 +47,12 @@ export interface ApplyResult {
 /** A running watch of kernel change events; stop() ends it. */
 export interface ChangeWatch {
   stop(): void;
+  /**
+   * What the events cannot show (iptables: ipset members), checked at its own pace: `unchanged`
+   * reads only that part of the kernel and says whether it still matches `fingerprint` (one
+   * this backend's `fingerprint` returned). Absent: the events show every change.
+   */
+  unwatched?: { everyMs: number; unchanged(fingerprint: string): Promise<boolean> };
 }
 
 export interface FlowSourceOptions {

@@ -2,6 +2,10 @@
  * What this backend owns in iptables and ipset for one node — our chains, the jumps into them
  * and our sets with their members — without packet counters (nor the elements of flow sets, which
  * the kernel adds and counts itself): two equal fingerprints mean nobody changed them in between.
+ * It is `<rules>.<sets>.<set headers>`: ruleset events show rule changes but no ipset change, so
+ * the sets' headers and member counts (one `ipset list -t`, cheap) are also checked on their
+ * own, often (iptablesSetsUnchanged); an added or removed member changes its set's count. The
+ * full fingerprint, polled less often, also sees a member swapped for another.
  */
 import { createHash } from 'node:crypto';
 import { runInNetnsOrThrow } from '../exec.js';
@@ -12,6 +16,35 @@ const OURS = /SY-|\bsy-/;
 const SEPARATOR = '@@switchyard-sets@@';
 
 export async function iptablesFingerprint(netns: string, mode: IptablesMode): Promise<string> {
+  const [rules, sets, headers] = await Promise.all([
+    rulesDigest(netns, mode),
+    setsDigest(netns),
+    setHeadersDigest(netns),
+  ]);
+  return `${rules}.${sets}.${headers}`;
+}
+
+/** Do our ipsets (names, types, member counts) still match those `fingerprint` was taken of? */
+export async function iptablesSetsUnchanged(netns: string, fingerprint: string): Promise<boolean> {
+  return fingerprint.endsWith(`.${await setHeadersDigest(netns)}`);
+}
+
+/** `ipset list -t`: each set's name, type, header and member count; flow sets left out. */
+async function setHeadersDigest(netns: string): Promise<string> {
+  const listed = await runInNetnsOrThrow(netns, 'ipset', ['list', '-t']);
+  const h = createHash('sha256');
+  let ours = false;
+  for (const line of listed.stdout.split('\n')) {
+    if (line.startsWith('Name: ')) {
+      const name = line.slice('Name: '.length);
+      ours = name.startsWith(SET_PREFIX) && !name.startsWith(FLOW_SET_PREFIX);
+    }
+    if (ours && /^(Name|Type|Header|Number of entries):/.test(line)) h.update(`${line}\n`);
+  }
+  return h.digest('hex');
+}
+
+async function rulesDigest(netns: string, mode: IptablesMode): Promise<string> {
   const h = createHash('sha256');
   for (const family of FAMILIES) {
     const saved = await runInNetnsOrThrow(netns, tool(mode, family, 'save'), []);
@@ -21,6 +54,11 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
       else if (OURS.test(line)) h.update(`${family} ${table} ${line.replace(/\[\d+:\d+\]/g, '')}\n`);
     }
   }
+  return h.digest('hex');
+}
+
+async function setsDigest(netns: string): Promise<string> {
+  const h = createHash('sha256');
   // The kernel adds, counts and expires flow set elements all the time: only the sets' names are
   // compared, and they are never saved (a busy one holds tens of thousands of elements).
   const script = [

@@ -26,7 +26,7 @@ import { createAggregateSource } from '../netfilter/aggregates.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
-import { iptablesFingerprint } from './fingerprint.js';
+import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
@@ -75,8 +75,13 @@ export interface IptablesBackendOptions {
 
 export class IptablesBackend implements Backend {
   readonly name = 'iptables' as const;
-  /** ipset members have no change events even where the ruleset has: polled at this pace. */
+  /** How often the whole fingerprint is polled where there are no ruleset events (legacy). */
   readonly driftPollMs = 500;
+  /**
+   * ipset members have no change events even where the ruleset has: the sets alone (one small
+   * read) are polled at this pace, so a changed member is repaired well within a second.
+   */
+  readonly setsPollMs = 250;
 
   constructor(private readonly options: IptablesBackendOptions = {}) {}
 
@@ -172,7 +177,14 @@ export class IptablesBackend implements Backend {
 
   /** The nf_tables flavour has ruleset events; legacy x_tables has none (polling covers it). */
   async watchChanges(target: NodeTarget, onChange: () => void): Promise<ChangeWatch | undefined> {
-    return this.mode === 'legacy' ? undefined : watchRulesetChanges(target, onChange);
+    if (this.mode === 'legacy') return undefined;
+    return {
+      ...watchRulesetChanges(target, onChange),
+      unwatched: {
+        everyMs: this.setsPollMs,
+        unchanged: (fingerprint) => iptablesSetsUnchanged(target.netns, fingerprint),
+      },
+    };
   }
 
   /** The flow sets' counters, read every interval and turned into aggregates (netfilter/aggregates.ts). */
