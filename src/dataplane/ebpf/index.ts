@@ -23,6 +23,8 @@ import { dropDetachedLinks, ebpfFingerprint } from './fingerprint.js';
 import { createEbpfFlowSource } from './flow-source.js';
 import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
+import { nodeLimitFindings } from './complexity.js';
+import { fullVerifierLogAsked } from './verifier-log.js';
 
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
@@ -62,14 +64,16 @@ async function tamper(target: NodeTarget, endpoint: Endpoint): Promise<string> {
 }
 
 export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
+  const applyOptions: ApplyOptions = { verifierLog: fullVerifierLogAsked(), ...opts };
   return {
     name: 'ebpf',
     render(ir: IR, node: string): RenderedPlan {
       return { backend: 'ebpf', node, text: renderNode(ir, node) };
     },
     apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
-      return applyNode(target, ir, previous, opts);
+      return applyNode(target, ir, previous, applyOptions);
     },
+    limits: nodeLimitFindings,
     async remove(target: NodeTarget): Promise<void> {
       removeNode(target);
     },
