@@ -74,8 +74,11 @@ export class Agent {
   private kernelWatch: ChangeWatch | undefined;
   /** A revision whose apply fails deterministically: not tried again until the revision changes. */
   private failedRevision: string | undefined;
-  /** The kernel's fingerprint after a failed repair: not repaired again until it changes. */
-  private unrepaired: string | undefined;
+  /**
+   * The kernel's fingerprint after a failed repair, and when to try that repair again (never, for
+   * a deterministic failure, until the kernel or the desired state changes).
+   */
+  private unrepaired: { fingerprint: string; retryAt: number; backoffMs: number } | undefined;
   private applying = false;
   private appliedAt = Number.NEGATIVE_INFINITY;
   private stopped = false;
@@ -290,7 +293,7 @@ export class Agent {
         changed = r.changed.length;
       } catch (e) {
         const outcome = isDeterministicFailure(e) ? 'deterministic' : 'transient';
-        const retry = outcome === 'deterministic' || mode === 'repair' ? 'on-change' : 'backoff';
+        const retry = outcome === 'deterministic' ? 'on-change' : 'backoff';
         this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision, retry);
         return outcome;
       }
@@ -360,17 +363,27 @@ export class Agent {
       this.status.checkedAt = new Date().toISOString();
       return;
     }
-    // A repair failed on this very kernel state (an interface the lab deleted, say): trying again
-    // would fail again; wait for the kernel or the desired state to change.
-    if (now === this.unrepaired) return;
-    this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
+    // A repair failed on this very kernel state (an interface the lab deleted, say): it is tried
+    // again backing off (RETRY_MIN_MS to RETRY_MAX_MS), a deterministic failure not before the
+    // kernel or the desired state changes; the error was logged once.
+    const failed = this.unrepaired;
+    const sameState = failed?.fingerprint === now;
+    if (sameState && performance.now() < failed.retryAt) return;
+    if (!sameState)
+      this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
     const desired: DesiredState = { revision: applied.revision, ir: applied.ir };
-    if ((await this.apply(desired, 'repair')) === 'applied') {
+    const outcome = await this.apply(desired, 'repair');
+    if (outcome === 'applied') {
       this.status.repairs++;
       this.opts.hooks?.onRepair?.();
       return;
     }
-    this.unrepaired = await this.opts.backend.fingerprint(this.opts.target).catch(() => now);
+    const backoffMs = sameState ? Math.min(RETRY_MAX_MS, failed.backoffMs * 2) : RETRY_MIN_MS;
+    this.unrepaired = {
+      fingerprint: await this.opts.backend.fingerprint(this.opts.target).catch(() => now),
+      retryAt: outcome === 'deterministic' ? Number.POSITIVE_INFINITY : performance.now() + backoffMs,
+      backoffMs,
+    };
   }
 
   /** Stops watching and checking; the dataplane stays as it is. */
