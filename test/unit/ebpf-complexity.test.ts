@@ -50,18 +50,17 @@ describe('eBPF verifier limit prediction', () => {
     expect(b / a).toBeGreaterThan(2.5);
   });
 
-  it('stops counting past the limit: 3,000 rules take about what generating their program takes', () => {
+  it('stops counting past the limit: 3,000 rules are answered in seconds at most', () => {
     const ir = compileIR(modelOf(walkLimitManifests(3000, 1)), { policyMode: 'walk' });
     const view = nodeView(ir, 'node-1');
     const { alloc } = allocateWithTables(view, undefined);
     const rs = view.ruleSets.find((r) => r.direction === 'ingress');
     if (!rs) throw new Error('no ingress rule set');
-    let started = performance.now();
     const program = policyProgram(rs, alloc).program;
-    const generating = performance.now() - started;
-    started = performance.now();
+    const started = performance.now();
     const e = estimateVerifierWork(rs, alloc, program);
-    expect(performance.now() - started).toBeLessThan(Math.max(500, generating));
+    // Unbounded, 3,000 rules of distinct ports would be ~10 M path steps.
+    expect(performance.now() - started).toBeLessThan(5000);
     expect(e.processed).toBeGreaterThan(e.limit);
   });
 });
