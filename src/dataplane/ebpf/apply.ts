@@ -167,7 +167,8 @@ async function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions)
       const more = file
         ? `\nverifier log: ${file}${opts.verifierLog ? '' : ` (its end; all of it with ${VERIFIER_LOG_ENV}=full)`}`
         : '';
-      fail(`the verifier rejected ${what}; the programs in force are unchanged`, e.message + more, e);
+      const detail = opts.verifierLog ? e.withLog() : e.message;
+      fail(`the verifier rejected ${what}; the programs in force are unchanged`, detail + more, e);
     }
     fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`, undefined, e);
   }
