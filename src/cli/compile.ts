@@ -35,7 +35,14 @@ export function register(program: Command): void {
         throw new CliError(`no node '${opts.node}' (nodes: ${nodes.join(', ')})`, 2);
       if (opts.backend === 'ir') return printJson(opts.node ? irForNode(ir, opts.node) : ir);
       const backend = await loadBackend(opts.backend as BackendName);
-      const out = (opts.node ? [opts.node] : nodes).map((node) => {
+      const chosen = opts.node ? [opts.node] : nodes;
+      // What the kernel would refuse for its size, said now rather than after minutes of loading.
+      const refused = chosen.flatMap((node) =>
+        (backend.limits?.(ir, node) ?? []).map((l) => `node ${node}: ${l}`),
+      );
+      if (refused.length > 0)
+        throw new CliError(`${backend.name} cannot install this:\n${refused.join('\n')}`);
+      const out = chosen.map((node) => {
         const plan = backend.render(ir, node);
         const summary = formatTableModeSummary(tableModeSummary(irForNode(ir, node).ruleSets, policyMode));
         return `# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`;
