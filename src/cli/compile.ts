@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Command } from 'commander';
 import { allocate, buildIR } from '../calc/index.js';
 import {
@@ -42,12 +43,14 @@ export function register(program: Command): void {
       );
       if (refused.length > 0)
         throw new CliError(`${backend.name} cannot install this:\n${refused.join('\n')}`);
-      const out = chosen.map((node) => {
+      // One node's text at a time: a large cluster's plans never sit in memory together.
+      for (const [i, node] of chosen.entries()) {
         const plan = backend.render(ir, node);
         const summary = formatTableModeSummary(tableModeSummary(irForNode(ir, node).ruleSets, policyMode));
-        return `# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`;
-      });
-      process.stdout.write(out.join('\n'));
+        await writeOut(
+          `${i > 0 ? '\n' : ''}# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`,
+        );
+      }
     });
 }
 
@@ -56,4 +59,9 @@ interface CompileOptions {
   node?: string;
   nodes?: number;
   policyMode?: PolicyMode;
+}
+
+/** Writes to stdout, waiting while the pipe is full. */
+async function writeOut(text: string): Promise<void> {
+  if (!process.stdout.write(text)) await once(process.stdout, 'drain');
 }
