@@ -1,5 +1,10 @@
-/** Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or $SWITCHYARD_ETCD. */
+/**
+ * Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or
+ * $SWITCHYARD_ETCD. A lab's etcd wants the lab's client certificate (root's alone): it is found
+ * from the lab, also when the lab's etcd is given by URL.
+ */
 import { Option } from 'commander';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import { CliError } from './output.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -12,7 +17,7 @@ export const ETCD_ENV = 'SWITCHYARD_ETCD';
 
 export function targetOptions(): Option[] {
   return [
-    new Option('--etcd <url>', `etcd to use (http://127.0.0.1:PORT; default $${ETCD_ENV})`),
+    new Option('--etcd <url>', `etcd to use (http(s)://127.0.0.1:PORT[,…]; default $${ETCD_ENV})`),
     new Option('--lab <name>', "a cluster lab's etcd (started by 'switchyard cluster up --name NAME')"),
   ];
 }
@@ -21,6 +26,8 @@ export interface Target {
   url: string;
   /** Set when the etcd is a lab cluster's: the lab follows what is written. */
   lab?: string;
+  /** The client certificate of a lab's etcd. */
+  tls?: EtcdTlsFiles;
 }
 
 export async function resolveTarget(flags: TargetFlags): Promise<Target> {
@@ -35,14 +42,22 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
   };
   if (flags.etcd) {
     const url = parse(flags.etcd, '--etcd');
-    // A lab cluster's etcd given by URL is still that lab's: its pods follow what is written.
+    // A lab cluster's etcd given by URL (or one member's) is still that lab's: its pods follow
+    // what is written, and it wants the lab's certificate.
     const { stateLabs, readState } = await import('../lab/state.js');
-    const lab = stateLabs().find((name) => readState(name)?.cluster?.etcd === url);
-    return { url, ...(lab ? { lab } : {}) };
+    const { readEtcdInfo } = await import('../lab/etcd.js');
+    const wanted = url.split(',');
+    for (const name of stateLabs()) {
+      const info = readEtcdInfo(name);
+      if (!info?.members.some((m) => wanted.includes(m.clientUrl))) continue;
+      return { url, tls: info.tls, ...(readState(name)?.cluster ? { lab: name } : {}) };
+    }
+    return { url };
   }
   if (flags.lab) {
     const { clusterEtcd } = await import('../lab/cluster.js');
-    return { url: clusterEtcd(flags.lab).clientUrl, lab: flags.lab };
+    const info = clusterEtcd(flags.lab);
+    return { url: info.clientUrl, lab: flags.lab, tls: info.tls };
   }
   const fromEnv = process.env[ETCD_ENV];
   if (fromEnv) return resolveTarget({ etcd: parse(fromEnv, `$${ETCD_ENV}`) });
