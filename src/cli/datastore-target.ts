@@ -30,6 +30,12 @@ export interface Target {
   tls?: EtcdTlsFiles;
 }
 
+/** A lab's etcd wants root's certificate (and its state is root's): say so before reading anything. */
+async function requireRootFor(lab: string): Promise<void> {
+  const { requireRoot } = await import('../netns/index.js');
+  requireRoot(`using the etcd of cluster lab '${lab}'`);
+}
+
 export async function resolveTarget(flags: TargetFlags): Promise<Target> {
   if (flags.etcd && flags.lab) throw new CliError('give --etcd or --lab, not both', 2);
   const { parseEtcdUrl } = await import('../datastore/etcd.js');
@@ -47,7 +53,9 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
     const { stateLabs, readState } = await import('../lab/state.js');
     const { readEtcdInfo } = await import('../lab/etcd.js');
     const wanted = url.split(',');
-    for (const name of stateLabs()) {
+    // Labs' state is root's alone: a user who cannot see it cannot use a lab's etcd either.
+    const labs = process.getuid?.() === 0 ? stateLabs() : [];
+    for (const name of labs) {
       const info = readEtcdInfo(name);
       if (!info?.members.some((m) => wanted.includes(m.clientUrl))) continue;
       return { url, tls: info.tls, ...(readState(name)?.cluster ? { lab: name } : {}) };
@@ -55,6 +63,7 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
     return { url };
   }
   if (flags.lab) {
+    await requireRootFor(flags.lab);
     const { clusterEtcd } = await import('../lab/cluster.js');
     const info = clusterEtcd(flags.lab);
     return { url: info.clientUrl, lab: flags.lab, tls: info.tls };
@@ -63,7 +72,14 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
   if (fromEnv) return resolveTarget({ etcd: parse(fromEnv, `$${ETCD_ENV}`) });
   const { DEFAULT_CLUSTER } = await import('../lab/cluster.js');
   const { readState } = await import('../lab/state.js');
-  if (readState(DEFAULT_CLUSTER)?.cluster) return resolveTarget({ lab: DEFAULT_CLUSTER });
+  let isCluster = false;
+  try {
+    isCluster = readState(DEFAULT_CLUSTER)?.cluster !== undefined;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
+    await requireRootFor(DEFAULT_CLUSTER);
+  }
+  if (isCluster) return resolveTarget({ lab: DEFAULT_CLUSTER });
   throw new CliError(
     `which etcd? give --etcd URL or --lab NAME, set $${ETCD_ENV}, or start one with 'switchyard cluster up FILES'`,
     2,

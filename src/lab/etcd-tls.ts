@@ -1,6 +1,6 @@
 /**
  * The keys of a lab's etcd: a CA made at `cluster up`, one certificate for the members (server
- * and peer, 127.0.0.1 only) and one client certificate for root's CLI and the agents. etcd runs
+ * and peer, for 127.0.0.1 and localhost) and one client certificate for root's CLI and the agents. etcd runs
  * with `--client-cert-auth`, so only a holder of a certificate signed by this CA can read or
  * write: loopback is not access control on a shared host, file modes are. Everything lives in a
  * 0700 directory owned by root, every file 0600; the CA's key is deleted once the certificates
@@ -110,7 +110,7 @@ export function ensureEtcdPki(dir: string, lab: string): EtcdPki {
     dir,
     'member',
     `/CN=switchyard lab ${lab} etcd member`,
-    [...leaf, 'subjectAltName=IP:127.0.0.1', 'extendedKeyUsage=serverAuth,clientAuth'],
+    [...leaf, 'subjectAltName=IP:127.0.0.1,DNS:localhost', 'extendedKeyUsage=serverAuth,clientAuth'],
     true,
   );
   certificate(dir, 'client', '/CN=root', [...leaf, 'extendedKeyUsage=clientAuth'], true);
