@@ -18,10 +18,10 @@ import { ensureEtcdPki, pkiFiles, type EtcdPki } from './etcd-tls.js';
 import { LabError } from './errors.js';
 import { readFileIfExists, writeJsonAtomic } from './json-file.js';
 import { STATE_ROOT, type EtcdMemberCount } from './names.js';
-
-export type { EtcdMemberCount } from './names.js';
 import { isAlive, labDir, privateLabDir } from './state.js';
 import { openPrivateLog, privateDir } from '../util/private-files.js';
+
+export type { EtcdMemberCount } from './names.js';
 
 export interface EtcdMember {
   /** `sy-<lab>` (one member) or `sy-<lab>-<n>`: etcd's member name, and the process's marker. */
