@@ -46,6 +46,8 @@ const ETCD_BINARY = 'etcd';
 const HOST = '127.0.0.1';
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5000;
+/** How long `stopEtcd` lets members shut down by themselves. */
+const STOP_GRACE_MS = 1000;
 
 export function etcdDir(lab: string): string {
   return join(labDir(lab), 'etcd');
@@ -143,9 +145,13 @@ function labEtcdPids(lab: string): number[] {
   return [...pids];
 }
 
-/** Signals and waits until the processes are gone (SIGKILL after 5 s). */
-async function signalAndWait(pids: number[], signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-  const left = await stopProcesses(pids, signal, STOP_TIMEOUT_MS);
+/** Signals and waits until the processes are gone (SIGKILL after `graceMs`). */
+async function signalAndWait(
+  pids: number[],
+  signal: 'SIGTERM' | 'SIGKILL',
+  graceMs = STOP_TIMEOUT_MS,
+): Promise<void> {
+  const left = await stopProcesses(pids, signal, graceMs);
   if (left.length > 0) throw new LabError(`etcd (pid ${left.join(', ')}) did not exit after SIGKILL`);
 }
 
@@ -154,10 +160,14 @@ export async function killEtcd(lab: string, signal: 'SIGTERM' | 'SIGKILL' = 'SIG
   await signalAndWait(labEtcdPids(lab), signal);
 }
 
-/** Stops the lab's etcd and keeps its data; returns the pids it stopped. */
+/**
+ * Stops the lab's etcd and keeps its data; returns the pids it stopped. Members stopped together
+ * each wait for a leadership transfer that cannot happen (5 s on the test machine), so the rest
+ * are SIGKILLed after a short grace: etcd has fsynced every write it acknowledged.
+ */
 export async function stopEtcd(lab: string): Promise<number[]> {
   const pids = labEtcdPids(lab);
-  await signalAndWait(pids, 'SIGTERM');
+  await signalAndWait(pids, 'SIGTERM', STOP_GRACE_MS);
   return pids;
 }
 
