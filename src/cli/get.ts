@@ -99,7 +99,7 @@ export function register(program: Command): void {
     if (output === 'json') {
       printJson({ revision, items: items.map((i) => i.object) });
     } else if (output === 'yaml') {
-      process.stdout.write(items.map((i) => stringify(i.object)).join('---\n'));
+      process.stdout.write(items.map((i) => stringify(i.object, { version: '1.1' })).join('---\n'));
     } else {
       const cols = columns(kind);
       const rows = items.map((i) => [

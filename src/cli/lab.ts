@@ -109,6 +109,7 @@ async function upOrApply(
   const pods = t?.pods ?? [];
   const changes = [
     result.rebuilt ? 'rebuilt an interrupted lab' : '',
+    result.recovered ? 'recovered an interrupted run in place' : '',
     result.added.length ? `+${result.added.length} pods` : '',
     result.removed.length ? `-${result.removed.length} pods` : '',
     result.nodesAdded.length ? `+${result.nodesAdded.length} nodes` : '',
@@ -121,6 +122,11 @@ async function upOrApply(
       `probe server pid ${result.state.probe?.pid ?? '-'}${result.state.agents && result.state.backend !== 'none' ? `, ${t?.nodes.length ?? 0} agents` : ''} (${changes.join(', ') || 'no changes'}; ${result.durationMs} ms)\n\n`,
   );
   process.stdout.write(podTable(pods) + '\n');
+  if (result.closed.length > 0) process.stdout.write(`\n${closedLine(result.closed)}\n`);
+}
+
+function closedLine(ids: readonly string[]): string {
+  return `closed pods (policy not in force on their node yet; the next apply that succeeds opens them): ${ids.join(', ')}`;
 }
 
 export function cleanupLine(r: CleanupReport): string {
@@ -140,6 +146,7 @@ function printDetail(d: LabDetail): void {
     `lab ${d.name}: ${d.status}, backend ${d.backend ?? '-'}, probe server ` +
       `${d.probeServer ? `pid ${d.probeServer.pid} ${d.probeServer.running ? 'running' : 'NOT running'}` : 'none'}\n`,
   );
+  if (d.closed.length > 0) process.stdout.write(`${closedLine(d.closed)}\n`);
   if (d.missingNetns.length > 0) {
     process.stdout.write(`missing namespaces (run 'lab up' to rebuild): ${d.missingNetns.join(', ')}\n`);
   }

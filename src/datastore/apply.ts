@@ -117,7 +117,7 @@ function storedAllocations(snapshot: Snapshot): Partial<Allocations> {
   const podNodes: Record<string, string> = {};
   const serviceAddresses: Record<string, string> = {};
   for (const o of snapshot.objects.values()) {
-    const v = storedDocument(o.key, o.value).value as {
+    const v = (storedDocument(o.key, o.value).value ?? {}) as {
       kind?: string;
       metadata?: { name?: string; namespace?: string };
       spec?: { nodeName?: string; clusterIP?: string };
@@ -181,7 +181,25 @@ function plan(
       (stored ? out.configured : out.created).push(name);
     }
   }
+  checkStoredState(snapshot, out);
   return out;
+}
+
+/**
+ * The state the agents will read after the commit, validated as they read it (stored JSON, with
+ * the allocations and a Prefilter file's normalised CIDRs in it): a write that would leave the
+ * store unreadable is refused here, before anything is committed.
+ */
+function checkStoredState(snapshot: Snapshot, p: Plan): void {
+  if (p.puts.size === 0 && p.deletes.length === 0) return;
+  const gone = new Set(p.deletes);
+  const after = new Map<string, string>();
+  for (const o of snapshot.objects.values()) if (!gone.has(o.key)) after.set(o.key, o.value);
+  for (const [key, value] of p.puts) after.set(key, value);
+  const { model, issues } = validateManifestDocuments(
+    [...after].map(([key, value]) => storedDocument(key, value)),
+  );
+  if (!model) throw new ManifestError(issues);
 }
 
 async function writeLoop(

@@ -1,5 +1,7 @@
 /** `switchyard get`: stored objects of one kind, optionally one namespace or one name. */
-import type { EtcdStore } from './etcd.js';
+import { excerpt } from '../model/index.js';
+import { storedValueProblem } from './documents.js';
+import { DatastoreError, type EtcdStore } from './etcd.js';
 import { formatRef, parseObjectKey, type ObjectRef } from './keys.js';
 
 export interface StoredItem {
@@ -21,6 +23,21 @@ export interface ListFilter {
   name?: string;
 }
 
+/** A stored value as the object its key names; anything else is an error naming the key. */
+function storedObject(key: string, value: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (e) {
+    throw new DatastoreError(`etcd key ${key}: not JSON (${(e as Error).message}): ${excerpt(value)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new DatastoreError(`etcd key ${key}: not an object: ${excerpt(value)}`);
+  const problem = storedValueProblem(key, parsed);
+  if (problem) throw new DatastoreError(`etcd key ${key}: ${problem}`);
+  return parsed as Record<string, unknown>;
+}
+
 export async function listObjects(store: EtcdStore, filter: ListFilter): Promise<Listing> {
   const snap = await store.snapshot();
   const items: StoredItem[] = [];
@@ -30,7 +47,7 @@ export async function listObjects(store: EtcdStore, filter: ListFilter): Promise
     if (filter.namespace !== undefined && ref.namespace !== undefined && ref.namespace !== filter.namespace)
       continue;
     if (filter.name !== undefined && ref.name !== filter.name) continue;
-    items.push({ ref, object: JSON.parse(o.value) as Record<string, unknown>, modRevision: o.modRevision });
+    items.push({ ref, object: storedObject(o.key, o.value), modRevision: o.modRevision });
   }
   items.sort((a, b) => (formatRef(a.ref) < formatRef(b.ref) ? -1 : 1));
   return { revision: snap.revision, items };

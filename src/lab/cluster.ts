@@ -4,7 +4,7 @@
  * namespaces, links and probe servers from what etcd says (the kubelet and CNI's part), so a pod
  * written with `switchyard apply --lab` gets a network as well as a policy.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { applyManifests, type WriteResult } from '../datastore/apply.js';
@@ -38,7 +38,7 @@ import { checkLabName } from './names.js';
 export const DEFAULT_CLUSTER = 'cluster';
 import { cutOff, heal, isCutOff } from './partition.js';
 import type { Progress } from './progress.js';
-import { labDir, readState } from './state.js';
+import { privateLabDir, readState } from './state.js';
 import { errorMessage } from '../util/errors.js';
 
 export interface ClusterUpOptions {
@@ -116,7 +116,7 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterResult> 
   const name = checkLabName(opts.name);
   requireRoot('switchyard cluster up');
   const fresh = readState(name) === undefined;
-  mkdirSync(labDir(name), { recursive: true });
+  privateLabDir(name);
   const etcd = await startEtcd(name, opts.etcdMembers ? { members: opts.etcdMembers } : {});
   const store = storeOf(etcd);
   try {

@@ -15,10 +15,11 @@ import { stopLabAgents, syncLabAgents, writeCgroups, writeDesired } from './agen
 import { destroyLab } from './down.js';
 import { LabError } from './errors.js';
 import { CGROUP_DIR, checkLabName } from './names.js';
-import { planChanges, type KernelPlan } from './plan.js';
+import { planChanges, plugBatches, type KernelPlan } from './plan.js';
 import { reloadIfRunning, syncProbeServer, writeProbeConfig } from './probe/control.js';
 import { silentProgress, type Progress } from './progress.js';
-import { buildPart, tearDownPart } from './realize.js';
+import { buildPart, plugPods, tearDownPart } from './realize.js';
+import { clearStale, recoverTopology } from './recover.js';
 import { labDir, readState, withLabLock, writeState, type LabBackend, type LabState } from './state.js';
 import { buildTopology, topologyNetns, type Topology } from './topology.js';
 import { errorMessage } from '../util/errors.js';
@@ -52,6 +53,10 @@ export interface ConvergeResult {
   state: LabState;
   /** The lab's kernel state was missing or from an interrupted run, so it was rebuilt from scratch. */
   rebuilt: boolean;
+  /** An interrupted run (or vanished pods) was converged from what the kernel really holds, in place. */
+  recovered: boolean;
+  /** Pods still closed after this run (their node's agent was not waited for): normally none. */
+  closed: string[];
   added: string[];
   removed: string[];
   /** Pods whose namespace was recreated (node or address changed): in both lists above. */
@@ -161,24 +166,47 @@ async function checkRequest(opts: ConvergeOptions, name: string): Promise<Reques
 interface KernelChange {
   /** The lab's kernel state was missing or half-built: it is rebuilt from scratch. */
   rebuilt: boolean;
+  /** The last run was interrupted (or pods vanished): `current` is what the kernel really holds. */
+  recovered: boolean;
   /** What is in the kernel to diff against (none when rebuilt or new). */
   current: Topology | undefined;
   topology: Topology;
   plan: KernelPlan;
 }
 
+/** Every pod address the last run knew: routes to those that are gone go when recovering. */
+function knownAddresses(prev: LabState): string[] {
+  return [...(prev.topology?.pods ?? []), ...(prev.target?.pods ?? [])].map((p) => p.address);
+}
+
 /**
- * Plans the kernel change. A run that died half-way, or namespaces that vanished, cannot be
- * diffed against: that lab is removed to start over (keeping allocations, so addresses stay).
+ * Plans the kernel change. A run that died half-way, or pods whose namespaces vanished, are
+ * converged from what the kernel really holds (recover.ts): what that run half-made is removed,
+ * the rest is diffed against, and the agents keep enforcing throughout. Only a lab that cannot be
+ * read back (no topology, a node or the fabric gone, an interrupted backend switch) is removed to
+ * start over, keeping allocations so addresses stay; its pods are born closed like any other.
  */
-async function prepareKernelChange(req: Request, ir: IR, progress: Progress): Promise<KernelChange> {
+async function prepareKernelChange(
+  req: Request,
+  ir: IR,
+  cgroupRoot: string,
+  progress: Progress,
+): Promise<KernelChange> {
   const { name, prev } = req;
-  const rebuilt =
+  const damaged =
     prev !== undefined &&
     (prev.status !== 'ready' || !prev.topology || missingNetns(prev.topology).length > 0);
-  const current = rebuilt ? undefined : prev?.topology;
+  // A lab being created or removed when its run died has nothing worth keeping.
+  const recoverable = prev?.status === 'applying' || prev?.status === 'ready';
+  const recovery = damaged && recoverable ? await recoverTopology(prev) : undefined;
+  const rebuilt = damaged && !recovery;
+  const current = rebuilt ? undefined : (recovery?.current ?? prev?.topology);
   const topology = buildTopology(name, ir, prev?.topology ?? prev?.target);
-  const plan = planChanges(current, topology);
+  const plan = planChanges(
+    current,
+    topology,
+    recovery && prev ? { resync: { addresses: knownAddresses(prev) } } : {},
+  );
   if (rebuilt) {
     progress.phase('removing the broken lab', 1);
     const report = await destroyLab(name, { keepStateDir: true });
@@ -186,8 +214,17 @@ async function prepareKernelChange(req: Request, ir: IR, progress: Progress): Pr
       throw new LabError(`cannot clean lab '${name}': ${report.problems.join('; ')}`);
     progress.tick();
   }
+  if (recovery) {
+    progress.phase('recovering an interrupted run', 1);
+    // The probe server lets go of the namespaces about to go, as for pods that leave.
+    const dir = labDir(name);
+    writeProbeConfig(dir, name, cgroupRoot, recovery.current.pods);
+    await reloadIfRunning(dir, name, prev?.probe);
+    await clearStale(recovery, cgroupRoot);
+    progress.tick();
+  }
   refuseForeignNetns(name, plan);
-  return { rebuilt, current, topology, plan };
+  return { rebuilt, recovered: recovery !== undefined, current, topology, plan };
 }
 
 /**
@@ -216,8 +253,14 @@ function initialState(
   cgroupRoot: string,
 ): LabState {
   const { prev, backendName } = req;
-  const { current, rebuilt } = change;
+  const { current, rebuilt, plan } = change;
   const now = new Date().toISOString();
+  // Pods still closed from an earlier run (a failed policy), and every pod this run creates.
+  const ids = new Set(change.topology.pods.map((p) => p.id));
+  const closed = new Set([
+    ...(current ? (prev?.closed ?? []) : []).filter((id) => ids.has(id)),
+    ...plan.addedPods.map((p) => p.id),
+  ]);
   return {
     version: 1,
     name: req.name,
@@ -234,6 +277,8 @@ function initialState(
     allocations,
     ...(current ? { topology: current } : {}),
     target: change.topology,
+    ...(closed.size > 0 ? { closed: [...closed].sort() } : {}),
+    ...(current && prev && prev.backend !== backendName ? { switchingFrom: prev.backend } : {}),
     cgroupRoot,
     ...(prev?.probe && !rebuilt ? { probe: prev.probe } : {}),
     agents: req.wantAgents,
@@ -291,14 +336,17 @@ async function startProbes(
   progress.tick();
 }
 
+/** What putting the run's policy in force needs. */
+interface PolicyStep {
+  opts: ConvergeOptions;
+  req: Request;
+  state: LabState;
+  topology: Topology;
+  progress: Progress;
+}
+
 /** Policy in force: through the agents (etcd or `desired/`), or applied by the lab itself. */
-async function applyPolicy(
-  opts: ConvergeOptions,
-  req: Request,
-  state: LabState,
-  topology: Topology,
-  progress: Progress,
-): Promise<void> {
+async function applyPolicy({ opts, req, state, topology, progress }: PolicyStep): Promise<void> {
   const { backend, name } = req;
   if (!backend) return;
   const cgroups = Object.fromEntries(topology.pods.map((p) => [p.id, join(state.cgroupRoot, p.slug)]));
@@ -323,6 +371,37 @@ async function applyPolicy(
   progress.tick();
 }
 
+/**
+ * Policy in force, then the pods born closed are plugged. When the policy fails they stay closed
+ * (no traffic in or out), and the error says so; the next successful apply plugs them.
+ */
+async function applyPolicyThenPlug(step: PolicyStep): Promise<void> {
+  const { opts, state, topology } = step;
+  try {
+    await applyPolicy(step);
+  } catch (e) {
+    const closed = state.closed ?? [];
+    if (closed.length === 0) throw e;
+    throw new LabError(
+      `${errorMessage(e)}\npods kept closed (no traffic in or out) until an apply succeeds: ${closed.join(', ')}`,
+      { cause: e },
+    );
+  }
+  // Pods on nodes whose agents could not hear of this revision (cut off from etcd) stay closed.
+  const unheard = new Set(opts.cluster?.unreachable ?? []);
+  const byId = new Map(topology.pods.map((p) => [p.id, p]));
+  const plug = (state.closed ?? []).filter((id) => {
+    const p = byId.get(id);
+    return p !== undefined && !unheard.has(p.node);
+  });
+  if (plug.length === 0) return;
+  await plugPods(plugBatches(topology, plug));
+  const left = (state.closed ?? []).filter((id) => !plug.includes(id));
+  if (left.length > 0) state.closed = left;
+  else delete state.closed;
+  writeState(state);
+}
+
 export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
   const started = performance.now();
   const name = checkLabName(opts.name);
@@ -334,7 +413,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     const req = await checkRequest(opts, name);
     const allocations = allocateOrFail(opts.model, req.nodeCount, req.prev);
     const ir = buildIROrFail(opts.model, allocations, { policyMode: req.policyMode });
-    const change = await prepareKernelChange(req, ir, progress);
+    const change = await prepareKernelChange(req, ir, cgroupRoot, progress);
     const state = initialState(opts, req, change, allocations, ir, cgroupRoot);
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.
     writeState(state);
@@ -344,14 +423,17 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     state.status = 'ready';
     state.topology = change.topology;
     delete state.target;
+    delete state.switchingFrom;
     writeState(state);
-    await applyPolicy(opts, req, state, change.topology, progress);
+    await applyPolicyThenPlug({ opts, req, state, topology: change.topology, progress });
     progress.done();
-    const { plan, rebuilt } = change;
+    const { plan, rebuilt, recovered } = change;
     const { prev, backendName } = req;
     return {
       state,
       rebuilt,
+      recovered,
+      closed: state.closed ?? [],
       added: plan.addedPods.map((p) => p.id),
       removed: plan.removedPods.map((p) => p.id),
       nodesAdded: plan.addedNodes.map((n) => n.name),

@@ -76,14 +76,38 @@ function remoteRoutes(t: Topology, node: string): Map<string, string> {
   return out;
 }
 
-function plugPodLines(p: LabPod): string[] {
+/**
+ * A new pod's host end is born closed: created down and without its route, so nothing reaches the
+ * pod (and the pod reaches nothing) until plugLines runs, once its policy is in force.
+ */
+function createPodLines(p: LabPod): string[] {
   return [
     `link add ${p.hostInterface} address ${HOST_VETH_MAC} type veth peer name ${POD_INTERFACE} netns ${p.netns}`,
     // No IPv6 link-local chatter on lab links: flow logs and counters see only probe traffic.
     `link set ${p.hostInterface} addrgenmode none`,
+  ];
+}
+
+/** Opens a pod: its host end up, then its /32 (the kernel refuses a route through a link that is down). */
+function plugLines(p: LabPod): string[] {
+  return [
     `link set ${p.hostInterface} up`,
     `route replace ${p.address}/32 dev ${p.hostInterface} scope link`,
   ];
+}
+
+/**
+ * The batches that plug `pods` (ids) of `t`, per node. Idempotent: plugging an open pod changes
+ * nothing, so a run that died between plugging and recording it is finished by the next.
+ */
+export function plugBatches(t: Topology, pods: readonly string[]): NamespaceBatch[] {
+  const wanted = new Set(pods);
+  const out: NamespaceBatch[] = [];
+  for (const n of t.nodes) {
+    const lines = t.pods.filter((p) => p.node === n.name && wanted.has(p.id)).flatMap(plugLines);
+    if (lines.length > 0) out.push({ netns: n.netns, lines });
+  }
+  return out;
 }
 
 interface NodeDiff {
@@ -192,6 +216,7 @@ function nodeChanges(
   next: Topology,
   prevNodes: ReadonlyMap<string, LabNode>,
   addedPods: readonly LabPod[],
+  opts: PlanOptions,
 ): NodeChanges {
   const out: NodeChanges = { staleRoutes: [], nodes: [], sysctls: [] };
   for (const n of next.nodes) {
@@ -200,7 +225,7 @@ function nodeChanges(
     const lines = nodeAddressLines(old, n);
     const entries: [string, string][] = old ? [] : [['net/ipv4/ip_forward', '1']];
     for (const p of addedPods.filter((p) => p.node === n.name)) {
-      lines.push(...plugPodLines(p));
+      lines.push(...createPodLines(p));
       entries.push(
         [`net/ipv4/conf/${p.hostInterface}/proxy_arp`, '1'],
         // The default 0.8 s random delay of proxied ARP answers would stall first packets.
@@ -209,27 +234,38 @@ function nodeChanges(
     }
     const want = remoteRoutes(next, n.name);
     // A readdressed node lost its connected fabric route and every route through it.
-    const had = old && !readdressed && prev ? remoteRoutes(prev, n.name) : new Map<string, string>();
+    // Recovering (opts.resync): what an interrupted run did to the routes is unknown, so every
+    // remote route is written again (replacing an equal route changes nothing).
+    const had =
+      old && !readdressed && prev && !opts.resync ? remoteRoutes(prev, n.name) : new Map<string, string>();
     for (const [address, via] of want) {
       if (had.get(address) !== via)
         lines.push(`route replace ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`);
     }
-    const stale = [...had].filter(([address]) => !want.has(address));
-    if (stale.length > 0) {
-      out.staleRoutes.push({
-        netns: n.netns,
-        lines: stale.map(
-          ([address, via]) => `route del ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`,
-        ),
-      });
+    const stale = [...had]
+      .filter(([address]) => !want.has(address))
+      .map(([address, via]) => `route del ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`);
+    if (old && opts.resync) {
+      const inNext = new Set(next.pods.map((p) => p.address));
+      for (const address of new Set(opts.resync.addresses))
+        if (!inNext.has(address)) stale.push(`route del ${address}/32 dev ${NODE_FABRIC_INTERFACE}`);
     }
+    if (stale.length > 0) out.staleRoutes.push({ netns: n.netns, lines: stale });
     if (lines.length > 0) out.nodes.push({ netns: n.netns, lines });
     if (entries.length > 0) out.sysctls.push({ netns: n.netns, entries });
   }
   return out;
 }
 
-export function planChanges(prev: Topology | undefined, next: Topology): KernelPlan {
+export interface PlanOptions {
+  /**
+   * `prev` is what an interrupted run left (see recover.ts): routes are written again, and those to
+   * any of `addresses` (every pod that run knew) that `next` lacks are removed.
+   */
+  resync?: { addresses: readonly string[] };
+}
+
+export function planChanges(prev: Topology | undefined, next: Topology, opts: PlanOptions = {}): KernelPlan {
   const nodeDiff = diffNodes(prev, next);
   const { removedNodes, addedNodes } = nodeDiff;
   const { removedPods, addedPods } = diffPods(prev, next, nodeDiff.removedNodeNames);
@@ -251,7 +287,7 @@ export function planChanges(prev: Topology | undefined, next: Topology): KernelP
       ...addedPods.map((p) => p.netns),
     ],
     fabric: fabric.length > 0 ? { netns: next.fabricNetns, lines: fabric } : undefined,
-    ...nodeChanges(prev, next, nodeDiff.prevNodes, addedPods),
+    ...nodeChanges(prev, next, nodeDiff.prevNodes, addedPods, opts),
     pods: addedPods.map((p) => ({ netns: p.netns, address: p.address })),
     probesChanged: probeView(prev) !== probeView(next) || addedPods.length > 0,
   };

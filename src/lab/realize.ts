@@ -17,6 +17,11 @@ async function forceBatches(batches: readonly NamespaceBatch[]): Promise<void> {
   await Promise.all(batches.map((b) => ipBatch(b.lines, { netns: b.netns, force: true })));
 }
 
+/** Plugs pods born closed (plan.ts plugBatches): their host ends up and their routes in. */
+export async function plugPods(batches: readonly NamespaceBatch[]): Promise<void> {
+  await Promise.all(batches.map((b) => ipBatch(b.lines, { netns: b.netns })));
+}
+
 /** Removes what leaves: pods' cgroups (and anything running there), links, then namespaces. */
 export async function tearDownPart(plan: KernelPlan, cgroupRoot: string): Promise<void> {
   const stuck = (

@@ -51,6 +51,14 @@ export interface LabState {
   topology?: Topology;
   /** What a run in progress is building: with `topology`, every name the lab may own. */
   target?: Topology;
+  /**
+   * Pods born closed and not yet plugged (ids): their host link is down and unrouted until the
+   * backend reports a revision covering them in force. Written before the kernel changes; a pod
+   * whose policy failed stays here (closed) until an apply succeeds.
+   */
+  closed?: string[];
+  /** Set by a run that switches backends until it completes: an interrupted switch is rebuilt. */
+  switchingFrom?: LabBackend;
   /** `<cgroup2 mount>/switchyard/<lab>` */
   cgroupRoot: string;
   probe?: ProbeServerInfo;

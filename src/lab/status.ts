@@ -13,6 +13,8 @@ export interface LabSummary {
   probeServer?: { pid: number; running: boolean };
   /** Namespaces the state names that are missing from the kernel (a damaged lab). */
   missingNetns: string[];
+  /** Pods born closed and not plugged yet: their policy is not in force (state.ts `closed`). */
+  closed: string[];
   updatedAt?: string;
 }
 
@@ -30,7 +32,16 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
     state = undefined;
   }
   if (!state)
-    return { name, status: 'unreadable', nodes: 0, pods: 0, missingNetns: [], nodeList: [], podList: [] };
+    return {
+      name,
+      status: 'unreadable',
+      nodes: 0,
+      pods: 0,
+      missingNetns: [],
+      closed: [],
+      nodeList: [],
+      podList: [],
+    };
   const t = state.topology ?? state.target;
   const probe = state.probe;
   const agents = new Map(labAgents(name).map((a) => [a.node, a.pid]));
@@ -42,6 +53,7 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
     pods: t?.pods.length ?? 0,
     ...(probe ? { probeServer: { pid: probe.pid, running: isProbeServer(probe.pid, name) } } : {}),
     missingNetns: t ? topologyNetns(t).filter((n) => !present.has(n)) : [],
+    closed: state.closed ?? [],
     updatedAt: state.updatedAt,
     nodeList: (t?.nodes ?? []).map((n) => ({
       name: n.name,

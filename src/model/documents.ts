@@ -7,6 +7,7 @@ import { extname, join } from 'node:path';
 import { isMap, isNode, isSeq, LineCounter, parseAllDocuments, type Document } from 'yaml';
 import type { ManifestIssue } from './errors.js';
 import { fastParseDocuments } from './fast-yaml.js';
+import { ambiguousScalars, INPUT_LIMITS, textProblem, valueProblems, type ValueProblem } from './limits.js';
 
 export interface ManifestDocument {
   file: string;
@@ -14,6 +15,26 @@ export interface ManifestDocument {
   value: unknown;
   /** 1-based line of the node at `path`, or of its nearest ancestor that exists. */
   lineOf(path: readonly PropertyKey[]): number;
+  /**
+   * What makes the document unusable although it parsed (over a limit, a scalar kubectl reads
+   * differently, a stored value under the wrong key): reported at the object's fields, never used.
+   */
+  problems?: readonly ValueProblem[];
+}
+
+/** A file's text, refused (with the reason) when it is larger than INPUT_LIMITS.fileBytes. */
+export function readBoundedFile(file: string): string {
+  const size = statSync(file).size;
+  if (size > INPUT_LIMITS.fileBytes)
+    throw new InputLimitError(`${file} is ${size} bytes, more than the limit of ${INPUT_LIMITS.fileBytes}`);
+  return readFileSync(file, 'utf8');
+}
+
+export class InputLimitError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InputLimitError';
+  }
 }
 
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
@@ -70,23 +91,58 @@ function lineLocator(doc: Document, counter: LineCounter): (path: readonly Prope
 
 export function readManifestDocuments(
   file: string,
-  text: string = readFileSync(file, 'utf8'),
+  given?: string,
 ): { documents: ManifestDocument[]; issues: ManifestIssue[] } {
+  const refuse = (line: number, message: string): { documents: []; issues: ManifestIssue[] } => ({
+    documents: [],
+    issues: [{ file, line, field: '', message }],
+  });
+  let text: string;
+  try {
+    text = given ?? readBoundedFile(file);
+  } catch (e) {
+    if (e instanceof InputLimitError) return refuse(1, e.message);
+    throw e;
+  }
+  if (text.length > INPUT_LIMITS.fileBytes)
+    return refuse(1, `${text.length} characters, more than the limit of ${INPUT_LIMITS.fileBytes}`);
+  const problem = textProblem(text);
+  if (problem) return refuse(problem.line, problem.message);
+  try {
+    return readChecked(file, text);
+  } catch (e) {
+    // The limits above make this unreachable for any input we know of; if one still nests deeper
+    // than the stack, it is this file's fault and is reported as such, not as a crash.
+    if (e instanceof RangeError) return refuse(1, `YAML: cannot be read (${e.message}): nested too deeply`);
+    throw e;
+  }
+}
+
+function withProblems(doc: ManifestDocument, problems: readonly ValueProblem[]): ManifestDocument {
+  return problems.length > 0 ? { ...doc, problems } : doc;
+}
+
+function readChecked(file: string, text: string): { documents: ManifestDocument[]; issues: ManifestIssue[] } {
   const fast = fastParseDocuments(text);
   if (fast) {
     // Lines of fields are only asked for when something is wrong: the yaml library's syntax tree
     // of the file is then built once, on demand, and its documents line up with these one to one
     // (both leave the same empty documents out and read the same values).
     let full: ManifestDocument[] | undefined;
-    const documents = fast.map(({ value, line }, i): ManifestDocument => ({
-      file,
-      value,
-      lineOf: (path) => {
-        if (path.length === 0) return line;
-        full ??= parseDocuments(file, text).documents;
-        return full[i]?.lineOf(path) ?? line;
-      },
-    }));
+    const documents = fast.map(({ value, line }, i): ManifestDocument =>
+      withProblems(
+        {
+          file,
+          value,
+          lineOf: (path) => {
+            if (path.length === 0) return line;
+            full ??= parseDocuments(file, text).documents;
+            return full[i]?.lineOf(path) ?? line;
+          },
+        },
+        valueProblems(value),
+      ),
+    );
     return { documents, issues: [] };
   }
   return parseDocuments(file, text);
@@ -114,7 +170,10 @@ function parseDocuments(
     }
     const value: unknown = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) continue;
-    documents.push({ file, value, lineOf: lineLocator(doc, counter) });
+    const limits = valueProblems(value);
+    // Within the limits, the syntax tree is shallow enough to walk for scalars kubectl reads otherwise.
+    const problems = limits.length > 0 ? limits : ambiguousScalars(doc);
+    documents.push(withProblems({ file, value, lineOf: lineLocator(doc, counter) }, problems));
   }
   return { documents, issues };
 }

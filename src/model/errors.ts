@@ -11,6 +11,18 @@ export interface ManifestIssue {
   message: string;
 }
 
+/** Longest piece of an input value an error message quotes. */
+export const EXCERPT_CHARS = 64;
+
+/**
+ * At most EXCERPT_CHARS of `text`, with its full length when cut: an error must say which value is
+ * wrong without echoing a 50 MB scalar back at the user.
+ */
+export function excerpt(text: string): string {
+  if (text.length <= EXCERPT_CHARS) return text;
+  return `${text.slice(0, EXCERPT_CHARS)}… (${text.length} characters)`;
+}
+
 export function formatIssue(i: ManifestIssue): string {
   const what = i.kind ? `${i.kind} ${i.object ?? '<unnamed>'}` : '<unknown kind>';
   return `${i.file}:${i.line}: ${what}: ${i.field || '(document)'}: ${i.message}`;

@@ -11,6 +11,7 @@
  * library, which then also reports any error. What it accepts, it reads to exactly the values the
  * yaml library gives (YAML 1.2 core schema), which a differential test checks.
  */
+import { ambiguousScalarMessage } from './limits.js';
 
 export interface FastDocument {
   value: Record<string, unknown>;
@@ -44,6 +45,8 @@ const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_./-]*/;
 const PLAIN_START = /^(?:[A-Za-z0-9_./]|[-+][A-Za-z0-9_./])/;
 
 function resolvePlain(s: string): unknown {
+  // Scalars kubectl (YAML 1.1) reads otherwise are refused by the full reader, with the reason.
+  if (ambiguousScalarMessage(s)) fail();
   if (NULL.test(s)) return null;
   if (BOOL.test(s)) return s[0] === 't' || s[0] === 'T';
   if (INT.test(s)) return parseInt(s, 10);
@@ -52,7 +55,7 @@ function resolvePlain(s: string): unknown {
 }
 
 function validKey(key: string): string {
-  if (key === '__proto__' || key === '<<') fail();
+  if (key === '__proto__' || key === '<<' || ambiguousScalarMessage(key)) fail();
   return key;
 }
 

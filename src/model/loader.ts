@@ -2,10 +2,9 @@
  * Manifests → validated Model. Every problem is collected (not just the first) and reported as
  * file:line: Kind namespace/name: field: message; when there is any, no model is returned.
  */
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
-import { formatCidr, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
 import {
   implicitDefaultNamespace,
   toEndpointSlice,
@@ -16,8 +15,15 @@ import {
   toService,
   DEFAULT_NAMESPACE,
 } from './convert.js';
-import { expandManifestPaths, readManifestDocuments, type ManifestDocument } from './documents.js';
-import { formatPath, ManifestError, type ManifestIssue } from './errors.js';
+import {
+  expandManifestPaths,
+  InputLimitError,
+  readBoundedFile,
+  readManifestDocuments,
+  type ManifestDocument,
+} from './documents.js';
+import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors.js';
+import type { ValueProblem } from './limits.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
 import { emptyModel, type Model, type SourceRef } from './types.js';
 
@@ -36,9 +42,9 @@ interface Located {
 
 function objectName(value: Record<string, unknown>, kind: string): string {
   const meta = (value.metadata ?? {}) as Record<string, unknown>;
-  const name = typeof meta.name === 'string' ? meta.name : '<unnamed>';
+  const name = typeof meta.name === 'string' ? excerpt(meta.name) : '<unnamed>';
   if (!NAMESPACED_KINDS.has(kind)) return name;
-  const ns = typeof meta.namespace === 'string' ? meta.namespace : DEFAULT_NAMESPACE;
+  const ns = typeof meta.namespace === 'string' ? excerpt(meta.namespace) : DEFAULT_NAMESPACE;
   return `${ns}/${name}`;
 }
 
@@ -47,7 +53,7 @@ function zodMessage(
   doc: ManifestDocument,
 ): { path: PropertyKey[]; message: string }[] {
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((k) => ({ path: [...issue.path, k], message: `unknown field '${k}'` }));
+    return issue.keys.map((k) => ({ path: [...issue.path, k], message: `unknown field '${excerpt(k)}'` }));
   }
   if (issue.code === 'invalid_type' && valueAt(doc.value, issue.path) === undefined) {
     return [{ path: issue.path, message: 'required field is missing' }];
@@ -64,7 +70,12 @@ function zodMessage(
     ];
   }
   if (issue.code === 'invalid_union') {
-    return [{ path: issue.path, message: `invalid value ${JSON.stringify(valueAt(doc.value, issue.path))}` }];
+    return [
+      {
+        path: issue.path,
+        message: `invalid value ${excerpt(JSON.stringify(valueAt(doc.value, issue.path)) ?? 'undefined')}`,
+      },
+    ];
   }
   return [{ path: issue.path, message: issue.message }];
 }
@@ -84,7 +95,7 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   const path = resolve(dirname(loc.doc.file), rel);
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBoundedFile(path);
   } catch (e) {
     issues.push({
       file: loc.doc.file,
@@ -92,7 +103,10 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
       kind: loc.kind,
       object: loc.object,
       field: 'spec.file',
-      message: `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      message:
+        e instanceof InputLimitError
+          ? e.message
+          : `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
     });
     return [];
   }
@@ -101,9 +115,11 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   for (let i = 0; i < lines.length; i++) {
     const entry = (lines[i] as string).replace(/#.*/, '').trim();
     if (entry === '') continue;
+    // Stored as the agents read it back: a prefix (a bare address becomes /32 or /128), host bits
+    // cleared, so what is validated here is exactly what every node will parse.
     const v4 = parseIpv4CidrRange(entry);
     if (v4) {
-      out.push(entry);
+      out.push(`${formatIpv4(v4[0])}/${32 - Math.log2(v4[1] - v4[0] + 1)}`);
       continue;
     }
     const cidr = parseCidr(entry.includes('/') ? entry : `${entry}/128`);
@@ -114,7 +130,7 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
         kind: loc.kind,
         object: loc.object,
         field: 'spec.file',
-        message: `'${entry}' is not a valid CIDR or address`,
+        message: `'${excerpt(entry)}' is not a valid CIDR or address`,
       });
       continue;
     }
@@ -285,20 +301,22 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   checkClusterIps(model, owners, issueAt);
 }
 
+/** The documents and read issues of several files, in file order. */
+function readAll(reads: readonly { documents: ManifestDocument[]; issues: ManifestIssue[] }[]): {
+  documents: ManifestDocument[];
+  issues: ManifestIssue[];
+} {
+  return { documents: reads.flatMap((r) => r.documents), issues: reads.flatMap((r) => r.issues) };
+}
+
 export function validateManifestTexts(texts: readonly ManifestText[]): {
   model?: Model;
   issues: ManifestIssue[];
 } {
-  const readIssues: ManifestIssue[] = [];
-  const documents: ManifestDocument[] = [];
-  for (const { file, text } of texts) {
-    const read = readManifestDocuments(file, text);
-    readIssues.push(...read.issues);
-    documents.push(...read.documents);
-  }
+  const { documents, issues } = readAll(texts.map(({ file, text }) => readManifestDocuments(file, text)));
   return validateManifestDocuments(
     documents,
-    readIssues,
+    issues,
     texts.map((t) => t.file),
   );
 }
@@ -321,7 +339,7 @@ function unknownKindIssue(
       kind,
       object: objectName(v, kind),
       field: 'apiVersion',
-      message: `unknown apiVersion ${JSON.stringify(v.apiVersion)} for kind ${kind} (use ${versions.join(' or ')})`,
+      message: `unknown apiVersion ${excerpt(JSON.stringify(v.apiVersion) ?? '')} for kind ${kind} (use ${versions.join(' or ')})`,
     };
   return {
     file: doc.file,
@@ -329,15 +347,30 @@ function unknownKindIssue(
     ...(kind ? { kind, object: objectName(v, kind) } : {}),
     field: kind ? 'kind' : 'apiVersion',
     message: kind
-      ? `unknown kind ${String(v.apiVersion)}/${kind} (known: ${known})`
+      ? `unknown kind ${excerpt(`${String(v.apiVersion)}/${kind}`)} (known: ${known})`
       : 'missing apiVersion/kind',
   };
+}
+
+/** Problems of a document that parsed but cannot be used, named by the kind and name it holds. */
+function problemIssues(doc: ManifestDocument, problems: readonly ValueProblem[]): ManifestIssue[] {
+  const v = doc.value;
+  const meta = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+  const kind = typeof meta?.kind === 'string' ? excerpt(meta.kind) : undefined;
+  return problems.map(({ path, message }) => ({
+    file: doc.file,
+    line: doc.lineOf(path),
+    ...(kind && meta ? { kind, object: objectName(meta, kind) } : {}),
+    field: formatPath(path),
+    message,
+  }));
 }
 
 /** One document checked against its kind's schema: the parsed object and where it is, or its issues. */
 function parseDocument(doc: ManifestDocument): { loc: Located; data: unknown } | { issues: ManifestIssue[] } {
   const file = doc.file;
   const value = doc.value;
+  if (doc.problems) return { issues: problemIssues(doc, doc.problems) };
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     return {
       issues: [
@@ -410,10 +443,8 @@ export function validateManifests(paths: readonly string[]): {
   files: string[];
 } {
   const files = expandManifestPaths(paths);
-  return {
-    ...validateManifestTexts(files.map((file) => ({ file, text: readFileSync(file, 'utf8') }))),
-    files,
-  };
+  const { documents, issues } = readAll(files.map((file) => readManifestDocuments(file)));
+  return { ...validateManifestDocuments(documents, issues, files), files };
 }
 
 /** Loads and validates; throws ManifestError listing every problem. */

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../util/ip.js';
+import { excerpt } from './errors.js';
 import {
   dns1123LabelError,
   dns1123SubdomainError,
@@ -93,10 +94,11 @@ const portName = z.string().superRefine(refineWith(portNameError));
 
 const cidrSchema = z.string().superRefine((v, ctx) => {
   if (!parseCidr(v))
-    ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid CIDR (a.b.c.d/n or x::/n)` });
+    ctx.addIssue({ code: 'custom', message: `'${excerpt(v)}' is not a valid CIDR (a.b.c.d/n or x::/n)` });
 });
 const ipSchema = z.string().superRefine((v, ctx) => {
-  if (!parseAddress(v)) ctx.addIssue({ code: 'custom', message: `'${v}' is not a valid IP address` });
+  if (!parseAddress(v))
+    ctx.addIssue({ code: 'custom', message: `'${excerpt(v)}' is not a valid IP address` });
 });
 
 const ipBlockSchema = z
@@ -180,13 +182,22 @@ export interface RawPeer {
   notNets?: string[];
 }
 
+/**
+ * As the API server validates it (ValidateNetworkPolicySpec): more than two entries is an error;
+ * a repeated entry within two is accepted there, and means the same as one.
+ */
+const policyTypesSchema = z
+  .array(z.enum(['Ingress', 'Egress']))
+  .max(2, 'may not specify more than two policyTypes (Ingress and Egress)');
+
 export const networkPolicySchema = z.strictObject({
   apiVersion: z.literal('networking.k8s.io/v1'),
   kind: z.literal('NetworkPolicy'),
   metadata: namespacedMetadata,
   spec: z.strictObject({
-    podSelector: labelSelectorSchema,
-    policyTypes: z.array(z.enum(['Ingress', 'Egress'])).optional(),
+    // The API server defaults a missing podSelector to {} (every pod of the namespace).
+    podSelector: labelSelectorSchema.optional(),
+    policyTypes: policyTypesSchema.optional(),
     ingress: z.array(networkPolicyRule('from')).optional(),
     egress: z.array(networkPolicyRule('to')).optional(),
   }),
@@ -302,7 +313,7 @@ export const globalPolicySchema = z.strictObject({
       order: z.number().finite(),
       selector: labelSelectorSchema.optional(),
       namespaceSelector: labelSelectorSchema.optional(),
-      types: z.array(z.enum(['Ingress', 'Egress'])).optional(),
+      types: policyTypesSchema.optional(),
       ingress: z.array(globalRuleSchema).optional(),
       egress: z.array(globalRuleSchema).optional(),
     })

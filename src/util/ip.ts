@@ -233,7 +233,7 @@ export function parseIpv4CidrRange(s: string): [number, number] | undefined {
   return [first, first + size - 1];
 }
 
-function formatIpv4(n: number): string {
+export function formatIpv4(n: number): string {
   return `${Math.floor(n / 16777216) % 256}.${Math.floor(n / 65536) % 256}.${Math.floor(n / 256) % 256}.${n % 256}`;
 }
 

@@ -313,6 +313,50 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     expect(Object.keys(await podIPs()).sort()).toEqual(['stored/newcomer', 'stored/old']);
   });
 
+  it('a Prefilter file with bare addresses is stored normalised in one commit; a state agents could not read is refused before the commit', async () => {
+    await wipe();
+    // examples/global's blocklist.txt lists 198.18.202.17 without /32.
+    const first = await applyManifests(store, [WALKTHROUGH, join(REPO, 'examples', 'global')]);
+    expect(first.created).toContain('Prefilter blocklist');
+    expect(await store.snapshotRevision()).toBe(first.revision);
+    const prefilter = (await objects('Prefilter'))['/blocklist'] as { spec: { cidrs: string[] } };
+    expect(prefilter.spec.cidrs).toEqual(['198.18.200.0/24', '198.18.201.0/24', '198.18.202.17/32']);
+    // Every later apply still works (before, each failed until the prefilter was deleted).
+    const later = await applyManifests(store, [manifests({ 'ns.yaml': ns('later') })]);
+    expect(later.created).toEqual(['Namespace later']);
+
+    // A Pod written (by hand) under a NetworkPolicy key: the next apply names the key and commits nothing.
+    const wrongKey = `${PREFIX}objects/NetworkPolicy/shop/web`;
+    const client = new Etcd3({ hosts: etcd.clientUrl });
+    try {
+      await client
+        .put(wrongKey)
+        .value(JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x', namespace: 'shop' } }));
+    } finally {
+      client.close();
+    }
+    const before = await store.snapshotRevision();
+    const refused = await rejection(applyManifests(store, [manifests({ 'ns.yaml': ns('refused') })]));
+    expect(refused).toBeInstanceOf(ManifestError);
+    expect(refused.message).toContain(`etcd:${wrongKey}`);
+    expect(refused.message).toContain(
+      'the key holds NetworkPolicy shop/web but the stored object is Pod shop/x',
+    );
+    expect(await store.snapshotRevision()).toBe(before);
+    const get = await rejection(objects('NetworkPolicy'));
+    expect(get.message).toContain(`etcd key ${wrongKey}`);
+
+    // Once the stray value is gone, applies work again.
+    const cleaner = new Etcd3({ hosts: etcd.clientUrl });
+    try {
+      await cleaner.delete().key(wrongKey).exec();
+    } finally {
+      cleaner.close();
+    }
+    const after = await applyManifests(store, [manifests({ 'ns.yaml': ns('refused') })]);
+    expect(after.created).toEqual(['Namespace refused']);
+  });
+
   it('prune removes what the files do not name; a namespace in use cannot be deleted; a pod can', async () => {
     await wipe();
     await applyManifests(store, [

@@ -76,7 +76,8 @@ export function service(ns: string, name: string, spec: Record<string, unknown>)
 
 /** Manifests as one multi-document YAML text. */
 export function toYaml(manifests: readonly Manifest[]): string {
-  return manifests.map((m) => stringify(m)).join('---\n');
+  // Quoted as kubectl needs them: a namespace named `y` is a boolean to YAML 1.1.
+  return manifests.map((m) => stringify(m, { version: '1.1' })).join('---\n');
 }
 
 /** Validates the manifests as one file; fails the test with every issue when they are invalid. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LabError } from '../../src/lab/errors.js';
-import { planChanges, planIsEmpty } from '../../src/lab/plan.js';
+import { planChanges, planIsEmpty, plugBatches } from '../../src/lab/plan.js';
 import { buildTopology, type Topology } from '../../src/lab/topology.js';
 import { allocate, buildIR } from '../../src/calc/index.js';
 import type { Model } from '../../src/model/index.js';
@@ -100,7 +100,20 @@ describe('lab plan', () => {
     expect(nodeBatch?.lines).toContain(
       `link add ${a.hostInterface} address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns ${a.netns}`,
     );
-    expect(nodeBatch?.lines).toContain(`route replace ${a.address}/32 dev ${a.hostInterface} scope link`);
+    // Born closed: the host end stays down and unrouted until the pod is plugged.
+    expect(nodeBatch?.lines.filter((l) => l.includes(a.hostInterface))).toEqual([
+      `link add ${a.hostInterface} address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns ${a.netns}`,
+      `link set ${a.hostInterface} addrgenmode none`,
+    ]);
+    expect(plugBatches(t0, [a.id])).toEqual([
+      {
+        netns: `sy-demo-${a.node}`,
+        lines: [
+          `link set ${a.hostInterface} up`,
+          `route replace ${a.address}/32 dev ${a.hostInterface} scope link`,
+        ],
+      },
+    ]);
     const remote = t0.pods.find((x) => x.node !== a.node);
     const remoteNode = t0.nodes.find((n) => n.name === remote?.node);
     expect(nodeBatch?.lines).toContain(
@@ -161,6 +174,25 @@ describe('lab plan', () => {
       `route del ${gone?.address}/32 via ${t0.nodes.find((n) => n.name === gone?.node)?.address} dev fabric0`,
     ]);
     expect(p.createNetns).toEqual([]);
+  });
+
+  it('recovering an interrupted run writes every fabric route again and drops routes to pods it knew', () => {
+    // A killed run was adding y/c; the model no longer has it, and y/b is whole in the kernel.
+    const known = [...t0.pods.map((x) => x.address), '198.18.9.9'];
+    const p = planChanges(t0, t0, { resync: { addresses: known } });
+    expect(p.addedPods).toEqual([]);
+    expect(p.removedPods).toEqual([]);
+    for (const n of t0.nodes) {
+      const remote = t0.pods.filter((x) => x.node !== n.name);
+      const via = (x: (typeof remote)[number]): string | undefined =>
+        t0.nodes.find((o) => o.name === x.node)?.address;
+      expect(p.nodes.find((b) => b.netns === n.netns)?.lines).toEqual(
+        remote.map((x) => `route replace ${x.address}/32 via ${via(x)} dev fabric0`),
+      );
+      expect(p.staleRoutes.find((b) => b.netns === n.netns)?.lines).toEqual([
+        'route del 198.18.9.9/32 dev fabric0',
+      ]);
+    }
   });
 
   it('moving a pod to another node recreates it', () => {

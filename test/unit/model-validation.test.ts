@@ -307,7 +307,7 @@ metadata:
         operator: In
       - key: debug
         operator: Exists
-        values: [yes]
+        values: [enabled]
       - key: env
         operator: Like
         values: [prod]
@@ -323,7 +323,7 @@ metadata:
     });
     expectIssue(issues, {
       ...object,
-      line: lineContaining(text, 'values: [yes]'),
+      line: lineContaining(text, 'values: [enabled]'),
       field: 'spec.podSelector.matchExpressions[1].values',
       message: /Exists takes no values/,
     });

@@ -456,8 +456,18 @@ export class Assembler {
     const mapNames: string[] = [];
     const instructions = this.instructions.map((insn, index): Instruction => {
       if (insn.mapRef && !mapNames.includes(insn.mapRef.name)) mapNames.push(insn.mapRef.name);
-      const { pendingTarget, ...plain } = insn;
-      if (!pendingTarget) return plain;
+      // Only jumps carry a pending target; everything else is already final (and immutable), so
+      // it is shared rather than copied: a 10,000-program compile assembles millions of them.
+      const { pendingTarget } = insn;
+      if (!pendingTarget) return insn;
+      // Jumps and local calls: no map reference or second immediate to carry over.
+      const plain: Instruction = {
+        opcode: insn.opcode,
+        dst: insn.dst,
+        src: insn.src,
+        offset: insn.offset,
+        imm: insn.imm,
+      };
       const targetSlot = labels.get(pendingTarget.label);
       if (targetSlot === undefined) {
         const known = [...labels.keys()];

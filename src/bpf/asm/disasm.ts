@@ -224,14 +224,18 @@ export function disassemble(
   const lines: string[] = [];
   let slot = 0;
   for (const insn of instructions) {
-    for (const name of labelsBySlot.get(slot) ?? []) lines.push(`${name}:`);
-    for (const text of comments?.get(slot) ?? []) lines.push(`; ${text}`);
+    const names = labelsBySlot.get(slot);
+    if (names) for (const name of names) lines.push(`${name}:`);
+    const texts = comments?.get(slot);
+    if (texts) for (const text of texts) lines.push(`; ${text}`);
     const marker = options.mark === slot ? '-->' : '   ';
-    const opcode = insn.opcode.toString(16).padStart(2, '0');
     lines.push(
-      `${marker} ${String(slot).padStart(3)}: (${opcode}) ${formatInstruction(insn, slot, labelAt, options.mapNames)}`,
+      `${marker} ${slot < 100 ? String(slot).padStart(3) : slot}: (${OPCODE_HEX[insn.opcode & 0xff]}) ${formatInstruction(insn, slot, labelAt, options.mapNames)}`,
     );
     slot += slotCount(insn);
   }
   return lines.join('\n');
 }
+
+/** `(b7)`: every opcode byte as two hex digits, computed once rather than per instruction. */
+const OPCODE_HEX: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));

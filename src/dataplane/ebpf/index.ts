@@ -16,6 +16,7 @@ import type {
   RuleCounter,
   SupportReport,
 } from '../backend.js';
+import { checkPrefilterSize } from '../prefilter-limit.js';
 import { applyNode, removeNode, type ApplyOptions } from './apply.js';
 import { collectConntrackGarbage, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
@@ -67,7 +68,8 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     render(ir: IR, node: string): RenderedPlan {
       return { backend: 'ebpf', node, text: renderNode(ir, node) };
     },
-    apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+      checkPrefilterSize('ebpf', ir, target.node);
       return applyNode(target, ir, previous, opts);
     },
     async remove(target: NodeTarget): Promise<void> {

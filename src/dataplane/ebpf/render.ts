@@ -24,10 +24,8 @@ function some(items: readonly string[]): string {
 }
 
 function indent(text: string, by = '    '): string {
-  return text
-    .split('\n')
-    .map((l) => (l ? by + l : l))
-    .join('\n');
+  // One pass over the text (a compile of 10,000 pods indents ~400 MB of disassembly).
+  return text.replace(/^(?=.)/gm, by);
 }
 
 function mapLines(view: NodeView, alloc: Allocation): string[] {
@@ -121,7 +119,8 @@ export function renderNode(ir: IR, node: string): string {
     lines.push(`# ${f.endpoint} ${f.direction}: walks its rules instead of its table (${f.reason})`);
   for (const rs of view.ruleSets) {
     const entries = tables.tabled.get(hookKey(rs.endpoint, rs.direction))?.entries.length;
-    lines.push(...programLines(rs, alloc, ifnames.get(rs.endpoint) ?? '?', entries));
+    // One string a program, not one a line: millions of short strings cost more in GC than text.
+    lines.push(programLines(rs, alloc, ifnames.get(rs.endpoint) ?? '?', entries).join('\n'));
   }
   if (view.prefilters.length > 0) {
     const program = prefilterProgram();

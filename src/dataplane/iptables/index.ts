@@ -20,6 +20,7 @@ import {
 } from '../backend.js';
 import type { EventSource } from '../events.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { checkPrefilterSize } from '../prefilter-limit.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
 import { createAggregateSource } from '../netfilter/aggregates.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
@@ -96,6 +97,7 @@ export class IptablesBackend implements Backend {
   }
 
   async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    checkPrefilterSize('iptables', ir, target.node);
     let next;
     let prev;
     try {

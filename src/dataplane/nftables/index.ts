@@ -14,6 +14,7 @@ import {
   type RuleCounter,
 } from '../backend.js';
 import { missingTools, runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { checkPrefilterSize } from '../prefilter-limit.js';
 import { createAggregateSource } from '../netfilter/aggregates.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
@@ -98,6 +99,7 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
 
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       const start = performance.now();
+      checkPrefilterSize('nftables', ir, target.node);
       const next = rulesetFor(ir, target.node, rendering);
       const plan = previous
         ? diffRulesets(previousRuleset(previous, target.node, rendering), next)
