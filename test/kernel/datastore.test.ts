@@ -97,16 +97,23 @@ function policy(namespace: string, name: string, spec: string): string {
 
 const docs = (...d: string[]): string => d.join('---\n');
 
-/** Removes every object and setting: each test starts from an empty store (revisions go on). */
-async function wipe(): Promise<void> {
-  const client = new Etcd3({
+/** A plain etcd3 client of the test's etcd, with the lab's client certificate. */
+function rawClient(): Etcd3 {
+  return new Etcd3({
     hosts: etcd.clientUrl,
     credentials: {
       rootCertificate: readFileSync(etcd.tls.ca),
       certChain: readFileSync(etcd.tls.cert),
       privateKey: readFileSync(etcd.tls.key),
     },
+    // As EtcdStore does: the member certificate names localhost (an IP as TLS server name is deprecated).
+    grpcOptions: { 'grpc.ssl_target_name_override': 'localhost' },
   });
+}
+
+/** Removes every object and setting: each test starts from an empty store (revisions go on). */
+async function wipe(): Promise<void> {
+  const client = rawClient();
   try {
     await client.delete().prefix(PREFIX).exec();
   } finally {
@@ -327,7 +334,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
 
     // A Pod written (by hand) under a NetworkPolicy key: the next apply names the key and commits nothing.
     const wrongKey = `${PREFIX}objects/NetworkPolicy/shop/web`;
-    const client = new Etcd3({ hosts: etcd.clientUrl });
+    const client = rawClient();
     try {
       await client
         .put(wrongKey)
@@ -347,7 +354,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     expect(get.message).toContain(`etcd key ${wrongKey}`);
 
     // Once the stray value is gone, applies work again.
-    const cleaner = new Etcd3({ hosts: etcd.clientUrl });
+    const cleaner = rawClient();
     try {
       await cleaner.delete().key(wrongKey).exec();
     } finally {
