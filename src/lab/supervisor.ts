@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
 import { readRestarts, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { argValue } from '../netns/processes.js';
 
@@ -40,6 +41,7 @@ export interface SupervisedAgent {
   stateDir: string;
   policyMode?: PolicyMode;
   cgroupsFile?: string;
+  etcdTls?: EtcdTlsFiles;
   cgroup?: string;
 }
 
@@ -63,6 +65,9 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
   const policyMode = optional('--policy-mode') as PolicyMode | undefined;
   const cgroupsFile = optional('--cgroups');
   const cgroup = optional('--cgroup');
+  const ca = optional('--etcd-cacert');
+  const cert = optional('--etcd-cert');
+  const key = optional('--etcd-key');
   return {
     node: argValue(argv, '--node'),
     netns: argValue(argv, '--netns'),
@@ -72,6 +77,7 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
     stateDir: argValue(argv, '--state-dir'),
     ...(policyMode ? { policyMode } : {}),
     ...(cgroupsFile ? { cgroupsFile } : {}),
+    ...(ca && cert && key ? { etcdTls: { ca, cert, key } } : {}),
     ...(cgroup ? { cgroup } : {}),
   };
 }
