@@ -15,7 +15,6 @@ import { join } from 'node:path';
 import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
 import { readRestarts, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
-import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { argValue } from '../netns/processes.js';
 
@@ -32,18 +31,8 @@ const STABLE_MS = 30_000;
  */
 const MAX_QUICK_EXITS = 6;
 
-export interface SupervisedAgent {
-  node: string;
-  netns: string;
-  backend: BackendName;
-  scope: string;
-  source: string;
-  stateDir: string;
-  policyMode?: PolicyMode;
-  cgroupsFile?: string;
-  etcdTls?: EtcdTlsFiles;
-  cgroup?: string;
-}
+/** What a supervisor needs to start its agent again: the launch spec, always detached from it. */
+export type SupervisedAgent = Omit<AgentLaunchSpec, 'outlive' | 'flows'>;
 
 export function supervisorLog(stateDir: string): string {
   return join(stateDir, 'supervisor.log');
