@@ -17,6 +17,7 @@ apt_packages=(
   procps     # ps/pgrep used by lab cleanup
   etcd-server  # cluster mode: the datastore agents watch
   etcd-client  # etcdctl: the etcd process test reads and writes keys with the standard client
+  openssl      # cluster mode: the CA and certificates of a lab's etcd (client TLS), made at cluster up
   chromium   # the web console's browser test (playwright-core drives it; nothing is downloaded)
   python3-minimal  # raw-socket ICMP/SCTP/GRE senders in the nftables table-mode tests
 )

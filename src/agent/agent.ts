@@ -14,7 +14,12 @@ import { tableModeSummary } from '../ir/decision-table.js';
 import { localEndpointIds } from '../ir/slice.js';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import type { Backend, ChangeWatch, NodeTarget } from '../dataplane/backend.js';
+import {
+  isDeterministicFailure,
+  type Backend,
+  type ChangeWatch,
+  type NodeTarget,
+} from '../dataplane/backend.js';
 import { irForNode } from '../ir/slice.js';
 import type { IR } from '../ir/types.js';
 import { errorMessage } from '../util/errors.js';
@@ -34,6 +39,8 @@ const OWN_CHANGES_MS = 200;
 
 // The status the agent keeps is exactly what its API serves: one definition, in api-types.
 export type ApplyMode = LastApply['mode'];
+/** deterministic: the same input would fail the same way (see isDeterministicFailure). */
+type ApplyOutcome = 'applied' | 'transient' | 'deterministic';
 export type { AgentError, AgentStatus };
 
 export interface AgentHooks {
@@ -66,6 +73,13 @@ export class Agent {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 0;
   private kernelWatch: ChangeWatch | undefined;
+  /** A revision whose apply fails deterministically: not tried again until the revision changes. */
+  private failedRevision: string | undefined;
+  /**
+   * The kernel's fingerprint after a failed repair, and when to try that repair again (never, for
+   * a deterministic failure, until the kernel or the desired state changes).
+   */
+  private unrepaired: { fingerprint: string; retryAt: number; backoffMs: number } | undefined;
   private applying = false;
   private appliedAt = Number.NEGATIVE_INFINITY;
   private stopped = false;
@@ -190,16 +204,32 @@ export class Agent {
     return this.enqueue(() => this.sync(false));
   }
 
-  private fail(stage: AgentError['stage'], message: string, revision?: string): void {
-    this.status.errors++;
+  /**
+   * Records and logs a failure, once: the same failure again (same stage, revision and message,
+   * e.g. each retry of a missing interface) is logged at debug level only and not counted again.
+   */
+  private fail(
+    stage: AgentError['stage'],
+    message: string,
+    revision?: string,
+    retry?: AgentError['retry'],
+  ): void {
+    const last = this.status.lastError;
+    const again = last?.stage === stage && last.revision === revision && last.message === message;
     this.status.lastError = {
       at: new Date().toISOString(),
       stage,
       ...(revision ? { revision } : {}),
       message,
+      ...(retry ? { retry } : {}),
     };
+    if (again) {
+      this.log.debug({ stage, revision }, `again: ${message.split('\n')[0] ?? ''}`);
+      return;
+    }
+    this.status.errors++;
     this.opts.hooks?.onError?.(stage);
-    this.log.error({ stage, revision }, message);
+    this.log.error({ stage, revision, ...(retry ? { retry } : {}) }, message);
   }
 
   private async sync(starting: boolean): Promise<void> {
@@ -213,6 +243,9 @@ export class Agent {
     }
     this.desired = desired;
     this.status.desiredRevision = desired.revision;
+    // It failed in a way that does not go away by trying again: wait for a new revision.
+    if (desired.revision === this.failedRevision) return;
+    this.failedRevision = undefined;
     const node = this.opts.target.node;
     if (!desired.ir.nodes.some((n) => n.name === node)) {
       this.fail(
@@ -245,7 +278,9 @@ export class Agent {
       const untouched = fingerprint === applied.fingerprint;
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
-    if (await this.apply(desired, mode)) this.retryMs = 0;
+    const outcome = await this.apply(desired, mode);
+    if (outcome === 'applied') this.retryMs = 0;
+    else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
   }
 
@@ -260,7 +295,7 @@ export class Agent {
     this.retryTimer = setTimeout(() => this.changed(), this.retryMs);
   }
 
-  private async apply(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
+  private async apply(desired: DesiredState, mode: ApplyMode): Promise<ApplyOutcome> {
     this.applying = true;
     try {
       return await this.applyNow(desired, mode);
@@ -270,7 +305,7 @@ export class Agent {
     }
   }
 
-  private async applyNow(desired: DesiredState, mode: ApplyMode): Promise<boolean> {
+  private async applyNow(desired: DesiredState, mode: ApplyMode): Promise<ApplyOutcome> {
     const started = performance.now();
     let changed = 0;
     if (mode !== 'adopted') {
@@ -280,8 +315,10 @@ export class Agent {
         const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
         changed = r.changed.length;
       } catch (e) {
-        this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision);
-        return false;
+        const outcome = isDeterministicFailure(e) ? 'deterministic' : 'transient';
+        const retry = outcome === 'deterministic' ? 'on-change' : 'backoff';
+        this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision, retry);
+        return outcome;
       }
     }
     let fingerprint: string;
@@ -289,7 +326,7 @@ export class Agent {
       fingerprint = await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
       this.fail('drift', `applied, but cannot read the dataplane back: ${errorMessage(e)}`, desired.revision);
-      return false;
+      return 'transient';
     }
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
     const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
@@ -310,11 +347,12 @@ export class Agent {
     );
     delete this.status.lastError;
     this.opts.hooks?.onApplied?.(mode, durationMs / 1000, desired);
+    this.unrepaired = undefined;
     this.log.info(
       { mode, revision: desired.revision, durationMs, changed },
       `dataplane ${mode === 'adopted' ? 'adopted as is' : 'applied'}`,
     );
-    return true;
+    return 'applied';
   }
 
   private record(desired: DesiredState, fingerprint: string): void {
@@ -355,12 +393,27 @@ export class Agent {
       this.status.checkedAt = new Date().toISOString();
       return readMs;
     }
-    this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
+    // A repair failed on this very kernel state (an interface the lab deleted, say): it is tried
+    // again backing off (RETRY_MIN_MS to RETRY_MAX_MS), a deterministic failure not before the
+    // kernel or the desired state changes; the error was logged once.
+    const failed = this.unrepaired;
+    const sameState = failed?.fingerprint === now;
+    if (sameState && performance.now() < failed.retryAt) return readMs;
+    if (!sameState)
+      this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
     const desired: DesiredState = { revision: applied.revision, ir: applied.ir };
-    if (await this.apply(desired, 'repair')) {
+    const outcome = await this.apply(desired, 'repair');
+    if (outcome === 'applied') {
       this.status.repairs++;
       this.opts.hooks?.onRepair?.();
+      return readMs;
     }
+    const backoffMs = sameState ? Math.min(RETRY_MAX_MS, failed.backoffMs * 2) : RETRY_MIN_MS;
+    this.unrepaired = {
+      fingerprint: await this.opts.backend.fingerprint(this.opts.target).catch(() => now),
+      retryAt: outcome === 'deterministic' ? Number.POSITIVE_INFINITY : performance.now() + backoffMs,
+      backoffMs,
+    };
     return readMs;
   }
 

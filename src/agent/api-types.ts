@@ -30,6 +30,12 @@ export interface AgentError {
   /** Revision the error is about (for `apply`). */
   revision?: string;
   message: string;
+  /**
+   * `backoff`: tried again, waiting longer each time; `on-change`: it would fail the same way
+   * (verifier rejection, capacity, invalid input), so it waits for a new desired revision (or, for
+   * a repair, for the kernel to change again).
+   */
+  retry?: 'backoff' | 'on-change';
 }
 
 export interface LastApply {

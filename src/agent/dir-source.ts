@@ -6,16 +6,7 @@
  * updates and restarts.
  */
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  watch,
-  writeFileSync,
-  type FSWatcher,
-} from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { allocate, buildIR, type Allocations } from '../calc/index.js';
@@ -23,6 +14,7 @@ import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 import { errorMessage } from '../util/errors.js';
+import { writePrivateFileAtomic } from '../util/private-files.js';
 
 const MANIFEST = /\.(ya?ml|json)$/;
 /** In the agent's state directory: the allocations of the manifests read last. */
@@ -110,8 +102,7 @@ export class DirectorySource implements DesiredSource {
       ...(this.opts.nodeCount ? { nodeCount: this.opts.nodeCount } : {}),
     });
     if (path !== undefined && !isDeepStrictEqual(next, this.allocations)) {
-      writeFileSync(`${path}.tmp`, JSON.stringify(next));
-      renameSync(`${path}.tmp`, path);
+      writePrivateFileAtomic(path, JSON.stringify(next), `${path}.tmp`);
     }
     this.allocations = next;
     return next;

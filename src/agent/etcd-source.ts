@@ -12,17 +12,24 @@
  * The agent's slice: every object is read (peers' addresses and service backends come from pods
  * anywhere), but the IR built from them holds rule sets for this node's endpoints only.
  */
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { allocate, buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { storedDocument } from '../datastore/documents.js';
-import { EtcdStore, parseCluster, type Change, type ClusterConfig } from '../datastore/etcd.js';
+import {
+  EtcdStore,
+  parseCluster,
+  type Change,
+  type ClusterConfig,
+  type EtcdTlsFiles,
+} from '../datastore/etcd.js';
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
 import { formatIssue, validateManifestDocuments } from '../model/index.js';
 import { ETCD_SOURCE_PREFIX, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 import { errorMessage } from '../util/errors.js';
+import { writePrivateFileAtomic } from '../util/private-files.js';
 
 export const ETCD_CACHE_FILE = 'etcd-cache.json';
 /** Following etcd again after a failure: after RETRY_MS, doubling up to RETRY_MAX_MS. */
@@ -50,6 +57,8 @@ export interface EtcdSourceOptions {
   logger?: Logger;
   /** Default DEFAULT_POLICY_MODE. */
   policyMode?: PolicyMode;
+  /** The client certificate (an etcd with `--client-cert-auth`). */
+  tls?: EtcdTlsFiles;
 }
 
 /** What the source has done, for status and tests. */
@@ -83,7 +92,7 @@ export class EtcdSource implements DesiredSource {
     url: string,
     private readonly opts: EtcdSourceOptions,
   ) {
-    this.store = new EtcdStore(url);
+    this.store = new EtcdStore(url, opts.tls);
     this.description = `${ETCD_SOURCE_PREFIX}${this.store.url}`;
   }
 
@@ -111,8 +120,7 @@ export class EtcdSource implements DesiredSource {
       cluster: cache.cluster,
       objects: [...cache.objects],
     };
-    writeFileSync(`${this.cachePath}.tmp`, JSON.stringify(file));
-    renameSync(`${this.cachePath}.tmp`, this.cachePath);
+    writePrivateFileAtomic(this.cachePath, JSON.stringify(file), `${this.cachePath}.tmp`);
     this.persisted = cache.revision;
   }
 

@@ -5,14 +5,16 @@
  * `lab down` stops it even when whoever started it is gone.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../dataplane/backend.js';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import type { AgentStatus } from './agent.js';
 import { agentRequest } from './client.js';
 import { AGENT_MARK, agentLog, apiSocket } from './paths.js';
+import { openPrivateLog, privateDir } from '../util/private-files.js';
 
 export interface AgentLaunchSpec {
   node: string;
@@ -29,6 +31,8 @@ export interface AgentLaunchSpec {
   flows?: boolean;
   /** Pod → cgroup file, for the process context of an etcd-fed agent (`--cgroups`). */
   cgroupsFile?: string;
+  /** The client certificate an etcd-fed agent authenticates with (`--etcd-cacert/-cert/-key`). */
+  etcdTls?: EtcdTlsFiles;
   /**
    * A cgroup (created if missing) the agent runs in from its first instruction: every socket it
    * opens is made there (a cgroup's socket programs see only the sockets created in it).
@@ -80,13 +84,16 @@ export function cliEntry(): string {
 export function agentFlags(
   spec: Pick<
     AgentLaunchSpec,
-    'node' | 'backend' | 'netns' | 'scope' | 'source' | 'stateDir' | 'cgroupsFile' | 'policyMode'
+    'node' | 'backend' | 'netns' | 'scope' | 'source' | 'stateDir' | 'cgroupsFile' | 'etcdTls' | 'policyMode'
   >,
 ): string[] {
   return [
     ...['--node', spec.node, '--backend', spec.backend, '--netns', spec.netns, '--scope', spec.scope],
     ...['--source', spec.source, '--state-dir', spec.stateDir],
     ...(spec.cgroupsFile ? ['--cgroups', spec.cgroupsFile] : []),
+    ...(spec.etcdTls
+      ? ['--etcd-cacert', spec.etcdTls.ca, '--etcd-cert', spec.etcdTls.cert, '--etcd-key', spec.etcdTls.key]
+      : []),
     ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
   ];
 }
@@ -124,9 +131,9 @@ function spawnAgent(spec: AgentLaunchSpec, log: number): ChildProcess {
 
 /** Starts `switchyard agent` for one node, logging into its state directory. */
 export function launchAgent(spec: AgentLaunchSpec): LaunchedAgent {
-  mkdirSync(spec.stateDir, { recursive: true });
+  privateDir(spec.stateDir);
   const logFile = agentLog(spec.stateDir);
-  const log = openSync(logFile, 'a');
+  const log = openPrivateLog(logFile);
   const spawnedAt = Date.now();
   let child: ChildProcess;
   try {

@@ -3,8 +3,9 @@
  * sources, metrics and the local API together, and runs until SIGTERM/SIGINT. Stopping leaves
  * the dataplane in force; a new agent adopts it.
  */
-import { mkdirSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { pino, type Logger } from 'pino';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import type { Backend, BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import type { PolicyMode, TableModeSummary } from '../ir/decision-table.js';
@@ -20,6 +21,7 @@ import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
 import { readRestarts, writeReady } from './restarts.js';
 import { apiSocket } from './paths.js';
+import { privateDir } from '../util/private-files.js';
 
 export interface RunAgentOptions {
   node: string;
@@ -38,6 +40,8 @@ export interface RunAgentOptions {
    * to the pods it builds; re-read when it changes.
    */
   cgroupsFile?: string;
+  /** The client certificate for an etcd source (https). */
+  etcdTls?: EtcdTlsFiles;
   /** Also serve the API on 127.0.0.1:PORT, behind `token`. */
   listen?: { host: string; port: number; token: string };
   metrics?: { host: string; port: number };
@@ -117,6 +121,7 @@ function desiredSource(opts: RunAgentOptions, logger: Logger): DesiredSource {
         stateDir: opts.stateDir,
         logger,
         policyMode: opts.policyMode,
+        ...(opts.etcdTls ? { tls: opts.etcdTls } : {}),
       })
     : new DirectorySource(opts.source, {
         ...(opts.nodeCount ? { nodeCount: opts.nodeCount } : {}),
@@ -172,7 +177,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   const target: NodeTarget = { scope: opts.scope, node: opts.node, netns: opts.netns };
   const backend = await loadBackend(opts.backend, { flowLogs: opts.flows });
   await requireSupport(backend);
-  mkdirSync(opts.stateDir, { recursive: true });
+  privateDir(opts.stateDir);
 
   // The agent is made after its observers (its hooks feed them); a scrape reads its status later.
   const obs = observability(opts, backend, target, () => agent.status.policy);

@@ -3,10 +3,11 @@
  * an upgrade, SIGKILL) can adopt the dataplane instead of rebuilding it: the IR it applied, and
  * the kernel's fingerprint right after. Written by rename, so it is the old record or the new one.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BackendName } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
+import { privateDir, writePrivateFileAtomic } from '../util/private-files.js';
 
 export interface AppliedRecord {
   version: 1;
@@ -34,10 +35,9 @@ export function readApplied(stateDir: string): AppliedRecord | undefined {
 }
 
 export function writeApplied(stateDir: string, record: AppliedRecord): void {
-  mkdirSync(stateDir, { recursive: true });
+  privateDir(stateDir);
   const path = appliedPath(stateDir);
-  writeFileSync(`${path}.tmp`, JSON.stringify(record));
-  renameSync(`${path}.tmp`, path);
+  writePrivateFileAtomic(path, JSON.stringify(record), `${path}.tmp`);
 }
 
 export function forgetApplied(stateDir: string): void {

@@ -176,7 +176,7 @@ export class VerifierError extends BpfError {
     const where = report.instructionIndex === undefined ? '' : ` at instruction ${report.instructionIndex}`;
     const doing = report.doing ? ` (${report.doing})` : '';
     this.summary = `${context.subject ?? 'program'} rejected by the verifier${where}${doing}: ${report.reason}`;
-    this.message = `${this.summary}\n${report.excerpt}`;
+    this.message = report.excerpt ? `${this.summary}\n${report.excerpt}` : this.summary;
     this.reason = report.reason;
     this.instructionIndex = report.instructionIndex;
     this.log = report.log;

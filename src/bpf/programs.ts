@@ -41,6 +41,11 @@ export interface ProgramSpec {
   flags?: number;
   /** Verifier log level used when a load fails (1 = instructions; 2 = also states). */
   logLevel?: 1 | 2;
+  /**
+   * Keep the whole verifier log of a rejection (growing the buffer up to 64 MiB, verifying again
+   * each time); default: its last 64 KiB, which end with the reason.
+   */
+  fullLog?: boolean;
 }
 
 export interface ProgramInfo {
@@ -127,6 +132,111 @@ function rejection(
   });
 }
 
+interface RawLoad {
+  result: SyscallResult;
+  trueSize: number;
+}
+
+/** What a load does next: done (`fd`), or try again with a verifier log of `logSize` bytes. */
+type LoadStep = { fd: number; logSize?: undefined } | { fd?: undefined; logSize: number };
+
+/** 8-byte aligned regions in one block. */
+function layoutOf(sizes: readonly number[]): { size: number; offsets: number[] } {
+  const offsets: number[] = [];
+  let end = 0;
+  for (const size of sizes) {
+    offsets.push(end);
+    end += Math.ceil(Math.max(size, 1) / 8) * 8;
+  }
+  return { size: end, offsets };
+}
+
+/**
+ * One program load, whichever thread makes the calls: builds the attr, and decides after each
+ * attempt whether to stop (a program, or an error that says why) or to ask again with a log.
+ */
+class LoadSession {
+  readonly name: string;
+  readonly subject: string;
+  readonly sizes: number[];
+  private readonly code: Buffer;
+  private readonly license: Buffer;
+  private firstErrno = 0;
+
+  constructor(private readonly spec: ProgramSpec) {
+    this.name = checkObjectName(spec.name ?? '', 'program');
+    this.subject = `program '${this.name}' (${spec.type})`;
+    this.code = encodeInstructions(instructionsOf(spec.instructions), resolveMaps(spec));
+    this.license = Buffer.from(`${spec.license ?? 'GPL'}\0`, 'utf8');
+    this.sizes = [this.code.length, this.license.length];
+  }
+
+  /** Writes code and license at `offsets` of `block` and the load's attributes into `attr`. */
+  fill(attr: Attr, block: NativeBlock, offsets: readonly number[], logBlock: NativeBlock | undefined): Attr {
+    const { spec } = this;
+    const [insnsOff = 0, licenseOff = 0] = offsets;
+    this.code.copy(block.buffer, insnsOff);
+    this.license.copy(block.buffer, licenseOff);
+    attr
+      .u32(ProgLoadAttr.progType, PROGRAM_TYPES[spec.type])
+      .u32(ProgLoadAttr.insnCnt, this.code.length / INSN_SIZE)
+      .u64(ProgLoadAttr.insns, block.address + BigInt(insnsOff))
+      .u64(ProgLoadAttr.license, block.address + BigInt(licenseOff))
+      .u32(ProgLoadAttr.progFlags, spec.flags ?? 0)
+      .name(ProgLoadAttr.progName, this.name, OBJ_NAME_LEN)
+      .u32(
+        ProgLoadAttr.expectedAttachType,
+        spec.expectedAttachType ? ATTACH_TYPES[spec.expectedAttachType] : 0,
+      )
+      .u32(ProgLoadAttr.logTrueSize, 0);
+    if (logBlock) {
+      logBlock.buffer.fill(0, 0, 1);
+      attr
+        .u32(ProgLoadAttr.logLevel, this.spec.logLevel ?? 1)
+        .u32(ProgLoadAttr.logSize, logBlock.size)
+        .u64(ProgLoadAttr.logBuf, logBlock.address);
+    }
+    return attr;
+  }
+
+  private where(): ErrorContext {
+    return context(BpfCommand.PROG_LOAD, this.subject);
+  }
+
+  /** After the attempt without a log. */
+  first(attempt: RawLoad): LoadStep {
+    if (attempt.result >= 0) return { fd: attempt.result };
+    this.firstErrno = -attempt.result;
+    const code = errnoName(this.firstErrno);
+    if (code === 'EPERM' || code === 'EBADF' || code === 'EFAULT' || code === 'ENOMEM')
+      throw bpfError(this.firstErrno, this.where());
+    // Over the complexity limit: a second verification (minutes, with a log) would only say so.
+    if (code === 'E2BIG' && !this.spec.fullLog)
+      throw new VerifierError(this.firstErrno, this.where(), {
+        reason: `the program is too complex for the verifier (over its limit of 1M processed instructions, or too long)`,
+        instructionIndex: undefined,
+        log: '',
+        listing: '',
+        excerpt: '',
+      });
+    return { logSize: LOG_START };
+  }
+
+  /** After an attempt with a log of `logBlock.size` bytes. */
+  logged(attempt: RawLoad, logBlock: NativeBlock): LoadStep {
+    if (attempt.result >= 0) return { fd: attempt.result };
+    const truncated = attempt.result === -ENOSPC;
+    if (truncated && this.spec.fullLog && logBlock.size < LOG_MAX)
+      return { logSize: Math.min(LOG_MAX, Math.max(logBlock.size * 4, attempt.trueSize + 1)) };
+    // A truncated log replaced the verifier's errno with ENOSPC: report the first attempt's.
+    const errno = truncated ? this.firstErrno : -attempt.result;
+    const log = cString(logBlock.buffer);
+    if (!log.trim()) throw bpfError(errno, this.where());
+    // A helper this kernel does not know is a feature it lacks: say which.
+    throw explainFailure(rejection(errno, this.where(), this.spec.instructions, log));
+  }
+}
+
 /** A loaded program. Attach it with the functions in links.ts; test it with testRun. */
 export class Program extends BpfObject {
   readonly type: number;
@@ -134,73 +244,60 @@ export class Program extends BpfObject {
 
   /**
    * Loads a program. Without a log first (fast path); if the kernel refuses, loads again with a
-   * verifier log, growing the buffer on ENOSPC, and throws VerifierError with the reason and
-   * the failing instruction marked in the listing.
+   * verifier log and throws VerifierError with the reason and the failing instruction marked in
+   * the listing. The log kept is its last LOG_START bytes (the kernel's rolling log ends with the
+   * reason) unless `spec.fullLog` asks for all of it; a program over the verifier's complexity
+   * limit (E2BIG) is not verified a second time for a log nobody asked for.
    */
   static load(spec: ProgramSpec): Program {
-    const instructions = instructionsOf(spec.instructions);
-    const name = checkObjectName(spec.name ?? '', 'program');
-    const subject = `program '${name}' (${spec.type})`;
-    const code = encodeInstructions(instructions, resolveMaps(spec));
-    const license = Buffer.from(`${spec.license ?? 'GPL'}\0`, 'utf8');
-
-    const attempt = (
-      logBlock: NativeBlock | undefined,
-      logLevel: number,
-    ): { result: number; trueSize: number } => {
-      const { block, offsets } = scratchLayout([code.length, license.length]);
-      const [insnsOff = 0, licenseOff = 0] = offsets;
-      code.copy(block.buffer, insnsOff);
-      license.copy(block.buffer, licenseOff);
-      const attr = syncAttr
-        .reset()
-        .u32(ProgLoadAttr.progType, PROGRAM_TYPES[spec.type])
-        .u32(ProgLoadAttr.insnCnt, code.length / INSN_SIZE)
-        .u64(ProgLoadAttr.insns, block.address + BigInt(insnsOff))
-        .u64(ProgLoadAttr.license, block.address + BigInt(licenseOff))
-        .u32(ProgLoadAttr.progFlags, spec.flags ?? 0)
-        .name(ProgLoadAttr.progName, name, OBJ_NAME_LEN)
-        .u32(
-          ProgLoadAttr.expectedAttachType,
-          spec.expectedAttachType ? ATTACH_TYPES[spec.expectedAttachType] : 0,
-        )
-        .u32(ProgLoadAttr.logTrueSize, 0);
-      if (logBlock) {
-        logBlock.buffer.fill(0, 0, 1);
-        attr
-          .u32(ProgLoadAttr.logLevel, logLevel)
-          .u32(ProgLoadAttr.logSize, logBlock.size)
-          .u64(ProgLoadAttr.logBuf, logBlock.address);
-      }
-      const result = tryBpf(BpfCommand.PROG_LOAD, attr);
-      return { result, trueSize: attr.readU32(ProgLoadAttr.logTrueSize) };
-    };
-
-    const first = attempt(undefined, 0);
-    if (first.result >= 0) return new Program(first.result, spec.type, name);
-    const firstCode = errnoName(-first.result);
-    if (firstCode === 'EPERM' || firstCode === 'EBADF' || firstCode === 'EFAULT' || firstCode === 'ENOMEM')
-      throw bpfError(-first.result, context(BpfCommand.PROG_LOAD, subject));
-
-    let logSize = LOG_START;
-    for (;;) {
-      const logBlock = new NativeBlock(logSize);
+    const session = new LoadSession(spec);
+    const { block, offsets } = scratchLayout(session.sizes);
+    const run = (attr: Attr): RawLoad => ({
+      result: tryBpf(BpfCommand.PROG_LOAD, attr),
+      trueSize: attr.readU32(ProgLoadAttr.logTrueSize),
+    });
+    let step = session.first(run(session.fill(syncAttr.reset(), block, offsets, undefined)));
+    while (step.logSize !== undefined) {
+      const logBlock = new NativeBlock(step.logSize);
       try {
-        const retry = attempt(logBlock, spec.logLevel ?? 1);
-        if (retry.result >= 0) return new Program(retry.result, spec.type, name);
-        if (retry.result === -ENOSPC && logSize < LOG_MAX) {
-          logSize = Math.min(LOG_MAX, Math.max(logSize * 4, retry.trueSize + 1));
-          continue;
-        }
-        const log = cString(logBlock.buffer);
-        if (!log.trim()) throw bpfError(-retry.result, context(BpfCommand.PROG_LOAD, subject));
-        // A helper this kernel does not know is a feature it lacks: say which.
-        throw explainFailure(
-          rejection(-retry.result, context(BpfCommand.PROG_LOAD, subject), spec.instructions, log),
-        );
+        const { block: again } = scratchLayout(session.sizes);
+        step = session.logged(run(session.fill(syncAttr.reset(), again, offsets, logBlock)), logBlock);
       } finally {
         logBlock.free();
       }
+    }
+    return new Program(step.fd, spec.type, session.name);
+  }
+
+  /**
+   * Program.load with every bpf(2) call on a koffi worker thread: the verifier may run for seconds
+   * on a large program, and the caller's event loop (an agent's API, its flow readers) keeps
+   * running meanwhile. Uses its own native memory, never the shared scratch area.
+   */
+  static async loadAsync(spec: ProgramSpec): Promise<Program> {
+    const session = new LoadSession(spec);
+    const { size, offsets } = layoutOf(session.sizes);
+    const block = new NativeBlock(size);
+    const attr = new Attr();
+    try {
+      const run = async (logBlock: NativeBlock | undefined): Promise<RawLoad> => {
+        session.fill(attr.reset(), block, offsets, logBlock);
+        const result = await rawBpfAsync(BpfCommand.PROG_LOAD, attr.block, ATTR_SIZE);
+        return { result, trueSize: attr.readU32(ProgLoadAttr.logTrueSize) };
+      };
+      let step = session.first(await run(undefined));
+      while (step.logSize !== undefined) {
+        const logBlock = new NativeBlock(step.logSize);
+        try {
+          step = session.logged(await run(logBlock), logBlock);
+        } finally {
+          logBlock.free();
+        }
+      }
+      return new Program(step.fd, spec.type, session.name);
+    } finally {
+      attr.block.free();
+      block.free();
     }
   }
 
@@ -255,13 +352,8 @@ export class Program extends BpfObject {
    */
   async testRunAsync(options: TestRunOptions = {}): Promise<TestRunResult> {
     const layout = testRunLayout(options);
-    const offsets: number[] = [];
-    let end = 0;
-    for (const size of layout.sizes) {
-      offsets.push(end);
-      end += Math.ceil(Math.max(size, 1) / 8) * 8;
-    }
-    const block = new NativeBlock(end);
+    const { size, offsets } = layoutOf(layout.sizes);
+    const block = new NativeBlock(size);
     const attr = new Attr();
     try {
       fillTestRun(attr, this.fd, options, layout, block, offsets);

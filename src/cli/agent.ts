@@ -8,6 +8,7 @@ import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { CliError } from './output.js';
 import { readTokenFile, untilStopSignal } from './serving.js';
 import { errorMessage } from '../util/errors.js';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 
 interface AgentFlags {
   node: string;
@@ -25,7 +26,19 @@ interface AgentFlags {
   flowInterval?: number;
   reconcileMs?: number;
   cgroups?: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   uninstall?: boolean;
+}
+
+/** The client certificate for an etcd source: all three files or none. */
+function etcdTls(flags: AgentFlags): EtcdTlsFiles | undefined {
+  const { etcdCacert: ca, etcdCert: cert, etcdKey: key } = flags;
+  if (ca === undefined && cert === undefined && key === undefined) return undefined;
+  if (ca === undefined || cert === undefined || key === undefined)
+    throw new CliError('--etcd-cacert, --etcd-cert and --etcd-key go together', 2);
+  return { ca, cert, key };
 }
 
 const parseInterval = integerIn('--reconcile-ms', 50, 60_000);
@@ -61,6 +74,7 @@ async function run(flags: AgentFlags): Promise<void> {
       throw new CliError(`--source: ${errorMessage(e)}`, 2, { cause: e });
     }
   }
+  const tls = etcdTls(flags);
   let agentLoopback: ReturnType<typeof loopbackAddress> | undefined;
   let metricsLoopback: ReturnType<typeof loopbackAddress> | undefined;
   try {
@@ -75,6 +89,7 @@ async function run(flags: AgentFlags): Promise<void> {
     flows: flags.flows,
     ...(flags.flowInterval ? { flowIntervalMs: flags.flowInterval } : {}),
     ...(flags.cgroups ? { cgroupsFile: flags.cgroups } : {}),
+    ...(tls ? { etcdTls: tls } : {}),
     ...(flags.nodes ? { nodeCount: flags.nodes } : {}),
     policyMode: flags.policyMode ?? DEFAULT_POLICY_MODE,
     ...(flags.reconcileMs ? { reconcileMs: flags.reconcileMs } : {}),
@@ -102,8 +117,11 @@ export function register(program: Command): void {
     .option('--scope <name>', 'pin and cgroup scope (a lab name for lab agents)', 'agent')
     .option(
       '--source <dir|etcd:URL>',
-      'desired state: a directory of manifests (or a compiled desired.json), or etcd:http://HOST:PORT; watched',
+      'desired state: a directory of manifests (or a compiled desired.json), or etcd:http(s)://HOST:PORT[,…] (members); watched',
     )
+    .option('--etcd-cacert <file>', "the CA of an https etcd's members (with --etcd-cert and --etcd-key)")
+    .option('--etcd-cert <file>', 'the client certificate an etcd with --client-cert-auth wants')
+    .option('--etcd-key <file>', "the client certificate's key")
     .option(
       '--state-dir <dir>',
       'where the agent keeps its record and API socket (default /run/switchyard/agents/<scope>/<node>)',

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { WriteResult } from '../datastore/apply.js';
 import type { ClusterConverge } from '../lab/cluster.js';
-import { resolveTarget, targetOptions, type TargetFlags } from './datastore-target.js';
+import { resolveTarget, targetOptions, type Target, type TargetFlags } from './datastore-target.js';
 import { progressBar } from './lab.js';
 import { CliError, printJson } from './output.js';
 
@@ -31,11 +31,18 @@ function summary(w: WriteResult): string {
 }
 
 async function write(
+  what: string,
   flags: ApplyFlags,
-  run: (url: string) => Promise<WriteResult>,
+  run: (target: Target) => Promise<WriteResult>,
   lab: (name: string) => Promise<ClusterConverge & { write: WriteResult }>,
 ): Promise<void> {
   const target = await resolveTarget(flags);
+  // Before anything is written: a lab's write is followed by building its pods, which needs root,
+  // and only root holds a lab etcd's certificate anyway.
+  if (target.lab || target.tls) {
+    const { requireRoot } = await import('../netns/index.js');
+    requireRoot(`switchyard ${what}${target.lab ? ` --lab ${target.lab}` : ''}`);
+  }
   const started = performance.now();
   let result: WriteResult;
   let enforced: { nodes: string[]; pending: string[]; ms: number } | undefined;
@@ -49,7 +56,7 @@ async function write(
       pending: done.pending,
       ms: Math.round(performance.now() - started),
     };
-  } else result = await run(target.url);
+  } else result = await run(target);
   if (flags.json) {
     printJson({ etcd: target.url, ...result, ...(enforced ? { lab: target.lab, enforced } : {}) });
     return;
@@ -82,9 +89,10 @@ export function register(program: Command): void {
     const progress = flags.json ? undefined : progressBar();
     try {
       await write(
+        'apply',
         flags,
-        async (url) => {
-          const store = new EtcdStore(url);
+        async (target) => {
+          const store = new EtcdStore(target.url, target.tls);
           try {
             return await applyManifests(store, paths, flags.prune ? { prune: true } : {});
           } finally {
@@ -121,16 +129,16 @@ export function register(program: Command): void {
       const { deleteObjects } = await import('../datastore/apply.js');
       const { EtcdStore } = await import('../datastore/etcd.js');
       const { clusterConverge } = await import('../lab/cluster.js');
-      const run = async (url: string): Promise<WriteResult> => {
-        const store = new EtcdStore(url);
+      const run = async (target: Target): Promise<WriteResult> => {
+        const store = new EtcdStore(target.url, target.tls);
         try {
           return await deleteObjects(store, refs);
         } finally {
           store.close();
         }
       };
-      await write(flags, run, async (name) => {
-        const w = await run((await resolveTarget({ lab: name })).url);
+      await write('delete', flags, run, async (name) => {
+        const w = await run(await resolveTarget({ lab: name }));
         return { write: w, ...(await clusterConverge(name)) };
       });
     },

@@ -3,7 +3,9 @@
  * agent per node watches it; `switchyard apply/get --lab NAME` write and read it. The fault
  * commands (cut/heal a node, kill/restart etcd) are what the fault tests and the demo use.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { EtcdMember } from '../lab/etcd.js';
+import { ETCD_MEMBER_COUNTS, type EtcdMemberCount } from '../lab/names.js';
 import type { ClusterStatus } from '../lab/cluster.js';
 import { cleanupLine, podTable, progressBar } from './lab.js';
 import { parseNodeCount } from './manifests.js';
@@ -13,6 +15,18 @@ import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { policyModeOption } from './options.js';
 
 const BACKENDS = BACKEND_NAMES;
+
+function memberPids(members: readonly EtcdMember[]): string {
+  return members.length === 1 ? `pid ${members[0]?.pid}` : `members ${members.map((m) => m.pid).join(', ')}`;
+}
+
+function parseEtcdMembers(value: string): EtcdMemberCount {
+  const n = Number(value);
+  const counts: readonly number[] = ETCD_MEMBER_COUNTS;
+  if (!counts.includes(n))
+    throw new InvalidArgumentError(`--etcd-members: ${ETCD_MEMBER_COUNTS.join(' or ')}, not '${value}'`);
+  return n as EtcdMemberCount;
+}
 
 const cluster = (): Promise<typeof import('../lab/cluster.js')> => import('../lab/cluster.js');
 
@@ -25,6 +39,7 @@ type ClusterBackend = BackendName;
 interface ClusterUpOptions {
   name: string;
   nodes?: number;
+  etcdMembers?: EtcdMemberCount;
   backend: ClusterBackend;
   policyMode?: PolicyMode;
   json?: boolean;
@@ -40,6 +55,7 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
       files: paths,
       backend: opts.backend,
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+      ...(opts.etcdMembers ? { etcdMembers: opts.etcdMembers } : {}),
       ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
       ...(progress ? { progress } : {}),
     });
@@ -51,6 +67,7 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
     printJson({
       name: opts.name,
       etcd: r.etcd.clientUrl,
+      etcdMembers: r.etcd.members.length,
       revision: r.write.revision,
       backend: opts.backend,
       policyMode: r.lab.state.policyMode ?? DEFAULT_POLICY_MODE,
@@ -61,7 +78,8 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
     return;
   }
   process.stdout.write(
-    `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (pid ${r.etcd.pid}, revision ${r.write.revision}), ` +
+    `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (${memberPids(r.etcd.members)}, TLS client certificates, ` +
+      `revision ${r.write.revision}), ` +
       `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${opts.backend} agents watching etcd ` +
       `(${r.lab.durationMs} ms)\n\n${podTable(t?.pods ?? [])}\n\n` +
       `change it:  switchyard apply FILES --lab ${opts.name}\nread it:    switchyard get pods --lab ${opts.name}\n`,
@@ -77,6 +95,11 @@ function registerClusterUp(cmd: Command): void {
     .argument('<paths...>', 'YAML files or directories')
     .addOption(nameOption())
     .option('--nodes <n>', 'nodes to spread pods over (default: kept, else 2)', parseNodeCount)
+    .option(
+      '--etcd-members <n>',
+      `etcd members, ${ETCD_MEMBER_COUNTS.join(' or ')} (default: kept, else 1; changing it needs 'cluster down')`,
+      parseEtcdMembers,
+    )
     .addOption(
       new Option('--backend <backend>', 'policy backend of the agents').choices(BACKENDS).default('ebpf'),
     )
@@ -99,8 +122,11 @@ function registerClusterDown(cmd: Command): void {
 }
 
 function printClusterStatus(s: ClusterStatus): void {
+  const members = s.etcd.members.map(
+    (m) => `${m.name} ${m.running ? `pid ${m.pid}` : 'NOT RUNNING'}${m.leader ? ' (leader)' : ''}`,
+  );
   process.stdout.write(
-    `cluster ${s.name}: etcd ${s.etcd.url} ${s.etcd.running ? `pid ${s.etcd.pid}` : 'NOT RUNNING'}` +
+    `cluster ${s.name}: etcd ${s.etcd.url}: ${members.join(', ')}` +
       `${s.etcd.revision !== undefined ? `, revision ${s.etcd.revision}` : ''}\n\n`,
   );
   process.stdout.write(
@@ -159,11 +185,14 @@ function registerClusterEtcd(cmd: Command): void {
   const etcd = cmd.command('etcd').description("stop or start the cluster's etcd (fault drills)");
   etcd
     .command('kill')
-    .description('SIGKILL etcd, as a crash would')
+    .description('SIGKILL etcd (every member, or the leader), as a crash would')
     .addOption(nameOption())
-    .action(async (opts: { name: string }) => {
-      await (await cluster()).killClusterEtcd(opts.name);
-      process.stdout.write('etcd killed; agents keep enforcing what they have\n');
+    .option('--leader', 'only the Raft leader (a 3-member etcd elects another and goes on)')
+    .action(async (opts: { name: string; leader?: boolean }) => {
+      const killed = await (await cluster()).killClusterEtcd(opts.name, opts.leader ? { leader: true } : {});
+      process.stdout.write(
+        `etcd ${killed.map((m) => m.name).join(', ')} killed; agents keep enforcing what they have\n`,
+      );
     });
   etcd
     .command('start')
@@ -171,7 +200,7 @@ function registerClusterEtcd(cmd: Command): void {
     .addOption(nameOption())
     .action(async (opts: { name: string }) => {
       const info = await (await cluster()).restartClusterEtcd(opts.name);
-      process.stdout.write(`etcd running: ${info.clientUrl} (pid ${info.pid})\n`);
+      process.stdout.write(`etcd running: ${info.clientUrl} (${memberPids(info.members)})\n`);
     });
 }
 

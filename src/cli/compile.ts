@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Command } from 'commander';
 import { allocate, buildIR } from '../calc/index.js';
 import {
@@ -35,12 +36,21 @@ export function register(program: Command): void {
         throw new CliError(`no node '${opts.node}' (nodes: ${nodes.join(', ')})`, 2);
       if (opts.backend === 'ir') return printJson(opts.node ? irForNode(ir, opts.node) : ir);
       const backend = await loadBackend(opts.backend as BackendName);
-      const out = (opts.node ? [opts.node] : nodes).map((node) => {
+      const chosen = opts.node ? [opts.node] : nodes;
+      // What the kernel would refuse for its size, said now rather than after minutes of loading.
+      const refused = chosen.flatMap((node) =>
+        (backend.limits?.(ir, node) ?? []).map((l) => `node ${node}: ${l}`),
+      );
+      if (refused.length > 0)
+        throw new CliError(`${backend.name} cannot install this:\n${refused.join('\n')}`);
+      // One node's text at a time: a large cluster's plans never sit in memory together.
+      for (const [i, node] of chosen.entries()) {
         const plan = backend.render(ir, node);
         const summary = formatTableModeSummary(tableModeSummary(irForNode(ir, node).ruleSets, policyMode));
-        return `# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`;
-      });
-      process.stdout.write(out.join('\n'));
+        await writeOut(
+          `${i > 0 ? '\n' : ''}# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`,
+        );
+      }
     });
 }
 
@@ -49,4 +59,9 @@ interface CompileOptions {
   node?: string;
   nodes?: number;
   policyMode?: PolicyMode;
+}
+
+/** Writes to stdout, waiting while the pipe is full. */
+async function writeOut(text: string): Promise<void> {
+  if (!process.stdout.write(text)) await once(process.stdout, 'drain');
 }

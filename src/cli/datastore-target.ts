@@ -1,5 +1,10 @@
-/** Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or $SWITCHYARD_ETCD. */
+/**
+ * Which etcd a datastore command talks to: --etcd URL, --lab NAME (a cluster lab's), or
+ * $SWITCHYARD_ETCD. A lab's etcd wants the lab's client certificate (root's alone): it is found
+ * from the lab, also when the lab's etcd is given by URL.
+ */
 import { Option } from 'commander';
+import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import { CliError } from './output.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -12,7 +17,7 @@ export const ETCD_ENV = 'SWITCHYARD_ETCD';
 
 export function targetOptions(): Option[] {
   return [
-    new Option('--etcd <url>', `etcd to use (http://127.0.0.1:PORT; default $${ETCD_ENV})`),
+    new Option('--etcd <url>', `etcd to use (http(s)://127.0.0.1:PORT[,…]; default $${ETCD_ENV})`),
     new Option('--lab <name>', "a cluster lab's etcd (started by 'switchyard cluster up --name NAME')"),
   ];
 }
@@ -21,6 +26,14 @@ export interface Target {
   url: string;
   /** Set when the etcd is a lab cluster's: the lab follows what is written. */
   lab?: string;
+  /** The client certificate of a lab's etcd. */
+  tls?: EtcdTlsFiles;
+}
+
+/** A lab's etcd wants root's certificate (and its state is root's): say so before reading anything. */
+async function requireRootFor(lab: string): Promise<void> {
+  const { requireRoot } = await import('../netns/index.js');
+  requireRoot(`using the etcd of cluster lab '${lab}'`);
 }
 
 export async function resolveTarget(flags: TargetFlags): Promise<Target> {
@@ -35,20 +48,38 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
   };
   if (flags.etcd) {
     const url = parse(flags.etcd, '--etcd');
-    // A lab cluster's etcd given by URL is still that lab's: its pods follow what is written.
+    // A lab cluster's etcd given by URL (or one member's) is still that lab's: its pods follow
+    // what is written, and it wants the lab's certificate.
     const { stateLabs, readState } = await import('../lab/state.js');
-    const lab = stateLabs().find((name) => readState(name)?.cluster?.etcd === url);
-    return { url, ...(lab ? { lab } : {}) };
+    const { readEtcdInfo } = await import('../lab/etcd.js');
+    const wanted = url.split(',');
+    // Labs' state is root's alone: a user who cannot see it cannot use a lab's etcd either.
+    const labs = process.getuid?.() === 0 ? stateLabs() : [];
+    for (const name of labs) {
+      const info = readEtcdInfo(name);
+      if (!info?.members.some((m) => wanted.includes(m.clientUrl))) continue;
+      return { url, tls: info.tls, ...(readState(name)?.cluster ? { lab: name } : {}) };
+    }
+    return { url };
   }
   if (flags.lab) {
+    await requireRootFor(flags.lab);
     const { clusterEtcd } = await import('../lab/cluster.js');
-    return { url: clusterEtcd(flags.lab).clientUrl, lab: flags.lab };
+    const info = clusterEtcd(flags.lab);
+    return { url: info.clientUrl, lab: flags.lab, tls: info.tls };
   }
   const fromEnv = process.env[ETCD_ENV];
   if (fromEnv) return resolveTarget({ etcd: parse(fromEnv, `$${ETCD_ENV}`) });
   const { DEFAULT_CLUSTER } = await import('../lab/cluster.js');
   const { readState } = await import('../lab/state.js');
-  if (readState(DEFAULT_CLUSTER)?.cluster) return resolveTarget({ lab: DEFAULT_CLUSTER });
+  let isCluster = false;
+  try {
+    isCluster = readState(DEFAULT_CLUSTER)?.cluster !== undefined;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
+    await requireRootFor(DEFAULT_CLUSTER);
+  }
+  if (isCluster) return resolveTarget({ lab: DEFAULT_CLUSTER });
   throw new CliError(
     `which etcd? give --etcd URL or --lab NAME, set $${ETCD_ENV}, or start one with 'switchyard cluster up FILES'`,
     2,

@@ -10,7 +10,6 @@ import { FLOW_INTERVAL_MS, type BackendName } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { agentStateDir, labAgents, measureReach } from '../lab/index.js';
 import { readState } from '../lab/state.js';
-import { syncLabAgents } from '../lab/agents.js';
 import type { Flow } from '../observe/flows.js';
 import type { DemoStep } from './demo-step.js';
 import { FLOW_HEADERS, flowRow } from './flows.js';
@@ -89,15 +88,20 @@ async function killAndAdopt(lab: string, b: BackendName | undefined): Promise<st
   const node = nodeOfPod(lab, VICTIM);
   const victim = labAgents(lab).find((a) => a.node === node.name);
   if (!victim || !b) return 'no agent';
+  const killedAt = Date.now();
   process.kill(victim.pid, 'SIGKILL');
   const without = await measureReach(lab, { port: 5432, protocol: 'TCP', timeoutMs: 500 });
   const allowed = Object.values(without.matrix.results).filter((row) => row[VICTIM]).length;
-  const state = readState(lab);
-  await syncLabAgents(lab, state?.topology?.nodes ?? [], b, String(state?.revision));
-  const s = await statusOf(lab, node.name);
+  // The node's supervisor starts a new agent, which adopts what the kernel holds.
+  const s = await until(async () => {
+    const now = await statusOf(lab, node.name);
+    return now.pid !== victim.pid && now.lastApply ? now : undefined;
+  }, 15_000);
+  if (!s) return `agent pid ${victim.pid} killed; NOT restarted within 15 s`;
   return [
     `agent pid ${victim.pid} killed; with no agent, ${allowed} pod(s) still reach ${VICTIM}:5432 as the policy says`,
-    `new agent pid ${s.pid}: ${s.lastApply?.mode ?? '?'} in ${s.lastApply?.durationMs ?? '?'} ms, ${s.lastApply?.changed ?? '?'} objects changed`,
+    `its supervisor started pid ${s.pid} (restarts: ${s.restarts ?? 0}), in force ${Date.parse(s.lastApply?.at ?? '') - killedAt} ms after the kill: ` +
+      `${s.lastApply?.mode ?? '?'}, ${s.lastApply?.changed ?? '?'} objects changed`,
   ].join('\n');
 }
 
@@ -136,8 +140,8 @@ export function agentSteps(lab: string, backend: () => BackendName | undefined):
     },
     {
       title:
-        'Kill an agent with SIGKILL: traffic keeps its policy; the next agent adopts the kernel state untouched',
-      command: `kill -9 <agent of ${VICTIM}'s node>; switchyard lab apply …`,
+        'Kill an agent with SIGKILL: traffic keeps its policy; its supervisor restarts it and it adopts the kernel untouched',
+      command: `kill -9 <agent of ${VICTIM}'s node>; switchyard node status --lab ${lab}`,
       run: () => killAndAdopt(lab, backend()),
     },
     {

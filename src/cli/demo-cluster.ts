@@ -7,12 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyManifests } from '../datastore/apply.js';
-import { EtcdStore } from '../datastore/etcd.js';
+import type { EtcdStore } from '../datastore/etcd.js';
 import { listObjects } from '../datastore/read.js';
 import {
   clusterApply,
   clusterStatus,
-  clusterEtcd,
+  clusterStore,
   clusterUp,
   healNode,
   killClusterEtcd,
@@ -55,8 +55,8 @@ function nodeOf(pod: string): string {
 const verdict = (ok: boolean): string => (ok ? 'connects' : 'blocked');
 
 /** The pods as etcd holds them: what `switchyard get pods --lab` shows. */
-async function storedPods(clientUrl: string): Promise<string> {
-  const store = new EtcdStore(clientUrl);
+async function storedPods(): Promise<string> {
+  const store = clusterStore(DEMO_CLUSTER);
   let pods;
   try {
     pods = await listObjects(store, { kind: 'Pod' });
@@ -90,7 +90,7 @@ function clusterUpStep(): DemoStep {
       return [
         `etcd ${r.etcd.clientUrl} (loopback only), revision ${r.write.revision}; ${r.lab.durationMs} ms`,
         `$ switchyard get pods --lab ${DEMO_CLUSTER}`,
-        await storedPods(r.etcd.clientUrl),
+        await storedPods(),
       ].join('\n');
     },
   };
@@ -154,10 +154,9 @@ function killEtcdStep(change: string): DemoStep {
     title: 'Kill etcd: every node keeps enforcing; writes fail loudly; a restart loses nothing acknowledged',
     command: `switchyard cluster etcd kill && switchyard apply … && switchyard cluster etcd start`,
     run: async () => {
-      const url = clusterEtcd(DEMO_CLUSTER).clientUrl;
+      const store = clusterStore(DEMO_CLUSTER);
       await killClusterEtcd(DEMO_CLUSTER);
       const still = await clientReachesDb();
-      const store = new EtcdStore(url);
       const refused = await refusedWrite(store, change);
       await restartClusterEtcd(DEMO_CLUSTER);
       let kept = false;

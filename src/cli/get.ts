@@ -80,7 +80,7 @@ export function register(program: Command): void {
     const target = await resolveTarget(flags);
     const { EtcdStore } = await import('../datastore/etcd.js');
     const { listObjects } = await import('../datastore/read.js');
-    const store = new EtcdStore(target.url);
+    const store = new EtcdStore(target.url, target.tls);
     let items: StoredItem[];
     let revision: number;
     try {

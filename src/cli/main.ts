@@ -1,13 +1,15 @@
 import { Command, CommanderError } from 'commander';
 import { commandModules } from './commands.js';
 import { CliError } from './output.js';
+import { requireRootFor } from './root.js';
 
 export async function buildProgram(): Promise<Command> {
   const program = new Command('switchyard')
     .description('Kubernetes network policy, prefilter and services on iptables, nftables and eBPF')
     .version('0.1.0')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', (_program, action) => requireRootFor(action));
   for (const load of commandModules) (await load()).register(program);
   return program;
 }

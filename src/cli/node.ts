@@ -7,6 +7,7 @@ import { agentStatusCells, policyCell } from './agent-status.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
 import { parsePort } from './manifests.js';
 import { formatTable, printJson } from './output.js';
+import { errorMessage } from '../util/errors.js';
 
 interface Flags extends AgentTargetOptions {
   json?: boolean;
@@ -28,9 +29,32 @@ async function ask<T>(flags: Flags, path: string): Promise<{ node: string; answe
 
 type Status = AgentStatus & { flows: FlowStats };
 
+/** Every agent's answer, and the agents that gave none (dead, hung): one dead agent hides no other. */
+async function askEach<T>(
+  flags: Flags,
+  path: string,
+): Promise<{ answers: { node: string; answer: T }[]; silent: { node: string; error: string }[] }> {
+  const agents = resolveAgents(flags);
+  const settled = await Promise.allSettled(agents.map((a) => agentRequest<T>(a.socket, path)));
+  const answers: { node: string; answer: T }[] = [];
+  const silent: { node: string; error: string }[] = [];
+  settled.forEach((r, i) => {
+    const node = agents[i]?.node ?? '-';
+    if (r.status === 'fulfilled') answers.push({ node, answer: r.value });
+    else silent.push({ node, error: errorMessage(r.reason) });
+  });
+  if (silent.length > 0) process.exitCode = 1;
+  return { answers, silent };
+}
+
 async function status(flags: Flags): Promise<void> {
-  const all = await ask<Status>(flags, '/v1/status');
-  if (flags.json) return printJson(all.map((a) => a.answer));
+  const { answers: all, silent } = await askEach<Status>(flags, '/v1/status');
+  if (flags.json) return printJson([...all.map((a) => a.answer), ...silent]);
+  const dead = silent.map(({ node, error }) => [
+    node,
+    ...Array<string>(11).fill('-'),
+    `unreachable: ${error}`,
+  ]);
   const rows = all.map(({ answer: s }) => [
     ...agentStatusCells(s),
     s.restarts ?? 0,
@@ -58,7 +82,7 @@ async function status(flags: Flags): Promise<void> {
         'EVICTED',
         'STATE',
       ],
-      rows,
+      [...rows, ...dead],
     ) + '\n',
   );
   // Where flow counts went missing, so DROPPED is never a bare number.

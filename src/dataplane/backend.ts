@@ -146,21 +146,41 @@ export interface Backend {
   /** Which kernel features this backend needs and which the running kernel lacks. */
   checkSupport(): Promise<SupportReport>;
   /**
+   * Pure: what the kernel would refuse in `node`'s slice of `ir` for its size (one line each,
+   * naming the endpoint and the way out), predicted without loading anything; empty when it fits.
+   * Asked by `compile` and before a lab writes a desired state; apply refuses the same.
+   */
+  limits?(ir: IR, node: string): string[];
+  /**
    * Changes the node's dataplane behind the agent's back, as an operator or a stray script might,
    * so that `endpoint` loses its policy; returns the equivalent command. For drills and the demo.
    */
   tamper(target: NodeTarget, endpoint: Endpoint): Promise<string>;
 }
 
-/** Error from a failed apply; the previous state is still in force. */
+/**
+ * Error from a failed apply; the previous state is still in force. `deterministic`: the same
+ * input fails the same way again (the verifier rejects the program, a map or a limit is too
+ * small for it, the input is invalid), so retrying before the desired state changes is useless.
+ */
 export class ApplyError extends Error {
+  readonly deterministic: boolean;
+
   constructor(
     message: string,
     readonly backend: BackendName,
     readonly detail?: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { deterministic?: boolean },
   ) {
     super(detail ? `${message}\n${detail}` : message, options);
     this.name = 'ApplyError';
+    this.deterministic = options?.deterministic ?? false;
   }
+}
+
+/** Whether `e`, or an error it wraps, is an apply failure that would repeat on the same input. */
+export function isDeterministicFailure(e: unknown): boolean {
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 10; c = c.cause, depth++)
+    if (c instanceof ApplyError && c.deterministic) return true;
+  return false;
 }

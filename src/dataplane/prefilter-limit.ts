@@ -43,5 +43,8 @@ export function checkPrefilterSize(backend: BackendName, ir: IR, node: string): 
       `more than the limit of ${limit} for ${backend}; nothing was changed and the previous prefilter ` +
       `is still in force (merge the list into wider prefixes, split it over nodes, or use another backend)`,
     backend,
+    undefined,
+    // The same revision is refused the same way: an agent does not retry it.
+    { deterministic: true },
   );
 }

@@ -7,6 +7,7 @@
  * retried within two seconds rather than etcd3's default of up to thirty.
  */
 import './quiet-grpc.js';
+import { readFileSync } from 'node:fs';
 import { ConstantBackoff, ExponentialBackoff, handleWhen, noop, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, type IKeyValue, type Watcher } from 'etcd3';
 import { CLUSTER_KEY, OBJECTS_PREFIX, PREFIX, SEQUENCE_KEY } from './keys.js';
@@ -55,18 +56,55 @@ export interface Change {
   modRevision: number;
 }
 
-/** `http://127.0.0.1:2379` (also accepted with an `etcd:` scheme in front). */
+/** PEM files a client authenticates with (etcd's `--client-cert-auth`): readable by root only. */
+export interface EtcdTlsFiles {
+  /** The CA that signed the members' certificates (and this client's). */
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/**
+ * `http://127.0.0.1:2379`, or several members' URLs separated by commas (also accepted with an
+ * `etcd:` scheme in front). Returns them normalised, comma-separated.
+ */
 export function parseEtcdUrl(url: string): string {
   const bare = url.startsWith('etcd:') ? url.slice('etcd:'.length) : url;
-  let parsed: URL;
-  try {
-    parsed = new URL(bare);
-  } catch {
-    throw new DatastoreError(`not an etcd URL: '${url}' (expected http://HOST:PORT)`);
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
-    throw new DatastoreError(`not an etcd URL: '${url}' (expected http://HOST:PORT)`);
-  return `${parsed.protocol}//${parsed.host}`;
+  return bare
+    .split(',')
+    .map((one) => {
+      let parsed: URL;
+      try {
+        parsed = new URL(one);
+      } catch {
+        throw new DatastoreError(`not an etcd URL: '${url}' (expected http(s)://HOST:PORT[,…])`);
+      }
+      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+        throw new DatastoreError(`not an etcd URL: '${url}' (expected http(s)://HOST:PORT[,…])`);
+      return `${parsed.protocol}//${parsed.host}`;
+    })
+    .join(',');
+}
+
+/** The members' URLs of a (parsed) etcd URL. */
+export function etcdEndpoints(url: string): string[] {
+  return parseEtcdUrl(url).split(',');
+}
+
+function readTls(tls: EtcdTlsFiles): { rootCertificate: Buffer; certChain: Buffer; privateKey: Buffer } {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      const hint = (e as NodeJS.ErrnoException).code === 'EACCES' ? ' (only root may use this etcd)' : '';
+      throw new DatastoreError(`cannot read the etcd ${what} ${path}: ${describe(e)}${hint}`, { cause: e });
+    }
+  };
+  return {
+    rootCertificate: read('CA certificate', tls.ca),
+    certChain: read('client certificate', tls.cert),
+    privateKey: read('client key', tls.key),
+  };
 }
 
 function describe(e: unknown): string {
@@ -82,14 +120,22 @@ export class EtcdStore {
   readonly url: string;
   private readonly client: Etcd3;
 
-  constructor(url: string) {
+  /** `url`: one member's URL or several, comma-separated; `tls`: the client certificate (https). */
+  constructor(url: string, tls?: EtcdTlsFiles) {
     this.url = parseEtcdUrl(url);
+    const hosts = this.url.split(',');
+    // grpc-js sends an IP address as the TLS server name, which Node deprecates (DEP0123, a
+    // warning on every run): loopback members are checked as 'localhost' instead, a name the
+    // lab's member certificate carries next to 127.0.0.1.
+    const loopback = tls !== undefined && hosts.every((h) => new URL(h).hostname === '127.0.0.1');
     this.client = new Etcd3({
-      hosts: this.url,
+      hosts,
+      ...(tls ? { credentials: readTls(tls) } : {}),
       dialTimeout: CALL_TIMEOUT_MS,
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       faultHandling: {
-        // One host: a circuit breaker would only add seconds of refusals after etcd is back.
+        // A circuit breaker would only add seconds of refusals after a member is back; with
+        // several members, a call that cannot connect moves on to the next one anyway.
         host: () => noop,
         global: retry(handleWhen(isRecoverableError), {
           maxAttempts: 2,
@@ -106,6 +152,7 @@ export class EtcdStore {
         // After a partition heals or etcd restarts, reconnect within two seconds, not minutes.
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 2000,
+        ...(loopback ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
       },
     });
   }
@@ -197,6 +244,12 @@ export class EtcdStore {
     watcher.on('disconnected', (e: Error) => handlers.onConnection?.(false, e.message));
     watcher.on('connected', () => handlers.onConnection?.(true));
     return () => void watcher.cancel().catch(() => undefined);
+  }
+
+  /** This member's id and its leader's (a member is the leader when they are equal). */
+  async memberStatus(): Promise<{ memberId: string; leaderId: string }> {
+    const res = await this.call('reading the member status', () => this.client.maintenance.status());
+    return { memberId: String(res.header.member_id), leaderId: String(res.leader) };
   }
 
   /** Drops history before `revision` (tests and the compaction fault use it). */

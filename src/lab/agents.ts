@@ -4,7 +4,7 @@
  * cgroups) to the lab's `desired/` directory, and wait until every node's agent reports that
  * revision in force, or the error that kept it out.
  */
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import type { AgentStatus } from '../agent/agent.js';
 import { agentRequest } from '../agent/client.js';
@@ -16,10 +16,12 @@ import type { PolicyMode } from '../ir/decision-table.js';
 import { cgroup2Mount } from '../netns/index.js';
 import { argValue, findMarkedProcesses, type MarkedProcess } from '../netns/processes.js';
 import { stopProcesses } from './detached.js';
+import { labEtcdTls } from './etcd.js';
 import { LabError } from './errors.js';
 import { AGENTS_CGROUP, CGROUP_DIR } from './names.js';
 import { labDir, isAlive } from './state.js';
 import { launchSupervisor, SUPERVISOR_MARK } from './supervisor.js';
+import { privateDir, writePrivateFileAtomic } from '../util/private-files.js';
 
 export interface LabAgentNode {
   name: string;
@@ -138,16 +140,14 @@ export function cgroupsFile(lab: string): string {
 
 export function writeCgroups(lab: string, cgroups: Record<string, string>): void {
   const path = cgroupsFile(lab);
-  writeFileSync(`${path}.tmp`, JSON.stringify(cgroups));
-  renameSync(`${path}.tmp`, path);
+  writePrivateFileAtomic(path, JSON.stringify(cgroups), `${path}.tmp`);
 }
 
 export function writeDesired(lab: string, state: DesiredState): void {
   const dir = desiredDir(lab);
-  mkdirSync(dir, { recursive: true });
+  privateDir(dir);
   const path = join(dir, DESIRED_FILE);
-  writeFileSync(`${path}.tmp`, JSON.stringify(state));
-  renameSync(`${path}.tmp`, path);
+  writePrivateFileAtomic(path, JSON.stringify(state), `${path}.tmp`);
 }
 
 /** The launcher's errors (exited, timed out) as the lab's, which the CLI prints as they are. */
@@ -171,7 +171,7 @@ function startAgent(
     source,
     ...(policyMode ? { policyMode } : {}),
     stateDir: agentStateDir(lab, node.name),
-    ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab) } : {}),
+    ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab), etcdTls: labEtcdTls(lab) } : {}),
     cgroup: agentCgroup(lab, node.name),
   });
 }

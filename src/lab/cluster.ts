@@ -4,7 +4,7 @@
  * namespaces, links and probe servers from what etcd says (the kubelet and CNI's part), so a pod
  * written with `switchyard apply --lab` gets a network as well as a policy.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { applyManifests, type WriteResult } from '../datastore/apply.js';
@@ -19,14 +19,26 @@ import { agentCgroup, agentStateDir, labAgents } from './agents.js';
 import { converge, type ConvergeResult } from './converge.js';
 import { destroyLab } from './down.js';
 import { LabError } from './errors.js';
-import { etcdRunning, killEtcd, readEtcdInfo, restartEtcd, startEtcd, type EtcdInfo } from './etcd.js';
+import {
+  etcdLeader,
+  etcdRunning,
+  isMember,
+  killEtcd,
+  killEtcdMember,
+  readEtcdInfo,
+  restartEtcd,
+  startEtcd,
+  type EtcdInfo,
+  type EtcdMember,
+  type EtcdMemberCount,
+} from './etcd.js';
 import { checkLabName } from './names.js';
 
 /** The lab name cluster commands use unless told. */
 export const DEFAULT_CLUSTER = 'cluster';
 import { cutOff, heal, isCutOff } from './partition.js';
 import type { Progress } from './progress.js';
-import { labDir, readState } from './state.js';
+import { privateLabDir, readState } from './state.js';
 import { errorMessage } from '../util/errors.js';
 
 export interface ClusterUpOptions {
@@ -34,6 +46,8 @@ export interface ClusterUpOptions {
   files: string[];
   backend: BackendName;
   nodeCount?: number;
+  /** etcd members: 1 (default: the running etcd's count) or 3. */
+  etcdMembers?: EtcdMemberCount;
   /** Default: the lab's current mode, else DEFAULT_POLICY_MODE. */
   policyMode?: PolicyMode;
   progress?: Progress;
@@ -59,6 +73,11 @@ export function clusterEtcd(name: string): EtcdInfo {
       `lab '${name}' is not a cluster: start one with 'switchyard cluster up FILES --name ${name}'`,
     );
   return info;
+}
+
+/** A client of the lab's etcd: every member, authenticated with the lab's client certificate. */
+function storeOf(info: EtcdInfo): EtcdStore {
+  return new EtcdStore(info.clientUrl, info.tls);
 }
 
 /**
@@ -97,9 +116,9 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterResult> 
   const name = checkLabName(opts.name);
   requireRoot('switchyard cluster up');
   const fresh = readState(name) === undefined;
-  mkdirSync(labDir(name), { recursive: true });
-  const etcd = await startEtcd(name);
-  const store = new EtcdStore(etcd.clientUrl);
+  privateLabDir(name);
+  const etcd = await startEtcd(name, opts.etcdMembers ? { members: opts.etcdMembers } : {});
+  const store = storeOf(etcd);
   try {
     const snap = await store.snapshot();
     const nodeCount = opts.nodeCount ?? snap.cluster.nodeCount;
@@ -131,8 +150,9 @@ export async function clusterApply(
   files: readonly string[],
   opts: { prune?: boolean; progress?: Progress } = {},
 ): Promise<ClusterConverge & { write: WriteResult }> {
-  const etcd = clusterEtcd(name);
-  const store = new EtcdStore(etcd.clientUrl);
+  // Before anything is written: a write the lab cannot then build would be half an apply.
+  requireRoot('switchyard apply --lab');
+  const store = storeOf(clusterEtcd(name));
   try {
     const write = await applyManifests(store, files, opts.prune ? { prune: true } : {});
     const done = await convergeFromStore(name, store, {
@@ -147,7 +167,8 @@ export async function clusterApply(
 
 /** Brings the lab (and its agents) up to etcd's current revision, after writes by other means. */
 export async function clusterConverge(name: string, progress?: Progress): Promise<ClusterConverge> {
-  const store = new EtcdStore(clusterEtcd(name).clientUrl);
+  requireRoot('switchyard cluster');
+  const store = storeOf(clusterEtcd(name));
   try {
     return await convergeFromStore(name, store, { mode: 'apply', ...(progress ? { progress } : {}) });
   } finally {
@@ -155,15 +176,29 @@ export async function clusterConverge(name: string, progress?: Progress): Promis
   }
 }
 
-/** Kills the cluster's etcd (SIGKILL: what a crash does; acknowledged writes are on disk). */
-export async function killClusterEtcd(name: string): Promise<void> {
-  clusterEtcd(name);
+/**
+ * Kills the cluster's etcd, every member or only the Raft leader (SIGKILL: what a crash does;
+ * acknowledged writes are on disk, and with three members on the two others as well).
+ * Returns the members killed.
+ */
+export async function killClusterEtcd(name: string, opts: { leader?: boolean } = {}): Promise<EtcdMember[]> {
+  requireRoot('switchyard cluster etcd kill');
+  const info = clusterEtcd(name);
+  if (opts.leader) return [await killEtcdMember(name, (await etcdLeader(name)).name)];
   await killEtcd(name, 'SIGKILL');
+  return info.members;
 }
 
+/** Starts the members of the cluster's etcd that are not running. */
 export async function restartClusterEtcd(name: string): Promise<EtcdInfo> {
+  requireRoot('switchyard cluster etcd start');
   clusterEtcd(name);
   return etcdRunning(name) ? (readEtcdInfo(name) as EtcdInfo) : restartEtcd(name);
+}
+
+/** The cluster's etcd client, for callers outside the lab (bench, demo): close it when done. */
+export function clusterStore(name: string): EtcdStore {
+  return storeOf(clusterEtcd(name));
 }
 
 function clusterNode(name: string, node: string): void {
@@ -179,7 +214,12 @@ function clusterNode(name: string, node: string): void {
  * and its pods are not touched.
  */
 export async function partitionNode(name: string, node: string): Promise<void> {
+  requireRoot('switchyard cluster cut');
   const etcd = clusterEtcd(name);
+  if (etcd.members.length !== 1)
+    throw new LabError(
+      `'cluster cut' cuts a node off a one-member etcd; lab '${name}' has ${etcd.members.length}`,
+    );
   clusterNode(name, node);
   const cgroup = agentCgroup(name, node);
   if (!existsSync(cgroup))
@@ -188,6 +228,7 @@ export async function partitionNode(name: string, node: string): Promise<void> {
 }
 
 export async function healNode(name: string, node: string): Promise<boolean> {
+  requireRoot('switchyard cluster heal');
   clusterNode(name, node);
   return heal({ lab: name, node });
 }
@@ -204,22 +245,34 @@ export interface ClusterNodeStatus {
 
 export interface ClusterStatus {
   name: string;
-  etcd: { url: string; pid: number; running: boolean; revision?: number };
+  etcd: {
+    url: string;
+    members: { name: string; pid: number; clientUrl: string; running: boolean; leader: boolean }[];
+    /** Every member runs. */
+    running: boolean;
+    revision?: number;
+  };
   nodes: ClusterNodeStatus[];
 }
 
 /** `cluster status`: etcd, and what each node's agent says about itself. */
 export async function clusterStatus(name: string): Promise<ClusterStatus> {
+  requireRoot('switchyard cluster status');
   const etcd = clusterEtcd(name);
   const state = readState(name);
   const agents = new Map(labAgents(name).map((a) => [a.node, a.pid]));
   const running = etcdRunning(name);
-  let revision: number | undefined;
-  if (running) {
-    const store = new EtcdStore(etcd.clientUrl);
-    revision = await store.snapshotRevision().catch(() => undefined);
-    store.close();
-  }
+  const store = storeOf(etcd);
+  const revision = await store.snapshotRevision().catch(() => undefined);
+  store.close();
+  const leader = await etcdLeader(name).catch(() => undefined);
+  const members = etcd.members.map((m) => ({
+    name: m.name,
+    pid: m.pid,
+    clientUrl: m.clientUrl,
+    running: isMember(m, name),
+    leader: m.name === leader?.name,
+  }));
   const nodes = await Promise.all(
     (state?.topology?.nodes ?? []).map(async (n): Promise<ClusterNodeStatus> => {
       const out: ClusterNodeStatus = { node: n.name, cutOff: isCutOff(name, n.name) };
@@ -241,7 +294,7 @@ export async function clusterStatus(name: string): Promise<ClusterStatus> {
   );
   return {
     name,
-    etcd: { url: etcd.clientUrl, pid: etcd.pid, running, ...(revision !== undefined ? { revision } : {}) },
+    etcd: { url: etcd.clientUrl, members, running, ...(revision !== undefined ? { revision } : {}) },
     nodes,
   };
 }

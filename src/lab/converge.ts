@@ -119,6 +119,17 @@ async function removeOldBackend(
   for (const n of topology.nodes) await old.remove({ scope: lab, node: n.name, netns: n.netns });
 }
 
+/** What the backend would refuse for its size (eBPF: the verifier's limit), before anything changes. */
+function refuseOverLimits(backend: Backend | undefined, ir: IR): void {
+  const refused = ir.nodes.flatMap((n) =>
+    (backend?.limits?.(ir, n.name) ?? []).map((l) => `node ${n.name}: ${l}`),
+  );
+  if (refused.length > 0)
+    throw new LabError(
+      `the ${backend?.name ?? ''} backend cannot install this; nothing was changed:\n${refused.join('\n')}`,
+    );
+}
+
 /** What a run changes, checked before anything in the kernel does. */
 interface Request {
   name: string;
@@ -413,6 +424,7 @@ export async function converge(opts: ConvergeOptions): Promise<ConvergeResult> {
     const req = await checkRequest(opts, name);
     const allocations = allocateOrFail(opts.model, req.nodeCount, req.prev);
     const ir = buildIROrFail(opts.model, allocations, { policyMode: req.policyMode });
+    refuseOverLimits(req.backend, ir);
     const change = await prepareKernelChange(req, ir, cgroupRoot, progress);
     const state = initialState(opts, req, change, allocations, ir, cgroupRoot);
     // Recorded before the first kernel change: a crash from here on is cleaned up by name.

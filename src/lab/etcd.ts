@@ -1,25 +1,44 @@
 /**
- * One real etcd per lab (cluster mode: the datastore the agents watch), on loopback only, with
- * its data in the lab's state directory. It runs detached like the agents and is found again by
- * `--name sy-<lab>` on its command line, so a crashed `lab up` leaves nothing `lab down` misses.
+ * A real etcd per lab (cluster mode: the datastore the agents watch): one member, or three for a
+ * replicated store, on loopback only, with data in the lab's state directory. Clients
+ * authenticate with a certificate (`--client-cert-auth`, keys in etcd-tls.ts) and members talk
+ * to each other over TLS too. Members run detached like the agents and are found again by
+ * `--name sy-<lab>[-N]` and a data dir in the lab's directory on their command line, so a
+ * crashed `lab up` leaves nothing `lab down` misses.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
-import { basename, join, sep } from 'node:path';
+import { basename, join, relative, sep } from 'node:path';
+import { EtcdStore, type EtcdTlsFiles } from '../datastore/etcd.js';
 import { argValue, findMarkedProcesses } from '../netns/processes.js';
 import { logTail, stopProcesses } from './detached.js';
+import { ensureEtcdPki, pkiFiles, type EtcdPki } from './etcd-tls.js';
 import { LabError } from './errors.js';
 import { readFileIfExists, writeJsonAtomic } from './json-file.js';
-import { STATE_ROOT } from './names.js';
-import { isAlive, labDir } from './state.js';
+import { STATE_ROOT, type EtcdMemberCount } from './names.js';
+import { isAlive, labDir, privateLabDir } from './state.js';
+import { openPrivateLog, privateDir } from '../util/private-files.js';
 
-export interface EtcdInfo {
-  lab: string;
+export type { EtcdMemberCount } from './names.js';
+
+export interface EtcdMember {
+  /** `sy-<lab>` (one member) or `sy-<lab>-<n>`: etcd's member name, and the process's marker. */
+  name: string;
   pid: number;
   clientUrl: string;
   peerUrl: string;
   dataDir: string;
+}
+
+export interface EtcdInfo {
+  lab: string;
+  /** Every member's client URL, comma-separated: what the CLI and the agents are given. */
+  clientUrl: string;
+  members: EtcdMember[];
+  /** The client certificate root's CLI and the agents present (https). */
+  tls: EtcdTlsFiles;
   startedAt: string;
 }
 
@@ -27,26 +46,38 @@ const ETCD_BINARY = 'etcd';
 const HOST = '127.0.0.1';
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5000;
+/** How long `stopEtcd` lets members shut down by themselves. */
+const STOP_GRACE_MS = 1000;
 
 export function etcdDir(lab: string): string {
   return join(labDir(lab), 'etcd');
 }
 
-function dataDir(lab: string): string {
-  return join(etcdDir(lab), 'data');
+/** Keys and certificates: 0700, files 0600 (see etcd-tls.ts). */
+export function etcdPkiDir(lab: string): string {
+  return join(etcdDir(lab), 'pki');
 }
 
-function logPath(lab: string): string {
-  return join(etcdDir(lab), 'etcd.log');
+/** The client certificate of the lab's etcd: what root's CLI and the agents present. */
+export function labEtcdTls(lab: string): EtcdTlsFiles {
+  return pkiFiles(etcdPkiDir(lab)).client;
+}
+
+/** One member keeps the layout of labs from before members (etcd/data, etcd/etcd.log). */
+function memberDir(lab: string, index: number, count: number): string {
+  return count === 1 ? etcdDir(lab) : join(etcdDir(lab), `member-${index + 1}`);
+}
+
+function memberName(lab: string, index: number, count: number): string {
+  return count === 1 ? `sy-${lab}` : `sy-${lab}-${index + 1}`;
+}
+
+function logPath(member: { dataDir: string }): string {
+  return join(member.dataDir, '..', 'etcd.log');
 }
 
 function infoPath(lab: string): string {
   return join(etcdDir(lab), 'etcd.json');
-}
-
-/** The member name, and the marker that finds the process again. */
-function memberName(lab: string): string {
-  return `sy-${lab}`;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -58,7 +89,7 @@ export function readEtcdInfo(lab: string): EtcdInfo | undefined {
   if (text === undefined) return undefined;
   try {
     const info = JSON.parse(text) as EtcdInfo;
-    return info.lab === lab ? info : undefined;
+    return info.lab === lab && Array.isArray(info.members) && info.tls !== undefined ? info : undefined;
   } catch {
     return undefined;
   }
@@ -76,37 +107,51 @@ function cmdline(pid: number): string[] {
   }
 }
 
-/** The process is alive and is this lab's etcd (a recycled pid is not). */
-function isLabEtcd(pid: number, lab: string): boolean {
-  return isAlive(pid) && argValue(cmdline(pid), '--name') === memberName(lab);
+/**
+ * The lab an etcd command line belongs to: `--name sy-…` and a data dir below STATE_ROOT (never
+ * a system etcd); the lab is the data dir's first component there.
+ */
+function etcdLab(argv: readonly string[]): string | undefined {
+  if (basename(argv[0] ?? '') !== ETCD_BINARY || !argValue(argv, '--name').startsWith('sy-'))
+    return undefined;
+  const data = argValue(argv, '--data-dir');
+  if (!data.startsWith(`${STATE_ROOT}${sep}`)) return undefined;
+  return relative(STATE_ROOT, data).split(sep)[0];
 }
 
+/** The process is alive and is this member of this lab (a recycled pid is not). */
+export function isMember(member: EtcdMember, lab: string): boolean {
+  const argv = cmdline(member.pid);
+  return isAlive(member.pid) && etcdLab(argv) === lab && argValue(argv, '--name') === member.name;
+}
+
+/** Every member of the lab's etcd is running. */
 export function etcdRunning(lab: string): boolean {
   const info = readEtcdInfo(lab);
-  return info !== undefined && isLabEtcd(info.pid, lab);
+  return info !== undefined && info.members.every((m) => isMember(m, lab));
 }
 
-/** Every lab etcd on the machine: `--name sy-<lab>` with its data below STATE_ROOT (never a system etcd). */
+/** Every lab etcd member on the machine (never a system etcd). */
 export function findEtcdProcesses(): { pid: number; lab: string }[] {
   return findMarkedProcesses('--name').flatMap(({ pid, argv }) => {
-    const name = argValue(argv, '--name');
-    const data = argValue(argv, '--data-dir');
-    if (basename(argv[0] ?? '') !== ETCD_BINARY || !name.startsWith('sy-')) return [];
-    if (!data.startsWith(`${STATE_ROOT}${sep}`) || !isAlive(pid)) return [];
-    return [{ pid, lab: name.slice('sy-'.length) }];
+    const lab = etcdLab(argv);
+    return lab !== undefined && isAlive(pid) ? [{ pid, lab }] : [];
   });
 }
 
 function labEtcdPids(lab: string): number[] {
   const pids = new Set(findEtcdProcesses().flatMap((p) => (p.lab === lab ? [p.pid] : [])));
-  const info = readEtcdInfo(lab);
-  if (info && isLabEtcd(info.pid, lab)) pids.add(info.pid);
+  for (const m of readEtcdInfo(lab)?.members ?? []) if (isMember(m, lab)) pids.add(m.pid);
   return [...pids];
 }
 
-/** Signals and waits until the processes are gone (SIGKILL after 5 s). */
-async function signalAndWait(pids: number[], signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-  const left = await stopProcesses(pids, signal, STOP_TIMEOUT_MS);
+/** Signals and waits until the processes are gone (SIGKILL after `graceMs`). */
+async function signalAndWait(
+  pids: number[],
+  signal: 'SIGTERM' | 'SIGKILL',
+  graceMs = STOP_TIMEOUT_MS,
+): Promise<void> {
+  const left = await stopProcesses(pids, signal, graceMs);
   if (left.length > 0) throw new LabError(`etcd (pid ${left.join(', ')}) did not exit after SIGKILL`);
 }
 
@@ -115,10 +160,14 @@ export async function killEtcd(lab: string, signal: 'SIGTERM' | 'SIGKILL' = 'SIG
   await signalAndWait(labEtcdPids(lab), signal);
 }
 
-/** Stops the lab's etcd and keeps its data; returns the pids it stopped. */
+/**
+ * Stops the lab's etcd and keeps its data; returns the pids it stopped. Members stopped together
+ * each wait for a leadership transfer that cannot happen (5 s on the test machine), so the rest
+ * are SIGKILLed after a short grace: etcd has fsynced every write it acknowledged.
+ */
 export async function stopEtcd(lab: string): Promise<number[]> {
   const pids = labEtcdPids(lab);
-  await signalAndWait(pids, 'SIGTERM');
+  await signalAndWait(pids, 'SIGTERM', STOP_GRACE_MS);
   return pids;
 }
 
@@ -153,22 +202,42 @@ async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-async function healthy(clientUrl: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
-    const body = (await res.json()) as { health?: unknown };
-    return res.ok && body.health === 'true';
-  } catch {
-    return false;
-  }
+/** `/health` of one member over TLS with the client certificate (true once there is a leader). */
+function healthy(clientUrl: string, tls: EtcdTlsFiles): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request(
+      `${clientUrl}/health`,
+      {
+        ca: readFileSync(tls.ca),
+        cert: readFileSync(tls.cert),
+        key: readFileSync(tls.key),
+        timeout: 1000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          try {
+            resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: unknown }).health === 'true');
+          } catch {
+            resolve(false);
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
 
 /** Waits for `/health`; false on timeout or when the process exits first. */
-async function waitHealthy(pid: number, clientUrl: string, timeoutMs: number): Promise<boolean> {
+async function waitHealthy(member: EtcdMember, tls: EtcdTlsFiles, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (!isAlive(pid)) return false;
-    if (await healthy(clientUrl)) return true;
+    if (!isAlive(member.pid)) return false;
+    if (await healthy(member.clientUrl, tls)) return true;
     if (Date.now() > deadline) return false;
     await sleep(50);
   }
@@ -179,13 +248,16 @@ function etcdEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
 }
 
-/** etcd's command line: one member on loopback, sized for `switchyard apply`'s big transactions. */
-function etcdArgs(name: string, data: string, clientUrl: string, peerUrl: string): string[] {
+/**
+ * One member's command line: loopback only, TLS with client certificates on both ports, sized
+ * for `switchyard apply`'s big transactions.
+ */
+function etcdArgs(lab: string, member: EtcdMember, all: readonly EtcdMember[], pki: EtcdPki): string[] {
   return [
     '--name',
-    name,
+    member.name,
     '--data-dir',
-    data,
+    member.dataDir,
     '--logger',
     'zap',
     // Agents ping every 5 s to notice a silent partition; etcd's default minimum is 5 s exactly.
@@ -198,39 +270,60 @@ function etcdArgs(name: string, data: string, clientUrl: string, peerUrl: string
     '--max-request-bytes',
     String(64 * 1024 * 1024),
     '--listen-client-urls',
-    clientUrl,
+    member.clientUrl,
     '--advertise-client-urls',
-    clientUrl,
+    member.clientUrl,
     '--listen-peer-urls',
-    peerUrl,
+    member.peerUrl,
     '--initial-advertise-peer-urls',
-    peerUrl,
+    member.peerUrl,
     '--initial-cluster',
-    `${name}=${peerUrl}`,
+    all.map((m) => `${m.name}=${m.peerUrl}`).join(','),
+    '--initial-cluster-token',
+    `sy-${lab}`,
     // Ignored when the data dir exists: a restart rejoins its own cluster.
     '--initial-cluster-state',
     'new',
+    // Only holders of a certificate from the lab's CA may read or write (loopback is no access
+    // control on a shared host), and only members may join: both ports require one.
+    '--cert-file',
+    pki.member.cert,
+    '--key-file',
+    pki.member.key,
+    '--trusted-ca-file',
+    pki.member.ca,
+    '--client-cert-auth',
+    '--peer-cert-file',
+    pki.member.cert,
+    '--peer-key-file',
+    pki.member.key,
+    '--peer-trusted-ca-file',
+    pki.member.ca,
+    '--peer-client-cert-auth',
   ];
 }
 
-/** The ports given, else those of the last run (its data dir remembers its peer URL), else free ones. */
-async function choosePorts(
-  opts: { clientPort?: number; peerPort?: number },
+/** The members of the last run (their data dirs remember their peer URLs), else new ones on free ports. */
+async function planMembers(
+  lab: string,
+  count: number,
   previous: EtcdInfo | undefined,
-): Promise<{ clientPort: number; peerPort: number }> {
-  const portOf = (url: string | undefined): number | undefined =>
-    url === undefined ? undefined : Number(new URL(url).port) || undefined;
-  const clientPort = opts.clientPort ?? portOf(previous?.clientUrl);
-  const peerPort = opts.peerPort ?? portOf(previous?.peerUrl);
-  if (clientPort !== undefined && peerPort !== undefined) return { clientPort, peerPort };
-  const [a, b] = (await freePorts(2)) as [number, number];
-  const client = clientPort ?? a;
-  return { clientPort: client, peerPort: peerPort ?? (b === client ? a : b) };
+): Promise<EtcdMember[]> {
+  if (previous) return previous.members;
+  const ports = await freePorts(2 * count);
+  return Array.from({ length: count }, (_, i) => ({
+    name: memberName(lab, i, count),
+    pid: 0,
+    clientUrl: `https://${HOST}:${ports[2 * i]}`,
+    peerUrl: `https://${HOST}:${ports[2 * i + 1]}`,
+    dataDir: join(memberDir(lab, i, count), 'data'),
+  }));
 }
 
-/** Starts etcd detached, its output appended to the lab's etcd.log; returns its pid. */
-function spawnEtcd(lab: string, args: string[]): number {
-  const log = openSync(logPath(lab), 'a');
+/** Starts one member detached, its output appended to its etcd.log; returns its pid. */
+function spawnMember(args: string[], member: EtcdMember): number {
+  privateDir(join(member.dataDir, '..'));
+  const log = openPrivateLog(logPath(member));
   let pid: number | undefined;
   try {
     const child = spawn(ETCD_BINARY, args, { detached: true, stdio: ['ignore', log, log], env: etcdEnv() });
@@ -246,52 +339,102 @@ function spawnEtcd(lab: string, args: string[]): number {
   return pid;
 }
 
-/** Waits until the new etcd is healthy; otherwise kills it and throws with the end of its log. */
-async function awaitHealthyOrKill(lab: string, pid: number, clientUrl: string): Promise<void> {
-  if (await waitHealthy(pid, clientUrl, START_TIMEOUT_MS)) return;
-  const why = isAlive(pid)
-    ? `did not become healthy at ${clientUrl} within ${START_TIMEOUT_MS / 1000} s (killed it)`
-    : `exited before becoming healthy at ${clientUrl}`;
-  await signalAndWait([pid], 'SIGKILL');
-  const tail = logTail(logPath(lab));
-  throw new LabError(`etcd of lab '${lab}' ${why}${tail ? `; the end of ${logPath(lab)}:\n${tail}` : ''}`);
+/** Waits until the members are healthy; otherwise kills `started` and throws with the end of a log. */
+async function awaitHealthyOrKill(
+  lab: string,
+  members: readonly EtcdMember[],
+  started: readonly number[],
+  tls: EtcdTlsFiles,
+): Promise<void> {
+  const results = await Promise.all(members.map((m) => waitHealthy(m, tls, START_TIMEOUT_MS)));
+  const failed = members.find((_, i) => !results[i]);
+  if (!failed) return;
+  const why = isAlive(failed.pid)
+    ? `did not become healthy at ${failed.clientUrl} within ${START_TIMEOUT_MS / 1000} s (killed it)`
+    : `exited before becoming healthy at ${failed.clientUrl}`;
+  await signalAndWait([...started], 'SIGKILL');
+  const log = logPath(failed);
+  const tail = logTail(log);
+  throw new LabError(
+    `etcd member ${failed.name} of lab '${lab}' ${why}${tail ? `; the end of ${log}:\n${tail}` : ''}`,
+  );
 }
 
 /**
- * Starts the lab's etcd, or returns the one already running and healthy. Ports are those given,
- * else those of the last run (its data dir remembers its peer URL), else free ones.
+ * Starts the lab's etcd (`members`: 1 or 3, default the running one's or 1), or returns the one
+ * already running and healthy. Members that died are started again on their ports and data;
+ * keys and certificates are made on the first start (etcd-tls.ts).
  */
-export async function startEtcd(
-  lab: string,
-  opts: { clientPort?: number; peerPort?: number } = {},
-): Promise<EtcdInfo> {
+export async function startEtcd(lab: string, opts: { members?: EtcdMemberCount } = {}): Promise<EtcdInfo> {
   const previous = readEtcdInfo(lab);
-  if (previous && isLabEtcd(previous.pid, lab)) {
-    if (await waitHealthy(previous.pid, previous.clientUrl, START_TIMEOUT_MS)) return previous;
-    await signalAndWait([previous.pid], 'SIGKILL');
-    throw new LabError(`the etcd of lab '${lab}' (pid ${previous.pid}) did not become healthy; killed it`);
-  }
-  // One without a record (a run that died before writing etcd.json) would hold the ports and data.
-  await signalAndWait(labEtcdPids(lab), 'SIGKILL');
+  const count = opts.members ?? previous?.members.length ?? 1;
+  if (previous && previous.members.length !== count)
+    throw new LabError(
+      `the etcd of lab '${lab}' has ${previous.members.length} member(s), not ${count}: ` +
+        `'switchyard cluster down --name ${lab}' first to change that`,
+    );
+  privateLabDir(lab);
+  privateDir(etcdDir(lab));
+  const pki = ensureEtcdPki(etcdPkiDir(lab), lab);
+  const members = await planMembers(lab, count, previous);
+  const running = members.filter((m) => m.pid > 0 && isMember(m, lab));
+  // Members without a record (a run that died before writing etcd.json) would hold ports and data.
+  const strays = labEtcdPids(lab).filter((pid) => !running.some((m) => m.pid === pid));
+  await signalAndWait(strays, 'SIGKILL');
 
-  const { clientPort, peerPort } = await choosePorts(opts, previous);
-  const clientUrl = `http://${HOST}:${clientPort}`;
-  const peerUrl = `http://${HOST}:${peerPort}`;
-  const data = dataDir(lab);
-  mkdirSync(etcdDir(lab), { recursive: true });
-  const pid = spawnEtcd(lab, etcdArgs(memberName(lab), data, clientUrl, peerUrl));
-  await awaitHealthyOrKill(lab, pid, clientUrl);
-  const info: EtcdInfo = { lab, pid, clientUrl, peerUrl, dataDir: data, startedAt: new Date().toISOString() };
+  const started: number[] = [];
+  const next = members.map((m) => {
+    if (running.includes(m)) return m;
+    const pid = spawnMember(etcdArgs(lab, m, members, pki), m);
+    started.push(pid);
+    return { ...m, pid };
+  });
+  await awaitHealthyOrKill(lab, next, started, pki.client);
+  if (started.length === 0 && previous) return previous;
+  const info: EtcdInfo = {
+    lab,
+    clientUrl: next.map((m) => m.clientUrl).join(','),
+    members: next,
+    tls: pki.client,
+    startedAt: new Date().toISOString(),
+  };
   writeEtcdInfo(info);
   return info;
 }
 
-/** Starts the lab's etcd again on the ports and data dir of etcd.json. */
+/** Starts the lab's etcd again (the members that are not running) on the ports and data of etcd.json. */
 export async function restartEtcd(lab: string): Promise<EtcdInfo> {
+  if (!readEtcdInfo(lab)) throw new LabError(`lab '${lab}' has no etcd to restart (no ${infoPath(lab)})`);
+  return startEtcd(lab);
+}
+
+/** SIGKILLs one member (a crash of one machine of a replicated etcd). */
+export async function killEtcdMember(lab: string, name: string): Promise<EtcdMember> {
+  const member = readEtcdInfo(lab)?.members.find((m) => m.name === name);
+  if (!member) throw new LabError(`lab '${lab}' has no etcd member '${name}'`);
+  if (isMember(member, lab)) await signalAndWait([member.pid], 'SIGKILL');
+  return member;
+}
+
+/** The member that is the Raft leader now, asked of the running members. */
+export async function etcdLeader(lab: string): Promise<EtcdMember> {
   const info = readEtcdInfo(lab);
-  if (!info) throw new LabError(`lab '${lab}' has no etcd to restart (no ${infoPath(lab)})`);
-  return startEtcd(lab, {
-    clientPort: Number(new URL(info.clientUrl).port),
-    peerPort: Number(new URL(info.peerUrl).port),
-  });
+  if (!info) throw new LabError(`lab '${lab}' has no etcd`);
+  const answers = await Promise.all(
+    info.members
+      .filter((m) => isMember(m, lab))
+      .map(async (m) => {
+        const store = new EtcdStore(m.clientUrl, info.tls);
+        try {
+          return { member: m, status: await store.memberStatus() };
+        } catch {
+          return undefined;
+        } finally {
+          store.close();
+        }
+      }),
+  );
+  const found = answers.find((a) => a !== undefined && a.status.memberId === a.status.leaderId);
+  if (!found) throw new LabError(`the etcd of lab '${lab}' has no leader now`);
+  return found.member;
 }

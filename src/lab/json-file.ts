@@ -1,5 +1,6 @@
 /** Small state files of the lab (state.json, etcd.json): read when present, replaced atomically. */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writePrivateFileAtomic } from '../util/private-files.js';
 
 /** The file's text, or undefined when it does not exist; any other read error is thrown. */
 export function readFileIfExists(path: string): string | undefined {
@@ -11,9 +12,7 @@ export function readFileIfExists(path: string): string | undefined {
   }
 }
 
-/** Writes `value` as JSON through a temporary file and a rename: a crash leaves the old file or the new one. */
+/** Writes `value` as JSON through a temporary file and a rename (0600): a crash leaves the old file or the new one. */
 export function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
-  renameSync(tmp, path);
+  writePrivateFileAtomic(path, JSON.stringify(value, null, 1) + '\n');
 }

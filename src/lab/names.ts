@@ -22,6 +22,11 @@ export const FABRIC_BRIDGE = 'br0';
 export const FABRIC_PREFIX_LENGTH = 24;
 
 export const STATE_ROOT = '/run/switchyard/labs';
+
+/** How many members a lab's etcd may have: one, or three (survives the loss of any one). */
+export const ETCD_MEMBER_COUNTS = [1, 3] as const;
+export type EtcdMemberCount = (typeof ETCD_MEMBER_COUNTS)[number];
+
 export const PIN_ROOT = '/sys/fs/bpf/switchyard';
 export const CGROUP_DIR = 'switchyard';
 /** Under a lab's cgroup: one cgroup per node's agent (pods' cgroups never take this name). */

@@ -3,8 +3,8 @@
  * together with the namespaces it describes). It is written before the kernel is touched, so
  * even a run killed half-way leaves a record of every name it may have made.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Allocations } from '../calc/index.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
@@ -14,6 +14,7 @@ import { LabError } from './errors.js';
 import { labNameError, STATE_ROOT } from './names.js';
 import type { Topology } from './topology.js';
 import { errorMessage } from '../util/errors.js';
+import { PRIVATE_FILE_MODE, privateDir, writePrivateFileAtomic } from '../util/private-files.js';
 
 export type LabBackend = 'none' | BackendName;
 export type LabStatus = 'creating' | 'applying' | 'ready' | 'removing';
@@ -73,6 +74,13 @@ export function labDir(name: string): string {
   return join(STATE_ROOT, name);
 }
 
+/** The lab's directory, created 0700 (and the state root above it: root's alone, see private-files.ts). */
+export function privateLabDir(name: string): string {
+  privateDir(dirname(STATE_ROOT));
+  privateDir(STATE_ROOT);
+  return privateDir(labDir(name));
+}
+
 export function statePath(name: string): string {
   return join(labDir(name), 'state.json');
 }
@@ -99,11 +107,11 @@ export function readState(name: string): LabState | undefined {
 
 /** Atomic: a crash leaves the old file or the new one, never half of one. */
 export function writeState(state: LabState): void {
-  mkdirSync(labDir(state.name), { recursive: true });
-  const path = statePath(state.name);
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 1) + '\n');
-  renameSync(tmp, path);
+  privateLabDir(state.name);
+  writePrivateFileAtomic(
+    statePath(state.name),
+    JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 1) + '\n',
+  );
 }
 
 /** Lab names with a state directory. */
@@ -144,11 +152,11 @@ export function isAlive(pid: number): boolean {
  * whose owner died (a killed `lab up`) is taken over.
  */
 export async function withLabLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  mkdirSync(labDir(name), { recursive: true });
+  privateLabDir(name);
   const path = join(labDir(name), 'lock');
   for (let attempt = 0; ; attempt++) {
     try {
-      writeFileSync(path, String(process.pid), { flag: 'wx' });
+      writeFileSync(path, String(process.pid), { flag: 'wx', mode: PRIVATE_FILE_MODE });
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;

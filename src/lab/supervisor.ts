@@ -37,17 +37,8 @@ const STABLE_MS = 30_000;
  */
 const MAX_QUICK_EXITS = 6;
 
-export interface SupervisedAgent {
-  node: string;
-  netns: string;
-  backend: BackendName;
-  scope: string;
-  source: string;
-  stateDir: string;
-  policyMode?: PolicyMode;
-  cgroupsFile?: string;
-  cgroup?: string;
-}
+/** What a supervisor needs to start its agent again: the launch spec, always detached from it. */
+export type SupervisedAgent = Omit<AgentLaunchSpec, 'outlive' | 'flows'>;
 
 export function supervisorLog(stateDir: string): string {
   return join(stateDir, 'supervisor.log');
@@ -69,6 +60,9 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
   const policyMode = optional('--policy-mode') as PolicyMode | undefined;
   const cgroupsFile = optional('--cgroups');
   const cgroup = optional('--cgroup');
+  const ca = optional('--etcd-cacert');
+  const cert = optional('--etcd-cert');
+  const key = optional('--etcd-key');
   return {
     node: argValue(argv, '--node'),
     netns: argValue(argv, '--netns'),
@@ -78,6 +72,7 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
     stateDir: argValue(argv, '--state-dir'),
     ...(policyMode ? { policyMode } : {}),
     ...(cgroupsFile ? { cgroupsFile } : {}),
+    ...(ca && cert && key ? { etcdTls: { ca, cert, key } } : {}),
     ...(cgroup ? { cgroup } : {}),
   };
 }

@@ -41,13 +41,13 @@ const ALWAYS_DENIED: [string, string][] = [
 
 function manifests(step: number): string {
   const docs: string[] = NAMESPACES.map(
-    (n) => `apiVersion: v1\nkind: Namespace\nmetadata: { name: ${n}, labels: { ns: ${n} } }`,
+    (n) => `apiVersion: v1\nkind: Namespace\nmetadata: { name: '${n}', labels: { ns: '${n}' } }`,
   );
   for (const ns of NAMESPACES)
     for (const name of PODS) {
       const churn = ns === 'y' && name === 'b' ? `, churn: "v${Math.floor(step / 2) % VARIANTS}"` : '';
       docs.push(
-        `apiVersion: v1\nkind: Pod\nmetadata: { name: ${name}, namespace: ${ns}, labels: { pod: ${name}${churn} } }\n` +
+        `apiVersion: v1\nkind: Pod\nmetadata: { name: ${name}, namespace: '${ns}', labels: { pod: ${name}${churn} } }\n` +
           `spec: { containers: [{ name: c, ports: [{ containerPort: 80 }] }] }`,
       );
     }
@@ -61,7 +61,7 @@ metadata: { name: a-from-ya, namespace: x }
 spec:
   podSelector: { matchLabels: { pod: a } }
   ingress:
-    - from: [{ namespaceSelector: { matchLabels: { ns: y } }, podSelector: { matchLabels: { pod: a } } }]
+    - from: [{ namespaceSelector: { matchLabels: { ns: 'y' } }, podSelector: { matchLabels: { pod: a } } }]
       ports: [{ port: 80 }]`);
   docs.push(`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

@@ -41,10 +41,9 @@ const BACKENDS: { backend: BackendName; lab: string }[] = [
 
 /**
  * Cluster mode: one more run, on one backend, with `cluster up --etcd-members 3` and the etcd
- * leader SIGKILLed under writes. Needs the 3-member etcd of issue 24 (branch `etcd`): set to true
- * once it is on main.
+ * leader SIGKILLed under writes (off: a quick way to bisect a failure to the lab runs).
  */
-const CLUSTER_CHAOS_ENABLED = false;
+const CLUSTER_CHAOS_ENABLED = true;
 const CLUSTER: { backend: BackendName; lab: string } = { backend: 'ebpf', lab: `${LAB_PREFIX}-etcd` };
 
 const SEED = Number(process.env.CHAOS_SEED ?? Date.now() % 1_000_000);

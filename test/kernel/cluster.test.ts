@@ -18,10 +18,10 @@ import { agentRequest } from '../../src/agent/client.js';
 import { apiSocket } from '../../src/agent/paths.js';
 import { BACKEND_NAMES } from '../../src/dataplane/backend.js';
 import { listObjects } from '../../src/datastore/read.js';
-import { EtcdStore } from '../../src/datastore/etcd.js';
 import { agentStateDir, labAgents } from '../../src/lab/agents.js';
 import {
   clusterApply,
+  clusterStore,
   clusterConverge,
   clusterEtcd,
   clusterUp,
@@ -236,7 +236,7 @@ describeKernel('cluster faults (ebpf): etcd down, an agent down, a node cut off'
     expect(refused.stderr).toContain(url);
 
     await restartClusterEtcd(lab);
-    const store = new EtcdStore(url);
+    const store = clusterStore(lab);
     try {
       const stored = await listObjects(store, { kind: 'NetworkPolicy', namespace: 'scale' });
       expect(stored.items.map((i) => i.ref.name).sort()).toEqual(['extra', 'servers']);
@@ -281,7 +281,7 @@ describeKernel('cluster faults (ebpf): etcd down, an agent down, a node cut off'
       (alive) => !alive,
     );
     write(dir, '10-policy.yaml', [policy('nobody')]);
-    const store = new EtcdStore(url);
+    const store = clusterStore(lab);
     try {
       const { applyManifests } = await import('../../src/datastore/apply.js');
       await applyManifests(store, [join(dir, '10-policy.yaml')]);

@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,9 +97,23 @@ function policy(namespace: string, name: string, spec: string): string {
 
 const docs = (...d: string[]): string => d.join('---\n');
 
+/** A plain etcd3 client of the test's etcd, with the lab's client certificate. */
+function rawClient(): Etcd3 {
+  return new Etcd3({
+    hosts: etcd.clientUrl,
+    credentials: {
+      rootCertificate: readFileSync(etcd.tls.ca),
+      certChain: readFileSync(etcd.tls.cert),
+      privateKey: readFileSync(etcd.tls.key),
+    },
+    // As EtcdStore does: the member certificate names localhost (an IP as TLS server name is deprecated).
+    grpcOptions: { 'grpc.ssl_target_name_override': 'localhost' },
+  });
+}
+
 /** Removes every object and setting: each test starts from an empty store (revisions go on). */
 async function wipe(): Promise<void> {
-  const client = new Etcd3({ hosts: etcd.clientUrl });
+  const client = rawClient();
   try {
     await client.delete().prefix(PREFIX).exec();
   } finally {
@@ -174,7 +188,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
   beforeAll(async () => {
     mkdirSync(labDir(LAB), { recursive: true });
     etcd = await startEtcd(LAB);
-    store = new EtcdStore(etcd.clientUrl);
+    store = new EtcdStore(etcd.clientUrl, etcd.tls);
     stores.push(store);
   });
 
@@ -320,7 +334,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
 
     // A Pod written (by hand) under a NetworkPolicy key: the next apply names the key and commits nothing.
     const wrongKey = `${PREFIX}objects/NetworkPolicy/shop/web`;
-    const client = new Etcd3({ hosts: etcd.clientUrl });
+    const client = rawClient();
     try {
       await client
         .put(wrongKey)
@@ -340,7 +354,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     expect(get.message).toContain(`etcd key ${wrongKey}`);
 
     // Once the stray value is gone, applies work again.
-    const cleaner = new Etcd3({ hosts: etcd.clientUrl });
+    const cleaner = rawClient();
     try {
       await cleaner.delete().key(wrongKey).exec();
     } finally {
@@ -409,7 +423,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     const n = 12;
     const dirs = Array.from({ length: n }, (_, i) => manifests({ 'pod.yaml': pod('race', `p${i}`) }));
     const writers = dirs.map((d) => {
-      const s = new EtcdStore(etcd.clientUrl);
+      const s = new EtcdStore(etcd.clientUrl, etcd.tls);
       stores.push(s);
       return { s, d };
     });
@@ -535,7 +549,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     });
 
     it('first read lists; the IR has rule sets for node-1 only, endpoints of every node', async () => {
-      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state });
+      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state, tls: etcd.tls });
       const desired = await source.read();
       expect(source.stats.lists).toBe(1);
       expect(Number(desired.revision)).toBe(await store.snapshotRevision());
@@ -573,7 +587,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     it('restart: a new source starts from its cache and resumes the watch without listing', async () => {
       // Written while no source runs.
       const w = await applyOne('egress.yaml', egressPolicy('egress-watch', 5002));
-      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state });
+      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state, tls: etcd.tls });
       const cached = await source.read();
       expect(source.stats.lists).toBe(0);
       expect(cached.revision).toBe(last.revision);
@@ -594,7 +608,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
       const latest = await store.snapshotRevision();
       await store.compact(latest);
 
-      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state });
+      source = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: state, tls: etcd.tls });
       expect((await source.read()).revision).toBe(last.revision);
       expect(source.stats.lists).toBe(0);
       const stop = source.watch(() => undefined);
@@ -606,7 +620,7 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
       expect(egressPorts(desired, 'egress-watch')).toEqual([5003]);
       expect(egressPorts(desired, 'egress-compact')).toEqual([6000]);
 
-      const fresh = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: stateDir() });
+      const fresh = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: stateDir(), tls: etcd.tls });
       const listed = await fresh.read();
       stops.push(fresh.watch(() => undefined));
       expect(fresh.stats.lists).toBe(1);

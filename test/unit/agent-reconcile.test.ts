@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { appliedPath, readApplied } from '../../src/agent/store.js';
-import type { ApplyResult, Backend, NodeTarget } from '../../src/dataplane/backend.js';
+import { ApplyError, type ApplyResult, type Backend, type NodeTarget } from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';
 import { modelOf, namespace, networkPolicy, pod, type Manifest, compileIR } from '../support/manifests.js';
 
@@ -48,6 +48,8 @@ class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove
   readonly applies: ApplyCall[] = [];
   removes = 0;
   failWith: string | undefined;
+  /** The failure is one the same input repeats (a verifier rejection, a capacity limit). */
+  deterministic = false;
 
   render(_ir: IR, node: string) {
     return { backend: this.name, node, text: '' };
@@ -55,7 +57,12 @@ class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove
 
   apply(_target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
     this.applies.push({ ir, previous });
-    if (this.failWith) return Promise.reject(new Error(this.failWith));
+    if (this.failWith)
+      return Promise.reject(
+        this.deterministic
+          ? new ApplyError(this.failWith, this.name, undefined, { deterministic: true })
+          : new Error(this.failWith),
+      );
     return Promise.resolve({ changed: ['table inet switchyard'], durationMs: 1 });
   }
 
@@ -312,7 +319,7 @@ describe('Agent: drift', () => {
     expect(backend.applies).toHaveLength(2);
   });
 
-  it('reports a failed repair as a drift error and keeps trying', async () => {
+  it('reports a failed repair once and tries again backing off, not every poll', async () => {
     writeDesired('r1', irFor(5432));
     const backend = new FakeBackend();
     const kernel = new FakeKernel();
@@ -323,10 +330,16 @@ describe('Agent: drift', () => {
     await a.start();
     backend.failWith = 'nft: busy';
     kernel.fp = 'fp-tampered';
-    await vi.waitFor(() => expect(backend.applies.length).toBeGreaterThanOrEqual(3), { timeout: 2000 });
+    const before = backend.applies.length;
+    await vi.waitFor(() => expect(backend.applies.length).toBeGreaterThanOrEqual(before + 3), {
+      timeout: 2000,
+    });
+    // Polls every 50 ms, but attempts 250, 500, 1000 ms apart: far fewer than the polls.
+    await sleep(600);
+    expect(backend.applies.length - before).toBeLessThanOrEqual(5);
     expect(a.status.repairs).toBe(0);
     expect(a.status.lastError).toMatchObject({ stage: 'drift', message: 'nft: busy', revision: 'r1' });
-    expect(hooks.errors.every((s) => s === 'drift')).toBe(true);
+    expect(hooks.errors).toEqual(['drift']);
 
     backend.failWith = undefined;
     await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000 });
@@ -423,6 +436,66 @@ describe('Agent: changes and errors', () => {
     expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r3' });
     expect(backend.applies.at(-1)?.previous).toEqual(plain(ir1));
     expect(readApplied(stateDir)?.revision).toBe('r3');
+  });
+
+  it('reports a deterministic failure once and does not retry it until the revision changes', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const errors: string[] = [];
+    const a = agent(backend, new FakeKernel(), { hooks: { onError: (s) => errors.push(s) } });
+    await a.start();
+
+    backend.failWith = 'eBPF: the verifier rejected the ingress program of shop/db';
+    backend.deterministic = true;
+    writeDesired('r2', irFor(8080));
+    await vi.waitFor(() => expect(a.status.desiredRevision).toBe('r2'), { timeout: 2000 });
+    const attempts = backend.applies.length;
+    // Touching the source, asking for a sync and waiting past every backoff step change nothing.
+    writeDesired('r2', irFor(8080));
+    await a.syncNow();
+    await sleep(800);
+    expect(backend.applies.length).toBe(attempts);
+    expect(errors).toEqual(['apply']);
+    expect(a.status.errors).toBe(1);
+    expect(a.status.lastError).toMatchObject({ stage: 'apply', revision: 'r2', retry: 'on-change' });
+    expect(a.status.revision).toBe('r1');
+
+    backend.failWith = undefined;
+    writeDesired('r3', irFor(9090));
+    await vi.waitFor(() => expect(a.status.revision).toBe('r3'), { timeout: 2000 });
+    expect(a.status.lastError).toBeUndefined();
+  });
+
+  it('logs a transient failure that repeats once, and keeps backing off', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const errors: string[] = [];
+    const a = agent(backend, new FakeKernel(), { hooks: { onError: (s) => errors.push(s) } });
+    await a.start();
+    backend.failWith = 'host interfaces missing: syabc (shop/db)';
+    writeDesired('r2', irFor(8080));
+    await vi.waitFor(() => expect(backend.applies.length).toBeGreaterThanOrEqual(4), { timeout: 3000 });
+    expect(errors).toEqual(['apply']);
+    expect(a.status.errors).toBe(1);
+    expect(a.status.lastError).toMatchObject({ revision: 'r2', retry: 'backoff' });
+  });
+
+  it('does not repeat a deterministic repair failure until the kernel changes again', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    await a.start();
+    backend.failWith = 'map full';
+    backend.deterministic = true;
+    kernel.fp = 'fp-tampered';
+    await vi.waitFor(() => expect(a.status.lastError?.stage).toBe('drift'), { timeout: 2000 });
+    const attempts = backend.applies.length;
+    await sleep(700);
+    expect(backend.applies.length).toBe(attempts);
+    backend.failWith = undefined;
+    kernel.fp = 'fp-tampered-again';
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000 });
   });
 
   it('reports a failed first apply without a revision in force', async () => {

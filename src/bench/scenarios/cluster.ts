@@ -35,7 +35,7 @@ import { availableBackends } from '../../dataplane/registry.js';
 import { applyManifests } from '../../datastore/apply.js';
 import { EtcdStore } from '../../datastore/etcd.js';
 import { agentStateDir } from '../../lab/agents.js';
-import { clusterEtcd, clusterUp } from '../../lab/cluster.js';
+import { clusterStore, clusterUp } from '../../lab/cluster.js';
 import { labDown } from '../../lab/index.js';
 import { spawnInNetns } from '../../netns/index.js';
 import { median, percentile, summarize } from '../stats.js';
@@ -508,7 +508,7 @@ async function measureBackend(
     const target = pod(TARGET);
     if (client.node === target.node) throw new Error(`client and target are both on ${client.node}`);
     const nodes = topology.nodes.map((n) => n.name);
-    store = new EtcdStore(clusterEtcd(lab).clientUrl);
+    store = clusterStore(lab);
     prober = new Prober({
       netns: client.netns,
       cgroup: join(up.lab.state.cgroupRoot, client.slug),

@@ -22,6 +22,7 @@ import { performance } from 'node:perf_hooks';
 import {
   attachTcx,
   attachXdp,
+  BpfCapacityError,
   ensureBpffs,
   isPinned,
   Link,
@@ -72,6 +73,8 @@ import {
   PREFILTER_PROGRAM_NAME,
 } from './prefilter.js';
 import { policyProgram, programHash, type GeneratedProgram } from './program.js';
+import { describeOverLimit, estimateVerifierWork } from './complexity.js';
+import { saveVerifierLog, VERIFIER_LOG_ENV } from './verifier-log.js';
 import { applyServices, removeServices, SERVICES_DIR } from './services.js';
 import {
   addSetMembers,
@@ -108,9 +111,15 @@ interface PlannedHook {
   reload: boolean;
 }
 
-/** Throws the backend's error; `cause` keeps the kernel's own (errno, verifier, missing feature). */
-function fail(message: string, detail?: string, cause?: unknown): never {
-  throw new ApplyError(`eBPF: ${message}`, 'ebpf', detail, cause !== undefined ? { cause } : undefined);
+/**
+ * Throws the backend's error; `cause` keeps the kernel's own (errno, verifier, missing feature).
+ * A verifier rejection or a full map fails the same way until the desired state changes.
+ */
+function fail(message: string, detail?: string, cause?: unknown, deterministic?: boolean): never {
+  throw new ApplyError(`eBPF: ${message}`, 'ebpf', detail, {
+    ...(cause !== undefined ? { cause } : {}),
+    deterministic: deterministic ?? (cause instanceof VerifierError || cause instanceof BpfCapacityError),
+  });
 }
 
 function describeError(e: unknown): string {
@@ -135,24 +144,32 @@ function grownCounters(maps: NodeMaps, dir: string, slots: number): void {
   maps.counters = bigger;
 }
 
-function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions): Program {
+/**
+ * Loads a hook's program with the verifier on a worker thread (the caller's event loop keeps
+ * serving). A rejection says so in a few lines; the log the kernel returned goes to a file the
+ * error names (all of it with `verifierLog`).
+ */
+async function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions): Promise<Program> {
   const { generated } = hook;
   try {
-    return Program.load({
+    return await Program.loadAsync({
       name: generated.name,
       type: 'sched_cls',
       expectedAttachType: hookFor(generated.direction) === 'ingress' ? 'tcx_ingress' : 'tcx_egress',
       instructions: hook.instructions,
       maps: programMaps(maps),
+      ...(opts.verifierLog ? { fullLog: true } : {}),
     });
   } catch (e) {
     const what = `the ${generated.direction} program of ${generated.endpoint} (${generated.name})`;
-    if (e instanceof VerifierError)
-      fail(
-        `the verifier rejected ${what}; the programs in force are unchanged`,
-        opts.verifierLog ? e.withLog() : e.message,
-        e,
-      );
+    if (e instanceof VerifierError) {
+      const file = saveVerifierLog(generated.name, opts.verifierLog ? e.withLog() : e.message + '\n' + e.log);
+      const more = file
+        ? `\nverifier log: ${file}${opts.verifierLog ? '' : ` (its end; all of it with ${VERIFIER_LOG_ENV}=full)`}`
+        : '';
+      const detail = opts.verifierLog ? e.withLog() : e.message;
+      fail(`the verifier rejected ${what}; the programs in force are unchanged`, detail + more, e);
+    }
     fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`, undefined, e);
   }
 }
@@ -200,6 +217,10 @@ function planHooks(
     const iface = ep ? interfaces.get(ep.hostInterface) : undefined;
     if (!ep || !iface) throw new Error(`no interface for ${rs.endpoint}`);
     const generated = policyProgram(rs, alloc);
+    const estimate = estimateVerifierWork(rs, alloc, generated.program);
+    // Refused in milliseconds here rather than by the verifier after minutes.
+    if (estimate.processed > estimate.limit)
+      fail(`${describeOverLimit(estimate)}; the programs in force are unchanged`, undefined, undefined, true);
     const instructions = opts.mutateProgram ? opts.mutateProgram(generated) : generated.program;
     const hash = programHash(instructions);
     const before = meta?.hooks.find((h) => h.endpoint === rs.endpoint && h.direction === rs.direction);
@@ -409,7 +430,11 @@ export async function applyNode(
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
-    applyPrograms({ target, view, interfaces, dir, meta, alloc, tables, maps, changed }, previous, opts);
+    await applyPrograms(
+      { target, view, interfaces, dir, meta, alloc, tables, maps, changed },
+      previous,
+      opts,
+    );
   } finally {
     closeNodeMaps(maps);
   }
@@ -507,7 +532,7 @@ function prepareMaps(n: NodeApply, opts: ApplyOptions): void {
 }
 
 /** Steps 1 to 6 on the open maps. */
-function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOptions): void {
+async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOptions): Promise<void> {
   const { target, maps, changed, meta, alloc } = n;
   prepareMaps(n, opts);
   const ids = mapIds(maps);
@@ -519,12 +544,13 @@ function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOption
     const byName = new Map(n.interfaces.map((i) => [i.ifname, i]));
     hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts);
   } catch (e) {
+    if (e instanceof ApplyError) throw e;
     fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`, undefined, e);
   }
   const loaded = new Map<PlannedHook, Program>();
   let built: ReturnType<typeof buildTables> = new Map();
   try {
-    for (const hook of hooks) if (hook.reload) loaded.set(hook, loadPolicy(hook, maps, opts));
+    for (const hook of hooks) if (hook.reload) loaded.set(hook, await loadPolicy(hook, maps, opts));
     const tablePlan = planTableWrites(n.view.ruleSets, n.tables, alloc, meta?.tables ?? [], maps.tables);
     built = buildDecisionTables(n, tablePlan.writes);
 

@@ -25,6 +25,8 @@ import { forgetContentScans } from './map-contents.js';
 import { createEbpfFlowSource } from './flow-source.js';
 import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
+import { nodeLimitFindings } from './complexity.js';
+import { fullVerifierLogAsked } from './verifier-log.js';
 
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
@@ -64,6 +66,7 @@ async function tamper(target: NodeTarget, endpoint: Endpoint): Promise<string> {
 }
 
 export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
+  const applyOptions: ApplyOptions = { verifierLog: fullVerifierLogAsked(), ...opts };
   return {
     name: 'ebpf',
     render(ir: IR, node: string): RenderedPlan {
@@ -72,12 +75,13 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       checkPrefilterSize('ebpf', ir, target.node);
       try {
-        return await applyNode(target, ir, previous, opts);
+        return await applyNode(target, ir, previous, applyOptions);
       } finally {
         // What we wrote is read in full by the next fingerprint, whatever the element counts say.
         forgetContentScans();
       }
     },
+    limits: nodeLimitFindings,
     async remove(target: NodeTarget): Promise<void> {
       removeNode(target);
     },

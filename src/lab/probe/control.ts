@@ -1,6 +1,6 @@
 /** The CLI's side of the probe server: config, start, reload, find and stop. */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { argValue, findMarkedProcesses } from '../../netns/processes.js';
@@ -18,6 +18,7 @@ import {
   type ProbeServerConfig,
 } from './protocol.js';
 import { probeScript } from './scripts.js';
+import { openPrivateLog, writePrivateFileAtomic } from '../../util/private-files.js';
 
 const START_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -32,7 +33,7 @@ export function writeProbeConfig(
     lab,
     pods: pods.map((p) => ({ id: p.id, netns: p.netns, cgroup: join(cgroupRoot, p.slug), ports: p.ports })),
   };
-  writeFileSync(probeConfigPath(labDir), JSON.stringify(config) + '\n');
+  writePrivateFileAtomic(probeConfigPath(labDir), JSON.stringify(config) + '\n');
 }
 
 export function controlRequest(
@@ -86,7 +87,7 @@ export function findProbeServers(): Map<string, number[]> {
 }
 
 async function startServer(labDir: string, lab: string): Promise<ProbeServerInfo> {
-  const log = openSync(probeLogPath(labDir), 'a');
+  const log = openPrivateLog(probeLogPath(labDir));
   const child = spawn(process.execPath, [probeScript('server'), SERVER_MARK, '--lab', lab, '--dir', labDir], {
     detached: true,
     stdio: ['ignore', log, log],
