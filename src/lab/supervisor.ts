@@ -15,7 +15,9 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { agentRequest } from '../agent/client.js';
 import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
+import { apiSocket } from '../agent/paths.js';
 import { readRestarts, wasReady, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
@@ -36,6 +38,14 @@ const STABLE_MS = 30_000;
  * so `lab up` reports the agent's error instead of waiting for its timeout).
  */
 const MAX_QUICK_EXITS = 6;
+/**
+ * An agent that has not answered its API this long after its start (adopting or applying takes
+ * seconds; program loads run off its main thread), or this long since its last answer, is hung:
+ * it is killed, and so restarted like any other exit.
+ */
+const HUNG_AFTER_MS = Number(process.env.SWITCHYARD_AGENT_HUNG_MS ?? 60_000);
+/** How often the supervisor asks a running agent's API whether it is alive. */
+const LIVENESS_EVERY_MS = Math.min(5_000, HUNG_AFTER_MS / 4);
 
 /** What a supervisor needs to start its agent again: the launch spec, always detached from it. */
 export type SupervisedAgent = Omit<AgentLaunchSpec, 'outlive' | 'flows'>;
@@ -123,7 +133,9 @@ export async function superviseAgent(a: SupervisedAgent): Promise<number> {
     const started = Date.now();
     current = launchAgent(spec);
     say('agent started', { pid: current.pid });
+    const watchdog = watchLiveness(a.stateDir, current.pid);
     const code = await current.exited;
+    clearInterval(watchdog);
     if (stopping) {
       say('agent stopped', { signal: stopping, code });
       return 0;
@@ -149,4 +161,33 @@ export async function superviseAgent(a: SupervisedAgent): Promise<number> {
     if (stopping) return 0;
     backoff = Math.min(RESTART_MAX_MS, backoff * 2);
   }
+}
+
+/**
+ * Kills the agent `pid` once its API has been silent for HUNG_AFTER_MS (counted from its start
+ * until it first answers): a hung agent repairs nothing, so it is restarted like a dead one.
+ */
+function watchLiveness(stateDir: string, pid: number): NodeJS.Timeout {
+  let lastAnswer = Date.now();
+  let asking = false;
+  return setInterval(() => {
+    if (asking) return;
+    asking = true;
+    agentRequest(apiSocket(stateDir), '/v1/status', { timeoutMs: LIVENESS_EVERY_MS })
+      .then(() => {
+        lastAnswer = Date.now();
+      })
+      .catch(() => {
+        if (Date.now() - lastAnswer < HUNG_AFTER_MS) return;
+        say('agent does not answer: killing it', { pid, silentMs: Date.now() - lastAnswer });
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Already gone: its exit is handled by the loop.
+        }
+      })
+      .finally(() => {
+        asking = false;
+      });
+  }, LIVENESS_EVERY_MS);
 }

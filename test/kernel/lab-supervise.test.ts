@@ -23,6 +23,7 @@ const run = promisify(execFile);
 const LAB = `${process.env.SUPERVISE_LAB_PREFIX ?? 'drs'}${process.pid % 10000}`;
 const FILES = [join(REPO, 'examples', 'walkthrough')];
 const CLI = join(REPO, 'bin', 'switchyard');
+const HUNG_MS = 8_000;
 
 function nodeOf(pod: string): { name: string; netns: string } {
   const s = readState(LAB);
@@ -54,6 +55,8 @@ async function cliJson<T>(...args: string[]): Promise<T> {
 
 describeKernel('lab agents are supervised: restarted, counted, repairing what changed meanwhile', () => {
   beforeAll(async () => {
+    // The supervisors inherit it: a hung agent is killed after 8 s here instead of a minute.
+    process.env.SWITCHYARD_AGENT_HUNG_MS = String(HUNG_MS);
     await labDown(LAB);
     await converge({ name: LAB, model: loadManifests(FILES), files: FILES, mode: 'up', backend: 'nftables' });
   }, 180_000);
@@ -119,6 +122,25 @@ describeKernel('lab agents are supervised: restarted, counted, repairing what ch
     const last = await agentRequest<AgentStatus>(socket, '/v1/status');
     expect(last.restarts).toBe((first.restarts ?? 0) + kills);
     expect(labSupervisors(LAB).some((s) => s.node === node.name)).toBe(true);
+  });
+
+  it('kills and restarts an agent whose API stays silent (SIGSTOPped: alive but hung)', async () => {
+    const node = nodeOf('shop/backend');
+    const socket = apiSocket(agentStateDir(LAB, node.name));
+    const first = await agentRequest<AgentStatus>(socket, '/v1/status');
+    process.kill(first.pid, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    const s = await until(
+      'the hung agent to be replaced',
+      async () => {
+        const now = await agentRequest<AgentStatus>(socket, '/v1/status', { timeoutMs: 500 });
+        return now.pid !== first.pid && now.revision !== undefined ? now : undefined;
+      },
+      HUNG_MS + 20_000,
+    );
+    expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(HUNG_MS - 2500);
+    expect(s.restarts).toBe((first.restarts ?? 0) + 1);
+    expect(() => process.kill(first.pid, 0)).toThrow();
   });
 
   it('shows a revision the agents cannot apply as failed, with the revision in force', async () => {
