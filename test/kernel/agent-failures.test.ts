@@ -25,6 +25,7 @@ import { listNetns } from '../../src/netns/index.js';
 import type { IR, Rule } from '../../src/ir/types.js';
 import { describeKernel } from '../support/kernel.js';
 import { cli, CLI, REPO } from './lab-harness.js';
+import { waitUntil } from '../support/until.js';
 
 const LAB = 'faag';
 const WALKTHROUGH = join(REPO, 'examples', 'walkthrough');
@@ -67,15 +68,8 @@ function withWalk(rules: number, revision: string): DesiredState {
   return { ...desired, revision, ir };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> =>
+  waitUntil(what, fn, timeoutMs);
 
 let original: DesiredState;
 

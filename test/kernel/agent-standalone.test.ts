@@ -25,6 +25,7 @@ import { readState } from '../../src/lab/state.js';
 import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
 import { CLI, cli, REPO } from './lab-harness.js';
+import { waitUntil } from '../support/until.js';
 
 const LAB = 'ag-std';
 const WALKTHROUGH = join(REPO, 'examples', 'walkthrough');
@@ -43,15 +44,8 @@ describeKernel('agent: standalone, from a directory of manifests', () => {
   const dbReachable = async (): Promise<boolean> =>
     (await measureReach(LAB, { port: 5432, protocol: 'TCP', from: ['shop/backend'], timeoutMs: 400 })).matrix
       .results['shop/backend']?.['shop/db'] === true;
-  async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await fn().catch(() => undefined);
-      if (v !== undefined) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
+  const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> =>
+    waitUntil(what, fn, timeoutMs);
 
   beforeAll(async () => {
     await labDown(LAB);

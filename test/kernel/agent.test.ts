@@ -17,6 +17,7 @@ import { loadManifests } from '../../src/model/index.js';
 import type { Flow, FlowStats } from '../../src/observe/flows.js';
 import { describeKernel } from '../support/kernel.js';
 import { REPO } from './lab-harness.js';
+import { waitUntil } from '../support/until.js';
 
 const WALKTHROUGH = join(REPO, 'examples', 'walkthrough');
 const FILES = [WALKTHROUGH];
@@ -43,15 +44,8 @@ async function reaches(lab: string, from: string, to: string, port: number): Pro
   return r.matrix.results[from]?.[to] === true;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> =>
+  waitUntil(what, fn, timeoutMs);
 
 /** The backend's own drift drill on the node of shop/backend: client → backend would pass. */
 async function breakDataplane(backendName: BackendName, lab: string): Promise<string> {

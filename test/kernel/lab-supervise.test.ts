@@ -18,6 +18,7 @@ import { readState } from '../../src/lab/state.js';
 import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
 import { REPO } from './lab-harness.js';
+import { waitUntil } from '../support/until.js';
 
 const run = promisify(execFile);
 const LAB = `${process.env.SUPERVISE_LAB_PREFIX ?? 'drs'}${process.pid % 10000}`;
@@ -38,15 +39,8 @@ async function reaches(from: string, to: string, port: number): Promise<boolean>
   return r.matrix.results[from]?.[to] === true;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> =>
+  waitUntil(what, fn, timeoutMs);
 
 async function cliJson<T>(...args: string[]): Promise<T> {
   const { stdout } = await run(CLI, args, { timeout: 30_000 });
