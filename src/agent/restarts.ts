@@ -3,8 +3,9 @@
  * writes the record in the agent's state directory before each restart, the agent reads it when
  * it starts and reports it in its status and metrics.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writePrivateFileAtomic } from '../util/private-files.js';
 
 export interface RestartRecord {
   restarts: number;
@@ -27,12 +28,7 @@ export function readRestarts(stateDir: string): RestartRecord | undefined {
 }
 
 export function writeRestarts(stateDir: string, record: RestartRecord): void {
-  writeAtomically(restartsFile(stateDir), JSON.stringify(record));
-}
-
-function writeAtomically(path: string, text: string): void {
-  writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
-  renameSync(`${path}.tmp`, path);
+  writePrivateFileAtomic(restartsFile(stateDir), JSON.stringify(record));
 }
 
 /**
@@ -45,7 +41,7 @@ export function readyFile(stateDir: string): string {
 }
 
 export function writeReady(stateDir: string, pid: number): void {
-  writeAtomically(readyFile(stateDir), String(pid));
+  writePrivateFileAtomic(readyFile(stateDir), String(pid));
 }
 
 /** Did the agent with `pid` get ready? */

@@ -13,7 +13,7 @@
  * so `lab down` stops it before the agent, also when whoever started it is gone.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentRequest } from '../agent/client.js';
 import { agentFlags, cliEntry, launchAgent, type AgentLaunchSpec } from '../agent/launch.js';
@@ -22,6 +22,7 @@ import { readRestarts, wasReady, writeRestarts } from '../agent/restarts.js';
 import type { BackendName } from '../dataplane/backend.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { argValue } from '../netns/processes.js';
+import { openPrivateLog, privateDir } from '../util/private-files.js';
 
 /** The first argument after `supervise-agent` on a supervisor's command line. */
 export const SUPERVISOR_MARK = '--switchyard-supervisor';
@@ -89,10 +90,10 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
 
 /** Starts a detached supervisor for one node's agent; returns its pid. */
 export function launchSupervisor(a: SupervisedAgent): number {
-  mkdirSync(a.stateDir, { recursive: true, mode: 0o700 });
+  privateDir(a.stateDir);
   // A new supervision starts counting from zero.
   writeRestarts(a.stateDir, { restarts: 0 });
-  const log = openSync(supervisorLog(a.stateDir), 'a', 0o600);
+  const log = openPrivateLog(supervisorLog(a.stateDir));
   try {
     const child = spawn(process.execPath, supervisorArgs(a), {
       detached: true,
