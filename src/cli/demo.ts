@@ -15,7 +15,8 @@ import { allLabSummaries, converge, labDown, measureReach, probeService } from '
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
 import { agentSteps } from './demo-agent.js';
 import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
-import { formatReachGrid, formatTable } from './output.js';
+import { formatTable } from './output.js';
+import { formatReachGrid, reachLegend } from './reach-format.js';
 import { EXAMPLES_DIR } from './paths.js';
 import type { DemoStep } from './demo-step.js';
 
@@ -83,7 +84,11 @@ function policySteps(): DemoStep[] {
       command: `switchyard reach ${rel(walkthrough)} --port 8080`,
       run: () => {
         const model = loadManifests([walkthrough]);
-        return formatReachGrid(reachMatrix(buildIR(model, allocate(model)), 8080, 'TCP').results);
+        return (
+          formatReachGrid(reachMatrix(buildIR(model, allocate(model)), 8080, 'TCP')) +
+          '\n' +
+          reachLegend(false)
+        );
       },
     },
   ];
@@ -101,9 +106,9 @@ const PROBES = [
 
 function disagreements(predicted: ReachMatrix, measured: ReachMatrix): string[] {
   const out: string[] = [];
-  for (const [src, row] of Object.entries(predicted.results))
+  for (const [src, row] of Object.entries(predicted.outcomes))
     for (const [dst, want] of Object.entries(row))
-      if (measured.results[src]?.[dst] !== want) out.push(`${src} → ${dst} predicted ${want}`);
+      if (measured.outcomes[src]?.[dst] !== want) out.push(`${src} → ${dst} predicted ${want}`);
   return out;
 }
 
@@ -158,7 +163,7 @@ async function compareReach(
     agree += pairs - diff.length;
     lines.push(...diff.map((d) => `  MISMATCH ${probe.protocol}/${probe.port}: ${d}`));
     if (probe.port === 5432)
-      lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix.results));
+      lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix));
   }
   return { lines, agree, total, reachMs };
 }

@@ -6,7 +6,9 @@ import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { parseTimeoutMs, policyModeOption } from './options.js';
-import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
+import { CliError, formatTable, printJson } from './output.js';
+import { formatReachView } from './reach-format.js';
+import { compareReach } from '../calc/index.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 
@@ -213,11 +215,13 @@ interface ReachCliOptions {
   protocol: 'TCP' | 'UDP';
   from?: string[];
   timeout?: number;
+  full?: boolean;
   json?: boolean;
 }
 
 async function reachAction(opts: ReachCliOptions): Promise<void> {
   const name = await checkedName(opts.name);
+  const progress = opts.json ? undefined : progressBar();
   const r = await (
     await lab()
   ).measureReach(name, {
@@ -225,24 +229,46 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
     protocol: opts.protocol,
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+    ...(progress ? { progress } : {}),
   });
-  if (opts.json) return printJson(r.matrix);
+  const comparison = compareReach(r.matrix, r.predicted);
+  const { mismatches, ...counts } = comparison;
+  if (opts.json)
+    return printJson({
+      ...r.matrix,
+      summary: { ...counts, mismatches: mismatches.length, durationMs: r.durationMs },
+      mismatches,
+    });
   process.stdout.write(
-    `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
+    `${opts.protocol}/${opts.port} measured in lab ${name}, compared with the prediction\n`,
   );
-  process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
+  process.stdout.write(
+    formatReachView({
+      matrix: r.matrix,
+      comparison,
+      compared: true,
+      durationMs: r.durationMs,
+      full: opts.full === true,
+    }) + '\n',
+  );
 }
 
 function registerLabReach(cmd: Command): void {
   cmd
     .command('reach')
-    .description('measure the pod×pod matrix with real connections from inside each pod')
+    .description(
+      'measure the pod×pod matrix with real connections from inside each pod, and compare it with the prediction',
+    )
     .addOption(nameOption())
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
     .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
     .option('--timeout <ms>', 'per-connection timeout', parseTimeoutMs)
-    .option('--json', 'machine-readable matrix (same shape as `switchyard reach --json`)')
+    .option('--full', 'the pod×pod grid even above 20 pods (default: a summary per namespace)')
+    .option(
+      '--json',
+      'machine-readable matrix (same shape as `switchyard reach --json`), with summary and mismatches',
+    )
     .action(reachAction);
 }
 

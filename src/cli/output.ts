@@ -28,14 +28,3 @@ export class CliError extends Error {
     this.name = 'CliError';
   }
 }
-
-/** A reach matrix as a grid: sources down, destinations across, `.` reachable, `X` blocked. */
-export function formatReachGrid(results: Record<string, Record<string, boolean>>): string {
-  const sources = Object.keys(results);
-  const dests = [...new Set(sources.flatMap((s) => Object.keys(results[s] ?? {})))];
-  const rows = sources.map((s) => [
-    s,
-    ...dests.map((d) => (results[s]?.[d] === undefined ? '?' : results[s]?.[d] ? '.' : 'X')),
-  ]);
-  return formatTable(['from \\ to', ...dests], rows);
-}

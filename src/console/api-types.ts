@@ -67,6 +67,8 @@ export interface Matrix {
   protocol: string;
   /** results[src][dst], keys `namespace/pod`. */
   results: Record<string, Record<string, boolean>>;
+  /** outcomes[src][dst]: `allowed`, `denied` (by policy) or `unserved` (allowed, but nothing serves the port). */
+  outcomes: Record<string, Record<string, 'allowed' | 'denied' | 'unserved'>>;
 }
 
 export interface ReachResponse {

@@ -2,7 +2,7 @@
  * The pod×pod reach matrix measured with real connections from inside each source pod's namespace
  * and cgroup, every pair at once.
  */
-import type { ReachMatrix } from '../calc/index.js';
+import { reachMatrix, type ReachMatrix, type ReachOutcome } from '../calc/index.js';
 import { join } from 'node:path';
 import { requireRoot } from '../netns/index.js';
 import { LabError } from './errors.js';
@@ -12,6 +12,7 @@ import { probeMatrix } from './probe/prober.js';
 import type { ProbeOutcome } from './probe/protocol.js';
 import { readState, type LabState } from './state.js';
 import type { LabPod } from './topology.js';
+import type { Progress } from './progress.js';
 
 export interface ReachOptions {
   port: number;
@@ -20,10 +21,24 @@ export interface ReachOptions {
   from?: string[];
   /** Per connection attempt. */
   timeoutMs?: number;
+  /** One tick per probed pair. */
+  progress?: Progress;
+}
+
+/**
+ * What a probe's outcome says about the pair: answered → allowed; refused (a TCP reset, or ICMP
+ * port unreachable on UDP, which only a reachable namespace with no listener sends) → unserved;
+ * anything else (a timeout: policy drops silently) → denied.
+ */
+export function probeOutcome(o: ProbeOutcome | undefined): ReachOutcome {
+  if (o?.ok === true) return 'allowed';
+  return o?.error === 'ECONNREFUSED' ? 'unserved' : 'denied';
 }
 
 export interface ReachResult {
   matrix: ReachMatrix;
+  /** What the evaluator predicts from the IR the lab has in force (every pod as a source). */
+  predicted: ReachMatrix;
   /** results[src][dst] with the answering pod, errors and timings. */
   details: Record<string, Record<string, ProbeOutcome>>;
   durationMs: number;
@@ -68,19 +83,24 @@ export async function measureReach(name: string, opts: ReachOptions): Promise<Re
   }
   const pods = state.topology.pods;
   const sources = opts.from && opts.from.length > 0 ? opts.from.map((id) => findPod(state, id)) : pods;
+  opts.progress?.phase('probing', sources.length * pods.length);
   const results = await probeMatrix({
     protocol: opts.protocol,
     port: opts.port,
     timeoutMs: opts.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
     sources: sources.map((p) => ({ id: p.id, netns: p.netns, cgroup: join(state.cgroupRoot, p.slug) })),
     targets: pods.map((p) => ({ id: p.id, address: p.address })),
+    ...(opts.progress ? { onOutcome: () => opts.progress?.tick() } : {}),
   });
-  const matrix: ReachMatrix = { port: opts.port, protocol: opts.protocol, results: {} };
+  opts.progress?.done();
+  const matrix: ReachMatrix = { port: opts.port, protocol: opts.protocol, results: {}, outcomes: {} };
   const details: ReachResult['details'] = {};
   sources.forEach((src) => {
     const r = results[src.id] ?? {};
     details[src.id] = r;
     matrix.results[src.id] = Object.fromEntries(pods.map((d) => [d.id, r[d.id]?.ok === true]));
+    matrix.outcomes[src.id] = Object.fromEntries(pods.map((d) => [d.id, probeOutcome(r[d.id])]));
   });
-  return { matrix, details, durationMs: Math.round(performance.now() - started) };
+  const predicted = reachMatrix(state.ir, opts.port, opts.protocol);
+  return { matrix, predicted, details, durationMs: Math.round(performance.now() - started) };
 }
