@@ -61,6 +61,7 @@ export function shapeOf(line: string): string {
   return line
     .trimEnd()
     .replace(/\d+(?:\.\d+)*/g, '0')
+    .replace(/^[- ]*-[- ]*$/, (rule) => rule.replace(/-+/g, '--'))
     .replace(/-{2,}/g, '--')
     .replace(/ {2,}/g, '  ');
 }
@@ -129,7 +130,7 @@ export function describeMismatch(
       : `  ${file}:${expectedLine}: expected  ${want}`,
     got === undefined
       ? '  the command printed nothing more'
-      : `  ${' '.repeat(file.length + String(expectedLine).length + 2)}actual    ${got}`,
+      : `  ${' '.repeat(file.length + String(expectedLine).length + 3)}actual    ${got}`,
     '  --- expected (as written):',
     ...cmd.expected.map((l) => `  | ${l}`),
     '  --- actual:',
