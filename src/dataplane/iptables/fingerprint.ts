@@ -10,7 +10,8 @@
 import { createHash } from 'node:crypto';
 import { runInNetnsOrThrow } from '../exec.js';
 import { tool, type IptablesMode } from './kernel.js';
-import { FAMILIES, FLOW_SET_PREFIX, SET_PREFIX } from './names.js';
+import { CHAIN_PREFIX, FAMILIES, FLOW_SET_PREFIX, SET_PREFIX, type Family } from './names.js';
+import { inconsistentFingerprint } from '../backend.js';
 
 const OURS = /SY-|\bsy-/;
 const SEPARATOR = '@@switchyard-sets@@';
@@ -21,7 +22,10 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
     setsDigest(netns),
     setHeadersDigest(netns),
   ]);
-  return `${rules}.${sets}.${headers}`;
+  const digest = `${rules.digest}.${sets}.${headers}`;
+  return rules.unreferenced.length > 0
+    ? inconsistentFingerprint(`no jump into ${rules.unreferenced.join(', ')}`, digest)
+    : digest;
 }
 
 /** Do our ipsets (names, types, member counts) still match those `fingerprint` was taken of? */
@@ -44,8 +48,13 @@ async function setHeadersDigest(netns: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function rulesDigest(netns: string, mode: IptablesMode): Promise<string> {
+/** The digest of our rules, and our chains nothing jumps to (every chain we write is entered). */
+async function rulesDigest(
+  netns: string,
+  mode: IptablesMode,
+): Promise<{ digest: string; unreferenced: string[] }> {
   const h = createHash('sha256');
+  const unreferenced: string[] = [];
   for (const family of FAMILIES) {
     const saved = await runInNetnsOrThrow(netns, tool(mode, family, 'save'), []);
     let table = '';
@@ -53,8 +62,34 @@ async function rulesDigest(netns: string, mode: IptablesMode): Promise<string> {
       if (line.startsWith('*')) table = line;
       else if (OURS.test(line)) h.update(`${family} ${table} ${line.replace(/\[\d+:\d+\]/g, '')}\n`);
     }
+    unreferenced.push(...unreferencedChains(saved.stdout).map((c) => `${tableKeyOf(family)} ${c}`));
   }
-  return h.digest('hex');
+  return { digest: h.digest('hex'), unreferenced };
+}
+
+const tableKeyOf = (family: Family): string => (family === 4 ? 'iptables' : 'ip6tables');
+
+/** Our chains (`:SY-…` declarations) that no rule of their table jumps or goes to, per table. */
+export function unreferencedChains(saved: string): string[] {
+  const orphans: string[] = [];
+  const flush = (table: string, declared: Set<string>, referenced: Set<string>): void => {
+    for (const c of declared) if (!referenced.has(c)) orphans.push(`${table}/${c}`);
+  };
+  let table = '';
+  let declared = new Set<string>();
+  let referenced = new Set<string>();
+  for (const line of saved.split('\n')) {
+    if (line.startsWith('*')) {
+      flush(table, declared, referenced);
+      table = line.slice(1);
+      declared = new Set();
+      referenced = new Set();
+    } else if (line.startsWith(`:${CHAIN_PREFIX}`)) declared.add(line.slice(1).split(' ')[0] as string);
+    else if (line.startsWith('-A '))
+      for (const m of line.matchAll(/ -[jg] (\S+)/g)) referenced.add(m[1] as string);
+  }
+  flush(table, declared, referenced);
+  return orphans;
 }
 
 async function setsDigest(netns: string): Promise<string> {
