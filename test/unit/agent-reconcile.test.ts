@@ -334,7 +334,9 @@ describe('Agent: drift', () => {
     backend.apply = async (target, ir, previous) => {
       const r = await apply(target, ir, previous);
       kernel.fp =
-        backend.applies.length === 1 ? inconsistentFingerprint('no jump into SY-FORWARD', 'fp-x') : 'fp-1';
+        backend.applies.length === 1
+          ? inconsistentFingerprint('missing filter/FORWARD->SY-FORWARD', 'fp-x')
+          : 'fp-1';
       return r;
     };
     const a = agent(backend, kernel);
@@ -349,13 +351,13 @@ describe('Agent: drift', () => {
     writeDesired('r1', irFor(5432));
     const backend = new FakeBackend();
     const kernel = new FakeKernel();
-    kernel.fp = inconsistentFingerprint('no jump into SY-FORWARD', 'fp-x');
+    kernel.fp = inconsistentFingerprint('missing filter/FORWARD->SY-FORWARD', 'fp-x');
     const first = agent(backend, kernel);
     await first.start();
     await sleep(400);
     // Every repair leaves the same state: one error, repairs tried again backing off, not per poll.
     expect(first.status.lastError).toMatchObject({ stage: 'drift' });
-    expect(first.status.lastError?.message).toContain('no jump into SY-FORWARD');
+    expect(first.status.lastError?.message).toContain('missing filter/FORWARD->SY-FORWARD');
     expect(backend.applies.length).toBeLessThanOrEqual(4);
     await first.stop();
     const before = backend.applies.length;
