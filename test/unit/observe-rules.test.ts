@@ -59,52 +59,78 @@ describe('RuleCatalog', () => {
 
   it('describe gives policy and action of IR rules', () => {
     expect(catalog.describe('np:shop/db-allow-web/ingress/0')).toEqual({
-      policy: 'NetworkPolicy shop/db-allow-web',
+      kind: 'NetworkPolicy',
+      policy: 'shop/db-allow-web',
       action: 'allow',
     });
     expect(catalog.describe('gp:deny-bad/ingress/0')).toEqual({
-      policy: 'GlobalPolicy deny-bad',
+      kind: 'GlobalPolicy',
+      policy: 'deny-bad',
       action: 'deny',
     });
     expect(catalog.describe('gp:deny-bad/egress/0')).toEqual({
-      policy: 'GlobalPolicy deny-bad',
+      kind: 'GlobalPolicy',
+      policy: 'deny-bad',
       action: 'log',
     });
   });
 
   it("describes `<endpoint>/<direction>/default` with the rule set's kubernetesDefault", () => {
-    expect(catalog.describe('shop/db/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
-    expect(catalog.describe('shop/web/ingress/default')).toEqual({ policy: 'default', action: 'allow' });
-    expect(catalog.describe('shop/db/egress/default')).toEqual({ policy: 'default', action: 'allow' });
+    expect(catalog.describe('shop/db/ingress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'deny',
+    });
+    expect(catalog.describe('shop/web/ingress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'allow',
+    });
+    expect(catalog.describe('shop/db/egress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'allow',
+    });
     // An endpoint the IR does not know: fail closed.
-    expect(catalog.describe('shop/gone/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
+    expect(catalog.describe('shop/gone/ingress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'deny',
+    });
   });
 
   it('describes fail-closed ids and prefilters as denies', () => {
     expect(catalog.describe('shop/web/egress/fail-closed/set-missing')).toEqual({
-      policy: 'fail-closed',
+      kind: 'fail_closed',
+      policy: '',
       action: 'deny',
     });
     expect(catalog.describe('shop/db/ingress/fail-closed/too-many')).toEqual({
-      policy: 'fail-closed',
+      kind: 'fail_closed',
+      policy: '',
       action: 'deny',
     });
     expect(catalog.describe('prefilter/blocklist')).toEqual({
-      policy: 'Prefilter blocklist',
+      kind: 'Prefilter',
+      policy: 'blocklist',
       action: 'deny',
     });
   });
 
   it('describes unknown ids as nothing', () => {
-    expect(catalog.describe('np:shop/nope/ingress/0')).toEqual({ policy: '', action: '' });
-    expect(catalog.describe('shop/db/sideways/default')).toEqual({ policy: '', action: '' });
+    expect(catalog.describe('np:shop/nope/ingress/0')).toEqual({ kind: '', policy: '', action: '' });
+    expect(catalog.describe('shop/db/sideways/default')).toEqual({ kind: '', policy: '', action: '' });
   });
 
   it('works without an IR (agent before its first apply)', () => {
     const empty = new RuleCatalog(undefined);
     expect(empty.policyOf('np:shop/db-allow-web/ingress/0')).toBeUndefined();
-    expect(empty.describe('np:shop/db-allow-web/ingress/0')).toEqual({ policy: '', action: '' });
-    expect(empty.describe('shop/db/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
-    expect(empty.describe('prefilter/x')).toEqual({ policy: 'Prefilter x', action: 'deny' });
+    expect(empty.describe('np:shop/db-allow-web/ingress/0')).toEqual({ kind: '', policy: '', action: '' });
+    expect(empty.describe('shop/db/ingress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'deny',
+    });
+    expect(empty.describe('prefilter/x')).toEqual({ kind: 'Prefilter', policy: 'x', action: 'deny' });
   });
 });
