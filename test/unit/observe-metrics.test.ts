@@ -11,28 +11,9 @@ import {
   type AgentView,
   type RuleDescription,
 } from '../../src/observe/metrics.js';
-import { checkExposition, promtoolProblems } from '../support/exposition.js';
+import { checkExposition, promtoolProblems, samplesOf, type Sample } from '../support/exposition.js';
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Prometheus text exposition → samples (comments skipped). */
-function samples(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`unparsable metrics line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
-      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, '$1');
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
+const samples = samplesOf;
 
 function find(all: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
   return all.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
