@@ -49,4 +49,6 @@ export interface FlowStats {
   lost: Record<string, number>;
   flows: number;
   evicted: number;
+  /** Packets the flow events taken in carried, by verdict (what `switchyard_flows_processed_total` counts). */
+  packets: Record<Verdict, number>;
 }
