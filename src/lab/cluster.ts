@@ -34,8 +34,7 @@ import {
 } from './etcd.js';
 import { checkLabName } from './names.js';
 
-/** The lab name cluster commands use unless told. */
-export const DEFAULT_CLUSTER = 'cluster';
+export { DEFAULT_CLUSTER } from './names.js';
 import { cutOff, heal, isCutOff } from './partition.js';
 import type { Progress } from './progress.js';
 import { privateLabDir, readState } from './state.js';

@@ -79,7 +79,7 @@ describeKernel('lab: recovering from a killed run', () => {
     // --all removes every lab on the machine. CI runs kernel tests one file at a time; on a shared
     // development machine other people's labs may be up, so there the lab is removed by name.
     const others = discoverLabs(cgroup2()).filter((l) => l !== LAB);
-    const down = others.length === 0 || process.env.CI === 'true' ? ['--all'] : ['--name', LAB];
+    const down = others.length === 0 || process.env.CI === 'true' ? ['--all', '--yes'] : ['--name', LAB];
     const out = await cliOk(['lab', 'down', ...down]);
     expect(out).toMatch(new RegExp(`lab ${LAB}: removed \\d+ namespaces`));
     expect(leftovers(LAB)).toEqual(NOTHING_LEFT);
