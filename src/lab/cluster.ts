@@ -69,7 +69,7 @@ export function clusterEtcd(name: string): EtcdInfo {
   const info = readEtcdInfo(name);
   if (!state?.cluster || !info)
     throw new LabError(
-      `lab '${name}' is not a cluster: start one with 'switchyard cluster up FILES --name ${name}'`,
+      `lab '${name}' is not a cluster: start one with 'switchyard cluster up FILES --lab ${name}'`,
     );
   return info;
 }
