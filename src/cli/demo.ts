@@ -121,11 +121,11 @@ interface LabTour {
 function labUpStep(model: Model, files: string[]): DemoStep {
   return {
     title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
-    command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB} --policy-mode table`,
+    command: `switchyard lab up examples/walkthrough examples/global examples/services --lab ${DEMO_LAB} --policy-mode table`,
     run: async () => {
       if (allLabSummaries().some((l) => l.name === DEMO_LAB))
         throw new Error(
-          `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
+          `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --lab ${DEMO_LAB}'`,
         );
       // Decision tables, so every backend step shows them (the lab keeps the mode on apply).
       const r = await converge({
@@ -209,7 +209,7 @@ function backendStep(model: Model, files: string[], backend: BackendName, tour: 
 function countersStep(tour: LabTour): DemoStep {
   return {
     title: 'Counters read from the kernel: which rule let the packets through',
-    command: `switchyard lab counters --name ${DEMO_LAB}`,
+    command: `switchyard lab counters --lab ${DEMO_LAB}`,
     run: async () => {
       const last = tour.last;
       if (!last) return 'no backend registered';
@@ -244,7 +244,7 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
     ...agentSteps(DEMO_LAB, () => tour.last?.backend as BackendName | undefined),
     {
       title: 'Clean up: agents, namespaces, cgroups, pins, probe servers',
-      command: `switchyard lab down --name ${DEMO_LAB}`,
+      command: `switchyard lab down --lab ${DEMO_LAB}`,
       run: async () => {
         await labDown(DEMO_LAB);
         return 'removed';

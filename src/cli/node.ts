@@ -15,7 +15,7 @@ interface Flags extends AgentTargetOptions {
 
 function targetOptions(cmd: Command): Command {
   return cmd
-    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--lab <name>', "the lab's agents (default: $SWITCHYARD_LAB, else the only agents running)")
     .option('--node <name>', 'only this node')
     .option('--socket <path>', "an agent's API socket")
     .option('--json', 'machine-readable');

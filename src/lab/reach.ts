@@ -50,7 +50,7 @@ export function readyState(name: string): LabState & { topology: NonNullable<Lab
   checkLabName(name);
   const state = readState(name);
   if (!state)
-    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
+    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --lab ${name}'`);
   if (state.status !== 'ready' || !state.topology) {
     throw new LabError(
       `lab '${name}' is ${state.status} (interrupted?): run 'switchyard lab up' again or 'lab down'`,
