@@ -31,3 +31,5 @@ export interface BenchReport {
 
 /** The chart of a scenario (SVG), in its own module: src/bench/chart.ts. */
 export { scenarioSvg } from './chart.js';
+/** Each backend's colour (src/bench/palette.ts), for readers that draw beside the charts. */
+export { paletteFor } from './palette.js';
