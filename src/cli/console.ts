@@ -30,8 +30,10 @@ async function run(flags: ConsoleFlags): Promise<void> {
       : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
   const { generateToken } = await import('../util/http/auth.js');
   const { startConsole } = await import('../console/server.js');
+  const { scenarioNames } = await import('../bench/registry.js');
   const token = flags.tokenFile ? readTokenFile(flags.tokenFile) : generateToken();
   const server = await startConsole({
+    benchScenarios: scenarioNames(),
     host: address.host,
     port: address.port,
     token,
