@@ -71,11 +71,7 @@ export interface Matrix {
   outcomes: Record<string, Record<string, 'allowed' | 'denied' | 'unserved'>>;
 }
 
-/**
- * What a failed connection means, when the lab's reach measurement says (`switchyard lab reach`
- * distinguishing policy denial from a port nobody serves, issue 22 item 5). Until it does, the
- * console tells them apart with `served` below.
- */
+/** How the console words a reach cell (Matrix.outcomes: allowed, denied by policy, unserved). */
 export type ReachOutcome = 'connected' | 'denied' | 'not-served';
 
 export interface ReachResponse {
@@ -84,7 +80,7 @@ export interface ReachResponse {
   port: number;
   protocol: ProtocolName;
   /** Real connections between the lab's pods; absent when only the prediction was asked for (`measure=0`). */
-  measured?: Matrix & { outcomes?: Record<string, Record<string, ReachOutcome>> };
+  measured?: Matrix;
   /** What the evaluator predicts from the IR. */
   predicted: Matrix;
   /** Whether each pod serves the port: a connection to one that does not fails whatever policy says. */

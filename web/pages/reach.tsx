@@ -16,9 +16,15 @@ const WORDS: Record<ReachOutcome, string> = {
   'not-served': 'port not served',
 };
 
-/** A cell's outcome: the measurement's own word when it gives one, else from `served`. */
-function outcome(ok: boolean, served: boolean, given?: ReachOutcome): ReachOutcome {
-  return given ?? (ok ? 'connected' : served ? 'denied' : 'not-served');
+const WORDED: Record<string, ReachOutcome> = {
+  allowed: 'connected',
+  denied: 'denied',
+  unserved: 'not-served',
+};
+
+/** A cell's outcome: the matrix's own word (measured or predicted) when it gives one, else from `served`. */
+function outcome(ok: boolean, served: boolean, given?: string): ReachOutcome {
+  return (given === undefined ? undefined : WORDED[given]) ?? (ok ? 'connected' : served ? 'denied' : 'not-served');
 }
 
 export function ReachPage({ params, info }: { params: URLSearchParams; info?: InfoResponse }) {
@@ -131,7 +137,7 @@ export function ReachPage({ params, info }: { params: URLSearchParams; info?: In
                   {dests.map((d) => {
                     const expected = p.predicted.results[s]?.[d] === true;
                     const ok = m ? m.results[s]?.[d] === true : expected;
-                    const o = outcome(ok, p.served[d] !== false, m?.outcomes?.[s]?.[d]);
+                    const o = outcome(ok, p.served[d] !== false, (m ?? p.predicted).outcomes?.[s]?.[d]);
                     const differs = m !== undefined && ok !== expected;
                     return (
                       <td
