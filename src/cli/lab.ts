@@ -226,11 +226,18 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
   });
-  if (opts.json) return printJson(r.matrix);
+  // The matrix's shape, plus the kernel's reasons for pairs policy allows that failed, when seen.
+  if (opts.json)
+    return printJson(r.kernelDrops.length ? { ...r.matrix, kernelDrops: r.kernelDrops } : r.matrix);
   process.stdout.write(
     `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
   );
   process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
+  if (r.kernelDrops.length === 0) return;
+  const { hintLine } = await lab();
+  process.stdout.write(
+    `\npolicy allows these, the kernel dropped them:\n${r.kernelDrops.map((h) => `  ${hintLine(h)}`).join('\n')}\n`,
+  );
 }
 
 function registerLabReach(cmd: Command): void {

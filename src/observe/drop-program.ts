@@ -44,7 +44,12 @@ export interface KfreeSkbLayout {
   reason: number;
 }
 
-const RECORD_SIZES: Record<keyof KfreeSkbLayout, number> = { skbaddr: 8, location: 8, protocol: 2, reason: 4 };
+const RECORD_SIZES: Record<keyof KfreeSkbLayout, number> = {
+  skbaddr: 8,
+  location: 8,
+  protocol: 2,
+  reason: 4,
+};
 
 /** Checks every field the program needs is in the tracepoint's format, with the size it loads. */
 export function kfreeSkbLayout(formatText: string): KfreeSkbLayout {
@@ -53,9 +58,12 @@ export function kfreeSkbLayout(formatText: string): KfreeSkbLayout {
   for (const [name, size] of Object.entries(RECORD_SIZES) as [keyof KfreeSkbLayout, number][]) {
     const field = fields.get(name);
     const where = `${DROP_TRACEPOINT.category}:${DROP_TRACEPOINT.name}`;
-    if (!field) throw new Error(`${where} has no field '${name}' on this kernel (drop reasons need Linux 5.17+)`);
+    if (!field)
+      throw new Error(`${where} has no field '${name}' on this kernel (drop reasons need Linux 5.17+)`);
     if (field.size !== size || field.offset % size !== 0)
-      throw new Error(`${where} field '${name}' is ${field.size} bytes at offset ${field.offset}; expected ${size}, aligned`);
+      throw new Error(
+        `${where} field '${name}' is ${field.size} bytes at offset ${field.offset}; expected ${size}, aligned`,
+      );
     layout[name] = field.offset;
   }
   return layout as KfreeSkbLayout;
@@ -98,7 +106,9 @@ export function skbLayout(resolve: FieldResolver): SkbLayout {
   ][]) {
     const field = resolve(struct, path);
     if (field.size !== size)
-      throw new Error(`struct ${struct} field '${path}' is ${field.size} bytes on this kernel; expected ${size}`);
+      throw new Error(
+        `struct ${struct} field '${path}' is ${field.size} bytes on this kernel; expected ${size}`,
+      );
     layout[key] = field.bytes;
   }
   return layout as SkbLayout;
@@ -221,13 +231,20 @@ function probeRead(asm: Assembler, stackOffset: number, size: number): Assembler
 /** Only packets on a device in one of the agent's namespaces (another lab may use our addresses). */
 function emitNetnsFilter(asm: Assembler, skb: SkbLayout): void {
   const { scratch, netns } = STACK;
-  asm.comment('skb->dev->nd_net.net->ns.inum must be one of ours; no device, not ours').mov64(R3, R7).add64(R3, skb.dev);
+  asm
+    .comment('skb->dev->nd_net.net->ns.inum must be one of ours; no device, not ours')
+    .mov64(R3, R7)
+    .add64(R3, skb.dev);
   probeRead(asm, scratch, 8)
     .jne(R0, 0, 'out')
     .ldxdw(R3, R10, scratch)
     .jeq(R3, 0, 'out')
     .add64(R3, skb.devNet);
-  probeRead(asm, scratch, 8).jne(R0, 0, 'out').ldxdw(R3, R10, scratch).jeq(R3, 0, 'out').add64(R3, skb.netInum);
+  probeRead(asm, scratch, 8)
+    .jne(R0, 0, 'out')
+    .ldxdw(R3, R10, scratch)
+    .jeq(R3, 0, 'out')
+    .add64(R3, skb.netInum);
   probeRead(asm, netns, 4).jne(R0, 0, 'out').mapLookup(DROP_MAPS.netns, netns).jeq(R0, 0, 'out');
 }
 
@@ -235,7 +252,11 @@ function emitNetnsFilter(asm: Assembler, skb: SkbLayout): void {
 function emitSkbFields(asm: Assembler, record: KfreeSkbLayout, skb: SkbLayout): void {
   const { head, networkHeader, len, key } = STACK;
   asm.comment('the IP header is at skb->head + skb->network_header').mov64(R3, R7).add64(R3, skb.head);
-  probeRead(asm, head, 8).jne(R0, 0, 'out').st('dw', R10, networkHeader, 0).mov64(R3, R7).add64(R3, skb.networkHeader);
+  probeRead(asm, head, 8)
+    .jne(R0, 0, 'out')
+    .st('dw', R10, networkHeader, 0)
+    .mov64(R3, R7)
+    .add64(R3, skb.networkHeader);
   probeRead(asm, networkHeader, 2).jne(R0, 0, 'out').st('dw', R10, len, 0).mov64(R3, R7).add64(R3, skb.len);
   probeRead(asm, len, 4)
     .ldxdw(R8, R10, networkHeader)
@@ -282,7 +303,9 @@ function emitIpv6(asm: Assembler): void {
     [k.src, IPV6.src],
     [k.dst, IPV6.dst],
   ] as const)
-    asm.copy('dw', R10, key + field, R10, header + from, R2).copy('dw', R10, key + field + 8, R10, header + from + 8, R2);
+    asm
+      .copy('dw', R10, key + field, R10, header + from, R2)
+      .copy('dw', R10, key + field + 8, R10, header + from + 8, R2);
   asm.add64(R8, IPV6.length);
 }
 
@@ -298,7 +321,9 @@ function emitPort(asm: Assembler): void {
     .ja('filter')
     .label('read_port')
     .mov64(R3, R8);
-  probeRead(asm, scratch, 4).jne(R0, 0, 'filter').copy('h', R10, key + dropKey.offsets.dport, R10, scratch + 2, R2);
+  probeRead(asm, scratch, 4)
+    .jne(R0, 0, 'filter')
+    .copy('h', R10, key + dropKey.offsets.dport, R10, scratch + 2, R2);
 }
 
 /** Source or destination must be one of our pods. */

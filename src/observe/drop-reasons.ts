@@ -74,7 +74,11 @@ export function mergeDropValues(values: readonly DropValue[]): DropValue {
 }
 
 /** The event of one drained aggregate; undefined when no CPU counted a packet in it. */
-export function toDropEvent(key: DropKey, values: readonly DropValue[], ctx: DropContext): KernelDropEvent | undefined {
+export function toDropEvent(
+  key: DropKey,
+  values: readonly DropValue[],
+  ctx: DropContext,
+): KernelDropEvent | undefined {
   const v = mergeDropValues(values);
   if (v.packets === 0) return undefined;
   const dstPod = ctx.podOf(key.dst);
