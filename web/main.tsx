@@ -3,6 +3,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { get, MODE, type InfoResponse } from './api.js';
 import { BenchPage } from './pages/bench.js';
+import { DropsPage } from './pages/drops.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ExplainPage } from './pages/explain.js';
 import { FlowsPage } from './pages/flows.js';
@@ -13,6 +14,7 @@ import './style.css';
 const PAGES: { id: string; title: string; lab?: boolean }[] = [
   { id: 'endpoints', title: 'Endpoints' },
   { id: 'flows', title: 'Flows' },
+  { id: 'drops', title: 'Kernel drops' },
   { id: 'explain', title: 'Explain' },
   { id: 'reach', title: 'Reach matrix', lab: true },
   { id: 'bench', title: 'Benchmarks', lab: true },
@@ -74,6 +76,9 @@ function App() {
   switch (route.page) {
     case 'flows':
       page = <FlowsPage params={route.params} />;
+      break;
+    case 'drops':
+      page = <DropsPage />;
       break;
     case 'explain':
       page = <ExplainPage params={route.params} />;
