@@ -150,7 +150,9 @@ export function register(program: Command): void {
     .option('--node <name>', 'only this node')
     .option('--socket <path>', "an agent's API socket")
     .option('--pod <ns/name>', 'only flows of this pod')
-    .addOption(new Option('--verdict <verdict>', 'only this verdict').choices(['allow', 'deny', 'log', 'dropped']))
+    .addOption(
+      new Option('--verdict <verdict>', 'only this verdict').choices(['allow', 'deny', 'log', 'dropped']),
+    )
     .option('--policy <text>', 'only flows whose policy or rule id contains this')
     .option('--limit <n>', 'most recent flows to show', parseLimit, 50)
     .option(
