@@ -269,15 +269,28 @@ function emitSkbFields(asm: Assembler, record: KfreeSkbLayout, skb: SkbLayout): 
     .copy('w', R10, key + dropKey.offsets.reason, R10, STACK.reason, R2);
 }
 
+/** Reads `length` bytes of the IP header at r8 and stores the family and the protocol byte at `protocolAt`. */
+function readIpHeader(
+  asm: Assembler,
+  label: string,
+  length: number,
+  family: 4 | 6,
+  protocolAt: number,
+): void {
+  const { header, key } = STACK;
+  asm.label(label).mov64(R3, R8);
+  probeRead(asm, header, length)
+    .jne(R0, 0, 'out')
+    .st('b', R10, key + dropKey.offsets.family, family)
+    .copy('b', R10, key + dropKey.offsets.protocol, R10, header + protocolAt, R2);
+}
+
 /** IPv4: protocol and addresses (mapped into 16 bytes); r8 moves past the header's ihl words. */
 function emitIpv4(asm: Assembler): void {
   const { header, key } = STACK;
   const k = dropKey.offsets;
-  asm.label('ipv4').mov64(R3, R8);
-  probeRead(asm, header, IPV4.minLength)
-    .jne(R0, 0, 'out')
-    .st('b', R10, key + k.family, 4)
-    .copy('b', R10, key + k.protocol, R10, header + IPV4.protocol, R2)
+  readIpHeader(asm, 'ipv4', IPV4.minLength, 4, IPV4.protocol);
+  asm
     // ::ffff:a.b.c.d — bytes 10 and 11 are 0xff (a little-endian word 0xffff0000).
     .st('w', R10, key + k.src + 8, -0x10000)
     .copy('w', R10, key + k.src + 12, R10, header + IPV4.src, R2)
@@ -294,11 +307,7 @@ function emitIpv4(asm: Assembler): void {
 function emitIpv6(asm: Assembler): void {
   const { header, key } = STACK;
   const k = dropKey.offsets;
-  asm.label('ipv6').mov64(R3, R8);
-  probeRead(asm, header, IPV6.length)
-    .jne(R0, 0, 'out')
-    .st('b', R10, key + k.family, 6)
-    .copy('b', R10, key + k.protocol, R10, header + IPV6.nextHeader, R2);
+  readIpHeader(asm, 'ipv6', IPV6.length, 6, IPV6.nextHeader);
   for (const [field, from] of [
     [k.src, IPV6.src],
     [k.dst, IPV6.dst],

@@ -13,7 +13,6 @@ import {
   attachTracepoint,
   BpfError,
   BpfMap,
-  codecs,
   formatResolved,
   kernelSymbols,
   PerCpuMap,
@@ -43,6 +42,7 @@ import {
 } from './drop-program.js';
 import { dropReasonNames, NOT_DROPS, POLICY_REASONS, reasonValues, toDropEvent } from './drop-reasons.js';
 import { readTracepointFormat } from './process-program.js';
+import { counterArray, tracerLifecycle } from './tracer-lifecycle.js';
 
 export interface DropTracerOptions {
   /** Our pods: address → pod id (`namespace/name`). Read at start() and on every refresh(). */
@@ -151,13 +151,7 @@ function createMaps(r: Partial<Running>, opts: DropTracerOptions): void {
     value: dropValue,
     maxEntries: opts.maxAggregates ?? DEFAULT_MAX_AGGREGATES,
   });
-  r.counters = BpfMap.create({
-    type: 'array',
-    name: 'sy_drp_counts',
-    key: codecs.u32,
-    value: codecs.u64n,
-    maxEntries: DROP_COUNTER_SLOTS,
-  });
+  r.counters = counterArray('sy_drp_counts', DROP_COUNTER_SLOTS);
 }
 
 function startTracing(opts: DropTracerOptions, sink: EventSink): Running {
@@ -206,34 +200,17 @@ function startTracing(opts: DropTracerOptions, sink: EventSink): Running {
 }
 
 export function createDropTracer(opts: DropTracerOptions): DropTracer {
-  let running: Running | undefined;
+  const life = tracerLifecycle<Running>(DROP_TRACER_NAME, {
+    begin: (sink) => startTracing(opts, sink),
+    drain,
+    release,
+  });
   return {
     name: DROP_TRACER_NAME,
-
-    start(sink: EventSink): Promise<void> {
-      if (running) return Promise.reject(new Error('drop tracer: already started'));
-      try {
-        running = startTracing(opts, sink);
-      } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-      }
-      return Promise.resolve();
-    },
-
-    stop(): Promise<void> {
-      const r = running;
-      running = undefined;
-      if (!r) return Promise.resolve();
-      try {
-        r.link.close();
-        drain(r);
-      } finally {
-        release(r);
-      }
-      return Promise.resolve();
-    },
-
+    start: life.start,
+    stop: life.stop,
     refresh(): void {
+      const running = life.running();
       if (running) refreshMaps(running, opts);
     },
   };

@@ -153,27 +153,6 @@ describe('drop aggregates', () => {
     expect(codecs.decode(address16, v6)).toBe('fd00:5957::3');
   });
 
-  it('decodes a key as the program writes it: location, reason, protocol, family, port in network order', () => {
-    const raw = Buffer.alloc(dropKey.size);
-    raw.writeBigUInt64LE(0xffffffff81a00260n, 0);
-    raw.writeUInt32LE(16, 8);
-    raw[12] = 17;
-    raw[13] = 4;
-    raw.writeUInt16BE(7777, 14);
-    codecs.encode(address16, '198.18.0.3').copy(raw, 16);
-    codecs.encode(address16, '198.18.0.4').copy(raw, 32);
-    expect(codecs.decode(dropKey, raw)).toEqual({
-      location: 0xffffffff81a00260n,
-      reason: 16,
-      protocol: 17,
-      family: 4,
-      dport: 7777,
-      src: '198.18.0.3',
-      dst: '198.18.0.4',
-    });
-    expect(dropValue.size).toBe(32);
-  });
-
   const key: DropKey = {
     location: 0xffffffff81a00260n,
     reason: 16,
@@ -183,6 +162,19 @@ describe('drop aggregates', () => {
     src: '198.18.0.3',
     dst: '198.18.0.4',
   };
+  it('decodes a key as the program writes it: location, reason, protocol, family, port in network order', () => {
+    const raw = Buffer.alloc(dropKey.size);
+    raw.writeBigUInt64LE(0xffffffff81a00260n, 0);
+    raw.writeUInt32LE(16, 8);
+    raw[12] = 17;
+    raw[13] = 4;
+    raw.writeUInt16BE(7777, 14);
+    codecs.encode(address16, '198.18.0.3').copy(raw, 16);
+    codecs.encode(address16, '198.18.0.4').copy(raw, 32);
+    expect(codecs.decode(dropKey, raw)).toEqual(key);
+    expect(dropValue.size).toBe(32);
+  });
+
   const ctx = {
     reasons: dropReasonNames(SKB_DROP_REASON),
     functionAt: (a: bigint) => formatResolved(Kallsyms.parse(KALLSYMS).resolve(a)!),
