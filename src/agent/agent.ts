@@ -16,6 +16,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import {
   isDeterministicFailure,
+  inconsistency,
   type Backend,
   type ChangeWatch,
   type NodeTarget,
@@ -275,7 +276,7 @@ export class Agent {
       } catch (e) {
         this.log.warn({ err: errorMessage(e) }, 'cannot read the dataplane; applying everything');
       }
-      const untouched = fingerprint === applied.fingerprint;
+      const untouched = fingerprint === applied.fingerprint && !inconsistency(fingerprint);
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
     const outcome = await this.apply(desired, mode);
@@ -331,6 +332,12 @@ export class Agent {
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
     const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
     this.record(inForce, fingerprint);
+    const broken = inconsistency(fingerprint);
+    if (broken !== undefined && mode !== 'repair') {
+      // Someone changed the kernel between the apply and the read: the next check repairs it.
+      this.log.warn({ revision: desired.revision, broken }, 'the dataplane changed during the apply');
+      this.kernelChanged();
+    }
     const durationMs = Math.round(performance.now() - started);
     this.status.lastApply = {
       at: new Date().toISOString(),
@@ -389,7 +396,7 @@ export class Agent {
       return performance.now() - started;
     }
     const readMs = performance.now() - started;
-    if (now === applied.fingerprint) {
+    if (now === applied.fingerprint && !inconsistency(now)) {
       this.status.checkedAt = new Date().toISOString();
       return readMs;
     }
@@ -402,11 +409,17 @@ export class Agent {
     if (!sameState)
       this.log.warn({ revision: applied.revision }, 'the dataplane was changed behind the agent: repairing');
     const desired: DesiredState = { revision: applied.revision, ir: applied.ir };
-    const outcome = await this.apply(desired, 'repair');
-    if (outcome === 'applied') {
+    let outcome = await this.apply(desired, 'repair');
+    const broken = this.applied && inconsistency(this.applied.fingerprint);
+    if (outcome === 'applied' && !broken) {
       this.status.repairs++;
       this.opts.hooks?.onRepair?.();
       return readMs;
+    }
+    if (broken) {
+      // Changed again during the repair, or an apply of ours leaves this state: back off.
+      this.fail('drift', `the dataplane stays inconsistent after a repair: ${broken}`);
+      outcome = 'transient';
     }
     const backoffMs = sameState ? Math.min(RETRY_MAX_MS, failed.backoffMs * 2) : RETRY_MIN_MS;
     this.unrepaired = {

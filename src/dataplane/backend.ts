@@ -129,6 +129,7 @@ export interface Backend {
   /**
    * A digest of what this backend installed for the node, read from the kernel (never from what
    * it meant to write). The agent records it after every apply; a different one later is drift.
+   * A state no apply of ours leaves behind (see inconsistentFingerprint) is marked as such.
    */
   fingerprint(target: NodeTarget): Promise<string>;
   /** Gets a drifted dataplane ready for a full apply; returns what it removed. */
@@ -183,4 +184,21 @@ export function isDeterministicFailure(e: unknown): boolean {
   for (let c: unknown = e, depth = 0; c instanceof Error && depth < 10; c = c.cause, depth++)
     if (c instanceof ApplyError && c.deterministic) return true;
   return false;
+}
+
+const INCONSISTENT = /^inconsistent\((.*)\):/;
+
+/**
+ * The fingerprint of a kernel state that no apply of ours leaves behind, such as one of our
+ * chains that nothing jumps to. Reading it back right after an apply means someone changed the
+ * kernel between the apply and the read: recorded as the baseline, that change would look like
+ * the state in force and never be repaired, so the agent repairs such a state whenever it sees it.
+ */
+export function inconsistentFingerprint(reason: string, digest: string): string {
+  return `inconsistent(${reason.replace(/[()]/g, '')}):${digest}`;
+}
+
+/** Why a fingerprint marks an inconsistent state, or undefined for a consistent one. */
+export function inconsistency(fingerprint: string): string | undefined {
+  return INCONSISTENT.exec(fingerprint)?.[1];
 }

@@ -11,7 +11,13 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { appliedPath, readApplied } from '../../src/agent/store.js';
-import { ApplyError, type ApplyResult, type Backend, type NodeTarget } from '../../src/dataplane/backend.js';
+import {
+  ApplyError,
+  inconsistentFingerprint,
+  type ApplyResult,
+  type Backend,
+  type NodeTarget,
+} from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';
 import { modelOf, namespace, networkPolicy, pod, type Manifest, compileIR } from '../support/manifests.js';
 
@@ -317,6 +323,48 @@ describe('Agent: drift', () => {
     await sleep(300);
     expect(a.status.repairs).toBe(1);
     expect(backend.applies).toHaveLength(2);
+  });
+
+  it('repairs a change made between its apply and the read-back, which the read-back shows as inconsistent', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    // The tamper lands after the apply, before the fingerprint is read: the baseline holds it.
+    const apply = backend.apply.bind(backend);
+    backend.apply = async (target, ir, previous) => {
+      const r = await apply(target, ir, previous);
+      kernel.fp =
+        backend.applies.length === 1
+          ? inconsistentFingerprint('missing filter/FORWARD->SY-FORWARD', 'fp-x')
+          : 'fp-1';
+      return r;
+    };
+    const a = agent(backend, kernel);
+    await a.start();
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000, interval: 10 });
+    expect(readApplied(stateDir)?.fingerprint).toBe('fp-1');
+    await sleep(300);
+    expect(a.status.repairs).toBe(1);
+  });
+
+  it('does not adopt a recorded state that is inconsistent, and backs off when a repair leaves it so', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    kernel.fp = inconsistentFingerprint('missing filter/FORWARD->SY-FORWARD', 'fp-x');
+    const first = agent(backend, kernel);
+    await first.start();
+    await sleep(400);
+    // Every repair leaves the same state: one error, repairs tried again backing off, not per poll.
+    expect(first.status.lastError).toMatchObject({ stage: 'drift' });
+    expect(first.status.lastError?.message).toContain('missing filter/FORWARD->SY-FORWARD');
+    expect(backend.applies.length).toBeLessThanOrEqual(4);
+    await first.stop();
+    const before = backend.applies.length;
+    const second = agent(backend, kernel);
+    await second.start();
+    expect(backend.applies.length).toBe(before + 1);
+    expect(second.status.lastApply?.mode).toBe('full');
   });
 
   it('reports a failed repair once and tries again backing off, not every poll', async () => {

@@ -10,7 +10,19 @@
 import { createHash } from 'node:crypto';
 import { runInNetnsOrThrow } from '../exec.js';
 import { tool, type IptablesMode } from './kernel.js';
-import { FAMILIES, FLOW_SET_PREFIX, SET_PREFIX } from './names.js';
+import {
+  CHAIN_PREFIX,
+  FAMILIES,
+  FLOW_SET_PREFIX,
+  FORWARD_CHAIN,
+  INPUT_CHAIN,
+  PREFILTER_CHAIN,
+  SERVICES_CHAIN,
+  SERVICES_REJECT_CHAIN,
+  SET_PREFIX,
+  type Family,
+} from './names.js';
+import { inconsistentFingerprint } from '../backend.js';
 
 const OURS = /SY-|\bsy-/;
 const SEPARATOR = '@@switchyard-sets@@';
@@ -21,7 +33,10 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
     setsDigest(netns),
     setHeadersDigest(netns),
   ]);
-  return `${rules}.${sets}.${headers}`;
+  const digest = `${rules.digest}.${sets}.${headers}`;
+  return rules.missing.length > 0
+    ? inconsistentFingerprint(`missing ${rules.missing.join(', ')}`, digest)
+    : digest;
 }
 
 /** Do our ipsets (names, types, member counts) still match those `fingerprint` was taken of? */
@@ -44,8 +59,13 @@ async function setHeadersDigest(netns: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function rulesDigest(netns: string, mode: IptablesMode): Promise<string> {
+/** The digest of our rules, and the jumps into our entry chains that are missing. */
+async function rulesDigest(
+  netns: string,
+  mode: IptablesMode,
+): Promise<{ digest: string; missing: string[] }> {
   const h = createHash('sha256');
+  const missing: string[] = [];
   for (const family of FAMILIES) {
     const saved = await runInNetnsOrThrow(netns, tool(mode, family, 'save'), []);
     let table = '';
@@ -53,8 +73,41 @@ async function rulesDigest(netns: string, mode: IptablesMode): Promise<string> {
       if (line.startsWith('*')) table = line;
       else if (OURS.test(line)) h.update(`${family} ${table} ${line.replace(/\[\d+:\d+\]/g, '')}\n`);
     }
+    missing.push(...missingEntryJumps(saved.stdout).map((j) => `${tableKeyOf(family)} ${j}`));
   }
-  return h.digest('hex');
+  return { digest: h.digest('hex'), missing };
+}
+
+const tableKeyOf = (family: Family): string => (family === 4 ? 'iptables' : 'ip6tables');
+
+/**
+ * Where each of our entry chains is entered from (render-rules.ts, render-services.ts): an entry
+ * chain that exists without one of these jumps is a state no apply leaves behind.
+ */
+const ENTRY_JUMPS: { table: string; chain: string; from: string[] }[] = [
+  { table: 'filter', chain: FORWARD_CHAIN, from: ['FORWARD'] },
+  { table: 'filter', chain: INPUT_CHAIN, from: ['INPUT'] },
+  { table: 'raw', chain: PREFILTER_CHAIN, from: ['PREROUTING'] },
+  { table: 'nat', chain: SERVICES_CHAIN, from: ['PREROUTING', 'OUTPUT'] },
+  { table: 'filter', chain: SERVICES_REJECT_CHAIN, from: ['FORWARD', 'INPUT', 'OUTPUT'] },
+];
+
+/** The jumps into our entry chains that are missing, as `table/BUILTIN->CHAIN`. */
+export function missingEntryJumps(saved: string): string[] {
+  const declared = new Set<string>();
+  const jumps = new Set<string>();
+  let table = '';
+  for (const line of saved.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    else if (line.startsWith(`:${CHAIN_PREFIX}`)) declared.add(`${table}/${line.slice(1).split(' ')[0]}`);
+    else if (line.startsWith('-A ')) {
+      const target = / -[jg] (\S+)/.exec(line)?.[1];
+      if (target) jumps.add(`${table}/${line.split(' ')[1]}->${target}`);
+    }
+  }
+  return ENTRY_JUMPS.filter((e) => declared.has(`${e.table}/${e.chain}`)).flatMap((e) =>
+    e.from.map((b) => `${e.table}/${b}->${e.chain}`).filter((j) => !jumps.has(j)),
+  );
 }
 
 async function setsDigest(netns: string): Promise<string> {
