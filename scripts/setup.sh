@@ -20,6 +20,7 @@ apt_packages=(
   openssl      # cluster mode: the CA and certificates of a lab's etcd (client TLS), made at cluster up
   chromium   # the web console's browser test (playwright-core drives it; nothing is downloaded)
   python3-minimal  # raw-socket ICMP/SCTP/GRE senders in the nftables table-mode tests
+  prometheus  # promtool check metrics: the agents' exposition test (no server is started, see below)
 )
 
 missing=()
@@ -33,7 +34,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # nginx's postinst starts a system nginx listening on port 80 in the root network namespace,
+  # nginx's postinst starts a system nginx listening on port 80 in the root network namespace
+  # (and prometheus's a server on 9090; we only want its promtool),
   # which Switchyard must never touch; the benches start their own nginx inside a pod. A
   # policy-rc.d that exits 101 tells invoke-rc.d (and deb-systemd-invoke) not to start services
   # while installing; it is removed afterwards only if this script created it (containers often

@@ -29,8 +29,13 @@ export type {
   NodeError,
   NodePolicy,
   PoliciesResponse,
+  PrefiltersResponse,
+  PrefilterView,
+  ReachOutcome,
   ReachResponse,
   Recommendation,
+  ServicesResponse,
+  ServiceView,
 } from '../src/console/api-types.js';
 
 export class ApiError extends Error {

@@ -7,7 +7,9 @@ import { DropsPage } from './pages/drops.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ExplainPage } from './pages/explain.js';
 import { FlowsPage } from './pages/flows.js';
+import { PrefilterPage } from './pages/prefilter.js';
 import { ReachPage } from './pages/reach.js';
+import { ServicesPage } from './pages/services.js';
 import { href, parseHash, type Route } from './route.js';
 import './style.css';
 
@@ -16,6 +18,8 @@ const PAGES: { id: string; title: string; lab?: boolean }[] = [
   { id: 'flows', title: 'Flows' },
   { id: 'drops', title: 'Kernel drops' },
   { id: 'explain', title: 'Explain' },
+  { id: 'services', title: 'Services', lab: true },
+  { id: 'prefilter', title: 'Prefilter', lab: true },
   { id: 'reach', title: 'Reach matrix', lab: true },
   { id: 'bench', title: 'Benchmarks', lab: true },
 ].filter((p) => MODE === 'console' || !p.lab);
@@ -85,6 +89,12 @@ function App() {
       break;
     case 'reach':
       page = <ReachPage params={route.params} info={info} />;
+      break;
+    case 'services':
+      page = <ServicesPage />;
+      break;
+    case 'prefilter':
+      page = <PrefilterPage />;
       break;
     case 'bench':
       page = <BenchPage />;

@@ -20,6 +20,11 @@ export interface Evidence {
 export interface Recommendation {
   concern: string;
   choice: Choice;
+  /**
+   * Backends the measurements cannot tell from `choice` (TIE_RULE in evidence.ts): the concern
+   * votes for each of them as much as for `choice`, so it does not decide between them.
+   */
+  tiedWith: BackendName[];
   /** One sentence a reader acts on. */
   advice: string;
   reasons: string[];
@@ -36,8 +41,16 @@ export interface Recommendation {
 export interface Advice {
   backend: BackendName;
   summary: string;
-  /** Concerns that decided the backend, in the order they weighed. */
+  /** Concerns that voted for the backend and not for the runner-up, heaviest first. */
   decidedBy: string[];
+  /** Concerns that voted for the backend and the runner-up alike (a measured tie, or 'any'-free ties). */
+  tiedOn: string[];
+  /** The backend with the next-highest weighted votes, if any other can run. */
+  runnerUp?: BackendName;
+  /** Weighted votes per backend (a need or a measured win 1, a preference 0.5). */
+  scores: Partial<Record<BackendName, number>>;
+  /** When two measurements count as a tie, in words (TIE_RULE). */
+  tieRule: string;
   recommendations: Recommendation[];
   /** Jobs for something other than a packet filter (proxy, mesh, WireGuard). */
   elsewhere: Recommendation[];

@@ -4,11 +4,22 @@ import type { Evidence } from './advice.js';
 
 export type { Evidence } from './advice.js';
 
+/**
+ * Two backends whose medians are closer than this factor are a tie: on a shared machine a run's
+ * noise moves medians by several percent, so a 1.07x lead is not a result to choose by.
+ */
+export const TIE_RATIO = 1.1;
+
+/** The tie rule in words, for the CLI, the console and the docs. */
+export const TIE_RULE = `backends tie when their p10–p90 ranges overlap or the better median leads by less than ${TIE_RATIO.toFixed(2)}x`;
+
 export interface Comparison {
   /** Best backend by median, per the scenario's direction of "better". */
   best: string;
+  /** The best and every backend tied with it (TIE_RULE), best first. */
+  tied: string[];
   /** Every backend's figure and its factor behind the best (1 = best). */
-  ranking: { backend: string; median: number; behind: number }[];
+  ranking: { backend: string; median: number; behind: number; tie: boolean }[];
   evidence: Evidence[];
 }
 
@@ -48,15 +59,16 @@ export class EvidenceBook {
     const entries = [...byBackend.values()];
     const better = (a: number, b: number): boolean => (s.better === 'lower' ? a < b : a > b);
     const bestRow = entries.reduce((a, b) => (better(b.median, a.median) ? b : a));
+    const ranking = entries
+      .map((r) => {
+        const behind = s.better === 'lower' ? r.median / bestRow.median : bestRow.median / r.median;
+        return { backend: r.backend, median: r.median, behind, tie: ties(r, bestRow, behind) };
+      })
+      .sort((a, b) => a.behind - b.behind);
     return {
       best: bestRow.backend,
-      ranking: entries
-        .map((r) => ({
-          backend: r.backend,
-          median: r.median,
-          behind: s.better === 'lower' ? r.median / bestRow.median : bestRow.median / r.median,
-        }))
-        .sort((a, b) => a.behind - b.behind),
+      tied: ranking.filter((r) => r.tie).map((r) => r.backend),
+      ranking,
       evidence: entries.map((r) => ({
         scenario: s.name,
         backend: r.backend,
@@ -68,12 +80,19 @@ export class EvidenceBook {
   }
 }
 
+/** Whether `row` ties with the best row (TIE_RULE); the best ties with itself. */
+function ties(row: BenchRow, best: BenchRow, behind: number): boolean {
+  const overlap = row.p10 <= best.p90 && best.p10 <= row.p90;
+  return row === best || behind < TIE_RATIO || overlap;
+}
+
 export function formatComparison(c: Comparison, unit: string): string {
   return c.ranking
-    .map(
-      (r) =>
-        `${r.backend} ${formatNumber(r.median)} ${unit}${r.behind > 1.005 ? ` (${r.behind.toFixed(2)}x behind)` : ''}`,
-    )
+    .map((r) => {
+      const lag = r.behind > 1.005 ? `${r.behind.toFixed(2)}x behind` : '';
+      const note = r.tie && r.backend !== c.best ? `${lag ? `${lag}, ` : ''}a tie` : lag;
+      return `${r.backend} ${formatNumber(r.median)} ${unit}${note ? ` (${note})` : ''}`;
+    })
     .join(', ');
 }
 

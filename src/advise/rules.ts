@@ -13,7 +13,9 @@ import {
   runnableWith,
   type Capabilities,
 } from './capabilities.js';
-import { EvidenceBook, formatComparison } from './evidence.js';
+import { isBackendName } from '../dataplane/registry.js';
+import type { BackendName } from '../dataplane/backend.js';
+import { EvidenceBook, formatComparison, type Comparison } from './evidence.js';
 import type { Workload } from './workload.js';
 import type { Choice, Recommendation } from './advice.js';
 
@@ -32,7 +34,10 @@ type Rule = (ctx: AdviseContext) => Recommendation | undefined;
 export const SMALL_RULESET = 50;
 /** From here kube-proxy-style per-service chains dominate connection setup cost. */
 export const MANY_SERVICES = 1000;
-/** Two backends within this factor count as equal, and the tie goes to the priority. */
+/**
+ * For the policy concern's simplicity preference: iptables within this factor of the fastest is
+ * "as fast" for a small rule set. (Measured ties in general follow TIE_RULE, evidence.ts.)
+ */
 export const TIE_FACTOR = 1.2;
 /**
  * Extra per-packet cost that does not matter: 1 µs is 10% of a core at 100k packets per second,
@@ -46,14 +51,25 @@ export const HEADROOM = 10;
 export const PREFERENCE_WEIGHT = 0.5;
 
 const rec = (
-  r: Omit<Recommendation, 'evidence' | 'measured' | 'weight'> &
-    Partial<Pick<Recommendation, 'evidence' | 'measured' | 'weight'>>,
+  r: Omit<Recommendation, 'evidence' | 'measured' | 'weight' | 'tiedWith'> &
+    Partial<Pick<Recommendation, 'evidence' | 'measured' | 'weight' | 'tiedWith'>>,
 ): Recommendation => ({
   evidence: [],
   measured: false,
   weight: 1,
+  tiedWith: [],
   ...r,
 });
+
+/** The runnable backends the measurements cannot tell from `choice` (TIE_RULE). */
+function tiedWith(c: Comparison, choice: string, caps: Capabilities): BackendName[] {
+  if (!c.tied.includes(choice)) return [];
+  return c.tied.filter((b): b is BackendName => b !== choice && isBackendName(b) && canRun(b, caps));
+}
+
+/** "ebpf and iptables": backends named in a sentence. */
+const both = (names: readonly string[]): string =>
+  names.length <= 1 ? (names[0] ?? '') : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 
 export const l7Rule: Rule = ({ workload }) =>
   workload.l7Rules
@@ -120,7 +136,7 @@ function otherModeReason(evidence: EvidenceBook, rules: number, mode: 'table' | 
   return [`the same rules in ${other} mode: ${formatComparison(c, 'ns/packet')}`];
 }
 
-export const policyRule: Rule = ({ workload, evidence }) => {
+export const policyRule: Rule = ({ workload, evidence, capabilities }) => {
   const rules = workload.rulesPerEndpoint;
   const small = rules <= SMALL_RULESET;
   const simplicityFirst = workload.priority === 'simplicity';
@@ -136,21 +152,25 @@ export const policyRule: Rule = ({ workload, evidence }) => {
       small &&
       simplicityFirst &&
       (tie.includes(simplest.backend) || extra <= NEGLIGIBLE_NS_PER_PACKET);
+    const ties = simple ? [] : tiedWith(c, c.best, capabilities);
     return rec({
       concern: 'policy enforcement',
       choice: (simple ? simplest.backend : c.best) as Choice,
+      tiedWith: ties,
       advice: simple
         ? extra > 0
           ? `With ~${rules} rules per endpoint ${simplest.backend} costs ${extra.toFixed(0)} ns/packet more than ${c.best}: negligible (under ${NEGLIGIBLE_NS_PER_PACKET} ns), and it is the simplest to operate.`
           : `With ~${rules} rules per endpoint ${simplest.backend} is as fast as the rest and the simplest to operate.`
-        : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
+        : ties.length
+          ? `At ~${rules} rules per endpoint ${both([c.best, ...ties])} evaluate policy equally fast (a tie).`
+          : `At ~${rules} rules per endpoint ${c.best} evaluates policy fastest.`,
       reasons: [
         `measured per-packet cost${c.evidence.some((e) => e.params.mode) ? ` in ${mode} mode` : ''}: ${formatComparison(c, 'ns/packet')}`,
         ...otherModeReason(evidence, rules, mode),
       ],
       evidence: c.evidence,
       measured: true,
-      weight: tie.length > 1 || simple ? PREFERENCE_WEIGHT : 1,
+      weight: (tie.length > 1 && ties.length === 0) || simple ? PREFERENCE_WEIGHT : 1,
     });
   }
   return rec({
@@ -164,7 +184,7 @@ export const policyRule: Rule = ({ workload, evidence }) => {
   });
 };
 
-export const setUpdateRule: Rule = ({ workload, evidence }) => {
+export const setUpdateRule: Rule = ({ workload, evidence, capabilities }) => {
   if (workload.setUpdatesPerSecond === 0 && workload.addressesPerSet < 1000) return undefined;
   const c = evidence.compare('set-update', { size: workload.addressesPerSet });
   if (!c) {
@@ -177,12 +197,14 @@ export const setUpdateRule: Rule = ({ workload, evidence }) => {
   }
   const slowest = c.ranking[c.ranking.length - 1];
   const allKeepUp = slowest !== undefined && slowest.median >= HEADROOM * workload.setUpdatesPerSecond;
+  const ties = allKeepUp ? [] : tiedWith(c, c.best, capabilities);
   return rec({
     concern: 'IP-set updates',
     choice: allKeepUp ? 'any' : (c.best as Choice),
+    tiedWith: ties,
     advice: allKeepUp
       ? `Every backend absorbs ${workload.setUpdatesPerSecond} updates/s with 10x headroom; let other concerns decide.`
-      : `${c.best} keeps up best with ${workload.setUpdatesPerSecond} set updates/s on ${workload.addressesPerSet}-address sets.`,
+      : `${both([c.best, ...ties])} keep${ties.length ? '' : 's'} up best with ${workload.setUpdatesPerSecond} set updates/s on ${workload.addressesPerSet}-address sets${ties.length ? ' (a tie)' : ''}.`,
     reasons: [`measured update rate: ${formatComparison(c, 'updates/s')}`],
     evidence: c.evidence,
     measured: true,
@@ -206,12 +228,16 @@ export const servicesRule: Rule = ({ workload, evidence, capabilities }) => {
   }
   if (c) {
     const choice = (c.ranking.find((r) => canRun(r.backend, capabilities))?.backend ?? 'nftables') as Choice;
+    const ties = tiedWith(c, choice, capabilities);
     return rec({
       concern: 'service load balancing',
       choice,
-      advice: hasTrait(choice, (t) => t.serviceBalancing === 'connect-time')
-        ? `eBPF connect-time balancing: the backend is chosen once per connection, no per-packet NAT, flat in the number of services.`
-        : `${choice} sets up connections fastest at ${workload.services} services.`,
+      tiedWith: ties,
+      advice: ties.length
+        ? `${both([choice, ...ties])} set up connections equally fast at ${workload.services} services (a tie).`
+        : hasTrait(choice, (t) => t.serviceBalancing === 'connect-time')
+          ? `eBPF connect-time balancing: the backend is chosen once per connection, no per-packet NAT, flat in the number of services.`
+          : `${choice} sets up connections fastest at ${workload.services} services.`,
       reasons: [`measured new-connection rate: ${formatComparison(c, 'conn/s')}`],
       evidence: c.evidence,
       measured: true,
@@ -229,7 +255,10 @@ export const servicesRule: Rule = ({ workload, evidence, capabilities }) => {
 
 export const prefilterRule: Rule = ({ workload, evidence, capabilities }) => {
   if (workload.prefilterEntries === 0) return undefined;
-  const c = evidence.compare('prefilter', { cidrs: workload.prefilterEntries });
+  const c = evidence.compare('prefilter', {
+    cidrs: workload.prefilterEntries,
+    method: 'traffic',
+  });
   const flood = workload.floodPacketsPerSecond;
   if (c) {
     const best = c.ranking[0];
@@ -240,12 +269,20 @@ export const prefilterRule: Rule = ({ workload, evidence, capabilities }) => {
     const choice = (
       rawKeepsUp || !xdpRuns ? (rawTable?.backend ?? 'iptables') : (best?.backend ?? 'ebpf')
     ) as Choice;
+    // XDP's lead is real only when no raw-table backend ties with it (same measured drop rate).
+    const ties = rawKeepsUp ? [] : tiedWith(c, choice, capabilities);
     return rec({
       concern: 'DDoS prefilter',
       choice,
-      advice: atXdp(choice)
-        ? 'Drop deny-listed sources at XDP, before the stack allocates anything.'
-        : `The raw table drops ${flood} pps with room to spare; XDP is not needed at this rate.`,
+      tiedWith: ties,
+      advice:
+        atXdp(choice) && ties.length
+          ? `XDP (${choice}) and the raw table (${both(ties)}) drop deny-listed sources at the same measured rate here (a tie): measure on your NIC before choosing for the prefilter.`
+          : atXdp(choice)
+            ? 'Drop deny-listed sources at XDP, before the stack allocates anything.'
+            : rawKeepsUp
+              ? `The raw table drops ${flood} pps with room to spare; XDP is not needed at this rate.`
+              : `This kernel cannot run XDP for Switchyard: ${choice}'s raw table drops deny-listed sources instead.`,
       reasons: [`measured drop rate with ${workload.prefilterEntries} CIDRs: ${formatComparison(c, 'pps')}`],
       evidence: c.evidence,
       measured: true,

@@ -72,6 +72,8 @@ export interface AgentStatus {
   checkedAt?: string;
   /** How the node's rule sets in force are decided: tables, walks, and tables over the bound. */
   policy?: TableModeSummary;
+  /** Where Prometheus scrapes this agent (loopback), when it serves metrics. */
+  metricsUrl?: string;
 }
 
 /** GET /v1/status */

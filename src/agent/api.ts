@@ -295,11 +295,19 @@ export interface ApiServers {
 }
 
 /** Parses `127.0.0.1:PORT`; anything but a loopback address is refused. */
-export function loopbackAddress(value: string, what: string): { host: string; port: number } {
+/** `anyPort`: port 0 is accepted, and means the kernel picks one. */
+export function loopbackAddress(
+  value: string,
+  what: string,
+  opts: { anyPort?: boolean } = {},
+): { host: string; port: number } {
   const m = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost):(\d+)$/.exec(value);
   const port = Number(m?.[2]);
-  if (!m || !Number.isInteger(port) || port < 1 || port > 65535)
-    throw new Error(`${what} must be a loopback address and port such as 127.0.0.1:9464, not '${value}'`);
+  const lowest = opts.anyPort ? 0 : 1;
+  if (!m || !Number.isInteger(port) || port < lowest || port > 65535)
+    throw new Error(
+      `${what} must be a loopback address and port such as 127.0.0.1:9464${opts.anyPort ? ' (port 0: any free port)' : ''}, not '${value}'`,
+    );
   return { host: m[1] === '[::1]' ? '::1' : (m[1] as string), port };
 }
 
@@ -338,11 +346,14 @@ export async function startApi(
   };
 }
 
-/** A metrics-only listener (`--metrics 127.0.0.1:9464`): Prometheus scrapes without a token. */
+/**
+ * A metrics-only listener (`--metrics 127.0.0.1:9464`): Prometheus scrapes without a token. With
+ * a preferred port (port 0 asked, a port recorded before) that port is tried first.
+ */
 export async function startMetricsListener(
   metrics: AgentMetrics,
-  address: { host: string; port: number },
-): Promise<ApiServers> {
+  address: { host: string; port: number; preferredPort?: number },
+): Promise<ApiServers & { url: string }> {
   const server = http.createServer((req, res) => {
     if (!req.url?.startsWith('/metrics')) {
       res.writeHead(404);
@@ -360,8 +371,12 @@ export async function startMetricsListener(
         res.end(`${errorMessage(e)}\n`);
       });
   });
-  await listen(server, address);
+  const { host, port, preferredPort } = address;
+  if (preferredPort === undefined) await listen(server, { host, port });
+  else await listen(server, { host, port: preferredPort }).catch(() => listen(server, { host, port }));
+  const bound = (server.address() as AddressInfo).port;
   return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics`,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

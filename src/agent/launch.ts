@@ -33,6 +33,8 @@ export interface AgentLaunchSpec {
   cgroupsFile?: string;
   /** The client certificate an etcd-fed agent authenticates with (`--etcd-cacert/-cert/-key`). */
   etcdTls?: EtcdTlsFiles;
+  /** Serve Prometheus metrics on this loopback address (`--metrics`; port 0: any free port). */
+  metrics?: string;
   /**
    * A cgroup (created if missing) the agent runs in from its first instruction: every socket it
    * opens is made there (a cgroup's socket programs see only the sockets created in it).
@@ -84,7 +86,16 @@ export function cliEntry(): string {
 export function agentFlags(
   spec: Pick<
     AgentLaunchSpec,
-    'node' | 'backend' | 'netns' | 'scope' | 'source' | 'stateDir' | 'cgroupsFile' | 'etcdTls' | 'policyMode'
+    | 'node'
+    | 'backend'
+    | 'netns'
+    | 'scope'
+    | 'source'
+    | 'stateDir'
+    | 'cgroupsFile'
+    | 'etcdTls'
+    | 'policyMode'
+    | 'metrics'
   >,
 ): string[] {
   return [
@@ -95,6 +106,7 @@ export function agentFlags(
       ? ['--etcd-cacert', spec.etcdTls.ca, '--etcd-cert', spec.etcdTls.cert, '--etcd-key', spec.etcdTls.key]
       : []),
     ...(spec.policyMode ? ['--policy-mode', spec.policyMode] : []),
+    ...(spec.metrics ? ['--metrics', spec.metrics] : []),
   ];
 }
 

@@ -8,10 +8,10 @@ import { pino, type Logger } from 'pino';
 import type { EtcdTlsFiles } from '../datastore/etcd.js';
 import type { Backend, BackendName, NodeTarget } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
-import type { PolicyMode, TableModeSummary } from '../ir/decision-table.js';
-import type { IR } from '../ir/types.js';
+import type { PolicyMode } from '../ir/decision-table.js';
+import { policyId, type IR } from '../ir/types.js';
 import { FlowTable } from '../observe/flows.js';
-import { AgentMetrics } from '../observe/metrics.js';
+import { AgentMetrics, type AgentView } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
 import { Agent } from './agent.js';
 import { startApi, startMetricsListener, type ApiServers } from './api.js';
@@ -20,6 +20,7 @@ import { DirectorySource } from './dir-source.js';
 import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
 import { readRestarts, writeReady } from './restarts.js';
+import { metricsAddress, writeMetricsUrl } from './metrics-url.js';
 import { apiSocket } from './paths.js';
 import { privateDir } from '../util/private-files.js';
 
@@ -44,6 +45,7 @@ export interface RunAgentOptions {
   etcdTls?: EtcdTlsFiles;
   /** Also serve the API on 127.0.0.1:PORT, behind `token`. */
   listen?: { host: string; port: number; token: string };
+  /** Serve /metrics on this loopback address; port 0: the kernel picks (a restart keeps the port it had when free). */
   metrics?: { host: string; port: number };
   flows: boolean;
   /** How often the kernel's flow aggregates are drained (ms); default FLOW_INTERVAL_MS. */
@@ -146,11 +148,30 @@ interface Observability {
   catalogue(ir: IR): void;
 }
 
+/** What metrics read of the agent in force: revisions, last success, this node's endpoints and policies. */
+function agentView(agent: Agent): AgentView {
+  const ir = agent.appliedIR;
+  const local = new Set(ir?.endpoints.filter((e) => e.node === agent.target.node).map((e) => e.id));
+  const policies = new Set<string>();
+  for (const rs of ir?.ruleSets ?? [])
+    if (local.has(rs.endpoint))
+      for (const p of [...rs.globalPolicies, ...rs.kubernetesPolicies]) policies.add(policyId(p));
+  const s = agent.status;
+  return {
+    ...(s.revision !== undefined ? { revision: s.revision } : {}),
+    ...(s.desiredRevision !== undefined ? { desiredRevision: s.desiredRevision } : {}),
+    ...(s.lastApply ? { lastApplyAt: s.lastApply.at } : {}),
+    endpoints: local.size,
+    policies: policies.size,
+  };
+}
+
 function observability(
   opts: RunAgentOptions,
   backend: Backend,
   target: NodeTarget,
-  policy: () => TableModeSummary | undefined,
+  agent: () => Agent,
+  source: DesiredSource,
 ): Observability {
   let catalog = new RuleCatalog(undefined);
   const cgroups = new PodCgroups(opts.node, opts.cgroupsFile);
@@ -165,7 +186,9 @@ function observability(
       conntrackEntries: () => backend.conntrack(target).count(),
       flowStats: () => flows.stats(),
       describeRule: (rule) => catalog.describe(rule),
-      policy,
+      policy: () => agent().status.policy,
+      agent: () => agentView(agent()),
+      ...(isEtcdSource(opts.source) ? { etcdConnected: () => source.stats?.connected === true } : {}),
     },
     { node: opts.node, backend: opts.backend },
   );
@@ -179,12 +202,12 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   await requireSupport(backend);
   privateDir(opts.stateDir);
 
+  const source = desiredSource(opts, logger);
   // The agent is made after its observers (its hooks feed them); a scrape reads its status later.
-  const obs = observability(opts, backend, target, () => agent.status.policy);
+  const obs = observability(opts, backend, target, () => agent, source);
   let observers: Observers | undefined;
   const refreshCgroups = (desired: DesiredState | undefined): void =>
     void obs.cgroups.refresh(desired).then(() => observers?.refresh());
-  const source = desiredSource(opts, logger);
   const agent: Agent = new Agent({
     target,
     backend,
@@ -225,7 +248,12 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     servers.push(
       await startApi({ agent, flows, metrics }, { socket, ...(opts.listen ? { tcp: opts.listen } : {}) }),
     );
-    if (opts.metrics) servers.push(await startMetricsListener(metrics, opts.metrics));
+    if (opts.metrics) {
+      const listener = await startMetricsListener(metrics, metricsAddress(opts.stateDir, opts.metrics));
+      servers.push(listener);
+      agent.status.metricsUrl = listener.url;
+      writeMetricsUrl(opts.stateDir, listener.url);
+    }
   } catch (e) {
     await observers?.stop();
     await Promise.all(servers.map((s) => s.close()));

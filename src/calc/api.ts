@@ -34,12 +34,21 @@ export interface Packet {
   dport?: number;
 }
 
+/**
+ * Why a pair does or does not connect: `allowed` (it connects), `denied` (policy drops it; a
+ * denied pair is denied whether or not its port is served, because the drop comes first) or
+ * `unserved` (policy allows it but nothing listens on the port: the connection is refused).
+ */
+export type ReachOutcome = 'allowed' | 'denied' | 'unserved';
+
 /** `switchyard reach --json` and `switchyard lab reach --json` share this shape. */
 export interface ReachMatrix {
   port: number;
   protocol: Protocol;
-  /** results[src][dst], keys `namespace/pod`, self-pairs included. */
+  /** results[src][dst], keys `namespace/pod`, self-pairs included: true when the pair connects. */
   results: Record<string, Record<string, boolean>>;
+  /** outcomes[src][dst]: the same pairs, saying why one does not connect. */
+  outcomes: Record<string, Record<string, ReachOutcome>>;
 }
 
 export type { IR };

@@ -1,4 +1,4 @@
-export type { BuildOptions, Packet, ReachMatrix } from './api.js';
+export type { BuildOptions, Packet, ReachMatrix, ReachOutcome } from './api.js';
 export {
   allocate,
   DEFAULT_NODE_COUNT,
@@ -9,6 +9,7 @@ export {
 export { buildIR, withRuleSetsOf } from './build.js';
 export { evaluate, Oracle, type SideVerdict, type Verdict, type SideReason } from './evaluate.js';
 export { reachMatrix } from './reach.js';
+export { compareReach, type ReachComparison, type ReachMismatch } from './reach-compare.js';
 export { selectorMatches, selectorText } from './selectors.js';
 export * from './addresses.js';
 export {

@@ -1,27 +1,31 @@
 import type { IR, Protocol } from '../ir/types.js';
-import type { ReachMatrix } from './api.js';
+import type { ReachMatrix, ReachOutcome } from './api.js';
 import { Oracle } from './evaluate.js';
 import { servesPort } from './serving.js';
 
 /**
- * The pod×pod matrix of new connections to `port`/`protocol` that would be established: policy
- * allows them (the evaluator) and the destination serves the port.
+ * The pod×pod matrix of new connections to `port`/`protocol`: `denied` when policy drops the
+ * connection (the evaluator), else `unserved` when the destination does not serve the port, else
+ * `allowed`. Policy comes first because a dropped SYN never reaches the listener, so a lab
+ * measures a denied, unserved pair as denied (a timeout), not as refused.
  */
 export function reachMatrix(ir: IR, port: number, protocol: Protocol): ReachMatrix {
   const oracle = new Oracle(ir);
   const results: ReachMatrix['results'] = {};
+  const outcomes: ReachMatrix['outcomes'] = {};
   for (const src of ir.endpoints) {
-    const row: Record<string, boolean> = {};
+    const row: Record<string, ReachOutcome> = {};
     for (const dst of ir.endpoints) {
       const srcAddr = src.addresses[0];
       const dstAddr = dst.addresses[0];
-      row[dst.id] =
+      const allowed =
         srcAddr !== undefined &&
         dstAddr !== undefined &&
-        servesPort(dst, port, protocol) &&
         oracle.evaluate({ src: srcAddr, dst: dstAddr, protocol, dport: port }).allowed;
+      row[dst.id] = !allowed ? 'denied' : servesPort(dst, port, protocol) ? 'allowed' : 'unserved';
     }
-    results[src.id] = row;
+    outcomes[src.id] = row;
+    results[src.id] = Object.fromEntries(Object.entries(row).map(([d, o]) => [d, o === 'allowed']));
   }
-  return { port, protocol, results };
+  return { port, protocol, results, outcomes };
 }

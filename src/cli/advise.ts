@@ -26,7 +26,7 @@ function readWorkload(file: string): unknown {
 function render(a: Advice): string {
   const rows = a.recommendations.map((r) => [
     r.concern,
-    r.choice,
+    [r.choice, ...r.tiedWith].join(' = '),
     r.measured ? 'measured' : 'rule of thumb',
     r.advice,
   ]);
@@ -38,6 +38,8 @@ function render(a: Advice): string {
     '',
     'why:',
     ...reasons,
+    '',
+    `ties: ${a.tieRule}; a tied concern votes for each tied backend (a = b in "use").`,
   ].join('\n');
 }
 

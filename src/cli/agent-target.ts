@@ -2,6 +2,7 @@
 import { dirname } from 'node:path';
 import { socketsIn, standaloneAgents } from '../agent/client.js';
 import { agentStateDir, stateLabs } from '../lab/index.js';
+import { LAB_ENV, labNotUp, labsUp, namedLab } from './lab-choice.js';
 import { CliError } from './output.js';
 
 export interface AgentTargetOptions {
@@ -18,26 +19,33 @@ export interface AgentEndpoint {
 export function resolveAgents(opts: AgentTargetOptions): AgentEndpoint[] {
   if (opts.socket) return [{ node: opts.node ?? '-', socket: opts.socket }];
   let found: AgentEndpoint[];
-  if (opts.lab) {
-    found = socketsIn(dirname(agentStateDir(opts.lab, 'x')));
+  const lab = namedLab(opts)?.name;
+  if (lab) {
+    found = socketsIn(dirname(agentStateDir(lab, 'x')));
+    if (found.length === 0 && !labsUp().includes(lab)) throw labNotUp(lab);
     if (found.length === 0)
       throw new CliError(
-        `lab '${opts.lab}' runs no agents (is it up with a backend? 'switchyard lab status')`,
+        `lab '${lab}' runs no agents (is it up with a backend? 'switchyard lab status')`,
+        1,
+        { code: 'no-agents' },
       );
   } else {
     const labs = stateLabs().filter((l) => socketsIn(dirname(agentStateDir(l, 'x'))).length > 0);
     const standalone = standaloneAgents();
     if (labs.length + (standalone.length > 0 ? 1 : 0) > 1)
       throw new CliError(
-        `several agents run here (labs: ${labs.join(', ') || '-'}${standalone.length ? '; standalone agents' : ''}): ` +
-          `pick one with --lab NAME or --socket PATH`,
+        `several agents run here (labs: ${labs.join(', ') || '-'}${standalone.length ? '; standalone agents' : ''}) — ` +
+          `choose with --lab NAME, $${LAB_ENV} or --socket PATH`,
         2,
+        { code: 'lab-ambiguous', details: { labs } },
       );
-    const lab = labs[0];
-    found = lab ? socketsIn(dirname(agentStateDir(lab, 'x'))) : standalone;
+    const only = labs[0];
+    found = only ? socketsIn(dirname(agentStateDir(only, 'x'))) : standalone;
     if (found.length === 0)
       throw new CliError(
         "no agent is running: start a lab with a backend ('switchyard lab up FILES --backend ebpf')",
+        1,
+        { code: 'no-agents' },
       );
   }
   if (opts.node) {

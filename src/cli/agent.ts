@@ -79,7 +79,7 @@ async function run(flags: AgentFlags): Promise<void> {
   let metricsLoopback: ReturnType<typeof loopbackAddress> | undefined;
   try {
     if (flags.listen) agentLoopback = loopbackAddress(flags.listen, '--listen');
-    if (flags.metrics) metricsLoopback = loopbackAddress(flags.metrics, '--metrics');
+    if (flags.metrics) metricsLoopback = loopbackAddress(flags.metrics, '--metrics', { anyPort: true });
   } catch (e) {
     throw new CliError(errorMessage(e), 2, { cause: e });
   }
@@ -130,7 +130,10 @@ export function register(program: Command): void {
     .addOption(policyModeOption(`${DEFAULT_POLICY_MODE}; a compiled desired.json brings its own`))
     .option('--listen <address>', 'also serve the API on 127.0.0.1:PORT (needs --token-file)')
     .option('--token-file <file>', 'bearer token for --listen')
-    .option('--metrics <address>', 'serve Prometheus metrics on 127.0.0.1:PORT')
+    .option(
+      '--metrics <address>',
+      'serve Prometheus metrics on 127.0.0.1:PORT (0: any free port; the URL is in the state directory and `node status`)',
+    )
     .option(
       '--no-flows',
       'no flow records (the dataplane reports no verdicts; for measuring what flows cost)',

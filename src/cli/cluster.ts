@@ -13,8 +13,12 @@ import { CliError, formatTable, printJson } from './output.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { policyModeOption } from './options.js';
+import { addLabOptions, chooseLab, LAB_ENV, type LabFlags } from './lab-choice.js';
+import { readState } from '../lab/state.js';
+import { DEFAULT_CLUSTER } from '../lab/names.js';
 
 const BACKENDS = BACKEND_NAMES;
+const DEFAULT_CLUSTER_BACKEND: ClusterBackend = 'ebpf';
 
 function memberPids(members: readonly EtcdMember[]): string {
   return members.length === 1 ? `pid ${members[0]?.pid}` : `members ${members.map((m) => m.pid).join(', ')}`;
@@ -30,30 +34,40 @@ function parseEtcdMembers(value: string): EtcdMemberCount {
 
 const cluster = (): Promise<typeof import('../lab/cluster.js')> => import('../lab/cluster.js');
 
-function nameOption(): Option {
-  return new Option('--name <lab>', 'cluster (lab) name').default('cluster');
+/** The cluster a command acts on: --lab, $SWITCHYARD_LAB, else the only cluster lab. */
+function clusterOptions(cmd: Command): Command {
+  return addLabOptions(cmd, 'the cluster (lab) to act on', `$${LAB_ENV}, else the only cluster`);
+}
+
+const chosenCluster = (flags: LabFlags): string => chooseLab(flags, { clusters: true });
+
+/** What a cluster up keeps when --backend is not given: the running cluster's backend. */
+function keptBackend(name: string): ClusterBackend | undefined {
+  const b = readState(name)?.backend;
+  return b === undefined || b === 'none' ? undefined : b;
 }
 
 type ClusterBackend = BackendName;
 
-interface ClusterUpOptions {
-  name: string;
+interface ClusterUpOptions extends LabFlags {
   nodes?: number;
   etcdMembers?: EtcdMemberCount;
-  backend: ClusterBackend;
+  backend?: ClusterBackend;
   policyMode?: PolicyMode;
   json?: boolean;
 }
 
 async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise<void> {
+  const name = chooseLab(opts, { clusters: true, create: DEFAULT_CLUSTER });
+  const backend = opts.backend ?? keptBackend(name) ?? DEFAULT_CLUSTER_BACKEND;
   const c = await cluster();
   const progress = opts.json ? undefined : progressBar();
   let r;
   try {
     r = await c.clusterUp({
-      name: opts.name,
+      name,
       files: paths,
-      backend: opts.backend,
+      backend,
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
       ...(opts.etcdMembers ? { etcdMembers: opts.etcdMembers } : {}),
       ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
@@ -65,11 +79,11 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
   const t = r.lab.state.topology;
   if (opts.json) {
     printJson({
-      name: opts.name,
+      name,
       etcd: r.etcd.clientUrl,
       etcdMembers: r.etcd.members.length,
       revision: r.write.revision,
-      backend: opts.backend,
+      backend,
       policyMode: r.lab.state.policyMode ?? DEFAULT_POLICY_MODE,
       nodes: t?.nodes.map((n) => n.name) ?? [],
       pods: t?.pods.length ?? 0,
@@ -78,22 +92,21 @@ async function clusterUpAction(paths: string[], opts: ClusterUpOptions): Promise
     return;
   }
   process.stdout.write(
-    `cluster ${opts.name}: etcd ${r.etcd.clientUrl} (${memberPids(r.etcd.members)}, TLS client certificates, ` +
+    `cluster ${name}: etcd ${r.etcd.clientUrl} (${memberPids(r.etcd.members)}, TLS client certificates, ` +
       `revision ${r.write.revision}), ` +
-      `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${opts.backend} agents watching etcd ` +
+      `${t?.pods.length ?? 0} pods on ${t?.nodes.length ?? 0} nodes, ${backend} agents watching etcd ` +
       `(${r.lab.durationMs} ms)\n\n${podTable(t?.pods ?? [])}\n\n` +
-      `change it:  switchyard apply FILES --lab ${opts.name}\nread it:    switchyard get pods --lab ${opts.name}\n`,
+      `change it:  switchyard apply FILES --lab ${name}\nread it:    switchyard get pods --lab ${name}\n`,
   );
 }
 
 function registerClusterUp(cmd: Command): void {
-  cmd
+  const up = cmd
     .command('up')
     .description(
       'start etcd, write the manifests to it (they become the whole state), build the lab, one agent per node',
     )
     .argument('<paths...>', 'YAML files or directories')
-    .addOption(nameOption())
     .option('--nodes <n>', 'nodes to spread pods over (default: kept, else 2)', parseNodeCount)
     .option(
       '--etcd-members <n>',
@@ -101,24 +114,44 @@ function registerClusterUp(cmd: Command): void {
       parseEtcdMembers,
     )
     .addOption(
-      new Option('--backend <backend>', 'policy backend of the agents').choices(BACKENDS).default('ebpf'),
+      new Option(
+        '--backend <backend>',
+        `policy backend of the agents (default: the cluster's current one, else ${DEFAULT_CLUSTER_BACKEND})`,
+      ).choices(BACKENDS),
     )
     .addOption(policyModeOption(`the cluster's current mode, else ${DEFAULT_POLICY_MODE}`))
-    .option('--json', 'machine-readable result')
-    .action(clusterUpAction);
+    .option('--json', 'machine-readable result');
+  addLabOptions(
+    up,
+    'the cluster (lab) to create or converge',
+    `$${LAB_ENV}, else the only cluster, else ${DEFAULT_CLUSTER}`,
+  );
+  up.action(clusterUpAction);
 }
 
 function registerClusterDown(cmd: Command): void {
-  cmd
-    .command('down')
+  clusterOptions(cmd.command('down'))
     .description('stop the agents and etcd, remove the lab and its data')
-    .addOption(nameOption())
-    .action(async (opts: { name: string }) => {
+    .option('--json', 'machine-readable: the cleanup report')
+    .action(async (opts: LabFlags & { json?: boolean }) => {
       const { labDown } = await import('../lab/index.js');
-      const r = await labDown(opts.name);
-      process.stdout.write(cleanupLine(r) + '\n');
-      if (r.problems.length > 0) throw new CliError(r.problems.join('\n'));
+      const r = await labDown(chosenCluster(opts));
+      if (r.problems.length > 0)
+        throw new CliError(r.problems.join('\n'), 1, { code: 'cleanup-incomplete', details: { lab: r } });
+      if (opts.json) printJson(r);
+      else process.stdout.write(cleanupLine(r) + '\n');
     });
+}
+
+/** Revisions as numbers, like etcd's own (an agent reports its revision as a string). */
+export function statusJson(s: ClusterStatus): unknown {
+  return {
+    ...s,
+    nodes: s.nodes.map((n) => ({
+      ...n,
+      ...(n.revision !== undefined ? { revision: Number(n.revision) } : {}),
+    })),
+  };
 }
 
 function printClusterStatus(s: ClusterStatus): void {
@@ -145,61 +178,63 @@ function printClusterStatus(s: ClusterStatus): void {
 }
 
 function registerClusterStatus(cmd: Command): void {
-  cmd
-    .command('status')
+  clusterOptions(cmd.command('status'))
     .description("etcd, and each node's agent: pid, revision in force, connection to etcd, cut off or not")
-    .addOption(nameOption())
-    .option('--json', 'machine-readable result')
-    .action(async (opts: { name: string; json?: boolean }) => {
-      const s = await (await cluster()).clusterStatus(opts.name);
-      if (opts.json) printJson(s);
+    .option('--json', 'machine-readable result (revisions are numbers)')
+    .action(async (opts: LabFlags & { json?: boolean }) => {
+      const s = await (await cluster()).clusterStatus(chosenCluster(opts));
+      if (opts.json) printJson(statusJson(s));
       else printClusterStatus(s);
     });
 }
 
 function registerClusterCut(cmd: Command): void {
-  cmd
-    .command('cut')
+  clusterOptions(cmd.command('cut'))
     .description("cut one node's agent off from etcd (its packets to etcd are dropped in the kernel)")
     .argument('<node>', 'node name')
-    .addOption(nameOption())
-    .action(async (node: string, opts: { name: string }) => {
-      await (await cluster()).partitionNode(opts.name, node);
+    .option('--json', 'machine-readable: {lab, node, cutOff}')
+    .action(async (node: string, opts: LabFlags & { json?: boolean }) => {
+      const name = chosenCluster(opts);
+      await (await cluster()).partitionNode(name, node);
+      if (opts.json) return printJson({ lab: name, node, cutOff: true });
       process.stdout.write(`node ${node}: cut off from etcd (heal with 'switchyard cluster heal ${node}')\n`);
     });
 }
 
 function registerClusterHeal(cmd: Command): void {
-  cmd
-    .command('heal')
+  clusterOptions(cmd.command('heal'))
     .description('reconnect a node cut off from etcd')
     .argument('<node>', 'node name')
-    .addOption(nameOption())
-    .action(async (node: string, opts: { name: string }) => {
-      const was = await (await cluster()).healNode(opts.name, node);
+    .option('--json', 'machine-readable: {lab, node, healed} (healed false: it was not cut off)')
+    .action(async (node: string, opts: LabFlags & { json?: boolean }) => {
+      const name = chosenCluster(opts);
+      const was = await (await cluster()).healNode(name, node);
+      if (opts.json) return printJson({ lab: name, node, healed: was });
       process.stdout.write(`node ${node}: ${was ? 'healed' : 'was not cut off'}\n`);
     });
 }
 
 function registerClusterEtcd(cmd: Command): void {
   const etcd = cmd.command('etcd').description("stop or start the cluster's etcd (fault drills)");
-  etcd
-    .command('kill')
+  clusterOptions(etcd.command('kill'))
     .description('SIGKILL etcd (every member, or the leader), as a crash would')
-    .addOption(nameOption())
     .option('--leader', 'only the Raft leader (a 3-member etcd elects another and goes on)')
-    .action(async (opts: { name: string; leader?: boolean }) => {
-      const killed = await (await cluster()).killClusterEtcd(opts.name, opts.leader ? { leader: true } : {});
+    .option('--json', 'machine-readable: {lab, killed: [member…]}')
+    .action(async (opts: LabFlags & { leader?: boolean; json?: boolean }) => {
+      const name = chosenCluster(opts);
+      const killed = await (await cluster()).killClusterEtcd(name, opts.leader ? { leader: true } : {});
+      if (opts.json) return printJson({ lab: name, killed });
       process.stdout.write(
         `etcd ${killed.map((m) => m.name).join(', ')} killed; agents keep enforcing what they have\n`,
       );
     });
-  etcd
-    .command('start')
+  clusterOptions(etcd.command('start'))
     .description('start etcd again (same address and data)')
-    .addOption(nameOption())
-    .action(async (opts: { name: string }) => {
-      const info = await (await cluster()).restartClusterEtcd(opts.name);
+    .option('--json', 'machine-readable: {lab, etcd, members: [member…]}')
+    .action(async (opts: LabFlags & { json?: boolean }) => {
+      const name = chosenCluster(opts);
+      const info = await (await cluster()).restartClusterEtcd(name);
+      if (opts.json) return printJson({ lab: name, etcd: info.clientUrl, members: info.members });
       process.stdout.write(`etcd running: ${info.clientUrl} (${memberPids(info.members)})\n`);
     });
 }

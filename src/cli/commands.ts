@@ -21,4 +21,5 @@ export const commandModules: (() => Promise<{ register: RegisterCommand }>)[] = 
   () => import('./node.js'),
   () => import('./bench.js'),
   () => import('./advise.js'),
+  () => import('./completion.js'),
 ];

@@ -23,6 +23,10 @@ export function register(program: Command): void {
     .option('--node <name>', 'only this node (default: every node)')
     .option('--nodes <n>', 'nodes to spread unplaced pods over', parseNodeCount)
     .addOption(policyModeOption(DEFAULT_POLICY_MODE))
+    .option(
+      '--json',
+      'machine-readable: the IR (--backend ir), else {backend, policyMode, plans: [{node, summary, text}]}',
+    )
     .action(async (paths: string[], opts: CompileOptions) => {
       if (opts.backend !== 'ir' && !BACKEND_NAMES.includes(opts.backend as BackendName))
         throw new CliError(`--backend must be ir, ${BACKEND_NAMES.join(', ')}; not '${opts.backend}'`, 2);
@@ -43,19 +47,26 @@ export function register(program: Command): void {
       );
       if (refused.length > 0)
         throw new CliError(`${backend.name} cannot install this:\n${refused.join('\n')}`);
-      // One node's text at a time: a large cluster's plans never sit in memory together.
+      // One node's text at a time: a large cluster's plans never sit in memory together (also
+      // with --json: the array is written element by element).
+      if (opts.json)
+        await writeOut(`{"backend":${JSON.stringify(backend.name)},"policyMode":"${policyMode}","plans":[\n`);
       for (const [i, node] of chosen.entries()) {
         const plan = backend.render(ir, node);
         const summary = formatTableModeSummary(tableModeSummary(irForNode(ir, node).ruleSets, policyMode));
         await writeOut(
-          `${i > 0 ? '\n' : ''}# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`,
+          opts.json
+            ? `${i > 0 ? ',\n' : ''}${JSON.stringify({ node, summary, text: plan.text })}`
+            : `${i > 0 ? '\n' : ''}# ${plan.backend} plan for node ${node}\n# ${summary}\n${plan.text.trimEnd()}\n`,
         );
       }
+      if (opts.json) await writeOut('\n]}\n');
     });
 }
 
 interface CompileOptions {
   backend: string;
+  json?: boolean;
   node?: string;
   nodes?: number;
   policyMode?: PolicyMode;

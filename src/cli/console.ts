@@ -30,8 +30,10 @@ async function run(flags: ConsoleFlags): Promise<void> {
       : stateLabs().find((l) => first.some((a) => a.socket.includes(`/labs/${l}/agents/`))));
   const { generateToken } = await import('../util/http/auth.js');
   const { startConsole } = await import('../console/server.js');
+  const { scenarioNames } = await import('../bench/registry.js');
   const token = flags.tokenFile ? readTokenFile(flags.tokenFile) : generateToken();
   const server = await startConsole({
+    benchScenarios: scenarioNames(),
     host: address.host,
     port: address.port,
     token,
@@ -54,7 +56,7 @@ export function register(program: Command): void {
     .description(
       "web console on 127.0.0.1: endpoints and policies, live flows with explanations, the lab's reach matrix, bench charts",
     )
-    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--lab <name>', "the lab's agents (default: $SWITCHYARD_LAB, else the only agents running)")
     .option('--socket <path>', "one agent's API socket instead")
     .option('--listen <address>', 'loopback address and port to serve on', '127.0.0.1:9470')
     .option('--token-file <file>', 'bearer token (default: a new one, printed in the link)')

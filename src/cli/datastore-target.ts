@@ -5,6 +5,7 @@
  */
 import { Option } from 'commander';
 import type { EtcdTlsFiles } from '../datastore/etcd.js';
+import { chooseLab, LAB_ENV, labNotUp, labsUp } from './lab-choice.js';
 import { CliError } from './output.js';
 import { errorMessage } from '../util/errors.js';
 
@@ -18,7 +19,10 @@ export const ETCD_ENV = 'SWITCHYARD_ETCD';
 export function targetOptions(): Option[] {
   return [
     new Option('--etcd <url>', `etcd to use (http(s)://127.0.0.1:PORT[,…]; default $${ETCD_ENV})`),
-    new Option('--lab <name>', "a cluster lab's etcd (started by 'switchyard cluster up --name NAME')"),
+    new Option(
+      '--lab <name>',
+      "a cluster lab's etcd (started by 'switchyard cluster up --lab NAME'; default: $SWITCHYARD_LAB, else the only cluster)",
+    ),
   ];
 }
 
@@ -64,24 +68,31 @@ export async function resolveTarget(flags: TargetFlags): Promise<Target> {
   }
   if (flags.lab) {
     await requireRootFor(flags.lab);
+    if (!labsUp().includes(flags.lab)) throw labNotUp(flags.lab);
     const { clusterEtcd } = await import('../lab/cluster.js');
     const info = clusterEtcd(flags.lab);
     return { url: info.clientUrl, lab: flags.lab, tls: info.tls };
   }
   const fromEnv = process.env[ETCD_ENV];
   if (fromEnv) return resolveTarget({ etcd: parse(fromEnv, `$${ETCD_ENV}`) });
-  const { DEFAULT_CLUSTER } = await import('../lab/cluster.js');
-  const { readState } = await import('../lab/state.js');
-  let isCluster = false;
+  // The rest of the lab choice (docs/cli.md): $SWITCHYARD_LAB, else the only cluster lab.
+  const { stateLabs } = await import('../lab/state.js');
+  if (process.env[LAB_ENV]) return resolveTarget({ lab: chooseLab({}) });
   try {
-    isCluster = readState(DEFAULT_CLUSTER)?.cluster !== undefined;
+    stateLabs();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
-    await requireRootFor(DEFAULT_CLUSTER);
+    const { requireRoot } = await import('../netns/index.js');
+    requireRoot("using a cluster lab's etcd (the default without --etcd)");
   }
-  if (isCluster) return resolveTarget({ lab: DEFAULT_CLUSTER });
+  try {
+    return await resolveTarget({ lab: chooseLab({}, { clusters: true }) });
+  } catch (e) {
+    if (!(e instanceof CliError) || e.code !== 'no-lab') throw e;
+  }
   throw new CliError(
-    `which etcd? give --etcd URL or --lab NAME, set $${ETCD_ENV}, or start one with 'switchyard cluster up FILES'`,
+    `which etcd? give --etcd URL or --lab NAME, set $${ETCD_ENV} or $${LAB_ENV}, or start one with 'switchyard cluster up FILES'`,
     2,
+    { code: 'no-lab' },
   );
 }

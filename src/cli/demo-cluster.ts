@@ -75,11 +75,11 @@ async function storedPods(): Promise<string> {
 function clusterUpStep(): DemoStep {
   return {
     title: 'Cluster mode: a real etcd holds the desired state, one eBPF agent per node watches it',
-    command: `switchyard cluster up examples/walkthrough --nodes 3 --backend ebpf --name ${DEMO_CLUSTER}`,
+    command: `switchyard cluster up examples/walkthrough --nodes 3 --backend ebpf --lab ${DEMO_CLUSTER}`,
     run: async () => {
       if (allLabSummaries().some((l) => l.name === DEMO_CLUSTER))
         throw new Error(
-          `a lab named '${DEMO_CLUSTER}' exists already: 'switchyard cluster down --name ${DEMO_CLUSTER}'`,
+          `a lab named '${DEMO_CLUSTER}' exists already: 'switchyard cluster down --lab ${DEMO_CLUSTER}'`,
         );
       const r = await clusterUp({
         name: DEMO_CLUSTER,
@@ -126,7 +126,7 @@ function cutStep(change: string): DemoStep {
 function healStep(): DemoStep {
   return {
     title: 'Heal the partition: the node resumes its watch from the revision it had and catches up',
-    command: `switchyard cluster heal NODE --name ${DEMO_CLUSTER}`,
+    command: `switchyard cluster heal NODE --lab ${DEMO_CLUSTER}`,
     run: async () => {
       const node = nodeOf('shop/db');
       await healNode(DEMO_CLUSTER, node);
@@ -187,7 +187,7 @@ export function clusterSteps(): DemoStep[] {
     killEtcdStep(change),
     {
       title: 'Clean up the cluster: agents, etcd and its data, namespaces, pins',
-      command: `switchyard cluster down --name ${DEMO_CLUSTER}`,
+      command: `switchyard cluster down --lab ${DEMO_CLUSTER}`,
       run: async () => {
         await labDown(DEMO_CLUSTER);
         rmSync(dir, { recursive: true, force: true });

@@ -15,7 +15,8 @@ import { allLabSummaries, converge, labDown, measureReach, probeService } from '
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
 import { agentSteps } from './demo-agent.js';
 import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
-import { formatReachGrid, formatTable } from './output.js';
+import { formatTable } from './output.js';
+import { formatReachGrid, reachLegend } from './reach-format.js';
 import { EXAMPLES_DIR } from './paths.js';
 import type { DemoStep } from './demo-step.js';
 
@@ -83,7 +84,11 @@ function policySteps(): DemoStep[] {
       command: `switchyard reach ${rel(walkthrough)} --port 8080`,
       run: () => {
         const model = loadManifests([walkthrough]);
-        return formatReachGrid(reachMatrix(buildIR(model, allocate(model)), 8080, 'TCP').results);
+        return (
+          formatReachGrid(reachMatrix(buildIR(model, allocate(model)), 8080, 'TCP')) +
+          '\n' +
+          reachLegend(false)
+        );
       },
     },
   ];
@@ -101,9 +106,9 @@ const PROBES = [
 
 function disagreements(predicted: ReachMatrix, measured: ReachMatrix): string[] {
   const out: string[] = [];
-  for (const [src, row] of Object.entries(predicted.results))
+  for (const [src, row] of Object.entries(predicted.outcomes))
     for (const [dst, want] of Object.entries(row))
-      if (measured.results[src]?.[dst] !== want) out.push(`${src} → ${dst} predicted ${want}`);
+      if (measured.outcomes[src]?.[dst] !== want) out.push(`${src} → ${dst} predicted ${want}`);
   return out;
 }
 
@@ -116,11 +121,11 @@ interface LabTour {
 function labUpStep(model: Model, files: string[]): DemoStep {
   return {
     title: 'Bring up a lab: 2 nodes, pods as network namespaces, probe servers on every declared port',
-    command: `switchyard lab up examples/walkthrough examples/global examples/services --name ${DEMO_LAB} --policy-mode table`,
+    command: `switchyard lab up examples/walkthrough examples/global examples/services --lab ${DEMO_LAB} --policy-mode table`,
     run: async () => {
       if (allLabSummaries().some((l) => l.name === DEMO_LAB))
         throw new Error(
-          `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --name ${DEMO_LAB}'`,
+          `a lab named '${DEMO_LAB}' exists already: remove it with 'switchyard lab down --lab ${DEMO_LAB}'`,
         );
       // Decision tables, so every backend step shows them (the lab keeps the mode on apply).
       const r = await converge({
@@ -158,7 +163,7 @@ async function compareReach(
     agree += pairs - diff.length;
     lines.push(...diff.map((d) => `  MISMATCH ${probe.protocol}/${probe.port}: ${d}`));
     if (probe.port === 5432)
-      lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix.results));
+      lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix));
   }
   return { lines, agree, total, reachMs };
 }
@@ -204,7 +209,7 @@ function backendStep(model: Model, files: string[], backend: BackendName, tour: 
 function countersStep(tour: LabTour): DemoStep {
   return {
     title: 'Counters read from the kernel: which rule let the packets through',
-    command: `switchyard lab counters --name ${DEMO_LAB}`,
+    command: `switchyard lab counters --lab ${DEMO_LAB}`,
     run: async () => {
       const last = tour.last;
       if (!last) return 'no backend registered';
@@ -239,7 +244,7 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
     ...agentSteps(DEMO_LAB, () => tour.last?.backend as BackendName | undefined),
     {
       title: 'Clean up: agents, namespaces, cgroups, pins, probe servers',
-      command: `switchyard lab down --name ${DEMO_LAB}`,
+      command: `switchyard lab down --lab ${DEMO_LAB}`,
       run: async () => {
         await labDown(DEMO_LAB);
         return 'removed';

@@ -146,7 +146,7 @@ export function register(program: Command): void {
     .description(
       'recent flows from the agents, aggregated in the kernel: addresses, protocol and port, verdict, the rule that decided, connections, packets, bytes, process',
     )
-    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--lab <name>', "the lab's agents (default: $SWITCHYARD_LAB, else the only agents running)")
     .option('--node <name>', 'only this node')
     .option('--socket <path>', "an agent's API socket")
     .option('--pod <ns/name>', 'only flows of this pod')

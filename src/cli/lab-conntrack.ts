@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import type { ConntrackEntry, ConntrackGc } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { readState, type LabState } from '../lab/state.js';
+import { chooseLab, labNotUp, type LabFlags } from './lab-choice.js';
 import { labNodeOptions, selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
@@ -87,11 +88,11 @@ export function registerLabConntrack(lab: Command): void {
   labNodeOptions(lab.command('conntrack').description("the backend's connection tracking table, per node"))
     .option('--gc', 'collect garbage first (expired entries, entries of pods that are gone)')
     .option('--json', 'machine-readable: [{node, gc?, entries: [...]}]')
-    .action(async (opts: { name: string; node?: string; gc?: boolean; json?: boolean }) => {
-      const state = readState(opts.name);
-      if (!state)
-        throw new CliError(`no lab '${opts.name}' (start one with 'switchyard lab up FILES --backend ebpf')`);
-      const nodes = selectLabNodes(opts.name, state.topology?.nodes ?? [], opts.node);
+    .action(async (opts: LabFlags & { node?: string; gc?: boolean; json?: boolean }) => {
+      const name = chooseLab(opts);
+      const state = readState(name);
+      if (!state) throw labNotUp(name);
+      const nodes = selectLabNodes(name, state.topology?.nodes ?? [], opts.node);
       const result = await readTables(state, nodes, opts.gc ?? false);
       if (opts.json) return printJson(result);
       printTables(state, result);

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import type { BackendName, RuleCounter } from '../dataplane/backend.js';
 import { loadBackend } from '../dataplane/registry.js';
 import { readState } from '../lab/state.js';
+import { chooseLab, labNotUp, type LabFlags } from './lab-choice.js';
 import { labNodeOptions, selectLabNodes } from './lab-nodes.js';
 import { CliError, formatTable, printJson } from './output.js';
 
@@ -20,17 +21,15 @@ export function registerLabCounters(lab: Command): void {
   )
     .option('--matched', 'only rules that counted at least one packet')
     .option('--json', 'machine-readable: [{node, counters: [{rule, endpoint, direction, packets, bytes}]}]')
-    .action(async (opts: { name: string; node?: string; matched?: boolean; json?: boolean }) => {
-      const state = readState(opts.name);
-      if (!state) throw new CliError(`no lab '${opts.name}' (start one with 'switchyard lab up FILES')`);
+    .action(async (opts: LabFlags & { node?: string; matched?: boolean; json?: boolean }) => {
+      const name = chooseLab(opts);
+      const state = readState(name);
+      if (!state) throw labNotUp(name);
       if (state.backend === 'none')
-        throw new CliError(
-          `lab '${opts.name}' runs without a backend: nothing installs rules, so nothing counts`,
-        );
+        throw new CliError(`lab '${name}' runs without a backend: nothing installs rules, so nothing counts`);
       const nodes = state.topology?.nodes ?? [];
-      if (nodes.length === 0)
-        throw new CliError(`lab '${opts.name}' has no nodes yet (status: ${state.status})`);
-      const selected = selectLabNodes(opts.name, nodes, opts.node);
+      if (nodes.length === 0) throw new CliError(`lab '${name}' has no nodes yet (status: ${state.status})`);
+      const selected = selectLabNodes(name, nodes, opts.node);
       const backend = await loadBackend(state.backend as BackendName);
       const result: NodeCounters[] = await Promise.all(
         selected.map(async (n) => ({

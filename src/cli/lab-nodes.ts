@@ -1,11 +1,11 @@
 /** The nodes of a lab a per-node command (counters, conntrack) reads: all, or the one `--node` names. */
 import type { Command } from 'commander';
-import { DEFAULT_LAB } from '../lab/names.js';
+import { addLabOptions } from './lab-choice.js';
 import { CliError } from './output.js';
 
-/** Adds `--name <lab>` and `--node <name>`, as every per-node lab command takes them. */
+/** Adds `--lab <name>` and `--node <name>`, as every per-node lab command takes them. */
 export function labNodeOptions(cmd: Command): Command {
-  return cmd.option('--name <lab>', 'lab name', DEFAULT_LAB).option('--node <name>', 'only this node');
+  return addLabOptions(cmd).option('--node <name>', 'only this node');
 }
 
 /** All nodes, or only `--node`; an unknown `--node` is a usage error listing the lab's nodes. */

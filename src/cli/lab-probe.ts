@@ -4,15 +4,15 @@
  */
 import { Option, type Command } from 'commander';
 import { integerIn, parseTimeoutMs } from './options.js';
-import { CliError, formatTable, printJson } from './output.js';
+import { addLabOptions, chooseLab, type LabFlags } from './lab-choice.js';
+import { formatTable, printJson } from './output.js';
 
 const MAX_COUNT = 1_000_000;
 
 const parseCount = integerIn('--count', 1, MAX_COUNT);
 const parseConcurrency = integerIn('--concurrency', 1, 2000);
 
-interface ProbeCliOptions {
-  name: string;
+interface ProbeCliOptions extends LabFlags {
   from: string;
   to: string;
   protocol: 'TCP' | 'UDP';
@@ -23,8 +23,7 @@ interface ProbeCliOptions {
 }
 
 export function registerLabProbe(lab: Command): void {
-  lab
-    .command('probe')
+  addLabOptions(lab.command('probe'))
     .description('open many new connections from a pod to an address or service and count who answers')
     .requiredOption('--from <pod>', 'source pod namespace/name')
     .requiredOption('--to <target>', 'IP:PORT or svc/NAMESPACE/NAME:PORT')
@@ -43,13 +42,11 @@ export function registerLabProbe(lab: Command): void {
     .option('--concurrency <n>', 'probes in flight at once (default 200)', parseConcurrency)
     .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeoutMs)
     .option('--json', 'machine-readable: {from, to, protocol, count, answered, failures, latencyMs}')
-    .addOption(new Option('--name <lab>', 'lab name').default('demo'))
     .action(async (opts: ProbeCliOptions) => {
+      const name = chooseLab(opts);
       // src/lab pulls in koffi: load it only when the command runs.
       const l = await import('../lab/index.js');
-      const error = l.labNameError(opts.name);
-      if (error) throw new CliError(error, 2);
-      const r = await l.probeService(opts.name, {
+      const r = await l.probeService(name, {
         from: opts.from,
         to: opts.to,
         protocol: opts.protocol,

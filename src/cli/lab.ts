@@ -6,7 +6,12 @@ import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { parseTimeoutMs, policyModeOption } from './options.js';
-import { CliError, formatReachGrid, formatTable, printJson } from './output.js';
+import { CliError, formatTable, printJson } from './output.js';
+import { formatReachView } from './reach-format.js';
+import { compareReach } from '../calc/index.js';
+import { confirmDestructive } from './confirm.js';
+import { addLabOptions, chooseLab, LAB_ENV, labNotUp, namedLab, type LabFlags } from './lab-choice.js';
+import { DEFAULT_LAB } from '../lab/names.js';
 import { BACKEND_NAMES, type BackendName } from '../dataplane/backend.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 
@@ -15,16 +20,6 @@ const lab = (): Promise<typeof import('../lab/index.js')> => import('../lab/inde
 
 type BackendOption = 'none' | BackendName;
 const BACKENDS: readonly BackendOption[] = ['none', ...BACKEND_NAMES];
-
-function nameOption(): Option {
-  return new Option('--name <lab>', 'lab name (lower-case letters, digits, -)').default('demo');
-}
-
-async function checkedName(name: string): Promise<string> {
-  const error = (await lab()).labNameError(name);
-  if (error) throw new CliError(error, 2);
-  return name;
-}
 
 function parseLabProtocol(v: string): 'TCP' | 'UDP' {
   const p = v.toUpperCase();
@@ -83,12 +78,18 @@ export function podTable(pods: readonly LabPod[]): string {
 async function upOrApply(
   mode: 'up' | 'apply',
   files: string[],
-  opts: { name: string; backend?: BackendOption; nodes?: number; agents?: boolean; policyMode?: PolicyMode },
+  opts: LabFlags & {
+    backend?: BackendOption;
+    nodes?: number;
+    agents?: boolean;
+    policyMode?: PolicyMode;
+    json?: boolean;
+  },
 ): Promise<void> {
-  const name = await checkedName(opts.name);
+  const name = chooseLab(opts, mode === 'up' ? { create: DEFAULT_LAB } : {});
   const model = loadModelOrFail(files);
   const l = await lab();
-  const progress = progressBar();
+  const progress = opts.json ? undefined : progressBar();
   let result;
   try {
     result = await l.converge({
@@ -116,6 +117,28 @@ async function upOrApply(
     result.nodesRemoved.length ? `-${result.nodesRemoved.length} nodes` : '',
     result.backendChange ? `backend ${result.backendChange.from} → ${result.backendChange.to}` : '',
   ].filter(Boolean);
+  if (opts.json)
+    return printJson({
+      lab: name,
+      backend: result.state.backend,
+      policyMode: result.state.policyMode ?? DEFAULT_POLICY_MODE,
+      revision: result.state.revision,
+      probeServerPid: result.state.probe?.pid,
+      agents: result.state.agents === true && result.state.backend !== 'none',
+      nodes: t?.nodes.map((n) => n.name) ?? [],
+      pods,
+      changes: {
+        rebuilt: result.rebuilt,
+        recovered: result.recovered,
+        added: result.added,
+        removed: result.removed,
+        nodesAdded: result.nodesAdded,
+        nodesRemoved: result.nodesRemoved,
+        ...(result.backendChange ? { backend: result.backendChange } : {}),
+      },
+      closed: result.closed,
+      durationMs: result.durationMs,
+    });
   process.stdout.write(
     `lab ${name}: ${pods.length} pods on ${t?.nodes.length ?? 0} nodes, backend ${result.state.backend} ` +
       `(${result.state.policyMode ?? DEFAULT_POLICY_MODE} mode), ` +
@@ -172,52 +195,59 @@ function printDetail(d: LabDetail): void {
 }
 
 function registerLabUp(cmd: Command): void {
-  cmd
+  const up = cmd
     .command('up')
     .description('create (or converge) a lab from manifests and start its probe servers')
     .argument('<files...>', 'manifest files or directories')
-    .addOption(nameOption())
-    .addOption(new Option('--backend <backend>', 'policy backend').choices(BACKENDS).default('none'))
+    .addOption(
+      new Option('--backend <backend>', "policy backend (default: the lab's current one, else none)").choices(
+        BACKENDS,
+      ),
+    )
     .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over (default 2)', parseNodeCount)
     .option('--no-agents', 'apply the backend once from the CLI instead of running one agent per node')
     .addOption(policyModeOption(`the lab's current mode, else ${DEFAULT_POLICY_MODE}`))
-    .action(
-      (
-        files: string[],
-        opts: {
-          name: string;
-          backend: BackendOption;
-          nodes?: number;
-          agents: boolean;
-          policyMode?: PolicyMode;
-        },
-      ) => upOrApply('up', files, opts),
-    );
+    .option('--json', 'machine-readable result');
+  addLabOptions(up, 'the lab to create or converge', `$${LAB_ENV}, else the only lab, else ${DEFAULT_LAB}`);
+  up.action(
+    (
+      files: string[],
+      opts: LabFlags & {
+        backend?: BackendOption;
+        nodes?: number;
+        agents: boolean;
+        policyMode?: PolicyMode;
+        json?: boolean;
+      },
+    ) => upOrApply('up', files, opts),
+  );
 }
 
 function registerLabApply(cmd: Command): void {
-  cmd
+  const apply = cmd
     .command('apply')
     .description("change a running lab's desired state, touching only the difference")
     .argument('<files...>', 'manifest files or directories')
-    .addOption(nameOption())
     .addOption(policyModeOption("the lab's current mode"))
-    .action((files: string[], opts: { name: string; policyMode?: PolicyMode }) =>
+    .option('--json', 'machine-readable result');
+  addLabOptions(apply).action(
+    (files: string[], opts: LabFlags & { policyMode?: PolicyMode; json?: boolean }) =>
       upOrApply('apply', files, opts),
-    );
+  );
 }
 
-interface ReachCliOptions {
-  name: string;
+interface ReachCliOptions extends LabFlags {
   port: number;
   protocol: 'TCP' | 'UDP';
   from?: string[];
   timeout?: number;
+  full?: boolean;
   json?: boolean;
 }
 
 async function reachAction(opts: ReachCliOptions): Promise<void> {
-  const name = await checkedName(opts.name);
+  const name = chooseLab(opts);
+  const progress = opts.json ? undefined : progressBar();
   const r = await (
     await lab()
   ).measureReach(name, {
@@ -225,14 +255,30 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
     protocol: opts.protocol,
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+    ...(progress ? { progress } : {}),
   });
-  // The matrix's shape, plus the kernel's reasons for pairs policy allows that failed, when seen.
+  const comparison = compareReach(r.matrix, r.predicted);
+  const { mismatches, ...counts } = comparison;
   if (opts.json)
-    return printJson(r.kernelDrops.length ? { ...r.matrix, kernelDrops: r.kernelDrops } : r.matrix);
+    return printJson({
+      ...r.matrix,
+      summary: { ...counts, mismatches: mismatches.length, durationMs: r.durationMs },
+      mismatches,
+      // The kernel's reasons for pairs policy allows that failed, when the agents saw any.
+      ...(r.kernelDrops.length ? { kernelDrops: r.kernelDrops } : {}),
+    });
   process.stdout.write(
-    `${opts.protocol}/${opts.port} measured in lab ${name} in ${r.durationMs} ms  (. = reached, X = not)\n`,
+    `${opts.protocol}/${opts.port} measured in lab ${name}, compared with the prediction\n`,
   );
-  process.stdout.write(formatReachGrid(r.matrix.results) + '\n');
+  process.stdout.write(
+    formatReachView({
+      matrix: r.matrix,
+      comparison,
+      compared: true,
+      durationMs: r.durationMs,
+      full: opts.full === true,
+    }) + '\n',
+  );
   if (r.kernelDrops.length === 0) return;
   const { hintLine } = await lab();
   process.stdout.write(
@@ -241,28 +287,30 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
 }
 
 function registerLabReach(cmd: Command): void {
-  cmd
-    .command('reach')
-    .description('measure the pod×pod matrix with real connections from inside each pod')
-    .addOption(nameOption())
+  addLabOptions(cmd.command('reach'))
+    .description(
+      'measure the pod×pod matrix with real connections from inside each pod, and compare it with the prediction',
+    )
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
     .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
     .option('--timeout <ms>', 'per-connection timeout', parseTimeoutMs)
-    .option('--json', 'machine-readable matrix (same shape as `switchyard reach --json`)')
+    .option('--full', 'the pod×pod grid even above 20 pods (default: a summary per namespace)')
+    .option(
+      '--json',
+      'machine-readable matrix (same shape as `switchyard reach --json`), with summary and mismatches',
+    )
     .action(reachAction);
 }
 
 function registerLabExec(cmd: Command): void {
-  cmd
-    .command('exec')
+  addLabOptions(cmd.command('exec'))
     .description("run a command inside a pod's network namespace and cgroup")
-    .usage('[--name <lab>] <namespace/pod> -- <command...>')
+    .usage('[--lab <name>] <namespace/pod> -- <command...>')
     .argument('<pod>', 'namespace/name')
     .argument('<command...>', 'command and arguments (after --)')
-    .addOption(nameOption())
-    .action(async (pod: string, command: string[], opts: { name: string }) => {
-      const name = await checkedName(opts.name);
+    .action(async (pod: string, command: string[], opts: LabFlags) => {
+      const name = chooseLab(opts);
       process.exitCode = await (await lab()).labExec(name, pod, command);
     });
 }
@@ -288,16 +336,17 @@ function printLabList(labs: readonly LabSummary[]): void {
 function registerLabStatus(cmd: Command): void {
   cmd
     .command('status')
-    .description('labs on this machine; with --name, one lab in detail')
-    .option('--name <lab>', 'show this lab in detail')
+    .description('labs on this machine; with --lab, one lab in detail')
+    .addOption(new Option('--lab <name>', 'show this lab in detail'))
+    .addOption(new Option('--name <lab>', 'deprecated: use --lab').hideHelp())
     .option('--json', 'machine-readable')
-    .action(async (opts: { name?: string; json?: boolean }) => {
+    .action(async (opts: LabFlags & { json?: boolean }) => {
       const l = await lab();
-      if (opts.name) {
-        const name = await checkedName(opts.name);
+      // A listing: every lab unless one is named by flag ($SWITCHYARD_LAB does not narrow it).
+      if (opts.lab !== undefined || opts.name !== undefined) {
+        const name = chooseLab(opts);
         const d = await l.labDetail(name);
-        if (d.status === 'unreadable')
-          throw new CliError(`lab '${name}' does not exist (or its state is unreadable)`);
+        if (d.status === 'unreadable') throw labNotUp(name);
         return opts.json ? printJson(d) : printDetail(d);
       }
       const labs = await l.allLabStatuses();
@@ -306,22 +355,53 @@ function registerLabStatus(cmd: Command): void {
     });
 }
 
+/**
+ * A named lab, or the only one; also one a crashed run left without state (found by its names in
+ * the kernel). A name nothing carries is a typo: say which labs there are instead of "nothing".
+ */
+async function labToRemove(opts: LabFlags): Promise<string> {
+  const l = await lab();
+  const named = namedLab(opts);
+  if (!named) return chooseLab(opts);
+  const onMachine = l.labsOnMachine();
+  if (!onMachine.includes(named.name)) throw labNotUp(named.name, named.from, onMachine);
+  return named.name;
+}
+
+async function downAll(opts: { yes?: boolean; lab?: string; name?: string }): Promise<CleanupReport[]> {
+  if (opts.lab !== undefined || opts.name !== undefined)
+    throw new CliError('give --all or --lab, not both', 2, { code: 'conflicting-options' });
+  const l = await lab();
+  const labs = l.labsOnMachine();
+  if (labs.length === 0) return [];
+  await confirmDestructive(
+    `remove all ${labs.length} labs on this machine (${labs.join(', ')}), also other users'`,
+    opts,
+  );
+  return l.labDownAll();
+}
+
 function registerLabDown(cmd: Command): void {
-  cmd
-    .command('down')
+  addLabOptions(cmd.command('down'), 'the lab to remove')
     .description('remove a lab and everything it made (also what a crashed run left)')
-    .addOption(nameOption())
-    .option('--all', 'remove every lab on this machine, found by state files and by name')
-    .action(async (opts: { name: string; all?: boolean }) => {
+    .option('--all', 'remove every lab on this machine, found by state files and by name (asks first)')
+    .option('-y, --yes', 'with --all: do not ask (needed without a terminal)')
+    .option('--json', 'machine-readable: {labs: [cleanup report…]}')
+    .action(async (opts: LabFlags & { all?: boolean; yes?: boolean; json?: boolean }) => {
       const l = await lab();
-      const reports = opts.all ? await l.labDownAll() : [await l.labDown(await checkedName(opts.name))];
-      if (reports.length === 0) process.stdout.write('no labs\n');
-      for (const r of reports) {
+      const reports = opts.all ? await downAll(opts) : [await l.labDown(await labToRemove(opts))];
+      if (!opts.json && reports.length === 0) process.stdout.write('no labs\n');
+      for (const r of opts.json ? [] : reports) {
         process.stdout.write(cleanupLine(r) + '\n');
         for (const n of r.notes) process.stderr.write(`  note: ${n}\n`);
       }
       const problems = reports.flatMap((r) => r.problems.map((p) => `lab ${r.lab}: ${p}`));
-      if (problems.length > 0) throw new CliError(problems.join('\n'));
+      if (problems.length > 0)
+        throw new CliError(problems.join('\n'), 1, {
+          code: 'cleanup-incomplete',
+          details: { labs: reports },
+        });
+      if (opts.json) printJson({ labs: reports });
     });
 }
 

@@ -1,34 +1,30 @@
 import { Command, CommanderError } from 'commander';
 import { commandModules } from './commands.js';
-import { CliError } from './output.js';
+import { reportError, wantsJson } from './errors.js';
 import { requireRootFor } from './root.js';
 
-export async function buildProgram(): Promise<Command> {
+export async function buildProgram(opts: { json?: boolean } = {}): Promise<Command> {
   const program = new Command('switchyard')
     .description('Kubernetes network policy, prefilter and services on iptables, nftables and eBPF')
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride()
     .hook('preAction', (_program, action) => requireRootFor(action));
+  // Under --json commander's own text would precede the JSON error: main prints that instead.
+  // Set before the commands are added, which copy it.
+  if (opts.json) program.configureOutput({ writeErr: () => undefined });
   for (const load of commandModules) (await load()).register(program);
   return program;
 }
 
-/** Runs the CLI and returns the process exit code. */
+/** Runs the CLI and returns the process exit code (docs/cli.md: usage 2, failure 1). */
 export async function main(argv: readonly string[]): Promise<number> {
-  const program = await buildProgram();
+  const json = wantsJson(argv.slice(2));
+  const program = await buildProgram({ json });
   try {
     await program.parseAsync([...argv]);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode;
-    if (err instanceof CliError) {
-      process.stderr.write(`switchyard: ${err.message}\n`);
-      return err.exitCode;
-    }
-    const e = err as Error;
-    process.stderr.write(`switchyard: ${e.message}\n`);
-    if (process.env.SWITCHYARD_DEBUG) process.stderr.write(`${e.stack ?? ''}\n`);
-    return 1;
+    return reportError(err, json, err instanceof CommanderError);
   }
 }

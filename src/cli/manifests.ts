@@ -4,14 +4,18 @@ import { errorMessage } from '../util/errors.js';
 
 /** Loads manifests for a command, turning validation problems into one CLI error listing all of them. */
 export function loadModelOrFail(paths: readonly string[]): Model {
-  if (paths.length === 0) throw new CliError('no manifest files given', 2);
+  if (paths.length === 0) throw new CliError('no manifest files given', 2, { code: 'missing-argument' });
   let result;
   try {
     result = validateManifests(paths);
   } catch (e) {
     throw new CliError(errorMessage(e), 1, { cause: e });
   }
-  if (!result.model) throw new CliError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
+  if (!result.model)
+    throw new CliError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`, 1, {
+      code: 'invalid-manifests',
+      details: { issues: result.issues },
+    });
   return result.model;
 }
 

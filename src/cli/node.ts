@@ -15,7 +15,7 @@ interface Flags extends AgentTargetOptions {
 
 function targetOptions(cmd: Command): Command {
   return cmd
-    .option('--lab <name>', "the lab's agents (default: the only agents running)")
+    .option('--lab <name>', "the lab's agents (default: $SWITCHYARD_LAB, else the only agents running)")
     .option('--node <name>', 'only this node')
     .option('--socket <path>', "an agent's API socket")
     .option('--json', 'machine-readable');
@@ -52,7 +52,7 @@ async function status(flags: Flags): Promise<void> {
   if (flags.json) return printJson([...all.map((a) => a.answer), ...silent]);
   const dead = silent.map(({ node, error }) => [
     node,
-    ...Array<string>(11).fill('-'),
+    ...Array<string>(12).fill('-'),
     `unreachable: ${error}`,
   ]);
   const rows = all.map(({ answer: s }) => [
@@ -63,6 +63,7 @@ async function status(flags: Flags): Promise<void> {
     s.flows.flows,
     s.flows.rateLimited + Object.values(s.flows.lost).reduce((x, y) => x + y, 0),
     s.flows.evicted,
+    s.metricsUrl ?? '-',
     s.lastError ? `${s.lastError.stage}: ${s.lastError.message.split('\n')[0] ?? ''}` : 'ok',
   ]);
   process.stdout.write(
@@ -80,6 +81,7 @@ async function status(flags: Flags): Promise<void> {
         'FLOWS',
         'DROPPED',
         'EVICTED',
+        'METRICS',
         'STATE',
       ],
       [...rows, ...dead],

@@ -17,25 +17,25 @@ export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
-/** An error the CLI reports as a message and an exit code, without a stack trace. */
+export interface CliErrorOptions extends ErrorOptions {
+  /** Stable code scripts match on (docs/cli.md lists them); default `usage` (exit 2) or `failed`. */
+  code?: string;
+  /** Extra fields of the JSON error object, e.g. the labs that exist. */
+  details?: Record<string, unknown>;
+}
+
+/** An error the CLI reports as a message, a stable code and an exit code, without a stack trace. */
 export class CliError extends Error {
+  readonly code: string;
+  readonly details: Record<string, unknown>;
   constructor(
     message: string,
     readonly exitCode = 1,
-    options?: ErrorOptions,
+    options?: CliErrorOptions,
   ) {
     super(message, options);
     this.name = 'CliError';
+    this.code = options?.code ?? (exitCode === 2 ? 'usage' : 'failed');
+    this.details = options?.details ?? {};
   }
-}
-
-/** A reach matrix as a grid: sources down, destinations across, `.` reachable, `X` blocked. */
-export function formatReachGrid(results: Record<string, Record<string, boolean>>): string {
-  const sources = Object.keys(results);
-  const dests = [...new Set(sources.flatMap((s) => Object.keys(results[s] ?? {})))];
-  const rows = sources.map((s) => [
-    s,
-    ...dests.map((d) => (results[s]?.[d] === undefined ? '?' : results[s]?.[d] ? '.' : 'X')),
-  ]);
-  return formatTable(['from \\ to', ...dests], rows);
 }

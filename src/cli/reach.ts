@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { allocate, buildIR, reachMatrix } from '../calc/index.js';
+import { allocate, buildIR, compareReach, reachMatrix } from '../calc/index.js';
 import { loadModelOrFail, parseNodeCount, parsePort, parseProtocol } from './manifests.js';
-import { formatReachGrid, printJson } from './output.js';
+import { printJson } from './output.js';
+import { formatReachView } from './reach-format.js';
 
 export function register(program: Command): void {
   program
@@ -11,20 +12,31 @@ export function register(program: Command): void {
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', parseProtocol, 'TCP' as const)
     .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
+    .option('--full', 'the pod×pod grid even above 20 pods (default: a summary per namespace)')
     .option('--json', 'machine-readable matrix (same shape as `lab reach --json`)')
     .action(
       (
         paths: string[],
-        opts: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; nodes?: number; json?: boolean },
+        opts: {
+          port: number;
+          protocol: 'TCP' | 'UDP' | 'SCTP';
+          nodes?: number;
+          full?: boolean;
+          json?: boolean;
+        },
       ) => {
         const model = loadModelOrFail(paths);
         const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
         const matrix = reachMatrix(ir, opts.port, opts.protocol);
         if (opts.json) return printJson(matrix);
-        process.stdout.write(
-          `${opts.protocol}/${opts.port} predicted  (. = connects, X = denied by policy or port not served)\n`,
-        );
-        process.stdout.write(formatReachGrid(matrix.results) + '\n');
+        process.stdout.write(`${opts.protocol}/${opts.port} predicted\n`);
+        const view = {
+          matrix,
+          comparison: compareReach(matrix, undefined),
+          compared: false,
+          full: opts.full === true,
+        };
+        process.stdout.write(formatReachView(view) + '\n');
       },
     );
 }

@@ -48,5 +48,7 @@ export function requireRootFor(cmd: Command, uid: number | undefined = process.g
     throw new CliError(
       `switchyard ${path} needs root (run it with sudo): it works on network namespaces, BPF and ` +
         `the root-only state and sockets under /run/switchyard`,
+      1,
+      { code: 'needs-root' },
     );
 }

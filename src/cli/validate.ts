@@ -1,15 +1,21 @@
 import type { Command } from 'commander';
 import { formatIssue, validateManifests } from '../model/index.js';
+import { addFilenameOption, displayPaths, manifestPaths } from './manifest-input.js';
 import { printJson } from './output.js';
 
 export function register(program: Command): void {
-  program
-    .command('validate')
-    .description('check manifests; print every problem as file:line: Kind ns/name: field: message')
-    .argument('<paths...>', 'YAML files or directories (searched recursively)')
+  addFilenameOption(
+    program
+      .command('validate')
+      .description('check manifests; print every problem as file:line: Kind ns/name: field: message')
+      .argument('[paths...]', 'YAML files or directories (searched recursively); - reads standard input'),
+  )
     .option('--json', 'machine-readable result')
-    .action((paths: string[], opts: { json?: boolean }) => {
-      const { model, issues, files } = validateManifests(paths);
+    .action(async (positional: string[], opts: { json?: boolean; filename?: string[] }) => {
+      const paths = await manifestPaths(positional, opts.filename);
+      const { model, issues: found, files: read } = validateManifests(paths);
+      const issues = found.map((i) => ({ ...i, file: displayPaths(i.file) }));
+      const files = read.map(displayPaths);
       if (opts.json) {
         printJson({ valid: !!model, files, issues });
       } else if (model) {

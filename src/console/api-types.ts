@@ -67,18 +67,61 @@ export interface Matrix {
   protocol: string;
   /** results[src][dst], keys `namespace/pod`. */
   results: Record<string, Record<string, boolean>>;
+  /** outcomes[src][dst]: `allowed`, `denied` (by policy) or `unserved` (allowed, but nothing serves the port). */
+  outcomes: Record<string, Record<string, 'allowed' | 'denied' | 'unserved'>>;
 }
+
+/**
+ * What a failed connection means, when the lab's reach measurement says (`switchyard lab reach`
+ * distinguishing policy denial from a port nobody serves, issue 22 item 5). Until it does, the
+ * console tells them apart with `served` below.
+ */
+export type ReachOutcome = 'connected' | 'denied' | 'not-served';
 
 export interface ReachResponse {
   lab: string;
   backend: string;
   port: number;
   protocol: ProtocolName;
-  /** Real connections between the lab's pods. */
-  measured: Matrix;
+  /** Real connections between the lab's pods; absent when only the prediction was asked for (`measure=0`). */
+  measured?: Matrix & { outcomes?: Record<string, Record<string, ReachOutcome>> };
   /** What the evaluator predicts from the IR. */
   predicted: Matrix;
+  /** Whether each pod serves the port: a connection to one that does not fails whatever policy says. */
+  served: Record<string, boolean>;
   durationMs: number;
+}
+
+// --- GET /api/services, /api/prefilters -----------------------------------------------------------
+
+/** One service port of the lab (a ClusterIP, its port and the pods behind it). */
+export interface ServiceView {
+  /** `namespace/name` */
+  service: string;
+  portName?: string;
+  address: string;
+  port: number;
+  protocol: string;
+  backends: { endpoint: string; address: string; port: number; node?: string }[];
+  affinity: string;
+}
+
+export interface PrefilterView {
+  name: string;
+  nodes: string[];
+  set: string;
+  /** Deny-listed source CIDRs, merged and normalised as the dataplane installs them. */
+  cidrs: string[];
+}
+
+export interface ServicesResponse {
+  lab: string;
+  items: ServiceView[];
+}
+
+export interface PrefiltersResponse {
+  lab: string;
+  items: PrefilterView[];
 }
 
 // --- GET /api/bench ------------------------------------------------------------------------------
@@ -95,6 +138,10 @@ export interface BenchResponse {
   file: string;
   machine: { kernel: string; cpus: number; node: string };
   scenarios: BenchScenarioInfo[];
+  /** Scenarios `switchyard bench` knows that the file has no results for. */
+  missing: string[];
+  /** Each backend's colour, the same in the charts and on the page (src/bench/palette.ts). */
+  colors: Record<string, string>;
   /** `defaults` or `lab NAME`. */
   workloadFrom: string;
   workload: Record<string, unknown>;

@@ -10,7 +10,9 @@
  *   GET /api/flows           recent flows of every node (?pod= &verdict= &policy= &limit=)
  *   GET /api/flows/stream    the same, live, as server-sent events
  *   GET /api/explain         ?from= &to= &port= &protocol= [&node=]: which policy and rule decide
- *   GET /api/reach           ?port= &protocol=: measured (real connections) and predicted matrix
+ *   GET /api/reach           ?port= &protocol= [&measure=0]: measured (real connections) and predicted
+ *   GET /api/services        the lab's services: ClusterIP, port, the pods behind it
+ *   GET /api/prefilters      the lab's prefilters: nodes and deny-listed CIDRs
  *   GET /api/bench           bench results, the advisor's recommendation
  *   GET /api/bench/chart     ?scenario=: one scenario's chart (SVG)
  */
@@ -21,8 +23,8 @@ import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { advise, parseWorkload, workloadFromIR } from '../advise/index.js';
 import { probeCapabilities } from '../advise/probe.js';
-import { scenarioSvg, type BenchReport } from '../bench/results.js';
-import { reachMatrix } from '../calc/index.js';
+import { paletteFor, scenarioSvg, type BenchReport } from '../bench/results.js';
+import { reachMatrix, servesPort } from '../calc/index.js';
 import { errorMessage } from '../util/errors.js';
 import {
   checkAccess,
@@ -39,7 +41,14 @@ import {
 } from '../util/http/index.js';
 import * as fanout from './agents.js';
 import type { AgentRef } from './agents.js';
-import type { BenchResponse, InfoResponse, LabInfo, ReachResponse } from './api-types.js';
+import type {
+  BenchResponse,
+  InfoResponse,
+  LabInfo,
+  PrefiltersResponse,
+  ReachResponse,
+  ServicesResponse,
+} from './api-types.js';
 
 export interface ConsoleOptions {
   host: string;
@@ -52,6 +61,8 @@ export interface ConsoleOptions {
   lab?: string;
   /** Bench results (`switchyard bench --json FILE`). */
   benchFile?: string;
+  /** Every scenario `switchyard bench` knows: those the file lacks are listed as missing. */
+  benchScenarios?: readonly string[];
 }
 
 export interface ConsoleServer {
@@ -133,16 +144,43 @@ async function reach(opts: ConsoleOptions, q: URLSearchParams): Promise<ReachRes
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new HttpError(400, 'port must be 1-65535');
   const protocol = (q.get('protocol') ?? 'TCP').toUpperCase();
   if (protocol !== 'TCP' && protocol !== 'UDP') throw new HttpError(400, 'protocol must be TCP or UDP');
-  const measured = await (await lab()).measureReach(state.name, { port, protocol });
   const predicted = reachMatrix(state.ir, port, protocol);
+  const served = Object.fromEntries(state.ir.endpoints.map((e) => [e.id, servesPort(e, port, protocol)]));
+  const base = { lab: state.name, backend: state.backend, port, protocol, predicted, served } as const;
+  // Measuring opens a connection from every pod to every pod: only when asked (the page's button).
+  if (q.get('measure') === '0') return { ...base, durationMs: 0 };
+  const measured = await (await lab()).measureReach(state.name, { port, protocol });
+  return { ...base, measured: measured.matrix, durationMs: measured.durationMs };
+}
+
+/** The lab's services as compiled (what every node's dataplane balances). */
+async function services(opts: ConsoleOptions): Promise<ServicesResponse> {
+  const state = await readyLab(opts.lab);
+  const nodeOf = new Map(state.ir.endpoints.map((e) => [e.id, e.node]));
   return {
     lab: state.name,
-    backend: state.backend,
-    port,
-    protocol,
-    measured: measured.matrix,
-    predicted,
-    durationMs: measured.durationMs,
+    items: state.ir.services.map((t) => ({
+      service: t.service,
+      ...(t.portName ? { portName: t.portName } : {}),
+      address: t.address,
+      port: t.port,
+      protocol: t.protocol,
+      backends: t.backends.map((b) => ({
+        ...b,
+        ...(nodeOf.has(b.endpoint) ? { node: nodeOf.get(b.endpoint) } : {}),
+      })),
+      affinity: t.affinity.mode === 'ClientIP' ? `ClientIP (${t.affinity.timeoutSeconds} s)` : 'None',
+    })),
+  };
+}
+
+/** The lab's prefilters and the CIDRs each drops before conntrack. */
+async function prefilters(opts: ConsoleOptions): Promise<PrefiltersResponse> {
+  const state = await readyLab(opts.lab);
+  const sets = new Map(state.ir.ipSets.map((s) => [s.id, s.cidrs]));
+  return {
+    lab: state.name,
+    items: state.ir.prefilters.map((p) => ({ ...p, cidrs: sets.get(p.set) ?? [] })),
   };
 }
 
@@ -177,9 +215,12 @@ async function bench(opts: ConsoleOptions): Promise<BenchResponse> {
     }
   }
   const workload = parseWorkload(input);
+  const inFile = new Set(report.scenarios.map((s) => s.name));
   return {
     file: relative(process.cwd(), file).startsWith('..') ? file : relative(process.cwd(), file),
     machine: report.machine,
+    missing: (opts.benchScenarios ?? []).filter((n) => !inFile.has(n)),
+    colors: paletteFor(report.scenarios.flatMap((s) => s.rows.map((r) => r.backend))),
     // The scenarios the advisor reads first, then the rest as the file orders them.
     scenarios: [...report.scenarios]
       .sort((a, b) => rank(a.name) - rank(b.name))
@@ -275,6 +316,8 @@ const ROUTES: Record<string, (call: Call) => void | Promise<void>> = {
   '/api/flows/stream': flowStream,
   '/api/explain': explainPair,
   '/api/reach': async ({ opts, q, res }) => json(res, await reach(opts, q)),
+  '/api/services': async ({ opts, res }) => json(res, await services(opts)),
+  '/api/prefilters': async ({ opts, res }) => json(res, await prefilters(opts)),
   '/api/bench': async ({ opts, res }) => json(res, await bench(opts)),
   '/api/bench/chart': benchChart,
 };

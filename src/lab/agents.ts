@@ -173,8 +173,14 @@ function startAgent(
     stateDir: agentStateDir(lab, node.name),
     ...(isEtcdSource(source) ? { cgroupsFile: cgroupsFile(lab), etcdTls: labEtcdTls(lab) } : {}),
     cgroup: agentCgroup(lab, node.name),
+    // Every lab agent serves Prometheus metrics on a loopback port the kernel picks (no two labs
+    // collide); the agent records it in its state directory and `node status` shows it.
+    metrics: LAB_AGENT_METRICS,
   });
 }
+
+/** Loopback, any free port. */
+export const LAB_AGENT_METRICS = '127.0.0.1:0';
 
 export interface SyncAgentsOptions {
   /** Default the lab's `desired/` directory. */

@@ -34,8 +34,7 @@ import {
 } from './etcd.js';
 import { checkLabName } from './names.js';
 
-/** The lab name cluster commands use unless told. */
-export const DEFAULT_CLUSTER = 'cluster';
+export { DEFAULT_CLUSTER } from './names.js';
 import { cutOff, heal, isCutOff } from './partition.js';
 import type { Progress } from './progress.js';
 import { privateLabDir, readState } from './state.js';
@@ -70,7 +69,7 @@ export function clusterEtcd(name: string): EtcdInfo {
   const info = readEtcdInfo(name);
   if (!state?.cluster || !info)
     throw new LabError(
-      `lab '${name}' is not a cluster: start one with 'switchyard cluster up FILES --name ${name}'`,
+      `lab '${name}' is not a cluster: start one with 'switchyard cluster up FILES --lab ${name}'`,
     );
   return info;
 }

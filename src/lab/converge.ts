@@ -146,12 +146,12 @@ interface Request {
 async function checkRequest(opts: ConvergeOptions, name: string): Promise<Request> {
   const prev = readState(name);
   if (opts.mode === 'apply' && !prev) {
-    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
+    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --lab ${name}'`);
   }
   if (prev?.cluster && !opts.cluster)
     throw new LabError(
       `lab '${name}' is a cluster: its desired state lives in etcd; change it with ` +
-        `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --name ${name}' first)`,
+        `'switchyard apply FILES --lab ${name}' (or 'switchyard cluster down --lab ${name}' first)`,
     );
   const backendName = opts.backend ?? prev?.backend ?? 'none';
   if (opts.cluster && backendName === 'none')
@@ -249,8 +249,8 @@ function refuseForeignNetns(name: string, plan: KernelPlan): void {
   if (clash.length > 0) {
     throw new LabError(
       `network namespace ${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ' …' : ''} already exists but is not ` +
-        `part of lab '${name}' (another lab or tool uses the name): pick another --name, or remove it ` +
-        `('switchyard lab down --name ${name}' removes what an earlier run of this lab left)`,
+        `part of lab '${name}' (another lab or tool uses the name): pick another --lab, or remove it ` +
+        `('switchyard lab down --lab ${name}' removes what an earlier run of this lab left)`,
     );
   }
 }

@@ -161,6 +161,11 @@ export async function labDown(name: string): Promise<CleanupReport> {
   return withLabLock(name, () => destroyLab(name));
 }
 
+/** Names of every lab on the machine, by state directory or by what it left in the kernel. */
+export function labsOnMachine(): string[] {
+  return discoverLabs(cgroupMountOrUndefined());
+}
+
 /** Every lab on the machine, found by state directories and by the names labs leave in the kernel. */
 export async function labDownAll(): Promise<CleanupReport[]> {
   requireRoot('switchyard lab down');

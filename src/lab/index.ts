@@ -1,6 +1,6 @@
 /** The lab: nodes and pods as network namespaces on one machine, with probes and real traffic. */
 export { converge, type ConvergeOptions, type ConvergeResult } from './converge.js';
-export { labDown, labDownAll, destroyLab, type CleanupReport } from './down.js';
+export { labDown, labDownAll, labsOnMachine, destroyLab, type CleanupReport } from './down.js';
 export { measureReach, DEFAULT_PROBE_TIMEOUT_MS, type ReachOptions, type ReachResult } from './reach.js';
 export {
   dropsBetween,

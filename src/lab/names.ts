@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { LabError } from './errors.js';
 
 export const DEFAULT_LAB = 'demo';
+/** The lab name `cluster up` creates when no cluster is up and none is named. */
+export const DEFAULT_CLUSTER = 'cluster';
 export const LAB_NAME_MAX = 20;
 const LAB_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 

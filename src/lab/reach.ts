@@ -2,7 +2,7 @@
  * The pod×pod reach matrix measured with real connections from inside each source pod's namespace
  * and cgroup, every pair at once.
  */
-import { reachMatrix, type ReachMatrix } from '../calc/index.js';
+import { reachMatrix, type ReachMatrix, type ReachOutcome } from '../calc/index.js';
 import { join } from 'node:path';
 import { requireRoot } from '../netns/index.js';
 import { LabError } from './errors.js';
@@ -13,6 +13,7 @@ import { probeMatrix } from './probe/prober.js';
 import type { ProbeOutcome } from './probe/protocol.js';
 import { readState, type LabState } from './state.js';
 import type { LabPod } from './topology.js';
+import type { Progress } from './progress.js';
 
 export interface ReachOptions {
   port: number;
@@ -21,10 +22,24 @@ export interface ReachOptions {
   from?: string[];
   /** Per connection attempt. */
   timeoutMs?: number;
+  /** One tick per probed pair. */
+  progress?: Progress;
+}
+
+/**
+ * What a probe's outcome says about the pair: answered → allowed; refused (a TCP reset, or ICMP
+ * port unreachable on UDP, which only a reachable namespace with no listener sends) → unserved;
+ * anything else (a timeout: policy drops silently) → denied.
+ */
+export function probeOutcome(o: ProbeOutcome | undefined): ReachOutcome {
+  if (o?.ok === true) return 'allowed';
+  return o?.error === 'ECONNREFUSED' ? 'unserved' : 'denied';
 }
 
 export interface ReachResult {
   matrix: ReachMatrix;
+  /** What the evaluator predicts from the IR the lab has in force (every pod as a source). */
+  predicted: ReachMatrix;
   /** results[src][dst] with the answering pod, errors and timings. */
   details: Record<string, Record<string, ProbeOutcome>>;
   durationMs: number;
@@ -44,7 +59,7 @@ export function readyState(name: string): LabState & { topology: NonNullable<Lab
   checkLabName(name);
   const state = readState(name);
   if (!state)
-    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --name ${name}'`);
+    throw new LabError(`lab '${name}' is not up: start it with 'switchyard lab up FILES --lab ${name}'`);
   if (state.status !== 'ready' || !state.topology) {
     throw new LabError(
       `lab '${name}' is ${state.status} (interrupted?): run 'switchyard lab up' again or 'lab down'`,
@@ -77,33 +92,39 @@ export async function measureReach(name: string, opts: ReachOptions): Promise<Re
   }
   const pods = state.topology.pods;
   const sources = opts.from && opts.from.length > 0 ? opts.from.map((id) => findPod(state, id)) : pods;
+  opts.progress?.phase('probing', sources.length * pods.length);
   const results = await probeMatrix({
     protocol: opts.protocol,
     port: opts.port,
     timeoutMs: opts.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
     sources: sources.map((p) => ({ id: p.id, netns: p.netns, cgroup: join(state.cgroupRoot, p.slug) })),
     targets: pods.map((p) => ({ id: p.id, address: p.address })),
+    ...(opts.progress ? { onOutcome: () => opts.progress?.tick() } : {}),
   });
-  const matrix: ReachMatrix = { port: opts.port, protocol: opts.protocol, results: {} };
+  opts.progress?.done();
+  const matrix: ReachMatrix = { port: opts.port, protocol: opts.protocol, results: {}, outcomes: {} };
   const details: ReachResult['details'] = {};
   sources.forEach((src) => {
     const r = results[src.id] ?? {};
     details[src.id] = r;
     matrix.results[src.id] = Object.fromEntries(pods.map((d) => [d.id, r[d.id]?.ok === true]));
+    matrix.outcomes[src.id] = Object.fromEntries(pods.map((d) => [d.id, probeOutcome(r[d.id])]));
   });
-  const kernelDrops = await explainUnexpectedFailures(state, matrix, sources, pods);
-  return { matrix, details, durationMs: Math.round(performance.now() - started), kernelDrops };
+  const predicted = reachMatrix(state.ir, opts.port, opts.protocol);
+  const kernelDrops = await explainUnexpectedFailures(state, matrix, predicted, sources, pods);
+  return { matrix, predicted, details, durationMs: Math.round(performance.now() - started), kernelDrops };
 }
 
 /** For pairs that failed where policy allows them: the kernel drops seen between the two pods. */
 async function explainUnexpectedFailures(
-  state: LabState & { ir: LabState['ir'] },
+  state: LabState,
   measured: ReachMatrix,
+  prediction: ReachMatrix,
   sources: readonly LabPod[],
   pods: readonly LabPod[],
 ): Promise<KernelDropHint[]> {
   if (!state.agents) return [];
-  const predicted = reachMatrix(state.ir, measured.port, measured.protocol).results;
+  const predicted = prediction.results;
   const failed = sources.flatMap((src) =>
     pods
       .filter((dst) => predicted[src.id]?.[dst.id] === true && measured.results[src.id]?.[dst.id] === false)

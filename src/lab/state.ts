@@ -100,7 +100,7 @@ export function readState(name: string): LabState | undefined {
   } catch (e) {
     throw new LabError(
       `the state file ${statePath(name)} is unreadable (${errorMessage(e)}); ` +
-        `'switchyard lab down --name ${name}' removes the lab by its names`,
+        `'switchyard lab down --lab ${name}' removes the lab by its names`,
     );
   }
 }

@@ -71,6 +71,7 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
   const policyMode = optional('--policy-mode') as PolicyMode | undefined;
   const cgroupsFile = optional('--cgroups');
   const cgroup = optional('--cgroup');
+  const metrics = optional('--metrics');
   const ca = optional('--etcd-cacert');
   const cert = optional('--etcd-cert');
   const key = optional('--etcd-key');
@@ -85,6 +86,7 @@ export function supervisedFromArgv(argv: readonly string[]): SupervisedAgent {
     ...(cgroupsFile ? { cgroupsFile } : {}),
     ...(ca && cert && key ? { etcdTls: { ca, cert, key } } : {}),
     ...(cgroup ? { cgroup } : {}),
+    ...(metrics ? { metrics } : {}),
   };
 }
 

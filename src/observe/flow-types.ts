@@ -60,6 +60,8 @@ export interface FlowStats {
   lost: Record<string, number>;
   flows: number;
   evicted: number;
+  /** Packets the flow events taken in carried, by verdict (what `switchyard_flows_processed_total` counts). */
+  packets: Record<Verdict, number>;
   /** Packets the kernel dropped for its own reasons (verdict `dropped`), by reason, since start. */
   kernelDrops?: Record<string, number>;
 }

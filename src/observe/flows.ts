@@ -78,7 +78,14 @@ export class FlowTable implements EventSink {
   private readonly now: () => number;
   private tokens: number;
   private refilledAt: number;
-  private readonly counts: FlowStats = { events: 0, rateLimited: 0, lost: {}, flows: 0, evicted: 0 };
+  private readonly counts: FlowStats = {
+    events: 0,
+    rateLimited: 0,
+    lost: {},
+    flows: 0,
+    evicted: 0,
+    packets: { allow: 0, deny: 0, log: 0 },
+  };
   private readonly kernelDrops: Record<string, number> = {};
 
   constructor(private readonly opts: FlowTableOptions) {
@@ -125,6 +132,7 @@ export class FlowTable implements EventSink {
   }
 
   private counts_(e: FlowCountsEvent): void {
+    this.counts.packets[e.verdict] += e.packets;
     const tuple = aggregateTupleKey(e.protocol, e.src, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}|${e.rule}`;
     let f = this.flows.get(key);
@@ -210,6 +218,7 @@ export class FlowTable implements EventSink {
   }
 
   private verdict(e: VerdictEvent): void {
+    this.counts.packets[e.verdict]++;
     const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}`;
     let f = this.flows.get(key);
@@ -313,6 +322,7 @@ export class FlowTable implements EventSink {
     return {
       ...this.counts,
       lost: { ...this.counts.lost },
+      packets: { ...this.counts.packets },
       flows: this.flows.size,
       kernelDrops: { ...this.kernelDrops },
     };

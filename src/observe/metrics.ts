@@ -2,15 +2,37 @@
  * The agent's Prometheus metrics. Rule counters and conntrack size are read from the kernel when
  * scraped (the kernel already keeps them; copying them on a timer would only add staleness);
  * everything the agent does itself is counted as it happens.
+ *
+ * Conventions (docs/metrics.md lists every series): `switchyard_` snake_case names, counters end
+ * in `_total` and gauges never do, units in the name, label values without spaces, and every
+ * series of a concept the backend has is there from the first scrape (0 rather than absent),
+ * with the same name and labels on every backend.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RuleCounter } from '../dataplane/backend.js';
+import type { Verdict } from '../dataplane/events.js';
 import type { TableModeSummary } from '../ir/decision-table.js';
+import { switchyardVersion } from '../util/version.js';
 import type { FlowStats } from './flows.js';
 
 export interface RuleDescription {
+  /** `NetworkPolicy`, `GlobalPolicy`, `Prefilter`, `default`, `fail_closed`, or '' (unknown). */
+  kind: string;
+  /** `namespace/name` of a NetworkPolicy, the name of a GlobalPolicy or prefilter, else ''. */
   policy: string;
   action: string;
+}
+
+/** What the agent has in force, as far as metrics need it. */
+export interface AgentView {
+  /** Revision in force and the newest one read (content hashes or etcd revisions). */
+  revision?: string;
+  desiredRevision?: string;
+  /** When the last apply (or adoption) succeeded, ISO time. */
+  lastApplyAt?: string;
+  /** Endpoints on this node and policies selecting them, in force. */
+  endpoints: number;
+  policies: number;
 }
 
 export interface MetricsSources {
@@ -21,15 +43,80 @@ export interface MetricsSources {
   describeRule: (rule: string) => RuleDescription;
   /** How the rule sets in force are decided (undefined before the first apply). */
   policy: () => TableModeSummary | undefined;
+  agent: () => AgentView;
+  /** Agents fed by etcd only: whether the watch is connected. */
+  etcdConnected?: () => boolean;
+}
+
+/** Why a packet was dropped, as `switchyard_drops_total{reason}` says it (cilium_drop_count_total's reason). */
+export const DROP_REASONS = [
+  'policy',
+  'prefilter',
+  'ct_invalid',
+  'parse_error',
+  'fragment',
+  'ipv6_unsupported',
+  'fail_closed',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+const DIRECTIONS = ['ingress', 'egress'] as const;
+const VERDICTS: readonly Verdict[] = ['allow', 'deny', 'log'];
+/** Modes an apply can have (ApplyMode) and stages an error can have (AgentError.stage). */
+const APPLY_MODES = ['adopted', 'incremental', 'full', 'repair'] as const;
+const ERROR_STAGES = ['source', 'apply', 'drift'] as const;
+/** Where flow events are lost on every backend (others appear when they happen). */
+const FLOW_LOSS_EVERYWHERE = ['agent_rate_limit', 'aggregation_full'] as const;
+
+/** Fail-closed reasons the eBPF programs count (`<endpoint>/<direction>/fail-closed/<reason>`). */
+const FAIL_CLOSED_REASONS: Record<string, DropReason> = {
+  invalid: 'ct_invalid',
+  malformed: 'parse_error',
+  fragment: 'fragment',
+  ipv6: 'ipv6_unsupported',
+};
+
+/**
+ * The drop reason of a kernel counter, or undefined when its packets were not dropped. Prefilter
+ * lists drop what comes in; conntrack's INVALID (nftables' `conntrack/invalid`, eBPF's fail-closed
+ * `invalid`) is the same reason on both; other deny actions (deny rules, default deny) are policy.
+ */
+export function dropReason(rule: string, action: string): DropReason | undefined {
+  if (rule.startsWith('prefilter/')) return 'prefilter';
+  if (rule === 'conntrack/invalid') return 'ct_invalid';
+  const failClosed = /\/fail-closed\/([^/]+)$/.exec(rule);
+  if (failClosed) return FAIL_CLOSED_REASONS[failClosed[1] as string] ?? 'fail_closed';
+  return action === 'deny' ? 'policy' : undefined;
+}
+
+/** A label value without spaces or punctuation: `process tracer: evicted` → `process_tracer_evicted`. */
+export function enumLabel(value: string): string {
+  return (
+    value
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '_')
+      .replace(/^_+|_+$/g, '') || 'unknown'
+  );
+}
+
+/**
+ * A revision as a gauge value: etcd revisions as they are; a content hash (directory sources) as
+ * its first 48 bits, exact in a float, so `desired != in force` still says the agent is behind.
+ */
+export function revisionValue(revision: string | undefined): number {
+  if (revision === undefined) return 0;
+  if (/^\d+$/.test(revision)) return Number(revision);
+  if (/^[0-9a-f]+$/i.test(revision)) return parseInt(revision.slice(0, 12), 16);
+  return 0;
 }
 
 type Registers = Registry[];
 
-const RULE_LABELS = ['rule', 'policy', 'action', 'endpoint', 'direction'] as const;
+const RULE_LABELS = ['rule', 'policy_kind', 'policy', 'action', 'endpoint', 'direction'] as const;
 
 /**
- * Series read from the kernel when scraped: rule packets and bytes, prefilter drops, conntrack
- * size. The rule counters are read once per scrape, shared by the packet and byte series.
+ * Series read from the kernel when scraped: rule packets and bytes, drops by reason, prefilter
+ * drops, conntrack size. The rule counters are read once per scrape, shared by every series.
  */
 function registerKernelMetrics(registers: Registers, sources: MetricsSources): void {
   let scrape: Promise<RuleCounter[]> | undefined;
@@ -46,6 +133,7 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
       metric.inc(
         {
           rule: c.rule,
+          policy_kind: d.kind,
           policy: d.policy,
           action: d.action,
           endpoint: c.endpoint ?? '',
@@ -85,9 +173,27 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
           this.inc({ prefilter: c.rule.slice('prefilter/'.length) }, c.packets);
     },
   });
+  new Counter({
+    name: 'switchyard_drops_total',
+    help: 'Packets the dataplane dropped, by reason and direction (as cilium_drop_count_total)',
+    labelNames: ['reason', 'direction'],
+    registers,
+    async collect() {
+      this.reset();
+      for (const reason of DROP_REASONS)
+        for (const direction of DIRECTIONS) this.inc({ reason, direction }, 0);
+      for (const c of await counters()) {
+        const prefilter = c.rule.startsWith('prefilter/');
+        const reason = dropReason(c.rule, prefilter ? 'deny' : sources.describeRule(c.rule).action);
+        if (reason === undefined || c.packets === 0) continue;
+        // A prefilter drops what arrives at the node: ingress.
+        this.inc({ reason, direction: c.direction ?? 'ingress' }, c.packets);
+      }
+    },
+  });
   new Gauge({
     name: 'switchyard_conntrack_entries',
-    help: 'Connections the dataplane tracks on this node',
+    help: 'Live connections the dataplane tracks on this node (expired entries not counted)',
     registers,
     async collect() {
       this.set(await sources.conntrackEntries());
@@ -105,8 +211,9 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
     collect() {
       this.reset();
       const s = sources.flowStats();
-      this.inc({ where: 'agent rate limit' }, s.rateLimited);
-      for (const [where, n] of Object.entries(s.lost)) this.inc({ where }, n);
+      for (const where of FLOW_LOSS_EVERYWHERE) this.inc({ where }, 0);
+      this.inc({ where: 'agent_rate_limit' }, s.rateLimited);
+      for (const [where, n] of Object.entries(s.lost)) this.inc({ where: enumLabel(where) }, n);
     },
   });
   new Counter({
@@ -136,6 +243,17 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
       this.reset();
       for (const [reason, n] of Object.entries(sources.flowStats().kernelDrops ?? {}))
         this.inc({ reason }, n);
+    },
+  });
+  new Counter({
+    name: 'switchyard_flows_processed_total',
+    help: 'Packets of the flow events taken in, by verdict (as hubble_flows_processed_total)',
+    labelNames: ['verdict'],
+    registers,
+    collect() {
+      this.reset();
+      const packets = sources.flowStats().packets;
+      for (const verdict of VERDICTS) this.inc({ verdict }, packets[verdict]);
     },
   });
   new Gauge({
@@ -179,6 +297,77 @@ function registerPolicyMetrics(registers: Registers, sources: MetricsSources): v
   });
 }
 
+/** What the agent has in force: build, endpoints, policies, revisions, last success, datastore link. */
+function registerStateMetrics(registers: Registers, sources: MetricsSources): void {
+  new Gauge({
+    name: 'switchyard_build_info',
+    help: "The agent's version (with its node and backend); always 1",
+    labelNames: ['version'],
+    registers,
+  }).set({ version: switchyardVersion() }, 1);
+  new Gauge({
+    name: 'switchyard_endpoints',
+    help: 'Endpoints (pods) on this node whose policy is in force',
+    registers,
+    collect() {
+      this.set(sources.agent().endpoints);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_policies',
+    help: 'Policies (NetworkPolicies and GlobalPolicies) selecting an endpoint of this node, in force',
+    registers,
+    collect() {
+      this.set(sources.agent().policies);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_revision_in_force',
+    help: 'Revision of the desired state in force (etcd revision; a content hash as its first 48 bits); 0 before the first apply',
+    registers,
+    collect() {
+      this.set(revisionValue(sources.agent().revision));
+    },
+  });
+  new Gauge({
+    name: 'switchyard_revision_desired',
+    help: 'Newest revision of the desired state read from the source (same encoding as switchyard_revision_in_force)',
+    registers,
+    collect() {
+      this.set(revisionValue(sources.agent().desiredRevision));
+    },
+  });
+  new Gauge({
+    name: 'switchyard_last_apply_success_timestamp_seconds',
+    help: 'When the dataplane was last made equal to the desired state (apply, repair or adoption), Unix time; 0 before',
+    registers,
+    collect() {
+      const at = sources.agent().lastApplyAt;
+      this.set(at ? Date.parse(at) / 1000 : 0);
+    },
+  });
+  const connected = sources.etcdConnected;
+  if (connected)
+    new Gauge({
+      name: 'switchyard_etcd_connected',
+      help: "1 while the agent's watch of etcd is connected, else 0",
+      registers,
+      collect() {
+        this.set(connected() ? 1 : 0);
+      },
+    });
+}
+
+/**
+ * prom-client's default Node.js gauges whose names end in `_total` (Prometheus reserves the
+ * suffix for counters); the same numbers by type stay (`…_active_handles{type}` and so on).
+ */
+const MISNAMED_DEFAULTS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly applyDuration: Histogram<'mode'>;
@@ -190,6 +379,7 @@ export class AgentMetrics {
     const registers = [this.registry];
     this.registry.setDefaultLabels(labels);
     collectDefaultMetrics({ register: this.registry, prefix: 'switchyard_agent_' });
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(`switchyard_agent_${name}`);
 
     this.applyDuration = new Histogram({
       name: 'switchyard_apply_duration_seconds',
@@ -198,6 +388,7 @@ export class AgentMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
+    for (const mode of APPLY_MODES) this.applyDuration.zero({ mode });
     this.repairs = new Counter({
       name: 'switchyard_reconcile_repairs_total',
       help: 'Times the dataplane was found changed behind the agent and restored',
@@ -214,10 +405,12 @@ export class AgentMetrics {
       labelNames: ['stage'],
       registers,
     });
+    for (const stage of ERROR_STAGES) this.errors.inc({ stage }, 0);
 
     registerKernelMetrics(registers, sources);
     registerFlowMetrics(registers, sources);
     registerPolicyMetrics(registers, sources);
+    registerStateMetrics(registers, sources);
   }
 
   text(): Promise<string> {

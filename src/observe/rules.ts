@@ -1,6 +1,6 @@
 /** Rule ids (IR ids and the synthetic ones counters and flows use) → the policy and action behind them. */
 import { defaultRuleId, prefilterOfRule } from '../ir/rule-ids.js';
-import { policyLabel, type IR, type Rule } from '../ir/types.js';
+import { policyLabel, type IR, type PolicyRef, type Rule } from '../ir/types.js';
 import type { RuleDescription } from './metrics.js';
 
 const DEFAULT = /^(.+)\/(ingress|egress)\/default$/;
@@ -23,14 +23,20 @@ export class RuleCatalog {
     return r ? policyLabel(r.policy) : undefined;
   }
 
+  /** Kind, name and action of a rule, as metric labels (no spaces: the kind is a label of its own). */
   describe(id: string): RuleDescription {
     const r = this.rules.get(id);
-    if (r) return { policy: policyLabel(r.policy), action: r.action };
+    if (r) return { kind: r.policy.kind, policy: policyName(r.policy), action: r.action };
     const prefilter = prefilterOfRule(id);
-    if (prefilter !== undefined) return { policy: `Prefilter ${prefilter}`, action: 'deny' };
-    if (FAIL_CLOSED.test(id)) return { policy: 'fail-closed', action: 'deny' };
+    if (prefilter !== undefined) return { kind: 'Prefilter', policy: prefilter, action: 'deny' };
+    if (FAIL_CLOSED.test(id)) return { kind: 'fail_closed', policy: '', action: 'deny' };
     const d = DEFAULT.exec(id);
-    if (d) return { policy: 'default', action: this.defaults.get(id) ?? 'deny' };
-    return { policy: '', action: '' };
+    if (d) return { kind: 'default', policy: '', action: this.defaults.get(id) ?? 'deny' };
+    return { kind: '', policy: '', action: '' };
   }
+}
+
+/** `namespace/name` of a NetworkPolicy, `name` of a GlobalPolicy. */
+function policyName(p: PolicyRef): string {
+  return p.kind === 'NetworkPolicy' ? `${p.namespace ?? ''}/${p.name}` : p.name;
 }

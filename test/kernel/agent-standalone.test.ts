@@ -112,7 +112,7 @@ describeKernel('agent: standalone, from a directory of manifests', () => {
     await dbReachable();
     const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
     expect(text).toMatch(
-      /switchyard_rule_packets_total\{[^}]*policy="NetworkPolicy shop\/db-from-backend"[^}]*\} [1-9]/,
+      /switchyard_rule_packets_total\{[^}]*policy_kind="NetworkPolicy",policy="shop\/db-from-backend"[^}]*\} [1-9]/,
     );
     expect(text).toMatch(/switchyard_apply_duration_seconds_count\{[^}]*mode="full"[^}]*\} 1/);
     expect(text).toMatch(/switchyard_agent_process_resident_memory_bytes\{[^}]*\} \d+/);

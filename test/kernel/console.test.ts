@@ -1,8 +1,11 @@
 /**
  * The web console in a real browser (Debian's chromium driven by playwright-core): each page
  * loads, a denied probe shows up in the live flow table within 2 s, its explanation names the
- * policy that decided, the reach grid equals `switchyard lab reach --json`, the bench page charts
- * a results file beside the advisor's recommendation, and nothing answers without the token.
+ * policy that decided, the reach grid equals `switchyard lab reach --json` (measured only when
+ * asked), the services and prefilter pages list the lab's, the flow table keeps the verdict on
+ * screen at 1000 px and says how many rows it shows, the Explain form follows the address, the
+ * bench page charts every scenario beside the advisor's recommendation, and nothing answers
+ * without the token.
  *
  * Screenshots go to .switchyard/console/ (SWITCHYARD_CONSOLE_SCREENSHOTS=docs writes the ones
  * committed under docs/).
@@ -14,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { advise, parseWorkload, workloadFromIR } from '../../src/advise/index.js';
 import { probeCapabilities } from '../../src/advise/probe.js';
 import { socketsIn } from '../../src/agent/client.js';
+import { scenarioNames } from '../../src/bench/registry.js';
 import type { BenchReport } from '../../src/bench/results.js';
 import { FLOW_INTERVAL_MS } from '../../src/dataplane/backend.js';
 import { startConsole, type ConsoleServer } from '../../src/console/server.js';
@@ -25,9 +29,11 @@ import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
 import { cliOk, REPO } from './lab-harness.js';
 
-const LAB = 'wcc';
+const LAB = 'cocons';
 // Relative, as a user types them: explanations show them as the policies' source.
-const FILES = ['walkthrough', 'global'].map((d) => relative(process.cwd(), join(REPO, 'examples', d)));
+const FILES = ['walkthrough', 'global', 'services'].map((d) =>
+  relative(process.cwd(), join(REPO, 'examples', d)),
+);
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TOKEN = 'console-test-token-0123456789';
 const BENCH = join(REPO, 'docs', 'benchmarks', 'results.json');
@@ -70,6 +76,7 @@ describeBrowser(
         agents: () => socketsIn(dirname(agentStateDir(LAB, 'x'))),
         lab: LAB,
         benchFile: BENCH,
+        benchScenarios: scenarioNames(),
       });
       browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
       page = await browser.newPage({ viewport: { width: 1360, height: 820 } });
@@ -133,7 +140,15 @@ describeBrowser(
       const pods = await page.$$eval('[data-testid=endpoints] tr[data-pod]', (rows) =>
         rows.map((r) => r.getAttribute('data-pod')),
       );
-      expect(pods.sort()).toEqual(['outside/client', 'shop/backend', 'shop/db', 'shop/frontend']);
+      expect(pods.sort()).toEqual([
+        'outside/client',
+        'shop/backend',
+        'shop/db',
+        'shop/frontend',
+        'web/web-0',
+        'web/web-1',
+        'web/web-2',
+      ]);
       const db = await page.textContent('[data-testid=endpoints] tr[data-pod="shop/db"]');
       expect(db).toContain('app=db');
       expect(db).toContain('GlobalPolicy protect-db');
@@ -197,7 +212,9 @@ describeBrowser(
 
     it('draws the reach matrix exactly as `switchyard lab reach --json` measures it', async () => {
       await page.goto(`${server.url}#/reach?port=5432&protocol=TCP`);
-      await page.waitForSelector('[data-testid=matrix][data-port="5432"] td[data-reach]');
+      await page.waitForSelector('[data-testid=matrix][data-port="5432"][data-measured="0"]');
+      await page.click('[data-testid=measure]');
+      await page.waitForSelector('[data-testid=matrix][data-port="5432"][data-measured="1"] td[data-reach]');
       const cells = await page.$$eval('[data-testid=matrix] td[data-reach]', (tds) =>
         tds.map((td) => [
           td.getAttribute('data-from'),
@@ -243,10 +260,138 @@ describeBrowser(
       const figures = await page.$$eval('figure[data-scenario]', (f) =>
         f.map((x) => x.getAttribute('data-scenario')),
       );
-      expect(figures.sort()).toEqual(report.scenarios.map((s) => s.name).sort());
+      // Every scenario bench knows: charted, or marked as missing from the file (10 of 13 before).
+      expect(figures.sort()).toEqual(scenarioNames().sort());
+      const missing = await page.$$eval('figure[data-missing]', (f) =>
+        f.map((x) => x.getAttribute('data-scenario')),
+      );
+      expect(missing.sort()).toEqual(
+        scenarioNames()
+          .filter((n) => !report.scenarios.some((s) => s.name === n))
+          .sort(),
+      );
       expect(await page.textContent('[data-testid=advised-backend]')).toBe(expected.backend);
       expect(await page.textContent('[data-testid=advice]')).toContain(expected.summary);
+      expect(await page.textContent('[data-testid=tie-rule]')).toContain('1.10x');
+      // The headline's winning concerns are rows that chose the advised backend.
+      for (const concern of expected.decidedBy) {
+        expect(
+          await page.textContent(`tr[data-concern="${concern}"] [data-testid=choice]`),
+          concern,
+        ).toContain(expected.backend);
+      }
       await shot(page, 'bench');
+    });
+
+    it('keeps the Explain form in step with the address', async () => {
+      await page.goto(`${server.url}#/explain?from=outside/client&to=shop/db&port=5432&protocol=TCP`);
+      await page.waitForSelector('[data-testid=explanation]');
+      expect(await page.inputValue('input[name=from]')).toBe('outside/client');
+      // A new address (a link, back/forward): the inputs follow it instead of keeping the old ones.
+      await page.evaluate(
+        "location.hash = '#/explain?from=shop/frontend&to=shop/backend&port=8080&protocol=TCP'",
+      );
+      await expect.poll(() => page.inputValue('input[name=from]')).toBe('shop/frontend');
+      expect(await page.inputValue('input[name=to]')).toBe('shop/backend');
+      expect(await page.inputValue('input[name=port]')).toBe('8080');
+      await page.goBack();
+      await expect.poll(() => page.inputValue('input[name=from]')).toBe('outside/client');
+      expect(await page.inputValue('input[name=port]')).toBe('5432');
+    });
+
+    it('says how many flows it shows, and shows more on demand', async () => {
+      await page.goto(`${server.url}#/flows?rows=2`);
+      await page.waitForSelector('[data-testid=flows] tbody tr');
+      await expect.poll(() => page.$$eval('[data-testid=flows] tbody tr', (r) => r.length)).toBe(2);
+      const count = (await page.textContent('[data-testid=flow-count]')) ?? '';
+      const total = Number(/^showing 2 of (\d+) flows$/.exec(count)?.[1]);
+      expect(total, count).toBeGreaterThan(4);
+      await page.click('[data-testid=more]');
+      expect(await page.$$eval('[data-testid=flows] tbody tr', (r) => r.length)).toBe(4);
+      expect(await page.textContent('[data-testid=flow-count]')).toMatch(/^showing 4 of \d+ flows$/);
+      await page.goto(`${server.url}#/flows?verdict=deny`);
+      await page.waitForSelector('[data-testid=flows] tbody tr');
+      expect(await page.textContent('[data-testid=flow-count]')).toMatch(
+        /^showing (\d+) of \1 matching flows \(\d+ in all\)$/,
+      );
+    });
+
+    it('keeps the verdict and the deciding rule on screen in a 1000 px window', async () => {
+      await page.setViewportSize({ width: 1000, height: 760 });
+      try {
+        await page.goto(`${server.url}#/flows?verdict=deny`);
+        await page.waitForSelector('[data-testid=flows] tbody tr [data-testid=why]');
+        for (const sel of [
+          '[data-testid=flows] tbody tr .verdict',
+          '[data-testid=flows] tbody tr [data-testid=why]',
+        ]) {
+          const box = await page.locator(sel).first().boundingBox();
+          expect(box, sel).not.toBeNull();
+          expect((box?.x ?? 0) + (box?.width ?? 0), sel).toBeLessThanOrEqual(1000);
+        }
+        // The process column names the pod the process runs in, where the backend records one.
+        const processes = await page.$$eval('[data-testid=process]', (tds) =>
+          tds.map((t) => t.textContent ?? ''),
+        );
+        for (const p of processes.filter((x) => x.trim() !== '')) expect(p).toMatch(/\[\d+\]in \S+\/\S+/);
+        await shot(page, 'flows-1000');
+      } finally {
+        await page.setViewportSize({ width: 1360, height: 820 });
+      }
+    });
+
+    it('opens the reach page without measuring: predicted first, real connections on the button', async () => {
+      // Port 9999: nothing serves it, nothing else probes it, so any flow to it is the page's.
+      const flowsTo = async (port: number): Promise<number> => {
+        const r = await fetch(new URL('/api/flows?limit=10000', server.url), {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
+        const body = (await r.json()) as { items: { dport: number }[] };
+        return body.items.filter((f) => f.dport === port).length;
+      };
+      await page.goto(`${server.url}#/reach?port=9999&protocol=TCP`);
+      await page.waitForSelector('[data-testid=matrix][data-port="9999"][data-measured="0"]');
+      expect(await page.textContent('[data-testid=reach-summary]')).toContain('predicted only');
+      // Nobody serves 9999: every cell says "port not served", none "blocked by policy".
+      const outcomes = await page.$$eval('[data-testid=matrix] td[data-outcome]', (tds) =>
+        tds
+          .filter((t) => t.getAttribute('data-from') !== t.getAttribute('data-to'))
+          .map((t) => t.getAttribute('data-outcome')),
+      );
+      expect(new Set(outcomes)).toEqual(new Set(['not-served']));
+      await page.waitForTimeout(FLOW_INTERVAL_MS + 500);
+      expect(await flowsTo(9999)).toBe(0);
+      await page.click('[data-testid=measure]');
+      await page.waitForSelector('[data-testid=matrix][data-port="9999"][data-measured="1"]', {
+        timeout: 30_000,
+      });
+      await expect.poll(() => flowsTo(9999), { timeout: FLOW_INTERVAL_MS + 3000 }).toBeGreaterThan(0);
+    });
+
+    it('lists the services with the pods behind them, and the prefilters', async () => {
+      const state = readState(LAB);
+      if (!state) throw new Error('no lab state');
+      await page.goto(`${server.url}#/services`);
+      await page.waitForSelector('[data-testid=services] tr[data-service]');
+      const web = page.locator('[data-testid=services] tr[data-service="web/web"][data-port="80"]');
+      const backends = await web
+        .locator('[data-backend]')
+        .evaluateAll((els) => els.map((e) => e.getAttribute('data-backend')));
+      expect(backends.sort()).toEqual(['web/web-0', 'web/web-1', 'web/web-2']);
+      const svc = state.ir.services.find((t) => t.service === 'web/web');
+      expect(await web.textContent()).toContain(`${svc?.address}:80/TCP`);
+      expect(await web.textContent()).toContain(`${address('web/web-1')}:8081`);
+      await shot(page, 'services');
+
+      await page.goto(`${server.url}#/prefilter`);
+      await page.waitForSelector('[data-testid=prefilters] tr[data-prefilter]');
+      const pf = state.ir.prefilters.find((p) => p.name === 'blocklist');
+      const cidrs = state.ir.ipSets.find((x) => x.id === pf?.set)?.cidrs ?? [];
+      expect(cidrs.length).toBeGreaterThan(0);
+      const row = page.locator('[data-testid=prefilters] tr[data-prefilter="blocklist"]');
+      expect(await row.getAttribute('data-cidrs')).toBe(String(cidrs.length));
+      for (const c of cidrs) expect(await row.textContent()).toContain(c);
+      await shot(page, 'prefilter');
     });
   },
 );

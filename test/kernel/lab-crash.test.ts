@@ -3,13 +3,11 @@
  * `lab up` rebuilds and `lab down --all` removes completely.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { discoverLabs } from '../../src/lab/discover.js';
 import { readState } from '../../src/lab/state.js';
 import { namespace, pod } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
 import {
   allTrue,
-  cgroup2,
   cli,
   cliOk,
   leftovers,
@@ -77,9 +75,9 @@ describeKernel('lab: recovering from a killed run', () => {
     await killWhen(['lab', 'apply', bigger, '--name', LAB], () => netnsOf(LAB).length > 63 + 5);
     expect(readState(LAB)?.status).toBe('applying');
     // --all removes every lab on the machine. CI runs kernel tests one file at a time; on a shared
-    // development machine other people's labs may be up, so there the lab is removed by name.
-    const others = discoverLabs(cgroup2()).filter((l) => l !== LAB);
-    const down = others.length === 0 || process.env.CI === 'true' ? ['--all'] : ['--name', LAB];
+    // development machine other people's labs may be up (or come up meanwhile), so there the lab is
+    // removed by name.
+    const down = process.env.CI === 'true' ? ['--all', '--yes'] : ['--lab', LAB];
     const out = await cliOk(['lab', 'down', ...down]);
     expect(out).toMatch(new RegExp(`lab ${LAB}: removed \\d+ namespaces`));
     expect(leftovers(LAB)).toEqual(NOTHING_LEFT);

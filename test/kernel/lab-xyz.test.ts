@@ -213,11 +213,13 @@ describeKernel('lab: the x/y/z model', () => {
     expect(one).toMatch(/^x\/d +node-\d/m);
   });
 
-  it('lab down removes namespaces, cgroups, the probe server and the state; a second down is a no-op', async () => {
+  it('lab down removes namespaces, cgroups, the probe server and the state; a second down names the labs there are', async () => {
     const out = await cliOk(['lab', 'down', '--name', LAB]);
     expect(out).toMatch(/removed 12 namespaces/);
     expect(leftovers(LAB)).toEqual(NOTHING_LEFT);
-    expect(await cliOk(['lab', 'down', '--name', LAB])).toMatch(/nothing to remove/);
+    const again = await cli(['lab', 'down', '--name', LAB]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(new RegExp(`lab '${LAB}' is not up`));
     expect(await rootNetworkSnapshot()).toBe(rootBefore);
   });
 });

@@ -21,7 +21,12 @@ function v6(addresses: readonly string[]): string {
   return a;
 }
 
-function expectedMatrix(ir: IR, port: number, protocol: 'TCP' | 'UDP', family: 4 | 6): ReachMatrix {
+function expectedMatrix(
+  ir: IR,
+  port: number,
+  protocol: 'TCP' | 'UDP',
+  family: 4 | 6,
+): Omit<ReachMatrix, 'outcomes'> {
   const pick = (a: readonly string[]): string => (family === 4 ? (a[0] as string) : v6(a));
   const results: ReachMatrix['results'] = {};
   for (const src of ir.endpoints) {

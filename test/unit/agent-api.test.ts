@@ -203,6 +203,7 @@ beforeAll(async () => {
       flowStats: (): FlowStats => flows.stats(),
       describeRule: (r) => catalog().describe(r),
       policy: () => agent.status.policy,
+      agent: () => ({ endpoints: 0, policies: 0 }),
     },
     { node: TARGET.node, backend: backend.name },
   );
@@ -421,15 +422,15 @@ describe('agent API over the unix socket', () => {
     const line = (name: string, pattern: RegExp): string | undefined =>
       r.body.split('\n').find((l) => l.startsWith(`${name}{`) && pattern.test(l));
     const allowed = line('switchyard_rule_packets_total', /rule="np:shop\/db-allow-web\/ingress\/0"/);
-    expect(allowed).toContain('policy="NetworkPolicy shop/db-allow-web"');
+    expect(allowed).toContain('policy_kind="NetworkPolicy",policy="shop/db-allow-web"');
     expect(allowed).toContain('action="allow"');
     expect(allowed).toMatch(/ 31$/);
     const dflt = line('switchyard_rule_bytes_total', /rule="shop\/db\/ingress\/default"/);
-    expect(dflt).toContain('policy="default"');
+    expect(dflt).toContain('policy_kind="default"');
     expect(dflt).toContain('action="deny"');
     expect(dflt).toMatch(/ 240$/);
     expect(line('switchyard_prefilter_drops_total', /prefilter="blocklist"/)).toMatch(/ 6$/);
-    expect(line('switchyard_flow_events_dropped_total', /where="ring buffer"/)).toMatch(/ 5$/);
+    expect(line('switchyard_flow_events_dropped_total', /where="ring_buffer"/)).toMatch(/ 5$/);
     expect(line('switchyard_conntrack_entries', /node="node-2"/)).toMatch(/ 3$/);
   });
 
@@ -530,8 +531,9 @@ describe('startApi lifecycle', () => {
         counters: () => Promise.resolve([]),
         conntrackEntries: () => Promise.resolve(0),
         flowStats: () => flows.stats(),
-        describeRule: () => ({ policy: '', action: '' }),
+        describeRule: () => ({ kind: '', policy: '', action: '' }),
         policy: () => undefined,
+        agent: () => ({ endpoints: 0, policies: 0 }),
       },
       { node: 'node-2', backend: 'nftables' },
     );
@@ -552,6 +554,16 @@ describe('loopbackAddress', () => {
     expect(loopbackAddress('127.1.2.3:1', '--metrics')).toEqual({ host: '127.1.2.3', port: 1 });
     expect(loopbackAddress('[::1]:8080', '--api')).toEqual({ host: '::1', port: 8080 });
     expect(loopbackAddress('localhost:65535', '--api')).toEqual({ host: 'localhost', port: 65535 });
+  });
+
+  it('takes port 0 (any free port) only where asked to', () => {
+    expect(loopbackAddress('127.0.0.1:0', '--metrics', { anyPort: true })).toEqual({
+      host: '127.0.0.1',
+      port: 0,
+    });
+    expect(() => loopbackAddress('0.0.0.0:0', '--metrics', { anyPort: true })).toThrow(
+      "--metrics must be a loopback address and port such as 127.0.0.1:9464 (port 0: any free port), not '0.0.0.0:0'",
+    );
   });
 
   it('refuses anything else, naming the option and the value', () => {

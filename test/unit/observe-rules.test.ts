@@ -57,54 +57,43 @@ describe('RuleCatalog', () => {
     expect(catalog.policyOf('np:shop/nope/ingress/0')).toBeUndefined();
   });
 
+  const described = (id: string, kind: string, policy: string, action: string): void =>
+    expect(catalog.describe(id), id).toEqual({ kind, policy, action });
+
   it('describe gives policy and action of IR rules', () => {
-    expect(catalog.describe('np:shop/db-allow-web/ingress/0')).toEqual({
-      policy: 'NetworkPolicy shop/db-allow-web',
-      action: 'allow',
-    });
-    expect(catalog.describe('gp:deny-bad/ingress/0')).toEqual({
-      policy: 'GlobalPolicy deny-bad',
-      action: 'deny',
-    });
-    expect(catalog.describe('gp:deny-bad/egress/0')).toEqual({
-      policy: 'GlobalPolicy deny-bad',
-      action: 'log',
-    });
+    described('np:shop/db-allow-web/ingress/0', 'NetworkPolicy', 'shop/db-allow-web', 'allow');
+    described('gp:deny-bad/ingress/0', 'GlobalPolicy', 'deny-bad', 'deny');
+    described('gp:deny-bad/egress/0', 'GlobalPolicy', 'deny-bad', 'log');
   });
 
   it("describes `<endpoint>/<direction>/default` with the rule set's kubernetesDefault", () => {
-    expect(catalog.describe('shop/db/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
-    expect(catalog.describe('shop/web/ingress/default')).toEqual({ policy: 'default', action: 'allow' });
-    expect(catalog.describe('shop/db/egress/default')).toEqual({ policy: 'default', action: 'allow' });
+    described('shop/db/ingress/default', 'default', '', 'deny');
+    described('shop/web/ingress/default', 'default', '', 'allow');
+    described('shop/db/egress/default', 'default', '', 'allow');
     // An endpoint the IR does not know: fail closed.
-    expect(catalog.describe('shop/gone/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
+    described('shop/gone/ingress/default', 'default', '', 'deny');
   });
 
   it('describes fail-closed ids and prefilters as denies', () => {
-    expect(catalog.describe('shop/web/egress/fail-closed/set-missing')).toEqual({
-      policy: 'fail-closed',
-      action: 'deny',
-    });
-    expect(catalog.describe('shop/db/ingress/fail-closed/too-many')).toEqual({
-      policy: 'fail-closed',
-      action: 'deny',
-    });
-    expect(catalog.describe('prefilter/blocklist')).toEqual({
-      policy: 'Prefilter blocklist',
-      action: 'deny',
-    });
+    described('shop/web/egress/fail-closed/set-missing', 'fail_closed', '', 'deny');
+    described('shop/db/ingress/fail-closed/too-many', 'fail_closed', '', 'deny');
+    described('prefilter/blocklist', 'Prefilter', 'blocklist', 'deny');
   });
 
   it('describes unknown ids as nothing', () => {
-    expect(catalog.describe('np:shop/nope/ingress/0')).toEqual({ policy: '', action: '' });
-    expect(catalog.describe('shop/db/sideways/default')).toEqual({ policy: '', action: '' });
+    described('np:shop/nope/ingress/0', '', '', '');
+    described('shop/db/sideways/default', '', '', '');
   });
 
   it('works without an IR (agent before its first apply)', () => {
     const empty = new RuleCatalog(undefined);
     expect(empty.policyOf('np:shop/db-allow-web/ingress/0')).toBeUndefined();
-    expect(empty.describe('np:shop/db-allow-web/ingress/0')).toEqual({ policy: '', action: '' });
-    expect(empty.describe('shop/db/ingress/default')).toEqual({ policy: 'default', action: 'deny' });
-    expect(empty.describe('prefilter/x')).toEqual({ policy: 'Prefilter x', action: 'deny' });
+    expect(empty.describe('np:shop/db-allow-web/ingress/0')).toEqual({ kind: '', policy: '', action: '' });
+    expect(empty.describe('shop/db/ingress/default')).toEqual({
+      kind: 'default',
+      policy: '',
+      action: 'deny',
+    });
+    expect(empty.describe('prefilter/x')).toEqual({ kind: 'Prefilter', policy: 'x', action: 'deny' });
   });
 });

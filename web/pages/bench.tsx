@@ -6,7 +6,13 @@ export function BenchPage() {
   const b = useApi<BenchResponse>('/api/bench');
   if (b.error) return <Problem>{b.error}</Problem>;
   if (!b.data) return <p class="muted">loading…</p>;
-  const { advice } = b.data;
+  const { advice, colors } = b.data;
+  const chip = (backend: string) => (
+    <span class="chip backend" style={{ background: colors[backend] ?? '#5b6473' }}>
+      {backend}
+    </span>
+  );
+  const isBackend = (c: string): boolean => c in colors;
   return (
     <section class="bench">
       <div class="charts">
@@ -20,8 +26,6 @@ export function BenchPage() {
             <img
               src={`/api/bench/chart?scenario=${encodeURIComponent(s.name)}`}
               alt={`${s.name}: ${s.unit} (${s.better} is better) for ${s.backends.join(', ')}`}
-              width={720}
-              height={360}
             />
             {s.notes.length > 0 && (
               <figcaption>
@@ -35,18 +39,33 @@ export function BenchPage() {
             )}
           </figure>
         ))}
+        {b.data.missing.map((name) => (
+          <figure data-scenario={name} data-missing="1" class="missing">
+            <div class="muted">
+              <b>{name}</b>: not in {b.data?.file}. Measure it with{' '}
+              <span class="mono">sudo ./bin/switchyard bench {name} --json FILE</span> and start the console
+              with <span class="mono">--bench FILE</span>.
+            </div>
+          </figure>
+        ))}
       </div>
       <aside class="advice" data-testid="advice">
         <h2>Advisor</h2>
         <div class="banner allow">
-          <div class="big" data-testid="advised-backend">
+          <div class="big" data-testid="advised-backend" style={{ color: colors[advice.backend] }}>
             {advice.backend}
           </div>
           <div>{advice.summary}</div>
         </div>
         <p class="muted small">
           workload from {b.data.workloadFrom} ·{' '}
-          {advice.measured ? 'weighed with these measurements' : 'rules of thumb only'}
+          {advice.measured ? 'weighed with these measurements' : 'rules of thumb only'} · votes{' '}
+          {Object.entries(advice.scores)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}
+        </p>
+        <p class="muted small" data-testid="tie-rule">
+          Ties: {advice.tieRule}. A tied concern votes for each tied backend.
         </p>
         <table class="grid-table">
           <thead>
@@ -58,13 +77,19 @@ export function BenchPage() {
           </thead>
           <tbody>
             {advice.recommendations.map((r) => (
-              <tr>
+              <tr data-concern={r.concern}>
                 <td>
                   <b>{r.concern}</b>
                   <div class="muted small">{r.measured ? 'measured' : 'rule of thumb'}</div>
                 </td>
-                <td>
-                  <span class="chip">{r.choice}</span>
+                <td data-testid="choice">
+                  {[r.choice, ...r.tiedWith].map((c, i) => (
+                    <>
+                      {i > 0 && <span title="a tie: the measurements cannot tell them apart"> = </span>}
+                      {isBackend(c) ? chip(c) : <span class="chip">{c}</span>}
+                    </>
+                  ))}
+                  {r.tiedWith.length > 0 && <div class="muted small">tie</div>}
                 </td>
                 <td class="small">
                   {r.advice}

@@ -1,5 +1,5 @@
 /** Which policy and rule decide a connection (the agent's evaluator), side by side with the flow. */
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import {
   query,
   type EndpointsResponse,
@@ -46,7 +46,6 @@ function Side({ side }: { side: SideExplanation }) {
   );
 }
 
-/** Whether the rule the dataplane recorded is the one the evaluator names. */
 /** A connection's end: a pod (suggested from the `pods` datalist) or an address. */
 function PeerInput(props: { name: 'from' | 'to'; value: string; onInput: (e: Event) => void }) {
   return (
@@ -63,6 +62,7 @@ function PeerInput(props: { name: 'from' | 'to'; value: string; onInput: (e: Eve
   );
 }
 
+/** Whether the rule the dataplane recorded is the one the evaluator names. */
 function agrees(x: Explanation, rule: string): boolean {
   return [x.egress, x.ingress].some(
     (s) =>
@@ -87,6 +87,9 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
   );
   const eps = useApi<EndpointsResponse>('/api/endpoints');
   const [form, setForm] = useState(q);
+  // The address is the truth: a new one (a "why?" link, back/forward, an edited hash) refills the
+  // form, which otherwise kept the inputs of the first page it was opened with.
+  useEffect(() => setForm(q), [q.from, q.to, q.port, q.protocol]);
   const submit = (e: Event): void => {
     e.preventDefault();
     location.hash = href('explain', form);

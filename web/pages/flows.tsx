@@ -12,9 +12,10 @@ import { href } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
 const MAX_FLOWS = 5000;
-const SHOWN = 300;
+/** Rows per page; more are a click away ("show N more"), so a burst of flows never renders thousands. */
+const PAGE = 300;
 
-type Filter = { pod: string; verdict: string; policy: string };
+type Filter = { pod: string; verdict: string; policy: string; rows?: string };
 
 /** The agent's own filter (src/observe/flows.ts matchesFilter), applied in the browser. */
 function matches(f: Flow, filter: Filter): boolean {
@@ -57,7 +58,11 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
     pod: params.get('pod') ?? '',
     verdict: params.get('verdict') ?? '',
     policy: params.get('policy') ?? '',
+    rows: params.get('rows') ?? undefined,
   };
+  const page = Math.max(1, Number(filter.rows) || PAGE);
+  const [pages, setPages] = useState(1);
+  useEffect(() => setPages(1), [filter.pod, filter.verdict, filter.policy]);
   const [flows, setFlows] = useState(() => new Map<string, Flow>());
   const [fresh, setFresh] = useState(() => new Set<string>());
   const [live, setLive] = useState<'connecting' | 'live' | 'reconnecting'>('connecting');
@@ -127,7 +132,9 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
   const all = [...flows.values()].sort((a, b) =>
     a.firstSeen === b.firstSeen ? id(a).localeCompare(id(b)) : a.firstSeen < b.firstSeen ? 1 : -1,
   );
-  const shown = all.filter((f) => matches(f, filter));
+  const matching = all.filter((f) => matches(f, filter));
+  const shown = matching.slice(0, page * pages);
+  const filtered = Boolean(filter.pod || filter.verdict || filter.policy);
   const name = (addr: string, port: number) => {
     const pod = podOf.get(addr);
     return (
@@ -164,83 +171,103 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
             onChange={(e) => setFilter({ policy: (e.target as HTMLInputElement).value })}
           />
         </label>
-        <span class="muted">
-          {shown.length} of {all.length} flows
+        <span class="muted" data-testid="flow-count">
+          showing {shown.length} of {matching.length}{' '}
+          {filtered ? `matching flows (${all.length} in all)` : 'flows'}
         </span>
       </form>
       {error && <Problem>{error}</Problem>}
       <NodeErrors errors={errors} />
-      <table class="grid-table flows" data-testid="flows">
-        <thead>
-          <tr>
-            <th>last seen</th>
-            <th>node</th>
-            <th>proto</th>
-            <th>source</th>
-            <th>destination</th>
-            <th>endpoint</th>
-            <th>verdict</th>
-            <th>decided by</th>
-            <th class="num" title="new connections the record stands for">
-              conns
-            </th>
-            <th class="num">pkts</th>
-            <th class="num">bytes</th>
-            <th>process</th>
-          </tr>
-        </thead>
-        <tbody>
-          {shown.slice(0, SHOWN).map((f) => (
-            <tr
-              key={id(f)}
-              class={`${f.verdict} ${fresh.has(id(f)) ? 'fresh' : ''}`}
-              data-verdict={f.verdict}
-              data-src={f.src}
-              data-dst={f.dst}
-              data-dport={f.dport}
-              data-endpoint={f.endpoint ?? ''}
-            >
-              <td class="mono small" title={`first ${f.firstSeen}, last ${f.lastSeen}`}>
-                {f.lastSeen.slice(11, 23)}
-              </td>
-              <td>{f.node}</td>
-              <td>{f.protocol}</td>
-              <td>{name(f.src, f.sport)}</td>
-              <td>{name(f.dst, f.dport)}</td>
-              <td>
-                {f.endpoint ?? '—'} <span class="muted">{f.direction}</span>
-              </td>
-              <td>
-                <span class={`verdict ${f.verdict}`}>{f.verdict}</span>
-              </td>
-              <td class="decided">
-                {f.policy ? <b>{f.policy}</b> : <span class="muted">default</span>}
-                <span class="mono small muted rule-id">{f.rule}</span>
-                {f.verdict === 'deny' && (
-                  <a
-                    class="why"
-                    data-testid="why"
-                    href={href('explain', {
-                      from: podOf.get(f.src) ?? f.src,
-                      to: podOf.get(f.dst) ?? f.dst,
-                      port: f.protocol === 'ICMP' ? undefined : f.dport,
-                      protocol: f.protocol,
-                      node: f.node,
-                      rule: f.rule,
-                    })}
-                  >
-                    why?
-                  </a>
-                )}
-              </td>
-              <td class="num">{f.connections}</td>
-              <td class="num">{f.packets}</td>
-              <td class="num">{f.bytes}</td>
-              <td class="small">{f.process ? `${f.process.comm}[${f.process.pid}]` : ''}</td>
+      <div class="table-scroll">
+        <table class="grid-table flows" data-testid="flows">
+          <thead>
+            <tr>
+              <th>last seen</th>
+              <th>verdict</th>
+              <th>source</th>
+              <th>destination</th>
+              <th>decided by</th>
+              <th class="wide-only">node</th>
+              <th class="wide-only">proto</th>
+              <th>endpoint</th>
+              <th class="num wide-only" title="new connections the record stands for">
+                conns
+              </th>
+              <th class="num">pkts</th>
+              <th class="num wide-only">bytes</th>
+              <th>process</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {shown.map((f) => (
+              <tr
+                key={id(f)}
+                class={`${f.verdict} ${fresh.has(id(f)) ? 'fresh' : ''}`}
+                data-verdict={f.verdict}
+                data-src={f.src}
+                data-dst={f.dst}
+                data-dport={f.dport}
+                data-endpoint={f.endpoint ?? ''}
+              >
+                <td class="mono small" title={`first ${f.firstSeen}, last ${f.lastSeen} · node ${f.node}`}>
+                  {f.lastSeen.slice(11, 23)}
+                </td>
+                <td>
+                  <span class={`verdict ${f.verdict}`}>{f.verdict}</span>
+                </td>
+                <td>{name(f.src, f.sport)}</td>
+                <td>
+                  {name(f.dst, f.dport)} <span class="muted small">{f.protocol}</span>
+                </td>
+                <td class="decided">
+                  {f.policy ? <b>{f.policy}</b> : <span class="muted">default</span>}
+                  <span class="mono small muted rule-id">{f.rule}</span>
+                  {f.verdict === 'deny' && (
+                    <a
+                      class="why"
+                      data-testid="why"
+                      href={href('explain', {
+                        from: podOf.get(f.src) ?? f.src,
+                        to: podOf.get(f.dst) ?? f.dst,
+                        port: f.protocol === 'ICMP' ? undefined : f.dport,
+                        protocol: f.protocol,
+                        node: f.node,
+                        rule: f.rule,
+                      })}
+                    >
+                      why?
+                    </a>
+                  )}
+                </td>
+                <td class="wide-only">{f.node}</td>
+                <td class="wide-only">{f.protocol}</td>
+                <td>
+                  {f.endpoint ?? '—'} <span class="muted">{f.direction}</span>
+                </td>
+                <td class="num wide-only">{f.connections}</td>
+                <td class="num">{f.packets}</td>
+                <td class="num wide-only">{f.bytes}</td>
+                <td class="small process" data-testid="process">
+                  {f.process && (
+                    <>
+                      {f.process.comm}[{f.process.pid}]
+                      {f.process.pod && <div class="muted">in {f.process.pod}</div>}
+                    </>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {shown.length < matching.length && (
+        <div class="pager">
+          <button type="button" data-testid="more" onClick={() => setPages((n) => n + 1)}>
+            show {Math.min(page, matching.length - shown.length)} more
+          </button>
+          <span class="muted">{matching.length - shown.length} older flows not shown</span>
+        </div>
+      )}
       {shown.length === 0 && (
         <p class="muted">
           No flows yet{filter.pod || filter.verdict || filter.policy ? ' match the filter' : ''}: they appear

@@ -1,30 +1,62 @@
-/** The lab's pod×pod matrix measured with real connections, beside what the evaluator predicts. */
-import { useState } from 'preact/hooks';
-import { query, type InfoResponse, type ReachResponse } from '../api.js';
+/**
+ * The lab's pod×pod matrix: what the evaluator predicts at once, and on demand (a button, since it
+ * opens a connection from every pod to every pod and each one shows up in the flow table) what
+ * real connections inside the lab measure. A failed connection to a pod that does not serve the
+ * port is "not served", not a policy denial.
+ */
+import { useEffect, useState } from 'preact/hooks';
+import { get, query, type InfoResponse, type ReachOutcome, type ReachResponse } from '../api.js';
 import { href } from '../route.js';
 import { Problem, useApi } from './common.js';
+
+const MARK: Record<ReachOutcome, string> = { connected: '✓', denied: '✕', 'not-served': '–' };
+const WORDS: Record<ReachOutcome, string> = {
+  connected: 'connected',
+  denied: 'blocked by policy',
+  'not-served': 'port not served',
+};
+
+/** A cell's outcome: the measurement's own word when it gives one, else from `served`. */
+function outcome(ok: boolean, served: boolean, given?: ReachOutcome): ReachOutcome {
+  return given ?? (ok ? 'connected' : served ? 'denied' : 'not-served');
+}
 
 export function ReachPage({ params, info }: { params: URLSearchParams; info?: InfoResponse }) {
   const ports = info?.lab?.ports ?? [];
   const port = params.get('port') ?? String(ports[0]?.port ?? '');
   const protocol = params.get('protocol') ?? ports.find((p) => String(p.port) === port)?.protocol ?? 'TCP';
-  const r = useApi<ReachResponse>(port ? `/api/reach${query({ port, protocol })}` : undefined);
+  const predicted = useApi<ReachResponse>(
+    port ? `/api/reach${query({ port, protocol, measure: 0 })}` : undefined,
+  );
+  const [measured, setMeasured] = useState<{ data?: ReachResponse; error?: string; busy: boolean }>({
+    busy: false,
+  });
   const [custom, setCustom] = useState('');
+  // Another port is another question: forget the last measurement.
+  useEffect(() => setMeasured({ busy: false }), [port, protocol]);
   if (info && !info.lab)
     return <Problem>The console was started without a lab: the reach matrix needs one (--lab NAME).</Problem>;
-  const m = r.data;
-  const sources = m ? Object.keys(m.measured.results) : [];
-  const dests = m ? [...new Set(sources.flatMap((s) => Object.keys(m.measured.results[s] ?? {})))] : [];
+  const measure = (): void => {
+    setMeasured({ busy: true });
+    get<ReachResponse>(`/api/reach${query({ port, protocol })}`).then(
+      (data) => setMeasured({ data, busy: false }),
+      (e: Error) => setMeasured({ error: e.message, busy: false }),
+    );
+  };
+  const p = predicted.data;
+  const m = measured.data?.measured;
+  const sources = p ? Object.keys(p.predicted.results) : [];
+  const dests = p ? [...new Set(sources.flatMap((s) => Object.keys(p.predicted.results[s] ?? {})))] : [];
   const mismatches = m
-    ? sources.flatMap((s) => dests.filter((d) => m.measured.results[s]?.[d] !== m.predicted.results[s]?.[d]))
-        .length
+    ? sources.flatMap((s) => dests.filter((d) => m.results[s]?.[d] !== p?.predicted.results[s]?.[d])).length
     : 0;
   return (
     <section>
       <h1>Reach matrix</h1>
       <p class="lede">
-        New connections from every pod (rows) to every pod (columns), made for real inside the lab, compared
-        with what the reference evaluator predicts.
+        New connections from every pod (rows) to every pod (columns): what the reference evaluator predicts,
+        and — when you press <b>measure</b> — real connections made inside the lab. Measuring opens{' '}
+        {sources.length}×{dests.length} connections, which appear in the flow table.
       </p>
       <form
         class="filters"
@@ -33,12 +65,12 @@ export function ReachPage({ params, info }: { params: URLSearchParams; info?: In
           if (custom) location.hash = href('reach', { port: custom, protocol });
         }}
       >
-        {ports.map((p) => (
+        {ports.map((x) => (
           <a
-            class={`pill ${String(p.port) === port && p.protocol === protocol ? 'active' : ''}`}
-            href={href('reach', { port: p.port, protocol: p.protocol })}
+            class={`pill ${String(x.port) === port && x.protocol === protocol ? 'active' : ''}`}
+            href={href('reach', { port: x.port, protocol: x.protocol })}
           >
-            {p.protocol}/{p.port}
+            {x.protocol}/{x.port}
           </a>
         ))}
         <label>
@@ -50,24 +82,38 @@ export function ReachPage({ params, info }: { params: URLSearchParams; info?: In
             onInput={(e) => setCustom((e.target as HTMLInputElement).value)}
           />
         </label>
-        <button type="submit">measure</button>
-        <button type="button" onClick={r.reload}>
-          again
+        <button type="submit">go</button>
+        <button type="button" data-testid="measure" onClick={measure} disabled={measured.busy || !p}>
+          {m ? 'measure again' : 'measure'}
         </button>
       </form>
-      {r.error && <Problem>{r.error}</Problem>}
-      {r.loading && <p class="muted">measuring…</p>}
-      {m && (
+      {predicted.error && <Problem>{predicted.error}</Problem>}
+      {measured.error && <Problem>{measured.error}</Problem>}
+      {measured.busy && <p class="muted">measuring…</p>}
+      {p && (
         <>
           <p data-testid="reach-summary">
-            {m.protocol}/{m.port} on backend <b>{m.backend}</b>: measured in {m.durationMs} ms ·{' '}
-            {mismatches === 0 ? (
-              <span class="agree">matches the prediction</span>
+            {p.protocol}/{p.port} on backend <b>{p.backend}</b>:{' '}
+            {m && measured.data ? (
+              <>
+                measured in {measured.data.durationMs} ms ·{' '}
+                {mismatches === 0 ? (
+                  <span class="agree">matches the prediction</span>
+                ) : (
+                  <span class="disagree">{mismatches} pairs differ from the prediction</span>
+                )}
+              </>
             ) : (
-              <span class="disagree">{mismatches} pairs differ from the prediction</span>
+              <span class="muted">predicted only; press measure for real connections</span>
             )}
           </p>
-          <table class="matrix" data-testid="matrix" data-port={m.port} data-protocol={m.protocol}>
+          <table
+            class={`matrix ${m ? 'measured' : 'predicted'}`}
+            data-testid="matrix"
+            data-port={p.port}
+            data-protocol={p.protocol}
+            data-measured={m ? '1' : '0'}
+          >
             <thead>
               <tr>
                 <th class="corner">from \ to</th>
@@ -83,17 +129,20 @@ export function ReachPage({ params, info }: { params: URLSearchParams; info?: In
                 <tr>
                   <th class="row">{s}</th>
                   {dests.map((d) => {
-                    const ok = m.measured.results[s]?.[d] === true;
-                    const predicted = m.predicted.results[s]?.[d] === true;
+                    const expected = p.predicted.results[s]?.[d] === true;
+                    const ok = m ? m.results[s]?.[d] === true : expected;
+                    const o = outcome(ok, p.served[d] !== false, m?.outcomes?.[s]?.[d]);
+                    const differs = m !== undefined && ok !== expected;
                     return (
                       <td
-                        class={`cell ${ok ? 'yes' : 'no'} ${ok !== predicted ? 'mismatch' : ''}`}
+                        class={`cell ${o} ${differs ? 'mismatch' : ''}`}
                         data-from={s}
                         data-to={d}
-                        data-reach={ok ? '1' : '0'}
-                        title={`${s} → ${d} ${m.protocol}/${m.port}: ${ok ? 'connected' : 'no connection'}${ok !== predicted ? ` (predicted ${predicted ? 'connects' : 'blocked'})` : ''}`}
+                        data-outcome={o}
+                        {...(m ? { 'data-reach': ok ? '1' : '0' } : {})}
+                        title={`${s} → ${d} ${p.protocol}/${p.port}: ${m ? '' : 'predicted '}${WORDS[o]}${differs ? ` (predicted ${expected ? 'connects' : 'blocked'})` : ''}`}
                       >
-                        {s === d ? '·' : ok ? '✓' : '✕'}
+                        {s === d ? '·' : MARK[o]}
                       </td>
                     );
                   })}
@@ -102,8 +151,9 @@ export function ReachPage({ params, info }: { params: URLSearchParams; info?: In
             </tbody>
           </table>
           <p class="legend">
-            <span class="cell yes">✓</span> connected <span class="cell no">✕</span> blocked by policy or port
-            not served <span class="cell yes mismatch">!</span> differs from the prediction
+            <span class="cell connected">✓</span> connected <span class="cell denied">✕</span> blocked by
+            policy <span class="cell not-served">–</span> port not served{' '}
+            <span class="cell connected mismatch">!</span> measured differs from the prediction
           </p>
         </>
       )}

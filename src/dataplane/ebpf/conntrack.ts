@@ -117,6 +117,32 @@ export function readConntrack(target: NodeTarget): ConntrackEntry[] {
   }
 }
 
+/**
+ * Entries the data path would still use: the programs compare `expires` with bpf_ktime_get_ns
+ * and take an entry past it for no entry, so an expired one the LRU has not reclaimed yet (and
+ * garbage collection has not removed) is no connection.
+ */
+export function countLive(values: Iterable<Pick<CtValue, 'expires'>>, now: bigint): number {
+  let live = 0;
+  for (const v of values) if (v.expires >= now) live++;
+  return live;
+}
+
+/** Live entries of a node's table (0 when the node has no eBPF dataplane). */
+export function countLiveConntrack(target: NodeTarget): number {
+  const opened = openConntrack(target);
+  if (!opened) return 0;
+  try {
+    const now = monotonicNs();
+    return countLive(
+      readEntries(opened.ct).map(([, v]) => v),
+      now,
+    );
+  } finally {
+    opened.ct.close();
+  }
+}
+
 /** Garbage collection of a node's table (what apply runs, for an agent's timer or `lab conntrack --gc`). */
 export function collectConntrackGarbage(target: NodeTarget): GcResult {
   const opened = openConntrack(target);

@@ -18,7 +18,7 @@ import type {
 } from '../backend.js';
 import { checkPrefilterSize } from '../prefilter-limit.js';
 import { applyNode, removeNode, type ApplyOptions } from './apply.js';
-import { collectConntrackGarbage, readConntrack } from './conntrack.js';
+import { collectConntrackGarbage, countLiveConntrack, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
 import { ebpfFingerprint, prepareEbpfRepair } from './fingerprint.js';
 import { forgetContentScans } from './map-contents.js';
@@ -40,7 +40,7 @@ const REQUIRED_FEATURES: readonly FeatureName[] = ['tcx', 'lpm_trie'];
 function ebpfConntrack(target: NodeTarget): ConntrackView {
   return {
     description: `eBPF LRU conntrack map of node ${target.node}`,
-    count: async () => readConntrack(target).length,
+    count: async () => countLiveConntrack(target),
     list: async () => readConntrack(target),
     collectGarbage: async () => collectConntrackGarbage(target),
   };

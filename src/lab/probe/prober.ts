@@ -30,6 +30,8 @@ export interface ProbeRun {
   timeoutMs: number;
   sources: readonly ProbeSource[];
   targets: readonly ProbeTarget[];
+  /** Called as each pair's outcome is known (for a progress bar). */
+  onOutcome?: () => void;
 }
 
 /** Sockets open at once; well below the usual file limit. */
@@ -126,6 +128,7 @@ export async function probeMatrix(run: ProbeRun): Promise<Record<string, Record<
         const target = run.targets[j] as ProbeTarget;
         if ('error' in c) {
           row[target.id] = { ok: false, error: c.error, ms: 0 };
+          run.onOutcome?.();
           return;
         }
         const watch = run.protocol === 'TCP' ? watchTcp : watchUdp;
@@ -136,7 +139,12 @@ export async function probeMatrix(run: ProbeRun): Promise<Record<string, Record<
           closeFd(c.fd);
           watching = Promise.resolve({ ok: false, error: errorMessage(e), ms: 0 });
         }
-        pending.push(watching.then((o) => void (row[target.id] = o)));
+        pending.push(
+          watching.then((o) => {
+            row[target.id] = o;
+            run.onOutcome?.();
+          }),
+        );
       });
     }
     await Promise.all(pending);
