@@ -3,6 +3,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { get, MODE, type InfoResponse } from './api.js';
 import { BenchPage } from './pages/bench.js';
+import { DropsPage } from './pages/drops.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ExplainPage } from './pages/explain.js';
 import { FlowsPage } from './pages/flows.js';
@@ -15,6 +16,7 @@ import './style.css';
 const PAGES: { id: string; title: string; lab?: boolean }[] = [
   { id: 'endpoints', title: 'Endpoints' },
   { id: 'flows', title: 'Flows' },
+  { id: 'drops', title: 'Kernel drops' },
   { id: 'explain', title: 'Explain' },
   { id: 'services', title: 'Services', lab: true },
   { id: 'prefilter', title: 'Prefilter', lab: true },
@@ -78,6 +80,9 @@ function App() {
   switch (route.page) {
     case 'flows':
       page = <FlowsPage params={route.params} />;
+      break;
+    case 'drops':
+      page = <DropsPage />;
       break;
     case 'explain':
       page = <ExplainPage params={route.params} />;

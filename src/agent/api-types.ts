@@ -11,7 +11,7 @@ import type { Flow, FlowStats } from '../observe/flow-types.js';
 
 export type { ExplainPeer, Explanation, RuleRef, SideExplanation } from '../calc/explanation.js';
 
-export type { Flow, FlowProcess, FlowStats } from '../observe/flow-types.js';
+export type { Flow, FlowProcess, FlowStats, FlowVerdict } from '../observe/flow-types.js';
 
 export type Verdict = 'allow' | 'deny' | 'log';
 export type Direction = 'ingress' | 'egress';

@@ -56,14 +56,14 @@ export interface ApiContext {
   metrics: AgentMetrics;
 }
 
-const VERDICTS = new Set(['allow', 'deny', 'log']);
+const VERDICTS = new Set(['allow', 'deny', 'log', 'dropped']);
 /** Streamed flows are batched: a flood of updates to one flow is sent once per interval. */
 const STREAM_FLUSH_MS = 200;
 
 function flowFilter(q: URLSearchParams): FlowFilter {
   const verdict = q.get('verdict') ?? undefined;
   if (verdict && !VERDICTS.has(verdict))
-    throw new HttpError(400, `verdict must be allow, deny or log, not '${verdict}'`);
+    throw new HttpError(400, `verdict must be allow, deny, log or dropped, not '${verdict}'`);
   return {
     ...(q.get('pod') ? { pod: q.get('pod') as string } : {}),
     ...(verdict ? { verdict: verdict as Flow['verdict'] } : {}),

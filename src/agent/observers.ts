@@ -1,14 +1,16 @@
 /**
  * The kernel event sources an agent runs: its backend's flow source (whatever the dataplane
  * reports verdicts and connections through) and, on every backend, the process tracer for
- * connections opened by the node's pods. A source that cannot start is logged and left out:
+ * connections opened by the node's pods and the drop tracer for packets the kernel drops in the
+ * node's namespace for reasons other than policy. A source that cannot start is logged and left out:
  * flows are an aid, enforcement does not depend on them.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Backend, NodeTarget } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
 import type { EventSink, EventSource } from '../dataplane/events.js';
+import { netnsPath } from '../netns/namespaces.js';
 import { errorMessage } from '../util/errors.js';
 
 export interface Observers {
@@ -30,9 +32,16 @@ export interface ObserverOptions {
   cgroups: () => string[];
 }
 
+/** Address → pod id of every pod in the IR. */
+function podAddresses(ir: IR | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of ir?.endpoints ?? []) for (const a of e.addresses) out.set(a, e.id);
+  return out;
+}
+
 export async function startObservers(opts: ObserverOptions): Promise<Observers> {
   const sources: EventSource[] = [];
-  let refreshTracer: (() => void) | undefined;
+  const refreshers: (() => void)[] = [];
   const tryStart = async (make: () => Promise<EventSource>): Promise<void> => {
     let source: EventSource | undefined;
     try {
@@ -60,16 +69,29 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
           .filter((p) => existsSync(p))
           .map(cgroupId),
     });
-    refreshTracer = () => tracer.refreshCgroups();
+    refreshers.push(() => tracer.refreshCgroups());
+    return tracer;
+  });
+  await tryStart(async () => {
+    const { createDropTracer } = await import('../observe/drop-tracer.js');
+    const tracer = createDropTracer({
+      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
+      // Every pod's addresses: a drop happens in one namespace, and only the node's is watched.
+      pods: () => podAddresses(opts.ir()),
+      netns: () => [Number(statSync(netnsPath(opts.target.netns)).ino)],
+    });
+    refreshers.push(() => tracer.refresh());
     return tracer;
   });
 
   return {
     refresh: () => {
-      try {
-        refreshTracer?.();
-      } catch (e) {
-        opts.logger.warn({ err: errorMessage(e) }, 'cannot update the traced cgroups');
+      for (const refresh of refreshers) {
+        try {
+          refresh();
+        } catch (e) {
+          opts.logger.warn({ err: errorMessage(e) }, 'cannot update the traced cgroups or pod addresses');
+        }
       }
     },
     stop: async () => {

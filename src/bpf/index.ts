@@ -111,4 +111,12 @@ export {
 export { parseVerifierLog, type VerifierFinding } from './verifier.js';
 export { BpfObject } from './object.js';
 export { closeFd, triggerGetppid } from './sys.js';
+export {
+  formatResolved,
+  Kallsyms,
+  kernelSymbols,
+  parseKallsyms,
+  type KernelSymbol,
+  type ResolvedAddress,
+} from './kallsyms.js';
 export type { ProgQueryResult } from './commands.js';

@@ -29,11 +29,20 @@ export function register(program: Command): void {
     .option('--port <port>', 'destination port', parsePort)
     .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP')
     .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
+    .option('--lab <name>', 'also show the kernel drops this running lab saw between the two (drop reasons)')
     .option('--json', 'machine-readable explanation')
     .action(
-      (
+      async (
         paths: string[],
-        opts: { from: string; to: string; port?: number; protocol: string; nodes?: number; json?: boolean },
+        opts: {
+          from: string;
+          to: string;
+          port?: number;
+          protocol: string;
+          nodes?: number;
+          lab?: string;
+          json?: boolean;
+        },
       ) => {
         const protocol = opts.protocol.toUpperCase();
         if (!['TCP', 'UDP', 'SCTP', 'ICMP'].includes(protocol))
@@ -53,7 +62,11 @@ export function register(program: Command): void {
         } catch (e) {
           throw new CliError(errorMessage(e), 2, { cause: e });
         }
-        if (opts.json) return printJson(result);
+        // A measured failure that policy allows: what the kernel said when it dropped the packets.
+        const kernelDrops = opts.lab
+          ? await (await import('../lab/index.js')).labDropHints(opts.lab, opts.from, opts.to)
+          : [];
+        if (opts.json) return printJson(opts.lab ? { ...result, kernelDrops } : result);
         const lines = [
           result.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`),
         ];
@@ -68,6 +81,14 @@ export function register(program: Command): void {
         if (result.ingress) lines.push(...sideLines(result.ingress));
         else if (result.decidedAt === 'allowed')
           lines.push('  ingress: destination is outside the cluster, no ingress policy applies');
+        if (opts.lab) {
+          const { hintLine } = await import('../lab/index.js');
+          lines.push(
+            kernelDrops.length
+              ? `  kernel drops seen in lab ${opts.lab}:\n${kernelDrops.map((h) => `    ${hintLine(h)}`).join('\n')}`
+              : `  kernel drops seen in lab ${opts.lab}: none`,
+          );
+        }
         process.stdout.write(lines.join('\n') + '\n');
       },
     );

@@ -10,7 +10,7 @@ interface FlowFlags extends AgentTargetOptions {
   follow?: boolean;
   json?: boolean;
   pod?: string;
-  verdict?: 'allow' | 'deny' | 'log';
+  verdict?: 'allow' | 'deny' | 'log' | 'dropped';
   policy?: string;
   limit: number;
   for?: number;
@@ -32,7 +32,9 @@ function processText(f: Flow): string {
   return f.process ? `${f.process.comm}[${f.process.pid}]${f.process.pod ? ` ${f.process.pod}` : ''}` : '';
 }
 
+/** Policy verdicts: the deciding rule; kernel drops: the kernel's reason and the function that freed them. */
 function decidedBy(f: Flow): string {
+  if (f.verdict === 'dropped') return `kernel ${f.dropReason ?? f.rule} in ${f.dropFunction ?? '?'}`;
   return f.policy ? `${f.policy} (${f.rule})` : f.rule;
 }
 
@@ -148,7 +150,9 @@ export function register(program: Command): void {
     .option('--node <name>', 'only this node')
     .option('--socket <path>', "an agent's API socket")
     .option('--pod <ns/name>', 'only flows of this pod')
-    .addOption(new Option('--verdict <verdict>', 'only this verdict').choices(['allow', 'deny', 'log']))
+    .addOption(
+      new Option('--verdict <verdict>', 'only this verdict').choices(['allow', 'deny', 'log', 'dropped']),
+    )
     .option('--policy <text>', 'only flows whose policy or rule id contains this')
     .option('--limit <n>', 'most recent flows to show', parseLimit, 50)
     .option(

@@ -264,6 +264,8 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
       ...r.matrix,
       summary: { ...counts, mismatches: mismatches.length, durationMs: r.durationMs },
       mismatches,
+      // The kernel's reasons for pairs policy allows that failed, when the agents saw any.
+      ...(r.kernelDrops.length ? { kernelDrops: r.kernelDrops } : {}),
     });
   process.stdout.write(
     `${opts.protocol}/${opts.port} measured in lab ${name}, compared with the prediction\n`,
@@ -276,6 +278,11 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
       durationMs: r.durationMs,
       full: opts.full === true,
     }) + '\n',
+  );
+  if (r.kernelDrops.length === 0) return;
+  const { hintLine } = await lab();
+  process.stdout.write(
+    `\npolicy allows these, the kernel dropped them:\n${r.kernelDrops.map((h) => `  ${hintLine(h)}`).join('\n')}\n`,
   );
 }
 

@@ -94,7 +94,27 @@ export interface ProcessEvent extends PacketTuple {
   connections?: number;
 }
 
-export type KernelEvent = VerdictEvent | ConnectionEvent | ProcessEvent | FlowCountsEvent;
+/**
+ * Packets the kernel dropped for a reason other than our policy (no route, rp_filter, no socket,
+ * a full queue …), counted in the kernel per reason, kernel function and tuple, and drained once
+ * per interval like FlowCountsEvent (`sport` is 0).
+ */
+export interface KernelDropEvent extends PacketTuple {
+  kind: 'drop';
+  /** The kernel's name of the reason, without `SKB_DROP_REASON_` (`NO_SOCKET`, `IP_RPFILTER`). */
+  reason: string;
+  /** Where the packet was freed, `function+0xoffset` (the raw address when kallsyms hides it). */
+  function: string;
+  /** Our pod on the packet's path: the destination's (ingress) when it is ours, else the source's (egress). */
+  endpoint?: string;
+  direction: Direction;
+  packets: number;
+  bytes: number;
+  firstSeen: number;
+  lastSeen: number;
+}
+
+export type KernelEvent = VerdictEvent | ConnectionEvent | ProcessEvent | FlowCountsEvent | KernelDropEvent;
 
 /**
  * `where` of sink.lost() for aggregates the kernel could not keep (a full aggregation map or

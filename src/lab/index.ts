@@ -2,6 +2,14 @@
 export { converge, type ConvergeOptions, type ConvergeResult } from './converge.js';
 export { labDown, labDownAll, labsOnMachine, destroyLab, type CleanupReport } from './down.js';
 export { measureReach, DEFAULT_PROBE_TIMEOUT_MS, type ReachOptions, type ReachResult } from './reach.js';
+export {
+  dropsBetween,
+  hintLine,
+  hintsFor,
+  labDropHints,
+  recentKernelDrops,
+  type KernelDropHint,
+} from './kernel-drops.js';
 export { labExec } from './exec.js';
 export {
   probeService,

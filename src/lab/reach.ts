@@ -6,6 +6,7 @@ import { reachMatrix, type ReachMatrix, type ReachOutcome } from '../calc/index.
 import { join } from 'node:path';
 import { requireRoot } from '../netns/index.js';
 import { LabError } from './errors.js';
+import { hintsFor, recentKernelDrops, type KernelDropHint } from './kernel-drops.js';
 import { checkLabName } from './names.js';
 import { isProbeServer } from './probe/control.js';
 import { probeMatrix } from './probe/prober.js';
@@ -42,7 +43,15 @@ export interface ReachResult {
   /** results[src][dst] with the answering pod, errors and timings. */
   details: Record<string, Record<string, ProbeOutcome>>;
   durationMs: number;
+  /**
+   * Pairs that failed although policy (the reference evaluator) lets them connect, with the
+   * kernel drops the agents saw between them: the kernel's reason and function.
+   */
+  kernelDrops: KernelDropHint[];
 }
+
+/** Drops are drained once per flow interval (1 s): wait this long for the last ones. */
+const DROP_DRAIN_WAIT_MS = 1200;
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 1000;
 
@@ -102,5 +111,27 @@ export async function measureReach(name: string, opts: ReachOptions): Promise<Re
     matrix.outcomes[src.id] = Object.fromEntries(pods.map((d) => [d.id, probeOutcome(r[d.id])]));
   });
   const predicted = reachMatrix(state.ir, opts.port, opts.protocol);
-  return { matrix, predicted, details, durationMs: Math.round(performance.now() - started) };
+  const kernelDrops = await explainUnexpectedFailures(state, matrix, predicted, sources, pods);
+  return { matrix, predicted, details, durationMs: Math.round(performance.now() - started), kernelDrops };
+}
+
+/** For pairs that failed where policy allows them: the kernel drops seen between the two pods. */
+async function explainUnexpectedFailures(
+  state: LabState,
+  measured: ReachMatrix,
+  prediction: ReachMatrix,
+  sources: readonly LabPod[],
+  pods: readonly LabPod[],
+): Promise<KernelDropHint[]> {
+  if (!state.agents) return [];
+  const predicted = prediction.results;
+  const failed = sources.flatMap((src) =>
+    pods
+      .filter((dst) => predicted[src.id]?.[dst.id] === true && measured.results[src.id]?.[dst.id] === false)
+      .map((dst) => ({ from: src.id, to: dst.id, fromAddress: src.address, toAddress: dst.address })),
+  );
+  if (failed.length === 0) return [];
+  await new Promise((resolve) => setTimeout(resolve, DROP_DRAIN_WAIT_MS));
+  const drops = await recentKernelDrops(state.name);
+  return failed.flatMap((pair) => hintsFor(drops, pair));
 }

@@ -14,6 +14,12 @@ export interface FlowProcess {
   pod?: string;
 }
 
+/**
+ * A policy verdict, or `dropped`: the kernel dropped the packets for a reason of its own (no
+ * route, rp_filter, no socket …), named in `dropReason`.
+ */
+export type FlowVerdict = Verdict | 'dropped';
+
 export interface Flow {
   key: string;
   node: string;
@@ -26,7 +32,8 @@ export interface Flow {
   dport: number;
   direction: Direction;
   endpoint?: string;
-  verdict: Verdict;
+  verdict: FlowVerdict;
+  /** The deciding rule; for `dropped`, `kernel/<REASON>`. */
   rule: string;
   /** `NetworkPolicy ns/name` or `GlobalPolicy name`; absent for defaults and fail-closed drops. */
   policy?: string;
@@ -38,6 +45,10 @@ export interface Flow {
    */
   connections: number;
   process?: FlowProcess;
+  /** `dropped`: the kernel's reason (`enum skb_drop_reason` without SKB_DROP_REASON_), e.g. IP_RPFILTER. */
+  dropReason?: string;
+  /** `dropped`: the kernel function that freed the packets, `name+0xoffset`. */
+  dropFunction?: string;
 }
 
 export interface FlowStats {
@@ -51,4 +62,6 @@ export interface FlowStats {
   evicted: number;
   /** Packets the flow events taken in carried, by verdict (what `switchyard_flows_processed_total` counts). */
   packets: Record<Verdict, number>;
+  /** Packets the kernel dropped for its own reasons (verdict `dropped`), by reason, since start. */
+  kernelDrops?: Record<string, number>;
 }

@@ -10,15 +10,15 @@ import type {
   ConnectionEvent,
   EventSink,
   FlowCountsEvent,
+  KernelDropEvent,
   KernelEvent,
   ProcessEvent,
-  Verdict,
   VerdictEvent,
 } from '../dataplane/events.js';
 import { PROTOCOL_NAMES as PROTOCOLS } from '../util/protocols.js';
-import type { Flow, FlowProcess, FlowStats } from './flow-types.js';
+import type { Flow, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
 
-export type { Flow, FlowProcess, FlowStats } from './flow-types.js';
+export type { Flow, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
 
 /** A flow as kept: times as numbers, turned into ISO strings only when someone looks. */
 type FlowRecord = Omit<Flow, 'firstSeen' | 'lastSeen'> & { first: number; last: number };
@@ -30,7 +30,7 @@ function view(r: FlowRecord): Flow {
 
 export interface FlowFilter {
   pod?: string;
-  verdict?: Verdict;
+  verdict?: FlowVerdict;
   /** Substring of the policy label or rule id. */
   policy?: string;
 }
@@ -86,6 +86,7 @@ export class FlowTable implements EventSink {
     evicted: 0,
     packets: { allow: 0, deny: 0, log: 0 },
   };
+  private readonly kernelDrops: Record<string, number> = {};
 
   constructor(private readonly opts: FlowTableOptions) {
     this.capacity = opts.capacity ?? 10_000;
@@ -113,6 +114,7 @@ export class FlowTable implements EventSink {
     if (e.kind === 'counts') this.counts_(e);
     else if (e.kind === 'verdict') this.verdict(e);
     else if (e.kind === 'connection') this.connection(e);
+    else if (e.kind === 'drop') this.drop(e);
     else this.process(e);
   }
 
@@ -149,14 +151,38 @@ export class FlowTable implements EventSink {
     this.touch(f);
   }
 
+  /** Kernel drops: one record per reason, kernel function and aggregate tuple, like policy aggregates. */
+  private drop(e: KernelDropEvent): void {
+    this.kernelDrops[e.reason] = (this.kernelDrops[e.reason] ?? 0) + e.packets;
+    const tuple = aggregateTupleKey(e.protocol, e.src, e.dst, e.dport);
+    const rule = `kernel/${e.reason}`;
+    const key = `dropped|${e.endpoint ?? ''}|${e.direction}|${tuple}|${rule}|${e.function}`;
+    let f = this.flows.get(key);
+    if (f) {
+      f.packets += e.packets;
+      f.bytes += e.bytes;
+      f.first = Math.min(f.first, e.firstSeen);
+      f.last = Math.max(f.last, e.lastSeen);
+    } else {
+      f = this.open(key, tuple, { ...e, verdict: 'dropped', rule }, e.firstSeen, e.lastSeen);
+      f.packets = e.packets;
+      f.bytes = e.bytes;
+      f.dropReason = e.reason;
+      f.dropFunction = e.function;
+    }
+    this.touch(f);
+  }
+
   /** A new record for `e`, indexed by `tuple` for the process join; the caller sets its counts. */
   private open(
     key: string,
     tuple: string,
     e: Pick<
       VerdictEvent,
-      'protocol' | 'src' | 'sport' | 'dst' | 'dport' | 'direction' | 'endpoint' | 'verdict' | 'rule'
-    >,
+      'protocol' | 'src' | 'sport' | 'dst' | 'dport' | 'direction' | 'endpoint' | 'rule'
+    > & {
+      verdict: FlowVerdict;
+    },
     first: number,
     last: number,
   ): FlowRecord {
@@ -298,6 +324,7 @@ export class FlowTable implements EventSink {
       lost: { ...this.counts.lost },
       packets: { ...this.counts.packets },
       flows: this.flows.size,
+      kernelDrops: { ...this.kernelDrops },
     };
   }
 }

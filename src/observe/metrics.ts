@@ -235,6 +235,17 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
     },
   });
   new Counter({
+    name: 'switchyard_kernel_drops_total',
+    help: "Packets to or from the node's pods the kernel dropped for a reason other than policy (no route, rp_filter, no socket …), by the kernel's drop reason",
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(sources.flowStats().kernelDrops ?? {}))
+        this.inc({ reason }, n);
+    },
+  });
+  new Counter({
     name: 'switchyard_flows_processed_total',
     help: 'Packets of the flow events taken in, by verdict (as hubble_flows_processed_total)',
     labelNames: ['verdict'],

@@ -10,7 +10,7 @@
  * an agent that crashes leaves nothing attached.
  */
 import { statSync } from 'node:fs';
-import { attachTracepoint, BpfError, BpfMap, codecs, Program, type Link } from '../bpf/index.js';
+import { attachTracepoint, BpfError, BpfMap, Program, type Link } from '../bpf/index.js';
 import { FLOW_INTERVAL_MS } from '../dataplane/backend.js';
 import type { EventSink, EventSource, ProcessEvent } from '../dataplane/events.js';
 import {
@@ -28,6 +28,7 @@ import {
   type ConnectorKey,
   type ConnectorValue,
 } from './process-program.js';
+import { counterArray, tracerLifecycle } from './tracer-lifecycle.js';
 
 /** cgroup v2 id of a cgroup directory: its inode number (what bpf_get_current_cgroup_id returns). */
 export function cgroupId(path: string): bigint {
@@ -190,13 +191,7 @@ function createMaps(r: Partial<Running>, opts: ProcessTracerOptions): void {
     value: connectorValue,
     maxEntries: opts.maxConnectors ?? DEFAULT_MAX_CONNECTORS,
   });
-  r.counters = BpfMap.create({
-    type: 'array',
-    name: 'sy_prc_counts',
-    key: codecs.u32,
-    value: codecs.u64n,
-    maxEntries: COUNTER_SLOTS,
-  });
+  r.counters = counterArray('sy_prc_counts', COUNTER_SLOTS);
 }
 
 /** Maps, program, tracepoint link and the drain timer; on failure, releases what it made. */
@@ -232,36 +227,19 @@ function startTracing(
 }
 
 export function createProcessTracer(opts: ProcessTracerOptions): ProcessTracer {
-  let running: Running | undefined;
+  const life = tracerLifecycle<Running>(PROCESS_TRACER_NAME, {
+    begin: (sink) =>
+      startTracing(opts, sink, setStateLayout(readTracepointFormat(TRACEPOINT.category, TRACEPOINT.name))),
+    // Detach first (the lifecycle does), then deliver the last partial interval and the final losses.
+    drain: drainAndReport,
+    release,
+  });
   return {
     name: PROCESS_TRACER_NAME,
-
-    start(sink: EventSink): Promise<void> {
-      if (running) return Promise.reject(new Error('process tracer: already started'));
-      const layout = setStateLayout(readTracepointFormat(TRACEPOINT.category, TRACEPOINT.name));
-      try {
-        running = startTracing(opts, sink, layout);
-      } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-      }
-      return Promise.resolve();
-    },
-
-    stop(): Promise<void> {
-      const r = running;
-      running = undefined;
-      if (!r) return Promise.resolve();
-      try {
-        // Detach first, then deliver what the last partial interval counted and the final losses.
-        r.link.close();
-        drainAndReport(r);
-      } finally {
-        release(r);
-      }
-      return Promise.resolve();
-    },
-
+    start: life.start,
+    stop: life.stop,
     refreshCgroups(): void {
+      const running = life.running();
       if (running) refreshAllowed(running.allowed, opts.cgroupIds);
     },
   };

@@ -349,7 +349,9 @@ describe('agent API over the unix socket', () => {
   it('GET /v1/flows refuses a bad verdict or limit with 400', async () => {
     const bad = await raw({ socketPath: socket }, '/v1/flows?verdict=reject');
     expect(bad.status).toBe(400);
-    expect(JSON.parse(bad.body)).toEqual({ error: "verdict must be allow, deny or log, not 'reject'" });
+    expect(JSON.parse(bad.body)).toEqual({
+      error: "verdict must be allow, deny, log or dropped, not 'reject'",
+    });
     await expect(agentRequest(socket, '/v1/flows?verdict=reject')).rejects.toThrow(/verdict must be/);
     for (const limit of ['0', '-1', '2.5', 'many']) {
       const r = await raw({ socketPath: socket }, `/v1/flows?limit=${limit}`);

@@ -27,7 +27,7 @@ function matches(f: Flow, filter: Filter): boolean {
 
 const id = (f: Flow): string => `${f.node}|${f.key}`;
 
-const VERDICTS = ['allow', 'deny', 'log'];
+const VERDICTS = ['allow', 'deny', 'log', 'dropped'];
 
 /** One filter chosen from a list, `all` (empty) first. */
 function FilterSelect(props: {
