@@ -24,7 +24,9 @@ const WORDED: Record<string, ReachOutcome> = {
 
 /** A cell's outcome: the matrix's own word (measured or predicted) when it gives one, else from `served`. */
 function outcome(ok: boolean, served: boolean, given?: string): ReachOutcome {
-  return (given === undefined ? undefined : WORDED[given]) ?? (ok ? 'connected' : served ? 'denied' : 'not-served');
+  return (
+    (given === undefined ? undefined : WORDED[given]) ?? (ok ? 'connected' : served ? 'denied' : 'not-served')
+  );
 }
 
 export function ReachPage({ params, info }: { params: URLSearchParams; info?: InfoResponse }) {
