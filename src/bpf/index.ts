@@ -65,8 +65,11 @@ export {
 } from './programs.js';
 export {
   attachCgroup,
+  attachKprobe,
+  attachRawTracepoint,
   attachTcx,
   attachTracepoint,
+  attachTracing,
   attachXdp,
   ensureTracefs,
   Link,
@@ -78,6 +81,7 @@ export {
   type InterfaceTarget,
   type LinkInfo,
   type TcxTarget,
+  type TracingAttachType,
   type XdpMode,
 } from './links.js';
 export {
@@ -111,4 +115,6 @@ export {
 export { parseVerifierLog, type VerifierFinding } from './verifier.js';
 export { BpfObject } from './object.js';
 export { closeFd, triggerGetppid } from './sys.js';
+export * as btf from './btf/index.js';
+export { kernelBtf, memberOffset, typeByName, type Btf } from './btf/index.js';
 export type { ProgQueryResult } from './commands.js';
