@@ -37,7 +37,12 @@ export interface Flow {
    * between the two addresses on that port (then `sport` is 0); a per-connection record, 1.
    */
   connections: number;
+  /** The process that opened the flow (the source end); kept for clients of `process`. */
   process?: FlowProcess;
+  /** The process at the source end (same as `process`). */
+  sourceProcess?: FlowProcess;
+  /** The process at the destination end: the server that accepted, the UDP receiver. */
+  destinationProcess?: FlowProcess;
 }
 
 export interface FlowStats {

@@ -139,8 +139,10 @@ export const COUNTERS = {
   notRecorded: 1,
   /** Connects without a source address at SYN_SENT: tcp_v4_connect sets one first, so never expected. */
   noSourceAddress: 2,
+  /** Sends/receives not recorded by the socket programs (socket-program.ts): the map was full. */
+  socketNotRecorded: 3,
 } as const;
-export const COUNTER_SLOTS = 3;
+export const COUNTER_SLOTS = 4;
 
 /** Map names the program refers to. */
 export const MAPS = { allowed: 'allowed', connectors: 'connectors', counters: 'counters' } as const;
