@@ -28,6 +28,8 @@ export interface ObserverOptions {
   intervalMs?: number;
   /** cgroup v2 directories of this node's pods. */
   cgroups: () => string[];
+  /** Start the process tracer (default true). */
+  processTracing?: boolean;
 }
 
 export async function startObservers(opts: ObserverOptions): Promise<Observers> {
@@ -50,19 +52,20 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
       ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
     }),
   );
-  await tryStart(async () => {
-    const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
-    const tracer = createProcessTracer({
-      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
-      cgroupIds: () =>
-        opts
-          .cgroups()
-          .filter((p) => existsSync(p))
-          .map(cgroupId),
+  if (opts.processTracing !== false)
+    await tryStart(async () => {
+      const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
+      const tracer = createProcessTracer({
+        ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
+        cgroupIds: () =>
+          opts
+            .cgroups()
+            .filter((p) => existsSync(p))
+            .map(cgroupId),
+      });
+      refreshTracer = () => tracer.refreshCgroups();
+      return tracer;
     });
-    refreshTracer = () => tracer.refreshCgroups();
-    return tracer;
-  });
 
   return {
     refresh: () => {
