@@ -203,9 +203,25 @@ function emitFilterAndKey(asm: Assembler, f: SetStateLayout): void {
  */
 function emitInsert(asm: Assembler): void {
   const { key, value, counter } = STACK;
+  asm.comment('new entry: this process, one connect, now');
+  emitNewValue(asm, value);
+  asm
+    .mapUpdate(MAPS.connectors, key, value, UpdateFlags.NOEXIST)
+    .st('w', R10, counter, COUNTERS.inserted)
+    .jeq(R0, 0, 'bump')
+    .comment('EEXIST (another CPU inserted it) or no room: add to the existing entry if there is one')
+    .mapLookup(MAPS.connectors, key)
+    .st('w', R10, counter, COUNTERS.notRecorded)
+    .jeq(R0, 0, 'bump');
+}
+
+/**
+ * Fills a new connectorValue at r10 + `value` (its cgroup already written): the current process's
+ * tgid and comm, a count of 1, now. Shared with the socket programs (socket-program.ts).
+ */
+export function emitNewValue(asm: Assembler, value: number): void {
   const v = connectorValue.offsets;
   asm
-    .comment('new entry: this process, one connect, now')
     .call('get_current_pid_tgid')
     .rsh64(R0, 32)
     .stx('w', R10, value + v.pid, R0)
@@ -215,14 +231,7 @@ function emitInsert(asm: Assembler): void {
     .stx('dw', R10, value + v.lastNs, R0)
     .stackAddress(R1, value + v.comm)
     .mov64(R2, 16)
-    .call('get_current_comm')
-    .mapUpdate(MAPS.connectors, key, value, UpdateFlags.NOEXIST)
-    .st('w', R10, counter, COUNTERS.inserted)
-    .jeq(R0, 0, 'bump')
-    .comment('EEXIST (another CPU inserted it) or no room: add to the existing entry if there is one')
-    .mapLookup(MAPS.connectors, key)
-    .st('w', R10, counter, COUNTERS.notRecorded)
-    .jeq(R0, 0, 'bump');
+    .call('get_current_comm');
 }
 
 /** Another connect of a tuple already in the map: count it, keep the process that made the entry. */

@@ -17,6 +17,8 @@ import {
   R1,
   R2,
   R3,
+  R4,
+  R5,
   R6,
   R7,
   R10,
@@ -24,7 +26,7 @@ import {
   type AssembledProgram,
 } from '../bpf/index.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from '../util/protocols.js';
-import { connectorValue } from './process-program.js';
+import { connectorValue, emitNewValue } from './process-program.js';
 
 /** The two tracepoints; each needs its own program (attach_btf_id names the tracepoint). */
 export const SOCKET_TRACEPOINTS = ['sock_send_length', 'sock_recv_length'] as const;
@@ -33,8 +35,10 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 
 /**
- * sockets: the socket's own view. Local port in host order (skc_num), remote port in network
- * order (skc_dport); IPv4 addresses in the first 4 bytes of the 16. An unconnected UDP socket has
+ * sockets: the socket's own view, aggregated like flows: only the service port is kept, the lower
+ * of local and remote (the other is 0), so a client's connections to one server share one entry
+ * per interval whatever their ephemeral ports. Local port in host order (skc_num), remote port in
+ * network order (skc_dport); IPv4 addresses in the first 4 bytes of the 16. An unconnected UDP socket has
  * remote address and port 0.
  */
 export const socketKey = codecs.struct({
@@ -86,11 +90,21 @@ export function socketProgram(): AssembledProgram {
     .stx('b', R10, key + k.protocol, R2)
     .ldxField('h', R3, R7, 'sock', '__sk_common.skc_family')
     .stx('b', R10, key + k.family, R3)
-    .ldxField('h', R2, R7, 'sock', '__sk_common.skc_num')
-    .stx('h', R10, key + k.lport, R2)
-    .ldxField('h', R2, R7, 'sock', '__sk_common.skc_dport')
-    .stx('h', R10, key + k.rport, R2)
-    .st('h', R10, key + k.pad, 0);
+    .comment('keep the service port only: the lower of the two (an ephemeral port is the higher)')
+    .ldxField('h', R4, R7, 'sock', '__sk_common.skc_num')
+    .ldxField('h', R5, R7, 'sock', '__sk_common.skc_dport')
+    .st('h', R10, key + k.lport, 0)
+    .st('h', R10, key + k.rport, 0)
+    .st('h', R10, key + k.pad, 0)
+    .mov64(R2, R5)
+    .be(R2, 16)
+    .jeq(R2, 0, 'keep_local')
+    .jle(R4, R2, 'keep_local')
+    .stx('h', R10, key + k.rport, R5)
+    .ja('ports_done')
+    .label('keep_local')
+    .stx('h', R10, key + k.lport, R4)
+    .label('ports_done');
   for (let i = 0; i < 4; i++) {
     asm.st('dw', R10, key + k.local + i * 8, 0);
   }
@@ -115,17 +129,9 @@ export function socketProgram(): AssembledProgram {
     .label('lookup')
     .mapLookup(SOCKET_MAPS.sockets, key)
     .jne(R0, 0, 'count')
-    .comment('first call of the interval on this socket: record the process')
-    .call('get_current_pid_tgid')
-    .rsh64(R0, 32)
-    .stx('w', R10, value + v.pid, R0)
-    .st('w', R10, value + v.pad, 0)
-    .st('dw', R10, value + v.connections, 1)
-    .call('ktime_get_ns')
-    .stx('dw', R10, value + v.lastNs, R0)
-    .stackAddress(R1, value + v.comm)
-    .mov64(R2, 16)
-    .call('get_current_comm')
+    .comment('first call of the interval on this socket: record the process');
+  emitNewValue(asm, value);
+  asm
     .mapUpdate(SOCKET_MAPS.sockets, key, value, UpdateFlags.NOEXIST)
     .jeq(R0, 0, 'out')
     .mapLookup(SOCKET_MAPS.sockets, key)
