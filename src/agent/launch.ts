@@ -29,6 +29,8 @@ export interface AgentLaunchSpec {
   policyMode?: PolicyMode;
   /** Flow records (default on); off runs the agent with `--no-flows`. */
   flows?: boolean;
+  /** Process context on flows (default on); off runs the agent with `--no-process-tracing`. */
+  processTracing?: boolean;
   /** Pod → cgroup file, for the process context of an etcd-fed agent (`--cgroups`). */
   cgroupsFile?: string;
   /** The client certificate an etcd-fed agent authenticates with (`--etcd-cacert/-cert/-key`). */
@@ -117,6 +119,7 @@ function agentArgs(spec: AgentLaunchSpec): string[] {
     AGENT_MARK,
     ...agentFlags(spec),
     ...(spec.flows === false ? ['--no-flows'] : []),
+    ...(spec.processTracing === false ? ['--no-process-tracing'] : []),
   ];
 }
 

@@ -30,6 +30,8 @@ export interface ObserverOptions {
   intervalMs?: number;
   /** cgroup v2 directories of this node's pods. */
   cgroups: () => string[];
+  /** Start the process tracer (default true). */
+  processTracing?: boolean;
 }
 
 /** Address → pod id of every pod in the IR. */
@@ -59,19 +61,20 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
       ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
     }),
   );
-  await tryStart(async () => {
-    const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
-    const tracer = createProcessTracer({
-      ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
-      cgroupIds: () =>
-        opts
-          .cgroups()
-          .filter((p) => existsSync(p))
-          .map(cgroupId),
+  if (opts.processTracing !== false)
+    await tryStart(async () => {
+      const { createProcessTracer, cgroupId } = await import('../observe/process-tracer.js');
+      const tracer = createProcessTracer({
+        ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
+        cgroupIds: () =>
+          opts
+            .cgroups()
+            .filter((p) => existsSync(p))
+            .map(cgroupId),
+      });
+      refreshers.push(() => tracer.refreshCgroups());
+      return tracer;
     });
-    refreshers.push(() => tracer.refreshCgroups());
-    return tracer;
-  });
   await tryStart(async () => {
     const { createDropTracer } = await import('../observe/drop-tracer.js');
     const tracer = createDropTracer({

@@ -48,6 +48,8 @@ export interface RunAgentOptions {
   /** Serve /metrics on this loopback address; port 0: the kernel picks (a restart keeps the port it had when free). */
   metrics?: { host: string; port: number };
   flows: boolean;
+  /** Process context on flows (tracing programs); default true. */
+  processTracing?: boolean;
   /** How often the kernel's flow aggregates are drained (ms); default FLOW_INTERVAL_MS. */
   flowIntervalMs?: number;
   reconcileMs?: number;
@@ -241,6 +243,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
         ir: () => agent.appliedIR,
         ...(opts.flowIntervalMs ? { intervalMs: opts.flowIntervalMs } : {}),
         cgroups: () => obs.cgroups.local(agent.desiredState),
+        processTracing: opts.processTracing !== false,
       });
       logger.info({ sources: observers.running() }, 'flow sources running');
     }

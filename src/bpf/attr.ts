@@ -103,8 +103,20 @@ export const ProgLoadAttr = {
   progName: 48,
   progIfindex: 64,
   expectedAttachType: 68,
+  progBtfFd: 72,
+  funcInfoRecSize: 76,
+  funcInfo: 80,
+  funcInfoCnt: 88,
+  lineInfoRecSize: 92,
+  lineInfo: 96,
+  lineInfoCnt: 104,
+  attachBtfId: 108,
+  attachBtfObjFd: 112,
   logTrueSize: 140,
 } as const;
+
+export const BtfLoadAttr = { btf: 0, logBuf: 8, size: 16, logSize: 20, logLevel: 24 } as const;
+export const RawTracepointAttr = { name: 0, progFd: 8 } as const;
 
 export const ObjAttr = { pathname: 0, bpfFd: 8, fileFlags: 12 } as const;
 

@@ -21,6 +21,8 @@ export const BpfCommand = {
   MAP_GET_FD_BY_ID: 14,
   OBJ_GET_INFO_BY_FD: 15,
   PROG_QUERY: 16,
+  RAW_TRACEPOINT_OPEN: 17,
+  BTF_LOAD: 18,
   MAP_LOOKUP_BATCH: 24,
   MAP_LOOKUP_AND_DELETE_BATCH: 25,
   MAP_UPDATE_BATCH: 26,
@@ -65,6 +67,7 @@ export const PROGRAM_TYPES = {
   sock_ops: 13,
   raw_tracepoint: 17,
   cgroup_sock_addr: 18,
+  tracing: 26,
 } as const;
 export type ProgramType = keyof typeof PROGRAM_TYPES;
 
@@ -82,6 +85,9 @@ export const ATTACH_TYPES = {
   cgroup_udp4_sendmsg: 14,
   cgroup_udp6_sendmsg: 15,
   cgroup_udp4_recvmsg: 19,
+  trace_raw_tp: 23,
+  trace_fentry: 24,
+  trace_fexit: 25,
   cgroup_udp6_recvmsg: 20,
   cgroup_inet4_getpeername: 29,
   cgroup_inet6_getpeername: 30,

@@ -65,8 +65,11 @@ export {
 } from './programs.js';
 export {
   attachCgroup,
+  attachKprobe,
+  attachRawTracepoint,
   attachTcx,
   attachTracepoint,
+  attachTracing,
   attachXdp,
   ensureTracefs,
   Link,
@@ -78,6 +81,7 @@ export {
   type InterfaceTarget,
   type LinkInfo,
   type TcxTarget,
+  type TracingAttachType,
   type XdpMode,
 } from './links.js';
 export {
@@ -119,4 +123,6 @@ export {
   type KernelSymbol,
   type ResolvedAddress,
 } from './kallsyms.js';
+export * as btf from './btf/index.js';
+export { kernelBtf, memberOffset, typeByName, type Btf } from './btf/index.js';
 export type { ProgQueryResult } from './commands.js';

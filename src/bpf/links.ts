@@ -1,7 +1,9 @@
 import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NativeBlock, ifNameToIndex, rawMount, rawPerfEventOpen, closeFd } from './sys.js';
+import { Attr, RawTracepointAttr } from './attr.js';
 import {
+  bpf,
   getFdById,
   linkCreate,
   linkDetach,
@@ -228,37 +230,116 @@ export function tracepointId(category: string, name: string): number {
 }
 
 const PERF_TYPE_TRACEPOINT = 2;
-const PERF_ATTR_SIZE = 64;
+const PERF_ATTR_SIZE = 72; // PERF_ATTR_SIZE_VER1: up to config2
 const PERF_FLAG_FD_CLOEXEC = 8;
 
-/** Attaches a TRACEPOINT program via perf_event_open + BPF_LINK_CREATE (BPF_PERF_EVENT). */
-export function attachTracepoint(program: Program, target: { category: string; name: string }): Link {
-  const id = tracepointId(target.category, target.name);
+interface PerfEventAttr {
+  type: number;
+  config: bigint;
+  /** kprobe: the function name's address. */
+  config1?: bigint;
+}
+
+/** perf_event_open(attr) then BPF_LINK_CREATE (BPF_PERF_EVENT): the link owns the event. */
+function attachPerfEvent(program: Program, event: PerfEventAttr, label: string): Link {
   const attr = new NativeBlock(PERF_ATTR_SIZE);
   let perfFd: number;
   try {
-    attr.buffer.writeUInt32LE(PERF_TYPE_TRACEPOINT, 0);
+    attr.buffer.writeUInt32LE(event.type, 0);
     attr.buffer.writeUInt32LE(PERF_ATTR_SIZE, 4);
-    attr.buffer.writeBigUInt64LE(BigInt(id), 8);
-    // pid -1, cpu 0: one event whose BPF program runs for the tracepoint on every CPU.
+    attr.buffer.writeBigUInt64LE(event.config, 8);
+    attr.buffer.writeBigUInt64LE(event.config1 ?? 0n, 56);
+    // pid -1, cpu 0: one event whose BPF program runs for the probe on every CPU.
     perfFd = rawPerfEventOpen(attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
   } finally {
     attr.free();
   }
-  if (perfFd < 0)
-    throw bpfError(-perfFd, {
-      operation: 'perf_event_open',
-      subject: `tracepoint ${target.category}:${target.name}`,
-    });
+  if (perfFd < 0) throw bpfError(-perfFd, { operation: 'perf_event_open', subject: label });
   try {
-    const label = `tracepoint link on ${target.category}:${target.name}`;
     const fd = linkCreate(
       { progFd: program.fd, target: perfFd, attachType: ATTACH_TYPES.perf_event, flags: 0 },
       `${program.description} -> ${label}`,
     );
-    return Link.fromFd(fd, label);
+    return Link.fromFd(fd, `${label} link`);
   } finally {
     // The link holds the perf event file.
     closeFd(perfFd);
+  }
+}
+
+/** Attaches a TRACEPOINT program via perf_event_open + BPF_LINK_CREATE (BPF_PERF_EVENT). */
+export function attachTracepoint(program: Program, target: { category: string; name: string }): Link {
+  const id = tracepointId(target.category, target.name);
+  return attachPerfEvent(
+    program,
+    { type: PERF_TYPE_TRACEPOINT, config: BigInt(id) },
+    `tracepoint ${target.category}:${target.name}`,
+  );
+}
+
+const KPROBE_PMU = '/sys/bus/event_source/devices/kprobe';
+
+/**
+ * Attaches a KPROBE program to a kernel function's entry, or its return (kretprobe), through the
+ * kprobe PMU and a perf-event link: nothing is written to tracefs, so nothing outlives the link.
+ */
+export function attachKprobe(program: Program, target: { function: string; retprobe?: boolean }): Link {
+  if (!/^[\w.]+$/.test(target.function)) throw new Error(`invalid kernel function name '${target.function}'`);
+  const label = `${target.retprobe ? 'kretprobe' : 'kprobe'} on ${target.function}`;
+  if (!existsSync(join(KPROBE_PMU, 'type')))
+    throw new Error(`${label}: this kernel has no kprobe PMU (${KPROBE_PMU}); it needs CONFIG_KPROBE_EVENTS`);
+  const type = Number(readFileSync(join(KPROBE_PMU, 'type'), 'utf8').trim());
+  // format/retprobe reads "config:0": the bit that turns the probe into a return probe.
+  const bit = Number(
+    /config:(\d+)/.exec(readFileSync(join(KPROBE_PMU, 'format', 'retprobe'), 'utf8'))?.[1] ?? 0,
+  );
+  const name = new NativeBlock(target.function.length + 1);
+  try {
+    name.buffer.write(`${target.function}\0`, 'latin1');
+    return attachPerfEvent(
+      program,
+      { type, config: target.retprobe ? 1n << BigInt(bit) : 0n, config1: name.address },
+      label,
+    );
+  } finally {
+    name.free();
+  }
+}
+
+export type TracingAttachType = 'trace_fentry' | 'trace_fexit';
+
+/**
+ * Attaches a TRACING program (fentry/fexit) to the kernel function it was loaded for
+ * (ProgramSpec.attachTo) with BPF_LINK_CREATE.
+ */
+export function attachTracing(program: Program, attachType: TracingAttachType): Link {
+  const label = `${attachType === 'trace_fentry' ? 'fentry' : 'fexit'} link of ${program.description}`;
+  const fd = linkCreate(
+    { progFd: program.fd, target: 0, attachType: ATTACH_TYPES[attachType], flags: 0 },
+    label,
+  );
+  return Link.fromFd(fd, label);
+}
+
+/**
+ * Attaches a RAW_TRACEPOINT program to tracepoint `name` ("kfree_skb", untyped u64 arguments),
+ * or, without a name, a tp_btf TRACING program to the tracepoint it was loaded for.
+ */
+export function attachRawTracepoint(program: Program, name?: string): Link {
+  if (name !== undefined && !/^\w+$/.test(name)) throw new Error(`invalid raw tracepoint '${name}'`);
+  const label = `raw tracepoint link${name ? ` on ${name}` : ''} of ${program.description}`;
+  const nameBlock = name === undefined ? undefined : new NativeBlock(name.length + 1);
+  const attr = new Attr();
+  try {
+    if (nameBlock) {
+      nameBlock.buffer.write(`${name}\0`, 'latin1');
+      attr.u64(RawTracepointAttr.name, nameBlock.address);
+    }
+    attr.u32(RawTracepointAttr.progFd, program.fd);
+    const fd = bpf(BpfCommand.RAW_TRACEPOINT_OPEN, attr, label);
+    return Link.fromFd(fd, label);
+  } finally {
+    attr.block.free();
+    nameBlock?.free();
   }
 }

@@ -18,13 +18,22 @@ import {
   type AttachType,
   type ProgramType,
 } from './constants.js';
-import { bpfError, errnoName, VerifierError, type ErrorContext } from './errors.js';
+import { bpfError, errnoName, UnsupportedFeatureError, VerifierError, type ErrorContext } from './errors.js';
 import { explainFailure } from './features.js';
 import { cString, type MapBase } from './maps.js';
 import { BpfObject } from './object.js';
 import { openPinnedFd } from './pins.js';
-import { NativeBlock, rawBpfAsync, type SyscallResult } from './sys.js';
+import { closeFd, NativeBlock, rawBpfAsync, type SyscallResult } from './sys.js';
 import { listingExcerpt, parseVerifierLog } from './verifier.js';
+import {
+  kernelBtf,
+  loadBtf,
+  programBtf,
+  resolveCoreRelocations,
+  typeByName,
+  type Btf,
+  type ProgramBtf,
+} from './btf/index.js';
 
 export interface ProgramSpec {
   /** Up to 15 characters; shows in bpftool and error messages. */
@@ -46,6 +55,18 @@ export interface ProgramSpec {
    * each time); default: its last 64 KiB, which end with the reason.
    */
   fullLog?: boolean;
+  /**
+   * Load program BTF with func_info/line_info (default true): verifier logs and `bpftool prog
+   * dump` then name our functions and show the generator's comments as source lines.
+   */
+  btf?: boolean;
+  /**
+   * Tracing programs: the kernel function (fentry/fexit) or tracepoint (tp_btf, attach type
+   * trace_raw_tp) they attach to, looked up in the kernel's BTF for attach_btf_id.
+   */
+  attachTo?: string;
+  /** BTF that CO-RE field references (Assembler.ldxField) resolve against; default the kernel's. */
+  coreBtf?: Btf;
 }
 
 export interface ProgramInfo {
@@ -59,6 +80,10 @@ export interface ProgramInfo {
   jitedBytes: number;
   mapIds: number;
   verifiedInstructions: number;
+  /** Program BTF object id (0: loaded without BTF). */
+  btfId: number;
+  funcInfoCount: number;
+  lineInfoCount: number;
 }
 
 export interface TestRunOptions {
@@ -137,6 +162,45 @@ interface RawLoad {
   trueSize: number;
 }
 
+/** Whether this kernel takes program BTF; learnt from the first BTF_LOAD and kept. */
+let programBtfSupported = true;
+
+/**
+ * Builds and loads program BTF. Kernels (or sandboxes) that refuse BTF_LOAD get the program
+ * without it: names in bpftool are a convenience, not a reason to fail a load.
+ */
+function loadProgramBtf(
+  name: string,
+  program: AssembledProgram | readonly Instruction[],
+): (ProgramBtf & { fd: number }) | undefined {
+  if (!programBtfSupported) return undefined;
+  const info = programBtf(name, program);
+  try {
+    return { ...info, fd: loadBtf(info.blob, `BTF of program '${name}'`) };
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOTSUPP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+      programBtfSupported = false;
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+/** attach_btf_id of spec.attachTo: a kernel function, or btf_trace_<name> for tp_btf. */
+function attachBtfId(spec: ProgramSpec): number {
+  const target = spec.attachTo as string;
+  const rawTp = spec.expectedAttachType === 'trace_raw_tp';
+  const type = rawTp
+    ? typeByName(kernelBtf(), 'typedef', `btf_trace_${target}`)
+    : typeByName(kernelBtf(), 'func', target);
+  if (!type)
+    throw new Error(
+      `program '${spec.name ?? ''}': the kernel's BTF has no ${rawTp ? `tracepoint '${target}'` : `function '${target}'`} to attach to`,
+    );
+  return type.id;
+}
+
 /** What a load does next: done (`fd`), or try again with a verifier log of `logSize` bytes. */
 type LoadStep = { fd: number; logSize?: undefined } | { fd?: undefined; logSize: number };
 
@@ -161,22 +225,50 @@ class LoadSession {
   readonly sizes: number[];
   private readonly code: Buffer;
   private readonly license: Buffer;
+  private readonly attachBtfId: number;
+  private readonly info: (ProgramBtf & { fd: number }) | undefined;
+  private btfFd = -1;
   private firstErrno = 0;
 
   constructor(private readonly spec: ProgramSpec) {
     this.name = checkObjectName(spec.name ?? '', 'program');
     this.subject = `program '${this.name}' (${spec.type})`;
-    this.code = encodeInstructions(instructionsOf(spec.instructions), resolveMaps(spec));
+    const instructions = instructionsOf(spec.instructions);
+    const relocated = resolveCoreRelocations(instructions, () => spec.coreBtf ?? kernelBtf());
+    this.code = encodeInstructions(relocated ?? instructions, resolveMaps(spec));
     this.license = Buffer.from(`${spec.license ?? 'GPL'}\0`, 'utf8');
-    this.sizes = [this.code.length, this.license.length];
+    this.attachBtfId = spec.attachTo === undefined ? 0 : attachBtfId(spec);
+    this.info = spec.btf === false ? undefined : loadProgramBtf(this.name, spec.instructions);
+    if (this.info) this.btfFd = this.info.fd;
+    const lines = this.info?.lineInfo.length ?? 0;
+    this.sizes = [this.code.length, this.license.length, this.info?.funcInfo.length ?? 0, lines];
+  }
+
+  /** Closes the program BTF fd: the loaded program holds its own reference. */
+  release(): void {
+    if (this.btfFd >= 0) closeFd(this.btfFd);
+    this.btfFd = -1;
   }
 
   /** Writes code and license at `offsets` of `block` and the load's attributes into `attr`. */
   fill(attr: Attr, block: NativeBlock, offsets: readonly number[], logBlock: NativeBlock | undefined): Attr {
     const { spec } = this;
-    const [insnsOff = 0, licenseOff = 0] = offsets;
+    const [insnsOff = 0, licenseOff = 0, funcOff = 0, lineOff = 0] = offsets;
     this.code.copy(block.buffer, insnsOff);
     this.license.copy(block.buffer, licenseOff);
+    if (this.info && this.btfFd >= 0) {
+      this.info.funcInfo.copy(block.buffer, funcOff);
+      this.info.lineInfo.copy(block.buffer, lineOff);
+      attr
+        .u32(ProgLoadAttr.progBtfFd, this.btfFd)
+        .u32(ProgLoadAttr.funcInfoRecSize, this.info.funcInfoRecSize)
+        .u64(ProgLoadAttr.funcInfo, block.address + BigInt(funcOff))
+        .u32(ProgLoadAttr.funcInfoCnt, this.info.funcCount)
+        .u32(ProgLoadAttr.lineInfoRecSize, this.info.lineInfoRecSize)
+        .u64(ProgLoadAttr.lineInfo, block.address + BigInt(lineOff))
+        .u32(ProgLoadAttr.lineInfoCnt, this.info.lineCount);
+    }
+    if (this.attachBtfId) attr.u32(ProgLoadAttr.attachBtfId, this.attachBtfId);
     attr
       .u32(ProgLoadAttr.progType, PROGRAM_TYPES[spec.type])
       .u32(ProgLoadAttr.insnCnt, this.code.length / INSN_SIZE)
@@ -208,6 +300,11 @@ class LoadSession {
     if (attempt.result >= 0) return { fd: attempt.result };
     this.firstErrno = -attempt.result;
     const code = errnoName(this.firstErrno);
+    if (code === 'EPERM' && this.spec.type === 'tracing' && this.spec.expectedAttachType !== 'trace_raw_tp')
+      throw new UnsupportedFeatureError(
+        'fentry/fexit',
+        `${this.subject}: fentry/fexit to '${this.spec.attachTo ?? '?'}' refused (EPERM) although other BPF loads work: this kernel is locked down or cannot patch function entries (ftrace direct calls); attach to a tracepoint with BTF (tp_btf, attach type trace_raw_tp) instead`,
+      );
     if (code === 'EPERM' || code === 'EBADF' || code === 'EFAULT' || code === 'ENOMEM')
       throw bpfError(this.firstErrno, this.where());
     // Over the complexity limit: a second verification (minutes, with a log) would only say so.
@@ -251,22 +348,26 @@ export class Program extends BpfObject {
    */
   static load(spec: ProgramSpec): Program {
     const session = new LoadSession(spec);
-    const { block, offsets } = scratchLayout(session.sizes);
-    const run = (attr: Attr): RawLoad => ({
-      result: tryBpf(BpfCommand.PROG_LOAD, attr),
-      trueSize: attr.readU32(ProgLoadAttr.logTrueSize),
-    });
-    let step = session.first(run(session.fill(syncAttr.reset(), block, offsets, undefined)));
-    while (step.logSize !== undefined) {
-      const logBlock = new NativeBlock(step.logSize);
-      try {
-        const { block: again } = scratchLayout(session.sizes);
-        step = session.logged(run(session.fill(syncAttr.reset(), again, offsets, logBlock)), logBlock);
-      } finally {
-        logBlock.free();
+    try {
+      const { block, offsets } = scratchLayout(session.sizes);
+      const run = (attr: Attr): RawLoad => ({
+        result: tryBpf(BpfCommand.PROG_LOAD, attr),
+        trueSize: attr.readU32(ProgLoadAttr.logTrueSize),
+      });
+      let step = session.first(run(session.fill(syncAttr.reset(), block, offsets, undefined)));
+      while (step.logSize !== undefined) {
+        const logBlock = new NativeBlock(step.logSize);
+        try {
+          const { block: again } = scratchLayout(session.sizes);
+          step = session.logged(run(session.fill(syncAttr.reset(), again, offsets, logBlock)), logBlock);
+        } finally {
+          logBlock.free();
+        }
       }
+      return new Program(step.fd, spec.type, session.name);
+    } finally {
+      session.release();
     }
-    return new Program(step.fd, spec.type, session.name);
   }
 
   /**
@@ -296,6 +397,7 @@ export class Program extends BpfObject {
       }
       return new Program(step.fd, spec.type, session.name);
     } finally {
+      session.release();
       attr.block.free();
       block.free();
     }
@@ -456,6 +558,9 @@ export function readProgramInfo(fd: number): ProgramInfo {
     mapIds: info.readUInt32LE(52),
     name: cString(info.subarray(64, 80)),
     verifiedInstructions: info.readUInt32LE(216),
+    btfId: info.readUInt32LE(128),
+    funcInfoCount: info.readUInt32LE(144),
+    lineInfoCount: info.readUInt32LE(148),
   };
 }
 

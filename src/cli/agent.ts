@@ -23,6 +23,7 @@ interface AgentFlags {
   tokenFile?: string;
   metrics?: string;
   flows: boolean;
+  processTracing: boolean;
   flowInterval?: number;
   reconcileMs?: number;
   cgroups?: string;
@@ -87,6 +88,7 @@ async function run(flags: AgentFlags): Promise<void> {
     ...base,
     source: flags.source,
     flows: flags.flows,
+    processTracing: flags.processTracing,
     ...(flags.flowInterval ? { flowIntervalMs: flags.flowInterval } : {}),
     ...(flags.cgroups ? { cgroupsFile: flags.cgroups } : {}),
     ...(tls ? { etcdTls: tls } : {}),
@@ -137,6 +139,10 @@ export function register(program: Command): void {
     .option(
       '--no-flows',
       'no flow records (the dataplane reports no verdicts; for measuring what flows cost)',
+    )
+    .option(
+      '--no-process-tracing',
+      'flow records without process context (no tracing programs; for measuring what tracing costs)',
     )
     .option(
       '--flow-interval <ms>',

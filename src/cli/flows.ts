@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { agentRequest, agentStream } from '../agent/client.js';
-import type { Flow, FlowStats } from '../observe/flows.js';
+import type { Flow, FlowProcess, FlowStats } from '../observe/flows.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
 import { integerIn } from './options.js';
 import { CliError, formatTable, printJson } from './output.js';
@@ -28,8 +28,15 @@ function endpointText(f: Flow): string {
   return f.endpoint ? `${f.endpoint} ${f.direction}` : f.direction;
 }
 
+function oneProcess(p: FlowProcess | undefined): string {
+  return p ? `${p.comm}[${p.pid}]${p.pod ? ` ${p.pod}` : ''}` : '';
+}
+
+/** "curl[12] shop/web → postgres[34] shop/db": the process at each end that we saw. */
 function processText(f: Flow): string {
-  return f.process ? `${f.process.comm}[${f.process.pid}]${f.process.pod ? ` ${f.process.pod}` : ''}` : '';
+  const source = oneProcess(f.sourceProcess ?? f.process);
+  if (!f.destinationProcess) return source;
+  return `${source || '?'} → ${oneProcess(f.destinationProcess)}`;
 }
 
 /** Policy verdicts: the deciding rule; kernel drops: the kernel's reason and the function that freed them. */

@@ -92,6 +92,13 @@ export interface ProcessEvent extends PacketTuple {
    * the tuple had in the interval; pid, comm and cgroupId are those of the first of them.
    */
   connections?: number;
+  /**
+   * Which end of a flow the process is. Absent or 'source': it opened the connection (src is its
+   * address). 'socket': a socket's own view (src/sport local, dst/dport remote; dst '' when an
+   * unconnected UDP socket has no peer), so the process is the source or the destination of the
+   * flows that tuple matches, whichever way round they run.
+   */
+  side?: 'source' | 'socket';
 }
 
 /**

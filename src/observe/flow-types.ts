@@ -44,11 +44,16 @@ export interface Flow {
    * between the two addresses on that port (then `sport` is 0); a per-connection record, 1.
    */
   connections: number;
+  /** The process that opened the flow (the source end); kept for clients of `process`. */
   process?: FlowProcess;
   /** `dropped`: the kernel's reason (`enum skb_drop_reason` without SKB_DROP_REASON_), e.g. IP_RPFILTER. */
   dropReason?: string;
   /** `dropped`: the kernel function that freed the packets, `name+0xoffset`. */
   dropFunction?: string;
+  /** The process at the source end (same as `process`). */
+  sourceProcess?: FlowProcess;
+  /** The process at the destination end: the server that accepted, the UDP receiver. */
+  destinationProcess?: FlowProcess;
 }
 
 export interface FlowStats {

@@ -1,8 +1,9 @@
 /**
  * Kernel events → flow records. Counters the kernel aggregated (one event per aggregate and
  * drain) add to one record per aggregate; per-packet verdicts open (or add to) a per-connection
- * record, conntrack totals fill in its packets and bytes; process events attach who opened them,
- * by the full tuple or, for aggregates, by the tuple without the source port. Bounded on
+ * record, conntrack totals fill in its packets and bytes; process events attach the process at
+ * each end (who opened it, who served it), by the full tuple or, for aggregates, by the tuple
+ * without the source port. Bounded on
  * every side so a flood cannot take the agent down: a token bucket caps events per second
  * (the rest are counted as dropped), and the table keeps only the most recently active flows.
  */
@@ -54,6 +55,22 @@ function tupleKey(protocol: number, src: string, sport: number, dst: string, dpo
   return `${protocol}|${src}|${sport}|${dst}|${dport}`;
 }
 
+/** Flows to one address and port, whoever sends: how an unconnected UDP receiver is joined. */
+function serviceKey(protocol: number, dst: string, dport: number): string {
+  return `svc|${protocol}|${dst}|${dport}`;
+}
+
+type Side = 'source' | 'destination';
+
+function setProcess(f: FlowRecord, side: Side, process: FlowProcess): void {
+  if (side === 'destination') {
+    f.destinationProcess = process;
+    return;
+  }
+  f.process = process;
+  f.sourceProcess = process;
+}
+
 /** The tuple an aggregate and a process event without a source port share. */
 function aggregateTupleKey(protocol: number, src: string, dst: string, dport: number): string {
   return tupleKey(protocol, src, 0, dst, dport);
@@ -71,6 +88,9 @@ export class FlowTable implements EventSink {
   /** 5-tuple → keys of flows with that tuple (a same-node connection has an egress and an ingress flow). */
   private readonly byTuple = new Map<string, Set<string>>();
   private readonly tupleOfKey = new Map<string, string>();
+  /** (protocol, dst, dport) → keys of flows to that address and port, for unconnected UDP receivers. */
+  private readonly byService = new Map<string, Set<string>>();
+  private readonly serviceOfKey = new Map<string, string>();
   private readonly pendingProcess = new Map<string, { at: number; process: FlowProcess }>();
   private readonly listeners = new Set<(f: Flow) => void>();
   private readonly capacity: number;
@@ -210,8 +230,17 @@ export class FlowTable implements EventSink {
     if (!keys) this.byTuple.set(tuple, (keys = new Set()));
     keys.add(key);
     this.tupleOfKey.set(key, tuple);
-    const pending = this.pendingProcess.get(tuple);
-    if (pending) f.process = pending.process;
+    const service = serviceKey(e.protocol, e.dst, e.dport);
+    let byService = this.byService.get(service);
+    if (!byService) this.byService.set(service, (byService = new Set()));
+    byService.add(key);
+    this.serviceOfKey.set(key, service);
+    for (const side of ['source', 'destination'] as const) {
+      const pending = this.pendingProcess.get(`${side}|${tuple}`);
+      if (pending) setProcess(f, side, pending.process);
+    }
+    const served = this.pendingProcess.get(`destination|${service}`);
+    if (served && !f.destinationProcess) setProcess(f, 'destination', served.process);
     this.evict();
     this.flows.set(key, f);
     return f;
@@ -255,17 +284,30 @@ export class FlowTable implements EventSink {
     // Per-connection records join on the full tuple, aggregates on the tuple without the source
     // port (a process event without one matches only aggregates). The process event may come
     // before the flow's first counts or after them.
-    const tuples = new Set([
-      tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport),
-      aggregateTupleKey(e.protocol, e.src, e.dst, e.dport),
-    ]);
-    for (const tuple of tuples) {
-      this.pendingProcess.delete(tuple);
-      this.pendingProcess.set(tuple, { at: this.now(), process });
-      for (const key of this.byTuple.get(tuple) ?? []) {
+    const joins: [string, Side][] = [];
+    if (e.dst) {
+      joins.push([tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport), 'source']);
+      joins.push([aggregateTupleKey(e.protocol, e.src, e.dst, e.dport), 'source']);
+    }
+    if (e.side === 'socket') {
+      // The same socket seen as a flow's destination: its local end is the flow's dst.
+      if (e.dst) {
+        joins.push([tupleKey(e.protocol, e.dst, e.dport, e.src, e.sport), 'destination']);
+        joins.push([aggregateTupleKey(e.protocol, e.dst, e.src, e.sport), 'destination']);
+      } else {
+        // An unconnected UDP socket: every flow to its address and port.
+        joins.push([serviceKey(e.protocol, e.src, e.sport), 'destination']);
+      }
+    }
+    for (const [tuple, side] of joins) {
+      const pendingKey = `${side}|${tuple}`;
+      this.pendingProcess.delete(pendingKey);
+      this.pendingProcess.set(pendingKey, { at: this.now(), process });
+      const index = tuple.startsWith('svc|') ? this.byService : this.byTuple;
+      for (const key of index.get(tuple) ?? []) {
         const f = this.flows.get(key);
         if (!f) continue;
-        f.process = process;
+        setProcess(f, side, process);
         this.touch(f);
       }
     }
@@ -290,6 +332,13 @@ export class FlowTable implements EventSink {
   }
 
   private remove(key: string): void {
+    const service = this.serviceOfKey.get(key);
+    this.serviceOfKey.delete(key);
+    if (service !== undefined) {
+      const keys = this.byService.get(service);
+      keys?.delete(key);
+      if (keys?.size === 0) this.byService.delete(service);
+    }
     this.flows.delete(key);
     const tuple = this.tupleOfKey.get(key);
     this.tupleOfKey.delete(key);

@@ -139,8 +139,10 @@ export const COUNTERS = {
   notRecorded: 1,
   /** Connects without a source address at SYN_SENT: tcp_v4_connect sets one first, so never expected. */
   noSourceAddress: 2,
+  /** Sends/receives not recorded by the socket programs (socket-program.ts): the map was full. */
+  socketNotRecorded: 3,
 } as const;
-export const COUNTER_SLOTS = 3;
+export const COUNTER_SLOTS = 4;
 
 /** Map names the program refers to. */
 export const MAPS = { allowed: 'allowed', connectors: 'connectors', counters: 'counters' } as const;
@@ -201,9 +203,25 @@ function emitFilterAndKey(asm: Assembler, f: SetStateLayout): void {
  */
 function emitInsert(asm: Assembler): void {
   const { key, value, counter } = STACK;
+  asm.comment('new entry: this process, one connect, now');
+  emitNewValue(asm, value);
+  asm
+    .mapUpdate(MAPS.connectors, key, value, UpdateFlags.NOEXIST)
+    .st('w', R10, counter, COUNTERS.inserted)
+    .jeq(R0, 0, 'bump')
+    .comment('EEXIST (another CPU inserted it) or no room: add to the existing entry if there is one')
+    .mapLookup(MAPS.connectors, key)
+    .st('w', R10, counter, COUNTERS.notRecorded)
+    .jeq(R0, 0, 'bump');
+}
+
+/**
+ * Fills a new connectorValue at r10 + `value` (its cgroup already written): the current process's
+ * tgid and comm, a count of 1, now. Shared with the socket programs (socket-program.ts).
+ */
+export function emitNewValue(asm: Assembler, value: number): void {
   const v = connectorValue.offsets;
   asm
-    .comment('new entry: this process, one connect, now')
     .call('get_current_pid_tgid')
     .rsh64(R0, 32)
     .stx('w', R10, value + v.pid, R0)
@@ -213,14 +231,7 @@ function emitInsert(asm: Assembler): void {
     .stx('dw', R10, value + v.lastNs, R0)
     .stackAddress(R1, value + v.comm)
     .mov64(R2, 16)
-    .call('get_current_comm')
-    .mapUpdate(MAPS.connectors, key, value, UpdateFlags.NOEXIST)
-    .st('w', R10, counter, COUNTERS.inserted)
-    .jeq(R0, 0, 'bump')
-    .comment('EEXIST (another CPU inserted it) or no room: add to the existing entry if there is one')
-    .mapLookup(MAPS.connectors, key)
-    .st('w', R10, counter, COUNTERS.notRecorded)
-    .jeq(R0, 0, 'bump');
+    .call('get_current_comm');
 }
 
 /** Another connect of a tuple already in the map: count it, keep the process that made the entry. */

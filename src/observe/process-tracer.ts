@@ -6,11 +6,31 @@
  * counters once per interval into one ProcessEvent per tuple, with source port 0. JavaScript work
  * follows the number of distinct destinations, not the connection rate.
  *
+ * Sends and receives are traced per socket as well (socket-program.ts): the process on the
+ * server side of an accepted connection, UDP at both ends, IPv6.
+ *
  * Nothing is pinned: the program, maps and the (fd-based) link live as long as this process, so
  * an agent that crashes leaves nothing attached.
  */
 import { statSync } from 'node:fs';
-import { attachTracepoint, BpfError, BpfMap, Program, type Link } from '../bpf/index.js';
+import {
+  attachRawTracepoint,
+  attachTracepoint,
+  BpfError,
+  BpfMap,
+  codecs,
+  Program,
+  type Link,
+} from '../bpf/index.js';
+import { formatAddress } from './socket-address.js';
+import {
+  SOCKET_MAPS,
+  SOCKET_TRACEPOINTS,
+  socketKey,
+  socketProgram,
+  socketValue,
+  type SocketKey,
+} from './socket-program.js';
 import { FLOW_INTERVAL_MS } from '../dataplane/backend.js';
 import type { EventSink, EventSource, ProcessEvent } from '../dataplane/events.js';
 import {
@@ -45,6 +65,13 @@ export interface ProcessTracerOptions {
    * Default 32768; see DEFAULT_MAX_CONNECTORS.
    */
   maxConnectors?: number;
+  /**
+   * Trace sends and receives per socket too (default true): the process at both ends of TCP and
+   * UDP flows, IPv4 and IPv6 (tp_btf on sock:sock_send_length / sock_recv_length, Linux 6.5+).
+   */
+  sockets?: boolean;
+  /** Fail start() when socket tracing cannot run instead of falling back to connects only. */
+  requireSockets?: boolean;
 }
 
 export type ProcessTracer = EventSource & {
@@ -99,12 +126,41 @@ function monotonicToEpochOffsetMs(): number {
   return Date.now() - Number(process.hrtime.bigint()) / 1e6;
 }
 
+/** `where` of sink.lost() for sends/receives the socket programs could not record (map full). */
+export const LOST_SOCKETS = 'process tracer: sockets';
+
+/** The event for one drained socket entry: the socket's own view (side 'socket'). */
+export function toSocketEvent(key: SocketKey, value: ConnectorValue, clockOffsetMs: number): ProcessEvent {
+  const remote = formatAddress(key.family, key.remote);
+  return {
+    kind: 'process',
+    side: 'socket',
+    time: Math.round(Number(value.lastNs) / 1e6 + clockOffsetMs),
+    protocol: key.protocol,
+    src: formatAddress(key.family, key.local),
+    sport: key.lport,
+    dst: remote === '0.0.0.0' || remote === '::' ? '' : remote,
+    dport: key.rport,
+    pid: value.pid,
+    comm: value.comm,
+    cgroupId: value.cgroup.toString(),
+  };
+}
+
+/** The socket programs (tp_btf, one per tracepoint) and their links; absent where tp_btf is not. */
+interface SocketTracing {
+  sockets: BpfMap<SocketKey, ConnectorValue>;
+  programs: Program[];
+  links: Link[];
+}
+
 interface Running {
   allowed: BpfMap<bigint, number>;
   connectors: BpfMap<ConnectorKey, ConnectorValue>;
   counters: BpfMap<number, number>;
   program: Program;
   link: Link;
+  socket?: SocketTracing;
   timer: NodeJS.Timeout;
   /** Entries drained since start. */
   drained: number;
@@ -150,6 +206,12 @@ function reportTotal(r: Running, where: string, total: number): void {
 function drainAndReport(r: Running): void {
   const inserted = r.counters.lookup(COUNTERS.inserted) ?? 0;
   emitDrained(r, r.connectors.lookupAndDeleteBatch());
+  if (r.socket) {
+    const offset = monotonicToEpochOffsetMs();
+    for (const [key, value] of r.socket.sockets.lookupAndDeleteBatch())
+      r.sink.event(toSocketEvent(key, value, offset));
+    reportTotal(r, LOST_SOCKETS, r.counters.lookup(COUNTERS.socketNotRecorded) ?? 0);
+  }
   reportTotal(r, LOST_EVICTED, inserted - r.drained);
   reportTotal(r, PROCESS_TRACER_NAME, r.counters.lookup(COUNTERS.notRecorded) ?? 0);
   reportTotal(r, LOST_NO_SOURCE_ADDRESS, r.counters.lookup(COUNTERS.noSourceAddress) ?? 0);
@@ -168,6 +230,7 @@ function tick(r: Running): void {
 /** Closes whatever of a (possibly half-started) tracer exists, the link before the program and maps. */
 function release(r: Partial<Running>): void {
   if (r.timer) clearInterval(r.timer);
+  releaseSockets(r.socket);
   r.link?.close();
   r.program?.close();
   r.counters?.close();
@@ -194,6 +257,51 @@ function createMaps(r: Partial<Running>, opts: ProcessTracerOptions): void {
   r.counters = counterArray('sy_prc_counts', COUNTER_SLOTS);
 }
 
+function releaseSockets(t: Partial<SocketTracing> | undefined): void {
+  for (const link of t?.links ?? []) link.close();
+  for (const program of t?.programs ?? []) program.close();
+  t?.sockets?.close();
+}
+
+/**
+ * Loads and attaches the socket programs, sharing the allowed-cgroup and counter maps. A kernel
+ * without tp_btf or the sock_*_length tracepoints (before 6.5) keeps connect tracing only.
+ */
+function startSocketTracing(maps: Running, opts: ProcessTracerOptions): SocketTracing | undefined {
+  const t: Partial<SocketTracing> = { programs: [], links: [] };
+  try {
+    t.sockets = BpfMap.create({
+      type: 'lru_hash',
+      name: 'sy_prc_sockets',
+      key: socketKey,
+      value: socketValue,
+      maxEntries: opts.maxConnectors ?? DEFAULT_MAX_CONNECTORS,
+    });
+    const instructions = socketProgram();
+    for (const tracepoint of SOCKET_TRACEPOINTS) {
+      const program = Program.load({
+        name: tracepoint === 'sock_send_length' ? 'sy_prc_send' : 'sy_prc_recv',
+        type: 'tracing',
+        expectedAttachType: 'trace_raw_tp',
+        attachTo: tracepoint,
+        instructions,
+        maps: {
+          [SOCKET_MAPS.allowed]: maps.allowed,
+          [SOCKET_MAPS.sockets]: t.sockets,
+          [SOCKET_MAPS.counters]: maps.counters,
+        },
+      });
+      t.programs!.push(program);
+      t.links!.push(attachRawTracepoint(program));
+    }
+    return t as SocketTracing;
+  } catch (err) {
+    releaseSockets(t);
+    if (opts.requireSockets) throw err;
+    return undefined;
+  }
+}
+
 /** Maps, program, tracepoint link and the drain timer; on failure, releases what it made. */
 function startTracing(
   opts: ProcessTracerOptions,
@@ -216,6 +324,7 @@ function startTracing(
       },
     });
     r.link = attachTracepoint(r.program, TRACEPOINT);
+    if (opts.sockets !== false) r.socket = startSocketTracing(r as Running, opts);
     const full = r as Running;
     r.timer = setInterval(() => tick(full), opts.pollMs ?? FLOW_INTERVAL_MS);
     r.timer.unref();
@@ -230,8 +339,13 @@ export function createProcessTracer(opts: ProcessTracerOptions): ProcessTracer {
   const life = tracerLifecycle<Running>(PROCESS_TRACER_NAME, {
     begin: (sink) =>
       startTracing(opts, sink, setStateLayout(readTracepointFormat(TRACEPOINT.category, TRACEPOINT.name))),
-    // Detach first (the lifecycle does), then deliver the last partial interval and the final losses.
-    drain: drainAndReport,
+    // Detach first (the lifecycle does the connect link, the socket links here), then deliver the
+    // last partial interval and the final losses.
+    drain: (r) => {
+      for (const link of r.socket?.links ?? []) link.close();
+      r.socket?.links.splice(0);
+      drainAndReport(r);
+    },
     release,
   });
   return {

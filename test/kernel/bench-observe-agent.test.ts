@@ -59,7 +59,7 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
         backends: ['ebpf', 'nftables'],
         labPrefix: `bobt${TAG}`,
       });
-      expect(ctx.ticks).toBe(2 * 3);
+      expect(ctx.ticks).toBe(2 * 4);
       const r = observeResult(data);
       expect(r.name).toBe('observe');
       expect(r.unit).toBe('% of flows-off');
@@ -68,21 +68,29 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
       expect(r.rows.map(label).sort()).toEqual([
         'ebpf bulk iperf3 off',
         'ebpf bulk iperf3 on',
+        'ebpf bulk iperf3 on, no process tracing',
         'ebpf connections node off',
         'ebpf connections node on',
+        'ebpf connections node on, no process tracing',
         'ebpf connections wrk off',
         'ebpf connections wrk on',
+        'ebpf connections wrk on, no process tracing',
         'nftables bulk iperf3 off',
         'nftables bulk iperf3 on',
+        'nftables bulk iperf3 on, no process tracing',
         'nftables connections node off',
         'nftables connections node on',
+        'nftables connections node on, no process tracing',
         'nftables connections wrk off',
         'nftables connections wrk on',
+        'nftables connections wrk on, no process tracing',
       ]);
       for (const c of observeCosts(data)) {
         expect(c.off, `${c.backend} ${c.workload} off`).toBeGreaterThan(0);
         expect(c.on, `${c.backend} ${c.workload} on`).toBeGreaterThan(0);
         expect(Number.isFinite(c.cost)).toBe(true);
+        expect(c.untraced, `${c.backend} ${c.workload} on, no process tracing`).toBeGreaterThan(0);
+        expect(Number.isFinite(c.tracingCost)).toBe(true);
       }
       for (const t of data.turns) {
         const turn = `${t.backend} flows ${t.flows}`;

@@ -15,6 +15,7 @@ import {
   LOST_EVICTED,
   type ProcessTracer,
 } from '../../src/observe/process-tracer.js';
+import { FlowTable } from '../../src/observe/flows.js';
 import { describeKernel } from '../support/kernel.js';
 import { NetnsProcess, run, RUN_TAG, sleep } from './bpf-lab.js';
 
@@ -63,6 +64,41 @@ const connectOnce = (i) => new Promise((resolve) => {
 });
 for (let i = 0; i < count; i++) await connectOnce(i);
 console.log(JSON.stringify({ pid: process.pid, outcomes, localAddresses: [...localAddresses] }));
+`;
+
+const BOTH_TCP_PORT = 8090;
+const BOTH_UDP_PORT = 8091;
+
+/** A TCP server that answers each connection and an unconnected UDP echo server, as 'sy-prc-server'. */
+const BOTH_ENDS_SERVER = `
+import net from 'node:net';
+import dgram from 'node:dgram';
+const { host } = JSON.parse(process.argv.at(-1));
+process.title = 'sy-prc-server';
+const udp = dgram.createSocket('udp4');
+udp.on('message', (msg, rinfo) => udp.send(msg, rinfo.port, rinfo.address));
+udp.bind(${BOTH_UDP_PORT}, host, () => {
+  net.createServer((s) => { s.on('error', () => {}); s.on('data', () => s.end('hi')); }).listen(${BOTH_TCP_PORT}, host, () => console.log('ready', process.pid));
+});
+`;
+
+/** A TCP client that sends and reads, and a connected UDP client that sends and reads the echo. */
+const BOTH_ENDS_CLIENT = `
+import net from 'node:net';
+import dgram from 'node:dgram';
+const { host, title } = JSON.parse(process.argv.at(-1));
+process.title = title;
+await new Promise((resolve, reject) => {
+  const s = net.connect({ host, port: ${BOTH_TCP_PORT} }, () => s.write('x'));
+  s.on('data', () => { s.destroy(); resolve(); });
+  s.on('error', reject);
+});
+await new Promise((resolve) => {
+  const u = dgram.createSocket('udp4');
+  u.connect(${BOTH_UDP_PORT}, host, () => u.send('ping'));
+  u.on('message', () => { u.close(); resolve(); });
+});
+console.log(JSON.stringify({ pid: process.pid }));
 `;
 
 interface ClientResult {
@@ -190,7 +226,7 @@ describeKernel('observe: process context for TCP connections, counted in the ker
   /** The events of `pid`, once their connections add up to `connections` (or the timeout passes). */
   async function eventsOf(pid: number, connections = 1, timeoutMs = 5000): Promise<ProcessEvent[]> {
     const deadline = Date.now() + timeoutMs;
-    const of = () => events.filter((e) => e.pid === pid);
+    const of = () => events.filter((e) => e.pid === pid && e.side !== 'socket');
     while (sumConnections(of()) < connections && Date.now() < deadline) await sleep(10);
     return of();
   }
@@ -204,7 +240,19 @@ describeKernel('observe: process context for TCP connections, counted in the ker
   });
 
   it('attaches one program with an fd-based link, and its three maps', () => {
-    expect(objects.map((o) => o.kind).sort()).toEqual(['link', 'map', 'map', 'map', 'prog']);
+    // The connect program, and the two socket programs (tp_btf) sharing its maps plus their own.
+    expect(objects.map((o) => o.kind).sort()).toEqual([
+      'link',
+      'link',
+      'link',
+      'map',
+      'map',
+      'map',
+      'map',
+      'prog',
+      'prog',
+      'prog',
+    ]);
   });
 
   it('counts 200 connects of one process into one record per interval, without the source port', async () => {
@@ -319,6 +367,88 @@ describeKernel('observe: process context for TCP connections, counted in the ker
     console.log(
       `process tracer, 128-entry map: ${tuples} tuples → ${drained.length} drained, ${tuples - drained.length} evicted`,
     );
+  });
+
+  it('a server-side accepted TCP flow and a UDP flow carry the process at both ends', async () => {
+    const [file, ...rest] = inNetnsArgv({
+      netns: NETNS,
+      cgroup: cgroupPath,
+      argv: [
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        BOTH_ENDS_SERVER,
+        JSON.stringify({ host: SERVER_IP }),
+      ],
+    });
+    const both = new NetnsProcess(spawn(file as string, rest, { stdio: ['ignore', 'pipe', 'pipe'] }));
+    try {
+      await both.waitFor('ready');
+      const [cfile, ...crest] = inNetnsArgv({
+        netns: NETNS,
+        cgroup: cgroupPath,
+        argv: [
+          process.execPath,
+          '--input-type=module',
+          '-e',
+          BOTH_ENDS_CLIENT,
+          JSON.stringify({ host: SERVER_IP, title: COMM }),
+        ],
+      });
+      const result = await new NetnsProcess(
+        spawn(cfile as string, crest, { stdio: ['ignore', 'pipe', 'pipe'] }),
+      ).result<{ pid: number }>();
+      const socketEvents = async (pid: number, protocol: number): Promise<ProcessEvent[]> => {
+        const deadline = Date.now() + 5000;
+        const of = () =>
+          events.filter((e) => e.side === 'socket' && e.pid === pid && e.protocol === protocol);
+        while (of().length === 0 && Date.now() < deadline) await sleep(20);
+        return of();
+      };
+      const serverPid = Number(/ready (\d+)/.exec(both.output().stdout)?.[1]);
+      for (const protocol of [6, 17]) {
+        expect(await socketEvents(result.pid, protocol)).not.toEqual([]);
+        expect(await socketEvents(serverPid, protocol)).not.toEqual([]);
+      }
+      // Join the kernel's events to flow aggregates as an agent's flow table does.
+      const table = new FlowTable({
+        node: 'n1',
+        podOfCgroup: (c) => (c === id.toString() ? 'default/both' : undefined),
+      });
+      for (const e of events) table.event(e);
+      for (const [protocol, dport] of [
+        [6, BOTH_TCP_PORT],
+        [17, BOTH_UDP_PORT],
+      ] as const) {
+        table.event({
+          kind: 'counts',
+          verdict: 'allow',
+          rule: 'r1',
+          direction: 'egress',
+          protocol,
+          src: SERVER_IP,
+          sport: 0,
+          dst: SERVER_IP,
+          dport,
+          packets: 2,
+          bytes: 100,
+          connections: 1,
+          firstSeen: Date.now(),
+          lastSeen: Date.now(),
+        });
+        const flow = table.list().find((f) => f.dport === dport)!;
+        expect(flow.sourceProcess).toMatchObject({ pid: result.pid, comm: COMM, pod: 'default/both' });
+        expect(flow.process).toMatchObject({ pid: result.pid, comm: COMM });
+        expect(flow.destinationProcess).toMatchObject({
+          pid: serverPid,
+          comm: 'sy-prc-server',
+          pod: 'default/both',
+        });
+      }
+    } finally {
+      both.kill();
+      await both.exited;
+    }
   });
 
   it('stop() delivers the last partial interval, then frees program, link and maps', async () => {

@@ -1,7 +1,11 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { Assembler, R0, R1, R2 } from '../../src/bpf/asm/index.js';
 import {
   BtfBuilder,
+  functionStarts,
+  programBtf,
+  resolveCoreRelocations,
   BtfError,
   enumValues,
   kernelBtf,
@@ -137,6 +141,92 @@ describe('BTF parser: hand-made blobs', () => {
     const truncated = sampleBlob().slice();
     new DataView(truncated.buffer).setUint32(12, 13, true); // type_len cuts a record
     expect(() => parseBtf(truncated)).toThrow(BtfError);
+  });
+});
+
+describe('CO-RE relocations', () => {
+  const btf = parseBtf(sampleBlob());
+  const program = new Assembler()
+    .ldxField('h', R2, R1, 'sockish', 'protocol')
+    .ldxField('w', R0, R1, 'sockish', '__common.saddr')
+    .mov64(R2, 0)
+    .addFieldOffset(R2, 'sockish', '__common.ports[1]')
+    .exit()
+    .assemble();
+
+  it('patch load offsets and immediates with the field offsets of the target BTF', () => {
+    const out = resolveCoreRelocations(program.instructions, () => btf)!;
+    expect(out[0]).toMatchObject({ offset: 24 });
+    expect(out[1]).toMatchObject({ offset: 4 });
+    expect(out[3]).toMatchObject({ imm: 14 });
+    expect(out.some((insn) => insn.core)).toBe(false);
+  });
+
+  it('follow the target: the same program against a different layout gets other offsets', () => {
+    const b = new BtfBuilder();
+    const u16 = b.int('unsigned short', 2);
+    const u32 = b.int('unsigned int', 4);
+    const common = b.struct('common', 64, [
+      { name: 'saddr', type: u32, bitOffset: 128 },
+      { name: 'ports', type: b.array(u16, u32, 4), bitOffset: 256 },
+    ]);
+    b.struct('sockish', 128, [
+      { name: 'pad', type: u32, bitOffset: 0 },
+      { name: '__common', type: common, bitOffset: 64 },
+      { name: 'protocol', type: u16, bitOffset: 800 },
+    ]);
+    const out = resolveCoreRelocations(program.instructions, () => parseBtf(b.build()))!;
+    expect(out[0]).toMatchObject({ offset: 100 });
+    expect(out[1]).toMatchObject({ offset: 8 + 16 });
+    expect(out[3]).toMatchObject({ imm: 8 + 32 + 2 });
+  });
+
+  it('refuse size mismatches, bitfields and missing fields, naming the instruction and field', () => {
+    const wrongSize = new Assembler().ldxField('w', R0, R1, 'sockish', 'protocol').exit().assemble();
+    expect(() => resolveCoreRelocations(wrongSize.instructions, () => btf)).toThrow(
+      'instruction 0: field sockish.protocol is 2 bytes in this kernel, the program reads 4',
+    );
+    const bitfield = new Assembler().ldxField('b', R0, R1, 'common', 'state').exit().assemble();
+    expect(() => resolveCoreRelocations(bitfield.instructions, () => btf)).toThrow(/bitfield/);
+    const missing = new Assembler().ldxField('b', R0, R1, 'sockish', 'nope').exit().assemble();
+    expect(() => resolveCoreRelocations(missing.instructions, () => btf)).toThrow(
+      "instruction 0: field sockish.nope: struct sockish has no field 'nope'",
+    );
+    // No CO-RE reference: the kernel's BTF is never read.
+    expect(
+      resolveCoreRelocations(new Assembler().exitWith(0).assemble().instructions, () => {
+        throw new Error('read');
+      }),
+    ).toBeUndefined();
+  });
+});
+
+describe('program BTF', () => {
+  it('names every function (main and each called label) and turns comments into lines', () => {
+    const asm = new Assembler()
+      .comment('entry')
+      .callLocal('count.it')
+      .exit()
+      .label('count.it')
+      .comment('count')
+      .mov64(R0, 1)
+      .exit()
+      .assemble();
+    expect(functionStarts(asm.instructions, 'my.prog')).toEqual(
+      new Map([
+        [0, 'my_prog'],
+        [2, 'count_it'],
+      ]),
+    );
+    const out = programBtf('my.prog', asm);
+    expect(out.funcCount).toBe(2);
+    expect([...out.funcInfo.subarray(0, 16)]).toEqual([0, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0]);
+    const btf = parseBtf(out.blob);
+    expect(btf.type(4)).toMatchObject({ kind: 'func', name: 'my_prog', linkage: 0 });
+    expect(btf.type(5)).toMatchObject({ kind: 'func', name: 'count_it' });
+    expect(out.lineCount).toBe(2);
+    expect(btf.string(out.lineInfo.readUInt32LE(8))).toBe('entry');
+    expect(btf.string(out.lineInfo.readUInt32LE(16 + 8))).toBe('count');
   });
 });
 

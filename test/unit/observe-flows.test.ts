@@ -535,3 +535,88 @@ describe('FlowTable: kernel aggregates', () => {
     expect(seen.map((f) => f.connections)).toEqual([2, 4]);
   });
 });
+
+describe('FlowTable: process at both ends (socket events)', () => {
+  const aggregate = (protocol = 6, dport = 5432): FlowCountsEvent => ({
+    kind: 'counts',
+    verdict: 'allow',
+    rule: 'np:shop/db-allow-web/ingress/0',
+    endpoint: 'shop/db',
+    direction: 'ingress',
+    packets: 4,
+    bytes: 400,
+    connections: 1,
+    firstSeen: T0,
+    lastSeen: T0,
+    protocol,
+    src: '198.18.0.5',
+    sport: 0,
+    dst: '198.18.0.9',
+    dport,
+  });
+  const socket = (over: Partial<ProcessEvent>): ProcessEvent => ({
+    kind: 'process',
+    side: 'socket',
+    time: T0,
+    protocol: 6,
+    pid: 1,
+    comm: 'x',
+    cgroupId: '1',
+    src: '',
+    sport: 0,
+    dst: '',
+    dport: 0,
+    ...over,
+  });
+  const pods = (id: string): string | undefined => ({ '11': 'shop/web', '22': 'shop/db' })[id];
+
+  it('puts the client socket at the source and the accepting server at the destination, either order', () => {
+    const client = socket({
+      src: '198.18.0.5',
+      sport: 40000,
+      dst: '198.18.0.9',
+      dport: 5432,
+      pid: 10,
+      comm: 'psql',
+      cgroupId: '11',
+    });
+    const server = socket({
+      src: '198.18.0.9',
+      sport: 5432,
+      dst: '198.18.0.5',
+      dport: 40000,
+      pid: 20,
+      comm: 'postgres',
+      cgroupId: '22',
+    });
+    for (const order of [[aggregate(), client, server] as const, [client, server, aggregate()] as const]) {
+      const { flows } = table({ podOfCgroup: pods });
+      for (const e of order) flows.event(e);
+      const f = only(flows);
+      expect(f.sourceProcess).toEqual({ pid: 10, comm: 'psql', cgroupId: '11', pod: 'shop/web' });
+      expect(f.process).toEqual(f.sourceProcess);
+      expect(f.destinationProcess).toEqual({ pid: 20, comm: 'postgres', cgroupId: '22', pod: 'shop/db' });
+    }
+  });
+
+  it('joins an unconnected UDP receiver to every flow to its address and port', () => {
+    const { flows } = table();
+    flows.event(socket({ protocol: 17, src: '198.18.0.9', sport: 53, pid: 30, comm: 'dnsd' }));
+    flows.event(aggregate(17, 53));
+    flows.event({ ...aggregate(17, 53), src: '198.18.0.6' });
+    const all = flows.list();
+    expect(all).toHaveLength(2);
+    for (const f of all) {
+      expect(f.destinationProcess).toMatchObject({ pid: 30, comm: 'dnsd' });
+      expect(f.sourceProcess).toBeUndefined();
+    }
+  });
+
+  it('a socket event matching no flow either way attaches to nothing', () => {
+    const { flows } = table();
+    flows.event(aggregate());
+    flows.event(socket({ src: '198.18.0.7', sport: 1, dst: '198.18.0.8', dport: 2 }));
+    expect(only(flows).sourceProcess).toBeUndefined();
+    expect(only(flows).destinationProcess).toBeUndefined();
+  });
+});

@@ -121,7 +121,8 @@ function model(): Model {
   ]);
 }
 
-type Flows = 'off' | 'on';
+/** off: --no-flows; untraced: flows without process tracing; on: the default agent. */
+type Flows = 'off' | 'untraced' | 'on';
 /** bulk: iperf3; wrk: native connections; node: connections made by this process. */
 export type Workload = 'bulk' | 'wrk' | 'node';
 const WORKLOADS: readonly Workload[] = ['bulk', 'wrk', 'node'];
@@ -366,7 +367,8 @@ async function startAgents(lab: BackendLab, flows: Flows): Promise<LaunchedAgent
           backend: lab.backend,
           source: desiredDir(lab.lab),
           stateDir,
-          flows: flows === 'on',
+          flows: flows !== 'off',
+          processTracing: flows === 'on',
         }),
       );
     }
@@ -535,7 +537,7 @@ async function turn(
 export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): Promise<ObserveData> {
   for (const tool of ['iperf3', 'wrk', 'nginx', 'conntrack']) requireTool(tool);
   const names = measuredBackends(ORDER, opts.backends);
-  ctx.progress.total(names.length * (1 + 2 * opts.rounds));
+  ctx.progress.total(names.length * (1 + 3 * opts.rounds));
   const prefix = opts.labPrefix ?? `bob${process.pid % 100_000}`;
   const labs: BackendLab[] = [];
   const turns: TurnData[] = [];
@@ -548,7 +550,7 @@ export async function measureObserve(ctx: BenchContext, opts: ObserveOptions): P
     for (let round = 0; round < opts.rounds; round++) {
       // ABBA: off then on in even rounds, on then off in odd ones, so a drift in the machine's
       // load over a round pair hits both sides alike.
-      const modes: Flows[] = round % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      const modes: Flows[] = round % 2 === 0 ? ['off', 'untraced', 'on'] : ['on', 'untraced', 'off'];
       for (const lab of labs) {
         for (const flows of modes) {
           turns.push(await turn(lab, flows, round, opts, home));
@@ -575,6 +577,10 @@ export interface ObserveCost {
   on: number;
   /** 1 - on/off. */
   cost: number;
+  /** Flows on without process tracing. */
+  untraced: number;
+  /** What process tracing costs on top of flow records: 1 - on/untraced. */
+  tracingCost: number;
 }
 
 /** The samples a workload's rows are made of: Gbit/s or connections per second. */
@@ -598,7 +604,8 @@ export function observeCosts(data: ObserveData): ObserveCost[] {
           .flatMap((t) => samplesOf(t, workload));
       const off = median(pick('off'));
       const on = median(pick('on'));
-      out.push({ backend, workload, off, on, cost: 1 - on / off });
+      const untraced = median(pick('untraced'));
+      out.push({ backend, workload, off, on, cost: 1 - on / off, untraced, tracingCost: 1 - on / untraced });
     }
   }
   return out;
@@ -646,7 +653,8 @@ function costNote(data: ObserveData, c: ObserveCost): string {
   const noise = c.cost < 0 ? ' (on faster than off: the noise of this machine)' : '';
   const head =
     `${c.backend} ${LABEL[c.workload].workload} (${LABEL[c.workload].client}): ` +
-    `off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}`;
+    `off ${fmt(c.off)} ${unit}, on ${fmt(c.on)} ${unit}, cost ${(100 * c.cost).toFixed(1)}%${noise}${target}; ` +
+    `on without process tracing ${fmt(c.untraced)} ${unit}: tracing costs ${(100 * c.tracingCost).toFixed(1)}%`;
   if (c.workload === 'node') return head;
   const workload = c.workload;
   const side = (flows: Flows): WorkloadCost => totalCost(turnsOf(flows), workload);
@@ -668,11 +676,12 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
   const turnsOf = (backend: BackendName, flows: Flows): TurnData[] =>
     data.turns.filter((t) => t.backend === backend && t.flows === flows);
   for (const c of costs) {
-    for (const flows of ['off', 'on'] as const) {
+    for (const flows of ['off', 'untraced', 'on'] as const) {
       const samples = turnsOf(c.backend, flows)
         .flatMap((t) => samplesOf(t, c.workload))
         .map((v) => (100 * v) / c.off);
-      rows.push(summarize(c.backend, { ...LABEL[c.workload], flows }, samples));
+      const label = flows === 'untraced' ? 'on, no process tracing' : flows;
+      rows.push(summarize(c.backend, { ...LABEL[c.workload], flows: label }, samples));
     }
   }
   const o = data.options;
@@ -680,6 +689,7 @@ export function observeResult(data: ObserveData): BenchScenarioResult {
     `per backend a lab of 2 nodes (client pod on node-1, server pod on node-2, egress and ingress policies allowing TCP ${PROBE_PORT}, ${IPERF_PORT} and ${HTTP_PORT}); ` +
       'per turn one `switchyard agent` per node after the dataplane was removed and conntrack emptied: flows off = `--no-flows` (backend with flowLogs false, no event sources), ' +
       'flows on = the default agent (flowLogs true, its event sources and the process tracer feeding its flow table); ' +
+      'on, no process tracing = `--no-process-tracing` (the same without the tracing programs: the row that shows what process context costs); ' +
       `${o.rounds} rounds, off/on in ABBA order; bulk = one iperf3 TCP stream for ${o.bulkSeconds} s (1-s intervals after the first); ` +
       `connections client=wrk: native load, \`wrk -t1 -c${o.wrkConnections ?? WRK_CONNECTIONS} -H 'Connection: close'\` in the client pod against nginx (1 worker, \`return 200\`) in the server pod, ` +
       `each request a new connection, ${o.wrkRuns} runs of 1 s after a warm-up run, conn/s per run` +

@@ -23,6 +23,7 @@ import {
   Mode,
   PseudoCall,
   PseudoLoad,
+  sizeBytes,
   sizeCode,
   Source,
   type AluOpName,
@@ -216,6 +217,34 @@ export class Assembler {
   }
   ldxdw(dst: Register, src: Register, offset: number): this {
     return this.ldx('dw', dst, src, offset);
+  }
+
+  /**
+   * dst = *(size *)(src + offsetof(struct, path)) with the offset taken from the running kernel's
+   * BTF when the program loads (a CO-RE field relocation); the load fails, naming the field, if
+   * the kernel has no such field or its size differs from `size`.
+   */
+  ldxField(size: SizeName, dst: Register, src: Register, struct: string, path: string): this {
+    return this.emit({
+      opcode: InsnClass.LDX | Mode.MEM | sizeCode[size],
+      dst: dst.reg,
+      src: src.reg,
+      offset: 0,
+      imm: 0,
+      core: { struct, path, patch: 'offset', size: sizeBytes[size] },
+    });
+  }
+
+  /** dst += offsetof(struct, path) in the running kernel (for bpf_probe_read_kernel addresses). */
+  addFieldOffset(dst: Register, struct: string, path: string): this {
+    return this.emit({
+      opcode: InsnClass.ALU64 | AluOp.add | Source.K,
+      dst: dst.reg,
+      src: 0,
+      offset: 0,
+      imm: 0,
+      core: { struct, path, patch: 'imm' },
+    });
   }
 
   /** *(size *)(dst + offset) = src */

@@ -51,6 +51,21 @@ export interface Instruction {
   readonly mapRef?: MapReference;
   /** The label a jump was written against (informational once resolved into `offset`). */
   readonly target?: string;
+  /** A CO-RE field reference: the loader writes the field's offset in the running kernel here. */
+  readonly core?: CoreField;
+}
+
+/**
+ * A struct field the instruction reads (or whose offset it needs), resolved against the running
+ * kernel's BTF when the program loads: `offset` patches a load's offset, `imm` an immediate.
+ * `size` (loads) is checked against the field's size in that kernel.
+ */
+export interface CoreField {
+  readonly struct: string;
+  /** "skc_daddr", "__sk_common.skc_daddr", "addrs[1]". */
+  readonly path: string;
+  readonly patch: 'offset' | 'imm';
+  readonly size?: number;
 }
 
 export const INSN_SIZE = 8;

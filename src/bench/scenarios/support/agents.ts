@@ -19,6 +19,8 @@ export interface BenchAgentSpec {
   source: string;
   stateDir: string;
   flows: boolean;
+  /** Process context on flows (default on). */
+  processTracing?: boolean;
   /** Default the agent's own. */
   policyMode?: PolicyMode;
 }
