@@ -18,7 +18,6 @@ import {
   attachTracepoint,
   BpfError,
   BpfMap,
-  codecs,
   Program,
   type Link,
 } from '../bpf/index.js';
