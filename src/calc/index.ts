@@ -12,9 +12,13 @@ export { reachMatrix } from './reach.js';
 export { selectorMatches, selectorText } from './selectors.js';
 export * from './addresses.js';
 export {
+  destinationHasPort,
   explain,
   resolveEndpointOrAddress,
   type Explanation,
+  type ExplainQuery,
+  type ServiceBackendExplanation,
+  type ServiceExplanation,
   type SideExplanation,
   type RuleRef,
 } from './explain.js';
