@@ -1,31 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { flowRow, FollowPrinter, hubbleFlow } from '../../src/cli/flow-format.js';
-import type { Flow } from '../../src/observe/flows.js';
+import { sampleFlow } from '../support/flows.js';
 
-function flow(over: Partial<Flow> = {}): Flow {
-  return {
-    key: 'deny|shop/db|ingress|6|198.18.0.2|0|198.18.0.4|5432|gp:protect-db/ingress/1',
-    node: 'node-2',
-    firstSeen: '2026-12-05T04:58:00.000Z',
-    lastSeen: '2026-12-05T04:59:00.125Z',
-    protocol: 'TCP',
-    src: '198.18.0.2',
-    sport: 0,
-    dst: '198.18.0.4',
-    dport: 5432,
-    source: { pod: 'outside/client', namespace: 'outside', name: 'client', labels: { app: 'client' } },
-    destination: { pod: 'shop/db', namespace: 'shop', name: 'db', labels: { app: 'db' } },
-    direction: 'ingress',
-    endpoint: 'shop/db',
-    verdict: 'deny',
-    rule: 'gp:protect-db/ingress/1',
-    policy: 'GlobalPolicy protect-db',
-    packets: 2,
-    bytes: 148,
-    connections: 2,
-    ...over,
-  };
-}
+const flow = sampleFlow;
 
 describe('flows output', () => {
   it('names pods at both ends, addresses for the rest', () => {
@@ -66,7 +43,7 @@ describe('flows output', () => {
         IP: { source: '198.18.0.2', destination: '198.18.0.4', ipVersion: 'IPv4' },
         l4: { TCP: { destination_port: 5432 } },
         source: { namespace: 'outside', pod_name: 'client', labels: ['k8s:app=client'] },
-        destination: { namespace: 'shop', pod_name: 'db', labels: ['k8s:app=db'] },
+        destination: { namespace: 'shop', pod_name: 'db', labels: ['k8s:app=db', 'k8s:tier=data'] },
         traffic_direction: 'INGRESS',
         ingress_denied_by: [{ name: 'protect-db', kind: 'GlobalPolicy' }],
       },

@@ -10,43 +10,14 @@ import {
   parseVerdict,
   type FlowFilterFlags,
 } from '../../src/observe/flow-filter.js';
-import type { Flow, FlowPeer } from '../../src/observe/flows.js';
+import type { Flow } from '../../src/observe/flows.js';
+import { flowPeer, sampleFlow } from '../support/flows.js';
 
 const NOW = Date.parse('2026-12-05T05:00:00Z');
 
-function peer(pod: string, labels: Record<string, string>): FlowPeer {
-  const [namespace, name] = pod.split('/') as [string, string];
-  return { pod, namespace, name, labels };
-}
-
-const CLIENT = peer('outside/client', { app: 'client' });
-const DB = peer('shop/db', { app: 'db', tier: 'data' });
+const peer = flowPeer;
 const WEB = peer('shop/web-7f9', { app: 'web', tier: 'front' });
-
-function flow(over: Partial<Flow> = {}): Flow {
-  return {
-    key: 'k',
-    node: 'node-2',
-    firstSeen: '2026-12-05T04:58:00.000Z',
-    lastSeen: '2026-12-05T04:59:00.000Z',
-    protocol: 'TCP',
-    src: '198.18.0.2',
-    sport: 0,
-    dst: '198.18.0.4',
-    dport: 5432,
-    source: CLIENT,
-    destination: DB,
-    direction: 'ingress',
-    endpoint: 'shop/db',
-    verdict: 'deny',
-    rule: 'gp:protect-db/ingress/1',
-    policy: 'GlobalPolicy protect-db',
-    packets: 2,
-    bytes: 148,
-    connections: 2,
-    ...over,
-  };
-}
+const flow = sampleFlow;
 
 const matches = (flags: FlowFilterFlags, f: Flow = flow()): boolean =>
   flowMatcher(parseFlowQuery(flags, NOW))(f);
