@@ -18,7 +18,7 @@ import { tableSize } from '../ir/decision-table.js';
 import { chmodSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { explain } from '../calc/index.js';
+import { destinationHasPort, explain } from '../calc/index.js';
 import { policyId, policyLabel, type PolicyRef, type Protocol } from '../ir/types.js';
 import { matchesFilter, type Flow, type FlowFilter, type FlowTable } from '../observe/flows.js';
 import type { AgentMetrics } from '../observe/metrics.js';
@@ -146,7 +146,11 @@ function explainQuery(ctx: ApiContext, q: URLSearchParams): Explanation {
     throw new HttpError(409, 'this agent has no model to explain with (its source gives only an IR)');
   const from = q.get('from');
   const to = q.get('to');
-  if (!from || !to) throw new HttpError(400, 'explain needs ?from= and ?to= (namespace/pod or an address)');
+  if (!from || !to)
+    throw new HttpError(
+      400,
+      'explain needs ?from= and ?to= (namespace/pod, an address, or a service svc/NS/NAME:PORT)',
+    );
   const protocol = (q.get('protocol') ?? 'TCP').toUpperCase();
   if (!['TCP', 'UDP', 'SCTP', 'ICMP'].includes(protocol))
     throw new HttpError(400, `protocol must be TCP, UDP, SCTP or ICMP, not '${protocol}'`);
@@ -154,7 +158,9 @@ function explainQuery(ctx: ApiContext, q: URLSearchParams): Explanation {
   const port = portText === null ? undefined : Number(portText);
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535))
     throw new HttpError(400, `port must be 1-65535, not '${portText}'`);
-  if (protocol !== 'ICMP' && port === undefined) throw new HttpError(400, `${protocol} needs ?port=`);
+  // A service (`svc/NS/NAME:PORT`) or `IP:PORT` destination carries its port.
+  if (protocol !== 'ICMP' && port === undefined && !destinationHasPort(to))
+    throw new HttpError(400, `${protocol} needs ?port= (or a destination with one: svc/NS/NAME:PORT)`);
   try {
     return explain(desired.model, ir, {
       from,

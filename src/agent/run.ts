@@ -11,6 +11,7 @@ import { loadBackend } from '../dataplane/registry.js';
 import type { PolicyMode } from '../ir/decision-table.js';
 import { policyId, type IR } from '../ir/types.js';
 import { FlowTable } from '../observe/flows.js';
+import { PeerDirectory } from '../observe/peers.js';
 import { AgentMetrics, type AgentView } from '../observe/metrics.js';
 import { RuleCatalog } from '../observe/rules.js';
 import { Agent } from './agent.js';
@@ -146,7 +147,7 @@ interface Observability {
   flows: FlowTable;
   metrics: AgentMetrics;
   cgroups: PodCgroups;
-  /** A new rule catalogue for what was applied (names the policy of each rule in flows). */
+  /** A new rule catalogue and peer directory for what was applied (name the policy of each rule and the pods at both ends of flows). */
   catalogue(ir: IR): void;
 }
 
@@ -176,11 +177,13 @@ function observability(
   source: DesiredSource,
 ): Observability {
   let catalog = new RuleCatalog(undefined);
+  let peers = new PeerDirectory(undefined);
   const cgroups = new PodCgroups(opts.node, opts.cgroupsFile);
   const flows = new FlowTable({
     node: opts.node,
     policyOf: (rule) => catalog.policyOf(rule),
     podOfCgroup: (id) => cgroups.pods.get(id),
+    peerOf: (address) => peers.peerOf(address),
   });
   const metrics = new AgentMetrics(
     {
@@ -194,7 +197,11 @@ function observability(
     },
     { node: opts.node, backend: opts.backend },
   );
-  return { flows, metrics, cgroups, catalogue: (ir) => (catalog = new RuleCatalog(ir)) };
+  const catalogue = (ir: IR): void => {
+    catalog = new RuleCatalog(ir);
+    peers = new PeerDirectory(ir);
+  };
+  return { flows, metrics, cgroups, catalogue };
 }
 
 export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {

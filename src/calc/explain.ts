@@ -5,9 +5,23 @@ import type { Model } from '../model/types.js';
 import { parseAddress } from '../util/ip.js';
 import { withRuleSetsOf } from './build.js';
 import { Oracle, type SideVerdict } from './evaluate.js';
-import type { Explanation, RuleRef, SideExplanation } from './explanation.js';
+import { findServiceTarget, parseDestination, type ServiceTarget } from './explain-service.js';
+import type {
+  Explanation,
+  RuleRef,
+  ServiceBackendExplanation,
+  ServiceExplanation,
+  SideExplanation,
+} from './explanation.js';
 
-export type { ExplainPeer, Explanation, RuleRef, SideExplanation } from './explanation.js';
+export type {
+  ExplainPeer,
+  Explanation,
+  RuleRef,
+  ServiceBackendExplanation,
+  ServiceExplanation,
+  SideExplanation,
+} from './explanation.js';
 
 function sourceOf(model: Model, p: PolicyRef): string | undefined {
   const found =
@@ -75,11 +89,119 @@ export function resolveEndpointOrAddress(ir: IR, given: string): string {
   return addr;
 }
 
-export function explain(
+export interface ExplainQuery {
+  from: string;
+  /** A pod, an address, `A.B.C.D:PORT`, a service `svc/NS/NAME[:PORT]` or its cluster IP. */
+  to: string;
+  protocol: Protocol;
+  port?: number;
+}
+
+/** True when `to` carries its own port (`svc/NS/NAME:PORT`, `A.B.C.D:PORT`), so none is needed besides. */
+export function destinationHasPort(to: string): boolean {
+  return parseDestination(to).port !== undefined;
+}
+
+/**
+ * Why a new connection `from` → `to` is allowed or denied. A service destination is followed to
+ * each backend pod it translates to, and the policy is explained there (egress of the source,
+ * ingress of the backend on its target port).
+ */
+export function explain(model: Model, ir: IR, q: ExplainQuery): Explanation {
+  const dest = parseDestination(q.to);
+  if (dest.port !== undefined && q.port !== undefined && dest.port !== q.port)
+    throw new Error(`'${q.to}' names port ${dest.port} but the port asked is ${q.port}: give one`);
+  const port = dest.port ?? q.port;
+  const target = findServiceTarget(model, ir, dest, q.protocol, port);
+  const asked = { ...q, ...(port !== undefined ? { port } : {}) };
+  if (!target) return explainPair(model, ir, { ...asked, to: dest.target }, q.to);
+  if (port === undefined || q.protocol === 'ICMP')
+    throw new Error(
+      `service ${target.service.namespace}/${target.service.name} translates TCP, UDP and SCTP ports: give one (svc/NS/NAME:PORT or --port)`,
+    );
+  return explainService(model, ir, { ...asked, port }, target);
+}
+
+function explainService(
   model: Model,
   ir: IR,
-  q: { from: string; to: string; protocol: Protocol; port?: number },
+  q: ExplainQuery & { port: number },
+  target: ServiceTarget,
 ): Explanation {
+  const name = `${target.service.namespace}/${target.service.name}`;
+  const spec = target.service.ports.find((p) => p.port === q.port && p.protocol === q.protocol);
+  const backends = (target.table?.backends ?? []).map((b): ServiceBackendExplanation => {
+    const x = explainPair(model, ir, { from: q.from, to: b.endpoint, protocol: q.protocol, port: b.port });
+    return {
+      endpoint: b.endpoint,
+      address: b.address,
+      targetPort: b.port,
+      ...(x.to.node ? { node: x.to.node } : {}),
+      allowed: x.allowed,
+      decidedAt: x.decidedAt,
+      ...(x.prefilter ? { prefilter: x.prefilter } : {}),
+      ...(x.egress ? { egress: x.egress } : {}),
+      ...(x.ingress ? { ingress: x.ingress } : {}),
+      summary: x.summary,
+    };
+  });
+  const problem = !target.table ? 'port-not-defined' : backends.length === 0 ? 'no-endpoints' : undefined;
+  const service: ServiceExplanation = {
+    name,
+    address: target.address,
+    port: q.port,
+    protocol: q.protocol,
+    ...(spec?.name ? { portName: spec.name } : {}),
+    ...(spec ? { targetPort: spec.targetPort } : {}),
+    ports: target.ports,
+    backends,
+    ...(problem ? { problem } : {}),
+    skipped: target.skipped,
+  };
+  const src = resolveEndpointOrAddress(ir, q.from);
+  const srcEndpoint = ir.endpoints.find((e) => e.addresses.includes(src));
+  const what = `${q.protocol} port ${q.port} ${q.from} → ${q.to}`;
+  const shown = backends.find((b) => !b.allowed) ?? backends[0];
+  const allowedTo = backends.filter((b) => b.allowed);
+  return {
+    from: {
+      given: q.from,
+      address: src,
+      ...(srcEndpoint ? { endpoint: srcEndpoint.id, node: srcEndpoint.node } : {}),
+    },
+    to: { given: q.to, address: target.address },
+    protocol: q.protocol,
+    port: q.port,
+    allowed: problem === undefined && allowedTo.length === backends.length,
+    decidedAt: problem ? 'service' : (shown?.decidedAt ?? 'allowed'),
+    ...(shown?.prefilter ? { prefilter: shown.prefilter } : {}),
+    ...(shown?.egress ? { egress: shown.egress } : {}),
+    ...(shown?.ingress ? { ingress: shown.ingress } : {}),
+    service,
+    summary: `${what}: ${serviceVerdict(service, allowedTo.length)}`,
+  };
+}
+
+/** `allowed to 3 of 3 backends`, `denied: service web/web has no port 81/TCP (ports: 80/TCP (http))`. */
+function serviceVerdict(s: ServiceExplanation, allowed: number): string {
+  const port = `${s.port}/${s.protocol}`;
+  if (s.problem === 'port-not-defined')
+    return `denied: service ${s.name} has no port ${port} (ports: ${s.ports.join(', ') || 'none'}), so nothing translates the connection`;
+  if (s.problem === 'no-endpoints') {
+    const why = s.skipped.length
+      ? `: ${s.skipped.map((p) => `${p.pod} ${p.reason}`).join('; ')}`
+      : ' (no ready pod matches its selector)';
+    return `denied: service ${s.name} has no endpoints for port ${port}${why}`;
+  }
+  const n = s.backends.length;
+  const plural = n === 1 ? 'backend' : 'backends';
+  if (allowed === n) return `allowed to ${n === 1 ? 'its' : `all ${n}`} ${plural}`;
+  if (allowed === 0) return `denied to ${n === 1 ? 'its' : `all ${n}`} ${plural}`;
+  const denied = s.backends.filter((b) => !b.allowed).map((b) => b.endpoint);
+  return `allowed to ${allowed} of ${n} backends, denied to ${denied.join(', ')} (connections to those fail)`;
+}
+
+function explainPair(model: Model, ir: IR, q: ExplainQuery, given = q.to): Explanation {
   const src = resolveEndpointOrAddress(ir, q.from);
   const dst = resolveEndpointOrAddress(ir, q.to);
   // An agent's IR holds only its node's rule sets: those of the pods asked about come from the model.
@@ -103,7 +225,7 @@ export function explain(
   };
   const egress = v.egress ? explainSide(model, v.egress) : undefined;
   const ingress = v.ingress ? explainSide(model, v.ingress) : undefined;
-  const what = `${q.protocol}${q.port !== undefined ? ` port ${q.port}` : ''} ${q.from} → ${q.to}`;
+  const what = `${q.protocol}${q.port !== undefined ? ` port ${q.port}` : ''} ${q.from} → ${given}`;
   let summary: string;
   switch (v.decidedAt) {
     case 'same-pod':
@@ -119,7 +241,7 @@ export function explain(
   }
   return {
     from: end(q.from, src, v.srcEndpoint),
-    to: end(q.to, dst, v.dstEndpoint),
+    to: end(given, dst, v.dstEndpoint),
     protocol: q.protocol,
     ...(q.port !== undefined ? { port: q.port } : {}),
     allowed: v.allowed,

@@ -13,9 +13,13 @@ export { compareReach, type ReachComparison, type ReachMismatch } from './reach-
 export { selectorMatches, selectorText } from './selectors.js';
 export * from './addresses.js';
 export {
+  destinationHasPort,
   explain,
   resolveEndpointOrAddress,
   type Explanation,
+  type ExplainQuery,
+  type ServiceBackendExplanation,
+  type ServiceExplanation,
   type SideExplanation,
   type RuleRef,
 } from './explain.js';

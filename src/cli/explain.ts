@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
-import { allocate, buildIR, explain, type SideExplanation } from '../calc/index.js';
+import {
+  allocate,
+  buildIR,
+  destinationHasPort,
+  explain,
+  type Explanation,
+  type ServiceExplanation,
+  type SideExplanation,
+} from '../calc/index.js';
 import type { Protocol } from '../ir/types.js';
 import { CliError, printJson } from './output.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
@@ -17,6 +25,51 @@ function sideLines(s: SideExplanation): string[] {
   return lines;
 }
 
+/** The service, then each backend pod it translates to with the policy that decides there. */
+function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
+  const port = `${s.port}/${s.protocol}${s.portName ? ` (${s.portName})` : ''}`;
+  const target = s.targetPort !== undefined ? `, target port ${s.targetPort}` : '';
+  const count = `${s.backends.length} backend${s.backends.length === 1 ? '' : 's'}`;
+  const lines = [
+    s.problem === 'port-not-defined'
+      ? `  service ${s.name} ${s.address}: ports ${s.ports.join(', ') || 'none'}; none is ${s.port}/${s.protocol}`
+      : `  service ${s.name} ${s.address}:${port}${target}: ${count}`,
+  ];
+  for (const p of s.skipped) lines.push(`    not a backend: ${p.pod}: ${p.reason}`);
+  const from = x.from.endpoint
+    ? `${x.from.endpoint} (${x.from.address})`
+    : `${x.from.address} (outside the cluster)`;
+  if (s.backends.length) lines.push(`  from ${from}`);
+  for (const b of s.backends) {
+    lines.push(
+      `  → ${b.endpoint} ${b.address}:${b.targetPort}${b.node ? ` on ${b.node}` : ''}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
+    );
+    for (const side of [b.egress, b.ingress]) if (side) lines.push(...sideLines(side).map((l) => `  ${l}`));
+    if (!b.egress && b.decidedAt !== 'same-pod')
+      lines.push('      egress: source is outside the cluster, no egress policy applies');
+    if (b.prefilter) lines.push(`      prefilter ${b.prefilter} drops ${x.from.address}`);
+  }
+  return lines;
+}
+
+/** An explanation for humans: the verdict, then each side (and each backend of a service). */
+export function explanationText(x: Explanation): string {
+  const lines = [x.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`)];
+  if (x.service) return [...lines, ...serviceLines(x, x.service)].join('\n') + '\n';
+  const fmt = (e: typeof x.from): string =>
+    e.endpoint ? `${e.endpoint} (${e.address} on ${e.node})` : `${e.address} (outside the cluster)`;
+  lines.push(`  from ${fmt(x.from)} to ${fmt(x.to)}`);
+  if (x.egress) lines.push(...sideLines(x.egress));
+  else if (x.decidedAt !== 'same-pod')
+    lines.push('  egress: source is outside the cluster, no egress policy applies');
+  if (x.prefilter && !x.prefilterReply)
+    lines.push(`  prefilter ${x.prefilter} drops ${x.from.address} at ${x.to.node}`);
+  if (x.ingress) lines.push(...sideLines(x.ingress));
+  else if (x.decidedAt === 'allowed')
+    lines.push('  ingress: destination is outside the cluster, no ingress policy applies');
+  return lines.join('\n') + '\n';
+}
+
 export function register(program: Command): void {
   program
     .command('explain')
@@ -25,8 +78,11 @@ export function register(program: Command): void {
     )
     .argument('<paths...>', 'manifest files or directories')
     .requiredOption('--from <pod|address>', 'source: namespace/pod or an address outside the cluster')
-    .requiredOption('--to <pod|address>', 'destination: namespace/pod or an address outside the cluster')
-    .option('--port <port>', 'destination port', parsePort)
+    .requiredOption(
+      '--to <pod|address|service>',
+      'destination: namespace/pod, an address (ADDRESS:PORT), or a service svc/NAMESPACE/NAME:PORT or its cluster IP',
+    )
+    .option('--port <port>', 'destination port (a service port for a service)', parsePort)
     .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP')
     .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
     .option('--lab <name>', 'also show the kernel drops this running lab saw between the two (drop reasons)')
@@ -47,8 +103,11 @@ export function register(program: Command): void {
         const protocol = opts.protocol.toUpperCase();
         if (!['TCP', 'UDP', 'SCTP', 'ICMP'].includes(protocol))
           throw new CliError(`--protocol must be TCP, UDP, SCTP or ICMP, not '${opts.protocol}'`, 2);
-        if (protocol !== 'ICMP' && opts.port === undefined)
-          throw new CliError(`--port is needed for ${protocol}`, 2);
+        if (protocol !== 'ICMP' && opts.port === undefined && !destinationHasPort(opts.to))
+          throw new CliError(
+            `--port is needed for ${protocol} (or a destination with one: svc/NS/NAME:PORT)`,
+            2,
+          );
         const model = loadModelOrFail(paths);
         const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
         let result;
@@ -67,29 +126,14 @@ export function register(program: Command): void {
           ? await (await import('../lab/index.js')).labDropHints(opts.lab, opts.from, opts.to)
           : [];
         if (opts.json) return printJson(opts.lab ? { ...result, kernelDrops } : result);
-        const lines = [
-          result.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`),
-        ];
-        const fmt = (e: typeof result.from): string =>
-          e.endpoint ? `${e.endpoint} (${e.address} on ${e.node})` : `${e.address} (outside the cluster)`;
-        lines.push(`  from ${fmt(result.from)} to ${fmt(result.to)}`);
-        if (result.egress) lines.push(...sideLines(result.egress));
-        else if (result.decidedAt !== 'same-pod')
-          lines.push('  egress: source is outside the cluster, no egress policy applies');
-        if (result.prefilter && !result.prefilterReply)
-          lines.push(`  prefilter ${result.prefilter} drops ${result.from.address} at ${result.to.node}`);
-        if (result.ingress) lines.push(...sideLines(result.ingress));
-        else if (result.decidedAt === 'allowed')
-          lines.push('  ingress: destination is outside the cluster, no ingress policy applies');
+        let text = explanationText(result);
         if (opts.lab) {
           const { hintLine } = await import('../lab/index.js');
-          lines.push(
-            kernelDrops.length
-              ? `  kernel drops seen in lab ${opts.lab}:\n${kernelDrops.map((h) => `    ${hintLine(h)}`).join('\n')}`
-              : `  kernel drops seen in lab ${opts.lab}: none`,
-          );
+          text += kernelDrops.length
+            ? `  kernel drops seen in lab ${opts.lab}:\n${kernelDrops.map((h) => `    ${hintLine(h)}\n`).join('')}`
+            : `  kernel drops seen in lab ${opts.lab}: none\n`;
         }
-        process.stdout.write(lines.join('\n') + '\n');
+        process.stdout.write(text);
       },
     );
 }

@@ -4,6 +4,7 @@ import type { AgentStatus } from '../agent/agent.js';
 import type { Explanation } from '../calc/explain.js';
 import type { FlowStats } from '../observe/flows.js';
 import { agentStatusCells, policyCell } from './agent-status.js';
+import { explanationText } from './explain.js';
 import { resolveAgents, type AgentTargetOptions } from './agent-target.js';
 import { parsePort } from './manifests.js';
 import { formatTable, printJson } from './output.js';
@@ -163,6 +164,8 @@ async function explainVia(
   if (!agent) return;
   const answer = await agentRequest<Explanation>(agent.socket, `/v1/explain?${q.toString()}`);
   if (flags.json) return printJson(answer);
+  // A service: each backend pod and the policy that decides there.
+  if (answer.service) return void process.stdout.write(explanationText(answer));
   process.stdout.write(`${answer.summary}\n`);
   for (const s of [answer.egress, answer.ingress]) if (s) process.stdout.write(`  ${s.text}\n`);
 }
@@ -183,7 +186,10 @@ export function register(program: Command): void {
       .command('explain')
       .description('which rule decides a connection, as the agent sees the desired state')
       .requiredOption('--from <pod|address>', 'source')
-      .requiredOption('--to <pod|address>', 'destination')
+      .requiredOption(
+        '--to <pod|address|service>',
+        'destination (a service: svc/NAMESPACE/NAME:PORT or its cluster IP)',
+      )
       .option('--port <port>', 'destination port', parsePort)
       .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP'),
   ).action((f: Flags & { from: string; to: string; port?: number; protocol: string }) => explainVia(f));

@@ -20,6 +20,15 @@ export interface FlowProcess {
  */
 export type FlowVerdict = Verdict | 'dropped';
 
+/** A pod at one end of a flow, resolved from its address with the desired state the agent applied. */
+export interface FlowPeer {
+  /** `namespace/name` */
+  pod: string;
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+}
+
 export interface Flow {
   key: string;
   node: string;
@@ -30,6 +39,10 @@ export interface Flow {
   sport: number;
   dst: string;
   dport: number;
+  /** The pod whose address `src` is, on any node; absent for addresses outside the cluster. */
+  source?: FlowPeer;
+  /** The pod whose address `dst` is. */
+  destination?: FlowPeer;
   direction: Direction;
   endpoint?: string;
   verdict: FlowVerdict;

@@ -17,16 +17,27 @@ import type {
   VerdictEvent,
 } from '../dataplane/events.js';
 import { PROTOCOL_NAMES as PROTOCOLS } from '../util/protocols.js';
-import type { Flow, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
+import type { Flow, FlowPeer, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
 
-export type { Flow, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
+export type { Flow, FlowPeer, FlowProcess, FlowStats, FlowVerdict } from './flow-types.js';
 
 /** A flow as kept: times as numbers, turned into ISO strings only when someone looks. */
 type FlowRecord = Omit<Flow, 'firstSeen' | 'lastSeen'> & { first: number; last: number };
 
-function view(r: FlowRecord): Flow {
-  const { first, last, ...rest } = r;
-  return { ...rest, firstSeen: new Date(first).toISOString(), lastSeen: new Date(last).toISOString() };
+/** Both ends are resolved to pods as the record is shown, so they follow the desired state in force. */
+function view(r: FlowRecord, peerOf?: (address: string) => FlowPeer | undefined): Flow {
+  const { first, last, src, dst, ...rest } = r;
+  const source = peerOf?.(src);
+  const destination = peerOf?.(dst);
+  return {
+    ...rest,
+    src,
+    dst,
+    ...(source ? { source } : {}),
+    ...(destination ? { destination } : {}),
+    firstSeen: new Date(first).toISOString(),
+    lastSeen: new Date(last).toISOString(),
+  };
 }
 
 export interface FlowFilter {
@@ -45,6 +56,8 @@ export interface FlowTableOptions {
   /** Policy label of a rule id, when it belongs to a policy. */
   policyOf?: (rule: string) => string | undefined;
   podOfCgroup?: (cgroupId: string) => string | undefined;
+  /** The pod (on any node) that owns an address: names both ends of every flow. */
+  peerOf?: (address: string) => FlowPeer | undefined;
   now?: () => number;
 }
 
@@ -78,7 +91,14 @@ function aggregateTupleKey(protocol: number, src: string, dst: string, dport: nu
 
 export function matchesFilter(f: Flow, filter: FlowFilter): boolean {
   if (filter.verdict && f.verdict !== filter.verdict) return false;
-  if (filter.pod && f.endpoint !== filter.pod && f.process?.pod !== filter.pod) return false;
+  if (
+    filter.pod &&
+    f.endpoint !== filter.pod &&
+    f.process?.pod !== filter.pod &&
+    f.source?.pod !== filter.pod &&
+    f.destination?.pod !== filter.pod
+  )
+    return false;
   if (filter.policy && !(f.policy?.includes(filter.policy) || f.rule.includes(filter.policy))) return false;
   return true;
 }
@@ -147,7 +167,7 @@ export class FlowTable implements EventSink {
     this.flows.delete(f.key);
     this.flows.set(f.key, f);
     if (this.listeners.size === 0) return;
-    const shown = view(f);
+    const shown = view(f, this.opts.peerOf);
     for (const l of this.listeners) l(shown);
   }
 
@@ -355,7 +375,7 @@ export class FlowTable implements EventSink {
     for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
       const r = all[i];
       if (!r) continue;
-      const f = view(r);
+      const f = view(r, this.opts.peerOf);
       if (matchesFilter(f, filter)) out.push(f);
     }
     return out;

@@ -400,6 +400,12 @@ describe('agent API over the unix socket', () => {
     }
   });
 
+  it('GET /v1/explain takes a service destination with its port (svc/NS/NAME:PORT)', async () => {
+    const r = await raw({ socketPath: socket }, '/v1/explain?from=shop/web&to=svc/shop/nope:80');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toMatch(/no service 'shop\/nope'/);
+  });
+
   it('answers 404 to unknown paths and methods', async () => {
     const r = await raw({ socketPath: socket }, '/v1/nothing');
     expect(r.status).toBe(404);
