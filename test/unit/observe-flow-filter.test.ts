@@ -78,6 +78,10 @@ describe('flow filters (hubble observe vocabulary)', () => {
     for (const v of ['DENY', 'deny', 'Dropped', 'DROPPED', 'denied'])
       expect(matches({ verdict: [v] })).toBe(true);
     expect(matches({ verdict: ['FORWARDED', 'AUDIT'] })).toBe(false);
+    // A policy denial is not one of the kernel's own drops.
+    expect(matches({ verdict: ['kernel'] })).toBe(false);
+    expect(parseFlowQuery({ verdict: ['kernel'] }).verdicts).toEqual(['dropped']);
+    expect(parseFlowQuery({ verdict: ['DROPPED'] }).verdicts).toEqual(['deny', 'dropped']);
   });
 
   it('filters AND, repeated values OR', () => {
