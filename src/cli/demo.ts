@@ -18,6 +18,7 @@ import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
 import { formatTable } from './output.js';
 import { formatReachGrid, reachLegend } from './reach-format.js';
 import { EXAMPLES_DIR } from './paths.js';
+import { explanationText } from './explain.js';
 import type { DemoStep } from './demo-step.js';
 
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -25,6 +26,7 @@ const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m`
 function policySteps(): DemoStep[] {
   const walkthrough = join(EXAMPLES_DIR, 'walkthrough');
   const guardrails = join(EXAMPLES_DIR, 'global');
+  const services = join(EXAMPLES_DIR, 'services');
   const rel = (p: string): string => p.replace(EXAMPLES_DIR, 'examples');
   return [
     {
@@ -77,6 +79,22 @@ function policySteps(): DemoStep[] {
             return [e.summary, e.ingress ? `  ${e.ingress.text}` : ''].join('\n');
           })
           .join('\n');
+      },
+    },
+    {
+      title:
+        'Explain through a Service: each backend pod and its target port, then the policy that decides there',
+      command: `switchyard explain ${rel(walkthrough)} ${rel(guardrails)} ${rel(services)} --from shop/frontend --to svc/web/web:80`,
+      run: () => {
+        const model = loadManifests([walkthrough, guardrails, services]);
+        const ir = buildIR(model, allocate(model));
+        const text = explanationText(
+          explain(model, ir, { from: 'shop/frontend', to: 'svc/web/web:80', protocol: 'TCP' }),
+        );
+        // The first backend in full, the others by their verdict line.
+        const lines = text.trimEnd().split('\n');
+        const firstOther = lines.findIndex((l, i) => i > 3 && l.startsWith('  → '));
+        return lines.filter((l, i) => firstOther < 0 || i < firstOther || l.startsWith('  → ')).join('\n');
       },
     },
     {

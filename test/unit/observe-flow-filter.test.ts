@@ -80,8 +80,8 @@ describe('flow filters (hubble observe vocabulary)', () => {
     expect(matches({ verdict: ['FORWARDED', 'AUDIT'] })).toBe(false);
     // A policy denial is not one of the kernel's own drops.
     expect(matches({ verdict: ['kernel'] })).toBe(false);
-    expect(parseFlowQuery({ verdict: ['kernel'] }).verdicts).toEqual(['dropped']);
-    expect(parseFlowQuery({ verdict: ['DROPPED'] }).verdicts).toEqual(['deny', 'dropped']);
+    expect(parseFlowQuery({ verdict: ['kernel'] }, NOW).verdicts).toEqual(['dropped']);
+    expect(parseFlowQuery({ verdict: ['DROPPED'] }, NOW).verdicts).toEqual(['deny', 'dropped']);
   });
 
   it('filters AND, repeated values OR', () => {
