@@ -13,14 +13,7 @@
  * an agent that crashes leaves nothing attached.
  */
 import { statSync } from 'node:fs';
-import {
-  attachRawTracepoint,
-  attachTracepoint,
-  BpfError,
-  BpfMap,
-  Program,
-  type Link,
-} from '../bpf/index.js';
+import { attachRawTracepoint, attachTracepoint, BpfError, BpfMap, Program, type Link } from '../bpf/index.js';
 import { formatAddress } from './socket-address.js';
 import {
   SOCKET_MAPS,
