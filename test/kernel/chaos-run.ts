@@ -4,7 +4,11 @@
  * agents, and tampers with the kernel. Returns what happened; the test judges it.
  */
 import type { BackendName, NodeTarget } from '../../src/dataplane/backend.js';
-import { labAgents } from '../../src/lab/agents.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { agentRequest } from '../../src/agent/client.js';
+import { agentLog, apiSocket } from '../../src/agent/paths.js';
+import { agentStateDir, labAgents } from '../../src/lab/agents.js';
 import { readState, type LabState } from '../../src/lab/state.js';
 import type { Endpoint } from '../../src/ir/types.js';
 import { cli, cliOk, manifestFile, startCli } from './lab-harness.js';
@@ -401,6 +405,9 @@ export class ChaosRun {
 
   /** Nothing repaired the tamper: undo it, or restart the node's agent (a new agent does a full apply). */
   private async takeBack(tamper: Tamper, node: string): Promise<void> {
+    this.note(
+      `agent of ${node} did not repair: ${await agentDiagnosis(this.lab, node, this.agentPid(node))}`,
+    );
     if (tamper.undo) await tamper.undo();
     else {
       const pid = this.agentPid(node);
@@ -415,4 +422,53 @@ export class ChaosRun {
 /** Removes the lab (and in cluster mode its etcd) whatever state the run left it in. */
 export async function removeLab(lab: string): Promise<void> {
   await cli(['lab', 'down', '--name', lab]);
+}
+
+/**
+ * What an agent that did not repair was doing: whether its API answers, each thread's kernel wait,
+ * its child processes and the last lines of its log (an unexplained, rare hang of a restarted
+ * nftables agent is being hunted with this).
+ */
+async function agentDiagnosis(lab: string, node: string, pid: number | undefined): Promise<string> {
+  if (pid === undefined) return 'no agent process';
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  const stateDir = agentStateDir(lab, node);
+  const status = await Promise.race([
+    agentRequest<{ revision?: string; lastApply?: unknown; lastError?: unknown }>(
+      apiSocket(stateDir),
+      '/v1/status',
+    )
+      .then(
+        (s) =>
+          `API answers: revision ${s.revision ?? '-'}, lastApply ${JSON.stringify(s.lastApply)}, lastError ${JSON.stringify(s.lastError)}`,
+      )
+      .catch((e: unknown) => `API error: ${String(e)}`),
+    new Promise<string>((r) => setTimeout(() => r('API silent for 2 s'), 2000)),
+  ]);
+  let threads: string[] = [];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`).map(
+      (t) =>
+        `${read(`/proc/${pid}/task/${t}/comm`)}:${read(`/proc/${pid}/task/${t}/wchan`)}:${read(`/proc/${pid}/task/${t}/syscall`).split(' ')[0]}`,
+    );
+  } catch {
+    threads = ['(gone)'];
+  }
+  const children = spawnSync('ps', ['--ppid', String(pid), '-o', 'pid=,etimes=,args='], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n')
+    .filter(Boolean);
+  const log = read(agentLog(stateDir)).split('\n').slice(-6);
+  return [
+    status,
+    `threads ${threads.join(' ')}`,
+    `children: ${children.join(' | ') || 'none'}`,
+    ...log.map((l) => `log: ${l}`),
+  ].join('\n      ');
 }

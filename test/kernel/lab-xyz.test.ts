@@ -116,7 +116,8 @@ describeKernel('lab: the x/y/z model', () => {
     const r = await measureReach(LAB, { port: 80, protocol: 'TCP' });
     expect(r.durationMs).toBeLessThan(3000);
     const human = await cliOk(['lab', 'reach', '--name', LAB, '--port', '81']);
-    expect(human).toMatch(/TCP\/81 measured in lab t-lab1 in \d+ ms/);
+    expect(human).toMatch(/TCP\/81 measured in lab t-lab1, compared with the prediction/);
+    expect(human).toMatch(/pairs probed: .*mismatches with the prediction \(\d+ ms\)/);
     expect(human).toMatch(/^x\/a +\. +\. +\./m);
   });
 
