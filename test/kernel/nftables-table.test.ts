@@ -260,8 +260,14 @@ describeKernel('nftables (table): a one-rule change under traffic', () => {
         durations.sort((a, b) => a - b),
       );
     const end = await backend.counters(node);
-    expect(packets(end, ALLOW, 'y/b') - packets(start, ALLOW, 'y/b')).toBe(COUNT);
-    expect(packets(end, DEFAULT, 'y/b') - packets(start, DEFAULT, 'y/b')).toBe(COUNT);
+    // x/a's packets are allowed by ALLOW, x/c's denied by DEFAULT, under either table: a packet
+    // judged by half a table would show as one more on the other rule. The bursts count what was
+    // sent, so a packet the kernel lost before the filter (seen once in ~3000) may be missing.
+    const allowed = packets(end, ALLOW, 'y/b') - packets(start, ALLOW, 'y/b');
+    const denied = packets(end, DEFAULT, 'y/b') - packets(start, DEFAULT, 'y/b');
+    expect(allowed).toBeLessThanOrEqual(COUNT);
+    expect(denied).toBeLessThanOrEqual(COUNT);
+    expect(allowed + denied).toBeGreaterThanOrEqual(2 * COUNT - 3);
 
     // The added rule counts what it allows.
     if (current !== after) await backend.apply(node, after, current);
