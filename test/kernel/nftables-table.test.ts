@@ -268,6 +268,10 @@ describeKernel('nftables (table): a one-rule change under traffic', () => {
     expect(allowed).toBeLessThanOrEqual(COUNT);
     expect(denied).toBeLessThanOrEqual(COUNT);
     expect(allowed + denied).toBeGreaterThanOrEqual(2 * COUNT - 3);
+    // …and nothing else of y/b's ingress (no other rule, no fail-closed drop) counted any of them.
+    const all = (c: RuleCounter[]): number =>
+      c.filter((x) => x.endpoint === 'y/b' && x.direction === 'ingress').reduce((n, x) => n + x.packets, 0);
+    expect(all(end) - all(start)).toBe(allowed + denied);
 
     // The added rule counts what it allows.
     if (current !== after) await backend.apply(node, after, current);
