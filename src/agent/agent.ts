@@ -30,6 +30,8 @@ import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './
 
 /** Drift polls use at most 1/POLL_DUTY of a core. */
 const POLL_DUTY = 20;
+/** The longest pause between two checks of what change events miss (ipset members). */
+const UNWATCHED_MAX_PAUSE_MS = 750;
 
 /** Failed applies are retried after RETRY_MIN_MS, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 250;
@@ -161,7 +163,13 @@ export class Agent {
         // The pause follows what the check cost, not a repair it led to (that is no polling cost).
         const took = performance.now() - started;
         if (!same && !this.stopped) await this.checkDrift();
-        this.scheduleUnwatchedPoll(u, Math.max(u.everyMs, took * POLL_DUTY));
+        // The check is cheap by design (one small read): its wall time on a loaded machine, or while
+        // a new agent starts its tracers, says little about its cost, and pausing 20× that (seconds)
+        // would leave a changed set member unrepaired that long. Bounded, it stays within 1 s.
+        this.scheduleUnwatchedPoll(
+          u,
+          Math.min(UNWATCHED_MAX_PAUSE_MS, Math.max(u.everyMs, took * POLL_DUTY)),
+        );
       });
     }, delay);
   }
@@ -324,7 +332,12 @@ export class Agent {
     }
     let fingerprint: string;
     try {
-      fingerprint = await this.opts.backend.fingerprint(this.opts.target);
+      // Adopting: sync has just found the kernel equal to the recorded fingerprint, which stays the
+      // reference; reading again would let a change made since then become it.
+      fingerprint =
+        mode === 'adopted' && this.applied
+          ? this.applied.fingerprint
+          : await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
       this.fail('drift', `applied, but cannot read the dataplane back: ${errorMessage(e)}`, desired.revision);
       return 'transient';
