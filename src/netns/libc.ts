@@ -18,11 +18,14 @@ export interface Libc {
   send(fd: number, data: Buffer, len: number, flags: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
   ifNameToIndex(name: string): number;
+  flock(fd: number, operation: number): number;
   strerror(errnum: number): string;
 }
 
 export const O_RDONLY = 0;
 export const O_CLOEXEC = 0o2000000;
+export const O_DIRECTORY = 0o200000;
+export const LOCK_EX = 2;
 export const CLONE_NEWNET = 0x40000000;
 export const AF_INET = 2;
 export const SOCK_STREAM = 1;
@@ -63,6 +66,7 @@ export function libc(): Libc {
     send: fn('long send(int fd, void *data, size_t len, int flags)'),
     recv: fn('long recv(int fd, void *buf, size_t len, int flags)'),
     ifNameToIndex: fn('unsigned int if_nametoindex(const char *name)'),
+    flock: fn('int flock(int fd, int operation)'),
     strerror: (errnum: number) => strerror?.(errnum) ?? `errno ${errnum}`,
   };
   return cached;
@@ -81,4 +85,20 @@ export function check(result: number, what: string): number {
   if (result >= 0) return result;
   const errno = koffi.errno();
   throw Object.assign(new Error(`${what}: ${errnoText(errno)}`), { errno });
+}
+
+/**
+ * Runs `fn` holding an exclusive flock(2) on a directory. Synchronous on purpose: the callers
+ * are synchronous map and link syncs that several agents run against one lab-wide object, and
+ * the kernel drops the lock with the process, so a killed holder never leaves it taken.
+ */
+export function withDirectoryLock<T>(dir: string, fn: () => T): T {
+  const c = libc();
+  const fd = check(c.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), `open ${dir}`);
+  try {
+    check(c.flock(fd, LOCK_EX), `flock ${dir}`);
+    return fn();
+  } finally {
+    c.close(fd);
+  }
 }

@@ -23,6 +23,7 @@ import {
   type MapBase,
 } from '../../bpf/index.js';
 import type { IR } from '../../ir/types.js';
+import { withDirectoryLock } from '../../netns/libc.js';
 import {
   affinityKey,
   affinityValue,
@@ -210,8 +211,19 @@ function ensureLink(
   }
 }
 
-/** Brings the scope's load balancer to the IR; returns what changed (empty when nothing did). */
+/**
+ * Brings the scope's load balancer to the IR; returns what changed (empty when nothing did).
+ * Every node's agent syncs these lab-wide maps and links, so the sync holds a lock on the
+ * scope's pin directory: two agents starting together would otherwise both pin a new link.
+ */
 export function applyServices(scope: string, ir: IR): string[] {
+  ensureBpffs();
+  const scopeDir = pinScopeDir(scope);
+  mkdirSync(scopeDir, { recursive: true });
+  return withDirectoryLock(scopeDir, () => syncServices(scope, ir));
+}
+
+function syncServices(scope: string, ir: IR): string[] {
   const desired = desiredServices(ir);
   const dir = servicesDir(scope);
   if (desired.ports.length === 0) {
@@ -219,7 +231,6 @@ export function applyServices(scope: string, ir: IR): string[] {
     removeServices(scope);
     return ['services:removed'];
   }
-  ensureBpffs();
   const changed: string[] = [];
   let maps = openServiceMaps(scope);
   let fresh = false;
