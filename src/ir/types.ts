@@ -110,6 +110,8 @@ export interface ServiceBackend {
   endpoint: string;
   address: string;
   port: number;
+  /** The node the backend pod runs on (absent for addresses outside the lab's pods). */
+  node?: string;
 }
 
 export interface ServicePortTable {
@@ -122,6 +124,17 @@ export interface ServicePortTable {
   protocol: 'TCP' | 'UDP' | 'SCTP';
   backends: ServiceBackend[];
   affinity: { mode: 'None' } | { mode: 'ClientIP'; timeoutSeconds: number };
+  /** Type NodePort or LoadBalancer: also reached at every node's `externalAddress` on this port. */
+  nodePort?: number;
+  /** Type LoadBalancer: the addresses of `status.loadBalancer.ingress`, reached at `port`. */
+  loadBalancerIPs?: string[];
+  /**
+   * Traffic from outside (node port, load-balancer address). `Local`: only backends on the node
+   * the traffic entered, client address kept; a node without one refuses. Absent means Cluster.
+   */
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  /** Traffic from pods to the cluster IP. `Local`: only backends on the client's node. Absent means Cluster. */
+  internalTrafficPolicy?: 'Cluster' | 'Local';
 }
 
 export interface Prefilter {
@@ -136,6 +149,8 @@ export interface Node {
   name: string;
   /** The node's own address on the fabric that joins node namespaces. */
   address: string;
+  /** Where traffic from outside the cluster reaches the node (node ports); absent when not exposed. */
+  externalAddress?: string;
 }
 
 export interface IR {
