@@ -86,12 +86,16 @@ function externalVerdict(s: ServiceExplanation, x: ExternalEntryExplanation): st
   if (s.problem === 'no-local-endpoints')
     return `dropped: ${x.unservedNodes.join(', ')} has no endpoint of its own for ${port}`;
   const allowed = s.backends.filter((b) => b.allowed);
-  const n = s.backends.length;
-  if (allowed.length === n) return `allowed to ${allowed.map(pathText).join('; ')}`;
   const denied = s.backends.filter((b) => !b.allowed).map(pathText);
-  return allowed.length === 0
-    ? `denied to ${denied.join('; ')}`
-    : `allowed to ${allowed.map(pathText).join('; ')}; denied to ${denied.join('; ')} (connections there fail)`;
+  // Every path alike: one phrase for all of them, not one per entry node and backend.
+  const pods = new Set(s.backends.map((b) => b.endpoint)).size;
+  const all = `all ${pods} backends through ${x.entryNodes.join(', ')} (${
+    x.externalTrafficPolicy === 'Local' ? 'client address kept' : 'source masqueraded to the entry node'
+  })`;
+  if (denied.length === 0)
+    return `allowed to ${s.backends.length > 2 ? all : allowed.map(pathText).join('; ')}`;
+  if (allowed.length === 0) return `denied to ${s.backends.length > 2 ? all : denied.join('; ')}`;
+  return `allowed to ${allowed.length} of ${s.backends.length} paths; denied to ${denied.join('; ')} (connections there fail)`;
 }
 
 export interface ExternalQuery {
