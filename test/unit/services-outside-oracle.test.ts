@@ -21,40 +21,36 @@ import {
 const CLIENT = '198.19.129.2';
 const OTHER_CLIENT = '198.19.129.3';
 
-/** web/a on node-1, web/b on node-2 (both serve 8080); web/solo only on node-1. */
+/** A service of `type` over pods `app: <app>`, target port 8080 (port 443 for `lb`, else 80). */
+function external(
+  name: string,
+  type: 'NodePort' | 'LoadBalancer',
+  app: string,
+  nodePort: number,
+  extra: Record<string, unknown> = {},
+): Manifest {
+  const port = name === 'lb' ? 443 : 80;
+  return service('web', name, {
+    type,
+    selector: { app },
+    ports: [{ port, targetPort: 8080, nodePort }],
+    ...extra,
+  });
+}
+
+/** web/a on node-1, web/b on node-2 (both serve 8080); web/c (`app: solo`) on node-1. */
 const cluster = (extra: Manifest[] = []): Manifest[] => [
   namespace('web'),
   pod('web', 'a', { labels: { app: 'web' }, node: 'node-1', ports: [{ containerPort: 8080 }] }),
   pod('web', 'b', { labels: { app: 'web' }, node: 'node-2', ports: [{ containerPort: 8080 }] }),
   pod('web', 'c', { labels: { app: 'solo' }, node: 'node-1', ports: [{ containerPort: 8080 }] }),
-  service('web', 'local', {
-    type: 'NodePort',
-    externalTrafficPolicy: 'Local',
-    selector: { app: 'web' },
-    ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }],
-  }),
-  service('web', 'spread', {
-    type: 'NodePort',
-    selector: { app: 'web' },
-    ports: [{ port: 80, targetPort: 8080, nodePort: 30081 }],
-  }),
-  service('web', 'solo', {
-    type: 'LoadBalancer',
-    externalTrafficPolicy: 'Local',
-    selector: { app: 'solo' },
-    ports: [{ port: 80, targetPort: 8080, nodePort: 30082 }],
-  }),
-  service('web', 'empty', {
-    type: 'LoadBalancer',
-    selector: { app: 'nobody' },
-    ports: [{ port: 80, targetPort: 8080, nodePort: 30083 }],
-  }),
-  service('web', 'lb', {
-    type: 'LoadBalancer',
-    selector: { app: 'web' },
+  external('local', 'NodePort', 'web', 30080, { externalTrafficPolicy: 'Local' }),
+  external('spread', 'NodePort', 'web', 30081),
+  external('solo', 'LoadBalancer', 'solo', 30082, { externalTrafficPolicy: 'Local' }),
+  external('empty', 'LoadBalancer', 'nobody', 30083),
+  external('lb', 'LoadBalancer', 'web', 30443, {
     sessionAffinity: 'ClientIP',
     sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } },
-    ports: [{ port: 443, targetPort: 8080, nodePort: 30443 }],
   }),
   ...extra,
 ];
