@@ -149,7 +149,7 @@ function explainQuery(ctx: ApiContext, q: URLSearchParams): Explanation {
   if (!from || !to)
     throw new HttpError(
       400,
-      'explain needs ?from= and ?to= (namespace/pod, an address, or a service svc/NS/NAME:PORT)',
+      'explain needs ?from= and ?to= (namespace/pod, an address, outside:NAME, a service svc/NS/NAME:PORT, nodeport/NODE:PORT or lb/IP:PORT)',
     );
   const protocol = (q.get('protocol') ?? 'TCP').toUpperCase();
   if (!['TCP', 'UDP', 'SCTP', 'ICMP'].includes(protocol))

@@ -183,7 +183,10 @@ function allocateLoadBalancerAddresses(
       out.set(serviceKey(s), [ip]);
     }
   }
-  if (issues.length > 0) throw new ManifestError(issues);
+  if (issues.length > 0)
+    throw new ManifestError(
+      issues.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line)),
+    );
   const needing: string[] = [];
   for (const s of pending.filter((p) => !out.has(serviceKey(p)))) {
     const prev = previous[serviceKey(s)]?.[0];

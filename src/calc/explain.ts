@@ -5,7 +5,9 @@ import type { Model } from '../model/types.js';
 import { parseAddress } from '../util/ip.js';
 import { withRuleSetsOf } from './build.js';
 import { Oracle, type SideVerdict } from './evaluate.js';
+import { explainExternal, resolveOutside } from './explain-outside.js';
 import { findServiceTarget, parseDestination, type ServiceTarget } from './explain-service.js';
+import { internalBackends, parseExternalEntry } from './outside.js';
 import type {
   Explanation,
   RuleRef,
@@ -17,6 +19,7 @@ import type {
 export type {
   ExplainPeer,
   Explanation,
+  ExternalEntryExplanation,
   RuleRef,
   ServiceBackendExplanation,
   ServiceExplanation,
@@ -90,16 +93,22 @@ export function resolveEndpointOrAddress(ir: IR, given: string): string {
 }
 
 export interface ExplainQuery {
+  /** A pod, an address, or a client outside the cluster: `outside:NAME` or `outside:ADDRESS`. */
   from: string;
-  /** A pod, an address, `A.B.C.D:PORT`, a service `svc/NS/NAME[:PORT]` or its cluster IP. */
+  /**
+   * A pod, an address, `A.B.C.D:PORT`, a service `svc/NS/NAME[:PORT]` or its cluster IP; from
+   * outside also a node port `nodeport/NODE:PORT` or a load-balancer address `lb/IP:PORT`.
+   */
   to: string;
   protocol: Protocol;
   port?: number;
+  /** A lab's outside clients (name → address) for `outside:NAME`; default: the lab default `client`. */
+  outside?: Readonly<Record<string, string>>;
 }
 
-/** True when `to` carries its own port (`svc/NS/NAME:PORT`, `A.B.C.D:PORT`), so none is needed besides. */
+/** True when `to` carries its own port (`svc/NS/NAME:PORT`, `A.B.C.D:PORT`, `nodeport/…`, `lb/…`), so none is needed besides. */
 export function destinationHasPort(to: string): boolean {
-  return parseDestination(to).port !== undefined;
+  return parseExternalEntry(to) !== undefined || parseDestination(to).port !== undefined;
 }
 
 /**
@@ -107,7 +116,25 @@ export function destinationHasPort(to: string): boolean {
  * each backend pod it translates to, and the policy is explained there (egress of the source,
  * ingress of the backend on its target port).
  */
-export function explain(model: Model, ir: IR, q: ExplainQuery): Explanation {
+export function explain(model: Model, ir: IR, query: ExplainQuery): Explanation {
+  const client = resolveOutside(query.from, query.outside);
+  const entry = parseExternalEntry(query.to);
+  if (entry) {
+    if (query.port !== undefined && query.port !== entry.port)
+      throw new Error(`'${query.to}' names port ${entry.port} but the port asked is ${query.port}: give one`);
+    const from = client ?? resolveEndpointOrAddress(ir, query.from);
+    if (ir.endpoints.some((e) => e.addresses.includes(from)))
+      throw new Error(
+        `${query.to} is for traffic from outside the cluster: from a pod, explain the service's cluster IP (svc/NS/NAME:PORT)`,
+      );
+    return explainExternal(
+      model,
+      ir,
+      { from: query.from, client: from, entry, protocol: query.protocol },
+      (s) => explainSide(model, s),
+    );
+  }
+  const q = client === undefined ? query : { ...query, from: client };
   const dest = parseDestination(q.to);
   if (dest.port !== undefined && q.port !== undefined && dest.port !== q.port)
     throw new Error(`'${q.to}' names port ${dest.port} but the port asked is ${q.port}: give one`);
@@ -130,7 +157,11 @@ function explainService(
 ): Explanation {
   const name = `${target.service.namespace}/${target.service.name}`;
   const spec = target.service.ports.find((p) => p.port === q.port && p.protocol === q.protocol);
-  const backends = (target.table?.backends ?? []).map((b): ServiceBackendExplanation => {
+  const src = resolveEndpointOrAddress(ir, q.from);
+  const srcEndpoint = ir.endpoints.find((e) => e.addresses.includes(src));
+  const local = target.table?.internalTrafficPolicy === 'Local';
+  const eligible = target.table ? internalBackends(target.table, srcEndpoint?.node) : [];
+  const backends = eligible.map((b): ServiceBackendExplanation => {
     const x = explainPair(model, ir, { from: q.from, to: b.endpoint, protocol: q.protocol, port: b.port });
     return {
       endpoint: b.endpoint,
@@ -145,7 +176,14 @@ function explainService(
       summary: x.summary,
     };
   });
-  const problem = !target.table ? 'port-not-defined' : backends.length === 0 ? 'no-endpoints' : undefined;
+  const problem = !target.table
+    ? 'port-not-defined'
+    : target.table.backends.length === 0
+      ? 'no-endpoints'
+      : backends.length === 0
+        ? 'no-local-endpoints'
+        : undefined;
+  const affinity = target.table?.affinity;
   const service: ServiceExplanation = {
     name,
     address: target.address,
@@ -157,9 +195,9 @@ function explainService(
     backends,
     ...(problem ? { problem } : {}),
     skipped: target.skipped,
+    ...(affinity?.mode === 'ClientIP' ? { affinityTimeoutSeconds: affinity.timeoutSeconds } : {}),
+    ...(local ? { internalTrafficPolicy: 'Local' as const } : {}),
   };
-  const src = resolveEndpointOrAddress(ir, q.from);
-  const srcEndpoint = ir.endpoints.find((e) => e.addresses.includes(src));
   const what = `${q.protocol} port ${q.port} ${q.from} → ${q.to}`;
   const shown = backends.find((b) => !b.allowed) ?? backends[0];
   const allowedTo = backends.filter((b) => b.allowed);
@@ -187,6 +225,8 @@ function serviceVerdict(s: ServiceExplanation, allowed: number): string {
   const port = `${s.port}/${s.protocol}`;
   if (s.problem === 'port-not-defined')
     return `denied: service ${s.name} has no port ${port} (ports: ${s.ports.join(', ') || 'none'}), so nothing translates the connection`;
+  if (s.problem === 'no-local-endpoints')
+    return `denied: service ${s.name} has internalTrafficPolicy Local and no endpoint for port ${port} on the client's node (the node drops it)`;
   if (s.problem === 'no-endpoints') {
     const why = s.skipped.length
       ? `: ${s.skipped.map((p) => `${p.pod} ${p.reason}`).join('; ')}`

@@ -51,6 +51,14 @@ export interface ServiceBackendExplanation {
   /** The port the connection is translated to (the service's targetPort, resolved for this pod). */
   targetPort: number;
   node?: string;
+  /** From outside: the node the connection enters (one entry per entry node and backend). */
+  entryNode?: string;
+  /**
+   * From outside: the source address the backend's policy sees, and whose it is: the client's
+   * (externalTrafficPolicy Local) or the entry node's fabric address (Cluster: masqueraded).
+   */
+  source?: string;
+  sourceKind?: 'client' | 'node';
   allowed: boolean;
   decidedAt: DecidedAt;
   prefilter?: string;
@@ -59,8 +67,31 @@ export interface ServiceBackendExplanation {
   summary: string;
 }
 
-/** Why a service has nothing to translate a connection to. */
-export type ServiceProblem = 'port-not-defined' | 'no-endpoints';
+/**
+ * Why a service has nothing to translate a connection to: no such port (or node port, or
+ * load-balancer port), no ready endpoint (refused), or none on the node a Local traffic policy
+ * confines the connection to (dropped, as kube-proxy does).
+ */
+export type ServiceProblem = 'port-not-defined' | 'no-endpoints' | 'no-local-endpoints';
+
+/** Traffic from outside: where it was aimed and how the service treats it. */
+export interface ExternalEntryExplanation {
+  kind: 'nodeport' | 'lb';
+  /** As asked: `nodeport/NODE:PORT` or `lb/IP:PORT`. */
+  given: string;
+  /** The address and port the client connects to (a node's external address, or the load-balancer address). */
+  address: string;
+  port: number;
+  /** The node a node port was asked on. */
+  node?: string;
+  externalTrafficPolicy: 'Cluster' | 'Local';
+  /** Nodes the connection enters (a load-balancer address may enter at several). */
+  entryNodes: string[];
+  /** Entry nodes with no eligible backend. */
+  unservedNodes: string[];
+  /** A prefilter of an entry node drops the client before any translation. */
+  prefilter?: { node: string; name: string };
+}
 
 export interface ServiceExplanation {
   /** `namespace/name` */
@@ -78,6 +109,12 @@ export interface ServiceExplanation {
   problem?: ServiceProblem;
   /** Pods the selector picks that are no backend of this port, and why. */
   skipped: { pod: string; reason: string }[];
+  /** ClientIP affinity: a client's new connections keep their backend for this long since the last one. */
+  affinityTimeoutSeconds?: number;
+  /** internalTrafficPolicy Local: a pod's connections only reach backends on its own node. */
+  internalTrafficPolicy?: 'Local';
+  /** Set when the connection comes from outside through a node port or load-balancer address. */
+  external?: ExternalEntryExplanation;
 }
 
 export interface Explanation {

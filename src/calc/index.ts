@@ -18,12 +18,28 @@ export {
   resolveEndpointOrAddress,
   type Explanation,
   type ExplainQuery,
+  type ExternalEntryExplanation,
   type ServiceBackendExplanation,
   type ServiceExplanation,
   type SideExplanation,
   type RuleRef,
 } from './explain.js';
 export { servedPorts, servesPort } from './serving.js';
+export {
+  ClientIpAffinity,
+  eligibleBackends,
+  entryText,
+  evaluateExternal,
+  externalTable,
+  internalBackends,
+  parseExternalEntry,
+  type ExternalEntry,
+  type ExternalPath,
+  type ExternalProblem,
+  type ExternalSource,
+  type ExternalVerdict,
+} from './outside.js';
+export { DEFAULT_OUTSIDE_CLIENT, OUTSIDE_PREFIX, resolveOutside } from './explain-outside.js';
 export {
   buildDecisionTable,
   withDecisionTables,

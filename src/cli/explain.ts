@@ -5,6 +5,7 @@ import {
   destinationHasPort,
   explain,
   type Explanation,
+  type ExternalEntryExplanation,
   type ServiceExplanation,
   type SideExplanation,
 } from '../calc/index.js';
@@ -25,24 +26,55 @@ function sideLines(s: SideExplanation): string[] {
   return lines;
 }
 
+/** How traffic from outside enters: the node port or load-balancer address, and the traffic policy. */
+function externalLines(x: ExternalEntryExplanation, served: boolean): string[] {
+  const where =
+    x.kind === 'nodeport'
+      ? `node port ${x.port} on ${x.node ?? '?'} (${x.address})`
+      : `load-balancer address ${x.address}:${x.port}`;
+  const policy =
+    x.externalTrafficPolicy === 'Local'
+      ? "only the entry node's own backends, client address kept"
+      : 'any backend, source masqueraded to the entry node';
+  // Without a service behind the port there is no policy to tell.
+  const lines = [
+    served ? `  ${where}, externalTrafficPolicy ${x.externalTrafficPolicy}: ${policy}` : `  ${where}`,
+  ];
+  if (x.kind === 'lb') lines.push(`    enters at ${x.entryNodes.join(', ') || 'no node'}`);
+  if (x.unservedNodes.length) lines.push(`    no eligible backend on ${x.unservedNodes.join(', ')}`);
+  return lines;
+}
+
 /** The service, then each backend pod it translates to with the policy that decides there. */
 function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
   const port = `${s.port}/${s.protocol}${s.portName ? ` (${s.portName})` : ''}`;
   const target = s.targetPort !== undefined ? `, target port ${s.targetPort}` : '';
   const count = `${s.backends.length} backend${s.backends.length === 1 ? '' : 's'}`;
-  const lines = [
-    s.problem === 'port-not-defined'
-      ? `  service ${s.name} ${s.address}: ports ${s.ports.join(', ') || 'none'}; none is ${s.port}/${s.protocol}`
-      : `  service ${s.name} ${s.address}:${port}${target}: ${count}`,
-  ];
+  const lines = s.external ? externalLines(s.external, s.problem !== 'port-not-defined') : [];
+  if (s.name)
+    lines.push(
+      s.problem === 'port-not-defined'
+        ? `  service ${s.name} ${s.address}: ports ${s.ports.join(', ') || 'none'}; none is ${s.port}/${s.protocol}`
+        : `  service ${s.name} ${s.address}:${port}${target}: ${count}`,
+    );
+  if (s.affinityTimeoutSeconds !== undefined)
+    lines.push(
+      `    ClientIP affinity: a client keeps its backend for ${s.affinityTimeoutSeconds} s after its last connection`,
+    );
+  if (s.internalTrafficPolicy === 'Local')
+    lines.push("    internalTrafficPolicy Local: only backends on the client's node");
   for (const p of s.skipped) lines.push(`    not a backend: ${p.pod}: ${p.reason}`);
   const from = x.from.endpoint
     ? `${x.from.endpoint} (${x.from.address})`
     : `${x.from.address} (outside the cluster)`;
   if (s.backends.length) lines.push(`  from ${from}`);
   for (const b of s.backends) {
+    const via =
+      b.entryNode === undefined
+        ? ''
+        : ` via ${b.entryNode}, source ${b.source}${b.sourceKind === 'client' ? ' (client kept)' : ' (SNAT to the node)'}`;
     lines.push(
-      `  → ${b.endpoint} ${b.address}:${b.targetPort}${b.node ? ` on ${b.node}` : ''}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
+      `  → ${b.endpoint} ${b.address}:${b.targetPort}${b.node ? ` on ${b.node}` : ''}${via}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
     );
     for (const side of [b.egress, b.ingress]) if (side) lines.push(...sideLines(side).map((l) => `  ${l}`));
     if (!b.egress && b.decidedAt !== 'same-pod')
@@ -54,7 +86,9 @@ function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
 
 /** An explanation for humans: the verdict, then each side (and each backend of a service). */
 export function explanationText(x: Explanation): string {
-  const lines = [x.summary.replace(/: (allowed|denied)/, (_, v: string) => `: ${v.toUpperCase()}`)];
+  const lines = [
+    x.summary.replace(/: (allowed|denied|refused|dropped)/, (_, v: string) => `: ${v.toUpperCase()}`),
+  ];
   if (x.service) return [...lines, ...serviceLines(x, x.service)].join('\n') + '\n';
   const fmt = (e: typeof x.from): string =>
     e.endpoint ? `${e.endpoint} (${e.address} on ${e.node})` : `${e.address} (outside the cluster)`;
@@ -77,10 +111,13 @@ export function register(program: Command): void {
       'why a new connection is allowed or denied: which policies select each end and which rule decided',
     )
     .argument('<paths...>', 'manifest files or directories')
-    .requiredOption('--from <pod|address>', 'source: namespace/pod or an address outside the cluster')
+    .requiredOption(
+      '--from <pod|address|outside>',
+      'source: namespace/pod, an address, or a client outside the cluster (outside:NAME, outside:ADDRESS)',
+    )
     .requiredOption(
       '--to <pod|address|service>',
-      'destination: namespace/pod, an address (ADDRESS:PORT), or a service svc/NAMESPACE/NAME:PORT or its cluster IP',
+      'destination: namespace/pod, an address (ADDRESS:PORT), a service svc/NAMESPACE/NAME:PORT or its cluster IP; from outside a node port nodeport/NODE:PORT or a load-balancer address lb/IP:PORT',
     )
     .option('--port <port>', 'destination port (a service port for a service)', parsePort)
     .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP')

@@ -268,6 +268,37 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
     expect(new Set(Object.values(final)).size).toBe(4);
   });
 
+  it('node ports and load-balancer addresses are stored with the Service and kept on re-apply', async () => {
+    await wipe();
+    const external = (name: string, type: string): string =>
+      service('shop', name, 'frontend').replace('spec:\n', `spec:\n  type: ${type}\n`);
+    const dir = manifests({
+      'ns.yaml': ns('shop'),
+      'svc.yaml': docs(external('np', 'NodePort'), external('lb', 'LoadBalancer')),
+    });
+    await applyManifests(store, [dir]);
+    const stored = await objects('Service', 'shop');
+    const nodePort = (id: string): unknown =>
+      ((stored[id] as Obj).spec?.ports as { nodePort?: number }[] | undefined)?.[0]?.nodePort;
+    expect([nodePort('shop/lb'), nodePort('shop/np')]).toEqual([30000, 30001]);
+    expect((stored['shop/lb'] as Obj).status).toEqual({
+      loadBalancer: { ingress: [{ ip: '198.19.192.2' }] },
+    });
+    // The same files again write nothing; a new service sorting first takes the next free ones.
+    const again = await applyManifests(store, [dir]);
+    expect(again.unchanged).toHaveLength(3);
+    await applyManifests(store, [manifests({ 'svc.yaml': external('aaa', 'LoadBalancer') })]);
+    const after = await objects('Service', 'shop');
+    expect((after['shop/aaa'] as Obj).spec?.ports).toEqual([
+      { port: 80, targetPort: 'http', nodePort: 30002 },
+    ]);
+    expect((after['shop/aaa'] as Obj).status).toEqual({
+      loadBalancer: { ingress: [{ ip: '198.19.192.3' }] },
+    });
+    expect(after['shop/lb']).toEqual(stored['shop/lb']);
+    expect(after['shop/np']).toEqual(stored['shop/np']);
+  });
+
   it('validates the files with what is stored, and a rejected apply writes nothing', async () => {
     await wipe();
     await applyManifests(store, [manifests({ 'ns.yaml': docs(ns('stored'), pod('stored', 'old')) })]);

@@ -12,6 +12,7 @@ import {
   buildIR,
   INFRA_RANGE,
   isPodAddress,
+  LOAD_BALANCER_POOL,
   MissingAllocationError,
   SERVICE_RANGE,
   type Allocations,
@@ -29,6 +30,9 @@ const SERVICE_KEYS = ['x/api', 'y/api', 'y/db', 'z/web'];
 /** Stated addresses may be ones allocate would hand out first: they must still win. */
 const STATED_POD_IPS = ['198.18.0.2', '198.18.0.3', '198.18.0.9'];
 const STATED_VIPS = ['198.19.0.2', '198.19.0.5'];
+const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer'] as const;
+const STATED_NODE_PORTS = [30000, 30001, 30005];
+const STATED_LB_IPS = ['198.19.192.2', '198.19.192.3'];
 
 function split(key: string): [string, string] {
   return key.split('/') as [string, string];
@@ -44,6 +48,9 @@ const modelArb: fc.Arbitrary<Model> = fc
     }),
     services: fc.subarray(SERVICE_KEYS),
     vips: fc.array(fc.option(fc.constantFrom(...STATED_VIPS)), { minLength: SERVICE_KEYS.length }),
+    types: fc.array(fc.constantFrom(...SERVICE_TYPES), { minLength: SERVICE_KEYS.length }),
+    nodePorts: fc.array(fc.option(fc.constantFrom(...STATED_NODE_PORTS)), { minLength: SERVICE_KEYS.length }),
+    lbIps: fc.array(fc.option(fc.constantFrom(...STATED_LB_IPS)), { minLength: SERVICE_KEYS.length }),
   })
   .map((r) => {
     const taken = new Set<string>();
@@ -67,19 +74,34 @@ const modelArb: fc.Arbitrary<Model> = fc
         ...(node ? { nodeName: node } : {}),
       };
     });
+    const takenPorts = new Set<number>();
     const services = r.services.map((key, i): Service => {
       const [ns, name] = split(key);
       const vip = claim(r.vips[i]);
+      const type = r.types[i] ?? 'ClusterIP';
+      const external = type !== 'ClusterIP';
+      const stated = r.nodePorts[i];
+      // Validation refuses a node port stated twice: the first claim keeps it.
+      const nodePort = external && stated && !takenPorts.has(stated) ? stated : undefined;
+      if (nodePort) takenPorts.add(nodePort);
+      const ingress = type === 'LoadBalancer' ? claim(r.lbIps[i]) : undefined;
       return {
         namespace: ns,
         name,
         ...(vip ? { clusterIP: vip } : {}),
         selector: {},
-        ports: [{ port: 80, targetPort: 80, protocol: 'TCP' }],
+        // 53/TCP and 53/UDP share one node port.
+        ports: [
+          { port: 80, targetPort: 80, protocol: 'TCP', ...(nodePort ? { nodePort } : {}) },
+          { port: 53, targetPort: 53, protocol: 'TCP' },
+          { port: 53, targetPort: 53, protocol: 'UDP' },
+        ],
         sessionAffinity: 'None',
         affinityTimeoutSeconds: 10800,
-        type: 'ClusterIP',
+        type,
+        ...(external ? { externalTrafficPolicy: 'Cluster' as const } : {}),
         internalTrafficPolicy: 'Cluster',
+        ...(ingress ? { loadBalancerIngress: [ingress] } : {}),
         source: src,
       };
     });
@@ -120,6 +142,32 @@ function expectComplete(model: Model, a: Allocations, nodeCount: number): void {
   );
   expect(new Set(vips).size, 'no service address twice').toBe(vips.length);
   for (const v of vips) expect(cidrContains(SERVICE_RANGE, address(v))).toBe(true);
+  const external = model.services.filter((s) => s.type !== 'ClusterIP');
+  expect(Object.keys(a.nodePorts).sort()).toEqual(
+    external.flatMap((s) => s.ports.map((p) => `${s.namespace}/${s.name}:${p.port}/${p.protocol}`)).sort(),
+  );
+  const byService = new Map<string, Set<number>>();
+  for (const s of external) {
+    const key = `${s.namespace}/${s.name}`;
+    const ports = s.ports.map((p) => a.nodePorts[`${key}:${p.port}/${p.protocol}`] as number);
+    for (const [i, p] of s.ports.entries())
+      if (p.nodePort) expect(ports[i], `stated node port of ${key}`).toBe(p.nodePort);
+    expect(ports[1], `53/TCP and 53/UDP of ${key} share`).toBe(ports[2]);
+    for (const n of ports) expect(n >= 30000 && n <= 32767, `${n} in range`).toBe(true);
+    byService.set(key, new Set(ports));
+  }
+  const all = [...byService.values()].flatMap((ports) => [...ports]);
+  expect(new Set(all).size, 'no node port of two services').toBe(all.length);
+  const lbs = model.services.filter((s) => s.type === 'LoadBalancer');
+  expect(Object.keys(a.loadBalancerAddresses).sort()).toEqual(
+    lbs.map((s) => `${s.namespace}/${s.name}`).sort(),
+  );
+  for (const s of lbs)
+    if (s.loadBalancerIngress)
+      expect(a.loadBalancerAddresses[`${s.namespace}/${s.name}`]).toEqual(s.loadBalancerIngress);
+  const lbIps = Object.values(a.loadBalancerAddresses).flat();
+  expect(new Set(lbIps).size, 'no load-balancer address twice').toBe(lbIps.length);
+  for (const ip of lbIps) expect(cidrContains(LOAD_BALANCER_POOL, address(ip)), ip).toBe(true);
 }
 
 /** What `prev` gave a pod or service that is still there is kept, unless the model now says otherwise. */
@@ -141,6 +189,21 @@ function expectStable(model: Model, prev: Allocations, next: Allocations): void 
     const before = prev.serviceAddresses[key];
     if (before !== undefined && !s.clusterIP && !stated.has(before))
       expect(next.serviceAddresses[key], `address of ${key}`).toBe(before);
+  }
+  const statedPorts = new Set(model.services.flatMap((s) => s.ports.flatMap((p) => p.nodePort ?? [])));
+  for (const s of model.services.filter((x) => x.type !== 'ClusterIP'))
+    for (const p of s.ports) {
+      const key = `${s.namespace}/${s.name}:${p.port}/${p.protocol}`;
+      const before = prev.nodePorts[key];
+      if (before !== undefined && p.nodePort === undefined && !statedPorts.has(before))
+        expect(next.nodePorts[key], `node port of ${key}`).toBe(before);
+    }
+  const statedIps = new Set(model.services.flatMap((s) => s.loadBalancerIngress ?? []));
+  for (const s of model.services.filter((x) => x.type === 'LoadBalancer')) {
+    const key = `${s.namespace}/${s.name}`;
+    const before = prev.loadBalancerAddresses[key];
+    if (before !== undefined && !s.loadBalancerIngress && !before.some((ip) => statedIps.has(ip)))
+      expect(next.loadBalancerAddresses[key], `load-balancer address of ${key}`).toEqual(before);
   }
 }
 
