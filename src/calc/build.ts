@@ -46,7 +46,7 @@ export function buildIR(model: Model, allocations: Allocations, opts: BuildOptio
     : sliced;
 }
 
-function buildPrefilters(
+export function buildPrefilters(
   model: Model,
   nodes: readonly string[],
   sets: SetRegistry,

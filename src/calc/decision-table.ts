@@ -102,22 +102,33 @@ export function buildDecisionTable(
  * only the default rule's id, which names the endpoint, differs between their tables.
  */
 export function withDecisionTables(ir: IR, opts: DecisionTableOptions = {}): IR {
-  const built = new Map<string, { build: DecisionTableBuild; endpoint: string }>();
-  const ruleSets = ir.ruleSets.map((rs): RuleSet => {
-    const { table: _table, tableOverflow: _overflow, ...walk } = rs;
-    const key = JSON.stringify([rs.direction, rs.kubernetesDefault, rs.globalRules, rs.kubernetesRules]);
-    let known = built.get(key);
-    if (!known) {
-      known = { build: buildDecisionTable(ir, walk, opts), endpoint: rs.endpoint };
-      built.set(key, known);
-    }
-    const { build } = known;
-    if (!build.ok) return { ...walk, tableOverflow: build.overflow };
-    const table =
-      known.endpoint === rs.endpoint ? build.table : relabelled(build.table, known.endpoint, rs.endpoint);
-    return { ...walk, table };
-  });
+  const built: TableBuilds = new Map();
+  const ruleSets = ir.ruleSets.map((rs) => withDecisionTable(ir, rs, opts, built));
   return { ...ir, policyMode: 'table', ruleSets };
+}
+
+/** Tables built so far, by rules: rule sets with the same rules share one construction. */
+export type TableBuilds = Map<string, { build: DecisionTableBuild; endpoint: string }>;
+
+/** `rs` with its table (or its overflow), reusing a construction in `built` for the same rules. */
+export function withDecisionTable(
+  ir: IR,
+  rs: RuleSet,
+  opts: DecisionTableOptions,
+  built: TableBuilds,
+): RuleSet {
+  const { table: _table, tableOverflow: _overflow, ...walk } = rs;
+  const key = JSON.stringify([rs.direction, rs.kubernetesDefault, rs.globalRules, rs.kubernetesRules]);
+  let known = built.get(key);
+  if (!known) {
+    known = { build: buildDecisionTable(ir, walk, opts), endpoint: rs.endpoint };
+    built.set(key, known);
+  }
+  const { build } = known;
+  if (!build.ok) return { ...walk, tableOverflow: build.overflow };
+  const table =
+    known.endpoint === rs.endpoint ? build.table : relabelled(build.table, known.endpoint, rs.endpoint);
+  return { ...walk, table };
 }
 
 /** `table` as built for `from`, for an endpoint `to` with the same rules. */
@@ -129,8 +140,9 @@ function relabelled(table: DecisionTable, from: string, to: string): DecisionTab
     endpoint: to,
     direction: table.direction,
     prefixes: table.prefixes,
+    // `...c` first keeps the keys in construction order: the same JSON as a table built for `to`.
     classes: table.classes.map((c) => ({
-      id: c.id,
+      ...c,
       icmp: entry(c.icmp),
       other: entry(c.other),
       ports: Object.fromEntries(PORT_PROTOCOLS.map((p) => [p, c.ports[p].map(entry)])) as PeerClass['ports'],

@@ -56,7 +56,10 @@ export function buildServices(
       : [];
     const slices = s.selector
       ? []
-      : model.endpointSlices.filter((sl) => sl.namespace === s.namespace && sl.serviceName === s.name);
+      : model.endpointSlices
+          .filter((sl) => sl.namespace === s.namespace && sl.serviceName === s.name)
+          // By name, so the backends' order does not depend on the order manifests were read in.
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return s.ports.map((p) => ({
       id: `${key}:${p.port}/${p.protocol}`,
       service: key,

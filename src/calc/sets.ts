@@ -34,14 +34,16 @@ export function setId(definition: string, prefix = 'sy-'): string {
   return prefix + createHash('sha256').update(definition).digest('hex').slice(0, 12);
 }
 
-/** Pods a peer's selectors pick; `policyNamespace` scopes a bare podSelector (NetworkPolicy). */
+/** Whether a peer's selectors pick `ep`; `policyNamespace` scopes a bare podSelector (NetworkPolicy). */
+export function peerSelects(peer: Peer, ep: Endpoint, policyNamespace?: string): boolean {
+  if (peer.namespaceSelector) {
+    if (!selectorMatches(peer.namespaceSelector, ep.namespaceLabels)) return false;
+  } else if (policyNamespace !== undefined && ep.namespace !== policyNamespace) return false;
+  return !peer.podSelector || selectorMatches(peer.podSelector, ep.labels);
+}
+
 function selectedEndpoints(peer: Peer, endpoints: readonly Endpoint[], policyNamespace?: string): Endpoint[] {
-  return endpoints.filter((ep) => {
-    if (peer.namespaceSelector) {
-      if (!selectorMatches(peer.namespaceSelector, ep.namespaceLabels)) return false;
-    } else if (policyNamespace !== undefined && ep.namespace !== policyNamespace) return false;
-    return !peer.podSelector || selectorMatches(peer.podSelector, ep.labels);
-  });
+  return endpoints.filter((ep) => peerSelects(peer, ep, policyNamespace));
 }
 
 /** The exact addresses one peer stands for: its fields ANDed, notNets removed. */
@@ -80,8 +82,19 @@ export function peerDescription(peer: Peer, policyNamespace?: string): string {
   return parts.join(' and ');
 }
 
+/** How rules name their sets: the full build's registry, or the incremental calculation's. */
+export interface SetResolver {
+  peerSet(peers: readonly Peer[], policyNamespace?: string): { id: string; cidrs: Cidr[] };
+  namedPortSet(
+    peerSetId: string | undefined,
+    peerCidrList: readonly Cidr[] | undefined,
+    protocol: IpPortSet['protocol'],
+    names: readonly string[],
+  ): string;
+}
+
 /** Collects the sets rules reference; identical definitions share one set. */
-export class SetRegistry {
+export class SetRegistry implements SetResolver {
   private readonly ipSets = new Map<string, IpSet>();
   private readonly portSets = new Map<string, IpPortSet>();
   /** Members of the peer sets as parsed prefixes, by set id. */
@@ -176,6 +189,6 @@ export class SetRegistry {
 }
 
 /** A bare podSelector is scoped to the policy's namespace; other peers are not. */
-function scopeOf(peers: readonly Peer[], policyNamespace?: string): string | undefined {
+export function scopeOf(peers: readonly Peer[], policyNamespace?: string): string | undefined {
   return peers.some((p) => p.podSelector && !p.namespaceSelector) ? policyNamespace : undefined;
 }
