@@ -118,7 +118,7 @@ export class IncrementalCalculation {
   private readonly endpointsByAddress = new Map<string, Set<string>>();
 
   // Policies, rule sets and the sets they name.
-  private readonly sets = new IncrementalSets(this.endpoints);
+  private readonly sets = new IncrementalSets(this.endpoints, this.endpointsByNamespace);
   private readonly policiesByNamespace = new Map<string, Map<string, NetworkPolicy>>();
   private orderedGlobals: GlobalPolicy[] = [];
   private readonly rules = new Map<string, EndpointRules>();

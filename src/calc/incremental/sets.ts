@@ -9,6 +9,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Endpoint, IpPortSet, IpSet } from '../../ir/types.js';
 import type { Peer } from '../../model/types.js';
 import { cidrContains, cidrUnion, formatCidr, parseAddress, type Address, type Cidr } from '../../util/ip.js';
+import { selectorMatches } from '../selectors.js';
 import { peerCidrs, peerDescription, peerSelects, scopeOf, setId, type SetResolver } from '../sets.js';
 
 interface PeerSetDef {
@@ -38,8 +39,14 @@ export class IncrementalSets implements SetResolver {
   private readonly dirtyPeerSets = new Set<string>();
   private readonly dirtyPortSets = new Set<string>();
 
-  /** `endpoints` is the calculation's live map: sets read it when they are made or recomputed. */
-  constructor(private readonly endpoints: ReadonlyMap<string, Endpoint>) {}
+  /**
+   * `endpoints` is the calculation's live map, `byNamespace` its index of endpoint ids by
+   * namespace: sets read them when they are made or recomputed.
+   */
+  constructor(
+    private readonly endpoints: ReadonlyMap<string, Endpoint>,
+    private readonly byNamespace: ReadonlyMap<string, ReadonlySet<string>>,
+  ) {}
 
   peerSet(peers: readonly Peer[], policyNamespace?: string): { id: string; cidrs: Cidr[] } {
     let byNamespace = this.named.get(peers);
@@ -54,7 +61,7 @@ export class IncrementalSets implements SetResolver {
       const selected = peers.map((p) =>
         p.podSelector || p.namespaceSelector
           ? new Set(
-              [...this.endpoints.values()]
+              this.candidates(p, policyNamespace)
                 .filter((ep) => peerSelects(p, ep, policyNamespace))
                 .map((ep) => ep.id),
             )
@@ -169,6 +176,25 @@ export class IncrementalSets implements SetResolver {
     }
     this.dirtyPortSets.clear();
     return { ipSets, ipPortSets };
+  }
+
+  /**
+   * Endpoints a peer's selectors can pick: those of the namespaces its namespaceSelector matches
+   * (all endpoints of a namespace share its labels), or of the policy's namespace, else all.
+   */
+  private candidates(peer: Peer, policyNamespace: string | undefined): Endpoint[] {
+    const of = (ids: Iterable<string>): Endpoint[] =>
+      [...ids].map((id) => this.endpoints.get(id) as Endpoint);
+    const nsSelector = peer.namespaceSelector;
+    if (nsSelector) {
+      return [...this.byNamespace.values()].flatMap((ids) => {
+        const first = ids.values().next().value;
+        const labels = first === undefined ? undefined : this.endpoints.get(first)?.namespaceLabels;
+        return labels && selectorMatches(nsSelector, labels) ? of(ids) : [];
+      });
+    }
+    if (policyNamespace !== undefined) return of(this.byNamespace.get(policyNamespace) ?? []);
+    return [...this.endpoints.values()];
   }
 
   private cidrsOf(
