@@ -145,30 +145,17 @@ export class SetRegistry implements SetResolver {
     protocol: IpPortSet['protocol'],
     names: readonly string[],
   ): string {
-    const sortedNames = [...new Set(names)].sort();
-    const definition = JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames });
+    const { definition, names: sortedNames } = portSetDefinition(peerSetId, protocol, names);
     const known = this.portSetIds.get(definition);
     if (known !== undefined) return known;
     const id = setId(definition, 'sy-p');
     this.portSetIds.set(definition, id);
     if (this.portSets.has(id)) return id;
-    const members: IpPortSet['members'] = [];
-    for (const ep of this.endpoints) {
-      for (const address of ep.addresses) {
-        const a = parseAddress(address) as Address;
-        if (peerCidrList && !peerCidrList.some((c) => cidrContains(c, a))) continue;
-        for (const p of ep.ports) {
-          if (p.protocol === protocol && p.name !== undefined && sortedNames.includes(p.name))
-            members.push({ address, port: p.port });
-        }
-      }
-    }
-    members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
     this.portSets.set(id, {
       id,
-      description: `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`,
+      description: portSetDescription(peerSetId, protocol, sortedNames),
       protocol,
-      members,
+      members: namedPortMembers(this.endpoints, peerCidrList, protocol, sortedNames),
     });
     return id;
   }
@@ -186,6 +173,52 @@ export class SetRegistry implements SetResolver {
   allPortSets(): IpPortSet[] {
     return [...this.portSets.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   }
+}
+
+/** What defines a named-port set (its id is the hash of `definition`), names sorted. */
+export function portSetDefinition(
+  peerSetId: string | undefined,
+  protocol: IpPortSet['protocol'],
+  names: readonly string[],
+): { definition: string; names: string[] } {
+  const sorted = [...new Set(names)].sort();
+  return {
+    definition: JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sorted }),
+    names: sorted,
+  };
+}
+
+export function portSetDescription(
+  peerSetId: string | undefined,
+  protocol: IpPortSet['protocol'],
+  sortedNames: readonly string[],
+): string {
+  return `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`;
+}
+
+/**
+ * (address, port) of every pod in `endpoints` inside `peerCidrList` (any pod when undefined) that
+ * exposes one of `names` on `protocol`, sorted by address then port.
+ */
+export function namedPortMembers(
+  endpoints: Iterable<Endpoint>,
+  peerCidrList: readonly Cidr[] | undefined,
+  protocol: IpPortSet['protocol'],
+  names: readonly string[],
+): IpPortSet['members'] {
+  const members: IpPortSet['members'] = [];
+  for (const ep of endpoints) {
+    for (const address of ep.addresses) {
+      const a = parseAddress(address) as Address;
+      if (peerCidrList && !peerCidrList.some((c) => cidrContains(c, a))) continue;
+      for (const p of ep.ports) {
+        if (p.protocol === protocol && p.name !== undefined && names.includes(p.name))
+          members.push({ address, port: p.port });
+      }
+    }
+  }
+  members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
+  return members;
 }
 
 /** A bare podSelector is scoped to the policy's namespace; other peers are not. */

@@ -7,20 +7,13 @@
 import fc from 'fast-check';
 import type { ModelChange } from '../../src/model/changes.js';
 import type { EndpointSlice, Model, Namespace, Pod, Prefilter, Service } from '../../src/model/types.js';
-import { globalPolicyArb, networkPolicyArb } from './arbitraries.js';
+import { globalPolicyArb, labelPair, networkPolicyArb } from './arbitraries.js';
 
 const src = { file: 'generated.yaml', line: 1 };
 export const NAMESPACES = ['x', 'y', 'z'] as const;
 const POD_NAMES = ['a', 'b', 'c', 'd'] as const;
 const NODES = ['node-1', 'node-2', 'node-3'] as const;
 
-const labelPair = fc.constantFrom<[string, string]>(
-  ['pod', 'a'],
-  ['pod', 'b'],
-  ['app', 'web'],
-  ['app', 'db'],
-  ['tier', 'x'],
-);
 const labelsArb = fc.array(labelPair, { maxLength: 3 }).map((p) => Object.fromEntries(p));
 
 export function podArb(namespace: string, name: string): fc.Arbitrary<Pod> {

@@ -8,9 +8,19 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Endpoint, IpPortSet, IpSet } from '../../ir/types.js';
 import type { Peer } from '../../model/types.js';
-import { cidrContains, cidrUnion, formatCidr, parseAddress, type Address, type Cidr } from '../../util/ip.js';
+import { cidrUnion, formatCidr, type Cidr } from '../../util/ip.js';
 import { selectorMatches } from '../selectors.js';
-import { peerCidrs, peerDescription, peerSelects, scopeOf, setId, type SetResolver } from '../sets.js';
+import {
+  namedPortMembers,
+  peerCidrs,
+  peerDescription,
+  peerSelects,
+  portSetDefinition,
+  portSetDescription,
+  scopeOf,
+  setId,
+  type SetResolver,
+} from '../sets.js';
 
 interface PeerSetDef {
   id: string;
@@ -91,8 +101,7 @@ export class IncrementalSets implements SetResolver {
     protocol: IpPortSet['protocol'],
     names: readonly string[],
   ): string {
-    const sortedNames = [...new Set(names)].sort();
-    const definition = JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames });
+    const { definition, names: sortedNames } = portSetDefinition(peerSetId, protocol, names);
     let id = this.portSetIds.get(definition);
     if (id === undefined) this.portSetIds.set(definition, (id = setId(definition, 'sy-p')));
     if (!this.portSets.has(id)) {
@@ -102,7 +111,7 @@ export class IncrementalSets implements SetResolver {
         names: sortedNames,
         set: {
           id,
-          description: `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`,
+          description: portSetDescription(peerSetId, protocol, sortedNames),
           protocol,
           members: [],
         },
@@ -211,22 +220,11 @@ export class IncrementalSets implements SetResolver {
     );
   }
 
-  /** As SetRegistry.namedPortSet: (address, port) of every pod in the peer set with a named port. */
+  /** As SetRegistry.namedPortSet, over the pods that have one of the names at all. */
   private membersOf(def: PortSetDef): IpPortSet['members'] {
     const peer = def.peerSetId === undefined ? undefined : this.peerSets.get(def.peerSetId)?.cidrs;
-    const members: IpPortSet['members'] = [];
-    for (const ep of this.endpoints.values()) {
-      if (!hasNamedPort(ep, def)) continue;
-      for (const address of ep.addresses) {
-        const a = parseAddress(address) as Address;
-        if (peer && !peer.some((c) => cidrContains(c, a))) continue;
-        for (const p of ep.ports)
-          if (p.protocol === def.protocol && p.name !== undefined && def.names.includes(p.name))
-            members.push({ address, port: p.port });
-      }
-    }
-    members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
-    return members;
+    const named = [...this.endpoints.values()].filter((ep) => hasNamedPort(ep, def));
+    return namedPortMembers(named, peer, def.protocol, def.names);
   }
 }
 
