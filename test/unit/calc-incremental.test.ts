@@ -12,6 +12,7 @@ import {
   buildIR,
   diffModels,
   IncrementalCalculation,
+  MissingAllocationError,
   ruleSetKey,
   type Allocations,
   type BuildOptions,
@@ -184,5 +185,33 @@ describe('IncrementalCalculation', () => {
     expect(ir).toStrictEqual(buildIR(after, allocate(after)));
     expect(ir.services[0]?.backends[0]?.endpoint).toBe('198.18.0.10');
     expect(delta.services.changed).toEqual(['x/ext:80/TCP']);
+  });
+
+  it('a change without its allocation fails before anything moves', () => {
+    const model = modelOf([namespace('x'), pod('x', 'a', { labels: { app: 'web' } })]);
+    const allocations = allocate(model);
+    const calc = new IncrementalCalculation(model, allocations);
+    const before = calc.ir;
+    const first = model.pods[0];
+    if (!first) throw new Error('no pod');
+    const added = { ...first, name: 'b' };
+    const relabel = { ...first, labels: { app: 'db' } };
+    expect(() =>
+      calc.apply([
+        { op: 'upsert', kind: 'pod', object: relabel },
+        { op: 'upsert', kind: 'pod', object: added },
+      ]),
+    ).toThrow(MissingAllocationError);
+    expect(calc.ir).toBe(before);
+    expect(calc.model).toStrictEqual(model);
+    const after = { ...model, pods: [relabel, added] };
+    const { ir } = calc.apply(
+      [
+        { op: 'upsert', kind: 'pod', object: relabel },
+        { op: 'upsert', kind: 'pod', object: added },
+      ],
+      allocate(after, allocations),
+    );
+    expect(ir).toStrictEqual(buildIR(after, allocate(after, allocations)));
   });
 });
