@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   allocate,
+  buildDecisionTable,
   buildIR,
   diffModels,
   IncrementalCalculation,
@@ -213,5 +214,59 @@ describe('IncrementalCalculation', () => {
       allocate(after, allocations),
     );
     expect(ir).toStrictEqual(buildIR(after, allocate(after, allocations)));
+  });
+
+  it('a table shared between rule sets of the same shape equals the one built for each', () => {
+    fc.assert(
+      fc.property(modelArb, fc.array(stepArb, { maxLength: 5 }), (initial, steps) => {
+        const { model } = runSteps(initial, steps);
+        const allocations = allocate(model, {}, { nodeCount: NODE_COUNT });
+        const walk = buildIR(model, allocations);
+        const table = buildIR(model, allocations, { policyMode: 'table' });
+        walk.ruleSets.forEach((rs, i) => {
+          const direct = buildDecisionTable(walk, rs);
+          const shared = table.ruleSets[i];
+          expect(JSON.stringify(shared?.table)).toBe(JSON.stringify(direct.ok ? direct.table : undefined));
+        });
+      }),
+      { numRuns: Math.round(SEQUENCES / 2) },
+    );
+  });
+
+  it('the same policy in two namespaces: one table construction, renamed, equals each built alone', () => {
+    const policy = (ns: string, name: string) =>
+      networkPolicy(ns, name, {
+        podSelector: { matchLabels: { app: 'db' } },
+        ingress: [
+          {
+            from: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } }],
+            ports: [{ port: 80 }],
+          },
+          { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'db' } } }] },
+        ],
+      });
+    const model = modelOf([
+      namespace('x'),
+      namespace('y'),
+      ...['x', 'y'].flatMap((ns) => [
+        pod(ns, 'db', { labels: { app: 'db' } }),
+        pod(ns, 'web', { labels: { app: 'web' } }),
+      ]),
+      policy('x', 'db-x'),
+      policy('y', 'db-y'),
+    ]);
+    const allocations = allocate(model);
+    const walk = buildIR(model, allocations);
+    const table = buildIR(model, allocations, { policyMode: 'table' });
+    const rules = (id: string) =>
+      table.ruleSets.find((rs) => rs.endpoint === id && rs.direction === 'ingress');
+    expect(JSON.stringify(rules('y/db')?.table)).toContain('np:y/db-y/ingress/1');
+    expect(JSON.stringify(rules('y/db')?.table)).not.toContain('np:x/');
+    walk.ruleSets.forEach((rs, i) => {
+      const direct = buildDecisionTable(walk, rs);
+      expect(JSON.stringify(table.ruleSets[i]?.table)).toBe(
+        JSON.stringify(direct.ok ? direct.table : undefined),
+      );
+    });
   });
 });
