@@ -66,20 +66,38 @@ export function serviceArb(namespace: string, name: string): fc.Arbitrary<Servic
           targetPort: fc.constantFrom<number | string>(8080, 'http', 'metrics'),
           protocol: fc.constantFrom('TCP' as const, 'UDP' as const),
           name: fc.constantFrom('web', 'tls'),
+          // Stated node ports (NodePort and LoadBalancer only); else allocated.
+          nodePort: fc.option(fc.constantFrom(30080, 30443), { freq: 3 }),
         }),
         { minLength: 1, maxLength: 2, selector: (p) => `${p.port}/${p.protocol}` },
       ),
       clientIP: fc.boolean(),
+      type: fc.constantFrom('ClusterIP' as const, 'NodePort' as const, 'LoadBalancer' as const),
+      external: fc.constantFrom('Cluster' as const, 'Local' as const),
+      internal: fc.constantFrom('Cluster' as const, 'Local' as const),
+      ingress: fc.option(fc.constantFrom<string[]>(['198.19.192.50'], ['198.19.192.51', '198.19.192.52']), {
+        freq: 2,
+      }),
     })
-    .map((r): Service => ({
-      namespace,
-      name,
-      ...(r.selector === null ? {} : { selector: r.selector }),
-      ports: r.ports,
-      sessionAffinity: r.clientIP ? 'ClientIP' : 'None',
-      affinityTimeoutSeconds: 10800,
-      source: src,
-    }));
+    .map((r): Service => {
+      const external = r.type !== 'ClusterIP';
+      return {
+        namespace,
+        name,
+        ...(r.selector === null ? {} : { selector: r.selector }),
+        ports: r.ports.map(({ nodePort, ...p }) => ({
+          ...p,
+          ...(external && nodePort !== null ? { nodePort } : {}),
+        })),
+        sessionAffinity: r.clientIP ? 'ClientIP' : 'None',
+        affinityTimeoutSeconds: 10800,
+        type: r.type,
+        ...(external ? { externalTrafficPolicy: r.external } : {}),
+        internalTrafficPolicy: r.internal,
+        ...(r.type === 'LoadBalancer' && r.ingress !== null ? { loadBalancerIngress: r.ingress } : {}),
+        source: src,
+      };
+    });
 }
 
 /** Slices of the selector-less services: some addresses are pods' (allocated from .2 up), some not. */
@@ -101,11 +119,19 @@ export function endpointSliceArb(namespace: string, name: string): fc.Arbitrary<
             minLength: 1,
           }),
           ready: fc.boolean(),
+          node: fc.option(fc.constantFrom('node-1', 'node-2')),
         }),
         { maxLength: 2 },
       ),
     })
-    .map((r): EndpointSlice => ({ namespace, name, ...r, source: src }));
+    .map((r): EndpointSlice => ({
+      namespace,
+      name,
+      serviceName: r.serviceName,
+      ports: r.ports,
+      endpoints: r.endpoints.map(({ node, ...e }) => ({ ...e, ...(node === null ? {} : { node }) })),
+      source: src,
+    }));
 }
 
 function prefilterArb(name: string): fc.Arbitrary<Prefilter> {

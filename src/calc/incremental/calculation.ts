@@ -50,15 +50,15 @@ import {
   type Model,
   type NetworkPolicy,
 } from '../../model/types.js';
-import { nodeFabricAddress } from '../addresses.js';
-import { MissingAllocationError, type Allocations } from '../allocate.js';
+import { nodeExternalAddress, nodeFabricAddress } from '../addresses.js';
+import type { Allocations } from '../allocate.js';
 import type { BuildOptions } from '../api.js';
 import { buildPrefilters } from '../build.js';
 import { withDecisionTable, type TableBuilds } from '../decision-table.js';
 import { buildEndpoints } from '../endpoints.js';
 import { buildRuleSets, orderedGlobalPolicies } from '../policy.js';
 import { selectorMatches } from '../selectors.js';
-import { buildServices } from '../services.js';
+import { buildServices, serviceTables } from '../services.js';
 import { SetRegistry, type SetResolver } from '../sets.js';
 import { emptyDelta, type IdChanges, type IrDelta } from './delta.js';
 import { IncrementalSets } from './sets.js';
@@ -83,7 +83,14 @@ interface EndpointRules {
   referenced: Set<string>;
 }
 
-const NO_ALLOCATIONS: Allocations = { nodes: [], podNodes: {}, podAddresses: {}, serviceAddresses: {} };
+const NO_ALLOCATIONS: Allocations = {
+  nodes: [],
+  podNodes: {},
+  podAddresses: {},
+  serviceAddresses: {},
+  nodePorts: {},
+  loadBalancerAddresses: {},
+};
 const DIRECTIONS = ['egress', 'ingress'] as const;
 
 const byId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -209,8 +216,8 @@ export class IncrementalCalculation {
     const servicesToBuild = this.servicesToRebuild(moves('service'), moves('endpointSlice'), next);
     for (const key of servicesToBuild) {
       const s = afterOf('service', key);
-      if (s && s.clusterIP === undefined && next.serviceAddresses[key] === undefined)
-        throw new MissingAllocationError(`service ${key} has no cluster IP`);
+      // Without endpoints: what can fail is the service's own allocations (MissingAllocationError).
+      if (s) serviceTables(s, emptyModel(), [], next, () => true);
     }
 
     // Commit the model, then move what depends on it.
@@ -247,7 +254,11 @@ export class IncrementalCalculation {
     const ir: IR = {
       version: 1,
       nodes: nodesChanged
-        ? next.nodes.map((name, i): Node => ({ name, address: nodeFabricAddress(i) }))
+        ? next.nodes.map((name, i): Node => ({
+            name,
+            address: nodeFabricAddress(i),
+            externalAddress: nodeExternalAddress(i),
+          }))
         : prev.nodes,
       endpoints: hasChanges(delta.endpoints)
         ? this.sortedEndpointIds.map((id) => this.endpoints.get(id) as Endpoint)
@@ -312,11 +323,17 @@ export class IncrementalCalculation {
     const out = new Set(services.keys());
     for (const m of slices.values())
       for (const sl of [m.before, m.after]) if (sl) out.add(`${sl.namespace}/${sl.serviceName}`);
-    const prev = this.currentAllocations.serviceAddresses;
-    if (next.serviceAddresses !== prev) {
+    const prev = this.currentAllocations;
+    if (next.serviceAddresses !== prev.serviceAddresses)
       for (const key of this.objects.service.keys())
-        if (next.serviceAddresses[key] !== prev[key]) out.add(key);
-    }
+        if (next.serviceAddresses[key] !== prev.serviceAddresses[key]) out.add(key);
+    if (next.loadBalancerAddresses !== prev.loadBalancerAddresses)
+      for (const key of this.objects.service.keys())
+        if (!isDeepStrictEqual(next.loadBalancerAddresses[key], prev.loadBalancerAddresses[key]))
+          out.add(key);
+    if (next.nodePorts !== prev.nodePorts)
+      for (const id of new Set([...Object.keys(next.nodePorts), ...Object.keys(prev.nodePorts)]))
+        if (next.nodePorts[id] !== prev.nodePorts[id]) out.add(id.slice(0, id.lastIndexOf(':')));
     return out;
   }
 
@@ -581,7 +598,7 @@ export class IncrementalCalculation {
         tables = buildServices(
           { ...emptyModel(), services: [s], endpointSlices: slices },
           endpoints,
-          this.currentAllocations.serviceAddresses,
+          this.currentAllocations,
           this.opts.readyPods,
         );
       }
