@@ -50,7 +50,7 @@ export function buildIR(model: Model, allocations: Allocations, opts: BuildOptio
     : sliced;
 }
 
-function buildPrefilters(
+export function buildPrefilters(
   model: Model,
   nodes: readonly string[],
   sets: SetRegistry,

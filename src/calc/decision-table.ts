@@ -98,39 +98,79 @@ export function buildDecisionTable(
 
 /**
  * `ir` with a decision table on every rule set that fits `maxEntries` (and the overflow on those
- * that do not, which keep the rule walk). Endpoints with the same rules share one construction:
- * only the default rule's id, which names the endpoint, differs between their tables.
+ * that do not, which keep the rule walk). Rule sets whose rules differ only in their ids share
+ * one construction (see withDecisionTable), renamed for each.
  */
 export function withDecisionTables(ir: IR, opts: DecisionTableOptions = {}): IR {
-  const built = new Map<string, { build: DecisionTableBuild; endpoint: string }>();
-  const ruleSets = ir.ruleSets.map((rs): RuleSet => {
-    const { table: _table, tableOverflow: _overflow, ...walk } = rs;
-    const key = JSON.stringify([rs.direction, rs.kubernetesDefault, rs.globalRules, rs.kubernetesRules]);
-    let known = built.get(key);
-    if (!known) {
-      known = { build: buildDecisionTable(ir, walk, opts), endpoint: rs.endpoint };
-      built.set(key, known);
-    }
-    const { build } = known;
-    if (!build.ok) return { ...walk, tableOverflow: build.overflow };
-    const table =
-      known.endpoint === rs.endpoint ? build.table : relabelled(build.table, known.endpoint, rs.endpoint);
-    return { ...walk, table };
-  });
+  const built: TableBuilds = new Map();
+  const ruleSets = ir.ruleSets.map((rs) => withDecisionTable(ir, rs, opts, built));
   return { ...ir, policyMode: 'table', ruleSets };
 }
 
-/** `table` as built for `from`, for an endpoint `to` with the same rules. */
-function relabelled(table: DecisionTable, from: string, to: string): DecisionTable {
-  const fromDefault = defaultRuleId(from, table.direction);
-  const toDefault = defaultRuleId(to, table.direction);
-  const entry = <E extends TableEntry>(e: E): E => (e.rule === fromDefault ? { ...e, rule: toDefault } : e);
+/**
+ * Tables built so far, by the shape of the rules (ids and origins left out): rule sets that differ
+ * only in which policies their rules come from (the same policy in every namespace, say) share one
+ * construction.
+ */
+export type TableBuilds = Map<string, { build: DecisionTableBuild; ruleSet: RuleSet }>;
+
+/** `rs` with its table (or its overflow), reusing a construction in `built` for the same rules. */
+export function withDecisionTable(
+  ir: IR,
+  rs: RuleSet,
+  opts: DecisionTableOptions,
+  built: TableBuilds,
+): RuleSet {
+  const { table: _table, tableOverflow: _overflow, ...walk } = rs;
+  const key = JSON.stringify([
+    rs.direction,
+    rs.kubernetesDefault,
+    rs.globalRules.map(ruleShape),
+    rs.kubernetesRules.map(ruleShape),
+  ]);
+  let known = built.get(key);
+  if (!known) {
+    known = { build: buildDecisionTable(ir, walk, opts), ruleSet: walk };
+    built.set(key, known);
+  }
+  const { build } = known;
+  if (!build.ok) return { ...walk, tableOverflow: build.overflow };
+  const table = known.ruleSet === walk ? build.table : relabelled(build.table, known.ruleSet, walk);
+  return { ...walk, table };
+}
+
+/** What a table reads of a rule: everything but its id and origin. */
+function ruleShape(rule: Rule): Omit<Rule, 'id' | 'policy' | 'ruleIndex'> {
+  const { id: _id, policy: _policy, ruleIndex: _index, ...shape } = rule;
+  return shape;
+}
+
+/**
+ * `table` as built for `from`, for a rule set `to` with rules of the same shape: each rule id (and
+ * the default's) becomes the one at the same place in `to`. Ids are distinct within a rule set, so
+ * the renaming is one-to-one and every comparison construction made still holds: the result is
+ * the table construction would make for `to`.
+ */
+function relabelled(table: DecisionTable, from: RuleSet, to: RuleSet): DecisionTable {
+  const rename = new Map<string, string>([
+    [defaultRuleId(from.endpoint, from.direction), defaultRuleId(to.endpoint, to.direction)],
+  ]);
+  const toRules = [...to.globalRules, ...to.kubernetesRules];
+  [...from.globalRules, ...from.kubernetesRules].forEach((r, i) => rename.set(r.id, toRules[i]?.id ?? r.id));
+  const id = (rule: string): string => rename.get(rule) ?? rule;
+  // `...e` first keeps the keys in construction order: the same JSON as a table built for `to`.
+  const entry = <E extends TableEntry>(e: E): E => ({
+    ...e,
+    rule: id(e.rule),
+    logged: e.logged.map(id),
+    ...(e.passedBy === undefined ? {} : { passedBy: id(e.passedBy) }),
+  });
   return {
-    endpoint: to,
+    endpoint: to.endpoint,
     direction: table.direction,
     prefixes: table.prefixes,
     classes: table.classes.map((c) => ({
-      id: c.id,
+      ...c,
       icmp: entry(c.icmp),
       other: entry(c.other),
       ports: Object.fromEntries(PORT_PROTOCOLS.map((p) => [p, c.ports[p].map(entry)])) as PeerClass['ports'],

@@ -2,7 +2,7 @@
 import type { Direction, Endpoint, PolicyRef, Rule, RuleSet } from '../ir/types.js';
 import type { GlobalPolicy, Model, NetworkPolicy, PolicyType } from '../model/types.js';
 import { selectorMatches } from './selectors.js';
-import type { SetRegistry } from './sets.js';
+import type { SetResolver } from './sets.js';
 import { translateRule } from './rules.js';
 
 const TYPE: Record<Direction, PolicyType> = { ingress: 'Ingress', egress: 'Egress' };
@@ -36,7 +36,7 @@ function byName<T extends { namespace: string; name: string }>(a: T, b: T): numb
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
 
-export function buildRuleSets(model: Model, endpoints: readonly Endpoint[], sets: SetRegistry): RuleSet[] {
+export function buildRuleSets(model: Model, endpoints: readonly Endpoint[], sets: SetResolver): RuleSet[] {
   const globals = orderedGlobalPolicies(model);
   // A NetworkPolicy only ever selects pods of its own namespace: look at those alone.
   const byNamespace = new Map<string, NetworkPolicy[]>();

@@ -6,7 +6,7 @@
 import type { Direction, Endpoint, PolicyRef, PortRange, Protocol, Rule, RuleAction } from '../ir/types.js';
 import type { Peer, PolicyPort } from '../model/types.js';
 import { policyId } from '../ir/types.js';
-import type { SetRegistry } from './sets.js';
+import type { SetResolver } from './sets.js';
 
 export interface SourceRule {
   policy: PolicyRef;
@@ -23,7 +23,7 @@ export interface SourceRule {
 
 type PortProtocol = PolicyPort['protocol'];
 
-export function translateRule(src: SourceRule, endpoint: Endpoint, sets: SetRegistry): Rule[] {
+export function translateRule(src: SourceRule, endpoint: Endpoint, sets: SetResolver): Rule[] {
   const base = `${policyId(src.policy)}/${src.direction}/${src.ruleIndex}`;
   const peer = src.peers ? sets.peerSet(src.peers, src.policyNamespace) : undefined;
   const common = {

@@ -98,6 +98,9 @@ export class ServiceLookup {
       if (list) list.push(sl);
       else this.slicesByService.set(key, [sl]);
     }
+    // By name, so the backends' order does not depend on the order manifests were read in.
+    for (const list of this.slicesByService.values())
+      list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   inNamespace(namespace: string): readonly Endpoint[] {

@@ -34,14 +34,16 @@ export function setId(definition: string, prefix = 'sy-'): string {
   return prefix + createHash('sha256').update(definition).digest('hex').slice(0, 12);
 }
 
-/** Pods a peer's selectors pick; `policyNamespace` scopes a bare podSelector (NetworkPolicy). */
+/** Whether a peer's selectors pick `ep`; `policyNamespace` scopes a bare podSelector (NetworkPolicy). */
+export function peerSelects(peer: Peer, ep: Endpoint, policyNamespace?: string): boolean {
+  if (peer.namespaceSelector) {
+    if (!selectorMatches(peer.namespaceSelector, ep.namespaceLabels)) return false;
+  } else if (policyNamespace !== undefined && ep.namespace !== policyNamespace) return false;
+  return !peer.podSelector || selectorMatches(peer.podSelector, ep.labels);
+}
+
 function selectedEndpoints(peer: Peer, endpoints: readonly Endpoint[], policyNamespace?: string): Endpoint[] {
-  return endpoints.filter((ep) => {
-    if (peer.namespaceSelector) {
-      if (!selectorMatches(peer.namespaceSelector, ep.namespaceLabels)) return false;
-    } else if (policyNamespace !== undefined && ep.namespace !== policyNamespace) return false;
-    return !peer.podSelector || selectorMatches(peer.podSelector, ep.labels);
-  });
+  return endpoints.filter((ep) => peerSelects(peer, ep, policyNamespace));
 }
 
 /** The exact addresses one peer stands for: its fields ANDed, notNets removed. */
@@ -80,8 +82,19 @@ export function peerDescription(peer: Peer, policyNamespace?: string): string {
   return parts.join(' and ');
 }
 
+/** How rules name their sets: the full build's registry, or the incremental calculation's. */
+export interface SetResolver {
+  peerSet(peers: readonly Peer[], policyNamespace?: string): { id: string; cidrs: Cidr[] };
+  namedPortSet(
+    peerSetId: string | undefined,
+    peerCidrList: readonly Cidr[] | undefined,
+    protocol: IpPortSet['protocol'],
+    names: readonly string[],
+  ): string;
+}
+
 /** Collects the sets rules reference; identical definitions share one set. */
-export class SetRegistry {
+export class SetRegistry implements SetResolver {
   private readonly ipSets = new Map<string, IpSet>();
   private readonly portSets = new Map<string, IpPortSet>();
   /** Members of the peer sets as parsed prefixes, by set id. */
@@ -132,30 +145,17 @@ export class SetRegistry {
     protocol: IpPortSet['protocol'],
     names: readonly string[],
   ): string {
-    const sortedNames = [...new Set(names)].sort();
-    const definition = JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sortedNames });
+    const { definition, names: sortedNames } = portSetDefinition(peerSetId, protocol, names);
     const known = this.portSetIds.get(definition);
     if (known !== undefined) return known;
     const id = setId(definition, 'sy-p');
     this.portSetIds.set(definition, id);
     if (this.portSets.has(id)) return id;
-    const members: IpPortSet['members'] = [];
-    for (const ep of this.endpoints) {
-      for (const address of ep.addresses) {
-        const a = parseAddress(address) as Address;
-        if (peerCidrList && !peerCidrList.some((c) => cidrContains(c, a))) continue;
-        for (const p of ep.ports) {
-          if (p.protocol === protocol && p.name !== undefined && sortedNames.includes(p.name))
-            members.push({ address, port: p.port });
-        }
-      }
-    }
-    members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
     this.portSets.set(id, {
       id,
-      description: `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`,
+      description: portSetDescription(peerSetId, protocol, sortedNames),
       protocol,
-      members,
+      members: namedPortMembers(this.endpoints, peerCidrList, protocol, sortedNames),
     });
     return id;
   }
@@ -175,7 +175,53 @@ export class SetRegistry {
   }
 }
 
+/** What defines a named-port set (its id is the hash of `definition`), names sorted. */
+export function portSetDefinition(
+  peerSetId: string | undefined,
+  protocol: IpPortSet['protocol'],
+  names: readonly string[],
+): { definition: string; names: string[] } {
+  const sorted = [...new Set(names)].sort();
+  return {
+    definition: JSON.stringify({ peerSetId: peerSetId ?? '*', protocol, names: sorted }),
+    names: sorted,
+  };
+}
+
+export function portSetDescription(
+  peerSetId: string | undefined,
+  protocol: IpPortSet['protocol'],
+  sortedNames: readonly string[],
+): string {
+  return `${protocol} ports named ${sortedNames.join(',')} of ${peerSetId ?? 'any pod'}`;
+}
+
+/**
+ * (address, port) of every pod in `endpoints` inside `peerCidrList` (any pod when undefined) that
+ * exposes one of `names` on `protocol`, sorted by address then port.
+ */
+export function namedPortMembers(
+  endpoints: Iterable<Endpoint>,
+  peerCidrList: readonly Cidr[] | undefined,
+  protocol: IpPortSet['protocol'],
+  names: readonly string[],
+): IpPortSet['members'] {
+  const members: IpPortSet['members'] = [];
+  for (const ep of endpoints) {
+    for (const address of ep.addresses) {
+      const a = parseAddress(address) as Address;
+      if (peerCidrList && !peerCidrList.some((c) => cidrContains(c, a))) continue;
+      for (const p of ep.ports) {
+        if (p.protocol === protocol && p.name !== undefined && names.includes(p.name))
+          members.push({ address, port: p.port });
+      }
+    }
+  }
+  members.sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : x.port - y.port));
+  return members;
+}
+
 /** A bare podSelector is scoped to the policy's namespace; other peers are not. */
-function scopeOf(peers: readonly Peer[], policyNamespace?: string): string | undefined {
+export function scopeOf(peers: readonly Peer[], policyNamespace?: string): string | undefined {
   return peers.some((p) => p.podSelector && !p.namespaceSelector) ? policyNamespace : undefined;
 }

@@ -2,6 +2,12 @@
  * The backend-neutral intermediate representation: the only thing every backend sees.
  * Plain JSON-serialisable data with stable identifiers (derived from definitions, not contents),
  * so an update can be diffed into "this set's members changed" rather than "everything changed".
+ *
+ * Structural sharing: an IR that calc's IncrementalCalculation returns shares with the previous
+ * one every Endpoint, IpSet, IpPortSet, RuleSet (with its table), ServicePortTable and Prefilter
+ * that did not change (the same object), and every array with no change at all. A backend may
+ * skip an object that is `===` the one it installed last, and do work in O(changed); objects
+ * are never mutated once handed out (treat the IR as read-only).
  */
 import type { DecisionTable, PolicyMode, TableOverflow } from './decision-table.js';
 

@@ -20,7 +20,7 @@ const src = { file: 'generated.yaml', line: 1 };
 const NAMESPACES = ['x', 'y', 'z'] as const;
 const POD_NAMES = ['a', 'b', 'c', 'd'] as const;
 
-const labelPair = fc.constantFrom<[string, string]>(
+export const labelPair = fc.constantFrom<[string, string]>(
   ['pod', 'a'],
   ['pod', 'b'],
   ['app', 'web'],
