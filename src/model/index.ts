@@ -1,6 +1,11 @@
 export * from './types.js';
 export * from './errors.js';
 export {
+  assembleModel,
+  convertDocuments,
+  convertManifestFile,
+  type ConvertedDocuments,
+  type ConvertedObject,
   loadManifests,
   loadManifestTexts,
   validateManifestDocuments,
