@@ -22,6 +22,9 @@ const SETTLE_NS = 2_000_000_000n;
 interface Entry {
   /** Size, mtime and inode when the file was last read; '' = check the content next time. */
   stat: string;
+  /** The file's content hash. */
+  textHash: string;
+  /** Its content and that of the files its objects read: what the revision is made of. */
   hash: string;
   converted: ConvertedDocuments;
   /** Other files the objects read (a Prefilter's list), with their stat when read. */
@@ -102,7 +105,7 @@ export class ManifestCache {
       return this.parse(file, undefined, '', '', out);
     }
     const hash = createHash('sha256').update(text).digest('hex');
-    if (cached && cached.hash === hash && readsSame(cached)) {
+    if (cached && cached.textHash === hash && readsSame(cached)) {
       this.stats.rehashed++;
       cached.stat = settled(stat);
       return cached;
@@ -120,16 +123,22 @@ export class ManifestCache {
     this.stats.parses++;
     out.parsed.push(file);
     const converted = convertManifestFile(file, text);
-    const entry: Entry = {
-      stat,
-      // An unreadable file has no content to hash: its issue's text stands for it in the revision.
-      hash: hash || createHash('sha256').update(JSON.stringify(converted.issues)).digest('hex'),
-      converted,
-      reads: converted.reads.map((path) => ({ path, stat: statOf(path)?.key ?? '' })),
-    };
+    // An unreadable file has no content to hash: its issue's text stands for it in the revision.
+    const textHash = hash || createHash('sha256').update(JSON.stringify(converted.issues)).digest('hex');
+    const reads = converted.reads.map((path) => ({ path, stat: statOf(path)?.key ?? '' }));
+    const entry: Entry = { stat, textHash, hash: withReads(textHash, converted), converted, reads };
     this.entries.set(file, entry);
     return entry;
   }
+}
+
+/** A file's hash including what its objects read from other files (a Prefilter's list, as read). */
+function withReads(textHash: string, converted: ConvertedDocuments): string {
+  if (converted.reads.length === 0) return textHash;
+  return createHash('sha256')
+    .update(textHash)
+    .update(JSON.stringify([converted.objects.map((o) => o.value), converted.issues]))
+    .digest('hex');
 }
 
 /** The revision of a set of files: their names and content hashes. */

@@ -7,6 +7,7 @@ export {
   type ConvertedDocuments,
   type ConvertedObject,
   loadManifests,
+  replacementNeedsCrossChecks,
   loadManifestTexts,
   validateManifestDocuments,
   validateManifests,

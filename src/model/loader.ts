@@ -3,6 +3,7 @@
  * file:line: Kind namespace/name: field: message; when there is any, no model is returned.
  */
 import { dirname, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { z } from 'zod';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
 import {
@@ -25,7 +26,14 @@ import {
 import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors.js';
 import type { ValueProblem } from './limits.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
-import { emptyModel, type Model, type SourceRef } from './types.js';
+import {
+  emptyModel,
+  type EndpointSlice,
+  type Model,
+  type Pod,
+  type Service,
+  type SourceRef,
+} from './types.js';
 
 const NAMESPACED_KINDS = new Set(['Pod', 'Service', 'NetworkPolicy', 'EndpointSlice']);
 
@@ -298,6 +306,39 @@ function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: Iss
     if (owner) issueAt(svc, ['spec', 'clusterIP'], `address ${svc.clusterIP} is already used by ${owner}`);
     else owners.set(svc.clusterIP, `service ${svc.namespace}/${svc.name}`);
   }
+}
+
+/**
+ * What the checks across objects (crossValidate) read of an object besides its kind and key: a
+ * pod's addresses and port names, a service's cluster IP and whether it has a selector, a slice's
+ * service. Keep in step with the checks.
+ */
+function crossChecked(kind: string, o: object): unknown {
+  switch (kind) {
+    case 'Pod': {
+      const p = o as Pod;
+      return [p.namespace, p.ips, p.ports.map((port) => port.name)];
+    }
+    case 'Service': {
+      const s = o as Service;
+      return [s.namespace, s.clusterIP, s.selector === undefined];
+    }
+    case 'EndpointSlice': {
+      const e = o as EndpointSlice;
+      return [e.namespace, e.serviceName];
+    }
+    default:
+      return (o as { namespace?: string }).namespace;
+  }
+}
+
+/**
+ * Whether an object replaced by another of the same kind and key can change what the checks
+ * across objects find. When it cannot, a caller holding a valid model (a source applying one
+ * changed file) needs no new assembleModel to know the model with the replacement is valid too.
+ */
+export function replacementNeedsCrossChecks(kind: string, before: object, after: object): boolean {
+  return !isDeepStrictEqual(crossChecked(kind, before), crossChecked(kind, after));
 }
 
 /** Checks that need the whole input: duplicates, references between objects, address clashes. */
