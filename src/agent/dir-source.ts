@@ -14,12 +14,12 @@
 import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
-import { allocate, applyModelChanges, IncrementalCalculation, type Allocations } from '../calc/index.js';
+import { allocate, type Allocations } from '../calc/index.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
-import { assembleModel, formatIssue, type ConvertedDocuments, type Model } from '../model/index.js';
+import type { ConvertedDocuments, Model } from '../model/index.js';
 import { DESIRED_FILE, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 import { ManifestCache, manifestRevision } from './manifest-cache.js';
-import { changesBetween, implicitNamespaceChange } from './model-changes.js';
+import { SourceCalculation, type SourceCalculationStats } from './source-calculation.js';
 import { errorMessage } from '../util/errors.js';
 import { writePrivateFileAtomic } from '../util/private-files.js';
 
@@ -48,15 +48,9 @@ export interface DirectorySourceOptions {
 }
 
 /** What the directory source did, for status and tests. */
-export type DirectorySourceStats = {
+export type DirectorySourceStats = SourceCalculationStats & {
   /** Files parsed (first read, or content changed). */
   parses: number;
-  /** Reads that built the IR from scratch (the first, or after a change the calculation refused). */
-  fullBuilds: number;
-  /** Reads turned into model changes for the incremental calculation. */
-  incrementalBuilds: number;
-  /** Model changes handed to the calculation so far. */
-  modelChanges: number;
 };
 
 export class DirectorySource implements DesiredSource {
@@ -64,16 +58,23 @@ export class DirectorySource implements DesiredSource {
   readonly stats: DirectorySourceStats = { parses: 0, fullBuilds: 0, incrementalBuilds: 0, modelChanges: 0 };
   private allocations: Partial<Allocations> | undefined;
   private readonly cache = new ManifestCache();
-  private calc: IncrementalCalculation | undefined;
-  /** The files behind `calc`'s model (their converted objects) and the state built from them. */
-  private built:
-    { revision: string; files: Map<string, ConvertedDocuments>; state: DesiredState } | undefined;
+  private readonly calculation: SourceCalculation;
+  /** The state built last, and its revision. */
+  private built: { revision: string; state: DesiredState } | undefined;
 
   constructor(
     readonly dir: string,
     private readonly opts: DirectorySourceOptions = {},
   ) {
     this.description = `dir:${dir}`;
+    this.calculation = new SourceCalculation({
+      build: {
+        ...(opts.node !== undefined ? { node: opts.node } : {}),
+        policyMode: opts.policyMode ?? DEFAULT_POLICY_MODE,
+      },
+      allocate: (model) => this.allocate(model),
+      invalid: () => 'invalid manifests',
+    });
   }
 
   private manifestFiles(): string[] {
@@ -111,61 +112,11 @@ export class DirectorySource implements DesiredSource {
     this.stats.parses = this.cache.stats.parses;
     const revision = manifestRevision(files, read.hashes);
     if (this.built?.revision === revision) return this.built.state;
-    const parts = new Map(files.map((f, i) => [f, read.parts[i] as ConvertedDocuments]));
-    const ir = this.incremental(parts) ?? this.full(read.parts, files);
-    const state: DesiredState = { revision, ir, model: (this.calc as IncrementalCalculation).model };
-    this.built = { revision, files: parts, state };
+    const ir = this.calculation.build(new Map(files.map((f, i) => [f, read.parts[i] as ConvertedDocuments])));
+    Object.assign(this.stats, this.calculation.stats);
+    const state: DesiredState = { revision, ir, model: this.calculation.model as Model };
+    this.built = { revision, state };
     return state;
-  }
-
-  /** The whole model of `parts`, validated as one input; throws a SourceError listing every issue. */
-  private assemble(parts: readonly ConvertedDocuments[], files: readonly string[]): Model {
-    const result = assembleModel(parts, files);
-    if (!result.model)
-      throw new SourceError(`invalid manifests:\n${result.issues.map(formatIssue).join('\n')}`);
-    return result.model;
-  }
-
-  /**
-   * The IR after the changes from the files read last to `parts`, from the calculation kept since
-   * then; undefined when there is none yet, or it cannot apply them (a full build follows).
-   */
-  private incremental(parts: Map<string, ConvertedDocuments>): DesiredState['ir'] | undefined {
-    const calc = this.calc;
-    const before = this.built;
-    if (!calc || !before) return undefined;
-    const list = [...parts.values()];
-    const diff = changesBetween(before.files, parts);
-    let model: Model | undefined;
-    // A file with issues, or objects added, removed or changed in what the checks across objects
-    // read: validate the whole input. Otherwise the model stays valid as the last one was.
-    if (diff.structural || list.some((p) => p.issues.length > 0)) {
-      model = this.assemble(list, [...parts.keys()]);
-      diff.changes.push(...implicitNamespaceChange(calc.model, model));
-    }
-    try {
-      const allocations = diff.movesAllocations
-        ? this.allocate(model ?? applyModelChanges(calc.model, diff.changes))
-        : undefined;
-      const { ir } = calc.apply(diff.changes, allocations);
-      this.stats.incrementalBuilds++;
-      this.stats.modelChanges += diff.changes.length;
-      return ir;
-    } catch {
-      // The calculation kept its previous state: a full build reports the error if there is one.
-      return undefined;
-    }
-  }
-
-  /** The IR of the whole input, from scratch (a new calculation). */
-  private full(parts: readonly ConvertedDocuments[], files: readonly string[]): DesiredState['ir'] {
-    const model = this.assemble(parts, files);
-    this.calc = new IncrementalCalculation(model, this.allocate(model), {
-      ...(this.opts.node !== undefined ? { node: this.opts.node } : {}),
-      policyMode: this.opts.policyMode ?? DEFAULT_POLICY_MODE,
-    });
-    this.stats.fullBuilds++;
-    return this.calc.ir;
   }
 
   /** Allocates `model` keeping what the manifests read last were given, and keeps the result. */

@@ -65,15 +65,21 @@ export interface PartChanges {
 
 /**
  * The changes from the objects of `before` to those of `after` (part name → converted objects):
- * only parts that are not the very same object as before are compared.
+ * only parts that are not the very same object as before are compared, and only those in
+ * `candidates` when the caller knows which may have changed (a watch's events).
  */
 export function changesBetween(
   before: ReadonlyMap<string, ConvertedDocuments>,
   after: ReadonlyMap<string, ConvertedDocuments>,
+  candidates?: ReadonlySet<string>,
 ): PartChanges {
   const touched = new Set<string>();
-  for (const [name, part] of before) if (after.get(name) !== part) touched.add(name);
-  for (const name of after.keys()) if (!before.has(name)) touched.add(name);
+  if (candidates) {
+    for (const name of candidates) if (after.get(name) !== before.get(name)) touched.add(name);
+  } else {
+    for (const [name, part] of before) if (after.get(name) !== part) touched.add(name);
+    for (const name of after.keys()) if (!before.has(name)) touched.add(name);
+  }
   const old = objectsOf([...touched].map((n) => before.get(n)));
   const now = objectsOf([...touched].map((n) => after.get(n)));
   const out: PartChanges = { changes: [], structural: false, movesAllocations: false };

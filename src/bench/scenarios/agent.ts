@@ -46,6 +46,8 @@ import type { BenchRow, BenchScenarioResult } from '../results.js';
 import { measuredScenario, type BenchContext, type BenchScenario } from '../types.js';
 import {
   agentFlowSources,
+  agentHeapMiB,
+  type AgentHeap,
   cpuSeconds,
   memoryMiB,
   resetNode,
@@ -374,6 +376,9 @@ export interface AgentScaleSample {
   rssAfterSyncMiB: number;
   rssAfterChangesMiB: number;
   hwmMiB: number;
+  /** V8's heap after the sync and after the changes (the rest of RSS is code, stacks, buffers). */
+  heapAfterSync?: AgentHeap;
+  heapAfterChanges?: AgentHeap;
   /** The agent's CPU share while idle after the sync (drift checks). */
   idleCpu: number;
   changed: number;
@@ -430,6 +435,7 @@ async function oneSync(
     const started = Date.parse(s.startedAt);
     const applyEnd = Date.parse(last.at);
     const afterSync = memoryMiB(h.pid);
+    const heapAfterSync = await agentHeapMiB(h);
     const cpu0 = cpuSeconds(h.pid);
     await new Promise((r) => setTimeout(r, IDLE_MS));
     const idleCpu = (cpuSeconds(h.pid) - cpu0) / (IDLE_MS / 1000);
@@ -457,6 +463,7 @@ async function oneSync(
       revision = st.revision ?? '';
     }
     const afterChanges = memoryMiB(h.pid);
+    const heapAfterChanges = await agentHeapMiB(h);
     return {
       backend,
       mode,
@@ -471,6 +478,8 @@ async function oneSync(
       rssAfterSyncMiB: afterSync.rss,
       rssAfterChangesMiB: afterChanges.rss,
       hwmMiB: afterChanges.hwm,
+      ...(heapAfterSync ? { heapAfterSync } : {}),
+      ...(heapAfterChanges ? { heapAfterChanges } : {}),
       idleCpu,
       changed: last.changed,
       ...(agentFlowSources(h) ? { flowSources: agentFlowSources(h) as string[] } : {}),
@@ -639,11 +648,21 @@ function sampleNote(
     `+ kernel apply (with fingerprint) ${median(ss.map((s) => s.applyMs)).toFixed(0)} ms + flow sources and API; ` +
     `${ss[0]?.changed ?? 0} kernel objects; ${changes.length} changes, the agent's apply of each (median): ${applies} ` +
     `(${[...new Set(changes.map((c) => c.mode))].join('/')}); RSS after sync ${median(ss.map((s) => s.rssAfterSyncMiB)).toFixed(0)} MiB, ` +
-    `after the changes ${median(ss.map((s) => s.rssAfterChangesMiB)).toFixed(0)} MiB, peak (VmHWM) ${hwm.toFixed(0)} MiB; ` +
+    `after the changes ${median(ss.map((s) => s.rssAfterChangesMiB)).toFixed(0)} MiB, peak (VmHWM) ${hwm.toFixed(0)} MiB` +
+    heapNote(ss[0]) +
+    '; ' +
     `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
     (policy ? `; ${formatTableModeSummary(policy)}` : '') +
     (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')
   );
+}
+
+/** V8's share of the RSS: `(heap used/total after sync …, after the changes …)`. */
+function heapNote(s: AgentScaleSample | undefined): string {
+  const f = (h: AgentHeap | undefined): string =>
+    h ? `${h.used.toFixed(0)}/${h.total.toFixed(0)} MiB (external ${h.external.toFixed(0)})` : '?';
+  if (!s?.heapAfterSync && !s?.heapAfterChanges) return '';
+  return ` (V8 heap used/total after sync ${f(s.heapAfterSync)}, after the changes ${f(s.heapAfterChanges)})`;
 }
 
 /** Table mode's full sync against the walk's, per backend (the target: at most 1.5×). */
