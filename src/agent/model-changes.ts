@@ -15,7 +15,6 @@ import {
   type ModelObjects,
   type Namespace,
   type Pod,
-  type Service,
 } from '../model/index.js';
 
 /** The manifest kind (as written) → the model kind of a change. */
@@ -59,7 +58,7 @@ export interface PartChanges {
    * previous model was valid and so is the one after these changes.
    */
   structural: boolean;
-  /** Pods or services added, removed, or with a new node, address or cluster IP: allocate again. */
+  /** Pods or services added, removed, pods with a new node or address, services changed: allocate again. */
   movesAllocations: boolean;
 }
 
@@ -107,13 +106,15 @@ export function changesBetween(
   return out;
 }
 
-/** A pod's node or addresses, or a service's cluster IP, changed: what allocation reads. */
+/**
+ * What allocation reads changed: a pod's node or addresses; for a service, any change (its
+ * cluster IP, type, ports and node ports, load-balancer addresses are all allocated from).
+ */
 function addressMoved(kind: ModelKind, before: object, after: object): boolean {
-  if (kind === 'pod') {
-    const [a, b] = [before as Pod, after as Pod];
-    return a.nodeName !== b.nodeName || !isDeepStrictEqual(a.ips, b.ips);
-  }
-  return kind === 'service' && (before as Service).clusterIP !== (after as Service).clusterIP;
+  if (kind === 'service') return true;
+  if (kind !== 'pod') return false;
+  const [a, b] = [before as Pod, after as Pod];
+  return a.nodeName !== b.nodeName || !isDeepStrictEqual(a.ips, b.ips);
 }
 
 /**

@@ -310,8 +310,8 @@ function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: Iss
 
 /**
  * What the checks across objects (crossValidate) read of an object besides its kind and key: a
- * pod's addresses and port names, a service's cluster IP and whether it has a selector, a slice's
- * service. Keep in step with the checks.
+ * pod's addresses and port names, a service's cluster IP, node ports, load-balancer addresses and
+ * whether it has a selector, a slice's service. Keep in step with the checks.
  */
 function crossChecked(kind: string, o: object): unknown {
   switch (kind) {
@@ -321,7 +321,13 @@ function crossChecked(kind: string, o: object): unknown {
     }
     case 'Service': {
       const s = o as Service;
-      return [s.namespace, s.clusterIP, s.selector === undefined];
+      return [
+        s.namespace,
+        s.clusterIP,
+        s.selector === undefined,
+        s.ports.map((p) => p.nodePort),
+        s.loadBalancerIngress,
+      ];
     }
     case 'EndpointSlice': {
       const e = o as EndpointSlice;
@@ -341,6 +347,40 @@ export function replacementNeedsCrossChecks(kind: string, before: object, after:
   return !isDeepStrictEqual(crossChecked(kind, before), crossChecked(kind, after));
 }
 
+/**
+ * A node port is one service's across the cluster (the API server's allocator), and a stated
+ * load-balancer address is nobody else's.
+ */
+function checkExternalServices(model: Model, owners: Map<string, string>, issueAt: IssueAt): void {
+  const portOwners = new Map<number, string>();
+  for (const svc of model.services) {
+    const name = `${svc.namespace}/${svc.name}`;
+    const mine = new Set<number>();
+    svc.ports.forEach((p, i) => {
+      if (p.nodePort === undefined || mine.has(p.nodePort)) return;
+      mine.add(p.nodePort);
+      const owner = portOwners.get(p.nodePort);
+      if (owner)
+        issueAt(
+          svc,
+          ['spec', 'ports', i, 'nodePort'],
+          `provided port is already allocated: node port ${p.nodePort} is used by service ${owner}`,
+        );
+      else portOwners.set(p.nodePort, name);
+    });
+    (svc.loadBalancerIngress ?? []).forEach((ip, i) => {
+      const owner = owners.get(ip);
+      if (owner && owner !== `service ${name}`)
+        issueAt(
+          svc,
+          ['status', 'loadBalancer', 'ingress', i, 'ip'],
+          `address ${ip} is already used by ${owner}`,
+        );
+      else owners.set(ip, `service ${name}`);
+    });
+  }
+}
+
 /** Checks that need the whole input: duplicates, references between objects, address clashes. */
 function crossValidate(model: Model, locate: Map<object, Located>, issues: ManifestIssue[]): void {
   const issueAt = issueReporter(locate, issues);
@@ -349,6 +389,7 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   const owners = checkPods(model, issueAt);
   checkEndpointSlices(model, issueAt);
   checkClusterIps(model, owners, issueAt);
+  checkExternalServices(model, owners, issueAt);
 }
 
 /** The documents and read issues of several files, in file order. */
