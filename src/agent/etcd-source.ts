@@ -15,7 +15,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { allocate, buildIR, DEFAULT_NODE_COUNT } from '../calc/index.js';
+import { allocate, DEFAULT_NODE_COUNT } from '../calc/index.js';
 import { DEFAULT_POLICY_MODE, type PolicyMode } from '../ir/decision-table.js';
 import { storedDocument } from '../datastore/documents.js';
 import {
@@ -26,15 +26,18 @@ import {
   type EtcdTlsFiles,
 } from '../datastore/etcd.js';
 import { CLUSTER_KEY, OBJECTS_PREFIX } from '../datastore/keys.js';
-import { formatIssue, validateManifestDocuments } from '../model/index.js';
+import { convertDocuments, type ConvertedDocuments, type Model } from '../model/index.js';
 import { ETCD_SOURCE_PREFIX, SourceError, type DesiredSource, type DesiredState } from './desired.js';
 import { errorMessage } from '../util/errors.js';
 import { writePrivateFileAtomic } from '../util/private-files.js';
+import { SourceCalculation, type SourceCalculationStats } from './source-calculation.js';
 
 export const ETCD_CACHE_FILE = 'etcd-cache.json';
 /** Following etcd again after a failure: after RETRY_MS, doubling up to RETRY_MAX_MS. */
 const RETRY_MS = 500;
 const RETRY_MAX_MS = 5000;
+/** The cache on disk is written at most this often after the first time. */
+const SAVE_MS = 1000;
 
 interface Cache {
   /** The revision of the newest change in the cache (the store's revision when listed). */
@@ -62,7 +65,7 @@ export interface EtcdSourceOptions {
 }
 
 /** What the source has done, for status and tests. */
-export type EtcdSourceStats = {
+export type EtcdSourceStats = Partial<SourceCalculationStats> & {
   lists: number;
   /** Starts that resumed from the cache on disk instead of listing. */
   resumes: number;
@@ -87,12 +90,25 @@ export class EtcdSource implements DesiredSource {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 0;
+  private saveTimer: NodeJS.Timeout | undefined;
+  /** The cluster's node count the calculation was built with. */
+  private nodeCount: number | undefined;
+  /** Each stored object's value and what it converted to. */
+  private readonly converted = new Map<string, { value: string; part: ConvertedDocuments }>();
+  private readonly calculation: SourceCalculation;
+  /** The revision an invalid state is reported at. */
+  private invalidRevision = 0;
 
   constructor(
     url: string,
     private readonly opts: EtcdSourceOptions,
   ) {
     this.store = new EtcdStore(url, opts.tls);
+    this.calculation = new SourceCalculation({
+      build: { node: opts.node, policyMode: opts.policyMode ?? DEFAULT_POLICY_MODE },
+      allocate: (model) => allocate(model, {}, { nodeCount: this.nodeCount ?? DEFAULT_NODE_COUNT }),
+      invalid: () => `the desired state at revision ${this.invalidRevision} is invalid`,
+    });
     this.description = `${ETCD_SOURCE_PREFIX}${this.store.url}`;
   }
 
@@ -145,25 +161,67 @@ export class EtcdSource implements DesiredSource {
         throw new SourceError(e.message);
       }));
     if (this.built?.revision === cache.revision) return this.built.state;
-    const documents = [...cache.objects].map(([key, value]) => storedDocument(key, value));
-    const { model, issues } = validateManifestDocuments(documents);
-    if (!model)
-      throw new SourceError(
-        `the desired state at revision ${cache.revision} is invalid:\n${issues.map(formatIssue).join('\n')}`,
-      );
     // Stored pods carry their node and address and services their cluster IP (`switchyard apply`
-    // allocated them), so this only reads them back and lists the nodes; it is deterministic, so
-    // an object stored without them would still come out the same on every node.
-    const allocations = allocate(model, {}, { nodeCount: cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT });
-    const ir = buildIR(model, allocations, {
-      node: this.opts.node,
-      policyMode: this.opts.policyMode ?? DEFAULT_POLICY_MODE,
-    });
-    const state: DesiredState = { revision: String(cache.revision), ir, model };
+    // allocated them), so allocating only reads them back and lists the nodes; it is
+    // deterministic, so an object stored without them would still come out the same on every
+    // node. The node count is the cluster's: when it changes, everything is built again.
+    const nodeCount = cache.cluster.nodeCount ?? DEFAULT_NODE_COUNT;
+    if (nodeCount !== this.nodeCount) {
+      this.nodeCount = nodeCount;
+      this.calculation.reset();
+    }
+    this.invalidRevision = cache.revision;
+    const { parts, touched } = this.convert(cache);
+    const ir = this.calculation.build(parts, touched);
+    Object.assign(this.stats, this.calculation.stats);
+    const state: DesiredState = {
+      revision: String(cache.revision),
+      ir,
+      model: this.calculation.model as Model,
+    };
     this.built = { revision: cache.revision, state };
     this.stats.revision = cache.revision;
-    this.saveCache(cache);
+    this.saveCacheSoon(cache);
     return state;
+  }
+
+  /**
+   * Every stored object as converted documents (keyed as stored), converting only those whose
+   * value changed since the last read; `touched` names them and those deleted since.
+   */
+  private convert(cache: Cache): { parts: Map<string, ConvertedDocuments>; touched: Set<string> } {
+    const parts = new Map<string, ConvertedDocuments>();
+    const touched = new Set<string>();
+    for (const [key, value] of cache.objects) {
+      let c = this.converted.get(key);
+      if (c?.value !== value) {
+        c = { value, part: convertDocuments([storedDocument(key, value)]) };
+        this.converted.set(key, c);
+        touched.add(key);
+      }
+      parts.set(key, c.part);
+    }
+    for (const key of this.converted.keys())
+      if (!cache.objects.has(key)) {
+        this.converted.delete(key);
+        touched.add(key);
+      }
+    return { parts, touched };
+  }
+
+  /**
+   * The cache on disk follows the one in memory: at once the first time (a restart then resumes
+   * instead of listing), then at most every SAVE_MS (writing every object is not worth doing on
+   * each change: a restart from an older revision replays the events since).
+   */
+  private saveCacheSoon(cache: Cache): void {
+    if (this.persisted < 0) return this.saveCache(cache);
+    if (this.saveTimer) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = undefined;
+      if (this.cache) this.saveCache(this.cache);
+    }, SAVE_MS);
+    this.saveTimer.unref();
   }
 
   watch(onChange: () => void): () => void {
@@ -172,6 +230,8 @@ export class EtcdSource implements DesiredSource {
     return () => {
       this.stopped = true;
       clearTimeout(this.retryTimer);
+      if (this.saveTimer && this.cache) this.saveCache(this.cache);
+      clearTimeout(this.saveTimer);
       this.cancelWatch?.();
       this.store.close();
     };

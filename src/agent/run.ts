@@ -18,7 +18,6 @@ import { Agent } from './agent.js';
 import { startApi, startMetricsListener, type ApiServers } from './api.js';
 import { isEtcdSource, type DesiredSource, type DesiredState } from './desired.js';
 import { DirectorySource } from './dir-source.js';
-import { EtcdSource } from './etcd-source.js';
 import { startObservers, type Observers } from './observers.js';
 import { readRestarts, writeReady } from './restarts.js';
 import { metricsAddress, writeMetricsUrl } from './metrics-url.js';
@@ -119,8 +118,15 @@ class PodCgroups {
   }
 }
 
-function desiredSource(opts: RunAgentOptions, logger: Logger): DesiredSource {
-  return isEtcdSource(opts.source)
+/**
+ * The agent's source. The etcd client (grpc, protobuf: ~25 MiB resident) is loaded only by agents
+ * that follow an etcd, not by those watching a directory.
+ */
+async function desiredSource(opts: RunAgentOptions, logger: Logger): Promise<DesiredSource> {
+  const { EtcdSource } = isEtcdSource(opts.source)
+    ? await import('./etcd-source.js')
+    : { EtcdSource: undefined };
+  return EtcdSource
     ? new EtcdSource(opts.source, {
         node: opts.node,
         stateDir: opts.stateDir,
@@ -211,7 +217,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   await requireSupport(backend);
   privateDir(opts.stateDir);
 
-  const source = desiredSource(opts, logger);
+  const source = await desiredSource(opts, logger);
   // The agent is made after its observers (its hooks feed them); a scrape reads its status later.
   const obs = observability(opts, backend, target, () => agent, source);
   let observers: Observers | undefined;

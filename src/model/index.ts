@@ -1,7 +1,13 @@
 export * from './types.js';
 export * from './errors.js';
 export {
+  assembleModel,
+  convertDocuments,
+  convertManifestFile,
+  type ConvertedDocuments,
+  type ConvertedObject,
   loadManifests,
+  replacementNeedsCrossChecks,
   loadManifestTexts,
   validateManifestDocuments,
   validateManifests,

@@ -3,6 +3,7 @@
  * file:line: Kind namespace/name: field: message; when there is any, no model is returned.
  */
 import { dirname, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { z } from 'zod';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4CidrRange } from '../util/ip.js';
 import {
@@ -25,7 +26,14 @@ import {
 import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors.js';
 import type { ValueProblem } from './limits.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
-import { emptyModel, type Model, type SourceRef } from './types.js';
+import {
+  emptyModel,
+  type EndpointSlice,
+  type Model,
+  type Pod,
+  type Service,
+  type SourceRef,
+} from './types.js';
 
 const NAMESPACED_KINDS = new Set(['Pod', 'Service', 'NetworkPolicy', 'EndpointSlice']);
 
@@ -34,8 +42,10 @@ export interface ManifestText {
   text: string;
 }
 
+/** Where a model object was written: its file, kind and name, and the line of any of its fields. */
 interface Located {
-  doc: ManifestDocument;
+  file: string;
+  lineOf: ManifestDocument['lineOf'];
   kind: string;
   object: string;
 }
@@ -92,14 +102,14 @@ function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
 function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssue[]): string[] {
   const rel = raw.spec.file;
   if (!rel) return [];
-  const path = resolve(dirname(loc.doc.file), rel);
+  const path = resolve(dirname(loc.file), rel);
   let text: string;
   try {
     text = readBoundedFile(path);
   } catch (e) {
     issues.push({
-      file: loc.doc.file,
-      line: loc.doc.lineOf(['spec', 'file']),
+      file: loc.file,
+      line: loc.lineOf(['spec', 'file']),
       kind: loc.kind,
       object: loc.object,
       field: 'spec.file',
@@ -139,45 +149,52 @@ function readPrefilterFile(raw: RawPrefilter, loc: Located, issues: ManifestIssu
   return out;
 }
 
-function push<T extends object>(list: T[], item: T): T {
-  list.push(item);
-  return item;
-}
+type Converter = (raw: never, source: SourceRef) => object;
 
-type Converter = (model: Model, raw: never, source: SourceRef) => object;
-
-/** Kinds whose converted object goes straight into one list of the model. */
+/** Kinds converted by one function each (Prefilter also reads the file it names: see convertObject). */
 const CONVERTERS: Readonly<Record<string, Converter>> = {
-  Namespace: (m, raw, source) => push(m.namespaces, toNamespace(raw, source)),
-  Pod: (m, raw, source) => push(m.pods, toPod(raw, source)),
-  Service: (m, raw, source) => push(m.services, toService(raw, source)),
-  EndpointSlice: (m, raw, source) => push(m.endpointSlices, toEndpointSlice(raw, source)),
-  NetworkPolicy: (m, raw, source) => push(m.networkPolicies, toNetworkPolicy(raw, source)),
-  GlobalPolicy: (m, raw, source) => push(m.globalPolicies, toGlobalPolicy(raw, source)),
+  Namespace: (raw, source) => toNamespace(raw, source),
+  Pod: (raw, source) => toPod(raw, source),
+  Service: (raw, source) => toService(raw, source),
+  EndpointSlice: (raw, source) => toEndpointSlice(raw, source),
+  NetworkPolicy: (raw, source) => toNetworkPolicy(raw, source),
+  GlobalPolicy: (raw, source) => toGlobalPolicy(raw, source),
 };
 
-/** Adds the converted object to the model and returns it (for locating later issues). */
-function addToModel(
-  model: Model,
+/** The model's list each kind goes into. */
+const MODEL_LISTS: Readonly<Record<string, (m: Model) => object[]>> = {
+  Namespace: (m) => m.namespaces,
+  Pod: (m) => m.pods,
+  Service: (m) => m.services,
+  EndpointSlice: (m) => m.endpointSlices,
+  NetworkPolicy: (m) => m.networkPolicies,
+  GlobalPolicy: (m) => m.globalPolicies,
+  Prefilter: (m) => m.prefilters,
+};
+
+/** The model object of one checked document (a Prefilter's `spec.file` is read here: `reads` names it). */
+function convertObject(
   raw: unknown,
   loc: Located,
   source: SourceRef,
   issues: ManifestIssue[],
+  reads: string[],
 ): object {
   const convert = CONVERTERS[loc.kind];
-  if (convert) return convert(model, raw as never, source);
+  if (convert) return convert(raw as never, source);
   if (loc.kind !== 'Prefilter') throw new Error(`no converter for kind ${loc.kind}`);
   const p = raw as RawPrefilter;
   const inline = (p.spec.cidrs ?? []).map((c) =>
     formatCidr(parseCidr(c) as NonNullable<ReturnType<typeof parseCidr>>),
   );
+  if (p.spec.file) reads.push(resolve(dirname(loc.file), p.spec.file));
   const cidrs = [...new Set([...inline, ...readPrefilterFile(p, loc, issues)])];
-  return push(model.prefilters, {
+  return {
     name: p.metadata.name,
     cidrs,
     source,
     ...(p.spec.nodes ? { nodes: [...p.spec.nodes] } : {}),
-  });
+  };
 }
 
 /** Reports an issue at a field of a converted object, located through the document it came from. */
@@ -187,8 +204,8 @@ function issueReporter(locate: Map<object, Located>, issues: ManifestIssue[]): I
   return (obj, path, message) => {
     const loc = locate.get(obj) as Located;
     issues.push({
-      file: loc.doc.file,
-      line: loc.doc.lineOf(path),
+      file: loc.file,
+      line: loc.lineOf(path),
       kind: loc.kind,
       object: loc.object,
       field: formatPath(path),
@@ -209,7 +226,7 @@ function checkUnique(model: Model, locate: Map<object, Located>, issueAt: IssueA
         issueAt(
           item,
           ['metadata', 'name'],
-          `duplicate ${what} '${k}' (first defined at ${src.doc.file}:${src.doc.lineOf(['metadata', 'name'])})`,
+          `duplicate ${what} '${k}' (first defined at ${src.file}:${src.lineOf(['metadata', 'name'])})`,
         );
       } else seen.set(k, item);
     }
@@ -289,6 +306,45 @@ function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: Iss
     if (owner) issueAt(svc, ['spec', 'clusterIP'], `address ${svc.clusterIP} is already used by ${owner}`);
     else owners.set(svc.clusterIP, `service ${svc.namespace}/${svc.name}`);
   }
+}
+
+/**
+ * What the checks across objects (crossValidate) read of an object besides its kind and key: a
+ * pod's addresses and port names, a service's cluster IP, node ports, load-balancer addresses and
+ * whether it has a selector, a slice's service. Keep in step with the checks.
+ */
+function crossChecked(kind: string, o: object): unknown {
+  switch (kind) {
+    case 'Pod': {
+      const p = o as Pod;
+      return [p.namespace, p.ips, p.ports.map((port) => port.name)];
+    }
+    case 'Service': {
+      const s = o as Service;
+      return [
+        s.namespace,
+        s.clusterIP,
+        s.selector === undefined,
+        s.ports.map((p) => p.nodePort),
+        s.loadBalancerIngress,
+      ];
+    }
+    case 'EndpointSlice': {
+      const e = o as EndpointSlice;
+      return [e.namespace, e.serviceName];
+    }
+    default:
+      return (o as { namespace?: string }).namespace;
+  }
+}
+
+/**
+ * Whether an object replaced by another of the same kind and key can change what the checks
+ * across objects find. When it cannot, a caller holding a valid model (a source applying one
+ * changed file) needs no new assembleModel to know the model with the replacement is valid too.
+ */
+export function replacementNeedsCrossChecks(kind: string, before: object, after: object): boolean {
+  return !isDeepStrictEqual(crossChecked(kind, before), crossChecked(kind, after));
 }
 
 /**
@@ -421,7 +477,7 @@ function parseDocument(doc: ManifestDocument): { loc: Located; data: unknown } |
   const kind = typeof v.kind === 'string' ? v.kind : undefined;
   const schema = kindSchemas[`${String(v.apiVersion)}/${String(kind)}` as KindKey];
   if (!kind || !schema) return { issues: [unknownKindIssue(doc, v, kind)] };
-  const loc: Located = { doc, kind, object: objectName(v, kind) };
+  const loc: Located = { file, lineOf: doc.lineOf, kind, object: objectName(v, kind) };
   const parsed = schema.safeParse(value);
   if (parsed.success) return { loc, data: parsed.data };
   return {
@@ -438,6 +494,94 @@ function parseDocument(doc: ManifestDocument): { loc: Located; data: unknown } |
   };
 }
 
+/** A model object converted from one checked document, and where it was written. */
+export interface ConvertedObject extends Located {
+  /** The model object (a Namespace, Pod, … of ./types.ts; which one `kind` says). */
+  value: object;
+}
+
+/** Documents checked and converted one by one, before the checks that need the whole input. */
+export interface ConvertedDocuments {
+  objects: ConvertedObject[];
+  issues: ManifestIssue[];
+  /** Files read besides the documents (a Prefilter's `spec.file`): a cache of this must watch them too. */
+  reads: string[];
+}
+
+/**
+ * Checks each document against its kind's schema and converts it. The result depends on these
+ * documents alone (and the files they name), so callers can keep it per file or per stored key
+ * and convert again only what changed; assembleModel then does the checks across objects.
+ */
+export function convertDocuments(documents: readonly ManifestDocument[]): ConvertedDocuments {
+  const out: ConvertedDocuments = { objects: [], issues: [], reads: [] };
+  for (const doc of documents) {
+    const checked = parseDocument(doc);
+    if ('issues' in checked) {
+      out.issues.push(...checked.issues);
+      continue;
+    }
+    const { loc, data } = checked;
+    const value = convertObject(data, loc, { file: doc.file, line: doc.lineOf([]) }, out.issues, out.reads);
+    out.objects.push({ ...loc, value });
+  }
+  return out;
+}
+
+/**
+ * The model of converted parts (in their order), after the checks across objects: duplicates,
+ * references, address clashes. `files` orders the issues (default: the order parts name them in).
+ * The model shares its objects with the parts: neither is changed afterwards.
+ */
+export function assembleModel(
+  parts: readonly ConvertedDocuments[],
+  files: readonly string[] = [...new Set(parts.flatMap((p) => p.objects.map((o) => o.file)))],
+): {
+  model?: Model;
+  issues: ManifestIssue[];
+} {
+  const issues: ManifestIssue[] = parts.flatMap((p) => p.issues);
+  const model = emptyModel();
+  const locate = new Map<object, Located>();
+  for (const part of parts)
+    for (const o of part.objects) {
+      (MODEL_LISTS[o.kind] as (m: Model) => object[])(model).push(o.value);
+      locate.set(o.value, o);
+    }
+  if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
+    model.namespaces.push(implicitDefaultNamespace());
+  crossValidate(model, locate, issues);
+  const order = new Map(files.map((f, i) => [f, i]));
+  // Lists a manifest points to (Prefilter files) are not inputs themselves: their issues go last.
+  const rank = (f: string): number => order.get(f) ?? Number.MAX_SAFE_INTEGER;
+  issues.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line);
+  return issues.length > 0 ? { issues } : { model, issues };
+}
+
+/**
+ * One manifest file read and converted, keeping nothing of its text or syntax tree: the line of a
+ * field (asked only when a check across objects finds an issue) is found by reading the file
+ * again, so a cache of converted files costs what its model objects cost.
+ */
+export function convertManifestFile(file: string, text?: string): ConvertedDocuments {
+  const read = readManifestDocuments(file, text);
+  const converted = convertDocuments(read.documents);
+  const index = new Map(read.documents.map((d, i) => [d.lineOf, i]));
+  for (const o of converted.objects) {
+    const i = index.get(o.lineOf) as number;
+    const line = o.lineOf([]);
+    o.lineOf = (path) => {
+      if (path.length === 0) return line;
+      try {
+        return readManifestDocuments(file).documents[i]?.lineOf(path) ?? line;
+      } catch {
+        return line; // gone since: the object's own line is the best there is
+      }
+    };
+  }
+  return { ...converted, issues: [...read.issues, ...converted.issues] };
+}
+
 /**
  * Validates documents already read (from files, or objects kept in a datastore) as one input.
  * `files` orders the issues (default: the order documents name them in).
@@ -450,26 +594,8 @@ export function validateManifestDocuments(
   model?: Model;
   issues: ManifestIssue[];
 } {
-  const issues: ManifestIssue[] = [...readIssues];
-  const model = emptyModel();
-  const locate = new Map<object, Located>();
-  for (const doc of documents) {
-    const checked = parseDocument(doc);
-    if ('issues' in checked) {
-      issues.push(...checked.issues);
-      continue;
-    }
-    const { loc, data } = checked;
-    locate.set(addToModel(model, data, loc, { file: doc.file, line: doc.lineOf([]) }, issues), loc);
-  }
-  if (!model.namespaces.some((n) => n.name === DEFAULT_NAMESPACE))
-    model.namespaces.push(implicitDefaultNamespace());
-  crossValidate(model, locate, issues);
-  const order = new Map(files.map((f, i) => [f, i]));
-  // Lists a manifest points to (Prefilter files) are not inputs themselves: their issues go last.
-  const rank = (f: string): number => order.get(f) ?? Number.MAX_SAFE_INTEGER;
-  issues.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line);
-  return issues.length > 0 ? { issues } : { model, issues };
+  const converted = convertDocuments(documents);
+  return assembleModel([{ ...converted, issues: [...readIssues, ...converted.issues] }], files);
 }
 
 export function validateManifests(paths: readonly string[]): {

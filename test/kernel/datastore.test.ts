@@ -611,6 +611,11 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
       expect(egressPorts(last, 'egress-watch')).toEqual([]);
       expect(source.stats.lists).toBe(1);
       expect(source.stats.events).toBeGreaterThan(0);
+      // The event reached the calculation as a change of one object: no relist, no full build, and
+      // the IR is the one a fresh list builds.
+      expect(source.stats).toMatchObject({ fullBuilds: 1, incrementalBuilds: 1, modelChanges: 1 });
+      const fresh = new EtcdSource(etcd.clientUrl, { node: 'node-1', stateDir: stateDir(), tls: etcd.tls });
+      expect((await fresh.read()).ir).toEqual(desired.ir);
       last = desired;
       stop();
     });

@@ -5,6 +5,7 @@
 import type { PolicyMode } from '../../../ir/decision-table.js';
 import { readFileSync, rmSync } from 'node:fs';
 import type { AgentStatus } from '../../../agent/agent.js';
+import { agentRequest } from '../../../agent/client.js';
 import { AgentLaunchError, launchAgent, waitForAgent, type LaunchedAgent } from '../../../agent/launch.js';
 import type { BackendName } from '../../../dataplane/backend.js';
 import { loadBackend } from '../../../dataplane/registry.js';
@@ -80,6 +81,31 @@ export function memoryMiB(pid: number): { rss: number; hwm: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN);
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+/** What V8 reports of an agent's heap (MiB), from the agent's own metrics (prom-client's defaults). */
+export interface AgentHeap {
+  /** Live objects and garbage not collected yet. */
+  used: number;
+  /** What the heap holds from the system (its spaces), used or not. */
+  total: number;
+  /** Memory of objects outside the heap (buffers). */
+  external: number;
+}
+
+export async function agentHeapMiB(h: LaunchedAgent): Promise<AgentHeap | undefined> {
+  try {
+    const text = await agentRequest<string>(h.socket, '/metrics');
+    const value = (name: string): number =>
+      Number(new RegExp(`^switchyard_agent_${name} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
+    return {
+      used: value('nodejs_heap_size_used_bytes'),
+      total: value('nodejs_heap_size_total_bytes'),
+      external: value('nodejs_external_memory_bytes'),
+    };
+  } catch {
+    return undefined;
+  }
 }
 
 /** CPU seconds (user + system) a process has used. */
