@@ -1,7 +1,8 @@
 /**
- * Service map contents by difference against what the kernel holds (not against `previous`):
- * services are cluster-wide and every node's apply runs this, so the first brings the maps to
- * the IR and the others find nothing to do.
+ * Service map contents by difference against what the maps hold (ServiceState: the backend's
+ * shadow of its writes, or one read of the kernel; never `previous`): services are cluster-wide
+ * and every node's apply runs this, so the first brings the maps to the IR and the others find
+ * nothing to do (services.ts tells which from the digest the last writer recorded).
  *
  * Order keeps every intermediate state usable by a connect running meanwhile:
  *   1. backend slots (a slot below a service's count is always filled);
@@ -13,7 +14,7 @@
  * A service id that is freed is not reused by the same sync (its old slots are deleted last).
  */
 import type { BpfMap } from '../../bpf/index.js';
-import type { IR } from '../../ir/types.js';
+import type { IR, ServicePortTable } from '../../ir/types.js';
 import { IPPROTO } from './layout.js';
 import {
   SVC_FLAG_VIP,
@@ -54,6 +55,8 @@ export interface ServiceSyncPlan {
   serviceWrites: [SvcKey, SvcValue][];
   serviceDeletes: SvcKey[];
   backendDeletes: BackendKey[];
+  /** The desired ports looked into (not skipped by identity), by svcKeyId: what a shadow records. */
+  sources: [string, DesiredServicePort][];
 }
 
 const isIpv4 = (a: string): boolean => !a.includes(':');
@@ -70,6 +73,36 @@ function markerKey(vip: string): SvcKey {
   return { vip, port: 0, proto: 0, pad: 0 };
 }
 
+/**
+ * What one ServicePortTable wants in the maps, memoized by the table object: an incremental IR
+ * hands the same object for a service that did not change, and the planner then skips it by
+ * identity (see planServiceDelta).
+ */
+const desiredPorts = new WeakMap<ServicePortTable, DesiredServicePort>();
+
+function desiredPort(t: ServicePortTable): DesiredServicePort {
+  const known = desiredPorts.get(t);
+  if (known) return known;
+  const seen = new Set<string>();
+  const backends: BackendValue[] = [];
+  for (const b of [...t.backends].sort((x, y) =>
+    x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
+  )) {
+    const v = { addr: b.address, port: b.port, pad: 0 };
+    if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
+    seen.add(backendId(v));
+    backends.push(v);
+  }
+  const port: DesiredServicePort = {
+    id: t.id,
+    key: { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], pad: 0 },
+    affinity: t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0,
+    backends,
+  };
+  desiredPorts.set(t, port);
+  return port;
+}
+
 /** What the IR wants in the maps: IPv4 service ports with their backends in a stable order. */
 export function desiredServices(ir: IR): DesiredServices {
   const ports: DesiredServicePort[] = [];
@@ -81,22 +114,7 @@ export function desiredServices(ir: IR): DesiredServices {
       continue;
     }
     vips.add(t.address);
-    const seen = new Set<string>();
-    const backends: BackendValue[] = [];
-    for (const b of [...t.backends].sort((x, y) =>
-      x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
-    )) {
-      const v = { addr: b.address, port: b.port, pad: 0 };
-      if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
-      seen.add(backendId(v));
-      backends.push(v);
-    }
-    ports.push({
-      id: t.id,
-      key: { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], pad: 0 },
-      affinity: t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0,
-      backends,
-    });
+    ports.push(desiredPort(t));
   }
   return { ports, vips: [...vips].sort(), skipped };
 }
@@ -131,38 +149,76 @@ function placeBackends(
   return out as BackendValue[];
 }
 
+/**
+ * What the service maps hold, in the form the planner reads: the shadow of what was written, or
+ * one read of the kernel (serviceState).
+ */
+export interface ServiceState {
+  /** Service entries and VIP markers by svcKeyId. */
+  services: Map<string, { key: SvcKey; value: SvcValue }>;
+  /** Backend slots by service id. */
+  slots: Map<number, (BackendValue | undefined)[]>;
+  /** The desired port each service entry was last written from: that same object again is skipped unread. */
+  written: Map<string, DesiredServicePort>;
+}
+
+export function serviceState(current: CurrentServices): ServiceState {
+  const slots = new Map<number, (BackendValue | undefined)[]>();
+  for (const [k, v] of current.backends) {
+    const list = slots.get(k.id) ?? [];
+    list[k.slot] = v;
+    slots.set(k.id, list);
+  }
+  return {
+    services: new Map(current.services.map(([key, value]) => [svcKeyId(key), { key, value }])),
+    slots,
+    written: new Map(),
+  };
+}
+
 export function planServiceSync(current: CurrentServices, desired: DesiredServices): ServiceSyncPlan {
+  return planServiceDelta(serviceState(current), desired);
+}
+
+/**
+ * The writes that turn `state` into `desired`, without changing `state`. A desired port that is
+ * the very object its entry was written from is skipped without looking inside (the common case
+ * at scale: an unchanged service); any other is compared by content.
+ */
+export function planServiceDelta(state: ServiceState, desired: DesiredServices): ServiceSyncPlan {
   const plan: ServiceSyncPlan = {
     backendWrites: [],
     serviceWrites: [],
     serviceDeletes: [],
     backendDeletes: [],
+    sources: [],
   };
-  const have = new Map(current.services.map(([k, v]) => [svcKeyId(k), { key: k, value: v }]));
-  const slotsOf = new Map<number, (BackendValue | undefined)[]>();
-  for (const [k, v] of current.backends) {
-    const slots = slotsOf.get(k.id) ?? [];
-    slots[k.slot] = v;
-    slotsOf.set(k.id, slots);
-  }
-  // Ids in use anywhere stay taken for this sync.
-  const used = new Set<number>([...current.services.map(([, v]) => v.id), ...slotsOf.keys()]);
+  const have = state.services;
+  // Ids in use anywhere stay taken for this sync (collected when the first new service needs one).
+  let used: Set<number> | undefined;
   let nextId = 1;
   const freshId = (): number => {
+    used ??= new Set<number>([...[...have.values()].map((e) => e.value.id), ...state.slots.keys()]);
     while (used.has(nextId)) nextId++;
     used.add(nextId);
     return nextId;
   };
 
   const wanted = new Set<string>();
+  const keptIds = new Set<number>();
   for (const p of desired.ports) {
     const kid = svcKeyId(p.key);
     wanted.add(kid);
     const before = have.get(kid);
     const existing = before && before.value.flags === 0 ? before.value : undefined;
+    if (existing && state.written.get(kid) === p) {
+      keptIds.add(existing.id);
+      continue;
+    }
+    plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
-    const old = existing ? (slotsOf.get(id) ?? []) : [];
-    // The common case at scale, an unchanged service, skips the placement's allocations.
+    keptIds.add(id);
+    const old = existing ? (state.slots.get(id) ?? []) : [];
     const same =
       old.length === p.backends.length &&
       p.backends.every((b, slot) => {
@@ -180,21 +236,62 @@ export function planServiceSync(current: CurrentServices, desired: DesiredServic
     old.forEach((b, slot) => {
       if (b && slot >= placed.length) plan.backendDeletes.push({ id, slot });
     });
-    slotsOf.delete(id);
   }
   for (const vip of desired.vips) {
     const key = markerKey(vip);
-    wanted.add(svcKeyId(key));
-    if (have.get(svcKeyId(key))?.value.flags !== SVC_FLAG_VIP)
+    const kid = svcKeyId(key);
+    wanted.add(kid);
+    if (have.get(kid)?.value.flags !== SVC_FLAG_VIP)
       plan.serviceWrites.push([key, { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
   }
   for (const [kid, { key }] of have) if (!wanted.has(kid)) plan.serviceDeletes.push(key);
   // Slots of ids no desired service kept: services that left, or leftovers of a crash.
-  for (const [id, slots] of slotsOf)
-    slots.forEach((b, slot) => {
-      if (b) plan.backendDeletes.push({ id, slot });
-    });
+  for (const [id, slots] of state.slots)
+    if (!keptIds.has(id))
+      slots.forEach((b, slot) => {
+        if (b) plan.backendDeletes.push({ id, slot });
+      });
   return plan;
+}
+
+/** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
+export function advanceServiceState(state: ServiceState, plan: ServiceSyncPlan): void {
+  for (const [k, v] of plan.backendWrites) {
+    const list = state.slots.get(k.id) ?? [];
+    list[k.slot] = v;
+    state.slots.set(k.id, list);
+  }
+  for (const [key, value] of plan.serviceWrites) state.services.set(svcKeyId(key), { key, value });
+  for (const key of plan.serviceDeletes) {
+    state.services.delete(svcKeyId(key));
+    state.written.delete(svcKeyId(key));
+  }
+  for (const k of plan.backendDeletes) {
+    const list = state.slots.get(k.id);
+    if (!list) continue;
+    list[k.slot] = undefined;
+    while (list.length > 0 && list[list.length - 1] === undefined) list.pop();
+    if (list.length === 0) state.slots.delete(k.id);
+  }
+  for (const [kid, p] of plan.sources) state.written.set(kid, p);
+}
+
+/**
+ * Calls `visit` for each element a plan writes or deletes, with the value the element had before
+ * (undefined: none) and after (undefined: deleted); for keeping content sums of the maps.
+ */
+export function visitPlanElements(
+  state: ServiceState,
+  plan: ServiceSyncPlan,
+  visit: {
+    service(key: SvcKey, before: SvcValue | undefined, after: SvcValue | undefined): void;
+    backend(key: BackendKey, before: BackendValue | undefined, after: BackendValue | undefined): void;
+  },
+): void {
+  for (const [k, v] of plan.backendWrites) visit.backend(k, state.slots.get(k.id)?.[k.slot], v);
+  for (const [k, v] of plan.serviceWrites) visit.service(k, state.services.get(svcKeyId(k))?.value, v);
+  for (const k of plan.serviceDeletes) visit.service(k, state.services.get(svcKeyId(k))?.value, undefined);
+  for (const k of plan.backendDeletes) visit.backend(k, state.slots.get(k.id)?.[k.slot], undefined);
 }
 
 export function planSize(plan: ServiceSyncPlan): number {
