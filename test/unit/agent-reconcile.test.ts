@@ -49,7 +49,10 @@ interface ApplyCall {
 }
 
 /** The policy half of the driver: what it was asked to apply. */
-class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'dropShadow' | 'remove' | 'counters'> {
+class FakeBackend implements Pick<
+  Backend,
+  'name' | 'render' | 'apply' | 'dropShadow' | 'remove' | 'counters'
+> {
   readonly name = 'nftables' as const;
   readonly applies: ApplyCall[] = [];
   removes = 0;

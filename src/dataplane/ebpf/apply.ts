@@ -244,7 +244,12 @@ function planHooks(
       const estimate = estimateVerifierWork(rs, alloc, generated.program);
       // Refused in milliseconds here rather than by the verifier after minutes.
       if (estimate.processed > estimate.limit)
-        fail(`${describeOverLimit(estimate)}; the programs in force are unchanged`, undefined, undefined, true);
+        fail(
+          `${describeOverLimit(estimate)}; the programs in force are unchanged`,
+          undefined,
+          undefined,
+          true,
+        );
     }
     const instructions = opts.mutateProgram ? opts.mutateProgram(generated) : generated.program;
     const hash = opts.mutateProgram ? programHash(instructions) : entry.hash;

@@ -94,7 +94,12 @@ export function seedContentDigest(fd: number, digest: Buffer, elements: number, 
   const last = scans.get(m.info.id);
   const costMs = last?.costMs ?? elements / 1000;
   // The time of the last read stands: our writes do not postpone the next comparison with the kernel.
-  scans.set(m.info.id, { key: scanKey(m, also), digest: digest.toString("hex"), at: last?.at ?? performance.now(), costMs });
+  scans.set(m.info.id, {
+    key: scanKey(m, also),
+    digest: digest.toString('hex'),
+    at: last?.at ?? performance.now(),
+    costMs,
+  });
 }
 
 /** Forgets the digest of one map (we wrote it without knowing the result): read in full next time. */

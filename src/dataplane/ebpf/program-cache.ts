@@ -46,7 +46,10 @@ export class ProgramCache {
       return { cached: true, entry: old };
     }
     const generated = policyProgram(rs, alloc);
-    return { cached: false, entry: { ruleSet: rs, numbers, generated, hash: programHash(generated.program) } };
+    return {
+      cached: false,
+      entry: { ruleSet: rs, numbers, generated, hash: programHash(generated.program) },
+    };
   }
 
   /** Keeps exactly these programs (the node's hooks after a successful apply). */

@@ -22,6 +22,7 @@ import {
   serviceState,
   visitPlanElements,
   type ServiceMaps,
+  type ServiceDelta,
   type ServiceState,
   type ServiceSyncPlan,
 } from './services-sync.js';
@@ -34,7 +35,7 @@ export interface ServicesShadow {
 
 export function emptyServicesShadow(): ServicesShadow {
   return {
-    state: { services: new Map(), slots: new Map(), written: new Map() },
+    state: { services: new Map(), slots: new Map(), written: new Map(), sources: new Map() },
     services: new ContentSum(),
     backends: new ContentSum(),
   };
@@ -65,7 +66,7 @@ export function sumsAfter(
 }
 
 /** After `plan` was written: the shadow holds what the maps hold. */
-export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceSyncPlan): void {
+export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceDelta): void {
   const sums = sumsAfter(shadow, plan);
   advanceServiceState(shadow.state, plan);
   shadow.services = sums.services;

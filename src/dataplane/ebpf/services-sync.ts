@@ -55,7 +55,10 @@ export interface ServiceSyncPlan {
   serviceWrites: [SvcKey, SvcValue][];
   serviceDeletes: SvcKey[];
   backendDeletes: BackendKey[];
-  /** The desired ports looked into (not skipped by identity), by svcKeyId: what a shadow records. */
+}
+
+/** A plan, and the desired ports it looked into (not skipped by identity): what a shadow records. */
+export interface ServiceDelta extends ServiceSyncPlan {
   sources: [string, DesiredServicePort][];
 }
 
@@ -71,6 +74,17 @@ function backendId(b: BackendValue): string {
 
 function markerKey(vip: string): SvcKey {
   return { vip, port: 0, proto: 0, pad: 0 };
+}
+
+/**
+ * svcKeyId of a VIP's marker, the same string each time (a fresh string would be hashed again
+ * in every lookup of every sync); bounded by the service address range.
+ */
+const markerIds = new Map<string, string>();
+function markerKeyId(vip: string): string {
+  let id = markerIds.get(vip);
+  if (id === undefined) markerIds.set(vip, (id = svcKeyId(markerKey(vip))));
+  return id;
 }
 
 /**
@@ -160,6 +174,8 @@ export interface ServiceState {
   slots: Map<number, (BackendValue | undefined)[]>;
   /** The desired port each service entry was last written from: that same object again is skipped unread. */
   written: Map<string, DesiredServicePort>;
+  /** The other way round: the entry (svcKeyId) each desired port object was written to. */
+  sources: Map<DesiredServicePort, string>;
 }
 
 export function serviceState(current: CurrentServices): ServiceState {
@@ -173,11 +189,16 @@ export function serviceState(current: CurrentServices): ServiceState {
     services: new Map(current.services.map(([key, value]) => [svcKeyId(key), { key, value }])),
     slots,
     written: new Map(),
+    sources: new Map(),
   };
 }
 
 export function planServiceSync(current: CurrentServices, desired: DesiredServices): ServiceSyncPlan {
-  return planServiceDelta(serviceState(current), desired);
+  const { backendWrites, serviceWrites, serviceDeletes, backendDeletes } = planServiceDelta(
+    serviceState(current),
+    desired,
+  );
+  return { backendWrites, serviceWrites, serviceDeletes, backendDeletes };
 }
 
 /**
@@ -185,8 +206,8 @@ export function planServiceSync(current: CurrentServices, desired: DesiredServic
  * the very object its entry was written from is skipped without looking inside (the common case
  * at scale: an unchanged service); any other is compared by content.
  */
-export function planServiceDelta(state: ServiceState, desired: DesiredServices): ServiceSyncPlan {
-  const plan: ServiceSyncPlan = {
+export function planServiceDelta(state: ServiceState, desired: DesiredServices): ServiceDelta {
+  const plan: ServiceDelta = {
     backendWrites: [],
     serviceWrites: [],
     serviceDeletes: [],
@@ -204,17 +225,21 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
     return nextId;
   };
 
+  // Entries of unchanged ports are found by object identity and their own (hashed) key strings.
   const wanted = new Set<string>();
   const keptIds = new Set<number>();
   for (const p of desired.ports) {
+    const known = state.sources.get(p);
+    const kept = known !== undefined ? have.get(known)?.value : undefined;
+    if (known !== undefined && kept && kept.flags === 0) {
+      wanted.add(known);
+      keptIds.add(kept.id);
+      continue;
+    }
     const kid = svcKeyId(p.key);
     wanted.add(kid);
     const before = have.get(kid);
     const existing = before && before.value.flags === 0 ? before.value : undefined;
-    if (existing && state.written.get(kid) === p) {
-      keptIds.add(existing.id);
-      continue;
-    }
     plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
     keptIds.add(id);
@@ -238,11 +263,10 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
     });
   }
   for (const vip of desired.vips) {
-    const key = markerKey(vip);
-    const kid = svcKeyId(key);
+    const kid = markerKeyId(vip);
     wanted.add(kid);
     if (have.get(kid)?.value.flags !== SVC_FLAG_VIP)
-      plan.serviceWrites.push([key, { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
+      plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
   }
   for (const [kid, { key }] of have) if (!wanted.has(kid)) plan.serviceDeletes.push(key);
   // Slots of ids no desired service kept: services that left, or leftovers of a crash.
@@ -255,7 +279,7 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
 }
 
 /** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
-export function advanceServiceState(state: ServiceState, plan: ServiceSyncPlan): void {
+export function advanceServiceState(state: ServiceState, plan: ServiceDelta): void {
   for (const [k, v] of plan.backendWrites) {
     const list = state.slots.get(k.id) ?? [];
     list[k.slot] = v;
@@ -263,8 +287,11 @@ export function advanceServiceState(state: ServiceState, plan: ServiceSyncPlan):
   }
   for (const [key, value] of plan.serviceWrites) state.services.set(svcKeyId(key), { key, value });
   for (const key of plan.serviceDeletes) {
-    state.services.delete(svcKeyId(key));
-    state.written.delete(svcKeyId(key));
+    const kid = svcKeyId(key);
+    const source = state.written.get(kid);
+    if (source) state.sources.delete(source);
+    state.services.delete(kid);
+    state.written.delete(kid);
   }
   for (const k of plan.backendDeletes) {
     const list = state.slots.get(k.id);
@@ -273,7 +300,12 @@ export function advanceServiceState(state: ServiceState, plan: ServiceSyncPlan):
     while (list.length > 0 && list[list.length - 1] === undefined) list.pop();
     if (list.length === 0) state.slots.delete(k.id);
   }
-  for (const [kid, p] of plan.sources) state.written.set(kid, p);
+  for (const [kid, p] of plan.sources) {
+    const old = state.written.get(kid);
+    if (old) state.sources.delete(old);
+    state.written.set(kid, p);
+    state.sources.set(p, kid);
+  }
 }
 
 /**

@@ -104,7 +104,10 @@ export function kernelStateAfter(plan: NodePlan): KernelState {
           family: t.family,
           table: t.table,
           chains: new Map(
-            t.chains.map((c) => [c.name, c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 }))]),
+            t.chains.map((c) => [
+              c.name,
+              c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
+            ]),
           ),
           jumps: t.jumps.map((j) => ({ ...j, target: targetOf(j.rule) })),
         },
