@@ -139,9 +139,12 @@ export interface Backend {
   counters(target: NodeTarget): Promise<RuleCounter[]>;
 
   /**
-   * A digest of what this backend installed for the node, read from the kernel (never from what
-   * it meant to write). The agent records it after every apply; a different one later is drift.
-   * A state no apply of ours leaves behind (see inconsistentFingerprint) is marked as such.
+   * A digest of what this backend installed for the node, read from the kernel. The agent records
+   * it after every apply; a different one later is drift. Right after an apply, contents the
+   * backend knows it wrote (its shadow) may stand in for a full read until they are next due for
+   * one (eBPF map contents, docs/ebpf.md): a change made in between is then drift rather than the
+   * new reference. A state no apply of ours leaves behind (see inconsistentFingerprint) is marked
+   * as such.
    */
   fingerprint(target: NodeTarget): Promise<string>;
   /** Gets a drifted dataplane ready for a full apply; returns what it removed. */
