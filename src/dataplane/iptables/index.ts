@@ -144,10 +144,15 @@ export class IptablesBackend implements Backend {
         { cause: e },
       );
     }
+    // A set the shadow does not have is created: whether the name is free is asked of the kernel
+    // (one `ipset list -n`), so a foreign set under that name fails the apply and is left alone.
+    let kernel = shadow?.kernel;
+    if (kernel && next.sets.some((s) => !kernel?.sets.has(s.name)))
+      kernel = { ...kernel, sets: await listSets(target.netns) };
     const result = await applyPlan(target.netns, next, prev, {
       mode: this.mode,
       ...(this.options.transformScript ? { transformScript: this.options.transformScript } : {}),
-      ...(shadow ? { kernel: shadow.kernel } : {}),
+      ...(kernel ? { kernel } : {}),
     });
     // A set that could not be destroyed is still there: the next apply reads the kernel for it.
     if (!result.changed.some((c) => c.includes('(not destroyed'))) {
