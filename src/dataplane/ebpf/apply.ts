@@ -6,8 +6,10 @@
  *      rejection stops here, before anything in force was touched; build the decision tables
  *      that changed (table mode: a new trie each, not yet in force);
  *   2. add set members and prefilter entries (old programs never look at new set indices, and a
- *      member both IRs share stays put); point each changed table's index at its new trie (one
- *      atomic update per table: a rule change of a table-mode endpoint ends here, no reload);
+ *      member both IRs share stays put), the difference from the backend's shadow of the set
+ *      maps (node-shadow.ts; one read of them when there is none); point each changed table's
+ *      index at its new trie (one atomic update per table: a rule change of a table-mode
+ *      endpoint ends here, no reload);
  *   3. swap programs: BPF_LINK_UPDATE on the pinned tcx link (atomic, no gap), or a new link
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
  *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots and

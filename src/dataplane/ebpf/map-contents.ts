@@ -10,7 +10,9 @@
  * a different count is a new scan at once, an equal count reuses the digest until the map is due
  * again, RESCAN_DUTY times what its last scan took. Small maps are read on every poll; a
  * 100 000-entry prefilter once every few seconds, while an entry added or removed there is seen on
- * the next poll. Our own applies forget every digest (forgetContentScans).
+ * the next poll. A digest is order-independent (content-sum.ts), so after our own apply the maps
+ * we keep a shadow of take the shadow's digest (seedContentDigest), verified by the next read that
+ * falls due; maps written without one are forgotten, and a failed apply forgets every digest.
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
