@@ -130,7 +130,8 @@ export function desiredServices(ir: IR): DesiredServices {
     vips.add(t.address);
     ports.push(desiredPort(t));
   }
-  return { ports, vips: [...vips].sort(), skipped };
+  // In first-seen order: sorting 10k addresses on every sync buys nothing (markers are keyed).
+  return { ports, vips: [...vips], skipped };
 }
 
 export function readServices(maps: ServiceMaps): CurrentServices {

@@ -180,7 +180,7 @@ function ensureLink(
   reload: boolean,
 ): boolean {
   const links = linkDir(dir);
-  const want = join(links, `${p.hook}-${serviceProgramHash(p)}`);
+  const want = join(links, `${p.hook}-${hashOf(p)}`);
   const pinned = existsSync(links) ? readdirSync(links).filter((n) => n.startsWith(`${p.hook}-`)) : [];
   if (!reload && pinned.length === 1 && isPinned(want)) return false;
   const program = Program.load({
@@ -244,6 +244,21 @@ export function applyServices(
       throw e;
     }
   });
+}
+
+let generated: ServiceProgram[] | undefined;
+const hashes = new WeakMap<ServiceProgram, string>();
+
+function hashOf(p: ServiceProgram): string {
+  let hash = hashes.get(p);
+  if (hash === undefined) hashes.set(p, (hash = serviceProgramHash(p)));
+  return hash;
+}
+
+/** The load balancer's programs do not depend on the IR: generated (and hashed) once per process. */
+function programsOnce(): ServiceProgram[] {
+  generated ??= servicePrograms();
+  return generated;
 }
 
 /** A shadow of the scope's service maps, and which maps (kernel ids) it is a shadow of. */
@@ -344,7 +359,7 @@ function syncServices(scope: string, ir: IR, shadows: Map<string, ScopeServicesS
     if (wrote) changed.push('services');
     const cgroup = serviceCgroup(scope);
     mkdirSync(cgroup, { recursive: true });
-    for (const p of servicePrograms())
+    for (const p of programsOnce())
       if (ensureLink(dir, cgroup, p, maps, fresh)) changed.push(`services:program:${p.hook}`);
   } finally {
     closeServiceMaps(maps);
