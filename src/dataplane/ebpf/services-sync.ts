@@ -227,23 +227,35 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
   };
 
   // Entries of unchanged ports are found by object identity and their own (hashed) key strings.
-  const wanted = new Set<string>();
-  const keptIds = new Set<number>();
+  // Keys and ids in use, and how many of them the maps hold: when every entry and slot list of the
+  // maps is in use (keys and ids are unique), nothing is deleted and the maps are not walked.
+  const wanted: string[] = [];
+  const keptIds: number[] = [];
+  let entryHits = 0;
+  let slotHits = 0;
+  const keep = (kid: string, present: boolean): void => {
+    wanted.push(kid);
+    if (present) entryHits++;
+  };
+  const keepId = (id: number): void => {
+    keptIds.push(id);
+    if (state.slots.has(id)) slotHits++;
+  };
   for (const p of desired.ports) {
     const known = state.sources.get(p);
     const kept = known !== undefined ? have.get(known)?.value : undefined;
     if (known !== undefined && kept && kept.flags === 0) {
-      wanted.add(known);
-      keptIds.add(kept.id);
+      keep(known, true);
+      keepId(kept.id);
       continue;
     }
     const kid = svcKeyId(p.key);
-    wanted.add(kid);
     const before = have.get(kid);
+    keep(kid, before !== undefined);
     const existing = before && before.value.flags === 0 ? before.value : undefined;
     plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
-    keptIds.add(id);
+    keepId(id);
     const old = existing ? (state.slots.get(id) ?? []) : [];
     const same =
       old.length === p.backends.length &&
@@ -265,17 +277,24 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
   }
   for (const vip of desired.vips) {
     const kid = markerKeyId(vip);
-    wanted.add(kid);
-    if (have.get(kid)?.value.flags !== SVC_FLAG_VIP)
+    const marker = have.get(kid);
+    keep(kid, marker !== undefined);
+    if (marker?.value.flags !== SVC_FLAG_VIP)
       plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
   }
-  for (const [kid, { key }] of have) if (!wanted.has(kid)) plan.serviceDeletes.push(key);
+  if (entryHits !== have.size) {
+    const inUse = new Set(wanted);
+    for (const [kid, { key }] of have) if (!inUse.has(kid)) plan.serviceDeletes.push(key);
+  }
   // Slots of ids no desired service kept: services that left, or leftovers of a crash.
-  for (const [id, slots] of state.slots)
-    if (!keptIds.has(id))
-      slots.forEach((b, slot) => {
-        if (b) plan.backendDeletes.push({ id, slot });
-      });
+  if (slotHits !== state.slots.size) {
+    const inUse = new Set(keptIds);
+    for (const [id, slots] of state.slots)
+      if (!inUse.has(id))
+        slots.forEach((b, slot) => {
+          if (b) plan.backendDeletes.push({ id, slot });
+        });
+  }
   return plan;
 }
 
