@@ -319,11 +319,16 @@ export class Agent {
     let changed = 0;
     if (mode !== 'adopted') {
       try {
-        if (mode === 'repair' || mode === 'full') await this.opts.backend.prepareRepair(this.opts.target);
+        if (mode === 'repair' || mode === 'full') {
+          // The kernel is not what the backend last wrote (drift), or not known: it reads it again.
+          this.opts.backend.dropShadow(this.opts.target);
+          await this.opts.backend.prepareRepair(this.opts.target);
+        }
         const previous = mode === 'incremental' ? this.applied?.ir : undefined;
         const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
         changed = r.changed.length;
       } catch (e) {
+        this.opts.backend.dropShadow(this.opts.target);
         const outcome = isDeterministicFailure(e) ? 'deterministic' : 'transient';
         const retry = outcome === 'deterministic' ? 'on-change' : 'backoff';
         this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision, retry);

@@ -120,16 +120,31 @@ export interface Backend {
   readonly name: BackendName;
   /** Pure: the plan for one node. */
   render(ir: IR, node: string): RenderedPlan;
-  /** Makes the kernel equal to `ir` for `target.node`; `previous` (what was applied last) enables minimal diffs. */
+  /**
+   * Makes the kernel equal to `ir` for `target.node`, writing only what differs from the backend's
+   * shadow of the node: what its own applies wrote there last, kept in this instance (built from
+   * one read of the kernel when there is none; `previous`, what was applied last, may stand in for
+   * that read where a backend can trust it). Objects of `ir` that are the same references as in
+   * the shadow's IR are skipped without looking inside. A failed apply drops the shadow.
+   */
   apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult>;
-  /** Removes everything this backend installed for the node. */
+  /**
+   * Forgets the shadow of the node: the next apply reads the kernel instead of trusting what was
+   * written. The agent calls it before a repair or a full apply (the kernel drifted, or is not
+   * known) and after a failed apply; the fingerprint (read from the kernel) is what finds drift.
+   */
+  dropShadow(target: NodeTarget): void;
+  /** Removes everything this backend installed for the node (and its shadow). */
   remove(target: NodeTarget): Promise<void>;
   counters(target: NodeTarget): Promise<RuleCounter[]>;
 
   /**
-   * A digest of what this backend installed for the node, read from the kernel (never from what
-   * it meant to write). The agent records it after every apply; a different one later is drift.
-   * A state no apply of ours leaves behind (see inconsistentFingerprint) is marked as such.
+   * A digest of what this backend installed for the node, read from the kernel. The agent records
+   * it after every apply; a different one later is drift. Right after an apply, contents the
+   * backend knows it wrote (its shadow) may stand in for a full read until they are next due for
+   * one (eBPF map contents, docs/ebpf.md): a change made in between is then drift rather than the
+   * new reference. A state no apply of ours leaves behind (see inconsistentFingerprint) is marked
+   * as such.
    */
   fingerprint(target: NodeTarget): Promise<string>;
   /** Gets a drifted dataplane ready for a full apply; returns what it removed. */

@@ -67,6 +67,7 @@ class FakeBackend implements Backend {
     this.applies++;
     return Promise.resolve({ changed: [], durationMs: 0 });
   }
+  dropShadow(): void {}
   remove(): Promise<void> {
     return Promise.resolve();
   }

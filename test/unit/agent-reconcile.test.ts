@@ -49,10 +49,15 @@ interface ApplyCall {
 }
 
 /** The policy half of the driver: what it was asked to apply. */
-class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove' | 'counters'> {
+class FakeBackend implements Pick<
+  Backend,
+  'name' | 'render' | 'apply' | 'dropShadow' | 'remove' | 'counters'
+> {
   readonly name = 'nftables' as const;
   readonly applies: ApplyCall[] = [];
   removes = 0;
+  /** What happened, in order: `apply` and `drop` (of the shadow). */
+  readonly calls: string[] = [];
   failWith: string | undefined;
   /** The failure is one the same input repeats (a verifier rejection, a capacity limit). */
   deterministic = false;
@@ -63,6 +68,7 @@ class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove
 
   apply(_target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
     this.applies.push({ ir, previous });
+    this.calls.push('apply');
     if (this.failWith)
       return Promise.reject(
         this.deterministic
@@ -70,6 +76,10 @@ class FakeBackend implements Pick<Backend, 'name' | 'render' | 'apply' | 'remove
           : new Error(this.failWith),
       );
     return Promise.resolve({ changed: ['table inet switchyard'], durationMs: 1 });
+  }
+
+  dropShadow(): void {
+    this.calls.push('drop');
   }
 
   remove(): Promise<void> {
@@ -132,6 +142,7 @@ function driver(backend: FakeBackend, kernel: FakeKernel): Backend {
     name: backend.name,
     render: (ir, node) => backend.render(ir, node),
     apply: (target, ir, previous) => backend.apply(target, ir, previous),
+    dropShadow: () => backend.dropShadow(),
     remove: () => backend.remove(),
     counters: () => backend.counters(),
     fingerprint: () => kernel.fingerprint(),
@@ -484,6 +495,31 @@ describe('Agent: changes and errors', () => {
     expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r3' });
     expect(backend.applies.at(-1)?.previous).toEqual(plain(ir1));
     expect(readApplied(stateDir)?.revision).toBe('r3');
+  });
+
+  it("drops the backend's shadow before a full apply, a repair and after a failed apply, never for an incremental one", async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    await a.start();
+    expect(backend.calls).toEqual(['drop', 'apply']);
+
+    writeDesired('r2', irFor(8080));
+    await a.syncNow();
+    expect(backend.calls.slice(2)).toEqual(['apply']);
+
+    backend.failWith = 'nft: syntax error';
+    writeDesired('r3', irFor(9090));
+    await a.syncNow();
+    expect(backend.calls.slice(3)).toEqual(['apply', 'drop']);
+    backend.failWith = undefined;
+    await a.syncNow();
+
+    const before = backend.calls.length;
+    kernel.fp = 'fp-tampered';
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000, interval: 10 });
+    expect(backend.calls.slice(before)).toEqual(['drop', 'apply']);
   });
 
   it('reports a deterministic failure once and does not retry it until the revision changes', async () => {

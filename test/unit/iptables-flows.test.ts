@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { EventSink, FlowCountsEvent } from '../../src/dataplane/events.js';
-import { diffPlan } from '../../src/dataplane/iptables/diff.js';
+import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
 import {
   ElementLives,
   fullFromSave,
@@ -15,9 +15,9 @@ import {
   snapshotOf,
 } from '../../src/dataplane/iptables/flow-counters.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
-import type { KernelState, SavedTable } from '../../src/dataplane/iptables/kernel.js';
+import type { KernelState } from '../../src/dataplane/iptables/kernel.js';
 import { endpointChain, flowSetName, trafficSetName } from '../../src/dataplane/iptables/names.js';
-import { tableKey, type NodePlan, type TablePlan } from '../../src/dataplane/iptables/plan.js';
+import type { NodePlan } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
 import { AggregateDrain, flowRuleTag } from '../../src/dataplane/netfilter/aggregates.js';
 import type { IR } from '../../src/ir/types.js';
@@ -151,25 +151,7 @@ describe('iptables flows: sets', () => {
   });
 
   function kernelWith(p: NodePlan): KernelState {
-    return {
-      sets: new Set(p.sets.map((s) => s.name)),
-      tables: new Map(
-        p.tables.map((t: TablePlan): [string, SavedTable] => [
-          tableKey(t.family, t.table),
-          {
-            family: t.family,
-            table: t.table,
-            chains: new Map(
-              t.chains.map((c) => [
-                c.name,
-                c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
-              ]),
-            ),
-            jumps: t.jumps.map((j) => ({ ...j, target: / -j (\S+)$/.exec(j.rule)?.[1] ?? '' })),
-          },
-        ]),
-      ),
-    };
+    return kernelStateAfter(p);
   }
 
   it('never refills a flow set the kernel has, even without a previous plan (an agent restart)', () => {

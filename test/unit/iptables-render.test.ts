@@ -8,11 +8,10 @@
 import { describe, expect, it } from 'vitest';
 import { iptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { countersFromSaved, commentOf } from '../../src/dataplane/iptables/counters.js';
-import { diffPlan } from '../../src/dataplane/iptables/diff.js';
+import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
 import { failingLine, parseSave, type KernelState } from '../../src/dataplane/iptables/kernel.js';
 import { endpointChain } from '../../src/dataplane/iptables/names.js';
 import type { NodePlan, TablePlan } from '../../src/dataplane/iptables/plan.js';
-import { tableKey } from '../../src/dataplane/iptables/plan.js';
 import { planForNode as renderPlan } from '../../src/dataplane/iptables/render.js';
 import { MULTIPORT_SLOTS, portMatches } from '../../src/dataplane/iptables/render-rules.js';
 import { culpritLine } from '../../src/dataplane/iptables/apply.js';
@@ -333,25 +332,7 @@ describe('iptables render: prefilter', () => {
 
 /** What the kernel would hold after applying `plan` (for diff tests). */
 function kernelWith(plan: NodePlan): KernelState {
-  return {
-    sets: new Set(plan.sets.map((s) => s.name)),
-    tables: new Map(
-      plan.tables.map((t) => [
-        tableKey(t.family, t.table),
-        {
-          family: t.family,
-          table: t.table,
-          chains: new Map(
-            t.chains.map((c) => [
-              c.name,
-              c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
-            ]),
-          ),
-          jumps: t.jumps.map((j) => ({ ...j, target: j.rule.split(' ').at(-1) as string })),
-        },
-      ]),
-    ),
-  };
+  return kernelStateAfter(plan);
 }
 
 describe('iptables apply diff', () => {

@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { countersFromSaved } from '../../src/dataplane/iptables/counters.js';
-import { diffPlan } from '../../src/dataplane/iptables/diff.js';
+import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
 import type { KernelState, SavedTable } from '../../src/dataplane/iptables/kernel.js';
 import {
@@ -21,7 +21,6 @@ import {
   flowSetName,
   parseEndpointChain,
 } from '../../src/dataplane/iptables/names.js';
-import { tableKey } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
 import { flowRuleTag } from '../../src/dataplane/netfilter/aggregates.js';
 import { PORT_PROTOCOLS, type DecisionTable } from '../../src/ir/decision-table.js';
@@ -317,23 +316,12 @@ describe('iptables table mode: objects', () => {
   it('turns a one-rule change into a new set generation and a few chains, the old set obsolete', () => {
     const next = both(modelOf(manifests(8080))).table;
     const nextPlan = planForNode(next, 'node-a');
+    // The kernel as `plan` leaves it, without our jumps (so the diff inserts them).
+    const applied = kernelStateAfter(plan);
     const kernel: KernelState = {
-      sets: new Set(plan.sets.map((s) => s.name)),
+      ...applied,
       tables: new Map(
-        plan.tables.map((t): [string, SavedTable] => [
-          tableKey(t.family, t.table),
-          {
-            family: t.family,
-            table: t.table,
-            chains: new Map(
-              t.chains.map((c) => [
-                c.name,
-                c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
-              ]),
-            ),
-            jumps: [],
-          },
-        ]),
+        [...applied.tables].map(([key, t]): [string, SavedTable] => [key, { ...t, jumps: [] }]),
       ),
     };
     const diff = diffPlan(nextPlan, plan, kernel);

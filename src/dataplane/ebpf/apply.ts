@@ -6,8 +6,10 @@
  *      rejection stops here, before anything in force was touched; build the decision tables
  *      that changed (table mode: a new trie each, not yet in force);
  *   2. add set members and prefilter entries (old programs never look at new set indices, and a
- *      member both IRs share stays put); point each changed table's index at its new trie (one
- *      atomic update per table: a rule change of a table-mode endpoint ends here, no reload);
+ *      member both IRs share stays put), the difference from the backend's shadow of the set
+ *      maps (node-shadow.ts; one read of them when there is none); point each changed table's
+ *      index at its new trie (one atomic update per table: a rule change of a table-mode
+ *      endpoint ends here, no reload);
  *   3. swap programs: BPF_LINK_UPDATE on the pinned tcx link (atomic, no gap), or a new link
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
  *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots and
@@ -72,17 +74,21 @@ import {
   PREFILTER_MIN_CAPACITY,
   PREFILTER_PROGRAM_NAME,
 } from './prefilter.js';
-import { policyProgram, programHash, type GeneratedProgram } from './program.js';
+import { programHash, type GeneratedProgram } from './program.js';
 import { describeOverLimit, estimateVerifierWork } from './complexity.js';
 import { saveVerifierLog, VERIFIER_LOG_ENV } from './verifier-log.js';
-import { applyServices, removeServices, SERVICES_DIR } from './services.js';
+import { applyServices, removeServices, SERVICES_DIR, type ScopeServicesShadow } from './services.js';
+import { addSetMembers, applyPrefilterSync, planPrefilterSync, removeSetMembers } from './sync.js';
+import { forgetContentScan, seedContentDigest } from './map-contents.js';
 import {
-  addSetMembers,
-  applyPrefilterSync,
-  planPrefilterSync,
-  planSetSync,
-  removeSetMembers,
-} from './sync.js';
+  advanceNodeShadow,
+  emptyNodeShadow,
+  memberCount,
+  nodeShadowFor,
+  planSetDelta,
+  type NodeShadow,
+} from './node-shadow.js';
+import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
 
 export interface ApplyOptions {
@@ -103,9 +109,26 @@ export interface ApplyOptions {
   tableBudget?: TableBudget;
 }
 
+/**
+ * What the backend keeps of a node between applies (index.ts holds one per target): the shadow
+ * of its set maps (absent: read them once) and the programs it generated.
+ */
+export interface NodeMemory {
+  sets: NodeShadow | undefined;
+  programs: ProgramCache;
+}
+
+/** What the backend keeps between applies: per node, and per scope for the shared service maps. */
+export interface ApplyMemory {
+  node: NodeMemory;
+  services: Map<string, ScopeServicesShadow>;
+}
+
 interface PlannedHook {
   state: HookState;
   generated: GeneratedProgram;
+  /** What the program cache keeps of it once the apply succeeds. */
+  cacheEntry: CachedProgram;
   instructions: AssembledProgram | readonly Instruction[];
   linkPath: string;
   reload: boolean;
@@ -210,19 +233,28 @@ function planHooks(
   meta: NodeMeta | undefined,
   mapsChanged: boolean,
   opts: ApplyOptions,
+  programs: ProgramCache,
 ): PlannedHook[] {
   const endpoints = new Map(view.endpoints.map((e) => [e.id, e]));
   return view.ruleSets.map((rs) => {
     const ep = endpoints.get(rs.endpoint);
     const iface = ep ? interfaces.get(ep.hostInterface) : undefined;
     if (!ep || !iface) throw new Error(`no interface for ${rs.endpoint}`);
-    const generated = policyProgram(rs, alloc);
-    const estimate = estimateVerifierWork(rs, alloc, generated.program);
-    // Refused in milliseconds here rather than by the verifier after minutes.
-    if (estimate.processed > estimate.limit)
-      fail(`${describeOverLimit(estimate)}; the programs in force are unchanged`, undefined, undefined, true);
+    const { cached, entry } = programs.program(rs, alloc);
+    const { generated } = entry;
+    if (!cached) {
+      const estimate = estimateVerifierWork(rs, alloc, generated.program);
+      // Refused in milliseconds here rather than by the verifier after minutes.
+      if (estimate.processed > estimate.limit)
+        fail(
+          `${describeOverLimit(estimate)}; the programs in force are unchanged`,
+          undefined,
+          undefined,
+          true,
+        );
+    }
     const instructions = opts.mutateProgram ? opts.mutateProgram(generated) : generated.program;
-    const hash = programHash(instructions);
+    const hash = opts.mutateProgram ? programHash(instructions) : entry.hash;
     const before = meta?.hooks.find((h) => h.endpoint === rs.endpoint && h.direction === rs.direction);
     const linkPath = tcxLinkPin(dir, ep.hostInterface, hookFor(rs.direction));
     const state: HookState = {
@@ -240,7 +272,7 @@ function planHooks(
       before.ifindex !== iface.ifindex ||
       before.ifname !== ep.hostInterface ||
       !isPinned(linkPath);
-    return { state, generated, instructions, linkPath, reload };
+    return { state, generated, cacheEntry: entry, instructions, linkPath, reload };
   });
 }
 
@@ -413,13 +445,19 @@ interface NodeApply {
   tables: TableChoice;
   maps: NodeMaps;
   changed: string[];
+  memory: NodeMemory;
 }
 
+/**
+ * `memory` is what the backend keeps of the node between applies; it is left as this apply
+ * leaves the kernel, or without a set shadow when the apply fails.
+ */
 export async function applyNode(
   target: NodeTarget,
   ir: IR,
   previous: IR | undefined,
   opts: ApplyOptions = {},
+  memory: ApplyMemory = { node: { sets: undefined, programs: new ProgramCache() }, services: new Map() },
 ): Promise<ApplyResult> {
   const started = performance.now();
   const { view, interfaces } = inspectNode(target, ir);
@@ -431,7 +469,7 @@ export async function applyNode(
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
     await applyPrograms(
-      { target, view, interfaces, dir, meta, alloc, tables, maps, changed },
+      { target, view, interfaces, dir, meta, alloc, tables, maps, changed, memory: memory.node },
       previous,
       opts,
     );
@@ -440,7 +478,7 @@ export async function applyNode(
   }
   // 7. connect-time load balancing: shared by the scope's nodes, so the first apply syncs it.
   try {
-    changed.push(...applyServices(target.scope, ir));
+    changed.push(...applyServices(target.scope, ir, memory.services));
   } catch (e) {
     fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`, undefined, e);
   }
@@ -533,7 +571,10 @@ function prepareMaps(n: NodeApply, opts: ApplyOptions): void {
 
 /** Steps 1 to 6 on the open maps. */
 async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: ApplyOptions): Promise<void> {
-  const { target, maps, changed, meta, alloc } = n;
+  const { target, maps, changed, meta, alloc, memory } = n;
+  // Until this apply succeeds the kernel holds neither the old shadow nor the new one for sure.
+  const kept = memory.sets;
+  memory.sets = undefined;
   prepareMaps(n, opts);
   const ids = mapIds(maps);
   const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
@@ -542,7 +583,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
   let hooks: PlannedHook[];
   try {
     const byName = new Map(n.interfaces.map((i) => [i.ifname, i]));
-    hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts);
+    hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts, memory.programs);
   } catch (e) {
     if (e instanceof ApplyError) throw e;
     fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`, undefined, e);
@@ -554,8 +595,9 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     const tablePlan = planTableWrites(n.view.ruleSets, n.tables, alloc, meta?.tables ?? [], maps.tables);
     built = buildDecisionTables(n, tablePlan.writes);
 
-    // 2. additions
-    const setPlan = planSetSync(maps, n.view, alloc);
+    // 2. additions: the difference from the shadow (new maps are empty; no shadow: one read)
+    const shadow = changed.includes('maps') ? emptyNodeShadow(maps) : nodeShadowFor(maps, kept);
+    const setPlan = planSetDelta(shadow, n.view, alloc);
     if (addSetMembers(maps, setPlan) > 0) changed.push('ipsets');
     const installed = installTables(maps.tables, built);
     changed.push(...installed.map((t) => `table:${t.endpoint}/${t.direction}`));
@@ -576,6 +618,8 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     // 5. prefilter
     const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces, mapsChanged);
     changed.push(...pf.changed);
+    if (pf.changed.length > 0) forgetContentScan(maps.pfTrie.info.id);
+    if (changed.includes('config')) forgetContentScan(maps.config.info.id);
 
     // 6. description, garbage
     writeMeta(n.dir, {
@@ -592,11 +636,20 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
       appliedAt: new Date().toISOString(),
     });
     collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
+    memory.sets = rememberSets(maps, advanceNodeShadow(shadow, maps, setPlan));
+    if (!opts.mutateProgram) memory.programs.keep(hooks.map((h) => h.cacheEntry));
   } finally {
     for (const program of loaded.values()) program.close();
     // Installed tries are held by the policy map now; the others were never in force.
     for (const map of built.values()) map.close();
   }
+}
+
+/** The shadow of the set maps after an apply; the next fingerprint takes their contents from it. */
+function rememberSets(maps: NodeMaps, shadow: NodeShadow): NodeShadow {
+  seedContentDigest(maps.ipSets.fd, shadow.setSum.bytes(), memberCount(shadow.sets));
+  seedContentDigest(maps.portSets.fd, shadow.portSum.bytes(), memberCount(shadow.ports));
+  return shadow;
 }
 
 /** The changed tables' tries, all built before anything in force changes (or none). */

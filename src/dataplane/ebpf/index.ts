@@ -17,7 +17,10 @@ import type {
   SupportReport,
 } from '../backend.js';
 import { checkPrefilterSize } from '../prefilter-limit.js';
-import { applyNode, removeNode, type ApplyOptions } from './apply.js';
+import { applyNode, removeNode, type ApplyMemory, type ApplyOptions, type NodeMemory } from './apply.js';
+import { ProgramCache } from './program-cache.js';
+import type { ScopeServicesShadow } from './services.js';
+import { Shadows } from '../shadow.js';
 import { collectConntrackGarbage, countLiveConntrack, readConntrack } from './conntrack.js';
 import { readCounters } from './counters.js';
 import { ebpfFingerprint, prepareEbpfRepair } from './fingerprint.js';
@@ -67,6 +70,19 @@ async function tamper(target: NodeTarget, endpoint: Endpoint): Promise<string> {
 
 export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
   const applyOptions: ApplyOptions = { verifierLog: fullVerifierLogAsked(), ...opts };
+  // What this instance wrote: per node its set maps' shadow and its programs, per scope the
+  // shared service maps' shadow (see apply.ts, services.ts).
+  const nodes = new Shadows<NodeMemory>();
+  const services = new Map<string, ScopeServicesShadow>();
+  const memoryOf = (target: NodeTarget): ApplyMemory => {
+    let node = nodes.get(target);
+    if (!node) nodes.set(target, (node = { sets: undefined, programs: new ProgramCache() }));
+    return { node, services };
+  };
+  const dropShadow = (target: NodeTarget): void => {
+    nodes.drop(target);
+    services.delete(target.scope);
+  };
   return {
     name: 'ebpf',
     render(ir: IR, node: string): RenderedPlan {
@@ -75,14 +91,18 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
       checkPrefilterSize('ebpf', ir, target.node);
       try {
-        return await applyNode(target, ir, previous, applyOptions);
-      } finally {
-        // What we wrote is read in full by the next fingerprint, whatever the element counts say.
+        return await applyNode(target, ir, previous, applyOptions, memoryOf(target));
+      } catch (e) {
+        // What the kernel holds now is not known: the next apply and fingerprint read it in full.
+        dropShadow(target);
         forgetContentScans();
+        throw e;
       }
     },
+    dropShadow,
     limits: nodeLimitFindings,
     async remove(target: NodeTarget): Promise<void> {
+      dropShadow(target);
       removeNode(target);
     },
     async counters(target: NodeTarget): Promise<RuleCounter[]> {

@@ -36,6 +36,7 @@ import {
   type PortSetKey,
   type SetLpmKey,
 } from './layout.js';
+import type { IpPortSet, IpSet } from '../../ir/types.js';
 import { isIpv4, type Allocation, type NodeView } from './node.js';
 import { PREFILTER_MIN_CAPACITY } from './prefilter.js';
 import { createTablesMap } from './tables.js';
@@ -398,17 +399,36 @@ export function portEntryId(k: PortSetKey): string {
   return `${k.set}|${k.addr}|${k.port}`;
 }
 
-/** Trie keys the node's IP sets need (IPv4 members; the programs parse IPv4 only). */
+/** Trie keys of one IP set at `index` (IPv4 members; the programs parse IPv4 only). */
+export function ipSetEntries(s: IpSet, index: number): Map<string, SetLpmKey> {
+  const out = new Map<string, SetLpmKey>();
+  for (const cidr of s.cidrs) {
+    if (!isIpv4(cidr)) continue;
+    const { address, prefixLength } = codecs.parseIpv4Cidr(cidr);
+    const key = { prefixlen: 32 + prefixLength, set: index, addr: codecs.formatIpv4(address) };
+    out.set(setEntryId(key), key);
+  }
+  return out;
+}
+
+/** Keys of one IP-port set at `index` (IPv4 members). */
+export function ipPortSetEntries(s: IpPortSet, index: number): Map<string, PortSetKey> {
+  const out = new Map<string, PortSetKey>();
+  for (const m of s.members) {
+    if (!isIpv4(m.address)) continue;
+    const key = { set: index, addr: m.address, port: m.port, pad: 0 };
+    out.set(portEntryId(key), key);
+  }
+  return out;
+}
+
+/** Trie keys the node's IP sets need. */
 export function desiredSetEntries(view: NodeView, alloc: Allocation): Map<string, SetLpmKey> {
   const out = new Map<string, SetLpmKey>();
   for (const s of view.ipSets) {
     const set = alloc.sets[s.id];
     if (set === undefined) throw new Error(`no index for set ${s.id}`);
-    for (const cidr of s.cidrs.filter(isIpv4)) {
-      const { address, prefixLength } = codecs.parseIpv4Cidr(cidr);
-      const key = { prefixlen: 32 + prefixLength, set, addr: codecs.formatIpv4(address) };
-      out.set(setEntryId(key), key);
-    }
+    for (const [id, key] of ipSetEntries(s, set)) out.set(id, key);
   }
   return out;
 }
@@ -418,11 +438,7 @@ export function desiredPortEntries(view: NodeView, alloc: Allocation): Map<strin
   for (const s of view.ipPortSets) {
     const set = alloc.portSets[s.id];
     if (set === undefined) throw new Error(`no index for IP-port set ${s.id}`);
-    for (const m of s.members) {
-      if (!isIpv4(m.address)) continue;
-      const key = { set, addr: m.address, port: m.port, pad: 0 };
-      out.set(portEntryId(key), key);
-    }
+    for (const [id, key] of ipPortSetEntries(s, set)) out.set(id, key);
   }
   return out;
 }

@@ -1,7 +1,8 @@
 /**
- * Service map contents by difference against what the kernel holds (not against `previous`):
- * services are cluster-wide and every node's apply runs this, so the first brings the maps to
- * the IR and the others find nothing to do.
+ * Service map contents by difference against what the maps hold (ServiceState: the backend's
+ * shadow of its writes, or one read of the kernel; never `previous`): services are cluster-wide
+ * and every node's apply runs this, so the first brings the maps to the IR and the others find
+ * nothing to do (services.ts tells which from the digest the last writer recorded).
  *
  * Order keeps every intermediate state usable by a connect running meanwhile:
  *   1. backend slots (a slot below a service's count is always filled);
@@ -13,7 +14,7 @@
  * A service id that is freed is not reused by the same sync (its old slots are deleted last).
  */
 import type { BpfMap } from '../../bpf/index.js';
-import type { IR } from '../../ir/types.js';
+import type { IR, ServicePortTable } from '../../ir/types.js';
 import { IPPROTO } from './layout.js';
 import {
   SVC_FLAG_VIP,
@@ -56,6 +57,11 @@ export interface ServiceSyncPlan {
   backendDeletes: BackendKey[];
 }
 
+/** A plan, and the desired ports it looked into (not skipped by identity): what a shadow records. */
+export interface ServiceDelta extends ServiceSyncPlan {
+  sources: [string, DesiredServicePort][];
+}
+
 const isIpv4 = (a: string): boolean => !a.includes(':');
 
 export function svcKeyId(k: SvcKey): string {
@@ -70,6 +76,47 @@ function markerKey(vip: string): SvcKey {
   return { vip, port: 0, proto: 0, pad: 0 };
 }
 
+/**
+ * svcKeyId of a VIP's marker, the same string each time (a fresh string would be hashed again
+ * in every lookup of every sync); bounded by the service address range.
+ */
+const markerIds = new Map<string, string>();
+function markerKeyId(vip: string): string {
+  let id = markerIds.get(vip);
+  if (id === undefined) markerIds.set(vip, (id = svcKeyId(markerKey(vip))));
+  return id;
+}
+
+/**
+ * What one ServicePortTable wants in the maps, memoized by the table object: an incremental IR
+ * hands the same object for a service that did not change, and the planner then skips it by
+ * identity (see planServiceDelta).
+ */
+const desiredPorts = new WeakMap<ServicePortTable, DesiredServicePort>();
+
+function desiredPort(t: ServicePortTable): DesiredServicePort {
+  const known = desiredPorts.get(t);
+  if (known) return known;
+  const seen = new Set<string>();
+  const backends: BackendValue[] = [];
+  for (const b of [...t.backends].sort((x, y) =>
+    x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
+  )) {
+    const v = { addr: b.address, port: b.port, pad: 0 };
+    if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
+    seen.add(backendId(v));
+    backends.push(v);
+  }
+  const port: DesiredServicePort = {
+    id: t.id,
+    key: { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], pad: 0 },
+    affinity: t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0,
+    backends,
+  };
+  desiredPorts.set(t, port);
+  return port;
+}
+
 /** What the IR wants in the maps: IPv4 service ports with their backends in a stable order. */
 export function desiredServices(ir: IR): DesiredServices {
   const ports: DesiredServicePort[] = [];
@@ -81,24 +128,10 @@ export function desiredServices(ir: IR): DesiredServices {
       continue;
     }
     vips.add(t.address);
-    const seen = new Set<string>();
-    const backends: BackendValue[] = [];
-    for (const b of [...t.backends].sort((x, y) =>
-      x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
-    )) {
-      const v = { addr: b.address, port: b.port, pad: 0 };
-      if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
-      seen.add(backendId(v));
-      backends.push(v);
-    }
-    ports.push({
-      id: t.id,
-      key: { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], pad: 0 },
-      affinity: t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0,
-      backends,
-    });
+    ports.push(desiredPort(t));
   }
-  return { ports, vips: [...vips].sort(), skipped };
+  // In first-seen order: sorting 10k addresses on every sync buys nothing (markers are keyed).
+  return { ports, vips: [...vips], skipped };
 }
 
 export function readServices(maps: ServiceMaps): CurrentServices {
@@ -131,38 +164,99 @@ function placeBackends(
   return out as BackendValue[];
 }
 
+/**
+ * What the service maps hold, in the form the planner reads: the shadow of what was written, or
+ * one read of the kernel (serviceState).
+ */
+export interface ServiceState {
+  /** Service entries and VIP markers by svcKeyId. */
+  services: Map<string, { key: SvcKey; value: SvcValue }>;
+  /** Backend slots by service id. */
+  slots: Map<number, (BackendValue | undefined)[]>;
+  /** The desired port each service entry was last written from: that same object again is skipped unread. */
+  written: Map<string, DesiredServicePort>;
+  /** The other way round: the entry (svcKeyId) each desired port object was written to. */
+  sources: Map<DesiredServicePort, string>;
+}
+
+export function serviceState(current: CurrentServices): ServiceState {
+  const slots = new Map<number, (BackendValue | undefined)[]>();
+  for (const [k, v] of current.backends) {
+    const list = slots.get(k.id) ?? [];
+    list[k.slot] = v;
+    slots.set(k.id, list);
+  }
+  return {
+    services: new Map(current.services.map(([key, value]) => [svcKeyId(key), { key, value }])),
+    slots,
+    written: new Map(),
+    sources: new Map(),
+  };
+}
+
 export function planServiceSync(current: CurrentServices, desired: DesiredServices): ServiceSyncPlan {
-  const plan: ServiceSyncPlan = {
+  const { backendWrites, serviceWrites, serviceDeletes, backendDeletes } = planServiceDelta(
+    serviceState(current),
+    desired,
+  );
+  return { backendWrites, serviceWrites, serviceDeletes, backendDeletes };
+}
+
+/**
+ * The writes that turn `state` into `desired`, without changing `state`. A desired port that is
+ * the very object its entry was written from is skipped without looking inside (the common case
+ * at scale: an unchanged service); any other is compared by content.
+ */
+export function planServiceDelta(state: ServiceState, desired: DesiredServices): ServiceDelta {
+  const plan: ServiceDelta = {
     backendWrites: [],
     serviceWrites: [],
     serviceDeletes: [],
     backendDeletes: [],
+    sources: [],
   };
-  const have = new Map(current.services.map(([k, v]) => [svcKeyId(k), { key: k, value: v }]));
-  const slotsOf = new Map<number, (BackendValue | undefined)[]>();
-  for (const [k, v] of current.backends) {
-    const slots = slotsOf.get(k.id) ?? [];
-    slots[k.slot] = v;
-    slotsOf.set(k.id, slots);
-  }
-  // Ids in use anywhere stay taken for this sync.
-  const used = new Set<number>([...current.services.map(([, v]) => v.id), ...slotsOf.keys()]);
+  const have = state.services;
+  // Ids in use anywhere stay taken for this sync (collected when the first new service needs one).
+  let used: Set<number> | undefined;
   let nextId = 1;
   const freshId = (): number => {
+    used ??= new Set<number>([...[...have.values()].map((e) => e.value.id), ...state.slots.keys()]);
     while (used.has(nextId)) nextId++;
     used.add(nextId);
     return nextId;
   };
 
-  const wanted = new Set<string>();
+  // Entries of unchanged ports are found by object identity and their own (hashed) key strings.
+  // Keys and ids in use, and how many of them the maps hold: when every entry and slot list of the
+  // maps is in use (keys and ids are unique), nothing is deleted and the maps are not walked.
+  const wanted: string[] = [];
+  const keptIds: number[] = [];
+  let entryHits = 0;
+  let slotHits = 0;
+  const keep = (kid: string, present: boolean): void => {
+    wanted.push(kid);
+    if (present) entryHits++;
+  };
+  const keepId = (id: number): void => {
+    keptIds.push(id);
+    if (state.slots.has(id)) slotHits++;
+  };
   for (const p of desired.ports) {
+    const known = state.sources.get(p);
+    const kept = known !== undefined ? have.get(known)?.value : undefined;
+    if (known !== undefined && kept && kept.flags === 0) {
+      keep(known, true);
+      keepId(kept.id);
+      continue;
+    }
     const kid = svcKeyId(p.key);
-    wanted.add(kid);
     const before = have.get(kid);
+    keep(kid, before !== undefined);
     const existing = before && before.value.flags === 0 ? before.value : undefined;
+    plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
-    const old = existing ? (slotsOf.get(id) ?? []) : [];
-    // The common case at scale, an unchanged service, skips the placement's allocations.
+    keepId(id);
+    const old = existing ? (state.slots.get(id) ?? []) : [];
     const same =
       old.length === p.backends.length &&
       p.backends.every((b, slot) => {
@@ -180,21 +274,76 @@ export function planServiceSync(current: CurrentServices, desired: DesiredServic
     old.forEach((b, slot) => {
       if (b && slot >= placed.length) plan.backendDeletes.push({ id, slot });
     });
-    slotsOf.delete(id);
   }
   for (const vip of desired.vips) {
-    const key = markerKey(vip);
-    wanted.add(svcKeyId(key));
-    if (have.get(svcKeyId(key))?.value.flags !== SVC_FLAG_VIP)
-      plan.serviceWrites.push([key, { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
+    const kid = markerKeyId(vip);
+    const marker = have.get(kid);
+    keep(kid, marker !== undefined);
+    if (marker?.value.flags !== SVC_FLAG_VIP)
+      plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
   }
-  for (const [kid, { key }] of have) if (!wanted.has(kid)) plan.serviceDeletes.push(key);
+  if (entryHits !== have.size) {
+    const inUse = new Set(wanted);
+    for (const [kid, { key }] of have) if (!inUse.has(kid)) plan.serviceDeletes.push(key);
+  }
   // Slots of ids no desired service kept: services that left, or leftovers of a crash.
-  for (const [id, slots] of slotsOf)
-    slots.forEach((b, slot) => {
-      if (b) plan.backendDeletes.push({ id, slot });
-    });
+  if (slotHits !== state.slots.size) {
+    const inUse = new Set(keptIds);
+    for (const [id, slots] of state.slots)
+      if (!inUse.has(id))
+        slots.forEach((b, slot) => {
+          if (b) plan.backendDeletes.push({ id, slot });
+        });
+  }
   return plan;
+}
+
+/** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
+export function advanceServiceState(state: ServiceState, plan: ServiceDelta): void {
+  for (const [k, v] of plan.backendWrites) {
+    const list = state.slots.get(k.id) ?? [];
+    list[k.slot] = v;
+    state.slots.set(k.id, list);
+  }
+  for (const [key, value] of plan.serviceWrites) state.services.set(svcKeyId(key), { key, value });
+  for (const key of plan.serviceDeletes) {
+    const kid = svcKeyId(key);
+    const source = state.written.get(kid);
+    if (source) state.sources.delete(source);
+    state.services.delete(kid);
+    state.written.delete(kid);
+  }
+  for (const k of plan.backendDeletes) {
+    const list = state.slots.get(k.id);
+    if (!list) continue;
+    list[k.slot] = undefined;
+    while (list.length > 0 && list[list.length - 1] === undefined) list.pop();
+    if (list.length === 0) state.slots.delete(k.id);
+  }
+  for (const [kid, p] of plan.sources) {
+    const old = state.written.get(kid);
+    if (old) state.sources.delete(old);
+    state.written.set(kid, p);
+    state.sources.set(p, kid);
+  }
+}
+
+/**
+ * Calls `visit` for each element a plan writes or deletes, with the value the element had before
+ * (undefined: none) and after (undefined: deleted); for keeping content sums of the maps.
+ */
+export function visitPlanElements(
+  state: ServiceState,
+  plan: ServiceSyncPlan,
+  visit: {
+    service(key: SvcKey, before: SvcValue | undefined, after: SvcValue | undefined): void;
+    backend(key: BackendKey, before: BackendValue | undefined, after: BackendValue | undefined): void;
+  },
+): void {
+  for (const [k, v] of plan.backendWrites) visit.backend(k, state.slots.get(k.id)?.[k.slot], v);
+  for (const [k, v] of plan.serviceWrites) visit.service(k, state.services.get(svcKeyId(k))?.value, v);
+  for (const k of plan.serviceDeletes) visit.service(k, state.services.get(svcKeyId(k))?.value, undefined);
+  for (const k of plan.backendDeletes) visit.backend(k, state.slots.get(k.id)?.[k.slot], undefined);
 }
 
 export function planSize(plan: ServiceSyncPlan): number {

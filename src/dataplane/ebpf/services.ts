@@ -44,13 +44,25 @@ import { serviceProgramHash, servicePrograms, type ServiceProgram } from './serv
 import {
   applyServiceSync,
   desiredServices,
-  planServiceSync,
+  planServiceDelta,
   planSize,
-  readServices,
   type ServiceMaps,
 } from './services-sync.js';
+import {
+  advanceServicesShadow,
+  emptyServicesShadow,
+  readServicesShadow,
+  sumsAfter,
+  type ServicesShadow,
+} from './services-shadow.js';
 import { dropPinnedLink } from './pinned-link.js';
-import { recordServices } from './map-contents.js';
+import {
+  readServicesRecord,
+  recordServices,
+  seedServiceContents,
+  servicesRecordFor,
+  type KnownServiceContents,
+} from './map-contents.js';
 
 export const SERVICES_DIR = '_services';
 
@@ -168,7 +180,7 @@ function ensureLink(
   reload: boolean,
 ): boolean {
   const links = linkDir(dir);
-  const want = join(links, `${p.hook}-${serviceProgramHash(p)}`);
+  const want = join(links, `${p.hook}-${hashOf(p)}`);
   const pinned = existsSync(links) ? readdirSync(links).filter((n) => n.startsWith(`${p.hook}-`)) : [];
   if (!reload && pinned.length === 1 && isPinned(want)) return false;
   const program = Program.load({
@@ -216,17 +228,100 @@ function ensureLink(
  * Every node's agent syncs these lab-wide maps and links, so the sync holds a lock on the
  * scope's pin directory: two agents starting together would otherwise both pin a new link.
  */
-export function applyServices(scope: string, ir: IR): string[] {
+export function applyServices(
+  scope: string,
+  ir: IR,
+  shadows: Map<string, ScopeServicesShadow> = new Map(),
+): string[] {
   ensureBpffs();
   const scopeDir = pinScopeDir(scope);
   mkdirSync(scopeDir, { recursive: true });
-  return withDirectoryLock(scopeDir, () => syncServices(scope, ir));
+  return withDirectoryLock(scopeDir, () => {
+    try {
+      return syncServices(scope, ir, shadows);
+    } catch (e) {
+      shadows.delete(scope);
+      throw e;
+    }
+  });
 }
 
-function syncServices(scope: string, ir: IR): string[] {
+let generated: ServiceProgram[] | undefined;
+const hashes = new WeakMap<ServiceProgram, string>();
+
+function hashOf(p: ServiceProgram): string {
+  let hash = hashes.get(p);
+  if (hash === undefined) hashes.set(p, (hash = serviceProgramHash(p)));
+  return hash;
+}
+
+/** The load balancer's programs do not depend on the IR: generated (and hashed) once per process. */
+function programsOnce(): ServiceProgram[] {
+  generated ??= servicePrograms();
+  return generated;
+}
+
+/** A shadow of the scope's service maps, and which maps (kernel ids) it is a shadow of. */
+export interface ScopeServicesShadow {
+  mapIds: [number, number];
+  shadow: ServicesShadow;
+}
+
+function knownContents(shadow: ServicesShadow): KnownServiceContents {
+  const { state } = shadow;
+  let backends = 0;
+  for (const slots of state.slots.values()) backends += slots.length;
+  return {
+    services: shadow.services.bytes(),
+    backends: shadow.backends.bytes(),
+    elements: state.services.size + backends,
+  };
+}
+
+function sameRecord(known: KnownServiceContents, recorded: Buffer | undefined): boolean {
+  return recorded !== undefined && servicesRecordFor(known).equals(recorded);
+}
+
+/**
+ * Writes what `desired` needs into the maps, from our shadow of them when the digest the last
+ * writer recorded says the maps still hold it. Another node's agent may have written since: if
+ * the record is what our own plan would leave, that agent wrote exactly it and nothing is
+ * written; otherwise the maps are read once. Returns whether anything was written.
+ */
+function writeServices(
+  dir: string,
+  maps: AllServiceMaps,
+  desired: ReturnType<typeof desiredServices>,
+  kept: ServicesShadow | undefined,
+): { shadow: ServicesShadow; wrote: boolean } {
+  const recorded = readServicesRecord(dir);
+  let shadow = kept;
+  if (shadow && !sameRecord(knownContents(shadow), recorded)) {
+    const plan = planServiceDelta(shadow.state, desired);
+    const after = sumsAfter(shadow, plan);
+    const known = { services: after.services.bytes(), backends: after.backends.bytes(), elements: 0 };
+    if (sameRecord(known, recorded)) {
+      advanceServicesShadow(shadow, plan);
+      seedServiceContents({ services: maps.services.fd, backends: maps.backends.fd }, knownContents(shadow));
+      return { shadow, wrote: false };
+    }
+    shadow = undefined;
+  }
+  shadow ??= readServicesShadow(maps);
+  const plan = planServiceDelta(shadow.state, desired);
+  if (planSize(plan) > 0) applyServiceSync(maps, plan);
+  advanceServicesShadow(shadow, plan);
+  const known = knownContents(shadow);
+  if (planSize(plan) > 0 || !sameRecord(known, recorded)) recordServices(dir, known);
+  seedServiceContents({ services: maps.services.fd, backends: maps.backends.fd }, known);
+  return { shadow, wrote: planSize(plan) > 0 };
+}
+
+function syncServices(scope: string, ir: IR, shadows: Map<string, ScopeServicesShadow>): string[] {
   const desired = desiredServices(ir);
   const dir = servicesDir(scope);
   if (desired.ports.length === 0) {
+    shadows.delete(scope);
     if (!existsSync(dir)) return [];
     removeServices(scope);
     return ['services:removed'];
@@ -251,15 +346,20 @@ function syncServices(scope: string, ir: IR): string[] {
     changed.push('services:maps');
   }
   try {
-    const plan = planServiceSync(readServices(maps), desired);
-    if (planSize(plan) > 0) {
-      applyServiceSync(maps, plan);
-      changed.push('services');
-    }
-    recordServices(dir);
+    const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
+    const before = shadows.get(scope);
+    const kept = fresh
+      ? emptyServicesShadow()
+      : before && before.mapIds[0] === ids[0] && before.mapIds[1] === ids[1]
+        ? before.shadow
+        : undefined;
+    shadows.delete(scope);
+    const { shadow, wrote } = writeServices(dir, maps, desired, kept);
+    shadows.set(scope, { mapIds: ids, shadow });
+    if (wrote) changed.push('services');
     const cgroup = serviceCgroup(scope);
     mkdirSync(cgroup, { recursive: true });
-    for (const p of servicePrograms())
+    for (const p of programsOnce())
       if (ensureLink(dir, cgroup, p, maps, fresh)) changed.push(`services:program:${p.hook}`);
   } finally {
     closeServiceMaps(maps);

@@ -1,7 +1,8 @@
 /**
- * Map contents by difference. The kernel is read, not trusted to match what was written last:
- * a half-finished earlier apply or a set index reused after a crash is repaired on the way.
- * Additions go in before programs are swapped and removals after (see apply.ts).
+ * Map contents by difference. planSetSync reads the kernel (the offline node of the tests);
+ * apply diffs against the backend's shadow instead (node-shadow.ts), which is one read of the
+ * kernel whenever it is absent. Additions go in before programs are swapped and removals after
+ * (see apply.ts).
  */
 import type { BpfMap } from '../../bpf/index.js';
 import type { PortSetKey, SetLpmKey } from './layout.js';

@@ -36,6 +36,8 @@ export interface ApplyOptions {
   mode: IptablesMode;
   /** Test hook: rewrites a script right before it runs (to prove a broken plan changes nothing). */
   transformScript?: (stage: ScriptStage, script: string) => string;
+  /** What the kernel holds of ours, when the caller knows (its shadow): then nothing is read. */
+  kernel?: KernelState;
 }
 
 interface ScriptRun {
@@ -246,7 +248,7 @@ export async function applyPlan(
   opts: ApplyOptions,
 ): Promise<ApplyResult> {
   const started = performance.now();
-  const kernel = await readKernelState(netns, opts.mode);
+  const kernel = opts.kernel ?? (await readKernelState(netns, opts.mode));
   const diff = diffPlan(next, previous, kernel);
   const changed: string[] = [];
   const lateTmps = await applySets(netns, diff, opts, changed);

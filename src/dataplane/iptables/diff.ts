@@ -89,6 +89,33 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
   };
 }
 
+/**
+ * What the kernel holds of ours once `plan` is applied, in the form readKernelState reads: the
+ * backend's shadow of a node, so the next apply neither runs iptables-save nor lists the sets.
+ * Rules are as we wrote them (valid iptables-restore input, as the saved ones are).
+ */
+export function kernelStateAfter(plan: NodePlan): KernelState {
+  return {
+    sets: new Set(plan.sets.map((s) => s.name)),
+    tables: new Map(
+      plan.tables.map((t) => [
+        tableKey(t.family, t.table),
+        {
+          family: t.family,
+          table: t.table,
+          chains: new Map(
+            t.chains.map((c) => [
+              c.name,
+              c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
+            ]),
+          ),
+          jumps: t.jumps.map((j) => ({ ...j, target: targetOf(j.rule) })),
+        },
+      ]),
+    ),
+  };
+}
+
 function targetOf(rule: string): string {
   return / -[jg] (\S+)$/.exec(` ${rule}`)?.[1] ?? rule;
 }

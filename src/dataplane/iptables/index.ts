@@ -25,10 +25,20 @@ import { kernelConntrack } from '../netfilter/conntrack.js';
 import { createAggregateSource } from '../netfilter/aggregates.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
+import { kernelStateAfter } from './diff.js';
+import { Shadows } from '../shadow.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
-import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
+import {
+  destroySets,
+  isIptablesMode,
+  listSets,
+  saveTables,
+  tool,
+  type IptablesMode,
+  type KernelState,
+} from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
 import { planForNode, planText } from './render.js';
@@ -83,6 +93,9 @@ export class IptablesBackend implements Backend {
    */
   readonly setsPollMs = 250;
 
+  /** What this instance applied to each node last, and what the kernel holds of ours after it. */
+  private readonly shadows = new Shadows<{ mode: IptablesMode; plan: NodePlan; kernel: KernelState }>();
+
   constructor(private readonly options: IptablesBackendOptions = {}) {}
 
   get mode(): IptablesMode {
@@ -101,13 +114,28 @@ export class IptablesBackend implements Backend {
     });
   }
 
+  /**
+   * Diffs against the shadow (the plan this instance applied last, and the kernel as it left it:
+   * no iptables-save, no set listing), else against `previous` and one read of the kernel.
+   */
   async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    return this.shadows.guard(target, () => this.applyNow(target, ir, previous));
+  }
+
+  dropShadow(target: NodeTarget): void {
+    this.shadows.drop(target);
+  }
+
+  private async applyNow(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
     checkPrefilterSize('iptables', ir, target.node);
+    const kept = this.shadows.get(target);
+    this.shadows.drop(target);
+    const shadow = kept?.mode === this.mode ? kept : undefined;
     let next;
     let prev;
     try {
       next = this.plan(ir, target.node);
-      prev = previous ? this.plan(previous, target.node) : undefined;
+      prev = shadow?.plan ?? (previous ? this.plan(previous, target.node) : undefined);
     } catch (e) {
       throw new ApplyError(
         `iptables: cannot render node ${target.node}: ${errorMessage(e)}`,
@@ -116,10 +144,21 @@ export class IptablesBackend implements Backend {
         { cause: e },
       );
     }
-    return applyPlan(target.netns, next, prev, {
+    // A set the shadow does not have is created: whether the name is free is asked of the kernel
+    // (one `ipset list -n`), so a foreign set under that name fails the apply and is left alone.
+    let kernel = shadow?.kernel;
+    if (kernel && next.sets.some((s) => !kernel?.sets.has(s.name)))
+      kernel = { ...kernel, sets: await listSets(target.netns) };
+    const result = await applyPlan(target.netns, next, prev, {
       mode: this.mode,
       ...(this.options.transformScript ? { transformScript: this.options.transformScript } : {}),
+      ...(kernel ? { kernel } : {}),
     });
+    // A set that could not be destroyed is still there: the next apply reads the kernel for it.
+    if (!result.changed.some((c) => c.includes('(not destroyed'))) {
+      this.shadows.set(target, { mode: this.mode, plan: next, kernel: kernelStateAfter(next) });
+    }
+    return result;
   }
 
   /**
@@ -127,6 +166,7 @@ export class IptablesBackend implements Backend {
    * sets go; a namespace that no longer exists has nothing to remove.
    */
   async remove(target: NodeTarget): Promise<void> {
+    this.shadows.drop(target);
     if (!existsSync(`/run/netns/${target.netns}`)) return;
     for (const mode of [this.mode, otherMode(this.mode)]) {
       for (const family of FAMILIES) {

@@ -31,9 +31,21 @@ import {
   type Verdict,
 } from '../events.js';
 
+/** Tags computed so far: every render of a node asks again for each of its rules (a hash each). */
+const knownTags = new Map<string, number>();
+/** A bound on the tags kept (rules of the node's IR; beyond it the cache starts over). */
+const KNOWN_TAGS = 1 << 18;
+
 /** What identifies a decision element's rule in the kernel: 32 bits derived from verdict and rule id. */
 export function flowRuleTag(verdict: Verdict, rule: string): number {
-  return createHash('sha256').update(`${verdict} ${rule}`).digest().readUInt32BE(0);
+  const text = `${verdict} ${rule}`;
+  let tag = knownTags.get(text);
+  if (tag === undefined) {
+    if (knownTags.size >= KNOWN_TAGS) knownTags.clear();
+    tag = createHash('sha256').update(text).digest().readUInt32BE(0);
+    knownTags.set(text, tag);
+  }
+  return tag;
 }
 
 export interface TaggedRule {

@@ -23,11 +23,13 @@ function mapKey(element: string): string {
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+  return a === b || (a.length === b.length && a.every((x, i) => x === b[i]));
 }
 
 /** Element delta; for maps an element whose verdict changed is deleted by key and added again. */
 function setDelta(prev: NftSet, next: NftSet): string[] {
+  // Unchanged sets, the common case at scale: the same members (often the very same array).
+  if (sameList(prev.elements, next.elements)) return [];
   const before = new Set(prev.elements);
   const after = new Set(next.elements);
   const removed = prev.elements.filter((e) => !after.has(e));

@@ -27,6 +27,7 @@ import { FAMILY, TABLE } from './names.js';
 import { renderFull } from './render.js';
 import type { NftRuleset } from './objects.js';
 import { buildRuleset, type RulesetOptions } from './ruleset.js';
+import { Shadows } from '../shadow.js';
 
 export interface NftablesOptions {
   /**
@@ -85,9 +86,44 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
   };
 
+  // What this instance wrote to each node's table last: the next apply diffs against it.
+  const shadows = new Shadows<NftRuleset>();
+
   async function applyFull(target: NodeTarget, next: NftRuleset): Promise<string[]> {
     await runScript(target.netns, mutate(renderFull(next)), `ruleset for node ${target.node}`);
     return allObjects(next);
+  }
+
+  /**
+   * Diffs against the shadow (what this instance wrote last), else against what `previous`
+   * rendered to (the agent passes it only when the kernel's fingerprint is the one recorded after
+   * that apply), else writes the whole table. Rendering skips unchanged IR objects by identity.
+   */
+  async function applyNow(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    const start = performance.now();
+    checkPrefilterSize('nftables', ir, target.node);
+    const next = rulesetFor(ir, target.node, rendering);
+    const before =
+      shadows.get(target) ?? (previous ? previousRuleset(previous, target.node, rendering) : undefined);
+    shadows.drop(target);
+    const plan = before ? diffRulesets(before, next) : undefined;
+    let changed: string[];
+    if (!plan) changed = await applyFull(target, next);
+    else if (plan.changed.length === 0) changed = [];
+    else {
+      try {
+        await runScript(target.netns, mutate(plan.script), `update for node ${target.node}`);
+        changed = plan.changed;
+      } catch (e) {
+        // `previous` describes a table that is not there (namespace recreated, table removed by
+        // hand): the delta has nothing to apply to, so write the whole table instead.
+        if (!(e instanceof ApplyError) || (await tableExists(target.netns))) throw e;
+        changed = await applyFull(target, next);
+      }
+    }
+    remember(ir, target.node, rendering, next);
+    shadows.set(target, next);
+    return { changed, durationMs: performance.now() - start };
   }
 
   return {
@@ -98,31 +134,13 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     },
 
     async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
-      const start = performance.now();
-      checkPrefilterSize('nftables', ir, target.node);
-      const next = rulesetFor(ir, target.node, rendering);
-      const plan = previous
-        ? diffRulesets(previousRuleset(previous, target.node, rendering), next)
-        : undefined;
-      let changed: string[];
-      if (!plan) changed = await applyFull(target, next);
-      else if (plan.changed.length === 0) changed = [];
-      else {
-        try {
-          await runScript(target.netns, mutate(plan.script), `update for node ${target.node}`);
-          changed = plan.changed;
-        } catch (e) {
-          // `previous` describes a table that is not there (namespace recreated, table removed by
-          // hand): the delta has nothing to apply to, so write the whole table instead.
-          if (!(e instanceof ApplyError) || (await tableExists(target.netns))) throw e;
-          changed = await applyFull(target, next);
-        }
-      }
-      remember(ir, target.node, rendering, next);
-      return { changed, durationMs: performance.now() - start };
+      return shadows.guard(target, () => applyNow(target, ir, previous));
     },
 
+    dropShadow: (target) => shadows.drop(target),
+
     async remove(target: NodeTarget): Promise<void> {
+      shadows.drop(target);
       const r = await runInNetns(target.netns, 'nft', ['delete', 'table', FAMILY, TABLE]);
       if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) {
         throw new ApplyError(

@@ -146,32 +146,43 @@ function kubernetesTier(rs: RuleSet, ep: Endpoint, r: RuleRenderer, d: Decisions
   };
 }
 
+/**
+ * The nft sets of each IR set, kept by the IR object: an incremental IR hands an unchanged set as
+ * the same object, so its sets come with the same element arrays and the diff skips them by
+ * identity. Each call gets its own set objects (callers may change them), sharing the arrays.
+ */
+const renderedSets = new WeakMap<IpSet | IpPortSet, readonly NftSet[]>();
+
+function memoized<S extends IpSet | IpPortSet>(s: S, render: (s: S) => NftSet[]): NftSet[] {
+  let sets = renderedSets.get(s);
+  if (!sets) renderedSets.set(s, (sets = render(s)));
+  return sets.map((set) => ({ ...set }));
+}
+
+function ipSetObjects(s: IpSet): NftSet[] {
+  return familiesOf(s.cidrs).map((family) => ({
+    kind: 'set',
+    name: familySet(s.id, family),
+    spec: `{ type ${ADDR_TYPE[family]}; flags interval; }`,
+    elements: s.cidrs.filter((c) => familyOf(c) === family),
+    note: `${s.id}: ${s.description}`,
+  }));
+}
+
+function ipPortSetObjects(s: IpPortSet): NftSet[] {
+  return familiesOf(s.members.map((m) => m.address)).map((family) => ({
+    kind: 'set',
+    name: familySet(s.id, family),
+    spec: `{ type ${ADDR_TYPE[family]} . inet_service; }`,
+    elements: s.members.filter((m) => familyOf(m.address) === family).map((m) => `${m.address} . ${m.port}`),
+    note: `${s.id}: ${s.description} (${s.protocol})`,
+  }));
+}
+
 function addressSets(ir: IR): NftSet[] {
   const out: NftSet[] = [];
-  for (const s of ir.ipSets) {
-    for (const family of familiesOf(s.cidrs)) {
-      out.push({
-        kind: 'set',
-        name: familySet(s.id, family),
-        spec: `{ type ${ADDR_TYPE[family]}; flags interval; }`,
-        elements: s.cidrs.filter((c) => familyOf(c) === family),
-        note: `${s.id}: ${s.description}`,
-      });
-    }
-  }
-  for (const s of ir.ipPortSets) {
-    for (const family of familiesOf(s.members.map((m) => m.address))) {
-      out.push({
-        kind: 'set',
-        name: familySet(s.id, family),
-        spec: `{ type ${ADDR_TYPE[family]} . inet_service; }`,
-        elements: s.members
-          .filter((m) => familyOf(m.address) === family)
-          .map((m) => `${m.address} . ${m.port}`),
-        note: `${s.id}: ${s.description} (${s.protocol})`,
-      });
-    }
-  }
+  for (const s of ir.ipSets) out.push(...memoized(s, ipSetObjects));
+  for (const s of ir.ipPortSets) out.push(...memoized(s, ipPortSetObjects));
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 

@@ -1,0 +1,86 @@
+/**
+ * The backend's shadow of the scope's service maps: what its own syncs wrote there (the planner's
+ * ServiceState) and the content sums of both maps (content-sum.ts), kept up to date by the writes
+ * themselves. The maps are shared by every node's agent of the scope, so a shadow is only
+ * trusted while the digest the last writer recorded (map-contents.ts) is the one it computes:
+ * see services.ts.
+ */
+import { ContentSum, TypedContentSum } from './content-sum.js';
+import {
+  backendKey,
+  backendValue,
+  svcKey,
+  svcValue,
+  type BackendKey,
+  type BackendValue,
+  type SvcKey,
+  type SvcValue,
+} from './services-layout.js';
+import {
+  advanceServiceState,
+  readServices,
+  serviceState,
+  visitPlanElements,
+  type ServiceMaps,
+  type ServiceDelta,
+  type ServiceState,
+  type ServiceSyncPlan,
+} from './services-sync.js';
+
+export interface ServicesShadow {
+  state: ServiceState;
+  services: ContentSum;
+  backends: ContentSum;
+}
+
+export function emptyServicesShadow(): ServicesShadow {
+  return {
+    state: { services: new Map(), slots: new Map(), written: new Map(), sources: new Map() },
+    services: new ContentSum(),
+    backends: new ContentSum(),
+  };
+}
+
+/** The sums of both maps once `plan` is written (the shadow itself is left as it is). */
+export function sumsAfter(
+  shadow: ServicesShadow,
+  plan: ServiceSyncPlan,
+): { services: ContentSum; backends: ContentSum } {
+  const services = new TypedContentSum<SvcKey, SvcValue>(svcKey, svcValue, shadow.services.copy());
+  const backends = new TypedContentSum<BackendKey, BackendValue>(
+    backendKey,
+    backendValue,
+    shadow.backends.copy(),
+  );
+  visitPlanElements(shadow.state, plan, {
+    service(key, before, after) {
+      if (before) services.remove(key, before);
+      if (after) services.add(key, after);
+    },
+    backend(key, before, after) {
+      if (before) backends.remove(key, before);
+      if (after) backends.add(key, after);
+    },
+  });
+  return { services: services.sum, backends: backends.sum };
+}
+
+/** After `plan` was written: the shadow holds what the maps hold. */
+export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceDelta): void {
+  const sums = sumsAfter(shadow, plan);
+  advanceServiceState(shadow.state, plan);
+  shadow.services = sums.services;
+  shadow.backends = sums.backends;
+}
+
+/** One read of the kernel: the shadow of maps nobody kept one of (agent restart, repair, other writer). */
+export function readServicesShadow(maps: ServiceMaps): ServicesShadow {
+  const current = readServices(maps);
+  const shadow = emptyServicesShadow();
+  shadow.state = serviceState(current);
+  const services = new TypedContentSum(svcKey, svcValue, shadow.services);
+  for (const [k, v] of current.services) services.add(k, v);
+  const backends = new TypedContentSum(backendKey, backendValue, shadow.backends);
+  for (const [k, v] of current.backends) backends.add(k, v);
+  return shadow;
+}
