@@ -27,7 +27,10 @@ export function registerLabProbe(lab: Command): void {
     .description(
       'open many new connections from a pod (or a client outside the cluster) to an address or service and count who answers, and the client address each saw',
     )
-    .requiredOption('--from <source>', 'source pod namespace/name, or outside:NAME (a client outside the cluster)')
+    .requiredOption(
+      '--from <source>',
+      'source pod namespace/name, or outside:NAME (a client outside the cluster)',
+    )
     .requiredOption(
       '--to <target>',
       'IP:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT (the node external address) or lb/IP:PORT',

@@ -200,7 +200,9 @@ function printDetail(d: LabDetail): void {
 
 /** The outside: its clients, the nodes' external addresses and where load-balancer addresses go. */
 function outsideTable(d: LabDetail): string {
-  const nodeByAddress = new Map(d.nodeList.flatMap((n) => (n.externalAddress ? [[n.externalAddress, n.name]] : [])));
+  const nodeByAddress = new Map(
+    d.nodeList.flatMap((n) => (n.externalAddress ? [[n.externalAddress, n.name]] : [])),
+  );
   const rows: (string | number)[][] = [
     ...d.outsideList.map((o) => [`outside:${o.name}`, 'client', o.address, o.netns]),
     ...d.nodeList.flatMap((n) => (n.externalAddress ? [[n.name, 'node', n.externalAddress, n.netns]] : [])),
@@ -331,7 +333,9 @@ function registerLabReach(cmd: Command): void {
 
 function registerLabExec(cmd: Command): void {
   addLabOptions(cmd.command('exec'))
-    .description("run a command inside a pod's network namespace and cgroup, or an outside client's namespace")
+    .description(
+      "run a command inside a pod's network namespace and cgroup, or an outside client's namespace",
+    )
     .usage('[--lab <name>] <namespace/pod | outside:NAME> -- <command...>')
     .argument('<pod>', 'namespace/name, or outside:NAME for a client outside the cluster')
     .argument('<command...>', 'command and arguments (after --)')

@@ -38,7 +38,12 @@ export function spawnOutside(
 }
 
 /** Runs `argv` to completion inside outside client `name` of `lab`; never throws for a non-zero exit. */
-export function runOutside(lab: string, name: string, argv: readonly string[], input?: string): Promise<RunResult> {
+export function runOutside(
+  lab: string,
+  name: string,
+  argv: readonly string[],
+  input?: string,
+): Promise<RunResult> {
   const [file, ...args] = inNetnsArgv({ netns: outsideClient(lab, name).netns, argv });
   return runCommand(file as string, args, input);
 }

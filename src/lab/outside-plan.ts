@@ -67,7 +67,10 @@ export function planOutside(prev: Topology | undefined, next: Topology, resync: 
   }
   for (const o of added) {
     fabric.push(...clientLines(o));
-    sysctls.push([`net/ipv4/conf/${o.fabricPeer}/proxy_arp`, '1'], [`net/ipv4/neigh/${o.fabricPeer}/proxy_delay`, '0']);
+    sysctls.push(
+      [`net/ipv4/conf/${o.fabricPeer}/proxy_arp`, '1'],
+      [`net/ipv4/neigh/${o.fabricPeer}/proxy_delay`, '0'],
+    );
   }
   if (resync)
     for (const o of next.outside ?? [])

@@ -77,7 +77,8 @@ function outsidePeerName(name: string): string {
 export function nodeExternalAddress(n: Node): string | undefined {
   if (n.externalAddress) return n.externalAddress;
   const a = parseAddress(n.address);
-  if (!a || a.family !== 4 || a.value < INFRA_RANGE.base || a.value >= INFRA_RANGE.base + 256n) return undefined;
+  if (!a || a.family !== 4 || a.value < INFRA_RANGE.base || a.value >= INFRA_RANGE.base + 256n)
+    return undefined;
   return formatAddress({ family: 4, value: EXTERNAL_RANGE.base + (a.value - INFRA_RANGE.base) });
 }
 
@@ -98,7 +99,13 @@ export function buildOutside(
   const addresses = allocateAddresses(OUTSIDE_RANGE, fresh.length, new Set(kept.map((o) => o.address)));
   const made = fresh.map((name, i): LabOutside => {
     const slug = slugs.assign(`outside:${name}`, `outside.${name}`);
-    return { name, slug, netns: prefix + slug, address: addresses[i] as string, fabricPeer: outsidePeerName(name) };
+    return {
+      name,
+      slug,
+      netns: prefix + slug,
+      address: addresses[i] as string,
+      fabricPeer: outsidePeerName(name),
+    };
   });
   return [...kept, ...made].sort((a, b) => (a.name < b.name ? -1 : 1));
 }

@@ -213,5 +213,8 @@ export function probeSource(
     };
   }
   const client = findOutside(state.topology, name);
-  return { source: { id: `${OUTSIDE_REF_PREFIX}${client.name}`, netns: client.netns }, address: client.address };
+  return {
+    source: { id: `${OUTSIDE_REF_PREFIX}${client.name}`, netns: client.netns },
+    address: client.address,
+  };
 }

@@ -111,7 +111,13 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
 export function allLabSummaries(): LabSummary[] {
   const present = new Set(listNetns());
   return stateLabs().map((n) => {
-    const { nodeList: _n, podList: _p, outsideList: _o, loadBalancers: _l, ...summary } = labSummary(n, present);
+    const {
+      nodeList: _n,
+      podList: _p,
+      outsideList: _o,
+      loadBalancers: _l,
+      ...summary
+    } = labSummary(n, present);
     return summary;
   });
 }
