@@ -6,6 +6,7 @@ import { loadBalancerRoutes, outsideNames } from '../../src/lab/outside.js';
 import { planChanges, planIsEmpty } from '../../src/lab/plan.js';
 import { resolveTarget, summarise } from '../../src/lab/probe-service.js';
 import { parseProbeAnswer, probeAnswer } from '../../src/lab/probe/protocol.js';
+import { errnoName } from '../../src/netns/libc.js';
 import { buildTopology, topologyNetns } from '../../src/lab/topology.js';
 import { servicesIR } from './netfilter-services-fixture.js';
 
@@ -191,6 +192,11 @@ describe('lab outside: probes', () => {
       port: 30080,
     });
     expect(resolveTarget(ir, 'lb/198.19.192.2:80', 'TCP')).toEqual({ address: '198.19.192.2', port: 80 });
+  });
+
+  it('names a refusal at connect (an eBPF connect hook) as Node names a later one', () => {
+    expect(errnoName(111)).toBe('ECONNREFUSED');
+    expect(errnoName(101)).toBe('ENETUNREACH');
   });
 
   it('servers answer with the pod and the peer they saw; tallies count peers per pod', () => {
