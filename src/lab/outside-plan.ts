@@ -5,10 +5,10 @@
  */
 import { formatCidr } from '../util/ip.js';
 import { FABRIC_BRIDGE, HOST_VETH_MAC, NODE_FABRIC_INTERFACE, POD_INTERFACE } from './names.js';
+import { OUTSIDE_RANGE } from '../calc/index.js';
 import {
   EXTERNAL_GATEWAY,
   EXTERNAL_PREFIX_LENGTH,
-  OUTSIDE_RANGE,
   type LabLoadBalancer,
   type LabOutside,
 } from './outside.js';

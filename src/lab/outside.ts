@@ -5,9 +5,9 @@
  * each load-balancer address to the nodes that can serve it. Pure: names, addresses and routes
  * are decided here, and plan.ts turns them into `ip` lines.
  */
-import { allocateAddresses, INFRA_RANGE } from '../calc/index.js';
+import { allocateAddresses, INFRA_RANGE, NODE_EXTERNAL_RANGE, OUTSIDE_RANGE } from '../calc/index.js';
 import type { IR, Node } from '../ir/types.js';
-import { formatAddress, parseAddress, parseCidr, type Cidr } from '../util/ip.js';
+import { formatAddress, parseAddress } from '../util/ip.js';
 import { LabError } from './errors.js';
 import { shortHash, type SlugAllocator } from './names.js';
 
@@ -20,10 +20,8 @@ const OUTSIDE_NAME_MAX = 20;
 /** At most this many clients: they share one /24. */
 export const OUTSIDE_MAX = 200;
 
-/** The address plan's ranges for traffic from outside (calc/addresses.ts holds the rest). */
-export const EXTERNAL_RANGE = parseCidr('198.19.128.0/24') as Cidr;
-export const OUTSIDE_RANGE = parseCidr('198.19.129.0/24') as Cidr;
-export const EXTERNAL_PREFIX_LENGTH = 24;
+/** The prefix length of node external addresses on their fabric links (calc's NODE_EXTERNAL_RANGE). */
+export const EXTERNAL_PREFIX_LENGTH = NODE_EXTERNAL_RANGE.prefix;
 /**
  * The fabric namespace's own address on the external network (on its bridge): the nodes' way back
  * to the outside range. Node external addresses stop at .201 (200 nodes), so .254 is free.
@@ -70,16 +68,16 @@ function outsidePeerName(name: string): string {
 }
 
 /**
- * Where outside traffic reaches a node: the IR's `externalAddress`, else (an IR from before the
- * address plan had it) the external range's address with the same host number as its fabric
- * address, which is what calc's plan gives node i (198.19.128.(i+1)).
+ * Where outside traffic reaches a node: the IR's `externalAddress`, else (a lab state whose IR
+ * predates it) the external range's address with the same host number as its fabric address,
+ * which is what calc's plan gives node i (198.19.128.(i+1)).
  */
 export function nodeExternalAddress(n: Node): string | undefined {
   if (n.externalAddress) return n.externalAddress;
   const a = parseAddress(n.address);
   if (!a || a.family !== 4 || a.value < INFRA_RANGE.base || a.value >= INFRA_RANGE.base + 256n)
     return undefined;
-  return formatAddress({ family: 4, value: EXTERNAL_RANGE.base + (a.value - INFRA_RANGE.base) });
+  return formatAddress({ family: 4, value: NODE_EXTERNAL_RANGE.base + (a.value - INFRA_RANGE.base) });
 }
 
 /** Clients named `names`: a client keeps its slug and address; newcomers take the lowest free ones. */
