@@ -84,7 +84,7 @@ export function outsideStep(lab: string, files: readonly string[]): DemoStep {
             ['NODE PORT', 'ENTERS AT', 'ANSWERED', 'WHO ANSWERED, AND THE CLIENT ADDRESS IT SAW'],
             rows,
           ),
-          'Cluster: any pod answers, and sees the entry node (source NAT brings replies back through it);',
+          "Cluster: any pod answers; a pod may see the entry node's address instead of the client's (source NAT, so replies return through that node);",
           "Local: only the entry node's own pods answer, and they see the client's real address.",
         ].join('\n');
       } finally {
