@@ -15,6 +15,7 @@ import { allLabSummaries, converge, labDown, measureReach, probeService } from '
 import { formatIssue, loadManifests, validateManifests, type Model } from '../model/index.js';
 import { agentSteps } from './demo-agent.js';
 import { clusterSteps, DEMO_CLUSTER } from './demo-cluster.js';
+import { outsideStep } from './demo-outside.js';
 import { formatTable } from './output.js';
 import { formatReachGrid, reachLegend } from './reach-format.js';
 import { EXAMPLES_DIR } from './paths.js';
@@ -251,6 +252,7 @@ function labSteps(model: Model, files: string[]): DemoStep[] {
   return [
     labUpStep(model, files),
     ...availableBackends().map((backend) => backendStep(model, files, backend, tour)),
+    outsideStep(DEMO_LAB, files),
     {
       title:
         'Side by side: the verdicts the reference evaluator predicted on every backend, and the service spread',

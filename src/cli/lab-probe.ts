@@ -24,9 +24,17 @@ interface ProbeCliOptions extends LabFlags {
 
 export function registerLabProbe(lab: Command): void {
   addLabOptions(lab.command('probe'))
-    .description('open many new connections from a pod to an address or service and count who answers')
-    .requiredOption('--from <pod>', 'source pod namespace/name')
-    .requiredOption('--to <target>', 'IP:PORT or svc/NAMESPACE/NAME:PORT')
+    .description(
+      'open many new connections from a pod (or a client outside the cluster) to an address or service and count who answers, and the client address each saw',
+    )
+    .requiredOption(
+      '--from <source>',
+      'source pod namespace/name, or outside:NAME (a client outside the cluster)',
+    )
+    .requiredOption(
+      '--to <target>',
+      'IP:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT (the node external address) or lb/IP:PORT',
+    )
     .addOption(
       new Option('--protocol <protocol>', 'TCP or UDP')
         .choices(['TCP', 'UDP', 'tcp', 'udp'])
@@ -41,7 +49,10 @@ export function registerLabProbe(lab: Command): void {
     )
     .option('--concurrency <n>', 'probes in flight at once (default 200)', parseConcurrency)
     .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeoutMs)
-    .option('--json', 'machine-readable: {from, to, protocol, count, answered, failures, latencyMs}')
+    .option(
+      '--json',
+      'machine-readable: {from, fromAddress, to, address, port, protocol, count, answered, peers, failures, latencyMs}',
+    )
     .action(async (opts: ProbeCliOptions) => {
       const name = chooseLab(opts);
       // src/lab pulls in koffi: load it only when the command runs.
@@ -56,17 +67,16 @@ export function registerLabProbe(lab: Command): void {
       });
       if (opts.json) return printJson(r);
       process.stdout.write(
-        `${r.count} ${r.protocol} probes ${r.from} → ${r.to} in ${r.durationMs} ms (${r.rate}/s): ` +
+        `${r.count} ${r.protocol} probes ${r.from} (${r.fromAddress}) → ${r.to} in ${r.durationMs} ms (${r.rate}/s): ` +
           `${r.count - r.failures} answered, ${r.failures} failed\n\n`,
       );
-      const rows = Object.entries(r.answered).map(([pod, n]) => [
-        pod,
-        n,
-        `${((100 * n) / r.count).toFixed(1)}%`,
-      ]);
-      for (const [why, n] of Object.entries(r.errors))
-        rows.push([`(failed: ${why})`, n, `${((100 * n) / r.count).toFixed(1)}%`]);
-      process.stdout.write(formatTable(['ANSWERED BY', 'PROBES', 'SHARE'], rows) + '\n\n');
+      const share = (n: number): string => `${((100 * n) / r.count).toFixed(1)}%`;
+      // One row per answering pod and client address it saw: the source (kept) or a node's (SNAT).
+      const rows: (string | number)[][] = Object.entries(r.peers).flatMap(([pod, peers]) =>
+        Object.entries(peers).map(([peer, n]) => [pod, peer, n, share(n)]),
+      );
+      for (const [why, n] of Object.entries(r.errors)) rows.push([`(failed: ${why})`, '-', n, share(n)]);
+      process.stdout.write(formatTable(['ANSWERED BY', 'PEER SEEN', 'PROBES', 'SHARE'], rows) + '\n\n');
       process.stdout.write(
         `latency ms: p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}\n`,
       );

@@ -83,6 +83,7 @@ async function upOrApply(
     nodes?: number;
     agents?: boolean;
     policyMode?: PolicyMode;
+    outside?: string[];
     json?: boolean;
   },
 ): Promise<void> {
@@ -101,6 +102,7 @@ async function upOrApply(
       ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
       ...(opts.policyMode ? { policyMode: opts.policyMode } : {}),
       ...(opts.agents === false ? { agents: false } : {}),
+      ...(opts.outside ? { outside: opts.outside } : {}),
       ...(progress ? { progress } : {}),
     });
   } finally {
@@ -127,6 +129,7 @@ async function upOrApply(
       agents: result.state.agents === true && result.state.backend !== 'none',
       nodes: t?.nodes.map((n) => n.name) ?? [],
       pods,
+      outside: t?.outside ?? [],
       changes: {
         rebuilt: result.rebuilt,
         recovered: result.recovered,
@@ -192,6 +195,25 @@ function printDetail(d: LabDetail): void {
       podTable(d.podList) +
       '\n',
   );
+  if (d.outsideList.length > 0) process.stdout.write('\n' + outsideTable(d) + '\n');
+}
+
+/** The outside: its clients, the nodes' external addresses and where load-balancer addresses go. */
+function outsideTable(d: LabDetail): string {
+  const nodeByAddress = new Map(
+    d.nodeList.flatMap((n) => (n.externalAddress ? [[n.externalAddress, n.name]] : [])),
+  );
+  const rows: (string | number)[][] = [
+    ...d.outsideList.map((o) => [`outside:${o.name}`, 'client', o.address, o.netns]),
+    ...d.nodeList.flatMap((n) => (n.externalAddress ? [[n.name, 'node', n.externalAddress, n.netns]] : [])),
+    ...d.loadBalancers.map((lb) => [
+      'load balancer',
+      `via ${lb.via.map((a) => nodeByAddress.get(a) ?? a).join(' ')}`,
+      lb.address,
+      '-',
+    ]),
+  ];
+  return formatTable(['OUTSIDE', 'ROLE', 'ADDRESS', 'NETNS'], rows);
 }
 
 function registerLabUp(cmd: Command): void {
@@ -207,6 +229,11 @@ function registerLabUp(cmd: Command): void {
     .option('--nodes <n>', 'nodes to spread pods without spec.nodeName over (default 2)', parseNodeCount)
     .option('--no-agents', 'apply the backend once from the CLI instead of running one agent per node')
     .addOption(policyModeOption(`the lab's current mode, else ${DEFAULT_POLICY_MODE}`))
+    .option(
+      '--outside <names>',
+      "client namespaces outside the cluster besides 'client' (comma-separated; default: the lab's current ones)",
+      collect,
+    )
     .option('--json', 'machine-readable result');
   addLabOptions(up, 'the lab to create or converge', `$${LAB_ENV}, else the only lab, else ${DEFAULT_LAB}`);
   up.action(
@@ -217,6 +244,7 @@ function registerLabUp(cmd: Command): void {
         nodes?: number;
         agents: boolean;
         policyMode?: PolicyMode;
+        outside?: string[];
         json?: boolean;
       },
     ) => upOrApply('up', files, opts),
@@ -305,9 +333,11 @@ function registerLabReach(cmd: Command): void {
 
 function registerLabExec(cmd: Command): void {
   addLabOptions(cmd.command('exec'))
-    .description("run a command inside a pod's network namespace and cgroup")
-    .usage('[--lab <name>] <namespace/pod> -- <command...>')
-    .argument('<pod>', 'namespace/name')
+    .description(
+      "run a command inside a pod's network namespace and cgroup, or an outside client's namespace",
+    )
+    .usage('[--lab <name>] <namespace/pod | outside:NAME> -- <command...>')
+    .argument('<pod>', 'namespace/name, or outside:NAME for a client outside the cluster')
     .argument('<command...>', 'command and arguments (after --)')
     .action(async (pod: string, command: string[], opts: LabFlags) => {
       const name = chooseLab(opts);

@@ -15,6 +15,7 @@ import { stopLabAgents, syncLabAgents, writeCgroups, writeDesired } from './agen
 import { destroyLab } from './down.js';
 import { LabError } from './errors.js';
 import { CGROUP_DIR, checkLabName } from './names.js';
+import { outsideNames } from './outside.js';
 import { planChanges, plugBatches, type KernelPlan } from './plan.js';
 import { reloadIfRunning, syncProbeServer, writeProbeConfig } from './probe/control.js';
 import { silentProgress, type Progress } from './progress.js';
@@ -47,6 +48,8 @@ export interface ConvergeOptions {
    * (the lab only builds namespaces, links and probes, and waits for the agents).
    */
   cluster?: { etcd: string; revision: number; unreachable?: readonly string[] };
+  /** Outside clients besides `client` (default: the lab's current ones). */
+  outside?: readonly string[];
 }
 
 export interface ConvergeResult {
@@ -141,6 +144,8 @@ interface Request {
   wantAgents: boolean;
   agents: boolean;
   backend: Backend | undefined;
+  /** The outside clients' names (`client` among them). */
+  outside: string[];
 }
 
 async function checkRequest(opts: ConvergeOptions, name: string): Promise<Request> {
@@ -161,7 +166,9 @@ async function checkRequest(opts: ConvergeOptions, name: string): Promise<Reques
   const wantAgents = opts.cluster ? true : (opts.agents ?? prev?.agents ?? true);
   // Load first: an unavailable backend is reported before anything in the kernel changes.
   const backend = backendName === 'none' ? undefined : await loadBackend(backendName);
+  const had = (prev?.topology?.outside ?? prev?.target?.outside ?? []).map((o) => o.name);
   return {
+    outside: outsideNames(opts.outside ?? had),
     name,
     prev,
     backendName,
@@ -212,7 +219,7 @@ async function prepareKernelChange(
   const recovery = damaged && recoverable ? await recoverTopology(prev) : undefined;
   const rebuilt = damaged && !recovery;
   const current = rebuilt ? undefined : (recovery?.current ?? prev?.topology);
-  const topology = buildTopology(name, ir, prev?.topology ?? prev?.target);
+  const topology = buildTopology(name, ir, prev?.topology ?? prev?.target, req.outside);
   const plan = planChanges(
     current,
     topology,

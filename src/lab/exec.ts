@@ -1,19 +1,29 @@
 import { join } from 'node:path';
 import { requireRoot, requireTools, spawnInNetns } from '../netns/index.js';
+import { findOutside } from './outside-exec.js';
+import { outsideRef } from './outside.js';
 import { findPod, readyState } from './reach.js';
 
 /**
- * Runs a command inside a pod's network namespace and cgroup with the terminal attached, and
+ * Runs a command inside a pod's network namespace and cgroup (or an outside client's namespace,
+ * `outside:NAME`) with the terminal attached, and
  * resolves with its exit status (128 + signal number when killed, as shells report it).
  */
 export async function labExec(name: string, podId: string, argv: readonly string[]): Promise<number> {
   requireRoot('switchyard lab exec');
   requireTools(['ip', 'sh']);
   const state = readyState(name);
-  const pod = findPod(state, podId);
+  const outside = outsideRef(podId);
+  // An outside client has a namespace but no cgroup of the lab's.
+  const where =
+    outside === undefined
+      ? (() => {
+          const pod = findPod(state, podId);
+          return { netns: pod.netns, cgroup: join(state.cgroupRoot, pod.slug) };
+        })()
+      : { netns: findOutside(state.topology, outside).netns };
   const child = spawnInNetns({
-    netns: pod.netns,
-    cgroup: join(state.cgroupRoot, pod.slug),
+    ...where,
     argv,
     via: 'ip-netns-exec',
     stdio: 'inherit',

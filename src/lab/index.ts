@@ -11,6 +11,8 @@ export {
   type KernelDropHint,
 } from './kernel-drops.js';
 export { labExec } from './exec.js';
+export { outsideClient, runOutside, spawnOutside } from './outside-exec.js';
+export { DEFAULT_OUTSIDE, OUTSIDE_REF_PREFIX, type LabOutside, type LabLoadBalancer } from './outside.js';
 export {
   probeService,
   DEFAULT_PROBE_CONCURRENCY,

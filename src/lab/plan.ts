@@ -10,6 +10,8 @@ import {
   NODE_FABRIC_INTERFACE,
   POD_INTERFACE,
 } from './names.js';
+import { nodeExternalLines, planOutside } from './outside-plan.js';
+import type { LabOutside } from './outside.js';
 import type { LabNode, LabPod, Topology } from './topology.js';
 
 export interface NamespaceBatch {
@@ -54,6 +56,11 @@ export interface KernelPlan {
    * neighbour entry so the first packet never waits for ARP.
    */
   pods: PodSide[];
+  /** Outside clients that come and go (their namespaces are in createNetns / deleteNetns). */
+  addedOutside: LabOutside[];
+  removedOutside: LabOutside[];
+  /** Outside client ends to configure, the same way as pods' ends. */
+  outsideSides: PodSide[];
   /** Whether the probe server's view (pods, namespaces, ports) changed. */
   probesChanged: boolean;
 }
@@ -223,6 +230,7 @@ function nodeChanges(
     const old = prevNodes.get(n.name);
     const readdressed = old !== undefined && old.address !== n.address;
     const lines = nodeAddressLines(old, n);
+    lines.push(...nodeExternalLines(old, n, readdressed || opts.resync !== undefined));
     const entries: [string, string][] = old ? [] : [['net/ipv4/ip_forward', '1']];
     for (const p of addedPods.filter((p) => p.node === n.name)) {
       lines.push(...createPodLines(p));
@@ -270,7 +278,11 @@ export function planChanges(prev: Topology | undefined, next: Topology, opts: Pl
   const { removedNodes, addedNodes } = nodeDiff;
   const { removedPods, addedPods } = diffPods(prev, next, nodeDiff.removedNodeNames);
   const createFabric = prev === undefined;
-  const fabric = fabricLines(createFabric, addedNodes);
+  const outside = planOutside(prev, next, opts.resync !== undefined);
+  const fabric = [...fabricLines(createFabric, addedNodes), ...outside.fabric];
+  const changes = nodeChanges(prev, next, nodeDiff.prevNodes, addedPods, opts);
+  const inFabric = (lines: string[]): NamespaceBatch[] =>
+    lines.length > 0 ? [{ netns: next.fabricNetns, lines }] : [];
   const probeView = (t: Topology | undefined): string =>
     JSON.stringify((t?.pods ?? []).map((p) => [p.id, p.netns, p.ports]).sort());
   return {
@@ -279,16 +291,29 @@ export function planChanges(prev: Topology | undefined, next: Topology, opts: Pl
     removedNodes,
     addedNodes,
     createFabric,
-    unplug: unplugBatches(prev, next, nodeDiff, removedPods),
-    deleteNetns: [...removedPods.map((p) => p.netns), ...removedNodes.map((n) => n.netns)],
+    unplug: [...unplugBatches(prev, next, nodeDiff, removedPods), ...inFabric(outside.unplug)],
+    deleteNetns: [
+      ...removedPods.map((p) => p.netns),
+      ...removedNodes.map((n) => n.netns),
+      ...outside.removed.map((o) => o.netns),
+    ],
     createNetns: [
       ...(createFabric ? [next.fabricNetns] : []),
       ...addedNodes.map((n) => n.netns),
       ...addedPods.map((p) => p.netns),
+      ...outside.added.map((o) => o.netns),
     ],
     fabric: fabric.length > 0 ? { netns: next.fabricNetns, lines: fabric } : undefined,
-    ...nodeChanges(prev, next, nodeDiff.prevNodes, addedPods, opts),
+    staleRoutes: [...changes.staleRoutes, ...inFabric(outside.staleRoutes)],
+    nodes: changes.nodes,
+    sysctls:
+      outside.sysctls.length > 0
+        ? [{ netns: next.fabricNetns, entries: outside.sysctls }, ...changes.sysctls]
+        : changes.sysctls,
     pods: addedPods.map((p) => ({ netns: p.netns, address: p.address })),
+    addedOutside: outside.added,
+    removedOutside: outside.removed,
+    outsideSides: outside.sides,
     probesChanged: probeView(prev) !== probeView(next) || addedPods.length > 0,
   };
 }
@@ -301,6 +326,9 @@ export function planIsEmpty(p: KernelPlan): boolean {
     p.addedNodes.length === 0 &&
     p.nodes.length === 0 &&
     p.staleRoutes.length === 0 &&
+    p.fabric === undefined &&
+    p.addedOutside.length === 0 &&
+    p.removedOutside.length === 0 &&
     !p.createFabric
   );
 }

@@ -8,16 +8,18 @@ import { join } from 'node:path';
 import { requireRoot } from '../netns/index.js';
 import { LabError } from './errors.js';
 import { isProbeServer } from './probe/control.js';
-import { probeMatrix } from './probe/prober.js';
+import { probeMatrix, type ProbeSource } from './probe/prober.js';
+import { nodeExternalAddress, OUTSIDE_REF_PREFIX, outsideRef } from './outside.js';
+import { findOutside } from './outside-exec.js';
 import type { ProbeOutcome } from './probe/protocol.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, findPod, readyState } from './reach.js';
 import type { LabState } from './state.js';
 import { percentile } from '../util/stats.js';
 
 export interface ServiceProbeOptions {
-  /** Source pod `namespace/name`. */
+  /** Source pod `namespace/name`, or `outside:NAME` (a client outside the cluster). */
   from: string;
-  /** `IP:PORT` or `svc/NAMESPACE/NAME:PORT`. */
+  /** `IP:PORT`, `svc/NAMESPACE/NAME:PORT`, `nodeport/NODE:PORT` or `lb/IP:PORT`. */
   to: string;
   protocol?: 'TCP' | 'UDP';
   count: number;
@@ -34,11 +36,18 @@ export interface LatencyPercentiles {
 
 export interface ServiceProbeResult {
   from: string;
+  /** The source's own address: compare with `peers` to see whether it survived NAT. */
+  fromAddress: string;
   to: string;
+  /** The address and port `to` resolved to. */
+  address: string;
+  port: number;
   protocol: 'TCP' | 'UDP';
   count: number;
   /** Answering pod (`namespace/name`) → probes it answered. */
   answered: Record<string, number>;
+  /** Answering pod → the client address it saw (after NAT) → probes. */
+  peers: Record<string, Record<string, number>>;
   failures: number;
   /** Why probes failed (errno name or `timeout`) → how many. */
   errors: Record<string, number>;
@@ -52,17 +61,26 @@ export interface ServiceProbeResult {
 export const DEFAULT_PROBE_CONCURRENCY = 200;
 const MAX_COUNT = 1_000_000;
 
-/** Resolves `to` against the lab's IR: a service port must exist with that protocol. */
+const TARGET =
+  /^(?:svc\/([^/\s]+)\/([^/:\s]+)|nodeport\/([^/:\s]+)|(?:lb\/)?(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/;
+const TARGET_FORMS = 'IP:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT or lb/IP:PORT';
+
+/**
+ * Resolves `to` against the lab's IR: a service port must exist with that protocol; a node port
+ * is the node's external address (any port: one without a service is refused, which is worth
+ * probing too); `lb/IP` and a bare IP are taken as given.
+ */
 export function resolveTarget(
   ir: LabState['ir'],
   to: string,
   protocol: 'TCP' | 'UDP',
 ): { address: string; port: number } {
-  const m = /^(?:svc\/([^/\s]+)\/([^/:\s]+)|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(to);
-  const port = Number(m?.[4]);
+  const m = TARGET.exec(to);
+  const port = Number(m?.[5]);
   if (!m || !Number.isInteger(port) || port < 1 || port > 65535)
-    throw new LabError(`--to must be IP:PORT or svc/NAMESPACE/NAME:PORT, not '${to}'`);
-  if (m[3] !== undefined) return { address: m[3], port };
+    throw new LabError(`--to must be ${TARGET_FORMS}, not '${to}'`);
+  if (m[4] !== undefined) return { address: m[4], port };
+  if (m[3] !== undefined) return { address: nodePortAddress(ir, m[3]), port };
   const service = `${m[1] ?? ''}/${m[2] ?? ''}`;
   const ports = ir.services.filter((t) => t.service === service);
   if (ports.length === 0) {
@@ -79,14 +97,26 @@ export function resolveTarget(
   return { address: table.address, port };
 }
 
+function nodePortAddress(ir: LabState['ir'], name: string): string {
+  const node = ir.nodes.find((n) => n.name === name);
+  const address = node && nodeExternalAddress(node);
+  if (!address)
+    throw new LabError(
+      `the lab has no node '${name}' with an external address (nodes: ${ir.nodes.map((n) => n.name).join(', ')})`,
+    );
+  return address;
+}
+
 /** Tallies outcomes; pure, so the CLI's numbers can be checked without root. */
 export function summarise(outcomes: readonly ProbeOutcome[]): {
   answered: Record<string, number>;
+  peers: Record<string, Record<string, number>>;
   failures: number;
   errors: Record<string, number>;
   latencyMs: LatencyPercentiles;
 } {
   const answered: Record<string, number> = {};
+  const peers: Record<string, Record<string, number>> = {};
   const errors: Record<string, number> = {};
   const latencies: number[] = [];
   let failures = 0;
@@ -95,6 +125,9 @@ export function summarise(outcomes: readonly ProbeOutcome[]): {
     // the question is which backend answered.
     if (o.ok && o.answer) {
       answered[o.answer] = (answered[o.answer] ?? 0) + 1;
+      const seen = (peers[o.answer] ??= {});
+      const peer = o.peer ?? 'unknown';
+      seen[peer] = (seen[peer] ?? 0) + 1;
       latencies.push(o.ms);
     } else {
       failures++;
@@ -106,6 +139,7 @@ export function summarise(outcomes: readonly ProbeOutcome[]): {
   const sortedAnswered = Object.fromEntries(Object.entries(answered).sort(([a], [b]) => (a < b ? -1 : 1)));
   return {
     answered: sortedAnswered,
+    peers: Object.fromEntries(Object.keys(sortedAnswered).map((pod) => [pod, peers[pod] ?? {}])),
     failures,
     errors,
     // No answers, no latencies: report 0 so the JSON stays numeric.
@@ -127,10 +161,9 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
     throw new LabError(`the probe server of lab '${name}' is not running: 'switchyard lab up' restarts it`);
   }
   const protocol = opts.protocol ?? 'TCP';
-  const src = findPod(state, opts.from);
+  const { source, address: fromAddress } = probeSource(state, opts.from);
   const target = resolveTarget(state.ir, opts.to, protocol);
   const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_PROBE_CONCURRENCY);
-  const source = { id: src.id, netns: src.netns, cgroup: join(state.cgroupRoot, src.slug) };
   const outcomes: ProbeOutcome[] = [];
   // Batches of fresh sockets: each is its own connection (TCP) or socket (UDP), so each gets its
   // own NAT or connect-time decision.
@@ -144,17 +177,44 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
       sources: [source],
       targets,
     });
-    const row = results[src.id] ?? {};
+    const row = results[source.id] ?? {};
     for (const t of targets) outcomes.push(row[t.id] ?? { ok: false, error: 'not probed', ms: 0 });
   }
   const durationMs = Math.round(performance.now() - started);
   return {
-    from: src.id,
+    from: source.id,
+    fromAddress,
     to: opts.to,
+    address: target.address,
+    port: target.port,
     protocol,
     count: opts.count,
     ...summarise(outcomes),
     durationMs,
     rate: Math.round((opts.count / Math.max(1, durationMs)) * 1000),
+  };
+}
+
+/**
+ * A pod probes from inside its namespace and cgroup; an outside client (`outside:NAME`) from its
+ * namespace alone, so the lab's cgroup socket hooks never see it: its packets reach a node the
+ * way a remote client's would.
+ */
+export function probeSource(
+  state: ReturnType<typeof readyState>,
+  from: string,
+): { source: ProbeSource; address: string } {
+  const name = outsideRef(from);
+  if (name === undefined) {
+    const pod = findPod(state, from);
+    return {
+      source: { id: pod.id, netns: pod.netns, cgroup: join(state.cgroupRoot, pod.slug) },
+      address: pod.address,
+    };
+  }
+  const client = findOutside(state.topology, name);
+  return {
+    source: { id: `${OUTSIDE_REF_PREFIX}${client.name}`, netns: client.netns },
+    address: client.address,
   };
 }

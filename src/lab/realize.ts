@@ -10,8 +10,18 @@ import {
   writeSysctls,
 } from '../netns/index.js';
 import { HOST_VETH_MAC, POD_GATEWAY, POD_INTERFACE } from './names.js';
-import type { KernelPlan, NamespaceBatch } from './plan.js';
+import type { KernelPlan, NamespaceBatch, PodSide } from './plan.js';
 import { silentProgress, type Progress } from './progress.js';
+
+/** A pod's (or outside client's) end of its veth: Calico's address/32 and link-scoped gateway. */
+function configureEndpoint(p: PodSide): void {
+  configureEndpointInterface(p.netns, {
+    name: POD_INTERFACE,
+    address: p.address,
+    gateway: POD_GATEWAY,
+    gatewayMac: HOST_VETH_MAC,
+  });
+}
 
 async function forceBatches(batches: readonly NamespaceBatch[]): Promise<void> {
   await Promise.all(batches.map((b) => ipBatch(b.lines, { netns: b.netns, force: true })));
@@ -59,16 +69,13 @@ export async function buildPart(
   if (plan.pods.length > 0) {
     progress.phase('pods', plan.pods.length);
     for (const p of plan.pods) {
-      configureEndpointInterface(p.netns, {
-        name: POD_INTERFACE,
-        address: p.address,
-        gateway: POD_GATEWAY,
-        gatewayMac: HOST_VETH_MAC,
-      });
+      configureEndpoint(p);
       progress.tick();
       // Synchronous netlink work: let a progress bar (and anything else) breathe now and then.
       if (plan.pods.length > 50) await new Promise((r) => setImmediate(r));
     }
   }
+  // Outside clients are wired like pods, but have no cgroup: they are not the lab's workloads.
+  for (const o of plan.outsideSides) configureEndpoint(o);
   for (const p of plan.addedPods) ensureCgroup(join(cgroupRoot, p.slug));
 }

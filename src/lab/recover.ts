@@ -67,7 +67,10 @@ export async function recoverTopology(prev: LabState): Promise<Recovery | undefi
   );
   const whole = (p: LabPod): boolean =>
     present.has(p.netns) && links.get(p.node)?.has(p.hostInterface) === true;
-  const current: Topology = { ...t, pods: t.pods.filter(whole) };
+  const fabricLinks = await linkNames(t.fabricNetns);
+  // An outside client is whole with its namespace and its fabric end; otherwise it is made anew.
+  const outside = t.outside?.filter((o) => present.has(o.netns) && fabricLinks.has(o.fabricPeer));
+  const current: Topology = { ...t, pods: t.pods.filter(whole), ...(outside ? { outside } : {}) };
   const owned = new Set(topologyNetns(current));
   const named = [...topologyNetns(t), ...(target ? topologyNetns(target) : [])];
   const staleNetns = [...new Set(named)].filter((n) => present.has(n) && !owned.has(n));
@@ -86,7 +89,12 @@ export async function recoverTopology(prev: LabState): Promise<Recovery | undefi
   const arriving = (target?.nodes ?? [])
     .filter((n) => !nodeNetns.has(n.name))
     .map((n) => `link del ${n.fabricPeer}`);
-  if (arriving.length > 0) staleLinks.push({ netns: t.fabricNetns, lines: arriving });
+  const kept = new Set((current.outside ?? []).map((o) => o.fabricPeer));
+  const halfMade = [...(t.outside ?? []), ...(target?.outside ?? [])]
+    .filter((o) => !kept.has(o.fabricPeer) && fabricLinks.has(o.fabricPeer))
+    .map((o) => `link del ${o.fabricPeer}`);
+  const fabricStale = [...new Set([...arriving, ...halfMade])];
+  if (fabricStale.length > 0) staleLinks.push({ netns: t.fabricNetns, lines: fabricStale });
   const stale = new Set(staleNetns);
   const stalePods = [...t.pods, ...(target?.pods ?? [])].filter((p) => stale.has(p.netns));
   return {

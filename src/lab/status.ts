@@ -5,6 +5,7 @@ import { listNetns } from '../netns/index.js';
 import { agentStateDir, labAgents, labSupervisors, reached } from './agents.js';
 import { isProbeServer } from './probe/control.js';
 import { readState, stateLabs, type LabBackend, type LabStatus } from './state.js';
+import type { LabLoadBalancer, LabOutside } from './outside.js';
 import { topologyNetns, type LabPod } from './topology.js';
 
 export interface LabSummary {
@@ -34,6 +35,8 @@ export interface LabNode {
   name: string;
   netns: string;
   address: string;
+  /** Where the outside reaches the node (node ports). */
+  externalAddress?: string;
   pods: number;
   /** The pid of the node's agent, when one runs. */
   agent?: number;
@@ -49,6 +52,10 @@ export interface LabNode {
 export interface LabDetail extends LabSummary {
   nodeList: LabNode[];
   podList: LabPod[];
+  /** Client namespaces outside the cluster (`lab probe --from outside:NAME`). */
+  outsideList: LabOutside[];
+  /** Load-balancer addresses and the node external addresses the fabric routes each to. */
+  loadBalancers: LabLoadBalancer[];
 }
 
 export function labSummary(name: string, present = new Set(listNetns())): LabDetail {
@@ -68,6 +75,8 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
       closed: [],
       nodeList: [],
       podList: [],
+      outsideList: [],
+      loadBalancers: [],
     };
   const t = state.topology ?? state.target;
   const probe = state.probe;
@@ -88,18 +97,27 @@ export function labSummary(name: string, present = new Set(listNetns())): LabDet
       name: n.name,
       netns: n.netns,
       address: n.address,
+      ...(n.externalAddress ? { externalAddress: n.externalAddress } : {}),
       pods: (t?.pods ?? []).filter((p) => p.node === n.name).length,
       ...(agents.has(n.name) ? { agent: agents.get(n.name) } : {}),
       ...(supervisors.has(n.name) ? { supervisor: supervisors.get(n.name) } : {}),
     })),
     podList: t?.pods ?? [],
+    outsideList: t?.outside ?? [],
+    loadBalancers: t?.loadBalancers ?? [],
   };
 }
 
 export function allLabSummaries(): LabSummary[] {
   const present = new Set(listNetns());
   return stateLabs().map((n) => {
-    const { nodeList: _n, podList: _p, ...summary } = labSummary(n, present);
+    const {
+      nodeList: _n,
+      podList: _p,
+      outsideList: _o,
+      loadBalancers: _l,
+      ...summary
+    } = labSummary(n, present);
     return summary;
   });
 }

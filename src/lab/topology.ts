@@ -7,6 +7,14 @@ import type { Endpoint, IR } from '../ir/types.js';
 import { formatCidr } from '../util/ip.js';
 import { LabError } from './errors.js';
 import {
+  buildOutside,
+  DEFAULT_OUTSIDE,
+  loadBalancerRoutes,
+  nodeExternalAddress,
+  type LabLoadBalancer,
+  type LabOutside,
+} from './outside.js';
+import {
   AGENTS_CGROUP,
   fabricNetns,
   fabricPeerName,
@@ -29,6 +37,8 @@ export interface LabNode {
   address: string;
   /** The node's link as seen in the fabric namespace. */
   fabricPeer: string;
+  /** Where the outside reaches the node: a second address on its fabric link (IR Node.externalAddress). */
+  externalAddress?: string;
 }
 
 export interface LabPod {
@@ -51,6 +61,10 @@ export interface Topology {
   fabricNetns: string;
   nodes: LabNode[];
   pods: LabPod[];
+  /** Client namespaces outside the cluster (absent in labs from before the outside existed). */
+  outside?: LabOutside[];
+  /** Load-balancer addresses the fabric routes to nodes. */
+  loadBalancers?: LabLoadBalancer[];
 }
 
 /** Probe servers answer on every port the pod serves (see servedPorts), except SCTP, which they cannot. */
@@ -80,7 +94,12 @@ function podAddress(e: Endpoint): string {
   return v4;
 }
 
-export function buildTopology(lab: string, ir: IR, previous?: Topology): Topology {
+export function buildTopology(
+  lab: string,
+  ir: IR,
+  previous?: Topology,
+  outside: readonly string[] = [DEFAULT_OUTSIDE],
+): Topology {
   const prefix = netnsPrefix(lab);
   const prevNodes = new Map((previous?.nodes ?? []).map((n) => [n.name, n]));
   const prevPods = new Map((previous?.pods ?? []).map((p) => [p.id, p]));
@@ -94,14 +113,17 @@ export function buildTopology(lab: string, ir: IR, previous?: Topology): Topolog
     const prev = prevPods.get(e.id);
     if (prev) slugs.keep(prev.slug);
   }
+  for (const o of previous?.outside ?? []) if (outside.includes(o.name)) slugs.keep(o.slug);
   const nodes: LabNode[] = ir.nodes.map((n) => {
     const slug = prevNodes.get(n.name)?.slug ?? slugs.assign(`node:${n.name}`, nodeSlug(n.name));
+    const externalAddress = nodeExternalAddress(n);
     return {
       name: n.name,
       slug,
       netns: prefix + slug,
       address: n.address,
       fabricPeer: fabricPeerName(n.name),
+      ...(externalAddress ? { externalAddress } : {}),
     };
   });
   const nodeNames = new Set(nodes.map((n) => n.name));
@@ -125,10 +147,24 @@ export function buildTopology(lab: string, ir: IR, previous?: Topology): Topolog
       ports: probePorts(e),
     };
   });
-  return { lab, fabricNetns: fabricNetns(lab), nodes, pods };
+  const external = new Map(nodes.flatMap((n) => (n.externalAddress ? [[n.name, n.externalAddress]] : [])));
+  return {
+    lab,
+    fabricNetns: fabricNetns(lab),
+    nodes,
+    pods,
+    // After pods and nodes, so they keep the slugs they would have had without an outside.
+    outside: buildOutside(prefix, outside, previous?.outside ?? [], slugs),
+    loadBalancers: loadBalancerRoutes(ir, external),
+  };
 }
 
 /** Every namespace name of a topology, fabric first. */
 export function topologyNetns(t: Topology): string[] {
-  return [t.fabricNetns, ...t.nodes.map((n) => n.netns), ...t.pods.map((p) => p.netns)];
+  return [
+    t.fabricNetns,
+    ...t.nodes.map((n) => n.netns),
+    ...t.pods.map((p) => p.netns),
+    ...(t.outside ?? []).map((o) => o.netns),
+  ];
 }

@@ -1,4 +1,5 @@
 import koffi, { type LibraryHandle } from 'koffi';
+import { constants as osConstants } from 'node:os';
 
 /**
  * The few libc calls that must run synchronously on the calling thread: setns(2) changes only that
@@ -78,6 +79,12 @@ export function lastErrno(): number {
 
 export function errnoText(errno: number): string {
   return strerror?.(errno) ?? `errno ${errno}`;
+}
+
+/** `ECONNREFUSED` for 111: the name Node gives the same error when it comes asynchronously. */
+export function errnoName(errno: number): string {
+  const name = Object.entries(osConstants.errno).find(([, n]) => n === errno)?.[0];
+  return name ?? `errno ${errno}`;
 }
 
 /** Throws `what: <strerror(errno)>` when a libc call returned -1. */

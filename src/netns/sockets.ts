@@ -3,6 +3,7 @@ import {
   AF_INET,
   check,
   EINPROGRESS,
+  errnoName,
   errnoText,
   lastErrno,
   libc,
@@ -90,7 +91,8 @@ export function startConnects(netns: string, specs: readonly ConnectSpec[]): Con
         const errno = lastErrno();
         if (errno !== EINPROGRESS) {
           c.close(fd);
-          return { error: errnoText(errno) };
+          // By name, as Node reports the same failure when it comes later (ECONNREFUSED…).
+          return { error: errnoName(errno) };
         }
       }
       if (s.payload) c.send(fd, s.payload, s.payload.length, MSG_DONTWAIT);

@@ -62,7 +62,8 @@ describeKernel('lab: recovering from a killed run', () => {
     const out = await cliOk(['lab', 'up', file, '--name', LAB]);
     expect(out).toMatch(/rebuilt an interrupted lab/);
     expect(readState(LAB)?.status).toBe('ready');
-    expect(netnsOf(LAB)).toHaveLength(60 + 3);
+    // Pods, fabric, two nodes and the outside client.
+    expect(netnsOf(LAB)).toHaveLength(60 + 3 + 1);
     const m = JSON.parse(await cliOk(['lab', 'reach', '--name', LAB, '--json', '--from', 'p/w0,s/w59'])) as {
       results: Matrix;
     };
@@ -72,7 +73,7 @@ describeKernel('lab: recovering from a killed run', () => {
 
   it('lab apply killed half-way is removed completely by lab down --all', async () => {
     const bigger = manyPods(200);
-    await killWhen(['lab', 'apply', bigger, '--name', LAB], () => netnsOf(LAB).length > 63 + 5);
+    await killWhen(['lab', 'apply', bigger, '--name', LAB], () => netnsOf(LAB).length > 64 + 5);
     expect(readState(LAB)?.status).toBe('applying');
     // --all removes every lab on the machine. CI runs kernel tests one file at a time; on a shared
     // development machine other people's labs may be up (or come up meanwhile), so there the lab is

@@ -216,7 +216,8 @@ describeKernel('lab: the x/y/z model', () => {
 
   it('lab down removes namespaces, cgroups, the probe server and the state; a second down names the labs there are', async () => {
     const out = await cliOk(['lab', 'down', '--name', LAB]);
-    expect(out).toMatch(/removed 12 namespaces/);
+    // 9 pods, 2 nodes, the fabric and the outside client.
+    expect(out).toMatch(/removed 13 namespaces/);
     expect(leftovers(LAB)).toEqual(NOTHING_LEFT);
     const again = await cli(['lab', 'down', '--name', LAB]);
     expect(again.code).toBe(1);

@@ -91,6 +91,7 @@ describe('lab plan', () => {
       'sy-demo-node-1',
       'sy-demo-node-2',
       ...t0.pods.map((x) => x.netns),
+      'sy-demo-outside.client',
     ]);
     expect(p.fabric?.lines).toContain('link add br0 type bridge');
     expect(p.fabric?.lines).toContain('link add f-node-1 type veth peer name fabric0 netns sy-demo-node-1');
@@ -186,9 +187,12 @@ describe('lab plan', () => {
       const remote = t0.pods.filter((x) => x.node !== n.name);
       const via = (x: (typeof remote)[number]): string | undefined =>
         t0.nodes.find((o) => o.name === x.node)?.address;
-      expect(p.nodes.find((b) => b.netns === n.netns)?.lines).toEqual(
-        remote.map((x) => `route replace ${x.address}/32 via ${via(x)} dev fabric0`),
-      );
+      expect(p.nodes.find((b) => b.netns === n.netns)?.lines).toEqual([
+        // The external address and the way back to the outside, written again too.
+        `addr replace ${n.externalAddress}/24 dev fabric0`,
+        'route replace 198.19.129.0/24 via 198.19.128.254 dev fabric0',
+        ...remote.map((x) => `route replace ${x.address}/32 via ${via(x)} dev fabric0`),
+      ]);
       expect(p.staleRoutes.find((b) => b.netns === n.netns)?.lines).toEqual([
         'route del 198.18.9.9/32 dev fabric0',
       ]);

@@ -19,7 +19,10 @@ describe('lab probe', () => {
       /has no port 53\/TCP \(ports: 80\/TCP, 53\/UDP\)/,
     );
     expect(() => resolveTarget(ir, 'svc/x/nope:80', 'TCP')).toThrow(/no service 'x\/nope'/);
-    expect(() => resolveTarget(ir, 'web:80', 'TCP')).toThrow(/IP:PORT or svc\/NAMESPACE\/NAME:PORT/);
+    expect(() => resolveTarget(ir, 'web:80', 'TCP')).toThrow(
+      /IP:PORT, svc\/NAMESPACE\/NAME:PORT, nodeport\/NODE:PORT or lb\/IP:PORT/,
+    );
+    expect(() => resolveTarget(ir, 'nodeport/node-9:30080', 'TCP')).toThrow(/no node 'node-9'/);
     expect(() => resolveTarget(ir, '198.19.0.9:70000', 'TCP')).toThrow(/--to/);
   });
 

@@ -15,13 +15,14 @@ import {
   startConnects,
   type Connecting,
 } from '../../netns/index.js';
-import type { ProbeOutcome, ProbeTarget } from './protocol.js';
+import { parseProbeAnswer, type ProbeOutcome, type ProbeTarget } from './protocol.js';
 import { errorMessage } from '../../util/errors.js';
 
 export interface ProbeSource {
   id: string;
   netns: string;
-  cgroup: string;
+  /** The pod's cgroup; none for an outside client (its sockets must not look like the lab's pods'). */
+  cgroup?: string;
 }
 
 export interface ProbeRun {
@@ -52,7 +53,7 @@ function watchTcp(fd: number, timeoutMs: number): Promise<ProbeOutcome> {
       clearTimeout(timer);
       sock.destroy();
       const out: ProbeOutcome = { ok: connected, ms: Math.round(performance.now() - start) };
-      if (answer.trim()) out.answer = answer.trim();
+      if (answer.trim()) Object.assign(out, parseProbeAnswer(answer));
       if (error && !connected) out.error = error;
       resolve(out);
     };
@@ -88,7 +89,7 @@ function watchUdp(fd: number, timeoutMs: number): Promise<ProbeOutcome> {
     const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), timeoutMs);
     // UDP has no handshake: resend until answered or out of time (the first went out at connect).
     const resend = setInterval(() => sendOn(fd, REQUEST), UDP_RESEND_MS);
-    sock.on('message', (msg) => finish({ ok: true, answer: msg.toString('utf8').trim() }));
+    sock.on('message', (msg) => finish({ ok: true, ...parseProbeAnswer(msg.toString('utf8')) }));
     // The socket is connected, so an ICMP port unreachable ends the probe early.
     sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
     sock.bind({ fd });
@@ -96,7 +97,7 @@ function watchUdp(fd: number, timeoutMs: number): Promise<ProbeOutcome> {
 }
 
 function launch(src: ProbeSource, run: ProbeRun, home: string): Connecting[] {
-  moveToCgroup(src.cgroup, process.pid);
+  if (src.cgroup) moveToCgroup(src.cgroup, process.pid);
   try {
     return startConnects(
       src.netns,
@@ -108,7 +109,7 @@ function launch(src: ProbeSource, run: ProbeRun, home: string): Connecting[] {
       })),
     );
   } finally {
-    moveToCgroup(home, process.pid);
+    if (src.cgroup) moveToCgroup(home, process.pid);
   }
 }
 

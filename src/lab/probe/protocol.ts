@@ -53,10 +53,26 @@ export interface ProbeTarget {
   address: string;
 }
 
+/**
+ * What a probe server answers: `namespace/name PEER`, the pod and the client address it saw (after
+ * any NAT on the way), so a probe learns who answered and whether its source address survived.
+ */
+export function probeAnswer(pod: string, peer: string | undefined): string {
+  return `${pod} ${peer ?? '?'}\n`;
+}
+
+/** `namespace/name PEER` → its parts (a server from before peers were reported sends the pod alone). */
+export function parseProbeAnswer(text: string): { answer: string; peer?: string } {
+  const [answer = '', peer] = text.trim().split(/\s+/);
+  return peer && peer !== '?' ? { answer, peer } : { answer };
+}
+
 export interface ProbeOutcome {
   ok: boolean;
   /** The `namespace/name` the server answered with. */
   answer?: string;
+  /** The client address the answering server saw (the source after NAT). */
+  peer?: string;
   error?: string;
   ms: number;
 }

@@ -10,6 +10,7 @@ import net from 'node:net';
 import { currentCgroup, moveToCgroup, netnsPath, openListeners } from '../../netns/index.js';
 import {
   controlSocketPath,
+  probeAnswer,
   probeConfigPath,
   type ControlRequest,
   type ControlResponse,
@@ -65,14 +66,13 @@ function serve(p: ProbePodConfig): OpenPod {
   } finally {
     if (moved) moveToCgroup(home, process.pid);
   }
-  const answer = `${p.id}\n`;
   const closers: (() => void)[] = [];
   p.ports.forEach((port, i) => {
     const fd = fds[i] as number;
     if (port.protocol === 'TCP') {
       const server = net.createServer((conn) => {
         conn.on('error', () => undefined);
-        conn.end(answer);
+        conn.end(probeAnswer(p.id, conn.remoteAddress));
       });
       server.on('error', (e) => log(`pod ${p.id} ${port.port}/TCP: ${e.message}`));
       server.listen({ fd });
@@ -80,7 +80,7 @@ function serve(p: ProbePodConfig): OpenPod {
     } else {
       const sock = dgram.createSocket('udp4');
       sock.on('error', (e) => log(`pod ${p.id} ${port.port}/UDP: ${e.message}`));
-      sock.on('message', (_msg, from) => sock.send(answer, from.port, from.address));
+      sock.on('message', (_msg, from) => sock.send(probeAnswer(p.id, from.address), from.port, from.address));
       sock.bind({ fd });
       closers.push(() => sock.close());
     }
