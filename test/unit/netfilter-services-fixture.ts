@@ -36,3 +36,79 @@ export function withoutBackend(ir: IR, tableId: string, endpoint: string): IR {
     ),
   };
 }
+
+/** Node external addresses of the fixture's nodes (198.19.128.0/24: node i → .(i+1)). */
+export const EXTERNAL = { 'node-1': '198.19.128.1', 'node-2': '198.19.128.2' } as const;
+export const LB_IP = '198.19.192.1';
+
+/**
+ * Traffic from outside, written straight into the IR (the fields np-model fills): b1 and b2 on
+ * node-1, b3 on node-2; x/web:80 is a NodePort (30080, Cluster), x/sticky:81 a LoadBalancer with
+ * externalTrafficPolicy Local, x/empty:80 a NodePort without endpoints, x/web:53 has
+ * internalTrafficPolicy Local.
+ */
+export function exposedIR(): IR {
+  const ir = compileIR(
+    modelOf([
+      namespace('x'),
+      pod('x', 'a', { labels: { role: 'client' }, node: 'node-1' }),
+      pod('x', 'b1', {
+        labels: { app: 'web' },
+        ports: [{ name: 'http', containerPort: 8080 }],
+        node: 'node-1',
+      }),
+      pod('x', 'b2', {
+        labels: { app: 'web' },
+        ports: [{ name: 'http', containerPort: 8080 }],
+        node: 'node-1',
+      }),
+      pod('x', 'b3', {
+        labels: { app: 'web' },
+        ports: [{ name: 'http', containerPort: 8081 }],
+        node: 'node-2',
+      }),
+      service('x', 'web', {
+        selector: { app: 'web' },
+        ports: [
+          { name: 'http', port: 80, targetPort: 'http' },
+          { name: 'dns', port: 53, targetPort: 5353, protocol: 'UDP' },
+        ],
+      }),
+      service('x', 'sticky', {
+        selector: { app: 'web' },
+        sessionAffinity: 'ClientIP',
+        sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } },
+        ports: [{ port: 81, targetPort: 'http' }],
+      }),
+      service('x', 'empty', { selector: { app: 'nothing' }, ports: [{ port: 80, targetPort: 8080 }] }),
+    ]),
+    { nodeCount: 2 },
+  );
+  return expose(ir);
+}
+
+/** Sets the issue-20 fields on an IR built by today's calc (nodes, backend nodes, service types). */
+export function expose(ir: IR): IR {
+  const nodeOf = new Map(ir.endpoints.map((e) => [e.id, e.node]));
+  const fields: Record<string, Partial<IR['services'][number]>> = {
+    'x/web:80/TCP': { nodePort: 30080 },
+    'x/web:53/UDP': { internalTrafficPolicy: 'Local' },
+    'x/sticky:81/TCP': { nodePort: 30081, loadBalancerIPs: [LB_IP], externalTrafficPolicy: 'Local' },
+    'x/empty:80/TCP': { nodePort: 30082 },
+  };
+  return {
+    ...ir,
+    nodes: ir.nodes.map((n) => {
+      const external = (EXTERNAL as Record<string, string>)[n.name];
+      return external ? { ...n, externalAddress: external } : n;
+    }),
+    services: ir.services.map((t) => ({
+      ...t,
+      ...fields[t.id],
+      backends: t.backends.map((b) => {
+        const node = nodeOf.get(b.endpoint);
+        return node ? { ...b, node } : b;
+      }),
+    })),
+  };
+}

@@ -28,6 +28,7 @@ import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
+import { localRouteAddresses, syncLocalRoutes } from './local-routes.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
@@ -116,10 +117,13 @@ export class IptablesBackend implements Backend {
         { cause: e },
       );
     }
-    return applyPlan(target.netns, next, prev, {
+    const result = await applyPlan(target.netns, next, prev, {
       mode: this.mode,
       ...(this.options.transformScript ? { transformScript: this.options.transformScript } : {}),
     });
+    // After the rules: a route only decides whether an untranslated packet reaches SY-SVC-REJECT.
+    const routes = await syncLocalRoutes(target.netns, localRouteAddresses(ir));
+    return { ...result, changed: [...result.changed, ...routes] };
   }
 
   /**
@@ -152,6 +156,7 @@ export class IptablesBackend implements Backend {
         }
       }
     }
+    await syncLocalRoutes(target.netns, []);
     const failed = await destroySets(target.netns, [...(await listSets(target.netns))]);
     if (failed.size > 0)
       throw new ApplyError(
