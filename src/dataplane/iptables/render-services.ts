@@ -33,6 +33,7 @@
  * chains and adds or deletes its SEP chains only.
  */
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
+import { externalAddressOf, picksLocal, portView, type PortView } from '../netfilter/service-view.js';
 import {
   commentText,
   MASQ_MARK,
@@ -80,53 +81,6 @@ export function probability(i: number, n: number): string {
 
 function sepChain(t: ServicePortTable, b: ServiceBackend): string {
   return serviceEndpointChain(t.id, b.endpoint, b.address, b.port);
-}
-
-function backends(t: ServicePortTable): ServiceBackend[] {
-  // Sorted so the chains do not depend on IR order; duplicates cannot arise (one per pod).
-  return [...t.backends].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
-}
-
-/** What one node does with a service port: which backends each kind of traffic may use. */
-export interface PortView {
-  table: ServicePortTable;
-  /** Every backend (sorted). */
-  all: ServiceBackend[];
-  /** The backends on this node (sorted). */
-  local: ServiceBackend[];
-  /** The node port, when the node has an external address to serve it on. */
-  nodePort: number | undefined;
-  loadBalancerIPs: string[];
-  /** Traffic to the cluster IP: every backend, or only this node's (internalTrafficPolicy Local). */
-  internal: ServiceBackend[];
-  /** Traffic from outside (node port, load-balancer addresses): likewise, by externalTrafficPolicy. */
-  external: ServiceBackend[];
-  /** Whether any traffic enters from outside at all. */
-  exposed: boolean;
-}
-
-/** The node's view of a service port: shared by the NAT and filter rules, so they always agree. */
-export function portView(t: ServicePortTable, node: string, externalAddress: string | undefined): PortView {
-  const all = backends(t);
-  const local = all.filter((b) => b.node === node);
-  const nodePort = externalAddress !== undefined ? t.nodePort : undefined;
-  const loadBalancerIPs = [...new Set((t.loadBalancerIPs ?? []).filter((a) => !a.includes(':')))].sort();
-  return {
-    table: t,
-    all,
-    local,
-    nodePort,
-    loadBalancerIPs,
-    internal: t.internalTrafficPolicy === 'Local' ? local : all,
-    external: t.externalTrafficPolicy === 'Local' ? local : all,
-    exposed: nodePort !== undefined || loadBalancerIPs.length > 0,
-  };
-}
-
-/** The node's external address (where node ports are served), if the IR gives it one. */
-export function externalAddressOf(nodeIr: IR, node: string): string | undefined {
-  const address = nodeIr.nodes.find((n) => n.name === node)?.externalAddress;
-  return address !== undefined && !address.includes(':') ? address : undefined;
 }
 
 /**
@@ -192,10 +146,7 @@ function externalChain(v: PortView): ChainSpec {
 function serviceChains(v: PortView): { chains: ChainSpec[]; dispatch: string[]; nodePorts: string[] } {
   const t = v.table;
   const chains: ChainSpec[] = [pickChain(serviceChain(t.id), t, v.all)];
-  const needsLocal =
-    v.local.length > 0 &&
-    (t.internalTrafficPolicy === 'Local' || (v.exposed && t.externalTrafficPolicy === 'Local'));
-  if (needsLocal) chains.push(pickChain(serviceLocalChain(t.id), t, v.local));
+  if (picksLocal(v)) chains.push(pickChain(serviceLocalChain(t.id), t, v.local));
   const dispatch: string[] = [];
   if (v.internal.length > 0) {
     const target = t.internalTrafficPolicy === 'Local' ? serviceLocalChain(t.id) : serviceChain(t.id);
