@@ -1,5 +1,6 @@
 /** A small IR with services for the netfilter service unit tests: three web backends, affinity, no endpoints. */
 import type { IR } from '../../src/ir/types.js';
+import { exposeIR } from '../support/expose.js';
 import { modelOf, namespace, pod, service, compileIR } from '../support/manifests.js';
 
 export function servicesIR(): IR {
@@ -84,31 +85,10 @@ export function exposedIR(): IR {
     ]),
     { nodeCount: 2 },
   );
-  return expose(ir);
-}
-
-/** Sets the issue-20 fields on an IR built by today's calc (nodes, backend nodes, service types). */
-export function expose(ir: IR): IR {
-  const nodeOf = new Map(ir.endpoints.map((e) => [e.id, e.node]));
-  const fields: Record<string, Partial<IR['services'][number]>> = {
+  return exposeIR(ir, EXTERNAL, {
     'x/web:80/TCP': { nodePort: 30080 },
     'x/web:53/UDP': { internalTrafficPolicy: 'Local' },
     'x/sticky:81/TCP': { nodePort: 30081, loadBalancerIPs: [LB_IP], externalTrafficPolicy: 'Local' },
     'x/empty:80/TCP': { nodePort: 30082 },
-  };
-  return {
-    ...ir,
-    nodes: ir.nodes.map((n) => {
-      const external = (EXTERNAL as Record<string, string>)[n.name];
-      return external ? { ...n, externalAddress: external } : n;
-    }),
-    services: ir.services.map((t) => ({
-      ...t,
-      ...fields[t.id],
-      backends: t.backends.map((b) => {
-        const node = nodeOf.get(b.endpoint);
-        return node ? { ...b, node } : b;
-      }),
-    })),
-  };
+  });
 }
