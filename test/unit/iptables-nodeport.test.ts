@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { missingEntryJumps } from '../../src/dataplane/iptables/fingerprint.js';
 import { parseSave } from '../../src/dataplane/iptables/kernel.js';
 import {
-  localRouteAddresses,
+  localRoutePrefixes,
   localRouteScript,
   parseLocalRoutes,
 } from '../../src/dataplane/iptables/local-routes.js';
@@ -23,6 +23,7 @@ import {
 } from '../../src/dataplane/iptables/names.js';
 import type { NodePlan } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
+import type { IR } from '../../src/ir/types.js';
 import { EXTERNAL, exposedIR, LB_IP } from './netfilter-services-fixture.js';
 
 const ir = exposedIR();
@@ -204,19 +205,26 @@ describe('iptables NodePort and LoadBalancer', () => {
     expect(missingEntryJumps(without)).toEqual([`nat/POSTROUTING->${POSTROUTING_CHAIN}`]);
   });
 
-  it('routes service and load-balancer addresses locally, adding and deleting only the difference', () => {
-    const want = localRouteAddresses(ir);
-    expect(want).toContain(LB_IP);
-    expect(want).toHaveLength(new Set(ir.services.map((t) => t.address)).size + 1);
+  it('routes service and load-balancer addresses locally, as few exact prefixes, by difference', () => {
+    const want = localRoutePrefixes(ir);
+    // VIPs 198.19.0.2-4 (one /31 and one /32) and the load-balancer address.
+    expect(want).toEqual(['198.19.0.2/31', '198.19.0.4/32', `${LB_IP}/32`]);
+    const many = localRoutePrefixes({
+      ...ir,
+      services: Array.from({ length: 1024 }, (_, i) => ({
+        ...(ir.services[0] as IR['services'][number]),
+        address: `198.19.${i >> 8}.${i & 255}`,
+      })),
+    });
+    expect(many).toEqual(['198.19.0.0/22']);
     expect(localRouteScript(want, want)).toEqual([]);
-    const stale = '198.19.0.99';
-    const script = localRouteScript(want, [...want.slice(1), stale]);
-    expect(script).toEqual([
-      `route replace local ${want[0]}/32 dev lo table local proto 83`,
-      `route del local ${stale}/32 dev lo table local proto 83`,
+    const stale = '198.19.0.99/32';
+    expect(localRouteScript(want, [...want.slice(1), stale])).toEqual([
+      'route replace local 198.19.0.2/31 dev lo table local proto 83',
+      `route del local ${stale} dev lo table local proto 83`,
     ]);
     expect(
-      parseLocalRoutes('local 198.19.0.2 dev lo scope host \nlocal 198.19.192.1 dev lo scope host \n'),
-    ).toEqual(['198.19.0.2', '198.19.192.1']);
+      parseLocalRoutes('local 198.19.0.2/31 dev lo scope host \nlocal 198.19.192.1 dev lo scope host \n'),
+    ).toEqual(['198.19.0.2/31', '198.19.192.1/32']);
   });
 });

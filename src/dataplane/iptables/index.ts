@@ -28,7 +28,7 @@ import { applyPlan, type ScriptStage } from './apply.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
-import { localRouteAddresses, syncLocalRoutes } from './local-routes.js';
+import { localRoutePrefixes, syncLocalRoutes } from './local-routes.js';
 import { destroySets, isIptablesMode, listSets, saveTables, tool, type IptablesMode } from './kernel.js';
 import { CHAIN_PREFIX, FAMILIES } from './names.js';
 import type { NodePlan } from './plan.js';
@@ -122,7 +122,7 @@ export class IptablesBackend implements Backend {
       ...(this.options.transformScript ? { transformScript: this.options.transformScript } : {}),
     });
     // After the rules: a route only decides whether an untranslated packet reaches SY-SVC-REJECT.
-    const routes = await syncLocalRoutes(target.netns, localRouteAddresses(ir));
+    const routes = await syncLocalRoutes(target.netns, localRoutePrefixes(ir));
     return { ...result, changed: [...result.changed, ...routes] };
   }
 

@@ -7,27 +7,31 @@
  * filter chain runs, and the client times out. Translated packets are unaffected: DNAT happens in
  * PREROUTING, before the route lookup.
  *
- * Only addresses the IR gives services are routed, only in the node namespace, and tagged with
+ * Only addresses the IR gives services are routed (whole runs of them as one prefix), only in the node namespace, and tagged with
  * our own routing protocol number so read-back, repair and remove find exactly ours.
  */
 import type { IR } from '../../ir/types.js';
 import { ApplyError } from '../backend.js';
+import { normalizeCidrList } from '../../util/ip.js';
 import { runInNetns, runInNetnsOrThrow } from '../exec.js';
 
 /** `proto 83` ('S'): unassigned in /etc/iproute2/rt_protos; marks the routes as ours. */
 export const LOCAL_ROUTE_PROTO = 83;
 
-/** IPv4 service and load-balancer addresses of the IR, sorted, each once. */
-export function localRouteAddresses(ir: IR): string[] {
+/**
+ * The IR's IPv4 service and load-balancer addresses as the fewest prefixes that cover exactly
+ * them (calc allocates them in runs, so 10,000 services are a handful of routes), sorted.
+ */
+export function localRoutePrefixes(ir: IR): string[] {
   const out = new Set<string>();
   for (const t of ir.services) {
-    for (const a of [t.address, ...(t.loadBalancerIPs ?? [])]) if (!a.includes(':')) out.add(a);
+    for (const a of [t.address, ...(t.loadBalancerIPs ?? [])]) if (!a.includes(':')) out.add(`${a}/32`);
   }
-  return [...out].sort();
+  return normalizeCidrList([...out]);
 }
 
-function route(verb: 'replace' | 'del', address: string): string {
-  return `route ${verb} local ${address}/32 dev lo table local proto ${LOCAL_ROUTE_PROTO}`;
+function route(verb: 'replace' | 'del', prefix: string): string {
+  return `route ${verb} local ${prefix} dev lo table local proto ${LOCAL_ROUTE_PROTO}`;
 }
 
 /** `ip -batch` lines that turn `have` into `want`. */
@@ -40,12 +44,13 @@ export function localRouteScript(want: readonly string[], have: readonly string[
   ];
 }
 
-/** Addresses of `ip route show table local proto 83` output. */
+/** Prefixes of `ip route show table local proto 83` output (a /32 is printed without its length). */
 export function parseLocalRoutes(text: string): string[] {
   return text
     .split('\n')
-    .map((l) => /^local (\d+\.\d+\.\d+\.\d+)(?:\/32)? /.exec(l.trim())?.[1])
-    .filter((a): a is string => a !== undefined)
+    .map((l) => /^local (\d+\.\d+\.\d+\.\d+)(\/\d+)? /.exec(l.trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => `${m[1] as string}${m[2] ?? '/32'}`)
     .sort();
 }
 
@@ -63,7 +68,7 @@ export async function readLocalRoutes(netns: string): Promise<string[]> {
   return parseLocalRoutes(r.stdout);
 }
 
-/** Makes our local routes exactly `want`; returns what changed (`route local A/32 (added|deleted)`). */
+/** Makes our local routes exactly `want`; returns what changed (`route local P (added|deleted)`). */
 export async function syncLocalRoutes(netns: string, want: readonly string[]): Promise<string[]> {
   const have = await readLocalRoutes(netns);
   const lines = localRouteScript(want, have);
@@ -76,9 +81,9 @@ export async function syncLocalRoutes(netns: string, want: readonly string[]): P
       'iptables',
       r.stderr.trim(),
     );
-  const added = new Set(have);
+  const before = new Set(have);
   return lines.map((l) => {
-    const address = /local (\S+)\/32/.exec(l)?.[1] ?? l;
-    return `route local ${address}/32 (${added.has(address) ? 'deleted' : 'added'})`;
+    const prefix = /local (\S+) /.exec(l)?.[1] ?? l;
+    return `route local ${prefix} (${before.has(prefix) ? 'deleted' : 'added'})`;
   });
 }
