@@ -43,7 +43,7 @@ function kernelOf(p: NodePlan): KernelState {
 describe('iptables services', () => {
   it('enters SY-SERVICES from nat PREROUTING and OUTPUT, one rule per service port with backends', () => {
     const nat = table(plan, 'nat');
-    expect(nat.jumps.map((j) => j.builtin)).toEqual(['PREROUTING', 'OUTPUT']);
+    expect(nat.jumps.map((j) => j.builtin)).toEqual(['PREROUTING', 'OUTPUT', 'POSTROUTING']);
     const dispatch = chain(plan, 'nat', SERVICES_CHAIN);
     const web = ir.services.find((t) => t.id === 'x/web:80/TCP');
     expect(dispatch).toHaveLength(3);
@@ -54,7 +54,9 @@ describe('iptables services', () => {
   });
 
   it("picks backends with kube-proxy's 1/(n-i) probabilities, the last unconditionally, and DNATs per pod port", () => {
-    const svc = chain(plan, 'nat', serviceChain('x/web:80/TCP'));
+    // The first rule marks traffic from the node itself for masquerade.
+    const [fromNode, ...svc] = chain(plan, 'nat', serviceChain('x/web:80/TCP'));
+    expect(fromNode).toMatch(/^-m addrtype --src-type LOCAL .* -j MARK --or-mark 0x4000$/);
     expect(svc).toHaveLength(3);
     expect(svc[0]).toContain(`--probability ${probability(0, 3)}`);
     expect(svc[1]).toContain(`--probability ${probability(1, 3)}`);
@@ -62,18 +64,18 @@ describe('iptables services', () => {
     expect(probability(0, 3)).toBe('0.3333333333');
     expect(probability(1, 3)).toBe('0.5000000000');
     const seps = svc.map((r) => / -j (SY-SEP-\S+)$/.exec(r)?.[1] as string);
-    const dnat = seps.map((s) => chain(plan, 'nat', s)[0]);
+    const dnat = seps.map((s) => chain(plan, 'nat', s)[1]);
     const b3 = ir.endpoints.find((e) => e.id === 'x/b3')?.addresses[0];
     expect(dnat[2]).toContain(`-j DNAT --to-destination ${b3}:8081`);
   });
 
   it('implements ClientIP affinity with recent lists per backend', () => {
-    const svc = chain(plan, 'nat', serviceChain('x/sticky:81/TCP'));
+    const svc = chain(plan, 'nat', serviceChain('x/sticky:81/TCP')).slice(1);
     expect(svc).toHaveLength(6);
     for (const r of svc.slice(0, 3))
       expect(r).toMatch(/-m recent --name SY-SEP-\S+ --rcheck --seconds 600 --reap .* -j SY-SEP-/);
     const sep = / -j (SY-SEP-\S+)$/.exec(svc[3] as string)?.[1] as string;
-    expect(chain(plan, 'nat', sep)[0]).toContain(`-m recent --name ${sep} --set`);
+    expect(chain(plan, 'nat', sep)[1]).toContain(`-m recent --name ${sep} --set`);
   });
 
   it('rejects service ports without backends and undefined VIP ports in filter, before policy', () => {

@@ -24,7 +24,10 @@ describe('nftables services', () => {
   it('looks service ports up in one verdict map from a nat prerouting chain', () => {
     const pre = rs.chains.find((c) => c.name === NAT_PREROUTING_CHAIN);
     expect(pre?.spec).toBe('{ type nat hook prerouting priority -100; policy accept; }');
-    expect(pre?.rules).toEqual([`ip daddr . meta l4proto . th dport vmap @${SERVICES_MAP}`]);
+    expect(pre?.rules).toEqual([
+      `ip daddr . meta l4proto . th dport vmap @${SERVICES_MAP}`,
+      'ip daddr . meta l4proto . th dport vmap @nodeports',
+    ]);
     const map = rs.maps.find((m) => m.name === SERVICES_MAP);
     const web = ir.services.find((t) => t.id === 'x/web:80/TCP');
     expect(map?.elements).toContain(`${web?.address} . tcp . 80 : goto ${serviceChainName('x/web:80/TCP')}`);

@@ -10,12 +10,14 @@
 import { createHash } from 'node:crypto';
 import { runInNetnsOrThrow } from '../exec.js';
 import { tool, type IptablesMode } from './kernel.js';
+import { readLocalRoutes } from './local-routes.js';
 import {
   CHAIN_PREFIX,
   FAMILIES,
   FLOW_SET_PREFIX,
   FORWARD_CHAIN,
   INPUT_CHAIN,
+  POSTROUTING_CHAIN,
   PREFILTER_CHAIN,
   SERVICES_CHAIN,
   SERVICES_REJECT_CHAIN,
@@ -28,12 +30,17 @@ const OURS = /SY-|\bsy-/;
 const SEPARATOR = '@@switchyard-sets@@';
 
 export async function iptablesFingerprint(netns: string, mode: IptablesMode): Promise<string> {
-  const [rules, sets, headers] = await Promise.all([
+  const [rules, routes, sets, headers] = await Promise.all([
     rulesDigest(netns, mode),
+    readLocalRoutes(netns),
     setsDigest(netns),
     setHeadersDigest(netns),
   ]);
-  const digest = `${rules.digest}.${sets}.${headers}`;
+  // The local routes of service addresses (local-routes.ts) belong to the rules' part.
+  const withRoutes = createHash('sha256')
+    .update(`${rules.digest}\n${routes.join('\n')}`)
+    .digest('hex');
+  const digest = `${withRoutes}.${sets}.${headers}`;
   return rules.missing.length > 0
     ? inconsistentFingerprint(`missing ${rules.missing.join(', ')}`, digest)
     : digest;
@@ -89,6 +96,7 @@ const ENTRY_JUMPS: { table: string; chain: string; from: string[] }[] = [
   { table: 'filter', chain: INPUT_CHAIN, from: ['INPUT'] },
   { table: 'raw', chain: PREFILTER_CHAIN, from: ['PREROUTING'] },
   { table: 'nat', chain: SERVICES_CHAIN, from: ['PREROUTING', 'OUTPUT'] },
+  { table: 'nat', chain: POSTROUTING_CHAIN, from: ['POSTROUTING'] },
   { table: 'filter', chain: SERVICES_REJECT_CHAIN, from: ['FORWARD', 'INPUT', 'OUTPUT'] },
 ];
 

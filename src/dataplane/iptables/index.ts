@@ -30,6 +30,7 @@ import { Shadows } from '../shadow.js';
 import { countersFromSaved } from './counters.js';
 import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
+import { localRoutePrefixes, syncLocalRoutes } from './local-routes.js';
 import {
   destroySets,
   isIptablesMode,
@@ -158,7 +159,9 @@ export class IptablesBackend implements Backend {
     if (!result.changed.some((c) => c.includes('(not destroyed'))) {
       this.shadows.set(target, { mode: this.mode, plan: next, kernel: kernelStateAfter(next) });
     }
-    return result;
+    // After the rules: a route only decides whether an untranslated packet reaches SY-SVC-REJECT.
+    const routes = await syncLocalRoutes(target.netns, localRoutePrefixes(ir));
+    return { ...result, changed: [...result.changed, ...routes] };
   }
 
   /**
@@ -192,6 +195,7 @@ export class IptablesBackend implements Backend {
         }
       }
     }
+    await syncLocalRoutes(target.netns, []);
     const failed = await destroySets(target.netns, [...(await listSets(target.netns))]);
     if (failed.size > 0)
       throw new ApplyError(

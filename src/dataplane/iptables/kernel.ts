@@ -43,7 +43,17 @@ export interface KernelState {
   tables: Map<string, SavedTable>;
 }
 
-const BUILTINS = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
+const BUILTINS: ReadonlySet<string> = new Set<JumpSpec['builtin']>([
+  'PREROUTING',
+  'INPUT',
+  'FORWARD',
+  'OUTPUT',
+  'POSTROUTING',
+]);
+
+function isBuiltin(chain: string): chain is JumpSpec['builtin'] {
+  return BUILTINS.has(chain);
+}
 const TABLES = new Set<string>(['filter', 'raw', 'nat']);
 
 /** Target chain of a rule (`-j X` or `-g X`), if it is one of ours. */
@@ -81,13 +91,9 @@ export function parseSave(text: string, family: Family): SavedTable[] {
       const list = current.chains.get(chain) ?? [];
       list.push(rule);
       current.chains.set(chain, list);
-    } else if (BUILTINS.has(chain)) {
+    } else if (isBuiltin(chain)) {
       const target = ourTarget(rule.args);
-      if (
-        target &&
-        (chain === 'FORWARD' || chain === 'INPUT' || chain === 'PREROUTING' || chain === 'OUTPUT')
-      )
-        current.jumps.push({ builtin: chain, rule: rule.args, target });
+      if (target) current.jumps.push({ builtin: chain, rule: rule.args, target });
     }
   }
   return tables.filter((t) => t.chains.size > 0 || t.jumps.length > 0);

@@ -32,6 +32,18 @@ export const PREFILTER_CHAIN = 'SY-PREFILTER';
 export const SERVICES_CHAIN = 'SY-SERVICES';
 /** filter FORWARD, INPUT and OUTPUT: service ports without backends and undefined ports of a VIP. */
 export const SERVICES_REJECT_CHAIN = 'SY-SVC-REJECT';
+/** From SY-SERVICES for the node's external address (kube-proxy's KUBE-NODEPORTS): `--dport NP` → SY-EXT. */
+export const NODEPORTS_CHAIN = 'SY-NODEPORTS';
+/** nat POSTROUTING (kube-proxy's KUBE-POSTROUTING): masquerades what carries MASQ_MARK. */
+export const POSTROUTING_CHAIN = 'SY-POSTROUTING';
+
+/**
+ * Masquerade mark (kube-proxy's bit for the same job): set in nat PREROUTING/OUTPUT on traffic
+ * that must leave with the node's address — from outside under externalTrafficPolicy Cluster, from
+ * the node itself, a pod reaching itself through its service (hairpin) — and read in POSTROUTING.
+ * Distinct from ACCEPT_MARK, which the filter table clears and sets for its own job.
+ */
+export const MASQ_MARK = '0x4000';
 
 /**
  * Accept mark (felix uses the same bit for the same job). A packet from one local pod to another
@@ -148,6 +160,20 @@ export function tableSetName(
 /** A service port's chain (`SY-SVC-…`, kube-proxy's KUBE-SVC-…): picks one backend. */
 export function serviceChain(tableId: string): string {
   return `SY-SVC-${hash(tableId, 16)}`;
+}
+
+/**
+ * A service port's chain for traffic from outside (`SY-EXT-…`, kube-proxy's KUBE-EXT-…): the
+ * externalTrafficPolicy — masquerade and every backend (Cluster), or the client address kept and
+ * only this node's backends (Local).
+ */
+export function serviceExternalChain(tableId: string): string {
+  return `SY-EXT-${hash(tableId, 16)}`;
+}
+
+/** A service port's chain over this node's backends only (`SY-SVL-…`, kube-proxy's KUBE-SVL-…). */
+export function serviceLocalChain(tableId: string): string {
+  return `SY-SVL-${hash(tableId, 16)}`;
 }
 
 /**

@@ -43,7 +43,7 @@ export interface ChainSpec {
 
 /** A rule in a built-in chain that enters ours; inserted once, first in the chain. */
 export interface JumpSpec {
-  builtin: 'FORWARD' | 'INPUT' | 'PREROUTING' | 'OUTPUT';
+  builtin: 'FORWARD' | 'INPUT' | 'PREROUTING' | 'OUTPUT' | 'POSTROUTING';
   /** Rule arguments, as for ChainSpec rules. */
   rule: string;
 }

@@ -1,33 +1,57 @@
 /**
  * IR service tables → kube-proxy-style NAT (IPv4 only: calc gives services IPv4 addresses and
- * backends):
+ * backends), kube-proxy's iptables layout with SY- names:
  *
- *   nat PREROUTING/OUTPUT → SY-SERVICES: `-d VIP -p P --dport N -j SY-SVC-<port>` per service port
- *   with backends. SY-SVC-<port>: with ClientIP affinity first `-m recent --rcheck` per backend
- *   (a client seen within the timeout goes back to its backend), then one rule per backend with
- *   `-m statistic --mode random --probability 1/(n-i)` (the last one unconditional), which picks
- *   each of n backends with probability 1/n. SY-SEP-<backend>: (affinity: `-m recent --set`) and
- *   DNAT to the backend's address:port.
+ *   nat PREROUTING/OUTPUT → SY-SERVICES:
+ *     `-d VIP -p P --dport N -j SY-SVC-<port>` (internalTrafficPolicy Local: `-j SY-SVL-<port>`)
+ *     `-d LB-IP -p P --dport N -j SY-EXT-<port>` per load-balancer address
+ *     `-d <this node's external address> -j SY-NODEPORTS` last (only that address: never another
+ *     address of the node, so nothing but the address the IR gives the node answers node ports)
+ *   SY-NODEPORTS: `-p P --dport NP -j SY-EXT-<port>`.
+ *   SY-EXT-<port> (externalTrafficPolicy): Cluster marks for masquerade (replies come back through
+ *   this node) and goes to SY-SVC; Local keeps the client address and goes to SY-SVL (this node's
+ *   backends only), except for traffic from the node itself, which is masqueraded and goes to SY-SVC.
+ *   SY-SVC-<port> / SY-SVL-<port>: traffic from the node itself is marked for masquerade (its source
+ *   is an address of the node no pod routes back to); with ClientIP affinity `-m recent --rcheck
+ *   --seconds T` per backend (a client seen within the timeout goes back to its backend), then one
+ *   rule per backend with `-m statistic --mode random --probability 1/(n-i)` (the last one
+ *   unconditional), which picks each of n backends with probability 1/n.
+ *   SY-SEP-<backend>: hairpin (`-s <backend> -j MARK`: a pod reaching itself through its service
+ *   must not see its own address as the source, which the kernel drops as martian), affinity's
+ *   `-m recent --set`, and DNAT to the backend's address:port.
+ *   nat POSTROUTING → SY-POSTROUTING: MASQUERADE what carries MASQ_MARK (the mark is cleared first,
+ *   so a packet that passes twice is not masqueraded twice).
  *
- *   filter FORWARD/INPUT/OUTPUT → SY-SVC-REJECT: a service port without backends and any other
- *   port of a VIP are rejected, as kube-proxy does (REJECT only exists in the filter table; these
- *   packets were not DNATed, so their destination is still the VIP here).
+ *   filter FORWARD/INPUT/OUTPUT → SY-SVC-REJECT: what NAT did not translate. A service port without
+ *   backends (at its VIP, load-balancer addresses and node port) and any other port of a VIP or
+ *   load-balancer address are rejected; a Local policy with no backend on this node drops, as
+ *   kube-proxy does ("has no local endpoints"). REJECT only exists in the filter table; these packets
+ *   were not DNATed, so their destination is still the service's here. They reach the filter table
+ *   because the node routes service and load-balancer addresses locally (local-routes.ts).
  *
  * Chains are keyed by service port and backend, so one endpoint change rewrites that service's
- * SVC chain and adds or deletes its SEP chains only.
+ * chains and adds or deletes its SEP chains only.
  */
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
+import { externalAddressOf, picksLocal, portView, type PortView } from '../netfilter/service-view.js';
 import {
   commentText,
+  MASQ_MARK,
+  NODEPORTS_CHAIN,
+  POSTROUTING_CHAIN,
   quote,
   serviceChain,
   serviceEndpointChain,
+  serviceExternalChain,
+  serviceLocalChain,
   SERVICES_CHAIN,
   SERVICES_REJECT_CHAIN,
 } from './names.js';
 import type { ChainSpec, JumpSpec, TablePlan } from './plan.js';
 
 const JUMP_COMMENT = `-m comment --comment ${quote('switchyard')}`;
+const MARK_MASQ = `-j MARK --or-mark ${MASQ_MARK}`;
+const FROM_NODE = '-m addrtype --src-type LOCAL';
 
 function comment(text: string): string {
   return `-m comment --comment ${quote(commentText(text))}`;
@@ -37,9 +61,17 @@ function ipv4(tables: readonly ServicePortTable[]): ServicePortTable[] {
   return tables.filter((t) => !t.address.includes(':'));
 }
 
-function portMatch(t: ServicePortTable): string {
+function byId(tables: readonly ServicePortTable[]): ServicePortTable[] {
+  return [...tables].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function portOf(t: ServicePortTable, port: number): string {
   const proto = t.protocol.toLowerCase();
-  return `-d ${t.address}/32 -p ${proto} -m ${proto} --dport ${t.port}`;
+  return `-p ${proto} -m ${proto} --dport ${port}`;
+}
+
+function portMatch(t: ServicePortTable, address = t.address, port = t.port): string {
+  return `-d ${address}/32 ${portOf(t, port)}`;
 }
 
 /** kube-proxy's probabilities: 1/(n-i) for backend i of n, printed with its precision. */
@@ -51,17 +83,12 @@ function sepChain(t: ServicePortTable, b: ServiceBackend): string {
   return serviceEndpointChain(t.id, b.endpoint, b.address, b.port);
 }
 
-function backends(t: ServicePortTable): ServiceBackend[] {
-  // Sorted so the chains do not depend on IR order; duplicates cannot arise (one per pod).
-  return [...t.backends].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
-}
-
-function serviceChains(t: ServicePortTable): ChainSpec[] {
-  const list = backends(t);
-  const svc = serviceChain(t.id);
-  const rules: string[] = [];
-  const seps: ChainSpec[] = [];
-  const proto = t.protocol.toLowerCase();
+/**
+ * A chain that picks one of `list` (SY-SVC over every backend, SY-SVL over this node's): traffic
+ * from the node itself is marked for masquerade first, then affinity, then the random pick.
+ */
+function pickChain(name: string, t: ServicePortTable, list: readonly ServiceBackend[]): ChainSpec {
+  const rules: string[] = [`${FROM_NODE} ${comment(`${t.id} from the node itself`)} ${MARK_MASQ}`];
   if (t.affinity.mode === 'ClientIP') {
     for (const b of list) {
       const sep = sepChain(t, b);
@@ -71,38 +98,109 @@ function serviceChains(t: ServicePortTable): ChainSpec[] {
     }
   }
   list.forEach((b, i) => {
-    const sep = sepChain(t, b);
     const pick =
       i < list.length - 1 ? ` -m statistic --mode random --probability ${probability(i, list.length)}` : '';
-    rules.push(`${comment(`${t.id} -> ${b.endpoint}`)}${pick} -j ${sep}`);
-    const set =
-      t.affinity.mode === 'ClientIP'
-        ? [`-m recent --name ${sep} --set --mask 255.255.255.255 --rsource`]
-        : [];
-    seps.push({
-      name: sep,
-      rules: [
-        `${comment(`${t.id} -> ${b.endpoint}`)} -p ${proto}${set.length ? ` ${set[0]}` : ''} -j DNAT --to-destination ${b.address}:${b.port}`,
-      ],
-    });
+    rules.push(`${comment(`${t.id} -> ${b.endpoint}`)}${pick} -j ${sepChain(t, b)}`);
   });
-  return [{ name: svc, rules }, ...seps];
+  return { name, rules };
+}
+
+function endpointChainSpec(t: ServicePortTable, b: ServiceBackend): ChainSpec {
+  const sep = sepChain(t, b);
+  const proto = t.protocol.toLowerCase();
+  const set =
+    t.affinity.mode === 'ClientIP' ? ` -m recent --name ${sep} --set --mask 255.255.255.255 --rsource` : '';
+  return {
+    name: sep,
+    rules: [
+      `-s ${b.address}/32 ${comment(`${t.id} hairpin: ${b.endpoint} reaches itself`)} ${MARK_MASQ}`,
+      `${comment(`${t.id} -> ${b.endpoint}`)} -p ${proto}${set} -j DNAT --to-destination ${b.address}:${b.port}`,
+    ],
+  };
+}
+
+/** SY-EXT: the externalTrafficPolicy of traffic from outside. */
+function externalChain(v: PortView): ChainSpec {
+  const t = v.table;
+  const name = serviceExternalChain(t.id);
+  if (t.externalTrafficPolicy !== 'Local')
+    return {
+      name,
+      rules: [
+        `${comment(`${t.id} from outside: masquerade (externalTrafficPolicy Cluster)`)} ${MARK_MASQ}`,
+        `-j ${serviceChain(t.id)}`,
+      ],
+    };
+  const rules = [
+    `${FROM_NODE} ${comment(`${t.id} from the node itself: every backend`)} -j ${serviceChain(t.id)}`,
+  ];
+  // No backend here: nothing translates, and the filter table drops it (serviceRejectChain).
+  if (v.local.length > 0)
+    rules.push(
+      `${comment(`${t.id} from outside: this node's backends, client address kept (externalTrafficPolicy Local)`)} -j ${serviceLocalChain(t.id)}`,
+    );
+  return { name, rules };
+}
+
+/** The chains of one service port with backends, and its entries in SY-SERVICES and SY-NODEPORTS. */
+function serviceChains(v: PortView): { chains: ChainSpec[]; dispatch: string[]; nodePorts: string[] } {
+  const t = v.table;
+  const chains: ChainSpec[] = [pickChain(serviceChain(t.id), t, v.all)];
+  if (picksLocal(v)) chains.push(pickChain(serviceLocalChain(t.id), t, v.local));
+  const dispatch: string[] = [];
+  if (v.internal.length > 0) {
+    const target = t.internalTrafficPolicy === 'Local' ? serviceLocalChain(t.id) : serviceChain(t.id);
+    dispatch.push(`${portMatch(t)} ${comment(t.id)} -j ${target}`);
+  }
+  const nodePorts: string[] = [];
+  if (v.exposed) {
+    const ext = serviceExternalChain(t.id);
+    chains.push(externalChain(v));
+    for (const ip of v.loadBalancerIPs)
+      dispatch.push(`${portMatch(t, ip, t.port)} ${comment(`${t.id} load balancer ${ip}`)} -j ${ext}`);
+    if (v.nodePort !== undefined)
+      nodePorts.push(`${portOf(t, v.nodePort)} ${comment(`${t.id} node port`)} -j ${ext}`);
+  }
+  chains.push(...v.all.map((b) => endpointChainSpec(t, b)));
+  return { chains, dispatch, nodePorts };
 }
 
 /** The nat table of the node (IPv4), or undefined when no service port has a backend. */
-export function natTable(nodeIr: IR): TablePlan | undefined {
-  const tables = ipv4(nodeIr.services).filter((t) => t.backends.length > 0);
-  if (tables.length === 0) return undefined;
+export function natTable(nodeIr: IR, node: string): TablePlan | undefined {
+  const external = externalAddressOf(nodeIr, node);
+  const views = byId(ipv4(nodeIr.services))
+    .filter((t) => t.backends.length > 0)
+    .map((t) => portView(t, node, external));
+  if (views.length === 0) return undefined;
   const dispatch: string[] = [];
+  const nodePorts: string[] = [];
   const chains: ChainSpec[] = [];
-  for (const t of [...tables].sort((a, b) => (a.id < b.id ? -1 : 1))) {
-    dispatch.push(`${portMatch(t)} ${comment(t.id)} -j ${serviceChain(t.id)}`);
-    chains.push(...serviceChains(t));
+  for (const v of views) {
+    const c = serviceChains(v);
+    dispatch.push(...c.dispatch);
+    nodePorts.push(...c.nodePorts);
+    chains.push(...c.chains);
   }
-  const jumps: JumpSpec[] = (['PREROUTING', 'OUTPUT'] as const).map((builtin) => ({
-    builtin,
-    rule: `${JUMP_COMMENT} -j ${SERVICES_CHAIN}`,
-  }));
+  if (external !== undefined && nodePorts.length > 0) {
+    dispatch.push(`-d ${external}/32 ${comment('node ports of this node')} -j ${NODEPORTS_CHAIN}`);
+    chains.push({ name: NODEPORTS_CHAIN, rules: nodePorts });
+  }
+  chains.push({
+    name: POSTROUTING_CHAIN,
+    rules: [
+      `-m mark ! --mark ${MASQ_MARK}/${MASQ_MARK} -j RETURN`,
+      // Cleared so a packet that comes through again (re-routed) is not masqueraded twice.
+      `-j MARK --xor-mark ${MASQ_MARK}`,
+      `${comment('services: leave with the node address')} -j MASQUERADE --random-fully`,
+    ],
+  });
+  const jumps: JumpSpec[] = [
+    ...(['PREROUTING', 'OUTPUT'] as const).map((builtin) => ({
+      builtin,
+      rule: `${JUMP_COMMENT} -j ${SERVICES_CHAIN}`,
+    })),
+    { builtin: 'POSTROUTING', rule: `${JUMP_COMMENT} -j ${POSTROUTING_CHAIN}` },
+  ];
   return { family: 4, table: 'nat', chains: [{ name: SERVICES_CHAIN, rules: dispatch }, ...chains], jumps };
 }
 
@@ -114,21 +212,43 @@ function reject(protocol: ServicePortTable['protocol']): string {
   return `-j REJECT --reject-with ${protocol === 'TCP' ? 'tcp-reset' : 'icmp-port-unreachable'}`;
 }
 
-/**
- * Filter rules for what NAT did not translate: service ports without backends, then every other
- * port of a service address. Undefined when there are no services.
- */
-export function serviceRejectChain(nodeIr: IR): { chain: ChainSpec; jumps: JumpSpec[] } | undefined {
-  const tables = ipv4(nodeIr.services);
-  if (tables.length === 0) return undefined;
+/** Filter rules of one service port: rejects without backends, drops under Local without a local one. */
+function portFilterRules(v: PortView, external: string | undefined): string[] {
+  const t = v.table;
   const rules: string[] = [];
-  for (const t of [...tables].sort((a, b) => (a.id < b.id ? -1 : 1))) {
-    if (t.backends.length === 0)
-      rules.push(`${portMatch(t)} ${comment(`${t.id} has no endpoints`)} ${reject(t.protocol)}`);
+  const outside = [
+    ...v.loadBalancerIPs.map((ip) => portMatch(t, ip, t.port)),
+    ...(v.nodePort !== undefined && external !== undefined ? [portMatch(t, external, v.nodePort)] : []),
+  ];
+  if (v.all.length === 0) {
+    const why = comment(`${t.id} has no endpoints`);
+    for (const m of [portMatch(t), ...outside]) rules.push(`${m} ${why} ${reject(t.protocol)}`);
+    return rules;
   }
-  for (const vip of [...new Set(tables.map((t) => t.address))].sort()) {
+  const drop = comment(`${t.id} has no local endpoints`);
+  if (v.internal.length === 0) rules.push(`${portMatch(t)} ${drop} -j DROP`);
+  if (v.external.length === 0) for (const m of outside) rules.push(`${m} ${drop} -j DROP`);
+  return rules;
+}
+
+/**
+ * Filter rules for what NAT did not translate: service ports without backends, Local policies
+ * without a backend here, then every other port of a service or load-balancer address. Undefined
+ * when there are no services.
+ */
+export function serviceRejectChain(
+  nodeIr: IR,
+  node: string,
+): { chain: ChainSpec; jumps: JumpSpec[] } | undefined {
+  const tables = byId(ipv4(nodeIr.services));
+  if (tables.length === 0) return undefined;
+  const external = externalAddressOf(nodeIr, node);
+  const views = tables.map((t) => portView(t, node, external));
+  const rules = views.flatMap((v) => portFilterRules(v, external));
+  const addresses = new Set([...tables.map((t) => t.address), ...views.flatMap((v) => v.loadBalancerIPs)]);
+  for (const address of [...addresses].sort()) {
     const why = comment('port not defined by the service');
-    rules.push(`-d ${vip}/32 -p tcp ${why} ${reject('TCP')}`, `-d ${vip}/32 ${why} ${reject('UDP')}`);
+    rules.push(`-d ${address}/32 -p tcp ${why} ${reject('TCP')}`, `-d ${address}/32 ${why} ${reject('UDP')}`);
   }
   return {
     chain: { name: SERVICES_REJECT_CHAIN, rules },

@@ -341,7 +341,7 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
 
   if (prefilters.length > 0) chains.push(prefilterChain(prefilters, sets));
   chains.push(...filterChains(flowLogs));
-  const services = serviceObjects(ir);
+  const services = serviceObjects(ir, node);
   const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
   const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];
   return {
