@@ -12,7 +12,8 @@
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
  *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots and
  *      table indices;
- *   5. prefilter XDP links on the fabric-facing interfaces;
+ *   5. prefilter XDP links on the fabric-facing interfaces, and the node-port load balancer's
+ *      tcx programs and maps there (nodeport.ts: traffic from outside the cluster);
  *   6. write the node's description (meta) and collect conntrack garbage;
  *   7. the scope's connect-time load balancer (services.ts), idempotent across nodes.
  */
@@ -84,6 +85,7 @@ import {
   removeSetMembers,
 } from './sync.js';
 import { dropPinnedLink } from './pinned-link.js';
+import { applyNodePorts, NodePortLoadError } from './nodeport.js';
 
 export interface ApplyOptions {
   /**
@@ -413,6 +415,8 @@ interface NodeApply {
   tables: TableChoice;
   maps: NodeMaps;
   changed: string[];
+  /** The whole IR: node ports and load-balancer addresses are read from its services. */
+  ir: IR;
 }
 
 export async function applyNode(
@@ -431,7 +435,7 @@ export async function applyNode(
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
     await applyPrograms(
-      { target, view, interfaces, dir, meta, alloc, tables, maps, changed },
+      { target, view, interfaces, dir, meta, alloc, tables, maps, changed, ir },
       previous,
       opts,
     );
@@ -576,6 +580,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     // 5. prefilter
     const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces, mapsChanged);
     changed.push(...pf.changed);
+    changed.push(...applyNodePortsOf(n, opts));
 
     // 6. description, garbage
     writeMeta(n.dir, {
@@ -596,6 +601,26 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     for (const program of loaded.values()) program.close();
     // Installed tries are held by the policy map now; the others were never in force.
     for (const map of built.values()) map.close();
+  }
+}
+
+/** Step 5: the node-port load balancer on the fabric interfaces. */
+function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
+  const pods = new Set(n.view.endpoints.map((e) => e.hostInterface));
+  const fabric = fabricInterfaces(n.interfaces, n.view.address, pods);
+  try {
+    return applyNodePorts(
+      { netns: n.target.netns, dir: n.dir, fabric, ...(opts.verifierLog ? { verifierLog: true } : {}) },
+      n.ir,
+      n.target.node,
+    );
+  } catch (e) {
+    const unchanged = e instanceof NodePortLoadError ? '; the node-port programs in force are unchanged' : '';
+    fail(
+      `cannot apply the node ports of node ${n.target.node}: ${describeError(e)}${unchanged}`,
+      undefined,
+      e,
+    );
   }
 }
 
