@@ -7,6 +7,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NodeTarget } from '../../src/dataplane/backend.js';
 import { ebpfBackend } from '../../src/dataplane/ebpf/index.js';
@@ -14,6 +15,7 @@ import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
 import type { IR, ServicePortTable } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
+import { spawnInNetns } from '../../src/netns/index.js';
 import { describeKernel } from '../support/kernel.js';
 import { namespace, networkPolicy, pod, service, type Manifest } from '../support/manifests.js';
 import { manifestFile } from './lab-harness.js';
@@ -214,6 +216,21 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     return p.result<Answer[]>(60_000);
   }
 
+  /** The client script from inside pod `id` (its namespace and cgroup: the connect-time hooks run). */
+  async function fromPod(id: string, host: string, port: number, count: number): Promise<Answer[]> {
+    const p = state.topology?.pods.find((x) => x.id === id);
+    if (!p) throw new Error(`no pod ${id}`);
+    const args = { host, port, count, udp: false, timeoutMs: 1500, pauseMs: 0 };
+    const child = spawnInNetns({
+      netns: p.netns,
+      cgroup: join(state.cgroupRoot, p.slug),
+      argv: [process.execPath, '--input-type=module', '-e', CLIENT_SCRIPT, JSON.stringify(args)],
+      via: 'ip-netns-exec',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new NetnsProcess(child).result<Answer[]>(60_000);
+  }
+
   /** pod id → peer addresses it saw, for the answers that came back. */
   function seen(answers: Answer[]): Record<string, string[]> {
     const out: Record<string, string[]> = {};
@@ -300,6 +317,15 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
       ).toEqual(['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED']);
     }
     expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('a pod reaches node ports and load-balancer addresses at connect, a backend its own (hairpin)', async () => {
+    const answers = await fromPod('s/b1', EXTERNAL.alpha as string, NODE_PORT, 16);
+    expect(answers.filter((a) => !a.ok)).toEqual([]);
+    expect(seen(answers)['s/b1']).toEqual(['198.18.40.11']);
+    expect(Object.keys(seen(await fromPod('s/b1', LB, 80, 16))).sort()).toEqual(['s/b1', 's/b2']);
+    const refused = await fromPod('x/a', LB_EMPTY, 80, 2);
+    expect(refused.map((a) => a.error)).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
   });
 
   it('ClientIP affinity keeps a client on one backend until its timeout passes', async () => {

@@ -5,7 +5,9 @@
  *
  *   connect4, sendmsg4   VIP:port/proto → backend (uniform random, or the client's affinity);
  *                        a VIP with an undefined port, or a port without backends: refused
- *                        (return 0 → EPERM); anything else passes untouched. Records the
+ *                        (bpf_set_retval(-ECONNREFUSED), return 0); anything else passes
+ *                        untouched. Node ports and load-balancer addresses are keys too
+ *                        (services-outside.ts): a pod reaches them, its own among them. Records the
  *                        translation under the socket's cookie for the reverse direction.
  *   recvmsg4             an unconnected UDP reply from a backend appears to come from the VIP
  *   getpeername4         the application sees the VIP as its peer
@@ -78,6 +80,8 @@ const FRAME = {
 } as const;
 
 const NS_PER_SECOND = 1_000_000_000;
+/** errno of a refused connection, what a TCP RST gives a client. */
+const ECONNREFUSED = 111;
 
 const sk = svcKey.offsets;
 const sv = svcValue.offsets;
@@ -230,7 +234,9 @@ function emitNotServicePort(asm: Assembler): void {
     .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'pass')
     .label('refuse')
-    .comment('refuse: the connect or send fails with EPERM')
+    .comment('refuse: the connect or send fails with ECONNREFUSED (without set_retval: EPERM)')
+    .mov64(R1, -ECONNREFUSED)
+    .call('set_retval')
     .exitWith(0)
     .label('pass')
     .exitWith(1);

@@ -50,6 +50,7 @@ import {
   type ServiceMaps,
 } from './services-sync.js';
 import { dropPinnedLink } from './pinned-link.js';
+import { withOutsideAddresses } from './services-outside.js';
 import { recordServices } from './map-contents.js';
 
 export const SERVICES_DIR = '_services';
@@ -224,7 +225,7 @@ export function applyServices(scope: string, ir: IR): string[] {
 }
 
 function syncServices(scope: string, ir: IR): string[] {
-  const desired = desiredServices(ir);
+  const desired = withOutsideAddresses(desiredServices(ir), ir);
   const dir = servicesDir(scope);
   if (desired.ports.length === 0) {
     if (!existsSync(dir)) return [];
