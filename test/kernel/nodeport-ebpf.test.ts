@@ -6,12 +6,15 @@
  * which backend answered and the peer address it saw, refusals, affinity, and policy.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NodeTarget } from '../../src/dataplane/backend.js';
 import { ebpfBackend } from '../../src/dataplane/ebpf/index.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
+import { ebpfFingerprint, prepareEbpfRepair } from '../../src/dataplane/ebpf/fingerprint.js';
+import { BpfMap, Link } from '../../src/bpf/index.js';
+import { svcKey, svcValue } from '../../src/dataplane/ebpf/services-layout.js';
 import type { IR, ServicePortTable } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
@@ -19,7 +22,7 @@ import { spawnInNetns } from '../../src/netns/index.js';
 import { describeKernel } from '../support/kernel.js';
 import { namespace, networkPolicy, pod, service, type Manifest } from '../support/manifests.js';
 import { manifestFile } from './lab-harness.js';
-import { NetnsProcess } from './bpf-lab.js';
+import { NetnsProcess, sleep } from './bpf-lab.js';
 
 const LAB = `npe${process.pid % 10000}`;
 const OUTSIDE = `sy-${LAB}-out`;
@@ -255,7 +258,7 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     ip(OUTSIDE, 'link', 'set', 'eth0', 'up');
     ip(OUTSIDE, 'route', 'add', '198.19.192.0/18', 'via', EXTERNAL.alpha as string);
     for (const [node, address] of Object.entries(EXTERNAL))
-      ip(netnsOfNode(node), 'addr', 'add', `${address}/24`, 'dev', 'fabric0');
+      ip(netnsOfNode(node), 'addr', 'replace', `${address}/24`, 'dev', 'fabric0');
     for (const p of state.topology?.pods ?? []) {
       if (!p.id.startsWith('s/')) continue;
       const server = nodeIn(p.netns, SERVER, { id: p.id });
@@ -346,6 +349,37 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     expect(answers.map((a) => a.error)).toEqual(['timeout', 'timeout']);
     await applyAll(withNodePorts(await converged(false), { policy: 'Local' }));
     expect(seen(await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 2))).toEqual({ 's/b1': [CLIENT] });
+  });
+
+  it('drift: a node-port entry deleted or a link detached behind its back shows, and an apply repairs it', async () => {
+    const ir = withNodePorts(state.ir);
+    await applyAll(ir);
+    const alpha = targets().find((t) => t.node === 'alpha') as NodeTarget;
+    const dir = nodeDir(alpha.scope, alpha.node);
+    const before = ebpfFingerprint(alpha);
+    const svc = BpfMap.fromPin(join(dir, 'maps', 'np_svc'), svcKey, svcValue);
+    try {
+      const key = [...svc.keys()].find((k) => k.port === NODE_PORT && k.proto === 6);
+      if (!key) throw new Error('no node-port entry');
+      svc.delete(key);
+    } finally {
+      svc.close();
+    }
+    await sleep(50);
+    expect(ebpfFingerprint(alpha)).not.toBe(before);
+    expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 1))[0]?.error).toBe('ECONNREFUSED');
+    expect((await ebpfBackend.apply(alpha, ir)).changed).toContain('nodeport:services');
+    expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 4)).filter((a) => !a.ok)).toEqual([]);
+    const repaired = ebpfFingerprint(alpha);
+
+    const ingress = readdirSync(join(dir, 'links')).find((n) => n.startsWith('np-fabric0-ingress-'));
+    const link = Link.fromPin(join(dir, 'links', ingress as string));
+    link.detach();
+    link.close();
+    expect(ebpfFingerprint(alpha)).not.toBe(repaired);
+    expect(prepareEbpfRepair(alpha)).toContain(join(dir, 'links', ingress as string));
+    expect((await ebpfBackend.apply(alpha, ir)).changed).toContain('nodeport:fabric0/ingress');
+    expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 4)).filter((a) => !a.ok)).toEqual([]);
   });
 
   it('removes its programs and maps when nothing is reached from outside any more', async () => {

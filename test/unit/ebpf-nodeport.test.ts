@@ -16,6 +16,7 @@ import {
 import { addressAsLoaded, nodePortProgram } from '../../src/dataplane/ebpf/nodeport-programs.js';
 import { desiredNodePorts, nodePortBackends } from '../../src/dataplane/ebpf/nodeport-sync.js';
 import { programHash } from '../../src/dataplane/ebpf/program.js';
+import { renderNode } from '../../src/dataplane/ebpf/render.js';
 import { withOutsideAddresses } from '../../src/dataplane/ebpf/services-outside.js';
 import { servicePrograms } from '../../src/dataplane/ebpf/services-programs.js';
 import { desiredServices, planServiceSync } from '../../src/dataplane/ebpf/services-sync.js';
@@ -154,6 +155,16 @@ describe('ebpf node ports: what a node holds', () => {
       ['198.19.192.10', 2, 0],
       ['198.19.192.10', 0, 1],
     ]);
+  });
+
+  it('compile shows the keys, backends and both programs of a node', () => {
+    const text = renderNode(ir([web({ externalTrafficPolicy: 'Local' })]), 'alpha');
+    expect(text).toContain('#   198.19.128.1:30080/TCP  s/web:80/TCP@node  1 backends (0 remote)');
+    expect(text).toContain('# program sy_np_ingress: tcx ingress on the fabric interface');
+    expect(text).toContain('# program sy_np_egress: tcx egress on the fabric interface');
+    expect(renderNode(ir([web({ nodePort: undefined, loadBalancerIPs: undefined })]), 'alpha')).not.toContain(
+      'sy_np_',
+    );
   });
 
   it('the flags of a translation entry are distinct bits', () => {

@@ -70,9 +70,13 @@ export const SNAT_PORTS = { first: 61000, count: 4536 } as const;
 /** Random ports tried for a source translation before the packet is dropped (all taken). */
 export const SNAT_TRIES = 4;
 
+/**
+ * Per node, and hash maps are preallocated: sized for 10 000 reachable service ports with a few
+ * backends each and 65 536 live translated connections (LRU: the oldest idle ones make room).
+ */
 export const NP_CAPACITY = {
-  services: 65536,
-  backends: 262144,
-  nat: 262144,
-  affinity: 65536,
+  services: 32768,
+  backends: 65536,
+  nat: 65536,
+  affinity: 16384,
 } as const;

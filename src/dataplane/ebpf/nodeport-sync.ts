@@ -84,3 +84,26 @@ export function desiredNodePorts(ir: IR, node: string): DesiredNodePorts {
     self && isIpv4(self.address) ? { own: external ?? self.address, snat: self.address } : undefined;
   return { ports, vips: [...vips].sort(), skipped, addresses };
 }
+
+/** What `switchyard compile` shows of a node's node-port load balancer (comment lines). */
+export function describeNodePorts(
+  ir: IR,
+  node: string,
+): { lines: string[]; addresses: NodePortAddresses | undefined } {
+  const d = desiredNodePorts(ir, node);
+  if (d.ports.length === 0 || !d.addresses) return { lines: [], addresses: undefined };
+  const remote = (p: DesiredServicePort): number =>
+    p.backends.filter((b) => b.pad === NP_BACKEND_REMOTE).length;
+  const lines = [
+    '',
+    `# node ports and load-balancer addresses (tcx ingress/egress on the fabric interface; refused → ${d.addresses.own}, ` +
+      `source-translated to ${d.addresses.snat} for backends on other nodes)`,
+    ...d.ports.map(
+      (p) =>
+        `#   ${p.key.vip}:${p.key.port}/${p.key.proto === IPPROTO.TCP ? 'TCP' : 'UDP'}  ${p.id}  ` +
+        `${p.backends.length} backends (${remote(p)} remote)${p.affinity ? `, ClientIP ${p.affinity}s` : ''}`,
+    ),
+    ...d.skipped.map((s) => `#   skipped: ${s}`),
+  ];
+  return { lines, addresses: d.addresses };
+}
