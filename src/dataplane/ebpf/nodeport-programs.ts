@@ -47,7 +47,10 @@ import {
   SNAT_PORTS,
   SNAT_TRIES,
 } from './nodeport-layout.js';
-import { affinityValue, backendKey, backendValue, svcKey, svcValue } from './services-layout.js';
+import { affinityValue, backendValue, svcKey, svcValue } from './services-layout.js';
+import { emitAffinityHit, emitAffinityRecord, emitUniformPick } from './lb-code.js';
+
+const MAPS = { affinity: NP_MAP.affinity, backends: NP_MAP.backends };
 
 export type NodePortHook = 'ingress' | 'egress';
 
@@ -83,7 +86,6 @@ const PKT = {
 const BPF_F_PSEUDO_HDR = 0x10;
 const BPF_F_MARK_MANGLED_0 = 0x20;
 const BPF_NOEXIST = 1;
-const NS_PER_SECOND = 1_000_000_000;
 
 /** Stack frame (offsets from r10), each area 8-aligned. */
 const FRAME = {
@@ -109,7 +111,6 @@ const nk = natKey.offsets;
 const nv = natValue.offsets;
 const sk = svcKey.offsets;
 const sv = svcValue.offsets;
-const bk = backendKey.offsets;
 const bv = backendValue.offsets;
 const ak = npAffinityKey.offsets;
 const av = affinityValue.offsets;
@@ -210,50 +211,17 @@ function emitServiceLookup(asm: Assembler): void {
 }
 
 /** ClientIP affinity: the client's remembered backend while fresh and still in its slot. */
-function emitAffinityHit(asm: Assembler): void {
+function emitClientAffinity(asm: Assembler): void {
   const f = FRAME;
   asm
     .comment("ClientIP affinity: the client's remembered backend, if fresh and still in its slot")
     .copy('w', R10, f.affKey + ak.client, R10, f.key + nk.saddr, R1)
-    .stx('w', R10, f.affKey + ak.id, R7)
-    .mapLookup(NP_MAP.affinity, f.affKey)
-    .jeq(R0, 0, 'pick')
-    .copy('w', R10, f.affValue + av.slot, R0, av.slot, R2)
-    .copy('w', R10, f.affValue + av.addr, R0, av.addr, R2)
-    .copy('h', R10, f.affValue + av.port, R0, av.port, R2)
-    .copy('dw', R10, f.affValue + av.lastSeen, R0, av.lastSeen, R2)
-    .call('ktime_get_ns')
-    .ldxdw(R1, R10, f.affValue + av.lastSeen)
-    .sub64(R0, R1)
-    .mov64(R2, R9)
-    .mul64(R2, NS_PER_SECOND)
-    .jgt(R0, R2, 'pick')
-    .ldxw(R2, R10, f.affValue + av.slot)
-    .jge(R2, R8, 'pick')
-    .stx('w', R10, f.backendKey + bk.id, R7)
-    .stx('w', R10, f.backendKey + bk.slot, R2)
-    .mapLookup(NP_MAP.backends, f.backendKey)
-    .jeq(R0, 0, 'pick')
-    .ldxw(R2, R0, bv.addr)
-    .ldxw(R3, R10, f.affValue + av.addr)
-    .jne(R2, R3, 'pick')
-    .ldxh(R2, R0, bv.port)
-    .ldxh(R3, R10, f.affValue + av.port)
-    .jne(R2, R3, 'pick')
-    .ja('chosen');
+    .stx('w', R10, f.affKey + ak.id, R7);
+  emitAffinityHit(asm, MAPS, f);
 }
 
-function emitUniformPick(asm: Assembler): void {
-  const f = FRAME;
-  asm
-    .label('pick')
-    .comment('pick a backend slot uniformly at random')
-    .call('get_prandom_u32')
-    .alu32('mod', R0, R8)
-    .stx('w', R10, f.backendKey + bk.id, R7)
-    .stx('w', R10, f.backendKey + bk.slot, R0)
-    .mapLookup(NP_MAP.backends, f.backendKey)
-    .jeq(R0, 0, 'refuse');
+function emitPick(asm: Assembler): void {
+  emitUniformPick(asm, MAPS, FRAME);
 }
 
 /**
@@ -280,14 +248,8 @@ function emitChosen(asm: Assembler): void {
     .st('w', R10, f.next + nv.flags, NAT_FLAG.forward | NAT_FLAG.redirect)
     .st('w', R10, f.revValue + nv.flags, NAT_FLAG.reverse | NAT_FLAG.redirect)
     .label('affinity')
-    .jeq(R9, 0, 'record')
-    .comment('affinity: remember the backend for the client')
-    .copy('w', R10, f.affValue + av.slot, R10, f.backendKey + bk.slot, R2)
-    .st('h', R10, f.affValue + av.pad, 0)
-    .st('w', R10, f.affValue + av.pad + 2, 0) // C padding before lastSeen
-    .call('ktime_get_ns')
-    .stx('dw', R10, f.affValue + av.lastSeen, R0)
-    .mapUpdate(NP_MAP.affinity, f.affKey, f.affValue);
+    .jeq(R9, 0, 'record');
+  emitAffinityRecord(asm, MAPS, f);
 }
 
 /** The reverse entry's value: the replies leave with the original tuple, swapped. */
@@ -472,8 +434,8 @@ export function nodePortProgram(hook: NodePortHook, addresses: NodePortAddresses
   emitKnownConnection(asm, hook);
   if (hook === 'ingress') {
     emitServiceLookup(asm);
-    emitAffinityHit(asm);
-    emitUniformPick(asm);
+    emitClientAffinity(asm);
+    emitPick(asm);
     emitChosen(asm);
     emitRecord(asm, addresses);
     emitRefuse(asm, addresses);
