@@ -14,7 +14,8 @@
  *      (first in the chain, before other tcx programs) pinned for the next apply or an agent;
  *   4. detach hooks of endpoints that left, remove members nobody wants, free counter slots and
  *      table indices;
- *   5. prefilter XDP links on the fabric-facing interfaces;
+ *   5. prefilter XDP links on the fabric-facing interfaces, and the node-port load balancer's
+ *      tcx programs and maps there (nodeport.ts: traffic from outside the cluster);
  *   6. write the node's description (meta) and collect conntrack garbage;
  *   7. the scope's connect-time load balancer (services.ts), idempotent across nodes.
  */
@@ -90,6 +91,7 @@ import {
 } from './node-shadow.js';
 import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
+import { applyNodePorts, NodePortLoadError } from './nodeport.js';
 
 export interface ApplyOptions {
   /**
@@ -446,6 +448,8 @@ interface NodeApply {
   maps: NodeMaps;
   changed: string[];
   memory: NodeMemory;
+  /** The whole IR: node ports and load-balancer addresses are read from its services. */
+  ir: IR;
 }
 
 /**
@@ -469,7 +473,7 @@ export async function applyNode(
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
     await applyPrograms(
-      { target, view, interfaces, dir, meta, alloc, tables, maps, changed, memory: memory.node },
+      { target, view, interfaces, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
       previous,
       opts,
     );
@@ -620,6 +624,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     changed.push(...pf.changed);
     if (pf.changed.length > 0) forgetContentScan(maps.pfTrie.info.id);
     if (changed.includes('config')) forgetContentScan(maps.config.info.id);
+    changed.push(...applyNodePortsOf(n, opts));
 
     // 6. description, garbage
     writeMeta(n.dir, {
@@ -650,6 +655,26 @@ function rememberSets(maps: NodeMaps, shadow: NodeShadow): NodeShadow {
   seedContentDigest(maps.ipSets.fd, shadow.setSum.bytes(), memberCount(shadow.sets));
   seedContentDigest(maps.portSets.fd, shadow.portSum.bytes(), memberCount(shadow.ports));
   return shadow;
+}
+
+/** Step 5: the node-port load balancer on the fabric interfaces. */
+function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
+  const pods = new Set(n.view.endpoints.map((e) => e.hostInterface));
+  const fabric = fabricInterfaces(n.interfaces, n.view.address, pods);
+  try {
+    return applyNodePorts(
+      { netns: n.target.netns, dir: n.dir, fabric, ...(opts.verifierLog ? { verifierLog: true } : {}) },
+      n.ir,
+      n.target.node,
+    );
+  } catch (e) {
+    const unchanged = e instanceof NodePortLoadError ? '; the node-port programs in force are unchanged' : '';
+    fail(
+      `cannot apply the node ports of node ${n.target.node}: ${describeError(e)}${unchanged}`,
+      undefined,
+      e,
+    );
+  }
 }
 
 /** The changed tables' tries, all built before anything in force changes (or none). */

@@ -33,12 +33,20 @@ import { MAP } from './layout.js';
 import { mapPinPath } from './maps.js';
 import { pinReplacing } from './meta.js';
 import { SVC_MAP } from './services-layout.js';
+import { NP_MAP } from './nodeport-layout.js';
 
 /** A map is read again after RESCAN_DUTY times its last read: at most 1/RESCAN_DUTY of a core. */
 const RESCAN_DUTY = 20;
 
 /** Node maps whose every element the control plane chose. */
-export const NODE_CONTENT_MAPS = [MAP.ipSets, MAP.portSets, MAP.prefilter, MAP.config] as const;
+export const NODE_CONTENT_MAPS = [
+  MAP.ipSets,
+  MAP.portSets,
+  MAP.prefilter,
+  MAP.config,
+  NP_MAP.services,
+  NP_MAP.backends,
+] as const;
 /** The scope's service maps the control plane writes (affinity and revnat are the programs'). */
 const SERVICE_CONTENT_MAPS = [SVC_MAP.services, SVC_MAP.backends] as const;
 /** What every node agent of the scope recorded after writing the service maps (see recordServices). */

@@ -11,6 +11,8 @@ import { COUNTER_SLOTS, CT_CAPACITY, MAP_PURPOSE, MAP_SPECS } from './maps.js';
 import { hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
 import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
+import { describeNodePorts } from './nodeport-sync.js';
+import { NODEPORT_PROGRAM_NAMES, nodePortProgram } from './nodeport-programs.js';
 import { policyProgram } from './program.js';
 import { describeRule } from './rules.js';
 import { allocateWithTables, TABLE_HOOKS } from './tables.js';
@@ -130,5 +132,15 @@ export function renderNode(ir: IR, node: string): string {
       indent(disassemble(program)),
     );
   }
+  const nodePorts = describeNodePorts(ir, node);
+  if (nodePorts.addresses)
+    for (const hook of ['ingress', 'egress'] as const) {
+      const program = nodePortProgram(hook, nodePorts.addresses);
+      nodePorts.lines.push(
+        `# program ${NODEPORT_PROGRAM_NAMES[hook]}: tcx ${hook} on the fabric interface (${program.instructions.length} instructions)`,
+        indent(disassemble(program)),
+      );
+    }
+  lines.push(...nodePorts.lines);
   return lines.join('\n') + '\n';
 }

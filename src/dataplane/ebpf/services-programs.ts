@@ -5,7 +5,9 @@
  *
  *   connect4, sendmsg4   VIP:port/proto → backend (uniform random, or the client's affinity);
  *                        a VIP with an undefined port, or a port without backends: refused
- *                        (return 0 → EPERM); anything else passes untouched. Records the
+ *                        (bpf_set_retval(-ECONNREFUSED), return 0); anything else passes
+ *                        untouched. Node ports and load-balancer addresses are keys too
+ *                        (services-outside.ts): a pod reaches them, its own among them. Records the
  *                        translation under the socket's cookie for the reverse direction.
  *   recvmsg4             an unconnected UDP reply from a backend appears to come from the VIP
  *   getpeername4         the application sees the VIP as its peer
@@ -18,7 +20,6 @@ import {
   R0,
   R1,
   R2,
-  R3,
   R6,
   R7,
   R8,
@@ -30,7 +31,6 @@ import {
 import {
   affinityKey,
   affinityValue,
-  backendKey,
   backendValue,
   revnatKey,
   revnatValue,
@@ -40,6 +40,9 @@ import {
   svcValue,
 } from './services-layout.js';
 import { programHash } from './program.js';
+import { emitAffinityHit, emitAffinityRecord, emitUniformPick } from './lb-code.js';
+
+const MAPS = { affinity: SVC_MAP.affinity, backends: SVC_MAP.backends };
 
 export type ServiceHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
 
@@ -77,11 +80,11 @@ const FRAME = {
   affValue: -80,
 } as const;
 
-const NS_PER_SECOND = 1_000_000_000;
+/** errno of a refused connection, what a TCP RST gives a client. */
+const ECONNREFUSED = 111;
 
 const sk = svcKey.offsets;
 const sv = svcValue.offsets;
-const bk = backendKey.offsets;
 const bv = backendValue.offsets;
 const ak = affinityKey.offsets;
 const av = affinityValue.offsets;
@@ -95,8 +98,8 @@ const rv = revnatValue.offsets;
 function forwardProgram(): AssembledProgram {
   const asm = new Assembler();
   emitServiceLookup(asm);
-  emitAffinityHit(asm);
-  emitUniformPick(asm);
+  emitClientAffinity(asm);
+  emitPick(asm);
   emitRewrite(asm);
   emitRevnatRecord(asm);
   emitNotServicePort(asm);
@@ -127,7 +130,7 @@ function emitServiceLookup(asm: Assembler): void {
 }
 
 /** ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it. */
-function emitAffinityHit(asm: Assembler): void {
+function emitClientAffinity(asm: Assembler): void {
   const f = FRAME;
   asm
     .comment("ClientIP affinity: the client netns's remembered backend, if fresh and still in its slot")
@@ -135,47 +138,13 @@ function emitAffinityHit(asm: Assembler): void {
     .call('get_netns_cookie')
     .stx('dw', R10, f.affKey + ak.netns, R0)
     .stx('w', R10, f.affKey + ak.id, R7)
-    .st('w', R10, f.affKey + ak.pad, 0)
-    .mapLookup(SVC_MAP.affinity, f.affKey)
-    .jeq(R0, 0, 'pick')
-    .copy('w', R10, f.affValue + av.slot, R0, av.slot, R2)
-    .copy('w', R10, f.affValue + av.addr, R0, av.addr, R2)
-    .copy('h', R10, f.affValue + av.port, R0, av.port, R2)
-    .copy('dw', R10, f.affValue + av.lastSeen, R0, av.lastSeen, R2)
-    .call('ktime_get_ns')
-    .ldxdw(R1, R10, f.affValue + av.lastSeen)
-    .sub64(R0, R1)
-    .mov64(R2, R9)
-    .mul64(R2, NS_PER_SECOND)
-    .jgt(R0, R2, 'pick')
-    .ldxw(R2, R10, f.affValue + av.slot)
-    .jge(R2, R8, 'pick')
-    .stx('w', R10, f.backendKey + bk.id, R7)
-    .stx('w', R10, f.backendKey + bk.slot, R2)
-    .mapLookup(SVC_MAP.backends, f.backendKey)
-    .jeq(R0, 0, 'pick')
-    .ldxw(R2, R0, bv.addr)
-    .ldxw(R3, R10, f.affValue + av.addr)
-    .jne(R2, R3, 'pick')
-    .ldxh(R2, R0, bv.port)
-    .ldxh(R3, R10, f.affValue + av.port)
-    .jne(R2, R3, 'pick')
-    .ja('chosen');
+    .st('w', R10, f.affKey + ak.pad, 0);
+  emitAffinityHit(asm, MAPS, f);
 }
 
 /** Uniform choice: count > 0 was checked before. */
-function emitUniformPick(asm: Assembler): void {
-  const f = FRAME;
-  asm
-    .label('pick')
-    .comment('pick a backend slot uniformly at random')
-    .call('get_prandom_u32')
-    .alu32('mod', R0, R8)
-    .stx('w', R10, f.backendKey + bk.id, R7)
-    .stx('w', R10, f.backendKey + bk.slot, R0)
-    .mapLookup(SVC_MAP.backends, f.backendKey)
-    // A slot below count is always filled (the sync writes slots before raising count).
-    .jeq(R0, 0, 'refuse');
+function emitPick(asm: Assembler): void {
+  emitUniformPick(asm, MAPS, FRAME);
 }
 
 /** r0: the backend. Rewrite the destination; stage the reverse key and the affinity value. */
@@ -193,14 +162,8 @@ function emitRewrite(asm: Assembler): void {
     .stx('h', R10, f.revKey + rk.port, R2)
     .stx('h', R10, f.affValue + av.port, R2)
     .st('h', R10, f.revKey + rk.pad, 0)
-    .jeq(R9, 0, 'revnat')
-    .comment('affinity: remember the backend for the client')
-    .copy('w', R10, f.affValue + av.slot, R10, f.backendKey + bk.slot, R2)
-    .st('h', R10, f.affValue + av.pad, 0)
-    .st('w', R10, f.affValue + av.pad + 2, 0) // C padding before lastSeen
-    .call('ktime_get_ns')
-    .stx('dw', R10, f.affValue + av.lastSeen, R0)
-    .mapUpdate(SVC_MAP.affinity, f.affKey, f.affValue);
+    .jeq(R9, 0, 'revnat');
+  emitAffinityRecord(asm, MAPS, f);
 }
 
 /** {socket cookie, backend} → service, for recvmsg4 and getpeername4. */
@@ -230,7 +193,9 @@ function emitNotServicePort(asm: Assembler): void {
     .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'pass')
     .label('refuse')
-    .comment('refuse: the connect or send fails with EPERM')
+    .comment('refuse: the connect or send fails with ECONNREFUSED (without set_retval: EPERM)')
+    .mov64(R1, -ECONNREFUSED)
+    .call('set_retval')
     .exitWith(0)
     .label('pass')
     .exitWith(1);

@@ -63,6 +63,7 @@ import {
   servicesRecordFor,
   type KnownServiceContents,
 } from './map-contents.js';
+import { withOutsideAddresses } from './services-outside.js';
 
 export const SERVICES_DIR = '_services';
 
@@ -318,7 +319,7 @@ function writeServices(
 }
 
 function syncServices(scope: string, ir: IR, shadows: Map<string, ScopeServicesShadow>): string[] {
-  const desired = desiredServices(ir);
+  const desired = withOutsideAddresses(desiredServices(ir), ir);
   const dir = servicesDir(scope);
   if (desired.ports.length === 0) {
     shadows.delete(scope);
