@@ -5,9 +5,10 @@
  * saw, which must be the client's. Once through a NodePort from the lab's outside, once through a
  * cluster IP from a pod (the same generator). Never absolute performance (shared machines).
  */
+import { existsSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { measureNodePort, type NodePortOptions } from '../../src/bench/scenarios/nodeport.js';
-import type { Entry } from '../../src/bench/scenarios/support/nodeport-lab.js';
+import { outsideCgroup, type Entry } from '../../src/bench/scenarios/support/nodeport-lab.js';
 import {
   failedConnections,
   nodePortCpuResult,
@@ -57,6 +58,7 @@ async function expectMeasured(entry: Entry): Promise<void> {
   expect(targets.find((l) => l.includes('connection rate'))).toMatch(/at 100 services: [\d.]+×/);
   // The labs, and the outside namespaces with them, are down again.
   expect(listNetns().filter((n) => n.startsWith(`sy-${BASE}-`))).toEqual([]);
+  for (const b of BACKENDS) expect(existsSync(outsideCgroup(`${BASE}-${b[0]}`)), b).toBe(false);
 }
 
 describeKernel('nodeport bench scenario (one point, every backend)', () => {

@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import type { BackendName } from '../../dataplane/backend.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
-import { currentCgroup, requireTool } from '../../netns/index.js';
+import { currentCgroup, removeCgroupTree, requireTool } from '../../netns/index.js';
 import { errorMessage } from '../../util/errors.js';
 import type { BenchContext, BenchScenario } from '../types.js';
 import { connectBatch } from './support/connect.js';
@@ -42,6 +42,7 @@ import {
   entryPlan,
   LOAD_PORT,
   nodePortModel,
+  outsideCgroup,
   PEER_PORT,
   podPlace,
   type Entry,
@@ -204,7 +205,13 @@ export async function measureNodePort(ctx: BenchContext, opts: NodePortOptions):
   const home = currentCgroup();
   const points: NodePortPoint[] = [];
   let client = '';
-  for (const b of names) await labDown(labName(base, b));
+  const down = async (): Promise<void> => {
+    for (const b of names) {
+      await labDown(labName(base, b));
+      await removeCgroupTree(outsideCgroup(labName(base, b)));
+    }
+  };
+  await down();
   try {
     for (const services of opts.scales) {
       const model = nodePortModel(services, opts.entry);
@@ -249,7 +256,7 @@ export async function measureNodePort(ctx: BenchContext, opts: NodePortOptions):
       }
     }
   } finally {
-    for (const b of names) await labDown(labName(base, b));
+    await down();
   }
   return { entry: opts.entry, method: method(opts, client), points };
 }

@@ -15,7 +15,9 @@
  */
 import type { LabState } from '../../../lab/index.js';
 import type { Model } from '../../../model/index.js';
-import { ensureCgroup } from '../../../netns/index.js';
+import { join } from 'node:path';
+import { CGROUP_DIR } from '../../../lab/names.js';
+import { cgroup2Mount, ensureCgroup } from '../../../netns/index.js';
 import { middleService, vip } from '../services.js';
 import { benchModel } from './manifests.js';
 import type { PodPlace } from './native-load.js';
@@ -115,6 +117,16 @@ export interface OutsideClient {
 }
 
 /**
+ * The outside client's cgroup, for its CPU: `switchyard/<lab>-bout`, beside the lab's and not below
+ * it, so the lab's cgroup socket hooks (eBPF's connect-time balancing) never see the client — from
+ * outside, every packet must meet the node's own translation. The bench removes it; named like a
+ * lab, so `lab down` of that name would too.
+ */
+export function outsideCgroup(lab: string): string {
+  return join(cgroup2Mount(), CGROUP_DIR, `${lab}-bout`);
+}
+
+/**
  * The addresses and ports of one point. `outside` finds (or makes) the lab's outside client for
  * the nodeport entry; the node's external address is the lab's first node's.
  */
@@ -137,7 +149,7 @@ export async function entryPlan(
   if (!node?.externalAddress)
     throw new Error(`bench lab ${state.name}: node ${node?.name ?? '?'} has no external address`);
   const o = await outside(state);
-  const cgroup = `${state.cgroupRoot}/bench-outside`;
+  const cgroup = outsideCgroup(state.name);
   ensureCgroup(cgroup);
   return {
     client: { netns: o.netns, cgroup, address: o.address, what: `outside ${o.address}` },
