@@ -1,16 +1,25 @@
 /**
- * Model → Allocations: the cluster's nodes, which node each pod runs on, pod addresses and
- * service virtual addresses. The one place anything is allocated; buildIR only reads the result.
+ * Model → Allocations: the cluster's nodes, which node each pod runs on, pod addresses, service
+ * virtual addresses, node ports and load-balancer addresses. The one place anything is allocated; buildIR only reads the result.
  *
  * Pure and deterministic (input order never matters). What `previous` allocated stays put as long
  * as the model allows it (a running cluster must not move pods or renumber them on an update):
  * whoever keeps state (lab state, the datastore, an agent's state directory) passes its last
  * allocations back in.
  */
-import { podKey, type Model, type Pod, type Service } from '../model/types.js';
-import { allocateAddresses, INFRA_RANGE, POD_RANGE, SERVICE_RANGE } from './addresses.js';
+import { ManifestError, type ManifestIssue } from '../model/errors.js';
+import { podKey, type Model, type Pod, type Service, type ServicePort } from '../model/types.js';
+import {
+  allocateAddresses,
+  inAddressRange,
+  INFRA_RANGE,
+  LOAD_BALANCER_POOL,
+  NODE_PORT_RANGE,
+  POD_RANGE,
+  SERVICE_RANGE,
+} from './addresses.js';
 import { nodeNames, placePods } from './placement.js';
-import type { Cidr } from '../util/ip.js';
+import { formatCidr, type Cidr } from '../util/ip.js';
 
 export const DEFAULT_NODE_COUNT = 2;
 
@@ -23,6 +32,16 @@ export interface Allocations {
   podAddresses: Record<string, string>;
   /** Service (`namespace/name`) → virtual address: its spec.clusterIP or allocated. Every service. */
   serviceAddresses: Record<string, string>;
+  /**
+   * Service port (`namespace/name:port/protocol`, the port table's id) → node port: its
+   * spec.ports[].nodePort or allocated. Every port of every NodePort and LoadBalancer service.
+   */
+  nodePorts: Record<string, number>;
+  /**
+   * LoadBalancer service (`namespace/name`) → its addresses: status.loadBalancer.ingress as
+   * stated, else one from the pool (spec.loadBalancerIP when it asks for a free one).
+   */
+  loadBalancerAddresses: Record<string, string[]>;
 }
 
 export interface AllocateOptions {
@@ -49,7 +68,134 @@ export function allocate(
     podNodes: sortedRecord(placement),
     podAddresses: allocatePodAddresses(model.pods, previous.podAddresses),
     serviceAddresses: allocateServiceAddresses(model.services, previous.serviceAddresses),
+    nodePorts: allocateNodePorts(model.services, previous.nodePorts),
+    loadBalancerAddresses: allocateLoadBalancerAddresses(model.services, previous.loadBalancerAddresses),
   };
+}
+
+/** The id of a service port's table (`namespace/name:port/protocol`), the key of its node port. */
+export function servicePortId(s: Pick<Service, 'namespace' | 'name'>, p: ServicePort): string {
+  return `${s.namespace}/${s.name}:${p.port}/${p.protocol}`;
+}
+
+function serviceKey(s: Pick<Service, 'namespace' | 'name'>): string {
+  return `${s.namespace}/${s.name}`;
+}
+
+function byKey<T extends { namespace: string; name: string }>(items: readonly T[]): T[] {
+  return [...items].sort((a, b) => (serviceKey(a) < serviceKey(b) ? -1 : 1));
+}
+
+/**
+ * Stated node ports as they are; else the port's previous one unless taken meanwhile; else the
+ * lowest free one in port-id order. Ports of one service with the same number (53/TCP and 53/UDP)
+ * share a node port, as the API server allocates them.
+ */
+function allocateNodePorts(
+  services: readonly Service[],
+  previous: Readonly<Record<string, number>> = {},
+): Record<string, number> {
+  const external = byKey(services.filter((s) => s.type !== 'ClusterIP'));
+  const used = new Set(external.flatMap((s) => s.ports.flatMap((p) => p.nodePort ?? [])));
+  const out = new Map<string, number>();
+  const shared = new Map<string, number>();
+  const needing: { key: string; group: string }[] = [];
+  const take = (key: string, group: string, port: number): void => {
+    out.set(key, port);
+    used.add(port);
+    if (!shared.has(group)) shared.set(group, port);
+  };
+  for (const s of external) {
+    for (const p of s.ports)
+      if (p.nodePort !== undefined) take(servicePortId(s, p), groupOf(s, p), p.nodePort);
+    for (const p of s.ports) {
+      const key = servicePortId(s, p);
+      const group = groupOf(s, p);
+      const prev = previous[key];
+      if (out.has(key)) continue;
+      const sibling = shared.get(group);
+      if (sibling !== undefined) take(key, group, sibling);
+      else if (prev !== undefined && isNodePort(prev) && !used.has(prev)) take(key, group, prev);
+      else needing.push({ key, group });
+    }
+  }
+  let next: number = NODE_PORT_RANGE.first;
+  for (const { key, group } of needing) {
+    const sibling = shared.get(group);
+    if (sibling !== undefined) {
+      take(key, group, sibling);
+      continue;
+    }
+    while (used.has(next)) next++;
+    if (next > NODE_PORT_RANGE.last)
+      throw new Error(
+        `node ports ${NODE_PORT_RANGE.first}-${NODE_PORT_RANGE.last} are exhausted (service port ${key} needs one)`,
+      );
+    take(key, group, next);
+  }
+  return sortedRecord(out);
+}
+
+function groupOf(s: Service, p: ServicePort): string {
+  return `${serviceKey(s)}:${p.port}`;
+}
+
+function isNodePort(n: number): boolean {
+  return Number.isInteger(n) && n >= NODE_PORT_RANGE.first && n <= NODE_PORT_RANGE.last;
+}
+
+/**
+ * Load-balancer addresses: stated ingress addresses as they are, then requested ones
+ * (spec.loadBalancerIP), then each service's previous address unless taken meanwhile, then the
+ * lowest free addresses of the pool in service order. Throws ManifestError when a stated or
+ * requested address is outside the pool or taken.
+ */
+function allocateLoadBalancerAddresses(
+  services: readonly Service[],
+  previous: Readonly<Record<string, readonly string[]>> = {},
+): Record<string, string[]> {
+  const lbs = byKey(services.filter((s) => s.type === 'LoadBalancer'));
+  const issues: ManifestIssue[] = [];
+  const issue = (s: Service, field: string, message: string): void => {
+    issues.push({ ...s.source, kind: 'Service', object: serviceKey(s), field, message });
+  };
+  const pool = formatCidr(LOAD_BALANCER_POOL);
+  const owners = new Map<string, string>();
+  const out = new Map<string, string[]>();
+  for (const s of lbs) {
+    (s.loadBalancerIngress ?? []).forEach((ip, i) => {
+      owners.set(ip, serviceKey(s));
+      if (!inAddressRange(LOAD_BALANCER_POOL, ip))
+        issue(s, `status.loadBalancer.ingress[${i}].ip`, `${ip} is outside the load-balancer pool ${pool}`);
+    });
+    if (s.loadBalancerIngress?.length) out.set(serviceKey(s), [...s.loadBalancerIngress]);
+  }
+  const pending = lbs.filter((s) => !out.has(serviceKey(s)));
+  for (const s of pending) {
+    const ip = s.loadBalancerIP;
+    if (ip === undefined) continue;
+    const owner = owners.get(ip);
+    if (!inAddressRange(LOAD_BALANCER_POOL, ip))
+      issue(s, 'spec.loadBalancerIP', `${ip} is outside the load-balancer pool ${pool}`);
+    else if (owner) issue(s, 'spec.loadBalancerIP', `${ip} is already used by service ${owner}`);
+    else {
+      owners.set(ip, serviceKey(s));
+      out.set(serviceKey(s), [ip]);
+    }
+  }
+  if (issues.length > 0) throw new ManifestError(issues);
+  const needing: string[] = [];
+  for (const s of pending.filter((p) => !out.has(serviceKey(p)))) {
+    const prev = previous[serviceKey(s)]?.[0];
+    if (prev !== undefined && inAddressRange(LOAD_BALANCER_POOL, prev) && !owners.has(prev)) {
+      owners.set(prev, serviceKey(s));
+      out.set(serviceKey(s), [prev]);
+    } else needing.push(serviceKey(s));
+  }
+  allocateAddresses(LOAD_BALANCER_POOL, needing.length, new Set(owners.keys())).forEach((a, i) =>
+    out.set(needing[i] as string, [a]),
+  );
+  return sortedRecord(out);
 }
 
 /** A pod or service buildIR has no allocation for: allocate() was not run on this model. */
@@ -65,7 +211,7 @@ export function ipv4First(addresses: readonly string[]): string[] {
   return [...addresses].sort((a, b) => Number(a.includes(':')) - Number(b.includes(':')));
 }
 
-function sortedRecord(entries: Iterable<[string, string]>): Record<string, string> {
+function sortedRecord<T>(entries: Iterable<[string, T]>): Record<string, T> {
   return Object.fromEntries([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 

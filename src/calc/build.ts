@@ -6,7 +6,7 @@ import { irForNode } from '../ir/slice.js';
 import type { IR, Prefilter } from '../ir/types.js';
 import type { Model } from '../model/types.js';
 import type { BuildOptions } from './api.js';
-import { nodeFabricAddress } from './addresses.js';
+import { nodeExternalAddress, nodeFabricAddress } from './addresses.js';
 import type { Allocations } from './allocate.js';
 import { withDecisionTables } from './decision-table.js';
 import { buildEndpoints } from './endpoints.js';
@@ -27,12 +27,16 @@ export function buildIR(model: Model, allocations: Allocations, opts: BuildOptio
   const prefilters = buildPrefilters(model, nodes, sets, node);
   const ir: IR = {
     version: 1,
-    nodes: nodes.map((name, i) => ({ name, address: nodeFabricAddress(i) })),
+    nodes: nodes.map((name, i) => ({
+      name,
+      address: nodeFabricAddress(i),
+      externalAddress: nodeExternalAddress(i),
+    })),
     endpoints,
     ipSets: sets.allIpSets(),
     ipPortSets: sets.allPortSets(),
     ruleSets,
-    services: buildServices(model, endpoints, allocations.serviceAddresses, opts.readyPods),
+    services: buildServices(model, endpoints, allocations, opts.readyPods),
     prefilters,
   };
   // A rule can resolve to nothing (a named port no local pod has) after its set was made: slicing

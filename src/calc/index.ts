@@ -30,3 +30,12 @@ export {
   type DecisionTableBuild,
   type DecisionTableOptions,
 } from './decision-table.js';
+export { IncrementalCalculation } from './incremental/calculation.js';
+export { emptyDelta, isEmptyDelta, ruleSetKey, type IdChanges, type IrDelta } from './incremental/delta.js';
+export {
+  applyModelChanges,
+  diffModels,
+  modelKey,
+  type ModelChange,
+  type ModelKind,
+} from '../model/changes.js';

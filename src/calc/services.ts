@@ -1,11 +1,20 @@
-/** Services → per-port tables of (allocated) virtual address and backends (targetPort names resolved per pod). */
+/**
+ * Services → per-port tables of (allocated) virtual address and backends (targetPort names
+ * resolved per pod), with what traffic from outside needs: node port, load-balancer addresses,
+ * traffic policies and the node of each backend.
+ */
 import type { Endpoint, ServiceBackend, ServicePortTable } from '../ir/types.js';
-import type { EndpointSlice, Model, ServicePort } from '../model/types.js';
-import { MissingAllocationError } from './allocate.js';
+import type { EndpointSlice, Model, Service, ServicePort } from '../model/types.js';
+import { MissingAllocationError, servicePortId, type Allocations } from './allocate.js';
+
+/** What buildServices reads of the allocations. */
+export type ServiceAllocations = Pick<Allocations, 'serviceAddresses'> &
+  Partial<Pick<Allocations, 'nodePorts' | 'loadBalancerAddresses'>>;
 
 /**
  * Backends of a Service without a selector: the ready endpoints of its EndpointSlices whose port
- * has the service port's name and protocol. An address that belongs to a pod is named by that pod.
+ * has the service port's name and protocol. An address that belongs to a pod is named by that pod
+ * (and placed on its node); another is on the node its slice names, if any.
  */
 function sliceBackends(
   slices: readonly EndpointSlice[],
@@ -13,7 +22,7 @@ function sliceBackends(
   endpoints: readonly Endpoint[],
   isReady: (podId: string) => boolean,
 ): ServiceBackend[] {
-  const byAddress = new Map(endpoints.flatMap((e) => e.addresses.map((a) => [a, e.id] as const)));
+  const byAddress = new Map(endpoints.flatMap((e) => e.addresses.map((a) => [a, e] as const)));
   return slices.flatMap((slice) => {
     const sp = slice.ports.find((p) => (p.name ?? '') === (port.name ?? '') && p.protocol === port.protocol);
     if (!sp) return [];
@@ -22,65 +31,111 @@ function sliceBackends(
       .flatMap((e) =>
         e.addresses
           .filter((a) => !a.includes(':'))
-          .map((address) => ({
-            endpoint: byAddress.get(address) ?? e.pod ?? address,
-            address,
-            port: sp.port,
-          }))
-          .filter((b) => !byAddress.has(b.address) || isReady(b.endpoint)),
+          .flatMap((address): ServiceBackend[] => {
+            const pod = byAddress.get(address);
+            if (pod && !isReady(pod.id)) return [];
+            const node = pod?.node ?? e.node;
+            return [
+              {
+                endpoint: pod?.id ?? e.pod ?? address,
+                address,
+                port: sp.port,
+                ...(node !== undefined ? { node } : {}),
+              },
+            ];
+          }),
       );
   });
+}
+
+/** The traffic-from-outside fields of one port's table (none for a ClusterIP service). */
+function externalFields(
+  s: Service,
+  p: ServicePort,
+  allocations: ServiceAllocations,
+): Pick<
+  ServicePortTable,
+  'nodePort' | 'loadBalancerIPs' | 'externalTrafficPolicy' | 'internalTrafficPolicy'
+> {
+  // Absent means Cluster in the IR: only a Local policy is spelled out.
+  const internal = s.internalTrafficPolicy === 'Local' ? { internalTrafficPolicy: 'Local' as const } : {};
+  if (s.type === 'ClusterIP') return internal;
+  const id = servicePortId(s, p);
+  const nodePort = p.nodePort ?? allocations.nodePorts?.[id];
+  if (nodePort === undefined) throw new MissingAllocationError(`service port ${id} has no node port`);
+  const out: ReturnType<typeof externalFields> = {
+    nodePort,
+    externalTrafficPolicy: s.externalTrafficPolicy ?? 'Cluster',
+    ...internal,
+  };
+  if (s.type === 'LoadBalancer') {
+    const ips = s.loadBalancerIngress ?? allocations.loadBalancerAddresses?.[`${s.namespace}/${s.name}`];
+    if (!ips?.length)
+      throw new MissingAllocationError(`service ${s.namespace}/${s.name} has no load-balancer address`);
+    out.loadBalancerIPs = [...ips];
+  }
+  return out;
+}
+
+/** The port tables of one service. */
+export function serviceTables(
+  s: Service,
+  model: Model,
+  endpoints: readonly Endpoint[],
+  allocations: ServiceAllocations,
+  isReady: (podId: string) => boolean,
+): ServicePortTable[] {
+  const key = `${s.namespace}/${s.name}`;
+  const address = s.clusterIP ?? allocations.serviceAddresses[key];
+  if (address === undefined) throw new MissingAllocationError(`service ${key} has no cluster IP`);
+  const selected = s.selector
+    ? endpoints.filter(
+        (ep) =>
+          ep.namespace === s.namespace &&
+          isReady(ep.id) &&
+          Object.entries(s.selector ?? {}).every(([k, v]) => ep.labels[k] === v),
+      )
+    : [];
+  const slices = s.selector
+    ? []
+    : model.endpointSlices.filter((sl) => sl.namespace === s.namespace && sl.serviceName === s.name);
+  return s.ports.map((p) => ({
+    id: servicePortId(s, p),
+    service: key,
+    ...(p.name ? { portName: p.name } : {}),
+    address,
+    port: p.port,
+    protocol: p.protocol,
+    backends: [
+      ...selected.flatMap((ep) => {
+        const target =
+          typeof p.targetPort === 'number'
+            ? p.targetPort
+            : ep.ports.find((cp) => cp.name === p.targetPort && cp.protocol === p.protocol)?.port;
+        const address = ep.addresses.find((a) => !a.includes(':'));
+        return target === undefined || address === undefined
+          ? []
+          : [{ endpoint: ep.id, address, port: target, node: ep.node }];
+      }),
+      ...sliceBackends(slices, p, endpoints, isReady),
+    ],
+    affinity:
+      s.sessionAffinity === 'ClientIP'
+        ? { mode: 'ClientIP' as const, timeoutSeconds: s.affinityTimeoutSeconds }
+        : { mode: 'None' as const },
+    ...externalFields(s, p, allocations),
+  }));
 }
 
 export function buildServices(
   model: Model,
   endpoints: readonly Endpoint[],
-  serviceAddresses: Readonly<Record<string, string>>,
+  allocations: ServiceAllocations,
   readyPods?: ReadonlySet<string>,
 ): ServicePortTable[] {
   const isReady = (id: string): boolean => !readyPods || readyPods.has(id);
   const services = [...model.services].sort((a, b) =>
     `${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1,
   );
-  return services.flatMap((s) => {
-    const key = `${s.namespace}/${s.name}`;
-    const address = s.clusterIP ?? serviceAddresses[key];
-    if (address === undefined) throw new MissingAllocationError(`service ${key} has no cluster IP`);
-    const selected = s.selector
-      ? endpoints.filter(
-          (ep) =>
-            ep.namespace === s.namespace &&
-            isReady(ep.id) &&
-            Object.entries(s.selector ?? {}).every(([k, v]) => ep.labels[k] === v),
-        )
-      : [];
-    const slices = s.selector
-      ? []
-      : model.endpointSlices.filter((sl) => sl.namespace === s.namespace && sl.serviceName === s.name);
-    return s.ports.map((p) => ({
-      id: `${key}:${p.port}/${p.protocol}`,
-      service: key,
-      ...(p.name ? { portName: p.name } : {}),
-      address,
-      port: p.port,
-      protocol: p.protocol,
-      backends: [
-        ...selected.flatMap((ep) => {
-          const target =
-            typeof p.targetPort === 'number'
-              ? p.targetPort
-              : ep.ports.find((cp) => cp.name === p.targetPort && cp.protocol === p.protocol)?.port;
-          const address = ep.addresses.find((a) => !a.includes(':'));
-          return target === undefined || address === undefined
-            ? []
-            : [{ endpoint: ep.id, address, port: target }];
-        }),
-        ...sliceBackends(slices, p, endpoints, isReady),
-      ],
-      affinity:
-        s.sessionAffinity === 'ClientIP'
-          ? { mode: 'ClientIP' as const, timeoutSeconds: s.affinityTimeoutSeconds }
-          : { mode: 'None' as const },
-    }));
-  });
+  return services.flatMap((s) => serviceTables(s, model, endpoints, allocations, isReady));
 }

@@ -99,6 +99,14 @@ function materialize(item: Incoming, model: Model, alloc: Allocations): string {
     const spec = (value.spec ??= {});
     const address = alloc.serviceAddresses[id];
     if (spec.clusterIP === undefined && address) spec.clusterIP = address;
+    for (const port of (spec.ports ?? []) as StoredServicePort[]) {
+      const nodePort = alloc.nodePorts[`${id}:${port.port}/${port.protocol ?? 'TCP'}`];
+      if (port.nodePort === undefined && nodePort !== undefined) port.nodePort = nodePort;
+    }
+    const ingress = alloc.loadBalancerAddresses[id];
+    const status = (value.status ?? {}) as StoredServiceStatus;
+    if (ingress && !status.loadBalancer?.ingress?.length)
+      value.status = { ...status, loadBalancer: { ingress: ingress.map((ip) => ({ ip })) } };
   } else if (item.ref.kind === 'Prefilter') {
     // A file next to the manifest is not next to the agents: store the CIDRs themselves.
     const spec = (value.spec ??= {});
@@ -111,26 +119,44 @@ function materialize(item: Incoming, model: Model, alloc: Allocations): string {
   return JSON.stringify(value);
 }
 
+interface StoredServicePort {
+  port?: number;
+  protocol?: string;
+  nodePort?: number;
+}
+
+interface StoredServiceStatus {
+  podIP?: string;
+  loadBalancer?: { ingress?: { ip?: string }[] };
+}
+
 /** What stored objects were given, so re-applying a manifest without them keeps them. */
 function storedAllocations(snapshot: Snapshot): Partial<Allocations> {
   const podAddresses: Record<string, string> = {};
   const podNodes: Record<string, string> = {};
   const serviceAddresses: Record<string, string> = {};
+  const nodePorts: Record<string, number> = {};
+  const loadBalancerAddresses: Record<string, string[]> = {};
   for (const o of snapshot.objects.values()) {
     const v = (storedDocument(o.key, o.value).value ?? {}) as {
       kind?: string;
       metadata?: { name?: string; namespace?: string };
-      spec?: { nodeName?: string; clusterIP?: string };
-      status?: { podIP?: string };
+      spec?: { nodeName?: string; clusterIP?: string; ports?: StoredServicePort[] };
+      status?: StoredServiceStatus;
     };
     const id = `${v.metadata?.namespace ?? DEFAULT_NAMESPACE}/${v.metadata?.name}`;
     if (v.kind === 'Pod') {
       if (v.status?.podIP) podAddresses[id] = v.status.podIP;
       if (v.spec?.nodeName) podNodes[id] = v.spec.nodeName;
-    } else if (v.kind === 'Service' && v.spec?.clusterIP && v.spec.clusterIP !== 'None')
-      serviceAddresses[id] = v.spec.clusterIP;
+    } else if (v.kind === 'Service') {
+      if (v.spec?.clusterIP && v.spec.clusterIP !== 'None') serviceAddresses[id] = v.spec.clusterIP;
+      for (const p of v.spec?.ports ?? [])
+        if (p.nodePort !== undefined) nodePorts[`${id}:${p.port}/${p.protocol ?? 'TCP'}`] = p.nodePort;
+      const ingress = (v.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : []));
+      if (ingress.length > 0) loadBalancerAddresses[id] = ingress;
+    }
   }
-  return { podAddresses, podNodes, serviceAddresses };
+  return { podAddresses, podNodes, serviceAddresses, nodePorts, loadBalancerAddresses };
 }
 
 function sameJson(a: string, b: string): boolean {

@@ -122,6 +122,7 @@ export function toPod(raw: RawPod, source: SourceRef): Pod {
 }
 
 export function toService(raw: RawService, source: SourceRef): Service {
+  const type = raw.spec.type ?? 'ClusterIP';
   const svc: Service = {
     namespace: raw.metadata.namespace ?? DEFAULT_NAMESPACE,
     name: raw.metadata.name,
@@ -130,12 +131,20 @@ export function toService(raw: RawService, source: SourceRef): Service {
       port: p.port,
       targetPort: p.targetPort ?? p.port,
       protocol: p.protocol ?? 'TCP',
+      ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
     })),
     sessionAffinity: raw.spec.sessionAffinity ?? 'None',
     affinityTimeoutSeconds:
       raw.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS,
+    type,
+    internalTrafficPolicy: raw.spec.internalTrafficPolicy ?? 'Cluster',
     source,
   };
+  // As the API server defaults it: only externally reachable services carry the policy.
+  if (type !== 'ClusterIP') svc.externalTrafficPolicy = raw.spec.externalTrafficPolicy ?? 'Cluster';
+  if (raw.spec.loadBalancerIP) svc.loadBalancerIP = raw.spec.loadBalancerIP;
+  const ingress = (raw.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : []));
+  if (ingress.length > 0) svc.loadBalancerIngress = ingress;
   if (raw.spec.clusterIP && raw.spec.clusterIP !== 'None') svc.clusterIP = raw.spec.clusterIP;
   if (raw.spec.selector) svc.selector = { ...raw.spec.selector };
   return svc;
@@ -212,6 +221,7 @@ export function toEndpointSlice(raw: RawEndpointSlice, source: SourceRef): Endpo
       ...(e.targetRef?.kind === 'Pod' && e.targetRef.name
         ? { pod: `${e.targetRef.namespace ?? namespace}/${e.targetRef.name}` }
         : {}),
+      ...(e.nodeName ? { node: e.nodeName } : {}),
     })),
     source,
   };

@@ -12,3 +12,14 @@ export { readManifestDocuments } from './documents.js';
 export type { ManifestText } from './loader.js';
 export { expandManifestPaths } from './documents.js';
 export { NAMESPACE_NAME_LABEL, DEFAULT_NAMESPACE } from './convert.js';
+export {
+  applyModelChanges,
+  changeKey,
+  diffModels,
+  MODEL_KINDS,
+  modelKey,
+  objectsByKey,
+  type ModelChange,
+  type ModelKind,
+  type ModelObjects,
+} from './changes.js';

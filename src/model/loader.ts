@@ -291,6 +291,40 @@ function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: Iss
   }
 }
 
+/**
+ * A node port is one service's across the cluster (the API server's allocator), and a stated
+ * load-balancer address is nobody else's.
+ */
+function checkExternalServices(model: Model, owners: Map<string, string>, issueAt: IssueAt): void {
+  const portOwners = new Map<number, string>();
+  for (const svc of model.services) {
+    const name = `${svc.namespace}/${svc.name}`;
+    const mine = new Set<number>();
+    svc.ports.forEach((p, i) => {
+      if (p.nodePort === undefined || mine.has(p.nodePort)) return;
+      mine.add(p.nodePort);
+      const owner = portOwners.get(p.nodePort);
+      if (owner)
+        issueAt(
+          svc,
+          ['spec', 'ports', i, 'nodePort'],
+          `provided port is already allocated: node port ${p.nodePort} is used by service ${owner}`,
+        );
+      else portOwners.set(p.nodePort, name);
+    });
+    (svc.loadBalancerIngress ?? []).forEach((ip, i) => {
+      const owner = owners.get(ip);
+      if (owner && owner !== `service ${name}`)
+        issueAt(
+          svc,
+          ['status', 'loadBalancer', 'ingress', i, 'ip'],
+          `address ${ip} is already used by ${owner}`,
+        );
+      else owners.set(ip, `service ${name}`);
+    });
+  }
+}
+
 /** Checks that need the whole input: duplicates, references between objects, address clashes. */
 function crossValidate(model: Model, locate: Map<object, Located>, issues: ManifestIssue[]): void {
   const issueAt = issueReporter(locate, issues);
@@ -299,6 +333,7 @@ function crossValidate(model: Model, locate: Map<object, Located>, issues: Manif
   const owners = checkPods(model, issueAt);
   checkEndpointSlices(model, issueAt);
   checkClusterIps(model, owners, issueAt);
+  checkExternalServices(model, owners, issueAt);
 }
 
 /** The documents and read issues of several files, in file order. */

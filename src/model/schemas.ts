@@ -238,35 +238,164 @@ export const namespaceSchema = z.strictObject({
   status: z.unknown().optional(),
 });
 
-export const serviceSchema = z.strictObject({
-  apiVersion: z.literal('v1'),
-  kind: z.literal('Service'),
-  metadata: namespacedMetadata,
-  spec: z.looseObject({
-    type: z.enum(['ClusterIP']).optional(),
+/** The API server's default service-node-port-range. */
+export const NODE_PORT_MIN = 30000;
+export const NODE_PORT_MAX = 32767;
+export const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer'] as const;
+export const MAX_AFFINITY_TIMEOUT_SECONDS = 86400;
+const trafficPolicySchema = z.enum(['Cluster', 'Local']);
+
+const servicePortSchema = z.strictObject({
+  name: portName.optional(),
+  port: portNumber,
+  targetPort: z.union([portNumber, portName]).optional(),
+  protocol: protocolSchema.optional(),
+  nodePort: z
+    .number()
+    .int()
+    .min(
+      NODE_PORT_MIN,
+      `provided port is not in the valid range. The range of valid ports is ${NODE_PORT_MIN}-${NODE_PORT_MAX}`,
+    )
+    .max(
+      NODE_PORT_MAX,
+      `provided port is not in the valid range. The range of valid ports is ${NODE_PORT_MIN}-${NODE_PORT_MAX}`,
+    )
+    .optional(),
+  appProtocol: z.string().optional(),
+});
+
+const serviceSpecSchema = z
+  .looseObject({
+    type: z.enum(SERVICE_TYPES).optional(),
     clusterIP: z.union([ipSchema, z.literal('None')]).optional(),
     selector: labelsSchema.optional(),
-    ports: z
-      .array(
-        z.strictObject({
-          name: portName.optional(),
-          port: portNumber,
-          targetPort: z.union([portNumber, portName]).optional(),
-          protocol: protocolSchema.optional(),
-        }),
-      )
-      .min(1, 'a Service needs at least one port'),
+    ports: z.array(servicePortSchema).min(1, 'a Service needs at least one port'),
     sessionAffinity: z.enum(['None', 'ClientIP']).optional(),
     sessionAffinityConfig: z
       .strictObject({
         clientIP: z
-          .strictObject({ timeoutSeconds: z.number().int().min(1).max(86400).optional() })
+          .strictObject({
+            timeoutSeconds: z
+              .number()
+              .int()
+              .min(1, `must be 1-${MAX_AFFINITY_TIMEOUT_SECONDS} seconds`)
+              .max(MAX_AFFINITY_TIMEOUT_SECONDS, `must be 1-${MAX_AFFINITY_TIMEOUT_SECONDS} seconds`)
+              .optional(),
+          })
           .optional(),
       })
       .optional(),
-  }),
-  status: z.unknown().optional(),
+    externalTrafficPolicy: trafficPolicySchema.optional(),
+    internalTrafficPolicy: trafficPolicySchema.optional(),
+    loadBalancerIP: ipSchema.optional(),
+  })
+  .superRefine(checkServiceSpec);
+
+/** The checks ValidateService makes on fields that only some service types take. */
+function checkServiceSpec(
+  spec: {
+    type?: (typeof SERVICE_TYPES)[number];
+    clusterIP?: string;
+    ports: { nodePort?: number; protocol?: string }[];
+    sessionAffinity?: string;
+    sessionAffinityConfig?: unknown;
+    externalTrafficPolicy?: string;
+    loadBalancerIP?: string;
+  },
+  ctx: z.core.$RefinementCtx<unknown>,
+): void {
+  const type = spec.type ?? 'ClusterIP';
+  const external = type !== 'ClusterIP';
+  const seen = new Set<string>();
+  spec.ports.forEach((p, i) => {
+    if (p.nodePort === undefined) return;
+    if (!external)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ports', i, 'nodePort'],
+        message: "may not be used when `type` is 'ClusterIP'",
+      });
+    // One node port may serve a TCP and a UDP port of the service, never two of one protocol.
+    const key = `${p.nodePort}/${p.protocol ?? 'TCP'}`;
+    if (seen.has(key))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ports', i, 'nodePort'],
+        message: `Duplicate value: ${p.nodePort}`,
+      });
+    seen.add(key);
+  });
+  if (spec.externalTrafficPolicy !== undefined && !external)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['externalTrafficPolicy'],
+      message: 'may only be set for externally-accessible services (type NodePort or LoadBalancer)',
+    });
+  if (spec.loadBalancerIP !== undefined && type !== 'LoadBalancer')
+    ctx.addIssue({
+      code: 'custom',
+      path: ['loadBalancerIP'],
+      message: "may only be used when `type` is 'LoadBalancer'",
+    });
+  if (spec.clusterIP === 'None' && external)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['clusterIP'],
+      message: `may not be set to 'None' for ${type} services`,
+    });
+  if (spec.sessionAffinityConfig !== undefined && spec.sessionAffinity !== 'ClientIP')
+    ctx.addIssue({
+      code: 'custom',
+      path: ['sessionAffinityConfig'],
+      message: 'must not be set when session affinity is None',
+    });
+}
+
+const serviceStatusSchema = z.looseObject({
+  loadBalancer: z
+    .looseObject({
+      ingress: z
+        .array(
+          z.looseObject({
+            ip: ipSchema.optional(),
+            hostname: z.string().optional(),
+            ipMode: z.enum(['VIP', 'Proxy']).optional(),
+            ports: z.array(z.unknown()).optional(),
+          }),
+        )
+        .optional(),
+    })
+    .optional(),
 });
+
+export const serviceSchema = z
+  .strictObject({
+    apiVersion: z.literal('v1'),
+    kind: z.literal('Service'),
+    metadata: namespacedMetadata,
+    spec: serviceSpecSchema,
+    status: serviceStatusSchema.optional(),
+  })
+  .superRefine((svc, ctx) => {
+    const ingress = svc.status?.loadBalancer?.ingress ?? [];
+    const type = svc.spec.type ?? 'ClusterIP';
+    ingress.forEach((entry, i) => {
+      const path = ['status', 'loadBalancer', 'ingress', i];
+      if (type !== 'LoadBalancer')
+        ctx.addIssue({
+          code: 'custom',
+          path,
+          message: `only a LoadBalancer service has load-balancer addresses (type is ${type})`,
+        });
+      else if (entry.ip === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [...path, 'ip'],
+          message: 'an ingress entry needs ip (a hostname cannot be routed to)',
+        });
+    });
+  });
 
 const globalPeerSchema = z
   .strictObject({

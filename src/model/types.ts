@@ -55,7 +55,12 @@ export interface ServicePort {
   port: number;
   targetPort: number | string;
   protocol: Protocol;
+  /** As the manifest states it (type NodePort or LoadBalancer); else allocated (Allocations.nodePorts). */
+  nodePort?: number;
 }
+
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+export type TrafficPolicy = 'Cluster' | 'Local';
 
 export interface Service {
   namespace: string;
@@ -66,6 +71,16 @@ export interface Service {
   ports: ServicePort[];
   sessionAffinity: 'None' | 'ClientIP';
   affinityTimeoutSeconds: number;
+  /** Defaulted to ClusterIP. NodePort and LoadBalancer are also reached from outside the cluster. */
+  type: ServiceType;
+  /** Set (defaulted to Cluster) exactly when the type is NodePort or LoadBalancer. */
+  externalTrafficPolicy?: TrafficPolicy;
+  /** Defaulted to Cluster. */
+  internalTrafficPolicy: TrafficPolicy;
+  /** spec.loadBalancerIP: the address a LoadBalancer service asks for (used when it is free). */
+  loadBalancerIP?: string;
+  /** status.loadBalancer.ingress[].ip as the manifest states them; else allocated. */
+  loadBalancerIngress?: string[];
   source: SourceRef;
 }
 
@@ -76,7 +91,8 @@ export interface EndpointSlice {
   /** From the kubernetes.io/service-name label. */
   serviceName: string;
   ports: { name?: string; port: number; protocol: Protocol }[];
-  endpoints: { addresses: string[]; ready: boolean; pod?: string }[];
+  /** `node`: the endpoint's nodeName, where the slice states it. */
+  endpoints: { addresses: string[]; ready: boolean; pod?: string; node?: string }[];
   source: SourceRef;
 }
 

@@ -78,6 +78,8 @@ const modelArb: fc.Arbitrary<Model> = fc
         ports: [{ port: 80, targetPort: 80, protocol: 'TCP' }],
         sessionAffinity: 'None',
         affinityTimeoutSeconds: 10800,
+        type: 'ClusterIP',
+        internalTrafficPolicy: 'Cluster',
         source: src,
       };
     });

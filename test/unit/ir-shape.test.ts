@@ -431,7 +431,7 @@ describe('services', () => {
     service('other', 'auto', { selector: { app: 'api' }, ports: [{ port: 53, protocol: 'UDP' }] }),
   ];
 
-  it('allocates VIPs from 198.19.0.0/16, honours clusterIP and never hands it out again', () => {
+  it('allocates VIPs from 198.19.0.0/17, honours clusterIP and never hands it out again', () => {
     const ir = compileIR(modelOf(svcManifests()));
     const vip = Object.fromEntries(ir.services.map((s) => [s.service, s.address]));
     expect(vip['shop/fixed']).toBe('198.19.0.2');
@@ -447,8 +447,8 @@ describe('services', () => {
     const web = ir.services.find((s) => s.service === 'shop/api' && s.port === 80);
     expect(web).toMatchObject({ id: 'shop/api:80/TCP', portName: 'web', protocol: 'TCP' });
     expect(web?.backends).toEqual([
-      { endpoint: 'shop/one', address: '198.18.5.1', port: 8080 },
-      { endpoint: 'shop/two', address: '198.18.5.2', port: 9090 },
+      { endpoint: 'shop/one', address: '198.18.5.1', port: 8080, node: 'node-1' },
+      { endpoint: 'shop/two', address: '198.18.5.2', port: 9090, node: 'node-2' },
     ]);
     const raw = ir.services.find((s) => s.service === 'shop/api' && s.port === 81);
     expect(raw?.backends.map((b) => [b.endpoint, b.port])).toEqual([
@@ -461,7 +461,7 @@ describe('services', () => {
       443, 443, 443,
     ]);
     expect(ir.services.find((s) => s.service === 'other/auto')?.backends).toEqual([
-      { endpoint: 'other/three', address: '198.18.6.1', port: 53 },
+      { endpoint: 'other/three', address: '198.18.6.1', port: 53, node: 'node-1' },
     ]);
   });
 

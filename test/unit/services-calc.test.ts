@@ -65,8 +65,8 @@ describe('service tables', () => {
     const web = ir.services.find((s) => s.service === 'x/web');
     expect(web?.address).toMatch(/^198\.19\./);
     expect(web?.backends).toEqual([
-      { endpoint: 'x/a', address: '198.18.0.10', port: 8080 },
-      { endpoint: 'x/b', address: '198.18.0.11', port: 9090 },
+      { endpoint: 'x/a', address: '198.18.0.10', port: 8080, node: 'node-1' },
+      { endpoint: 'x/b', address: '198.18.0.11', port: 9090, node: 'node-2' },
     ]);
   });
 
@@ -81,9 +81,10 @@ describe('service tables', () => {
     const ir = compileIR(load(base + '---' + slice()));
     const legacy = ir.services.find((s) => s.service === 'x/legacy');
     expect(legacy?.address).toBe('198.19.7.7');
-    // Not-ready endpoints are skipped; a pod's address is named by the pod; others by address.
+    // Not-ready endpoints are skipped; a pod's address is named by the pod (and on its node);
+    // others by address.
     expect(legacy?.backends).toEqual([
-      { endpoint: 'x/c', address: '198.18.0.12', port: 15432 },
+      { endpoint: 'x/c', address: '198.18.0.12', port: 15432, node: 'node-1' },
       { endpoint: '198.18.9.10', address: '198.18.9.10', port: 15432 },
     ]);
     const notReady = compileIR(load(base + '---' + slice()), { readyPods: new Set(['x/a']) });
