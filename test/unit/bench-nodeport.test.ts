@@ -161,6 +161,25 @@ describe('nodeport lab manifests', () => {
     expect(nodePortOf(NODE_PORT_SERVICES)).toBeUndefined();
   });
 
+  it('makes NodePort services with their ports, and a Local one on the last port (from outside)', () => {
+    const m = nodePortModel(3, 'nodeport');
+    const view = m.services
+      .map(
+        (s) =>
+          `${s.name} ${s.type} ${s.externalTrafficPolicy} ${s.ports.map((p) => `${p.targetPort}@${p.nodePort}`).join()}`,
+      )
+      .sort();
+    expect(view).toEqual([
+      `local NodePort Local 8081@${LOCAL_NODE_PORT}`,
+      's0 NodePort Cluster 8080@30000',
+      's1 NodePort Cluster 8080@30001',
+      's2 NodePort Cluster 8080@30002',
+    ]);
+    // Beyond the range, services stay ClusterIP.
+    const big = nodePortModel(NODE_PORT_SERVICES + 1, 'nodeport');
+    expect(big.services.find((s) => s.name === `s${NODE_PORT_SERVICES}`)?.type).toBe('ClusterIP');
+  });
+
   it('makes N load services and the local one (cluster IPs from a pod)', () => {
     const m = nodePortModel(3, 'clusterip');
     expect(m.services.map((s) => s.name).sort()).toEqual(['local', 's0', 's1', 's2']);
