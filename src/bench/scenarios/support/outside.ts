@@ -3,8 +3,8 @@
  * routed to the node's external address, so traffic enters the node through its fabric link as
  * from a NIC. Named `sy-<lab>-bout`, so `lab down` removes it with the lab.
  *
- * Made here for the bench while the lab has no outside of its own; the node gets its external
- * address on the fabric link and a route back to the outside range if it lacks them.
+ * The lab's own outside client when it has one; else (a lab without an outside) one made here,
+ * and the node gets its external address on the fabric link and a route back to the outside range.
  */
 import type { LabState } from '../../../lab/index.js';
 import { FABRIC_BRIDGE, NODE_FABRIC_INTERFACE } from '../../../lab/names.js';
@@ -18,7 +18,16 @@ const EXTERNAL_RANGE = '198.19.128.0/24';
 /** The fabric's end of the outside client's link. */
 const FABRIC_END = 'bout0';
 
+/** The lab's own outside client (`client`), in labs that have an outside (see docs/lab.md). */
+function labOutside(state: LabState): OutsideClient | undefined {
+  const t = state.topology as { outside?: readonly (OutsideClient & { name: string })[] } | undefined;
+  const client = t?.outside?.find((o) => o.name === 'client');
+  return client && { netns: client.netns, address: client.address };
+}
+
 export async function outsideClient(state: LabState): Promise<OutsideClient> {
+  const own = labOutside(state);
+  if (own) return own;
   const netns = `sy-${state.name}-bout`;
   const topology = state.topology;
   if (!topology) throw new Error(`bench lab ${state.name} has no topology`);
