@@ -75,7 +75,7 @@ describe('nodeport targets', () => {
       'target: eBPF connection rate ≥ 1.5× iptables at 1000 services: 2.90× (met)',
     );
     expect(line(lines, 'CPU per connection')).toMatch(/total 0\.37× \(met\), softirq 0\.37×$/);
-    expect(line(lines, 'flat')).toMatch(/from 1 to 10000 services: lowest 0\.93× at 10000 \(met\)$/);
+    expect(line(lines, 'flat')).toMatch(/from 1 to 10000 services: lowest 0\.93× \(at 10000\) \(met\)$/);
     expect(line(lines, 'failed')).toBe('target: 0 failed connections in every row: met (6 points)');
     expect(line(lines, 'source address')).toMatch(/: met \(6 points\)$/);
   });
@@ -92,7 +92,7 @@ describe('nodeport targets', () => {
     const lines = targetLines(bad);
     expect(line(lines, 'connection rate')).toMatch(/1\.13× \(NOT met\)$/);
     expect(line(lines, 'CPU per connection')).toMatch(/total 0\.67× \(NOT met\)/);
-    expect(line(lines, 'flat')).toMatch(/lowest 0\.60× at 1000 \(NOT met\)$/);
+    expect(line(lines, 'flat')).toMatch(/lowest 0\.60× \(at 1000\) \(NOT met\)$/);
     expect(line(lines, 'failed')).toBe('target: 0 failed connections in every row: NOT met: ebpf N=1000 3');
     expect(line(lines, 'source address')).toMatch(/NOT met: iptables N=1000 saw 198\.19\.128\.1$/);
   });
