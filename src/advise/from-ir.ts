@@ -18,6 +18,11 @@ export function workloadFromIR(ir: IR): WorkloadInput {
     rulesPerEndpoint: Math.max(0, ...ruleCounts),
     addressesPerSet: Math.max(0, ...setSizes),
     services: new Set(ir.services.map((s) => s.service)).size,
+    externalServices: new Set(
+      ir.services
+        .filter((s) => s.nodePort !== undefined || (s.loadBalancerIPs?.length ?? 0) > 0)
+        .map((s) => s.service),
+    ).size,
     prefilterEntries,
     flowLogs: ir.ruleSets.some((rs) => rs.globalRules.some((r) => r.action === 'log')),
   };

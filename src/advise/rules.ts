@@ -253,6 +253,46 @@ export const servicesRule: Rule = ({ workload, evidence, capabilities }) => {
   });
 };
 
+/**
+ * Traffic from outside (NodePort, LoadBalancer) is translated where it enters the node, per
+ * packet, on every backend: eBPF's connect-time balancing does not apply (no socket of the
+ * client's on the node), so this concern reads its own bench, `nodeport`.
+ */
+export const nodePortRule: Rule = ({ workload, evidence, capabilities }) => {
+  if (workload.externalServices === 0) return undefined;
+  const services = Math.max(workload.services, workload.externalServices);
+  const concern = 'traffic from outside';
+  const c = evidence.compare('nodeport', { services, metric: 'new connections' });
+  if (c) {
+    const choice = (c.ranking.find((r) => canRun(r.backend, capabilities))?.backend ?? 'nftables') as Choice;
+    const ties = tiedWith(c, choice, capabilities);
+    const cpu = evidence.compare('nodeport-cpu', { services, metric: 'total' });
+    return rec({
+      concern,
+      choice,
+      tiedWith: ties,
+      advice: ties.length
+        ? `${both([choice, ...ties])} take new connections through a NodePort equally fast at ${services} services (a tie).`
+        : `${choice} takes new connections through a NodePort fastest at ${services} services.`,
+      reasons: [
+        `measured new-connection rate from outside: ${formatComparison(c, 'conn/s')}`,
+        ...(cpu ? [`measured CPU per 10k connections: ${formatComparison(cpu, 'CPU-s')}`] : []),
+      ],
+      evidence: [...c.evidence, ...(cpu?.evidence ?? [])],
+      measured: true,
+    });
+  }
+  const many = services >= MANY_SERVICES;
+  return rec({
+    concern,
+    choice: (many && runnableWith(capabilities, (t) => !t.linearRules)) || 'any',
+    advice: many
+      ? 'NodePort at scale: translate with one lookup (an eBPF map at the external interface, or an nft verdict map) rather than kube-proxy-style chains that walk every service before the node ports.'
+      : 'Few services: every backend translates NodePort traffic cheaply.',
+    reasons: ['not measured in this run: run `switchyard bench nodeport nodeport-cpu`'],
+  });
+};
+
 export const prefilterRule: Rule = ({ workload, evidence, capabilities }) => {
   if (workload.prefilterEntries === 0) return undefined;
   const c = evidence.compare('prefilter', {
@@ -331,6 +371,7 @@ export const RULES: readonly Rule[] = [
   policyRule,
   setUpdateRule,
   servicesRule,
+  nodePortRule,
   prefilterRule,
   observabilityRule,
 ];

@@ -19,6 +19,8 @@ export const workloadSchema = z.strictObject({
   /** IP-set membership changes per second (pod churn, threat feeds). */
   setUpdatesPerSecond: z.number().min(0).default(0),
   services: z.number().int().min(0).default(0),
+  /** Of those, NodePort and LoadBalancer services: traffic from outside the cluster. */
+  externalServices: z.number().int().min(0).default(0),
   /** New connections per second on the node. */
   connectionsPerSecond: z.number().min(0).default(100),
   /** Deny-listed CIDRs dropped before conntrack. */

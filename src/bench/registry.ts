@@ -6,6 +6,8 @@ export const scenarioLoaders: Record<string, () => Promise<BenchScenario>> = {
   'bpf-maps': async () => (await import('./scenarios/bpf-maps.js')).scenario,
   'netfilter-update': async () => (await import('./scenarios/netfilter-update.js')).scenario,
   services: async () => (await import('./scenarios/services.js')).scenario,
+  nodeport: async () => (await import('./scenarios/nodeport.js')).scenario,
+  'nodeport-cpu': async () => (await import('./scenarios/nodeport.js')).cpuScenario,
   policy: async () => (await import('./scenarios/policy.js')).scenario,
   'set-update': async () => (await import('./scenarios/set-update.js')).scenario,
   prefilter: async () => (await import('./scenarios/prefilter.js')).scenario,

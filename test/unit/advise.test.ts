@@ -5,6 +5,7 @@ import type { Capabilities } from '../../src/advise/index.js';
 import type { BenchReport } from '../../src/bench/results.js';
 import type { BenchScenarioResult } from '../../src/bench/results.js';
 import { loadManifests } from '../../src/model/index.js';
+import type { IR } from '../../src/ir/types.js';
 import { compileIR } from '../support/manifests.js';
 
 const NEW_KERNEL = '6.18.0';
@@ -190,6 +191,47 @@ const rows: Row[] = [
     choice: 'any',
   },
   {
+    name: 'NodePort at scale: eBPF, measured from outside, with its CPU beside',
+    workload: { services: 1000, externalServices: 1000 },
+    report: report(
+      scenario('nodeport', 'conn/s (new) · req/s (reused)', 'higher', [
+        ['iptables', { services: 1000, metric: 'new connections' }, 4000],
+        ['nftables', { services: 1000, metric: 'new connections' }, 9000],
+        ['ebpf', { services: 1000, metric: 'new connections' }, 14000],
+        // A faster iptables on kept connections must not count: a different metric.
+        ['iptables', { services: 1000, metric: 'reused connections' }, 90000],
+        ['ebpf', { services: 1000, metric: 'reused connections' }, 30000],
+      ]),
+      scenario('nodeport-cpu', 'CPU-s per 10k connections', 'lower', [
+        ['iptables', { services: 1000, metric: 'total' }, 2.6],
+        ['ebpf', { services: 1000, metric: 'total' }, 0.9],
+      ]),
+    ),
+    concern: 'traffic from outside',
+    choice: 'ebpf',
+    measured: true,
+  },
+  {
+    name: 'NodePort at scale without numbers: no linear chains, eBPF first',
+    workload: { services: 5000, externalServices: 10 },
+    concern: 'traffic from outside',
+    choice: 'ebpf',
+    measured: false,
+  },
+  {
+    name: 'NodePort at scale on a kernel without tcx: the nft verdict map',
+    workload: { services: 5000, externalServices: 10 },
+    capabilities: NO_TCX,
+    concern: 'traffic from outside',
+    choice: 'nftables',
+  },
+  {
+    name: 'few NodePort services without numbers: any backend',
+    workload: { services: 20, externalServices: 2 },
+    concern: 'traffic from outside',
+    choice: 'any',
+  },
+  {
     name: 'fast-churning large sets: the fastest updater',
     workload: { addressesPerSet: 100000, setUpdatesPerSecond: 5000 },
     report: report(setBench),
@@ -321,6 +363,39 @@ describe('advise rules', () => {
   it('rejects a bad workload field by name', () => {
     expect(() => parseWorkload({ services: -1 })).toThrow(/services/);
     expect(() => parseWorkload({ servces: 3 })).toThrow(/servces/);
+  });
+
+  it('counts NodePort and LoadBalancer services (by service, not port) as traffic from outside', () => {
+    const table = (service: string, port: number, extra: object = {}): IR['services'][number] => ({
+      id: `${service}:${port}/TCP`,
+      service,
+      address: '198.19.0.1',
+      port,
+      protocol: 'TCP',
+      backends: [],
+      affinity: { mode: 'None' },
+      ...extra,
+    });
+    const ir: IR = {
+      version: 1,
+      nodes: [],
+      endpoints: [],
+      ipSets: [],
+      ipPortSets: [],
+      ruleSets: [],
+      prefilters: [],
+      services: [
+        table('b/web', 80, { nodePort: 30080 }),
+        table('b/web', 443, { nodePort: 30443 }),
+        table('b/lb', 80, { loadBalancerIPs: ['198.19.192.1'] }),
+        table('b/internal', 80),
+      ],
+    };
+    const w = parseWorkload(workloadFromIR(ir));
+    expect(w.services).toBe(3);
+    expect(w.externalServices).toBe(2);
+    const none = advise(parseWorkload({ services: 3 }), undefined, MODERN);
+    expect(none.recommendations.map((r) => r.concern)).not.toContain('traffic from outside');
   });
 
   it('derives a workload from manifests', () => {

@@ -52,21 +52,27 @@ const CONNECT_TIMEOUT_MS = 2000;
 /** nginx in the backend pod; the pod declares no port, so the lab's probe server leaves it free. */
 const TARGET_PORT = 8080;
 
-/** The i-th service address: 198.19.0.0/16 from .1 on. */
-function vip(i: number): string {
+/** The i-th service address: 198.19.0.0/17 from .1 on. */
+export function vip(i: number): string {
   const n = i + 1;
   return `198.19.${n >> 8}.${n & 0xff}`;
 }
 
 /**
- * The VIP wrk loads at N services: the middle one in the order of their service-port ids
- * (`b/s<i>:80/TCP`), which is the order iptables' dispatch chain matches them one by one, so it
- * walks half of the chain as random targets would on average (hash lookups do not care).
+ * The service (its index) a bench loads among services 0 … N-1 named `s<i>` in namespace b: the
+ * middle one in the order of their service-port ids (`b/s<i>:80/TCP`), which is the order
+ * iptables' dispatch chain matches them one by one, so it walks half of the chain as random
+ * targets would on average (hash lookups do not care).
  */
-export function middleVip(services: number): string {
+export function middleService(services: number): number {
   const ids = Array.from({ length: services }, (_, i) => ({ i, id: `b/s${i}:80/TCP` }));
   ids.sort((a, b) => (a.id < b.id ? -1 : 1));
-  return vip(ids[Math.floor((services - 1) / 2)]?.i ?? 0);
+  return ids[Math.floor((services - 1) / 2)]?.i ?? 0;
+}
+
+/** The VIP wrk loads at N services: that of `middleService`. */
+export function middleVip(services: number): string {
+  return vip(middleService(services));
 }
 
 function model(services: number): Model {

@@ -31,7 +31,22 @@ export interface NginxOptions {
   port: number;
   /** nginx worker processes (default 1: a 2-core machine also runs wrk and the agents). */
   workers?: number;
+  /**
+   * Keep connections open between requests (default off: every answer closes). A client that
+   * sends `Connection: close` still gets a closed connection, so one server serves both the
+   * new-connection load and the reused-connection load.
+   */
+  keepAlive?: boolean;
+  /**
+   * A second listener on this port, same answer, that logs each request's peer address
+   * (`$remote_addr`): what the backend saw of the client, e.g. behind a NodePort. The main
+   * listener stays without a log, so the measured load pays for none.
+   */
+  peerLogPort?: number;
 }
+
+/** Where the peer-address listener logs, inside the server's directory. */
+const PEER_LOG = 'peers.log';
 
 /** Body of every answer: a few bytes, so the connection, not the transfer, is the work. */
 export const NGINX_BODY = 'ok\n';
@@ -54,7 +69,10 @@ export function nginxConfig(dir: string, opts: NginxOptions): string {
     '  access_log off;',
     '  server_tokens off;',
     // One request per connection is the point of the load; keep-alive would hide connects.
-    '  keepalive_timeout 0;',
+    ...(opts.keepAlive
+      ? ['  keepalive_timeout 60s;', '  keepalive_requests 1000000;']
+      : ['  keepalive_timeout 0;']),
+    "  log_format peer '$remote_addr';",
     `  client_body_temp_path ${join(dir, 'client_body')};`,
     `  proxy_temp_path ${join(dir, 'proxy')};`,
     `  fastcgi_temp_path ${join(dir, 'fastcgi')};`,
@@ -65,6 +83,16 @@ export function nginxConfig(dir: string, opts: NginxOptions): string {
     '    default_type text/plain;',
     `    location / { return 200 ${JSON.stringify(NGINX_BODY)}; }`,
     '  }',
+    ...(opts.peerLogPort === undefined
+      ? []
+      : [
+          '  server {',
+          `    listen ${opts.address}:${opts.peerLogPort};`,
+          `    access_log ${join(dir, PEER_LOG)} peer;`,
+          '    default_type text/plain;',
+          `    location / { return 200 ${JSON.stringify(NGINX_BODY)}; }`,
+          '  }',
+        ]),
     '}',
     '',
   ].join('\n');
@@ -73,6 +101,8 @@ export function nginxConfig(dir: string, opts: NginxOptions): string {
 export interface NginxServer {
   address: string;
   port: number;
+  /** Peer addresses the `peerLogPort` listener logged so far, one per request (none without it). */
+  peers(): string[];
   /** Stops nginx (SIGQUIT, SIGKILL after 5 s) and removes its directory. */
   stop(): Promise<void>;
 }
@@ -128,7 +158,11 @@ export async function startNginx(pod: PodPlace, tag: string, opts: NginxOptions)
     }
     await new Promise((r) => setTimeout(r, 10));
   }
-  return { address: opts.address, port: opts.port, stop };
+  const peers = (): string[] => {
+    const log = join(dir, PEER_LOG);
+    return existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
+  };
+  return { address: opts.address, port: opts.port, peers, stop };
 }
 
 /**
@@ -148,6 +182,11 @@ export interface WrkOptions {
   seconds: number;
   /** A request without an answer after this long counts as a timeout (default 2). */
   timeoutSeconds?: number;
+  /**
+   * Keep each connection for many requests (no `Connection: close`): the per-packet path of an
+   * established flow instead of connection setup. Needs a server with `keepAlive`.
+   */
+  reuse?: boolean;
 }
 
 export interface WrkErrors {
@@ -218,11 +257,12 @@ export function parseWrkOutput(text: string): WrkReport {
   };
 }
 
-/** The wrk command line: one thread, `Connection: close`, latency percentiles. */
+/** The wrk command line: one thread, `Connection: close` (unless `reuse`), latency percentiles. */
 export function wrkArgv(opts: WrkOptions): string[] {
   return [
     ...['-t1', '-c', String(opts.connections), '-d', `${opts.seconds}s`],
-    ...['--timeout', `${opts.timeoutSeconds ?? 2}s`, '--latency', '-H', 'Connection: close'],
+    ...['--timeout', `${opts.timeoutSeconds ?? 2}s`, '--latency'],
+    ...(opts.reuse ? [] : ['-H', 'Connection: close']),
     `http://${opts.target}:${opts.port}/`,
   ];
 }
@@ -263,6 +303,13 @@ export function softirqSeconds(procStat = readFileSync('/proc/stat', 'utf8')): n
   const ticks = Number(fields?.[7]);
   if (!Number.isFinite(ticks)) throw new Error('/proc/stat has no cpu line with a softirq column');
   return ticks / USER_HZ;
+}
+
+/** CPU seconds a cgroup's tasks used so far (`usage_usec` of its cpu.stat, always present in cgroup2). */
+export function cgroupCpuSeconds(cgroup: string): number {
+  const m = /^usage_usec (\d+)$/m.exec(readFileSync(join(cgroup, 'cpu.stat'), 'utf8'));
+  if (!m) throw new Error(`no usage_usec in ${cgroup}/cpu.stat`);
+  return Number(m[1]) / 1e6;
 }
 
 /** CPU seconds per 10k connections. */
