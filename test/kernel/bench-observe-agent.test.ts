@@ -258,6 +258,9 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
         for (const c of s.changes) expect(c.ms).toBeGreaterThan(0);
         expect(s.rssAfterSyncMiB).toBeGreaterThan(0);
         expect(s.hwmMiB).toBeGreaterThanOrEqual(s.rssAfterSyncMiB);
+        // V8's share, from the agent's own metrics.
+        expect(s.heapAfterChanges?.used).toBeGreaterThan(0);
+        expect(s.heapAfterChanges?.total).toBeGreaterThanOrEqual(s.heapAfterChanges?.used ?? Infinity);
         // The agent reports what decides its 4 pods' 8 rule sets in the mode it was started in.
         expect(s.policy).toMatchObject(
           s.mode === 'table'

@@ -97,7 +97,10 @@ export async function agentHeapMiB(h: LaunchedAgent): Promise<AgentHeap | undefi
   try {
     const text = await agentRequest<string>(h.socket, '/metrics');
     const value = (name: string): number =>
-      Number(new RegExp(`^switchyard_agent_${name} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
+      Number(
+        new RegExp(`^switchyard_agent_${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN,
+      ) /
+      2 ** 20;
     return {
       used: value('nodejs_heap_size_used_bytes'),
       total: value('nodejs_heap_size_total_bytes'),
