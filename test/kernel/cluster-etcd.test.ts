@@ -176,6 +176,8 @@ describeKernel('cluster lab etcd: authenticated, root-only writes, private state
     const r = await cli(['apply', write('30-modes.yaml', [marker('modes')]), '--lab', lab]);
     expect(r.code, r.stderr).toBe(0);
     expect(mode(statePath(lab))).toBe('600');
+    // The agent writes its cache at most once a second after the first time (SAVE_MS).
+    for (let i = 0; i < 30 && mode(cache) !== '600'; i++) await new Promise((r) => setTimeout(r, 100));
     expect(mode(cache)).toBe('600');
     expect(mode(labDir(lab))).toBe('700');
     expect(mode(STATE_ROOT)).toBe('700');

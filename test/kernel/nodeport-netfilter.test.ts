@@ -174,8 +174,9 @@ for (const backendName of ['iptables', 'nftables'] as const) {
       sh(OUT, 'route', 'add', '198.19.128.0/24', 'dev', 'eth0');
       sh(OUT, 'route', 'add', `${LB_IP}/32`, 'via', EXTERNAL['node-1'] as string, 'dev', 'eth0');
       for (const [node, address] of Object.entries(EXTERNAL)) {
-        sh(nodeNetns(node), 'addr', 'add', `${address}/24`, 'dev', 'fabric0');
-        sh(nodeNetns(node), 'route', 'add', '198.19.129.0/24', 'dev', 'fabric0');
+        // The lab gives nodes their external address already; this client is on-link with them.
+        sh(nodeNetns(node), 'addr', 'replace', `${address}/24`, 'dev', 'fabric0');
+        sh(nodeNetns(node), 'route', 'replace', '198.19.129.0/24', 'dev', 'fabric0');
       }
       // Backends answer with who they are and whom they see.
       for (const id of ['x/b1', 'x/b2']) {
@@ -265,6 +266,8 @@ for (const backendName of ['iptables', 'nftables'] as const) {
         const f = await backend.fingerprint(target);
         return backendName === 'iptables' ? (f.split('.')[0] as string) : f;
       };
+      // The reference is what a full apply leaves (the repair below is one).
+      backend.dropShadow(target);
       await backend.apply(target, applied);
       const reference = await fingerprint();
       if (backendName === 'iptables') {
@@ -287,6 +290,8 @@ for (const backendName of ['iptables', 'nftables'] as const) {
         expect((await ask(OUT, EXTERNAL['node-1'] as string, 30080)).pod).toBeUndefined();
       }
       expect(await fingerprint()).not.toBe(reference);
+      // A repair as the agent does it: what the backend wrote last is no longer what the kernel holds.
+      backend.dropShadow(target);
       await backend.apply(target, applied);
       expect(await fingerprint()).toBe(reference);
       expect((await ask(OUT, EXTERNAL['node-1'] as string, 30080)).pod).toMatch(/^x\/b[12]$/);

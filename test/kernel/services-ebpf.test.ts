@@ -133,7 +133,7 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     s.on('error', (e) => { clearTimeout(timer); say({ seq: cmd.seq, ok: false, error: e.code }); s.close(); });
     s.on('message', (m, from) => {
       clearTimeout(timer);
-      say({ seq: cmd.seq, ok: true, answer: m.toString().trim(), from: from.address + ':' + from.port });
+      say({ seq: cmd.seq, ok: true, answer: m.toString().trim().split(' ')[0], from: from.address + ':' + from.port });
       s.close();
     });
     s.send('probe\\n', cmd.port, cmd.host, (err) => {

@@ -13,7 +13,7 @@
 import type { IR } from '../../ir/types.js';
 import { ApplyError } from '../backend.js';
 import { normalizeCidrList } from '../../util/ip.js';
-import { runInNetns, runInNetnsOrThrow } from '../exec.js';
+import { runInNetns, ToolError } from '../exec.js';
 
 /** `proto 83` ('S'): unassigned in /etc/iproute2/rt_protos; marks the routes as ours. */
 export const LOCAL_ROUTE_PROTO = 83;
@@ -56,7 +56,7 @@ export function parseLocalRoutes(text: string): string[] {
 
 /** Our local routes in the namespace now. */
 export async function readLocalRoutes(netns: string): Promise<string[]> {
-  const r = await runInNetnsOrThrow(netns, 'ip', [
+  const r = await runInNetns(netns, 'ip', [
     '-4',
     'route',
     'show',
@@ -65,6 +65,9 @@ export async function readLocalRoutes(netns: string): Promise<string[]> {
     'proto',
     String(LOCAL_ROUTE_PROTO),
   ]);
+  // A namespace whose loopback never came up has no local table yet: it holds none of ours.
+  if (r.code !== 0 && /FIB table does not exist/.test(r.stderr)) return [];
+  if (r.code !== 0) throw new ToolError('ip', r);
   return parseLocalRoutes(r.stdout);
 }
 
