@@ -18,7 +18,7 @@
 import { performance } from 'node:perf_hooks';
 import type { BackendName } from '../../dataplane/backend.js';
 import { availableBackends } from '../../dataplane/registry.js';
-import { converge, labDown, type LabState } from '../../lab/index.js';
+import { converge, labDown, outsideClient, type LabState } from '../../lab/index.js';
 import { currentCgroup, removeCgroupTree, requireTool } from '../../netns/index.js';
 import { errorMessage } from '../../util/errors.js';
 import type { BenchContext, BenchScenario } from '../types.js';
@@ -55,7 +55,6 @@ import {
   type NodePortData,
   type NodePortPoint,
 } from './support/nodeport-report.js';
-import { outsideClient } from './support/outside.js';
 
 const BACKENDS: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
 /** Labs `bnp-e`, `bnp-i`, `bnp-n`: one per backend. */
@@ -108,7 +107,8 @@ const labName = (base: string, backend: BackendName): string => `${base}-${backe
 
 async function bringUp(turn: Turn, state: LabState, services: number, entry: Entry): Promise<void> {
   for (const node of state.topology?.nodes ?? []) await flushConntrack(node.netns);
-  const plan = await entryPlan(state, services, entry, outsideClient);
+  // Every lab has an outside client `client`, wired by the lab itself.
+  const plan = await entryPlan(state, services, entry, async (s) => outsideClient(s.name, 'client'));
   const server = podPlace(state, 'b/server');
   clientSysctls(plan.client.netns);
   dnatServerSysctls(server.netns);
