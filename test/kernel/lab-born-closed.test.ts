@@ -173,7 +173,24 @@ function noMoreProcesses(pids: readonly number[]): { lift(): void } {
       for (const g of groups) writeFileSync(join(g, 'pids.max'), 'max');
       if (!dir) return;
       for (const pid of pids) writeFileSync(join(v1, home.get(pid) ?? '/', 'cgroup.procs'), String(pid));
-      rmdirSync(dir);
+      // Once the limit is lifted an agent may start a child before it moves out: that child
+      // was born here and must leave too, or the group cannot be removed.
+      for (let tries = 0; ; tries++) {
+        for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+          try {
+            writeFileSync(join(v1, 'cgroup.procs'), pid);
+          } catch {
+            // It exited meanwhile.
+          }
+        }
+        try {
+          rmdirSync(dir);
+          return;
+        } catch (e) {
+          if (tries >= 50 || (e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        }
+      }
     },
   };
 }
