@@ -66,7 +66,7 @@ export const NODEPORT_PROGRAM_NAMES: Record<NodePortHook, string> = {
   egress: 'sy_np_egress',
 };
 
-export const IP_OFF = ETH_HLEN;
+const IP_OFF = ETH_HLEN;
 /** Programs translate IPv4 without options only (IHL 5); anything else passes untouched. */
 export const L4_OFF = IP_OFF + 20;
 export const PKT = {
@@ -121,14 +121,20 @@ export function addressAsLoaded(address: string): number {
   return (((v & 0xff) << 24) | (((v >>> 8) & 0xff) << 16) | (((v >>> 16) & 0xff) << 8) | (v >>> 24)) >>> 0;
 }
 
-/** Ethernet + IPv4 (no options, not a fragment) + TCP or UDP: the tuple to the stack, else pass. */
-function emitParse(asm: Assembler): void {
+/**
+ * Ethernet + IPv4 (no options, not a fragment) + TCP or UDP: the tuple to the stack, else pass.
+ * `ctx`: where the context keeps the packet's bounds (the XDP program passes struct xdp_md's).
+ */
+export function emitParse(
+  asm: Assembler,
+  ctx: { data: number; dataEnd: number } = { data: SKB.data, dataEnd: SKB.dataEnd },
+): void {
   const f = FRAME;
   asm
     .comment('IPv4 without options, not a fragment, TCP or UDP: anything else is not ours')
     .mov64(R6, R1)
-    .ldxw(R2, R6, SKB.data)
-    .ldxw(R3, R6, SKB.dataEnd)
+    .ldxw(R2, R6, ctx.data)
+    .ldxw(R3, R6, ctx.dataEnd)
     .checkBounds(R2, L4_OFF + 8, R3, R4, 'pass')
     .ldxh(R5, R2, 12)
     .jne(R5, ETHERTYPE_AS_LOADED.ipv4, 'pass')

@@ -25,7 +25,6 @@ import {
   R2,
   R3,
   R4,
-  R5,
   R6,
   R7,
   R8,
@@ -33,11 +32,12 @@ import {
   XdpAction,
   type AssembledProgram,
 } from '../../bpf/index.js';
-import { ETHERTYPE_AS_LOADED, IPPROTO, XDP_MD } from './layout.js';
+import { IPPROTO, XDP_MD } from './layout.js';
 import { NAT_FLAG, NP_MAP, natKey, natValue } from './nodeport-layout.js';
 import {
   emitChosen,
   emitClientAffinity,
+  emitParse,
   emitKnownConnection,
   emitPick,
   emitRefuse,
@@ -45,7 +45,6 @@ import {
   emitReverseValue,
   emitServiceLookup,
   FRAME,
-  IP_OFF,
   L4_OFF,
   PKT,
   type NodePortAddresses,
@@ -68,39 +67,6 @@ export interface FabricXdpParts {
 
 const nk = natKey.offsets;
 const nv = natValue.offsets;
-
-/** Ethernet + IPv4 (no options, not a fragment) + TCP or UDP, from r6 = the XDP context. */
-function emitParse(asm: Assembler): void {
-  const f = FRAME;
-  asm
-    .label('lb')
-    .comment('node ports: IPv4 without options, not a fragment, TCP or UDP; anything else passes')
-    .ldxw(R2, R6, XDP_MD.data)
-    .ldxw(R3, R6, XDP_MD.dataEnd)
-    .checkBounds(R2, L4_OFF + 8, R3, R4, 'pass')
-    .ldxh(R5, R2, 12)
-    .jne(R5, ETHERTYPE_AS_LOADED.ipv4, 'pass')
-    .ldxb(R5, R2, IP_OFF)
-    .jne(R5, 0x45, 'pass')
-    .ldxh(R5, R2, PKT.fragment)
-    .and64(R5, 0xff3f)
-    .jne(R5, 0, 'pass')
-    .ldxb(R5, R2, PKT.proto)
-    .stx('b', R10, f.key + nk.proto, R5)
-    .st('w', R10, f.tcpFlags, 0)
-    .jeq(R5, IPPROTO.UDP, 'tuple')
-    .jne(R5, IPPROTO.TCP, 'pass')
-    .checkBounds(R2, L4_OFF + 20, R3, R4, 'pass')
-    .ldxb(R5, R2, PKT.tcpFlags)
-    .stx('w', R10, f.tcpFlags, R5)
-    .label('tuple')
-    .copy('w', R10, f.key + nk.saddr, R2, PKT.saddr, R4)
-    .copy('w', R10, f.key + nk.daddr, R2, PKT.daddr, R4)
-    .copy('h', R10, f.key + nk.sport, R2, PKT.sport, R4)
-    .copy('h', R10, f.key + nk.dport, R2, PKT.dport, R4)
-    .st('b', R10, f.key + nk.pad, 0)
-    .st('h', R10, f.key + nk.pad2, 0);
-}
 
 /** r7 += the one's-complement difference of a 32-bit field (as loaded) from `key` to `next`. */
 function emitAddressDelta(asm: Assembler, keyOff: number, nextOff: number): void {
@@ -199,7 +165,9 @@ export function fabricXdpProgram(parts: FabricXdpParts): AssembledProgram {
   const asm = new Assembler().mov64(R6, R1);
   if (parts.prefilter) emitPrefilter(asm, { drop: 'drop', pass: parts.nodePorts ? 'lb' : 'pass' });
   if (parts.nodePorts) {
-    emitParse(asm);
+    // The prefilter's helper calls clobbered r1: the context is in r6.
+    asm.label('lb').mov64(R1, R6);
+    emitParse(asm, XDP_MD);
     emitKnownConnection(asm, 'ingress');
     emitServiceLookup(asm);
     emitClientAffinity(asm);
