@@ -193,19 +193,30 @@ export function applyFabricXdp(
     const maps = { ...target.nodeMaps, ...npMaps };
     const code = fabricXdpProgram(want);
     const hash = stateHash(code, maps);
+    const attached: NetnsInterface[] = [];
     for (const iface of fabric) {
       const kept = before?.interfaces.some((b) => same(b, iface)) ?? false;
       const path = xdpLinkPin(target.dir, iface.ifname);
+      attached.push(iface);
       if (kept && isPinned(path) && before?.hash === hash && !target.mapsChanged) continue;
       program ??= load(fabricXdpProgramName(want), code, maps, target.verifierLog ?? false);
-      swap(target, iface, program, kept);
+      try {
+        swap(target, iface, program, kept);
+      } catch (e) {
+        // Node ports alone: an interface without XDP leaves them to tcx, which does it all. The
+        // prefilter has no such fallback at XDP: its failure is the apply's.
+        if (want.prefilter) throw e;
+        attached.pop();
+        changed.push(`xdp-unavailable:${iface.ifname}`);
+        continue;
+      }
       changed.push(`xdp:${iface.ifname}`);
     }
     return {
       state: {
         hash,
         nodePorts: want.nodePorts !== undefined,
-        interfaces: fabric.map((f) => ({ ifname: f.ifname, ifindex: f.ifindex })),
+        interfaces: attached.map((f) => ({ ifname: f.ifname, ifindex: f.ifindex })),
       },
       changed,
     };
