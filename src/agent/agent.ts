@@ -61,6 +61,8 @@ export interface AgentOptions {
   reconcileMs?: number;
   debounceMs?: number;
   hooks?: AgentHooks;
+  /** The pods' cgroups (pod id → cgroup v2 directory); default DesiredState.cgroups. */
+  podCgroups?: (desired: DesiredState) => Readonly<Record<string, string>>;
 }
 
 export class Agent {
@@ -325,7 +327,9 @@ export class Agent {
           await this.opts.backend.prepareRepair(this.opts.target);
         }
         const previous = mode === 'incremental' ? this.applied?.ir : undefined;
-        const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
+        const podCgroups = this.opts.podCgroups?.(desired) ?? desired.cgroups;
+        const target = podCgroups ? { ...this.opts.target, podCgroups } : this.opts.target;
+        const r = await this.opts.backend.apply(target, desired.ir, previous);
         changed = r.changed.length;
       } catch (e) {
         this.opts.backend.dropShadow(this.opts.target);

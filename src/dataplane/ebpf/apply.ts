@@ -92,6 +92,7 @@ import {
 import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { applyNodePorts, NodePortLoadError } from './nodeport.js';
+import type { PodNodeShadow } from './services-pods.js';
 
 export interface ApplyOptions {
   /**
@@ -118,6 +119,8 @@ export interface ApplyOptions {
 export interface NodeMemory {
   sets: NodeShadow | undefined;
   programs: ProgramCache;
+  /** This node's entries in the scope's pod → node map (services-pods.ts). */
+  pods?: PodNodeShadow;
 }
 
 /** What the backend keeps between applies: per node, and per scope for the shared service maps. */
@@ -482,7 +485,10 @@ export async function applyNode(
   }
   // 7. connect-time load balancing: shared by the scope's nodes, so the first apply syncs it.
   try {
-    changed.push(...applyServices(target.scope, ir, memory.services));
+    const pods = target.podCgroups
+      ? { node: target.node, cgroups: target.podCgroups, shadow: memory.node }
+      : undefined;
+    changed.push(...applyServices(target.scope, ir, memory.services, pods));
   } catch (e) {
     fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`, undefined, e);
   }

@@ -67,7 +67,7 @@ export function desiredNodePorts(ir: IR, node: string): DesiredNodePorts {
     if (t.nodePort !== undefined && external)
       ports.push({
         id: `${t.id}@node`,
-        key: { vip: external, port: t.nodePort, proto, pad: 0 },
+        key: { vip: external, port: t.nodePort, proto, node: 0 },
         affinity,
         backends,
       });
@@ -77,7 +77,7 @@ export function desiredNodePorts(ir: IR, node: string): DesiredNodePorts {
         continue;
       }
       vips.add(lb);
-      ports.push({ id: `${t.id}@${lb}`, key: { vip: lb, port: t.port, proto, pad: 0 }, affinity, backends });
+      ports.push({ id: `${t.id}@${lb}`, key: { vip: lb, port: t.port, proto, node: 0 }, affinity, backends });
     }
   }
   const addresses =
