@@ -93,6 +93,7 @@ import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { applyNodePorts, NodePortLoadError } from './nodeport.js';
 import type { PodNodeShadow } from './services-pods.js';
+import type { NodePortShadow } from './nodeport-shadow.js';
 
 export interface ApplyOptions {
   /**
@@ -121,6 +122,8 @@ export interface NodeMemory {
   programs: ProgramCache;
   /** This node's entries in the scope's pod → node map (services-pods.ts). */
   pods?: PodNodeShadow;
+  /** The node-port load balancer as the last apply left it (nodeport-shadow.ts). */
+  nodePorts?: NodePortShadow;
 }
 
 /** What the backend keeps between applies: per node, and per scope for the shared service maps. */
@@ -672,6 +675,7 @@ function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
       { netns: n.target.netns, dir: n.dir, fabric, ...(opts.verifierLog ? { verifierLog: true } : {}) },
       n.ir,
       n.target.node,
+      n.memory,
     );
   } catch (e) {
     const unchanged = e instanceof NodePortLoadError ? '; the node-port programs in force are unchanged' : '';
