@@ -128,10 +128,8 @@ function emitServiceLookup(asm: Assembler): void {
     .st('b', R10, f.svcKey + sk.node, 0)
     .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'not_service_port')
-    .comment('service: r7 = id, r8 = backend count (0: refuse), r9 = affinity timeout (0: none)')
-    .ldxw(R7, R0, sv.id)
-    .ldxw(R8, R0, sv.count)
-    .ldxw(R9, R0, sv.affinity)
+    .comment('service: r7 = id, r8 = backend count (0: refuse), r9 = affinity timeout (0: none)');
+  loadServiceEntry(asm)
     .ldxw(R2, R0, sv.flags)
     .jset(R2, SVC_FLAG_LOCAL, 'local_entry')
     .label('balance')
@@ -157,11 +155,13 @@ function emitLocalEntry(asm: Assembler): void {
     .stx('b', R10, f.svcKey + sk.node, R2)
     .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'refuse')
-    .comment("the client's node: r7 = its id, r8 = its backend count")
-    .ldxw(R7, R0, sv.id)
-    .ldxw(R8, R0, sv.count)
-    .ldxw(R9, R0, sv.affinity)
-    .ja('balance');
+    .comment("the client's node: r7 = its id, r8 = its backend count");
+  loadServiceEntry(asm).ja('balance');
+}
+
+/** r0 = a service entry: r7 = its id, r8 = its backend count, r9 = its affinity timeout. */
+function loadServiceEntry(asm: Assembler): Assembler {
+  return asm.ldxw(R7, R0, sv.id).ldxw(R8, R0, sv.count).ldxw(R9, R0, sv.affinity);
 }
 
 /** ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it. */
