@@ -224,7 +224,16 @@ export class Agent {
     if (!this.applying && sinceApply >= OWN_CHANGES_MS) this.foreignChange = true;
     const delay = this.applying ? OWN_CHANGES_MS : Math.max(30, OWN_CHANGES_MS - sinceApply);
     clearTimeout(this.driftTimer);
-    this.driftTimer = setTimeout(() => void this.enqueue(async () => void (await this.checkDrift())), delay);
+    this.driftTimer = setTimeout(
+      () =>
+        void this.enqueue(async () => {
+          // Only our own incremental apply's events: its read-back, once changes pause, is the
+          // check (reading a large nftables table takes seconds; not after every change).
+          if (this.readBackDue && !this.foreignChange) return;
+          await this.checkDrift();
+        }),
+      delay,
+    );
   }
 
   private changed(): void {

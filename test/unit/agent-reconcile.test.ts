@@ -450,6 +450,10 @@ describe('Agent: read-back after its own incremental applies', () => {
     // Neither before the apply (the shadow is ours) nor after it.
     expect(kernel.reads).toBe(reads);
     expect(readApplied(stateDir)).toMatchObject({ revision: 'r1', fingerprint: 'fp-1' });
+    // The apply's own change events (right after it) do not read the kernel either.
+    for (const w of kernel.watchers) w();
+    await sleep(400);
+    expect(kernel.reads).toBe(reads);
 
     await vi.waitFor(
       () => expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', fingerprint: 'fp-2' }),
