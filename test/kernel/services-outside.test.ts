@@ -111,8 +111,12 @@ function lbAddress(state: LabState, service: string): string {
   return a;
 }
 
-/** `count` probes; the answering pods and the peer addresses they saw. */
-async function probe(from: string, to: string, count = 40, timeoutMs = 1000) {
+/**
+ * `count` probes; the answering pods and the peer addresses they saw. A probe that should be
+ * answered gets 3 s: on a loaded CI machine an answer can take longer than a second to arrive
+ * after the handshake. Probes that must fail pass a short timeout of their own.
+ */
+async function probe(from: string, to: string, count = 40, timeoutMs = 3000) {
   return probeService(LAB, { from, to, count, timeoutMs, concurrency: 20 });
 }
 
