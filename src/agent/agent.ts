@@ -6,6 +6,12 @@
  *   changes:  the source is watched; changes are debounced and applied incrementally;
  *   drift:    every `reconcileMs` the kernel's fingerprint is compared with the one recorded after
  *             the last apply; a difference is repaired with a full apply and counted.
+ *   read-back: an incremental apply of the agent's own (the backend diffed it against its shadow
+ *             of what it wrote) is in force when the kernel write returns: the kernel is not read
+ *             back then. Its fingerprint is read once changes pause (READ_BACK_QUIET_MS) or at the
+ *             next drift check, and only then becomes the reference and goes to applied.json. A
+ *             kernel change event not of our own applies while that read is due means the kernel
+ *             may hold someone else's change too: a repair, not the new reference.
  *
  * All kernel work runs one job at a time. On stop the dataplane stays in force (that is the
  * point); `uninstall()` is what removes it.
@@ -24,7 +30,7 @@ import {
 import { irForNode } from '../ir/slice.js';
 import type { IR } from '../ir/types.js';
 import { errorMessage } from '../util/errors.js';
-import type { AgentError, AgentStatus, LastApply } from './api-types.js';
+import type { AgentError, AgentStatus, ApplyPhases, LastApply } from './api-types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
 
@@ -39,6 +45,9 @@ const RETRY_MAX_MS = 5000;
 
 /** Ruleset events this soon after an apply are taken as the apply's own. */
 const OWN_CHANGES_MS = 200;
+
+/** The kernel is read back after an incremental apply once changes pause this long. */
+const READ_BACK_QUIET_MS = 1000;
 
 // The status the agent keeps is exactly what its API serves: one definition, in api-types.
 export type ApplyMode = LastApply['mode'];
@@ -61,6 +70,8 @@ export interface AgentOptions {
   reconcileMs?: number;
   debounceMs?: number;
   hooks?: AgentHooks;
+  /** The pods' cgroups (pod id → cgroup v2 directory); default DesiredState.cgroups. */
+  podCgroups?: (desired: DesiredState) => Readonly<Record<string, string>>;
 }
 
 export class Agent {
@@ -85,6 +96,19 @@ export class Agent {
   private unrepaired: { fingerprint: string; retryAt: number; backoffMs: number } | undefined;
   private applying = false;
   private appliedAt = Number.NEGATIVE_INFINITY;
+  /**
+   * The backend's shadow holds what this agent applied last (a successful apply in this process):
+   * the next change is diffed against it without reading the kernel first.
+   */
+  private ownShadow = false;
+  /**
+   * An incremental apply of ours is in force but the kernel has not been read since: the
+   * recorded fingerprint is the one before it, applied.json the state before it.
+   */
+  private readBackDue = false;
+  /** A kernel change event that none of our applies explains arrived since the last check. */
+  private foreignChange = false;
+  private readBackTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
 
@@ -159,7 +183,12 @@ export class Agent {
       void this.enqueue(async () => {
         const started = performance.now();
         const fingerprint = this.applied?.fingerprint;
-        const same = fingerprint === undefined || (await u.unchanged(fingerprint).catch(() => false));
+        // While a read-back is due the recorded fingerprint is the one before our last apply: the
+        // read-back (soon) is the comparison.
+        const same =
+          fingerprint === undefined ||
+          this.readBackDue ||
+          (await u.unchanged(fingerprint).catch(() => false));
         // The pause follows what the check cost, not a repair it led to (that is no polling cost).
         const took = performance.now() - started;
         if (!same && !this.stopped) await this.checkDrift();
@@ -194,9 +223,19 @@ export class Agent {
     // separate process), are ours, but someone else's may be among them: check once the window
     // is over (a check reads the kernel, so checking late misses nothing).
     const sinceApply = performance.now() - this.appliedAt;
+    if (!this.applying && sinceApply >= OWN_CHANGES_MS) this.foreignChange = true;
     const delay = this.applying ? OWN_CHANGES_MS : Math.max(30, OWN_CHANGES_MS - sinceApply);
     clearTimeout(this.driftTimer);
-    this.driftTimer = setTimeout(() => void this.enqueue(async () => void (await this.checkDrift())), delay);
+    this.driftTimer = setTimeout(
+      () =>
+        void this.enqueue(async () => {
+          // Only our own incremental apply's events: its read-back, once changes pause, is the
+          // check (reading a large nftables table takes seconds; not after every change).
+          if (this.readBackDue && !this.foreignChange) return;
+          await this.checkDrift();
+        }),
+      delay,
+    );
   }
 
   private changed(): void {
@@ -243,6 +282,7 @@ export class Agent {
 
   private async sync(starting: boolean): Promise<void> {
     if (this.stopped) return;
+    const started = performance.now();
     let desired: DesiredState;
     try {
       desired = await this.opts.source.read();
@@ -250,6 +290,7 @@ export class Agent {
       this.fail('source', errorMessage(e));
       return;
     }
+    const read = performance.now();
     this.desired = desired;
     this.status.desiredRevision = desired.revision;
     // It failed in a way that does not go away by trying again: wait for a new revision.
@@ -270,13 +311,18 @@ export class Agent {
       // The IR in force stays the one the kernel was built from (the desired one may hold sets
       // this node never installed): the next incremental apply diffs against what is there.
       if (applied.revision !== desired.revision)
-        this.record({ ...desired, ir: applied.ir }, applied.fingerprint);
+        this.record({ ...desired, ir: applied.ir }, applied.fingerprint, !this.readBackDue);
       this.status.revision = desired.revision;
       delete this.status.lastError;
       return;
     }
+    const compared = performance.now();
+    const phases = { source: compared === read ? 0 : read - started, compare: compared - read };
     let mode: ApplyMode;
     if (!applied) mode = 'full';
+    // Our own apply is what the kernel holds (no event says otherwise): the backend diffs against
+    // its shadow of it; a change behind our back since is the drift check's to find and repair.
+    else if (!starting && this.ownShadow && !this.foreignChange) mode = 'incremental';
     else {
       let fingerprint: string | undefined;
       try {
@@ -284,10 +330,13 @@ export class Agent {
       } catch (e) {
         this.log.warn({ err: errorMessage(e) }, 'cannot read the dataplane; applying everything');
       }
-      const untouched = fingerprint === applied.fingerprint && !inconsistency(fingerprint);
+      const untouched =
+        !this.readBackDue && fingerprint === applied.fingerprint && !inconsistency(fingerprint);
+      // The read covers every change event before it.
+      if (untouched) this.foreignChange = false;
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
-    const outcome = await this.apply(desired, mode);
+    const outcome = await this.apply(desired, mode, phases);
     if (outcome === 'applied') this.retryMs = 0;
     else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
@@ -304,17 +353,25 @@ export class Agent {
     this.retryTimer = setTimeout(() => this.changed(), this.retryMs);
   }
 
-  private async apply(desired: DesiredState, mode: ApplyMode): Promise<ApplyOutcome> {
+  private async apply(
+    desired: DesiredState,
+    mode: ApplyMode,
+    phases?: Pick<ApplyPhases, 'source' | 'compare'>,
+  ): Promise<ApplyOutcome> {
     this.applying = true;
     try {
-      return await this.applyNow(desired, mode);
+      return await this.applyNow(desired, mode, phases ?? { source: 0, compare: 0 });
     } finally {
       this.applying = false;
       this.appliedAt = performance.now();
     }
   }
 
-  private async applyNow(desired: DesiredState, mode: ApplyMode): Promise<ApplyOutcome> {
+  private async applyNow(
+    desired: DesiredState,
+    mode: ApplyMode,
+    before: Pick<ApplyPhases, 'source' | 'compare'>,
+  ): Promise<ApplyOutcome> {
     const started = performance.now();
     let changed = 0;
     if (mode !== 'adopted') {
@@ -325,31 +382,44 @@ export class Agent {
           await this.opts.backend.prepareRepair(this.opts.target);
         }
         const previous = mode === 'incremental' ? this.applied?.ir : undefined;
-        const r = await this.opts.backend.apply(this.opts.target, desired.ir, previous);
+        const podCgroups = this.opts.podCgroups?.(desired) ?? desired.cgroups;
+        const target = podCgroups ? { ...this.opts.target, podCgroups } : this.opts.target;
+        const r = await this.opts.backend.apply(target, desired.ir, previous);
         changed = r.changed.length;
       } catch (e) {
         this.opts.backend.dropShadow(this.opts.target);
+        this.ownShadow = false;
         const outcome = isDeterministicFailure(e) ? 'deterministic' : 'transient';
         const retry = outcome === 'deterministic' ? 'on-change' : 'backoff';
         this.fail(mode === 'repair' ? 'drift' : 'apply', errorMessage(e), desired.revision, retry);
         return outcome;
       }
     }
+    const written = performance.now();
+    if (mode !== 'adopted') this.ownShadow = true;
+    // An incremental apply wrote what the backend's shadow says, onto a kernel known to hold our
+    // previous apply: reading it back is left to the drift check (scheduleReadBack).
+    const readBack = mode === 'incremental' && this.applied !== undefined;
     let fingerprint: string;
     try {
       // Adopting: sync has just found the kernel equal to the recorded fingerprint, which stays the
       // reference; reading again would let a change made since then become it.
       fingerprint =
-        mode === 'adopted' && this.applied
+        (mode === 'adopted' || readBack) && this.applied
           ? this.applied.fingerprint
           : await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
       this.fail('drift', `applied, but cannot read the dataplane back: ${errorMessage(e)}`, desired.revision);
       return 'transient';
     }
+    const read = performance.now();
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
     const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
-    this.record(inForce, fingerprint);
+    this.readBackDue = readBack;
+    if (readBack) this.scheduleReadBack();
+    else this.foreignChange = false;
+    this.record(inForce, fingerprint, !readBack);
+    const recorded = performance.now();
     const broken = inconsistency(fingerprint);
     if (broken !== undefined && mode !== 'repair') {
       // Someone changed the kernel between the apply and the read: the next check repairs it.
@@ -357,14 +427,22 @@ export class Agent {
       this.kernelChanged();
     }
     const durationMs = Math.round(performance.now() - started);
+    const ms = (t: number): number => Math.round(t * 10) / 10;
     this.status.lastApply = {
       at: new Date().toISOString(),
       mode,
       durationMs,
       changed,
       revision: desired.revision,
+      phasesMs: {
+        source: ms(before.source),
+        compare: ms(before.compare),
+        apply: ms(written - started),
+        fingerprint: ms(read - written),
+        record: ms(recorded - read),
+      },
     };
-    this.status.checkedAt = this.status.lastApply.at;
+    if (!readBack) this.status.checkedAt = this.status.lastApply.at;
     const local = localEndpointIds(inForce.ir, this.opts.target.node);
     this.status.policy = tableModeSummary(
       inForce.ir.ruleSets.filter((rs) => local.has(rs.endpoint)),
@@ -374,13 +452,18 @@ export class Agent {
     this.opts.hooks?.onApplied?.(mode, durationMs / 1000, desired);
     this.unrepaired = undefined;
     this.log.info(
-      { mode, revision: desired.revision, durationMs, changed },
+      { mode, revision: desired.revision, durationMs, changed, phasesMs: this.status.lastApply.phasesMs },
       `dataplane ${mode === 'adopted' ? 'adopted as is' : 'applied'}`,
     );
     return 'applied';
   }
 
-  private record(desired: DesiredState, fingerprint: string): void {
+  /**
+   * Keeps what is in force; `persist`: also in applied.json, which must pair an IR with the
+   * fingerprint read from the kernel holding it (a restart adopts by it), so a state whose
+   * read-back is due stays in memory until the read-back (or stop) writes it.
+   */
+  private record(desired: DesiredState, fingerprint: string, persist = true): void {
     const t = this.opts.target;
     this.applied = {
       version: 1,
@@ -394,7 +477,30 @@ export class Agent {
       ir: desired.ir,
     };
     this.status.revision = desired.revision;
-    writeApplied(this.opts.stateDir, this.applied);
+    if (persist) writeApplied(this.opts.stateDir, this.applied);
+  }
+
+  /** The read-back of an incremental apply, once changes pause (a new apply postpones it). */
+  private scheduleReadBack(): void {
+    clearTimeout(this.readBackTimer);
+    if (this.stopped) return;
+    this.readBackTimer = setTimeout(
+      () => void this.enqueue(async () => void (this.readBackDue ? await this.checkDrift() : 0)),
+      READ_BACK_QUIET_MS,
+    );
+  }
+
+  /**
+   * The fingerprint read after our own incremental applies, now the reference (and applied.json);
+   * false when a change event none of our applies explains came first: then the kernel may hold
+   * that change too, and it is repaired rather than taken as the reference.
+   */
+  private adoptReadBack(applied: AppliedRecord, now: string): boolean {
+    if (this.foreignChange || inconsistency(now)) return false;
+    this.readBackDue = false;
+    this.record({ revision: applied.revision, ir: applied.ir }, now);
+    this.status.checkedAt = new Date().toISOString();
+    return true;
   }
 
   /**
@@ -406,15 +512,27 @@ export class Agent {
     const applied = this.applied;
     if (this.stopped || !applied) return 0;
     const started = performance.now();
+    // Events from here on are seen by the next check; those before it, by this one.
+    const foreign = this.foreignChange;
+    this.foreignChange = false;
     let now: string;
     try {
       now = await this.opts.backend.fingerprint(this.opts.target);
     } catch (e) {
+      this.foreignChange ||= foreign;
       this.fail('drift', `cannot read the dataplane: ${errorMessage(e)}`);
       return performance.now() - started;
     }
     const readMs = performance.now() - started;
-    if (now === applied.fingerprint && !inconsistency(now)) {
+    // The read-back of our incremental apply: the reference, unless someone else may have
+    // changed the kernel too (then the kernel may not hold our apply: repair).
+    const readBack = this.readBackDue;
+    if (readBack) {
+      this.foreignChange ||= foreign;
+      if (this.adoptReadBack(applied, now)) return readMs;
+      this.readBackDue = false;
+      this.foreignChange = false;
+    } else if (now === applied.fingerprint && !inconsistency(now)) {
       this.status.checkedAt = new Date().toISOString();
       return readMs;
     }
@@ -457,8 +575,16 @@ export class Agent {
     clearTimeout(this.driftTimer);
     clearTimeout(this.unwatchedTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.readBackTimer);
     this.kernelWatch?.stop();
     await this.queue;
+    // What is in force goes to applied.json for the next agent to adopt: read back now if due (a
+    // change behind our back since leaves the older record, and the next agent applies in full).
+    const applied = this.applied;
+    if (this.readBackDue && applied && !this.foreignChange) {
+      const now = await this.opts.backend.fingerprint(this.opts.target).catch(() => undefined);
+      if (now !== undefined) this.adoptReadBack(applied, now);
+    }
   }
 
   /** Removes everything the backend installed for this node, and the record of it. */

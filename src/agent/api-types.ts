@@ -44,6 +44,20 @@ export interface LastApply {
   durationMs: number;
   changed: number;
   revision: string;
+  /**
+   * Where the time of this change went (ms): reading the source and calculating, comparing with
+   * the state in force, the kernel write, reading the kernel's fingerprint (0 when it is left to
+   * the drift check: an incremental apply) and recording the state.
+   */
+  phasesMs?: ApplyPhases;
+}
+
+export interface ApplyPhases {
+  source: number;
+  compare: number;
+  apply: number;
+  fingerprint: number;
+  record: number;
 }
 
 /** What the agent has in force (POST /v1/sync answers this once the re-read is applied). */

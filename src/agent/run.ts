@@ -230,6 +230,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
     stateDir: opts.stateDir,
     logger,
     ...(opts.reconcileMs ? { reconcileMs: opts.reconcileMs } : {}),
+    podCgroups: (desired) => obs.cgroups.all(desired),
     hooks: {
       onApplied: (mode, seconds, desired) => {
         obs.metrics.applyDuration.observe({ mode }, seconds);

@@ -70,7 +70,20 @@ function entryExplanation(ir: IR, v: ExternalVerdict): ExternalEntryExplanation 
 
 function pathText(b: ServiceBackendExplanation): string {
   const via = `${b.endpoint} via ${b.entryNode ?? '?'}`;
-  return b.sourceKind === 'client' ? `${via}, client address kept` : `${via}, source ${b.source} (SNAT)`;
+  const own = b.sourceKind === 'client' ? `${via}, client address kept` : `${via}, source ${b.source} (SNAT)`;
+  return b.otherSource ? `${own}${otherSourceText(b.otherSource, b.allowed)}` : own;
+}
+
+/** The other dataplane convention for a backend on the entry node, and its verdict when that differs. */
+export function otherSourceText(
+  o: NonNullable<ServiceBackendExplanation['otherSource']>,
+  allowed: boolean,
+): string {
+  const who =
+    o.sourceKind === 'client'
+      ? `the eBPF backend keeps the client's address ${o.source}`
+      : `netfilter backends masquerade to ${o.source}`;
+  return ` [backend on the entry node: ${who}${o.allowed === allowed ? '' : `, and then ${o.allowed ? 'allows' : 'denies'} it`}]`;
 }
 
 /** The verdict in words: which backends, through which node, and what failed. */
@@ -139,6 +152,15 @@ export function explainExternal(
       entryNode: p.entryNode,
       source: p.source,
       sourceKind: p.sourceKind,
+      ...(p.otherSource
+        ? {
+            otherSource: {
+              source: p.otherSource.source,
+              sourceKind: p.otherSource.sourceKind,
+              allowed: p.otherSource.verdict.allowed && p.otherSource.serves,
+            },
+          }
+        : {}),
       allowed,
       decidedAt: verdict.decidedAt,
       ...(verdict.prefilter ? { prefilter: verdict.prefilter } : {}),

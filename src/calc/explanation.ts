@@ -59,6 +59,11 @@ export interface ServiceBackendExplanation {
    */
   source?: string;
   sourceKind?: 'client' | 'node';
+  /**
+   * From outside, Cluster, a backend on the entry node: the source differs by dataplane (netfilter
+   * masquerades like kube-proxy, eBPF keeps the client like Cilium); this is the other one.
+   */
+  otherSource?: { source: string; sourceKind: 'client' | 'node'; allowed: boolean };
   allowed: boolean;
   decidedAt: DecidedAt;
   prefilter?: string;

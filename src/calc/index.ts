@@ -39,7 +39,12 @@ export {
   type ExternalSource,
   type ExternalVerdict,
 } from './outside.js';
-export { DEFAULT_OUTSIDE_CLIENT, OUTSIDE_PREFIX, resolveOutside } from './explain-outside.js';
+export {
+  DEFAULT_OUTSIDE_CLIENT,
+  OUTSIDE_PREFIX,
+  otherSourceText,
+  resolveOutside,
+} from './explain-outside.js';
 export {
   buildDecisionTable,
   withDecisionTables,

@@ -6,7 +6,11 @@
  *
  * - `externalTrafficPolicy: Cluster`: any ready backend, from any node the traffic enters; the
  *   entry node masquerades the client to its own fabric address (`Node.address`), so replies
- *   return through it — policy sees the node, not the client.
+ *   return through it — policy sees the node, not the client. For a backend on the entry node
+ *   itself the source depends on the dataplane: kube-proxy (and the netfilter backends) masquerade
+ *   it too; the eBPF backend, like Cilium, keeps the client's address (nothing has to return
+ *   through another node). Such a path carries both (`otherSource`); `localSource` picks which
+ *   one is the path's own.
  * - `Local`: only the entry node's own backends, client address kept; a node without one drops.
  * - No backend at all: refused (TCP RST / ICMP port unreachable), as for a cluster IP.
  * - A load-balancer address enters at the nodes the fabric routes it to: every node under
@@ -42,7 +46,18 @@ export interface ExternalPath {
   verdict: Verdict;
   /** Policy allows it and the backend pod listens on the target port (a non-pod backend is assumed to). */
   serves: boolean;
+  /**
+   * Cluster, backend on the entry node: what a dataplane with the other convention delivers (the
+   * client's address where this path masquerades, or the other way round), with its own verdict.
+   */
+  otherSource?: { source: string; sourceKind: ExternalSource; verdict: Verdict; serves: boolean };
 }
+
+/**
+ * Whose address a backend on the entry node sees under Cluster: `node` as kube-proxy does
+ * (iptables, nftables), `client` as Cilium does (eBPF).
+ */
+export type ClusterLocalSource = ExternalSource;
 
 export interface ExternalVerdict {
   entry: ExternalEntry;
@@ -127,6 +142,7 @@ export function evaluateExternal(
   entry: ExternalEntry,
   protocol: 'TCP' | 'UDP' | 'SCTP',
   oracle = new Oracle(ir),
+  localSource: ClusterLocalSource = 'node',
 ): ExternalVerdict {
   const nodeName = entry.kind === 'nodeport' ? entryNode(ir, entry.node) : undefined;
   const table = externalTable(ir, entry, protocol);
@@ -153,17 +169,23 @@ export function evaluateExternal(
     const eligible = eligibleBackends(table, node);
     if (eligible.length === 0) unservedNodes.push(node);
     const local = table.externalTrafficPolicy === 'Local';
-    const source = local ? client : (nodes.get(node)?.address ?? client);
-    for (const backend of eligible) {
+    const nodeAddress = nodes.get(node)?.address ?? client;
+    const judge = (backend: ServiceBackend, sourceKind: ExternalSource) => {
+      const source = sourceKind === 'client' ? client : nodeAddress;
       const verdict = oracle.evaluate({ src: source, dst: backend.address, protocol, dport: backend.port });
       const pod = oracle.endpointById(backend.endpoint);
+      const serves = verdict.allowed && (!pod || servesPort(pod, backend.port, protocol));
+      return { source, sourceKind, verdict, serves };
+    };
+    for (const backend of eligible) {
+      const varies = !local && backend.node === node;
+      const kind: ExternalSource = local ? 'client' : varies ? localSource : 'node';
+      const other = varies ? judge(backend, kind === 'node' ? 'client' : 'node') : undefined;
       paths.push({
         entryNode: node,
         backend,
-        source,
-        sourceKind: local ? 'client' : 'node',
-        verdict,
-        serves: verdict.allowed && (!pod || servesPort(pod, backend.port, protocol)),
+        ...judge(backend, kind),
+        ...(other ? { otherSource: other } : {}),
       });
     }
   }

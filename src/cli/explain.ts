@@ -4,6 +4,7 @@ import {
   buildIR,
   destinationHasPort,
   explain,
+  otherSourceText,
   type Explanation,
   type ExternalEntryExplanation,
   type ServiceExplanation,
@@ -72,7 +73,9 @@ function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
     const via =
       b.entryNode === undefined
         ? ''
-        : ` via ${b.entryNode}, source ${b.source}${b.sourceKind === 'client' ? ' (client kept)' : ' (SNAT to the node)'}`;
+        : ` via ${b.entryNode}, source ${b.source}${b.sourceKind === 'client' ? ' (client kept)' : ' (SNAT to the node)'}${
+            b.otherSource ? otherSourceText(b.otherSource, b.allowed) : ''
+          }`;
     lines.push(
       `  → ${b.endpoint} ${b.address}:${b.targetPort}${b.node ? ` on ${b.node}` : ''}${via}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
     );

@@ -20,6 +20,11 @@ export interface NodeTarget {
   node: string;
   /** Network namespace name under /run/netns (never the root namespace). */
   netns: string;
+  /**
+   * Pod id → cgroup v2 directory (DesiredState.cgroups), for what a backend keys by the calling
+   * process's cgroup (eBPF: internalTrafficPolicy Local at connect time). Absent: not known.
+   */
+  podCgroups?: Readonly<Record<string, string>>;
 }
 
 export interface RenderedPlan {

@@ -98,11 +98,13 @@ async function applyBackend(
   topology: Topology,
   ir: IR,
   previous: IR | undefined,
+  podCgroups: Readonly<Record<string, string>>,
 ): Promise<void> {
   for (const n of topology.nodes) {
     const known = previous?.nodes.some((p) => p.name === n.name);
+    const target = { scope: lab, node: n.name, netns: n.netns, podCgroups };
     try {
-      await backend.apply({ scope: lab, node: n.name, netns: n.netns }, ir, known ? previous : undefined);
+      await backend.apply(target, ir, known ? previous : undefined);
     } catch (e) {
       throw new LabError(
         `the ${backend.name} backend failed on node ${n.name}: ${errorMessage(e)}\n` +
@@ -382,7 +384,7 @@ async function applyPolicy({ opts, req, state, topology, progress }: PolicyStep)
     await syncLabAgents(name, topology.nodes, backend.name, String(state.revision));
   } else {
     progress.phase(`${backend.name} policy`, 1);
-    await applyBackend(backend, name, topology, state.ir, state.backendIR);
+    await applyBackend(backend, name, topology, state.ir, state.backendIR, cgroups);
   }
   state.backendIR = state.ir;
   writeState(state);

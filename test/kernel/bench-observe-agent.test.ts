@@ -256,6 +256,10 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
           'service incremental',
         ]);
         for (const c of s.changes) expect(c.ms).toBeGreaterThan(0);
+        // The bench read the kernel around the label and policy changes and saw it change.
+        expect(s.changes.map((c) => c.kernelChecked === true)).toEqual([true, true, false]);
+        // An incremental apply of the agent's own is in force without reading the kernel back.
+        for (const c of s.changes) expect(c.phasesMs?.fingerprint).toBe(0);
         expect(s.rssAfterSyncMiB).toBeGreaterThan(0);
         expect(s.hwmMiB).toBeGreaterThanOrEqual(s.rssAfterSyncMiB);
         // V8's share, from the agent's own metrics.

@@ -368,6 +368,10 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     await sleep(50);
     expect(ebpfFingerprint(alpha)).not.toBe(before);
     expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 1))[0]?.error).toBe('ECONNREFUSED');
+    // An ordinary apply trusts the shadow of what it wrote (it reads nothing back); the repair, as
+    // the agent does it once the fingerprint shows drift, forgets the shadow first.
+    expect((await ebpfBackend.apply(alpha, ir)).changed.filter((c) => c.startsWith('nodeport:'))).toEqual([]);
+    ebpfBackend.dropShadow(alpha);
     expect((await ebpfBackend.apply(alpha, ir)).changed).toContain('nodeport:services');
     expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 4)).filter((a) => !a.ok)).toEqual([]);
     const repaired = ebpfFingerprint(alpha);
@@ -378,8 +382,39 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     link.close();
     expect(ebpfFingerprint(alpha)).not.toBe(repaired);
     expect(prepareEbpfRepair(alpha)).toContain(join(dir, 'links', ingress as string));
+    ebpfBackend.dropShadow(alpha);
     expect((await ebpfBackend.apply(alpha, ir)).changed).toContain('nodeport:fabric0/ingress');
     expect((await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 4)).filter((a) => !a.ok)).toEqual([]);
+  });
+
+  it('an apply that changes nothing in node ports costs nothing; a changed endpoint writes only its service', async () => {
+    const ir = withNodePorts(state.ir);
+    await applyAll(ir);
+    const alpha = targets().find((t) => t.node === 'alpha') as NodeTarget;
+    const svc = BpfMap.fromPin(join(nodeDir(alpha.scope, alpha.node), 'maps', 'np_svc'), svcKey, svcValue);
+    try {
+      // A planted entry stays: the same IR again neither reads the maps back nor writes them.
+      const planted = { vip: EXTERNAL.alpha as string, port: 30099, proto: 6, node: 0 };
+      svc.update(planted, { count: 0, id: 999, affinity: 0, flags: 0 });
+      const nodePorts = (changed: string[]): string[] => changed.filter((c) => c.startsWith('nodeport:'));
+      expect(nodePorts((await ebpfBackend.apply(alpha, ir)).changed)).toEqual([]);
+      // One backend fewer in s/web: its entries change, the planted one (not in the plan) stays.
+      const fewer: IR = {
+        ...ir,
+        services: ir.services.map((t) =>
+          t.service === 's/web' ? { ...t, backends: t.backends.filter((b) => b.endpoint === 's/b1') } : t,
+        ),
+      };
+      expect(nodePorts((await ebpfBackend.apply(alpha, fewer)).changed)).toEqual(['nodeport:services']);
+      expect(svc.lookup(planted)?.id).toBe(999); // not read back, so not removed
+      const web = [...svc.entries()].find(([k]) => k.port === NODE_PORT && k.proto === 6);
+      expect(web?.[1].count).toBe(1);
+      svc.delete(planted);
+    } finally {
+      svc.close();
+    }
+    ebpfBackend.dropShadow(alpha);
+    await applyAll(ir);
   });
 
   it('XDP translates on its own: with the tcx ingress program detached a node port still answers; a detached XDP link is drift an apply repairs', async () => {
@@ -399,6 +434,7 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     xdp.close();
     expect(ebpfFingerprint(alpha)).not.toBe(before);
     expect(prepareEbpfRepair(alpha)).toContain(join(links, 'xdp-fabric0'));
+    ebpfBackend.dropShadow(alpha);
     const changed = (await ebpfBackend.apply(alpha, ir)).changed;
     expect(changed).toContain('xdp:fabric0');
     expect(changed).toContain('nodeport:fabric0/ingress');

@@ -100,9 +100,12 @@ describeKernel('ebpf: node ports at XDP, behind the prefilter', () => {
     });
     np = { np_svc: svc, np_backends: backends, np_nat: nat, np_affinity: affinity };
     // 30080/TCP and 30081/UDP → the backend on this node; 30090/TCP → the one on another node.
-    svc.update({ vip: EXTERNAL, port: 30080, proto: 6, pad: 0 }, { count: 1, id: 1, affinity: 0, flags: 0 });
-    svc.update({ vip: EXTERNAL, port: 30081, proto: 17, pad: 0 }, { count: 1, id: 2, affinity: 0, flags: 0 });
-    svc.update({ vip: EXTERNAL, port: 30090, proto: 6, pad: 0 }, { count: 1, id: 3, affinity: 0, flags: 0 });
+    svc.update({ vip: EXTERNAL, port: 30080, proto: 6, node: 0 }, { count: 1, id: 1, affinity: 0, flags: 0 });
+    svc.update(
+      { vip: EXTERNAL, port: 30081, proto: 17, node: 0 },
+      { count: 1, id: 2, affinity: 0, flags: 0 },
+    );
+    svc.update({ vip: EXTERNAL, port: 30090, proto: 6, node: 0 }, { count: 1, id: 3, affinity: 0, flags: 0 });
     backends.update({ id: 1, slot: 0 }, { addr: LOCAL_BACKEND, port: 7000, pad: 0 });
     backends.update({ id: 2, slot: 0 }, { addr: LOCAL_BACKEND, port: 7001, pad: 0 });
     backends.update({ id: 3, slot: 0 }, { addr: REMOTE_BACKEND, port: 7000, pad: NP_BACKEND_REMOTE });

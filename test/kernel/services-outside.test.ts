@@ -5,12 +5,16 @@
  * address and uses only the entry node's pods (a node without one does not serve); Cluster uses
  * any pod; a backend reaches its own service (hairpin); ports and services without endpoints are
  * refused, not timed out; ClientIP affinity holds and expires after its timeout; a NetworkPolicy
- * denying an outside client blocks it through the node port (policy sees the translated packet).
+ * denying an outside client blocks it through the node port (policy sees the translated packet);
+ * internalTrafficPolicy Local keeps a pod's connections on its own node. Where the backends differ
+ * (the source a Cluster node port's local backend sees; how a node without a Local backend says
+ * no) the test says which backend does what, and checks it against the oracle.
  *
  * The lab first comes up with ClusterIP services only (today's model) to check the outside's own
  * plumbing, then the exposed services are applied and each backend is switched in turn.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evaluateExternal, internalBackends } from '../../src/calc/outside.js';
 import { converge, labDown, probeService, runOutside, type LabState } from '../../src/lab/index.js';
 import { readState } from '../../src/lab/state.js';
 import { listNetns } from '../../src/netns/index.js';
@@ -83,6 +87,16 @@ function everything(): Manifest[] {
     exposed('empty', 'none', { nodePort: NODE_PORTS.empty }),
     exposed('lb', 'web', { type: 'LoadBalancer' }),
     exposed('lb-local', 'solo', { type: 'LoadBalancer', local: true }),
+    service('x', 'near', {
+      selector: { app: 'web' },
+      ports: [{ port: 80, targetPort: 'http' }],
+      internalTrafficPolicy: 'Local',
+    }),
+    service('x', 'solo-near', {
+      selector: { app: 'solo' },
+      ports: [{ port: 80, targetPort: 'http' }],
+      internalTrafficPolicy: 'Local',
+    }),
     networkPolicy('x', 'guard', {
       podSelector: { matchLabels: { app: 'guarded' } },
       policyTypes: ['Ingress'],
@@ -191,6 +205,47 @@ describeKernel('traffic from outside the cluster (lab, every backend)', () => {
         expect(r.failures, JSON.stringify(r.errors)).toBe(0);
         expect(Object.keys(r.answered).sort()).toEqual(['x/b1', 'x/b2']);
       }
+    }, 60_000);
+
+    it("NodePort (Cluster): a remote pod sees the entry node; a pod on the entry node sees what the oracle says this backend's convention gives", async () => {
+      // kube-proxy (iptables, nftables) masquerades every Cluster connection; eBPF, like Cilium,
+      // keeps the client's address when the backend is on the entry node (docs/services.md).
+      const convention = backend === 'ebpf' ? 'client' : 'node';
+      const entry = { kind: 'nodeport' as const, node: 'node-1', port: NODE_PORTS.web };
+      const oracle = evaluateExternal(state.ir, CLIENT, entry, 'TCP', undefined, convention);
+      const want = Object.fromEntries(oracle.paths.map((p) => [p.backend.endpoint, p.source]));
+      const nodeAddress = state.ir.nodes.find((n) => n.name === 'node-1')?.address;
+      expect(want).toEqual({ 'x/b1': convention === 'client' ? CLIENT : nodeAddress, 'x/b2': nodeAddress });
+      const r = await probe('outside:client', `nodeport/node-1:${NODE_PORTS.web}`);
+      expect(r.failures, JSON.stringify(r.errors)).toBe(0);
+      for (const [pod, seen] of Object.entries(r.peers)) expect(Object.keys(seen), pod).toEqual([want[pod]]);
+    }, 60_000);
+
+    it("internalTrafficPolicy Local: a pod reaches only its own node's backends, as the oracle says", async () => {
+      const table = state.ir.services.find((t) => t.service === 'x/near');
+      if (!table) throw new Error('x/near is not in the IR');
+      for (const [client, node] of [
+        ['x/a', 'node-1'],
+        ['x/b2', 'node-2'],
+      ] as const) {
+        const want = internalBackends(table, node).map((b) => b.endpoint);
+        const r = await probe(client, 'svc/x/near:80', 20);
+        expect(r.failures, JSON.stringify(r.errors)).toBe(0);
+        expect(Object.keys(r.answered), `${client} on ${node}`).toEqual(want);
+      }
+    }, 60_000);
+
+    it('internalTrafficPolicy Local: a pod on a node without a backend is not served (netfilter drops, eBPF refuses)', async () => {
+      const table = state.ir.services.find((t) => t.service === 'x/solo-near');
+      if (!table) throw new Error('x/solo-near is not in the IR');
+      expect(internalBackends(table, 'node-2')).toEqual([]);
+      const served = await probe('x/a', 'svc/x/solo-near:80', 5);
+      expect(served.answered).toEqual({ 'x/s1': 5 });
+      const r = await probe('x/b2', 'svc/x/solo-near:80', 3, 1000);
+      expect(r.answered).toEqual({});
+      // kube-proxy drops ("has no local endpoints"); a connect-time balancer can only fail the
+      // connect, which it does as for a service without endpoints.
+      expect(r.errors).toEqual(backend === 'ebpf' ? { ECONNREFUSED: 3 } : { timeout: 3 });
     }, 60_000);
 
     it("NodePort (Local): only the entry node's pods answer, and they see the client's address", async () => {

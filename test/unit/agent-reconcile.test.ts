@@ -99,7 +99,11 @@ class FakeKernel {
   watchers: (() => void)[] = [];
   watchStops = 0;
 
+  /** Times the kernel was read. */
+  reads = 0;
+
   fingerprint(): Promise<string> {
+    this.reads++;
     return Promise.resolve(this.fp);
   }
 
@@ -259,7 +263,10 @@ describe('Agent: start', () => {
     expect(backend.applies[0]?.previous).toEqual(plain(ir1));
     expect(a2.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r2' });
     expect(kernel.repairsPrepared).toBe(1);
-    expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', ir: plain(ir2) });
+    // applied.json follows once the kernel is read back (the next check).
+    await vi.waitFor(() => expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', ir: plain(ir2) }), {
+      timeout: 2000,
+    });
   });
 
   it('applies everything when the kernel is not as the previous agent left it', async () => {
@@ -425,6 +432,78 @@ describe('Agent: drift', () => {
   });
 });
 
+describe('Agent: read-back after its own incremental applies', () => {
+  it('is in force when the kernel write returns; the kernel is read back once changes pause, and only that goes to applied.json', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel, { reconcileMs: 60_000 });
+    await a.start();
+    const reads = kernel.reads;
+
+    writeDesired('r2', irFor(8080));
+    kernel.fp = 'fp-2'; // what the apply leaves (the fake kernel does not change by itself)
+    await a.syncNow();
+    expect(a.status.revision).toBe('r2');
+    expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r2' });
+    expect(a.status.lastApply?.phasesMs?.fingerprint).toBe(0);
+    // Neither before the apply (the shadow is ours) nor after it.
+    expect(kernel.reads).toBe(reads);
+    expect(readApplied(stateDir)).toMatchObject({ revision: 'r1', fingerprint: 'fp-1' });
+    // The apply's own change events (right after it) do not read the kernel either.
+    for (const w of kernel.watchers) w();
+    await sleep(400);
+    expect(kernel.reads).toBe(reads);
+
+    await vi.waitFor(
+      () => expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', fingerprint: 'fp-2' }),
+      {
+        timeout: 3000,
+        interval: 20,
+      },
+    );
+    expect(kernel.reads).toBe(reads + 1);
+    expect(a.status.repairs).toBe(0);
+    // The read-back is the reference: the kernel as it is needs no repair.
+    await sleep(300);
+    expect(backend.applies).toHaveLength(2);
+  });
+
+  it('repairs, rather than adopts, a kernel changed behind its back while the read-back is due', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel, { reconcileMs: 60_000 });
+    await a.start();
+    writeDesired('r2', irFor(8080));
+    await a.syncNow();
+    await sleep(250);
+    kernel.fp = 'fp-tampered';
+    for (const w of kernel.watchers) w();
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 2000, interval: 10 });
+    expect(a.status.lastApply).toMatchObject({ mode: 'repair', revision: 'r2' });
+    expect(backend.applies.at(-1)?.previous).toBeUndefined();
+    expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', fingerprint: 'fp-tampered' });
+  });
+
+  it('writes what is in force to applied.json on stop, for the next agent to adopt', async () => {
+    writeDesired('r1', irFor(5432));
+    const kernel = new FakeKernel();
+    const a1 = agent(new FakeBackend(), kernel, { reconcileMs: 60_000 });
+    await a1.start();
+    writeDesired('r2', irFor(8080));
+    kernel.fp = 'fp-2';
+    await a1.syncNow();
+    await a1.stop();
+    expect(readApplied(stateDir)).toMatchObject({ revision: 'r2', fingerprint: 'fp-2' });
+    const second = new FakeBackend();
+    const a2 = agent(second, kernel);
+    await a2.start();
+    expect(second.applies).toEqual([]);
+    expect(a2.status.lastApply).toMatchObject({ mode: 'adopted', revision: 'r2', changed: 0 });
+  });
+});
+
 describe('Agent: changes and errors', () => {
   it('picks up a new desired.json through the watch, debounced into one incremental apply', async () => {
     const ir1 = irFor(5432);
@@ -494,7 +573,7 @@ describe('Agent: changes and errors', () => {
     expect(a.status.revision).toBe('r3');
     expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r3' });
     expect(backend.applies.at(-1)?.previous).toEqual(plain(ir1));
-    expect(readApplied(stateDir)?.revision).toBe('r3');
+    await vi.waitFor(() => expect(readApplied(stateDir)?.revision).toBe('r3'), { timeout: 2000 });
   });
 
   it("drops the backend's shadow before a full apply, a repair and after a failed apply, never for an incremental one", async () => {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { disassemble } from '../../src/bpf/index.js';
 import type { BackendKey, BackendValue, SvcKey, SvcValue } from '../../src/dataplane/ebpf/services-layout.js';
-import { SVC_FLAG_VIP } from '../../src/dataplane/ebpf/services-layout.js';
+import { SVC_FLAG_LOCAL, SVC_FLAG_VIP } from '../../src/dataplane/ebpf/services-layout.js';
 import {
   serviceProgramHash,
   servicePrograms,
@@ -22,7 +22,12 @@ import type { IR, ServicePortTable } from '../../src/ir/types.js';
 
 type Backends = [string, string, number][];
 
-function table(over: Partial<Omit<ServicePortTable, 'backends'>> & { backends: Backends }): ServicePortTable {
+function table(
+  over: Partial<Omit<ServicePortTable, 'backends'>> & {
+    backends: Backends;
+    nodeOf?: Record<string, string>;
+  },
+): ServicePortTable {
   return {
     id: over.id ?? 's/web:80/TCP',
     service: 's/web',
@@ -30,14 +35,20 @@ function table(over: Partial<Omit<ServicePortTable, 'backends'>> & { backends: B
     port: over.port ?? 80,
     protocol: over.protocol ?? 'TCP',
     affinity: over.affinity ?? { mode: 'None' },
-    backends: over.backends.map(([endpoint, address, port]) => ({ endpoint, address, port })),
+    backends: over.backends.map(([endpoint, address, port]) => ({
+      endpoint,
+      address,
+      port,
+      ...(over.nodeOf?.[endpoint] ? { node: over.nodeOf[endpoint] } : {}),
+    })),
+    ...(over.internalTrafficPolicy ? { internalTrafficPolicy: over.internalTrafficPolicy } : {}),
   };
 }
 
-function ir(services: ServicePortTable[]): IR {
+function ir(services: ServicePortTable[], nodes: IR['nodes'] = []): IR {
   return {
     version: 1,
-    nodes: [],
+    nodes,
     endpoints: [],
     ipSets: [],
     ruleSets: [],
@@ -90,8 +101,15 @@ describe('ebpf services: programs', () => {
     const connect = servicePrograms().find((p) => p.hook === 'connect4');
     if (!connect) throw new Error('no connect4');
     const listing = disassemble(connect.program);
-    expect(connect.program.mapNames).toEqual(['svc', 'svc_affinity', 'svc_backends', 'svc_revnat']);
+    expect(connect.program.mapNames).toEqual([
+      'svc',
+      'svc_affinity',
+      'svc_backends',
+      'svc_revnat',
+      'svc_pod_node',
+    ]);
     for (const call of [
+      'get_current_cgroup_id',
       'map_lookup_elem',
       'get_prandom_u32',
       'get_netns_cookie',
@@ -116,7 +134,7 @@ describe('ebpf services: programs', () => {
 describe('ebpf services: sync plan', () => {
   const web = (
     backends: Backends,
-    extra: Partial<Omit<ServicePortTable, 'backends'>> = {},
+    extra: Partial<Omit<ServicePortTable, 'backends'>> & { nodeOf?: Record<string, string> } = {},
   ): ServicePortTable => table({ backends, ...extra });
   const three: [string, string, number][] = [
     ['s/b1', '198.18.0.11', 8080],
@@ -179,6 +197,34 @@ describe('ebpf services: sync plan', () => {
   it('a service without backends keeps its entry with count 0 (connects are refused)', () => {
     const state = applied(empty, planServiceSync(empty, desiredServices(ir([web([])]))));
     expect(state.services.find(([k]) => k.port === 80)?.[1].count).toBe(0);
+  });
+
+  it("internalTrafficPolicy Local: the service's entry is flagged, and each node with backends gets its own", () => {
+    const nodes = ['node-b', 'node-a', 'node-c'].map((name, i) => ({ name, address: `198.18.255.${i + 1}` }));
+    const local = web(three, {
+      internalTrafficPolicy: 'Local',
+      nodeOf: { 's/b1': 'node-a', 's/b2': 'node-b', 's/b3': 'node-a' },
+    });
+    const state = applied(empty, planServiceSync(empty, desiredServices(ir([local], nodes))));
+    const entry = (node: number) => state.services.find(([k]) => k.port === 80 && k.node === node)?.[1];
+    expect(entry(0)?.flags).toBe(SVC_FLAG_LOCAL);
+    expect(entry(0)?.count).toBe(3); // a client in no known pod: every backend
+    // Node indices follow node names: node-a 1, node-b 2, node-c 3 (no backend: no entry, refused).
+    const backendsAt = (node: number): string[] => {
+      const v = entry(node);
+      return state.backends
+        .filter(([k]) => k.id === v?.id)
+        .sort((a, b) => a[0].slot - b[0].slot)
+        .map(([, b]) => b.addr);
+    };
+    expect(backendsAt(1)).toEqual(['198.18.0.11', '198.18.0.13']);
+    expect(backendsAt(2)).toEqual(['198.18.0.12']);
+    expect(entry(3)).toBeUndefined();
+    expect(entry(1)?.flags).toBe(0);
+    // Cluster again: the per-node entries go, the flag is cleared.
+    const cluster = web(three, { nodeOf: { 's/b1': 'node-a', 's/b2': 'node-b', 's/b3': 'node-a' } });
+    const next = applied(state, planServiceSync(state, desiredServices(ir([cluster], nodes))));
+    expect(next.services.filter(([k]) => k.port === 80).map(([k, v]) => [k.node, v.flags])).toEqual([[0, 0]]);
   });
 
   it('leaves IPv6 service addresses out, saying so', () => {

@@ -173,6 +173,45 @@ describe('policy applies to the translated packet', () => {
     ]);
   });
 
+  it('under Cluster a backend on the entry node sees the node (kube-proxy) or the client (eBPF): the oracle carries both', () => {
+    const ir = irOf([denyClient]);
+    const entry = { kind: 'nodeport', node: 'node-1', port: 30081 } as const;
+    const kubeProxy = evaluateExternal(ir, CLIENT, entry, 'TCP');
+    // web/a is on node-1: the other convention keeps the client, whom the policy denies too.
+    expect(
+      kubeProxy.paths.map((p) => [p.backend.endpoint, p.otherSource?.source, p.otherSource?.sourceKind]),
+    ).toEqual([
+      ['web/a', CLIENT, 'client'],
+      ['web/b', undefined, undefined],
+    ]);
+    const other = irOf([
+      networkPolicy('web', 'only-client', {
+        podSelector: { matchLabels: { app: 'web' } },
+        ingress: [{ from: [{ ipBlock: { cidr: `${CLIENT}/32` } }] }],
+      }),
+    ]);
+    const ebpf = evaluateExternal(other, CLIENT, entry, 'TCP', undefined, 'client');
+    expect(paths(ebpf)).toEqual([
+      ['node-1', 'web/a', CLIENT, 'client', true],
+      ['node-1', 'web/b', '198.18.255.1', 'node', false],
+    ]);
+    expect(ebpf.paths[0]?.otherSource).toMatchObject({
+      source: '198.18.255.1',
+      sourceKind: 'node',
+      serves: false,
+    });
+    const m = modelOf(cluster([]));
+    const x = explain(m, compileIR(m), {
+      from: 'outside:client',
+      to: 'nodeport/node-1:30081',
+      protocol: 'TCP',
+    });
+    expect(x.service?.backends.map((b) => b.otherSource)).toEqual([
+      { source: CLIENT, sourceKind: 'client', allowed: true },
+      undefined,
+    ]);
+  });
+
   it('a prefilter on the entry node drops the client before any translation', () => {
     const ir = irOf([prefilter('outsiders', { nodes: ['node-1'], cidrs: [`${CLIENT}/32`] })]);
     const v = evaluateExternal(ir, CLIENT, { kind: 'nodeport', node: 'node-1', port: 30081 }, 'TCP');

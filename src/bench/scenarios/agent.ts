@@ -23,7 +23,12 @@
  *   changes:    `changes` edits in turn, each written by rename and timed until the agent reports
  *               the new revision in force: one local pod's `app` label flipped (label change), one
  *               policy selecting local pods given another port (policy change), one EndpointSlice
- *               given another backend (service change);
+ *               given another backend (service change). The agent's word is checked: for the
+ *               first and the last label and policy changes, the bench reads the node's dataplane
+ *               from the kernel itself (the backend's fingerprint, untimed) right before the write
+ *               and right after the agent says "in force", and fails unless it changed (service
+ *               changes are not checked so: on eBPF the service maps are the scope's, shared by
+ *               every node, and a node's fingerprint compares them with their writer's record);
  *   memory:     VmRSS after the first sync and after all the changes, VmHWM (peak), from
  *               /proc/<pid>/status.
  */
@@ -37,7 +42,8 @@ import {
   type PolicyMode,
   type TableModeSummary,
 } from '../../ir/decision-table.js';
-import { availableBackends } from '../../dataplane/registry.js';
+import { availableBackends, loadBackend } from '../../dataplane/registry.js';
+import type { ApplyPhases } from '../../agent/api-types.js';
 import { agentStateDir, desiredDir } from '../../lab/agents.js';
 import { converge, labDown, type LabState } from '../../lab/index.js';
 import type { Model } from '../../model/index.js';
@@ -357,7 +363,16 @@ export interface ChangeSample {
   ms: number;
   /** The agent's own apply time of it. */
   applyMs: number;
+  /** Where the agent's time went (source + calculation, compare, kernel write, read-back, record). */
+  phasesMs?: ApplyPhases;
   mode: string;
+  /** The bench read the kernel before and after it and saw it change. */
+  kernelChecked?: boolean;
+}
+
+/** Changes whose effect on the kernel the bench checks itself: the first and last label and policy changes. */
+function kernelChecked(op: ChangeOp, u: number, changes: number): boolean {
+  return op !== 'service' && (u < CHANGE_OPS.length || u >= changes - CHANGE_OPS.length);
 }
 
 export interface AgentScaleSample {
@@ -441,10 +456,13 @@ async function oneSync(
     const idleCpu = (cpuSeconds(h.pid) - cpu0) / (IDLE_MS / 1000);
     const changes: ChangeSample[] = [];
     let revision = last.revision;
+    const kernel = await loadBackend(backend);
     for (let u = 0; u < options.changes; u++) {
       const change = nextChange(spec, u);
       const file = join(source, change.file);
       writeFileSync(`${file}.tmp`, change.text);
+      const check = kernelChecked(change.op, u, options.changes);
+      const kernelBefore = check ? await kernel.fingerprint(target) : undefined;
       const written = Date.now();
       renameSync(`${file}.tmp`, file);
       const before = revision;
@@ -454,11 +472,20 @@ async function oneSync(
         SYNC_TIMEOUT_MS,
         2,
       );
+      const ms = Date.now() - written;
+      // The agent says the change is in force: the kernel must hold something else than before.
+      if (kernelBefore !== undefined && (await kernel.fingerprint(target)) === kernelBefore)
+        throw new Error(
+          `${backend}: the agent reported revision ${st.revision ?? '?'} (${change.op} change) in force, ` +
+            `but the node's dataplane in the kernel did not change`,
+        );
       changes.push({
         op: change.op,
-        ms: Date.now() - written,
+        ms,
         applyMs: st.lastApply?.durationMs ?? NaN,
+        ...(st.lastApply?.phasesMs ? { phasesMs: st.lastApply.phasesMs } : {}),
         mode: st.lastApply?.mode ?? '?',
+        ...(check ? { kernelChecked: true } : {}),
       });
       revision = st.revision ?? '';
     }
@@ -638,7 +665,7 @@ function sampleNote(
   const changes = ss.flatMap((s) => s.changes);
   const applies = CHANGE_OPS.map((op) => {
     const of = changes.filter((c) => c.op === op);
-    return of.length ? `${op} ${median(of.map((c) => c.applyMs)).toFixed(0)} ms` : '';
+    return of.length ? `${op} ${median(of.map((c) => c.applyMs)).toFixed(0)} ms${phasesNote(of)}` : '';
   })
     .filter(Boolean)
     .join(', ');
@@ -647,13 +674,26 @@ function sampleNote(
     `${median(ss.map((s) => s.startMs)).toFixed(0)} ms + read manifests and build the IR ${median(ss.map((s) => s.buildMs)).toFixed(0)} ms ` +
     `+ kernel apply (with fingerprint) ${median(ss.map((s) => s.applyMs)).toFixed(0)} ms + flow sources and API; ` +
     `${ss[0]?.changed ?? 0} kernel objects; ${changes.length} changes, the agent's apply of each (median): ${applies} ` +
-    `(${[...new Set(changes.map((c) => c.mode))].join('/')}); RSS after sync ${median(ss.map((s) => s.rssAfterSyncMiB)).toFixed(0)} MiB, ` +
+    `(${[...new Set(changes.map((c) => c.mode))].join('/')}; the bench read the kernel around ` +
+    `${changes.filter((c) => c.kernelChecked).length} of them and saw each in force); RSS after sync ${median(ss.map((s) => s.rssAfterSyncMiB)).toFixed(0)} MiB, ` +
     `after the changes ${median(ss.map((s) => s.rssAfterChangesMiB)).toFixed(0)} MiB, peak (VmHWM) ${hwm.toFixed(0)} MiB` +
     heapNote(ss[0]) +
     '; ' +
     `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
     (policy ? `; ${formatTableModeSummary(policy)}` : '') +
     (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')
+  );
+}
+
+/** ` (source+calc a, compare b, kernel write c, read-back d, record e ms)`: medians of the agent's phases. */
+function phasesNote(changes: readonly ChangeSample[]): string {
+  const with_ = changes.filter((c) => c.phasesMs);
+  if (with_.length === 0) return '';
+  const m = (k: keyof ApplyPhases): string =>
+    median(with_.map((c) => (c.phasesMs as ApplyPhases)[k])).toFixed(k === 'apply' || k === 'source' ? 0 : 1);
+  return (
+    ` (source+calc ${m('source')}, compare ${m('compare')}, kernel write ${m('apply')}, ` +
+    `read-back ${m('fingerprint')}, record ${m('record')})`
   );
 }
 

@@ -86,6 +86,8 @@ import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { applyNodePorts, NodePortLoadError } from './nodeport.js';
 import { applyFabricXdp, FabricXdpLoadError, nodePortAddressesOf } from './nodeport-xdp.js';
+import type { PodNodeShadow } from './services-pods.js';
+import type { NodePortShadow } from './nodeport-shadow.js';
 
 export interface ApplyOptions {
   /**
@@ -117,6 +119,10 @@ export interface ApplyOptions {
 export interface NodeMemory {
   sets: NodeShadow | undefined;
   programs: ProgramCache;
+  /** This node's entries in the scope's pod → node map (services-pods.ts). */
+  pods?: PodNodeShadow;
+  /** The node-port load balancer as the last apply left it (nodeport-shadow.ts). */
+  nodePorts?: NodePortShadow;
 }
 
 /** What the backend keeps between applies: per node, and per scope for the shared service maps. */
@@ -422,7 +428,10 @@ export async function applyNode(
   }
   // 7. connect-time load balancing: shared by the scope's nodes, so the first apply syncs it.
   try {
-    changed.push(...applyServices(target.scope, ir, memory.services));
+    const pods = target.podCgroups
+      ? { node: target.node, cgroups: target.podCgroups, shadow: memory.node }
+      : undefined;
+    changed.push(...applyServices(target.scope, ir, memory.services, pods));
   } catch (e) {
     fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`, undefined, e);
   }
@@ -609,6 +618,7 @@ function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
       { netns: n.target.netns, dir: n.dir, fabric, ...(opts.verifierLog ? { verifierLog: true } : {}) },
       n.ir,
       n.target.node,
+      n.memory,
     );
   } catch (e) {
     const unchanged = e instanceof NodePortLoadError ? '; the node-port programs in force are unchanged' : '';

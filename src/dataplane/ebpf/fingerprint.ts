@@ -9,9 +9,9 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { isPinned, Link, MapOfMaps, codecs, type LinkInfo } from '../../bpf/index.js';
-import type { NodeTarget } from '../backend.js';
+import { inconsistentFingerprint, type NodeTarget } from '../backend.js';
 import { MAP } from './layout.js';
 import { mapPinPath } from './maps.js';
 import { nodeContentLines, servicesContentLines, tableContent } from './map-contents.js';
@@ -63,6 +63,7 @@ function dirs(target: NodeTarget): string[] {
 export function ebpfFingerprint(target: NodeTarget): string {
   const h = createHash('sha256');
   const [own, shared] = dirs(target);
+  const detached: string[] = [];
   for (const dir of [own, shared]) {
     if (!dir) continue;
     for (const path of pinnedMaps(dir).sort()) h.update(`map ${path}\n`);
@@ -70,11 +71,20 @@ export function ebpfFingerprint(target: NodeTarget): string {
       const info = linkInfo(path);
       const program = dir === own ? (info?.programId ?? '-') : 'shared';
       h.update(`link ${path} program=${program} attached=${attached(info)}\n`);
+      if (dir === own && !attached(info)) detached.push(basename(path));
     }
   }
   if (own) for (const line of [...tableIdentities(own), ...nodeContentLines(own)]) h.update(line);
   if (shared) for (const line of servicesContentLines(shared)) h.update(line);
-  return h.digest('hex');
+  const digest = h.digest('hex');
+  // Our apply leaves every link of the node attached: a pinned one that is not was detached (or
+  // lost its interface) behind the agent, even when this is the read right after an apply.
+  return detached.length > 0
+    ? inconsistentFingerprint(
+        `detached ${detached.slice(0, 3).join(', ')}${detached.length > 3 ? ', …' : ''}`,
+        digest,
+      )
+    : digest;
 }
 
 /** `table <index> trie=<id>` for every table index the node's description allocates. */

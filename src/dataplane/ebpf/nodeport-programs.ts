@@ -205,7 +205,7 @@ export function emitServiceLookup(asm: Assembler): void {
     .copy('w', R10, f.svcKey + sk.vip, R10, f.key + nk.daddr, R1)
     .copy('h', R10, f.svcKey + sk.port, R10, f.key + nk.dport, R1)
     .copy('b', R10, f.svcKey + sk.proto, R10, f.key + nk.proto, R1)
-    .st('b', R10, f.svcKey + sk.pad, 0)
+    .st('b', R10, f.svcKey + sk.node, 0)
     .mapLookup(NP_MAP.services, f.svcKey)
     .jeq(R0, 0, 'not_service_port')
     .ldxw(R7, R0, sv.id)

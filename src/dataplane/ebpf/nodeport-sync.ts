@@ -49,6 +49,55 @@ export function reachedFromOutside(t: ServicePortTable): boolean {
   return t.nodePort !== undefined || (t.loadBalancerIPs?.length ?? 0) > 0;
 }
 
+/** One table's part of a node's node-port maps. */
+interface TablePorts {
+  ports: DesiredServicePort[];
+  vips: string[];
+  skipped: string[];
+}
+
+/**
+ * Memoized by the table object and the node (an incremental IR hands the same object for a service
+ * that did not change): the same DesiredServicePort objects again, which the planner skips unread.
+ */
+const tablePortsMemo = new WeakMap<ServicePortTable, { where: string; out: TablePorts }>();
+
+function tablePorts(t: ServicePortTable, node: string, external: string | undefined): TablePorts {
+  const where = `${node}\0${external ?? ''}`;
+  const known = tablePortsMemo.get(t);
+  if (known?.where === where) return known.out;
+  const out: TablePorts = { ports: [], vips: [], skipped: [] };
+  tablePortsMemo.set(t, { where, out });
+  if (!TRANSLATED.has(t.protocol)) {
+    out.skipped.push(`${t.id}: ${t.protocol} is not translated from outside by the eBPF backend`);
+    return out;
+  }
+  const backends = nodePortBackends(t, node);
+  const affinity = t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0;
+  const proto = IPPROTO[t.protocol];
+  if (t.nodePort !== undefined && external)
+    out.ports.push({
+      id: `${t.id}@node`,
+      key: { vip: external, port: t.nodePort, proto, node: 0 },
+      affinity,
+      backends,
+    });
+  for (const lb of t.loadBalancerIPs ?? []) {
+    if (!isIpv4(lb)) {
+      out.skipped.push(`${t.id}: IPv6 load-balancer address ${lb} is not translated by the eBPF backend`);
+      continue;
+    }
+    out.vips.push(lb);
+    out.ports.push({
+      id: `${t.id}@${lb}`,
+      key: { vip: lb, port: t.port, proto, node: 0 },
+      affinity,
+      backends,
+    });
+  }
+  return out;
+}
+
 export function desiredNodePorts(ir: IR, node: string): DesiredNodePorts {
   const self = ir.nodes.find((n) => n.name === node);
   const external = self?.externalAddress && isIpv4(self.externalAddress) ? self.externalAddress : undefined;
@@ -57,28 +106,10 @@ export function desiredNodePorts(ir: IR, node: string): DesiredNodePorts {
   const skipped: string[] = [];
   for (const t of ir.services) {
     if (!reachedFromOutside(t)) continue;
-    if (!TRANSLATED.has(t.protocol)) {
-      skipped.push(`${t.id}: ${t.protocol} is not translated from outside by the eBPF backend`);
-      continue;
-    }
-    const backends = nodePortBackends(t, node);
-    const affinity = t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0;
-    const proto = IPPROTO[t.protocol];
-    if (t.nodePort !== undefined && external)
-      ports.push({
-        id: `${t.id}@node`,
-        key: { vip: external, port: t.nodePort, proto, pad: 0 },
-        affinity,
-        backends,
-      });
-    for (const lb of t.loadBalancerIPs ?? []) {
-      if (!isIpv4(lb)) {
-        skipped.push(`${t.id}: IPv6 load-balancer address ${lb} is not translated by the eBPF backend`);
-        continue;
-      }
-      vips.add(lb);
-      ports.push({ id: `${t.id}@${lb}`, key: { vip: lb, port: t.port, proto, pad: 0 }, affinity, backends });
-    }
+    const part = tablePorts(t, node, external);
+    for (const p of part.ports) ports.push(p);
+    for (const v of part.vips) vips.add(v);
+    for (const s of part.skipped) skipped.push(s);
   }
   const addresses =
     self && isIpv4(self.address) ? { own: external ?? self.address, snat: self.address } : undefined;

@@ -1,6 +1,7 @@
 /**
  * Applying a node's node-port load balancer (nodeport-programs.ts) on its fabric interfaces:
  *
+ *   0. nothing at all when the shadow (nodeport-shadow.ts) was made from the same IR arrays;
  *   1. generate both programs and load the ones whose code or maps changed — a verifier
  *      rejection stops here, with nothing in force touched;
  *   2. bring np_svc / np_backends to the IR (backend slots first, so a slot below a count is
@@ -30,17 +31,18 @@ import type { NetnsInterface } from './iface.js';
 import { mapPinPath } from './maps.js';
 import { NP_CAPACITY, NP_MAP, natKey, natValue, npAffinityKey } from './nodeport-layout.js';
 import { NODEPORT_PROGRAM_NAMES, nodePortProgram, type NodePortHook } from './nodeport-programs.js';
+import { fabricKey, nodePortCode, type NodePortShadow } from './nodeport-shadow.js';
 import { desiredNodePorts } from './nodeport-sync.js';
 import { dropPinnedLink } from './pinned-link.js';
-import { programHash } from './program.js';
 import { affinityValue, backendKey, backendValue, svcKey, svcValue } from './services-layout.js';
+import { applyServiceSync, planServiceDelta, planSize, type ServiceMaps } from './services-sync.js';
 import {
-  applyServiceSync,
-  planServiceSync,
-  planSize,
-  readServices,
-  type ServiceMaps,
-} from './services-sync.js';
+  advanceServicesShadow,
+  emptyServicesShadow,
+  readServicesShadow,
+  type ServicesShadow,
+} from './services-shadow.js';
+import { seedContentDigest } from './map-contents.js';
 
 const HOOKS: readonly NodePortHook[] = ['ingress', 'egress'];
 const LINK_PREFIX = 'np-';
@@ -224,25 +226,71 @@ function swap(target: NodePortTarget, p: PlannedLink, program: Program): void {
   }
 }
 
-/** Brings the node's node-port load balancer to the IR; returns what changed. */
-export function applyNodePorts(target: NodePortTarget, ir: IR, node: string): string[] {
+/** The shadow of np_svc / np_backends to plan from: kept when it is of these very maps, else one read. */
+function mapsShadow(
+  maps: Record<string, MapBase>,
+  fresh: boolean,
+  mapIds: string,
+  kept: NodePortShadow | undefined,
+): ServicesShadow {
+  if (fresh) return emptyServicesShadow();
+  if (kept?.installed?.mapIds === mapIds) return kept.installed.maps;
+  return readServicesShadow(serviceMaps(maps));
+}
+
+/** After writing np_svc / np_backends from a shadow: the next fingerprint takes their digests from it. */
+function seedNodePortContents(maps: Record<string, MapBase>, shadow: ServicesShadow): void {
+  let backends = 0;
+  for (const slots of shadow.state.slots.values()) backends += slots.length;
+  const elements = shadow.state.services.size + backends;
+  seedContentDigest(serviceMaps(maps).services.fd, shadow.services.bytes(), elements);
+  seedContentDigest(serviceMaps(maps).backends.fd, shadow.backends.bytes(), elements);
+}
+
+/**
+ * Brings the node's node-port load balancer to the IR; returns what changed. `memory` holds the
+ * shadow of the last apply (nodeport-shadow.ts): with it, an IR whose service tables and nodes are
+ * the same arrays on the same fabric costs nothing, and a changed service writes only its entries.
+ */
+export function applyNodePorts(
+  target: NodePortTarget,
+  ir: IR,
+  node: string,
+  memory: { nodePorts?: NodePortShadow } = {},
+): string[] {
+  const kept = memory.nodePorts;
+  delete memory.nodePorts;
+  const fabric = fabricKey(target.fabric);
+  if (kept && kept.services === ir.services && kept.nodes === ir.nodes && kept.fabric === fabric) {
+    memory.nodePorts = kept;
+    return [];
+  }
   const desired = desiredNodePorts(ir, node);
-  if (desired.ports.length === 0 || !desired.addresses || target.fabric.length === 0)
-    return removeNodePorts(target.dir) ? ['nodeport:removed'] : [];
-  const codes = {
-    ingress: nodePortProgram('ingress', desired.addresses),
-    egress: nodePortProgram('egress', desired.addresses),
-  };
-  const hashes = {
-    ingress: programHash(codes.ingress).slice(0, 12),
-    egress: programHash(codes.egress).slice(0, 12),
-  };
+  const base = { services: ir.services, nodes: ir.nodes, fabric };
+  if (desired.ports.length === 0 || !desired.addresses || target.fabric.length === 0) {
+    const removed = removeNodePorts(target.dir);
+    memory.nodePorts = base;
+    return removed ? ['nodeport:removed'] : [];
+  }
+  const { codes, hashes } = nodePortCode(desired.addresses);
   const changed: string[] = [];
   const { maps, fresh } = openOrCreateMaps(target.dir);
   if (fresh) changed.push('nodeport:maps');
   const loaded = new Map<NodePortHook, Program>();
   try {
-    const { planned, stale } = planLinks(target.dir, target.fabric, hashes);
+    const mapIds = Object.values(maps)
+      .map((m) => m.info.id)
+      .join(',');
+    // The links are as the last apply left them while the maps, programs and fabric are.
+    const linksKept =
+      !fresh &&
+      kept?.installed?.mapIds === mapIds &&
+      kept.fabric === fabric &&
+      kept.installed.hashes.ingress === hashes.ingress &&
+      kept.installed.hashes.egress === hashes.egress;
+    const { planned, stale } = linksKept
+      ? { planned: [], stale: [] }
+      : planLinks(target.dir, target.fabric, hashes);
     const todo = planned.filter(
       (p) => fresh || p.current !== p.want || !isPinned(join(linkDir(target.dir), p.want)),
     );
@@ -250,12 +298,15 @@ export function applyNodePorts(target: NodePortTarget, ir: IR, node: string): st
     for (const p of todo)
       if (!loaded.has(p.hook))
         loaded.set(p.hook, load(p.hook, codes[p.hook], maps, target.verifierLog ?? false));
-    // 2. maps
-    const plan = planServiceSync(readServices(serviceMaps(maps)), desired);
+    // 2. maps, by difference from the shadow
+    const shadow = mapsShadow(maps, fresh, mapIds, kept);
+    const plan = planServiceDelta(shadow.state, desired);
     if (planSize(plan) > 0) {
       applyServiceSync(serviceMaps(maps), plan);
       changed.push('nodeport:services');
     }
+    advanceServicesShadow(shadow, plan);
+    seedNodePortContents(maps, shadow);
     // 3. links
     for (const p of todo) {
       swap(target, p, loaded.get(p.hook) as Program);
@@ -265,6 +316,7 @@ export function applyNodePorts(target: NodePortTarget, ir: IR, node: string): st
       dropPinnedLink(join(linkDir(target.dir), name));
       changed.push(`nodeport:detached:${name}`);
     }
+    memory.nodePorts = { ...base, installed: { mapIds, hashes, maps: shadow } };
   } finally {
     for (const program of loaded.values()) program.close();
     closeMaps(maps);

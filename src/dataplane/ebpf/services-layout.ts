@@ -18,18 +18,20 @@ export const SVC_MAP = {
   backends: 'svc_backends',
   affinity: 'svc_affinity',
   revnat: 'svc_revnat',
+  podNode: 'svc_pod_node',
 } as const;
 
 /**
- * Service key: {VIP, port, IP protocol}. A key with port 0 and protocol 0 marks the address as a
- * VIP at all, so a connect to a port the service does not define is refused instead of leaking
- * to the network.
+ * Service key: {VIP, port, IP protocol, node}. A key with port 0 and protocol 0 marks the address
+ * as a VIP at all, so a connect to a port the service does not define is refused instead of
+ * leaking to the network. `node` is 0 for a service's own entry; under internalTrafficPolicy
+ * Local, the entry with node n (a node index, see podNodeValue) holds the backends on node n.
  */
 export const svcKey = codecs.struct({
   vip: codecs.ipv4,
   port: codecs.be16,
   proto: codecs.u8,
-  pad: codecs.u8,
+  node: codecs.u8,
 });
 export type SvcKey = codecs.CodecValue<typeof svcKey>;
 
@@ -44,6 +46,13 @@ export type SvcValue = codecs.CodecValue<typeof svcValue>;
 
 /** flags of a VIP marker entry. */
 export const SVC_FLAG_VIP = 1;
+/**
+ * flags of a service entry with internalTrafficPolicy Local: a pod's connect goes to the entry
+ * of its own node (node = its node index); a client no agent knows gets every backend.
+ */
+export const SVC_FLAG_LOCAL = 2;
+/** Node indices fit svcKey.node: 1..255 (0 is the service's own entry). */
+export const SVC_MAX_NODE_INDEX = 255;
 
 export const backendKey = codecs.struct({ id: codecs.u32, slot: codecs.u32 });
 export type BackendKey = codecs.CodecValue<typeof backendKey>;
@@ -84,10 +93,21 @@ export type RevnatKey = codecs.CodecValue<typeof revnatKey>;
 export const revnatValue = codecs.struct({ vip: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
 export type RevnatValue = codecs.CodecValue<typeof revnatValue>;
 
+/**
+ * The node of a pod's processes, for internalTrafficPolicy Local: {pod cgroup id} → node index.
+ * Each node's apply writes the entries of its own pods (bpf_get_current_cgroup_id in connect4).
+ */
+export const podNodeKey = codecs.struct({ cgroup: codecs.u64 });
+export type PodNodeKey = codecs.CodecValue<typeof podNodeKey>;
+
+export const podNodeValue = codecs.struct({ node: codecs.u32 });
+export type PodNodeValue = codecs.CodecValue<typeof podNodeValue>;
+
 export const SVC_CAPACITY = {
   /** Service ports plus one marker per VIP. */
   services: 65536,
   backends: 262144,
   affinity: 65536,
   revnat: 262144,
+  podNode: 65536,
 } as const;

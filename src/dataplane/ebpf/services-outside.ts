@@ -25,10 +25,12 @@ export function withOutsideAddresses(desired: DesiredServices, ir: IR): DesiredS
     const base = byId.get(t.id);
     if (!base || !reachedFromOutside(t)) continue;
     const proto = IPPROTO[t.protocol];
+    // internalTrafficPolicy does not apply to these addresses (kube-proxy): every backend.
+    const { flags: _internal, ...every } = base;
     const at = (vip: string, port: number, where: string): DesiredServicePort => ({
-      ...base,
+      ...every,
       id: `${t.id}@${where}`,
-      key: { vip, port, proto, pad: 0 },
+      key: { vip, port, proto, node: 0 },
     });
     if (t.nodePort !== undefined) for (const e of external) ports.push(at(e, t.nodePort, e));
     for (const lb of (t.loadBalancerIPs ?? []).filter(isIpv4)) {

@@ -3,7 +3,9 @@
  * once (connect, or each unconnected sendmsg) instead of translating every packet, so there is
  * neither per-packet NAT nor NAT conntrack:
  *
- *   connect4, sendmsg4   VIP:port/proto → backend (uniform random, or the client's affinity);
+ *   connect4, sendmsg4   VIP:port/proto → backend (uniform random, or the client's affinity;
+ *                        under internalTrafficPolicy Local among the backends on the client's
+ *                        node, found from its pod cgroup; none there: refused);
  *                        a VIP with an undefined port, or a port without backends: refused
  *                        (bpf_set_retval(-ECONNREFUSED), return 0); anything else passes
  *                        untouched. Node ports and load-balancer addresses are keys too
@@ -36,6 +38,9 @@ import {
   revnatValue,
   SOCK_ADDR,
   SVC_MAP,
+  podNodeKey,
+  podNodeValue,
+  SVC_FLAG_LOCAL,
   svcKey,
   svcValue,
 } from './services-layout.js';
@@ -78,6 +83,7 @@ const FRAME = {
   revValue: -48,
   backendKey: -56,
   affValue: -80,
+  podKey: -88,
 } as const;
 
 /** errno of a refused connection, what a TCP RST gives a client. */
@@ -103,6 +109,7 @@ function forwardProgram(): AssembledProgram {
   emitRewrite(asm);
   emitRevnatRecord(asm);
   emitNotServicePort(asm);
+  emitLocalEntry(asm);
   return asm.assemble();
 }
 
@@ -118,15 +125,43 @@ function emitServiceLookup(asm: Assembler): void {
     .stx('h', R10, f.svcKey + sk.port, R2)
     .ldxw(R2, R6, SOCK_ADDR.protocol)
     .stx('b', R10, f.svcKey + sk.proto, R2)
-    .st('b', R10, f.svcKey + sk.pad, 0)
+    .st('b', R10, f.svcKey + sk.node, 0)
     .mapLookup(SVC_MAP.services, f.svcKey)
     .jeq(R0, 0, 'not_service_port')
-    .comment('service: r7 = id, r8 = backend count (0: refuse), r9 = affinity timeout (0: none)')
-    .ldxw(R7, R0, sv.id)
-    .ldxw(R8, R0, sv.count)
-    .ldxw(R9, R0, sv.affinity)
+    .comment('service: r7 = id, r8 = backend count (0: refuse), r9 = affinity timeout (0: none)');
+  loadServiceEntry(asm)
+    .ldxw(R2, R0, sv.flags)
+    .jset(R2, SVC_FLAG_LOCAL, 'local_entry')
+    .label('balance')
     .jeq(R8, 0, 'refuse')
     .jeq(R9, 0, 'pick');
+}
+
+/**
+ * internalTrafficPolicy Local: the service's entry for the client's node (svcKey.node = the node
+ * index of the calling process's pod cgroup). A process in no known pod cgroup balances over
+ * every backend; a node without backends has no entry: refused, like a service without endpoints.
+ */
+function emitLocalEntry(asm: Assembler): void {
+  const f = FRAME;
+  asm
+    .label('local_entry')
+    .comment("internalTrafficPolicy Local: the entry of the client's node, by its pod cgroup")
+    .call('get_current_cgroup_id')
+    .stx('dw', R10, f.podKey + podNodeKey.offsets.cgroup, R0)
+    .mapLookup(SVC_MAP.podNode, f.podKey)
+    .jeq(R0, 0, 'balance')
+    .ldxw(R2, R0, podNodeValue.offsets.node)
+    .stx('b', R10, f.svcKey + sk.node, R2)
+    .mapLookup(SVC_MAP.services, f.svcKey)
+    .jeq(R0, 0, 'refuse')
+    .comment("the client's node: r7 = its id, r8 = its backend count");
+  loadServiceEntry(asm).ja('balance');
+}
+
+/** r0 = a service entry: r7 = its id, r8 = its backend count, r9 = its affinity timeout. */
+function loadServiceEntry(asm: Assembler): Assembler {
+  return asm.ldxw(R7, R0, sv.id).ldxw(R8, R0, sv.count).ldxw(R9, R0, sv.affinity);
 }
 
 /** ClientIP affinity: reuse the remembered backend while it is fresh and its slot still holds it. */

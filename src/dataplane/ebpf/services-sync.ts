@@ -17,7 +17,9 @@ import type { BpfMap } from '../../bpf/index.js';
 import type { IR, ServicePortTable } from '../../ir/types.js';
 import { IPPROTO } from './layout.js';
 import {
+  SVC_FLAG_LOCAL,
   SVC_FLAG_VIP,
+  SVC_MAX_NODE_INDEX,
   type BackendKey,
   type BackendValue,
   type SvcKey,
@@ -31,6 +33,8 @@ export interface DesiredServicePort {
   /** ClientIP timeout in seconds; 0 = no affinity. */
   affinity: number;
   backends: BackendValue[];
+  /** SVC_FLAG_LOCAL for a service entry under internalTrafficPolicy Local; absent: 0. */
+  flags?: number;
 }
 
 export interface DesiredServices {
@@ -65,7 +69,7 @@ export interface ServiceDelta extends ServiceSyncPlan {
 const isIpv4 = (a: string): boolean => !a.includes(':');
 
 export function svcKeyId(k: SvcKey): string {
-  return `${k.vip}:${k.port}/${k.proto}`;
+  return k.node === 0 ? `${k.vip}:${k.port}/${k.proto}` : `${k.vip}:${k.port}/${k.proto}@${k.node}`;
 }
 
 function backendId(b: BackendValue): string {
@@ -73,7 +77,7 @@ function backendId(b: BackendValue): string {
 }
 
 function markerKey(vip: string): SvcKey {
-  return { vip, port: 0, proto: 0, pad: 0 };
+  return { vip, port: 0, proto: 0, node: 0 };
 }
 
 /**
@@ -88,17 +92,42 @@ function markerKeyId(vip: string): string {
 }
 
 /**
- * What one ServicePortTable wants in the maps, memoized by the table object: an incremental IR
- * hands the same object for a service that did not change, and the planner then skips it by
- * identity (see planServiceDelta).
+ * Node indices for internalTrafficPolicy Local (svcKey.node, the pod → node map): 1.. in the
+ * order of node names, the same in every agent of the scope. Memoized by the IR's node list (an
+ * incremental IR hands the same array while nodes do not change).
  */
-const desiredPorts = new WeakMap<ServicePortTable, DesiredServicePort>();
+export type NodeIndex = ReadonlyMap<string, number>;
 
-function desiredPort(t: ServicePortTable): DesiredServicePort {
+const nodeIndices = new WeakMap<IR['nodes'], NodeIndex>();
+
+export function nodeIndexOf(nodes: IR['nodes']): NodeIndex {
+  let index = nodeIndices.get(nodes);
+  if (!index) {
+    const names = nodes.map((n) => n.name).sort();
+    index = new Map(names.slice(0, SVC_MAX_NODE_INDEX).map((name, i) => [name, i + 1]));
+    nodeIndices.set(nodes, index);
+  }
+  return index;
+}
+
+/**
+ * What one ServicePortTable wants in the maps, memoized by the table object (and the node index):
+ * an incremental IR hands the same object for a service that did not change, and the planner then
+ * skips it by identity (see planServiceDelta). Under internalTrafficPolicy Local the service's own
+ * entry carries SVC_FLAG_LOCAL and every backend (for clients no agent placed on a node), and each
+ * node with backends gets an entry of its own (svcKey.node) holding only those.
+ */
+const EMPTY_INDEX: NodeIndex = new Map();
+const desiredPorts = new WeakMap<ServicePortTable, { index: NodeIndex; ports: DesiredServicePort[] }>();
+
+function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredServicePort[] {
   const known = desiredPorts.get(t);
-  if (known) return known;
+  const local = t.internalTrafficPolicy === 'Local';
+  if (known && (!local || known.index === indexOf())) return known.ports;
+  const index = local ? indexOf() : EMPTY_INDEX;
   const seen = new Set<string>();
   const backends: BackendValue[] = [];
+  const nodes: (string | undefined)[] = [];
   for (const b of [...t.backends].sort((x, y) =>
     x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
   )) {
@@ -106,15 +135,23 @@ function desiredPort(t: ServicePortTable): DesiredServicePort {
     if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
     seen.add(backendId(v));
     backends.push(v);
+    nodes.push(b.node);
   }
-  const port: DesiredServicePort = {
-    id: t.id,
-    key: { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], pad: 0 },
-    affinity: t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0,
-    backends,
-  };
-  desiredPorts.set(t, port);
-  return port;
+  const key = { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], node: 0 };
+  const affinity = t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0;
+  const ports: DesiredServicePort[] = [{ id: t.id, key, affinity, backends }];
+  if (t.internalTrafficPolicy === 'Local') {
+    (ports[0] as DesiredServicePort).flags = SVC_FLAG_LOCAL;
+    const byNode = new Map<number, BackendValue[]>();
+    backends.forEach((b, i) => {
+      const node = index.get(nodes[i] ?? '');
+      if (node !== undefined) byNode.set(node, [...(byNode.get(node) ?? []), b]);
+    });
+    for (const [node, local] of [...byNode].sort((a, b) => a[0] - b[0]))
+      ports.push({ id: `${t.id}#${node}`, key: { ...key, node }, affinity, backends: local });
+  }
+  desiredPorts.set(t, { index, ports });
+  return ports;
 }
 
 /** What the IR wants in the maps: IPv4 service ports with their backends in a stable order. */
@@ -122,14 +159,20 @@ export function desiredServices(ir: IR): DesiredServices {
   const ports: DesiredServicePort[] = [];
   const vips = new Set<string>();
   const skipped: string[] = [];
+  let index: NodeIndex | undefined;
+  const indexOf = (): NodeIndex => (index ??= nodeIndexOf(ir.nodes));
   for (const t of ir.services) {
     if (!isIpv4(t.address)) {
       skipped.push(`${t.id}: IPv6 service addresses are not load-balanced by the eBPF backend`);
       continue;
     }
     vips.add(t.address);
-    ports.push(desiredPort(t));
+    for (const p of desiredPortsOf(t, indexOf)) ports.push(p);
   }
+  if (index && ir.nodes.length > SVC_MAX_NODE_INDEX)
+    skipped.push(
+      `internalTrafficPolicy Local: pods on nodes after the first ${SVC_MAX_NODE_INDEX} (by name) reach every backend`,
+    );
   // In first-seen order: sorting 10k addresses on every sync buys nothing (markers are keyed).
   return { ports, vips: [...vips], skipped };
 }
@@ -244,7 +287,7 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
   for (const p of desired.ports) {
     const known = state.sources.get(p);
     const kept = known !== undefined ? have.get(known)?.value : undefined;
-    if (known !== undefined && kept && kept.flags === 0) {
+    if (known !== undefined && kept && (kept.flags & SVC_FLAG_VIP) === 0) {
       keep(known, true);
       keepId(kept.id);
       continue;
@@ -252,7 +295,7 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
     const kid = svcKeyId(p.key);
     const before = have.get(kid);
     keep(kid, before !== undefined);
-    const existing = before && before.value.flags === 0 ? before.value : undefined;
+    const existing = before && (before.value.flags & SVC_FLAG_VIP) === 0 ? before.value : undefined;
     plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
     keepId(id);
@@ -268,8 +311,13 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
       const was = old[slot];
       if (!was || backendId(was) !== backendId(b)) plan.backendWrites.push([{ id, slot }, b]);
     });
-    const value: SvcValue = { count: placed.length, id, affinity: p.affinity, flags: 0 };
-    if (!existing || existing.count !== value.count || existing.affinity !== value.affinity)
+    const value: SvcValue = { count: placed.length, id, affinity: p.affinity, flags: p.flags ?? 0 };
+    if (
+      !existing ||
+      existing.count !== value.count ||
+      existing.affinity !== value.affinity ||
+      existing.flags !== value.flags
+    )
       plan.serviceWrites.push([p.key, value]);
     old.forEach((b, slot) => {
       if (b && slot >= placed.length) plan.backendDeletes.push({ id, slot });

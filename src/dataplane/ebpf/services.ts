@@ -2,10 +2,12 @@
  * Connect-time load balancing for a scope (a lab): one shared set of service maps and four cgroup
  * sock_addr programs, attached once with bpf_links at the scope's cgroup root
  * `<cgroup2 mount>/switchyard/<scope>`, which holds every pod's cgroup. Services are
- * cluster-wide, so there is nothing per node here: every node's apply calls applyServices, the
- * first brings the maps to the IR and the others find nothing to do. Pins:
+ * cluster-wide, so almost nothing is per node here: every node's apply calls applyServices, the
+ * first brings the maps to the IR and the others find nothing to do. The exception is the pod →
+ * node map of internalTrafficPolicy Local, where each node writes its own pods (services-pods.ts).
+ * Pins:
  *
- *     /sys/fs/bpf/switchyard/<scope>/_services/maps/{svc,svc_backends,svc_affinity,svc_revnat}
+ *     /sys/fs/bpf/switchyard/<scope>/_services/maps/{svc,svc_backends,svc_affinity,svc_revnat,svc_pod_node}
  *     /sys/fs/bpf/switchyard/<scope>/_services/links/<hook>-<code hash>
  *
  * `_services` starts with a character no node directory can start with (see paths.ts).
@@ -29,6 +31,8 @@ import {
   affinityValue,
   backendKey,
   backendValue,
+  podNodeKey,
+  podNodeValue,
   revnatKey,
   revnatValue,
   SVC_CAPACITY,
@@ -37,6 +41,8 @@ import {
   svcValue,
   type AffinityKey,
   type AffinityValue,
+  type PodNodeKey,
+  type PodNodeValue,
   type RevnatKey,
   type RevnatValue,
 } from './services-layout.js';
@@ -64,12 +70,14 @@ import {
   type KnownServiceContents,
 } from './map-contents.js';
 import { withOutsideAddresses } from './services-outside.js';
+import { syncPodNodes, type NodePods, type PodNodeShadow } from './services-pods.js';
 
 export const SERVICES_DIR = '_services';
 
 export interface AllServiceMaps extends ServiceMaps {
   affinity: BpfMap<AffinityKey, AffinityValue>;
   revnat: BpfMap<RevnatKey, RevnatValue>;
+  podNode: BpfMap<PodNodeKey, PodNodeValue>;
 }
 
 export function servicesDir(scope: string): string {
@@ -136,6 +144,15 @@ function createMaps(): AllServiceMaps {
           maxEntries: SVC_CAPACITY.revnat,
         }),
       ),
+      podNode: make(
+        BpfMap.create({
+          type: 'hash',
+          name: SVC_MAP.podNode,
+          key: podNodeKey,
+          value: podNodeValue,
+          maxEntries: SVC_CAPACITY.podNode,
+        }),
+      ),
     };
   } catch (e) {
     for (const m of created) m.close();
@@ -149,6 +166,7 @@ function mapList(maps: AllServiceMaps): [string, MapBase][] {
     [SVC_MAP.backends, maps.backends],
     [SVC_MAP.affinity, maps.affinity],
     [SVC_MAP.revnat, maps.revnat],
+    [SVC_MAP.podNode, maps.podNode],
   ];
 }
 
@@ -166,6 +184,7 @@ export function openServiceMaps(scope: string): AllServiceMaps | undefined {
     backends: BpfMap.fromPin(mapPath(dir, SVC_MAP.backends), backendKey, backendValue),
     affinity: BpfMap.fromPin(mapPath(dir, SVC_MAP.affinity), affinityKey, affinityValue),
     revnat: BpfMap.fromPin(mapPath(dir, SVC_MAP.revnat), revnatKey, revnatValue),
+    podNode: BpfMap.fromPin(mapPath(dir, SVC_MAP.podNode), podNodeKey, podNodeValue),
   };
 }
 
@@ -224,24 +243,32 @@ function ensureLink(
   }
 }
 
+/** One node's part of the services apply: its pods' cgroups and its shadow of what it wrote there. */
+export interface ServicesNode extends NodePods {
+  shadow: { pods?: PodNodeShadow };
+}
+
 /**
  * Brings the scope's load balancer to the IR; returns what changed (empty when nothing did).
  * Every node's agent syncs these lab-wide maps and links, so the sync holds a lock on the
  * scope's pin directory: two agents starting together would otherwise both pin a new link.
+ * `node`, when given, writes that node's pods into the pod → node map.
  */
 export function applyServices(
   scope: string,
   ir: IR,
   shadows: Map<string, ScopeServicesShadow> = new Map(),
+  node?: ServicesNode,
 ): string[] {
   ensureBpffs();
   const scopeDir = pinScopeDir(scope);
   mkdirSync(scopeDir, { recursive: true });
   return withDirectoryLock(scopeDir, () => {
     try {
-      return syncServices(scope, ir, shadows);
+      return syncServices(scope, ir, shadows, node);
     } catch (e) {
       shadows.delete(scope);
+      if (node) delete node.shadow.pods;
       throw e;
     }
   });
@@ -318,7 +345,12 @@ function writeServices(
   return { shadow, wrote: planSize(plan) > 0 };
 }
 
-function syncServices(scope: string, ir: IR, shadows: Map<string, ScopeServicesShadow>): string[] {
+function syncServices(
+  scope: string,
+  ir: IR,
+  shadows: Map<string, ScopeServicesShadow>,
+  node: ServicesNode | undefined,
+): string[] {
   const desired = withOutsideAddresses(desiredServices(ir), ir);
   const dir = servicesDir(scope);
   if (desired.ports.length === 0) {
@@ -358,6 +390,13 @@ function syncServices(scope: string, ir: IR, shadows: Map<string, ScopeServicesS
     const { shadow, wrote } = writeServices(dir, maps, desired, kept);
     shadows.set(scope, { mapIds: ids, shadow });
     if (wrote) changed.push('services');
+    if (node) {
+      const kept = fresh ? undefined : node.shadow.pods;
+      delete node.shadow.pods;
+      const pods = syncPodNodes(maps.podNode, ir, node, kept);
+      node.shadow.pods = pods.shadow;
+      if (pods.wrote) changed.push('services:pods');
+    }
     const cgroup = serviceCgroup(scope);
     mkdirSync(cgroup, { recursive: true });
     for (const p of programsOnce())

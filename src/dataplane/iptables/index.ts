@@ -95,7 +95,13 @@ export class IptablesBackend implements Backend {
   readonly setsPollMs = 250;
 
   /** What this instance applied to each node last, and what the kernel holds of ours after it. */
-  private readonly shadows = new Shadows<{ mode: IptablesMode; plan: NodePlan; kernel: KernelState }>();
+  private readonly shadows = new Shadows<{
+    mode: IptablesMode;
+    plan: NodePlan;
+    kernel: KernelState;
+    /** Our local routes as the last apply left them (local-routes.ts): not read again. */
+    routes?: readonly string[];
+  }>();
 
   constructor(private readonly options: IptablesBackendOptions = {}) {}
 
@@ -160,7 +166,11 @@ export class IptablesBackend implements Backend {
       this.shadows.set(target, { mode: this.mode, plan: next, kernel: kernelStateAfter(next) });
     }
     // After the rules: a route only decides whether an untranslated packet reaches SY-SVC-REJECT.
-    const routes = await syncLocalRoutes(target.netns, localRoutePrefixes(ir));
+    // The shadow's routes stand in for `ip route show`; without a shadow the kernel is read.
+    const wanted = localRoutePrefixes(ir);
+    const routes = await syncLocalRoutes(target.netns, wanted, shadow?.routes);
+    const written = this.shadows.get(target);
+    if (written) this.shadows.set(target, { ...written, routes: wanted });
     return { ...result, changed: [...result.changed, ...routes] };
   }
 

@@ -71,9 +71,16 @@ export async function readLocalRoutes(netns: string): Promise<string[]> {
   return parseLocalRoutes(r.stdout);
 }
 
-/** Makes our local routes exactly `want`; returns what changed (`route local P (added|deleted)`). */
-export async function syncLocalRoutes(netns: string, want: readonly string[]): Promise<string[]> {
-  const have = await readLocalRoutes(netns);
+/**
+ * Makes our local routes exactly `want`; returns what changed (`route local P (added|deleted)`).
+ * `known`: what our last apply left (the backend's shadow), read from the kernel when absent.
+ */
+export async function syncLocalRoutes(
+  netns: string,
+  want: readonly string[],
+  known?: readonly string[],
+): Promise<string[]> {
+  const have = known ?? (await readLocalRoutes(netns));
   const lines = localRouteScript(want, have);
   if (lines.length === 0) return [];
   const r = await runInNetns(netns, 'ip', ['-batch', '-'], lines.join('\n') + '\n');
