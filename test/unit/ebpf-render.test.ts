@@ -10,6 +10,7 @@ import { createEbpfBackend } from '../../src/dataplane/ebpf/index.js';
 import { desiredSetEntries } from '../../src/dataplane/ebpf/maps.js';
 import { allocate, nodeView, type NodeView } from '../../src/dataplane/ebpf/node.js';
 import { prefilterEntries } from '../../src/dataplane/ebpf/prefilter.js';
+import { allocateWithTables } from '../../src/dataplane/ebpf/tables.js';
 import { policyProgram, programHash } from '../../src/dataplane/ebpf/program.js';
 import type { IR } from '../../src/ir/types.js';
 import {
@@ -138,6 +139,22 @@ describe('ebpf render', () => {
     const members = (v: typeof before): string[] =>
       [...desiredSetEntries(v, allocate(v, alloc)).keys()].sort();
     expect(members(relabeled)).not.toEqual(members(before));
+  });
+
+  it('numbers a walk-mode node in one allocation, the same as allocate gives it', () => {
+    const view = nodeView(ir(), 'n1');
+    const previous = allocate(nodeView(ir({ app: 'other' }), 'n1'));
+    const { alloc, tables } = allocateWithTables(view, previous);
+    expect(alloc).toEqual(allocate(view, previous, []));
+    expect(tables).toEqual({ tabled: new Map(), fallbacks: [] });
+  });
+
+  it('refuses a node whose rules name a set the IR does not carry', () => {
+    const whole = ir();
+    const named = nodeView(whole, 'n1').ipSets[0]?.id;
+    expect(named).toBeDefined();
+    const broken: IR = { ...whole, ipSets: whole.ipSets.filter((s) => s.id !== named) };
+    expect(() => nodeView(broken, 'n1')).toThrow(`IR references unknown IP set ${named}`);
   });
 
   it('keeps numbers of what stays; a number freed by an update is reused only by the next one', () => {

@@ -8,7 +8,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { referencedSets } from '../../ir/slice.js';
 import type { RuleSet } from '../../ir/types.js';
-import { hookKey, slotKey, slotOwners, type Allocation } from './node.js';
+import { hookKey, slotKeysOf, type Allocation } from './node.js';
 import { programHash, policyProgram, type GeneratedProgram } from './program.js';
 
 export interface CachedProgram {
@@ -19,12 +19,21 @@ export interface CachedProgram {
   hash: string;
 }
 
+/** The sets a rule set names, kept per rule set object (see slotKeysOf). */
+const setsByRuleSet = new WeakMap<RuleSet, ReturnType<typeof referencedSets>>();
+
+function setsOf(rs: RuleSet): ReturnType<typeof referencedSets> {
+  let sets = setsByRuleSet.get(rs);
+  if (!sets) setsByRuleSet.set(rs, (sets = referencedSets([rs])));
+  return sets;
+}
+
 /** Every number `policyProgram(rs, alloc)` reads, as one string. */
 export function programNumbers(rs: RuleSet, alloc: Allocation): string {
-  const { ipSets, ipPortSets } = referencedSets([rs]);
+  const { ipSets, ipPortSets } = setsOf(rs);
   return [
-    slotOwners(rs)
-      .map((o) => alloc.slots[slotKey(o)])
+    slotKeysOf(rs)
+      .map((key) => alloc.slots[key])
       .join(','),
     [...ipSets].map((id) => alloc.sets[id]).join(','),
     [...ipPortSets].map((id) => alloc.portSets[id]).join(','),

@@ -293,6 +293,11 @@ function programsOnce(): ServiceProgram[] {
 export interface ScopeServicesShadow {
   mapIds: [number, number];
   shadow: ServicesShadow;
+  /**
+   * The IR arrays the maps were last synced from (all the desired contents are computed from):
+   * an incremental IR hands the same arrays when no service and no node changed.
+   */
+  from?: { services: IR['services']; nodes: IR['nodes'] };
 }
 
 function knownContents(shadow: ServicesShadow): KnownServiceContents {
@@ -345,14 +350,42 @@ function writeServices(
   return { shadow, wrote: planSize(plan) > 0 };
 }
 
+/**
+ * Our shadow, when the IR arrays the maps' contents are computed from are the ones we synced them
+ * from (checked by the caller), the maps are the same and the last writer's record says they
+ * still hold it: then there is nothing to plan (at 10k services planning alone walks every
+ * service on every apply, label and policy changes included).
+ */
+function unchangedShadow(
+  dir: string,
+  before: ScopeServicesShadow,
+  ids: [number, number],
+): ServicesShadow | undefined {
+  if (before.mapIds[0] !== ids[0] || before.mapIds[1] !== ids[1]) return undefined;
+  return sameRecord(knownContents(before.shadow), readServicesRecord(dir)) ? before.shadow : undefined;
+}
+
 function syncServices(
   scope: string,
   ir: IR,
   shadows: Map<string, ScopeServicesShadow>,
   node: ServicesNode | undefined,
 ): string[] {
-  const desired = withOutsideAddresses(desiredServices(ir), ir);
   const dir = servicesDir(scope);
+  const before = shadows.get(scope);
+  if (before?.from && before.from.services === ir.services && before.from.nodes === ir.nodes) {
+    const maps = openServiceMaps(scope);
+    if (maps) {
+      try {
+        const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
+        const shadow = unchangedShadow(dir, before, ids);
+        if (shadow) return keepServices(scope, maps, shadow, ir, node);
+      } finally {
+        closeServiceMaps(maps);
+      }
+    }
+  }
+  const desired = withOutsideAddresses(desiredServices(ir), ir);
   if (desired.ports.length === 0) {
     shadows.delete(scope);
     if (!existsSync(dir)) return [];
@@ -380,7 +413,6 @@ function syncServices(
   }
   try {
     const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
-    const before = shadows.get(scope);
     const kept = fresh
       ? emptyServicesShadow()
       : before && before.mapIds[0] === ids[0] && before.mapIds[1] === ids[1]
@@ -388,22 +420,48 @@ function syncServices(
         : undefined;
     shadows.delete(scope);
     const { shadow, wrote } = writeServices(dir, maps, desired, kept);
-    shadows.set(scope, { mapIds: ids, shadow });
+    shadows.set(scope, { mapIds: ids, shadow, from: { services: ir.services, nodes: ir.nodes } });
     if (wrote) changed.push('services');
-    if (node) {
-      const kept = fresh ? undefined : node.shadow.pods;
-      delete node.shadow.pods;
-      const pods = syncPodNodes(maps.podNode, ir, node, kept);
-      node.shadow.pods = pods.shadow;
-      if (pods.wrote) changed.push('services:pods');
-    }
-    const cgroup = serviceCgroup(scope);
-    mkdirSync(cgroup, { recursive: true });
-    for (const p of programsOnce())
-      if (ensureLink(dir, cgroup, p, maps, fresh)) changed.push(`services:program:${p.hook}`);
+    changed.push(...syncPodsAndLinks(scope, maps, ir, node, fresh));
   } finally {
     closeServiceMaps(maps);
   }
+  return changed;
+}
+
+/** The service maps hold what our unchanged shadow says: only the pods and links are checked. */
+function keepServices(
+  scope: string,
+  maps: AllServiceMaps,
+  shadow: ServicesShadow,
+  ir: IR,
+  node: ServicesNode | undefined,
+): string[] {
+  seedServiceContents({ services: maps.services.fd, backends: maps.backends.fd }, knownContents(shadow));
+  return syncPodsAndLinks(scope, maps, ir, node, false);
+}
+
+/** This node's pods in the pod → node map, and the load balancer's cgroup links. */
+function syncPodsAndLinks(
+  scope: string,
+  maps: AllServiceMaps,
+  ir: IR,
+  node: ServicesNode | undefined,
+  fresh: boolean,
+): string[] {
+  const changed: string[] = [];
+  if (node) {
+    const kept = fresh ? undefined : node.shadow.pods;
+    delete node.shadow.pods;
+    const pods = syncPodNodes(maps.podNode, ir, node, kept);
+    node.shadow.pods = pods.shadow;
+    if (pods.wrote) changed.push('services:pods');
+  }
+  const dir = servicesDir(scope);
+  const cgroup = serviceCgroup(scope);
+  mkdirSync(cgroup, { recursive: true });
+  for (const p of programsOnce())
+    if (ensureLink(dir, cgroup, p, maps, fresh)) changed.push(`services:program:${p.hook}`);
   return changed;
 }
 

@@ -115,7 +115,11 @@ export function allocateWithTables(
   before: Allocation | undefined,
   budget: TableBudget = NODE_TABLE_BUDGET,
 ): { tables: TableChoice; alloc: Allocation } {
-  const tables = chooseTables(view.ruleSets, allocate(view, before, []).slots, budget);
+  const walkOnly = allocate(view, before, []);
+  // Walk mode (no rule set carries a table): that allocation is the node's, computed once.
+  if (!view.ruleSets.some((rs) => rs.table))
+    return { tables: { tabled: new Map(), fallbacks: [] }, alloc: walkOnly };
+  const tables = chooseTables(view.ruleSets, walkOnly.slots, budget);
   return { tables, alloc: allocate(view, before, [...tables.tabled.keys()]) };
 }
 
