@@ -118,7 +118,7 @@ export function agentFlags(
  * good; measured on the 10k-endpoint agent bench model, RSS after 100 changes 151 MiB instead of
  * 253 MiB for 14% more CPU (docs/agent.md, "Memory budget").
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--expose-gc'];
 
 function agentArgs(spec: AgentLaunchSpec): string[] {
   return [
