@@ -339,7 +339,7 @@ export class Agent {
     }
     const outcome = await this.apply(desired, mode, phases);
     // A full apply (the first sync, a repair) allocated as much as the whole IR: give it back.
-    if (mode === 'full') void this.enqueue(async () => compactHeap());
+    if (mode === 'full') void this.enqueue(async () => this.giveMemoryBack());
     if (outcome === 'applied') this.retryMs = 0;
     else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
@@ -483,6 +483,11 @@ export class Agent {
     if (persist) writeApplied(this.opts.stateDir, this.applied);
   }
 
+  private giveMemoryBack(): void {
+    const done = compactHeap();
+    if (done) this.log.debug(done, 'heap compacted');
+  }
+
   /** The read-back of an incremental apply, once changes pause (a new apply postpones it). */
   private scheduleReadBack(): void {
     clearTimeout(this.readBackTimer);
@@ -492,7 +497,7 @@ export class Agent {
         void this.enqueue(async () => {
           if (this.readBackDue) await this.checkDrift();
           // Changes have paused: what the burst allocated goes back to the system.
-          compactHeap();
+          this.giveMemoryBack();
         }),
       READ_BACK_QUIET_MS,
     );

@@ -7,15 +7,20 @@
  * docs/agent.md, "Memory budget"). Agents run with `--expose-gc` (`AGENT_NODE_FLAGS`); elsewhere
  * (tests, a hand-started agent) this does nothing.
  */
+import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 
-export function compactHeap(): void {
+/** How long the collection took (ms) and the heap it left (MiB); undefined when gc is not exposed. */
+export function compactHeap(): { ms: number; heapMiB: number } | undefined {
   const gc = (globalThis as { gc?: () => void }).gc;
-  if (!gc) return;
+  if (!gc) return undefined;
+  const started = performance.now();
   setFlagsFromString('--compact-on-every-full-gc');
   try {
     gc();
   } finally {
     setFlagsFromString('--no-compact-on-every-full-gc');
   }
+  const ms = Math.round(performance.now() - started);
+  return { ms, heapMiB: Math.round(process.memoryUsage().heapTotal / 2 ** 20) };
 }
