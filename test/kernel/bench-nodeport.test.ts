@@ -21,6 +21,9 @@ import { describeKernel } from '../support/kernel.js';
 
 const BASE = `bnpt${process.pid % 1000}`;
 const BACKENDS = ['ebpf', 'iptables', 'nftables'] as const;
+/** eBPF twice: node ports at XDP (as it runs) and at tcx only; labs `<base>-<suffix>`. */
+const ROWS = ['ebpf', 'ebpf-tc', 'iptables', 'nftables'] as const;
+const LAB_SUFFIX = ['e', 't', 'i', 'n'] as const;
 
 function options(entry: Entry): NodePortOptions {
   return { scales: [100], runs: 2, connectBatches: 2, entry, backends: BACKENDS, labBase: BASE };
@@ -29,7 +32,7 @@ function options(entry: Entry): NodePortOptions {
 async function expectMeasured(entry: Entry): Promise<void> {
   const ctx = quickContext();
   const data = await measureNodePort(ctx, options(entry));
-  expect(ctx.ticks).toBe(3);
+  expect(ctx.ticks).toBe(4);
   for (const p of data.points) {
     expect(p.problem, `${p.backend}`).toBeUndefined();
     expect(p.runs.length, p.backend).toBe(2);
@@ -49,16 +52,17 @@ async function expectMeasured(entry: Entry): Promise<void> {
   }
   const result = nodePortResult(data);
   expect(result.rows.map((r) => `${r.backend} ${r.params.services} ${r.params.metric}`)).toEqual(
-    BACKENDS.flatMap((b) => [`${b} 100 new connections`, `${b} 100 reused connections`]),
+    ROWS.flatMap((b) => [`${b} 100 new connections`, `${b} 100 reused connections`]),
   );
-  expect(nodePortCpuResult(data).rows).toHaveLength(6);
+  expect(nodePortCpuResult(data).rows).toHaveLength(8);
   const targets = targetLines(data);
-  expect(targets.find((l) => l.includes('0 failed connections'))).toMatch(/met \(3 points\)/);
-  expect(targets.find((l) => l.includes('source address preserved'))).toMatch(/met \(3 points\)/);
+  expect(targets.find((l) => l.includes('0 failed connections'))).toMatch(/met \(4 points\)/);
+  expect(targets.find((l) => l.includes('source address preserved'))).toMatch(/met \(4 points\)/);
   expect(targets.find((l) => l.includes('connection rate'))).toMatch(/at 100 services: [\d.]+×/);
+  expect(targets.find((l) => l.includes('tcx only'))).toMatch(/at 100 services: rate [\d.]+×/);
   // The labs, and the outside namespaces with them, are down again.
   expect(listNetns().filter((n) => n.startsWith(`sy-${BASE}-`))).toEqual([]);
-  for (const b of BACKENDS) expect(existsSync(outsideCgroup(`${BASE}-${b[0]}`)), b).toBe(false);
+  for (const x of LAB_SUFFIX) expect(existsSync(outsideCgroup(`${BASE}-${x}`)), x).toBe(false);
 }
 
 describeKernel('nodeport bench scenario (one point, every backend)', () => {

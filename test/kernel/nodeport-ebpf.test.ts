@@ -417,6 +417,30 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     await applyAll(ir);
   });
 
+  it('XDP translates on its own: with the tcx ingress program detached a node port still answers; a detached XDP link is drift an apply repairs', async () => {
+    const ir = withNodePorts(state.ir, { policy: 'Local' });
+    await applyAll(ir);
+    const alpha = targets().find((t) => t.node === 'alpha') as NodeTarget;
+    const links = join(nodeDir(alpha.scope, alpha.node), 'links');
+    const before = ebpfFingerprint(alpha);
+    const ingress = readdirSync(links).find((n) => n.startsWith('np-fabric0-ingress-'));
+    const tcx = Link.fromPin(join(links, ingress as string));
+    tcx.detach();
+    tcx.close();
+    // Only the fabric's XDP program is left to translate what enters (tcx egress still does the replies).
+    expect(seen(await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 6))).toEqual({ 's/b1': [CLIENT] });
+    const xdp = Link.fromPin(join(links, 'xdp-fabric0'));
+    xdp.detach();
+    xdp.close();
+    expect(ebpfFingerprint(alpha)).not.toBe(before);
+    expect(prepareEbpfRepair(alpha)).toContain(join(links, 'xdp-fabric0'));
+    ebpfBackend.dropShadow(alpha);
+    const changed = (await ebpfBackend.apply(alpha, ir)).changed;
+    expect(changed).toContain('xdp:fabric0');
+    expect(changed).toContain('nodeport:fabric0/ingress');
+    expect(seen(await fromOutside(EXTERNAL.alpha as string, NODE_PORT, 6))).toEqual({ 's/b1': [CLIENT] });
+  });
+
   it('removes its programs and maps when nothing is reached from outside any more', async () => {
     const changed = await applyAll(state.ir);
     expect(changed).toContain('nodeport:removed');

@@ -104,6 +104,18 @@ describe('nodeport targets', () => {
     expect(line(targetLines(alone), 'rate and CPU')).toMatch(/not measured/);
   });
 
+  it('compares eBPF with node ports at XDP against eBPF at tcx only, at the same scale', () => {
+    const both = data([
+      point('ebpf', 1000, 15000, 1.0),
+      point('ebpf-tc', 1000, 12000, 1.25),
+      point('iptables', 1000, 5000, 3.0),
+    ]);
+    expect(line(targetLines(both), 'tcx only')).toBe(
+      'eBPF with node ports at XDP vs at tcx only (ebpf-tc) at 1000 services: rate 1.25×, CPU per connection 0.80× (no target)',
+    );
+    expect(line(targetLines(good), 'tcx only')).toBe('');
+  });
+
   it('counts failures of every kind: wrk errors on new and kept connections, and connects', () => {
     const p = point('ebpf', 1, 1, 1, { connectFailed: 2 });
     p.runs[0] = { ...(p.runs[0] as NodePortPoint['runs'][number]), failed: 5 };

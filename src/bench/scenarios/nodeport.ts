@@ -17,6 +17,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { BackendName } from '../../dataplane/backend.js';
+import { NODEPORT_XDP_ENV } from '../../dataplane/ebpf/nodeport-xdp.js';
 import { availableBackends } from '../../dataplane/registry.js';
 import { converge, labDown, outsideClient, type LabState } from '../../lab/index.js';
 import { currentCgroup, removeCgroupTree, requireTool } from '../../netns/index.js';
@@ -56,8 +57,24 @@ import {
   type NodePortPoint,
 } from './support/nodeport-report.js';
 
-const BACKENDS: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
-/** Labs `bnp-e`, `bnp-i`, `bnp-n`: one per backend. */
+/**
+ * The rows: every backend, and eBPF twice — as it runs (the node-port load balancer at XDP on the
+ * fabric interface, tcx behind it) and with the load balancer at tcx only (`ebpf-tc`), so the two
+ * hooks are compared in the same run. `lab` is the lab's suffix (`bnp-e`, `bnp-t`, …).
+ */
+interface Variant {
+  row: string;
+  backend: BackendName;
+  lab: string;
+  /** The environment the backend is created in (read when the lab's backend is loaded). */
+  env?: Record<string, string>;
+}
+const VARIANTS: readonly Variant[] = [
+  { row: 'ebpf', backend: 'ebpf', lab: 'e' },
+  { row: 'ebpf-tc', backend: 'ebpf', lab: 't', env: { [NODEPORT_XDP_ENV]: '0' } },
+  { row: 'iptables', backend: 'iptables', lab: 'i' },
+  { row: 'nftables', backend: 'nftables', lab: 'n' },
+];
 const LAB_BASE = 'bnp';
 const CONNECT_BATCH = WRK_CONNECTIONS;
 const CONNECT_TIMEOUT_MS = 2000;
@@ -94,7 +111,8 @@ export function defaultEntry(): Entry {
 
 /** One backend's lab at the current point. */
 interface Turn {
-  backend: BackendName;
+  /** The row's name (the backend, or a variant of it). */
+  backend: string;
   lab: string;
   point: NodePortPoint;
   plan?: EntryPlan;
@@ -103,7 +121,26 @@ interface Turn {
   cgroups: string[];
 }
 
-const labName = (base: string, backend: BackendName): string => `${base}-${backend[0] ?? 'x'}`;
+const labName = (base: string, v: Variant): string => `${base}-${v.lab}`;
+
+function variantsOf(opts: NodePortOptions): Variant[] {
+  return VARIANTS.filter(
+    (v) => availableBackends().includes(v.backend) && (opts.backends ?? [v.backend]).includes(v.backend),
+  );
+}
+
+/** Runs `fn` with the variant's environment, then puts the environment back. */
+async function withEnv<T>(env: Record<string, string> | undefined, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env ?? {}).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+  }
+}
 
 async function bringUp(turn: Turn, state: LabState, services: number, entry: Entry): Promise<void> {
   for (const node of state.topology?.nodes ?? []) await flushConntrack(node.netns);
@@ -200,7 +237,7 @@ async function measurePoint(turns: readonly Turn[], opts: NodePortOptions, home:
 
 export async function measureNodePort(ctx: BenchContext, opts: NodePortOptions): Promise<NodePortData> {
   for (const tool of ['wrk', 'nginx', 'conntrack']) requireTool(tool);
-  const names = (opts.backends ?? BACKENDS).filter((b) => availableBackends().includes(b));
+  const names = variantsOf(opts);
   const base = opts.labBase ?? LAB_BASE;
   const home = currentCgroup();
   const points: NodePortPoint[] = [];
@@ -217,9 +254,10 @@ export async function measureNodePort(ctx: BenchContext, opts: NodePortOptions):
       const model = nodePortModel(services, opts.entry);
       const turns: Turn[] = [];
       try {
-        for (const backend of names) {
+        for (const variant of names) {
+          const { backend } = variant;
           const point: NodePortPoint = {
-            backend,
+            backend: variant.row,
             services,
             applyMs: 0,
             runs: [],
@@ -228,21 +266,23 @@ export async function measureNodePort(ctx: BenchContext, opts: NodePortOptions):
             connectFailed: 0,
           };
           points.push(point);
-          const turn: Turn = { backend, lab: labName(base, backend), point, cgroups: [] };
+          const turn: Turn = { backend: variant.row, lab: labName(base, variant), point, cgroups: [] };
           turns.push(turn);
           const start = performance.now();
           try {
-            const { state } = await converge({
-              name: turn.lab,
-              model,
-              files: [],
-              mode: 'up',
-              backend,
-              nodeCount: 1,
-              // The lab applies the backend itself: no agent's flow sources spend CPU beside the
-              // load (they differ per backend), and no agent start-up at 10k services.
-              agents: false,
-            });
+            const { state } = await withEnv(variant.env, () =>
+              converge({
+                name: turn.lab,
+                model,
+                files: [],
+                mode: 'up',
+                backend,
+                nodeCount: 1,
+                // The lab applies the backend itself: no agent's flow sources spend CPU beside the
+                // load (they differ per backend), and no agent start-up at 10k services.
+                agents: false,
+              }),
+            );
             point.applyMs = performance.now() - start;
             await bringUp(turn, state, services, opts.entry);
             client = turn.plan?.client.what ?? client;
@@ -286,7 +326,7 @@ let memo: { key: string; data: Promise<NodePortData> } | undefined;
 function shared(ctx: BenchContext): Promise<NodePortData> {
   const opts = nodePortOptions(ctx.quick);
   const key = JSON.stringify(opts);
-  const names = BACKENDS.filter((b) => availableBackends().includes(b));
+  const names = variantsOf(opts);
   if (!memo || memo.key !== key) {
     ctx.progress.total(opts.scales.length * names.length);
     const data = measureNodePort(ctx, opts);

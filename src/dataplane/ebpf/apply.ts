@@ -24,7 +24,6 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
   attachTcx,
-  attachXdp,
   BpfCapacityError,
   ensureBpffs,
   isPinned,
@@ -67,14 +66,8 @@ import {
   type TableChoice,
   type TableFallback,
 } from './tables.js';
-import { hookFor, nodeDir, tcxLinkPin, xdpLinkPin } from './paths.js';
-import {
-  prefilterEntries,
-  prefilterHash,
-  prefilterProgram,
-  PREFILTER_MIN_CAPACITY,
-  PREFILTER_PROGRAM_NAME,
-} from './prefilter.js';
+import { hookFor, nodeDir, tcxLinkPin } from './paths.js';
+import { prefilterEntries, prefilterHash, PREFILTER_MIN_CAPACITY } from './prefilter.js';
 import { programHash, type GeneratedProgram } from './program.js';
 import { describeOverLimit, estimateVerifierWork } from './complexity.js';
 import { saveVerifierLog, VERIFIER_LOG_ENV } from './verifier-log.js';
@@ -92,6 +85,7 @@ import {
 import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { applyNodePorts, NodePortLoadError } from './nodeport.js';
+import { applyFabricXdp, FabricXdpLoadError, nodePortAddressesOf } from './nodeport-xdp.js';
 import type { PodNodeShadow } from './services-pods.js';
 import type { NodePortShadow } from './nodeport-shadow.js';
 
@@ -111,6 +105,11 @@ export interface ApplyOptions {
   verifierLog?: boolean;
   /** Test hook: the node's table capacity (default NODE_TABLE_BUDGET). */
   tableBudget?: TableBudget;
+  /**
+   * Node ports and load-balancer addresses translated at XDP on the fabric interface as well as
+   * at tcx (default true; false: tcx only, for comparing). See nodeport-xdp-program.ts.
+   */
+  nodePortXdp?: boolean;
 }
 
 /**
@@ -337,14 +336,12 @@ function applyPrefilter(
   dir: string,
   meta: NodeMeta | undefined,
   interfaces: readonly NetnsInterface[],
-  mapsChanged: boolean,
 ): PrefilterOutcome {
   const pc: PrefilterContext = { target, maps, dir, before: meta?.prefilter, changed: [] };
   const lists = view.prefilters;
   const pods = new Set(view.endpoints.map((e) => e.hostInterface));
   const fabric = lists.length > 0 ? fabricInterfaces(interfaces, view.address, pods) : [];
 
-  dropStaleXdpLinks(pc, fabric);
   if (lists.length === 0) {
     if (pc.before) {
       maps.pfTrie.deleteBatch([...maps.pfTrie.keys()]);
@@ -354,7 +351,6 @@ function applyPrefilter(
   }
   const hash = prefilterHash(lists);
   if (!pc.before || pc.before.hash !== hash) syncPrefilterLists(pc, lists, previous);
-  attachPrefilter(pc, fabric, mapsChanged);
   return {
     state: {
       hash,
@@ -364,16 +360,6 @@ function applyPrefilter(
     },
     changed: pc.changed,
   };
-}
-
-/** Links on interfaces that are no longer (or not the same) fabric interfaces go first. */
-function dropStaleXdpLinks(pc: PrefilterContext, fabric: readonly NetnsInterface[]): void {
-  for (const old of pc.before?.interfaces ?? []) {
-    if (!fabric.some((f) => f.ifname === old.ifname && f.ifindex === old.ifindex)) {
-      dropPinnedLink(xdpLinkPin(pc.dir, old.ifname));
-      pc.changed.push(`xdp:${old.ifname}`);
-    }
-  }
 }
 
 /** The trie to the lists' entries; counters of lists that are new at their index start at zero. */
@@ -395,52 +381,6 @@ function syncPrefilterLists(
       maps.pfCounters.update(l.index, { packets: 0, bytes: 0 });
   }
   pc.changed.push(...lists.map((l) => `prefilter:${l.name}`));
-}
-
-/** The XDP program on every fabric interface: kept, swapped on its pinned link, or attached anew. */
-function attachPrefilter(
-  pc: PrefilterContext,
-  fabric: readonly NetnsInterface[],
-  mapsChanged: boolean,
-): void {
-  let program: Program | undefined;
-  try {
-    for (const iface of fabric) {
-      const path = xdpLinkPin(pc.dir, iface.ifname);
-      const kept = pc.before?.interfaces.some(
-        (b) => b.ifname === iface.ifname && b.ifindex === iface.ifindex,
-      );
-      if (kept && isPinned(path) && !mapsChanged) continue;
-      program ??= Program.load({
-        name: PREFILTER_PROGRAM_NAME,
-        type: 'xdp',
-        expectedAttachType: 'xdp',
-        instructions: prefilterProgram(),
-        maps: programMaps(pc.maps),
-      });
-      if (kept && isPinned(path)) updatePinnedLink(path, program);
-      else {
-        dropPinnedLink(path);
-        const loaded = program;
-        pinLink(
-          withNetns(pc.target.netns, () => attachXdp(loaded, { ifname: iface.ifname })),
-          path,
-        );
-      }
-      pc.changed.push(`xdp:${iface.ifname}`);
-    }
-  } finally {
-    program?.close();
-  }
-}
-
-function updatePinnedLink(path: string, program: Program): void {
-  const link = Link.fromPin(path);
-  try {
-    link.update(program);
-  } finally {
-    link.close();
-  }
 }
 
 /** Pins a new link for the next apply or an agent; the pin keeps it, this fd goes. */
@@ -640,11 +580,13 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     if (dropTables(maps.tables, freedTableIndices(meta?.alloc, alloc)) > 0) changed.push('tables');
 
     // 5. prefilter
-    const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces, mapsChanged);
+    const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces);
     changed.push(...pf.changed);
     if (pf.changed.length > 0) forgetContentScan(maps.pfTrie.info.id);
     if (changed.includes('config')) forgetContentScan(maps.config.info.id);
     changed.push(...applyNodePortsOf(n, opts));
+    const xdp = applyFabricXdpOf(n, pf.state !== undefined, mapsChanged, opts);
+    changed.push(...xdp.changed);
 
     // 6. description, garbage
     writeMeta(n.dir, {
@@ -655,6 +597,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
       counterSlots: maps.counters.info.maxEntries,
       hooks: hooks.map((h) => h.state),
       ...(pf.state ? { prefilter: pf.state } : {}),
+      ...(xdp.state ? { xdp: xdp.state } : {}),
       tables: [...tablePlan.kept, ...installed].sort((a, b) => a.index - b.index),
       tableFallbacks: n.tables.fallbacks,
       mapIds: ids,
@@ -692,6 +635,44 @@ function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
     const unchanged = e instanceof NodePortLoadError ? '; the node-port programs in force are unchanged' : '';
     fail(
       `cannot apply the node ports of node ${n.target.node}: ${describeError(e)}${unchanged}`,
+      undefined,
+      e,
+    );
+  }
+}
+
+/**
+ * Step 5, last: the fabric's XDP program, the prefilter then the node-port load balancer
+ * (nodeport-xdp.ts), on the maps the steps before it filled.
+ */
+function applyFabricXdpOf(
+  n: NodeApply,
+  prefilter: boolean,
+  mapsChanged: boolean,
+  opts: ApplyOptions,
+): ReturnType<typeof applyFabricXdp> {
+  const pods = new Set(n.view.endpoints.map((e) => e.hostInterface));
+  const nodePorts = opts.nodePortXdp === false ? undefined : nodePortAddressesOf(n.ir, n.target.node);
+  const before =
+    n.meta?.xdp ??
+    (n.meta?.prefilter ? { hash: '', nodePorts: false, interfaces: n.meta.prefilter.interfaces } : undefined);
+  try {
+    return applyFabricXdp(
+      {
+        netns: n.target.netns,
+        dir: n.dir,
+        fabric: fabricInterfaces(n.interfaces, n.view.address, pods),
+        nodeMaps: programMaps(n.maps),
+        mapsChanged,
+        ...(opts.verifierLog ? { verifierLog: true } : {}),
+      },
+      { prefilter, ...(nodePorts ? { nodePorts } : {}) },
+      before,
+    );
+  } catch (e) {
+    const unchanged = e instanceof FabricXdpLoadError ? '; the XDP program in force is unchanged' : '';
+    fail(
+      `cannot apply the XDP program of node ${n.target.node}: ${describeError(e)}${unchanged}`,
       undefined,
       e,
     );

@@ -30,6 +30,7 @@ import { nodeDir, tcxLinkPin } from './paths.js';
 import { renderNode } from './render.js';
 import { nodeLimitFindings } from './complexity.js';
 import { fullVerifierLogAsked } from './verifier-log.js';
+import { nodePortXdpFromEnv } from './nodeport-xdp.js';
 
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
@@ -69,7 +70,11 @@ async function tamper(target: NodeTarget, endpoint: Endpoint): Promise<string> {
 }
 
 export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
-  const applyOptions: ApplyOptions = { verifierLog: fullVerifierLogAsked(), ...opts };
+  const applyOptions: ApplyOptions = {
+    verifierLog: fullVerifierLogAsked(),
+    nodePortXdp: nodePortXdpFromEnv(),
+    ...opts,
+  };
   // What this instance wrote: per node its set maps' shadow and its programs, per scope the
   // shared service maps' shadow (see apply.ts, services.ts).
   const nodes = new Shadows<NodeMemory>();

@@ -12,6 +12,7 @@ import type { Direction } from '../../ir/types.js';
 import type { Allocation } from './node.js';
 import type { TableFallback, TableState } from './tables.js';
 import { metaPin } from './paths.js';
+import type { FabricXdpState } from './nodeport-xdp.js';
 
 export const META_VERSION = 1;
 
@@ -42,6 +43,8 @@ export interface NodeMeta {
   counterSlots: number;
   hooks: HookState[];
   prefilter?: PrefilterState;
+  /** The fabric's XDP program (prefilter, node ports): nodeport-xdp.ts. */
+  xdp?: FabricXdpState;
   /** Table mode: the decision table installed for each hook decided by one. */
   tables?: TableState[];
   /** Rule sets that carry a table but walk their rules on this node (capacity), and why. */

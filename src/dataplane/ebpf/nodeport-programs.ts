@@ -68,8 +68,8 @@ export const NODEPORT_PROGRAM_NAMES: Record<NodePortHook, string> = {
 
 const IP_OFF = ETH_HLEN;
 /** Programs translate IPv4 without options only (IHL 5); anything else passes untouched. */
-const L4_OFF = IP_OFF + 20;
-const PKT = {
+export const L4_OFF = IP_OFF + 20;
+export const PKT = {
   ipCsum: IP_OFF + 10,
   proto: IP_OFF + 9,
   fragment: IP_OFF + 6,
@@ -88,7 +88,7 @@ const BPF_F_MARK_MANGLED_0 = 0x20;
 const BPF_NOEXIST = 1;
 
 /** Stack frame (offsets from r10), each area 8-aligned. */
-const FRAME = {
+export const FRAME = {
   /** The packet's tuple as it arrived (natKey). */
   key: -16,
   /** The tuple it leaves with and the entry's flags (natValue). */
@@ -121,14 +121,20 @@ export function addressAsLoaded(address: string): number {
   return (((v & 0xff) << 24) | (((v >>> 8) & 0xff) << 16) | (((v >>> 16) & 0xff) << 8) | (v >>> 24)) >>> 0;
 }
 
-/** Ethernet + IPv4 (no options, not a fragment) + TCP or UDP: the tuple to the stack, else pass. */
-function emitParse(asm: Assembler): void {
+/**
+ * Ethernet + IPv4 (no options, not a fragment) + TCP or UDP: the tuple to the stack, else pass.
+ * `ctx`: where the context keeps the packet's bounds (the XDP program passes struct xdp_md's).
+ */
+export function emitParse(
+  asm: Assembler,
+  ctx: { data: number; dataEnd: number } = { data: SKB.data, dataEnd: SKB.dataEnd },
+): void {
   const f = FRAME;
   asm
     .comment('IPv4 without options, not a fragment, TCP or UDP: anything else is not ours')
     .mov64(R6, R1)
-    .ldxw(R2, R6, SKB.data)
-    .ldxw(R3, R6, SKB.dataEnd)
+    .ldxw(R2, R6, ctx.data)
+    .ldxw(R3, R6, ctx.dataEnd)
     .checkBounds(R2, L4_OFF + 8, R3, R4, 'pass')
     .ldxh(R5, R2, 12)
     .jne(R5, ETHERTYPE_AS_LOADED.ipv4, 'pass')
@@ -163,7 +169,7 @@ function emitParse(asm: Assembler): void {
 }
 
 /** A recorded translation: copy it to `next` and rewrite (ingress: a new SYN chooses anew). */
-function emitKnownConnection(asm: Assembler, hook: NodePortHook): void {
+export function emitKnownConnection(asm: Assembler, hook: NodePortHook): void {
   const f = FRAME;
   asm.comment('a connection translated before? np_nat holds its next tuple').mapLookup(NP_MAP.nat, f.key);
   if (hook === 'egress') {
@@ -191,7 +197,7 @@ function emitKnownConnection(asm: Assembler, hook: NodePortHook): void {
 }
 
 /** {destination, port, protocol} in np_svc: r7 = id, r8 = backend count, r9 = affinity timeout. */
-function emitServiceLookup(asm: Assembler): void {
+export function emitServiceLookup(asm: Assembler): void {
   const f = FRAME;
   asm
     .label('choose')
@@ -211,7 +217,7 @@ function emitServiceLookup(asm: Assembler): void {
 }
 
 /** ClientIP affinity: the client's remembered backend while fresh and still in its slot. */
-function emitClientAffinity(asm: Assembler): void {
+export function emitClientAffinity(asm: Assembler): void {
   const f = FRAME;
   asm
     .comment("ClientIP affinity: the client's remembered backend, if fresh and still in its slot")
@@ -220,7 +226,7 @@ function emitClientAffinity(asm: Assembler): void {
   emitAffinityHit(asm, MAPS, f);
 }
 
-function emitPick(asm: Assembler): void {
+export function emitPick(asm: Assembler): void {
   emitUniformPick(asm, MAPS, FRAME);
 }
 
@@ -228,7 +234,7 @@ function emitPick(asm: Assembler): void {
  * r0 = the backend. The next tuple: client → backend (source kept); remember the backend for
  * ClientIP affinity; a backend on another node goes on to the source translation.
  */
-function emitChosen(asm: Assembler): void {
+export function emitChosen(asm: Assembler): void {
   const f = FRAME;
   asm
     .label('chosen')
@@ -253,7 +259,7 @@ function emitChosen(asm: Assembler): void {
 }
 
 /** The reverse entry's value: the replies leave with the original tuple, swapped. */
-function emitReverseValue(asm: Assembler): void {
+export function emitReverseValue(asm: Assembler): void {
   const f = FRAME;
   asm
     .copy('w', R10, f.revValue + nv.saddr, R10, f.key + nk.daddr, R1)
@@ -263,7 +269,7 @@ function emitReverseValue(asm: Assembler): void {
 }
 
 /** The reverse entry's key: the reply's tuple, i.e. the next tuple swapped. */
-function emitReverseKey(asm: Assembler): void {
+export function emitReverseKey(asm: Assembler): void {
   const f = FRAME;
   asm
     .copy('w', R10, f.revKey + nk.saddr, R10, f.next + nv.daddr, R1)
@@ -315,7 +321,7 @@ function emitRecord(asm: Assembler, addresses: NodePortAddresses): void {
  * node's own address (same port) where the stack answers RST / port unreachable, and the answer
  * is translated back. The node's own address needs nothing: its stack answers already.
  */
-function emitRefuse(asm: Assembler, addresses: NodePortAddresses): void {
+export function emitRefuse(asm: Assembler, addresses: NodePortAddresses): void {
   const f = FRAME;
   const own = addressAsLoaded(addresses.own);
   asm

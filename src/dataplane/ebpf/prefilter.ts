@@ -29,16 +29,27 @@ export const PREFILTER_PROGRAM_NAME = 'sy_prefilter';
 export const PREFILTER_MIN_CAPACITY = 1 << 20;
 
 export function prefilterProgram(): AssembledProgram {
+  const asm = new Assembler();
+  emitPrefilter(asm, { drop: 'drop', pass: 'pass' });
+  return asm.label('drop').exitWith(XdpAction.DROP).label('pass').exitWith(XdpAction.PASS).assemble();
+}
+
+/**
+ * The prefilter's code, ending at `labels.drop` (listed) or `labels.pass` (anything else), which
+ * the caller defines: the prefilter alone, or first in the fabric's XDP program (nodeport-xdp*.ts).
+ * r6 = the context on every way out.
+ */
+export function emitPrefilter(asm: Assembler, labels: { drop: string; pass: string }): void {
   const key = -8;
   const slot = -12;
-  const asm = new Assembler()
+  asm
     .comment('prefilter: an IPv4 packet whose source is on a deny-list is dropped')
     .mov64(R6, R1)
     .ldxw(R2, R6, XDP_MD.data)
     .ldxw(R3, R6, XDP_MD.dataEnd)
-    .checkBounds(R2, ETH_HLEN + 20, R3, R4, 'pass')
+    .checkBounds(R2, ETH_HLEN + 20, R3, R4, labels.pass)
     .ldxh(R5, R2, 12)
-    .jne(R5, ETHERTYPE_AS_LOADED.ipv4, 'pass')
+    .jne(R5, ETHERTYPE_AS_LOADED.ipv4, labels.pass)
     .comment('look the source address up in the deny-lists trie (value: the first list with it)')
     .ldxw(R5, R2, ETH_HLEN + 12)
     .st('w', R10, key, 32)
@@ -46,13 +57,13 @@ export function prefilterProgram(): AssembledProgram {
     .mov64(R7, R3)
     .sub64(R7, R2) // frame length, for the byte counter
     .mapLookup(MAP.prefilter, key)
-    .jeq(R0, 0, 'pass')
+    .jeq(R0, 0, labels.pass)
     .comment("listed: count the drop in the list's counter")
     .copy('w', R10, slot, R0, 0, R1)
     .mapLookup(MAP.prefilterCounters, slot)
-    .jeq(R0, 0, 'drop');
+    .jeq(R0, 0, labels.drop);
   emitCountPacket(asm, R7);
-  return asm.label('drop').exitWith(XdpAction.DROP).label('pass').exitWith(XdpAction.PASS).assemble();
+  asm.ja(labels.drop);
 }
 
 interface Interval {

@@ -173,6 +173,14 @@ export function targetLines(data: NodePortData): string[] {
     );
   } else
     lines.push('target: eBPF vs iptables rate and CPU: not measured (a backend has no point in this run)');
+  const tcOnly = at === undefined ? undefined : pointAt(points, 'ebpf-tc', at);
+  if (ebpf && tcOnly) {
+    const rate = perRun(ebpf, (r) => r.connPerSec) / perRun(tcOnly, (r) => r.connPerSec);
+    const cpu = perRun(ebpf, (r) => r.totalPer10k) / perRun(tcOnly, (r) => r.totalPer10k);
+    lines.push(
+      `eBPF with node ports at XDP vs at tcx only (ebpf-tc) at ${at} services: rate ${rate.toFixed(2)}×, CPU per connection ${cpu.toFixed(2)}× (no target)`,
+    );
+  }
   const ebpfPoints = points.filter((p) => p.backend === 'ebpf').sort((a, b) => a.services - b.services);
   const first = ebpfPoints[0];
   const last = ebpfPoints[ebpfPoints.length - 1];
