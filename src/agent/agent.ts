@@ -33,6 +33,7 @@ import { errorMessage } from '../util/errors.js';
 import type { AgentError, AgentStatus, ApplyPhases, LastApply } from './api-types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
+import { compactHeap } from './memory.js';
 
 /** Drift polls use at most 1/POLL_DUTY of a core. */
 const POLL_DUTY = 20;
@@ -337,6 +338,8 @@ export class Agent {
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
     const outcome = await this.apply(desired, mode, phases);
+    // A full apply (the first sync, a repair) allocated as much as the whole IR: give it back.
+    if (mode === 'full') void this.enqueue(async () => this.giveMemoryBack());
     if (outcome === 'applied') this.retryMs = 0;
     else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
@@ -480,12 +483,22 @@ export class Agent {
     if (persist) writeApplied(this.opts.stateDir, this.applied);
   }
 
+  private giveMemoryBack(): void {
+    const done = compactHeap();
+    if (done) this.log.debug(done, 'heap compacted');
+  }
+
   /** The read-back of an incremental apply, once changes pause (a new apply postpones it). */
   private scheduleReadBack(): void {
     clearTimeout(this.readBackTimer);
     if (this.stopped) return;
     this.readBackTimer = setTimeout(
-      () => void this.enqueue(async () => void (this.readBackDue ? await this.checkDrift() : 0)),
+      () =>
+        void this.enqueue(async () => {
+          if (this.readBackDue) await this.checkDrift();
+          // Changes have paused: what the burst allocated goes back to the system.
+          this.giveMemoryBack();
+        }),
       READ_BACK_QUIET_MS,
     );
   }

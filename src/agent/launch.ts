@@ -116,9 +116,10 @@ export function agentFlags(
  * V8 flags of agent processes. A smaller young generation (semi-spaces of 4 MiB, not 16): the
  * agent allocates in bursts (a sync, a change) and V8 keeps the young generation it grew to for
  * good; measured on the 10k-endpoint agent bench model, RSS after 100 changes 151 MiB instead of
- * 253 MiB for 14% more CPU (docs/agent.md, "Memory budget").
+ * 253 MiB for 14% more CPU (docs/agent.md, "Memory budget"). `--expose-gc`: the agent compacts its
+ * heap once it goes quiet (agent/memory.ts).
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--expose-gc'];
 
 function agentArgs(spec: AgentLaunchSpec): string[] {
   return [

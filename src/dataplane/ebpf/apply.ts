@@ -133,10 +133,11 @@ export interface ApplyMemory {
 
 interface PlannedHook {
   state: HookState;
-  generated: GeneratedProgram;
+  /** The program and what is loaded of it: only on a hook that is reloaded. */
+  generated?: GeneratedProgram;
   /** What the program cache keeps of it once the apply succeeds. */
   cacheEntry: CachedProgram;
-  instructions: AssembledProgram | readonly Instruction[];
+  instructions?: AssembledProgram | readonly Instruction[];
   linkPath: string;
   reload: boolean;
 }
@@ -180,13 +181,14 @@ function grownCounters(maps: NodeMaps, dir: string, slots: number): void {
  * error names (all of it with `verifierLog`).
  */
 async function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions): Promise<Program> {
-  const { generated } = hook;
+  const { generated, instructions } = hook;
+  if (!generated || !instructions) throw new Error(`no program planned for ${hook.state.endpoint}`);
   try {
     return await Program.loadAsync({
       name: generated.name,
       type: 'sched_cls',
       expectedAttachType: hookFor(generated.direction) === 'ingress' ? 'tcx_ingress' : 'tcx_egress',
-      instructions: hook.instructions,
+      instructions,
       maps: programMaps(maps),
       ...(opts.verifierLog ? { fullLog: true } : {}),
     });
@@ -248,9 +250,8 @@ function planHooks(
     const iface = ep ? interfaces.get(ep.hostInterface) : undefined;
     if (!ep || !iface) throw new Error(`no interface for ${rs.endpoint}`);
     const { cached, entry } = programs.program(rs, alloc);
-    const { generated } = entry;
     if (!cached) {
-      const estimate = estimateVerifierWork(rs, alloc, generated.program);
+      const estimate = estimateVerifierWork(rs, alloc, programs.generated(entry, rs, alloc).program);
       // Refused in milliseconds here rather than by the verifier after minutes.
       if (estimate.processed > estimate.limit)
         fail(
@@ -260,8 +261,8 @@ function planHooks(
           true,
         );
     }
-    const instructions = opts.mutateProgram ? opts.mutateProgram(generated) : generated.program;
-    const hash = opts.mutateProgram ? programHash(instructions) : entry.hash;
+    const mutated = opts.mutateProgram?.(programs.generated(entry, rs, alloc));
+    const hash = mutated ? programHash(mutated) : entry.hash;
     const before = meta?.hooks.find((h) => h.endpoint === rs.endpoint && h.direction === rs.direction);
     const linkPath = tcxLinkPin(dir, ep.hostInterface, hookFor(rs.direction));
     const state: HookState = {
@@ -270,7 +271,7 @@ function planHooks(
       ifname: ep.hostInterface,
       ifindex: iface.ifindex,
       hash,
-      programName: generated.name,
+      programName: entry.name,
     };
     const reload =
       mapsChanged ||
@@ -279,7 +280,17 @@ function planHooks(
       before.ifindex !== iface.ifindex ||
       before.ifname !== ep.hostInterface ||
       !isPinned(linkPath);
-    return { state, generated, cacheEntry: entry, instructions, linkPath, reload };
+    if (!reload) return { state, cacheEntry: entry, linkPath, reload };
+    // A program kept from an earlier apply is made again only when it is loaded again.
+    const generated = programs.generated(entry, rs, alloc);
+    return {
+      state,
+      generated,
+      cacheEntry: entry,
+      instructions: mutated ?? generated.program,
+      linkPath,
+      reload,
+    };
   });
 }
 
