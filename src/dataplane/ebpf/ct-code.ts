@@ -118,28 +118,26 @@ export function emitConntrackLookup(asm: Assembler, direction: Direction): void 
 }
 
 /**
- * A later packet of a connection allowed through this hook: refresh it and pass. A TCP SYN on an
- * entry the other side never answered is judged again, as netfilter counts a connection
- * ESTABLISHED only after a reply (before, its packets are NEW). Otherwise a client that reuses the
- * 5-tuple of an attempt allowed earlier but never answered (a SYN timed out, the socket closed,
- * the port free again) would pass on that stale entry after a policy change that denies it.
- * (Other unanswered packets, such as a one-way UDP stream, still pass on their entry.)
+ * A later packet of a connection allowed through this hook: refresh it and pass. A TCP SYN
+ * (without ACK) is never a later packet: it opens a connection, so it is judged again whatever
+ * the entry says. netfilter counts a connection ESTABLISHED only after a reply, re-opens a closed
+ * one on a SYN, and re-judges a SYN that re-opens an established one once its SYN-ACK shows the
+ * old connection is gone. Otherwise a client that reuses the 5-tuple of an earlier connection
+ * would pass on that stale entry after a policy change that denies it: an attempt never answered
+ * (a SYN timed out, the port free again), or an answered connection whose close this hook never
+ * saw (its link detached for a moment, found by the chaos test). (Other unanswered packets, such
+ * as a one-way UDP stream, still pass on their entry.)
  */
 function emitForwardLookup(asm: Assembler): void {
   emitLookup(asm, FRAME.key);
   emitLive(asm, 'ct_reverse');
-  // A SYN on a closing or unanswered tuple is a new connection reusing the ports: judge it afresh.
+  // A SYN on a known tuple is a new connection reusing the ports: judge it afresh.
   asm
-    .comment('a SYN on a closing or unanswered connection starts a new one: judge it afresh')
+    .comment('a SYN starts a new connection, whatever the entry says: judge it afresh')
     .jne(R9, IPPROTO.TCP, 'ct_fwd')
     .ldxw(R1, R10, FRAME.l4info)
     .and64(R1, TCP_FLAG.SYN | TCP_FLAG.ACK)
-    .jne(R1, TCP_FLAG.SYN, 'ct_fwd')
-    .ldxb(R1, R0, V.flags)
-    .and64(R1, CT_FLAG_REPLIED)
-    .jeq(R1, 0, 'ct_reverse')
-    .ldxb(R1, R0, V.state)
-    .jge(R1, CT_STATE.closing, 'ct_reverse')
+    .jeq(R1, TCP_FLAG.SYN, 'ct_reverse')
     .label('ct_fwd')
     .comment('established: refresh the entry, advance the TCP state, pass');
   emitTouch(asm, false, 'ct_fwd');
