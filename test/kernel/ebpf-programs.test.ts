@@ -117,7 +117,7 @@ describeKernel('ebpf: policy programs on crafted frames', () => {
     expect(h.run('x/b', 'ingress', frame({ src: A, dst: B, protocol: 47 }))).toBe('pass');
   });
 
-  it('tracks TCP: SYN, the answer, FIN, RST; a SYN reusing a closed tuple is judged again', () => {
+  it('tracks TCP: SYN, the answer, FIN, RST; a SYN reusing a closed or established tuple is judged again', () => {
     const syn: FrameSpec = { src: B, dst: A, protocol: 'TCP', sport: 41000, dport: 80, tcpFlags: 0x02 };
     const synAck: FrameSpec = { src: A, dst: B, protocol: 'TCP', sport: 80, dport: 41000, tcpFlags: 0x12 };
     expect(h.run('x/a', 'ingress', frame(syn))).toBe('pass');
@@ -151,6 +151,11 @@ describeKernel('ebpf: policy programs on crafted frames', () => {
       slot: 0,
     };
     h.maps.ct.update(key, closed);
+    expect(h.run('x/a', 'ingress', frame(fromC))).toBe('pass');
+    expect(h.run('x/a', 'ingress', frame({ ...fromC, tcpFlags: 0x02 }))).toBe('drop');
+    // Nor does an answered, established entry whose close this hook never saw (its link detached
+    // while the connection closed): a SYN opens a new connection on the old tuple and is judged.
+    h.maps.ct.update(key, { ...closed, state: CT_STATE.established });
     expect(h.run('x/a', 'ingress', frame(fromC))).toBe('pass');
     expect(h.run('x/a', 'ingress', frame({ ...fromC, tcpFlags: 0x02 }))).toBe('drop');
     // An expired entry is as good as none.
