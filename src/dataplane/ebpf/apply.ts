@@ -335,12 +335,10 @@ function applyPrefilter(
   maps: NodeMaps,
   dir: string,
   meta: NodeMeta | undefined,
-  interfaces: readonly NetnsInterface[],
+  fabric: readonly NetnsInterface[],
 ): PrefilterOutcome {
   const pc: PrefilterContext = { target, maps, dir, before: meta?.prefilter, changed: [] };
   const lists = view.prefilters;
-  const pods = new Set(view.endpoints.map((e) => e.hostInterface));
-  const fabric = lists.length > 0 ? fabricInterfaces(interfaces, view.address, pods) : [];
 
   if (lists.length === 0) {
     if (pc.before) {
@@ -397,6 +395,8 @@ interface NodeApply {
   target: NodeTarget;
   view: NodeView;
   interfaces: NetnsInterface[];
+  /** The fabric-facing interfaces: the prefilter's and the node ports' (iface.ts). */
+  fabric: NetnsInterface[];
   dir: string;
   meta: NodeMeta | undefined;
   alloc: Allocation;
@@ -421,7 +421,7 @@ export async function applyNode(
   memory: ApplyMemory = { node: { sets: undefined, programs: new ProgramCache() }, services: new Map() },
 ): Promise<ApplyResult> {
   const started = performance.now();
-  const { view, interfaces } = inspectNode(target, ir);
+  const { view, interfaces, fabric } = inspectNode(target, ir);
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
   const meta = readMeta(dir);
@@ -430,7 +430,7 @@ export async function applyNode(
   const maps = openMaps(target, view, alloc, dir, changed);
   try {
     await applyPrograms(
-      { target, view, interfaces, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
+      { target, view, interfaces, fabric, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
       previous,
       opts,
     );
@@ -450,7 +450,10 @@ export async function applyNode(
 }
 
 /** The node's slice of the IR and the interfaces of its namespace; every endpoint must have one. */
-function inspectNode(target: NodeTarget, ir: IR): { view: NodeView; interfaces: NetnsInterface[] } {
+function inspectNode(
+  target: NodeTarget,
+  ir: IR,
+): { view: NodeView; interfaces: NetnsInterface[]; fabric: NetnsInterface[] } {
   let view: NodeView;
   try {
     checkNetns(target.netns);
@@ -471,7 +474,8 @@ function inspectNode(target: NodeTarget, ir: IR): { view: NodeView; interfaces: 
       `node ${target.node}: host interfaces missing in ${target.netns}: ` +
         missing.map((e) => `${e.hostInterface} (${e.id})`).join(', '),
     );
-  return { view, interfaces };
+  const pods = new Set(view.endpoints.map((e) => e.hostInterface));
+  return { view, interfaces, fabric: fabricInterfaces(interfaces, view.address, pods) };
 }
 
 function highestSlotOf(alloc: Allocation): number {
@@ -580,7 +584,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     if (dropTables(maps.tables, freedTableIndices(meta?.alloc, alloc)) > 0) changed.push('tables');
 
     // 5. prefilter
-    const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.interfaces);
+    const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.fabric);
     changed.push(...pf.changed);
     if (pf.changed.length > 0) forgetContentScan(maps.pfTrie.info.id);
     if (changed.includes('config')) forgetContentScan(maps.config.info.id);
@@ -622,11 +626,14 @@ function rememberSets(maps: NodeMaps, shadow: NodeShadow): NodeShadow {
 
 /** Step 5: the node-port load balancer on the fabric interfaces. */
 function applyNodePortsOf(n: NodeApply, opts: ApplyOptions): string[] {
-  const pods = new Set(n.view.endpoints.map((e) => e.hostInterface));
-  const fabric = fabricInterfaces(n.interfaces, n.view.address, pods);
   try {
     return applyNodePorts(
-      { netns: n.target.netns, dir: n.dir, fabric, ...(opts.verifierLog ? { verifierLog: true } : {}) },
+      {
+        netns: n.target.netns,
+        dir: n.dir,
+        fabric: n.fabric,
+        ...(opts.verifierLog ? { verifierLog: true } : {}),
+      },
       n.ir,
       n.target.node,
       n.memory,
@@ -651,7 +658,6 @@ function applyFabricXdpOf(
   mapsChanged: boolean,
   opts: ApplyOptions,
 ): ReturnType<typeof applyFabricXdp> {
-  const pods = new Set(n.view.endpoints.map((e) => e.hostInterface));
   const nodePorts = opts.nodePortXdp === false ? undefined : nodePortAddressesOf(n.ir, n.target.node);
   const before =
     n.meta?.xdp ??
@@ -661,7 +667,7 @@ function applyFabricXdpOf(
       {
         netns: n.target.netns,
         dir: n.dir,
-        fabric: fabricInterfaces(n.interfaces, n.view.address, pods),
+        fabric: n.fabric,
         nodeMaps: programMaps(n.maps),
         mapsChanged,
         ...(opts.verifierLog ? { verifierLog: true } : {}),
