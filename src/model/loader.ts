@@ -516,6 +516,7 @@ export interface ConvertedDocuments {
  */
 export function convertDocuments(documents: readonly ManifestDocument[]): ConvertedDocuments {
   const out: ConvertedDocuments = { objects: [], issues: [], reads: [] };
+  const strings = new Map<string, string>();
   for (const doc of documents) {
     const checked = parseDocument(doc);
     if ('issues' in checked) {
@@ -525,7 +526,7 @@ export function convertDocuments(documents: readonly ManifestDocument[]): Conver
     const { loc, data } = checked;
     const value = convertObject(data, loc, { file: doc.file, line: doc.lineOf([]) }, out.issues, out.reads);
     // Kept as long as the input is (an agent's cache): no slice of the text may keep it alive.
-    out.objects.push(internStrings({ ...loc, value }));
+    out.objects.push(internStrings({ ...loc, value }, strings));
   }
   return out;
 }
