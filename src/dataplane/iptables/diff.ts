@@ -45,8 +45,8 @@ function sameRules(a: ChainSpec | undefined, b: ChainSpec): boolean {
 
 /**
  * The members `next` adds to and deletes from `prev`, when the kernel's set can take them in place:
- * same type, family and size class (maxelem), not a flow or decision-table set, and a change
- * smaller than the set (a refill is cheaper otherwise). Undefined when it must be rebuilt.
+ * same type, family and size class (maxelem), not a flow or decision-table set, and a change no
+ * longer than a rebuild would be. Undefined when it must be rebuilt.
  */
 export function setDelta(prev: SetSpec, next: SetSpec): SetDelta | undefined {
   if (next.flow || next.versioned || prev.flow || prev.versioned || !sameSetShape(prev, next))
@@ -55,7 +55,8 @@ export function setDelta(prev: SetSpec, next: SetSpec): SetDelta | undefined {
   const after = new Set(next.members);
   const add = next.members.filter((m) => !before.has(m));
   const del = prev.members.filter((m) => !after.has(m));
-  if (add.length + del.length > Math.max(next.members.length, 1)) return undefined;
+  // A rebuild writes every member plus three lines (create, swap, destroy).
+  if (add.length + del.length > next.members.length + 3) return undefined;
   return { set: next, add, del };
 }
 
