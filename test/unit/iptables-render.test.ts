@@ -368,8 +368,11 @@ describe('iptables apply diff', () => {
     const prev = planForNode(irOf([np]), 'node-a');
     const next = planForNode(irOf([np], relabelled), 'node-a');
     const d = diffPlan(next, prev, kernelWith(prev));
-    expect(d.sets.map((s) => s.name)).toHaveLength(1);
-    expect(d.sets[0]?.members).toEqual(['198.18.1.1/32']);
+    // Changed in place: the relabelled pod leaves the set, nothing is rebuilt, no chain is written.
+    expect(d.sets).toEqual([]);
+    expect(d.deltas).toHaveLength(1);
+    expect(d.deltas[0]?.set.members).toEqual(['198.18.1.1/32']);
+    expect(d.deltas[0]?.del).toEqual(['198.18.2.2/32']);
     expect(d.tables).toEqual([]);
   });
 

@@ -26,7 +26,14 @@ import {
 } from './kernel.js';
 import { FAMILIES, tmpSetName } from './names.js';
 import type { NodePlan, TableFallback } from './plan.js';
-import { destroyScript, fillScript, swappedSets, swapScript } from './render-sets.js';
+import {
+  deltaScript,
+  destroyScript,
+  fillScript,
+  swappedSets,
+  swapScript,
+  undoDeltaScript,
+} from './render-sets.js';
 import { restoreScript, type TableChange } from './script.js';
 
 /** `ipset` (build and swap), `iptables` or `ip6tables` (all tables of that family). */
@@ -103,8 +110,18 @@ function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
   };
 }
 
-async function undoSets(netns: string, diff: PlanDiff, swapped: number): Promise<string[]> {
+async function undoSets(
+  netns: string,
+  diff: PlanDiff,
+  swapped: number,
+  deltaLines: number,
+): Promise<string[]> {
   const problems: string[] = [];
+  const undoDeltas = undoDeltaScript(diff.deltas, deltaLines);
+  if (undoDeltas) {
+    const r = await runInNetns(netns, 'ipset', ['restore'], undoDeltas);
+    if (r.code !== 0) problems.push(`taking member changes back failed: ${r.stderr.trim()}`);
+  }
   const swappable = swappedSets(diff.sets, diff.missingSets);
   // A set that did not exist before is destroyed below rather than swapped back.
   const back = swapScript(swappable.slice(0, swapped).filter((s) => !diff.missingSets.has(s.name)));
@@ -152,11 +169,12 @@ function committedBefore(script: string, line: number | undefined, tables: Table
 }
 
 /**
- * Sets: build under temporary names, then swap; one ipset restore stops at its first error.
- * After a swap the temporary name holds the old members, referenced by nothing (swap exchanges
- * references too). They go in the same run when no later step can fail and need them back: for a
- * set that did not exist before (its old members are nothing), or when no table changes. Returns
- * the temporary sets still to destroy once the tables are in.
+ * Sets: build under temporary names, then swap; sets of the same shape change member by member
+ * instead (deltaScript). One ipset restore stops at its first error; what ran before it is taken
+ * back. After a swap the temporary name holds the old members, referenced by nothing (swap
+ * exchanges references too). They go in the same run when no later step can fail and need them
+ * back: for a set that did not exist before (its old members are nothing), or when no table
+ * changes. Returns the temporary sets still to destroy once the tables are in.
  */
 async function applySets(
   netns: string,
@@ -166,22 +184,33 @@ async function applySets(
 ): Promise<string[]> {
   const setsOnly = diff.tables.length === 0;
   const fill = fillScript(diff.sets, diff.missingSets, diff.leftoverTmpSets);
+  const delta = deltaScript(diff.deltas);
   const swappable = swappedSets(diff.sets, diff.missingSets);
   const tmps = swappable.map((s) => tmpSetName(s.name));
-  if (!fill) return tmps;
+  if (!fill && !delta) return tmps;
   const swap = swapScript(swappable);
   const early = swappable
     .filter((s) => setsOnly || diff.missingSets.has(s.name))
     .map((s) => tmpSetName(s.name));
-  const fillLines = fill.split('\n').length - 1;
-  const swapLines = swap.split('\n').length - 1;
-  const run = await runScript(netns, opts, 'ipset', 'ipset', ['restore'], fill + swap + destroyScript(early));
+  const lines = (text: string): number => text.split('\n').length - 1;
+  const swapEnd = lines(fill) + lines(swap);
+  const deltaEnd = swapEnd + lines(delta);
+  const run = await runScript(
+    netns,
+    opts,
+    'ipset',
+    'ipset',
+    ['restore'],
+    fill + swap + delta + destroyScript(early),
+  );
   const line = failingLine(run.result.stderr) ?? 0;
-  if (run.result.code !== 0 && line <= fillLines + swapLines) {
-    const problems = await undoSets(netns, diff, Math.max(0, line - fillLines - 1));
+  if (run.result.code !== 0 && line <= deltaEnd) {
+    const swapped = Math.min(swappable.length, Math.max(0, line - lines(fill) - 1));
+    const problems = await undoSets(netns, diff, swapped, Math.max(0, line - swapEnd - 1));
     throw failure('ipset restore', run, rollbackNote(problems));
   }
   for (const s of diff.sets) changed.push(`ipset ${s.name}`);
+  for (const d of diff.deltas) changed.push(`ipset ${d.set.name} (+${d.add.length} -${d.del.length})`);
   // A failed destroy is retried with the rest at the end.
   return run.result.code === 0 ? tmps.filter((n) => !early.includes(n)) : tmps;
 }
@@ -218,7 +247,7 @@ async function applyTables(
     );
     const problems = [
       ...(await undoTables(netns, opts, kernel, committed)),
-      ...(await undoSets(netns, diff, diff.sets.length)),
+      ...(await undoSets(netns, diff, diff.sets.length, Number.MAX_SAFE_INTEGER)),
     ];
     const first = failed[0] as (typeof failed)[number];
     throw failure(first.cmd, first.run, rollbackNote(problems));

@@ -7,7 +7,7 @@ import { SET_PREFIX, TMP_SUFFIX } from './names.js';
 import type { KernelState } from './kernel.js';
 import type { ChainSpec, NodePlan, SetSpec, TableName } from './plan.js';
 import { tableKey } from './plan.js';
-import { sameSetContent } from './render-sets.js';
+import { sameSetContent, sameSetShape } from './render-sets.js';
 import { isEmptyChange, type TableChange } from './script.js';
 import type { Family } from './names.js';
 
@@ -18,9 +18,18 @@ export interface TableDiff {
   change: TableChange;
 }
 
+/** A set the kernel has in the same shape: only the members that changed are added and deleted. */
+export interface SetDelta {
+  set: SetSpec;
+  add: string[];
+  del: string[];
+}
+
 export interface PlanDiff {
-  /** Sets whose members are (re)loaded. */
+  /** Sets whose members are (re)loaded: built complete and swapped in. */
   sets: SetSpec[];
+  /** Sets changed in place, member by member (no chain needs to be rewritten for them). */
+  deltas: SetDelta[];
   /** Of those, the ones the kernel does not have yet. */
   missingSets: Set<string>;
   /** Ours in the kernel but not in the plan: destroyed after the rules stop using them. */
@@ -34,11 +43,36 @@ function sameRules(a: ChainSpec | undefined, b: ChainSpec): boolean {
   return !!a && a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
 }
 
+/**
+ * The members `next` adds to and deletes from `prev`, when the kernel's set can take them in place:
+ * same type, family and size class (maxelem), not a flow or decision-table set, and a change no
+ * longer than a rebuild would be. Undefined when it must be rebuilt.
+ */
+export function setDelta(prev: SetSpec, next: SetSpec): SetDelta | undefined {
+  if (next.flow || next.versioned || prev.flow || prev.versioned || !sameSetShape(prev, next))
+    return undefined;
+  const before = new Set(prev.members);
+  const after = new Set(next.members);
+  const add = next.members.filter((m) => !before.has(m));
+  const del = prev.members.filter((m) => !after.has(m));
+  // A rebuild writes every member plus three lines (create, swap, destroy).
+  if (add.length + del.length > next.members.length + 3) return undefined;
+  return { set: next, add, del };
+}
+
 export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel: KernelState): PlanDiff {
   const prevSets = new Map((previous?.sets ?? []).map((s) => [s.name, s]));
   const nextNames = new Set(next.sets.map((s) => s.name));
+  const deltas: SetDelta[] = [];
   const sets = next.sets.filter((s) => {
     const prev = prevSets.get(s.name);
+    if (prev && !s.flow && kernel.sets.has(s.name) && !sameSetContent(prev, s)) {
+      const delta = setDelta(prev, s);
+      if (delta) {
+        deltas.push(delta);
+        return false;
+      }
+    }
     // A flow set's elements are the kernel's counters: only a missing set, or one whose
     // parameters changed (then swapped for an empty one), is written.
     if (s.flow) return !kernel.sets.has(s.name) || (prev !== undefined && !sameSetContent(prev, s));
@@ -82,6 +116,7 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
   }
   return {
     sets,
+    deltas,
     missingSets: new Set(sets.filter((s) => !kernel.sets.has(s.name)).map((s) => s.name)),
     obsoleteSets,
     leftoverTmpSets,

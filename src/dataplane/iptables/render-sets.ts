@@ -14,6 +14,7 @@ import {
   tmpSetName,
   type Family,
 } from './names.js';
+import type { SetDelta } from './diff.js';
 import type { SetSpec, TablePlan } from './plan.js';
 
 function familyOf(address: string): Family {
@@ -107,6 +108,44 @@ export function sameSetContent(a: SetSpec, b: SetSpec): boolean {
     a.members.length === b.members.length &&
     a.members.every((m, i) => m === b.members[i])
   );
+}
+
+/**
+ * Whether the kernel's set of `a` can hold `b`'s members as it is: same type and family, and the
+ * same maxelem (a set changed member by member keeps the maxelem it was built with, so a change of
+ * size class rebuilds it).
+ */
+export function sameSetShape(a: SetSpec, b: SetSpec): boolean {
+  return (
+    a.type === b.type && a.family === b.family && maxElem(a.members.length) === maxElem(b.members.length)
+  );
+}
+
+/**
+ * Member changes in place, one line each, set by set: additions before deletions, so an address
+ * that is a member before and after (say, under a prefix that is split or merged) stays matched
+ * throughout. `-exist`: a member already there (or already gone) is not an error.
+ */
+export function deltaScript(deltas: readonly SetDelta[]): string {
+  const lines: string[] = [];
+  for (const d of deltas) {
+    for (const m of d.add) lines.push(`add -exist ${d.set.name} ${m}`);
+    for (const m of d.del) lines.push(`del -exist ${d.set.name} ${m}`);
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
+
+/** The lines that take back the first `done` lines of deltaScript(deltas), last first. */
+export function undoDeltaScript(deltas: readonly SetDelta[], done: number): string {
+  const lines = deltaScript(deltas)
+    .split('\n')
+    .filter((l) => l !== '')
+    .slice(0, done);
+  return lines
+    .reverse()
+    .map((l) => (l.startsWith('add ') ? `del ${l.slice(4)}` : `add ${l.slice(4)}`))
+    .map((l) => `${l}\n`)
+    .join('');
 }
 
 /**

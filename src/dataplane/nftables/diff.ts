@@ -22,24 +22,44 @@ function mapKey(element: string): string {
   return element.slice(0, element.indexOf(' : '));
 }
 
-function sameList(a: readonly string[], b: readonly string[]): boolean {
+export function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a === b || (a.length === b.length && a.every((x, i) => x === b[i]));
 }
 
-/** Element delta; for maps an element whose verdict changed is deleted by key and added again. */
-function setDelta(prev: NftSet, next: NftSet): string[] {
+/** Which elements go and come between two versions of a set; `flush` empties it first. */
+export interface ElementChange {
+  flush: boolean;
+  /** Element texts to delete (for maps: the keys). */
+  remove: string[];
+  add: string[];
+}
+
+/**
+ * Element delta, undefined when the members are the same; for maps an element whose verdict
+ * changed is deleted by key and added again.
+ */
+export function elementChange(prev: NftSet, next: NftSet): ElementChange | undefined {
   // Unchanged sets, the common case at scale: the same members (often the very same array).
-  if (sameList(prev.elements, next.elements)) return [];
+  if (sameList(prev.elements, next.elements)) return undefined;
   const before = new Set(prev.elements);
   const after = new Set(next.elements);
   const removed = prev.elements.filter((e) => !after.has(e));
   const added = next.elements.filter((e) => !before.has(e));
-  if (removed.length === 0 && added.length === 0) return [];
+  if (removed.length === 0 && added.length === 0) return undefined;
   // Refilling is cheaper than a delta that touches most of the set anyway.
   if (removed.length + added.length >= next.elements.length && next.elements.length > 0)
-    return [`flush ${next.kind} ${TABLE_REF} ${next.name}`, ...elementLines('add', next, next.elements)];
-  const del = next.kind === 'map' ? removed.map(mapKey) : removed;
-  return [...elementLines('delete', next, del), ...elementLines('add', next, added)];
+    return { flush: true, remove: [], add: next.elements };
+  return { flush: false, remove: next.kind === 'map' ? removed.map(mapKey) : removed, add: added };
+}
+
+function setDelta(prev: NftSet, next: NftSet): string[] {
+  const change = elementChange(prev, next);
+  if (!change) return [];
+  return [
+    ...(change.flush ? [`flush ${next.kind} ${TABLE_REF} ${next.name}`] : []),
+    ...elementLines('delete', next, change.remove),
+    ...elementLines('add', next, change.add),
+  ];
 }
 
 /** Lines that make `prev` (absent: a new one) equal to `next`; empty when they already are. */

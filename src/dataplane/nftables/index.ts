@@ -28,6 +28,8 @@ import { renderFull } from './render.js';
 import type { NftRuleset } from './objects.js';
 import { buildRuleset, type RulesetOptions } from './ruleset.js';
 import { Shadows } from '../shadow.js';
+import { memberDelta, type SetElementChange } from './member-delta.js';
+import { NftablesNetlink } from './nfnetlink.js';
 
 export interface NftablesOptions {
   /**
@@ -39,6 +41,28 @@ export interface NftablesOptions {
   flowSetSize?: number;
   /** Test hook: rewrites every script just before nft sees it (e.g. to append a broken line). */
   mutateScript?: (script: string) => string;
+  /** Test hook: rewrites a members-only change just before it is sent over nfnetlink. */
+  mutateMembers?: (changes: SetElementChange[]) => SetElementChange[];
+}
+
+/**
+ * Writes a members-only change (member-delta.ts) as one nf_tables transaction over nfnetlink:
+ * nothing of it is in force unless all of it is.
+ */
+function commitMembers(netns: string, node: string, changes: readonly SetElementChange[]): void {
+  const nl = new NftablesNetlink(netns);
+  try {
+    nl.commitElements(TABLE, changes);
+  } catch (e) {
+    throw new ApplyError(
+      `nf_tables refused the set member update for node ${node}; the previous ruleset is still in force`,
+      'nftables',
+      e instanceof Error ? e.message : String(e),
+      { cause: e },
+    );
+  } finally {
+    nl.close();
+  }
 }
 
 /** The options a backend renders with, every one decided. */
@@ -81,6 +105,7 @@ function allObjects(rs: NftRuleset): string[] {
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
   const mutate = opts.mutateScript ?? ((s: string) => s);
+  const mutateMembers = opts.mutateMembers ?? ((c: SetElementChange[]) => c);
   const rendering: Rendering = {
     flowLogs: opts.flowLogs ?? true,
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
@@ -106,9 +131,20 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     const before =
       shadows.get(target) ?? (previous ? previousRuleset(previous, target.node, rendering) : undefined);
     shadows.drop(target);
-    const plan = before ? diffRulesets(before, next) : undefined;
+    // Only set members changed (the usual label change): their elements alone, without nft.
+    const members = before ? memberDelta(before, next) : undefined;
+    const plan = before && !members ? diffRulesets(before, next) : undefined;
     let changed: string[];
-    if (!plan) changed = await applyFull(target, next);
+    if (members) {
+      try {
+        if (members.length > 0) commitMembers(target.netns, target.node, mutateMembers(members));
+        changed = members.map((m) => `${m.kind}:${m.name}`);
+      } catch (e) {
+        // No table (namespace recreated, table removed by hand): write the whole table instead.
+        if (!(e instanceof ApplyError) || (await tableExists(target.netns))) throw e;
+        changed = await applyFull(target, next);
+      }
+    } else if (!plan) changed = await applyFull(target, next);
     else if (plan.changed.length === 0) changed = [];
     else {
       try {

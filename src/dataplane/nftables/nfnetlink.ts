@@ -14,11 +14,14 @@ import {
   AF_NETLINK,
   netlinkAttribute,
   netlinkRequest,
+  NLM_F_ACK,
   NLMSG_ERROR,
   NLMSG_HDRLEN,
   SOCK_RAW,
 } from '../../netns/netlink.js';
 import { withNetns } from '../../netns/setns.js';
+import type { KernelElement } from './elements.js';
+import type { SetElementChange } from './member-delta.js';
 
 const NETLINK_NETFILTER = 12;
 const SO_RCVTIMEO = 20;
@@ -35,6 +38,7 @@ const NFT_MSG_NEWSET = 9;
 const NFT_MSG_GETSET = 10;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
+const NFT_MSG_DELSETELEM = 14;
 const NFT_MSG_NEWOBJ = 18;
 const NFT_MSG_GETOBJ = 19;
 const NFPROTO_INET = 1;
@@ -47,6 +51,22 @@ const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
+const NFTA_SET_ELEM_DATA = 2;
+const NFTA_SET_ELEM_FLAGS = 3;
+const NFTA_SET_ELEM_USERDATA = 6;
+const NFTA_DATA_VERDICT = 2;
+const NFTA_VERDICT_CODE = 1;
+const NFTA_VERDICT_CHAIN = 2;
+const NFT_JUMP = -3;
+const NFT_GOTO = -4;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
+const NLM_F_CREATE = 0x400;
+const NLA_F_NESTED = 0x8000;
+/** nft's element user data: NFTNL_UDATA_SET_ELEM_FLAGS (1), 4 bytes, NFTNL_SET_ELEM_F_INTERVAL_OPEN. */
+const OPEN_INTERVAL_USERDATA = Buffer.from([1, 4, 1, 0, 0, 0]);
+/** Elements per NEWSETELEM/DELSETELEM message, well inside one netlink message's size. */
+const ELEMENTS_PER_MESSAGE = 256;
 const NFTA_SET_ELEM_EXPR = 7;
 const NFTA_SET_ELEM_EXPRESSIONS = 10;
 const NFTA_DATA_VALUE = 1;
@@ -243,6 +263,91 @@ function be32(v: number): Buffer {
   return b;
 }
 
+const nested = (type: number, attrs: Buffer[]): Buffer =>
+  netlinkAttribute(type | NLA_F_NESTED, Buffer.concat(attrs));
+
+function be32signed(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(v);
+  return b;
+}
+
+/** One NFTA_LIST_ELEM: key, flags, verdict (map elements), nft's user data (open intervals). */
+export function elementAttribute(e: KernelElement): Buffer {
+  const attrs = [nested(NFTA_SET_ELEM_KEY, [netlinkAttribute(NFTA_DATA_VALUE, e.key)])];
+  if (e.flags !== 0) attrs.push(netlinkAttribute(NFTA_SET_ELEM_FLAGS, be32(e.flags)));
+  if (e.verdict)
+    attrs.push(
+      nested(NFTA_SET_ELEM_DATA, [
+        nested(NFTA_DATA_VERDICT, [
+          netlinkAttribute(NFTA_VERDICT_CODE, be32signed(e.verdict.code === 'jump' ? NFT_JUMP : NFT_GOTO)),
+          netlinkAttribute(NFTA_VERDICT_CHAIN, cstring(e.verdict.chain)),
+        ]),
+      ]),
+    );
+  if (e.open) attrs.push(netlinkAttribute(NFTA_SET_ELEM_USERDATA, OPEN_INTERVAL_USERDATA));
+  return nested(NFTA_LIST_ELEM, attrs);
+}
+
+export interface ElementMessage {
+  /** The set it writes (for error messages). */
+  set: string;
+  type: number;
+  flags: number;
+  body: Buffer;
+}
+
+/** A batch's messages for `changes` to `table`'s sets: per set, flush, deletions, additions. */
+export function elementMessages(table: string, changes: readonly SetElementChange[]): ElementMessage[] {
+  const out: ElementMessage[] = [];
+  for (const c of changes) {
+    const head = [
+      netlinkAttribute(NFTA_SET_ELEM_LIST_TABLE, cstring(table)),
+      netlinkAttribute(NFTA_SET_ELEM_LIST_SET, cstring(c.name)),
+    ];
+    const push = (type: number, flags: number, elements?: readonly KernelElement[]): void => {
+      const list = elements ? [nested(NFTA_SET_ELEM_LIST_ELEMENTS, elements.map(elementAttribute))] : [];
+      out.push({
+        set: c.name,
+        type: message(type),
+        flags,
+        body: Buffer.concat([nfgenmsg(), ...head, ...list]),
+      });
+    };
+    // A DELSETELEM without elements flushes the set.
+    if (c.flush) push(NFT_MSG_DELSETELEM, 0);
+    for (let i = 0; i < c.remove.length; i += ELEMENTS_PER_MESSAGE)
+      push(NFT_MSG_DELSETELEM, 0, c.remove.slice(i, i + ELEMENTS_PER_MESSAGE));
+    for (let i = 0; i < c.add.length; i += ELEMENTS_PER_MESSAGE)
+      push(NFT_MSG_NEWSETELEM, NLM_F_CREATE, c.add.slice(i, i + ELEMENTS_PER_MESSAGE));
+  }
+  return out;
+}
+
+/** The errno of every acknowledgement in `buf[0, length)`, by the sequence number it answers. */
+export function parseAcks(buf: Buffer, length: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (let off = 0; off + NLMSG_HDRLEN <= length;) {
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN || off + len > length) break;
+    // struct nlmsgerr: int error, then the request's header (its seq at offset 8).
+    if (buf.readUInt16LE(off + 4) === NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 + NLMSG_HDRLEN)
+      out.set(buf.readUInt32LE(off + NLMSG_HDRLEN + 4 + 8), -buf.readInt32LE(off + NLMSG_HDRLEN));
+    off = next(off, len);
+  }
+  return out;
+}
+
+export class NftablesWriteError extends Error {
+  constructor(
+    message: string,
+    readonly errno?: number,
+  ) {
+    super(message);
+    this.name = 'NftablesWriteError';
+  }
+}
+
 export class NftablesReadError extends Error {
   constructor(
     message: string,
@@ -348,6 +453,53 @@ export class NftablesNetlink {
     if (!answer.counter || answer.handle === undefined)
       throw new NftablesReadError(`get counter ${table} ${name}: no answer`);
     return { ...answer.counter, handle: answer.handle };
+  }
+
+  /**
+   * Writes `changes` to `table`'s sets (family inet) as one nf_tables transaction (a batch from
+   * BATCH_BEGIN to BATCH_END): the kernel commits every message or, when one fails, none. Every
+   * message asks for an acknowledgement, so a refusal names its set.
+   */
+  commitElements(table: string, changes: readonly SetElementChange[]): void {
+    const c = libc();
+    const messages = elementMessages(table, changes);
+    if (messages.length === 0) return;
+    const batch = (type: number): Buffer => {
+      const body = Buffer.from([0, 0, 0, 0]); // AF_UNSPEC, NFNETLINK_V0, res_id: the subsystem
+      body.writeUInt16BE(NFNL_SUBSYS_NFTABLES, 2);
+      return netlinkRequest(type, 0, ++this.seq, body);
+    };
+    const sent = new Map<number, string>();
+    const parts = [batch(NFNL_MSG_BATCH_BEGIN)];
+    for (const m of messages) {
+      const seq = ++this.seq;
+      sent.set(seq, m.set);
+      parts.push(netlinkRequest(m.type, m.flags | NLM_F_ACK, seq, m.body));
+    }
+    parts.push(batch(NFNL_MSG_BATCH_END));
+    const all = Buffer.concat(parts);
+    check(c.send(this.fd, all, all.length, 0), 'netlink send (set elements)');
+    const errors: string[] = [];
+    let firstErrno: number | undefined;
+    while (sent.size > 0) {
+      const n = c.recv(this.fd, this.buffer, this.buffer.length, 0);
+      if (n < 0) {
+        const errno = lastErrno();
+        if (errno === EINTR) continue;
+        throw new NftablesWriteError(`set elements: no answer from nf_tables (${c.strerror(errno)})`, errno);
+      }
+      for (const [seq, errno] of parseAcks(this.buffer, n)) {
+        const set = sent.get(seq);
+        if (set === undefined) continue;
+        sent.delete(seq);
+        if (errno !== 0) {
+          firstErrno ??= errno;
+          errors.push(`${set}: ${c.strerror(errno)}`);
+        }
+      }
+    }
+    if (errors.length > 0)
+      throw new NftablesWriteError(`nf_tables refused the set elements (${errors.join('; ')})`, firstErrno);
   }
 
   close(): void {

@@ -5,7 +5,8 @@
  */
 import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Prefilter, Rule, RuleSet } from '../../ir/types.js';
-import { serviceObjects } from './services.js';
+import { serviceObjects, type ServiceObjects } from './services.js';
+import { externalAddressOf } from '../netfilter/service-view.js';
 import {
   dispatchMap,
   ESTABLISHED_RULE_ID,
@@ -309,6 +310,22 @@ function filterChains(flowLogs: boolean): NftChain[] {
 }
 
 /**
+ * The service objects of each IR service list, per node and external address: an incremental IR
+ * hands unchanged services as the same array, and 10k services render to ~12k chains that a label
+ * change would otherwise render and compare again (hundreds of ms). Shared, never changed.
+ */
+const renderedServices = new WeakMap<IR['services'], Map<string, ServiceObjects>>();
+
+function servicesOf(ir: IR, node: string): ServiceObjects {
+  const key = `${node}\0${externalAddressOf(ir, node) ?? ''}`;
+  let byNode = renderedServices.get(ir.services);
+  if (!byNode) renderedServices.set(ir.services, (byNode = new Map()));
+  let objects = byNode.get(key);
+  if (!objects) byNode.set(key, (objects = serviceObjects(ir, node)));
+  return objects;
+}
+
+/**
  * Builds the node's ruleset from `ir` (whole or already sliced with irForNode). Endpoints of other
  * nodes contribute only set members; nothing outside pod veths and the fabric prefilter is touched.
  */
@@ -341,7 +358,7 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
 
   if (prefilters.length > 0) chains.push(prefilterChain(prefilters, sets));
   chains.push(...filterChains(flowLogs));
-  const services = serviceObjects(ir, node);
+  const services = servicesOf(ir, node);
   const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
   const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];
   return {
