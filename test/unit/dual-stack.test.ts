@@ -4,6 +4,9 @@
  * service table per family whose address and backends are all of that family, EndpointSlices per
  * addressType, and families that do not mix in ipBlocks.
  */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { allocate, buildIR, evaluate } from '../../src/calc/index.js';
 import { validateManifestTexts, type ManifestIssue } from '../../src/model/index.js';
@@ -273,4 +276,48 @@ describe('policy peers in either family', () => {
       message: /fd00:5957::\/64 must be a strict subset of cidr 198\.18\.0\.0\/16/,
     });
   });
+});
+
+describe('reach and explain take --family', () => {
+  const root = join(import.meta.dirname, '..', '..');
+  const built = existsSync(join(root, 'dist', 'cli', 'main.js')) || process.env.CI === 'true';
+  const run = (...args: string[]): { code: number; stdout: string } => {
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'switchyard'), ...args], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    return { code: r.status ?? -1, stdout: r.stdout };
+  };
+
+  it.runIf(built)(
+    'reach --family 6 --json: the same matrix shape plus family; explain names the IPv6 addresses',
+    () => {
+      const v4 = JSON.parse(run('reach', 'examples/xyz', '--json').stdout) as Record<string, unknown>;
+      const v6 = JSON.parse(run('reach', 'examples/xyz', '--json', '--family', '6').stdout) as Record<
+        string,
+        unknown
+      >;
+      expect(v6.family).toBe(6);
+      expect({ ...v6, family: undefined }).toEqual({ ...v4, family: undefined });
+      const x = JSON.parse(
+        run(
+          'explain',
+          'examples/xyz',
+          '--from',
+          'y/a',
+          '--to',
+          'x/a',
+          '--port',
+          '80',
+          '--family',
+          '6',
+          '--json',
+        ).stdout,
+      ) as { family: number; verdict?: unknown; from: { address: string }; to: { address: string } };
+      expect(x.family).toBe(6);
+      expect(x.from.address).toMatch(/^fd00:5957::/);
+      expect(x.to.address).toMatch(/^fd00:5957::/);
+      expect(run('reach', 'examples/xyz', '--family', '5').code).toBe(2);
+    },
+  );
 });
