@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { allocate, buildIR, evaluate } from '../../src/calc/index.js';
+import { resolveTarget } from '../../src/lab/probe-service.js';
 import { validateManifestTexts, type ManifestIssue } from '../../src/model/index.js';
 import {
   expectIssue,
@@ -320,4 +321,23 @@ describe('reach and explain take --family', () => {
       expect(run('reach', 'examples/xyz', '--family', '5').code).toBe(2);
     },
   );
+});
+
+describe('lab probe --family 6 resolves the IPv6 table', () => {
+  it("svc/NS/NAME:PORT is the service's IPv6 cluster IP; a single-stack service says it has none", () => {
+    const { ir, alloc } = dualIR([
+      ...pods,
+      web({ ipFamilyPolicy: 'PreferDualStack' }),
+      service('x', 'v4', { selector: { app: 'web' }, ports: [{ port: 80 }] }),
+    ]);
+    expect(resolveTarget(ir, 'svc/x/web:80', 'TCP', 6)).toEqual({
+      address: alloc.serviceAddressesV6?.['x/web'],
+      port: 80,
+    });
+    expect(resolveTarget(ir, 'svc/x/web:80', 'TCP')).toEqual({
+      address: alloc.serviceAddresses['x/web'],
+      port: 80,
+    });
+    expect(() => resolveTarget(ir, 'svc/x/v4:80', 'TCP', 6)).toThrow(/service x\/v4 has no IPv6 cluster IP/);
+  });
 });
