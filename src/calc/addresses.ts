@@ -12,6 +12,13 @@ function cidr(s: string): Cidr {
 
 export const PROJECT_RANGE = cidr('198.18.0.0/15');
 export const PROJECT_RANGE_V6 = cidr('fd00:5957::/32');
+/**
+ * The IPv6 plan, all inside fd00:5957::/48: pods fd00:5957::/64 (a pod's second address beside
+ * its IPv4 one), service VIPs fd00:5957:0:1::/112, nodes' fabric addresses fd00:5957:0:ff::/64.
+ */
+export const POD_RANGE_V6 = cidr('fd00:5957::/64');
+export const SERVICE_RANGE_V6 = cidr('fd00:5957:0:1::/112');
+export const INFRA_RANGE_V6 = cidr('fd00:5957:0:ff::/64');
 export const POD_RANGE = cidr('198.18.0.0/16');
 /** Node fabric addresses and lab-external test hosts; never given to pods. */
 export const INFRA_RANGE = cidr('198.18.255.0/24');
@@ -30,6 +37,7 @@ const FIRST_OFFSET = 2n;
 
 export function isPodAddress(ip: string): boolean {
   const a = parseAddress(ip);
+  if (a?.family === 6) return cidrContains(POD_RANGE_V6, a);
   return !!a && cidrContains(POD_RANGE, a) && !cidrContains(INFRA_RANGE, a);
 }
 
@@ -44,7 +52,7 @@ export function allocateAddresses(
   reserved?: Cidr,
 ): string[] {
   const out: string[] = [];
-  const size = 1n << BigInt(32 - range.prefix);
+  const size = 1n << BigInt((range.family === 4 ? 32 : 128) - range.prefix);
   for (let off = FIRST_OFFSET; off < size - 1n && out.length < count; off++) {
     const a: Address = { family: range.family, value: range.base + off };
     if (reserved && cidrContains(reserved, a)) continue;
@@ -66,6 +74,12 @@ const MAX_NODES = 200;
 export function nodeFabricAddress(index: number): string {
   if (index > MAX_NODES) throw new Error(`at most ${MAX_NODES} nodes fit the infrastructure range`);
   return formatAddress({ family: 4, value: INFRA_RANGE.base + BigInt(index + 1) });
+}
+
+/** IPv6 fabric address of the i-th node (0-based, in sorted node order): fd00:5957:0:ff::(i+1). */
+export function nodeFabricAddressV6(index: number): string {
+  if (index > MAX_NODES) throw new Error(`at most ${MAX_NODES} nodes fit the infrastructure range`);
+  return formatAddress({ family: 6, value: INFRA_RANGE_V6.base + BigInt(index + 1) });
 }
 
 /** External address of the i-th node (0-based, in sorted node order), beside its fabric address. */

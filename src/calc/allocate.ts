@@ -8,7 +8,17 @@
  * allocations back in.
  */
 import { ManifestError, type ManifestIssue } from '../model/errors.js';
-import { podKey, type Model, type Pod, type Service, type ServicePort } from '../model/types.js';
+import {
+  addressFamily,
+  podKey,
+  serviceFamilies,
+  statedClusterIP,
+  type IpFamily,
+  type Model,
+  type Pod,
+  type Service,
+  type ServicePort,
+} from '../model/types.js';
 import {
   allocateAddresses,
   inAddressRange,
@@ -16,7 +26,9 @@ import {
   LOAD_BALANCER_POOL,
   NODE_PORT_RANGE,
   POD_RANGE,
+  POD_RANGE_V6,
   SERVICE_RANGE,
+  SERVICE_RANGE_V6,
 } from './addresses.js';
 import { nodeNames, placePods } from './placement.js';
 import { formatCidr, type Cidr } from '../util/ip.js';
@@ -30,8 +42,18 @@ export interface Allocations {
   podNodes: Record<string, string>;
   /** Pod → its primary address (IPv4 first): the one it was given (status.podIP) or allocated. Every pod. */
   podAddresses: Record<string, string>;
-  /** Service (`namespace/name`) → virtual address: its spec.clusterIP or allocated. Every service. */
+  /**
+   * Pod → its IPv6 address, allocated from fd00:5957::/64 for pods without a stated one, when
+   * allocate() runs with `dualStackPods` (the lab). Absent in allocations from before IPv6.
+   */
+  podAddressesV6?: Record<string, string>;
+  /**
+   * Service (`namespace/name`) → IPv4 virtual address: its stated one or allocated. Every service
+   * with the IPv4 family (all of them unless ipFamilies says otherwise).
+   */
   serviceAddresses: Record<string, string>;
+  /** Service → IPv6 virtual address (stated or from fd00:5957:0:1::/112): every service with the IPv6 family. */
+  serviceAddressesV6?: Record<string, string>;
   /**
    * Service port (`namespace/name:port/protocol`, the port table's id) → node port: its
    * spec.ports[].nodePort or allocated. Every port of every NodePort and LoadBalancer service.
@@ -50,6 +72,8 @@ export interface AllocateOptions {
    * `spec.nodeName` always exist; generated ones are `node-1`, `node-2`, ….
    */
   nodeCount?: number;
+  /** Give every pod an IPv6 address beside its IPv4 one (the lab does). */
+  dualStackPods?: boolean;
 }
 
 /**
@@ -67,15 +91,33 @@ export function allocate(
     nodes,
     podNodes: sortedRecord(placement),
     podAddresses: allocatePodAddresses(model.pods, previous.podAddresses),
-    serviceAddresses: allocateServiceAddresses(model.services, previous.serviceAddresses),
+    ...(opts.dualStackPods
+      ? { podAddressesV6: allocatePodAddressesV6(model.pods, previous.podAddressesV6) }
+      : {}),
+    serviceAddresses: allocateServiceAddresses(model.services, 'IPv4', previous.serviceAddresses),
+    ...(model.services.some((s) => serviceFamilies(s).includes('IPv6'))
+      ? { serviceAddressesV6: allocateServiceAddresses(model.services, 'IPv6', previous.serviceAddressesV6) }
+      : {}),
     nodePorts: allocateNodePorts(model.services, previous.nodePorts),
     loadBalancerAddresses: allocateLoadBalancerAddresses(model.services, previous.loadBalancerAddresses),
   };
 }
 
-/** The id of a service port's table (`namespace/name:port/protocol`), the key of its node port. */
+/**
+ * The id of a service port's IPv4 table (`namespace/name:port/protocol`), also the key of its
+ * node port (shared by both families). The IPv6 table's id is this plus `/IPv6`.
+ */
 export function servicePortId(s: Pick<Service, 'namespace' | 'name'>, p: ServicePort): string {
   return `${s.namespace}/${s.name}:${p.port}/${p.protocol}`;
+}
+
+/** The id of a service port's table of `family` (see servicePortId). */
+export function serviceTableId(
+  s: Pick<Service, 'namespace' | 'name'>,
+  p: ServicePort,
+  family: IpFamily,
+): string {
+  return family === 'IPv4' ? servicePortId(s, p) : `${servicePortId(s, p)}/IPv6`;
 }
 
 function serviceKey(s: Pick<Service, 'namespace' | 'name'>): string {
@@ -228,13 +270,29 @@ function allocatePodAddresses(
   return assignAddresses(wanted, used, previous, POD_RANGE, INFRA_RANGE);
 }
 
-function allocateServiceAddresses(
-  services: readonly Service[],
+/** The IPv6 address of every pod: its stated one, else its previous one, else a free one. */
+function allocatePodAddressesV6(
+  pods: readonly Pod[],
   previous: Readonly<Record<string, string>> = {},
 ): Record<string, string> {
-  const wanted = services.map((s) => ({ key: `${s.namespace}/${s.name}`, stated: s.clusterIP }));
-  const used = new Set(services.flatMap((s) => (s.clusterIP ? [s.clusterIP] : [])));
-  return assignAddresses(wanted, used, previous, SERVICE_RANGE);
+  const wanted = pods.map((p) => ({
+    key: podKey(p),
+    stated: p.ips.find((a) => addressFamily(a) === 'IPv6'),
+  }));
+  const used = new Set(pods.flatMap((p) => p.ips));
+  return assignAddresses(wanted, used, previous, POD_RANGE_V6);
+}
+
+/** The `family` virtual address of every service that has that family. */
+function allocateServiceAddresses(
+  services: readonly Service[],
+  family: IpFamily,
+  previous: Readonly<Record<string, string>> = {},
+): Record<string, string> {
+  const having = services.filter((s) => serviceFamilies(s).includes(family));
+  const wanted = having.map((s) => ({ key: `${s.namespace}/${s.name}`, stated: statedClusterIP(s, family) }));
+  const used = new Set(having.flatMap((s) => statedClusterIP(s, family) ?? []));
+  return assignAddresses(wanted, used, previous, family === 'IPv4' ? SERVICE_RANGE : SERVICE_RANGE_V6);
 }
 
 /**

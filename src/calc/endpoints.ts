@@ -9,6 +9,12 @@ export function hostInterfaceName(endpointId: string): string {
   return 'sy' + createHash('sha256').update(endpointId).digest('hex').slice(0, 11);
 }
 
+/** A pod's addresses, IPv4 first, with its allocated IPv6 one when it states none of that family. */
+function withV6(addresses: readonly string[], v6: string | undefined): string[] {
+  const all = v6 !== undefined && !addresses.some((a) => a.includes(':')) ? [...addresses, v6] : addresses;
+  return ipv4First(all);
+}
+
 export function buildEndpoints(model: Model, allocations: Allocations): Endpoint[] {
   const nsLabels = new Map(model.namespaces.map((n) => [n.name, n.labels]));
   const nodes = new Set(allocations.nodes);
@@ -26,7 +32,10 @@ export function buildEndpoints(model: Model, allocations: Allocations): Endpoint
       namespace: pod.namespace,
       name: pod.name,
       node,
-      addresses: ipv4First(pod.ips.length > 0 ? pod.ips : [allocated as string]),
+      addresses: withV6(
+        pod.ips.length > 0 ? pod.ips : [allocated as string],
+        allocations.podAddressesV6?.[id],
+      ),
       labels: { ...pod.labels },
       namespaceLabels: { ...(nsLabels.get(pod.namespace) ?? {}) },
       ports: pod.ports.map((p) => ({

@@ -1,4 +1,5 @@
 /** Why a connection is allowed or denied, in words and as data (`switchyard explain`). */
+import { familyAddress } from './reach.js';
 import type { IR, PolicyRef, Protocol, Rule } from '../ir/types.js';
 import { policyLabel } from '../ir/types.js';
 import type { Model } from '../model/types.js';
@@ -79,7 +80,8 @@ function explainSide(model: Model, s: SideVerdict): SideExplanation {
 }
 
 /** Resolves `ns/pod` or an address to an address; throws with a helpful message otherwise. */
-export function resolveEndpointOrAddress(ir: IR, given: string): string {
+/** An address as given, or the pod's address (of `family` when asked: its IPv4 one by default). */
+export function resolveEndpointOrAddress(ir: IR, given: string, family?: 4 | 6): string {
   if (parseAddress(given)) return given;
   const ep = ir.endpoints.find((e) => e.id === given);
   if (!ep) {
@@ -87,8 +89,8 @@ export function resolveEndpointOrAddress(ir: IR, given: string): string {
       `'${given}' is neither an address nor a pod (pods: ${ir.endpoints.map((e) => e.id).join(', ') || 'none'})`,
     );
   }
-  const addr = ep.addresses[0];
-  if (!addr) throw new Error(`pod ${given} has no address`);
+  const addr = family === undefined ? ep.addresses[0] : familyAddress(ep, family);
+  if (!addr) throw new Error(`pod ${given} has no ${family === 6 ? 'IPv6 ' : ''}address`);
   return addr;
 }
 
@@ -104,6 +106,8 @@ export interface ExplainQuery {
   port?: number;
   /** A lab's outside clients (name → address) for `outside:NAME`; default: the lab default `client`. */
   outside?: Readonly<Record<string, string>>;
+  /** Pods given by name stand for their IPv4 (default) or IPv6 address. */
+  family?: 4 | 6;
 }
 
 /** True when `to` carries its own port (`svc/NS/NAME:PORT`, `A.B.C.D:PORT`, `nodeport/…`, `lb/…`), so none is needed besides. */
@@ -122,7 +126,7 @@ export function explain(model: Model, ir: IR, query: ExplainQuery): Explanation 
   if (entry) {
     if (query.port !== undefined && query.port !== entry.port)
       throw new Error(`'${query.to}' names port ${entry.port} but the port asked is ${query.port}: give one`);
-    const from = client ?? resolveEndpointOrAddress(ir, query.from);
+    const from = client ?? resolveEndpointOrAddress(ir, query.from, query.family);
     if (ir.endpoints.some((e) => e.addresses.includes(from)))
       throw new Error(
         `${query.to} is for traffic from outside the cluster: from a pod, explain the service's cluster IP (svc/NS/NAME:PORT)`,
@@ -157,7 +161,7 @@ function explainService(
 ): Explanation {
   const name = `${target.service.namespace}/${target.service.name}`;
   const spec = target.service.ports.find((p) => p.port === q.port && p.protocol === q.protocol);
-  const src = resolveEndpointOrAddress(ir, q.from);
+  const src = resolveEndpointOrAddress(ir, q.from, q.family);
   const srcEndpoint = ir.endpoints.find((e) => e.addresses.includes(src));
   const local = target.table?.internalTrafficPolicy === 'Local';
   const eligible = target.table ? internalBackends(target.table, srcEndpoint?.node) : [];
@@ -242,8 +246,8 @@ function serviceVerdict(s: ServiceExplanation, allowed: number): string {
 }
 
 function explainPair(model: Model, ir: IR, q: ExplainQuery, given = q.to): Explanation {
-  const src = resolveEndpointOrAddress(ir, q.from);
-  const dst = resolveEndpointOrAddress(ir, q.to);
+  const src = resolveEndpointOrAddress(ir, q.from, q.family);
+  const dst = resolveEndpointOrAddress(ir, q.to, q.family);
   // An agent's IR holds only its node's rule sets: those of the pods asked about come from the model.
   const involved = ir.endpoints.filter((e) => e.addresses.includes(src) || e.addresses.includes(dst));
   const oracle = new Oracle(

@@ -8,7 +8,7 @@ export {
 } from './allocate.js';
 export { buildIR, withRuleSetsOf } from './build.js';
 export { evaluate, Oracle, type SideVerdict, type Verdict, type SideReason } from './evaluate.js';
-export { reachMatrix } from './reach.js';
+export { familyAddress, reachMatrix } from './reach.js';
 export { compareReach, type ReachComparison, type ReachMismatch } from './reach-compare.js';
 export { selectorMatches, selectorText } from './selectors.js';
 export * from './addresses.js';

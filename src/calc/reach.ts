@@ -9,15 +9,24 @@ import { servesPort } from './serving.js';
  * `allowed`. Policy comes first because a dropped SYN never reaches the listener, so a lab
  * measures a denied, unserved pair as denied (a timeout), not as refused.
  */
-export function reachMatrix(ir: IR, port: number, protocol: Protocol): ReachMatrix {
+/**
+ * The predicted pod×pod matrix, between the pods' IPv4 addresses (`family` 4, the default) or
+ * IPv6 ones (6). A pod without an address of the family reaches nothing and is reached by nothing.
+ */
+/** The endpoint's address of `family`, if it has one. */
+export function familyAddress(e: { addresses: readonly string[] }, family: 4 | 6): string | undefined {
+  return e.addresses.find((a) => a.includes(':') === (family === 6));
+}
+
+export function reachMatrix(ir: IR, port: number, protocol: Protocol, family?: 4 | 6): ReachMatrix {
   const oracle = new Oracle(ir);
   const results: ReachMatrix['results'] = {};
   const outcomes: ReachMatrix['outcomes'] = {};
   for (const src of ir.endpoints) {
     const row: Record<string, ReachOutcome> = {};
     for (const dst of ir.endpoints) {
-      const srcAddr = src.addresses[0];
-      const dstAddr = dst.addresses[0];
+      const srcAddr = family === undefined ? src.addresses[0] : familyAddress(src, family);
+      const dstAddr = family === undefined ? dst.addresses[0] : familyAddress(dst, family);
       const allowed =
         srcAddr !== undefined &&
         dstAddr !== undefined &&

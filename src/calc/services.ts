@@ -4,12 +4,21 @@
  * traffic policies and the node of each backend.
  */
 import type { Endpoint, ServiceBackend, ServicePortTable } from '../ir/types.js';
-import type { EndpointSlice, Model, Service, ServicePort } from '../model/types.js';
-import { MissingAllocationError, servicePortId, type Allocations } from './allocate.js';
+import {
+  addressFamily,
+  serviceFamilies,
+  statedClusterIP,
+  type EndpointSlice,
+  type IpFamily,
+  type Model,
+  type Service,
+  type ServicePort,
+} from '../model/types.js';
+import { MissingAllocationError, servicePortId, serviceTableId, type Allocations } from './allocate.js';
 
 /** What buildServices reads of the allocations. */
 export type ServiceAllocations = Pick<Allocations, 'serviceAddresses'> &
-  Partial<Pick<Allocations, 'nodePorts' | 'loadBalancerAddresses'>>;
+  Partial<Pick<Allocations, 'nodePorts' | 'loadBalancerAddresses' | 'serviceAddressesV6'>>;
 
 /**
  * Backends of a Service without a selector: the ready endpoints of its EndpointSlices whose port
@@ -19,6 +28,7 @@ export type ServiceAllocations = Pick<Allocations, 'serviceAddresses'> &
 function sliceBackends(
   slices: readonly EndpointSlice[],
   port: ServicePort,
+  family: IpFamily,
   byAddress: ReadonlyMap<string, Endpoint>,
   isReady: (podId: string) => boolean,
 ): ServiceBackend[] {
@@ -29,7 +39,7 @@ function sliceBackends(
       .filter((e) => e.ready)
       .flatMap((e) =>
         e.addresses
-          .filter((a) => !a.includes(':'))
+          .filter((a) => addressFamily(a) === family)
           .flatMap((address): ServiceBackend[] => {
             const pod = byAddress.get(address);
             if (pod && !isReady(pod.id)) return [];
@@ -51,6 +61,7 @@ function sliceBackends(
 function externalFields(
   s: Service,
   p: ServicePort,
+  family: IpFamily,
   allocations: ServiceAllocations,
 ): Pick<
   ServicePortTable,
@@ -71,7 +82,9 @@ function externalFields(
     const ips = s.loadBalancerIngress ?? allocations.loadBalancerAddresses?.[`${s.namespace}/${s.name}`];
     if (!ips?.length)
       throw new MissingAllocationError(`service ${s.namespace}/${s.name} has no load-balancer address`);
-    out.loadBalancerIPs = [...ips];
+    // The pool is IPv4: an IPv6 table carries only IPv6 ingress addresses the manifest states.
+    const own = ips.filter((a) => addressFamily(a) === family);
+    if (own.length > 0) out.loadBalancerIPs = own;
   }
   return out;
 }
@@ -112,7 +125,10 @@ export class ServiceLookup {
   }
 }
 
-/** The port tables of one service. */
+/**
+ * The port tables of one service: per family it has (IPv4 first), one table per port, whose
+ * address and backends are all of that family (see ServicePortTable.family).
+ */
 export function serviceTables(
   s: Service,
   model: Model,
@@ -121,9 +137,23 @@ export function serviceTables(
   isReady: (podId: string) => boolean,
   lookup: ServiceLookup = new ServiceLookup(model, endpoints),
 ): ServicePortTable[] {
+  const families = [...serviceFamilies(s)].sort();
+  return families.flatMap((f) => familyTables(s, f, allocations, isReady, lookup));
+}
+
+function familyTables(
+  s: Service,
+  family: IpFamily,
+  allocations: ServiceAllocations,
+  isReady: (podId: string) => boolean,
+  lookup: ServiceLookup,
+): ServicePortTable[] {
   const key = `${s.namespace}/${s.name}`;
-  const address = s.clusterIP ?? allocations.serviceAddresses[key];
-  if (address === undefined) throw new MissingAllocationError(`service ${key} has no cluster IP`);
+  const address =
+    statedClusterIP(s, family) ??
+    (family === 'IPv4' ? allocations.serviceAddresses : allocations.serviceAddressesV6)?.[key];
+  if (address === undefined)
+    throw new MissingAllocationError(`service ${key} has no ${family === 'IPv4' ? '' : 'IPv6 '}cluster IP`);
   const selected = s.selector
     ? lookup
         .inNamespace(s.namespace)
@@ -133,7 +163,8 @@ export function serviceTables(
     : [];
   const slices = s.selector ? [] : lookup.slicesOf(key);
   return s.ports.map((p) => ({
-    id: servicePortId(s, p),
+    id: serviceTableId(s, p, family),
+    ...(family === 'IPv6' ? { family: 6 as const } : {}),
     service: key,
     ...(p.name ? { portName: p.name } : {}),
     address,
@@ -145,18 +176,18 @@ export function serviceTables(
           typeof p.targetPort === 'number'
             ? p.targetPort
             : ep.ports.find((cp) => cp.name === p.targetPort && cp.protocol === p.protocol)?.port;
-        const address = ep.addresses.find((a) => !a.includes(':'));
+        const address = ep.addresses.find((a) => addressFamily(a) === family);
         return target === undefined || address === undefined
           ? []
           : [{ endpoint: ep.id, address, port: target, node: ep.node }];
       }),
-      ...sliceBackends(slices, p, lookup.byAddress, isReady),
+      ...sliceBackends(slices, p, family, lookup.byAddress, isReady),
     ],
     affinity:
       s.sessionAffinity === 'ClientIP'
         ? { mode: 'ClientIP' as const, timeoutSeconds: s.affinityTimeoutSeconds }
         : { mode: 'None' as const },
-    ...externalFields(s, p, allocations),
+    ...externalFields(s, p, family, allocations),
   }));
 }
 

@@ -12,7 +12,8 @@ import {
 } from '../calc/index.js';
 import type { Protocol } from '../ir/types.js';
 import { CliError, printJson } from './output.js';
-import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { allocateOptions, loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
+import { parseFamily } from './options.js';
 import { errorMessage } from '../util/errors.js';
 
 function sideLines(s: SideExplanation): string[] {
@@ -125,6 +126,11 @@ export function register(program: Command): void {
     .option('--port <port>', 'destination port (a service port for a service)', parsePort)
     .option('--protocol <protocol>', 'TCP, UDP, SCTP or ICMP', 'TCP')
     .option('--nodes <n>', 'nodes to spread unplaced pods over (matters for prefilters)', parseNodeCount)
+    .option(
+      '--family <4|6>',
+      'pods stand for their IPv4 (default) or IPv6 address (pods get one as in the lab)',
+      parseFamily,
+    )
     .option('--lab <name>', 'also show the kernel drops this running lab saw between the two (drop reasons)')
     .option('--json', 'machine-readable explanation')
     .action(
@@ -138,6 +144,7 @@ export function register(program: Command): void {
           nodes?: number;
           lab?: string;
           json?: boolean;
+          family?: 4 | 6;
         },
       ) => {
         const protocol = opts.protocol.toUpperCase();
@@ -149,7 +156,7 @@ export function register(program: Command): void {
             2,
           );
         const model = loadModelOrFail(paths);
-        const ir = buildIR(model, allocate(model, {}, opts.nodes ? { nodeCount: opts.nodes } : {}));
+        const ir = buildIR(model, allocate(model, {}, allocateOptions(opts)));
         let result;
         try {
           result = explain(model, ir, {
@@ -157,6 +164,7 @@ export function register(program: Command): void {
             to: opts.to,
             protocol: protocol as Protocol,
             ...(opts.port !== undefined ? { port: opts.port } : {}),
+            ...(opts.family !== undefined ? { family: opts.family } : {}),
           });
         } catch (e) {
           throw new CliError(errorMessage(e), 2, { cause: e });
@@ -165,7 +173,8 @@ export function register(program: Command): void {
         const kernelDrops = opts.lab
           ? await (await import('../lab/index.js')).labDropHints(opts.lab, opts.from, opts.to)
           : [];
-        if (opts.json) return printJson(opts.lab ? { ...result, kernelDrops } : result);
+        const json = { ...result, ...(opts.family !== undefined ? { family: opts.family } : {}) };
+        if (opts.json) return printJson(opts.lab ? { ...json, kernelDrops } : json);
         let text = explanationText(result);
         if (opts.lab) {
           const { hintLine } = await import('../lab/index.js');

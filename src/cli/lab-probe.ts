@@ -3,7 +3,7 @@
  * how many each backend answered, with failures and latency percentiles.
  */
 import { Option, type Command } from 'commander';
-import { integerIn, parseTimeoutMs } from './options.js';
+import { integerIn, parseFamily, parseTimeoutMs } from './options.js';
 import { addLabOptions, chooseLab, type LabFlags } from './lab-choice.js';
 import { formatTable, printJson } from './output.js';
 
@@ -20,6 +20,7 @@ interface ProbeCliOptions extends LabFlags {
   concurrency?: number;
   timeout?: number;
   json?: boolean;
+  family?: 4 | 6;
 }
 
 export function registerLabProbe(lab: Command): void {
@@ -50,6 +51,11 @@ export function registerLabProbe(lab: Command): void {
     .option('--concurrency <n>', 'probes in flight at once (default 200)', parseConcurrency)
     .option('--timeout <ms>', 'per-probe timeout (default 1000)', parseTimeoutMs)
     .option(
+      '--family <4|6>',
+      "6: the service's IPv6 cluster IP from the pod's IPv6 address (answered only where a backend translates IPv6 services)",
+      parseFamily,
+    )
+    .option(
       '--json',
       'machine-readable: {from, fromAddress, to, address, port, protocol, count, answered, peers, failures, latencyMs}',
     )
@@ -64,6 +70,7 @@ export function registerLabProbe(lab: Command): void {
         count: opts.count,
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
         ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+        ...(opts.family ? { family: opts.family } : {}),
       });
       if (opts.json) return printJson(r);
       process.stdout.write(

@@ -5,7 +5,7 @@ import { registerLabConntrack } from './lab-conntrack.js';
 import { registerLabCounters } from './lab-counters.js';
 import { registerLabProbe } from './lab-probe.js';
 import { loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
-import { parseTimeoutMs, policyModeOption } from './options.js';
+import { parseFamily, parseTimeoutMs, policyModeOption } from './options.js';
 import { CliError, formatTable, printJson } from './output.js';
 import { formatReachView } from './reach-format.js';
 import { compareReach } from '../calc/index.js';
@@ -271,6 +271,7 @@ interface ReachCliOptions extends LabFlags {
   timeout?: number;
   full?: boolean;
   json?: boolean;
+  family: 4 | 6;
 }
 
 async function reachAction(opts: ReachCliOptions): Promise<void> {
@@ -281,6 +282,7 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
   ).measureReach(name, {
     port: opts.port,
     protocol: opts.protocol,
+    family: opts.family,
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
     ...(progress ? { progress } : {}),
@@ -290,13 +292,14 @@ async function reachAction(opts: ReachCliOptions): Promise<void> {
   if (opts.json)
     return printJson({
       ...r.matrix,
+      family: opts.family,
       summary: { ...counts, mismatches: mismatches.length, durationMs: r.durationMs },
       mismatches,
       // The kernel's reasons for pairs policy allows that failed, when the agents saw any.
       ...(r.kernelDrops.length ? { kernelDrops: r.kernelDrops } : {}),
     });
   process.stdout.write(
-    `${opts.protocol}/${opts.port} measured in lab ${name}, compared with the prediction\n`,
+    `${opts.protocol}/${opts.port}${opts.family === 6 ? ' over IPv6' : ''} measured in lab ${name}, compared with the prediction\n`,
   );
   process.stdout.write(
     formatReachView({
@@ -321,6 +324,7 @@ function registerLabReach(cmd: Command): void {
     )
     .option('--port <port>', 'destination port', parsePort, 80)
     .option('--protocol <protocol>', 'TCP or UDP', parseLabProtocol, 'TCP' as const)
+    .option('--family <4|6>', "between the pods' IPv4 (default) or IPv6 addresses", parseFamily, 4 as const)
     .option('--from <pod>', 'source pod namespace/name (repeatable or comma-separated; default all)', collect)
     .option('--timeout <ms>', 'per-connection timeout', parseTimeoutMs)
     .option('--full', 'the pod×pod grid even above 20 pods (default: a summary per namespace)')

@@ -1,3 +1,4 @@
+import type { AllocateOptions } from '../calc/index.js';
 import { formatIssue, validateManifests, type Model } from '../model/index.js';
 import { CliError } from './output.js';
 import { errorMessage } from '../util/errors.js';
@@ -37,4 +38,15 @@ export function parseProtocol(v: string): 'TCP' | 'UDP' | 'SCTP' {
   if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP')
     throw new CliError(`--protocol must be TCP, UDP or SCTP, not '${v}'`, 2);
   return p;
+}
+
+/**
+ * allocate()'s options for a command's `--nodes` and `--family`: asking about IPv6 gives every pod
+ * an IPv6 address as the lab does (without --family, pods keep only what they state, as before).
+ */
+export function allocateOptions(opts: { nodes?: number; family?: 4 | 6 }): AllocateOptions {
+  return {
+    ...(opts.nodes ? { nodeCount: opts.nodes } : {}),
+    ...(opts.family === 6 ? { dualStackPods: true } : {}),
+  };
 }

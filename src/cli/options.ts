@@ -26,3 +26,10 @@ export function policyModeOption(fallsBackTo: string): Option {
     `decide each endpoint by a decision table or by walking its rules (default: ${fallsBackTo})`,
   ).choices(POLICY_MODES);
 }
+
+/** `--family 4|6`: which of the pods' addresses a probe or question is about (IPv4 by default). */
+export function parseFamily(v: string): 4 | 6 {
+  if (v === '4' || v === 'ipv4' || v === 'IPv4') return 4;
+  if (v === '6' || v === 'ipv6' || v === 'IPv6') return 6;
+  throw new CliError(`--family must be 4 or 6, not '${v}'`, 2);
+}

@@ -35,7 +35,7 @@ export interface Endpoint {
   namespace: string;
   name: string;
   node: string;
-  /** IPv4 first where the pod has one. */
+  /** At most one per family, IPv4 first where the pod has one (lab pods have both). */
   addresses: string[];
   labels: Record<string, string>;
   namespaceLabels: Record<string, string>;
@@ -120,9 +120,20 @@ export interface ServiceBackend {
   node?: string;
 }
 
+/**
+ * One port of one service in one address family. A dual-stack Service gives two tables per port:
+ * - IPv4: id `namespace/name:port/protocol`, no `family` field (as before IPv6 existed);
+ * - IPv6: id `namespace/name:port/protocol/IPv6`, `family: 6`.
+ * Everything address-shaped in a table is of its family: `address`, every `backends[].address`
+ * and `loadBalancerIPs`. Both tables of a port share its `nodePort` (as Kubernetes allocates one
+ * per port); the nodes' external addresses are IPv4, so only the IPv4 table is reached at them.
+ * A backend that does not handle IPv6 tables skips them and says so (never installs them as IPv4).
+ */
 export interface ServicePortTable {
-  /** `namespace/name:port/protocol` */
+  /** `namespace/name:port/protocol`, plus `/IPv6` for the IPv6 table. */
   id: string;
+  /** 6 for an IPv6 table; absent for IPv4. */
+  family?: 6;
   service: string;
   portName?: string;
   address: string;

@@ -78,7 +78,8 @@ function missingNetns(t: Topology): string[] {
 /** Allocations for `model`, keeping what the lab's last run allocated. */
 function allocateOrFail(model: Model, nodeCount: number, prev: LabState | undefined): Allocations {
   try {
-    return allocate(model, prev?.allocations ?? {}, { nodeCount });
+    // Lab pods are dual-stack: every pod gets an IPv6 address beside its IPv4 one.
+    return allocate(model, prev?.allocations ?? {}, { nodeCount, dualStackPods: true });
   } catch (e) {
     throw new LabError(errorMessage(e), { cause: e });
   }

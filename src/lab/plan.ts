@@ -23,6 +23,16 @@ export interface NamespaceBatch {
 export interface PodSide {
   netns: string;
   address: string;
+  /** The pod's IPv6 address, with its default route via the host end's fe80::1. */
+  addressV6?: string;
+}
+
+/** The host end of every pod veth owns this link-local address: the pods' IPv6 next hop. */
+export const POD_GATEWAY_V6 = 'fe80::1';
+
+/** A host route's destination: a /32 or a /128. */
+function hostPrefix(address: string): string {
+  return `${address}/${address.includes(':') ? 128 : 32}`;
 }
 
 export interface NamespaceSysctls {
@@ -69,6 +79,7 @@ function needsRecreate(prev: LabPod, next: LabPod, removedNodes: ReadonlySet<str
   return (
     prev.node !== next.node ||
     prev.address !== next.address ||
+    prev.addressV6 !== next.addressV6 ||
     prev.hostInterface !== next.hostInterface ||
     prev.netns !== next.netns ||
     removedNodes.has(prev.node)
@@ -77,9 +88,14 @@ function needsRecreate(prev: LabPod, next: LabPod, removedNodes: ReadonlySet<str
 
 /** address → next hop (the owning node's fabric address) for pods not on `node`. */
 function remoteRoutes(t: Topology, node: string): Map<string, string> {
-  const via = new Map(t.nodes.map((n) => [n.name, n.address]));
+  const via = new Map(t.nodes.map((n) => [n.name, n]));
   const out = new Map<string, string>();
-  for (const p of t.pods) if (p.node !== node) out.set(p.address, via.get(p.node) as string);
+  for (const p of t.pods) {
+    if (p.node === node) continue;
+    const owner = via.get(p.node) as LabNode;
+    out.set(p.address, owner.address);
+    if (p.addressV6 && owner.addressV6) out.set(p.addressV6, owner.addressV6);
+  }
   return out;
 }
 
@@ -100,6 +116,14 @@ function plugLines(p: LabPod): string[] {
   return [
     `link set ${p.hostInterface} up`,
     `route replace ${p.address}/32 dev ${p.hostInterface} scope link`,
+    // IPv6: the host end owns the pods' next hop fe80::1 (so its neighbour solicitations for the
+    // pod have a source), no duplicate detection: it is the only fe80::1 on this link.
+    ...(p.addressV6
+      ? [
+          `addr replace ${POD_GATEWAY_V6}/64 dev ${p.hostInterface} nodad`,
+          `route replace ${p.addressV6}/128 dev ${p.hostInterface}`,
+        ]
+      : []),
   ];
 }
 
@@ -194,6 +218,21 @@ function fabricLines(createFabric: boolean, addedNodes: readonly LabNode[]): str
   return lines;
 }
 
+/**
+ * A node's IPv6 fabric addresses: its global one (a /64 on the fabric) and a link-local one,
+ * without which the kernel sends no neighbour solicitation for a packet it forwards (it takes
+ * their source from the link's link-local address). No duplicate detection: allocation makes
+ * them unique, and it would hold traffic back for a second.
+ */
+function nodeV6Lines(n: LabNode): string[] {
+  if (!n.addressV6) return [];
+  const host = n.addressV6.slice(n.addressV6.lastIndexOf(':') + 1);
+  return [
+    `addr replace ${n.addressV6}/64 dev ${NODE_FABRIC_INTERFACE} nodad`,
+    `addr replace fe80::ff:${host}/64 dev ${NODE_FABRIC_INTERFACE} nodad`,
+  ];
+}
+
 /** A node's own setup: a new node is brought up, a readdressed one gets its new fabric address. */
 function nodeAddressLines(old: LabNode | undefined, n: LabNode): string[] {
   if (!old) {
@@ -201,13 +240,15 @@ function nodeAddressLines(old: LabNode | undefined, n: LabNode): string[] {
       'link set lo up',
       `link set ${NODE_FABRIC_INTERFACE} addrgenmode none`,
       `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+      ...nodeV6Lines(n),
       `link set ${NODE_FABRIC_INTERFACE} up`,
     ];
   }
-  if (old.address === n.address) return [];
+  if (old.address === n.address) return old.addressV6 === n.addressV6 ? [] : nodeV6Lines(n);
   return [
     `addr flush dev ${NODE_FABRIC_INTERFACE}`,
     `addr add ${n.address}/${FABRIC_PREFIX_LENGTH} dev ${NODE_FABRIC_INTERFACE}`,
+    ...nodeV6Lines(n),
   ];
 }
 
@@ -228,10 +269,11 @@ function nodeChanges(
   const out: NodeChanges = { staleRoutes: [], nodes: [], sysctls: [] };
   for (const n of next.nodes) {
     const old = prevNodes.get(n.name);
-    const readdressed = old !== undefined && old.address !== n.address;
+    const readdressed = old !== undefined && (old.address !== n.address || old.addressV6 !== n.addressV6);
     const lines = nodeAddressLines(old, n);
     lines.push(...nodeExternalLines(old, n, readdressed || opts.resync !== undefined));
     const entries: [string, string][] = old ? [] : [['net/ipv4/ip_forward', '1']];
+    if (n.addressV6 && !old?.addressV6) entries.push(['net/ipv6/conf/all/forwarding', '1']);
     for (const p of addedPods.filter((p) => p.node === n.name)) {
       lines.push(...createPodLines(p));
       entries.push(
@@ -248,15 +290,15 @@ function nodeChanges(
       old && !readdressed && prev && !opts.resync ? remoteRoutes(prev, n.name) : new Map<string, string>();
     for (const [address, via] of want) {
       if (had.get(address) !== via)
-        lines.push(`route replace ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`);
+        lines.push(`route replace ${hostPrefix(address)} via ${via} dev ${NODE_FABRIC_INTERFACE}`);
     }
     const stale = [...had]
       .filter(([address]) => !want.has(address))
-      .map(([address, via]) => `route del ${address}/32 via ${via} dev ${NODE_FABRIC_INTERFACE}`);
+      .map(([address, via]) => `route del ${hostPrefix(address)} via ${via} dev ${NODE_FABRIC_INTERFACE}`);
     if (old && opts.resync) {
       const inNext = new Set(next.pods.map((p) => p.address));
       for (const address of new Set(opts.resync.addresses))
-        if (!inNext.has(address)) stale.push(`route del ${address}/32 dev ${NODE_FABRIC_INTERFACE}`);
+        if (!inNext.has(address)) stale.push(`route del ${hostPrefix(address)} dev ${NODE_FABRIC_INTERFACE}`);
     }
     if (stale.length > 0) out.staleRoutes.push({ netns: n.netns, lines: stale });
     if (lines.length > 0) out.nodes.push({ netns: n.netns, lines });
@@ -310,7 +352,11 @@ export function planChanges(prev: Topology | undefined, next: Topology, opts: Pl
       outside.sysctls.length > 0
         ? [{ netns: next.fabricNetns, entries: outside.sysctls }, ...changes.sysctls]
         : changes.sysctls,
-    pods: addedPods.map((p) => ({ netns: p.netns, address: p.address })),
+    pods: addedPods.map((p) => ({
+      netns: p.netns,
+      address: p.address,
+      ...(p.addressV6 ? { addressV6: p.addressV6 } : {}),
+    })),
     addedOutside: outside.added,
     removedOutside: outside.removed,
     outsideSides: outside.sides,

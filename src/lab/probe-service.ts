@@ -26,6 +26,11 @@ export interface ServiceProbeOptions {
   /** Probes in flight at once (default 200). */
   concurrency?: number;
   timeoutMs?: number;
+  /**
+   * 6: a service's IPv6 cluster IP (its `/IPv6` table) from the pod's IPv6 address. Only a backend
+   * that translates IPv6 service tables answers; today none does (they skip them, fail closed).
+   */
+  family?: 4 | 6;
 }
 
 export interface LatencyPercentiles {
@@ -43,6 +48,8 @@ export interface ServiceProbeResult {
   address: string;
   port: number;
   protocol: 'TCP' | 'UDP';
+  /** Set when asked with `family` (JSON as before plus this field). */
+  family?: 4 | 6;
   count: number;
   /** Answering pod (`namespace/name`) → probes it answered. */
   answered: Record<string, number>;
@@ -74,6 +81,7 @@ export function resolveTarget(
   ir: LabState['ir'],
   to: string,
   protocol: 'TCP' | 'UDP',
+  family: 4 | 6 = 4,
 ): { address: string; port: number } {
   const m = TARGET.exec(to);
   const port = Number(m?.[5]);
@@ -89,10 +97,13 @@ export function resolveTarget(
       `the lab has no service '${service}' (services: ${known.slice(0, 20).join(', ') || 'none'})`,
     );
   }
-  const table = ports.find((t) => t.port === port && t.protocol === protocol);
+  const sameFamily = ports.filter((t) => (t.family ?? 4) === family);
+  if (sameFamily.length === 0)
+    throw new LabError(`service ${service} has no IPv${family} cluster IP (see its spec.ipFamilies)`);
+  const table = sameFamily.find((t) => t.port === port && t.protocol === protocol);
   if (!table)
     throw new LabError(
-      `service ${service} has no port ${port}/${protocol} (ports: ${ports.map((t) => `${t.port}/${t.protocol}`).join(', ')})`,
+      `service ${service} has no port ${port}/${protocol} (ports: ${sameFamily.map((t) => `${t.port}/${t.protocol}`).join(', ')})`,
     );
   return { address: table.address, port };
 }
@@ -161,8 +172,8 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
     throw new LabError(`the probe server of lab '${name}' is not running: 'switchyard lab up' restarts it`);
   }
   const protocol = opts.protocol ?? 'TCP';
-  const { source, address: fromAddress } = probeSource(state, opts.from);
-  const target = resolveTarget(state.ir, opts.to, protocol);
+  const { source, address: fromAddress } = probeSource(state, opts.from, opts.family);
+  const target = resolveTarget(state.ir, opts.to, protocol, opts.family);
   const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_PROBE_CONCURRENCY);
   const outcomes: ProbeOutcome[] = [];
   // Batches of fresh sockets: each is its own connection (TCP) or socket (UDP), so each gets its
@@ -188,6 +199,7 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
     address: target.address,
     port: target.port,
     protocol,
+    ...(opts.family !== undefined ? { family: opts.family } : {}),
     count: opts.count,
     ...summarise(outcomes),
     durationMs,
@@ -203,15 +215,19 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
 export function probeSource(
   state: ReturnType<typeof readyState>,
   from: string,
+  family: 4 | 6 = 4,
 ): { source: ProbeSource; address: string } {
   const name = outsideRef(from);
   if (name === undefined) {
     const pod = findPod(state, from);
+    const address = family === 6 ? pod.addressV6 : pod.address;
+    if (address === undefined) throw new LabError(`pod ${pod.id} has no IPv6 address`);
     return {
       source: { id: pod.id, netns: pod.netns, cgroup: join(state.cgroupRoot, pod.slug) },
-      address: pod.address,
+      address,
     };
   }
+  if (family === 6) throw new LabError('outside clients are IPv4 only: probe from a pod with --family 6');
   const client = findOutside(state.topology, name);
   return {
     source: { id: `${OUTSIDE_REF_PREFIX}${client.name}`, netns: client.netns },

@@ -22,6 +22,8 @@ export interface ReachOptions {
   from?: string[];
   /** Per connection attempt. */
   timeoutMs?: number;
+  /** Between the pods' IPv4 (default) or IPv6 addresses. */
+  family?: 4 | 6;
   /** One tick per probed pair. */
   progress?: Progress;
 }
@@ -98,7 +100,10 @@ export async function measureReach(name: string, opts: ReachOptions): Promise<Re
     port: opts.port,
     timeoutMs: opts.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
     sources: sources.map((p) => ({ id: p.id, netns: p.netns, cgroup: join(state.cgroupRoot, p.slug) })),
-    targets: pods.map((p) => ({ id: p.id, address: p.address })),
+    targets: pods.flatMap((p) => {
+      const address = opts.family === 6 ? p.addressV6 : p.address;
+      return address === undefined ? [] : [{ id: p.id, address }];
+    }),
     ...(opts.progress ? { onOutcome: () => opts.progress?.tick() } : {}),
   });
   opts.progress?.done();
@@ -110,8 +115,15 @@ export async function measureReach(name: string, opts: ReachOptions): Promise<Re
     matrix.results[src.id] = Object.fromEntries(pods.map((d) => [d.id, r[d.id]?.ok === true]));
     matrix.outcomes[src.id] = Object.fromEntries(pods.map((d) => [d.id, probeOutcome(r[d.id])]));
   });
-  const predicted = reachMatrix(state.ir, opts.port, opts.protocol);
-  const kernelDrops = await explainUnexpectedFailures(state, matrix, predicted, sources, pods);
+  const predicted = reachMatrix(state.ir, opts.port, opts.protocol, opts.family ?? 4);
+  const kernelDrops = await explainUnexpectedFailures(
+    state,
+    matrix,
+    predicted,
+    sources,
+    pods,
+    opts.family ?? 4,
+  );
   return { matrix, predicted, details, durationMs: Math.round(performance.now() - started), kernelDrops };
 }
 
@@ -122,13 +134,15 @@ async function explainUnexpectedFailures(
   prediction: ReachMatrix,
   sources: readonly LabPod[],
   pods: readonly LabPod[],
+  family: 4 | 6,
 ): Promise<KernelDropHint[]> {
+  const addressOf = (p: LabPod): string => (family === 6 ? p.addressV6 : undefined) ?? p.address;
   if (!state.agents) return [];
   const predicted = prediction.results;
   const failed = sources.flatMap((src) =>
     pods
       .filter((dst) => predicted[src.id]?.[dst.id] === true && measured.results[src.id]?.[dst.id] === false)
-      .map((dst) => ({ from: src.id, to: dst.id, fromAddress: src.address, toAddress: dst.address })),
+      .map((dst) => ({ from: src.id, to: dst.id, fromAddress: addressOf(src), toAddress: addressOf(dst) })),
   );
   if (failed.length === 0) return [];
   await new Promise((resolve) => setTimeout(resolve, DROP_DRAIN_WAIT_MS));

@@ -10,7 +10,7 @@ import {
   writeSysctls,
 } from '../netns/index.js';
 import { HOST_VETH_MAC, POD_GATEWAY, POD_INTERFACE } from './names.js';
-import type { KernelPlan, NamespaceBatch, PodSide } from './plan.js';
+import { POD_GATEWAY_V6, type KernelPlan, type NamespaceBatch, type PodSide } from './plan.js';
 import { silentProgress, type Progress } from './progress.js';
 
 /** A pod's (or outside client's) end of its veth: Calico's address/32 and link-scoped gateway. */
@@ -20,6 +20,7 @@ function configureEndpoint(p: PodSide): void {
     address: p.address,
     gateway: POD_GATEWAY,
     gatewayMac: HOST_VETH_MAC,
+    ...(p.addressV6 ? { v6: { address: p.addressV6, gateway: POD_GATEWAY_V6 } } : {}),
   });
 }
 

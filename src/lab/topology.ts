@@ -2,9 +2,16 @@
  * IR → the lab's shape: which namespaces exist, how they are named and addressed. Pure, so the
  * plan (and its names) can be checked without root.
  */
-import { INFRA_RANGE, isPodAddress, POD_RANGE, servedPorts } from '../calc/index.js';
+import {
+  INFRA_RANGE,
+  INFRA_RANGE_V6,
+  isPodAddress,
+  POD_RANGE,
+  POD_RANGE_V6,
+  servedPorts,
+} from '../calc/index.js';
 import type { Endpoint, IR } from '../ir/types.js';
-import { formatCidr } from '../util/ip.js';
+import { formatAddress, formatCidr, parseAddress } from '../util/ip.js';
 import { LabError } from './errors.js';
 import {
   buildOutside,
@@ -39,6 +46,12 @@ export interface LabNode {
   fabricPeer: string;
   /** Where the outside reaches the node: a second address on its fabric link (IR Node.externalAddress). */
   externalAddress?: string;
+  /**
+   * IPv6 fabric address (fd00:5957:0:ff::n beside 198.18.255.n), set when the lab's pods have
+   * IPv6 addresses; the node's fabric link then also has the link-local fe80::ff:n that neighbour
+   * discovery for forwarded packets is sent from.
+   */
+  addressV6?: string;
 }
 
 export interface LabPod {
@@ -51,6 +64,8 @@ export interface LabPod {
   slug: string;
   netns: string;
   address: string;
+  /** The pod's IPv6 address (fd00:5957::/64), when it has one. */
+  addressV6?: string;
   hostInterface: string;
   /** What the probe server listens on. */
   ports: LabPort[];
@@ -77,14 +92,27 @@ export function probePorts(e: Endpoint): LabPort[] {
   return [...seen.values()].sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : 1));
 }
 
-function podAddress(e: Endpoint): string {
+/** The pod's IPv6 address, if it has one: only from the lab's IPv6 pod range. */
+function podAddressV6(e: Endpoint): string | undefined {
   const v6 = e.addresses.find((a) => a.includes(':'));
-  if (v6)
+  if (v6 !== undefined && !isPodAddress(v6))
     throw new LabError(
-      `pod ${e.id}: IPv6 address ${v6} is not supported by the lab (IPv4 pod addresses only)`,
+      `pod ${e.id}: address ${v6} (status.podIPs) is outside the lab's IPv6 pod range ${formatCidr(POD_RANGE_V6)}; ` +
+        'remove it or pick an address in range',
     );
-  const v4 = e.addresses[0];
-  if (!v4) throw new LabError(`pod ${e.id} has no address`);
+  return v6;
+}
+
+/** fd00:5957:0:ff::n for the node at 198.18.255.n: the same host number in the IPv6 infrastructure range. */
+export function nodeAddressV6(address: string): string {
+  const a = parseAddress(address);
+  if (a?.family !== 4) throw new LabError(`node address ${address} is not IPv4`);
+  return formatAddress({ family: 6, value: INFRA_RANGE_V6.base + (a.value - INFRA_RANGE.base) });
+}
+
+function podAddress(e: Endpoint): string {
+  const v4 = e.addresses.find((a) => !a.includes(':'));
+  if (!v4) throw new LabError(`pod ${e.id} has no IPv4 address (the lab gives every pod one)`);
   if (!isPodAddress(v4)) {
     throw new LabError(
       `pod ${e.id}: address ${v4} (status.podIP) is outside the lab's pod range ${formatCidr(POD_RANGE)} ` +
@@ -114,6 +142,7 @@ export function buildTopology(
     if (prev) slugs.keep(prev.slug);
   }
   for (const o of previous?.outside ?? []) if (outside.includes(o.name)) slugs.keep(o.slug);
+  const dualStack = ir.endpoints.some((e) => e.addresses.some((a) => a.includes(':')));
   const nodes: LabNode[] = ir.nodes.map((n) => {
     const slug = prevNodes.get(n.name)?.slug ?? slugs.assign(`node:${n.name}`, nodeSlug(n.name));
     const externalAddress = nodeExternalAddress(n);
@@ -124,6 +153,7 @@ export function buildTopology(
       address: n.address,
       fabricPeer: fabricPeerName(n.name),
       ...(externalAddress ? { externalAddress } : {}),
+      ...(dualStack ? { addressV6: nodeAddressV6(n.address) } : {}),
     };
   });
   const nodeNames = new Set(nodes.map((n) => n.name));
@@ -131,9 +161,12 @@ export function buildTopology(
   const pods: LabPod[] = ir.endpoints.map((e) => {
     if (!nodeNames.has(e.node)) throw new LabError(`pod ${e.id} is placed on unknown node '${e.node}'`);
     const address = podAddress(e);
-    const clash = owners.get(address);
-    if (clash) throw new LabError(`pods ${clash} and ${e.id} both have address ${address}`);
-    owners.set(address, e.id);
+    const addressV6 = podAddressV6(e);
+    for (const a of [address, ...(addressV6 ? [addressV6] : [])]) {
+      const clash = owners.get(a);
+      if (clash) throw new LabError(`pods ${clash} and ${e.id} both have address ${a}`);
+      owners.set(a, e.id);
+    }
     const slug = prevPods.get(e.id)?.slug ?? slugs.assign(`pod:${e.id}`, podSlug(e.namespace, e.name));
     return {
       id: e.id,
@@ -143,6 +176,7 @@ export function buildTopology(
       slug,
       netns: prefix + slug,
       address,
+      ...(addressV6 ? { addressV6 } : {}),
       hostInterface: e.hostInterface,
       ports: probePorts(e),
     };

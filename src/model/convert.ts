@@ -3,8 +3,10 @@
  * missing/empty `from`/`to` = every peer, missing/empty `ports` = every port, protocol TCP,
  * policyTypes = Ingress (+ Egress when the egress list is non-empty).
  */
+import { addressFamily } from './types.js';
 import type {
   EndpointSlice,
+  IpFamily,
   GlobalPolicy,
   GlobalRule,
   LabelSelector,
@@ -146,8 +148,37 @@ export function toService(raw: RawService, source: SourceRef): Service {
   const ingress = (raw.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : []));
   if (ingress.length > 0) svc.loadBalancerIngress = ingress;
   if (raw.spec.clusterIP && raw.spec.clusterIP !== 'None') svc.clusterIP = raw.spec.clusterIP;
+  Object.assign(svc, serviceFamilyFields(raw.spec));
   if (raw.spec.selector) svc.selector = { ...raw.spec.selector };
   return svc;
+}
+
+/**
+ * ipFamilies, ipFamilyPolicy and clusterIPs, defaulted as a dual-stack API server (IPv4 primary)
+ * does: families from the stated addresses, else from ipFamilies, else IPv4; a dual-stack policy
+ * adds the other family. Nothing when the manifest says nothing of families (IPv4 single-stack).
+ */
+function serviceFamilyFields(
+  spec: RawService['spec'],
+): Pick<Service, 'ipFamilies' | 'ipFamilyPolicy' | 'clusterIPs'> {
+  const stated = (spec.clusterIPs ?? (spec.clusterIP ? [spec.clusterIP] : [])).filter((a) => a !== 'None');
+  const speaks =
+    spec.ipFamilies !== undefined ||
+    spec.ipFamilyPolicy !== undefined ||
+    spec.clusterIPs !== undefined ||
+    stated.some((a) => addressFamily(a) === 'IPv6');
+  if (!speaks) return {};
+  const policy = spec.ipFamilyPolicy ?? 'SingleStack';
+  const families: IpFamily[] =
+    stated.length > 0 ? stated.map(addressFamily) : [...(spec.ipFamilies ?? ['IPv4'])];
+  for (const f of spec.ipFamilies ?? []) if (!families.includes(f)) families.push(f);
+  if (policy !== 'SingleStack' && families.length === 1)
+    families.push(families[0] === 'IPv4' ? 'IPv6' : 'IPv4');
+  return {
+    ipFamilies: policy === 'SingleStack' ? families.slice(0, 1) : families,
+    ipFamilyPolicy: policy,
+    ...(stated.length > 0 ? { clusterIPs: stated } : {}),
+  };
 }
 
 export function toNetworkPolicy(raw: RawNetworkPolicy, source: SourceRef): NetworkPolicy {

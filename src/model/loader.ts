@@ -302,10 +302,13 @@ function checkEndpointSlices(model: Model, issueAt: IssueAt): void {
 /** A cluster IP is nobody else's address. */
 function checkClusterIps(model: Model, owners: Map<string, string>, issueAt: IssueAt): void {
   for (const svc of model.services) {
-    if (!svc.clusterIP) continue;
-    const owner = owners.get(svc.clusterIP);
-    if (owner) issueAt(svc, ['spec', 'clusterIP'], `address ${svc.clusterIP} is already used by ${owner}`);
-    else owners.set(svc.clusterIP, `service ${svc.namespace}/${svc.name}`);
+    const stated = svc.clusterIPs ?? (svc.clusterIP ? [svc.clusterIP] : []);
+    stated.forEach((ip, i) => {
+      const owner = owners.get(ip);
+      const field = i === 0 ? ['spec', 'clusterIP'] : ['spec', 'clusterIPs', i];
+      if (owner) issueAt(svc, field, `address ${ip} is already used by ${owner}`);
+      else owners.set(ip, `service ${svc.namespace}/${svc.name}`);
+    });
   }
 }
 
@@ -325,6 +328,7 @@ function crossChecked(kind: string, o: object): unknown {
       return [
         s.namespace,
         s.clusterIP,
+        s.clusterIPs,
         s.selector === undefined,
         s.ports.map((p) => p.nodePort),
         s.loadBalancerIngress,

@@ -227,6 +227,27 @@ export const podSchema = z.strictObject({
       podIP: ipSchema.optional(),
       podIPs: z.array(z.strictObject({ ip: ipSchema })).optional(),
     })
+    .superRefine((st, ctx) => {
+      const ips = st.podIPs ?? [];
+      if (st.podIP !== undefined && ips.length > 0 && ips[0]?.ip !== st.podIP)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['podIPs', 0, 'ip'],
+          message: `must be the same as podIP (${st.podIP})`,
+        });
+      if (ips.length > 2)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['podIPs'],
+          message: 'may hold at most two addresses, one per family',
+        });
+      if (ips.length === 2 && ips[0]?.ip.includes(':') === ips[1]?.ip.includes(':'))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['podIPs', 1, 'ip'],
+          message: `${ips[1]?.ip} must be of the other family than ${ips[0]?.ip} (one address per family)`,
+        });
+    })
     .optional(),
 });
 
@@ -289,8 +310,61 @@ const serviceSpecSchema = z
     externalTrafficPolicy: trafficPolicySchema.optional(),
     internalTrafficPolicy: trafficPolicySchema.optional(),
     loadBalancerIP: ipSchema.optional(),
+    ipFamilies: z.array(z.enum(['IPv4', 'IPv6'])).optional(),
+    ipFamilyPolicy: z.enum(['SingleStack', 'PreferDualStack', 'RequireDualStack']).optional(),
+    clusterIPs: z.array(z.union([ipSchema, z.literal('None')])).optional(),
   })
-  .superRefine(checkServiceSpec);
+  .superRefine(checkServiceSpec)
+  .superRefine(checkServiceFamilies);
+
+function familyOf(address: string): 'IPv4' | 'IPv6' {
+  return address.includes(':') ? 'IPv6' : 'IPv4';
+}
+
+/** ValidateService's dual-stack rules: clusterIPs, ipFamilies and ipFamilyPolicy agree. */
+function checkServiceFamilies(
+  spec: {
+    clusterIP?: string;
+    clusterIPs?: string[];
+    ipFamilies?: ('IPv4' | 'IPv6')[];
+    ipFamilyPolicy?: string;
+  },
+  ctx: z.core.$RefinementCtx<unknown>,
+): void {
+  const issue = (path: (string | number)[], message: string): void =>
+    ctx.addIssue({ code: 'custom', path, message });
+  const ips = spec.clusterIPs ?? [];
+  const families = spec.ipFamilies ?? [];
+  if (spec.clusterIP !== undefined && ips.length > 0 && ips[0] !== spec.clusterIP)
+    issue(['clusterIPs', 0], `must be the same as clusterIP (${spec.clusterIP})`);
+  if (ips.length > 2) issue(['clusterIPs'], 'may hold at most two addresses, one per family');
+  if (families.length > 2) issue(['ipFamilies'], 'may hold at most two families');
+  if (ips.length === 2 && ips.includes('None')) issue(['clusterIPs'], "'None' must be the only address");
+  const real = ips.filter((a) => a !== 'None');
+  if (real.length === 2 && familyOf(real[0] as string) === familyOf(real[1] as string))
+    issue(
+      ['clusterIPs', 1],
+      `${real[1]} must be of the other family than ${real[0]} (one address per family)`,
+    );
+  if (families.length === 2 && families[0] === families[1])
+    issue(['ipFamilies', 1], `${families[1]} is listed twice (one entry per family)`);
+  real.forEach((a, i) => {
+    const f = families[i];
+    if (f !== undefined && familyOf(a) !== f)
+      issue(['clusterIPs', i], `${a} is not an ${f} address (ipFamilies[${i}] is ${f})`);
+  });
+  const dual = Math.max(real.length, families.length) === 2;
+  if (dual && spec.ipFamilyPolicy === 'SingleStack')
+    issue(
+      ['ipFamilyPolicy'],
+      'must be RequireDualStack or PreferDualStack when two families or addresses are given',
+    );
+  if (dual && spec.ipFamilyPolicy === undefined)
+    issue(
+      ['ipFamilyPolicy'],
+      'must be RequireDualStack or PreferDualStack when two families or addresses are given',
+    );
+}
 
 /** The checks ValidateService makes on fields that only some service types take. */
 function checkServiceSpec(

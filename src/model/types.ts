@@ -45,7 +45,7 @@ export interface Pod {
   labels: Labels;
   nodeName?: string;
   ports: ContainerPort[];
-  /** From status.podIP/podIPs; empty when the lab allocates the address. */
+  /** From status.podIP/podIPs (at most one per family, podIP first); empty when the lab allocates them. */
   ips: string[];
   source: SourceRef;
 }
@@ -60,12 +60,25 @@ export interface ServicePort {
 }
 
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+export type IpFamily = 'IPv4' | 'IPv6';
+export type IpFamilyPolicy = 'SingleStack' | 'PreferDualStack' | 'RequireDualStack';
 export type TrafficPolicy = 'Cluster' | 'Local';
 
 export interface Service {
   namespace: string;
   name: string;
+  /** spec.clusterIP: the primary family's stated address (clusterIPs[0]). */
   clusterIP?: string;
+  /**
+   * Set exactly when the manifest speaks of families (ipFamilies, ipFamilyPolicy, clusterIPs or
+   * an IPv6 clusterIP), defaulted as a dual-stack API server does: primary family first, one
+   * entry per family. Absent means IPv4 single-stack; read it through serviceFamilies().
+   */
+  ipFamilies?: IpFamily[];
+  /** Set with ipFamilies (SingleStack when the manifest does not say). */
+  ipFamilyPolicy?: IpFamilyPolicy;
+  /** spec.clusterIPs as stated (ipFamilies order); allocated per family where missing. */
+  clusterIPs?: string[];
   /** undefined = no selector (endpoints come from EndpointSlices). */
   selector?: Labels;
   ports: ServicePort[];
@@ -82,6 +95,25 @@ export interface Service {
   /** status.loadBalancer.ingress[].ip as the manifest states them; else allocated. */
   loadBalancerIngress?: string[];
   source: SourceRef;
+}
+
+/** The families a service has tables in, primary first (IPv4 single-stack unless it says otherwise). */
+export function serviceFamilies(s: Pick<Service, 'ipFamilies'>): readonly IpFamily[] {
+  return s.ipFamilies ?? ['IPv4'];
+}
+
+export function addressFamily(address: string): IpFamily {
+  return address.includes(':') ? 'IPv6' : 'IPv4';
+}
+
+/** The service's stated cluster IP of `family`, if any. */
+export function statedClusterIP(
+  s: Pick<Service, 'clusterIP' | 'clusterIPs'>,
+  family: IpFamily,
+): string | undefined {
+  return [...(s.clusterIPs ?? []), ...(s.clusterIP ? [s.clusterIP] : [])].find(
+    (a) => addressFamily(a) === family,
+  );
 }
 
 /** Endpoints of a Service without a selector (discovery.k8s.io/v1 EndpointSlice). */

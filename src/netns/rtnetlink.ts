@@ -4,7 +4,8 @@
  * when pods are many. Requests are synchronous (send, then read the kernel's ack), so they can
  * run on a thread that setns(2)-ed into the namespace. Little-endian hosts (x86_64, arm64).
  */
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import { parseAddress } from '../util/ip.js';
 import { check, libc, SOCK_CLOEXEC } from './libc.js';
 import {
   ackErrno,
@@ -36,6 +37,8 @@ const IFLA_INET6_ADDR_GEN_MODE = 8;
 const IN6_ADDR_GEN_MODE_NONE = 1;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
+/** ifa_flags: no duplicate address detection (lab addresses are unique by allocation). */
+const IFA_F_NODAD = 0x02;
 const RTA_DST = 1;
 const RTA_OIF = 4;
 const RTA_GATEWAY = 5;
@@ -63,6 +66,12 @@ function ipv4(a: string): Buffer {
   return Buffer.from(a.split('.').map(Number));
 }
 
+function ipv6(a: string): Buffer {
+  const parsed = isIPv6(a) ? parseAddress(a) : undefined;
+  if (parsed?.family !== 6) throw new Error(`not an IPv6 address: ${a}`);
+  return Buffer.from(parsed.value.toString(16).padStart(32, '0'), 'hex');
+}
+
 function mac(m: string): Buffer {
   const bytes = m.split(':').map((h) => parseInt(h, 16));
   if (bytes.length !== 6 || bytes.some((b) => !(b >= 0 && b <= 255)))
@@ -80,22 +89,23 @@ function ifinfo(index: number, flags: number, change: number): Buffer {
 }
 
 /** struct ifaddrmsg. */
-function ifaddr(prefixLength: number, index: number): Buffer {
+function ifaddr(prefixLength: number, index: number, family = AF_INET, flags = 0): Buffer {
   return packStruct(8, [
-    [0, 'u8', AF_INET],
+    [0, 'u8', family],
     [1, 'u8', prefixLength],
+    [2, 'u8', flags],
     [4, 'u32', index],
   ]);
 }
 
-function rtmsg(dstLength: number, scope: number): Buffer {
-  return Buffer.from([AF_INET, dstLength, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0, 0, 0, 0]);
+function rtmsg(dstLength: number, scope: number, family = AF_INET): Buffer {
+  return Buffer.from([family, dstLength, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0, 0, 0, 0]);
 }
 
 /** struct ndmsg. */
-function ndmsg(index: number, state: number): Buffer {
+function ndmsg(index: number, state: number, family = AF_INET): Buffer {
   return packStruct(12, [
-    [0, 'u8', AF_INET],
+    [0, 'u8', family],
     [4, 'i32', index],
     [8, 'u16', state],
   ]);
@@ -145,6 +155,47 @@ export interface EndpointInterface {
   gateway: string;
   /** MAC of the next hop, installed as a permanent neighbour so no ARP is ever needed for it. */
   gatewayMac: string;
+  /**
+   * IPv6: the address (a /128, no duplicate detection) and the link-local next hop of the
+   * default route (the host end's fe80::1), with a permanent neighbour entry at `gatewayMac`.
+   */
+  v6?: { address: string; gateway: string };
+}
+
+/** The IPv6 half of configureEndpointInterface, on an interface that is already up. */
+function configureV6(
+  sock: RouteSocket,
+  index: number,
+  where: string,
+  v6: { address: string; gateway: string },
+  gatewayMac: string,
+): void {
+  sock.request({
+    what: `address ${v6.address}/128 on ${where}`,
+    type: RTM_NEWADDR,
+    flags: NLM_F_CREATE | NLM_F_EXCL,
+    body: [ifaddr(128, index, AF_INET6, IFA_F_NODAD), attr(IFA_ADDRESS, ipv6(v6.address))],
+  });
+  sock.request({
+    what: `default route via ${v6.gateway} on ${where}`,
+    type: RTM_NEWROUTE,
+    flags: NLM_F_CREATE | NLM_F_EXCL,
+    body: [
+      rtmsg(0, RT_SCOPE_UNIVERSE, AF_INET6),
+      attr(RTA_GATEWAY, ipv6(v6.gateway)),
+      attr(RTA_OIF, u32(index)),
+    ],
+  });
+  sock.request({
+    what: `neighbour ${v6.gateway} on ${where}`,
+    type: RTM_NEWNEIGH,
+    flags: NLM_F_CREATE | NLM_F_REPLACE,
+    body: [
+      ndmsg(index, NUD_PERMANENT, AF_INET6),
+      attr(NDA_DST, ipv6(v6.gateway)),
+      attr(NDA_LLADDR, mac(gatewayMac)),
+    ],
+  });
 }
 
 /**
@@ -208,6 +259,7 @@ export function configureEndpointInterface(netns: string, e: EndpointInterface):
           attr(NDA_LLADDR, mac(e.gatewayMac)),
         ],
       });
+      if (e.v6) configureV6(sock, index, where, e.v6, e.gatewayMac);
     } finally {
       sock.close();
     }

@@ -97,19 +97,27 @@ for (const policyMode of POLICY_MODES)
       console.log(
         `iptables apply of that change on all nodes: ${(performance.now() - t0).toFixed(0)} ms ${JSON.stringify(changed)}`,
       );
+      // Lab pods are dual-stack: the IPv4 side changes exactly as before, and the IPv6 side has
+      // its own counterpart of the changed set (ipset and ip6tables are per family).
+      const ipv6 = (c: string): boolean =>
+        /^ip6tables\/|^ipset sy-\S+-v6( |$)|^ipset sy-(flow6|t[ei]6)-/.test(c);
+      const v4 = changed.filter((c) => !ipv6(c));
+      const v6 = changed.filter(ipv6);
       if (policyMode === 'walk') {
-        expect(changed).toHaveLength(1);
-        expect(changed[0]).toMatch(/^ipset sy-[0-9a-f]{12}$/);
+        expect(v4).toHaveLength(1);
+        expect(v4[0]).toMatch(/^ipset sy-[0-9a-f]{12}$/);
+        expect(v6).toContain(`${v4[0] as string}-v6`);
       } else {
         // A new generation of one table's set, the old one destroyed, and that table's chains (and
         // the flow set of a rule that now decides for a class, or no longer does).
         expect(
-          changed.filter((c) => /^ipset sy-t[ei]4-[0-9a-f]{9}-[0-9a-f]{2}-[0-9a-f]{7}$/.test(c)),
+          v4.filter((c) => /^ipset sy-t[ei]4-[0-9a-f]{9}-[0-9a-f]{2}-[0-9a-f]{7}$/.test(c)),
         ).toHaveLength(1);
-        for (const c of changed)
+        for (const c of v4)
           expect(c).toMatch(
             /^ipset sy-t[ei]4-\S+( \(destroyed\))?$|^iptables\/filter SY-[FT]WT?-|^ipset sy-flow4-[0-9a-f]{8}( \(destroyed\))?$/,
           );
+        expect(v6.filter((c) => /^ipset sy-t[ei]6-/.test(c))).toHaveLength(1);
       }
     });
   });

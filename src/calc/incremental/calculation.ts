@@ -305,9 +305,11 @@ export class IncrementalCalculation {
     const prev = this.currentAllocations;
     if (nodesChanged) for (const id of this.endpoints.keys()) out.add(id);
     else if (next !== prev) {
-      for (const table of ['podNodes', 'podAddresses'] as const) {
-        for (const id in next[table]) if (next[table][id] !== prev[table][id]) out.add(id);
-        for (const id in prev[table]) if (!(id in next[table])) out.add(id);
+      for (const table of ['podNodes', 'podAddresses', 'podAddressesV6'] as const) {
+        const n = next[table] ?? {};
+        const p = prev[table] ?? {};
+        for (const id in n) if (n[id] !== p[id]) out.add(id);
+        for (const id in p) if (!(id in n)) out.add(id);
       }
     }
     // Only pods that exist before or after the batch have an endpoint to build or remove.
@@ -325,9 +327,10 @@ export class IncrementalCalculation {
     for (const m of slices.values())
       for (const sl of [m.before, m.after]) if (sl) out.add(`${sl.namespace}/${sl.serviceName}`);
     const prev = this.currentAllocations;
-    if (next.serviceAddresses !== prev.serviceAddresses)
-      for (const key of this.objects.service.keys())
-        if (next.serviceAddresses[key] !== prev.serviceAddresses[key]) out.add(key);
+    for (const table of ['serviceAddresses', 'serviceAddressesV6'] as const)
+      if (next[table] !== prev[table])
+        for (const key of this.objects.service.keys())
+          if (next[table]?.[key] !== prev[table]?.[key]) out.add(key);
     if (next.loadBalancerAddresses !== prev.loadBalancerAddresses)
       for (const key of this.objects.service.keys())
         if (!isDeepStrictEqual(next.loadBalancerAddresses[key], prev.loadBalancerAddresses[key]))

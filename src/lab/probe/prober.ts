@@ -73,10 +73,10 @@ function watchTcp(fd: number, timeoutMs: number): Promise<ProbeOutcome> {
   });
 }
 
-function watchUdp(fd: number, timeoutMs: number): Promise<ProbeOutcome> {
+function watchUdp(fd: number, timeoutMs: number, address: string): Promise<ProbeOutcome> {
   const start = performance.now();
   return new Promise((resolve) => {
-    const sock = dgram.createSocket('udp4');
+    const sock = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     let settled = false;
     const finish = (out: Omit<ProbeOutcome, 'ms'>): void => {
       if (settled) return;
@@ -132,10 +132,12 @@ export async function probeMatrix(run: ProbeRun): Promise<Record<string, Record<
           run.onOutcome?.();
           return;
         }
-        const watch = run.protocol === 'TCP' ? watchTcp : watchUdp;
         let watching: Promise<ProbeOutcome>;
         try {
-          watching = watch(c.fd, run.timeoutMs);
+          watching =
+            run.protocol === 'TCP'
+              ? watchTcp(c.fd, run.timeoutMs)
+              : watchUdp(c.fd, run.timeoutMs, target.address);
         } catch (e) {
           closeFd(c.fd);
           watching = Promise.resolve({ ok: false, error: errorMessage(e), ms: 0 });

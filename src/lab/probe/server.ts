@@ -62,13 +62,18 @@ function serve(p: ProbePodConfig): OpenPod {
     log(`pod ${p.id}: cannot join cgroup ${p.cgroup}: ${errorMessage(e)}`);
   }
   try {
-    fds = openListeners(p.netns, p.ports);
+    // Every port on both families: an IPv4 socket and an IPv6-only one.
+    fds = openListeners(p.netns, [
+      ...p.ports.map((port) => ({ ...port, family: 4 as const })),
+      ...p.ports.map((port) => ({ ...port, family: 6 as const })),
+    ]);
   } finally {
     if (moved) moveToCgroup(home, process.pid);
   }
   const closers: (() => void)[] = [];
-  p.ports.forEach((port, i) => {
+  [...p.ports, ...p.ports].forEach((port, i) => {
     const fd = fds[i] as number;
+    const v6 = i >= p.ports.length;
     if (port.protocol === 'TCP') {
       const server = net.createServer((conn) => {
         conn.on('error', () => undefined);
@@ -78,7 +83,7 @@ function serve(p: ProbePodConfig): OpenPod {
       server.listen({ fd });
       closers.push(() => server.close());
     } else {
-      const sock = dgram.createSocket('udp4');
+      const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
       sock.on('error', (e) => log(`pod ${p.id} ${port.port}/UDP: ${e.message}`));
       sock.on('message', (_msg, from) => sock.send(probeAnswer(p.id, from.address), from.port, from.address));
       sock.bind({ fd });
