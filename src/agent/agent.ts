@@ -3,7 +3,9 @@
  *
  *   start:    adopt what a previous agent left (same IR, same kernel fingerprint → touch nothing),
  *             else apply the difference, else apply everything;
- *   changes:  the source is watched; changes are debounced and applied incrementally;
+ *   changes:  the source is watched and changes are applied incrementally: the first change of a
+ *             quiet period at once when the source says it is complete (a file renamed into
+ *             place, an etcd event), the rest of a burst coalesced by the debounce;
  *   drift:    every `reconcileMs` the kernel's fingerprint is compared with the one recorded after
  *             the last apply; a difference is repaired with a full apply and counted.
  *   read-back: an incremental apply of the agent's own (the backend diffed it against its shadow
@@ -83,6 +85,8 @@ export class Agent {
   private stopWatch: (() => void) | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
+  /** When the source last said it changed (the debounce's quiet period runs from there). */
+  private lastNotice = Number.NEGATIVE_INFINITY;
   private driftTimer: NodeJS.Timeout | undefined;
   private unwatchedTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -160,7 +164,7 @@ export class Agent {
     )
       this.applied = recorded;
     await this.enqueue(() => this.sync(true));
-    this.stopWatch = this.opts.source.watch(() => this.changed());
+    this.stopWatch = this.opts.source.watch((complete) => this.changed(complete));
     try {
       this.kernelWatch = await this.opts.backend.watchChanges(this.opts.target, () => this.kernelChanged());
     } catch (e) {
@@ -239,13 +243,27 @@ export class Agent {
     );
   }
 
-  private changed(): void {
+  /**
+   * The source may have changed. `complete`: what changed is whole (a file renamed into place, an
+   * etcd event), so the first change after a quiet period is read at once, without waiting out the
+   * debounce; anything else (a file written in place, a poll) and the rest of a burst wait until
+   * the source has been quiet for the debounce period, and are read once.
+   */
+  private changed(complete = false): void {
     if (this.stopped) return;
+    const now = performance.now();
+    const debounceMs = this.opts.debounceMs ?? 20;
+    const quiet = this.debounceTimer === undefined && now - this.lastNotice >= debounceMs;
+    this.lastNotice = now;
+    if (complete && quiet) {
+      void this.enqueue(() => this.sync(false));
+      return;
+    }
     clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(
-      () => void this.enqueue(() => this.sync(false)),
-      this.opts.debounceMs ?? 20,
-    );
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      void this.enqueue(() => this.sync(false));
+    }, debounceMs);
   }
 
   /** Re-reads the source now (the API's `sync`). */

@@ -123,6 +123,12 @@ export interface NodeMemory {
   pods?: PodNodeShadow;
   /** The node-port load balancer as the last apply left it (nodeport-shadow.ts). */
   nodePorts?: NodePortShadow;
+  /**
+   * The node's description as this instance last wrote it, and its JSON without `appliedAt`:
+   * the next apply starts from it instead of reading and unpacking the pinned copy, and writes a
+   * new one only when something in it changed.
+   */
+  meta?: { value: NodeMeta; json: string };
 }
 
 /** What the backend keeps between applies: per node, and per scope for the shared service maps. */
@@ -424,7 +430,7 @@ export async function applyNode(
   const { view, interfaces, fabric } = inspectNode(target, ir);
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
-  const meta = readMeta(dir);
+  const meta = memory.node.meta?.value ?? readMeta(dir);
   const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
@@ -593,7 +599,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     changed.push(...xdp.changed);
 
     // 6. description, garbage
-    writeMeta(n.dir, {
+    const description = describeNode(n, memory.meta, {
       version: 1,
       scope: target.scope,
       node: target.node,
@@ -605,16 +611,32 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
       tables: [...tablePlan.kept, ...installed].sort((a, b) => a.index - b.index),
       tableFallbacks: n.tables.fallbacks,
       mapIds: ids,
-      appliedAt: new Date().toISOString(),
     });
     collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
     memory.sets = rememberSets(maps, advanceNodeShadow(shadow, maps, setPlan));
+    memory.meta = description;
     if (!opts.mutateProgram) memory.programs.keep(hooks.map((h) => h.cacheEntry));
   } finally {
     for (const program of loaded.values()) program.close();
     // Installed tries are held by the policy map now; the others were never in force.
     for (const map of built.values()) map.close();
   }
+}
+
+/**
+ * Writes the node's description when it differs from the one this instance wrote last (or none is
+ * known); `appliedAt` is then when it last changed. Returns what the next apply starts from.
+ */
+function describeNode(
+  n: NodeApply,
+  last: NodeMemory['meta'],
+  meta: Omit<NodeMeta, 'appliedAt'>,
+): NonNullable<NodeMemory['meta']> {
+  const json = JSON.stringify(meta);
+  if (last && last.json === json) return last;
+  const value: NodeMeta = { ...meta, appliedAt: new Date().toISOString() };
+  writeMeta(n.dir, value);
+  return { value, json };
 }
 
 /** The shadow of the set maps after an apply; the next fingerprint takes their contents from it. */
