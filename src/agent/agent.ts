@@ -113,6 +113,11 @@ export class Agent {
   private readBackDue = false;
   /** A kernel change event that none of our applies explains arrived since the last check. */
   private foreignChange = false;
+  /**
+   * The record in memory (a read-back adopted while changes were still coming) is newer than
+   * applied.json: written once changes pause, or on stop.
+   */
+  private persistDue = false;
   private readBackTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
@@ -498,7 +503,10 @@ export class Agent {
       ir: desired.ir,
     };
     this.status.revision = desired.revision;
-    if (persist) writeApplied(this.opts.stateDir, this.applied);
+    if (persist) {
+      writeApplied(this.opts.stateDir, this.applied);
+      this.persistDue = false;
+    }
   }
 
   private giveMemoryBack(): void {
@@ -510,15 +518,24 @@ export class Agent {
   private scheduleReadBack(): void {
     clearTimeout(this.readBackTimer);
     if (this.stopped) return;
-    this.readBackTimer = setTimeout(
-      () =>
-        void this.enqueue(async () => {
-          if (this.readBackDue) await this.checkDrift();
-          // Changes have paused: what the burst allocated goes back to the system.
-          this.giveMemoryBack();
-        }),
-      READ_BACK_QUIET_MS,
-    );
+    this.readBackTimer = setTimeout(() => {
+      // Changes have paused: the read-back below writes applied.json.
+      this.readBackTimer = undefined;
+      void this.enqueue(async () => {
+        if (this.readBackDue) await this.checkDrift();
+        this.persistRecord();
+        // Changes have paused: what the burst allocated goes back to the system.
+        this.giveMemoryBack();
+      });
+    }, READ_BACK_QUIET_MS);
+  }
+
+  /** applied.json to the record in memory, when a read-back adopted during a burst left it behind. */
+  private persistRecord(): void {
+    // While a read-back is due the record pairs a newer IR with an older fingerprint: not that.
+    if (!this.persistDue || this.readBackDue || !this.applied) return;
+    this.persistDue = false;
+    writeApplied(this.opts.stateDir, this.applied);
   }
 
   /**
@@ -526,10 +543,11 @@ export class Agent {
    * false when a change event none of our applies explains came first: then the kernel may hold
    * that change too, and it is repaired rather than taken as the reference.
    */
-  private adoptReadBack(applied: AppliedRecord, now: string): boolean {
+  private adoptReadBack(applied: AppliedRecord, now: string, persist: boolean): boolean {
     if (this.foreignChange || inconsistency(now)) return false;
     this.readBackDue = false;
-    this.record({ revision: applied.revision, ir: applied.ir }, now);
+    this.record({ revision: applied.revision, ir: applied.ir }, now, persist);
+    if (!persist) this.persistDue = true;
     this.status.checkedAt = new Date().toISOString();
     return true;
   }
@@ -560,7 +578,9 @@ export class Agent {
     const readBack = this.readBackDue;
     if (readBack) {
       this.foreignChange ||= foreign;
-      if (this.adoptReadBack(applied, now)) return readMs;
+      // A drift poll between changes of a burst: applied.json (megabytes of JSON at 10k
+      // endpoints, tens of milliseconds) waits for the pause, not to hold up the next change.
+      if (this.adoptReadBack(applied, now, this.readBackTimer === undefined)) return readMs;
       this.readBackDue = false;
       this.foreignChange = false;
     } else if (now === applied.fingerprint && !inconsistency(now)) {
@@ -614,8 +634,9 @@ export class Agent {
     const applied = this.applied;
     if (this.readBackDue && applied && !this.foreignChange) {
       const now = await this.opts.backend.fingerprint(this.opts.target).catch(() => undefined);
-      if (now !== undefined) this.adoptReadBack(applied, now);
+      if (now !== undefined) this.adoptReadBack(applied, now, true);
     }
+    this.persistRecord();
   }
 
   /** Removes everything the backend installed for this node, and the record of it. */
