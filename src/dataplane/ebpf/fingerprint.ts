@@ -87,18 +87,18 @@ export function ebpfFingerprint(target: NodeTarget): string {
     : digest;
 }
 
-/**
- * `table <index> trie=<id>` for every index the node's tables map holds. Read from the map itself,
- * not from the node's description: unpacking that (~170 kB of JSON at 10k endpoints) on every
- * drift poll cost more than the rest of the read. A table taken out is a line gone; one pointed
- * at another trie, another id.
- */
+/** `table <index> trie=<id>` for every table index the node's description allocates. */
 function tableIdentities(dir: string): string[] {
   const path = mapPinPath(dir, MAP.tables);
-  if (!isPinned(path)) return [];
+  let indices: number[];
+  try {
+    indices = Object.values(readMeta(dir)?.alloc.tables ?? {}).sort((a, b) => a - b);
+  } catch {
+    return ['meta unreadable\n'];
+  }
+  if (indices.length === 0 || !isPinned(path)) return [];
   const tables = MapOfMaps.fromPin(path, codecs.u32);
   try {
-    const indices = [...tables.keys()].sort((a, b) => a - b);
     return indices.map((i) => {
       const id = tables.innerId(i);
       return `table ${i} trie=${id ?? '-'} ${id === undefined ? '' : tableContent(id)}\n`;
