@@ -5,7 +5,8 @@
  *   an endpoint: the program ids on its two tcx links (a rule change of a walk-mode endpoint
  *     loads new programs and swaps them in with one BPF_LINK_UPDATE each: the id read is the
  *     program in force); table-mode endpoints also get the inner map id of their decision
- *     tables' slots, which a rule change replaces without a reload;
+ *     tables' slots (found once in the node's description), which a rule change replaces
+ *     without a reload;
  *   a service port: its entry and backend slots in the scope's service maps, as connect() reads
  *     them.
  *
@@ -18,6 +19,8 @@ import type { Endpoint } from '../../ir/types.js';
 import { IPPROTO, MAP } from './layout.js';
 import { mapPinPath } from './maps.js';
 import { hookFor, nodeDir, tcxLinkPin } from './paths.js';
+import { readMeta } from './meta.js';
+import { hookKey } from './node.js';
 import { servicesDir } from './services.js';
 import { backendKey, backendValue, SVC_MAP, svcKey, svcValue } from './services-layout.js';
 import { join } from 'node:path';
@@ -63,11 +66,16 @@ function endpointProbe(target: NodeTarget, endpoint: Endpoint): InForceProbe {
       new PinnedReader(tcxLinkPin(dir, endpoint.hostInterface, hookFor(direction)), (p) => Link.fromPin(p)),
   );
   const tables = new PinnedReader(mapPinPath(dir, MAP.tables), (p) => MapOfMaps.fromPin(p, codecs.u32));
+  // The endpoint's table indices, from the node's description once (a rule change keeps them);
+  // the tables map is an array of 4096 slots, too many to walk every millisecond.
+  const alloc = readMeta(dir)?.alloc.tables ?? {};
+  const indices = (['ingress', 'egress'] as const)
+    .map((direction) => alloc[hookKey(endpoint.id, direction)])
+    .filter((i): i is number => i !== undefined);
   return {
     read: () => {
       const programs = links.map((l) => l.read((link) => link.info().programId) ?? 0).join(',');
-      // The tables map is small (one slot per table-mode hook of the node): its inner map ids.
-      const inner = tables.read((m) => [...m.keys()].map((k) => `${k}=${m.innerId(k) ?? 0}`).join(',')) ?? '';
+      const inner = tables.read((m) => indices.map((i) => m.innerId(i) ?? 0).join(',')) ?? '';
       return `${programs};${inner}`;
     },
     close: () => {
