@@ -311,6 +311,8 @@ function changedSlots(
   before: Allocation | undefined,
   after: Allocation,
 ): { fresh: number[]; freed: number[] } {
+  // The numbering kept its records (nothing came or went): no slot starts or stops counting.
+  if (before?.slots === after.slots) return { fresh: [], freed: [] };
   const old = before?.slots ?? {};
   const now = new Set(Object.values(after.slots));
   const had = new Map(Object.entries(old));
@@ -484,8 +486,17 @@ function inspectNode(
   return { view, interfaces, fabric: fabricInterfaces(interfaces, view.address, pods) };
 }
 
+/** The highest slot of each slots record (allocate hands the same record while nothing changes). */
+const highestSlots = new WeakMap<Allocation['slots'], number>();
+
 function highestSlotOf(alloc: Allocation): number {
-  return Math.max(0, ...Object.values(alloc.slots));
+  let highest = highestSlots.get(alloc.slots);
+  if (highest === undefined) {
+    highest = 0;
+    for (const slot of Object.values(alloc.slots)) if (slot > highest) highest = slot;
+    highestSlots.set(alloc.slots, highest);
+  }
+  return highest;
 }
 
 function prefilterSizeOf(view: NodeView): number {
