@@ -58,6 +58,7 @@ import {
   agentHeapMiB,
   type AgentHeap,
   cpuSeconds,
+  heapSnapshot,
   memoryMiB,
   resetNode,
   startAgent,
@@ -536,6 +537,7 @@ async function oneSync(
     await new Promise((r) => setTimeout(r, IDLE_MS));
     const idleCpu = (cpuSeconds(h.pid) - cpu0) / (IDLE_MS / 1000);
     const steadyAfterSync = memoryMiB(h.pid);
+    await heapSnapshot(h, 'sync');
     const changes: ChangeSample[] = [];
     let revision = last.revision;
     const kernel = await loadBackend(backend);
@@ -598,6 +600,7 @@ async function oneSync(
     const afterChanges = memoryMiB(h.pid);
     const heapAfterChanges = await agentHeapMiB(h);
     const steadyAfterChanges = await steadyMemory(h);
+    await heapSnapshot(h, 'changes');
     return {
       backend,
       mode,

@@ -55,6 +55,16 @@ export function kernelBtf(): Btf {
   return vmlinux;
 }
 
+/**
+ * Forgets the cached kernel and module BTF (the next kernelBtf() reads it again). A long-running
+ * process that loaded its tracing programs at start has no further use for the ~6 MiB it holds:
+ * the agent drops it when it compacts its heap (agent/memory.ts).
+ */
+export function releaseKernelBtf(): void {
+  vmlinux = undefined;
+  modules.clear();
+}
+
 /** Milliseconds the kernel BTF parse took in this process, or undefined before the first use. */
 export function kernelBtfParseMs(): number | undefined {
   return vmlinuxParseMs;

@@ -59,6 +59,7 @@ import { buildEndpoints } from '../endpoints.js';
 import { buildRuleSets, orderedGlobalPolicies } from '../policy.js';
 import { selectorMatches } from '../selectors.js';
 import { buildServices, serviceTables } from '../services.js';
+import { compactAdd, compactGet, compactRemove, type CompactIndex } from './compact-index.js';
 import { SetRegistry, type SetResolver } from '../sets.js';
 import { emptyDelta, type IdChanges, type IrDelta } from './delta.js';
 import { IncrementalSets } from './sets.js';
@@ -122,7 +123,7 @@ export class IncrementalCalculation {
   private readonly endpoints = new Map<string, Endpoint>();
   private sortedEndpointIds: string[] = [];
   private readonly endpointsByNamespace = new Map<string, Set<string>>();
-  private readonly endpointsByAddress = new Map<string, Set<string>>();
+  private readonly endpointsByAddress: CompactIndex = new Map();
 
   // Policies, rule sets and the sets they name.
   private readonly sets = new IncrementalSets(this.endpoints, this.endpointsByNamespace);
@@ -137,11 +138,11 @@ export class IncrementalCalculation {
   // Services.
   private readonly serviceTables = new Map<string, ServicePortTable[]>();
   private readonly servicesByNamespace = new Map<string, Set<string>>();
-  /** `namespace/serviceName` → its slices by key. */
-  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  /** `namespace/serviceName` → its slices (usually one: a list, not a map by key). */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
   /** Address → services whose slices name it, and the other way round. */
-  private readonly sliceServicesByAddress = new Map<string, Set<string>>();
-  private readonly sliceAddresses = new Map<string, Set<string>>();
+  private readonly sliceServicesByAddress: CompactIndex = new Map();
+  private readonly sliceAddresses = new Map<string, readonly string[]>();
 
   // Prefilters and their sets; the peer sets in the IR.
   private prefilterSets: IpSet[] = [];
@@ -349,12 +350,12 @@ export class IncrementalCalculation {
     if (before === after || (before && after && isDeepStrictEqual(before, after))) return;
     if (before) {
       indexRemove(this.endpointsByNamespace, before.namespace, id);
-      for (const a of before.addresses) indexRemove(this.endpointsByAddress, a, id);
+      for (const a of before.addresses) compactRemove(this.endpointsByAddress, a, id);
     }
     if (after) {
       this.endpoints.set(id, after);
       indexAdd(this.endpointsByNamespace, after.namespace, id);
-      for (const a of after.addresses) indexAdd(this.endpointsByAddress, a, id);
+      for (const a of after.addresses) compactAdd(this.endpointsByAddress, a, id);
     } else this.endpoints.delete(id);
     if (!before) {
       this.sortedEndpointIds.splice(sortedIndex(this.sortedEndpointIds, id), 0, id);
@@ -373,7 +374,7 @@ export class IncrementalCalculation {
           dirtyServices.add(key);
       }
       for (const a of ep.addresses)
-        for (const key of this.sliceServicesByAddress.get(a) ?? []) dirtyServices.add(key);
+        for (const key of compactGet(this.sliceServicesByAddress, a)) dirtyServices.add(key);
     }
   }
 
@@ -555,22 +556,27 @@ export class IncrementalCalculation {
       if (!sl) continue;
       const service = `${sl.namespace}/${sl.serviceName}`;
       services.add(service);
-      let slices = this.slicesByService.get(service);
-      if (!slices) this.slicesByService.set(service, (slices = new Map()));
-      if (add) slices.set(`${sl.namespace}/${sl.name}`, sl);
-      else slices.delete(`${sl.namespace}/${sl.name}`);
-      if (slices.size === 0) this.slicesByService.delete(service);
+      // The slice of this key replaced in its place (as a Map's set would), added last or removed.
+      const slices = this.slicesByService.get(service) ?? [];
+      const at = slices.findIndex((x) => x.namespace === sl.namespace && x.name === sl.name);
+      if (add && at >= 0) slices[at] = sl;
+      else if (add) slices.push(sl);
+      else if (at >= 0) slices.splice(at, 1);
+      if (slices.length === 0) this.slicesByService.delete(service);
+      else this.slicesByService.set(service, slices);
     }
     for (const service of services) {
-      const before = this.sliceAddresses.get(service) ?? new Set<string>();
-      const now = new Set(
-        [...(this.slicesByService.get(service)?.values() ?? [])].flatMap((sl) =>
-          sl.endpoints.flatMap((e) => e.addresses),
+      const before = this.sliceAddresses.get(service) ?? [];
+      const now = [
+        ...new Set(
+          (this.slicesByService.get(service) ?? []).flatMap((sl) => sl.endpoints.flatMap((e) => e.addresses)),
         ),
-      );
-      for (const a of before) if (!now.has(a)) indexRemove(this.sliceServicesByAddress, a, service);
-      for (const a of now) if (!before.has(a)) indexAdd(this.sliceServicesByAddress, a, service);
-      if (now.size > 0) this.sliceAddresses.set(service, now);
+      ];
+      const nowSet = new Set(now);
+      const beforeSet = new Set(before);
+      for (const a of before) if (!nowSet.has(a)) compactRemove(this.sliceServicesByAddress, a, service);
+      for (const a of now) if (!beforeSet.has(a)) compactAdd(this.sliceServicesByAddress, a, service);
+      if (now.length > 0) this.sliceAddresses.set(service, now);
       else this.sliceAddresses.delete(service);
     }
   }
@@ -588,11 +594,11 @@ export class IncrementalCalculation {
       const old = this.serviceTables.get(key) ?? [];
       let tables: ServicePortTable[] = [];
       if (s) {
-        const slices = [...(this.slicesByService.get(key)?.values() ?? [])];
+        const slices = [...(this.slicesByService.get(key) ?? [])];
         const candidates = s.selector
           ? [...(this.endpointsByNamespace.get(s.namespace) ?? [])]
           : [...new Set(slices.flatMap((sl) => sl.endpoints.flatMap((e) => e.addresses)))].flatMap((a) => [
-              ...(this.endpointsByAddress.get(a) ?? []),
+              ...compactGet(this.endpointsByAddress, a),
             ]);
         const endpoints = [...new Set(candidates)].sort(byId).map((id) => this.endpoints.get(id) as Endpoint);
         tables = buildServices(

@@ -3,7 +3,8 @@
  * with the one launcher the lab uses, waited for, measured through /proc, stopped.
  */
 import type { PolicyMode } from '../../../ir/decision-table.js';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AgentStatus } from '../../../agent/agent.js';
 import { agentRequest } from '../../../agent/client.js';
 import { AgentLaunchError, launchAgent, waitForAgent, type LaunchedAgent } from '../../../agent/launch.js';
@@ -127,4 +128,33 @@ export async function resetNode(
 ): Promise<void> {
   await (await loadBackend(backend)).remove(target);
   rmSync(stateDir, { recursive: true, force: true });
+}
+
+/**
+ * With `SWITCHYARD_BENCH_HEAPSNAPSHOT=sync,changes` (either or both) and the agents started under
+ * `NODE_OPTIONS=--heapsnapshot-signal=SIGUSR2`, asks the agent for a V8 heap snapshot at that
+ * point (written into its working directory, the bench's) and waits until it is written: the tool
+ * behind the memory budget in docs/agent.md. Taking one grows the agent's RSS for good (V8's
+ * snapshot generator allocates several times the heap outside it), so the RSS figures measured
+ * after a snapshot are not the agent's own: take `changes` alone for a run whose RSS counts.
+ * Does nothing otherwise.
+ */
+export async function heapSnapshot(h: LaunchedAgent, label: 'sync' | 'changes'): Promise<string | undefined> {
+  if (!(process.env.SWITCHYARD_BENCH_HEAPSNAPSHOT ?? '').split(',').includes(label)) return undefined;
+  const dir = process.cwd();
+  const ours = (): string[] =>
+    readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot') && f.includes(`.${h.pid}.`));
+  const before = new Set(ours());
+  process.kill(h.pid, 'SIGUSR2');
+  for (let waited = 0; waited < 120_000; waited += 500) {
+    await new Promise((r) => setTimeout(r, 500));
+    const fresh = ours().find((f) => !before.has(f));
+    // V8 writes into the file it names; the agent answers its API again once it is done.
+    if (fresh && (await agentHeapMiB(h)) !== undefined) {
+      const named = join(dir, `agent-${label}-${fresh}`);
+      renameSync(join(dir, fresh), named);
+      return named;
+    }
+  }
+  return undefined;
 }

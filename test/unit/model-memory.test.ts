@@ -1,0 +1,50 @@
+/**
+ * What an agent keeps of a manifest file is its model objects, never the file's text: a string
+ * taken from the text (a name, a label value) must not be a V8 slice that keeps the whole text
+ * alive (docs/agent.md, "Memory budget").
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterAll, describe, expect, it } from 'vitest';
+import { convertManifestFile } from '../../src/model/index.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+const dir = mkdtempSync(join(tmpdir(), 'sy-model-memory-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Heap used after full collections (bytes). */
+function heapUsed(): number {
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
+describe('converted manifests', () => {
+  it('keep no part of the file text alive (names and labels are copies, not slices of it)', () => {
+    const pods = 40;
+    const comment = `# ${'x'.repeat(200)}\n`.repeat(1000); // ~200 KB of text no object needs
+    const files = Array.from({ length: pods }, (_, i) => {
+      const file = join(dir, `pod${i}.yaml`);
+      writeFileSync(
+        file,
+        comment +
+          `apiVersion: v1\nkind: Pod\nmetadata:\n  name: a-long-pod-name-${i}\n  namespace: a-long-namespace\n` +
+          `  labels: { app: a-long-label-value-${i} }\nspec:\n  nodeName: node-1\n` +
+          `  containers: [{ name: c, ports: [{ containerPort: 8080, protocol: TCP }] }]\n` +
+          `status: { podIP: 198.18.100.${i + 1} }\n`,
+      );
+      return file;
+    });
+    const before = heapUsed();
+    const kept = files.map((f) => convertManifestFile(f));
+    const retained = heapUsed() - before;
+    expect(kept.every((k) => k.objects.length === 1 && k.issues.length === 0)).toBe(true);
+    // 40 texts of ~200 KB would be 8 MB; the 40 pods themselves are a few KB each.
+    expect(retained).toBeLessThan(pods * 20_000);
+  });
+});
