@@ -3,7 +3,9 @@
  *
  *   start:    adopt what a previous agent left (same IR, same kernel fingerprint → touch nothing),
  *             else apply the difference, else apply everything;
- *   changes:  the source is watched; changes are debounced and applied incrementally;
+ *   changes:  the source is watched and changes are applied incrementally: the first change of a
+ *             quiet period at once when the source says it is complete (a file renamed into
+ *             place, an etcd event), the rest of a burst coalesced by the debounce;
  *   drift:    every `reconcileMs` the kernel's fingerprint is compared with the one recorded after
  *             the last apply; a difference is repaired with a full apply and counted.
  *   read-back: an incremental apply of the agent's own (the backend diffed it against its shadow
@@ -83,6 +85,8 @@ export class Agent {
   private stopWatch: (() => void) | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
+  /** When the source last said it changed (the debounce's quiet period runs from there). */
+  private lastNotice = Number.NEGATIVE_INFINITY;
   private driftTimer: NodeJS.Timeout | undefined;
   private unwatchedTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -109,6 +113,11 @@ export class Agent {
   private readBackDue = false;
   /** A kernel change event that none of our applies explains arrived since the last check. */
   private foreignChange = false;
+  /**
+   * The record in memory (a read-back adopted while changes were still coming) is newer than
+   * applied.json: written once changes pause, or on stop.
+   */
+  private persistDue = false;
   private readBackTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
@@ -160,7 +169,7 @@ export class Agent {
     )
       this.applied = recorded;
     await this.enqueue(() => this.sync(true));
-    this.stopWatch = this.opts.source.watch(() => this.changed());
+    this.stopWatch = this.opts.source.watch((complete) => this.changed(complete));
     try {
       this.kernelWatch = await this.opts.backend.watchChanges(this.opts.target, () => this.kernelChanged());
     } catch (e) {
@@ -239,13 +248,27 @@ export class Agent {
     );
   }
 
-  private changed(): void {
+  /**
+   * The source may have changed. `complete`: what changed is whole (a file renamed into place, an
+   * etcd event), so the first change after a quiet period is read at once, without waiting out the
+   * debounce; anything else (a file written in place, a poll) and the rest of a burst wait until
+   * the source has been quiet for the debounce period, and are read once.
+   */
+  private changed(complete = false): void {
     if (this.stopped) return;
+    const now = performance.now();
+    const debounceMs = this.opts.debounceMs ?? 20;
+    const quiet = this.debounceTimer === undefined && now - this.lastNotice >= debounceMs;
+    this.lastNotice = now;
+    if (complete && quiet) {
+      void this.enqueue(() => this.sync(false));
+      return;
+    }
     clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(
-      () => void this.enqueue(() => this.sync(false)),
-      this.opts.debounceMs ?? 20,
-    );
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      void this.enqueue(() => this.sync(false));
+    }, debounceMs);
   }
 
   /** Re-reads the source now (the API's `sync`). */
@@ -480,7 +503,10 @@ export class Agent {
       ir: desired.ir,
     };
     this.status.revision = desired.revision;
-    if (persist) writeApplied(this.opts.stateDir, this.applied);
+    if (persist) {
+      writeApplied(this.opts.stateDir, this.applied);
+      this.persistDue = false;
+    }
   }
 
   private giveMemoryBack(): void {
@@ -492,15 +518,24 @@ export class Agent {
   private scheduleReadBack(): void {
     clearTimeout(this.readBackTimer);
     if (this.stopped) return;
-    this.readBackTimer = setTimeout(
-      () =>
-        void this.enqueue(async () => {
-          if (this.readBackDue) await this.checkDrift();
-          // Changes have paused: what the burst allocated goes back to the system.
-          this.giveMemoryBack();
-        }),
-      READ_BACK_QUIET_MS,
-    );
+    this.readBackTimer = setTimeout(() => {
+      // Changes have paused: the read-back below writes applied.json.
+      this.readBackTimer = undefined;
+      void this.enqueue(async () => {
+        if (this.readBackDue) await this.checkDrift();
+        this.persistRecord();
+        // Changes have paused: what the burst allocated goes back to the system.
+        this.giveMemoryBack();
+      });
+    }, READ_BACK_QUIET_MS);
+  }
+
+  /** applied.json to the record in memory, when a read-back adopted during a burst left it behind. */
+  private persistRecord(): void {
+    // While a read-back is due the record pairs a newer IR with an older fingerprint: not that.
+    if (!this.persistDue || this.readBackDue || !this.applied) return;
+    this.persistDue = false;
+    writeApplied(this.opts.stateDir, this.applied);
   }
 
   /**
@@ -508,10 +543,11 @@ export class Agent {
    * false when a change event none of our applies explains came first: then the kernel may hold
    * that change too, and it is repaired rather than taken as the reference.
    */
-  private adoptReadBack(applied: AppliedRecord, now: string): boolean {
+  private adoptReadBack(applied: AppliedRecord, now: string, persist: boolean): boolean {
     if (this.foreignChange || inconsistency(now)) return false;
     this.readBackDue = false;
-    this.record({ revision: applied.revision, ir: applied.ir }, now);
+    this.record({ revision: applied.revision, ir: applied.ir }, now, persist);
+    if (!persist) this.persistDue = true;
     this.status.checkedAt = new Date().toISOString();
     return true;
   }
@@ -542,7 +578,9 @@ export class Agent {
     const readBack = this.readBackDue;
     if (readBack) {
       this.foreignChange ||= foreign;
-      if (this.adoptReadBack(applied, now)) return readMs;
+      // A drift poll between changes of a burst: applied.json (megabytes of JSON at 10k
+      // endpoints, tens of milliseconds) waits for the pause, not to hold up the next change.
+      if (this.adoptReadBack(applied, now, this.readBackTimer === undefined)) return readMs;
       this.readBackDue = false;
       this.foreignChange = false;
     } else if (now === applied.fingerprint && !inconsistency(now)) {
@@ -596,8 +634,9 @@ export class Agent {
     const applied = this.applied;
     if (this.readBackDue && applied && !this.foreignChange) {
       const now = await this.opts.backend.fingerprint(this.opts.target).catch(() => undefined);
-      if (now !== undefined) this.adoptReadBack(applied, now);
+      if (now !== undefined) this.adoptReadBack(applied, now, true);
     }
+    this.persistRecord();
   }
 
   /** Removes everything the backend installed for this node, and the record of it. */

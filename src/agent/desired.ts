@@ -21,8 +21,13 @@ export interface DesiredSource {
   readonly description: string;
   /** The current desired state; throws SourceError when it cannot be used (the last good one stays in force). */
   read(): Promise<DesiredState>;
-  /** Calls `onChange` (possibly more than once) after the state may have changed; returns a stop function. */
-  watch(onChange: () => void): () => void;
+  /**
+   * Calls `onChange` (possibly more than once) after the state may have changed; returns a stop
+   * function. `complete`: the change is whole and may be read at once (a file renamed into place,
+   * an etcd watch event); otherwise more may follow (a file being written) and the agent waits
+   * for a quiet moment.
+   */
+  watch(onChange: (complete?: boolean) => void): () => void;
   /** Live counters of the source's own (etcd: connected, lists, resumes, compactions), shown in status. */
   readonly stats?: Readonly<Record<string, number | boolean | undefined>>;
 }

@@ -133,10 +133,26 @@ export class DirectorySource implements DesiredSource {
     return next;
   }
 
-  watch(onChange: () => void): () => void {
+  /**
+   * Whether the file `name` of the directory is input: a manifest, the compiled state, or a file
+   * a manifest's object reads (a Prefilter's list). Others (`x.yaml.tmp` being written before a
+   * rename) wake nobody.
+   */
+  private isInput(name: string): boolean {
+    if (name === DESIRED_FILE) return true;
+    if (MANIFEST.test(name) && !name.startsWith('.')) return true;
+    return this.cache.reads(join(this.dir, name));
+  }
+
+  watch(onChange: (complete?: boolean) => void): () => void {
     let watcher: FSWatcher | undefined;
     try {
-      watcher = watch(this.dir, () => onChange());
+      // A manifest renamed into place is whole: the agent may read it at once. Events without a
+      // name are taken as a change that may not be complete.
+      watcher = watch(this.dir, (event, name) => {
+        if (name === null) onChange(false);
+        else if (this.isInput(name)) onChange(event === 'rename');
+      });
       watcher.on('error', () => undefined);
     } catch {
       // polling below still notices changes

@@ -84,7 +84,7 @@ export class EtcdSource implements DesiredSource {
   private fromDisk = false;
   private built: { revision: number; state: DesiredState } | undefined;
   private persisted = -1;
-  private notify: (() => void) | undefined;
+  private notify: ((complete?: boolean) => void) | undefined;
   private cancelWatch: (() => void) | undefined;
   private watching = false;
   private stopped = false;
@@ -224,7 +224,7 @@ export class EtcdSource implements DesiredSource {
     this.saveTimer.unref();
   }
 
-  watch(onChange: () => void): () => void {
+  watch(onChange: (complete?: boolean) => void): () => void {
     this.notify = onChange;
     void this.follow();
     return () => {
@@ -297,7 +297,8 @@ export class EtcdSource implements DesiredSource {
       cache.revision = Math.max(cache.revision, c.modRevision);
     }
     this.stats.events += changes.length;
-    this.notify?.();
+    // A watch response is a whole transaction's changes: read at once.
+    this.notify?.(true);
   }
 
   private restartWatch(): void {

@@ -69,6 +69,12 @@ export class ManifestCache {
     return this.entries.size;
   }
 
+  /** Whether an object of a cached file read `path` (a Prefilter's list). */
+  reads(path: string): boolean {
+    for (const e of this.entries.values()) if (e.reads.some((r) => r.path === path)) return true;
+    return false;
+  }
+
   read(files: readonly string[]): ManifestRead {
     const out: ManifestRead = { parts: [], hashes: [], parsed: [], removed: [] };
     const wanted = new Set(files);

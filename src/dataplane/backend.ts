@@ -177,6 +177,22 @@ export interface Backend {
    * so that `endpoint` loses its policy; returns the equivalent command. For drills and the demo.
    */
   tamper(target: NodeTarget, endpoint: Endpoint): Promise<string>;
+  /**
+   * A cheap read of one part of the node's dataplane, for whoever waits for a change to be in
+   * force (the agent bench polls it every millisecond): the returned function reads the kernel
+   * each call and returns a string that changes when that part does. Undefined where the backend
+   * has no read cheaper than its fingerprint. Close it when done.
+   */
+  probe?(target: NodeTarget, part: ProbedPart): InForceProbe | undefined;
+}
+
+/** What a probe watches: an endpoint's policy hooks, or one service port's backends. */
+export type ProbedPart =
+  { endpoint: Endpoint } | { service: { address: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' } };
+
+export interface InForceProbe {
+  read(): string;
+  close(): void;
 }
 
 /**

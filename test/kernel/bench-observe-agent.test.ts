@@ -94,8 +94,8 @@ describe('observe and agent bench scenarios', () => {
       buildMs: 1000,
       applyMs: 1000,
       changes: [
-        { op: 'label', ms: 40, applyMs: 10, mode: 'incremental' },
-        { op: 'service', ms: 30, applyMs: 5, mode: 'incremental' },
+        { op: 'label', ms: 40, agentMs: 45, by: 'kernel', applyMs: 10, mode: 'incremental' },
+        { op: 'service', ms: 30, agentMs: 35, by: 'kernel', applyMs: 5, mode: 'incremental' },
       ],
       rssAfterSyncMiB: 100,
       rssAfterChangesMiB: 130,

@@ -3,7 +3,7 @@
  * and uninstall — with a fake backend and fake kernel access, and a DirectorySource over a
  * temporary directory holding a desired.json.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -528,6 +528,29 @@ describe('Agent: changes and errors', () => {
     expect(backend.applies[1]?.previous).toEqual(plain(ir1));
     expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r4' });
     expect(readApplied(stateDir)?.revision).toBe('r4');
+  });
+
+  it('applies a state renamed into place after a quiet period at once, and coalesces the burst after it', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    // A debounce far longer than the wait below: only the quiet-period path can be this quick.
+    const a = agent(backend, new FakeKernel(), { debounceMs: 1500 });
+    await a.start();
+    await sleep(1600);
+    const renamed = (revision: string, ir: IR): void => {
+      writeFileSync(join(sourceDir, 'desired.json.tmp'), JSON.stringify({ revision, ir }));
+      renameSync(join(sourceDir, 'desired.json.tmp'), join(sourceDir, 'desired.json'));
+    };
+    const started = performance.now();
+    renamed('r2', irFor(1001));
+    await vi.waitFor(() => expect(a.status.revision).toBe('r2'), { timeout: 1000, interval: 5 });
+    expect(performance.now() - started).toBeLessThan(1000);
+    // More while the source is busy: waits out the debounce, and only the last one is applied.
+    renamed('r3', irFor(1002));
+    renamed('r4', irFor(1003));
+    await vi.waitFor(() => expect(a.status.revision).toBe('r4'), { timeout: 5000, interval: 10 });
+    expect(backend.applies.map((x) => x.previous !== undefined)).toEqual([false, true, true]);
+    expect(backend.applies[2]?.ir).toEqual(plain(irFor(1003)));
   });
 
   it('records a new revision of the same state without applying', async () => {

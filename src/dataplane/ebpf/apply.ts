@@ -123,6 +123,12 @@ export interface NodeMemory {
   pods?: PodNodeShadow;
   /** The node-port load balancer as the last apply left it (nodeport-shadow.ts). */
   nodePorts?: NodePortShadow;
+  /**
+   * The node's description as this instance last wrote it, and its JSON without `appliedAt`:
+   * the next apply starts from it instead of reading and unpacking the pinned copy, and writes a
+   * new one only when something in it changed.
+   */
+  meta?: { value: NodeMeta; json: string };
 }
 
 /** What the backend keeps between applies: per node, and per scope for the shared service maps. */
@@ -305,6 +311,8 @@ function changedSlots(
   before: Allocation | undefined,
   after: Allocation,
 ): { fresh: number[]; freed: number[] } {
+  // The numbering kept its records (nothing came or went): no slot starts or stops counting.
+  if (before?.slots === after.slots) return { fresh: [], freed: [] };
   const old = before?.slots ?? {};
   const now = new Set(Object.values(after.slots));
   const had = new Map(Object.entries(old));
@@ -424,7 +432,7 @@ export async function applyNode(
   const { view, interfaces, fabric } = inspectNode(target, ir);
   ensureBpffs();
   const dir = nodeDir(target.scope, target.node);
-  const meta = readMeta(dir);
+  const meta = memory.node.meta?.value ?? readMeta(dir);
   const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
@@ -478,8 +486,17 @@ function inspectNode(
   return { view, interfaces, fabric: fabricInterfaces(interfaces, view.address, pods) };
 }
 
+/** The highest slot of each slots record (allocate hands the same record while nothing changes). */
+const highestSlots = new WeakMap<Allocation['slots'], number>();
+
 function highestSlotOf(alloc: Allocation): number {
-  return Math.max(0, ...Object.values(alloc.slots));
+  let highest = highestSlots.get(alloc.slots);
+  if (highest === undefined) {
+    highest = 0;
+    for (const slot of Object.values(alloc.slots)) if (slot > highest) highest = slot;
+    highestSlots.set(alloc.slots, highest);
+  }
+  return highest;
 }
 
 function prefilterSizeOf(view: NodeView): number {
@@ -593,7 +610,7 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     changed.push(...xdp.changed);
 
     // 6. description, garbage
-    writeMeta(n.dir, {
+    const description = describeNode(n, memory.meta, {
       version: 1,
       scope: target.scope,
       node: target.node,
@@ -605,16 +622,32 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
       tables: [...tablePlan.kept, ...installed].sort((a, b) => a.index - b.index),
       tableFallbacks: n.tables.fallbacks,
       mapIds: ids,
-      appliedAt: new Date().toISOString(),
     });
     collectGarbage(maps.ct, new Set(hooks.map((h) => h.state.ifindex)));
     memory.sets = rememberSets(maps, advanceNodeShadow(shadow, maps, setPlan));
+    memory.meta = description;
     if (!opts.mutateProgram) memory.programs.keep(hooks.map((h) => h.cacheEntry));
   } finally {
     for (const program of loaded.values()) program.close();
     // Installed tries are held by the policy map now; the others were never in force.
     for (const map of built.values()) map.close();
   }
+}
+
+/**
+ * Writes the node's description when it differs from the one this instance wrote last (or none is
+ * known); `appliedAt` is then when it last changed. Returns what the next apply starts from.
+ */
+function describeNode(
+  n: NodeApply,
+  last: NodeMemory['meta'],
+  meta: Omit<NodeMeta, 'appliedAt'>,
+): NonNullable<NodeMemory['meta']> {
+  const json = JSON.stringify(meta);
+  if (last && last.json === json) return last;
+  const value: NodeMeta = { ...meta, appliedAt: new Date().toISOString() };
+  writeMeta(n.dir, value);
+  return { value, json };
 }
 
 /** The shadow of the set maps after an apply; the next fingerprint takes their contents from it. */

@@ -32,14 +32,19 @@ export function listInterfaces(netns: string): NetnsInterface[] {
       .slice(2)
       .map((l) => l.split(':')[0]?.trim() ?? '')
       .filter(Boolean);
-    const routes = readFileSync('/proc/thread-self/net/route', 'utf8').split('\n').slice(1);
+    // Connected routes (no gateway) by interface, read once: a node has a /32 route per pod.
+    const connected = new Map<string, NetnsInterface['connected']>();
+    for (const line of readFileSync('/proc/thread-self/net/route', 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[0] === undefined || f[2] !== '00000000') continue;
+      let routes = connected.get(f[0]);
+      if (!routes) connected.set(f[0], (routes = []));
+      routes.push({ network: routeAddress(f[1] ?? '0'), mask: routeAddress(f[7] ?? '0') });
+    }
     return names.map((ifname) => ({
       ifname,
       ifindex: resolveIfindex({ ifname }),
-      connected: routes
-        .map((l) => l.trim().split(/\s+/))
-        .filter((f) => f[0] === ifname && f[2] === '00000000')
-        .map((f) => ({ network: routeAddress(f[1] ?? '0'), mask: routeAddress(f[7] ?? '0') })),
+      connected: connected.get(ifname) ?? [],
     }));
   });
 }

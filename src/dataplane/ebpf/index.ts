@@ -31,6 +31,7 @@ import { renderNode } from './render.js';
 import { nodeLimitFindings } from './complexity.js';
 import { fullVerifierLogAsked } from './verifier-log.js';
 import { nodePortXdpFromEnv } from './nodeport-xdp.js';
+import { ebpfProbe } from './probe.js';
 
 export type { ApplyOptions as EbpfBackendOptions } from './apply.js';
 export { collectConntrackGarbage, readConntrack, type ConntrackEntry, type GcResult } from './conntrack.js';
@@ -124,6 +125,7 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     conntrack: ebpfConntrack,
     checkSupport,
     tamper,
+    probe: ebpfProbe,
   };
 }
 

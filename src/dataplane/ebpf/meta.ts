@@ -6,7 +6,7 @@
  * and renaming it over the old one, so readers see the old or the new description, never half.
  */
 import { renameSync, rmSync } from 'node:fs';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { BpfMap, codecs, isPinned, type MapBase } from '../../bpf/index.js';
 import type { Direction } from '../../ir/types.js';
 import type { Allocation } from './node.js';
@@ -76,7 +76,10 @@ export function readMeta(dir: string): NodeMeta | undefined {
 }
 
 export function writeMeta(dir: string, meta: NodeMeta): void {
-  const data = deflateRawSync(Buffer.from(JSON.stringify(meta)));
+  // The fastest level: a node's description (its counter slots) is ~170 kB of JSON at 10k
+  // endpoints, which the default level takes ~12 ms to pack on every apply that changes it, and
+  // this level ~2 ms, for 15% more chunks.
+  const data = deflateRawSync(Buffer.from(JSON.stringify(meta)), { level: zlibConstants.Z_BEST_SPEED });
   const header = Buffer.alloc(8);
   header.writeUInt32LE(MAGIC, 0);
   header.writeUInt32LE(data.length, 4);

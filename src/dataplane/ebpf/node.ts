@@ -141,6 +141,9 @@ export function slotKeysOf(rs: RuleSet): readonly string[] {
  * (program order for slots: counters read back in it).
  */
 function stable(wanted: readonly string[], previous: Record<string, number>): Record<string, number> {
+  // Nothing came or went (most applies, for sets): the previous numbers as they are.
+  const before = Object.keys(previous);
+  if (before.length === wanted.length && wanted.every((key, i) => before[i] === key)) return previous;
   const kept = new Map<string, number>();
   const wantedKeys = new Set(wanted);
   const used = new Set<number>(

@@ -35,8 +35,27 @@ function setsOf(rs: RuleSet): ReturnType<typeof referencedSets> {
   return sets;
 }
 
+/**
+ * programNumbers of a rule set object, with the allocation's records it was read from: an apply
+ * that allocated nothing new hands the same records (allocate keeps them when nothing came or
+ * went), and then the node's thousands of slot lookups are not done again.
+ */
+const numbersByRuleSet = new WeakMap<
+  RuleSet,
+  { from: readonly [object, object, object, object | undefined]; numbers: string }
+>();
+
 /** Every number `policyProgram(rs, alloc)` reads, as one string. */
 export function programNumbers(rs: RuleSet, alloc: Allocation): string {
+  const from = [alloc.slots, alloc.sets, alloc.portSets, alloc.tables] as const;
+  const known = numbersByRuleSet.get(rs);
+  if (known && known.from.every((r, i) => r === from[i])) return known.numbers;
+  const numbers = readNumbers(rs, alloc);
+  numbersByRuleSet.set(rs, { from, numbers });
+  return numbers;
+}
+
+function readNumbers(rs: RuleSet, alloc: Allocation): string {
   const { ipSets, ipPortSets } = setsOf(rs);
   return [
     slotKeysOf(rs)
