@@ -12,7 +12,14 @@ import type { AgentStatus } from '../../src/agent/agent.js';
 import { agentRequest } from '../../src/agent/client.js';
 import { apiSocket } from '../../src/agent/paths.js';
 import { BpfMap, codecs, MapOfMaps } from '../../src/bpf/index.js';
-import { FLOW_VERDICT, MAP, setLpmKey, tablePeerKey, tableValue, TABLE_KEY_KIND } from '../../src/dataplane/ebpf/layout.js';
+import {
+  FLOW_VERDICT,
+  MAP,
+  setLpmKey,
+  tablePeerKey,
+  tableValue,
+  TABLE_KEY_KIND,
+} from '../../src/dataplane/ebpf/layout.js';
 import { mapPinPath } from '../../src/dataplane/ebpf/maps.js';
 import { readMeta } from '../../src/dataplane/ebpf/meta.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
