@@ -74,6 +74,8 @@ const FAIL_CLOSED_REASONS: Record<string, DropReason> = {
   malformed: 'parse_error',
   fragment: 'fragment',
   ipv6: 'ipv6_unsupported',
+  'ipv6-headers': 'parse_error',
+  'ipv6-mapped': 'parse_error',
 };
 
 /**

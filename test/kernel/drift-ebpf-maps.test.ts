@@ -12,7 +12,14 @@ import type { AgentStatus } from '../../src/agent/agent.js';
 import { agentRequest } from '../../src/agent/client.js';
 import { apiSocket } from '../../src/agent/paths.js';
 import { BpfMap, codecs, MapOfMaps } from '../../src/bpf/index.js';
-import { FLOW_VERDICT, MAP, setLpmKey, tableValue, TABLE_KEY_KIND } from '../../src/dataplane/ebpf/layout.js';
+import {
+  FLOW_VERDICT,
+  MAP,
+  setLpmKey,
+  tablePeerKey,
+  tableValue,
+  TABLE_KEY_KIND,
+} from '../../src/dataplane/ebpf/layout.js';
 import { mapPinPath } from '../../src/dataplane/ebpf/maps.js';
 import { readMeta } from '../../src/dataplane/ebpf/meta.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
@@ -189,7 +196,7 @@ describeKernel('ebpf: tampered map contents are repaired like netfilter rules', 
       const tables = MapOfMaps.fromPin(mapPinPath(ndir, MAP.tables), codecs.u32);
       try {
         for (const i of indices) {
-          const trie = tables.openInner(i, codecs.bytes(12), tableValue);
+          const trie = tables.openInner(i, codecs.bytes(tablePeerKey.size), tableValue);
           if (!trie) continue;
           try {
             for (const [k, v] of [...trie.entries()])

@@ -12,6 +12,11 @@
  * one table trie per endpoint and direction, the programs never change with the rules). Table
  * mode probes more ports (range edges, 0-adjacent and 65535), SCTP, and another IP protocol
  * (GRE), whose expected entry is the table's own `other` (the evaluator knows four protocols).
+ *
+ * Both families: each mode runs again on the models' IPv6 twins (test/support/ipv6-twins.ts:
+ * three pods in four IPv6, every ipBlock and net with its IPv6 twin beside it), probed from
+ * remotes of the local endpoint's own family, with destination-option headers in place of IPv4
+ * options; at least 100 000 IPv6 packets a mode.
  */
 import fc from 'fast-check';
 import { afterAll, expect, it } from 'vitest';
@@ -28,13 +33,21 @@ import { describeKernel } from '../support/kernel.js';
 import { OfflineNode, type Verdict } from '../../src/dataplane/ebpf/offline-node.js';
 import { frame, type FrameSpec } from './ebpf-frames.js';
 import { compileIR } from '../support/manifests.js';
+import { mostlyIpv6Model, v6Twin } from '../support/ipv6-twins.js';
 
 const RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_RUNS ?? 150);
 /** Table mode: ≥ 100 000 packets through table programs (about 900 a model; 95 + 32 models leave a margin). */
 const TABLE_RUNS = Number(process.env.SWITCHYARD_EBPF_DIFF_TABLE_RUNS ?? 95);
 const GRE = 47;
+/**
+ * IPv6 walk-mode runs: twice the models, since a quarter of the pods stay IPv4 and walk mode has
+ * fewer probes (about 300 IPv6 packets a model; ≥ 100 000 needs about 330 models).
+ */
+const IPV6_WALK_RUNS_FACTOR = 2;
 /** Around the 198.18.0.0/24–/29 blocks and /30 excepts the arbitraries cut through the pods. */
 const OUTSIDE = ['198.18.0.1', '198.18.0.5', '198.18.0.7', '198.18.0.200', '198.18.3.9', '198.19.0.5'];
+const OUTSIDE_V6 = OUTSIDE.map(v6Twin);
+const isV6 = (address: string): boolean => address.includes(':');
 /** A probe's protocol: one the evaluator knows, or another IP protocol by number. */
 interface Probe {
   protocol: Protocol | number;
@@ -122,7 +135,10 @@ function packetFor(
     dport: probe.port ?? 0,
     tcpFlags: shape.tcpFlags,
     icmpId: shape.icmpId,
-    ipOptionWords: shape.ipOptionWords,
+    // IPv6 has no options: as many destination-options headers, for the parser's walk.
+    ...(isV6(local)
+      ? { extHeaders: Array.from({ length: shape.ipOptionWords }, () => ({ type: 60 })) }
+      : { ipOptionWords: shape.ipOptionWords }),
   };
 }
 
@@ -134,7 +150,7 @@ function replyOf(p: FrameSpec): FrameSpec {
     sport: p.dport ?? 0,
     dport: p.sport ?? 0,
     tcpFlags: 0x12,
-    icmpType: 0,
+    icmpType: isV6(p.src) ? 129 : 0,
   };
 }
 
@@ -187,6 +203,7 @@ interface Tally {
   allowed: number;
   denied: number;
   replies: number;
+  ipv6: number;
 }
 
 function checkNode(
@@ -200,7 +217,9 @@ function checkNode(
   const probes = tally.mode === 'table' ? TABLE_PROBES : PROBES;
   const local = ir.endpoints.filter((e) => e.node === node);
   if (local.length === 0) return;
-  const remotes = [...new Set([...ir.endpoints.flatMap((e: Endpoint) => e.addresses), ...OUTSIDE])];
+  const remotes = [
+    ...new Set([...ir.endpoints.flatMap((e: Endpoint) => e.addresses), ...OUTSIDE, ...OUTSIDE_V6]),
+  ];
   // With `before`: built for another model first, then updated the way apply updates a node.
   const h = new OfflineNode(before ?? ir, node);
   try {
@@ -219,7 +238,7 @@ function checkNode(
       const address = ep.addresses[0] as string;
       for (const direction of ['ingress', 'egress'] as const) {
         const rs = oracle.ruleSet(ep.id, direction);
-        for (const remote of remotes) {
+        for (const remote of remotes.filter((r) => isV6(r) === isV6(address))) {
           for (const probe of probes) {
             const shape = shapes[n++ % shapes.length] as PacketShape;
             const spec = packetFor(address, remote, direction, probe, shape);
@@ -232,6 +251,7 @@ function checkNode(
             const counts = new Map([...counted.keys()].map((slot) => [slot, packets(h, slot)]));
             const got: Verdict = h.run(ep.id, direction, frame(spec));
             tally.packets++;
+            if (isV6(address)) tally.ipv6++;
             const want: Verdict = expected.allowed ? 'pass' : 'drop';
             const fail = (what: string): never => {
               throw new Error(
@@ -271,20 +291,30 @@ function checkNode(
   }
 }
 
-for (const mode of ['walk', 'table'] as const) {
-  const runs = mode === 'walk' ? RUNS : TABLE_RUNS;
-  const compile = (model: Model): IR => compileIR(model, { policyMode: mode });
+for (const [mode, family] of [
+  ['walk', 'IPv4'],
+  ['table', 'IPv4'],
+  ['walk', 'IPv6'],
+  ['table', 'IPv6'],
+] as const) {
+  const runs = mode === 'walk' ? RUNS * (family === 'IPv6' ? IPV6_WALK_RUNS_FACTOR : 1) : TABLE_RUNS;
+  const compile = (model: Model): IR =>
+    compileIR(family === 'IPv6' ? mostlyIpv6Model(model) : model, { policyMode: mode });
 
   describeKernel(
-    `ebpf (${mode} mode): generated programs agree with the reference evaluator (PROG_TEST_RUN)`,
+    `ebpf (${mode} mode, ${family}): generated programs agree with the reference evaluator (PROG_TEST_RUN)`,
     () => {
-      const tally: Tally = { mode, models: 0, packets: 0, allowed: 0, denied: 0, replies: 0 };
+      const tally: Tally = { mode, models: 0, packets: 0, allowed: 0, denied: 0, replies: 0, ipv6: 0 };
 
       afterAll(() => {
         // The volume behind "hundreds of cases", for the CI log.
-        console.log(`ebpf-diff: ${JSON.stringify(tally)}`);
-        if (mode === 'table' && process.env.SWITCHYARD_EBPF_DIFF_TABLE_RUNS === undefined)
+        console.log(`ebpf-diff (${family}): ${JSON.stringify(tally)}`);
+        const defaultRuns =
+          process.env.SWITCHYARD_EBPF_DIFF_TABLE_RUNS === undefined &&
+          process.env.SWITCHYARD_EBPF_DIFF_RUNS === undefined;
+        if (mode === 'table' && family === 'IPv4' && defaultRuns)
           expect(tally.packets).toBeGreaterThanOrEqual(100_000);
+        if (family === 'IPv6' && defaultRuns) expect(tally.ipv6).toBeGreaterThanOrEqual(100_000);
       });
 
       it('gives the evaluator verdict for every packet of the grid, counts the deciding rule, tracks replies', () => {

@@ -12,7 +12,7 @@ import { BpfMap, codecs } from '../../src/bpf/index.js';
 import { inconsistency, type Backend, type NodeTarget } from '../../src/dataplane/backend.js';
 import { loadBackend } from '../../src/dataplane/registry.js';
 import { MAP, setLpmKey } from '../../src/dataplane/ebpf/layout.js';
-import { mapPinPath } from '../../src/dataplane/ebpf/maps.js';
+import { mapPinPath, setEntryId } from '../../src/dataplane/ebpf/maps.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
 import { serviceCgroup } from '../../src/dataplane/ebpf/services.js';
 import { SVC_MAP } from '../../src/dataplane/ebpf/services-layout.js';
@@ -84,7 +84,7 @@ function setMembers(): string[] {
     codecs.u32,
   );
   try {
-    return [...trie.keys()].map((k) => `${k.set}|${k.addr}/${k.prefixlen - 32}`).sort();
+    return [...trie.keys()].map(setEntryId).sort();
   } finally {
     trie.close();
   }

@@ -75,18 +75,23 @@ describe('port ranges as port prefixes', () => {
 });
 
 describe('table trie layout', () => {
-  it('peer keys: prefixlen, kind 0, padding, the address in network order (12 bytes)', () => {
+  it('peer keys: prefixlen, kind 0, padding, the address in network order, IPv4 mapped (24 bytes)', () => {
     const key = codecs.encode(tablePeerKey, peerKey('198.18.4.0/22'));
     expect(key.toString('hex')).toBe(
       [
-        '36000000', // prefixlen 32 + 22, host order
+        '96000000', // prefixlen 32 + 96 + 22, host order
         '00000000', // kind peer, padding
+        '00000000000000000000ffff', // ::ffff:
         'c6120400', // 198.18.4.0
       ].join(''),
     );
+    const v6 = codecs.encode(tablePeerKey, peerKey('fd00:5957:0:1::/64'));
+    expect(v6.toString('hex')).toBe(
+      ['60000000', '00000000', 'fd00595700000001', '0000000000000000'].join(''),
+    );
   });
 
-  it('port keys: prefixlen, kind 1, protocol, class, the port big-endian, padding (12 bytes)', () => {
+  it('port keys: prefixlen, kind 1, protocol, class, the port big-endian, padding (24 bytes, as long as a peer key)', () => {
     const key = codecs.encode(tablePortKey, portKey(3, IPPROTO.TCP, { value: 6000, bits: 12 }));
     expect(key.toString('hex')).toBe(
       [
@@ -96,10 +101,11 @@ describe('table trie layout', () => {
         '0300', // class 3 (matched in full: byte order is the host's)
         '1770', // 6000 big-endian: the prefix bits come first
         '0000',
+        '00'.repeat(12), // never matched
       ].join(''),
     );
-    expect(tablePortKey.size).toBe(12);
-    expect(tablePeerKey.size).toBe(12);
+    expect(tablePortKey.size).toBe(24);
+    expect(tablePeerKey.size).toBe(24);
     expect(TABLE_KEY_KIND).toEqual({ peer: 0, port: 1 });
   });
 
@@ -168,15 +174,20 @@ const slot = (rule: string): number => {
 };
 
 describe('a table as trie entries', () => {
-  it('loads IPv4 prefixes of classes other than 0; per protocol a background entry and the prefixes of the rest', () => {
+  it('loads prefixes of both families of classes other than 0; per protocol a background entry and the prefixes of the rest', () => {
     const encoding = encodeTable(table(), slot);
     if (!encoding.ok) throw new Error(encoding.reason);
     const t = encoding.table;
-    expect(t.prefixes).toBe(1);
-    expect(t.skippedIpv6).toBe(1);
+    expect(t.prefixes).toBe(2);
+    // Both families in one trie: IPv4 mapped (prefix 32 + 96 + 29), IPv6 as is (32 + 64).
+    const peers = t.entries
+      .map((e) => codecs.decode(tablePeerKey, e.key))
+      .filter((k) => k.kind === TABLE_KEY_KIND.peer)
+      .map((k) => `${k.addr}/${k.prefixlen}`);
+    expect(peers).toEqual(['198.18.0.8/157', 'fd00:5957::/96']);
     // class 0: 3 full ranges + ICMP + other; class 1: TCP's background (the deny of 0–79 and
     // 81–65535) and port 80, UDP, SCTP, ICMP, other: the ranges around 80 take no prefixes.
-    expect(t.entries.length).toBe(1 + 5 + 2 + 4);
+    expect(t.entries.length).toBe(2 + 5 + 2 + 4);
     const tcp = (port: number): number | undefined => {
       // The trie's answer: the longest prefix of class 1's TCP rows that holds the port.
       let best: { bits: number; slot: number } | undefined;

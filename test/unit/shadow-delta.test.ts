@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { codecs } from '../../src/bpf/index.js';
 import { ContentSum, TypedContentSum } from '../../src/dataplane/ebpf/content-sum.js';
 import { setLpmKey, type SetLpmKey } from '../../src/dataplane/ebpf/layout.js';
-import { ipSetEntries } from '../../src/dataplane/ebpf/maps.js';
+import { ipSetEntries, setEntryId } from '../../src/dataplane/ebpf/maps.js';
 import {
   planMemberDelta,
   type MemberShadow,
@@ -44,8 +44,7 @@ function shadowOf(...sets: [number, IpSet][]): Map<number, MemberShadow<SetLpmKe
   return new Map(sets.map(([index, s]) => [index, { source: s, entries: ipSetEntries(s, index) }]));
 }
 
-const ids = (keys: readonly SetLpmKey[]): string[] =>
-  keys.map((k) => `${k.set}|${k.addr}/${k.prefixlen - 32}`);
+const ids = (keys: readonly SetLpmKey[]): string[] => keys.map(setEntryId);
 
 describe('eBPF set members by delta from the shadow', () => {
   const a = ipSet('a', ['198.18.0.1/32', '198.18.0.2/32']);
@@ -84,7 +83,7 @@ describe('eBPF set members by delta from the shadow', () => {
 });
 
 describe('content sums', () => {
-  const key = (set: number, addr: string): SetLpmKey => ({ prefixlen: 64, set, addr });
+  const key = (set: number, addr: string): SetLpmKey => ({ prefixlen: 160, set, addr });
 
   it('do not depend on the order elements are added in, and removing undoes adding', () => {
     const one = new TypedContentSum(setLpmKey, codecs.u32);

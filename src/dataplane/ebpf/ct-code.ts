@@ -22,6 +22,7 @@ import {
   FLOW_VERDICT,
   FRAME,
   IPPROTO,
+  IPV6_MAX_L4_OFFSET,
   MAP,
   NS_PER_S,
   SKB,
@@ -29,6 +30,8 @@ import {
   TCX,
 } from './layout.js';
 import { emitFlowCall, emitIfFlowsOn } from './emit.js';
+import { ADDR16_BYTES } from './addr16.js';
+import { IPPROTO_ICMPV6, MAPPED_WORD_AS_LOADED } from './parse.js';
 
 const K = ctKey.offsets;
 const V = ctValue.offsets;
@@ -165,10 +168,12 @@ function emitReverseLookup(asm: Assembler, other: number): void {
     .st('b', R10, rk + K.dir, other)
     .stx('b', R10, rk + K.proto, R9)
     .st('h', R10, rk + K.pad, 0)
-    .copy('w', R10, rk + K.daddr, R10, k + K.saddr, R1)
-    .copy('w', R10, rk + K.saddr, R10, k + K.daddr, R1)
     .copy('h', R10, rk + K.dport, R10, k + K.sport, R1)
     .copy('h', R10, rk + K.sport, R10, k + K.dport, R1);
+  for (let w = 0; w < ADDR16_BYTES; w += 4)
+    asm
+      .copy('w', R10, rk + K.daddr + w, R10, k + K.saddr + w, R1)
+      .copy('w', R10, rk + K.saddr + w, R10, k + K.daddr + w, R1);
   emitLookup(asm, rk);
   emitLive(asm, 'ct_icmp');
   asm.comment('reply: refresh the entry (replied), advance the TCP state, pass');
@@ -189,7 +194,10 @@ function emitIcmpClass(asm: Assembler): void {
 
 /**
  * The error quotes the offending packet's IP header and first 8 bytes. That packet travelled
- * the other way through this hook, so its entry is under the other direction, tuple as quoted.
+ * the other way through this hook, so its entry is under the other direction, tuple as quoted:
+ * an IPv4 header (no options: the quote of one of our packets has none) with its addresses
+ * mapped, or an IPv6 header whose next header is the transport (an ICMPv6 echo is tracked as
+ * ICMP, as the parser stores it).
  */
 function emitRelatedLookup(asm: Assembler): void {
   const rk = FRAME.reverseKey;
@@ -200,37 +208,61 @@ function emitRelatedLookup(asm: Assembler): void {
     .ldxw(R2, R6, SKB.data)
     .ldxw(R3, R6, SKB.dataEnd)
     .ldxw(R4, R10, FRAME.l4offset)
-    .and64(R4, 0x7f)
+    .and64(R4, IPV6_MAX_L4_OFFSET)
     .add64(R2, R4)
-    .checkBounds(R2, inner + 20 + 8, R3, R4, CT_LABELS.invalid)
-    .ldxb(R4, R2, inner)
-    .jne(R4, 0x45, CT_LABELS.invalid)
-    .ldxb(R4, R2, inner + 9)
-    .stx('b', R10, rk + K.proto, R4)
-    .copy('w', R10, rk + K.saddr, R2, inner + 12, R5)
-    .copy('w', R10, rk + K.daddr, R2, inner + 16, R5)
     .st('w', R10, rk + K.sport, 0)
-    .dispatch(
-      R4,
-      [
-        [IPPROTO.ICMP, 'ct_rel_icmp'],
-        [IPPROTO.TCP, 'ct_rel_ports'],
-        [IPPROTO.UDP, 'ct_rel_ports'],
-        [IPPROTO.SCTP, 'ct_rel_ports'],
-      ],
-      'ct_rel_lookup',
-    )
-    .label('ct_rel_ports')
-    .copy('h', R10, rk + K.sport, R2, inner + 20, R5)
-    .copy('h', R10, rk + K.dport, R2, inner + 22, R5)
-    .ja('ct_rel_lookup')
-    .label('ct_rel_icmp')
+    .checkBounds(R2, inner + 1, R3, R4, CT_LABELS.invalid)
+    .ldxb(R4, R2, inner)
+    .jeq(R4, 0x45, 'ct_rel_v4')
+    .and64(R4, 0xf0)
+    .jne(R4, 0x60, CT_LABELS.invalid)
+    .comment('quoted IPv6: addresses as they are, the next header (ICMPv6 as ICMP), then ports or echo id')
+    .checkBounds(R2, inner + 40 + 8, R3, R4, CT_LABELS.invalid);
+  for (let w = 0; w < ADDR16_BYTES; w += 4)
+    asm
+      .copy('w', R10, rk + K.saddr + w, R2, inner + 8 + w, R5)
+      .copy('w', R10, rk + K.daddr + w, R2, inner + 24 + w, R5);
+  asm
+    .ldxb(R4, R2, inner + 6)
+    .mov64(R1, 40)
+    .jne(R4, IPPROTO_ICMPV6, 'ct_rel_proto')
+    .mov64(R4, IPPROTO.ICMP)
+    .ldxb(R5, R2, inner + 40)
+    .jne(R5, 128, 'ct_rel_lookup_proto')
+    .ldxh(R5, R2, inner + 40 + 4)
+    .stx('h', R10, rk + K.sport, R5)
+    .stx('h', R10, rk + K.dport, R5)
+    .ja('ct_rel_lookup_proto')
+    .label('ct_rel_v4')
+    .comment('quoted IPv4: mapped addresses, the protocol, then ports or echo id')
+    .checkBounds(R2, inner + 20 + 8, R3, R4, CT_LABELS.invalid)
+    .ldxb(R4, R2, inner + 9)
+    .st('dw', R10, rk + K.saddr, 0)
+    .st('w', R10, rk + K.saddr + 8, MAPPED_WORD_AS_LOADED)
+    .copy('w', R10, rk + K.saddr + 12, R2, inner + 12, R5)
+    .st('dw', R10, rk + K.daddr, 0)
+    .st('w', R10, rk + K.daddr + 8, MAPPED_WORD_AS_LOADED)
+    .copy('w', R10, rk + K.daddr + 12, R2, inner + 16, R5)
+    .mov64(R1, 20)
+    .jne(R4, IPPROTO.ICMP, 'ct_rel_proto')
     .ldxb(R5, R2, inner + 20)
-    .jne(R5, 8, 'ct_rel_lookup')
+    .jne(R5, 8, 'ct_rel_lookup_proto')
     .ldxh(R5, R2, inner + 24)
     .stx('h', R10, rk + K.sport, R5)
     .stx('h', R10, rk + K.dport, R5)
-    .label('ct_rel_lookup');
+    .ja('ct_rel_lookup_proto')
+    .label('ct_rel_proto')
+    .comment('ports of TCP, UDP and SCTP right after the quoted header (r1 = its length)')
+    .jeq(R4, IPPROTO.TCP, 'ct_rel_ports')
+    .jeq(R4, IPPROTO.UDP, 'ct_rel_ports')
+    .jne(R4, IPPROTO.SCTP, 'ct_rel_lookup_proto')
+    .label('ct_rel_ports')
+    .add64(R2, R1)
+    .checkBounds(R2, inner + 4, R3, R5, CT_LABELS.invalid)
+    .copy('h', R10, rk + K.sport, R2, inner, R5)
+    .copy('h', R10, rk + K.dport, R2, inner + 2, R5)
+    .label('ct_rel_lookup_proto')
+    .stx('b', R10, rk + K.proto, R4);
   emitLookup(asm, rk);
   emitLive(asm, CT_LABELS.invalid);
   asm.exitWith(TCX.NEXT);

@@ -3,6 +3,7 @@
  * same maps: one definition, so a program and its loader can never disagree about an offset.
  */
 import { codecs } from '../../bpf/index.js';
+import { addr16 } from './addr16.js';
 
 /** struct __sk_buff fields the policy programs read (include/uapi/linux/bpf.h). */
 export const SKB = {
@@ -35,15 +36,17 @@ export const DIR = { ingress: 0, egress: 1 } as const;
 /**
  * Conntrack key: the hook (host veth ifindex + policy direction) and the 5-tuple as the packet
  * that created the entry carried it. Keying by hook keeps the two endpoints of a same-node
- * connection apart: A's egress approval must not stand in for B's ingress policy.
+ * connection apart: A's egress approval must not stand in for B's ingress policy. Addresses are
+ * 16 bytes (addr16.ts: IPv4 mapped), so one map tracks both families; ICMPv6 is stored as
+ * protocol ICMP (1), its types translated to their ICMP equivalents (parse.ts).
  */
 export const ctKey = codecs.struct({
   ifindex: codecs.u32,
   dir: codecs.u8,
   proto: codecs.u8,
   pad: codecs.u16,
-  saddr: codecs.ipv4,
-  daddr: codecs.ipv4,
+  saddr: addr16,
+  daddr: addr16,
   sport: codecs.be16,
   dport: codecs.be16,
 });
@@ -96,21 +99,23 @@ export const NS_PER_S = 1_000_000_000;
 export const CT_FLAG_REPLIED = 0x01;
 
 /**
- * LPM trie key of the per-node IP-set trie: {prefixlen, set index, address}. The set index is
- * always matched in full (prefixlen = 32 + CIDR length), so one trie holds every set and a
- * membership change is a map update.
+ * LPM trie key of the per-node IP-set trie: {prefixlen, set index, address (addr16)}. The set
+ * index is always matched in full (prefixlen = 32 + the CIDR's 128-bit length: 96 + n for IPv4),
+ * so one trie holds every set of both families and a membership change is a map update.
  */
 export const setLpmKey = codecs.struct({
   prefixlen: codecs.u32,
   set: codecs.u32,
-  addr: codecs.ipv4,
+  addr: addr16,
 });
+/** Prefix length of a set lookup: the set index and the whole address. */
+export const SET_LOOKUP_PREFIXLEN = 32 + 128;
 export type SetLpmKey = codecs.CodecValue<typeof setLpmKey>;
 
 /** IP-port set membership: exact (set, address, destination port in host order). */
 export const portSetKey = codecs.struct({
   set: codecs.u32,
-  addr: codecs.ipv4,
+  addr: addr16,
   port: codecs.u16,
   pad: codecs.u16,
 });
@@ -130,7 +135,8 @@ export const FLOW_VERDICT_NAMES: Record<number, FlowVerdictName> = { 0: 'log', 1
  * port (network order; 0 for protocols without ports) and the counter slot of the deciding rule
  * (which names the endpoint, direction and rule through the node's slot table). No source port:
  * every connection between two addresses to one port that one rule decided adds to one entry.
- * Addresses are zero where parsing had not reached them (fail-closed IPv6, malformed).
+ * Addresses (addr16: IPv4 mapped, IPv6 as is) are zero where parsing had not reached them
+ * (malformed, fragments, extension headers the parser does not walk).
  */
 export const flowKey = codecs.struct({
   ifindex: codecs.u32,
@@ -138,8 +144,8 @@ export const flowKey = codecs.struct({
   proto: codecs.u8,
   verdict: codecs.u8,
   pad: codecs.u8,
-  saddr: codecs.ipv4,
-  daddr: codecs.ipv4,
+  saddr: addr16,
+  daddr: addr16,
   dport: codecs.be16,
   pad2: codecs.u16,
   slot: codecs.u32,
@@ -183,12 +189,13 @@ export const NODE_CONFIG_FLAG = {
  * apart by the first byte of the key, so that one update of the hook's slot in the node's
  * `policy` map swaps the whole table at once:
  *
- *   peer key  {prefixlen, kind 0, 0, 0, remote IPv4 address}         → {class}
- *   port key  {prefixlen, kind 1, protocol, class, dport (BE), 0}    → {slot, pass slot, verdict, logs}
+ *   peer key  {prefixlen, kind 0, 0, 0, remote address (addr16)}          → {class}
+ *   port key  {prefixlen, kind 1, protocol, class, dport (BE), 0, 0…}     → {slot, pass slot, verdict, logs}
  *
- * Both keys are 12 bytes; the first 32 bits after prefixlen are always matched in full, so a
- * peer key never matches a port key. Prefix lengths: 32 + the CIDR length (peer), 32 + the
- * port prefix length 0–16 (port: a port range is stored as the prefixes that cover it).
+ * Both keys are 24 bytes; the first 32 bits after prefixlen are always matched in full, so a
+ * peer key never matches a port key. Prefix lengths: 32 + the CIDR's 128-bit length (peer: 96 +
+ * n for IPv4, so both families share the trie), 32 + the port prefix length 0–16 (port: a port
+ * range is stored as the prefixes that cover it).
  */
 export const TABLE_KEY_KIND = { peer: 0, port: 1 } as const;
 /** Bits of a table key always matched in full: kind, protocol and class (or padding). */
@@ -203,7 +210,7 @@ export const tablePeerKey = codecs.struct({
   kind: codecs.u8,
   pad: codecs.u8,
   pad2: codecs.u16,
-  addr: codecs.ipv4,
+  addr: addr16,
 });
 export type TablePeerKey = codecs.CodecValue<typeof tablePeerKey>;
 
@@ -214,6 +221,8 @@ export const tablePortKey = codecs.struct({
   class: codecs.u16,
   port: codecs.be16,
   pad: codecs.u16,
+  /** Unused: a trie's keys are all as long as its longest (the peer key). */
+  tail: codecs.bytes(12),
 });
 export type TablePortKey = codecs.CodecValue<typeof tablePortKey>;
 
@@ -234,28 +243,38 @@ export type TableValue = codecs.CodecValue<typeof tableValue>;
 
 /** Stack frame of a policy program (fp-relative, each area aligned for its widest field). */
 export const FRAME = {
-  key: -24,
-  reverseKey: -48,
-  value: -96,
-  now: -104,
-  /** TCP flags, or the ICMP type. */
-  l4info: -108,
+  /** ctKey (44 bytes). */
+  key: -48,
+  reverseKey: -96,
+  value: -144,
+  now: -152,
+  /** TCP flags, or the ICMP type (ICMPv6 types translated to ICMP's, parse.ts). */
+  l4info: -156,
   /** Offset of the L4 header from the start of the frame. */
-  l4offset: -112,
+  l4offset: -160,
   /** Counter slot of the rule that decided (u32), for the allow tail's conntrack entry and aggregate. */
-  slot: -116,
+  slot: -164,
   /** Table mode: the hook's index in the node's `policy` map of tables (u32). */
-  tableIndex: -120,
+  tableIndex: -168,
   /** Table mode: the decision-table trie key (tablePeerKey, then tablePortKey in place). */
-  tableKey: -136,
+  tableKey: -192,
 } as const;
 
 /**
- * Per-program counter slots for packets a program refuses to judge (fail closed): IPv6 (until
- * policy programs parse it), IPv4 fragments, malformed or non-IP frames other than ARP, and ICMP
+ * Per-program counter slots for packets a program refuses to judge (fail closed): fragments of
+ * either family (no reassembly: later fragments carry no ports), malformed or non-IP frames other
+ * than ARP (truncated headers, a wrong version), IPv6 packets whose extension headers the bounded
+ * walk does not get through (`ipv6-headers`: more than IPV6_EXT_HEADERS_WALKED, or the transport
+ * header past IPV6_MAX_L4_OFFSET), IPv6 packets with an IPv4-mapped source or destination
+ * (`ipv6-mapped`: ::ffff:0:0/96 never appears on the wire, RFC 4291 2.5.5.2, and the maps store
+ * IPv4 addresses in that form, so such a packet would pass as an IPv4 peer), and ICMP/ICMPv6
  * replies or errors that belong to no connection (netfilter's INVALID).
  */
-export const FAIL_CLOSED = ['ipv6', 'fragment', 'malformed', 'invalid'] as const;
+export const FAIL_CLOSED = ['fragment', 'malformed', 'ipv6-headers', 'ipv6-mapped', 'invalid'] as const;
+/** Extension headers (hop-by-hop, routing, destination options, fragment) the IPv6 parser walks. */
+export const IPV6_EXT_HEADERS_WALKED = 6;
+/** Furthest start of the transport header the IPv6 parser accepts (from the frame's start). */
+export const IPV6_MAX_L4_OFFSET = 511;
 export type FailClosedReason = (typeof FAIL_CLOSED)[number];
 /**
  * Table mode only: the hook's slot in the `policy` map is empty or its table answers nothing for

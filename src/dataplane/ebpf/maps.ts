@@ -37,7 +37,8 @@ import {
   type SetLpmKey,
 } from './layout.js';
 import type { IpPortSet, IpSet } from '../../ir/types.js';
-import { isIpv4, type Allocation, type NodeView } from './node.js';
+import { type Allocation, type NodeView } from './node.js';
+import { cidr16, isIpv6, MAPPED_PREFIX_BITS } from './addr16.js';
 import { PREFILTER_MIN_CAPACITY } from './prefilter.js';
 import { createTablesMap } from './tables.js';
 
@@ -391,31 +392,30 @@ export function mapIds(maps: NodeMaps): Record<string, number> {
 
 // ---- contents ---------------------------------------------------------------------------------
 
+/** `set|cidr`, the CIDR in its own family's prefix length (IPv4 keys hold 96 + n). */
 export function setEntryId(k: SetLpmKey): string {
-  return `${k.set}|${k.addr}/${k.prefixlen - 32}`;
+  return `${k.set}|${k.addr}/${k.prefixlen - 32 - (isIpv6(k.addr) ? 0 : MAPPED_PREFIX_BITS)}`;
 }
 
 export function portEntryId(k: PortSetKey): string {
   return `${k.set}|${k.addr}|${k.port}`;
 }
 
-/** Trie keys of one IP set at `index` (IPv4 members; the programs parse IPv4 only). */
+/** Trie keys of one IP set at `index`, both families (IPv4 members mapped: addr16.ts). */
 export function ipSetEntries(s: IpSet, index: number): Map<string, SetLpmKey> {
   const out = new Map<string, SetLpmKey>();
   for (const cidr of s.cidrs) {
-    if (!isIpv4(cidr)) continue;
-    const { address, prefixLength } = codecs.parseIpv4Cidr(cidr);
-    const key = { prefixlen: 32 + prefixLength, set: index, addr: codecs.formatIpv4(address) };
+    const { address, prefixLength } = cidr16(cidr);
+    const key = { prefixlen: 32 + prefixLength, set: index, addr: address };
     out.set(setEntryId(key), key);
   }
   return out;
 }
 
-/** Keys of one IP-port set at `index` (IPv4 members). */
+/** Keys of one IP-port set at `index`, both families. */
 export function ipPortSetEntries(s: IpPortSet, index: number): Map<string, PortSetKey> {
   const out = new Map<string, PortSetKey>();
   for (const m of s.members) {
-    if (!isIpv4(m.address)) continue;
     const key = { set: index, addr: m.address, port: m.port, pad: 0 };
     out.set(portEntryId(key), key);
   }

@@ -30,6 +30,7 @@ import {
   R10,
   type AssembledProgram,
   type Instruction,
+  type Register,
 } from '../../bpf/index.js';
 import { defaultRuleId, failClosedRuleId } from '../../ir/rule-ids.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
@@ -51,8 +52,10 @@ import {
   TCP_FLAG,
   TCX,
   ctKey,
+  SET_LOOKUP_PREFIXLEN,
   type FailClosedReason,
 } from './layout.js';
+import { ADDR16_BYTES } from './addr16.js';
 import { hookKey, slotKey, type Allocation } from './node.js';
 import { emitParse, PARSE_LABELS } from './parse.js';
 import { RuleEmitter, type RuleNumbers } from './rules.js';
@@ -62,7 +65,8 @@ import { emitTableDecision, TABLE_LABELS } from './table-code.js';
 const BPF_NOEXIST = 1;
 
 const FAIL_LABELS: Record<FailClosedReason, string> = {
-  ipv6: PARSE_LABELS.ipv6,
+  'ipv6-headers': PARSE_LABELS.ipv6Headers,
+  'ipv6-mapped': PARSE_LABELS.ipv6Mapped,
   fragment: PARSE_LABELS.fragment,
   malformed: PARSE_LABELS.malformed,
   invalid: CT_LABELS.invalid,
@@ -102,16 +106,21 @@ function emitCountSub(asm: Assembler): void {
   asm.label('count_out').exitWith(0);
 }
 
-/** r1 = set index, r2 = address: 1 when the address is in the set (longest prefix of the node trie). */
+/** Copies the 16-byte address at `from` (a pointer into the caller's frame) to r10 + `to`, through `via`. */
+function emitCopyAddress(asm: Assembler, to: number, from: Register, via: Register): void {
+  for (let w = 0; w < ADDR16_BYTES; w += 4) asm.copy('w', R10, to + w, from, w, via);
+}
+
+/** r1 = set index, r2 = pointer to the address (16 bytes): 1 when the address is in the set (longest prefix of the node trie). */
 function emitInSetSub(asm: Assembler): void {
-  const key = -12;
+  const key = -setLpmKey.size;
   const o = setLpmKey.offsets;
   asm
     .label(SUBPROGRAMS.inSet)
-    .comment('subprogram in_set(set r1, address r2): 1 when the node trie has the address in the set')
-    .st('w', R10, key + o.prefixlen, 64)
-    .stx('w', R10, key + o.set, R1)
-    .stx('w', R10, key + o.addr, R2);
+    .comment('subprogram in_set(set r1, address at r2): 1 when the node trie has the address in the set')
+    .st('w', R10, key + o.prefixlen, SET_LOOKUP_PREFIXLEN)
+    .stx('w', R10, key + o.set, R1);
+  emitCopyAddress(asm, key + o.addr, R2, R3);
   emitLookupAnswer(asm, MAP.ipSets, key, 'in_set_no');
 }
 
@@ -120,17 +129,16 @@ function emitLookupAnswer(asm: Assembler, map: string, key: number, miss: string
   asm.mapLookup(map, key).jeq(R0, 0, miss).exitWith(1).label(miss).exitWith(0);
 }
 
-/** r1 = set index, r2 = address, r3 = port (host order): 1 when (address, port) is a member. */
+/** r1 = set index, r2 = pointer to the address (16 bytes), r3 = port (host order): 1 when (address, port) is a member. */
 function emitInPortSetSub(asm: Assembler): void {
-  const key = -12;
+  const key = -portSetKey.size;
   const o = portSetKey.offsets;
   asm
     .label(SUBPROGRAMS.inPortSet)
-    .comment('subprogram in_portset(set r1, address r2, port r3): 1 when (address, port) is in the set')
-    .stx('w', R10, key + o.set, R1)
-    .stx('w', R10, key + o.addr, R2)
-    .stx('h', R10, key + o.port, R3)
-    .st('h', R10, key + o.pad, 0);
+    .comment('subprogram in_portset(set r1, address at r2, port r3): 1 when (address, port) is in the set')
+    .stx('w', R10, key + o.set, R1);
+  emitCopyAddress(asm, key + o.addr, R2, R4);
+  asm.stx('h', R10, key + o.port, R3).st('h', R10, key + o.pad, 0);
   emitLookupAnswer(asm, MAP.portSets, key, 'in_portset_no');
 }
 
@@ -149,9 +157,9 @@ const EEXIST = 17;
  * one; any other failure (the map is full) is counted in `flows_lost`.
  */
 function emitFlowSub(asm: Assembler): void {
-  const key = -24;
-  const value = -64;
-  const lostKey = -68;
+  const key = -flowKey.size;
+  const value = key - flowValue.size;
+  const lostKey = value - 4;
   const f = flowKey.offsets;
   const v = flowValue.offsets;
   const k = FRAME.key;
@@ -168,9 +176,12 @@ function emitFlowSub(asm: Assembler): void {
     .st('b', R10, key + f.pad, 0)
     .st('h', R10, key + f.pad2, 0)
     .copy('w', R10, key + f.ifindex, R7, SKB.ifindex, R1)
-    .copy('b', R10, key + f.dir, R6, k + ct.dir, R1)
-    .copy('w', R10, key + f.saddr, R6, k + ct.saddr, R1)
-    .copy('w', R10, key + f.daddr, R6, k + ct.daddr, R1)
+    .copy('b', R10, key + f.dir, R6, k + ct.dir, R1);
+  for (let w = 0; w < ADDR16_BYTES; w += 4)
+    asm
+      .copy('w', R10, key + f.saddr + w, R6, k + ct.saddr + w, R1)
+      .copy('w', R10, key + f.daddr + w, R6, k + ct.daddr + w, R1);
+  asm
     .ldxb(R1, R6, k + ct.proto)
     .stx('b', R10, key + f.proto, R1)
     .comment('the destination port of TCP, UDP and SCTP; 0 for the rest (the ICMP echo id is no port)')
@@ -262,6 +273,10 @@ export interface GeneratedProgram {
  */
 function emitFailClosedExits(asm: Assembler, rs: RuleSet, numbers: RuleNumbers, tabled: boolean): void {
   asm.label(PARSE_LABELS.nonIp).comment('not IP (ARP): pass').exitWith(TCX.NEXT);
+  asm
+    .label(PARSE_LABELS.neighbour)
+    .comment('IPv6 neighbour discovery (as ARP for IPv4): pass')
+    .exitWith(TCX.NEXT);
   const exits: [string, string][] = FAIL_CLOSED.map((reason) => [reason, FAIL_LABELS[reason]]);
   if (tabled) exits.push([TABLE_FAIL_CLOSED, TABLE_LABELS.fail]);
   for (const [reason, label] of exits) {

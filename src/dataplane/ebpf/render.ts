@@ -48,16 +48,17 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
   out.push('#', '# IP sets in ipsets (set index: members)');
   if (view.ipSets.length === 0) out.push('#   (none)');
   for (const s of view.ipSets) {
-    const v4 = s.cidrs.filter(isIpv4);
-    const skipped = s.cidrs.length - v4.length;
+    const v6 = s.cidrs.filter((c) => !isIpv4(c)).length;
     out.push(
-      `#   set ${alloc.sets[s.id]} ${s.id} (${s.description}): ${v4.length} prefixes${skipped ? ` (+${skipped} IPv6, not loaded)` : ''}: ${some(v4)}`,
+      `#   set ${alloc.sets[s.id]} ${s.id} (${s.description}): ${s.cidrs.length} prefixes${v6 ? ` (${v6} IPv6)` : ''}: ${some(s.cidrs)}`,
     );
   }
   out.push('#', '# IP-port sets in portsets');
   if (view.ipPortSets.length === 0) out.push('#   (none)');
   for (const s of view.ipPortSets) {
-    const members = s.members.filter((m) => isIpv4(m.address)).map((m) => `${m.address}:${m.port}`);
+    const members = s.members.map((m) =>
+      isIpv4(m.address) ? `${m.address}:${m.port}` : `[${m.address}]:${m.port}`,
+    );
     out.push(
       `#   set ${alloc.portSets[s.id]} ${s.id} ${s.protocol} (${s.description}): ${members.length} members: ${some(members)}`,
     );
@@ -82,9 +83,9 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
 function tableLines(rs: RuleSet, alloc: Allocation, entries: number | undefined): string[] {
   const index = alloc.tables?.[hookKey(rs.endpoint, rs.direction)];
   if (index === undefined || !rs.table) return [];
-  const v4 = rs.table.prefixes.filter((p) => isIpv4(p.cidr)).length;
+  const v6 = rs.table.prefixes.filter((p) => !isIpv4(p.cidr)).length;
   return [
-    `#   decision table at policy[${index}]: ${v4} IPv4 peer prefixes, ${rs.table.classes.length} classes, ` +
+    `#   decision table at policy[${index}]: ${rs.table.prefixes.length - v6} IPv4 and ${v6} IPv6 peer prefixes, ${rs.table.classes.length} classes, ` +
       `${entries ?? '?'} trie entries (port ranges as prefixes); the rules below are not walked`,
   ];
 }

@@ -10,7 +10,7 @@
  *   count the Log rules and add to their aggregates, count the Pass rule, count the deciding rule,
  *   then the allow or deny tail with its slot in r1: what the walk does, in the same order.
  *
- * On entry r6 = ctx, r7 = remote address, r8 = destination port (host order), r9 = protocol;
+ * On entry r6 = ctx, r7 = pointer to the remote address (16 bytes), r8 = destination port (host order), r9 = protocol;
  * r7 and r8 are reused afterwards (the tails do not read them).
  */
 import { R0, R1, R2, R3, R6, R7, R8, R9, R10, type Assembler } from '../../bpf/index.js';
@@ -30,6 +30,7 @@ import {
   tableValue,
 } from './layout.js';
 import { emitFlowCall, SUBPROGRAMS } from './emit.js';
+import { ADDR16_BYTES } from './addr16.js';
 import type { RuleEmitter } from './rules.js';
 
 export const TABLE_LABELS = { fail: 'fail_table' } as const;
@@ -37,16 +38,18 @@ export const TABLE_LABELS = { fail: 'fail_table' } as const;
 const PK = tablePeerKey.offsets;
 const QK = tablePortKey.offsets;
 const V = tableValue.offsets;
-/** Lookups match the whole 32-bit word after the header: address, or port and padding. */
-const LOOKUP_PREFIXLEN = TABLE_KEY_HEADER_BITS + 32;
+/** Peer lookups match the whole address (16 bytes, IPv4 mapped); port lookups the port and its padding. */
+const PEER_LOOKUP_PREFIXLEN = TABLE_KEY_HEADER_BITS + ADDR16_BYTES * 8;
+const PORT_LOOKUP_PREFIXLEN = TABLE_KEY_HEADER_BITS + 32;
 
 export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: number): void {
   const key = FRAME.tableKey;
   asm
-    .comment(`decision table ${index}: the peer key of the remote address`)
-    .st('w', R10, key + PK.prefixlen, LOOKUP_PREFIXLEN)
-    .st('w', R10, key + PK.kind, TABLE_KEY_KIND.peer) // kind, pad, pad2
-    .stx('w', R10, key + PK.addr, R7)
+    .comment(`decision table ${index}: the peer key of the remote address (r7 points at it)`)
+    .st('w', R10, key + PK.prefixlen, PEER_LOOKUP_PREFIXLEN)
+    .st('w', R10, key + PK.kind, TABLE_KEY_KIND.peer); // kind, pad, pad2
+  for (let w = 0; w < ADDR16_BYTES; w += 4) asm.copy('w', R10, key + PK.addr + w, R7, w, R1);
+  asm
     .comment("the hook's table (r7) from the node's policy map")
     .st('w', R10, FRAME.tableIndex, index)
     .mapLookup(MAP.tables, FRAME.tableIndex)
@@ -60,7 +63,8 @@ export function emitTableDecision(asm: Assembler, rules: RuleEmitter, index: num
     .jeq(R0, 0, 'table_class')
     .ldxh(R1, R0, V.class)
     .label('table_class')
-    .comment('port key: class, protocol (other protocols share one), destination port big-endian')
+    .comment('port key in place: class, protocol (other protocols share one), destination port big-endian')
+    .st('w', R10, key + QK.prefixlen, PORT_LOOKUP_PREFIXLEN)
     .stx('h', R10, key + QK.class, R1)
     .st('b', R10, key + QK.kind, TABLE_KEY_KIND.port)
     .mov64(R2, R9);

@@ -31,7 +31,7 @@ import {
   type TablePortKey,
   type TableValue,
 } from './layout.js';
-import { isIpv4 } from './node.js';
+import { cidr16 } from './addr16.js';
 
 const PORT_BITS = 16;
 
@@ -69,10 +69,8 @@ export interface TableTrieEntry {
 
 export interface EncodedTable {
   entries: TableTrieEntry[];
-  /** Peer prefixes loaded (IPv4 only: the programs parse IPv4 and fail IPv6 closed). */
+  /** Peer prefixes loaded (both families: IPv4 mapped, addr16.ts). */
   prefixes: number;
-  /** IPv6 prefixes of the table left out. */
-  skippedIpv6: number;
   /** Identity of the entries: equal hashes, equal tables (slots included). */
   hash: string;
 }
@@ -88,13 +86,13 @@ const ZERO_VALUE: Omit<TableValue, 'class'> = {
 };
 
 export function peerKey(cidr: string): TablePeerKey {
-  const { address, prefixLength } = codecs.parseIpv4Cidr(cidr);
+  const { address, prefixLength } = cidr16(cidr);
   return {
     prefixlen: TABLE_KEY_HEADER_BITS + prefixLength,
     kind: TABLE_KEY_KIND.peer,
     pad: 0,
     pad2: 0,
-    addr: codecs.formatIpv4(address),
+    addr: address,
   };
 }
 
@@ -106,8 +104,11 @@ export function portKey(classId: number, proto: number, prefix: PortPrefix): Tab
     class: classId,
     port: prefix.value,
     pad: 0,
+    tail: NO_TAIL,
   };
 }
+
+const NO_TAIL = Buffer.alloc(0);
 
 /** Every port: prefix length 0 (ICMP, other protocols). */
 const ANY_PORT: PortPrefix = { value: 0, bits: 0 };
@@ -153,12 +154,7 @@ function portRows(entries: readonly PortEntry[]): [PortPrefix, TableEntry][] {
  */
 export function encodeTable(table: DecisionTable, slot: (rule: string) => number): TableEncoding {
   const entries: TableTrieEntry[] = [];
-  let skippedIpv6 = 0;
   for (const p of table.prefixes) {
-    if (!isIpv4(p.cidr)) {
-      skippedIpv6++;
-      continue;
-    }
     // Class 0 is what a miss means: no entry needed.
     if (p.classId === 0) continue;
     entries.push({
@@ -199,5 +195,5 @@ export function encodeTable(table: DecisionTable, slot: (rule: string) => number
     tableValue.encode(e.value, scratch, 0);
     h.update(e.key).update(scratch);
   }
-  return { ok: true, table: { entries, prefixes, skippedIpv6, hash: h.digest('hex').slice(0, 16) } };
+  return { ok: true, table: { entries, prefixes, hash: h.digest('hex').slice(0, 16) } };
 }

@@ -16,7 +16,7 @@
  */
 import { BpfMap, codecs, MapFlags, MapOfMaps, type MapBase } from '../../bpf/index.js';
 import type { Direction, RuleSet } from '../../ir/types.js';
-import { tableValue, type TableValue } from './layout.js';
+import { tablePeerKey, tableValue, type TableValue } from './layout.js';
 import { allocate, hookKey, slotKey, type Allocation, type NodeView } from './node.js';
 import { encodeTable, type EncodedTable } from './table-encoding.js';
 
@@ -25,7 +25,7 @@ export const TABLE_HOOKS = 4096;
 /** Trie entries a node's tables may hold in all (~100 B of kernel memory each). */
 export const NODE_TABLE_ENTRIES = 1 << 20;
 
-const tableKeyCodec = codecs.bytes(12);
+const tableKeyCodec = codecs.bytes(tablePeerKey.size);
 export type TableMap = BpfMap<Buffer, TableValue>;
 
 const TABLE_MAP_NAME = 'sy_ptable';
