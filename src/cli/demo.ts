@@ -122,6 +122,8 @@ const PROBES = [
   { port: 8080, protocol: 'TCP' as const },
   { port: 5432, protocol: 'TCP' as const },
 ];
+/** Lab pods are dual-stack: this port is also measured between their IPv6 addresses. */
+const IPV6_PROBE = { port: 5432, protocol: 'TCP' as const };
 
 function disagreements(predicted: ReachMatrix, measured: ReachMatrix): string[] {
   const out: string[] = [];
@@ -155,7 +157,9 @@ function labUpStep(model: Model, files: string[]): DemoStep {
         backend: 'none',
         policyMode: 'table',
       });
-      const pods = (r.state.topology?.pods ?? []).map((p) => `${p.id} on ${p.node} at ${p.address}`);
+      const pods = (r.state.topology?.pods ?? []).map(
+        (p) => `${p.id} on ${p.node} at ${p.address}${p.addressV6 ? ` and ${p.addressV6}` : ''}`,
+      );
       return [
         `up in ${r.durationMs.toFixed(0)} ms, no policy enforced yet:`,
         ...pods.map((p) => `  ${p}`),
@@ -184,6 +188,21 @@ async function compareReach(
     if (probe.port === 5432)
       lines.unshift(`measured ${probe.protocol}/${probe.port}:`, formatReachGrid(measured.matrix));
   }
+  // The same policies over the pods' IPv6 addresses: one port is enough to show the verdicts hold.
+  const v6 = await measureReach(DEMO_LAB, { ...IPV6_PROBE, family: 6 });
+  reachMs += v6.durationMs;
+  const v6diff = disagreements(v6.predicted, v6.matrix);
+  const v6pairs = Object.values(v6.predicted.results).reduce((n, row) => n + Object.keys(row).length, 0);
+  total += v6pairs;
+  agree += v6pairs - v6diff.length;
+  lines.push(...v6diff.map((d) => `  MISMATCH IPv6 ${IPV6_PROBE.protocol}/${IPV6_PROBE.port}: ${d}`));
+  const allowed = Object.values(v6.matrix.results).reduce(
+    (n, row) => n + Object.values(row).filter(Boolean).length,
+    0,
+  );
+  lines.push(
+    `IPv6 ${IPV6_PROBE.protocol}/${IPV6_PROBE.port}: ${v6pairs - v6diff.length} of ${v6pairs} pairs agree with the prediction (${allowed} allowed)`,
+  );
   return { lines, agree, total, reachMs };
 }
 
@@ -217,7 +236,9 @@ function backendStep(model: Model, files: string[], backend: BackendName, tour: 
         svc.spread,
       ]);
       tour.last = { backend, nodes: r.state.topology?.nodes ?? [] };
-      lines.push(`${agree} of ${total} pairs on ${PROBES.length} ports agree with the prediction`);
+      lines.push(
+        `${agree} of ${total} pairs on ${PROBES.length} ports (and ${IPV6_PROBE.port} over IPv6) agree with the prediction`,
+      );
       const mode = r.state.policyMode ?? DEFAULT_POLICY_MODE;
       lines.push(`policy decided in ${formatTableModeSummary(tableModeSummary(r.state.ir.ruleSets, mode))}`);
       return lines.join('\n');
