@@ -154,7 +154,7 @@ describeKernel('agents facing failures (ebpf)', () => {
 
   it('answers its API within 500 ms while a program load of seconds runs', async () => {
     const node = nodeOf(ENDPOINT);
-    writeDesired(LAB, withWalk(640, 'slow-1'));
+    writeDesired(LAB, withWalk(440, 'slow-1'));
     const latencies: number[] = [];
     let inForce: AgentStatus | undefined;
     const deadline = Date.now() + 60_000;

@@ -9,6 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { BpfMap } from '../../bpf/index.js';
 import { runInNetnsOrThrow } from '../../dataplane/exec.js';
+import { cidr16 } from '../../dataplane/ebpf/addr16.js';
 import { MAP } from '../../dataplane/ebpf/layout.js';
 import { MAP_SPECS } from '../../dataplane/ebpf/maps.js';
 import { summarize } from '../stats.js';
@@ -140,15 +141,14 @@ function nftMechanism(netns: string): Mechanism {
   };
 }
 
-/** The eBPF backend's set trie shape: {prefixlen = 32 + len, set index, address} → 1. */
+/** The eBPF backend's set trie shape: {prefixlen = 32 + len (of the 16-byte address), set index, address} → 1. */
 function lpmMechanism(): Mechanism {
   const spec = MAP_SPECS[MAP.ipSets];
   let map: BpfMap<{ prefixlen: number; set: number; addr: string }, number> | undefined;
-  const key = (addr: string): { prefixlen: number; set: number; addr: string } => ({
-    prefixlen: 64,
-    set: SET_INDEX,
-    addr,
-  });
+  const key = (addr: string): { prefixlen: number; set: number; addr: string } => {
+    const host = cidr16(addr);
+    return { prefixlen: 32 + host.prefixLength, set: SET_INDEX, addr: host.address };
+  };
   const need = (): NonNullable<typeof map> => {
     if (!map) throw new Error('set trie not created');
     return map;
