@@ -98,9 +98,12 @@ function materialize(item: Incoming, model: Model, alloc: Allocations): string {
     const status = (value.status ??= {});
     const address = alloc.podAddresses[id];
     const v6 = alloc.podAddressesV6?.[id];
-    if (status.podIP === undefined && status.podIPs === undefined && address) {
-      status.podIP = address;
-      if (v6) status.podIPs = [{ ip: address }, { ip: v6 }];
+    if (status.podIPs === undefined) {
+      if (status.podIP === undefined && address) status.podIP = address;
+      // A stated IPv4 podIP gets its IPv6 address beside it too: the lab gives every pod one.
+      const primary = status.podIP;
+      if (v6 && typeof primary === 'string' && addressFamily(primary) === 'IPv4')
+        status.podIPs = [{ ip: primary }, { ip: v6 }];
     }
   } else if (item.ref.kind === 'Service') {
     const spec = (value.spec ??= {});

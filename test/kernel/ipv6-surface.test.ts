@@ -179,7 +179,8 @@ describeKernel('cluster mode: IPv6 addresses in etcd, an IPv6 pod pair judged by
   let file = '';
 
   beforeAll(async () => {
-    file = manifestFile(manifests());
+    // One pod states its IPv4 address: it is stored with an IPv6 one beside it all the same.
+    file = manifestFile([...manifests(), pod('shop', 'pinned', { node: 'node-2', ip: '198.18.0.200' })]);
     await labDown(lab);
     await clusterUp({ name: lab, files: [file], backend: 'ebpf', nodeCount: 2 });
   }, 120_000);
@@ -193,7 +194,7 @@ describeKernel('cluster mode: IPv6 addresses in etcd, an IPv6 pod pair judged by
     const store = clusterStore(lab);
     try {
       const pods = await listObjects(store, { kind: 'Pod', namespace: 'shop' });
-      expect(pods.items).toHaveLength(3);
+      expect(pods.items).toHaveLength(4);
       for (const p of pods.items) {
         const status = p.object.status as { podIP: string; podIPs: { ip: string }[] };
         expect(status.podIPs.map((x) => x.ip)).toEqual([status.podIP, expect.stringMatching(/^fd00:5957::/)]);
