@@ -2,7 +2,7 @@
  * Issue 19, the user surface of IPv6 against the real kernel: IPv6 traffic between lab pods shows
  * up in `switchyard flows` with its addresses (table, Hubble jsonpb with ipVersion IPv6), the
  * --ip/--from-ip/--to-ip filters select it by IPv6 address and CIDR, and the agents count it in
- * switchyard_flows_processed_total{family="ipv6"}; on eBPF and nftables. In cluster mode, etcd
+ * switchyard_flows_processed_total{family="ipv6"}; on eBPF, nftables and iptables. In cluster mode, etcd
  * stores the pods' IPv6 addresses and a dual-stack Service's IPv6 cluster IP, and the etcd-fed
  * agents judge an IPv6 pod pair by the policy.
  */
@@ -82,7 +82,7 @@ async function processedIPv6(lab: string): Promise<Record<string, number>> {
   return sum;
 }
 
-for (const backend of ['ebpf', 'nftables'] as BackendName[])
+for (const backend of ['ebpf', 'nftables', 'iptables'] as BackendName[])
   describeKernel(`IPv6 flows on ${backend}: shown, filtered by IPv6 address and CIDR, counted`, () => {
     const lab = `v6sf${backend.slice(0, 2)}`;
     let file = '';
