@@ -10,7 +10,7 @@
  *   GET  /v1/policies      policies that select a pod on this node
  *   GET  /v1/flows         recent flows (?pod= &verdict= &policy= &limit=); &follow=1 streams
  *                          them as server-sent events
- *   GET  /v1/explain       ?from= &to= &port= &protocol=: which rule decides
+ *   GET  /v1/explain       ?from= &to= &port= &protocol= [&family=6]: which rule decides
  *   POST /v1/sync          re-read the desired state now
  *   GET  /metrics          Prometheus text
  */
@@ -161,12 +161,16 @@ function explainQuery(ctx: ApiContext, q: URLSearchParams): Explanation {
   // A service (`svc/NS/NAME:PORT`) or `IP:PORT` destination carries its port.
   if (protocol !== 'ICMP' && port === undefined && !destinationHasPort(to))
     throw new HttpError(400, `${protocol} needs ?port= (or a destination with one: svc/NS/NAME:PORT)`);
+  const familyText = q.get('family');
+  if (familyText !== null && familyText !== '4' && familyText !== '6')
+    throw new HttpError(400, `family must be 4 or 6, not '${familyText}'`);
   try {
     return explain(desired.model, ir, {
       from,
       to,
       protocol: protocol as Protocol,
       ...(port ? { port } : {}),
+      ...(familyText === '6' ? { family: 6 as const } : {}),
     });
   } catch (e) {
     throw new HttpError(400, errorMessage(e), { cause: e });

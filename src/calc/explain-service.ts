@@ -17,6 +17,8 @@ export interface Destination {
 
 const SERVICE = /^svc\/([^/\s:]+)\/([^/\s:]+)(?::(\d{1,5}))?$/;
 const IPV4_PORT = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/;
+/** An IPv6 address with a port is bracketed (RFC 3986): `[fd00:5957::2]:5432`. */
+const IPV6_PORT = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/;
 
 function port(text: string | undefined, given: string): number | undefined {
   if (text === undefined) return undefined;
@@ -25,7 +27,7 @@ function port(text: string | undefined, given: string): number | undefined {
   return n;
 }
 
-/** `svc/NS/NAME[:PORT]`, `A.B.C.D:PORT`, or a pod or address as given. */
+/** `svc/NS/NAME[:PORT]`, `A.B.C.D:PORT`, `[IPV6]:PORT`, or a pod or address as given. */
 export function parseDestination(to: string): Destination {
   const svc = SERVICE.exec(to);
   if (svc) {
@@ -35,6 +37,11 @@ export function parseDestination(to: string): Destination {
   const hostPort = IPV4_PORT.exec(to);
   if (hostPort && parseAddress(hostPort[1] as string))
     return { target: hostPort[1] as string, port: port(hostPort[2], to) as number };
+  const v6 = IPV6_PORT.exec(to);
+  if (v6 && parseAddress(v6[1] as string)?.family === 6) {
+    const p = port(v6[2], to);
+    return { target: v6[1] as string, ...(p !== undefined ? { port: p } : {}) };
+  }
   return { target: to };
 }
 
@@ -95,12 +102,17 @@ export function findServiceTarget(
   dest: Destination,
   protocol: Protocol,
   port: number | undefined,
+  family?: 4 | 6,
 ): ServiceTarget | undefined {
   let tables: ServicePortTable[];
   let name: string;
   if (dest.service) {
     name = dest.service;
-    tables = ir.services.filter((t) => t.service === name);
+    const all = ir.services.filter((t) => t.service === name);
+    // A service by name stands for its cluster IP of the family asked (IPv4 unless asked).
+    tables = all.filter((t) => (t.family ?? 4) === (family ?? 4));
+    if (family === 6 && tables.length === 0 && all.length > 0)
+      throw new Error(`service ${name} has no IPv6 cluster IP (it is IPv4 only: ipFamilies)`);
   } else {
     tables = ir.services.filter((t) => t.address === dest.target);
     const first = tables[0];

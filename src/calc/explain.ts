@@ -110,6 +110,14 @@ export interface ExplainQuery {
   family?: 4 | 6;
 }
 
+/**
+ * The family an address among `from` and `to` implies (the destination's first), so pods named
+ * at the other end stand for their address of that family; undefined when both are pods.
+ */
+export function impliedFamily(from: string, to: string): 4 | 6 | undefined {
+  return parseAddress(parseDestination(to).target)?.family ?? parseAddress(from)?.family;
+}
+
 /** True when `to` carries its own port (`svc/NS/NAME:PORT`, `A.B.C.D:PORT`, `nodeport/…`, `lb/…`), so none is needed besides. */
 export function destinationHasPort(to: string): boolean {
   return parseExternalEntry(to) !== undefined || parseDestination(to).port !== undefined;
@@ -143,8 +151,9 @@ export function explain(model: Model, ir: IR, query: ExplainQuery): Explanation 
   if (dest.port !== undefined && q.port !== undefined && dest.port !== q.port)
     throw new Error(`'${q.to}' names port ${dest.port} but the port asked is ${q.port}: give one`);
   const port = dest.port ?? q.port;
-  const target = findServiceTarget(model, ir, dest, q.protocol, port);
-  const asked = { ...q, ...(port !== undefined ? { port } : {}) };
+  const family = q.family ?? impliedFamily(q.from, q.to);
+  const target = findServiceTarget(model, ir, dest, q.protocol, port, family);
+  const asked = { ...q, ...(port !== undefined ? { port } : {}), ...(family ? { family } : {}) };
   if (!target) return explainPair(model, ir, { ...asked, to: dest.target }, q.to);
   if (port === undefined || q.protocol === 'ICMP')
     throw new Error(
@@ -166,7 +175,13 @@ function explainService(
   const local = target.table?.internalTrafficPolicy === 'Local';
   const eligible = target.table ? internalBackends(target.table, srcEndpoint?.node) : [];
   const backends = eligible.map((b): ServiceBackendExplanation => {
-    const x = explainPair(model, ir, { from: q.from, to: b.endpoint, protocol: q.protocol, port: b.port });
+    const x = explainPair(model, ir, {
+      from: q.from,
+      to: b.endpoint,
+      protocol: q.protocol,
+      port: b.port,
+      family: target.table?.family ?? 4,
+    });
     return {
       endpoint: b.endpoint,
       address: b.address,

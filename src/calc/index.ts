@@ -15,6 +15,7 @@ export * from './addresses.js';
 export {
   destinationHasPort,
   explain,
+  impliedFamily,
   resolveEndpointOrAddress,
   type Explanation,
   type ExplainQuery,
@@ -24,6 +25,7 @@ export {
   type SideExplanation,
   type RuleRef,
 } from './explain.js';
+export { parseDestination } from './explain-service.js';
 export { servedPorts, servesPort } from './serving.js';
 export {
   ClientIpAffinity,

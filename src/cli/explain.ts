@@ -4,6 +4,7 @@ import {
   buildIR,
   destinationHasPort,
   explain,
+  impliedFamily,
   otherSourceText,
   type Explanation,
   type ExternalEntryExplanation,
@@ -15,6 +16,7 @@ import { CliError, printJson } from './output.js';
 import { allocateOptions, loadModelOrFail, parseNodeCount, parsePort } from './manifests.js';
 import { parseFamily } from './options.js';
 import { errorMessage } from '../util/errors.js';
+import { addressWithPort } from '../util/ip.js';
 
 function sideLines(s: SideExplanation): string[] {
   const lines = [`  ${s.text}`];
@@ -33,7 +35,7 @@ function externalLines(x: ExternalEntryExplanation, served: boolean): string[] {
   const where =
     x.kind === 'nodeport'
       ? `node port ${x.port} on ${x.node ?? '?'} (${x.address})`
-      : `load-balancer address ${x.address}:${x.port}`;
+      : `load-balancer address ${addressWithPort(x.address, x.port)}`;
   const policy =
     x.externalTrafficPolicy === 'Local'
       ? "only the entry node's own backends, client address kept"
@@ -57,7 +59,7 @@ function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
     lines.push(
       s.problem === 'port-not-defined'
         ? `  service ${s.name} ${s.address}: ports ${s.ports.join(', ') || 'none'}; none is ${s.port}/${s.protocol}`
-        : `  service ${s.name} ${s.address}:${port}${target}: ${count}`,
+        : `  service ${s.name} ${addressWithPort(s.address, port)}${target}: ${count}`,
     );
   if (s.affinityTimeoutSeconds !== undefined)
     lines.push(
@@ -78,7 +80,7 @@ function serviceLines(x: Explanation, s: ServiceExplanation): string[] {
             b.otherSource ? otherSourceText(b.otherSource, b.allowed) : ''
           }`;
     lines.push(
-      `  → ${b.endpoint} ${b.address}:${b.targetPort}${b.node ? ` on ${b.node}` : ''}${via}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
+      `  → ${b.endpoint} ${addressWithPort(b.address, b.targetPort)}${b.node ? ` on ${b.node}` : ''}${via}: ${b.allowed ? 'ALLOWED' : 'DENIED'}`,
     );
     for (const side of [b.egress, b.ingress]) if (side) lines.push(...sideLines(side).map((l) => `  ${l}`));
     if (!b.egress && b.decidedAt !== 'same-pod')
@@ -156,7 +158,12 @@ export function register(program: Command): void {
             2,
           );
         const model = loadModelOrFail(paths);
-        const ir = buildIR(model, allocate(model, {}, allocateOptions(opts)));
+        // An IPv6 address at either end asks about the pods' IPv6 addresses, so they need one.
+        const family = opts.family ?? impliedFamily(opts.from, opts.to);
+        const ir = buildIR(
+          model,
+          allocate(model, {}, allocateOptions({ ...opts, ...(family ? { family } : {}) })),
+        );
         let result;
         try {
           result = explain(model, ir, {

@@ -4,21 +4,21 @@
  * only when its counts moved, and Hubble's JSON (`-o jsonpb`). Pure, so it is unit-tested.
  */
 import type { Flow, FlowPeer, FlowProcess } from '../observe/flows.js';
-import { parseAddress } from '../util/ip.js';
+import { addressWithPort, parseAddress } from '../util/ip.js';
 
-/** `shop/db` for a pod, the address otherwise. */
-function endText(peer: FlowPeer | undefined, address: string): string {
-  return peer ? peer.pod : address;
+/** `shop/db:5432` for a pod, the address otherwise (`[fd00:5957::9]:5432` for IPv6). */
+function endText(peer: FlowPeer | undefined, address: string, port?: number): string {
+  if (port === undefined) return peer ? peer.pod : address;
+  return peer ? `${peer.pod}:${port}` : addressWithPort(address, port);
 }
 
 /** An aggregate (sport 0) stands for every source port: only the pod or address is shown. */
 export function sourceText(f: Flow): string {
-  const who = endText(f.source, f.src);
-  return f.sport === 0 ? who : `${who}:${f.sport}`;
+  return endText(f.source, f.src, f.sport === 0 ? undefined : f.sport);
 }
 
 export function destinationText(f: Flow): string {
-  return `${endText(f.destination, f.dst)}:${f.dport}`;
+  return endText(f.destination, f.dst, f.dport);
 }
 
 function endpointText(f: Flow): string {
@@ -84,7 +84,8 @@ function followColumns(nodeWidth: number): { header: string; width: number; righ
     { header: 'TIME', width: 12 },
     { header: 'NODE', width: Math.max(4, nodeWidth) },
     { header: 'PROTO', width: 5 },
-    { header: 'SOURCE', width: 24 },
+    // Wide enough for a lab IPv6 address with a port: `[fd00:5957:0:1::ffff]:65535`.
+    { header: 'SOURCE', width: 28 },
     { header: 'DESTINATION', width: 28 },
     { header: 'VERDICT', width: 7 },
     { header: 'CONNS', width: 7, right: true },
@@ -190,6 +191,10 @@ function hubbleEndpoint(peer: FlowPeer | undefined): HubbleEndpoint {
   };
 }
 
+function ipVersion(f: Flow): 'IPv4' | 'IPv6' {
+  return parseAddress(f.src)?.family === 6 ? 'IPv6' : 'IPv4';
+}
+
 function hubbleL4(f: Flow): Record<string, unknown> {
   const ports = { source_port: f.sport, destination_port: f.dport };
   switch (f.protocol) {
@@ -198,7 +203,7 @@ function hubbleL4(f: Flow): Record<string, unknown> {
     case 'SCTP':
       return { [f.protocol]: ports };
     case 'ICMP':
-      return { ICMPv4: {} };
+      return ipVersion(f) === 'IPv6' ? { ICMPv6: {} } : { ICMPv4: {} };
     default:
       return {};
   }
@@ -231,7 +236,7 @@ export function hubbleFlow(f: Flow): Record<string, unknown> {
       IP: {
         source: f.src,
         destination: f.dst,
-        ipVersion: parseAddress(f.src)?.family === 6 ? 'IPv6' : 'IPv4',
+        ipVersion: ipVersion(f),
       },
       l4: hubbleL4(f),
       source: hubbleEndpoint(f.source),

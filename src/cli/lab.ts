@@ -62,13 +62,15 @@ export function progressBar(): Progress | undefined {
   };
 }
 
+/** The lab's pods with both addresses (`-`: a lab from before pods had an IPv6 one). */
 export function podTable(pods: readonly LabPod[]): string {
   return formatTable(
-    ['POD', 'NODE', 'ADDRESS', 'NETNS', 'PORTS'],
+    ['POD', 'NODE', 'ADDRESS', 'IPV6 ADDRESS', 'NETNS', 'PORTS'],
     pods.map((p) => [
       p.id,
       p.node,
       p.address,
+      p.addressV6 ?? '-',
       p.netns,
       p.ports.map((x) => `${x.port}/${x.protocol}`).join(' '),
     ]),

@@ -9,7 +9,7 @@
  *   GET /api/policies        policies with the pods they select on every node
  *   GET /api/flows           recent flows of every node (?pod= &verdict= &policy= &limit=)
  *   GET /api/flows/stream    the same, live, as server-sent events
- *   GET /api/explain         ?from= &to= &port= &protocol= [&node=]: which policy and rule decide
+ *   GET /api/explain         ?from= &to= &port= &protocol= [&family=6] [&node=]: which policy and rule decide
  *   GET /api/reach           ?port= &protocol= [&measure=0]: measured (real connections) and predicted
  *   GET /api/services        the lab's services: ClusterIP, port, the pods behind it
  *   GET /api/prefilters      the lab's prefilters: nodes and deny-listed CIDRs
@@ -285,7 +285,7 @@ function flowStream({ opts, q, req, res }: Call): void {
 
 async function explainPair({ opts, q, res }: Call): Promise<void> {
   const forward = new URLSearchParams();
-  for (const k of ['from', 'to', 'port', 'protocol']) {
+  for (const k of ['from', 'to', 'port', 'protocol', 'family']) {
     const v = q.get(k);
     if (v) forward.set(k, v);
   }

@@ -7,8 +7,10 @@
  * that only commits if no other writer got in between; otherwise the whole thing is read,
  * validated and allocated again.
  *
- * What is stored is complete: a Pod carries its node and address, a Service its cluster IP, a
- * Prefilter its CIDRs. Agents only read those allocations, so every node sees the same addresses.
+ * What is stored is complete: a Pod carries its node and addresses (status.podIP and, as every
+ * lab pod is dual-stack, status.podIPs with its IPv6 address), a Service its cluster IP (and
+ * clusterIPs, one per family, when it has families), a Prefilter its CIDRs. Agents only read
+ * those allocations, so every node sees the same addresses.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { allocate, DEFAULT_NODE_COUNT, type Allocations } from '../calc/index.js';
@@ -22,6 +24,7 @@ import {
   type ManifestIssue,
   type Model,
 } from '../model/index.js';
+import { addressFamily, serviceFamilies } from '../model/types.js';
 import { storedDocument } from './documents.js';
 import { DatastoreError, type EtcdStore, type Snapshot } from './etcd.js';
 import { formatRef, objectKey, parseObjectKey, refOf, type ObjectRef } from './keys.js';
@@ -94,11 +97,22 @@ function materialize(item: Incoming, model: Model, alloc: Allocations): string {
     if (spec.nodeName === undefined && node) spec.nodeName = node;
     const status = (value.status ??= {});
     const address = alloc.podAddresses[id];
-    if (status.podIP === undefined && status.podIPs === undefined && address) status.podIP = address;
+    const v6 = alloc.podAddressesV6?.[id];
+    if (status.podIPs === undefined) {
+      if (status.podIP === undefined && address) status.podIP = address;
+      // A stated IPv4 podIP gets its IPv6 address beside it too: the lab gives every pod one.
+      const primary = status.podIP;
+      if (v6 && typeof primary === 'string' && addressFamily(primary) === 'IPv4')
+        status.podIPs = [{ ip: primary }, { ip: v6 }];
+    }
   } else if (item.ref.kind === 'Service') {
     const spec = (value.spec ??= {});
-    const address = alloc.serviceAddresses[id];
-    if (spec.clusterIP === undefined && address) spec.clusterIP = address;
+    const ips = serviceAddresses(model, id, alloc);
+    if (spec.clusterIP === undefined && spec.clusterIPs === undefined && ips[0]) spec.clusterIP = ips[0];
+    // A service with families keeps one cluster IP per family, as the API server writes them.
+    const families = model.services.find((s) => `${s.namespace}/${s.name}` === id)?.ipFamilies;
+    if (families && spec.clusterIPs === undefined && ips.length > 0 && spec.clusterIP === ips[0])
+      spec.clusterIPs = ips;
     for (const port of (spec.ports ?? []) as StoredServicePort[]) {
       const nodePort = alloc.nodePorts[`${id}:${port.port}/${port.protocol ?? 'TCP'}`];
       if (port.nodePort === undefined && nodePort !== undefined) port.nodePort = nodePort;
@@ -119,6 +133,16 @@ function materialize(item: Incoming, model: Model, alloc: Allocations): string {
   return JSON.stringify(value);
 }
 
+/** A service's allocated cluster IPs in its families' order (primary first); none when headless. */
+function serviceAddresses(model: Model, id: string, alloc: Allocations): string[] {
+  const service = model.services.find((s) => `${s.namespace}/${s.name}` === id);
+  if (!service) return [];
+  return serviceFamilies(service).flatMap((f) => {
+    const a = f === 'IPv4' ? alloc.serviceAddresses[id] : alloc.serviceAddressesV6?.[id];
+    return a ? [a] : [];
+  });
+}
+
 interface StoredServicePort {
   port?: number;
   protocol?: string;
@@ -127,6 +151,7 @@ interface StoredServicePort {
 
 interface StoredServiceStatus {
   podIP?: string;
+  podIPs?: { ip?: string }[];
   loadBalancer?: { ingress?: { ip?: string }[] };
 }
 
@@ -134,29 +159,49 @@ interface StoredServiceStatus {
 function storedAllocations(snapshot: Snapshot): Partial<Allocations> {
   const podAddresses: Record<string, string> = {};
   const podNodes: Record<string, string> = {};
+  const podAddressesV6: Record<string, string> = {};
   const serviceAddresses: Record<string, string> = {};
+  const serviceAddressesV6: Record<string, string> = {};
   const nodePorts: Record<string, number> = {};
   const loadBalancerAddresses: Record<string, string[]> = {};
   for (const o of snapshot.objects.values()) {
     const v = (storedDocument(o.key, o.value).value ?? {}) as {
       kind?: string;
       metadata?: { name?: string; namespace?: string };
-      spec?: { nodeName?: string; clusterIP?: string; ports?: StoredServicePort[] };
+      spec?: { nodeName?: string; clusterIP?: string; clusterIPs?: string[]; ports?: StoredServicePort[] };
       status?: StoredServiceStatus;
     };
     const id = `${v.metadata?.namespace ?? DEFAULT_NAMESPACE}/${v.metadata?.name}`;
     if (v.kind === 'Pod') {
-      if (v.status?.podIP) podAddresses[id] = v.status.podIP;
+      const ips = [v.status?.podIP, ...(v.status?.podIPs ?? []).map((p) => p.ip)];
+      const v4 = ips.find((a) => a !== undefined && addressFamily(a) === 'IPv4');
+      const v6 = ips.find((a) => a !== undefined && addressFamily(a) === 'IPv6');
+      if (v4 ?? v.status?.podIP) podAddresses[id] = (v4 ?? v.status?.podIP) as string;
+      if (v6) podAddressesV6[id] = v6;
       if (v.spec?.nodeName) podNodes[id] = v.spec.nodeName;
     } else if (v.kind === 'Service') {
-      if (v.spec?.clusterIP && v.spec.clusterIP !== 'None') serviceAddresses[id] = v.spec.clusterIP;
+      const ips = [v.spec?.clusterIP, ...(v.spec?.clusterIPs ?? [])].filter(
+        (a): a is string => a !== undefined && a !== 'None' && a !== '',
+      );
+      const v4 = ips.find((a) => addressFamily(a) === 'IPv4');
+      const v6 = ips.find((a) => addressFamily(a) === 'IPv6');
+      if (v4) serviceAddresses[id] = v4;
+      if (v6) serviceAddressesV6[id] = v6;
       for (const p of v.spec?.ports ?? [])
         if (p.nodePort !== undefined) nodePorts[`${id}:${p.port}/${p.protocol ?? 'TCP'}`] = p.nodePort;
       const ingress = (v.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : []));
       if (ingress.length > 0) loadBalancerAddresses[id] = ingress;
     }
   }
-  return { podAddresses, podNodes, serviceAddresses, nodePorts, loadBalancerAddresses };
+  return {
+    podAddresses,
+    podAddressesV6,
+    podNodes,
+    serviceAddresses,
+    serviceAddressesV6,
+    nodePorts,
+    loadBalancerAddresses,
+  };
 }
 
 function sameJson(a: string, b: string): boolean {
@@ -183,8 +228,10 @@ function plan(
   if (!model) throw new ManifestError(issues);
   let alloc: Allocations;
   try {
+    // Pods are dual-stack, as in the lab that builds them from what is stored.
     alloc = allocate(model, storedAllocations(snapshot), {
       nodeCount: snapshot.cluster.nodeCount ?? DEFAULT_NODE_COUNT,
+      dualStackPods: true,
     });
   } catch (e) {
     throw new DatastoreError(errorMessage(e), { cause: e });

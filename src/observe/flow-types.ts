@@ -80,6 +80,8 @@ export interface FlowStats {
   evicted: number;
   /** Packets the flow events taken in carried, by verdict (what `switchyard_flows_processed_total` counts). */
   packets: Record<Verdict, number>;
+  /** The IPv6 share of `packets` (the rest is IPv4): `switchyard_flows_processed_total{family}`. */
+  packetsIPv6?: Record<Verdict, number>;
   /** Packets the kernel dropped for its own reasons (verdict `dropped`), by reason, since start. */
   kernelDrops?: Record<string, number>;
 }

@@ -125,6 +125,7 @@ export class FlowTable implements EventSink {
     flows: 0,
     evicted: 0,
     packets: { allow: 0, deny: 0, log: 0 },
+    packetsIPv6: { allow: 0, deny: 0, log: 0 },
   };
   private readonly kernelDrops: Record<string, number> = {};
 
@@ -171,8 +172,14 @@ export class FlowTable implements EventSink {
     for (const l of this.listeners) l(shown);
   }
 
+  /** Only IPv6 addresses hold a colon (the sources write IPv4-mapped addresses as IPv4). */
+  private countPackets(verdict: VerdictEvent['verdict'], src: string, packets: number): void {
+    this.counts.packets[verdict] += packets;
+    if (src.includes(':') && this.counts.packetsIPv6) this.counts.packetsIPv6[verdict] += packets;
+  }
+
   private counts_(e: FlowCountsEvent): void {
-    this.counts.packets[e.verdict] += e.packets;
+    this.countPackets(e.verdict, e.src, e.packets);
     const tuple = aggregateTupleKey(e.protocol, e.src, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}|${e.rule}`;
     let f = this.flows.get(key);
@@ -267,7 +274,7 @@ export class FlowTable implements EventSink {
   }
 
   private verdict(e: VerdictEvent): void {
-    this.counts.packets[e.verdict]++;
+    this.countPackets(e.verdict, e.src, 1);
     const tuple = tupleKey(e.protocol, e.src, e.sport, e.dst, e.dport);
     const key = `${e.verdict}|${e.endpoint ?? ''}|${e.direction}|${tuple}`;
     let f = this.flows.get(key);
@@ -392,6 +399,7 @@ export class FlowTable implements EventSink {
       ...this.counts,
       lost: { ...this.counts.lost },
       packets: { ...this.counts.packets },
+      packetsIPv6: { allow: 0, deny: 0, log: 0, ...this.counts.packetsIPv6 },
       flows: this.flows.size,
       kernelDrops: { ...this.kernelDrops },
     };

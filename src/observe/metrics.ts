@@ -249,13 +249,17 @@ function registerFlowMetrics(registers: Registers, sources: MetricsSources): voi
   });
   new Counter({
     name: 'switchyard_flows_processed_total',
-    help: 'Packets of the flow events taken in, by verdict (as hubble_flows_processed_total)',
-    labelNames: ['verdict'],
+    help: 'Packets of the flow events taken in, by verdict (as hubble_flows_processed_total) and address family (ipv4, ipv6)',
+    labelNames: ['verdict', 'family'],
     registers,
     collect() {
       this.reset();
-      const packets = sources.flowStats().packets;
-      for (const verdict of VERDICTS) this.inc({ verdict }, packets[verdict]);
+      const { packets, packetsIPv6 } = sources.flowStats();
+      for (const verdict of VERDICTS) {
+        const ipv6 = packetsIPv6?.[verdict] ?? 0;
+        this.inc({ verdict, family: 'ipv4' }, packets[verdict] - ipv6);
+        this.inc({ verdict, family: 'ipv6' }, ipv6);
+      }
     },
   });
   new Gauge({

@@ -89,6 +89,11 @@ function mask(family: Family, prefix: number): bigint {
 }
 
 /** Parses `a.b.c.d/n` or `x::/n`; host bits are cleared (as the Kubernetes API accepts them). */
+/** `198.18.0.2:80`, `[fd00:5957::2]:80`: an address with a port, IPv6 bracketed (RFC 3986). */
+export function addressWithPort(address: string, port: number | string): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 export function parseCidr(s: string): Cidr | undefined {
   const slash = s.indexOf('/');
   if (slash < 0) return undefined;

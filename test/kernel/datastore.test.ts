@@ -588,7 +588,11 @@ describeKernel('etcd datastore: apply, get, delete and the agent source against 
       expect(desired.ir.endpoints.map((e) => e.id).sort()).toEqual(Object.keys(pods).sort());
       for (const e of desired.ir.endpoints) {
         expect(e.node).toBe((pods[e.id] as Obj).spec?.nodeName);
-        expect(e.addresses).toEqual([(pods[e.id] as Obj).status?.podIP]);
+        // Stored dual-stack (status.podIPs: the IPv4 podIP, then the IPv6 address), read as both.
+        const status = (pods[e.id] as Obj).status;
+        const v6 = (status?.podIPs as { ip: string }[] | undefined)?.[1]?.ip;
+        expect(v6).toMatch(/^fd00:5957::/);
+        expect(e.addresses).toEqual([status?.podIP, v6]);
       }
       const local = desired.ir.endpoints.filter((e) => e.node === 'node-1').map((e) => e.id);
       expect(local.length).toBeGreaterThan(0);

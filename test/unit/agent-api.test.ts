@@ -394,11 +394,18 @@ describe('agent API over the unix socket', () => {
       'from=shop/web&to=shop/db&port=0',
       'from=shop/web&to=shop/db&port=80&protocol=GRE',
       'from=shop/nobody&to=shop/db&port=80',
+      'from=shop/web&to=shop/db&port=80&family=5',
     ]) {
       const r = await raw({ socketPath: socket }, `/v1/explain?${q}`);
       expect(r.status, q).toBe(400);
       expect(JSON.parse(r.body).error, q).toEqual(expect.any(String));
     }
+  });
+
+  it('GET /v1/explain &family=6 asks about the IPv6 addresses (these pods have none)', async () => {
+    const r = await raw({ socketPath: socket }, '/v1/explain?from=shop/web&to=shop/db&port=5432&family=6');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toMatch(/pod shop\/web has no IPv6 address/);
   });
 
   it('GET /v1/explain takes a service destination with its port (svc/NS/NAME:PORT)', async () => {

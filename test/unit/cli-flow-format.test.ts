@@ -61,4 +61,32 @@ describe('flows output', () => {
       },
     });
   });
+
+  it('IPv6: addresses bracketed before a port, whole in --follow, IPv6 and ICMPv6 in jsonpb', () => {
+    const v6 = flow({
+      src: 'fd00:5957:0:1::ffff',
+      sport: 65535,
+      dst: 'fd00:5957::4',
+      source: undefined,
+      destination: undefined,
+    });
+    const row = flowRow(v6);
+    expect(row.slice(4, 6)).toEqual(['[fd00:5957:0:1::ffff]:65535', '[fd00:5957::4]:5432']);
+    expect(flowRow(flow({ src: 'fd00:5957::2', source: undefined }))[4]).toBe('fd00:5957::2');
+    const p = new FollowPrinter(['node-1']);
+    const line = p.row(p.update(v6) ?? { flow: v6 });
+    expect(line).toContain('[fd00:5957:0:1::ffff]:65535');
+    expect(line).toContain('[fd00:5957::4]:5432');
+    expect(line).not.toContain('…');
+    expect(hubbleFlow(v6)).toMatchObject({
+      flow: {
+        IP: { source: 'fd00:5957:0:1::ffff', destination: 'fd00:5957::4', ipVersion: 'IPv6' },
+        l4: { TCP: { source_port: 65535, destination_port: 5432 } },
+      },
+    });
+    expect(hubbleFlow({ ...v6, protocol: 'ICMP', sport: 0, dport: 0 })).toMatchObject({
+      flow: { l4: { ICMPv6: {} } },
+    });
+    expect(hubbleFlow(flow({ protocol: 'ICMP' }))).toMatchObject({ flow: { l4: { ICMPv4: {} } } });
+  });
 });

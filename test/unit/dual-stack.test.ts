@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { allocate, buildIR, evaluate } from '../../src/calc/index.js';
+import { allocate, buildIR, evaluate, explain, parseDestination } from '../../src/calc/index.js';
 import { resolveTarget } from '../../src/lab/probe-service.js';
 import { validateManifestTexts, type ManifestIssue } from '../../src/model/index.js';
 import {
@@ -321,6 +321,68 @@ describe('reach and explain take --family', () => {
       expect(run('reach', 'examples/xyz', '--family', '5').code).toBe(2);
     },
   );
+});
+
+describe('explain over IPv6: pod pairs, [IPv6]:PORT and IPv6 cluster IPs', () => {
+  // a and b serve 8080; only c may reach them (pod selector), on 8080 only.
+  const guarded = [
+    ...pods,
+    web({ ipFamilyPolicy: 'PreferDualStack' }),
+    service('x', 'v4', { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] }),
+    networkPolicy('x', 'web-from-client', {
+      podSelector: { matchLabels: { app: 'web' } },
+      ingress: [{ from: [{ podSelector: { matchLabels: { app: 'client' } } }], ports: [{ port: 8080 }] }],
+    }),
+  ];
+  const v6Of = (ir: ReturnType<typeof dualIR>['ir'], id: string): string =>
+    ir.endpoints.find((e) => e.id === id)?.addresses.find((a) => a.includes(':')) ?? '';
+
+  it('[IPV6]:PORT parses as the address and the port; a bare bracketed address keeps no port', () => {
+    expect(parseDestination('[fd00:5957::2]:5432')).toEqual({ target: 'fd00:5957::2', port: 5432 });
+    expect(parseDestination('[fd00:5957::2]')).toEqual({ target: 'fd00:5957::2' });
+    expect(() => parseDestination('[fd00:5957::2]:70000')).toThrow(/1-65535/);
+    expect(parseDestination('198.18.0.2:80')).toEqual({ target: '198.18.0.2', port: 80 });
+  });
+
+  it('a pod pair by name with family 6, or by IPv6 address, is judged by the same deciding rule as IPv4', () => {
+    const { model, ir } = dualIR(guarded);
+    const allowed = explain(model, ir, { from: 'x/c', to: 'x/a', protocol: 'TCP', port: 8080, family: 6 });
+    expect(allowed.allowed).toBe(true);
+    expect(allowed.from.address).toBe(v6Of(ir, 'x/c'));
+    expect(allowed.to.address).toBe(v6Of(ir, 'x/a'));
+    expect(allowed.ingress?.rule?.id).toBe('np:x/web-from-client/ingress/0');
+    const v4 = explain(model, ir, { from: 'x/c', to: 'x/a', protocol: 'TCP', port: 8080 });
+    expect(v4.ingress?.rule?.id).toBe(allowed.ingress?.rule?.id);
+    // The pod named at the other end of an IPv6 address stands for its IPv6 address.
+    const denied = explain(model, ir, { from: 'x/b', to: `[${v6Of(ir, 'x/a')}]:8080`, protocol: 'TCP' });
+    expect(denied.allowed).toBe(false);
+    expect(denied.from.address).toBe(v6Of(ir, 'x/b'));
+    expect(denied.decidedAt).toBe('ingress');
+  });
+
+  it('a service by name with family 6 and its IPv6 cluster IP follow the IPv6 table to IPv6 backends', () => {
+    const { model, ir, alloc } = dualIR(guarded);
+    const vip = alloc.serviceAddressesV6?.['x/web'] ?? '';
+    for (const x of [
+      explain(model, ir, { from: 'x/c', to: 'svc/x/web:80', protocol: 'TCP', family: 6 }),
+      explain(model, ir, { from: 'x/c', to: `[${vip}]:80`, protocol: 'TCP' }),
+    ]) {
+      expect(x.to.address).toBe(vip);
+      expect(x.from.address).toBe(v6Of(ir, 'x/c'));
+      expect(x.allowed).toBe(true);
+      expect(x.service?.backends.map((b) => b.address).sort()).toEqual(
+        [v6Of(ir, 'x/a'), v6Of(ir, 'x/b')].sort(),
+      );
+      expect(x.service?.backends.every((b) => b.ingress?.rule?.id === 'np:x/web-from-client/ingress/0')).toBe(
+        true,
+      );
+    }
+    const denied = explain(model, ir, { from: 'x/a', to: 'svc/x/web:80', protocol: 'TCP', family: 6 });
+    expect(denied.allowed).toBe(false);
+    expect(() => explain(model, ir, { from: 'x/c', to: 'svc/x/v4:80', protocol: 'TCP', family: 6 })).toThrow(
+      /service x\/v4 has no IPv6 cluster IP/,
+    );
+  });
 });
 
 describe('lab probe --family 6 resolves the IPv6 table', () => {

@@ -84,6 +84,26 @@ describe('flow filters (hubble observe vocabulary)', () => {
     expect(parseFlowQuery({ verdict: ['DROPPED'] }, NOW).verdicts).toEqual(['deny', 'dropped']);
   });
 
+  it('--ip, --from-ip, --to-ip take IPv6 addresses and CIDRs, in any spelling, each family apart', () => {
+    const v6 = flow({
+      src: 'fd00:5957::2',
+      dst: 'fd00:5957:0:1::4',
+      source: undefined,
+      destination: undefined,
+    });
+    expect(matches({ ip: ['fd00:5957::/32'] }, v6)).toBe(true);
+    expect(matches({ fromIp: ['FD00:5957:0:0::2'] }, v6)).toBe(true);
+    expect(matches({ toIp: ['fd00:5957::2'] }, v6)).toBe(false);
+    expect(matches({ toIp: ['fd00:5957:0:1::/64'] }, v6)).toBe(true);
+    expect(matches({ fromIp: ['fd00:5957:0:1::/64'] }, v6)).toBe(false);
+    // An IPv4 CIDR never holds an IPv6 address, and the other way round.
+    expect(matches({ ip: ['0.0.0.0/0'] }, v6)).toBe(false);
+    expect(matches({ ip: ['::/0'] })).toBe(false);
+    expect(matches({ ip: ['::/0', '198.18.0.4'] })).toBe(true);
+    expect(() => parseFlowQuery({ toIp: ['fd00:5957::/129'] }, NOW)).toThrow(/--to-ip/);
+    expect(() => parseFlowQuery({ fromIp: ['fd00:::1'] }, NOW)).toThrow(/--from-ip/);
+  });
+
   it('filters AND, repeated values OR', () => {
     expect(matches({ verdict: ['allow', 'deny'], pod: ['outside/client'], protocol: ['tcp'] })).toBe(true);
     expect(matches({ verdict: ['allow'], pod: ['outside/client'] })).toBe(false);

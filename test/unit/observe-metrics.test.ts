@@ -1,7 +1,8 @@
 /** AgentMetrics over fake sources: what a Prometheus scrape of an agent shows. */
 import { describe, expect, it } from 'vitest';
 import type { RuleCounter } from '../../src/dataplane/backend.js';
-import type { FlowStats } from '../../src/observe/flows.js';
+import type { KernelEvent } from '../../src/dataplane/events.js';
+import { FlowTable, type FlowStats } from '../../src/observe/flows.js';
 import {
   AgentMetrics,
   DROP_REASONS,
@@ -57,6 +58,7 @@ function fakeSources(opts: { etcd?: boolean } = {}) {
       flows: 55,
       evicted: 6,
       packets: { allow: 900, deny: 40, log: 2 },
+      packetsIPv6: { allow: 300, deny: 0, log: 0 },
     } as FlowStats,
     counterReads: 0,
     describeCalls: [] as string[],
@@ -196,7 +198,7 @@ describe('AgentMetrics', () => {
     expect(value(all, 'switchyard_flow_events_total')).toBe(1500);
     expect(value(all, 'switchyard_flow_events_dropped_total', { where: 'agent_rate_limit' })).toBe(20);
     expect(find(all, 'switchyard_flow_events_dropped_total')).toHaveLength(3);
-    expect(value(all, 'switchyard_flows_processed_total', { verdict: 'deny' })).toBe(41);
+    expect(value(all, 'switchyard_flows_processed_total', { verdict: 'deny', family: 'ipv4' })).toBe(41);
   });
 
   it('reads the kernel counters once per scrape for packets, bytes and prefilters', async () => {
@@ -324,12 +326,42 @@ describe('AgentMetrics', () => {
     expect(dropReason('conntrack/established', '')).toBeUndefined();
   });
 
-  it('counts flow packets by verdict, as hubble_flows_processed_total', async () => {
+  it('counts flow packets by verdict, as hubble_flows_processed_total, and by family', async () => {
     const { metrics } = fakeSources();
     const all = samples(await metrics.text());
-    expect(value(all, 'switchyard_flows_processed_total', { verdict: 'allow' })).toBe(900);
-    expect(value(all, 'switchyard_flows_processed_total', { verdict: 'deny' })).toBe(40);
-    expect(value(all, 'switchyard_flows_processed_total', { verdict: 'log' })).toBe(2);
+    const processed = (verdict: string, family: string) =>
+      value(all, 'switchyard_flows_processed_total', { verdict, family });
+    expect(processed('allow', 'ipv4')).toBe(600);
+    expect(processed('allow', 'ipv6')).toBe(300);
+    expect(processed('deny', 'ipv4')).toBe(40);
+    // Every verdict and family is there from the first scrape.
+    expect(processed('deny', 'ipv6')).toBe(0);
+    expect(processed('log', 'ipv4')).toBe(2);
+    expect(find(all, 'switchyard_flows_processed_total')).toHaveLength(6);
+  });
+
+  it('a flow table counts IPv6 packets apart from IPv4 ones', () => {
+    const table = new FlowTable({ node: 'node-1' });
+    const packet = (verdict: 'allow' | 'deny', src: string, dst: string, sport: number): KernelEvent => ({
+      kind: 'verdict',
+      time: 1,
+      verdict,
+      rule: 'r',
+      endpoint: 'shop/db',
+      direction: 'ingress',
+      protocol: 6,
+      src,
+      sport,
+      dst,
+      dport: 80,
+      bytes: 60,
+    });
+    table.event(packet('allow', '198.18.0.2', '198.18.0.3', 4000));
+    table.event(packet('deny', 'fd00:5957::2', 'fd00:5957::3', 4000));
+    table.event(packet('deny', 'fd00:5957::2', 'fd00:5957::3', 4001));
+    const s = table.stats();
+    expect(s.packets).toMatchObject({ allow: 1, deny: 2 });
+    expect(s.packetsIPv6).toEqual({ allow: 0, deny: 2, log: 0 });
   });
 
   it('shows build info, endpoints, policies, revisions and the last successful apply', async () => {

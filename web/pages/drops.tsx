@@ -4,9 +4,10 @@
  * on the Flows page with their deciding rule.
  */
 import type { Flow, Merged } from '../api.js';
+import { withPort } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
-const portText = (f: Flow): string => (f.dport ? `${f.dst}:${f.dport}` : f.dst);
+const portText = (f: Flow): string => (f.dport ? withPort(f.dst, f.dport) : f.dst);
 
 export function DropsPage() {
   const drops = useApi<Merged<Flow>>('/api/flows?verdict=dropped&limit=1000');

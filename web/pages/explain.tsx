@@ -79,6 +79,7 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
     to: params.get('to') ?? '',
     port: params.get('port') ?? '',
     protocol: params.get('protocol') ?? 'TCP',
+    family: params.get('family') ?? '',
   };
   const rule = params.get('rule') ?? '';
   const ready = q.from && q.to && (q.port || q.protocol === 'ICMP');
@@ -89,7 +90,7 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
   const [form, setForm] = useState(q);
   // The address is the truth: a new one (a "why?" link, back/forward, an edited hash) refills the
   // form, which otherwise kept the inputs of the first page it was opened with.
-  useEffect(() => setForm(q), [q.from, q.to, q.port, q.protocol]);
+  useEffect(() => setForm(q), [q.from, q.to, q.port, q.protocol, q.family]);
   const submit = (e: Event): void => {
     e.preventDefault();
     location.hash = href('explain', form);
@@ -116,6 +117,13 @@ export function ExplainPage({ params }: { params: URLSearchParams }) {
             {['TCP', 'UDP', 'SCTP', 'ICMP'].map((p) => (
               <option value={p}>{p}</option>
             ))}
+          </select>
+        </label>
+        <label>
+          family
+          <select name="family" value={form.family} onChange={field('family')}>
+            <option value="">IPv4</option>
+            <option value="6">IPv6</option>
           </select>
         </label>
         <button type="submit">explain</button>

@@ -8,7 +8,7 @@ import {
   type Merged,
   type NodeError,
 } from '../api.js';
-import { href } from '../route.js';
+import { familyOf, href, withPort } from '../route.js';
 import { NodeErrors, Problem, useApi } from './common.js';
 
 const MAX_FLOWS = 5000;
@@ -138,8 +138,8 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
   const name = (addr: string, port: number) => {
     const pod = podOf.get(addr);
     return (
-      <span title={port ? `${addr}:${port}` : addr}>
-        {pod ? <b>{pod}</b> : <span class="mono">{addr}</span>}
+      <span title={port ? withPort(addr, port) : addr}>
+        {pod ? <b>{pod}</b> : <span class="mono">{port && addr.includes(':') ? `[${addr}]` : addr}</span>}
         {port !== 0 && <span class="muted">:{port}</span>}
       </span>
     );
@@ -231,6 +231,8 @@ export function FlowsPage({ params }: { params: URLSearchParams }) {
                         to: podOf.get(f.dst) ?? f.dst,
                         port: f.protocol === 'ICMP' ? undefined : f.dport,
                         protocol: f.protocol,
+                        // An IPv6 flow between pods is explained between their IPv6 addresses.
+                        family: familyOf(f.src),
                         node: f.node,
                         rule: f.rule,
                       })}

@@ -1,6 +1,6 @@
 /** The lab's services: each ClusterIP and port, the pods behind it, and links to their flows. */
 import type { ServicesResponse } from '../api.js';
-import { href } from '../route.js';
+import { href, withPort } from '../route.js';
 import { Problem, useApi } from './common.js';
 
 export function ServicesPage() {
@@ -34,7 +34,7 @@ export function ServicesPage() {
                     {v.portName && <span class="muted"> ({v.portName})</span>}
                   </td>
                   <td class="mono">
-                    {v.address}:{v.port}/{v.protocol}
+                    {withPort(v.address, v.port)}/{v.protocol}
                   </td>
                   <td>
                     {v.backends.length === 0 && (
@@ -45,9 +45,7 @@ export function ServicesPage() {
                         <a href={href('flows', { pod: b.endpoint })} title="flows of this pod">
                           {b.endpoint}
                         </a>{' '}
-                        <span class="mono small">
-                          → {b.address}:{b.port}
-                        </span>
+                        <span class="mono small">→ {withPort(b.address, b.port)}</span>
                         {b.node && <span class="muted small"> on {b.node}</span>}
                       </div>
                     ))}
