@@ -11,7 +11,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BpfMap, codecs } from '../../src/bpf/index.js';
 import { pinReplacing } from '../../src/dataplane/ebpf/meta.js';
 import { SVC_MAP, svcKey, svcValue } from '../../src/dataplane/ebpf/services-layout.js';
-import { serviceProgramIds, servicesDir } from '../../src/dataplane/ebpf/services.js';
+import { openServiceMaps, serviceProgramIds, servicesDir } from '../../src/dataplane/ebpf/services.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { probeService } from '../../src/lab/probe-service.js';
 import { probeMatrix } from '../../src/lab/probe/prober.js';
@@ -371,6 +371,9 @@ describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, rec
       }
     }
     const before = serviceProgramIds(LAB);
+    const replaced: string[] = [];
+    expect(openServiceMaps(LAB, replaced)).toBeUndefined();
+    expect(replaced.sort()).toEqual(old.map(([name]) => name).sort());
     await apply({});
     // New maps of this layout are pinned, filled, and every hook's program reloaded against them.
     const svc = BpfMap.fromPin(join(dir, SVC_MAP.services), svcKey, svcValue);

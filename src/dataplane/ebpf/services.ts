@@ -202,14 +202,19 @@ function hasLayout(path: string, name: string): boolean {
 }
 
 /**
- * The pinned maps, or undefined when any is missing or has an older layout (then the caller
- * creates a new set and pins it over the old one).
+ * The pinned maps, or undefined when any is missing or has another layout (then the caller
+ * creates a new set and pins it over the old one); those of another layout are added to
+ * `replaced`. The whole set is replaced, not one map: the programs read them together.
  */
-export function openServiceMaps(scope: string): AllServiceMaps | undefined {
+export function openServiceMaps(scope: string, replaced: string[] = []): AllServiceMaps | undefined {
   const dir = servicesDir(scope);
   const names = Object.values(SVC_MAP);
   if (!names.every((n) => isPinned(mapPath(dir, n)))) return undefined;
-  if (!names.every((n) => hasLayout(mapPath(dir, n), n))) return undefined;
+  const stale = names.filter((n) => !hasLayout(mapPath(dir, n), n));
+  if (stale.length > 0) {
+    replaced.push(...stale);
+    return undefined;
+  }
   return {
     services: BpfMap.fromPin(mapPath(dir, SVC_MAP.services), svcKey, svcValue),
     backends: BpfMap.fromPin(mapPath(dir, SVC_MAP.backends), backendKey, backendValue),
@@ -424,7 +429,8 @@ function syncServices(
     return ['services:removed'];
   }
   const changed: string[] = [];
-  let maps = openServiceMaps(scope);
+  const replaced: string[] = [];
+  let maps = openServiceMaps(scope, replaced);
   let fresh = false;
   if (!maps) {
     // Links of a previous set of maps would keep running against those: replaced below.
@@ -440,7 +446,7 @@ function syncServices(
       closeServiceMaps(maps);
       throw e;
     }
-    changed.push('services:maps');
+    changed.push('services:maps', ...replaced.map((name) => `services:map:new-layout:${name}`));
   }
   try {
     const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
