@@ -28,7 +28,7 @@ export interface ServiceProbeOptions {
   timeoutMs?: number;
   /**
    * 6: a service's IPv6 cluster IP (its `/IPv6` table) from the pod's IPv6 address. Only a backend
-   * that translates IPv6 service tables answers; today none does (they skip them, fail closed).
+   * that translates IPv6 service tables answers (eBPF does; the others skip them, fail closed).
    */
   family?: 4 | 6;
 }

@@ -14,7 +14,8 @@ import { ebpfBackend } from '../../src/dataplane/ebpf/index.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
 import { ebpfFingerprint, prepareEbpfRepair } from '../../src/dataplane/ebpf/fingerprint.js';
 import { BpfMap, Link } from '../../src/bpf/index.js';
-import { svcKey, svcValue } from '../../src/dataplane/ebpf/services-layout.js';
+import { npSvcKey } from '../../src/dataplane/ebpf/nodeport-layout.js';
+import { svcValue } from '../../src/dataplane/ebpf/services-layout.js';
 import type { IR, ServicePortTable } from '../../src/ir/types.js';
 import { converge, labDown, type LabState } from '../../src/lab/index.js';
 import { loadManifests } from '../../src/model/index.js';
@@ -357,7 +358,7 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     const alpha = targets().find((t) => t.node === 'alpha') as NodeTarget;
     const dir = nodeDir(alpha.scope, alpha.node);
     const before = ebpfFingerprint(alpha);
-    const svc = BpfMap.fromPin(join(dir, 'maps', 'np_svc'), svcKey, svcValue);
+    const svc = BpfMap.fromPin(join(dir, 'maps', 'np_svc'), npSvcKey, svcValue);
     try {
       const key = [...svc.keys()].find((k) => k.port === NODE_PORT && k.proto === 6);
       if (!key) throw new Error('no node-port entry');
@@ -391,7 +392,7 @@ describeKernel('ebpf: node ports and load-balancer addresses from outside', () =
     const ir = withNodePorts(state.ir);
     await applyAll(ir);
     const alpha = targets().find((t) => t.node === 'alpha') as NodeTarget;
-    const svc = BpfMap.fromPin(join(nodeDir(alpha.scope, alpha.node), 'maps', 'np_svc'), svcKey, svcValue);
+    const svc = BpfMap.fromPin(join(nodeDir(alpha.scope, alpha.node), 'maps', 'np_svc'), npSvcKey, svcValue);
     try {
       // A planted entry stays: the same IR again neither reads the maps back nor writes them.
       const planted = { vip: EXTERNAL.alpha as string, port: 30099, proto: 6, node: 0 };

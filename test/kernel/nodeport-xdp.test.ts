@@ -14,17 +14,14 @@ import {
   natValue,
   NP_BACKEND_REMOTE,
   npAffinityKey,
+  npAffinityValue,
+  npBackendValue,
+  npSvcKey,
   type NatKey,
   type NatValue,
 } from '../../src/dataplane/ebpf/nodeport-layout.js';
 import { fabricXdpProgram, type FabricXdpParts } from '../../src/dataplane/ebpf/nodeport-xdp-program.js';
-import {
-  affinityValue,
-  backendKey,
-  backendValue,
-  svcKey,
-  svcValue,
-} from '../../src/dataplane/ebpf/services-layout.js';
+import { backendKey, svcValue } from '../../src/dataplane/ebpf/services-layout.js';
 import { describeKernel } from '../support/kernel.js';
 import { frame, type FrameSpec } from './ebpf-frames.js';
 
@@ -82,12 +79,18 @@ function run(spec: FrameSpec): { verdict: number; out: Buffer; in: Buffer } {
 describeKernel('ebpf: node ports at XDP, behind the prefilter', () => {
   beforeAll(() => {
     node = createNodeMaps({ counterSlots: 64, prefilterCapacity: 16 });
-    const svc = BpfMap.create({ type: 'hash', name: 'np_svc', key: svcKey, value: svcValue, maxEntries: 16 });
+    const svc = BpfMap.create({
+      type: 'hash',
+      name: 'np_svc',
+      key: npSvcKey,
+      value: svcValue,
+      maxEntries: 16,
+    });
     const backends = BpfMap.create({
       type: 'hash',
       name: 'np_backends',
       key: backendKey,
-      value: backendValue,
+      value: npBackendValue,
       maxEntries: 16,
     });
     nat = BpfMap.create({ type: 'lru_hash', name: 'np_nat', key: natKey, value: natValue, maxEntries: 64 });
@@ -95,7 +98,7 @@ describeKernel('ebpf: node ports at XDP, behind the prefilter', () => {
       type: 'lru_hash',
       name: 'np_affinity',
       key: npAffinityKey,
-      value: affinityValue,
+      value: npAffinityValue,
       maxEntries: 16,
     });
     np = { np_svc: svc, np_backends: backends, np_nat: nat, np_affinity: affinity };

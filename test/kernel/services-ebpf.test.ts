@@ -337,7 +337,16 @@ describeKernel('ebpf: connect-time load balancing in the lab', () => {
     const leaving = held.answer as string;
     expect(BACKENDS).toContain(leaving);
     const before = serviceProgramIds(LAB);
-    expect(Object.keys(before).sort()).toEqual(['connect4', 'getpeername4', 'recvmsg4', 'sendmsg4']);
+    expect(Object.keys(before).sort()).toEqual([
+      'connect4',
+      'connect6',
+      'getpeername4',
+      'getpeername6',
+      'recvmsg4',
+      'recvmsg6',
+      'sendmsg4',
+      'sendmsg6',
+    ]);
 
     await apply({ relabel: leaving });
     expect(serviceProgramIds(LAB)).toEqual(before);

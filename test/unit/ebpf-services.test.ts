@@ -4,9 +4,9 @@
  * writes before count changes, ids not reused within one sync).
  */
 import { describe, expect, it } from 'vitest';
-import { disassemble } from '../../src/bpf/index.js';
+import { codecs, disassemble } from '../../src/bpf/index.js';
 import type { BackendKey, BackendValue, SvcKey, SvcValue } from '../../src/dataplane/ebpf/services-layout.js';
-import { SVC_FLAG_LOCAL, SVC_FLAG_VIP } from '../../src/dataplane/ebpf/services-layout.js';
+import { SVC_FLAG_LOCAL, SVC_FLAG_VIP, svcKey } from '../../src/dataplane/ebpf/services-layout.js';
 import {
   serviceProgramHash,
   servicePrograms,
@@ -93,6 +93,10 @@ describe('ebpf services: programs', () => {
       'cgroup_udp4_sendmsg',
       'cgroup_udp4_recvmsg',
       'cgroup_inet4_getpeername',
+      'cgroup_inet6_connect',
+      'cgroup_udp6_sendmsg',
+      'cgroup_udp6_recvmsg',
+      'cgroup_inet6_getpeername',
     ]);
     for (const p of a) expect(p.name.length).toBeLessThanOrEqual(15);
   });
@@ -227,9 +231,24 @@ describe('ebpf services: sync plan', () => {
     expect(next.services.filter(([k]) => k.port === 80).map(([k, v]) => [k.node, v.flags])).toEqual([[0, 0]]);
   });
 
-  it('leaves IPv6 service addresses out, saying so', () => {
-    const d = desiredServices(ir([web(three, { address: 'fd00:5957::10' })]));
-    expect(d.ports).toEqual([]);
-    expect(d.skipped[0]).toMatch(/IPv6/);
+  it('balances an IPv6 cluster IP over the IPv6 backends only, with its own VIP marker', () => {
+    const mixed: [string, string, number][] = [
+      ['s/b1', 'fd00:5957::11', 8080],
+      ['s/b2', '198.18.0.12', 8080],
+      ['s/b3', 'fd00:5957::13', 8080],
+    ];
+    const d = desiredServices(ir([web(mixed, { address: 'fd00:5957::10' })]));
+    expect(d.skipped).toEqual([]);
+    expect(d.vips).toEqual(['fd00:5957::10']);
+    expect(d.ports.map((p) => p.backends.map((b) => b.addr))).toEqual([['fd00:5957::11', 'fd00:5957::13']]);
+    const state = applied(empty, planServiceSync(empty, d));
+    expect(backendsOf(state, 'fd00:5957::10', 80)).toEqual(['fd00:5957::11:8080', 'fd00:5957::13:8080']);
+  });
+
+  it('keys both families in 16 bytes: an IPv4 VIP is stored IPv4-mapped and read back as a dotted quad', () => {
+    const key = { vip: '198.19.0.10', port: 80, proto: 6, node: 0 };
+    const bytes = codecs.encode(svcKey, key);
+    expect(bytes.subarray(0, 16).toString('hex')).toBe('00000000000000000000ffffc613000a');
+    expect(svcKey.decode(bytes, 0)).toEqual(key);
   });
 });

@@ -2,11 +2,32 @@
  * Byte layouts of the node-port load balancer (traffic from outside the cluster, at tc on the
  * node's fabric interface), shared by the generated programs and the user-space sync.
  *
- * The service and backend maps reuse the connect-time load balancer's layouts (services-layout.ts)
- * but are the node's own: their keys are the node's external address and the load-balancer
+ * The service and backend maps have the connect-time load balancer's layouts (services-layout.ts)
+ * with 4-byte addresses (node ports are IPv4 only, and a packet's address is 4 bytes here), and
+ * are the node's own: their keys are the node's external address and the load-balancer
  * addresses, and under `externalTrafficPolicy: Local` a node lists only its own backends.
  */
 import { codecs } from '../../bpf/index.js';
+
+/** svcKey (services-layout.ts) with an IPv4 address; the value is svcValue. */
+export const npSvcKey = codecs.struct({
+  vip: codecs.ipv4,
+  port: codecs.be16,
+  proto: codecs.u8,
+  node: codecs.u8,
+});
+
+/** backendValue with an IPv4 address; the key is backendKey. */
+export const npBackendValue = codecs.struct({ addr: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
+
+/** affinityValue with an IPv4 address. */
+export const npAffinityValue = codecs.struct({
+  slot: codecs.u32,
+  addr: codecs.ipv4,
+  port: codecs.be16,
+  pad: codecs.u16,
+  lastSeen: codecs.u64,
+});
 
 /** Map names the programs reference; also their pin names under `<node dir>/maps/`. */
 export const NP_MAP = {

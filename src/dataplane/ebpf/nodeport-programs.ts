@@ -44,13 +44,21 @@ import {
   natKey,
   natValue,
   npAffinityKey,
+  npAffinityValue,
+  npBackendValue,
+  npSvcKey,
   SNAT_PORTS,
   SNAT_TRIES,
 } from './nodeport-layout.js';
-import { affinityValue, backendValue, svcKey, svcValue } from './services-layout.js';
+import { svcValue } from './services-layout.js';
 import { emitAffinityHit, emitAffinityRecord, emitUniformPick } from './lb-code.js';
 
-const MAPS = { affinity: NP_MAP.affinity, backends: NP_MAP.backends };
+const MAPS = {
+  affinity: NP_MAP.affinity,
+  backends: NP_MAP.backends,
+  backendValue: npBackendValue,
+  affinityValue: npAffinityValue,
+};
 
 export type NodePortHook = 'ingress' | 'egress';
 
@@ -109,11 +117,11 @@ export const FRAME = {
 
 const nk = natKey.offsets;
 const nv = natValue.offsets;
-const sk = svcKey.offsets;
+const sk = npSvcKey.offsets;
 const sv = svcValue.offsets;
-const bv = backendValue.offsets;
+const bv = npBackendValue.offsets;
 const ak = npAffinityKey.offsets;
-const av = affinityValue.offsets;
+const av = npAffinityValue.offsets;
 
 /** An IPv4 address as a 32-bit load of its network-order bytes sees it (little-endian host). */
 export function addressAsLoaded(address: string): number {

@@ -33,13 +33,21 @@ import type { IR } from '../../ir/types.js';
 import type { NetnsInterface } from './iface.js';
 import { mapPinPath } from './maps.js';
 import { isIpv4 } from './node.js';
-import { NP_MAP, natKey, natValue, npAffinityKey } from './nodeport-layout.js';
+import {
+  NP_MAP,
+  natKey,
+  natValue,
+  npAffinityKey,
+  npAffinityValue,
+  npBackendValue,
+  npSvcKey,
+} from './nodeport-layout.js';
 import type { NodePortAddresses } from './nodeport-programs.js';
 import { fabricXdpProgram, fabricXdpProgramName, type FabricXdpParts } from './nodeport-xdp-program.js';
 import { xdpLinkPin } from './paths.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { programHash } from './program.js';
-import { affinityValue, backendKey, backendValue, svcKey, svcValue } from './services-layout.js';
+import { backendKey, svcValue } from './services-layout.js';
 
 /** Off: the node-port load balancer stays at tcx only (the XDP program is the prefilter alone). */
 export const NODEPORT_XDP_ENV = 'SWITCHYARD_EBPF_NODEPORT_XDP';
@@ -88,16 +96,16 @@ export function nodePortAddressesOf(ir: IR, node: string): NodePortAddresses | u
 /** The node-port maps nodeport.ts pinned, or undefined when the node has none. */
 function openNodePortMaps(dir: string): Record<string, MapBase> | undefined {
   const specs = [
-    [NP_MAP.services, svcKey, svcValue],
-    [NP_MAP.backends, backendKey, backendValue],
+    [NP_MAP.services, npSvcKey, svcValue],
+    [NP_MAP.backends, backendKey, npBackendValue],
     [NP_MAP.nat, natKey, natValue],
-    [NP_MAP.affinity, npAffinityKey, affinityValue],
+    [NP_MAP.affinity, npAffinityKey, npAffinityValue],
   ] as const;
   if (!specs.every(([name]) => isPinned(mapPinPath(dir, name)))) return undefined;
   const out: Record<string, MapBase> = {};
   try {
     for (const [name, key, value] of specs)
-      out[name] = BpfMap.fromPin(mapPinPath(dir, name), key as typeof svcKey, value as typeof svcValue);
+      out[name] = BpfMap.fromPin(mapPinPath(dir, name), key as typeof npSvcKey, value as typeof svcValue);
     return out;
   } catch (e) {
     for (const m of Object.values(out)) m.close();

@@ -29,19 +29,32 @@ import {
 import type { IR } from '../../ir/types.js';
 import type { NetnsInterface } from './iface.js';
 import { mapPinPath } from './maps.js';
-import { NP_CAPACITY, NP_MAP, natKey, natValue, npAffinityKey } from './nodeport-layout.js';
+import {
+  NP_CAPACITY,
+  NP_MAP,
+  natKey,
+  natValue,
+  npAffinityKey,
+  npAffinityValue,
+  npBackendValue,
+  npSvcKey,
+} from './nodeport-layout.js';
 import { NODEPORT_PROGRAM_NAMES, nodePortProgram, type NodePortHook } from './nodeport-programs.js';
 import { fabricKey, nodePortCode, type NodePortShadow } from './nodeport-shadow.js';
 import { desiredNodePorts } from './nodeport-sync.js';
 import { dropPinnedLink } from './pinned-link.js';
-import { affinityValue, backendKey, backendValue, svcKey, svcValue } from './services-layout.js';
+import { backendKey, svcValue } from './services-layout.js';
 import { applyServiceSync, planServiceDelta, planSize, type ServiceMaps } from './services-sync.js';
 import {
   advanceServicesShadow,
   emptyServicesShadow,
   readServicesShadow,
+  type ServiceMapLayout,
   type ServicesShadow,
 } from './services-shadow.js';
+
+/** The node-port maps' elements: IPv4 addresses (4 bytes), for their content sums. */
+const NP_LAYOUT: ServiceMapLayout = { svcKey: npSvcKey, svcValue, backendKey, backendValue: npBackendValue };
 import { seedContentDigest } from './map-contents.js';
 
 const HOOKS: readonly NodePortHook[] = ['ingress', 'egress'];
@@ -78,10 +91,10 @@ function specs(): { name: string; create: () => MapBase; open: (path: string) =>
     open: (path) => BpfMap.fromPin(path, key, value),
   });
   return [
-    hash(NP_MAP.services, 'hash', svcKey, svcValue, NP_CAPACITY.services),
-    hash(NP_MAP.backends, 'hash', backendKey, backendValue, NP_CAPACITY.backends),
+    hash(NP_MAP.services, 'hash', npSvcKey, svcValue, NP_CAPACITY.services),
+    hash(NP_MAP.backends, 'hash', backendKey, npBackendValue, NP_CAPACITY.backends),
     hash(NP_MAP.nat, 'lru_hash', natKey, natValue, NP_CAPACITY.nat),
-    hash(NP_MAP.affinity, 'lru_hash', npAffinityKey, affinityValue, NP_CAPACITY.affinity),
+    hash(NP_MAP.affinity, 'lru_hash', npAffinityKey, npAffinityValue, NP_CAPACITY.affinity),
   ];
 }
 
@@ -233,9 +246,9 @@ function mapsShadow(
   mapIds: string,
   kept: NodePortShadow | undefined,
 ): ServicesShadow {
-  if (fresh) return emptyServicesShadow();
+  if (fresh) return emptyServicesShadow(NP_LAYOUT);
   if (kept?.installed?.mapIds === mapIds) return kept.installed.maps;
-  return readServicesShadow(serviceMaps(maps));
+  return readServicesShadow(serviceMaps(maps), NP_LAYOUT);
 }
 
 /** After writing np_svc / np_backends from a shadow: the next fingerprint takes their digests from it. */

@@ -3,10 +3,13 @@
  * sock_addr programs and the user-space sync: one definition, so offsets cannot disagree.
  */
 import { codecs } from '../../bpf/index.js';
+import { addr16 } from './addr16.js';
 
 /** struct bpf_sock_addr fields the programs use (include/uapi/linux/bpf.h). */
 export const SOCK_ADDR = {
   userIp4: 4,
+  /** user_ip6[4]: four u32 words in network order, read and written a word at a time. */
+  userIp6: 8,
   /** The port in network order in the low 16 bits; written as a whole u32. */
   userPort: 24,
   protocol: 36,
@@ -22,13 +25,22 @@ export const SVC_MAP = {
 } as const;
 
 /**
+ * Addresses in these maps are 16 bytes (addr16.ts): an IPv6 address as it is, an IPv4 one
+ * IPv4-mapped. One set of maps then serves both families (one sync, one shadow, one drift
+ * digest), and an IPv6 socket connecting to ::ffff:<IPv4 VIP> finds the IPv4 service under the
+ * very key it asked for and is rewritten to ::ffff:<backend> with no extra code. connect4 writes
+ * the constant ::ffff: prefix of its key and reads the backend's last word.
+ */
+export const MAPPED_PREFIX_WORD = 0xffff_0000; // bytes 00 00 ff ff as a little-endian u32 store
+
+/**
  * Service key: {VIP, port, IP protocol, node}. A key with port 0 and protocol 0 marks the address
  * as a VIP at all, so a connect to a port the service does not define is refused instead of
  * leaking to the network. `node` is 0 for a service's own entry; under internalTrafficPolicy
  * Local, the entry with node n (a node index, see podNodeValue) holds the backends on node n.
  */
 export const svcKey = codecs.struct({
-  vip: codecs.ipv4,
+  vip: addr16,
   port: codecs.be16,
   proto: codecs.u8,
   node: codecs.u8,
@@ -57,13 +69,15 @@ export const SVC_MAX_NODE_INDEX = 255;
 export const backendKey = codecs.struct({ id: codecs.u32, slot: codecs.u32 });
 export type BackendKey = codecs.CodecValue<typeof backendKey>;
 
-export const backendValue = codecs.struct({ addr: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
+export const backendValue = codecs.struct({ addr: addr16, port: codecs.be16, pad: codecs.u16 });
 export type BackendValue = codecs.CodecValue<typeof backendValue>;
 
 /**
- * ClientIP affinity is keyed by the client's network namespace cookie: in connect4 the source
- * address is usually not bound yet, and a pod is one namespace with one address, so the netns
- * identifies the client exactly as its address would (Cilium does the same).
+ * ClientIP affinity is keyed by the client's network namespace cookie: in connect4/connect6 the
+ * source address is usually not bound yet, and a pod is one namespace with one address of each
+ * family, so the netns identifies the client exactly as its IPv4 or IPv6 address would (Cilium
+ * does the same). The service id differs per family (each cluster IP has its own entry), so a
+ * dual-stack client keeps one affinity per family, as kube-proxy does.
  */
 export const affinityKey = codecs.struct({ netns: codecs.u64, id: codecs.u32, pad: codecs.u32 });
 export type AffinityKey = codecs.CodecValue<typeof affinityKey>;
@@ -71,7 +85,7 @@ export type AffinityKey = codecs.CodecValue<typeof affinityKey>;
 /** The chosen backend by slot and by value: a hit counts only if the slot still holds it. */
 export const affinityValue = codecs.struct({
   slot: codecs.u32,
-  addr: codecs.ipv4,
+  addr: addr16,
   port: codecs.be16,
   pad: codecs.u16,
   lastSeen: codecs.u64,
@@ -79,18 +93,20 @@ export const affinityValue = codecs.struct({
 export type AffinityValue = codecs.CodecValue<typeof affinityValue>;
 
 /**
- * Reverse translation for recvmsg4 and getpeername4: {socket cookie, backend} → service. Written
- * by connect4 and sendmsg4 when they rewrite a destination.
+ * Reverse translation for recvmsg4/6 and getpeername4/6: {socket cookie, backend} → service.
+ * Written by connect4/6 and sendmsg4/6 when they rewrite a destination.
  */
 export const revnatKey = codecs.struct({
   cookie: codecs.u64,
-  addr: codecs.ipv4,
+  addr: addr16,
   port: codecs.be16,
   pad: codecs.u16,
+  /** Explicit, so the key has no implicit tail padding the programs could leave unwritten. */
+  pad2: codecs.u32,
 });
 export type RevnatKey = codecs.CodecValue<typeof revnatKey>;
 
-export const revnatValue = codecs.struct({ vip: codecs.ipv4, port: codecs.be16, pad: codecs.u16 });
+export const revnatValue = codecs.struct({ vip: addr16, port: codecs.be16, pad: codecs.u16 });
 export type RevnatValue = codecs.CodecValue<typeof revnatValue>;
 
 /**

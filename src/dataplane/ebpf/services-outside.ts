@@ -23,7 +23,8 @@ export function withOutsideAddresses(desired: DesiredServices, ir: IR): DesiredS
   const vips = new Set(desired.vips);
   for (const t of ir.services) {
     const base = byId.get(t.id);
-    if (!base || !reachedFromOutside(t)) continue;
+    // Node ports and load-balancer addresses are IPv4 only: an IPv6 cluster IP has none here.
+    if (!base || !reachedFromOutside(t) || !isIpv4(t.address)) continue;
     const proto = IPPROTO[t.protocol];
     // internalTrafficPolicy does not apply to these addresses (kube-proxy): every backend.
     const { flags: _internal, ...every } = base;

@@ -5,6 +5,7 @@
  * trusted while the digest the last writer recorded (map-contents.ts) is the one it computes:
  * see services.ts.
  */
+import type { Codec } from '../../bpf/index.js';
 import { ContentSum, TypedContentSum } from './content-sum.js';
 import {
   backendKey,
@@ -27,14 +28,29 @@ import {
   type ServiceSyncPlan,
 } from './services-sync.js';
 
+/**
+ * How the maps encode their elements, which the sums are over: the scope's service maps hold
+ * 16-byte addresses, a node's node-port maps 4-byte ones (nodeport-layout.ts).
+ */
+export interface ServiceMapLayout {
+  svcKey: Codec<SvcKey>;
+  svcValue: Codec<SvcValue>;
+  backendKey: Codec<BackendKey>;
+  backendValue: Codec<BackendValue>;
+}
+
+export const SERVICE_MAP_LAYOUT: ServiceMapLayout = { svcKey, svcValue, backendKey, backendValue };
+
 export interface ServicesShadow {
+  layout: ServiceMapLayout;
   state: ServiceState;
   services: ContentSum;
   backends: ContentSum;
 }
 
-export function emptyServicesShadow(): ServicesShadow {
+export function emptyServicesShadow(layout: ServiceMapLayout = SERVICE_MAP_LAYOUT): ServicesShadow {
   return {
+    layout,
     state: { services: new Map(), slots: new Map(), written: new Map(), sources: new Map() },
     services: new ContentSum(),
     backends: new ContentSum(),
@@ -46,10 +62,15 @@ export function sumsAfter(
   shadow: ServicesShadow,
   plan: ServiceSyncPlan,
 ): { services: ContentSum; backends: ContentSum } {
-  const services = new TypedContentSum<SvcKey, SvcValue>(svcKey, svcValue, shadow.services.copy());
+  const { layout } = shadow;
+  const services = new TypedContentSum<SvcKey, SvcValue>(
+    layout.svcKey,
+    layout.svcValue,
+    shadow.services.copy(),
+  );
   const backends = new TypedContentSum<BackendKey, BackendValue>(
-    backendKey,
-    backendValue,
+    layout.backendKey,
+    layout.backendValue,
     shadow.backends.copy(),
   );
   visitPlanElements(shadow.state, plan, {
@@ -74,13 +95,16 @@ export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceDelta
 }
 
 /** One read of the kernel: the shadow of maps nobody kept one of (agent restart, repair, other writer). */
-export function readServicesShadow(maps: ServiceMaps): ServicesShadow {
+export function readServicesShadow(
+  maps: ServiceMaps,
+  layout: ServiceMapLayout = SERVICE_MAP_LAYOUT,
+): ServicesShadow {
   const current = readServices(maps);
-  const shadow = emptyServicesShadow();
+  const shadow = emptyServicesShadow(layout);
   shadow.state = serviceState(current);
-  const services = new TypedContentSum(svcKey, svcValue, shadow.services);
+  const services = new TypedContentSum(layout.svcKey, layout.svcValue, shadow.services);
   for (const [k, v] of current.services) services.add(k, v);
-  const backends = new TypedContentSum(backendKey, backendValue, shadow.backends);
+  const backends = new TypedContentSum(layout.backendKey, layout.backendValue, shadow.backends);
   for (const [k, v] of current.backends) backends.add(k, v);
   return shadow;
 }

@@ -40,7 +40,7 @@ export interface DesiredServicePort {
 export interface DesiredServices {
   ports: DesiredServicePort[];
   vips: string[];
-  /** Tables left out (IPv6 VIPs), with why. */
+  /** What could not be honoured, with why. */
   skipped: string[];
 }
 
@@ -125,6 +125,7 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
   const local = t.internalTrafficPolicy === 'Local';
   if (known && (!local || known.index === indexOf())) return known.ports;
   const index = local ? indexOf() : EMPTY_INDEX;
+  const family4 = isIpv4(t.address);
   const seen = new Set<string>();
   const backends: BackendValue[] = [];
   const nodes: (string | undefined)[] = [];
@@ -132,7 +133,8 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
     x.endpoint < y.endpoint ? -1 : x.endpoint > y.endpoint ? 1 : 0,
   )) {
     const v = { addr: b.address, port: b.port, pad: 0 };
-    if (!isIpv4(b.address) || seen.has(backendId(v))) continue;
+    // A cluster IP's backends are of its family (a dual-stack Service has a table per family).
+    if (isIpv4(b.address) !== family4 || seen.has(backendId(v))) continue;
     seen.add(backendId(v));
     backends.push(v);
     nodes.push(b.node);
@@ -154,7 +156,10 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
   return ports;
 }
 
-/** What the IR wants in the maps: IPv4 service ports with their backends in a stable order. */
+/**
+ * What the IR wants in the maps: service ports of both families (16-byte keys, IPv4 mapped) with
+ * their backends in a stable order.
+ */
 export function desiredServices(ir: IR): DesiredServices {
   const ports: DesiredServicePort[] = [];
   const vips = new Set<string>();
@@ -162,10 +167,6 @@ export function desiredServices(ir: IR): DesiredServices {
   let index: NodeIndex | undefined;
   const indexOf = (): NodeIndex => (index ??= nodeIndexOf(ir.nodes));
   for (const t of ir.services) {
-    if (!isIpv4(t.address)) {
-      skipped.push(`${t.id}: IPv6 service addresses are not load-balanced by the eBPF backend`);
-      continue;
-    }
     vips.add(t.address);
     for (const p of desiredPortsOf(t, indexOf)) ports.push(p);
   }

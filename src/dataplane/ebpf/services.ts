@@ -1,6 +1,6 @@
 /**
- * Connect-time load balancing for a scope (a lab): one shared set of service maps and four cgroup
- * sock_addr programs, attached once with bpf_links at the scope's cgroup root
+ * Connect-time load balancing for a scope (a lab): one shared set of service maps and eight cgroup
+ * sock_addr programs (four per socket family), attached once with bpf_links at the scope's cgroup root
  * `<cgroup2 mount>/switchyard/<scope>`, which holds every pod's cgroup. Services are
  * cluster-wide, so almost nothing is per node here: every node's apply calls applyServices, the
  * first brings the maps to the IR and the others find nothing to do. The exception is the pod →
@@ -11,17 +11,24 @@
  *     /sys/fs/bpf/switchyard/<scope>/_services/links/<hook>-<code hash>
  *
  * `_services` starts with a character no node directory can start with (see paths.ts).
+ *
+ * Maps pinned by a version with another element layout (the IPv4-only one had 4-byte addresses)
+ * are replaced at the next apply, and every link is reloaded against the new maps: the programs
+ * of the old layout would misread the new maps (openServiceMaps).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   attachCgroup,
   BpfMap,
+  closeFd,
   ensureBpffs,
   isPinned,
   Link,
+  openMapPin,
   pinScopeDir,
   Program,
+  type Codec,
   type MapBase,
 } from '../../bpf/index.js';
 import type { IR } from '../../ir/types.js';
@@ -174,11 +181,40 @@ export function closeServiceMaps(maps: AllServiceMaps): void {
   for (const [, m] of mapList(maps)) m.close();
 }
 
-/** The pinned maps, or undefined when any is missing. */
-export function openServiceMaps(scope: string): AllServiceMaps | undefined {
+/** The key and value codecs of each map, by name: the layout pinned maps must have. */
+const LAYOUT: Record<string, [Codec<unknown>, Codec<unknown>]> = {
+  [SVC_MAP.services]: [svcKey, svcValue],
+  [SVC_MAP.backends]: [backendKey, backendValue],
+  [SVC_MAP.affinity]: [affinityKey, affinityValue],
+  [SVC_MAP.revnat]: [revnatKey, revnatValue],
+  [SVC_MAP.podNode]: [podNodeKey, podNodeValue],
+};
+
+/** Whether a pinned map has this version's key and value sizes (an older layout does not). */
+function hasLayout(path: string, name: string): boolean {
+  const [key, value] = LAYOUT[name] ?? [];
+  const m = openMapPin(path);
+  try {
+    return m.info.keySize === key?.size && m.info.valueSize === value?.size;
+  } finally {
+    closeFd(m.fd);
+  }
+}
+
+/**
+ * The pinned maps, or undefined when any is missing or has another layout (then the caller
+ * creates a new set and pins it over the old one); those of another layout are added to
+ * `replaced`. The whole set is replaced, not one map: the programs read them together.
+ */
+export function openServiceMaps(scope: string, replaced: string[] = []): AllServiceMaps | undefined {
   const dir = servicesDir(scope);
   const names = Object.values(SVC_MAP);
   if (!names.every((n) => isPinned(mapPath(dir, n)))) return undefined;
+  const stale = names.filter((n) => !hasLayout(mapPath(dir, n), n));
+  if (stale.length > 0) {
+    replaced.push(...stale);
+    return undefined;
+  }
   return {
     services: BpfMap.fromPin(mapPath(dir, SVC_MAP.services), svcKey, svcValue),
     backends: BpfMap.fromPin(mapPath(dir, SVC_MAP.backends), backendKey, backendValue),
@@ -393,7 +429,8 @@ function syncServices(
     return ['services:removed'];
   }
   const changed: string[] = [];
-  let maps = openServiceMaps(scope);
+  const replaced: string[] = [];
+  let maps = openServiceMaps(scope, replaced);
   let fresh = false;
   if (!maps) {
     // Links of a previous set of maps would keep running against those: replaced below.
@@ -409,7 +446,7 @@ function syncServices(
       closeServiceMaps(maps);
       throw e;
     }
-    changed.push('services:maps');
+    changed.push('services:maps', ...replaced.map((name) => `services:map:new-layout:${name}`));
   }
   try {
     const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
