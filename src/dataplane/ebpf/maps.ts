@@ -27,6 +27,7 @@ import {
   nodeConfig,
   portSetKey,
   setLpmKey,
+  ipv6LpmKey,
   type CounterValue,
   type NodeConfig,
   type CtKey,
@@ -70,7 +71,10 @@ export interface NodeMaps {
   counters: PerCpuMap<number, CounterValue>;
   /** Flow aggregates, per CPU; the agent drains them (lookup and delete) every interval. */
   flows: PerCpuMap<FlowKey, FlowValue>;
+  /** IPv4 deny-lists: 4-byte prefixes. */
   pfTrie: BpfMap<string, number>;
+  /** IPv6 deny-lists: 16-byte prefixes. */
+  pfTrie6: BpfMap<string, number>;
   pfCounters: PerCpuMap<number, CounterValue>;
   /** One element: the node's run-time switches (flow events). */
   config: BpfMap<number, NodeConfig>;
@@ -132,6 +136,13 @@ export const MAP_SPECS = {
     value: codecs.u32,
     maxEntries: PREFILTER_MIN_CAPACITY,
   } satisfies PlainSpec<string, number>,
+  [MAP.prefilter6]: {
+    kind: 'plain',
+    type: 'lpm_trie',
+    key: ipv6LpmKey,
+    value: codecs.u32,
+    maxEntries: PREFILTER_MIN_CAPACITY,
+  } satisfies PlainSpec<string, number>,
   [MAP.prefilterCounters]: {
     kind: 'percpu',
     type: 'percpu_array',
@@ -172,7 +183,8 @@ export const MAP_PURPOSE: Record<string, string> = {
   [MAP.flows]: 'flow aggregates: hook, verdict, addresses, port, rule → packets, bytes, connections per CPU',
   [MAP.config]: 'node switches: flags (bit 0: flow aggregates on)',
   [MAP.flowsLost]: 'aggregates the full flows map refused, per CPU',
-  [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
+  [MAP.prefilter]: 'prefilter deny-lists: IPv4 source CIDR → list index',
+  [MAP.prefilter6]: 'prefilter deny-lists: IPv6 source CIDR → list index',
   [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
   [MAP.tables]: "decision tables: hook index → the hook's table trie (table mode)",
 };
@@ -246,6 +258,13 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
           Math.max(sizes.prefilterCapacity ?? 0, PREFILTER_MIN_CAPACITY),
         ),
       ),
+      pfTrie6: track(
+        plain(
+          s[MAP.prefilter6],
+          MAP.prefilter6,
+          Math.max(sizes.prefilterCapacity ?? 0, PREFILTER_MIN_CAPACITY),
+        ),
+      ),
       pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
       config: track(plain(s[MAP.config], MAP.config)),
       flowsLost: track(perCpu(s[MAP.flowsLost], MAP.flowsLost)),
@@ -264,6 +283,7 @@ const FIELDS: Record<keyof NodeMaps, string> = {
   counters: MAP.counters,
   flows: MAP.flows,
   pfTrie: MAP.prefilter,
+  pfTrie6: MAP.prefilter6,
   pfCounters: MAP.prefilterCounters,
   config: MAP.config,
   flowsLost: MAP.flowsLost,
@@ -271,7 +291,7 @@ const FIELDS: Record<keyof NodeMaps, string> = {
 };
 
 /** Maps added after the first layout: a node pinned without them gets them at its next apply. */
-const LATER: readonly (keyof NodeMaps)[] = ['config', 'tables', 'flows', 'flowsLost'];
+const LATER: readonly (keyof NodeMaps)[] = ['config', 'tables', 'flows', 'flowsLost', 'pfTrie6'];
 /**
  * Pins of maps the programs no longer use (the ring buffer of per-event flow records, before
  * flows were aggregated in the kernel): removed when a node is opened, once its programs are
@@ -319,12 +339,19 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
     return m;
   };
   try {
+    const pfTrie = track(BpfMap.fromPin(path(MAP.prefilter), s[MAP.prefilter].key, s[MAP.prefilter].value));
     const maps: NodeMaps = {
       ct: track(BpfMap.fromPin(path(MAP.conntrack), s[MAP.conntrack].key, s[MAP.conntrack].value)),
       ipSets: track(BpfMap.fromPin(path(MAP.ipSets), s[MAP.ipSets].key, s[MAP.ipSets].value)),
       portSets: track(BpfMap.fromPin(path(MAP.portSets), s[MAP.portSets].key, s[MAP.portSets].value)),
       counters: track(PerCpuMap.fromPin(path(MAP.counters), s[MAP.counters].key, s[MAP.counters].value)),
-      pfTrie: track(BpfMap.fromPin(path(MAP.prefilter), s[MAP.prefilter].key, s[MAP.prefilter].value)),
+      pfTrie,
+      // A node applied before IPv6 prefilters gets the IPv6 trie as large as its IPv4 one.
+      pfTrie6: orCreate(
+        MAP.prefilter6,
+        () => BpfMap.fromPin(path(MAP.prefilter6), s[MAP.prefilter6].key, s[MAP.prefilter6].value),
+        () => plain(s[MAP.prefilter6], MAP.prefilter6, pfTrie.info.maxEntries),
+      ),
       pfCounters: track(
         PerCpuMap.fromPin(
           path(MAP.prefilterCounters),
