@@ -437,6 +437,8 @@ export async function applyNode(
   const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
+  // A map replaced for its layout is empty: what this process remembers of the old one is not it.
+  if (changed.some((c) => c.startsWith(REPLACED_MAP))) memory.node.sets = undefined;
   try {
     await applyPrograms(
       { target, view, interfaces, fabric, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
@@ -506,6 +508,9 @@ function prefilterSizeOf(view: NodeView, ipv6?: boolean): number {
   return view.prefilters.reduce((n, p) => n + p.cidrs.filter(counted).length, 0);
 }
 
+/** How `changed` names a map pinned with an older layout and replaced by an empty one. */
+const REPLACED_MAP = 'map:new-layout:';
+
 /** The node's pinned maps, created and pinned on its first apply. */
 function openMaps(
   target: NodeTarget,
@@ -515,7 +520,9 @@ function openMaps(
   changed: string[],
 ): NodeMaps {
   try {
-    const pinned = openPinnedMaps(dir);
+    const replaced: string[] = [];
+    const pinned = openPinnedMaps(dir, replaced);
+    changed.push(...replaced.map((name) => `${REPLACED_MAP}${name}`));
     if (pinned) return pinned;
     const maps = createNodeMaps({
       counterSlots: counterSlotsFor(highestSlotOf(alloc)),
