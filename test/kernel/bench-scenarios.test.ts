@@ -87,7 +87,7 @@ describeKernel('bench scenarios (small parameters)', () => {
     expect(ourNamespaces()).toEqual([]);
   });
 
-  it('prefilter: traffic rows for XDP and both raw tables, plus the XDP test-run', async () => {
+  it('prefilter: traffic rows for XDP and both raw tables, plus the XDP test-run, for each family', async () => {
     const ctx = context();
     const r = await runPrefilter(ctx, {
       cidrs: 20_000,
@@ -97,10 +97,20 @@ describeKernel('bench scenarios (small parameters)', () => {
       sources: 1024,
     });
     expectShape(r, 'prefilter', 'pps', 'higher');
-    expect(backends(r, { method: 'traffic', cidrs: 20_000 })).toEqual(['ebpf', 'iptables', 'nftables']);
-    expect(backends(r, { method: 'test-run' })).toEqual(['ebpf']);
+    for (const family of [4, 6]) {
+      expect(backends(r, { method: 'traffic', cidrs: 20_000, family })).toEqual([
+        'ebpf',
+        'iptables',
+        'nftables',
+      ]);
+      expect(backends(r, { method: 'test-run', family })).toEqual(['ebpf']);
+    }
+    // The IPv4 traffic rows come first (the advisor reads each backend's first row).
+    expect(r.rows.slice(0, 3).map((row) => row.params.family)).toEqual([4, 4, 4]);
+    expect(r.rows.find((row) => row.params.family === 6)?.params.frame).toBe(62);
     expect(r.rows.every((row) => row.samples.length === 5)).toBe(true);
     expect(existsSync(pinScopeDir(`bench-pf${PID_TAG}e`))).toBe(false);
+    expect(existsSync(pinScopeDir(`bench-pf6${PID_TAG}e`))).toBe(false);
     expect(ourNamespaces()).toEqual([]);
   });
 
@@ -114,24 +124,33 @@ describeKernel('bench scenarios (small parameters)', () => {
       baseline: false,
     });
     expectShape(r, 'policy', 'ns/packet', 'lower');
-    for (const rules of [10, 100]) {
-      for (const mode of ['table', 'walk']) {
-        expect(backends(r, { rules, mode, method: 'traffic' })).toEqual(['ebpf', 'iptables', 'nftables']);
-        expect(backends(r, { rules, mode, method: 'test-run' })).toEqual(['ebpf']);
+    for (const family of [4, 6])
+      for (const rules of [10, 100]) {
+        for (const mode of ['table', 'walk']) {
+          expect(backends(r, { rules, mode, method: 'traffic', family })).toEqual([
+            'ebpf',
+            'iptables',
+            'nftables',
+          ]);
+          expect(backends(r, { rules, mode, method: 'test-run', family })).toEqual(['ebpf']);
+        }
       }
-    }
+    // IPv4 rows first (the advisor reads each backend's first row).
+    expect(r.rows.slice(0, 3).map((row) => row.params.family)).toEqual([4, 4, 4]);
     // More rules cost the walk more, whatever the machine: 10x the rules is never cheaper.
-    const ebpf = (rules: number): number =>
+    const ebpf = (rules: number, family: number): number =>
       r.rows.find(
         (row) =>
           row.backend === 'ebpf' &&
           row.params.rules === rules &&
           row.params.mode === 'walk' &&
-          row.params.method === 'test-run',
+          row.params.method === 'test-run' &&
+          row.params.family === family,
       )?.median ?? Number.NaN;
-    expect(ebpf(100)).toBeGreaterThan(ebpf(10));
+    for (const family of [4, 6]) expect(ebpf(100, family)).toBeGreaterThan(ebpf(10, family));
     expect((r.notes ?? []).join('\n')).toMatch(/tables \(ingress.*10 rules \d+ entries, \d+ prefixes/);
-    expect((r.notes ?? []).join('\n')).toMatch(/ebpf table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
+    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv4 table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
+    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv6 table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
     expect((r.notes ?? []).join('\n')).not.toMatch(/refused/);
     expect(ourNamespaces()).toEqual([]);
   });

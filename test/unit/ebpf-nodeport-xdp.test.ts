@@ -40,6 +40,7 @@ describe('ebpf fabric XDP program', () => {
       'np_svc',
       'pf_counters',
       'pf_trie',
+      'pf_trie6',
     ]);
     const trie = firstUse(both, 'pf_trie');
     expect(trie).toBeGreaterThanOrEqual(0);

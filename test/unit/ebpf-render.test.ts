@@ -83,6 +83,7 @@ describe('ebpf render', () => {
       'flows',
       'flows_lost',
       'pf_trie',
+      'pf_trie6',
       'pf_counters',
     ])
       expect(text).toMatch(new RegExp(`^#   ${map} `, 'm'));
@@ -193,6 +194,27 @@ describe('ebpf render', () => {
       '198.18.0.0/16': 0,
       '198.18.5.0/24': 0,
       '198.19.0.0/24': 1,
+    });
+  });
+
+  it('keeps each family apart and counts an IPv6 prefix covered by an earlier list under that list', () => {
+    const entries = prefilterEntries([
+      { name: 'a', index: 0, setId: 'a', cidrs: ['198.18.0.0/16', 'fd00:5957:1::/48'] },
+      {
+        name: 'b',
+        index: 1,
+        setId: 'b',
+        cidrs: ['198.18.5.0/24', 'fd00:5957:1:2::/64', 'fd00:5957:2::1/128', '::/0'],
+      },
+    ]);
+    expect(Object.fromEntries(entries)).toEqual({
+      '198.18.0.0/16': 0,
+      'fd00:5957:1::/48': 0,
+      '198.18.5.0/24': 0,
+      'fd00:5957:1:2::/64': 0,
+      'fd00:5957:2::1/128': 1,
+      // ::/0 holds list a's /48 but is not inside it: list b's own.
+      '::/0': 1,
     });
   });
 

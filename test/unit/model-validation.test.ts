@@ -1025,12 +1025,46 @@ spec:
     });
   });
 
+  it('names the field of a bad IPv6 CIDR in a Prefilter, beside good ones of both families', () => {
+    const text = `apiVersion: switchyard.dev/v1alpha1
+kind: Prefilter
+metadata:
+  name: blocklist
+spec:
+  cidrs:
+    - 198.18.200.0/24
+    - fd00:5957:1::/48
+    - fd00:5957::/129
+    - fd00:5957:::1/64
+`;
+    const { model, issues } = validate(text);
+    expect(model).toBeUndefined();
+    for (const [i, bad] of [
+      [2, 'fd00:5957::/129'],
+      [3, 'fd00:5957:::1/64'],
+    ] as const)
+      expectIssue(issues, {
+        file: FILE,
+        line: lineContaining(text, `- ${bad}`),
+        kind: 'Prefilter',
+        object: 'blocklist',
+        field: `spec.cidrs[${i}]`,
+        message: new RegExp(`'${bad.replace(/[.]/g, '\\.')}' is not a valid CIDR`),
+      });
+    expect(issues).toHaveLength(2);
+  });
+
   describe('Prefilter files', () => {
     let dir: string;
     beforeAll(() => {
       dir = mkdtempSync(join(tmpdir(), 'sy-prefilter-'));
       writeFileSync(join(dir, 'good.txt'), '# known bad\n198.18.210.0/24\n\n198.18.202.17   # one host\n');
       writeFileSync(join(dir, 'bad.txt'), '# header\n198.18.201.0/24\n\nnot-an-address\n198.18.0.0/40\n');
+      writeFileSync(
+        join(dir, 'mixed.txt'),
+        'fd00:5957:2::7\nfd00:5957:1:0:ffff::/64 # host bits set\n198.18.210.0/24\n',
+      );
+      writeFileSync(join(dir, 'bad6.txt'), 'fd00:5957::1\nfd00:5957::/200\nfd00::5957::1\n');
     });
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -1056,6 +1090,39 @@ spec:
         '198.18.202.17/32',
         '198.18.210.0/24',
       ]);
+    });
+
+    it('reads IPv6 entries beside IPv4 ones: an address is a /128, host bits are cleared', () => {
+      const manifest = join(dir, 'prefilter.yaml');
+      const { model, issues } = validateManifestTexts([{ file: manifest, text: prefilterText('mixed.txt') }]);
+      expect(issues).toEqual([]);
+      const ir = compileIR(model as Model);
+      const setId = ir.prefilters[0]?.set;
+      expect(ir.ipSets.find((s) => s.id === setId)?.cidrs).toEqual([
+        '198.18.200.0/24',
+        '198.18.210.0/24',
+        'fd00:5957:1::/64',
+        'fd00:5957:2::7/128',
+      ]);
+    });
+
+    it('names the list file and its line for a bad IPv6 entry', () => {
+      const manifest = join(dir, 'prefilter.yaml');
+      const { model, issues } = validateManifestTexts([{ file: manifest, text: prefilterText('bad6.txt') }]);
+      expect(model).toBeUndefined();
+      for (const [line, bad] of [
+        [2, 'fd00:5957::/200'],
+        [3, 'fd00::5957::1'],
+      ] as const)
+        expectIssue(issues, {
+          file: join(dir, 'bad6.txt'),
+          line,
+          kind: 'Prefilter',
+          object: 'blocklist',
+          field: 'spec.file',
+          message: new RegExp(`'${bad}' is not a valid CIDR or address`),
+        });
+      expect(issues).toHaveLength(2);
     });
 
     it('names the list file and its line for a bad entry', () => {

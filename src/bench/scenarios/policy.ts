@@ -12,6 +12,10 @@
  * doing the whole path (on a veth the receive side runs in softirq on the sender's thread). The
  * eBPF program is also timed alone under PROG_TEST_RUN (the program only, no path). The notes
  * give each table's size, every apply time and the apply time of a one-rule change.
+ *
+ * Both families in one run, same sizes and method: IPv4 rows first (the advisor reads each
+ * backend's first row), then the IPv6 policy (support/policy-ir.ts: the peers' IPv6 twins) with
+ * SYNs over IPv6 to the pod's IPv6 address; every row says its `family`.
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -25,7 +29,7 @@ import { errorMessage } from '../../util/errors.js';
 import { summarize, upperMedian } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
-import { buildFrame, MIN_FRAME } from './support/frames.js';
+import { buildFrame } from './support/frames.js';
 import { IPPROTO_TCP } from '../../util/protocols.js';
 import {
   describeTable,
@@ -34,7 +38,9 @@ import {
   POLICY_POD,
   POLICY_PORT,
   POLICY_SOURCE,
+  POLICY_SOURCE_V6,
   withOneRuleChanged,
+  type Family,
 } from './support/policy-ir.js';
 import { NODE_MAC, SENDER_MAC } from './support/topology.js';
 import { BENCH_NODE, floodInTurns, floodSetups, tearDownAll, type FloodSetup } from './support/turns.js';
@@ -50,7 +56,11 @@ export interface PolicyOptions {
   backends?: readonly BackendName[];
   /** Also measure a policy of no rules (default deny only): the path's fixed cost, for the notes. */
   baseline: boolean;
+  /** Address families measured (default both), each with the same rule counts and modes. */
+  families?: readonly Family[];
 }
+
+const FAMILIES: readonly Family[] = [4, 6];
 
 export function policyOptions(quick: boolean): PolicyOptions {
   return quick
@@ -68,13 +78,13 @@ const NODE = BENCH_NODE;
 const ORDER: readonly BackendName[] = ['ebpf', 'iptables', 'nftables'];
 
 /** TCP SYNs to the probed port from one source, 1024 source ports (distinct conntrack tuples). */
-function synFrames(): Buffer[] {
+function synFrames(family: Family): Buffer[] {
   return Array.from({ length: 1024 }, (_, i) =>
     buildFrame({
       srcMac: SENDER_MAC,
       dstMac: NODE_MAC,
-      src: POLICY_SOURCE,
-      dst: POLICY_POD.address,
+      src: family === 6 ? POLICY_SOURCE_V6 : POLICY_SOURCE,
+      dst: family === 6 ? (POLICY_POD.addressV6 as string) : POLICY_POD.address,
       protocol: IPPROTO_TCP,
       sport: 20_000 + i,
       dport: POLICY_PORT,
@@ -122,8 +132,9 @@ async function installPolicy(
   mode: PolicyMode,
   rules: number,
   previous: Map<FloodSetup, IR | undefined>,
+  family: Family,
 ): Promise<FloodSetup[]> {
-  const ir = policyIR(rules, mode);
+  const ir = policyIR(rules, mode, family);
   const took: FloodSetup[] = [];
   for (const s of setups) {
     const r = out.get(s.name) as TrafficResult;
@@ -131,7 +142,7 @@ async function installPolicy(
       r.applyMs.set(point(mode, rules), await timed(() => s.backend.apply(s.target, ir, previous.get(s))));
       previous.set(s, ir);
       if (rules >= 1000) {
-        const changed = withOneRuleChanged(rules, mode);
+        const changed = withOneRuleChanged(rules, mode, family);
         r.changeMs.set(point(mode, rules), await timed(() => s.backend.apply(s.target, changed, ir)));
         await s.backend.apply(s.target, ir, changed);
       }
@@ -152,6 +163,7 @@ async function measureTraffic(
   modes: readonly PolicyMode[],
   opts: PolicyOptions,
   ctx: BenchContext,
+  family: Family,
 ): Promise<Map<BackendName, TrafficResult>> {
   const out = new Map<BackendName, TrafficResult>(
     names.map((n) => [
@@ -166,13 +178,13 @@ async function measureTraffic(
       },
     ]),
   );
-  const setups = await floodSetups('po', names, [POLICY_POD], synFrames());
+  const setups = await floodSetups(family === 6 ? 'po6' : 'po', names, [POLICY_POD], synFrames(family));
   const previous = new Map<FloodSetup, IR | undefined>();
   const top = Math.max(...ruleCounts);
   try {
     for (const mode of modes)
       for (const rules of ruleCounts) {
-        const measured = await installPolicy(setups, out, mode, rules, previous);
+        const measured = await installPolicy(setups, out, mode, rules, previous, family);
         const at = point(mode, rules);
         await floodInTurns(
           measured,
@@ -184,7 +196,9 @@ async function measureTraffic(
             r.uncounted.set(at, (r.uncounted.get(at) ?? 0) + Math.max(0, w.sent - w.drops));
             if (rules === top && mode === 'walk') r.wall.push((w.wallMs * 1e6) / w.drops);
             if (rules > 0)
-              ctx.progress.tick(`${s.name} ${mode} ${rules} rules ${rep + 1}/${opts.repetitions}`);
+              ctx.progress.tick(
+                `${s.name} IPv${family} ${mode} ${rules} rules ${rep + 1}/${opts.repetitions}`,
+              );
           },
         );
         if (rules > 0)
@@ -198,12 +212,18 @@ async function measureTraffic(
 }
 
 /** The eBPF backend's ingress program for the endpoint alone under PROG_TEST_RUN, maps filled as apply fills them. */
-function measureTestRun(rules: number, mode: PolicyMode, opts: PolicyOptions, ctx: BenchContext): number[] {
+function measureTestRun(
+  rules: number,
+  mode: PolicyMode,
+  opts: PolicyOptions,
+  ctx: BenchContext,
+  family: Family,
+): number[] {
   const sizes = { counterSlots: Math.max(64, rules + 16), conntrackCapacity: 1024 };
-  const node = new OfflineNode(policyIR(rules, mode), NODE, sizes);
+  const node = new OfflineNode(policyIR(rules, mode, family), NODE, sizes);
   try {
     const program = node.program(POLICY_ENDPOINT, 'ingress');
-    const data = synFrames()[0] as Buffer;
+    const data = synFrames(family)[0] as Buffer;
     const samples: number[] = [];
     for (let rep = 0; rep < opts.repetitions; rep++) {
       const r = program.testRun({
@@ -214,7 +234,7 @@ function measureTestRun(rules: number, mode: PolicyMode, opts: PolicyOptions, ct
       });
       if (r.retval !== TCX.SHOT) throw new Error(`policy program returned ${r.retval}, expected a drop`);
       samples.push(r.durationNs);
-      ctx.progress.tick(`ebpf test-run ${mode} ${rules} rules`);
+      ctx.progress.tick(`ebpf test-run IPv${family} ${mode} ${rules} rules`);
     }
     return samples;
   } finally {
@@ -225,8 +245,14 @@ function measureTestRun(rules: number, mode: PolicyMode, opts: PolicyOptions, ct
 const HOOKS_NOTE =
   "hooks: iptables FORWARD → SY-TO-WL → per-endpoint chain; nftables forward hook → oifname vmap → per-endpoint chain; eBPF the endpoint's ingress program on tcx egress of the host veth. Walk: one rule after another. Table: the backend's decision-table lookup (docs/ebpf.md, docs/nftables.md, docs/iptables.md)";
 
-function trafficNote(opts: PolicyOptions): string {
-  return `traffic: ${MIN_FRAME}-byte TCP SYNs to the pod's port ${POLICY_PORT} from ${POLICY_SOURCE}, inside the first rule peer's ipBlock, a port no rule names (rules: ipBlocks with an except, varied TCP/UDP ports and ranges, every tenth a Deny in a global tier ahead of the NetworkPolicy): the walk looks at every rule before the default denies; AF_PACKET sendmmsg into the node's fabric veth; ns/packet = on-CPU time of the sending thread (+ ksoftirqd) over a ${opts.windowMs} ms window / drops on the default-deny counter; backends take turns window by window, each in its own namespaces. The rows include a fixed path cost the same for every backend plus each backend's own fixed cost (netfilter: conntrack and the hook chains; eBPF: parse and conntrack map lookups)`;
+function trafficNote(opts: PolicyOptions, families: readonly Family[]): string {
+  const frames = families
+    .map(
+      (f) =>
+        `IPv${f} ${(synFrames(f)[0] as Buffer).length}-byte from ${f === 6 ? POLICY_SOURCE_V6 : POLICY_SOURCE}`,
+    )
+    .join(', ');
+  return `traffic: TCP SYNs (${frames}) to the pod's port ${POLICY_PORT}, each source inside the first rule peer's ipBlock, a port no rule names (rules: ipBlocks with an except, varied TCP/UDP ports and ranges, every tenth a Deny in a global tier ahead of the NetworkPolicy): the walk looks at every rule before the default denies; AF_PACKET sendmmsg into the node's fabric veth; ns/packet = on-CPU time of the sending thread (+ ksoftirqd) over a ${opts.windowMs} ms window / drops on the default-deny counter; backends take turns window by window, each in its own namespaces. The rows include a fixed path cost the same for every backend plus each backend's own fixed cost (netfilter: conntrack and the hook chains; eBPF: parse and conntrack map lookups)`;
 }
 
 /** Per backend: the no-rule baseline, per-rule slope, refusals, apply times and lost frames. */
@@ -234,10 +260,12 @@ function backendNotes(
   traffic: Map<BackendName, TrafficResult>,
   opts: PolicyOptions,
   modes: readonly PolicyMode[],
+  family: Family,
 ): string[] {
   const notes: string[] = [];
   const top = Math.max(...opts.rules);
-  for (const [name, t] of traffic) {
+  for (const [backend, t] of traffic) {
+    const name = `${backend} IPv${family}`;
     for (const mode of modes) {
       const base = upperMedian(t.samples.get(point(mode, 0)) ?? []);
       const atTop = t.samples.get(point(mode, top));
@@ -267,34 +295,44 @@ function backendNotes(
 export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise<BenchScenarioResult> {
   const names = measuredBackends(ORDER, opts.backends);
   const modes = opts.modes ?? POLICY_MODES;
+  const families = opts.families ?? FAMILIES;
   const counts = opts.baseline ? [0, ...opts.rules] : [...opts.rules];
   const testRuns = names.includes('ebpf') ? opts.rules.length * modes.length : 0;
-  ctx.progress.total((names.length * modes.length * opts.rules.length + testRuns) * opts.repetitions);
+  ctx.progress.total(
+    families.length * (names.length * modes.length * opts.rules.length + testRuns) * opts.repetitions,
+  );
   const started = performance.now();
-  const traffic = await measureTraffic(names, counts, modes, opts, ctx);
+  const traffic = new Map<Family, Map<BackendName, TrafficResult>>();
+  for (const family of families)
+    traffic.set(family, await measureTraffic(names, counts, modes, opts, ctx, family));
   const rows: BenchRow[] = [];
-  // Traffic rows first, table mode first: the advisor compares each backend's first matching row.
-  for (const mode of modes)
-    for (const rules of opts.rules)
-      for (const [name, t] of traffic) {
-        const samples = t.samples.get(point(mode, rules));
-        if (samples) rows.push(summarize(name, { rules, mode, method: 'traffic' }, samples));
-      }
-  const refusedTestRuns: string[] = [];
-  if (testRuns > 0)
+  // Traffic rows first, IPv4 then IPv6, table mode first: the advisor compares each backend's
+  // first matching row.
+  for (const [family, byBackend] of traffic)
     for (const mode of modes)
       for (const rules of opts.rules)
-        try {
-          const samples = measureTestRun(rules, mode, opts, ctx);
-          rows.push(summarize('ebpf', { rules, mode, method: 'test-run' }, samples));
-        } catch (e) {
-          refusedTestRuns.push(`${mode} mode, ${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`);
+        for (const [name, t] of byBackend) {
+          const samples = t.samples.get(point(mode, rules));
+          if (samples) rows.push(summarize(name, { rules, mode, method: 'traffic', family }, samples));
         }
+  const refusedTestRuns: string[] = [];
+  if (testRuns > 0)
+    for (const family of families)
+      for (const mode of modes)
+        for (const rules of opts.rules)
+          try {
+            const samples = measureTestRun(rules, mode, opts, ctx, family);
+            rows.push(summarize('ebpf', { rules, mode, method: 'test-run', family }, samples));
+          } catch (e) {
+            refusedTestRuns.push(
+              `IPv${family} ${mode} mode, ${rules} rules: ${errorMessage(e).split('\n')[0] ?? ''}`,
+            );
+          }
   const notes = [
-    trafficNote(opts),
+    trafficNote(opts, families),
     HOOKS_NOTE,
     `tables (ingress, as calc builds them; bound ${MAX_TABLE_ENTRIES} entries): ${opts.rules.map((r) => `${r} rules ${describeTable(policyIR(r, 'table'))}`).join('; ')}`,
-    ...backendNotes(traffic, opts, modes),
+    ...[...traffic].flatMap(([family, t]) => backendNotes(t, opts, modes, family)),
   ];
   for (const why of refusedTestRuns) notes.push(`ebpf test-run refused at ${why}`);
   if (testRuns > 0)
@@ -306,7 +344,9 @@ export async function runPolicy(ctx: BenchContext, opts: PolicyOptions): Promise
     `wall clock instead of on-CPU time at ${top} rules in walk mode (machine load ${loadavg()[0]?.toFixed(1)} at the end): ${[
       ...traffic,
     ]
-      .map(([name, t]) => `${name} ${upperMedian(t.wall).toFixed(0)} ns/packet`)
+      .flatMap(([family, t]) =>
+        [...t].map(([name, r]) => `${name} IPv${family} ${upperMedian(r.wall).toFixed(0)} ns/packet`),
+      )
       .join(', ')}`,
   );
   notes.push(`measured in ${((performance.now() - started) / 1000).toFixed(0)} s`);

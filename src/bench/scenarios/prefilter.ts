@@ -6,19 +6,21 @@
  * minimum-size UDP frames from listed sources; the drops the backend's own counter reports over
  * a window, divided by the sending thread's on-CPU time (on a veth the receive side runs in
  * softirq on that thread), give the rate. The XDP program is also timed alone with PROG_TEST_RUN.
+ * Both families in one run: IPv4 rows first (the advisor reads each backend's first row), then the
+ * same sizes over IPv6 (a list of the same prefix-length mix in fd00:5957::/32, IPv6 frames);
+ * every row says its `family`.
  */
 import { performance } from 'node:perf_hooks';
 import { Program, XdpAction } from '../../bpf/index.js';
 import type { Backend, BackendName, NodeTarget } from '../../dataplane/backend.js';
-import { MAP } from '../../dataplane/ebpf/layout.js';
-import type { NodeMaps } from '../../dataplane/ebpf/maps.js';
-import { prefilterProgram, PREFILTER_PROGRAM_NAME } from '../../dataplane/ebpf/prefilter.js';
+import { programMaps, type NodeMaps } from '../../dataplane/ebpf/maps.js';
+import { isIpv6Cidr, prefilterProgram, PREFILTER_PROGRAM_NAME } from '../../dataplane/ebpf/prefilter.js';
 import type { IR } from '../../ir/types.js';
 import { summarize, upperMedian } from '../stats.js';
 import type { BenchRow, BenchScenarioResult } from '../results.js';
 import type { BenchContext, BenchScenario } from '../types.js';
-import { denyList, firstAddress } from './support/cidrs.js';
-import { buildFrame, MIN_FRAME } from './support/frames.js';
+import { denyList, denyList6, firstAddress } from './support/cidrs.js';
+import { buildFrame } from './support/frames.js';
 import { IPPROTO_UDP } from '../../util/protocols.js';
 import { NODE_ADDRESS, NODE_MAC, SENDER_MAC } from './support/topology.js';
 import { measuredBackends, withNodeProgram } from './support/test-run.js';
@@ -35,7 +37,14 @@ export interface PrefilterOptions {
   /** Distinct deny-listed sources the flood cycles through. */
   sources: number;
   backends?: readonly BackendName[];
+  /** Address families measured, each with its own list of `cidrs` (default both). */
+  families?: readonly Family[];
 }
+
+export type Family = 4 | 6;
+const FAMILIES: readonly Family[] = [4, 6];
+/** Where the flood is addressed: the node's fabric address (IPv6: the raw table drops before routing). */
+const NODE_ADDRESS_V6 = 'fd00:5957:ffff::1';
 
 export function prefilterOptions(quick: boolean): PrefilterOptions {
   return quick
@@ -62,14 +71,14 @@ function prefilterIR(cidrs: readonly string[]): IR {
 }
 
 /** Evenly spread members of the list, as frames from those sources to the node. */
-function floodFrames(cidrs: readonly string[], count: number): Buffer[] {
+function floodFrames(cidrs: readonly string[], count: number, family: Family): Buffer[] {
   const step = Math.max(1, Math.floor(cidrs.length / count));
   return Array.from({ length: Math.min(count, cidrs.length) }, (_, i) =>
     buildFrame({
       srcMac: SENDER_MAC,
       dstMac: NODE_MAC,
       src: firstAddress(cidrs[i * step] as string),
-      dst: NODE_ADDRESS,
+      dst: family === 6 ? NODE_ADDRESS_V6 : NODE_ADDRESS,
       protocol: IPPROTO_UDP,
       sport: 1024 + (i % 60_000),
       dport: 9,
@@ -95,12 +104,13 @@ async function measureTraffic(
   frames: readonly Buffer[],
   opts: PrefilterOptions,
   ctx: BenchContext,
+  family: Family,
 ): Promise<{ results: Map<BackendName, TrafficResult>; applyMs: Map<BackendName, number> }> {
   const results = new Map<BackendName, TrafficResult>(
     names.map((n) => [n, { samples: [], wall: [], counted: 0, sent: 0 }]),
   );
   const applyMs = new Map<BackendName, number>();
-  const setups = await floodSetups('pf', names, [], frames);
+  const setups = await floodSetups(family === 6 ? 'pf6' : 'pf', names, [], frames);
   try {
     for (const s of setups) {
       const started = performance.now();
@@ -117,7 +127,7 @@ async function measureTraffic(
         r.wall.push(w.drops / (w.wallMs / 1000));
         r.counted += w.drops;
         r.sent += w.sent;
-        ctx.progress.tick(`${s.name} ${rep + 1}/${opts.repetitions}`);
+        ctx.progress.tick(`${s.name} IPv${family} ${rep + 1}/${opts.repetitions}`);
       },
     );
   } finally {
@@ -132,14 +142,16 @@ function measureTestRun(
   frames: readonly Buffer[],
   opts: PrefilterOptions,
   ctx: BenchContext,
+  family: Family,
 ): BenchRow {
   const load = (maps: NodeMaps): Program => {
-    maps.pfTrie.updateBatch(cidrs.map((c) => [c, 0] as const));
+    const trie = cidrs.some(isIpv6Cidr) ? maps.pfTrie6 : maps.pfTrie;
+    trie.updateBatch(cidrs.map((c) => [c, 0] as const));
     return Program.load({
       name: PREFILTER_PROGRAM_NAME,
       type: 'xdp',
       instructions: prefilterProgram(),
-      maps: { [MAP.prefilter]: maps.pfTrie, [MAP.prefilterCounters]: maps.pfCounters },
+      maps: programMaps(maps),
     });
   };
   return withNodeProgram({ counterSlots: 16, conntrackCapacity: 16 }, load, (program) => {
@@ -159,37 +171,57 @@ function measureTestRun(
         ns += r.durationNs / picks.length;
       }
       samples.push(1e9 / Math.max(ns, 0.5));
-      ctx.progress.tick(`ebpf test-run ${rep + 1}/${opts.repetitions}`);
+      ctx.progress.tick(`ebpf test-run IPv${family} ${rep + 1}/${opts.repetitions}`);
     }
-    return summarize('ebpf', { cidrs: opts.cidrs, method: 'test-run', frame: MIN_FRAME }, samples);
+    const frame = (picks[0] as Buffer).length;
+    return summarize('ebpf', { cidrs: opts.cidrs, method: 'test-run', frame, family }, samples);
   });
+}
+
+interface FamilyRun {
+  family: Family;
+  cidrs: string[];
+  frames: Buffer[];
 }
 
 export async function runPrefilter(ctx: BenchContext, opts: PrefilterOptions): Promise<BenchScenarioResult> {
   const names = measuredBackends(ORDER, opts.backends);
-  ctx.progress.total(names.length * opts.repetitions + (names.includes('ebpf') ? opts.repetitions : 0));
-  const cidrs = denyList(opts.cidrs);
-  const ir = prefilterIR(cidrs);
-  const frames = floodFrames(cidrs, opts.sources);
-  const rows: BenchRow[] = [];
+  const families = opts.families ?? FAMILIES;
+  const perFamily = names.length * opts.repetitions + (names.includes('ebpf') ? opts.repetitions : 0);
+  ctx.progress.total(families.length * perFamily);
+  const runs: FamilyRun[] = families.map((family) => {
+    const cidrs = family === 6 ? denyList6(opts.cidrs) : denyList(opts.cidrs);
+    return { family, cidrs, frames: floodFrames(cidrs, opts.sources, family) };
+  });
+  const traffic: BenchRow[] = [];
+  const testRuns: BenchRow[] = [];
   const notes: string[] = [];
-  const { results, applyMs } = await measureTraffic(names, ir, frames, opts, ctx);
-  const params = { cidrs: opts.cidrs, method: 'traffic', frame: MIN_FRAME };
-  // Traffic rows first: the advisor compares each backend's first row.
-  for (const [name, r] of results) {
-    rows.push(summarize(name, params, r.samples));
-    notes.push(
-      `${name}: apply of ${opts.cidrs} CIDRs ${((applyMs.get(name) ?? 0) / 1000).toFixed(1)} s; counted ${r.counted} drops of ${r.sent} frames sent; by the wall clock ${upperMedian(r.wall).toFixed(0)} pps`,
-    );
+  for (const run of runs) {
+    const ir = prefilterIR(run.cidrs);
+    const { results, applyMs } = await measureTraffic(names, ir, run.frames, opts, ctx, run.family);
+    const params = {
+      cidrs: opts.cidrs,
+      method: 'traffic',
+      frame: (run.frames[0] as Buffer).length,
+      family: run.family,
+    };
+    for (const [name, r] of results) {
+      traffic.push(summarize(name, params, r.samples));
+      notes.push(
+        `${name} IPv${run.family}: apply of ${opts.cidrs} CIDRs ${((applyMs.get(name) ?? 0) / 1000).toFixed(1)} s; counted ${r.counted} drops of ${r.sent} frames sent; by the wall clock ${upperMedian(r.wall).toFixed(0)} pps`,
+      );
+    }
+    if (names.includes('ebpf')) testRuns.push(measureTestRun(run.cidrs, run.frames, opts, ctx, run.family));
   }
-  if (names.includes('ebpf')) rows.push(measureTestRun(cidrs, frames, opts, ctx));
+  const frames = runs.map((r) => `IPv${r.family} ${(r.frames[0] as Buffer).length}-byte`).join(', ');
   notes.push(
-    `traffic: ${MIN_FRAME}-byte UDP frames from ${frames.length} listed sources, AF_PACKET sendmmsg (qdisc bypassed) into the node's fabric veth per ${opts.windowMs} ms window, backends taking turns window by window, each in its own namespaces; pps = drops on each backend's own prefilter counter / on-CPU time of the sending thread (+ ksoftirqd). On a veth the receive path runs in softirq on the sending thread, so each figure is one core doing the sender's AF_PACKET transmit (the same for every backend) plus the receive path up to the drop; the wall-clock figures in the notes also count time spent waiting for a CPU`,
-    "ebpf traffic = the backend's XDP program in driver mode on the veth; iptables = raw PREROUTING -m set (hash:net); nftables = prerouting at priority raw, ip saddr @set (interval). Native XDP on a veth gets an skb the sender already allocated and converts it (copied into a page with XDP headroom when, as with AF_PACKET frames, the skb has too little), so XDP's advantage on a NIC — dropping before any skb exists — does not show here",
+    `traffic: UDP frames (${frames}) from ${runs[0]?.frames.length ?? 0} listed sources, AF_PACKET sendmmsg (qdisc bypassed) into the node's fabric veth per ${opts.windowMs} ms window, backends taking turns window by window, each in its own namespaces; pps = drops on each backend's own prefilter counter / on-CPU time of the sending thread (+ ksoftirqd). On a veth the receive path runs in softirq on the sending thread, so each figure is one core doing the sender's AF_PACKET transmit (the same for every backend) plus the receive path up to the drop; the wall-clock figures in the notes also count time spent waiting for a CPU`,
+    "ebpf traffic = the backend's XDP program in driver mode on the veth (pf_trie for IPv4, pf_trie6 for IPv6); iptables = raw PREROUTING -m set (hash:net; ip6tables and an inet6 set for IPv6); nftables = prerouting at priority raw, ip/ip6 saddr @set (interval). Native XDP on a veth gets an skb the sender already allocated and converts it (copied into a page with XDP headroom when, as with AF_PACKET frames, the skb has too little), so XDP's advantage on a NIC — dropping before any skb exists — does not show here",
     `ebpf test-run = the same XDP program alone under PROG_TEST_RUN (kernel-timed, ${opts.testRunRepeat} runs per sample over 8 sources): an upper bound, with no driver or sender cost — not comparable with the traffic rows`,
-    `deny list: ${opts.cidrs} disjoint CIDRs of 198.18.0.0/15 mixing /30, /31 and /32 (hash:net probes once per prefix length present)`,
+    `deny list: ${opts.cidrs} disjoint CIDRs mixing /30, /31 and /32 of 198.18.0.0/15 (IPv4), /126, /127 and /128 of fd00:5957:dead::/48 (IPv6); hash:net probes once per prefix length present. Each family is its own run with its own list; rows carry family 4 or 6`,
   );
-  return { name: 'prefilter', unit: 'pps', better: 'higher', rows, notes };
+  // Traffic rows first, IPv4 before IPv6: the advisor compares each backend's first row.
+  return { name: 'prefilter', unit: 'pps', better: 'higher', rows: [...traffic, ...testRuns], notes };
 }
 
 export const scenario: BenchScenario = {

@@ -67,7 +67,7 @@ import {
   type TableFallback,
 } from './tables.js';
 import { hookFor, nodeDir, tcxLinkPin } from './paths.js';
-import { prefilterEntries, prefilterHash, PREFILTER_MIN_CAPACITY } from './prefilter.js';
+import { isIpv6Cidr, prefilterEntries, prefilterHash, PREFILTER_MIN_CAPACITY } from './prefilter.js';
 import { programHash, type GeneratedProgram } from './program.js';
 import { describeOverLimit, estimateVerifierWork } from './complexity.js';
 import { saveVerifierLog, VERIFIER_LOG_ENV } from './verifier-log.js';
@@ -351,6 +351,7 @@ function applyPrefilter(
   if (lists.length === 0) {
     if (pc.before) {
       maps.pfTrie.deleteBatch([...maps.pfTrie.keys()]);
+      maps.pfTrie6.deleteBatch([...maps.pfTrie6.keys()]);
       pc.changed.push('prefilter');
     }
     return { state: undefined, changed: pc.changed };
@@ -381,7 +382,7 @@ function syncPrefilterLists(
   const prevLists = previous ? nodeView(previous, pc.target.node).prefilters : undefined;
   const known =
     before && prevLists && prefilterHash(prevLists) === before.hash ? prefilterEntries(prevLists) : undefined;
-  applyPrefilterSync(maps.pfTrie, planPrefilterSync(maps.pfTrie, desired, known));
+  applyPrefilterSync(maps, planPrefilterSync(maps, desired, known));
   for (const l of lists) {
     if (before?.lists.find((b) => b.index === l.index)?.name !== l.name)
       maps.pfCounters.update(l.index, { packets: 0, bytes: 0 });
@@ -501,8 +502,10 @@ function highestSlotOf(alloc: Allocation): number {
   return highest;
 }
 
-function prefilterSizeOf(view: NodeView): number {
-  return view.prefilters.reduce((n, p) => n + p.cidrs.length, 0);
+/** Prefixes of the node's lists (both families, or those of one trie). */
+function prefilterSizeOf(view: NodeView, ipv6?: boolean): number {
+  const counted = (c: string): boolean => ipv6 === undefined || isIpv6Cidr(c) === ipv6;
+  return view.prefilters.reduce((n, p) => n + p.cidrs.filter(counted).length, 0);
 }
 
 /** How `changed` names a map pinned with an older layout and replaced by an empty one. */
@@ -546,16 +549,21 @@ function openMaps(
 function prepareMaps(n: NodeApply, opts: ApplyOptions): void {
   const { target, maps, dir, changed } = n;
   const highestSlot = highestSlotOf(n.alloc);
-  const prefilterSize = prefilterSizeOf(n.view);
   if (maps.counters.info.maxEntries <= highestSlot) {
     grownCounters(maps, dir, counterSlotsFor(highestSlot));
     changed.push('map:counters');
   }
-  if (maps.pfTrie.info.maxEntries < prefilterSize)
-    fail(
-      `node ${target.node}: prefilter lists hold ${prefilterSize} prefixes, the trie ${maps.pfTrie.info.maxEntries}; ` +
-        `remove the node's dataplane and apply again to recreate it (at least ${Math.max(prefilterSize, PREFILTER_MIN_CAPACITY)})`,
-    );
+  for (const [trie, ipv6] of [
+    [maps.pfTrie, false],
+    [maps.pfTrie6, true],
+  ] as const) {
+    const size = prefilterSizeOf(n.view, ipv6);
+    if (trie.info.maxEntries < size)
+      fail(
+        `node ${target.node}: prefilter lists hold ${size} IPv${ipv6 ? 6 : 4} prefixes, the trie ${trie.info.maxEntries}; ` +
+          `remove the node's dataplane and apply again to recreate it (at least ${Math.max(size, PREFILTER_MIN_CAPACITY)})`,
+      );
+  }
   // Before any program is loaded: a new node's programs start with the switches they should have.
   if (writeNodeConfig(maps, { flowEvents: opts.flowLogs ?? true }) && !changed.includes('maps'))
     changed.push('config');
@@ -610,7 +618,10 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
     // 5. prefilter
     const pf = applyPrefilter(target, n.view, previous, maps, n.dir, meta, n.fabric);
     changed.push(...pf.changed);
-    if (pf.changed.length > 0) forgetContentScan(maps.pfTrie.info.id);
+    if (pf.changed.length > 0) {
+      forgetContentScan(maps.pfTrie.info.id);
+      forgetContentScan(maps.pfTrie6.info.id);
+    }
     if (changed.includes('config')) forgetContentScan(maps.config.info.id);
     changed.push(...applyNodePortsOf(n, opts));
     const xdp = applyFabricXdpOf(n, pf.state !== undefined, mapsChanged, opts);

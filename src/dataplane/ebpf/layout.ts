@@ -2,7 +2,8 @@
  * Byte layouts shared by the generated programs and the user-space code that reads and writes the
  * same maps: one definition, so a program and its loader can never disagree about an offset.
  */
-import { codecs } from '../../bpf/index.js';
+import { codecs, type Codec } from '../../bpf/index.js';
+import { formatAddress, parseCidr } from '../../util/ip.js';
 import { addr16 } from './addr16.js';
 
 /** struct __sk_buff fields the policy programs read (include/uapi/linux/bpf.h). */
@@ -111,6 +112,29 @@ export const setLpmKey = codecs.struct({
 /** Prefix length of a set lookup: the set index and the whole address. */
 export const SET_LOOKUP_PREFIXLEN = 32 + 128;
 export type SetLpmKey = codecs.CodecValue<typeof setLpmKey>;
+
+const U64_MASK = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * struct bpf_lpm_trie_key of the IPv6 prefilter trie (pf_trie6): a host-order u32 prefix length,
+ * then the 16-byte address in network order, as the XDP program copies it from the IPv6 header.
+ * Values are IPv6 CIDR strings; no IPv4 mapping here (the IPv4 lists have their own trie).
+ */
+export const ipv6LpmKey: Codec<string> = {
+  size: 20,
+  align: 4,
+  encode: (v, b, o) => {
+    const c = parseCidr(v);
+    if (c?.family !== 6) throw new RangeError(`'${v}' is not an IPv6 CIDR`);
+    b.writeUInt32LE(c.prefix, o);
+    b.writeBigUInt64BE(c.base >> 64n, o + 4);
+    b.writeBigUInt64BE(c.base & U64_MASK, o + 12);
+  },
+  decode: (b, o) => {
+    const value = (b.readBigUInt64BE(o + 4) << 64n) | b.readBigUInt64BE(o + 12);
+    return `${formatAddress({ family: 6, value })}/${b.readUInt32LE(o)}`;
+  },
+};
 
 /** IP-port set membership: exact (set, address, destination port in host order). */
 export const portSetKey = codecs.struct({
@@ -292,6 +316,8 @@ export const MAP = {
   /** Flow aggregates (flowKey → flowValue per CPU), drained by the agent every interval. */
   flows: 'flows',
   prefilter: 'pf_trie',
+  /** The IPv6 deny-lists: 16-byte prefixes (the IPv4 trie keeps its 4-byte keys). */
+  prefilter6: 'pf_trie6',
   prefilterCounters: 'pf_counters',
   config: 'config',
   /** Element 0, per CPU: aggregates the full `flows` map refused (a failed insert each). */

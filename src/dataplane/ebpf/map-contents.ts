@@ -43,6 +43,7 @@ export const NODE_CONTENT_MAPS = [
   MAP.ipSets,
   MAP.portSets,
   MAP.prefilter,
+  MAP.prefilter6,
   MAP.config,
   NP_MAP.services,
   NP_MAP.backends,

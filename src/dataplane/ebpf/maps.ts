@@ -28,6 +28,7 @@ import {
   nodeConfig,
   portSetKey,
   setLpmKey,
+  ipv6LpmKey,
   type CounterValue,
   type NodeConfig,
   type CtKey,
@@ -71,7 +72,10 @@ export interface NodeMaps {
   counters: PerCpuMap<number, CounterValue>;
   /** Flow aggregates, per CPU; the agent drains them (lookup and delete) every interval. */
   flows: PerCpuMap<FlowKey, FlowValue>;
+  /** IPv4 deny-lists: 4-byte prefixes. */
   pfTrie: BpfMap<string, number>;
+  /** IPv6 deny-lists: 16-byte prefixes. */
+  pfTrie6: BpfMap<string, number>;
   pfCounters: PerCpuMap<number, CounterValue>;
   /** One element: the node's run-time switches (flow events). */
   config: BpfMap<number, NodeConfig>;
@@ -133,6 +137,13 @@ export const MAP_SPECS = {
     value: codecs.u32,
     maxEntries: PREFILTER_MIN_CAPACITY,
   } satisfies PlainSpec<string, number>,
+  [MAP.prefilter6]: {
+    kind: 'plain',
+    type: 'lpm_trie',
+    key: ipv6LpmKey,
+    value: codecs.u32,
+    maxEntries: PREFILTER_MIN_CAPACITY,
+  } satisfies PlainSpec<string, number>,
   [MAP.prefilterCounters]: {
     kind: 'percpu',
     type: 'percpu_array',
@@ -173,7 +184,8 @@ export const MAP_PURPOSE: Record<string, string> = {
   [MAP.flows]: 'flow aggregates: hook, verdict, addresses, port, rule → packets, bytes, connections per CPU',
   [MAP.config]: 'node switches: flags (bit 0: flow aggregates on)',
   [MAP.flowsLost]: 'aggregates the full flows map refused, per CPU',
-  [MAP.prefilter]: 'prefilter deny-lists: source CIDR → list index',
+  [MAP.prefilter]: 'prefilter deny-lists: IPv4 source CIDR → list index',
+  [MAP.prefilter6]: 'prefilter deny-lists: IPv6 source CIDR → list index',
   [MAP.prefilterCounters]: 'prefilter drops: list index → {packets, bytes} per CPU',
   [MAP.tables]: "decision tables: hook index → the hook's table trie (table mode)",
 };
@@ -247,6 +259,13 @@ export function createNodeMaps(sizes: MapSizes = {}): NodeMaps {
           Math.max(sizes.prefilterCapacity ?? 0, PREFILTER_MIN_CAPACITY),
         ),
       ),
+      pfTrie6: track(
+        plain(
+          s[MAP.prefilter6],
+          MAP.prefilter6,
+          Math.max(sizes.prefilterCapacity ?? 0, PREFILTER_MIN_CAPACITY),
+        ),
+      ),
       pfCounters: track(perCpu(s[MAP.prefilterCounters], MAP.prefilterCounters)),
       config: track(plain(s[MAP.config], MAP.config)),
       flowsLost: track(perCpu(s[MAP.flowsLost], MAP.flowsLost)),
@@ -265,6 +284,7 @@ const FIELDS: Record<keyof NodeMaps, string> = {
   counters: MAP.counters,
   flows: MAP.flows,
   pfTrie: MAP.prefilter,
+  pfTrie6: MAP.prefilter6,
   pfCounters: MAP.prefilterCounters,
   config: MAP.config,
   flowsLost: MAP.flowsLost,
@@ -272,7 +292,7 @@ const FIELDS: Record<keyof NodeMaps, string> = {
 };
 
 /** Maps added after the first layout: a node pinned without them gets them at its next apply. */
-const LATER: readonly (keyof NodeMaps)[] = ['config', 'tables', 'flows', 'flowsLost'];
+const LATER: readonly (keyof NodeMaps)[] = ['config', 'tables', 'flows', 'flowsLost', 'pfTrie6'];
 /**
  * Pins of maps the programs no longer use (the ring buffer of per-event flow records, before
  * flows were aggregated in the kernel): removed when a node is opened, once its programs are
@@ -346,12 +366,15 @@ export function openPinnedMaps(nodeDir: string, replaced: string[] = []): NodeMa
       () => perCpu(spec, name),
     );
   try {
+    const pfTrie = plainMap(MAP.prefilter, s[MAP.prefilter], PREFILTER_MIN_CAPACITY);
     const maps: NodeMaps = {
       ct: plainMap(MAP.conntrack, s[MAP.conntrack]),
       ipSets: plainMap(MAP.ipSets, s[MAP.ipSets]),
       portSets: plainMap(MAP.portSets, s[MAP.portSets]),
       counters: perCpuMap(MAP.counters, s[MAP.counters]),
-      pfTrie: plainMap(MAP.prefilter, s[MAP.prefilter], PREFILTER_MIN_CAPACITY),
+      pfTrie,
+      // A node applied before IPv6 prefilters gets the IPv6 trie as large as its IPv4 one.
+      pfTrie6: plainMap(MAP.prefilter6, s[MAP.prefilter6], pfTrie.info.maxEntries),
       pfCounters: perCpuMap(MAP.prefilterCounters, s[MAP.prefilterCounters]),
       config: plainMap(MAP.config, s[MAP.config]),
       flows: perCpuMap(MAP.flows, s[MAP.flows]),

@@ -13,7 +13,7 @@ export interface PrefilterList {
   /** Position in IR order: the first list containing an address is the one that drops it. */
   index: number;
   setId: string;
-  /** IPv4 CIDRs only: the XDP prefilter parses IPv4 (IPv6 passes to the policy programs, which drop it). */
+  /** CIDRs of both families: IPv4 ones go to pf_trie, IPv6 ones to pf_trie6. */
   cidrs: string[];
 }
 
@@ -56,7 +56,7 @@ export function nodeView(ir: IR, node: string): NodeView {
     .map((p, index) => {
       const set = sets.get(p.set);
       if (!set) throw new Error(`prefilter ${p.name} references unknown IP set ${p.set}`);
-      return { name: p.name, index, setId: p.set, cidrs: set.cidrs.filter(isIpv4) };
+      return { name: p.name, index, setId: p.set, cidrs: set.cidrs };
     });
   return {
     node,

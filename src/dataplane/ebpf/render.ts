@@ -10,7 +10,7 @@ import { MAP } from './layout.js';
 import { COUNTER_SLOTS, CT_CAPACITY, MAP_PURPOSE, MAP_SPECS } from './maps.js';
 import { hookKey, isIpv4, nodeView, parseSlotKey, type Allocation, type NodeView } from './node.js';
 import { hookFor } from './paths.js';
-import { prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
+import { isIpv6Cidr, prefilterEntries, prefilterProgram, PREFILTER_PROGRAM_NAME } from './prefilter.js';
 import { describeNodePorts } from './nodeport-sync.js';
 import { NODEPORT_PROGRAM_NAMES, nodePortProgram } from './nodeport-programs.js';
 import { policyProgram } from './program.js';
@@ -68,13 +68,17 @@ function mapLines(view: NodeView, alloc: Allocation): string[] {
     const owner = parseSlotKey(key);
     out.push(`#   ${String(slot).padStart(5)}  ${owner.endpoint} ${owner.direction}  ${owner.rule}`);
   }
-  out.push('#', '# prefilter lists in pf_trie (XDP on the fabric-facing interface)');
+  out.push(
+    '#',
+    '# prefilter lists in pf_trie (IPv4) and pf_trie6 (IPv6), XDP on the fabric-facing interface',
+  );
   if (view.prefilters.length === 0) out.push('#   (none: no XDP program on this node)');
   else {
-    const entries = prefilterEntries(view.prefilters);
+    const entries = [...prefilterEntries(view.prefilters).keys()];
+    const v6 = entries.filter(isIpv6Cidr).length;
     for (const l of view.prefilters)
       out.push(`#   list ${l.index} ${l.name}: ${l.cidrs.length} prefixes: ${some(l.cidrs)}`);
-    out.push(`#   trie entries after merging overlaps: ${entries.size}`);
+    out.push(`#   trie entries after merging overlaps: ${entries.length - v6} IPv4, ${v6} IPv6`);
   }
   return out;
 }

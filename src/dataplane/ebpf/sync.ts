@@ -18,6 +18,7 @@ import {
   type NodeMaps,
 } from './maps.js';
 import type { Allocation, NodeView } from './node.js';
+import { isIpv6Cidr } from './prefilter.js';
 
 export interface SetSync {
   sets: Difference<SetLpmKey>;
@@ -51,16 +52,23 @@ export interface PrefilterSync {
   remove: string[];
 }
 
+/** The node's two prefilter tries: IPv4 prefixes in one, IPv6 prefixes in the other. */
+export type PrefilterTries = Pick<NodeMaps, 'pfTrie' | 'pfTrie6'>;
+
+function trieOf(tries: PrefilterTries, cidr: string): BpfMap<string, number> {
+  return isIpv6Cidr(cidr) ? tries.pfTrie6 : tries.pfTrie;
+}
+
 /**
- * What turns the trie into `desired`. `known` is what the trie holds when the caller knows it
- * (the contents it wrote last, for million-entry lists); otherwise the trie is read.
+ * What turns the tries into `desired` (both families). `known` is what the tries hold when the
+ * caller knows it (the contents it wrote last, for million-entry lists); otherwise they are read.
  */
 export function planPrefilterSync(
-  trie: BpfMap<string, number>,
+  tries: PrefilterTries,
   desired: ReadonlyMap<string, number>,
   known?: ReadonlyMap<string, number>,
 ): PrefilterSync {
-  const current = known ?? new Map(readEntries(trie));
+  const current = known ?? new Map([...readEntries(tries.pfTrie), ...readEntries(tries.pfTrie6)]);
   const upsert: [string, number][] = [];
   for (const [cidr, list] of desired) if (current.get(cidr) !== list) upsert.push([cidr, list]);
   const remove: string[] = [];
@@ -68,7 +76,10 @@ export function planPrefilterSync(
   return { upsert, remove };
 }
 
-export function applyPrefilterSync(trie: BpfMap<string, number>, plan: PrefilterSync): void {
-  if (plan.upsert.length > 0) trie.updateBatch(plan.upsert);
-  for (const cidr of plan.remove) trie.delete(cidr);
+export function applyPrefilterSync(tries: PrefilterTries, plan: PrefilterSync): void {
+  const v4 = plan.upsert.filter(([cidr]) => !isIpv6Cidr(cidr));
+  const v6 = plan.upsert.filter(([cidr]) => isIpv6Cidr(cidr));
+  if (v4.length > 0) tries.pfTrie.updateBatch(v4);
+  if (v6.length > 0) tries.pfTrie6.updateBatch(v6);
+  for (const cidr of plan.remove) trieOf(tries, cidr).delete(cidr);
 }

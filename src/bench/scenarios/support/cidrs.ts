@@ -1,7 +1,8 @@
 /**
- * Address lists for benches, all inside 198.18.0.0/15 (the project's only range). Lists are
- * sorted and disjoint, as the IR requires of an IpSet.
+ * Address lists for benches, all inside 198.18.0.0/15 or fd00:5957::/32 (the project's only
+ * ranges). Lists are sorted and disjoint, as the IR requires of an IpSet.
  */
+import { formatAddress, parseAddress } from '../../../util/ip.js';
 import { intToIpv4 } from './frames.js';
 
 const BASE = 0xc612_0000; // 198.18.0.0
@@ -38,6 +39,26 @@ export function denyList(count: number): string[] {
     }
   }
   if (out.length < count) throw new Error(`198.18.0.0/15 holds only ${out.length} such CIDRs, not ${count}`);
+  return out;
+}
+
+/** Where IPv6 deny lists start: a /48 of the project's range no bench or lab address uses. */
+const BASE_V6 = (parseAddress('fd00:5957:dead::') as { value: bigint }).value;
+
+/**
+ * The IPv6 twin of denyList: `count` disjoint CIDRs (/126, /127, /128) in ascending order, in
+ * blocks of 4 addresses with the same mix of prefix lengths, so hash:net probes as often.
+ */
+export function denyList6(count: number): string[] {
+  const out: string[] = [];
+  for (let block = 0; out.length < count; block++) {
+    let at = BASE_V6 + BigInt(block * 4);
+    for (const length of BLOCK_PATTERNS[block % BLOCK_PATTERNS.length] as readonly number[]) {
+      if (out.length >= count) break;
+      out.push(`${formatAddress({ family: 6, value: at })}/${length + 96}`);
+      at += 1n << BigInt(32 - length);
+    }
+  }
   return out;
 }
 

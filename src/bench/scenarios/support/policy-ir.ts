@@ -4,13 +4,16 @@
  * vary (single ports and ranges, TCP and UDP), and every tenth rule is a Deny in a global tier
  * ahead of the NetworkPolicy rules. The probe is a TCP SYN to port 80 from inside the first
  * peer's block, a port no rule names: the walk looks at every rule before the default denies it,
- * and the table has to tell that peer's many port ranges apart.
+ * and the table has to tell that peer's many port ranges apart. The IPv6 policy is the same with
+ * every peer block's IPv6 twin (a /123 except a /126 in fd00:5957:100::/48), probed from the
+ * first block over IPv6 to the pod's IPv6 address.
  */
 import { withDecisionTables } from '../../../calc/index.js';
 import { tableSize, type PolicyMode } from '../../../ir/decision-table.js';
 import type { IR, IpSet, PolicyRef, Rule, RuleSet } from '../../../ir/types.js';
 import { tablePortKey, tableValue } from '../../../dataplane/ebpf/layout.js';
 import { encodeTable } from '../../../dataplane/ebpf/table-encoding.js';
+import { formatAddress, parseAddress } from '../../../util/ip.js';
 import { intToIpv4 } from './frames.js';
 import { NODE_ADDRESS, type BenchPod } from './topology.js';
 import { BENCH_NODE } from './turns.js';
@@ -19,11 +22,15 @@ export const POLICY_ENDPOINT = 'bench/server';
 export const POLICY_POD: BenchPod = {
   role: 'pod',
   address: '198.18.0.2',
+  addressV6: 'fd00:5957::2',
   hostInterface: 'syb0000000001',
   mac: '02:00:5e:12:00:02',
 };
 /** Inside the first peer block (198.18.100.0/27 except 198.18.100.4/30). */
 export const POLICY_SOURCE = '198.18.100.1';
+/** Inside the first IPv6 peer block (fd00:5957:100::/123 except fd00:5957:100::4/126). */
+export const POLICY_SOURCE_V6 = 'fd00:5957:100::1';
+export type Family = 4 | 6;
 export const POLICY_PORT = 80;
 
 const NETWORK_POLICY: PolicyRef = { kind: 'NetworkPolicy', namespace: 'bench', name: 'many-rules' };
@@ -31,18 +38,30 @@ const GLOBAL_POLICY: PolicyRef = { kind: 'GlobalPolicy', name: 'bench-deny-tier'
 const MAX_PEERS = 200;
 /** 198.18.100.0: peer i's /27 starts at BLOCK_BASE + 32 i (200 peers end in 198.18.124.255). */
 const BLOCK_BASE = 0xc612_6400;
+/** fd00:5957:100::: peer i's /123 starts at BLOCK_BASE_V6 + 32 i. */
+const BLOCK_BASE_V6 = (parseAddress('fd00:5957:100::') as { value: bigint }).value;
 
 /** Distinct peers for `rules` rules: about ten rules per peer, at most MAX_PEERS. */
 function peerCount(rules: number): number {
   return Math.min(MAX_PEERS, Math.max(1, Math.ceil(rules / 10)));
 }
 
-/** Peer i: its /27 minus the /30 at offset 4, as the disjoint prefixes calc would give. */
-function peerSets(count: number): IpSet[] {
+/** Peer i: its /27 (IPv6: /123) minus the /30 (/126) at offset 4, as the disjoint prefixes calc would give. */
+function peerSets(count: number, family: Family): IpSet[] {
   return Array.from({ length: count }, (_, i) => {
+    const id = `sy-bpol-${String(i).padStart(3, '0')}`;
+    if (family === 6) {
+      const at = (offset: number): string =>
+        formatAddress({ family: 6, value: BLOCK_BASE_V6 + BigInt(i * 32 + offset) });
+      return {
+        id,
+        description: `bench peers ${at(0)}/123 except ${at(4)}/126`,
+        cidrs: [`${at(0)}/126`, `${at(8)}/125`, `${at(16)}/124`],
+      };
+    }
     const base = BLOCK_BASE + i * 32;
     return {
-      id: `sy-bpol-${String(i).padStart(3, '0')}`,
+      id,
       description: `bench peers ${intToIpv4(base)}/27 except ${intToIpv4(base + 4)}/30`,
       cidrs: [`${intToIpv4(base)}/30`, `${intToIpv4(base + 8)}/29`, `${intToIpv4(base + 16)}/28`],
     };
@@ -89,8 +108,8 @@ function rulesOf(count: number, sets: readonly IpSet[]): { global: Rule[]; kuber
  * One endpoint on the bench node whose ingress has `rules` rules (0: the default deny alone),
  * in `mode` (table: with its decision table when it fits the bound, as calc builds it).
  */
-export function policyIR(rules: number, mode: PolicyMode): IR {
-  const sets = peerSets(peerCount(rules));
+export function policyIR(rules: number, mode: PolicyMode, family: Family = 4): IR {
+  const sets = peerSets(peerCount(rules), family);
   const { global, kubernetes } = rulesOf(rules, sets);
   const side = (direction: 'ingress' | 'egress'): RuleSet => ({
     endpoint: POLICY_ENDPOINT,
@@ -110,7 +129,8 @@ export function policyIR(rules: number, mode: PolicyMode): IR {
         namespace: 'bench',
         name: 'server',
         node: BENCH_NODE,
-        addresses: [POLICY_POD.address],
+        // IPv4 as it always was; the IPv6 policy's pod is dual-stack.
+        addresses: family === 6 ? [POLICY_POD.address, POLICY_POD.addressV6 as string] : [POLICY_POD.address],
         labels: { app: 'server' },
         namespaceLabels: {},
         ports: [],
@@ -130,8 +150,8 @@ export function policyIR(rules: number, mode: PolicyMode): IR {
  * `ir` with one rule's port moved: the smallest policy edit, for the apply time of a change.
  * The moved port stays away from POLICY_PORT, so the probe's verdict does not change.
  */
-export function withOneRuleChanged(rules: number, mode: PolicyMode): IR {
-  const ir = policyIR(rules, 'walk');
+export function withOneRuleChanged(rules: number, mode: PolicyMode, family: Family = 4): IR {
+  const ir = policyIR(rules, 'walk', family);
   const ingress = ir.ruleSets.find((rs) => rs.direction === 'ingress') as RuleSet;
   const [first, ...rest] = ingress.kubernetesRules;
   if (first) ingress.kubernetesRules = [{ ...first, ports: [{ first: 6001, last: 6001 }] }, ...rest];

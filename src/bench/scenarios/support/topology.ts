@@ -17,6 +17,8 @@ const GATEWAY = '169.254.1.1';
 export interface BenchPod {
   role: string;
   address: string;
+  /** The pod's IPv6 address: routed to it from the node (/128 and a permanent neighbour) too. */
+  addressV6?: string;
   /** Host-side veth name in the node namespace (≤ 15 characters). */
   hostInterface: string;
   mac: string;
@@ -50,11 +52,20 @@ export async function buildNodeTopology(ns: BenchNetns, opts: NodeTopologyOption
       `route add default via ${GATEWAY} dev eth0`,
       `neigh replace ${GATEWAY} lladdr ${HOST_VETH_MAC} dev eth0 nud permanent`,
     ]);
+    // IPv6 floods end at the pod's policy: the node forwards them, the pod never answers.
+    if (pod.addressV6) {
+      await ns.ip(pod.role, [`addr add ${pod.addressV6}/128 dev eth0 nodad`]);
+      await ns.ip('node', [
+        `route add ${pod.addressV6}/128 dev ${pod.hostInterface}`,
+        `neigh replace ${pod.addressV6} lladdr ${pod.mac} dev ${pod.hostInterface} nud permanent`,
+      ]);
+    }
   }
   // Flood sources are not routable back through fabric0: the reverse-path check must not be
   // what drops them.
   ns.sysctl('node', [
     ['net/ipv4/ip_forward', '1'],
+    ...(opts.pods.some((p) => p.addressV6) ? ([['net/ipv6/conf/all/forwarding', '1']] as const) : []),
     ['net/ipv4/conf/all/rp_filter', '0'],
     ['net/ipv4/conf/default/rp_filter', '0'],
     ...(opts.sender ? ([['net/ipv4/conf/fabric0/rp_filter', '0']] as const) : []),
