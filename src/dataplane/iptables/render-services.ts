@@ -50,8 +50,8 @@ import {
   serviceLocalChain,
   SERVICES_CHAIN,
   SERVICES_REJECT_CHAIN,
+  type Family,
 } from './names.js';
-import type { Family } from './names.js';
 import type { ChainSpec, JumpSpec, TablePlan } from './plan.js';
 
 const JUMP_COMMENT = `-m comment --comment ${quote('switchyard')}`;
@@ -63,7 +63,7 @@ function comment(text: string): string {
 }
 
 /** The service tables of one family (an IPv6 table is marked `family: 6`, see ir/types.ts). */
-export function tablesOfFamily(tables: readonly ServicePortTable[], family: Family): ServicePortTable[] {
+function tablesOfFamily(tables: readonly ServicePortTable[], family: Family): ServicePortTable[] {
   return tables.filter((t) => (t.family ?? 4) === family);
 }
 
