@@ -6,8 +6,16 @@ import { Option, type Command } from 'commander';
 import { integerIn, parseFamily, parseTimeoutMs } from './options.js';
 import { addLabOptions, chooseLab, type LabFlags } from './lab-choice.js';
 import { formatTable, printJson } from './output.js';
+import { hostPort } from '../util/ip.js';
+import type { ServiceProbeResult } from '../lab/probe-service.js';
 
 const MAX_COUNT = 1_000_000;
+
+/** ` ([fd00:5957:0:1::4]:80)`: the address a service or node port resolved to, when `to` did not say it. */
+export function shownTarget(r: Pick<ServiceProbeResult, 'to' | 'address' | 'port'>): string {
+  const shown = hostPort(r.address, r.port);
+  return r.to === shown || r.to === `lb/${shown}` ? '' : ` (${shown})`;
+}
 
 const parseCount = integerIn('--count', 1, MAX_COUNT);
 const parseConcurrency = integerIn('--concurrency', 1, 2000);
@@ -34,7 +42,7 @@ export function registerLabProbe(lab: Command): void {
     )
     .requiredOption(
       '--to <target>',
-      'IP:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT (the node external address) or lb/IP:PORT',
+      'IP:PORT, [IPv6]:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT (the node external address) or lb/IP:PORT',
     )
     .addOption(
       new Option('--protocol <protocol>', 'TCP or UDP')
@@ -74,7 +82,7 @@ export function registerLabProbe(lab: Command): void {
       });
       if (opts.json) return printJson(r);
       process.stdout.write(
-        `${r.count} ${r.protocol} probes ${r.from} (${r.fromAddress}) → ${r.to} in ${r.durationMs} ms (${r.rate}/s): ` +
+        `${r.count} ${r.protocol} probes ${r.from} (${r.fromAddress}) → ${r.to}${shownTarget(r)} in ${r.durationMs} ms (${r.rate}/s): ` +
           `${r.count - r.failures} answered, ${r.failures} failed\n\n`,
       );
       const share = (n: number): string => `${((100 * n) / r.count).toFixed(1)}%`;

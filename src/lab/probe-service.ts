@@ -15,11 +15,12 @@ import type { ProbeOutcome } from './probe/protocol.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, findPod, readyState } from './reach.js';
 import type { LabState } from './state.js';
 import { percentile } from '../util/stats.js';
+import { parseAddress } from '../util/ip.js';
 
 export interface ServiceProbeOptions {
   /** Source pod `namespace/name`, or `outside:NAME` (a client outside the cluster). */
   from: string;
-  /** `IP:PORT`, `svc/NAMESPACE/NAME:PORT`, `nodeport/NODE:PORT` or `lb/IP:PORT`. */
+  /** `IP:PORT`, `[IPv6]:PORT`, `svc/NAMESPACE/NAME:PORT`, `nodeport/NODE:PORT` or `lb/IP:PORT`. */
   to: string;
   protocol?: 'TCP' | 'UDP';
   count: number;
@@ -27,8 +28,8 @@ export interface ServiceProbeOptions {
   concurrency?: number;
   timeoutMs?: number;
   /**
-   * 6: a service's IPv6 cluster IP (its `/IPv6` table) from the pod's IPv6 address. Only a backend
-   * that translates IPv6 service tables answers (eBPF does; the others skip them, fail closed).
+   * 6: a service's IPv6 cluster IP (its `/IPv6` table) from the pod's IPv6 address; every backend
+   * translates IPv6 service tables. A literal `[IPv6]:PORT` target implies 6.
    */
   family?: 4 | 6;
 }
@@ -69,8 +70,8 @@ export const DEFAULT_PROBE_CONCURRENCY = 200;
 const MAX_COUNT = 1_000_000;
 
 const TARGET =
-  /^(?:svc\/([^/\s]+)\/([^/:\s]+)|nodeport\/([^/:\s]+)|(?:lb\/)?(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/;
-const TARGET_FORMS = 'IP:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT or lb/IP:PORT';
+  /^(?:svc\/([^/\s]+)\/([^/:\s]+)|nodeport\/([^/:\s]+)|(?:lb\/)?(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\])):(\d{1,5})$/;
+const TARGET_FORMS = 'IP:PORT, [IPv6]:PORT, svc/NAMESPACE/NAME:PORT, nodeport/NODE:PORT or lb/IP:PORT';
 
 /**
  * Resolves `to` against the lab's IR: a service port must exist with that protocol; a node port
@@ -87,7 +88,12 @@ export function resolveTarget(
   const port = Number(m?.[5]);
   if (!m || !Number.isInteger(port) || port < 1 || port > 65535)
     throw new LabError(`--to must be ${TARGET_FORMS}, not '${to}'`);
-  if (m[4] !== undefined) return { address: m[4], port };
+  if (m[4] !== undefined) {
+    const literal = m[4].replace(/^\[(.*)\]$/, '$1');
+    if (parseAddress(literal) === undefined)
+      throw new LabError(`--to '${to}': '${literal}' is not an IP address`);
+    return { address: literal, port };
+  }
   if (m[3] !== undefined) return { address: nodePortAddress(ir, m[3]), port };
   const service = `${m[1] ?? ''}/${m[2] ?? ''}`;
   const ports = ir.services.filter((t) => t.service === service);
@@ -172,8 +178,15 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
     throw new LabError(`the probe server of lab '${name}' is not running: 'switchyard lab up' restarts it`);
   }
   const protocol = opts.protocol ?? 'TCP';
-  const { source, address: fromAddress } = probeSource(state, opts.from, opts.family);
   const target = resolveTarget(state.ir, opts.to, protocol, opts.family);
+  const targetFamily = target.address.includes(':') ? 6 : 4;
+  // A literal IPv6 target is probed from the pod's IPv6 address without asking for it.
+  const family = opts.family ?? targetFamily;
+  if (family !== targetFamily)
+    throw new LabError(
+      `--to ${opts.to} is an IPv${targetFamily} address: probe it with --family ${targetFamily}`,
+    );
+  const { source, address: fromAddress } = probeSource(state, opts.from, family);
   const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_PROBE_CONCURRENCY);
   const outcomes: ProbeOutcome[] = [];
   // Batches of fresh sockets: each is its own connection (TCP) or socket (UDP), so each gets its
@@ -199,7 +212,7 @@ export async function probeService(name: string, opts: ServiceProbeOptions): Pro
     address: target.address,
     port: target.port,
     protocol,
-    ...(opts.family !== undefined ? { family: opts.family } : {}),
+    ...(opts.family !== undefined || family === 6 ? { family } : {}),
     count: opts.count,
     ...summarise(outcomes),
     durationMs,

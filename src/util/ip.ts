@@ -285,3 +285,8 @@ export function normalizeCidrList(list: readonly string[]): string[] {
   }
   return [...ipv4RangesToCidrs(v4), ...cidrUnion(other).map(formatCidr)];
 }
+
+/** `address:port`, an IPv6 address bracketed (`[fd00::1]:80`) so its port does not read as a group. */
+export function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -92,8 +92,12 @@ export function modelOf(manifests: readonly Manifest[], file = 'cluster.yaml'): 
  * afresh, then built.
  */
 export function compileIR(model: Model, opts: AllocateOptions & BuildOptions = {}): IR {
-  const { nodeCount, ...build } = opts;
-  return buildIR(model, allocate(model, {}, nodeCount === undefined ? {} : { nodeCount }), build);
+  const { nodeCount, dualStackPods, ...build } = opts;
+  const alloc = {
+    ...(nodeCount === undefined ? {} : { nodeCount }),
+    ...(dualStackPods === undefined ? {} : { dualStackPods }),
+  };
+  return buildIR(model, allocate(model, {}, alloc), build);
 }
 
 /** A compiled model plus shorthands for asking the reference evaluator about pods and addresses. */

@@ -20,7 +20,7 @@ describe('lab probe', () => {
     );
     expect(() => resolveTarget(ir, 'svc/x/nope:80', 'TCP')).toThrow(/no service 'x\/nope'/);
     expect(() => resolveTarget(ir, 'web:80', 'TCP')).toThrow(
-      /IP:PORT, svc\/NAMESPACE\/NAME:PORT, nodeport\/NODE:PORT or lb\/IP:PORT/,
+      /IP:PORT, \[IPv6\]:PORT, svc\/NAMESPACE\/NAME:PORT, nodeport\/NODE:PORT or lb\/IP:PORT/,
     );
     expect(() => resolveTarget(ir, 'nodeport/node-9:30080', 'TCP')).toThrow(/no node 'node-9'/);
     expect(() => resolveTarget(ir, '198.19.0.9:70000', 'TCP')).toThrow(/--to/);

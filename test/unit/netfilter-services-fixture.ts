@@ -4,7 +4,11 @@ import { exposeIR } from '../support/expose.js';
 import { modelOf, namespace, pod, service, compileIR, type Manifest } from '../support/manifests.js';
 
 /** The pods and services; `nodes` places a, b1, b2, b3 (default: wherever calc puts them). */
-function manifests(affinityTimeout: number, nodes: readonly (string | undefined)[] = []): Manifest[] {
+function manifests(
+  affinityTimeout: number,
+  nodes: readonly (string | undefined)[] = [],
+  serviceSpec: Record<string, unknown> = {},
+): Manifest[] {
   const on = (i: number): { node?: string } => (nodes[i] !== undefined ? { node: nodes[i] } : {});
   const web = (name: string, port: number, i: number): Manifest =>
     pod('x', name, { labels: { app: 'web' }, ports: [{ name: 'http', containerPort: port }], ...on(i) });
@@ -15,6 +19,7 @@ function manifests(affinityTimeout: number, nodes: readonly (string | undefined)
     web('b2', 8080, 2),
     web('b3', 8081, 3),
     service('x', 'web', {
+      ...serviceSpec,
       selector: { app: 'web' },
       ports: [
         { name: 'http', port: 80, targetPort: 'http' },
@@ -22,17 +27,38 @@ function manifests(affinityTimeout: number, nodes: readonly (string | undefined)
       ],
     }),
     service('x', 'sticky', {
+      ...serviceSpec,
       selector: { app: 'web' },
       sessionAffinity: 'ClientIP',
       sessionAffinityConfig: { clientIP: { timeoutSeconds: affinityTimeout } },
       ports: [{ port: 81, targetPort: 'http' }],
     }),
-    service('x', 'empty', { selector: { app: 'nothing' }, ports: [{ port: 80, targetPort: 8080 }] }),
+    service('x', 'empty', {
+      ...serviceSpec,
+      selector: { app: 'nothing' },
+      ports: [{ port: 80, targetPort: 8080 }],
+    }),
   ];
 }
 
 export function servicesIR(): IR {
   return compileIR(modelOf(manifests(600)));
+}
+
+/**
+ * The same services dual-stack (RequireDualStack) over dual-stack pods, plus x/v4only (SingleStack
+ * IPv4 over the same backends): one IPv4 and one IPv6 table per port of web, sticky and empty.
+ */
+export function dualStackIR(): IR {
+  const model = modelOf([
+    ...manifests(600, [], { ipFamilyPolicy: 'RequireDualStack' }),
+    service('x', 'v4only', {
+      ipFamilyPolicy: 'SingleStack',
+      selector: { app: 'web' },
+      ports: [{ port: 82, targetPort: 'http' }],
+    }),
+  ]);
+  return compileIR(model, { dualStackPods: true });
 }
 
 export function withoutBackend(ir: IR, tableId: string, endpoint: string): IR {

@@ -94,7 +94,9 @@ const tableKeyOf = (family: Family): string => (family === 4 ? 'iptables' : 'ip6
 
 /**
  * Where each of our entry chains is entered from (render-rules.ts, render-services.ts): an entry
- * chain that exists without one of these jumps is a state no apply leaves behind.
+ * chain that exists without one of these jumps is a state no apply leaves behind. The same in
+ * each family: ip6tables has the same entry chains, its nat table too now that IPv6 service tables
+ * are translated (rulesDigest checks each family's save on its own).
  */
 const ENTRY_JUMPS: { table: string; chain: string; from: string[] }[] = [
   { table: 'filter', chain: FORWARD_CHAIN, from: ['FORWARD'] },

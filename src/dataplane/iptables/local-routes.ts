@@ -1,5 +1,6 @@
 /**
  * Service and load-balancer addresses routed locally in the node namespace (`local A/32 dev lo`,
+ * `local A/128 dev lo` for IPv6 cluster IPs,
  * kube-proxy's IPVS mode does the same with its dummy interface), so that a packet NAT did not
  * translate — a port without backends, a port the service does not define, a Local policy without
  * a backend here — goes up to INPUT, where SY-SVC-REJECT refuses or drops it. Without the route the
@@ -12,20 +13,21 @@
  */
 import type { IR } from '../../ir/types.js';
 import { ApplyError } from '../backend.js';
-import { normalizeCidrList } from '../../util/ip.js';
+import { compareCidr, normalizeCidrList, parseCidr } from '../../util/ip.js';
 import { runInNetns, ToolError } from '../exec.js';
 
 /** `proto 83` ('S'): unassigned in /etc/iproute2/rt_protos; marks the routes as ours. */
 export const LOCAL_ROUTE_PROTO = 83;
 
 /**
- * The IR's IPv4 service and load-balancer addresses as the fewest prefixes that cover exactly
- * them (calc allocates them in runs, so 10,000 services are a handful of routes), sorted.
+ * The IR's service and load-balancer addresses of both families as the fewest prefixes that
+ * cover exactly them (calc allocates them in runs, so 10,000 services are a handful of routes),
+ * sorted, IPv4 first.
  */
 export function localRoutePrefixes(ir: IR): string[] {
   const out = new Set<string>();
   for (const t of ir.services) {
-    for (const a of [t.address, ...(t.loadBalancerIPs ?? [])]) if (!a.includes(':')) out.add(`${a}/32`);
+    for (const a of [t.address, ...(t.loadBalancerIPs ?? [])]) out.add(`${a}/${a.includes(':') ? 128 : 32}`);
   }
   return normalizeCidrList([...out]);
 }
@@ -44,20 +46,31 @@ export function localRouteScript(want: readonly string[], have: readonly string[
   ];
 }
 
-/** Prefixes of `ip route show table local proto 83` output (a /32 is printed without its length). */
+/**
+ * Prefixes of `ip route show table local proto 83` output, either family (a host route is printed
+ * without its length: /32, or /128 for IPv6), in normalizeCidrList's order: IPv4 first.
+ */
 export function parseLocalRoutes(text: string): string[] {
-  return text
+  const routes = text
     .split('\n')
-    .map((l) => /^local (\d+\.\d+\.\d+\.\d+)(\/\d+)? /.exec(l.trim()))
+    .map((l) => /^local ([0-9a-f.:]+)(\/\d+)? /.exec(l.trim()))
     .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => `${m[1] as string}${m[2] ?? '/32'}`)
-    .sort();
+    .map((m) => {
+      const address = m[1] as string;
+      return `${address}${m[2] ?? (address.includes(':') ? '/128' : '/32')}`;
+    });
+  const v4 = routes.filter((r) => !r.includes(':')).sort();
+  const v6 = routes
+    .filter((r) => r.includes(':'))
+    .map((r) => ({ text: r, cidr: parseCidr(r) }))
+    .sort((a, b) => (a.cidr && b.cidr ? compareCidr(a.cidr, b.cidr) : a.text < b.text ? -1 : 1))
+    .map((r) => r.text);
+  return [...v4, ...v6];
 }
 
-/** Our local routes in the namespace now. */
-export async function readLocalRoutes(netns: string): Promise<string[]> {
+async function readFamily(netns: string, family: '-4' | '-6'): Promise<string> {
   const r = await runInNetns(netns, 'ip', [
-    '-4',
+    family,
     'route',
     'show',
     'table',
@@ -66,9 +79,15 @@ export async function readLocalRoutes(netns: string): Promise<string[]> {
     String(LOCAL_ROUTE_PROTO),
   ]);
   // A namespace whose loopback never came up has no local table yet: it holds none of ours.
-  if (r.code !== 0 && /FIB table does not exist/.test(r.stderr)) return [];
+  if (r.code !== 0 && /FIB table does not exist/.test(r.stderr)) return '';
   if (r.code !== 0) throw new ToolError('ip', r);
-  return parseLocalRoutes(r.stdout);
+  return r.stdout;
+}
+
+/** Our local routes in the namespace now, both families. */
+export async function readLocalRoutes(netns: string): Promise<string[]> {
+  const [v4, v6] = await Promise.all([readFamily(netns, '-4'), readFamily(netns, '-6')]);
+  return parseLocalRoutes(`${v4}\n${v6}`);
 }
 
 /**

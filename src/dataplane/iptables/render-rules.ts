@@ -337,8 +337,8 @@ export function renderTables(
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);
-    // Services are IPv4 (calc allocates them from 198.19.0.0/16): the IPv6 tables have none.
-    const reject = family === 4 ? serviceRejectChain(nodeIr, node) : undefined;
+    // Each family's service tables: IPv4 in iptables, the IPv6 ones (`…/IPv6`) in ip6tables.
+    const reject = serviceRejectChain(nodeIr, node, family);
     // Its jumps come last so they are inserted last, i.e. first in the chain: SY-FORWARD accepts
     // what policy marked, and a packet to a VIP must be rejected before that.
     if (reject)
@@ -348,7 +348,7 @@ export function renderTables(
         jumps: [...filter.jumps, ...reject.jumps],
       });
     else out.push(filter);
-    const nat = family === 4 ? natTable(nodeIr, node) : undefined;
+    const nat = natTable(nodeIr, node, family);
     if (nat) out.push(nat);
   }
   return out;

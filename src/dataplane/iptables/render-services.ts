@@ -1,6 +1,9 @@
 /**
- * IR service tables → kube-proxy-style NAT (IPv4 only: calc gives services IPv4 addresses and
- * backends), kube-proxy's iptables layout with SY- names:
+ * IR service tables → kube-proxy-style NAT, kube-proxy's iptables layout with SY- names, once per
+ * family: the IPv4 tables in iptables, the IPv6 tables (`…/IPv6`, whose addresses and backends are
+ * all IPv6) in ip6tables with the same chains — `/128` instead of `/32`, `[address]:port` in DNAT,
+ * icmp6 rejects. Node ports are served on the node's external address, which is IPv4, so the IPv6
+ * nat table has no SY-NODEPORTS:
  *
  *   nat PREROUTING/OUTPUT → SY-SERVICES:
  *     `-d VIP -p P --dport N -j SY-SVC-<port>` (internalTrafficPolicy Local: `-j SY-SVL-<port>`)
@@ -33,6 +36,7 @@
  * chains and adds or deletes its SEP chains only.
  */
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
+import { hostPort } from '../../util/ip.js';
 import { externalAddressOf, picksLocal, portView, type PortView } from '../netfilter/service-view.js';
 import {
   commentText,
@@ -46,6 +50,7 @@ import {
   serviceLocalChain,
   SERVICES_CHAIN,
   SERVICES_REJECT_CHAIN,
+  type Family,
 } from './names.js';
 import type { ChainSpec, JumpSpec, TablePlan } from './plan.js';
 
@@ -57,8 +62,22 @@ function comment(text: string): string {
   return `-m comment --comment ${quote(commentText(text))}`;
 }
 
-function ipv4(tables: readonly ServicePortTable[]): ServicePortTable[] {
-  return tables.filter((t) => !t.address.includes(':'));
+/** The service tables of one family (an IPv6 table is marked `family: 6`, see ir/types.ts). */
+function tablesOfFamily(tables: readonly ServicePortTable[], family: Family): ServicePortTable[] {
+  return tables.filter((t) => (t.family ?? 4) === family);
+}
+
+function familyOf(t: ServicePortTable): Family {
+  return t.family ?? 4;
+}
+
+function hostMatch(address: string): string {
+  return `${address}/${address.includes(':') ? 128 : 32}`;
+}
+
+/** `recent`'s key: the whole client address of the table's family. */
+function recentMask(t: ServicePortTable): string {
+  return familyOf(t) === 6 ? 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' : '255.255.255.255';
 }
 
 function byId(tables: readonly ServicePortTable[]): ServicePortTable[] {
@@ -71,7 +90,7 @@ function portOf(t: ServicePortTable, port: number): string {
 }
 
 function portMatch(t: ServicePortTable, address = t.address, port = t.port): string {
-  return `-d ${address}/32 ${portOf(t, port)}`;
+  return `-d ${hostMatch(address)} ${portOf(t, port)}`;
 }
 
 /** kube-proxy's probabilities: 1/(n-i) for backend i of n, printed with its precision. */
@@ -93,7 +112,7 @@ function pickChain(name: string, t: ServicePortTable, list: readonly ServiceBack
     for (const b of list) {
       const sep = sepChain(t, b);
       rules.push(
-        `${comment(`${t.id} -> ${b.endpoint}`)} -m recent --name ${sep} --rcheck --seconds ${t.affinity.timeoutSeconds} --reap --mask 255.255.255.255 --rsource -j ${sep}`,
+        `${comment(`${t.id} -> ${b.endpoint}`)} -m recent --name ${sep} --rcheck --seconds ${t.affinity.timeoutSeconds} --reap --mask ${recentMask(t)} --rsource -j ${sep}`,
       );
     }
   }
@@ -109,12 +128,12 @@ function endpointChainSpec(t: ServicePortTable, b: ServiceBackend): ChainSpec {
   const sep = sepChain(t, b);
   const proto = t.protocol.toLowerCase();
   const set =
-    t.affinity.mode === 'ClientIP' ? ` -m recent --name ${sep} --set --mask 255.255.255.255 --rsource` : '';
+    t.affinity.mode === 'ClientIP' ? ` -m recent --name ${sep} --set --mask ${recentMask(t)} --rsource` : '';
   return {
     name: sep,
     rules: [
-      `-s ${b.address}/32 ${comment(`${t.id} hairpin: ${b.endpoint} reaches itself`)} ${MARK_MASQ}`,
-      `${comment(`${t.id} -> ${b.endpoint}`)} -p ${proto}${set} -j DNAT --to-destination ${b.address}:${b.port}`,
+      `-s ${hostMatch(b.address)} ${comment(`${t.id} hairpin: ${b.endpoint} reaches itself`)} ${MARK_MASQ}`,
+      `${comment(`${t.id} -> ${b.endpoint}`)} -p ${proto}${set} -j DNAT --to-destination ${hostPort(b.address, b.port)}`,
     ],
   };
 }
@@ -165,10 +184,11 @@ function serviceChains(v: PortView): { chains: ChainSpec[]; dispatch: string[]; 
   return { chains, dispatch, nodePorts };
 }
 
-/** The nat table of the node (IPv4), or undefined when no service port has a backend. */
-export function natTable(nodeIr: IR, node: string): TablePlan | undefined {
-  const external = externalAddressOf(nodeIr, node);
-  const views = byId(ipv4(nodeIr.services))
+/** The nat table of the node in one family, or undefined when no service port of it has a backend. */
+export function natTable(nodeIr: IR, node: string, family: Family = 4): TablePlan | undefined {
+  // Node ports exist in the IPv4 table only (portView): the external address is IPv4.
+  const external = family === 4 ? externalAddressOf(nodeIr, node) : undefined;
+  const views = byId(tablesOfFamily(nodeIr.services, family))
     .filter((t) => t.backends.length > 0)
     .map((t) => portView(t, node, external));
   if (views.length === 0) return undefined;
@@ -182,7 +202,7 @@ export function natTable(nodeIr: IR, node: string): TablePlan | undefined {
     chains.push(...c.chains);
   }
   if (external !== undefined && nodePorts.length > 0) {
-    dispatch.push(`-d ${external}/32 ${comment('node ports of this node')} -j ${NODEPORTS_CHAIN}`);
+    dispatch.push(`-d ${hostMatch(external)} ${comment('node ports of this node')} -j ${NODEPORTS_CHAIN}`);
     chains.push({ name: NODEPORTS_CHAIN, rules: nodePorts });
   }
   chains.push({
@@ -201,15 +221,16 @@ export function natTable(nodeIr: IR, node: string): TablePlan | undefined {
     })),
     { builtin: 'POSTROUTING', rule: `${JUMP_COMMENT} -j ${POSTROUTING_CHAIN}` },
   ];
-  return { family: 4, table: 'nat', chains: [{ name: SERVICES_CHAIN, rules: dispatch }, ...chains], jumps };
+  return { family, table: 'nat', chains: [{ name: SERVICES_CHAIN, rules: dispatch }, ...chains], jumps };
 }
 
 /**
  * TCP gets a reset: a local client's connect() still holds its socket when the answer comes, and
  * Linux drops ICMP errors for a locked socket where it queues a RST.
  */
-function reject(protocol: ServicePortTable['protocol']): string {
-  return `-j REJECT --reject-with ${protocol === 'TCP' ? 'tcp-reset' : 'icmp-port-unreachable'}`;
+function reject(protocol: ServicePortTable['protocol'], family: Family): string {
+  const unreachable = family === 6 ? 'icmp6-port-unreachable' : 'icmp-port-unreachable';
+  return `-j REJECT --reject-with ${protocol === 'TCP' ? 'tcp-reset' : unreachable}`;
 }
 
 /** Filter rules of one service port: rejects without backends, drops under Local without a local one. */
@@ -222,7 +243,7 @@ function portFilterRules(v: PortView, external: string | undefined): string[] {
   ];
   if (v.all.length === 0) {
     const why = comment(`${t.id} has no endpoints`);
-    for (const m of [portMatch(t), ...outside]) rules.push(`${m} ${why} ${reject(t.protocol)}`);
+    for (const m of [portMatch(t), ...outside]) rules.push(`${m} ${why} ${reject(t.protocol, familyOf(t))}`);
     return rules;
   }
   const drop = comment(`${t.id} has no local endpoints`);
@@ -239,16 +260,18 @@ function portFilterRules(v: PortView, external: string | undefined): string[] {
 export function serviceRejectChain(
   nodeIr: IR,
   node: string,
+  family: Family = 4,
 ): { chain: ChainSpec; jumps: JumpSpec[] } | undefined {
-  const tables = byId(ipv4(nodeIr.services));
+  const tables = byId(tablesOfFamily(nodeIr.services, family));
   if (tables.length === 0) return undefined;
-  const external = externalAddressOf(nodeIr, node);
+  const external = family === 4 ? externalAddressOf(nodeIr, node) : undefined;
   const views = tables.map((t) => portView(t, node, external));
   const rules = views.flatMap((v) => portFilterRules(v, external));
   const addresses = new Set([...tables.map((t) => t.address), ...views.flatMap((v) => v.loadBalancerIPs)]);
   for (const address of [...addresses].sort()) {
     const why = comment('port not defined by the service');
-    rules.push(`-d ${address}/32 -p tcp ${why} ${reject('TCP')}`, `-d ${address}/32 ${why} ${reject('UDP')}`);
+    const d = `-d ${hostMatch(address)}`;
+    rules.push(`${d} -p tcp ${why} ${reject('TCP', family)}`, `${d} ${why} ${reject('UDP', family)}`);
   }
   return {
     chain: { name: SERVICES_REJECT_CHAIN, rules },

@@ -34,8 +34,12 @@ export interface PortView {
 export function portView(t: ServicePortTable, node: string, externalAddress: string | undefined): PortView {
   const all = sortedBackends(t);
   const local = all.filter((b) => b.node === node);
-  const nodePort = externalAddress !== undefined ? t.nodePort : undefined;
-  const loadBalancerIPs = [...new Set((t.loadBalancerIPs ?? []).filter((a) => !a.includes(':')))].sort();
+  // Nodes' external addresses are IPv4: node ports are reached through the IPv4 table only.
+  const nodePort = externalAddress !== undefined && t.family !== 6 ? t.nodePort : undefined;
+  const v6 = t.family === 6;
+  const loadBalancerIPs = [
+    ...new Set((t.loadBalancerIPs ?? []).filter((a) => a.includes(':') === v6)),
+  ].sort();
   return {
     table: t,
     all,

@@ -1,6 +1,13 @@
 /**
- * IR service tables → NAT in `table inet switchyard` (IPv4: calc gives services IPv4 addresses
- * and backends), kube-proxy's nftables mode in miniature:
+ * IR service tables → NAT in `table inet switchyard`, kube-proxy's nftables mode in miniature. The
+ * IPv4 tables are described below; the IPv6 tables (`…/IPv6`, whose addresses and backends are all
+ * IPv6) get twins of every keyed object, named with a `-v6` suffix (`services-v6`,
+ * `service-ports-v6`, `no-endpoints-v6`, `no-local-endpoints-v6`, `service-ips-v6`, `hairpin-v6`)
+ * and matched with `ip6 daddr`/`ip6 saddr`, in the same base chains (nft sets hold one key type, so
+ * a family cannot share them). Their pick chains `dnat ip6 …`, their affinity sets hold
+ * `ipv6_addr`. Node ports are served on the node's external address, which is IPv4: there is no
+ * IPv6 `nodeports` map.
+ *
  *
  *   nat-prerouting / nat-output (type nat, priority dstnat): one lookup
  *   `ip daddr . meta l4proto . th dport vmap @services` → `goto svc-<port>` for a cluster IP
@@ -33,8 +40,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
+import { hostPort } from '../../util/ip.js';
 import { externalAddressOf, picksLocal, portView, type PortView } from '../netfilter/service-view.js';
-import { quoted } from './names.js';
+import { quoted, type Family } from './names.js';
 import type { NftChain, NftSet } from './objects.js';
 
 export const SERVICES_MAP = 'services';
@@ -85,6 +93,24 @@ export function affinitySetName(tableId: string, b: ServiceBackend): string {
   return `aff-${hash(`${tableId}|${b.endpoint}|${b.address}:${b.port}`)}`;
 }
 
+/** How one address family is spelled: its match keyword, key type and object-name suffix. */
+interface Syntax {
+  family: Family;
+  /** `ip` or `ip6`: the address match and the dnat family. */
+  ip: 'ip' | 'ip6';
+  addr: 'ipv4_addr' | 'ipv6_addr';
+}
+
+const SYNTAX: Record<Family, Syntax> = {
+  v4: { family: 'v4', ip: 'ip', addr: 'ipv4_addr' },
+  v6: { family: 'v6', ip: 'ip6', addr: 'ipv6_addr' },
+};
+
+/** A keyed object's name in `family`: the IPv4 name as before, `-v6` for the IPv6 twin. */
+export function familyObject(name: string, family: Family): string {
+  return family === 'v4' ? name : `${name}-v6`;
+}
+
 export interface ServiceObjects {
   sets: NftSet[];
   maps: NftSet[];
@@ -106,8 +132,12 @@ function sorted<T>(items: readonly T[], by: (x: T) => string): T[] {
 
 /** The note of a pick chain: the port and the backends it picks among. */
 function pickNote(t: ServicePortTable, list: readonly ServiceBackend[], local: boolean): string {
-  const which = list.map((b) => `${b.endpoint}=${b.address}:${b.port}`).join(', ');
+  const which = list.map((b) => `${b.endpoint}=${hostPort(b.address, b.port)}`).join(', ');
   return `${t.id}${local ? " (this node's backends)" : ''}: ${which}`;
+}
+
+function syntaxOf(t: ServicePortTable): Syntax {
+  return t.family === 6 ? SYNTAX.v6 : SYNTAX.v4;
 }
 
 /** A chain that picks one of `list` (svc over every backend, svl over this node's). */
@@ -119,6 +149,7 @@ function pickChain(
 ): NftChain {
   const proto = `meta l4proto ${l4(t)}`;
   const note = pickNote(t, list, local);
+  const { ip } = syntaxOf(t);
   if (t.affinity.mode === 'None') {
     const targets = list.map((b, i) => `${i} : ${b.address} . ${b.port}`).join(', ');
     return {
@@ -126,12 +157,12 @@ function pickChain(
       spec: '',
       base: false,
       rules: [
-        `${proto} counter dnat ip addr . port to numgen random mod ${list.length} map { ${targets} } comment ${quoted(t.id)}`,
+        `${proto} counter dnat ${ip} addr . port to numgen random mod ${list.length} map { ${targets} } comment ${quoted(t.id)}`,
       ],
       note,
     };
   }
-  const rules = list.map((b) => `ip saddr @${affinitySetName(t.id, b)} goto ${backendChainName(t.id, b)}`);
+  const rules = list.map((b) => `${ip} saddr @${affinitySetName(t.id, b)} goto ${backendChainName(t.id, b)}`);
   rules.push(
     `numgen random mod ${list.length} vmap { ${list.map((b, i) => `${i} : goto ${backendChainName(t.id, b)}`).join(', ')} }`,
   );
@@ -145,6 +176,7 @@ function affinityObjects(
 ): { chains: NftChain[]; sets: NftSet[] } {
   if (t.affinity.mode === 'None') return { chains: [], sets: [] };
   const timeout = t.affinity.timeoutSeconds;
+  const { ip, addr } = syntaxOf(t);
   const sets: NftSet[] = [];
   const chains: NftChain[] = [];
   for (const b of list) {
@@ -152,7 +184,7 @@ function affinityObjects(
     sets.push({
       kind: 'set',
       name: aff,
-      spec: `{ type ipv4_addr; flags dynamic,timeout; timeout ${timeout}s; }`,
+      spec: `{ type ${addr}; flags dynamic,timeout; timeout ${timeout}s; }`,
       elements: [],
       note: `${t.id}: clients sent to ${b.endpoint} in the last ${timeout}s (ClientIP affinity)`,
     });
@@ -161,7 +193,7 @@ function affinityObjects(
       spec: '',
       base: false,
       rules: [
-        `update @${aff} { ip saddr } meta l4proto ${l4(t)} counter dnat ip to ${b.address}:${b.port} comment ${quoted(`${t.id} -> ${b.endpoint}`)}`,
+        `update @${aff} { ${ip} saddr } meta l4proto ${l4(t)} counter dnat ${ip} to ${hostPort(b.address, b.port)} comment ${quoted(`${t.id} -> ${b.endpoint}`)}`,
       ],
     });
   }
@@ -269,11 +301,6 @@ function natBase(name: string, hook: string, rules: string[], note: string): Nft
   };
 }
 
-const DISPATCH = [
-  `ip daddr . meta l4proto . th dport vmap @${SERVICES_MAP}`,
-  `ip daddr . meta l4proto . th dport vmap @${NODEPORTS_MAP}`,
-];
-
 function rejectRules(match: string, why: string): string[] {
   return [
     `${match} meta l4proto tcp counter reject with tcp reset comment ${quoted(why)}`,
@@ -281,15 +308,30 @@ function rejectRules(match: string, why: string): string[] {
   ];
 }
 
-/** The node's service objects; empty when the IR has no IPv4 service. */
-export function serviceObjects(ir: IR, node: string): ServiceObjects {
-  const tables = sorted(
-    ir.services.filter((t) => !t.address.includes(':')),
-    (t) => t.id,
-  );
-  if (tables.length === 0) return { sets: [], maps: [], chains: [] };
-  const external = externalAddressOf(ir, node);
-  const views = tables.map((t) => portView(t, node, external));
+/** One family's keyed objects and its rules in the shared base chains. */
+interface FamilyObjects {
+  sets: NftSet[];
+  maps: NftSet[];
+  /** Regular chains (pick, external, backend chains). */
+  chains: NftChain[];
+  /** svc-reject's rules. */
+  reject: string[];
+  /** nat-prerouting's lookups (nat-output runs them too). */
+  dispatch: string[];
+  /** nat-output's mark for the node's own service traffic. */
+  outputMark: string;
+  /** nat-postrouting's hairpin rule. */
+  hairpin: string;
+}
+
+/** The objects of one family's service tables (all of `views` are of that family). */
+function familyObjects(
+  syntax: Syntax,
+  views: readonly PortView[],
+  external: string | undefined,
+): FamilyObjects {
+  const { ip, addr, family } = syntax;
+  const name = (base: string): string => familyObject(base, family);
   const sets: NftSet[] = [];
   const chains: NftChain[] = [];
   const services: string[] = [];
@@ -302,43 +344,44 @@ export function serviceObjects(ir: IR, node: string): ServiceObjects {
     nodePorts.push(...o.nodePorts);
   }
   const keys = filterSets(views, external);
-  const tuple = '{ type ipv4_addr . inet_proto . inet_service; }';
+  const tuple = `{ type ${addr} . inet_proto . inet_service; }`;
   const backendAddresses = [...new Set(views.flatMap((v) => v.all.map((b) => b.address)))].sort();
+  const serviceIps = [
+    ...new Set([...views.map((v) => v.table.address), ...views.flatMap((v) => v.loadBalancerIPs)]),
+  ].sort();
   sets.push(
     {
       kind: 'set',
-      name: SERVICE_PORTS_SET,
+      name: name(SERVICE_PORTS_SET),
       spec: tuple,
       elements: keys.translated,
       note: 'service ports with backends for this traffic (NAT translates them)',
     },
     {
       kind: 'set',
-      name: NO_ENDPOINTS_SET,
+      name: name(NO_ENDPOINTS_SET),
       spec: tuple,
       elements: keys.refused,
       note: 'service ports without backends: rejected',
     },
     {
       kind: 'set',
-      name: NO_LOCAL_ENDPOINTS_SET,
+      name: name(NO_LOCAL_ENDPOINTS_SET),
       spec: tuple,
       elements: keys.dropped,
       note: 'Local traffic policies without a backend on this node: dropped',
     },
     {
       kind: 'set',
-      name: SERVICE_IPS_SET,
-      spec: '{ type ipv4_addr; }',
-      elements: [
-        ...new Set([...tables.map((t) => t.address), ...views.flatMap((v) => v.loadBalancerIPs)]),
-      ].sort(),
+      name: name(SERVICE_IPS_SET),
+      spec: `{ type ${addr}; }`,
+      elements: serviceIps,
       note: 'service and load-balancer addresses: any port they do not define is rejected',
     },
     {
       kind: 'set',
-      name: HAIRPIN_SET,
-      spec: '{ type ipv4_addr . ipv4_addr; }',
+      name: name(HAIRPIN_SET),
+      spec: `{ type ${addr} . ${addr}; }`,
       elements: backendAddresses.map((a) => `${a} . ${a}`),
       note: 'backend . itself: a backend reaching itself through its service (hairpin)',
     },
@@ -346,45 +389,81 @@ export function serviceObjects(ir: IR, node: string): ServiceObjects {
   const maps: NftSet[] = [
     {
       kind: 'map',
-      name: SERVICES_MAP,
-      spec: '{ type ipv4_addr . inet_proto . inet_service : verdict; }',
+      name: name(SERVICES_MAP),
+      spec: `{ type ${addr} . inet_proto . inet_service : verdict; }`,
       elements: services,
       note: 'service or load-balancer address . protocol . port → the service port chain',
     },
-    {
+  ];
+  const dispatch = [`${ip} daddr . meta l4proto . th dport vmap @${name(SERVICES_MAP)}`];
+  // Node ports: this node's external address is IPv4, so only the IPv4 family has them.
+  if (family === 'v4') {
+    maps.push({
       kind: 'map',
       name: NODEPORTS_MAP,
-      spec: '{ type ipv4_addr . inet_proto . inet_service : verdict; }',
+      spec: `{ type ${addr} . inet_proto . inet_service : verdict; }`,
       elements: nodePorts,
       note: "this node's external address . protocol . node port → the port's external chain",
-    },
-  ];
+    });
+    dispatch.push(`${ip} daddr . meta l4proto . th dport vmap @${NODEPORTS_MAP}`);
+  }
+  const daddrKey = `${ip} daddr . meta l4proto . th dport`;
+  return {
+    sets,
+    maps,
+    chains,
+    // TCP gets a reset: the node answers while the client's connect() still holds its socket,
+    // and Linux drops ICMP errors for a locked socket (LockDroppedIcmps) where it queues a RST.
+    reject: [
+      ...rejectRules(`${daddrKey} @${name(NO_ENDPOINTS_SET)}`, 'service has no endpoints'),
+      `${daddrKey} @${name(NO_LOCAL_ENDPOINTS_SET)} counter drop comment ${quoted('service has no local endpoints')}`,
+      `${daddrKey} @${name(SERVICE_PORTS_SET)} return`,
+      ...rejectRules(`${ip} daddr @${name(SERVICE_IPS_SET)}`, 'port not defined by the service'),
+    ],
+    dispatch,
+    outputMark: `${daddrKey} @${name(SERVICE_PORTS_SET)} ${MARK_MASQ}`,
+    hairpin: `ct status dnat ${ip} saddr . ${ip} daddr @${name(HAIRPIN_SET)} counter masquerade fully-random comment ${quoted('hairpin')}`,
+  };
+}
+
+/** The node's service objects; empty when the IR has no service. */
+export function serviceObjects(ir: IR, node: string): ServiceObjects {
+  const tables = sorted(ir.services, (t) => t.id);
+  if (tables.length === 0) return { sets: [], maps: [], chains: [] };
+  const external = externalAddressOf(ir, node);
+  const families = (['v4', 'v6'] as const)
+    .map((f) => {
+      const own = tables.filter((t) => syntaxOf(t).family === f);
+      if (own.length === 0) return undefined;
+      // Node ports are served through the IPv4 tables only (portView).
+      return familyObjects(
+        SYNTAX[f],
+        own.map((t) => portView(t, node, external)),
+        external,
+      );
+    })
+    .filter((f): f is FamilyObjects => f !== undefined);
+  const chains = families.flatMap((f) => f.chains);
+  const dispatch = families.flatMap((f) => f.dispatch);
   chains.push(
     {
       name: SERVICE_REJECT_CHAIN,
       // Before NAT (dstnat - 10): the destination is still the VIP. The filter hook allows reject.
       spec: '{ type filter hook prerouting priority dstnat - 10; policy accept; }',
       base: true,
-      // TCP gets a reset: the node answers while the client's connect() still holds its socket,
-      // and Linux drops ICMP errors for a locked socket (LockDroppedIcmps) where it queues a RST.
-      rules: [
-        ...rejectRules(`ip daddr . meta l4proto . th dport @${NO_ENDPOINTS_SET}`, 'service has no endpoints'),
-        `ip daddr . meta l4proto . th dport @${NO_LOCAL_ENDPOINTS_SET} counter drop comment ${quoted('service has no local endpoints')}`,
-        `ip daddr . meta l4proto . th dport @${SERVICE_PORTS_SET} return`,
-        ...rejectRules(`ip daddr @${SERVICE_IPS_SET}`, 'port not defined by the service'),
-      ],
+      rules: families.flatMap((f) => f.reject),
       note: 'services: reject ports without backends and ports no service defines, drop Local without a backend here',
     },
     natBase(
       NAT_PREROUTING_CHAIN,
       'prerouting',
-      DISPATCH,
+      dispatch,
       'services: DNAT of traffic from pods, the fabric and outside',
     ),
     natBase(
       NAT_OUTPUT_CHAIN,
       'output',
-      [`ip daddr . meta l4proto . th dport @${SERVICE_PORTS_SET} ${MARK_MASQ}`, ...DISPATCH],
+      [...families.map((f) => f.outputMark), ...dispatch],
       'services: DNAT of traffic from the node itself (masqueraded: its source is the node)',
     ),
     {
@@ -392,7 +471,7 @@ export function serviceObjects(ir: IR, node: string): ServiceObjects {
       spec: '{ type nat hook postrouting priority 100; policy accept; }',
       base: true,
       rules: [
-        `ct status dnat ip saddr . ip daddr @${HAIRPIN_SET} counter masquerade fully-random comment ${quoted('hairpin')}`,
+        ...families.map((f) => f.hairpin),
         `meta mark & ${MASQ_MARK} == 0 return`,
         // Cleared so a packet that comes through again is not masqueraded twice.
         `meta mark set meta mark xor ${MASQ_MARK} counter masquerade fully-random`,
@@ -400,5 +479,5 @@ export function serviceObjects(ir: IR, node: string): ServiceObjects {
       note: 'services: leave with the node address (hairpin, traffic from outside under Cluster, the node itself)',
     },
   );
-  return { sets, maps, chains };
+  return { sets: families.flatMap((f) => f.sets), maps: families.flatMap((f) => f.maps), chains };
 }
