@@ -8,7 +8,7 @@
  * two to four calls. The tools need nothing of that: only the network namespace.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { withNetns } from '../netns/setns.js';
@@ -42,10 +42,15 @@ const APT_PACKAGE: Record<string, string> = {
 };
 
 /**
- * SWITCHYARD_TRACE_EXEC=1: every tool call is written to stderr (namespace, command, milliseconds,
- * exit code), to see where an apply's time goes (docs/benchmarks.md reads the agent's log so).
+ * SWITCHYARD_TRACE_EXEC=1 (stderr) or =FILE (appended): every tool call with its namespace,
+ * command, milliseconds and exit code, to see where an apply's time goes (docs/benchmarks.md).
  */
-const TRACE = process.env.SWITCHYARD_TRACE_EXEC === '1';
+const TRACE = process.env.SWITCHYARD_TRACE_EXEC;
+
+function trace(line: string): void {
+  if (TRACE === '1') process.stderr.write(line);
+  else if (TRACE) appendFileSync(TRACE, line);
+}
 
 /** The child forks while this thread is inside `netns`, so the tool starts there; nothing else does. */
 function spawnInNetns(netns: string, cmd: string, args: readonly string[]): ChildProcess {
@@ -94,7 +99,7 @@ export function runInNetns(
     child.on('close', (code) => {
       const stderr = Buffer.concat(err).toString();
       if (TRACE)
-        process.stderr.write(
+        trace(
           `exec ${netns} ${cmd} ${args.join(' ')}: ${(performance.now() - started).toFixed(1)} ms, exit ${code ?? -1}\n`,
         );
       resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr });
