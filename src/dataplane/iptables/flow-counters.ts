@@ -1,7 +1,8 @@
 /**
  * Reading the iptables backend's flow sets (rule-text.ts, names.ts) back for the aggregate source
- * (netfilter/aggregates.ts): once per interval, one `ip netns exec` that saves just the flow sets
- * (`ipset list -n`, then `save <set>` for each in one `ipset restore`, so the node's other sets —
+ * (netfilter/aggregates.ts): once per interval, one process in the namespace that saves just the
+ * flow sets (`ipset list -n`, then `save <set>` for each in one `ipset restore`, so the node's
+ * other sets —
  * a deny-list may hold a million entries — are never dumped) and prints the SY-FLOWFULL rules'
  * counters of both families.
  *
