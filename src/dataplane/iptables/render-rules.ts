@@ -32,7 +32,7 @@ import {
   type Family,
 } from './names.js';
 import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
-import { natTable, serviceRejectChain } from './render-services.js';
+import { servicePlan } from './render-services.js';
 import { renderTableLayout, type TableLayout, type TableRuleSet } from './render-table.js';
 import {
   comment,
@@ -332,13 +332,14 @@ export function renderTables(
 ): TablePlan[] {
   const index = new Map(sets.map((s) => [s.name, s]));
   const out: TablePlan[] = [];
+  const services = servicePlan(nodeIr, node);
   for (const family of FAMILIES) {
     const ctx: RenderContext = { family, sets: index, flows: flowSetsOf(options, family), layouts };
     const raw = rawTable(ctx, nodeIr, node);
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);
     // Services are IPv4 (calc allocates them from 198.19.0.0/16): the IPv6 tables have none.
-    const reject = family === 4 ? serviceRejectChain(nodeIr, node) : undefined;
+    const reject = family === 4 ? services.reject : undefined;
     // Its jumps come last so they are inserted last, i.e. first in the chain: SY-FORWARD accepts
     // what policy marked, and a packet to a VIP must be rejected before that.
     if (reject)
@@ -348,7 +349,7 @@ export function renderTables(
         jumps: [...filter.jumps, ...reject.jumps],
       });
     else out.push(filter);
-    const nat = family === 4 ? natTable(nodeIr, node) : undefined;
+    const nat = family === 4 ? services.nat : undefined;
     if (nat) out.push(nat);
   }
   return out;
