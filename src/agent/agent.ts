@@ -111,6 +111,11 @@ export class Agent {
    * recorded fingerprint is the one before it, applied.json the state before it.
    */
   private readBackDue = false;
+  /**
+   * While a read-back is due, the part of the kernel the events miss (unwatched) as our apply left
+   * it, read right after the apply: a change there before the read-back is not taken as ours.
+   */
+  private unwatchedAfterApply: string | undefined;
   /** A kernel change event that none of our applies explains arrived since the last check. */
   private foreignChange = false;
   /**
@@ -179,8 +184,19 @@ export class Agent {
     // how often reading its state back is worth it.
     const every = this.opts.reconcileMs ?? (this.kernelWatch ? 1000 : this.opts.backend.driftPollMs);
     this.schedulePoll(every);
-    const unwatched = this.kernelWatch?.unwatched;
-    if (unwatched && this.opts.reconcileMs === undefined) this.scheduleUnwatchedPoll(unwatched);
+    const unwatched = this.polledUnwatched();
+    if (unwatched) this.scheduleUnwatchedPoll(unwatched);
+  }
+
+  /** The part of the kernel the events miss, when this agent polls it on its own. */
+  private polledUnwatched(): ChangeWatch['unwatched'] {
+    return this.opts.reconcileMs === undefined ? this.kernelWatch?.unwatched : undefined;
+  }
+
+  /** What the unwatched part should read now: as our last apply left it. */
+  private expectedUnwatched(u: NonNullable<ChangeWatch['unwatched']>): string | undefined {
+    if (this.readBackDue) return this.unwatchedAfterApply;
+    return this.applied && u.partOf(this.applied.fingerprint);
   }
 
   /**
@@ -192,13 +208,12 @@ export class Agent {
     this.unwatchedTimer = setTimeout(() => {
       void this.enqueue(async () => {
         const started = performance.now();
-        const fingerprint = this.applied?.fingerprint;
         // While a read-back is due the recorded fingerprint is the one before our last apply: the
-        // read-back (soon) is the comparison.
+        // part read right after that apply is the comparison (the read-back would adopt a change).
+        const expected = this.expectedUnwatched(u);
         const same =
-          fingerprint === undefined ||
-          this.readBackDue ||
-          (await u.unchanged(fingerprint).catch(() => false));
+          this.applied === undefined ||
+          (expected !== undefined && expected === (await u.read().catch(() => undefined)));
         // The pause follows what the check cost, not a repair it led to (that is no polling cost).
         const took = performance.now() - started;
         if (!same && !this.stopped) await this.checkDrift();
@@ -441,6 +456,8 @@ export class Agent {
     const read = performance.now();
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
     const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
+    const unwatched = this.polledUnwatched();
+    if (readBack && unwatched) this.unwatchedAfterApply = await unwatched.read().catch(() => undefined);
     this.readBackDue = readBack;
     if (readBack) this.scheduleReadBack();
     else this.foreignChange = false;
@@ -545,6 +562,9 @@ export class Agent {
    */
   private adoptReadBack(applied: AppliedRecord, now: string, persist: boolean): boolean {
     if (this.foreignChange || inconsistency(now)) return false;
+    // No event shows a change there: what our apply left is compared instead.
+    const u = this.polledUnwatched();
+    if (u && u.partOf(now) !== this.unwatchedAfterApply) return false;
     this.readBackDue = false;
     this.record({ revision: applied.revision, ir: applied.ir }, now, persist);
     if (!persist) this.persistDue = true;

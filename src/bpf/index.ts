@@ -43,6 +43,7 @@ export {
   BpfMap,
   MapBase,
   MapOfMaps,
+  MapShapeError,
   PerCpuMap,
   readMapInfo,
   RingBufMap,

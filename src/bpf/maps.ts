@@ -108,9 +108,12 @@ export abstract class MapBase extends BpfObject {
   }
 }
 
+/** A map (a pin, an id) whose key or value size is not what the codecs read and write. */
+export class MapShapeError extends Error {}
+
 function checkShape(info: MapInfo, keySize: number, valueSize: number, what: string): void {
   if (info.keySize !== keySize || info.valueSize !== valueSize)
-    throw new Error(
+    throw new MapShapeError(
       `${what}: map '${info.name}' has key ${info.keySize} B / value ${info.valueSize} B but the codecs are ${keySize} B / ${valueSize} B`,
     );
 }

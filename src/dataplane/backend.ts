@@ -53,11 +53,11 @@ export interface ApplyResult {
 export interface ChangeWatch {
   stop(): void;
   /**
-   * What the events cannot show (iptables: ipset members), checked at its own pace: `unchanged`
-   * reads only that part of the kernel and says whether it still matches `fingerprint` (one
-   * this backend's `fingerprint` returned). Absent: the events show every change.
+   * What the events cannot show (iptables: ipset members), checked at its own pace: `read` reads
+   * only that part of the kernel (cheap), `partOf` cuts the same part out of a fingerprint this
+   * backend's `fingerprint` returned. Absent: the events show every change.
    */
-  unwatched?: { everyMs: number; unchanged(fingerprint: string): Promise<boolean> };
+  unwatched?: { everyMs: number; read(): Promise<string>; partOf(fingerprint: string): string };
 }
 
 export interface FlowSourceOptions {

@@ -436,6 +436,8 @@ export async function applyNode(
   const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
   const maps = openMaps(target, view, alloc, dir, changed);
+  // A map replaced for its layout is empty: what this process remembers of the old one is not it.
+  if (changed.some((c) => c.startsWith(REPLACED_MAP))) memory.node.sets = undefined;
   try {
     await applyPrograms(
       { target, view, interfaces, fabric, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
@@ -503,6 +505,9 @@ function prefilterSizeOf(view: NodeView): number {
   return view.prefilters.reduce((n, p) => n + p.cidrs.length, 0);
 }
 
+/** How `changed` names a map pinned with an older layout and replaced by an empty one. */
+const REPLACED_MAP = 'map:new-layout:';
+
 /** The node's pinned maps, created and pinned on its first apply. */
 function openMaps(
   target: NodeTarget,
@@ -512,7 +517,9 @@ function openMaps(
   changed: string[],
 ): NodeMaps {
   try {
-    const pinned = openPinnedMaps(dir);
+    const replaced: string[] = [];
+    const pinned = openPinnedMaps(dir, replaced);
+    changed.push(...replaced.map((name) => `${REPLACED_MAP}${name}`));
     if (pinned) return pinned;
     const maps = createNodeMaps({
       counterSlots: counterSlotsFor(highestSlotOf(alloc)),

@@ -10,6 +10,7 @@ import {
   codecs,
   MapFlags,
   MapOfMaps,
+  MapShapeError,
   PerCpuMap,
   type Codec,
   type MapBase,
@@ -298,9 +299,13 @@ export function mapPinPath(nodeDir: string, symbolic: string): string {
  * Reopens every map from its pin; undefined when any is missing (a first apply). Maps a newer
  * version added (LATER) are created and pinned when absent, so a node applied by an older version
  * keeps its conntrack table and counters (its programs are reloaded: the map ids changed); pins
- * of RETIRED maps are removed (the old programs hold those maps until they are replaced).
+ * of RETIRED maps are removed (the old programs hold those maps until they are replaced). A map
+ * pinned by a version with another key or value layout (IPv6 widened the addresses) is replaced
+ * by an empty one under the same pin, its name added to `replaced`: the apply fills sets again;
+ * conntrack entries and counters of that map start over (the old programs keep the old map
+ * until the swap).
  */
-export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
+export function openPinnedMaps(nodeDir: string, replaced: string[] = []): NodeMaps | undefined {
   const path = (name: string): string => mapPinPath(nodeDir, name);
   const required = (Object.entries(FIELDS) as [keyof NodeMaps, string][])
     .filter(([field]) => !LATER.includes(field))
@@ -312,41 +317,45 @@ export function openPinnedMaps(nodeDir: string): NodeMaps | undefined {
     opened.push(m);
     return m;
   };
-  const orCreate = <M extends MapBase>(name: string, open: () => M, create: () => M): M => {
-    if (existsSync(path(name))) return track(open());
+  const pinNew = <M extends MapBase>(name: string, create: () => M): M => {
     const m = track(create());
     m.pin(path(name));
     return m;
   };
+  const orCreate = <M extends MapBase>(name: string, open: () => M, create: () => M): M => {
+    if (!existsSync(path(name))) return pinNew(name, create);
+    try {
+      return track(open());
+    } catch (e) {
+      if (!(e instanceof MapShapeError)) throw e;
+      rmSync(path(name));
+      replaced.push(name);
+      return pinNew(name, create);
+    }
+  };
+  const plainMap = <K, V>(name: string, spec: PlainSpec<K, V>, capacity?: number): BpfMap<K, V> =>
+    orCreate(
+      name,
+      () => BpfMap.fromPin(path(name), spec.key, spec.value),
+      () => plain(spec, name, capacity),
+    );
+  const perCpuMap = <K, V>(name: string, spec: PerCpuSpec<K, V>): PerCpuMap<K, V> =>
+    orCreate(
+      name,
+      () => PerCpuMap.fromPin(path(name), spec.key, spec.value),
+      () => perCpu(spec, name),
+    );
   try {
     const maps: NodeMaps = {
-      ct: track(BpfMap.fromPin(path(MAP.conntrack), s[MAP.conntrack].key, s[MAP.conntrack].value)),
-      ipSets: track(BpfMap.fromPin(path(MAP.ipSets), s[MAP.ipSets].key, s[MAP.ipSets].value)),
-      portSets: track(BpfMap.fromPin(path(MAP.portSets), s[MAP.portSets].key, s[MAP.portSets].value)),
-      counters: track(PerCpuMap.fromPin(path(MAP.counters), s[MAP.counters].key, s[MAP.counters].value)),
-      pfTrie: track(BpfMap.fromPin(path(MAP.prefilter), s[MAP.prefilter].key, s[MAP.prefilter].value)),
-      pfCounters: track(
-        PerCpuMap.fromPin(
-          path(MAP.prefilterCounters),
-          s[MAP.prefilterCounters].key,
-          s[MAP.prefilterCounters].value,
-        ),
-      ),
-      config: orCreate(
-        MAP.config,
-        () => BpfMap.fromPin(path(MAP.config), s[MAP.config].key, s[MAP.config].value),
-        () => plain(s[MAP.config], MAP.config),
-      ),
-      flows: orCreate(
-        MAP.flows,
-        () => PerCpuMap.fromPin(path(MAP.flows), s[MAP.flows].key, s[MAP.flows].value),
-        () => perCpu(s[MAP.flows], MAP.flows),
-      ),
-      flowsLost: orCreate(
-        MAP.flowsLost,
-        () => PerCpuMap.fromPin(path(MAP.flowsLost), s[MAP.flowsLost].key, s[MAP.flowsLost].value),
-        () => perCpu(s[MAP.flowsLost], MAP.flowsLost),
-      ),
+      ct: plainMap(MAP.conntrack, s[MAP.conntrack]),
+      ipSets: plainMap(MAP.ipSets, s[MAP.ipSets]),
+      portSets: plainMap(MAP.portSets, s[MAP.portSets]),
+      counters: perCpuMap(MAP.counters, s[MAP.counters]),
+      pfTrie: plainMap(MAP.prefilter, s[MAP.prefilter], PREFILTER_MIN_CAPACITY),
+      pfCounters: perCpuMap(MAP.prefilterCounters, s[MAP.prefilterCounters]),
+      config: plainMap(MAP.config, s[MAP.config]),
+      flows: perCpuMap(MAP.flows, s[MAP.flows]),
+      flowsLost: perCpuMap(MAP.flowsLost, s[MAP.flowsLost]),
       tables: orCreate(
         MAP.tables,
         () => MapOfMaps.fromPin(path(MAP.tables), codecs.u32),

@@ -4,7 +4,7 @@
  * the kernel adds and counts itself): two equal fingerprints mean nobody changed them in between.
  * It is `<rules>.<sets>.<set headers>`: ruleset events show rule changes but no ipset change, so
  * the sets' headers and member counts (one `ipset list -t`, cheap) are also checked on their
- * own, often (iptablesSetsUnchanged); an added or removed member changes its set's count. The
+ * own, often (iptablesSetHeaders); an added or removed member changes its set's count. The
  * full fingerprint, polled less often, also sees a member swapped for another.
  */
 import { createHash } from 'node:crypto';
@@ -46,9 +46,14 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
     : digest;
 }
 
-/** Do our ipsets (names, types, member counts) still match those `fingerprint` was taken of? */
-export async function iptablesSetsUnchanged(netns: string, fingerprint: string): Promise<boolean> {
-  return fingerprint.endsWith(`.${await setHeadersDigest(netns)}`);
+/** Our ipsets' names, types and member counts, as the last part of a fingerprint has them. */
+export function iptablesSetHeaders(netns: string): Promise<string> {
+  return setHeadersDigest(netns);
+}
+
+/** The set headers' part of a fingerprint `iptablesFingerprint` returned. */
+export function setHeadersOf(fingerprint: string): string {
+  return fingerprint.slice(fingerprint.lastIndexOf('.') + 1);
 }
 
 /** `ipset list -t`: each set's name, type, header and member count; flow sets left out. */

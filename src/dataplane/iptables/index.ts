@@ -28,7 +28,7 @@ import { applyPlan, type ScriptStage } from './apply.js';
 import { kernelStateAfter } from './diff.js';
 import { Shadows } from '../shadow.js';
 import { countersFromSaved } from './counters.js';
-import { iptablesFingerprint, iptablesSetsUnchanged } from './fingerprint.js';
+import { iptablesFingerprint, iptablesSetHeaders, setHeadersOf } from './fingerprint.js';
 import { iptablesFlowReader } from './flow-counters.js';
 import { localRoutePrefixes, syncLocalRoutes } from './local-routes.js';
 import {
@@ -236,7 +236,8 @@ export class IptablesBackend implements Backend {
       ...watchRulesetChanges(target, onChange),
       unwatched: {
         everyMs: this.setsPollMs,
-        unchanged: (fingerprint) => iptablesSetsUnchanged(target.netns, fingerprint),
+        read: () => iptablesSetHeaders(target.netns),
+        partOf: setHeadersOf,
       },
     };
   }
