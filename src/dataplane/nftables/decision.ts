@@ -123,7 +123,7 @@ class FlowDecisions implements Decisions {
 
   objects(): { sets: NftSet[]; chains: NftChain[] } {
     const byName = [...this.chains.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return { sets: flowSetObjects(this.setSize), chains: [trafficChain(), ...byName] };
+    return { sets: flowSetObjects(this.setSize), chains: [TRAFFIC_CHAIN, ...byName] };
   }
 }
 
@@ -143,6 +143,8 @@ export function decisions(opts: DecisionOptions): Decisions {
  * established connections in their original direction, it counts them per 4-tuple and accepts
  * them (full set or not), as the established rule after it would have.
  */
+const TRAFFIC_CHAIN: NftChain = trafficChain();
+
 function trafficChain(): NftChain {
   return {
     name: FLOW_TRAFFIC_CHAIN,
