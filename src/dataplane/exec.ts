@@ -1,10 +1,17 @@
 /**
  * Runs the standard netfilter tools (iptables-restore, ipset, nft) inside a node's network
  * namespace. Refuses an empty namespace name: that would mean the root namespace, which we never touch.
+ *
+ * The tool is spawned from inside the namespace (setns of the calling thread around the fork, see
+ * withNetns) rather than through `ip netns exec`: that one execs `ip`, unshares a mount namespace
+ * and remounts /sys before it execs the tool, 10–60 ms per call on a busy node, and an apply makes
+ * two to four calls. The tools need nothing of that: only the network namespace.
  */
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { withNetns } from '../netns/setns.js';
 
 export interface ToolResult {
   code: number;
@@ -34,6 +41,22 @@ const APT_PACKAGE: Record<string, string> = {
   ip: 'iproute2',
 };
 
+/**
+ * SWITCHYARD_TRACE_EXEC=1 (stderr) or =FILE (appended): every tool call with its namespace,
+ * command, milliseconds and exit code, to see where an apply's time goes (docs/benchmarks.md).
+ */
+const TRACE = process.env.SWITCHYARD_TRACE_EXEC;
+
+function trace(line: string): void {
+  if (TRACE === '1') process.stderr.write(line);
+  else if (TRACE) appendFileSync(TRACE, line);
+}
+
+/** The child forks while this thread is inside `netns`, so the tool starts there; nothing else does. */
+function spawnInNetns(netns: string, cmd: string, args: readonly string[]): ChildProcess {
+  return withNetns(netns, () => spawn(cmd, [...args], { stdio: ['pipe', 'pipe', 'pipe'] }));
+}
+
 /** Runs `cmd args…` in `netns`, feeding `input` on stdin. Resolves with the result; never throws on exit code. */
 export function runInNetns(
   netns: string,
@@ -44,28 +67,45 @@ export function runInNetns(
   if (!netns || !netns.startsWith('sy-')) {
     return Promise.reject(new Error(`refusing to run ${cmd} outside a project namespace (got '${netns}')`));
   }
+  // As `ip netns exec` answered a missing namespace: callers treat "No such file" as gone.
+  if (!existsSync(join('/run/netns', netns)))
+    return Promise.resolve({
+      code: 255,
+      stdout: '',
+      stderr: `Cannot open network namespace "${netns}": No such file or directory\n`,
+    });
+  const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', netns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let child: ChildProcess;
+    try {
+      child = spawnInNetns(netns, cmd, args);
+    } catch (e) {
+      reject(e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    child.stderr?.on('data', (d: Buffer) => err.push(d));
     child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'ENOENT' ? new Error('`ip` not found: install the iproute2 package') : e),
+      reject(
+        e.code === 'ENOENT'
+          ? new Error(
+              `${cmd} not found: install the ${APT_PACKAGE[cmd] ?? cmd} package (apt-get install ${APT_PACKAGE[cmd] ?? cmd})`,
+            )
+          : e,
+      ),
     );
     child.on('close', (code) => {
       const stderr = Buffer.concat(err).toString();
-      if (code !== 0 && /exec of ".*" failed: No such file/.test(stderr)) {
-        return reject(
-          new Error(
-            `${cmd} not found: install the ${APT_PACKAGE[cmd] ?? cmd} package (apt-get install ${APT_PACKAGE[cmd] ?? cmd})`,
-          ),
+      if (TRACE)
+        trace(
+          `exec ${netns} ${cmd} ${args.join(' ')}: ${(performance.now() - started).toFixed(1)} ms, exit ${code ?? -1}\n`,
         );
-      }
       resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr });
     });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
   });
 }
 

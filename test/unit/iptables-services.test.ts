@@ -104,3 +104,19 @@ describe('iptables services', () => {
     expect(change?.insertJumps).toEqual([]);
   });
 });
+
+describe('iptables service plan reuse', () => {
+  it('renders the services once per IR service list and node, again when the list changes', () => {
+    // An incremental IR hands unchanged services as the same array: the same chain objects come back.
+    const again = planForNode({ ...ir, endpoints: [...ir.endpoints] }, 'node-1');
+    expect(table(again, 'nat')).toBe(table(plan, 'nat'));
+    const other = planForNode(ir, 'node-2');
+    expect(table(other, 'nat')).not.toBe(table(plan, 'nat'));
+    const svc = ir.services.find((t) => t.backends.length > 0);
+    const backend = svc?.backends[0];
+    if (!svc || !backend) throw new Error('fixture has no service backend');
+    const changed = planForNode(withoutBackend(ir, svc.id, backend.endpoint), 'node-1');
+    expect(table(changed, 'nat')).not.toBe(table(plan, 'nat'));
+    expect(chain(changed, 'nat', serviceChain(svc.id))).not.toEqual(chain(plan, 'nat', serviceChain(svc.id)));
+  });
+});

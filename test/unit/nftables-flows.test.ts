@@ -212,3 +212,24 @@ describe('nftables flow sets: netlink answers', () => {
     ]);
   });
 });
+
+describe('flow chains across renders', () => {
+  it('hands back the same flow chain objects for the same rules, so the diff skips them by identity', async () => {
+    const { decisions } = await import('../../src/dataplane/nftables/decision.js');
+    const render = (): ReturnType<ReturnType<typeof decisions>['objects']>['chains'] => {
+      const d = decisions({ flowLogs: true });
+      d.decide('tcp dport 80', 'allow', 'np:a/p/ingress/0');
+      d.decide('', 'deny', 'a/p/ingress/default');
+      d.log('', 'gnp:g/log/0');
+      return d.objects().chains;
+    };
+    const [first, second] = [render(), render()];
+    expect(second.map((c) => c.name)).toEqual(first.map((c) => c.name));
+    second.forEach((c, i) => expect(c).toBe(first[i]));
+    const other = decisions({ flowLogs: true });
+    other.decide('', 'allow', 'np:a/p/ingress/1');
+    expect(other.objects().chains.some((c) => first.includes(c) && c.name.startsWith('flow-allow'))).toBe(
+      false,
+    );
+  });
+});

@@ -256,7 +256,7 @@ export async function runSetUpdate(ctx: BenchContext, opts: SetUpdateOptions): P
     rows,
     notes: [
       `each sample adds K new /32 members to a set of 'size' and deletes them again (updates = 2K); batch: K=${opts.batch} in one ipset restore / one nft -f per half, or BPF_MAP_UPDATE_BATCH/DELETE_BATCH on the trie`,
-      `single: one process per member for ipset/nft (ipset add/del, nft add/delete element, each through ip netns exec; K=${opts.singleTool}), one bpf(2) call per member for the trie (K=${opts.singleMap})`,
+      `single: one process per member for ipset/nft (ipset add/del, nft add/delete element, each a process started in the namespace; K=${opts.singleTool}), one bpf(2) call per member for the trie (K=${opts.singleMap})`,
       "iptables = ipset hash:net; nftables = interval set in table inet switchyard; ebpf = the backend's set LPM trie ({prefixlen, set index, address}), from this process",
       'nft 1.0.6 fetches the whole set before any change and deletes interval elements with work proportional to the set size, so nftables rates fall with size, deletes far more than adds',
       'the iptables backend itself rebuilds a changed set (restore into -tmp, swap), so its real update cost grows with the set size: see netfilter-update for backend apply times',

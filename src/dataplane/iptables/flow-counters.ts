@@ -1,9 +1,9 @@
 /**
  * Reading the iptables backend's flow sets (rule-text.ts, names.ts) back for the aggregate source
- * (netfilter/aggregates.ts): once per interval, one `ip netns exec` that saves just the flow sets
- * (`ipset list -n`, then `save <set>` for each in one `ipset restore`, so the node's other sets —
- * a deny-list may hold a million entries — are never dumped) and prints the SY-FLOWFULL rules'
- * counters of both families.
+ * (netfilter/aggregates.ts): once per interval, one process in the namespace that saves just the
+ * flow sets (`ipset list -n`, then `save <set>` for each in one `ipset restore`, so the node's
+ * other sets — a deny-list may hold a million entries — are never dumped) and prints the
+ * SY-FLOWFULL rules' counters of both families.
  *
  * Elements are saved as `add <set> <src>,<proto>:<port>,<dst> timeout <left> packets <n> bytes <n>`:
  * the protocol by name (getprotobynumber, so /etc/protocols), ICMP's port as its type and code,

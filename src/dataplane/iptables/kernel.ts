@@ -121,10 +121,7 @@ export async function listSets(netns: string): Promise<Set<string>> {
 
 const SEPARATOR = '@@switchyard@@';
 
-/**
- * One `ip netns exec` for all three reads: entering the namespace costs more than the tools
- * themselves, and apply pays this on every call.
- */
+/** One process in the namespace for all three reads: apply pays this on every call without a shadow. */
 export async function readKernelState(netns: string, mode: IptablesMode): Promise<KernelState> {
   const script = ['ipset list -n', ...FAMILIES.map((f) => tool(mode, f, 'save'))].join(
     ` && echo ${SEPARATOR} && `,

@@ -32,7 +32,7 @@ import {
   type Family,
 } from './names.js';
 import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
-import { natTable, serviceRejectChain } from './render-services.js';
+import { servicePlan } from './render-services.js';
 import { renderTableLayout, type TableLayout, type TableRuleSet } from './render-table.js';
 import {
   comment,
@@ -338,7 +338,8 @@ export function renderTables(
     if (raw) out.push(raw);
     const filter = filterTable(ctx, nodeIr, node);
     // Each family's service tables: IPv4 in iptables, the IPv6 ones (`…/IPv6`) in ip6tables.
-    const reject = serviceRejectChain(nodeIr, node, family);
+    const services = servicePlan(nodeIr, node, family);
+    const reject = services.reject;
     // Its jumps come last so they are inserted last, i.e. first in the chain: SY-FORWARD accepts
     // what policy marked, and a packet to a VIP must be rejected before that.
     if (reject)
@@ -348,7 +349,7 @@ export function renderTables(
         jumps: [...filter.jumps, ...reject.jumps],
       });
     else out.push(filter);
-    const nat = natTable(nodeIr, node, family);
+    const nat = services.nat;
     if (nat) out.push(nat);
   }
   return out;

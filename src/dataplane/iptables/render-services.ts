@@ -281,3 +281,29 @@ export function serviceRejectChain(
     })),
   };
 }
+
+/** The service part of a node's plan: its nat table and its reject chain. */
+export interface ServicePlan {
+  nat: TablePlan | undefined;
+  reject: { chain: ChainSpec; jumps: JumpSpec[] } | undefined;
+}
+
+/**
+ * The service part of each IR service list, per family, node and external address (all it depends on):
+ * an incremental IR hands unchanged services as the same array, and 10k services render to ~32k
+ * rules that every apply would otherwise render again (most of a label change's planning time).
+ * Shared, never changed.
+ */
+const renderedServices = new WeakMap<IR['services'], Map<string, ServicePlan>>();
+
+export function servicePlan(nodeIr: IR, node: string, family: Family): ServicePlan {
+  const key = `${family}\0${node}\0${externalAddressOf(nodeIr, node) ?? ''}`;
+  let byNode = renderedServices.get(nodeIr.services);
+  if (!byNode) renderedServices.set(nodeIr.services, (byNode = new Map()));
+  let plan = byNode.get(key);
+  if (!plan) {
+    plan = { nat: natTable(nodeIr, node, family), reject: serviceRejectChain(nodeIr, node, family) };
+    byNode.set(key, plan);
+  }
+  return plan;
+}

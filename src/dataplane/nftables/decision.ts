@@ -75,23 +75,42 @@ export function flowChainRules(verdict: Verdict, tag: number): string[] {
   ];
 }
 
+/**
+ * Flow chains rendered before, by verdict and rule: every apply renders the node's whole ruleset
+ * again, and a node with thousands of rules would otherwise rebuild thousands of identical chains
+ * (and the diff compare their rules text by text rather than by identity). Shared, never changed;
+ * bounded like flowRuleTag's own memory.
+ */
+const renderedFlowChains = new Map<string, NftChain>();
+const RENDERED_FLOW_CHAINS = 100_000;
+
+function flowChainOf(verdict: Verdict, ruleId: string): NftChain {
+  const key = `${verdict} ${ruleId}`;
+  let chain = renderedFlowChains.get(key);
+  if (!chain) {
+    const tag = flowRuleTag(verdict, ruleId);
+    if (renderedFlowChains.size >= RENDERED_FLOW_CHAINS) renderedFlowChains.clear();
+    chain = {
+      name: flowChain(verdict, tag),
+      spec: '',
+      base: false,
+      rules: flowChainRules(verdict, tag),
+      note: `flows: ${verdict} by ${ruleId}`,
+    };
+    renderedFlowChains.set(key, chain);
+  }
+  return chain;
+}
+
 class FlowDecisions implements Decisions {
   private readonly chains = new Map<string, NftChain>();
 
   constructor(private readonly setSize: number | undefined) {}
 
   private chain(verdict: Verdict, ruleId: string): string {
-    const tag = flowRuleTag(verdict, ruleId);
-    const name = flowChain(verdict, tag);
-    if (!this.chains.has(name))
-      this.chains.set(name, {
-        name,
-        spec: '',
-        base: false,
-        rules: flowChainRules(verdict, tag),
-        note: `flows: ${verdict} by ${ruleId}`,
-      });
-    return name;
+    const chain = flowChainOf(verdict, ruleId);
+    if (!this.chains.has(chain.name)) this.chains.set(chain.name, chain);
+    return chain.name;
   }
 
   decide(match: string, verdict: 'allow' | 'deny', ruleId: string): string[] {
@@ -104,7 +123,7 @@ class FlowDecisions implements Decisions {
 
   objects(): { sets: NftSet[]; chains: NftChain[] } {
     const byName = [...this.chains.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return { sets: flowSetObjects(this.setSize), chains: [trafficChain(), ...byName] };
+    return { sets: flowSetObjects(this.setSize), chains: [TRAFFIC_CHAIN, ...byName] };
   }
 }
 
@@ -124,6 +143,8 @@ export function decisions(opts: DecisionOptions): Decisions {
  * established connections in their original direction, it counts them per 4-tuple and accepts
  * them (full set or not), as the established rule after it would have.
  */
+const TRAFFIC_CHAIN: NftChain = trafficChain();
+
 function trafficChain(): NftChain {
   return {
     name: FLOW_TRAFFIC_CHAIN,

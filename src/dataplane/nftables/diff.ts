@@ -14,8 +14,18 @@ export interface IncrementalPlan {
   changed: string[];
 }
 
-function byName<T extends { name: string }>(items: readonly T[]): Map<string, T> {
-  return new Map(items.map((i) => [i.name, i]));
+/**
+ * Objects by name, kept per list: the shadow's lists are looked up again by the next apply's
+ * diff, and a node with 10k services has ~12k chains to index. Lists are never changed once built.
+ */
+const indexed = new WeakMap<readonly { name: string }[], ReadonlyMap<string, unknown>>();
+
+export function byName<T extends { name: string }>(items: readonly T[]): ReadonlyMap<string, T> {
+  const known = indexed.get(items) as ReadonlyMap<string, T> | undefined;
+  if (known) return known;
+  const index = new Map(items.map((i) => [i.name, i]));
+  indexed.set(items, index);
+  return index;
 }
 
 function mapKey(element: string): string {

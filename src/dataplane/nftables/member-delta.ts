@@ -7,7 +7,7 @@
  * chain's rules, an object declared or deleted, a set shape not in elements.ts, a change too large
  * for one batch: then the caller writes the nft diff (diff.ts), which is just as atomic.
  */
-import { elementChange, sameList } from './diff.js';
+import { byName, elementChange, sameList } from './diff.js';
 import { kernelElements, shapeOf, type KernelElement } from './elements.js';
 import type { NftChain, NftRuleset, NftSet } from './objects.js';
 
@@ -29,9 +29,9 @@ function sameObjects<T extends { name: string }>(
   same: (a: T, b: T) => boolean,
 ): boolean {
   if (prev.length !== next.length) return false;
-  const byName = new Map(prev.map((o) => [o.name, o]));
+  const prevByName = byName(prev);
   return next.every((n) => {
-    const p = byName.get(n.name);
+    const p = prevByName.get(n.name);
     return p !== undefined && (p === n || same(p, n));
   });
 }
@@ -46,11 +46,11 @@ export function memberDelta(prev: NftRuleset, next: NftRuleset): SetElementChang
   const prevSets = [...prev.sets, ...prev.maps];
   const nextSets = [...next.sets, ...next.maps];
   if (!sameObjects(prevSets, nextSets, sameDeclaration)) return undefined;
-  const byName = new Map(prevSets.map((s) => [s.name, s]));
+  const prevSet = new Map(prevSets.map((s) => [s.name, s]));
   const out: SetElementChange[] = [];
   let count = 0;
   for (const set of nextSets) {
-    const change = elementChange(byName.get(set.name) as NftSet, set);
+    const change = elementChange(prevSet.get(set.name) as NftSet, set);
     if (!change) continue;
     const shape = shapeOf(set.kind, set.spec);
     if (!shape || (set.kind !== 'set' && set.kind !== 'map')) return undefined;
