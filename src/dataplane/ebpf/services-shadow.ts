@@ -18,6 +18,7 @@ import {
 } from './services-layout.js';
 import {
   advanceServiceState,
+  emptyServiceState,
   readServices,
   serviceState,
   visitPlanElements,
@@ -31,13 +32,16 @@ export interface ServicesShadow {
   state: ServiceState;
   services: ContentSum;
   backends: ContentSum;
+  /** Elements in both maps (counted by the writes, not by walking the state). */
+  elements: number;
 }
 
 export function emptyServicesShadow(): ServicesShadow {
   return {
-    state: { services: new Map(), slots: new Map(), written: new Map(), sources: new Map() },
+    state: emptyServiceState(),
     services: new ContentSum(),
     backends: new ContentSum(),
+    elements: 0,
   };
 }
 
@@ -45,24 +49,31 @@ export function emptyServicesShadow(): ServicesShadow {
 export function sumsAfter(
   shadow: ServicesShadow,
   plan: ServiceSyncPlan,
-): { services: ContentSum; backends: ContentSum } {
+): { services: ContentSum; backends: ContentSum; elements: number } {
   const services = new TypedContentSum<SvcKey, SvcValue>(svcKey, svcValue, shadow.services.copy());
   const backends = new TypedContentSum<BackendKey, BackendValue>(
     backendKey,
     backendValue,
     shadow.backends.copy(),
   );
+  let elements = shadow.elements;
+  const count = (before: unknown, after: unknown): void => {
+    if (before === undefined && after !== undefined) elements++;
+    else if (before !== undefined && after === undefined) elements--;
+  };
   visitPlanElements(shadow.state, plan, {
     service(key, before, after) {
       if (before) services.remove(key, before);
       if (after) services.add(key, after);
+      count(before, after);
     },
     backend(key, before, after) {
       if (before) backends.remove(key, before);
       if (after) backends.add(key, after);
+      count(before, after);
     },
   });
-  return { services: services.sum, backends: backends.sum };
+  return { services: services.sum, backends: backends.sum, elements };
 }
 
 /** After `plan` was written: the shadow holds what the maps hold. */
@@ -71,6 +82,7 @@ export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceDelta
   advanceServiceState(shadow.state, plan);
   shadow.services = sums.services;
   shadow.backends = sums.backends;
+  shadow.elements = sums.elements;
 }
 
 /** One read of the kernel: the shadow of maps nobody kept one of (agent restart, repair, other writer). */
@@ -82,5 +94,6 @@ export function readServicesShadow(maps: ServiceMaps): ServicesShadow {
   for (const [k, v] of current.services) services.add(k, v);
   const backends = new TypedContentSum(backendKey, backendValue, shadow.backends);
   for (const [k, v] of current.backends) backends.add(k, v);
+  shadow.elements = current.services.length + current.backends.length;
   return shadow;
 }
