@@ -273,9 +273,7 @@ export class IncrementalCalculation {
       ipSets,
       ipPortSets: this.assemblePortSets(refreshed.ipPortSets, delta.ipPortSets),
       ruleSets: ruleSetsChanged ? this.assembleRuleSets() : prev.ruleSets,
-      services: servicesChanged
-        ? this.sortedServiceKeys.flatMap((k) => this.serviceTables.get(k) ?? [])
-        : prev.services,
+      services: servicesChanged ? this.assembleServices(prev.services, servicesToBuild) : prev.services,
       prefilters: prefiltersChanged ?? prev.prefilters,
       ...(this.opts.policyMode === 'table' ? { policyMode: 'table' as const } : {}),
     };
@@ -647,6 +645,30 @@ export class IncrementalCalculation {
       }
     }
     return any;
+  }
+
+  /**
+   * The IR's tables: `prev` with those of the services `keys` put in their place (a service's
+   * tables are adjacent, in the order of service keys), a copy and a splice per service instead
+   * of assembling 10k tables again.
+   */
+  private assembleServices(prev: readonly ServicePortTable[], keys: ReadonlySet<string>): ServicePortTable[] {
+    // Many services (the first build, a reallocation): every table in order, once.
+    if (keys.size > 64) return this.sortedServiceKeys.flatMap((k) => this.serviceTables.get(k) ?? []);
+    const out = prev.slice();
+    for (const key of [...keys].sort(byId)) {
+      let lo = 0;
+      let hi = out.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((out[mid] as ServicePortTable).service < key) lo = mid + 1;
+        else hi = mid;
+      }
+      let end = lo;
+      while (end < out.length && (out[end] as ServicePortTable).service === key) end++;
+      out.splice(lo, end - lo, ...(this.serviceTables.get(key) ?? []));
+    }
+    return out;
   }
 
   // ---- prefilters ----
