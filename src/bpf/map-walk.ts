@@ -1,29 +1,19 @@
 /**
  * Reading a whole map's contents cheaply, for drift checks: a raw walk that hands every key and
  * value to a visitor without decoding, and the kernel's own element count where it keeps one.
- * Hashes and arrays are read with BPF_MAP_LOOKUP_BATCH, WALK_BATCH elements per syscall. LPM
- * tries have no batch lookup (nor has a kernel before 5.6 for any map), so their walk is
- * BPF_MAP_GET_NEXT_KEY + BPF_MAP_LOOKUP_ELEM per element; keys alternate between two scratch
- * slots so nothing is copied or allocated per step.
+ * LPM tries have no batch lookup, so the walk is BPF_MAP_GET_NEXT_KEY + BPF_MAP_LOOKUP_ELEM per
+ * element; keys alternate between two scratch slots so nothing is copied or allocated per step.
  */
 import { readFileSync } from 'node:fs';
 import { alignUp } from './codecs.js';
-import { BpfCommand, MAP_TYPES } from './constants.js';
-import { getFdById, mapBatch, mapGetNextKey, mapLookupElem, scratchLayout } from './commands.js';
+import { BpfCommand } from './constants.js';
+import { getFdById, mapGetNextKey, mapLookupElem } from './commands.js';
 import { bpfError } from './errors.js';
 import { readMapInfo, type MapInfo } from './maps.js';
 import { openPinnedFd } from './pins.js';
 import { closeFd, scratch } from './sys.js';
 
 const ENOENT = 2;
-const ENOSPC = 28;
-
-/** Elements per BPF_MAP_LOOKUP_BATCH call of a walk. */
-const WALK_BATCH = 512;
-/** Plain map types whose contents the kernel hands out in batches. */
-const BATCH_TYPES: ReadonlySet<number> = new Set([MAP_TYPES.hash, MAP_TYPES.array, MAP_TYPES.lru_hash]);
-/** Map ids whose batch lookup the kernel refused (an old kernel): walked one element at a time. */
-const noBatch = new Set<number>();
 
 /**
  * Calls `visit` with every key and value of the map (views into scratch memory, valid only during
@@ -31,69 +21,6 @@ const noBatch = new Set<number>();
  * value is wider than value_size. Returns how many elements were visited.
  */
 export function walkMapRaw(fd: number, info: MapInfo, visit: (key: Buffer, value: Buffer) => void): number {
-  if (BATCH_TYPES.has(info.type) && !noBatch.has(info.id)) {
-    const visited = walkBatches(fd, info, visit);
-    if (visited !== undefined) return visited;
-    noBatch.add(info.id);
-  }
-  return walkElements(fd, info, visit);
-}
-
-/**
- * walkMapRaw by BPF_MAP_LOOKUP_BATCH; undefined when the kernel has no batch lookup for the map
- * (refused before any element was visited).
- */
-function walkBatches(
-  fd: number,
-  info: MapInfo,
-  visit: (key: Buffer, value: Buffer) => void,
-): number | undefined {
-  // The position token is a bucket (hash) or an index (array): 4 bytes, room for 8.
-  const tokenSize = Math.max(info.keySize, 8);
-  let count = WALK_BATCH;
-  let first = true;
-  let visited = 0;
-  for (;;) {
-    const { block, offsets } = scratchLayout([
-      tokenSize,
-      tokenSize,
-      count * info.keySize,
-      count * info.valueSize,
-    ]);
-    const [inOff = 0, outOff = 0, keysOff = 0, valuesOff = 0] = offsets;
-    const { result, count: got } = mapBatch(BpfCommand.MAP_LOOKUP_BATCH, {
-      fd,
-      inBatch: first ? 0n : block.address + BigInt(inOff),
-      outBatch: block.address + BigInt(outOff),
-      keys: block.address + BigInt(keysOff),
-      values: block.address + BigInt(valuesOff),
-      count,
-      elemFlags: 0,
-    });
-    if (result === -ENOSPC && got === 0) {
-      // A hash bucket holds more elements than fit: the same position again with more room.
-      count *= 2;
-      continue;
-    }
-    if (result < 0 && result !== -ENOENT) {
-      if (first && visited === 0) return undefined;
-      throw bpfError(-result, { operation: 'BPF_MAP_LOOKUP_BATCH', subject: `map '${info.name}'` });
-    }
-    const { buffer } = block;
-    for (let i = 0; i < got; i++) {
-      const k = keysOff + i * info.keySize;
-      const v = valuesOff + i * info.valueSize;
-      visit(buffer.subarray(k, k + info.keySize), buffer.subarray(v, v + info.valueSize));
-    }
-    visited += got;
-    if (result === -ENOENT) return visited;
-    buffer.copy(buffer, inOff, outOff, outOff + tokenSize);
-    first = false;
-  }
-}
-
-/** walkMapRaw one element at a time: BPF_MAP_GET_NEXT_KEY + BPF_MAP_LOOKUP_ELEM. */
-function walkElements(fd: number, info: MapInfo, visit: (key: Buffer, value: Buffer) => void): number {
   const keySlot = alignUp(Math.max(info.keySize, 1), 8);
   const valueOffset = 2 * keySlot;
   const block = scratch.reserve(valueOffset + alignUp(Math.max(info.valueSize, 1), 8));

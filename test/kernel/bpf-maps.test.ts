@@ -13,7 +13,6 @@ import {
   R1,
   R2,
   R10,
-  walkMapRaw,
   type MapBase,
 } from '../../src/bpf/index.js';
 import { describeKernel } from '../support/kernel.js';
@@ -96,60 +95,6 @@ describeKernel('bpf: maps', () => {
     expect(trie.lookup('198.19.1.1')).toBe(1);
     expect(trie.lookup('10.0.0.1')).toBeUndefined();
     expect([...trie.keys()].sort()).toEqual(['198.18.0.0/15', '198.18.5.0/24', '198.18.5.5/32']);
-  });
-
-  it('walks every element of hashes and arrays in batches, and of a trie one by one, raw', () => {
-    const read = (m: BpfMap<number, bigint> | BpfMap<string, number>): Map<string, string> => {
-      const out = new Map<string, string>();
-      const n = walkMapRaw(m.fd, m.info, (k, v) => out.set(k.toString('hex'), v.toString('hex')));
-      expect(n).toBe(out.size);
-      return out;
-    };
-    const raw = (m: BpfMap<number, bigint>): Map<string, string> =>
-      new Map(
-        m.lookupBatch().map(([k, v]) => {
-          const kb = Buffer.alloc(4);
-          kb.writeUInt32LE(k);
-          const vb = Buffer.alloc(8);
-          vb.writeBigUInt64LE(v);
-          return [kb.toString('hex'), vb.toString('hex')];
-        }),
-      );
-    // More elements than one batch holds (WALK_BATCH), in a hash and an LRU hash.
-    for (const type of ['hash', 'lru_hash'] as const) {
-      const map = track(
-        BpfMap.create({ type, name: 'walk', key: codecs.u32, value: codecs.u64, maxEntries: 4096 }),
-      );
-      map.updateBatch(Array.from({ length: 1500 }, (_, i) => [i * 7, BigInt(i) * 3n] as const));
-      const seen = read(map);
-      expect(seen.size).toBe(1500);
-      expect(seen).toEqual(raw(map));
-    }
-    const array = track(
-      BpfMap.create({ type: 'array', name: 'walk', key: codecs.u32, value: codecs.u64, maxEntries: 700 }),
-    );
-    array.update(699, 5n);
-    const cells = read(array);
-    expect(cells.size).toBe(700);
-    expect(cells.get('bb020000')).toBe('0500000000000000');
-    const empty = track(
-      BpfMap.create({ type: 'hash', name: 'walk', key: codecs.u32, value: codecs.u64, maxEntries: 8 }),
-    );
-    expect(read(empty).size).toBe(0);
-    const trie = track(
-      BpfMap.create({
-        type: 'lpm_trie',
-        name: 'walk',
-        key: codecs.ipv4LpmKey,
-        value: codecs.u32,
-        maxEntries: 64,
-      }),
-    );
-    trie.updateBatch([
-      ['198.18.0.0/15', 1],
-      ['198.18.5.0/24', 2],
-    ]);
-    expect(read(trie).size).toBe(2);
   });
 
   it('sums per-CPU values written by a program on every CPU', () => {

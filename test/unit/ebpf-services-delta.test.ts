@@ -6,8 +6,16 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { BackendValue, SvcValue } from '../../src/dataplane/ebpf/services-layout.js';
-import { SVC_FLAG_VIP } from '../../src/dataplane/ebpf/services-layout.js';
+import { TypedContentSum } from '../../src/dataplane/ebpf/content-sum.js';
+import type { BackendValue, SvcKey, SvcValue } from '../../src/dataplane/ebpf/services-layout.js';
+import {
+  backendKey,
+  backendValue,
+  SVC_FLAG_VIP,
+  svcKey,
+  svcValue,
+} from '../../src/dataplane/ebpf/services-layout.js';
+import { advanceServicesShadow, emptyServicesShadow } from '../../src/dataplane/ebpf/services-shadow.js';
 import { withOutsideAddresses } from '../../src/dataplane/ebpf/services-outside.js';
 import {
   advanceServiceState,
@@ -81,15 +89,19 @@ function desiredOf(ir: IR, tables?: ServicePortTable[]): DesiredServices {
     : withOutsideAddresses(desiredServices(ir), ir);
 }
 
-/** The kernel's two maps, as a plan written into them leaves them. */
+/** The kernel's two maps, as a plan written into them leaves them (and the keys, for sums). */
 interface Maps {
   services: Map<string, SvcValue>;
   backends: Map<string, BackendValue>;
+  keys?: Map<string, SvcKey>;
 }
 
 function write(maps: Maps, plan: ServiceDelta): void {
   for (const [k, v] of plan.backendWrites) maps.backends.set(`${k.id}/${k.slot}`, v);
-  for (const [k, v] of plan.serviceWrites) maps.services.set(svcKeyId(k), v);
+  for (const [k, v] of plan.serviceWrites) {
+    maps.services.set(svcKeyId(k), v);
+    maps.keys?.set(svcKeyId(k), k);
+  }
   for (const k of plan.serviceDeletes) {
     expect(maps.services.has(svcKeyId(k))).toBe(true);
     maps.services.delete(svcKeyId(k));
@@ -110,6 +122,18 @@ function stateMaps(state: ServiceState): Maps {
   };
 }
 
+/** The content sums (the drift digest's) of what the maps hold, read as the kernel would. */
+function sumsOf(maps: Maps): { services: string; backends: string } {
+  const services = new TypedContentSum(svcKey, svcValue);
+  for (const [kid, v] of maps.services) services.add(maps.keys?.get(kid) as SvcKey, v);
+  const backends = new TypedContentSum(backendKey, backendValue);
+  for (const [k, v] of maps.backends) {
+    const [id, slot] = k.split('/').map(Number) as [number, number];
+    backends.add({ id, slot }, v);
+  }
+  return { services: services.sum.hex(), backends: backends.sum.hex() };
+}
+
 /**
  * Every service entry resolved to its backends (ids are the sync's own choice; `anySlots`: and
  * which slot a backend sits in, which stays put across syncs).
@@ -128,12 +152,13 @@ describe('eBPF service sync of changed tables', () => {
   it('leaves the maps where a sync of the whole IR would, over random sequences of table changes', () => {
     fc.assert(
       fc.property(tablesArb, fc.array(tablesArb, { minLength: 1, maxLength: 5 }), (first, steps) => {
-        const state = emptyServiceState();
-        const maps: Maps = { services: new Map(), backends: new Map() };
+        const shadow = emptyServicesShadow();
+        const state = shadow.state;
+        const maps: Maps = { services: new Map(), backends: new Map(), keys: new Map() };
         let ir = irOf(first);
         const initial = planServiceDelta(state, desiredOf(ir));
         write(maps, initial);
-        advanceServiceState(state, initial);
+        advanceServicesShadow(shadow, initial);
         for (const next of steps) {
           const before = new Map(ir.services.map((t) => [t.id, t]));
           const after = new Map(next.map((t) => [t.id, t]));
@@ -150,8 +175,11 @@ describe('eBPF service sync of changed tables', () => {
           const changed = services.filter((t) => ids.has(t.id));
           const plan = planServiceDelta(state, desiredOf(ir, changed), ids);
           write(maps, plan);
-          advanceServiceState(state, plan);
+          advanceServicesShadow(shadow, plan);
           expect(resolved(maps)).toEqual(resolved(stateMaps(state)));
+          // The shadow's sums (what the fingerprint is seeded with) are those of the maps.
+          expect({ services: shadow.services.hex(), backends: shadow.backends.hex() }).toEqual(sumsOf(maps));
+          expect(shadow.elements).toBe(maps.services.size + maps.backends.size);
           expect(maps.backends).toEqual(stateMaps(state).backends);
           const full = planServiceDelta(state, desiredOf(ir));
           expect(full.serviceWrites.length + full.serviceDeletes.length).toBe(0);
