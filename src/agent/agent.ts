@@ -29,6 +29,7 @@ import {
   type ChangeWatch,
   type NodeTarget,
 } from '../dataplane/backend.js';
+import { isEmptyDelta, type IdChanges, type IrChange } from '../ir/delta.js';
 import { irForNode } from '../ir/slice.js';
 import type { IR } from '../ir/types.js';
 import { errorMessage } from '../util/errors.js';
@@ -344,8 +345,7 @@ export class Agent {
       return;
     }
     const applied = this.applied;
-    const sameState =
-      applied !== undefined && isDeepStrictEqual(irForNode(applied.ir, node), irForNode(desired.ir, node));
+    const sameState = applied !== undefined && sameSlice(applied.ir, desired, node);
     if (!starting && sameState && applied) {
       // The IR in force stays the one the kernel was built from (the desired one may hold sets
       // this node never installed): the next incremental apply diffs against what is there.
@@ -425,7 +425,9 @@ export class Agent {
         const previous = mode === 'incremental' ? this.applied?.ir : undefined;
         const podCgroups = this.opts.podCgroups?.(desired) ?? desired.cgroups;
         const target = podCgroups ? { ...this.opts.target, podCgroups } : this.opts.target;
-        const r = await this.opts.backend.apply(target, desired.ir, previous);
+        // The source's delta, when it starts from the IR in force: the backend applies just that.
+        const change = changeFrom(desired, previous);
+        const r = await this.opts.backend.apply(target, desired.ir, previous, change);
         changed = r.changed.length;
       } catch (e) {
         this.opts.backend.dropShadow(this.opts.target);
@@ -666,4 +668,26 @@ export class Agent {
     forgetApplied(this.opts.stateDir);
     this.applied = undefined;
   }
+}
+
+/** The source's change of `desired`, when it starts from `previous` (the IR in force). */
+function changeFrom(desired: DesiredState, previous: IR | undefined): IrChange | undefined {
+  return previous !== undefined && desired.change?.from === previous ? desired.change : undefined;
+}
+
+/**
+ * Whether the node's slice of `desired` equals that of `applied`. From the source's delta when it
+ * starts at `applied`: endpoints, services and nodes are in every node's slice whole, so a change
+ * of any of them is a change of the slice, found without comparing the slices (10k endpoints and
+ * services); nothing changed at all is the same slice. Otherwise the slices are compared.
+ */
+function sameSlice(applied: IR, desired: DesiredState, node: string): boolean {
+  const change = changeFrom(desired, applied);
+  if (change) {
+    const d = change.delta;
+    if (isEmptyDelta(d)) return true;
+    const moved = (c: IdChanges): boolean => c.added.length + c.changed.length + c.removed.length > 0;
+    if (d.nodes || moved(d.endpoints) || moved(d.services)) return false;
+  }
+  return isDeepStrictEqual(irForNode(applied, node), irForNode(desired.ir, node));
 }

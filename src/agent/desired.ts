@@ -3,6 +3,7 @@
  * slice), plus what only some sources know — the model behind it (for explain), and which
  * cgroup each pod runs in (for process context on flows).
  */
+import type { IrChange } from '../ir/delta.js';
 import type { IR } from '../ir/types.js';
 import type { Model } from '../model/index.js';
 
@@ -10,6 +11,11 @@ export interface DesiredState {
   /** Changes whenever the state does; agents report the revision they have in force. */
   revision: string;
   ir: IR;
+  /**
+   * How `ir` came from the IR the source handed out before (an incremental calculation's delta):
+   * the agent passes it to the backend when that IR is the one in force.
+   */
+  change?: IrChange;
   model?: Model;
   /** Pod id → cgroup v2 directory. */
   cgroups?: Record<string, string>;

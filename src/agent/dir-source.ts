@@ -112,9 +112,16 @@ export class DirectorySource implements DesiredSource {
     this.stats.parses = this.cache.stats.parses;
     const revision = manifestRevision(files, read.hashes);
     if (this.built?.revision === revision) return this.built.state;
-    const ir = this.calculation.build(new Map(files.map((f, i) => [f, read.parts[i] as ConvertedDocuments])));
+    const { ir, change } = this.calculation.build(
+      new Map(files.map((f, i) => [f, read.parts[i] as ConvertedDocuments])),
+    );
     Object.assign(this.stats, this.calculation.stats);
-    const state: DesiredState = { revision, ir, model: this.calculation.model as Model };
+    const state: DesiredState = {
+      revision,
+      ir,
+      ...(change ? { change } : {}),
+      model: this.calculation.model as Model,
+    };
     this.built = { revision, state };
     return state;
   }

@@ -172,11 +172,12 @@ export class EtcdSource implements DesiredSource {
     }
     this.invalidRevision = cache.revision;
     const { parts, touched } = this.convert(cache);
-    const ir = this.calculation.build(parts, touched);
+    const { ir, change } = this.calculation.build(parts, touched);
     Object.assign(this.stats, this.calculation.stats);
     const state: DesiredState = {
       revision: String(cache.revision),
       ir,
+      ...(change ? { change } : {}),
       model: this.calculation.model as Model,
     };
     this.built = { revision: cache.revision, state };

@@ -11,6 +11,7 @@ import {
   type Allocations,
   type BuildOptions,
 } from '../calc/index.js';
+import type { IrChange } from '../ir/delta.js';
 import type { IR } from '../ir/types.js';
 import { assembleModel, formatIssue, type ConvertedDocuments, type Model } from '../model/index.js';
 import { SourceError } from './desired.js';
@@ -50,11 +51,16 @@ export class SourceCalculation {
   /**
    * The IR of `parts` (part name → converted objects, in input order). `touched`, when the caller
    * knows it, names the parts that may have changed since the last call (others are not compared).
+   * `change`: how it came from the IR the last call returned, when the calculation moved it on
+   * incrementally (a backend applies just that); absent after a build from scratch.
    */
-  build(parts: ReadonlyMap<string, ConvertedDocuments>, touched?: ReadonlySet<string>): IR {
-    const ir = this.incremental(parts, touched) ?? this.full(parts);
+  build(
+    parts: ReadonlyMap<string, ConvertedDocuments>,
+    touched?: ReadonlySet<string>,
+  ): { ir: IR; change?: IrChange } {
+    const built = this.incremental(parts, touched) ?? { ir: this.full(parts) };
     this.parts = parts;
-    return ir;
+    return built;
   }
 
   /** Forgets the calculation: the next build is a full one (the allocations inputs changed). */
@@ -73,7 +79,7 @@ export class SourceCalculation {
   private incremental(
     parts: ReadonlyMap<string, ConvertedDocuments>,
     touched: ReadonlySet<string> | undefined,
-  ): IR | undefined {
+  ): { ir: IR; change: IrChange } | undefined {
     const calc = this.calc;
     const before = this.parts;
     if (!calc || !before) return undefined;
@@ -89,10 +95,11 @@ export class SourceCalculation {
       const allocations = diff.movesAllocations
         ? this.opts.allocate(model ?? applyModelChanges(calc.model, diff.changes))
         : undefined;
-      const { ir } = calc.apply(diff.changes, allocations);
+      const from = calc.ir;
+      const { ir, delta, services } = calc.apply(diff.changes, allocations);
       this.stats.incrementalBuilds++;
       this.stats.modelChanges += diff.changes.length;
-      return ir;
+      return { ir, change: { from, delta, services } };
     } catch {
       // The calculation kept its previous state: a full build reports the error if there is one.
       return undefined;

@@ -7,6 +7,7 @@
  * says what the kernel lacks to run it. The agent, observe, lab, cli and bench hold a Backend and
  * never ask which one it is.
  */
+import type { IrChange } from '../ir/delta.js';
 import type { Direction, Endpoint, IR } from '../ir/types.js';
 import type { EventSource } from './events.js';
 
@@ -131,8 +132,10 @@ export interface Backend {
    * one read of the kernel when there is none; `previous`, what was applied last, may stand in for
    * that read where a backend can trust it). Objects of `ir` that are the same references as in
    * the shadow's IR are skipped without looking inside. A failed apply drops the shadow.
+   * `change`, when given, says how `ir` came from `previous` (its `from`): a backend may then
+   * touch only what it names instead of walking the IR to find the difference.
    */
-  apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult>;
+  apply(target: NodeTarget, ir: IR, previous?: IR, change?: IrChange): Promise<ApplyResult>;
   /**
    * Forgets the shadow of the node: the next apply reads the kernel instead of trusting what was
    * written. The agent calls it before a repair or a full apply (the kernel drifted, or is not

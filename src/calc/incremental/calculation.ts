@@ -137,6 +137,8 @@ export class IncrementalCalculation {
 
   // Services.
   private readonly serviceTables = new Map<string, ServicePortTable[]>();
+  /** The keys of serviceTables, sorted: the IR's order, kept without sorting 10k keys per change. */
+  private readonly sortedServiceKeys: string[] = [];
   private readonly servicesByNamespace = new Map<string, Set<string>>();
   /** `namespace/serviceName` → its slices (usually one: a list, not a map by key). */
   private readonly slicesByService = new Map<string, EndpointSlice[]>();
@@ -187,7 +189,10 @@ export class IncrementalCalculation {
    * default: the allocations in force). Throws like buildIR (MissingAllocationError) before
    * anything changes: the previous state stays in force.
    */
-  apply(changes: readonly ModelChange[], allocations?: Allocations): { ir: IR; delta: IrDelta } {
+  apply(
+    changes: readonly ModelChange[],
+    allocations?: Allocations,
+  ): { ir: IR; delta: IrDelta; services: Map<string, ServicePortTable> } {
     const next = allocations ?? this.currentAllocations;
     const batch = this.movesOf(changes);
     const effective = new Map<ModelKind, Map<string, Move<AnyObject>>>();
@@ -243,7 +248,8 @@ export class IncrementalCalculation {
     this.sets.retainOnly(new Set(this.requesters.keys()), new Set(this.users.keys()));
     const refreshed = this.sets.refresh();
     const ruleSetsChanged = this.finishRuleSets(walkChanged, rulesRemoved, refreshed, delta.ruleSets);
-    const servicesChanged = this.recomputeServices(servicesToBuild, delta.services);
+    const services = new Map<string, ServicePortTable>();
+    const servicesChanged = this.recomputeServices(servicesToBuild, delta.services, services);
     const prefiltersChanged =
       nodesChanged || moves('prefilter').size > 0
         ? this.recomputePrefilters(delta.prefilters, delta.ipSets)
@@ -267,16 +273,14 @@ export class IncrementalCalculation {
       ipSets,
       ipPortSets: this.assemblePortSets(refreshed.ipPortSets, delta.ipPortSets),
       ruleSets: ruleSetsChanged ? this.assembleRuleSets() : prev.ruleSets,
-      services: servicesChanged
-        ? [...this.serviceTables.keys()].sort(byId).flatMap((k) => this.serviceTables.get(k) ?? [])
-        : prev.services,
+      services: servicesChanged ? this.assembleServices(prev.services, servicesToBuild) : prev.services,
       prefilters: prefiltersChanged ?? prev.prefilters,
       ...(this.opts.policyMode === 'table' ? { policyMode: 'table' as const } : {}),
     };
     for (const c of Object.values(delta))
       if (typeof c === 'object') for (const l of Object.values(c as IdChanges)) l.sort();
     if (!isEmptyChange(delta)) this.current = ir;
-    return { ir: this.current, delta };
+    return { ir: this.current, delta, services };
   }
 
   /** The batch per kind and key: the object before the batch and after its last change. */
@@ -589,13 +593,20 @@ export class IncrementalCalculation {
     if (m.after) indexAdd(this.servicesByNamespace, m.after.namespace, key);
   }
 
-  /** Recomputes the port tables of `keys`; returns whether any table changed. */
-  private recomputeServices(keys: ReadonlySet<string>, changes: IdChanges): boolean {
+  /**
+   * Recomputes the port tables of `keys`; returns whether any table changed. `tables` gets the
+   * added and changed ones by id.
+   */
+  private recomputeServices(
+    keys: ReadonlySet<string>,
+    changes: IdChanges,
+    tables: Map<string, ServicePortTable>,
+  ): boolean {
     let any = false;
     for (const key of keys) {
       const s = this.objects.service.get(key);
       const old = this.serviceTables.get(key) ?? [];
-      let tables: ServicePortTable[] = [];
+      let built: ServicePortTable[] = [];
       if (s) {
         const slices = [...(this.slicesByService.get(key) ?? [])];
         const candidates = s.selector
@@ -604,7 +615,7 @@ export class IncrementalCalculation {
               ...compactGet(this.endpointsByAddress, a),
             ]);
         const endpoints = [...new Set(candidates)].sort(byId).map((id) => this.endpoints.get(id) as Endpoint);
-        tables = buildServices(
+        built = buildServices(
           { ...emptyModel(), services: [s], endpointSlices: slices },
           endpoints,
           this.currentAllocations,
@@ -612,20 +623,52 @@ export class IncrementalCalculation {
         );
       }
       const before = new Map(old.map((t) => [t.id, t]));
-      tables = tables.map((t) => {
+      built = built.map((t) => {
         const was = before.get(t.id);
         before.delete(t.id);
         if (was && isDeepStrictEqual(was, t)) return was;
         (was ? changes.changed : changes.added).push(t.id);
+        tables.set(t.id, t);
         any = true;
         return t;
       });
       for (const id of before.keys()) changes.removed.push(id);
       any ||= before.size > 0;
-      if (s) this.serviceTables.set(key, tables);
-      else this.serviceTables.delete(key);
+      const at = sortedIndex(this.sortedServiceKeys, key);
+      const listed = this.sortedServiceKeys[at] === key;
+      if (s) {
+        this.serviceTables.set(key, built);
+        if (!listed) this.sortedServiceKeys.splice(at, 0, key);
+      } else {
+        this.serviceTables.delete(key);
+        if (listed) this.sortedServiceKeys.splice(at, 1);
+      }
     }
     return any;
+  }
+
+  /**
+   * The IR's tables: `prev` with those of the services `keys` put in their place (a service's
+   * tables are adjacent, in the order of service keys), a copy and a splice per service instead
+   * of assembling 10k tables again.
+   */
+  private assembleServices(prev: readonly ServicePortTable[], keys: ReadonlySet<string>): ServicePortTable[] {
+    // Many services (the first build, a reallocation): every table in order, once.
+    if (keys.size > 64) return this.sortedServiceKeys.flatMap((k) => this.serviceTables.get(k) ?? []);
+    const out = prev.slice();
+    for (const key of [...keys].sort(byId)) {
+      let lo = 0;
+      let hi = out.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((out[mid] as ServicePortTable).service < key) lo = mid + 1;
+        else hi = mid;
+      }
+      let end = lo;
+      while (end < out.length && (out[end] as ServicePortTable).service === key) end++;
+      out.splice(lo, end - lo, ...(this.serviceTables.get(key) ?? []));
+    }
+    return out;
   }
 
   // ---- prefilters ----

@@ -3,29 +3,10 @@
  * old one (the same reference), so a backend can skip unchanged objects with `===`.
  */
 import { isDeepStrictEqual } from 'node:util';
+import { isEmptyDelta, type IdChanges, type IrDelta } from '../../ir/delta.js';
 import type { IR, RuleSet } from '../../ir/types.js';
 
-/** Ids of one kind of IR object that were added, changed or removed, each sorted. */
-export interface IdChanges {
-  added: string[];
-  changed: string[];
-  removed: string[];
-}
-
-/**
- * The difference between the previous IR and the new one. Rule sets are named by
- * `ruleSetKey` (`<endpoint>/<direction>`), prefilters by name, services by their port table id.
- */
-export interface IrDelta {
-  endpoints: IdChanges;
-  ipSets: IdChanges;
-  ipPortSets: IdChanges;
-  ruleSets: IdChanges;
-  services: IdChanges;
-  prefilters: IdChanges;
-  /** The node list (or the policy mode) differs: everything that names nodes may have moved. */
-  nodes: boolean;
-}
+export { isEmptyDelta, type IdChanges, type IrDelta };
 
 /** How a delta names one rule set: `<endpoint>/<direction>`. */
 export function ruleSetKey(rs: Pick<RuleSet, 'endpoint' | 'direction'>): string {
@@ -43,16 +24,6 @@ export function emptyDelta(): IrDelta {
     prefilters: none(),
     nodes: false,
   };
-}
-
-/** True when the delta changes nothing. */
-export function isEmptyDelta(delta: IrDelta): boolean {
-  return (
-    !delta.nodes &&
-    [delta.endpoints, delta.ipSets, delta.ipPortSets, delta.ruleSets, delta.services, delta.prefilters].every(
-      (c) => c.added.length + c.changed.length + c.removed.length === 0,
-    )
-  );
 }
 
 /**

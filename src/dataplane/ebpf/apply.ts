@@ -35,6 +35,7 @@ import {
   type AssembledProgram,
   type Instruction,
 } from '../../bpf/index.js';
+import { onlyServicesChanged, type IrChange } from '../../ir/delta.js';
 import type { IR } from '../../ir/types.js';
 import { ApplyError, type ApplyResult, type NodeTarget } from '../backend.js';
 import { collectGarbage } from './conntrack.js';
@@ -84,7 +85,7 @@ import {
 } from './node-shadow.js';
 import { ProgramCache, type CachedProgram } from './program-cache.js';
 import { dropPinnedLink } from './pinned-link.js';
-import { applyNodePorts, NodePortLoadError } from './nodeport.js';
+import { applyNodePorts, keepNodePorts, NodePortLoadError } from './nodeport.js';
 import { applyFabricXdp, FabricXdpLoadError, nodePortAddressesOf } from './nodeport-xdp.js';
 import type { PodNodeShadow } from './services-pods.js';
 import type { NodePortShadow } from './nodeport-shadow.js';
@@ -428,36 +429,70 @@ export async function applyNode(
   previous: IR | undefined,
   opts: ApplyOptions = {},
   memory: ApplyMemory = { node: { sets: undefined, programs: new ProgramCache() }, services: new Map() },
+  change?: IrChange,
 ): Promise<ApplyResult> {
   const started = performance.now();
-  const { view, interfaces, fabric } = inspectNode(target, ir);
-  ensureBpffs();
-  const dir = nodeDir(target.scope, target.node);
-  const meta = memory.node.meta?.value ?? readMeta(dir);
-  const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
   const changed: string[] = [];
-  const maps = openMaps(target, view, alloc, dir, changed);
-  // A map replaced for its layout is empty: what this process remembers of the old one is not it.
-  if (changed.some((c) => c.startsWith(REPLACED_MAP))) memory.node.sets = undefined;
-  try {
-    await applyPrograms(
-      { target, view, interfaces, fabric, dir, meta, alloc, tables, maps, changed, memory: memory.node, ir },
-      previous,
-      opts,
-    );
-  } finally {
-    closeNodeMaps(maps);
+  // Steps 1 to 6 read the node's slice; a change of service tables alone that no node port names
+  // leaves all of it as the last apply (of `previous`, which this memory holds) wrote it.
+  if (!nodeUntouched(ir, previous, memory.node, change)) {
+    const { view, interfaces, fabric } = inspectNode(target, ir);
+    ensureBpffs();
+    const dir = nodeDir(target.scope, target.node);
+    const meta = memory.node.meta?.value ?? readMeta(dir);
+    const { tables, alloc } = allocateWithTables(view, meta?.alloc, opts.tableBudget);
+    const maps = openMaps(target, view, alloc, dir, changed);
+    // A map replaced for its layout is empty: what this process remembers of the old one is not it.
+    if (changed.some((c) => c.startsWith(REPLACED_MAP))) memory.node.sets = undefined;
+    try {
+      await applyPrograms(
+        {
+          target,
+          view,
+          interfaces,
+          fabric,
+          dir,
+          meta,
+          alloc,
+          tables,
+          maps,
+          changed,
+          memory: memory.node,
+          ir,
+        },
+        previous,
+        opts,
+      );
+    } finally {
+      closeNodeMaps(maps);
+    }
   }
   // 7. connect-time load balancing: shared by the scope's nodes, so the first apply syncs it.
   try {
     const pods = target.podCgroups
       ? { node: target.node, cgroups: target.podCgroups, shadow: memory.node }
       : undefined;
-    changed.push(...applyServices(target.scope, ir, memory.services, pods));
+    const usable = change && change.from === previous ? change : undefined;
+    changed.push(...applyServices(target.scope, ir, memory.services, pods, usable));
   } catch (e) {
     fail(`cannot apply the services of ${target.scope}: ${describeError(e)}`, undefined, e);
   }
   return { changed, durationMs: performance.now() - started };
+}
+
+/**
+ * Whether `change` (from `previous`, the IR the node's memory was written from) touches nothing
+ * of the node's own maps and programs: service tables alone changed, none reached from outside.
+ */
+function nodeUntouched(
+  ir: IR,
+  previous: IR | undefined,
+  memory: NodeMemory,
+  change: IrChange | undefined,
+): boolean {
+  if (!change || change.from !== previous || !onlyServicesChanged(change.delta)) return false;
+  if (!memory.sets || !memory.meta) return false;
+  return keepNodePorts(ir, change, memory);
 }
 
 /** The node's slice of the IR and the interfaces of its namespace; every endpoint must have one. */

@@ -6,6 +6,7 @@
  * `flowLogs: false`) and an XDP prefilter on the fabric-facing interface. See docs/ebpf.md.
  */
 import { Link, probeFeatures, type FeatureName } from '../../bpf/index.js';
+import type { IrChange } from '../../ir/delta.js';
 import type { Endpoint, IR } from '../../ir/types.js';
 import type {
   ApplyResult,
@@ -94,10 +95,10 @@ export function createEbpfBackend(opts: ApplyOptions = {}): Backend {
     render(ir: IR, node: string): RenderedPlan {
       return { backend: 'ebpf', node, text: renderNode(ir, node) };
     },
-    async apply(target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+    async apply(target: NodeTarget, ir: IR, previous?: IR, change?: IrChange): Promise<ApplyResult> {
       checkPrefilterSize('ebpf', ir, target.node);
       try {
-        return await applyNode(target, ir, previous, applyOptions, memoryOf(target));
+        return await applyNode(target, ir, previous, applyOptions, memoryOf(target), change);
       } catch (e) {
         // What the kernel holds now is not known: the next apply and fingerprint read it in full.
         dropShadow(target);

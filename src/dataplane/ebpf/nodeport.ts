@@ -26,6 +26,7 @@ import {
   withNetns,
   type MapBase,
 } from '../../bpf/index.js';
+import type { IrChange } from '../../ir/delta.js';
 import type { IR } from '../../ir/types.js';
 import type { NetnsInterface } from './iface.js';
 import { mapPinPath } from './maps.js';
@@ -41,7 +42,7 @@ import {
 } from './nodeport-layout.js';
 import { NODEPORT_PROGRAM_NAMES, nodePortProgram, type NodePortHook } from './nodeport-programs.js';
 import { fabricKey, nodePortCode, type NodePortShadow } from './nodeport-shadow.js';
-import { desiredNodePorts } from './nodeport-sync.js';
+import { desiredNodePorts, reachedFromOutside } from './nodeport-sync.js';
 import { dropPinnedLink } from './pinned-link.js';
 import { backendKey, svcValue } from './services-layout.js';
 import { applyServiceSync, planServiceDelta, planSize, type ServiceMaps } from './services-sync.js';
@@ -265,6 +266,48 @@ function seedNodePortContents(maps: Record<string, MapBase>, shadow: ServicesSha
  * shadow of the last apply (nodeport-shadow.ts): with it, an IR whose service tables and nodes are
  * the same arrays on the same fabric costs nothing, and a changed service writes only its entries.
  */
+/** Ids of the tables reached from outside (reachedFromOutside), per IR services array. */
+const outsideTables = new WeakMap<IR['services'], ReadonlySet<string>>();
+
+/**
+ * The tables of `services` reached from outside: derived from those of `change.from` by the
+ * change when known (no walk of 10k tables per change), else by one walk.
+ */
+function outsideTablesOf(services: IR['services'], change?: IrChange): ReadonlySet<string> {
+  let ids = outsideTables.get(services);
+  if (ids) return ids;
+  const before = change && outsideTables.get(change.from.services);
+  if (change && before) {
+    const next = new Set(before);
+    const { added, changed, removed } = change.delta.services;
+    for (const id of removed) next.delete(id);
+    for (const id of [...added, ...changed]) {
+      const t = change.services.get(id);
+      if (t && reachedFromOutside(t)) next.add(id);
+      else next.delete(id);
+    }
+    ids = next;
+  } else ids = new Set(services.filter(reachedFromOutside).map((t) => t.id));
+  outsideTables.set(services, ids);
+  return ids;
+}
+
+/**
+ * After `change` of service tables alone: whether the node-port load balancer stays as it is (no
+ * table it names, before or after, is reached from outside), and then the shadow follows the new
+ * IR without a plan. False when that cannot be told from the change (no shadow of its IR).
+ */
+export function keepNodePorts(ir: IR, change: IrChange, memory: { nodePorts?: NodePortShadow }): boolean {
+  const kept = memory.nodePorts;
+  if (!kept || kept.services !== change.from.services || kept.nodes !== ir.nodes) return false;
+  const before = outsideTablesOf(change.from.services);
+  const after = outsideTablesOf(ir.services, change);
+  const { added, changed, removed } = change.delta.services;
+  for (const id of [...added, ...changed, ...removed]) if (before.has(id) || after.has(id)) return false;
+  memory.nodePorts = { ...kept, services: ir.services };
+  return true;
+}
+
 export function applyNodePorts(
   target: NodePortTarget,
   ir: IR,

@@ -19,6 +19,7 @@ import {
 } from './services-layout.js';
 import {
   advanceServiceState,
+  emptyServiceState,
   readServices,
   serviceState,
   visitPlanElements,
@@ -46,14 +47,17 @@ export interface ServicesShadow {
   state: ServiceState;
   services: ContentSum;
   backends: ContentSum;
+  /** Elements in both maps (counted by the writes, not by walking the state). */
+  elements: number;
 }
 
 export function emptyServicesShadow(layout: ServiceMapLayout = SERVICE_MAP_LAYOUT): ServicesShadow {
   return {
     layout,
-    state: { services: new Map(), slots: new Map(), written: new Map(), sources: new Map() },
+    state: emptyServiceState(),
     services: new ContentSum(),
     backends: new ContentSum(),
+    elements: 0,
   };
 }
 
@@ -61,7 +65,7 @@ export function emptyServicesShadow(layout: ServiceMapLayout = SERVICE_MAP_LAYOU
 export function sumsAfter(
   shadow: ServicesShadow,
   plan: ServiceSyncPlan,
-): { services: ContentSum; backends: ContentSum } {
+): { services: ContentSum; backends: ContentSum; elements: number } {
   const { layout } = shadow;
   const services = new TypedContentSum<SvcKey, SvcValue>(
     layout.svcKey,
@@ -73,17 +77,24 @@ export function sumsAfter(
     layout.backendValue,
     shadow.backends.copy(),
   );
+  let elements = shadow.elements;
+  const count = (before: unknown, after: unknown): void => {
+    if (before === undefined && after !== undefined) elements++;
+    else if (before !== undefined && after === undefined) elements--;
+  };
   visitPlanElements(shadow.state, plan, {
     service(key, before, after) {
       if (before) services.remove(key, before);
       if (after) services.add(key, after);
+      count(before, after);
     },
     backend(key, before, after) {
       if (before) backends.remove(key, before);
       if (after) backends.add(key, after);
+      count(before, after);
     },
   });
-  return { services: services.sum, backends: backends.sum };
+  return { services: services.sum, backends: backends.sum, elements };
 }
 
 /** After `plan` was written: the shadow holds what the maps hold. */
@@ -92,6 +103,7 @@ export function advanceServicesShadow(shadow: ServicesShadow, plan: ServiceDelta
   advanceServiceState(shadow.state, plan);
   shadow.services = sums.services;
   shadow.backends = sums.backends;
+  shadow.elements = sums.elements;
 }
 
 /** One read of the kernel: the shadow of maps nobody kept one of (agent restart, repair, other writer). */
@@ -106,5 +118,6 @@ export function readServicesShadow(
   for (const [k, v] of current.services) services.add(k, v);
   const backends = new TypedContentSum(layout.backendKey, layout.backendValue, shadow.backends);
   for (const [k, v] of current.backends) backends.add(k, v);
+  shadow.elements = current.services.length + current.backends.length;
   return shadow;
 }

@@ -35,6 +35,13 @@ export interface DesiredServicePort {
   backends: BackendValue[];
   /** SVC_FLAG_LOCAL for a service entry under internalTrafficPolicy Local; absent: 0. */
   flags?: number;
+  /**
+   * The ServicePortTable id it comes from, and whether its address is a VIP (DesiredServices.vips
+   * holds it because of this port): what lets a sync of a few changed tables find the entries and
+   * markers that are theirs (planServiceDelta's `only`). Absent on ports of other maps.
+   */
+  table?: string;
+  marksVip?: boolean;
 }
 
 export interface DesiredServices {
@@ -141,7 +148,7 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
   }
   const key = { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], node: 0 };
   const affinity = t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0;
-  const ports: DesiredServicePort[] = [{ id: t.id, key, affinity, backends }];
+  const ports: DesiredServicePort[] = [{ id: t.id, key, affinity, backends, table: t.id, marksVip: true }];
   if (t.internalTrafficPolicy === 'Local') {
     (ports[0] as DesiredServicePort).flags = SVC_FLAG_LOCAL;
     const byNode = new Map<number, BackendValue[]>();
@@ -150,7 +157,14 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
       if (node !== undefined) byNode.set(node, [...(byNode.get(node) ?? []), b]);
     });
     for (const [node, local] of [...byNode].sort((a, b) => a[0] - b[0]))
-      ports.push({ id: `${t.id}#${node}`, key: { ...key, node }, affinity, backends: local });
+      ports.push({
+        id: `${t.id}#${node}`,
+        key: { ...key, node },
+        affinity,
+        backends: local,
+        table: t.id,
+        marksVip: true,
+      });
   }
   desiredPorts.set(t, { index, ports });
   return ports;
@@ -161,12 +175,17 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
  * their backends in a stable order.
  */
 export function desiredServices(ir: IR): DesiredServices {
+  return desiredServicesOf(ir, ir.services);
+}
+
+/** What `tables` of the IR want in the maps (desiredServices of just these tables). */
+export function desiredServicesOf(ir: IR, tables: Iterable<ServicePortTable>): DesiredServices {
   const ports: DesiredServicePort[] = [];
   const vips = new Set<string>();
   const skipped: string[] = [];
   let index: NodeIndex | undefined;
   const indexOf = (): NodeIndex => (index ??= nodeIndexOf(ir.nodes));
-  for (const t of ir.services) {
+  for (const t of tables) {
     vips.add(t.address);
     for (const p of desiredPortsOf(t, indexOf)) ports.push(p);
   }
@@ -221,6 +240,24 @@ export interface ServiceState {
   written: Map<string, DesiredServicePort>;
   /** The other way round: the entry (svcKeyId) each desired port object was written to. */
   sources: Map<DesiredServicePort, string>;
+  /** Service table id → the entries (svcKeyId) written from its ports (DesiredServicePort.table). */
+  tables: Map<string, Set<string>>;
+  /** VIP → the entries written from ports that mark it (DesiredServicePort.marksVip). */
+  claims: Map<string, Set<string>>;
+  /** No service id above it is in use (entries and slot lists); computed when first needed. */
+  maxId?: number;
+}
+
+/** A state with nothing in it. */
+export function emptyServiceState(): ServiceState {
+  return {
+    services: new Map(),
+    slots: new Map(),
+    written: new Map(),
+    sources: new Map(),
+    tables: new Map(),
+    claims: new Map(),
+  };
 }
 
 export function serviceState(current: CurrentServices): ServiceState {
@@ -235,6 +272,8 @@ export function serviceState(current: CurrentServices): ServiceState {
     slots,
     written: new Map(),
     sources: new Map(),
+    tables: new Map(),
+    claims: new Map(),
   };
 }
 
@@ -250,8 +289,18 @@ export function planServiceSync(current: CurrentServices, desired: DesiredServic
  * The writes that turn `state` into `desired`, without changing `state`. A desired port that is
  * the very object its entry was written from is skipped without looking inside (the common case
  * at scale: an unchanged service); any other is compared by content.
+ *
+ * `only`: `desired` holds the ports of these service tables alone (desiredServicesOf), and every
+ * other table stays as written; then only the entries written from these tables, their slots and
+ * the markers of their VIPs are looked at: a change of one service costs that service, not a walk
+ * of every entry. It needs a state whose entries were all written from tables (a full sync of
+ * desiredServices into it, every port noting its table), which the caller knows.
  */
-export function planServiceDelta(state: ServiceState, desired: DesiredServices): ServiceDelta {
+export function planServiceDelta(
+  state: ServiceState,
+  desired: DesiredServices,
+  only?: ReadonlySet<string>,
+): ServiceDelta {
   const plan: ServiceDelta = {
     backendWrites: [],
     serviceWrites: [],
@@ -264,6 +313,12 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
   let used: Set<number> | undefined;
   let nextId = 1;
   const freshId = (): number => {
+    if (only) {
+      // Above every id in use (no walk to find a hole); ids are 32 bits.
+      state.maxId ??= highestId(state);
+      nextId = Math.max(nextId, state.maxId + 1);
+      return nextId++;
+    }
     used ??= new Set<number>([...[...have.values()].map((e) => e.value.id), ...state.slots.keys()]);
     while (used.has(nextId)) nextId++;
     used.add(nextId);
@@ -324,6 +379,10 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
       if (b && slot >= placed.length) plan.backendDeletes.push({ id, slot });
     });
   }
+  if (only) {
+    planTablesLeft(state, desired, only, wanted, keptIds, plan);
+    return plan;
+  }
   for (const vip of desired.vips) {
     const kid = markerKeyId(vip);
     const marker = have.get(kid);
@@ -347,6 +406,74 @@ export function planServiceDelta(state: ServiceState, desired: DesiredServices):
   return plan;
 }
 
+/** The highest service id in use in `state` (entries and slot lists). */
+function highestId(state: ServiceState): number {
+  let max = 0;
+  for (const { value } of state.services.values()) if (value.id > max) max = value.id;
+  for (const id of state.slots.keys()) if (id > max) max = id;
+  return max;
+}
+
+/**
+ * The rest of a plan of some tables (planServiceDelta's `only`), once their desired ports are
+ * planned: the entries they had and no longer want go with their slots, and the marker of a VIP
+ * they named goes when no entry claims it any more (or comes when one does).
+ */
+function planTablesLeft(
+  state: ServiceState,
+  desired: DesiredServices,
+  only: ReadonlySet<string>,
+  wanted: readonly string[],
+  keptIds: readonly number[],
+  plan: ServiceDelta,
+): void {
+  const had = new Set<string>();
+  for (const table of only) for (const kid of state.tables.get(table) ?? []) had.add(kid);
+  const inUse = new Set(wanted);
+  const idsInUse = new Set(keptIds);
+  const vips = new Set(desired.vips);
+  for (const kid of had) {
+    const vip = state.written.get(kid);
+    if (vip?.marksVip) vips.add(vip.key.vip);
+    if (inUse.has(kid)) continue;
+    const entry = state.services.get(kid);
+    if (!entry) continue;
+    plan.serviceDeletes.push(entry.key);
+    if (idsInUse.has(entry.value.id)) continue;
+    (state.slots.get(entry.value.id) ?? []).forEach((b, slot) => {
+      if (b) plan.backendDeletes.push({ id: entry.value.id, slot });
+    });
+  }
+  const wantedVips = new Set(desired.vips);
+  for (const vip of vips) {
+    const claimed = wantedVips.has(vip) || [...(state.claims.get(vip) ?? [])].some((kid) => !had.has(kid));
+    const marker = state.services.get(markerKeyId(vip));
+    if (claimed && marker?.value.flags !== SVC_FLAG_VIP)
+      plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
+    else if (!claimed && marker) plan.serviceDeletes.push(marker.key);
+  }
+}
+
+function indexAdd(index: Map<string, Set<string>>, key: string, value: string): void {
+  let set = index.get(key);
+  if (!set) index.set(key, (set = new Set()));
+  set.add(value);
+}
+
+function indexRemove(index: Map<string, Set<string>>, key: string, value: string): void {
+  const set = index.get(key);
+  if (!set) return;
+  set.delete(value);
+  if (set.size === 0) index.delete(key);
+}
+
+/** Forgets that entry `kid` was written from `p` (its table and VIP claim). */
+function unnote(state: ServiceState, kid: string, p: DesiredServicePort): void {
+  state.sources.delete(p);
+  if (p.table !== undefined) indexRemove(state.tables, p.table, kid);
+  if (p.marksVip) indexRemove(state.claims, p.key.vip, kid);
+}
+
 /** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
 export function advanceServiceState(state: ServiceState, plan: ServiceDelta): void {
   for (const [k, v] of plan.backendWrites) {
@@ -354,11 +481,14 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
     list[k.slot] = v;
     state.slots.set(k.id, list);
   }
-  for (const [key, value] of plan.serviceWrites) state.services.set(svcKeyId(key), { key, value });
+  for (const [key, value] of plan.serviceWrites) {
+    state.services.set(svcKeyId(key), { key, value });
+    if (state.maxId !== undefined && value.id > state.maxId) state.maxId = value.id;
+  }
   for (const key of plan.serviceDeletes) {
     const kid = svcKeyId(key);
     const source = state.written.get(kid);
-    if (source) state.sources.delete(source);
+    if (source) unnote(state, kid, source);
     state.services.delete(kid);
     state.written.delete(kid);
   }
@@ -371,9 +501,11 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
   }
   for (const [kid, p] of plan.sources) {
     const old = state.written.get(kid);
-    if (old) state.sources.delete(old);
+    if (old) unnote(state, kid, old);
     state.written.set(kid, p);
     state.sources.set(p, kid);
+    if (p.table !== undefined) indexAdd(state.tables, p.table, kid);
+    if (p.marksVip) indexAdd(state.claims, p.key.vip, kid);
   }
 }
 

@@ -31,6 +31,7 @@ import {
   type Codec,
   type MapBase,
 } from '../../bpf/index.js';
+import type { IrChange } from '../../ir/delta.js';
 import type { IR } from '../../ir/types.js';
 import { withDirectoryLock } from '../../netns/libc.js';
 import {
@@ -57,6 +58,7 @@ import { serviceProgramHash, servicePrograms, type ServiceProgram } from './serv
 import {
   applyServiceSync,
   desiredServices,
+  desiredServicesOf,
   planServiceDelta,
   planSize,
   type ServiceMaps,
@@ -295,13 +297,14 @@ export function applyServices(
   ir: IR,
   shadows: Map<string, ScopeServicesShadow> = new Map(),
   node?: ServicesNode,
+  change?: IrChange,
 ): string[] {
   ensureBpffs();
   const scopeDir = pinScopeDir(scope);
   mkdirSync(scopeDir, { recursive: true });
   return withDirectoryLock(scopeDir, () => {
     try {
-      return syncServices(scope, ir, shadows, node);
+      return syncServices(scope, ir, shadows, node, change);
     } catch (e) {
       shadows.delete(scope);
       if (node) delete node.shadow.pods;
@@ -334,16 +337,18 @@ export interface ScopeServicesShadow {
    * an incremental IR hands the same arrays when no service and no node changed.
    */
   from?: { services: IR['services']; nodes: IR['nodes'] };
+  /**
+   * Every entry of the shadow was written from a table (a sync of the whole IR's tables into it):
+   * a change of a few tables can then be planned from those tables alone.
+   */
+  byTable?: boolean;
 }
 
 function knownContents(shadow: ServicesShadow): KnownServiceContents {
-  const { state } = shadow;
-  let backends = 0;
-  for (const slots of state.slots.values()) backends += slots.length;
   return {
     services: shadow.services.bytes(),
     backends: shadow.backends.bytes(),
-    elements: state.services.size + backends,
+    elements: shadow.elements,
   };
 }
 
@@ -406,18 +411,33 @@ function syncServices(
   ir: IR,
   shadows: Map<string, ScopeServicesShadow>,
   node: ServicesNode | undefined,
+  change: IrChange | undefined,
 ): string[] {
   const dir = servicesDir(scope);
   const before = shadows.get(scope);
-  if (before?.from && before.from.services === ir.services && before.from.nodes === ir.nodes) {
-    const maps = openServiceMaps(scope);
-    if (maps) {
-      try {
-        const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
-        const shadow = unchangedShadow(dir, before, ids);
-        if (shadow) return keepServices(scope, maps, shadow, ir, node);
-      } finally {
-        closeServiceMaps(maps);
+  if (before?.from && before.from.nodes === ir.nodes) {
+    const unchanged = before.from.services === ir.services;
+    // The IR moved on from the one the maps were synced from by a few tables.
+    const delta =
+      !unchanged && before.byTable && change?.from.services === before.from.services && !change.delta.nodes
+        ? change
+        : undefined;
+    if (unchanged || delta) {
+      const maps = openServiceMaps(scope);
+      if (maps) {
+        try {
+          const ids: [number, number] = [maps.services.info.id, maps.backends.info.id];
+          const shadow = unchangedShadow(dir, before, ids);
+          if (shadow && !delta) return keepServices(scope, maps, shadow, ir, node);
+          if (shadow && delta) {
+            shadows.delete(scope);
+            const changed = syncTables(dir, maps, shadow, ir, delta);
+            shadows.set(scope, { ...before, shadow, from: { services: ir.services, nodes: ir.nodes } });
+            return [...changed, ...syncPodsAndLinks(scope, maps, ir, node, false)];
+          }
+        } finally {
+          closeServiceMaps(maps);
+        }
       }
     }
   }
@@ -457,13 +477,46 @@ function syncServices(
         : undefined;
     shadows.delete(scope);
     const { shadow, wrote } = writeServices(dir, maps, desired, kept);
-    shadows.set(scope, { mapIds: ids, shadow, from: { services: ir.services, nodes: ir.nodes } });
+    shadows.set(scope, {
+      mapIds: ids,
+      shadow,
+      from: { services: ir.services, nodes: ir.nodes },
+      byTable: true,
+    });
     if (wrote) changed.push('services');
     changed.push(...syncPodsAndLinks(scope, maps, ir, node, fresh));
   } finally {
     closeServiceMaps(maps);
   }
   return changed;
+}
+
+/**
+ * The maps hold what our shadow says (the record agrees) and the IR moved on by `change`: only
+ * the tables it names are planned and written, their entries found through the shadow.
+ */
+function syncTables(
+  dir: string,
+  maps: AllServiceMaps,
+  shadow: ServicesShadow,
+  ir: IR,
+  change: IrChange,
+): string[] {
+  const { delta } = change;
+  const ids = new Set([...delta.services.added, ...delta.services.changed, ...delta.services.removed]);
+  const tables = [...delta.services.added, ...delta.services.changed].map((id) => {
+    const t = change.services.get(id);
+    if (!t) throw new Error(`the change names service table ${id} but does not carry it`);
+    return t;
+  });
+  const desired = withOutsideAddresses(desiredServicesOf(ir, tables), ir, tables);
+  const plan = planServiceDelta(shadow.state, desired, ids);
+  if (planSize(plan) > 0) applyServiceSync(maps, plan);
+  advanceServicesShadow(shadow, plan);
+  const known = knownContents(shadow);
+  if (planSize(plan) > 0) recordServices(dir, known);
+  seedServiceContents({ services: maps.services.fd, backends: maps.backends.fd }, known);
+  return planSize(plan) > 0 ? ['services'] : [];
 }
 
 /** The service maps hold what our unchanged shadow says: only the pods and links are checked. */
