@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { agentRequest } from '../../src/agent/client.js';
 import { apiSocket } from '../../src/agent/paths.js';
+import { readApplied } from '../../src/agent/store.js';
 import { BACKEND_NAMES, type BackendName } from '../../src/dataplane/backend.js';
 import { runInNetns, runInNetnsOrThrow } from '../../src/dataplane/exec.js';
 import { loadBackend } from '../../src/dataplane/registry.js';
@@ -186,12 +187,20 @@ describeKernel('agent: one per lab node, on every backend', () => {
             const restored = Date.now();
             await converge({ name: lab, model: loadManifests(FILES), files: FILES, mode: 'apply' });
             rmSync(dir, { recursive: true, force: true });
-            // The next test kills the agent and expects its successor to adopt: the read-back of
-            // this incremental apply (which records it) comes first.
+            // The next test kills the agent and expects its successor to adopt: the record of this
+            // incremental apply (applied.json, written once its read-back is done and changes
+            // pause) comes first.
             const node = nodeOf(lab, 'shop/backend');
-            await until('the read-back of the restoring apply', async () =>
-              Date.parse((await status(lab, node.name)).checkedAt ?? '') > restored ? true : undefined,
-            );
+            const revision = String(readState(lab)?.revision);
+            await until('the record of the restoring apply', async () => {
+              const s = await status(lab, node.name);
+              const record = readApplied(agentStateDir(lab, node.name));
+              const recorded =
+                s.revision === revision &&
+                record?.revision === revision &&
+                Date.parse(s.lastApply?.at ?? '') >= restored;
+              return recorded ? true : undefined;
+            });
           }
         },
       );
