@@ -63,6 +63,7 @@ import { compactAdd, compactGet, compactRemove, type CompactIndex } from './comp
 import { SetRegistry, type SetResolver } from '../sets.js';
 import { emptyDelta, type IdChanges, type IrDelta } from './delta.js';
 import { IncrementalSets } from './sets.js';
+import { indexAdd, indexRemove } from '../../util/set-index.js';
 
 type Objects = { [K in ModelKind]: Map<string, ModelObjects[K]> };
 type AnyObject = ModelObjects[ModelKind];
@@ -754,19 +755,6 @@ function globalSelects(gp: GlobalPolicy, ep: Endpoint): boolean {
     selectorMatches(gp.selector, ep.labels) &&
     (!gp.namespaceSelector || selectorMatches(gp.namespaceSelector, ep.namespaceLabels))
   );
-}
-
-function indexAdd(index: Map<string, Set<string>>, key: string, value: string): void {
-  let set = index.get(key);
-  if (!set) index.set(key, (set = new Set()));
-  set.add(value);
-}
-
-function indexRemove(index: Map<string, Set<string>>, key: string, value: string): void {
-  const set = index.get(key);
-  if (!set) return;
-  set.delete(value);
-  if (set.size === 0) index.delete(key);
 }
 
 /** Where `id` is or would go in the sorted `ids`. */

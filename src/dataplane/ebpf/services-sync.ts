@@ -25,6 +25,7 @@ import {
   type SvcKey,
   type SvcValue,
 } from './services-layout.js';
+import { indexAdd, indexRemove } from '../../util/set-index.js';
 
 export interface DesiredServicePort {
   /** The IR's ServicePortTable id. */
@@ -452,19 +453,6 @@ function planTablesLeft(
       plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
     else if (!claimed && marker) plan.serviceDeletes.push(marker.key);
   }
-}
-
-function indexAdd(index: Map<string, Set<string>>, key: string, value: string): void {
-  let set = index.get(key);
-  if (!set) index.set(key, (set = new Set()));
-  set.add(value);
-}
-
-function indexRemove(index: Map<string, Set<string>>, key: string, value: string): void {
-  const set = index.get(key);
-  if (!set) return;
-  set.delete(value);
-  if (set.size === 0) index.delete(key);
 }
 
 /** Forgets that entry `kid` was written from `p` (its table and VIP claim). */
