@@ -458,8 +458,6 @@ export class Agent {
     const read = performance.now();
     // Adopting keeps the IR the kernel was built from (see sync: equal slices, not equal IRs).
     const inForce = mode === 'adopted' && this.applied ? { ...desired, ir: this.applied.ir } : desired;
-    const unwatched = this.polledUnwatched();
-    if (readBack && unwatched) this.unwatchedAfterApply = await unwatched.read().catch(() => undefined);
     this.readBackDue = readBack;
     if (readBack) this.scheduleReadBack();
     else this.foreignChange = false;
@@ -500,6 +498,10 @@ export class Agent {
       { mode, revision: desired.revision, durationMs, changed, phasesMs: this.status.lastApply.phasesMs },
       `dataplane ${mode === 'adopted' ? 'adopted as is' : 'applied'}`,
     );
+    // After the report (an `ipset list` at 10k endpoints takes tens of milliseconds, and the apply
+    // is in force already) but in the same queued job, so nothing checks the kernel in between.
+    const unwatched = this.polledUnwatched();
+    if (readBack && unwatched) this.unwatchedAfterApply = await unwatched.read().catch(() => undefined);
     return 'applied';
   }
 

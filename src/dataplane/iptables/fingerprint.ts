@@ -34,7 +34,7 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
     rulesDigest(netns, mode),
     readLocalRoutes(netns),
     setsDigest(netns),
-    setHeadersDigest(netns),
+    iptablesSetHeaders(netns),
   ]);
   // The local routes of service addresses (local-routes.ts) belong to the rules' part.
   const withRoutes = createHash('sha256')
@@ -46,18 +46,16 @@ export async function iptablesFingerprint(netns: string, mode: IptablesMode): Pr
     : digest;
 }
 
-/** Our ipsets' names, types and member counts, as the last part of a fingerprint has them. */
-export function iptablesSetHeaders(netns: string): Promise<string> {
-  return setHeadersDigest(netns);
-}
-
 /** The set headers' part of a fingerprint `iptablesFingerprint` returned. */
 export function setHeadersOf(fingerprint: string): string {
   return fingerprint.slice(fingerprint.lastIndexOf('.') + 1);
 }
 
-/** `ipset list -t`: each set's name, type, header and member count; flow sets left out. */
-async function setHeadersDigest(netns: string): Promise<string> {
+/**
+ * `ipset list -t`: each set's name, type, header and member count, flow sets left out, as the
+ * last part of a fingerprint has them.
+ */
+export async function iptablesSetHeaders(netns: string): Promise<string> {
   const listed = await runInNetnsOrThrow(netns, 'ipset', ['list', '-t']);
   const h = createHash('sha256');
   let ours = false;
