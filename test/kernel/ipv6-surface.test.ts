@@ -82,6 +82,19 @@ async function processedIPv6(lab: string): Promise<Record<string, number>> {
   return sum;
 }
 
+/** Measured over IPv6: shop/web reaches shop/db on PORT, shop/client does not. */
+async function expectWebReachesDbOverIpv6(lab: string): Promise<void> {
+  const r = await measureReach(lab, {
+    port: PORT,
+    protocol: 'TCP',
+    from: ['shop/web', 'shop/client'],
+    family: 6,
+    timeoutMs: 400,
+  });
+  expect(r.matrix.results['shop/web']?.['shop/db']).toBe(true);
+  expect(r.matrix.results['shop/client']?.['shop/db']).toBe(false);
+}
+
 for (const backend of ['ebpf', 'nftables', 'iptables'] as BackendName[])
   describeKernel(`IPv6 flows on ${backend}: shown, filtered by IPv6 address and CIDR, counted`, () => {
     const lab = `v6sf${backend.slice(0, 2)}`;
@@ -107,15 +120,7 @@ for (const backend of ['ebpf', 'nftables', 'iptables'] as BackendName[])
     }, 60_000);
 
     it('web → db over IPv6 is allowed and client → db denied; flows show and filter them by IPv6', async () => {
-      const r = await measureReach(lab, {
-        port: PORT,
-        protocol: 'TCP',
-        from: ['shop/web', 'shop/client'],
-        family: 6,
-        timeoutMs: 400,
-      });
-      expect(r.matrix.results['shop/web']?.['shop/db']).toBe(true);
-      expect(r.matrix.results['shop/client']?.['shop/db']).toBe(false);
+      await expectWebReachesDbOverIpv6(lab);
 
       const web = labPod(lab, 'shop/web');
       const client = labPod(lab, 'shop/client');
@@ -209,15 +214,7 @@ describeKernel('cluster mode: IPv6 addresses in etcd, an IPv6 pod pair judged by
   });
 
   it('web → db over IPv6 is allowed and client → db denied, and the agent explains it by the rule', async () => {
-    const r = await measureReach(lab, {
-      port: PORT,
-      protocol: 'TCP',
-      from: ['shop/web', 'shop/client'],
-      family: 6,
-      timeoutMs: 400,
-    });
-    expect(r.matrix.results['shop/web']?.['shop/db']).toBe(true);
-    expect(r.matrix.results['shop/client']?.['shop/db']).toBe(false);
+    await expectWebReachesDbOverIpv6(lab);
     const x = await agentRequest<{
       allowed: boolean;
       to: { address: string };
