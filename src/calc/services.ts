@@ -15,6 +15,7 @@ import {
   type ServicePort,
 } from '../model/types.js';
 import { MissingAllocationError, servicePortId, serviceTableId, type Allocations } from './allocate.js';
+import { flat } from '../util/intern.js';
 
 /** What buildServices reads of the allocations. */
 export type ServiceAllocations = Pick<Allocations, 'serviceAddresses'> &
@@ -163,7 +164,7 @@ function familyTables(
     : [];
   const slices = s.selector ? [] : lookup.slicesOf(key);
   return s.ports.map((p) => ({
-    id: serviceTableId(s, p, family),
+    id: flat(serviceTableId(s, p, family)),
     ...(family === 'IPv6' ? { family: 6 as const } : {}),
     service: key,
     ...(p.name ? { portName: p.name } : {}),
