@@ -19,7 +19,8 @@ let mallocTrim: ((pad: number) => number) | undefined;
 /**
  * Hands glibc's free memory back to the system. What V8 keeps outside its heap (compiler zones,
  * buffers, the platform threads' allocations) lives in glibc's arenas, which keep the pages a
- * burst freed: at 10k endpoints ~30 MiB of RSS after a sync (docs/agent.md, "Memory budget").
+ * burst freed (at 10k endpoints glibc held 32 MiB of RSS after 100 changes; with this and two
+ * arenas, 17 MiB: docs/agent.md, "Memory budget").
  * `malloc_trim` returns the free pages of every arena, not only the top of the main one.
  */
 function trimMalloc(): void {
