@@ -2,11 +2,13 @@
 import { createHash } from 'node:crypto';
 import type { Endpoint } from '../ir/types.js';
 import { podKey, type Model } from '../model/types.js';
+import { flat } from '../util/intern.js';
 import { ipv4First, MissingAllocationError, type Allocations } from './allocate.js';
 
 /** `sy` + 11 hex digits of the endpoint id's hash: unique, stable, and within IFNAMSIZ (15). */
 export function hostInterfaceName(endpointId: string): string {
-  return 'sy' + createHash('sha256').update(endpointId).digest('hex').slice(0, 11);
+  // Kept per endpoint: one string, not the pieces of a concatenation (util/intern.ts).
+  return flat('sy' + createHash('sha256').update(endpointId).digest('hex').slice(0, 11));
 }
 
 /** A pod's addresses, IPv4 first, with its allocated IPv6 one when it states none of that family. */
@@ -20,7 +22,8 @@ export function buildEndpoints(model: Model, allocations: Allocations): Endpoint
   const nodes = new Set(allocations.nodes);
   const pods = [...model.pods].sort((a, b) => (podKey(a) < podKey(b) ? -1 : 1));
   return pods.map((pod) => {
-    const id = podKey(pod);
+    // Kept in the IR: flat, not the pieces of a concatenation (util/intern.ts).
+    const id = flat(podKey(pod));
     const node = pod.nodeName ?? allocations.podNodes[id];
     if (node === undefined || !nodes.has(node))
       throw new MissingAllocationError(`pod ${id} is not placed on a node of the allocations`);
