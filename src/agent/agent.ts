@@ -501,7 +501,8 @@ export class Agent {
     // After the report (an `ipset list` at 10k endpoints takes tens of milliseconds, and the apply
     // is in force already) but in the same queued job, so nothing checks the kernel in between.
     const unwatched = this.polledUnwatched();
-    if (readBack && unwatched) this.unwatchedAfterApply = await unwatched.read().catch(() => undefined);
+    if (readBack && unwatched)
+      this.unwatchedAfterApply = await (unwatched.readAfterApply ?? unwatched.read)().catch(() => undefined);
     return 'applied';
   }
 

@@ -294,12 +294,17 @@ function reportFallbacks(next: NodePlan, previous: NodePlan | undefined, changed
   for (const f of next.fallbacks) if (!before.has(said(f))) changed.push(said(f));
 }
 
+/** What an apply did, and the sets it created, changed or destroyed (temporary ones too). */
+export interface PlanApplyResult extends ApplyResult {
+  touchedSets: string[];
+}
+
 export async function applyPlan(
   netns: string,
   next: NodePlan,
   previous: NodePlan | undefined,
   opts: ApplyOptions,
-): Promise<ApplyResult> {
+): Promise<PlanApplyResult> {
   const started = performance.now();
   const kernel = opts.kernel ?? (await readKernelState(netns, opts.mode));
   const diff = diffPlan(next, previous, kernel);
@@ -314,5 +319,12 @@ export async function applyPlan(
   for (const n of diff.obsoleteSets) if (!notDestroyed.has(n)) changed.push(`ipset ${n} (destroyed)`);
   for (const [n, why] of notDestroyed) changed.push(`ipset ${n} (not destroyed: ${why})`);
   reportFallbacks(next, previous, changed);
-  return { changed, durationMs: performance.now() - started };
+  const touchedSets = [
+    ...diff.sets.map((s) => s.name),
+    ...swappedSets(diff.sets, diff.missingSets).map((s) => tmpSetName(s.name)),
+    ...diff.deltas.map((d) => d.set.name),
+    ...diff.obsoleteSets,
+    ...diff.leftoverTmpSets,
+  ];
+  return { changed, durationMs: performance.now() - started, touchedSets };
 }
