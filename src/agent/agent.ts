@@ -125,6 +125,8 @@ export class Agent {
    */
   private persistDue = false;
   private readBackTimer: NodeJS.Timeout | undefined;
+  /** Counts scheduled read-backs: a queued one that a later apply rescheduled is skipped. */
+  private readBackSeq = 0;
   private stopped = false;
   private readonly log: Logger;
 
@@ -501,7 +503,8 @@ export class Agent {
     // After the report (an `ipset list` at 10k endpoints takes tens of milliseconds, and the apply
     // is in force already) but in the same queued job, so nothing checks the kernel in between.
     const unwatched = this.polledUnwatched();
-    if (readBack && unwatched) this.unwatchedAfterApply = await unwatched.read().catch(() => undefined);
+    if (readBack && unwatched)
+      this.unwatchedAfterApply = await (unwatched.readAfterApply ?? unwatched.read)().catch(() => undefined);
     return 'applied';
   }
 
@@ -539,10 +542,16 @@ export class Agent {
   private scheduleReadBack(): void {
     clearTimeout(this.readBackTimer);
     if (this.stopped) return;
+    const seq = ++this.readBackSeq;
     this.readBackTimer = setTimeout(() => {
       // Changes have paused: the read-back below writes applied.json.
       this.readBackTimer = undefined;
       void this.enqueue(async () => {
+        // The timer can fire while a change's sync is running or queued: once that applies, changes
+        // have not paused (it scheduled a read-back of its own). Read now, and the next change,
+        // written right after this one is in force, would wait the whole read (2–8 s for
+        // iptables-save at 10k services) and fire the next stale read-back in turn.
+        if (seq !== this.readBackSeq) return;
         if (this.readBackDue) await this.checkDrift();
         this.persistRecord();
         // Changes have paused: what the burst allocated goes back to the system.

@@ -58,7 +58,17 @@ export interface ChangeWatch {
    * only that part of the kernel (cheap), `partOf` cuts the same part out of a fingerprint this
    * backend's `fingerprint` returned. Absent: the events show every change.
    */
-  unwatched?: { everyMs: number; read(): Promise<string>; partOf(fingerprint: string): string };
+  unwatched?: {
+    everyMs: number;
+    read(): Promise<string>;
+    /**
+     * The same part right after one of our own applies, when the backend can tell it from less
+     * than a whole read (what the apply touched read again, the rest as `read` last saw it).
+     * Absent: `read`.
+     */
+    readAfterApply?(): Promise<string>;
+    partOf(fingerprint: string): string;
+  };
 }
 
 export interface FlowSourceOptions {

@@ -44,8 +44,17 @@ const APT_PACKAGE: Record<string, string> = {
 /**
  * SWITCHYARD_TRACE_EXEC=1 (stderr) or =FILE (appended): every tool call with its namespace,
  * command, milliseconds and exit code, to see where an apply's time goes (docs/benchmarks.md).
+ * SWITCHYARD_TRACE_EXEC_INPUT=1 as well: with the script each call was fed (up to 64 KiB of it).
  */
 const TRACE = process.env.SWITCHYARD_TRACE_EXEC;
+const TRACE_INPUT = TRACE && process.env.SWITCHYARD_TRACE_EXEC_INPUT === '1';
+const TRACE_INPUT_MAX = 64 * 1024;
+
+function tracedInput(input: string | undefined): string {
+  if (!TRACE_INPUT || !input) return '';
+  const cut = input.length > TRACE_INPUT_MAX;
+  return `${input.slice(0, TRACE_INPUT_MAX)}${cut ? `\n… (${input.length} characters)\n` : ''}`;
+}
 
 function trace(line: string): void {
   if (TRACE === '1') process.stderr.write(line);
@@ -100,7 +109,8 @@ export function runInNetns(
       const stderr = Buffer.concat(err).toString();
       if (TRACE)
         trace(
-          `exec ${netns} ${cmd} ${args.join(' ')}: ${(performance.now() - started).toFixed(1)} ms, exit ${code ?? -1}\n`,
+          `exec ${netns} ${cmd} ${args.join(' ')}: ${(performance.now() - started).toFixed(1)} ms, exit ${code ?? -1}\n` +
+            tracedInput(input),
         );
       resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr });
     });

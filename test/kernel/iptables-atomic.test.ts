@@ -181,6 +181,24 @@ for (const policyMode of POLICY_MODES)
       }
     });
 
+    it('with a shadow (no set listing) too: the clash fails at its create, the foreign set left alone', async () => {
+      const shadowed = new IptablesBackend({ mode: 'nft' });
+      // Its first apply reads the kernel (OLD, in force) and keeps it as its shadow.
+      await shadowed.apply(node1(), OLD);
+      const oldNames = new Set(planForNode(OLD, 'node-1').sets.map((s) => s.name));
+      const added = planForNode(NEW, 'node-1').sets.find((s) => !oldNames.has(s.name) && !s.flow)
+        ?.name as string;
+      inNs(node1().netns, 'ipset', ['create', added, 'hash:ip']);
+      try {
+        const err = await expectUnchanged(shadowed, added);
+        expect(err.message).toMatch(/ipset restore failed at line \d+/);
+        expect(err.detail).toMatch(new RegExp(`> +\\d+ \\| create ${added} `));
+        expect(inNs(node1().netns, 'ipset', ['list', '-t', added])).toContain('Type: hash:ip');
+      } finally {
+        inNs(node1().netns, 'ipset', ['destroy', added]);
+      }
+    });
+
     it('changes nothing when a set member is invalid', async () => {
       const broken = new IptablesBackend({
         mode: 'nft',

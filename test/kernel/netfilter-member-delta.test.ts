@@ -5,10 +5,12 @@
  * x/y/z pods: y/b (node-1) takes port 80 only from pods labelled pod=a, and x/b, z/b (node-2) are
  * relabelled in and out. A member change that fails leaves the previous members in force.
  */
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { reachMatrix } from '../../src/calc/index.js';
 import { ApplyError, type Backend } from '../../src/dataplane/backend.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
+import { iptablesSetHeaders } from '../../src/dataplane/iptables/fingerprint.js';
 import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import { NftablesNetlink } from '../../src/dataplane/nftables/nfnetlink.js';
 import { kernelElements } from '../../src/dataplane/nftables/elements.js';
@@ -17,6 +19,10 @@ import { networkPolicy, type Manifest } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
 import { matrixDiff, NftLab } from './nftables-lab.js';
 import { irOf, xyz } from './nftables-scenarios.js';
+
+function ipset(netns: string, ...args: string[]): void {
+  execFileSync('ip', ['netns', 'exec', netns, 'ipset', ...args]);
+}
 
 const fromA: Manifest = networkPolicy('y', 'from-a', {
   podSelector: { matchLabels: { pod: 'b' } },
@@ -132,5 +138,29 @@ for (const name of ['nftables', 'iptables'] as const) {
       expect(changed.length).toBeGreaterThan(0);
       await expectReach(IR2, 'z/b in, x/b out');
     });
+
+    if (name === 'iptables')
+      it('reads back only the sets a change touched, and still sees a set changed behind its back', async () => {
+        const backend = new IptablesBackend();
+        const target = lab.target('node-1');
+        await backend.apply(target, IR2);
+        const watch = await backend.watchChanges(target, () => undefined);
+        const unwatched = watch?.unwatched;
+        if (!unwatched?.readAfterApply) throw new Error('iptables reads its set headers after an apply');
+        try {
+          await unwatched.read();
+          await backend.apply(target, IR1, IR2);
+          expect(await unwatched.readAfterApply()).toBe(await iptablesSetHeaders(target.netns));
+          // A set of ours appears behind our back: the next change's read-back, which reads only
+          // the set that change touched, differs from the kernel, so the next poll finds it.
+          ipset(target.netns, 'create', 'sy-behind-our-back', 'hash:net');
+          await backend.apply(target, IR2, IR1);
+          expect(await unwatched.readAfterApply()).not.toBe(await iptablesSetHeaders(target.netns));
+          expect(await unwatched.read()).toBe(await iptablesSetHeaders(target.netns));
+        } finally {
+          watch?.stop();
+          ipset(target.netns, 'destroy', '-exist', 'sy-behind-our-back');
+        }
+      });
   });
 }

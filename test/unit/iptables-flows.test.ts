@@ -252,6 +252,17 @@ describe('iptables flows: reading the sets back', () => {
     expect(fullFromSave(save)).toBe(7);
   });
 
+  it('reads the same counters from the chain listings (iptables -v -S)', () => {
+    const listed = [
+      '-N SY-FLOWFULL-ALLOW',
+      '-A SY-FLOWFULL-ALLOW -c 4 240 -j MARK --set-xmark 0x10000/0x10000',
+      '-A SY-FLOWFULL-DROP -c 1 60 -j DROP',
+      '-A SY-FW-0123456789ab -m comment --comment "default-deny" -c 9 900 -j SY-FLOWFULL-DROP',
+      '-A SY-FLOWFULL-TRAFFIC -c 2 100 -j ACCEPT',
+    ].join('\n');
+    expect(fullFromSave(listed)).toBe(7);
+  });
+
   it('gives an element a new id when it was re-created between two reads, not when its timeout ticks', () => {
     const lives = new ElementLives();
     const at = (left: number, packets: number) =>

@@ -330,9 +330,13 @@ describe('iptables render: prefilter', () => {
   });
 });
 
-/** What the kernel would hold after applying `plan` (for diff tests). */
+/** What the kernel would hold after applying `plan` (for diff tests), a copy the test may edit. */
 function kernelWith(plan: NodePlan): KernelState {
-  return kernelStateAfter(plan);
+  const k = kernelStateAfter(plan);
+  return {
+    sets: new Set(k.sets),
+    tables: new Map([...k.tables].map(([key, t]) => [key, { ...t, chains: new Map(t.chains) }])),
+  };
 }
 
 describe('iptables apply diff', () => {
@@ -403,6 +407,40 @@ describe('iptables apply diff', () => {
     const d = diffPlan(planBefore, planBefore, kernel);
     expect(d.tables.map((t) => [t.key, t.change.write.map((c) => c.name)])).toEqual([
       ['iptables/filter', [db]],
+    ]);
+  });
+});
+
+describe('iptables render: unchanged rule sets are handed on', () => {
+  const ir = irOf([DENY_DB]);
+  const db = endpointChain('shop/db', 'ingress', 'main');
+  const peerSet = ir.ruleSets.find((rs) => rs.endpoint === 'shop/db' && rs.direction === 'ingress')
+    ?.kubernetesRules[0]?.peerSet as string;
+  const find = (plan: NodePlan, family: 4 | 6) =>
+    table(plan, family, 'filter')?.chains.find((c) => c.name === db);
+
+  it('as the same chain objects, which the diff passes over', () => {
+    const before = planForNode(ir, 'node-a');
+    const after = planForNode({ ...ir }, 'node-a');
+    expect(find(after, 4)).toBe(find(before, 4));
+    expect(diffPlan(after, before, kernelStateAfter(before)).tables).toEqual([]);
+  });
+
+  it('rendered again when a set it names gains its IPv6 twin (the rule appears in ip6tables)', () => {
+    const before = planForNode(ir, 'node-a');
+    const withV6 = {
+      ...ir,
+      ipSets: ir.ipSets.map((s) =>
+        s.id === peerSet ? { ...s, cidrs: [...s.cidrs, 'fd00:5957::9/128'] } : s,
+      ),
+    };
+    const after = planForNode(withV6, 'node-a');
+    expect(find(before, 6)?.rules.some((r) => r.includes(`${peerSet}-v6`))).toBe(false);
+    expect(find(after, 6)?.rules.some((r) => r.includes(`${peerSet}-v6 src`))).toBe(true);
+    expect(find(after, 4)).toBe(find(before, 4));
+    const d = diffPlan(after, before, kernelStateAfter(before));
+    expect(d.tables.map((t) => [t.key, t.change.write.map((c) => c.name)])).toEqual([
+      ['ip6tables/filter', [db]],
     ]);
   });
 });

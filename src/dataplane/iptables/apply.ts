@@ -110,11 +110,16 @@ function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
   };
 }
 
+/**
+ * `created`: the sets the failed ipset run did create (undefined: every one of the plan's, the run
+ * having succeeded): a set whose `create` failed is someone else's under that name, left alone.
+ */
 async function undoSets(
   netns: string,
   diff: PlanDiff,
   swapped: number,
   deltaLines: number,
+  created?: ReadonlySet<string>,
 ): Promise<string[]> {
   const problems: string[] = [];
   const undoDeltas = undoDeltaScript(diff.deltas, deltaLines);
@@ -129,7 +134,11 @@ async function undoSets(
     const r = await runInNetns(netns, 'ipset', ['restore'], back);
     if (r.code !== 0) problems.push(`swapping sets back failed: ${r.stderr.trim()}`);
   }
-  const failed = await destroySets(netns, [...swappable.map((s) => tmpSetName(s.name)), ...diff.missingSets]);
+  const ours = [...swappable.map((s) => tmpSetName(s.name)), ...diff.missingSets];
+  const failed = await destroySets(
+    netns,
+    ours.filter((n) => created === undefined || created.has(n)),
+  );
   for (const [name, why] of failed) problems.push(`could not destroy ${name}: ${why}`);
   return problems;
 }
@@ -206,13 +215,28 @@ async function applySets(
   const line = failingLine(run.result.stderr) ?? 0;
   if (run.result.code !== 0 && line <= deltaEnd) {
     const swapped = Math.min(swappable.length, Math.max(0, line - lines(fill) - 1));
-    const problems = await undoSets(netns, diff, swapped, Math.max(0, line - swapEnd - 1));
+    const problems = await undoSets(
+      netns,
+      diff,
+      swapped,
+      Math.max(0, line - swapEnd - 1),
+      createdBefore(fill, line),
+    );
     throw failure('ipset restore', run, rollbackNote(problems));
   }
   for (const s of diff.sets) changed.push(`ipset ${s.name}`);
   for (const d of diff.deltas) changed.push(`ipset ${d.set.name} (+${d.add.length} -${d.del.length})`);
   // A failed destroy is retried with the rest at the end.
   return run.result.code === 0 ? tmps.filter((n) => !early.includes(n)) : tmps;
+}
+
+/** The sets a fill script's `create` lines before line `line` (1-based) made. */
+function createdBefore(fill: string, line: number): Set<string> {
+  const out = new Set<string>();
+  fill.split('\n').forEach((text, i) => {
+    if (i + 1 < line && text.startsWith('create ')) out.add(text.split(' ')[1] as string);
+  });
+  return out;
 }
 
 /**
@@ -270,12 +294,17 @@ function reportFallbacks(next: NodePlan, previous: NodePlan | undefined, changed
   for (const f of next.fallbacks) if (!before.has(said(f))) changed.push(said(f));
 }
 
+/** What an apply did, and the sets it created, changed or destroyed (temporary ones too). */
+export interface PlanApplyResult extends ApplyResult {
+  touchedSets: string[];
+}
+
 export async function applyPlan(
   netns: string,
   next: NodePlan,
   previous: NodePlan | undefined,
   opts: ApplyOptions,
-): Promise<ApplyResult> {
+): Promise<PlanApplyResult> {
   const started = performance.now();
   const kernel = opts.kernel ?? (await readKernelState(netns, opts.mode));
   const diff = diffPlan(next, previous, kernel);
@@ -290,5 +319,12 @@ export async function applyPlan(
   for (const n of diff.obsoleteSets) if (!notDestroyed.has(n)) changed.push(`ipset ${n} (destroyed)`);
   for (const [n, why] of notDestroyed) changed.push(`ipset ${n} (not destroyed: ${why})`);
   reportFallbacks(next, previous, changed);
-  return { changed, durationMs: performance.now() - started };
+  const touchedSets = [
+    ...diff.sets.map((s) => s.name),
+    ...swappedSets(diff.sets, diff.missingSets).map((s) => tmpSetName(s.name)),
+    ...diff.deltas.map((d) => d.set.name),
+    ...diff.obsoleteSets,
+    ...diff.leftoverTmpSets,
+  ];
+  return { changed, durationMs: performance.now() - started, touchedSets };
 }

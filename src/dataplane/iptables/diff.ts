@@ -4,8 +4,8 @@
  * if the previous plan had it; anything of ours the new plan lacks is deleted).
  */
 import { SET_PREFIX, TMP_SUFFIX } from './names.js';
-import type { KernelState } from './kernel.js';
-import type { ChainSpec, NodePlan, SetSpec, TableName } from './plan.js';
+import type { KernelState, SavedRule, SavedTable } from './kernel.js';
+import type { ChainSpec, NodePlan, SetSpec, TableName, TablePlan } from './plan.js';
 import { tableKey } from './plan.js';
 import { sameSetContent, sameSetShape } from './render-sets.js';
 import { isEmptyChange, type TableChange } from './script.js';
@@ -39,7 +39,9 @@ export interface PlanDiff {
   tables: TableDiff[];
 }
 
+/** Unchanged chains and sets are handed on as the same objects (the render memos): compared by reference first. */
 function sameRules(a: ChainSpec | undefined, b: ChainSpec): boolean {
+  if (a === b || a?.rules === b.rules) return true;
   return !!a && a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
 }
 
@@ -66,6 +68,7 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
   const deltas: SetDelta[] = [];
   const sets = next.sets.filter((s) => {
     const prev = prevSets.get(s.name);
+    if (prev === s && kernel.sets.has(s.name)) return false;
     if (prev && !s.flow && kernel.sets.has(s.name) && !sameSetContent(prev, s)) {
       const delta = setDelta(prev, s);
       if (delta) {
@@ -93,6 +96,16 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
   for (const key of keys) {
     const plan = nextTables.get(key);
     const saved = kernel.tables.get(key);
+    // The same table plan as before (the services' nat table while they stay put), on a kernel
+    // known to hold exactly it: nothing to write, without comparing its tens of thousands of rules.
+    if (
+      plan &&
+      plan === prevTables.get(key) &&
+      saved &&
+      savedTables.get(plan) === saved &&
+      saved.chains.size === plan.chains.length
+    )
+      continue;
     const family = (plan?.family ?? saved?.family) as Family;
     const table = (plan?.table ?? saved?.table) as TableName;
     const prevChains = new Map((prevTables.get(key)?.chains ?? []).map((c) => [c.name, c]));
@@ -132,23 +145,39 @@ export function diffPlan(next: NodePlan, previous: NodePlan | undefined, kernel:
 export function kernelStateAfter(plan: NodePlan): KernelState {
   return {
     sets: new Set(plan.sets.map((s) => s.name)),
-    tables: new Map(
-      plan.tables.map((t) => [
-        tableKey(t.family, t.table),
-        {
-          family: t.family,
-          table: t.table,
-          chains: new Map(
-            t.chains.map((c) => [
-              c.name,
-              c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 })),
-            ]),
-          ),
-          jumps: t.jumps.map((j) => ({ ...j, target: targetOf(j.rule) })),
-        },
-      ]),
-    ),
+    tables: new Map(plan.tables.map((t) => [tableKey(t.family, t.table), savedTable(t)])),
   };
+}
+
+/**
+ * What the kernel holds of each table plan once applied, by plan and chain object: a plan that
+ * hands unchanged tables and chains on as the same objects gets the same saved objects back, so
+ * the shadow of 30k service rules is not built again per change, and diffPlan can tell a table the
+ * kernel holds exactly as planned. Shared: a caller that edits a KernelState copies it first.
+ */
+const savedTables = new WeakMap<TablePlan, SavedTable>();
+const savedChains = new WeakMap<ChainSpec, SavedRule[]>();
+
+function savedTable(t: TablePlan): SavedTable {
+  let saved = savedTables.get(t);
+  if (saved) return saved;
+  saved = {
+    family: t.family,
+    table: t.table,
+    chains: new Map(t.chains.map((c) => [c.name, savedRules(c)])),
+    jumps: t.jumps.map((j) => ({ ...j, target: targetOf(j.rule) })),
+  };
+  savedTables.set(t, saved);
+  return saved;
+}
+
+function savedRules(c: ChainSpec): SavedRule[] {
+  let rules = savedChains.get(c);
+  if (!rules) {
+    rules = c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 }));
+    savedChains.set(c, rules);
+  }
+  return rules;
 }
 
 function targetOf(rule: string): string {

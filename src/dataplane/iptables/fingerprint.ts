@@ -56,16 +56,40 @@ export function setHeadersOf(fingerprint: string): string {
  * last part of a fingerprint has them.
  */
 export async function iptablesSetHeaders(netns: string): Promise<string> {
-  const listed = await runInNetnsOrThrow(netns, 'ipset', ['list', '-t']);
-  const h = createHash('sha256');
-  let ours = false;
+  return headersDigest(await readSetHeaders(netns));
+}
+
+/** Whether a set's header is part of the fingerprint: ours, and not a flow set (the kernel fills those). */
+export function hasCheckedHeader(name: string): boolean {
+  return name.startsWith(SET_PREFIX) && !name.startsWith(FLOW_SET_PREFIX);
+}
+
+/**
+ * The header lines of our sets (those hasCheckedHeader takes) by set name: of every set
+ * (`ipset list -t`), or of just `names` (one `ipset restore` of `list <name> -t` lines; a name
+ * that does not exist fails the read).
+ */
+export async function readSetHeaders(netns: string, names?: readonly string[]): Promise<Map<string, string>> {
+  const listed = names
+    ? await runInNetnsOrThrow(netns, 'ipset', ['restore'], names.map((n) => `list ${n} -t\n`).join(''))
+    : await runInNetnsOrThrow(netns, 'ipset', ['list', '-t']);
+  const out = new Map<string, string>();
+  let name: string | undefined;
   for (const line of listed.stdout.split('\n')) {
     if (line.startsWith('Name: ')) {
-      const name = line.slice('Name: '.length);
-      ours = name.startsWith(SET_PREFIX) && !name.startsWith(FLOW_SET_PREFIX);
+      const listedName = line.slice('Name: '.length);
+      name = hasCheckedHeader(listedName) ? listedName : undefined;
     }
-    if (ours && /^(Name|Type|Header|Number of entries):/.test(line)) h.update(`${line}\n`);
+    if (name !== undefined && /^(Name|Type|Header|Number of entries):/.test(line))
+      out.set(name, `${out.get(name) ?? ''}${line}\n`);
   }
+  return out;
+}
+
+/** The digest of set headers, by name: the same whichever order the kernel listed them in. */
+export function headersDigest(headers: ReadonlyMap<string, string>): string {
+  const h = createHash('sha256');
+  for (const name of [...headers.keys()].sort()) h.update(headers.get(name) as string);
   return h.digest('hex');
 }
 

@@ -16,8 +16,10 @@ export function isIptablesMode(value: string): value is IptablesMode {
 }
 
 /** Named explicitly so the mode never depends on where update-alternatives points `iptables`. */
-export function tool(mode: IptablesMode, family: Family, what: 'restore' | 'save'): string {
-  return `${family === 4 ? 'iptables' : 'ip6tables'}-${mode}-${what}`;
+export function tool(mode: IptablesMode, family: Family, what: 'restore' | 'save' | 'list'): string {
+  const base = `${family === 4 ? 'iptables' : 'ip6tables'}-${mode}`;
+  // Listing is the plain command (`iptables-nft -S CHAIN`), which reads one chain, not the table.
+  return what === 'list' ? base : `${base}-${what}`;
 }
 
 export interface SavedRule {

@@ -98,6 +98,8 @@ interface RenderContext {
   flows: FlowSets | undefined;
   /** Decision tables of the rule sets that have one (the others are walked). */
   layouts: ReadonlyMap<string, TableLayout>;
+  /** Set names asked about while rendering, and whether they existed (see memoEndpointChains). */
+  asked?: Map<string, boolean>;
 }
 
 /**
@@ -107,7 +109,9 @@ interface RenderContext {
  */
 function familySet(ctx: RenderContext, irId: string): string | undefined {
   const name = ipsetName(irId, ctx.family);
-  if (ctx.sets.has(name)) return name;
+  const has = ctx.sets.has(name);
+  ctx.asked?.set(name, has);
+  if (has) return name;
   if (ctx.family === 4) throw new Error(`IR references unknown set ${irId}`);
   return undefined;
 }
@@ -208,6 +212,36 @@ function endpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   return [{ name: main, rules }, ...out];
 }
 
+/** A walked rule set's chains, by what they were rendered from (see memoEndpointChains). */
+interface RenderedRuleSet {
+  chains: ChainSpec[];
+  asked: ReadonlyMap<string, boolean>;
+}
+
+/**
+ * The chains of each walked rule set, per family and flow setting. The incremental calculation
+ * hands an unchanged rule set on as the same object, so a change renders only the rule sets it
+ * touched (a label change: one pod's two) and hands the rest on as the same chain objects, which
+ * the diff then compares by reference. Besides the rule set, its text depends only on which of the
+ * sets it names exist in the family (an IPv6 twin comes and goes with IPv6 members): reused while
+ * those answers stand.
+ */
+const renderedRuleSets = new WeakMap<RuleSet, Map<string, RenderedRuleSet>>();
+
+function memoEndpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
+  // A decision table's chains are built from its layout, rendered anew per plan.
+  if (ctx.layouts.has(layoutKey(rs.endpoint, rs.direction, ctx.family))) return endpointChains(ctx, rs);
+  const key = `${ctx.family}|${ctx.flows ? 'flows' : ''}`;
+  let byKey = renderedRuleSets.get(rs);
+  const hit = byKey?.get(key);
+  if (hit && [...hit.asked].every(([name, had]) => ctx.sets.has(name) === had)) return hit.chains;
+  const asked = new Map<string, boolean>();
+  const chains = endpointChains({ ...ctx, asked }, rs);
+  if (!byKey) renderedRuleSets.set(rs, (byKey = new Map()));
+  byKey.set(key, { chains, asked });
+  return chains;
+}
+
 function localEndpoints(ir: IR, node: string): Endpoint[] {
   return ir.endpoints.filter((e) => e.node === node).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
@@ -250,7 +284,7 @@ function filterTable(ctx: RenderContext, nodeIr: IR, node: string): TablePlan {
     for (const direction of ['egress', 'ingress'] as const) {
       const rs = ruleSets.get(`${e.id}|${direction}`);
       if (!rs) throw new Error(`IR has no ${direction} rule set for local endpoint ${e.id}`);
-      chains.push(...endpointChains(ctx, rs));
+      chains.push(...memoEndpointChains(ctx, rs));
     }
   }
   const names = new Set<string>();

@@ -4,7 +4,7 @@
  * The IPv4 set always exists, even empty, so a label change that fills it only rewrites the set.
  */
 import { referencedSets } from '../../ir/slice.js';
-import type { IR } from '../../ir/types.js';
+import type { IpPortSet, IpSet, IR } from '../../ir/types.js';
 import type { TaggedRule } from '../netfilter/aggregates.js';
 import {
   FLOW_SET_HASHSIZE,
@@ -15,7 +15,7 @@ import {
   type Family,
 } from './names.js';
 import type { SetDelta } from './diff.js';
-import type { SetSpec, TablePlan } from './plan.js';
+import type { ChainSpec, SetSpec, TablePlan } from './plan.js';
 
 function familyOf(address: string): Family {
   return address.includes(':') ? 6 : 4;
@@ -36,45 +36,64 @@ export function renderSets(nodeIr: IR): SetSpec[] {
   const used = referencedSets(nodeIr.ruleSets.filter((rs) => !rs.table));
   for (const p of nodeIr.prefilters) used.ipSets.add(p.set);
   const out: SetSpec[] = [];
-  for (const s of nodeIr.ipSets) {
-    if (!used.ipSets.has(s.id)) continue;
-    for (const family of [4, 6] as const) {
-      const members = s.cidrs.filter((c) => familyOf(c) === family).flatMap(netEntries);
-      if (family === 6 && members.length === 0) continue;
-      out.push({
-        name: ipsetName(s.id, family),
-        irId: s.id,
-        type: 'hash:net',
-        family,
-        members,
-        description: s.description,
-      });
-    }
-  }
-  for (const s of nodeIr.ipPortSets) {
-    if (!used.ipPortSets.has(s.id)) continue;
-    const proto = s.protocol.toLowerCase();
-    for (const family of [4, 6] as const) {
-      const members = s.members
-        .filter((m) => familyOf(m.address) === family)
-        .map((m) => `${m.address},${proto}:${m.port}`);
-      if (family === 6 && members.length === 0) continue;
-      out.push({
-        name: ipsetName(s.id, family),
-        irId: s.id,
-        type: 'hash:ip,port',
-        family,
-        members,
-        description: s.description,
-      });
-    }
-  }
+  for (const s of nodeIr.ipSets) if (used.ipSets.has(s.id)) out.push(...memoSpecs(s, ipSetSpecs));
+  for (const s of nodeIr.ipPortSets) if (used.ipPortSets.has(s.id)) out.push(...memoSpecs(s, ipPortSetSpecs));
   const names = new Set<string>();
   for (const s of out) {
     if (names.has(s.name)) throw new Error(`two IR sets map to ipset ${s.name}`);
     names.add(s.name);
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * The ipsets of each IR set: the incremental calculation hands an unchanged set on as the same
+ * object, so its specs (members included) are the same objects from plan to plan and the diff
+ * compares them by reference. Shared: never changed.
+ */
+const renderedSets = new WeakMap<IpSet | IpPortSet, SetSpec[]>();
+
+function memoSpecs<S extends IpSet | IpPortSet>(s: S, render: (s: S) => SetSpec[]): SetSpec[] {
+  let specs = renderedSets.get(s);
+  if (!specs) renderedSets.set(s, (specs = render(s)));
+  return specs;
+}
+
+function ipSetSpecs(s: IpSet): SetSpec[] {
+  const out: SetSpec[] = [];
+  for (const family of [4, 6] as const) {
+    const members = s.cidrs.filter((c) => familyOf(c) === family).flatMap(netEntries);
+    if (family === 6 && members.length === 0) continue;
+    out.push({
+      name: ipsetName(s.id, family),
+      irId: s.id,
+      type: 'hash:net',
+      family,
+      members,
+      description: s.description,
+    });
+  }
+  return out;
+}
+
+function ipPortSetSpecs(s: IpPortSet): SetSpec[] {
+  const out: SetSpec[] = [];
+  const proto = s.protocol.toLowerCase();
+  for (const family of [4, 6] as const) {
+    const members = s.members
+      .filter((m) => familyOf(m.address) === family)
+      .map((m) => `${m.address},${proto}:${m.port}`);
+    if (family === 6 && members.length === 0) continue;
+    out.push({
+      name: ipsetName(s.id, family),
+      irId: s.id,
+      type: 'hash:ip,port',
+      family,
+      members,
+      description: s.description,
+    });
+  }
+  return out;
 }
 
 /** ipset's default maxelem is 65536; prefilter lists may hold up to a million entries. */
@@ -159,22 +178,54 @@ export function builtInPlace(s: SetSpec, missing: ReadonlySet<string>): boolean 
 
 /**
  * The flow sets the rendered rules name (rule-text.ts), found in the rules themselves so that
- * exactly those exist; `tags` describes a decision set's rule for `compile` output.
+ * exactly those exist; `tags` (asked only for a chain not seen before) describes a decision set's
+ * rule for `compile` output.
  */
 export function flowSetSpecs(
   tables: readonly TablePlan[],
-  tags: ReadonlyMap<number, TaggedRule>,
+  tags: () => ReadonlyMap<number, TaggedRule>,
   maxelem: number,
 ): SetSpec[] {
+  const byName = new Map<string, SetSpec>();
+  for (const t of tables) for (const s of tableFlowSets(t, tags, maxelem)) byName.set(s.name, s);
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** A table handed on unchanged (the services' nat table) is not walked chain by chain again. */
+const tableFlowSetSpecs = new WeakMap<TablePlan, { maxelem: number; specs: SetSpec[] }>();
+
+function tableFlowSets(
+  table: TablePlan,
+  tags: () => ReadonlyMap<number, TaggedRule>,
+  maxelem: number,
+): SetSpec[] {
+  const hit = tableFlowSetSpecs.get(table);
+  if (hit?.maxelem === maxelem) return hit.specs;
+  const specs = table.chains.flatMap((c) => chainFlowSets(c, tags, maxelem));
+  tableFlowSetSpecs.set(table, { maxelem, specs });
+  return specs;
+}
+
+/**
+ * The flow sets each chain names: chains are handed on unchanged from plan to plan as the same
+ * objects (memoEndpointChains, servicePlan), so only a new chain's rules are searched.
+ */
+const chainFlowSetSpecs = new WeakMap<ChainSpec, { maxelem: number; specs: SetSpec[] }>();
+
+function chainFlowSets(
+  chain: ChainSpec,
+  tags: () => ReadonlyMap<number, TaggedRule>,
+  maxelem: number,
+): SetSpec[] {
+  const hit = chainFlowSetSpecs.get(chain);
+  if (hit?.maxelem === maxelem) return hit.specs;
   const names = new Set<string>();
-  for (const t of tables)
-    for (const c of t.chains)
-      for (const r of c.rules)
-        for (const m of r.matchAll(/--(?:match|add)-set (sy-flow\S+)/g)) names.add(m[1] as string);
-  return [...names].sort().map((name) => {
+  for (const r of chain.rules)
+    for (const m of r.matchAll(/--(?:match|add)-set (sy-flow\S+)/g)) names.add(m[1] as string);
+  const specs = [...names].map((name): SetSpec => {
     const parsed = parseFlowSetName(name);
     if (!parsed) throw new Error(`rules name flow set ${name}, which is not a flow set name`);
-    const tagged = parsed.tag !== undefined ? tags.get(parsed.tag) : undefined;
+    const tagged = parsed.tag !== undefined ? tags().get(parsed.tag) : undefined;
     return {
       name,
       irId: 'flows',
@@ -188,6 +239,8 @@ export function flowSetSpecs(
       flow: { timeoutS: FLOW_SET_TIMEOUT_S, maxelem },
     };
   });
+  chainFlowSetSpecs.set(chain, { maxelem, specs });
+  return specs;
 }
 
 /**

@@ -58,7 +58,12 @@ function renderPlan(nodeIr: IR, node: string, options: RenderOptions): Omit<Node
   const sets = renderSets(nodeIr);
   const tableSets = [...layouts.values()].flatMap((l) => l.sets);
   const tables = renderTables(nodeIr, node, sets, options, layouts);
-  const flowSets = flowSetSpecs(tables, ruleTags(nodeIr), options.flowSetMaxElem ?? FLOW_SET_MAXELEM);
+  let tags: ReturnType<typeof ruleTags> | undefined;
+  const flowSets = flowSetSpecs(
+    tables,
+    () => (tags ??= ruleTags(nodeIr)),
+    options.flowSetMaxElem ?? FLOW_SET_MAXELEM,
+  );
   return {
     node,
     sets: [...sets, ...tableSets, ...flowSets].sort((a, b) =>
