@@ -83,6 +83,9 @@ export class Agent {
   private applied: AppliedRecord | undefined;
   private desired: DesiredState | undefined;
   private queue: Promise<void> = Promise.resolve();
+  /** Jobs of the queue started so far, and whether one runs now (a reading taken outside the queue checks these). */
+  private jobsStarted = 0;
+  private jobRunning = false;
   private stopWatch: (() => void) | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -162,7 +165,16 @@ export class Agent {
 
   /** Runs `job` after every job queued before it; errors are the job's own business. */
   private enqueue(job: () => Promise<void>): Promise<void> {
-    const next = this.queue.then(job, job);
+    const run = async (): Promise<void> => {
+      this.jobsStarted++;
+      this.jobRunning = true;
+      try {
+        await job();
+      } finally {
+        this.jobRunning = false;
+      }
+    };
+    const next = this.queue.then(run, run);
     this.queue = next.catch(() => undefined);
     return next;
   }
@@ -208,27 +220,39 @@ export class Agent {
    */
   private scheduleUnwatchedPoll(u: NonNullable<ChangeWatch['unwatched']>, delay = u.everyMs): void {
     if (this.stopped) return;
-    this.unwatchedTimer = setTimeout(() => {
-      void this.enqueue(async () => {
-        const started = performance.now();
+    this.unwatchedTimer = setTimeout(() => void this.pollUnwatched(u), delay);
+  }
+
+  /**
+   * The read runs outside the queue, so a change never waits behind it (listing thousands of sets
+   * takes 60–330 ms at 10k endpoints, four times a second); only the comparison is queued. A
+   * reading that overlapped a job of the queue (an apply may have changed the sets meanwhile)
+   * says nothing and is dropped: the next poll reads again.
+   */
+  private async pollUnwatched(u: NonNullable<ChangeWatch['unwatched']>): Promise<void> {
+    const quietAt = this.jobRunning ? undefined : this.jobsStarted;
+    const started = performance.now();
+    const reading = quietAt === undefined ? undefined : await u.read().catch(() => undefined);
+    const took = performance.now() - started;
+    await this.enqueue(async () => {
+      // This job is the only one started since the read began.
+      const undisturbed = quietAt !== undefined && this.jobsStarted === quietAt + 1;
+      if (undisturbed) {
         // While a read-back is due the recorded fingerprint is the one before our last apply: the
         // part read right after that apply is the comparison (the read-back would adopt a change).
         const expected = this.expectedUnwatched(u);
-        const same =
-          this.applied === undefined ||
-          (expected !== undefined && expected === (await u.read().catch(() => undefined)));
-        // The pause follows what the check cost, not a repair it led to (that is no polling cost).
-        const took = performance.now() - started;
+        const same = this.applied === undefined || (expected !== undefined && expected === reading);
         if (!same && !this.stopped) await this.checkDrift();
-        // The check is cheap by design (one small read): its wall time on a loaded machine, or while
-        // a new agent starts its tracers, says little about its cost, and pausing 20× that (seconds)
-        // would leave a changed set member unrepaired that long. Bounded, it stays within 1 s.
-        this.scheduleUnwatchedPoll(
-          u,
-          Math.min(UNWATCHED_MAX_PAUSE_MS, Math.max(u.everyMs, took * POLL_DUTY)),
-        );
-      });
-    }, delay);
+      }
+      // The pause follows what the read cost, not a repair it led to (that is no polling cost).
+      // The read is cheap by design (one small read): its wall time on a loaded machine, or while
+      // a new agent starts its tracers, says little about its cost, and pausing 20× that (seconds)
+      // would leave a changed set member unrepaired that long. Bounded, it stays within 1 s.
+      this.scheduleUnwatchedPoll(
+        u,
+        undisturbed ? Math.min(UNWATCHED_MAX_PAUSE_MS, Math.max(u.everyMs, took * POLL_DUTY)) : u.everyMs,
+      );
+    });
   }
 
   /**

@@ -13,24 +13,33 @@ export class SetHeaders {
   private headers: Map<string, string> | undefined;
   /** Sets our applies touched since the headers were read. */
   private readonly touched = new Set<string>();
+  /** Moves with every touch or forget: a full read that an apply overlapped is no base. */
+  private epoch = 0;
 
   constructor(private readonly netns: string) {}
 
   /** Every set's header (the unwatched poll): the new base. */
   async readAll(): Promise<string> {
-    this.touched.clear();
+    const at = this.epoch;
     const headers = await readSetHeaders(this.netns);
-    this.headers = headers;
+    // The agent may read while it applies (its poll runs outside its queue): sets touched
+    // meanwhile may have been listed before or after the change, so this reading stays a reading.
+    if (this.epoch === at) {
+      this.touched.clear();
+      this.headers = headers;
+    }
     return headersDigest(headers);
   }
 
   /** Our apply created, changed or destroyed these sets. */
   touch(names: Iterable<string>): void {
+    this.epoch++;
     for (const n of names) if (hasCheckedHeader(n)) this.touched.add(n);
   }
 
   /** The kernel may hold anything of ours (no shadow, a failed apply, a removal): read all next time. */
   forget(): void {
+    this.epoch++;
     this.headers = undefined;
     this.touched.clear();
   }
