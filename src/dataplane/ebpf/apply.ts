@@ -20,6 +20,7 @@
  *   7. the scope's connect-time load balancer (services.ts), idempotent across nodes.
  */
 import { existsSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -211,6 +212,43 @@ async function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions)
     }
     fail(`cannot load ${what}: ${describeError(e)}; the programs in force are unchanged`, undefined, e);
   }
+}
+
+/**
+ * Verifier runs at once: it works on a thread of its own (a first sync of a hundred pods loads
+ * two hundred programs), so the cores share them; more than a few would only queue.
+ */
+const LOAD_CONCURRENCY = Math.max(1, Math.min(4, availableParallelism()));
+
+/**
+ * The programs of `hooks`, loaded LOAD_CONCURRENCY at a time, in the hooks' order. A rejection
+ * stops further loads; the one of the first hook that failed is thrown (as a load one by one
+ * would: every hook before it was started), and whatever did load is closed.
+ */
+async function loadPolicies(
+  hooks: readonly PlannedHook[],
+  maps: NodeMaps,
+  opts: ApplyOptions,
+): Promise<Map<PlannedHook, Program>> {
+  const programs: (Program | undefined)[] = [];
+  const errors = new Map<number, unknown>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (errors.size === 0 && next < hooks.length) {
+      const i = next++;
+      try {
+        programs[i] = await loadPolicy(hooks[i] as PlannedHook, maps, opts);
+      } catch (e) {
+        errors.set(i, e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, hooks.length) }, worker));
+  if (errors.size > 0) {
+    for (const p of programs) p?.close();
+    throw errors.get(Math.min(...errors.keys()));
+  }
+  return new Map(hooks.map((h, i) => [h, programs[i] as Program]));
 }
 
 /**
@@ -626,7 +664,12 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
   const loaded = new Map<PlannedHook, Program>();
   let built: ReturnType<typeof buildTables> = new Map();
   try {
-    for (const hook of hooks) if (hook.reload) loaded.set(hook, await loadPolicy(hook, maps, opts));
+    for (const [hook, program] of await loadPolicies(
+      hooks.filter((h) => h.reload),
+      maps,
+      opts,
+    ))
+      loaded.set(hook, program);
     const tablePlan = planTableWrites(n.view.ruleSets, n.tables, alloc, meta?.tables ?? [], maps.tables);
     built = buildDecisionTables(n, tablePlan.writes);
 
