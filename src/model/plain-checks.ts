@@ -14,7 +14,7 @@ import {
   labelValueError,
   portNameError,
 } from './names.js';
-import type { RawPod } from './schemas.js';
+import { SERVICE_NAME_LABEL, type RawEndpointSlice, type RawPod, type RawService } from './schemas.js';
 
 type Plain = Record<string, unknown>;
 
@@ -103,7 +103,94 @@ export function isPlainPod(v: unknown): v is RawPod {
   );
 }
 
+const SLICE_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'addressType', 'ports', 'endpoints']);
+const SLICE_PORT_KEYS = new Set(['name', 'port', 'protocol']);
+const SLICE_ENDPOINT_KEYS = new Set(['addresses']);
+
+function isSlicePort(v: unknown): boolean {
+  return (
+    isPlain(v) &&
+    onlyKeys(v, SLICE_PORT_KEYS) &&
+    isPortNumber(v.port) &&
+    (v.name === undefined || typeof v.name === 'string') &&
+    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+  );
+}
+
+/** Addresses alone (conditions, targetRef, nodeName: the schema), each of the slice's family. */
+function isSliceEndpoint(v: unknown, ipv6: boolean): boolean {
+  if (!isPlain(v) || !onlyKeys(v, SLICE_ENDPOINT_KEYS)) return false;
+  const addresses = v.addresses;
+  if (!Array.isArray(addresses) || addresses.length === 0) return false;
+  return addresses.every(
+    (a) => typeof a === 'string' && a.includes(':') === ipv6 && parseAddress(a) !== undefined,
+  );
+}
+
+/** A discovery.k8s.io/v1 EndpointSlice the schema accepts as it is. */
+export function isPlainEndpointSlice(v: unknown): v is RawEndpointSlice {
+  if (!isPlain(v) || !onlyKeys(v, SLICE_KEYS)) return false;
+  if (v.apiVersion !== 'discovery.k8s.io/v1' || v.kind !== 'EndpointSlice') return false;
+  if (!isNamespacedMetadata(v.metadata)) return false;
+  const service = ((v.metadata as Plain).labels as Plain | undefined)?.[SERVICE_NAME_LABEL];
+  if (typeof service !== 'string' || service === '') return false;
+  if (v.addressType !== 'IPv4' && v.addressType !== 'IPv6') return false;
+  if (v.ports !== undefined && !(Array.isArray(v.ports) && v.ports.every(isSlicePort))) return false;
+  const ipv6 = v.addressType === 'IPv6';
+  return Array.isArray(v.endpoints) && v.endpoints.every((e) => isSliceEndpoint(e, ipv6));
+}
+
+const SERVICE_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'spec']);
+/**
+ * A ClusterIP service's usual fields; node ports, load balancers, affinity, traffic policies and
+ * families (each with checks across fields) are the schema's.
+ */
+const SERVICE_SPEC_KEYS = new Set(['type', 'clusterIP', 'selector', 'ports']);
+const SERVICE_PORT_KEYS = new Set(['name', 'port', 'targetPort', 'protocol']);
+
+function isPortName(v: unknown): boolean {
+  return typeof v === 'string' && portNameError(v) === undefined;
+}
+
+function isServicePort(v: unknown): boolean {
+  return (
+    isPlain(v) &&
+    onlyKeys(v, SERVICE_PORT_KEYS) &&
+    isPortNumber(v.port) &&
+    (v.name === undefined || isPortName(v.name)) &&
+    (v.targetPort === undefined || isPortNumber(v.targetPort) || isPortName(v.targetPort)) &&
+    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+  );
+}
+
+function isServiceSpec(v: unknown): boolean {
+  if (!isPlain(v) || !onlyKeys(v, SERVICE_SPEC_KEYS)) return false;
+  if (v.type !== undefined && v.type !== 'ClusterIP') return false;
+  if (
+    v.clusterIP !== undefined &&
+    v.clusterIP !== 'None' &&
+    !(typeof v.clusterIP === 'string' && parseAddress(v.clusterIP) !== undefined)
+  )
+    return false;
+  if (v.selector !== undefined && !isLabels(v.selector)) return false;
+  return Array.isArray(v.ports) && v.ports.length > 0 && v.ports.every(isServicePort);
+}
+
+/** A v1 ClusterIP Service the schema accepts as it is. */
+export function isPlainService(v: unknown): v is RawService {
+  return (
+    isPlain(v) &&
+    onlyKeys(v, SERVICE_KEYS) &&
+    v.apiVersion === 'v1' &&
+    v.kind === 'Service' &&
+    isNamespacedMetadata(v.metadata) &&
+    isServiceSpec(v.spec)
+  );
+}
+
 /** The kinds with a plain check, by their schema key (`apiVersion/kind`). */
 export const PLAIN_CHECKS: Readonly<Record<string, (v: unknown) => boolean>> = {
   'v1/Pod': isPlainPod,
+  'v1/Service': isPlainService,
+  'discovery.k8s.io/v1/EndpointSlice': isPlainEndpointSlice,
 };

@@ -5,9 +5,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { toPod } from '../../src/model/convert.js';
-import { isPlainPod } from '../../src/model/plain-checks.js';
-import { podSchema } from '../../src/model/schemas.js';
+import { toEndpointSlice, toPod, toService } from '../../src/model/convert.js';
+import { isPlainEndpointSlice, isPlainPod, isPlainService } from '../../src/model/plain-checks.js';
+import { endpointSliceSchema, podSchema, serviceSchema } from '../../src/model/schemas.js';
 import { validateManifestTexts } from '../../src/model/loader.js';
 
 const RUNS = Math.max(500, Math.round(Number(process.env.SWITCHYARD_PROPERTY_RUNS ?? 102_000) / 20));
@@ -176,14 +176,140 @@ function replaced(doc: unknown, path: readonly (string | number)[], value: unkno
   return JSON.parse(JSON.stringify(copy)) as unknown;
 }
 
-/** Accepted → the schema accepts it and it converts to the same pod; returns whether accepted. */
-function agrees(value: unknown): boolean {
-  if (!isPlainPod(value)) return false;
-  const parsed = podSchema.safeParse(value);
+/** A kind's plain check, the schema it stands in for, and the converter both feed. */
+interface Kind {
+  check: (v: unknown) => boolean;
+  schema: { safeParse(v: unknown): { success: boolean; data?: unknown } };
+  convert: (raw: never, src: typeof source) => unknown;
+}
+const POD: Kind = { check: isPlainPod, schema: podSchema, convert: toPod };
+const SLICE: Kind = { check: isPlainEndpointSlice, schema: endpointSliceSchema, convert: toEndpointSlice };
+const SERVICE: Kind = { check: isPlainService, schema: serviceSchema, convert: toService };
+
+/** Accepted → the schema accepts it and it converts to the same object; returns whether accepted. */
+function agrees(value: unknown, kind: Kind = POD): boolean {
+  if (!kind.check(value)) return false;
+  const parsed = kind.schema.safeParse(value);
   expect(parsed.success, JSON.stringify(value)).toBe(true);
-  expect(toPod(value, source)).toStrictEqual(toPod(parsed.data as never, source));
+  expect(kind.convert(value as never, source)).toStrictEqual(kind.convert(parsed.data as never, source));
   return true;
 }
+
+const plainSlice = fc
+  .record({
+    name: fc.constantFrom('s0-1', 'web-abc'),
+    namespace: maybe(fc.constantFrom('ns0')),
+    service: fc.constantFrom('s0', 'web'),
+    v6: fc.boolean(),
+    ports: maybe(
+      fc.array(
+        fc.record(
+          {
+            name: fc.constantFrom('http', ''),
+            port: fc.integer({ min: 1, max: 65535 }),
+            protocol: fc.constantFrom('TCP', 'UDP'),
+          },
+          { requiredKeys: ['port'] },
+        ),
+        { maxLength: 2 },
+      ),
+    ),
+    endpoints: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 3 }),
+  })
+  .map(({ name, namespace, service, v6, ports, endpoints }) => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      ...(namespace ? { namespace } : {}),
+      labels: { 'kubernetes.io/service-name': service },
+    },
+    addressType: v6 ? 'IPv6' : 'IPv4',
+    ...(ports ? { ports } : {}),
+    endpoints: endpoints.map((n) => ({
+      addresses: Array.from({ length: n }, (_, i) => (v6 ? `fd00:5957::${i + 1}` : `198.18.4.${i}`)),
+    })),
+  }));
+const SLICE_FIELDS: readonly (readonly (string | number)[])[] = [
+  ['apiVersion'],
+  ['kind'],
+  ['extra'],
+  ['metadata', 'name'],
+  ['metadata', 'labels'],
+  ['metadata', 'labels', 'kubernetes.io/service-name'],
+  ['addressType'],
+  ['ports'],
+  ['ports', 0],
+  ['ports', 0, 'port'],
+  ['ports', 0, 'name'],
+  ['ports', 0, 'protocol'],
+  ['ports', 0, 'appProtocol'],
+  ['endpoints'],
+  ['endpoints', 0],
+  ['endpoints', 0, 'addresses'],
+  ['endpoints', 0, 'addresses', 0],
+  ['endpoints', 0, 'conditions'],
+  ['endpoints', 0, 'nodeName'],
+];
+
+const plainService = fc
+  .record({
+    name: fc.constantFrom('s0', 'web'),
+    namespace: maybe(fc.constantFrom('ns0')),
+    type: maybe(fc.constant('ClusterIP')),
+    clusterIP: maybe(fc.constantFrom('198.19.0.1', 'None', 'fd00:5957:1::1')),
+    selector: maybe(fc.dictionary(fc.constantFrom('app', 'a.b/c'), fc.constantFrom('web', ''))),
+    ports: fc.array(
+      fc.record(
+        {
+          name: fc.constantFrom('http', 'h2c'),
+          port: fc.integer({ min: 1, max: 65535 }),
+          targetPort: fc.oneof(fc.integer({ min: 1, max: 65535 }), fc.constantFrom('http', 'metrics')),
+          protocol: fc.constantFrom('TCP', 'UDP', 'SCTP'),
+        },
+        { requiredKeys: ['port'] },
+      ),
+      { minLength: 1, maxLength: 2 },
+    ),
+  })
+  .map(({ name, namespace, ...spec }) => ({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, ...(namespace ? { namespace } : {}) },
+    spec: JSON.parse(JSON.stringify(spec)) as unknown,
+  }));
+const SERVICE_FIELDS: readonly (readonly (string | number)[])[] = [
+  ['apiVersion'],
+  ['kind'],
+  ['status'],
+  ['metadata', 'name'],
+  ['metadata', 'labels'],
+  ['spec'],
+  ['spec', 'type'],
+  ['spec', 'clusterIP'],
+  ['spec', 'clusterIPs'],
+  ['spec', 'selector'],
+  ['spec', 'selector', 'app'],
+  ['spec', 'ports'],
+  ['spec', 'ports', 0],
+  ['spec', 'ports', 0, 'port'],
+  ['spec', 'ports', 0, 'name'],
+  ['spec', 'ports', 0, 'targetPort'],
+  ['spec', 'ports', 0, 'protocol'],
+  ['spec', 'ports', 0, 'nodePort'],
+  ['spec', 'sessionAffinity'],
+  ['spec', 'externalTrafficPolicy'],
+];
+const moreOdd = fc.oneof(
+  oddValue,
+  fc.constantFrom('IPv4', 'IPv6', 'fd00:5957::1', 'None', 'ClusterIP', 'NodePort', 31000, { ready: false }),
+  fc.constantFrom(
+    [{ addresses: ['198.18.4.1'] }],
+    [{ port: 80 }],
+    ['198.18.4.1'],
+    'kubernetes.io/service-name',
+  ),
+);
 
 describe('plain checks', () => {
   it('accept every plain pod, and a plain pod with one field changed only when zod accepts it too', () => {
@@ -194,6 +320,20 @@ describe('plain checks', () => {
       }),
       { numRuns: RUNS },
     );
+  });
+
+  it('accept every plain EndpointSlice and Service, and one with a field changed only when zod accepts it too', () => {
+    for (const [kind, plain, fields] of [
+      [SLICE, plainSlice, SLICE_FIELDS],
+      [SERVICE, plainService, SERVICE_FIELDS],
+    ] as const)
+      fc.assert(
+        fc.property(plain, fc.constantFrom(...fields), moreOdd, (doc, path, value) => {
+          expect(agrees(doc, kind)).toBe(true);
+          agrees(replaced(doc, path, value), kind);
+        }),
+        { numRuns: RUNS },
+      );
   });
 
   it('accept only pods zod accepts, converting to the same model object', () => {
