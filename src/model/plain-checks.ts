@@ -14,7 +14,13 @@ import {
   labelValueError,
   portNameError,
 } from './names.js';
-import { SERVICE_NAME_LABEL, type RawEndpointSlice, type RawPod, type RawService } from './schemas.js';
+import {
+  SERVICE_NAME_LABEL,
+  type RawEndpointSlice,
+  type RawNetworkPolicy,
+  type RawPod,
+  type RawService,
+} from './schemas.js';
 
 type Plain = Record<string, unknown>;
 
@@ -188,9 +194,94 @@ export function isPlainService(v: unknown): v is RawService {
   );
 }
 
+const SELECTOR_KEYS = new Set(['matchLabels', 'matchExpressions']);
+const EXPRESSION_KEYS = new Set(['key', 'operator', 'values']);
+const PEER_KEYS = new Set(['podSelector', 'namespaceSelector']);
+const POLICY_PORT_KEYS = new Set(['protocol', 'port']);
+const POLICY_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'spec']);
+const POLICY_SPEC_KEYS = new Set(['podSelector', 'policyTypes', 'ingress', 'egress']);
+const POLICY_TYPES = new Set(['Ingress', 'Egress']);
+
+function isExpression(v: unknown): boolean {
+  if (!isPlain(v) || !onlyKeys(v, EXPRESSION_KEYS)) return false;
+  if (typeof v.key !== 'string' || labelKeyError(v.key) !== undefined) return false;
+  const values = v.values;
+  if (
+    values !== undefined &&
+    !(Array.isArray(values) && values.every((x) => typeof x === 'string' && labelValueError(x) === undefined))
+  )
+    return false;
+  const n = (values as unknown[] | undefined)?.length ?? 0;
+  if (v.operator === 'In' || v.operator === 'NotIn') return n > 0;
+  return (v.operator === 'Exists' || v.operator === 'DoesNotExist') && n === 0;
+}
+
+function isSelector(v: unknown): boolean {
+  if (!isPlain(v) || !onlyKeys(v, SELECTOR_KEYS)) return false;
+  if (v.matchLabels !== undefined && !isLabels(v.matchLabels)) return false;
+  return (
+    v.matchExpressions === undefined ||
+    (Array.isArray(v.matchExpressions) && v.matchExpressions.every(isExpression))
+  );
+}
+
+/** A peer by selectors (an ipBlock, with its checks of CIDRs, is the schema's). */
+function isPeer(v: unknown): boolean {
+  if (!isPlain(v) || !onlyKeys(v, PEER_KEYS)) return false;
+  if (v.podSelector === undefined && v.namespaceSelector === undefined) return false;
+  return (
+    (v.podSelector === undefined || isSelector(v.podSelector)) &&
+    (v.namespaceSelector === undefined || isSelector(v.namespaceSelector))
+  );
+}
+
+/** A port or named port (endPort, with its check against port, is the schema's). */
+function isPolicyPort(v: unknown): boolean {
+  return (
+    isPlain(v) &&
+    onlyKeys(v, POLICY_PORT_KEYS) &&
+    (v.port === undefined || isPortNumber(v.port) || isPortName(v.port)) &&
+    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+  );
+}
+
+function isPolicyRule(v: unknown, peerKey: 'from' | 'to'): boolean {
+  if (!isPlain(v)) return false;
+  for (const k in v) if (k !== peerKey && k !== 'ports') return false;
+  const peers = v[peerKey];
+  if (peers !== undefined && !(Array.isArray(peers) && peers.every(isPeer))) return false;
+  return v.ports === undefined || (Array.isArray(v.ports) && v.ports.every(isPolicyPort));
+}
+
+function isRules(v: unknown, peerKey: 'from' | 'to'): boolean {
+  return v === undefined || (Array.isArray(v) && v.every((r) => isPolicyRule(r, peerKey)));
+}
+
+/** A networking.k8s.io/v1 NetworkPolicy the schema accepts as it is. */
+export function isPlainNetworkPolicy(v: unknown): v is RawNetworkPolicy {
+  if (!isPlain(v) || !onlyKeys(v, POLICY_KEYS)) return false;
+  if (v.apiVersion !== 'networking.k8s.io/v1' || v.kind !== 'NetworkPolicy') return false;
+  if (!isNamespacedMetadata(v.metadata)) return false;
+  const spec = v.spec;
+  if (!isPlain(spec) || !onlyKeys(spec, POLICY_SPEC_KEYS)) return false;
+  if (spec.podSelector !== undefined && !isSelector(spec.podSelector)) return false;
+  const types = spec.policyTypes;
+  if (
+    types !== undefined &&
+    !(
+      Array.isArray(types) &&
+      types.length <= 2 &&
+      types.every((t) => typeof t === 'string' && POLICY_TYPES.has(t))
+    )
+  )
+    return false;
+  return isRules(spec.ingress, 'from') && isRules(spec.egress, 'to');
+}
+
 /** The kinds with a plain check, by their schema key (`apiVersion/kind`). */
 export const PLAIN_CHECKS: Readonly<Record<string, (v: unknown) => boolean>> = {
   'v1/Pod': isPlainPod,
   'v1/Service': isPlainService,
   'discovery.k8s.io/v1/EndpointSlice': isPlainEndpointSlice,
+  'networking.k8s.io/v1/NetworkPolicy': isPlainNetworkPolicy,
 };

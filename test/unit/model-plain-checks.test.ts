@@ -5,9 +5,19 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { toEndpointSlice, toPod, toService } from '../../src/model/convert.js';
-import { isPlainEndpointSlice, isPlainPod, isPlainService } from '../../src/model/plain-checks.js';
-import { endpointSliceSchema, podSchema, serviceSchema } from '../../src/model/schemas.js';
+import { toEndpointSlice, toNetworkPolicy, toPod, toService } from '../../src/model/convert.js';
+import {
+  isPlainEndpointSlice,
+  isPlainNetworkPolicy,
+  isPlainPod,
+  isPlainService,
+} from '../../src/model/plain-checks.js';
+import {
+  endpointSliceSchema,
+  networkPolicySchema,
+  podSchema,
+  serviceSchema,
+} from '../../src/model/schemas.js';
 import { validateManifestTexts } from '../../src/model/loader.js';
 
 const RUNS = Math.max(500, Math.round(Number(process.env.SWITCHYARD_PROPERTY_RUNS ?? 102_000) / 20));
@@ -300,7 +310,99 @@ const SERVICE_FIELDS: readonly (readonly (string | number)[])[] = [
   ['spec', 'sessionAffinity'],
   ['spec', 'externalTrafficPolicy'],
 ];
+const POLICY: Kind = { check: isPlainNetworkPolicy, schema: networkPolicySchema, convert: toNetworkPolicy };
+const selector = fc.record(
+  {
+    matchLabels: fc.dictionary(fc.constantFrom('app', 'team', 'a.b/c'), fc.constantFrom('a0', '', 't1')),
+    matchExpressions: fc.array(
+      fc.oneof(
+        fc.record({
+          key: fc.constantFrom('app', 'role'),
+          operator: fc.constantFrom('In', 'NotIn'),
+          values: fc.array(fc.constantFrom('a0', 'a1', ''), { minLength: 1, maxLength: 3 }),
+        }),
+        fc.record({
+          key: fc.constantFrom('app', 'x/y'),
+          operator: fc.constantFrom('Exists', 'DoesNotExist'),
+        }),
+      ),
+      { maxLength: 2 },
+    ),
+  },
+  { requiredKeys: [] },
+);
+const peer = fc.oneof(
+  fc.record({ podSelector: selector }),
+  fc.record({ namespaceSelector: selector }),
+  fc.record({ podSelector: selector, namespaceSelector: selector }),
+);
+const policyPort = fc.record(
+  {
+    port: fc.oneof(fc.integer({ min: 1, max: 65535 }), fc.constantFrom('http', 'dns-tcp')),
+    protocol: fc.constantFrom('TCP', 'UDP', 'SCTP'),
+  },
+  { requiredKeys: [] },
+);
+const rule = (key: 'from' | 'to') =>
+  fc.record(
+    { [key]: fc.array(peer, { maxLength: 2 }), ports: fc.array(policyPort, { maxLength: 2 }) },
+    { requiredKeys: [] },
+  );
+const plainPolicy = fc
+  .record({
+    name: fc.constantFrom('pol0', 'allow-web'),
+    namespace: maybe(fc.constantFrom('ns0')),
+    podSelector: maybe(selector),
+    policyTypes: maybe(fc.array(fc.constantFrom('Ingress', 'Egress'), { maxLength: 2 })),
+    ingress: maybe(fc.array(rule('from'), { maxLength: 2 })),
+    egress: maybe(fc.array(rule('to'), { maxLength: 2 })),
+  })
+  .map(({ name, namespace, ...spec }) => ({
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name, ...(namespace ? { namespace } : {}) },
+    spec: JSON.parse(JSON.stringify(spec)) as unknown,
+  }));
+const POLICY_FIELDS: readonly (readonly (string | number)[])[] = [
+  ['apiVersion'],
+  ['status'],
+  ['metadata', 'namespace'],
+  ['spec'],
+  ['spec', 'podSelector'],
+  ['spec', 'podSelector', 'matchLabels'],
+  ['spec', 'podSelector', 'matchLabels', 'app'],
+  ['spec', 'podSelector', 'matchExpressions'],
+  ['spec', 'podSelector', 'matchExpressions', 0],
+  ['spec', 'podSelector', 'matchExpressions', 0, 'key'],
+  ['spec', 'podSelector', 'matchExpressions', 0, 'operator'],
+  ['spec', 'podSelector', 'matchExpressions', 0, 'values'],
+  ['spec', 'policyTypes'],
+  ['spec', 'policyTypes', 0],
+  ['spec', 'policyTypes', 2],
+  ['spec', 'ingress'],
+  ['spec', 'ingress', 0],
+  ['spec', 'ingress', 0, 'from'],
+  ['spec', 'ingress', 0, 'to'],
+  ['spec', 'ingress', 0, 'from', 0],
+  ['spec', 'ingress', 0, 'from', 0, 'ipBlock'],
+  ['spec', 'ingress', 0, 'from', 0, 'podSelector'],
+  ['spec', 'ingress', 0, 'ports'],
+  ['spec', 'ingress', 0, 'ports', 0],
+  ['spec', 'ingress', 0, 'ports', 0, 'port'],
+  ['spec', 'ingress', 0, 'ports', 0, 'endPort'],
+  ['spec', 'ingress', 0, 'ports', 0, 'protocol'],
+  ['spec', 'egress', 0, 'to', 0, 'namespaceSelector'],
+  ['spec', 'egress', 0, 'from'],
+];
 const moreOdd = fc.oneof(
+  fc.constantFrom('In', 'Exists', 'Ingress', 'Egress', ['Ingress', 'Egress', 'Ingress'], {
+    cidr: '198.18.0.0/16',
+  }),
+  fc.constantFrom(
+    [{ key: 'app', operator: 'In', values: [] }],
+    [{ key: 'app', operator: 'Exists', values: ['a'] }],
+    [{}],
+  ),
   oddValue,
   fc.constantFrom('IPv4', 'IPv6', 'fd00:5957::1', 'None', 'ClusterIP', 'NodePort', 31000, { ready: false }),
   fc.constantFrom(
@@ -322,10 +424,11 @@ describe('plain checks', () => {
     );
   });
 
-  it('accept every plain EndpointSlice and Service, and one with a field changed only when zod accepts it too', () => {
+  it('accept every plain EndpointSlice, Service and NetworkPolicy, and one with a field changed only when zod accepts it too', () => {
     for (const [kind, plain, fields] of [
       [SLICE, plainSlice, SLICE_FIELDS],
       [SERVICE, plainService, SERVICE_FIELDS],
+      [POLICY, plainPolicy, POLICY_FIELDS],
     ] as const)
       fc.assert(
         fc.property(plain, fc.constantFrom(...fields), moreOdd, (doc, path, value) => {
