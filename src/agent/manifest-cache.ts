@@ -1,6 +1,7 @@
 /**
  * Manifest files converted once: a directory source keeps each file's model objects, keyed by path
- * and content hash, so a change to one file of a hundred costs one parse, not a hundred. Size,
+ * and content hash, so a change to one file of a hundred costs one parse, not a hundred, and a
+ * change to a few documents of a file converts those documents alone (manifest-documents.ts). Size,
  * modification time and inode are checked first (no read at all when they match); a file whose
  * metadata moved is read and hashed, and parsed only when its content differs.
  *
@@ -12,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { convertManifestFile, type ConvertedDocuments } from '../model/index.js';
 import { INPUT_LIMITS } from '../model/limits.js';
+import { convertChanged, indexDocuments, type DocumentIndex } from './manifest-documents.js';
 
 /**
  * A file modified this recently may be written again within the clock's granularity without its
@@ -29,6 +31,8 @@ interface Entry {
   converted: ConvertedDocuments;
   /** Other files the objects read (a Prefilter's list), with their stat when read. */
   reads: { path: string; stat: string }[];
+  /** Its documents, when a change to some of them can be converted alone (manifest-documents.ts). */
+  documents?: DocumentIndex;
 }
 
 export interface ManifestRead {
@@ -45,6 +49,8 @@ export interface ManifestRead {
 export interface ManifestCacheStats {
   /** Files parsed (first read or changed content). */
   parses: number;
+  /** Of those, files converted in their changed documents alone. */
+  partial: number;
   /** Files whose metadata moved but whose content was the same. */
   rehashed: number;
   /** Files taken from the cache on metadata alone. */
@@ -61,7 +67,7 @@ function statOf(path: string): { key: string; size: number; mtimeNs: bigint } | 
 }
 
 export class ManifestCache {
-  readonly stats: ManifestCacheStats = { parses: 0, rehashed: 0, hits: 0 };
+  readonly stats: ManifestCacheStats = { parses: 0, partial: 0, rehashed: 0, hits: 0 };
   private readonly entries = new Map<string, Entry>();
 
   /** Files cached now. */
@@ -116,7 +122,7 @@ export class ManifestCache {
       cached.stat = settled(stat);
       return cached;
     }
-    return this.parse(file, text.toString('utf8'), hash, settled(stat), out);
+    return this.parse(file, text.toString('utf8'), hash, settled(stat), out, cached);
   }
 
   private parse(
@@ -125,14 +131,28 @@ export class ManifestCache {
     hash: string,
     stat: string,
     out: ManifestRead,
+    cached?: Entry,
   ): Entry {
     this.stats.parses++;
     out.parsed.push(file);
-    const converted = convertManifestFile(file, text);
+    const partly =
+      text !== undefined && cached?.documents
+        ? convertChanged(file, text, cached.converted, cached.documents)
+        : undefined;
+    if (partly) this.stats.partial++;
+    const converted = partly?.converted ?? convertManifestFile(file, text);
     // An unreadable file has no content to hash: its issue's text stands for it in the revision.
     const textHash = hash || createHash('sha256').update(JSON.stringify(converted.issues)).digest('hex');
     const reads = converted.reads.map((path) => ({ path, stat: statOf(path)?.key ?? '' }));
-    const entry: Entry = { stat, textHash, hash: withReads(textHash, converted), converted, reads };
+    const documents = partly?.index ?? (text !== undefined ? indexDocuments(text, converted) : undefined);
+    const entry: Entry = {
+      stat,
+      textHash,
+      hash: withReads(textHash, converted),
+      converted,
+      reads,
+      ...(documents ? { documents } : {}),
+    };
     this.entries.set(file, entry);
     return entry;
   }

@@ -114,6 +114,12 @@ const programTypeNames = new Map<number, string>(Object.entries(PROGRAM_TYPES).m
 const LOG_START = 64 * 1024;
 const LOG_MAX = 64 * 1024 * 1024;
 const ENOSPC = 28;
+const EAGAIN = 11;
+/**
+ * The verifier gives up with EAGAIN when a signal reaches the loading thread (a profiler's
+ * SIGPROF, a child's SIGCHLD): the load is tried again, as libbpf does, this many times.
+ */
+const SIGNAL_RETRIES = 5;
 
 function instructionsOf(program: AssembledProgram | readonly Instruction[]): readonly Instruction[] {
   return 'instructions' in program ? program.instructions : program;
@@ -350,10 +356,12 @@ export class Program extends BpfObject {
     const session = new LoadSession(spec);
     try {
       const { block, offsets } = scratchLayout(session.sizes);
-      const run = (attr: Attr): RawLoad => ({
-        result: tryBpf(BpfCommand.PROG_LOAD, attr),
-        trueSize: attr.readU32(ProgLoadAttr.logTrueSize),
-      });
+      const run = (attr: Attr): RawLoad => {
+        let result = tryBpf(BpfCommand.PROG_LOAD, attr);
+        for (let retry = 0; result === -EAGAIN && retry < SIGNAL_RETRIES; retry++)
+          result = tryBpf(BpfCommand.PROG_LOAD, attr);
+        return { result, trueSize: attr.readU32(ProgLoadAttr.logTrueSize) };
+      };
       let step = session.first(run(session.fill(syncAttr.reset(), block, offsets, undefined)));
       while (step.logSize !== undefined) {
         const logBlock = new NativeBlock(step.logSize);
@@ -382,8 +390,11 @@ export class Program extends BpfObject {
     const attr = new Attr();
     try {
       const run = async (logBlock: NativeBlock | undefined): Promise<RawLoad> => {
-        session.fill(attr.reset(), block, offsets, logBlock);
-        const result = await rawBpfAsync(BpfCommand.PROG_LOAD, attr.block, ATTR_SIZE);
+        let result = -EAGAIN;
+        for (let retry = 0; result === -EAGAIN && retry <= SIGNAL_RETRIES; retry++) {
+          session.fill(attr.reset(), block, offsets, logBlock);
+          result = await rawBpfAsync(BpfCommand.PROG_LOAD, attr.block, ATTR_SIZE);
+        }
         return { result, trueSize: attr.readU32(ProgLoadAttr.logTrueSize) };
       };
       let step = session.first(await run(undefined));

@@ -2,12 +2,14 @@
 import { hash } from 'node:crypto';
 import type { Endpoint } from '../ir/types.js';
 import { podKey, type Labels, type Model, type Pod } from '../model/types.js';
+import { flat } from '../util/intern.js';
 import { ipv4First, MissingAllocationError, type Allocations } from './allocate.js';
 
 /** `sy` + 11 hex digits of the endpoint id's hash: unique, stable, and within IFNAMSIZ (15). */
 export function hostInterfaceName(endpointId: string): string {
-  // One-shot hash: no Hash object per endpoint (50k of them on a large cluster's first build).
-  return 'sy' + hash('sha256', endpointId, 'hex').slice(0, 11);
+  // Kept per endpoint: one string, not the pieces of a concatenation (util/intern.ts). One-shot
+  // hash: no Hash object per endpoint (50k of them on a large cluster's first build).
+  return flat('sy' + hash('sha256', endpointId, 'hex').slice(0, 11));
 }
 
 /** A pod's addresses, IPv4 first, with its allocated IPv6 one when it states none of that family. */
@@ -32,7 +34,8 @@ export function endpointBuilder(
 ): (pod: Pod, namespaceLabels: Labels | undefined) => Endpoint {
   const nodes = new Set(allocations.nodes);
   return (pod, namespaceLabels) => {
-    const id = podKey(pod);
+    // Kept in the IR: flat, not the pieces of a concatenation (util/intern.ts).
+    const id = flat(podKey(pod));
     const node = pod.nodeName ?? allocations.podNodes[id];
     if (node === undefined || !nodes.has(node))
       throw new MissingAllocationError(`pod ${id} is not placed on a node of the allocations`);

@@ -15,6 +15,7 @@ import {
   type ServicePort,
 } from '../model/types.js';
 import { MissingAllocationError, servicePortId, serviceTableId, type Allocations } from './allocate.js';
+import { exact, flat } from '../util/intern.js';
 
 /** What buildServices reads of the allocations. */
 export type ServiceAllocations = Pick<Allocations, 'serviceAddresses'> &
@@ -148,7 +149,8 @@ function familyTables(
   isReady: (podId: string) => boolean,
   lookup: ServiceLookup,
 ): ServicePortTable[] {
-  const key = `${s.namespace}/${s.name}`;
+  // Kept in each table (service): flat, not the pieces of a concatenation (util/intern.ts).
+  const key = flat(`${s.namespace}/${s.name}`);
   const address =
     statedClusterIP(s, family) ??
     (family === 'IPv4' ? allocations.serviceAddresses : allocations.serviceAddressesV6)?.[key];
@@ -163,14 +165,16 @@ function familyTables(
     : [];
   const slices = s.selector ? [] : lookup.slicesOf(key);
   return s.ports.map((p) => ({
-    id: serviceTableId(s, p, family),
+    id: flat(serviceTableId(s, p, family)),
     ...(family === 'IPv6' ? { family: 6 as const } : {}),
     service: key,
     ...(p.name ? { portName: p.name } : {}),
     address,
     port: p.port,
     protocol: p.protocol,
-    backends: [
+    // Kept as long as the table: an array of its length (util/intern.ts exact), not of the capacity
+    // the spread grew it to.
+    backends: exact([
       ...selected.flatMap((ep) => {
         const target =
           typeof p.targetPort === 'number'
@@ -182,7 +186,7 @@ function familyTables(
           : [{ endpoint: ep.id, address, port: target, node: ep.node }];
       }),
       ...sliceBackends(slices, p, family, lookup.byAddress, isReady),
-    ],
+    ]),
     affinity:
       s.sessionAffinity === 'ClientIP'
         ? { mode: 'ClientIP' as const, timeoutSeconds: s.affinityTimeoutSeconds }

@@ -90,21 +90,38 @@ interface Running {
   sink: EventSink;
   reasons: Map<number, string>;
   podOf: Map<string, string>;
+  /** The keys last written to `pods` and `netns` (unset while a write is under way or failed). */
+  written: { pods?: Set<string>; netns?: Set<number> };
   reportedLost: number;
 }
 
-/** Replaces a set-like map's keys with `wanted` (adds first, so a key in both is never missing). */
-function syncKeys<K>(map: BpfMap<K, number>, wanted: Iterable<K>, limit: number, what: string): void {
+/**
+ * Replaces a set-like map's keys with `wanted` (adds first, so a key in both is never missing).
+ * `had`: the keys this tracer wrote last (its maps are its own, unpinned): only the difference is
+ * written — at 10k pods a full rewrite after every apply cost the agent ~100 ms of syscalls.
+ * Without it (the first time, or after a failed write) the map's keys are read.
+ */
+function syncKeys<K>(
+  map: BpfMap<K, number>,
+  wanted: Iterable<K>,
+  had: ReadonlySet<K> | undefined,
+  limit: number,
+  what: string,
+): Set<K> {
   const next = new Set(wanted);
   if (next.size > limit) throw new Error(`drop tracer: ${next.size} ${what} exceed the limit of ${limit}`);
-  for (const k of next) map.update(k, 1);
-  for (const k of [...map.keys()]) if (!next.has(k)) map.delete(k);
+  for (const k of next) if (!had?.has(k)) map.update(k, 1);
+  for (const k of had ?? [...map.keys()]) if (!next.has(k)) map.delete(k);
+  return next;
 }
 
 function refreshMaps(r: Running, opts: DropTracerOptions): void {
   r.podOf = new Map(opts.pods());
-  syncKeys(r.pods, r.podOf.keys(), MAX_PODS, 'pod addresses');
-  syncKeys(r.netns, opts.netns(), MAX_NETNS, 'namespaces');
+  const { written } = r;
+  r.written = {};
+  written.pods = syncKeys(r.pods, r.podOf.keys(), written.pods, MAX_PODS, 'pod addresses');
+  written.netns = syncKeys(r.netns, opts.netns(), written.netns, MAX_NETNS, 'namespaces');
+  r.written = written;
 }
 
 /** `function+0xoff` of a kernel address, or the address in hex when kallsyms hides it. */
@@ -163,7 +180,7 @@ function startTracing(opts: DropTracerOptions, sink: EventSink): Running {
     reasons,
     [...NOT_DROPS, ...POLICY_REASONS].filter((n) => !keep.has(n)),
   );
-  const r: Partial<Running> = { sink, reasons, podOf: new Map(), reportedLost: 0 };
+  const r: Partial<Running> = { sink, reasons, podOf: new Map(), written: {}, reportedLost: 0 };
   try {
     createMaps(r, opts);
     const maps = r as Running;

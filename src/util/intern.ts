@@ -23,6 +23,27 @@ export function intern(s: string, table: InternTable): string {
   return copy;
 }
 
+/**
+ * `s` as one sequential string. A string built by concatenation (a template literal) of 13
+ * characters or more is a V8 *cons string*: a tree of its pieces, 32 bytes a node, that stays a
+ * tree while it is kept. Ids an agent keeps for each of 10k endpoints and services (the endpoint
+ * id and host interface, a service table's id, a service map key's id) were ~200,000 cons nodes,
+ * 6 MiB of heap at 10k endpoints (docs/agent.md, "Memory budget"); flat, each is one string.
+ */
+export function flat(s: string): string {
+  return s.length < 13 ? s : (JSON.parse(JSON.stringify(s)) as string);
+}
+
+/**
+ * `a` in an array of exactly its length. V8 grows an array built by `push`, a spread or `flatMap`
+ * to a capacity of 17 or more elements and never gives the rest back while it lives: a kept list
+ * of two items costs ~120 bytes more than a copy of it (at 10k endpoints: pods' ports, slices'
+ * endpoints, service backends; docs/agent.md, "Memory budget").
+ */
+export function exact<T>(a: T[]): T[] {
+  return a.length === 0 ? [] : a.slice();
+}
+
 function isPlain(v: object): boolean {
   const proto = Object.getPrototypeOf(v) as unknown;
   return proto === Object.prototype || proto === null || Array.isArray(v);
@@ -30,22 +51,31 @@ function isPlain(v: object): boolean {
 
 /**
  * Replaces, in place, every string in `value`'s plain objects and arrays (deeply) by its interned
- * copy; returns `value`. Other objects (Maps, class instances, frozen objects) are left alone.
+ * copy, and every array inside them by one of its exact length (`exact`; an array met twice stays
+ * one array); returns `value`. Other objects (Maps, class instances, frozen objects) are left alone.
  */
 export function internStrings<T>(value: T, table: InternTable = new Map()): T {
+  const copies = new Map<unknown[], unknown[]>();
   const walk = (v: unknown): unknown => {
     if (typeof v === 'string') return intern(v, table);
     if (typeof v !== 'object' || v === null || !isPlain(v) || Object.isFrozen(v)) return v;
     if (Array.isArray(v)) {
+      const known = copies.get(v);
+      if (known) return known;
       for (let i = 0; i < v.length; i++) v[i] = walk(v[i]);
-      return v;
+      const copy = exact(v);
+      copies.set(v, copy);
+      return copy;
     }
     const o = v as Record<string, unknown>;
     for (const k of Object.keys(o)) {
       const before = o[k];
       // Strings always: a copy compares equal to the slice it replaces.
       if (typeof before === 'string') o[k] = intern(before, table);
-      else walk(before);
+      else if (typeof before === 'object' && before !== null) {
+        const after = walk(before);
+        if (after !== before) o[k] = after;
+      }
     }
     return v;
   };

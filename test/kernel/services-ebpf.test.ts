@@ -13,6 +13,7 @@ import { probeMatrix } from '../../src/lab/probe/prober.js';
 import type { ProbeOutcome } from '../../src/lab/probe/protocol.js';
 import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
+import { PodClient, UDP_PROBE_HANDLER } from '../support/pod-client.js';
 import { namespace, networkPolicy, pod, service, type Manifest } from '../support/manifests.js';
 import { manifestFile } from './lab-harness.js';
 
@@ -103,7 +104,7 @@ import readline from 'node:readline';
 const sockets = new Map();
 const pendingSeq = new Map();
 const say = (o) => console.log(JSON.stringify(o));
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
+${UDP_PROBE_HANDLER}readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const cmd = JSON.parse(line);
   if (cmd.op === 'tcp') {
     const s = net.connect({ host: cmd.host, port: cmd.port });
@@ -127,80 +128,15 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     const s = sockets.get(cmd.handle);
     pendingSeq.set(s, cmd.seq);
     s.write(cmd.text + '\\n');
-  } else if (cmd.op === 'udp') {
-    const s = dgram.createSocket('udp4');
-    const timer = setTimeout(() => { say({ seq: cmd.seq, ok: false, error: 'timeout' }); s.close(); }, 2000);
-    s.on('error', (e) => { clearTimeout(timer); say({ seq: cmd.seq, ok: false, error: e.code }); s.close(); });
-    s.on('message', (m, from) => {
-      clearTimeout(timer);
-      say({ seq: cmd.seq, ok: true, answer: m.toString().trim().split(' ')[0], from: from.address + ':' + from.port });
-      s.close();
-    });
-    s.send('probe\\n', cmd.port, cmd.host, (err) => {
-      if (!err) return;
-      clearTimeout(timer);
-      say({ seq: cmd.seq, ok: false, error: err.code });
-      s.close();
-    });
-  }
+  } else if (cmd.op === 'udp') udpProbe(cmd);
 });
 console.log(JSON.stringify({ ready: true }));
 `;
 
-interface ClientAnswer {
-  seq: number;
-  ok: boolean;
-  answer?: string;
-  peer?: string;
-  from?: string;
-  error?: string;
-}
-
-class Client {
-  private seq = 0;
-  private buf = '';
-  private readonly waiting = new Map<number, (a: ClientAnswer) => void>();
-  private readonly ready: Promise<void>;
-
-  constructor(readonly child: ChildProcess) {
-    let markReady: () => void = () => undefined;
-    this.ready = new Promise((resolve) => (markReady = resolve));
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.buf += chunk;
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        const msg = JSON.parse(line) as ClientAnswer & { ready?: boolean };
-        if (msg.ready) markReady();
-        else this.waiting.get(msg.seq)?.(msg);
-      }
-    });
-  }
-
-  async ask(cmd: Record<string, unknown>): Promise<ClientAnswer> {
-    await this.ready;
-    const seq = ++this.seq;
-    const answer = new Promise<ClientAnswer>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer to ${JSON.stringify(cmd)}`)), 5000);
-      this.waiting.set(seq, (a) => {
-        clearTimeout(timer);
-        resolve(a);
-      });
-    });
-    this.child.stdin?.write(`${JSON.stringify({ ...cmd, seq })}\n`);
-    return answer;
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL');
-  }
-}
-
 describeKernel('ebpf: connect-time load balancing in the lab', () => {
   let state: LabState;
   const servers: ChildProcess[] = [];
-  let client: Client | undefined;
+  let client: PodClient | undefined;
 
   const labPod = (id: string): { netns: string; slug: string } => {
     const p = state.topology?.pods.find((x) => x.id === id);
@@ -273,9 +209,7 @@ describeKernel('ebpf: connect-time load balancing in the lab', () => {
       });
     }
     const a = labPod('x/a');
-    const cgroup = join(state.cgroupRoot, a.slug);
-    const command = `echo $$ > '${cgroup}/cgroup.procs' && exec ip netns exec '${a.netns}' '${process.execPath}' --input-type=module -e "$0"`;
-    client = new Client(spawn('sh', ['-c', command, CLIENT], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    client = PodClient.start(a, state.cgroupRoot, CLIENT);
   }, 120_000);
 
   afterAll(async () => {
@@ -304,7 +238,7 @@ describeKernel('ebpf: connect-time load balancing in the lab', () => {
   });
 
   it('reports the VIP as the peer (getpeername)', async () => {
-    const r = await (client as Client).ask({ op: 'tcp', host: VIP, port: 7000 });
+    const r = await (client as PodClient).ask({ op: 'tcp', host: VIP, port: 7000 });
     expect(r).toMatchObject({ ok: true, peer: `${VIP}:7000` });
     expect(BACKENDS).toContain(r.answer);
   });
@@ -312,7 +246,7 @@ describeKernel('ebpf: connect-time load balancing in the lab', () => {
   it('balances UDP both ways: unconnected replies appear to come from the VIP, connected sockets too', async () => {
     const answers = new Set<string>();
     for (let i = 0; i < 12; i++) {
-      const r = await (client as Client).ask({ op: 'udp', host: VIP, port: 53 });
+      const r = await (client as PodClient).ask({ op: 'udp', host: VIP, port: 53 });
       expect(r).toMatchObject({ ok: true, from: `${VIP}:53` });
       answers.add(r.answer ?? '');
     }
@@ -327,12 +261,12 @@ describeKernel('ebpf: connect-time load balancing in the lab', () => {
       expect(o.ok).toBe(false);
       expect(o.error).toMatch(/ECONNREFUSED|refused/i);
     }
-    const udp = await (client as Client).ask({ op: 'udp', host: VIP, port: 54 });
+    const udp = await (client as PodClient).ask({ op: 'udp', host: VIP, port: 54 });
     expect(udp).toMatchObject({ ok: false, error: 'ECONNREFUSED' });
   });
 
   it('a backend that leaves gets no new connections, its established one keeps working; maps change in place', async () => {
-    const c = client as Client;
+    const c = client as PodClient;
     const held = await c.ask({ op: 'tcp', host: VIP, port: 7000 });
     const leaving = held.answer as string;
     expect(BACKENDS).toContain(leaving);

@@ -18,6 +18,7 @@ import { probeMatrix } from '../../src/lab/probe/prober.js';
 import type { ProbeOutcome } from '../../src/lab/probe/protocol.js';
 import { loadManifests } from '../../src/model/index.js';
 import { describeKernel } from '../support/kernel.js';
+import { PodClient, UDP_PROBE_HANDLER } from '../support/pod-client.js';
 import { namespace, pod, service, type Manifest } from '../support/manifests.js';
 import { manifestFile } from './lab-harness.js';
 
@@ -80,7 +81,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import readline from 'node:readline';
 const say = (o) => console.log(JSON.stringify(o));
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
+${UDP_PROBE_HANDLER}readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const cmd = JSON.parse(line);
   if (cmd.op === 'tcp') {
     const s = net.connect({ host: cmd.host, port: cmd.port });
@@ -89,74 +90,10 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
       say({ seq: cmd.seq, ok: true, answer: d.toString().trim(), peer: s.remoteAddress + ':' + s.remotePort });
       s.destroy();
     });
-  } else if (cmd.op === 'udp') {
-    const s = dgram.createSocket(cmd.host.includes(':') ? 'udp6' : 'udp4');
-    const timer = setTimeout(() => { say({ seq: cmd.seq, ok: false, error: 'timeout' }); s.close(); }, 2000);
-    s.on('error', (e) => { clearTimeout(timer); say({ seq: cmd.seq, ok: false, error: e.code }); s.close(); });
-    s.on('message', (m, from) => {
-      clearTimeout(timer);
-      say({ seq: cmd.seq, ok: true, answer: m.toString().trim().split(' ')[0], from: from.address + ':' + from.port });
-      s.close();
-    });
-    s.send('probe\\n', cmd.port, cmd.host, (err) => {
-      if (!err) return;
-      clearTimeout(timer);
-      say({ seq: cmd.seq, ok: false, error: err.code });
-      s.close();
-    });
-  }
+  } else if (cmd.op === 'udp') udpProbe(cmd);
 });
 console.log(JSON.stringify({ ready: true }));
 `;
-
-interface ClientAnswer {
-  seq: number;
-  ok: boolean;
-  answer?: string;
-  peer?: string;
-  from?: string;
-  error?: string;
-}
-
-class Client {
-  private seq = 0;
-  private buf = '';
-  private readonly waiting = new Map<number, (a: ClientAnswer) => void>();
-  private readonly ready: Promise<void>;
-
-  constructor(readonly child: ChildProcess) {
-    let markReady: () => void = () => undefined;
-    this.ready = new Promise((resolve) => (markReady = resolve));
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.buf += chunk;
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(this.buf.slice(0, i)) as ClientAnswer & { ready?: boolean };
-        this.buf = this.buf.slice(i + 1);
-        if (msg.ready) markReady();
-        else this.waiting.get(msg.seq)?.(msg);
-      }
-    });
-  }
-
-  async ask(cmd: Record<string, unknown>): Promise<ClientAnswer> {
-    await this.ready;
-    const seq = ++this.seq;
-    const answer = new Promise<ClientAnswer>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer to ${JSON.stringify(cmd)}`)), 5000);
-      this.waiting.set(seq, (a) => {
-        clearTimeout(timer);
-        resolve(a);
-      });
-    });
-    this.child.stdin?.write(`${JSON.stringify({ ...cmd, seq })}\n`);
-    return answer;
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL');
-  }
-}
 
 function chiSquare(answered: Record<string, number>, total: number): number {
   const expected = total / BACKENDS.length;
@@ -166,7 +103,7 @@ function chiSquare(answered: Record<string, number>, total: number): number {
 describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, recvmsg6, getpeername6)', () => {
   let state: LabState;
   const servers: ChildProcess[] = [];
-  let client: Client | undefined;
+  let client: PodClient | undefined;
 
   const labPod = (id: string): { netns: string; slug: string } => {
     const p = state.topology?.pods.find((x) => x.id === id);
@@ -231,9 +168,7 @@ describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, rec
       });
     }
     const a = labPod('x/a');
-    const cgroup = join(state.cgroupRoot, a.slug);
-    const command = `echo $$ > '${cgroup}/cgroup.procs' && exec ip netns exec '${a.netns}' '${process.execPath}' --input-type=module -e "$0"`;
-    client = new Client(spawn('sh', ['-c', command, CLIENT], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    client = PodClient.start(a, state.cgroupRoot, CLIENT);
   }, 120_000);
 
   afterAll(async () => {
@@ -290,7 +225,7 @@ describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, rec
     const v6 = vip('s/web', 6);
     const answers = new Set<string>();
     for (let i = 0; i < 24; i++) {
-      const r = await (client as Client).ask({ op: 'udp', host: v6, port: 53 });
+      const r = await (client as PodClient).ask({ op: 'udp', host: v6, port: 53 });
       expect(r).toMatchObject({ ok: true, from: `${v6}:53` });
       answers.add(r.answer ?? '');
     }
@@ -300,7 +235,7 @@ describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, rec
 
   it('getpeername6 returns the IPv6 VIP, not the backend', async () => {
     const v6 = vip('s/web', 6);
-    const r = await (client as Client).ask({ op: 'tcp', host: v6, port: 7000 });
+    const r = await (client as PodClient).ask({ op: 'tcp', host: v6, port: 7000 });
     expect(r).toMatchObject({ ok: true, peer: `${v6}:7000` });
     expect(BACKENDS).toContain(r.answer);
   });
@@ -309,7 +244,7 @@ describeKernel('ebpf: IPv6 services balanced at connect (connect6, sendmsg6, rec
     const mapped = `::ffff:${vip('s/web', 4)}`;
     const seen = new Set<string>();
     for (let i = 0; i < 12; i++) {
-      const r = await (client as Client).ask({ op: 'tcp', host: mapped, port: 7000 });
+      const r = await (client as PodClient).ask({ op: 'tcp', host: mapped, port: 7000 });
       expect(r).toMatchObject({ ok: true, peer: `${mapped}:7000` });
       seen.add(r.answer ?? '');
     }

@@ -37,7 +37,7 @@ import {
   type Instruction,
 } from '../../bpf/index.js';
 import { onlyServicesChanged, type IrChange } from '../../ir/delta.js';
-import type { IR } from '../../ir/types.js';
+import type { IR, RuleSet } from '../../ir/types.js';
 import { ApplyError, type ApplyResult, type NodeTarget } from '../backend.js';
 import { collectGarbage } from './conntrack.js';
 import { checkNetns, fabricInterfaces, listInterfaces, type NetnsInterface } from './iface.js';
@@ -56,7 +56,7 @@ import {
   type NodeMaps,
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
-import { nodeView, type Allocation, type NodeView } from './node.js';
+import { hookKey, nodeView, type Allocation, type NodeView } from './node.js';
 import {
   buildTables,
   allocateWithTables,
@@ -215,40 +215,83 @@ async function loadPolicy(hook: PlannedHook, maps: NodeMaps, opts: ApplyOptions)
 }
 
 /**
- * Verifier runs at once: it works on a thread of its own (a first sync of a hundred pods loads
- * two hundred programs), so the cores share them; more than a few would only queue.
+ * Programs verified at once, each on its own worker thread: a relabelled pod's two programs are
+ * verified side by side instead of one after the other. At most one per core (and no more than
+ * libuv's default four pool threads, which file reads share).
  */
-const LOAD_CONCURRENCY = Math.max(1, Math.min(4, availableParallelism()));
+const PARALLEL_LOADS = Math.max(1, Math.min(4, availableParallelism()));
 
 /**
- * The programs of `hooks`, loaded LOAD_CONCURRENCY at a time, in the hooks' order. A rejection
- * stops further loads; the one of the first hook that failed is thrown (as a load one by one
- * would: every hook before it was started), and whatever did load is closed.
+ * The loads of an apply, started while the hooks are still being planned: the kernel verifies
+ * the first changed program while the next is generated. Programs come out in the order of their
+ * hooks on the node (the order they are swapped in).
  */
-async function loadPolicies(
-  hooks: readonly PlannedHook[],
-  maps: NodeMaps,
-  opts: ApplyOptions,
-): Promise<Map<PlannedHook, Program>> {
-  const programs: (Program | undefined)[] = [];
-  const errors = new Map<number, unknown>();
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (errors.size === 0 && next < hooks.length) {
-      const i = next++;
-      try {
-        programs[i] = await loadPolicy(hooks[i] as PlannedHook, maps, opts);
-      } catch (e) {
-        errors.set(i, e);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, hooks.length) }, worker));
-  if (errors.size > 0) {
-    for (const p of programs) p?.close();
-    throw errors.get(Math.min(...errors.keys()));
+class PolicyLoads {
+  private readonly hooks: PlannedHook[] = [];
+  /** Each started hook's place among the node's hooks (programs are swapped in that order). */
+  private readonly places: number[] = [];
+  private readonly programs: (Program | undefined)[] = [];
+  private readonly failures: { at: number; error: unknown }[] = [];
+  private readonly running = new Set<Promise<void>>();
+  private next = 0;
+
+  constructor(
+    private readonly maps: NodeMaps,
+    private readonly opts: ApplyOptions,
+  ) {}
+
+  start(hook: PlannedHook, place: number): void {
+    this.hooks.push(hook);
+    this.places.push(place);
+    this.pump();
   }
-  return new Map(hooks.map((h, i) => [h, programs[i] as Program]));
+
+  private pump(): void {
+    while (
+      this.running.size < PARALLEL_LOADS &&
+      this.next < this.hooks.length &&
+      this.failures.length === 0
+    ) {
+      const at = this.next++;
+      const run: Promise<void> = loadPolicy(this.hooks[at] as PlannedHook, this.maps, this.opts).then(
+        (program) => void (this.programs[at] = program),
+        (error: unknown) => void this.failures.push({ at, error }),
+      );
+      this.running.add(run);
+      void run.then(() => {
+        this.running.delete(run);
+        this.pump();
+      });
+    }
+  }
+
+  private async drain(): Promise<void> {
+    while (this.running.size > 0) await Promise.all(this.running);
+  }
+
+  /**
+   * Waits for every load into `loaded` (in hook order). On a failure the loads under way finish
+   * first (their programs land in `loaded`, which the caller closes), nothing more starts, and the
+   * first failing hook's error is thrown.
+   */
+  async settle(loaded: Map<PlannedHook, Program>): Promise<void> {
+    await this.drain();
+    const byPlace = [...this.hooks.keys()].sort((a, b) => (this.places[a] ?? 0) - (this.places[b] ?? 0));
+    for (const at of byPlace) {
+      const program = this.programs[at];
+      if (program) loaded.set(this.hooks[at] as PlannedHook, program);
+    }
+    const place = (f: { at: number }): number => this.places[f.at] ?? 0;
+    const first = this.failures.sort((a, b) => place(a) - place(b))[0];
+    if (first) throw first.error;
+  }
+
+  /** The plan failed: what loaded is closed once the loads under way are done. */
+  async discard(): Promise<void> {
+    this.next = this.hooks.length;
+    await this.drain();
+    for (const program of this.programs) program?.close();
+  }
 }
 
 /**
@@ -288,13 +331,18 @@ function planHooks(
   mapsChanged: boolean,
   opts: ApplyOptions,
   programs: ProgramCache,
+  reloading: (hook: PlannedHook, at: number) => void,
 ): PlannedHook[] {
   const endpoints = new Map(view.endpoints.map((e) => [e.id, e]));
-  return view.ruleSets.map((rs) => {
+  const previous = new Map((meta?.hooks ?? []).map((h) => [hookKey(h.endpoint, h.direction), h]));
+  const plan = (
+    rs: RuleSet,
+    { cached, entry }: ReturnType<ProgramCache['program']>,
+    at: number,
+  ): PlannedHook => {
     const ep = endpoints.get(rs.endpoint);
     const iface = ep ? interfaces.get(ep.hostInterface) : undefined;
     if (!ep || !iface) throw new Error(`no interface for ${rs.endpoint}`);
-    const { cached, entry } = programs.program(rs, alloc);
     if (!cached) {
       const estimate = estimateVerifierWork(rs, alloc, programs.generated(entry, rs, alloc).program);
       // Refused in milliseconds here rather than by the verifier after minutes.
@@ -308,7 +356,7 @@ function planHooks(
     }
     const mutated = opts.mutateProgram?.(programs.generated(entry, rs, alloc));
     const hash = mutated ? programHash(mutated) : entry.hash;
-    const before = meta?.hooks.find((h) => h.endpoint === rs.endpoint && h.direction === rs.direction);
+    const before = previous.get(hookKey(rs.endpoint, rs.direction));
     const linkPath = tcxLinkPin(dir, ep.hostInterface, hookFor(rs.direction));
     const state: HookState = {
       endpoint: rs.endpoint,
@@ -328,7 +376,7 @@ function planHooks(
     if (!reload) return { state, cacheEntry: entry, linkPath, reload };
     // A program kept from an earlier apply is made again only when it is loaded again.
     const generated = programs.generated(entry, rs, alloc);
-    return {
+    const hook: PlannedHook = {
       state,
       generated,
       cacheEntry: entry,
@@ -336,7 +384,16 @@ function planHooks(
       linkPath,
       reload,
     };
-  });
+    reloading(hook, at);
+    return hook;
+  };
+  const found = view.ruleSets.map((rs) => programs.program(rs, alloc));
+  // Programs generated anew first: their loads start while the unchanged hooks are checked.
+  const order = [...found.keys()].sort((a, b) => Number(found[a]?.cached) - Number(found[b]?.cached));
+  const hooks: PlannedHook[] = new Array<PlannedHook>(found.length);
+  for (const at of order)
+    hooks[at] = plan(view.ruleSets[at] as RuleSet, found[at] as ReturnType<ProgramCache['program']>, at);
+  return hooks;
 }
 
 /** Zeroes counters of slots that start or stop counting something. */
@@ -652,24 +709,23 @@ async function applyPrograms(n: NodeApply, previous: IR | undefined, opts: Apply
   const ids = mapIds(maps);
   const mapsChanged = !meta || JSON.stringify(meta.mapIds) !== JSON.stringify(ids);
 
-  // 1. generate, load what changed
+  // 1. generate, load what changed (each load starts as soon as its program is generated)
+  const loads = new PolicyLoads(maps, opts);
   let hooks: PlannedHook[];
   try {
     const byName = new Map(n.interfaces.map((i) => [i.ifname, i]));
-    hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts, memory.programs);
+    hooks = planHooks(n.view, alloc, byName, n.dir, meta, mapsChanged, opts, memory.programs, (hook, at) =>
+      loads.start(hook, at),
+    );
   } catch (e) {
+    await loads.discard();
     if (e instanceof ApplyError) throw e;
     fail(`cannot generate the programs of node ${target.node}: ${describeError(e)}`, undefined, e);
   }
   const loaded = new Map<PlannedHook, Program>();
   let built: ReturnType<typeof buildTables> = new Map();
   try {
-    for (const [hook, program] of await loadPolicies(
-      hooks.filter((h) => h.reload),
-      maps,
-      opts,
-    ))
-      loaded.set(hook, program);
+    await loads.settle(loaded);
     const tablePlan = planTableWrites(n.view.ruleSets, n.tables, alloc, meta?.tables ?? [], maps.tables);
     built = buildDecisionTables(n, tablePlan.writes);
 

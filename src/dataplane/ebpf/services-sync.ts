@@ -26,6 +26,7 @@ import {
   type SvcValue,
 } from './services-layout.js';
 import { indexAdd, indexRemove } from '../../util/set-index.js';
+import { exact, flat } from '../../util/intern.js';
 
 export interface DesiredServicePort {
   /** The IR's ServicePortTable id. */
@@ -77,7 +78,8 @@ export interface ServiceDelta extends ServiceSyncPlan {
 const isIpv4 = (a: string): boolean => !a.includes(':');
 
 export function svcKeyId(k: SvcKey): string {
-  return k.node === 0 ? `${k.vip}:${k.port}/${k.proto}` : `${k.vip}:${k.port}/${k.proto}@${k.node}`;
+  // The shadow keeps one per entry (20,000 at 10k services): flat, not a concatenation's pieces.
+  return flat(k.node === 0 ? `${k.vip}:${k.port}/${k.proto}` : `${k.vip}:${k.port}/${k.proto}@${k.node}`);
 }
 
 function backendId(b: BackendValue): string {
@@ -149,7 +151,10 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
   }
   const key = { vip: t.address, port: t.port, proto: IPPROTO[t.protocol], node: 0 };
   const affinity = t.affinity.mode === 'ClientIP' ? Math.max(1, t.affinity.timeoutSeconds) : 0;
-  const ports: DesiredServicePort[] = [{ id: t.id, key, affinity, backends, table: t.id, marksVip: true }];
+  // Kept while the table lives (desiredPorts): backends as an array of their length (util/intern.ts).
+  const ports: DesiredServicePort[] = [
+    { id: t.id, key, affinity, backends: exact(backends), table: t.id, marksVip: true },
+  ];
   if (t.internalTrafficPolicy === 'Local') {
     (ports[0] as DesiredServicePort).flags = SVC_FLAG_LOCAL;
     const byNode = new Map<number, BackendValue[]>();
@@ -464,11 +469,15 @@ function unnote(state: ServiceState, kid: string, p: DesiredServicePort): void {
 
 /** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
 export function advanceServiceState(state: ServiceState, plan: ServiceDelta): void {
+  const grown = new Set<number>();
   for (const [k, v] of plan.backendWrites) {
     const list = state.slots.get(k.id) ?? [];
     list[k.slot] = v;
     state.slots.set(k.id, list);
+    grown.add(k.id);
   }
+  // A list grown slot by slot has room for 17 or more (V8); kept for long, each is cut to its length.
+  for (const id of grown) state.slots.set(id, exact(state.slots.get(id) as (BackendValue | undefined)[]));
   for (const [key, value] of plan.serviceWrites) {
     state.services.set(svcKeyId(key), { key, value });
     if (state.maxId !== undefined && value.id > state.maxId) state.maxId = value.id;
