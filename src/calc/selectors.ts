@@ -2,7 +2,9 @@ import type { LabelSelector, Labels } from '../model/types.js';
 
 /** Kubernetes label selector semantics: every matchLabels pair and every expression must hold. */
 export function selectorMatches(sel: LabelSelector, labels: Labels): boolean {
-  for (const [k, v] of Object.entries(sel.matchLabels)) if (labels[k] !== v) return false;
+  // for…in, not Object.entries: called per endpoint × selector, it allocates nothing.
+  const ml = sel.matchLabels;
+  for (const k in ml) if (Object.prototype.hasOwnProperty.call(ml, k) && labels[k] !== ml[k]) return false;
   for (const e of sel.matchExpressions) {
     const has = Object.prototype.hasOwnProperty.call(labels, e.key);
     const value = labels[e.key];

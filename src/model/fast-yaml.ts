@@ -39,8 +39,26 @@ const INT = /^[-+]?[0-9]+$/;
 /** Other core-schema scalars (octal, hex, float, inf, nan): left to the yaml library. */
 const OTHER_NUMERIC =
   /^(?:0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)$/;
-/** A plain key we read: it resolves to itself (a string), never to null, a boolean or a number. */
-const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_./-]*/;
+/**
+ * Where a plain key we read, starting at `s[i]`, ends (`i` when none starts there): a letter or
+ * `_`, then letters, digits and `_./-` (it resolves to itself, never to a number). A scan rather
+ * than a regular expression: no match array or slice per key.
+ */
+function plainKeyEnd(s: string, i: number): number {
+  const first = s.charCodeAt(i);
+  if (!(isLetter(first) || first === 95)) return i;
+  let j = i + 1;
+  for (;;) {
+    const c = s.charCodeAt(j);
+    // digits, `_`, `.`, `/`, `-`
+    if (isLetter(c) || (c >= 48 && c <= 57) || c === 95 || c === 46 || c === 47 || c === 45) j++;
+    else return j;
+  }
+}
+
+function isLetter(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+}
 /** First character of a plain scalar we read (YAML indicators are left to the library). */
 const PLAIN_START = /^(?:[A-Za-z0-9_./]|[-+][A-Za-z0-9_./])/;
 
@@ -136,10 +154,10 @@ class FlowReader {
       key = v;
       this.i = next;
     } else {
-      const m = PLAIN_KEY.exec(this.s.slice(this.i));
-      if (!m || NULL.test(m[0]) || BOOL.test(m[0])) fail();
-      key = (m as RegExpExecArray)[0];
-      this.i += key.length;
+      const end = plainKeyEnd(this.s, this.i);
+      key = this.s.slice(this.i, end);
+      if (end === this.i || NULL.test(key) || BOOL.test(key)) fail();
+      this.i = end;
     }
     if (this.s[this.i] !== ':' || this.s[this.i + 1] !== ' ') fail();
     this.i += 2;
@@ -217,10 +235,9 @@ function splitKey(text: string): [string, string] {
   if (c === '"' || c === "'") {
     [key, i] = readQuoted(text, 0);
   } else {
-    const m = PLAIN_KEY.exec(text);
-    if (!m || NULL.test(m[0]) || BOOL.test(m[0])) fail();
-    key = (m as RegExpExecArray)[0];
-    i = key.length;
+    i = plainKeyEnd(text, 0);
+    key = text.slice(0, i);
+    if (i === 0 || NULL.test(key) || BOOL.test(key)) fail();
   }
   if (text[i] !== ':') fail();
   const rest = text.slice(i + 1);
@@ -317,8 +334,13 @@ function looksLikeEntry(text: string): boolean {
     const [, i] = readQuoted(text, 0);
     return text[i] === ':';
   }
-  const m = /^[^ #]*?:(?: |$)/.exec(text);
-  return m !== null;
+  // `^[^ #]*?:(?: |$)`, scanned: a `:` followed by a space or the end, before any space or `#`.
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch === 32 || ch === 35) return false;
+    if (ch === 58 && (i + 1 === text.length || text.charCodeAt(i + 1) === 32)) return true;
+  }
+  return false;
 }
 
 /**

@@ -33,8 +33,26 @@ export interface TextProblem {
 
 const tooDeep = (): string => `nested more than ${INPUT_LIMITS.depth} levels deep (the limit)`;
 
-/** Leading block indicators of a line (`- - - x`, `? `, `a: - `): each opens one level. */
-const COMPACT_INDICATORS = /^[ ]*((?:[-?][ ]+)*)/;
+/**
+ * Leading block indicators of a line (`- - - x`, `? `): each opens one level. A scan, not a
+ * regular expression: it runs on every line of every manifest and allocates nothing.
+ */
+function compactIndicators(line: string): number {
+  let i = 0;
+  while (line.charCodeAt(i) === SPACE) i++;
+  let count = 0;
+  for (;;) {
+    const c = line.charCodeAt(i);
+    // An indicator counts when one or more spaces follow it.
+    if ((c !== DASH && c !== QUESTION) || line.charCodeAt(i + 1) !== SPACE) return count;
+    count++;
+    i += 2;
+    while (line.charCodeAt(i) === SPACE) i++;
+  }
+}
+const SPACE = 32;
+const DASH = 45;
+const QUESTION = 63;
 
 /**
  * Counts flow brackets outside quotes and comments through a line. A bracket only opens a
@@ -91,8 +109,7 @@ export function textProblem(text: string): TextProblem | undefined {
       docLine = i + 1;
     }
     offset += line.length + 1;
-    const compact = (COMPACT_INDICATORS.exec(line)?.[1] ?? '').replace(/ /g, '').length;
-    if (compact > INPUT_LIMITS.depth || flow.line(line))
+    if (compactIndicators(line) > INPUT_LIMITS.depth || flow.line(line))
       return { line: i + 1, message: `YAML: ${tooDeep()}` };
   }
   return offset - docStart > INPUT_LIMITS.documentChars ? tooBig(docLine) : undefined;
@@ -103,6 +120,8 @@ export function textProblem(text: string): TextProblem | undefined {
  * each kind is enough to fix the file, and walking stops under a too-deep node.
  */
 export function valueProblems(value: unknown): ValueProblem[] {
+  // Nearly every document is within the limits: say so without building the walk's entries.
+  if (withinLimits(value)) return [];
   const out: ValueProblem[] = [];
   let deep = false;
   let long = false;
@@ -151,6 +170,36 @@ export function valueProblems(value: unknown): ValueProblem[] {
     }
   }
   return out;
+}
+
+/** Whether valueProblems would find nothing: the same walk, without paths or entries. */
+function withinLimits(value: unknown): boolean {
+  const values: unknown[] = [value];
+  const depths: number[] = [0];
+  while (values.length > 0) {
+    const v = values.pop();
+    const depth = depths.pop() as number;
+    if (typeof v === 'string') {
+      if (v.length > INPUT_LIMITS.scalarChars) return false;
+      continue;
+    }
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= INPUT_LIMITS.depth) return false;
+    if (Array.isArray(v)) {
+      for (const x of v as unknown[]) {
+        values.push(x);
+        depths.push(depth + 1);
+      }
+      continue;
+    }
+    // for…in sees every own enumerable key Object.entries does (and no other on parsed values).
+    for (const key in v) {
+      if (key.length > INPUT_LIMITS.scalarChars) return false;
+      values.push((v as Record<string, unknown>)[key]);
+      depths.push(depth + 1);
+    }
+  }
+  return true;
 }
 
 /**

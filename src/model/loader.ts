@@ -25,6 +25,7 @@ import {
 } from './documents.js';
 import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors.js';
 import type { ValueProblem } from './limits.js';
+import { PLAIN_CHECKS } from './plain-checks.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
 import { internStrings } from '../util/intern.js';
 import {
@@ -480,9 +481,12 @@ function parseDocument(doc: ManifestDocument): { loc: Located; data: unknown } |
     };
   const v = value as Record<string, unknown>;
   const kind = typeof v.kind === 'string' ? v.kind : undefined;
-  const schema = kindSchemas[`${String(v.apiVersion)}/${String(kind)}` as KindKey];
+  const kindKey = `${String(v.apiVersion)}/${String(kind)}`;
+  const schema = kindSchemas[kindKey as KindKey];
   if (!kind || !schema) return { issues: [unknownKindIssue(doc, v, kind)] };
   const loc: Located = { file, lineOf: doc.lineOf, kind, object: objectName(v, kind) };
+  // The plain shape of a hot kind is checked without zod; anything else (and every error) is zod's.
+  if (PLAIN_CHECKS[kindKey]?.(value)) return { loc, data: value };
   const parsed = schema.safeParse(value);
   if (parsed.success) return { loc, data: parsed.data };
   return {
