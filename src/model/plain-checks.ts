@@ -50,8 +50,33 @@ function isPortNumber(v: unknown): boolean {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= 65535;
 }
 
+function isPortName(v: unknown): boolean {
+  return typeof v === 'string' && portNameError(v) === undefined;
+}
+
+/** Absent, or one of the protocols. */
+function isOptionalProtocol(v: unknown): boolean {
+  return v === undefined || (typeof v === 'string' && PROTOCOLS.has(v));
+}
+
+/** Absent, or a list whose every entry passes `check`. */
+function isOptionalList(v: unknown, check: (entry: unknown) => boolean): boolean {
+  return v === undefined || (Array.isArray(v) && v.every((entry) => check(entry)));
+}
+
 /** metadata with a name, a namespace and labels, nothing else (other ObjectMeta fields: the schema). */
 const METADATA_KEYS = new Set(['name', 'namespace', 'labels']);
+
+/** An object of exactly `keys` at most, of this apiVersion and kind, with plain namespaced metadata. */
+function isTopLevel(v: unknown, keys: ReadonlySet<string>, apiVersion: string, kind: string): v is Plain {
+  return (
+    isPlain(v) &&
+    onlyKeys(v, keys) &&
+    v.apiVersion === apiVersion &&
+    v.kind === kind &&
+    isNamespacedMetadata(v.metadata)
+  );
+}
 
 function isNamespacedMetadata(v: unknown): boolean {
   if (!isPlain(v) || !onlyKeys(v, METADATA_KEYS)) return false;
@@ -68,15 +93,14 @@ const POD_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'spec', 'status']);
 
 function isContainerPort(v: unknown): boolean {
   if (!isPlain(v) || !isPortNumber(v.containerPort)) return false;
-  if (v.name !== undefined && (typeof v.name !== 'string' || portNameError(v.name) !== undefined))
-    return false;
-  return v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol));
+  if (v.name !== undefined && !isPortName(v.name)) return false;
+  return isOptionalProtocol(v.protocol);
 }
 
 function isContainer(v: unknown): boolean {
   if (!isPlain(v)) return false;
   if (v.name !== undefined && typeof v.name !== 'string') return false;
-  return v.ports === undefined || (Array.isArray(v.ports) && v.ports.every(isContainerPort));
+  return isOptionalList(v.ports, isContainerPort);
 }
 
 /** spec and status are loose in the schema: fields it does not name pass unchecked there too. */
@@ -87,7 +111,7 @@ function isPodSpec(v: unknown): boolean {
     (typeof v.nodeName !== 'string' || dns1123SubdomainError(v.nodeName) !== undefined)
   )
     return false;
-  return v.containers === undefined || (Array.isArray(v.containers) && v.containers.every(isContainer));
+  return isOptionalList(v.containers, isContainer);
 }
 
 /** One stated address (podIPs, with its checks across entries, is the schema's). */
@@ -99,11 +123,7 @@ function isPodStatus(v: unknown): boolean {
 /** A v1 Pod the schema accepts as it is (its parse would be a copy of it). */
 export function isPlainPod(v: unknown): v is RawPod {
   return (
-    isPlain(v) &&
-    onlyKeys(v, POD_KEYS) &&
-    v.apiVersion === 'v1' &&
-    v.kind === 'Pod' &&
-    isNamespacedMetadata(v.metadata) &&
+    isTopLevel(v, POD_KEYS, 'v1', 'Pod') &&
     (v.spec === undefined || isPodSpec(v.spec)) &&
     (v.status === undefined || isPodStatus(v.status))
   );
@@ -119,7 +139,7 @@ function isSlicePort(v: unknown): boolean {
     onlyKeys(v, SLICE_PORT_KEYS) &&
     isPortNumber(v.port) &&
     (v.name === undefined || typeof v.name === 'string') &&
-    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+    isOptionalProtocol(v.protocol)
   );
 }
 
@@ -135,13 +155,11 @@ function isSliceEndpoint(v: unknown, ipv6: boolean): boolean {
 
 /** A discovery.k8s.io/v1 EndpointSlice the schema accepts as it is. */
 export function isPlainEndpointSlice(v: unknown): v is RawEndpointSlice {
-  if (!isPlain(v) || !onlyKeys(v, SLICE_KEYS)) return false;
-  if (v.apiVersion !== 'discovery.k8s.io/v1' || v.kind !== 'EndpointSlice') return false;
-  if (!isNamespacedMetadata(v.metadata)) return false;
+  if (!isTopLevel(v, SLICE_KEYS, 'discovery.k8s.io/v1', 'EndpointSlice')) return false;
   const service = ((v.metadata as Plain).labels as Plain | undefined)?.[SERVICE_NAME_LABEL];
   if (typeof service !== 'string' || service === '') return false;
   if (v.addressType !== 'IPv4' && v.addressType !== 'IPv6') return false;
-  if (v.ports !== undefined && !(Array.isArray(v.ports) && v.ports.every(isSlicePort))) return false;
+  if (!isOptionalList(v.ports, isSlicePort)) return false;
   const ipv6 = v.addressType === 'IPv6';
   return Array.isArray(v.endpoints) && v.endpoints.every((e) => isSliceEndpoint(e, ipv6));
 }
@@ -154,10 +172,6 @@ const SERVICE_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'spec']);
 const SERVICE_SPEC_KEYS = new Set(['type', 'clusterIP', 'selector', 'ports']);
 const SERVICE_PORT_KEYS = new Set(['name', 'port', 'targetPort', 'protocol']);
 
-function isPortName(v: unknown): boolean {
-  return typeof v === 'string' && portNameError(v) === undefined;
-}
-
 function isServicePort(v: unknown): boolean {
   return (
     isPlain(v) &&
@@ -165,7 +179,7 @@ function isServicePort(v: unknown): boolean {
     isPortNumber(v.port) &&
     (v.name === undefined || isPortName(v.name)) &&
     (v.targetPort === undefined || isPortNumber(v.targetPort) || isPortName(v.targetPort)) &&
-    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+    isOptionalProtocol(v.protocol)
   );
 }
 
@@ -184,14 +198,7 @@ function isServiceSpec(v: unknown): boolean {
 
 /** A v1 ClusterIP Service the schema accepts as it is. */
 export function isPlainService(v: unknown): v is RawService {
-  return (
-    isPlain(v) &&
-    onlyKeys(v, SERVICE_KEYS) &&
-    v.apiVersion === 'v1' &&
-    v.kind === 'Service' &&
-    isNamespacedMetadata(v.metadata) &&
-    isServiceSpec(v.spec)
-  );
+  return isTopLevel(v, SERVICE_KEYS, 'v1', 'Service') && isServiceSpec(v.spec);
 }
 
 const SELECTOR_KEYS = new Set(['matchLabels', 'matchExpressions']);
@@ -206,11 +213,7 @@ function isExpression(v: unknown): boolean {
   if (!isPlain(v) || !onlyKeys(v, EXPRESSION_KEYS)) return false;
   if (typeof v.key !== 'string' || labelKeyError(v.key) !== undefined) return false;
   const values = v.values;
-  if (
-    values !== undefined &&
-    !(Array.isArray(values) && values.every((x) => typeof x === 'string' && labelValueError(x) === undefined))
-  )
-    return false;
+  if (!isOptionalList(values, (x) => typeof x === 'string' && labelValueError(x) === undefined)) return false;
   const n = (values as unknown[] | undefined)?.length ?? 0;
   if (v.operator === 'In' || v.operator === 'NotIn') return n > 0;
   return (v.operator === 'Exists' || v.operator === 'DoesNotExist') && n === 0;
@@ -219,10 +222,7 @@ function isExpression(v: unknown): boolean {
 function isSelector(v: unknown): boolean {
   if (!isPlain(v) || !onlyKeys(v, SELECTOR_KEYS)) return false;
   if (v.matchLabels !== undefined && !isLabels(v.matchLabels)) return false;
-  return (
-    v.matchExpressions === undefined ||
-    (Array.isArray(v.matchExpressions) && v.matchExpressions.every(isExpression))
-  );
+  return isOptionalList(v.matchExpressions, isExpression);
 }
 
 /** A peer by selectors (an ipBlock, with its checks of CIDRs, is the schema's). */
@@ -241,27 +241,23 @@ function isPolicyPort(v: unknown): boolean {
     isPlain(v) &&
     onlyKeys(v, POLICY_PORT_KEYS) &&
     (v.port === undefined || isPortNumber(v.port) || isPortName(v.port)) &&
-    (v.protocol === undefined || (typeof v.protocol === 'string' && PROTOCOLS.has(v.protocol)))
+    isOptionalProtocol(v.protocol)
   );
 }
 
 function isPolicyRule(v: unknown, peerKey: 'from' | 'to'): boolean {
   if (!isPlain(v)) return false;
   for (const k in v) if (k !== peerKey && k !== 'ports') return false;
-  const peers = v[peerKey];
-  if (peers !== undefined && !(Array.isArray(peers) && peers.every(isPeer))) return false;
-  return v.ports === undefined || (Array.isArray(v.ports) && v.ports.every(isPolicyPort));
+  return isOptionalList(v[peerKey], isPeer) && isOptionalList(v.ports, isPolicyPort);
 }
 
 function isRules(v: unknown, peerKey: 'from' | 'to'): boolean {
-  return v === undefined || (Array.isArray(v) && v.every((r) => isPolicyRule(r, peerKey)));
+  return isOptionalList(v, (r) => isPolicyRule(r, peerKey));
 }
 
 /** A networking.k8s.io/v1 NetworkPolicy the schema accepts as it is. */
 export function isPlainNetworkPolicy(v: unknown): v is RawNetworkPolicy {
-  if (!isPlain(v) || !onlyKeys(v, POLICY_KEYS)) return false;
-  if (v.apiVersion !== 'networking.k8s.io/v1' || v.kind !== 'NetworkPolicy') return false;
-  if (!isNamespacedMetadata(v.metadata)) return false;
+  if (!isTopLevel(v, POLICY_KEYS, 'networking.k8s.io/v1', 'NetworkPolicy')) return false;
   const spec = v.spec;
   if (!isPlain(spec) || !onlyKeys(spec, POLICY_SPEC_KEYS)) return false;
   if (spec.podSelector !== undefined && !isSelector(spec.podSelector)) return false;
