@@ -17,20 +17,20 @@ export type InternTable = Map<string, string>;
 export function intern(s: string, table: InternTable): string {
   const known = table.get(s);
   if (known !== undefined) return known;
-  // A round trip through JSON yields a fresh sequential string, never a slice of `s`'s parent.
-  const copy = s.length < 13 ? s : (JSON.parse(JSON.stringify(s)) as string);
+  const copy = flat(s);
   table.set(copy, copy);
   return copy;
 }
 
 /**
- * `s` as one sequential string. A string built by concatenation (a template literal) of 13
+ * `s` as one sequential string, never a view into a parent string (see the top). A string built by concatenation (a template literal) of 13
  * characters or more is a V8 *cons string*: a tree of its pieces, 32 bytes a node, that stays a
  * tree while it is kept. Ids an agent keeps for each of 10k endpoints and services (the endpoint
  * id and host interface, a service table's id, a service map key's id) were ~200,000 cons nodes,
  * 6 MiB of heap at 10k endpoints (docs/agent.md, "Memory budget"); flat, each is one string.
  */
 export function flat(s: string): string {
+  // A round trip through JSON yields a fresh sequential string, never a slice or a cons tree.
   return s.length < 13 ? s : (JSON.parse(JSON.stringify(s)) as string);
 }
 
