@@ -11,10 +11,10 @@
  * seen at a rule's end before are pruned. With distinct ports per rule the number of paths grows
  * with every rule and the work with the square of the rule count: what stops a walk at a few
  * hundred rules. The model walks those paths (counting instructions), plus BASE_PER_SLOT per
- * instruction of the program for everything else. Checked against Linux 6.18 on seven rule shapes
- * (ordered, shuffled, adjacent and spaced ports, 1–3 ranges per rule, protocol-less ports, shared
- * ports): the prediction is 2% under to 12% over (5% near the limit); test/kernel/ebpf-complexity.test.ts
- * checks that it brackets the real limit. Table-mode programs are constant-size: never over.
+ * instruction of the program for everything else. Checked against Linux 6.18 on 1- and 3-port
+ * rules of spaced ports from 0 to 450 rules: the prediction is 4% under to 5% over (2–4% under
+ * near the limit); test/kernel/ebpf-complexity.test.ts checks that it brackets the real limit.
+ * Table-mode programs are constant-size: never over.
  */
 import { instructionSlots, type AssembledProgram } from '../../bpf/index.js';
 import type { IR, PortRange, Rule, RuleSet } from '../../ir/types.js';
@@ -26,21 +26,23 @@ import { allocateWithTables } from './tables.js';
 /** BPF_COMPLEXITY_LIMIT_INSNS: the verifier gives up after processing this many instructions. */
 export const VERIFIER_PROCESSED_LIMIT = 1_000_000;
 
-/** Processed instructions per instruction slot of a program without narrowed paths (measured 5.1–5.6). */
-const BASE_PER_SLOT = 5.5;
+/**
+ * Processed instructions per instruction slot of a program without narrowed paths (2.5: fitted on
+ * Linux 6.18 with the rules' share below; 5.5 before the parser was shaped for pruning, parse.ts).
+ */
+const BASE_PER_SLOT = 2.5;
 /** Instructions of a set lookup call (the subprogram's body, verified at every call). */
 const SET_CALL = 12;
 /** Instructions of a matched rule besides its lookups: count, decide. */
 const MATCHED = 6;
-/** Processed instructions per instruction the path walk counts in the rules. */
-const PER_WALKED = 1;
+/** Processed instructions per instruction the path walk counts in the rules (fitted, as BASE_PER_SLOT). */
+const PER_WALKED = 1.2;
 /**
- * Address families the programs parse (IPv4, IPv6). The verifier walks the rules once per family:
- * the two parsers leave different register and stack states, so a path of one is never pruned
- * against the other's (measured on 6.18: the real limit fell from the one-family prediction's 682
- * to 481 one-port rules, as twice the walk predicts).
+ * Times the verifier walks the rules. Once: every parser path (both families, every protocol) is
+ * pruned at `parsed` against the first one, whose state covers them all (parse.ts). Before that
+ * shape it was twice, once per address family (the real limit was 481 one-port rules then).
  */
-const PARSED_FAMILIES = 2;
+const PARSED_FAMILIES = 1;
 
 export interface VerifierEstimate {
   endpoint: string;
@@ -76,13 +78,13 @@ interface PathState {
   hi: number;
 }
 
-/** The paths parsing leaves: TCP, UDP, SCTP with any port; ICMP and other protocols with port 0. */
+/**
+ * The paths that reach the rules, any port each (the verifier sees r9 and r8 as parsing left them
+ * on its first path, parse.ts): a TCP SYN, an ICMP packet that is no error, and any protocol
+ * (conntrack's checks, ct-code.ts).
+ */
 function parsedPaths(): PathState[] {
-  return [
-    ...[IPPROTO.TCP, IPPROTO.UDP, IPPROTO.SCTP].map((protocol) => ({ protocol, lo: 0, hi: 0xffff })),
-    { protocol: IPPROTO.ICMP, lo: 0, hi: 0 },
-    { protocol: ANY, lo: 0, hi: 0 },
-  ];
+  return [IPPROTO.TCP, IPPROTO.ICMP, ANY].map((protocol) => ({ protocol, lo: 0, hi: 0xffff }));
 }
 
 /** One rule's checks on one path: the paths that leave for the next rule, and the instructions spent. */

@@ -207,7 +207,7 @@ function emitRelatedLookup(asm: Assembler): void {
     .comment('ICMP error: the connection of the quoted packet (RELATED), else invalid')
     .ldxw(R2, R6, SKB.data)
     .ldxw(R3, R6, SKB.dataEnd)
-    .ldxw(R4, R10, FRAME.l4offset)
+    .ldxh(R4, R10, FRAME.l4offset)
     .and64(R4, IPV6_MAX_L4_OFFSET)
     .add64(R2, R4)
     .st('w', R10, rk + K.sport, 0)

@@ -272,10 +272,17 @@ export const FRAME = {
   reverseKey: -96,
   value: -144,
   now: -152,
-  /** TCP flags, or the ICMP type (ICMPv6 types translated to ICMP's, parse.ts). */
+  /**
+   * TCP flags, or the ICMP type (ICMPv6 types translated to ICMP's, parse.ts): read as a u32, but
+   * only its low byte is ever written, so the other three are zero on every parser path alike.
+   */
   l4info: -156,
-  /** Offset of the L4 header from the start of the frame. */
-  l4offset: -160,
+  /**
+   * Offset of the L4 header from the start of the frame (u16). Not 8-byte aligned on purpose: the
+   * verifier keeps no copy of a value stored there, so what it reads back is any u16 and the
+   * parser's paths (IPv6 extension headers) meet in one state (parse.ts).
+   */
+  l4offset: -158,
   /** Counter slot of the rule that decided (u32), for the allow tail's conntrack entry and aggregate. */
   slot: -164,
   /** Table mode: the hook's index in the node's `policy` map of tables (u32). */
