@@ -1,7 +1,7 @@
 /** The iptables backend's service NAT, without a kernel: kube-proxy's chain layout, probabilities, affinity, rejects, incremental diff. */
 import { describe, expect, it } from 'vitest';
 import { diffPlan } from '../../src/dataplane/iptables/diff.js';
-import type { KernelState, SavedTable } from '../../src/dataplane/iptables/kernel.js';
+import type { KernelState, KernelTable } from '../../src/dataplane/iptables/kernel.js';
 import { serviceChain, SERVICES_CHAIN, SERVICES_REJECT_CHAIN } from '../../src/dataplane/iptables/names.js';
 import type { NodePlan } from '../../src/dataplane/iptables/plan.js';
 import { tableKey } from '../../src/dataplane/iptables/plan.js';
@@ -26,14 +26,12 @@ function chain(p: NodePlan, tableName: 'nat' | 'filter', name: string): string[]
 
 /** A kernel holding exactly `p` (for diffs against it). */
 function kernelOf(p: NodePlan): KernelState {
-  const tables = new Map<string, SavedTable>();
+  const tables = new Map<string, KernelTable>();
   for (const t of p.tables) {
     tables.set(tableKey(t.family, t.table), {
       family: t.family,
       table: t.table,
-      chains: new Map(
-        t.chains.map((c) => [c.name, c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 }))]),
-      ),
+      chains: new Map(t.chains.map((c) => [c.name, [...c.rules]])),
       jumps: t.jumps.map((j) => ({ ...j, target: / -j (\S+)$/.exec(j.rule)?.[1] ?? '' })),
     });
   }
@@ -107,16 +105,32 @@ describe('iptables services', () => {
 
 describe('iptables service plan reuse', () => {
   it('renders the services once per IR service list and node, again when the list changes', () => {
-    // An incremental IR hands unchanged services as the same array: the same chain objects come back.
+    // An incremental IR hands unchanged services as the same array: the same table comes back.
+    const first = planForNode(ir, 'node-1');
     const again = planForNode({ ...ir, endpoints: [...ir.endpoints] }, 'node-1');
-    expect(table(again, 'nat')).toBe(table(plan, 'nat'));
+    expect(table(again, 'nat')).toBe(table(first, 'nat'));
     const other = planForNode(ir, 'node-2');
-    expect(table(other, 'nat')).not.toBe(table(plan, 'nat'));
+    expect(table(other, 'nat')).not.toBe(table(first, 'nat'));
+    expect(table(planForNode(ir, 'node-1'), 'nat')).toBe(table(first, 'nat'));
     const svc = ir.services.find((t) => t.backends.length > 0);
     const backend = svc?.backends[0];
     if (!svc || !backend) throw new Error('fixture has no service backend');
     const changed = planForNode(withoutBackend(ir, svc.id, backend.endpoint), 'node-1');
-    expect(table(changed, 'nat')).not.toBe(table(plan, 'nat'));
-    expect(chain(changed, 'nat', serviceChain(svc.id))).not.toEqual(chain(plan, 'nat', serviceChain(svc.id)));
+    expect(table(changed, 'nat')).not.toBe(table(first, 'nat'));
+    expect(chain(changed, 'nat', serviceChain(svc.id))).not.toEqual(
+      chain(first, 'nat', serviceChain(svc.id)),
+    );
+  });
+
+  it("hands on every other service port's chains as the same objects when one service changes", () => {
+    const nat = (p: NodePlan, name: string) => table(p, 'nat').chains.find((c) => c.name === name);
+    const first = planForNode(ir, 'node-1');
+    const [svc, other] = ir.services.filter((t) => (t.family ?? 4) === 4 && t.backends.length > 0);
+    const backend = svc?.backends[0];
+    if (!svc || !other || !backend) throw new Error('fixture has no two IPv4 services with backends');
+    const changed = planForNode(withoutBackend(ir, svc.id, backend.endpoint), 'node-1');
+    expect(nat(changed, serviceChain(svc.id))).not.toBe(nat(first, serviceChain(svc.id)));
+    expect(nat(first, serviceChain(other.id))).toBeDefined();
+    expect(nat(changed, serviceChain(other.id))).toBe(nat(first, serviceChain(other.id)));
   });
 });

@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { countersFromSaved } from '../../src/dataplane/iptables/counters.js';
 import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
 import { IptablesBackend } from '../../src/dataplane/iptables/index.js';
-import type { KernelState, SavedTable } from '../../src/dataplane/iptables/kernel.js';
+import type { KernelState, KernelTable, SavedTable } from '../../src/dataplane/iptables/kernel.js';
 import {
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
@@ -321,7 +321,7 @@ describe('iptables table mode: objects', () => {
     const kernel: KernelState = {
       ...applied,
       tables: new Map(
-        [...applied.tables].map(([key, t]): [string, SavedTable] => [key, { ...t, jumps: [] }]),
+        [...applied.tables].map(([key, t]): [string, KernelTable] => [key, { ...t, jumps: [] }]),
       ),
     };
     const diff = diffPlan(nextPlan, plan, kernel);

@@ -59,7 +59,7 @@ import { endpointBuilder } from '../endpoints.js';
 import { buildRuleSets, orderedGlobalPolicies } from '../policy.js';
 import { selectorMatches } from '../selectors.js';
 import { buildServices, serviceTables } from '../services.js';
-import { compactAdd, compactGet, compactRemove, type CompactIndex } from './compact-index.js';
+import { compactAdd, compactGet, compactRemove, type CompactIndex } from '../../util/compact-index.js';
 import { SetRegistry, type SetResolver } from '../sets.js';
 import { emptyDelta, type IdChanges, type IrDelta } from './delta.js';
 import { IncrementalSets } from './sets.js';

@@ -25,7 +25,7 @@ import {
   type SvcKey,
   type SvcValue,
 } from './services-layout.js';
-import { indexAdd, indexRemove } from '../../util/set-index.js';
+import { compactAdd, compactGet, compactRemove, type CompactIndex } from '../../util/compact-index.js';
 import { exact, flat } from '../../util/intern.js';
 
 export interface DesiredServicePort {
@@ -247,9 +247,9 @@ export interface ServiceState {
   /** The other way round: the entry (svcKeyId) each desired port object was written to. */
   sources: Map<DesiredServicePort, string>;
   /** Service table id → the entries (svcKeyId) written from its ports (DesiredServicePort.table). */
-  tables: Map<string, Set<string>>;
+  tables: CompactIndex;
   /** VIP → the entries written from ports that mark it (DesiredServicePort.marksVip). */
-  claims: Map<string, Set<string>>;
+  claims: CompactIndex;
   /** No service id above it is in use (entries and slot lists); computed when first needed. */
   maxId?: number;
 }
@@ -434,7 +434,7 @@ function planTablesLeft(
   plan: ServiceDelta,
 ): void {
   const had = new Set<string>();
-  for (const table of only) for (const kid of state.tables.get(table) ?? []) had.add(kid);
+  for (const table of only) for (const kid of compactGet(state.tables, table)) had.add(kid);
   const inUse = new Set(wanted);
   const idsInUse = new Set(keptIds);
   const vips = new Set(desired.vips);
@@ -452,7 +452,7 @@ function planTablesLeft(
   }
   const wantedVips = new Set(desired.vips);
   for (const vip of vips) {
-    const claimed = wantedVips.has(vip) || [...(state.claims.get(vip) ?? [])].some((kid) => !had.has(kid));
+    const claimed = wantedVips.has(vip) || compactGet(state.claims, vip).some((kid) => !had.has(kid));
     const marker = state.services.get(markerKeyId(vip));
     if (claimed && marker?.value.flags !== SVC_FLAG_VIP)
       plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
@@ -463,8 +463,8 @@ function planTablesLeft(
 /** Forgets that entry `kid` was written from `p` (its table and VIP claim). */
 function unnote(state: ServiceState, kid: string, p: DesiredServicePort): void {
   state.sources.delete(p);
-  if (p.table !== undefined) indexRemove(state.tables, p.table, kid);
-  if (p.marksVip) indexRemove(state.claims, p.key.vip, kid);
+  if (p.table !== undefined) compactRemove(state.tables, p.table, kid);
+  if (p.marksVip) compactRemove(state.claims, p.key.vip, kid);
 }
 
 /** Brings `state` to what the maps hold once `plan` is written (a shadow follows its writes). */
@@ -501,8 +501,8 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
     if (old) unnote(state, kid, old);
     state.written.set(kid, p);
     state.sources.set(p, kid);
-    if (p.table !== undefined) indexAdd(state.tables, p.table, kid);
-    if (p.marksVip) indexAdd(state.claims, p.key.vip, kid);
+    if (p.table !== undefined) compactAdd(state.tables, p.table, kid);
+    if (p.marksVip) compactAdd(state.claims, p.key.vip, kid);
   }
 }
 

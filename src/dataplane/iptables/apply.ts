@@ -98,12 +98,10 @@ function restoreArgs(): string[] {
 /** The change that puts a committed table back as the snapshot had it. */
 function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
   const saved = kernel.tables.get(applied.key);
-  const before = saved?.chains ?? new Map<string, { args: string }[]>();
+  const before = saved?.chains ?? new Map<string, readonly string[]>();
   const touched = [...applied.change.write.map((c) => c.name), ...applied.change.deleteChains];
   return {
-    write: touched
-      .filter((n) => before.has(n))
-      .map((n) => ({ name: n, rules: (before.get(n) ?? []).map((r) => r.args) })),
+    write: touched.filter((n) => before.has(n)).map((n) => ({ name: n, rules: [...(before.get(n) ?? [])] })),
     deleteChains: applied.change.write.map((c) => c.name).filter((n) => !before.has(n)),
     insertJumps: applied.change.deleteJumps,
     deleteJumps: applied.change.insertJumps,

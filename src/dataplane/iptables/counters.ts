@@ -6,6 +6,7 @@
 import { defaultRuleId } from '../../ir/rule-ids.js';
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
+import { flat } from '../../util/intern.js';
 import type { SavedRule, SavedTable } from './kernel.js';
 import {
   DEFAULT_ALLOW_COMMENT,
@@ -55,7 +56,11 @@ export function countersFromSaved(tables: readonly SavedTable[]): RuleCounter[] 
       existing.bytes += r.bytes;
       return;
     }
-    const created = { ...row, packets: r.packets, bytes: r.bytes };
+    // Flat copies: the ids are slices of the whole `iptables-save -c` text (17 MB at 10k services),
+    // and a metrics series that keeps one as a label kept all of it (docs/agent.md).
+    const created: RuleCounter = { rule: flat(row.rule), packets: r.packets, bytes: r.bytes };
+    if (row.endpoint !== undefined) created.endpoint = flat(row.endpoint);
+    if (row.direction !== undefined) created.direction = row.direction;
     rows.set(key, created);
     rank.set(created, tier * 1e6 + rows.size);
   };

@@ -4,7 +4,7 @@
  * if the previous plan had it; anything of ours the new plan lacks is deleted).
  */
 import { SET_PREFIX, TMP_SUFFIX } from './names.js';
-import type { KernelState, SavedRule, SavedTable } from './kernel.js';
+import type { KernelState, KernelTable } from './kernel.js';
 import type { ChainSpec, NodePlan, SetSpec, TableName, TablePlan } from './plan.js';
 import { tableKey } from './plan.js';
 import { sameSetContent, sameSetShape } from './render-sets.js';
@@ -150,34 +150,24 @@ export function kernelStateAfter(plan: NodePlan): KernelState {
 }
 
 /**
- * What the kernel holds of each table plan once applied, by plan and chain object: a plan that
- * hands unchanged tables and chains on as the same objects gets the same saved objects back, so
- * the shadow of 30k service rules is not built again per change, and diffPlan can tell a table the
- * kernel holds exactly as planned. Shared: a caller that edits a KernelState copies it first.
+ * What the kernel holds of each table plan once applied, by plan: a plan that hands an unchanged
+ * table on as the same object gets the same kernel table back, so diffPlan can tell a table the
+ * kernel holds exactly as planned without comparing its rules. Each chain's rules are the plan's
+ * own list (never changed). Shared: a caller that edits a KernelState copies it first.
  */
-const savedTables = new WeakMap<TablePlan, SavedTable>();
-const savedChains = new WeakMap<ChainSpec, SavedRule[]>();
+const savedTables = new WeakMap<TablePlan, KernelTable>();
 
-function savedTable(t: TablePlan): SavedTable {
+function savedTable(t: TablePlan): KernelTable {
   let saved = savedTables.get(t);
   if (saved) return saved;
   saved = {
     family: t.family,
     table: t.table,
-    chains: new Map(t.chains.map((c) => [c.name, savedRules(c)])),
+    chains: new Map(t.chains.map((c) => [c.name, c.rules])),
     jumps: t.jumps.map((j) => ({ ...j, target: targetOf(j.rule) })),
   };
   savedTables.set(t, saved);
   return saved;
-}
-
-function savedRules(c: ChainSpec): SavedRule[] {
-  let rules = savedChains.get(c);
-  if (!rules) {
-    rules = c.rules.map((args) => ({ chain: c.name, args, packets: 0, bytes: 0 }));
-    savedChains.set(c, rules);
-  }
-  return rules;
 }
 
 function targetOf(rule: string): string {

@@ -15,6 +15,7 @@
  */
 import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, Protocol, Rule, RuleSet } from '../../ir/types.js';
+import { flat } from '../../util/intern.js';
 import {
   ACCEPT_MARK,
   ALLOW_CHAIN,
@@ -236,7 +237,11 @@ function memoEndpointChains(ctx: RenderContext, rs: RuleSet): ChainSpec[] {
   const hit = byKey?.get(key);
   if (hit && [...hit.asked].every(([name, had]) => ctx.sets.has(name) === had)) return hit.chains;
   const asked = new Map<string, boolean>();
-  const chains = endpointChains({ ...ctx, asked }, rs);
+  // Kept for as long as the rule set lives: flat strings, not the cons trees the rules are built as.
+  const chains = endpointChains({ ...ctx, asked }, rs).map((c) => ({
+    name: flat(c.name),
+    rules: c.rules.map(flat),
+  }));
   if (!byKey) renderedRuleSets.set(rs, (byKey = new Map()));
   byKey.set(key, { chains, asked });
   return chains;

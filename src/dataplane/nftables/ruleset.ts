@@ -23,7 +23,7 @@ import {
   WORKLOAD_IFACES_SET,
   type Family,
 } from './names.js';
-import type { NftChain, NftRuleset, NftSet } from './objects.js';
+import { flatChain, flatSet, type NftChain, type NftRuleset, type NftSet } from './objects.js';
 import { decisions, withMatch, type Decisions } from './decision.js';
 import { tableObjects } from './table.js';
 
@@ -156,7 +156,7 @@ const renderedSets = new WeakMap<IpSet | IpPortSet, readonly NftSet[]>();
 
 function memoized<S extends IpSet | IpPortSet>(s: S, render: (s: S) => NftSet[]): NftSet[] {
   let sets = renderedSets.get(s);
-  if (!sets) renderedSets.set(s, (sets = render(s)));
+  if (!sets) renderedSets.set(s, (sets = render(s).map(flatSet)));
   return sets.map((set) => ({ ...set }));
 }
 
@@ -310,18 +310,26 @@ function filterChains(flowLogs: boolean): NftChain[] {
 }
 
 /**
- * The service objects of each IR service list, per node and external address: an incremental IR
- * hands unchanged services as the same array, and 10k services render to ~12k chains that a label
- * change would otherwise render and compare again (hundreds of ms). Shared, never changed.
+ * The service objects of the last IR service list rendered, per node and external address: an
+ * incremental IR hands unchanged services as the same array, and 10k services render to ~12k
+ * chains that a label change would otherwise render and compare again (hundreds of ms). Only the
+ * last list is kept: a list kept as a WeakMap key stays alive as long as anything else holds that
+ * array (the previous IR does, through the source's change), and with it its rendering.
+ * Shared, never changed.
  */
-const renderedServices = new WeakMap<IR['services'], Map<string, ServiceObjects>>();
+const renderedServices = new Map<string, { services: IR['services']; objects: ServiceObjects }>();
 
 function servicesOf(ir: IR, node: string): ServiceObjects {
   const key = `${node}\0${externalAddressOf(ir, node) ?? ''}`;
-  let byNode = renderedServices.get(ir.services);
-  if (!byNode) renderedServices.set(ir.services, (byNode = new Map()));
-  let objects = byNode.get(key);
-  if (!objects) byNode.set(key, (objects = serviceObjects(ir, node)));
+  const hit = renderedServices.get(key);
+  if (hit?.services === ir.services) return hit.objects;
+  const rendered = serviceObjects(ir, node);
+  const objects: ServiceObjects = {
+    sets: rendered.sets.map(flatSet),
+    maps: rendered.maps.map(flatSet),
+    chains: rendered.chains.map(flatChain),
+  };
+  renderedServices.set(key, { services: ir.services, objects });
   return objects;
 }
 

@@ -2,7 +2,8 @@
  * A many-valued index kept small: most keys of the calculation's address indexes name one value
  * (an address is one endpoint's, an address backs one service), so a key holds its value as a
  * plain string and becomes an array only at the second value. At 10k endpoints and 10k services
- * this replaces ~30,000 one-element Sets (~150 bytes each) by the strings alone.
+ * this replaces ~30,000 one-element Sets (~150 bytes each) by the strings alone; the eBPF service
+ * shadow's table and VIP indexes (one entry per table or VIP, almost always) another 20,000.
  */
 export type CompactIndex = Map<string, string | string[]>;
 
