@@ -53,6 +53,12 @@ const OWN_CHANGES_MS = 200;
 /** The kernel is read back after an incremental apply once changes pause this long. */
 const READ_BACK_QUIET_MS = 1000;
 
+/**
+ * The heap is compacted this long after the first sync: once start() has returned and the API
+ * answers (the flow sources start in between), not before it.
+ */
+const START_COMPACT_DELAY_MS = 1000;
+
 // The status the agent keeps is exactly what its API serves: one definition, in api-types.
 export type ApplyMode = LastApply['mode'];
 /** deterministic: the same input would fail the same way (see isDeterministicFailure). */
@@ -128,6 +134,7 @@ export class Agent {
    */
   private persistDue = false;
   private readBackTimer: NodeJS.Timeout | undefined;
+  private compactTimer: NodeJS.Timeout | undefined;
   /** Counts scheduled read-backs: a queued one that a later apply rescheduled is skipped. */
   private readBackSeq = 0;
   private stopped = false;
@@ -403,7 +410,10 @@ export class Agent {
     }
     const outcome = await this.apply(desired, mode, phases);
     // A full apply (the first sync, a repair) allocated as much as the whole IR: give it back.
-    if (mode === 'full') void this.enqueue(async () => this.giveMemoryBack());
+    // The first sync's once the agent is up: the compaction holds the event loop (0.75 s at 50k
+    // endpoints), and the API opens after the first sync.
+    if (mode === 'full' && starting) this.compactAfterStart();
+    else if (mode === 'full') void this.enqueue(async () => this.giveMemoryBack());
     if (outcome === 'applied') this.retryMs = 0;
     else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
@@ -557,6 +567,18 @@ export class Agent {
     }
   }
 
+  /**
+   * The first sync's garbage goes back START_COMPACT_DELAY_MS after it, in the queue (after a
+   * change that came meanwhile): by then start() has returned and the API answers.
+   */
+  private compactAfterStart(): void {
+    clearTimeout(this.compactTimer);
+    this.compactTimer = setTimeout(() => {
+      this.compactTimer = undefined;
+      if (!this.stopped) void this.enqueue(async () => this.giveMemoryBack());
+    }, START_COMPACT_DELAY_MS);
+  }
+
   private giveMemoryBack(): void {
     const done = compactHeap();
     if (done) this.log.debug(done, 'heap compacted');
@@ -684,6 +706,7 @@ export class Agent {
     clearTimeout(this.unwatchedTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.readBackTimer);
+    clearTimeout(this.compactTimer);
     this.kernelWatch?.stop();
     await this.queue;
     // What is in force goes to applied.json for the next agent to adopt: read back now if due (a

@@ -33,6 +33,7 @@ import {
   ebpfBackend,
   readConntrack,
 } from '../../src/dataplane/ebpf/index.js';
+import { nodeView } from '../../src/dataplane/ebpf/node.js';
 import { nodeDir } from '../../src/dataplane/ebpf/paths.js';
 import type { GeneratedProgram } from '../../src/dataplane/ebpf/program.js';
 import type { IR } from '../../src/ir/types.js';
@@ -365,6 +366,38 @@ spec:
     }
     const measured = await measure(80, 'TCP');
     expect(Object.values(measured.results).every((row) => Object.values(row).every(Boolean))).toBe(true);
+  });
+
+  it('leaves nothing attached on a node that had nothing in force when its last program is rejected', async () => {
+    // After remove(): every node has nothing in force, so the backend attaches each program as
+    // soon as it passes the verifier, while the others are verified. The last one is rejected.
+    const xa = pod('x/a');
+    const target = targets().find((t) => t.node === xa.node) as NodeTarget;
+    const last = nodeView(state.ir, target.node).ruleSets.at(-1);
+    expect(last).toBeDefined();
+    const bad = new Assembler().ldxdw(R0, R10, 8).assemble().instructions[0] as Instruction;
+    const mutateProgram = (g: GeneratedProgram): readonly Instruction[] | AssembledProgram =>
+      g.endpoint === last?.endpoint && g.direction === last.direction
+        ? [bad, ...g.program.instructions]
+        : g.program;
+    const error = await createEbpfBackend({ mutateProgram })
+      .apply(target, state.ir, undefined)
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ApplyError);
+    expect((error as ApplyError).message).toMatch(/the programs in force are unchanged/);
+    const links = join(nodeDir(target.scope, target.node), 'links');
+    expect(existsSync(links) ? readdirSync(links) : []).toEqual([]);
+    for (const p of (state.topology?.pods ?? []).filter((x) => x.node === target.node))
+      for (const direction of ['ingress', 'egress'] as const) {
+        const chain = withNetns(target.netns, () => queryTcx({ ifname: p.hostInterface, direction }));
+        expect(chain.programIds, `${p.id} tcx ${direction}`).toEqual([]);
+      }
+    // Nothing in force: everything still reaches everything; then the whole IR applies.
+    const open = await measure(80, 'TCP');
+    expect(Object.values(open.results).every((row) => Object.values(row).every(Boolean))).toBe(true);
+    for (const t of targets()) await ebpfBackend.apply(t, state.ir, undefined);
+    expect(Object.keys(programIds()).length).toBeGreaterThan(0);
+    expect(diff(reachMatrix(state.ir, 80, 'TCP'), await measure(80, 'TCP'))).toEqual([]);
   });
 });
 
