@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ApplyError, type NodeTarget } from '../../src/dataplane/backend.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
 import { createNftablesBackend, nftablesBackend } from '../../src/dataplane/nftables/index.js';
+import { messageBody, type BatchMessage } from '../../src/dataplane/nftables/nfnetlink.js';
 import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy, type Manifest } from '../support/manifests.js';
@@ -41,7 +42,34 @@ function stepsOf(mode: PolicyMode): { name: string; ir: IR }[] {
       ]),
     },
     { name: 'back to no policy', ir: irOfMode(xyz()) },
+    { name: 'policies again', ir: irOfMode([...xyz(), ...guardrails(), fromA]) },
+    // z/a (node-1) loses z/egress-named (named ports: address . port sets, a port range, SCTP)
+    // and gains it back: its tier chains are refilled, the flow chains of those rules go and come.
+    {
+      name: 'z/a relabelled pod=b',
+      ir: irOfMode([...xyz({ 'z/a': { pod: 'b' } }), ...guardrails(), fromA]),
+    },
+    { name: 'z/a back to pod=a', ir: irOfMode([...xyz(), ...guardrails(), fromA]) },
   ];
+}
+
+/** A DELCHAIN of a chain that does not exist: nf_tables refuses it (ENOENT), and the batch with it. */
+function missingChainDeletion(): BatchMessage {
+  const attr = (type: number, text: string): Buffer => {
+    const data = Buffer.from(`${text}\0`, 'latin1');
+    const out = Buffer.alloc((4 + data.length + 3) & ~3);
+    out.writeUInt16LE(4 + data.length, 0);
+    out.writeUInt16LE(type, 2);
+    data.copy(out, 4);
+    return out;
+  };
+  // NFT_MSG_DELCHAIN, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME.
+  return {
+    object: 'chain no-such-chain',
+    type: 5,
+    flags: 0,
+    body: messageBody([attr(1, 'switchyard'), attr(3, 'no-such-chain')]),
+  };
 }
 
 function isPod(m: Manifest, ns: string, name: string): boolean {
@@ -91,8 +119,18 @@ for (const mode of POLICY_MODES) {
 
     it('each update equals a from-scratch apply and writes only what changed', async () => {
       let previous: IR | undefined;
+      // Which steps went as a rule batch over nfnetlink rather than an nft script.
+      const batched: string[] = [];
+      let current = '';
+      const spied = createNftablesBackend({
+        mutateBatch: (messages) => {
+          batched.push(current);
+          return messages;
+        },
+      });
       for (const step of steps) {
-        const result = await nftablesBackend.apply(inc, step.ir, previous);
+        current = step.name;
+        const result = await spied.apply(inc, step.ir, previous);
         if (process.env.NFT_DEBUG)
           console.log(step.name, result.changed.length, result.changed.slice(0, 12), result.durationMs);
         await nftablesBackend.apply(ref, step.ir);
@@ -121,21 +159,37 @@ for (const mode of POLICY_MODES) {
         }
         previous = step.ir;
       }
+      // A pod deleted (its chains go, a dispatch element with them) and a local pod relabelled
+      // (walk mode: its tier chains refilled, flow chains added and deleted) go as a rule batch;
+      // a prefilter coming or going (a base chain changes) and a members-only relabel do not, nor
+      // in table mode a relabel that brings new decision maps (the nft script writes those).
+      expect(batched).toEqual(
+        mode === 'walk'
+          ? ['x/c deleted', 'z/a relabelled pod=b', 'z/a back to pod=a']
+          : ['x/c deleted', 'z/a relabelled pod=b'],
+      );
       // Applying the same IR again writes nothing at all.
-      expect((await nftablesBackend.apply(inc, steps[4]?.ir as IR, steps[4]?.ir)).changed).toEqual([]);
+      const last = steps.at(-1)?.ir as IR;
+      expect((await spied.apply(inc, last, last)).changed).toEqual([]);
     });
 
     for (const mode of ['incremental', 'full'] as const) {
       it(`a broken ${mode} transaction leaves the previous ruleset in force and names its line`, async () => {
         const start = steps[2]?.ir as IR;
-        // A chain changes too (x/c goes): the update is an nft script, not a members-only batch
-        // (that one's failure is netfilter-member-delta's).
+        // A chain changes too (x/c goes): the update is a rule batch, not a members-only one (that
+        // one's failure is netfilter-member-delta's). The batch is refused (its last message
+        // deletes a chain that does not exist), then the same change as an nft script, too.
         const next = steps[3]?.ir as IR;
         await nftablesBackend.apply(inc, start);
         const before = await listing(inc);
         expect(before).toContain('chain forward');
         let brokenLine = 0;
+        let batchBroken = false;
         const broken = createNftablesBackend({
+          mutateBatch: (messages) => {
+            batchBroken = true;
+            return [...messages, missingChainDeletion()];
+          },
           mutateScript: (script) => {
             const lines = script.split('\n');
             // After the real changes, so they would have been committed were nft not all-or-nothing.
@@ -160,6 +214,7 @@ for (const mode of POLICY_MODES) {
           new RegExp(`> +${brokenLine} \\| add rule inet switchyard forward meta l4proto tcp th dport 99999`),
         );
         expect(await listing(inc)).toBe(before);
+        expect(batchBroken).toBe(mode === 'incremental');
       });
     }
 

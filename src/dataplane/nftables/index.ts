@@ -29,7 +29,8 @@ import type { NftRuleset } from './objects.js';
 import { buildRuleset, type RulesetOptions } from './ruleset.js';
 import { Shadows } from '../shadow.js';
 import { memberDelta, type SetElementChange } from './member-delta.js';
-import { NftablesNetlink } from './nfnetlink.js';
+import { NftablesNetlink, type BatchMessage } from './nfnetlink.js';
+import { ruleBatch } from './rule-batch.js';
 
 export interface NftablesOptions {
   /**
@@ -43,6 +44,8 @@ export interface NftablesOptions {
   mutateScript?: (script: string) => string;
   /** Test hook: rewrites a members-only change just before it is sent over nfnetlink. */
   mutateMembers?: (changes: SetElementChange[]) => SetElementChange[];
+  /** Test hook: rewrites a rule batch (rule-batch.ts) just before it is sent over nfnetlink. */
+  mutateBatch?: (messages: BatchMessage[]) => BatchMessage[];
 }
 
 /**
@@ -62,6 +65,24 @@ function commitMembers(netns: string, node: string, changes: readonly SetElement
     );
   } finally {
     nl.close();
+  }
+}
+
+/**
+ * Writes a rule batch (rule-batch.ts) as one nf_tables transaction; false when nf_tables refused
+ * it (nothing of it is then in force: the caller writes the same change with `nft -f`, which
+ * names the line it refuses).
+ */
+function commitRuleBatch(netns: string, messages: readonly BatchMessage[]): boolean {
+  let nl: NftablesNetlink | undefined;
+  try {
+    nl = new NftablesNetlink(netns);
+    nl.commitBatch(messages, 'rule update');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    nl?.close();
   }
 }
 
@@ -106,6 +127,7 @@ function allObjects(rs: NftRuleset): string[] {
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
   const mutate = opts.mutateScript ?? ((s: string) => s);
   const mutateMembers = opts.mutateMembers ?? ((c: SetElementChange[]) => c);
+  const mutateBatch = opts.mutateBatch ?? ((m: BatchMessage[]) => m);
   const rendering: Rendering = {
     flowLogs: opts.flowLogs ?? true,
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
@@ -133,9 +155,13 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     shadows.drop(target);
     // Only set members changed (the usual label change): their elements alone, without nft.
     const members = before ? memberDelta(before, next) : undefined;
-    const plan = before && !members ? diffRulesets(before, next) : undefined;
+    // Rules too (a label or policy change): the chains and elements in one batch, without nft.
+    const batch = before && !members ? ruleBatch(TABLE, before, next) : undefined;
+    const batched = batch !== undefined && commitRuleBatch(target.netns, mutateBatch(batch.messages));
+    const plan = before && !members && !batched ? diffRulesets(before, next) : undefined;
     let changed: string[];
-    if (members) {
+    if (batched) changed = batch.changed;
+    else if (members) {
       try {
         if (members.length > 0) commitMembers(target.netns, target.node, mutateMembers(members));
         changed = members.map((m) => `${m.kind}:${m.name}`);

@@ -289,17 +289,25 @@ export function elementAttribute(e: KernelElement): Buffer {
   return nested(NFTA_LIST_ELEM, attrs);
 }
 
-export interface ElementMessage {
-  /** The set it writes (for error messages). */
-  set: string;
+/** One message of an nf_tables batch (rule-batch.ts builds chains' and rules' messages). */
+export interface BatchMessage {
+  /** What it writes, as an error names it: `set NAME`, `chain NAME`, `rule 3 of chain NAME`. */
+  object: string;
+  /** Without the subsystem: NFT_MSG_NEWRULE, … */
   type: number;
   flags: number;
+  /** struct nfgenmsg, then the attributes. */
   body: Buffer;
 }
 
+/** The body of an nf_tables message: struct nfgenmsg for family inet, then `attrs`. */
+export function messageBody(attrs: readonly Buffer[]): Buffer {
+  return Buffer.concat([nfgenmsg(), ...attrs]);
+}
+
 /** A batch's messages for `changes` to `table`'s sets: per set, flush, deletions, additions. */
-export function elementMessages(table: string, changes: readonly SetElementChange[]): ElementMessage[] {
-  const out: ElementMessage[] = [];
+export function elementMessages(table: string, changes: readonly SetElementChange[]): BatchMessage[] {
+  const out: BatchMessage[] = [];
   for (const c of changes) {
     const head = [
       netlinkAttribute(NFTA_SET_ELEM_LIST_TABLE, cstring(table)),
@@ -307,12 +315,7 @@ export function elementMessages(table: string, changes: readonly SetElementChang
     ];
     const push = (type: number, flags: number, elements?: readonly KernelElement[]): void => {
       const list = elements ? [nested(NFTA_SET_ELEM_LIST_ELEMENTS, elements.map(elementAttribute))] : [];
-      out.push({
-        set: c.name,
-        type: message(type),
-        flags,
-        body: Buffer.concat([nfgenmsg(), ...head, ...list]),
-      });
+      out.push({ object: `${c.kind} ${c.name}`, type, flags, body: messageBody([...head, ...list]) });
     };
     // A DELSETELEM without elements flushes the set.
     if (c.flush) push(NFT_MSG_DELSETELEM, 0);
@@ -461,8 +464,15 @@ export class NftablesNetlink {
    * message asks for an acknowledgement, so a refusal names its set.
    */
   commitElements(table: string, changes: readonly SetElementChange[]): void {
+    this.commitBatch(elementMessages(table, changes), 'set elements');
+  }
+
+  /**
+   * Sends `messages` as one nf_tables transaction: the kernel commits every message or, when one
+   * fails, none. Every message asks for an acknowledgement, so a refusal names its object.
+   */
+  commitBatch(messages: readonly BatchMessage[], what: string): void {
     const c = libc();
-    const messages = elementMessages(table, changes);
     if (messages.length === 0) return;
     const batch = (type: number): Buffer => {
       const body = Buffer.from([0, 0, 0, 0]); // AF_UNSPEC, NFNETLINK_V0, res_id: the subsystem
@@ -473,12 +483,12 @@ export class NftablesNetlink {
     const parts = [batch(NFNL_MSG_BATCH_BEGIN)];
     for (const m of messages) {
       const seq = ++this.seq;
-      sent.set(seq, m.set);
-      parts.push(netlinkRequest(m.type, m.flags | NLM_F_ACK, seq, m.body));
+      sent.set(seq, m.object);
+      parts.push(netlinkRequest(message(m.type), m.flags | NLM_F_ACK, seq, m.body));
     }
     parts.push(batch(NFNL_MSG_BATCH_END));
     const all = Buffer.concat(parts);
-    check(c.send(this.fd, all, all.length, 0), 'netlink send (set elements)');
+    check(c.send(this.fd, all, all.length, 0), `netlink send (${what})`);
     const errors: string[] = [];
     let firstErrno: number | undefined;
     while (sent.size > 0) {
@@ -486,20 +496,20 @@ export class NftablesNetlink {
       if (n < 0) {
         const errno = lastErrno();
         if (errno === EINTR) continue;
-        throw new NftablesWriteError(`set elements: no answer from nf_tables (${c.strerror(errno)})`, errno);
+        throw new NftablesWriteError(`${what}: no answer from nf_tables (${c.strerror(errno)})`, errno);
       }
       for (const [seq, errno] of parseAcks(this.buffer, n)) {
-        const set = sent.get(seq);
-        if (set === undefined) continue;
+        const object = sent.get(seq);
+        if (object === undefined) continue;
         sent.delete(seq);
         if (errno !== 0) {
           firstErrno ??= errno;
-          errors.push(`${set}: ${c.strerror(errno)}`);
+          errors.push(`${object}: ${c.strerror(errno)}`);
         }
       }
     }
     if (errors.length > 0)
-      throw new NftablesWriteError(`nf_tables refused the set elements (${errors.join('; ')})`, firstErrno);
+      throw new NftablesWriteError(`nf_tables refused the ${what} (${errors.join('; ')})`, firstErrno);
   }
 
   close(): void {
