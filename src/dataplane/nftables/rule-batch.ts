@@ -16,6 +16,7 @@
  * deleted, then vanished maps and sets.
  */
 import { netlinkAttribute } from '../../netns/netlink.js';
+import { cstring, nested, u32 } from './attributes.js';
 import { byName, sameList } from './diff.js';
 import { ELEMENT_INTERVAL_END, kernelElements, shapeOf, type ElementShape } from './elements.js';
 import { elementDeltas, MAX_DELTA_ELEMENTS, type SetElementChange } from './member-delta.js';
@@ -32,7 +33,6 @@ const NFT_MSG_DELSET = 11;
 const NFT_MSG_NEWSETELEM = 12;
 const NLM_F_CREATE = 0x400;
 const NLM_F_APPEND = 0x800;
-const NLA_F_NESTED = 0x8000;
 
 const NFTA_CHAIN_TABLE = 1;
 const NFTA_CHAIN_NAME = 3;
@@ -71,19 +71,6 @@ const NAMED_SETS: Partial<
   'ipv4-port': { flags: 0, keyType: (7 << 6) | 13, keyLen: 8, userdata: '000400000000030800040d0000000100' },
   'ipv6-port': { flags: 0, keyType: (8 << 6) | 13, keyLen: 20, userdata: '000400000000030800040d0000000100' },
 };
-
-function cstring(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'latin1');
-}
-
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v >>> 0);
-  return b;
-}
-
-const nested = (type: number, attrs: readonly Buffer[]): Buffer =>
-  netlinkAttribute(type | NLA_F_NESTED, Buffer.concat(attrs));
 
 /** What a batch writes, for the apply's `changed` list. */
 export interface RuleBatch {

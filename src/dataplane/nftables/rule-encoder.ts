@@ -16,8 +16,7 @@
  * `typeof` user data so `nft list` prints their elements by name.
  */
 import { netlinkAttribute } from '../../netns/netlink.js';
-
-const NLA_F_NESTED = 0x8000;
+import { cstring, nested, u32 } from './attributes.js';
 
 const NFTA_LIST_ELEM = 1;
 const NFTA_EXPR_NAME = 1;
@@ -111,19 +110,6 @@ export interface EncodedRule {
   userdata?: Buffer;
   /** Anonymous sets the expressions look up, to create first. */
   sets: AnonymousSet[];
-}
-
-const nested = (type: number, attrs: readonly Buffer[]): Buffer =>
-  netlinkAttribute(type | NLA_F_NESTED, Buffer.concat(attrs));
-
-function cstring(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'latin1');
-}
-
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v >>> 0);
-  return b;
 }
 
 function i32(v: number): Buffer {
