@@ -29,7 +29,7 @@ import type { NftRuleset } from './objects.js';
 import { buildRuleset, type RulesetOptions } from './ruleset.js';
 import { Shadows } from '../shadow.js';
 import { memberDelta, type SetElementChange } from './member-delta.js';
-import { NftablesNetlink, type BatchMessage } from './nfnetlink.js';
+import { NftablesNetlink, NftablesWriteError, type BatchMessage } from './nfnetlink.js';
 import { ruleBatch } from './rule-batch.js';
 
 export interface NftablesOptions {
@@ -69,18 +69,22 @@ function commitMembers(netns: string, node: string, changes: readonly SetElement
 }
 
 /**
- * Writes a rule batch (rule-batch.ts) as one nf_tables transaction; false when nf_tables refused
- * it (nothing of it is then in force: the caller writes the same change with `nft -f`, which
- * names the line it refuses).
+ * Writes a rule batch (rule-batch.ts) as one nf_tables transaction. `refused`: nf_tables said no,
+ * nothing of it is in force (the caller writes the same change with `nft -f`, which names the line
+ * it refuses); `unknown`: its answer was lost, the kernel holds the old table or the new one (the
+ * caller writes the whole table, right either way).
  */
-function commitRuleBatch(netns: string, messages: readonly BatchMessage[]): boolean {
+function commitRuleBatch(
+  netns: string,
+  messages: readonly BatchMessage[],
+): 'committed' | 'refused' | 'unknown' {
   let nl: NftablesNetlink | undefined;
   try {
     nl = new NftablesNetlink(netns);
     nl.commitBatch(messages, 'rule update');
-    return true;
-  } catch {
-    return false;
+    return 'committed';
+  } catch (e) {
+    return e instanceof NftablesWriteError && !e.refused ? 'unknown' : 'refused';
   } finally {
     nl?.close();
   }
@@ -157,10 +161,12 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     const members = before ? memberDelta(before, next) : undefined;
     // Rules too (a label or policy change): the chains and elements in one batch, without nft.
     const batch = before && !members ? ruleBatch(TABLE, before, next) : undefined;
-    const batched = batch !== undefined && commitRuleBatch(target.netns, mutateBatch(batch.messages));
-    const plan = before && !members && !batched ? diffRulesets(before, next) : undefined;
+    const outcome = batch ? commitRuleBatch(target.netns, mutateBatch(batch.messages)) : undefined;
+    const diffed = before && !members && (outcome === undefined || outcome === 'refused');
+    const plan = diffed ? diffRulesets(before, next) : undefined;
     let changed: string[];
-    if (batched) changed = batch.changed;
+    if (batch && outcome === 'committed') changed = batch.changed;
+    else if (outcome === 'unknown') changed = await applyFull(target, next);
     else if (members) {
       try {
         if (members.length > 0) commitMembers(target.netns, target.node, mutateMembers(members));

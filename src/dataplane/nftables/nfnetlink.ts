@@ -25,7 +25,16 @@ import type { SetElementChange } from './member-delta.js';
 
 const NETLINK_NETFILTER = 12;
 const SO_RCVTIMEO = 20;
+const SO_RCVBUFFORCE = 33;
 const EINTR = 4;
+const ENOBUFS = 105;
+/**
+ * Receive buffer per message of a batch: each message asks for its acknowledgement, and the
+ * kernel queues them all before send(2) returns. An ack is a small skb, but the socket is charged
+ * its truesize (~0.7–1 KiB); at the default 208 KiB a batch of a few hundred rules lost acks
+ * (ENOBUFS) after nf_tables had committed it. nft sizes its socket for the batch the same way.
+ */
+const RECEIVE_BUFFER_PER_MESSAGE = 2048;
 
 const NLMSG_DONE = 3;
 const NLM_F_MULTI = 0x2;
@@ -345,6 +354,12 @@ export class NftablesWriteError extends Error {
   constructor(
     message: string,
     readonly errno?: number,
+    /**
+     * False when nf_tables may have committed the batch all the same: its answer was lost
+     * (ENOBUFS) or never came. The kernel then holds either the old or the new state, which
+     * only a write of the whole table puts right.
+     */
+    readonly refused = true,
   ) {
     super(message);
     this.name = 'NftablesWriteError';
@@ -488,6 +503,7 @@ export class NftablesNetlink {
     }
     parts.push(batch(NFNL_MSG_BATCH_END));
     const all = Buffer.concat(parts);
+    this.receiveBufferFor(messages.length);
     check(c.send(this.fd, all, all.length, 0), `netlink send (${what})`);
     const errors: string[] = [];
     let firstErrno: number | undefined;
@@ -496,7 +512,11 @@ export class NftablesNetlink {
       if (n < 0) {
         const errno = lastErrno();
         if (errno === EINTR) continue;
-        throw new NftablesWriteError(`${what}: no answer from nf_tables (${c.strerror(errno)})`, errno);
+        throw new NftablesWriteError(
+          `${what}: ${errno === ENOBUFS ? "nf_tables' answer was lost" : 'no answer from nf_tables'} (${c.strerror(errno)}), the transaction may be in force`,
+          errno,
+          false,
+        );
       }
       for (const [seq, errno] of parseAcks(this.buffer, n)) {
         const object = sent.get(seq);
@@ -510,6 +530,16 @@ export class NftablesNetlink {
     }
     if (errors.length > 0)
       throw new NftablesWriteError(`nf_tables refused the ${what} (${errors.join('; ')})`, firstErrno);
+  }
+
+  /** Room for one acknowledgement per message (SO_RCVBUFFORCE: above rmem_max; root in the node's netns). */
+  private receiveBufferFor(messages: number): void {
+    const size = Buffer.alloc(4);
+    size.writeInt32LE(
+      Math.min(0x7fffffff / 2, Math.max(RECEIVE_BUFFER, messages * RECEIVE_BUFFER_PER_MESSAGE)),
+    );
+    // Best effort: without it a large batch may still lose acks, which commitBatch reports.
+    libc().setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4);
   }
 
   close(): void {
