@@ -14,7 +14,7 @@ import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy, type Manifest } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
-import { addNetns, delNetns } from './nftables-lab.js';
+import { addNetns, delNetns, kernelState } from './nftables-lab.js';
 import { guardrails, irOf, xyz } from './nftables-scenarios.js';
 
 /** y/b (node-1) accepts pods labelled pod=a from any namespace. */
@@ -75,24 +75,6 @@ function missingChainDeletion(): BatchMessage {
 function isPod(m: Manifest, ns: string, name: string): boolean {
   const meta = m.metadata as { name?: string; namespace?: string } | undefined;
   return m.kind === 'Pod' && meta?.namespace === ns && meta.name === name;
-}
-
-/** The table as comparable data: sets and maps by name, chains by name with rules in order, no handles or counters. */
-async function kernelState(target: NodeTarget): Promise<Record<string, unknown>> {
-  const r = await runInNetns(target.netns, 'nft', ['-j', '-s', 'list', 'table', 'inet', 'switchyard']);
-  if (r.code !== 0) return { absent: r.stderr.trim() };
-  const items = (JSON.parse(r.stdout) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
-  const out: Record<string, unknown> = {};
-  for (const item of items) {
-    const [kind, body] = Object.entries(item)[0] as [string, Record<string, unknown>];
-    if (kind === 'metainfo' || kind === 'table') continue;
-    const { handle: _h, ...rest } = body;
-    if (kind === 'rule') {
-      const key = `chain:${String(rest.chain)}:rules`;
-      ((out[key] ??= []) as unknown[]).push(rest);
-    } else out[`${kind}:${String(rest.name)}`] = rest;
-  }
-  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 async function listing(target: NodeTarget): Promise<string> {
