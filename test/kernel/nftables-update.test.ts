@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ApplyError, type NodeTarget } from '../../src/dataplane/backend.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
 import { createNftablesBackend, nftablesBackend } from '../../src/dataplane/nftables/index.js';
-import { messageBody, type BatchMessage } from '../../src/dataplane/nftables/nfnetlink.js';
+import { missingChainDeletion } from '../../src/dataplane/nftables/refusal.js';
 import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy, type Manifest } from '../support/manifests.js';
@@ -51,25 +51,6 @@ function stepsOf(mode: PolicyMode): { name: string; ir: IR }[] {
     },
     { name: 'z/a back to pod=a', ir: irOfMode([...xyz(), ...guardrails(), fromA]) },
   ];
-}
-
-/** A DELCHAIN of a chain that does not exist: nf_tables refuses it (ENOENT), and the batch with it. */
-function missingChainDeletion(): BatchMessage {
-  const attr = (type: number, text: string): Buffer => {
-    const data = Buffer.from(`${text}\0`, 'latin1');
-    const out = Buffer.alloc((4 + data.length + 3) & ~3);
-    out.writeUInt16LE(4 + data.length, 0);
-    out.writeUInt16LE(type, 2);
-    data.copy(out, 4);
-    return out;
-  };
-  // NFT_MSG_DELCHAIN, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME.
-  return {
-    object: 'chain no-such-chain',
-    type: 5,
-    flags: 0,
-    body: messageBody([attr(1, 'switchyard'), attr(3, 'no-such-chain')]),
-  };
 }
 
 function isPod(m: Manifest, ns: string, name: string): boolean {
@@ -170,7 +151,7 @@ for (const mode of POLICY_MODES) {
         const broken = createNftablesBackend({
           mutateBatch: (messages) => {
             batchBroken = true;
-            return [...messages, missingChainDeletion()];
+            return [...messages, missingChainDeletion('switchyard')];
           },
           mutateScript: (script) => {
             const lines = script.split('\n');

@@ -31,6 +31,7 @@ import { Shadows } from '../shadow.js';
 import { memberDelta, type SetElementChange } from './member-delta.js';
 import { NftablesNetlink, NftablesWriteError, type BatchMessage } from './nfnetlink.js';
 import { ruleBatch } from './rule-batch.js';
+import { refuseWhileFileExists } from './refusal.js';
 
 export interface NftablesOptions {
   /**
@@ -46,6 +47,8 @@ export interface NftablesOptions {
   mutateMembers?: (changes: SetElementChange[]) => SetElementChange[];
   /** Test hook: rewrites a rule batch (rule-batch.ts) just before it is sent over nfnetlink. */
   mutateBatch?: (messages: BatchMessage[]) => BatchMessage[];
+  /** Test hook: while this file exists, nf_tables refuses every write (refusal.ts). */
+  refuseWritesWhile?: string;
 }
 
 /**
@@ -129,9 +132,12 @@ function allObjects(rs: NftRuleset): string[] {
 }
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
-  const mutate = opts.mutateScript ?? ((s: string) => s);
-  const mutateMembers = opts.mutateMembers ?? ((c: SetElementChange[]) => c);
-  const mutateBatch = opts.mutateBatch ?? ((m: BatchMessage[]) => m);
+  const refusal = opts.refuseWritesWhile
+    ? refuseWhileFileExists(opts.refuseWritesWhile, FAMILY, TABLE)
+    : undefined;
+  const mutate = opts.mutateScript ?? refusal?.mutateScript ?? ((s: string) => s);
+  const mutateMembers = opts.mutateMembers ?? refusal?.mutateMembers ?? ((c: SetElementChange[]) => c);
+  const mutateBatch = opts.mutateBatch ?? refusal?.mutateBatch ?? ((m: BatchMessage[]) => m);
   const rendering: Rendering = {
     flowLogs: opts.flowLogs ?? true,
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
