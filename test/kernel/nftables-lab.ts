@@ -77,17 +77,21 @@ const PROBER = `
 import net from 'node:net';
 import dgram from 'node:dgram';
 import readline from 'node:readline';
+import { randomUUID } from 'node:crypto';
 const { source } = JSON.parse(process.argv.at(-1));
 const one = (t, timeoutMs) => new Promise((resolve) => {
   if (t.protocol === 'UDP') {
     const u = dgram.createSocket(source.includes(':') ? 'udp6' : 'udp4');
+    // Only this datagram's own echo counts: a late echo to an earlier socket of the same port
+    // (closed after its timeout, the port picked again for the next try) must not answer this one.
+    const token = Buffer.from('probe ' + randomUUID());
     let timer;
     const done = (ok) => { clearTimeout(timer); u.close(); resolve(ok); };
-    u.on('message', () => done(true));
+    u.on('message', (m) => { if (m.equals(token)) done(true); });
     u.on('error', () => done(false));
     u.bind(0, source, () => {
       timer = setTimeout(() => done(false), timeoutMs);
-      u.send(Buffer.from('probe'), t.port, t.host);
+      u.send(token, t.port, t.host);
     });
     return;
   }
