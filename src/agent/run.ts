@@ -213,7 +213,12 @@ function observability(
 export async function runAgent(opts: RunAgentOptions): Promise<RunningAgent> {
   const logger = opts.logger ?? createLogger(`agent ${opts.node}`);
   const target: NodeTarget = { scope: opts.scope, node: opts.node, netns: opts.netns };
-  const backend = await loadBackend(opts.backend, { flowLogs: opts.flows });
+  // Lab tests make the kernel refuse this agent's writes with it (test/kernel/lab-born-closed).
+  const refuse = process.env.SWITCHYARD_TEST_REFUSE_WRITES;
+  const backend = await loadBackend(opts.backend, {
+    flowLogs: opts.flows,
+    ...(refuse ? { refuseWritesWhile: refuse } : {}),
+  });
   await requireSupport(backend);
   privateDir(opts.stateDir);
 

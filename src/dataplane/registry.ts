@@ -8,6 +8,11 @@ export interface BackendOptions {
    * (eBPF ring buffer events, NFLOG). Default true; off for measuring what they cost.
    */
   flowLogs?: boolean;
+  /**
+   * Test hook (lab tests, through the agent's SWITCHYARD_TEST_REFUSE_WRITES): while this file
+   * exists the kernel refuses every write of the backend. nftables only; the others ignore it.
+   */
+  refuseWritesWhile?: string;
 }
 
 /** Backends load lazily: the eBPF one pulls in koffi, the netfilter ones only shell out. One line each. */

@@ -4,7 +4,7 @@
  * apply fails, or when it is SIGKILLed half-way and the next apply recovers. One lab, three backends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { availableBackends } from '../../src/dataplane/registry.js';
@@ -15,6 +15,13 @@ import { namespace, networkPolicy, pod, type Manifest } from '../support/manifes
 import { cgroup2, cli, cliOk, CLI, manifestFile, startCli, type Matrix } from './lab-harness.js';
 
 const LAB = 'clbc';
+/**
+ * While this file exists the lab's nftables agents write nothing the kernel accepts (their
+ * backend adds a step nf_tables refuses to every transaction: src/dataplane/nftables/refusal.ts).
+ * The agents inherit the variable from `lab up`.
+ */
+const REFUSE_WRITES = `/run/switchyard/sy-${LAB}-refuse-writes`;
+process.env.SWITCHYARD_TEST_REFUSE_WRITES = REFUSE_WRITES;
 const PORT = 8080;
 const OLD_IP = '198.18.7.10';
 const serve = { ports: [{ name: 'http', containerPort: PORT, protocol: 'TCP' as const }] };
@@ -195,6 +202,12 @@ function noMoreProcesses(pids: readonly number[]): { lift(): void } {
   };
 }
 
+/** nf_tables refuses every write of the lab's nftables agents until lifted (REFUSE_WRITES). */
+function kernelRefuses(): { lift(): void } {
+  writeFileSync(REFUSE_WRITES, '');
+  return { lift: () => rmSync(REFUSE_WRITES, { force: true }) };
+}
+
 function v1Pids(pid: number): string {
   const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
     .split('\n')
@@ -217,6 +230,7 @@ describeKernel('lab: new endpoints are born closed', () => {
   });
 
   afterAll(async () => {
+    rmSync(REFUSE_WRITES, { force: true });
     await cli(['lab', 'down', '--name', LAB]);
   });
 
@@ -292,13 +306,15 @@ describeKernel('lab: new endpoints are born closed', () => {
   });
 
   it('a failed apply that adds a pod leaves it closed and the previous policy in force; the next apply opens it', async () => {
-    // A backend that runs kernel tools (iptables-restore, nft) fails deterministically when its
-    // agent may not start one more process.
+    // nftables: the kernel refuses the node's transaction (rule batch, members or nft -f alike).
+    // iptables, which runs kernel tools for every write, fails when its agent may not start one
+    // more process.
     const backend = availableBackends().includes('nftables') ? 'nftables' : 'iptables';
     await cliOk(['lab', 'up', world(added), '--name', LAB, '--backend', backend]);
     const fresh = { name: 'new-fail', ip: '198.18.7.50' };
     const prober = await startProber('cli/denied', [{ address: fresh.ip, port: PORT }]);
-    const limit = noMoreProcesses(labAgents(LAB).map((a) => a.pid));
+    const limit =
+      backend === 'nftables' ? kernelRefuses() : noMoreProcesses(labAgents(LAB).map((a) => a.pid));
     let failed;
     let during: Record<string, boolean>;
     try {

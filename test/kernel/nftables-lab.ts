@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import type { ReachMatrix } from '../../src/calc/api.js';
 import type { NodeTarget } from '../../src/dataplane/backend.js';
 import type { IR } from '../../src/ir/types.js';
+import { runInNetns } from '../../src/dataplane/exec.js';
 
 export function sh(cmd: string, args: string[]): string {
   try {
@@ -76,17 +77,21 @@ const PROBER = `
 import net from 'node:net';
 import dgram from 'node:dgram';
 import readline from 'node:readline';
+import { randomUUID } from 'node:crypto';
 const { source } = JSON.parse(process.argv.at(-1));
 const one = (t, timeoutMs) => new Promise((resolve) => {
   if (t.protocol === 'UDP') {
     const u = dgram.createSocket(source.includes(':') ? 'udp6' : 'udp4');
+    // Only this datagram's own echo counts: a late echo to an earlier socket of the same port
+    // (closed after its timeout, the port picked again for the next try) must not answer this one.
+    const token = Buffer.from('probe ' + randomUUID());
     let timer;
     const done = (ok) => { clearTimeout(timer); u.close(); resolve(ok); };
-    u.on('message', () => done(true));
+    u.on('message', (m) => { if (m.equals(token)) done(true); });
     u.on('error', () => done(false));
     u.bind(0, source, () => {
       timer = setTimeout(() => done(false), timeoutMs);
-      u.send(Buffer.from('probe'), t.port, t.host);
+      u.send(token, t.port, t.host);
     });
     return;
   }
@@ -353,4 +358,22 @@ export function matrixDiff(
     }
   }
   return out;
+}
+
+/** The table as comparable data: sets and maps by name, chains by name with rules in order, no handles or counters. */
+export async function kernelState(target: NodeTarget): Promise<Record<string, unknown>> {
+  const r = await runInNetns(target.netns, 'nft', ['-j', '-s', 'list', 'table', 'inet', 'switchyard']);
+  if (r.code !== 0) return { absent: r.stderr.trim() };
+  const items = (JSON.parse(r.stdout) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+  const out: Record<string, unknown> = {};
+  for (const item of items) {
+    const [kind, body] = Object.entries(item)[0] as [string, Record<string, unknown>];
+    if (kind === 'metainfo' || kind === 'table') continue;
+    const { handle: _h, ...rest } = body;
+    if (kind === 'rule') {
+      const key = `chain:${String(rest.chain)}:rules`;
+      ((out[key] ??= []) as unknown[]).push(rest);
+    } else out[`${kind}:${String(rest.name)}`] = rest;
+  }
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }

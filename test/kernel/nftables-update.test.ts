@@ -9,11 +9,12 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ApplyError, type NodeTarget } from '../../src/dataplane/backend.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
 import { createNftablesBackend, nftablesBackend } from '../../src/dataplane/nftables/index.js';
+import { missingChainDeletion } from '../../src/dataplane/nftables/refusal.js';
 import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy, type Manifest } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
-import { addNetns, delNetns } from './nftables-lab.js';
+import { addNetns, delNetns, kernelState } from './nftables-lab.js';
 import { guardrails, irOf, xyz } from './nftables-scenarios.js';
 
 /** y/b (node-1) accepts pods labelled pod=a from any namespace. */
@@ -41,30 +42,20 @@ function stepsOf(mode: PolicyMode): { name: string; ir: IR }[] {
       ]),
     },
     { name: 'back to no policy', ir: irOfMode(xyz()) },
+    { name: 'policies again', ir: irOfMode([...xyz(), ...guardrails(), fromA]) },
+    // z/a (node-1) loses z/egress-named (named ports: address . port sets, a port range, SCTP)
+    // and gains it back: its tier chains are refilled, the flow chains of those rules go and come.
+    {
+      name: 'z/a relabelled pod=b',
+      ir: irOfMode([...xyz({ 'z/a': { pod: 'b' } }), ...guardrails(), fromA]),
+    },
+    { name: 'z/a back to pod=a', ir: irOfMode([...xyz(), ...guardrails(), fromA]) },
   ];
 }
 
 function isPod(m: Manifest, ns: string, name: string): boolean {
   const meta = m.metadata as { name?: string; namespace?: string } | undefined;
   return m.kind === 'Pod' && meta?.namespace === ns && meta.name === name;
-}
-
-/** The table as comparable data: sets and maps by name, chains by name with rules in order, no handles or counters. */
-async function kernelState(target: NodeTarget): Promise<Record<string, unknown>> {
-  const r = await runInNetns(target.netns, 'nft', ['-j', '-s', 'list', 'table', 'inet', 'switchyard']);
-  if (r.code !== 0) return { absent: r.stderr.trim() };
-  const items = (JSON.parse(r.stdout) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
-  const out: Record<string, unknown> = {};
-  for (const item of items) {
-    const [kind, body] = Object.entries(item)[0] as [string, Record<string, unknown>];
-    if (kind === 'metainfo' || kind === 'table') continue;
-    const { handle: _h, ...rest } = body;
-    if (kind === 'rule') {
-      const key = `chain:${String(rest.chain)}:rules`;
-      ((out[key] ??= []) as unknown[]).push(rest);
-    } else out[`${kind}:${String(rest.name)}`] = rest;
-  }
-  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 async function listing(target: NodeTarget): Promise<string> {
@@ -91,8 +82,18 @@ for (const mode of POLICY_MODES) {
 
     it('each update equals a from-scratch apply and writes only what changed', async () => {
       let previous: IR | undefined;
+      // Which steps went as a rule batch over nfnetlink rather than an nft script.
+      const batched: string[] = [];
+      let current = '';
+      const spied = createNftablesBackend({
+        mutateBatch: (messages) => {
+          batched.push(current);
+          return messages;
+        },
+      });
       for (const step of steps) {
-        const result = await nftablesBackend.apply(inc, step.ir, previous);
+        current = step.name;
+        const result = await spied.apply(inc, step.ir, previous);
         if (process.env.NFT_DEBUG)
           console.log(step.name, result.changed.length, result.changed.slice(0, 12), result.durationMs);
         await nftablesBackend.apply(ref, step.ir);
@@ -121,21 +122,37 @@ for (const mode of POLICY_MODES) {
         }
         previous = step.ir;
       }
+      // A pod deleted (its chains go, a dispatch element with them) and a local pod relabelled
+      // (walk mode: its tier chains refilled, flow chains added and deleted) go as a rule batch;
+      // a prefilter coming or going (a base chain changes) and a members-only relabel do not, nor
+      // in table mode a relabel that brings new decision maps (the nft script writes those).
+      expect(batched).toEqual(
+        mode === 'walk'
+          ? ['x/c deleted', 'z/a relabelled pod=b', 'z/a back to pod=a']
+          : ['x/c deleted', 'z/a relabelled pod=b'],
+      );
       // Applying the same IR again writes nothing at all.
-      expect((await nftablesBackend.apply(inc, steps[4]?.ir as IR, steps[4]?.ir)).changed).toEqual([]);
+      const last = steps.at(-1)?.ir as IR;
+      expect((await spied.apply(inc, last, last)).changed).toEqual([]);
     });
 
     for (const mode of ['incremental', 'full'] as const) {
       it(`a broken ${mode} transaction leaves the previous ruleset in force and names its line`, async () => {
         const start = steps[2]?.ir as IR;
-        // A chain changes too (x/c goes): the update is an nft script, not a members-only batch
-        // (that one's failure is netfilter-member-delta's).
+        // A chain changes too (x/c goes): the update is a rule batch, not a members-only one (that
+        // one's failure is netfilter-member-delta's). The batch is refused (its last message
+        // deletes a chain that does not exist), then the same change as an nft script, too.
         const next = steps[3]?.ir as IR;
         await nftablesBackend.apply(inc, start);
         const before = await listing(inc);
         expect(before).toContain('chain forward');
         let brokenLine = 0;
+        let batchBroken = false;
         const broken = createNftablesBackend({
+          mutateBatch: (messages) => {
+            batchBroken = true;
+            return [...messages, missingChainDeletion('switchyard')];
+          },
           mutateScript: (script) => {
             const lines = script.split('\n');
             // After the real changes, so they would have been committed were nft not all-or-nothing.
@@ -160,6 +177,7 @@ for (const mode of POLICY_MODES) {
           new RegExp(`> +${brokenLine} \\| add rule inet switchyard forward meta l4proto tcp th dport 99999`),
         );
         expect(await listing(inc)).toBe(before);
+        expect(batchBroken).toBe(mode === 'incremental');
       });
     }
 

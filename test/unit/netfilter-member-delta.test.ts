@@ -138,7 +138,7 @@ describe('nftables members-only delta', () => {
     const prev = ruleset([set('a', ['198.18.0.1/32', '198.18.0.2/32', '198.18.0.4/32'])]);
     const next = ruleset([set('a', ['198.18.0.1/32', '198.18.0.3/32', '198.18.0.4/32'])]);
     const messages = elementMessages('switchyard', memberDelta(prev, next) ?? []);
-    expect(messages.map((m) => m.set)).toEqual(['a', 'a']);
+    expect(messages.map((m) => m.object)).toEqual(['set a', 'set a']);
     const keys: string[][] = [];
     for (const m of messages) {
       const header = Buffer.alloc(16);

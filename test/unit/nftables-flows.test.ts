@@ -85,20 +85,23 @@ describe('nftables flow sets: layout', () => {
       'set flows6',
       'set traffic4',
       'set traffic6',
+      'set flow-ported',
       'counter flows-full',
     ]);
     expect(sets[0]?.spec).toBe(
       '{ type ipv4_addr . ipv4_addr . inet_proto . inet_service . mark; flags dynamic,timeout; timeout 60s; size 128; counter; }',
     );
-    expect(sets.every((s) => s.elements.length === 0)).toBe(true);
+    expect(sets.filter((s) => s.name !== 'flow-ported').every((s) => s.elements.length === 0)).toBe(true);
+    // The protocols keyed on their port: one named set the flow chains all look up.
+    expect(sets.find((s) => s.name === 'flow-ported')?.elements).toEqual(['tcp', 'udp', 'sctp']);
   });
 
   it('covers every packet with exactly one update per family: ports for TCP, UDP, SCTP, 0 for the rest', () => {
     expect(updateVariants().map((v) => v.condition)).toEqual([
-      'meta nfproto ipv4 meta l4proto { tcp, udp, sctp }',
-      'meta nfproto ipv4 meta l4proto != { tcp, udp, sctp }',
-      'meta nfproto ipv6 meta l4proto { tcp, udp, sctp }',
-      'meta nfproto ipv6 meta l4proto != { tcp, udp, sctp }',
+      'meta nfproto ipv4 meta l4proto @flow-ported',
+      'meta nfproto ipv4 meta l4proto != @flow-ported',
+      'meta nfproto ipv6 meta l4proto @flow-ported',
+      'meta nfproto ipv6 meta l4proto != @flow-ported',
     ]);
     expect(updateStatement('flows', 'v6', false, 0x2a)).toBe(
       'update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . 0 . 0x0000002a }',

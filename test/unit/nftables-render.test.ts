@@ -415,10 +415,10 @@ describe('nftables render: flow records (default)', () => {
     ]);
     const tag = tagText(flowRuleTag('deny', 'x/a/ingress/default'));
     expect(recordedIn('deny', 'x/a/ingress/default')).toEqual([
-      `meta nfproto ipv4 meta l4proto { tcp, udp, sctp } update @flows4 { ip saddr . ip daddr . meta l4proto . th dport . ${tag} } drop`,
-      `meta nfproto ipv4 meta l4proto != { tcp, udp, sctp } update @flows4 { ip saddr . ip daddr . meta l4proto . 0 . ${tag} } drop`,
-      `meta nfproto ipv6 meta l4proto { tcp, udp, sctp } update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . th dport . ${tag} } drop`,
-      `meta nfproto ipv6 meta l4proto != { tcp, udp, sctp } update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . 0 . ${tag} } drop`,
+      `meta nfproto ipv4 meta l4proto @flow-ported update @flows4 { ip saddr . ip daddr . meta l4proto . th dport . ${tag} } drop`,
+      `meta nfproto ipv4 meta l4proto != @flow-ported update @flows4 { ip saddr . ip daddr . meta l4proto . 0 . ${tag} } drop`,
+      `meta nfproto ipv6 meta l4proto @flow-ported update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . th dport . ${tag} } drop`,
+      `meta nfproto ipv6 meta l4proto != @flow-ported update @flows6 { ip6 saddr . ip6 daddr . meta l4proto . 0 . ${tag} } drop`,
       // A full set refuses the update, which ends that rule: the verdict comes regardless.
       'counter name "flows-full" drop',
     ]);
@@ -457,10 +457,10 @@ describe('nftables render: flow records (default)', () => {
     expect(chainRules(text, 'forward').slice(0, 2)).toEqual(established);
     expect(chainRules(text, 'input').slice(1, 3)).toEqual(established);
     expect(chainRules(text, 'flow-traffic')).toEqual([
-      'meta nfproto ipv4 meta l4proto { tcp, udp, sctp } update @traffic4 { ip saddr . ip daddr . meta l4proto . th dport } accept',
-      'meta nfproto ipv4 meta l4proto != { tcp, udp, sctp } update @traffic4 { ip saddr . ip daddr . meta l4proto . 0 } accept',
-      'meta nfproto ipv6 meta l4proto { tcp, udp, sctp } update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . th dport } accept',
-      'meta nfproto ipv6 meta l4proto != { tcp, udp, sctp } update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . 0 } accept',
+      'meta nfproto ipv4 meta l4proto @flow-ported update @traffic4 { ip saddr . ip daddr . meta l4proto . th dport } accept',
+      'meta nfproto ipv4 meta l4proto != @flow-ported update @traffic4 { ip saddr . ip daddr . meta l4proto . 0 } accept',
+      'meta nfproto ipv6 meta l4proto @flow-ported update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . th dport } accept',
+      'meta nfproto ipv6 meta l4proto != @flow-ported update @traffic6 { ip6 saddr . ip6 daddr . meta l4proto . 0 } accept',
       'counter name "flows-full" accept',
     ]);
   });

@@ -58,7 +58,7 @@ interface Walked {
 }
 
 const FLOW_UPDATE =
-  /^meta nfproto (ipv4|ipv6) meta l4proto (!= )?\{ tcp, udp, sctp \} update @(\w+) \{ (ip6?) saddr \. \4 daddr \. meta l4proto \. (th dport|0) \. 0x([0-9a-f]{8}) \} (return|drop)$/;
+  /^meta nfproto (ipv4|ipv6) meta l4proto (!= )?@flow-ported update @(\w+) \{ (ip6?) saddr \. \4 daddr \. meta l4proto \. (th dport|0) \. 0x([0-9a-f]{8}) \} (return|drop)$/;
 
 /** A flow chain (decision.ts) for one packet: what it records and its verdict (`return`, `drop`, or '' off the end). */
 function recordIn(chain: NftChain, p: Packet): { recorded?: Recorded; verdict: string } {

@@ -6,8 +6,8 @@
  * With flow logs the deciding rule hands the packet to a chain of its own (shared by every
  * endpoint the rule applies to): `<match> counter goto flow-deny-<tag> comment "<id>"`, where
  *
- *   flow-deny-<tag>  meta nfproto ipv4 meta l4proto { tcp, udp, sctp } update @flows4 { … th dport . <tag> } drop
- *                    meta nfproto ipv4 meta l4proto != { tcp, udp, sctp } update @flows4 { … 0 . <tag> } drop
+ *   flow-deny-<tag>  meta nfproto ipv4 meta l4proto @flow-ported update @flows4 { … th dport . <tag> } drop
+ *                    meta nfproto ipv4 meta l4proto != @flow-ported update @flows4 { … 0 . <tag> } drop
  *                    (the same two for ipv6 and @flows6)
  *                    counter name "flows-full" drop
  *

@@ -52,9 +52,16 @@ const ADDR: Record<FlowFamily, { type: string; match: string; bytes: number }> =
   v6: { type: 'ipv6_addr', match: 'ip6', bytes: 16 },
 };
 
-/** The protocols keyed on their destination port (`th dport`). */
-export const PORTED = 'meta l4proto { tcp, udp, sctp }';
-export const NOT_PORTED = 'meta l4proto != { tcp, udp, sctp }';
+/**
+ * The protocols keyed on their destination port (`th dport`), as one named set rather than an
+ * anonymous `{ tcp, udp, sctp }` in every flow chain rule: each anonymous set is a set of its own
+ * in the table (two per flow chain, thousands at 10k endpoints), and nf_tables walks a table's
+ * sets by name for every set a transaction creates or looks up, so every one of them slowed each
+ * change that added a flow chain (docs/nftables.md "Updates").
+ */
+export const PORTED_SET = 'flow-ported';
+export const PORTED = `meta l4proto @${PORTED_SET}`;
+export const NOT_PORTED = `meta l4proto != @${PORTED_SET}`;
 
 /** The four sets and the counter, as table objects. */
 export function flowSetObjects(size = FLOW_SET_SIZE): NftSet[] {
@@ -75,6 +82,13 @@ export function flowSetObjects(size = FLOW_SET_SIZE): NftSet[] {
       });
     }
   }
+  sets.push({
+    kind: 'set',
+    name: PORTED_SET,
+    spec: '{ type inet_proto; }',
+    elements: ['tcp', 'udp', 'sctp'],
+    note: 'flows: the protocols keyed on their destination port',
+  });
   sets.push({
     kind: 'counter',
     name: FLOWS_FULL_COUNTER,

@@ -29,7 +29,9 @@ import type { NftRuleset } from './objects.js';
 import { buildRuleset, type RulesetOptions } from './ruleset.js';
 import { Shadows } from '../shadow.js';
 import { memberDelta, type SetElementChange } from './member-delta.js';
-import { NftablesNetlink } from './nfnetlink.js';
+import { NftablesNetlink, NftablesWriteError, type BatchMessage } from './nfnetlink.js';
+import { ruleBatch } from './rule-batch.js';
+import { refuseWhileFileExists } from './refusal.js';
 
 export interface NftablesOptions {
   /**
@@ -43,6 +45,10 @@ export interface NftablesOptions {
   mutateScript?: (script: string) => string;
   /** Test hook: rewrites a members-only change just before it is sent over nfnetlink. */
   mutateMembers?: (changes: SetElementChange[]) => SetElementChange[];
+  /** Test hook: rewrites a rule batch (rule-batch.ts) just before it is sent over nfnetlink. */
+  mutateBatch?: (messages: BatchMessage[]) => BatchMessage[];
+  /** Test hook: while this file exists, nf_tables refuses every write (refusal.ts). */
+  refuseWritesWhile?: string;
 }
 
 /**
@@ -62,6 +68,28 @@ function commitMembers(netns: string, node: string, changes: readonly SetElement
     );
   } finally {
     nl.close();
+  }
+}
+
+/**
+ * Writes a rule batch (rule-batch.ts) as one nf_tables transaction. `refused`: nf_tables said no,
+ * nothing of it is in force (the caller writes the same change with `nft -f`, which names the line
+ * it refuses); `unknown`: its answer was lost, the kernel holds the old table or the new one (the
+ * caller writes the whole table, right either way).
+ */
+function commitRuleBatch(
+  netns: string,
+  messages: readonly BatchMessage[],
+): 'committed' | 'refused' | 'unknown' {
+  let nl: NftablesNetlink | undefined;
+  try {
+    nl = new NftablesNetlink(netns);
+    nl.commitBatch(messages, 'rule update');
+    return 'committed';
+  } catch (e) {
+    return e instanceof NftablesWriteError && !e.refused ? 'unknown' : 'refused';
+  } finally {
+    nl?.close();
   }
 }
 
@@ -104,8 +132,12 @@ function allObjects(rs: NftRuleset): string[] {
 }
 
 export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
-  const mutate = opts.mutateScript ?? ((s: string) => s);
-  const mutateMembers = opts.mutateMembers ?? ((c: SetElementChange[]) => c);
+  const refusal = opts.refuseWritesWhile
+    ? refuseWhileFileExists(opts.refuseWritesWhile, FAMILY, TABLE)
+    : undefined;
+  const mutate = opts.mutateScript ?? refusal?.mutateScript ?? ((s: string) => s);
+  const mutateMembers = opts.mutateMembers ?? refusal?.mutateMembers ?? ((c: SetElementChange[]) => c);
+  const mutateBatch = opts.mutateBatch ?? refusal?.mutateBatch ?? ((m: BatchMessage[]) => m);
   const rendering: Rendering = {
     flowLogs: opts.flowLogs ?? true,
     ...(opts.flowSetSize !== undefined ? { flowSetSize: opts.flowSetSize } : {}),
@@ -133,9 +165,15 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
     shadows.drop(target);
     // Only set members changed (the usual label change): their elements alone, without nft.
     const members = before ? memberDelta(before, next) : undefined;
-    const plan = before && !members ? diffRulesets(before, next) : undefined;
+    // Rules too (a label or policy change): the chains and elements in one batch, without nft.
+    const batch = before && !members ? ruleBatch(TABLE, before, next) : undefined;
+    const outcome = batch ? commitRuleBatch(target.netns, mutateBatch(batch.messages)) : undefined;
+    const diffed = before && !members && (outcome === undefined || outcome === 'refused');
+    const plan = diffed ? diffRulesets(before, next) : undefined;
     let changed: string[];
-    if (members) {
+    if (batch && outcome === 'committed') changed = batch.changed;
+    else if (outcome === 'unknown') changed = await applyFull(target, next);
+    else if (members) {
       try {
         if (members.length > 0) commitMembers(target.netns, target.node, mutateMembers(members));
         changed = members.map((m) => `${m.kind}:${m.name}`);

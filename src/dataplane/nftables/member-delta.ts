@@ -46,11 +46,26 @@ export function memberDelta(prev: NftRuleset, next: NftRuleset): SetElementChang
   const prevSets = [...prev.sets, ...prev.maps];
   const nextSets = [...next.sets, ...next.maps];
   if (!sameObjects(prevSets, nextSets, sameDeclaration)) return undefined;
-  const prevSet = new Map(prevSets.map((s) => [s.name, s]));
+  return elementDeltas(prevSets, nextSets);
+}
+
+/**
+ * The element changes of the sets and maps in both `prev` and `next` (a set only in `next` is
+ * filled by its writer, one only in `prev` deleted), in kernel form; undefined when one of them
+ * has no shape in elements.ts, was declared anew, or the change is too large for one batch.
+ */
+export function elementDeltas(
+  prevSets: readonly NftSet[],
+  nextSets: readonly NftSet[],
+): SetElementChange[] | undefined {
+  const prevSet = byName(prevSets);
   const out: SetElementChange[] = [];
   let count = 0;
   for (const set of nextSets) {
-    const change = elementChange(prevSet.get(set.name) as NftSet, set);
+    const before = prevSet.get(set.name);
+    if (!before) continue;
+    if (!sameDeclaration(before, set)) return undefined;
+    const change = elementChange(before, set);
     if (!change) continue;
     const shape = shapeOf(set.kind, set.spec);
     if (!shape || (set.kind !== 'set' && set.kind !== 'map')) return undefined;

@@ -25,7 +25,16 @@ import type { SetElementChange } from './member-delta.js';
 
 const NETLINK_NETFILTER = 12;
 const SO_RCVTIMEO = 20;
+const SO_RCVBUFFORCE = 33;
 const EINTR = 4;
+const ENOBUFS = 105;
+/**
+ * Receive buffer per message of a batch: each message asks for its acknowledgement, and the
+ * kernel queues them all before send(2) returns. An ack is a small skb, but the socket is charged
+ * its truesize (~0.7–1 KiB); at the default 208 KiB a batch of a few hundred rules lost acks
+ * (ENOBUFS) after nf_tables had committed it. nft sizes its socket for the batch the same way.
+ */
+const RECEIVE_BUFFER_PER_MESSAGE = 2048;
 
 const NLMSG_DONE = 3;
 const NLM_F_MULTI = 0x2;
@@ -289,17 +298,25 @@ export function elementAttribute(e: KernelElement): Buffer {
   return nested(NFTA_LIST_ELEM, attrs);
 }
 
-export interface ElementMessage {
-  /** The set it writes (for error messages). */
-  set: string;
+/** One message of an nf_tables batch (rule-batch.ts builds chains' and rules' messages). */
+export interface BatchMessage {
+  /** What it writes, as an error names it: `set NAME`, `chain NAME`, `rule 3 of chain NAME`. */
+  object: string;
+  /** Without the subsystem: NFT_MSG_NEWRULE, … */
   type: number;
   flags: number;
+  /** struct nfgenmsg, then the attributes. */
   body: Buffer;
 }
 
+/** The body of an nf_tables message: struct nfgenmsg for family inet, then `attrs`. */
+export function messageBody(attrs: readonly Buffer[]): Buffer {
+  return Buffer.concat([nfgenmsg(), ...attrs]);
+}
+
 /** A batch's messages for `changes` to `table`'s sets: per set, flush, deletions, additions. */
-export function elementMessages(table: string, changes: readonly SetElementChange[]): ElementMessage[] {
-  const out: ElementMessage[] = [];
+export function elementMessages(table: string, changes: readonly SetElementChange[]): BatchMessage[] {
+  const out: BatchMessage[] = [];
   for (const c of changes) {
     const head = [
       netlinkAttribute(NFTA_SET_ELEM_LIST_TABLE, cstring(table)),
@@ -307,12 +324,7 @@ export function elementMessages(table: string, changes: readonly SetElementChang
     ];
     const push = (type: number, flags: number, elements?: readonly KernelElement[]): void => {
       const list = elements ? [nested(NFTA_SET_ELEM_LIST_ELEMENTS, elements.map(elementAttribute))] : [];
-      out.push({
-        set: c.name,
-        type: message(type),
-        flags,
-        body: Buffer.concat([nfgenmsg(), ...head, ...list]),
-      });
+      out.push({ object: `${c.kind} ${c.name}`, type, flags, body: messageBody([...head, ...list]) });
     };
     // A DELSETELEM without elements flushes the set.
     if (c.flush) push(NFT_MSG_DELSETELEM, 0);
@@ -342,6 +354,12 @@ export class NftablesWriteError extends Error {
   constructor(
     message: string,
     readonly errno?: number,
+    /**
+     * False when nf_tables may have committed the batch all the same: its answer was lost
+     * (ENOBUFS) or never came. The kernel then holds either the old or the new state, which
+     * only a write of the whole table puts right.
+     */
+    readonly refused = true,
   ) {
     super(message);
     this.name = 'NftablesWriteError';
@@ -461,8 +479,15 @@ export class NftablesNetlink {
    * message asks for an acknowledgement, so a refusal names its set.
    */
   commitElements(table: string, changes: readonly SetElementChange[]): void {
+    this.commitBatch(elementMessages(table, changes), 'set elements');
+  }
+
+  /**
+   * Sends `messages` as one nf_tables transaction: the kernel commits every message or, when one
+   * fails, none. Every message asks for an acknowledgement, so a refusal names its object.
+   */
+  commitBatch(messages: readonly BatchMessage[], what: string): void {
     const c = libc();
-    const messages = elementMessages(table, changes);
     if (messages.length === 0) return;
     const batch = (type: number): Buffer => {
       const body = Buffer.from([0, 0, 0, 0]); // AF_UNSPEC, NFNETLINK_V0, res_id: the subsystem
@@ -473,12 +498,13 @@ export class NftablesNetlink {
     const parts = [batch(NFNL_MSG_BATCH_BEGIN)];
     for (const m of messages) {
       const seq = ++this.seq;
-      sent.set(seq, m.set);
-      parts.push(netlinkRequest(m.type, m.flags | NLM_F_ACK, seq, m.body));
+      sent.set(seq, m.object);
+      parts.push(netlinkRequest(message(m.type), m.flags | NLM_F_ACK, seq, m.body));
     }
     parts.push(batch(NFNL_MSG_BATCH_END));
     const all = Buffer.concat(parts);
-    check(c.send(this.fd, all, all.length, 0), 'netlink send (set elements)');
+    this.receiveBufferFor(messages.length);
+    check(c.send(this.fd, all, all.length, 0), `netlink send (${what})`);
     const errors: string[] = [];
     let firstErrno: number | undefined;
     while (sent.size > 0) {
@@ -486,20 +512,34 @@ export class NftablesNetlink {
       if (n < 0) {
         const errno = lastErrno();
         if (errno === EINTR) continue;
-        throw new NftablesWriteError(`set elements: no answer from nf_tables (${c.strerror(errno)})`, errno);
+        throw new NftablesWriteError(
+          `${what}: ${errno === ENOBUFS ? "nf_tables' answer was lost" : 'no answer from nf_tables'} (${c.strerror(errno)}), the transaction may be in force`,
+          errno,
+          false,
+        );
       }
       for (const [seq, errno] of parseAcks(this.buffer, n)) {
-        const set = sent.get(seq);
-        if (set === undefined) continue;
+        const object = sent.get(seq);
+        if (object === undefined) continue;
         sent.delete(seq);
         if (errno !== 0) {
           firstErrno ??= errno;
-          errors.push(`${set}: ${c.strerror(errno)}`);
+          errors.push(`${object}: ${c.strerror(errno)}`);
         }
       }
     }
     if (errors.length > 0)
-      throw new NftablesWriteError(`nf_tables refused the set elements (${errors.join('; ')})`, firstErrno);
+      throw new NftablesWriteError(`nf_tables refused the ${what} (${errors.join('; ')})`, firstErrno);
+  }
+
+  /** Room for one acknowledgement per message (SO_RCVBUFFORCE: above rmem_max; root in the node's netns). */
+  private receiveBufferFor(messages: number): void {
+    const size = Buffer.alloc(4);
+    size.writeInt32LE(
+      Math.min(0x7fffffff / 2, Math.max(RECEIVE_BUFFER, messages * RECEIVE_BUFFER_PER_MESSAGE)),
+    );
+    // Best effort: without it a large batch may still lose acks, which commitBatch reports.
+    libc().setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4);
   }
 
   close(): void {
