@@ -408,12 +408,16 @@ function planHooks(
     reloading(hook, at);
     return hook;
   };
-  const found = view.ruleSets.map((rs) => programs.program(rs, alloc));
-  // Programs generated anew first: their loads start while the unchanged hooks are checked.
-  const order = [...found.keys()].sort((a, b) => Number(found[a]?.cached) - Number(found[b]?.cached));
-  const hooks: PlannedHook[] = new Array<PlannedHook>(found.length);
-  for (const at of order)
-    hooks[at] = plan(view.ruleSets[at] as RuleSet, found[at] as ReturnType<ProgramCache['program']>, at);
+  // A program generated anew is planned (and its load started) as soon as the cache misses it;
+  // the hooks whose programs are kept are planned after, while the kernel verifies.
+  const hooks: PlannedHook[] = new Array<PlannedHook>(view.ruleSets.length);
+  const kept: [number, ReturnType<ProgramCache['program']>][] = [];
+  view.ruleSets.forEach((rs, at) => {
+    const found = programs.program(rs, alloc);
+    if (found.cached) kept.push([at, found]);
+    else hooks[at] = plan(rs, found, at);
+  });
+  for (const [at, found] of kept) hooks[at] = plan(view.ruleSets[at] as RuleSet, found, at);
   return hooks;
 }
 
