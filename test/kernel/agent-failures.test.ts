@@ -20,6 +20,7 @@ import { apiSocket } from '../../src/agent/paths.js';
 import { writeDesired } from '../../src/lab/agents.js';
 import { agentStateDir, converge, desiredDir, labAgents, labDown } from '../../src/lab/index.js';
 import { readState } from '../../src/lab/state.js';
+import { SUPERVISOR_MARK } from '../../src/lab/supervisor.js';
 import { loadManifests } from '../../src/model/index.js';
 import { listNetns } from '../../src/netns/index.js';
 import type { IR, Rule } from '../../src/ir/types.js';
@@ -90,6 +91,22 @@ function asNobody(args: readonly string[]): { code: number | null; stderr: strin
     { encoding: 'utf8', timeout: 30_000 },
   );
   return { code: r.status, stderr: r.stderr };
+}
+
+/** The parent pid of `pid` (field 4 of /proc/PID/stat, after the command name in parentheses). */
+function parentOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+/** Gone, or a zombie its parent has not reaped yet. */
+function isDead(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
 }
 
 describeKernel('agents facing failures (ebpf)', () => {
@@ -222,20 +239,23 @@ describeKernel('agents facing failures (ebpf)', () => {
     expect(agents.length).toBeGreaterThanOrEqual(2);
     const [dead, ...alive] = agents;
     if (!dead) throw new Error('no agent');
-    process.kill(dead.pid, 'SIGKILL');
-    await until('the agent to die', async () => {
-      try {
-        process.kill(dead.pid, 0);
-        return undefined;
-      } catch {
-        return true;
-      }
-    });
-    const r = await cli(['node', 'status', '--lab', LAB]);
-    expect(r.code).toBe(1);
-    const rows = r.stdout.split('\n');
-    for (const a of alive)
-      expect(rows.find((l) => l.startsWith(a.node))).toMatch(new RegExp(`ebpf\\s+${a.pid}`));
-    expect(rows.find((l) => l.startsWith(dead.node))).toMatch(/unreachable/);
+    // Its supervisor would start it again within ~100 ms, and a restarted agent that answers before
+    // `node status` asks would hide the dead one: the supervisor is held until the status is read.
+    const supervisor = parentOf(dead.pid);
+    expect(readFileSync(`/proc/${supervisor}/cmdline`, 'utf8')).toContain(SUPERVISOR_MARK);
+    process.kill(supervisor, 'SIGSTOP');
+    try {
+      process.kill(dead.pid, 'SIGKILL');
+      // A held parent cannot reap it: dead is gone or a zombie.
+      await until('the agent to die', async () => (isDead(dead.pid) ? true : undefined));
+      const r = await cli(['node', 'status', '--lab', LAB]);
+      expect(r.code).toBe(1);
+      const rows = r.stdout.split('\n');
+      for (const a of alive)
+        expect(rows.find((l) => l.startsWith(a.node))).toMatch(new RegExp(`ebpf\\s+${a.pid}`));
+      expect(rows.find((l) => l.startsWith(dead.node))).toMatch(/unreachable/);
+    } finally {
+      process.kill(supervisor, 'SIGCONT');
+    }
   }, 30_000);
 });
