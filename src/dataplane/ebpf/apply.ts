@@ -337,10 +337,14 @@ function swapTcx(target: NodeTarget, hook: PlannedHook, program: Program): void 
     }
   }
   rmSync(hook.linkPath, { force: true });
-  const link = withNetns(target.netns, () =>
+  pinLink(attachHook(target, hook, program), hook.linkPath);
+}
+
+/** A new tcx link of `program` at `hook`, in front of what is attached there. */
+function attachHook(target: NodeTarget, hook: PlannedHook, program: Program): Link {
+  return withNetns(target.netns, () =>
     attachTcx(program, { ifname: hook.state.ifname, direction: hookFor(hook.state.direction), before: true }),
   );
-  pinLink(link, hook.linkPath);
 }
 
 function planHooks(
@@ -789,14 +793,7 @@ class EarlyLinks {
     // A link pinned by an apply that did not finish: swapped as usual in step 3.
     if (isPinned(hook.linkPath)) return;
     try {
-      const link = withNetns(this.target.netns, () =>
-        attachTcx(program, {
-          ifname: hook.state.ifname,
-          direction: hookFor(hook.state.direction),
-          before: true,
-        }),
-      );
-      this.links.set(hook, link);
+      this.links.set(hook, attachHook(this.target, hook, program));
     } catch (e) {
       failAttach(hook, e);
     }

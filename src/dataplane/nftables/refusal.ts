@@ -6,28 +6,16 @@
  * having seen all of its real changes: nothing of it is in force.
  */
 import { existsSync } from 'node:fs';
-import { netlinkAttribute } from '../../netns/netlink.js';
-import { cstring } from './attributes.js';
 import type { SetElementChange } from './member-delta.js';
-import { messageBody, type BatchMessage } from './nfnetlink.js';
+import type { BatchMessage } from './nfnetlink.js';
+import { chainDeletion } from './rule-batch.js';
 
 /** No chain or set of the table has this name (ours start with a direction or `sy-`). */
 const MISSING = 'refused-missing';
-const NFT_MSG_DELCHAIN = 5;
-const NFTA_CHAIN_TABLE = 1;
-const NFTA_CHAIN_NAME = 3;
 
 /** A DELCHAIN of a chain that does not exist: nf_tables refuses it (ENOENT), and the batch with it. */
 export function missingChainDeletion(table: string): BatchMessage {
-  return {
-    object: `chain ${MISSING}`,
-    type: NFT_MSG_DELCHAIN,
-    flags: 0,
-    body: messageBody([
-      netlinkAttribute(NFTA_CHAIN_TABLE, cstring(table)),
-      netlinkAttribute(NFTA_CHAIN_NAME, cstring(MISSING)),
-    ]),
-  };
+  return chainDeletion(table, MISSING);
 }
 
 export interface WriteHooks {

@@ -79,6 +79,19 @@ export interface RuleBatch {
   changed: string[];
 }
 
+/** A DELCHAIN of `name` in `table` (nf_tables refuses it, and its batch, when the chain is missing). */
+export function chainDeletion(table: string, name: string): BatchMessage {
+  return {
+    object: `chain ${name}`,
+    type: NFT_MSG_DELCHAIN,
+    flags: 0,
+    body: messageBody([
+      netlinkAttribute(NFTA_CHAIN_TABLE, cstring(table)),
+      netlinkAttribute(NFTA_CHAIN_NAME, cstring(name)),
+    ]),
+  };
+}
+
 class BatchBuilder {
   readonly messages: BatchMessage[] = [];
   private setId = 0;
@@ -106,10 +119,7 @@ class BatchBuilder {
   }
 
   deleteChain(name: string): void {
-    this.push(`chain ${name}`, NFT_MSG_DELCHAIN, 0, [
-      netlinkAttribute(NFTA_CHAIN_TABLE, cstring(this.table)),
-      netlinkAttribute(NFTA_CHAIN_NAME, cstring(name)),
-    ]);
+    this.messages.push(chainDeletion(this.table, name));
   }
 
   deleteSet(kind: string, name: string): void {
