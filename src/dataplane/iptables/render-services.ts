@@ -38,6 +38,7 @@
 import type { IR, ServiceBackend, ServicePortTable } from '../../ir/types.js';
 import { exact, flat } from '../../util/intern.js';
 import { hostPort } from '../../util/ip.js';
+import { LastMemo } from '../../util/last-memo.js';
 import { externalAddressOf, picksLocal, portView, type PortView } from '../netfilter/service-view.js';
 import {
   commentText,
@@ -351,18 +352,16 @@ export interface ServicePlan {
  * The service part of the last IR service list rendered, per family, node and external address
  * (all it depends on): an incremental IR hands unchanged services as the same array, so a change
  * that leaves them alone reuses the whole part, the same table object included (the diff then
- * skips the table without comparing its rules). Only the last list is kept: a list kept as a
- * key (a WeakMap) stays alive as long as anything else holds that array, and with it a whole
- * rendered nat table (measured: one more table of ~80k rules, 32 MiB, after each service change).
+ * skips the table without comparing its rules). Only the last list is kept (LastMemo says why;
+ * measured: a WeakMap kept one more nat table of ~80k rules, 32 MiB, after each service change).
  * Shared, never changed.
  */
-const renderedServices = new Map<string, { services: IR['services']; plan: ServicePlan }>();
+const renderedServices = new LastMemo<IR['services'], ServicePlan>();
 
 export function servicePlan(nodeIr: IR, node: string, family: Family): ServicePlan {
   const key = `${family}\0${node}\0${externalAddressOf(nodeIr, node) ?? ''}`;
-  const hit = renderedServices.get(key);
-  if (hit?.services === nodeIr.services) return hit.plan;
-  const plan = { nat: natTable(nodeIr, node, family), reject: serviceRejectChain(nodeIr, node, family) };
-  renderedServices.set(key, { services: nodeIr.services, plan });
-  return plan;
+  return renderedServices.get(key, nodeIr.services, () => ({
+    nat: natTable(nodeIr, node, family),
+    reject: serviceRejectChain(nodeIr, node, family),
+  }));
 }

@@ -7,6 +7,7 @@ import { defaultRuleId, prefilterRuleId } from '../../ir/rule-ids.js';
 import type { Direction, Endpoint, IR, IpPortSet, IpSet, Prefilter, Rule, RuleSet } from '../../ir/types.js';
 import { serviceObjects, type ServiceObjects } from './services.js';
 import { externalAddressOf } from '../netfilter/service-view.js';
+import { LastMemo } from '../../util/last-memo.js';
 import {
   dispatchMap,
   ESTABLISHED_RULE_ID,
@@ -313,24 +314,20 @@ function filterChains(flowLogs: boolean): NftChain[] {
  * The service objects of the last IR service list rendered, per node and external address: an
  * incremental IR hands unchanged services as the same array, and 10k services render to ~12k
  * chains that a label change would otherwise render and compare again (hundreds of ms). Only the
- * last list is kept: a list kept as a WeakMap key stays alive as long as anything else holds that
- * array (the previous IR does, through the source's change), and with it its rendering.
- * Shared, never changed.
+ * last list is kept (LastMemo says why). Shared, never changed.
  */
-const renderedServices = new Map<string, { services: IR['services']; objects: ServiceObjects }>();
+const renderedServices = new LastMemo<IR['services'], ServiceObjects>();
 
 function servicesOf(ir: IR, node: string): ServiceObjects {
   const key = `${node}\0${externalAddressOf(ir, node) ?? ''}`;
-  const hit = renderedServices.get(key);
-  if (hit?.services === ir.services) return hit.objects;
-  const rendered = serviceObjects(ir, node);
-  const objects: ServiceObjects = {
-    sets: rendered.sets.map(flatSet),
-    maps: rendered.maps.map(flatSet),
-    chains: rendered.chains.map(flatChain),
-  };
-  renderedServices.set(key, { services: ir.services, objects });
-  return objects;
+  return renderedServices.get(key, ir.services, () => {
+    const rendered = serviceObjects(ir, node);
+    return {
+      sets: rendered.sets.map(flatSet),
+      maps: rendered.maps.map(flatSet),
+      chains: rendered.chains.map(flatChain),
+    };
+  });
 }
 
 /**
