@@ -56,7 +56,7 @@ import {
   type NodeMaps,
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
-import { hookKey, nodeView, type Allocation, type NodeView } from './node.js';
+import { hookKey, nodeView, recordChange, type Allocation, type NodeView } from './node.js';
 import {
   buildTables,
   allocateWithTables,
@@ -360,6 +360,8 @@ function planHooks(
 ): PlannedHook[] {
   const endpoints = new Map(view.endpoints.map((e) => [e.id, e]));
   const previous = new Map((meta?.hooks ?? []).map((h) => [hookKey(h.endpoint, h.direction), h]));
+  // One listing of the node's link pins, not a lookup per hook.
+  const pinned = pinnedLinks(dir);
   const plan = (
     rs: RuleSet,
     { cached, entry }: ReturnType<ProgramCache['program']>,
@@ -397,7 +399,7 @@ function planHooks(
       before.hash !== hash ||
       before.ifindex !== iface.ifindex ||
       before.ifname !== ep.hostInterface ||
-      !isPinned(linkPath);
+      !pinned.has(linkPath);
     if (!reload) return { state, cacheEntry: entry, linkPath, reload };
     // A program kept from an earlier apply is made again only when it is loaded again.
     const generated = programs.generated(entry, rs, alloc);
@@ -425,6 +427,12 @@ function planHooks(
   return hooks;
 }
 
+/** The paths of the node's pinned links. */
+function pinnedLinks(dir: string): Set<string> {
+  const links = join(dir, 'links');
+  return new Set(existsSync(links) ? readdirSync(links).map((name) => join(links, name)) : []);
+}
+
 /** Zeroes counters of slots that start or stop counting something. */
 function resetSlots(maps: NodeMaps, slots: readonly number[]): void {
   const zero = Array.from({ length: maps.counters.cpus }, () => ({ packets: 0, bytes: 0 }));
@@ -438,6 +446,9 @@ function changedSlots(
 ): { fresh: number[]; freed: number[] } {
   // The numbering kept its records (nothing came or went): no slot starts or stops counting.
   if (before?.slots === after.slots) return { fresh: [], freed: [] };
+  // Numbered from `before` by this apply: what came and went is known without a pass over every slot.
+  const change = recordChange(after.slots);
+  if (before && change?.from === before.slots) return { fresh: [...change.fresh], freed: [...change.freed] };
   const old = before?.slots ?? {};
   const now = new Set(Object.values(after.slots));
   const had = new Map(Object.entries(old));
@@ -652,7 +663,7 @@ function inspectNode(
 const highestSlots = new WeakMap<Allocation['slots'], number>();
 
 function highestSlotOf(alloc: Allocation): number {
-  let highest = highestSlots.get(alloc.slots);
+  let highest = highestSlots.get(alloc.slots) ?? recordChange(alloc.slots)?.highest;
   if (highest === undefined) {
     highest = 0;
     for (const slot of Object.values(alloc.slots)) if (slot > highest) highest = slot;

@@ -135,15 +135,78 @@ export function slotKeysOf(rs: RuleSet): readonly string[] {
 }
 
 /**
+ * How `stable` made a record from the one before it: what the apply's later steps (counters to
+ * zero, the counter map's size, the programs' numbers) would otherwise find again by going over
+ * every key of a node's thousands of slots.
+ */
+export interface RecordChange {
+  /** The record this one was numbered from. */
+  from: Readonly<Record<string, number>>;
+  /** Numbers given to keys that had none before. */
+  fresh: readonly number[];
+  /** Numbers of keys that are gone (not handed out again by this update). */
+  freed: readonly number[];
+  /** The highest number in the record (0 when empty). */
+  highest: number;
+}
+
+const recordChanges = new WeakMap<Readonly<Record<string, number>>, RecordChange>();
+
+/** How `record` was numbered from its predecessor, when `stable` made it. */
+export function recordChange(record: Readonly<Record<string, number>>): RecordChange | undefined {
+  return recordChanges.get(record);
+}
+
+/**
  * Keeps the numbers of what still exists; newcomers take the lowest free numbers in order. A
  * number freed by this very update is not handed out again until the next one: the programs
  * still running until the swap give it its old meaning. The result lists keys in `wanted` order
- * (program order for slots: counters read back in it).
+ * (program order for slots: counters read back in it). `wanted` holds no key twice.
  */
 function stable(wanted: readonly string[], previous: Record<string, number>): Record<string, number> {
-  // Nothing came or went (most applies, for sets): the previous numbers as they are.
   const before = Object.keys(previous);
-  if (before.length === wanted.length && wanted.every((key, i) => before[i] === key)) return previous;
+  // The keys the two lists share at their start and at their end (a relabelled pod changes the
+  // keys of its own rule sets only) stay: only those between them can be gone.
+  const shorter = Math.min(before.length, wanted.length);
+  let head = 0;
+  while (head < shorter && before[head] === wanted[head]) head++;
+  // Nothing came or went (most applies, for sets): the previous numbers as they are.
+  if (head === before.length && head === wanted.length) return previous;
+  let tail = 0;
+  while (tail < shorter - head && before[before.length - 1 - tail] === wanted[wanted.length - 1 - tail])
+    tail++;
+  const taken = new Set(Object.values(previous));
+  // Two keys with one number (a damaged description): numbered as if from scratch where they clash.
+  if (taken.size !== before.length) return renumbered(wanted, previous);
+  // Every key is unique on both sides: a key of `previous` outside the shared ends is gone unless
+  // `wanted` has it between its own; its number stays taken until the next update.
+  const out: Record<string, number> = {};
+  const fresh: number[] = [];
+  let next = 1;
+  let highest = 0;
+  for (const key of wanted) {
+    let n = Object.hasOwn(previous, key) ? previous[key] : undefined;
+    if (n === undefined) {
+      while (taken.has(next)) next++;
+      n = next;
+      taken.add(n);
+      fresh.push(n);
+    }
+    out[key] = n;
+    if (n > highest) highest = n;
+  }
+  const freed: number[] = [];
+  const middle = new Set(wanted.slice(head, wanted.length - tail));
+  for (let i = head; i < before.length - tail; i++) {
+    const key = before[i] as string;
+    if (!middle.has(key)) freed.push(previous[key] as number);
+  }
+  recordChanges.set(out, { from: previous, fresh, freed, highest });
+  return out;
+}
+
+/** `stable` where `previous` gives one number to two keys: the first in `wanted` keeps it. */
+function renumbered(wanted: readonly string[], previous: Record<string, number>): Record<string, number> {
   const kept = new Map<string, number>();
   const wantedKeys = new Set(wanted);
   const used = new Set<number>(

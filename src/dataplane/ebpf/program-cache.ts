@@ -8,7 +8,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { referencedSets } from '../../ir/slice.js';
 import type { RuleSet } from '../../ir/types.js';
-import { hookKey, slotKeysOf, type Allocation } from './node.js';
+import { hookKey, recordChange, slotKeysOf, type Allocation } from './node.js';
 import { programHash, policyProgram, type GeneratedProgram } from './program.js';
 
 export interface CachedProgram {
@@ -40,31 +40,56 @@ function setsOf(rs: RuleSet): ReturnType<typeof referencedSets> {
  * that allocated nothing new hands the same records (allocate keeps them when nothing came or
  * went), and then the node's thousands of slot lookups are not done again.
  */
-const numbersByRuleSet = new WeakMap<
-  RuleSet,
-  { from: readonly [object, object, object, object | undefined]; numbers: string }
->();
+const numbersByRuleSet = new WeakMap<RuleSet, { from: NumberRecords; table: string; numbers: string }>();
 
-/** Every number `policyProgram(rs, alloc)` reads, as one string. */
+/** The records of slots, IP sets and IP-port sets. */
+type NumberRecords = readonly [object, object, object];
+
+/**
+ * Whether `now` holds the numbers `known` gave the rule set: the same records, or ones numbered
+ * from them (allocate keeps the number of every key still wanted, and a rule set of the node's
+ * view wants all of its slots and sets). A relabelled pod renumbers the node's slots record; the
+ * other rule sets' programs are then found unchanged without reading their slots again.
+ */
+function sameRecords(known: NumberRecords, now: NumberRecords): boolean {
+  return known.every((record, i) => {
+    const current = now[i] as Record<string, number>;
+    return record === current || recordChange(current)?.from === record;
+  });
+}
+
+/**
+ * Every number `policyProgram(rs, alloc)` reads, as one string; `rs` is one of the rule sets
+ * `alloc` was allocated for.
+ */
 export function programNumbers(rs: RuleSet, alloc: Allocation): string {
-  const from = [alloc.slots, alloc.sets, alloc.portSets, alloc.tables] as const;
+  const from = [alloc.slots, alloc.sets, alloc.portSets] as const;
+  // Whether a hook is decided by its table is the node's choice (its budget), not the rule set's.
+  const table = String(alloc.tables?.[hookKey(rs.endpoint, rs.direction)] ?? '-');
   const known = numbersByRuleSet.get(rs);
-  if (known && known.from.every((r, i) => r === from[i])) return known.numbers;
-  const numbers = readNumbers(rs, alloc);
-  numbersByRuleSet.set(rs, { from, numbers });
+  if (known && known.table === table && sameRecords(known.from, from)) {
+    // The next apply's records are numbered from these.
+    known.from = from;
+    return known.numbers;
+  }
+  const { numbers, complete } = readNumbers(rs, alloc, table);
+  // Numbers read with a key missing are not carried on: a later record may number that key.
+  if (complete) numbersByRuleSet.set(rs, { from, table, numbers });
+  else numbersByRuleSet.delete(rs);
   return numbers;
 }
 
-function readNumbers(rs: RuleSet, alloc: Allocation): string {
+function readNumbers(rs: RuleSet, alloc: Allocation, table: string): { numbers: string; complete: boolean } {
   const { ipSets, ipPortSets } = setsOf(rs);
-  return [
-    slotKeysOf(rs)
-      .map((key) => alloc.slots[key])
-      .join(','),
-    [...ipSets].map((id) => alloc.sets[id]).join(','),
-    [...ipPortSets].map((id) => alloc.portSets[id]).join(','),
-    alloc.tables?.[hookKey(rs.endpoint, rs.direction)] ?? '-',
-  ].join('|');
+  const lists = [
+    slotKeysOf(rs).map((key) => alloc.slots[key]),
+    [...ipSets].map((id) => alloc.sets[id]),
+    [...ipPortSets].map((id) => alloc.portSets[id]),
+  ];
+  return {
+    numbers: [...lists.map((numbers) => numbers.join(',')), table].join('|'),
+    complete: lists.every((numbers) => !numbers.includes(undefined)),
+  };
 }
 
 export class ProgramCache {
