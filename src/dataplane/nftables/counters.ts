@@ -7,6 +7,7 @@
  */
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
+import { itemKind, nftablesItems } from './json-items.js';
 import { parseEndpointChain } from './names.js';
 
 interface JsonRule {
@@ -15,11 +16,15 @@ interface JsonRule {
   expr: Record<string, unknown>[];
 }
 
+/**
+ * The rules with a comment (only those are counted or name an endpoint), each parsed on its own:
+ * the services' thousands of chains and rules are skipped unparsed (json-items.ts).
+ */
 function rulesOf(json: string): JsonRule[] {
-  const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
   const out: JsonRule[] = [];
-  for (const item of doc.nftables ?? []) {
-    const rule = item.rule as JsonRule | undefined;
+  for (const item of nftablesItems(json)) {
+    if (itemKind(item) !== 'rule' || !item.includes('"comment"')) continue;
+    const rule = (JSON.parse(item) as { rule?: JsonRule }).rule;
     if (rule && typeof rule.chain === 'string' && Array.isArray(rule.expr)) out.push(rule);
   }
   return out;
