@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { fingerprintOf } from '../../src/dataplane/nftables/fingerprint.js';
-import { itemKind, nftablesItems } from '../../src/dataplane/nftables/json-items.js';
+import { eachItem, itemKind, NftablesItems } from '../../src/dataplane/nftables/json-items.js';
+
+const itemsOf = (json: string): string[] => {
+  const out: string[] = [];
+  eachItem(json, (item) => out.push(item));
+  return out;
+};
 
 /** `nft -j list table` output as nft 1.0.6 prints it (", " and ": " between tokens). */
 function nftJson(items: readonly unknown[]): string {
@@ -79,16 +85,27 @@ function wholeDocumentFingerprint(json: string): string {
 describe('nft -j output read item by item', () => {
   it('yields each item whole, strings with braces, brackets and escaped quotes included', () => {
     const items = table(3, 7, []);
-    const texts = [...nftablesItems(nftJson(items))];
+    const texts = itemsOf(nftJson(items));
     expect(texts.map((t) => JSON.parse(t) as unknown)).toEqual(items);
     expect(texts.map(itemKind)).toEqual(['metainfo', 'table', 'set', 'set', 'chain', 'rule']);
-    expect([...nftablesItems('{"nftables": []}')]).toEqual([]);
+    expect(itemsOf('{"nftables": []}')).toEqual([]);
+  });
+
+  it('reads the same items from output pushed in pieces of any size (as a pipe delivers it)', () => {
+    const json = nftJson(table(3, 7, []));
+    for (const size of [1, 2, 7, 64, json.length]) {
+      const out: string[] = [];
+      const items = new NftablesItems((item) => out.push(item));
+      for (let i = 0; i < json.length; i += size) items.push(json.slice(i, i + size));
+      items.end();
+      expect(out, `pieces of ${size}`).toEqual(itemsOf(json));
+    }
   });
 
   it('refuses output that is not an nftables array or is cut short', () => {
-    expect(() => [...nftablesItems('{"other": []}')]).toThrow(/no "nftables" array/);
-    expect(() => [...nftablesItems('{"nftables": [{"rule": {"comment": "a}')]).toThrow(/does not end/);
-    expect(() => [...nftablesItems('{"nftables": [1]}')]).toThrow(/not an object/);
+    expect(() => itemsOf('{"other": []}')).toThrow(/no "nftables" array/);
+    expect(() => itemsOf('{"nftables": [{"rule": {"comment": "a}')).toThrow(/does not end/);
+    expect(() => itemsOf('{"nftables": [{"rule": {}}, 1]}')).toThrow(/not an object/);
   });
 
   it('fingerprints as the whole document did, blind to counters, handles and dynamic sets’ elements', () => {

@@ -4,8 +4,7 @@
  * fingerprints mean nobody changed the table in between.
  */
 import { createHash } from 'node:crypto';
-import { runInNetns } from '../exec.js';
-import { nftablesItems } from './json-items.js';
+import { eachItem, streamNftItems } from './json-items.js';
 import { FAMILY, TABLE } from './names.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -35,29 +34,42 @@ function dynamicSetName(item: Json): string | undefined {
 }
 
 /**
- * The fingerprint of `nft -j list table` output: the SHA-256 of the items' stable JSON, as one
- * array. Hashed item by item (json-items.ts): the same digest as stringifying the whole parsed
- * document, without holding it (13 MB of JSON at 10k services parsed to ~100 MiB of objects, which
- * every drift check left in the heap).
+ * The fingerprint of `nft -j list table` output: the SHA-256 of its items' stable JSON, as one
+ * array, hashed item by item as they come (json-items.ts): the digest stringifying the whole
+ * parsed document gave, without holding the document (13 MB of JSON at 10k services parsed to
+ * ~100 MiB of objects, which every drift check left in the agent's heap).
  */
-export function fingerprintOf(json: string): string {
-  const hash = createHash('sha256').update('[');
-  let first = true;
-  for (const text of nftablesItems(json)) {
+class Fingerprint {
+  private readonly hash = createHash('sha256').update('[');
+  private first = true;
+
+  readonly add = (text: string): void => {
     const item = JSON.parse(text) as Json;
     // Only a set's own item names it with its elements: its flags decide, item by item.
     const dynamic = dynamicSetName(item);
-    hash.update(first ? '' : ',').update(JSON.stringify(stable(item, new Set(dynamic ? [dynamic] : []))));
-    first = false;
+    this.hash.update(this.first ? '' : ',');
+    this.hash.update(JSON.stringify(stable(item, new Set(dynamic === undefined ? [] : [dynamic]))));
+    this.first = false;
+  };
+
+  digest(): string {
+    return this.hash.update(']').digest('hex');
   }
-  return hash.update(']').digest('hex');
+}
+
+/** The fingerprint of whole `nft -j list table` output. */
+export function fingerprintOf(json: string): string {
+  const f = new Fingerprint();
+  eachItem(json, f.add);
+  return f.digest();
 }
 
 export async function nftablesFingerprint(netns: string): Promise<string> {
-  const r = await runInNetns(netns, 'nft', ['-j', 'list', 'table', FAMILY, TABLE]);
+  const f = new Fingerprint();
+  const r = await streamNftItems(netns, ['-j', 'list', 'table', FAMILY, TABLE], f.add);
   if (r.code !== 0) {
     if (/No such file or directory/.test(r.stderr)) return 'absent';
     throw new Error(`nft list table ${FAMILY} ${TABLE} in ${netns} failed: ${r.stderr.trim()}`);
   }
-  return fingerprintOf(r.stdout);
+  return f.digest();
 }
