@@ -67,12 +67,30 @@ function spawnInNetns(netns: string, cmd: string, args: readonly string[]): Chil
 }
 
 /** Runs `cmd args…` in `netns`, feeding `input` on stdin. Resolves with the result; never throws on exit code. */
-export function runInNetns(
+export async function runInNetns(
   netns: string,
   cmd: string,
   args: readonly string[],
   input?: string,
 ): Promise<ToolResult> {
+  const out: Buffer[] = [];
+  const r = await streamInNetns(netns, cmd, args, (chunk) => out.push(chunk), input);
+  return { code: r.code, stdout: Buffer.concat(out).toString(), stderr: r.stderr };
+}
+
+/**
+ * Like runInNetns, but hands stdout to `onStdout` chunk by chunk as the tool writes it, not kept:
+ * for a reader of a large listing (`nft -j list table` is 11–13 MB at 10k services) that needs
+ * only part of it, so the agent never holds the whole text (and its copies) at once. An error
+ * `onStdout` throws rejects the call (the tool is killed).
+ */
+export function streamInNetns(
+  netns: string,
+  cmd: string,
+  args: readonly string[],
+  onStdout: (chunk: Buffer) => void,
+  input?: string,
+): Promise<Omit<ToolResult, 'stdout'>> {
   if (!netns || !netns.startsWith('sy-')) {
     return Promise.reject(new Error(`refusing to run ${cmd} outside a project namespace (got '${netns}')`));
   }
@@ -80,7 +98,6 @@ export function runInNetns(
   if (!existsSync(join('/run/netns', netns)))
     return Promise.resolve({
       code: 255,
-      stdout: '',
       stderr: `Cannot open network namespace "${netns}": No such file or directory\n`,
     });
   const started = performance.now();
@@ -92,9 +109,17 @@ export function runInNetns(
       reject(e instanceof Error ? e : new Error(String(e)));
       return;
     }
-    const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    let failed: unknown;
+    child.stdout?.on('data', (d: Buffer) => {
+      if (failed !== undefined) return;
+      try {
+        onStdout(d);
+      } catch (e) {
+        failed = e;
+        child.kill('SIGKILL');
+      }
+    });
     child.stderr?.on('data', (d: Buffer) => err.push(d));
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
@@ -112,7 +137,8 @@ export function runInNetns(
           `exec ${netns} ${cmd} ${args.join(' ')}: ${(performance.now() - started).toFixed(1)} ms, exit ${code ?? -1}\n` +
             tracedInput(input),
         );
-      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr });
+      if (failed !== undefined) reject(failed instanceof Error ? failed : new Error(String(failed)));
+      else resolve({ code: code ?? -1, stderr });
     });
     child.stdin?.on('error', () => undefined);
     child.stdin?.end(input ?? '');

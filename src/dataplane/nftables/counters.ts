@@ -7,6 +7,7 @@
  */
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
+import { eachItem, itemKind, streamNftItems } from './json-items.js';
 import { parseEndpointChain } from './names.js';
 
 interface JsonRule {
@@ -15,14 +16,12 @@ interface JsonRule {
   expr: Record<string, unknown>[];
 }
 
-function rulesOf(json: string): JsonRule[] {
-  const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
-  const out: JsonRule[] = [];
-  for (const item of doc.nftables ?? []) {
-    const rule = item.rule as JsonRule | undefined;
-    if (rule && typeof rule.chain === 'string' && Array.isArray(rule.expr)) out.push(rule);
-  }
-  return out;
+/** The rule of an item with a comment (only those are counted or name an endpoint), else undefined. */
+function commentedRule(item: string): JsonRule | undefined {
+  // The services' thousands of chains and rules have none: skipped unparsed.
+  if (itemKind(item) !== 'rule' || !item.includes('"comment"')) return undefined;
+  const rule = (JSON.parse(item) as { rule?: JsonRule }).rule;
+  return rule && typeof rule.chain === 'string' && Array.isArray(rule.expr) ? rule : undefined;
 }
 
 function counterOf(rule: JsonRule): { packets: number; bytes: number } | undefined {
@@ -34,8 +33,34 @@ function counterOf(rule: JsonRule): { packets: number; bytes: number } | undefin
   return undefined;
 }
 
+/** The counters of whole `nft -j -t list table` output. */
 export function parseCounters(json: string): RuleCounter[] {
-  const rules = rulesOf(json);
+  const rules: JsonRule[] = [];
+  eachItem(json, (item) => {
+    const rule = commentedRule(item);
+    if (rule) rules.push(rule);
+  });
+  return countersOf(rules);
+}
+
+/**
+ * The counters of `table` in `netns` (`nft -j -t list table`), read item by item as nft writes
+ * them (json-items.ts); none when the table is not there.
+ */
+export async function readCounters(netns: string, family: string, table: string): Promise<RuleCounter[]> {
+  const rules: JsonRule[] = [];
+  const r = await streamNftItems(netns, ['-j', '-t', 'list', 'table', family, table], (item) => {
+    const rule = commentedRule(item);
+    if (rule) rules.push(rule);
+  });
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return [];
+    throw new Error(`nft list table ${family} ${table} in ${netns} failed: ${r.stderr.trim()}`);
+  }
+  return countersOf(rules);
+}
+
+function countersOf(rules: readonly JsonRule[]): RuleCounter[] {
   // Interface → endpoint id, learnt from the default rules.
   const endpoints = new Map<string, string>();
   for (const r of rules) {

@@ -19,7 +19,7 @@ import { createAggregateSource } from '../netfilter/aggregates.js';
 import { kernelConntrack } from '../netfilter/conntrack.js';
 import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { runScript, tableExists } from './apply.js';
-import { parseCounters } from './counters.js';
+import { readCounters } from './counters.js';
 import { diffRulesets } from './diff.js';
 import { nftablesFingerprint } from './fingerprint.js';
 import { flowCounterReader } from './flow-counters.js';
@@ -225,14 +225,7 @@ export function createNftablesBackend(opts: NftablesOptions = {}): Backend {
       }
     },
 
-    async counters(target: NodeTarget): Promise<RuleCounter[]> {
-      const r = await runInNetns(target.netns, 'nft', ['-j', '-t', 'list', 'table', FAMILY, TABLE]);
-      if (r.code !== 0) {
-        if (/No such file or directory/.test(r.stderr)) return [];
-        throw new Error(`nft list table ${FAMILY} ${TABLE} in ${target.netns} failed: ${r.stderr.trim()}`);
-      }
-      return parseCounters(r.stdout);
-    },
+    counters: async (target: NodeTarget): Promise<RuleCounter[]> => readCounters(target.netns, FAMILY, TABLE),
 
     fingerprint: (target) => nftablesFingerprint(target.netns),
     // A full apply writes the whole table in one transaction: nothing to clear first.
