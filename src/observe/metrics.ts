@@ -119,8 +119,11 @@ const RULE_LABELS = ['rule', 'policy_kind', 'policy', 'action', 'endpoint', 'dir
 /**
  * Series read from the kernel when scraped: rule packets and bytes, drops by reason, prefilter
  * drops, conntrack size. The rule counters are read once per scrape, shared by every series.
+ * Returns what forgets the per-rule series once a scrape has been written: they are made anew
+ * from the kernel by the next one, and kept in between they are ~24,000 series at 10k services on
+ * netfilter (16 MiB of heap, ~28 MiB of RSS) held for nothing.
  */
-function registerKernelMetrics(registers: Registers, sources: MetricsSources): void {
+function registerKernelMetrics(registers: Registers, sources: MetricsSources): () => void {
   let scrape: Promise<RuleCounter[]> | undefined;
   const counters = (): Promise<RuleCounter[]> =>
     (scrape ??= sources.counters().finally(() => (scrape = undefined)));
@@ -145,7 +148,7 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
       );
     }
   };
-  new Counter({
+  const rulePackets = new Counter({
     name: 'switchyard_rule_packets_total',
     help: 'Packets that matched a policy rule, by the action it took',
     labelNames: RULE_LABELS,
@@ -154,7 +157,7 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
       await fill(this, 'packets');
     },
   });
-  new Counter({
+  const ruleBytes = new Counter({
     name: 'switchyard_rule_bytes_total',
     help: 'Bytes that matched a policy rule, by the action it took',
     labelNames: RULE_LABELS,
@@ -163,7 +166,7 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
       await fill(this, 'bytes');
     },
   });
-  new Counter({
+  const prefilterDrops = new Counter({
     name: 'switchyard_prefilter_drops_total',
     help: 'Packets dropped by a prefilter deny-list',
     labelNames: ['prefilter'],
@@ -201,6 +204,9 @@ function registerKernelMetrics(registers: Registers, sources: MetricsSources): v
       this.set(await sources.conntrackEntries());
     },
   });
+  return () => {
+    for (const perRule of [rulePackets, ruleBytes, prefilterDrops]) perRule.reset();
+  };
 }
 
 /** The flow table's own counters: events taken in, events dropped and where, flows held. */
@@ -380,6 +386,8 @@ export class AgentMetrics {
   readonly repairs: Counter;
   readonly restarts: Counter;
   readonly errors: Counter<'stage'>;
+  private readonly releaseKernelSeries: () => void;
+  private lastScrape: Promise<unknown> = Promise.resolve();
 
   constructor(sources: MetricsSources, labels: { node: string; backend: string }) {
     const registers = [this.registry];
@@ -413,13 +421,25 @@ export class AgentMetrics {
     });
     for (const stage of ERROR_STAGES) this.errors.inc({ stage }, 0);
 
-    registerKernelMetrics(registers, sources);
+    this.releaseKernelSeries = registerKernelMetrics(registers, sources);
     registerFlowMetrics(registers, sources);
     registerPolicyMetrics(registers, sources);
     registerStateMetrics(registers, sources);
   }
 
+  /**
+   * The exposition text. Scrapes take turns: each one's per-rule series are forgotten once it is
+   * written (registerKernelMetrics), which must not happen while another scrape is reading them.
+   */
   text(): Promise<string> {
-    return this.registry.metrics();
+    const scrape = this.lastScrape.then(async () => {
+      try {
+        return await this.registry.metrics();
+      } finally {
+        this.releaseKernelSeries();
+      }
+    });
+    this.lastScrape = scrape.catch(() => undefined);
+    return scrape;
   }
 }

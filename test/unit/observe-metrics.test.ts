@@ -209,6 +209,18 @@ describe('AgentMetrics', () => {
     expect(state.counterReads).toBe(2);
   });
 
+  it('gives every one of overlapping scrapes all rule series, though each forgets them when written', async () => {
+    const { metrics, state } = fakeSources();
+    const texts = await Promise.all([metrics.text(), metrics.text(), metrics.text()]);
+    for (const text of texts) {
+      const all = samples(text);
+      expect(find(all, 'switchyard_rule_packets_total')).toHaveLength(3);
+      expect(find(all, 'switchyard_rule_bytes_total')).toHaveLength(3);
+      expect(find(all, 'switchyard_prefilter_drops_total')).toHaveLength(2);
+    }
+    expect(state.counterReads).toBe(3);
+  });
+
   it('records apply durations in the histogram by mode', async () => {
     const { metrics } = fakeSources();
     let all = samples(await metrics.text());
