@@ -137,15 +137,21 @@ export class IncrementalCalculation {
   private readonly users = new Map<string, Set<string>>();
 
   // Services.
-  private readonly serviceTables = new Map<string, ServicePortTable[]>();
-  /** The keys of serviceTables, sorted: the IR's order, kept without sorting 10k keys per change. */
+  /** Service key → its port tables: usually one, kept as the table itself (a list from the second). */
+  private readonly tablesByService = new Map<string, ServicePortTable | ServicePortTable[]>();
+  /** The keys of tablesByService, sorted: the IR's order, kept without sorting 10k keys per change. */
   private readonly sortedServiceKeys: string[] = [];
   private readonly servicesByNamespace = new Map<string, Set<string>>();
-  /** `namespace/serviceName` → its slices (usually one: a list, not a map by key). */
-  private readonly slicesByService = new Map<string, EndpointSlice[]>();
-  /** Address → services whose slices name it, and the other way round. */
+  /**
+   * `namespace/serviceName` → its slices: almost always one, kept as the slice itself (a list only
+   * from the second; 10k one-slice lists grown by `push` held 1.7 MiB at 10k services).
+   */
+  private readonly slicesByService = new Map<string, EndpointSlice | EndpointSlice[]>();
+  /**
+   * Address → services whose slices name it. The other way round is not kept: a service's
+   * addresses are read from its filed slices when they move (sliceAddressesOf).
+   */
   private readonly sliceServicesByAddress: CompactIndex = new Map();
-  private readonly sliceAddresses = new Map<string, readonly string[]>();
 
   // Prefilters and their sets; the peer sets in the IR.
   private prefilterSets: IpSet[] = [];
@@ -571,37 +577,51 @@ export class IncrementalCalculation {
 
   /** Files a slice under its service, and its addresses under the service (see moveEndpoint). */
   private moveSlice(m: Move<EndpointSlice>): void {
-    const services = new Set<string>();
+    const services = new Map<string, readonly string[]>();
+    for (const sl of [m.before, m.after]) {
+      const service = sl && `${sl.namespace}/${sl.serviceName}`;
+      if (service !== undefined && !services.has(service))
+        services.set(service, this.sliceAddressesOf(service));
+    }
     for (const [sl, add] of [
       [m.before, false],
       [m.after, true],
     ] as const) {
       if (!sl) continue;
       const service = `${sl.namespace}/${sl.serviceName}`;
-      services.add(service);
       // The slice of this key replaced in its place (as a Map's set would), added last or removed.
-      const slices = this.slicesByService.get(service) ?? [];
+      const slices = [...this.slicesOf(service)];
       const at = slices.findIndex((x) => x.namespace === sl.namespace && x.name === sl.name);
       if (add && at >= 0) slices[at] = sl;
       else if (add) slices.push(sl);
       else if (at >= 0) slices.splice(at, 1);
       if (slices.length === 0) this.slicesByService.delete(service);
-      else this.slicesByService.set(service, slices);
+      else this.slicesByService.set(service, slices.length === 1 ? (slices[0] as EndpointSlice) : slices);
     }
-    for (const service of services) {
-      const before = this.sliceAddresses.get(service) ?? [];
-      const now = [
-        ...new Set(
-          (this.slicesByService.get(service) ?? []).flatMap((sl) => sl.endpoints.flatMap((e) => e.addresses)),
-        ),
-      ];
+    for (const [service, before] of services) {
+      const now = this.sliceAddressesOf(service);
       const nowSet = new Set(now);
       const beforeSet = new Set(before);
       for (const a of before) if (!nowSet.has(a)) compactRemove(this.sliceServicesByAddress, a, service);
       for (const a of now) if (!beforeSet.has(a)) compactAdd(this.sliceServicesByAddress, a, service);
-      if (now.length > 0) this.sliceAddresses.set(service, now);
-      else this.sliceAddresses.delete(service);
     }
+  }
+
+  /** The port tables of service `key` in force. */
+  private tablesOf(key: string): readonly ServicePortTable[] {
+    const tables = this.tablesByService.get(key);
+    return tables === undefined ? [] : Array.isArray(tables) ? tables : [tables];
+  }
+
+  /** The slices filed under `service`. */
+  private slicesOf(service: string): readonly EndpointSlice[] {
+    const filed = this.slicesByService.get(service);
+    return filed === undefined ? [] : Array.isArray(filed) ? filed : [filed];
+  }
+
+  /** The addresses the slices filed under `service` name, each once. */
+  private sliceAddressesOf(service: string): string[] {
+    return [...new Set(this.slicesOf(service).flatMap((sl) => sl.endpoints.flatMap((e) => e.addresses)))];
   }
 
   private indexService(key: string, m: Move<ModelObjects['service']>): void {
@@ -621,15 +641,13 @@ export class IncrementalCalculation {
     let any = false;
     for (const key of keys) {
       const s = this.objects.service.get(key);
-      const old = this.serviceTables.get(key) ?? [];
+      const old = this.tablesOf(key);
       let built: ServicePortTable[] = [];
       if (s) {
-        const slices = [...(this.slicesByService.get(key) ?? [])];
+        const slices = [...this.slicesOf(key)];
         const candidates = s.selector
           ? [...(this.endpointsByNamespace.get(s.namespace) ?? [])]
-          : [...new Set(slices.flatMap((sl) => sl.endpoints.flatMap((e) => e.addresses)))].flatMap((a) => [
-              ...compactGet(this.endpointsByAddress, a),
-            ]);
+          : this.sliceAddressesOf(key).flatMap((a) => [...compactGet(this.endpointsByAddress, a)]);
         const endpoints = [...new Set(candidates)].sort(byId).map((id) => this.endpoints.get(id) as Endpoint);
         built = buildServices(
           { ...emptyModel(), services: [s], endpointSlices: slices },
@@ -653,10 +671,10 @@ export class IncrementalCalculation {
       const at = sortedIndex(this.sortedServiceKeys, key);
       const listed = this.sortedServiceKeys[at] === key;
       if (s) {
-        this.serviceTables.set(key, built);
+        this.tablesByService.set(key, built.length === 1 ? (built[0] as ServicePortTable) : built);
         if (!listed) this.sortedServiceKeys.splice(at, 0, key);
       } else {
-        this.serviceTables.delete(key);
+        this.tablesByService.delete(key);
         if (listed) this.sortedServiceKeys.splice(at, 1);
       }
     }
@@ -670,7 +688,7 @@ export class IncrementalCalculation {
    */
   private assembleServices(prev: readonly ServicePortTable[], keys: ReadonlySet<string>): ServicePortTable[] {
     // Many services (the first build, a reallocation): every table in order, once.
-    if (keys.size > 64) return this.sortedServiceKeys.flatMap((k) => this.serviceTables.get(k) ?? []);
+    if (keys.size > 64) return this.sortedServiceKeys.flatMap((k) => this.tablesOf(k));
     const out = prev.slice();
     for (const key of [...keys].sort(byId)) {
       let lo = 0;
@@ -682,7 +700,7 @@ export class IncrementalCalculation {
       }
       let end = lo;
       while (end < out.length && (out[end] as ServicePortTable).service === key) end++;
-      out.splice(lo, end - lo, ...(this.serviceTables.get(key) ?? []));
+      out.splice(lo, end - lo, ...this.tablesOf(key));
     }
     return out;
   }
