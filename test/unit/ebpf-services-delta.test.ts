@@ -24,6 +24,7 @@ import {
   emptyServiceState,
   planServiceDelta,
   svcKeyId,
+  svcKeyOf,
   type DesiredServices,
   type ServiceDelta,
   type ServiceState,
@@ -117,7 +118,7 @@ function stateMaps(state: ServiceState): Maps {
   const backends = new Map<string, BackendValue>();
   for (const [id, slots] of state.slots) slots.forEach((b, slot) => b && backends.set(`${id}/${slot}`, b));
   return {
-    services: new Map([...state.services].map(([kid, e]) => [kid, e.value])),
+    services: new Map(state.services),
     backends,
   };
 }
@@ -194,6 +195,17 @@ describe('eBPF service sync of changed tables', () => {
     );
   });
 
+  it('gets back the key an entry id was made of (the shadow keeps ids alone)', () => {
+    for (const key of [
+      { vip: '198.19.0.10', port: 80, proto: 6, node: 0 },
+      { vip: '198.19.0.10', port: 0, proto: 0, node: 0 },
+      { vip: 'fd00:5957:1::a', port: 65535, proto: 17, node: 0 },
+      { vip: 'fd00:5957:1::', port: 443, proto: 132, node: 7 },
+      { vip: '::ffff:198.19.0.1', port: 53, proto: 17, node: 255 },
+    ])
+      expect(svcKeyOf(svcKeyId(key))).toEqual(key);
+  });
+
   it('removes the VIP marker with the last table of its address, and keeps it while another has it', () => {
     const t80: ServicePortTable = {
       id: 'ns/a:80/TCP',
@@ -209,7 +221,7 @@ describe('eBPF service sync of changed tables', () => {
     let ir = irOf([t443, t80]);
     advanceServiceState(state, planServiceDelta(state, desiredOf(ir)));
     const marker = '198.19.0.10:0/0';
-    expect(state.services.get(marker)?.value.flags).toBe(SVC_FLAG_VIP);
+    expect(state.services.get(marker)?.flags).toBe(SVC_FLAG_VIP);
     ir = irOf([t80]);
     let plan = planServiceDelta(state, desiredOf(ir, []), new Set([t443.id]));
     expect(plan.serviceDeletes.map(svcKeyId)).toEqual(['198.19.0.10:443/6']);

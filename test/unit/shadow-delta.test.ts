@@ -20,7 +20,12 @@ import {
   sumsAfter,
 } from '../../src/dataplane/ebpf/services-shadow.js';
 import { backendKey, backendValue, svcKey, svcValue } from '../../src/dataplane/ebpf/services-layout.js';
-import { desiredServices, planServiceDelta, planSize } from '../../src/dataplane/ebpf/services-sync.js';
+import {
+  desiredServices,
+  planServiceDelta,
+  planSize,
+  svcKeyOf,
+} from '../../src/dataplane/ebpf/services-sync.js';
 import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
 import type { NodePlan } from '../../src/dataplane/iptables/plan.js';
 import type { IR, IpSet, ServicePortTable } from '../../src/ir/types.js';
@@ -155,7 +160,7 @@ describe('eBPF service maps by delta from the shadow', () => {
     const predicted = sumsAfter(shadow, plan);
     advanceServicesShadow(shadow, plan);
     const svc = new TypedContentSum(svcKey, svcValue);
-    for (const { key, value } of shadow.state.services.values()) svc.add(key, value);
+    for (const [kid, value] of shadow.state.services) svc.add(svcKeyOf(kid), value);
     const be = new TypedContentSum(backendKey, backendValue);
     for (const [id, slots] of shadow.state.slots)
       slots.forEach((v, slot) => {

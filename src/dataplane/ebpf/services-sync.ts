@@ -82,6 +82,24 @@ export function svcKeyId(k: SvcKey): string {
   return flat(k.node === 0 ? `${k.vip}:${k.port}/${k.proto}` : `${k.vip}:${k.port}/${k.proto}@${k.node}`);
 }
 
+/**
+ * The key an svcKeyId was made of (the shadow keeps the ids alone). The VIP may be an IPv6
+ * address (colons), never holds `/` or `@`; port, protocol and node are numbers.
+ */
+export function svcKeyOf(kid: string): SvcKey {
+  const at = kid.indexOf('@');
+  const node = at < 0 ? 0 : Number(kid.slice(at + 1));
+  const rest = at < 0 ? kid : kid.slice(0, at);
+  const slash = rest.lastIndexOf('/');
+  const colon = rest.lastIndexOf(':', slash);
+  return {
+    vip: rest.slice(0, colon),
+    port: Number(rest.slice(colon + 1, slash)),
+    proto: Number(rest.slice(slash + 1)),
+    node,
+  };
+}
+
 function backendId(b: BackendValue): string {
   return `${b.addr}:${b.port}`;
 }
@@ -91,14 +109,18 @@ function markerKey(vip: string): SvcKey {
 }
 
 /**
- * svcKeyId of a VIP's marker, the same string each time (a fresh string would be hashed again
- * in every lookup of every sync); bounded by the service address range.
+ * What every VIP marker holds: one object for all of them (the shadow keeps a value per entry,
+ * 10,000 markers at 10k services). Never changed in place, like every value the shadow keeps.
  */
-const markerIds = new Map<string, string>();
+const MARKER_VALUE: SvcValue = Object.freeze({ count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP });
+
+/**
+ * svcKeyId of a VIP's marker. Made anew each time: a memo of them was a 10k-entry map kept for
+ * good (0.8 MiB) to save a full sync's string building (a few ms for 10k VIPs); a sync of a few
+ * tables asks for a few.
+ */
 function markerKeyId(vip: string): string {
-  let id = markerIds.get(vip);
-  if (id === undefined) markerIds.set(vip, (id = svcKeyId(markerKey(vip))));
-  return id;
+  return svcKeyId(markerKey(vip));
 }
 
 /**
@@ -128,12 +150,21 @@ export function nodeIndexOf(nodes: IR['nodes']): NodeIndex {
  * node with backends gets an entry of its own (svcKey.node) holding only those.
  */
 const EMPTY_INDEX: NodeIndex = new Map();
-const desiredPorts = new WeakMap<ServicePortTable, { index: NodeIndex; ports: DesiredServicePort[] }>();
+/**
+ * The memo: a table's ports, and for a Local one the node index they were placed with. The ports
+ * of every other table are kept alone (no wrapper per table: 10k of them at 10k services).
+ */
+const desiredPorts = new WeakMap<
+  ServicePortTable,
+  DesiredServicePort[] | { index: NodeIndex; ports: DesiredServicePort[] }
+>();
 
 function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredServicePort[] {
   const known = desiredPorts.get(t);
   const local = t.internalTrafficPolicy === 'Local';
-  if (known && (!local || known.index === indexOf())) return known.ports;
+  if (Array.isArray(known)) {
+    if (!local) return known;
+  } else if (known && local && known.index === indexOf()) return known.ports;
   const index = local ? indexOf() : EMPTY_INDEX;
   const family4 = isIpv4(t.address);
   const seen = new Set<string>();
@@ -172,7 +203,7 @@ function desiredPortsOf(t: ServicePortTable, indexOf: () => NodeIndex): DesiredS
         marksVip: true,
       });
   }
-  desiredPorts.set(t, { index, ports });
+  desiredPorts.set(t, local ? { index, ports } : ports);
   return ports;
 }
 
@@ -238,8 +269,12 @@ function placeBackends(
  * one read of the kernel (serviceState).
  */
 export interface ServiceState {
-  /** Service entries and VIP markers by svcKeyId. */
-  services: Map<string, { key: SvcKey; value: SvcValue }>;
+  /**
+   * Service entries and VIP markers: their values by svcKeyId. The key is not kept beside its id
+   * (svcKeyOf gives it back when an entry is deleted): 30,000 key objects and entry pairs fewer
+   * at 10k services.
+   */
+  services: Map<string, SvcValue>;
   /** Backend slots by service id. */
   slots: Map<number, (BackendValue | undefined)[]>;
   /** The desired port each service entry was last written from: that same object again is skipped unread. */
@@ -274,7 +309,7 @@ export function serviceState(current: CurrentServices): ServiceState {
     slots.set(k.id, list);
   }
   return {
-    services: new Map(current.services.map(([key, value]) => [svcKeyId(key), { key, value }])),
+    services: new Map(current.services.map(([key, value]) => [svcKeyId(key), value])),
     slots,
     written: new Map(),
     sources: new Map(),
@@ -325,7 +360,7 @@ export function planServiceDelta(
       nextId = Math.max(nextId, state.maxId + 1);
       return nextId++;
     }
-    used ??= new Set<number>([...[...have.values()].map((e) => e.value.id), ...state.slots.keys()]);
+    used ??= new Set<number>([...[...have.values()].map((v) => v.id), ...state.slots.keys()]);
     while (used.has(nextId)) nextId++;
     used.add(nextId);
     return nextId;
@@ -348,7 +383,7 @@ export function planServiceDelta(
   };
   for (const p of desired.ports) {
     const known = state.sources.get(p);
-    const kept = known !== undefined ? have.get(known)?.value : undefined;
+    const kept = known !== undefined ? have.get(known) : undefined;
     if (known !== undefined && kept && (kept.flags & SVC_FLAG_VIP) === 0) {
       keep(known, true);
       keepId(kept.id);
@@ -357,7 +392,7 @@ export function planServiceDelta(
     const kid = svcKeyId(p.key);
     const before = have.get(kid);
     keep(kid, before !== undefined);
-    const existing = before && (before.value.flags & SVC_FLAG_VIP) === 0 ? before.value : undefined;
+    const existing = before && (before.flags & SVC_FLAG_VIP) === 0 ? before : undefined;
     plan.sources.push([kid, p]);
     const id = existing?.id ?? freshId();
     keepId(id);
@@ -393,12 +428,11 @@ export function planServiceDelta(
     const kid = markerKeyId(vip);
     const marker = have.get(kid);
     keep(kid, marker !== undefined);
-    if (marker?.value.flags !== SVC_FLAG_VIP)
-      plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
+    if (marker?.flags !== SVC_FLAG_VIP) plan.serviceWrites.push([markerKey(vip), MARKER_VALUE]);
   }
   if (entryHits !== have.size) {
     const inUse = new Set(wanted);
-    for (const [kid, { key }] of have) if (!inUse.has(kid)) plan.serviceDeletes.push(key);
+    for (const kid of have.keys()) if (!inUse.has(kid)) plan.serviceDeletes.push(svcKeyOf(kid));
   }
   // Slots of ids no desired service kept: services that left, or leftovers of a crash.
   if (slotHits !== state.slots.size) {
@@ -415,7 +449,7 @@ export function planServiceDelta(
 /** The highest service id in use in `state` (entries and slot lists). */
 function highestId(state: ServiceState): number {
   let max = 0;
-  for (const { value } of state.services.values()) if (value.id > max) max = value.id;
+  for (const value of state.services.values()) if (value.id > max) max = value.id;
   for (const id of state.slots.keys()) if (id > max) max = id;
   return max;
 }
@@ -444,19 +478,18 @@ function planTablesLeft(
     if (inUse.has(kid)) continue;
     const entry = state.services.get(kid);
     if (!entry) continue;
-    plan.serviceDeletes.push(entry.key);
-    if (idsInUse.has(entry.value.id)) continue;
-    (state.slots.get(entry.value.id) ?? []).forEach((b, slot) => {
-      if (b) plan.backendDeletes.push({ id: entry.value.id, slot });
+    plan.serviceDeletes.push(svcKeyOf(kid));
+    if (idsInUse.has(entry.id)) continue;
+    (state.slots.get(entry.id) ?? []).forEach((b, slot) => {
+      if (b) plan.backendDeletes.push({ id: entry.id, slot });
     });
   }
   const wantedVips = new Set(desired.vips);
   for (const vip of vips) {
     const claimed = wantedVips.has(vip) || compactGet(state.claims, vip).some((kid) => !had.has(kid));
     const marker = state.services.get(markerKeyId(vip));
-    if (claimed && marker?.value.flags !== SVC_FLAG_VIP)
-      plan.serviceWrites.push([markerKey(vip), { count: 0, id: 0, affinity: 0, flags: SVC_FLAG_VIP }]);
-    else if (!claimed && marker) plan.serviceDeletes.push(marker.key);
+    if (claimed && marker?.flags !== SVC_FLAG_VIP) plan.serviceWrites.push([markerKey(vip), MARKER_VALUE]);
+    else if (!claimed && marker) plan.serviceDeletes.push(markerKey(vip));
   }
 }
 
@@ -479,7 +512,7 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
   // A list grown slot by slot has room for 17 or more (V8); kept for long, each is cut to its length.
   for (const id of grown) state.slots.set(id, exact(state.slots.get(id) as (BackendValue | undefined)[]));
   for (const [key, value] of plan.serviceWrites) {
-    state.services.set(svcKeyId(key), { key, value });
+    state.services.set(svcKeyId(key), value);
     if (state.maxId !== undefined && value.id > state.maxId) state.maxId = value.id;
   }
   for (const key of plan.serviceDeletes) {
@@ -519,8 +552,8 @@ export function visitPlanElements(
   },
 ): void {
   for (const [k, v] of plan.backendWrites) visit.backend(k, state.slots.get(k.id)?.[k.slot], v);
-  for (const [k, v] of plan.serviceWrites) visit.service(k, state.services.get(svcKeyId(k))?.value, v);
-  for (const k of plan.serviceDeletes) visit.service(k, state.services.get(svcKeyId(k))?.value, undefined);
+  for (const [k, v] of plan.serviceWrites) visit.service(k, state.services.get(svcKeyId(k)), v);
+  for (const k of plan.serviceDeletes) visit.service(k, state.services.get(svcKeyId(k)), undefined);
   for (const k of plan.backendDeletes) visit.backend(k, state.slots.get(k.id)?.[k.slot], undefined);
 }
 
