@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
-import { convertManifestFile } from '../../src/model/index.js';
+import { convertDocuments, convertManifestFile, readManifestDocuments } from '../../src/model/index.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -46,5 +46,33 @@ describe('converted manifests', () => {
     expect(kept.every((k) => k.objects.length === 1 && k.issues.length === 0)).toBe(true);
     // 40 texts of ~200 KB would be 8 MB; the 40 pods themselves are a few KB each.
     expect(retained).toBeLessThan(pods * 20_000);
+  });
+
+  it('name the file, object and lines the conversion named, without keeping them twice', () => {
+    const file = join(dir, 'every-kind.yaml');
+    const long = 'n'.repeat(100); // a name over the excerpt's length
+    writeFileSync(
+      file,
+      [
+        `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-a\n  labels: { team: a }`,
+        `apiVersion: v1\nkind: Pod\nmetadata:\n  name: ${long}\n  namespace: ns-a\n  labels: { app: a }\nspec:\n  nodeName: node-1\n  containers: [{ name: c }]`,
+        `apiVersion: v1\nkind: Pod\nmetadata:\n  name: in-default\nspec:\n  containers: [{ name: c }]`,
+        `apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n  namespace: ns-a\nspec:\n  selector: { app: a }\n  ports: [{ port: 80 }]`,
+        `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: ns-a\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]`,
+      ].join('\n---\n') + '\n',
+    );
+    const direct = convertDocuments(readManifestDocuments(file).documents);
+    const kept = convertManifestFile(file);
+    expect(direct.issues).toEqual([]);
+    expect(kept.objects).toHaveLength(5);
+    const where = (o: (typeof kept.objects)[number]) => ({
+      file: o.file,
+      kind: o.kind,
+      object: o.object,
+      line: o.lineOf([]),
+      nameLine: o.lineOf(['metadata', 'name']),
+    });
+    expect(kept.objects.map(where)).toEqual(direct.objects.map(where));
+    expect(kept.objects.map((o) => o.object)).toContain('default/in-default');
   });
 });
