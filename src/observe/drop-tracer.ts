@@ -45,7 +45,10 @@ import { readTracepointFormat } from './process-program.js';
 import { counterArray, tracerLifecycle } from './tracer-lifecycle.js';
 
 export interface DropTracerOptions {
-  /** Our pods: address → pod id (`namespace/name`). Read at start() and on every refresh(). */
+  /**
+   * Our pods: address → pod id (`namespace/name`). Read at start() and on every refresh(); the
+   * tracer keeps the map it gets (no copy: 10k entries at 10k pods), so it must not change after.
+   */
   pods: () => ReadonlyMap<string, string>;
   /** Inode numbers of the network namespaces whose drops are ours (the node's). */
   netns: () => Iterable<number>;
@@ -89,11 +92,17 @@ interface Running {
   timer: NodeJS.Timeout;
   sink: EventSink;
   reasons: Map<number, string>;
-  podOf: Map<string, string>;
-  /** The keys last written to `pods` and `netns` (unset while a write is under way or failed). */
-  written: { pods?: Set<string>; netns?: Set<number> };
+  podOf: ReadonlyMap<string, string>;
+  /**
+   * The keys last written to `pods` and `netns` (unset while a write is under way or failed); the
+   * pods' are `podOf` itself.
+   */
+  written: { pods?: KeySet<string>; netns?: KeySet<number> };
   reportedLost: number;
 }
+
+/** The keys of a Set, or of a Map (the pods' addresses are compared as the map's keys, not copied). */
+type KeySet<K> = Pick<ReadonlySet<K>, 'has' | 'keys' | 'size'>;
 
 /**
  * Replaces a set-like map's keys with `wanted` (adds first, so a key in both is never missing).
@@ -103,24 +112,24 @@ interface Running {
  */
 function syncKeys<K>(
   map: BpfMap<K, number>,
-  wanted: Iterable<K>,
-  had: ReadonlySet<K> | undefined,
+  wanted: KeySet<K>,
+  had: KeySet<K> | undefined,
   limit: number,
   what: string,
-): Set<K> {
-  const next = new Set(wanted);
-  if (next.size > limit) throw new Error(`drop tracer: ${next.size} ${what} exceed the limit of ${limit}`);
-  for (const k of next) if (!had?.has(k)) map.update(k, 1);
-  for (const k of had ?? [...map.keys()]) if (!next.has(k)) map.delete(k);
-  return next;
+): KeySet<K> {
+  if (wanted.size > limit)
+    throw new Error(`drop tracer: ${wanted.size} ${what} exceed the limit of ${limit}`);
+  for (const k of wanted.keys()) if (!had?.has(k)) map.update(k, 1);
+  for (const k of had ? [...had.keys()] : [...map.keys()]) if (!wanted.has(k)) map.delete(k);
+  return wanted;
 }
 
 function refreshMaps(r: Running, opts: DropTracerOptions): void {
-  r.podOf = new Map(opts.pods());
+  r.podOf = opts.pods();
   const { written } = r;
   r.written = {};
-  written.pods = syncKeys(r.pods, r.podOf.keys(), written.pods, MAX_PODS, 'pod addresses');
-  written.netns = syncKeys(r.netns, opts.netns(), written.netns, MAX_NETNS, 'namespaces');
+  written.pods = syncKeys(r.pods, r.podOf, written.pods, MAX_PODS, 'pod addresses');
+  written.netns = syncKeys(r.netns, new Set(opts.netns()), written.netns, MAX_NETNS, 'namespaces');
   r.written = written;
 }
 
