@@ -81,3 +81,64 @@ export function internStrings<T>(value: T, table: InternTable = new Map()): T {
   };
   return walk(value) as T;
 }
+
+/** Leaves already met in one input, by their content (see shareLeaves). */
+export type LeafTable = Map<string, object>;
+
+/** A value a leaf may hold: one JSON writes back exactly (no undefined, null, -0, NaN). */
+function isExactScalar(v: unknown): boolean {
+  return (
+    typeof v === 'string' ||
+    typeof v === 'boolean' ||
+    (typeof v === 'number' && Number.isFinite(v) && !Object.is(v, -0))
+  );
+}
+
+/**
+ * Replaces, in place, every *leaf* of `value` (a plain object or array holding only strings,
+ * numbers and booleans, or an array of such leaves) by the first equal leaf met in the same
+ * input, frozen: a pod's ports, a Service's and an EndpointSlice's ports, label maps and empty
+ * lists repeat across the objects of one manifest file, and each copy cost 50–100 bytes for as
+ * long as the agent keeps the model (docs/agent.md, "Memory budget"). Shared leaves are frozen so
+ * that a change in place, which would now change every object sharing it, throws instead.
+ * Run it after internStrings (its strings are then the file's own copies); returns `value`.
+ */
+export function shareLeaves<T>(value: T, table: LeafTable): T {
+  // The leaf's key, or undefined when it is no leaf (it holds something else).
+  const keyOf = (v: object): string | undefined => {
+    if (Array.isArray(v)) {
+      const parts: string[] = [];
+      for (let i = 0; i < v.length; i++) {
+        const e = v[i] as unknown;
+        if (!(i in v)) return undefined;
+        if (isExactScalar(e)) parts.push(JSON.stringify(e));
+        else if (typeof e === 'object' && e !== null && Object.isFrozen(e) && leafKeys.has(e))
+          parts.push(leafKeys.get(e) as string);
+        else return undefined;
+      }
+      return `[${parts.join(',')}]`;
+    }
+    const entries = Object.entries(v);
+    if (!entries.every(([, e]) => isExactScalar(e))) return undefined;
+    return `{${JSON.stringify(entries)}}`;
+  };
+  const leafKeys = new Map<object, string>();
+  const walk = (v: unknown, root = false): unknown => {
+    if (typeof v !== 'object' || v === null || !isPlain(v) || Object.isFrozen(v)) return v;
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const before = o[k];
+      if (typeof before !== 'object' || before === null) continue;
+      const after = walk(before);
+      if (after !== before) o[k] = after;
+    }
+    // `value` itself stays the caller's own object, even when it is a leaf.
+    const key = root ? undefined : keyOf(v);
+    if (key === undefined) return v;
+    let shared = table.get(key);
+    if (shared === undefined) table.set(key, (shared = Object.freeze(v)));
+    leafKeys.set(shared, key);
+    return shared;
+  };
+  return walk(value, true) as T;
+}

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { exact, flat, internStrings } from '../../src/util/intern.js';
+import { exact, flat, internStrings, shareLeaves, type LeafTable } from '../../src/util/intern.js';
+import { convertManifestFile } from '../../src/model/index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 describe('intern', () => {
   it('flat gives an equal string', () => {
@@ -36,5 +40,52 @@ describe('intern', () => {
     expect(out.a).toEqual(['x']);
     const frozen = Object.freeze(['f']);
     expect(internStrings({ frozen }).frozen).toBe(frozen);
+  });
+
+  it('shareLeaves makes equal leaves of one input one frozen object, and leaves anything else alone', () => {
+    const table: LeafTable = new Map();
+    const a = { ports: [{ port: 80, protocol: 'TCP' }], labels: { app: 'x' }, none: [], src: { line: 1 } };
+    const b = { ports: [{ port: 80, protocol: 'TCP' }], labels: { app: 'x' }, none: [], src: { line: 2 } };
+    const c = {
+      ports: [{ port: 80, protocol: 'UDP' }],
+      labels: { app: 'x', extra: undefined },
+      none: [null],
+    };
+    for (const o of [a, b, c]) shareLeaves(o, table);
+    expect(b.ports).toBe(a.ports);
+    expect(b.ports[0]).toBe(a.ports[0]);
+    expect(b.labels).toBe(a.labels);
+    expect(b.none).toBe(a.none);
+    expect(b.src).not.toBe(a.src);
+    expect(b.src).toEqual({ line: 2 });
+    expect(Object.isFrozen(a.ports) && Object.isFrozen(a.ports[0])).toBe(true);
+    expect(() => (a.ports as unknown[]).push(1)).toThrow(TypeError);
+    // Not equal, or not written back exactly by JSON (undefined, null): never shared.
+    expect(c.ports).not.toBe(a.ports);
+    expect(c.labels).not.toBe(a.labels);
+    expect('extra' in c.labels).toBe(true);
+    expect(Object.isFrozen(c.labels)).toBe(false);
+    expect(c.none).not.toBe(a.none);
+    // The value itself is never replaced or frozen.
+    expect(Object.isFrozen(a)).toBe(false);
+  });
+
+  it('the pods of one manifest file share their equal ports and labels', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sy-intern-'));
+    try {
+      const file = join(dir, 'pods.yaml');
+      const pod = (i: number): string =>
+        `apiVersion: v1\nkind: Pod\nmetadata:\n  name: p${i}\n  namespace: ns\n  labels: { app: web }\n` +
+        `spec:\n  nodeName: node-1\n  containers: [{ name: c, ports: [{ containerPort: 8080 }] }]\n`;
+      writeFileSync(file, [pod(1), pod(2)].join('---\n'));
+      const [p1, p2] = convertManifestFile(file).objects.map(
+        (o) => o.value as { labels: object; ports: object },
+      );
+      expect(p1?.labels).toEqual({ app: 'web' });
+      expect(p2?.labels).toBe(p1?.labels);
+      expect(p2?.ports).toBe(p1?.ports);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
