@@ -27,7 +27,7 @@ import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors
 import type { ValueProblem } from './limits.js';
 import { PLAIN_CHECKS } from './plain-checks.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
-import { internStrings, shareLeaves, type LeafTable } from '../util/intern.js';
+import { internStrings, type LeafTable } from '../util/intern.js';
 import {
   emptyModel,
   type EndpointSlice,
@@ -535,10 +535,8 @@ export function convertDocuments(documents: readonly ManifestDocument[]): Conver
     const { loc, data } = checked;
     const value = convertObject(data, loc, { file: doc.file, line: doc.lineOf([]) }, out.issues, out.reads);
     // Kept as long as the input is (an agent's cache): no slice of the text may keep it alive,
-    // and equal ports, labels and lists of the file's objects are one (shared after interning).
-    const kept = internStrings({ ...loc, value }, strings);
-    shareLeaves(kept.value, leaves);
-    out.objects.push(kept);
+    // and equal ports, labels and lists of the file's objects are one.
+    out.objects.push(internStrings({ ...loc, value }, strings, leaves));
   }
   return out;
 }

@@ -49,39 +49,6 @@ function isPlain(v: object): boolean {
   return proto === Object.prototype || proto === null || Array.isArray(v);
 }
 
-/**
- * Replaces, in place, every string in `value`'s plain objects and arrays (deeply) by its interned
- * copy, and every array inside them by one of its exact length (`exact`; an array met twice stays
- * one array); returns `value`. Other objects (Maps, class instances, frozen objects) are left alone.
- */
-export function internStrings<T>(value: T, table: InternTable = new Map()): T {
-  const copies = new Map<unknown[], unknown[]>();
-  const walk = (v: unknown): unknown => {
-    if (typeof v === 'string') return intern(v, table);
-    if (typeof v !== 'object' || v === null || !isPlain(v) || Object.isFrozen(v)) return v;
-    if (Array.isArray(v)) {
-      const known = copies.get(v);
-      if (known) return known;
-      for (let i = 0; i < v.length; i++) v[i] = walk(v[i]);
-      const copy = exact(v);
-      copies.set(v, copy);
-      return copy;
-    }
-    const o = v as Record<string, unknown>;
-    for (const k of Object.keys(o)) {
-      const before = o[k];
-      // Strings always: a copy compares equal to the slice it replaces.
-      if (typeof before === 'string') o[k] = intern(before, table);
-      else if (typeof before === 'object' && before !== null) {
-        const after = walk(before);
-        if (after !== before) o[k] = after;
-      }
-    }
-    return v;
-  };
-  return walk(value) as T;
-}
-
 /** Leaves already met in one input, by their content (see shareLeaves). */
 export type LeafTable = Map<string, object>;
 
@@ -95,50 +62,62 @@ function isExactScalar(v: unknown): boolean {
 }
 
 /**
- * Replaces, in place, every *leaf* of `value` (a plain object or array holding only strings,
- * numbers and booleans, or an array of such leaves) by the first equal leaf met in the same
- * input, frozen: a pod's ports, a Service's and an EndpointSlice's ports, label maps and empty
- * lists repeat across the objects of one manifest file, and each copy cost 50–100 bytes for as
- * long as the agent keeps the model (docs/agent.md, "Memory budget"). Shared leaves are frozen so
- * that a change in place, which would now change every object sharing it, throws instead.
- * Run it after internStrings (its strings are then the file's own copies); returns `value`.
+ * Replaces, in place, every string in `value`'s plain objects and arrays (deeply) by its interned
+ * copy, and every array inside them by one of its exact length (`exact`; an array met twice stays
+ * one array); returns `value`. Other objects (Maps, class instances, frozen objects) are left alone.
+ *
+ * With `leaves`, also every *leaf* inside `value` (a plain object or array holding only strings,
+ * numbers and booleans, or an array of such leaves) becomes the first equal leaf met with the same
+ * table, frozen: a pod's ports, a Service's and an EndpointSlice's ports, label maps and empty
+ * lists repeat across the objects of one manifest file, and each copy cost 50–100 bytes for as long
+ * as the agent keeps the model (~4 MiB at 10k endpoints: docs/agent.md, "Memory budget"). A shared
+ * leaf is frozen, so a change in place (which would change every object sharing it) throws. Done in
+ * the same walk: a second walk of every object cost a third more conversion time.
  */
-export function shareLeaves<T>(value: T, table: LeafTable): T {
-  // The leaf's key, or undefined when it is no leaf (it holds something else).
-  const keyOf = (v: object): string | undefined => {
-    if (Array.isArray(v)) {
-      const parts: string[] = [];
-      for (let i = 0; i < v.length; i++) {
-        const e = v[i] as unknown;
-        if (!(i in v)) return undefined;
-        if (isExactScalar(e)) parts.push(JSON.stringify(e));
-        else if (typeof e === 'object' && e !== null && Object.isFrozen(e) && leafKeys.has(e))
-          parts.push(leafKeys.get(e) as string);
-        else return undefined;
-      }
-      return `[${parts.join(',')}]`;
+export function internStrings<T>(value: T, table: InternTable = new Map(), leaves?: LeafTable): T {
+  const copies = new Map<unknown[], unknown[]>();
+  const sharedHere = new WeakSet<object>();
+  // A leaf's JSON is its key: exact for what a leaf holds, and native (cheap).
+  const share = <L extends object>(leaf: L): L => {
+    if (leaves === undefined) return leaf;
+    const key = JSON.stringify(leaf);
+    let known = leaves.get(key) as L | undefined;
+    if (known === undefined) {
+      known = Object.freeze(leaf);
+      leaves.set(key, known);
     }
-    const entries = Object.entries(v);
-    if (!entries.every(([, e]) => isExactScalar(e))) return undefined;
-    return `{${JSON.stringify(entries)}}`;
+    sharedHere.add(known);
+    return known;
   };
-  const leafKeys = new Map<object, string>();
-  const walk = (v: unknown, root = false): unknown => {
+  const walk = (v: unknown, root: boolean): unknown => {
+    if (typeof v === 'string') return intern(v, table);
     if (typeof v !== 'object' || v === null || !isPlain(v) || Object.isFrozen(v)) return v;
+    // `value` itself stays the caller's own object, even when it is a leaf.
+    let leaf = leaves !== undefined && !root;
+    if (Array.isArray(v)) {
+      const known = copies.get(v);
+      if (known) return known;
+      for (let i = 0; i < v.length; i++) {
+        const e = (v[i] = walk(v[i], false));
+        if (leaf && !isExactScalar(e) && !(typeof e === 'object' && e !== null && sharedHere.has(e)))
+          leaf = false;
+      }
+      const copy = leaf ? share(exact(v)) : exact(v);
+      copies.set(v, copy);
+      return copy;
+    }
     const o = v as Record<string, unknown>;
     for (const k of Object.keys(o)) {
       const before = o[k];
-      if (typeof before !== 'object' || before === null) continue;
-      const after = walk(before);
-      if (after !== before) o[k] = after;
+      // Strings always: a copy compares equal to the slice it replaces.
+      if (typeof before === 'string') o[k] = intern(before, table);
+      else if (typeof before === 'object' && before !== null) {
+        leaf = false;
+        const after = walk(before, false);
+        if (after !== before) o[k] = after;
+      } else if (leaf && !isExactScalar(before)) leaf = false;
     }
-    // `value` itself stays the caller's own object, even when it is a leaf.
-    const key = root ? undefined : keyOf(v);
-    if (key === undefined) return v;
-    let shared = table.get(key);
-    if (shared === undefined) table.set(key, (shared = Object.freeze(v)));
-    leafKeys.set(shared, key);
-    return shared;
+    return leaf ? share(o) : o;
   };
   return walk(value, true) as T;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { exact, flat, internStrings, shareLeaves, type LeafTable } from '../../src/util/intern.js';
+import { exact, flat, internStrings, type LeafTable } from '../../src/util/intern.js';
 import { convertManifestFile } from '../../src/model/index.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,7 +42,7 @@ describe('intern', () => {
     expect(internStrings({ frozen }).frozen).toBe(frozen);
   });
 
-  it('shareLeaves makes equal leaves of one input one frozen object, and leaves anything else alone', () => {
+  it('internStrings with a leaf table makes equal leaves of one input one frozen object, and leaves anything else alone', () => {
     const table: LeafTable = new Map();
     const a = { ports: [{ port: 80, protocol: 'TCP' }], labels: { app: 'x' }, none: [], src: { line: 1 } };
     const b = { ports: [{ port: 80, protocol: 'TCP' }], labels: { app: 'x' }, none: [], src: { line: 2 } };
@@ -51,7 +51,7 @@ describe('intern', () => {
       labels: { app: 'x', extra: undefined },
       none: [null],
     };
-    for (const o of [a, b, c]) shareLeaves(o, table);
+    for (const o of [a, b, c]) internStrings(o, new Map(), table);
     expect(b.ports).toBe(a.ports);
     expect(b.ports[0]).toBe(a.ports[0]);
     expect(b.labels).toBe(a.labels);
