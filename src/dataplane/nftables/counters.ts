@@ -7,7 +7,7 @@
  */
 import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
-import { eachItem, itemKind, streamNftItems } from './json-items.js';
+import { eachItem, itemKind, streamNftTable } from './json-items.js';
 import { parseEndpointChain } from './names.js';
 
 interface JsonRule {
@@ -33,13 +33,18 @@ function counterOf(rule: JsonRule): { packets: number; bytes: number } | undefin
   return undefined;
 }
 
+/** An item handler that keeps the commented rules of the items it is given in `rules`. */
+function keepCommentedRules(rules: JsonRule[]): (item: string) => void {
+  return (item) => {
+    const rule = commentedRule(item);
+    if (rule) rules.push(rule);
+  };
+}
+
 /** The counters of whole `nft -j -t list table` output. */
 export function parseCounters(json: string): RuleCounter[] {
   const rules: JsonRule[] = [];
-  eachItem(json, (item) => {
-    const rule = commentedRule(item);
-    if (rule) rules.push(rule);
-  });
+  eachItem(json, keepCommentedRules(rules));
   return countersOf(rules);
 }
 
@@ -49,15 +54,8 @@ export function parseCounters(json: string): RuleCounter[] {
  */
 export async function readCounters(netns: string, family: string, table: string): Promise<RuleCounter[]> {
   const rules: JsonRule[] = [];
-  const r = await streamNftItems(netns, ['-j', '-t', 'list', 'table', family, table], (item) => {
-    const rule = commentedRule(item);
-    if (rule) rules.push(rule);
-  });
-  if (r.code !== 0) {
-    if (/No such file or directory/.test(r.stderr)) return [];
-    throw new Error(`nft list table ${family} ${table} in ${netns} failed: ${r.stderr.trim()}`);
-  }
-  return countersOf(rules);
+  const present = await streamNftTable(netns, family, table, keepCommentedRules(rules), ['-t']);
+  return present ? countersOf(rules) : [];
 }
 
 function countersOf(rules: readonly JsonRule[]): RuleCounter[] {

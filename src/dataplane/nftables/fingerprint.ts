@@ -4,7 +4,7 @@
  * fingerprints mean nobody changed the table in between.
  */
 import { createHash } from 'node:crypto';
-import { eachItem, streamNftItems } from './json-items.js';
+import { eachItem, streamNftTable } from './json-items.js';
 import { FAMILY, TABLE } from './names.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -66,10 +66,5 @@ export function fingerprintOf(json: string): string {
 
 export async function nftablesFingerprint(netns: string): Promise<string> {
   const f = new Fingerprint();
-  const r = await streamNftItems(netns, ['-j', 'list', 'table', FAMILY, TABLE], f.add);
-  if (r.code !== 0) {
-    if (/No such file or directory/.test(r.stderr)) return 'absent';
-    throw new Error(`nft list table ${FAMILY} ${TABLE} in ${netns} failed: ${r.stderr.trim()}`);
-  }
-  return f.digest();
+  return (await streamNftTable(netns, FAMILY, TABLE, f.add)) ? f.digest() : 'absent';
 }

@@ -7,7 +7,7 @@
  * "nftables: what the rule batch was blamed for").
  */
 import { StringDecoder } from 'node:string_decoder';
-import { streamInNetns, type ToolResult } from '../exec.js';
+import { streamInNetns } from '../exec.js';
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -93,23 +93,27 @@ export function eachItem(json: string, onItem: (item: string) => void): void {
 }
 
 /**
- * Runs `nft args…` (a `-j list`) in `netns` and hands each item of its output to `onItem` as it
- * arrives. A failed nft (exit code, stderr) is returned, not thrown: callers tell "no such table"
- * from other failures.
+ * Runs `nft -j [flags…] list table <family> <table>` in `netns` and hands each item of its output
+ * to `onItem` as it arrives. False when the table is not there; any other failure throws.
  */
-export async function streamNftItems(
+export async function streamNftTable(
   netns: string,
-  args: readonly string[],
+  family: string,
+  table: string,
   onItem: (item: string) => void,
-): Promise<Omit<ToolResult, 'stdout'>> {
+  flags: readonly string[] = [],
+): Promise<boolean> {
   const items = new NftablesItems(onItem);
   const utf8 = new StringDecoder('utf8');
+  const args = ['-j', ...flags, 'list', 'table', family, table];
   const r = await streamInNetns(netns, 'nft', args, (chunk) => items.push(utf8.write(chunk)));
-  if (r.code === 0) {
-    items.push(utf8.end());
-    items.end();
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return false;
+    throw new Error(`nft list table ${family} ${table} in ${netns} failed: ${r.stderr.trim()}`);
   }
-  return r;
+  items.push(utf8.end());
+  items.end();
+  return true;
 }
 
 /** The item's kind (`rule`, `set`, `chain`, …): its only key, read from its text. */
