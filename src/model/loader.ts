@@ -52,12 +52,16 @@ interface Located {
   object: string;
 }
 
+/** How errors name an object of `kind`: `namespace/name` for namespaced kinds, else `name`. */
+function qualifiedName(kind: string, name: unknown, namespace: unknown): string {
+  const own = typeof name === 'string' ? excerpt(name) : '<unnamed>';
+  if (!NAMESPACED_KINDS.has(kind)) return own;
+  return `${typeof namespace === 'string' ? excerpt(namespace) : DEFAULT_NAMESPACE}/${own}`;
+}
+
 function objectName(value: Record<string, unknown>, kind: string): string {
   const meta = (value.metadata ?? {}) as Record<string, unknown>;
-  const name = typeof meta.name === 'string' ? excerpt(meta.name) : '<unnamed>';
-  if (!NAMESPACED_KINDS.has(kind)) return name;
-  const ns = typeof meta.namespace === 'string' ? excerpt(meta.namespace) : DEFAULT_NAMESPACE;
-  return `${ns}/${name}`;
+  return qualifiedName(kind, meta.name, meta.namespace);
 }
 
 function zodMessage(
@@ -594,9 +598,7 @@ class FileObject implements ConvertedObject {
 
   get object(): string {
     const { name, namespace } = this.value as { name?: unknown; namespace?: unknown };
-    const own = typeof name === 'string' ? excerpt(name) : '<unnamed>';
-    if (!NAMESPACED_KINDS.has(this.kind)) return own;
-    return `${typeof namespace === 'string' ? excerpt(namespace) : DEFAULT_NAMESPACE}/${own}`;
+    return qualifiedName(this.kind, name, namespace);
   }
 
   lineOf(path: readonly PropertyKey[]): number {
