@@ -16,7 +16,7 @@ import { loadManifests } from '../../src/model/index.js';
 import { caseManifestPaths, NETPOL_E2E_CASES } from '../fixtures/netpol-e2e/cases.js';
 import { describeKernel } from '../support/kernel.js';
 import { compileIR } from '../support/manifests.js';
-import { addNetns, delNetns, kernelState } from './nftables-lab.js';
+import { addNetns, batchRecordingBackend, delNetns, kernelState } from './nftables-lab.js';
 
 /**
  * Every rule's expressions as the kernel returns them, by chain (sorted: an update creates chains
@@ -66,21 +66,15 @@ for (const mode of POLICY_MODES) {
     });
 
     it('every netpol scenario step, applied incrementally, equals a from-scratch apply', async () => {
-      const batched: string[] = [];
-      let current = '';
-      const incremental = createNftablesBackend({
-        mutateBatch: (messages) => {
-          batched.push(current);
-          return messages;
-        },
-      });
+      const { backend: incremental, batched, step } = batchRecordingBackend();
       const scratch = createNftablesBackend();
       let previous: IR | undefined;
       for (const c of NETPOL_E2E_CASES) {
         const ir = compileIR(loadManifests(caseManifestPaths(c)), { policyMode: mode });
         for (const node of ir.nodes.map((n) => n.name)) {
           const { inc, ref } = targets(node);
-          current = `${c.context} / ${c.name}${c.step ? ` [${c.step}]` : ''} ${node}`;
+          const current = `${c.context} / ${c.name}${c.step ? ` [${c.step}]` : ''} ${node}`;
+          step(current);
           await incremental.apply(inc, ir, previous);
           // From scratch: the whole table in one nft -f, as nft parses the rule text.
           scratch.dropShadow?.(ref);

@@ -8,7 +8,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { ReachMatrix } from '../../src/calc/api.js';
-import type { NodeTarget } from '../../src/dataplane/backend.js';
+import type { Backend, NodeTarget } from '../../src/dataplane/backend.js';
+import { createNftablesBackend } from '../../src/dataplane/nftables/index.js';
 import type { IR } from '../../src/ir/types.js';
 import { runInNetns } from '../../src/dataplane/exec.js';
 
@@ -376,4 +377,24 @@ export async function kernelState(target: NodeTarget): Promise<Record<string, un
     } else out[`${kind}:${String(rest.name)}`] = rest;
   }
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/**
+ * An nftables backend that notes which applies went as a rule batch over nfnetlink rather than
+ * an nft script: each batch it writes adds the step named last with `step` to `batched`.
+ */
+export function batchRecordingBackend(): {
+  backend: Backend;
+  batched: string[];
+  step: (name: string) => void;
+} {
+  const batched: string[] = [];
+  let current = '';
+  const backend = createNftablesBackend({
+    mutateBatch: (messages) => {
+      batched.push(current);
+      return messages;
+    },
+  });
+  return { backend, batched, step: (name) => (current = name) };
 }

@@ -14,7 +14,7 @@ import { POLICY_MODES, type PolicyMode } from '../../src/ir/decision-table.js';
 import type { IR } from '../../src/ir/types.js';
 import { networkPolicy, type Manifest } from '../support/manifests.js';
 import { describeKernel } from '../support/kernel.js';
-import { addNetns, delNetns, kernelState } from './nftables-lab.js';
+import { addNetns, batchRecordingBackend, delNetns, kernelState } from './nftables-lab.js';
 import { guardrails, irOf, xyz } from './nftables-scenarios.js';
 
 /** y/b (node-1) accepts pods labelled pod=a from any namespace. */
@@ -83,16 +83,9 @@ for (const mode of POLICY_MODES) {
     it('each update equals a from-scratch apply and writes only what changed', async () => {
       let previous: IR | undefined;
       // Which steps went as a rule batch over nfnetlink rather than an nft script.
-      const batched: string[] = [];
-      let current = '';
-      const spied = createNftablesBackend({
-        mutateBatch: (messages) => {
-          batched.push(current);
-          return messages;
-        },
-      });
+      const { backend: spied, batched, step: stepNamed } = batchRecordingBackend();
       for (const step of steps) {
-        current = step.name;
+        stepNamed(step.name);
         const result = await spied.apply(inc, step.ir, previous);
         if (process.env.NFT_DEBUG)
           console.log(step.name, result.changed.length, result.changed.slice(0, 12), result.durationMs);
