@@ -36,7 +36,7 @@ import { errorMessage } from '../util/errors.js';
 import type { AgentError, AgentStatus, ApplyPhases, LastApply } from './api-types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
-import { compactHeap } from './memory.js';
+import { MemoryKeeper } from './memory.js';
 
 /** Drift polls use at most 1/POLL_DUTY of a core. */
 const POLL_DUTY = 20;
@@ -58,6 +58,9 @@ const READ_BACK_QUIET_MS = 1000;
  * answers (the flow sources start in between), not before it.
  */
 const START_COMPACT_DELAY_MS = 1000;
+
+/** A drift poll's or a scrape's growth is looked at this long after it (agent/memory.ts). */
+const MEMORY_LOOK_AFTER_MS = 1000;
 
 // The status the agent keeps is exactly what its API serves: one definition, in api-types.
 export type ApplyMode = LastApply['mode'];
@@ -139,9 +142,20 @@ export class Agent {
   private readBackSeq = 0;
   private stopped = false;
   private readonly log: Logger;
+  private readonly memory: MemoryKeeper;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.logger;
+    this.memory = new MemoryKeeper({
+      lookAfterMs: MEMORY_LOOK_AFTER_MS,
+      schedule: (compact) =>
+        void this.enqueue(async () => {
+          // Changes are coming: their read-back compacts once they pause, not one in between.
+          if (this.stopped || this.readBackTimer !== undefined) this.memory.skipped();
+          else compact();
+        }),
+      changed: (state) => (this.status.memory = state),
+    });
     this.status = {
       node: opts.target.node,
       backend: opts.backend.name,
@@ -153,7 +167,18 @@ export class Agent {
       startedAt: new Date().toISOString(),
       repairs: 0,
       errors: 0,
+      memory: this.memory.state,
     };
+  }
+
+  /** Work outside the queue that allocates (a scrape reads the kernel's counters) began. */
+  workStarted(): void {
+    this.memory.started();
+  }
+
+  /** That work ended: its garbage goes back once it is over (agent/memory.ts). */
+  workEnded(): void {
+    if (!this.stopped) this.memory.ended();
   }
 
   get target(): NodeTarget {
@@ -580,7 +605,7 @@ export class Agent {
   }
 
   private giveMemoryBack(): void {
-    const done = compactHeap();
+    const done = this.memory.compact();
     if (done) this.log.debug(done, 'heap compacted');
   }
 
@@ -652,6 +677,8 @@ export class Agent {
       return performance.now() - started;
     }
     const readMs = performance.now() - started;
+    // A full read of a netfilter ruleset leaves tens of MiB of garbage; given back once it is over.
+    this.memory.afterWork();
     // The read-back of our incremental apply: the reference, unless someone else may have
     // changed the kernel too (then the kernel may not hold our apply: repair).
     const readBack = this.readBackDue;
@@ -707,6 +734,7 @@ export class Agent {
     clearTimeout(this.retryTimer);
     clearTimeout(this.readBackTimer);
     clearTimeout(this.compactTimer);
+    this.memory.stop();
     this.kernelWatch?.stop();
     await this.queue;
     // What is in force goes to applied.json for the next agent to adopt: read back now if due (a

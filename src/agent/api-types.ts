@@ -88,6 +88,15 @@ export interface AgentStatus {
   policy?: TableModeSummary;
   /** Where Prometheus scrapes this agent (loopback), when it serves metrics. */
   metricsUrl?: string;
+  /** The heap compactions that give memory back (docs/agent.md, "Memory budget"). */
+  memory?: AgentMemory;
+}
+
+export interface AgentMemory {
+  compactions: number;
+  compactedAt?: string;
+  /** Whether a look at the process's growth after some work, or a compaction, is pending. */
+  due: boolean;
 }
 
 /** GET /v1/status */

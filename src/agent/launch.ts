@@ -113,13 +113,15 @@ export function agentFlags(
 }
 
 /**
- * V8 flags of agent processes. A smaller young generation (semi-spaces of 4 MiB, not 16): the
+ * V8 flags of agent processes. A smaller young generation (semi-spaces of 2 MiB, not 16): the
  * agent allocates in bursts (a sync, a change) and V8 keeps the young generation it grew to for
- * good; measured on the 10k-endpoint agent bench model, RSS after 100 changes 151 MiB instead of
- * 253 MiB for 14% more CPU (docs/agent.md, "Memory budget"). `--expose-gc`: the agent compacts its
- * heap once it goes quiet (agent/memory.ts).
+ * good. Measured on the 10k-endpoint agent bench model: RSS after 100 changes 253 MiB with 16 MiB
+ * semi-spaces, 151 MiB with 4 (14% more CPU); later, with the agent compacting when it goes quiet,
+ * 141 → 135 MiB from 4 to 2 MiB (133 with 1 MiB, whose extra scavenges cost the 50k full sync
+ * ~0.5 s of its 10 s target) at the same change latency (docs/agent.md, "Memory budget").
+ * `--expose-gc`: the agent compacts its heap once it goes quiet (agent/memory.ts).
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--expose-gc'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--expose-gc'];
 
 /**
  * The environment of agent processes: glibc keeps at most two malloc arenas (unless the caller

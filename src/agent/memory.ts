@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { releaseKernelBtf } from '../bpf/btf/index.js';
 import { loadLibc } from '../netns/libc.js';
+import type { AgentMemory } from './api-types.js';
 
 let mallocTrim: ((pad: number) => number) | undefined;
 
@@ -50,4 +51,110 @@ export function compactHeap(): { ms: number; heapMiB: number } | undefined {
   trimMalloc();
   const ms = Math.round(performance.now() - started);
   return { ms, heapMiB: Math.round(process.memoryUsage().heapTotal / 2 ** 20) };
+}
+
+/** RSS growth since the last compaction that is worth one (a collection at 10k endpoints takes ~0.4 s). */
+export const COMPACT_GROWTH_BYTES = 32 * 2 ** 20;
+
+export interface MemoryKeeperOptions {
+  /** How long after work its growth is looked at (the garbage is still there; the work is done). */
+  lookAfterMs: number;
+  /** Runs `compact` where it cannot interleave with the owner's work (the agent's queue). */
+  schedule(compact: () => void): void;
+  /** Told each time `state` changes (the agent's status reports it). */
+  changed?(state: AgentMemory): void;
+  /** The process's resident size in bytes (process.memoryUsage.rss). */
+  rss?: () => number;
+  growthBytes?: number;
+}
+
+/**
+ * Gives back what work outside the agent's own pauses allocated. The agent compacts after its
+ * first sync and once a burst of changes has been read back; a metrics scrape or a drift poll on
+ * netfilter reads the whole ruleset (`iptables-save -c` is 17 MB of text at 10k services, parsed
+ * into rules) and left RSS 100 MiB above what the agent holds. `lookAfterMs` after such work the
+ * process is compacted if its RSS grew by `growthBytes` since the last compaction; small work (a
+ * poll that read a few maps) costs a timer, no collection.
+ */
+export class MemoryKeeper {
+  private baseline: number;
+  private timer: NodeJS.Timeout | undefined;
+  private scheduled = false;
+  /** Work outside the owner's queue (scrapes) under way: a compaction now cannot free its garbage. */
+  private running = 0;
+  private compactions = 0;
+  private lastAt: string | undefined;
+
+  constructor(private readonly opts: MemoryKeeperOptions) {
+    this.baseline = this.rss();
+  }
+
+  private rss(): number {
+    return (this.opts.rss ?? process.memoryUsage.rss)();
+  }
+
+  /**
+   * Work that may have allocated ended: look at the process `lookAfterMs` later (from the first such
+   * work: drift polls and scrapes can come more often than that, and would put a debounced look
+   * off for good).
+   */
+  afterWork(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.scheduled && this.rss() - this.baseline >= (this.opts.growthBytes ?? COMPACT_GROWTH_BYTES)) {
+        this.scheduled = true;
+        this.opts.schedule(() => void this.compact());
+      }
+      this.opts.changed?.(this.state);
+    }, this.opts.lookAfterMs);
+    this.opts.changed?.(this.state);
+  }
+
+  /** Work outside the owner's queue began (a scrape); `ended` when it is over. */
+  started(): void {
+    this.running++;
+  }
+
+  ended(): void {
+    this.running = Math.max(0, this.running - 1);
+    this.afterWork();
+  }
+
+  /** A compaction `schedule` was handed will not run (the owner compacts at its own pause soon). */
+  skipped(): void {
+    this.scheduled = false;
+    this.opts.changed?.(this.state);
+  }
+
+  /** Compacts now (also the owner's own pauses: after a sync, after a read-back). */
+  compact(): ReturnType<typeof compactHeap> {
+    const done = compactHeap();
+    this.scheduled = false;
+    if (done) {
+      this.compactions++;
+      this.lastAt = new Date().toISOString();
+    }
+    // What a scrape under way holds is not kept: the look after it compacts again whatever it finds.
+    this.baseline = this.running > 0 ? 0 : this.rss();
+    this.opts.changed?.(this.state);
+    return done;
+  }
+
+  get due(): boolean {
+    return this.timer !== undefined || this.scheduled;
+  }
+
+  get state(): AgentMemory {
+    return {
+      compactions: this.compactions,
+      ...(this.lastAt ? { compactedAt: this.lastAt } : {}),
+      due: this.due,
+    };
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
 }

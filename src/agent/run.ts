@@ -199,6 +199,8 @@ function observability(
       describeRule: (rule) => catalog.describe(rule),
       policy: () => agent().status.policy,
       agent: () => agentView(agent()),
+      scrapeStarted: () => agent().workStarted(),
+      scrapeEnded: () => agent().workEnded(),
       ...(isEtcdSource(opts.source) ? { etcdConnected: () => source.stats?.connected === true } : {}),
     },
     { node: opts.node, backend: opts.backend },

@@ -46,6 +46,9 @@ export interface MetricsSources {
   agent: () => AgentView;
   /** Agents fed by etcd only: whether the watch is connected. */
   etcdConnected?: () => boolean;
+  /** A scrape begins and ends (it reads every rule's counters: the agent gives that garbage back). */
+  scrapeStarted?: () => void;
+  scrapeEnded?: () => void;
 }
 
 /** Why a packet was dropped, as `switchyard_drops_total{reason}` says it (cilium_drop_count_total's reason). */
@@ -388,8 +391,10 @@ export class AgentMetrics {
   readonly errors: Counter<'stage'>;
   private readonly releaseKernelSeries: () => void;
   private lastScrape: Promise<unknown> = Promise.resolve();
+  private readonly sources: Pick<MetricsSources, 'scrapeStarted' | 'scrapeEnded'>;
 
   constructor(sources: MetricsSources, labels: { node: string; backend: string }) {
+    this.sources = sources;
     const registers = [this.registry];
     this.registry.setDefaultLabels(labels);
     collectDefaultMetrics({ register: this.registry, prefix: 'switchyard_agent_' });
@@ -433,10 +438,12 @@ export class AgentMetrics {
    */
   text(): Promise<string> {
     const scrape = this.lastScrape.then(async () => {
+      this.sources.scrapeStarted?.();
       try {
         return await this.registry.metrics();
       } finally {
         this.releaseKernelSeries();
+        this.sources.scrapeEnded?.();
       }
     });
     this.lastScrape = scrape.catch(() => undefined);

@@ -6,7 +6,7 @@
  */
 import { readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runInNetns } from '../../src/dataplane/exec.js';
+import { readLinesInNetns, runInNetns, ToolError } from '../../src/dataplane/exec.js';
 import { createNetns, deleteNetns } from '../../src/netns/namespaces.js';
 import { describeKernel } from '../support/kernel.js';
 
@@ -31,6 +31,22 @@ describeKernel('netfilter tools run in the node namespace', () => {
   it('feeds stdin and reports the exit code', async () => {
     const r = await runInNetns(NETNS, 'sh', ['-c', 'cat; exit 3'], 'hello\n');
     expect(r).toMatchObject({ code: 3, stdout: 'hello\n' });
+  });
+
+  it('hands a long output line by line as it comes, multi-byte characters cut by pipe chunks included', async () => {
+    // 200,000 lines of 14 bytes (2.8 MB: many pipe reads), each with a two-byte character, and a
+    // last line without a newline.
+    const script = `awk 'BEGIN { for (i = 0; i < 200000; i++) printf "é line %06d\\n", i; printf "tail" }'`;
+    const lines: string[] = [];
+    await readLinesInNetns(NETNS, 'sh', ['-c', script], (l) => lines.push(l));
+    expect(lines).toHaveLength(200_001);
+    expect(lines[0]).toBe('é line 000000');
+    expect(lines[123_456]).toBe('é line 123456');
+    expect(lines.at(-1)).toBe('tail');
+    expect(lines.every((l, i) => i === 200_000 || l === `é line ${String(i).padStart(6, '0')}`)).toBe(true);
+    await expect(
+      readLinesInNetns(NETNS, 'sh', ['-c', 'echo out; echo bad >&2; exit 4'], () => undefined),
+    ).rejects.toThrow(ToolError);
   });
 
   it('answers a missing namespace as ip netns exec did, and refuses names outside the project', async () => {

@@ -103,11 +103,14 @@ export const TARGET_LABEL_MS: Readonly<Partial<Record<BackendName, number>>> = {
 };
 /** One service endpoint change in force at 10k services on eBPF (ms). */
 export const TARGET_SERVICE_MS = 20;
-/** RSS after the changes at 10k endpoints, any backend (MB = MiB here: the stricter reading). */
-export const TARGET_RSS_MIB = 120;
+/** The issue's targets are in MB (10^6 bytes); RSS is read in MiB. */
+const MB_IN_MIB = 1e6 / 2 ** 20;
+/** RSS after the changes at 10k endpoints, any backend: 120 MB (114.4 MiB). */
+export const TARGET_RSS_MIB = 120 * MB_IN_MIB;
 /** At 50k endpoints on eBPF: full sync and RSS. */
 export const TARGET_LARGE_SYNC_MS = 10_000;
-export const TARGET_LARGE_RSS_MIB = 250;
+/** 250 MB (238.4 MiB). */
+export const TARGET_LARGE_RSS_MIB = 250 * MB_IN_MIB;
 /** Issue 17: a full sync in table mode no worse than 1.5× the walk's (when both are measured). */
 export const TARGET_TABLE_SYNC_RATIO = 1.5;
 
@@ -536,6 +539,7 @@ async function oneSync(
     const cpu0 = cpuSeconds(h.pid);
     await new Promise((r) => setTimeout(r, IDLE_MS));
     const idleCpu = (cpuSeconds(h.pid) - cpu0) / (IDLE_MS / 1000);
+    await waitForSync(h, (st) => st.memory?.due !== true, SYNC_TIMEOUT_MS);
     const steadyAfterSync = memoryMiB(h.pid);
     await heapSnapshot(h, 'sync');
     const changes: ChangeSample[] = [];
@@ -689,11 +693,18 @@ async function measurePoint(
 /** Time the system takes to unmap the pages a collection freed. */
 const UNMAP_SETTLE_MS = 1000;
 
-/** RSS once the agent has read the kernel back after its last change (and given memory back). */
+/**
+ * RSS once the agent has read the kernel back after its last change and given back what that and
+ * the bench's own scrape allocated (its status says no compaction is due).
+ */
 async function steadyMemory(h: LaunchedAgent): Promise<{ rss: number; hwm: number }> {
   await waitForSync(
     h,
-    (st) => st.checkedAt !== undefined && st.lastApply !== undefined && st.checkedAt > st.lastApply.at,
+    (st) =>
+      st.checkedAt !== undefined &&
+      st.lastApply !== undefined &&
+      st.checkedAt > st.lastApply.at &&
+      st.memory?.due !== true,
     SYNC_TIMEOUT_MS,
   );
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
@@ -935,9 +946,15 @@ export function targetVerdicts(data: AgentScaleData): TargetVerdict[] {
 }
 
 /** `target <what> on <backend> at <n> endpoints: met|missed (measured / target = ratio)`. */
+/** A memory target reads as the issue wrote it, in MB, with its MiB beside it. */
+function formatTarget(v: TargetVerdict): string {
+  if (v.unit !== 'MiB') return `${v.target} ${v.unit}`;
+  return `${Math.round(v.target / MB_IN_MIB)} MB (${v.target.toFixed(1)} MiB)`;
+}
+
 export function formatVerdict(v: TargetVerdict): string {
   return (
-    `target: ${v.what} on ${v.backend} at ${v.endpoints} endpoints ≤ ${v.target} ${v.unit}: ${v.met ? 'met' : 'missed'} ` +
+    `target: ${v.what} on ${v.backend} at ${v.endpoints} endpoints ≤ ${formatTarget(v)}: ${v.met ? 'met' : 'missed'} ` +
     `(${v.measured.toFixed(0)} ${v.unit}, ${(v.measured / v.target).toFixed(2)}× the target)`
   );
 }

@@ -8,6 +8,7 @@ import type { Direction } from '../../ir/types.js';
 import type { RuleCounter } from '../backend.js';
 import { flat } from '../../util/intern.js';
 import type { SavedRule, SavedTable } from './kernel.js';
+import type { TableName } from './plan.js';
 import {
   DEFAULT_ALLOW_COMMENT,
   DEFAULT_DENY_COMMENT,
@@ -16,6 +17,9 @@ import {
   PREFILTER_CHAIN,
   TO_WL_CHAIN,
 } from './names.js';
+
+/** The tables countersFromSaved reads: the nat table's service rules have no counters of ours. */
+export const COUNTED_TABLES: ReadonlySet<TableName> = new Set<TableName>(['filter', 'raw']);
 
 export function commentOf(args: string): string | undefined {
   const m = /--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))/.exec(args);

@@ -8,7 +8,7 @@
  * full fingerprint, polled less often, also sees a member swapped for another.
  */
 import { createHash } from 'node:crypto';
-import { runInNetnsOrThrow } from '../exec.js';
+import { readLinesInNetns, runInNetnsOrThrow } from '../exec.js';
 import { tool, type IptablesMode } from './kernel.js';
 import { readLocalRoutes } from './local-routes.js';
 import {
@@ -93,7 +93,10 @@ export function headersDigest(headers: ReadonlyMap<string, string>): string {
   return h.digest('hex');
 }
 
-/** The digest of our rules, and the jumps into our entry chains that are missing. */
+/**
+ * The digest of our rules, and the jumps into our entry chains that are missing: each family's
+ * save read as it is printed (13 MB of text at 10k services is never held).
+ */
 async function rulesDigest(
   netns: string,
   mode: IptablesMode,
@@ -101,13 +104,14 @@ async function rulesDigest(
   const h = createHash('sha256');
   const missing: string[] = [];
   for (const family of FAMILIES) {
-    const saved = await runInNetnsOrThrow(netns, tool(mode, family, 'save'), []);
     let table = '';
-    for (const line of saved.stdout.split('\n')) {
+    const jumps = new EntryJumps();
+    await readLinesInNetns(netns, tool(mode, family, 'save'), [], (line) => {
       if (line.startsWith('*')) table = line;
       else if (OURS.test(line)) h.update(`${family} ${table} ${line.replace(/\[\d+:\d+\]/g, '')}\n`);
-    }
-    missing.push(...missingEntryJumps(saved.stdout).map((j) => `${tableKeyOf(family)} ${j}`));
+      jumps.line(line);
+    });
+    missing.push(...jumps.missing().map((j) => `${tableKeyOf(family)} ${j}`));
   }
   return { digest: h.digest('hex'), missing };
 }
@@ -131,20 +135,35 @@ const ENTRY_JUMPS: { table: string; chain: string; from: string[] }[] = [
 
 /** The jumps into our entry chains that are missing, as `table/BUILTIN->CHAIN`. */
 export function missingEntryJumps(saved: string): string[] {
-  const declared = new Set<string>();
-  const jumps = new Set<string>();
-  let table = '';
-  for (const line of saved.split('\n')) {
-    if (line.startsWith('*')) table = line.slice(1);
-    else if (line.startsWith(`:${CHAIN_PREFIX}`)) declared.add(`${table}/${line.slice(1).split(' ')[0]}`);
+  const jumps = new EntryJumps();
+  for (const line of saved.split('\n')) jumps.line(line);
+  return jumps.missing();
+}
+
+/** missingEntryJumps over a save read a line at a time. */
+class EntryJumps {
+  private readonly declared = new Set<string>();
+  private readonly jumps = new Set<string>();
+  private table = '';
+
+  line(line: string): void {
+    if (line.startsWith('*')) this.table = line.slice(1);
+    else if (line.startsWith(`:${CHAIN_PREFIX}`))
+      this.declared.add(`${this.table}/${line.slice(1).split(' ')[0]}`);
     else if (line.startsWith('-A ')) {
+      // Only jumps from built-in chains count, and those are few: no set entry per rule of ours.
+      const from = line.slice(3).split(' ', 1)[0] ?? '';
+      if (from.startsWith(CHAIN_PREFIX)) return;
       const target = / -[jg] (\S+)/.exec(line)?.[1];
-      if (target) jumps.add(`${table}/${line.split(' ')[1]}->${target}`);
+      if (target) this.jumps.add(`${this.table}/${from}->${target}`);
     }
   }
-  return ENTRY_JUMPS.filter((e) => declared.has(`${e.table}/${e.chain}`)).flatMap((e) =>
-    e.from.map((b) => `${e.table}/${b}->${e.chain}`).filter((j) => !jumps.has(j)),
-  );
+
+  missing(): string[] {
+    return ENTRY_JUMPS.filter((e) => this.declared.has(`${e.table}/${e.chain}`)).flatMap((e) =>
+      e.from.map((b) => `${e.table}/${b}->${e.chain}`).filter((j) => !this.jumps.has(j)),
+    );
+  }
 }
 
 async function setsDigest(netns: string): Promise<string> {

@@ -27,7 +27,7 @@ import { watchRulesetChanges } from '../netfilter/ruleset-monitor.js';
 import { applyPlan, type ScriptStage } from './apply.js';
 import { kernelStateAfter } from './diff.js';
 import { Shadows } from '../shadow.js';
-import { countersFromSaved } from './counters.js';
+import { COUNTED_TABLES, countersFromSaved } from './counters.js';
 import { iptablesFingerprint, setHeadersOf } from './fingerprint.js';
 import { SetHeaders } from './set-headers.js';
 import { iptablesFlowReader } from './flow-counters.js';
@@ -233,7 +233,9 @@ export class IptablesBackend implements Backend {
   }
 
   async counters(target: NodeTarget): Promise<RuleCounter[]> {
-    const tables = await Promise.all(FAMILIES.map((f) => saveTables(target.netns, this.mode, f, true)));
+    const tables = await Promise.all(
+      FAMILIES.map((f) => saveTables(target.netns, this.mode, f, { counters: true, only: COUNTED_TABLES })),
+    );
     return countersFromSaved(tables.flat());
   }
 

@@ -3,7 +3,7 @@
  * `SY-` chains with their rules and our jumps from built-in chains, read with iptables-save.
  * Apply uses it to find what exists (and to roll back); counters and remove use the same parser.
  */
-import { runInNetns, runInNetnsOrThrow, ToolError } from '../exec.js';
+import { readLinesInNetns, runInNetns, runInNetnsOrThrow, ToolError } from '../exec.js';
 import { CHAIN_PREFIX, FAMILIES, SET_PREFIX, type Family } from './names.js';
 import type { JumpSpec, TableName } from './plan.js';
 import { tableKey } from './plan.js';
@@ -75,7 +75,7 @@ const BUILTINS: ReadonlySet<string> = new Set<JumpSpec['builtin']>([
 function isBuiltin(chain: string): chain is JumpSpec['builtin'] {
   return BUILTINS.has(chain);
 }
-const TABLES = new Set<string>(['filter', 'raw', 'nat']);
+const TABLES: ReadonlySet<TableName> = new Set<TableName>(['filter', 'raw', 'nat']);
 
 /** Target chain of a rule (`-j X` or `-g X`), if it is one of ours. */
 export function ourTarget(args: string): string | undefined {
@@ -85,27 +85,45 @@ export function ourTarget(args: string): string | undefined {
 
 /** Parses `iptables-save [-c]` output: our chains of the filter, raw and nat tables. */
 export function parseSave(text: string, family: Family): SavedTable[] {
-  const tables: SavedTable[] = [];
-  let current: SavedTable | undefined;
-  for (const raw of text.split('\n')) {
+  const parser = new SaveParser(family);
+  for (const line of text.split('\n')) parser.line(line);
+  return parser.tables();
+}
+
+/**
+ * `iptables-save [-c]` output read a line at a time (parseSave, saveTables); `only`: the tables
+ * kept, the other tables' lines skipped unparsed (the counters need no nat rules: 80,000 of them
+ * at 10k services).
+ */
+class SaveParser {
+  private readonly all: SavedTable[] = [];
+  private current: SavedTable | undefined;
+
+  constructor(
+    private readonly family: Family,
+    private readonly only: ReadonlySet<TableName> = TABLES,
+  ) {}
+
+  line(raw: string): void {
     const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
+    if (!line || line.startsWith('#')) return;
     if (line.startsWith('*')) {
       const name = line.slice(1);
-      current = TABLES.has(name)
-        ? { family, table: name as TableName, chains: new Map(), jumps: [] }
+      this.current = this.only.has(name as TableName)
+        ? { family: this.family, table: name as TableName, chains: new Map(), jumps: [] }
         : undefined;
-      if (current) tables.push(current);
-      continue;
+      if (this.current) this.all.push(this.current);
+      return;
     }
-    if (!current) continue;
+    const current = this.current;
+    if (!current) return;
     if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0] ?? '';
       if (name.startsWith(CHAIN_PREFIX)) current.chains.set(name, []);
-      continue;
+      return;
     }
     const m = /^(?:\[(\d+):(\d+)\]\s+)?-A (\S+) ?(.*)$/.exec(line);
-    if (!m) continue;
+    if (!m) return;
     const chain = m[3] as string;
     const rule: SavedRule = { chain, args: m[4] ?? '', packets: Number(m[1] ?? 0), bytes: Number(m[2] ?? 0) };
     if (chain.startsWith(CHAIN_PREFIX)) {
@@ -117,17 +135,24 @@ export function parseSave(text: string, family: Family): SavedTable[] {
       if (target) current.jumps.push({ builtin: chain, rule: rule.args, target });
     }
   }
-  return tables.filter((t) => t.chains.size > 0 || t.jumps.length > 0);
+
+  tables(): SavedTable[] {
+    return this.all.filter((t) => t.chains.size > 0 || t.jumps.length > 0);
+  }
 }
 
+/** One family's tables as `iptables-save` prints them, read as it prints them (SaveParser). */
 export async function saveTables(
   netns: string,
   mode: IptablesMode,
   family: Family,
-  counters = false,
+  opts: { counters?: boolean; only?: ReadonlySet<TableName> } = {},
 ): Promise<SavedTable[]> {
-  const r = await runInNetnsOrThrow(netns, tool(mode, family, 'save'), counters ? ['-c'] : []);
-  return parseSave(r.stdout, family);
+  const parser = new SaveParser(family, opts.only);
+  await readLinesInNetns(netns, tool(mode, family, 'save'), opts.counters ? ['-c'] : [], (line) =>
+    parser.line(line),
+  );
+  return parser.tables();
 }
 
 export async function listSets(netns: string): Promise<Set<string>> {
