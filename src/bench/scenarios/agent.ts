@@ -945,13 +945,13 @@ export function targetVerdicts(data: AgentScaleData): TargetVerdict[] {
   return out;
 }
 
-/** `target <what> on <backend> at <n> endpoints: met|missed (measured / target = ratio)`. */
 /** A memory target reads as the issue wrote it, in MB, with its MiB beside it. */
 function formatTarget(v: TargetVerdict): string {
   if (v.unit !== 'MiB') return `${v.target} ${v.unit}`;
   return `${Math.round(v.target / MB_IN_MIB)} MB (${v.target.toFixed(1)} MiB)`;
 }
 
+/** `target <what> on <backend> at <n> endpoints: met|missed (measured / target = ratio)`. */
 export function formatVerdict(v: TargetVerdict): string {
   return (
     `target: ${v.what} on ${v.backend} at ${v.endpoints} endpoints ≤ ${formatTarget(v)}: ${v.met ? 'met' : 'missed'} ` +
