@@ -148,11 +148,11 @@ export class Agent {
     this.log = opts.logger;
     this.memory = new MemoryKeeper({
       lookAfterMs: MEMORY_LOOK_AFTER_MS,
-      schedule: (compact) =>
+      schedule: () =>
         void this.enqueue(async () => {
           // Changes are coming: their read-back compacts once they pause, not one in between.
           if (this.stopped || this.readBackTimer !== undefined) this.memory.skipped();
-          else compact();
+          else this.giveMemoryBack();
         }),
       changed: (state) => (this.status.memory = state),
     });

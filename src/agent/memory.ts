@@ -59,8 +59,11 @@ export const COMPACT_GROWTH_BYTES = 32 * 2 ** 20;
 export interface MemoryKeeperOptions {
   /** How long after work its growth is looked at (the garbage is still there; the work is done). */
   lookAfterMs: number;
-  /** Runs `compact` where it cannot interleave with the owner's work (the agent's queue). */
-  schedule(compact: () => void): void;
+  /**
+   * The process grew: the owner calls compact() where it cannot interleave with its work (the
+   * agent's queue), or skipped() when it will compact at a pause of its own soon.
+   */
+  schedule(): void;
   /** Told each time `state` changes (the agent's status reports it). */
   changed?(state: AgentMemory): void;
   /** The process's resident size in bytes (process.memoryUsage.rss). */
@@ -104,7 +107,7 @@ export class MemoryKeeper {
       this.timer = undefined;
       if (!this.scheduled && this.rss() - this.baseline >= (this.opts.growthBytes ?? COMPACT_GROWTH_BYTES)) {
         this.scheduled = true;
-        this.opts.schedule(() => void this.compact());
+        this.opts.schedule();
       }
       this.opts.changed?.(this.state);
     }, this.opts.lookAfterMs);
@@ -121,7 +124,7 @@ export class MemoryKeeper {
     this.afterWork();
   }
 
-  /** A compaction `schedule` was handed will not run (the owner compacts at its own pause soon). */
+  /** The compaction `schedule` asked for will not run (the owner compacts at its own pause soon). */
   skipped(): void {
     this.scheduled = false;
     this.opts.changed?.(this.state);

@@ -12,9 +12,9 @@ function keeper(rss: { now: number }): {
 } {
   const queued: (() => void)[] = [];
   const states: AgentMemory[] = [];
-  const k = new MemoryKeeper({
+  const k: MemoryKeeper = new MemoryKeeper({
     lookAfterMs: 1000,
-    schedule: (compact) => queued.push(compact),
+    schedule: () => queued.push(() => void k.compact()),
     changed: (state) => states.push(state),
     rss: () => rss.now,
   });
