@@ -36,7 +36,7 @@ import { errorMessage } from '../util/errors.js';
 import type { AgentError, AgentStatus, ApplyPhases, LastApply } from './api-types.js';
 import type { DesiredSource, DesiredState } from './desired.js';
 import { forgetApplied, readApplied, writeApplied, type AppliedRecord } from './store.js';
-import { MemoryKeeper } from './memory.js';
+import { MemoryKeeper, optimizeBulkWork } from './memory.js';
 
 /** Drift polls use at most 1/POLL_DUTY of a core. */
 const POLL_DUTY = 20;
@@ -433,12 +433,14 @@ export class Agent {
       if (untouched) this.foreignChange = false;
       mode = !untouched ? 'full' : sameState ? 'adopted' : 'incremental';
     }
+    // A full apply touches every object: optimized code pays for itself there, not in a change.
+    if (mode === 'full') optimizeBulkWork(true);
     const outcome = await this.apply(desired, mode, phases);
     // A full apply (the first sync, a repair) allocated as much as the whole IR: give it back.
     // The first sync's once the agent is up: the compaction holds the event loop (0.75 s at 50k
     // endpoints), and the API opens after the first sync.
     if (mode === 'full' && starting) this.compactAfterStart();
-    else if (mode === 'full') void this.enqueue(async () => this.giveMemoryBack());
+    else if (mode === 'full') void this.enqueue(async () => this.bulkWorkDone());
     if (outcome === 'applied') this.retryMs = 0;
     else if (outcome === 'deterministic') this.failedRevision = desired.revision;
     else this.retryLater();
@@ -600,8 +602,14 @@ export class Agent {
     clearTimeout(this.compactTimer);
     this.compactTimer = setTimeout(() => {
       this.compactTimer = undefined;
-      if (!this.stopped) void this.enqueue(async () => this.giveMemoryBack());
+      if (!this.stopped) void this.enqueue(async () => this.bulkWorkDone());
     }, START_COMPACT_DELAY_MS);
+  }
+
+  /** After a full sync: its garbage goes back, and changes run without the optimizing compiler. */
+  private bulkWorkDone(): void {
+    this.giveMemoryBack();
+    optimizeBulkWork(false);
   }
 
   private giveMemoryBack(): void {

@@ -52,6 +52,13 @@ describe('observe and agent bench scenarios', () => {
     }
   });
 
+  it('refuses services with no remote pod behind them (their endpoint change could never come into force)', () => {
+    expect(() => clusterSpec({ endpoints: 100, localPods: 100, policiesPerPod: 4, services: 10 })).toThrow(
+      /service ns0\/s0 has no remote pod behind it/,
+    );
+    expect(clusterSpec({ endpoints: 100, localPods: 100, policiesPerPod: 4 }).services).toEqual([]);
+  });
+
   it('generates services with slices of their namespace pods, and changes that take turns and stay valid', () => {
     const spec = clusterSpec({ endpoints: 300, localPods: 3, policiesPerPod: 4, services: 30 });
     expect(spec.services).toHaveLength(30);

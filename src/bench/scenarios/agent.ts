@@ -230,6 +230,13 @@ export function clusterSpec(o: {
       backends: candidates.length ? [pick(j), pick(j + 1)] : [],
     };
   });
+  // A service endpoint change swaps a backend for another remote pod of the namespace: without
+  // one, the change would leave the manifests as they were and never come into force.
+  const bare = services.find((s) => s.backends.length === 0);
+  if (bare)
+    throw new Error(
+      `service ${bare.ns}/${bare.name} has no remote pod behind it: give more endpoints than localPods (${o.localPods})`,
+    );
   // 2P policies per namespace, each selecting a window of 5 of the 10 app values: every pod is
   // selected by exactly P of them.
   return {
