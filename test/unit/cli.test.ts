@@ -22,6 +22,24 @@ describeBuilt('switchyard CLI', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'switchyard-cli-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+  it('runs the bundled agent (dist/agent-bundle) with the agent command alone', () => {
+    const r = spawnSync(
+      process.execPath,
+      [join(root, 'dist', 'agent-bundle', 'entry.js'), 'agent', '--help'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: switchyard agent \[options\]/);
+    const other = spawnSync(process.execPath, [join(root, 'dist', 'agent-bundle', 'entry.js'), 'validate'], {
+      encoding: 'utf8',
+    });
+    expect(other.status).toBe(2);
+    expect(other.stderr).toMatch(/unknown command 'validate'/);
+  });
+
   it('validate accepts the examples and exits 0', () => {
     const r = run('validate', 'examples');
     expect(r.stderr).toBe('');
