@@ -22,15 +22,15 @@ export async function programOf(modules: readonly CommandModule[], json = false)
 }
 
 /**
- * Runs `argv` on the program of `modules` and returns the process exit code (docs/cli.md: usage
- * 2, failure 1).
+ * Runs `argv` on the program `build` makes (told whether `--json` was asked) and returns the
+ * process exit code (docs/cli.md: usage 2, failure 1).
  */
 export async function runProgram(
   argv: readonly string[],
-  modules: (json: boolean) => Promise<Command>,
+  build: (json: boolean) => Promise<Command>,
 ): Promise<number> {
   const json = wantsJson(argv.slice(2));
-  const program = await modules(json);
+  const program = await build(json);
   try {
     await program.parseAsync([...argv]);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
