@@ -35,9 +35,14 @@ function trimMalloc(): void {
   }
 }
 
+/** `gc` where the process runs with `--expose-gc` (agents: `AGENT_NODE_FLAGS`). */
+function exposedGc(): (() => void) | undefined {
+  return (globalThis as { gc?: () => void }).gc;
+}
+
 /** How long the collection took (ms) and the heap it left (MiB); undefined when gc is not exposed. */
 export function compactHeap(): { ms: number; heapMiB: number } | undefined {
-  const gc = (globalThis as { gc?: () => void }).gc;
+  const gc = exposedGc();
   if (!gc) return undefined;
   const started = performance.now();
   // The kernel's BTF served the flow sources' programs at start; read again if ever needed.
@@ -67,7 +72,7 @@ let optimizing = true;
  * test that runs an agent inside the test's own process keeps its V8 flags.
  */
 export function optimizeBulkWork(bulk: boolean): void {
-  if (!(globalThis as { gc?: () => void }).gc || bulk === optimizing) return;
+  if (!exposedGc() || bulk === optimizing) return;
   // Not `--max-opt=1`: it turns `--turbofan` off by implication, and `--max-opt` back up does
   // not turn it on again (test/unit/agent-optimizer.test.ts).
   setFlagsFromString(bulk ? '--turbofan' : '--no-turbofan');

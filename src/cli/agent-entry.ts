@@ -1,7 +1,8 @@
 /**
- * An agent process's program when it runs bundled (scripts/bundle-agent.mjs; launch.ts picks it):
- * the CLI with the `agent` command alone, as `switchyard agent` runs it, without the other
- * commands' modules in the bundle.
+ * An agent process's program when it runs bundled (scripts/bundle-agent.mjs; bin/switchyard picks
+ * it): the CLI with the `agent` command alone, as `switchyard agent` runs it. It names the agent's
+ * module itself rather than through commands.ts's `soloCommands`, whose list of every command
+ * would bring their modules into the bundle.
  */
 import { programOf, runProgram } from './program.js';
 
