@@ -8,7 +8,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { referencedSets } from '../../ir/slice.js';
 import type { RuleSet } from '../../ir/types.js';
-import { hookKey, recordChange, slotKeysOf, type Allocation } from './node.js';
+import { hookKey, numberedFrom, slotKeysOf, type Allocation } from './node.js';
 import { programHash, policyProgram, type GeneratedProgram } from './program.js';
 
 export interface CachedProgram {
@@ -54,7 +54,7 @@ type NumberRecords = readonly [object, object, object];
 function sameRecords(known: NumberRecords, now: NumberRecords): boolean {
   return known.every((record, i) => {
     const current = now[i] as Record<string, number>;
-    return record === current || recordChange(current)?.from === record;
+    return record === current || numberedFrom(current, record as Record<string, number>);
   });
 }
 
