@@ -126,6 +126,9 @@ export class ServiceLookup {
   }
 }
 
+/** One object for every table without affinity (at 10k services, 10,000 objects fewer); frozen, as it is shared. */
+const NO_AFFINITY: ServicePortTable['affinity'] = Object.freeze({ mode: 'None' as const });
+
 /**
  * The port tables of one service: per family it has (IPv4 first), one table per port, whose
  * address and backends are all of that family (see ServicePortTable.family).
@@ -190,7 +193,7 @@ function familyTables(
     affinity:
       s.sessionAffinity === 'ClientIP'
         ? { mode: 'ClientIP' as const, timeoutSeconds: s.affinityTimeoutSeconds }
-        : { mode: 'None' as const },
+        : NO_AFFINITY,
     ...externalFields(s, p, family, allocations),
   }));
 }
