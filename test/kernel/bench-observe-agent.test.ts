@@ -113,6 +113,7 @@ describe('observe and agent bench scenarios', () => {
       hwmMiB: 140,
       idleCpu: 0,
       changed: 1,
+      repair: { ms: 2000, applyMs: 900, rssSteadyMiB: 116 },
       ...over,
     });
     const spec = {
@@ -233,7 +234,7 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
   );
 
   it(
-    'agent: a real agent syncs a generated cluster; sync time, label, policy and service changes, RSS',
+    'agent: a real agent syncs a generated cluster; sync time, label, policy and service changes, RSS, a drift repair',
     { timeout: 120_000 },
     async () => {
       const ctx = context();
@@ -282,6 +283,10 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
             ? { mode: 'table', tables: 8, walked: 0 }
             : { mode: 'walk', tables: 0, walked: 8 },
         );
+        // The dataplane removed behind the agent: it reported the repair, which took an apply.
+        expect(s.repair.applyMs).toBeGreaterThan(0);
+        expect(s.repair.ms).toBeGreaterThanOrEqual(s.repair.applyMs);
+        expect(s.repair.rssSteadyMiB).toBeGreaterThan(0);
       }
       const r = agentScaleResult(data);
       expect(r.rows.map((row) => `${row.backend} ${row.params.services} ${row.params.op}`)).toEqual([
@@ -289,6 +294,7 @@ describeKernel('observe and agent bench scenarios (tiny parameters)', () => {
         'ebpf 30 label change',
         'ebpf 30 policy change',
         'ebpf 30 service change',
+        'ebpf 30 drift repair',
       ]);
       // 300 endpoints: no target is set for that size, and the notes say so.
       expect(targetVerdicts(data)).toEqual([]);

@@ -30,7 +30,9 @@
  *               changes are not checked so: on eBPF the service maps are the scope's, shared by
  *               every node, and a node's fingerprint compares them with their writer's record);
  *   memory:     VmRSS after the first sync and after all the changes, VmHWM (peak), from
- *               /proc/<pid>/status.
+ *               /proc/<pid>/status;
+ *   repair:     then the node's dataplane is removed behind the agent (Backend.remove), timed
+ *               until the agent reports the repair (and its own apply time of it).
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -489,7 +491,18 @@ export interface AgentScaleSample {
   /** The agent's CPU share while idle after the sync (drift checks). */
   idleCpu: number;
   changed: number;
+  /** After the changes, the node's dataplane removed behind the agent, and its repair. */
+  repair: RepairSample;
   flowSources?: string[];
+}
+
+export interface RepairSample {
+  /** Removal → the agent reports the repair done (its drift check's pace included). */
+  ms: number;
+  /** The agent's own apply of the repair (everything written again). */
+  applyMs: number;
+  /** RSS once the agent has given back what the repair allocated (VmHWM is the changes'). */
+  rssSteadyMiB: number;
 }
 
 export interface AgentScaleData {
@@ -612,6 +625,7 @@ async function oneSync(
     const heapAfterChanges = await agentHeapMiB(h);
     const steadyAfterChanges = await steadyMemory(h);
     await heapSnapshot(h, 'changes');
+    const repair = await measureRepair(h, kernel, target);
     return {
       backend,
       mode,
@@ -628,6 +642,7 @@ async function oneSync(
       rssSteadyAfterSyncMiB: steadyAfterSync.rss,
       rssSteadyAfterChangesMiB: steadyAfterChanges.rss,
       hwmMiB: afterChanges.hwm,
+      repair,
       ...(heapAfterSync ? { heapAfterSync } : {}),
       ...(heapAfterChanges ? { heapAfterChanges } : {}),
       idleCpu,
@@ -718,6 +733,25 @@ async function steadyMemory(h: LaunchedAgent): Promise<{ rss: number; hwm: numbe
   return memoryMiB(h.pid);
 }
 
+/**
+ * The node's dataplane removed behind the agent (what a tool flushing the node's rules or an
+ * operator's cleanup does), and the time until the agent reports it repaired: a repair writes
+ * everything again, like the first sync, from what the agent holds (no manifests read).
+ */
+async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarget): Promise<RepairSample> {
+  const before = await waitForSync(h, () => true, SYNC_TIMEOUT_MS);
+  const removed = performance.now();
+  await kernel.remove(target);
+  const st = await waitForSync(
+    h,
+    (s) => s.repairs > before.repairs && s.lastApply?.mode === 'repair' && s.memory?.due !== true,
+    SYNC_TIMEOUT_MS,
+  );
+  const ms = performance.now() - removed;
+  await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
+  return { ms, applyMs: st.lastApply?.durationMs ?? NaN, rssSteadyMiB: memoryMiB(h.pid).rss };
+}
+
 /** The lab's address of each local pod of `spec`, in order. */
 function spec0Addresses(spec: ClusterSpec, address: ReadonlyMap<string, string | undefined>): string[] {
   return spec.local.map((p) => {
@@ -769,6 +803,13 @@ export function agentScaleResult(data: AgentScaleData): BenchScenarioResult {
         const ms = ss.flatMap((s) => s.changes.filter((c) => c.op === op).map((c) => c.ms));
         if (ms.length > 0) rows.push(summarize(backend, { ...params, op: OP_ROW[op] }, ms));
       }
+      rows.push(
+        summarize(
+          backend,
+          { ...params, op: 'drift repair' },
+          ss.map((s) => s.repair.applyMs),
+        ),
+      );
     }
     notes.push(
       `${spec.endpoints} endpoints: ${spec.endpoints} pods in ${spec.namespaces} namespaces on ${spec.nodes} nodes, ${spec.policies} NetworkPolicies ` +
@@ -826,7 +867,8 @@ function sampleNote(
     `after the changes ${median(ss.map((s) => s.rssAfterChangesMiB)).toFixed(0)} MiB, steady ${median(ss.map((s) => s.rssSteadyAfterSyncMiB)).toFixed(0)} MiB ` +
     `after sync and ${median(ss.map((s) => s.rssSteadyAfterChangesMiB)).toFixed(0)} MiB after the changes, peak (VmHWM) ${hwm.toFixed(0)} MiB` +
     heapNote(ss[0]) +
-    '; ' +
+    `; the node's dataplane removed behind the agent: repaired ${(median(ss.map((s) => s.repair.ms)) / 1000).toFixed(2)} s later ` +
+    `(its apply ${(median(ss.map((s) => s.repair.applyMs)) / 1000).toFixed(2)} s), steady RSS after it ${median(ss.map((s) => s.repair.rssSteadyMiB)).toFixed(0)} MiB; ` +
     `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
     (policy ? `; ${formatTableModeSummary(policy)}` : '') +
     (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')
