@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
+import type { DesiredSource } from '../../src/agent/desired.js';
 import { DirectorySource } from '../../src/agent/dir-source.js';
 import { appliedPath, readApplied } from '../../src/agent/store.js';
 import {
@@ -18,6 +19,7 @@ import {
   type Backend,
   type NodeTarget,
 } from '../../src/dataplane/backend.js';
+import type { IrChange } from '../../src/ir/delta.js';
 import type { IR } from '../../src/ir/types.js';
 import { modelOf, namespace, networkPolicy, pod, type Manifest, compileIR } from '../support/manifests.js';
 
@@ -528,6 +530,45 @@ describe('Agent: changes and errors', () => {
     expect(backend.applies[1]?.previous).toEqual(plain(ir1));
     expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r4' });
     expect(readApplied(stateDir)?.revision).toBe('r4');
+  });
+
+  it('keeps the desired state without the source change once it is applied: the change holds the IR it started from', async () => {
+    writeDesired('r1', irFor(5432));
+    const inner = new DirectorySource(sourceDir);
+    let handedOut: IR | undefined;
+    const delta = (): IrChange['delta'] => ({
+      endpoints: { added: [], changed: [], removed: [] },
+      ipSets: { added: [], changed: [], removed: [] },
+      ipPortSets: { added: [], changed: [], removed: [] },
+      ruleSets: { added: [], changed: [], removed: [] },
+      services: { added: [], changed: [], removed: [] },
+      prefilters: { added: [], changed: [], removed: [] },
+      nodes: false,
+    });
+    // A source that hands its changes on, as the manifest calculation does.
+    const source: DesiredSource = {
+      description: inner.description,
+      watch: (onChange) => inner.watch(onChange),
+      read: async () => {
+        const desired = await inner.read();
+        const from = handedOut;
+        handedOut = desired.ir;
+        return from ? { ...desired, change: { from, delta: delta(), services: new Map() } } : desired;
+      },
+    };
+    const a = agent(new FakeBackend(), new FakeKernel(), { source });
+    await a.start();
+    writeDesired('r2', irFor(8080));
+    await vi.waitFor(
+      () => expect(a.status.lastApply).toMatchObject({ mode: 'incremental', revision: 'r2' }),
+      {
+        timeout: 3000,
+        interval: 10,
+      },
+    );
+    expect(a.desiredState?.revision).toBe('r2');
+    expect(a.desiredState?.ir).toEqual(plain(irFor(8080)));
+    expect(a.desiredState?.change).toBeUndefined();
   });
 
   it('applies a state renamed into place after a quiet period at once, and coalesces the burst after it', async () => {
