@@ -501,6 +501,8 @@ export interface RepairSample {
   ms: number;
   /** The agent's own apply of the repair (everything written again). */
   applyMs: number;
+  /** The agent compacted its heap after the repair (within REPAIR_COMPACT_WAIT_MS). */
+  compacted: boolean;
   /** RSS once the agent has given back what the repair allocated (VmHWM is the changes'). */
   rssSteadyMiB: number;
 }
@@ -712,6 +714,9 @@ async function measurePoint(
   }
 }
 
+/** How long the bench waits for the compaction after a repair. */
+const REPAIR_COMPACT_WAIT_MS = 10_000;
+
 /** Time the system takes to unmap the pages a collection freed. */
 const UNMAP_SETTLE_MS = 1000;
 
@@ -748,8 +753,18 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
     SYNC_TIMEOUT_MS,
   );
   const ms = performance.now() - removed;
+  // The agent gives a repair's garbage back right after it, as after a full sync.
+  const compactions = (s: AgentStatus): number => s.memory?.compactions ?? 0;
+  const compacted = await waitForSync(
+    h,
+    (s) => compactions(s) > compactions(st),
+    REPAIR_COMPACT_WAIT_MS,
+  ).then(
+    () => true,
+    () => false,
+  );
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
-  return { ms, applyMs: st.lastApply?.durationMs ?? NaN, rssSteadyMiB: memoryMiB(h.pid).rss };
+  return { ms, applyMs: st.lastApply?.durationMs ?? NaN, compacted, rssSteadyMiB: memoryMiB(h.pid).rss };
 }
 
 /** The lab's address of each local pod of `spec`, in order. */
