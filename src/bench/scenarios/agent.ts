@@ -37,7 +37,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentStatus } from '../../agent/agent.js';
-import type { LaunchedAgent } from '../../agent/launch.js';
+import { waitForAgent, type LaunchedAgent } from '../../agent/launch.js';
 import type { Backend, BackendName, InForceProbe, NodeTarget } from '../../dataplane/backend.js';
 import { ALLOCATIONS_FILE } from '../../agent/dir-source.js';
 import type { Allocations } from '../../calc/index.js';
@@ -501,7 +501,9 @@ export interface RepairSample {
   ms: number;
   /** The agent's own apply of the repair (everything written again). */
   applyMs: number;
-  /** The agent compacted its heap after the repair (within REPAIR_COMPACT_WAIT_MS). */
+  /** Attempts that failed first (the agent raced the removal), each tried again after a backoff. */
+  failedAttempts: number;
+  /** The agent compacted its heap since the removal (by REPAIR_COMPACT_WAIT_MS after the repair). */
   compacted: boolean;
   /** RSS once the agent has given back what the repair allocated (VmHWM is the changes'). */
   rssSteadyMiB: number;
@@ -747,24 +749,36 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
   const before = await waitForSync(h, () => true, SYNC_TIMEOUT_MS);
   const removed = performance.now();
   await kernel.remove(target);
-  const st = await waitForSync(
-    h,
-    (s) => s.repairs > before.repairs && s.lastApply?.mode === 'repair' && s.memory?.due !== true,
-    SYNC_TIMEOUT_MS,
-  );
+  // The agent may see the removal half done and start repairing while pins still go: that
+  // attempt fails (an error of its revision) and is tried again, so errors do not end the wait.
+  const st = await waitForAgent(h, {
+    goal: 'repair',
+    timeoutMs: SYNC_TIMEOUT_MS,
+    until: (s) =>
+      s.repairs > before.repairs &&
+      s.lastApply?.mode === 'repair' &&
+      s.lastError === undefined &&
+      s.memory?.due !== true,
+  });
   const ms = performance.now() - removed;
   // The agent gives a repair's garbage back right after it, as after a full sync.
   const compactions = (s: AgentStatus): number => s.memory?.compactions ?? 0;
   const compacted = await waitForSync(
     h,
-    (s) => compactions(s) > compactions(st),
+    (s) => compactions(s) > compactions(before),
     REPAIR_COMPACT_WAIT_MS,
   ).then(
     () => true,
     () => false,
   );
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
-  return { ms, applyMs: st.lastApply?.durationMs ?? NaN, compacted, rssSteadyMiB: memoryMiB(h.pid).rss };
+  return {
+    ms,
+    applyMs: st.lastApply?.durationMs ?? NaN,
+    failedAttempts: st.errors - before.errors,
+    compacted,
+    rssSteadyMiB: memoryMiB(h.pid).rss,
+  };
 }
 
 /** The lab's address of each local pod of `spec`, in order. */
@@ -883,7 +897,7 @@ function sampleNote(
     `after sync and ${median(ss.map((s) => s.rssSteadyAfterChangesMiB)).toFixed(0)} MiB after the changes, peak (VmHWM) ${hwm.toFixed(0)} MiB` +
     heapNote(ss[0]) +
     `; the node's dataplane removed behind the agent: repaired ${(median(ss.map((s) => s.repair.ms)) / 1000).toFixed(2)} s later ` +
-    `(its apply ${(median(ss.map((s) => s.repair.applyMs)) / 1000).toFixed(2)} s), steady RSS after it ${median(ss.map((s) => s.repair.rssSteadyMiB)).toFixed(0)} MiB; ` +
+    `(its apply ${(median(ss.map((s) => s.repair.applyMs)) / 1000).toFixed(2)} s; ${ss.reduce((n, s) => n + s.repair.failedAttempts, 0)} attempts failed first), steady RSS after it ${median(ss.map((s) => s.repair.rssSteadyMiB)).toFixed(0)} MiB; ` +
     `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
     (policy ? `; ${formatTableModeSummary(policy)}` : '') +
     (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')
