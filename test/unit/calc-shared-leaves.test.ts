@@ -8,35 +8,34 @@ import { describe, expect, it } from 'vitest';
 import { loadManifestTexts } from '../../src/model/loader.js';
 import { compileIR } from '../support/manifests.js';
 
-const MANIFEST = `
+/** Two pods alike but for their names: the loader shares their labels and ports. */
+const webPod = (name: string): string => `
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: shop, labels: { app: web } }
+spec:
+  nodeName: node-1
+  containers: [{ name: c, ports: [{ name: http, containerPort: 80 }] }]
+`;
+
+const webService = (name: string, port: number): string => `
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: shop }
+spec: { selector: { app: web }, ports: [{ port: ${port}, targetPort: http }] }
+`;
+
+const MANIFEST = [
+  `
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: { team: a } }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web-1, namespace: shop, labels: { app: web } }
-spec:
-  nodeName: node-1
-  containers: [{ name: c, ports: [{ name: http, containerPort: 80 }] }]
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web-2, namespace: shop, labels: { app: web } }
-spec:
-  nodeName: node-1
-  containers: [{ name: c, ports: [{ name: http, containerPort: 80 }] }]
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: shop }
-spec: { selector: { app: web }, ports: [{ port: 80, targetPort: http }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web-too, namespace: shop }
-spec: { selector: { app: web }, ports: [{ port: 8080, targetPort: http }] }
-`;
+`,
+  webPod('web-1'),
+  webPod('web-2'),
+  webService('web', 80),
+  webService('web-too', 8080),
+].join('---');
 
 describe('IR objects shared with the model', () => {
   it('endpoints of one manifest share labels, namespace labels and ports, frozen', () => {
