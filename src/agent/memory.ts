@@ -62,8 +62,8 @@ export function compactHeap(): { ms: number; heapMiB: number } | undefined {
 let optimizing = true;
 
 /**
- * V8's optimizing compiler (TurboFan) for bulk work only. A full sync (or a repair) walks every
- * object of the cluster, and optimized code makes it faster (eBPF at 10k endpoints: 6.5–7.9 s with it, 9.4–11.5
+ * V8's optimizing compiler (TurboFan) for bulk work only. A full sync walks every object of the
+ * cluster, and optimized code makes it faster (eBPF at 10k endpoints: 6.5–7.9 s with it, 9.4–11.5
  * s without). A change touches a few objects: Ignition and Sparkplug run it as fast (label change
  * in force, changes 2.5 s apart: 35 ms with TurboFan off after the sync, 46–49 ms with it), and
  * what TurboFan made for changes (code, deoptimization data, compiler zones) was 2–5 MiB of the

@@ -503,8 +503,6 @@ export interface RepairSample {
   applyMs: number;
   /** Attempts that failed first (the agent raced the removal), each tried again after a backoff. */
   failedAttempts: number;
-  /** The agent compacted its heap since the removal (by REPAIR_COMPACT_WAIT_MS after the repair). */
-  compacted: boolean;
   /** RSS once the agent has given back what the repair allocated (VmHWM is the changes'). */
   rssSteadyMiB: number;
 }
@@ -716,9 +714,6 @@ async function measurePoint(
   }
 }
 
-/** How long the bench waits for the compaction after a repair. */
-const REPAIR_COMPACT_WAIT_MS = 10_000;
-
 /** Time the system takes to unmap the pages a collection freed. */
 const UNMAP_SETTLE_MS = 1000;
 
@@ -761,22 +756,11 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
       s.memory?.due !== true,
   });
   const ms = performance.now() - removed;
-  // The agent gives a repair's garbage back right after it, as after a full sync.
-  const compactions = (s: AgentStatus): number => s.memory?.compactions ?? 0;
-  const compacted = await waitForSync(
-    h,
-    (s) => compactions(s) > compactions(before),
-    REPAIR_COMPACT_WAIT_MS,
-  ).then(
-    () => true,
-    () => false,
-  );
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
   return {
     ms,
     applyMs: st.lastApply?.durationMs ?? NaN,
     failedAttempts: st.errors - before.errors,
-    compacted,
     rssSteadyMiB: memoryMiB(h.pid).rss,
   };
 }
