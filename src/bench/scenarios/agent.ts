@@ -757,11 +757,13 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
   });
   const ms = performance.now() - removed;
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
+  const rssSteadyMiB = memoryMiB(h.pid).rss;
+  await heapSnapshot(h, 'repair');
   return {
     ms,
     applyMs: st.lastApply?.durationMs ?? NaN,
     failedAttempts: st.errors - before.errors,
-    rssSteadyMiB: memoryMiB(h.pid).rss,
+    rssSteadyMiB,
   };
 }
 

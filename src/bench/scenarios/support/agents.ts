@@ -131,7 +131,7 @@ export async function resetNode(
 }
 
 /**
- * With `SWITCHYARD_BENCH_HEAPSNAPSHOT=sync,changes` (either or both) and the agents started under
+ * With `SWITCHYARD_BENCH_HEAPSNAPSHOT=sync,changes,repair` (any of them) and the agents started under
  * `NODE_OPTIONS=--heapsnapshot-signal=SIGUSR2`, asks the agent for a V8 heap snapshot at that
  * point (written into its working directory, the bench's) and waits until it is written: the tool
  * behind the memory budget in docs/agent.md. Taking one grows the agent's RSS for good (V8's
@@ -139,7 +139,10 @@ export async function resetNode(
  * after a snapshot are not the agent's own: take `changes` alone for a run whose RSS counts.
  * Does nothing otherwise.
  */
-export async function heapSnapshot(h: LaunchedAgent, label: 'sync' | 'changes'): Promise<string | undefined> {
+export async function heapSnapshot(
+  h: LaunchedAgent,
+  label: 'sync' | 'changes' | 'repair',
+): Promise<string | undefined> {
   if (!(process.env.SWITCHYARD_BENCH_HEAPSNAPSHOT ?? '').split(',').includes(label)) return undefined;
   const dir = process.cwd();
   const ours = (): string[] =>
