@@ -503,7 +503,7 @@ export interface RepairSample {
   applyMs: number;
   /** Attempts that failed first (the agent raced the removal), each tried again after a backoff. */
   failedAttempts: number;
-  /** RSS once the agent has given back what the repair allocated (VmHWM is the changes'). */
+  /** RSS a second after the repair, with no compaction due (the agent has not asked for one). */
   rssSteadyMiB: number;
 }
 
