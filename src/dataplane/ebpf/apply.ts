@@ -56,7 +56,7 @@ import {
   type NodeMaps,
 } from './maps.js';
 import { readMeta, writeMeta, type HookState, type NodeMeta, type PrefilterState } from './meta.js';
-import { hookKey, nodeView, numberedFrom, recordChange, type Allocation, type NodeView } from './node.js';
+import { hookKey, nodeView, recordChange, type Allocation, type NodeView } from './node.js';
 import {
   buildTables,
   allocateWithTables,
@@ -448,7 +448,7 @@ function changedSlots(
   if (before?.slots === after.slots) return { fresh: [], freed: [] };
   // Numbered from `before` by this apply: what came and went is known without a pass over every slot.
   const change = recordChange(after.slots);
-  if (before && change && numberedFrom(after.slots, before.slots))
+  if (before && change?.from.deref() === before.slots)
     return { fresh: [...change.fresh], freed: [...change.freed] };
   const old = before?.slots ?? {};
   const now = new Set(Object.values(after.slots));

@@ -87,14 +87,18 @@ function parsedPaths(): PathState[] {
   return [IPPROTO.TCP, IPPROTO.ICMP, ANY].map((protocol) => ({ protocol, lo: 0, hi: 0xffff }));
 }
 
+/** The protocols a port rule checks, in the order rules.ts checks them. */
+const PORT_PROTOCOLS: readonly number[] = [IPPROTO.TCP, IPPROTO.UDP, IPPROTO.SCTP];
+
 /** A path, made as a literal (not a spread of another: see walkedRules). */
 function pathOf(protocol: number, lo: number, hi: number): PathState {
   return { protocol, lo, hi };
 }
 
 /** One rule's checks on one path: the paths that leave for the next rule, and the instructions spent. */
-function walkRule(path: PathState, rule: Rule, leave: PathState[], matched: PathState[]): number {
+function walkRule(path: PathState, rule: Rule, leave: PathState[]): number {
   let cost = 0;
+  let live: PathState[] = [path];
   // The protocol checks (rules.ts: one jne, or jeq TCP / jeq UDP / jne SCTP for port rules).
   const wanted =
     rule.protocol !== undefined
@@ -102,22 +106,22 @@ function walkRule(path: PathState, rule: Rule, leave: PathState[], matched: Path
       : rule.ports !== undefined || rule.peerPortSet !== undefined
         ? PORT_PROTOCOLS
         : undefined;
-  matched.length = 0;
   if (wanted) {
     const at = wanted.indexOf(path.protocol);
     cost += at < 0 ? wanted.length : at + 1;
     if (path.protocol === ANY) {
       leave.push(path);
-      for (const protocol of wanted) matched.push(pathOf(protocol, path.lo, path.hi));
+      live = wanted.map((protocol) => pathOf(protocol, path.lo, path.hi));
     } else if (at < 0) {
       leave.push(path);
       return cost;
-    } else matched.push(path);
-  } else matched.push(path);
+    }
+  }
   // The port checks split each path's range: jlt first / jle last per range, jgt last on the last.
+  let matched = live;
   if (rule.ports !== undefined) {
+    matched = [];
     const ranges = sortedRanges(rule);
-    const live = matched.splice(0, matched.length);
     for (const state of live) {
       let rest: PathState | undefined = state;
       for (let k = 0; k < ranges.length && rest; k++) {
@@ -147,9 +151,6 @@ function walkRule(path: PathState, rule: Rule, leave: PathState[], matched: Path
   return cost;
 }
 
-/** The protocols a port rule checks, in the order rules.ts checks them. */
-const PORT_PROTOCOLS: readonly number[] = [IPPROTO.TCP, IPPROTO.UDP, IPPROTO.SCTP];
-
 /** One number per (protocol, range): protocol + 1 < 2^9, lo and hi < 2^16, so exact below 2^53. */
 function pathKey(p: PathState): number {
   return ((p.protocol + 1) * 0x10000 + p.lo) * 0x10000 + p.hi;
@@ -169,10 +170,9 @@ function pathKey(p: PathState): number {
 function walkedRules(rules: readonly Rule[], budget: number): number {
   let paths = parsedPaths();
   let total = 0;
-  const matched: PathState[] = [];
   for (const rule of rules) {
     const leave: PathState[] = [];
-    for (const path of paths) total += walkRule(path, rule, leave, matched);
+    for (const path of paths) total += walkRule(path, rule, leave);
     if (total > budget) return total;
     const seen = new Map<number, PathState>();
     for (const p of leave) seen.set(pathKey(p), p);
