@@ -23,6 +23,7 @@ import {
   desiredServicesOf,
   emptyServiceState,
   planServiceDelta,
+  planSize,
   svcKeyId,
   svcKeyOf,
   type DesiredServices,
@@ -30,6 +31,7 @@ import {
   type ServiceState,
 } from '../../src/dataplane/ebpf/services-sync.js';
 import type { IR, ServicePortTable } from '../../src/ir/types.js';
+import { stringCopies } from '../support/heap-strings.js';
 
 const NODES: IR['nodes'] = [
   { name: 'node-1', address: '198.19.200.1', externalAddress: '198.19.130.1' },
@@ -230,5 +232,34 @@ describe('eBPF service sync of changed tables', () => {
     plan = planServiceDelta(state, desiredOf(ir, []), new Set([t80.id]));
     expect(plan.serviceDeletes.map(svcKeyId).sort()).toEqual(['198.19.0.10:0/0', '198.19.0.10:80/6']);
     expect(plan.backendDeletes).toHaveLength(1);
+  });
+
+  it('keeps one id string per entry, and skips a port it wrote from without planning it', async () => {
+    const tables: ServicePortTable[] = Array.from({ length: 5 }, (_, i) => ({
+      id: `ns/s${i}:80/TCP`,
+      service: `ns/s${i}`,
+      address: `198.19.3.${10 + i}`,
+      port: 80,
+      protocol: 'TCP',
+      affinity: { mode: 'None' },
+      backends: [{ endpoint: `ns/p${i}`, address: `198.18.0.${2 + i}`, port: 8080 }],
+    }));
+    const state = emptyServiceState();
+    const ir = irOf(tables);
+    const desired = desiredOf(ir);
+    advanceServiceState(state, planServiceDelta(state, desired));
+    // The services, written and table indexes name an entry by one string; they used to hold two.
+    const copies = await stringCopies(() => tables.map((t) => `${t.address}:80/6`));
+    expect(copies.size).toBe(tables.length);
+    for (const [id, n] of copies) expect({ id, copies: n }).toEqual({ id, copies: 1 });
+    // The same port objects again: nothing to look into, nothing to write.
+    const again = planServiceDelta(state, desired);
+    expect(again.sources).toHaveLength(0);
+    expect(planSize(again)).toBe(0);
+    // An equal port that is another object is compared by content: looked into, still nothing to write.
+    const copy = { ...desired, ports: desired.ports.map((p) => ({ ...p })) };
+    const compared = planServiceDelta(state, copy);
+    expect(compared.sources).toHaveLength(desired.ports.length);
+    expect(planSize(compared)).toBe(0);
   });
 });

@@ -277,10 +277,13 @@ export interface ServiceState {
   services: Map<string, SvcValue>;
   /** Backend slots by service id. */
   slots: Map<number, (BackendValue | undefined)[]>;
-  /** The desired port each service entry was last written from: that same object again is skipped unread. */
+  /**
+   * The desired port each service entry was last written from: that same object again is skipped
+   * unread. Not kept the other way round (port → entry): a port's entry is its key's svcKeyId,
+   * made again when planned (~5 ms for 10k ports, a full plan's), where a map of 10k ports and
+   * its own copies of the ids held ~0.7 MiB for good.
+   */
   written: Map<string, DesiredServicePort>;
-  /** The other way round: the entry (svcKeyId) each desired port object was written to. */
-  sources: Map<DesiredServicePort, string>;
   /** Service table id → the entries (svcKeyId) written from its ports (DesiredServicePort.table). */
   tables: CompactIndex;
   /** VIP → the entries written from ports that mark it (DesiredServicePort.marksVip). */
@@ -295,7 +298,6 @@ export function emptyServiceState(): ServiceState {
     services: new Map(),
     slots: new Map(),
     written: new Map(),
-    sources: new Map(),
     tables: new Map(),
     claims: new Map(),
   };
@@ -312,7 +314,6 @@ export function serviceState(current: CurrentServices): ServiceState {
     services: new Map(current.services.map(([key, value]) => [svcKeyId(key), value])),
     slots,
     written: new Map(),
-    sources: new Map(),
     tables: new Map(),
     claims: new Map(),
   };
@@ -382,15 +383,13 @@ export function planServiceDelta(
     if (state.slots.has(id)) slotHits++;
   };
   for (const p of desired.ports) {
-    const known = state.sources.get(p);
-    const kept = known !== undefined ? have.get(known) : undefined;
-    if (known !== undefined && kept && (kept.flags & SVC_FLAG_VIP) === 0) {
-      keep(known, true);
-      keepId(kept.id);
-      continue;
-    }
     const kid = svcKeyId(p.key);
     const before = have.get(kid);
+    if (before && state.written.get(kid) === p && (before.flags & SVC_FLAG_VIP) === 0) {
+      keep(kid, true);
+      keepId(before.id);
+      continue;
+    }
     keep(kid, before !== undefined);
     const existing = before && (before.flags & SVC_FLAG_VIP) === 0 ? before : undefined;
     plan.sources.push([kid, p]);
@@ -495,7 +494,6 @@ function planTablesLeft(
 
 /** Forgets that entry `kid` was written from `p` (its table and VIP claim). */
 function unnote(state: ServiceState, kid: string, p: DesiredServicePort): void {
-  state.sources.delete(p);
   if (p.table !== undefined) compactRemove(state.tables, p.table, kid);
   if (p.marksVip) compactRemove(state.claims, p.key.vip, kid);
 }
@@ -511,8 +509,12 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
   }
   // A list grown slot by slot has room for 17 or more (V8); kept for long, each is cut to its length.
   for (const id of grown) state.slots.set(id, exact(state.slots.get(id) as (BackendValue | undefined)[]));
+  // One id string per entry for every index that names it (the planner made those of the ports).
+  const planned = new Map<string, string>();
+  for (const [kid] of plan.sources) planned.set(kid, kid);
   for (const [key, value] of plan.serviceWrites) {
-    state.services.set(svcKeyId(key), value);
+    const kid = svcKeyId(key);
+    state.services.set(planned.get(kid) ?? kid, value);
     if (state.maxId !== undefined && value.id > state.maxId) state.maxId = value.id;
   }
   for (const key of plan.serviceDeletes) {
@@ -533,7 +535,6 @@ export function advanceServiceState(state: ServiceState, plan: ServiceDelta): vo
     const old = state.written.get(kid);
     if (old) unnote(state, kid, old);
     state.written.set(kid, p);
-    state.sources.set(p, kid);
     if (p.table !== undefined) compactAdd(state.tables, p.table, kid);
     if (p.marksVip) compactAdd(state.claims, p.key.vip, kid);
   }
