@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { convertManifestFile, type ConvertedDocuments } from '../model/index.js';
+import { convertManifestFile, type ConvertedFile } from '../model/index.js';
 import { INPUT_LIMITS } from '../model/limits.js';
 import { convertChanged, indexDocuments, type DocumentIndex } from './manifest-documents.js';
 
@@ -28,7 +28,7 @@ interface Entry {
   textHash: string;
   /** Its content and that of the files its objects read: what the revision is made of. */
   hash: string;
-  converted: ConvertedDocuments;
+  converted: ConvertedFile;
   /** Other files the objects read (a Prefilter's list), with their stat when read. */
   reads: { path: string; stat: string }[];
   /** Its documents, when a change to some of them can be converted alone (manifest-documents.ts). */
@@ -37,7 +37,7 @@ interface Entry {
 
 export interface ManifestRead {
   /** Each file's converted objects, in the order the files were given. */
-  parts: ConvertedDocuments[];
+  parts: ConvertedFile[];
   /** Content hash of each file, in the same order. */
   hashes: string[];
   /** Files whose content was parsed this time (new or changed). */
@@ -159,11 +159,11 @@ export class ManifestCache {
 }
 
 /** A file's hash including what its objects read from other files (a Prefilter's list, as read). */
-function withReads(textHash: string, converted: ConvertedDocuments): string {
+function withReads(textHash: string, converted: ConvertedFile): string {
   if (converted.reads.length === 0) return textHash;
   return createHash('sha256')
     .update(textHash)
-    .update(JSON.stringify([converted.objects.map((o) => o.value), converted.issues]))
+    .update(JSON.stringify([converted.values, converted.issues]))
     .digest('hex');
 }
 

@@ -10,12 +10,7 @@
  * end markers; anything else is converted whole, as before.
  */
 import { createHash } from 'node:crypto';
-import {
-  convertManifestFile,
-  readManifestDocuments,
-  type ConvertedDocuments,
-  type ConvertedObject,
-} from '../model/index.js';
+import { convertManifestFile, type ConvertedFile, type ConvertedObject } from '../model/index.js';
 
 const DIGEST_BYTES = 16;
 /** A document separator line; nothing else on it (a `--- value` line is left to the parser). */
@@ -62,7 +57,7 @@ function hasContent(text: string): boolean {
  * The document index of a file converted whole (`converted` from `text`), or undefined when its
  * documents do not map one to one onto its objects.
  */
-export function indexDocuments(text: string, converted: ConvertedDocuments): DocumentIndex | undefined {
+export function indexDocuments(text: string, converted: ConvertedFile): DocumentIndex | undefined {
   if (converted.issues.length > 0 || converted.reads.length > 0) return undefined;
   const chunks = split(text);
   if (!chunks) return undefined;
@@ -70,30 +65,18 @@ export function indexDocuments(text: string, converted: ConvertedDocuments): Doc
   let next = 0;
   for (let c = 0; c < chunks.length; c++) {
     if (!hasContent((chunks[c] as Chunk).text)) continue;
-    const o = converted.objects[next];
+    const value = converted.values[next];
     const end = c + 1 < chunks.length ? (chunks[c + 1] as Chunk).line : Infinity;
     // The object must start inside this document: else the parser split the text otherwise.
-    const line = o?.lineOf([]) ?? 0;
-    if (!o || line < (chunks[c] as Chunk).line || line >= end) return undefined;
+    const line = value?.source.line ?? 0;
+    if (!value || line < (chunks[c] as Chunk).line || line >= end) return undefined;
     objectAt[c] = next++;
   }
-  if (next !== converted.objects.length) return undefined;
+  if (next !== converted.values.length) return undefined;
   return {
     lines: Uint32Array.from(chunks, (c) => c.line),
     digests: Buffer.concat(chunks.map((c) => digest(c.text))),
     objectAt,
-  };
-}
-
-/** The line of `path` in document `index` of `file`, read again when asked (as the loader's objects do). */
-function relocatingLineOf(file: string, index: number, line: number): ConvertedObject['lineOf'] {
-  return (path) => {
-    if (path.length === 0) return line;
-    try {
-      return readManifestDocuments(file).documents[index]?.lineOf(path) ?? line;
-    } catch {
-      return line;
-    }
   };
 }
 
@@ -106,12 +89,12 @@ function relocatingLineOf(file: string, index: number, line: number): ConvertedO
 export function convertChanged(
   file: string,
   text: string,
-  before: ConvertedDocuments,
+  before: ConvertedFile,
   index: DocumentIndex,
-): { converted: ConvertedDocuments; index: DocumentIndex } | undefined {
+): { converted: ConvertedFile; index: DocumentIndex } | undefined {
   const chunks = split(text);
   if (!chunks || chunks.length !== index.lines.length) return undefined;
-  const objects = [...before.objects];
+  const replaced = new Map<number, ConvertedObject>();
   const digests = Buffer.from(index.digests);
   let changed = 0;
   for (let c = 0; c < chunks.length; c++) {
@@ -124,23 +107,17 @@ export function convertChanged(
     if (++changed > Math.max(4, chunks.length / 4)) return undefined;
     const slot = index.objectAt[c] as number;
     if (slot < 0 || !hasContent(chunk.text)) return undefined;
-    // Padded to its own lines, so the lines of the object and of any issue are the file's.
+    // Padded to its own lines, so the lines of the object and of any issue are the file's (and
+    // its fields' lines are found in the file itself, read again when asked).
     const alone = convertManifestFile(file, '\n'.repeat(chunk.line - 1) + chunk.text);
-    const o = alone.objects[0];
-    if (!o || alone.objects.length !== 1 || alone.issues.length > 0 || alone.reads.length > 0)
+    const [o] = alone.objects;
+    if (!o || alone.values.length !== 1 || alone.issues.length > 0 || alone.reads.length > 0)
       return undefined;
-    const line = o.lineOf([]);
-    objects[slot] = {
-      file,
-      kind: o.kind,
-      object: o.object,
-      value: o.value,
-      lineOf: relocatingLineOf(file, slot, line),
-    };
+    replaced.set(slot, o);
     d.copy(digests, at);
   }
   return {
-    converted: { objects, issues: [], reads: [] },
+    converted: before.withObjects(replaced),
     index: { lines: index.lines, digests, objectAt: index.objectAt },
   };
 }

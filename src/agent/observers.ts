@@ -11,6 +11,7 @@ import type { Backend, NodeTarget } from '../dataplane/backend.js';
 import type { IR } from '../ir/types.js';
 import type { EventSink, EventSource } from '../dataplane/events.js';
 import { netnsPath } from '../netns/namespaces.js';
+import { endpointsByAddress } from '../observe/peers.js';
 import { errorMessage } from '../util/errors.js';
 
 export interface Observers {
@@ -32,13 +33,6 @@ export interface ObserverOptions {
   cgroups: () => string[];
   /** Start the process tracer (default true). */
   processTracing?: boolean;
-}
-
-/** Address → pod id of every pod in the IR. */
-function podAddresses(ir: IR | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of ir?.endpoints ?? []) for (const a of e.addresses) out.set(a, e.id);
-  return out;
 }
 
 export async function startObservers(opts: ObserverOptions): Promise<Observers> {
@@ -80,7 +74,7 @@ export async function startObservers(opts: ObserverOptions): Promise<Observers> 
     const tracer = createDropTracer({
       ...(opts.intervalMs ? { pollMs: opts.intervalMs } : {}),
       // Every pod's addresses: a drop happens in one namespace, and only the node's is watched.
-      pods: () => podAddresses(opts.ir()),
+      pods: () => endpointsByAddress(opts.ir()),
       netns: () => [Number(statSync(netnsPath(opts.target.netns)).ino)],
     });
     refreshers.push(() => tracer.refresh());

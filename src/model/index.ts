@@ -4,6 +4,7 @@ export {
   assembleModel,
   convertDocuments,
   convertManifestFile,
+  ConvertedFile,
   type ConvertedDocuments,
   type ConvertedObject,
   loadManifests,

@@ -576,22 +576,18 @@ export function assembleModel(
 }
 
 /**
- * A converted object of a file, kept as long as the file is (an agent's cache holds ~32,000 at
- * 10k endpoints): the line of a field is found by reading the file again when asked (no text is
- * kept). A method on the class, not a closure per object: a closure and its context cost ~80
- * bytes an object more (measured: ~2.5 MiB at 10k endpoints), and one class keeps one hidden class.
+ * A converted object of a file, made when asked (ConvertedFile.objects): the line of a field is
+ * found by reading the file again (no text is kept). A method on the class, not a closure per
+ * object: one class keeps one hidden class.
  */
 class FileObject implements ConvertedObject {
   constructor(
     readonly kind: string,
     /** A model object of ./types.ts: its `source` holds the file and the line it starts at. */
     readonly value: { source: SourceRef },
-    /** The object's document among the file's documents. */
-    private readonly document: number,
   ) {}
 
-  // File, line and name are read from the model object, not kept twice: a field and a
-  // `namespace/name` string per object were ~1.5 MiB at 10k endpoints (32,000 objects).
+  // File, line and name are read from the model object, not kept twice.
   get file(): string {
     return this.value.source.file;
   }
@@ -605,10 +601,57 @@ class FileObject implements ConvertedObject {
     const line = this.value.source.line;
     if (path.length === 0) return line;
     try {
-      return readManifestDocuments(this.file).documents[this.document]?.lineOf(path) ?? line;
+      // The object's document is the one that starts on its line.
+      const doc = readManifestDocuments(this.file).documents.find((d) => d.lineOf([]) === line);
+      return doc?.lineOf(path) ?? line;
     } catch {
       return line; // gone since: the object's own line is the best there is
     }
+  }
+}
+
+/** The kind all of `kinds` are, when they are one (most files hold one kind), else each. */
+function oneKind(kinds: readonly string[]): string | readonly string[] {
+  const first = kinds[0];
+  return first !== undefined && kinds.every((k) => k === first) ? first : kinds;
+}
+
+/**
+ * The converted objects of one manifest file, kept as long as the file is (an agent's cache holds
+ * ~32,000 objects at 10k endpoints): their kinds and model objects alone. Each `objects` read
+ * makes their wrappers anew, for the one pass that asks (assembling a model, comparing a file
+ * with its last read); a wrapper kept per object was 1.5 MiB at 10k endpoints.
+ */
+export class ConvertedFile implements ConvertedDocuments {
+  constructor(
+    /** The manifest kind of every value, or of each one (the same order). */
+    private readonly kinds: string | readonly string[],
+    /** Model objects of ./types.ts, each with its `source` (this file, the line it starts at). */
+    readonly values: readonly { source: SourceRef }[],
+    readonly issues: ManifestIssue[],
+    readonly reads: string[],
+  ) {}
+
+  static of(objects: readonly ConvertedObject[], issues: ManifestIssue[], reads: string[]): ConvertedFile {
+    const values = objects.map((o) => o.value as { source: SourceRef });
+    return new ConvertedFile(oneKind(objects.map((o) => o.kind)), values, issues, reads);
+  }
+
+  kindAt(i: number): string {
+    return typeof this.kinds === 'string' ? this.kinds : (this.kinds[i] as string);
+  }
+
+  get objects(): ConvertedObject[] {
+    return this.values.map((value, i) => new FileObject(this.kindAt(i), value));
+  }
+
+  /** This file with the objects at these positions replaced (each of the same file, converted alone). */
+  withObjects(replaced: ReadonlyMap<number, ConvertedObject>): ConvertedFile {
+    const values = this.values.map(
+      (v, i) => (replaced.get(i)?.value as { source: SourceRef } | undefined) ?? v,
+    );
+    const kinds = values.map((_, i) => replaced.get(i)?.kind ?? this.kindAt(i));
+    return new ConvertedFile(oneKind(kinds), values, this.issues, this.reads);
   }
 }
 
@@ -617,19 +660,11 @@ class FileObject implements ConvertedObject {
  * field (asked only when a check across objects finds an issue) is found by reading the file
  * again, so a cache of converted files costs what its model objects cost.
  */
-export function convertManifestFile(file: string, text?: string): ConvertedDocuments {
+export function convertManifestFile(file: string, text?: string): ConvertedFile {
   const read = readManifestDocuments(file, text);
   const converted = convertDocuments(read.documents);
-  const index = new Map(read.documents.map((d, i) => [d.lineOf, i]));
-  // Each object is made anew as one class (not given its new lineOf in place): V8 then shares one
-  // hidden class among them instead of making one per object (measured: 10 MiB of hidden classes
-  // at 10k endpoints). Nothing here may keep `index` (the documents, their text).
-  const objects: ConvertedObject[] = [];
-  for (const o of converted.objects) {
-    // convertDocuments made each value with its source: this file, the object's first line.
-    objects.push(new FileObject(o.kind, o.value as { source: SourceRef }, index.get(o.lineOf) as number));
-  }
-  return { objects, reads: converted.reads, issues: [...read.issues, ...converted.issues] };
+  // Nothing here may keep the documents (their text): only kinds and model objects are.
+  return ConvertedFile.of(converted.objects, [...read.issues, ...converted.issues], converted.reads);
 }
 
 /**

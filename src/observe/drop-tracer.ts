@@ -46,10 +46,10 @@ import { counterArray, tracerLifecycle } from './tracer-lifecycle.js';
 
 export interface DropTracerOptions {
   /**
-   * Our pods: address → pod id (`namespace/name`). Read at start() and on every refresh(); the
-   * tracer keeps the map it gets (no copy: 10k entries at 10k pods), so it must not change after.
+   * Our pods: address → the pod (`id`: `namespace/name`). Read at start() and on every refresh();
+   * the tracer keeps the map it gets (no copy: 10k entries at 10k pods), so it must not change after.
    */
-  pods: () => ReadonlyMap<string, string>;
+  pods: () => ReadonlyMap<string, { readonly id: string }>;
   /** Inode numbers of the network namespaces whose drops are ours (the node's). */
   netns: () => Iterable<number>;
   /** How often the counts are drained (ms). Default FLOW_INTERVAL_MS. */
@@ -92,7 +92,7 @@ interface Running {
   timer: NodeJS.Timeout;
   sink: EventSink;
   reasons: Map<number, string>;
-  podOf: ReadonlyMap<string, string>;
+  podOf: ReadonlyMap<string, { readonly id: string }>;
   /**
    * The keys last written to `pods` and `netns` (unset while a write is under way or failed); the
    * pods' are `podOf` itself.
@@ -143,7 +143,7 @@ function drain(r: Running): void {
   const ctx = {
     reasons: r.reasons,
     functionAt,
-    podOf: (a: string) => r.podOf.get(a),
+    podOf: (a: string) => r.podOf.get(a)?.id,
     clockOffsetMs: Date.now() - Number(process.hrtime.bigint()) / 1e6,
   };
   for (const [key, values] of r.drops.lookupAndDeleteBatch()) {

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { allocate } from '../../src/calc/index.js';
 import { IncrementalCalculation } from '../../src/calc/incremental/calculation.js';
 import { modelOf, namespace, pod, service, type Manifest } from '../support/manifests.js';
-import { stringCopies } from '../support/heap-strings.js';
+import { stringCopies } from '../support/heap-snapshot.js';
 
 const NS = 'shared-keys';
 const SERVICES = 20;

@@ -31,7 +31,7 @@ import {
   type ServiceState,
 } from '../../src/dataplane/ebpf/services-sync.js';
 import type { IR, ServicePortTable } from '../../src/ir/types.js';
-import { stringCopies } from '../support/heap-strings.js';
+import { stringCopies } from '../support/heap-snapshot.js';
 
 const NODES: IR['nodes'] = [
   { name: 'node-1', address: '198.19.200.1', externalAddress: '198.19.130.1' },

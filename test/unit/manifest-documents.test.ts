@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManifestCache } from '../../src/agent/manifest-cache.js';
-import { convertManifestFile, type ConvertedDocuments } from '../../src/model/index.js';
+import { convertManifestFile, type ConvertedDocuments, type ConvertedFile } from '../../src/model/index.js';
 
 function podDoc(name: string, app: string): string {
   return (
@@ -49,10 +49,10 @@ afterEach(() => {
 });
 
 /** Writes `text` and reads it through `cache` (a new inode: the cache reads it again). */
-function readAs(cache: ManifestCache, text: string): ConvertedDocuments {
+function readAs(cache: ManifestCache, text: string): ConvertedFile {
   rmSync(file, { force: true });
   writeFileSync(file, text);
-  return cache.read([file]).parts[0] as ConvertedDocuments;
+  return cache.read([file]).parts[0] as ConvertedFile;
 }
 
 describe('ManifestCache per-document reuse', () => {
@@ -65,9 +65,9 @@ describe('ManifestCache per-document reuse', () => {
     expect(cache.stats).toMatchObject({ parses: 2, partial: 1 });
     expect(shape(second)).toEqual(shape(convertManifestFile(file)));
     expect(second.objects[3]?.value).toMatchObject({ labels: { app: 'a9' } });
-    // The other objects are the very ones read before.
-    for (const i of [0, 1, 2, 4, 5]) expect(second.objects[i]).toBe(first.objects[i]);
-    expect(second.objects[3]).not.toBe(first.objects[3]);
+    // The other model objects are the very ones read before.
+    for (const i of [0, 1, 2, 4, 5]) expect(second.values[i]).toBe(first.values[i]);
+    expect(second.values[3]).not.toBe(first.values[3]);
     // And again, from the index the partial conversion left.
     apps[0] = 'a8';
     const third = readAs(cache, fileText(apps));

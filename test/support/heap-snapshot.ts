@@ -1,7 +1,7 @@
 /**
- * How many separate copies of a string the heap holds: a heap snapshot of this process, its
- * string nodes counted by value. Sharing one string among many holders cannot be seen from
- * JavaScript (equal strings compare equal, copies or not); the snapshot sees each copy.
+ * What the heap of this process holds, from a heap snapshot: how many separate copies of a string
+ * (sharing one string among many holders cannot be seen from JavaScript: equal strings compare
+ * equal, copies or not), how many objects of a class.
  */
 import { getHeapSnapshot } from 'node:v8';
 
@@ -44,4 +44,19 @@ export async function stringCopies(make: () => readonly string[]): Promise<Map<s
     if (seen !== undefined) out.set(value, seen + 1);
   }
   return out;
+}
+
+/** Objects of class `name` in the heap now. */
+export async function objectsOfClass(name: string): Promise<number> {
+  const { snapshot, nodes, strings } = await readSnapshot();
+  const fields = snapshot.meta.node_fields;
+  const types = snapshot.meta.node_types[0];
+  const width = fields.length;
+  const typeAt = fields.indexOf('type');
+  const nameAt = fields.indexOf('name');
+  let count = 0;
+  for (let i = 0; i < nodes.length; i += width)
+    if (types[nodes[i + typeAt] as number] === 'object' && strings[nodes[i + nameAt] as number] === name)
+      count++;
+  return count;
 }
