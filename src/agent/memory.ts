@@ -6,13 +6,14 @@
  * compacting collection once the work is done moves them together and returns the rest (measured:
  * docs/agent.md, "Memory budget"). Agents run with `--expose-gc` (`AGENT_NODE_FLAGS`); elsewhere
  * (tests, a hand-started agent) this does nothing. It also drops the cached kernel BTF (~6 MiB),
- * which only the flow sources' programs needed when they started, and hands glibc's free pages back
- * (`malloc_trim`).
+ * which only the flow sources' programs needed when they started, and the caches that only speed
+ * up bursts of changes (util/quiet-caches.ts), and hands glibc's free pages back (`malloc_trim`).
  */
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { releaseKernelBtf } from '../bpf/btf/index.js';
 import { loadLibc } from '../netns/libc.js';
+import { releaseQuietCaches } from '../util/quiet-caches.js';
 import type { AgentMemory } from './api-types.js';
 
 let mallocTrim: ((pad: number) => number) | undefined;
@@ -47,6 +48,7 @@ export function compactHeap(): { ms: number; heapMiB: number } | undefined {
   const started = performance.now();
   // The kernel's BTF served the flow sources' programs at start; read again if ever needed.
   releaseKernelBtf();
+  releaseQuietCaches();
   setFlagsFromString('--compact-on-every-full-gc');
   try {
     gc();
