@@ -202,6 +202,7 @@ describe('eBPF service sync of changed tables', () => {
       { vip: '198.19.0.10', port: 80, proto: 6, node: 0 },
       { vip: '198.19.0.10', port: 0, proto: 0, node: 0 },
       { vip: 'fd00:5957:1::a', port: 65535, proto: 17, node: 0 },
+      { vip: 'fd00:5957:1::a', port: 0, proto: 0, node: 0 },
       { vip: 'fd00:5957:1::', port: 443, proto: 132, node: 7 },
       { vip: '::ffff:198.19.0.1', port: 53, proto: 17, node: 255 },
     ])
@@ -222,7 +223,7 @@ describe('eBPF service sync of changed tables', () => {
     const state = emptyServiceState();
     let ir = irOf([t443, t80]);
     advanceServiceState(state, planServiceDelta(state, desiredOf(ir)));
-    const marker = '198.19.0.10:0/0';
+    const marker = '198.19.0.10';
     expect(state.services.get(marker)?.flags).toBe(SVC_FLAG_VIP);
     ir = irOf([t80]);
     let plan = planServiceDelta(state, desiredOf(ir, []), new Set([t443.id]));
@@ -230,7 +231,7 @@ describe('eBPF service sync of changed tables', () => {
     advanceServiceState(state, plan);
     ir = irOf([]);
     plan = planServiceDelta(state, desiredOf(ir, []), new Set([t80.id]));
-    expect(plan.serviceDeletes.map(svcKeyId).sort()).toEqual(['198.19.0.10:0/0', '198.19.0.10:80/6']);
+    expect(plan.serviceDeletes.map(svcKeyId).sort()).toEqual(['198.19.0.10', '198.19.0.10:80/6']);
     expect(plan.backendDeletes).toHaveLength(1);
   });
 
@@ -252,6 +253,10 @@ describe('eBPF service sync of changed tables', () => {
     const copies = await stringCopies(() => tables.map((t) => `${t.address}:80/6`));
     expect(copies.size).toBe(tables.length);
     for (const [id, n] of copies) expect({ id, copies: n }).toEqual({ id, copies: 1 });
+    // A VIP's marker is named by the VIP, the IR table's own string: no string of its own.
+    expect(state.services.get(tables[0]?.address ?? '')?.flags).toBe(SVC_FLAG_VIP);
+    const vips = await stringCopies(() => tables.map((t) => `${t.address}`));
+    for (const [vip, n] of vips) expect({ vip, copies: n }).toEqual({ vip, copies: 1 });
     // The same port objects again: nothing to look into, nothing to write.
     const again = planServiceDelta(state, desired);
     expect(again.sources).toHaveLength(0);

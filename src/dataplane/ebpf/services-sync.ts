@@ -78,15 +78,20 @@ export interface ServiceDelta extends ServiceSyncPlan {
 const isIpv4 = (a: string): boolean => !a.includes(':');
 
 export function svcKeyId(k: SvcKey): string {
-  // The shadow keeps one per entry (20,000 at 10k services): flat, not a concatenation's pieces.
+  // A VIP's marker (port, protocol and node 0) is named by the VIP itself: the string the IR's
+  // table already holds, not one more per VIP (10,000 at 10k services, 0.3 MiB).
+  if (k.port === 0 && k.proto === 0 && k.node === 0) return k.vip;
+  // The shadow keeps one per entry (10,000 at 10k services): flat, not a concatenation's pieces.
   return flat(k.node === 0 ? `${k.vip}:${k.port}/${k.proto}` : `${k.vip}:${k.port}/${k.proto}@${k.node}`);
 }
 
 /**
  * The key an svcKeyId was made of (the shadow keeps the ids alone). The VIP may be an IPv6
- * address (colons), never holds `/` or `@`; port, protocol and node are numbers.
+ * address (colons), never holds `/` or `@`; port, protocol and node are numbers. An id without
+ * `/` is a VIP's marker.
  */
 export function svcKeyOf(kid: string): SvcKey {
+  if (!kid.includes('/')) return { vip: kid, port: 0, proto: 0, node: 0 };
   const at = kid.indexOf('@');
   const node = at < 0 ? 0 : Number(kid.slice(at + 1));
   const rest = at < 0 ? kid : kid.slice(0, at);
