@@ -27,7 +27,7 @@ import { excerpt, formatPath, ManifestError, type ManifestIssue } from './errors
 import type { ValueProblem } from './limits.js';
 import { PLAIN_CHECKS } from './plain-checks.js';
 import { kindSchemas, type KindKey, type RawPrefilter } from './schemas.js';
-import { internStrings, type LeafTable } from '../util/intern.js';
+import { internStrings, NameTable, type LeafTable } from '../util/intern.js';
 import {
   emptyModel,
   type EndpointSlice,
@@ -521,6 +521,9 @@ export interface ConvertedDocuments {
   reads: string[];
 }
 
+/** Namespace and node names: one copy each for every file an agent keeps (util/intern.ts). */
+const NAMES = new NameTable(new Set(['namespace', 'nodeName']));
+
 /**
  * Checks each document against its kind's schema and converts it. The result depends on these
  * documents alone (and the files they name), so callers can keep it per file or per stored key
@@ -540,7 +543,7 @@ export function convertDocuments(documents: readonly ManifestDocument[]): Conver
     const value = convertObject(data, loc, { file: doc.file, line: doc.lineOf([]) }, out.issues, out.reads);
     // Kept as long as the input is (an agent's cache): no slice of the text may keep it alive,
     // and equal ports, labels and lists of the file's objects are one.
-    out.objects.push(internStrings({ ...loc, value }, strings, leaves));
+    out.objects.push(internStrings({ ...loc, value }, strings, leaves, NAMES));
   }
   return out;
 }

@@ -13,6 +13,36 @@
  */
 export type InternTable = Map<string, string>;
 
+/**
+ * Names that recur across the files of one input, whatever the file: a cluster's namespaces and
+ * nodes, a few hundred values that every pod, Service and EndpointSlice names. A file's own table
+ * shares them within the file; one file a Service (as a generator or a GitOps tree writes them)
+ * keeps a copy each: ~20,000 copies at 10k endpoints. Process-wide, so bounded: past `limit`
+ * names (a cluster with that many namespaces and nodes, or names that came and went) it shares
+ * the names it has and leaves the others to the file's table.
+ */
+export class NameTable {
+  private readonly names = new Map<string, string>();
+
+  constructor(
+    /** The fields whose values are names (`namespace`, `nodeName`). */
+    readonly fields: ReadonlySet<string>,
+    private readonly limit = 10_000,
+  ) {}
+
+  /** `s` as the one copy of the process (and of `table`). */
+  intern(s: string, table: InternTable): string {
+    const known = this.names.get(s);
+    if (known !== undefined) {
+      table.set(known, known);
+      return known;
+    }
+    const copy = intern(s, table);
+    if (this.names.size < this.limit) this.names.set(copy, copy);
+    return copy;
+  }
+}
+
 /** A flat copy of `s`, shared with the strings of `table`. */
 export function intern(s: string, table: InternTable): string {
   const known = table.get(s);
@@ -73,8 +103,15 @@ function isExactScalar(v: unknown): boolean {
  * as the agent keeps the model (~4 MiB at 10k endpoints: docs/agent.md, "Memory budget"). A shared
  * leaf is frozen, so a change in place (which would change every object sharing it) throws. Done in
  * the same walk: a second walk of every object cost a third more conversion time.
+ *
+ * With `names`, the values of its fields are shared across files too (NameTable).
  */
-export function internStrings<T>(value: T, table: InternTable = new Map(), leaves?: LeafTable): T {
+export function internStrings<T>(
+  value: T,
+  table: InternTable = new Map(),
+  leaves?: LeafTable,
+  names?: NameTable,
+): T {
   const copies = new Map<unknown[], unknown[]>();
   const sharedHere = new WeakSet<object>();
   // A leaf's JSON is its key: exact for what a leaf holds, and native (cheap).
@@ -110,7 +147,8 @@ export function internStrings<T>(value: T, table: InternTable = new Map(), leave
     for (const k of Object.keys(o)) {
       const before = o[k];
       // Strings always: a copy compares equal to the slice it replaces.
-      if (typeof before === 'string') o[k] = intern(before, table);
+      if (typeof before === 'string')
+        o[k] = names?.fields.has(k) === true ? names.intern(before, table) : intern(before, table);
       else if (typeof before === 'object' && before !== null) {
         leaf = false;
         const after = walk(before, false);

@@ -10,7 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
 import { convertDocuments, convertManifestFile, readManifestDocuments } from '../../src/model/index.js';
-import { objectsOfClass } from '../support/heap-snapshot.js';
+import { objectsOfClass, stringCopies } from '../support/heap-snapshot.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -101,5 +101,25 @@ describe('converted manifests', () => {
     // A field's line: the file is read again, and the object's document is the one on its line.
     expect(objects[7]?.lineOf(['metadata', 'name'])).toBe(1 + 11 * 7 + 3);
     expect(await objectsOfClass('FileObject')).toBe(pods);
+  });
+
+  it('share namespace and node names across files: one copy of each for the process', async () => {
+    // Made at run time: a literal would be one more copy, the test's own.
+    const name = (what: string): string => ['names', 'shared', what].join('-');
+    const files = Array.from({ length: 30 }, (_, i) => {
+      const file = join(dir, `svc-${i}.yaml`);
+      writeFileSync(
+        file,
+        `apiVersion: v1\nkind: Service\nmetadata:\n  name: s${i}\n  namespace: names-shared-ns\n` +
+          `spec:\n  ports: [{ port: 80 }]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p${i}\n` +
+          `  namespace: names-shared-ns\nspec:\n  nodeName: names-shared-node\n  containers: [{ name: c }]\n`,
+      );
+      return file;
+    });
+    const kept = files.map((f) => convertManifestFile(f));
+    expect(kept.every((k) => k.values.length === 2 && k.issues.length === 0)).toBe(true);
+    // One file a Service kept a copy of its namespace each (and one a pod, of its node).
+    const copies = await stringCopies(() => [name('ns'), name('node')]);
+    expect([...copies.values()]).toEqual([1, 1]);
   });
 });
