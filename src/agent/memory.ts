@@ -5,13 +5,13 @@
  * full collection frees the garbage but leaves the live objects spread over those pages. One
  * compacting collection once the work is done moves them together and returns the rest (measured:
  * docs/agent.md, "Memory budget"). Agents run with `--expose-gc` (`AGENT_NODE_FLAGS`); elsewhere
- * (tests, a hand-started agent) this does nothing. It also drops the cached kernel BTF (~6 MiB),
- * which only the flow sources' programs needed when they started, and the caches that only speed
- * up bursts of changes (util/quiet-caches.ts), and hands glibc's free pages back (`malloc_trim`).
+ * (tests, a hand-started agent) this does nothing. It also drops the caches registered with
+ * util/quiet-caches.ts (the kernel BTF the flow sources' programs needed when they started, ~6
+ * MiB; indexes that only speed up bursts of changes), and hands glibc's free pages back
+ * (`malloc_trim`).
  */
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
-import { releaseKernelBtf } from '../bpf/btf/index.js';
 import { loadLibc } from '../netns/libc.js';
 import { releaseQuietCaches } from '../util/quiet-caches.js';
 import type { AgentMemory } from './api-types.js';
@@ -46,8 +46,7 @@ export function compactHeap(): { ms: number; heapMiB: number } | undefined {
   const gc = exposedGc();
   if (!gc) return undefined;
   const started = performance.now();
-  // The kernel's BTF served the flow sources' programs at start; read again if ever needed.
-  releaseKernelBtf();
+  // The kernel's BTF (the flow sources' programs used it at start) and caches of bursts of changes.
   releaseQuietCaches();
   setFlagsFromString('--compact-on-every-full-gc');
   try {

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Btf, BtfError } from './parse.js';
+import { releasedWhenQuiet } from '../../util/quiet-caches.js';
 
 export { Btf, BtfError } from './parse.js';
 export { BtfBuilder, type BuilderMember } from './builder.js';
@@ -58,12 +59,13 @@ export function kernelBtf(): Btf {
 /**
  * Forgets the cached kernel and module BTF (the next kernelBtf() reads it again). A long-running
  * process that loaded its tracing programs at start has no further use for the ~6 MiB it holds:
- * the agent drops it when it compacts its heap (agent/memory.ts).
+ * dropped when the process goes quiet (the agent's compaction, agent/memory.ts).
  */
-export function releaseKernelBtf(): void {
+function releaseKernelBtf(): void {
   vmlinux = undefined;
   modules.clear();
 }
+releasedWhenQuiet(releaseKernelBtf);
 
 /** Milliseconds the kernel BTF parse took in this process, or undefined before the first use. */
 export function kernelBtfParseMs(): number | undefined {
