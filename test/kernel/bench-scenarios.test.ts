@@ -117,7 +117,7 @@ describeKernel('bench scenarios (small parameters)', () => {
   it('policy: traffic rows per backend, mode and rule count, eBPF test-run rows, table sizes and apply times', async () => {
     const ctx = context();
     const r = await runPolicy(ctx, {
-      rules: [10, 100],
+      rules: [10, 300],
       windowMs: 100,
       repetitions: 5,
       testRunRepeat: 2000,
@@ -125,7 +125,7 @@ describeKernel('bench scenarios (small parameters)', () => {
     });
     expectShape(r, 'policy', 'ns/packet', 'lower');
     for (const family of [4, 6])
-      for (const rules of [10, 100]) {
+      for (const rules of [10, 300]) {
         for (const mode of ['table', 'walk']) {
           expect(backends(r, { rules, mode, method: 'traffic', family })).toEqual([
             'ebpf',
@@ -137,7 +137,10 @@ describeKernel('bench scenarios (small parameters)', () => {
       }
     // IPv4 rows first (the advisor reads each backend's first row).
     expect(r.rows.slice(0, 3).map((row) => row.params.family)).toEqual([4, 4, 4]);
-    // More rules cost the walk more, whatever the machine: 10x the rules is never cheaper.
+    // More rules cost the walk more, whatever the machine. 10 against 100 rules is too close to
+    // tell: one program reads up to ~60 ns apart from one load to the next (steady within a load,
+    // on either CPU), about what 90 more rules cost (100 rules read 127 ns against 133 ns in CI).
+    // 300 rules cost ~190 ns or more in every load, 10 rules at most ~140 ns.
     const ebpf = (rules: number, family: number): number =>
       r.rows.find(
         (row) =>
@@ -147,10 +150,10 @@ describeKernel('bench scenarios (small parameters)', () => {
           row.params.method === 'test-run' &&
           row.params.family === family,
       )?.median ?? Number.NaN;
-    for (const family of [4, 6]) expect(ebpf(100, family)).toBeGreaterThan(ebpf(10, family));
+    for (const family of [4, 6]) expect(ebpf(300, family)).toBeGreaterThan(ebpf(10, family));
     expect((r.notes ?? []).join('\n')).toMatch(/tables \(ingress.*10 rules \d+ entries, \d+ prefixes/);
-    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv4 table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
-    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv6 table apply: 10 rules \d+ ms, 100 rules \d+ ms/);
+    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv4 table apply: 10 rules \d+ ms, 300 rules \d+ ms/);
+    expect((r.notes ?? []).join('\n')).toMatch(/ebpf IPv6 table apply: 10 rules \d+ ms, 300 rules \d+ ms/);
     expect((r.notes ?? []).join('\n')).not.toMatch(/refused/);
     expect(ourNamespaces()).toEqual([]);
   });
