@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { COMPACT_GROWTH_BYTES, MemoryKeeper } from '../../src/agent/memory.js';
+import { BASELINE_SETTLE_MS, COMPACT_GROWTH_BYTES, MemoryKeeper } from '../../src/agent/memory.js';
 import type { AgentMemory } from '../../src/agent/api-types.js';
 
 const MiB = 2 ** 20;
@@ -103,6 +103,33 @@ describe('MemoryKeeper (agent/memory.ts)', () => {
     expect(k.due).toBe(false);
     // A compaction with nothing under way keeps its baseline again.
     rss.now += MiB;
+    k.afterWork();
+    vi.advanceTimersByTime(1000);
+    expect(queued).toHaveLength(1);
+  });
+
+  it('measures growth from what the compaction left once its pages are gone, not from the RSS right after it', () => {
+    const rss = { now: 180 * MiB };
+    const { keeper: k, queued } = keeper(rss);
+    // Right after the collection the freed pages are still mapped (an eBPF agent at 10k
+    // endpoints: 177–198 MiB); they leave in the background.
+    k.compact();
+    rss.now = 115 * MiB;
+    vi.advanceTimersByTime(BASELINE_SETTLE_MS);
+    // A repair writes everything again: 75 MiB of garbage, less than its growth over 180 MiB.
+    rss.now = 190 * MiB;
+    k.afterWork();
+    vi.advanceTimersByTime(1000);
+    expect(queued).toHaveLength(1);
+  });
+
+  it('keeps the lower reading when work grows the process before the pages are gone', () => {
+    const rss = { now: 120 * MiB };
+    const { keeper: k, queued } = keeper(rss);
+    k.compact();
+    rss.now = 120 * MiB + COMPACT_GROWTH_BYTES - MiB;
+    vi.advanceTimersByTime(BASELINE_SETTLE_MS);
+    rss.now = 120 * MiB + COMPACT_GROWTH_BYTES;
     k.afterWork();
     vi.advanceTimersByTime(1000);
     expect(queued).toHaveLength(1);

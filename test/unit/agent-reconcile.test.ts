@@ -63,14 +63,17 @@ class FakeBackend implements Pick<
   failWith: string | undefined;
   /** The failure is one the same input repeats (a verifier rejection, a capacity limit). */
   deterministic = false;
+  /** How long an apply takes (a repair at 10k endpoints: seconds). */
+  applyMs = 0;
 
   render(_ir: IR, node: string) {
     return { backend: this.name, node, text: '' };
   }
 
-  apply(_target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
+  async apply(_target: NodeTarget, ir: IR, previous?: IR): Promise<ApplyResult> {
     this.applies.push({ ir, previous });
     this.calls.push('apply');
+    if (this.applyMs > 0) await sleep(this.applyMs);
     if (this.failWith)
       return Promise.reject(
         this.deterministic
@@ -343,6 +346,19 @@ describe('Agent: drift', () => {
     await sleep(300);
     expect(a.status.repairs).toBe(1);
     expect(backend.applies).toHaveLength(2);
+  });
+
+  it('looks at its memory after a repair longer than the look that the drift read started', async () => {
+    writeDesired('r1', irFor(5432));
+    const backend = new FakeBackend();
+    const kernel = new FakeKernel();
+    const a = agent(backend, kernel);
+    await a.start();
+    backend.applyMs = 1200;
+    kernel.fp = 'fp-tampered';
+    await vi.waitFor(() => expect(a.status.repairs).toBe(1), { timeout: 4000, interval: 10 });
+    // The read's look (1 s after it) fell inside the repair; the repair's garbage is looked at after.
+    expect(a.status.memory?.due).toBe(true);
   });
 
   it('repairs a change made between its apply and the read-back, which the read-back shows as inconsistent', async () => {
