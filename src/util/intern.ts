@@ -64,6 +64,22 @@ export function flat(s: string): string {
   return s.length < 13 ? s : (JSON.parse(JSON.stringify(s)) as string);
 }
 
+/** Searched for in `flattened`: any pattern makes V8 flatten the subject; this one is never found. */
+const NOWHERE = /\0/;
+
+/**
+ * `s`, made flat where it lies: a regular expression runs on a flat string, so V8 turns a cons
+ * string's tree into one sequential string in place. The tree's root stays as a wrapper of the
+ * result (32 bytes) unless a scavenge moves the string, which drops it; its pieces go. Five times
+ * cheaper than `flat` (15,000 rules of ~100 characters: 4–8 ms against 17–36 ms), for strings
+ * made anew on every apply and kept until the next (nftables rules). Unlike `flat`, a sliced
+ * string stays a view into its parent.
+ */
+export function flattened(s: string): string {
+  NOWHERE.test(s);
+  return s;
+}
+
 /**
  * `a` in an array of exactly its length. V8 grows an array built by `push`, a spread or `flatMap`
  * to a capacity of 17 or more elements and never gives the rest back while it lives: a kept list

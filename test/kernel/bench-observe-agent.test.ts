@@ -113,7 +113,7 @@ describe('observe and agent bench scenarios', () => {
       hwmMiB: 140,
       idleCpu: 0,
       changed: 1,
-      repair: { ms: 2000, applyMs: 900, failedAttempts: 0, rssSteadyMiB: 116 },
+      repair: { ms: 2000, applyMs: 900, failedAttempts: 0, removalCutShort: false, rssSteadyMiB: 116 },
       ...over,
     });
     const spec = {

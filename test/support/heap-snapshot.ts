@@ -70,3 +70,12 @@ export async function objectsOfClass(name: string): Promise<number> {
   });
   return count;
 }
+
+/** Cons strings (V8's trees of the pieces a concatenation joined) in the heap now, their nodes. */
+export async function consStringNodes(): Promise<number> {
+  let count = 0;
+  await eachNode((type) => {
+    if (type === 'concatenated string') count++;
+  });
+  return count;
+}

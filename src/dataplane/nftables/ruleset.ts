@@ -24,7 +24,7 @@ import {
   WORKLOAD_IFACES_SET,
   type Family,
 } from './names.js';
-import { flatChain, flatSet, type NftChain, type NftRuleset, type NftSet } from './objects.js';
+import { flatChain, flatSet, flattenChains, type NftChain, type NftRuleset, type NftSet } from './objects.js';
 import { decisions, withMatch, type Decisions } from './decision.js';
 import { tableObjects } from './table.js';
 
@@ -363,6 +363,7 @@ export function buildRuleset(ir: IR, node: string, options: RulesetOptions = {})
 
   if (prefilters.length > 0) chains.push(prefilterChain(prefilters, sets));
   chains.push(...filterChains(flowLogs));
+  flattenChains(chains);
   const services = servicesOf(ir, node);
   const regular = [...chains.filter((c) => !c.base), ...services.chains.filter((c) => !c.base)];
   const base = [...chains.filter((c) => c.base), ...services.chains.filter((c) => c.base)];
