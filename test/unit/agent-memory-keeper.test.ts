@@ -116,7 +116,8 @@ describe('MemoryKeeper (agent/memory.ts)', () => {
     k.compact();
     rss.now = 115 * MiB;
     vi.advanceTimersByTime(BASELINE_SETTLE_MS);
-    // A repair writes everything again: 75 MiB of garbage, less than its growth over 180 MiB.
+    // A repair writes everything again: 75 MiB over what the compaction left, though only 10 MiB
+    // over the 180 MiB read right after it.
     rss.now = 190 * MiB;
     k.afterWork();
     vi.advanceTimersByTime(1000);
