@@ -15,12 +15,18 @@ interface Snapshot {
   strings: string[];
 }
 
-async function readSnapshot(): Promise<Snapshot> {
-  // A compile job V8 runs beside the code holds what a hot closure holds until it is done, and
-  // a collection frees what nothing holds any more: both before the count.
+/**
+ * The heap as the test's own objects leave it: a compile job V8 runs beside the code holds what a
+ * hot closure holds until it is done, and a collection frees what nothing holds any more.
+ */
+export async function settle(): Promise<void> {
   await new Promise((r) => setTimeout(r, 50));
   gc();
   gc();
+}
+
+async function readSnapshot(): Promise<Snapshot> {
+  await settle();
   const chunks: Buffer[] = [];
   for await (const chunk of getHeapSnapshot()) chunks.push(chunk as Buffer);
   return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Snapshot;

@@ -6,14 +6,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
 import { convertDocuments, convertManifestFile, readManifestDocuments } from '../../src/model/index.js';
-import { objectsOfClass, stringCopies } from '../support/heap-snapshot.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { objectsOfClass, settle, stringCopies } from '../support/heap-snapshot.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sy-model-memory-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,9 +18,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
  * (what they allocate is not the files').
  */
 async function heapUsed(): Promise<number> {
-  await new Promise((r) => setTimeout(r, 50));
-  gc();
-  gc();
+  await settle();
   return process.memoryUsage().heapUsed;
 }
 
