@@ -85,3 +85,16 @@ export async function consStringNodes(): Promise<number> {
   });
   return count;
 }
+
+/**
+ * Strings in the heap now (flat, sliced or trees of pieces) that `matches` takes. A predicate, not a
+ * regular expression: V8 keeps a regular expression's literal text as a string of its own.
+ */
+export async function stringsWhere(matches: (text: string) => boolean): Promise<number> {
+  let count = 0;
+  await eachNode((type, name) => {
+    if ((type === 'string' || type === 'sliced string' || type === 'concatenated string') && matches(name))
+      count++;
+  });
+  return count;
+}

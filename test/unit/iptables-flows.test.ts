@@ -48,7 +48,7 @@ function irOf(policyMode: 'walk' | 'table' = 'walk'): IR {
   ).ir;
 }
 
-function chain(plan: NodePlan, name: string, family: 4 | 6 = 4): string[] {
+function chain(plan: NodePlan, name: string, family: 4 | 6 = 4): readonly string[] {
   const t = plan.tables.find((x) => x.family === family && x.table === 'filter');
   const c = t?.chains.find((x) => x.name === name);
   if (!c) throw new Error(`no chain ${name}`);

@@ -31,12 +31,12 @@ const node1 = planForNode(ir, 'node-1');
 const node2 = planForNode(ir, 'node-2');
 const MARK = `-j MARK --or-mark ${MASQ_MARK}`;
 
-function chain(p: NodePlan, table: 'nat' | 'filter', name: string): string[] | undefined {
+function chain(p: NodePlan, table: 'nat' | 'filter', name: string): readonly string[] | undefined {
   return p.tables.find((t) => t.family === 4 && t.table === table)?.chains.find((c) => c.name === name)
     ?.rules;
 }
 
-function rules(p: NodePlan, table: 'nat' | 'filter', name: string): string[] {
+function rules(p: NodePlan, table: 'nat' | 'filter', name: string): readonly string[] {
   const r = chain(p, table, name);
   if (!r) throw new Error(`no chain ${name} in ${table}`);
   return r;

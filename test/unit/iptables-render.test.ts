@@ -9,9 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { iptablesBackend } from '../../src/dataplane/iptables/index.js';
 import { countersFromSaved, commentOf } from '../../src/dataplane/iptables/counters.js';
 import { diffPlan, kernelStateAfter } from '../../src/dataplane/iptables/diff.js';
-import { failingLine, parseSave, type KernelState } from '../../src/dataplane/iptables/kernel.js';
+import { failingLine, parseSave, type KernelTable } from '../../src/dataplane/iptables/kernel.js';
 import { endpointChain } from '../../src/dataplane/iptables/names.js';
-import type { NodePlan, TablePlan } from '../../src/dataplane/iptables/plan.js';
+import type { ChainRules, NodePlan, TablePlan } from '../../src/dataplane/iptables/plan.js';
 import { planForNode as renderPlan } from '../../src/dataplane/iptables/render.js';
 import { MULTIPORT_SLOTS, portMatches } from '../../src/dataplane/iptables/render-rules.js';
 import { culpritLine } from '../../src/dataplane/iptables/apply.js';
@@ -56,7 +56,7 @@ function table(plan: NodePlan, family: 4 | 6, name: 'filter' | 'raw'): TablePlan
   return plan.tables.find((t) => t.family === family && t.table === name);
 }
 
-function chain(plan: NodePlan, name: string, family: 4 | 6 = 4): string[] {
+function chain(plan: NodePlan, name: string, family: 4 | 6 = 4): readonly string[] {
   const c = table(plan, family, 'filter')?.chains.find((x) => x.name === name);
   if (!c) throw new Error(`no chain ${name}`);
   return c.rules;
@@ -330,8 +330,14 @@ describe('iptables render: prefilter', () => {
   });
 });
 
+/** A kernel state whose tables' chains a test may edit. */
+interface EditableKernel {
+  sets: Set<string>;
+  tables: Map<string, Omit<KernelTable, 'chains'> & { chains: Map<string, ChainRules> }>;
+}
+
 /** What the kernel would hold after applying `plan` (for diff tests), a copy the test may edit. */
-function kernelWith(plan: NodePlan): KernelState {
+function kernelWith(plan: NodePlan): EditableKernel {
   const k = kernelStateAfter(plan);
   return {
     sets: new Set(k.sets),

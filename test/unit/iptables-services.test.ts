@@ -6,7 +6,7 @@ import { serviceChain, SERVICES_CHAIN, SERVICES_REJECT_CHAIN } from '../../src/d
 import type { NodePlan } from '../../src/dataplane/iptables/plan.js';
 import { tableKey } from '../../src/dataplane/iptables/plan.js';
 import { planForNode } from '../../src/dataplane/iptables/render.js';
-import { probability } from '../../src/dataplane/iptables/render-services.js';
+import { probability } from '../../src/dataplane/iptables/service-port.js';
 import { servicesIR, withoutBackend } from './netfilter-services-fixture.js';
 
 const ir = servicesIR();
@@ -18,7 +18,7 @@ function table(p: NodePlan, name: 'nat' | 'filter') {
   return t;
 }
 
-function chain(p: NodePlan, tableName: 'nat' | 'filter', name: string): string[] {
+function chain(p: NodePlan, tableName: 'nat' | 'filter', name: string): readonly string[] {
   const c = table(p, tableName).chains.find((x) => x.name === name);
   if (!c) throw new Error(`no chain ${name}`);
   return c.rules;
@@ -31,7 +31,7 @@ function kernelOf(p: NodePlan): KernelState {
     tables.set(tableKey(t.family, t.table), {
       family: t.family,
       table: t.table,
-      chains: new Map(t.chains.map((c) => [c.name, [...c.rules]])),
+      chains: new Map(t.chains.map((c) => [c.name, { rules: [...c.rules] }])),
       jumps: t.jumps.map((j) => ({ ...j, target: / -j (\S+)$/.exec(j.rule)?.[1] ?? '' })),
     });
   }

@@ -58,7 +58,7 @@ describe('the fixture', () => {
 describe('iptables: IPv6 services in ip6tables', () => {
   const plan = planForNode(ir, 'node-1');
 
-  function chains(p: NodePlan, family: 4 | 6, name: 'nat' | 'filter'): Map<string, string[]> {
+  function chains(p: NodePlan, family: 4 | 6, name: 'nat' | 'filter'): Map<string, readonly string[]> {
     const t = p.tables.find((x) => x.family === family && x.table === name);
     if (!t) throw new Error(`no IPv${family} ${name} table`);
     return new Map(t.chains.map((c) => [c.name, c.rules]));

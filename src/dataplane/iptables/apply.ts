@@ -25,7 +25,7 @@ import {
   type KernelState,
 } from './kernel.js';
 import { FAMILIES, tmpSetName } from './names.js';
-import type { NodePlan, TableFallback } from './plan.js';
+import type { ChainRules, NodePlan, TableFallback } from './plan.js';
 import {
   deltaScript,
   destroyScript,
@@ -98,10 +98,10 @@ function restoreArgs(): string[] {
 /** The change that puts a committed table back as the snapshot had it. */
 function undoChange(kernel: KernelState, applied: TableDiff): TableChange {
   const saved = kernel.tables.get(applied.key);
-  const before = saved?.chains ?? new Map<string, readonly string[]>();
+  const before = saved?.chains ?? new Map<string, ChainRules>();
   const touched = [...applied.change.write.map((c) => c.name), ...applied.change.deleteChains];
   return {
-    write: touched.filter((n) => before.has(n)).map((n) => ({ name: n, rules: [...(before.get(n) ?? [])] })),
+    write: touched.filter((n) => before.has(n)).map((n) => ({ name: n, rules: before.get(n)?.rules ?? [] })),
     deleteChains: applied.change.write.map((c) => c.name).filter((n) => !before.has(n)),
     insertJumps: applied.change.deleteJumps,
     deleteJumps: applied.change.insertJumps,

@@ -20,7 +20,7 @@ export const LEVEL_MARGIN = 2;
 export const MAX_LEVEL = NFT_MAX_LEVEL - LEVEL_MARGIN;
 
 /** Chains of `chains` that a rule jumps or goes to. */
-function targets(rule: string, chains: ReadonlyMap<string, readonly string[]>): string[] {
+function targets(rule: string, chains: { has(name: string): boolean }): string[] {
   const out: string[] = [];
   const re = /(?:^| )-[jg] (\S+)/g;
   for (let m = re.exec(rule); m; m = re.exec(rule)) if (chains.has(m[1] as string)) out.push(m[1] as string);
@@ -38,7 +38,11 @@ export interface ChainDepths {
 
 /** Levels of one table's chains as nf_tables would count them (chains form no cycle). */
 export function chainDepths(table: TablePlan): ChainDepths {
-  const chains = new Map(table.chains.map((c) => [c.name, c.rules]));
+  const names = new Set(table.chains.map((c) => c.name));
+  // Each chain's rules read once: the services' chains render theirs on every read.
+  const chains = new Map(
+    table.chains.map((c) => [c.name, c.rules.filter((r) => targets(r, names).length > 0)]),
+  );
   const height = new Map<string, number>();
   const heightOf = (name: string, onPath: Set<string>): number => {
     const known = height.get(name);

@@ -35,10 +35,26 @@ export interface FlowSetParams {
   maxelem: number;
 }
 
-export interface ChainSpec {
-  name: string;
+/** A chain's rules, as a plan holds them and as the kernel state read back holds them. */
+export interface ChainRules {
   /** Rule arguments after `-A <chain> `, in order. */
-  rules: string[];
+  readonly rules: readonly string[];
+}
+
+/**
+ * One chain of a plan. Most hold their rules; the services' chains render them each time they are
+ * read and keep none (service-port.ts, pieces-chain.ts): at 10k services their ~100k rules are 12
+ * MiB of text that an agent would otherwise hold between applies for the few a change writes.
+ */
+export interface ChainSpec extends ChainRules {
+  readonly name: string;
+  /**
+   * Whether `other` (the chain of the same name in another plan) holds the same rules, told from
+   * what both were rendered from where that says so; absent: their rules are compared.
+   */
+  sameRulesAs?(other: ChainSpec): boolean;
+  /** True on chains known to name no flow set (the services'): their rules are not searched for one. */
+  readonly namesNoFlowSet?: boolean;
 }
 
 /** A rule in a built-in chain that enters ours; inserted once, first in the chain. */
@@ -74,4 +90,15 @@ export interface NodePlan {
 
 export function tableKey(family: Family, table: TableName): string {
   return `${family === 4 ? 'iptables' : 'ip6tables'}/${table}`;
+}
+
+/** Whether two rule lists are equal, rule by rule. */
+export function sameRuleLists(a: readonly string[], b: readonly string[]): boolean {
+  return a === b || (a.length === b.length && a.every((r, i) => r === b[i]));
+}
+
+/** Whether chain `b` holds the rules `a` holds (reading each chain's rules once). */
+export function sameChainRules(a: ChainSpec, b: ChainSpec): boolean {
+  if (a === b) return true;
+  return a.sameRulesAs ? a.sameRulesAs(b) : sameRuleLists(a.rules, b.rules);
 }

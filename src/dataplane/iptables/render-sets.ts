@@ -225,6 +225,7 @@ function chainFlowSets(
   tags: () => ReadonlyMap<number, TaggedRule>,
   maxelem: number,
 ): SetSpec[] {
+  if (chain.namesNoFlowSet) return [];
   const hit = chainFlowSetSpecs.get(chain);
   if (hit?.maxelem === maxelem) return hit.specs;
   const names = new Set<string>();
