@@ -3,7 +3,9 @@
  * chains (SY-SERVICES, SY-NODEPORTS, SY-SVC-REJECT), a few rules from each of 10k service ports.
  * Nothing of their text is kept between applies (see service-port.ts). Two such chains are
  * compared piece by piece: an unchanged piece is the same object (the ports' memo), so telling
- * whether a service change changed the chain renders only the changed ports' pieces.
+ * whether a service change changed the chain renders only the changed ports' pieces. Pieces that
+ * differ count as a change even where the whole would not (rules moved from one piece to the
+ * next): the chain is then written again, never left stale.
  */
 import { sameRuleLists, type ChainSpec } from './plan.js';
 
