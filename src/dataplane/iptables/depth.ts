@@ -19,8 +19,8 @@ export const LEVEL_MARGIN = 2;
 /** The deepest level a plan may use. */
 export const MAX_LEVEL = NFT_MAX_LEVEL - LEVEL_MARGIN;
 
-/** Chains of `chains` that a rule jumps or goes to. */
-function targets(rule: string, chains: { has(name: string): boolean }): string[] {
+/** The chains among `chains` that a rule jumps or goes to. */
+function targets(rule: string, chains: ReadonlySet<string>): string[] {
   const out: string[] = [];
   const re = /(?:^| )-[jg] (\S+)/g;
   for (let m = re.exec(rule); m; m = re.exec(rule)) if (chains.has(m[1] as string)) out.push(m[1] as string);
@@ -39,10 +39,8 @@ export interface ChainDepths {
 /** Levels of one table's chains as nf_tables would count them (chains form no cycle). */
 export function chainDepths(table: TablePlan): ChainDepths {
   const names = new Set(table.chains.map((c) => c.name));
-  // Each chain's rules read once: the services' chains render theirs on every read.
-  const chains = new Map(
-    table.chains.map((c) => [c.name, c.rules.filter((r) => targets(r, names).length > 0)]),
-  );
+  // The chains each chain jumps or goes to, its rules read once (the services' render on every read).
+  const below = new Map(table.chains.map((c) => [c.name, c.rules.flatMap((r) => targets(r, names))]));
   const height = new Map<string, number>();
   const heightOf = (name: string, onPath: Set<string>): number => {
     const known = height.get(name);
@@ -50,8 +48,7 @@ export function chainDepths(table: TablePlan): ChainDepths {
     if (onPath.has(name)) throw new Error(`chain ${name} reaches itself`);
     onPath.add(name);
     let h = 0;
-    for (const r of chains.get(name) ?? [])
-      for (const t of targets(r, chains)) h = Math.max(h, 1 + heightOf(t, onPath));
+    for (const t of below.get(name) ?? []) h = Math.max(h, 1 + heightOf(t, onPath));
     onPath.delete(name);
     height.set(name, h);
     return h;
@@ -63,20 +60,19 @@ export function chainDepths(table: TablePlan): ChainDepths {
   const visit = (name: string): void => {
     if (seen.has(name)) return;
     seen.add(name);
-    for (const r of chains.get(name) ?? []) for (const t of targets(r, chains)) visit(t);
+    for (const t of below.get(name) ?? []) visit(t);
     order.push(name);
   };
-  const entries = table.jumps.flatMap((j) => targets(j.rule, chains));
+  const entries = table.jumps.flatMap((j) => targets(j.rule, names));
   for (const e of entries) visit(e);
   const level = new Map<string, number>();
   for (const e of entries) level.set(e, 1);
   for (const name of order.reverse()) {
     const l = level.get(name);
     if (l === undefined) continue;
-    for (const r of chains.get(name) ?? [])
-      for (const t of targets(r, chains)) level.set(t, Math.max(level.get(t) ?? 0, l + 1));
+    for (const t of below.get(name) ?? []) level.set(t, Math.max(level.get(t) ?? 0, l + 1));
   }
-  for (const name of chains.keys()) heightOf(name, new Set());
+  for (const name of below.keys()) heightOf(name, new Set());
   let deepest = 0;
   for (const [name, l] of level) deepest = Math.max(deepest, l + (height.get(name) ?? 0));
   return { level, height, deepest };

@@ -133,10 +133,15 @@ function addressRejects(address: string, family: Family): string[] {
   return [`${d} -p tcp ${why} ${reject('TCP', family)}`, `${d} ${why} ${reject('UDP', family)}`];
 }
 
-/** SY-SVC-REJECT's pieces: each port's filter rules, then each address's rejects (per family). */
+/** SY-SVC-REJECT's pieces in `family`: each port's filter rules, then each address's rejects. */
+function rejectsIn(family: Family): (piece: ServicePort | string) => readonly string[] {
+  return (piece) => (typeof piece === 'string' ? addressRejects(piece, family) : piece.filter());
+}
+
+/** One render per family, made once: PiecesChain compares two chains piece by piece only under the same render. */
 const rejectsOf: Record<Family, (piece: ServicePort | string) => readonly string[]> = {
-  4: (piece) => (typeof piece === 'string' ? addressRejects(piece, 4) : piece.filter()),
-  6: (piece) => (typeof piece === 'string' ? addressRejects(piece, 6) : piece.filter()),
+  4: rejectsIn(4),
+  6: rejectsIn(6),
 };
 
 /**
